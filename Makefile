@@ -1,0 +1,103 @@
+# thinkscale build. `make run` and `make test` are the two entry points (README.md).
+#
+# Three builds of the same sources, each in its own directory under build/:
+#   build/float   element type float, optimised: the programs users run
+#   build/double  element type double, optimised: gradient checks
+#   build/asan    element type double, ASan + UBSan: the unit tests again
+# Dependencies are found with pkg-config; `make deps` installs missing ones on
+# Debian and, anywhere else, names what is missing and stops.
+
+PKGS        := ompi hdf5-openmpi scalapack-openmpi openblas cmocka inih
+DEBIAN_PKGS := build-essential pkg-config libopenmpi-dev openmpi-bin \
+               libhdf5-openmpi-dev hdf5-tools libscalapack-openmpi-dev \
+               libopenblas-dev libcmocka-dev libinih-dev \
+               python3-numpy python3-h5py python3-scipy python3-matplotlib
+
+NPROC   := $(shell nproc 2>/dev/null || echo 2)
+MARCH   ?= -march=native
+WARN    := -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wno-unused-parameter
+BASE_CFLAGS = -std=c11 -D_POSIX_C_SOURCE=200809L $(WARN) -Isrc -MMD -MP \
+              $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
+LDLIBS  = $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lm
+
+CFLAGS_float  := -O3 $(MARCH) -g
+CFLAGS_double := -O3 $(MARCH) -g -DTS_DOUBLE
+CFLAGS_asan   := -O1 -g -DTS_DOUBLE -fsanitize=address,undefined \
+                 -fno-omit-frame-pointer -fno-sanitize-recover=undefined
+
+LIB_SRC   := $(filter-out src/cli/main.c,$(wildcard src/*/*.c))
+UNIT_SRC  := $(wildcard tests/unit/test_*.c)
+MPI_SRC   := $(wildcard tests/mpi/test_*.c)
+BENCH_SRC := $(wildcard bench/bench_*.c)
+TEST_HELPERS := $(filter-out $(UNIT_SRC) $(MPI_SRC),$(wildcard tests/*/*.c))
+
+BUILDS := float double asan
+.PHONY: all deps build test test-unit test-mpi test-cli run bench data format clean
+
+all: build
+
+# ---------------------------------------------------------------- deps
+deps:
+	@missing=""; for p in $(PKGS); do pkg-config --exists $$p || missing="$$missing $$p"; done; \
+	py_ok=1; /usr/bin/python3 -c 'import h5py, numpy, scipy, matplotlib' 2>/dev/null || py_ok=0; \
+	command -v mpirun >/dev/null || missing="$$missing mpirun"; \
+	if [ -z "$$missing" ] && [ $$py_ok = 1 ]; then exit 0; fi; \
+	if [ -f /etc/debian_version ] && command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
+	  echo "thinkscale: installing missing dependencies:$$missing"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(DEBIAN_PKGS) >/dev/null || exit 1; \
+	else \
+	  echo "thinkscale: missing dependencies:$$missing (python3 h5py/numpy/scipy/matplotlib ok=$$py_ok)." >&2; \
+	  echo "  Load the modules providing them (pkg-config must find: $(PKGS)) and retry." >&2; exit 1; \
+	fi
+
+# ---------------------------------------------------------------- builds
+define BUILD_template
+build/$(1)/%.o: %.c | deps
+	@mkdir -p $$(dir $$@)
+	@echo "  CC [$(1)] $$<"
+	@$$(CC) $$(BASE_CFLAGS) $$(CFLAGS_$(1)) -c $$< -o $$@
+
+build/$(1)/libthinkscale.a: $$(patsubst %.c,build/$(1)/%.o,$$(LIB_SRC))
+	@mkdir -p $$(dir $$@)
+	ar rcs $$@ $$^
+
+build/$(1)/tests/%: build/$(1)/tests/%.o $$(patsubst %.c,build/$(1)/%.o,$$(TEST_HELPERS)) build/$(1)/libthinkscale.a
+	$$(CC) $$(CFLAGS_$(1)) $$^ -o $$@ $$(LDLIBS)
+
+build/$(1)/bench/%: build/$(1)/bench/%.o build/$(1)/libthinkscale.a
+	$$(CC) $$(CFLAGS_$(1)) $$^ -o $$@ $$(LDLIBS)
+
+build/$(1)/thinkscale: build/$(1)/src/cli/main.o build/$(1)/libthinkscale.a
+	$$(CC) $$(CFLAGS_$(1)) $$^ -o $$@ $$(LDLIBS)
+endef
+$(foreach b,$(BUILDS),$(eval $(call BUILD_template,$(b))))
+
+UNIT_BINS = $(foreach b,$(BUILDS),$(patsubst %.c,build/$(b)/%,$(UNIT_SRC)))
+MPI_BINS  = $(foreach b,float double,$(patsubst %.c,build/$(b)/%,$(MPI_SRC)))
+BENCH_BINS = $(patsubst %.c,build/float/%,$(BENCH_SRC))
+PROGRAMS  = build/float/thinkscale build/double/thinkscale
+
+build: deps
+	@$(MAKE) --no-print-directory -j$(NPROC) $(PROGRAMS) $(UNIT_BINS) $(MPI_BINS) $(BENCH_BINS)
+	@ln -sf build/float/thinkscale thinkscale
+
+# ---------------------------------------------------------------- entry points
+test: build
+	@tests/run_tests.sh
+
+bench: build
+	@bench/run_bench.sh
+
+data: build
+	@data/build_corpora.sh
+
+run: build
+	@jobs/default.sh
+
+format:
+	clang-format -i $$(find src tests bench -name '*.[ch]')
+
+clean:
+	rm -rf build thinkscale
+
+-include $(shell find build -name '*.d' 2>/dev/null)

@@ -1,0 +1,83 @@
+#include "engine/arena.h"
+
+#include <stdlib.h>
+
+#define TS_ALIGN 64
+
+void ts_arena_init(ts_arena *arena, size_t chunk_size) {
+    *arena = (ts_arena){.chunk_size = chunk_size ? chunk_size : (size_t)64 << 20};
+}
+
+void ts_arena_free(ts_arena *arena) {
+    ts_chunk *c = arena->first;
+    while (c) {
+        ts_chunk *next = c->next;
+        free(c->base);
+        free(c);
+        c = next;
+    }
+    *arena = (ts_arena){.chunk_size = arena->chunk_size};
+}
+
+static ts_chunk *new_chunk(ts_arena *arena, size_t min_bytes) {
+    size_t size = min_bytes > arena->chunk_size ? min_bytes : arena->chunk_size;
+    ts_chunk *c = malloc(sizeof *c);
+    if (!c) return NULL;
+    c->base = aligned_alloc(TS_ALIGN, (size + TS_ALIGN - 1) / TS_ALIGN * TS_ALIGN);
+    if (!c->base) {
+        free(c);
+        return NULL;
+    }
+    c->size = size;
+    c->used = 0;
+    c->next = NULL;
+    arena->n_mallocs++;
+    arena->reserved += size;
+    return c;
+}
+
+void *ts_arena_alloc(ts_arena *arena, size_t bytes) {
+    size_t need = (bytes + TS_ALIGN - 1) / TS_ALIGN * TS_ALIGN;
+    if (need == 0) need = TS_ALIGN;
+    ts_chunk *c = arena->current;
+    /* Chunks after the current one are free (kept from before a release):
+     * reuse the first one large enough, skipping smaller ones. */
+    while (c && c->size - c->used < need) {
+        ts_chunk *next = c->next;
+        if (next) next->used = 0;
+        c = next;
+    }
+    if (!c) {
+        c = new_chunk(arena, need);
+        if (!c) return NULL;
+        if (arena->current) {
+            ts_chunk *tail = arena->current;
+            while (tail->next) tail = tail->next;
+            tail->next = c;
+        } else {
+            arena->first = c;
+        }
+    }
+    arena->current = c;
+    void *p = c->base + c->used;
+    c->used += need;
+    arena->in_use += need;
+    if (arena->in_use > arena->high_water) arena->high_water = arena->in_use;
+    return p;
+}
+
+ts_arena_mark ts_arena_get_mark(const ts_arena *arena) {
+    return (ts_arena_mark){arena->current, arena->current ? arena->current->used : 0,
+                           arena->in_use};
+}
+
+void ts_arena_release(ts_arena *arena, ts_arena_mark mark) {
+    if (mark.chunk) {
+        arena->current = mark.chunk;
+        mark.chunk->used = mark.used;
+    } else {
+        arena->current = arena->first;
+        if (arena->first) arena->first->used = 0;
+    }
+    arena->in_use = mark.in_use;
+}

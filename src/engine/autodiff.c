@@ -1,0 +1,160 @@
+#include "engine/autodiff.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "engine/ops.h"
+
+ts_node *ts_record(ts_ctx *ctx, const char *op, ts_backward_fn backward, ts_tensor *out, int n_in,
+                   ts_tensor *const *in) {
+    if (!ctx->grad_enabled) return NULL;
+    bool any = false;
+    for (int i = 0; i < n_in; i++) any |= in[i]->requires_grad;
+    if (!any) return NULL;
+    if (ctx->tape_len == ctx->tape_cap) {
+        long cap = ctx->tape_cap * 2;
+        ts_node **tape = realloc(ctx->tape, (size_t)cap * sizeof *tape);
+        if (!tape) ts_fail(ctx, op, "out of memory growing the graph to %ld nodes", cap);
+        ctx->tape = tape;
+        ctx->tape_cap = cap;
+    }
+    ts_node *node = ts_alloc(ctx, sizeof *node);
+    memset(node, 0, sizeof *node);
+    node->op = op;
+    node->backward = backward;
+    node->n_in = n_in;
+    for (int i = 0; i < n_in; i++) node->in[i] = in[i];
+    node->out = out;
+    node->tape_index = ctx->tape_len;
+    ctx->tape[ctx->tape_len++] = node;
+    out->node = node;
+    out->requires_grad = true;
+    return node;
+}
+
+/* Which tensors a pass delivers gradients to. */
+enum pass_kind { PASS_GRAD, PASS_BACKWARD };
+
+static bool is_target(const ts_ctx *ctx, enum pass_kind kind, const ts_tensor *t) {
+    if (kind == PASS_GRAD) return t->target_epoch == ctx->epoch;
+    return t->node == NULL && t->requires_grad;
+}
+
+static void accumulate(ts_ctx *ctx, ts_tensor *t, ts_tensor *g) {
+    if (t->acc_epoch != ctx->epoch) {
+        t->acc_epoch = ctx->epoch;
+        t->acc = g;
+    } else {
+        t->acc = ts_add(ctx, t->acc, g);
+    }
+}
+
+static void add_into_leaf_grad(ts_ctx *ctx, ts_tensor *leaf, const ts_tensor *g) {
+    if (!leaf->grad) leaf->grad = ts_zeros(ctx, leaf->ndim, leaf->shape);
+    ts_real *dst = leaf->grad->data;
+    for (long i = 0; i < g->numel; i++) dst[i] += g->data[i];
+    ts_count_flops(ctx, (double)g->numel);
+}
+
+static void seed_outputs(ts_ctx *ctx, const char *who, int n_out, ts_tensor *const *outputs,
+                         ts_tensor *const *seeds) {
+    char s1[64], s2[64];
+    for (int i = 0; i < n_out; i++) {
+        ts_tensor *out = outputs[i];
+        ts_tensor *seed = seeds ? seeds[i] : NULL;
+        if (!out->requires_grad)
+            ts_fail(ctx, who,
+                    "output %d does not depend on anything that requires a gradient", i);
+        if (!seed) {
+            if (out->numel != 1)
+                ts_fail(ctx, who,
+                        "output %d has shape %s: the gradient of a non-scalar needs a seed", i,
+                        ts_shape_str(out, s1, sizeof s1));
+            seed = ts_full(ctx, out->ndim, out->shape, 1);
+        } else if (!ts_same_shape(seed, out)) {
+            ts_fail(ctx, who, "seed %d has shape %s but output has shape %s", i,
+                    ts_shape_str(seed, s1, sizeof s1), ts_shape_str(out, s2, sizeof s2));
+        }
+        accumulate(ctx, out, seed);
+    }
+}
+
+/* Marks the nodes a pass must visit: those with an input that is a target or
+ * that was produced by a marked node. */
+static void mark_needed(ts_ctx *ctx, enum pass_kind kind, long last) {
+    for (long i = 0; i <= last; i++) {
+        ts_node *node = ctx->tape[i];
+        for (int j = 0; j < node->n_in; j++) {
+            ts_tensor *in = node->in[j];
+            if (is_target(ctx, kind, in) ||
+                (in->node && in->node->needed_epoch == ctx->epoch)) {
+                node->needed_epoch = ctx->epoch;
+                break;
+            }
+        }
+    }
+}
+
+static void run_pass(ts_ctx *ctx, enum pass_kind kind, const char *who, int n_out,
+                     ts_tensor *const *outputs, ts_tensor *const *seeds, bool create_graph) {
+    long last = -1;
+    for (int i = 0; i < n_out; i++)
+        if (outputs[i]->node && outputs[i]->node->tape_index > last)
+            last = outputs[i]->node->tape_index;
+    for (int i = 0; i < n_out; i++)
+        if (outputs[i]->node && ctx->tape[outputs[i]->node->tape_index] != outputs[i]->node)
+            ts_fail(ctx, who, "output %d belongs to a graph that was already released", i);
+    mark_needed(ctx, kind, last);
+
+    bool saved_grad_enabled = ts_set_grad_enabled(ctx, create_graph);
+    enum ts_phase saved_phase = ctx->phase;
+    ctx->phase = TS_BACKWARD;
+    seed_outputs(ctx, who, n_out, outputs, seeds);
+
+    for (long i = last; i >= 0; i--) {
+        ts_node *node = ctx->tape[i];
+        if (node->needed_epoch != ctx->epoch || node->out->acc_epoch != ctx->epoch) continue;
+        bool needs[TS_NODE_MAX_INPUTS] = {false};
+        ts_tensor *gin[TS_NODE_MAX_INPUTS] = {NULL};
+        for (int j = 0; j < node->n_in; j++) {
+            ts_tensor *in = node->in[j];
+            needs[j] = is_target(ctx, kind, in) ||
+                       (in->node && in->node->needed_epoch == ctx->epoch);
+        }
+        node->backward(ctx, node, node->out->acc, needs, gin);
+        for (int j = 0; j < node->n_in; j++) {
+            if (!needs[j] || !gin[j]) continue;
+            ts_tensor *in = node->in[j];
+            if (kind == PASS_BACKWARD && is_target(ctx, kind, in))
+                add_into_leaf_grad(ctx, in, gin[j]);
+            else
+                accumulate(ctx, in, gin[j]);
+        }
+    }
+    ctx->phase = saved_phase;
+    ts_set_grad_enabled(ctx, saved_grad_enabled);
+}
+
+void ts_grad(ts_ctx *ctx, int n_out, ts_tensor *const *outputs, ts_tensor *const *seeds, int n_in,
+             ts_tensor *const *inputs, ts_tensor **grads, bool create_graph) {
+    ctx->epoch++;
+    for (int j = 0; j < n_in; j++) {
+        if (!inputs[j]->requires_grad)
+            ts_fail(ctx, "grad", "input %d%s%s does not require a gradient", j,
+                    inputs[j]->name ? " " : "", inputs[j]->name ? inputs[j]->name : "");
+        inputs[j]->target_epoch = ctx->epoch;
+    }
+    run_pass(ctx, PASS_GRAD, "grad", n_out, outputs, seeds, create_graph);
+    for (int j = 0; j < n_in; j++) {
+        ts_tensor *in = inputs[j];
+        grads[j] = in->acc_epoch == ctx->epoch ? in->acc : ts_zeros(ctx, in->ndim, in->shape);
+    }
+    ctx->epoch++; /* invalidates the scratch so a later pass starts clean */
+}
+
+void ts_backward(ts_ctx *ctx, ts_tensor *output, ts_tensor *seed) {
+    ctx->epoch++;
+    ts_tensor *seeds[1] = {seed};
+    run_pass(ctx, PASS_BACKWARD, "backward", 1, &output, seed ? seeds : NULL, false);
+    ctx->epoch++;
+}

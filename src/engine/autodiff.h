@@ -1,0 +1,56 @@
+/* Reverse-mode differentiation over a recorded graph of ops.
+ *
+ * Every op with an input that requires a gradient appends a node to the
+ * context's tape (unless recording is off). A node's backward rule computes
+ * the input gradients by calling ordinary ops, so when a gradient pass runs
+ * with create_graph those ops are recorded too and the gradient can itself be
+ * differentiated, to any order. Without create_graph the same rules run with
+ * recording off and cost nothing extra. */
+#ifndef TS_AUTODIFF_H
+#define TS_AUTODIFF_H
+
+#include "engine/context.h"
+#include "engine/tensor.h"
+
+#define TS_NODE_MAX_INPUTS 4
+
+/* Sets gin[i] for every input i with needs[i]; may leave others NULL. */
+typedef void (*ts_backward_fn)(ts_ctx *ctx, ts_node *node, ts_tensor *gout, const bool *needs,
+                               ts_tensor **gin);
+
+struct ts_node {
+    const char *op;
+    ts_backward_fn backward;
+    int n_in;
+    ts_tensor *in[TS_NODE_MAX_INPUTS];
+    ts_tensor *out;
+    long tape_index;
+    unsigned long needed_epoch;
+    /* Attributes the backward rule needs. */
+    int iattr[6];
+    double fattr[2];
+    const int32_t *index;     /* token ids, targets or positions (arena copy) */
+    long index_len;
+};
+
+/* Called by ops after computing `out`: records a node if recording is on and
+ * any input requires a gradient. Returns the node (NULL if not recorded) so the
+ * op can store attributes. */
+ts_node *ts_record(ts_ctx *ctx, const char *op, ts_backward_fn backward, ts_tensor *out, int n_in,
+                   ts_tensor *const *in);
+
+/* Gradients of sum_i <seeds[i], outputs[i]> with respect to inputs[j], into
+ * grads[j] (zeros if an input does not influence the outputs). A NULL seed
+ * means 1 and is allowed only for an output of one element. With
+ * create_graph the gradients are part of the graph and can be differentiated
+ * again; without it they are constants. Inputs may be leaves or intermediate
+ * tensors. Leaf .grad buffers are not touched. */
+void ts_grad(ts_ctx *ctx, int n_out, ts_tensor *const *outputs, ts_tensor *const *seeds, int n_in,
+             ts_tensor *const *inputs, ts_tensor **grads, bool create_graph);
+
+/* Accumulates d(output)/d(leaf) into the .grad buffer of every leaf that
+ * requires a gradient (seed as in ts_grad). Leaves without a .grad buffer get
+ * one in the arena, zeroed first. */
+void ts_backward(ts_ctx *ctx, ts_tensor *output, ts_tensor *seed);
+
+#endif

@@ -1,0 +1,57 @@
+/* The engine context: everything an op needs besides its inputs. There is no
+ * global state; two contexts are fully independent. */
+#ifndef TS_CONTEXT_H
+#define TS_CONTEXT_H
+
+#include <stdbool.h>
+
+#include "engine/arena.h"
+#include "engine/tensor.h"
+
+/* Called with a complete message on misuse or out-of-memory. It must not
+ * return (exit, abort or longjmp); if it does, the engine aborts. */
+typedef void (*ts_error_handler)(void *user, const char *message);
+
+enum ts_phase { TS_FORWARD = 0, TS_BACKWARD = 1 };
+
+typedef struct ts_ctx {
+    ts_arena arena;
+    ts_node **tape;           /* recorded ops in creation order */
+    long tape_len;
+    long tape_cap;
+    bool grad_enabled;        /* false: ops run without recording */
+    enum ts_phase phase;      /* where executed FLOPs are booked */
+    double flops[2];          /* executed floating-point operations, forward / backward */
+    unsigned long epoch;      /* one per gradient pass */
+    ts_error_handler on_error;
+    void *error_user;
+} ts_ctx;
+
+typedef struct ts_mark {
+    ts_arena_mark arena;
+    long tape_len;
+} ts_mark;
+
+/* arena_chunk_bytes = 0 picks the default (64 MiB). Returns false if out of memory. */
+bool ts_ctx_init(ts_ctx *ctx, size_t arena_chunk_bytes);
+void ts_ctx_free(ts_ctx *ctx);
+void ts_ctx_set_error_handler(ts_ctx *ctx, ts_error_handler handler, void *user);
+
+/* Everything created after the mark (tensors, graph, data) is released at once. */
+ts_mark ts_get_mark(const ts_ctx *ctx);
+void ts_release(ts_ctx *ctx, ts_mark mark);
+
+/* Returns the previous setting, to restore it afterwards. */
+bool ts_set_grad_enabled(ts_ctx *ctx, bool enabled);
+
+void ts_reset_flops(ts_ctx *ctx);
+double ts_flops_total(const ts_ctx *ctx);
+static inline void ts_count_flops(ts_ctx *ctx, double n) { ctx->flops[ctx->phase] += n; }
+
+/* Reports misuse and does not return. */
+_Noreturn void ts_fail(ts_ctx *ctx, const char *op, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+/* Arena allocation that fails through ts_fail when memory runs out. */
+void *ts_alloc(ts_ctx *ctx, size_t bytes);
+
+#endif

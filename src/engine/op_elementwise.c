@@ -1,0 +1,263 @@
+#include <math.h>
+#include <string.h>
+
+#include "engine/autodiff.h"
+#include "engine/ops.h"
+
+/* ---------------------------------------------------------------- broadcasting */
+
+/* Shapes and element strides of a, b and the output, right-aligned to 4 dims;
+ * a broadcast dimension has stride 0. */
+typedef struct broadcast {
+    int ndim;
+    int shape[TS_MAX_DIMS];
+    long stride_a[TS_MAX_DIMS], stride_b[TS_MAX_DIMS];
+} broadcast;
+
+static void padded_strides(const ts_tensor *t, const int *out_shape, long *stride) {
+    int pad = TS_MAX_DIMS - t->ndim;
+    long s = 1;
+    for (int i = TS_MAX_DIMS - 1; i >= 0; i--) {
+        int dim = i >= pad ? t->shape[i - pad] : 1;
+        stride[i] = (dim == 1 && out_shape[i] != 1) ? 0 : s;
+        s *= dim;
+    }
+}
+
+static broadcast broadcast_shapes(ts_ctx *ctx, const char *op, const ts_tensor *a,
+                                  const ts_tensor *b) {
+    broadcast bc = {.ndim = a->ndim > b->ndim ? a->ndim : b->ndim};
+    for (int i = 0; i < TS_MAX_DIMS; i++) {
+        int ia = i - (TS_MAX_DIMS - a->ndim), ib = i - (TS_MAX_DIMS - b->ndim);
+        int da = ia >= 0 ? a->shape[ia] : 1, db = ib >= 0 ? b->shape[ib] : 1;
+        if (da != db && da != 1 && db != 1) {
+            char sa[64], sb[64];
+            ts_fail(ctx, op, "shapes %s and %s do not broadcast", ts_shape_str(a, sa, sizeof sa),
+                    ts_shape_str(b, sb, sizeof sb));
+        }
+        bc.shape[i] = da > db ? da : db;
+    }
+    padded_strides(a, bc.shape, bc.stride_a);
+    padded_strides(b, bc.shape, bc.stride_b);
+    return bc;
+}
+
+enum binary_kind { BIN_ADD, BIN_SUB, BIN_MUL, BIN_DIV };
+
+/* One contiguous run of the innermost dim; strides are 0 or 1. */
+#define BINARY_RUN(EXPR)                                                                       \
+    do {                                                                                       \
+        if (sa == 1 && sb == 1)                                                                \
+            for (long i = 0; i < n; i++) { ts_real x = pa[i], y = pb[i]; po[i] = (EXPR); }   \
+        else if (sa == 1)                                                                      \
+            for (long i = 0; i < n; i++) { ts_real x = pa[i], y = pb[0]; po[i] = (EXPR); }   \
+        else if (sb == 1)                                                                      \
+            for (long i = 0; i < n; i++) { ts_real x = pa[0], y = pb[i]; po[i] = (EXPR); }   \
+        else                                                                                   \
+            for (long i = 0; i < n; i++) { ts_real x = pa[0], y = pb[0]; po[i] = (EXPR); }   \
+    } while (0)
+
+static void binary_run(enum binary_kind kind, long n, const ts_real *pa, long sa,
+                       const ts_real *pb, long sb, ts_real *po) {
+    switch (kind) {
+    case BIN_ADD: BINARY_RUN(x + y); break;
+    case BIN_SUB: BINARY_RUN(x - y); break;
+    case BIN_MUL: BINARY_RUN(x * y); break;
+    case BIN_DIV: BINARY_RUN(x / y); break;
+    }
+}
+
+static ts_tensor *binary_forward(ts_ctx *ctx, const char *op, enum binary_kind kind,
+                                 const ts_tensor *a, const ts_tensor *b) {
+    broadcast bc = broadcast_shapes(ctx, op, a, b);
+    ts_tensor *out = ts_new(ctx, bc.ndim, bc.shape + TS_MAX_DIMS - bc.ndim);
+    if (ts_same_shape(a, b)) {
+        binary_run(kind, out->numel, a->data, 1, b->data, 1, out->data);
+    } else {
+        const int *s = bc.shape;
+        long n = s[3];
+        ts_real *po = out->data;
+        for (int i0 = 0; i0 < s[0]; i0++)
+            for (int i1 = 0; i1 < s[1]; i1++)
+                for (int i2 = 0; i2 < s[2]; i2++, po += n) {
+                    long oa = i0 * bc.stride_a[0] + i1 * bc.stride_a[1] + i2 * bc.stride_a[2];
+                    long ob = i0 * bc.stride_b[0] + i1 * bc.stride_b[1] + i2 * bc.stride_b[2];
+                    binary_run(kind, n, a->data + oa, bc.stride_a[3], b->data + ob,
+                               bc.stride_b[3], po);
+                }
+    }
+    ts_count_flops(ctx, (double)out->numel);
+    return out;
+}
+
+/* The gradient of a broadcast input is the output gradient summed to its shape. */
+static ts_tensor *reduce_like(ts_ctx *ctx, ts_tensor *g, const ts_tensor *like) {
+    return ts_sum_to(ctx, g, like->ndim, like->shape);
+}
+
+static void add_backward(ts_ctx *ctx, ts_node *node, ts_tensor *g, const bool *needs,
+                         ts_tensor **gin) {
+    if (needs[0]) gin[0] = reduce_like(ctx, g, node->in[0]);
+    if (needs[1]) gin[1] = reduce_like(ctx, g, node->in[1]);
+}
+
+static void sub_backward(ts_ctx *ctx, ts_node *node, ts_tensor *g, const bool *needs,
+                         ts_tensor **gin) {
+    if (needs[0]) gin[0] = reduce_like(ctx, g, node->in[0]);
+    if (needs[1]) gin[1] = reduce_like(ctx, ts_scale(ctx, g, -1), node->in[1]);
+}
+
+static void mul_backward(ts_ctx *ctx, ts_node *node, ts_tensor *g, const bool *needs,
+                         ts_tensor **gin) {
+    if (needs[0]) gin[0] = reduce_like(ctx, ts_mul(ctx, g, node->in[1]), node->in[0]);
+    if (needs[1]) gin[1] = reduce_like(ctx, ts_mul(ctx, g, node->in[0]), node->in[1]);
+}
+
+static void div_backward(ts_ctx *ctx, ts_node *node, ts_tensor *g, const bool *needs,
+                         ts_tensor **gin) {
+    ts_tensor *b = node->in[1];
+    if (needs[0]) gin[0] = reduce_like(ctx, ts_div(ctx, g, b), node->in[0]);
+    if (needs[1]) /* d(a/b)/db = -(a/b)/b */
+        gin[1] = reduce_like(ctx, ts_scale(ctx, ts_div(ctx, ts_mul(ctx, g, node->out), b), -1),
+                             b);
+}
+
+#define DEFINE_BINARY(NAME, KIND, BACKWARD)                                                    \
+    ts_tensor *ts_##NAME(ts_ctx *ctx, ts_tensor *a, ts_tensor *b) {                           \
+        ts_tensor *out = binary_forward(ctx, #NAME, KIND, a, b);                              \
+        ts_record(ctx, #NAME, BACKWARD, out, 2, (ts_tensor *[]){a, b});                       \
+        return out;                                                                            \
+    }
+DEFINE_BINARY(add, BIN_ADD, add_backward)
+DEFINE_BINARY(sub, BIN_SUB, sub_backward)
+DEFINE_BINARY(mul, BIN_MUL, mul_backward)
+DEFINE_BINARY(div, BIN_DIV, div_backward)
+
+/* ---------------------------------------------------------------- scalar ops */
+
+static void scale_backward(ts_ctx *ctx, ts_node *node, ts_tensor *g, const bool *needs,
+                           ts_tensor **gin) {
+    if (needs[0]) gin[0] = ts_scale(ctx, g, node->fattr[0]);
+}
+
+ts_tensor *ts_scale(ts_ctx *ctx, ts_tensor *a, double s) {
+    ts_tensor *out = ts_new_like(ctx, a);
+    ts_real f = (ts_real)s;
+    for (long i = 0; i < a->numel; i++) out->data[i] = f * a->data[i];
+    ts_count_flops(ctx, (double)a->numel);
+    ts_node *node = ts_record(ctx, "scale", scale_backward, out, 1, &a);
+    if (node) node->fattr[0] = s;
+    return out;
+}
+
+static void identity_backward(ts_ctx *ctx, ts_node *node, ts_tensor *g, const bool *needs,
+                              ts_tensor **gin) {
+    (void)ctx;
+    (void)node;
+    if (needs[0]) gin[0] = g;
+}
+
+ts_tensor *ts_add_scalar(ts_ctx *ctx, ts_tensor *a, double s) {
+    ts_tensor *out = ts_new_like(ctx, a);
+    ts_real f = (ts_real)s;
+    for (long i = 0; i < a->numel; i++) out->data[i] = a->data[i] + f;
+    ts_count_flops(ctx, (double)a->numel);
+    ts_record(ctx, "add_scalar", identity_backward, out, 1, &a);
+    return out;
+}
+
+/* ---------------------------------------------------------------- unary ops */
+
+/* Each rule is written with ops so that it can be differentiated again. */
+static void exp_backward(ts_ctx *ctx, ts_node *node, ts_tensor *g, const bool *needs,
+                         ts_tensor **gin) {
+    if (needs[0]) gin[0] = ts_mul(ctx, g, node->out);
+}
+
+static void log_backward(ts_ctx *ctx, ts_node *node, ts_tensor *g, const bool *needs,
+                         ts_tensor **gin) {
+    if (needs[0]) gin[0] = ts_div(ctx, g, node->in[0]);
+}
+
+static void sqrt_backward(ts_ctx *ctx, ts_node *node, ts_tensor *g, const bool *needs,
+                          ts_tensor **gin) {
+    if (needs[0]) gin[0] = ts_div(ctx, ts_scale(ctx, g, 0.5), node->out);
+}
+
+static void rsqrt_backward(ts_ctx *ctx, ts_node *node, ts_tensor *g, const bool *needs,
+                           ts_tensor **gin) {
+    /* d x^(-1/2) = -1/2 x^(-3/2) = -1/2 out^3 */
+    ts_tensor *r = node->out;
+    if (needs[0])
+        gin[0] = ts_mul(ctx, g, ts_scale(ctx, ts_mul(ctx, r, ts_square(ctx, r)), -0.5));
+}
+
+static void square_backward(ts_ctx *ctx, ts_node *node, ts_tensor *g, const bool *needs,
+                            ts_tensor **gin) {
+    if (needs[0]) gin[0] = ts_mul(ctx, ts_scale(ctx, g, 2), node->in[0]);
+}
+
+static void sigmoid_backward(ts_ctx *ctx, ts_node *node, ts_tensor *g, const bool *needs,
+                             ts_tensor **gin) {
+    ts_tensor *s = node->out;
+    if (needs[0])
+        gin[0] = ts_mul(ctx, g, ts_mul(ctx, s, ts_add_scalar(ctx, ts_scale(ctx, s, -1), 1)));
+}
+
+static void silu_backward(ts_ctx *ctx, ts_node *node, ts_tensor *g, const bool *needs,
+                          ts_tensor **gin) {
+    /* d(x s(x)) = s (1 + x (1 - s)) */
+    ts_tensor *x = node->in[0];
+    if (!needs[0]) return;
+    ts_tensor *s = ts_sigmoid(ctx, x);
+    ts_tensor *one_minus_s = ts_add_scalar(ctx, ts_scale(ctx, s, -1), 1);
+    ts_tensor *d = ts_mul(ctx, s, ts_add_scalar(ctx, ts_mul(ctx, x, one_minus_s), 1));
+    gin[0] = ts_mul(ctx, g, d);
+}
+
+static inline ts_real sigmoid_of(ts_real x) {
+    /* Stable on both tails. */
+    if (x >= 0) return 1 / (1 + TS_EXP(-x));
+    ts_real e = TS_EXP(x);
+    return e / (1 + e);
+}
+
+enum unary_kind { UN_EXP, UN_LOG, UN_SQRT, UN_RSQRT, UN_SQUARE, UN_SIGMOID, UN_SILU };
+
+static ts_tensor *unary(ts_ctx *ctx, const char *op, enum unary_kind kind, ts_tensor *a,
+                        ts_backward_fn backward, double flops_per_element) {
+    ts_tensor *out = ts_new_like(ctx, a);
+    const ts_real *x = a->data;
+    ts_real *y = out->data;
+    long n = a->numel;
+    switch (kind) {
+    case UN_EXP: for (long i = 0; i < n; i++) y[i] = TS_EXP(x[i]); break;
+    case UN_LOG: for (long i = 0; i < n; i++) y[i] = TS_LOG(x[i]); break;
+    case UN_SQRT: for (long i = 0; i < n; i++) y[i] = TS_SQRT(x[i]); break;
+    case UN_RSQRT: for (long i = 0; i < n; i++) y[i] = 1 / TS_SQRT(x[i]); break;
+    case UN_SQUARE: for (long i = 0; i < n; i++) y[i] = x[i] * x[i]; break;
+    case UN_SIGMOID: for (long i = 0; i < n; i++) y[i] = sigmoid_of(x[i]); break;
+    case UN_SILU: for (long i = 0; i < n; i++) y[i] = x[i] * sigmoid_of(x[i]); break;
+    }
+    ts_count_flops(ctx, flops_per_element * (double)n);
+    ts_record(ctx, op, backward, out, 1, &a);
+    return out;
+}
+
+ts_tensor *ts_exp(ts_ctx *ctx, ts_tensor *a) { return unary(ctx, "exp", UN_EXP, a, exp_backward, 1); }
+ts_tensor *ts_log(ts_ctx *ctx, ts_tensor *a) { return unary(ctx, "log", UN_LOG, a, log_backward, 1); }
+ts_tensor *ts_sqrt(ts_ctx *ctx, ts_tensor *a) {
+    return unary(ctx, "sqrt", UN_SQRT, a, sqrt_backward, 1);
+}
+ts_tensor *ts_rsqrt(ts_ctx *ctx, ts_tensor *a) {
+    return unary(ctx, "rsqrt", UN_RSQRT, a, rsqrt_backward, 2);
+}
+ts_tensor *ts_square(ts_ctx *ctx, ts_tensor *a) {
+    return unary(ctx, "square", UN_SQUARE, a, square_backward, 1);
+}
+ts_tensor *ts_sigmoid(ts_ctx *ctx, ts_tensor *a) {
+    return unary(ctx, "sigmoid", UN_SIGMOID, a, sigmoid_backward, 3);
+}
+ts_tensor *ts_silu(ts_ctx *ctx, ts_tensor *a) {
+    return unary(ctx, "silu", UN_SILU, a, silu_backward, 4);
+}

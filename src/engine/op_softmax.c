@@ -1,0 +1,177 @@
+#include <math.h>
+#include <stdlib.h>
+
+#include "engine/autodiff.h"
+#include "engine/ops.h"
+
+/* The forward passes and the first-order backward passes are fused row
+ * kernels; the backward passes are themselves recorded ops (softmax_backward,
+ * log_softmax_backward) whose own rules are written with primitives, so
+ * gradients of any order stay exact. */
+
+static void check_mask(ts_ctx *ctx, const char *op, const ts_tensor *x, const ts_tensor *mask) {
+    if (!mask) return;
+    char sx[64], sm[64];
+    if (x->ndim < 2 || mask->ndim != 2 || mask->shape[0] != x->shape[x->ndim - 2] ||
+        mask->shape[1] != x->shape[x->ndim - 1])
+        ts_fail(ctx, op, "mask %s does not match the last two dims of %s",
+                ts_shape_str(mask, sm, sizeof sm), ts_shape_str(x, sx, sizeof sx));
+    if (mask->requires_grad) ts_fail(ctx, op, "the mask is a constant and cannot require a gradient");
+}
+
+/* Row r of x is masked with row (r mod mask rows). Writes x + mask - shift
+ * with shift = max (softmax) or logsumexp (log-softmax). */
+static void softmax_rows(const ts_tensor *x, const ts_tensor *mask, ts_real *out, bool log_form) {
+    long cols = x->shape[x->ndim - 1], rows = x->numel / cols;
+    long mask_rows = mask ? mask->shape[0] : 1;
+    for (long r = 0; r < rows; r++) {
+        const ts_real *xr = x->data + r * cols;
+        const ts_real *mr = mask ? mask->data + (r % mask_rows) * cols : NULL;
+        ts_real *o = out + r * cols;
+        ts_real max = -INFINITY;
+        for (long c = 0; c < cols; c++) {
+            o[c] = mr ? xr[c] + mr[c] : xr[c];
+            if (o[c] > max) max = o[c];
+        }
+        if (max == -INFINITY) { /* fully masked row: no probability mass anywhere */
+            for (long c = 0; c < cols; c++) o[c] = log_form ? -INFINITY : 0;
+            continue;
+        }
+        ts_real sum = 0;
+        if (log_form) {
+            for (long c = 0; c < cols; c++) sum += TS_EXP(o[c] - max);
+            ts_real shift = max + TS_LOG(sum);
+            for (long c = 0; c < cols; c++) o[c] -= shift;
+        } else {
+            for (long c = 0; c < cols; c++) {
+                o[c] = TS_EXP(o[c] - max);
+                sum += o[c];
+            }
+            ts_real inv = 1 / sum;
+            for (long c = 0; c < cols; c++) o[c] *= inv;
+        }
+    }
+}
+
+static ts_tensor *row_sum(ts_ctx *ctx, ts_tensor *a) { return ts_sum(ctx, a, -1, true); }
+
+/* ---------------------------------------------------------------- softmax */
+
+/* out = y * (g - rowsum(g * y)) */
+static ts_tensor *softmax_backward_op(ts_ctx *ctx, ts_tensor *y, ts_tensor *g);
+
+static void softmax_backward_rule(ts_ctx *ctx, ts_node *node, ts_tensor *gout, const bool *needs,
+                                  ts_tensor **gin) {
+    ts_tensor *y = node->in[0], *g = node->in[1];
+    if (needs[0]) { /* d/dy: gout (g - s) - g r, s = rowsum(g y), r = rowsum(gout y) */
+        ts_tensor *s = row_sum(ctx, ts_mul(ctx, g, y));
+        ts_tensor *r = row_sum(ctx, ts_mul(ctx, gout, y));
+        gin[0] = ts_sub(ctx, ts_mul(ctx, gout, ts_sub(ctx, g, s)), ts_mul(ctx, g, r));
+    }
+    if (needs[1]) gin[1] = softmax_backward_op(ctx, y, gout);
+}
+
+static ts_tensor *softmax_backward_op(ts_ctx *ctx, ts_tensor *y, ts_tensor *g) {
+    ts_tensor *out = ts_new_like(ctx, y);
+    long cols = y->shape[y->ndim - 1], rows = y->numel / cols;
+    for (long r = 0; r < rows; r++) {
+        const ts_real *yr = y->data + r * cols, *gr = g->data + r * cols;
+        ts_real *o = out->data + r * cols;
+        ts_real dot = 0;
+        for (long c = 0; c < cols; c++) dot += gr[c] * yr[c];
+        for (long c = 0; c < cols; c++) o[c] = yr[c] * (gr[c] - dot);
+    }
+    ts_count_flops(ctx, 4.0 * (double)y->numel);
+    ts_record(ctx, "softmax_backward", softmax_backward_rule, out, 2, (ts_tensor *[]){y, g});
+    return out;
+}
+
+static void softmax_rule(ts_ctx *ctx, ts_node *node, ts_tensor *g, const bool *needs,
+                         ts_tensor **gin) {
+    if (needs[0]) gin[0] = softmax_backward_op(ctx, node->out, g);
+}
+
+ts_tensor *ts_softmax(ts_ctx *ctx, ts_tensor *x, const ts_tensor *mask) {
+    check_mask(ctx, "softmax", x, mask);
+    ts_tensor *out = ts_new_like(ctx, x);
+    softmax_rows(x, mask, out->data, false);
+    ts_count_flops(ctx, 5.0 * (double)x->numel);
+    ts_record(ctx, "softmax", softmax_rule, out, 1, &x);
+    return out;
+}
+
+/* ---------------------------------------------------------------- log-softmax */
+
+/* out = g - exp(z) * rowsum(g) */
+static ts_tensor *log_softmax_backward_op(ts_ctx *ctx, ts_tensor *z, ts_tensor *g);
+
+static void log_softmax_backward_rule(ts_ctx *ctx, ts_node *node, ts_tensor *gout,
+                                      const bool *needs, ts_tensor **gin) {
+    ts_tensor *z = node->in[0], *g = node->in[1];
+    ts_tensor *e = ts_exp(ctx, z);
+    if (needs[0]) /* d/dz: -gout e rowsum(g) */
+        gin[0] = ts_scale(ctx, ts_mul(ctx, ts_mul(ctx, gout, e), row_sum(ctx, g)), -1);
+    if (needs[1]) /* d/dg: gout - rowsum(gout e) */
+        gin[1] = ts_sub(ctx, gout, row_sum(ctx, ts_mul(ctx, gout, e)));
+}
+
+static ts_tensor *log_softmax_backward_op(ts_ctx *ctx, ts_tensor *z, ts_tensor *g) {
+    ts_tensor *out = ts_new_like(ctx, z);
+    long cols = z->shape[z->ndim - 1], rows = z->numel / cols;
+    for (long r = 0; r < rows; r++) {
+        const ts_real *zr = z->data + r * cols, *gr = g->data + r * cols;
+        ts_real *o = out->data + r * cols;
+        ts_real sum = 0;
+        for (long c = 0; c < cols; c++) sum += gr[c];
+        for (long c = 0; c < cols; c++) o[c] = gr[c] - TS_EXP(zr[c]) * sum;
+    }
+    ts_count_flops(ctx, 4.0 * (double)z->numel);
+    ts_record(ctx, "log_softmax_backward", log_softmax_backward_rule, out, 2,
+              (ts_tensor *[]){z, g});
+    return out;
+}
+
+static void log_softmax_rule(ts_ctx *ctx, ts_node *node, ts_tensor *g, const bool *needs,
+                             ts_tensor **gin) {
+    if (needs[0]) gin[0] = log_softmax_backward_op(ctx, node->out, g);
+}
+
+ts_tensor *ts_log_softmax(ts_ctx *ctx, ts_tensor *x, const ts_tensor *mask) {
+    check_mask(ctx, "log_softmax", x, mask);
+    ts_tensor *out = ts_new_like(ctx, x);
+    softmax_rows(x, mask, out->data, true);
+    ts_count_flops(ctx, 5.0 * (double)x->numel);
+    ts_record(ctx, "log_softmax", log_softmax_rule, out, 1, &x);
+    return out;
+}
+
+/* ---------------------------------------------------------------- cross-entropy */
+
+ts_tensor *ts_cross_entropy(ts_ctx *ctx, ts_tensor *logits, const int32_t *targets,
+                            int32_t ignore_index) {
+    int v = logits->shape[logits->ndim - 1];
+    long rows = logits->numel / v, valid = 0;
+    int32_t *picked_index = ts_alloc(ctx, (size_t)rows * sizeof *picked_index);
+    for (long r = 0; r < rows; r++) {
+        if (targets[r] == ignore_index) {
+            picked_index[r] = -1;
+            continue;
+        }
+        if (targets[r] < 0 || targets[r] >= v)
+            ts_fail(ctx, "cross_entropy", "target %d at row %ld outside vocabulary of %d",
+                    targets[r], r, v);
+        picked_index[r] = targets[r];
+        valid++;
+    }
+    ts_tensor *rows2d = ts_reshape(ctx, logits, TS_SHAPE((int)rows, v));
+    ts_tensor *log_probs = ts_log_softmax(ctx, rows2d, NULL);
+    ts_tensor *picked = ts_gather_last(ctx, log_probs, picked_index);
+    return ts_scale(ctx, ts_sum_all(ctx, picked), valid ? -1.0 / (double)valid : 0.0);
+}
+
+ts_tensor *ts_causal_mask(ts_ctx *ctx, int t) {
+    ts_tensor *mask = ts_new(ctx, TS_SHAPE(t, t));
+    for (int i = 0; i < t; i++)
+        for (int j = 0; j < t; j++) mask->data[(long)i * t + j] = j <= i ? 0 : -INFINITY;
+    return mask;
+}

@@ -1,0 +1,88 @@
+/* Differentiable ops. Each returns a new tensor in the arena (or a view
+ * sharing its input's data where noted), records itself for differentiation
+ * when an input requires a gradient, and books its executed FLOPs.
+ * Shape errors go through ts_fail with the op's name and both shapes. */
+#ifndef TS_OPS_H
+#define TS_OPS_H
+
+#include "engine/context.h"
+#include "engine/tensor.h"
+
+/* --- linear algebra (op_matmul.c) ---
+ * op(a) @ op(b), op = transpose of the last two dims when the flag is set.
+ * a: [..., m, k], b: [..., k, n] with the same leading (batch) dims, or b of
+ * two dims shared by every batch (then a must not be transposed). */
+ts_tensor *ts_matmul(ts_ctx *ctx, ts_tensor *a, ts_tensor *b, bool transpose_a,
+                     bool transpose_b);
+
+/* --- elementwise (op_elementwise.c); binary ops broadcast numpy-style --- */
+ts_tensor *ts_add(ts_ctx *ctx, ts_tensor *a, ts_tensor *b);
+ts_tensor *ts_sub(ts_ctx *ctx, ts_tensor *a, ts_tensor *b);
+ts_tensor *ts_mul(ts_ctx *ctx, ts_tensor *a, ts_tensor *b);
+ts_tensor *ts_div(ts_ctx *ctx, ts_tensor *a, ts_tensor *b);
+ts_tensor *ts_scale(ts_ctx *ctx, ts_tensor *a, double s);      /* s * a */
+ts_tensor *ts_add_scalar(ts_ctx *ctx, ts_tensor *a, double s); /* a + s */
+ts_tensor *ts_exp(ts_ctx *ctx, ts_tensor *a);
+ts_tensor *ts_log(ts_ctx *ctx, ts_tensor *a);
+ts_tensor *ts_sqrt(ts_ctx *ctx, ts_tensor *a);
+ts_tensor *ts_rsqrt(ts_ctx *ctx, ts_tensor *a);
+ts_tensor *ts_square(ts_ctx *ctx, ts_tensor *a);
+ts_tensor *ts_sigmoid(ts_ctx *ctx, ts_tensor *a);
+ts_tensor *ts_silu(ts_ctx *ctx, ts_tensor *a);
+
+/* --- reductions and broadcasting (op_reduce.c) --- */
+/* Sums a into `shape` (same ndim or fewer, numpy broadcasting rules in reverse). */
+ts_tensor *ts_sum_to(ts_ctx *ctx, ts_tensor *a, int ndim, const int *shape);
+ts_tensor *ts_broadcast_to(ts_ctx *ctx, ts_tensor *a, int ndim, const int *shape);
+ts_tensor *ts_sum(ts_ctx *ctx, ts_tensor *a, int axis, bool keepdim);
+ts_tensor *ts_mean(ts_ctx *ctx, ts_tensor *a, int axis, bool keepdim);
+ts_tensor *ts_sum_all(ts_ctx *ctx, ts_tensor *a);  /* shape [1] */
+ts_tensor *ts_mean_all(ts_ctx *ctx, ts_tensor *a); /* shape [1] */
+
+/* --- softmax family (op_softmax.c), over the last axis ---
+ * mask: NULL or a constant additive mask of the last two dims' shape [rows,
+ * cols] (0 to keep, -INFINITY to hide), shared by all leading dims. */
+ts_tensor *ts_softmax(ts_ctx *ctx, ts_tensor *x, const ts_tensor *mask);
+ts_tensor *ts_log_softmax(ts_ctx *ctx, ts_tensor *x, const ts_tensor *mask);
+/* Mean over rows whose target is not ignore_index of -log softmax(logits)[target].
+ * logits: [..., V]; targets: one per row. Returns shape [1]. */
+ts_tensor *ts_cross_entropy(ts_ctx *ctx, ts_tensor *logits, const int32_t *targets,
+                            int32_t ignore_index);
+/* Additive causal mask [t, t]: row i sees columns 0..i. */
+ts_tensor *ts_causal_mask(ts_ctx *ctx, int t);
+
+/* --- shape (op_shape.c) --- */
+ts_tensor *ts_reshape(ts_ctx *ctx, ts_tensor *a, int ndim, const int *shape); /* view */
+ts_tensor *ts_permute(ts_ctx *ctx, ts_tensor *a, const int *perm);
+ts_tensor *ts_transpose(ts_ctx *ctx, ts_tensor *a, int axis0, int axis1);
+/* a[..., start:start+len, ...] along axis; a view when it is contiguous. */
+ts_tensor *ts_slice(ts_ctx *ctx, ts_tensor *a, int axis, int start, int len);
+/* Zero-padding of a along axis into a tensor of size `total` there, a at `start`. */
+ts_tensor *ts_pad(ts_ctx *ctx, ts_tensor *a, int axis, int start, int total);
+ts_tensor *ts_concat(ts_ctx *ctx, int n, ts_tensor *const *parts, int axis);
+
+/* --- indexing (op_index.c) --- */
+/* Rows of table [V, D] at ids -> [n, D]. */
+ts_tensor *ts_embedding(ts_ctx *ctx, ts_tensor *table, const int32_t *ids, long n);
+/* The adjoint of ts_embedding: rows of g [n, D] added into [v, D] at ids. */
+ts_tensor *ts_scatter_rows(ts_ctx *ctx, ts_tensor *g, const int32_t *ids, int v);
+/* x[r, idx[r]] for x [..., V] -> [rows]; a negative index gives 0 and no gradient. */
+ts_tensor *ts_gather_last(ts_ctx *ctx, ts_tensor *x, const int32_t *idx);
+/* The adjoint of ts_gather_last: g [rows] into [rows, v] at idx. */
+ts_tensor *ts_scatter_last(ts_ctx *ctx, ts_tensor *g, const int32_t *idx, int v);
+ts_tensor *ts_one_hot(ts_ctx *ctx, const int32_t *idx, long n, int v); /* constant */
+
+/* --- network layers (op_nn.c) --- */
+/* x * rsqrt(mean(x^2, last axis) + eps) * weight; weight [D]. */
+ts_tensor *ts_rmsnorm(ts_ctx *ctx, ts_tensor *x, ts_tensor *weight, double eps);
+/* Rotary position embedding of x [..., T, H, dh] (or [T, H, dh]); positions[T].
+ * Rotates pairs (2i, 2i+1) by positions[t] * theta^(-2i/dh), as Meta's Llama. */
+ts_tensor *ts_rope(ts_ctx *ctx, ts_tensor *x, const int32_t *positions, double theta);
+/* softmax(q k^T * scale + mask) v with q, k, v [B, H, T, dh]. */
+ts_tensor *ts_attention(ts_ctx *ctx, ts_tensor *q, ts_tensor *k, ts_tensor *v,
+                        const ts_tensor *mask, double scale);
+
+/* Copies an index array into the arena (ops keep indices for their backward). */
+int32_t *ts_copy_index(ts_ctx *ctx, const int32_t *idx, long n);
+
+#endif

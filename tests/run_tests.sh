@@ -1,0 +1,68 @@
+#!/usr/bin/env bash
+# Runs every test of every build and prints one closing line with the totals.
+#   tests/unit/test_*.c  cmocka suites, run in the float, double and asan builds
+#   tests/mpi/test_*.c   cmocka suites run under mpirun on 1 and 2 ranks (float, double builds)
+#   tests/cli/test_*.sh  end-to-end scripts; each counts as one test, exit 0 = pass
+# A suite that crashes or prints no cmocka summary counts as one failure.
+set -u
+cd "$(dirname "$0")/.."
+export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
+export OMPI_MCA_rmaps_base_oversubscribe=1 OPENBLAS_NUM_THREADS=1
+export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=0}
+export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1}
+log_dir=build/test-logs
+mkdir -p "$log_dir"
+passed=0 failed=0
+failures=()
+
+# Adds a cmocka suite's counts from its log; a missing summary is one failure.
+count_cmocka() {
+    local name=$1 log=$2 status=$3
+    local p f
+    p=$(grep -E '^\[  PASSED  \] [0-9]+ test' "$log" | awk '{s += $4} END {print s + 0}')
+    f=$(grep -E '^\[  FAILED  \] [0-9]+ test' "$log" | awk '{s += $4} END {print s + 0}')
+    if ! grep -qE '^\[==========\] [0-9]+ test' "$log" || { [ "$status" -ne 0 ] && [ "$f" -eq 0 ]; }; then
+        f=$((f + 1))
+    fi
+    passed=$((passed + p)); failed=$((failed + f))
+    if [ "$f" -gt 0 ]; then failures+=("$name (log: $log)"); fi
+    printf '%-48s %4d passed %4d failed\n' "$name" "$p" "$f"
+}
+
+for build in float double asan; do
+    for bin in build/$build/tests/unit/test_*; do
+        [ -x "$bin" ] || continue
+        name="$build/$(basename "$bin")"
+        log="$log_dir/${build}_$(basename "$bin").log"
+        (cd build/$build && "../../$bin") >"$log" 2>&1
+        count_cmocka "$name" "$log" $?
+    done
+done
+
+for build in float double; do
+    for bin in build/$build/tests/mpi/test_*; do
+        [ -x "$bin" ] || continue
+        for np in 1 2; do
+            name="$build/$(basename "$bin") np=$np"
+            log="$log_dir/${build}_$(basename "$bin")_np$np.log"
+            timeout 600 mpirun -np "$np" "$bin" >"$log" 2>&1
+            count_cmocka "$name" "$log" $?
+        done
+    done
+done
+
+for script in tests/cli/test_*.sh; do
+    [ -f "$script" ] || continue
+    name="cli/$(basename "$script")"
+    log="$log_dir/cli_$(basename "$script").log"
+    if timeout 900 bash "$script" >"$log" 2>&1; then
+        passed=$((passed + 1)); printf '%-48s %4d passed %4d failed\n' "$name" 1 0
+    else
+        failed=$((failed + 1)); failures+=("$name (log: $log)")
+        printf '%-48s %4d passed %4d failed\n' "$name" 0 1
+    fi
+done
+
+for f in "${failures[@]+"${failures[@]}"}"; do echo "FAILED: $f"; done
+echo "tests: $passed passed, $failed failed"
+[ "$failed" -eq 0 ] && [ "$passed" -gt 0 ]
