@@ -1,11 +1,28 @@
-/* Placeholder entry point until the trainer lands (issue 3). */
+/* thinkscale COMMAND [ARGS]: dispatches to the subcommands in commands.h. */
 #include <stdio.h>
+#include <string.h>
 
-#include "engine/engine.h"
+#include "cli/commands.h"
+
+static const ts_command commands[] = {
+    {"version", "print the build's element type and version", ts_cmd_version},
+};
+static const int n_commands = (int)(sizeof commands / sizeof commands[0]);
+
+static void usage(FILE *out) {
+    fprintf(out, "usage: thinkscale COMMAND [ARGS]\n\ncommands:\n");
+    for (int i = 0; i < n_commands; i++)
+        fprintf(out, "  %-10s %s\n", commands[i].name, commands[i].summary);
+}
 
 int main(int argc, char **argv) {
-    (void)argc;
-    (void)argv;
-    printf("thinkscale (element type %s): no commands yet\n", TS_REAL_NAME);
-    return 0;
+    if (argc < 2 || !strcmp(argv[1], "-h") || !strcmp(argv[1], "--help")) {
+        usage(argc < 2 ? stderr : stdout);
+        return argc < 2 ? 2 : 0;
+    }
+    for (int i = 0; i < n_commands; i++)
+        if (!strcmp(argv[1], commands[i].name)) return commands[i].run(argc - 1, argv + 1);
+    fprintf(stderr, "thinkscale: unknown command '%s'\n", argv[1]);
+    usage(stderr);
+    return 2;
 }
