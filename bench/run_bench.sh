@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Runs every benchmark; each prints a table and a summary line with a verdict.
+# Results are also kept in build/bench/ for reports.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+mkdir -p build/bench
+export OPENBLAS_NUM_THREADS=1
+status=0
+for bin in build/float/bench/bench_*; do
+    [ -x "$bin" ] || continue
+    name=$(basename "$bin")
+    echo "== $name"
+    "$bin" | tee "build/bench/$name.txt" || status=1
+done
+echo "== verdicts"
+grep -h '_BENCH ' build/bench/*.txt
+! grep -h '_BENCH ' build/bench/*.txt | grep -q FAILED && exit $status
+exit 1
