@@ -7,6 +7,7 @@
 #include "engine/context.h"
 #include "engine/ops.h"
 #include "engine/real.h"
+#include "engine/rng.h"
 #include "engine/tensor.h"
 
 #endif

@@ -26,6 +26,7 @@ int ts_param_table_add(ts_param_table *table, const char *name, int ndim, const 
     }
     e->offset = table->total;
     e->decay = decay;
+    e->lr_scale = 1;
     table->total += e->numel;
     return table->count++;
 }

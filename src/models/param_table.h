@@ -16,6 +16,7 @@ typedef struct ts_param_entry {
     long offset;                  /* in elements, into every flat buffer */
     long numel;
     bool decay;                   /* weight decay applies (matrices, not norms) */
+    double lr_scale;              /* multiplies the learning rate (1 unless a model says) */
 } ts_param_entry;
 
 typedef struct ts_param_table {

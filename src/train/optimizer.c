@@ -1,0 +1,75 @@
+#include "train/optimizer.h"
+
+#include <math.h>
+#include <stdlib.h>
+
+bool ts_optimizer_init(ts_optimizer *opt, const ts_optimizer_config *config, long n) {
+    *opt = (ts_optimizer){.config = *config, .n = n};
+    if (config->kind == TS_SGD) return true;
+    opt->m = calloc((size_t)n, sizeof *opt->m);
+    opt->v = calloc((size_t)n, sizeof *opt->v);
+    if (!opt->m || !opt->v) {
+        ts_optimizer_free(opt);
+        return false;
+    }
+    return true;
+}
+
+void ts_optimizer_free(ts_optimizer *opt) {
+    free(opt->m);
+    free(opt->v);
+    opt->m = opt->v = NULL;
+}
+
+double ts_learning_rate(const ts_optimizer_config *c, long step) {
+    if (c->warmup_steps > 0 && step < c->warmup_steps)
+        return c->lr * (double)(step + 1) / (double)c->warmup_steps;
+    long decay_steps = c->total_steps - c->warmup_steps;
+    if (decay_steps <= 0) return c->lr;
+    double progress = (double)(step - c->warmup_steps) / (double)decay_steps;
+    if (progress > 1) progress = 1;
+    double floor_lr = c->lr * c->min_lr_ratio;
+    return floor_lr + 0.5 * (c->lr - floor_lr) * (1 + cos(3.141592653589793 * progress));
+}
+
+double ts_grad_norm(const ts_real *grads, long n) {
+    double sum = 0;
+    for (long i = 0; i < n; i++) sum += (double)grads[i] * grads[i];
+    return sqrt(sum);
+}
+
+double ts_clip_grad_norm(ts_real *grads, long n, double clip) {
+    double norm = ts_grad_norm(grads, n);
+    if (clip > 0 && norm > clip) {
+        ts_real scale = (ts_real)(clip / (norm + 1e-6));
+        for (long i = 0; i < n; i++) grads[i] *= scale;
+    }
+    return norm;
+}
+
+void ts_optimizer_step(ts_optimizer *opt, const ts_param_table *table, ts_real *params,
+                       const ts_real *grads, double lr) {
+    const ts_optimizer_config *c = &opt->config;
+    opt->t++;
+    double bias1 = 1 - pow(c->beta1, (double)opt->t), bias2 = 1 - pow(c->beta2, (double)opt->t);
+    for (int e = 0; e < table->count; e++) {
+        const ts_param_entry *entry = &table->entries[e];
+        double step_lr = lr * entry->lr_scale;
+        double decay = entry->decay ? c->weight_decay : 0;
+        ts_real *p = params + entry->offset;
+        const ts_real *g = grads + entry->offset;
+        if (c->kind == TS_SGD) {
+            for (long i = 0; i < entry->numel; i++)
+                p[i] -= (ts_real)(step_lr * (g[i] + decay * p[i]));
+            continue;
+        }
+        ts_real *m = opt->m + entry->offset, *v = opt->v + entry->offset;
+        ts_real b1 = (ts_real)c->beta1, b2 = (ts_real)c->beta2;
+        for (long i = 0; i < entry->numel; i++) {
+            m[i] = b1 * m[i] + (1 - b1) * g[i];
+            v[i] = b2 * v[i] + (1 - b2) * g[i] * g[i];
+            double update = (m[i] / bias1) / (sqrt(v[i] / bias2) + c->eps);
+            p[i] -= (ts_real)(step_lr * (update + decay * p[i]));
+        }
+    }
+}
