@@ -1,0 +1,48 @@
+/* The run configuration: one INI file (parsed with libinih) plus
+ * `--set section.key=value` overrides. Every key is declared in one table
+ * (config.c) with its type, default and meaning, so an unknown key is an
+ * error and the fully resolved configuration can be printed and stored. */
+#ifndef TS_CONFIG_H
+#define TS_CONFIG_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "models/model.h"
+#include "train/optimizer.h"
+
+#define TS_PATH_MAX 1024
+#define TS_MAX_EVAL_SETS 16
+
+typedef struct ts_run_config {
+    ts_model_config model;   /* vocab_size comes from the training data */
+    ts_optimizer_config optim;
+    char optimizer[16];      /* "adamw" or "sgd" */
+    long steps;
+    long batch;              /* sequences per optimiser step, over all ranks */
+    long accum;              /* micro-batches per step (gradient accumulation) */
+    long seed;
+    long log_every;
+    long eval_every;
+    long eval_batches;       /* batches of `batch` sequences per evaluation set */
+    long checkpoint_every;
+    long keep_checkpoints;
+    char train_data[TS_PATH_MAX];
+    char eval_data[TS_PATH_MAX * 4]; /* comma-separated token files */
+    char run_dir[TS_PATH_MAX];
+} ts_run_config;
+
+void ts_config_defaults(ts_run_config *config);
+/* Applies an INI file; false with a message naming the file, line and key. */
+bool ts_config_load_file(ts_run_config *config, const char *path, char *err, size_t errlen);
+/* Applies one "section.key=value" override. */
+bool ts_config_set(ts_run_config *config, const char *assignment, char *err, size_t errlen);
+/* Checks cross-key consistency after all sources are applied. */
+bool ts_config_validate(ts_run_config *config, char *err, size_t errlen);
+/* The resolved configuration as INI text (malloc'd; NULL if out of memory). */
+char *ts_config_to_ini(const ts_run_config *config);
+/* Splits eval_data into up to TS_MAX_EVAL_SETS paths (pointers into buf). */
+int ts_config_eval_paths(const ts_run_config *config, char *buf, size_t buflen,
+                         const char **paths);
+
+#endif
