@@ -15,7 +15,7 @@ DEBIAN_PKGS := build-essential pkg-config libopenmpi-dev openmpi-bin \
 
 NPROC   := $(shell nproc 2>/dev/null || echo 2)
 MARCH   ?= -march=native
-WARN    := -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wno-unused-parameter
+WARN    := -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wno-unused-parameter -Wno-format-truncation
 GIT_COMMIT := $(shell git rev-parse --short HEAD 2>/dev/null || echo unknown)
 BASE_CFLAGS = -DTS_GIT_COMMIT=\"$(GIT_COMMIT)\" -std=c11 -D_POSIX_C_SOURCE=200809L $(WARN) -Isrc -MMD -MP \
               $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
