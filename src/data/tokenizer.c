@@ -1,0 +1,28 @@
+#include "data/tokenizer.h"
+
+#include <string.h>
+
+/* One token per byte: the token is the byte's value. Needs no tables and
+ * encodes any input, which is why it is the default. */
+static long encode_bytes(const ts_tokenizer *tok, const unsigned char *bytes, size_t n,
+                         int32_t *out) {
+    (void)tok;
+    for (size_t i = 0; i < n; i++) out[i] = bytes[i];
+    return (long)n;
+}
+
+static const ts_tokenizer tokenizers[] = {
+    {"byte", 256, encode_bytes, NULL},
+};
+static const size_t n_tokenizers = sizeof tokenizers / sizeof tokenizers[0];
+
+const ts_tokenizer *ts_tokenizer_find(const char *name) {
+    for (size_t i = 0; i < n_tokenizers; i++)
+        if (!strcmp(name, tokenizers[i].name)) return &tokenizers[i];
+    return NULL;
+}
+
+const ts_tokenizer *ts_tokenizer_list(size_t *count) {
+    *count = n_tokenizers;
+    return tokenizers;
+}

@@ -1,0 +1,33 @@
+/* Tokenizers: text bytes in, int32 token ids out. A tokenizer is a constant
+ * description (name, vocabulary size, encode function); the byte-level one is
+ * the default. Adding one means writing an encode function and listing it in
+ * tokenizer.c. */
+#ifndef TS_TOKENIZER_H
+#define TS_TOKENIZER_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct ts_tokenizer ts_tokenizer;
+
+/* Encodes n bytes into out and returns the number of tokens written.
+ * Contract of every tokenizer: at most one token per input byte, so out needs
+ * room for n tokens, and every token lies in [0, vocab_size). Returns -1 if
+ * the bytes cannot be encoded. */
+typedef long (*ts_encode_fn)(const ts_tokenizer *tok, const unsigned char *bytes, size_t n,
+                             int32_t *out);
+
+struct ts_tokenizer {
+    const char *name;   /* stored in token files, matched by ts_tokenizer_find */
+    int32_t vocab_size;
+    ts_encode_fn encode;
+    const void *state;  /* a tokenizer's tables (vocabulary, merges); NULL for bytes */
+};
+
+/* The tokenizer called name, or NULL if there is none. */
+const ts_tokenizer *ts_tokenizer_find(const char *name);
+
+/* All tokenizers, for usage messages: returns the table and sets *count. */
+const ts_tokenizer *ts_tokenizer_list(size_t *count);
+
+#endif
