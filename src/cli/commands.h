@@ -10,5 +10,6 @@ typedef struct ts_command {
 } ts_command;
 
 int ts_cmd_version(int argc, char **argv);
+int ts_cmd_data(int argc, char **argv);
 
 #endif

@@ -5,6 +5,7 @@
 #include "cli/commands.h"
 
 static const ts_command commands[] = {
+    {"data", "convert text to a token file, or check one (data convert | data info)", ts_cmd_data},
     {"version", "print the build's element type and version", ts_cmd_version},
 };
 static const int n_commands = (int)(sizeof commands / sizeof commands[0]);
