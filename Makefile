@@ -11,7 +11,8 @@ PKGS        := ompi hdf5-openmpi scalapack-openmpi openblas cmocka inih
 DEBIAN_PKGS := build-essential pkg-config libopenmpi-dev openmpi-bin \
                libhdf5-openmpi-dev hdf5-tools libscalapack-openmpi-dev \
                libopenblas-dev libcmocka-dev libinih-dev \
-               python3-numpy python3-h5py python3-scipy python3-matplotlib
+               python3-numpy python3-h5py python3-scipy python3-matplotlib \
+               bible-kjv dict-gcide dict-wn fortunes dict-jargon dict-foldoc dict-devil
 
 NPROC   := $(shell nproc 2>/dev/null || echo 2)
 MARCH   ?= -march=native

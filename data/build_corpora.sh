@@ -1,0 +1,159 @@
+#!/usr/bin/env bash
+# Builds the default corpora: one token file per domain, data/out/DOMAIN.h5,
+# from real text that Debian packages put on the machine (docs/data-format.md).
+#
+#   data/build_corpora.sh [--force] [DOMAIN ...]     (default: every domain)
+#
+# Environment:
+#   TS_CORPUS_MAX_MB   cap on each domain's text, in MiB (default 8): the
+#                      first that many bytes of the domain's text are used
+#   TS_VAL_FRACTION    validation fraction (default 0.05)
+#   THINKSCALE         the program to convert with (default build/float/thinkscale)
+#
+# Missing packages are installed with apt-get when run as root on Debian;
+# otherwise the script names them and stops. A domain whose token file
+# already holds the same text (same input hash and settings, recorded in its
+# source attribute) and passes its checksums is skipped unless --force.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+
+out=data/out
+bin=${THINKSCALE:-build/float/thinkscale}
+max_mb=${TS_CORPUS_MAX_MB:-8}
+val=${TS_VAL_FRACTION:-0.05}
+tokenizer=byte
+all_domains=(bible gcide wordnet fortunes jargon foldoc devil code)
+dictd=/usr/share/dictd
+fortune_dir=/usr/share/games/fortunes
+
+die() { echo "build_corpora: $*" >&2; exit 1; }
+
+force=0
+domains=()
+for arg in "$@"; do
+    case $arg in
+        --force) force=1 ;;
+        -h|--help) sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -*) die "unknown option $arg" ;;
+        *) [[ " ${all_domains[*]} " == *" $arg "* ]] || die "unknown domain $arg (domains: ${all_domains[*]})"
+           domains+=("$arg") ;;
+    esac
+done
+[ ${#domains[@]} -gt 0 ] || domains=("${all_domains[@]}")
+[[ $max_mb =~ ^[0-9]+$ ]] && [ "$max_mb" -gt 0 ] || die "TS_CORPUS_MAX_MB must be a positive integer, not '$max_mb'"
+[ -x "$bin" ] || die "$bin not found: run 'make build' first"
+cap=$((max_mb * 1024 * 1024))
+
+# ---------------------------------------------------------------- per domain
+# package: the Debian package that provides it; present: is it installed;
+# describe: the source attribute; extract: the whole text on stdout.
+
+package() {
+    case $1 in
+        bible) echo bible-kjv ;; gcide) echo dict-gcide ;; wordnet) echo dict-wn ;;
+        fortunes) echo fortunes ;; jargon) echo dict-jargon ;; foldoc) echo dict-foldoc ;;
+        devil) echo dict-devil ;; code) echo libc6-dev ;;
+    esac
+}
+
+dict_file() {
+    case $1 in
+        gcide) echo $dictd/gcide.dict.dz ;; wordnet) echo $dictd/wn.dict.dz ;;
+        jargon) echo $dictd/jargon.dict.dz ;; foldoc) echo $dictd/foldoc.dict.dz ;;
+        devil) echo $dictd/devil.dict.dz ;;
+    esac
+}
+
+# The plain-text fortune files: not the .dat indexes, not the .u8 links, not
+# the offensive ones in off/ (another package, and not wanted anyway).
+fortune_files() {
+    find "$fortune_dir" -maxdepth 1 -type f ! -name '*.dat' ! -name '*.u8' -print0 2>/dev/null |
+        LC_ALL=C sort -z
+}
+
+present() {
+    case $1 in
+        bible) command -v bible >/dev/null ;;
+        fortunes) [ -r $fortune_dir/computers ] ;; # in fortunes, not in fortunes-min
+        code) [ -r /usr/include/stdio.h ] ;;
+        *) [ -r "$(dict_file "$1")" ] ;;
+    esac
+}
+
+describe() {
+    local version
+    version=$(dpkg-query -W -f '${Version}' "$(package "$1")" 2>/dev/null || echo unknown)
+    case $1 in
+        bible) echo "King James Bible, Debian bible-kjv $version: bible -f gen1:1-rev22:21" ;;
+        fortunes) echo "fortune cookies, Debian fortunes $version: the files of $fortune_dir in name order" ;;
+        code) echo "C headers: the *.h files under /usr/include in C-locale path order" ;;
+        *) echo "dictionary, Debian $(package "$1") $version: zcat $(dict_file "$1")" ;;
+    esac
+}
+
+extract() {
+    case $1 in
+        # Given verses, bible prints them and exits; </dev/null makes sure
+        # it can never sit in its interactive mode waiting for input.
+        bible) bible -f gen1:1-rev22:21 </dev/null ;;
+        fortunes) fortune_files | xargs -0 cat ;;
+        code) find /usr/include -type f -name '*.h' -print0 | LC_ALL=C sort -z | xargs -0 cat ;;
+        *) zcat "$(dict_file "$1")" ;;
+    esac
+}
+
+# ---------------------------------------------------------------- packages
+missing=()
+for d in "${domains[@]}"; do
+    present "$d" || missing+=("$(package "$d")")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+    if [ -f /etc/debian_version ] && command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
+        echo "build_corpora: installing ${missing[*]}"
+        for p in "${missing[@]}"; do
+            if ! apt-cache show "$p" >/dev/null 2>&1; then apt-get update -qq || die "apt-get update failed"; break; fi
+        done
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null ||
+            die "apt-get install ${missing[*]} failed"
+    else
+        die "missing packages: ${missing[*]} (install them, e.g. apt-get install ${missing[*]}, or run as root on Debian)"
+    fi
+    for d in "${domains[@]}"; do present "$d" || die "$d: still missing after installing $(package "$d")"; done
+fi
+
+# ---------------------------------------------------------------- convert
+mkdir -p "$out" || die "cannot create $out"
+work=$(mktemp -d) || die "cannot create a temporary directory"
+trap 'rm -rf "$work"' EXIT
+declare -A status
+
+for d in "${domains[@]}"; do
+    txt=$work/$d.txt
+    # The producer dies of SIGPIPE once head has the cap: its status is
+    # meaningless, so the text itself is checked instead.
+    extract "$d" 2>"$work/$d.err" | head -c "$cap" >"$txt"
+    size=$(wc -c <"$txt")
+    [ "$size" -ge 65536 ] || die "$d: only $size bytes of text extracted: $(head -c 500 "$work/$d.err")"
+    key=$( { sha256sum <"$txt"; echo "cap=$cap val=$val tokenizer=$tokenizer"; } | sha256sum | cut -c1-16)
+    file=$out/$d.h5
+    if [ $force = 0 ] && [ -f "$file" ] && "$bin" data info "$file" >"$work/$d.info" 2>&1 &&
+        grep -q "build key $key" "$work/$d.info"; then
+        status[$d]=kept
+        continue
+    fi
+    source="$(describe "$d"); first $size bytes (cap $max_mb MiB); build key $key"
+    "$bin" data convert --input "$txt" --output "$file" --name "$d" --val-fraction "$val" \
+        --tokenizer "$tokenizer" --source "$source" --force >"$work/$d.log" 2>&1 ||
+        die "$d: conversion failed: $(cat "$work/$d.log")"
+    "$bin" data info "$file" >"$work/$d.info" 2>&1 || die "$d: the new file fails its check: $(cat "$work/$d.info")"
+    status[$d]=built
+done
+
+# ---------------------------------------------------------------- table
+printf '%-10s %12s %12s %12s  %s\n' domain train validation total status
+for d in "${domains[@]}"; do
+    awk -v d="$d" -v s="${status[$d]}" '
+        /^train:/ {t = $2} /^validation:/ {v = $2}
+        END {printf "%-10s %12d %12d %12d  %s\n", d, t, v, t + v, s}' "$work/$d.info"
+done
+echo "token files in $out/ (tokenizer $tokenizer, validation fraction $val, cap $max_mb MiB per domain)"
