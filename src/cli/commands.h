@@ -11,5 +11,7 @@ typedef struct ts_command {
 
 int ts_cmd_version(int argc, char **argv);
 int ts_cmd_data(int argc, char **argv);
+int ts_cmd_train(int argc, char **argv);
+int ts_cmd_eval(int argc, char **argv);
 
 #endif

@@ -22,6 +22,7 @@ typedef struct config_key {
 #define STR(member) FIELD(member), sizeof(((ts_run_config *)0)->member)
 static const config_key keys[] = {
     {"model", "arch", KEY_STRING, STR(model.arch), "architecture: transformerpp"},
+    {"model", "vocab_size", KEY_INT, FIELD(model.vocab_size), 0, "0: taken from the training data"},
     {"model", "context", KEY_INT, FIELD(model.context), 0, "tokens per training sequence"},
     {"model", "depth", KEY_INT, FIELD(model.depth), 0, "number of blocks"},
     {"model", "width", KEY_INT, FIELD(model.width), 0, "embedding dimension D"},
@@ -165,6 +166,18 @@ bool ts_config_load_file(ts_run_config *config, const char *path, char *err, siz
     }
     if (rc > 0) {
         snprintf(err, errlen, "%s:%d: %s", path, rc, state.failed ? inner : "syntax error");
+        return false;
+    }
+    return true;
+}
+
+bool ts_config_load_string(ts_run_config *config, const char *text, const char *origin, char *err,
+                           size_t errlen) {
+    char inner[512] = "";
+    ini_state state = {config, inner, sizeof inner, false};
+    int rc = ini_parse_string(text, apply_ini_entry, &state);
+    if (rc != 0) {
+        snprintf(err, errlen, "%s:%d: %s", origin, rc, state.failed ? inner : "syntax error");
         return false;
     }
     return true;

@@ -35,6 +35,10 @@ typedef struct ts_run_config {
 void ts_config_defaults(ts_run_config *config);
 /* Applies an INI file; false with a message naming the file, line and key. */
 bool ts_config_load_file(ts_run_config *config, const char *path, char *err, size_t errlen);
+/* Applies INI text, e.g. the configuration stored in a checkpoint; origin
+ * names it in messages. */
+bool ts_config_load_string(ts_run_config *config, const char *text, const char *origin, char *err,
+                           size_t errlen);
 /* Applies one "section.key=value" override. */
 bool ts_config_set(ts_run_config *config, const char *assignment, char *err, size_t errlen);
 /* Checks cross-key consistency after all sources are applied. */

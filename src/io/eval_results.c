@@ -1,0 +1,62 @@
+#include "io/eval_results.h"
+
+#include <errno.h>
+#include <hdf5.h>
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "io/provenance.h"
+
+static bool write_row(hid_t file, const ts_eval_row *row) {
+    char name[256];
+    snprintf(name, sizeof name, "sets/%s/%s", row->set, row->setting);
+    hid_t lcpl = H5Pcreate(H5P_LINK_CREATE);
+    if (lcpl < 0) return false;
+    bool ok = H5Pset_create_intermediate_group(lcpl, 1) >= 0;
+    hid_t group = ok ? H5Gcreate2(file, name, lcpl, H5P_DEFAULT, H5P_DEFAULT) : -1;
+    H5Pclose(lcpl);
+    if (group < 0) return false;
+    ok = ts_h5_write_string_attr(group, "token_file", row->path) >= 0 &&
+         ts_h5_write_double_attr(group, "loss", row->loss) >= 0 &&
+         ts_h5_write_string_attr(group, "loss_units", "nats/token") >= 0 &&
+         ts_h5_write_double_attr(group, "perplexity", row->perplexity) >= 0 &&
+         ts_h5_write_int64_attr(group, "tokens", row->tokens) >= 0 &&
+         ts_h5_write_double_attr(group, "flops", row->flops) >= 0;
+    return H5Gclose(group) >= 0 && ok;
+}
+
+bool ts_eval_results_write(const char *path, const ts_eval_header *h, const ts_eval_row *rows,
+                           int n_rows, bool overwrite, char *err, size_t errlen) {
+    if (!overwrite && access(path, F_OK) == 0) {
+        snprintf(err, errlen, "'%s' exists: pass --force to replace it", path);
+        return false;
+    }
+    char tmp[4096];
+    snprintf(tmp, sizeof tmp, "%s.tmp", path);
+    ts_h5_quiet quiet = ts_h5_quiet_begin();
+    hid_t file = H5Fcreate(tmp, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
+    bool ok = file >= 0;
+    if (ok) {
+        ok = ts_h5_write_string_attr(file, "checkpoint", h->checkpoint) >= 0 &&
+             ts_h5_write_int64_attr(file, "step", h->step) >= 0 &&
+             ts_h5_write_string_attr(file, "split", h->split) >= 0 &&
+             ts_h5_write_int64_attr(file, "windows", h->windows) >= 0 &&
+             ts_h5_write_int64_attr(file, "sequence_length", h->seq) >= 0 &&
+             ts_h5_write_string_attr(file, "config", h->config_text) >= 0;
+        for (int i = 0; ok && i < n_rows; i++) ok = write_row(file, &rows[i]);
+        ok = H5Fclose(file) >= 0 && ok;
+    }
+    ts_h5_quiet_end(quiet);
+    if (!ok) {
+        snprintf(err, errlen, "cannot write evaluation results to '%s'", tmp);
+        unlink(tmp);
+        return false;
+    }
+    if (rename(tmp, path)) {
+        snprintf(err, errlen, "cannot rename '%s' to '%s': %s", tmp, path, strerror(errno));
+        unlink(tmp);
+        return false;
+    }
+    return true;
+}

@@ -1,0 +1,33 @@
+/* The result file of `thinkscale eval`: one HDF5 file, written by rank 0,
+ * with a group per evaluated token set (layout in docs/eval-format.md). */
+#ifndef TS_EVAL_RESULTS_H
+#define TS_EVAL_RESULTS_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+typedef struct ts_eval_row {
+    const char *set;        /* domain name */
+    const char *path;       /* token file */
+    const char *setting;    /* inference-compute setting, e.g. "default" */
+    double loss;            /* nats per token */
+    double perplexity;
+    long tokens;
+    double flops;           /* executed, all ranks */
+} ts_eval_row;
+
+typedef struct ts_eval_header {
+    const char *checkpoint;
+    long step;
+    const char *split;
+    long windows;
+    int seq;
+    const char *config_text;
+} ts_eval_header;
+
+/* Writes path atomically (a temporary file renamed into place). Refuses an
+ * existing path unless overwrite. */
+bool ts_eval_results_write(const char *path, const ts_eval_header *header, const ts_eval_row *rows,
+                           int n_rows, bool overwrite, char *err, size_t errlen);
+
+#endif

@@ -1,0 +1,25 @@
+/* Teacher-forced loss and perplexity of a model on evenly spaced windows of
+ * a token file's split, sharded over the ranks of a communicator. */
+#ifndef TS_EVALUATE_H
+#define TS_EVALUATE_H
+
+#include <mpi.h>
+#include <stddef.h>
+
+#include "io/token_file.h"
+#include "models/model.h"
+
+typedef struct ts_eval_result {
+    double loss;        /* mean cross-entropy per token, nats */
+    double perplexity;  /* exp(loss) */
+    long tokens;        /* targets scored over all ranks */
+    double flops;       /* executed over all ranks */
+} ts_eval_result;
+
+/* Collective over comm. windows sequences of seq + 1 tokens, processed
+ * micro_batch at a time without recording a graph. */
+bool ts_evaluate(MPI_Comm comm, ts_model *model, ts_ctx *ctx, ts_token_file *tokens,
+                 enum ts_split split, int seq, long windows, long micro_batch,
+                 ts_eval_result *result, char *err, size_t errlen);
+
+#endif

@@ -1,0 +1,200 @@
+#include "train/run_state.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "io/checkpoint.h"
+#include "io/metrics.h"
+
+static const ts_metric_column train_columns[] = {
+    {"tokens", "tokens", "training tokens consumed, all ranks"},
+    {"loss", "nats/token", "mean training cross-entropy of the step's batch"},
+    {"lr", "1", "learning rate of the step"},
+    {"grad_norm", "1", "global gradient norm before clipping"},
+    {"wall_time", "s", "seconds since this start of the run"},
+    {"flops", "FLOP", "floating-point operations executed in the step, all ranks"},
+    {"tokens_per_s", "tokens/s", "training throughput of the step"},
+    {"mfu", "1", "executed FLOP/s over the measured GEMM peak of all ranks"},
+};
+static const ts_metric_column eval_columns[] = {
+    {"loss", "nats/token", "mean validation cross-entropy"},
+    {"perplexity", "1", "exp(loss)"},
+    {"tokens", "tokens", "targets scored"},
+};
+static const ts_metric_column checkpoint_columns[] = {
+    {"bytes", "B", "checkpoint file size"},
+    {"io_seconds", "s", "HDF5 write time of the slowest rank"},
+    {"bandwidth", "B/s", "bytes / io_seconds"},
+};
+#define COUNT(a) (int)(sizeof a / sizeof a[0])
+
+/* Whether dir already holds results of a run: a metrics file or checkpoints. */
+static bool holds_results(const char *dir) {
+    DIR *d = opendir(dir);
+    if (!d) return false;
+    bool found = false;
+    for (struct dirent *e; !found && (e = readdir(d));)
+        found = !strcmp(e->d_name, TS_METRICS_FILE_NAME) || !strncmp(e->d_name, "checkpoint_", 11);
+    closedir(d);
+    return found;
+}
+
+/* Creates dir and missing parents (mkdir -p). */
+static bool make_dirs(const char *dir, char *err, size_t errlen) {
+    char path[TS_PATH_MAX];
+    snprintf(path, sizeof path, "%s", dir);
+    for (char *p = path + 1;; p++) {
+        bool end = *p == 0;
+        if (*p == '/' || end) {
+            *p = 0;
+            if (mkdir(path, 0777) && errno != EEXIST) {
+                snprintf(err, errlen, "cannot create run directory '%s': %s", path, strerror(errno));
+                return false;
+            }
+            if (end) return true;
+            *p = '/';
+        }
+    }
+}
+
+/* Rank 0 decides, everyone learns the outcome and the message. */
+static bool agree(ts_run_state *s, bool ok, char *err, size_t errlen) {
+    int flag = ok;
+    MPI_Bcast(&flag, 1, MPI_INT, 0, s->comm);
+    MPI_Bcast(err, (int)errlen, MPI_CHAR, 0, s->comm);
+    return flag;
+}
+
+static bool prepare_directory(ts_run_state *s, bool resume, char *err, size_t errlen) {
+    bool ok = true;
+    if (s->rank == 0) {
+        const char *dir = s->config->run_dir;
+        if (!resume && holds_results(dir)) {
+            snprintf(err, errlen,
+                     "run directory '%s' already holds a run (metrics.h5 or checkpoints): "
+                     "pass --resume to continue it, or set run.dir to a new directory",
+                     dir);
+            ok = false;
+        } else {
+            ok = make_dirs(dir, err, errlen);
+        }
+    }
+    return agree(s, ok, err, errlen);
+}
+
+static bool resume_from_checkpoint(ts_run_state *s, long *step, double *tokens, char *err,
+                                   size_t errlen) {
+    ts_checkpoint_state cs = {.rng = s->rng->s, .rng_words = 4};
+    ts_checkpoint_report report;
+    ts_io_status st = ts_checkpoint_read_latest(
+        s->comm, s->config->run_dir, &s->model->table, s->model->params, s->optimizer->m,
+        s->optimizer->v, &cs, NULL, 0, &report, err, errlen);
+    if (st == TS_IO_NOT_FOUND) {
+        if (s->rank == 0)
+            printf("thinkscale: no complete checkpoint in %s: starting from step 0\n",
+                   s->config->run_dir);
+        *step = 0;
+        *tokens = 0;
+        return true;
+    }
+    if (st != TS_IO_OK) return false;
+    *step = cs.step;
+    *tokens = (double)cs.tokens_seen;
+    s->optimizer->t = cs.step; /* AdamW bias correction continues where it stopped */
+    if (s->rank == 0)
+        printf("thinkscale: resumed from %s (step %ld, %.1f MB read at %.1f MB/s)\n", report.path,
+               cs.step, report.bytes / 1e6, report.bandwidth / 1e6);
+    return true;
+}
+
+bool ts_run_state_open(ts_run_state *s, MPI_Comm comm, const ts_run_config *config,
+                       ts_model *model, ts_optimizer *optimizer, ts_rng *rng, bool resume,
+                       long *step, double *tokens, char *err, size_t errlen) {
+    *s = (ts_run_state){.comm = comm, .config = config, .model = model, .optimizer = optimizer,
+                        .rng = rng};
+    MPI_Comm_rank(comm, &s->rank);
+    *step = 0;
+    *tokens = 0;
+    s->config_ini = ts_config_to_ini(config);
+    if (!s->config_ini) {
+        snprintf(err, errlen, "out of memory formatting the configuration");
+        return false;
+    }
+    if (!prepare_directory(s, resume, err, errlen)) return false;
+    if (resume && !resume_from_checkpoint(s, step, tokens, err, errlen)) return false;
+    if (ts_provenance_collect(comm, 0, &s->provenance, err, errlen) != TS_IO_OK) return false;
+    s->provenance_set = true;
+    bool ok = true;
+    if (s->rank == 0) {
+        ts_metrics_options options = {.resume_step = resume ? *step : -1};
+        ok = ts_metrics_open(&s->metrics, config->run_dir, s->config_ini, &s->provenance,
+                             &options, err, errlen) == TS_IO_OK &&
+             ts_metrics_define(s->metrics, "train", "one row per optimiser step",
+                               COUNT(train_columns), train_columns, err, errlen) == TS_IO_OK &&
+             ts_metrics_define(s->metrics, "checkpoint", "one row per checkpoint written",
+                               COUNT(checkpoint_columns), checkpoint_columns, err,
+                               errlen) == TS_IO_OK;
+    }
+    return agree(s, ok, err, errlen);
+}
+
+bool ts_run_state_log_step(ts_run_state *s, const ts_step_record *r, char *err, size_t errlen) {
+    if (s->rank != 0) return true;
+    double values[] = {r->tokens, r->loss,  r->lr,           r->grad_norm,
+                       r->wall_time, r->flops, r->tokens_per_s, r->mfu};
+    return ts_metrics_append(s->metrics, "train", r->step, values, err, errlen) == TS_IO_OK;
+}
+
+bool ts_run_state_log_eval(ts_run_state *s, long step, const char *set,
+                           const ts_eval_result *result, char *err, size_t errlen) {
+    if (s->rank != 0) return true;
+    char table[128];
+    snprintf(table, sizeof table, "eval/%s", set);
+    if (ts_metrics_rows(s->metrics, table) < 0 &&
+        ts_metrics_define(s->metrics, table, "validation split, evenly spaced windows",
+                          COUNT(eval_columns), eval_columns, err, errlen) != TS_IO_OK)
+        return false;
+    double values[] = {result->loss, result->perplexity, (double)result->tokens};
+    return ts_metrics_append(s->metrics, table, step, values, err, errlen) == TS_IO_OK &&
+           ts_metrics_flush(s->metrics, err, errlen) == TS_IO_OK;
+}
+
+bool ts_run_state_checkpoint(ts_run_state *s, long step, double tokens, char *err, size_t errlen) {
+    ts_checkpoint_state cs = {.step = step,
+                              .tokens_seen = (int64_t)tokens,
+                              .data_position = (int64_t)step * s->config->batch,
+                              .rng = s->rng->s,
+                              .rng_words = 4,
+                              .config_text = s->config_ini};
+    ts_checkpoint_options options = {.keep_last = (int)s->config->keep_checkpoints,
+                                     .provenance = &s->provenance};
+    ts_checkpoint_report report;
+    if (ts_checkpoint_write(s->comm, s->config->run_dir, &s->model->table, s->model->params,
+                            s->optimizer->m, s->optimizer->v, &cs, NULL, 0, &options, &report,
+                            err, errlen) != TS_IO_OK)
+        return false;
+    if (s->rank != 0) return true;
+    printf("checkpoint step %ld: %s, %.2f MB in %.3f s (%.1f MB/s)\n", step, report.path,
+           report.bytes / 1e6, report.io_seconds, report.bandwidth / 1e6);
+    double values[] = {(double)report.bytes, report.io_seconds, report.bandwidth};
+    return ts_metrics_append(s->metrics, "checkpoint", step, values, err, errlen) == TS_IO_OK &&
+           ts_metrics_flush(s->metrics, err, errlen) == TS_IO_OK;
+}
+
+void ts_run_state_close(ts_run_state *s) {
+    if (s->metrics) {
+        char err[512];
+        if (ts_metrics_close(s->metrics, err, sizeof err) != TS_IO_OK)
+            fprintf(stderr, "thinkscale: error: %s\n", err);
+        s->metrics = NULL;
+    }
+    if (s->provenance_set) ts_provenance_free(&s->provenance);
+    s->provenance_set = false;
+    free(s->config_ini);
+    s->config_ini = NULL;
+}

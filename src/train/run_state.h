@@ -1,0 +1,61 @@
+/* What a training run leaves in its run directory: metrics.h5 (rank 0) and
+ * atomic checkpoints (all ranks), and how a run resumes from them. Keeps the
+ * trainer free of file-format details. */
+#ifndef TS_RUN_STATE_H
+#define TS_RUN_STATE_H
+
+#include <mpi.h>
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "cli/config.h"
+#include "models/model.h"
+#include "train/evaluate.h"
+#include "io/provenance.h"
+#include "train/optimizer.h"
+
+typedef struct ts_step_record {
+    long step;
+    double tokens;
+    double loss;
+    double lr;
+    double grad_norm;
+    double wall_time;     /* seconds since the run (or resumption) started */
+    double flops;         /* executed this step, all ranks */
+    double tokens_per_s;
+    double mfu;           /* executed FLOP/s over the measured GEMM peak of all ranks */
+} ts_step_record;
+
+typedef struct ts_metrics ts_metrics;
+
+typedef struct ts_run_state {
+    MPI_Comm comm;
+    int rank;
+    const ts_run_config *config;
+    char *config_ini;
+    ts_model *model;
+    ts_optimizer *optimizer;
+    ts_rng *rng;          /* the run's random state, saved in checkpoints */
+    ts_metrics *metrics;  /* rank 0 only */
+    ts_provenance provenance;
+    bool provenance_set;
+} ts_run_state;
+
+/* Creates the run directory, or with resume loads the newest complete
+ * checkpoint in it (step and tokens are set from it, 0 otherwise). A fresh
+ * run refuses a directory that already holds checkpoints or metrics, so no
+ * result is ever overwritten. Collective. */
+bool ts_run_state_open(ts_run_state *state, MPI_Comm comm, const ts_run_config *config,
+                       ts_model *model, ts_optimizer *optimizer, ts_rng *rng, bool resume,
+                       long *step,
+                       double *tokens, char *err, size_t errlen);
+bool ts_run_state_log_step(ts_run_state *state, const ts_step_record *record, char *err,
+                           size_t errlen);
+bool ts_run_state_log_eval(ts_run_state *state, long step, const char *set,
+                           const ts_eval_result *result, char *err, size_t errlen);
+/* Collective. */
+bool ts_run_state_checkpoint(ts_run_state *state, long step, double tokens, char *err,
+                             size_t errlen);
+void ts_run_state_close(ts_run_state *state);
+
+#endif
