@@ -31,6 +31,7 @@ static const config_key keys[] = {
     {"model", "norm_eps", KEY_DOUBLE, FIELD(model.norm_eps), 0, "RMSNorm epsilon"},
     {"model", "rope_theta", KEY_DOUBLE, FIELD(model.rope_theta), 0, "RoPE base"},
     {"train", "steps", KEY_LONG, FIELD(steps), 0, "optimiser steps"},
+    {"train", "stop_at", KEY_LONG, FIELD(stop_at), 0, "stop this invocation after this step with a checkpoint (0: run to train.steps)"},
     {"train", "batch", KEY_LONG, FIELD(batch), 0, "sequences per step over all ranks"},
     {"train", "accum", KEY_LONG, FIELD(accum), 0, "micro-batches per step"},
     {"train", "optimizer", KEY_STRING, STR(optimizer), "adamw or sgd"},

@@ -19,6 +19,7 @@ typedef struct ts_run_config {
     ts_optimizer_config optim;
     char optimizer[16];      /* "adamw" or "sgd" */
     long steps;
+    long stop_at;            /* end this invocation early, resumable (0: never) */
     long batch;              /* sequences per optimiser step, over all ranks */
     long accum;              /* micro-batches per step (gradient accumulation) */
     long seed;

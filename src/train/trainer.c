@@ -265,14 +265,21 @@ static int run(trainer *tr, bool resume) {
             t_window = now;
             flops_window = tokens_window = 0;
         }
+        bool stopping = c->stop_at > 0 && tr->step == c->stop_at && tr->step < c->steps;
         bool last = tr->step == c->steps;
         if ((c->eval_every && tr->step % c->eval_every == 0) || last) {
             ok = evaluate_all(tr, err, sizeof err);
             if (!all_ok(tr, ok, err)) return 1;
         }
-        if ((c->checkpoint_every && tr->step % c->checkpoint_every == 0) || last) {
+        if ((c->checkpoint_every && tr->step % c->checkpoint_every == 0) || last || stopping) {
             ok = ts_run_state_checkpoint(&tr->state, tr->step, tr->tokens_seen, err, sizeof err);
             if (!all_ok(tr, ok, err)) return 1;
+        }
+        if (stopping) {
+            if (tr->rank == 0)
+                printf("stopped at step %ld of %ld (train.stop_at): continue with --resume\n",
+                       tr->step, c->steps);
+            break;
         }
     }
     return 0;

@@ -1,0 +1,57 @@
+# Shared by the end-to-end scripts (sourced, not run): a scratch directory, a
+# real-text token file, mpirun as the test machine needs it, h5py through
+# Debian's python, and check() that counts expectations.
+set -u
+cd "$(dirname "${BASH_SOURCE[0]}")/../.."
+repo=$PWD
+bin=$repo/build/float/thinkscale
+bin_double=$repo/build/double/thinkscale
+[ -x "$bin" ] || { echo "missing $bin: run make build first"; exit 1; }
+export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
+export OMPI_MCA_rmaps_base_oversubscribe=1 OPENBLAS_NUM_THREADS=1
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+fails=0
+
+check() { # check DESCRIPTION COMMAND...: one expectation, counted
+    local what=$1
+    shift
+    if "$@"; then echo "ok:   $what"; else echo "FAIL: $what"; fails=$((fails + 1)); fi
+}
+contains() { grep -q -- "$2" "$1"; }
+finish() {
+    echo "$fails expectation(s) failed"
+    [ "$fails" -eq 0 ]
+}
+py() { /usr/bin/python3 "$@"; }
+
+# Real English text that every Debian system has: the common licences.
+make_license_corpus() { # make_license_corpus OUT.h5
+    cat /usr/share/common-licenses/* >"$tmp/licenses.txt"
+    "$bin" data convert --input "$tmp/licenses.txt" --output "$1" --name licenses >/dev/null
+}
+
+# A tiny model that trains in seconds; extra --set arguments follow.
+tiny_train() { # tiny_train NP BINARY RUN_DIR [-x ENV_VAR ...] [--set k=v ...] [--resume]
+    local np=$1 program=$2 dir=$3
+    shift 3
+    local mpi_args=()
+    while [ "${1:-}" = -x ]; do mpi_args+=(-x "$2"); shift 2; done
+    mpirun "${mpi_args[@]}" -np "$np" "$program" train "$tmp/tiny.ini" --set run.dir="$dir" "$@"
+}
+cat >"$tmp/tiny.ini" <<INI
+[model]
+context = 32
+depth = 2
+width = 32
+heads = 2
+[train]
+steps = 30
+batch = 8
+lr = 3e-3
+warmup = 5
+log_every = 10
+eval_batches = 2
+[data]
+train = $tmp/corpus.h5
+INI

@@ -1,0 +1,73 @@
+#!/usr/bin/env bash
+# Bad input gets a clear message naming the problem and a non-zero exit, and
+# never destroys existing results: missing or unknown configuration, missing
+# and corrupt HDF5 token files, an unknown key, a model that does not match
+# its checkpoint, a corrupt checkpoint, a NaN loss, and a rank that dies.
+source "$(dirname "$0")/lib.sh"
+make_license_corpus "$tmp/corpus.h5"
+fails_with() { # fails_with LOG PATTERN COMMAND...: non-zero exit and the message in LOG
+    local log=$1 pattern=$2
+    shift 2
+    "$@" >"$log" 2>&1 && return 1
+    grep -q -- "$pattern" "$log" || { echo "  expected '$pattern' in:"; sed 's/^/    /' "$log"; return 1; }
+}
+
+check "a missing configuration file is named" \
+    fails_with "$tmp/l1" "cannot open configuration file '$tmp/nope.ini'" "$bin" train "$tmp/nope.ini"
+printf '[train]\nstepz = 3\n' >"$tmp/typo.ini"
+check "an unknown key in the file is named with its line" \
+    fails_with "$tmp/l2" "typo.ini:2: unknown configuration key 'train.stepz'" "$bin" train "$tmp/typo.ini"
+check "an unknown --set key is named" \
+    fails_with "$tmp/l3" "unknown configuration key 'model.widht'" tiny_train 1 "$bin" "$tmp/r" --set model.widht=3
+check "a malformed value is named" \
+    fails_with "$tmp/l4" "train.steps: 'ten' is not an integer" tiny_train 1 "$bin" "$tmp/r" --set train.steps=ten
+check "a missing token file is named" \
+    fails_with "$tmp/l5" "$tmp/missing.h5" tiny_train 2 "$bin" "$tmp/r" --set data.train="$tmp/missing.h5"
+head -c 100000 /dev/urandom >"$tmp/garbage.h5"
+check "a file that is not HDF5 is reported" \
+    fails_with "$tmp/l6" "garbage.h5" tiny_train 2 "$bin" "$tmp/r" --set data.train="$tmp/garbage.h5"
+head -c 40000 "$tmp/corpus.h5" >"$tmp/truncated.h5"
+check "a truncated token file is reported" \
+    fails_with "$tmp/l7" "truncated.h5" tiny_train 2 "$bin" "$tmp/r" --set data.train="$tmp/truncated.h5"
+check "no run directory was left behind by failed starts" [ ! -e "$tmp/r/metrics.h5" ]
+
+# A finished run whose files must survive everything below.
+tiny_train 2 "$bin" "$tmp/done" --set train.steps=10 >"$tmp/done.log" 2>&1
+check "a reference run succeeds" [ $? -eq 0 ]
+before=$(cd "$tmp/done" && sha256sum ./*)
+check "a model of another width does not load, naming a tensor and both shapes" \
+    fails_with "$tmp/l8" "embed.*\[.*32\].*\[.*48\]\|embed.*\[.*48\].*\[.*32\]" \
+    tiny_train 2 "$bin" "$tmp/done" --set model.width=48 --set train.steps=20 --resume
+check "a fresh start in a finished run's directory is refused" \
+    fails_with "$tmp/l9" "already holds a run" tiny_train 2 "$bin" "$tmp/done"
+check "... and the finished run's files are unchanged" [ "$before" = "$(cd "$tmp/done" && sha256sum ./*)" ]
+
+cp -r "$tmp/done" "$tmp/corrupt"
+ckpt=$tmp/corrupt/checkpoint_00000010.h5
+size=$(stat -c %s "$ckpt")
+printf 'garbage!' | dd of="$ckpt" bs=1 seek=$((size / 2)) conv=notrunc status=none
+check "a corrupted checkpoint is rejected on resume" \
+    fails_with "$tmp/l10" "checkpoint_00000010.h5" tiny_train 2 "$bin" "$tmp/corrupt" --set train.steps=20 --resume
+
+check "a NaN loss stops training, saying so" \
+    fails_with "$tmp/l11" "is nan at step\|is inf at step\|is -nan at step" \
+    tiny_train 2 "$bin" "$tmp/nan" --set train.optimizer=sgd --set train.lr=1e12 --set train.clip=0 \
+    --set train.warmup=0 --set train.checkpoint_every=1000
+check "... with exit status 3" contains "$tmp/l11" "Exit code: *3"
+check "... writing no checkpoint" [ -z "$(ls "$tmp/nan" | grep checkpoint_)" ]
+
+# A rank that dies mid-run: mpirun reports it and the job fails; the last
+# complete checkpoint still resumes.
+tiny_train 2 "$bin" "$tmp/dies" --set train.steps=100000 --set train.checkpoint_every=5 >"$tmp/dies.log" 2>&1 &
+job=$!
+for _ in $(seq 1 100); do compgen -G "$tmp/dies/*.complete" >/dev/null && break; sleep 0.2; done
+victim=$(pgrep -f "thinkscale train $tmp/tiny.ini --set run.dir=$tmp/dies" | tail -1)
+kill -9 "$victim"
+wait $job
+check "a dead rank makes the job fail" [ $? -ne 0 ]
+check "... and mpirun names the failure" contains "$tmp/dies.log" "signal 9\|exited on signal\|killed"
+latest=$(ls "$tmp/dies" | grep '\.complete$' | sort | tail -1)
+step=$(echo "$latest" | sed 's/checkpoint_0*\([0-9]*\)\.h5\.complete/\1/')
+tiny_train 2 "$bin" "$tmp/dies" --set train.steps=$((step + 2)) --resume >"$tmp/dies-resume.log" 2>&1
+check "the last complete checkpoint ($latest) resumes" contains "$tmp/dies-resume.log" "resumed from"
+finish
