@@ -1,0 +1,381 @@
+/* Semantics of the graph and the gradient passes (autodiff.h, context.h):
+ * accumulation into .grad, detach, no-grad mode, gradients with respect to
+ * intermediates and unused inputs, releasing a graph, arena reuse across
+ * training steps and FLOP accounting (docs/engine.md, "FLOP accounting"). */
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <setjmp.h>
+#include <cmocka.h>
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "engine/engine.h"
+#include "tiny_net.h"
+
+static void fail_test_on_engine_error(void *user, const char *message) {
+    (void)user;
+    fail_msg("engine error: %s", message);
+}
+
+static int setup(void **state) {
+    ts_ctx *ctx = calloc(1, sizeof *ctx);
+    if (!ctx || !ts_ctx_init(ctx, 1 << 20)) return -1;
+    ts_ctx_set_error_handler(ctx, fail_test_on_engine_error, NULL);
+    *state = ctx;
+    return 0;
+}
+
+static int teardown(void **state) {
+    ts_ctx_free(*state);
+    free(*state);
+    return 0;
+}
+
+static ts_tensor *leaf(ts_ctx *ctx, int ndim, const int *shape, const ts_real *values) {
+    ts_tensor *t = ts_from_array(ctx, ndim, shape, values);
+    ts_set_requires_grad(ctx, t, true);
+    return t;
+}
+
+/* Values are small integers and halves so every product below is exact. */
+static const ts_real X3[3] = {1.5, -2, 0.5};
+
+static void assert_values(const ts_tensor *t, const ts_real *expected, long n) {
+    assert_int_equal(t->numel, n);
+    for (long i = 0; i < n; i++)
+        if (t->data[i] != expected[i])
+            fail_msg("element %ld: %.17g, expected %.17g", i, (double)t->data[i],
+                     (double)expected[i]);
+}
+
+/* ---------------------------------------------------------------- accumulation */
+
+static void test_backward_accumulates_into_grad(void **state) {
+    ts_ctx *ctx = *state;
+    ts_tensor *x = leaf(ctx, TS_SHAPE(3), X3);
+    ts_tensor *loss = ts_sum_all(ctx, ts_square(ctx, x)); /* d/dx = 2x */
+    assert_null(x->grad);
+    ts_backward(ctx, loss, NULL);
+    assert_non_null(x->grad); /* created in the arena, zeroed first */
+    assert_values(x->grad, (ts_real[]){3, -4, 1}, 3);
+    ts_backward(ctx, loss, NULL);
+    assert_values(x->grad, (ts_real[]){6, -8, 2}, 3); /* twice the single pass */
+}
+
+/* A parameter accumulates into the caller's flat gradient buffer. */
+static void test_backward_accumulates_into_param_buffer(void **state) {
+    ts_ctx *ctx = *state;
+    ts_real values[3] = {1.5, -2, 0.5}, grads[3] = {10, 20, 30};
+    ts_tensor *p = ts_param(ctx, values, grads, TS_SHAPE(3), "p");
+    ts_tensor *loss = ts_sum_all(ctx, ts_mul(ctx, p, p));
+    ts_backward(ctx, loss, NULL);
+    ts_backward(ctx, loss, NULL);
+    /* Added to what was there, never reset. */
+    const ts_real expected[3] = {10 + 2 * 3, 20 - 2 * 4, 30 + 2 * 1};
+    assert_memory_equal(grads, expected, sizeof grads);
+    assert_true(p->grad->data == grads);
+}
+
+/* ts_grad returns gradients and leaves .grad buffers alone. */
+static void test_grad_does_not_touch_grad_buffers(void **state) {
+    ts_ctx *ctx = *state;
+    ts_real values[3] = {1.5, -2, 0.5}, grads[3] = {7, 7, 7};
+    ts_tensor *p = ts_param(ctx, values, grads, TS_SHAPE(3), "p");
+    ts_tensor *loss = ts_sum_all(ctx, ts_square(ctx, p)), *g;
+    ts_grad(ctx, 1, &loss, NULL, 1, &p, &g, false);
+    assert_values(g, (ts_real[]){3, -4, 1}, 3);
+    assert_memory_equal(grads, ((ts_real[]){7, 7, 7}), sizeof grads);
+    /* And the scratch of one pass does not leak into the next. */
+    ts_tensor *again;
+    ts_grad(ctx, 1, &loss, NULL, 1, &p, &again, false);
+    assert_values(again, (ts_real[]){3, -4, 1}, 3);
+}
+
+/* ---------------------------------------------------------------- cutting the graph */
+
+static void test_detach_stops_gradient(void **state) {
+    ts_ctx *ctx = *state;
+    ts_tensor *x = leaf(ctx, TS_SHAPE(3), X3);
+    ts_tensor *d = ts_detach(ctx, x);
+    assert_false(d->requires_grad);
+    assert_null(d->node);
+    assert_true(d->data == x->data); /* same numbers, no copy */
+    /* x * detach(x): only the first factor carries a gradient, so d/dx = x, not 2x. */
+    ts_tensor *loss = ts_sum_all(ctx, ts_mul(ctx, x, d)), *g;
+    ts_grad(ctx, 1, &loss, NULL, 1, &x, &g, false);
+    assert_values(g, X3, 3);
+    /* Detaching an intermediate cuts everything behind it. */
+    ts_tensor *y = ts_exp(ctx, x);
+    ts_tensor *cut = ts_mul(ctx, ts_detach(ctx, y), ts_detach(ctx, x));
+    assert_false(cut->requires_grad);
+}
+
+static void test_no_grad_mode_records_nothing(void **state) {
+    ts_ctx *ctx = *state;
+    ts_tensor *x = leaf(ctx, TS_SHAPE(3), X3);
+    ts_tensor *w = leaf(ctx, TS_SHAPE(3, 2), ((ts_real[]){1, 2, 3, 4, 5, 6}));
+    long tape_before = ctx->tape_len;
+    assert_true(ts_set_grad_enabled(ctx, false)); /* returns the previous setting */
+    ts_tensor *y =
+        ts_matmul(ctx, ts_reshape(ctx, ts_sigmoid(ctx, x), TS_SHAPE(1, 3)), w, false, false);
+    ts_tensor *loss = ts_sum_all(ctx, ts_softmax(ctx, y, NULL));
+    assert_int_equal(ctx->tape_len, tape_before);
+    assert_false(y->requires_grad);
+    assert_null(y->node);
+    assert_false(loss->requires_grad);
+    assert_false(ts_set_grad_enabled(ctx, true));
+    /* Recording is back: the same op records again. */
+    ts_tensor *z = ts_sigmoid(ctx, x);
+    assert_true(z->requires_grad);
+    assert_int_equal(ctx->tape_len, tape_before + 1);
+}
+
+/* A gradient pass restores the recording switch and the FLOP phase it found. */
+static void test_grad_restores_mode_and_phase(void **state) {
+    ts_ctx *ctx = *state;
+    ts_tensor *x = leaf(ctx, TS_SHAPE(3), X3);
+    ts_tensor *loss = ts_sum_all(ctx, ts_exp(ctx, x)), *g;
+    for (int create_graph = 0; create_graph < 2; create_graph++) {
+        ts_grad(ctx, 1, &loss, NULL, 1, &x, &g, create_graph);
+        assert_true(ctx->grad_enabled);
+        assert_int_equal(ctx->phase, TS_FORWARD);
+        /* Only create_graph makes the gradient part of the graph. */
+        assert_int_equal(g->requires_grad, create_graph);
+    }
+    ts_set_grad_enabled(ctx, false);
+    ts_backward(ctx, loss, NULL);
+    assert_false(ctx->grad_enabled);
+    ts_set_grad_enabled(ctx, true);
+}
+
+/* ---------------------------------------------------------------- what gradients reach */
+
+static void test_grad_with_respect_to_intermediate(void **state) {
+    ts_ctx *ctx = *state;
+    ts_tensor *x = leaf(ctx, TS_SHAPE(3), X3);
+    ts_tensor *y = ts_exp(ctx, x);
+    ts_tensor *loss = ts_sum_all(ctx, ts_square(ctx, y)); /* d/dy = 2y, d/dx = 2y^2 */
+    ts_tensor *g[2];
+    ts_grad(ctx, 1, &loss, NULL, 2, (ts_tensor *[]){y, x}, g, false);
+    for (int i = 0; i < 3; i++) {
+        double yi = exp((double)X3[i]);
+        assert_true(fabs(g[0]->data[i] - 2 * yi) <= 1e-6 * 2 * yi);
+        assert_true(fabs(g[1]->data[i] - 2 * yi * yi) <= 1e-6 * 2 * yi * yi);
+    }
+    /* The intermediate alone: the pass must not need x. */
+    ts_tensor *gy;
+    ts_grad(ctx, 1, &loss, NULL, 1, &y, &gy, false);
+    assert_memory_equal(gy->data, g[0]->data, 3 * sizeof(ts_real));
+}
+
+static void test_grad_of_unused_input_is_zeros(void **state) {
+    ts_ctx *ctx = *state;
+    ts_tensor *x = leaf(ctx, TS_SHAPE(3), X3);
+    ts_tensor *unused = leaf(ctx, TS_SHAPE(2, 2), ((ts_real[]){1, 2, 3, 4}));
+    ts_tensor *loss = ts_sum_all(ctx, ts_square(ctx, x));
+    ts_tensor *g[2] = {NULL, NULL};
+    ts_grad(ctx, 1, &loss, NULL, 2, (ts_tensor *[]){x, unused}, g, false);
+    assert_non_null(g[1]);
+    assert_true(ts_same_shape(g[1], unused));
+    assert_values(g[1], (ts_real[]){0, 0, 0, 0}, 4);
+    assert_values(g[0], (ts_real[]){3, -4, 1}, 3);
+}
+
+/* Several outputs, each with its own seed: the gradient of sum_i <seed_i, out_i>. */
+static void test_grad_of_seeded_outputs(void **state) {
+    ts_ctx *ctx = *state;
+    ts_tensor *x = leaf(ctx, TS_SHAPE(3), X3);
+    ts_tensor *square = ts_square(ctx, x), *scaled = ts_scale(ctx, x, 3);
+    ts_tensor *seed1 = ts_from_array(ctx, TS_SHAPE(3), (ts_real[]){1, 2, -1});
+    ts_tensor *seed2 = ts_from_array(ctx, TS_SHAPE(3), (ts_real[]){0.5, 0, 2});
+    ts_tensor *g;
+    ts_grad(ctx, 2, (ts_tensor *[]){square, scaled}, (ts_tensor *[]){seed1, seed2}, 1, &x, &g,
+            false);
+    /* 2 x seed1 + 3 seed2 */
+    assert_values(g, (ts_real[]){2 * 1.5 * 1 + 1.5, 2 * -2 * 2 + 0, 2 * 0.5 * -1 + 6}, 3);
+    /* A NULL seed of a one-element output means 1. */
+    ts_tensor *total = ts_sum_all(ctx, scaled), *g_null, *g_one;
+    ts_grad(ctx, 1, &total, NULL, 1, &x, &g_null, false);
+    ts_grad(ctx, 1, &total, (ts_tensor *[]){ts_full(ctx, TS_SHAPE(1), 1)}, 1, &x, &g_one, false);
+    assert_values(g_null, (ts_real[]){3, 3, 3}, 3);
+    assert_memory_equal(g_null->data, g_one->data, 3 * sizeof(ts_real));
+}
+
+/* ---------------------------------------------------------------- memory */
+
+static void test_release_frees_the_graph(void **state) {
+    ts_ctx *ctx = *state;
+    ts_tensor *x = leaf(ctx, TS_SHAPE(3), X3);
+    ts_mark mark = ts_get_mark(ctx);
+    size_t in_use = ctx->arena.in_use;
+    ts_tensor *loss = ts_sum_all(ctx, ts_mul(ctx, ts_exp(ctx, x), ts_sigmoid(ctx, x))), *g;
+    ts_grad(ctx, 1, &loss, NULL, 1, &x, &g, true);
+    assert_true(ctx->tape_len > mark.tape_len);
+    assert_true(ctx->arena.in_use > in_use);
+    ts_release(ctx, mark);
+    assert_int_equal(ctx->tape_len, mark.tape_len);
+    assert_int_equal(ctx->arena.in_use, in_use);
+    /* Leaves made before the mark survive and keep working. */
+    ts_tensor *again = ts_sum_all(ctx, ts_square(ctx, x));
+    ts_grad(ctx, 1, &again, NULL, 1, &x, &g, false);
+    assert_values(g, (ts_real[]){3, -4, 1}, 3);
+}
+
+/* Views share their input's data (docs/engine.md, "Memory"). */
+static void test_views_share_data(void **state) {
+    ts_ctx *ctx = *state;
+    ts_tensor *x = leaf(ctx, TS_SHAPE(4, 3), ((ts_real[]){0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11}));
+    assert_true(ts_reshape(ctx, x, TS_SHAPE(3, 4))->data == x->data);
+    ts_tensor *rows = ts_slice(ctx, x, 0, 1, 2);
+    assert_true(rows->data == x->data + 3);
+    ts_tensor *cols = ts_slice(ctx, x, 1, 1, 2); /* not contiguous: a copy */
+    assert_values(cols, (ts_real[]){1, 2, 4, 5, 7, 8, 10, 11}, 8);
+}
+
+/* One training step of tiny_net: forward, backward into the flat gradient
+ * buffer, then release. Returns the loss. */
+static double training_step(ts_ctx *ctx, tiny_net *net, ts_real *grads, ts_tensor *const *params) {
+    ts_mark mark = ts_get_mark(ctx);
+    memset(grads, 0, (size_t)net->n_values * sizeof *grads);
+    ts_tensor *loss = tiny_net_loss(ctx, net, params);
+    ts_backward(ctx, loss, NULL);
+    double value = ts_item(ctx, loss);
+    ts_release(ctx, mark);
+    return value;
+}
+
+static void check_arena_reuse(size_t chunk_bytes) {
+    ts_ctx ctx;
+    tiny_net net;
+    assert_true(ts_ctx_init(&ctx, chunk_bytes));
+    ts_ctx_set_error_handler(&ctx, fail_test_on_engine_error, NULL);
+    assert_true(tiny_net_init(&net, 99));
+    ts_real *grads = calloc((size_t)net.n_values, sizeof *grads);
+    ts_real *first_grads = calloc((size_t)net.n_values, sizeof *first_grads);
+    assert_non_null(grads && first_grads);
+    ts_tensor *params[TINY_NET_N_PARAMS];
+    tiny_net_leaves(&ctx, &net, grads, params);
+
+    long mallocs[3];
+    double losses[3];
+    for (int step = 0; step < 3; step++) {
+        losses[step] = training_step(&ctx, &net, grads, params);
+        mallocs[step] = ctx.arena.n_mallocs;
+        if (step == 0) memcpy(first_grads, grads, (size_t)net.n_values * sizeof *grads);
+        /* Identical steps compute identical numbers: nothing stale is reused. */
+        assert_memory_equal(grads, first_grads, (size_t)net.n_values * sizeof *grads);
+        assert_true(losses[step] == losses[0]);
+    }
+    print_message("chunk %zu bytes: %ld chunk(s) after step 1, %ld after step 3, high water %zu\n",
+                  chunk_bytes, mallocs[0], mallocs[2], ctx.arena.high_water);
+    assert_true(mallocs[0] >= 1);
+    assert_int_equal(mallocs[1], mallocs[0]);
+    assert_int_equal(mallocs[2], mallocs[0]);
+    free(grads);
+    free(first_grads);
+    tiny_net_free(&net);
+    ts_ctx_free(&ctx);
+}
+
+static void test_arena_stops_mallocing_after_first_step(void **state) {
+    (void)state;
+    check_arena_reuse(0); /* the default 64 MiB chunk: one chunk holds a step */
+    /* Small chunks make a step span many chunks, including oversized ones
+     * for tensors larger than a chunk: they must all be reused. */
+    check_arena_reuse(512);
+}
+
+/* ---------------------------------------------------------------- FLOPs */
+
+static void test_matmul_flops(void **state) {
+    ts_ctx *ctx = *state;
+    enum { M = 3, K = 5, N = 4, B = 2 };
+    ts_tensor *a = ts_zeros(ctx, TS_SHAPE(M, K)), *b = ts_zeros(ctx, TS_SHAPE(K, N));
+    ts_set_requires_grad(ctx, a, true);
+    ts_set_requires_grad(ctx, b, true);
+    ts_tensor *seed = ts_full(ctx, TS_SHAPE(M, N), 1);
+
+    ts_reset_flops(ctx);
+    ts_tensor *c = ts_matmul(ctx, a, b, false, false);
+    assert_true(ctx->flops[TS_FORWARD] == 2.0 * M * N * K);
+    assert_true(ctx->flops[TS_BACKWARD] == 0);
+
+    /* The gradient pass: two GEMMs of the same size, booked as backward. */
+    ts_tensor *g[2];
+    ts_grad(ctx, 1, &c, &seed, 2, (ts_tensor *[]){a, b}, g, false);
+    assert_true(ctx->flops[TS_FORWARD] == 2.0 * M * N * K);
+    assert_true(ctx->flops[TS_BACKWARD] == 4.0 * M * N * K);
+
+    /* Only one input wanted: only one GEMM runs. */
+    ts_reset_flops(ctx);
+    ts_grad(ctx, 1, &c, &seed, 1, &a, g, false);
+    assert_true(ctx->flops[TS_BACKWARD] == 2.0 * M * N * K);
+
+    /* ts_backward adds the accumulation into each leaf's .grad, one add per
+     * element, on top of the two GEMMs. */
+    ts_reset_flops(ctx);
+    ts_backward(ctx, c, seed);
+    assert_true(ctx->flops[TS_FORWARD] == 0);
+    assert_true(ctx->flops[TS_BACKWARD] == 4.0 * M * N * K + M * K + K * N);
+    assert_true(ts_flops_total(ctx) == ctx->flops[TS_BACKWARD]);
+
+    /* Batched: every batch counts. */
+    ts_reset_flops(ctx);
+    ts_tensor *a3 = ts_zeros(ctx, TS_SHAPE(B, M, K)), *b3 = ts_zeros(ctx, TS_SHAPE(B, K, N));
+    ts_matmul(ctx, a3, b3, false, false);
+    ts_matmul(ctx, a3, b, false, false); /* shared right operand */
+    ts_matmul(ctx, b3, a3, true, true);  /* [N, K] @ [K, M] per batch */
+    assert_true(ctx->flops[TS_FORWARD] == 3 * 2.0 * B * M * N * K);
+}
+
+/* Books the FLOPs of one call and compares them with per_element * 10. */
+#define EXPECT_FLOPS(ctx, name, per_element, call)                                                 \
+    do {                                                                                           \
+        ts_reset_flops(ctx);                                                                       \
+        (void)(call);                                                                              \
+        if ((ctx)->flops[TS_FORWARD] != (per_element)*10.0)                                        \
+            fail_msg("%s booked %g FLOPs for 10 elements, expected %g", name,                      \
+                     (ctx)->flops[TS_FORWARD], (per_element)*10.0);                                \
+    } while (0)
+
+/* Other conventions of docs/engine.md, on [2, 5] inputs. */
+static void test_elementwise_flops(void **state) {
+    ts_ctx *ctx = *state;
+    ts_tensor *x = ts_full(ctx, TS_SHAPE(2, 5), 0.5);
+    ts_tensor *row = ts_full(ctx, TS_SHAPE(5), 2);
+    EXPECT_FLOPS(ctx, "add (broadcast, per output element)", 1, ts_add(ctx, x, row));
+    EXPECT_FLOPS(ctx, "exp", 1, ts_exp(ctx, x));
+    EXPECT_FLOPS(ctx, "rsqrt", 2, ts_rsqrt(ctx, x));
+    EXPECT_FLOPS(ctx, "sigmoid", 3, ts_sigmoid(ctx, x));
+    EXPECT_FLOPS(ctx, "silu", 4, ts_silu(ctx, x));
+    EXPECT_FLOPS(ctx, "softmax", 5, ts_softmax(ctx, x, NULL));
+    EXPECT_FLOPS(ctx, "sum (a reduction: per input element)", 1, ts_sum(ctx, x, 0, false));
+    EXPECT_FLOPS(ctx, "reshape (a view)", 0, ts_reshape(ctx, x, TS_SHAPE(5, 2)));
+    EXPECT_FLOPS(ctx, "transpose (a copy)", 0, ts_transpose(ctx, x, 0, 1));
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+#define T(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
+        T(test_backward_accumulates_into_grad),
+        T(test_backward_accumulates_into_param_buffer),
+        T(test_grad_does_not_touch_grad_buffers),
+        T(test_detach_stops_gradient),
+        T(test_no_grad_mode_records_nothing),
+        T(test_grad_restores_mode_and_phase),
+        T(test_grad_with_respect_to_intermediate),
+        T(test_grad_of_unused_input_is_zeros),
+        T(test_grad_of_seeded_outputs),
+        T(test_release_frees_the_graph),
+        T(test_views_share_data),
+        T(test_arena_stops_mallocing_after_first_step),
+        T(test_matmul_flops),
+        T(test_elementwise_flops),
+#undef T
+    };
+    return cmocka_run_group_tests_name("engine autodiff semantics (" TS_REAL_NAME ")", tests, NULL,
+                                       NULL);
+}
