@@ -56,8 +56,10 @@ static void add_into_leaf_grad(ts_ctx *ctx, ts_tensor *leaf, const ts_tensor *g)
     ts_count_flops(ctx, (double)g->numel);
 }
 
-static void seed_outputs(ts_ctx *ctx, const char *who, int n_out, ts_tensor *const *outputs,
-                         ts_tensor *const *seeds) {
+/* Checks outputs and seeds before anything changes, so a caught error
+ * leaves the context as it was. */
+static void check_outputs(ts_ctx *ctx, const char *who, int n_out, ts_tensor *const *outputs,
+                          ts_tensor *const *seeds) {
     char s1[64], s2[64];
     for (int i = 0; i < n_out; i++) {
         ts_tensor *out = outputs[i];
@@ -65,17 +67,24 @@ static void seed_outputs(ts_ctx *ctx, const char *who, int n_out, ts_tensor *con
         if (!out->requires_grad)
             ts_fail(ctx, who,
                     "output %d does not depend on anything that requires a gradient", i);
-        if (!seed) {
-            if (out->numel != 1)
-                ts_fail(ctx, who,
-                        "output %d has shape %s: the gradient of a non-scalar needs a seed", i,
-                        ts_shape_str(out, s1, sizeof s1));
-            seed = ts_full(ctx, out->ndim, out->shape, 1);
-        } else if (!ts_same_shape(seed, out)) {
+        if (out->node && (out->node->tape_index >= ctx->tape_len ||
+                          ctx->tape[out->node->tape_index] != out->node))
+            ts_fail(ctx, who, "output %d belongs to a graph that was already released", i);
+        if (!seed && out->numel != 1)
+            ts_fail(ctx, who, "output %d has shape %s: the gradient of a non-scalar needs a seed",
+                    i, ts_shape_str(out, s1, sizeof s1));
+        if (seed && !ts_same_shape(seed, out))
             ts_fail(ctx, who, "seed %d has shape %s but output has shape %s", i,
                     ts_shape_str(seed, s1, sizeof s1), ts_shape_str(out, s2, sizeof s2));
-        }
-        accumulate(ctx, out, seed);
+    }
+}
+
+static void seed_outputs(ts_ctx *ctx, int n_out, ts_tensor *const *outputs,
+                         ts_tensor *const *seeds) {
+    for (int i = 0; i < n_out; i++) {
+        ts_tensor *out = outputs[i];
+        ts_tensor *seed = seeds ? seeds[i] : NULL;
+        accumulate(ctx, out, seed ? seed : ts_full(ctx, out->ndim, out->shape, 1));
     }
 }
 
@@ -97,19 +106,20 @@ static void mark_needed(ts_ctx *ctx, enum pass_kind kind, long last) {
 
 static void run_pass(ts_ctx *ctx, enum pass_kind kind, const char *who, int n_out,
                      ts_tensor *const *outputs, ts_tensor *const *seeds, bool create_graph) {
+    check_outputs(ctx, who, n_out, outputs, seeds);
     long last = -1;
     for (int i = 0; i < n_out; i++)
         if (outputs[i]->node && outputs[i]->node->tape_index > last)
             last = outputs[i]->node->tape_index;
-    for (int i = 0; i < n_out; i++)
-        if (outputs[i]->node && ctx->tape[outputs[i]->node->tape_index] != outputs[i]->node)
-            ts_fail(ctx, who, "output %d belongs to a graph that was already released", i);
     mark_needed(ctx, kind, last);
 
     bool saved_grad_enabled = ts_set_grad_enabled(ctx, create_graph);
     enum ts_phase saved_phase = ctx->phase;
     ctx->phase = TS_BACKWARD;
-    seed_outputs(ctx, who, n_out, outputs, seeds);
+    seed_outputs(ctx, n_out, outputs, seeds);
+    /* An output that is itself a leaf receives its seed directly. */
+    for (int i = 0; kind == PASS_BACKWARD && i < n_out; i++)
+        if (is_target(ctx, kind, outputs[i])) add_into_leaf_grad(ctx, outputs[i], outputs[i]->acc);
 
     for (long i = last; i >= 0; i--) {
         ts_node *node = ctx->tape[i];

@@ -50,7 +50,9 @@ void ts_grad(ts_ctx *ctx, int n_out, ts_tensor *const *outputs, ts_tensor *const
 
 /* Accumulates d(output)/d(leaf) into the .grad buffer of every leaf that
  * requires a gradient (seed as in ts_grad). Leaves without a .grad buffer get
- * one in the arena, zeroed first. */
+ * one in the arena, zeroed first: like every arena allocation it is freed by
+ * a ts_release to an earlier mark, so a leaf that outlives such a release
+ * needs a buffer of its own (ts_param gives parameters theirs). */
 void ts_backward(ts_ctx *ctx, ts_tensor *output, ts_tensor *seed);
 
 #endif

@@ -65,6 +65,16 @@ static void test_backward_accumulates_into_grad(void **state) {
     assert_values(x->grad, (ts_real[]){6, -8, 2}, 3); /* twice the single pass */
 }
 
+/* The gradient of a leaf with respect to itself is its seed. */
+static void test_backward_of_a_leaf_seeds_its_grad(void **state) {
+    ts_ctx *ctx = *state;
+    ts_tensor *x = leaf(ctx, TS_SHAPE(3), X3);
+    ts_tensor *seed = ts_from_array(ctx, TS_SHAPE(3), (ts_real[]){1, 2, 3});
+    ts_backward(ctx, x, seed);
+    assert_non_null(x->grad);
+    assert_values(x->grad, (ts_real[]){1, 2, 3}, 3);
+}
+
 /* A parameter accumulates into the caller's flat gradient buffer. */
 static void test_backward_accumulates_into_param_buffer(void **state) {
     ts_ctx *ctx = *state;
@@ -362,6 +372,7 @@ int main(void) {
 #define T(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
         T(test_backward_accumulates_into_grad),
         T(test_backward_accumulates_into_param_buffer),
+        T(test_backward_of_a_leaf_seeds_its_grad),
         T(test_grad_does_not_touch_grad_buffers),
         T(test_detach_stops_gradient),
         T(test_no_grad_mode_records_nothing),

@@ -224,6 +224,37 @@ static void test_gradient_pass_errors(void **state) {
     EXPECT_FAILURE(item_of_non_scalar, "item", "[2, 2]");
 }
 
+/* A caught error in a gradient pass leaves the context as it was: still
+ * recording, phase forward. */
+static void test_caught_seed_error_leaves_recording_on(void **state) {
+    (void)state;
+    caught c;
+    ts_ctx ctx;
+    assert_true(ts_ctx_init(&ctx, 1 << 16));
+    assert_true(reaches_handler(&ctx, grad_of_non_scalar_without_seed, &c));
+    assert_true(ctx.grad_enabled);
+    assert_int_equal(ctx.phase, TS_FORWARD);
+    ts_tensor *x = leaf_of(&ctx, TS_SHAPE(2));
+    assert_true(ts_exp(&ctx, x)->requires_grad);
+    ts_ctx_free(&ctx);
+}
+
+/* The gradient of an output whose graph was released is an error even when
+ * nothing was recorded since (the stale node pointer is still in the tape). */
+static ts_tensor *released_output;
+static void grad_of_released_output(ts_ctx *ctx) {
+    ts_tensor *x = leaf_of(ctx, TS_SHAPE(3)), *g;
+    ts_mark mark = ts_get_mark(ctx);
+    released_output = ts_sum_all(ctx, ts_exp(ctx, x));
+    ts_release(ctx, mark);
+    ts_grad(ctx, 1, &released_output, NULL, 1, &x, &g, false);
+}
+
+static void test_released_graph_is_an_error(void **state) {
+    (void)state;
+    EXPECT_FAILURE(grad_of_released_output, "grad", "released");
+}
+
 /* Without a handler the default one reports and exits; it must never be
  * reached in a test, and a handler that returns is not allowed (the engine
  * aborts). Here: installing NULL restores the default rather than crashing. */
@@ -248,6 +279,8 @@ int main(void) {
         cmocka_unit_test(test_index_errors),
         cmocka_unit_test(test_gradient_pass_errors),
         cmocka_unit_test(test_null_handler_restores_default),
+        cmocka_unit_test(test_caught_seed_error_leaves_recording_on),
+        cmocka_unit_test(test_released_graph_is_an_error),
     };
     return cmocka_run_group_tests_name("engine misuse (" TS_REAL_NAME ")", tests, NULL, NULL);
 }
