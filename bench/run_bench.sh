@@ -12,6 +12,11 @@ for bin in build/float/bench/bench_*; do
     echo "== $name"
     "$bin" | tee "build/bench/$name.txt" || status=1
 done
+for script in bench/bench_*.sh; do
+    name=$(basename "$script" .sh)
+    echo "== $name"
+    bash "$script" | tee "build/bench/$name.txt" || status=1
+done
 echo "== verdicts"
 grep -h '_BENCH ' build/bench/*.txt
 ! grep -h '_BENCH ' build/bench/*.txt | grep -q FAILED && exit $status

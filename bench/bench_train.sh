@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# Training benchmark (issue 3): Transformer++ at D = 256, L = 4, T = 256,
+# 8 sequences per rank per step (weak scaling), 1 and 2 ranks, one BLAS
+# thread per rank. Reads per-step throughput and MFU from metrics.h5 (median
+# over steps after the first 3, which pay first-touch page faults).
+# Targets: MFU >= 40% of the measured sgemm peak on one rank; 2-rank weak
+# scaling efficiency (per-rank throughput on 2 ranks / on 1) >= 85%.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMPI_MCA_rmaps_base_oversubscribe=1
+export OPENBLAS_NUM_THREADS=1
+bin=build/float/thinkscale
+steps=${BENCH_STEPS:-15}
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+cat /usr/share/common-licenses/* >"$tmp/text.txt"
+"$bin" data convert --input "$tmp/text.txt" --output "$tmp/corpus.h5" --name licenses >/dev/null
+
+run() { # run RANKS
+    mpirun -np "$1" "$bin" train /dev/null \
+        --set model.width=256 --set model.depth=4 --set model.heads=4 --set model.context=256 \
+        --set model.ffn_mult=1.0 --set train.steps="$steps" --set train.batch=$((8 * $1)) \
+        --set train.warmup=2 --set train.log_every=5 --set train.eval_batches=1 \
+        --set data.train="$tmp/corpus.h5" --set run.dir="$tmp/np$1" >"$tmp/np$1.log" 2>&1 ||
+        { cat "$tmp/np$1.log"; exit 1; }
+}
+run 1
+run 2
+/usr/bin/python3 - "$tmp" <<'PY'
+import sys, h5py, numpy as np
+tmp = sys.argv[1]
+def stats(ranks):
+    with h5py.File(f"{tmp}/np{ranks}/metrics.h5", "r") as m:
+        t = m["train"]
+        sl = slice(3, None)
+        return (np.median(t["tokens_per_s"][sl]), np.median(t["mfu"][sl]),
+                np.median(t["flops"][sl]), np.median(t["wall_time"][1:][2:] - t["wall_time"][:-1][2:]))
+tps1, mfu1, fl1, st1 = stats(1)
+tps2, mfu2, fl2, st2 = stats(2)
+eff = (tps2 / 2) / tps1
+print(f"{'measurement':<48} {'1 rank':>12} {'2 ranks':>12}")
+print(f"{'tokens/s (median)':<48} {tps1:12,.0f} {tps2:12,.0f}")
+print(f"{'step time [s]':<48} {st1:12.3f} {st2:12.3f}")
+print(f"{'executed GFLOP per step (all ranks)':<48} {fl1 / 1e9:12.2f} {fl2 / 1e9:12.2f}")
+print(f"{'MFU vs measured sgemm peak':<48} {100 * mfu1:11.1f}% {100 * mfu2:11.1f}%")
+print(f"{'weak-scaling efficiency (target >= 85%)':<48} {'':>12} {100 * eff:11.1f}%")
+ok = mfu1 >= 0.40 and eff >= 0.85
+print(f"TRAIN_BENCH tokens_per_s_1={tps1:.0f} tokens_per_s_2={tps2:.0f} mfu_1={mfu1:.3f} "
+      f"mfu_2={mfu2:.3f} weak_efficiency={eff:.3f} targets=mfu_1>=0.40,efficiency>=0.85 "
+      f"{'PASSED' if ok else 'FAILED'}")
+PY
