@@ -80,7 +80,7 @@ BENCH_BINS = $(patsubst %.c,build/float/%,$(BENCH_SRC))
 PROGRAMS  = build/float/thinkscale build/double/thinkscale
 
 build: deps
-	@$(MAKE) --no-print-directory -j$(NPROC) $(PROGRAMS) $(UNIT_BINS) $(MPI_BINS) $(BENCH_BINS)
+	@$(MAKE) -s --no-print-directory -j$(NPROC) $(PROGRAMS) $(UNIT_BINS) $(MPI_BINS) $(BENCH_BINS)
 	@ln -sf build/float/thinkscale thinkscale
 
 # ---------------------------------------------------------------- entry points

@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# thinkscale eval: perplexity of a checkpoint on several token sets, to stdout
+# and HDF5. The loss on the training domain must equal the trainer's own final
+# evaluation over the same windows (same model, same windows, any rank count),
+# and a missing checkpoint, a wrong vocabulary or an existing output without
+# --force fail with a message.
+source "$(dirname "$0")/lib.sh"
+make_license_corpus "$tmp/corpus.h5"
+for i in $(seq 1 2000); do echo "int f$i(int x) { return x * $i + $((i % 7)); }"; done >"$tmp/code.c"
+"$bin" data convert --input "$tmp/code.c" --output "$tmp/code.h5" --name code --val-fraction 0.2 >/dev/null
+tiny_train 2 "$bin" "$tmp/run" --set train.steps=20 --set train.eval_batches=2 >"$tmp/train.log" 2>&1
+check "training succeeds" [ $? -eq 0 ]
+
+# The trainer evaluates eval_batches * batch = 16 windows per set.
+mpirun -np 2 "$bin" eval --run "$tmp/run" --data "$tmp/corpus.h5,$tmp/code.h5" --windows 16 \
+    --output "$tmp/eval.h5" >"$tmp/eval.log" 2>&1
+check "eval on 2 ranks succeeds" [ $? -eq 0 ]
+check "it prints a row per set" contains "$tmp/eval.log" "^code "
+mpirun -np 1 "$bin" eval --run "$tmp/run" --data "$tmp/corpus.h5" --windows 16 \
+    --output "$tmp/eval1.h5" >"$tmp/eval1.log" 2>&1
+check "eval on 1 rank succeeds" [ $? -eq 0 ]
+py - "$tmp" <<'PY'
+import sys, h5py, numpy as np
+tmp = sys.argv[1]
+trained = h5py.File(f"{tmp}/run/metrics.h5", "r")["eval/licenses/loss"][-1]
+e2 = h5py.File(f"{tmp}/eval.h5", "r")
+e1 = h5py.File(f"{tmp}/eval1.h5", "r")
+l2 = e2["sets/licenses/default"].attrs["loss"]
+l1 = e1["sets/licenses/default"].attrs["loss"]
+code = e2["sets/code/default"].attrs
+print(f"trainer {trained:.6f}, eval 2 ranks {l2:.6f}, 1 rank {l1:.6f}, code {code['loss']:.4f}")
+ok = abs(l2 - trained) < 1e-5 * trained and abs(l1 - l2) < 1e-5 * l2
+ok &= abs(code["perplexity"] - np.exp(code["loss"])) < 1e-9 * code["perplexity"]
+ok &= e2.attrs["step"] == 20 and code["tokens"] == 16 * 32
+sys.exit(0 if ok else 1)
+PY
+check "eval agrees with the trainer and across rank counts; perplexity = exp(loss)" [ $? -eq 0 ]
+
+fails_with() {
+    local log=$1 pattern=$2
+    shift 2
+    "$@" >"$log" 2>&1 && return 1
+    grep -q -- "$pattern" "$log"
+}
+check "an existing output is not replaced without --force" \
+    fails_with "$tmp/l1" "exists: pass --force" mpirun -np 1 "$bin" eval --run "$tmp/run" \
+    --data "$tmp/corpus.h5" --output "$tmp/eval.h5"
+check "a run without checkpoints is reported" \
+    fails_with "$tmp/l2" "no complete checkpoint" mpirun -np 1 "$bin" eval --run "$tmp" --data "$tmp/corpus.h5"
+check "a missing checkpoint file is reported" \
+    fails_with "$tmp/l3" "nope.h5" mpirun -np 1 "$bin" eval --checkpoint "$tmp/nope.h5" --data "$tmp/corpus.h5"
+finish
