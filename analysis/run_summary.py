@@ -39,18 +39,24 @@ def main(run_dir: Path) -> int:
         return 0
     with h5py.File(eval_path, "r") as e:
         sets = e["sets"]
-        rows = [(name, sets[name]["default"].attrs["loss"], sets[name]["default"].attrs["perplexity"])
-                for name in sets]
+        settings = list(sets[next(iter(sets))])  # HDF5 orders names; "default" if alone
+        table = {name: {st: sets[name][st].attrs["perplexity"] for st in sets[name]} for name in sets}
         config = e.attrs["config"]
         config = config.decode() if isinstance(config, bytes) else config
     train_domain = next((line.split("=", 1)[1].strip() for line in config.splitlines()
                          if line.startswith("train =")), "")
-    reference = next((ppl for name, _, ppl in rows if name in train_domain), None)
+    base = settings[0]
+    reference = next((row[base] for name, row in table.items() if name in train_domain), None)
     print()
-    print(f"{'domain':<12} {'loss':>8} {'perplexity':>11} {'OOD-ness':>9}")
-    for name, loss, ppl in sorted(rows, key=lambda r: r[2]):
-        ood = f"{ppl / reference:9.2f}" if reference else f"{'-':>9}"
-        print(f"{name:<12} {loss:8.4f} {ppl:11.3f} {ood}")
+    print("perplexity per domain and inference setting; OOD-ness = perplexity / perplexity on the")
+    print(f"training domain, under setting '{base}'; change = perplexity relative to '{base}'")
+    header = f"{'domain':<12} {'OOD-ness':>9}" + "".join(f" {st[:28]:>28}" for st in settings)
+    print(header)
+    for name, row in sorted(table.items(), key=lambda item: item[1][base]):
+        ood = f"{row[base] / reference:9.2f}" if reference else f"{'-':>9}"
+        cells = "".join(f" {row[st]:12.3f} ({100 * (row[st] / row[base] - 1):+6.2f}%)    "[:29]
+                        for st in settings)
+        print(f"{name:<12} {ood}{cells}")
     return 0
 
 

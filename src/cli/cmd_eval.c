@@ -1,7 +1,10 @@
 /* thinkscale eval (--checkpoint FILE | --run DIR) --data A.h5[,B.h5...]
+ *                 [--setting K=V[,K=V...]]... [--think steps=N,samples=G[,...]]...
+ *                 [--order M[,M...]] [--latent-samples K[,K...]]
  *                 [--split validation|train] [--windows N] [--batch N]
  *                 [--output FILE.h5] [--force]
- * Perplexity of a checkpoint on any number of token sets, to stdout and HDF5. */
+ * Perplexity of a checkpoint on any number of token sets under any number of
+ * inference-compute settings, to stdout and HDF5. */
 #include <mpi.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -14,6 +17,9 @@
 #include "io/token_file.h"
 #include "train/evaluate.h"
 
+#define MAX_SETTINGS 16
+#define SETTING_LEN 256
+
 typedef struct eval_args {
     const char *checkpoint;
     const char *run_dir;
@@ -23,6 +29,8 @@ typedef struct eval_args {
     long batch;
     const char *output;
     bool force;
+    int n_settings;                          /* 0: the trained configuration only */
+    char settings[MAX_SETTINGS][SETTING_LEN]; /* "section.key=value,..." inference overrides */
 } eval_args;
 
 static void eval_usage(FILE *out) {
@@ -33,7 +41,61 @@ static void eval_usage(FILE *out) {
             "  --run DIR      evaluate the newest complete checkpoint of a run\n"
             "  --windows N    sequences scored per set (default 64), evenly spaced\n"
             "  --batch N      sequences per forward pass on each rank (default 8)\n"
-            "  --output FILE  results file (default: eval_STEP.h5 beside the checkpoint)\n");
+            "  --output FILE  results file (default: CHECKPOINT_eval.h5 beside the checkpoint)\n"
+            "  --setting S    inference overrides \"section.key=value,...\" (repeatable); each\n"
+            "                 setting evaluates every set; \"default\" is the trained configuration\n"
+            "  --think steps=N,samples=G[,step_size=A,noise=S]   EBT thinking (repeatable)\n"
+            "  --order M[,M...]            Nexus attention order at inference, one setting each\n"
+            "  --latent-samples K[,K...]   Free Transformer prior samples, one setting each\n");
+}
+
+static bool add_setting(eval_args *a, const char *text, char *err, size_t errlen) {
+    if (a->n_settings == MAX_SETTINGS || strlen(text) >= SETTING_LEN) {
+        snprintf(err, errlen, "at most %d settings of %d characters", MAX_SETTINGS, SETTING_LEN - 1);
+        return false;
+    }
+    snprintf(a->settings[a->n_settings++], SETTING_LEN, "%s", text);
+    return true;
+}
+
+/* --think steps=N,samples=G,step_size=A,noise=S -> ebt.infer_* overrides. */
+static bool add_think_setting(eval_args *a, const char *value, char *err, size_t errlen) {
+    static const char *const names[][2] = {{"steps", "infer_steps"},
+                                           {"samples", "infer_samples"},
+                                           {"step_size", "infer_step_size"},
+                                           {"noise", "infer_noise"}};
+    char copy[SETTING_LEN], out[SETTING_LEN] = "";
+    snprintf(copy, sizeof copy, "%s", value);
+    for (char *save = NULL, *item = strtok_r(copy, ",", &save); item;
+         item = strtok_r(NULL, ",", &save)) {
+        char *eq = strchr(item, '=');
+        const char *key = NULL;
+        if (eq) {
+            *eq = 0;
+            for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
+                if (!strcmp(item, names[i][0])) key = names[i][1];
+        }
+        if (!key) {
+            snprintf(err, errlen, "--think takes steps=, samples=, step_size=, noise=; not '%s'", item);
+            return false;
+        }
+        size_t used = strlen(out);
+        snprintf(out + used, sizeof out - used, "%sebt.%s=%s", used ? "," : "", key, eq + 1);
+    }
+    return add_setting(a, out, err, errlen);
+}
+
+/* --order 1,2,3 -> one setting per value of section.key. */
+static bool add_list_settings(eval_args *a, const char *key, const char *value, char *err,
+                              size_t errlen) {
+    char copy[SETTING_LEN], one[SETTING_LEN];
+    snprintf(copy, sizeof copy, "%s", value);
+    for (char *save = NULL, *item = strtok_r(copy, ",", &save); item;
+         item = strtok_r(NULL, ",", &save)) {
+        snprintf(one, sizeof one, "%s=%s", key, item);
+        if (!add_setting(a, one, err, errlen)) return false;
+    }
+    return true;
 }
 
 static bool parse_eval_args(int argc, char **argv, eval_args *a, char *err, size_t errlen) {
@@ -58,6 +120,15 @@ static bool parse_eval_args(int argc, char **argv, eval_args *a, char *err, size
             snprintf(a->data + used, sizeof a->data - used, "%s%s", used ? "," : "", value);
         } else if (!strcmp(opt, "--split")) a->split = value;
         else if (!strcmp(opt, "--output")) a->output = value;
+        else if (!strcmp(opt, "--setting")) {
+            if (!add_setting(a, value, err, errlen)) return false;
+        } else if (!strcmp(opt, "--think")) {
+            if (!add_think_setting(a, value, err, errlen)) return false;
+        } else if (!strcmp(opt, "--order")) {
+            if (!add_list_settings(a, "nexus.infer_order", value, err, errlen)) return false;
+        } else if (!strcmp(opt, "--latent-samples")) {
+            if (!add_list_settings(a, "free.eval_samples", value, err, errlen)) return false;
+        }
         else if (!strcmp(opt, "--windows") || !strcmp(opt, "--batch")) {
             long v = strtol(value, &end, 10);
             if (*end || v < 1) {
@@ -135,14 +206,39 @@ static int run_eval(MPI_Comm comm, const eval_args *a) {
     }
     ts_model_bind(model, &ctx);
     enum ts_split split = strcmp(a->split, "train") ? TS_SPLIT_VALIDATION : TS_SPLIT_TRAIN;
+    int n_settings = a->n_settings ? a->n_settings : 1;
+    /* Every setting is checked before any evaluation runs. */
+    ts_run_config setting_configs[MAX_SETTINGS];
+    for (int s = 0; s < n_settings; s++) {
+        setting_configs[s] = config;
+        const char *spec = a->n_settings ? a->settings[s] : "default";
+        char copy[SETTING_LEN];
+        snprintf(copy, sizeof copy, "%s", spec);
+        for (char *save = NULL, *item = strtok_r(copy, ",", &save);
+             item && strcmp(spec, "default"); item = strtok_r(NULL, ",", &save))
+            if (!ts_config_set_inference(&setting_configs[s], item, err, sizeof err)) {
+                if (rank == 0) fprintf(stderr, "thinkscale eval: error: setting '%s': %s\n", spec, err);
+                ts_ctx_free(&ctx);
+                ts_model_destroy(model);
+                return 2;
+            }
+    }
+    const ts_model_ops *ops = model->ops;
+    const char *stat_names[TS_MAX_MODEL_STATS];
+    for (int k = 0; k < ops->n_stats; k++) stat_names[k] = ops->stats[k].name;
+    enum { MAX_ROWS = TS_MAX_EVAL_SETS * MAX_SETTINGS };
+    static ts_eval_row rows[MAX_ROWS];
+    static ts_eval_result results[MAX_ROWS];
+    static char names[MAX_ROWS][64];
+    int n = 0, status = 0;
+    if (rank == 0) {
+        printf("%-12s %-32s %10s %12s %10s", "set", "setting", "loss", "perplexity", "tokens");
+        for (int k = 0; k < ops->n_stats; k++) printf(" %12s", stat_names[k]);
+        printf("\n");
+    }
     char list[sizeof a->data];
     snprintf(list, sizeof list, "%s", a->data);
-    ts_eval_row rows[TS_MAX_EVAL_SETS];
-    char names[TS_MAX_EVAL_SETS][64];
-    int n = 0, status = 0;
-    if (rank == 0)
-        printf("%-14s %10s %12s %10s  %s\n", "set", "loss", "perplexity", "tokens", "file");
-    for (char *save = NULL, *file = strtok_r(list, ",", &save); file && n < TS_MAX_EVAL_SETS;
+    for (char *save = NULL, *file = strtok_r(list, ",", &save); file && status == 0;
          file = strtok_r(NULL, ",", &save)) {
         ts_token_file tokens;
         ts_tf_err tf_err;
@@ -152,21 +248,30 @@ static int run_eval(MPI_Comm comm, const eval_args *a) {
             status = 1;
             break;
         }
-        ts_eval_result r;
-        bool ok = ts_evaluate(comm, model, &ctx, &tokens, split, config.model.context, a->windows,
-                              a->batch, &r, err, sizeof err);
-        snprintf(names[n], sizeof names[n], "%s",
-                 tokens.meta.domain && tokens.meta.domain[0] ? tokens.meta.domain : file);
-        ts_token_file_close(&tokens);
-        if (!ok) {
-            if (rank == 0) fprintf(stderr, "thinkscale eval: error: %s\n", err);
-            status = 1;
-            break;
+        for (int s = 0; s < n_settings && n < MAX_ROWS; s++) {
+            model->config = setting_configs[s].model; /* only inference keys differ */
+            ts_eval_result *r = &results[n];
+            if (!ts_evaluate(comm, model, &ctx, &tokens, split, config.model.context, a->windows,
+                             a->batch, (uint64_t)config.seed, r, err, sizeof err)) {
+                if (rank == 0) fprintf(stderr, "thinkscale eval: error: %s\n", err);
+                status = 1;
+                break;
+            }
+            snprintf(names[n], sizeof names[n], "%s",
+                     tokens.meta.domain && tokens.meta.domain[0] ? tokens.meta.domain : file);
+            const char *setting = a->n_settings ? a->settings[s] : "default";
+            rows[n] = (ts_eval_row){names[n], file, setting, r->loss, r->perplexity, r->tokens,
+                                    r->flops, r->n_stats, stat_names, r->stats};
+            if (rank == 0) {
+                printf("%-12s %-32s %10.4f %12.3f %10ld", names[n], setting, r->loss,
+                       r->perplexity, r->tokens);
+                for (int k = 0; k < r->n_stats; k++) printf(" %12.4g", r->stats[k]);
+                printf("\n");
+            }
+            n++;
         }
-        rows[n] = (ts_eval_row){names[n], file, "default", r.loss, r.perplexity, r.tokens, r.flops};
-        if (rank == 0)
-            printf("%-14s %10.4f %12.3f %10ld  %s\n", names[n], r.loss, r.perplexity, r.tokens, file);
-        n++;
+        model->config = config.model;
+        ts_token_file_close(&tokens);
     }
     if (status == 0 && rank == 0) {
         char output[TS_CHECKPOINT_PATH_MAX + 32];

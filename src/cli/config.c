@@ -16,46 +16,76 @@ typedef struct config_key {
     size_t offset;
     size_t size; /* for strings */
     const char *help;
+    bool inference; /* may differ at evaluation from training (eval --setting) */
 } config_key;
 
 #define FIELD(member) offsetof(ts_run_config, member)
 #define STR(member) FIELD(member), sizeof(((ts_run_config *)0)->member)
 static const config_key keys[] = {
-    {"model", "arch", KEY_STRING, STR(model.arch), "architecture: transformerpp"},
-    {"model", "vocab_size", KEY_INT, FIELD(model.vocab_size), 0, "0: taken from the training data"},
-    {"model", "context", KEY_INT, FIELD(model.context), 0, "tokens per training sequence"},
-    {"model", "depth", KEY_INT, FIELD(model.depth), 0, "number of blocks"},
-    {"model", "width", KEY_INT, FIELD(model.width), 0, "embedding dimension D"},
-    {"model", "heads", KEY_INT, FIELD(model.heads), 0, "attention heads"},
-    {"model", "ffn_mult", KEY_DOUBLE, FIELD(model.ffn_mult), 0, "SwiGLU hidden size / D"},
-    {"model", "norm_eps", KEY_DOUBLE, FIELD(model.norm_eps), 0, "RMSNorm epsilon"},
-    {"model", "rope_theta", KEY_DOUBLE, FIELD(model.rope_theta), 0, "RoPE base"},
-    {"train", "steps", KEY_LONG, FIELD(steps), 0, "optimiser steps"},
-    {"train", "stop_at", KEY_LONG, FIELD(stop_at), 0, "stop this invocation after this step with a checkpoint (0: run to train.steps)"},
-    {"train", "batch", KEY_LONG, FIELD(batch), 0, "sequences per step over all ranks"},
-    {"train", "accum", KEY_LONG, FIELD(accum), 0, "micro-batches per step"},
-    {"train", "optimizer", KEY_STRING, STR(optimizer), "adamw or sgd"},
-    {"train", "lr", KEY_DOUBLE, FIELD(optim.lr), 0, "peak learning rate"},
-    {"train", "min_lr_ratio", KEY_DOUBLE, FIELD(optim.min_lr_ratio), 0, "cosine floor / lr"},
-    {"train", "warmup", KEY_LONG, FIELD(optim.warmup_steps), 0, "linear warm-up steps"},
-    {"train", "weight_decay", KEY_DOUBLE, FIELD(optim.weight_decay), 0, "decoupled decay"},
-    {"train", "beta1", KEY_DOUBLE, FIELD(optim.beta1), 0, "AdamW beta1"},
-    {"train", "beta2", KEY_DOUBLE, FIELD(optim.beta2), 0, "AdamW beta2"},
-    {"train", "eps", KEY_DOUBLE, FIELD(optim.eps), 0, "AdamW epsilon"},
-    {"train", "clip", KEY_DOUBLE, FIELD(optim.clip), 0, "gradient-norm clip (0: off)"},
-    {"train", "seed", KEY_LONG, FIELD(seed), 0, "seed of initialisation and data order"},
-    {"train", "log_every", KEY_LONG, FIELD(log_every), 0, "steps between progress lines"},
-    {"train", "eval_every", KEY_LONG, FIELD(eval_every), 0, "steps between evaluations (0: end)"},
-    {"train", "eval_batches", KEY_LONG, FIELD(eval_batches), 0, "batches per evaluation set"},
-    {"train", "checkpoint_every", KEY_LONG, FIELD(checkpoint_every), 0, "steps between checkpoints (0: end)"},
-    {"train", "keep_checkpoints", KEY_LONG, FIELD(keep_checkpoints), 0, "complete checkpoints kept"},
-    {"data", "train", KEY_STRING, STR(train_data), "token file to train on"},
-    {"data", "eval", KEY_STRING, STR(eval_data), "comma-separated token files to evaluate"},
-    {"run", "dir", KEY_STRING, STR(run_dir), "run directory for metrics and checkpoints"},
+    {"model", "arch", KEY_STRING, STR(model.arch), "architecture: transformerpp", false},
+    {"model", "vocab_size", KEY_INT, FIELD(model.vocab_size), 0, "0: taken from the training data", false},
+    {"model", "context", KEY_INT, FIELD(model.context), 0, "tokens per training sequence", false},
+    {"model", "depth", KEY_INT, FIELD(model.depth), 0, "number of blocks", false},
+    {"model", "width", KEY_INT, FIELD(model.width), 0, "embedding dimension D", false},
+    {"model", "heads", KEY_INT, FIELD(model.heads), 0, "attention heads", false},
+    {"model", "ffn_mult", KEY_DOUBLE, FIELD(model.ffn_mult), 0, "SwiGLU hidden size / D", false},
+    {"model", "norm_eps", KEY_DOUBLE, FIELD(model.norm_eps), 0, "RMSNorm epsilon", false},
+    {"model", "rope_theta", KEY_DOUBLE, FIELD(model.rope_theta), 0, "RoPE base", false},
+    /* Energy-Based Transformer: ../shared/specs/ebt.md */
+    {"ebt", "preset", KEY_STRING, STR(model.ebt.preset), "s1 or s2: the spec's settings for keys not set explicitly", false},
+    {"ebt", "steps", KEY_INT, FIELD(model.ebt.steps), 0, "gradient steps on the prediction per forward", false},
+    {"ebt", "step_size", KEY_DOUBLE, FIELD(model.ebt.step_size), 0, "alpha", false},
+    {"ebt", "step_size_learnable", KEY_INT, FIELD(model.ebt.step_size_learnable), 0, "1: alpha is a parameter", false},
+    {"ebt", "step_size_lr_mult", KEY_DOUBLE, FIELD(model.ebt.step_size_lr_mult), 0, "learning-rate multiplier of alpha", false},
+    {"ebt", "step_size_random_scale", KEY_DOUBLE, FIELD(model.ebt.step_size_random_scale), 0, "s: alpha ~ U[alpha/s, alpha*s] (<= 1: off)", false},
+    {"ebt", "random_steps", KEY_INT, FIELD(model.ebt.random_steps), 0, "up to this many extra steps per forward (0: off)", false},
+    {"ebt", "langevin_noise", KEY_DOUBLE, FIELD(model.ebt.langevin_noise), 0, "sigma of noise on the logits per step", false},
+    {"ebt", "replay_size", KEY_INT, FIELD(model.ebt.replay_size), 0, "replay buffer entries per rank (0: off)", false},
+    {"ebt", "replay_fraction", KEY_DOUBLE, FIELD(model.ebt.replay_fraction), 0, "share of a batch started from the buffer", false},
+    {"ebt", "mode", KEY_STRING, STR(model.ebt.mode), "s1: detach between steps; s2: no detach, truncated", false},
+    {"ebt", "loss_on", KEY_STRING, STR(model.ebt.loss_on), "mean (over steps) or final", false},
+    {"ebt", "init", KEY_STRING, STR(model.ebt.init), "random or zero initial logits", false},
+    {"ebt", "init_scale", KEY_DOUBLE, FIELD(model.ebt.init_scale), 0, "stddev of random initial logits", false},
+    {"ebt", "infer_steps", KEY_INT, FIELD(model.ebt.infer_steps), 0, "steps at inference (0: as trained)", true},
+    {"ebt", "infer_samples", KEY_INT, FIELD(model.ebt.infer_samples), 0, "self-verification candidates", true},
+    {"ebt", "infer_step_size", KEY_DOUBLE, FIELD(model.ebt.infer_step_size), 0, "alpha at inference (0: as trained)", true},
+    {"ebt", "infer_noise", KEY_DOUBLE, FIELD(model.ebt.infer_noise), 0, "Langevin noise at inference", true},
+    /* Free Transformer: ../shared/specs/free-transformer.md */
+    {"free", "latent_bits", KEY_INT, FIELD(model.free.latent_bits), 0, "H: the latent has 2^H states", false},
+    {"free", "kappa", KEY_DOUBLE, FIELD(model.free.kappa), 0, "free bits per token (nats)", false},
+    {"free", "eval_samples", KEY_INT, FIELD(model.free.eval_samples), 0, "K prior samples per scored sequence", true},
+    {"free", "eval_posterior", KEY_INT, FIELD(model.free.eval_posterior), 0, "1: also report the encoder-posterior number", true},
+    /* Nexus: ../shared/specs/nexus.md */
+    {"nexus", "order", KEY_INT, FIELD(model.nexus.order), 0, "attention order in training", false},
+    {"nexus", "infer_order", KEY_INT, FIELD(model.nexus.infer_order), 0, "attention order at inference (0: as trained)", true},
+    {"nexus", "variant", KEY_STRING, STR(model.nexus.variant), "shared, unshared or selfrefine", false},
+    {"train", "steps", KEY_LONG, FIELD(steps), 0, "optimiser steps", false},
+    {"train", "stop_at", KEY_LONG, FIELD(stop_at), 0, "stop this invocation after this step with a checkpoint (0: run to train.steps)", false},
+    {"train", "batch", KEY_LONG, FIELD(batch), 0, "sequences per step over all ranks", false},
+    {"train", "accum", KEY_LONG, FIELD(accum), 0, "micro-batches per step", false},
+    {"train", "optimizer", KEY_STRING, STR(optimizer), "adamw or sgd", false},
+    {"train", "lr", KEY_DOUBLE, FIELD(optim.lr), 0, "peak learning rate", false},
+    {"train", "min_lr_ratio", KEY_DOUBLE, FIELD(optim.min_lr_ratio), 0, "cosine floor / lr", false},
+    {"train", "warmup", KEY_LONG, FIELD(optim.warmup_steps), 0, "linear warm-up steps", false},
+    {"train", "weight_decay", KEY_DOUBLE, FIELD(optim.weight_decay), 0, "decoupled decay", false},
+    {"train", "beta1", KEY_DOUBLE, FIELD(optim.beta1), 0, "AdamW beta1", false},
+    {"train", "beta2", KEY_DOUBLE, FIELD(optim.beta2), 0, "AdamW beta2", false},
+    {"train", "eps", KEY_DOUBLE, FIELD(optim.eps), 0, "AdamW epsilon", false},
+    {"train", "clip", KEY_DOUBLE, FIELD(optim.clip), 0, "gradient-norm clip (0: off)", false},
+    {"train", "seed", KEY_LONG, FIELD(seed), 0, "seed of initialisation and data order", false},
+    {"train", "log_every", KEY_LONG, FIELD(log_every), 0, "steps between progress lines", false},
+    {"train", "eval_every", KEY_LONG, FIELD(eval_every), 0, "steps between evaluations (0: end)", false},
+    {"train", "eval_batches", KEY_LONG, FIELD(eval_batches), 0, "batches per evaluation set", false},
+    {"train", "checkpoint_every", KEY_LONG, FIELD(checkpoint_every), 0, "steps between checkpoints (0: end)", false},
+    {"train", "keep_checkpoints", KEY_LONG, FIELD(keep_checkpoints), 0, "complete checkpoints kept", false},
+    {"data", "train", KEY_STRING, STR(train_data), "token file to train on", false},
+    {"data", "eval", KEY_STRING, STR(eval_data), "comma-separated token files to evaluate", false},
+    {"run", "dir", KEY_STRING, STR(run_dir), "run directory for metrics and checkpoints", false},
 };
 #undef FIELD
 #undef STR
 static const int n_keys = (int)(sizeof keys / sizeof keys[0]);
+_Static_assert(sizeof keys / sizeof keys[0] <= TS_CONFIG_MAX_KEYS, "raise TS_CONFIG_MAX_KEYS");
 
 void ts_config_defaults(ts_run_config *c) {
     memset(c, 0, sizeof *c);
@@ -67,6 +97,16 @@ void ts_config_defaults(ts_run_config *c) {
     c->model.ffn_mult = 1.0;
     c->model.norm_eps = 1e-5;
     c->model.rope_theta = 10000;
+    c->model.ebt = (ts_ebt_config){.steps = 2, .step_size = 500, .step_size_learnable = 1,
+                                   .step_size_lr_mult = 1500, .replay_fraction = 0.5,
+                                   .init_scale = 1.0, .infer_samples = 1};
+    strcpy(c->model.ebt.mode, "s1");
+    strcpy(c->model.ebt.loss_on, "mean");
+    strcpy(c->model.ebt.init, "random");
+    c->model.free = (ts_free_config){.latent_bits = 8, .kappa = 0.34657359027997264 /* log(2)/2 */,
+                                     .eval_samples = 1, .eval_posterior = 1};
+    c->model.nexus = (ts_nexus_config){.order = 2};
+    strcpy(c->model.nexus.variant, "shared");
     strcpy(c->optimizer, "adamw");
     c->optim = (ts_optimizer_config){.kind = TS_ADAMW, .lr = 1.2e-3, .min_lr_ratio = 0.1,
                                      .warmup_steps = 100, .beta1 = 0.9, .beta2 = 0.999,
@@ -127,13 +167,25 @@ static bool set_value(ts_run_config *c, const config_key *k, const char *value, 
 }
 
 static bool set_key(ts_run_config *c, const char *section, const char *name, const char *value,
-                    char *err, size_t errlen) {
+                    bool inference_only, char *err, size_t errlen) {
     const config_key *k = find_key(section, name);
     if (!k) {
         snprintf(err, errlen, "unknown configuration key '%s.%s'", section, name);
         return false;
     }
-    return set_value(c, k, value, err, errlen);
+    if (inference_only && !k->inference) {
+        snprintf(err, errlen, "'%s.%s' is fixed by training and cannot change at evaluation",
+                 section, name);
+        return false;
+    }
+    if (!set_value(c, k, value, err, errlen)) return false;
+    c->explicit_keys[k - keys] = true;
+    return true;
+}
+
+bool ts_config_is_explicit(const ts_run_config *c, const char *section, const char *name) {
+    const config_key *k = find_key(section, name);
+    return k && c->explicit_keys[k - keys];
 }
 
 typedef struct ini_state {
@@ -146,7 +198,7 @@ typedef struct ini_state {
 static int apply_ini_entry(void *user, const char *section, const char *name, const char *value) {
     ini_state *s = user;
     if (s->failed) return 0;
-    if (!set_key(s->config, section, name, value, s->err, s->errlen)) {
+    if (!set_key(s->config, section, name, value, false, s->err, s->errlen)) {
         s->failed = true;
         return 0;
     }
@@ -184,7 +236,8 @@ bool ts_config_load_string(ts_run_config *config, const char *text, const char *
     return true;
 }
 
-bool ts_config_set(ts_run_config *config, const char *assignment, char *err, size_t errlen) {
+static bool apply_assignment(ts_run_config *config, const char *assignment, bool inference_only,
+                             char *err, size_t errlen) {
     const char *eq = strchr(assignment, '='), *dot = strchr(assignment, '.');
     if (!eq || !dot || dot > eq) {
         snprintf(err, errlen, "override '%s' is not of the form section.key=value", assignment);
@@ -200,7 +253,16 @@ bool ts_config_set(ts_run_config *config, const char *assignment, char *err, siz
     section[ls] = 0;
     memcpy(name, dot + 1, ln);
     name[ln] = 0;
-    return set_key(config, section, name, eq + 1, err, errlen);
+    return set_key(config, section, name, eq + 1, inference_only, err, errlen);
+}
+
+bool ts_config_set(ts_run_config *config, const char *assignment, char *err, size_t errlen) {
+    return apply_assignment(config, assignment, false, err, errlen);
+}
+
+bool ts_config_set_inference(ts_run_config *config, const char *assignment, char *err,
+                             size_t errlen) {
+    return apply_assignment(config, assignment, true, err, errlen);
 }
 
 bool ts_config_validate(ts_run_config *c, char *err, size_t errlen) {

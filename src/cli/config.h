@@ -13,6 +13,7 @@
 
 #define TS_PATH_MAX 1024
 #define TS_MAX_EVAL_SETS 16
+#define TS_CONFIG_MAX_KEYS 96
 
 typedef struct ts_run_config {
     ts_model_config model;   /* vocab_size comes from the training data */
@@ -31,6 +32,7 @@ typedef struct ts_run_config {
     char train_data[TS_PATH_MAX];
     char eval_data[TS_PATH_MAX * 4]; /* comma-separated token files */
     char run_dir[TS_PATH_MAX];
+    bool explicit_keys[TS_CONFIG_MAX_KEYS]; /* set by a file or override, not a default */
 } ts_run_config;
 
 void ts_config_defaults(ts_run_config *config);
@@ -42,6 +44,12 @@ bool ts_config_load_string(ts_run_config *config, const char *text, const char *
                            size_t errlen);
 /* Applies one "section.key=value" override. */
 bool ts_config_set(ts_run_config *config, const char *assignment, char *err, size_t errlen);
+/* Applies an override of a key marked as an inference setting (eval
+ * --setting); any other key is an error, since it would change the model. */
+bool ts_config_set_inference(ts_run_config *config, const char *assignment, char *err,
+                             size_t errlen);
+/* Whether a key was set by a file or override (presets fill only the others). */
+bool ts_config_is_explicit(const ts_run_config *config, const char *section, const char *name);
 /* Checks cross-key consistency after all sources are applied. */
 bool ts_config_validate(ts_run_config *config, char *err, size_t errlen);
 /* The resolved configuration as INI text (malloc'd; NULL if out of memory). */

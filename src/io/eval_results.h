@@ -14,6 +14,9 @@ typedef struct ts_eval_row {
     double perplexity;
     long tokens;
     double flops;           /* executed, all ranks */
+    int n_stats;            /* the model's own statistics (e.g. NFEs), stored as attributes */
+    const char *const *stat_names;
+    const double *stats;
 } ts_eval_row;
 
 typedef struct ts_eval_header {

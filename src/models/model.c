@@ -7,6 +7,17 @@
 
 #include "models/transformerpp.h"
 
+/* Every architecture registers here: its config.arch name and the function
+ * that fills the model's parameter table and ops (and validates its config). */
+typedef bool (*arch_setup_fn)(ts_model *model, char *err, size_t errlen);
+static const struct {
+    const char *name;
+    arch_setup_fn setup;
+} architectures[] = {
+    {"transformerpp", tpp_model_setup},
+};
+static const int n_architectures = (int)(sizeof architectures / sizeof architectures[0]);
+
 ts_model *ts_model_create(const ts_model_config *config, char *err, size_t errlen) {
     const ts_model_config *c = config;
     if (c->vocab_size < 2 || c->context < 1 || c->depth < 1 || c->width < 2 || c->heads < 1 ||
@@ -23,12 +34,17 @@ ts_model *ts_model_create(const ts_model_config *config, char *err, size_t errle
         return NULL;
     }
     model->config = *config;
-    bool ok;
-    if (!strcmp(c->arch, "transformerpp")) {
-        ok = tpp_model_setup(model, err, errlen);
-    } else {
-        snprintf(err, errlen, "unknown architecture '%s' (known: transformerpp)", c->arch);
-        ok = false;
+    bool ok = false, known = false;
+    for (int i = 0; i < n_architectures && !known; i++)
+        if (!strcmp(c->arch, architectures[i].name)) {
+            known = true;
+            ok = architectures[i].setup(model, err, errlen);
+        }
+    if (!known) {
+        int n = snprintf(err, errlen, "unknown architecture '%s' (known:", c->arch);
+        for (int i = 0; i < n_architectures && n > 0 && (size_t)n < errlen; i++)
+            n += snprintf(err + n, errlen - (size_t)n, " %s", architectures[i].name);
+        if (n > 0 && (size_t)n < errlen) snprintf(err + n, errlen - (size_t)n, ")");
     }
     if (ok) {
         model->params = calloc((size_t)model->table.total, sizeof(ts_real));
@@ -71,6 +87,7 @@ void ts_model_init_params(ts_model *model, uint64_t seed) {
             ts_rng_fill_normal(&rng, p, e->numel, 0, std);
         }
     }
+    if (model->ops->init_params) model->ops->init_params(model, &rng);
 }
 
 void ts_model_bind(ts_model *model, ts_ctx *ctx) {
@@ -84,6 +101,13 @@ void ts_model_bind(ts_model *model, ts_ctx *ctx) {
 ts_tensor *ts_model_param(const ts_model *model, const char *name) {
     int i = ts_param_table_find(&model->table, name);
     return i >= 0 ? model->tensors[i] : NULL;
+}
+
+void ts_sequence_rng(const ts_batch *batch, int i, uint64_t purpose, ts_rng *rng) {
+    uint64_t step = (uint64_t)(batch->step + 1); /* evaluation (-1) gets a stream of its own */
+    uint64_t sequence = (uint64_t)(batch->first_index + i);
+    ts_rng_seed_stream(rng, batch->seed ^ (purpose * 0x9E3779B97F4A7C15ull),
+                       (step << 32) ^ sequence ^ ((uint64_t)batch->mode << 62));
 }
 
 long ts_model_non_embedding_params(const ts_model *model) {

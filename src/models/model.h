@@ -8,7 +8,47 @@
 #include <stdint.h>
 
 #include "engine/engine.h"
+#include "io/checkpoint.h"
 #include "models/param_table.h"
+
+/* Energy-Based Transformer (../shared/specs/ebt.md). Names follow the
+ * official code's options where one exists. */
+typedef struct ts_ebt_config {
+    char preset[8];               /* "", "s1" or "s2": the spec's table, applied before other keys */
+    int steps;                    /* mcmc_num_steps */
+    double step_size;             /* alpha */
+    int step_size_learnable;      /* alpha is a parameter */
+    double step_size_lr_mult;     /* its learning-rate multiplier */
+    double step_size_random_scale;/* s: alpha ~ U[alpha/s, alpha*s] per (sample, position); <= 1 off */
+    int random_steps;             /* extra steps drawn per forward, uniform in [0, random_steps] */
+    double langevin_noise;        /* sigma of noise on the logits every step; 0 off */
+    int replay_size;              /* replay buffer entries per rank; 0 off */
+    double replay_fraction;       /* share of a batch started from the buffer */
+    char mode[8];                 /* "s1": detach between steps; "s2": no detach, truncated */
+    char loss_on[8];              /* "mean" over steps or "final" step only */
+    char init[8];                 /* initial logits: "random" N(0, init_scale^2) or "zero" */
+    double init_scale;
+    /* Inference ("System 2"): 0 means "as in training". */
+    int infer_steps;
+    int infer_samples;            /* self-verification candidates G (1: off) */
+    double infer_step_size;
+    double infer_noise;
+} ts_ebt_config;
+
+/* The Free Transformer (../shared/specs/free-transformer.md). */
+typedef struct ts_free_config {
+    int latent_bits;              /* H: Z has 2^H states */
+    double kappa;                 /* free bits per token, nats */
+    int eval_samples;             /* K latent samples from the prior per scored sequence */
+    int eval_posterior;           /* 1: also report the (leaking) encoder-posterior number */
+} ts_free_config;
+
+/* Nexus higher-order attention (../shared/specs/nexus.md). */
+typedef struct ts_nexus_config {
+    int order;                    /* attention order m used in training */
+    int infer_order;              /* at inference (0: as in training) */
+    char variant[16];             /* "shared", "unshared" or "selfrefine" */
+} ts_nexus_config;
 
 typedef struct ts_model_config {
     char arch[32];        /* "transformerpp", ... */
@@ -20,21 +60,55 @@ typedef struct ts_model_config {
     double ffn_mult;      /* SwiGLU hidden = round(ffn_mult * D) */
     double norm_eps;
     double rope_theta;
+    ts_ebt_config ebt;
+    ts_free_config free;
+    ts_nexus_config nexus;
 } ts_model_config;
 
+typedef enum ts_mode { TS_MODE_TRAIN, TS_MODE_EVAL } ts_mode;
+
 /* `batch` sequences of seq + 1 tokens: inputs are tokens 0..seq-1 of each,
- * targets tokens 1..seq. */
+ * targets tokens 1..seq. The rest identifies the sequences globally, so
+ * that a model's random draws depend on (seed, step, sequence) only and a
+ * run gives the same result on any number of ranks (ts_sequence_rng). */
 typedef struct ts_batch {
     const int32_t *tokens;
     int batch;
     int seq;
+    ts_mode mode;
+    uint64_t seed;        /* the run's seed */
+    long step;            /* optimiser step (evaluation: -1) */
+    long first_index;     /* global index of sequence 0 of this batch in its step or evaluation */
 } ts_batch;
+
+#define TS_MAX_MODEL_STATS 8
+
+/* A per-batch scalar a model reports besides its loss (an energy, a KL, the
+ * number of function evaluations ...), logged to metrics.h5. */
+typedef struct ts_model_stat {
+    const char *name;
+    const char *units;
+    const char *description;
+} ts_model_stat;
 
 typedef struct ts_model ts_model;
 
 typedef struct ts_model_ops {
-    /* Mean cross-entropy per target token, as a [1] tensor in ctx's graph. */
-    ts_tensor *(*loss)(ts_model *model, ts_ctx *ctx, const ts_batch *batch);
+    /* The training objective (TS_MODE_TRAIN) or the teacher-forced
+     * cross-entropy being reported (TS_MODE_EVAL), mean per target token, as
+     * a [1] tensor. In training the caller back-propagates it; in evaluation
+     * recording is off on entry, and a model that needs gradients inside its
+     * inference (EBT) switches it on locally. Fills stats[0 .. n_stats) with
+     * means over the batch's sequences (the caller combines ranks). */
+    ts_tensor *(*loss)(ts_model *model, ts_ctx *ctx, const ts_batch *batch, double *stats);
+    int n_stats;
+    const ts_model_stat *stats;
+    /* Optional: state saved in checkpoints besides the parameters (EBT's
+     * replay buffer); returns how many descriptors it filled, at most max. */
+    int (*checkpoint_extras)(ts_model *model, ts_checkpoint_extra *extras, int max);
+    /* Optional: runs after the generic initialisation (ts_model_init_params)
+     * for parameters it does not cover, e.g. a learnable step size. */
+    void (*init_params)(ts_model *model, ts_rng *rng);
     void (*destroy)(ts_model *model);
 } ts_model_ops;
 
@@ -60,6 +134,9 @@ void ts_model_init_params(ts_model *model, uint64_t seed);
  * before the mark that each step releases to. */
 void ts_model_bind(ts_model *model, ts_ctx *ctx);
 ts_tensor *ts_model_param(const ts_model *model, const char *name);
+/* A generator for sequence i of batch (i < batch->batch) and a purpose
+ * (any constant naming the draw), independent of how ranks split batches. */
+void ts_sequence_rng(const ts_batch *batch, int i, uint64_t purpose, ts_rng *rng);
 /* Non-embedding parameters (the N of the 6N FLOPs convention). */
 long ts_model_non_embedding_params(const ts_model *model);
 

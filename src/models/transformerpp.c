@@ -75,7 +75,8 @@ void tpp_split_batch(ts_ctx *ctx, const ts_batch *batch, int32_t **inputs, int32
         }
 }
 
-static ts_tensor *tpp_loss(ts_model *model, ts_ctx *ctx, const ts_batch *batch) {
+static ts_tensor *tpp_loss(ts_model *model, ts_ctx *ctx, const ts_batch *batch, double *stats) {
+    (void)stats;
     const ts_model_config *c = &model->config;
     if (batch->seq > c->context)
         ts_fail(ctx, "transformerpp", "sequence of %d tokens exceeds the context of %d",

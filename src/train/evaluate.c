@@ -8,7 +8,7 @@
 #include "train/batches.h"
 
 bool ts_evaluate(MPI_Comm comm, ts_model *model, ts_ctx *ctx, ts_token_file *tokens,
-                 enum ts_split split, int seq, long windows, long micro_batch,
+                 enum ts_split split, int seq, long windows, long micro_batch, uint64_t seed,
                  ts_eval_result *result, char *err, size_t errlen) {
     int rank, nranks;
     MPI_Comm_rank(comm, &rank);
@@ -26,7 +26,10 @@ bool ts_evaluate(MPI_Comm comm, ts_model *model, ts_ctx *ctx, ts_token_file *tok
         snprintf(err, errlen, "%s split of %s has %lld tokens, fewer than one window of %d",
                  ts_split_name(split), tokens->path, (long long)split_len, seq + 1);
     }
-    double sums[3] = {0, 0, 0}; /* loss * tokens, tokens, flops */
+    /* loss * tokens, tokens, flops, then each statistic * windows */
+    enum { N_FIXED = 3 };
+    double sums[N_FIXED + TS_MAX_MODEL_STATS] = {0};
+    int n_stats = model->ops->n_stats;
     if (ok) {
         ts_eval_window_offsets(windows, first, count, split_len, seq + 1, offsets);
         bool recording = ts_set_grad_enabled(ctx, false);
@@ -41,10 +44,13 @@ bool ts_evaluate(MPI_Comm comm, ts_model *model, ts_ctx *ctx, ts_token_file *tok
                 break;
             }
             ts_mark mark = ts_get_mark(ctx);
-            ts_batch batch = {buf, n, seq};
-            ts_tensor *loss = model->ops->loss(model, ctx, &batch);
+            ts_batch batch = {.tokens = buf, .batch = n, .seq = seq, .mode = TS_MODE_EVAL,
+                              .seed = seed, .step = -1, .first_index = first + done};
+            double stats[TS_MAX_MODEL_STATS] = {0};
+            ts_tensor *loss = model->ops->loss(model, ctx, &batch, stats);
             sums[0] += (double)loss->data[0] * n * seq;
             sums[1] += (double)n * seq;
+            for (int k = 0; k < n_stats; k++) sums[N_FIXED + k] += stats[k] * n;
             ts_release(ctx, mark);
         }
         sums[2] = ts_flops_total(ctx) - flops_before;
@@ -55,7 +61,7 @@ bool ts_evaluate(MPI_Comm comm, ts_model *model, ts_ctx *ctx, ts_token_file *tok
     /* Every rank learns whether any failed, so none waits alone. */
     int local_ok = ok, all_ok = 0;
     if (MPI_Allreduce(&local_ok, &all_ok, 1, MPI_INT, MPI_MIN, comm) != MPI_SUCCESS ||
-        ts_allreduce_sum_double(comm, sums, 3) != MPI_SUCCESS) {
+        ts_allreduce_sum_double(comm, sums, N_FIXED + n_stats) != MPI_SUCCESS) {
         snprintf(err, errlen, "MPI_Allreduce failed during evaluation");
         return false;
     }
@@ -67,5 +73,7 @@ bool ts_evaluate(MPI_Comm comm, ts_model *model, ts_ctx *ctx, ts_token_file *tok
     result->loss = sums[0] / sums[1];
     result->perplexity = exp(result->loss);
     result->flops = sums[2];
+    result->n_stats = n_stats;
+    for (int k = 0; k < n_stats; k++) result->stats[k] = sums[N_FIXED + k] / (double)windows;
     return true;
 }

@@ -32,6 +32,23 @@ static const ts_metric_column checkpoint_columns[] = {
     {"bandwidth", "B/s", "bytes / io_seconds"},
 };
 #define COUNT(a) (int)(sizeof a / sizeof a[0])
+#define MAX_EXTRAS 8
+
+/* Fixed columns followed by the model's statistics. */
+static int with_model_stats(const ts_metric_column *fixed, int n_fixed, const ts_model *model,
+                            ts_metric_column *out) {
+    for (int i = 0; i < n_fixed; i++) out[i] = fixed[i];
+    const ts_model_ops *ops = model->ops;
+    for (int k = 0; k < ops->n_stats; k++)
+        out[n_fixed + k] = (ts_metric_column){ops->stats[k].name, ops->stats[k].units,
+                                              ops->stats[k].description};
+    return n_fixed + ops->n_stats;
+}
+
+static int model_extras(ts_model *model, ts_checkpoint_extra *extras) {
+    return model->ops->checkpoint_extras ? model->ops->checkpoint_extras(model, extras, MAX_EXTRAS)
+                                         : 0;
+}
 
 /* Whether dir already holds results of a run: a metrics file or checkpoints. */
 static bool holds_results(const char *dir) {
@@ -91,9 +108,11 @@ static bool resume_from_checkpoint(ts_run_state *s, long *step, double *tokens, 
                                    size_t errlen) {
     ts_checkpoint_state cs = {.rng = s->rng->s, .rng_words = 4};
     ts_checkpoint_report report;
+    ts_checkpoint_extra extras[MAX_EXTRAS];
+    int n_extras = model_extras(s->model, extras);
     ts_io_status st = ts_checkpoint_read_latest(
         s->comm, s->config->run_dir, &s->model->table, s->model->params, s->optimizer->m,
-        s->optimizer->v, &cs, NULL, 0, &report, err, errlen);
+        s->optimizer->v, &cs, extras, n_extras, &report, err, errlen);
     if (st == TS_IO_NOT_FOUND) {
         if (s->rank == 0)
             printf("thinkscale: no complete checkpoint in %s: starting from step 0\n",
@@ -132,22 +151,30 @@ bool ts_run_state_open(ts_run_state *s, MPI_Comm comm, const ts_run_config *conf
     bool ok = true;
     if (s->rank == 0) {
         ts_metrics_options options = {.resume_step = resume ? *step : -1};
+        ts_metric_column model_columns[TS_MAX_MODEL_STATS];
+        int n_model = with_model_stats(NULL, 0, model, model_columns);
         ok = ts_metrics_open(&s->metrics, config->run_dir, s->config_ini, &s->provenance,
                              &options, err, errlen) == TS_IO_OK &&
              ts_metrics_define(s->metrics, "train", "one row per optimiser step",
                                COUNT(train_columns), train_columns, err, errlen) == TS_IO_OK &&
              ts_metrics_define(s->metrics, "checkpoint", "one row per checkpoint written",
                                COUNT(checkpoint_columns), checkpoint_columns, err,
-                               errlen) == TS_IO_OK;
+                               errlen) == TS_IO_OK &&
+             (n_model == 0 ||
+              ts_metrics_define(s->metrics, "train_model", "the model's own statistics per step",
+                                n_model, model_columns, err, errlen) == TS_IO_OK);
     }
     return agree(s, ok, err, errlen);
 }
 
-bool ts_run_state_log_step(ts_run_state *s, const ts_step_record *r, char *err, size_t errlen) {
+bool ts_run_state_log_step(ts_run_state *s, const ts_step_record *r, const double *stats,
+                           char *err, size_t errlen) {
     if (s->rank != 0) return true;
     double values[] = {r->tokens, r->loss,  r->lr,           r->grad_norm,
                        r->wall_time, r->flops, r->tokens_per_s, r->mfu};
-    return ts_metrics_append(s->metrics, "train", r->step, values, err, errlen) == TS_IO_OK;
+    return ts_metrics_append(s->metrics, "train", r->step, values, err, errlen) == TS_IO_OK &&
+           (s->model->ops->n_stats == 0 ||
+            ts_metrics_append(s->metrics, "train_model", r->step, stats, err, errlen) == TS_IO_OK);
 }
 
 bool ts_run_state_log_eval(ts_run_state *s, long step, const char *set,
@@ -155,11 +182,15 @@ bool ts_run_state_log_eval(ts_run_state *s, long step, const char *set,
     if (s->rank != 0) return true;
     char table[128];
     snprintf(table, sizeof table, "eval/%s", set);
+    ts_metric_column columns[COUNT(eval_columns) + TS_MAX_MODEL_STATS];
+    int n_columns = with_model_stats(eval_columns, COUNT(eval_columns), s->model, columns);
     if (ts_metrics_rows(s->metrics, table) < 0 &&
-        ts_metrics_define(s->metrics, table, "validation split, evenly spaced windows",
-                          COUNT(eval_columns), eval_columns, err, errlen) != TS_IO_OK)
+        ts_metrics_define(s->metrics, table, "validation split, evenly spaced windows", n_columns,
+                          columns, err, errlen) != TS_IO_OK)
         return false;
-    double values[] = {result->loss, result->perplexity, (double)result->tokens};
+    double values[COUNT(eval_columns) + TS_MAX_MODEL_STATS] = {
+        result->loss, result->perplexity, (double)result->tokens};
+    for (int k = 0; k < result->n_stats; k++) values[COUNT(eval_columns) + k] = result->stats[k];
     return ts_metrics_append(s->metrics, table, step, values, err, errlen) == TS_IO_OK &&
            ts_metrics_flush(s->metrics, err, errlen) == TS_IO_OK;
 }
@@ -174,9 +205,11 @@ bool ts_run_state_checkpoint(ts_run_state *s, long step, double tokens, char *er
     ts_checkpoint_options options = {.keep_last = (int)s->config->keep_checkpoints,
                                      .provenance = &s->provenance};
     ts_checkpoint_report report;
+    ts_checkpoint_extra extras[MAX_EXTRAS];
+    int n_extras = model_extras(s->model, extras);
     if (ts_checkpoint_write(s->comm, s->config->run_dir, &s->model->table, s->model->params,
-                            s->optimizer->m, s->optimizer->v, &cs, NULL, 0, &options, &report,
-                            err, errlen) != TS_IO_OK)
+                            s->optimizer->m, s->optimizer->v, &cs, extras, n_extras, &options,
+                            &report, err, errlen) != TS_IO_OK)
         return false;
     if (s->rank != 0) return true;
     printf("checkpoint step %ld: %s, %.2f MB in %.3f s (%.1f MB/s)\n", step, report.path,

@@ -49,8 +49,9 @@ bool ts_run_state_open(ts_run_state *state, MPI_Comm comm, const ts_run_config *
                        ts_model *model, ts_optimizer *optimizer, ts_rng *rng, bool resume,
                        long *step,
                        double *tokens, char *err, size_t errlen);
-bool ts_run_state_log_step(ts_run_state *state, const ts_step_record *record, char *err,
-                           size_t errlen);
+/* stats: the model's ops->n_stats statistics of the step. */
+bool ts_run_state_log_step(ts_run_state *state, const ts_step_record *record, const double *stats,
+                           char *err, size_t errlen);
 bool ts_run_state_log_eval(ts_run_state *state, long step, const char *set,
                            const ts_eval_result *result, char *err, size_t errlen);
 /* Collective. */

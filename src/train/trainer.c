@@ -122,14 +122,16 @@ static void close_all(trainer *tr) {
 /* One optimiser step: every micro-batch's shard on this rank, one
  * all-reduce of the flat gradients, clipping, the update. Returns the
  * global mean loss (NaN propagates to every rank). */
-static bool train_step(trainer *tr, double *loss_out, double *grad_norm_out, double *lr_out,
-                       char *err, size_t errlen) {
+static bool train_step(trainer *tr, double *loss_out, double *stats_out, double *grad_norm_out,
+                       double *lr_out, char *err, size_t errlen) {
     const ts_run_config *c = &tr->config;
     ts_model *m = tr->model;
     int seq = c->model.context;
     long micro = c->batch / c->accum;
     memset(m->grads, 0, (size_t)m->table.total * sizeof *m->grads);
-    double loss_sum = 0;
+    /* The loss, then the model's statistics, each a weighted share of the global mean. */
+    double sums[1 + TS_MAX_MODEL_STATS] = {0};
+    int n_stats = m->ops->n_stats;
     for (long a = 0; a < c->accum; a++) {
         long first, count;
         ts_shard_range(micro, tr->rank, tr->nranks, &first, &count);
@@ -144,21 +146,27 @@ static bool train_step(trainer *tr, double *loss_out, double *grad_norm_out, dou
             return false;
         }
         ts_mark mark = ts_get_mark(&tr->ctx);
-        ts_batch batch = {tr->tokens, (int)count, seq};
-        ts_tensor *loss = m->ops->loss(m, &tr->ctx, &batch);
+        ts_batch batch = {.tokens = tr->tokens, .batch = (int)count, .seq = seq,
+                          .mode = TS_MODE_TRAIN, .seed = (uint64_t)c->seed, .step = tr->step,
+                          .first_index = a * micro + first};
+        double stats[TS_MAX_MODEL_STATS] = {0};
+        ts_tensor *loss = m->ops->loss(m, &tr->ctx, &batch, stats);
         /* Each rank's share of the global mean: the sum over ranks and
          * micro-batches is the mean over the whole batch, whatever the split. */
         double weight = (double)count / (double)c->batch;
-        loss_sum += (double)loss->data[0] * weight;
+        sums[0] += (double)loss->data[0] * weight;
+        for (int k = 0; k < n_stats; k++) sums[1 + k] += stats[k] * weight;
         ts_backward(&tr->ctx, ts_scale(&tr->ctx, loss, weight), NULL);
         ts_release(&tr->ctx, mark);
     }
     if (ts_allreduce_sum(tr->comm, m->grads, m->table.total) != MPI_SUCCESS ||
-        ts_allreduce_sum_double(tr->comm, &loss_sum, 1) != MPI_SUCCESS) {
+        ts_allreduce_sum_double(tr->comm, sums, 1 + n_stats) != MPI_SUCCESS) {
         snprintf(err, errlen, "MPI_Allreduce of gradients failed at step %ld", tr->step);
         return false;
     }
+    double loss_sum = sums[0];
     *loss_out = loss_sum;
+    for (int k = 0; k < n_stats; k++) stats_out[k] = sums[1 + k];
     if (!isfinite(loss_sum)) {
         snprintf(err, errlen, "loss is %g at step %ld: stopping without writing a checkpoint",
                  loss_sum, tr->step);
@@ -183,7 +191,8 @@ static bool evaluate_all(trainer *tr, char *err, size_t errlen) {
         long micro = c->batch / c->accum;
         long per_rank = (micro + tr->nranks - 1) / tr->nranks;
         if (!ts_evaluate(tr->comm, tr->model, &tr->ctx, &tr->evals[i].tokens, TS_SPLIT_VALIDATION,
-                         c->model.context, c->eval_batches * c->batch, per_rank, &r, err, errlen))
+                         c->model.context, c->eval_batches * c->batch, per_rank,
+                         (uint64_t)c->seed, &r, err, errlen))
             return false;
         if (tr->rank == 0)
             printf("eval  step %ld | %-12s | loss %.4f | ppl %.3f | %ld tokens\n", tr->step,
@@ -234,8 +243,8 @@ static int run(trainer *tr, bool resume) {
     double flops_window = 0, tokens_window = 0;
     while (tr->step < c->steps) {
         double t0 = MPI_Wtime(), flops0 = ts_flops_total(&tr->ctx);
-        double loss = 0, grad_norm = 0, lr = 0;
-        ok = train_step(tr, &loss, &grad_norm, &lr, err, sizeof err);
+        double loss = 0, grad_norm = 0, lr = 0, stats[TS_MAX_MODEL_STATS] = {0};
+        ok = train_step(tr, &loss, stats, &grad_norm, &lr, err, sizeof err);
         if (!all_ok(tr, ok, err)) return 3;
         double step_flops = ts_flops_total(&tr->ctx) - flops0;
         ts_allreduce_sum_double(tr->comm, &step_flops, 1);
@@ -248,7 +257,7 @@ static int run(trainer *tr, bool resume) {
         ts_step_record rec = {tr->step, tr->tokens_seen, loss, lr, grad_norm, now - t_start,
                               step_flops, step_tokens / step_time,
                               step_flops / step_time / (tr->peak_gflops * 1e9 * tr->nranks)};
-        ok = ts_run_state_log_step(&tr->state, &rec, err, sizeof err);
+        ok = ts_run_state_log_step(&tr->state, &rec, stats, err, sizeof err);
         if (!all_ok(tr, ok, err)) return 1;
         if (tr->rank == 0 && (tr->step % c->log_every == 0 || tr->step == c->steps)) {
             double dt = now - t_window;

@@ -38,7 +38,7 @@ static ts_model_config tiny_config(void) {
 static double loss_value(ts_model *model, ts_ctx *ctx, const ts_batch *batch) {
     ts_mark mark = ts_get_mark(ctx);
     bool recording = ts_set_grad_enabled(ctx, false);
-    double loss = model->ops->loss(model, ctx, batch)->data[0];
+    double loss = model->ops->loss(model, ctx, batch, NULL)->data[0];
     ts_set_grad_enabled(ctx, recording);
     ts_release(ctx, mark);
     return loss;
@@ -63,10 +63,10 @@ static int setup(void **state) {
     ts_rng rng;
     ts_rng_seed(&rng, 3);
     for (int i = 0; i < BATCH * (SEQ + 1); i++) f.tokens[i] = (int32_t)ts_rng_below(&rng, 11);
-    f.batch = (ts_batch){f.tokens, BATCH, SEQ};
+    f.batch = (ts_batch){.tokens = f.tokens, .batch = BATCH, .seq = SEQ, .mode = TS_MODE_TRAIN};
     ts_mark mark = ts_get_mark(&f.ctx);
     memset(f.model->grads, 0, sizeof(ts_real) * (size_t)f.model->table.total);
-    ts_backward(&f.ctx, f.model->ops->loss(f.model, &f.ctx, &f.batch), NULL);
+    ts_backward(&f.ctx, f.model->ops->loss(f.model, &f.ctx, &f.batch, NULL), NULL);
     ts_release(&f.ctx, mark);
     *state = &f;
     return 0;
