@@ -97,7 +97,8 @@ int main(void) {
     fill_normal(x->data, x->numel, 1, &seed);
     fill_normal(seed_grad->data, seed_grad->numel, 1, &seed);
     ts_set_requires_grad(&ctx, x, true); /* as if earlier blocks needed its gradient */
-    tpp_attention_input in = {mask, positions, 10000, HEADS, 1e-5};
+    tpp_attention_input in = {.mask = mask, .positions = positions, .rope_theta = 10000,
+                              .n_heads = HEADS, .norm_eps = 1e-5};
 
     double times[REPS], flops_fwd = 0, flops_bwd = 0;
     ts_mark mark = ts_get_mark(&ctx);

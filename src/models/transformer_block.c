@@ -7,32 +7,32 @@ static ts_tensor *linear(ts_ctx *ctx, ts_tensor *x, ts_tensor *w) {
 }
 
 /* [B, T, D] -> [B, H, T, dh], with RoPE applied when positions are given. */
-static ts_tensor *split_heads(ts_ctx *ctx, ts_tensor *x, int n_heads, const int32_t *positions,
-                              double theta) {
+ts_tensor *tpp_split_heads(ts_ctx *ctx, ts_tensor *x, int n_heads, const int32_t *positions,
+                           double theta) {
     int b = x->shape[0], t = x->shape[1], d = x->shape[2];
     ts_tensor *heads = ts_reshape(ctx, x, TS_SHAPE(b, t, n_heads, d / n_heads));
     if (positions) heads = ts_rope(ctx, heads, positions, theta);
     return ts_permute(ctx, heads, (const int[]){0, 2, 1, 3});
 }
 
-static ts_tensor *merge_heads(ts_ctx *ctx, ts_tensor *x) {
+ts_tensor *tpp_merge_heads(ts_ctx *ctx, ts_tensor *x) {
     int b = x->shape[0], h = x->shape[1], t = x->shape[2], dh = x->shape[3];
     ts_tensor *merged = ts_permute(ctx, x, (const int[]){0, 2, 1, 3});
     return ts_reshape(ctx, merged, TS_SHAPE(b, t, h * dh));
 }
 
-ts_tensor *tpp_attention(ts_ctx *ctx, const tpp_block_params *p, ts_tensor *h,
-                         const tpp_attention_input *in) {
-    int d = h->shape[2];
+ts_tensor *tpp_multihead_attention(ts_ctx *ctx, const tpp_block_params *p, ts_tensor *q_in,
+                                   ts_tensor *kv_in, const tpp_attention_input *in) {
+    int d = q_in->shape[2];
     if (d % in->n_heads)
         ts_fail(ctx, "attention", "width %d is not a multiple of %d heads", d, in->n_heads);
-    ts_tensor *q = split_heads(ctx, linear(ctx, h, p->wq), in->n_heads, in->positions,
-                               in->rope_theta);
-    ts_tensor *k = split_heads(ctx, linear(ctx, h, p->wk), in->n_heads, in->positions,
-                               in->rope_theta);
-    ts_tensor *v = split_heads(ctx, linear(ctx, h, p->wv), in->n_heads, NULL, 0);
+    ts_tensor *q = tpp_split_heads(ctx, linear(ctx, q_in, p->wq), in->n_heads, in->positions,
+                                   in->rope_theta);
+    ts_tensor *k = tpp_split_heads(ctx, linear(ctx, kv_in, p->wk), in->n_heads, in->positions,
+                                   in->rope_theta);
+    ts_tensor *v = tpp_split_heads(ctx, linear(ctx, kv_in, p->wv), in->n_heads, NULL, 0);
     ts_tensor *a = ts_attention(ctx, q, k, v, in->mask, 1.0 / sqrt((double)(d / in->n_heads)));
-    return linear(ctx, merge_heads(ctx, a), p->wo);
+    return linear(ctx, tpp_merge_heads(ctx, a), p->wo);
 }
 
 ts_tensor *tpp_swiglu(ts_ctx *ctx, const tpp_block_params *p, ts_tensor *h) {
@@ -42,6 +42,10 @@ ts_tensor *tpp_swiglu(ts_ctx *ctx, const tpp_block_params *p, ts_tensor *h) {
 
 ts_tensor *tpp_block_forward(ts_ctx *ctx, const tpp_block_params *p, ts_tensor *x,
                              const tpp_attention_input *in) {
-    ts_tensor *h = ts_add(ctx, x, tpp_attention(ctx, p, ts_rmsnorm(ctx, x, p->attn_norm, in->norm_eps), in));
+    ts_tensor *q_in = ts_rmsnorm(ctx, x, p->attn_norm, in->norm_eps);
+    ts_tensor *kv_in = in->kv_source ? ts_rmsnorm(ctx, in->kv_source, p->attn_norm, in->norm_eps)
+                                     : q_in;
+    tpp_attention_fn attention = in->attention ? in->attention : tpp_multihead_attention;
+    ts_tensor *h = ts_add(ctx, x, attention(ctx, p, q_in, kv_in, in));
     return ts_add(ctx, h, tpp_swiglu(ctx, p, ts_rmsnorm(ctx, h, p->mlp_norm, in->norm_eps)));
 }

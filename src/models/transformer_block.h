@@ -17,21 +17,43 @@ typedef struct tpp_block_params {
     ts_tensor *w2;                 /* [D, F] */
 } tpp_block_params;
 
-typedef struct tpp_attention_input {
+typedef struct tpp_attention_input tpp_attention_input;
+
+/* The attention sublayer without its residual: q_in feeds the queries and
+ * kv_in the keys and values (both already normalised, [B, T, D]). The
+ * default is multi-head attention (tpp_multihead_attention); an architecture
+ * replaces it through tpp_attention_input.attention (e.g. Nexus). */
+typedef ts_tensor *(*tpp_attention_fn)(ts_ctx *ctx, const tpp_block_params *p, ts_tensor *q_in,
+                                       ts_tensor *kv_in, const tpp_attention_input *in);
+
+struct tpp_attention_input {
     const ts_tensor *mask;     /* additive [T, T] */
     const int32_t *positions;  /* RoPE position of each of the T rows */
     double rope_theta;
     int n_heads;
     double norm_eps;
-} tpp_attention_input;
+    int layer;                 /* index of the block being run (set by the caller's loop) */
+    /* Optional: the residual stream keys and values are computed from,
+     * through the block's attention norm, instead of the block input (the
+     * Free Transformer injects its latent this way into one block). */
+    ts_tensor *kv_source;
+    tpp_attention_fn attention; /* NULL: tpp_multihead_attention */
+    void *attention_user;       /* for the replacement's own state */
+};
 
 /* x: [B, T, D] -> [B, T, D] */
 ts_tensor *tpp_block_forward(ts_ctx *ctx, const tpp_block_params *p, ts_tensor *x,
                              const tpp_attention_input *in);
 
-/* Multi-head causal self-attention sublayer (without the residual) of normalised input h. */
-ts_tensor *tpp_attention(ts_ctx *ctx, const tpp_block_params *p, ts_tensor *h,
-                         const tpp_attention_input *in);
+/* Multi-head self-attention under in->mask: queries from q_in, keys and
+ * values from kv_in, RoPE on queries and keys, output projection. */
+ts_tensor *tpp_multihead_attention(ts_ctx *ctx, const tpp_block_params *p, ts_tensor *q_in,
+                                   ts_tensor *kv_in, const tpp_attention_input *in);
+/* [B, T, D] -> [B, H, T, dh], RoPE applied when positions are given. */
+ts_tensor *tpp_split_heads(ts_ctx *ctx, ts_tensor *x, int n_heads, const int32_t *positions,
+                           double theta);
+/* [B, H, T, dh] -> [B, T, D] */
+ts_tensor *tpp_merge_heads(ts_ctx *ctx, ts_tensor *x);
 
 /* SwiGLU feed-forward sublayer (without the residual) of normalised input h. */
 ts_tensor *tpp_swiglu(ts_ctx *ctx, const tpp_block_params *p, ts_tensor *h);

@@ -55,9 +55,11 @@ tpp_block_params tpp_block(const ts_model *model, int i) {
 
 ts_tensor *tpp_logits_from_embeddings(ts_model *model, ts_ctx *ctx, ts_tensor *x,
                                       const tpp_attention_input *attention) {
+    tpp_attention_input in = *attention;
     for (int l = 0; l < model->config.depth; l++) {
         tpp_block_params block = tpp_block(model, l);
-        x = tpp_block_forward(ctx, &block, x, attention);
+        in.layer = l;
+        x = tpp_block_forward(ctx, &block, x, &in);
     }
     x = ts_rmsnorm(ctx, x, ts_model_param(model, "final_norm"), model->config.norm_eps);
     return ts_matmul(ctx, x, ts_model_param(model, "head"), false, true);
@@ -85,8 +87,11 @@ static ts_tensor *tpp_loss(ts_model *model, ts_ctx *ctx, const ts_batch *batch, 
     tpp_split_batch(ctx, batch, &inputs, &targets);
     int32_t *positions = ts_alloc(ctx, (size_t)batch->seq * sizeof *positions);
     for (int t = 0; t < batch->seq; t++) positions[t] = t;
-    tpp_attention_input attention = {ts_causal_mask(ctx, batch->seq), positions, c->rope_theta,
-                                     c->heads, c->norm_eps};
+    tpp_attention_input attention = {.mask = ts_causal_mask(ctx, batch->seq),
+                                     .positions = positions,
+                                     .rope_theta = c->rope_theta,
+                                     .n_heads = c->heads,
+                                     .norm_eps = c->norm_eps};
     ts_tensor *x = ts_embedding(ctx, ts_model_param(model, "embed"), inputs,
                                 (long)batch->batch * batch->seq);
     x = ts_reshape(ctx, x, TS_SHAPE(batch->batch, batch->seq, c->width));
