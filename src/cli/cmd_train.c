@@ -9,8 +9,10 @@
 
 static void train_usage(FILE *out) {
     fprintf(out, "usage: thinkscale train CONFIG.ini [--set section.key=value ...] [--resume]\n"
+                 "       thinkscale train --help-config\n"
                  "  Trains the configured model on all ranks of MPI_COMM_WORLD.\n"
-                 "  --resume  continue from the newest complete checkpoint in run.dir\n");
+                 "  --resume       continue from the newest complete checkpoint in run.dir\n"
+                 "  --help-config  list every configuration key with its default\n");
 }
 
 /* Parses arguments and the configuration identically on every rank, so all
@@ -53,6 +55,10 @@ static bool parse_args(int argc, char **argv, ts_run_config *config, bool *resum
 int ts_cmd_train(int argc, char **argv) {
     if (argc > 1 && (!strcmp(argv[1], "-h") || !strcmp(argv[1], "--help"))) {
         train_usage(stdout);
+        return 0;
+    }
+    if (argc > 1 && !strcmp(argv[1], "--help-config")) {
+        ts_config_print_keys(stdout);
         return 0;
     }
     if (MPI_Init(&argc, &argv) != MPI_SUCCESS) {

@@ -310,7 +310,17 @@ char *ts_config_to_ini(const ts_run_config *c) {
         switch (k->type) {
         case KEY_INT: n += snprintf(line + n, sizeof line - (size_t)n, "%s = %d\n", k->name, *(const int *)field); break;
         case KEY_LONG: n += snprintf(line + n, sizeof line - (size_t)n, "%s = %ld\n", k->name, *(const long *)field); break;
-        case KEY_DOUBLE: n += snprintf(line + n, sizeof line - (size_t)n, "%s = %.17g\n", k->name, *(const double *)field); break;
+        case KEY_DOUBLE: {
+            /* The shortest text that reads back as the same double. */
+            double v = *(const double *)field;
+            char text[32];
+            for (int digits = 6; digits <= 17; digits++) {
+                snprintf(text, sizeof text, "%.*g", digits, v);
+                if (strtod(text, NULL) == v) break;
+            }
+            n += snprintf(line + n, sizeof line - (size_t)n, "%s = %s\n", k->name, text);
+            break;
+        }
         case KEY_STRING: n += snprintf(line + n, sizeof line - (size_t)n, "%s = %s\n", k->name, field); break;
         }
         if (len + (size_t)n + 1 > cap) {
@@ -326,6 +336,27 @@ char *ts_config_to_ini(const ts_run_config *c) {
         len += (size_t)n;
     }
     return out;
+}
+
+void ts_config_print_keys(FILE *out) {
+    ts_run_config defaults;
+    ts_config_defaults(&defaults);
+    char *ini = ts_config_to_ini(&defaults);
+    const char *section = "";
+    for (int i = 0; i < n_keys; i++) {
+        const config_key *k = &keys[i];
+        if (strcmp(section, k->section)) fprintf(out, "%s[%s]\n", i ? "\n" : "", section = k->section);
+        /* The default, as the resolved dump prints it. */
+        char pattern[96], header[64], value[128] = "?";
+        snprintf(pattern, sizeof pattern, "\n%s = ", k->name);
+        snprintf(header, sizeof header, "[%s]", section);
+        const char *sec = ini ? strstr(ini, header) : NULL;
+        const char *at = sec ? strstr(sec, pattern) : NULL;
+        if (at && sscanf(at + strlen(pattern), "%127[^\n]", value) != 1) value[0] = 0;
+        fprintf(out, "  %-24s %-14s %s%s\n", k->name, value, k->help,
+                k->inference ? " [inference: eval --setting]" : "");
+    }
+    free(ini);
 }
 
 int ts_config_eval_paths(const ts_run_config *c, char *buf, size_t buflen, const char **paths) {

@@ -7,6 +7,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdio.h>
 
 #include "models/model.h"
 #include "train/optimizer.h"
@@ -54,6 +55,8 @@ bool ts_config_is_explicit(const ts_run_config *config, const char *section, con
 bool ts_config_validate(ts_run_config *config, char *err, size_t errlen);
 /* The resolved configuration as INI text (malloc'd; NULL if out of memory). */
 char *ts_config_to_ini(const ts_run_config *config);
+/* Every key with its default and meaning, by section. */
+void ts_config_print_keys(FILE *out);
 /* Splits eval_data into up to TS_MAX_EVAL_SETS paths (pointers into buf). */
 int ts_config_eval_paths(const ts_run_config *config, char *buf, size_t buflen,
                          const char **paths);
