@@ -1,0 +1,517 @@
+#include "io/provenance.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "engine/real.h"
+
+#ifndef TS_GIT_COMMIT
+#define TS_GIT_COMMIT "unknown"
+#endif
+
+#if defined(__clang__)
+#define TS_COMPILER "clang " __clang_version__
+#elif defined(__GNUC__)
+#define TS_COMPILER "gcc " __VERSION__
+#elif defined(__VERSION__)
+#define TS_COMPILER __VERSION__
+#else
+#define TS_COMPILER "unknown"
+#endif
+
+/* POSIX defines environ but no header declares it without _GNU_SOURCE. */
+extern char **environ;
+
+const char *ts_io_status_name(ts_io_status status) {
+    switch (status) {
+    case TS_IO_OK:
+        return "ok";
+    case TS_IO_NOT_FOUND:
+        return "not found";
+    case TS_IO_ERR_ARGS:
+        return "invalid arguments";
+    case TS_IO_ERR_EXISTS:
+        return "exists";
+    case TS_IO_ERR_MISSING:
+        return "missing";
+    case TS_IO_ERR_NOT_HDF5:
+        return "not HDF5";
+    case TS_IO_ERR_FORMAT:
+        return "format";
+    case TS_IO_ERR_MISMATCH:
+        return "mismatch";
+    case TS_IO_ERR_CORRUPT:
+        return "corrupt";
+    case TS_IO_ERR_IO:
+        return "I/O error";
+    case TS_IO_ERR_NOMEM:
+        return "out of memory";
+    }
+    return "?";
+}
+
+/* ---------------------------------------------------------------- errors */
+
+ts_io_status ts_io_fail(char *err, size_t errlen, ts_io_status status, const char *fmt, ...) {
+    if (err && errlen) {
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(err, errlen, fmt, ap);
+        va_end(ap);
+    }
+    return status;
+}
+
+typedef struct h5_reason {
+    char text[256];
+} h5_reason;
+
+/* Walking upward, record 0 is the innermost and most specific one ("truncated
+ * file: eof = ..." rather than "unable to open file"). */
+static herr_t keep_innermost(unsigned n, const H5E_error2_t *e, void *data) {
+    h5_reason *reason = data;
+    if (n == 0 && e->desc) snprintf(reason->text, sizeof reason->text, " (HDF5: %s)", e->desc);
+    return 0;
+}
+
+ts_io_status ts_h5_fail(char *err, size_t errlen, ts_io_status status, const char *fmt, ...) {
+    if (!err || !errlen) return status;
+    h5_reason reason = {{0}};
+    H5Ewalk2(H5E_DEFAULT, H5E_WALK_UPWARD, keep_innermost, &reason);
+    va_list ap;
+    va_start(ap, fmt);
+    int len = vsnprintf(err, errlen, fmt, ap);
+    va_end(ap);
+    if (len >= 0 && (size_t)len < errlen)
+        snprintf(err + len, errlen - (size_t)len, "%s", reason.text);
+    return status;
+}
+
+ts_h5_quiet ts_h5_quiet_begin(void) {
+    ts_h5_quiet saved = {NULL, NULL};
+    H5Eget_auto2(H5E_DEFAULT, &saved.func, &saved.data);
+    H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
+    return saved;
+}
+
+void ts_h5_quiet_end(ts_h5_quiet saved) {
+    H5Eset_auto2(H5E_DEFAULT, saved.func, saved.data);
+}
+
+/* Fixed size so every rank can broadcast it without first agreeing on a length. */
+#define AGREE_MSG 1024
+
+ts_io_status ts_io_agree(MPI_Comm comm, ts_io_status local, char *err, size_t errlen) {
+    int rank, size;
+    if (MPI_Comm_rank(comm, &rank) != MPI_SUCCESS || MPI_Comm_size(comm, &size) != MPI_SUCCESS)
+        return ts_io_fail(err, errlen, TS_IO_ERR_IO, "MPI_Comm_rank/size failed");
+    /* The lowest failing rank speaks for all: MPI_MIN over (failed ? rank : size). */
+    int mine = local == TS_IO_OK ? size : rank, first = size;
+    if (MPI_Allreduce(&mine, &first, 1, MPI_INT, MPI_MIN, comm) != MPI_SUCCESS)
+        return ts_io_fail(err, errlen, TS_IO_ERR_IO,
+                          "MPI_Allreduce failed while agreeing on a status");
+    if (first == size) return TS_IO_OK;
+    struct {
+        int status;
+        char msg[AGREE_MSG];
+    } verdict = {(int)local, {0}};
+    if (rank == first && err && errlen) snprintf(verdict.msg, sizeof verdict.msg, "%s", err);
+    if (MPI_Bcast(&verdict, (int)sizeof verdict, MPI_BYTE, first, comm) != MPI_SUCCESS)
+        return ts_io_fail(err, errlen, TS_IO_ERR_IO, "MPI_Bcast failed while agreeing on a status");
+    if (rank != first) ts_io_fail(err, errlen, (ts_io_status)verdict.status, "%s", verdict.msg);
+    return (ts_io_status)verdict.status;
+}
+
+/* ---------------------------------------------------------------- checksum */
+
+#define FNV_OFFSET 0xcbf29ce484222325ull
+#define FNV_PRIME 0x100000001b3ull
+
+static inline uint64_t mix_word(uint64_t h, uint64_t word) {
+    h ^= word;
+    h *= FNV_PRIME;
+    return h ^ (h >> 32);
+}
+
+static inline uint64_t load_le64(const unsigned char *p) {
+    uint64_t w;
+    memcpy(&w, p, sizeof w);
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
+    w = __builtin_bswap64(w);
+#endif
+    return w;
+}
+
+uint64_t ts_checksum64(const void *data, size_t bytes) {
+    const unsigned char *p = data;
+    uint64_t h = FNV_OFFSET;
+    size_t whole = bytes / 8;
+    for (size_t i = 0; i < whole; i++) h = mix_word(h, load_le64(p + 8 * i));
+    if (bytes % 8) {
+        unsigned char tail[8] = {0};
+        memcpy(tail, p + 8 * whole, bytes % 8);
+        h = mix_word(h, load_le64(tail));
+    }
+    /* The length goes in last, so dropping trailing zero bytes changes the sum. */
+    return mix_word(h, (uint64_t)bytes);
+}
+
+/* ---------------------------------------------------------------- provenance */
+
+static void copy_string(char *dst, size_t dstlen, const char *src) {
+    snprintf(dst, dstlen, "%s", src ? src : "");
+}
+
+/* Packs rank 0's SLURM_* variables as "NAME=value\0..." */
+static ts_io_status collect_slurm(ts_provenance *prov, char *err, size_t errlen) {
+    size_t bytes = 0;
+    int count = 0;
+    for (char **e = environ; e && *e; e++) {
+        if (strncmp(*e, "SLURM_", 6) || !strchr(*e, '=')) continue;
+        bytes += strlen(*e) + 1;
+        count++;
+    }
+    prov->slurm = malloc(bytes ? bytes : 1);
+    if (!prov->slurm)
+        return ts_io_fail(err, errlen, TS_IO_ERR_NOMEM,
+                          "provenance: out of memory for %zu bytes of SLURM_* variables", bytes);
+    size_t at = 0;
+    for (char **e = environ; e && *e; e++) {
+        if (strncmp(*e, "SLURM_", 6) || !strchr(*e, '=')) continue;
+        size_t len = strlen(*e) + 1;
+        memcpy(prov->slurm + at, *e, len);
+        at += len;
+    }
+    prov->slurm_bytes = bytes;
+    prov->slurm_count = count;
+    return TS_IO_OK;
+}
+
+static void first_line(char *s) {
+    char *nl = strpbrk(s, "\r\n");
+    if (nl) *nl = '\0';
+}
+
+/* Rank 0's fixed-size fields, sent in one broadcast. */
+typedef struct prov_fixed {
+    char hostname[256];
+    char mpi_library[256];
+    char created_utc[32];
+    int threads_per_rank;
+    int slurm_count;
+    long long slurm_bytes;
+} prov_fixed;
+
+ts_io_status ts_provenance_collect(MPI_Comm comm, int threads_per_rank, ts_provenance *prov,
+                                   char *err, size_t errlen) {
+    memset(prov, 0, sizeof *prov);
+    int rank, size;
+    if (MPI_Comm_rank(comm, &rank) != MPI_SUCCESS || MPI_Comm_size(comm, &size) != MPI_SUCCESS)
+        return ts_io_fail(err, errlen, TS_IO_ERR_IO, "provenance: MPI_Comm_rank/size failed");
+    prov->ranks = size;
+    copy_string(prov->git_commit, sizeof prov->git_commit, TS_GIT_COMMIT);
+    copy_string(prov->compiler, sizeof prov->compiler, TS_COMPILER);
+    copy_string(prov->element_type, sizeof prov->element_type, TS_REAL_NAME);
+    unsigned major = 0, minor = 0, release = 0;
+    H5get_libversion(&major, &minor, &release);
+    snprintf(prov->hdf5_version, sizeof prov->hdf5_version, "%u.%u.%u", major, minor, release);
+
+    /* Every rank's host name, to count nodes. */
+    char host[256] = {0};
+    if (gethostname(host, sizeof host - 1) != 0) copy_string(host, sizeof host, "unknown");
+    char *hosts = malloc((size_t)size * sizeof host);
+    ts_io_status st = hosts ? TS_IO_OK
+                            : ts_io_fail(err, errlen, TS_IO_ERR_NOMEM,
+                                         "provenance: out of memory for %d host names", size);
+    if ((st = ts_io_agree(comm, st, err, errlen)) != TS_IO_OK) {
+        free(hosts);
+        return st;
+    }
+    if (MPI_Allgather(host, (int)sizeof host, MPI_CHAR, hosts, (int)sizeof host, MPI_CHAR, comm) !=
+        MPI_SUCCESS) {
+        free(hosts);
+        return ts_io_fail(err, errlen, TS_IO_ERR_IO,
+                          "provenance: MPI_Allgather of host names failed");
+    }
+    for (int r = 0; r < size; r++) {
+        bool seen = false;
+        for (int q = 0; q < r && !seen; q++)
+            seen = !strcmp(hosts + (size_t)q * sizeof host, hosts + (size_t)r * sizeof host);
+        prov->nodes += !seen;
+    }
+    free(hosts);
+
+    prov_fixed fixed;
+    memset(&fixed, 0, sizeof fixed);
+    st = TS_IO_OK;
+    if (rank == 0) {
+        copy_string(fixed.hostname, sizeof fixed.hostname, host);
+        int len = 0;
+        char library[MPI_MAX_LIBRARY_VERSION_STRING];
+        if (MPI_Get_library_version(library, &len) == MPI_SUCCESS) {
+            first_line(library);
+            copy_string(fixed.mpi_library, sizeof fixed.mpi_library, library);
+        } else {
+            copy_string(fixed.mpi_library, sizeof fixed.mpi_library, "unknown");
+        }
+        time_t now = time(NULL);
+        struct tm utc;
+        if (!gmtime_r(&now, &utc) ||
+            !strftime(fixed.created_utc, sizeof fixed.created_utc, "%Y-%m-%dT%H:%M:%SZ", &utc))
+            copy_string(fixed.created_utc, sizeof fixed.created_utc, "unknown");
+        fixed.threads_per_rank =
+            threads_per_rank > 0 ? threads_per_rank : openblas_get_num_threads();
+        st = collect_slurm(prov, err, errlen);
+        fixed.slurm_count = prov->slurm_count;
+        fixed.slurm_bytes = (long long)prov->slurm_bytes;
+    }
+    if ((st = ts_io_agree(comm, st, err, errlen)) != TS_IO_OK) {
+        ts_provenance_free(prov);
+        return st;
+    }
+    if (MPI_Bcast(&fixed, (int)sizeof fixed, MPI_BYTE, 0, comm) != MPI_SUCCESS) {
+        ts_provenance_free(prov);
+        return ts_io_fail(err, errlen, TS_IO_ERR_IO, "provenance: MPI_Bcast failed");
+    }
+    copy_string(prov->hostname, sizeof prov->hostname, fixed.hostname);
+    copy_string(prov->mpi_library, sizeof prov->mpi_library, fixed.mpi_library);
+    copy_string(prov->created_utc, sizeof prov->created_utc, fixed.created_utc);
+    prov->threads_per_rank = fixed.threads_per_rank;
+    if (rank != 0) {
+        prov->slurm_count = fixed.slurm_count;
+        prov->slurm_bytes = (size_t)fixed.slurm_bytes;
+        prov->slurm = malloc(prov->slurm_bytes ? prov->slurm_bytes : 1);
+        st = prov->slurm
+                 ? TS_IO_OK
+                 : ts_io_fail(err, errlen, TS_IO_ERR_NOMEM,
+                              "provenance: out of memory for %zu bytes of SLURM_* variables",
+                              prov->slurm_bytes);
+    }
+    if ((st = ts_io_agree(comm, st, err, errlen)) != TS_IO_OK) {
+        ts_provenance_free(prov);
+        return st;
+    }
+    if (fixed.slurm_bytes > INT32_MAX) {
+        ts_provenance_free(prov);
+        return ts_io_fail(err, errlen, TS_IO_ERR_ARGS, "provenance: SLURM_* variables exceed 2 GB");
+    }
+    if (fixed.slurm_bytes > 0 &&
+        MPI_Bcast(prov->slurm, (int)fixed.slurm_bytes, MPI_CHAR, 0, comm) != MPI_SUCCESS) {
+        ts_provenance_free(prov);
+        return ts_io_fail(err, errlen, TS_IO_ERR_IO,
+                          "provenance: MPI_Bcast of SLURM_* variables failed");
+    }
+    return TS_IO_OK;
+}
+
+void ts_provenance_free(ts_provenance *prov) {
+    free(prov->slurm);
+    prov->slurm = NULL;
+    prov->slurm_bytes = 0;
+    prov->slurm_count = 0;
+}
+
+/* ---------------------------------------------------------------- attributes */
+
+/* Creates (or first deletes and recreates) a scalar attribute and writes it. */
+static herr_t write_scalar_attr(hid_t loc, const char *name, hid_t file_type, hid_t mem_type,
+                                const void *value) {
+    htri_t exists = H5Aexists(loc, name);
+    if (exists < 0) return -1;
+    if (exists > 0 && H5Adelete(loc, name) < 0) return -1;
+    hid_t space = H5Screate(H5S_SCALAR);
+    if (space < 0) return -1;
+    hid_t attr = H5Acreate2(loc, name, file_type, space, H5P_DEFAULT, H5P_DEFAULT);
+    herr_t status = attr < 0 ? -1 : H5Awrite(attr, mem_type, value);
+    if (attr >= 0 && H5Aclose(attr) < 0) status = -1;
+    if (H5Sclose(space) < 0) status = -1;
+    return status;
+}
+
+static hid_t utf8_string_type(void) {
+    hid_t type = H5Tcopy(H5T_C_S1);
+    if (type < 0) return -1;
+    if (H5Tset_size(type, H5T_VARIABLE) < 0 || H5Tset_cset(type, H5T_CSET_UTF8) < 0) {
+        H5Tclose(type);
+        return -1;
+    }
+    return type;
+}
+
+herr_t ts_h5_write_string_attr(hid_t loc, const char *name, const char *value) {
+    hid_t type = utf8_string_type();
+    if (type < 0) return -1;
+    const char *text = value ? value : "";
+    herr_t status = write_scalar_attr(loc, name, type, type, &text);
+    if (H5Tclose(type) < 0) status = -1;
+    return status;
+}
+
+herr_t ts_h5_write_int64_attr(hid_t loc, const char *name, int64_t value) {
+    return write_scalar_attr(loc, name, H5T_STD_I64LE, H5T_NATIVE_INT64, &value);
+}
+
+herr_t ts_h5_write_uint64_attr(hid_t loc, const char *name, uint64_t value) {
+    return write_scalar_attr(loc, name, H5T_STD_U64LE, H5T_NATIVE_UINT64, &value);
+}
+
+herr_t ts_h5_write_double_attr(hid_t loc, const char *name, double value) {
+    return write_scalar_attr(loc, name, H5T_IEEE_F64LE, H5T_NATIVE_DOUBLE, &value);
+}
+
+/* Opens a scalar (or one-element) attribute of the expected class. */
+static hid_t open_scalar_attr(hid_t loc, const char *name, H5T_class_t expected) {
+    htri_t exists = H5Aexists(loc, name);
+    if (exists <= 0) return -1;
+    hid_t attr = H5Aopen(loc, name, H5P_DEFAULT);
+    if (attr < 0) return -1;
+    hid_t type = H5Aget_type(attr), space = H5Aget_space(attr);
+    bool ok = type >= 0 && space >= 0 && H5Tget_class(type) == expected &&
+              H5Sget_simple_extent_npoints(space) == 1;
+    if (type >= 0) H5Tclose(type);
+    if (space >= 0) H5Sclose(space);
+    if (!ok) {
+        H5Aclose(attr);
+        return -1;
+    }
+    return attr;
+}
+
+herr_t ts_h5_read_int64_attr(hid_t loc, const char *name, int64_t *value) {
+    hid_t attr = open_scalar_attr(loc, name, H5T_INTEGER);
+    if (attr < 0) return -1;
+    herr_t status = H5Aread(attr, H5T_NATIVE_INT64, value);
+    if (H5Aclose(attr) < 0) status = -1;
+    return status;
+}
+
+herr_t ts_h5_read_uint64_attr(hid_t loc, const char *name, uint64_t *value) {
+    hid_t attr = open_scalar_attr(loc, name, H5T_INTEGER);
+    if (attr < 0) return -1;
+    herr_t status = H5Aread(attr, H5T_NATIVE_UINT64, value);
+    if (H5Aclose(attr) < 0) status = -1;
+    return status;
+}
+
+herr_t ts_h5_read_string_attr(hid_t loc, const char *name, char **value) {
+    *value = NULL;
+    hid_t attr = open_scalar_attr(loc, name, H5T_STRING);
+    if (attr < 0) return -1;
+    herr_t status = -1;
+    hid_t file_type = H5Aget_type(attr);
+    htri_t variable = file_type < 0 ? -1 : H5Tis_variable_str(file_type);
+    if (variable > 0) {
+        hid_t mem_type = utf8_string_type();
+        char *text = NULL;
+        if (mem_type >= 0 && H5Aread(attr, mem_type, &text) >= 0) {
+            *value = strdup(text ? text : "");
+            status = *value ? 0 : -1;
+            H5free_memory(text);
+        }
+        if (mem_type >= 0) H5Tclose(mem_type);
+    } else if (variable == 0) {
+        size_t size = H5Tget_size(file_type);
+        hid_t mem_type = H5Tcopy(file_type);
+        char *text = size ? calloc(size + 1, 1) : NULL;
+        if (mem_type >= 0 && text && H5Tset_strpad(mem_type, H5T_STR_NULLTERM) >= 0 &&
+            H5Tset_size(mem_type, size + 1) >= 0 && H5Aread(attr, mem_type, text) >= 0) {
+            *value = text;
+            text = NULL;
+            status = 0;
+        }
+        free(text);
+        if (mem_type >= 0) H5Tclose(mem_type);
+    }
+    if (file_type >= 0) H5Tclose(file_type);
+    if (H5Aclose(attr) < 0) status = -1;
+    if (status < 0) {
+        free(*value);
+        *value = NULL;
+    }
+    return status;
+}
+
+/* ---------------------------------------------------------------- provenance attributes */
+
+static ts_io_status write_impl(hid_t loc, const char *slurm_group, const ts_provenance *prov,
+                               const char *file_for_errors, char *err, size_t errlen);
+
+ts_io_status ts_provenance_write(hid_t loc, const char *slurm_group, const ts_provenance *prov,
+                                 const char *file_for_errors, char *err, size_t errlen) {
+    ts_h5_quiet quiet = ts_h5_quiet_begin();
+    ts_io_status st = write_impl(loc, slurm_group, prov, file_for_errors, err, errlen);
+    ts_h5_quiet_end(quiet);
+    return st;
+}
+
+static ts_io_status write_impl(hid_t loc, const char *slurm_group, const ts_provenance *prov,
+                               const char *file_for_errors, char *err, size_t errlen) {
+    const char *file = file_for_errors ? file_for_errors : "?";
+    struct {
+        const char *name;
+        const char *value;
+    } strings[] = {
+        {"hostname", prov->hostname},         {"git_commit", prov->git_commit},
+        {"compiler", prov->compiler},         {"element_type", prov->element_type},
+        {"hdf5_version", prov->hdf5_version}, {"mpi_library", prov->mpi_library},
+        {"created_utc", prov->created_utc},
+    };
+    for (size_t i = 0; i < sizeof strings / sizeof strings[0]; i++)
+        if (ts_h5_write_string_attr(loc, strings[i].name, strings[i].value) < 0)
+            return ts_h5_fail(err, errlen, TS_IO_ERR_IO, "%s: cannot write attribute %s", file,
+                              strings[i].name);
+    struct {
+        const char *name;
+        int64_t value;
+    } numbers[] = {
+        {"ranks", prov->ranks},
+        {"nodes", prov->nodes},
+        {"threads_per_rank", prov->threads_per_rank},
+    };
+    for (size_t i = 0; i < sizeof numbers / sizeof numbers[0]; i++)
+        if (ts_h5_write_int64_attr(loc, numbers[i].name, numbers[i].value) < 0)
+            return ts_h5_fail(err, errlen, TS_IO_ERR_IO, "%s: cannot write attribute %s", file,
+                              numbers[i].name);
+    if (!slurm_group) return TS_IO_OK;
+
+    /* The group is recreated empty so a resumed run does not keep variables
+     * of the previous job that this one lacks. */
+    htri_t exists = H5Lexists(loc, slurm_group, H5P_DEFAULT);
+    if (exists > 0 && H5Ldelete(loc, slurm_group, H5P_DEFAULT) < 0)
+        return ts_h5_fail(err, errlen, TS_IO_ERR_IO, "%s: cannot replace group %s", file,
+                          slurm_group);
+    hid_t lcpl = H5Pcreate(H5P_LINK_CREATE);
+    if (lcpl < 0 || H5Pset_create_intermediate_group(lcpl, 1) < 0) {
+        if (lcpl >= 0) H5Pclose(lcpl);
+        return ts_h5_fail(err, errlen, TS_IO_ERR_IO, "%s: cannot make link properties", file);
+    }
+    hid_t group = H5Gcreate2(loc, slurm_group, lcpl, H5P_DEFAULT, H5P_DEFAULT);
+    H5Pclose(lcpl);
+    if (group < 0)
+        return ts_h5_fail(err, errlen, TS_IO_ERR_IO, "%s: cannot create group %s", file,
+                          slurm_group);
+    /* Nothing but the variables goes in this group, so iterating over its
+     * attributes yields exactly the environment. */
+    ts_io_status st = TS_IO_OK;
+    const char *entry = prov->slurm;
+    for (int i = 0; st == TS_IO_OK && i < prov->slurm_count; i++) {
+        size_t len = strlen(entry);
+        const char *eq = strchr(entry, '=');
+        char name[256];
+        size_t name_len = (size_t)(eq - entry);
+        if (name_len >= sizeof name) name_len = sizeof name - 1;
+        memcpy(name, entry, name_len);
+        name[name_len] = '\0';
+        if (ts_h5_write_string_attr(group, name, eq + 1) < 0)
+            st = ts_h5_fail(err, errlen, TS_IO_ERR_IO, "%s: cannot write attribute %s/%s", file,
+                            slurm_group, name);
+        entry += len + 1;
+    }
+    if (H5Gclose(group) < 0 && st == TS_IO_OK)
+        st = ts_h5_fail(err, errlen, TS_IO_ERR_IO, "%s: cannot close group %s", file, slurm_group);
+    return st;
+}
