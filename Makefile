@@ -31,7 +31,11 @@ LIB_SRC   := $(filter-out src/cli/main.c,$(wildcard src/*/*.c))
 UNIT_SRC  := $(wildcard tests/unit/test_*.c)
 MPI_SRC   := $(wildcard tests/mpi/test_*.c)
 BENCH_SRC := $(wildcard bench/bench_*.c)
-TEST_HELPERS := $(filter-out $(UNIT_SRC) $(MPI_SRC),$(wildcard tests/*/*.c))
+# Non-test .c files next to the tests are helpers, linked into the tests of
+# their own folder (and unit helpers into MPI tests too). tests/cli holds
+# fixtures that its scripts build themselves.
+UNIT_HELPERS := $(filter-out $(UNIT_SRC),$(wildcard tests/unit/*.c))
+MPI_HELPERS  := $(UNIT_HELPERS) $(filter-out $(MPI_SRC),$(wildcard tests/mpi/*.c))
 
 BUILDS := float double asan
 .PHONY: all deps build test test-unit test-mpi test-cli run bench data format clean
@@ -63,7 +67,10 @@ build/$(1)/libthinkscale.a: $$(patsubst %.c,build/$(1)/%.o,$$(LIB_SRC))
 	@mkdir -p $$(dir $$@)
 	ar rcs $$@ $$^
 
-build/$(1)/tests/%: build/$(1)/tests/%.o $$(patsubst %.c,build/$(1)/%.o,$$(TEST_HELPERS)) build/$(1)/libthinkscale.a
+build/$(1)/tests/unit/%: build/$(1)/tests/unit/%.o $$(patsubst %.c,build/$(1)/%.o,$$(UNIT_HELPERS)) build/$(1)/libthinkscale.a
+	$$(CC) $$(CFLAGS_$(1)) $$^ -o $$@ $$(LDLIBS)
+
+build/$(1)/tests/mpi/%: build/$(1)/tests/mpi/%.o $$(patsubst %.c,build/$(1)/%.o,$$(MPI_HELPERS)) build/$(1)/libthinkscale.a
 	$$(CC) $$(CFLAGS_$(1)) $$^ -o $$@ $$(LDLIBS)
 
 build/$(1)/bench/%: build/$(1)/bench/%.o build/$(1)/libthinkscale.a
