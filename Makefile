@@ -17,8 +17,7 @@ DEBIAN_PKGS := build-essential pkg-config libopenmpi-dev openmpi-bin \
 NPROC   := $(shell nproc 2>/dev/null || echo 2)
 MARCH   ?= -march=native
 WARN    := -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wno-unused-parameter -Wno-format-truncation
-GIT_COMMIT := $(shell git rev-parse --short HEAD 2>/dev/null || echo unknown)
-BASE_CFLAGS = -DTS_GIT_COMMIT=\"$(GIT_COMMIT)\" -std=c11 -D_POSIX_C_SOURCE=200809L $(WARN) -Isrc -MMD -MP \
+BASE_CFLAGS = -std=c11 -D_POSIX_C_SOURCE=200809L $(WARN) -Isrc -MMD -MP \
               $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 LDLIBS  = $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lm
 
@@ -27,7 +26,16 @@ CFLAGS_double := -O3 $(MARCH) -g -DTS_DOUBLE
 CFLAGS_asan   := -O1 -g -DTS_DOUBLE -fsanitize=address,undefined \
                  -fno-omit-frame-pointer -fno-sanitize-recover=undefined
 
-LIB_SRC   := $(filter-out src/cli/main.c,$(wildcard src/*/*.c))
+# The commit recorded in metrics and checkpoints: a generated one-line source,
+# rewritten only when the commit (or the tree's dirtiness) changes, so only it
+# recompiles.
+GIT_COMMIT := $(shell git describe --always --dirty 2>/dev/null || echo unknown)
+GENERATED  := build/generated/git_commit.c
+$(shell mkdir -p build/generated; \
+        echo 'const char ts_git_commit[] = "$(GIT_COMMIT)";' >$(GENERATED).new; \
+        cmp -s $(GENERATED).new $(GENERATED) || mv $(GENERATED).new $(GENERATED); rm -f $(GENERATED).new)
+
+LIB_SRC   := $(filter-out src/cli/main.c,$(wildcard src/*/*.c)) $(GENERATED)
 UNIT_SRC  := $(wildcard tests/unit/test_*.c)
 MPI_SRC   := $(wildcard tests/mpi/test_*.c)
 BENCH_SRC := $(wildcard bench/bench_*.c)

@@ -9,9 +9,7 @@
 
 #include "engine/real.h"
 
-#ifndef TS_GIT_COMMIT
-#define TS_GIT_COMMIT "unknown"
-#endif
+#include "io/build_info.h"
 
 #if defined(__clang__)
 #define TS_COMPILER "clang " __clang_version__
@@ -213,7 +211,7 @@ ts_io_status ts_provenance_collect(MPI_Comm comm, int threads_per_rank, ts_prove
     if (MPI_Comm_rank(comm, &rank) != MPI_SUCCESS || MPI_Comm_size(comm, &size) != MPI_SUCCESS)
         return ts_io_fail(err, errlen, TS_IO_ERR_IO, "provenance: MPI_Comm_rank/size failed");
     prov->ranks = size;
-    copy_string(prov->git_commit, sizeof prov->git_commit, TS_GIT_COMMIT);
+    copy_string(prov->git_commit, sizeof prov->git_commit, ts_git_commit);
     copy_string(prov->compiler, sizeof prov->compiler, TS_COMPILER);
     copy_string(prov->element_type, sizeof prov->element_type, TS_REAL_NAME);
     unsigned major = 0, minor = 0, release = 0;

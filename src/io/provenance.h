@@ -42,7 +42,7 @@ typedef struct ts_provenance {
     int ranks;             /* size of the communicator it was collected on */
     int nodes;             /* distinct host names among those ranks */
     int threads_per_rank;  /* compute threads of each rank (BLAS threads by default) */
-    char git_commit[64];   /* TS_GIT_COMMIT at build time, "unknown" without it */
+    char git_commit[64];   /* ts_git_commit (build_info.h) */
     char compiler[128];    /* e.g. "gcc 12.2.0", from __VERSION__ */
     char element_type[16]; /* "float" or "double": the build's ts_real */
     char hdf5_version[32]; /* the HDF5 library linked at run time */
