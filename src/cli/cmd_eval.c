@@ -12,6 +12,7 @@
 
 #include "cli/commands.h"
 #include "cli/config.h"
+#include "cli/spmd_command.h"
 #include "io/checkpoint.h"
 #include "io/eval_results.h"
 #include "io/token_file.h"
@@ -98,7 +99,8 @@ static bool add_list_settings(eval_args *a, const char *key, const char *value, 
     return true;
 }
 
-static bool parse_eval_args(int argc, char **argv, eval_args *a, char *err, size_t errlen) {
+static bool parse_eval_args(int argc, char **argv, void *out, char *err, size_t errlen) {
+    eval_args *a = out;
     *a = (eval_args){.split = "validation", .windows = 64, .batch = 8};
     for (int i = 1; i < argc; i++) {
         const char *opt = argv[i];
@@ -176,7 +178,8 @@ static ts_model *load_model(MPI_Comm comm, const char *path, ts_run_config *conf
     return model;
 }
 
-static int run_eval(MPI_Comm comm, const eval_args *a) {
+static int run_eval(MPI_Comm comm, void *args) {
+    const eval_args *a = args;
     int rank;
     MPI_Comm_rank(comm, &rank);
     char err[1024] = "", path[TS_CHECKPOINT_PATH_MAX];
@@ -295,28 +298,7 @@ static int run_eval(MPI_Comm comm, const eval_args *a) {
 }
 
 int ts_cmd_eval(int argc, char **argv) {
-    if (argc > 1 && (!strcmp(argv[1], "-h") || !strcmp(argv[1], "--help"))) {
-        eval_usage(stdout);
-        return 0;
-    }
-    if (MPI_Init(&argc, &argv) != MPI_SUCCESS) {
-        fprintf(stderr, "thinkscale: MPI_Init failed\n");
-        return 1;
-    }
-    int rank;
-    MPI_Comm_rank(MPI_COMM_WORLD, &rank);
-    eval_args args;
-    char err[1024];
-    int status;
-    if (!parse_eval_args(argc, argv, &args, err, sizeof err)) {
-        if (rank == 0) {
-            fprintf(stderr, "thinkscale eval: error: %s\n", err);
-            eval_usage(stderr);
-        }
-        status = 2;
-    } else {
-        status = run_eval(MPI_COMM_WORLD, &args);
-    }
-    MPI_Finalize();
-    return status;
+    static const ts_spmd_command command = {"eval", eval_usage, parse_eval_args, run_eval};
+    static eval_args args; /* large: keep it off the stack */
+    return ts_run_spmd_command(&command, argc, argv, &args);
 }

@@ -5,6 +5,7 @@
 
 #include "cli/commands.h"
 #include "cli/config.h"
+#include "cli/spmd_command.h"
 #include "train/trainer.h"
 
 static void train_usage(FILE *out) {
@@ -15,10 +16,16 @@ static void train_usage(FILE *out) {
                  "  --help-config  list every configuration key with its default\n");
 }
 
-/* Parses arguments and the configuration identically on every rank, so all
- * ranks agree on success or failure without communicating. */
-static bool parse_args(int argc, char **argv, ts_run_config *config, bool *resume, char *err,
-                       size_t errlen) {
+typedef struct train_args {
+    ts_run_config config;
+    bool resume;
+} train_args;
+
+/* Arguments, then the configuration file, then the overrides. */
+static bool parse_train_args(int argc, char **argv, void *out, char *err, size_t errlen) {
+    train_args *a = out;
+    ts_run_config *config = &a->config;
+    bool *resume = &a->resume;
     ts_config_defaults(config);
     *resume = false;
     const char *path = NULL;
@@ -52,34 +59,17 @@ static bool parse_args(int argc, char **argv, ts_run_config *config, bool *resum
     return ts_config_validate(config, err, errlen);
 }
 
+static int run_train(MPI_Comm comm, void *args) {
+    train_args *a = args;
+    return ts_train(comm, &a->config, a->resume);
+}
+
 int ts_cmd_train(int argc, char **argv) {
-    if (argc > 1 && (!strcmp(argv[1], "-h") || !strcmp(argv[1], "--help"))) {
-        train_usage(stdout);
-        return 0;
-    }
     if (argc > 1 && !strcmp(argv[1], "--help-config")) {
         ts_config_print_keys(stdout);
         return 0;
     }
-    if (MPI_Init(&argc, &argv) != MPI_SUCCESS) {
-        fprintf(stderr, "thinkscale: MPI_Init failed\n");
-        return 1;
-    }
-    int rank;
-    MPI_Comm_rank(MPI_COMM_WORLD, &rank);
-    ts_run_config config;
-    bool resume;
-    char err[1024];
-    int status;
-    if (!parse_args(argc, argv, &config, &resume, err, sizeof err)) {
-        if (rank == 0) {
-            fprintf(stderr, "thinkscale train: error: %s\n", err);
-            train_usage(stderr);
-        }
-        status = 2;
-    } else {
-        status = ts_train(MPI_COMM_WORLD, &config, resume);
-    }
-    MPI_Finalize();
-    return status;
+    static const ts_spmd_command command = {"train", train_usage, parse_train_args, run_train};
+    static train_args args; /* large: keep it off the stack */
+    return ts_run_spmd_command(&command, argc, argv, &args);
 }
