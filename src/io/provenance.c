@@ -76,16 +76,20 @@ static herr_t keep_innermost(unsigned n, const H5E_error2_t *e, void *data) {
     return 0;
 }
 
-ts_io_status ts_h5_fail(char *err, size_t errlen, ts_io_status status, const char *fmt, ...) {
-    if (!err || !errlen) return status;
+void ts_h5_vformat(char *err, size_t errlen, const char *fmt, va_list ap) {
+    if (!err || !errlen) return;
     h5_reason reason = {{0}};
     H5Ewalk2(H5E_DEFAULT, H5E_WALK_UPWARD, keep_innermost, &reason);
-    va_list ap;
-    va_start(ap, fmt);
     int len = vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
     if (len >= 0 && (size_t)len < errlen)
         snprintf(err + len, errlen - (size_t)len, "%s", reason.text);
+}
+
+ts_io_status ts_h5_fail(char *err, size_t errlen, ts_io_status status, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    ts_h5_vformat(err, errlen, fmt, ap);
+    va_end(ap);
     return status;
 }
 

@@ -11,6 +11,7 @@
 #ifndef TS_PROVENANCE_H
 #define TS_PROVENANCE_H
 
+#include <stdarg.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -89,6 +90,8 @@ ts_io_fail(char *err, size_t errlen, ts_io_status status, const char *fmt, ...);
  * (e.g. "(HDF5: truncated file: eof = 3072, ... stored_eof = 6144)"). */
 __attribute__((format(printf, 4, 5))) ts_io_status
 ts_h5_fail(char *err, size_t errlen, ts_io_status status, const char *fmt, ...);
+/* The message of ts_h5_fail into err, for callers with their own status type. */
+void ts_h5_vformat(char *err, size_t errlen, const char *fmt, va_list ap);
 
 /* Scalar attributes. Strings are variable-length UTF-8, which h5py returns as
  * str. Writers replace an attribute that already exists. */

@@ -1,5 +1,7 @@
 #include "io/token_file.h"
 
+#include "io/provenance.h"
+
 #include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -33,49 +35,21 @@ __attribute__((format(printf, 3, 4))) static ts_tf_status fail(ts_tf_err *err, t
     return st;
 }
 
-typedef struct h5_detail {
-    char text[256];
-} h5_detail;
-
-/* Walking upward the first record is the innermost, most specific one
- * ("file signature not found" rather than "unable to open file"). */
-static herr_t keep_innermost(unsigned n, const H5E_error2_t *e, void *data) {
-    h5_detail *d = data;
-    if (n == 0 && e->desc) snprintf(d->text, sizeof d->text, " (HDF5: %s)", e->desc);
-    return 0;
-}
-
 /* Like fail, with the reason HDF5 gave for the call that just failed. */
 __attribute__((format(printf, 3, 4))) static ts_tf_status h5fail(ts_tf_err *err, ts_tf_status st,
                                                                const char *fmt, ...) {
-    h5_detail d = {{0}};
-    H5Ewalk2(H5E_DEFAULT, H5E_WALK_UPWARD, keep_innermost, &d);
     va_list ap;
     va_start(ap, fmt);
-    int len = vsnprintf(err->msg, sizeof err->msg, fmt, ap);
+    ts_h5_vformat(err->msg, sizeof err->msg, fmt, ap);
     va_end(ap);
-    if (len >= 0 && (size_t)len < sizeof err->msg)
-        snprintf(err->msg + len, sizeof err->msg - (size_t)len, "%s", d.text);
     return st;
 }
 
 /* HDF5 prints its error stack to stderr by default; we report through
- * ts_tf_err instead. Each public function silences it and restores the
- * caller's setting on return, so code elsewhere keeps whatever it chose. */
-typedef struct h5_quiet {
-    H5E_auto2_t func;
-    void *data;
-} h5_quiet;
-
-static h5_quiet quiet_begin(void) {
-    h5_quiet q = {NULL, NULL};
-    H5Eget_auto2(H5E_DEFAULT, &q.func, &q.data);
-    H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
-    return q;
-}
-
-static ts_tf_status quiet_end(h5_quiet q, ts_tf_status st) {
-    H5Eset_auto2(H5E_DEFAULT, q.func, q.data);
+ * ts_tf_err instead. Each public function silences it (ts_h5_quiet_begin) and
+ * restores the caller's setting on return. */
+static ts_tf_status quiet_end(ts_h5_quiet q, ts_tf_status st) {
+    ts_h5_quiet_end(q);
     return st;
 }
 
@@ -390,14 +364,14 @@ static ts_tf_status writer_finish(ts_token_writer *w, ts_tf_err *err) {
 ts_tf_status ts_token_writer_create(ts_token_writer **out, const char *path,
                                     const ts_token_meta *meta, ts_tf_err *err) {
     ts_tf_err scratch;
-    h5_quiet q = quiet_begin();
+    ts_h5_quiet q = ts_h5_quiet_begin();
     return quiet_end(q, writer_create(out, path, meta, err ? err : &scratch));
 }
 
 ts_tf_status ts_token_writer_append(ts_token_writer *w, enum ts_split split,
                                     const int32_t *tokens, size_t n, ts_tf_err *err) {
     ts_tf_err scratch;
-    h5_quiet q = quiet_begin();
+    ts_h5_quiet q = ts_h5_quiet_begin();
     return quiet_end(q, writer_append(w, split, tokens, n, err ? err : &scratch));
 }
 
@@ -407,13 +381,13 @@ int64_t ts_token_writer_count(const ts_token_writer *w, enum ts_split split) {
 
 ts_tf_status ts_token_writer_finish(ts_token_writer *w, ts_tf_err *err) {
     ts_tf_err scratch;
-    h5_quiet q = quiet_begin();
+    ts_h5_quiet q = ts_h5_quiet_begin();
     return quiet_end(q, writer_finish(w, err ? err : &scratch));
 }
 
 void ts_token_writer_discard(ts_token_writer *w) {
     if (!w) return;
-    h5_quiet q = quiet_begin();
+    ts_h5_quiet q = ts_h5_quiet_begin();
     writer_free(w);
     quiet_end(q, TS_TF_OK);
 }
@@ -757,7 +731,7 @@ static ts_tf_status read_windows_impl(ts_token_file *tf, enum ts_split split, co
 ts_tf_status ts_token_file_open(ts_token_file *tf, const char *path, MPI_Comm comm,
                                 const ts_token_open_opts *opts, ts_tf_err *err) {
     ts_tf_err scratch;
-    h5_quiet q = quiet_begin();
+    ts_h5_quiet q = ts_h5_quiet_begin();
     ts_tf_status st = open_impl(tf, path, comm, opts, err ? err : &scratch);
     if (st) close_impl(tf);
     return quiet_end(q, st);
@@ -770,7 +744,7 @@ int64_t ts_token_file_len(const ts_token_file *tf, enum ts_split split) {
 ts_tf_status ts_token_file_read(ts_token_file *tf, enum ts_split split, int64_t offset,
                                 int64_t count, int32_t *out, ts_tf_err *err) {
     ts_tf_err scratch;
-    h5_quiet q = quiet_begin();
+    ts_h5_quiet q = ts_h5_quiet_begin();
     return quiet_end(q, read_impl(tf, split, offset, count, out, err ? err : &scratch));
 }
 
@@ -778,18 +752,18 @@ ts_tf_status ts_token_file_read_windows(ts_token_file *tf, enum ts_split split,
                                         const int64_t *offsets, int n, int64_t len,
                                         int32_t *out, ts_tf_err *err) {
     ts_tf_err scratch;
-    h5_quiet q = quiet_begin();
+    ts_h5_quiet q = ts_h5_quiet_begin();
     return quiet_end(q, read_windows_impl(tf, split, offsets, n, len, out, err ? err : &scratch));
 }
 
 ts_tf_status ts_token_file_verify(ts_token_file *tf, ts_tf_err *err) {
     ts_tf_err scratch;
-    h5_quiet q = quiet_begin();
+    ts_h5_quiet q = ts_h5_quiet_begin();
     return quiet_end(q, verify_impl(tf, err ? err : &scratch));
 }
 
 void ts_token_file_close(ts_token_file *tf) {
-    h5_quiet q = quiet_begin();
+    ts_h5_quiet q = ts_h5_quiet_begin();
     close_impl(tf);
     quiet_end(q, TS_TF_OK);
 }
