@@ -211,6 +211,8 @@ bool ts_run_state_checkpoint(ts_run_state *s, long step, double tokens, char *er
                             s->optimizer->m, s->optimizer->v, &cs, extras, n_extras, &options,
                             &report, err, errlen) != TS_IO_OK)
         return false;
+    s->last_checkpoint_bytes = (double)report.bytes;
+    s->last_checkpoint_bandwidth = report.bandwidth;
     if (s->rank != 0) return true;
     printf("checkpoint step %ld: %s, %.2f MB in %.3f s (%.1f MB/s)\n", step, report.path,
            report.bytes / 1e6, report.io_seconds, report.bandwidth / 1e6);

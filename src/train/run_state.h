@@ -39,6 +39,8 @@ typedef struct ts_run_state {
     ts_metrics *metrics;  /* rank 0 only */
     ts_provenance provenance;
     bool provenance_set;
+    double last_checkpoint_bytes;     /* of the last checkpoint written (0: none yet) */
+    double last_checkpoint_bandwidth; /* bytes/s */
 } ts_run_state;
 
 /* Creates the run directory, or with resume loads the newest complete

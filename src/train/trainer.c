@@ -13,12 +13,14 @@
 #include "train/evaluate.h"
 #include "train/machine_peak.h"
 #include "train/optimizer.h"
+#include "train/run_report.h"
 #include "train/run_state.h"
 
 typedef struct eval_set {
     char name[64];
     ts_token_file tokens;
     bool open;
+    ts_eval_result last;  /* the latest evaluation */
 } eval_set;
 
 typedef struct trainer {
@@ -199,6 +201,7 @@ static bool evaluate_all(trainer *tr, char *err, size_t errlen) {
                    tr->evals[i].name, r.loss, r.perplexity, r.tokens);
         if (!ts_run_state_log_eval(&tr->state, tr->step, tr->evals[i].name, &r, err, errlen))
             return false;
+        tr->evals[i].last = r;
     }
     return true;
 }
@@ -207,6 +210,36 @@ static void format_duration(double seconds, char *buf, size_t len) {
     long s = (long)(seconds + 0.5);
     if (s >= 3600) snprintf(buf, len, "%ldh%02ldm", s / 3600, s / 60 % 60);
     else snprintf(buf, len, "%ldm%02lds", s / 60, s % 60);
+}
+
+/* The one-line summary and report.yaml (rank 0). */
+static bool report_run(trainer *tr, ts_run_summary *s, char *err, size_t errlen) {
+    const ts_provenance *prov = &tr->state.provenance;
+    s->arch = tr->config.model.arch;
+    s->run_dir = tr->config.run_dir;
+    s->hostname = prov->hostname;
+    s->git_commit = prov->git_commit;
+    s->params = tr->model->table.total;
+    s->non_embedding_params = ts_model_non_embedding_params(tr->model);
+    s->ranks = tr->nranks;
+    s->nodes = prov->nodes;
+    s->threads_per_rank = prov->threads_per_rank;
+    s->batch = tr->config.batch;
+    s->context = tr->config.model.context;
+    s->last_step = tr->step;
+    s->tokens_seen = tr->tokens_seen;
+    s->peak_gflops_per_rank = tr->peak_gflops;
+    s->n_evals = tr->n_evals < TS_REPORT_MAX_EVALS ? tr->n_evals : TS_REPORT_MAX_EVALS;
+    for (int i = 0; i < s->n_evals; i++) {
+        s->eval_names[i] = tr->evals[i].name;
+        s->eval_loss[i] = tr->evals[i].last.loss;
+        s->eval_perplexity[i] = tr->evals[i].last.perplexity;
+    }
+    s->checkpoint_bytes = tr->state.last_checkpoint_bytes;
+    s->checkpoint_bandwidth = tr->state.last_checkpoint_bandwidth;
+    if (tr->rank != 0) return true;
+    ts_print_run_summary(stdout, s);
+    return ts_write_run_report(s, err, errlen);
 }
 
 static int run(trainer *tr, bool resume) {
@@ -240,6 +273,7 @@ static int run(trainer *tr, bool resume) {
 
     long first_step = tr->step;
     double t_start = MPI_Wtime(), t_window = t_start;
+    ts_run_summary summary = {.first_step = first_step, .first_loss = NAN, .last_loss = NAN};
     double flops_window = 0, tokens_window = 0;
     while (tr->step < c->steps) {
         double t0 = MPI_Wtime(), flops0 = ts_flops_total(&tr->ctx);
@@ -254,6 +288,10 @@ static int run(trainer *tr, bool resume) {
         flops_window += step_flops;
         tokens_window += step_tokens;
         double now = MPI_Wtime(), step_time = now - t0;
+        if (tr->step == first_step + 1) summary.first_loss = loss;
+        summary.last_loss = loss;
+        summary.step_seconds += step_time;
+        summary.flops += step_flops;
         ts_step_record rec = {tr->step, tr->tokens_seen, loss, lr, grad_norm, now - t_start,
                               step_flops, step_tokens / step_time,
                               step_flops / step_time / (tr->peak_gflops * 1e9 * tr->nranks)};
@@ -291,7 +329,9 @@ static int run(trainer *tr, bool resume) {
             break;
         }
     }
-    return 0;
+    summary.wall_seconds = MPI_Wtime() - t_start;
+    ok = report_run(tr, &summary, err, sizeof err);
+    return all_ok(tr, ok, err) ? 0 : 1;
 }
 
 int ts_train(MPI_Comm comm, const ts_run_config *config, bool resume) {

@@ -19,4 +19,8 @@ print(f"unigram entropy {unigram:.3f} nats, first train loss {m['train/loss'][0]
 sys.exit(0 if val < 0.75 * unigram else 1)
 PY
 check "validation loss is below 75% of the unigram entropy" [ $? -eq 0 ]
+check "the run ends with a RESULT line marked VALID" contains "$tmp/train.log" "^RESULT arch=transformerpp ranks=2 steps=0-200 .* VALID$"
+check "report.yaml gives the verdict" contains "$tmp/run/report.yaml" "verdict: VALID"
+check "report.yaml gives node-hours and the checkpoint size" \
+    py -c "import re,sys; t=open('$tmp/run/report.yaml').read(); sys.exit(0 if float(re.search(r'node_hours: (\S+)', t).group(1)) > 0 and int(re.search(r'  bytes: (\d+)', t).group(1)) > 0 else 1)"
 finish

@@ -1,0 +1,112 @@
+#include "train/run_report.h"
+
+#include <errno.h>
+#include <math.h>
+#include <string.h>
+
+bool ts_run_summary_valid(const ts_run_summary *s, char *reason, size_t len) {
+    if (!isfinite(s->first_loss) || !isfinite(s->last_loss)) {
+        snprintf(reason, len, "training loss is not finite");
+        return false;
+    }
+    for (int i = 0; i < s->n_evals; i++)
+        if (!isfinite(s->eval_loss[i])) {
+            snprintf(reason, len, "evaluation loss on %s is not finite", s->eval_names[i]);
+            return false;
+        }
+    if (s->last_step - s->first_step >= 2 && !(s->last_loss < s->first_loss)) {
+        snprintf(reason, len, "training loss did not fall (%.4f -> %.4f)", s->first_loss,
+                 s->last_loss);
+        return false;
+    }
+    snprintf(reason, len, "losses finite%s",
+             s->last_step - s->first_step >= 2 ? " and training loss fell" : "");
+    return true;
+}
+
+static double tokens_per_second(const ts_run_summary *s) {
+    double steps = (double)(s->last_step - s->first_step);
+    return s->step_seconds > 0 ? steps * s->batch * s->context / s->step_seconds : 0;
+}
+
+static double mfu(const ts_run_summary *s) {
+    double peak = s->peak_gflops_per_rank * 1e9 * s->ranks;
+    return s->step_seconds > 0 && peak > 0 ? s->flops / s->step_seconds / peak : 0;
+}
+
+void ts_print_run_summary(FILE *out, const ts_run_summary *s) {
+    char reason[128];
+    bool valid = ts_run_summary_valid(s, reason, sizeof reason);
+    fprintf(out,
+            "RESULT arch=%s ranks=%d steps=%ld-%ld tokens=%.4g time=%.1fs tok/s=%.0f "
+            "MFU=%.1f%% loss=%.4f",
+            s->arch, s->ranks, s->first_step, s->last_step, s->tokens_seen, s->wall_seconds,
+            tokens_per_second(s), 100 * mfu(s), s->last_loss);
+    if (s->n_evals) fprintf(out, " val_ppl(%s)=%.3f", s->eval_names[0], s->eval_perplexity[0]);
+    fprintf(out, " %s\n", valid ? "VALID" : "INVALID");
+}
+
+/* YAML string scalar: quoted, with the two characters that need it escaped. */
+static void yaml_string(FILE *f, const char *s) {
+    fputc('"', f);
+    for (; s && *s; s++) {
+        if (*s == '"' || *s == '\\') fputc('\\', f);
+        fputc(*s, f);
+    }
+    fputc('"', f);
+}
+
+bool ts_write_run_report(const ts_run_summary *s, char *err, size_t errlen) {
+    char path[4096], tmp[4200];
+    snprintf(path, sizeof path, "%s/report.yaml", s->run_dir);
+    snprintf(tmp, sizeof tmp, "%s.tmp", path);
+    FILE *f = fopen(tmp, "w");
+    if (!f) {
+        snprintf(err, errlen, "cannot write %s: %s", tmp, strerror(errno));
+        return false;
+    }
+    char reason[128];
+    bool valid = ts_run_summary_valid(s, reason, sizeof reason);
+    double hours = s->wall_seconds / 3600;
+    fprintf(f, "# thinkscale training report (docs/training.md)\nrun_dir: ");
+    yaml_string(f, s->run_dir);
+    fprintf(f, "\nmachine:\n  hostname: ");
+    yaml_string(f, s->hostname);
+    fprintf(f, "\n  nodes: %d\n  ranks: %d\n  threads_per_rank: %d\n", s->nodes, s->ranks,
+            s->threads_per_rank);
+    fprintf(f, "  gemm_peak_gflops_per_rank: %.2f\n  git_commit: ", s->peak_gflops_per_rank);
+    yaml_string(f, s->git_commit);
+    fprintf(f, "\nproblem:\n  arch: ");
+    yaml_string(f, s->arch);
+    fprintf(f, "\n  parameters: %ld\n  non_embedding_parameters: %ld\n", s->params,
+            s->non_embedding_params);
+    fprintf(f, "  batch_sequences: %ld\n  context: %d\n  steps: [%ld, %ld]\n  tokens_seen: %.0f\n",
+            s->batch, s->context, s->first_step, s->last_step, s->tokens_seen);
+    fprintf(f, "performance:\n  wall_seconds: %.3f\n  step_seconds: %.3f\n", s->wall_seconds,
+            s->step_seconds);
+    fprintf(f, "  executed_flops: %.6g\n  tokens_per_second: %.1f\n  mfu: %.4f\n", s->flops,
+            tokens_per_second(s), mfu(s));
+    fprintf(f, "  node_hours: %.6f\n  core_hours: %.6f\n", hours * s->nodes,
+            hours * s->ranks * s->threads_per_rank);
+    fprintf(f, "checkpoint:\n  bytes: %.0f\n  write_bandwidth_bytes_per_second: %.0f\n",
+            s->checkpoint_bytes, s->checkpoint_bandwidth);
+    fprintf(f, "losses:\n  train_first: %.6f\n  train_last: %.6f\n  eval:\n", s->first_loss,
+            s->last_loss);
+    for (int i = 0; i < s->n_evals; i++) {
+        fprintf(f, "    - set: ");
+        yaml_string(f, s->eval_names[i]);
+        fprintf(f, "\n      loss: %.6f\n      perplexity: %.6f\n", s->eval_loss[i],
+                s->eval_perplexity[i]);
+    }
+    fprintf(f, "validation:\n  reason: ");
+    yaml_string(f, reason);
+    fprintf(f, "\n  verdict: %s\n", valid ? "VALID" : "INVALID");
+    bool ok = !ferror(f);
+    ok = fclose(f) == 0 && ok;
+    if (!ok || rename(tmp, path)) {
+        snprintf(err, errlen, "cannot write %s: %s", path, strerror(errno));
+        remove(tmp);
+        return false;
+    }
+    return true;
+}
