@@ -2,7 +2,7 @@
  *                 [--setting K=V[,K=V...]]... [--think steps=N,samples=G[,...]]...
  *                 [--order M[,M...]] [--latent-samples K[,K...]]
  *                 [--split validation|train] [--windows N] [--batch N]
- *                 [--output FILE.h5] [--force]
+ *                 [--output FILE.h5] [--energies FILE.h5] [--force]
  * Perplexity of a checkpoint on any number of token sets under any number of
  * inference-compute settings, to stdout and HDF5. */
 #include <mpi.h>
@@ -16,6 +16,7 @@
 #include "io/checkpoint.h"
 #include "io/eval_results.h"
 #include "io/token_file.h"
+#include "models/ebt.h"
 #include "train/evaluate.h"
 
 #define MAX_SETTINGS 16
@@ -29,6 +30,7 @@ typedef struct eval_args {
     long windows;
     long batch;
     const char *output;
+    const char *energies;                    /* EBT per-token energies file, or NULL */
     bool force;
     int n_settings;                          /* 0: the trained configuration only */
     char settings[MAX_SETTINGS][SETTING_LEN]; /* "section.key=value,..." inference overrides */
@@ -43,6 +45,7 @@ static void eval_usage(FILE *out) {
             "  --windows N    sequences scored per set (default 64), evenly spaced\n"
             "  --batch N      sequences per forward pass on each rank (default 8)\n"
             "  --output FILE  results file (default: CHECKPOINT_eval.h5 beside the checkpoint)\n"
+            "  --energies FILE  EBT: per-token energies of every set and setting (docs/ebt.md)\n"
             "  --setting S    inference overrides \"section.key=value,...\" (repeatable); each\n"
             "                 setting evaluates every set; \"default\" is the trained configuration\n"
             "  --think steps=N,samples=G[,step_size=A,noise=S]   EBT thinking (repeatable)\n"
@@ -122,6 +125,7 @@ static bool parse_eval_args(int argc, char **argv, void *out, char *err, size_t 
             snprintf(a->data + used, sizeof a->data - used, "%s%s", used ? "," : "", value);
         } else if (!strcmp(opt, "--split")) a->split = value;
         else if (!strcmp(opt, "--output")) a->output = value;
+        else if (!strcmp(opt, "--energies")) a->energies = value;
         else if (!strcmp(opt, "--setting")) {
             if (!add_setting(a, value, err, errlen)) return false;
         } else if (!strcmp(opt, "--think")) {
@@ -226,6 +230,14 @@ static int run_eval(MPI_Comm comm, void *args) {
                 return 2;
             }
     }
+    ts_energies_file *energies = NULL;
+    if (a->energies &&
+        !(energies = ts_energies_open(comm, a->energies, a->force, path, step, err, sizeof err))) {
+        if (rank == 0) fprintf(stderr, "thinkscale eval: error: %s\n", err);
+        ts_ctx_free(&ctx);
+        ts_model_destroy(model);
+        return 1;
+    }
     const ts_model_ops *ops = model->ops;
     const char *stat_names[TS_MAX_MODEL_STATS];
     for (int k = 0; k < ops->n_stats; k++) stat_names[k] = ops->stats[k].name;
@@ -254,15 +266,22 @@ static int run_eval(MPI_Comm comm, void *args) {
         for (int s = 0; s < n_settings && n < MAX_ROWS; s++) {
             model->config = setting_configs[s].model; /* only inference keys differ */
             ts_eval_result *r = &results[n];
-            if (!ts_evaluate(comm, model, &ctx, &tokens, split, config.model.context, a->windows,
-                             a->batch, (uint64_t)config.seed, r, err, sizeof err)) {
+            snprintf(names[n], sizeof names[n], "%s",
+                     tokens.meta.domain && tokens.meta.domain[0] ? tokens.meta.domain : file);
+            const char *setting = a->n_settings ? a->settings[s] : "default";
+            ts_energy_trace trace;
+            bool ok = !energies || ebt_energies_begin(model, &trace, a->windows,
+                                                      config.model.context, err, sizeof err);
+            ok = ok && ts_evaluate(comm, model, &ctx, &tokens, split, config.model.context,
+                                   a->windows, a->batch, (uint64_t)config.seed, r, err, sizeof err);
+            if (energies)
+                ok = ebt_energies_end(model, &trace, energies, ok, names[n], setting, err,
+                                      sizeof err) && ok;
+            if (!ok) {
                 if (rank == 0) fprintf(stderr, "thinkscale eval: error: %s\n", err);
                 status = 1;
                 break;
             }
-            snprintf(names[n], sizeof names[n], "%s",
-                     tokens.meta.domain && tokens.meta.domain[0] ? tokens.meta.domain : file);
-            const char *setting = a->n_settings ? a->settings[s] : "default";
             rows[n] = (ts_eval_row){names[n], file, setting, r->loss, r->perplexity, r->tokens,
                                     r->flops, r->n_stats, stat_names, r->stats};
             if (rank == 0) {
@@ -292,6 +311,12 @@ static int run_eval(MPI_Comm comm, void *args) {
         free(config_text);
     }
     MPI_Bcast(&status, 1, MPI_INT, 0, comm);
+    if (energies) {
+        bool kept = ts_energies_close(energies, status == 0, err, sizeof err);
+        if (status == 0 && !kept && rank == 0) fprintf(stderr, "thinkscale eval: error: %s\n", err);
+        if (status == 0 && kept && rank == 0) printf("energies: %s\n", a->energies);
+        if (status == 0 && !kept) status = 1;
+    }
     ts_ctx_free(&ctx);
     ts_model_destroy(model);
     return status;

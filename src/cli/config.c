@@ -55,6 +55,7 @@ static const config_key keys[] = {
     {"free", "kappa", KEY_DOUBLE, FIELD(model.free.kappa), 0, "free bits per token (nats)", false},
     {"free", "eval_samples", KEY_INT, FIELD(model.free.eval_samples), 0, "K prior samples per scored sequence", true},
     {"free", "eval_posterior", KEY_INT, FIELD(model.free.eval_posterior), 0, "1: also report the encoder-posterior number", true},
+    {"free", "injection", KEY_STRING, STR(model.free.injection), "before_norm: K/V of block L/2+1 from RMSNorm(X + R); after_norm: RMSNorm(X) + R", false},
     /* Nexus: ../shared/specs/nexus.md */
     {"nexus", "order", KEY_INT, FIELD(model.nexus.order), 0, "attention order in training", false},
     {"nexus", "infer_order", KEY_INT, FIELD(model.nexus.infer_order), 0, "attention order at inference (0: as trained)", true},
@@ -105,6 +106,7 @@ void ts_config_defaults(ts_run_config *c) {
     strcpy(c->model.ebt.init, "random");
     c->model.free = (ts_free_config){.latent_bits = 8, .kappa = 0.34657359027997264 /* log(2)/2 */,
                                      .eval_samples = 1, .eval_posterior = 1};
+    strcpy(c->model.free.injection, "before_norm");
     c->model.nexus = (ts_nexus_config){.order = 2};
     strcpy(c->model.nexus.variant, "shared");
     strcpy(c->optimizer, "adamw");

@@ -41,6 +41,7 @@ typedef struct ts_free_config {
     double kappa;                 /* free bits per token, nats */
     int eval_samples;             /* K latent samples from the prior per scored sequence */
     int eval_posterior;           /* 1: also report the (leaking) encoder-posterior number */
+    char injection[16];           /* "before_norm": K/V from RMSNorm(X + R); "after_norm": RMSNorm(X) + R */
 } ts_free_config;
 
 /* Nexus higher-order attention (../shared/specs/nexus.md). */

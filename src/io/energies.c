@@ -1,0 +1,170 @@
+#include "io/energies.h"
+
+#include <errno.h>
+#include <hdf5.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "io/provenance.h"
+
+struct ts_energies_file {
+    MPI_Comm comm;
+    int rank;
+    hid_t file;        /* rank 0 only */
+    char path[4096];
+    char tmp[4104];
+};
+
+bool ts_energy_trace_alloc(ts_energy_trace *t, long windows, int points, int seq) {
+    *t = (ts_energy_trace){.windows = windows, .points = points, .seq = seq};
+    t->energy = calloc((size_t)(windows * points * seq), sizeof *t->energy);
+    t->token_loss = calloc((size_t)(windows * seq), sizeof *t->token_loss);
+    t->tokens = calloc((size_t)(windows * (seq + 1)), sizeof *t->tokens);
+    if (t->energy && t->token_loss && t->tokens) return true;
+    ts_energy_trace_free(t);
+    return false;
+}
+
+void ts_energy_trace_free(ts_energy_trace *t) {
+    free(t->energy);
+    free(t->token_loss);
+    free(t->tokens);
+    t->energy = t->token_loss = NULL;
+    t->tokens = NULL;
+}
+
+/* Rank 0's verdict and message on every rank. */
+static bool agree(MPI_Comm comm, bool ok, char *err, size_t errlen) {
+    int flag = ok;
+    MPI_Bcast(&flag, 1, MPI_INT, 0, comm);
+    MPI_Bcast(err, (int)errlen, MPI_CHAR, 0, comm);
+    return flag;
+}
+
+ts_energies_file *ts_energies_open(MPI_Comm comm, const char *path, bool overwrite,
+                                   const char *checkpoint, long step, char *err, size_t errlen) {
+    ts_energies_file *f = calloc(1, sizeof *f);
+    bool ok = f != NULL;
+    if (!ok) snprintf(err, errlen, "out of memory");
+    int rank;
+    MPI_Comm_rank(comm, &rank);
+    if (ok) {
+        *f = (ts_energies_file){.comm = comm, .rank = rank, .file = -1};
+        snprintf(f->path, sizeof f->path, "%s", path);
+        snprintf(f->tmp, sizeof f->tmp, "%s.tmp", path);
+    }
+    if (ok && rank == 0) {
+        if (!overwrite && access(path, F_OK) == 0) {
+            snprintf(err, errlen, "'%s' exists: pass --force to replace it", path);
+            ok = false;
+        } else {
+            ts_h5_quiet quiet = ts_h5_quiet_begin();
+            f->file = H5Fcreate(f->tmp, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
+            ok = f->file >= 0 && ts_h5_write_string_attr(f->file, "checkpoint", checkpoint) >= 0 &&
+                 ts_h5_write_int64_attr(f->file, "step", step) >= 0;
+            ts_h5_quiet_end(quiet);
+            if (!ok) snprintf(err, errlen, "cannot create the energies file '%s'", f->tmp);
+        }
+    }
+    if (!agree(comm, ok, err, errlen)) {
+        if (f && f->file >= 0) {
+            H5Fclose(f->file);
+            unlink(f->tmp);
+        }
+        free(f);
+        return NULL;
+    }
+    return f;
+}
+
+static bool write_dataset(hid_t group, const char *name, hid_t type, int ndim,
+                          const hsize_t *dims, const void *data, const char *units,
+                          const char *description) {
+    hid_t space = H5Screate_simple(ndim, dims, NULL);
+    if (space < 0) return false;
+    hid_t set = H5Dcreate2(group, name, type, space, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+    bool ok = set >= 0 && H5Dwrite(set, type, H5S_ALL, H5S_ALL, H5P_DEFAULT, data) >= 0 &&
+              ts_h5_write_string_attr(set, "units", units) >= 0 &&
+              ts_h5_write_string_attr(set, "description", description) >= 0;
+    if (set >= 0) ok = H5Dclose(set) >= 0 && ok;
+    H5Sclose(space);
+    return ok;
+}
+
+static bool write_group(hid_t file, const char *set, const char *setting,
+                        const ts_energy_trace *t, const double *energy, const double *loss,
+                        const int32_t *tokens) {
+    char safe[256], name[512];
+    snprintf(safe, sizeof safe, "%s", setting);
+    for (char *p = safe; *p; p++)
+        if (*p == '/') *p = '_';
+    snprintf(name, sizeof name, "sets/%s/%s", set, safe);
+    hid_t lcpl = H5Pcreate(H5P_LINK_CREATE);
+    if (lcpl < 0) return false;
+    bool ok = H5Pset_create_intermediate_group(lcpl, 1) >= 0;
+    hid_t group = ok ? H5Gcreate2(file, name, lcpl, H5P_DEFAULT, H5P_DEFAULT) : -1;
+    H5Pclose(lcpl);
+    if (group < 0) return false;
+    hsize_t w = (hsize_t)t->windows, p = (hsize_t)t->points, s = (hsize_t)t->seq;
+    ok = ts_h5_write_string_attr(group, "setting", setting) >= 0 &&
+         write_dataset(group, "energy", H5T_NATIVE_DOUBLE, 3, (hsize_t[]){w, p, s}, energy, "1",
+                       "energy of each position's prediction before every inference step, "
+                       "then of the final prediction (of the candidate kept there)") &&
+         write_dataset(group, "token_loss", H5T_NATIVE_DOUBLE, 2, (hsize_t[]){w, s}, loss,
+                       "nats", "cross-entropy of the final prediction of each position") &&
+         write_dataset(group, "tokens", H5T_NATIVE_INT32, 2, (hsize_t[]){w, s + 1}, tokens,
+                       "token id", "the window: position r predicts tokens[r + 1]");
+    return H5Gclose(group) >= 0 && ok;
+}
+
+bool ts_energies_append(ts_energies_file *f, const char *set, const char *setting,
+                        const ts_energy_trace *t, char *err, size_t errlen) {
+    long n_energy = t->windows * t->points * t->seq, n_loss = t->windows * t->seq;
+    long n_tokens = t->windows * (t->seq + 1);
+    bool root = f->rank == 0;
+    double *energy = root ? malloc((size_t)n_energy * sizeof *energy) : NULL;
+    double *loss = root ? malloc((size_t)n_loss * sizeof *loss) : NULL;
+    int32_t *tokens = root ? malloc((size_t)n_tokens * sizeof *tokens) : NULL;
+    int have = !root || (energy && loss && tokens), all = 0;
+    MPI_Allreduce(&have, &all, 1, MPI_INT, MPI_MIN, f->comm);
+    bool ok = all;
+    /* Every window belongs to one rank and is zero on the others. */
+    if (ok)
+        ok = MPI_Reduce(t->energy, energy, (int)n_energy, MPI_DOUBLE, MPI_SUM, 0, f->comm) ==
+                 MPI_SUCCESS &&
+             MPI_Reduce(t->token_loss, loss, (int)n_loss, MPI_DOUBLE, MPI_SUM, 0, f->comm) ==
+                 MPI_SUCCESS &&
+             MPI_Reduce(t->tokens, tokens, (int)n_tokens, MPI_INT32_T, MPI_SUM, 0, f->comm) ==
+                 MPI_SUCCESS;
+    if (!ok) snprintf(err, errlen, "out of memory or MPI failure gathering energies");
+    if (ok && root) {
+        ts_h5_quiet quiet = ts_h5_quiet_begin();
+        ok = write_group(f->file, set, setting, t, energy, loss, tokens);
+        ts_h5_quiet_end(quiet);
+        if (!ok) snprintf(err, errlen, "cannot write energies of %s/%s to '%s'", set, setting,
+                          f->tmp);
+    }
+    free(energy);
+    free(loss);
+    free(tokens);
+    return agree(f->comm, ok, err, errlen);
+}
+
+bool ts_energies_close(ts_energies_file *f, bool keep, char *err, size_t errlen) {
+    bool ok = true;
+    if (f->rank == 0) {
+        ok = H5Fclose(f->file) >= 0;
+        if (!ok) snprintf(err, errlen, "cannot close '%s'", f->tmp);
+        if (ok && keep && rename(f->tmp, f->path)) {
+            snprintf(err, errlen, "cannot rename '%s' to '%s': %s", f->tmp, f->path,
+                     strerror(errno));
+            ok = false;
+        }
+        if (!ok || !keep) unlink(f->tmp);
+    }
+    ok = agree(f->comm, ok, err, errlen);
+    free(f);
+    return ok;
+}

@@ -1,0 +1,182 @@
+/* The energy function of the EBT: the doubled sequence of the spec, computed
+ * as two streams that share every weight.
+ *
+ * Observed stream: [t_k; x_0..x_{L-1}] at RoPE positions 0..L, ordinary causal
+ * attention. It never attends to predictions, so it depends only on the
+ * tokens and the landscape k: it runs once per landscape and keeps each
+ * layer's keys and values (the last layer needs nothing else).
+ * Prediction stream: e_1..e_L at positions 2..L+1. Row r attends to the
+ * observed keys 0..r+1 (t_k, x_0..x_r) and to its own key, never to another
+ * prediction, so E.sum() gives every position its own gradient. The scores
+ * are [L, L+1] against the cached keys plus one self score per row, about
+ * the cost of a Transformer++ layer, instead of [2L+1, 2L+1] for the naive
+ * masked doubled sequence. */
+#include <math.h>
+
+#include "models/ebt_internal.h"
+#include "models/transformerpp.h"
+
+typedef struct ebt_observed {
+    ts_tensor **keys;   /* per layer [B, H, L+1, dh], RoPE applied */
+    ts_tensor **values; /* per layer [B, H, L+1, dh] */
+    bool ready;
+} ebt_observed;
+
+struct ebt_context {
+    ts_model *model;
+    int batch, seq;
+    ts_tensor *embedded;      /* [B, L, D] token embeddings */
+    int32_t *positions_obs;   /* 0..L */
+    int32_t *positions_pred;  /* 2..L+1 */
+    ts_tensor *obs_mask;      /* [L+1, L+1] causal */
+    ts_tensor *pred_mask;     /* [L, L+2]: row r keeps columns 0..r+1 and the last (itself) */
+    int n_landscapes;
+    ebt_observed *observed;   /* one per landscape */
+};
+
+static ts_tensor *linear(ts_ctx *ctx, ts_tensor *x, ts_tensor *w) {
+    return ts_matmul(ctx, x, w, false, true);
+}
+
+int ebt_landscapes(const ts_model_config *c) {
+    return c->ebt.landscapes > 0 ? c->ebt.landscapes : c->ebt.steps;
+}
+
+int ebt_landscape_of_step(const ts_model_config *c, int step) {
+    int n = ebt_landscapes(c);
+    return step < n ? step : n - 1;
+}
+
+ebt_context *ebt_context_new(ts_model *model, ts_ctx *ctx, const int32_t *inputs, int batch,
+                             int seq) {
+    const ts_model_config *c = &model->config;
+    ebt_context *e = ts_alloc(ctx, sizeof *e);
+    *e = (ebt_context){.model = model, .batch = batch, .seq = seq,
+                       .n_landscapes = ebt_landscapes(c)};
+    ts_tensor *embedded =
+        ts_embedding(ctx, ts_model_param(model, "embed"), inputs, (long)batch * seq);
+    e->embedded = ts_reshape(ctx, embedded, TS_SHAPE(batch, seq, c->width));
+    e->positions_obs = ts_alloc(ctx, (size_t)(seq + 1) * sizeof *e->positions_obs);
+    e->positions_pred = ts_alloc(ctx, (size_t)seq * sizeof *e->positions_pred);
+    for (int t = 0; t <= seq; t++) e->positions_obs[t] = t;
+    for (int r = 0; r < seq; r++) e->positions_pred[r] = r + 2;
+    e->obs_mask = ts_causal_mask(ctx, seq + 1);
+    e->pred_mask = ts_new(ctx, TS_SHAPE(seq, seq + 2));
+    for (int r = 0; r < seq; r++)
+        for (int j = 0; j < seq + 2; j++)
+            e->pred_mask->data[(long)r * (seq + 2) + j] =
+                (j <= r + 1 || j == seq + 1) ? 0 : -INFINITY;
+    e->observed = ts_alloc(ctx, (size_t)e->n_landscapes * sizeof *e->observed);
+    for (int k = 0; k < e->n_landscapes; k++) {
+        e->observed[k].keys = ts_alloc(ctx, (size_t)c->depth * sizeof(ts_tensor *));
+        e->observed[k].values = ts_alloc(ctx, (size_t)c->depth * sizeof(ts_tensor *));
+        e->observed[k].ready = false;
+    }
+    return e;
+}
+
+/* Keys (with RoPE) and values of normalised input u, split into heads. */
+static void project_keys_values(ts_ctx *ctx, const tpp_block_params *p, ts_tensor *u,
+                                const tpp_attention_input *in, ts_tensor **keys,
+                                ts_tensor **values) {
+    *keys = tpp_split_heads(ctx, linear(ctx, u, p->wk), in->n_heads, in->positions,
+                            in->rope_theta);
+    *values = tpp_split_heads(ctx, linear(ctx, u, p->wv), in->n_heads, NULL, 0);
+}
+
+/* Causal self-attention of the observed stream, keeping keys and values. */
+static ts_tensor *observed_attention(ts_ctx *ctx, const tpp_block_params *p, ts_tensor *q_in,
+                                     ts_tensor *kv_in, const tpp_attention_input *in) {
+    ebt_observed *obs = in->attention_user;
+    int dh = q_in->shape[2] / in->n_heads;
+    ts_tensor *q = tpp_split_heads(ctx, linear(ctx, q_in, p->wq), in->n_heads, in->positions,
+                                   in->rope_theta);
+    project_keys_values(ctx, p, kv_in, in, &obs->keys[in->layer], &obs->values[in->layer]);
+    ts_tensor *a = ts_attention(ctx, q, obs->keys[in->layer], obs->values[in->layer], in->mask,
+                                1.0 / sqrt((double)dh));
+    return linear(ctx, tpp_merge_heads(ctx, a), p->wo);
+}
+
+/* Row r: softmax over [q_r k_obs_0 .. q_r k_obs_{L}, q_r k_r] under the
+ * prediction mask, then the matching mix of observed values and its own. */
+static ts_tensor *prediction_attention(ts_ctx *ctx, const tpp_block_params *p, ts_tensor *q_in,
+                                       ts_tensor *kv_in, const tpp_attention_input *in) {
+    const ebt_observed *obs = in->attention_user;
+    int seq = q_in->shape[1], dh = q_in->shape[2] / in->n_heads;
+    ts_tensor *q = tpp_split_heads(ctx, linear(ctx, q_in, p->wq), in->n_heads, in->positions,
+                                   in->rope_theta);
+    ts_tensor *k, *v;
+    project_keys_values(ctx, p, kv_in, in, &k, &v);
+    q = ts_scale(ctx, q, 1.0 / sqrt((double)dh));
+    ts_tensor *context_scores = ts_matmul(ctx, q, obs->keys[in->layer], false, true);
+    ts_tensor *self_score = ts_sum(ctx, ts_mul(ctx, q, k), -1, true);
+    ts_tensor *scores = ts_concat(ctx, 2, (ts_tensor *[]){context_scores, self_score}, 3);
+    ts_tensor *probs = ts_softmax(ctx, scores, in->mask);
+    ts_tensor *mixed = ts_add(
+        ctx, ts_matmul(ctx, ts_slice(ctx, probs, 3, 0, seq + 1), obs->values[in->layer], false, false),
+        ts_mul(ctx, ts_slice(ctx, probs, 3, seq + 1, 1), v));
+    return linear(ctx, tpp_merge_heads(ctx, mixed), p->wo);
+}
+
+static tpp_attention_input attention_input(const ebt_context *e) {
+    const ts_model_config *c = &e->model->config;
+    return (tpp_attention_input){.rope_theta = c->rope_theta, .n_heads = c->heads,
+                                 .norm_eps = c->norm_eps};
+}
+
+void ebt_context_observe(ts_ctx *ctx, ebt_context *e, int landscape) {
+    if (landscape < 0 || landscape >= e->n_landscapes)
+        ts_fail(ctx, "ebt", "landscape %d outside the %d time embeddings", landscape,
+                e->n_landscapes);
+    ebt_observed *obs = &e->observed[landscape];
+    if (obs->ready) return;
+    ts_model *model = e->model;
+    const ts_model_config *c = &model->config;
+    int32_t index = landscape;
+    ts_tensor *time = ts_embedding(ctx, ts_model_param(model, "time_embed"), &index, 1);
+    time = ts_broadcast_to(ctx, ts_reshape(ctx, time, TS_SHAPE(1, 1, c->width)),
+                           TS_SHAPE(e->batch, 1, c->width));
+    ts_tensor *x = ts_concat(ctx, 2, (ts_tensor *[]){time, e->embedded}, 1);
+    tpp_attention_input in = attention_input(e);
+    in.mask = e->obs_mask;
+    in.positions = e->positions_obs;
+    in.attention = observed_attention;
+    in.attention_user = obs;
+    int last = c->depth - 1;
+    for (int l = 0; l < last; l++) {
+        tpp_block_params block = tpp_block(model, l);
+        in.layer = l;
+        x = tpp_block_forward(ctx, &block, x, &in);
+    }
+    /* Nothing reads the observed stream's output: its last layer only
+     * supplies keys and values to the predictions. */
+    tpp_block_params block = tpp_block(model, last);
+    project_keys_values(ctx, &block, ts_rmsnorm(ctx, x, block.attn_norm, c->norm_eps), &in,
+                        &obs->keys[last], &obs->values[last]);
+    obs->ready = true;
+}
+
+ts_tensor *ebt_energy(ts_ctx *ctx, ebt_context *e, ts_tensor *p, int landscape) {
+    ts_model *model = e->model;
+    const ts_model_config *c = &model->config;
+    char shape[64];
+    if (p->ndim != 3 || p->shape[0] != e->batch || p->shape[1] != e->seq ||
+        p->shape[2] != c->vocab_size)
+        ts_fail(ctx, "ebt", "predictions %s are not [%d, %d, %d]", ts_shape_str(p, shape, 64),
+                e->batch, e->seq, c->vocab_size);
+    ebt_context_observe(ctx, e, landscape);
+    ts_tensor *x = linear(ctx, p, ts_model_param(model, "vocab_to_embed"));
+    tpp_attention_input in = attention_input(e);
+    in.mask = e->pred_mask;
+    in.positions = e->positions_pred;
+    in.attention = prediction_attention;
+    in.attention_user = &e->observed[landscape];
+    for (int l = 0; l < c->depth; l++) {
+        tpp_block_params block = tpp_block(model, l);
+        in.layer = l;
+        x = tpp_block_forward(ctx, &block, x, &in);
+    }
+    x = ts_rmsnorm(ctx, x, ts_model_param(model, "final_norm"), c->norm_eps);
+    ts_tensor *energy = linear(ctx, x, ts_model_param(model, "energy_head"));
+    return ts_reshape(ctx, energy, TS_SHAPE(e->batch, e->seq));
+}
