@@ -7,6 +7,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "models/ebt_preset.h"
+
 enum key_type { KEY_INT, KEY_LONG, KEY_DOUBLE, KEY_STRING };
 
 typedef struct config_key {
@@ -34,6 +36,7 @@ static const config_key keys[] = {
     /* Energy-Based Transformer: ../shared/specs/ebt.md */
     {"ebt", "preset", KEY_STRING, STR(model.ebt.preset), "s1 or s2: the spec's settings for keys not set explicitly", false},
     {"ebt", "steps", KEY_INT, FIELD(model.ebt.steps), 0, "gradient steps on the prediction per forward", false},
+    {"ebt", "landscapes", KEY_INT, FIELD(model.ebt.landscapes), 0, "time embeddings: step t uses min(t, landscapes-1) (0: one per step)", false},
     {"ebt", "step_size", KEY_DOUBLE, FIELD(model.ebt.step_size), 0, "alpha", false},
     {"ebt", "step_size_learnable", KEY_INT, FIELD(model.ebt.step_size_learnable), 0, "1: alpha is a parameter", false},
     {"ebt", "step_size_lr_mult", KEY_DOUBLE, FIELD(model.ebt.step_size_lr_mult), 0, "learning-rate multiplier of alpha", false},
@@ -41,7 +44,7 @@ static const config_key keys[] = {
     {"ebt", "random_steps", KEY_INT, FIELD(model.ebt.random_steps), 0, "up to this many extra steps per forward (0: off)", false},
     {"ebt", "langevin_noise", KEY_DOUBLE, FIELD(model.ebt.langevin_noise), 0, "sigma of noise on the logits per step", false},
     {"ebt", "replay_size", KEY_INT, FIELD(model.ebt.replay_size), 0, "replay buffer entries per rank (0: off)", false},
-    {"ebt", "replay_fraction", KEY_DOUBLE, FIELD(model.ebt.replay_fraction), 0, "share of a batch started from the buffer", false},
+    {"ebt", "replay_fraction", KEY_DOUBLE, FIELD(model.ebt.replay_fraction), 0, "replayed sequences per rank, as a share of the local batch, added to it", false},
     {"ebt", "mode", KEY_STRING, STR(model.ebt.mode), "s1: detach between steps; s2: no detach, truncated", false},
     {"ebt", "loss_on", KEY_STRING, STR(model.ebt.loss_on), "mean (over steps) or final", false},
     {"ebt", "init", KEY_STRING, STR(model.ebt.init), "random or zero initial logits", false},
@@ -49,7 +52,7 @@ static const config_key keys[] = {
     {"ebt", "infer_steps", KEY_INT, FIELD(model.ebt.infer_steps), 0, "steps at inference (0: as trained)", true},
     {"ebt", "infer_samples", KEY_INT, FIELD(model.ebt.infer_samples), 0, "self-verification candidates", true},
     {"ebt", "infer_step_size", KEY_DOUBLE, FIELD(model.ebt.infer_step_size), 0, "alpha at inference (0: as trained)", true},
-    {"ebt", "infer_noise", KEY_DOUBLE, FIELD(model.ebt.infer_noise), 0, "Langevin noise at inference", true},
+    {"ebt", "infer_noise", KEY_DOUBLE, FIELD(model.ebt.infer_noise), 0, "Langevin noise at inference (0: as trained, < 0: none)", true},
     /* Free Transformer: ../shared/specs/free-transformer.md */
     {"free", "latent_bits", KEY_INT, FIELD(model.free.latent_bits), 0, "H: the latent has 2^H states", false},
     {"free", "kappa", KEY_DOUBLE, FIELD(model.free.kappa), 0, "free bits per token (nats)", false},
@@ -268,6 +271,7 @@ bool ts_config_set_inference(ts_run_config *config, const char *assignment, char
 }
 
 bool ts_config_validate(ts_run_config *c, char *err, size_t errlen) {
+    if (!ebt_apply_preset(c, err, errlen)) return false;
     if (!strcmp(c->optimizer, "adamw")) c->optim.kind = TS_ADAMW;
     else if (!strcmp(c->optimizer, "sgd")) c->optim.kind = TS_SGD;
     else {

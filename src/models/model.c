@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "models/ebt.h"
 #include "models/free_transformer.h"
 #include "models/transformerpp.h"
 
@@ -16,6 +17,7 @@ static const struct {
     arch_setup_fn setup;
 } architectures[] = {
     {"transformerpp", tpp_model_setup},
+    {"ebt", ebt_model_setup},
     {"free", free_model_setup},
 };
 static const int n_architectures = (int)(sizeof architectures / sizeof architectures[0]);

@@ -16,6 +16,7 @@
 typedef struct ts_ebt_config {
     char preset[8];               /* "", "s1" or "s2": the spec's table, applied before other keys */
     int steps;                    /* mcmc_num_steps */
+    int landscapes;               /* time embeddings; step t uses min(t, landscapes - 1); 0: steps */
     double step_size;             /* alpha */
     int step_size_learnable;      /* alpha is a parameter */
     double step_size_lr_mult;     /* its learning-rate multiplier */
@@ -32,7 +33,7 @@ typedef struct ts_ebt_config {
     int infer_steps;
     int infer_samples;            /* self-verification candidates G (1: off) */
     double infer_step_size;
-    double infer_noise;
+    double infer_noise;           /* 0: as in training; < 0: none */
 } ts_ebt_config;
 
 /* The Free Transformer (../shared/specs/free-transformer.md). */
