@@ -7,6 +7,7 @@
 
 #include "models/ebt.h"
 #include "models/free_transformer.h"
+#include "models/nexus.h"
 #include "models/transformerpp.h"
 
 /* Every architecture registers here: its config.arch name and the function
@@ -18,6 +19,7 @@ static const struct {
 } architectures[] = {
     {"transformerpp", tpp_model_setup},
     {"ebt", ebt_model_setup},
+    {"nexus", nexus_model_setup},
     {"free", free_model_setup},
 };
 static const int n_architectures = (int)(sizeof architectures / sizeof architectures[0]);
