@@ -1,0 +1,83 @@
+#!/usr/bin/env bash
+# Nexus benchmark (issue 6): executed FLOPs and seconds per training step of
+# Nexus at attention orders 1, 2 and 3 relative to Transformer++, at the size
+# of bench_train.sh (D = 256, L = 4, T = 256, 8 sequences per step, one rank,
+# one BLAS thread). Reads metrics.h5: FLOPs are the median over steps after
+# the first 3 (which pay first-touch page faults); seconds per step are the
+# fastest step after those, because ratios of medians swing by 2x when other
+# processes share the cores, while the fastest step is the least disturbed.
+# Also the inference FLOPs per token of the order-3 model evaluated at orders
+# 1, 2, 3 (the inference-compute knob).
+# BENCH_STEPS sets the steps per run (default 15).
+# BENCH_VARIANT=unshared|selfrefine benchmarks another variant (default shared).
+# Targets:
+#   - order 1 executes exactly Transformer++'s FLOPs (it is the same computation);
+#   - FLOPs grow linearly with the order (each level adds the same work);
+#   - seconds per step grow no faster than executed FLOPs: t_m / t_T++ <=
+#     1.15 * f_m / f_T++ for every order (the extra levels run at no less than
+#     ~87% of the baseline's arithmetic rate).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMPI_MCA_rmaps_base_oversubscribe=1
+export OPENBLAS_NUM_THREADS=1
+bin=${BENCH_BIN:-build/float/thinkscale} # BENCH_BIN: a copy, while others rebuild
+steps=${BENCH_STEPS:-15}
+variant=${BENCH_VARIANT:-shared}
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+cat /usr/share/common-licenses/* >"$tmp/text.txt"
+"$bin" data convert --input "$tmp/text.txt" --output "$tmp/corpus.h5" --name licenses >/dev/null
+
+run() { # run NAME [--set k=v ...]
+    local name=$1
+    shift
+    mpirun -np 1 "$bin" train /dev/null \
+        --set model.width=256 --set model.depth=4 --set model.heads=4 --set model.context=256 \
+        --set model.ffn_mult=1.0 --set train.steps="$steps" --set train.batch=8 \
+        --set train.warmup=2 --set train.log_every=5 --set train.eval_batches=1 \
+        --set data.train="$tmp/corpus.h5" --set run.dir="$tmp/$name" "$@" >"$tmp/$name.log" 2>&1 ||
+        { cat "$tmp/$name.log"; exit 1; }
+}
+run tpp --set model.arch=transformerpp
+for order in 1 2 3; do
+    run order$order --set model.arch=nexus --set nexus.variant="$variant" --set nexus.order=$order
+done
+mpirun -np 1 "$bin" eval --run "$tmp/order3" --data "$tmp/corpus.h5" --windows 8 --order 1,2,3 \
+    --output "$tmp/infer.h5" >"$tmp/infer.log" 2>&1 || { cat "$tmp/infer.log"; exit 1; }
+/usr/bin/python3 - "$tmp" "$variant" <<'PY'
+import re, sys, h5py, numpy as np
+tmp, variant = sys.argv[1], sys.argv[2]
+def stats(name):
+    with h5py.File(f"{tmp}/{name}/metrics.h5", "r") as m:
+        t = m["train"]
+        wall = t["wall_time"][...]
+        tokens = np.median(np.diff(t["tokens"][...])[2:])
+        return np.median(t["flops"][3:]), np.min(np.diff(wall)[2:]), tokens
+def non_embedding(name):
+    log = open(f"{tmp}/{name}.log").read()
+    return int(re.search(r"\((\d+) non-embedding\)", log).group(1))
+names = ["tpp", "order1", "order2", "order3"]
+flops, seconds, tokens = zip(*(stats(n) for n in names))
+six_n = [6 * non_embedding(n) * tokens[i] for i, n in enumerate(names)]
+print(f"Nexus ({variant}) vs Transformer++: D=256 L=4 T=256, 8 sequences per step, 1 rank")
+print(f"{'model':<16} {'GFLOP/step':>11} {'x T++':>8} {'6N x T++':>9} {'s/step':>8} {'x T++':>8} {'GFLOP/s':>8}")
+for i, label in enumerate(["Transformer++", "Nexus order 1", "Nexus order 2", "Nexus order 3"]):
+    print(f"{label:<16} {flops[i] / 1e9:11.3f} {flops[i] / flops[0]:8.4f} {six_n[i] / six_n[0]:9.4f} "
+          f"{seconds[i]:8.3f} {seconds[i] / seconds[0]:8.3f} {flops[i] / seconds[i] / 1e9:8.2f}")
+with h5py.File(f"{tmp}/infer.h5", "r") as e:
+    rows = e["sets/licenses"]
+    infer = [rows[f"nexus.infer_order={m}"].attrs["flops"] / rows[f"nexus.infer_order={m}"].attrs["tokens"]
+             for m in (1, 2, 3)]
+print("inference (order-3 model, teacher-forced) FLOP/token at orders 1, 2, 3: "
+      + ", ".join(f"{f / 1e6:.2f}M (x{f / infer[0]:.3f})" for f in infer))
+flop_ratio = [f / flops[0] for f in flops]
+time_ratio = [s / seconds[0] for s in seconds]
+order1_exact = flops[1] == flops[0]
+linear = abs((flops[3] - flops[2]) - (flops[2] - flops[1])) <= 1e-9 * flops[3]
+rate_ok = all(time_ratio[i] <= 1.15 * flop_ratio[i] for i in (1, 2, 3))
+ok = order1_exact and linear and rate_ok
+print(f"NEXUS_BENCH variant={variant} flops_x_tpp={flop_ratio[1]:.4f},{flop_ratio[2]:.4f},{flop_ratio[3]:.4f} "
+      f"seconds_x_tpp={time_ratio[1]:.3f},{time_ratio[2]:.3f},{time_ratio[3]:.3f} "
+      f"targets=order1_flops_equal,flops_linear_in_order,time_ratio<=1.15*flop_ratio "
+      f"{'PASSED' if ok else 'FAILED'}")
+PY
