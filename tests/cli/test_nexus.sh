@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Nexus end to end (docs/nexus.md): a tiny model trained at order 2 follows
+# Nexus end to end (docs/nexus.md): at order 1 a tiny model trains exactly
+# as Transformer++ from the same seed; a tiny model trained at order 2 follows
 # the same loss trajectory on 1 and 2 ranks (tolerances as
 # test_train_ranks.sh: relative 1e-4 per step in float, 1e-10 in double);
 # `thinkscale eval --order 1,2,3` evaluates every order in one call, its
@@ -34,6 +35,18 @@ for build in float double; do
     check "$build: 1 and 2 ranks agree within $tol" below "$diff" "$tol"
 done
 check "the trainer reports the Nexus model" contains "$tmp/float-1.log" "thinkscale train: nexus"
+
+# Order 1 with shared weights is Transformer++: the same seed initialises the
+# same table, so training follows the identical trajectory, bit for bit.
+tiny_train 1 "$bin" "$tmp/tpp" >"$tmp/tpp.log" 2>&1
+tiny_train 1 "$bin" "$tmp/order1" --set model.arch=nexus --set nexus.order=1 >"$tmp/order1.log" 2>&1
+py - "$tmp/tpp/metrics.h5" "$tmp/order1/metrics.h5" <<'PY'
+import sys, h5py, numpy as np
+a, b = (h5py.File(p, "r")["train/loss"][...] for p in sys.argv[1:])
+print(f"Transformer++ vs Nexus order 1: {len(a)} and {len(b)} steps, final losses {a[-1]:.7f} {b[-1]:.7f}")
+sys.exit(0 if len(a) == len(b) == 30 and np.array_equal(a, b) else 1)
+PY
+check "Nexus order 1 trains exactly as Transformer++ (30 identical losses)" [ $? -eq 0 ]
 
 # The trainer evaluates eval_batches * batch = 16 windows at the training order.
 for np in 1 2; do
