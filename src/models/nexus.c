@@ -21,6 +21,8 @@ typedef struct nexus_state {
     int *level_index;
 } nexus_state;
 
+static const ts_model_ops nexus_ops; /* defined below, with the functions it names */
+
 static const ts_model_stat nexus_stats[] = {
     {"attention_order", "levels",
      "attention order m the batch ran at (nexus.infer_order in evaluation when set)"},
@@ -66,8 +68,10 @@ static ts_tensor *self_refine(ts_ctx *ctx, ts_tensor *x, const tpp_attention_inp
 ts_tensor *nexus_attention(ts_ctx *ctx, const tpp_block_params *p, ts_tensor *q_in,
                            ts_tensor *kv_in, const tpp_attention_input *in) {
     const nexus_attention_user *user = in->attention_user;
-    if (!user || !user->model || user->order < 1)
-        ts_fail(ctx, "nexus_attention", "needs a nexus_attention_user with an order >= 1");
+    if (!user || !user->model || user->model->ops != &nexus_ops || user->order < 1)
+        ts_fail(ctx, "nexus_attention",
+                "needs a nexus_attention_user with a Nexus model and an "
+                "order >= 1");
     const nexus_state *state = user->model->arch;
     int d = q_in->shape[2];
     if (d % in->n_heads)
@@ -124,8 +128,7 @@ ts_tensor *nexus_logits(ts_model *model, ts_ctx *ctx, const int32_t *inputs, int
     return tpp_logits_from_embeddings(model, ctx, x, &attention);
 }
 
-static ts_tensor *nexus_loss(ts_model *model, ts_ctx *ctx, const ts_batch *batch,
-                             double *stats) {
+static ts_tensor *nexus_loss(ts_model *model, ts_ctx *ctx, const ts_batch *batch, double *stats) {
     char err[128];
     int order = nexus_order_for_mode(&model->config.nexus, batch->mode, err, sizeof err);
     if (order < 1) ts_fail(ctx, "nexus", "%s", err);
@@ -179,8 +182,7 @@ bool nexus_model_setup(ts_model *model, char *err, size_t errlen) {
                  c->order);
         return false;
     }
-    if (c->infer_order != 0 && nexus_order_for_mode(c, TS_MODE_EVAL, err, errlen) < 1)
-        return false;
+    if (c->infer_order != 0 && nexus_order_for_mode(c, TS_MODE_EVAL, err, errlen) < 1) return false;
     int variant = -1;
     for (int i = 0; i < (int)(sizeof variant_names / sizeof variant_names[0]); i++)
         if (!strcmp(c->variant, variant_names[i])) variant = i;

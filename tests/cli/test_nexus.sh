@@ -79,7 +79,9 @@ check "order 2 equals the trainer's evaluation; ranks agree; each row ran at its
 for variant in unshared selfrefine; do
     tiny_train 2 "$bin" "$tmp/$variant" "${nexus[@]}" --set nexus.variant=$variant \
         --set train.steps=10 >"$tmp/$variant.log" 2>&1
-    check "$variant trains" [ $? -eq 0 ]
+    status=$?
+    [ $status -eq 0 ] || tail -5 "$tmp/$variant.log"
+    check "$variant trains" [ $status -eq 0 ]
     mpirun -np 2 "$bin" eval --run "$tmp/$variant" --data "$tmp/corpus.h5" --windows 8 \
         --order 1,3 --output "$tmp/$variant-eval.h5" >"$tmp/$variant-eval.log" 2>&1
     check "$variant evaluates at orders 1 and 3" contains "$tmp/$variant-eval.log" "nexus.infer_order=3"
@@ -90,11 +92,11 @@ unshared_params=$(grep -o '[0-9]* parameters' "$tmp/unshared.log")
 check "unshared adds 2 x 2 x 32 x 32 parameters ($shared_params -> $unshared_params)" \
     [ "${unshared_params% *}" -eq $((${shared_params% *} + 4096)) ]
 
-fails_with() {
+fails_with() { # fails_with LOG PATTERN COMMAND...: fails, saying PATTERN (else shows LOG)
     local log=$1 pattern=$2
     shift 2
     "$@" >"$log" 2>&1 && return 1
-    grep -q -- "$pattern" "$log"
+    grep -q -- "$pattern" "$log" || { tail -5 "$log"; return 1; }
 }
 check "order 0 is refused" fails_with "$tmp/e1" "nexus.order must be between 1 and 16" \
     tiny_train 1 "$bin" "$tmp/bad" --set model.arch=nexus --set nexus.order=0

@@ -9,7 +9,8 @@
  *  - the parameter gradient against finite differences (per element in the
  *    double build, along a random direction in every build);
  *  - the unshared wiring, the rule for inference orders beyond the trained
- *    one, the extra executed FLOPs per order, and configuration errors. */
+ *    one, the extra executed FLOPs per order, configuration errors and
+ *    misuse of the attention function. */
 #include <math.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -45,9 +46,15 @@ static const char *const variants[] = {"shared", "unshared", "selfrefine"};
 enum { N_VARIANTS = 3 };
 
 static ts_model_config tiny_config(const char *arch, const char *variant, int order) {
-    ts_model_config c = {.vocab_size = VOCAB, .context = SEQ, .depth = DEPTH, .width = WIDTH,
-                         .heads = HEADS, .ffn_mult = 1.5, .norm_eps = 1e-5,
-                         .rope_theta = 10000, .nexus = {.order = order}};
+    ts_model_config c = {.vocab_size = VOCAB,
+                         .context = SEQ,
+                         .depth = DEPTH,
+                         .width = WIDTH,
+                         .heads = HEADS,
+                         .ffn_mult = 1.5,
+                         .norm_eps = 1e-5,
+                         .rope_theta = 10000,
+                         .nexus = {.order = order}};
     strcpy(c.arch, arch);
     strcpy(c.nexus.variant, variant);
     return c;
@@ -73,8 +80,10 @@ static void tpp_logits_into(ts_model *model, ts_ctx *ctx, const int32_t *inputs,
     bool recording = ts_set_grad_enabled(ctx, false);
     int32_t positions[SEQ];
     for (int t = 0; t < SEQ; t++) positions[t] = t;
-    tpp_attention_input in = {.mask = ts_causal_mask(ctx, SEQ), .positions = positions,
-                              .rope_theta = model->config.rope_theta, .n_heads = HEADS,
+    tpp_attention_input in = {.mask = ts_causal_mask(ctx, SEQ),
+                              .positions = positions,
+                              .rope_theta = model->config.rope_theta,
+                              .n_heads = HEADS,
                               .norm_eps = model->config.norm_eps};
     ts_tensor *x = ts_embedding(ctx, ts_model_param(model, "embed"), inputs, BATCH * SEQ);
     x = ts_reshape(ctx, x, TS_SHAPE(BATCH, SEQ, WIDTH));
@@ -149,7 +158,8 @@ static void copy_shared_params(ts_model *nexus, const ts_model *tpp) {
 /* Copies the named parameter's values from one model to another. */
 static void copy_param(ts_model *to, const char *to_name, const ts_model *from,
                        const char *from_name) {
-    int i = ts_param_table_find(&to->table, to_name), j = ts_param_table_find(&from->table, from_name);
+    int i = ts_param_table_find(&to->table, to_name),
+        j = ts_param_table_find(&from->table, from_name);
     assert_true(i >= 0 && j >= 0);
     assert_int_equal(to->table.entries[i].numel, from->table.entries[j].numel);
     memcpy(to->params + to->table.entries[i].offset, from->params + from->table.entries[j].offset,
@@ -230,10 +240,8 @@ static void test_higher_orders_change_the_output(void **state) {
             nexus_logits_into(model, &ctx, inputs, order, logits[order - 1]);
         /* Position 0 sees only itself, where every level's attention is the
          * identity on V; every later position must change with the order. */
-        assert_true(count_different(logits[0], logits[1], N_LOGITS) >
-                    N_LOGITS - BATCH * VOCAB - 1);
-        assert_true(count_different(logits[1], logits[2], N_LOGITS) >
-                    N_LOGITS - BATCH * VOCAB - 1);
+        assert_true(count_different(logits[0], logits[1], N_LOGITS) > N_LOGITS - BATCH * VOCAB - 1);
+        assert_true(count_different(logits[1], logits[2], N_LOGITS) > N_LOGITS - BATCH * VOCAB - 1);
         ts_model_destroy(model);
     }
     ts_ctx_free(&ctx);
@@ -258,8 +266,8 @@ static void check_causal(ts_model *model, ts_ctx *ctx, int order, const char *wh
             long after = count_different(base + row + (long)cut * VOCAB,
                                          changed + row + (long)cut * VOCAB, VOCAB);
             if (before)
-                fail_msg("%s order %d: %ld logits before position %d depend on later tokens",
-                         what, order, before, cut);
+                fail_msg("%s order %d: %ld logits before position %d depend on later tokens", what,
+                         order, before, cut);
             if (!after)
                 fail_msg("%s order %d: position %d ignores its own perturbed token", what, order,
                          cut);
@@ -302,8 +310,11 @@ static void test_the_causality_check_sees_a_leak(void **state) {
         bool recording = ts_set_grad_enabled(&ctx, false);
         nexus_attention_user user = {.model = model, .order = 2};
         tpp_attention_input in = {.mask = ts_zeros(&ctx, TS_SHAPE(SEQ, SEQ)),
-                                  .positions = positions, .rope_theta = 10000, .n_heads = HEADS,
-                                  .norm_eps = 1e-5, .attention = nexus_attention,
+                                  .positions = positions,
+                                  .rope_theta = 10000,
+                                  .n_heads = HEADS,
+                                  .norm_eps = 1e-5,
+                                  .attention = nexus_attention,
                                   .attention_user = &user};
         ts_tensor *x = ts_embedding(&ctx, ts_model_param(model, "embed"), inputs, BATCH * SEQ);
         x = ts_reshape(&ctx, x, TS_SHAPE(BATCH, SEQ, WIDTH));
@@ -361,15 +372,18 @@ static void check_gradient(const char *variant, int order) {
     ts_rng_fill_normal(&rng, direction, n, 0, 1);
     double analytic = 0;
     for (long i = 0; i < n; i++) analytic += (double)model->grads[i] * direction[i];
-    for (long i = 0; i < n; i++) model->params[i] = saved[i] + (ts_real)DIRECTIONAL_STEP * direction[i];
+    for (long i = 0; i < n; i++)
+        model->params[i] = saved[i] + (ts_real)DIRECTIONAL_STEP * direction[i];
     double up = loss_value(model, &ctx, &batch);
-    for (long i = 0; i < n; i++) model->params[i] = saved[i] - (ts_real)DIRECTIONAL_STEP * direction[i];
+    for (long i = 0; i < n; i++)
+        model->params[i] = saved[i] - (ts_real)DIRECTIONAL_STEP * direction[i];
     double down = loss_value(model, &ctx, &batch);
     memcpy(model->params, saved, sizeof(ts_real) * (size_t)n);
     double fd = (up - down) / (2 * DIRECTIONAL_STEP);
     double error = fabs(fd - analytic) / fmax(fabs(analytic), 1e-12);
     print_message("    %s order %d: directional derivative %.10g, finite difference %.10g, "
-                  "relative error %.2g\n", variant, order, analytic, fd, error);
+                  "relative error %.2g\n",
+                  variant, order, analytic, fd, error);
     if (error > DIRECTIONAL_TOLERANCE)
         fail_msg("%s order %d: directional relative error %.3g", variant, order, error);
 
@@ -525,8 +539,7 @@ static void test_extra_flops_per_order(void **state) {
     ts_reset_flops(&ctx);
     tpp_logits_into(tpp, &ctx, inputs, logits);
     double baseline = ts_flops_total(&ctx);
-    const double per_level[N_VARIANTS] = {2 * projection + core, 2 * projection + core,
-                                          2 * refine};
+    const double per_level[N_VARIANTS] = {2 * projection + core, 2 * projection + core, 2 * refine};
     for (int v = 0; v < N_VARIANTS; v++) {
         ts_model *model = create("nexus", variants[v], 3);
         ts_model_bind(model, &ctx);
@@ -555,7 +568,8 @@ static void expect_rejected(ts_model_config config, const char *message) {
 
 static void test_configuration_errors(void **state) {
     (void)state;
-    expect_rejected(tiny_config("nexus", "shared", 0), "nexus.order must be between 1 and 16, got 0");
+    expect_rejected(tiny_config("nexus", "shared", 0),
+                    "nexus.order must be between 1 and 16, got 0");
     expect_rejected(tiny_config("nexus", "shared", 17), "got 17");
     expect_rejected(tiny_config("nexus", "mixed", 2), "not 'mixed'");
     ts_model_config c = tiny_config("nexus", "shared", 2);
@@ -585,32 +599,51 @@ static void record_and_jump(void *user, const char *message) {
     longjmp(c->back, 1);
 }
 
-/* Keys and values from another stream have no inner attention: refused
- * above order 1 through ts_fail. */
-static void test_kv_source_needs_order_one(void **state) {
-    (void)state;
+/* Runs nexus_attention in every block of `model` at `order` (with keys and
+ * values from a second stream when asked) and returns the message it failed
+ * with, or "" when it ran. */
+static const char *attention_failure(const char *arch, int order, bool kv_source) {
     static ts_ctx ctx; /* static: not indeterminate after the longjmp */
     static caught c;
     static ts_model *model;
     assert_true(ts_ctx_init(&ctx, 1 << 20));
-    model = create("nexus", "shared", 2);
+    model = create(arch, "shared", 2);
     ts_model_bind(model, &ctx);
     ts_ctx_set_error_handler(&ctx, record_and_jump, &c);
     c.message[0] = '\0';
     if (setjmp(c.back) == 0) {
         int32_t positions[SEQ] = {0, 1, 2, 3, 4, 5, 6};
-        nexus_attention_user user = {.model = model, .order = 2};
+        nexus_attention_user user = {.model = model, .order = order};
         ts_tensor *x = ts_zeros(&ctx, TS_SHAPE(BATCH, SEQ, WIDTH));
-        tpp_attention_input in = {.mask = ts_causal_mask(&ctx, SEQ), .positions = positions,
-                                  .rope_theta = 10000, .n_heads = HEADS, .norm_eps = 1e-5,
-                                  .kv_source = ts_zeros(&ctx, TS_SHAPE(BATCH, SEQ, WIDTH)),
-                                  .attention = nexus_attention, .attention_user = &user};
+        tpp_attention_input in = {.mask = ts_causal_mask(&ctx, SEQ),
+                                  .positions = positions,
+                                  .rope_theta = 10000,
+                                  .n_heads = HEADS,
+                                  .norm_eps = 1e-5,
+                                  .kv_source = kv_source ? x : NULL,
+                                  .attention = nexus_attention,
+                                  .attention_user = &user};
         tpp_logits_from_embeddings(model, &ctx, x, &in);
     }
     ts_model_destroy(model);
     ts_ctx_free(&ctx);
-    if (!strstr(c.message, "order 2 needs self-attention"))
-        fail_msg("message \"%s\" does not refuse kv_source at order 2", c.message);
+    return c.message;
+}
+
+/* Misuse goes through ts_fail: keys and values from another stream have no
+ * inner attention above order 1, and the state must be a Nexus model's. */
+static void test_attention_misuse(void **state) {
+    (void)state;
+    assert_string_equal(attention_failure("nexus", 1, true), "");
+    assert_string_equal(attention_failure("nexus", 2, false), "");
+    const char *message = attention_failure("nexus", 2, true);
+    if (!strstr(message, "order 2 needs self-attention"))
+        fail_msg("message \"%s\" does not refuse kv_source at order 2", message);
+    message = attention_failure("transformerpp", 2, false);
+    if (!strstr(message, "with a Nexus model"))
+        fail_msg("message \"%s\" does not refuse a Transformer++ model", message);
+    message = attention_failure("nexus", 0, false);
+    if (!strstr(message, "order >= 1")) fail_msg("message \"%s\" does not refuse order 0", message);
 }
 
 int main(void) {
@@ -627,7 +660,7 @@ int main(void) {
         cmocka_unit_test(test_unshared_levels),
         cmocka_unit_test(test_extra_flops_per_order),
         cmocka_unit_test(test_configuration_errors),
-        cmocka_unit_test(test_kv_source_needs_order_one),
+        cmocka_unit_test(test_attention_misuse),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
