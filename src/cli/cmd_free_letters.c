@@ -1,0 +1,613 @@
+/* thinkscale free-letters --dir DIR [--kappa-bits B[,B...]] [--steps N] [--groups G]
+ *                        [--samples S] [--train-lines N] [--eval-windows N] [--seed S]
+ *                        [--prompt-latents prior|encoder] [--set section.key=value]...
+ * The Free Transformer paper's synthetic experiment (Section 4.1): train on
+ * the letter task at several kappas, then generate groups of lines that
+ * share one latent Z and groups whose lines each draw their own, and measure
+ * what Z decides: how often lines of a group agree on the letters' position
+ * and on the noise pattern. Collective under mpirun (training uses every
+ * rank; evaluation and sampling run on rank 0). */
+#include <errno.h>
+#include <hdf5.h>
+#include <math.h>
+#include <mpi.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "cli/commands.h"
+#include "cli/config.h"
+#include "cli/spmd_command.h"
+#include "data/letter_task.h"
+#include "io/checkpoint.h"
+#include "io/provenance.h"
+#include "models/free_transformer.h"
+#include "train/evaluate.h"
+#include "train/trainer.h"
+
+#define MAX_KAPPAS 8
+#define MAX_SETS 32
+#define GEN_LEN (TS_LETTER_PROMPT + TS_LETTER_BODY) /* a line without its newline */
+/* Generation continues a validation line: training windows start anywhere
+ * in the stream, so a line that starts the context would be a rare case. */
+#define PROMPT_LEN (TS_LETTER_LINE + TS_LETTER_PROMPT)
+#define FULL_LEN (TS_LETTER_LINE + GEN_LEN)
+#define EVAL_BATCH 8
+
+/* ts_rng_seed_stream purposes of the sampling phase. */
+enum { PURPOSE_PROMPT = 0x70726f6d, PURPOSE_LATENT = 0x6c61746e, PURPOSE_TOKENS = 0x746f6b6e };
+
+typedef struct letters_args {
+    const char *dir;
+    int n_kappas;
+    double kappa_bits[MAX_KAPPAS];
+    long steps;
+    int groups;
+    int samples;
+    long train_lines;
+    long eval_windows;
+    long seed;
+    bool prompt_from_encoder;
+    int n_sets;
+    const char *sets[MAX_SETS];
+} letters_args;
+
+/* The model and schedule of the experiment; --set overrides any of them. */
+static const char *const letter_config[] = {
+    "model.arch=free",
+    "model.context=136",
+    "model.depth=4",
+    "model.width=128",
+    "model.heads=4",
+    "model.ffn_mult=1",
+    "free.latent_bits=8",
+    "train.batch=32",
+    "train.lr=2e-3",
+    "train.warmup=100",
+    "train.log_every=100",
+    "train.eval_batches=2",
+    "train.checkpoint_every=500",
+    "train.keep_checkpoints=1",
+};
+
+static void letters_usage(FILE *out) {
+    fprintf(out,
+            "usage: thinkscale free-letters --dir DIR [--kappa-bits B[,B...]] [--steps N]\n"
+            "                               [--groups G] [--samples S] [--train-lines N]\n"
+            "                               [--eval-windows N] [--seed S]\n"
+            "                               [--prompt-latents prior|encoder] [--set k=v]...\n"
+            "  The Free Transformer's synthetic letter task (paper, Section 4.1), under mpirun:\n"
+            "  writes DIR/letters_SEED_N.h5, trains one Free Transformer per kappa in\n"
+            "  DIR/kappa_bits_B (resuming if it exists), then generates G groups of S lines\n"
+            "  sharing one Z per group and G groups of S lines with a Z each (each group\n"
+            "  continues a validation line with a prompt \"X>\" of its own), into\n"
+            "  DIR/samples_kappa_bits_B.txt and DIR/samples.h5, and prints how often lines of\n"
+            "  a group agree on the letters' position and on the noise pattern.\n"
+            "  --kappa-bits    free bits per token, in bits (default 0.015625,0.125,1,8:\n"
+            "                  the paper's log(2)/64, log(2)/8, log(2), 8 log(2) nats)\n"
+            "  --steps N       optimiser steps per kappa (default 4000)\n"
+            "  --groups G      groups per sampling mode (default 16); --samples S per group (8)\n"
+            "  --train-lines N lines of training data (default 100000); --eval-windows N\n"
+            "                  validation windows for the KL and losses (default 256)\n"
+            "  --prompt-latents  Z of the prompt (context line and \"X>\"): from the prior\n"
+            "                  (default) or the encoder's posterior (prompt prefill); generated\n"
+            "                  tokens always take Z from the prior\n"
+            "  --set k=v       any training key (model size, batch, lr ...), every kappa\n");
+}
+
+static bool parse_positive(const char *opt, const char *value, long max, long *out, char *err,
+                           size_t errlen) {
+    char *end;
+    errno = 0;
+    long v = strtol(value, &end, 10);
+    if (errno || *end || v < 1 || v > max) {
+        snprintf(err, errlen, "%s needs an integer in [1, %ld], got '%s'", opt, max, value);
+        return false;
+    }
+    *out = v;
+    return true;
+}
+
+static bool parse_letters_args(int argc, char **argv, void *out, char *err, size_t errlen) {
+    letters_args *a = out;
+    *a = (letters_args){.n_kappas = 4,
+                        .kappa_bits = {1.0 / 64, 1.0 / 8, 1, 8},
+                        .steps = 4000,
+                        .groups = 16,
+                        .samples = 8,
+                        .train_lines = 100000,
+                        .eval_windows = 256,
+                        .seed = 1};
+    for (int i = 1; i < argc; i++) {
+        const char *opt = argv[i];
+        if (i + 1 >= argc) {
+            snprintf(err, errlen, "option '%s' needs a value or is unknown", opt);
+            return false;
+        }
+        const char *value = argv[++i];
+        long v = 0;
+        if (!strcmp(opt, "--dir")) {
+            a->dir = value;
+        } else if (!strcmp(opt, "--kappa-bits")) {
+            char copy[512], *save = NULL, *end;
+            snprintf(copy, sizeof copy, "%s", value);
+            a->n_kappas = 0;
+            for (char *item = strtok_r(copy, ",", &save); item; item = strtok_r(NULL, ",", &save)) {
+                double bits = strtod(item, &end);
+                if (*end || !(bits >= 0) || !isfinite(bits) || a->n_kappas == MAX_KAPPAS) {
+                    snprintf(err, errlen, "--kappa-bits takes up to %d numbers >= 0, not '%s'",
+                             MAX_KAPPAS, value);
+                    return false;
+                }
+                a->kappa_bits[a->n_kappas++] = bits;
+            }
+            if (a->n_kappas == 0) {
+                snprintf(err, errlen, "--kappa-bits is empty");
+                return false;
+            }
+        } else if (!strcmp(opt, "--steps")) {
+            if (!parse_positive(opt, value, 1L << 40, &a->steps, err, errlen)) return false;
+        } else if (!strcmp(opt, "--groups") || !strcmp(opt, "--samples")) {
+            if (!parse_positive(opt, value, 4096, &v, err, errlen)) return false;
+            *(!strcmp(opt, "--groups") ? &a->groups : &a->samples) = (int)v;
+        } else if (!strcmp(opt, "--eval-windows")) {
+            if (!parse_positive(opt, value, 1L << 20, &a->eval_windows, err, errlen)) return false;
+        } else if (!strcmp(opt, "--train-lines")) {
+            if (!parse_positive(opt, value, 1L << 30, &a->train_lines, err, errlen)) return false;
+        } else if (!strcmp(opt, "--seed")) {
+            if (!parse_positive(opt, value, 1L << 62, &a->seed, err, errlen)) return false;
+        } else if (!strcmp(opt, "--prompt-latents")) {
+            if (strcmp(value, "prior") && strcmp(value, "encoder")) {
+                snprintf(err, errlen, "--prompt-latents is prior or encoder, not '%s'", value);
+                return false;
+            }
+            a->prompt_from_encoder = !strcmp(value, "encoder");
+        } else if (!strcmp(opt, "--set")) {
+            if (a->n_sets == MAX_SETS) {
+                snprintf(err, errlen, "at most %d --set options", MAX_SETS);
+                return false;
+            }
+            a->sets[a->n_sets++] = value;
+        } else {
+            snprintf(err, errlen, "unknown option '%s'", opt);
+            return false;
+        }
+    }
+    if (!a->dir) {
+        snprintf(err, errlen, "--dir is required");
+        return false;
+    }
+    if (a->samples < 2) {
+        snprintf(err, errlen, "--samples must be at least 2: agreement needs pairs");
+        return false;
+    }
+    return true;
+}
+
+/* The configuration of one kappa's run: the experiment's, then --set, then
+ * what the experiment fixes. */
+static bool kappa_config(const letters_args *a, int k, const char *data, ts_run_config *c,
+                         char *err, size_t errlen) {
+    ts_config_defaults(c);
+    char item[TS_PATH_MAX + 64];
+    for (size_t i = 0; i < sizeof letter_config / sizeof letter_config[0]; i++)
+        if (!ts_config_set(c, letter_config[i], err, errlen)) return false;
+    for (int i = 0; i < a->n_sets; i++)
+        if (!ts_config_set(c, a->sets[i], err, errlen)) return false;
+    if (strcmp(c->model.arch, "free")) {
+        snprintf(err, errlen, "model.arch must stay free, not '%s'", c->model.arch);
+        return false;
+    }
+    if (c->model.context < FULL_LEN) {
+        snprintf(err, errlen,
+                 "model.context must be at least %d: a line of context, then the "
+                 "generated line",
+                 FULL_LEN);
+        return false;
+    }
+    c->model.free.kappa = a->kappa_bits[k] * log(2.0);
+    c->steps = a->steps;
+    c->seed = a->seed;
+    snprintf(c->train_data, sizeof c->train_data, "%s", data);
+    c->eval_data[0] = 0;
+    snprintf(item, sizeof item, "run.dir=%s/kappa_bits_%g", a->dir, a->kappa_bits[k]);
+    return ts_config_set(c, item, err, errlen) && ts_config_validate(c, err, errlen);
+}
+
+/* ---------------------------------------------------------------- results */
+
+typedef struct mode_result {
+    int32_t *lines;    /* [n * GEN_LEN] tokens */
+    int32_t *latents;  /* [n * FULL_LEN] states, context line included */
+    int32_t *position; /* [n], -1 if not a valid line */
+    uint8_t *valid;    /* [n] */
+    double valid_fraction, position_agreement, noise_jaccard;
+    long pairs; /* pairs of valid lines in the same group */
+} mode_result;
+
+typedef struct kappa_result {
+    double kappa_bits;
+    char checkpoint[TS_CHECKPOINT_PATH_MAX];
+    long step;
+    double prior_loss, prior_loss_k16, posterior_loss, kl_nats;
+    mode_result mode[2]; /* shared, independent */
+} kappa_result;
+
+static const char *const mode_names[2] = {"shared", "independent"};
+
+static void free_mode(mode_result *m) {
+    free(m->lines);
+    free(m->latents);
+    free(m->position);
+    free(m->valid);
+}
+
+static bool measure(mode_result *m, int groups, int samples) {
+    long n = (long)groups * samples;
+    ts_letter_parse *parses = malloc((size_t)n * sizeof *parses);
+    if (!parses) return false;
+    ts_letter_agreement agreement = ts_letter_measure(m->lines, groups, samples, parses);
+    for (long i = 0; i < n; i++) {
+        m->valid[i] = parses[i].valid;
+        m->position[i] = parses[i].position;
+    }
+    free(parses);
+    m->valid_fraction = agreement.valid_fraction;
+    m->position_agreement = agreement.position_agreement;
+    m->noise_jaccard = agreement.noise_jaccard;
+    m->pairs = agreement.valid_pairs;
+    return true;
+}
+
+/* ---------------------------------------------------------------- phases */
+
+static bool make_dir(const char *dir, char *err, size_t errlen) {
+    char path[TS_PATH_MAX];
+    snprintf(path, sizeof path, "%s", dir);
+    for (char *p = path + 1;; p++) {
+        bool end = *p == 0;
+        if (*p == '/' || end) {
+            *p = 0;
+            if (mkdir(path, 0777) && errno != EEXIST) {
+                snprintf(err, errlen, "cannot create '%s': %s", path, strerror(errno));
+                return false;
+            }
+            if (end) return true;
+            *p = '/';
+        }
+    }
+}
+
+/* Collective: the newest complete checkpoint of a run, as a model. */
+static ts_model *load_final_model(MPI_Comm comm, const char *run_dir, kappa_result *r, char *err,
+                                  size_t errlen) {
+    long step = 0;
+    ts_io_status st = ts_checkpoint_find_latest(comm, run_dir, r->checkpoint, sizeof r->checkpoint,
+                                                &step, err, errlen);
+    if (st == TS_IO_NOT_FOUND) snprintf(err, errlen, "no complete checkpoint in '%s'", run_dir);
+    if (st != TS_IO_OK) return NULL;
+    ts_checkpoint_info info;
+    if (ts_checkpoint_read_info(comm, r->checkpoint, &info, err, errlen) != TS_IO_OK) return NULL;
+    ts_run_config config;
+    ts_config_defaults(&config);
+    bool ok = ts_config_load_string(&config, info.config_text, r->checkpoint, err, errlen);
+    r->step = info.step;
+    ts_checkpoint_info_free(&info);
+    if (!ok) return NULL;
+    ts_model *model = ts_model_create(&config.model, err, errlen);
+    if (model && ts_checkpoint_read(comm, r->checkpoint, &model->table, model->params, NULL, NULL,
+                                    NULL, NULL, 0, NULL, err, errlen) != TS_IO_OK) {
+        ts_model_destroy(model);
+        model = NULL;
+    }
+    return model;
+}
+
+/* Collective: the standard evaluation on the validation split, with one
+ * prior sample (and the encoder's leaking number) and with 16. */
+static bool evaluate_model(MPI_Comm comm, ts_model *model, ts_ctx *ctx, const char *data,
+                           const letters_args *a, kappa_result *r, char *err, size_t errlen) {
+    ts_token_file tokens;
+    ts_tf_err tf_err;
+    ts_token_open_opts opts = {.expected_vocab = model->config.vocab_size, .verify = false};
+    if (ts_token_file_open(&tokens, data, comm, &opts, &tf_err) != TS_TF_OK) {
+        snprintf(err, errlen, "%s", tf_err.msg);
+        return false;
+    }
+    ts_free_config saved = model->config.free;
+    ts_eval_result one, many;
+    model->config.free.eval_samples = 1;
+    model->config.free.eval_posterior = 1;
+    bool ok = ts_evaluate(comm, model, ctx, &tokens, TS_SPLIT_VALIDATION, model->config.context,
+                          a->eval_windows, EVAL_BATCH, (uint64_t)a->seed, &one, err, errlen);
+    model->config.free.eval_samples = 16;
+    model->config.free.eval_posterior = 0;
+    ok = ok && ts_evaluate(comm, model, ctx, &tokens, TS_SPLIT_VALIDATION, model->config.context,
+                           a->eval_windows, EVAL_BATCH, (uint64_t)a->seed, &many, err, errlen);
+    model->config.free = saved;
+    ts_token_file_close(&tokens);
+    if (ok) {
+        r->prior_loss = one.loss;
+        r->posterior_loss = one.stats[FREE_STAT_POSTERIOR_LOSS];
+        r->kl_nats = one.stats[FREE_STAT_KL];
+        r->prior_loss_k16 = many.loss;
+    }
+    return ok;
+}
+
+/* Mode 0: one Z per group; mode 1: one Z per line. Group g continues
+ * validation line g with its own letter; the prompt and each line's token
+ * draws are the same in both modes, so the modes differ only in how Z is
+ * shared. Z of every position, the context line's included, is shared. */
+static bool generate_mode(ts_model *model, ts_ctx *ctx, const letters_args *a, int mode,
+                          mode_result *m) {
+    long n = (long)a->groups * a->samples;
+    int bits = model->config.free.latent_bits;
+    m->lines = malloc((size_t)n * GEN_LEN * sizeof *m->lines);
+    m->latents = malloc((size_t)n * FULL_LEN * sizeof *m->latents);
+    int32_t *out = malloc((size_t)n * FULL_LEN * sizeof *out);
+    m->position = malloc((size_t)n * sizeof *m->position);
+    m->valid = malloc((size_t)n * sizeof *m->valid);
+    int32_t *prompt = malloc((size_t)n * PROMPT_LEN * sizeof *prompt);
+    ts_real *uniforms = malloc((size_t)n * PROMPT_LEN * bits * sizeof *uniforms);
+    ts_rng *rngs = malloc((size_t)n * sizeof *rngs);
+    bool ok =
+        m->lines && m->latents && out && m->position && m->valid && prompt && uniforms && rngs;
+    for (long i = 0; ok && i < n; i++) {
+        long g = i / a->samples;
+        ts_rng rng;
+        ts_rng_seed_stream(&rng, (uint64_t)a->seed ^ PURPOSE_PROMPT, (uint64_t)g);
+        char context[TS_LETTER_LINE];
+        ts_letter_line((uint64_t)a->seed, TS_LETTER_VALIDATION_FIRST + (uint64_t)g, context, NULL);
+        for (int t = 0; t < TS_LETTER_LINE; t++)
+            prompt[i * PROMPT_LEN + t] = (unsigned char)context[t];
+        prompt[i * PROMPT_LEN + TS_LETTER_LINE] = 'A' + (int32_t)ts_rng_below(&rng, 26);
+        prompt[i * PROMPT_LEN + TS_LETTER_LINE + 1] = '>';
+        ts_rng_seed_stream(&rng, (uint64_t)a->seed ^ PURPOSE_LATENT,
+                           mode == 0 ? (uint64_t)g : ((uint64_t)1 << 32) + (uint64_t)i);
+        for (int t = 0; t < FULL_LEN; t++)
+            m->latents[i * FULL_LEN + t] = (int32_t)ts_rng_below(&rng, (uint64_t)1 << bits);
+        for (int j = 0; j < PROMPT_LEN * bits; j++)
+            uniforms[i * PROMPT_LEN * bits + j] = (ts_real)ts_rng_uniform(&rng);
+        ts_rng_seed_stream(&rngs[i], (uint64_t)a->seed ^ PURPOSE_TOKENS, (uint64_t)i);
+    }
+    if (ok) {
+        free_generate_request request = {.prompt = prompt,
+                                         .prompt_len = PROMPT_LEN,
+                                         .length = FULL_LEN,
+                                         .n_seqs = (int)n,
+                                         .states = m->latents,
+                                         .prompt_from_encoder = a->prompt_from_encoder,
+                                         .prompt_uniforms = uniforms,
+                                         .token_rngs = rngs};
+        free_generate(model, ctx, &request, out);
+        for (long i = 0; i < n; i++)
+            memcpy(m->lines + i * GEN_LEN, out + i * FULL_LEN + TS_LETTER_LINE,
+                   GEN_LEN * sizeof *out);
+        ok = measure(m, a->groups, a->samples);
+    }
+    free(out);
+    free(prompt);
+    free(uniforms);
+    free(rngs);
+    return ok;
+}
+
+static void put_line(FILE *f, const int32_t *tokens) {
+    for (int t = 0; t < GEN_LEN; t++)
+        fputc(tokens[t] >= 32 && tokens[t] < 127 ? tokens[t] : '?', f);
+    fputc('\n', f);
+}
+
+static bool write_text(const letters_args *a, const kappa_result *r, char *err, size_t errlen) {
+    char path[TS_PATH_MAX + 64];
+    snprintf(path, sizeof path, "%s/samples_kappa_bits_%g.txt", a->dir, r->kappa_bits);
+    FILE *f = fopen(path, "w");
+    if (!f) {
+        snprintf(err, errlen, "cannot write '%s': %s", path, strerror(errno));
+        return false;
+    }
+    fprintf(f,
+            "# Free Transformer, letter task, kappa = %g bits (%.6g nats) per token\n"
+            "# %s (step %ld); prompt latents from the %s; '?' marks a non-printable byte\n",
+            r->kappa_bits, r->kappa_bits * log(2.0), r->checkpoint, r->step,
+            a->prompt_from_encoder ? "encoder" : "prior");
+    for (int mode = 0; mode < 2; mode++) {
+        const mode_result *m = &r->mode[mode];
+        fprintf(f,
+                "\n# %s Z: %d groups of %d lines, %s; valid %.3f, same position %.3f, "
+                "noise Jaccard %.3f\n",
+                mode_names[mode], a->groups, a->samples,
+                mode == 0 ? "one Z per group" : "one Z per line", m->valid_fraction,
+                m->position_agreement, m->noise_jaccard);
+        for (int g = 0; g < a->groups; g++) {
+            if (g) fputc('\n', f);
+            for (int s = 0; s < a->samples; s++)
+                put_line(f, m->lines + ((long)g * a->samples + s) * GEN_LEN);
+        }
+    }
+    if (fclose(f)) {
+        snprintf(err, errlen, "cannot write '%s'", path);
+        return false;
+    }
+    return true;
+}
+
+static bool write_dataset(hid_t loc, const char *name, hid_t type, int ndims, const hsize_t *dims,
+                          const void *data) {
+    hid_t space = H5Screate_simple(ndims, dims, NULL);
+    if (space < 0) return false;
+    hid_t dset = H5Dcreate2(loc, name, type, space, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+    bool ok = dset >= 0 && H5Dwrite(dset, type, H5S_ALL, H5S_ALL, H5P_DEFAULT, data) >= 0;
+    if (dset >= 0) ok = H5Dclose(dset) >= 0 && ok;
+    return H5Sclose(space) >= 0 && ok;
+}
+
+static bool write_mode(hid_t parent, const letters_args *a, int mode, const mode_result *m) {
+    hid_t g = H5Gcreate2(parent, mode_names[mode], H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+    if (g < 0) return false;
+    long n = (long)a->groups * a->samples;
+    uint8_t *bytes = malloc((size_t)n * GEN_LEN);
+    bool ok = bytes != NULL;
+    for (long i = 0; ok && i < n * GEN_LEN; i++) bytes[i] = (uint8_t)m->lines[i];
+    hsize_t dims3[3] = {(hsize_t)a->groups, (hsize_t)a->samples, GEN_LEN};
+    hsize_t dims_latents[3] = {(hsize_t)a->groups, (hsize_t)a->samples, FULL_LEN};
+    hsize_t dims2[2] = {(hsize_t)a->groups, (hsize_t)a->samples};
+    ok = ok && write_dataset(g, "lines", H5T_NATIVE_UINT8, 3, dims3, bytes) &&
+         write_dataset(g, "latents", H5T_NATIVE_INT32, 3, dims_latents, m->latents) &&
+         write_dataset(g, "position", H5T_NATIVE_INT32, 2, dims2, m->position) &&
+         write_dataset(g, "valid", H5T_NATIVE_UINT8, 2, dims2, m->valid) &&
+         ts_h5_write_double_attr(g, "valid_fraction", m->valid_fraction) >= 0 &&
+         ts_h5_write_double_attr(g, "position_agreement", m->position_agreement) >= 0 &&
+         ts_h5_write_double_attr(g, "noise_jaccard", m->noise_jaccard) >= 0 &&
+         ts_h5_write_int64_attr(g, "valid_pairs", m->pairs) >= 0;
+    free(bytes);
+    return H5Gclose(g) >= 0 && ok;
+}
+
+static bool write_h5(const letters_args *a, const kappa_result *results, char *err, size_t errlen) {
+    char path[TS_PATH_MAX + 32], tmp[TS_PATH_MAX + 48];
+    snprintf(path, sizeof path, "%s/samples.h5", a->dir);
+    snprintf(tmp, sizeof tmp, "%s.tmp", path);
+    ts_h5_quiet quiet = ts_h5_quiet_begin();
+    hid_t file = H5Fcreate(tmp, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
+    bool ok = file >= 0 && ts_h5_write_int64_attr(file, "seed", a->seed) >= 0 &&
+              ts_h5_write_int64_attr(file, "steps", a->steps) >= 0 &&
+              ts_h5_write_int64_attr(file, "groups", a->groups) >= 0 &&
+              ts_h5_write_int64_attr(file, "samples_per_group", a->samples) >= 0 &&
+              ts_h5_write_string_attr(file, "prompt_latents",
+                                      a->prompt_from_encoder ? "encoder" : "prior") >= 0 &&
+              ts_h5_write_string_attr(
+                  file, "statistics",
+                  "per mode: valid_fraction (lines that are a noiseless task line up to '!'); over "
+                  "the valid_pairs pairs of valid lines of the same group: position_agreement "
+                  "(share with the letters at the same position) and noise_jaccard (mean "
+                  "|A and B| / |A or B| of their '!' positions, 1 for two empty sets)") >= 0;
+    for (int k = 0; ok && k < a->n_kappas; k++) {
+        const kappa_result *r = &results[k];
+        char name[64];
+        snprintf(name, sizeof name, "kappa_bits_%g", r->kappa_bits);
+        hid_t g = H5Gcreate2(file, name, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+        ok = g >= 0 && ts_h5_write_double_attr(g, "kappa_bits", r->kappa_bits) >= 0 &&
+             ts_h5_write_double_attr(g, "kappa_nats", r->kappa_bits * log(2.0)) >= 0 &&
+             ts_h5_write_string_attr(g, "checkpoint", r->checkpoint) >= 0 &&
+             ts_h5_write_int64_attr(g, "step", r->step) >= 0 &&
+             ts_h5_write_double_attr(g, "prior_loss", r->prior_loss) >= 0 &&
+             ts_h5_write_double_attr(g, "prior_loss_k16", r->prior_loss_k16) >= 0 &&
+             ts_h5_write_double_attr(g, "posterior_loss_leaks", r->posterior_loss) >= 0 &&
+             ts_h5_write_double_attr(g, "kl_nats_per_token", r->kl_nats) >= 0 &&
+             write_mode(g, a, 0, &r->mode[0]) && write_mode(g, a, 1, &r->mode[1]);
+        if (g >= 0) ok = H5Gclose(g) >= 0 && ok;
+    }
+    if (file >= 0) ok = H5Fclose(file) >= 0 && ok;
+    ts_h5_quiet_end(quiet);
+    if (ok && rename(tmp, path)) ok = false;
+    if (!ok) {
+        snprintf(err, errlen, "cannot write '%s'", path);
+        unlink(tmp);
+    }
+    return ok;
+}
+
+static void print_table(const letters_args *a, const kappa_result *results) {
+    printf("\nFree Transformer letter task: what Z encodes (%d groups of %d lines per mode)\n",
+           a->groups, a->samples);
+    printf("%-8s %9s %9s | %8s %8s %10s | %-15s | %-17s | %-15s\n", "kappa", "KL", "KL", "loss",
+           "loss", "posterior", "valid lines", "same position", "noise Jaccard");
+    printf("%-8s %9s %9s | %8s %8s %10s | %-15s | %-17s | %-15s\n", "[bits]", "[bit/tok]",
+           "[bit/line]", "K=1", "K=16", "(leaks)", "shared indep", "shared indep", "shared indep");
+    for (int k = 0; k < a->n_kappas; k++) {
+        const kappa_result *r = &results[k];
+        const mode_result *s = &r->mode[0], *i = &r->mode[1];
+        printf("%-8g %9.4f %9.2f | %8.4f %8.4f %10.4f | %6.3f %7.3f | %7.3f %8.3f | %6.3f %7.3f\n",
+               r->kappa_bits, r->kl_nats / log(2.0), r->kl_nats / log(2.0) * TS_LETTER_LINE,
+               r->prior_loss, r->prior_loss_k16, r->posterior_loss, s->valid_fraction,
+               i->valid_fraction, s->position_agreement, i->position_agreement, s->noise_jaccard,
+               i->noise_jaccard);
+    }
+    printf("losses: nats/token on %ld validation windows (the prior's with K samples, and the "
+           "encoder posterior's,\nwhich leaks the targets); KL of the posterior to the uniform "
+           "prior, per token and per %d-token line\n",
+           a->eval_windows, TS_LETTER_LINE);
+}
+
+static int run_letters(MPI_Comm comm, void *args) {
+    const letters_args *a = args;
+    int rank;
+    MPI_Comm_rank(comm, &rank);
+    char err[1024] = "", data[TS_PATH_MAX];
+    snprintf(data, sizeof data, "%s/letters_seed%ld_%ld.h5", a->dir, a->seed, a->train_lines);
+    int ok = 1;
+    if (rank == 0) {
+        ok = make_dir(a->dir, err, sizeof err);
+        if (ok && access(data, F_OK) != 0) {
+            long n_val = a->train_lines / 20 > 1000 ? a->train_lines / 20 : 1000;
+            ok = ts_letter_task_write(data, (uint64_t)a->seed, a->train_lines, n_val, false, err,
+                                      sizeof err);
+            if (ok) printf("free-letters: wrote %s (%ld training lines)\n", data, a->train_lines);
+        }
+    }
+    MPI_Bcast(&ok, 1, MPI_INT, 0, comm);
+    MPI_Bcast(err, sizeof err, MPI_CHAR, 0, comm);
+    ts_run_config configs[MAX_KAPPAS];
+    for (int k = 0; ok && k < a->n_kappas; k++)
+        ok = kappa_config(a, k, data, &configs[k], err, sizeof err);
+    if (!ok) {
+        if (rank == 0) fprintf(stderr, "thinkscale free-letters: error: %s\n", err);
+        return 1;
+    }
+    for (int k = 0; k < a->n_kappas; k++) {
+        if (rank == 0) {
+            printf("== free-letters: kappa = %g bits per token, %s\n", a->kappa_bits[k],
+                   configs[k].run_dir);
+            fflush(stdout);
+        }
+        int status = ts_train(comm, &configs[k], true);
+        if (status) return status;
+    }
+    kappa_result *results = calloc((size_t)a->n_kappas, sizeof *results);
+    ts_ctx ctx;
+    bool have_ctx = ts_ctx_init(&ctx, 0);
+    ok = results && have_ctx;
+    MPI_Allreduce(MPI_IN_PLACE, &ok, 1, MPI_INT, MPI_MIN, comm);
+    for (int k = 0; ok && k < a->n_kappas; k++) {
+        kappa_result *r = &results[k];
+        r->kappa_bits = a->kappa_bits[k];
+        ts_model *model = load_final_model(comm, configs[k].run_dir, r, err, sizeof err);
+        ok = model != NULL;
+        if (ok) {
+            ts_model_bind(model, &ctx);
+            ok = evaluate_model(comm, model, &ctx, data, a, r, err, sizeof err);
+        }
+        if (ok && rank == 0) {
+            ok = generate_mode(model, &ctx, a, 0, &r->mode[0]) &&
+                 generate_mode(model, &ctx, a, 1, &r->mode[1]) && write_text(a, r, err, sizeof err);
+            if (!ok && !err[0]) snprintf(err, sizeof err, "out of memory sampling");
+        }
+        ts_model_destroy(model);
+        MPI_Bcast(&ok, 1, MPI_INT, 0, comm); /* the next load is collective again */
+    }
+    if (ok && rank == 0) {
+        ok = write_h5(a, results, err, sizeof err);
+        if (ok) {
+            print_table(a, results);
+            printf("samples: %s/samples.h5 and %s/samples_kappa_bits_*.txt\n", a->dir, a->dir);
+        }
+    }
+    if (!ok && rank == 0) fprintf(stderr, "thinkscale free-letters: error: %s\n", err);
+    MPI_Bcast(&ok, 1, MPI_INT, 0, comm);
+    if (have_ctx) ts_ctx_free(&ctx);
+    for (int k = 0; results && k < a->n_kappas; k++)
+        for (int mode = 0; mode < 2; mode++) free_mode(&results[k].mode[mode]);
+    free(results);
+    return ok ? 0 : 1;
+}
+
+int ts_cmd_free_letters(int argc, char **argv) {
+    static const ts_spmd_command command = {"free-letters", letters_usage, parse_letters_args,
+                                            run_letters};
+    letters_args args;
+    return ts_run_spmd_command(&command, argc, argv, &args);
+}

@@ -1,0 +1,94 @@
+#!/usr/bin/env bash
+# thinkscale free-letters, reduced to CI size: two kappas, a tiny model and
+# 20 steps on 2 ranks, so the pipeline and not the learning is under test
+# (the statistic itself is unit-tested in test_free_letters.c on built lines;
+# the full experiment is in docs/free-transformer.md). Checks the token file
+# it writes, the layout of samples.h5 and of the text files, that lines of a
+# shared-Z group share every latent while independent lines do not, that
+# each group keeps its prompt, and recomputes the statistics from the stored
+# lines with an independent parser. A second invocation resumes (trains
+# nothing more) and reproduces the samples exactly.
+source "$(dirname "$0")/lib.sh"
+args=(--dir "$tmp/letters" --kappa-bits 0.125,8 --steps 20 --groups 3 --samples 4
+      --train-lines 2000 --eval-windows 8 --set model.width=32 --set model.depth=2
+      --set model.heads=2 --set train.batch=8 --set train.warmup=5)
+mpirun -np 2 "$bin" free-letters "${args[@]}" >"$tmp/run1.log" 2>&1
+check "free-letters runs on 2 ranks" [ $? -eq 0 ]
+check "it prints the table" contains "$tmp/run1.log" "same position"
+"$bin" data info "$tmp/letters/letters_seed1_2000.h5" >"$tmp/info.log" 2>&1
+check "its token file is valid (data info)" [ $? -eq 0 ]
+
+py - "$tmp/letters" <<'PY'
+import sys, itertools, h5py, numpy as np
+d = sys.argv[1]
+f = h5py.File(f"{d}/samples.h5", "r")
+assert set(f) == {"kappa_bits_0.125", "kappa_bits_8"}, set(f)
+assert f.attrs["groups"] == 3 and f.attrs["samples_per_group"] == 4
+
+def parse(letter, body):
+    """Independent of the C parser: the valid run positions, by regular structure."""
+    best, best_count = -1, 0
+    for p in range(57):
+        want = ["_"] * 64
+        want[p:p + 8] = [letter] * 8
+        if all(c == "!" or c == w for c, w in zip(body, want)):
+            count = body[p:p + 8].count(letter)
+            if count > best_count:
+                best, best_count = p, count
+    return best, {i for i, c in enumerate(body) if c == "!"}
+
+for name, k in f.items():
+    assert np.isfinite(k.attrs["prior_loss"]) and np.isfinite(k.attrs["posterior_loss_leaks"])
+    assert k.attrs["kl_nats_per_token"] > 0
+    for mode in ("shared", "independent"):
+        m = k[mode]
+        lines, latents = m["lines"][...], m["latents"][...]
+        assert lines.shape == (3, 4, 66) and latents.shape == (3, 4, 133), (lines.shape, latents.shape)
+        for g in range(3):
+            same = all((latents[g, s] == latents[g, 0]).all() for s in range(4))
+            assert same == (mode == "shared"), (name, mode, g)
+            assert len({bytes(lines[g, s, :2]) for s in range(4)}) == 1  # the group's prompt
+            assert chr(lines[g, 0, 1]) == ">" and "A" <= chr(lines[g, 0, 0]) <= "Z"
+        valid, agree, jaccard, pairs = [], 0.0, 0.0, 0
+        for g in range(3):
+            parsed = []
+            for s in range(4):
+                text = bytes(lines[g, s]).decode("latin-1")
+                pos, noise = parse(text[0], text[2:])
+                assert pos == m["position"][g, s], (text, pos, m["position"][g, s])
+                assert (pos >= 0) == bool(m["valid"][g, s])
+                valid.append(pos >= 0)
+                parsed.append((pos, noise))
+            for (pa, na), (pb, nb) in itertools.combinations(parsed, 2):
+                if pa < 0 or pb < 0:
+                    continue
+                pairs += 1
+                agree += pa == pb
+                jaccard += len(na & nb) / len(na | nb) if na | nb else 1.0
+        assert abs(m.attrs["valid_fraction"] - np.mean(valid)) < 1e-12
+        assert m.attrs["valid_pairs"] == pairs
+        if pairs:
+            assert abs(m.attrs["position_agreement"] - agree / pairs) < 1e-12
+            assert abs(m.attrs["noise_jaccard"] - jaccard / pairs) < 1e-12
+        else:
+            assert np.isnan(m.attrs["position_agreement"])
+        print(f"{name} {mode}: valid {np.mean(valid):.2f}, {pairs} valid pairs")
+    text = open(f"{d}/samples_{name}.txt").read().splitlines()
+    body = [l for l in text if l and not l.startswith("#")]
+    assert len(body) == 2 * 3 * 4 and all(len(l) == 66 for l in body)
+PY
+check "samples.h5 and text: layout, shared latents, prompts, statistics recomputed" [ $? -eq 0 ]
+
+cp "$tmp/letters/samples.h5" "$tmp/first.h5"
+mpirun -np 2 "$bin" free-letters "${args[@]}" >"$tmp/run2.log" 2>&1
+check "a second invocation succeeds" [ $? -eq 0 ]
+check "it resumes instead of training again" bash -c "! grep -q '^step ' '$tmp/run2.log'"
+py - "$tmp/first.h5" "$tmp/letters/samples.h5" <<'PY'
+import sys, h5py, numpy as np
+a, b = h5py.File(sys.argv[1], "r"), h5py.File(sys.argv[2], "r")
+for k in a:
+    for mode in ("shared", "independent"):
+        assert (a[k][mode]["lines"][...] == b[k][mode]["lines"][...]).all()
+PY
+check "and reproduces the samples" [ $? -eq 0 ]
+finish
