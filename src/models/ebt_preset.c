@@ -14,7 +14,7 @@ typedef struct preset_number {
 #define EBT_FIELD(member) offsetof(ts_ebt_config, member)
 static const preset_number numbers[] = {
     {"steps", EBT_FIELD(steps), true, 2, 2},          /* S2: randint(min 2, 2 + 2) = 2 or 3 */
-    {"landscapes", EBT_FIELD(landscapes), true, 2, 1}, /* S2: mcmc_num_steps 1, repeated */
+    {"landscapes", EBT_FIELD(landscapes), true, 0, 1}, /* S1: one per step; S2: mcmc_num_steps 1 */
     {"random_steps", EBT_FIELD(random_steps), true, 0, 1},
     {"step_size", EBT_FIELD(step_size), false, 500, 5},
     {"step_size_learnable", EBT_FIELD(step_size_learnable), true, 1, 0},
