@@ -273,7 +273,8 @@ static int run_eval(MPI_Comm comm, void *args) {
             bool ok = !energies || ebt_energies_begin(model, &trace, a->windows,
                                                       config.model.context, err, sizeof err);
             ok = ok && ts_evaluate(comm, model, &ctx, &tokens, split, config.model.context,
-                                   a->windows, a->batch, (uint64_t)config.seed, r, err, sizeof err);
+                                   config.align, a->windows, a->batch, (uint64_t)config.seed, r,
+                                   err, sizeof err);
             if (energies)
                 ok = ebt_energies_end(model, &trace, energies, ok, names[n], setting, err,
                                       sizeof err) && ok;

@@ -1,12 +1,13 @@
 /* thinkscale free-letters --dir DIR [--kappa-bits B[,B...]] [--steps N] [--groups G]
- *                        [--samples S] [--train-lines N] [--eval-windows N] [--seed S]
+ *                        [--samples S] [--train-lines N] [--eval-lines N] [--seed S]
  *                        [--prompt-latents prior|encoder] [--set section.key=value]...
  * The Free Transformer paper's synthetic experiment (Section 4.1): train on
  * the letter task at several kappas, then generate groups of lines that
  * share one latent Z and groups whose lines each draw their own, and measure
  * what Z decides: how often lines of a group agree on the letters' position
  * and on the noise pattern. Collective under mpirun (training uses every
- * rank; evaluation and sampling run on rank 0). */
+ * rank; evaluation and sampling run on rank 0). As in the paper, every
+ * sequence is one line: training windows start at line starts (data.align). */
 #include <errno.h>
 #include <hdf5.h>
 #include <math.h>
@@ -24,17 +25,13 @@
 #include "io/checkpoint.h"
 #include "io/provenance.h"
 #include "models/free_transformer.h"
-#include "train/evaluate.h"
+
 #include "train/trainer.h"
 
 #define MAX_KAPPAS 8
 #define MAX_SETS 32
 #define GEN_LEN (TS_LETTER_PROMPT + TS_LETTER_BODY) /* a line without its newline */
-/* Generation continues a validation line: training windows start anywhere
- * in the stream, so a line that starts the context would be a rare case. */
-#define PROMPT_LEN (TS_LETTER_LINE + TS_LETTER_PROMPT)
-#define FULL_LEN (TS_LETTER_LINE + GEN_LEN)
-#define EVAL_BATCH 8
+#define EVAL_BATCH 64
 
 /* ts_rng_seed_stream purposes of the sampling phase. */
 enum { PURPOSE_PROMPT = 0x70726f6d, PURPOSE_LATENT = 0x6c61746e, PURPOSE_TOKENS = 0x746f6b6e };
@@ -47,7 +44,7 @@ typedef struct letters_args {
     int groups;
     int samples;
     long train_lines;
-    long eval_windows;
+    int eval_lines;
     long seed;
     bool prompt_from_encoder;
     int n_sets;
@@ -57,7 +54,7 @@ typedef struct letters_args {
 /* The model and schedule of the experiment; --set overrides any of them. */
 static const char *const letter_config[] = {
     "model.arch=free",
-    "model.context=136",
+    "model.context=66",
     "model.depth=4",
     "model.width=128",
     "model.heads=4",
@@ -76,24 +73,24 @@ static void letters_usage(FILE *out) {
     fprintf(out,
             "usage: thinkscale free-letters --dir DIR [--kappa-bits B[,B...]] [--steps N]\n"
             "                               [--groups G] [--samples S] [--train-lines N]\n"
-            "                               [--eval-windows N] [--seed S]\n"
+            "                               [--eval-lines N] [--seed S]\n"
             "                               [--prompt-latents prior|encoder] [--set k=v]...\n"
             "  The Free Transformer's synthetic letter task (paper, Section 4.1), under mpirun:\n"
             "  writes DIR/letters_SEED_N.h5, trains one Free Transformer per kappa in\n"
             "  DIR/kappa_bits_B (resuming if it exists), then generates G groups of S lines\n"
-            "  sharing one Z per group and G groups of S lines with a Z each (each group\n"
-            "  continues a validation line with a prompt \"X>\" of its own), into\n"
+            "  sharing one Z per group and G groups of S lines with a Z each (a prompt\n"
+            "  \"X>\" per group), into\n"
             "  DIR/samples_kappa_bits_B.txt and DIR/samples.h5, and prints how often lines of\n"
             "  a group agree on the letters' position and on the noise pattern.\n"
             "  --kappa-bits    free bits per token, in bits (default 0.015625,0.125,1,8:\n"
             "                  the paper's log(2)/64, log(2)/8, log(2), 8 log(2) nats)\n"
             "  --steps N       optimiser steps per kappa (default 4000)\n"
             "  --groups G      groups per sampling mode (default 16); --samples S per group (8)\n"
-            "  --train-lines N lines of training data (default 100000); --eval-windows N\n"
-            "                  validation windows for the KL and losses (default 256)\n"
-            "  --prompt-latents  Z of the prompt (context line and \"X>\"): from the prior\n"
-            "                  (default) or the encoder's posterior (prompt prefill); generated\n"
-            "                  tokens always take Z from the prior\n"
+            "  --train-lines N lines of training data (default 100000); --eval-lines N\n"
+            "                  validation lines for the KL and losses (default 512)\n"
+            "  --prompt-latents  Z of the prompt \"X>\": from the prior (default) or the\n"
+            "                  encoder's posterior (prompt prefill); generated tokens always\n"
+            "                  take Z from the prior\n"
             "  --set k=v       any training key (model size, batch, lr ...), every kappa\n");
 }
 
@@ -118,7 +115,7 @@ static bool parse_letters_args(int argc, char **argv, void *out, char *err, size
                         .groups = 16,
                         .samples = 8,
                         .train_lines = 100000,
-                        .eval_windows = 256,
+                        .eval_lines = 512,
                         .seed = 1};
     for (int i = 1; i < argc; i++) {
         const char *opt = argv[i];
@@ -149,11 +146,12 @@ static bool parse_letters_args(int argc, char **argv, void *out, char *err, size
             }
         } else if (!strcmp(opt, "--steps")) {
             if (!parse_positive(opt, value, 1L << 40, &a->steps, err, errlen)) return false;
-        } else if (!strcmp(opt, "--groups") || !strcmp(opt, "--samples")) {
-            if (!parse_positive(opt, value, 4096, &v, err, errlen)) return false;
-            *(!strcmp(opt, "--groups") ? &a->groups : &a->samples) = (int)v;
-        } else if (!strcmp(opt, "--eval-windows")) {
-            if (!parse_positive(opt, value, 1L << 20, &a->eval_windows, err, errlen)) return false;
+        } else if (!strcmp(opt, "--groups") || !strcmp(opt, "--samples") ||
+                   !strcmp(opt, "--eval-lines")) {
+            if (!parse_positive(opt, value, 1 << 16, &v, err, errlen)) return false;
+            *(!strcmp(opt, "--groups")    ? &a->groups
+              : !strcmp(opt, "--samples") ? &a->samples
+                                          : &a->eval_lines) = (int)v;
         } else if (!strcmp(opt, "--train-lines")) {
             if (!parse_positive(opt, value, 1L << 30, &a->train_lines, err, errlen)) return false;
         } else if (!strcmp(opt, "--seed")) {
@@ -200,13 +198,11 @@ static bool kappa_config(const letters_args *a, int k, const char *data, ts_run_
         snprintf(err, errlen, "model.arch must stay free, not '%s'", c->model.arch);
         return false;
     }
-    if (c->model.context < FULL_LEN) {
-        snprintf(err, errlen,
-                 "model.context must be at least %d: a line of context, then the "
-                 "generated line",
-                 FULL_LEN);
+    if (c->model.context < GEN_LEN) {
+        snprintf(err, errlen, "model.context must be at least %d to hold a line", GEN_LEN);
         return false;
     }
+    c->align = TS_LETTER_LINE; /* the experiment's premise: one line per sequence */
     c->model.free.kappa = a->kappa_bits[k] * log(2.0);
     c->steps = a->steps;
     c->seed = a->seed;
@@ -220,7 +216,7 @@ static bool kappa_config(const letters_args *a, int k, const char *data, ts_run_
 
 typedef struct mode_result {
     int32_t *lines;    /* [n * GEN_LEN] tokens */
-    int32_t *latents;  /* [n * FULL_LEN] states, context line included */
+    int32_t *latents;  /* [n * GEN_LEN] states */
     int32_t *position; /* [n], -1 if not a valid line */
     uint8_t *valid;    /* [n] */
     double valid_fraction, position_agreement, noise_jaccard;
@@ -305,90 +301,93 @@ static ts_model *load_final_model(MPI_Comm comm, const char *run_dir, kappa_resu
     return model;
 }
 
-/* Collective: the standard evaluation on the validation split, with one
- * prior sample (and the encoder's leaking number) and with 16. */
-static bool evaluate_model(MPI_Comm comm, ts_model *model, ts_ctx *ctx, const char *data,
-                           const letters_args *a, kappa_result *r, char *err, size_t errlen) {
-    ts_token_file tokens;
-    ts_tf_err tf_err;
-    ts_token_open_opts opts = {.expected_vocab = model->config.vocab_size, .verify = false};
-    if (ts_token_file_open(&tokens, data, comm, &opts, &tf_err) != TS_TF_OK) {
-        snprintf(err, errlen, "%s", tf_err.msg);
-        return false;
-    }
+/* Loss with one and 16 prior samples, the (leaking) posterior loss and the
+ * KL on whole validation lines, each a sequence of its own as in training. */
+static bool evaluate_lines(ts_model *model, ts_ctx *ctx, const letters_args *a, kappa_result *r) {
+    int32_t *tokens = malloc((size_t)EVAL_BATCH * TS_LETTER_LINE * sizeof *tokens);
+    if (!tokens) return false;
     ts_free_config saved = model->config.free;
-    ts_eval_result one, many;
-    model->config.free.eval_samples = 1;
-    model->config.free.eval_posterior = 1;
-    bool ok = ts_evaluate(comm, model, ctx, &tokens, TS_SPLIT_VALIDATION, model->config.context,
-                          a->eval_windows, EVAL_BATCH, (uint64_t)a->seed, &one, err, errlen);
-    model->config.free.eval_samples = 16;
-    model->config.free.eval_posterior = 0;
-    ok = ok && ts_evaluate(comm, model, ctx, &tokens, TS_SPLIT_VALIDATION, model->config.context,
-                           a->eval_windows, EVAL_BATCH, (uint64_t)a->seed, &many, err, errlen);
-    model->config.free = saved;
-    ts_token_file_close(&tokens);
-    if (ok) {
-        r->prior_loss = one.loss;
-        r->posterior_loss = one.stats[FREE_STAT_POSTERIOR_LOSS];
-        r->kl_nats = one.stats[FREE_STAT_KL];
-        r->prior_loss_k16 = many.loss;
+    bool recording = ts_set_grad_enabled(ctx, false);
+    double sums[4] = {0};
+    for (int done = 0; done < a->eval_lines; done += EVAL_BATCH) {
+        int n = a->eval_lines - done < EVAL_BATCH ? a->eval_lines - done : EVAL_BATCH;
+        char line[TS_LETTER_LINE];
+        for (int i = 0; i < n; i++) {
+            ts_letter_line((uint64_t)a->seed, TS_LETTER_VALIDATION_FIRST + (uint64_t)(done + i),
+                           line, NULL);
+            for (int j = 0; j < TS_LETTER_LINE; j++)
+                tokens[i * TS_LETTER_LINE + j] = (unsigned char)line[j];
+        }
+        ts_batch batch = {.tokens = tokens,
+                          .batch = n,
+                          .seq = TS_LETTER_LINE - 1,
+                          .mode = TS_MODE_EVAL,
+                          .seed = (uint64_t)a->seed,
+                          .step = -1,
+                          .first_index = done};
+        double stats[TS_MAX_MODEL_STATS];
+        ts_mark mark = ts_get_mark(ctx);
+        model->config.free.eval_samples = 1;
+        model->config.free.eval_posterior = 1;
+        sums[0] += n * model->ops->loss(model, ctx, &batch, stats)->data[0];
+        sums[1] += n * stats[FREE_STAT_POSTERIOR_LOSS];
+        sums[2] += n * stats[FREE_STAT_KL];
+        model->config.free.eval_samples = 16;
+        model->config.free.eval_posterior = 0;
+        sums[3] += n * model->ops->loss(model, ctx, &batch, NULL)->data[0];
+        ts_release(ctx, mark);
     }
-    return ok;
+    ts_set_grad_enabled(ctx, recording);
+    model->config.free = saved;
+    free(tokens);
+    r->prior_loss = sums[0] / a->eval_lines;
+    r->posterior_loss = sums[1] / a->eval_lines;
+    r->kl_nats = sums[2] / a->eval_lines;
+    r->prior_loss_k16 = sums[3] / a->eval_lines;
+    return true;
 }
 
-/* Mode 0: one Z per group; mode 1: one Z per line. Group g continues
- * validation line g with its own letter; the prompt and each line's token
- * draws are the same in both modes, so the modes differ only in how Z is
- * shared. Z of every position, the context line's included, is shared. */
+/* Mode 0: one Z per group; mode 1: one Z per line. The prompt letter and
+ * each line's token draws are the same in both modes, so the modes differ
+ * only in how Z is shared. */
 static bool generate_mode(ts_model *model, ts_ctx *ctx, const letters_args *a, int mode,
                           mode_result *m) {
     long n = (long)a->groups * a->samples;
     int bits = model->config.free.latent_bits;
     m->lines = malloc((size_t)n * GEN_LEN * sizeof *m->lines);
-    m->latents = malloc((size_t)n * FULL_LEN * sizeof *m->latents);
-    int32_t *out = malloc((size_t)n * FULL_LEN * sizeof *out);
+    m->latents = malloc((size_t)n * GEN_LEN * sizeof *m->latents);
     m->position = malloc((size_t)n * sizeof *m->position);
     m->valid = malloc((size_t)n * sizeof *m->valid);
-    int32_t *prompt = malloc((size_t)n * PROMPT_LEN * sizeof *prompt);
-    ts_real *uniforms = malloc((size_t)n * PROMPT_LEN * bits * sizeof *uniforms);
+    int32_t *prompt = malloc((size_t)n * TS_LETTER_PROMPT * sizeof *prompt);
+    ts_real *uniforms = malloc((size_t)n * TS_LETTER_PROMPT * bits * sizeof *uniforms);
     ts_rng *rngs = malloc((size_t)n * sizeof *rngs);
-    bool ok =
-        m->lines && m->latents && out && m->position && m->valid && prompt && uniforms && rngs;
+    bool ok = m->lines && m->latents && m->position && m->valid && prompt && uniforms && rngs;
     for (long i = 0; ok && i < n; i++) {
         long g = i / a->samples;
         ts_rng rng;
         ts_rng_seed_stream(&rng, (uint64_t)a->seed ^ PURPOSE_PROMPT, (uint64_t)g);
-        char context[TS_LETTER_LINE];
-        ts_letter_line((uint64_t)a->seed, TS_LETTER_VALIDATION_FIRST + (uint64_t)g, context, NULL);
-        for (int t = 0; t < TS_LETTER_LINE; t++)
-            prompt[i * PROMPT_LEN + t] = (unsigned char)context[t];
-        prompt[i * PROMPT_LEN + TS_LETTER_LINE] = 'A' + (int32_t)ts_rng_below(&rng, 26);
-        prompt[i * PROMPT_LEN + TS_LETTER_LINE + 1] = '>';
+        prompt[i * TS_LETTER_PROMPT] = 'A' + (int32_t)ts_rng_below(&rng, 26);
+        prompt[i * TS_LETTER_PROMPT + 1] = '>';
         ts_rng_seed_stream(&rng, (uint64_t)a->seed ^ PURPOSE_LATENT,
                            mode == 0 ? (uint64_t)g : ((uint64_t)1 << 32) + (uint64_t)i);
-        for (int t = 0; t < FULL_LEN; t++)
-            m->latents[i * FULL_LEN + t] = (int32_t)ts_rng_below(&rng, (uint64_t)1 << bits);
-        for (int j = 0; j < PROMPT_LEN * bits; j++)
-            uniforms[i * PROMPT_LEN * bits + j] = (ts_real)ts_rng_uniform(&rng);
+        for (int t = 0; t < GEN_LEN; t++)
+            m->latents[i * GEN_LEN + t] = (int32_t)ts_rng_below(&rng, (uint64_t)1 << bits);
+        for (int j = 0; j < TS_LETTER_PROMPT * bits; j++)
+            uniforms[i * TS_LETTER_PROMPT * bits + j] = (ts_real)ts_rng_uniform(&rng);
         ts_rng_seed_stream(&rngs[i], (uint64_t)a->seed ^ PURPOSE_TOKENS, (uint64_t)i);
     }
     if (ok) {
         free_generate_request request = {.prompt = prompt,
-                                         .prompt_len = PROMPT_LEN,
-                                         .length = FULL_LEN,
+                                         .prompt_len = TS_LETTER_PROMPT,
+                                         .length = GEN_LEN,
                                          .n_seqs = (int)n,
                                          .states = m->latents,
                                          .prompt_from_encoder = a->prompt_from_encoder,
                                          .prompt_uniforms = uniforms,
                                          .token_rngs = rngs};
-        free_generate(model, ctx, &request, out);
-        for (long i = 0; i < n; i++)
-            memcpy(m->lines + i * GEN_LEN, out + i * FULL_LEN + TS_LETTER_LINE,
-                   GEN_LEN * sizeof *out);
+        free_generate(model, ctx, &request, m->lines);
         ok = measure(m, a->groups, a->samples);
     }
-    free(out);
     free(prompt);
     free(uniforms);
     free(rngs);
@@ -453,10 +452,9 @@ static bool write_mode(hid_t parent, const letters_args *a, int mode, const mode
     bool ok = bytes != NULL;
     for (long i = 0; ok && i < n * GEN_LEN; i++) bytes[i] = (uint8_t)m->lines[i];
     hsize_t dims3[3] = {(hsize_t)a->groups, (hsize_t)a->samples, GEN_LEN};
-    hsize_t dims_latents[3] = {(hsize_t)a->groups, (hsize_t)a->samples, FULL_LEN};
     hsize_t dims2[2] = {(hsize_t)a->groups, (hsize_t)a->samples};
     ok = ok && write_dataset(g, "lines", H5T_NATIVE_UINT8, 3, dims3, bytes) &&
-         write_dataset(g, "latents", H5T_NATIVE_INT32, 3, dims_latents, m->latents) &&
+         write_dataset(g, "latents", H5T_NATIVE_INT32, 3, dims3, m->latents) &&
          write_dataset(g, "position", H5T_NATIVE_INT32, 2, dims2, m->position) &&
          write_dataset(g, "valid", H5T_NATIVE_UINT8, 2, dims2, m->valid) &&
          ts_h5_write_double_attr(g, "valid_fraction", m->valid_fraction) >= 0 &&
@@ -527,10 +525,10 @@ static void print_table(const letters_args *a, const kappa_result *results) {
                i->valid_fraction, s->position_agreement, i->position_agreement, s->noise_jaccard,
                i->noise_jaccard);
     }
-    printf("losses: nats/token on %ld validation windows (the prior's with K samples, and the "
+    printf("losses: nats/token on %d validation lines (the prior's with K samples, and the "
            "encoder posterior's,\nwhich leaks the targets); KL of the posterior to the uniform "
            "prior, per token and per %d-token line\n",
-           a->eval_windows, TS_LETTER_LINE);
+           a->eval_lines, TS_LETTER_LINE);
 }
 
 static int run_letters(MPI_Comm comm, void *args) {
@@ -569,20 +567,18 @@ static int run_letters(MPI_Comm comm, void *args) {
     }
     kappa_result *results = calloc((size_t)a->n_kappas, sizeof *results);
     ts_ctx ctx;
-    bool have_ctx = ts_ctx_init(&ctx, 0);
-    ok = results && have_ctx;
+    bool have_ctx = rank == 0 && ts_ctx_init(&ctx, 0);
+    ok = results && (rank != 0 || have_ctx);
     MPI_Allreduce(MPI_IN_PLACE, &ok, 1, MPI_INT, MPI_MIN, comm);
     for (int k = 0; ok && k < a->n_kappas; k++) {
         kappa_result *r = &results[k];
         r->kappa_bits = a->kappa_bits[k];
         ts_model *model = load_final_model(comm, configs[k].run_dir, r, err, sizeof err);
         ok = model != NULL;
-        if (ok) {
-            ts_model_bind(model, &ctx);
-            ok = evaluate_model(comm, model, &ctx, data, a, r, err, sizeof err);
-        }
         if (ok && rank == 0) {
-            ok = generate_mode(model, &ctx, a, 0, &r->mode[0]) &&
+            ts_model_bind(model, &ctx);
+            ok = evaluate_lines(model, &ctx, a, r) &&
+                 generate_mode(model, &ctx, a, 0, &r->mode[0]) &&
                  generate_mode(model, &ctx, a, 1, &r->mode[1]) && write_text(a, r, err, sizeof err);
             if (!ok && !err[0]) snprintf(err, sizeof err, "out of memory sampling");
         }

@@ -84,6 +84,7 @@ static const config_key keys[] = {
     {"train", "keep_checkpoints", KEY_LONG, FIELD(keep_checkpoints), 0, "complete checkpoints kept", false},
     {"data", "train", KEY_STRING, STR(train_data), "token file to train on", false},
     {"data", "eval", KEY_STRING, STR(eval_data), "comma-separated token files to evaluate", false},
+    {"data", "align", KEY_LONG, FIELD(align), 0, "training and evaluation windows start at multiples of this many tokens (1: anywhere; files of fixed-length records)", false},
     {"run", "dir", KEY_STRING, STR(run_dir), "run directory for metrics and checkpoints", false},
 };
 #undef FIELD
@@ -125,6 +126,7 @@ void ts_config_defaults(ts_run_config *c) {
     c->eval_batches = 4;
     c->checkpoint_every = 0;
     c->keep_checkpoints = 2;
+    c->align = 1;
     strcpy(c->run_dir, "runs/default");
 }
 
@@ -290,6 +292,10 @@ bool ts_config_validate(ts_run_config *c, char *err, size_t errlen) {
         c->eval_every < 0 || c->checkpoint_every < 0 || c->optim.warmup_steps < 0) {
         snprintf(err, errlen, "train.lr, log_every, eval_batches and keep_checkpoints must be "
                               "positive; eval_every, checkpoint_every and warmup not negative");
+        return false;
+    }
+    if (c->align < 1) {
+        snprintf(err, errlen, "data.align must be at least 1, got %ld", c->align);
         return false;
     }
     if (!c->train_data[0]) {

@@ -8,11 +8,14 @@
 #include <stdint.h>
 
 /* Start offsets of `count` windows of `window` tokens: sequences
- * [first, first + count) of the global batch of step `step`. */
+ * [first, first + count) of the global batch of step `step`. Offsets are
+ * multiples of align (1: any offset): token files of fixed-length records,
+ * such as a synthetic task's lines, are then never cut mid-record. */
 void ts_train_window_offsets(uint64_t seed, long step, long global_batch, long first, long count,
-                             int64_t split_len, int window, int64_t *offsets);
-/* Windows [first, first + count) of `total` evenly spaced evaluation windows. */
+                             int64_t split_len, int window, long align, int64_t *offsets);
+/* Windows [first, first + count) of `total` evenly spaced evaluation
+ * windows, their starts rounded down to multiples of align (1: anywhere). */
 void ts_eval_window_offsets(long total, long first, long count, int64_t split_len, int window,
-                            int64_t *offsets);
+                            long align, int64_t *offsets);
 
 #endif

@@ -8,8 +8,8 @@
 #include "train/batches.h"
 
 bool ts_evaluate(MPI_Comm comm, ts_model *model, ts_ctx *ctx, ts_token_file *tokens,
-                 enum ts_split split, int seq, long windows, long micro_batch, uint64_t seed,
-                 ts_eval_result *result, char *err, size_t errlen) {
+                 enum ts_split split, int seq, long align, long windows, long micro_batch,
+                 uint64_t seed, ts_eval_result *result, char *err, size_t errlen) {
     int rank, nranks;
     MPI_Comm_rank(comm, &rank);
     MPI_Comm_size(comm, &nranks);
@@ -31,7 +31,7 @@ bool ts_evaluate(MPI_Comm comm, ts_model *model, ts_ctx *ctx, ts_token_file *tok
     double sums[N_FIXED + TS_MAX_MODEL_STATS] = {0};
     int n_stats = model->ops->n_stats;
     if (ok) {
-        ts_eval_window_offsets(windows, first, count, split_len, seq + 1, offsets);
+        ts_eval_window_offsets(windows, first, count, split_len, seq + 1, align, offsets);
         bool recording = ts_set_grad_enabled(ctx, false);
         double flops_before = ts_flops_total(ctx);
         for (long done = 0; done < count && ok; done += micro_batch) {

@@ -18,11 +18,12 @@ typedef struct ts_eval_result {
     double stats[TS_MAX_MODEL_STATS];
 } ts_eval_result;
 
-/* Collective over comm. windows sequences of seq + 1 tokens, processed
- * micro_batch at a time without recording a graph. seed feeds the model's
- * random draws (ts_sequence_rng), which depend on the window only. */
+/* Collective over comm. windows sequences of seq + 1 tokens, starting at
+ * multiples of align (data.align), processed micro_batch at a time without
+ * recording a graph. seed feeds the model's random draws (ts_sequence_rng),
+ * which depend on the window only. */
 bool ts_evaluate(MPI_Comm comm, ts_model *model, ts_ctx *ctx, ts_token_file *tokens,
-                 enum ts_split split, int seq, long windows, long micro_batch, uint64_t seed,
-                 ts_eval_result *result, char *err, size_t errlen);
+                 enum ts_split split, int seq, long align, long windows, long micro_batch,
+                 uint64_t seed, ts_eval_result *result, char *err, size_t errlen);
 
 #endif

@@ -140,7 +140,7 @@ static bool train_step(trainer *tr, double *loss_out, double *stats_out, double 
         if (count == 0) continue;
         ts_train_window_offsets((uint64_t)c->seed, tr->step, c->batch, a * micro + first, count,
                                 ts_token_file_len(&tr->train, TS_SPLIT_TRAIN), seq + 1,
-                                tr->offsets);
+                                c->align, tr->offsets);
         ts_tf_err tf_err;
         if (ts_token_file_read_windows(&tr->train, TS_SPLIT_TRAIN, tr->offsets, (int)count,
                                        seq + 1, tr->tokens, &tf_err) != TS_TF_OK) {
@@ -193,7 +193,7 @@ static bool evaluate_all(trainer *tr, char *err, size_t errlen) {
         long micro = c->batch / c->accum;
         long per_rank = (micro + tr->nranks - 1) / tr->nranks;
         if (!ts_evaluate(tr->comm, tr->model, &tr->ctx, &tr->evals[i].tokens, TS_SPLIT_VALIDATION,
-                         c->model.context, c->eval_batches * c->batch, per_rank,
+                         c->model.context, c->align, c->eval_batches * c->batch, per_rank,
                          (uint64_t)c->seed, &r, err, errlen))
             return false;
         if (tr->rank == 0)

@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include "data/letter_task.h"
+#include "train/batches.h"
 
 /* The template of a noiseless line with the letters at p explains body,
  * '!' standing for any character. */
@@ -167,6 +168,28 @@ static void test_agreement_within_groups(void **state) {
     assert_true(isnan(none.position_agreement) && isnan(none.noise_jaccard));
 }
 
+/* data.align: the trainer's windows over a letter file start at line starts
+ * and reach every line, the last included; align = 1 still starts anywhere. */
+static void test_training_windows_start_at_line_starts(void **state) {
+    (void)state;
+    enum { COUNT = 4000, LINES = 100 };
+    static int64_t aligned[COUNT], anywhere[COUNT];
+    int64_t len = (int64_t)LINES * TS_LETTER_LINE;
+    ts_train_window_offsets(5, 3, COUNT, 0, COUNT, len, TS_LETTER_LINE, TS_LETTER_LINE, aligned);
+    ts_train_window_offsets(5, 3, COUNT, 0, COUNT, len, TS_LETTER_LINE, 1, anywhere);
+    bool seen[LINES] = {false};
+    long unaligned = 0;
+    for (int i = 0; i < COUNT; i++) {
+        assert_true(aligned[i] % TS_LETTER_LINE == 0);
+        assert_true(aligned[i] >= 0 && aligned[i] + TS_LETTER_LINE <= len);
+        seen[aligned[i] / TS_LETTER_LINE] = true;
+        assert_true(anywhere[i] >= 0 && anywhere[i] + TS_LETTER_LINE <= len);
+        unaligned += anywhere[i] % TS_LETTER_LINE != 0;
+    }
+    for (int l = 0; l < LINES; l++) assert_true(seen[l]);
+    assert_true(unaligned > COUNT / 2);
+}
+
 static long long split_length(hid_t file, const char *dataset) {
     hid_t d = H5Dopen2(file, dataset, H5P_DEFAULT);
     hid_t space = H5Dget_space(d);
@@ -212,6 +235,7 @@ int main(void) {
         cmocka_unit_test(test_parser_reads_position_and_noise),
         cmocka_unit_test(test_jaccard),
         cmocka_unit_test(test_agreement_within_groups),
+        cmocka_unit_test(test_training_windows_start_at_line_starts),
         cmocka_unit_test(test_token_file_holds_the_lines),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
