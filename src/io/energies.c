@@ -12,7 +12,7 @@
 struct ts_energies_file {
     MPI_Comm comm;
     int rank;
-    hid_t file;        /* rank 0 only */
+    hid_t file; /* rank 0 only */
     char path[4096];
     char tmp[4104];
 };
@@ -79,9 +79,8 @@ ts_energies_file *ts_energies_open(MPI_Comm comm, const char *path, bool overwri
     return f;
 }
 
-static bool write_dataset(hid_t group, const char *name, hid_t type, int ndim,
-                          const hsize_t *dims, const void *data, const char *units,
-                          const char *description) {
+static bool write_dataset(hid_t group, const char *name, hid_t type, int ndim, const hsize_t *dims,
+                          const void *data, const char *units, const char *description) {
     hid_t space = H5Screate_simple(ndim, dims, NULL);
     if (space < 0) return false;
     hid_t set = H5Dcreate2(group, name, type, space, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
@@ -93,9 +92,8 @@ static bool write_dataset(hid_t group, const char *name, hid_t type, int ndim,
     return ok;
 }
 
-static bool write_group(hid_t file, const char *set, const char *setting,
-                        const ts_energy_trace *t, const double *energy, const double *loss,
-                        const int32_t *tokens) {
+static bool write_group(hid_t file, const char *set, const char *setting, const ts_energy_trace *t,
+                        const double *energy, const double *loss, const int32_t *tokens) {
     char safe[256], name[512];
     snprintf(safe, sizeof safe, "%s", setting);
     for (char *p = safe; *p; p++)
@@ -112,8 +110,8 @@ static bool write_group(hid_t file, const char *set, const char *setting,
          write_dataset(group, "energy", H5T_NATIVE_DOUBLE, 3, (hsize_t[]){w, p, s}, energy, "1",
                        "energy of each position's prediction before every inference step, "
                        "then of the final prediction (of the candidate kept there)") &&
-         write_dataset(group, "token_loss", H5T_NATIVE_DOUBLE, 2, (hsize_t[]){w, s}, loss,
-                       "nats", "cross-entropy of the final prediction of each position") &&
+         write_dataset(group, "token_loss", H5T_NATIVE_DOUBLE, 2, (hsize_t[]){w, s}, loss, "nats",
+                       "cross-entropy of the final prediction of each position") &&
          write_dataset(group, "tokens", H5T_NATIVE_INT32, 2, (hsize_t[]){w, s + 1}, tokens,
                        "token id", "the window: position r predicts tokens[r + 1]");
     return H5Gclose(group) >= 0 && ok;
@@ -143,8 +141,8 @@ bool ts_energies_append(ts_energies_file *f, const char *set, const char *settin
         ts_h5_quiet quiet = ts_h5_quiet_begin();
         ok = write_group(f->file, set, setting, t, energy, loss, tokens);
         ts_h5_quiet_end(quiet);
-        if (!ok) snprintf(err, errlen, "cannot write energies of %s/%s to '%s'", set, setting,
-                          f->tmp);
+        if (!ok)
+            snprintf(err, errlen, "cannot write energies of %s/%s to '%s'", set, setting, f->tmp);
     }
     free(energy);
     free(loss);

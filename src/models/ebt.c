@@ -49,8 +49,8 @@ static void row_rng(const ts_batch *batch, int row, uint64_t draw, ts_rng *rng) 
     }
 }
 
-static void initial_logits(const ts_model_config *c, const ts_batch *batch, int row,
-                           int candidate, ts_real *y) {
+static void initial_logits(const ts_model_config *c, const ts_batch *batch, int row, int candidate,
+                           ts_real *y) {
     long n = (long)batch->seq * c->vocab_size;
     if (!strcmp(c->ebt.init, "zero") || c->ebt.init_scale == 0) {
         memset(y, 0, (size_t)n * sizeof *y);
@@ -62,8 +62,8 @@ static void initial_logits(const ts_model_config *c, const ts_batch *batch, int 
 }
 
 /* Langevin noise N(0, sigma^2) on every logit, for draw `index`. */
-static ts_tensor *logit_noise(ts_ctx *ctx, const ts_batch *batch, int rows, int vocab,
-                              double sigma, int index) {
+static ts_tensor *logit_noise(ts_ctx *ctx, const ts_batch *batch, int rows, int vocab, double sigma,
+                              int index) {
     ts_tensor *noise = ts_new(ctx, TS_SHAPE(rows, batch->seq, vocab));
     long n = (long)batch->seq * vocab;
     for (int r = 0; r < rows; r++) {
@@ -178,8 +178,8 @@ static ts_tensor *training_loss(ts_model *model, ts_ctx *ctx, const ts_batch *ba
         bool last = t == n_steps - 1;
         ts_tensor *y_in = detach ? ts_detach(ctx, y) : y;
         if (e->langevin_noise > 0)
-            y_in = ts_add(ctx, y_in, logit_noise(ctx, batch, rows, c->vocab_size,
-                                                 e->langevin_noise, t));
+            y_in = ts_add(ctx, y_in,
+                          logit_noise(ctx, batch, rows, c->vocab_size, e->langevin_noise, t));
         ts_tensor *p = ts_softmax(ctx, y_in, NULL);
         bool made_leaf = !p->requires_grad;
         if (made_leaf) ts_set_requires_grad(ctx, p, true);
@@ -258,7 +258,8 @@ static void fill_trace(ts_ctx *ctx, ts_energy_trace *trace, const ts_batch *batc
             for (int r = 0; r < seq; r++)
                 trace->energy[(window * points + k) * seq + r] =
                     energies[k * positions + (long)b * seq + r];
-        for (int r = 0; r < seq; r++) trace->token_loss[window * seq + r] = losses[(long)b * seq + r];
+        for (int r = 0; r < seq; r++)
+            trace->token_loss[window * seq + r] = losses[(long)b * seq + r];
         for (int t = 0; t <= seq; t++)
             trace->tokens[window * (seq + 1) + t] = batch->tokens[(long)b * (seq + 1) + t];
     }
@@ -274,8 +275,10 @@ static ts_tensor *inference_loss(ts_model *model, ts_ctx *ctx, const ts_batch *b
     const ts_ebt_config *e = &c->ebt;
     int n_steps = ebt_inference_steps(c), candidates = e->infer_samples;
     if (candidates < 1 || e->infer_step_size < 0)
-        ts_fail(ctx, "ebt", "ebt.infer_samples (%d) must be at least 1 and ebt.infer_step_size "
-                "(%g) not negative", candidates, e->infer_step_size);
+        ts_fail(ctx, "ebt",
+                "ebt.infer_samples (%d) must be at least 1 and ebt.infer_step_size "
+                "(%g) not negative",
+                candidates, e->infer_step_size);
     double trained_alpha = fmax(ts_model_param(model, "step_size")->data[0], MIN_STEP_SIZE);
     double alpha = e->infer_step_size > 0 ? e->infer_step_size : trained_alpha;
     double sigma = e->infer_noise > 0 ? e->infer_noise : e->infer_noise < 0 ? 0 : e->langevin_noise;
@@ -300,13 +303,12 @@ static ts_tensor *inference_loss(ts_model *model, ts_ctx *ctx, const ts_batch *b
             ts_mark mark = ts_get_mark(ctx);
             ts_tensor *y_in = y;
             if (sigma > 0 && !rescoring)
-                y_in = ts_add(ctx, y, logit_noise(ctx, batch, rows, vocab, sigma,
-                                                  g * 65536 + t));
+                y_in = ts_add(ctx, y, logit_noise(ctx, batch, rows, vocab, sigma, g * 65536 + t));
             bool recording = ts_set_grad_enabled(ctx, !rescoring);
             ts_tensor *p = ts_softmax(ctx, y_in, NULL);
             if (!rescoring) ts_set_requires_grad(ctx, p, true);
-            ts_tensor *energy =
-                ebt_energy(ctx, context, p, rescoring ? final_landscape : ebt_landscape_of_step(c, t));
+            ts_tensor *energy = ebt_energy(
+                ctx, context, p, rescoring ? final_landscape : ebt_landscape_of_step(c, t));
             for (long i = 0; i < positions; i++) energies[t * positions + i] = energy->data[i];
             if (!rescoring) {
                 ts_tensor *total = ts_sum_all(ctx, energy), *grad;
@@ -364,8 +366,8 @@ static int ebt_checkpoint_extras(ts_model *model, ts_checkpoint_extra *extras, i
 static void ebt_init_params(ts_model *model, ts_rng *rng) {
     /* vocab_to_embed is a linear layer (Xavier, as the reference initialises
      * it), although its name gives it the embeddings' N(0, 1) by default. */
-    const ts_param_entry *w = &model->table.entries[ts_param_table_find(&model->table,
-                                                                        "vocab_to_embed")];
+    const ts_param_entry *w =
+        &model->table.entries[ts_param_table_find(&model->table, "vocab_to_embed")];
     ts_rng_fill_normal(rng, model->params + w->offset, w->numel, 0,
                        sqrt(2.0 / (w->shape[0] + w->shape[1])));
     const ts_param_entry *alpha =
@@ -424,19 +426,18 @@ static bool one_of(const char *value, const char *a, const char *b) {
 }
 
 static bool validate(const ts_ebt_config *e, char *err, size_t errlen) {
-#define REQUIRE(condition, ...)                                                                \
-    do {                                                                                       \
-        if (!(condition)) {                                                                    \
-            snprintf(err, errlen, __VA_ARGS__);                                                \
-            return false;                                                                      \
-        }                                                                                      \
+#define REQUIRE(condition, ...)                                                                    \
+    do {                                                                                           \
+        if (!(condition)) {                                                                        \
+            snprintf(err, errlen, __VA_ARGS__);                                                    \
+            return false;                                                                          \
+        }                                                                                          \
     } while (0)
     REQUIRE(e->steps >= 1, "ebt.steps must be at least 1, got %d", e->steps);
     REQUIRE(e->landscapes >= 0 && e->landscapes <= e->steps,
             "ebt.landscapes (%d) must be between 0 (one per step) and ebt.steps (%d)",
             e->landscapes, e->steps);
-    REQUIRE(e->random_steps >= 0, "ebt.random_steps must not be negative, got %d",
-            e->random_steps);
+    REQUIRE(e->random_steps >= 0, "ebt.random_steps must not be negative, got %d", e->random_steps);
     REQUIRE(e->step_size > 0, "ebt.step_size (alpha) must be positive, got %g", e->step_size);
     REQUIRE(e->step_size_lr_mult >= 0, "ebt.step_size_lr_mult must not be negative, got %g",
             e->step_size_lr_mult);
@@ -457,8 +458,7 @@ static bool validate(const ts_ebt_config *e, char *err, size_t errlen) {
     REQUIRE(e->infer_samples >= 1, "ebt.infer_samples must be at least 1, got %d",
             e->infer_samples);
     REQUIRE(e->infer_step_size >= 0,
-            "ebt.infer_step_size must not be negative (0: as trained), got %g",
-            e->infer_step_size);
+            "ebt.infer_step_size must not be negative (0: as trained), got %g", e->infer_step_size);
 #undef REQUIRE
     return true;
 }
@@ -496,9 +496,10 @@ bool ebt_model_setup(ts_model *model, char *err, size_t errlen) {
     model->arch = state;
     if (!state || !add_params(model) ||
         !ebt_replay_init(&state->replay, c->ebt.replay_size, c->context, c->vocab_size)) {
-        snprintf(err, errlen, "out of memory building the EBT (parameters, or a replay buffer "
-                              "of %d x %d x %d logits)", c->ebt.replay_size, c->context,
-                 c->vocab_size);
+        snprintf(err, errlen,
+                 "out of memory building the EBT (parameters, or a replay buffer "
+                 "of %d x %d x %d logits)",
+                 c->ebt.replay_size, c->context, c->vocab_size);
         return false;
     }
     return true;

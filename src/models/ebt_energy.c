@@ -25,13 +25,13 @@ typedef struct ebt_observed {
 struct ebt_context {
     ts_model *model;
     int batch, seq;
-    ts_tensor *embedded;      /* [B, L, D] token embeddings */
-    int32_t *positions_obs;   /* 0..L */
-    int32_t *positions_pred;  /* 2..L+1 */
-    ts_tensor *obs_mask;      /* [L+1, L+1] causal */
-    ts_tensor *pred_mask;     /* [L, L+2]: row r keeps columns 0..r+1 and the last (itself) */
+    ts_tensor *embedded;     /* [B, L, D] token embeddings */
+    int32_t *positions_obs;  /* 0..L */
+    int32_t *positions_pred; /* 2..L+1 */
+    ts_tensor *obs_mask;     /* [L+1, L+1] causal */
+    ts_tensor *pred_mask;    /* [L, L+2]: row r keeps columns 0..r+1 and the last (itself) */
     int n_landscapes;
-    ebt_observed *observed;   /* one per landscape */
+    ebt_observed *observed; /* one per landscape */
 };
 
 static ts_tensor *linear(ts_ctx *ctx, ts_tensor *x, ts_tensor *w) {
@@ -51,8 +51,8 @@ ebt_context *ebt_context_new(ts_model *model, ts_ctx *ctx, const int32_t *inputs
                              int seq) {
     const ts_model_config *c = &model->config;
     ebt_context *e = ts_alloc(ctx, sizeof *e);
-    *e = (ebt_context){.model = model, .batch = batch, .seq = seq,
-                       .n_landscapes = ebt_landscapes(c)};
+    *e = (ebt_context){
+        .model = model, .batch = batch, .seq = seq, .n_landscapes = ebt_landscapes(c)};
     ts_tensor *embedded =
         ts_embedding(ctx, ts_model_param(model, "embed"), inputs, (long)batch * seq);
     e->embedded = ts_reshape(ctx, embedded, TS_SHAPE(batch, seq, c->width));
@@ -79,8 +79,7 @@ ebt_context *ebt_context_new(ts_model *model, ts_ctx *ctx, const int32_t *inputs
 static void project_keys_values(ts_ctx *ctx, const tpp_block_params *p, ts_tensor *u,
                                 const tpp_attention_input *in, ts_tensor **keys,
                                 ts_tensor **values) {
-    *keys = tpp_split_heads(ctx, linear(ctx, u, p->wk), in->n_heads, in->positions,
-                            in->rope_theta);
+    *keys = tpp_split_heads(ctx, linear(ctx, u, p->wk), in->n_heads, in->positions, in->rope_theta);
     *values = tpp_split_heads(ctx, linear(ctx, u, p->wv), in->n_heads, NULL, 0);
 }
 
@@ -89,8 +88,8 @@ static ts_tensor *observed_attention(ts_ctx *ctx, const tpp_block_params *p, ts_
                                      ts_tensor *kv_in, const tpp_attention_input *in) {
     ebt_observed *obs = in->attention_user;
     int dh = q_in->shape[2] / in->n_heads;
-    ts_tensor *q = tpp_split_heads(ctx, linear(ctx, q_in, p->wq), in->n_heads, in->positions,
-                                   in->rope_theta);
+    ts_tensor *q =
+        tpp_split_heads(ctx, linear(ctx, q_in, p->wq), in->n_heads, in->positions, in->rope_theta);
     project_keys_values(ctx, p, kv_in, in, &obs->keys[in->layer], &obs->values[in->layer]);
     ts_tensor *a = ts_attention(ctx, q, obs->keys[in->layer], obs->values[in->layer], in->mask,
                                 1.0 / sqrt((double)dh));
@@ -103,8 +102,8 @@ static ts_tensor *prediction_attention(ts_ctx *ctx, const tpp_block_params *p, t
                                        ts_tensor *kv_in, const tpp_attention_input *in) {
     const ebt_observed *obs = in->attention_user;
     int seq = q_in->shape[1], dh = q_in->shape[2] / in->n_heads;
-    ts_tensor *q = tpp_split_heads(ctx, linear(ctx, q_in, p->wq), in->n_heads, in->positions,
-                                   in->rope_theta);
+    ts_tensor *q =
+        tpp_split_heads(ctx, linear(ctx, q_in, p->wq), in->n_heads, in->positions, in->rope_theta);
     ts_tensor *k, *v;
     project_keys_values(ctx, p, kv_in, in, &k, &v);
     q = ts_scale(ctx, q, 1.0 / sqrt((double)dh));
@@ -113,15 +112,16 @@ static ts_tensor *prediction_attention(ts_ctx *ctx, const tpp_block_params *p, t
     ts_tensor *scores = ts_concat(ctx, 2, (ts_tensor *[]){context_scores, self_score}, 3);
     ts_tensor *probs = ts_softmax(ctx, scores, in->mask);
     ts_tensor *mixed = ts_add(
-        ctx, ts_matmul(ctx, ts_slice(ctx, probs, 3, 0, seq + 1), obs->values[in->layer], false, false),
+        ctx,
+        ts_matmul(ctx, ts_slice(ctx, probs, 3, 0, seq + 1), obs->values[in->layer], false, false),
         ts_mul(ctx, ts_slice(ctx, probs, 3, seq + 1, 1), v));
     return linear(ctx, tpp_merge_heads(ctx, mixed), p->wo);
 }
 
 static tpp_attention_input attention_input(const ebt_context *e) {
     const ts_model_config *c = &e->model->config;
-    return (tpp_attention_input){.rope_theta = c->rope_theta, .n_heads = c->heads,
-                                 .norm_eps = c->norm_eps};
+    return (tpp_attention_input){
+        .rope_theta = c->rope_theta, .n_heads = c->heads, .norm_eps = c->norm_eps};
 }
 
 void ebt_context_observe(ts_ctx *ctx, ebt_context *e, int landscape) {

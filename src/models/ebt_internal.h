@@ -13,11 +13,11 @@
  * arrays are exactly what the checkpoint stores (TS_CKPT_PER_RANK). */
 typedef struct ebt_replay {
     int capacity;
-    int seq;            /* predictions per entry (the training context) */
+    int seq; /* predictions per entry (the training context) */
     int vocab;
-    int64_t *tokens;    /* capacity x (seq + 1) */
-    ts_real *logits;    /* capacity x seq x vocab */
-    int64_t state[2];   /* entries filled, next slot to write */
+    int64_t *tokens;  /* capacity x (seq + 1) */
+    ts_real *logits;  /* capacity x seq x vocab */
+    int64_t state[2]; /* entries filled, next slot to write */
 } ebt_replay;
 
 bool ebt_replay_init(ebt_replay *replay, int capacity, int seq, int vocab);
@@ -32,8 +32,8 @@ int ebt_replay_extras(ebt_replay *replay, ts_checkpoint_extra *extras, int max);
 
 /* model->arch of an EBT. */
 typedef struct ebt_state {
-    ebt_replay replay;          /* capacity 0 when off */
-    ts_energy_trace *trace;     /* evaluation energies requested by eval --energies */
+    ebt_replay replay;      /* capacity 0 when off */
+    ts_energy_trace *trace; /* evaluation energies requested by eval --energies */
 } ebt_state;
 
 #endif

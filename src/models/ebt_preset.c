@@ -13,7 +13,7 @@ typedef struct preset_number {
 
 #define EBT_FIELD(member) offsetof(ts_ebt_config, member)
 static const preset_number numbers[] = {
-    {"steps", EBT_FIELD(steps), true, 2, 2},          /* S2: randint(min 2, 2 + 2) = 2 or 3 */
+    {"steps", EBT_FIELD(steps), true, 2, 2},           /* S2: randint(min 2, 2 + 2) = 2 or 3 */
     {"landscapes", EBT_FIELD(landscapes), true, 0, 1}, /* S1: one per step; S2: mcmc_num_steps 1 */
     {"random_steps", EBT_FIELD(random_steps), true, 0, 1},
     {"step_size", EBT_FIELD(step_size), false, 500, 5},
@@ -53,8 +53,10 @@ bool ebt_apply_preset(ts_run_config *config, char *err, size_t errlen) {
         const preset_number *n = &numbers[i];
         if (ts_config_is_explicit(config, "ebt", n->key)) continue;
         double value = s1 ? n->s1 : n->s2;
-        if (n->is_int) *(int *)(base + n->offset) = (int)value;
-        else *(double *)(base + n->offset) = value;
+        if (n->is_int)
+            *(int *)(base + n->offset) = (int)value;
+        else
+            *(double *)(base + n->offset) = value;
     }
     for (size_t i = 0; i < sizeof strings / sizeof strings[0]; i++) {
         const preset_string *s = &strings[i];

@@ -19,7 +19,9 @@ void ebt_replay_free(ebt_replay *r) {
     *r = (ebt_replay){0};
 }
 
-int ebt_replay_filled(const ebt_replay *r) { return (int)r->state[0]; }
+int ebt_replay_filled(const ebt_replay *r) {
+    return (int)r->state[0];
+}
 
 void ebt_replay_add(ebt_replay *r, const int32_t *tokens, const ts_real *logits) {
     if (r->capacity == 0) return;
@@ -42,13 +44,26 @@ void ebt_replay_sample(const ebt_replay *r, int n, ts_rng *rng, int *slots) {
 
 int ebt_replay_extras(ebt_replay *r, ts_checkpoint_extra *extras, int max) {
     if (r->capacity == 0 || max < 3) return 0;
-    extras[0] = (ts_checkpoint_extra){"replay_tokens", TS_CKPT_INT64, TS_CKPT_PER_RANK,
-                                      (long)r->capacity * (r->seq + 1), r->tokens, "token id",
+    extras[0] = (ts_checkpoint_extra){"replay_tokens",
+                                      TS_CKPT_INT64,
+                                      TS_CKPT_PER_RANK,
+                                      (long)r->capacity * (r->seq + 1),
+                                      r->tokens,
+                                      "token id",
                                       "EBT replay buffer: sequences (seq + 1 tokens each)"};
-    extras[1] = (ts_checkpoint_extra){"replay_logits", TS_CKPT_REAL, TS_CKPT_PER_RANK,
-                                      (long)r->capacity * r->seq * r->vocab, r->logits, "logit",
+    extras[1] = (ts_checkpoint_extra){"replay_logits",
+                                      TS_CKPT_REAL,
+                                      TS_CKPT_PER_RANK,
+                                      (long)r->capacity * r->seq * r->vocab,
+                                      r->logits,
+                                      "logit",
                                       "EBT replay buffer: final predicted logits (seq x vocab)"};
-    extras[2] = (ts_checkpoint_extra){"replay_state", TS_CKPT_INT64, TS_CKPT_PER_RANK, 2,
-                                      r->state, "1", "EBT replay buffer: entries filled, next slot"};
+    extras[2] = (ts_checkpoint_extra){"replay_state",
+                                      TS_CKPT_INT64,
+                                      TS_CKPT_PER_RANK,
+                                      2,
+                                      r->state,
+                                      "1",
+                                      "EBT replay buffer: entries filled, next slot"};
     return 3;
 }

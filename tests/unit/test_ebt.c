@@ -42,11 +42,21 @@
 enum { VOCAB = 11, SEQ = 4, BATCH = 2, WIDTH = 8, MAX_STEPS = 4 };
 
 static ts_model_config tiny_config(void) {
-    ts_model_config c = {.vocab_size = VOCAB, .context = SEQ, .depth = 2, .width = WIDTH,
-                         .heads = 2, .ffn_mult = 1.5, .norm_eps = 1e-5, .rope_theta = 10000};
+    ts_model_config c = {.vocab_size = VOCAB,
+                         .context = SEQ,
+                         .depth = 2,
+                         .width = WIDTH,
+                         .heads = 2,
+                         .ffn_mult = 1.5,
+                         .norm_eps = 1e-5,
+                         .rope_theta = 10000};
     strcpy(c.arch, "ebt");
-    c.ebt = (ts_ebt_config){.steps = 2, .step_size = 2.0, .step_size_learnable = 1,
-                            .step_size_lr_mult = 1, .init_scale = 1.0, .infer_samples = 1};
+    c.ebt = (ts_ebt_config){.steps = 2,
+                            .step_size = 2.0,
+                            .step_size_learnable = 1,
+                            .step_size_lr_mult = 1,
+                            .init_scale = 1.0,
+                            .infer_samples = 1};
     strcpy(c.ebt.mode, "s1");
     strcpy(c.ebt.loss_on, "mean");
     strcpy(c.ebt.init, "zero");
@@ -104,13 +114,14 @@ static double max_abs(const ts_real *a, long n) {
 static ts_tensor *doubled_sequence_energy(ts_model *model, ts_ctx *ctx, const int32_t *inputs,
                                           ts_tensor *p, int landscape) {
     int b = BATCH, l = SEQ, d = WIDTH, n = 2 * l + 1;
-    ts_tensor *tokens = ts_reshape(
-        ctx, ts_embedding(ctx, ts_model_param(model, "embed"), inputs, (long)b * l),
-        TS_SHAPE(b, l, d));
+    ts_tensor *tokens =
+        ts_reshape(ctx, ts_embedding(ctx, ts_model_param(model, "embed"), inputs, (long)b * l),
+                   TS_SHAPE(b, l, d));
     int32_t index = landscape;
     ts_tensor *time = ts_embedding(ctx, ts_model_param(model, "time_embed"), &index, 1);
     time = ts_broadcast_to(ctx, ts_reshape(ctx, time, TS_SHAPE(1, 1, d)), TS_SHAPE(b, 1, d));
-    ts_tensor *predictions = ts_matmul(ctx, p, ts_model_param(model, "vocab_to_embed"), false, true);
+    ts_tensor *predictions =
+        ts_matmul(ctx, p, ts_model_param(model, "vocab_to_embed"), false, true);
     ts_tensor *x = ts_concat(ctx, 3, (ts_tensor *[]){time, tokens, predictions}, 1);
     int32_t positions[2 * SEQ + 1];
     for (int i = 0; i <= l; i++) positions[i] = i;
@@ -121,8 +132,11 @@ static ts_tensor *doubled_sequence_energy(ts_model *model, ts_ctx *ctx, const in
             bool keep = i <= l ? j <= i : (j <= i - l || j == i);
             mask->data[i * n + j] = keep ? 0 : -INFINITY;
         }
-    tpp_attention_input in = {.mask = mask, .positions = positions, .rope_theta = 10000,
-                              .n_heads = model->config.heads, .norm_eps = 1e-5};
+    tpp_attention_input in = {.mask = mask,
+                              .positions = positions,
+                              .rope_theta = 10000,
+                              .n_heads = model->config.heads,
+                              .norm_eps = 1e-5};
     for (int layer = 0; layer < model->config.depth; layer++) {
         tpp_block_params block = tpp_block(model, layer);
         in.layer = layer;
@@ -183,8 +197,8 @@ static void test_energy_equals_the_masked_doubled_sequence(void **state) {
                          e_fast[i], e_ref[i]);
         for (int i = 0; i < BATCH * SEQ * VOCAB; i++)
             if (fabs(g_fast[i] - g_ref[i]) > 1e3 * SAME_TOLERANCE * scale_g)
-                fail_msg("landscape %d gradient %d: %.9g vs doubled sequence %.9g", landscape,
-                         i, g_fast[i], g_ref[i]);
+                fail_msg("landscape %d gradient %d: %.9g vs doubled sequence %.9g", landscape, i,
+                         g_fast[i], g_ref[i]);
     }
     ts_model_destroy(model);
     ts_ctx_free(&ctx);
@@ -240,8 +254,8 @@ static void test_prediction_attention_sees_nothing_it_must_not(void **state) {
                 fail_msg("token %d of sequence 1 changed sequence 0's position %d", j, r);
             bool changed = position_changed(&base, &other, 1, r, se, sg);
             if (r < j && changed)
-                fail_msg("prediction %d sees token %d (only tokens 0..%d are its context)", r,
-                         j, r);
+                fail_msg("prediction %d sees token %d (only tokens 0..%d are its context)", r, j,
+                         r);
             if (r == j && !changed) fail_msg("prediction %d is blind to its own token %d", r, j);
         }
     }
@@ -259,8 +273,8 @@ static void test_prediction_attention_sees_nothing_it_must_not(void **state) {
                 bool changed = position_changed(&base, &other, b, r, se, sg);
                 bool own = b == 1 && r == s;
                 if (changed && !own)
-                    fail_msg("prediction %d of sequence 1 changed sequence %d's position %d", s,
-                             b, r);
+                    fail_msg("prediction %d of sequence 1 changed sequence %d's position %d", s, b,
+                             r);
                 if (!changed && own) fail_msg("prediction %d does not see itself", s);
             }
     }
@@ -286,8 +300,8 @@ static void grad_fixture_init(grad_fixture *f, const ts_model_config *config) {
     assert_true(ts_ctx_init(&f->ctx, 1 << 20));
     f->model = make_model(config, &f->ctx, 7);
     random_tokens(f->tokens, BATCH * (SEQ + 1), 3);
-    f->batch = (ts_batch){.tokens = f->tokens, .batch = BATCH, .seq = SEQ, .mode = TS_MODE_TRAIN,
-                          .seed = 1};
+    f->batch = (ts_batch){
+        .tokens = f->tokens, .batch = BATCH, .seq = SEQ, .mode = TS_MODE_TRAIN, .seed = 1};
 }
 
 static void grad_fixture_free(grad_fixture *f) {
@@ -343,8 +357,10 @@ static double reference_loss(grad_fixture *f, frozen *fixed, bool record) {
     for (int t = 0; t < steps; t++) {
         bool last = t == steps - 1;
         if (s1) {
-            if (record) memcpy(fixed->y_start[t], y->data, sizeof(ts_real) * n);
-            else y = ts_from_array(ctx, TS_SHAPE(BATCH, SEQ, VOCAB), fixed->y_start[t]);
+            if (record)
+                memcpy(fixed->y_start[t], y->data, sizeof(ts_real) * n);
+            else
+                y = ts_from_array(ctx, TS_SHAPE(BATCH, SEQ, VOCAB), fixed->y_start[t]);
         }
         ts_tensor *p = ts_softmax(ctx, y, NULL);
         ts_tensor *grad;
@@ -433,8 +449,8 @@ static void check_gradient(const ts_model_config *config, loss_fn loss, const ch
     memcpy(model->params, saved, sizeof(ts_real) * (size_t)n);
     double fd = (8 * (values[2] - values[1]) - (values[3] - values[0])) / (12 * DIRECTIONAL_STEP);
     double error = fabs(fd - analytic) / fmax(fabs(analytic), 1e-12);
-    printf("%s: directional derivative %.9g, finite difference %.9g (relative error %.2g)\n",
-           what, analytic, fd, error);
+    printf("%s: directional derivative %.9g, finite difference %.9g (relative error %.2g)\n", what,
+           analytic, fd, error);
     if (error > DIRECTIONAL_TOLERANCE)
         fail_msg("%s: directional derivative %.9g vs finite difference %.9g: relative error %.3g",
                  what, analytic, fd, error);
@@ -522,8 +538,13 @@ static void test_inference_counts_and_self_verification(void **state) {
     ts_model *model = make_model(&config, &ctx, 5);
     int32_t tokens[BATCH * (SEQ + 1)];
     random_tokens(tokens, BATCH * (SEQ + 1), 4);
-    ts_batch batch = {.tokens = tokens, .batch = BATCH, .seq = SEQ, .mode = TS_MODE_EVAL,
-                      .seed = 1, .step = -1, .first_index = 0};
+    ts_batch batch = {.tokens = tokens,
+                      .batch = BATCH,
+                      .seq = SEQ,
+                      .mode = TS_MODE_EVAL,
+                      .seed = 1,
+                      .step = -1,
+                      .first_index = 0};
     int nfe = stat_index(model, "nfe"), final = stat_index(model, "energy_final");
 
     model->config.ebt.infer_steps = 3;
@@ -621,15 +642,34 @@ static void expect_rejected(void (*change)(ts_ebt_config *), const char *message
     }
     if (!strstr(err, message)) fail_msg("message '%s' does not name '%s'", err, message);
 }
-static void bad_mode(ts_ebt_config *e) { strcpy(e->mode, "s3"); }
-static void bad_loss(ts_ebt_config *e) { strcpy(e->loss_on, "max"); }
-static void bad_init(ts_ebt_config *e) { strcpy(e->init, "ones"); }
-static void bad_landscapes(ts_ebt_config *e) { e->landscapes = 3; }
-static void bad_steps(ts_ebt_config *e) { e->steps = 0; }
-static void bad_alpha(ts_ebt_config *e) { e->step_size = 0; }
-static void bad_replay(ts_ebt_config *e) { e->replay_size = 4; e->replay_fraction = 0; }
-static void bad_samples(ts_ebt_config *e) { e->infer_samples = 0; }
-static void bad_noise(ts_ebt_config *e) { e->langevin_noise = -1; }
+static void bad_mode(ts_ebt_config *e) {
+    strcpy(e->mode, "s3");
+}
+static void bad_loss(ts_ebt_config *e) {
+    strcpy(e->loss_on, "max");
+}
+static void bad_init(ts_ebt_config *e) {
+    strcpy(e->init, "ones");
+}
+static void bad_landscapes(ts_ebt_config *e) {
+    e->landscapes = 3;
+}
+static void bad_steps(ts_ebt_config *e) {
+    e->steps = 0;
+}
+static void bad_alpha(ts_ebt_config *e) {
+    e->step_size = 0;
+}
+static void bad_replay(ts_ebt_config *e) {
+    e->replay_size = 4;
+    e->replay_fraction = 0;
+}
+static void bad_samples(ts_ebt_config *e) {
+    e->infer_samples = 0;
+}
+static void bad_noise(ts_ebt_config *e) {
+    e->langevin_noise = -1;
+}
 
 static void test_inconsistent_settings_are_rejected(void **state) {
     (void)state;
@@ -668,7 +708,8 @@ static void test_parameters(void **state) {
     assert_true(model->params[alpha->offset] == (ts_real)2.0);
     /* Xavier normal for the V x D matrix: std sqrt(2 / (D + V)) = 0.17, not 1. */
     double square = 0;
-    for (long i = 0; i < v2e->numel; i++) square += model->params[v2e->offset + i] * model->params[v2e->offset + i];
+    for (long i = 0; i < v2e->numel; i++)
+        square += model->params[v2e->offset + i] * model->params[v2e->offset + i];
     double std = sqrt(square / (double)v2e->numel);
     assert_true(std > 0.12 && std < 0.23);
     /* N excludes the vocabulary-sized matrices: 7 D^2-ish per block stays. */
