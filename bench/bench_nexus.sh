@@ -4,11 +4,12 @@
 # of bench_train.sh (D = 256, L = 4, T = 256, 8 sequences per step, one rank,
 # one BLAS thread). Reads metrics.h5: FLOPs are the median over steps after
 # the first 3 (which pay first-touch page faults); seconds per step are the
-# fastest step after those, because ratios of medians swing by 2x when other
-# processes share the cores, while the fastest step is the least disturbed.
+# fastest step after those over BENCH_ROUNDS interleaved rounds (default 2),
+# because ratios of medians swing by 2x when other processes share the
+# cores, while the fastest step is the least disturbed.
 # Also the inference FLOPs per token of the order-3 model evaluated at orders
 # 1, 2, 3 (the inference-compute knob).
-# BENCH_STEPS sets the steps per run (default 15).
+# BENCH_STEPS sets the steps per run (default 12).
 # BENCH_VARIANT=unshared|selfrefine benchmarks another variant (default shared).
 # Targets:
 #   - order 1 executes exactly Transformer++'s FLOPs (it is the same computation);
@@ -21,7 +22,8 @@ cd "$(dirname "$0")/.."
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMPI_MCA_rmaps_base_oversubscribe=1
 export OPENBLAS_NUM_THREADS=1
 bin=${BENCH_BIN:-build/float/thinkscale} # BENCH_BIN: a copy, while others rebuild
-steps=${BENCH_STEPS:-15}
+steps=${BENCH_STEPS:-12}
+rounds=${BENCH_ROUNDS:-2}
 variant=${BENCH_VARIANT:-shared}
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
@@ -38,28 +40,38 @@ run() { # run NAME [--set k=v ...]
         --set data.train="$tmp/corpus.h5" --set run.dir="$tmp/$name" "$@" >"$tmp/$name.log" 2>&1 ||
         { cat "$tmp/$name.log"; exit 1; }
 }
-run tpp --set model.arch=transformerpp
-for order in 1 2 3; do
-    run order$order --set model.arch=nexus --set nexus.variant="$variant" --set nexus.order=$order
+# Rounds interleave the four models, so a burst of load from other processes
+# slows every model of a round rather than one of them.
+for round in $(seq 1 "$rounds"); do
+    run tpp.$round --set model.arch=transformerpp
+    for order in 1 2 3; do
+        run order$order.$round --set model.arch=nexus --set nexus.variant="$variant" \
+            --set nexus.order=$order
+    done
 done
-mpirun -np 1 "$bin" eval --run "$tmp/order3" --data "$tmp/corpus.h5" --windows 8 --order 1,2,3 \
+mpirun -np 1 "$bin" eval --run "$tmp/order3.1" --data "$tmp/corpus.h5" --windows 8 --order 1,2,3 \
     --output "$tmp/infer.h5" >"$tmp/infer.log" 2>&1 || { cat "$tmp/infer.log"; exit 1; }
-/usr/bin/python3 - "$tmp" "$variant" <<'PY'
+/usr/bin/python3 - "$tmp" "$variant" "$rounds" <<'PY'
 import re, sys, h5py, numpy as np
-tmp, variant = sys.argv[1], sys.argv[2]
+tmp, variant, rounds = sys.argv[1], sys.argv[2], int(sys.argv[3])
 def stats(name):
-    with h5py.File(f"{tmp}/{name}/metrics.h5", "r") as m:
-        t = m["train"]
-        wall = t["wall_time"][...]
-        tokens = np.median(np.diff(t["tokens"][...])[2:])
-        return np.median(t["flops"][3:]), np.min(np.diff(wall)[2:]), tokens
+    fastest = []
+    for r in range(1, rounds + 1):
+        with h5py.File(f"{tmp}/{name}.{r}/metrics.h5", "r") as m:
+            t = m["train"]
+            fastest.append(np.min(np.diff(t["wall_time"][...])[2:]))
+            if r == 1:
+                flops = np.median(t["flops"][3:])
+                tokens = np.median(np.diff(t["tokens"][...])[2:])
+    return flops, min(fastest), tokens
 def non_embedding(name):
-    log = open(f"{tmp}/{name}.log").read()
+    log = open(f"{tmp}/{name}.1.log").read()
     return int(re.search(r"\((\d+) non-embedding\)", log).group(1))
 names = ["tpp", "order1", "order2", "order3"]
 flops, seconds, tokens = zip(*(stats(n) for n in names))
 six_n = [6 * non_embedding(n) * tokens[i] for i, n in enumerate(names)]
-print(f"Nexus ({variant}) vs Transformer++: D=256 L=4 T=256, 8 sequences per step, 1 rank")
+print(f"Nexus ({variant}) vs Transformer++: D=256 L=4 T=256, 8 sequences per step, 1 rank, "
+      f"fastest step of {rounds} rounds")
 print(f"{'model':<16} {'GFLOP/step':>11} {'x T++':>8} {'6N x T++':>9} {'s/step':>8} {'x T++':>8} {'GFLOP/s':>8}")
 for i, label in enumerate(["Transformer++", "Nexus order 1", "Nexus order 2", "Nexus order 3"]):
     print(f"{label:<16} {flops[i] / 1e9:11.3f} {flops[i] / flops[0]:8.4f} {six_n[i] / six_n[0]:9.4f} "
