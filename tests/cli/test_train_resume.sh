@@ -45,4 +45,14 @@ print("differences:", bad)
 sys.exit(1 if bad else 0)
 PY
 check "parameters, moments and losses are bit-identical" [ $? -eq 0 ]
+
+# Resubmitting a finished run (a Slurm chain's last link) changes nothing.
+cp "$tmp/straight/report.yaml" "$tmp/report.before"
+ls -l --time-style=full-iso "$tmp/straight"/checkpoint_* >"$tmp/checkpoints.before"
+tiny_train 2 "$bin" "$tmp/straight" --resume >"$tmp/done.log" 2>&1
+check "--resume of a complete run succeeds" [ $? -eq 0 ]
+check "... saying it is complete" contains "$tmp/done.log" "already complete (step 30"
+check "... leaving report.yaml as it was" cmp -s "$tmp/report.before" "$tmp/straight/report.yaml"
+ls -l --time-style=full-iso "$tmp/straight"/checkpoint_* >"$tmp/checkpoints.after"
+check "... and its checkpoints untouched" cmp -s "$tmp/checkpoints.before" "$tmp/checkpoints.after"
 finish
