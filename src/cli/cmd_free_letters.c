@@ -261,23 +261,6 @@ static bool measure(mode_result *m, int groups, int samples) {
 
 /* ---------------------------------------------------------------- phases */
 
-static bool make_dir(const char *dir, char *err, size_t errlen) {
-    char path[TS_PATH_MAX];
-    snprintf(path, sizeof path, "%s", dir);
-    for (char *p = path + 1;; p++) {
-        bool end = *p == 0;
-        if (*p == '/' || end) {
-            *p = 0;
-            if (mkdir(path, 0777) && errno != EEXIST) {
-                snprintf(err, errlen, "cannot create '%s': %s", path, strerror(errno));
-                return false;
-            }
-            if (end) return true;
-            *p = '/';
-        }
-    }
-}
-
 /* Collective: the newest complete checkpoint of a run, as a model. */
 static ts_model *load_final_model(MPI_Comm comm, const char *run_dir, kappa_result *r, char *err,
                                   size_t errlen) {
@@ -436,16 +419,6 @@ static bool write_text(const letters_args *a, const kappa_result *r, char *err, 
     return true;
 }
 
-static bool write_dataset(hid_t loc, const char *name, hid_t type, int ndims, const hsize_t *dims,
-                          const void *data) {
-    hid_t space = H5Screate_simple(ndims, dims, NULL);
-    if (space < 0) return false;
-    hid_t dset = H5Dcreate2(loc, name, type, space, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
-    bool ok = dset >= 0 && H5Dwrite(dset, type, H5S_ALL, H5S_ALL, H5P_DEFAULT, data) >= 0;
-    if (dset >= 0) ok = H5Dclose(dset) >= 0 && ok;
-    return H5Sclose(space) >= 0 && ok;
-}
-
 static bool write_mode(hid_t parent, const letters_args *a, int mode, const mode_result *m) {
     hid_t g = H5Gcreate2(parent, mode_names[mode], H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
     if (g < 0) return false;
@@ -455,10 +428,11 @@ static bool write_mode(hid_t parent, const letters_args *a, int mode, const mode
     for (long i = 0; ok && i < n * GEN_LEN; i++) bytes[i] = (uint8_t)m->lines[i];
     hsize_t dims3[3] = {(hsize_t)a->groups, (hsize_t)a->samples, GEN_LEN};
     hsize_t dims2[2] = {(hsize_t)a->groups, (hsize_t)a->samples};
-    ok = ok && write_dataset(g, "lines", H5T_NATIVE_UINT8, 3, dims3, bytes) &&
-         write_dataset(g, "latents", H5T_NATIVE_INT32, 3, dims3, m->latents) &&
-         write_dataset(g, "position", H5T_NATIVE_INT32, 2, dims2, m->position) &&
-         write_dataset(g, "valid", H5T_NATIVE_UINT8, 2, dims2, m->valid) &&
+    ok = ok && ts_h5_write_array(g, "lines", H5T_NATIVE_UINT8, 3, dims3, bytes, "byte", NULL) &&
+         ts_h5_write_array(g, "latents", H5T_NATIVE_INT32, 3, dims3, m->latents, "state", NULL) &&
+         ts_h5_write_array(g, "position", H5T_NATIVE_INT32, 2, dims2, m->position, "character",
+                           NULL) &&
+         ts_h5_write_array(g, "valid", H5T_NATIVE_UINT8, 2, dims2, m->valid, NULL, NULL) &&
          ts_h5_write_double_attr(g, "valid_fraction", m->valid_fraction) >= 0 &&
          ts_h5_write_double_attr(g, "position_agreement", m->position_agreement) >= 0 &&
          ts_h5_write_double_attr(g, "noise_jaccard", m->noise_jaccard) >= 0 &&
@@ -541,7 +515,7 @@ static int run_letters(MPI_Comm comm, void *args) {
     snprintf(data, sizeof data, "%s/letters_seed%ld_%ld.h5", a->dir, a->seed, a->train_lines);
     int ok = 1;
     if (rank == 0) {
-        ok = make_dir(a->dir, err, sizeof err);
+        ok = ts_make_dirs(a->dir, err, sizeof err) == TS_IO_OK;
         if (ok && access(data, F_OK) != 0) {
             long n_val = a->train_lines / 20 > 1000 ? a->train_lines / 20 : 1000;
             ok = ts_letter_task_write(data, (uint64_t)a->seed, a->train_lines, n_val, false, err,

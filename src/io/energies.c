@@ -7,6 +7,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "io/eval_results.h"
 #include "io/provenance.h"
 
 struct ts_energies_file {
@@ -79,41 +80,20 @@ ts_energies_file *ts_energies_open(MPI_Comm comm, const char *path, bool overwri
     return f;
 }
 
-static bool write_dataset(hid_t group, const char *name, hid_t type, int ndim, const hsize_t *dims,
-                          const void *data, const char *units, const char *description) {
-    hid_t space = H5Screate_simple(ndim, dims, NULL);
-    if (space < 0) return false;
-    hid_t set = H5Dcreate2(group, name, type, space, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
-    bool ok = set >= 0 && H5Dwrite(set, type, H5S_ALL, H5S_ALL, H5P_DEFAULT, data) >= 0 &&
-              ts_h5_write_string_attr(set, "units", units) >= 0 &&
-              ts_h5_write_string_attr(set, "description", description) >= 0;
-    if (set >= 0) ok = H5Dclose(set) >= 0 && ok;
-    H5Sclose(space);
-    return ok;
-}
-
 static bool write_group(hid_t file, const char *set, const char *setting, const ts_energy_trace *t,
                         const double *energy, const double *loss, const int32_t *tokens) {
-    char safe[256], name[512];
-    snprintf(safe, sizeof safe, "%s", setting);
-    for (char *p = safe; *p; p++)
-        if (*p == '/') *p = '_';
-    snprintf(name, sizeof name, "sets/%s/%s", set, safe);
-    hid_t lcpl = H5Pcreate(H5P_LINK_CREATE);
-    if (lcpl < 0) return false;
-    bool ok = H5Pset_create_intermediate_group(lcpl, 1) >= 0;
-    hid_t group = ok ? H5Gcreate2(file, name, lcpl, H5P_DEFAULT, H5P_DEFAULT) : -1;
-    H5Pclose(lcpl);
+    hid_t group = ts_eval_create_setting_group(file, set, setting);
     if (group < 0) return false;
     hsize_t w = (hsize_t)t->windows, p = (hsize_t)t->points, s = (hsize_t)t->seq;
-    ok = ts_h5_write_string_attr(group, "setting", setting) >= 0 &&
-         write_dataset(group, "energy", H5T_NATIVE_DOUBLE, 3, (hsize_t[]){w, p, s}, energy, "1",
-                       "energy of each position's prediction before every inference step, "
-                       "then of the final prediction (of the candidate kept there)") &&
-         write_dataset(group, "token_loss", H5T_NATIVE_DOUBLE, 2, (hsize_t[]){w, s}, loss, "nats",
-                       "cross-entropy of the final prediction of each position") &&
-         write_dataset(group, "tokens", H5T_NATIVE_INT32, 2, (hsize_t[]){w, s + 1}, tokens,
-                       "token id", "the window: position r predicts tokens[r + 1]");
+    bool ok =
+        ts_h5_write_string_attr(group, "setting", setting) >= 0 &&
+        ts_h5_write_array(group, "energy", H5T_NATIVE_DOUBLE, 3, (hsize_t[]){w, p, s}, energy, "1",
+                          "energy of each position's prediction before every inference step, "
+                          "then of the final prediction (of the candidate kept there)") &&
+        ts_h5_write_array(group, "token_loss", H5T_NATIVE_DOUBLE, 2, (hsize_t[]){w, s}, loss,
+                          "nats", "cross-entropy of the final prediction of each position") &&
+        ts_h5_write_array(group, "tokens", H5T_NATIVE_INT32, 2, (hsize_t[]){w, s + 1}, tokens,
+                          "token id", "the window: position r predicts tokens[r + 1]");
     return H5Gclose(group) >= 0 && ok;
 }
 

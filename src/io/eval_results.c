@@ -8,27 +8,26 @@
 
 #include "io/provenance.h"
 
-static bool write_row(hid_t file, const ts_eval_row *row) {
-    char name[256];
+hid_t ts_eval_create_setting_group(hid_t file, const char *set, const char *setting) {
     /* A setting is "key=value,..." text: keep it readable but a single HDF5 name. */
-    char setting[128];
-    snprintf(setting, sizeof setting, "%s", row->setting);
-    for (char *p = setting; *p; p++)
+    char safe[256], name[512];
+    snprintf(safe, sizeof safe, "%s", setting);
+    for (char *p = safe; *p; p++)
         if (*p == '/') *p = '_';
-    snprintf(name, sizeof name, "sets/%s/%s", row->set, setting);
-    hid_t lcpl = H5Pcreate(H5P_LINK_CREATE);
-    if (lcpl < 0) return false;
-    bool ok = H5Pset_create_intermediate_group(lcpl, 1) >= 0;
-    hid_t group = ok ? H5Gcreate2(file, name, lcpl, H5P_DEFAULT, H5P_DEFAULT) : -1;
-    H5Pclose(lcpl);
+    snprintf(name, sizeof name, "sets/%s/%s", set, safe);
+    return ts_h5_create_group_path(file, name);
+}
+
+static bool write_row(hid_t file, const ts_eval_row *row) {
+    hid_t group = ts_eval_create_setting_group(file, row->set, row->setting);
     if (group < 0) return false;
-    ok = ts_h5_write_string_attr(group, "token_file", row->path) >= 0 &&
-         ts_h5_write_string_attr(group, "setting", row->setting) >= 0 &&
-         ts_h5_write_double_attr(group, "loss", row->loss) >= 0 &&
-         ts_h5_write_string_attr(group, "loss_units", "nats/token") >= 0 &&
-         ts_h5_write_double_attr(group, "perplexity", row->perplexity) >= 0 &&
-         ts_h5_write_int64_attr(group, "tokens", row->tokens) >= 0 &&
-         ts_h5_write_double_attr(group, "flops", row->flops) >= 0;
+    bool ok = ts_h5_write_string_attr(group, "token_file", row->path) >= 0 &&
+              ts_h5_write_string_attr(group, "setting", row->setting) >= 0 &&
+              ts_h5_write_double_attr(group, "loss", row->loss) >= 0 &&
+              ts_h5_write_string_attr(group, "loss_units", "nats/token") >= 0 &&
+              ts_h5_write_double_attr(group, "perplexity", row->perplexity) >= 0 &&
+              ts_h5_write_int64_attr(group, "tokens", row->tokens) >= 0 &&
+              ts_h5_write_double_attr(group, "flops", row->flops) >= 0;
     for (int k = 0; ok && k < row->n_stats; k++)
         ok = ts_h5_write_double_attr(group, row->stat_names[k], row->stats[k]) >= 0;
     return H5Gclose(group) >= 0 && ok;

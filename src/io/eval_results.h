@@ -6,15 +6,17 @@
 #include <stdbool.h>
 #include <stddef.h>
 
+#include <hdf5.h>
+
 typedef struct ts_eval_row {
-    const char *set;        /* domain name */
-    const char *path;       /* token file */
-    const char *setting;    /* inference-compute setting, e.g. "default" */
-    double loss;            /* nats per token */
+    const char *set;     /* domain name */
+    const char *path;    /* token file */
+    const char *setting; /* inference-compute setting, e.g. "default" */
+    double loss;         /* nats per token */
     double perplexity;
     long tokens;
-    double flops;           /* executed, all ranks */
-    int n_stats;            /* the model's own statistics (e.g. NFEs), stored as attributes */
+    double flops; /* executed, all ranks */
+    int n_stats;  /* the model's own statistics (e.g. NFEs), stored as attributes */
     const char *const *stat_names;
     const double *stats;
 } ts_eval_row;
@@ -32,5 +34,10 @@ typedef struct ts_eval_header {
  * existing path unless overwrite. */
 bool ts_eval_results_write(const char *path, const ts_eval_header *header, const ts_eval_row *rows,
                            int n_rows, bool overwrite, char *err, size_t errlen);
+
+/* The group "sets/SET/SETTING" of an evaluation file (eval.h5, energies),
+ * with '/' in the setting text replaced so it stays one name; negative on
+ * failure. */
+hid_t ts_eval_create_setting_group(hid_t file, const char *set, const char *setting);
 
 #endif

@@ -1,9 +1,11 @@
 #include "io/provenance.h"
 
+#include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -516,4 +518,44 @@ static ts_io_status write_impl(hid_t loc, const char *slurm_group, const ts_prov
     if (H5Gclose(group) < 0 && st == TS_IO_OK)
         st = ts_h5_fail(err, errlen, TS_IO_ERR_IO, "%s: cannot close group %s", file, slurm_group);
     return st;
+}
+
+hid_t ts_h5_create_group_path(hid_t loc, const char *path) {
+    hid_t lcpl = H5Pcreate(H5P_LINK_CREATE);
+    if (lcpl < 0) return -1;
+    hid_t group = H5Pset_create_intermediate_group(lcpl, 1) >= 0
+                      ? H5Gcreate2(loc, path, lcpl, H5P_DEFAULT, H5P_DEFAULT)
+                      : -1;
+    H5Pclose(lcpl);
+    return group;
+}
+
+bool ts_h5_write_array(hid_t loc, const char *name, hid_t type, int ndims, const hsize_t *dims,
+                       const void *data, const char *units, const char *description) {
+    hid_t space = H5Screate_simple(ndims, dims, NULL);
+    if (space < 0) return false;
+    hid_t dset = H5Dcreate2(loc, name, type, space, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+    bool ok = dset >= 0 && H5Dwrite(dset, type, H5S_ALL, H5S_ALL, H5P_DEFAULT, data) >= 0 &&
+              (!units || ts_h5_write_string_attr(dset, "units", units) >= 0) &&
+              (!description || ts_h5_write_string_attr(dset, "description", description) >= 0);
+    if (dset >= 0) ok = H5Dclose(dset) >= 0 && ok;
+    return H5Sclose(space) >= 0 && ok;
+}
+
+ts_io_status ts_make_dirs(const char *dir, char *err, size_t errlen) {
+    char path[4096];
+    if (!dir[0]) return ts_io_fail(err, errlen, TS_IO_ERR_ARGS, "empty directory name");
+    if (snprintf(path, sizeof path, "%s", dir) >= (int)sizeof path)
+        return ts_io_fail(err, errlen, TS_IO_ERR_ARGS, "directory name too long: '%s'", dir);
+    for (char *p = path + 1;; p++) {
+        bool end = *p == 0;
+        if (*p == '/' || end) {
+            *p = 0;
+            if (mkdir(path, 0777) && errno != EEXIST)
+                return ts_io_fail(err, errlen, TS_IO_ERR_IO, "cannot create directory '%s': %s",
+                                  path, strerror(errno));
+            if (end) return TS_IO_OK;
+            *p = '/';
+        }
+    }
 }

@@ -106,6 +106,18 @@ herr_t ts_h5_read_string_attr(hid_t loc, const char *name, char **value);
 herr_t ts_h5_read_int64_attr(hid_t loc, const char *name, int64_t *value);
 herr_t ts_h5_read_uint64_attr(hid_t loc, const char *name, uint64_t *value);
 
+/* Creates the group at path (e.g. "sets/bible/default") with any missing
+ * intermediate groups; negative on failure. */
+hid_t ts_h5_create_group_path(hid_t loc, const char *path);
+
+/* A whole array as a contiguous dataset, with "units" and "description"
+ * string attributes unless those are NULL. Serial files (or one rank). */
+bool ts_h5_write_array(hid_t loc, const char *name, hid_t type, int ndims, const hsize_t *dims,
+                       const void *data, const char *units, const char *description);
+
+/* mkdir -p: dir and its missing parents. */
+ts_io_status ts_make_dirs(const char *dir, char *err, size_t errlen);
+
 /* Collective: the status of the first failing rank, with its message copied
  * into every rank's err, or TS_IO_OK on every rank when none failed. Lets all
  * ranks take the same path after a step that can fail on one rank only

@@ -61,24 +61,6 @@ static bool holds_results(const char *dir) {
     return found;
 }
 
-/* Creates dir and missing parents (mkdir -p). */
-static bool make_dirs(const char *dir, char *err, size_t errlen) {
-    char path[TS_PATH_MAX];
-    snprintf(path, sizeof path, "%s", dir);
-    for (char *p = path + 1;; p++) {
-        bool end = *p == 0;
-        if (*p == '/' || end) {
-            *p = 0;
-            if (mkdir(path, 0777) && errno != EEXIST) {
-                snprintf(err, errlen, "cannot create run directory '%s': %s", path, strerror(errno));
-                return false;
-            }
-            if (end) return true;
-            *p = '/';
-        }
-    }
-}
-
 /* Rank 0 decides, everyone learns the outcome and the message. */
 static bool agree(ts_run_state *s, bool ok, char *err, size_t errlen) {
     int flag = ok;
@@ -98,7 +80,7 @@ static bool prepare_directory(ts_run_state *s, bool resume, char *err, size_t er
                      dir);
             ok = false;
         } else {
-            ok = make_dirs(dir, err, errlen);
+            ok = ts_make_dirs(dir, err, errlen) == TS_IO_OK;
         }
     }
     return agree(s, ok, err, errlen);

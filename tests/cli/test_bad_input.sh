@@ -30,6 +30,13 @@ head -c 40000 "$tmp/corpus.h5" >"$tmp/truncated.h5"
 check "a truncated token file is reported" \
     fails_with "$tmp/l7" "truncated.h5" tiny_train 2 "$bin" "$tmp/r" --set data.train="$tmp/truncated.h5"
 check "no run directory was left behind by failed starts" [ ! -e "$tmp/r/metrics.h5" ]
+touch "$tmp/a-file"
+check "a run directory that cannot be created is named, with the reason" \
+    fails_with "$tmp/l8" "cannot create directory '$tmp/a-file/run': Not a directory" \
+    tiny_train 2 "$bin" "$tmp/a-file/run/deeper"
+check "free-letters names a directory it cannot create" \
+    fails_with "$tmp/l9" "cannot create directory '$tmp/a-file/letters'" \
+    "$bin" free-letters --dir "$tmp/a-file/letters/x" --steps 1
 
 # A finished run whose files must survive everything below.
 tiny_train 2 "$bin" "$tmp/done" --set train.steps=10 >"$tmp/done.log" 2>&1
