@@ -14,11 +14,7 @@
 
 #include "engine/engine.h"
 #include "tiny_net.h"
-
-static void fail_test_on_engine_error(void *user, const char *message) {
-    (void)user;
-    fail_msg("engine error: %s", message);
-}
+#include "engine_fixture.h"
 
 static int setup(void **state) {
     ts_ctx *ctx = calloc(1, sizeof *ctx);

@@ -14,6 +14,7 @@
 #include <stdlib.h>
 
 #include "engine/engine.h"
+#include "engine_fixture.h"
 #include "splitmix.h"
 
 #ifdef TS_DOUBLE
@@ -22,30 +23,14 @@
 #define TOL (64 * FLT_EPSILON)
 #endif
 
-typedef struct fixture {
-    ts_ctx ctx;
-    test_rng rng;
-} fixture;
-
-static void fail_test_on_engine_error(void *user, const char *message) {
-    (void)user;
-    fail_msg("engine error: %s", message);
-}
+typedef engine_fixture fixture;
 
 static int setup(void **state) {
-    fixture *fx = calloc(1, sizeof *fx);
-    if (!fx || !ts_ctx_init(&fx->ctx, 1 << 20)) return -1;
-    ts_ctx_set_error_handler(&fx->ctx, fail_test_on_engine_error, NULL);
-    fx->rng = test_rng_seeded(0xBB67AE8584CAA73Bull);
-    *state = fx;
-    return 0;
+    return engine_fixture_setup(state, 1 << 20, 0xBB67AE8584CAA73Bull);
 }
 
 static int teardown(void **state) {
-    fixture *fx = *state;
-    ts_ctx_free(&fx->ctx);
-    free(fx);
-    return 0;
+    return engine_fixture_teardown(state);
 }
 
 static ts_tensor *random_tensor(fixture *fx, int ndim, const int *shape, double lo, double hi) {

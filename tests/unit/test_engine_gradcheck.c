@@ -21,34 +21,17 @@
 
 #include "engine/engine.h"
 #include "gradcheck.h"
+#include "engine_fixture.h"
 #include "splitmix.h"
 
-typedef struct fixture {
-    ts_ctx ctx;
-    test_rng rng;
-} fixture;
-
-/* An engine error (a backward rule producing a wrongly shaped gradient, say)
- * fails the running test instead of exiting the whole binary. */
-static void fail_test_on_engine_error(void *user, const char *message) {
-    (void)user;
-    fail_msg("engine error: %s", message);
-}
+typedef engine_fixture fixture;
 
 static int setup(void **state) {
-    fixture *fx = calloc(1, sizeof *fx);
-    if (!fx || !ts_ctx_init(&fx->ctx, 1 << 20)) return -1;
-    ts_ctx_set_error_handler(&fx->ctx, fail_test_on_engine_error, NULL);
-    fx->rng = test_rng_seeded(0x6A09E667F3BCC908ull);
-    *state = fx;
-    return 0;
+    return engine_fixture_setup(state, 1 << 20, 0x6A09E667F3BCC908ull);
 }
 
 static int teardown(void **state) {
-    fixture *fx = *state;
-    ts_ctx_free(&fx->ctx);
-    free(fx);
-    return 0;
+    return engine_fixture_teardown(state);
 }
 
 /* What a case needs besides its tensor inputs. */

@@ -19,17 +19,13 @@
 #include "gradcheck.h"
 #include "splitmix.h"
 #include "tiny_net.h"
+#include "engine_fixture.h"
 
 typedef struct fixture {
     ts_ctx ctx;
     tiny_net net;
     ts_tensor *params[TINY_NET_N_PARAMS];
 } fixture;
-
-static void fail_test_on_engine_error(void *user, const char *message) {
-    (void)user;
-    fail_msg("engine error: %s", message);
-}
 
 static int setup(void **state) {
     fixture *fx = calloc(1, sizeof *fx);

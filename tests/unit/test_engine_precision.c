@@ -24,6 +24,7 @@
 
 #include "engine/engine.h"
 #include "tiny_net.h"
+#include "engine_fixture.h"
 
 #define NET_SEED 424242u
 #define FILE_MAGIC "tsprec01"
@@ -31,11 +32,6 @@
 static const char *precision_file(void) {
     const char *path = getenv("TS_PRECISION_FILE");
     return path ? path : "../precision_float.bin";
-}
-
-static void fail_test_on_engine_error(void *user, const char *message) {
-    (void)user;
-    fail_msg("engine error: %s", message);
 }
 
 /* What the float build writes and the double build recomputes. */

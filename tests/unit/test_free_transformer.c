@@ -23,32 +23,17 @@
 #include "engine/engine.h"
 #include "gradcheck.h"
 #include "models/free_transformer.h"
+#include "engine_fixture.h"
 #include "splitmix.h"
 
-static void fail_test_on_engine_error(void *user, const char *message) {
-    (void)user;
-    fail_msg("engine error: %s", message);
-}
-
-typedef struct fixture {
-    ts_ctx ctx;
-    test_rng rng;
-} fixture;
+typedef engine_fixture fixture;
 
 static int setup_ctx(void **state) {
-    fixture *fx = calloc(1, sizeof *fx);
-    if (!fx || !ts_ctx_init(&fx->ctx, 1 << 22)) return -1;
-    ts_ctx_set_error_handler(&fx->ctx, fail_test_on_engine_error, NULL);
-    fx->rng = test_rng_seeded(0xF4EE);
-    *state = fx;
-    return 0;
+    return engine_fixture_setup(state, 1 << 22, 0xF4EE);
 }
 
 static int teardown_ctx(void **state) {
-    fixture *fx = *state;
-    ts_ctx_free(&fx->ctx);
-    free(fx);
-    return 0;
+    return engine_fixture_teardown(state);
 }
 
 static double sigmoid(double x) {
