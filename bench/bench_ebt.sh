@@ -10,31 +10,12 @@
 # Target: per optimisation step, at most the paper's 3.33x Transformer++ in
 # executed FLOPs (our observed stream runs once per landscape; the paper's
 # estimate recomputes the doubled sequence every step).
-set -euo pipefail
-cd "$(dirname "$0")/.."
-export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMPI_MCA_rmaps_base_oversubscribe=1
-export OPENBLAS_NUM_THREADS=1
-bin=build/float/thinkscale
+source "$(dirname "$0")/lib.sh"
 steps=${BENCH_STEPS:-8}
-tmp=$(mktemp -d)
-trap 'rm -rf "$tmp"' EXIT
-cat /usr/share/common-licenses/* >"$tmp/text.txt"
-"$bin" data convert --input "$tmp/text.txt" --output "$tmp/corpus.h5" --name licenses >/dev/null
-
-run() { # run NAME [--set k=v ...]
-    local name=$1
-    shift
-    mpirun -np 1 "$bin" train /dev/null \
-        --set model.width=256 --set model.depth=4 --set model.heads=4 --set model.context=256 \
-        --set model.ffn_mult=1.0 --set train.steps="$steps" --set train.batch=8 \
-        --set train.warmup=2 --set train.log_every=100 --set train.eval_batches=1 \
-        --set data.train="$tmp/corpus.h5" --set run.dir="$tmp/$name" "$@" >"$tmp/$name.log" 2>&1 ||
-        { cat "$tmp/$name.log"; exit 1; }
-}
 ebt=(--set model.arch=ebt --set ebt.preset=s1 --set ebt.step_size=10 --set ebt.step_size_lr_mult=100)
-run tpp
-run ebt1 "${ebt[@]}" --set ebt.steps=1
-run ebt2 "${ebt[@]}" --set ebt.steps=2
+bench_run tpp 1
+bench_run ebt1 1 "${ebt[@]}" --set ebt.steps=1
+bench_run ebt2 1 "${ebt[@]}" --set ebt.steps=2
 /usr/bin/python3 - "$tmp" <<'PY'
 import sys, h5py, numpy as np
 tmp = sys.argv[1]

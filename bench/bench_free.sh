@@ -13,30 +13,15 @@
 # Targets: extrapolated FLOP overhead at L = 32 <= 5% (the paper's ~3% plus
 # our dense 2^H x D post-sampler product); seconds overhead no more than 5
 # points above the FLOP overhead at each depth (nothing slower than its FLOPs).
-set -euo pipefail
-cd "$(dirname "$0")/.."
-export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMPI_MCA_rmaps_base_oversubscribe=1
-export OPENBLAS_NUM_THREADS=1
-bin=build/float/thinkscale
+source "$(dirname "$0")/lib.sh"
 steps=${BENCH_STEPS:-10}
 reps=${BENCH_REPS:-3}
-tmp=$(mktemp -d)
-trap 'rm -rf "$tmp"' EXIT
-cat /usr/share/common-licenses/* >"$tmp/text.txt"
-"$bin" data convert --input "$tmp/text.txt" --output "$tmp/corpus.h5" --name licenses >/dev/null
-
-run() { # run ARCH DEPTH REP
-    mpirun -np 1 "$bin" train /dev/null --set model.arch="$1" --set model.depth="$2" \
-        --set model.width=256 --set model.heads=4 --set model.context=256 \
-        --set model.ffn_mult=1.0 --set free.latent_bits=8 --set train.steps="$steps" \
-        --set train.batch=8 --set train.warmup=2 --set train.log_every=5 \
-        --set train.eval_batches=1 --set data.train="$tmp/corpus.h5" \
-        --set run.dir="$tmp/$1-$2-$3" >"$tmp/$1-$2-$3.log" 2>&1 || { cat "$tmp/$1-$2-$3.log"; exit 1; }
-}
 for depth in 4 16; do
     for rep in $(seq 1 "$reps"); do
-        run transformerpp $depth $rep
-        run free $depth $rep
+        for arch in transformerpp free; do
+            bench_run $arch-$depth-$rep 1 --set model.arch=$arch --set model.depth=$depth \
+                --set free.latent_bits=8
+        done
     done
 done
 /usr/bin/python3 - "$tmp" "$reps" <<'PY'

@@ -17,35 +17,16 @@
 #   - seconds per step grow no faster than executed FLOPs: t_m / t_T++ <=
 #     1.15 * f_m / f_T++ for every order (the extra levels run at no less than
 #     ~87% of the baseline's arithmetic rate).
-set -euo pipefail
-cd "$(dirname "$0")/.."
-export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMPI_MCA_rmaps_base_oversubscribe=1
-export OPENBLAS_NUM_THREADS=1
-bin=${BENCH_BIN:-build/float/thinkscale} # BENCH_BIN: a copy, while others rebuild
+source "$(dirname "$0")/lib.sh"
 steps=${BENCH_STEPS:-12}
 rounds=${BENCH_ROUNDS:-2}
 variant=${BENCH_VARIANT:-shared}
-tmp=$(mktemp -d)
-trap 'rm -rf "$tmp"' EXIT
-cat /usr/share/common-licenses/* >"$tmp/text.txt"
-"$bin" data convert --input "$tmp/text.txt" --output "$tmp/corpus.h5" --name licenses >/dev/null
-
-run() { # run NAME [--set k=v ...]
-    local name=$1
-    shift
-    mpirun -np 1 "$bin" train /dev/null \
-        --set model.width=256 --set model.depth=4 --set model.heads=4 --set model.context=256 \
-        --set model.ffn_mult=1.0 --set train.steps="$steps" --set train.batch=8 \
-        --set train.warmup=2 --set train.log_every=5 --set train.eval_batches=1 \
-        --set data.train="$tmp/corpus.h5" --set run.dir="$tmp/$name" "$@" >"$tmp/$name.log" 2>&1 ||
-        { cat "$tmp/$name.log"; exit 1; }
-}
 # Rounds interleave the four models, so a burst of load from other processes
 # slows every model of a round rather than one of them.
 for round in $(seq 1 "$rounds"); do
-    run tpp.$round --set model.arch=transformerpp
+    bench_run tpp.$round 1 --set model.arch=transformerpp
     for order in 1 2 3; do
-        run order$order.$round --set model.arch=nexus --set nexus.variant="$variant" \
+        bench_run order$order.$round 1 --set model.arch=nexus --set nexus.variant="$variant" \
             --set nexus.order=$order
     done
 done

@@ -5,27 +5,10 @@
 # over steps after the first 3, which pay first-touch page faults).
 # Targets: MFU >= 40% of the measured sgemm peak on one rank; 2-rank weak
 # scaling efficiency (per-rank throughput on 2 ranks / on 1) >= 85%.
-set -euo pipefail
-cd "$(dirname "$0")/.."
-export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMPI_MCA_rmaps_base_oversubscribe=1
-export OPENBLAS_NUM_THREADS=1
-bin=build/float/thinkscale
+source "$(dirname "$0")/lib.sh"
 steps=${BENCH_STEPS:-15}
-tmp=$(mktemp -d)
-trap 'rm -rf "$tmp"' EXIT
-cat /usr/share/common-licenses/* >"$tmp/text.txt"
-"$bin" data convert --input "$tmp/text.txt" --output "$tmp/corpus.h5" --name licenses >/dev/null
-
-run() { # run RANKS
-    mpirun -np "$1" "$bin" train /dev/null \
-        --set model.width=256 --set model.depth=4 --set model.heads=4 --set model.context=256 \
-        --set model.ffn_mult=1.0 --set train.steps="$steps" --set train.batch=$((8 * $1)) \
-        --set train.warmup=2 --set train.log_every=5 --set train.eval_batches=1 \
-        --set data.train="$tmp/corpus.h5" --set run.dir="$tmp/np$1" >"$tmp/np$1.log" 2>&1 ||
-        { cat "$tmp/np$1.log"; exit 1; }
-}
-run 1
-run 2
+bench_run np1 1
+bench_run np2 2
 /usr/bin/python3 - "$tmp" <<'PY'
 import sys, h5py, numpy as np
 tmp = sys.argv[1]
