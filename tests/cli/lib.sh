@@ -24,6 +24,22 @@ finish() {
     [ "$fails" -eq 0 ]
 }
 py() { /usr/bin/python3 "$@"; }
+fails_with() { # fails_with LOG PATTERN COMMAND...: non-zero exit and PATTERN in LOG (else shows LOG)
+    local log=$1 pattern=$2
+    shift 2
+    "$@" >"$log" 2>&1 && { echo "  expected a failure; got:"; sed 's/^/    /' "$log"; return 1; }
+    grep -q -- "$pattern" "$log" || { echo "  expected '$pattern' in:"; sed 's/^/    /' "$log"; return 1; }
+}
+below() { py -c "import sys; sys.exit(0 if float('$1') < float('$2') else 1)"; }
+max_rel_diff() { # max_rel_diff DIR_A DIR_B [STEPS]: of the train/loss series (STEPS long, default 30)
+    py - "$1/metrics.h5" "$2/metrics.h5" "${3:-30}" <<'PY'
+import sys, h5py, numpy as np
+a = h5py.File(sys.argv[1], "r")["train/loss"][...]
+b = h5py.File(sys.argv[2], "r")["train/loss"][...]
+assert len(a) == len(b) == int(sys.argv[3]), (len(a), len(b))
+print(float(np.max(np.abs(a - b) / np.abs(a))))
+PY
+}
 
 # Real English text that every Debian system has: the common licences.
 make_license_corpus() { # make_license_corpus OUT.h5

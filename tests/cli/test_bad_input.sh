@@ -5,12 +5,6 @@
 # its checkpoint, a corrupt checkpoint, a NaN loss, and a rank that dies.
 source "$(dirname "$0")/lib.sh"
 make_license_corpus "$tmp/corpus.h5"
-fails_with() { # fails_with LOG PATTERN COMMAND...: non-zero exit and the message in LOG
-    local log=$1 pattern=$2
-    shift 2
-    "$@" >"$log" 2>&1 && return 1
-    grep -q -- "$pattern" "$log" || { echo "  expected '$pattern' in:"; sed 's/^/    /' "$log"; return 1; }
-}
 
 check "a missing configuration file is named" \
     fails_with "$tmp/l1" "cannot open configuration file '$tmp/nope.ini'" "$bin" train "$tmp/nope.ini"
@@ -32,10 +26,10 @@ check "a truncated token file is reported" \
 check "no run directory was left behind by failed starts" [ ! -e "$tmp/r/metrics.h5" ]
 touch "$tmp/a-file"
 check "a run directory that cannot be created is named, with the reason" \
-    fails_with "$tmp/l8" "cannot create directory '$tmp/a-file/run': Not a directory" \
+    fails_with "$tmp/mkdir1.log" "cannot create directory '$tmp/a-file/run': Not a directory" \
     tiny_train 2 "$bin" "$tmp/a-file/run/deeper"
 check "free-letters names a directory it cannot create" \
-    fails_with "$tmp/l9" "cannot create directory '$tmp/a-file/letters'" \
+    fails_with "$tmp/mkdir2.log" "cannot create directory '$tmp/a-file/letters'" \
     "$bin" free-letters --dir "$tmp/a-file/letters/x" --steps 1
 
 # A finished run whose files must survive everything below.

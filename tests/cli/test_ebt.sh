@@ -15,16 +15,6 @@ source "$(dirname "$0")/lib.sh"
 make_license_corpus "$tmp/corpus.h5"
 ebt=(--set model.arch=ebt --set ebt.preset=s1 --set ebt.step_size=10 --set ebt.step_size_lr_mult=100)
 
-max_rel_diff() { # max_rel_diff DIR_A DIR_B STEPS
-    py - "$1/metrics.h5" "$2/metrics.h5" "$3" <<'PY'
-import sys, h5py, numpy as np
-a = h5py.File(sys.argv[1], "r")["train/loss"][...]
-b = h5py.File(sys.argv[2], "r")["train/loss"][...]
-assert len(a) == len(b) == int(sys.argv[3]), (len(a), len(b))
-print(float(np.max(np.abs(a - b) / np.abs(a))))
-PY
-}
-below() { py -c "import sys; sys.exit(0 if float('$1') < float('$2') else 1)"; }
 
 # --- rank counts
 for np in 1 2; do

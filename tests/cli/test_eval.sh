@@ -36,12 +36,6 @@ sys.exit(0 if ok else 1)
 PY
 check "eval agrees with the trainer and across rank counts; perplexity = exp(loss)" [ $? -eq 0 ]
 
-fails_with() {
-    local log=$1 pattern=$2
-    shift 2
-    "$@" >"$log" 2>&1 && return 1
-    grep -q -- "$pattern" "$log"
-}
 check "an existing output is not replaced without --force" \
     fails_with "$tmp/l1" "exists: pass --force" mpirun -np 1 "$bin" eval --run "$tmp/run" \
     --data "$tmp/corpus.h5" --output "$tmp/eval.h5"

@@ -74,12 +74,6 @@ assert abs(none["loss"] - e2["free.eval_samples=1"].attrs["loss"]) < 1e-6
 PY
 check "prior losses agree across ranks and with the trainer; posterior only when asked" [ $? -eq 0 ]
 
-fails_with() {
-    local log=$1 pattern=$2
-    shift 2
-    "$@" >"$log" 2>&1 && return 1
-    grep -q -- "$pattern" "$log"
-}
 check "free.latent_bits=0 is rejected with a message" \
     fails_with "$tmp/bad1" "latent_bits" tiny_train 1 "$bin" "$tmp/bad" "${free_args[@]}" \
     --set free.latent_bits=0

@@ -12,16 +12,6 @@ source "$(dirname "$0")/lib.sh"
 make_license_corpus "$tmp/corpus.h5"
 nexus=(--set model.arch=nexus --set nexus.order=2)
 
-max_rel_diff() { # max_rel_diff DIR_A DIR_B: of the train/loss series
-    py - "$1/metrics.h5" "$2/metrics.h5" <<'PY'
-import sys, h5py, numpy as np
-a = h5py.File(sys.argv[1], "r")["train/loss"][...]
-b = h5py.File(sys.argv[2], "r")["train/loss"][...]
-assert len(a) == len(b) == 30, (len(a), len(b))
-print(float(np.max(np.abs(a - b) / np.abs(a))))
-PY
-}
-below() { py -c "import sys; sys.exit(0 if float('$1') < float('$2') else 1)"; }
 
 for build in float double; do
     program=$repo/build/$build/thinkscale
@@ -92,12 +82,6 @@ unshared_params=$(grep -o '[0-9]* parameters' "$tmp/unshared.log")
 check "unshared adds 2 x 2 x 32 x 32 parameters ($shared_params -> $unshared_params)" \
     [ "${unshared_params% *}" -eq $((${shared_params% *} + 4096)) ]
 
-fails_with() { # fails_with LOG PATTERN COMMAND...: fails, saying PATTERN (else shows LOG)
-    local log=$1 pattern=$2
-    shift 2
-    "$@" >"$log" 2>&1 && return 1
-    grep -q -- "$pattern" "$log" || { tail -5 "$log"; return 1; }
-}
 check "order 0 is refused" fails_with "$tmp/e1" "nexus.order must be between 1 and 16" \
     tiny_train 1 "$bin" "$tmp/bad" --set model.arch=nexus --set nexus.order=0
 check "an unknown variant is refused" fails_with "$tmp/e2" "not 'both'" \

@@ -7,16 +7,6 @@
 source "$(dirname "$0")/lib.sh"
 make_license_corpus "$tmp/corpus.h5"
 
-max_rel_diff() { # max_rel_diff DIR_A DIR_B: of the train/loss series
-    py - "$1/metrics.h5" "$2/metrics.h5" <<'PY'
-import sys, h5py, numpy as np
-a = h5py.File(sys.argv[1], "r")["train/loss"][...]
-b = h5py.File(sys.argv[2], "r")["train/loss"][...]
-assert len(a) == len(b) == 30, (len(a), len(b))
-print(float(np.max(np.abs(a - b) / np.abs(a))))
-PY
-}
-below() { py -c "import sys; sys.exit(0 if float('$1') < float('$2') else 1)"; }
 
 for build in float double; do
     program=$repo/build/$build/thinkscale
