@@ -222,7 +222,8 @@ typedef struct mode_result {
     int32_t *position; /* [n], -1 if not a valid line */
     uint8_t *valid;    /* [n] */
     double valid_fraction, position_agreement, noise_jaccard;
-    long pairs; /* pairs of valid lines in the same group */
+    double position_agreement_se, noise_jaccard_se; /* groups as clusters */
+    long pairs;                                     /* pairs of valid lines in the same group */
 } mode_result;
 
 typedef struct kappa_result {
@@ -255,6 +256,8 @@ static bool measure(mode_result *m, int groups, int samples) {
     m->valid_fraction = agreement.valid_fraction;
     m->position_agreement = agreement.position_agreement;
     m->noise_jaccard = agreement.noise_jaccard;
+    m->position_agreement_se = agreement.position_agreement_se;
+    m->noise_jaccard_se = agreement.noise_jaccard_se;
     m->pairs = agreement.valid_pairs;
     return true;
 }
@@ -401,11 +404,12 @@ static bool write_text(const letters_args *a, const kappa_result *r, char *err, 
     for (int mode = 0; mode < 2; mode++) {
         const mode_result *m = &r->mode[mode];
         fprintf(f,
-                "\n# %s Z: %d groups of %d lines, %s; valid %.3f, same position %.3f, "
-                "noise Jaccard %.3f\n",
+                "\n# %s Z: %d groups of %d lines, %s; valid %.3f, same position %.3f +- %.3f, "
+                "noise Jaccard %.3f +- %.3f\n",
                 mode_names[mode], a->groups, a->samples,
                 mode == 0 ? "one Z per group" : "one Z per line", m->valid_fraction,
-                m->position_agreement, m->noise_jaccard);
+                m->position_agreement, m->position_agreement_se, m->noise_jaccard,
+                m->noise_jaccard_se);
         for (int g = 0; g < a->groups; g++) {
             if (g) fputc('\n', f);
             for (int s = 0; s < a->samples; s++)
@@ -436,6 +440,8 @@ static bool write_mode(hid_t parent, const letters_args *a, int mode, const mode
          ts_h5_write_double_attr(g, "valid_fraction", m->valid_fraction) >= 0 &&
          ts_h5_write_double_attr(g, "position_agreement", m->position_agreement) >= 0 &&
          ts_h5_write_double_attr(g, "noise_jaccard", m->noise_jaccard) >= 0 &&
+         ts_h5_write_double_attr(g, "position_agreement_se", m->position_agreement_se) >= 0 &&
+         ts_h5_write_double_attr(g, "noise_jaccard_se", m->noise_jaccard_se) >= 0 &&
          ts_h5_write_int64_attr(g, "valid_pairs", m->pairs) >= 0;
     free(bytes);
     return H5Gclose(g) >= 0 && ok;
@@ -458,7 +464,8 @@ static bool write_h5(const letters_args *a, const kappa_result *results, char *e
                   "per mode: valid_fraction (lines that are a noiseless task line up to '!'); over "
                   "the valid_pairs pairs of valid lines of the same group: position_agreement "
                   "(share with the letters at the same position) and noise_jaccard (mean "
-                  "|A and B| / |A or B| of their '!' positions, 1 for two empty sets)") >= 0;
+                  "|A and B| / |A or B| of their '!' positions, 1 for two empty sets); *_se: their "
+                  "standard errors with the groups as clusters") >= 0;
     for (int k = 0; ok && k < a->n_kappas; k++) {
         const kappa_result *r = &results[k];
         char name[64];
@@ -488,22 +495,26 @@ static bool write_h5(const letters_args *a, const kappa_result *results, char *e
 static void print_table(const letters_args *a, const kappa_result *results) {
     printf("\nFree Transformer letter task: what Z encodes (%d groups of %d lines per mode)\n",
            a->groups, a->samples);
-    printf("%-8s %9s %9s | %8s %8s %10s | %-15s | %-17s | %-15s\n", "kappa", "KL", "KL", "loss",
+    printf("%-8s %9s %9s | %7s %7s %9s | %-13s | %-25s | %-25s\n", "kappa", "KL", "KL", "loss",
            "loss", "posterior", "valid lines", "same position", "noise Jaccard");
-    printf("%-8s %9s %9s | %8s %8s %10s | %-15s | %-17s | %-15s\n", "[bits]", "[bit/tok]",
-           "[bit/line]", "K=1", "K=16", "(leaks)", "shared indep", "shared indep", "shared indep");
+    printf("%-8s %9s %9s | %7s %7s %9s | %-13s | %-25s | %-25s\n", "[bits]", "[bit/tok]",
+           "[bit/line]", "K=1", "K=16", "(leaks)", "shared indep", "shared       indep",
+           "shared       indep");
     for (int k = 0; k < a->n_kappas; k++) {
         const kappa_result *r = &results[k];
         const mode_result *s = &r->mode[0], *i = &r->mode[1];
-        printf("%-8g %9.4f %9.2f | %8.4f %8.4f %10.4f | %6.3f %7.3f | %7.3f %8.3f | %6.3f %7.3f\n",
+        printf("%-8g %9.4f %9.2f | %7.4f %7.4f %9.4f | %6.3f %6.3f | %5.3f+-%5.3f %5.3f+-%5.3f | "
+               "%5.3f+-%5.3f %5.3f+-%5.3f\n",
                r->kappa_bits, r->kl_nats / log(2.0), r->kl_nats / log(2.0) * TS_LETTER_LINE,
                r->prior_loss, r->prior_loss_k16, r->posterior_loss, s->valid_fraction,
-               i->valid_fraction, s->position_agreement, i->position_agreement, s->noise_jaccard,
-               i->noise_jaccard);
+               i->valid_fraction, s->position_agreement, s->position_agreement_se,
+               i->position_agreement, i->position_agreement_se, s->noise_jaccard,
+               s->noise_jaccard_se, i->noise_jaccard, i->noise_jaccard_se);
     }
     printf("losses: nats/token on %d validation lines (the prior's with K samples, and the "
            "encoder posterior's,\nwhich leaks the targets); KL of the posterior to the uniform "
-           "prior, per token and per %d-token line\n",
+           "prior, per token and per %d-token line;\n+-: standard error over the groups "
+           "(lines sharing a group are not independent)\n",
            a->eval_lines, TS_LETTER_LINE);
 }
 

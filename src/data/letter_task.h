@@ -50,6 +50,13 @@ typedef struct ts_letter_agreement {
     long valid_pairs;          /* pairs of valid lines within a group */
     double position_agreement; /* share of those pairs with the run at the same position */
     double noise_jaccard;      /* mean Jaccard index of their noise patterns */
+    /* Standard errors of the two means with groups as clusters (pairs of one
+     * group share a Z and are not independent): the ratio estimator's
+     * variance G/(G-1) sum_g (S_g - m P_g)^2 / (sum_g P_g)^2 over the G groups
+     * that have pairs, with S_g the group's sum and P_g its pair count. NaN
+     * with fewer than two such groups. */
+    double position_agreement_se;
+    double noise_jaccard_se;
 } ts_letter_agreement;
 
 /* lines: groups * samples generated lines of TS_LETTER_PROMPT + TS_LETTER_BODY

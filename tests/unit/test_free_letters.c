@@ -162,10 +162,21 @@ static void test_agreement_within_groups(void **state) {
     /* group 1 Jaccards: {1}{1,2} 1/2, {1}{} 0, {1}{} 0, {1,2}{} 0, {1,2}{} 0, {}{} 1;
      * group 2: {40}{41} 0 */
     assert_true(fabs(a.noise_jaccard - (6 + 0.5 + 1 + 0) / 13.0) < 1e-15);
+    /* Clustered standard errors, worked by hand: group sums (S_g, P_g) are
+     * (6, 6), (1, 6), (1, 1) for the position, m = 8/13, so
+     * sum (S_g - m P_g)^2 = (30^2 + 35^2 + 5^2) / 13^2 and
+     * SE^2 = 3/2 * 2150 / 13^2 / 13^2; Jaccard sums (6, 1.5, 0), m = 7.5/13:
+     * deviations 33/13, -25.5/13, -7.5/13. */
+    assert_true(fabs(a.position_agreement_se - sqrt(1.5 * 2150) / 169) < 1e-14);
+    assert_true(fabs(a.noise_jaccard_se - sqrt(1.5 * 1795.5) / 169) < 1e-14);
 
     ts_letter_agreement none = ts_letter_measure(g2 + 2 * LEN, 1, 2, parses);
     assert_int_equal(none.valid_pairs, 0);
     assert_true(isnan(none.position_agreement) && isnan(none.noise_jaccard));
+    assert_true(isnan(none.position_agreement_se) && isnan(none.noise_jaccard_se));
+    /* one group with pairs: a mean but no spread to estimate */
+    ts_letter_agreement one = ts_letter_measure(lines, 1, SAMPLES, parses);
+    assert_true(one.position_agreement == 1 && isnan(one.position_agreement_se));
 }
 
 /* data.align: the trainer's windows over a letter file start at line starts
