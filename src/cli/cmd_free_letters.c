@@ -221,9 +221,7 @@ typedef struct mode_result {
     int32_t *latents;  /* [n * GEN_LEN] states */
     int32_t *position; /* [n], -1 if not a valid line */
     uint8_t *valid;    /* [n] */
-    double valid_fraction, position_agreement, noise_jaccard;
-    double position_agreement_se, noise_jaccard_se; /* groups as clusters */
-    long pairs;                                     /* pairs of valid lines in the same group */
+    ts_letter_agreement agreement;
 } mode_result;
 
 typedef struct kappa_result {
@@ -253,12 +251,7 @@ static bool measure(mode_result *m, int groups, int samples) {
         m->position[i] = parses[i].position;
     }
     free(parses);
-    m->valid_fraction = agreement.valid_fraction;
-    m->position_agreement = agreement.position_agreement;
-    m->noise_jaccard = agreement.noise_jaccard;
-    m->position_agreement_se = agreement.position_agreement_se;
-    m->noise_jaccard_se = agreement.noise_jaccard_se;
-    m->pairs = agreement.valid_pairs;
+    m->agreement = agreement;
     return true;
 }
 
@@ -405,11 +398,12 @@ static bool write_text(const letters_args *a, const kappa_result *r, char *err, 
         const mode_result *m = &r->mode[mode];
         fprintf(f,
                 "\n# %s Z: %d groups of %d lines, %s; valid %.3f, same position %.3f +- %.3f, "
-                "noise Jaccard %.3f +- %.3f\n",
+                "|position difference| %.2f +- %.2f, noise Jaccard %.3f +- %.3f\n",
                 mode_names[mode], a->groups, a->samples,
-                mode == 0 ? "one Z per group" : "one Z per line", m->valid_fraction,
-                m->position_agreement, m->position_agreement_se, m->noise_jaccard,
-                m->noise_jaccard_se);
+                mode == 0 ? "one Z per group" : "one Z per line", m->agreement.valid_fraction,
+                m->agreement.same_position.mean, m->agreement.same_position.se,
+                m->agreement.position_distance.mean, m->agreement.position_distance.se,
+                m->agreement.noise_jaccard.mean, m->agreement.noise_jaccard.se);
         for (int g = 0; g < a->groups; g++) {
             if (g) fputc('\n', f);
             for (int s = 0; s < a->samples; s++)
@@ -421,6 +415,25 @@ static bool write_text(const letters_args *a, const kappa_result *r, char *err, 
         return false;
     }
     return true;
+}
+
+/* Each statistic as an attribute NAME and its standard error NAME_se. */
+static bool write_agreement(hid_t g, const ts_letter_agreement *a) {
+    const struct {
+        const char *name;
+        ts_letter_stat stat;
+    } stats[] = {{"position_agreement", a->same_position},
+                 {"position_distance", a->position_distance},
+                 {"noise_jaccard", a->noise_jaccard}};
+    bool ok = ts_h5_write_double_attr(g, "valid_fraction", a->valid_fraction) >= 0 &&
+              ts_h5_write_int64_attr(g, "valid_pairs", a->valid_pairs) >= 0;
+    for (size_t i = 0; ok && i < sizeof stats / sizeof stats[0]; i++) {
+        char se[64];
+        snprintf(se, sizeof se, "%s_se", stats[i].name);
+        ok = ts_h5_write_double_attr(g, stats[i].name, stats[i].stat.mean) >= 0 &&
+             ts_h5_write_double_attr(g, se, stats[i].stat.se) >= 0;
+    }
+    return ok;
 }
 
 static bool write_mode(hid_t parent, const letters_args *a, int mode, const mode_result *m) {
@@ -437,12 +450,7 @@ static bool write_mode(hid_t parent, const letters_args *a, int mode, const mode
          ts_h5_write_array(g, "position", H5T_NATIVE_INT32, 2, dims2, m->position, "character",
                            NULL) &&
          ts_h5_write_array(g, "valid", H5T_NATIVE_UINT8, 2, dims2, m->valid, NULL, NULL) &&
-         ts_h5_write_double_attr(g, "valid_fraction", m->valid_fraction) >= 0 &&
-         ts_h5_write_double_attr(g, "position_agreement", m->position_agreement) >= 0 &&
-         ts_h5_write_double_attr(g, "noise_jaccard", m->noise_jaccard) >= 0 &&
-         ts_h5_write_double_attr(g, "position_agreement_se", m->position_agreement_se) >= 0 &&
-         ts_h5_write_double_attr(g, "noise_jaccard_se", m->noise_jaccard_se) >= 0 &&
-         ts_h5_write_int64_attr(g, "valid_pairs", m->pairs) >= 0;
+         write_agreement(g, &m->agreement);
     free(bytes);
     return H5Gclose(g) >= 0 && ok;
 }
@@ -463,7 +471,9 @@ static bool write_h5(const letters_args *a, const kappa_result *results, char *e
                   file, "statistics",
                   "per mode: valid_fraction (lines that are a noiseless task line up to '!'); over "
                   "the valid_pairs pairs of valid lines of the same group: position_agreement "
-                  "(share with the letters at the same position) and noise_jaccard (mean "
+                  "(share with the letters at the same position), position_distance (mean "
+                  "|difference| of their positions, characters; 18.99 for independent uniform "
+                  "positions) and noise_jaccard (mean "
                   "|A and B| / |A or B| of their '!' positions, 1 for two empty sets); *_se: their "
                   "standard errors with the groups as clusters") >= 0;
     for (int k = 0; ok && k < a->n_kappas; k++) {
@@ -492,28 +502,35 @@ static bool write_h5(const letters_args *a, const kappa_result *results, char *e
     return ok;
 }
 
+static void print_stat(ts_letter_stat shared, ts_letter_stat independent, int decimals) {
+    printf(" | %5.*f+-%5.*f %5.*f+-%5.*f", decimals, shared.mean, decimals, shared.se, decimals,
+           independent.mean, decimals, independent.se);
+}
+
 static void print_table(const letters_args *a, const kappa_result *results) {
     printf("\nFree Transformer letter task: what Z encodes (%d groups of %d lines per mode)\n",
            a->groups, a->samples);
-    printf("%-8s %9s %9s | %7s %7s %9s | %-13s | %-25s | %-25s\n", "kappa", "KL", "KL", "loss",
-           "loss", "posterior", "valid lines", "same position", "noise Jaccard");
-    printf("%-8s %9s %9s | %7s %7s %9s | %-13s | %-25s | %-25s\n", "[bits]", "[bit/tok]",
-           "[bit/line]", "K=1", "K=16", "(leaks)", "shared indep", "shared       indep",
-           "shared       indep");
+    printf("%-8s %9s %9s | %7s %7s %9s | %-13s | %-25s | %-25s | %-25s\n", "kappa", "KL", "KL",
+           "loss", "loss", "posterior", "valid lines", "same position", "|position difference|",
+           "noise Jaccard");
+    const char *modes = "shared       indep";
+    printf("%-8s %9s %9s | %7s %7s %9s | %-13s | %-25s | %-25s | %-25s\n", "[bits]", "[bit/tok]",
+           "[bit/line]", "K=1", "K=16", "(leaks)", "shared indep", modes, modes, modes);
     for (int k = 0; k < a->n_kappas; k++) {
         const kappa_result *r = &results[k];
-        const mode_result *s = &r->mode[0], *i = &r->mode[1];
-        printf("%-8g %9.4f %9.2f | %7.4f %7.4f %9.4f | %6.3f %6.3f | %5.3f+-%5.3f %5.3f+-%5.3f | "
-               "%5.3f+-%5.3f %5.3f+-%5.3f\n",
-               r->kappa_bits, r->kl_nats / log(2.0), r->kl_nats / log(2.0) * TS_LETTER_LINE,
-               r->prior_loss, r->prior_loss_k16, r->posterior_loss, s->valid_fraction,
-               i->valid_fraction, s->position_agreement, s->position_agreement_se,
-               i->position_agreement, i->position_agreement_se, s->noise_jaccard,
-               s->noise_jaccard_se, i->noise_jaccard, i->noise_jaccard_se);
+        const ts_letter_agreement *s = &r->mode[0].agreement, *i = &r->mode[1].agreement;
+        printf("%-8g %9.4f %9.2f | %7.4f %7.4f %9.4f | %6.3f %6.3f", r->kappa_bits,
+               r->kl_nats / log(2.0), r->kl_nats / log(2.0) * TS_LETTER_LINE, r->prior_loss,
+               r->prior_loss_k16, r->posterior_loss, s->valid_fraction, i->valid_fraction);
+        print_stat(s->same_position, i->same_position, 3);
+        print_stat(s->position_distance, i->position_distance, 2);
+        print_stat(s->noise_jaccard, i->noise_jaccard, 3);
+        printf("\n");
     }
     printf("losses: nats/token on %d validation lines (the prior's with K samples, and the "
            "encoder posterior's,\nwhich leaks the targets); KL of the posterior to the uniform "
-           "prior, per token and per %d-token line;\n+-: standard error over the groups "
+           "prior, per token and per %d-token line;\n|position difference| in characters "
+           "(independent uniform positions: 18.99); +-: standard error over the groups\n"
            "(lines sharing a group are not independent)\n",
            a->eval_lines, TS_LETTER_LINE);
 }

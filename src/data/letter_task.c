@@ -3,6 +3,7 @@
 #include <errno.h>
 #include <math.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -127,18 +128,32 @@ double ts_letter_jaccard(uint64_t a, uint64_t b) {
     return (double)__builtin_popcountll(both) / (double)__builtin_popcountll(either);
 }
 
-/* moments: sum S_g^2, sum S_g P_g, sum P_g^2 (see ts_letter_agreement). */
-static double clustered_se(const double moments[3], double mean, long pairs, int clusters) {
-    double spread = moments[0] - 2 * mean * moments[1] + mean * mean * moments[2];
-    double variance = (double)clusters / (clusters - 1) * fmax(spread, 0) / ((double)pairs * pairs);
-    return sqrt(variance);
+/* Sums over the groups that have pairs, for ts_letter_stat. */
+typedef struct cluster_sums {
+    double sum, sum_sq, sum_cross; /* of S_g, S_g^2, S_g P_g */
+} cluster_sums;
+
+static void add_cluster(cluster_sums *c, double group_sum, double group_pairs) {
+    c->sum += group_sum;
+    c->sum_sq += group_sum * group_sum;
+    c->sum_cross += group_sum * group_pairs;
+}
+
+static ts_letter_stat cluster_mean(const cluster_sums *c, double pairs, double pairs_sq,
+                                   int clusters) {
+    ts_letter_stat stat = {.mean = pairs > 0 ? c->sum / pairs : NAN, .se = NAN};
+    if (clusters >= 2) {
+        double m = stat.mean;
+        double spread = c->sum_sq - 2 * m * c->sum_cross + m * m * pairs_sq;
+        stat.se = sqrt((double)clusters / (clusters - 1) * fmax(spread, 0)) / pairs;
+    }
+    return stat;
 }
 
 ts_letter_agreement ts_letter_measure(const int32_t *lines, int groups, int samples,
                                       ts_letter_parse *parses) {
     enum { LEN = TS_LETTER_PROMPT + TS_LETTER_BODY };
-    long n = (long)groups * samples, valid = 0, pairs = 0;
-    double same = 0, jaccard = 0;
+    long n = (long)groups * samples, valid = 0;
     for (long i = 0; i < n; i++) {
         char body[TS_LETTER_BODY];
         for (int t = 0; t < TS_LETTER_BODY; t++) {
@@ -148,43 +163,33 @@ ts_letter_agreement ts_letter_measure(const int32_t *lines, int groups, int samp
         parses[i] = ts_letter_parse_body((char)lines[i * LEN], body);
         valid += parses[i].valid;
     }
-    /* Per statistic: sums over groups of S_g^2, S_g P_g and P_g^2 for the
-     * clustered standard error. */
-    double same_moments[3] = {0}, jaccard_moments[3] = {0};
+    cluster_sums same = {0}, distance = {0}, jaccard = {0};
+    double pairs = 0, pairs_sq = 0;
     int clusters = 0;
     for (int g = 0; g < groups; g++) {
         const ts_letter_parse *group = parses + (long)g * samples;
-        long group_pairs = 0;
-        double group_same = 0, group_jaccard = 0;
+        double group_pairs = 0, group_same = 0, group_distance = 0, group_jaccard = 0;
         for (int i = 0; i < samples; i++)
             for (int j = i + 1; j < samples; j++) {
                 if (!group[i].valid || !group[j].valid) continue;
                 group_pairs++;
                 group_same += group[i].position == group[j].position;
+                group_distance += abs(group[i].position - group[j].position);
                 group_jaccard += ts_letter_jaccard(group[i].noise, group[j].noise);
             }
-        if (!group_pairs) continue;
+        if (group_pairs == 0) continue;
         clusters++;
         pairs += group_pairs;
-        same += group_same;
-        jaccard += group_jaccard;
-        double p = (double)group_pairs;
-        same_moments[0] += group_same * group_same;
-        same_moments[1] += group_same * p;
-        same_moments[2] += p * p;
-        jaccard_moments[0] += group_jaccard * group_jaccard;
-        jaccard_moments[1] += group_jaccard * p;
-        jaccard_moments[2] += p * p;
+        pairs_sq += group_pairs * group_pairs;
+        add_cluster(&same, group_same, group_pairs);
+        add_cluster(&distance, group_distance, group_pairs);
+        add_cluster(&jaccard, group_jaccard, group_pairs);
     }
-    ts_letter_agreement a = {.valid_fraction = n ? (double)valid / (double)n : NAN,
-                             .valid_pairs = pairs,
-                             .position_agreement = pairs ? same / (double)pairs : NAN,
-                             .noise_jaccard = pairs ? jaccard / (double)pairs : NAN,
-                             .position_agreement_se = NAN,
-                             .noise_jaccard_se = NAN};
-    if (clusters >= 2) {
-        a.position_agreement_se = clustered_se(same_moments, a.position_agreement, pairs, clusters);
-        a.noise_jaccard_se = clustered_se(jaccard_moments, a.noise_jaccard, pairs, clusters);
-    }
-    return a;
+    return (ts_letter_agreement){
+        .valid_fraction = n ? (double)valid / (double)n : NAN,
+        .valid_pairs = (long)pairs,
+        .same_position = cluster_mean(&same, pairs, pairs_sq, clusters),
+        .position_distance = cluster_mean(&distance, pairs, pairs_sq, clusters),
+        .noise_jaccard = cluster_mean(&jaccard, pairs, pairs_sq, clusters),
+    };
 }

@@ -44,24 +44,29 @@ ts_letter_parse ts_letter_parse_body(char letter, const char *body);
 /* |a & b| / |a | b| of two noise patterns; 1 when both are empty. */
 double ts_letter_jaccard(uint64_t a, uint64_t b);
 
+/* A mean over pairs of valid lines of the same group, and its standard
+ * error with the groups as clusters (lines of one group share a Z, so their
+ * pairs are not independent): the ratio estimator's variance
+ * G/(G-1) sum_g (S_g - m P_g)^2 / (sum_g P_g)^2 over the G groups that have
+ * pairs, S_g being a group's sum and P_g its pair count. mean is NaN without
+ * a pair, se with fewer than two such groups. */
+typedef struct ts_letter_stat {
+    double mean, se;
+} ts_letter_stat;
+
 /* What lines generated in groups agree on. */
 typedef struct ts_letter_agreement {
-    double valid_fraction;     /* of all lines */
-    long valid_pairs;          /* pairs of valid lines within a group */
-    double position_agreement; /* share of those pairs with the run at the same position */
-    double noise_jaccard;      /* mean Jaccard index of their noise patterns */
-    /* Standard errors of the two means with groups as clusters (pairs of one
-     * group share a Z and are not independent): the ratio estimator's
-     * variance G/(G-1) sum_g (S_g - m P_g)^2 / (sum_g P_g)^2 over the G groups
-     * that have pairs, with S_g the group's sum and P_g its pair count. NaN
-     * with fewer than two such groups. */
-    double position_agreement_se;
-    double noise_jaccard_se;
+    double valid_fraction;            /* of all lines */
+    long valid_pairs;                 /* pairs of valid lines within a group */
+    ts_letter_stat same_position;     /* share of pairs with the run at the same position */
+    ts_letter_stat position_distance; /* mean |difference| of the runs' positions, in
+                                         characters (iid uniform positions: 18.99) */
+    ts_letter_stat noise_jaccard;     /* mean Jaccard index of their noise patterns */
 } ts_letter_agreement;
 
 /* lines: groups * samples generated lines of TS_LETTER_PROMPT + TS_LETTER_BODY
  * tokens (byte values), group g's at [g * samples, (g + 1) * samples); line
- * i's parse goes to parses[i]. Agreements are NaN without a valid pair. */
+ * i's parse goes to parses[i]. */
 ts_letter_agreement ts_letter_measure(const int32_t *lines, int groups, int samples,
                                       ts_letter_parse *parses);
 

@@ -49,9 +49,9 @@ for name, k in f.items():
             assert same == (mode == "shared"), (name, mode, g)
             assert len({bytes(lines[g, s, :2]) for s in range(4)}) == 1  # the group's prompt
             assert chr(lines[g, 0, 1]) == ">" and "A" <= chr(lines[g, 0, 0]) <= "Z"
-        valid, agree, jaccard, pairs, clusters = [], 0.0, 0.0, 0, []
+        valid, agree, distance, jaccard, pairs, clusters = [], 0.0, 0.0, 0.0, 0, []
         for g in range(3):
-            before = (agree, jaccard, pairs)
+            before = (agree, distance, jaccard, pairs)
             parsed = []
             for s in range(4):
                 text = bytes(lines[g, s]).decode("latin-1")
@@ -65,18 +65,21 @@ for name, k in f.items():
                     continue
                 pairs += 1
                 agree += pa == pb
+                distance += abs(int(pa) - int(pb))
                 jaccard += len(na & nb) / len(na | nb) if na | nb else 1.0
-            sums = (agree - before[0], jaccard - before[1], pairs - before[2])
-            if sums[2]:
+            sums = (agree - before[0], distance - before[1], jaccard - before[2], pairs - before[3])
+            if sums[3]:
                 clusters.append(sums)
         assert abs(m.attrs["valid_fraction"] - np.mean(valid)) < 1e-12
         assert m.attrs["valid_pairs"] == pairs
         if pairs:
             assert abs(m.attrs["position_agreement"] - agree / pairs) < 1e-12
             assert abs(m.attrs["noise_jaccard"] - jaccard / pairs) < 1e-12
-            for stat, total, col in (("position_agreement", agree, 0), ("noise_jaccard", jaccard, 1)):
+            for stat, total, col in (("position_agreement", agree, 0), ("position_distance", distance, 1),
+                                     ("noise_jaccard", jaccard, 2)):
                 mean, n = total / pairs, len(clusters)
-                se = (np.sqrt(n / (n - 1) * sum((c[col] - mean * c[2]) ** 2 for c in clusters)) / pairs
+                assert abs(m.attrs[stat] - mean) < 1e-12, (stat, m.attrs[stat], mean)
+                se = (np.sqrt(n / (n - 1) * sum((c[col] - mean * c[3]) ** 2 for c in clusters)) / pairs
                       if n >= 2 else np.nan)
                 got = m.attrs[stat + "_se"]
                 assert (np.isnan(se) and np.isnan(got)) or abs(got - se) < 1e-12, (stat, got, se)

@@ -158,25 +158,32 @@ static void test_agreement_within_groups(void **state) {
     /* pairs: 6 in group 0 (all agree, Jaccard 1), 6 in group 1, 1 in group 2 */
     assert_int_equal(a.valid_pairs, 13);
     /* group 1: only (5, 5) agrees; group 2's pair agrees */
-    assert_true(fabs(a.position_agreement - (6 + 1 + 1) / 13.0) < 1e-15);
+    assert_true(fabs(a.same_position.mean - (6 + 1 + 1) / 13.0) < 1e-15);
     /* group 1 Jaccards: {1}{1,2} 1/2, {1}{} 0, {1}{} 0, {1,2}{} 0, {1,2}{} 0, {}{} 1;
      * group 2: {40}{41} 0 */
-    assert_true(fabs(a.noise_jaccard - (6 + 0.5 + 1 + 0) / 13.0) < 1e-15);
+    assert_true(fabs(a.noise_jaccard.mean - (6 + 0.5 + 1 + 0) / 13.0) < 1e-15);
     /* Clustered standard errors, worked by hand: group sums (S_g, P_g) are
      * (6, 6), (1, 6), (1, 1) for the position, m = 8/13, so
      * sum (S_g - m P_g)^2 = (30^2 + 35^2 + 5^2) / 13^2 and
      * SE^2 = 3/2 * 2150 / 13^2 / 13^2; Jaccard sums (6, 1.5, 0), m = 7.5/13:
      * deviations 33/13, -25.5/13, -7.5/13. */
-    assert_true(fabs(a.position_agreement_se - sqrt(1.5 * 2150) / 169) < 1e-14);
-    assert_true(fabs(a.noise_jaccard_se - sqrt(1.5 * 1795.5) / 169) < 1e-14);
+    assert_true(fabs(a.same_position.se - sqrt(1.5 * 2150) / 169) < 1e-14);
+    assert_true(fabs(a.noise_jaccard.se - sqrt(1.5 * 1795.5) / 169) < 1e-14);
+    /* |position differences|: group 0 none, group 1 0+4+25+4+25+21 = 79,
+     * group 2 0; m = 79/13, deviations -474/13, 553/13, -79/13. */
+    assert_true(fabs(a.position_distance.mean - 79 / 13.0) < 1e-14);
+    assert_true(fabs(a.position_distance.se - sqrt(1.5 * (474 * 474 + 553 * 553 + 79 * 79)) / 169) <
+                1e-13);
 
     ts_letter_agreement none = ts_letter_measure(g2 + 2 * LEN, 1, 2, parses);
     assert_int_equal(none.valid_pairs, 0);
-    assert_true(isnan(none.position_agreement) && isnan(none.noise_jaccard));
-    assert_true(isnan(none.position_agreement_se) && isnan(none.noise_jaccard_se));
+    assert_true(isnan(none.same_position.mean) && isnan(none.noise_jaccard.mean));
+    assert_true(isnan(none.position_distance.mean) && isnan(none.position_distance.se));
+    assert_true(isnan(none.same_position.se) && isnan(none.noise_jaccard.se));
     /* one group with pairs: a mean but no spread to estimate */
     ts_letter_agreement one = ts_letter_measure(lines, 1, SAMPLES, parses);
-    assert_true(one.position_agreement == 1 && isnan(one.position_agreement_se));
+    assert_true(one.same_position.mean == 1 && isnan(one.same_position.se));
+    assert_true(one.position_distance.mean == 0 && isnan(one.position_distance.se));
 }
 
 /* data.align: the trainer's windows over a letter file start at line starts
