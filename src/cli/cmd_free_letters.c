@@ -455,18 +455,48 @@ static bool write_mode(hid_t parent, const letters_args *a, int mode, const mode
     return H5Gclose(g) >= 0 && ok;
 }
 
+static bool sampled_now(const letters_args *a, const char *group_name) {
+    for (int k = 0; k < a->n_kappas; k++) {
+        char name[64];
+        snprintf(name, sizeof name, "kappa_bits_%g", a->kappa_bits[k]);
+        if (!strcmp(name, group_name)) return true;
+    }
+    return false;
+}
+
+/* Copies the groups of an earlier samples.h5 that this invocation did not
+ * sample into file, so that sampling one kappa again, or a new one, adds to
+ * the file instead of dropping the other kappas' samples. */
+static bool carry_over(hid_t file, const char *path, const letters_args *a, char *err,
+                       size_t errlen) {
+    if (access(path, F_OK) != 0) return true;
+    hid_t old = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
+    H5G_info_t info;
+    bool ok = old >= 0 && H5Gget_info(old, &info) >= 0;
+    for (hsize_t i = 0; ok && i < info.nlinks; i++) {
+        char name[256];
+        ssize_t len = H5Lget_name_by_idx(old, ".", H5_INDEX_NAME, H5_ITER_INC, i, name, sizeof name,
+                                         H5P_DEFAULT);
+        ok = len > 0 && len < (ssize_t)sizeof name;
+        if (ok && !sampled_now(a, name))
+            ok = H5Ocopy(old, name, file, name, H5P_DEFAULT, H5P_DEFAULT) >= 0;
+    }
+    if (old >= 0) H5Fclose(old);
+    if (!ok)
+        snprintf(err, errlen,
+                 "cannot read the existing '%s' to keep its other kappas' samples: move it "
+                 "away and run again",
+                 path);
+    return ok;
+}
+
 static bool write_h5(const letters_args *a, const kappa_result *results, char *err, size_t errlen) {
     char path[TS_PATH_MAX + 32], tmp[TS_PATH_MAX + 48];
     snprintf(path, sizeof path, "%s/samples.h5", a->dir);
     snprintf(tmp, sizeof tmp, "%s.tmp", path);
     ts_h5_quiet quiet = ts_h5_quiet_begin();
     hid_t file = H5Fcreate(tmp, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
-    bool ok = file >= 0 && ts_h5_write_int64_attr(file, "seed", a->seed) >= 0 &&
-              ts_h5_write_int64_attr(file, "steps", a->steps) >= 0 &&
-              ts_h5_write_int64_attr(file, "groups", a->groups) >= 0 &&
-              ts_h5_write_int64_attr(file, "samples_per_group", a->samples) >= 0 &&
-              ts_h5_write_string_attr(file, "prompt_latents",
-                                      a->prompt_from_encoder ? "encoder" : "prior") >= 0 &&
+    bool ok = file >= 0 &&
               ts_h5_write_string_attr(
                   file, "statistics",
                   "per mode: valid_fraction (lines that are a noiseless task line up to '!'); over "
@@ -476,6 +506,8 @@ static bool write_h5(const letters_args *a, const kappa_result *results, char *e
                   "positions) and noise_jaccard (mean "
                   "|A and B| / |A or B| of their '!' positions, 1 for two empty sets); *_se: their "
                   "standard errors with the groups as clusters") >= 0;
+    bool carry_failed = ok && !carry_over(file, path, a, err, errlen);
+    ok = ok && !carry_failed;
     for (int k = 0; ok && k < a->n_kappas; k++) {
         const kappa_result *r = &results[k];
         char name[64];
@@ -483,6 +515,11 @@ static bool write_h5(const letters_args *a, const kappa_result *results, char *e
         hid_t g = H5Gcreate2(file, name, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
         ok = g >= 0 && ts_h5_write_double_attr(g, "kappa_bits", r->kappa_bits) >= 0 &&
              ts_h5_write_double_attr(g, "kappa_nats", r->kappa_bits * log(2.0)) >= 0 &&
+             ts_h5_write_int64_attr(g, "seed", a->seed) >= 0 &&
+             ts_h5_write_int64_attr(g, "groups", a->groups) >= 0 &&
+             ts_h5_write_int64_attr(g, "samples_per_group", a->samples) >= 0 &&
+             ts_h5_write_string_attr(g, "prompt_latents",
+                                     a->prompt_from_encoder ? "encoder" : "prior") >= 0 &&
              ts_h5_write_string_attr(g, "checkpoint", r->checkpoint) >= 0 &&
              ts_h5_write_int64_attr(g, "step", r->step) >= 0 &&
              ts_h5_write_double_attr(g, "prior_loss", r->prior_loss) >= 0 &&
@@ -496,7 +533,7 @@ static bool write_h5(const letters_args *a, const kappa_result *results, char *e
     ts_h5_quiet_end(quiet);
     if (ok && rename(tmp, path)) ok = false;
     if (!ok) {
-        snprintf(err, errlen, "cannot write '%s'", path);
+        if (!carry_failed) snprintf(err, errlen, "cannot write '%s'", path);
         unlink(tmp);
     }
     return ok;

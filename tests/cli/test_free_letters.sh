@@ -23,7 +23,7 @@ import sys, itertools, h5py, numpy as np
 d = sys.argv[1]
 f = h5py.File(f"{d}/samples.h5", "r")
 assert set(f) == {"kappa_bits_0.125", "kappa_bits_8"}, set(f)
-assert f.attrs["groups"] == 3 and f.attrs["samples_per_group"] == 4
+assert all(f[k].attrs["groups"] == 3 and f[k].attrs["samples_per_group"] == 4 for k in f)
 
 def parse(letter, body):
     """Independent of the C parser: the valid run positions, by regular structure."""
@@ -107,4 +107,26 @@ for k in a:
         assert (a[k][mode]["lines"][...] == b[k][mode]["lines"][...]).all()
 PY
 check "and reproduces the samples" [ $? -eq 0 ]
+
+# Sampling one kappa again, with other settings, keeps the other kappa's samples.
+cp "$tmp/letters/samples.h5" "$tmp/second.h5"
+mpirun -np 2 "$bin" free-letters "${args[@]}" --kappa-bits 8 --groups 2 >"$tmp/run3.log" 2>&1
+check "sampling one kappa again succeeds" [ $? -eq 0 ]
+py - "$tmp/second.h5" "$tmp/letters/samples.h5" <<'PY'
+import sys, h5py, numpy as np
+a, b = h5py.File(sys.argv[1], "r"), h5py.File(sys.argv[2], "r")
+assert set(b) == {"kappa_bits_0.125", "kappa_bits_8"}, set(b)
+kept, new = b["kappa_bits_0.125"], b["kappa_bits_8"]
+assert kept.attrs["groups"] == 3 and new.attrs["groups"] == 2
+assert new["shared/lines"].shape == (2, 4, 66), new["shared/lines"].shape
+for mode in ("shared", "independent"):
+    assert (a["kappa_bits_0.125"][mode]["lines"][...] == kept[mode]["lines"][...]).all()
+    assert a["kappa_bits_0.125"][mode].attrs["valid_fraction"] == kept[mode].attrs["valid_fraction"]
+PY
+check "... and keeps the other kappa's samples in samples.h5" [ $? -eq 0 ]
+printf 'not hdf5' >"$tmp/letters/samples.h5"
+mpirun -np 2 "$bin" free-letters "${args[@]}" --kappa-bits 8 >"$tmp/run4.log" 2>&1
+check "a damaged samples.h5 stops the command" [ $? -ne 0 ]
+check "... with a message naming it" contains "$tmp/run4.log" "cannot read the existing '.*samples.h5'"
+check "... and is left as it was" [ "$(cat "$tmp/letters/samples.h5")" = "not hdf5" ]
 finish
