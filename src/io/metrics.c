@@ -494,10 +494,7 @@ static ts_io_status define_impl(ts_metrics *m, table *t, const char *description
     if (path_exists(m->file, t->path)) {
         st = load_table(m, t, err, errlen);
     } else {
-        hid_t lcpl = H5Pcreate(H5P_LINK_CREATE);
-        if (lcpl >= 0 && H5Pset_create_intermediate_group(lcpl, 1) >= 0)
-            t->group = H5Gcreate2(m->file, t->path, lcpl, H5P_DEFAULT, H5P_DEFAULT);
-        if (lcpl >= 0) H5Pclose(lcpl);
+        t->group = ts_h5_create_group_path(m->file, t->path);
         int64_t no_step = -1;
         if (t->group < 0)
             st = ts_h5_fail(err, errlen, TS_IO_ERR_IO, "%s: cannot create the group", where);

@@ -488,13 +488,7 @@ static ts_io_status write_impl(hid_t loc, const char *slurm_group, const ts_prov
     if (exists > 0 && H5Ldelete(loc, slurm_group, H5P_DEFAULT) < 0)
         return ts_h5_fail(err, errlen, TS_IO_ERR_IO, "%s: cannot replace group %s", file,
                           slurm_group);
-    hid_t lcpl = H5Pcreate(H5P_LINK_CREATE);
-    if (lcpl < 0 || H5Pset_create_intermediate_group(lcpl, 1) < 0) {
-        if (lcpl >= 0) H5Pclose(lcpl);
-        return ts_h5_fail(err, errlen, TS_IO_ERR_IO, "%s: cannot make link properties", file);
-    }
-    hid_t group = H5Gcreate2(loc, slurm_group, lcpl, H5P_DEFAULT, H5P_DEFAULT);
-    H5Pclose(lcpl);
+    hid_t group = ts_h5_create_group_path(loc, slurm_group);
     if (group < 0)
         return ts_h5_fail(err, errlen, TS_IO_ERR_IO, "%s: cannot create group %s", file,
                           slurm_group);
