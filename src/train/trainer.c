@@ -263,6 +263,16 @@ static int run(trainer *tr, bool resume) {
                                       &tr->step, &tr->tokens_seen, err, sizeof err),
                 err))
         return 1;
+    if (tr->step >= c->steps) {
+        /* A resubmitted job (a Slurm chain, free-letters run again) must not
+         * replace the finished run's report with an empty one, nor pay for
+         * measuring the GEMM peak. */
+        if (tr->rank == 0)
+            printf("thinkscale train: the run in %s is already complete (step %ld, train.steps "
+                   "%ld); nothing to do, report.yaml left as it was\n",
+                   c->run_dir, tr->step, c->steps);
+        return 0;
+    }
     tr->peak_gflops = ts_measure_peak_gflops();
     if (tr->rank == 0)
         printf("thinkscale train: %s, %ld parameters (%ld non-embedding), %d ranks, "
@@ -272,15 +282,6 @@ static int run(trainer *tr, bool resume) {
                tr->step);
 
     long first_step = tr->step;
-    if (first_step >= c->steps) {
-        /* A resubmitted job (a Slurm chain, free-letters run again) must not
-         * replace the finished run's report with an empty one. */
-        if (tr->rank == 0)
-            printf("thinkscale train: the run in %s is already complete (step %ld, train.steps "
-                   "%ld); nothing to do, report.yaml left as it was\n",
-                   c->run_dir, first_step, c->steps);
-        return 0;
-    }
     double t_start = MPI_Wtime(), t_window = t_start;
     ts_run_summary summary = {.first_step = first_step, .first_loss = NAN, .last_loss = NAN};
     double flops_window = 0, tokens_window = 0;
