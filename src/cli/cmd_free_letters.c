@@ -15,7 +15,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 #include <unistd.h>
 
 #include "cli/commands.h"
@@ -186,6 +185,18 @@ static bool parse_letters_args(int argc, char **argv, void *out, char *err, size
     return true;
 }
 
+/* "kappa_bits_B": the name of a kappa's run directory, text file and
+ * samples.h5 group. */
+typedef struct kappa_name {
+    char text[48];
+} kappa_name;
+
+static kappa_name name_of_kappa(double bits) {
+    kappa_name n;
+    snprintf(n.text, sizeof n.text, "kappa_bits_%g", bits);
+    return n;
+}
+
 /* The configuration of one kappa's run: the experiment's, then --set, then
  * what the experiment fixes. */
 static bool kappa_config(const letters_args *a, int k, const char *data, ts_run_config *c,
@@ -210,7 +221,7 @@ static bool kappa_config(const letters_args *a, int k, const char *data, ts_run_
     c->seed = a->seed;
     snprintf(c->train_data, sizeof c->train_data, "%s", data);
     c->eval_data[0] = 0;
-    snprintf(item, sizeof item, "run.dir=%s/kappa_bits_%g", a->dir, a->kappa_bits[k]);
+    snprintf(item, sizeof item, "run.dir=%s/%s", a->dir, name_of_kappa(a->kappa_bits[k]).text);
     return ts_config_set(c, item, err, errlen) && ts_config_validate(c, err, errlen);
 }
 
@@ -383,7 +394,7 @@ static void put_line(FILE *f, const int32_t *tokens) {
 
 static bool write_text(const letters_args *a, const kappa_result *r, char *err, size_t errlen) {
     char path[TS_PATH_MAX + 64];
-    snprintf(path, sizeof path, "%s/samples_kappa_bits_%g.txt", a->dir, r->kappa_bits);
+    snprintf(path, sizeof path, "%s/samples_%s.txt", a->dir, name_of_kappa(r->kappa_bits).text);
     FILE *f = fopen(path, "w");
     if (!f) {
         snprintf(err, errlen, "cannot write '%s': %s", path, strerror(errno));
@@ -456,11 +467,8 @@ static bool write_mode(hid_t parent, const letters_args *a, int mode, const mode
 }
 
 static bool sampled_now(const letters_args *a, const char *group_name) {
-    for (int k = 0; k < a->n_kappas; k++) {
-        char name[64];
-        snprintf(name, sizeof name, "kappa_bits_%g", a->kappa_bits[k]);
-        if (!strcmp(name, group_name)) return true;
-    }
+    for (int k = 0; k < a->n_kappas; k++)
+        if (!strcmp(name_of_kappa(a->kappa_bits[k]).text, group_name)) return true;
     return false;
 }
 
@@ -510,9 +518,8 @@ static bool write_h5(const letters_args *a, const kappa_result *results, char *e
     ok = ok && !carry_failed;
     for (int k = 0; ok && k < a->n_kappas; k++) {
         const kappa_result *r = &results[k];
-        char name[64];
-        snprintf(name, sizeof name, "kappa_bits_%g", r->kappa_bits);
-        hid_t g = H5Gcreate2(file, name, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+        hid_t g = H5Gcreate2(file, name_of_kappa(r->kappa_bits).text, H5P_DEFAULT, H5P_DEFAULT,
+                             H5P_DEFAULT);
         ok = g >= 0 && ts_h5_write_double_attr(g, "kappa_bits", r->kappa_bits) >= 0 &&
              ts_h5_write_double_attr(g, "kappa_nats", r->kappa_bits * log(2.0)) >= 0 &&
              ts_h5_write_int64_attr(g, "seed", a->seed) >= 0 &&

@@ -1,12 +1,10 @@
 #include "train/run_state.h"
 
 #include <dirent.h>
-#include <errno.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 
 #include "io/checkpoint.h"
 #include "io/metrics.h"
