@@ -11,7 +11,7 @@
 #include <string.h>
 
 #include "cli/commands.h"
-#include "cli/config.h"
+#include "core/config.h"
 #include "cli/spmd_command.h"
 #include "io/checkpoint.h"
 #include "io/eval_results.h"

@@ -18,7 +18,7 @@
 #include <unistd.h>
 
 #include "cli/commands.h"
-#include "cli/config.h"
+#include "core/config.h"
 #include "cli/spmd_command.h"
 #include "data/letter_task.h"
 #include "io/checkpoint.h"
