@@ -46,10 +46,18 @@ int ts_config_schema_find(const ts_config_schema *schema, const char *section, c
 
 static void set_default(const ts_config_key *k, char *field) {
     switch (k->type) {
-    case TS_CONFIG_INT: *(int *)field = (int)k->integer; break;
-    case TS_CONFIG_LONG: *(long *)field = k->integer; break;
-    case TS_CONFIG_DOUBLE: *(double *)field = k->real; break;
-    case TS_CONFIG_STRING: snprintf(field, k->size, "%s", k->text ? k->text : ""); break;
+    case TS_CONFIG_INT:
+        *(int *)field = (int)k->integer;
+        break;
+    case TS_CONFIG_LONG:
+        *(long *)field = k->integer;
+        break;
+    case TS_CONFIG_DOUBLE:
+        *(double *)field = k->real;
+        break;
+    case TS_CONFIG_STRING:
+        snprintf(field, k->size, "%s", k->text ? k->text : "");
+        break;
     }
 }
 
@@ -65,8 +73,8 @@ void ts_config_schema_defaults(const ts_config_schema *schema, void *config, boo
     }
 }
 
-static bool parse_value(const char *section, const ts_config_key *k, const char *value,
-                        char *field, char *err, size_t errlen) {
+static bool parse_value(const char *section, const ts_config_key *k, const char *value, char *field,
+                        char *err, size_t errlen) {
     char *end = NULL;
     errno = 0;
     switch (k->type) {
@@ -78,8 +86,10 @@ static bool parse_value(const char *section, const ts_config_key *k, const char 
             snprintf(err, errlen, "%s.%s: '%s' is not an integer", section, k->name, value);
             return false;
         }
-        if (k->type == TS_CONFIG_INT) *(int *)field = (int)v;
-        else *(long *)field = v;
+        if (k->type == TS_CONFIG_INT)
+            *(int *)field = (int)v;
+        else
+            *(long *)field = v;
         return true;
     }
     case TS_CONFIG_DOUBLE: {
@@ -186,9 +196,8 @@ bool ts_config_schema_load_file(const ts_config_schema *schema, void *config, bo
     return true;
 }
 
-bool ts_config_schema_load_string(const ts_config_schema *schema, void *config,
-                                  bool *explicit_keys, const char *text, const char *origin,
-                                  char *err, size_t errlen) {
+bool ts_config_schema_load_string(const ts_config_schema *schema, void *config, bool *explicit_keys,
+                                  const char *text, const char *origin, char *err, size_t errlen) {
     char inner[512] = "";
     ini_state state = {schema, config, explicit_keys, inner, sizeof inner, false};
     int rc = ini_parse_string(text, apply_ini_entry, &state);
@@ -204,9 +213,8 @@ bool ts_config_schema_resolve(const ts_config_schema *schema, void *config,
     int base = 0;
     for (int p = 0; p < schema->n_parts; p++) {
         const ts_config_part *part = &schema->parts[p];
-        if (part->section->resolve &&
-            !part->section->resolve((char *)config + part->offset, explicit_keys + base, err,
-                                    errlen))
+        if (part->section->resolve && !part->section->resolve((char *)config + part->offset,
+                                                              explicit_keys + base, err, errlen))
             return false;
         base += part->section->n_keys;
     }
@@ -217,8 +225,12 @@ bool ts_config_schema_resolve(const ts_config_schema *schema, void *config,
  * back as the same double. */
 static void format_value(const ts_config_key *k, const char *field, char *text, size_t len) {
     switch (k->type) {
-    case TS_CONFIG_INT: snprintf(text, len, "%d", *(const int *)field); break;
-    case TS_CONFIG_LONG: snprintf(text, len, "%ld", *(const long *)field); break;
+    case TS_CONFIG_INT:
+        snprintf(text, len, "%d", *(const int *)field);
+        break;
+    case TS_CONFIG_LONG:
+        snprintf(text, len, "%ld", *(const long *)field);
+        break;
     case TS_CONFIG_DOUBLE: {
         double v = *(const double *)field;
         for (int digits = 6; digits <= 17; digits++) {
@@ -227,7 +239,9 @@ static void format_value(const ts_config_key *k, const char *field, char *text, 
         }
         break;
     }
-    case TS_CONFIG_STRING: snprintf(text, len, "%s", field); break;
+    case TS_CONFIG_STRING:
+        snprintf(text, len, "%s", field);
+        break;
     }
 }
 
@@ -255,8 +269,7 @@ char *ts_config_schema_to_ini(const ts_config_schema *schema, const void *config
                 len += (size_t)snprintf(out + len, cap - len, "%s[%s]\n", len ? "\n" : "",
                                         part->section->name);
             len += (size_t)snprintf(out + len, cap - len, "%s = ", k->name);
-            format_value(k, (const char *)config + part->offset + k->offset, out + len,
-                         cap - len);
+            format_value(k, (const char *)config + part->offset + k->offset, out + len, cap - len);
             len += strlen(out + len);
             len += (size_t)snprintf(out + len, cap - len, "\n");
         }
@@ -280,13 +293,13 @@ void ts_config_schema_print_keys(const ts_config_schema *schema, FILE *out) {
                 char s[256];
             } field;
             char value[256];
-            set_default(&(ts_config_key){.type = k->type,
-                                         .size = k->size < sizeof field.s ? k->size
-                                                                          : sizeof field.s,
-                                         .integer = k->integer,
-                                         .real = k->real,
-                                         .text = k->text},
-                        (char *)&field);
+            set_default(
+                &(ts_config_key){.type = k->type,
+                                 .size = k->size < sizeof field.s ? k->size : sizeof field.s,
+                                 .integer = k->integer,
+                                 .real = k->real,
+                                 .text = k->text},
+                (char *)&field);
             format_value(k, (const char *)&field, value, sizeof value);
             fprintf(out, "  %-24s %-14s %s", k->name, value, k->help);
             for (int a = 0, n = 0; k->lists_architectures && a < schema->n_parts; a++)

@@ -42,7 +42,7 @@ static void test_the_dump_reads_back_identically(void **state) {
     char err[256] = "";
     ts_run_config c, back;
     ts_config_defaults(&c);
-    const char *sets[] = {"model.arch=ebt", "ebt.preset=s2", "free.kappa=0.1",
+    const char *sets[] = {"model.arch=ebt",   "ebt.preset=s2",           "free.kappa=0.1",
                           "train.lr=3.25e-4", "data.train=some file.h5", "nexus.order=3"};
     for (size_t i = 0; i < sizeof sets / sizeof sets[0]; i++)
         assert_true(ts_config_set(&c, sets[i], err, sizeof err));
@@ -132,9 +132,8 @@ static const ts_config_key part_keys[] = {
 static const ts_config_section top = {"top", top_keys, 1, NULL};
 static const ts_config_section part_a = {"a", part_keys, 2, toy_resolve};
 static const ts_config_section part_b = {"b", part_keys, 2, toy_resolve};
-static const ts_config_part toy_parts[] = {{&top, 0, false},
-                                           {&part_a, offsetof(toy, a), true},
-                                           {&part_b, offsetof(toy, b), true}};
+static const ts_config_part toy_parts[] = {
+    {&top, 0, false}, {&part_a, offsetof(toy, a), true}, {&part_b, offsetof(toy, b), true}};
 static const ts_config_schema toy_schema = {toy_parts, 3};
 
 static void test_a_schema_of_its_own(void **state) {
