@@ -34,6 +34,7 @@ typedef struct ts_step_flops_result {
     double min_total, max_total; /* over EBT's random step counts (= total otherwise) */
     long tokens;                 /* batch x context: tokens per step */
     int ranks;                   /* processes the count assumes */
+    size_t counting_bytes;       /* memory the count itself needed (arena high-water mark) */
 } ts_step_flops_result;
 
 typedef struct ts_step_flops_options {
