@@ -186,6 +186,27 @@ static void test_ebt_s1_accumulation_and_ranks(void **state) {
     check_step(&c, 3, 0);
 }
 
+/* The distinct (forward, backward) costs among executed[first .. last]
+ * (at most max of them, else the test fails), their count and their sums. */
+static int distinct_costs(const double (*executed)[2], long first, long last, int max,
+                          double (*distinct)[2], double sums[2]) {
+    int n = 0;
+    sums[0] = sums[1] = 0;
+    for (long step = first; step <= last; step++) {
+        bool seen = false;
+        for (int k = 0; k < n; k++)
+            seen |= distinct[k][0] == executed[step][0] && distinct[k][1] == executed[step][1];
+        if (seen) continue;
+        assert_true(n < max);
+        distinct[n][0] = executed[step][0];
+        distinct[n][1] = executed[step][1];
+        sums[0] += executed[step][0];
+        sums[1] += executed[step][1];
+        n++;
+    }
+    return n;
+}
+
 /* S2: no detach, truncated, Langevin noise, a randomised step size, a fixed
  * alpha, a replay buffer and a random number of steps. From step 1 on the
  * buffer (2 entries, filled by step 0's 3 sequences) is full: every step
@@ -213,23 +234,12 @@ static void test_ebt_s2_replay_and_random_steps(void **state) {
     assert_true(executed[0][0] + executed[0][1] < r.total);
     /* In expectation: the steps of the steady state take two distinct costs
      * (2 or 3 inner steps); the default count is their mean, min and max. */
-    double distinct[2][2];
-    int n_distinct = 0;
-    for (long step = 1; step <= LAST; step++) {
-        bool seen = false;
-        for (int k = 0; k < n_distinct; k++)
-            seen |= distinct[k][0] == executed[step][0] && distinct[k][1] == executed[step][1];
-        if (!seen) {
-            assert_true(n_distinct < 2);
-            distinct[n_distinct][0] = executed[step][0];
-            distinct[n_distinct][1] = executed[step][1];
-            n_distinct++;
-        }
-    }
+    double distinct[2][2], sums[2];
+    int n_distinct = distinct_costs(executed, 1, LAST, 2, distinct, sums);
     assert_int_equal(n_distinct, 2);
     assert_true(ts_step_flops(&c, &r, err, sizeof err));
-    assert_true(r.forward == (distinct[0][0] + distinct[1][0]) / 2);
-    assert_true(r.backward == (distinct[0][1] + distinct[1][1]) / 2);
+    assert_true(r.forward == sums[0] / 2);
+    assert_true(r.backward == sums[1] / 2);
     double t0 = distinct[0][0] + distinct[0][1], t1 = distinct[1][0] + distinct[1][1];
     assert_true(r.min_total == fmin(t0, t1) && r.max_total == fmax(t0, t1));
     assert_true(r.min_total < r.total && r.total < r.max_total);
@@ -245,20 +255,8 @@ static void test_ebt_random_steps_over_landscapes(void **state) {
     enum { LAST = 20 };
     double executed[LAST + 1][2];
     executed_steps(&c, 1, LAST, executed);
-    double sums[2] = {0, 0}, seen[3][2];
-    int n = 0;
-    for (long step = 0; step <= LAST; step++) {
-        bool known = false;
-        for (int k = 0; k < n; k++)
-            known |= seen[k][0] == executed[step][0] && seen[k][1] == executed[step][1];
-        if (known) continue;
-        assert_true(n < 3);
-        seen[n][0] = executed[step][0];
-        seen[n][1] = executed[step][1];
-        sums[0] += executed[step][0];
-        sums[1] += executed[step][1];
-        n++;
-    }
+    double seen[3][2], sums[2];
+    int n = distinct_costs(executed, 0, LAST, 3, seen, sums);
     assert_int_equal(n, 3);
     ts_step_flops_result r;
     char err[256] = "";
