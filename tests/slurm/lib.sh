@@ -13,6 +13,7 @@
 #   slurm_wait_until SECONDS WHAT COMMAND...  poll COMMAND every 0.2 s
 #   slurm_job_field ID FIELD    a field of `scontrol show job` (JobState,
 #                               ExitCode, Restarts...) while Slurm remembers it
+#   slurm_step_pids ID STEP     pids of a running step's tasks (0, 1, ... batch)
 #   slurm_stop                  cancel this instance's jobs, stop its daemons
 #                               (idempotent; the exit trap calls it)
 #   slurm_started_pids          the pids from the daemons' pid files
@@ -233,6 +234,12 @@ slurm_job_field() { # slurm_job_field ID FIELD
     scontrol show job -o "$1" 2>/dev/null | head -n 1 | tr ' ' '\n' | sed -n "s/^$2=//p"
 }
 
+slurm_step_pids() { # slurm_step_pids ID STEP: the pids of a step's tasks (ID may be ARRAY_TASK)
+    local raw
+    raw=$(slurm_job_field "$1" JobId)
+    [ -n "$raw" ] && scontrol listpids "$raw" 2>/dev/null | awk -v step="$2" '$3 == step && $4 != "-" {print $1}'
+}
+
 slurm_wait_until() { # slurm_wait_until SECONDS WHAT COMMAND...
     local seconds=$1 what=$2 i
     shift 2
@@ -281,8 +288,8 @@ slurm_stop() {
         if [ -n "$ids" ]; then
             # shellcheck disable=SC2086
             scancel $ids 2>/dev/null
-            for _ in $(seq 1 50); do # 10 s for running jobs to end
-                [ -z "$(squeue -h -o %A 2>/dev/null)" ] && break
+            for _ in $(seq 1 75); do # KillWait (10 s) + 5 s for their processes to end
+                [ -z "$(squeue -h -o %A 2>/dev/null)" ] && [ -z "$(_slurm_leftovers)" ] && break
                 sleep 0.2
             done
         fi
