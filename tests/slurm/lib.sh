@@ -68,24 +68,24 @@ slurm_alive() { # slurm_alive PID...: those that exist and are not zombies
     return 0
 }
 
-# Processes forked from this instance's daemons (slurmstepd) and everything
-# under them (the job's processes): what must not outlive the test.
+# What this instance left that is not one of its daemons: slurmstepd (forked
+# by slurmd, then detached from it) and every process under one, i.e. a job's
+# processes. Found by the marker in their environment, one grep over /proc.
 _slurm_leftovers() {
-    local env_file pid roots=() all
-    for env_file in /proc/[0-9]*/environ; do
-        pid=${env_file#/proc/}
-        pid=${pid%/environ}
-        { tr '\0' '\n' <"$env_file"; } 2>/dev/null | grep -qxF "$slurm_marker" && roots+=("$pid")
-    done
-    [ ${#roots[@]} -gt 0 ] || return 0
-    # descendants of the roots, by parent pid
-    all=$(ps -e -o pid=,ppid= | awk -v roots="${roots[*]}" '
-        BEGIN { n = split(roots, r, " "); for (i = 1; i <= n; i++) keep[r[i]] = 1 }
+    local marked daemons
+    marked=$(grep -lzxF "$slurm_marker" /proc/[0-9]*/environ 2>/dev/null | cut -d/ -f3)
+    [ -n "$marked" ] || return 0
+    daemons=$(slurm_started_pids)
+    # shellcheck disable=SC2046
+    slurm_alive $(ps -e -o pid=,ppid= | awk -v marked="$marked" -v daemons="$daemons" '
+        BEGIN { n = split(marked, m, "\n"); for (i = 1; i <= n; i++) root[m[i]] = 1
+                n = split(daemons, d, "\n"); for (i = 1; i <= n; i++) daemon[d[i]] = 1 }
         { parent[$1] = $2 }
-        END { do { grew = 0; for (p in parent) if (!(p in keep) && (parent[p] in keep)) { keep[p] = 1; grew = 1 } } while (grew)
+        END { for (p in root) if (!(p in daemon) && !(parent[p] in daemon)) keep[p] = 1
+              do { grew = 0
+                   for (p in parent) if (!(p in keep) && (parent[p] in keep)) { keep[p] = 1; grew = 1 }
+              } while (grew)
               for (p in keep) print p }')
-    # shellcheck disable=SC2086
-    slurm_alive $all
 }
 
 # Two TCP ports nobody listens on now (another Slurm on this machine keeps its own).
