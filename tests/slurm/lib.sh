@@ -199,7 +199,8 @@ AuthInfo=socket=$slurm_dir/run/munge.sock,cred_expire=10"
         slurm_auth=none
         echo "slurm harness: using AuthType=auth/none and CredType=cred/none instead of munge"
         auth="AuthType=auth/none
-CredType=cred/none"
+CredType=cred/none
+AuthInfo=cred_expire=10"
     fi
     _slurm_write_conf "$auth" || return 1
     export SLURM_CONF=$slurm_dir/slurm.conf
