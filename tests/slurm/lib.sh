@@ -10,6 +10,8 @@
 #   slurm_submit SBATCH_ARGS... sbatch --parsable; prints the job id
 #   slurm_wait_gone SECONDS ID... wait until no job or array task of the IDs is
 #                               in squeue; on timeout shows queue and logs
+#   slurm_wait_idle SECONDS     wait until no job at all is queued (for jobs
+#                               submitted by a program, ids unknown)
 #   slurm_wait_until SECONDS WHAT COMMAND...  poll COMMAND every 0.2 s
 #   slurm_job_field ID FIELD    a field of `scontrol show job` (JobState,
 #                               ExitCode, Restarts...) while Slurm remembers it
@@ -265,6 +267,12 @@ slurm_wait_gone() { # slurm_wait_gone SECONDS ID...
     local seconds=$1
     shift
     slurm_wait_until "$seconds" "jobs $* to leave the queue" _slurm_none_queued "$@"
+}
+
+_slurm_queue_empty() { [ -z "$(squeue -h -o %i 2>/dev/null)" ]; }
+
+slurm_wait_idle() { # slurm_wait_idle SECONDS: until this instance has no job queued
+    slurm_wait_until "$1" "the queue to empty" _slurm_queue_empty
 }
 
 _slurm_kill_wait() { # _slurm_kill_wait SIGNAL SECONDS PID...: true when all are gone

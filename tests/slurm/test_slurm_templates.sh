@@ -4,6 +4,7 @@
 # stops at step 12 (train.stop_at, as a time-limited job would); resume.sbatch
 # continues the same run directory to step 30. Submitted from a directory that
 # looks like the repository root (build/ linked), so runs/ lands in $tmp.
+# Then mpirun, instead of srun, inside an allocation.
 source "$(dirname "$0")/lib.sh"
 slurm_start || exit 1
 make_license_corpus "$tmp/corpus.h5"
@@ -39,4 +40,11 @@ with h5py.File(sys.argv[1], "r") as f:
 print("SLURM_JOB_ID values in metrics.h5:", sorted(seen))
 sys.exit(0 if {sys.argv[2], sys.argv[3]} <= seen else 1)
 PY
+
+# mpirun inside an allocation is the other launcher (docs/slurm.md).
+third=$(slurm_submit --ntasks=2 --output="$tmp/mpirun.out" \
+    --wrap "mpirun $bin train $tmp/tiny.ini --set run.dir=$tmp/mpirun-run") || exit 1
+slurm_wait_idle 60
+check "mpirun inside an sbatch allocation runs one 2-rank job" contains "$tmp/mpirun.out" "ranks=2 .* VALID"
+check "... and the job completed" [ "$(slurm_job_field "$third" JobState)" = COMPLETED ]
 finish
