@@ -127,7 +127,7 @@ _slurm_start_munged() {
 }
 
 _slurm_write_conf() { # _slurm_write_conf AUTH_LINES
-    local hw cpus sockets memory ports ctld_port slurmd_port
+    local hw cpus memory ctld_port slurmd_port
     hw=$(slurmd -C 2>/dev/null | head -n 1)
     [[ "$hw" == NodeName=* ]] || {
         echo "slurm harness: 'slurmd -C' printed no node line: $hw"
@@ -138,7 +138,6 @@ _slurm_write_conf() { # _slurm_write_conf AUTH_LINES
     # At least 8 CPUs declared (SlurmdParameters=config_overrides accepts it),
     # so an array throttle, not the node's 2 cores, is what limits the tests.
     slurm_cpus=$((cpus > 8 ? cpus : 8))
-    sockets=1
     read -r ctld_port slurmd_port < <(_slurm_free_ports)
     [ -n "$slurmd_port" ] || {
         echo "slurm harness: found no free TCP ports"
@@ -176,13 +175,13 @@ JobAcctGatherType=jobacct_gather/none
 JobCompType=jobcomp/none
 MailProg=/bin/true
 SlurmdParameters=config_overrides
-NodeName=$slurm_node NodeAddr=127.0.0.1 CPUs=$slurm_cpus Boards=1 SocketsPerBoard=$sockets CoresPerSocket=$slurm_cpus ThreadsPerCore=1 RealMemory=${memory:-1024} State=UNKNOWN
+NodeName=$slurm_node NodeAddr=127.0.0.1 CPUs=$slurm_cpus Boards=1 SocketsPerBoard=1 CoresPerSocket=$slurm_cpus ThreadsPerCore=1 RealMemory=${memory:-1024} State=UNKNOWN
 PartitionName=test Nodes=$slurm_node Default=YES MaxTime=INFINITE State=UP
 CONF
 }
 
 slurm_start() {
-    local ctld slurmd_bin state i auth
+    local ctld slurmd_bin state auth
     ctld=$(command -v slurmctld) && slurmd_bin=$(command -v slurmd) && command -v sbatch >/dev/null || {
         echo "slurm harness: slurmctld/slurmd/sbatch not found: install slurm-wlm (make deps does)"
         return 1
@@ -214,7 +213,7 @@ AuthInfo=cred_expire=10"
         slurm_show_logs
         return 1
     }
-    for i in $(seq 1 100); do # 20 s
+    for _ in $(seq 1 100); do # 20 s
         state=$(sinfo -h -n "$slurm_node" -o %T 2>/dev/null)
         [ "$state" = idle ] && return 0
         sleep 0.2
@@ -244,9 +243,9 @@ slurm_step_pids() { # slurm_step_pids ID STEP: the pids of a step's tasks (ID ma
 }
 
 slurm_wait_until() { # slurm_wait_until SECONDS WHAT COMMAND...
-    local seconds=$1 what=$2 i
+    local seconds=$1 what=$2
     shift 2
-    for i in $(seq 1 $((seconds * 5))); do
+    for _ in $(seq 1 $((seconds * 5))); do
         "$@" && return 0
         sleep 0.2
     done
@@ -276,11 +275,11 @@ slurm_wait_idle() { # slurm_wait_idle SECONDS: until this instance has no job qu
 }
 
 _slurm_kill_wait() { # _slurm_kill_wait SIGNAL SECONDS PID...: true when all are gone
-    local signal=$1 seconds=$2 i
+    local signal=$1 seconds=$2
     shift 2
     [ $# -gt 0 ] || return 0
     kill "-$signal" "$@" 2>/dev/null
-    for i in $(seq 1 $((seconds * 10))); do
+    for _ in $(seq 1 $((seconds * 10))); do
         [ -z "$(slurm_alive "$@")" ] && return 0
         sleep 0.1
     done
