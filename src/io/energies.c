@@ -18,24 +18,6 @@ struct ts_energies_file {
     char tmp[4104];
 };
 
-bool ts_energy_trace_alloc(ts_energy_trace *t, long windows, int points, int seq) {
-    *t = (ts_energy_trace){.windows = windows, .points = points, .seq = seq};
-    t->energy = calloc((size_t)(windows * points * seq), sizeof *t->energy);
-    t->token_loss = calloc((size_t)(windows * seq), sizeof *t->token_loss);
-    t->tokens = calloc((size_t)(windows * (seq + 1)), sizeof *t->tokens);
-    if (t->energy && t->token_loss && t->tokens) return true;
-    ts_energy_trace_free(t);
-    return false;
-}
-
-void ts_energy_trace_free(ts_energy_trace *t) {
-    free(t->energy);
-    free(t->token_loss);
-    free(t->tokens);
-    t->energy = t->token_loss = NULL;
-    t->tokens = NULL;
-}
-
 /* Rank 0's verdict and message on every rank. */
 static bool agree(MPI_Comm comm, bool ok, char *err, size_t errlen) {
     int flag = ok;

@@ -7,7 +7,7 @@
 #include <stdbool.h>
 
 #include "engine/real.h"
-#include "models/param_table.h"
+#include "core/param_table.h"
 
 typedef enum ts_optimizer_kind { TS_ADAMW, TS_SGD } ts_optimizer_kind;
 

@@ -30,7 +30,7 @@ static const ts_metric_column checkpoint_columns[] = {
     {"bandwidth", "B/s", "bytes / io_seconds"},
 };
 #define COUNT(a) (int)(sizeof a / sizeof a[0])
-#define MAX_EXTRAS 8
+#define MAX_ROLES 16
 
 /* Fixed columns followed by the model's statistics. */
 static int with_model_stats(const ts_metric_column *fixed, int n_fixed, const ts_model *model,
@@ -43,9 +43,25 @@ static int with_model_stats(const ts_metric_column *fixed, int n_fixed, const ts
     return n_fixed + ops->n_stats;
 }
 
-static int model_extras(ts_model *model, ts_checkpoint_extra *extras) {
-    return model->ops->checkpoint_extras ? model->ops->checkpoint_extras(model, extras, MAX_EXTRAS)
-                                         : 0;
+/* What a training checkpoint holds: the parameters, AdamW's moments (when
+ * the optimiser has them) and the model's own state. */
+static int training_roles(ts_run_state *s, ts_saved_role *roles) {
+    const ts_param_table *t = &s->model->table;
+    int n = 0;
+    roles[n++] = ts_saved_params(t, s->model->params);
+    if (s->optimizer->m)
+        roles[n++] = ts_saved_moment(TS_SAVED_ADAM_M_NAME, t, s->optimizer->m,
+                                     "same as the gradient",
+                                     "first moment (running mean of gradients), flat, parameter "
+                                     "order");
+    if (s->optimizer->v)
+        roles[n++] = ts_saved_moment(TS_SAVED_ADAM_V_NAME, t, s->optimizer->v,
+                                     "square of the gradient's",
+                                     "second moment (running mean of squared gradients), flat, "
+                                     "parameter order");
+    if (s->model->ops->checkpoint_extras)
+        n += s->model->ops->checkpoint_extras(s->model, roles + n, MAX_ROLES - n);
+    return n;
 }
 
 /* Whether dir already holds results of a run: a metrics file or checkpoints. */
@@ -86,13 +102,12 @@ static bool prepare_directory(ts_run_state *s, bool resume, char *err, size_t er
 
 static bool resume_from_checkpoint(ts_run_state *s, long *step, double *tokens, char *err,
                                    size_t errlen) {
-    ts_checkpoint_state cs = {.rng = s->rng->s, .rng_words = 4};
+    ts_checkpoint_state cs = {0};
     ts_checkpoint_report report;
-    ts_checkpoint_extra extras[MAX_EXTRAS];
-    int n_extras = model_extras(s->model, extras);
-    ts_io_status st = ts_checkpoint_read_latest(
-        s->comm, s->config->run_dir, &s->model->table, s->model->params, s->optimizer->m,
-        s->optimizer->v, &cs, extras, n_extras, &report, err, errlen);
+    ts_saved_role roles[MAX_ROLES];
+    int n_roles = training_roles(s, roles);
+    ts_io_status st = ts_checkpoint_read_latest(s->comm, s->config->run_dir, &cs, roles, n_roles,
+                                                &report, err, errlen);
     if (st == TS_IO_NOT_FOUND) {
         if (s->rank == 0)
             printf("thinkscale: no complete checkpoint in %s: starting from step 0\n",
@@ -112,10 +127,9 @@ static bool resume_from_checkpoint(ts_run_state *s, long *step, double *tokens, 
 }
 
 bool ts_run_state_open(ts_run_state *s, MPI_Comm comm, const ts_run_config *config,
-                       ts_model *model, ts_optimizer *optimizer, ts_rng *rng, bool resume,
-                       long *step, double *tokens, char *err, size_t errlen) {
-    *s = (ts_run_state){.comm = comm, .config = config, .model = model, .optimizer = optimizer,
-                        .rng = rng};
+                       ts_model *model, ts_optimizer *optimizer, bool resume, long *step,
+                       double *tokens, char *err, size_t errlen) {
+    *s = (ts_run_state){.comm = comm, .config = config, .model = model, .optimizer = optimizer};
     MPI_Comm_rank(comm, &s->rank);
     *step = 0;
     *tokens = 0;
@@ -176,20 +190,15 @@ bool ts_run_state_log_eval(ts_run_state *s, long step, const char *set,
 }
 
 bool ts_run_state_checkpoint(ts_run_state *s, long step, double tokens, char *err, size_t errlen) {
-    ts_checkpoint_state cs = {.step = step,
-                              .tokens_seen = (int64_t)tokens,
-                              .data_position = (int64_t)step * s->config->batch,
-                              .rng = s->rng->s,
-                              .rng_words = 4,
-                              .config_text = s->config_ini};
+    ts_checkpoint_state cs = {
+        .step = step, .tokens_seen = (int64_t)tokens, .config_text = s->config_ini};
     ts_checkpoint_options options = {.keep_last = (int)s->config->keep_checkpoints,
                                      .provenance = &s->provenance};
     ts_checkpoint_report report;
-    ts_checkpoint_extra extras[MAX_EXTRAS];
-    int n_extras = model_extras(s->model, extras);
-    if (ts_checkpoint_write(s->comm, s->config->run_dir, &s->model->table, s->model->params,
-                            s->optimizer->m, s->optimizer->v, &cs, extras, n_extras, &options,
-                            &report, err, errlen) != TS_IO_OK)
+    ts_saved_role roles[MAX_ROLES];
+    int n_roles = training_roles(s, roles);
+    if (ts_checkpoint_write(s->comm, s->config->run_dir, &cs, roles, n_roles, &options, &report,
+                            err, errlen) != TS_IO_OK)
         return false;
     s->last_checkpoint_bytes = (double)report.bytes;
     s->last_checkpoint_bandwidth = report.bandwidth;

@@ -39,7 +39,6 @@ typedef struct trainer {
     double peak_gflops;    /* per rank, the MFU denominator */
     int64_t *offsets;
     int32_t *tokens;
-    ts_rng rng;            /* model-level randomness (checkpointed) */
     ts_run_state state;    /* metrics and checkpoints */
 } trainer;
 
@@ -258,8 +257,7 @@ static int run(trainer *tr, bool resume) {
     ts_model_init_params(m, (uint64_t)c->seed);
     ts_model_bind(m, &tr->ctx);
 
-    ts_rng_seed(&tr->rng, (uint64_t)c->seed);
-    if (!all_ok(tr, ts_run_state_open(&tr->state, tr->comm, c, m, &tr->optimizer, &tr->rng, resume,
+    if (!all_ok(tr, ts_run_state_open(&tr->state, tr->comm, c, m, &tr->optimizer, resume,
                                       &tr->step, &tr->tokens_seen, err, sizeof err),
                 err))
         return 1;
