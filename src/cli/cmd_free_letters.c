@@ -21,6 +21,7 @@
 #include "cli/config.h"
 #include "cli/spmd_command.h"
 #include "data/letter_task.h"
+#include "io/atomic_commit.h"
 #include "io/checkpoint.h"
 #include "io/provenance.h"
 #include "models/free_transformer.h"
@@ -500,11 +501,12 @@ static bool carry_over(hid_t file, const char *path, const letters_args *a, char
 }
 
 static bool write_h5(const letters_args *a, const kappa_result *results, char *err, size_t errlen) {
-    char path[TS_PATH_MAX + 32], tmp[TS_PATH_MAX + 48];
+    char path[TS_PATH_MAX + 32];
     snprintf(path, sizeof path, "%s/samples.h5", a->dir);
-    snprintf(tmp, sizeof tmp, "%s.tmp", path);
+    ts_commit commit;
+    if (ts_commit_begin(&commit, path, true, false, err, errlen) != TS_IO_OK) return false;
     ts_h5_quiet quiet = ts_h5_quiet_begin();
-    hid_t file = H5Fcreate(tmp, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
+    hid_t file = H5Fcreate(commit.tmp, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
     bool ok = file >= 0 &&
               ts_h5_write_string_attr(
                   file, "statistics",
@@ -539,12 +541,12 @@ static bool write_h5(const letters_args *a, const kappa_result *results, char *e
     }
     if (file >= 0) ok = H5Fclose(file) >= 0 && ok;
     ts_h5_quiet_end(quiet);
-    if (ok && rename(tmp, path)) ok = false;
     if (!ok) {
         if (!carry_failed) snprintf(err, errlen, "cannot write '%s'", path);
-        unlink(tmp);
+        ts_commit_abandon(&commit);
+        return false;
     }
-    return ok;
+    return ts_commit_publish(&commit, NULL, NULL, err, errlen) == TS_IO_OK;
 }
 
 static void print_stat(ts_letter_stat shared, ts_letter_stat independent, int decimals) {

@@ -132,7 +132,7 @@ ts_io_status ts_commit_publish(const ts_commit *c, const ts_commit_marker *marke
         st = ts_io_fail(err, errlen, TS_IO_ERR_IO, "cannot stat %s: %s", c->tmp, strerror(errno));
     /* Replacing a marked file: unmark it first, so no moment exists in which
      * the marker vouches for a file that is being swapped. */
-    if (st == TS_IO_OK && c->replacing && unlink(c->marker) != 0 && errno != ENOENT)
+    if (st == TS_IO_OK && marker && c->replacing && unlink(c->marker) != 0 && errno != ENOENT)
         st = ts_io_fail(err, errlen, TS_IO_ERR_IO, "cannot remove the old marker %s: %s",
                         c->marker, strerror(errno));
     if (st == TS_IO_OK && rename(c->tmp, c->path) != 0)

@@ -148,7 +148,7 @@ uint64_t ts_checksum64(const void *data, size_t bytes) {
 /* ---------------------------------------------------------------- attributes */
 
 /* Creates (or first deletes and recreates) a scalar attribute and writes it. */
-static herr_t write_scalar_attr(hid_t loc, const char *name, hid_t file_type, hid_t mem_type,
+herr_t ts_h5_write_scalar_attr(hid_t loc, const char *name, hid_t file_type, hid_t mem_type,
                                 const void *value) {
     htri_t exists = H5Aexists(loc, name);
     if (exists < 0) return -1;
@@ -176,21 +176,21 @@ herr_t ts_h5_write_string_attr(hid_t loc, const char *name, const char *value) {
     hid_t type = utf8_string_type();
     if (type < 0) return -1;
     const char *text = value ? value : "";
-    herr_t status = write_scalar_attr(loc, name, type, type, &text);
+    herr_t status = ts_h5_write_scalar_attr(loc, name, type, type, &text);
     if (H5Tclose(type) < 0) status = -1;
     return status;
 }
 
 herr_t ts_h5_write_int64_attr(hid_t loc, const char *name, int64_t value) {
-    return write_scalar_attr(loc, name, H5T_STD_I64LE, H5T_NATIVE_INT64, &value);
+    return ts_h5_write_scalar_attr(loc, name, H5T_STD_I64LE, H5T_NATIVE_INT64, &value);
 }
 
 herr_t ts_h5_write_uint64_attr(hid_t loc, const char *name, uint64_t value) {
-    return write_scalar_attr(loc, name, H5T_STD_U64LE, H5T_NATIVE_UINT64, &value);
+    return ts_h5_write_scalar_attr(loc, name, H5T_STD_U64LE, H5T_NATIVE_UINT64, &value);
 }
 
 herr_t ts_h5_write_double_attr(hid_t loc, const char *name, double value) {
-    return write_scalar_attr(loc, name, H5T_IEEE_F64LE, H5T_NATIVE_DOUBLE, &value);
+    return ts_h5_write_scalar_attr(loc, name, H5T_IEEE_F64LE, H5T_NATIVE_DOUBLE, &value);
 }
 
 /* Opens a scalar (or one-element) attribute of the expected class. */

@@ -60,6 +60,9 @@ herr_t ts_h5_write_string_attr(hid_t loc, const char *name, const char *value);
 herr_t ts_h5_write_int64_attr(hid_t loc, const char *name, int64_t value);
 herr_t ts_h5_write_uint64_attr(hid_t loc, const char *name, uint64_t value);
 herr_t ts_h5_write_double_attr(hid_t loc, const char *name, double value);
+/* Any scalar: value in mem_type, stored as file_type (e.g. H5T_STD_U32LE). */
+herr_t ts_h5_write_scalar_attr(hid_t loc, const char *name, hid_t file_type, hid_t mem_type,
+                               const void *value);
 /* Readers fail (negative) when the attribute is absent or not a scalar of a
  * convertible class. The string reader accepts fixed and variable-length
  * strings and returns a malloc'd copy in *value. */
