@@ -14,6 +14,8 @@
 #include "io/provenance.h"
 #include "train/optimizer.h"
 
+/* One optimiser step's metrics. Every double is a column of metrics.h5's
+ * train table, named as the field (the table is in run_state.c). */
 typedef struct ts_step_record {
     long step;
     double tokens;

@@ -300,9 +300,16 @@ static int run(trainer *tr, bool resume) {
         summary.last_loss = loss;
         summary.step_seconds += step_time;
         summary.flops += step_flops;
-        ts_step_record rec = {tr->step, tr->tokens_seen, loss, lr, grad_norm, now - t_start,
-                              step_flops, step_tokens / step_time,
-                              step_flops / step_time / (tr->peak_gflops * 1e9 * tr->nranks)};
+        ts_step_record rec = {
+            .step = tr->step,
+            .tokens = tr->tokens_seen,
+            .loss = loss,
+            .lr = lr,
+            .grad_norm = grad_norm,
+            .wall_time = now - t_start,
+            .flops = step_flops,
+            .tokens_per_s = step_tokens / step_time,
+            .mfu = step_flops / step_time / (tr->peak_gflops * 1e9 * tr->nranks)};
         ok = ts_run_state_log_step(&tr->state, &rec, stats, err, sizeof err);
         if (!all_ok(tr, ok, err)) return 1;
         if (tr->rank == 0 && (tr->step % c->log_every == 0 || tr->step == c->steps)) {
