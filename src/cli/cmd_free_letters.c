@@ -286,9 +286,10 @@ static ts_model *load_final_model(MPI_Comm comm, const char *run_dir, kappa_resu
     ts_checkpoint_info_free(&info);
     if (!ok) return NULL;
     ts_model *model = ts_model_create(&config.model, err, errlen);
-    ts_saved_role params = model ? ts_saved_params(&model->table, model->params) : (ts_saved_role){0};
-    if (model && ts_checkpoint_read(comm, r->checkpoint, NULL, &params, 1, NULL, err, errlen) !=
-                     TS_IO_OK) {
+    ts_saved_role params =
+        model ? ts_saved_params(&model->table, model->params) : (ts_saved_role){0};
+    if (model &&
+        ts_checkpoint_read(comm, r->checkpoint, NULL, &params, 1, NULL, err, errlen) != TS_IO_OK) {
         ts_model_destroy(model);
         model = NULL;
     }

@@ -16,11 +16,11 @@
 
 /* The distribution a tensor's initial values are drawn from. */
 typedef enum ts_param_init {
-    TS_INIT_ONES,           /* every element 1: norm scales */
-    TS_INIT_NORMAL,         /* N(0, 1): embeddings, learned queries */
-    TS_INIT_XAVIER_NORMAL,  /* N(0, 2 / (shape[0] + shape[1])): linear layers [out, in] */
-    TS_INIT_ZEROS,          /* every element 0 */
-    TS_INIT_ARCHITECTURE,   /* set by the architecture's own init_params; draws nothing */
+    TS_INIT_ONES,          /* every element 1: norm scales */
+    TS_INIT_NORMAL,        /* N(0, 1): embeddings, learned queries */
+    TS_INIT_XAVIER_NORMAL, /* N(0, 2 / (shape[0] + shape[1])): linear layers [out, in] */
+    TS_INIT_ZEROS,         /* every element 0 */
+    TS_INIT_ARCHITECTURE,  /* set by the architecture's own init_params; draws nothing */
 } ts_param_init;
 
 /* When, in the single generator stream of ts_model_init_params, a drawn
@@ -28,8 +28,8 @@ typedef enum ts_param_init {
  * The order is part of the model: changing it changes every initial value
  * after the tensor for a given seed. */
 typedef enum ts_param_draw {
-    TS_DRAW_IN_ORDER,       /* in table order with the others */
-    TS_DRAW_AFTER,          /* after every TS_DRAW_IN_ORDER tensor, in table order */
+    TS_DRAW_IN_ORDER, /* in table order with the others */
+    TS_DRAW_AFTER,    /* after every TS_DRAW_IN_ORDER tensor, in table order */
     /* As TS_DRAW_AFTER, but the in-order pass still advances the generator by
      * this tensor's element count of N(0, 1) draws (values then discarded):
      * the stream of models whose earlier versions drew this tensor there. */
@@ -56,18 +56,18 @@ typedef struct ts_param_entry {
     char name[TS_PARAM_NAME_MAX]; /* e.g. "layers.0.attention.wq" */
     int ndim;
     int shape[4];
-    long offset;                  /* in elements, into every flat buffer */
+    long offset; /* in elements, into every flat buffer */
     long numel;
     ts_param_role role;
-    bool decay;                   /* role.decay, kept here for the optimiser and checkpoints */
-    double lr_scale;              /* multiplies the learning rate (1 unless a model says) */
+    bool decay;      /* role.decay, kept here for the optimiser and checkpoints */
+    double lr_scale; /* multiplies the learning rate (1 unless a model says) */
 } ts_param_entry;
 
 typedef struct ts_param_table {
     ts_param_entry *entries;
     int count;
     int capacity;
-    long total;                   /* elements in each flat buffer */
+    long total; /* elements in each flat buffer */
 } ts_param_table;
 
 /* Appends a tensor at offset `total`; returns its index, or -1 when out of

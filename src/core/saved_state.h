@@ -40,13 +40,13 @@ typedef struct ts_saved_role {
     const char *name;
     ts_saved_type type;
     ts_saved_layout layout;
-    long count;              /* elements: the whole array (replicated, sharded) or each
-                              * rank's row (per-rank); may be 0 */
-    void *data;              /* this rank's elements (count, or shard_count when sharded):
-                              * written from, or filled when read */
-    const char *units;       /* optional, NULL for none */
-    const char *description; /* optional, NULL for none */
-    long shard_first, shard_count;  /* TS_SAVED_SHARDED: this rank's range */
+    long count;                    /* elements: the whole array (replicated, sharded) or each
+                                    * rank's row (per-rank); may be 0 */
+    void *data;                    /* this rank's elements (count, or shard_count when sharded):
+                                    * written from, or filled when read */
+    const char *units;             /* optional, NULL for none */
+    const char *description;       /* optional, NULL for none */
+    long shard_first, shard_count; /* TS_SAVED_SHARDED: this rank's range */
     /* Optional: a table of named tensors covering the count elements
      * (replicated real data only). The role is then stored tensor by tensor,
      * one dataset per table entry, and loading checks names, shapes and

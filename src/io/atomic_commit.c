@@ -34,39 +34,31 @@ static ts_io_status with_suffix(char *out, size_t outlen, const char *path, cons
     return TS_IO_OK;
 }
 
-ts_io_status ts_commit_sync_dir(const char *dir, char *err, size_t errlen) {
-    int fd = open(dir, O_RDONLY | O_DIRECTORY);
+/* fsync of a file or directory. Some file systems cannot fsync a directory
+ * (EINVAL, EROFS); there is nothing more to do on those. */
+static ts_io_status sync_path(const char *path, bool directory, char *err, size_t errlen) {
+    const char *what = directory ? "directory " : "";
+    int fd = open(path, directory ? O_RDONLY | O_DIRECTORY : O_RDONLY);
     if (fd < 0)
-        return ts_io_fail(err, errlen, TS_IO_ERR_IO, "cannot open directory %s to sync it: %s", dir,
+        return ts_io_fail(err, errlen, TS_IO_ERR_IO, "cannot open %s%s to sync it: %s", what, path,
                           strerror(errno));
     int rc = fsync(fd);
     int saved = errno;
     close(fd);
-    /* Some file systems cannot fsync a directory; there is nothing more to do on those. */
-    if (rc != 0 && saved != EINVAL && saved != EROFS)
-        return ts_io_fail(err, errlen, TS_IO_ERR_IO, "fsync of directory %s: %s", dir,
+    if (rc != 0 && saved != EINVAL && !(directory && saved == EROFS))
+        return ts_io_fail(err, errlen, TS_IO_ERR_IO, "fsync of %s%s: %s", what, path,
                           strerror(saved));
     return TS_IO_OK;
 }
 
-static ts_io_status sync_file(const char *path, char *err, size_t errlen) {
-    int fd = open(path, O_RDONLY);
-    if (fd < 0)
-        return ts_io_fail(err, errlen, TS_IO_ERR_IO, "cannot open %s to sync it: %s", path,
-                          strerror(errno));
-    int rc = fsync(fd);
-    int saved = errno;
-    close(fd);
-    if (rc != 0 && saved != EINVAL)
-        return ts_io_fail(err, errlen, TS_IO_ERR_IO, "fsync of %s: %s", path, strerror(saved));
-    return TS_IO_OK;
+ts_io_status ts_commit_sync_dir(const char *dir, char *err, size_t errlen) {
+    return sync_path(dir, true, err, errlen);
 }
 
-ts_io_status ts_commit_begin(ts_commit *c, const char *path, bool overwrite, bool marked,
-                             char *err, size_t errlen) {
+ts_io_status ts_commit_begin(ts_commit *c, const char *path, bool overwrite, bool marked, char *err,
+                             size_t errlen) {
     memset(c, 0, sizeof *c);
-    if (!path || !path[0])
-        return ts_io_fail(err, errlen, TS_IO_ERR_ARGS, "no path to write");
+    if (!path || !path[0]) return ts_io_fail(err, errlen, TS_IO_ERR_ARGS, "no path to write");
     ts_io_status st = with_suffix(c->path, sizeof c->path, path, "", err, errlen);
     if (st == TS_IO_OK)
         st = with_suffix(c->tmp, sizeof c->tmp, path, TS_COMMIT_TMP_SUFFIX, err, errlen);
@@ -77,9 +69,8 @@ ts_io_status ts_commit_begin(ts_commit *c, const char *path, bool overwrite, boo
     bool exists = stat(c->path, &info) == 0;
     if (marked) exists = exists && stat(c->marker, &info) == 0;
     if (exists && !overwrite)
-        return ts_io_fail(err, errlen, TS_IO_ERR_EXISTS,
-                          "%s already exists%s; not overwriting it", c->path,
-                          marked ? " and is complete" : "");
+        return ts_io_fail(err, errlen, TS_IO_ERR_EXISTS, "%s already exists%s; not overwriting it",
+                          c->path, marked ? " and is complete" : "");
     c->replacing = exists;
     if (unlink(c->tmp) != 0 && errno != ENOENT)
         return ts_io_fail(err, errlen, TS_IO_ERR_IO, "cannot remove the stale %s: %s", c->tmp,
@@ -126,15 +117,15 @@ ts_io_status ts_commit_publish(const ts_commit *c, const ts_commit_marker *marke
                                char *err, size_t errlen) {
     char dir[TS_COMMIT_PATH_MAX];
     dir_name(c->path, dir, sizeof dir);
-    ts_io_status st = sync_file(c->tmp, err, errlen);
+    ts_io_status st = sync_path(c->tmp, false, err, errlen);
     struct stat info;
     if (st == TS_IO_OK && stat(c->tmp, &info) != 0)
         st = ts_io_fail(err, errlen, TS_IO_ERR_IO, "cannot stat %s: %s", c->tmp, strerror(errno));
     /* Replacing a marked file: unmark it first, so no moment exists in which
      * the marker vouches for a file that is being swapped. */
     if (st == TS_IO_OK && marker && c->replacing && unlink(c->marker) != 0 && errno != ENOENT)
-        st = ts_io_fail(err, errlen, TS_IO_ERR_IO, "cannot remove the old marker %s: %s",
-                        c->marker, strerror(errno));
+        st = ts_io_fail(err, errlen, TS_IO_ERR_IO, "cannot remove the old marker %s: %s", c->marker,
+                        strerror(errno));
     if (st == TS_IO_OK && rename(c->tmp, c->path) != 0)
         st = ts_io_fail(err, errlen, TS_IO_ERR_IO, "cannot rename %s to %s: %s", c->tmp, c->path,
                         strerror(errno));

@@ -51,9 +51,8 @@ static ts_io_status share_config(MPI_Comm comm, int rank, const char *mine, char
 
 /* Rank 0, after every rank has closed the temporary file: publish it (fsync,
  * rename, marker), then prune older checkpoints. */
-static ts_io_status publish(const ts_commit *commit, const char *run_dir, long step,
-                            int keep_last, int64_t *bytes, int *removed, char *err,
-                            size_t errlen) {
+static ts_io_status publish(const ts_commit *commit, const char *run_dir, long step, int keep_last,
+                            int64_t *bytes, int *removed, char *err, size_t errlen) {
     char fields[64];
     snprintf(fields, sizeof fields, "step=%ld\n", step);
     char format[64];
@@ -208,7 +207,8 @@ ts_io_status ts_checkpoint_write(MPI_Comm comm, const char *run_dir,
     ts_checkpoint_report local;
     if (!report) report = &local;
     memset(report, 0, sizeof *report);
-    ts_io_status st = write_impl(comm, run_dir, state, roles, n_roles, options, report, err, errlen);
+    ts_io_status st =
+        write_impl(comm, run_dir, state, roles, n_roles, options, report, err, errlen);
     report->total_seconds = ckpt_max_over_ranks(comm, MPI_Wtime() - start);
     ts_h5_quiet_end(quiet);
     return st;
@@ -242,8 +242,7 @@ ts_io_status ts_checkpoint_read_info(MPI_Comm comm, const char *path, ts_checkpo
 }
 
 static ts_io_status read_impl(ckpt_io *io, ts_checkpoint_state *state, const ts_saved_role *roles,
-                              int n_roles, ts_checkpoint_report *report, char *err,
-                              size_t errlen) {
+                              int n_roles, ts_checkpoint_report *report, char *err, size_t errlen) {
     ts_io_status st = ckpt_check_roles(roles, n_roles, err, errlen);
     if ((st = ts_io_agree(io->comm, st, err, errlen)) != TS_IO_OK) return st;
 

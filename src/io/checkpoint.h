@@ -94,8 +94,8 @@ typedef struct ts_checkpoint_info {
     int64_t param_total; /* elements in the flat parameter buffer */
     int rng_words;       /* elements of a "state/rng" role (0: none; version 1 files have one) */
     bool has_adam_m, has_adam_v; /* "optimizer/m" and "optimizer/v" roles present */
-    char element_type[16]; /* "float" or "double" */
-    char *config_text;     /* malloc'd; ts_checkpoint_info_free */
+    char element_type[16];       /* "float" or "double" */
+    char *config_text;           /* malloc'd; ts_checkpoint_info_free */
     int64_t bytes;
 } ts_checkpoint_info;
 

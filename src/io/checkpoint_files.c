@@ -39,7 +39,8 @@ static long parse_marker_name(const char *name, char *h5_name, size_t h5_len) {
     if (strncmp(name, FILE_PREFIX, prefix)) return -1;
     const char *digits = name + prefix, *end = digits;
     while (*end >= '0' && *end <= '9') end++;
-    if (end == digits || end - digits > 18 || strcmp(end, FILE_SUFFIX TS_COMMIT_MARKER_SUFFIX)) return -1;
+    if (end == digits || end - digits > 18 || strcmp(end, FILE_SUFFIX TS_COMMIT_MARKER_SUFFIX))
+        return -1;
     size_t h5_chars = (size_t)(end - name) + strlen(FILE_SUFFIX);
     if (h5_chars >= h5_len) return -1;
     memcpy(h5_name, name, h5_chars);
@@ -150,9 +151,10 @@ ts_io_status ckpt_prune(const char *run_dir, long step, int keep_last, int *remo
             TS_IO_OK)
             break;
         if (ts_commit_remove(data, why, sizeof why) != TS_IO_OK)
-            st = ts_io_fail(err, errlen, TS_IO_ERR_IO,
-                            "checkpoint of step %ld is complete, but deleting the old %s failed (%s)",
-                            step, data, why);
+            st = ts_io_fail(
+                err, errlen, TS_IO_ERR_IO,
+                "checkpoint of step %ld is complete, but deleting the old %s failed (%s)", step,
+                data, why);
         else
             (*removed)++;
     }

@@ -46,10 +46,9 @@ ts_io_status ckpt_transfer(const ckpt_io *io, hid_t dset, hid_t mem_type, size_t
                            const char *what, char *err, size_t errlen);
 /* Writes an array every rank holds identically: rank r writes rows
  * [r*rows/size, (r+1)*rows/size). */
-ts_io_status ckpt_write_replicated(const ckpt_io *io, hid_t dset, hid_t mem_type,
-                                   size_t elem_size, const void *data, int ndim,
-                                   const hsize_t *dims, const char *what, char *err,
-                                   size_t errlen);
+ts_io_status ckpt_write_replicated(const ckpt_io *io, hid_t dset, hid_t mem_type, size_t elem_size,
+                                   const void *data, int ndim, const hsize_t *dims,
+                                   const char *what, char *err, size_t errlen);
 /* A contiguous dataset (never filled: every element is written) with units
  * and description attributes when given. Collective; agreed status. */
 ts_io_status ckpt_create_dataset(const ckpt_io *io, hid_t parent, const char *name,
@@ -57,9 +56,8 @@ ts_io_status ckpt_create_dataset(const ckpt_io *io, hid_t parent, const char *na
                                  const hsize_t *dims, const char *units, const char *description,
                                  hid_t *out, char *err, size_t errlen);
 /* Opens (or creates, with its description) the group at a one-level path. */
-ts_io_status ckpt_open_or_create_group(const ckpt_io *io, const char *name,
-                                       const char *description, hid_t *out, char *err,
-                                       size_t errlen);
+ts_io_status ckpt_open_or_create_group(const ckpt_io *io, const char *name, const char *description,
+                                       hid_t *out, char *err, size_t errlen);
 double ckpt_max_over_ranks(MPI_Comm comm, double value);
 
 /* ---------------------------------------------------------------- checkpoint_schema.c */
@@ -78,9 +76,9 @@ ts_io_status ckpt_check_roles(const ts_saved_role *roles, int n_roles, char *err
 /* Writing. sums: from ckpt_role_checksums. */
 typedef struct ckpt_role_sums ckpt_role_sums;
 ts_io_status ckpt_write_header(const ckpt_io *io, const ts_checkpoint_state *state,
-                               const ts_saved_role *roles, int n_roles,
-                               const ts_provenance *prov, const char *config,
-                               const char *written_utc, char *err, size_t errlen);
+                               const ts_saved_role *roles, int n_roles, const ts_provenance *prov,
+                               const char *config, const char *written_utc, char *err,
+                               size_t errlen);
 ts_io_status ckpt_write_role(const ckpt_io *io, const ts_saved_role *role,
                              const ckpt_role_sums *sums, char *err, size_t errlen);
 
@@ -92,16 +90,15 @@ ts_io_status ckpt_read_header(const ckpt_io *io, ts_checkpoint_info *info, char 
 ts_io_status ckpt_verify_role(const ckpt_io *io, const ts_saved_role *role, char *err,
                               size_t errlen);
 /* Stage 2: its data, checked against the stored checksums. */
-ts_io_status ckpt_read_role(const ckpt_io *io, const ts_saved_role *role, char *err,
-                            size_t errlen);
+ts_io_status ckpt_read_role(const ckpt_io *io, const ts_saved_role *role, char *err, size_t errlen);
 
 /* ---------------------------------------------------------------- checkpoint_replicas.c */
 
 /* Checksums of one role as stored: one (replicated), or one per rank's row
  * (per-rank) or shard (sharded), with the shard boundaries. */
 struct ckpt_role_sums {
-    uint64_t *sums;      /* [1] replicated, [ranks] otherwise */
-    uint64_t *bounds;    /* sharded: [ranks + 1] first elements, then count; else NULL */
+    uint64_t *sums;   /* [1] replicated, [ranks] otherwise */
+    uint64_t *bounds; /* sharded: [ranks + 1] first elements, then count; else NULL */
 };
 
 /* Checks that the ranks agree on the list of roles and on every replicated

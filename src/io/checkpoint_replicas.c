@@ -30,8 +30,7 @@ static ts_io_status same_on_all_ranks(MPI_Comm comm, const long long *values, in
 }
 
 /* Every rank's value of x, gathered into all[size]. */
-static ts_io_status gather(const ckpt_io *io, uint64_t x, uint64_t *all, char *err,
-                           size_t errlen) {
+static ts_io_status gather(const ckpt_io *io, uint64_t x, uint64_t *all, char *err, size_t errlen) {
     if (MPI_Allgather(&x, 1, MPI_UINT64_T, all, 1, MPI_UINT64_T, io->comm) != MPI_SUCCESS)
         return ts_io_fail(err, errlen, TS_IO_ERR_IO, "checkpoint: MPI_Allgather failed");
     return TS_IO_OK;

@@ -286,8 +286,10 @@ static bool split_name(const char *name, char *group, size_t grouplen, const cha
 static ts_io_status check_table(const ts_saved_role *r, char *err, size_t errlen) {
     const ts_param_table *table = r->tensors;
     if (table->count < 1 || !table->entries)
-        return ts_io_fail(err, errlen, TS_IO_ERR_ARGS, "checkpoint: the tensor table of '%s' is "
-                          "empty", r->name);
+        return ts_io_fail(err, errlen, TS_IO_ERR_ARGS,
+                          "checkpoint: the tensor table of '%s' is "
+                          "empty",
+                          r->name);
     if (r->type != TS_SAVED_REAL || r->layout != TS_SAVED_REPLICATED || r->count != table->total ||
         strchr(r->name, '/'))
         return ts_io_fail(err, errlen, TS_IO_ERR_ARGS,
@@ -363,11 +365,11 @@ ts_io_status ckpt_check_roles(const ts_saved_role *roles, int n_roles, char *err
 /* ---------------------------------------------------------------- writing */
 
 ts_io_status ckpt_write_header(const ckpt_io *io, const ts_checkpoint_state *s,
-                               const ts_saved_role *roles, int n_roles,
-                               const ts_provenance *prov, const char *config,
-                               const char *written_utc, char *err, size_t errlen) {
-    ts_io_status st = ts_provenance_write(io->file, "provenance/slurm", prov, io->path, err,
-                                          errlen);
+                               const ts_saved_role *roles, int n_roles, const ts_provenance *prov,
+                               const char *config, const char *written_utc, char *err,
+                               size_t errlen) {
+    ts_io_status st =
+        ts_provenance_write(io->file, "provenance/slurm", prov, io->path, err, errlen);
     const ts_param_table *params = NULL;
     for (int i = 0; i < n_roles && !params; i++)
         if (!strcmp(roles[i].name, TS_SAVED_PARAMS_NAME)) params = roles[i].tensors;
@@ -425,9 +427,8 @@ static ts_io_status write_tensors(const ckpt_io *io, const ts_saved_role *r,
         ts_h5_write_int64_attr(group, "total", t->total) < 0 ||
         ts_h5_write_uint64_attr(group, "checksum", sums->sums[0]) < 0 ||
         write_role_attrs(group, r) < 0)
-        attr_st =
-            ts_h5_fail(err, errlen, TS_IO_ERR_IO, "%s: cannot write /%s attributes", io->path,
-                       r->name);
+        attr_st = ts_h5_fail(err, errlen, TS_IO_ERR_IO, "%s: cannot write /%s attributes", io->path,
+                             r->name);
     st = ts_io_agree(io->comm, attr_st, err, errlen);
     const ts_real *data = r->data;
     for (int i = 0; st == TS_IO_OK && i < t->count; i++) {
@@ -470,22 +471,20 @@ static ts_io_status write_array(const ckpt_io *io, hid_t parent, const char *lea
     hsize_t dims[2] = {(hsize_t)io->size, (hsize_t)r->count};
     bool per_rank = r->layout == TS_SAVED_PER_RANK;
     hid_t dset;
-    ts_io_status st =
-        ckpt_create_dataset(io, parent, leaf, r->name, ckpt_file_type(r->type), per_rank ? 2 : 1,
-                            per_rank ? dims : dims + 1, r->units, r->description, &dset, err,
-                            errlen);
+    ts_io_status st = ckpt_create_dataset(io, parent, leaf, r->name, ckpt_file_type(r->type),
+                                          per_rank ? 2 : 1, per_rank ? dims : dims + 1, r->units,
+                                          r->description, &dset, err, errlen);
     if (st != TS_IO_OK) return st;
     herr_t rc = write_role_attrs(dset, r);
     if (rc >= 0 && r->layout == TS_SAVED_REPLICATED)
         rc = ts_h5_write_uint64_attr(dset, "checksum", sums->sums[0]);
     else if (rc >= 0)
-        rc = write_uint64_array_attr(dset, "checksums", sums->sums, (hsize_t)io->size) ==
-                     TS_IO_OK
+        rc = write_uint64_array_attr(dset, "checksums", sums->sums, (hsize_t)io->size) == TS_IO_OK
                  ? 0
                  : -1;
     if (rc >= 0 && r->layout == TS_SAVED_SHARDED)
-        rc = write_uint64_array_attr(dset, "shard_bounds", sums->bounds,
-                                     (hsize_t)io->size + 1) == TS_IO_OK
+        rc = write_uint64_array_attr(dset, "shard_bounds", sums->bounds, (hsize_t)io->size + 1) ==
+                     TS_IO_OK
                  ? 0
                  : -1;
     if (rc < 0)
@@ -495,8 +494,8 @@ static ts_io_status write_array(const ckpt_io *io, hid_t parent, const char *lea
     size_t elem = ckpt_type_size(r->type);
     if (st == TS_IO_OK) {
         if (r->layout == TS_SAVED_REPLICATED)
-            st = ckpt_write_replicated(io, dset, ckpt_mem_type(r->type), elem, r->data, 1,
-                                       dims + 1, r->name, err, errlen);
+            st = ckpt_write_replicated(io, dset, ckpt_mem_type(r->type), elem, r->data, 1, dims + 1,
+                                       r->name, err, errlen);
         else if (per_rank)
             st = ckpt_transfer(io, dset, ckpt_mem_type(r->type), elem, true, r->data,
                                (hsize_t)io->rank * dims[1], dims[1], 1, r->name, err, errlen);
@@ -653,26 +652,26 @@ static ts_io_status verify_tensors(const ckpt_io *io, const ts_saved_role *r, ch
     return st;
 }
 
-ts_io_status ckpt_verify_role(const ckpt_io *io, const ts_saved_role *r, char *err,
-                              size_t errlen) {
+ts_io_status ckpt_verify_role(const ckpt_io *io, const ts_saved_role *r, char *err, size_t errlen) {
     if (r->tensors) return ts_io_agree(io->comm, verify_tensors(io, r, err, errlen), err, errlen);
     ts_io_status st = TS_IO_OK;
     if (!dataset_exists(io->file, r->name))
-        return ts_io_agree(io->comm,
-                           ts_io_fail(err, errlen, TS_IO_ERR_MISMATCH, "%s has no %s", io->path,
-                                      r->name),
-                           err, errlen);
+        return ts_io_agree(
+            io->comm,
+            ts_io_fail(err, errlen, TS_IO_ERR_MISMATCH, "%s has no %s", io->path, r->name), err,
+            errlen);
     hid_t dset = H5Dopen2(io->file, r->name, H5P_DEFAULT);
     if (dset < 0)
-        return ts_io_agree(io->comm,
-                           ts_h5_fail(err, errlen, TS_IO_ERR_FORMAT, "%s: cannot open %s",
-                                      io->path, r->name),
-                           err, errlen);
+        return ts_io_agree(
+            io->comm,
+            ts_h5_fail(err, errlen, TS_IO_ERR_FORMAT, "%s: cannot open %s", io->path, r->name), err,
+            errlen);
     char layout[32];
     st = stored_layout(io, dset, r->name, layout, sizeof layout, err, errlen);
     if (st == TS_IO_OK && strcmp(layout, ckpt_layout_name(r->layout)))
-        st = ts_io_fail(err, errlen, TS_IO_ERR_MISMATCH, "%s: %s is %s state, the caller expects %s",
-                        io->path, r->name, layout, ckpt_layout_name(r->layout));
+        st =
+            ts_io_fail(err, errlen, TS_IO_ERR_MISMATCH, "%s: %s is %s state, the caller expects %s",
+                       io->path, r->name, layout, ckpt_layout_name(r->layout));
     hsize_t dims[2] = {(hsize_t)io->size, (hsize_t)r->count};
     if (st == TS_IO_OK && r->layout == TS_SAVED_PER_RANK) {
         hid_t space = H5Dget_space(dset);
@@ -713,9 +712,9 @@ static ts_io_status read_tensors(const ckpt_io *io, const ts_saved_role *r, char
         char shown[TS_PARAM_NAME_MAX + 300];
         snprintf(shown, sizeof shown, "%s/%s", r->name, e->name);
         hid_t dset = H5Dopen2(group, e->name, H5P_DEFAULT);
-        st = dset >= 0 ? TS_IO_OK
-                       : ts_h5_fail(err, errlen, TS_IO_ERR_FORMAT, "%s: cannot open %s", io->path,
-                                    shown);
+        st = dset >= 0
+                 ? TS_IO_OK
+                 : ts_h5_fail(err, errlen, TS_IO_ERR_FORMAT, "%s: cannot open %s", io->path, shown);
         if ((st = ts_io_agree(io->comm, st, err, errlen)) != TS_IO_OK) break;
         hsize_t row = (hsize_t)(e->numel / e->shape[0]);
         st = ckpt_transfer(io, dset, CKPT_REAL_MEM_TYPE, sizeof(ts_real), false, data + e->offset,
@@ -725,8 +724,8 @@ static ts_io_status read_tensors(const ckpt_io *io, const ts_saved_role *r, char
     if (st == TS_IO_OK) {
         char shown[300];
         snprintf(shown, sizeof shown, "the parameters in /%s", r->name);
-        st = verify_checksum(io, group, "checksum", shown, data,
-                             (size_t)t->total * sizeof(ts_real), err, errlen);
+        st = verify_checksum(io, group, "checksum", shown, data, (size_t)t->total * sizeof(ts_real),
+                             err, errlen);
     }
     if (group >= 0) H5Gclose(group);
     return ts_io_agree(io->comm, st, err, errlen);
@@ -734,25 +733,24 @@ static ts_io_status read_tensors(const ckpt_io *io, const ts_saved_role *r, char
 
 /* Reads rank r's row (per-rank) or the writer's shards that overlap this
  * rank's range (sharded), each checked against its checksum. */
-static ts_io_status read_parts(const ckpt_io *io, hid_t dset, const ts_saved_role *r,
-                               char *err, size_t errlen) {
+static ts_io_status read_parts(const ckpt_io *io, hid_t dset, const ts_saved_role *r, char *err,
+                               size_t errlen) {
     size_t elem = ckpt_type_size(r->type);
     hid_t mem_type = ckpt_mem_type(r->type);
     if (r->layout == TS_SAVED_PER_RANK) {
         uint64_t *sums = malloc((size_t)io->size * sizeof *sums);
-        ts_io_status st = sums ? TS_IO_OK
-                               : ts_io_fail(err, errlen, TS_IO_ERR_NOMEM, "%s: out of memory",
-                                            io->path);
+        ts_io_status st =
+            sums ? TS_IO_OK
+                 : ts_io_fail(err, errlen, TS_IO_ERR_NOMEM, "%s: out of memory", io->path);
         if ((st = ts_io_agree(io->comm, st, err, errlen)) != TS_IO_OK) return st;
         if (read_uint64_array_attr(dset, "checksums", sums, (hsize_t)io->size) < 0)
             st = ts_io_fail(err, errlen, TS_IO_ERR_FORMAT, "%s: %s has no checksums for %d ranks",
                             io->path, r->name, io->size);
         if ((st = ts_io_agree(io->comm, st, err, errlen)) == TS_IO_OK)
             st = ckpt_transfer(io, dset, mem_type, elem, false, r->data,
-                               (hsize_t)io->rank * (hsize_t)r->count, (hsize_t)r->count, 1,
-                               r->name, err, errlen);
-        if (st == TS_IO_OK &&
-            ts_checksum64(r->data, (size_t)r->count * elem) != sums[io->rank])
+                               (hsize_t)io->rank * (hsize_t)r->count, (hsize_t)r->count, 1, r->name,
+                               err, errlen);
+        if (st == TS_IO_OK && ts_checksum64(r->data, (size_t)r->count * elem) != sums[io->rank])
             st = ts_io_fail(err, errlen, TS_IO_ERR_CORRUPT,
                             "%s: row %d of %s does not match its checksum: the file is corrupt",
                             io->path, io->rank, r->name);
@@ -761,8 +759,8 @@ static ts_io_status read_parts(const ckpt_io *io, hid_t dset, const ts_saved_rol
     }
     /* Sharded: the writer's shard boundaries first. */
     int writers = 0;
-    hid_t attr = H5Aexists(dset, "shard_bounds") > 0 ? H5Aopen(dset, "shard_bounds", H5P_DEFAULT)
-                                                       : -1;
+    hid_t attr =
+        H5Aexists(dset, "shard_bounds") > 0 ? H5Aopen(dset, "shard_bounds", H5P_DEFAULT) : -1;
     hid_t space = attr >= 0 ? H5Aget_space(attr) : -1;
     hssize_t n_bounds = space >= 0 ? H5Sget_simple_extent_npoints(space) : -1;
     if (space >= 0) H5Sclose(space);

@@ -59,8 +59,8 @@ static herr_t select_range(hid_t space, int ndim, const hsize_t *dims, hsize_t f
  * or whose earlier round failed, with an empty selection) so none waits for
  * another forever. Returns the agreed status. */
 ts_io_status ckpt_transfer(const ckpt_io *io, hid_t dset, hid_t mem_type, size_t elem_size,
-                             bool writing, void *buf, hsize_t first, hsize_t count, hsize_t align,
-                             const char *what, char *err, size_t errlen) {
+                           bool writing, void *buf, hsize_t first, hsize_t count, hsize_t align,
+                           const char *what, char *err, size_t errlen) {
     ts_io_status st = TS_IO_OK;
     hsize_t dims[H5S_MAX_RANK];
     hid_t space = H5Dget_space(dset);
@@ -115,9 +115,9 @@ ts_io_status ckpt_transfer(const ckpt_io *io, hid_t dset, hid_t mem_type, size_t
 /* Creates a contiguous dataset (no fill: every element is written) with its
  * units and description attributes. Collective; agreed status. */
 ts_io_status ckpt_create_dataset(const ckpt_io *io, hid_t parent, const char *name,
-                                   const char *shown_as, hid_t file_type, int ndim,
-                                   const hsize_t *dims, const char *units, const char *description,
-                                   hid_t *out, char *err, size_t errlen) {
+                                 const char *shown_as, hid_t file_type, int ndim,
+                                 const hsize_t *dims, const char *units, const char *description,
+                                 hid_t *out, char *err, size_t errlen) {
     ts_io_status st = TS_IO_OK;
     *out = -1;
     hid_t space = H5Screate_simple(ndim, dims, NULL);
@@ -149,14 +149,14 @@ ts_io_status ckpt_create_dataset(const ckpt_io *io, hid_t parent, const char *na
 /* Writes one whole 1-D or N-D array that every rank holds identically:
  * rank r writes rows [r*rows/size, (r+1)*rows/size). */
 ts_io_status ckpt_write_replicated(const ckpt_io *io, hid_t dset, hid_t mem_type, size_t elem_size,
-                                     const void *data, int ndim, const hsize_t *dims,
-                                     const char *what, char *err, size_t errlen) {
+                                   const void *data, int ndim, const hsize_t *dims,
+                                   const char *what, char *err, size_t errlen) {
     hsize_t rows = dims[0], row = 1;
     for (int i = 1; i < ndim; i++) row *= dims[i];
     hsize_t lo = rows * (hsize_t)io->rank / (hsize_t)io->size;
     hsize_t hi = rows * (hsize_t)(io->rank + 1) / (hsize_t)io->size;
     return ckpt_transfer(io, dset, mem_type, elem_size, true, (char *)data + lo * row * elem_size,
-                    lo * row, (hi - lo) * row, row, what, err, errlen);
+                         lo * row, (hi - lo) * row, row, what, err, errlen);
 }
 
 double ckpt_max_over_ranks(MPI_Comm comm, double value) {
@@ -173,16 +173,14 @@ void ckpt_close(ckpt_io *io) {
 
 /* The group at a one-level path: opened when an earlier role created it,
  * else created with its description. Collective; agreed status. */
-ts_io_status ckpt_open_or_create_group(const ckpt_io *io, const char *name,
-                                       const char *description, hid_t *out, char *err,
-                                       size_t errlen) {
+ts_io_status ckpt_open_or_create_group(const ckpt_io *io, const char *name, const char *description,
+                                       hid_t *out, char *err, size_t errlen) {
     ts_io_status st = TS_IO_OK;
     htri_t exists = H5Lexists(io->file, name, H5P_DEFAULT);
     if (exists > 0) {
         *out = H5Gopen2(io->file, name, H5P_DEFAULT);
         if (*out < 0)
-            st = ts_h5_fail(err, errlen, TS_IO_ERR_IO, "%s: cannot open group /%s", io->path,
-                            name);
+            st = ts_h5_fail(err, errlen, TS_IO_ERR_IO, "%s: cannot open group /%s", io->path, name);
     } else {
         *out = exists < 0 ? -1 : H5Gcreate2(io->file, name, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
         if (*out < 0)

@@ -45,8 +45,7 @@ ts_energies_file *ts_energies_open(MPI_Comm comm, const char *path, bool overwri
             ok = f->file >= 0 && ts_h5_write_string_attr(f->file, "checkpoint", checkpoint) >= 0 &&
                  ts_h5_write_int64_attr(f->file, "step", step) >= 0;
             ts_h5_quiet_end(quiet);
-            if (!ok)
-                snprintf(err, errlen, "cannot create the energies file '%s'", f->commit.tmp);
+            if (!ok) snprintf(err, errlen, "cannot create the energies file '%s'", f->commit.tmp);
         }
     }
     if (!agree(comm, ok, err, errlen)) {

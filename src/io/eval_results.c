@@ -38,7 +38,8 @@ bool ts_eval_results_write(const char *path, const ts_eval_header *h, const ts_e
                            int n_rows, bool overwrite, char *err, size_t errlen) {
     ts_commit commit;
     ts_io_status st = ts_commit_begin(&commit, path, overwrite, false, err, errlen);
-    if (st == TS_IO_ERR_EXISTS) snprintf(err, errlen, "'%s' exists: pass --force to replace it", path);
+    if (st == TS_IO_ERR_EXISTS)
+        snprintf(err, errlen, "'%s' exists: pass --force to replace it", path);
     if (st != TS_IO_OK) return false;
     ts_h5_quiet quiet = ts_h5_quiet_begin();
     hid_t file = H5Fcreate(commit.tmp, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);

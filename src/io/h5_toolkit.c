@@ -149,7 +149,7 @@ uint64_t ts_checksum64(const void *data, size_t bytes) {
 
 /* Creates (or first deletes and recreates) a scalar attribute and writes it. */
 herr_t ts_h5_write_scalar_attr(hid_t loc, const char *name, hid_t file_type, hid_t mem_type,
-                                const void *value) {
+                               const void *value) {
     htri_t exists = H5Aexists(loc, name);
     if (exists < 0) return -1;
     if (exists > 0 && H5Adelete(loc, name) < 0) return -1;
@@ -211,20 +211,21 @@ static hid_t open_scalar_attr(hid_t loc, const char *name, H5T_class_t expected)
     return attr;
 }
 
-herr_t ts_h5_read_int64_attr(hid_t loc, const char *name, int64_t *value) {
+/* Any stored integer type, converted by HDF5 to mem_type. */
+static herr_t read_integer_attr(hid_t loc, const char *name, hid_t mem_type, void *value) {
     hid_t attr = open_scalar_attr(loc, name, H5T_INTEGER);
     if (attr < 0) return -1;
-    herr_t status = H5Aread(attr, H5T_NATIVE_INT64, value);
+    herr_t status = H5Aread(attr, mem_type, value);
     if (H5Aclose(attr) < 0) status = -1;
     return status;
 }
 
+herr_t ts_h5_read_int64_attr(hid_t loc, const char *name, int64_t *value) {
+    return read_integer_attr(loc, name, H5T_NATIVE_INT64, value);
+}
+
 herr_t ts_h5_read_uint64_attr(hid_t loc, const char *name, uint64_t *value) {
-    hid_t attr = open_scalar_attr(loc, name, H5T_INTEGER);
-    if (attr < 0) return -1;
-    herr_t status = H5Aread(attr, H5T_NATIVE_UINT64, value);
-    if (H5Aclose(attr) < 0) status = -1;
-    return status;
+    return read_integer_attr(loc, name, H5T_NATIVE_UINT64, value);
 }
 
 herr_t ts_h5_read_string_attr(hid_t loc, const char *name, char **value) {

@@ -51,14 +51,14 @@ int ebt_replay_extras(ebt_replay *r, ts_saved_role *roles, int max) {
                                .data = r->tokens,
                                .units = "token id",
                                .description = "EBT replay buffer: sequences (seq + 1 tokens each)"};
-    roles[1] = (ts_saved_role){.name = "extras/replay_logits",
-                               .type = TS_SAVED_REAL,
-                               .layout = TS_SAVED_PER_RANK,
-                               .count = (long)r->capacity * r->seq * r->vocab,
-                               .data = r->logits,
-                               .units = "logit",
-                               .description =
-                                   "EBT replay buffer: final predicted logits (seq x vocab)"};
+    roles[1] =
+        (ts_saved_role){.name = "extras/replay_logits",
+                        .type = TS_SAVED_REAL,
+                        .layout = TS_SAVED_PER_RANK,
+                        .count = (long)r->capacity * r->seq * r->vocab,
+                        .data = r->logits,
+                        .units = "logit",
+                        .description = "EBT replay buffer: final predicted logits (seq x vocab)"};
     roles[2] = (ts_saved_role){.name = "extras/replay_state",
                                .type = TS_SAVED_INT64,
                                .layout = TS_SAVED_PER_RANK,

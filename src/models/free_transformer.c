@@ -64,7 +64,8 @@ static bool add_free_params(ts_param_table *t, const ts_model_config *c) {
     ok &= ts_param_table_add(t, "encoder.attn_norm", TS_SHAPE(d), TS_ROLE_NORM) >= 0;
     static const char *const square[] = {"encoder.attention.wq", "encoder.attention.wk",
                                          "encoder.attention.wv", "encoder.attention.wo"};
-    for (int i = 0; i < 4; i++) ok &= ts_param_table_add(t, square[i], TS_SHAPE(d, d), TS_ROLE_MATRIX) >= 0;
+    for (int i = 0; i < 4; i++)
+        ok &= ts_param_table_add(t, square[i], TS_SHAPE(d, d), TS_ROLE_MATRIX) >= 0;
     ok &= ts_param_table_add(t, "encoder.mlp_norm", TS_SHAPE(d), TS_ROLE_NORM) >= 0;
     ok &= ts_param_table_add(t, "encoder.mlp.w1", TS_SHAPE(f, d), TS_ROLE_MATRIX) >= 0;
     ok &= ts_param_table_add(t, "encoder.mlp.w3", TS_SHAPE(f, d), TS_ROLE_MATRIX) >= 0;
@@ -317,10 +318,8 @@ static void free_destroy(ts_model *model) {
     model->arch = NULL;
 }
 
-static const ts_model_ops free_ops = {.loss = free_loss,
-                                      .n_stats = FREE_N_STATS,
-                                      .stats = free_stats,
-                                      .destroy = free_destroy};
+static const ts_model_ops free_ops = {
+    .loss = free_loss, .n_stats = FREE_N_STATS, .stats = free_stats, .destroy = free_destroy};
 
 bool free_model_setup(ts_model *model, char *err, size_t errlen) {
     const ts_model_config *c = &model->config;

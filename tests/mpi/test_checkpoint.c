@@ -204,10 +204,10 @@ static int setup(void **state) {
     fill_reals(f->v, n, 3);
     for (int i = 0; i < RNG_WORDS; i++) f->rng[i] = mix(100 + (uint64_t)i);
     f->state = (saved_run){.step = 100,
-                                     .tokens_seen = 123456789012LL,
-                                     .rng = f->rng,
-                                     .rng_words = RNG_WORDS,
-                                     .config_text = config_text};
+                           .tokens_seen = 123456789012LL,
+                           .rng = f->rng,
+                           .rng_words = RNG_WORDS,
+                           .config_text = config_text};
     fill_reals(f->hidden, 10, 4);
     f->counters[0] = -5;
     f->counters[1] = INT64_MAX;
@@ -277,7 +277,7 @@ static ts_io_status write_step(fixture *f, long step, const ts_checkpoint_option
                                ts_checkpoint_report *report) {
     f->state.step = step;
     return ckpt_write(MPI_COMM_WORLD, f->dir, &f->table, f->params, f->m, f->v, &f->state,
-                               f->extras, N_EXTRAS, options, report, f->err, sizeof f->err);
+                      f->extras, N_EXTRAS, options, report, f->err, sizeof f->err);
 }
 
 static void path_in(const fixture *f, char *out, size_t len, const char *name) {
@@ -391,9 +391,8 @@ static void test_round_trip_is_bit_exact(void **state) {
 
     loaded *l = new_loaded(f);
     ts_checkpoint_report read_report;
-    assert_status(ckpt_read(MPI_COMM_WORLD, expected, &f->table, l->params, l->m, l->v,
-                                     &l->state, l->extras, N_EXTRAS, &read_report, f->err,
-                                     sizeof f->err),
+    assert_status(ckpt_read(MPI_COMM_WORLD, expected, &f->table, l->params, l->m, l->v, &l->state,
+                            l->extras, N_EXTRAS, &read_report, f->err, sizeof f->err),
                   TS_IO_OK, f->err);
     size_t bytes = (size_t)f->table.total * sizeof(ts_real);
     assert_all(same_bytes(l->params, f->params, bytes));
@@ -449,15 +448,14 @@ static void test_large_checkpoint_reports_bandwidth(void **state) {
         memset(back[r], 0, bytes);
         fill_reals(roles[r], big.total, 7 + (uint64_t)r);
     }
-    saved_run s = {
-        .step = 5, .rng = f->rng, .rng_words = RNG_WORDS, .config_text = config_text};
+    saved_run s = {.step = 5, .rng = f->rng, .rng_words = RNG_WORDS, .config_text = config_text};
     ts_checkpoint_report report, read_report;
-    assert_status(ckpt_write(MPI_COMM_WORLD, f->dir, &big, roles[0], roles[1], roles[2],
-                                      &s, NULL, 0, NULL, &report, f->err, sizeof f->err),
+    assert_status(ckpt_write(MPI_COMM_WORLD, f->dir, &big, roles[0], roles[1], roles[2], &s, NULL,
+                             0, NULL, &report, f->err, sizeof f->err),
                   TS_IO_OK, f->err);
     assert_true(report.bytes >= (int64_t)(3 * bytes) && report.bandwidth > 0);
-    assert_status(ckpt_read(MPI_COMM_WORLD, report.path, &big, back[0], back[1], back[2],
-                                     NULL, NULL, 0, &read_report, f->err, sizeof f->err),
+    assert_status(ckpt_read(MPI_COMM_WORLD, report.path, &big, back[0], back[1], back[2], NULL,
+                            NULL, 0, &read_report, f->err, sizeof f->err),
                   TS_IO_OK, f->err);
     for (int r = 0; r < 3; r++) assert_all(same_bytes(back[r], roles[r], bytes));
     /* Read bandwidth counts what was loaded: the three roles. */
@@ -481,18 +479,18 @@ static void test_large_checkpoint_reports_bandwidth(void **state) {
 static void test_moments_are_optional(void **state) {
     fixture *f = *state;
     f->state.step = 3;
-    assert_status(ckpt_write(MPI_COMM_WORLD, f->dir, &f->table, f->params, NULL, NULL,
-                                      &f->state, NULL, 0, NULL, NULL, f->err, sizeof f->err),
+    assert_status(ckpt_write(MPI_COMM_WORLD, f->dir, &f->table, f->params, NULL, NULL, &f->state,
+                             NULL, 0, NULL, NULL, f->err, sizeof f->err),
                   TS_IO_OK, f->err);
     char path[512];
     path_in(f, path, sizeof path, "checkpoint_00000003.h5");
     loaded *l = new_loaded(f);
-    assert_status(ckpt_read(MPI_COMM_WORLD, path, &f->table, l->params, NULL, NULL,
-                                     &l->state, NULL, 0, NULL, f->err, sizeof f->err),
+    assert_status(ckpt_read(MPI_COMM_WORLD, path, &f->table, l->params, NULL, NULL, &l->state, NULL,
+                            0, NULL, f->err, sizeof f->err),
                   TS_IO_OK, f->err);
     assert_all(same_bytes(l->params, f->params, (size_t)f->table.total * sizeof(ts_real)));
-    assert_status(ckpt_read(MPI_COMM_WORLD, path, &f->table, l->params, l->m, NULL, NULL,
-                                     NULL, 0, NULL, f->err, sizeof f->err),
+    assert_status(ckpt_read(MPI_COMM_WORLD, path, &f->table, l->params, l->m, NULL, NULL, NULL, 0,
+                            NULL, f->err, sizeof f->err),
                   TS_IO_ERR_MISMATCH, f->err);
     assert_true(contains(f->err, "optimizer/m"));
     free_loaded(l);
@@ -515,8 +513,8 @@ static void test_mismatched_table_is_rejected_naming_the_tensor(void **state) {
         const ts_param_entry *e = &f->table.entries[i];
         assert_true(ts_param_table_add(&other, e->name, e->ndim, e->shape, e->role) >= 0);
     }
-    assert_status(ckpt_read(MPI_COMM_WORLD, path, &other, big, NULL, NULL, NULL, NULL, 0,
-                                     NULL, f->err, sizeof f->err),
+    assert_status(ckpt_read(MPI_COMM_WORLD, path, &other, big, NULL, NULL, NULL, NULL, 0, NULL,
+                            f->err, sizeof f->err),
                   TS_IO_ERR_MISMATCH, f->err);
     /* The first tensor is fine; the error names the second with both shapes. */
     assert_true(contains(f->err, "'layers.0.attention.wq'"));
@@ -531,16 +529,16 @@ static void test_mismatched_table_is_rejected_naming_the_tensor(void **state) {
         const ts_param_entry *e = &other.entries[i];
         assert_true(ts_param_table_add(&fewer, e->name, e->ndim, e->shape, e->role) >= 0);
     }
-    assert_status(ckpt_read(MPI_COMM_WORLD, path, &fewer, big, NULL, NULL, NULL, NULL, 0,
-                                     NULL, f->err, sizeof f->err),
+    assert_status(ckpt_read(MPI_COMM_WORLD, path, &fewer, big, NULL, NULL, NULL, NULL, 0, NULL,
+                            f->err, sizeof f->err),
                   TS_IO_ERR_MISMATCH, f->err);
     assert_true(contains(f->err, "'four_d'"));
     assert_true(contains(f->err, "does not have"));
 
     /* The model has a tensor the checkpoint lacks. */
     add_tensor(&other, "layers.1.attention.wq", 2, 5, 5, 0, 0);
-    assert_status(ckpt_read(MPI_COMM_WORLD, path, &other, big, NULL, NULL, NULL, NULL, 0,
-                                     NULL, f->err, sizeof f->err),
+    assert_status(ckpt_read(MPI_COMM_WORLD, path, &other, big, NULL, NULL, NULL, NULL, 0, NULL,
+                            f->err, sizeof f->err),
                   TS_IO_ERR_MISMATCH, f->err);
     assert_true(contains(f->err, "lacks tensor 'layers.1.attention.wq'"));
 
@@ -550,36 +548,44 @@ static void test_mismatched_table_is_rejected_naming_the_tensor(void **state) {
         const ts_param_entry *e = &other.entries[i];
         assert_true(ts_param_table_add(&reordered, e->name, e->ndim, e->shape, e->role) >= 0);
     }
-    assert_status(ckpt_read(MPI_COMM_WORLD, path, &reordered, big, NULL, NULL, NULL, NULL,
-                                     0, NULL, f->err, sizeof f->err),
+    assert_status(ckpt_read(MPI_COMM_WORLD, path, &reordered, big, NULL, NULL, NULL, NULL, 0, NULL,
+                            f->err, sizeof f->err),
                   TS_IO_ERR_MISMATCH, f->err);
     assert_true(contains(f->err, "offset"));
 
     /* RNG state of another length, and an extra of another count. */
     l->state.rng_words = RNG_WORDS - 1;
-    assert_status(ckpt_read(MPI_COMM_WORLD, path, &f->table, l->params, NULL, NULL,
-                                     &l->state, NULL, 0, NULL, f->err, sizeof f->err),
+    assert_status(ckpt_read(MPI_COMM_WORLD, path, &f->table, l->params, NULL, NULL, &l->state, NULL,
+                            0, NULL, f->err, sizeof f->err),
                   TS_IO_ERR_MISMATCH, f->err);
     assert_true(contains(f->err, "state/rng"));
     l->state.rng_words = RNG_WORDS;
     l->extras[0].count = 9;
-    assert_status(ckpt_read(MPI_COMM_WORLD, path, &f->table, l->params, NULL, NULL,
-                                     &l->state, l->extras, N_EXTRAS, NULL, f->err, sizeof f->err),
+    assert_status(ckpt_read(MPI_COMM_WORLD, path, &f->table, l->params, NULL, NULL, &l->state,
+                            l->extras, N_EXTRAS, NULL, f->err, sizeof f->err),
                   TS_IO_ERR_MISMATCH, f->err);
     assert_true(contains(f->err, "extras/hidden_state"));
     assert_true(contains(f->err, "[10]"));
     assert_true(contains(f->err, "[9]"));
     l->extras[0].count = 10;
     l->extras[1].type = TS_SAVED_UINT64;
-    assert_status(ckpt_read(MPI_COMM_WORLD, path, &f->table, l->params, NULL, NULL,
-                                     &l->state, l->extras, N_EXTRAS, NULL, f->err, sizeof f->err),
+    assert_status(ckpt_read(MPI_COMM_WORLD, path, &f->table, l->params, NULL, NULL, &l->state,
+                            l->extras, N_EXTRAS, NULL, f->err, sizeof f->err),
                   TS_IO_ERR_MISMATCH, f->err);
     assert_true(contains(f->err, "extras/counters is stored as int64"));
     l->extras[1].type = TS_SAVED_INT64;
-    ts_saved_role missing = {"extras/not_saved", TS_SAVED_INT64, TS_SAVED_REPLICATED, 1,
-                             l->counters, NULL, NULL, 0, 0, NULL};
-    assert_status(ckpt_read(MPI_COMM_WORLD, path, &f->table, l->params, NULL, NULL, NULL,
-                                     &missing, 1, NULL, f->err, sizeof f->err),
+    ts_saved_role missing = {"extras/not_saved",
+                             TS_SAVED_INT64,
+                             TS_SAVED_REPLICATED,
+                             1,
+                             l->counters,
+                             NULL,
+                             NULL,
+                             0,
+                             0,
+                             NULL};
+    assert_status(ckpt_read(MPI_COMM_WORLD, path, &f->table, l->params, NULL, NULL, NULL, &missing,
+                            1, NULL, f->err, sizeof f->err),
                   TS_IO_ERR_MISMATCH, f->err);
     assert_true(contains(f->err, "extras/not_saved"));
 
@@ -638,16 +644,15 @@ static void test_find_latest_ignores_incomplete_checkpoints(void **state) {
 
     /* --resume: the newest complete one is what gets loaded. */
     loaded *l = new_loaded(f);
-    assert_status(ckpt_read_latest(MPI_COMM_WORLD, f->dir, &f->table, l->params, l->m,
-                                            l->v, &l->state, l->extras, N_EXTRAS, NULL, f->err,
-                                            sizeof f->err),
+    assert_status(ckpt_read_latest(MPI_COMM_WORLD, f->dir, &f->table, l->params, l->m, l->v,
+                                   &l->state, l->extras, N_EXTRAS, NULL, f->err, sizeof f->err),
                   TS_IO_OK, f->err);
     assert_int_equal(l->state.step, 20);
     assert_all(same_bytes(l->params, f->params, (size_t)f->table.total * sizeof(ts_real)));
     /* An unmarked file is refused even when named explicitly. */
     path_in(f, path, sizeof path, "checkpoint_00000040.h5");
-    assert_status(ckpt_read(MPI_COMM_WORLD, path, &f->table, l->params, NULL, NULL, NULL,
-                                     NULL, 0, NULL, f->err, sizeof f->err),
+    assert_status(ckpt_read(MPI_COMM_WORLD, path, &f->table, l->params, NULL, NULL, NULL, NULL, 0,
+                            NULL, f->err, sizeof f->err),
                   TS_IO_ERR_CORRUPT, f->err);
     assert_true(contains(f->err, "not marked complete"));
     free_loaded(l);
@@ -673,8 +678,8 @@ static void test_truncated_checkpoint_is_rejected(void **state) {
                   TS_IO_OK, f->err);
     assert_string_equal(found, dst);
     loaded *l = new_loaded(f);
-    assert_status(ckpt_read(MPI_COMM_WORLD, dst, &f->table, l->params, l->m, l->v,
-                                     &l->state, NULL, 0, NULL, f->err, sizeof f->err),
+    assert_status(ckpt_read(MPI_COMM_WORLD, dst, &f->table, l->params, l->m, l->v, &l->state, NULL,
+                            0, NULL, f->err, sizeof f->err),
                   TS_IO_ERR_CORRUPT, f->err);
     assert_true(contains(f->err, "truncated"));
     assert_true(contains(f->err, "checkpoint_00000060.h5"));
@@ -686,8 +691,8 @@ static void test_truncated_checkpoint_is_rejected(void **state) {
         made = write_text(marker_dst, text);
     }
     assert_all(made);
-    assert_status(ckpt_read(MPI_COMM_WORLD, dst, &f->table, l->params, l->m, l->v,
-                                     &l->state, NULL, 0, NULL, f->err, sizeof f->err),
+    assert_status(ckpt_read(MPI_COMM_WORLD, dst, &f->table, l->params, l->m, l->v, &l->state, NULL,
+                            0, NULL, f->err, sizeof f->err),
                   TS_IO_ERR_NOT_HDF5, f->err);
     assert_true(contains(f->err, "checkpoint_00000060.h5 cannot be opened as HDF5"));
     assert_true(contains(f->err, "truncated"));
@@ -717,8 +722,8 @@ static void test_corrupt_data_fails_its_checksum(void **state) {
     }
     assert_all(flipped);
     loaded *l = new_loaded(f);
-    assert_status(ckpt_read(MPI_COMM_WORLD, path, &f->table, l->params, NULL, NULL, NULL,
-                                     NULL, 0, NULL, f->err, sizeof f->err),
+    assert_status(ckpt_read(MPI_COMM_WORLD, path, &f->table, l->params, NULL, NULL, NULL, NULL, 0,
+                            NULL, f->err, sizeof f->err),
                   TS_IO_ERR_CORRUPT, f->err);
     assert_true(contains(f->err, "checksum"));
     assert_true(contains(f->err, "parameters"));
@@ -735,13 +740,13 @@ static void test_bad_paths_and_files_give_errors(void **state) {
                   TS_IO_ERR_MISSING, f->err);
     assert_true(contains(f->err, "no_such_dir"));
     loaded *l = new_loaded(f);
-    assert_status(ckpt_read_latest(MPI_COMM_WORLD, path, &f->table, l->params, NULL, NULL,
-                                            NULL, NULL, 0, NULL, f->err, sizeof f->err),
+    assert_status(ckpt_read_latest(MPI_COMM_WORLD, path, &f->table, l->params, NULL, NULL, NULL,
+                                   NULL, 0, NULL, f->err, sizeof f->err),
                   TS_IO_ERR_MISSING, f->err);
     /* A checkpoint file that does not exist. */
     path_in(f, path, sizeof path, "checkpoint_00000001.h5");
-    assert_status(ckpt_read(MPI_COMM_WORLD, path, &f->table, l->params, NULL, NULL, NULL,
-                                     NULL, 0, NULL, f->err, sizeof f->err),
+    assert_status(ckpt_read(MPI_COMM_WORLD, path, &f->table, l->params, NULL, NULL, NULL, NULL, 0,
+                            NULL, f->err, sizeof f->err),
                   TS_IO_ERR_MISSING, f->err);
     assert_true(contains(f->err, "checkpoint_00000001.h5"));
 
@@ -754,8 +759,8 @@ static void test_bad_paths_and_files_give_errors(void **state) {
     bool made = true;
     if (rank == 0) made = write_text(path, junk) && write_text(marker, text);
     assert_all(made);
-    assert_status(ckpt_read(MPI_COMM_WORLD, path, &f->table, l->params, NULL, NULL, NULL,
-                                     NULL, 0, NULL, f->err, sizeof f->err),
+    assert_status(ckpt_read(MPI_COMM_WORLD, path, &f->table, l->params, NULL, NULL, NULL, NULL, 0,
+                            NULL, f->err, sizeof f->err),
                   TS_IO_ERR_NOT_HDF5, f->err);
     assert_true(contains(f->err, "checkpoint_00000070.h5 cannot be opened as HDF5"));
     ts_checkpoint_info info;
@@ -772,27 +777,27 @@ static void test_bad_paths_and_files_give_errors(void **state) {
         made = made && write_text(marker, text);
     }
     assert_all(made);
-    assert_status(ckpt_read(MPI_COMM_WORLD, path, &f->table, l->params, NULL, NULL, NULL,
-                                     NULL, 0, NULL, f->err, sizeof f->err),
+    assert_status(ckpt_read(MPI_COMM_WORLD, path, &f->table, l->params, NULL, NULL, NULL, NULL, 0,
+                            NULL, f->err, sizeof f->err),
                   TS_IO_ERR_FORMAT, f->err);
     assert_true(contains(f->err, "not a thinkscale checkpoint"));
     /* The damaged "newest" checkpoint is what find_latest returns, and
      * resuming from it fails rather than silently going back further. */
-    assert_status(ckpt_read_latest(MPI_COMM_WORLD, f->dir, &f->table, l->params, NULL,
-                                            NULL, NULL, NULL, 0, NULL, f->err, sizeof f->err),
+    assert_status(ckpt_read_latest(MPI_COMM_WORLD, f->dir, &f->table, l->params, NULL, NULL, NULL,
+                                   NULL, 0, NULL, f->err, sizeof f->err),
                   TS_IO_ERR_FORMAT, f->err);
 
     /* Writing into a directory whose parent is missing. */
     path_in(f, path, sizeof path, "missing_parent/run");
     f->state.step = 1;
-    assert_status(ckpt_write(MPI_COMM_WORLD, path, &f->table, f->params, NULL, NULL,
-                                      &f->state, NULL, 0, NULL, NULL, f->err, sizeof f->err),
+    assert_status(ckpt_write(MPI_COMM_WORLD, path, &f->table, f->params, NULL, NULL, &f->state,
+                             NULL, 0, NULL, NULL, f->err, sizeof f->err),
                   TS_IO_ERR_MISSING, f->err);
     /* A tensor name that is not an HDF5 name. */
     ts_param_table slashed = {0};
     add_tensor(&slashed, "layers/0", 1, 4, 0, 0, 0);
-    assert_status(ckpt_write(MPI_COMM_WORLD, f->dir, &slashed, f->params, NULL, NULL,
-                                      &f->state, NULL, 0, NULL, NULL, f->err, sizeof f->err),
+    assert_status(ckpt_write(MPI_COMM_WORLD, f->dir, &slashed, f->params, NULL, NULL, &f->state,
+                             NULL, 0, NULL, NULL, f->err, sizeof f->err),
                   TS_IO_ERR_ARGS, f->err);
     assert_true(contains(f->err, "layers/0"));
     ts_param_table_free(&slashed);
@@ -850,15 +855,15 @@ static void test_complete_checkpoint_is_not_overwritten(void **state) {
     assert_true(contains(f->err, "checkpoint_00000007.h5"));
     assert_all(file_size(path) == before && !file_exists(tmp));
     loaded *l = new_loaded(f);
-    assert_status(ckpt_read(MPI_COMM_WORLD, path, &f->table, l->params, NULL, NULL, NULL,
-                                     NULL, 0, NULL, f->err, sizeof f->err),
+    assert_status(ckpt_read(MPI_COMM_WORLD, path, &f->table, l->params, NULL, NULL, NULL, NULL, 0,
+                            NULL, f->err, sizeof f->err),
                   TS_IO_OK, f->err);
     assert_all(l->params[0] == original);
 
     ts_checkpoint_options options = {.overwrite = true};
     assert_status(write_step(f, 7, &options, NULL), TS_IO_OK, f->err);
-    assert_status(ckpt_read(MPI_COMM_WORLD, path, &f->table, l->params, NULL, NULL, NULL,
-                                     NULL, 0, NULL, f->err, sizeof f->err),
+    assert_status(ckpt_read(MPI_COMM_WORLD, path, &f->table, l->params, NULL, NULL, NULL, NULL, 0,
+                            NULL, f->err, sizeof f->err),
                   TS_IO_OK, f->err);
     assert_all(l->params[0] == original + 1);
     f->params[0] = original;
@@ -890,14 +895,14 @@ static void test_rank_count_change(void **state) {
     loaded *l = new_loaded(f);
     char err[1024] = "";
     /* Each rank alone, as a 1-rank job would. */
-    ts_io_status st = ckpt_read(MPI_COMM_SELF, path, &f->table, l->params, l->m, l->v,
-                                         &l->state, l->extras, 3, NULL, err, sizeof err);
+    ts_io_status st = ckpt_read(MPI_COMM_SELF, path, &f->table, l->params, l->m, l->v, &l->state,
+                                l->extras, 3, NULL, err, sizeof err);
     assert_all(st == TS_IO_OK);
     size_t bytes = (size_t)f->table.total * sizeof(ts_real);
     assert_all(same_bytes(l->params, f->params, bytes) && same_bytes(l->v, f->v, bytes) &&
                same_bytes(l->seeds, f->seeds, sizeof f->seeds));
-    st = ckpt_read(MPI_COMM_SELF, path, &f->table, l->params, NULL, NULL, NULL, l->extras,
-                            N_EXTRAS, NULL, err, sizeof err);
+    st = ckpt_read(MPI_COMM_SELF, path, &f->table, l->params, NULL, NULL, NULL, l->extras, N_EXTRAS,
+                   NULL, err, sizeof err);
     assert_all(st == TS_IO_ERR_MISMATCH);
     assert_true(contains(err, "extras/replay is per-rank state of 2 ranks, but this run has 1"));
     free_loaded(l);
@@ -1008,18 +1013,18 @@ static void test_sharded_role_round_trip(void **state) {
     read[0].data = calloc((size_t)f->table.total, sizeof(ts_real));
     assert_non_null(read[0].data);
     read[1].data = back + first;
-    assert_status(ts_checkpoint_read(MPI_COMM_WORLD, path, NULL, read, 2, NULL, f->err,
-                                     sizeof f->err),
-                  TS_IO_OK, f->err);
+    assert_status(
+        ts_checkpoint_read(MPI_COMM_WORLD, path, NULL, read, 2, NULL, f->err, sizeof f->err),
+        TS_IO_OK, f->err);
     assert_all(same_bytes(back + first, whole + first, (size_t)(last - first) * sizeof(ts_real)));
     /* Another split: every rank reads elements [2, 9), across writers' shards. */
     memset(back, 0, sizeof back);
     read[1].data = back + 2;
     read[1].shard_first = 2;
     read[1].shard_count = 7;
-    assert_status(ts_checkpoint_read(MPI_COMM_WORLD, path, NULL, read, 2, NULL, f->err,
-                                     sizeof f->err),
-                  TS_IO_OK, f->err);
+    assert_status(
+        ts_checkpoint_read(MPI_COMM_WORLD, path, NULL, read, 2, NULL, f->err, sizeof f->err),
+        TS_IO_OK, f->err);
     assert_all(same_bytes(back + 2, whole + 2, 7 * sizeof(ts_real)));
     /* Whole, on each rank alone (a 1-rank job resuming a 2-rank run). */
     memset(back, 0, sizeof back);
@@ -1084,12 +1089,12 @@ static void test_version_1_checkpoint_loads(void **state) {
     H5G_info_t ginfo;
     assert_true(group >= 0 && H5Gget_info(group, &ginfo) >= 0);
     int n = (int)ginfo.nlinks;
-    char (*names)[TS_PARAM_NAME_MAX] = calloc((size_t)n, sizeof *names);
+    char(*names)[TS_PARAM_NAME_MAX] = calloc((size_t)n, sizeof *names);
     int64_t *offsets = calloc((size_t)n, sizeof *offsets);
     assert_true(names && offsets);
     for (int i = 0; i < n; i++) {
-        assert_true(H5Lget_name_by_idx(group, ".", H5_INDEX_NAME, H5_ITER_INC, (hsize_t)i,
-                                       names[i], TS_PARAM_NAME_MAX, H5P_DEFAULT) > 0);
+        assert_true(H5Lget_name_by_idx(group, ".", H5_INDEX_NAME, H5_ITER_INC, (hsize_t)i, names[i],
+                                       TS_PARAM_NAME_MAX, H5P_DEFAULT) > 0);
         hid_t dset = H5Dopen2(group, names[i], H5P_DEFAULT);
         assert_true(dset >= 0 && ts_h5_read_int64_attr(dset, "offset", &offsets[i]) >= 0);
         H5Dclose(dset);
@@ -1151,18 +1156,18 @@ static void test_version_1_checkpoint_loads(void **state) {
     ts_checkpoint_state cs = {0};
     /* Per-rank state loads only on the 2 ranks that wrote it. */
     int n_roles = size == 2 ? 4 : 3;
-    assert_status(ts_checkpoint_read(MPI_COMM_WORLD, path, &cs, roles, n_roles, NULL, f->err,
-                                     sizeof f->err),
-                  TS_IO_OK, f->err);
+    assert_status(
+        ts_checkpoint_read(MPI_COMM_WORLD, path, &cs, roles, n_roles, NULL, f->err, sizeof f->err),
+        TS_IO_OK, f->err);
     assert_int_equal(cs.step, 2);
     assert_all(same_bytes(got, expected, 3 * (size_t)total * sizeof *got));
     if (size == 2)
         assert_all(replay_state[0] == replay_rows[rank][0] &&
                    replay_state[1] == replay_rows[rank][1]);
     else
-        assert_status(ts_checkpoint_read(MPI_COMM_WORLD, path, &cs, roles, 4, NULL, f->err,
-                                         sizeof f->err),
-                      TS_IO_ERR_MISMATCH, f->err);
+        assert_status(
+            ts_checkpoint_read(MPI_COMM_WORLD, path, &cs, roles, 4, NULL, f->err, sizeof f->err),
+            TS_IO_ERR_MISMATCH, f->err);
     ts_param_table_free(&table);
     free(expected);
     free(got);
