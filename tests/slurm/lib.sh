@@ -4,7 +4,8 @@
 # $tmp/slurm, and stops every daemon it started, by the pids in their pid
 # files, when the script exits for any reason (failure, INT, TERM included).
 #
-#   slurm_start                 start the daemons, wait until the node is idle;
+#   slurm_start [CPUS]          start the daemons, wait until the node is idle
+#                               (CPUS declared: default max(8, real cores));
 #                               exports SLURM_CONF, so sbatch, squeue, srun,
 #                               scontrol and sinfo talk to this instance only
 #   slurm_submit SBATCH_ARGS... sbatch --parsable; prints the job id
@@ -126,7 +127,7 @@ _slurm_start_munged() {
     }
 }
 
-_slurm_write_conf() { # _slurm_write_conf AUTH_LINES
+_slurm_write_conf() { # _slurm_write_conf AUTH_LINES [CPUS]
     local hw cpus memory ctld_port slurmd_port
     hw=$(slurmd -C 2>/dev/null | head -n 1)
     [[ "$hw" == NodeName=* ]] || {
@@ -137,7 +138,7 @@ _slurm_write_conf() { # _slurm_write_conf AUTH_LINES
     memory=$(sed -n 's/.* RealMemory=\([0-9]*\).*/\1/p' <<<"$hw")
     # At least 8 CPUs declared (SlurmdParameters=config_overrides accepts it),
     # so an array throttle, not the node's 2 cores, is what limits the tests.
-    slurm_cpus=$((cpus > 8 ? cpus : 8))
+    slurm_cpus=${2:-$((cpus > 8 ? cpus : 8))}
     read -r ctld_port slurmd_port < <(_slurm_free_ports)
     [ -n "$slurmd_port" ] || {
         echo "slurm harness: found no free TCP ports"
@@ -203,7 +204,7 @@ AuthInfo=socket=$slurm_dir/run/munge.sock,cred_expire=10"
 CredType=cred/none
 AuthInfo=cred_expire=10"
     fi
-    _slurm_write_conf "$auth" || return 1
+    _slurm_write_conf "$auth" "${1:-}" || return 1
     export SLURM_CONF=$slurm_dir/slurm.conf
     echo "slurm harness: private Slurm in $slurm_dir (auth $slurm_auth, node $slurm_node, $slurm_cpus CPUs declared)"
     env "$slurm_marker" "$ctld" -c >>"$slurm_dir/log/slurmctld.start" 2>&1 &&
