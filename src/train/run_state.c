@@ -74,22 +74,34 @@ static int with_model_stats(int n_fixed, const ts_model *model, ts_metric_column
     return n_fixed + ops->n_stats;
 }
 
+/* A moment's role: replicated when every rank holds all of it, else this
+ * rank's shard of one array (ZeRO, parallel/strategy.h). */
+static ts_saved_role moment_role(const ts_optimizer *opt, ts_saved_role role) {
+    if (opt->sharded) {
+        role.layout = TS_SAVED_SHARDED;
+        role.shard_first = opt->first;
+        role.shard_count = opt->n;
+    }
+    return role;
+}
+
 /* What a training checkpoint holds: the parameters, AdamW's moments (when
  * the optimiser has them) and the model's own state. */
 static int training_roles(ts_run_state *s, ts_saved_role *roles) {
     const ts_param_table *t = &s->model->table;
+    const ts_optimizer *opt = s->optimizer;
     int n = 0;
     roles[n++] = ts_saved_params(t, s->model->params);
     if (s->optimizer->m)
-        roles[n++] = ts_saved_moment(TS_SAVED_ADAM_M_NAME, t, s->optimizer->m,
-                                     "same as the gradient",
-                                     "first moment (running mean of gradients), flat, parameter "
-                                     "order");
+        roles[n++] = moment_role(opt, ts_saved_moment(TS_SAVED_ADAM_M_NAME, t, s->optimizer->m,
+                                                      "same as the gradient",
+                                                      "first moment (running mean of gradients), "
+                                                      "flat, parameter order"));
     if (s->optimizer->v)
-        roles[n++] = ts_saved_moment(TS_SAVED_ADAM_V_NAME, t, s->optimizer->v,
-                                     "square of the gradient's",
-                                     "second moment (running mean of squared gradients), flat, "
-                                     "parameter order");
+        roles[n++] = moment_role(opt, ts_saved_moment(TS_SAVED_ADAM_V_NAME, t, s->optimizer->v,
+                                                      "square of the gradient's",
+                                                      "second moment (running mean of squared "
+                                                      "gradients), flat, parameter order"));
     if (s->model->ops->checkpoint_extras)
         n += s->model->ops->checkpoint_extras(s->model, roles + n, MAX_ROLES - n);
     return n;

@@ -1,0 +1,226 @@
+#include "parallel/strategy.h"
+
+#include <limits.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "parallel/data_parallel.h"
+
+static const char *const strategy_names[] = {"ddp", "zero1", "zero2", "zero3"};
+
+bool ts_parallel_strategy_parse(const char *name, ts_parallel_strategy *strategy) {
+    for (int s = 0; s < (int)(sizeof strategy_names / sizeof strategy_names[0]); s++)
+        if (!strcmp(name, strategy_names[s])) {
+            *strategy = (ts_parallel_strategy)s;
+            return true;
+        }
+    return false;
+}
+
+const char *ts_parallel_strategy_name(ts_parallel_strategy strategy) {
+    return (unsigned)strategy < sizeof strategy_names / sizeof strategy_names[0]
+               ? strategy_names[strategy]
+               : "?";
+}
+
+static bool sharded(const ts_parallel *p) { return p->strategy != TS_DDP; }
+
+void ts_parallel_owned_range(const ts_parallel *p, int rank, long *first, long *count) {
+    if (!sharded(p)) {
+        *first = 0;
+        *count = p->total;
+        return;
+    }
+    long start = (long)rank * p->shard;
+    if (start > p->total) start = p->total;
+    long end = start + p->shard < p->total ? start + p->shard : p->total;
+    *first = start;
+    *count = end - start;
+}
+
+bool ts_parallel_init(ts_parallel *p, MPI_Comm comm, ts_parallel_strategy strategy, long total,
+                      char *err, size_t errlen) {
+    *p = (ts_parallel){.comm = comm, .strategy = strategy, .total = total, .max_piece = INT_MAX};
+    MPI_Comm_rank(comm, &p->rank);
+    MPI_Comm_size(comm, &p->nranks);
+    if (strategy == TS_ZERO3) {
+        snprintf(err, errlen,
+                 "parallel.strategy zero3 (sharded parameters) is not implemented yet: use "
+                 "ddp, zero1 or zero2 (docs/parallelism.md)");
+        return false;
+    }
+    p->shard = (total + p->nranks - 1) / p->nranks;
+    ts_parallel_owned_range(p, p->rank, &p->owned_first, &p->owned_count);
+    if (!sharded(p)) return true;
+    size_t n = (size_t)(p->owned_count > 0 ? p->owned_count : 1);
+    p->grad_shard = calloc(n, sizeof *p->grad_shard);
+    if (strategy == TS_ZERO2) p->receive = calloc(n, sizeof *p->receive);
+    if (!p->grad_shard || (strategy == TS_ZERO2 && !p->receive)) {
+        ts_parallel_free(p);
+        snprintf(err, errlen, "out of memory for the gradient shard (%zu elements)", n);
+        return false;
+    }
+    return true;
+}
+
+void ts_parallel_free(ts_parallel *p) {
+    free(p->grad_shard);
+    free(p->receive);
+    p->grad_shard = p->receive = NULL;
+}
+
+void ts_parallel_batch_range(const ts_parallel *p, long total, long *first, long *count) {
+    ts_shard_range(total, p->rank, p->nranks, first, count);
+}
+
+/* Elements of rank r's range in round k of pieces of p->max_piece. */
+static long piece_of(const ts_parallel *p, int r, long k, long *first) {
+    long start, count;
+    ts_parallel_owned_range(p, r, &start, &count);
+    long done = k * p->max_piece;
+    *first = start + done;
+    if (done >= count) return 0;
+    return count - done < p->max_piece ? count - done : p->max_piece;
+}
+
+static long rounds(const ts_parallel *p) { return (p->shard + p->max_piece - 1) / p->max_piece; }
+
+/* Whether one call with int counts and displacements covers the buffers. */
+static bool fits_one_call(const ts_parallel *p) {
+    return p->shard <= p->max_piece && p->total <= INT_MAX;
+}
+
+/* The sum over ranks of grads, rank r's range into `out` on rank r:
+ * MPI_Reduce_scatter when int counts suffice, else one MPI_Reduce per rank
+ * and round of at most max_piece elements. */
+static int reduce_scatter(ts_parallel *p, const ts_real *grads, ts_real *out) {
+    if (fits_one_call(p)) {
+        int *counts = malloc((size_t)p->nranks * sizeof *counts);
+        if (!counts) return MPI_ERR_NO_MEM;
+        for (int r = 0; r < p->nranks; r++) {
+            long first, count;
+            ts_parallel_owned_range(p, r, &first, &count);
+            counts[r] = (int)count;
+        }
+        int rc = MPI_Reduce_scatter(grads, out, counts, TS_MPI_REAL, MPI_SUM, p->comm);
+        free(counts);
+        p->bytes_sent += (double)(p->total - p->owned_count) * sizeof(ts_real);
+        return rc;
+    }
+    for (long k = 0; k < rounds(p); k++)
+        for (int r = 0; r < p->nranks; r++) {
+            long first, n = piece_of(p, r, k, &first);
+            if (n == 0) continue;
+            ts_real *dest = r == p->rank ? out + k * p->max_piece : NULL;
+            int rc = MPI_Reduce(grads + first, dest, (int)n, TS_MPI_REAL, MPI_SUM, r, p->comm);
+            if (rc != MPI_SUCCESS) return rc;
+            if (r != p->rank) p->bytes_sent += (double)n * sizeof(ts_real);
+        }
+    return MPI_SUCCESS;
+}
+
+void ts_parallel_begin_step(ts_parallel *p, ts_real *grads) {
+    memset(grads, 0, (size_t)p->total * sizeof *grads);
+    if (p->strategy == TS_ZERO2)
+        memset(p->grad_shard, 0, (size_t)p->owned_count * sizeof *p->grad_shard);
+}
+
+int ts_parallel_micro_batch_done(ts_parallel *p, ts_real *grads) {
+    if (p->strategy != TS_ZERO2) return MPI_SUCCESS;
+    int rc = reduce_scatter(p, grads, p->receive);
+    if (rc != MPI_SUCCESS) return rc;
+    for (long i = 0; i < p->owned_count; i++) p->grad_shard[i] += p->receive[i];
+    memset(grads, 0, (size_t)p->total * sizeof *grads);
+    return MPI_SUCCESS;
+}
+
+int ts_parallel_reduce_gradients(ts_parallel *p, ts_real *grads) {
+    switch (p->strategy) {
+    case TS_DDP:
+        p->bytes_sent += 2.0 * (double)p->total * sizeof(ts_real) * (p->nranks - 1) / p->nranks;
+        return ts_allreduce_sum(p->comm, grads, p->total);
+    case TS_ZERO1:
+        return reduce_scatter(p, grads, p->grad_shard);
+    default:
+        return MPI_SUCCESS; /* zero2: reduced after every micro-batch */
+    }
+}
+
+ts_real *ts_parallel_owned_gradients(ts_parallel *p, ts_real *grads) {
+    return sharded(p) ? p->grad_shard : grads;
+}
+
+int ts_parallel_clip(ts_parallel *p, ts_real *grads, double clip, double *norm) {
+    ts_real *g = ts_parallel_owned_gradients(p, grads);
+    double sum = 0;
+    for (long i = 0; i < p->owned_count; i++) sum += (double)g[i] * g[i];
+    if (sharded(p)) {
+        int rc = ts_allreduce_sum_double(p->comm, &sum, 1);
+        if (rc != MPI_SUCCESS) return rc;
+    }
+    *norm = sqrt(sum);
+    if (clip > 0 && *norm > clip) {
+        ts_real scale = (ts_real)(clip / (*norm + 1e-6));
+        for (long i = 0; i < p->owned_count; i++) g[i] *= scale;
+    }
+    return MPI_SUCCESS;
+}
+
+int ts_parallel_gather_params(ts_parallel *p, ts_real *params) {
+    if (!sharded(p)) return MPI_SUCCESS;
+    p->bytes_sent += (double)p->owned_count * sizeof(ts_real) * (p->nranks - 1);
+    if (fits_one_call(p)) {
+        int *counts = malloc(2 * (size_t)p->nranks * sizeof *counts);
+        if (!counts) return MPI_ERR_NO_MEM;
+        int *displs = counts + p->nranks;
+        for (int r = 0; r < p->nranks; r++) {
+            long first, count;
+            ts_parallel_owned_range(p, r, &first, &count);
+            counts[r] = (int)count;
+            displs[r] = (int)first;
+        }
+        int rc = MPI_Allgatherv(MPI_IN_PLACE, 0, MPI_DATATYPE_NULL, params, counts, displs,
+                                TS_MPI_REAL, p->comm);
+        free(counts);
+        return rc;
+    }
+    for (long k = 0; k < rounds(p); k++)
+        for (int r = 0; r < p->nranks; r++) {
+            long first, n = piece_of(p, r, k, &first);
+            if (n == 0) continue;
+            int rc = MPI_Bcast(params + first, (int)n, TS_MPI_REAL, r, p->comm);
+            if (rc != MPI_SUCCESS) return rc;
+        }
+    return MPI_SUCCESS;
+}
+
+ts_parallel_memory ts_parallel_memory_estimate(ts_parallel_strategy strategy, long total,
+                                               int nranks, size_t elem, int moments_per_param) {
+    double full = (double)total * (double)elem;
+    double shard = (double)((total + nranks - 1) / nranks) * (double)elem;
+    ts_parallel_memory m = {.parameters = full, .gradients = full,
+                            .optimizer = moments_per_param * full};
+    switch (strategy) {
+    case TS_DDP:
+        break;
+    case TS_ZERO1:
+        /* The backward's full buffer and the reduced shard. */
+        m.gradients = full + shard;
+        m.optimizer = moments_per_param * shard;
+        break;
+    case TS_ZERO2:
+        /* The backward's full buffer, the shard and one micro-batch's shard. */
+        m.gradients = full + 2 * shard;
+        m.optimizer = moments_per_param * shard;
+        break;
+    case TS_ZERO3:
+        /* The ZeRO paper's model: everything sharded. */
+        m.parameters = shard;
+        m.gradients = shard;
+        m.optimizer = moments_per_param * shard;
+        break;
+    }
+    return m;
+}
