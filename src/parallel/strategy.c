@@ -224,3 +224,37 @@ ts_parallel_memory ts_parallel_memory_estimate(ts_parallel_strategy strategy, lo
     }
     return m;
 }
+
+double ts_parallel_shard_gradient_bytes(const ts_parallel *p) {
+    int buffers = (p->grad_shard ? 1 : 0) + (p->receive ? 1 : 0);
+    return (double)buffers * (double)p->owned_count * sizeof(ts_real);
+}
+
+static double memory_sum(ts_parallel_memory m) { return m.parameters + m.gradients + m.optimizer; }
+
+bool ts_parallel_fits(ts_parallel_strategy strategy, long total, int nranks, size_t elem,
+                      int moments_per_param, double limit, char *message, size_t len) {
+    double need = memory_sum(
+        ts_parallel_memory_estimate(strategy, total, nranks, elem, moments_per_param));
+    if (limit <= 0 || need <= limit) return true;
+    int used = snprintf(message, len,
+                        "parallel.memory_limit is %.0f bytes per rank, but %ld parameters under "
+                        "%s on %d ranks need %.0f bytes of parameters, gradients and moments "
+                        "(activations come on top). Per strategy:",
+                        limit, total, ts_parallel_strategy_name(strategy), nranks, need);
+    const char *fitting = NULL;
+    for (int s = TS_DDP; s <= TS_ZERO3 && used >= 0 && (size_t)used < len; s++) {
+        double bytes = memory_sum(ts_parallel_memory_estimate((ts_parallel_strategy)s, total,
+                                                              nranks, elem, moments_per_param));
+        bool fits = bytes <= limit;
+        /* zero3 is not implemented: it is shown, but not recommended. */
+        if (fits && !fitting && s != TS_ZERO3) fitting = strategy_names[s];
+        used += snprintf(message + used, len - (size_t)used, " %s %.0f%s%s", strategy_names[s],
+                         bytes, fits ? " (fits)" : "", s == TS_ZERO3 ? " (not implemented)" : ",");
+    }
+    if (used >= 0 && (size_t)used < len)
+        snprintf(message + used, len - (size_t)used, ". %s%s", fitting ? "Use " : "",
+                 fitting ? fitting : "No implemented strategy fits: use more ranks or a smaller "
+                                     "model");
+    return false;
+}

@@ -95,4 +95,14 @@ typedef struct ts_parallel_memory {
 ts_parallel_memory ts_parallel_memory_estimate(ts_parallel_strategy strategy, long total,
                                                int nranks, size_t elem, int moments_per_param);
 
+/* Bytes of the gradient buffers this strategy holds besides the model's
+ * own full gradient (the shards of zero1 and zero2; 0 for ddp). */
+double ts_parallel_shard_gradient_bytes(const ts_parallel *p);
+
+/* Whether the training state of `total` parameters fits `limit` bytes per
+ * rank under strategy (limit <= 0: always). If not, message says so with
+ * the estimate of every strategy on nranks ranks and which would fit. */
+bool ts_parallel_fits(ts_parallel_strategy strategy, long total, int nranks, size_t elem,
+                      int moments_per_param, double limit, char *message, size_t len);
+
 #endif

@@ -32,6 +32,23 @@ static const step_column train_columns[] = {
     STEP_COLUMN(mfu, "1", "executed FLOP/s over the measured GEMM peak of all ranks"),
 };
 
+/* memory: one row per invocation, at its last step. */
+typedef struct memory_column {
+    ts_metric_column column;
+    size_t offset; /* of the value in ts_memory_record */
+} memory_column;
+#define MEMORY_COLUMN(field, units, description)                                                   \
+    {{#field, units, description}, offsetof(ts_memory_record, field)}
+static const memory_column memory_columns[] = {
+    MEMORY_COLUMN(parameters_bytes, "B", "parameters held by one rank (largest over ranks)"),
+    MEMORY_COLUMN(gradients_bytes, "B", "gradient buffers held by one rank (largest over ranks)"),
+    MEMORY_COLUMN(optimizer_bytes, "B", "optimiser moments held by one rank (largest over ranks)"),
+    MEMORY_COLUMN(activations_bytes, "B",
+                  "engine arena high water of one rank: activations and graph (largest)"),
+    MEMORY_COLUMN(communicated_bytes_per_step, "B",
+                  "collective payload one rank sent per training step (largest over ranks)"),
+};
+
 /* eval/SET: an evaluation result, then the model's statistics. */
 static double eval_loss(const ts_eval_result *r) { return r->loss; }
 static double eval_perplexity(const ts_eval_result *r) { return r->perplexity; }
@@ -191,14 +208,20 @@ bool ts_run_state_open(ts_run_state *s, MPI_Comm comm, const ts_run_config *conf
         ts_metric_column model_columns[TS_MAX_MODEL_STATS];
         int n_model = with_model_stats(0, model, model_columns);
         ts_metric_column train[COUNT(train_columns)], checkpoint[COUNT(checkpoint_columns)];
+        ts_metric_column memory[COUNT(memory_columns)];
         COLUMNS_OF(train_columns, train);
         COLUMNS_OF(checkpoint_columns, checkpoint);
+        COLUMNS_OF(memory_columns, memory);
         ok = ts_metrics_open(&s->metrics, config->run_dir, s->config_ini, &s->provenance,
                              &options, err, errlen) == TS_IO_OK &&
              ts_metrics_define(s->metrics, "train", "one row per optimiser step",
                                COUNT(train_columns), train, err, errlen) == TS_IO_OK &&
              ts_metrics_define(s->metrics, "checkpoint", "one row per checkpoint written",
                                COUNT(checkpoint_columns), checkpoint, err, errlen) == TS_IO_OK &&
+             ts_metrics_define(s->metrics, "memory",
+                               "training state per rank and communication, one row per "
+                               "invocation (docs/parallelism.md)",
+                               COUNT(memory_columns), memory, err, errlen) == TS_IO_OK &&
              (n_model == 0 ||
               ts_metrics_define(s->metrics, "train_model", "the model's own statistics per step",
                                 n_model, model_columns, err, errlen) == TS_IO_OK);
@@ -215,6 +238,16 @@ bool ts_run_state_log_step(ts_run_state *s, const ts_step_record *r, const doubl
     return ts_metrics_append(s->metrics, "train", r->step, values, err, errlen) == TS_IO_OK &&
            (s->model->ops->n_stats == 0 ||
             ts_metrics_append(s->metrics, "train_model", r->step, stats, err, errlen) == TS_IO_OK);
+}
+
+bool ts_run_state_log_memory(ts_run_state *s, long step, const ts_memory_record *r, char *err,
+                             size_t errlen) {
+    if (s->rank != 0) return true;
+    double values[COUNT(memory_columns)];
+    for (int c = 0; c < COUNT(memory_columns); c++)
+        values[c] = *(const double *)((const char *)r + memory_columns[c].offset);
+    return ts_metrics_append(s->metrics, "memory", step, values, err, errlen) == TS_IO_OK &&
+           ts_metrics_flush(s->metrics, err, errlen) == TS_IO_OK;
 }
 
 bool ts_run_state_log_eval(ts_run_state *s, long step, const char *set,

@@ -204,6 +204,43 @@ static bool train_step(trainer *tr, double *loss_out, double *stats_out, double 
     return true;
 }
 
+static ts_parallel_strategy strategy_of(const ts_run_config *c) {
+    ts_parallel_strategy strategy = TS_DDP;
+    ts_parallel_strategy_parse(c->parallel.strategy, &strategy); /* validated with the config */
+    return strategy;
+}
+
+/* parallel.memory_limit, checked from the parameter table alone (a model
+ * without buffers), before any training state is allocated. */
+static bool fits_memory_limit(trainer *tr, char *err, size_t errlen) {
+    const ts_run_config *c = &tr->config;
+    if (c->parallel.memory_limit <= 0) return true;
+    ts_model *shape = ts_model_create_counting(&c->model, err, errlen);
+    if (!shape) return false;
+    long total = shape->table.total;
+    ts_model_destroy(shape);
+    return ts_parallel_fits(strategy_of(c), total, tr->nranks, sizeof(ts_real),
+                            c->optim.kind == TS_ADAMW ? 2 : 0, c->parallel.memory_limit, err,
+                            errlen);
+}
+
+/* What this invocation held and sent per rank, the largest over ranks. */
+static ts_memory_record measure_memory(trainer *tr, long steps_run) {
+    const ts_model *m = tr->model;
+    double full = (double)m->table.total * sizeof(ts_real);
+    ts_memory_record r = {
+        .parameters_bytes = full,
+        .gradients_bytes = full + ts_parallel_shard_gradient_bytes(&tr->parallel),
+        .optimizer_bytes = (tr->optimizer.m ? 2.0 : 0.0) * (double)tr->optimizer.n *
+                           sizeof(ts_real),
+        .activations_bytes = (double)tr->ctx.arena.high_water,
+        .communicated_bytes_per_step =
+            steps_run > 0 ? tr->parallel.bytes_sent / (double)steps_run : 0};
+    MPI_Allreduce(MPI_IN_PLACE, &r, (int)(sizeof r / sizeof(double)), MPI_DOUBLE, MPI_MAX,
+                  tr->comm);
+    return r;
+}
+
 static bool evaluate_all(trainer *tr, char *err, size_t errlen) {
     const ts_run_config *c = &tr->config;
     for (int i = 0; i < tr->n_evals; i++) {
@@ -255,6 +292,7 @@ static bool report_run(trainer *tr, ts_run_summary *s, char *err, size_t errlen)
     }
     s->checkpoint_bytes = tr->state.last_checkpoint_bytes;
     s->checkpoint_bandwidth = tr->state.last_checkpoint_bandwidth;
+    s->strategy = tr->config.parallel.strategy;
     if (tr->rank != 0) return true;
     ts_print_run_summary(stdout, s);
     return ts_write_run_report(s, err, errlen);
@@ -264,11 +302,11 @@ static int run(trainer *tr, bool resume) {
     char err[1024] = "";
     const ts_run_config *c = &tr->config;
     if (!all_ok(tr, open_data(tr, err, sizeof err), err)) return 1;
+    if (!all_ok(tr, fits_memory_limit(tr, err, sizeof err), err)) return 1;
     tr->model = ts_model_create(&tr->config.model, err, sizeof err);
     if (!all_ok(tr, tr->model != NULL, err)) return 1;
     ts_model *m = tr->model;
-    ts_parallel_strategy strategy = TS_DDP;
-    ts_parallel_strategy_parse(c->parallel.strategy, &strategy); /* validated with the config */
+    ts_parallel_strategy strategy = strategy_of(c);
     if (!all_ok(tr, ts_parallel_init(&tr->parallel, tr->comm, strategy, m->table.total, err,
                                      sizeof err),
                 err))
@@ -371,6 +409,14 @@ static int run(trainer *tr, bool resume) {
         }
     }
     summary.wall_seconds = MPI_Wtime() - t_start;
+    ts_memory_record memory = measure_memory(tr, tr->step - first_step);
+    summary.parameters_bytes = memory.parameters_bytes;
+    summary.gradients_bytes = memory.gradients_bytes;
+    summary.optimizer_bytes = memory.optimizer_bytes;
+    summary.activations_bytes = memory.activations_bytes;
+    summary.communicated_bytes_per_step = memory.communicated_bytes_per_step;
+    ok = ts_run_state_log_memory(&tr->state, tr->step, &memory, err, sizeof err);
+    if (!all_ok(tr, ok, err)) return 1;
     ok = report_run(tr, &summary, err, sizeof err);
     return all_ok(tr, ok, err) ? 0 : 1;
 }
