@@ -34,5 +34,5 @@ static bool resolve(void *fields, const bool *explicit_keys, char *err, size_t e
     return true;
 }
 
-const ts_config_section ts_parallel_config_section = {
-    "parallel", keys, (int)(sizeof keys / sizeof keys[0]), resolve};
+const ts_config_section ts_parallel_config_section = {"parallel", keys,
+                                                      (int)(sizeof keys / sizeof keys[0]), resolve};

@@ -25,7 +25,9 @@ const char *ts_parallel_strategy_name(ts_parallel_strategy strategy) {
                : "?";
 }
 
-static bool sharded(const ts_parallel *p) { return p->strategy != TS_DDP; }
+static bool sharded(const ts_parallel *p) {
+    return p->strategy != TS_DDP;
+}
 
 void ts_parallel_owned_range(const ts_parallel *p, int rank, long *first, long *count) {
     if (!sharded(p)) {
@@ -53,11 +55,11 @@ bool ts_parallel_init(ts_parallel *p, MPI_Comm comm, ts_parallel_strategy strate
     }
     p->shard = (total + p->nranks - 1) / p->nranks;
     ts_parallel_owned_range(p, p->rank, &p->owned_first, &p->owned_count);
-    if (!sharded(p)) return true;
+    if (strategy != TS_ZERO2) return true;
+    /* zero2 accumulates the reduced micro-batch gradients of its range here. */
     size_t n = (size_t)(p->owned_count > 0 ? p->owned_count : 1);
     p->grad_shard = calloc(n, sizeof *p->grad_shard);
-    if (strategy == TS_ZERO2) p->receive = calloc(n, sizeof *p->receive);
-    if (!p->grad_shard || (strategy == TS_ZERO2 && !p->receive)) {
+    if (!p->grad_shard) {
         ts_parallel_free(p);
         snprintf(err, errlen, "out of memory for the gradient shard (%zu elements)", n);
         return false;
@@ -67,8 +69,7 @@ bool ts_parallel_init(ts_parallel *p, MPI_Comm comm, ts_parallel_strategy strate
 
 void ts_parallel_free(ts_parallel *p) {
     free(p->grad_shard);
-    free(p->receive);
-    p->grad_shard = p->receive = NULL;
+    p->grad_shard = NULL;
 }
 
 void ts_parallel_batch_range(const ts_parallel *p, long total, long *first, long *count) {
@@ -85,17 +86,21 @@ static long piece_of(const ts_parallel *p, int r, long k, long *first) {
     return count - done < p->max_piece ? count - done : p->max_piece;
 }
 
-static long rounds(const ts_parallel *p) { return (p->shard + p->max_piece - 1) / p->max_piece; }
+static long rounds(const ts_parallel *p) {
+    return (p->shard + p->max_piece - 1) / p->max_piece;
+}
 
 /* Whether one call with int counts and displacements covers the buffers. */
 static bool fits_one_call(const ts_parallel *p) {
     return p->shard <= p->max_piece && p->total <= INT_MAX;
 }
 
-/* The sum over ranks of grads, rank r's range into `out` on rank r:
- * MPI_Reduce_scatter when int counts suffice, else one MPI_Reduce per rank
- * and round of at most max_piece elements. */
-static int reduce_scatter(ts_parallel *p, const ts_real *grads, ts_real *out) {
+/* The sum over ranks of grads, in place: rank r's range of grads holds the
+ * sum of every rank's range r afterwards (the rest is left undefined).
+ * MPI_Reduce_scatter when int counts suffice (its in-place result lands at
+ * the start of the buffer and is moved to the range), else one MPI_Reduce
+ * per rank and round of at most max_piece elements. */
+static int reduce_scatter(ts_parallel *p, ts_real *grads) {
     if (fits_one_call(p)) {
         int *counts = malloc((size_t)p->nranks * sizeof *counts);
         if (!counts) return MPI_ERR_NO_MEM;
@@ -104,8 +109,10 @@ static int reduce_scatter(ts_parallel *p, const ts_real *grads, ts_real *out) {
             ts_parallel_owned_range(p, r, &first, &count);
             counts[r] = (int)count;
         }
-        int rc = MPI_Reduce_scatter(grads, out, counts, TS_MPI_REAL, MPI_SUM, p->comm);
+        int rc = MPI_Reduce_scatter(MPI_IN_PLACE, grads, counts, TS_MPI_REAL, MPI_SUM, p->comm);
         free(counts);
+        if (rc == MPI_SUCCESS && p->owned_first > 0)
+            memmove(grads + p->owned_first, grads, (size_t)p->owned_count * sizeof *grads);
         p->bytes_sent += (double)(p->total - p->owned_count) * sizeof(ts_real);
         return rc;
     }
@@ -113,10 +120,11 @@ static int reduce_scatter(ts_parallel *p, const ts_real *grads, ts_real *out) {
         for (int r = 0; r < p->nranks; r++) {
             long first, n = piece_of(p, r, k, &first);
             if (n == 0) continue;
-            ts_real *dest = r == p->rank ? out + k * p->max_piece : NULL;
-            int rc = MPI_Reduce(grads + first, dest, (int)n, TS_MPI_REAL, MPI_SUM, r, p->comm);
+            bool root = r == p->rank;
+            int rc = MPI_Reduce(root ? MPI_IN_PLACE : grads + first, root ? grads + first : NULL,
+                                (int)n, TS_MPI_REAL, MPI_SUM, r, p->comm);
             if (rc != MPI_SUCCESS) return rc;
-            if (r != p->rank) p->bytes_sent += (double)n * sizeof(ts_real);
+            if (!root) p->bytes_sent += (double)n * sizeof(ts_real);
         }
     return MPI_SUCCESS;
 }
@@ -129,9 +137,10 @@ void ts_parallel_begin_step(ts_parallel *p, ts_real *grads) {
 
 int ts_parallel_micro_batch_done(ts_parallel *p, ts_real *grads) {
     if (p->strategy != TS_ZERO2) return MPI_SUCCESS;
-    int rc = reduce_scatter(p, grads, p->receive);
+    int rc = reduce_scatter(p, grads);
     if (rc != MPI_SUCCESS) return rc;
-    for (long i = 0; i < p->owned_count; i++) p->grad_shard[i] += p->receive[i];
+    const ts_real *reduced = grads + p->owned_first;
+    for (long i = 0; i < p->owned_count; i++) p->grad_shard[i] += reduced[i];
     memset(grads, 0, (size_t)p->total * sizeof *grads);
     return MPI_SUCCESS;
 }
@@ -142,14 +151,14 @@ int ts_parallel_reduce_gradients(ts_parallel *p, ts_real *grads) {
         p->bytes_sent += 2.0 * (double)p->total * sizeof(ts_real) * (p->nranks - 1) / p->nranks;
         return ts_allreduce_sum(p->comm, grads, p->total);
     case TS_ZERO1:
-        return reduce_scatter(p, grads, p->grad_shard);
+        return reduce_scatter(p, grads);
     default:
         return MPI_SUCCESS; /* zero2: reduced after every micro-batch */
     }
 }
 
 ts_real *ts_parallel_owned_gradients(ts_parallel *p, ts_real *grads) {
-    return sharded(p) ? p->grad_shard : grads;
+    return p->strategy == TS_ZERO2 ? p->grad_shard : grads + p->owned_first;
 }
 
 int ts_parallel_clip(ts_parallel *p, ts_real *grads, double clip, double *norm) {
@@ -200,19 +209,18 @@ ts_parallel_memory ts_parallel_memory_estimate(ts_parallel_strategy strategy, lo
                                                int nranks, size_t elem, int moments_per_param) {
     double full = (double)total * (double)elem;
     double shard = (double)((total + nranks - 1) / nranks) * (double)elem;
-    ts_parallel_memory m = {.parameters = full, .gradients = full,
-                            .optimizer = moments_per_param * full};
+    ts_parallel_memory m = {
+        .parameters = full, .gradients = full, .optimizer = moments_per_param * full};
     switch (strategy) {
     case TS_DDP:
         break;
     case TS_ZERO1:
-        /* The backward's full buffer and the reduced shard. */
-        m.gradients = full + shard;
+        /* The gradient is reduced in place: the backward's full buffer only. */
         m.optimizer = moments_per_param * shard;
         break;
     case TS_ZERO2:
-        /* The backward's full buffer, the shard and one micro-batch's shard. */
-        m.gradients = full + 2 * shard;
+        /* The backward's full buffer and the accumulated shard. */
+        m.gradients = full + shard;
         m.optimizer = moments_per_param * shard;
         break;
     case TS_ZERO3:
@@ -226,16 +234,17 @@ ts_parallel_memory ts_parallel_memory_estimate(ts_parallel_strategy strategy, lo
 }
 
 double ts_parallel_shard_gradient_bytes(const ts_parallel *p) {
-    int buffers = (p->grad_shard ? 1 : 0) + (p->receive ? 1 : 0);
-    return (double)buffers * (double)p->owned_count * sizeof(ts_real);
+    return p->grad_shard ? (double)p->owned_count * sizeof(ts_real) : 0;
 }
 
-static double memory_sum(ts_parallel_memory m) { return m.parameters + m.gradients + m.optimizer; }
+static double memory_sum(ts_parallel_memory m) {
+    return m.parameters + m.gradients + m.optimizer;
+}
 
 bool ts_parallel_fits(ts_parallel_strategy strategy, long total, int nranks, size_t elem,
                       int moments_per_param, double limit, char *message, size_t len) {
-    double need = memory_sum(
-        ts_parallel_memory_estimate(strategy, total, nranks, elem, moments_per_param));
+    double need =
+        memory_sum(ts_parallel_memory_estimate(strategy, total, nranks, elem, moments_per_param));
     if (limit <= 0 || need <= limit) return true;
     int used = snprintf(message, len,
                         "parallel.memory_limit is %.0f bytes per rank, but %ld parameters under "
@@ -254,7 +263,8 @@ bool ts_parallel_fits(ts_parallel_strategy strategy, long total, int nranks, siz
     }
     if (used >= 0 && (size_t)used < len)
         snprintf(message + used, len - (size_t)used, ". %s%s", fitting ? "Use " : "",
-                 fitting ? fitting : "No implemented strategy fits: use more ranks or a smaller "
-                                     "model");
+                 fitting ? fitting
+                         : "No implemented strategy fits: use more ranks or a smaller "
+                           "model");
     return false;
 }

@@ -13,11 +13,13 @@
  *   ddp   every rank owns everything: one all-reduce of the flat gradient and a
  *         full optimiser step on every rank (the historical trainer, bit for bit);
  *   zero1 rank r owns one shard of the flat buffers (ceil(total / ranks)
- *         elements, the last shards shorter or empty): a reduce-scatter of the
- *         gradient, the optimiser (and its moments) on the shard only, an
- *         all-gather of the parameters;
- *   zero2 as zero1, and the gradient is reduced into the shard after every
- *         micro-batch, so what persists across micro-batches is the shard;
+ *         elements, the last shards shorter or empty): an in-place
+ *         reduce-scatter of the gradient, the optimiser (and its moments) on
+ *         the shard only, an all-gather of the parameters;
+ *   zero2 as zero1, and the gradient is reduced into an accumulated shard
+ *         after every micro-batch, so what persists across micro-batches is
+ *         the shard (the backward still writes a full buffer: without hooks
+ *         in the backward pass that buffer cannot be given up);
  *   zero3 parameters sharded too: not implemented (rejected at start-up).
  *
  * MPI counts are int: every collective is cut into rounds of at most
@@ -44,8 +46,8 @@ typedef struct ts_parallel {
     long total;                    /* elements of each flat buffer */
     long shard;                    /* ceil(total / nranks): the padded shard length */
     long owned_first, owned_count; /* this rank's range of the flat buffers */
-    ts_real *grad_shard;           /* zero1/zero2: the reduced gradient of the owned range */
-    ts_real *receive;              /* zero2: one micro-batch's reduced shard */
+    ts_real *grad_shard;           /* zero2: the reduced gradient of the owned range, summed
+                                    * over micro-batches (zero1 reduces in place) */
     long max_piece;                /* elements per rank per collective call */
     double bytes_sent;             /* payload this rank sent in collectives, cumulative */
 } ts_parallel;
@@ -74,7 +76,9 @@ int ts_parallel_micro_batch_done(ts_parallel *p, ts_real *grads);
 int ts_parallel_reduce_gradients(ts_parallel *p, ts_real *grads);
 
 /* The reduced gradient of the owned range (owned_count elements), valid
- * after ts_parallel_reduce_gradients: grads itself (ddp) or the shard. */
+ * after ts_parallel_reduce_gradients: grads + owned_first (ddp: all of
+ * grads; zero1: reduced in place) or zero2's accumulated shard. The rest of
+ * grads is then undefined under zero1 and zero2. */
 ts_real *ts_parallel_owned_gradients(ts_parallel *p, ts_real *grads);
 
 /* The global gradient norm (of the whole flat gradient) into *norm, and the
@@ -96,7 +100,7 @@ ts_parallel_memory ts_parallel_memory_estimate(ts_parallel_strategy strategy, lo
                                                int nranks, size_t elem, int moments_per_param);
 
 /* Bytes of the gradient buffers this strategy holds besides the model's
- * own full gradient (the shards of zero1 and zero2; 0 for ddp). */
+ * own full gradient (zero2's accumulated shard; 0 otherwise). */
 double ts_parallel_shard_gradient_bytes(const ts_parallel *p);
 
 /* Whether the training state of `total` parameters fits `limit` bytes per

@@ -14,14 +14,24 @@
  * description) with where each value comes from, so the columns written and
  * the values appended cannot drift apart. */
 
-/* train: one column per double of ts_step_record, named as the field. */
-typedef struct step_column {
+/* Tables of a record's doubles: one column per field, named as the field. */
+typedef struct field_column {
     ts_metric_column column;
-    size_t offset; /* of the value in ts_step_record */
-} step_column;
+    size_t offset; /* of the value in its record */
+} field_column;
+#define FIELD_COLUMN(record, field, units, description)                                            \
+    {{#field, units, description}, offsetof(record, field)}
 #define STEP_COLUMN(field, units, description)                                                     \
-    {{#field, units, description}, offsetof(ts_step_record, field)}
-static const step_column train_columns[] = {
+    FIELD_COLUMN(ts_step_record, field, units, description)
+
+/* The values of a record, in the order of its columns. */
+static void field_values(const field_column *columns, int n, const void *record, double *values) {
+    for (int c = 0; c < n; c++)
+        values[c] = *(const double *)((const char *)record + columns[c].offset);
+}
+
+/* train: one column per double of ts_step_record. */
+static const field_column train_columns[] = {
     STEP_COLUMN(tokens, "tokens", "training tokens consumed, all ranks"),
     STEP_COLUMN(loss, "nats/token", "mean training cross-entropy of the step's batch"),
     STEP_COLUMN(lr, "1", "learning rate of the step"),
@@ -33,13 +43,9 @@ static const step_column train_columns[] = {
 };
 
 /* memory: one row per invocation, at its last step. */
-typedef struct memory_column {
-    ts_metric_column column;
-    size_t offset; /* of the value in ts_memory_record */
-} memory_column;
 #define MEMORY_COLUMN(field, units, description)                                                   \
-    {{#field, units, description}, offsetof(ts_memory_record, field)}
-static const memory_column memory_columns[] = {
+    FIELD_COLUMN(ts_memory_record, field, units, description)
+static const field_column memory_columns[] = {
     MEMORY_COLUMN(parameters_bytes, "B", "parameters held by one rank (largest over ranks)"),
     MEMORY_COLUMN(gradients_bytes, "B", "gradient buffers held by one rank (largest over ranks)"),
     MEMORY_COLUMN(optimizer_bytes, "B", "optimiser moments held by one rank (largest over ranks)"),
@@ -233,8 +239,7 @@ bool ts_run_state_log_step(ts_run_state *s, const ts_step_record *r, const doubl
                            char *err, size_t errlen) {
     if (s->rank != 0) return true;
     double values[COUNT(train_columns)];
-    for (int c = 0; c < COUNT(train_columns); c++)
-        values[c] = *(const double *)((const char *)r + train_columns[c].offset);
+    field_values(train_columns, COUNT(train_columns), r, values);
     return ts_metrics_append(s->metrics, "train", r->step, values, err, errlen) == TS_IO_OK &&
            (s->model->ops->n_stats == 0 ||
             ts_metrics_append(s->metrics, "train_model", r->step, stats, err, errlen) == TS_IO_OK);
@@ -244,8 +249,7 @@ bool ts_run_state_log_memory(ts_run_state *s, long step, const ts_memory_record 
                              size_t errlen) {
     if (s->rank != 0) return true;
     double values[COUNT(memory_columns)];
-    for (int c = 0; c < COUNT(memory_columns); c++)
-        values[c] = *(const double *)((const char *)r + memory_columns[c].offset);
+    field_values(memory_columns, COUNT(memory_columns), r, values);
     return ts_metrics_append(s->metrics, "memory", step, values, err, errlen) == TS_IO_OK &&
            ts_metrics_flush(s->metrics, err, errlen) == TS_IO_OK;
 }

@@ -44,8 +44,13 @@ static ts_param_table make_table(void) {
  * call, 0 for MPI's limit) into params; the gradient norms into norms. */
 static void run_steps(ts_parallel_strategy strategy, long pieces, ts_real *params, double *norms) {
     ts_param_table table = make_table();
-    ts_optimizer_config oc = {.kind = TS_ADAMW, .lr = 0.1, .beta1 = 0.9, .beta2 = 0.99,
-                              .eps = 1e-8, .weight_decay = 0.1, .clip = 1.0};
+    ts_optimizer_config oc = {.kind = TS_ADAMW,
+                              .lr = 0.1,
+                              .beta1 = 0.9,
+                              .beta2 = 0.99,
+                              .eps = 1e-8,
+                              .weight_decay = 0.1,
+                              .clip = 1.0};
     ts_parallel p;
     char err[256];
     assert_true(ts_parallel_init(&p, MPI_COMM_WORLD, strategy, TOTAL, err, sizeof err));
