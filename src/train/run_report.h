@@ -32,6 +32,11 @@ typedef struct ts_run_summary {
     double eval_perplexity[TS_REPORT_MAX_EVALS];
     double checkpoint_bytes;       /* the last checkpoint written, 0 if none */
     double checkpoint_bandwidth;   /* its write bandwidth, bytes/s */
+    /* How the invocation ended: complete (neither set), at train.stop_at, or
+     * by a stop signal (its name), and the exit status it returns. */
+    bool stopped_at;
+    const char *stop_signal;
+    int exit_status;
 } ts_run_summary;
 
 /* VALID when every loss is finite and (over at least 2 steps) the training
