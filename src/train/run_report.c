@@ -50,8 +50,10 @@ void ts_print_run_summary(FILE *out, const ts_run_summary *s) {
             s->arch, s->ranks, s->first_step, s->last_step, s->tokens_seen, s->wall_seconds,
             tokens_per_second(s), 100 * mfu(s), s->last_loss);
     if (s->n_evals) fprintf(out, " val_ppl(%s)=%.3f", s->eval_names[0], s->eval_perplexity[0]);
-    if (s->stop_signal) fprintf(out, " interrupted=%s exit=%d", s->stop_signal, s->exit_status);
-    else if (s->stopped_at) fprintf(out, " stopped_at=%ld", s->last_step);
+    if (s->stop_signal)
+        fprintf(out, " interrupted=%s exit=%d", s->stop_signal, s->exit_status);
+    else if (s->stopped_at)
+        fprintf(out, " stopped_at=%ld", s->last_step);
     fprintf(out, " %s\n", valid ? "VALID" : "INVALID");
 }
 

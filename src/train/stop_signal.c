@@ -8,7 +8,9 @@ static const int stop_signals[TS_STOP_SIGNAL_COUNT] = {SIGTERM, SIGUSR1};
 static volatile sig_atomic_t received;
 
 /* Async-signal-safe: one store, nothing else. */
-static void on_stop_signal(int signal_number) { received = signal_number; }
+static void on_stop_signal(int signal_number) {
+    received = signal_number;
+}
 
 bool ts_stop_signals_install(ts_stop_signals *saved) {
     received = 0;
@@ -37,7 +39,9 @@ void ts_stop_signals_restore(ts_stop_signals *saved) {
         }
 }
 
-int ts_stop_signal_received(void) { return received; }
+int ts_stop_signal_received(void) {
+    return received;
+}
 
 int ts_stop_signal_number(int index) {
     return index >= 0 && index < TS_STOP_SIGNAL_COUNT ? stop_signals[index] : 0;
@@ -45,8 +49,11 @@ int ts_stop_signal_number(int index) {
 
 const char *ts_stop_signal_name(int signal_number) {
     switch (signal_number) {
-    case SIGTERM: return "SIGTERM";
-    case SIGUSR1: return "SIGUSR1";
-    default: return "another signal";
+    case SIGTERM:
+        return "SIGTERM";
+    case SIGUSR1:
+        return "SIGUSR1";
+    default:
+        return "another signal";
     }
 }
