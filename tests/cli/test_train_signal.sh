@@ -68,19 +68,7 @@ PY
     check "$name: --resume succeeds" [ $? -eq 0 ]
     check "$name: ... from step $stopped" contains "$tmp/$name-resume.log" "resumed from .*(step ${stopped:-x},"
     check "$name: ... bit-identical to the uninterrupted run" \
-        py - "$tmp/straight" "$dir" "$steps" <<'PY'
-import sys, h5py, numpy as np
-ref, run, steps = sys.argv[1], sys.argv[2], int(sys.argv[3])
-bad = []
-with h5py.File(f"{ref}/checkpoint_{steps:08d}.h5", "r") as a, h5py.File(f"{run}/checkpoint_{steps:08d}.h5", "r") as b:
-    bad += [k for k in a["params"] if not np.array_equal(a["params"][k][...], b["params"][k][...])]
-    bad += [k for k in ("m", "v") if not np.array_equal(a["optimizer"][k][...], b["optimizer"][k][...])]
-with h5py.File(f"{ref}/metrics.h5", "r") as a, h5py.File(f"{run}/metrics.h5", "r") as b:
-    if list(b["train/step"][...]) != list(range(1, steps + 1)): bad.append("steps")
-    if not np.array_equal(a["train/loss"][...], b["train/loss"][...]): bad.append("loss series")
-print("differences:", bad)
-sys.exit(1 if bad else 0)
-PY
+        same_as_uninterrupted "$tmp/straight" "$dir" "$steps"
 }
 
 # mpirun forwards SIGUSR1 to every rank; a signal to one rank reaches the

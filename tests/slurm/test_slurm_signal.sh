@@ -42,17 +42,5 @@ check "the second start resumed from step $stopped" contains "$site/train.out" "
 check "... and finished the run, VALID" contains "$run/report.yaml" "verdict: VALID"
 check "... its report saying it ended complete" contains "$run/report.yaml" "ended: complete"
 check "same parameters, moments and losses as the uninterrupted run" \
-    py - "$tmp/straight" "$run" "$steps" <<'PY'
-import sys, h5py, numpy as np
-ref, run, steps = sys.argv[1], sys.argv[2], int(sys.argv[3])
-bad = []
-with h5py.File(f"{ref}/checkpoint_{steps:08d}.h5", "r") as a, h5py.File(f"{run}/checkpoint_{steps:08d}.h5", "r") as b:
-    bad += [k for k in a["params"] if not np.array_equal(a["params"][k][...], b["params"][k][...])]
-    bad += [k for k in ("m", "v") if not np.array_equal(a["optimizer"][k][...], b["optimizer"][k][...])]
-with h5py.File(f"{ref}/metrics.h5", "r") as a, h5py.File(f"{run}/metrics.h5", "r") as b:
-    if list(b["train/step"][...]) != list(range(1, steps + 1)): bad.append("steps")
-    if not np.array_equal(a["train/loss"][...], b["train/loss"][...]): bad.append("loss series")
-print("differences:", bad)
-sys.exit(1 if bad else 0)
-PY
+    same_as_uninterrupted "$tmp/straight" "$run" "$steps"
 finish
