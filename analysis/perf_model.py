@@ -63,7 +63,10 @@ def build(args):
     if args.alpha_us is not None:
         links = {c: pm.AlphaBeta(args.alpha_us * 1e-6, 1 / (args.beta_gbps * 1e9)) for c in links}
     params = int(flops["weak"][0]["params"])
-    model = pm.StepModel(pm.fit_rate(scaling), args.cores, params, args.element_bytes, links)
+    # The check replays the measured machine (ranks beyond its cores share
+    # them); the predictions are for a cluster, a core per rank.
+    replay = pm.StepModel(pm.fit_rate(scaling), args.cores, params, args.element_bytes, links)
+    model = pm.StepModel(replay.rate, 0, params, args.element_bytes, links)
 
     flops_at = {m: {int(r["ranks"]): float(r["flops_max_rank"]) for r in rows}
                 for m, rows in flops.items()}
@@ -73,7 +76,7 @@ def build(args):
             t1 = model.step_seconds(strategy, 1, flops_at[mode][1])[2]
             for ranks in sorted(flops_at[mode]):
                 compute, comm, step = model.step_seconds(strategy, ranks, flops_at[mode][ranks])
-                predictions.append([strategy, mode, ranks, int(ranks > args.cores),
+                predictions.append([strategy, mode, ranks,
                                     f"{compute:.6g}", f"{comm:.6g}", f"{step:.6g}",
                                     f"{pm.efficiency(mode, t1, step, ranks):.4f}", "modelled"])
     check = []
@@ -82,8 +85,8 @@ def build(args):
         mode, ranks = r["mode"], int(r["ranks"])
         if ranks not in flops_at[mode]:
             continue
-        step = model.step_seconds("ddp", ranks, flops_at[mode][ranks])[2]
-        t1 = model.step_seconds("ddp", 1, flops_at[mode][1])[2]
+        step = replay.step_seconds("ddp", ranks, flops_at[mode][ranks])[2]
+        t1 = replay.step_seconds("ddp", 1, flops_at[mode][1])[2]
         measured = float(r["step_seconds"])
         check.append([mode, ranks, r["oversubscribed"], f"{measured:.6g}", f"{step:.6g}",
                       f"{(step - measured) / measured:+.3f}",
@@ -100,8 +103,9 @@ def build(args):
 def markdown(args, model, predictions, check, fit):
     lines = ["# Performance model (modelled unless marked measured)", "",
              f"Compute rate per rank {model.rate / 1e9:.2f} GFLOP/s (measured at 1 rank); "
-             f"{model.params} parameters x {args.element_bytes} B per collective; "
-             f"ranks above {args.cores} oversubscribed (rate x cores/ranks).", "",
+             f"{model.params} parameters x {args.element_bytes} B per collective. "
+             f"The check below replays this machine ({args.cores} cores: more ranks share "
+             "them, rate x cores/ranks); the predictions assume a core per rank.", "",
              "| collective | alpha [us] | bandwidth [GB/s] | rms rel. error | points | source |",
              "|---|---|---|---|---|---|"]
     lines += [f"| {r[0]} | {r[1]} | {r[2]} | {r[4]} | {r[5]} | {r[6]} |" for r in fit[1:]]
@@ -114,7 +118,7 @@ def markdown(args, model, predictions, check, fit):
               "|---|---|" + "---|" * 6]
     for strategy in pm.STRATEGIES:
         for mode in ("strong", "weak"):
-            eff = {int(r[2]): r[7] for r in predictions if r[0] == strategy and r[1] == mode}
+            eff = {int(r[2]): r[6] for r in predictions if r[0] == strategy and r[1] == mode}
             lines.append(f"| {strategy} | {mode} | " +
                          " | ".join(eff.get(n, "-") for n in (1, 2, 8, 64, 512, 4096)) + " |")
     lines += ["", "All efficiencies in the last table are modelled (label `modelled` in "
@@ -151,7 +155,7 @@ def main(argv):
         (d / "perf_model_fit.csv", csv_text(["what", "alpha_us", "bandwidth_gbps", "flops_per_s",
                                              "rms_rel_error", "points", "source"], fit)),
         (d / "perf_model_predictions.csv", csv_text(
-            ["strategy", "mode", "ranks", "oversubscribed", "compute_s", "comm_s", "step_s",
+            ["strategy", "mode", "ranks", "compute_s", "comm_s", "step_s",
              "efficiency", "label"], predictions)),
         (d / "perf_model_check.csv", csv_text(
             ["mode", "ranks", "oversubscribed", "measured_step_s", "modelled_step_s", "rel_error",

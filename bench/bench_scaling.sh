@@ -24,6 +24,8 @@ strong_batch=16
 {
     echo "host=$(hostname) cores=$cores date=$(date -u +%FT%TZ)"
     echo "load_before=$(cut -d' ' -f1-3 /proc/loadavg)"
+    echo "busiest processes before (what else was running):"
+    ps -eo pcpu=,comm= --sort=-pcpu | head -n 8
 } >"$out/machine.txt"
 model_keys=(model.vocab_size=256 model.width=256 model.depth=4 model.heads=4 model.context=256 model.ffn_mult=1.0)
 

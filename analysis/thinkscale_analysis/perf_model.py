@@ -88,13 +88,13 @@ def fit_alpha_beta(collective, ranks, nbytes, seconds):
 @dataclass
 class StepModel:
     rate: float              # FLOP/s per rank, from the 1-rank runs
-    cores: int               # ranks beyond this share cores (oversubscribed)
+    cores: int               # ranks beyond this share cores (oversubscribed); 0: a core each
     params: int
     element_bytes: int
     links: dict              # collective -> AlphaBeta
 
     def rate_at(self, ranks):
-        return self.rate * min(1.0, self.cores / ranks)
+        return self.rate * (min(1.0, self.cores / ranks) if self.cores else 1.0)
 
     def comm_seconds(self, strategy, ranks):
         if ranks <= 1:
