@@ -43,6 +43,7 @@ static const ts_config_key train_keys[] = {
     RUN_LONG("eval_every", eval_every, 0, "steps between evaluations (0: end)"),
     RUN_LONG("eval_batches", eval_batches, 4, "batches per evaluation set"),
     RUN_LONG("checkpoint_every", checkpoint_every, 0, "steps between checkpoints (0: end)"),
+    RUN_DOUBLE("checkpoint_minutes", checkpoint_minutes, 0, "also checkpoint when this many minutes of wall time (rank 0's clock) have passed since the last checkpoint or the start (0: off)"),
     RUN_LONG("keep_checkpoints", keep_checkpoints, 2, "complete checkpoints kept"),
 };
 static const ts_config_key data_keys[] = {
@@ -146,9 +147,11 @@ bool ts_config_validate(ts_run_config *c, char *err, size_t errlen) {
         return false;
     }
     if (c->optim.lr <= 0 || c->log_every < 1 || c->eval_batches < 1 || c->keep_checkpoints < 1 ||
-        c->eval_every < 0 || c->checkpoint_every < 0 || c->optim.warmup_steps < 0) {
+        c->eval_every < 0 || c->checkpoint_every < 0 || c->optim.warmup_steps < 0 ||
+        !(c->checkpoint_minutes >= 0)) {
         snprintf(err, errlen, "train.lr, log_every, eval_batches and keep_checkpoints must be "
-                              "positive; eval_every, checkpoint_every and warmup not negative");
+                              "positive; eval_every, checkpoint_every, checkpoint_minutes and "
+                              "warmup not negative");
         return false;
     }
     if (c->align < 1) {

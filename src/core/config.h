@@ -34,6 +34,7 @@ typedef struct ts_run_config {
     long eval_every;
     long eval_batches;       /* batches of `batch` sequences per evaluation set */
     long checkpoint_every;
+    double checkpoint_minutes; /* also checkpoint after this much wall time (0: off) */
     long keep_checkpoints;
     char train_data[TS_PATH_MAX];
     char eval_data[TS_PATH_MAX * 4]; /* comma-separated token files */

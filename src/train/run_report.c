@@ -26,6 +26,11 @@ bool ts_run_summary_valid(const ts_run_summary *s, char *reason, size_t len) {
     return true;
 }
 
+/* complete, stop_at or interrupted: how the invocation ended. */
+static const char *ending(const ts_run_summary *s) {
+    return s->stop_signal ? "interrupted" : s->stopped_at ? "stop_at" : "complete";
+}
+
 static double tokens_per_second(const ts_run_summary *s) {
     double steps = (double)(s->last_step - s->first_step);
     return s->step_seconds > 0 ? steps * s->batch * s->context / s->step_seconds : 0;
@@ -45,6 +50,10 @@ void ts_print_run_summary(FILE *out, const ts_run_summary *s) {
             s->arch, s->ranks, s->first_step, s->last_step, s->tokens_seen, s->wall_seconds,
             tokens_per_second(s), 100 * mfu(s), s->last_loss);
     if (s->n_evals) fprintf(out, " val_ppl(%s)=%.3f", s->eval_names[0], s->eval_perplexity[0]);
+    if (s->stop_signal)
+        fprintf(out, " interrupted=%s exit=%d", s->stop_signal, s->exit_status);
+    else if (s->stopped_at)
+        fprintf(out, " stopped_at=%ld", s->last_step);
     fprintf(out, " %s\n", valid ? "VALID" : "INVALID");
 }
 
@@ -85,6 +94,9 @@ bool ts_write_run_report(const ts_run_summary *s, char *err, size_t errlen) {
             s->non_embedding_params);
     fprintf(f, "  batch_sequences: %ld\n  context: %d\n  steps: [%ld, %ld]\n  tokens_seen: %.0f\n",
             s->batch, s->context, s->first_step, s->last_step, s->tokens_seen);
+    fprintf(f, "invocation:\n  ended: %s\n  signal: ", ending(s));
+    yaml_string(f, s->stop_signal ? s->stop_signal : "");
+    fprintf(f, "\n  exit_status: %d\n", s->exit_status);
     fprintf(f, "performance:\n  wall_seconds: %.3f\n  step_seconds: %.3f\n", s->wall_seconds,
             s->step_seconds);
     fprintf(f, "  executed_flops: %.6g\n  tokens_per_second: %.1f\n  mfu: %.4f\n", s->flops,

@@ -36,6 +36,11 @@ typedef struct ts_run_summary {
     /* memory_per_rank: bytes one rank holds (largest over ranks) */
     double parameters_bytes, gradients_bytes, optimizer_bytes, activations_bytes;
     double communicated_bytes_per_step; /* collective payload one rank sent per step */
+    /* How the invocation ended: complete (neither set), at train.stop_at, or
+     * by a stop signal (its name), and the exit status it returns. */
+    bool stopped_at;
+    const char *stop_signal;
+    int exit_status;
 } ts_run_summary;
 
 /* VALID when every loss is finite and (over at least 2 steps) the training

@@ -17,6 +17,7 @@
 #include "train/optimizer.h"
 #include "train/run_report.h"
 #include "train/run_state.h"
+#include "train/stop_signal.h"
 
 typedef struct eval_set {
     char name[64];
@@ -44,6 +45,14 @@ typedef struct trainer {
     int32_t *tokens;
     ts_run_state state;    /* metrics and checkpoints */
 } trainer;
+
+/* What each step's one reduction carries (summed over ranks). */
+enum {
+    STEP_SHARED_FLOPS,                                           /* executed this step */
+    STEP_SHARED_SIGNALS,                                         /* ranks that got stop signal i */
+    STEP_SHARED_TIME_DUE = STEP_SHARED_SIGNALS + TS_STOP_SIGNAL_COUNT, /* rank 0: checkpoint now */
+    STEP_SHARED_COUNT
+};
 
 /* Engine misuse inside a collective program must stop every rank. */
 static void abort_job(void *user, const char *message) {
@@ -285,6 +294,8 @@ static bool report_run(trainer *tr, ts_run_summary *s, char *err, size_t errlen)
     s->tokens_seen = tr->tokens_seen;
     s->peak_gflops_per_rank = tr->peak_gflops;
     s->n_evals = tr->n_evals < TS_REPORT_MAX_EVALS ? tr->n_evals : TS_REPORT_MAX_EVALS;
+    /* An invocation stopped early may not have evaluated yet (all sets are evaluated together). */
+    if (tr->n_evals && tr->evals[0].last.tokens == 0) s->n_evals = 0;
     for (int i = 0; i < s->n_evals; i++) {
         s->eval_names[i] = tr->evals[i].name;
         s->eval_loss[i] = tr->evals[i].last.loss;
@@ -344,7 +355,7 @@ static int run(trainer *tr, bool resume) {
                tr->step);
 
     long first_step = tr->step;
-    double t_start = MPI_Wtime(), t_window = t_start;
+    double t_start = MPI_Wtime(), t_window = t_start, t_checkpoint = t_start;
     ts_run_summary summary = {.first_step = first_step, .first_loss = NAN, .last_loss = NAN};
     double flops_window = 0, tokens_window = 0;
     while (tr->step < c->steps) {
@@ -352,8 +363,23 @@ static int run(trainer *tr, bool resume) {
         double loss = 0, grad_norm = 0, lr = 0, stats[TS_MAX_MODEL_STATS] = {0};
         ok = train_step(tr, &loss, stats, &grad_norm, &lr, err, sizeof err);
         if (!all_ok(tr, ok, err)) return 3;
-        double step_flops = ts_flops_total(&tr->ctx) - flops0;
-        ts_allreduce_sum_double(tr->comm, &step_flops, 1);
+        /* The step's one small reduction also carries, per stop signal, how
+         * many ranks received it (a signal may reach only some: srun and
+         * mpirun forward it, a user may signal one rank), and rank 0's
+         * wall-clock checkpoint decision, so every rank acts alike. */
+        double shared[STEP_SHARED_COUNT] = {[STEP_SHARED_FLOPS] = ts_flops_total(&tr->ctx) - flops0};
+        int received = ts_stop_signal_received();
+        for (int i = 0; i < TS_STOP_SIGNAL_COUNT; i++)
+            shared[STEP_SHARED_SIGNALS + i] = received && received == ts_stop_signal_number(i);
+        shared[STEP_SHARED_TIME_DUE] =
+            tr->rank == 0 && c->checkpoint_minutes > 0 &&
+            MPI_Wtime() - t_checkpoint >= 60 * c->checkpoint_minutes;
+        ok = ts_allreduce_sum_double(tr->comm, shared, STEP_SHARED_COUNT) == MPI_SUCCESS;
+        if (!all_ok(tr, ok, "MPI_Allreduce of the step's FLOPs and stop flags failed")) return 1;
+        double step_flops = shared[STEP_SHARED_FLOPS];
+        int stop_signal = 0;
+        for (int i = 0; i < TS_STOP_SIGNAL_COUNT; i++)
+            if (shared[STEP_SHARED_SIGNALS + i] > 0) stop_signal = ts_stop_signal_number(i);
         double step_tokens = (double)c->batch * c->model.context;
         tr->step++;
         tr->tokens_seen += step_tokens;
@@ -391,17 +417,30 @@ static int run(trainer *tr, bool resume) {
             t_window = now;
             flops_window = tokens_window = 0;
         }
-        bool stopping = c->stop_at > 0 && tr->step == c->stop_at && tr->step < c->steps;
         bool last = tr->step == c->steps;
+        bool stopping = c->stop_at > 0 && tr->step == c->stop_at && !last;
+        bool interrupted = stop_signal && !last; /* at the last step the run is simply complete */
+        bool time_due = shared[STEP_SHARED_TIME_DUE] > 0;
         if ((c->eval_every && tr->step % c->eval_every == 0) || last) {
             ok = evaluate_all(tr, err, sizeof err);
             if (!all_ok(tr, ok, err)) return 1;
         }
-        if ((c->checkpoint_every && tr->step % c->checkpoint_every == 0) || last || stopping) {
+        if ((c->checkpoint_every && tr->step % c->checkpoint_every == 0) || last || stopping ||
+            interrupted || time_due) {
             ok = ts_run_state_checkpoint(&tr->state, tr->step, tr->tokens_seen, err, sizeof err);
             if (!all_ok(tr, ok, err)) return 1;
+            t_checkpoint = MPI_Wtime();
+        }
+        if (interrupted) {
+            summary.stop_signal = ts_stop_signal_name(stop_signal);
+            if (tr->rank == 0)
+                printf("interrupted by %s at step %ld of %ld: checkpoint written, exit status %d; "
+                       "continue with --resume\n",
+                       summary.stop_signal, tr->step, c->steps, TS_TRAIN_EXIT_INTERRUPTED);
+            break;
         }
         if (stopping) {
+            summary.stopped_at = true;
             if (tr->rank == 0)
                 printf("stopped at step %ld of %ld (train.stop_at): continue with --resume\n",
                        tr->step, c->steps);
@@ -417,8 +456,9 @@ static int run(trainer *tr, bool resume) {
     summary.communicated_bytes_per_step = memory.communicated_bytes_per_step;
     ok = ts_run_state_log_memory(&tr->state, tr->step, &memory, err, sizeof err);
     if (!all_ok(tr, ok, err)) return 1;
+    if (summary.stop_signal) summary.exit_status = TS_TRAIN_EXIT_INTERRUPTED;
     ok = report_run(tr, &summary, err, sizeof err);
-    return all_ok(tr, ok, err) ? 0 : 1;
+    return all_ok(tr, ok, err) ? summary.exit_status : 1;
 }
 
 int ts_train(MPI_Comm comm, const ts_run_config *config, bool resume) {
@@ -430,7 +470,14 @@ int ts_train(MPI_Comm comm, const ts_run_config *config, bool resume) {
         return 1;
     }
     ts_ctx_set_error_handler(&tr.ctx, abort_job, &tr);
+    ts_stop_signals signals;
+    if (!all_ok(&tr, ts_stop_signals_install(&signals),
+                "cannot install the SIGTERM/SIGUSR1 handlers")) {
+        ts_ctx_free(&tr.ctx);
+        return 1;
+    }
     int status = run(&tr, resume);
     close_all(&tr);
+    ts_stop_signals_restore(&signals);
     return status;
 }

@@ -8,7 +8,14 @@
 
 #include "core/config.h"
 
-/* Collective over comm; returns the process exit status (0 on success). */
+/* Exit status of an invocation stopped by SIGTERM or SIGUSR1 (train/stop_signal.h): every rank
+ * finished its step and the checkpoint of that step is complete; `--resume` continues. 75 is
+ * EX_TEMPFAIL of sysexits.h ("try again later"), apart from the error statuses (1 error, 2 abort,
+ * 3 non-finite loss); job scripts turn it into `scontrol requeue` (docs/slurm.md). */
+#define TS_TRAIN_EXIT_INTERRUPTED 75
+
+/* Collective over comm; returns the process exit status (0 on success, 0 also when train.stop_at
+ * ended the invocation, TS_TRAIN_EXIT_INTERRUPTED after a stop signal). */
 int ts_train(MPI_Comm comm, const ts_run_config *config, bool resume);
 
 #endif

@@ -71,3 +71,25 @@ eval_batches = 2
 [data]
 train = $tmp/corpus.h5
 INI
+
+# Whether a resumed (interrupted, requeued) run ended exactly as an
+# uninterrupted one: parameters, AdamW moments (MOMENTS=0 skips them) of the
+# final checkpoint, the steps 1..STEPS and the loss series of metrics.h5.
+same_as_uninterrupted() { # same_as_uninterrupted REF_DIR RUN_DIR STEPS [MOMENTS]
+    py - "$@" <<'PY'
+import sys, h5py, numpy as np
+ref, run, steps = sys.argv[1], sys.argv[2], int(sys.argv[3])
+moments = len(sys.argv) < 5 or sys.argv[4] != "0"
+bad = []
+with h5py.File(f"{ref}/checkpoint_{steps:08d}.h5", "r") as a, h5py.File(f"{run}/checkpoint_{steps:08d}.h5", "r") as b:
+    bad += [k for k in a["params"] if not np.array_equal(a["params"][k][...], b["params"][k][...])]
+    if moments:
+        bad += [k for k in ("m", "v") if not np.array_equal(a["optimizer"][k][...], b["optimizer"][k][...])]
+with h5py.File(f"{ref}/metrics.h5", "r") as a, h5py.File(f"{run}/metrics.h5", "r") as b:
+    if list(b["train/step"][...]) != list(range(1, steps + 1)): bad.append("steps are not 1..%d" % steps)
+    if not np.array_equal(a["train/loss"][...], b["train/loss"][...]): bad.append("loss series")
+    print("final loss: uninterrupted %.7f, resumed %.7f" % (a["train/loss"][-1], b["train/loss"][-1]))
+print("differences:", bad)
+sys.exit(1 if bad else 0)
+PY
+}

@@ -47,18 +47,6 @@ for id in 1 2; do
     check "task $id: the second run resumed from a checkpoint mid-way" \
         test "${resumed:-0}" -ge 100 -a "${resumed:-0}" -lt "$steps"
     check "task $id: same parameters, losses and steps as the uninterrupted task 0" \
-        py - "$camp/runs/task_0" "$camp/runs/task_$id" "$steps" <<'PY'
-import sys, h5py, numpy as np
-ref, run, steps = sys.argv[1], sys.argv[2], int(sys.argv[3])
-bad = []
-with h5py.File(f"{ref}/checkpoint_{steps:08d}.h5", "r") as a, h5py.File(f"{run}/checkpoint_{steps:08d}.h5", "r") as b:
-    bad += [k for k in a["params"] if not np.array_equal(a["params"][k][...], b["params"][k][...])]
-with h5py.File(f"{ref}/metrics.h5", "r") as a, h5py.File(f"{run}/metrics.h5", "r") as b:
-    if list(b["train/step"][...]) != list(range(1, steps + 1)): bad.append("steps are not 1..%d" % steps)
-    if not np.array_equal(a["train/loss"][...], b["train/loss"][...]): bad.append("loss series")
-    print("final loss: uninterrupted %.7f, requeued %.7f" % (a["train/loss"][-1], b["train/loss"][-1]))
-print("differences:", bad)
-sys.exit(1 if bad else 0)
-PY
+        same_as_uninterrupted "$camp/runs/task_0" "$camp/runs/task_$id" "$steps" 0
 done
 finish

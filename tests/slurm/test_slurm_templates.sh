@@ -3,13 +3,13 @@
 # private Slurm: train.sbatch runs 2 ranks with srun (MpiDefault=pmix) and
 # stops at step 12 (train.stop_at, as a time-limited job would); resume.sbatch
 # continues the same run directory to step 30. Submitted from a directory that
-# looks like the repository root (build/ linked), so runs/ lands in $tmp.
+# looks like the repository root (build/ and jobs/ linked), so runs/ lands in $tmp.
 # Then mpirun, instead of srun, inside an allocation.
 source "$(dirname "$0")/lib.sh"
 slurm_start || exit 1
 make_license_corpus "$tmp/corpus.h5"
 site=$tmp/site
-mkdir -p "$site" && ln -s "$repo/build" "$site/build"
+mkdir -p "$site" && ln -s "$repo/build" "$site/build" && ln -s "$repo/jobs" "$site/jobs"
 
 first=$(slurm_submit --chdir="$site" --ntasks=2 --output="$site/train.out" \
     "$repo/jobs/slurm/train.sbatch" "$tmp/tiny.ini" --set train.stop_at=12) || exit 1
