@@ -3,8 +3,15 @@
  *   data convert --input FILE [--input FILE ...] --output OUT.h5 --name DOMAIN
  *                [--val-fraction F] [--tokenizer NAME] [--source TEXT] [--force]
  *   data info FILE.h5
+ *   data dyck  --output OUT.h5 [set options] [--kinds K] [--max-depth D]
+ *              [--min-length L] [--max-length L]
+ *   data arith --output OUT.h5 [set options] [--max-value N] [--min-steps S]
+ *              [--max-steps S] [--max-factor F] [--ops OPS]
+ *   set options: [--name DOMAIN] [--seed S] [--train N] [--validation N] [--force]
  */
 #include <errno.h>
+#include <limits.h>
+#include <stdbool.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -13,12 +20,17 @@
 #include <mpi.h>
 
 #include "cli/commands.h"
+#include "data/arith.h"
+#include "data/dyck.h"
 #include "data/text_convert.h"
 #include "data/tokenizer.h"
 #include "io/token_file.h"
 
 #define DEFAULT_VAL_FRACTION 0.05
 #define MAX_INPUTS 256
+#define DEFAULT_SEED 1
+#define DEFAULT_TRAIN_RECORDS 20000
+#define DEFAULT_VALIDATION_RECORDS 2000
 
 static void usage(FILE *out) {
     size_t n;
@@ -26,7 +38,12 @@ static void usage(FILE *out) {
     fprintf(out,
             "usage: thinkscale data convert --input FILE [--input FILE ...] --output OUT.h5 --name DOMAIN\n"
             "                               [--val-fraction F] [--tokenizer NAME] [--source TEXT] [--force]\n"
-            "       thinkscale data info FILE.h5\n\n"
+            "       thinkscale data info FILE.h5\n"
+            "       thinkscale data dyck --output OUT.h5 [SET OPTIONS] [--kinds K] [--max-depth D]\n"
+            "                            [--min-length L] [--max-length L]\n"
+            "       thinkscale data arith --output OUT.h5 [SET OPTIONS] [--max-value N] [--min-steps S]\n"
+            "                             [--max-steps S] [--max-factor F] [--ops OPS]\n"
+            "       SET OPTIONS: [--name DOMAIN] [--seed S] [--train N] [--validation N] [--force]\n\n"
             "convert  tokenises text files into one token file (train and validation splits);\n"
             "         --val-fraction defaults to %.2f, --tokenizer to %s (available:",
             DEFAULT_VAL_FRACTION, toks[0].name);
@@ -34,7 +51,15 @@ static void usage(FILE *out) {
     fprintf(out, ");\n"
                  "         an existing OUT.h5 is replaced only with --force\n"
                  "info     prints a token file's attributes and verifies its checksums\n"
-                 "The format is described in docs/data-format.md.\n");
+                 "dyck     generates a Dyck-language set (close the open brackets); defaults:\n"
+                 "         kinds 4, max-depth 8, length 4..24\n"
+                 "arith    generates integer arithmetic word problems; defaults: max-value 100,\n"
+                 "         steps 1..3, max-factor 9, ops +-*\n"
+                 "         Both write \"Question: ...\\nAnswer: ...\\n\" records as byte tokens, exactly\n"
+                 "         reproducible from --seed (default %d); --train %d and --validation %d records\n"
+                 "         by default, --name defaults to the generator's name\n"
+                 "The format is described in docs/data-format.md.\n",
+            DEFAULT_SEED, DEFAULT_TRAIN_RECORDS, DEFAULT_VALIDATION_RECORDS);
 }
 
 typedef struct convert_args {
@@ -161,9 +186,180 @@ static int cmd_info(int argc, char **argv) {
     return st == TS_TF_OK ? 0 : 1;
 }
 
+/* An integer option's value: the whole argument must be a number in
+ * [min, max]. */
+static int parse_long(const char *cmd, const char *opt, const char *val, long min, long max,
+                      long *out) {
+    char *end;
+    errno = 0;
+    long v = strtol(val, &end, 10);
+    if (errno || end == val || *end || v < min || v > max) {
+        fprintf(stderr, "thinkscale data %s: %s must be an integer from %ld to %ld, not '%s'\n", cmd,
+                opt, min, max, val);
+        return -1;
+    }
+    *out = v;
+    return 0;
+}
+
+/* The options every generated set has. */
+typedef struct set_args {
+    const char *output, *name;
+    long seed, n_train, n_validation;
+    int force;
+} set_args;
+
+/* Parses argv[i] (and its value) if it is a set option: 1 if it was, 0 if
+ * not, -1 on a bad value. */
+static int parse_set_option(const char *cmd, int argc, char **argv, int *i, set_args *a) {
+    const char *opt = argv[*i];
+    if (!strcmp(opt, "--force")) {
+        a->force = 1;
+        return 1;
+    }
+    if (strcmp(opt, "--output") && strcmp(opt, "--name") && strcmp(opt, "--seed") &&
+        strcmp(opt, "--train") && strcmp(opt, "--validation"))
+        return 0;
+    if (*i + 1 >= argc) {
+        fprintf(stderr, "thinkscale data %s: %s needs a value\n", cmd, opt);
+        return -1;
+    }
+    const char *val = argv[++*i];
+    if (!strcmp(opt, "--output")) a->output = val;
+    else if (!strcmp(opt, "--name")) a->name = val;
+    else if (!strcmp(opt, "--seed")) return parse_long(cmd, opt, val, 0, LONG_MAX, &a->seed) ? -1 : 1;
+    else if (!strcmp(opt, "--train"))
+        return parse_long(cmd, opt, val, 1, 100000000, &a->n_train) ? -1 : 1;
+    else return parse_long(cmd, opt, val, 1, 100000000, &a->n_validation) ? -1 : 1;
+    return 1;
+}
+
+/* A generator's own integer options: name, bounds, where the value goes. */
+typedef struct int_option {
+    const char *name;
+    long min, max;
+    long *value;
+} int_option;
+
+/* Parses `data dyck` / `data arith` arguments: the set options, the
+ * generator's integer options, and (arith) --ops. */
+static int parse_generator(const char *cmd, int argc, char **argv, set_args *a,
+                           const int_option *opts, int n_opts, char *ops, size_t ops_size) {
+    *a = (set_args){.seed = DEFAULT_SEED, .n_train = DEFAULT_TRAIN_RECORDS,
+                    .n_validation = DEFAULT_VALIDATION_RECORDS};
+    for (int i = 2; i < argc; i++) {
+        const char *opt = argv[i];
+        if (!strcmp(opt, "-h") || !strcmp(opt, "--help")) {
+            usage(stdout);
+            exit(0);
+        }
+        int r = parse_set_option(cmd, argc, argv, &i, a);
+        if (r < 0) return -1;
+        if (r > 0) continue;
+        const int_option *o = NULL;
+        for (int k = 0; k < n_opts; k++)
+            if (!strncmp(opt, "--", 2) && !strcmp(opt + 2, opts[k].name)) o = &opts[k];
+        bool is_ops = ops && !strcmp(opt, "--ops");
+        if (!o && !is_ops) {
+            fprintf(stderr, "thinkscale data %s: unknown option %s\n", cmd, opt);
+            return -1;
+        }
+        if (i + 1 >= argc) {
+            fprintf(stderr, "thinkscale data %s: %s needs a value\n", cmd, opt);
+            return -1;
+        }
+        const char *val = argv[++i];
+        if (is_ops) {
+            if (strlen(val) >= ops_size) {
+                fprintf(stderr, "thinkscale data %s: --ops must be some of + - *, not '%s'\n", cmd, val);
+                return -1;
+            }
+            snprintf(ops, ops_size, "%s", val);
+        } else if (parse_long(cmd, opt, val, o->min, o->max, o->value)) {
+            return -1;
+        }
+    }
+    if (!a->output) {
+        fprintf(stderr, "thinkscale data %s: --output is required\n", cmd);
+        return -1;
+    }
+    return 0;
+}
+
+/* Writes the set of a checked generator and reports it. */
+static int write_set(const char *cmd, const ts_qa_generator *g, const set_args *a) {
+    ts_qa_write_options options = {.path = a->output, .domain = a->name, .seed = (uint64_t)a->seed,
+                                   .n_train = a->n_train, .n_validation = a->n_validation,
+                                   .force = a->force};
+    ts_qa_write_result r;
+    char err[1024];
+    if (!ts_qa_write(g, &options, &r, err, sizeof err)) {
+        fprintf(stderr, "thinkscale data %s: %s\n", cmd, err);
+        return 1;
+    }
+    printf("wrote %s: domain %s, %s, seed %ld; train %ld records, %" PRId64
+           " tokens (%" PRId64 " answer); validation %ld records, %" PRId64 " tokens (%" PRId64
+           " answer)\n",
+           a->output, a->name ? a->name : g->name, g->description, a->seed,
+           r.records[TS_SPLIT_TRAIN], r.tokens[TS_SPLIT_TRAIN], r.answer_tokens[TS_SPLIT_TRAIN],
+           r.records[TS_SPLIT_VALIDATION], r.tokens[TS_SPLIT_VALIDATION],
+           r.answer_tokens[TS_SPLIT_VALIDATION]);
+    return 0;
+}
+
+static int cmd_dyck(int argc, char **argv) {
+    ts_dyck_params p = ts_dyck_default_params();
+    long kinds = p.kinds, depth = p.max_depth, min_len = p.min_length, max_len = p.max_length;
+    const int_option opts[] = {{"kinds", 1, TS_DYCK_KINDS, &kinds},
+                               {"max-depth", 1, TS_DYCK_MAX_LENGTH, &depth},
+                               {"min-length", 1, TS_DYCK_MAX_LENGTH, &min_len},
+                               {"max-length", 1, TS_DYCK_MAX_LENGTH, &max_len}};
+    set_args a;
+    if (parse_generator("dyck", argc, argv, &a, opts, 4, NULL, 0)) {
+        usage(stderr);
+        return 2;
+    }
+    p = (ts_dyck_params){(int)kinds, (int)depth, (int)min_len, (int)max_len};
+    char err[256];
+    if (!ts_dyck_params_check(&p, err, sizeof err)) {
+        fprintf(stderr, "thinkscale data dyck: %s\n", err);
+        return 2;
+    }
+    ts_qa_generator g = ts_dyck_generator(&p);
+    return write_set("dyck", &g, &a);
+}
+
+static int cmd_arith(int argc, char **argv) {
+    ts_arith_params p = ts_arith_default_params();
+    long max_value = p.max_value, min_steps = p.min_steps, max_steps = p.max_steps,
+         max_factor = p.max_factor;
+    const int_option opts[] = {{"max-value", 1, TS_ARITH_MAX_VALUE, &max_value},
+                               {"min-steps", 1, TS_ARITH_MAX_STEPS, &min_steps},
+                               {"max-steps", 1, TS_ARITH_MAX_STEPS, &max_steps},
+                               {"max-factor", 2, TS_ARITH_MAX_FACTOR, &max_factor}};
+    set_args a;
+    if (parse_generator("arith", argc, argv, &a, opts, 4, p.ops, sizeof p.ops)) {
+        usage(stderr);
+        return 2;
+    }
+    p.max_value = max_value;
+    p.min_steps = (int)min_steps;
+    p.max_steps = (int)max_steps;
+    p.max_factor = (int)max_factor;
+    char err[256];
+    if (!ts_arith_params_check(&p, err, sizeof err)) {
+        fprintf(stderr, "thinkscale data arith: %s\n", err);
+        return 2;
+    }
+    ts_qa_generator g = ts_arith_generator(&p);
+    return write_set("arith", &g, &a);
+}
+
 int ts_cmd_data(int argc, char **argv) {
     if (argc >= 2 && !strcmp(argv[1], "convert")) return cmd_convert(argc, argv);
     if (argc >= 2 && !strcmp(argv[1], "info")) return cmd_info(argc, argv);
+    if (argc >= 2 && !strcmp(argv[1], "dyck")) return cmd_dyck(argc, argv);
+    if (argc >= 2 && !strcmp(argv[1], "arith")) return cmd_arith(argc, argv);
     if (argc >= 2 && (!strcmp(argv[1], "-h") || !strcmp(argv[1], "--help"))) {
         usage(stdout);
         return 0;
