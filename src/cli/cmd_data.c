@@ -2,6 +2,7 @@
  *
  *   data convert --input FILE [--input FILE ...] --output OUT.h5 --name DOMAIN
  *                [--val-fraction F] [--tokenizer NAME] [--source TEXT] [--force]
+ *                [--spm-model FILE.model [--spm-vocab N [--spm-seed S] [--spm-sentences N]]]
  *   data info FILE.h5
  *   data dyck  --output OUT.h5 [set options] [--kinds K] [--max-depth D]
  *              [--min-length L] [--max-length L]
@@ -22,6 +23,7 @@
 #include "cli/commands.h"
 #include "data/arith.h"
 #include "data/dyck.h"
+#include "data/spm_tokenizer.h"
 #include "data/text_convert.h"
 #include "data/tokenizer.h"
 #include "io/token_file.h"
@@ -35,31 +37,62 @@
 static void usage(FILE *out) {
     size_t n;
     const ts_tokenizer *toks = ts_tokenizer_list(&n);
-    fprintf(out,
-            "usage: thinkscale data convert --input FILE [--input FILE ...] --output OUT.h5 --name DOMAIN\n"
-            "                               [--val-fraction F] [--tokenizer NAME] [--source TEXT] [--force]\n"
-            "       thinkscale data info FILE.h5\n"
-            "       thinkscale data dyck --output OUT.h5 [SET OPTIONS] [--kinds K] [--max-depth D]\n"
-            "                            [--min-length L] [--max-length L]\n"
-            "       thinkscale data arith --output OUT.h5 [SET OPTIONS] [--max-value N] [--min-steps S]\n"
-            "                             [--max-steps S] [--max-factor F] [--ops OPS]\n"
-            "       SET OPTIONS: [--name DOMAIN] [--seed S] [--train N] [--validation N] [--force]\n\n"
-            "convert  tokenises text files into one token file (train and validation splits);\n"
-            "         --val-fraction defaults to %.2f, --tokenizer to %s (available:",
-            DEFAULT_VAL_FRACTION, toks[0].name);
+    fprintf(
+        out,
+        "usage: thinkscale data convert --input FILE [--input FILE ...] --output OUT.h5 --name "
+        "DOMAIN\n"
+        "                               [--val-fraction F] [--tokenizer NAME] [--source TEXT] "
+        "[--force]\n"
+        "                               [--spm-model FILE.model [--spm-vocab N [--spm-seed S] "
+        "[--spm-sentences N]]]\n"
+        "       thinkscale data info FILE.h5\n"
+        "       thinkscale data dyck --output OUT.h5 [SET OPTIONS] [--kinds K] [--max-depth D]\n"
+        "                            [--min-length L] [--max-length L]\n"
+        "       thinkscale data arith --output OUT.h5 [SET OPTIONS] [--max-value N] [--min-steps "
+        "S]\n"
+        "                             [--max-steps S] [--max-factor F] [--ops OPS]\n"
+        "       SET OPTIONS: [--name DOMAIN] [--seed S] [--train N] [--validation N] [--force]\n\n"
+        "convert  tokenises text files into one token file (train and validation splits);\n"
+        "         --val-fraction defaults to %.2f, --tokenizer to %s (available:",
+        DEFAULT_VAL_FRACTION, toks[0].name);
     for (size_t i = 0; i < n; i++) fprintf(out, " %s", toks[i].name);
-    fprintf(out, ");\n"
-                 "         an existing OUT.h5 is replaced only with --force\n"
-                 "info     prints a token file's attributes and verifies its checksums\n"
-                 "dyck     generates a Dyck-language set (close the open brackets); defaults:\n"
-                 "         kinds 4, max-depth 8, length 4..24\n"
-                 "arith    generates integer arithmetic word problems; defaults: max-value 100,\n"
-                 "         steps 1..3, max-factor 9, ops +-*\n"
-                 "         Both write \"Question: ...\\nAnswer: ...\\n\" records as byte tokens, exactly\n"
-                 "         reproducible from --seed (default %d); --train %d and --validation %d records\n"
-                 "         by default, --name defaults to the generator's name\n"
-                 "The format is described in docs/data-format.md.\n",
-            DEFAULT_SEED, DEFAULT_TRAIN_RECORDS, DEFAULT_VALIDATION_RECORDS);
+    fprintf(
+        out,
+        " sentencepiece);\n"
+        "         an existing OUT.h5 is replaced only with --force\n"
+        "         --tokenizer sentencepiece (or just --spm-model) encodes with the SentencePiece\n"
+        "         model FILE.model; with --spm-vocab N it first trains one of N pieces on the "
+        "text\n"
+        "         of the train split (spm_train, seed --spm-seed, default 1; --spm-sentences "
+        "lines\n"
+        "         sampled, default 0 = all), replacing an existing model only with --force.\n"
+        "         Evaluation sets must be converted with the same model file.\n"
+        "info     prints a token file's attributes and verifies its checksums\n"
+        "dyck     generates a Dyck-language set (close the open brackets); defaults:\n"
+        "         kinds 4, max-depth 8, length 4..24\n"
+        "arith    generates integer arithmetic word problems; defaults: max-value 100,\n"
+        "         steps 1..3, max-factor 9, ops +-*\n"
+        "         Both write \"Question: ...\\nAnswer: ...\\n\" records as byte tokens, exactly\n"
+        "         reproducible from --seed (default %d); --train %d and --validation %d records\n"
+        "         by default, --name defaults to the generator's name\n"
+        "The format is described in docs/data-format.md.\n",
+        DEFAULT_SEED, DEFAULT_TRAIN_RECORDS, DEFAULT_VALIDATION_RECORDS);
+}
+
+/* An integer option's value: the whole argument must be a number in
+ * [min, max]. */
+static int parse_long(const char *cmd, const char *opt, const char *val, long min, long max,
+                      long *out) {
+    char *end;
+    errno = 0;
+    long v = strtol(val, &end, 10);
+    if (errno || end == val || *end || v < min || v > max) {
+        fprintf(stderr, "thinkscale data %s: %s must be an integer from %ld to %ld, not '%s'\n",
+                cmd, opt, min, max, val);
+        return -1;
+    }
+    *out = v;
+    return 0;
 }
 
 typedef struct convert_args {
@@ -68,10 +101,12 @@ typedef struct convert_args {
     const char *output, *name, *tokenizer, *source;
     double val_fraction;
     int force;
+    const char *spm_model;
+    long spm_vocab, spm_seed, spm_sentences; /* spm_vocab 0: use an existing model */
 } convert_args;
 
 static int parse_convert(int argc, char **argv, convert_args *a) {
-    *a = (convert_args){.tokenizer = "byte", .val_fraction = DEFAULT_VAL_FRACTION};
+    *a = (convert_args){.tokenizer = NULL, .val_fraction = DEFAULT_VAL_FRACTION, .spm_seed = 1};
     for (int i = 2; i < argc; i++) {
         const char *opt = argv[i];
         if (!strcmp(opt, "--force")) {
@@ -89,20 +124,38 @@ static int parse_convert(int argc, char **argv, convert_args *a) {
         const char *val = argv[++i];
         if (!strcmp(opt, "--input")) {
             if (a->n_inputs == MAX_INPUTS) {
-                fprintf(stderr, "thinkscale data convert: at most %d inputs; concatenate them first\n", MAX_INPUTS);
+                fprintf(stderr,
+                        "thinkscale data convert: at most %d inputs; concatenate them first\n",
+                        MAX_INPUTS);
                 return -1;
             }
             a->inputs[a->n_inputs++] = val;
-        } else if (!strcmp(opt, "--output")) a->output = val;
-        else if (!strcmp(opt, "--name")) a->name = val;
-        else if (!strcmp(opt, "--tokenizer")) a->tokenizer = val;
-        else if (!strcmp(opt, "--source")) a->source = val;
-        else if (!strcmp(opt, "--val-fraction")) {
+        } else if (!strcmp(opt, "--output"))
+            a->output = val;
+        else if (!strcmp(opt, "--name"))
+            a->name = val;
+        else if (!strcmp(opt, "--tokenizer"))
+            a->tokenizer = val;
+        else if (!strcmp(opt, "--source"))
+            a->source = val;
+        else if (!strcmp(opt, "--spm-model"))
+            a->spm_model = val;
+        else if (!strcmp(opt, "--spm-vocab")) {
+            if (parse_long("convert", opt, val, TS_SPM_MIN_VOCAB, TS_SPM_MAX_VOCAB, &a->spm_vocab))
+                return -1;
+        } else if (!strcmp(opt, "--spm-seed")) {
+            if (parse_long("convert", opt, val, 0, UINT32_MAX, &a->spm_seed)) return -1;
+        } else if (!strcmp(opt, "--spm-sentences")) {
+            if (parse_long("convert", opt, val, 0, LONG_MAX, &a->spm_sentences)) return -1;
+        } else if (!strcmp(opt, "--val-fraction")) {
             char *end;
             errno = 0;
             a->val_fraction = strtod(val, &end);
             if (errno || end == val || *end || !(a->val_fraction >= 0 && a->val_fraction < 1)) {
-                fprintf(stderr, "thinkscale data convert: --val-fraction must be a number in [0, 1), not '%s'\n", val);
+                fprintf(stderr,
+                        "thinkscale data convert: --val-fraction must be a number in [0, 1), not "
+                        "'%s'\n",
+                        val);
                 return -1;
             }
         } else {
@@ -114,6 +167,19 @@ static int parse_convert(int argc, char **argv, convert_args *a) {
         fprintf(stderr, "thinkscale data convert: --input, --output and --name are required\n");
         return -1;
     }
+    if (!a->tokenizer) a->tokenizer = a->spm_model ? "sentencepiece" : "byte";
+    bool spm = !strcmp(a->tokenizer, "sentencepiece");
+    if (spm != (a->spm_model != NULL)) {
+        fprintf(stderr, "thinkscale data convert: %s\n",
+                spm ? "--tokenizer sentencepiece needs --spm-model FILE.model"
+                    : "--spm-model goes with --tokenizer sentencepiece");
+        return -1;
+    }
+    if (!a->spm_vocab && (a->spm_seed != 1 || a->spm_sentences)) {
+        fprintf(stderr,
+                "thinkscale data convert: --spm-seed and --spm-sentences go with --spm-vocab\n");
+        return -1;
+    }
     return 0;
 }
 
@@ -123,25 +189,45 @@ static int cmd_convert(int argc, char **argv) {
         usage(stderr);
         return 2;
     }
-    const ts_tokenizer *tok = ts_tokenizer_find(a.tokenizer);
-    if (!tok) {
+    const ts_tokenizer *tok = a.spm_model ? NULL : ts_tokenizer_find(a.tokenizer);
+    if (!a.spm_model && !tok) {
         fprintf(stderr, "thinkscale data convert: unknown tokenizer '%s'\n", a.tokenizer);
         return 2;
     }
-    ts_text_convert_options options = {a.inputs, a.n_inputs, a.output, a.name, a.source, tok,
-                                       a.val_fraction, a.force};
+    ts_text_convert_options options = {a.inputs, a.n_inputs, a.output,       a.name,
+                                       a.source, tok,        a.val_fraction, a.force};
     ts_text_convert_result r;
     char err[1024];
-    if (!ts_text_convert(&options, &r, err, sizeof err)) {
+    ts_tokenizer *spm = NULL;
+    if (a.spm_vocab) {
+        ts_spm_train_options train = {.vocab_size = (int)a.spm_vocab,
+                                      .seed = (uint32_t)a.spm_seed,
+                                      .max_sentences = a.spm_sentences,
+                                      .force = a.force};
+        if (!ts_spm_train(&options, a.spm_model, &train, err, sizeof err)) {
+            fprintf(stderr, "thinkscale data convert: training the SentencePiece model: %s\n", err);
+            return 1;
+        }
+        printf("trained %s: %ld pieces on the train split of the input\n", a.spm_model,
+               a.spm_vocab);
+    }
+    if (a.spm_model &&
+        !(options.tokenizer = tok = spm = ts_spm_tokenizer_open(a.spm_model, err, sizeof err))) {
         fprintf(stderr, "thinkscale data convert: %s\n", err);
         return 1;
     }
-    int64_t total = r.tokens[0] + r.tokens[1];
-    printf("wrote %s: domain %s, tokenizer %s, train %" PRId64 " tokens (%ld chunks), "
-           "validation %" PRId64 " tokens (%ld chunks, %.1f%%)\n",
-           a.output, a.name, tok->name, r.tokens[0], r.chunks[0], r.tokens[1], r.chunks[1],
-           total ? 100.0 * (double)r.tokens[1] / (double)total : 0.0);
-    return 0;
+    bool ok = ts_text_convert(&options, &r, err, sizeof err);
+    if (!ok) fprintf(stderr, "thinkscale data convert: %s\n", err);
+    if (ok) {
+        int64_t total = r.tokens[0] + r.tokens[1];
+        printf("wrote %s: domain %s, tokenizer %s (vocabulary %d), train %" PRId64
+               " tokens (%ld chunks), "
+               "validation %" PRId64 " tokens (%ld chunks, %.1f%%)\n",
+               a.output, a.name, tok->name, (int)tok->vocab_size, r.tokens[0], r.chunks[0],
+               r.tokens[1], r.chunks[1], total ? 100.0 * (double)r.tokens[1] / (double)total : 0.0);
+    }
+    ts_spm_tokenizer_close(spm);
+    return ok ? 0 : 1;
 }
 
 static int cmd_info(int argc, char **argv) {
@@ -173,7 +259,8 @@ static int cmd_info(int argc, char **argv) {
             for (int s = 0; s < TS_N_SPLITS; s++) {
                 char label[32];
                 snprintf(label, sizeof label, "%s:", ts_split_name(s));
-                printf("%-15s%" PRId64 " tokens, crc32 %08x\n", label, tf.n_tokens[s], (unsigned)tf.crc32[s]);
+                printf("%-15s%" PRId64 " tokens, crc32 %08x\n", label, tf.n_tokens[s],
+                       (unsigned)tf.crc32[s]);
             }
             fflush(stdout);
         }
@@ -184,22 +271,6 @@ static int cmd_info(int argc, char **argv) {
     if (rank == 0 && st != TS_TF_OK) fprintf(stderr, "thinkscale data info: %s\n", err.msg);
     if (!was_init) MPI_Finalize();
     return st == TS_TF_OK ? 0 : 1;
-}
-
-/* An integer option's value: the whole argument must be a number in
- * [min, max]. */
-static int parse_long(const char *cmd, const char *opt, const char *val, long min, long max,
-                      long *out) {
-    char *end;
-    errno = 0;
-    long v = strtol(val, &end, 10);
-    if (errno || end == val || *end || v < min || v > max) {
-        fprintf(stderr, "thinkscale data %s: %s must be an integer from %ld to %ld, not '%s'\n", cmd,
-                opt, min, max, val);
-        return -1;
-    }
-    *out = v;
-    return 0;
 }
 
 /* The options every generated set has. */
@@ -225,12 +296,16 @@ static int parse_set_option(const char *cmd, int argc, char **argv, int *i, set_
         return -1;
     }
     const char *val = argv[++*i];
-    if (!strcmp(opt, "--output")) a->output = val;
-    else if (!strcmp(opt, "--name")) a->name = val;
-    else if (!strcmp(opt, "--seed")) return parse_long(cmd, opt, val, 0, LONG_MAX, &a->seed) ? -1 : 1;
+    if (!strcmp(opt, "--output"))
+        a->output = val;
+    else if (!strcmp(opt, "--name"))
+        a->name = val;
+    else if (!strcmp(opt, "--seed"))
+        return parse_long(cmd, opt, val, 0, LONG_MAX, &a->seed) ? -1 : 1;
     else if (!strcmp(opt, "--train"))
         return parse_long(cmd, opt, val, 1, 100000000, &a->n_train) ? -1 : 1;
-    else return parse_long(cmd, opt, val, 1, 100000000, &a->n_validation) ? -1 : 1;
+    else
+        return parse_long(cmd, opt, val, 1, 100000000, &a->n_validation) ? -1 : 1;
     return 1;
 }
 
@@ -245,7 +320,8 @@ typedef struct int_option {
  * generator's integer options, and (arith) --ops. */
 static int parse_generator(const char *cmd, int argc, char **argv, set_args *a,
                            const int_option *opts, int n_opts, char *ops, size_t ops_size) {
-    *a = (set_args){.seed = DEFAULT_SEED, .n_train = DEFAULT_TRAIN_RECORDS,
+    *a = (set_args){.seed = DEFAULT_SEED,
+                    .n_train = DEFAULT_TRAIN_RECORDS,
                     .n_validation = DEFAULT_VALIDATION_RECORDS};
     for (int i = 2; i < argc; i++) {
         const char *opt = argv[i];
@@ -271,7 +347,8 @@ static int parse_generator(const char *cmd, int argc, char **argv, set_args *a,
         const char *val = argv[++i];
         if (is_ops) {
             if (strlen(val) >= ops_size) {
-                fprintf(stderr, "thinkscale data %s: --ops must be some of + - *, not '%s'\n", cmd, val);
+                fprintf(stderr, "thinkscale data %s: --ops must be some of + - *, not '%s'\n", cmd,
+                        val);
                 return -1;
             }
             snprintf(ops, ops_size, "%s", val);
@@ -288,8 +365,11 @@ static int parse_generator(const char *cmd, int argc, char **argv, set_args *a,
 
 /* Writes the set of a checked generator and reports it. */
 static int write_set(const char *cmd, const ts_qa_generator *g, const set_args *a) {
-    ts_qa_write_options options = {.path = a->output, .domain = a->name, .seed = (uint64_t)a->seed,
-                                   .n_train = a->n_train, .n_validation = a->n_validation,
+    ts_qa_write_options options = {.path = a->output,
+                                   .domain = a->name,
+                                   .seed = (uint64_t)a->seed,
+                                   .n_train = a->n_train,
+                                   .n_validation = a->n_validation,
                                    .force = a->force};
     ts_qa_write_result r;
     char err[1024];
@@ -297,9 +377,8 @@ static int write_set(const char *cmd, const ts_qa_generator *g, const set_args *
         fprintf(stderr, "thinkscale data %s: %s\n", cmd, err);
         return 1;
     }
-    printf("wrote %s: domain %s, %s, seed %ld; train %ld records, %" PRId64
-           " tokens (%" PRId64 " answer); validation %ld records, %" PRId64 " tokens (%" PRId64
-           " answer)\n",
+    printf("wrote %s: domain %s, %s, seed %ld; train %ld records, %" PRId64 " tokens (%" PRId64
+           " answer); validation %ld records, %" PRId64 " tokens (%" PRId64 " answer)\n",
            a->output, a->name ? a->name : g->name, g->description, a->seed,
            r.records[TS_SPLIT_TRAIN], r.tokens[TS_SPLIT_TRAIN], r.answer_tokens[TS_SPLIT_TRAIN],
            r.records[TS_SPLIT_VALIDATION], r.tokens[TS_SPLIT_VALIDATION],

@@ -5,8 +5,8 @@
 #include <string.h>
 
 ts_arith_params ts_arith_default_params(void) {
-    return (ts_arith_params){.max_value = 100, .min_steps = 1, .max_steps = 3, .max_factor = 9,
-                             .ops = "+-*"};
+    return (ts_arith_params){
+        .max_value = 100, .min_steps = 1, .max_steps = 3, .max_factor = 9, .ops = "+-*"};
 }
 
 bool ts_arith_params_check(const ts_arith_params *p, char *err, size_t errlen) {
@@ -34,15 +34,15 @@ bool ts_arith_params_check(const ts_arith_params *p, char *err, size_t errlen) {
     return false;
 }
 
-static const char *const names[] = {"Ann", "Ben", "Carla", "Dev", "Eve", "Femi", "Gus", "Hana",
-                                    "Ivan", "Jo", "Kim", "Luis", "Mia", "Nadia", "Omar", "Pia"};
+static const char *const names[] = {"Ann",  "Ben", "Carla", "Dev",  "Eve", "Femi",  "Gus",  "Hana",
+                                    "Ivan", "Jo",  "Kim",   "Luis", "Mia", "Nadia", "Omar", "Pia"};
 static const char *const things[] = {"apples", "marbles", "stamps", "coins",  "books",
                                      "shells", "pencils", "cards",  "stones", "cookies"};
 /* Sentences of each operation; "%1$s" the name, the amount, the things. */
 static const char *const adds[] = {"%s finds %" PRId64 " more %s.", "%s buys %" PRId64 " more %s.",
                                    "%s is given %" PRId64 " more %s."};
-static const char *const subtracts[] = {"%s gives away %" PRId64 " %s.",
-                                        "%s loses %" PRId64 " %s.", "%s sells %" PRId64 " %s."};
+static const char *const subtracts[] = {"%s gives away %" PRId64 " %s.", "%s loses %" PRId64 " %s.",
+                                        "%s sells %" PRId64 " %s."};
 #define PICK(rng, table) table[ts_rng_below(rng, sizeof table / sizeof table[0])]
 
 /* Appends printf output to s at *at (the buffer is TS_QA_MAX_PART bytes;
@@ -59,21 +59,29 @@ static void make_arith(const void *params, ts_rng *rng, ts_qa_record *out) {
     size_t at = 0;
     char expression[TS_QA_MAX_PART];
     size_t e_at = 0;
-    if (story) APPEND(out->question, at, "%s has %" PRId64 " %s.", name, value, thing);
-    else APPEND(expression, e_at, "%" PRId64, value);
+    if (story)
+        APPEND(out->question, at, "%s has %" PRId64 " %s.", name, value, thing);
+    else
+        APPEND(expression, e_at, "%" PRId64, value);
     for (int s = 0; s < steps; s++) {
         char op = p->ops[ts_rng_below(rng, n_ops)];
         int64_t amount;
-        if (op == '*') amount = 2 + (int64_t)ts_rng_below(rng, (uint64_t)p->max_factor - 1);
+        if (op == '*')
+            amount = 2 + (int64_t)ts_rng_below(rng, (uint64_t)p->max_factor - 1);
         else if (op == '-' && story && value < p->max_value)
             amount = (int64_t)ts_rng_below(rng, (uint64_t)value + 1);
-        else amount = (int64_t)ts_rng_below(rng, (uint64_t)p->max_value + 1);
+        else
+            amount = (int64_t)ts_rng_below(rng, (uint64_t)p->max_value + 1);
         value = op == '+' ? value + amount : op == '-' ? value - amount : value * amount;
         if (story) {
             APPEND(out->question, at, " ");
-            if (op == '+') APPEND(out->question, at, PICK(rng, adds), name, amount, thing);
-            else if (op == '-') APPEND(out->question, at, PICK(rng, subtracts), name, amount, thing);
-            else APPEND(out->question, at, "%s then has %" PRId64 " times as many %s.", name, amount, thing);
+            if (op == '+')
+                APPEND(out->question, at, PICK(rng, adds), name, amount, thing);
+            else if (op == '-')
+                APPEND(out->question, at, PICK(rng, subtracts), name, amount, thing);
+            else
+                APPEND(out->question, at, "%s then has %" PRId64 " times as many %s.", name, amount,
+                       thing);
         } else {
             /* Every compound left operand in parentheses: the order is the
              * order of the steps, whatever the reader's precedence rules. */
@@ -83,14 +91,16 @@ static void make_arith(const void *params, ts_rng *rng, ts_qa_record *out) {
             APPEND(expression, e_at, s ? "(%s) %c %" PRId64 : "%s %c %" PRId64, left, op, amount);
         }
     }
-    if (story) APPEND(out->question, at, " How many %s does %s have now?", thing, name);
-    else APPEND(out->question, at, "What is %s?", expression);
+    if (story)
+        APPEND(out->question, at, " How many %s does %s have now?", thing, name);
+    else
+        APPEND(out->question, at, "What is %s?", expression);
     snprintf(out->answer, sizeof out->answer, "%" PRId64, value);
 }
 
 ts_qa_generator ts_arith_generator(const ts_arith_params *p) {
-    ts_qa_generator g = {.name = "arith", .salt = 0x6172697468 /* "arith" */, .make = make_arith,
-                         .params = p};
+    ts_qa_generator g = {
+        .name = "arith", .salt = 0x6172697468 /* "arith" */, .make = make_arith, .params = p};
     snprintf(g.description, sizeof g.description,
              "max_value=%ld min_steps=%d max_steps=%d max_factor=%d ops=%s", p->max_value,
              p->min_steps, p->max_steps, p->max_factor, p->ops);

@@ -4,8 +4,8 @@
 #include <string.h>
 
 ts_dyck_params ts_dyck_default_params(void) {
-    return (ts_dyck_params){.kinds = TS_DYCK_KINDS, .max_depth = 8, .min_length = 4,
-                            .max_length = 24};
+    return (ts_dyck_params){
+        .kinds = TS_DYCK_KINDS, .max_depth = 8, .min_length = 4, .max_length = 24};
 }
 
 bool ts_dyck_params_check(const ts_dyck_params *p, char *err, size_t errlen) {
@@ -32,7 +32,8 @@ static void put(char *s, size_t *at, char c) {
 
 static void make_dyck(const void *params, ts_rng *rng, ts_qa_record *out) {
     const ts_dyck_params *p = params;
-    int length = p->min_length + (int)ts_rng_below(rng, (uint64_t)(p->max_length - p->min_length + 1));
+    int length =
+        p->min_length + (int)ts_rng_below(rng, (uint64_t)(p->max_length - p->min_length + 1));
     char stack[TS_DYCK_MAX_LENGTH + 1]; /* kinds of the open brackets, innermost last */
     int depth = 0;
     size_t at = snprintf(out->question, sizeof out->question, "%s", TS_DYCK_QUESTION);
@@ -51,9 +52,10 @@ static void make_dyck(const void *params, ts_rng *rng, ts_qa_record *out) {
 }
 
 ts_qa_generator ts_dyck_generator(const ts_dyck_params *p) {
-    ts_qa_generator g = {.name = "dyck", .salt = 0x6479636b /* "dyck" */, .make = make_dyck,
-                         .params = p};
-    snprintf(g.description, sizeof g.description, "kinds=%d max_depth=%d min_length=%d max_length=%d",
-             p->kinds, p->max_depth, p->min_length, p->max_length);
+    ts_qa_generator g = {
+        .name = "dyck", .salt = 0x6479636b /* "dyck" */, .make = make_dyck, .params = p};
+    snprintf(g.description, sizeof g.description,
+             "kinds=%d max_depth=%d min_length=%d max_length=%d", p->kinds, p->max_depth,
+             p->min_length, p->max_length);
     return g;
 }

@@ -61,8 +61,10 @@ bool ts_qa_write(const ts_qa_generator *g, const ts_qa_write_options *options,
     const ts_qa_write_options o = *options;
     *result = (ts_qa_write_result){{0, 0}, {0, 0}, {0, 0}};
     if (o.n_train < 1 || o.n_validation < 1) {
-        snprintf(errmsg, errlen, "%s: a %s set needs at least one training and one validation record (got %ld and %ld)",
-                 o.path, g->name, o.n_train, o.n_validation);
+        snprintf(
+            errmsg, errlen,
+            "%s: a %s set needs at least one training and one validation record (got %ld and %ld)",
+            o.path, g->name, o.n_train, o.n_validation);
         return false;
     }
     struct stat sb;
@@ -86,8 +88,11 @@ bool ts_qa_write(const ts_qa_generator *g, const ts_qa_write_options *options,
              "train: records 0..%ld of the seed; validation: records 2^40..2^40+%ld "
              "(disjoint random streams); each record's stream depends on (seed, index) only",
              o.n_train - 1, o.n_validation - 1);
-    ts_token_meta meta = {.domain = o.domain ? o.domain : g->name, .tokenizer = "byte",
-                          .source = source, .split_rule = split_rule, .vocab_size = 256};
+    ts_token_meta meta = {.domain = o.domain ? o.domain : g->name,
+                          .tokenizer = "byte",
+                          .source = source,
+                          .split_rule = split_rule,
+                          .vocab_size = 256};
     ts_tf_err err = {{0}};
     ts_token_writer *w = NULL;
     bool ok = ts_token_writer_create(&w, tmp, &meta, &err) == TS_TF_OK;
@@ -95,8 +100,10 @@ bool ts_qa_write(const ts_qa_generator *g, const ts_qa_write_options *options,
          write_split(g, w, TS_SPLIT_VALIDATION, o.seed, TS_QA_VALIDATION_FIRST, o.n_validation,
                      result, &err);
     if (w) {
-        if (ok) ok = ts_token_writer_finish(w, &err) == TS_TF_OK;
-        else ts_token_writer_discard(w);
+        if (ok)
+            ok = ts_token_writer_finish(w, &err) == TS_TF_OK;
+        else
+            ts_token_writer_discard(w);
     }
     if (ok && rename(tmp, o.path) != 0) {
         snprintf(err.msg, sizeof err.msg, "%s: cannot rename %s to it: %s", o.path, tmp,

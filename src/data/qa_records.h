@@ -20,9 +20,9 @@
 #include "engine/rng.h"
 #include "io/token_file.h"
 
-#define TS_QA_MAX_PART 4096                          /* bytes of a question or an answer, with NUL */
-#define TS_QA_MAX_RECORD (2 * TS_QA_MAX_PART + 32)   /* a formatted record */
-#define TS_QA_VALIDATION_FIRST ((uint64_t)1 << 40)   /* index of validation record 0 */
+#define TS_QA_MAX_PART 4096                        /* bytes of a question or an answer, with NUL */
+#define TS_QA_MAX_RECORD (2 * TS_QA_MAX_PART + 32) /* a formatted record */
+#define TS_QA_VALIDATION_FIRST ((uint64_t)1 << 40) /* index of validation record 0 */
 #define TS_QA_QUESTION_PREFIX "Question: "
 #define TS_QA_ANSWER_PREFIX "\nAnswer: "
 

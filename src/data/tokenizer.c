@@ -12,7 +12,7 @@ static long encode_bytes(const ts_tokenizer *tok, const unsigned char *bytes, si
 }
 
 static const ts_tokenizer tokenizers[] = {
-    {"byte", 256, encode_bytes, NULL},
+    {"byte", 256, encode_bytes, NULL, NULL},
 };
 static const size_t n_tokenizers = sizeof tokenizers / sizeof tokenizers[0];
 

@@ -1,7 +1,8 @@
 /* Tokenizers: text bytes in, int32 token ids out. A tokenizer is a constant
  * description (name, vocabulary size, encode function); the byte-level one is
- * the default. Adding one means writing an encode function and listing it in
- * tokenizer.c. */
+ * the default. Adding one that needs no files means writing an encode
+ * function and listing it in tokenizer.c; one made from a model file
+ * (SentencePiece, spm_tokenizer.h) is opened from that file instead. */
 #ifndef TS_TOKENIZER_H
 #define TS_TOKENIZER_H
 
@@ -18,10 +19,11 @@ typedef long (*ts_encode_fn)(const ts_tokenizer *tok, const unsigned char *bytes
                              int32_t *out);
 
 struct ts_tokenizer {
-    const char *name;   /* stored in token files, matched by ts_tokenizer_find */
+    const char *name; /* stored in token files, matched by ts_tokenizer_find */
     int32_t vocab_size;
     ts_encode_fn encode;
-    const void *state;  /* a tokenizer's tables (vocabulary, merges); NULL for bytes */
+    const void *state;       /* a tokenizer's tables (vocabulary, merges); NULL for bytes */
+    const char *description; /* what a token file's source should say about it; NULL for bytes */
 };
 
 /* The tokenizer called name, or NULL if there is none. */

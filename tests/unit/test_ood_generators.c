@@ -70,10 +70,11 @@ static int check_dyck_record(const ts_dyck_params *p, const ts_qa_record *r) {
 
 static void test_dyck_answers_close_their_prefix_exactly(void **state) {
     (void)state;
-    const ts_dyck_params params[] = {ts_dyck_default_params(),
-                                     {.kinds = 1, .max_depth = 1, .min_length = 1, .max_length = 6},
-                                     {.kinds = 2, .max_depth = 3, .min_length = 10, .max_length = 10},
-                                     {.kinds = 4, .max_depth = 40, .min_length = 50, .max_length = 200}};
+    const ts_dyck_params params[] = {
+        ts_dyck_default_params(),
+        {.kinds = 1, .max_depth = 1, .min_length = 1, .max_length = 6},
+        {.kinds = 2, .max_depth = 3, .min_length = 10, .max_length = 10},
+        {.kinds = 4, .max_depth = 40, .min_length = 50, .max_length = 200}};
     ts_qa_record r;
     for (size_t k = 0; k < sizeof params / sizeof params[0]; k++) {
         char err[256];
@@ -188,11 +189,14 @@ static long long evaluate_story(const char *q, int *ops) {
             value = number_in(q, len);
         } else {
             long long n = number_in(q, len);
-            if (has(q, len, "times as many")) value *= n;
-            else if (has(q, len, "more")) value += n;
+            if (has(q, len, "times as many"))
+                value *= n;
+            else if (has(q, len, "more"))
+                value += n;
             else if (has(q, len, "gives away") || has(q, len, "loses") || has(q, len, "sells"))
                 value -= n;
-            else fail_msg("an operation I cannot read: '%.*s'", (int)len, q);
+            else
+                fail_msg("an operation I cannot read: '%.*s'", (int)len, q);
             ++*ops;
             assert_true(value >= 0); /* nobody gives away what they do not have */
         }
@@ -208,11 +212,13 @@ static void test_arith_answers_are_right(void **state) {
     (void)state;
     ts_arith_params params[] = {ts_arith_default_params(), ts_arith_default_params(),
                                 ts_arith_default_params()};
-    params[1] = (ts_arith_params){.max_value = TS_ARITH_MAX_VALUE, .min_steps = TS_ARITH_MAX_STEPS,
+    params[1] = (ts_arith_params){.max_value = TS_ARITH_MAX_VALUE,
+                                  .min_steps = TS_ARITH_MAX_STEPS,
                                   .max_steps = TS_ARITH_MAX_STEPS,
-                                  .max_factor = TS_ARITH_MAX_FACTOR, .ops = "*+-"};
-    params[2] = (ts_arith_params){.max_value = 9, .min_steps = 2, .max_steps = 2, .max_factor = 2,
-                                  .ops = "-"};
+                                  .max_factor = TS_ARITH_MAX_FACTOR,
+                                  .ops = "*+-"};
+    params[2] = (ts_arith_params){
+        .max_value = 9, .min_steps = 2, .max_steps = 2, .max_factor = 2, .ops = "-"};
     ts_qa_record r;
     for (size_t k = 0; k < sizeof params / sizeof params[0]; k++) {
         char err[256];
@@ -231,12 +237,14 @@ static void test_arith_answers_are_right(void **state) {
                 expected = parse_sum(&s);
                 assert_string_equal(s, "?");
                 ops = 0;
-                for (const char *c = r.question + 8; *c; c++) ops += *c == ' ' && strchr("+-*", c[1]);
+                for (const char *c = r.question + 8; *c; c++)
+                    ops += *c == ' ' && strchr("+-*", c[1]);
             } else {
                 expected = evaluate_story(r.question, &ops);
                 stories++;
             }
-            if (answer != expected) fail_msg("'%s' answered %s, not %lld", r.question, r.answer, expected);
+            if (answer != expected)
+                fail_msg("'%s' answered %s, not %lld", r.question, r.answer, expected);
             negatives += answer < 0;
             assert_true(ops >= params[k].min_steps && ops <= params[k].max_steps);
             for (const char *c = r.question; *c; c++)
