@@ -5,15 +5,12 @@
 
 #include <errno.h>
 #include <fcntl.h>
-#include <spawn.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
-
-extern char **environ;
 
 typedef struct spm_state {
     char *model_path;
@@ -40,27 +37,28 @@ static void log_tail(const char *log_path, char *out, size_t cap) {
     fclose(f);
 }
 
-/* Runs argv[0] (found on PATH) with stdin from in_path (or /dev/null),
- * stdout to out_path and stderr to log_path (or both to log_path), and
+/* Runs argv[0] (found on PATH) in directory cwd (NULL: this one), with
+ * stdin from in_path (or /dev/null), stdout to out_path and stderr to
+ * log_path (or both to log_path; relative paths are relative to cwd), and
  * waits. True if it ran and exited 0; else a message with the log's end. */
-static bool run_tool(char *const argv[], const char *in_path, const char *out_path,
+static bool run_tool(char *const argv[], const char *cwd, const char *in_path, const char *out_path,
                      const char *log_path, char *err, size_t errlen) {
-    posix_spawn_file_actions_t actions;
-    if (posix_spawn_file_actions_init(&actions) != 0) {
-        snprintf(err, errlen, "cannot run %s: out of memory", argv[0]);
+    fflush(NULL); /* nothing buffered is written twice */
+    pid_t pid = fork();
+    if (pid < 0) {
+        snprintf(err, errlen, "cannot run %s: fork: %s", argv[0], strerror(errno));
         return false;
     }
-    posix_spawn_file_actions_addopen(&actions, 0, in_path ? in_path : "/dev/null", O_RDONLY, 0);
-    posix_spawn_file_actions_addopen(&actions, 1, out_path ? out_path : log_path,
-                                     O_WRONLY | O_CREAT | O_TRUNC, 0644);
-    posix_spawn_file_actions_addopen(&actions, 2, log_path, O_WRONLY | O_CREAT | O_APPEND, 0644);
-    pid_t pid;
-    int rc = posix_spawnp(&pid, argv[0], &actions, NULL, argv, environ);
-    posix_spawn_file_actions_destroy(&actions);
-    if (rc != 0) {
-        snprintf(err, errlen, "cannot run %s: %s (install Debian's sentencepiece package)", argv[0],
-                 strerror(rc));
-        return false;
+    if (pid == 0) {
+        /* The child: only async-signal-safe calls until exec. */
+        if (cwd && chdir(cwd) != 0) _exit(126);
+        int in = open(in_path ? in_path : "/dev/null", O_RDONLY);
+        int log = open(log_path, O_WRONLY | O_CREAT | O_APPEND, 0644);
+        int out = out_path ? open(out_path, O_WRONLY | O_CREAT | O_TRUNC, 0644) : log;
+        if (in < 0 || log < 0 || out < 0 || dup2(in, 0) < 0 || dup2(out, 1) < 0 || dup2(log, 2) < 0)
+            _exit(126);
+        execvp(argv[0], argv);
+        _exit(127);
     }
     int status;
     while (waitpid(pid, &status, 0) < 0)
@@ -81,7 +79,8 @@ static bool run_tool(char *const argv[], const char *in_path, const char *out_pa
     return false;
 }
 
-/* A private temporary directory under $TMPDIR (or /tmp), or NULL. */
+/* A private temporary directory under $TMPDIR (or /tmp), as an absolute
+ * path (a tool may run inside it), or NULL. */
 static char *make_temp_dir(void) {
     const char *base = getenv("TMPDIR");
     if (!base || !base[0]) base = "/tmp";
@@ -89,11 +88,10 @@ static char *make_temp_dir(void) {
     char *dir = malloc(len);
     if (!dir) return NULL;
     snprintf(dir, len, "%s/thinkscale-spm-XXXXXX", base);
-    if (!mkdtemp(dir)) {
-        free(dir);
-        return NULL;
-    }
-    return dir;
+    char *absolute = mkdtemp(dir) ? realpath(dir, NULL) : NULL;
+    if (!absolute && dir[0]) rmdir(dir);
+    free(dir);
+    return absolute;
 }
 
 static char *join(const char *dir, const char *name) {
@@ -138,9 +136,11 @@ bool ts_spm_train(const ts_text_convert_options *options, const char *model_path
     if (!ok) snprintf(err, errlen, "out of memory");
     ok = ok && ts_text_convert_train_text(options, text, err, errlen);
     if (ok) {
-        char input[4200], model_prefix[4200], vocab[64], seed[64], sentences[64];
-        snprintf(input, sizeof input, "--input=%s", text);
-        snprintf(model_prefix, sizeof model_prefix, "--model_prefix=%s", prefix);
+        char input[64], model_prefix[64], vocab[64], seed[64], sentences[64];
+        /* Names relative to the temporary directory it runs in: the model
+         * records them, and so stays the same from run to run. */
+        snprintf(input, sizeof input, "--input=train.txt");
+        snprintf(model_prefix, sizeof model_prefix, "--model_prefix=model");
         snprintf(vocab, sizeof vocab, "--vocab_size=%d", t->vocab_size);
         snprintf(seed, sizeof seed, "--random_seed=%u", t->seed);
         snprintf(sentences, sizeof sentences, "--input_sentence_size=%ld", t->max_sentences);
@@ -169,7 +169,7 @@ bool ts_spm_train(const ts_text_convert_options *options, const char *model_path
                         "--num_threads=1",
                         "--minloglevel=1",
                         NULL};
-        ok = run_tool(argv, NULL, NULL, log, err, errlen);
+        ok = run_tool(argv, dir, NULL, NULL, log, err, errlen);
     }
     if (ok) {
         char from[4200], to[4200];
@@ -266,7 +266,7 @@ static long encode_spm(const ts_tokenizer *tok, const unsigned char *bytes, size
     char model[4200], err[512];
     snprintf(model, sizeof model, "--model=%s", s->model_path);
     char *argv[] = {"spm_encode", model, "--output_format=id", NULL};
-    ok = ok && run_tool(argv, s->in_path, s->out_path, s->log_path, err, sizeof err);
+    ok = ok && run_tool(argv, NULL, s->in_path, s->out_path, s->log_path, err, sizeof err);
     if (!ok) return -1;
     f = fopen(s->out_path, "rb");
     if (!f) return -1;
@@ -335,7 +335,7 @@ ts_tokenizer *ts_spm_tokenizer_open(const char *model_path, char *err, size_t er
     char model_arg[4200], tool_err[512];
     snprintf(model_arg, sizeof model_arg, "--model=%s", s->model_path);
     char *argv[] = {"spm_export_vocab", model_arg, NULL};
-    if (!run_tool(argv, NULL, s->out_path, s->log_path, tool_err, sizeof tool_err)) {
+    if (!run_tool(argv, NULL, NULL, s->out_path, s->log_path, tool_err, sizeof tool_err)) {
         snprintf(err, errlen, "%s: not a usable SentencePiece model: %s", model_path, tool_err);
         goto fail;
     }

@@ -6,6 +6,7 @@
 #ifndef TS_TOKENIZER_H
 #define TS_TOKENIZER_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -29,7 +30,16 @@ struct ts_tokenizer {
 /* The tokenizer called name, or NULL if there is none. */
 const ts_tokenizer *ts_tokenizer_find(const char *name);
 
-/* All tokenizers, for usage messages: returns the table and sets *count. */
+/* All tokenizers that need no model file, for usage messages: returns the
+ * table and sets *count. */
 const ts_tokenizer *ts_tokenizer_list(size_t *count);
+
+/* Whether a token file whose tokenizer is `found` (path, for the message)
+ * may be used with a model trained on data of tokenizer `expected`: the
+ * names (a SentencePiece name includes its model's hash) must be equal.
+ * An empty name (a file made by another tool without one, a run from before
+ * tokenizers were recorded) is not checked. False with a message. */
+bool ts_tokenizer_check_same(const char *expected, const char *found, const char *path, char *err,
+                             size_t errlen);
 
 #endif

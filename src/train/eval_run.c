@@ -6,6 +6,7 @@
 
 #include "io/checkpoint.h"
 #include "io/eval_results.h"
+#include "data/tokenizer.h"
 #include "io/token_file.h"
 #include "models/ebt.h"
 #include "train/evaluate.h"
@@ -115,6 +116,13 @@ int ts_eval_run(MPI_Comm comm, const ts_eval_run_options *a) {
         ts_token_open_opts opts = {.expected_vocab = config.model.vocab_size, .verify = true};
         if (ts_token_file_open(&tokens, file, comm, &opts, &tf_err) != TS_TF_OK) {
             if (rank == 0) fprintf(stderr, "thinkscale eval: error: %s\n", tf_err.msg);
+            status = 1;
+            break;
+        }
+        if (!ts_tokenizer_check_same(config.tokenizer, tokens.meta.tokenizer, file, err,
+                                     sizeof err)) {
+            if (rank == 0) fprintf(stderr, "thinkscale eval: error: %s\n", err);
+            ts_token_file_close(&tokens);
             status = 1;
             break;
         }
