@@ -125,9 +125,12 @@ bool ts_config_set_inference(ts_run_config *config, const char *assignment, char
                                    assignment, true, err, errlen);
 }
 
+bool ts_config_resolve_presets(ts_run_config *c, char *err, size_t errlen) {
+    return ts_config_schema_resolve(ts_run_config_schema(), c, c->explicit_keys, err, errlen);
+}
+
 bool ts_config_validate(ts_run_config *c, char *err, size_t errlen) {
-    if (!ts_config_schema_resolve(ts_run_config_schema(), c, c->explicit_keys, err, errlen))
-        return false;
+    if (!ts_config_resolve_presets(c, err, errlen)) return false;
     if (!strcmp(c->optimizer, "adamw")) c->optim.kind = TS_ADAMW;
     else if (!strcmp(c->optimizer, "sgd")) c->optim.kind = TS_SGD;
     else {

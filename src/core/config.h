@@ -61,7 +61,10 @@ bool ts_config_set_inference(ts_run_config *config, const char *assignment, char
                              size_t errlen);
 /* Whether a key was set by a file or override (presets fill only the others). */
 bool ts_config_is_explicit(const ts_run_config *config, const char *section, const char *name);
-/* Resolves presets (each section's hook, e.g. ebt.preset), then checks
+/* Resolves presets (each section's hook, e.g. ebt.preset) without the
+ * checks that need a whole run (data files ...): for costing a configuration. */
+bool ts_config_resolve_presets(ts_run_config *config, char *err, size_t errlen);
+/* Resolves presets, then checks
  * cross-key consistency; call after all sources are applied. */
 bool ts_config_validate(ts_run_config *config, char *err, size_t errlen);
 /* The resolved configuration as INI text (malloc'd; NULL if out of memory). */
