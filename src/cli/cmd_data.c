@@ -261,6 +261,8 @@ static int cmd_info(int argc, char **argv) {
                 snprintf(label, sizeof label, "%s:", ts_split_name(s));
                 printf("%-15s%" PRId64 " tokens, crc32 %08x\n", label, tf.n_tokens[s],
                        (unsigned)tf.crc32[s]);
+                if (tf.has_mask)
+                    printf("%-15sanswer_mask, crc32 %08x\n", "", (unsigned)tf.mask_crc32[s]);
             }
             fflush(stdout);
         }

@@ -31,9 +31,10 @@ static bool write_split(const ts_qa_generator *g, ts_token_writer *w, enum ts_sp
                         uint64_t seed, uint64_t first, long count, ts_qa_write_result *result,
                         ts_tf_err *err) {
     int32_t *tokens = malloc(APPEND_TOKENS * sizeof *tokens);
+    uint8_t *mask = malloc(APPEND_TOKENS);
     ts_qa_record *record = malloc(sizeof *record);
     char *text = malloc(TS_QA_MAX_RECORD);
-    bool ok = tokens && record && text;
+    bool ok = tokens && mask && record && text;
     if (!ok) snprintf(err->msg, sizeof err->msg, "out of memory");
     size_t used = 0;
     for (long i = 0; ok && i < count; i++) {
@@ -41,17 +42,22 @@ static bool write_split(const ts_qa_generator *g, ts_token_writer *w, enum ts_sp
         size_t answer_start;
         size_t n = ts_qa_record_format(record, text, &answer_start);
         if (used + n > APPEND_TOKENS) {
-            ok = ts_token_writer_append(w, split, tokens, used, err) == TS_TF_OK;
+            ok = ts_token_writer_append_masked(w, split, tokens, mask, used, err) == TS_TF_OK;
             used = 0;
         }
-        for (size_t j = 0; ok && j < n; j++) tokens[used++] = (unsigned char)text[j];
+        for (size_t j = 0; ok && j < n; j++) {
+            mask[used] = j >= answer_start;
+            tokens[used++] = (unsigned char)text[j];
+        }
         result->answer_tokens[split] += (int64_t)(n - answer_start);
         result->tokens[split] += (int64_t)n;
         result->records[split]++;
     }
-    if (ok && used) ok = ts_token_writer_append(w, split, tokens, used, err) == TS_TF_OK;
+    if (ok && used)
+        ok = ts_token_writer_append_masked(w, split, tokens, mask, used, err) == TS_TF_OK;
     free(text);
     free(record);
+    free(mask);
     free(tokens);
     return ok;
 }
@@ -92,7 +98,8 @@ bool ts_qa_write(const ts_qa_generator *g, const ts_qa_write_options *options,
                           .tokenizer = "byte",
                           .source = source,
                           .split_rule = split_rule,
-                          .vocab_size = 256};
+                          .vocab_size = 256,
+                          .answer_mask = true};
     ts_tf_err err = {{0}};
     ts_token_writer *w = NULL;
     bool ok = ts_token_writer_create(&w, tmp, &meta, &err) == TS_TF_OK;

@@ -66,11 +66,12 @@ typedef struct ts_qa_write_result {
     long records[TS_N_SPLITS];
 } ts_qa_write_result;
 
-/* Writes the set as a byte-level token file, under a temporary name renamed
- * over path when complete (an existing file is replaced only with force, and
- * a failure never damages it). The source attribute records the generator,
- * its parameters and the seed; split_rule the record indices of each split.
- * False with a message naming the file and the problem. */
+/* Writes the set as a byte-level token file with an answer mask (each
+ * record's answer, as ts_qa_record_format defines it, is 1, the rest 0),
+ * under a temporary name renamed over path when complete (an existing file is replaced only with
+ * force, and a failure never damages it). The source attribute records the generator, its
+ * parameters and the seed; split_rule the record indices of each split. False with a message naming
+ * the file and the problem. */
 bool ts_qa_write(const ts_qa_generator *g, const ts_qa_write_options *options,
                  ts_qa_write_result *result, char *err, size_t errlen);
 

@@ -73,6 +73,69 @@ check "eval scores it on both generated sets" [ $? -eq 0 ]
 check "... a row for dyck" contains eval.log "^dyck "
 check "... a row for arith" contains eval.log "^arith "
 
+# ---------------------------------------------------------------- answer-only scoring
+check "the generated file carries an answer mask with a checksum" contains dyck.info "answer_mask, crc32"
+# Masked copies of the licence corpus, written as docs/data-format.md says:
+# a random mask M, its complement, and all ones. Answer-only losses must
+# combine to the whole-text loss, and all ones must equal it.
+py - "$tmp" <<'PY'
+import sys, h5py, numpy as np, zlib
+tmp = sys.argv[1]
+src = h5py.File(f"{tmp}/corpus.h5", "r")
+rng = np.random.default_rng(1)
+masks = {s: (rng.random(len(src[s + "/tokens"])) < 0.3).astype("u1") for s in ("train", "validation")}
+def write(name, mask_of, crc_of=lambda m: zlib.crc32(m.tobytes()), splits=("train", "validation")):
+    with h5py.File(f"{tmp}/{name}.h5", "w") as f:
+        for k, v in src.attrs.items():
+            f.attrs[k] = v
+        f.attrs["domain"] = name
+        for s in ("train", "validation"):
+            t = src[s + "/tokens"][...]
+            d = f.create_dataset(s + "/tokens", data=t)
+            d.attrs["n_tokens"] = len(t)
+            d.attrs["crc32"] = np.uint32(zlib.crc32(t.astype("<i4").tobytes()))
+            if s in splits:
+                m = mask_of(s).astype("u1")
+                d = f.create_dataset(s + "/answer_mask", data=m)
+                d.attrs["n_tokens"] = len(m)
+                d.attrs["crc32"] = np.uint32(crc_of(m))
+write("masked", lambda s: masks[s])
+write("complement", lambda s: 1 - masks[s])
+write("ones", lambda s: np.ones_like(masks[s]))
+write("badcrc", lambda s: masks[s], crc_of=lambda m: zlib.crc32(m.tobytes()) ^ 1)
+write("badvalue", lambda s: masks[s] * 2)
+write("onesplit", lambda s: masks[s], splits=("train",))
+PY
+for f in masked complement ones; do
+    "$bin" data info $f.h5 >$f.info 2>&1
+    check "data info accepts a masked file made with h5py ($f)" contains $f.info "checksums: *OK"
+done
+check "a mask that does not match its checksum is refused" \
+    fails_with badcrc.log "/train/answer_mask does not match its checksum" "$bin" data info badcrc.h5
+check "a mask value other than 0 or 1 is refused" fails_with badvalue.log "is neither 0 nor 1" "$bin" data info badvalue.h5
+check "a mask in one split only is refused" \
+    fails_with onesplit.log "/train/answer_mask exists but /validation/answer_mask does not" "$bin" data info onesplit.h5
+mpirun -np 2 "$bin" eval --run "$tmp/run" --data "$tmp/masked.h5,$tmp/complement.h5,$tmp/ones.h5,$tmp/corpus.h5" \
+    --windows 16 --output masks.h5 >masks.log 2>&1
+check "eval scores masked sets" [ $? -eq 0 ]
+check "... printing an answer-only row" contains masks.log "^masked/answer "
+py - <<'PY'
+import sys, h5py
+f = h5py.File("masks.h5", "r")
+a = {k: dict(f[f"sets/{k}/default"].attrs) for k in ("masked", "complement", "ones", "licenses")}
+whole = a["licenses"]["loss"]
+na, nc = a["masked"]["answer_tokens"], a["complement"]["answer_tokens"]
+combined = (a["masked"]["answer_loss"] * na + a["complement"]["answer_loss"] * nc) / (na + nc)
+print(f"whole {whole:.6f}, mask {a['masked']['answer_loss']:.4f} ({na}), complement "
+      f"{a['complement']['answer_loss']:.4f} ({nc}), combined {combined:.6f}, ones {a['ones']['answer_loss']:.6f}")
+ok = na + nc == a["licenses"]["tokens"] and 0 < na < nc
+ok &= abs(combined - whole) < 1e-5 * whole and abs(a["ones"]["answer_loss"] - whole) < 1e-5 * whole
+ok &= abs(a["masked"]["loss"] - whole) < 1e-5 * whole  # the whole-text row is unchanged by a mask
+ok &= "answer_loss" not in a["licenses"]                # a set without a mask has no answer row
+sys.exit(0 if ok else 1)
+PY
+check "answer-only losses of a mask and its complement combine to the whole-text loss; all ones equal it" [ $? -eq 0 ]
+
 # ---------------------------------------------------------------- SentencePiece
 cat /usr/share/common-licenses/* >licenses.txt
 for i in $(seq 1 1500); do echo "int f$i(int x) { return x * $i + $((i % 7)); }"; done >code.c

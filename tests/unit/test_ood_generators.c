@@ -312,12 +312,12 @@ static void test_records_are_reproducible_and_depend_on_the_seed(void **state) {
     }
 }
 
-/* The tokens of a split of a token file. */
-static int32_t *read_split(const char *path, const char *split, hsize_t *n) {
+/* A dataset of a split of a token file ("tokens" or "answer_mask"), as int32. */
+static int32_t *read_split_data(const char *path, const char *split, const char *data, hsize_t *n) {
     hid_t file = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
     assert_true(file >= 0);
     char name[64];
-    snprintf(name, sizeof name, "/%s/tokens", split);
+    snprintf(name, sizeof name, "/%s/%s", split, data);
     hid_t d = H5Dopen2(file, name, H5P_DEFAULT);
     hid_t space = H5Dget_space(d);
     H5Sget_simple_extent_dims(space, n, NULL);
@@ -328,6 +328,10 @@ static int32_t *read_split(const char *path, const char *split, hsize_t *n) {
     H5Dclose(d);
     H5Fclose(file);
     return tokens;
+}
+
+static int32_t *read_split(const char *path, const char *split, hsize_t *n) {
+    return read_split_data(path, split, "tokens", n);
 }
 
 static void test_the_token_file_holds_the_records(void **state) {
@@ -360,6 +364,9 @@ static void test_the_token_file_holds_the_records(void **state) {
         int32_t *a = read_split(path_a, splits[s], &na);
         int32_t *b = read_split(path_b, splits[s], &nb);
         int32_t *c = read_split(path_c, splits[s], &nc);
+        hsize_t nm;
+        int32_t *mask = read_split_data(path_a, splits[s], "answer_mask", &nm);
+        assert_int_equal(nm, na);
         assert_int_equal(na, ra.tokens[s]);
         assert_int_equal(na, nb);
         assert_memory_equal(a, b, na * sizeof *a); /* same seed: same tokens */
@@ -373,7 +380,10 @@ static void test_the_token_file_holds_the_records(void **state) {
             ts_qa_record_make(&g, 5, (s ? TS_QA_VALIDATION_FIRST : 0) + i, &r);
             size_t start, n = ts_qa_record_format(&r, text, &start);
             assert_true(at + n <= na);
-            for (size_t j = 0; j < n; j++) assert_int_equal(a[at + j], (unsigned char)text[j]);
+            for (size_t j = 0; j < n; j++) {
+                assert_int_equal(a[at + j], (unsigned char)text[j]);
+                assert_int_equal(mask[at + j], j >= start); /* the answer and its newline */
+            }
             at += n;
             answers += (int64_t)(n - start);
         }
@@ -382,6 +392,7 @@ static void test_the_token_file_holds_the_records(void **state) {
         free(a);
         free(b);
         free(c);
+        free(mask);
     }
     o.n_validation = 0;
     o.force = true;
