@@ -37,12 +37,15 @@ static void softmax_rows(const ts_tensor *x, const ts_tensor *mask, ts_real *out
             for (long c = 0; c < cols; c++) o[c] = log_form ? -INFINITY : 0;
             continue;
         }
-        ts_real sum = 0;
         if (log_form) {
-            for (long c = 0; c < cols; c++) sum += TS_EXP(o[c] - max);
-            ts_real shift = max + TS_LOG(sum);
+            /* The normaliser of a cross-entropy: summed in double, as every
+             * sum that feeds a loss. */
+            double total = 0;
+            for (long c = 0; c < cols; c++) total += TS_EXP(o[c] - max);
+            ts_real shift = max + (ts_real)log(total);
             for (long c = 0; c < cols; c++) o[c] -= shift;
         } else {
+            ts_real sum = 0;
             for (long c = 0; c < cols; c++) {
                 o[c] = TS_EXP(o[c] - max);
                 sum += o[c];

@@ -18,6 +18,7 @@
 
 #include "core/config.h"
 #include "data/letter_task.h"
+#include "io/atomic_commit.h"
 #include "io/checkpoint.h"
 #include "io/provenance.h"
 #include "models/free_transformer.h"
@@ -165,8 +166,10 @@ static ts_model *load_final_model(MPI_Comm comm, const char *run_dir, kappa_resu
     ts_checkpoint_info_free(&info);
     if (!ok) return NULL;
     ts_model *model = ts_model_create(&config.model, err, errlen);
-    if (model && ts_checkpoint_read(comm, r->checkpoint, &model->table, model->params, NULL, NULL,
-                                    NULL, NULL, 0, NULL, err, errlen) != TS_IO_OK) {
+    ts_saved_role params =
+        model ? ts_saved_params(&model->table, model->params) : (ts_saved_role){0};
+    if (model &&
+        ts_checkpoint_read(comm, r->checkpoint, NULL, &params, 1, NULL, err, errlen) != TS_IO_OK) {
         ts_model_destroy(model);
         model = NULL;
     }
@@ -379,11 +382,12 @@ static bool carry_over(hid_t file, const char *path, const letters_args *a, char
 }
 
 static bool write_h5(const letters_args *a, const kappa_result *results, char *err, size_t errlen) {
-    char path[TS_PATH_MAX + 32], tmp[TS_PATH_MAX + 48];
+    char path[TS_PATH_MAX + 32];
     snprintf(path, sizeof path, "%s/samples.h5", a->dir);
-    snprintf(tmp, sizeof tmp, "%s.tmp", path);
+    ts_commit commit;
+    if (ts_commit_begin(&commit, path, true, false, err, errlen) != TS_IO_OK) return false;
     ts_h5_quiet quiet = ts_h5_quiet_begin();
-    hid_t file = H5Fcreate(tmp, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
+    hid_t file = H5Fcreate(commit.tmp, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
     bool ok = file >= 0 &&
               ts_h5_write_string_attr(
                   file, "statistics",
@@ -418,12 +422,12 @@ static bool write_h5(const letters_args *a, const kappa_result *results, char *e
     }
     if (file >= 0) ok = H5Fclose(file) >= 0 && ok;
     ts_h5_quiet_end(quiet);
-    if (ok && rename(tmp, path)) ok = false;
     if (!ok) {
         if (!carry_failed) snprintf(err, errlen, "cannot write '%s'", path);
-        unlink(tmp);
+        ts_commit_abandon(&commit);
+        return false;
     }
-    return ok;
+    return ts_commit_publish(&commit, NULL, NULL, err, errlen) == TS_IO_OK;
 }
 
 static void print_stat(ts_letter_stat shared, ts_letter_stat independent, int decimals) {

@@ -6,19 +6,28 @@
  *   run_dir/checkpoint_00001200.h5           the data (h5py-readable)
  *   run_dir/checkpoint_00001200.h5.complete  completion marker (file size)
  *
- * A checkpoint is written as checkpoint_STEP.h5.tmp, flushed and closed by
- * all ranks, renamed by rank 0 and only then marked complete, so a process
- * killed at any point leaves every earlier complete checkpoint intact and
- * ts_checkpoint_find_latest never returns a partial one.
+ * What a checkpoint holds is a list of roles (core/saved_state.h): the
+ * parameters, optimiser moments, RNG streams, an architecture's own state,
+ * each with its type and layout (replicated, per-rank, or sharded as a range
+ * per rank). The caller passes the list; the same list (same names, types,
+ * layouts and counts) reads it back. Roles of the file that a reader does not
+ * ask for are not read (an evaluation loads the parameters only).
  *
- * Data parallelism is assumed: parameters, moments, RNG state and replicated
- * extras are identical on every rank. Each rank writes a contiguous share of
- * every dataset; every rank reads all of it.
+ * Published through io/atomic_commit.h: written as checkpoint_STEP.h5.tmp,
+ * flushed and closed by all ranks, renamed by rank 0 and only then marked
+ * complete, so a process killed at any point leaves every earlier complete
+ * checkpoint intact and ts_checkpoint_find_latest never returns a partial one.
  *
  * All functions are collective over comm (every rank calls them with the same
- * arguments, except for per-rank extras' data) and return the same status
- * and message on every rank. None prints or exits; HDF5's error printing is
- * off during each call and restored afterwards. */
+ * arguments, except for the data and shard ranges of its roles) and return
+ * the same status and message on every rank. None prints or exits; HDF5's
+ * error printing is off during each call and restored afterwards.
+ *
+ * The implementation is split by responsibility: checkpoint.c (the write and
+ * read sequences), checkpoint_files.c (names, the directory, publishing and
+ * pruning), checkpoint_transfer.c (collective MPI-IO transfers),
+ * checkpoint_schema.c (the on-disk layout of roles) and checkpoint_replicas.c
+ * (checksums, and that replicas agree across ranks). */
 #ifndef TS_CHECKPOINT_H
 #define TS_CHECKPOINT_H
 
@@ -28,48 +37,23 @@
 
 #include <mpi.h>
 
+#include "core/saved_state.h"
 #include "engine/real.h"
+#include "io/h5_toolkit.h"
 #include "io/provenance.h"
-#include "models/param_table.h"
 
-#define TS_CHECKPOINT_FORMAT_VERSION 1
+/* Version 2 stores every role with its layout and type attributes and adds
+ * the sharded layout; version 1 files (no layout attribute outside /extras,
+ * a data_position attribute, /state/rng) are still read. */
+#define TS_CHECKPOINT_FORMAT_VERSION 2
 #define TS_CHECKPOINT_PATH_MAX 4096
+/* Roles in one checkpoint, at most. */
+#define TS_CHECKPOINT_MAX_ROLES 64
 
-/* Architecture-specific state saved next to the parameters as
- * /extras/<name>. */
-typedef enum ts_ckpt_type {
-    TS_CKPT_REAL,   /* ts_real (float or double, as the build) */
-    TS_CKPT_INT64,  /* int64_t */
-    TS_CKPT_UINT64, /* uint64_t */
-} ts_ckpt_type;
-
-typedef enum ts_ckpt_layout {
-    /* Identical on every rank; stored once as a 1-D dataset [count]. */
-    TS_CKPT_REPLICATED,
-    /* Each rank has its own count elements (e.g. a replay buffer); stored as a
-     * 2-D dataset [ranks, count], row r from rank r. Loading requires the same
-     * number of ranks as writing: rows cannot be redistributed without knowing
-     * what they mean, so a different count is a TS_IO_ERR_MISMATCH. */
-    TS_CKPT_PER_RANK,
-} ts_ckpt_layout;
-
-typedef struct ts_checkpoint_extra {
-    const char *name; /* a single HDF5 name: no '/', not "." */
-    ts_ckpt_type type;
-    ts_ckpt_layout layout;
-    long count;              /* elements (on each rank, for TS_CKPT_PER_RANK); may be 0 */
-    void *data;              /* write: read from; read: filled (count elements) */
-    const char *units;       /* optional attribute, NULL for none */
-    const char *description; /* optional attribute, NULL for none */
-} ts_checkpoint_extra;
-
-/* The training state beside the parameters. */
+/* The training state besides the roles: root attributes of the file. */
 typedef struct ts_checkpoint_state {
     long step;               /* optimiser steps taken; names the file */
     int64_t tokens_seen;     /* training tokens consumed, all ranks */
-    int64_t data_position;   /* where the data loader resumes */
-    uint64_t *rng;           /* rng_words words: written from; on read, filled */
-    int rng_words;           /* on read must equal the stored count */
     const char *config_text; /* write: the full resolved configuration (rank 0's is
                               * stored); read: ignored, see ts_checkpoint_read_info */
 } ts_checkpoint_state;
@@ -95,7 +79,7 @@ typedef struct ts_checkpoint_report {
     double io_seconds;    /* HDF5 create..flush+close (write) or open..close (read), slowest rank */
     double total_seconds; /* the whole call, including rename, marker and pruning */
     double bandwidth;     /* bytes per second: write, file bytes / io_seconds; read, the
-                           * bytes this rank loaded (a replica) / io_seconds */
+                           * bytes this rank loaded / io_seconds */
     int removed;          /* older checkpoints deleted by keep_last (write) */
 } ts_checkpoint_report;
 
@@ -104,14 +88,14 @@ typedef struct ts_checkpoint_report {
 typedef struct ts_checkpoint_info {
     long step;
     int64_t tokens_seen;
-    int64_t data_position;
+    int format_version;
     int ranks;           /* ranks that wrote it */
-    int param_count;     /* tensors */
+    int param_count;     /* tensors of the "params" role */
     int64_t param_total; /* elements in the flat parameter buffer */
-    int rng_words;
-    bool has_adam_m, has_adam_v;
-    char element_type[16]; /* "float" or "double" */
-    char *config_text;     /* malloc'd; ts_checkpoint_info_free */
+    int rng_words;       /* elements of a "state/rng" role (0: none; version 1 files have one) */
+    bool has_adam_m, has_adam_v; /* "optimizer/m" and "optimizer/v" roles present */
+    char element_type[16];       /* "float" or "double" */
+    char *config_text;           /* malloc'd; ts_checkpoint_info_free */
     int64_t bytes;
 } ts_checkpoint_info;
 
@@ -120,22 +104,20 @@ ts_io_status ts_checkpoint_path(char *path, size_t pathlen, const char *run_dir,
                                 char *err, size_t errlen);
 
 /* Writes the checkpoint for state->step into run_dir (created if missing, its
- * parent must exist). adam_m and adam_v may be NULL (e.g. SGD) and are then
- * not stored. report may be NULL. Fails with TS_IO_ERR_EXISTS, touching
- * nothing, if that step already has a complete checkpoint and
- * options->overwrite is not set; with TS_IO_ERR_ARGS if the parameters (or
- * moments, RNG, replicated extras) differ between ranks, since the file
- * would then be a mixture of replicas that no rank ever held. A failure
- * before the new checkpoint is complete creates, changes or deletes no
- * complete checkpoint (other than the one options->overwrite replaces); a
- * failure while deleting old ones (keep_last) is reported with the new
- * checkpoint already complete. */
-ts_io_status ts_checkpoint_write(MPI_Comm comm, const char *run_dir, const ts_param_table *table,
-                                 const ts_real *params, const ts_real *adam_m,
-                                 const ts_real *adam_v, const ts_checkpoint_state *state,
-                                 const ts_checkpoint_extra *extras, int n_extras,
-                                 const ts_checkpoint_options *options, ts_checkpoint_report *report,
-                                 char *err, size_t errlen);
+ * parent must exist): the n_roles roles, each under its name. report may be
+ * NULL. Fails with TS_IO_ERR_EXISTS, touching nothing, if that step already
+ * has a complete checkpoint and options->overwrite is not set; with
+ * TS_IO_ERR_ARGS if a replicated role differs between ranks (the file would
+ * be a mixture of replicas that no rank ever held), if ranks disagree on the
+ * roles, or if the shards of a sharded role do not tile it. A failure before
+ * the new checkpoint is complete creates, changes or deletes no complete
+ * checkpoint (other than the one options->overwrite replaces); a failure
+ * while deleting old ones (keep_last) is reported with the new checkpoint
+ * already complete. */
+ts_io_status ts_checkpoint_write(MPI_Comm comm, const char *run_dir,
+                                 const ts_checkpoint_state *state, const ts_saved_role *roles,
+                                 int n_roles, const ts_checkpoint_options *options,
+                                 ts_checkpoint_report *report, char *err, size_t errlen);
 
 /* The newest complete checkpoint in run_dir: path and step. Files without a
  * completion marker (killed mid-write, *.tmp) are ignored. Returns
@@ -150,28 +132,23 @@ ts_io_status ts_checkpoint_read_info(MPI_Comm comm, const char *path, ts_checkpo
                                      char *err, size_t errlen);
 void ts_checkpoint_info_free(ts_checkpoint_info *info);
 
-/* Loads a complete checkpoint into the caller's buffers (table->total
- * elements each). Before any data is read, the file must match the caller
- * exactly: the same tensor names, shapes and offsets as table, the same
- * element type as this build, moments present for each non-NULL adam_m /
- * adam_v, state->rng_words RNG words, and every requested extra with the same
- * type, layout and count (per-rank extras: the same number of ranks).
- * Afterwards every role is checked against its stored checksum. A mismatch
- * names the tensor (or dataset) and both shapes. state, extras and report
- * may be NULL / 0. On failure the buffers' contents are unspecified; the
- * file is never modified. */
-ts_io_status ts_checkpoint_read(MPI_Comm comm, const char *path, const ts_param_table *table,
-                                ts_real *params, ts_real *adam_m, ts_real *adam_v,
-                                ts_checkpoint_state *state, ts_checkpoint_extra *extras,
-                                int n_extras, ts_checkpoint_report *report, char *err,
-                                size_t errlen);
+/* Loads the given roles of a complete checkpoint into their data buffers.
+ * Before any data is read, the file must match the caller exactly: every
+ * role present with the same type, layout and count (per-rank roles: the
+ * same number of ranks; tensor roles: the same tensor names, shapes and
+ * offsets), in this build's element type. Afterwards every role is checked
+ * against its stored checksums. A mismatch names the role (or tensor) and
+ * both shapes. state and report may be NULL. On failure the buffers'
+ * contents are unspecified; the file is never modified. */
+ts_io_status ts_checkpoint_read(MPI_Comm comm, const char *path, ts_checkpoint_state *state,
+                                const ts_saved_role *roles, int n_roles,
+                                ts_checkpoint_report *report, char *err, size_t errlen);
 
 /* ts_checkpoint_find_latest then ts_checkpoint_read: what --resume does.
  * TS_IO_NOT_FOUND (state untouched) when run_dir has no complete checkpoint. */
 ts_io_status ts_checkpoint_read_latest(MPI_Comm comm, const char *run_dir,
-                                       const ts_param_table *table, ts_real *params,
-                                       ts_real *adam_m, ts_real *adam_v, ts_checkpoint_state *state,
-                                       ts_checkpoint_extra *extras, int n_extras,
-                                       ts_checkpoint_report *report, char *err, size_t errlen);
+                                       ts_checkpoint_state *state, const ts_saved_role *roles,
+                                       int n_roles, ts_checkpoint_report *report, char *err,
+                                       size_t errlen);
 
 #endif

@@ -7,6 +7,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "io/atomic_commit.h"
 #include "io/eval_results.h"
 #include "io/provenance.h"
 
@@ -14,34 +15,12 @@ struct ts_energies_file {
     MPI_Comm comm;
     int rank;
     hid_t file; /* rank 0 only */
-    char path[4096];
-    char tmp[4104];
+    ts_commit commit;
 };
 
-bool ts_energy_trace_alloc(ts_energy_trace *t, long windows, int points, int seq) {
-    *t = (ts_energy_trace){.windows = windows, .points = points, .seq = seq};
-    t->energy = calloc((size_t)(windows * points * seq), sizeof *t->energy);
-    t->token_loss = calloc((size_t)(windows * seq), sizeof *t->token_loss);
-    t->tokens = calloc((size_t)(windows * (seq + 1)), sizeof *t->tokens);
-    if (t->energy && t->token_loss && t->tokens) return true;
-    ts_energy_trace_free(t);
-    return false;
-}
-
-void ts_energy_trace_free(ts_energy_trace *t) {
-    free(t->energy);
-    free(t->token_loss);
-    free(t->tokens);
-    t->energy = t->token_loss = NULL;
-    t->tokens = NULL;
-}
-
-/* Rank 0's verdict and message on every rank. */
+/* Whether every rank succeeded; the first failure's message on every rank. */
 static bool agree(MPI_Comm comm, bool ok, char *err, size_t errlen) {
-    int flag = ok;
-    MPI_Bcast(&flag, 1, MPI_INT, 0, comm);
-    MPI_Bcast(err, (int)errlen, MPI_CHAR, 0, comm);
-    return flag;
+    return ts_io_agree(comm, ok ? TS_IO_OK : TS_IO_ERR_IO, err, errlen) == TS_IO_OK;
 }
 
 ts_energies_file *ts_energies_open(MPI_Comm comm, const char *path, bool overwrite,
@@ -53,26 +32,26 @@ ts_energies_file *ts_energies_open(MPI_Comm comm, const char *path, bool overwri
     MPI_Comm_rank(comm, &rank);
     if (ok) {
         *f = (ts_energies_file){.comm = comm, .rank = rank, .file = -1};
-        snprintf(f->path, sizeof f->path, "%s", path);
-        snprintf(f->tmp, sizeof f->tmp, "%s.tmp", path);
     }
     if (ok && rank == 0) {
-        if (!overwrite && access(path, F_OK) == 0) {
+        ts_io_status st = ts_commit_begin(&f->commit, path, overwrite, false, err, errlen);
+        if (st == TS_IO_ERR_EXISTS)
             snprintf(err, errlen, "'%s' exists: pass --force to replace it", path);
+        if (st != TS_IO_OK) {
             ok = false;
         } else {
             ts_h5_quiet quiet = ts_h5_quiet_begin();
-            f->file = H5Fcreate(f->tmp, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
+            f->file = H5Fcreate(f->commit.tmp, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
             ok = f->file >= 0 && ts_h5_write_string_attr(f->file, "checkpoint", checkpoint) >= 0 &&
                  ts_h5_write_int64_attr(f->file, "step", step) >= 0;
             ts_h5_quiet_end(quiet);
-            if (!ok) snprintf(err, errlen, "cannot create the energies file '%s'", f->tmp);
+            if (!ok) snprintf(err, errlen, "cannot create the energies file '%s'", f->commit.tmp);
         }
     }
     if (!agree(comm, ok, err, errlen)) {
         if (f && f->file >= 0) {
             H5Fclose(f->file);
-            unlink(f->tmp);
+            ts_commit_abandon(&f->commit);
         }
         free(f);
         return NULL;
@@ -122,7 +101,8 @@ bool ts_energies_append(ts_energies_file *f, const char *set, const char *settin
         ok = write_group(f->file, set, setting, t, energy, loss, tokens);
         ts_h5_quiet_end(quiet);
         if (!ok)
-            snprintf(err, errlen, "cannot write energies of %s/%s to '%s'", set, setting, f->tmp);
+            snprintf(err, errlen, "cannot write energies of %s/%s to '%s'", set, setting,
+                     f->commit.tmp);
     }
     free(energy);
     free(loss);
@@ -134,13 +114,11 @@ bool ts_energies_close(ts_energies_file *f, bool keep, char *err, size_t errlen)
     bool ok = true;
     if (f->rank == 0) {
         ok = H5Fclose(f->file) >= 0;
-        if (!ok) snprintf(err, errlen, "cannot close '%s'", f->tmp);
-        if (ok && keep && rename(f->tmp, f->path)) {
-            snprintf(err, errlen, "cannot rename '%s' to '%s': %s", f->tmp, f->path,
-                     strerror(errno));
-            ok = false;
-        }
-        if (!ok || !keep) unlink(f->tmp);
+        if (!ok) snprintf(err, errlen, "cannot close '%s'", f->commit.tmp);
+        if (ok && keep)
+            ok = ts_commit_publish(&f->commit, NULL, NULL, err, errlen) == TS_IO_OK;
+        else
+            ts_commit_abandon(&f->commit);
     }
     ok = agree(f->comm, ok, err, errlen);
     free(f);

@@ -6,6 +6,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "io/atomic_commit.h"
 #include "io/provenance.h"
 
 hid_t ts_eval_create_setting_group(hid_t file, const char *set, const char *setting) {
@@ -39,14 +40,13 @@ static bool write_row(hid_t file, const ts_eval_row *row) {
 
 bool ts_eval_results_write(const char *path, const ts_eval_header *h, const ts_eval_row *rows,
                            int n_rows, bool overwrite, char *err, size_t errlen) {
-    if (!overwrite && access(path, F_OK) == 0) {
+    ts_commit commit;
+    ts_io_status st = ts_commit_begin(&commit, path, overwrite, false, err, errlen);
+    if (st == TS_IO_ERR_EXISTS)
         snprintf(err, errlen, "'%s' exists: pass --force to replace it", path);
-        return false;
-    }
-    char tmp[4096];
-    snprintf(tmp, sizeof tmp, "%s.tmp", path);
+    if (st != TS_IO_OK) return false;
     ts_h5_quiet quiet = ts_h5_quiet_begin();
-    hid_t file = H5Fcreate(tmp, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
+    hid_t file = H5Fcreate(commit.tmp, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
     bool ok = file >= 0;
     if (ok) {
         ok = ts_h5_write_string_attr(file, "checkpoint", h->checkpoint) >= 0 &&
@@ -60,14 +60,9 @@ bool ts_eval_results_write(const char *path, const ts_eval_header *h, const ts_e
     }
     ts_h5_quiet_end(quiet);
     if (!ok) {
-        snprintf(err, errlen, "cannot write evaluation results to '%s'", tmp);
-        unlink(tmp);
+        snprintf(err, errlen, "cannot write evaluation results to '%s'", commit.tmp);
+        ts_commit_abandon(&commit);
         return false;
     }
-    if (rename(tmp, path)) {
-        snprintf(err, errlen, "cannot rename '%s' to '%s': %s", tmp, path, strerror(errno));
-        unlink(tmp);
-        return false;
-    }
-    return true;
+    return ts_commit_publish(&commit, NULL, NULL, err, errlen) == TS_IO_OK;
 }

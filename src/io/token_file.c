@@ -26,24 +26,9 @@ static bool valid_split(enum ts_split split) { return (unsigned)split < TS_N_SPL
 
 /* ---------------------------------------------------------------- errors */
 
-__attribute__((format(printf, 3, 4))) static ts_tf_status fail(ts_tf_err *err, ts_tf_status st,
-                                                             const char *fmt, ...) {
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err->msg, sizeof err->msg, fmt, ap);
-    va_end(ap);
-    return st;
-}
-
-/* Like fail, with the reason HDF5 gave for the call that just failed. */
-__attribute__((format(printf, 3, 4))) static ts_tf_status h5fail(ts_tf_err *err, ts_tf_status st,
-                                                               const char *fmt, ...) {
-    va_list ap;
-    va_start(ap, fmt);
-    ts_h5_vformat(err->msg, sizeof err->msg, fmt, ap);
-    va_end(ap);
-    return st;
-}
+/* Messages go through the toolkit, into the caller's ts_tf_err. */
+#define fail(err, st, ...) ts_io_fail((err)->msg, sizeof (err)->msg, (st), __VA_ARGS__)
+#define h5fail(err, st, ...) ts_h5_fail((err)->msg, sizeof (err)->msg, (st), __VA_ARGS__)
 
 /* HDF5 prints its error stack to stderr by default; we report through
  * ts_tf_err instead. Each public function silences it (ts_h5_quiet_begin) and
@@ -107,124 +92,54 @@ static size_t first_out_of_vocab(const int32_t *tokens, size_t n, int32_t vocab)
 
 /* ---------------------------------------------------------------- attributes */
 
+/* Writers and readers are the toolkit's; these add the token file's
+ * messages. Strings are variable-length UTF-8, as h5py writes them, so a file
+ * made in Python and one made here look the same. */
 static ts_tf_status write_int_attr(const char *path, hid_t obj, const char *name, hid_t type,
                                    const void *value, hid_t memtype, ts_tf_err *err) {
-    hid_t space = H5Screate(H5S_SCALAR);
-    hid_t attr = space < 0 ? H5I_INVALID_HID
-                           : H5Acreate2(obj, name, type, space, H5P_DEFAULT, H5P_DEFAULT);
-    herr_t rc = attr < 0 ? -1 : H5Awrite(attr, memtype, value);
-    ts_tf_status st = rc < 0 ? h5fail(err, TS_TF_ERR_IO, "%s: cannot write attribute %s", path, name)
-                             : TS_TF_OK;
-    if (attr >= 0) H5Aclose(attr);
-    if (space >= 0) H5Sclose(space);
-    return st;
+    if (ts_h5_write_scalar_attr(obj, name, type, memtype, value) < 0)
+        return h5fail(err, TS_TF_ERR_IO, "%s: cannot write attribute %s", path, name);
+    return TS_TF_OK;
 }
 
-/* Strings are stored as variable-length UTF-8, as h5py writes them, so a
- * file made in Python and one made here look the same. */
 static ts_tf_status write_str_attr(const char *path, hid_t obj, const char *name,
                                    const char *value, ts_tf_err *err) {
-    const char *v = value ? value : "";
-    hid_t type = H5Tcopy(H5T_C_S1);
-    herr_t rc = type < 0 ? -1 : H5Tset_size(type, H5T_VARIABLE);
-    if (rc >= 0) rc = H5Tset_cset(type, H5T_CSET_UTF8);
-    hid_t space = rc < 0 ? H5I_INVALID_HID : H5Screate(H5S_SCALAR);
-    hid_t attr = space < 0 ? H5I_INVALID_HID
-                           : H5Acreate2(obj, name, type, space, H5P_DEFAULT, H5P_DEFAULT);
-    rc = attr < 0 ? -1 : H5Awrite(attr, type, &v);
-    ts_tf_status st = rc < 0 ? h5fail(err, TS_TF_ERR_IO, "%s: cannot write attribute %s", path, name)
-                             : TS_TF_OK;
-    if (attr >= 0) H5Aclose(attr);
-    if (space >= 0) H5Sclose(space);
-    if (type >= 0) H5Tclose(type);
-    return st;
+    if (ts_h5_write_string_attr(obj, name, value ? value : "") < 0)
+        return h5fail(err, TS_TF_ERR_IO, "%s: cannot write attribute %s", path, name);
+    return TS_TF_OK;
 }
 
-/* Opens attribute name of obj (where names obj in messages) and checks it
- * holds a single value of class cls. */
-static ts_tf_status open_attr(const char *path, hid_t obj, const char *where, const char *name,
-                              H5T_class_t cls, hid_t *attr_out, hid_t *type_out,
-                              ts_tf_err *err) {
-    const char *kind = cls == H5T_STRING ? "a string" : "an integer";
+/* A missing attribute means the file is not a token file. */
+static ts_tf_status require_attr(const char *path, hid_t obj, const char *where, const char *name,
+                                 ts_tf_err *err) {
     htri_t exists = H5Aexists(obj, name);
-    if (exists < 0) return h5fail(err, TS_TF_ERR_IO, "%s: cannot look up attribute %s of %s", path, name, where);
+    if (exists < 0)
+        return h5fail(err, TS_TF_ERR_IO, "%s: cannot look up attribute %s of %s", path, name,
+                      where);
     if (!exists)
-        return fail(err, TS_TF_ERR_FORMAT, "%s: %s has no attribute %s: not a token file", path, where, name);
-    hid_t attr = H5Aopen(obj, name, H5P_DEFAULT);
-    if (attr < 0) return h5fail(err, TS_TF_ERR_IO, "%s: cannot open attribute %s of %s", path, name, where);
-    hid_t type = H5Aget_type(attr);
-    hid_t space = H5Aget_space(attr);
-    hssize_t npoints = space < 0 ? -1 : H5Sget_simple_extent_npoints(space);
-    if (space >= 0) H5Sclose(space);
-    ts_tf_status st = TS_TF_OK;
-    if (type < 0 || npoints < 0)
-        st = h5fail(err, TS_TF_ERR_IO, "%s: cannot read attribute %s of %s", path, name, where);
-    else if (H5Tget_class(type) != cls || npoints != 1)
-        st = fail(err, TS_TF_ERR_FORMAT, "%s: attribute %s of %s is not %s", path, name, where, kind);
-    if (st != TS_TF_OK) {
-        if (type >= 0) H5Tclose(type);
-        H5Aclose(attr);
-        return st;
-    }
-    *attr_out = attr;
-    *type_out = type;
+        return fail(err, TS_TF_ERR_FORMAT, "%s: %s has no attribute %s: not a token file", path,
+                    where, name);
     return TS_TF_OK;
 }
 
 /* Any integer type (int32, uint32, int64, as h5py writes): HDF5 converts. */
 static ts_tf_status read_int_attr(const char *path, hid_t obj, const char *where,
                                   const char *name, int64_t *out, ts_tf_err *err) {
-    hid_t attr = H5I_INVALID_HID, type = H5I_INVALID_HID;
-    ts_tf_status st = open_attr(path, obj, where, name, H5T_INTEGER, &attr, &type, err);
-    if (st != TS_TF_OK) return st;
-    if (H5Aread(attr, H5T_NATIVE_INT64, out) < 0)
-        st = h5fail(err, TS_TF_ERR_IO, "%s: cannot read attribute %s of %s", path, name, where);
-    H5Tclose(type);
-    H5Aclose(attr);
+    ts_tf_status st = require_attr(path, obj, where, name, err);
+    if (st == TS_TF_OK && ts_h5_read_int64_attr(obj, name, out) < 0)
+        st = fail(err, TS_TF_ERR_FORMAT, "%s: attribute %s of %s is not an integer", path, name,
+                  where);
     return st;
 }
 
 /* Fixed- or variable-length, ASCII or UTF-8; *out is malloc'd. */
 static ts_tf_status read_str_attr(const char *path, hid_t obj, const char *where,
                                   const char *name, char **out, ts_tf_err *err) {
-    hid_t attr = H5I_INVALID_HID, type = H5I_INVALID_HID;
-    ts_tf_status st = open_attr(path, obj, where, name, H5T_STRING, &attr, &type, err);
-    if (st != TS_TF_OK) return st;
-    htri_t is_var = H5Tis_variable_str(type);
-    size_t size = H5Tget_size(type);
-    H5T_cset_t cset = H5Tget_cset(type);
-    hid_t mem = H5Tcopy(H5T_C_S1);
-    herr_t rc = (is_var < 0 || size == 0 || cset < 0 || mem < 0) ? -1 : H5Tset_cset(mem, cset);
-    char *value = NULL;
-    if (rc >= 0 && is_var) {
-        char *p = NULL;
-        rc = H5Tset_size(mem, H5T_VARIABLE);
-        if (rc >= 0) rc = H5Aread(attr, mem, &p);
-        if (rc >= 0) {
-            value = strdup(p ? p : "");
-            H5free_memory(p);
-            if (!value) st = fail(err, TS_TF_ERR_NOMEM, "%s: out of memory", path);
-        }
-    } else if (rc >= 0) {
-        /* NULLPAD in memory plus one spare zero byte: terminated whatever
-         * padding the file used, and no character is lost to a terminator. */
-        value = calloc(size + 1, 1);
-        if (!value) st = fail(err, TS_TF_ERR_NOMEM, "%s: out of memory", path);
-        else {
-            rc = H5Tset_size(mem, size);
-            if (rc >= 0) rc = H5Tset_strpad(mem, H5T_STR_NULLPAD);
-            if (rc >= 0) rc = H5Aread(attr, mem, value);
-        }
-    }
-    if (st == TS_TF_OK && rc < 0) {
-        st = h5fail(err, TS_TF_ERR_IO, "%s: cannot read attribute %s of %s", path, name, where);
-        free(value);
-        value = NULL;
-    }
-    if (mem >= 0) H5Tclose(mem);
-    H5Tclose(type);
-    H5Aclose(attr);
-    *out = value;
+    *out = NULL;
+    ts_tf_status st = require_attr(path, obj, where, name, err);
+    if (st == TS_TF_OK && ts_h5_read_string_attr(obj, name, out) < 0)
+        st = fail(err, TS_TF_ERR_FORMAT, "%s: attribute %s of %s is not a readable string", path,
+                  name, where);
     return st;
 }
 
@@ -454,22 +369,11 @@ void ts_token_writer_discard(ts_token_writer *w) {
 
 /* ---------------------------------------------------------------- reader */
 
-/* Every rank returns the status and message of the lowest failing rank, so
- * all ranks take the same branch afterwards and no collective is left
- * waiting for a rank that gave up. */
+/* Every rank returns the status and message of the first failing rank
+ * (ts_io_agree), so all ranks take the same branch afterwards and no
+ * collective is left waiting for a rank that gave up. */
 static ts_tf_status agree(const ts_token_file *tf, ts_tf_status st, ts_tf_err *err) {
-    int size, mine, first;
-    if (MPI_Comm_size(tf->comm, &size) != MPI_SUCCESS)
-        return fail(err, TS_TF_ERR_IO, "token file: MPI_Comm_size failed");
-    mine = st != TS_TF_OK ? tf->rank : size;
-    if (MPI_Allreduce(&mine, &first, 1, MPI_INT, MPI_MIN, tf->comm) != MPI_SUCCESS)
-        return fail(err, TS_TF_ERR_IO, "token file: MPI_Allreduce failed");
-    if (first == size) return TS_TF_OK;
-    int code = (int)st;
-    if (MPI_Bcast(&code, 1, MPI_INT, first, tf->comm) != MPI_SUCCESS ||
-        MPI_Bcast(err->msg, (int)sizeof err->msg, MPI_CHAR, first, tf->comm) != MPI_SUCCESS)
-        return fail(err, TS_TF_ERR_IO, "token file: MPI_Bcast failed");
-    return (ts_tf_status)code;
+    return ts_io_agree(tf->comm, st, err->msg, sizeof err->msg);
 }
 
 static void close_impl(ts_token_file *tf) {

@@ -6,8 +6,8 @@
  * MPI-IO driver on a communicator and every rank reads only the ranges it
  * needs, by hyperslab.
  *
- * No function prints or exits: each returns a ts_tf_status and, on failure,
- * fills a ts_tf_err with a message that names the file and the problem, for
+ * No function prints or exits: each returns a ts_tf_status (a ts_io_status)
+ * and, on failure, fills a ts_tf_err with a message that names the file and the problem, for
  * the caller to print. HDF5's own error-stack printing is switched off for
  * the duration of each call (and restored afterwards). */
 #ifndef TS_TOKEN_FILE_H
@@ -20,6 +20,8 @@
 #include <hdf5.h>
 #include <mpi.h>
 
+#include "io/h5_toolkit.h"
+
 #define TS_TF_FORMAT_VERSION 1
 
 enum ts_split { TS_SPLIT_TRAIN = 0, TS_SPLIT_VALIDATION = 1, TS_N_SPLITS = 2 };
@@ -27,18 +29,27 @@ enum ts_split { TS_SPLIT_TRAIN = 0, TS_SPLIT_VALIDATION = 1, TS_N_SPLITS = 2 };
 /* "train" or "validation": the group holding the split's tokens. */
 const char *ts_split_name(enum ts_split split);
 
-typedef enum ts_tf_status {
-    TS_TF_OK = 0,
-    TS_TF_ERR_MISSING,  /* the file does not exist or cannot be read */
-    TS_TF_ERR_NOT_HDF5, /* not an HDF5 file, or one too damaged to open */
-    TS_TF_ERR_FORMAT,   /* HDF5, but not a token file: missing dataset or attribute, wrong rank or type */
-    TS_TF_ERR_VOCAB,    /* vocabulary differs from the expected one, or a token outside [0, vocab_size) */
-    TS_TF_ERR_CHECKSUM, /* a split's tokens do not match its stored checksum */
-    TS_TF_ERR_RANGE,    /* a requested range lies outside the split, or bad arguments */
-    TS_TF_ERR_IO,       /* an HDF5 or MPI call failed */
-    TS_TF_ERR_NOMEM,
-} ts_tf_status;
+/* Token-file statuses are the toolkit's (io/h5_toolkit.h), under names that
+ * say what they mean for a token file. */
+typedef ts_io_status ts_tf_status;
+#define TS_TF_OK TS_IO_OK
+/* the file does not exist or cannot be read */
+#define TS_TF_ERR_MISSING TS_IO_ERR_MISSING
+/* not an HDF5 file, or one too damaged to open */
+#define TS_TF_ERR_NOT_HDF5 TS_IO_ERR_NOT_HDF5
+/* HDF5, but not a token file: missing dataset or attribute, wrong rank or type */
+#define TS_TF_ERR_FORMAT TS_IO_ERR_FORMAT
+/* vocabulary differs from the expected one, or a token outside [0, vocab_size) */
+#define TS_TF_ERR_VOCAB TS_IO_ERR_MISMATCH
+/* a split's tokens do not match its stored checksum */
+#define TS_TF_ERR_CHECKSUM TS_IO_ERR_CORRUPT
+/* a requested range lies outside the split, or bad arguments */
+#define TS_TF_ERR_RANGE TS_IO_ERR_ARGS
+/* an HDF5 or MPI call failed */
+#define TS_TF_ERR_IO TS_IO_ERR_IO
+#define TS_TF_ERR_NOMEM TS_IO_ERR_NOMEM
 
+/* The message buffer of a token-file call (filled as the toolkit's err). */
 typedef struct ts_tf_err {
     char msg[1024];
 } ts_tf_err;

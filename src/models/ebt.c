@@ -369,17 +369,12 @@ static ts_tensor *ebt_loss(ts_model *model, ts_ctx *ctx, const ts_batch *batch, 
 
 /* ---------------------------------------------------------------- model */
 
-static int ebt_checkpoint_extras(ts_model *model, ts_checkpoint_extra *extras, int max) {
-    return ebt_replay_extras(&((ebt_state *)model->arch)->replay, extras, max);
+static int ebt_checkpoint_extras(ts_model *model, ts_saved_role *roles, int max) {
+    return ebt_replay_extras(&((ebt_state *)model->arch)->replay, roles, max);
 }
 
+/* The step size alpha starts at its configured value. */
 static void ebt_init_params(ts_model *model, ts_rng *rng) {
-    /* vocab_to_embed is a linear layer (Xavier, as the reference initialises
-     * it), although its name gives it the embeddings' N(0, 1) by default. */
-    const ts_param_entry *w =
-        &model->table.entries[ts_param_table_find(&model->table, "vocab_to_embed")];
-    ts_rng_fill_normal(rng, model->params + w->offset, w->numel, 0,
-                       sqrt(2.0 / (w->shape[0] + w->shape[1])));
     const ts_param_entry *alpha =
         &model->table.entries[ts_param_table_find(&model->table, "step_size")];
     model->params[alpha->offset] = (ts_real)model->config.ebt.step_size;
@@ -421,14 +416,6 @@ bool ebt_energies_begin(ts_model *model, ts_energy_trace *trace, long windows, i
         return false;
     }
     return ebt_trace_energies(model, trace);
-}
-
-bool ebt_energies_end(ts_model *model, ts_energy_trace *trace, ts_energies_file *file, bool write,
-                      const char *set, const char *setting, char *err, size_t errlen) {
-    ebt_trace_energies(model, NULL);
-    bool ok = !write || ts_energies_append(file, set, setting, trace, err, errlen);
-    ts_energy_trace_free(trace);
-    return ok;
 }
 
 static bool one_of(const char *value, const char *a, const char *b) {
@@ -483,14 +470,20 @@ static bool add_params(ts_model *model) {
     for (int i = 0; ok && i < backbone.count; i++) {
         const ts_param_entry *e = &backbone.entries[i];
         if (strcmp(e->name, "head"))
-            ok = ts_param_table_add(&model->table, e->name, e->ndim, e->shape, e->decay) >= 0;
+            ok = ts_param_table_add(&model->table, e->name, e->ndim, e->shape, e->role) >= 0;
     }
     ts_param_table_free(&backbone);
     ok = ok && ts_param_table_add(&model->table, "time_embed", TS_SHAPE(ebt_landscapes(c), d),
-                                  false) >= 0;
-    ok = ok && ts_param_table_add(&model->table, "vocab_to_embed", TS_SHAPE(d, v), true) >= 0;
-    ok = ok && ts_param_table_add(&model->table, "energy_head", TS_SHAPE(1, d), true) >= 0;
-    int alpha = ok ? ts_param_table_add(&model->table, "step_size", TS_SHAPE(1), false) : -1;
+                                  TS_ROLE_EMBEDDING) >= 0;
+    /* vocab_to_embed is a linear layer (Xavier, as the reference initialises
+     * it), drawn after the others with its in-order draws reserved: the
+     * stream of every EBT initialised so far. */
+    ts_param_role vocab_in = {TS_INIT_XAVIER_NORMAL, TS_DRAW_AFTER_RESERVING, true, true};
+    ok = ok && ts_param_table_add(&model->table, "vocab_to_embed", TS_SHAPE(d, v), vocab_in) >= 0;
+    ok =
+        ok && ts_param_table_add(&model->table, "energy_head", TS_SHAPE(1, d), TS_ROLE_MATRIX) >= 0;
+    ts_param_role alpha_role = {TS_INIT_ARCHITECTURE, TS_DRAW_IN_ORDER, false, false};
+    int alpha = ok ? ts_param_table_add(&model->table, "step_size", TS_SHAPE(1), alpha_role) : -1;
     if (alpha < 0) return false;
     /* A fixed alpha stays a parameter (so checkpoints hold it) that never moves. */
     model->table.entries[alpha].lr_scale =

@@ -21,7 +21,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 
-#include "io/energies.h"
+#include "core/energy_trace.h"
 #include "models/model.h"
 
 /* Fills the table and ops of a model whose config.arch is "ebt"; false with
@@ -53,14 +53,12 @@ int ebt_inference_steps(const ts_model_config *config);
  * prediction) and trace->seq the evaluated sequence length. */
 bool ebt_trace_energies(ts_model *model, ts_energy_trace *trace);
 
-/* `thinkscale eval --energies`: begin allocates a trace for `windows`
- * windows of seq tokens under the model's current inference settings and
- * attaches it (false with a message if the model is not an EBT or memory
- * runs out); end detaches and frees it, after appending it to file as
- * set/setting when write is set (collective then). */
+/* `thinkscale eval --energies`: allocates a trace for `windows` windows of
+ * seq tokens under the model's current inference settings and attaches it
+ * (false with a message if the model is not an EBT or memory runs out). The
+ * caller detaches it with ebt_trace_energies(model, NULL), stores it and
+ * frees it with ts_energy_trace_free. */
 bool ebt_energies_begin(ts_model *model, ts_energy_trace *trace, long windows, int seq, char *err,
                         size_t errlen);
-bool ebt_energies_end(ts_model *model, ts_energy_trace *trace, ts_energies_file *file, bool write,
-                      const char *set, const char *setting, char *err, size_t errlen);
 
 #endif

@@ -10,7 +10,7 @@
 /* The replay buffer of one rank (../shared/specs/ebt.md: 192 entries of
  * (sequence, final logits), a share of every batch restarted from them). A
  * ring: entry i is overwritten once `capacity` newer ones were added. The
- * arrays are exactly what the checkpoint stores (TS_CKPT_PER_RANK). */
+ * arrays are exactly what the checkpoint stores (TS_SAVED_PER_RANK). */
 typedef struct ebt_replay {
     int capacity;
     int seq; /* predictions per entry (the training context) */
@@ -31,7 +31,7 @@ void ebt_replay_add(ebt_replay *replay, const int32_t *tokens, const ts_real *lo
 /* Draws n distinct entries (n <= filled) into slots. */
 void ebt_replay_sample(const ebt_replay *replay, int n, ts_rng *rng, int *slots);
 /* The checkpoint descriptors of the buffer; returns how many (3). */
-int ebt_replay_extras(ebt_replay *replay, ts_checkpoint_extra *extras, int max);
+int ebt_replay_extras(ebt_replay *replay, ts_saved_role *roles, int max);
 
 /* model->arch of an EBT. */
 typedef struct ebt_state {

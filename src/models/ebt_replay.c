@@ -46,28 +46,29 @@ void ebt_replay_sample(const ebt_replay *r, int n, ts_rng *rng, int *slots) {
         if (ts_rng_uniform(rng) * (filled - i) < n - chosen) slots[chosen++] = i;
 }
 
-int ebt_replay_extras(ebt_replay *r, ts_checkpoint_extra *extras, int max) {
+int ebt_replay_extras(ebt_replay *r, ts_saved_role *roles, int max) {
     if (r->capacity == 0 || max < 3) return 0;
-    extras[0] = (ts_checkpoint_extra){"replay_tokens",
-                                      TS_CKPT_INT64,
-                                      TS_CKPT_PER_RANK,
-                                      (long)r->capacity * (r->seq + 1),
-                                      r->tokens,
-                                      "token id",
-                                      "EBT replay buffer: sequences (seq + 1 tokens each)"};
-    extras[1] = (ts_checkpoint_extra){"replay_logits",
-                                      TS_CKPT_REAL,
-                                      TS_CKPT_PER_RANK,
-                                      (long)r->capacity * r->seq * r->vocab,
-                                      r->logits,
-                                      "logit",
-                                      "EBT replay buffer: final predicted logits (seq x vocab)"};
-    extras[2] = (ts_checkpoint_extra){"replay_state",
-                                      TS_CKPT_INT64,
-                                      TS_CKPT_PER_RANK,
-                                      2,
-                                      r->state,
-                                      "1",
-                                      "EBT replay buffer: entries filled, next slot"};
+    roles[0] = (ts_saved_role){.name = "extras/replay_tokens",
+                               .type = TS_SAVED_INT64,
+                               .layout = TS_SAVED_PER_RANK,
+                               .count = (long)r->capacity * (r->seq + 1),
+                               .data = r->tokens,
+                               .units = "token id",
+                               .description = "EBT replay buffer: sequences (seq + 1 tokens each)"};
+    roles[1] =
+        (ts_saved_role){.name = "extras/replay_logits",
+                        .type = TS_SAVED_REAL,
+                        .layout = TS_SAVED_PER_RANK,
+                        .count = (long)r->capacity * r->seq * r->vocab,
+                        .data = r->logits,
+                        .units = "logit",
+                        .description = "EBT replay buffer: final predicted logits (seq x vocab)"};
+    roles[2] = (ts_saved_role){.name = "extras/replay_state",
+                               .type = TS_SAVED_INT64,
+                               .layout = TS_SAVED_PER_RANK,
+                               .count = 2,
+                               .data = r->state,
+                               .units = "1",
+                               .description = "EBT replay buffer: entries filled, next slot"};
     return 3;
 }

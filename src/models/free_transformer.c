@@ -57,27 +57,23 @@ static tpp_block_params encoder_block(const ts_model *m) {
 static bool add_free_params(ts_param_table *t, const ts_model_config *c) {
     int d = c->width, f = tpp_ffn_hidden(c), bits = c->free.latent_bits;
     bool ok = tpp_add_params(t, c);
-    ok &= ts_param_table_add(t, "encoder.zeta", TS_SHAPE(d), false) >= 0;
-    ok &= ts_param_table_add(t, "encoder.attn_norm", TS_SHAPE(d), false) >= 0;
+    /* zeta is drawn N(0, 1) after every other tensor: its place in the stream
+     * since the model was first written, kept so a seed gives the same model. */
+    ok &= ts_param_table_add(t, "encoder.zeta", TS_SHAPE(d),
+                             (ts_param_role){TS_INIT_NORMAL, TS_DRAW_AFTER, false, false}) >= 0;
+    ok &= ts_param_table_add(t, "encoder.attn_norm", TS_SHAPE(d), TS_ROLE_NORM) >= 0;
     static const char *const square[] = {"encoder.attention.wq", "encoder.attention.wk",
                                          "encoder.attention.wv", "encoder.attention.wo"};
-    for (int i = 0; i < 4; i++) ok &= ts_param_table_add(t, square[i], TS_SHAPE(d, d), true) >= 0;
-    ok &= ts_param_table_add(t, "encoder.mlp_norm", TS_SHAPE(d), false) >= 0;
-    ok &= ts_param_table_add(t, "encoder.mlp.w1", TS_SHAPE(f, d), true) >= 0;
-    ok &= ts_param_table_add(t, "encoder.mlp.w3", TS_SHAPE(f, d), true) >= 0;
-    ok &= ts_param_table_add(t, "encoder.mlp.w2", TS_SHAPE(d, f), true) >= 0;
-    ok &= ts_param_table_add(t, "encoder.out_norm", TS_SHAPE(d), false) >= 0;
-    ok &= ts_param_table_add(t, "encoder.readout", TS_SHAPE(bits, d), true) >= 0;
-    ok &= ts_param_table_add(t, "post_sampler", TS_SHAPE(1 << bits, d), true) >= 0;
+    for (int i = 0; i < 4; i++)
+        ok &= ts_param_table_add(t, square[i], TS_SHAPE(d, d), TS_ROLE_MATRIX) >= 0;
+    ok &= ts_param_table_add(t, "encoder.mlp_norm", TS_SHAPE(d), TS_ROLE_NORM) >= 0;
+    ok &= ts_param_table_add(t, "encoder.mlp.w1", TS_SHAPE(f, d), TS_ROLE_MATRIX) >= 0;
+    ok &= ts_param_table_add(t, "encoder.mlp.w3", TS_SHAPE(f, d), TS_ROLE_MATRIX) >= 0;
+    ok &= ts_param_table_add(t, "encoder.mlp.w2", TS_SHAPE(d, f), TS_ROLE_MATRIX) >= 0;
+    ok &= ts_param_table_add(t, "encoder.out_norm", TS_SHAPE(d), TS_ROLE_NORM) >= 0;
+    ok &= ts_param_table_add(t, "encoder.readout", TS_SHAPE(bits, d), TS_ROLE_MATRIX) >= 0;
+    ok &= ts_param_table_add(t, "post_sampler", TS_SHAPE(1 << bits, d), TS_ROLE_MATRIX) >= 0;
     return ok;
-}
-
-/* The generic initialisation treats the one-dimensional zeta as a norm
- * scale (all ones); it is an embedding, drawn N(0, 1) like the others. */
-static void free_init_params(ts_model *model, ts_rng *rng) {
-    int i = ts_param_table_find(&model->table, "encoder.zeta");
-    const ts_param_entry *e = &model->table.entries[i];
-    ts_rng_fill_normal(rng, model->params + e->offset, e->numel, 0, 1);
 }
 
 /* ---------------------------------------------------------------- forward */
@@ -324,11 +320,8 @@ static void free_destroy(ts_model *model) {
     model->arch = NULL;
 }
 
-static const ts_model_ops free_ops = {.loss = free_loss,
-                                      .n_stats = FREE_N_STATS,
-                                      .stats = free_stats,
-                                      .init_params = free_init_params,
-                                      .destroy = free_destroy};
+static const ts_model_ops free_ops = {
+    .loss = free_loss, .n_stats = FREE_N_STATS, .stats = free_stats, .destroy = free_destroy};
 
 bool free_model_setup(ts_model *model, char *err, size_t errlen) {
     const ts_model_config *c = &model->config;

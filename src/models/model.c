@@ -90,22 +90,42 @@ void ts_model_destroy(ts_model *model) {
     free(model);
 }
 
+/* Draws or sets one tensor's initial values as its role declares. */
+static void init_tensor(const ts_param_entry *e, ts_real *p, ts_rng *rng) {
+    switch (e->role.init) {
+    case TS_INIT_ONES:
+        for (long j = 0; j < e->numel; j++) p[j] = 1;
+        break;
+    case TS_INIT_ZEROS:
+        for (long j = 0; j < e->numel; j++) p[j] = 0;
+        break;
+    case TS_INIT_NORMAL:
+        ts_rng_fill_normal(rng, p, e->numel, 0, 1);
+        break;
+    case TS_INIT_XAVIER_NORMAL: /* over [out, in] */
+        ts_rng_fill_normal(rng, p, e->numel, 0, sqrt(2.0 / (e->shape[0] + e->shape[1])));
+        break;
+    case TS_INIT_ARCHITECTURE:
+        break;
+    }
+}
+
 void ts_model_init_params(ts_model *model, uint64_t seed) {
     if (model->counting_only) return; /* no values to initialise */
     ts_rng rng;
     ts_rng_seed(&rng, seed);
-    for (int i = 0; i < model->table.count; i++) {
-        const ts_param_entry *e = &model->table.entries[i];
+    const ts_param_table *t = &model->table;
+    for (int i = 0; i < t->count; i++) {
+        const ts_param_entry *e = &t->entries[i];
         ts_real *p = model->params + e->offset;
-        if (e->ndim == 1) { /* norm scales */
-            for (long j = 0; j < e->numel; j++) p[j] = 1;
-        } else if (strstr(e->name, "embed")) {
-            ts_rng_fill_normal(&rng, p, e->numel, 0, 1);
-        } else { /* Xavier normal over [out, in] */
-            double std = sqrt(2.0 / (e->shape[0] + e->shape[1]));
-            ts_rng_fill_normal(&rng, p, e->numel, 0, std);
-        }
+        if (e->role.draw == TS_DRAW_IN_ORDER)
+            init_tensor(e, p, &rng);
+        else if (e->role.draw == TS_DRAW_AFTER_RESERVING)
+            ts_rng_fill_normal(&rng, p, e->numel, 0, 1); /* overwritten below */
     }
+    for (int i = 0; i < t->count; i++)
+        if (t->entries[i].role.draw != TS_DRAW_IN_ORDER)
+            init_tensor(&t->entries[i], model->params + t->entries[i].offset, &rng);
     if (model->ops->init_params) model->ops->init_params(model, &rng);
 }
 
@@ -132,10 +152,5 @@ void ts_sequence_rng(const ts_batch *batch, int i, uint64_t purpose, ts_rng *rng
 }
 
 long ts_model_non_embedding_params(const ts_model *model) {
-    long n = 0;
-    for (int i = 0; i < model->table.count; i++) {
-        const ts_param_entry *e = &model->table.entries[i];
-        if (!strstr(e->name, "embed") && strcmp(e->name, "head")) n += e->numel;
-    }
-    return n;
+    return ts_param_table_non_embedding(&model->table);
 }

@@ -9,8 +9,8 @@
 
 #include "core/model_config.h"
 #include "engine/engine.h"
-#include "io/checkpoint.h"
-#include "models/param_table.h"
+#include "core/saved_state.h"
+#include "core/param_table.h"
 
 typedef enum ts_mode { TS_MODE_TRAIN, TS_MODE_EVAL } ts_mode;
 
@@ -57,10 +57,12 @@ typedef struct ts_model_ops {
     int n_stats;
     const ts_model_stat *stats;
     /* Optional: state saved in checkpoints besides the parameters (EBT's
-     * replay buffer); returns how many descriptors it filled, at most max. */
-    int (*checkpoint_extras)(ts_model *model, ts_checkpoint_extra *extras, int max);
+     * replay buffer), as roles named "extras/..."; returns how many it
+     * filled, at most max. */
+    int (*checkpoint_extras)(ts_model *model, ts_saved_role *roles, int max);
     /* Optional: runs after the generic initialisation (ts_model_init_params)
-     * for parameters it does not cover, e.g. a learnable step size. */
+     * and sets the tensors registered with TS_INIT_ARCHITECTURE, e.g. EBT's
+     * step size. */
     void (*init_params)(ts_model *model, ts_rng *rng);
     void (*destroy)(ts_model *model);
 } ts_model_ops;
@@ -87,8 +89,9 @@ ts_model *ts_model_create(const ts_model_config *config, char *err, size_t errle
  * ts_model_init_params leaves it alone. */
 ts_model *ts_model_create_counting(const ts_model_config *config, char *err, size_t errlen);
 void ts_model_destroy(ts_model *model);
-/* Initialises parameters as the reference does (Xavier-normal linear layers,
- * N(0, 1) embeddings, unit norm scales), deterministically from seed. */
+/* Initialises every tensor as its registered role says (core/param_table.h),
+ * from one generator seeded with seed: in-order draws in table order, then
+ * deferred ones in table order, then the architecture's init_params. */
 void ts_model_init_params(ts_model *model, uint64_t seed);
 /* Creates the parameter leaves in ctx over the flat buffers. Call once,
  * before the mark that each step releases to. */
@@ -97,7 +100,8 @@ ts_tensor *ts_model_param(const ts_model *model, const char *name);
 /* A generator for sequence i of batch (i < batch->batch) and a purpose
  * (any constant naming the draw), independent of how ranks split batches. */
 void ts_sequence_rng(const ts_batch *batch, int i, uint64_t purpose, ts_rng *rng);
-/* Non-embedding parameters (the N of the 6N FLOPs convention). */
+/* Non-embedding parameters (the N of the 6N FLOPs convention): the tensors
+ * not registered as embeddings. */
 long ts_model_non_embedding_params(const ts_model *model);
 
 #endif

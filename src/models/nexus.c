@@ -167,7 +167,7 @@ static bool add_level_projections(ts_model *model, nexus_state *state) {
         for (int level = 2; level <= order; level++)
             for (int w = 0; w < 2; w++) {
                 snprintf(name, sizeof name, "layers.%d.attention.level%d.%s", l, level, which[w]);
-                int index = ts_param_table_add(&model->table, name, TS_SHAPE(d, d), true);
+                int index = ts_param_table_add(&model->table, name, TS_SHAPE(d, d), TS_ROLE_MATRIX);
                 if (index < 0) return false;
                 state->level_index[((long)l * order + level - 1) * 2 + w] = index;
             }

@@ -11,27 +11,27 @@ int tpp_ffn_hidden(const ts_model_config *config) {
 /* Names follow the reference's module paths so checkpoints map one to one. */
 bool tpp_add_params(ts_param_table *table, const ts_model_config *c) {
     int d = c->width, f = tpp_ffn_hidden(c), v = c->vocab_size;
-    bool ok = ts_param_table_add(table, "embed", TS_SHAPE(v, d), false) >= 0;
+    bool ok = ts_param_table_add(table, "embed", TS_SHAPE(v, d), TS_ROLE_EMBEDDING) >= 0;
     char name[TS_PARAM_NAME_MAX];
     static const char *const square[] = {"wq", "wk", "wv", "wo"};
     for (int l = 0; ok && l < c->depth; l++) {
         snprintf(name, sizeof name, "layers.%d.attn_norm", l);
-        ok &= ts_param_table_add(table, name, TS_SHAPE(d), false) >= 0;
+        ok &= ts_param_table_add(table, name, TS_SHAPE(d), TS_ROLE_NORM) >= 0;
         for (int i = 0; i < 4; i++) {
             snprintf(name, sizeof name, "layers.%d.attention.%s", l, square[i]);
-            ok &= ts_param_table_add(table, name, TS_SHAPE(d, d), true) >= 0;
+            ok &= ts_param_table_add(table, name, TS_SHAPE(d, d), TS_ROLE_MATRIX) >= 0;
         }
         snprintf(name, sizeof name, "layers.%d.mlp_norm", l);
-        ok &= ts_param_table_add(table, name, TS_SHAPE(d), false) >= 0;
+        ok &= ts_param_table_add(table, name, TS_SHAPE(d), TS_ROLE_NORM) >= 0;
         snprintf(name, sizeof name, "layers.%d.mlp.w1", l);
-        ok &= ts_param_table_add(table, name, TS_SHAPE(f, d), true) >= 0;
+        ok &= ts_param_table_add(table, name, TS_SHAPE(f, d), TS_ROLE_MATRIX) >= 0;
         snprintf(name, sizeof name, "layers.%d.mlp.w3", l);
-        ok &= ts_param_table_add(table, name, TS_SHAPE(f, d), true) >= 0;
+        ok &= ts_param_table_add(table, name, TS_SHAPE(f, d), TS_ROLE_MATRIX) >= 0;
         snprintf(name, sizeof name, "layers.%d.mlp.w2", l);
-        ok &= ts_param_table_add(table, name, TS_SHAPE(d, f), true) >= 0;
+        ok &= ts_param_table_add(table, name, TS_SHAPE(d, f), TS_ROLE_MATRIX) >= 0;
     }
-    ok &= ts_param_table_add(table, "final_norm", TS_SHAPE(d), false) >= 0;
-    ok &= ts_param_table_add(table, "head", TS_SHAPE(v, d), true) >= 0;
+    ok &= ts_param_table_add(table, "final_norm", TS_SHAPE(d), TS_ROLE_NORM) >= 0;
+    ok &= ts_param_table_add(table, "head", TS_SHAPE(v, d), TS_ROLE_VOCAB_MATRIX) >= 0;
     return ok;
 }
 

@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "io/checkpoint.h"
+#include "io/energies.h"
 #include "io/eval_results.h"
 #include "data/tokenizer.h"
 #include "io/token_file.h"
@@ -31,8 +32,8 @@ static ts_model *load_model(MPI_Comm comm, const char *path, ts_run_config *conf
     if (!ok) return NULL;
     ts_model *model = ts_model_create(&config->model, err, errlen);
     if (!model) return NULL;
-    if (ts_checkpoint_read(comm, path, &model->table, model->params, NULL, NULL, NULL, NULL, 0,
-                           NULL, err, errlen) != TS_IO_OK) {
+    ts_saved_role params = ts_saved_params(&model->table, model->params);
+    if (ts_checkpoint_read(comm, path, NULL, &params, 1, NULL, err, errlen) != TS_IO_OK) {
         ts_model_destroy(model);
         return NULL;
     }
@@ -138,9 +139,11 @@ int ts_eval_run(MPI_Comm comm, const ts_eval_run_options *a) {
             ok = ok && ts_evaluate(comm, model, &ctx, &tokens, split, config.model.context,
                                    config.align, a->windows, a->batch, (uint64_t)config.seed, r,
                                    err, sizeof err);
-            if (energies)
-                ok = ebt_energies_end(model, &trace, energies, ok, names[n], setting, err,
-                                      sizeof err) && ok;
+            if (energies) {
+                ebt_trace_energies(model, NULL);
+                ok = ok && ts_energies_append(energies, names[n], setting, &trace, err, sizeof err);
+                ts_energy_trace_free(&trace);
+            }
             if (!ok) {
                 if (rank == 0) fprintf(stderr, "thinkscale eval: error: %s\n", err);
                 status = 1;

@@ -8,7 +8,7 @@
 
 #include "core/optimizer_config.h"
 #include "engine/real.h"
-#include "models/param_table.h"
+#include "core/param_table.h"
 
 typedef struct ts_optimizer {
     ts_optimizer_config config;

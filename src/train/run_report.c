@@ -1,5 +1,7 @@
 #include "train/run_report.h"
 
+#include "io/atomic_commit.h"
+
 #include <errno.h>
 #include <math.h>
 #include <string.h>
@@ -57,12 +59,13 @@ static void yaml_string(FILE *f, const char *s) {
 }
 
 bool ts_write_run_report(const ts_run_summary *s, char *err, size_t errlen) {
-    char path[4096], tmp[4200];
+    char path[4096];
     snprintf(path, sizeof path, "%s/report.yaml", s->run_dir);
-    snprintf(tmp, sizeof tmp, "%s.tmp", path);
-    FILE *f = fopen(tmp, "w");
+    ts_commit commit;
+    if (ts_commit_begin(&commit, path, true, false, err, errlen) != TS_IO_OK) return false;
+    FILE *f = fopen(commit.tmp, "w");
     if (!f) {
-        snprintf(err, errlen, "cannot write %s: %s", tmp, strerror(errno));
+        snprintf(err, errlen, "cannot write %s: %s", commit.tmp, strerror(errno));
         return false;
     }
     char reason[128];
@@ -103,10 +106,10 @@ bool ts_write_run_report(const ts_run_summary *s, char *err, size_t errlen) {
     fprintf(f, "\n  verdict: %s\n", valid ? "VALID" : "INVALID");
     bool ok = !ferror(f);
     ok = fclose(f) == 0 && ok;
-    if (!ok || rename(tmp, path)) {
-        snprintf(err, errlen, "cannot write %s: %s", path, strerror(errno));
-        remove(tmp);
+    if (!ok) {
+        snprintf(err, errlen, "cannot write %s: %s", commit.tmp, strerror(errno));
+        ts_commit_abandon(&commit);
         return false;
     }
-    return true;
+    return ts_commit_publish(&commit, NULL, NULL, err, errlen) == TS_IO_OK;
 }

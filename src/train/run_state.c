@@ -2,6 +2,7 @@
 
 #include <dirent.h>
 #include <math.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -9,33 +10,63 @@
 #include "io/checkpoint.h"
 #include "io/metrics.h"
 
-static const ts_metric_column train_columns[] = {
-    {"tokens", "tokens", "training tokens consumed, all ranks"},
-    {"loss", "nats/token", "mean training cross-entropy of the step's batch"},
-    {"lr", "1", "learning rate of the step"},
-    {"grad_norm", "1", "global gradient norm before clipping"},
-    {"wall_time", "s", "seconds since this start of the run"},
-    {"flops", "FLOP", "floating-point operations executed in the step, all ranks"},
-    {"tokens_per_s", "tokens/s", "training throughput of the step"},
-    {"mfu", "1", "executed FLOP/s over the measured GEMM peak of all ranks"},
+/* Each metrics table is defined once: its columns (name, units,
+ * description) with where each value comes from, so the columns written and
+ * the values appended cannot drift apart. */
+
+/* train: one column per double of ts_step_record, named as the field. */
+typedef struct step_column {
+    ts_metric_column column;
+    size_t offset; /* of the value in ts_step_record */
+} step_column;
+#define STEP_COLUMN(field, units, description)                                                     \
+    {{#field, units, description}, offsetof(ts_step_record, field)}
+static const step_column train_columns[] = {
+    STEP_COLUMN(tokens, "tokens", "training tokens consumed, all ranks"),
+    STEP_COLUMN(loss, "nats/token", "mean training cross-entropy of the step's batch"),
+    STEP_COLUMN(lr, "1", "learning rate of the step"),
+    STEP_COLUMN(grad_norm, "1", "global gradient norm before clipping"),
+    STEP_COLUMN(wall_time, "s", "seconds since this start of the run"),
+    STEP_COLUMN(flops, "FLOP", "floating-point operations executed in the step, all ranks"),
+    STEP_COLUMN(tokens_per_s, "tokens/s", "training throughput of the step"),
+    STEP_COLUMN(mfu, "1", "executed FLOP/s over the measured GEMM peak of all ranks"),
 };
-static const ts_metric_column eval_columns[] = {
-    {"loss", "nats/token", "mean validation cross-entropy"},
-    {"perplexity", "1", "exp(loss)"},
-    {"tokens", "tokens", "targets scored"},
+
+/* eval/SET: an evaluation result, then the model's statistics. */
+static double eval_loss(const ts_eval_result *r) { return r->loss; }
+static double eval_perplexity(const ts_eval_result *r) { return r->perplexity; }
+static double eval_tokens(const ts_eval_result *r) { return (double)r->tokens; }
+static const struct {
+    ts_metric_column column;
+    double (*value)(const ts_eval_result *result);
+} eval_columns[] = {
+    {{"loss", "nats/token", "mean validation cross-entropy"}, eval_loss},
+    {{"perplexity", "1", "exp(loss)"}, eval_perplexity},
+    {{"tokens", "tokens", "targets scored"}, eval_tokens},
 };
-static const ts_metric_column checkpoint_columns[] = {
-    {"bytes", "B", "checkpoint file size"},
-    {"io_seconds", "s", "HDF5 write time of the slowest rank"},
-    {"bandwidth", "B/s", "bytes / io_seconds"},
+
+/* checkpoint: what a checkpoint write reports. */
+static double checkpoint_bytes(const ts_checkpoint_report *r) { return (double)r->bytes; }
+static double checkpoint_io_seconds(const ts_checkpoint_report *r) { return r->io_seconds; }
+static double checkpoint_bandwidth(const ts_checkpoint_report *r) { return r->bandwidth; }
+static const struct {
+    ts_metric_column column;
+    double (*value)(const ts_checkpoint_report *report);
+} checkpoint_columns[] = {
+    {{"bytes", "B", "checkpoint file size"}, checkpoint_bytes},
+    {{"io_seconds", "s", "HDF5 write time of the slowest rank"}, checkpoint_io_seconds},
+    {{"bandwidth", "B/s", "bytes / io_seconds"}, checkpoint_bandwidth},
 };
 #define COUNT(a) (int)(sizeof a / sizeof a[0])
-#define MAX_EXTRAS 8
+/* The column descriptions of a table above, for ts_metrics_define. */
+#define COLUMNS_OF(table, out)                                                                     \
+    do {                                                                                           \
+        for (int c_ = 0; c_ < COUNT(table); c_++) (out)[c_] = (table)[c_].column;                  \
+    } while (0)
+#define MAX_ROLES 16
 
-/* Fixed columns followed by the model's statistics. */
-static int with_model_stats(const ts_metric_column *fixed, int n_fixed, const ts_model *model,
-                            ts_metric_column *out) {
-    for (int i = 0; i < n_fixed; i++) out[i] = fixed[i];
+/* Appends the model's statistics to out after its n_fixed columns. */
+static int with_model_stats(int n_fixed, const ts_model *model, ts_metric_column *out) {
     const ts_model_ops *ops = model->ops;
     for (int k = 0; k < ops->n_stats; k++)
         out[n_fixed + k] = (ts_metric_column){ops->stats[k].name, ops->stats[k].units,
@@ -43,9 +74,25 @@ static int with_model_stats(const ts_metric_column *fixed, int n_fixed, const ts
     return n_fixed + ops->n_stats;
 }
 
-static int model_extras(ts_model *model, ts_checkpoint_extra *extras) {
-    return model->ops->checkpoint_extras ? model->ops->checkpoint_extras(model, extras, MAX_EXTRAS)
-                                         : 0;
+/* What a training checkpoint holds: the parameters, AdamW's moments (when
+ * the optimiser has them) and the model's own state. */
+static int training_roles(ts_run_state *s, ts_saved_role *roles) {
+    const ts_param_table *t = &s->model->table;
+    int n = 0;
+    roles[n++] = ts_saved_params(t, s->model->params);
+    if (s->optimizer->m)
+        roles[n++] = ts_saved_moment(TS_SAVED_ADAM_M_NAME, t, s->optimizer->m,
+                                     "same as the gradient",
+                                     "first moment (running mean of gradients), flat, parameter "
+                                     "order");
+    if (s->optimizer->v)
+        roles[n++] = ts_saved_moment(TS_SAVED_ADAM_V_NAME, t, s->optimizer->v,
+                                     "square of the gradient's",
+                                     "second moment (running mean of squared gradients), flat, "
+                                     "parameter order");
+    if (s->model->ops->checkpoint_extras)
+        n += s->model->ops->checkpoint_extras(s->model, roles + n, MAX_ROLES - n);
+    return n;
 }
 
 /* Whether dir already holds results of a run: a metrics file or checkpoints. */
@@ -86,13 +133,12 @@ static bool prepare_directory(ts_run_state *s, bool resume, char *err, size_t er
 
 static bool resume_from_checkpoint(ts_run_state *s, long *step, double *tokens, char *err,
                                    size_t errlen) {
-    ts_checkpoint_state cs = {.rng = s->rng->s, .rng_words = 4};
+    ts_checkpoint_state cs = {0};
     ts_checkpoint_report report;
-    ts_checkpoint_extra extras[MAX_EXTRAS];
-    int n_extras = model_extras(s->model, extras);
-    ts_io_status st = ts_checkpoint_read_latest(
-        s->comm, s->config->run_dir, &s->model->table, s->model->params, s->optimizer->m,
-        s->optimizer->v, &cs, extras, n_extras, &report, err, errlen);
+    ts_saved_role roles[MAX_ROLES];
+    int n_roles = training_roles(s, roles);
+    ts_io_status st = ts_checkpoint_read_latest(s->comm, s->config->run_dir, &cs, roles, n_roles,
+                                                &report, err, errlen);
     if (st == TS_IO_NOT_FOUND) {
         if (s->rank == 0)
             printf("thinkscale: no complete checkpoint in %s: starting from step 0\n",
@@ -112,10 +158,9 @@ static bool resume_from_checkpoint(ts_run_state *s, long *step, double *tokens, 
 }
 
 bool ts_run_state_open(ts_run_state *s, MPI_Comm comm, const ts_run_config *config,
-                       ts_model *model, ts_optimizer *optimizer, ts_rng *rng, bool resume,
-                       long *step, double *tokens, char *err, size_t errlen) {
-    *s = (ts_run_state){.comm = comm, .config = config, .model = model, .optimizer = optimizer,
-                        .rng = rng};
+                       ts_model *model, ts_optimizer *optimizer, bool resume, long *step,
+                       double *tokens, char *err, size_t errlen) {
+    *s = (ts_run_state){.comm = comm, .config = config, .model = model, .optimizer = optimizer};
     MPI_Comm_rank(comm, &s->rank);
     *step = 0;
     *tokens = 0;
@@ -132,14 +177,16 @@ bool ts_run_state_open(ts_run_state *s, MPI_Comm comm, const ts_run_config *conf
     if (s->rank == 0) {
         ts_metrics_options options = {.resume_step = resume ? *step : -1};
         ts_metric_column model_columns[TS_MAX_MODEL_STATS];
-        int n_model = with_model_stats(NULL, 0, model, model_columns);
+        int n_model = with_model_stats(0, model, model_columns);
+        ts_metric_column train[COUNT(train_columns)], checkpoint[COUNT(checkpoint_columns)];
+        COLUMNS_OF(train_columns, train);
+        COLUMNS_OF(checkpoint_columns, checkpoint);
         ok = ts_metrics_open(&s->metrics, config->run_dir, s->config_ini, &s->provenance,
                              &options, err, errlen) == TS_IO_OK &&
              ts_metrics_define(s->metrics, "train", "one row per optimiser step",
-                               COUNT(train_columns), train_columns, err, errlen) == TS_IO_OK &&
+                               COUNT(train_columns), train, err, errlen) == TS_IO_OK &&
              ts_metrics_define(s->metrics, "checkpoint", "one row per checkpoint written",
-                               COUNT(checkpoint_columns), checkpoint_columns, err,
-                               errlen) == TS_IO_OK &&
+                               COUNT(checkpoint_columns), checkpoint, err, errlen) == TS_IO_OK &&
              (n_model == 0 ||
               ts_metrics_define(s->metrics, "train_model", "the model's own statistics per step",
                                 n_model, model_columns, err, errlen) == TS_IO_OK);
@@ -150,8 +197,9 @@ bool ts_run_state_open(ts_run_state *s, MPI_Comm comm, const ts_run_config *conf
 bool ts_run_state_log_step(ts_run_state *s, const ts_step_record *r, const double *stats,
                            char *err, size_t errlen) {
     if (s->rank != 0) return true;
-    double values[] = {r->tokens, r->loss,  r->lr,           r->grad_norm,
-                       r->wall_time, r->flops, r->tokens_per_s, r->mfu};
+    double values[COUNT(train_columns)];
+    for (int c = 0; c < COUNT(train_columns); c++)
+        values[c] = *(const double *)((const char *)r + train_columns[c].offset);
     return ts_metrics_append(s->metrics, "train", r->step, values, err, errlen) == TS_IO_OK &&
            (s->model->ops->n_stats == 0 ||
             ts_metrics_append(s->metrics, "train_model", r->step, stats, err, errlen) == TS_IO_OK);
@@ -163,40 +211,38 @@ bool ts_run_state_log_eval(ts_run_state *s, long step, const char *set,
     char table[128];
     snprintf(table, sizeof table, "eval/%s", set);
     ts_metric_column columns[COUNT(eval_columns) + TS_MAX_MODEL_STATS];
-    int n_columns = with_model_stats(eval_columns, COUNT(eval_columns), s->model, columns);
+    COLUMNS_OF(eval_columns, columns);
+    int n_columns = with_model_stats(COUNT(eval_columns), s->model, columns);
     if (ts_metrics_rows(s->metrics, table) < 0 &&
         ts_metrics_define(s->metrics, table, "validation split, evenly spaced windows", n_columns,
                           columns, err, errlen) != TS_IO_OK)
         return false;
-    double values[COUNT(eval_columns) + TS_MAX_MODEL_STATS] = {
-        result->loss, result->perplexity, (double)result->tokens};
+    double values[COUNT(eval_columns) + TS_MAX_MODEL_STATS];
+    for (int c = 0; c < COUNT(eval_columns); c++) values[c] = eval_columns[c].value(result);
     for (int k = 0; k < result->n_stats; k++) values[COUNT(eval_columns) + k] = result->stats[k];
     return ts_metrics_append(s->metrics, table, step, values, err, errlen) == TS_IO_OK &&
            ts_metrics_flush(s->metrics, err, errlen) == TS_IO_OK;
 }
 
 bool ts_run_state_checkpoint(ts_run_state *s, long step, double tokens, char *err, size_t errlen) {
-    ts_checkpoint_state cs = {.step = step,
-                              .tokens_seen = (int64_t)tokens,
-                              .data_position = (int64_t)step * s->config->batch,
-                              .rng = s->rng->s,
-                              .rng_words = 4,
-                              .config_text = s->config_ini};
+    ts_checkpoint_state cs = {
+        .step = step, .tokens_seen = (int64_t)tokens, .config_text = s->config_ini};
     ts_checkpoint_options options = {.keep_last = (int)s->config->keep_checkpoints,
                                      .provenance = &s->provenance};
     ts_checkpoint_report report;
-    ts_checkpoint_extra extras[MAX_EXTRAS];
-    int n_extras = model_extras(s->model, extras);
-    if (ts_checkpoint_write(s->comm, s->config->run_dir, &s->model->table, s->model->params,
-                            s->optimizer->m, s->optimizer->v, &cs, extras, n_extras, &options,
-                            &report, err, errlen) != TS_IO_OK)
+    ts_saved_role roles[MAX_ROLES];
+    int n_roles = training_roles(s, roles);
+    if (ts_checkpoint_write(s->comm, s->config->run_dir, &cs, roles, n_roles, &options, &report,
+                            err, errlen) != TS_IO_OK)
         return false;
     s->last_checkpoint_bytes = (double)report.bytes;
     s->last_checkpoint_bandwidth = report.bandwidth;
     if (s->rank != 0) return true;
     printf("checkpoint step %ld: %s, %.2f MB in %.3f s (%.1f MB/s)\n", step, report.path,
            report.bytes / 1e6, report.io_seconds, report.bandwidth / 1e6);
-    double values[] = {(double)report.bytes, report.io_seconds, report.bandwidth};
+    double values[COUNT(checkpoint_columns)];
+    for (int c = 0; c < COUNT(checkpoint_columns); c++)
+        values[c] = checkpoint_columns[c].value(&report);
     return ts_metrics_append(s->metrics, "checkpoint", step, values, err, errlen) == TS_IO_OK &&
            ts_metrics_flush(s->metrics, err, errlen) == TS_IO_OK;
 }

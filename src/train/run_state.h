@@ -14,6 +14,8 @@
 #include "io/provenance.h"
 #include "train/optimizer.h"
 
+/* One optimiser step's metrics. Every double is a column of metrics.h5's
+ * train table, named as the field (the table is in run_state.c). */
 typedef struct ts_step_record {
     long step;
     double tokens;
@@ -35,7 +37,6 @@ typedef struct ts_run_state {
     char *config_ini;
     ts_model *model;
     ts_optimizer *optimizer;
-    ts_rng *rng;          /* the run's random state, saved in checkpoints */
     ts_metrics *metrics;  /* rank 0 only */
     ts_provenance provenance;
     bool provenance_set;
@@ -48,8 +49,7 @@ typedef struct ts_run_state {
  * run refuses a directory that already holds checkpoints or metrics, so no
  * result is ever overwritten. Collective. */
 bool ts_run_state_open(ts_run_state *state, MPI_Comm comm, const ts_run_config *config,
-                       ts_model *model, ts_optimizer *optimizer, ts_rng *rng, bool resume,
-                       long *step,
+                       ts_model *model, ts_optimizer *optimizer, bool resume, long *step,
                        double *tokens, char *err, size_t errlen);
 /* stats: the model's ops->n_stats statistics of the step. */
 bool ts_run_state_log_step(ts_run_state *state, const ts_step_record *record, const double *stats,

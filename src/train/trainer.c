@@ -41,7 +41,6 @@ typedef struct trainer {
     double peak_gflops;    /* per rank, the MFU denominator */
     int64_t *offsets;
     int32_t *tokens;
-    ts_rng rng;            /* model-level randomness (checkpointed) */
     ts_run_state state;    /* metrics and checkpoints */
 } trainer;
 
@@ -266,8 +265,7 @@ static int run(trainer *tr, bool resume) {
     ts_model_init_params(m, (uint64_t)c->seed);
     ts_model_bind(m, &tr->ctx);
 
-    ts_rng_seed(&tr->rng, (uint64_t)c->seed);
-    if (!all_ok(tr, ts_run_state_open(&tr->state, tr->comm, c, m, &tr->optimizer, &tr->rng, resume,
+    if (!all_ok(tr, ts_run_state_open(&tr->state, tr->comm, c, m, &tr->optimizer, resume,
                                       &tr->step, &tr->tokens_seen, err, sizeof err),
                 err))
         return 1;
@@ -310,9 +308,16 @@ static int run(trainer *tr, bool resume) {
         summary.last_loss = loss;
         summary.step_seconds += step_time;
         summary.flops += step_flops;
-        ts_step_record rec = {tr->step, tr->tokens_seen, loss, lr, grad_norm, now - t_start,
-                              step_flops, step_tokens / step_time,
-                              step_flops / step_time / (tr->peak_gflops * 1e9 * tr->nranks)};
+        ts_step_record rec = {
+            .step = tr->step,
+            .tokens = tr->tokens_seen,
+            .loss = loss,
+            .lr = lr,
+            .grad_norm = grad_norm,
+            .wall_time = now - t_start,
+            .flops = step_flops,
+            .tokens_per_s = step_tokens / step_time,
+            .mfu = step_flops / step_time / (tr->peak_gflops * 1e9 * tr->nranks)};
         ok = ts_run_state_log_step(&tr->state, &rec, stats, err, sizeof err);
         if (!all_ok(tr, ok, err)) return 1;
         if (tr->rank == 0 && (tr->step % c->log_every == 0 || tr->step == c->steps)) {

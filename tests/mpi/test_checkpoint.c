@@ -23,9 +23,15 @@
 #include "io/checkpoint.h"
 #include "io/provenance.h"
 #include "mpi_cmocka.h"
-#include "models/param_table.h"
+#include "core/param_table.h"
 
 static int rank, size;
+
+#ifdef TS_DOUBLE
+#define CKPT_TEST_REAL H5T_NATIVE_DOUBLE
+#else
+#define CKPT_TEST_REAL H5T_NATIVE_FLOAT
+#endif
 
 /* True on every rank iff cond holds on every rank. */
 static bool all_ranks(bool cond) {
@@ -51,20 +57,88 @@ static bool all_ranks(bool cond) {
 #define RNG_WORDS 4
 #define N_EXTRAS 6
 
+/* The state these tests save besides the roles: step and tokens (root
+ * attributes) and an RNG stream, stored as the role "state/rng". */
+typedef struct saved_run {
+    long step;
+    int64_t tokens_seen;
+    uint64_t *rng;
+    int rng_words;
+    const char *config_text;
+} saved_run;
+
+/* The tests' usual list of roles: parameters (tensor by tensor), the moments
+ * that are given, the RNG stream when a state is given, then the extras. */
+static int training_roles(const ts_param_table *table, const ts_real *params, const ts_real *m,
+                          const ts_real *v, const saved_run *s, const ts_saved_role *extras,
+                          int n_extras, ts_saved_role *roles) {
+    int n = 0;
+    roles[n++] = ts_saved_params(table, (ts_real *)params);
+    if (m) roles[n++] = ts_saved_moment(TS_SAVED_ADAM_M_NAME, table, (ts_real *)m, NULL, NULL);
+    if (v) roles[n++] = ts_saved_moment(TS_SAVED_ADAM_V_NAME, table, (ts_real *)v, NULL, NULL);
+    if (s)
+        roles[n++] = (ts_saved_role){.name = "state/rng",
+                                     .type = TS_SAVED_UINT64,
+                                     .layout = TS_SAVED_REPLICATED,
+                                     .count = s->rng_words,
+                                     .data = s->rng,
+                                     .units = "dimensionless",
+                                     .description = "random number generator state words"};
+    for (int i = 0; i < n_extras; i++) roles[n++] = extras[i];
+    return n;
+}
+
+static ts_io_status ckpt_write(MPI_Comm comm, const char *dir, const ts_param_table *table,
+                               const ts_real *params, const ts_real *m, const ts_real *v,
+                               const saved_run *s, const ts_saved_role *extras, int n_extras,
+                               const ts_checkpoint_options *options, ts_checkpoint_report *report,
+                               char *err, size_t errlen) {
+    ts_saved_role roles[4 + N_EXTRAS];
+    int n = training_roles(table, params, m, v, s, extras, n_extras, roles);
+    ts_checkpoint_state state = {
+        .step = s->step, .tokens_seen = s->tokens_seen, .config_text = s->config_text};
+    return ts_checkpoint_write(comm, dir, &state, roles, n, options, report, err, errlen);
+}
+
+static ts_io_status ckpt_read(MPI_Comm comm, const char *path, const ts_param_table *table,
+                              ts_real *params, ts_real *m, ts_real *v, saved_run *s,
+                              const ts_saved_role *extras, int n_extras,
+                              ts_checkpoint_report *report, char *err, size_t errlen) {
+    ts_saved_role roles[4 + N_EXTRAS];
+    int n = training_roles(table, params, m, v, s, extras, n_extras, roles);
+    ts_checkpoint_state state = {0};
+    ts_io_status st = ts_checkpoint_read(comm, path, &state, roles, n, report, err, errlen);
+    if (st == TS_IO_OK && s) {
+        s->step = state.step;
+        s->tokens_seen = state.tokens_seen;
+    }
+    return st;
+}
+
+static ts_io_status ckpt_read_latest(MPI_Comm comm, const char *dir, const ts_param_table *table,
+                                     ts_real *params, ts_real *m, ts_real *v, saved_run *s,
+                                     const ts_saved_role *extras, int n_extras,
+                                     ts_checkpoint_report *report, char *err, size_t errlen) {
+    char path[TS_CHECKPOINT_PATH_MAX];
+    ts_io_status st = ts_checkpoint_find_latest(comm, dir, path, sizeof path, NULL, err, errlen);
+    if (st != TS_IO_OK) return st;
+    return ckpt_read(comm, path, table, params, m, v, s, extras, n_extras, report, err, errlen);
+}
+
 typedef struct fixture {
     ssize_t open_ids[5];
     char dir[256];
     ts_param_table table;
     ts_real *params, *m, *v;
     uint64_t rng[RNG_WORDS];
-    ts_checkpoint_state state;
+    saved_run state;
     /* extras' storage */
     ts_real hidden[10];
     int64_t counters[3];
     uint64_t seeds[2];
     int64_t replay[4]; /* per rank */
     ts_real per_rank_real[3];
-    ts_checkpoint_extra extras[N_EXTRAS];
+    ts_saved_role extras[N_EXTRAS];
     char err[1024];
 } fixture;
 
@@ -85,7 +159,8 @@ static void fill_reals(ts_real *x, long n, uint64_t seed) {
 
 static void add_tensor(ts_param_table *t, const char *name, int ndim, int a, int b, int c, int d) {
     int shape[4] = {a, b, c, d};
-    assert_true(ts_param_table_add(t, name, ndim, shape, ndim > 1) >= 0);
+    ts_param_role role = {TS_INIT_NORMAL, TS_DRAW_IN_ORDER, ndim > 1, false};
+    assert_true(ts_param_table_add(t, name, ndim, shape, role) >= 0);
 }
 
 /* Shapes chosen to exercise the row split: 7 rows over 2 ranks, a tensor
@@ -128,12 +203,11 @@ static int setup(void **state) {
     fill_reals(f->m, n, 2);
     fill_reals(f->v, n, 3);
     for (int i = 0; i < RNG_WORDS; i++) f->rng[i] = mix(100 + (uint64_t)i);
-    f->state = (ts_checkpoint_state){.step = 100,
-                                     .tokens_seen = 123456789012LL,
-                                     .data_position = 987654321LL,
-                                     .rng = f->rng,
-                                     .rng_words = RNG_WORDS,
-                                     .config_text = config_text};
+    f->state = (saved_run){.step = 100,
+                           .tokens_seen = 123456789012LL,
+                           .rng = f->rng,
+                           .rng_words = RNG_WORDS,
+                           .config_text = config_text};
     fill_reals(f->hidden, 10, 4);
     f->counters[0] = -5;
     f->counters[1] = INT64_MAX;
@@ -142,13 +216,18 @@ static int setup(void **state) {
     f->seeds[1] = 42;
     for (int i = 0; i < 4; i++) f->replay[i] = 1000 * rank + i;
     fill_reals(f->per_rank_real, 3, 50 + (uint64_t)rank);
-    ts_checkpoint_extra extras[N_EXTRAS] = {
-        {"hidden_state", TS_CKPT_REAL, TS_CKPT_REPLICATED, 10, f->hidden, "dimensionless", "test"},
-        {"counters", TS_CKPT_INT64, TS_CKPT_REPLICATED, 3, f->counters, "count", NULL},
-        {"seeds", TS_CKPT_UINT64, TS_CKPT_REPLICATED, 2, f->seeds, NULL, NULL},
-        {"replay", TS_CKPT_INT64, TS_CKPT_PER_RANK, 4, f->replay, "token index", "replay buffer"},
-        {"rank_noise", TS_CKPT_REAL, TS_CKPT_PER_RANK, 3, f->per_rank_real, NULL, NULL},
-        {"empty", TS_CKPT_REAL, TS_CKPT_REPLICATED, 0, NULL, NULL, "nothing yet"},
+    ts_saved_role extras[N_EXTRAS] = {
+        {"extras/hidden_state", TS_SAVED_REAL, TS_SAVED_REPLICATED, 10, f->hidden, "dimensionless",
+         "test", 0, 0, NULL},
+        {"extras/counters", TS_SAVED_INT64, TS_SAVED_REPLICATED, 3, f->counters, "count", NULL, 0,
+         0, NULL},
+        {"extras/seeds", TS_SAVED_UINT64, TS_SAVED_REPLICATED, 2, f->seeds, NULL, NULL, 0, 0, NULL},
+        {"extras/replay", TS_SAVED_INT64, TS_SAVED_PER_RANK, 4, f->replay, "token index",
+         "replay buffer", 0, 0, NULL},
+        {"extras/rank_noise", TS_SAVED_REAL, TS_SAVED_PER_RANK, 3, f->per_rank_real, NULL, NULL, 0,
+         0, NULL},
+        {"extras/empty", TS_SAVED_REAL, TS_SAVED_REPLICATED, 0, NULL, NULL, "nothing yet", 0, 0,
+         NULL},
     };
     memcpy(f->extras, extras, sizeof extras);
     count_open_ids(f->open_ids);
@@ -197,8 +276,8 @@ static int teardown(void **state) {
 static ts_io_status write_step(fixture *f, long step, const ts_checkpoint_options *options,
                                ts_checkpoint_report *report) {
     f->state.step = step;
-    return ts_checkpoint_write(MPI_COMM_WORLD, f->dir, &f->table, f->params, f->m, f->v, &f->state,
-                               f->extras, N_EXTRAS, options, report, f->err, sizeof f->err);
+    return ckpt_write(MPI_COMM_WORLD, f->dir, &f->table, f->params, f->m, f->v, &f->state,
+                      f->extras, N_EXTRAS, options, report, f->err, sizeof f->err);
 }
 
 static void path_in(const fixture *f, char *out, size_t len, const char *name) {
@@ -256,8 +335,8 @@ typedef struct loaded {
     uint64_t seeds[2];
     int64_t replay[4];
     ts_real per_rank_real[3];
-    ts_checkpoint_extra extras[N_EXTRAS];
-    ts_checkpoint_state state;
+    ts_saved_role extras[N_EXTRAS];
+    saved_run state;
 } loaded;
 
 /* Zeroed buffers shaped like the fixture's, for reading into. */
@@ -275,7 +354,7 @@ static loaded *new_loaded(const fixture *f) {
     l->extras[2].data = l->seeds;
     l->extras[3].data = l->replay;
     l->extras[4].data = l->per_rank_real;
-    l->state = (ts_checkpoint_state){.rng = l->rng, .rng_words = RNG_WORDS};
+    l->state = (saved_run){.rng = l->rng, .rng_words = RNG_WORDS};
     return l;
 }
 
@@ -312,9 +391,8 @@ static void test_round_trip_is_bit_exact(void **state) {
 
     loaded *l = new_loaded(f);
     ts_checkpoint_report read_report;
-    assert_status(ts_checkpoint_read(MPI_COMM_WORLD, expected, &f->table, l->params, l->m, l->v,
-                                     &l->state, l->extras, N_EXTRAS, &read_report, f->err,
-                                     sizeof f->err),
+    assert_status(ckpt_read(MPI_COMM_WORLD, expected, &f->table, l->params, l->m, l->v, &l->state,
+                            l->extras, N_EXTRAS, &read_report, f->err, sizeof f->err),
                   TS_IO_OK, f->err);
     size_t bytes = (size_t)f->table.total * sizeof(ts_real);
     assert_all(same_bytes(l->params, f->params, bytes));
@@ -328,7 +406,6 @@ static void test_round_trip_is_bit_exact(void **state) {
     assert_all(same_bytes(l->per_rank_real, f->per_rank_real, sizeof f->per_rank_real));
     assert_int_equal(l->state.step, 100);
     assert_true(l->state.tokens_seen == 123456789012LL);
-    assert_true(l->state.data_position == 987654321LL);
     assert_true(read_report.bytes == report.bytes && read_report.bandwidth > 0);
     assert_true(read_report.step == 100 && !strcmp(read_report.path, expected));
     if (rank == 0)
@@ -371,15 +448,14 @@ static void test_large_checkpoint_reports_bandwidth(void **state) {
         memset(back[r], 0, bytes);
         fill_reals(roles[r], big.total, 7 + (uint64_t)r);
     }
-    ts_checkpoint_state s = {
-        .step = 5, .rng = f->rng, .rng_words = RNG_WORDS, .config_text = config_text};
+    saved_run s = {.step = 5, .rng = f->rng, .rng_words = RNG_WORDS, .config_text = config_text};
     ts_checkpoint_report report, read_report;
-    assert_status(ts_checkpoint_write(MPI_COMM_WORLD, f->dir, &big, roles[0], roles[1], roles[2],
-                                      &s, NULL, 0, NULL, &report, f->err, sizeof f->err),
+    assert_status(ckpt_write(MPI_COMM_WORLD, f->dir, &big, roles[0], roles[1], roles[2], &s, NULL,
+                             0, NULL, &report, f->err, sizeof f->err),
                   TS_IO_OK, f->err);
     assert_true(report.bytes >= (int64_t)(3 * bytes) && report.bandwidth > 0);
-    assert_status(ts_checkpoint_read(MPI_COMM_WORLD, report.path, &big, back[0], back[1], back[2],
-                                     NULL, NULL, 0, &read_report, f->err, sizeof f->err),
+    assert_status(ckpt_read(MPI_COMM_WORLD, report.path, &big, back[0], back[1], back[2], NULL,
+                            NULL, 0, &read_report, f->err, sizeof f->err),
                   TS_IO_OK, f->err);
     for (int r = 0; r < 3; r++) assert_all(same_bytes(back[r], roles[r], bytes));
     /* Read bandwidth counts what was loaded: the three roles. */
@@ -403,18 +479,18 @@ static void test_large_checkpoint_reports_bandwidth(void **state) {
 static void test_moments_are_optional(void **state) {
     fixture *f = *state;
     f->state.step = 3;
-    assert_status(ts_checkpoint_write(MPI_COMM_WORLD, f->dir, &f->table, f->params, NULL, NULL,
-                                      &f->state, NULL, 0, NULL, NULL, f->err, sizeof f->err),
+    assert_status(ckpt_write(MPI_COMM_WORLD, f->dir, &f->table, f->params, NULL, NULL, &f->state,
+                             NULL, 0, NULL, NULL, f->err, sizeof f->err),
                   TS_IO_OK, f->err);
     char path[512];
     path_in(f, path, sizeof path, "checkpoint_00000003.h5");
     loaded *l = new_loaded(f);
-    assert_status(ts_checkpoint_read(MPI_COMM_WORLD, path, &f->table, l->params, NULL, NULL,
-                                     &l->state, NULL, 0, NULL, f->err, sizeof f->err),
+    assert_status(ckpt_read(MPI_COMM_WORLD, path, &f->table, l->params, NULL, NULL, &l->state, NULL,
+                            0, NULL, f->err, sizeof f->err),
                   TS_IO_OK, f->err);
     assert_all(same_bytes(l->params, f->params, (size_t)f->table.total * sizeof(ts_real)));
-    assert_status(ts_checkpoint_read(MPI_COMM_WORLD, path, &f->table, l->params, l->m, NULL, NULL,
-                                     NULL, 0, NULL, f->err, sizeof f->err),
+    assert_status(ckpt_read(MPI_COMM_WORLD, path, &f->table, l->params, l->m, NULL, NULL, NULL, 0,
+                            NULL, f->err, sizeof f->err),
                   TS_IO_ERR_MISMATCH, f->err);
     assert_true(contains(f->err, "optimizer/m"));
     free_loaded(l);
@@ -435,10 +511,10 @@ static void test_mismatched_table_is_rejected_naming_the_tensor(void **state) {
     add_tensor(&other, "layers.0.attention.wq", 2, 5, 6, 0, 0);
     for (int i = 2; i < f->table.count; i++) {
         const ts_param_entry *e = &f->table.entries[i];
-        assert_true(ts_param_table_add(&other, e->name, e->ndim, e->shape, e->decay) >= 0);
+        assert_true(ts_param_table_add(&other, e->name, e->ndim, e->shape, e->role) >= 0);
     }
-    assert_status(ts_checkpoint_read(MPI_COMM_WORLD, path, &other, big, NULL, NULL, NULL, NULL, 0,
-                                     NULL, f->err, sizeof f->err),
+    assert_status(ckpt_read(MPI_COMM_WORLD, path, &other, big, NULL, NULL, NULL, NULL, 0, NULL,
+                            f->err, sizeof f->err),
                   TS_IO_ERR_MISMATCH, f->err);
     /* The first tensor is fine; the error names the second with both shapes. */
     assert_true(contains(f->err, "'layers.0.attention.wq'"));
@@ -451,18 +527,18 @@ static void test_mismatched_table_is_rejected_naming_the_tensor(void **state) {
     ts_param_table fewer = {0};
     for (int i = 0; i < other.count - 1; i++) {
         const ts_param_entry *e = &other.entries[i];
-        assert_true(ts_param_table_add(&fewer, e->name, e->ndim, e->shape, e->decay) >= 0);
+        assert_true(ts_param_table_add(&fewer, e->name, e->ndim, e->shape, e->role) >= 0);
     }
-    assert_status(ts_checkpoint_read(MPI_COMM_WORLD, path, &fewer, big, NULL, NULL, NULL, NULL, 0,
-                                     NULL, f->err, sizeof f->err),
+    assert_status(ckpt_read(MPI_COMM_WORLD, path, &fewer, big, NULL, NULL, NULL, NULL, 0, NULL,
+                            f->err, sizeof f->err),
                   TS_IO_ERR_MISMATCH, f->err);
     assert_true(contains(f->err, "'four_d'"));
     assert_true(contains(f->err, "does not have"));
 
     /* The model has a tensor the checkpoint lacks. */
     add_tensor(&other, "layers.1.attention.wq", 2, 5, 5, 0, 0);
-    assert_status(ts_checkpoint_read(MPI_COMM_WORLD, path, &other, big, NULL, NULL, NULL, NULL, 0,
-                                     NULL, f->err, sizeof f->err),
+    assert_status(ckpt_read(MPI_COMM_WORLD, path, &other, big, NULL, NULL, NULL, NULL, 0, NULL,
+                            f->err, sizeof f->err),
                   TS_IO_ERR_MISMATCH, f->err);
     assert_true(contains(f->err, "lacks tensor 'layers.1.attention.wq'"));
 
@@ -470,38 +546,46 @@ static void test_mismatched_table_is_rejected_naming_the_tensor(void **state) {
     ts_param_table reordered = {0};
     for (int i = other.count - 2; i >= 0; i--) {
         const ts_param_entry *e = &other.entries[i];
-        assert_true(ts_param_table_add(&reordered, e->name, e->ndim, e->shape, e->decay) >= 0);
+        assert_true(ts_param_table_add(&reordered, e->name, e->ndim, e->shape, e->role) >= 0);
     }
-    assert_status(ts_checkpoint_read(MPI_COMM_WORLD, path, &reordered, big, NULL, NULL, NULL, NULL,
-                                     0, NULL, f->err, sizeof f->err),
+    assert_status(ckpt_read(MPI_COMM_WORLD, path, &reordered, big, NULL, NULL, NULL, NULL, 0, NULL,
+                            f->err, sizeof f->err),
                   TS_IO_ERR_MISMATCH, f->err);
     assert_true(contains(f->err, "offset"));
 
     /* RNG state of another length, and an extra of another count. */
     l->state.rng_words = RNG_WORDS - 1;
-    assert_status(ts_checkpoint_read(MPI_COMM_WORLD, path, &f->table, l->params, NULL, NULL,
-                                     &l->state, NULL, 0, NULL, f->err, sizeof f->err),
+    assert_status(ckpt_read(MPI_COMM_WORLD, path, &f->table, l->params, NULL, NULL, &l->state, NULL,
+                            0, NULL, f->err, sizeof f->err),
                   TS_IO_ERR_MISMATCH, f->err);
     assert_true(contains(f->err, "state/rng"));
     l->state.rng_words = RNG_WORDS;
     l->extras[0].count = 9;
-    assert_status(ts_checkpoint_read(MPI_COMM_WORLD, path, &f->table, l->params, NULL, NULL,
-                                     &l->state, l->extras, N_EXTRAS, NULL, f->err, sizeof f->err),
+    assert_status(ckpt_read(MPI_COMM_WORLD, path, &f->table, l->params, NULL, NULL, &l->state,
+                            l->extras, N_EXTRAS, NULL, f->err, sizeof f->err),
                   TS_IO_ERR_MISMATCH, f->err);
     assert_true(contains(f->err, "extras/hidden_state"));
     assert_true(contains(f->err, "[10]"));
     assert_true(contains(f->err, "[9]"));
     l->extras[0].count = 10;
-    l->extras[1].type = TS_CKPT_UINT64;
-    assert_status(ts_checkpoint_read(MPI_COMM_WORLD, path, &f->table, l->params, NULL, NULL,
-                                     &l->state, l->extras, N_EXTRAS, NULL, f->err, sizeof f->err),
+    l->extras[1].type = TS_SAVED_UINT64;
+    assert_status(ckpt_read(MPI_COMM_WORLD, path, &f->table, l->params, NULL, NULL, &l->state,
+                            l->extras, N_EXTRAS, NULL, f->err, sizeof f->err),
                   TS_IO_ERR_MISMATCH, f->err);
     assert_true(contains(f->err, "extras/counters is stored as int64"));
-    l->extras[1].type = TS_CKPT_INT64;
-    ts_checkpoint_extra missing = {"not_saved", TS_CKPT_INT64, TS_CKPT_REPLICATED, 1, l->counters,
-                                   NULL,        NULL};
-    assert_status(ts_checkpoint_read(MPI_COMM_WORLD, path, &f->table, l->params, NULL, NULL, NULL,
-                                     &missing, 1, NULL, f->err, sizeof f->err),
+    l->extras[1].type = TS_SAVED_INT64;
+    ts_saved_role missing = {"extras/not_saved",
+                             TS_SAVED_INT64,
+                             TS_SAVED_REPLICATED,
+                             1,
+                             l->counters,
+                             NULL,
+                             NULL,
+                             0,
+                             0,
+                             NULL};
+    assert_status(ckpt_read(MPI_COMM_WORLD, path, &f->table, l->params, NULL, NULL, NULL, &missing,
+                            1, NULL, f->err, sizeof f->err),
                   TS_IO_ERR_MISMATCH, f->err);
     assert_true(contains(f->err, "extras/not_saved"));
 
@@ -560,16 +644,15 @@ static void test_find_latest_ignores_incomplete_checkpoints(void **state) {
 
     /* --resume: the newest complete one is what gets loaded. */
     loaded *l = new_loaded(f);
-    assert_status(ts_checkpoint_read_latest(MPI_COMM_WORLD, f->dir, &f->table, l->params, l->m,
-                                            l->v, &l->state, l->extras, N_EXTRAS, NULL, f->err,
-                                            sizeof f->err),
+    assert_status(ckpt_read_latest(MPI_COMM_WORLD, f->dir, &f->table, l->params, l->m, l->v,
+                                   &l->state, l->extras, N_EXTRAS, NULL, f->err, sizeof f->err),
                   TS_IO_OK, f->err);
     assert_int_equal(l->state.step, 20);
     assert_all(same_bytes(l->params, f->params, (size_t)f->table.total * sizeof(ts_real)));
     /* An unmarked file is refused even when named explicitly. */
     path_in(f, path, sizeof path, "checkpoint_00000040.h5");
-    assert_status(ts_checkpoint_read(MPI_COMM_WORLD, path, &f->table, l->params, NULL, NULL, NULL,
-                                     NULL, 0, NULL, f->err, sizeof f->err),
+    assert_status(ckpt_read(MPI_COMM_WORLD, path, &f->table, l->params, NULL, NULL, NULL, NULL, 0,
+                            NULL, f->err, sizeof f->err),
                   TS_IO_ERR_CORRUPT, f->err);
     assert_true(contains(f->err, "not marked complete"));
     free_loaded(l);
@@ -595,8 +678,8 @@ static void test_truncated_checkpoint_is_rejected(void **state) {
                   TS_IO_OK, f->err);
     assert_string_equal(found, dst);
     loaded *l = new_loaded(f);
-    assert_status(ts_checkpoint_read(MPI_COMM_WORLD, dst, &f->table, l->params, l->m, l->v,
-                                     &l->state, NULL, 0, NULL, f->err, sizeof f->err),
+    assert_status(ckpt_read(MPI_COMM_WORLD, dst, &f->table, l->params, l->m, l->v, &l->state, NULL,
+                            0, NULL, f->err, sizeof f->err),
                   TS_IO_ERR_CORRUPT, f->err);
     assert_true(contains(f->err, "truncated"));
     assert_true(contains(f->err, "checkpoint_00000060.h5"));
@@ -608,8 +691,8 @@ static void test_truncated_checkpoint_is_rejected(void **state) {
         made = write_text(marker_dst, text);
     }
     assert_all(made);
-    assert_status(ts_checkpoint_read(MPI_COMM_WORLD, dst, &f->table, l->params, l->m, l->v,
-                                     &l->state, NULL, 0, NULL, f->err, sizeof f->err),
+    assert_status(ckpt_read(MPI_COMM_WORLD, dst, &f->table, l->params, l->m, l->v, &l->state, NULL,
+                            0, NULL, f->err, sizeof f->err),
                   TS_IO_ERR_NOT_HDF5, f->err);
     assert_true(contains(f->err, "checkpoint_00000060.h5 cannot be opened as HDF5"));
     assert_true(contains(f->err, "truncated"));
@@ -639,8 +722,8 @@ static void test_corrupt_data_fails_its_checksum(void **state) {
     }
     assert_all(flipped);
     loaded *l = new_loaded(f);
-    assert_status(ts_checkpoint_read(MPI_COMM_WORLD, path, &f->table, l->params, NULL, NULL, NULL,
-                                     NULL, 0, NULL, f->err, sizeof f->err),
+    assert_status(ckpt_read(MPI_COMM_WORLD, path, &f->table, l->params, NULL, NULL, NULL, NULL, 0,
+                            NULL, f->err, sizeof f->err),
                   TS_IO_ERR_CORRUPT, f->err);
     assert_true(contains(f->err, "checksum"));
     assert_true(contains(f->err, "parameters"));
@@ -657,13 +740,13 @@ static void test_bad_paths_and_files_give_errors(void **state) {
                   TS_IO_ERR_MISSING, f->err);
     assert_true(contains(f->err, "no_such_dir"));
     loaded *l = new_loaded(f);
-    assert_status(ts_checkpoint_read_latest(MPI_COMM_WORLD, path, &f->table, l->params, NULL, NULL,
-                                            NULL, NULL, 0, NULL, f->err, sizeof f->err),
+    assert_status(ckpt_read_latest(MPI_COMM_WORLD, path, &f->table, l->params, NULL, NULL, NULL,
+                                   NULL, 0, NULL, f->err, sizeof f->err),
                   TS_IO_ERR_MISSING, f->err);
     /* A checkpoint file that does not exist. */
     path_in(f, path, sizeof path, "checkpoint_00000001.h5");
-    assert_status(ts_checkpoint_read(MPI_COMM_WORLD, path, &f->table, l->params, NULL, NULL, NULL,
-                                     NULL, 0, NULL, f->err, sizeof f->err),
+    assert_status(ckpt_read(MPI_COMM_WORLD, path, &f->table, l->params, NULL, NULL, NULL, NULL, 0,
+                            NULL, f->err, sizeof f->err),
                   TS_IO_ERR_MISSING, f->err);
     assert_true(contains(f->err, "checkpoint_00000001.h5"));
 
@@ -676,8 +759,8 @@ static void test_bad_paths_and_files_give_errors(void **state) {
     bool made = true;
     if (rank == 0) made = write_text(path, junk) && write_text(marker, text);
     assert_all(made);
-    assert_status(ts_checkpoint_read(MPI_COMM_WORLD, path, &f->table, l->params, NULL, NULL, NULL,
-                                     NULL, 0, NULL, f->err, sizeof f->err),
+    assert_status(ckpt_read(MPI_COMM_WORLD, path, &f->table, l->params, NULL, NULL, NULL, NULL, 0,
+                            NULL, f->err, sizeof f->err),
                   TS_IO_ERR_NOT_HDF5, f->err);
     assert_true(contains(f->err, "checkpoint_00000070.h5 cannot be opened as HDF5"));
     ts_checkpoint_info info;
@@ -694,27 +777,27 @@ static void test_bad_paths_and_files_give_errors(void **state) {
         made = made && write_text(marker, text);
     }
     assert_all(made);
-    assert_status(ts_checkpoint_read(MPI_COMM_WORLD, path, &f->table, l->params, NULL, NULL, NULL,
-                                     NULL, 0, NULL, f->err, sizeof f->err),
+    assert_status(ckpt_read(MPI_COMM_WORLD, path, &f->table, l->params, NULL, NULL, NULL, NULL, 0,
+                            NULL, f->err, sizeof f->err),
                   TS_IO_ERR_FORMAT, f->err);
     assert_true(contains(f->err, "not a thinkscale checkpoint"));
     /* The damaged "newest" checkpoint is what find_latest returns, and
      * resuming from it fails rather than silently going back further. */
-    assert_status(ts_checkpoint_read_latest(MPI_COMM_WORLD, f->dir, &f->table, l->params, NULL,
-                                            NULL, NULL, NULL, 0, NULL, f->err, sizeof f->err),
+    assert_status(ckpt_read_latest(MPI_COMM_WORLD, f->dir, &f->table, l->params, NULL, NULL, NULL,
+                                   NULL, 0, NULL, f->err, sizeof f->err),
                   TS_IO_ERR_FORMAT, f->err);
 
     /* Writing into a directory whose parent is missing. */
     path_in(f, path, sizeof path, "missing_parent/run");
     f->state.step = 1;
-    assert_status(ts_checkpoint_write(MPI_COMM_WORLD, path, &f->table, f->params, NULL, NULL,
-                                      &f->state, NULL, 0, NULL, NULL, f->err, sizeof f->err),
+    assert_status(ckpt_write(MPI_COMM_WORLD, path, &f->table, f->params, NULL, NULL, &f->state,
+                             NULL, 0, NULL, NULL, f->err, sizeof f->err),
                   TS_IO_ERR_MISSING, f->err);
     /* A tensor name that is not an HDF5 name. */
     ts_param_table slashed = {0};
     add_tensor(&slashed, "layers/0", 1, 4, 0, 0, 0);
-    assert_status(ts_checkpoint_write(MPI_COMM_WORLD, f->dir, &slashed, f->params, NULL, NULL,
-                                      &f->state, NULL, 0, NULL, NULL, f->err, sizeof f->err),
+    assert_status(ckpt_write(MPI_COMM_WORLD, f->dir, &slashed, f->params, NULL, NULL, &f->state,
+                             NULL, 0, NULL, NULL, f->err, sizeof f->err),
                   TS_IO_ERR_ARGS, f->err);
     assert_true(contains(f->err, "layers/0"));
     ts_param_table_free(&slashed);
@@ -772,15 +855,15 @@ static void test_complete_checkpoint_is_not_overwritten(void **state) {
     assert_true(contains(f->err, "checkpoint_00000007.h5"));
     assert_all(file_size(path) == before && !file_exists(tmp));
     loaded *l = new_loaded(f);
-    assert_status(ts_checkpoint_read(MPI_COMM_WORLD, path, &f->table, l->params, NULL, NULL, NULL,
-                                     NULL, 0, NULL, f->err, sizeof f->err),
+    assert_status(ckpt_read(MPI_COMM_WORLD, path, &f->table, l->params, NULL, NULL, NULL, NULL, 0,
+                            NULL, f->err, sizeof f->err),
                   TS_IO_OK, f->err);
     assert_all(l->params[0] == original);
 
     ts_checkpoint_options options = {.overwrite = true};
     assert_status(write_step(f, 7, &options, NULL), TS_IO_OK, f->err);
-    assert_status(ts_checkpoint_read(MPI_COMM_WORLD, path, &f->table, l->params, NULL, NULL, NULL,
-                                     NULL, 0, NULL, f->err, sizeof f->err),
+    assert_status(ckpt_read(MPI_COMM_WORLD, path, &f->table, l->params, NULL, NULL, NULL, NULL, 0,
+                            NULL, f->err, sizeof f->err),
                   TS_IO_OK, f->err);
     assert_all(l->params[0] == original + 1);
     f->params[0] = original;
@@ -812,14 +895,14 @@ static void test_rank_count_change(void **state) {
     loaded *l = new_loaded(f);
     char err[1024] = "";
     /* Each rank alone, as a 1-rank job would. */
-    ts_io_status st = ts_checkpoint_read(MPI_COMM_SELF, path, &f->table, l->params, l->m, l->v,
-                                         &l->state, l->extras, 3, NULL, err, sizeof err);
+    ts_io_status st = ckpt_read(MPI_COMM_SELF, path, &f->table, l->params, l->m, l->v, &l->state,
+                                l->extras, 3, NULL, err, sizeof err);
     assert_all(st == TS_IO_OK);
     size_t bytes = (size_t)f->table.total * sizeof(ts_real);
     assert_all(same_bytes(l->params, f->params, bytes) && same_bytes(l->v, f->v, bytes) &&
                same_bytes(l->seeds, f->seeds, sizeof f->seeds));
-    st = ts_checkpoint_read(MPI_COMM_SELF, path, &f->table, l->params, NULL, NULL, NULL, l->extras,
-                            N_EXTRAS, NULL, err, sizeof err);
+    st = ckpt_read(MPI_COMM_SELF, path, &f->table, l->params, NULL, NULL, NULL, l->extras, N_EXTRAS,
+                   NULL, err, sizeof err);
     assert_all(st == TS_IO_ERR_MISMATCH);
     assert_true(contains(err, "extras/replay is per-rank state of 2 ranks, but this run has 1"));
     free_loaded(l);
@@ -899,6 +982,199 @@ static void test_file_is_self_describing(void **state) {
     assert_all(ok);
 }
 
+/* A sharded role: each rank writes its range of one array into one dataset;
+ * it reads back with the same split, with another one, and whole on each
+ * rank alone; shards that do not tile the array are refused. */
+static void test_sharded_role_round_trip(void **state) {
+    fixture *f = *state;
+    enum { COUNT = 11 };
+    ts_real whole[COUNT], back[COUNT];
+    fill_reals(whole, COUNT, 21);
+    long first = (long)COUNT * rank / size, last = (long)COUNT * (rank + 1) / size;
+    ts_saved_role roles[2] = {ts_saved_params(&f->table, f->params),
+                              {.name = "optimizer/m_shards",
+                               .type = TS_SAVED_REAL,
+                               .layout = TS_SAVED_SHARDED,
+                               .count = COUNT,
+                               .data = whole + first,
+                               .shard_first = first,
+                               .shard_count = last - first}};
+    ts_checkpoint_state cs = {.step = 13, .tokens_seen = 1, .config_text = config_text};
+    ts_checkpoint_options tiny = {.max_piece_bytes = 8};
+    assert_status(ts_checkpoint_write(MPI_COMM_WORLD, f->dir, &cs, roles, 2, &tiny, NULL, f->err,
+                                      sizeof f->err),
+                  TS_IO_OK, f->err);
+    char path[512];
+    path_in(f, path, sizeof path, "checkpoint_00000013.h5");
+
+    /* The same split. */
+    memset(back, 0, sizeof back);
+    ts_saved_role read[2] = {roles[0], roles[1]};
+    read[0].data = calloc((size_t)f->table.total, sizeof(ts_real));
+    assert_non_null(read[0].data);
+    read[1].data = back + first;
+    assert_status(
+        ts_checkpoint_read(MPI_COMM_WORLD, path, NULL, read, 2, NULL, f->err, sizeof f->err),
+        TS_IO_OK, f->err);
+    assert_all(same_bytes(back + first, whole + first, (size_t)(last - first) * sizeof(ts_real)));
+    /* Another split: every rank reads elements [2, 9), across writers' shards. */
+    memset(back, 0, sizeof back);
+    read[1].data = back + 2;
+    read[1].shard_first = 2;
+    read[1].shard_count = 7;
+    assert_status(
+        ts_checkpoint_read(MPI_COMM_WORLD, path, NULL, read, 2, NULL, f->err, sizeof f->err),
+        TS_IO_OK, f->err);
+    assert_all(same_bytes(back + 2, whole + 2, 7 * sizeof(ts_real)));
+    /* Whole, on each rank alone (a 1-rank job resuming a 2-rank run). */
+    memset(back, 0, sizeof back);
+    read[1].data = back;
+    read[1].shard_first = 0;
+    read[1].shard_count = COUNT;
+    char err[1024] = "";
+    ts_io_status st = ts_checkpoint_read(MPI_COMM_SELF, path, NULL, read, 2, NULL, err, sizeof err);
+    assert_all(st == TS_IO_OK && same_bytes(back, whole, sizeof whole));
+    free(read[0].data);
+
+    /* The file: one 1-D dataset of the whole array, laid out "sharded". */
+    bool ok = true;
+    if (rank == 0) {
+        hid_t file = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
+        hid_t dset = file >= 0 ? H5Dopen2(file, "optimizer/m_shards", H5P_DEFAULT) : -1;
+        hid_t space = dset >= 0 ? H5Dget_space(dset) : -1;
+        hsize_t dims[2] = {0, 0};
+        ok = space >= 0 && H5Sget_simple_extent_ndims(space) == 1 &&
+             H5Sget_simple_extent_dims(space, dims, NULL) == 1 && dims[0] == COUNT &&
+             string_attr_is(dset, "layout", "sharded");
+        ts_real stored[COUNT];
+        ok = ok && H5Dread(dset, CKPT_TEST_REAL, H5S_ALL, H5S_ALL, H5P_DEFAULT, stored) >= 0 &&
+             same_bytes(stored, whole, sizeof whole);
+        if (space >= 0) H5Sclose(space);
+        if (dset >= 0) H5Dclose(dset);
+        if (file >= 0) H5Fclose(file);
+    }
+    assert_all(ok);
+
+    /* Shards that leave a gap. */
+    roles[1].shard_count = last - first - (rank == size - 1 ? 1 : 0);
+    cs.step = 14;
+    assert_status(ts_checkpoint_write(MPI_COMM_WORLD, f->dir, &cs, roles, 2, NULL, NULL, f->err,
+                                      sizeof f->err),
+                  TS_IO_ERR_ARGS, f->err);
+    assert_true(contains(f->err, "optimizer/m_shards"));
+    assert_true(contains(f->err, "cover 10 of its 11 elements"));
+}
+
+/* A checkpoint written by the build before checkpoints were described by
+ * roles (format version 1, tests/fixtures/README.md) still loads, with the
+ * values its datasets hold. */
+static void test_version_1_checkpoint_loads(void **state) {
+    fixture *f = *state;
+    const char *path = "tests/fixtures/checkpoint_v1_" TS_REAL_NAME "/checkpoint_00000002.h5";
+    ts_checkpoint_info info;
+    assert_status(ts_checkpoint_read_info(MPI_COMM_WORLD, path, &info, f->err, sizeof f->err),
+                  TS_IO_OK, f->err);
+    assert_int_equal(info.format_version, 1);
+    assert_int_equal(info.step, 2);
+    assert_int_equal(info.ranks, 2);
+    assert_int_equal(info.rng_words, 4);
+    assert_true(info.has_adam_m && info.has_adam_v);
+    assert_non_null(strstr(info.config_text, "arch = ebt"));
+    ts_checkpoint_info_free(&info);
+
+    /* Its parameter table, from the file itself: names, shapes, offsets. */
+    hid_t file = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
+    assert_true(file >= 0);
+    hid_t group = H5Gopen2(file, "params", H5P_DEFAULT);
+    H5G_info_t ginfo;
+    assert_true(group >= 0 && H5Gget_info(group, &ginfo) >= 0);
+    int n = (int)ginfo.nlinks;
+    char(*names)[TS_PARAM_NAME_MAX] = calloc((size_t)n, sizeof *names);
+    int64_t *offsets = calloc((size_t)n, sizeof *offsets);
+    assert_true(names && offsets);
+    for (int i = 0; i < n; i++) {
+        assert_true(H5Lget_name_by_idx(group, ".", H5_INDEX_NAME, H5_ITER_INC, (hsize_t)i, names[i],
+                                       TS_PARAM_NAME_MAX, H5P_DEFAULT) > 0);
+        hid_t dset = H5Dopen2(group, names[i], H5P_DEFAULT);
+        assert_true(dset >= 0 && ts_h5_read_int64_attr(dset, "offset", &offsets[i]) >= 0);
+        H5Dclose(dset);
+    }
+    ts_param_table table = {0};
+    for (long next = 0, added = 0; added < n; added++) { /* in offset order */
+        int i = 0;
+        while (offsets[i] != next) i++;
+        hid_t dset = H5Dopen2(group, names[i], H5P_DEFAULT);
+        hid_t space = H5Dget_space(dset);
+        hsize_t dims[4];
+        int ndim = H5Sget_simple_extent_dims(space, dims, NULL);
+        int shape[4] = {1, 1, 1, 1};
+        for (int d = 0; d < ndim; d++) shape[d] = (int)dims[d];
+        H5Sclose(space);
+        H5Dclose(dset);
+        ts_param_role role = {TS_INIT_NORMAL, TS_DRAW_IN_ORDER, ndim > 1, false};
+        int index = ts_param_table_add(&table, names[i], ndim, shape, role);
+        assert_true(index >= 0);
+        next += table.entries[index].numel;
+    }
+    long total = table.total;
+    ts_real *expected = malloc(3 * (size_t)total * sizeof *expected);
+    ts_real *got = calloc(3 * (size_t)total, sizeof *got);
+    assert_true(expected && got);
+    for (int i = 0; i < table.count; i++) {
+        const ts_param_entry *e = &table.entries[i];
+        hid_t dset = H5Dopen2(group, e->name, H5P_DEFAULT);
+        assert_true(H5Dread(dset, CKPT_TEST_REAL, H5S_ALL, H5S_ALL, H5P_DEFAULT,
+                            expected + e->offset) >= 0);
+        H5Dclose(dset);
+    }
+    H5Gclose(group);
+    const char *moments[2] = {"optimizer/m", "optimizer/v"};
+    for (int k = 0; k < 2; k++) {
+        hid_t dset = H5Dopen2(file, moments[k], H5P_DEFAULT);
+        assert_true(H5Dread(dset, CKPT_TEST_REAL, H5S_ALL, H5S_ALL, H5P_DEFAULT,
+                            expected + (k + 1) * total) >= 0);
+        H5Dclose(dset);
+    }
+    /* The replay buffer's state row of each rank (2 ranks wrote it). */
+    int64_t replay_rows[2][2];
+    hid_t dset = H5Dopen2(file, "extras/replay_state", H5P_DEFAULT);
+    assert_true(H5Dread(dset, H5T_NATIVE_INT64, H5S_ALL, H5S_ALL, H5P_DEFAULT, replay_rows) >= 0);
+    H5Dclose(dset);
+    H5Fclose(file);
+
+    ts_saved_role roles[4] = {
+        ts_saved_params(&table, got),
+        ts_saved_moment("optimizer/m", &table, got + total, NULL, NULL),
+        ts_saved_moment("optimizer/v", &table, got + 2 * total, NULL, NULL),
+    };
+    int64_t replay_state[2] = {-1, -1};
+    roles[3] = (ts_saved_role){.name = "extras/replay_state",
+                               .type = TS_SAVED_INT64,
+                               .layout = TS_SAVED_PER_RANK,
+                               .count = 2,
+                               .data = replay_state};
+    ts_checkpoint_state cs = {0};
+    /* Per-rank state loads only on the 2 ranks that wrote it. */
+    int n_roles = size == 2 ? 4 : 3;
+    assert_status(
+        ts_checkpoint_read(MPI_COMM_WORLD, path, &cs, roles, n_roles, NULL, f->err, sizeof f->err),
+        TS_IO_OK, f->err);
+    assert_int_equal(cs.step, 2);
+    assert_all(same_bytes(got, expected, 3 * (size_t)total * sizeof *got));
+    if (size == 2)
+        assert_all(replay_state[0] == replay_rows[rank][0] &&
+                   replay_state[1] == replay_rows[rank][1]);
+    else
+        assert_status(
+            ts_checkpoint_read(MPI_COMM_WORLD, path, &cs, roles, 4, NULL, f->err, sizeof f->err),
+            TS_IO_ERR_MISMATCH, f->err);
+    ts_param_table_free(&table);
+    free(expected);
+    free(got);
+    free(names);
+    free(offsets);
+}
+
 /* MPI is initialised by ts_mpi_cmocka_main, so the rank is learnt here. */
 static int group_setup(void **state) {
     (void)state;
@@ -926,6 +1202,8 @@ int main(int argc, char **argv) {
         cmocka_unit_test_setup_teardown(test_replicas_that_differ_are_refused, setup, teardown),
         cmocka_unit_test_setup_teardown(test_rank_count_change, setup, teardown),
         cmocka_unit_test_setup_teardown(test_file_is_self_describing, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_sharded_role_round_trip, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_version_1_checkpoint_loads, setup, teardown),
     };
     return ts_mpi_cmocka_main(argc, argv, "test_checkpoint", tests, sizeof tests / sizeof tests[0],
                               group_setup, NULL);

@@ -757,10 +757,10 @@ static void test_replay_buffer_ring_and_sampling(void **state) {
         }
     }
     for (int i = 0; i < 3; i++) assert_in_range(counts[i], 150, 250); /* 200 expected */
-    ts_checkpoint_extra extras[4];
+    ts_saved_role extras[4];
     assert_int_equal(ebt_replay_extras(&r, extras, 4), 3);
     assert_int_equal(extras[1].count, 3 * 2 * 4);
-    assert_int_equal(extras[0].layout, TS_CKPT_PER_RANK);
+    assert_int_equal(extras[0].layout, TS_SAVED_PER_RANK);
     ebt_replay_free(&r);
     assert_true(ebt_replay_init(&r, 0, 2, 4));
     assert_int_equal(ebt_replay_extras(&r, extras, 4), 0);
