@@ -392,6 +392,23 @@ static void close_impl(ts_token_file *tf) {
     tf->comm = MPI_COMM_NULL;
 }
 
+/* The n_tokens attribute of a split's dataset (which must equal its length
+ * dim) and its crc32 (a 32-bit value). */
+static ts_tf_status read_count_and_crc(ts_token_file *tf, hid_t dset, const char *where,
+                                       hsize_t dim, uint32_t *crc_out, ts_tf_err *err) {
+    int64_t n, crc;
+    ts_tf_status st = read_int_attr(tf->path, dset, where, "n_tokens", &n, err);
+    if (!st) st = read_int_attr(tf->path, dset, where, "crc32", &crc, err);
+    if (st) return st;
+    if (n != (int64_t)dim)
+        return fail(err, TS_TF_ERR_FORMAT, "%s: %s holds %llu values but its n_tokens attribute says %lld (truncated file?)",
+                    tf->path, where, (unsigned long long)dim, (long long)n);
+    if (crc < 0 || crc > (int64_t)UINT32_MAX)
+        return fail(err, TS_TF_ERR_FORMAT, "%s: crc32 attribute of %s is not a 32-bit value", tf->path, where);
+    *crc_out = (uint32_t)crc;
+    return TS_TF_OK;
+}
+
 /* Opens /SPLIT/answer_mask if there is one and checks it is a 1-D 8-bit
  * integer dataset as long as the tokens, with matching n_tokens and a crc32. */
 static ts_tf_status open_mask(ts_token_file *tf, int s, ts_tf_err *err) {
@@ -416,15 +433,7 @@ static ts_tf_status open_mask(ts_token_file *tf, int s, ts_tf_err *err) {
                   (unsigned long long)dim, (long long)tf->n_tokens[s]);
     if (space >= 0) H5Sclose(space);
     if (type >= 0) H5Tclose(type);
-    int64_t n, crc;
-    if (!st) st = read_int_attr(tf->path, tf->mask_dset[s], where, "n_tokens", &n, err);
-    if (!st) st = read_int_attr(tf->path, tf->mask_dset[s], where, "crc32", &crc, err);
-    if (!st && n != tf->n_tokens[s])
-        st = fail(err, TS_TF_ERR_FORMAT, "%s: n_tokens of %s says %lld, the tokens are %lld", tf->path,
-                  where, (long long)n, (long long)tf->n_tokens[s]);
-    if (!st && (crc < 0 || crc > (int64_t)UINT32_MAX))
-        st = fail(err, TS_TF_ERR_FORMAT, "%s: crc32 attribute of %s is not a 32-bit value", tf->path, where);
-    if (!st) tf->mask_crc32[s] = (uint32_t)crc;
+    if (!st) st = read_count_and_crc(tf, tf->mask_dset[s], where, dim, &tf->mask_crc32[s], err);
     return st;
 }
 
@@ -466,17 +475,9 @@ static ts_tf_status open_split(ts_token_file *tf, int s, ts_tf_err *err) {
     if (type >= 0) H5Tclose(type);
     if (st) return st;
 
-    int64_t n, crc;
-    st = read_int_attr(tf->path, tf->dset[s], where, "n_tokens", &n, err);
-    if (!st) st = read_int_attr(tf->path, tf->dset[s], where, "crc32", &crc, err);
+    st = read_count_and_crc(tf, tf->dset[s], where, dim, &tf->crc32[s], err);
     if (st) return st;
-    if (n != (int64_t)dim)
-        return fail(err, TS_TF_ERR_FORMAT, "%s: %s holds %llu tokens but its n_tokens attribute says %lld (truncated file?)",
-                    tf->path, where, (unsigned long long)dim, (long long)n);
-    if (crc < 0 || crc > (int64_t)UINT32_MAX)
-        return fail(err, TS_TF_ERR_FORMAT, "%s: crc32 attribute of %s is not a 32-bit value", tf->path, where);
-    tf->n_tokens[s] = n;
-    tf->crc32[s] = (uint32_t)crc;
+    tf->n_tokens[s] = (int64_t)dim;
     return open_mask(tf, s, err);
 }
 
