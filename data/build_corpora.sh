@@ -229,7 +229,7 @@ if [ "$tokenizer" = spm ]; then
                  echo "vocab=$spm_vocab sentences=$spm_sentences val=$val"; } | sha256sum | cut -c1-16)
     if [ $force = 1 ] || [ ! -f "$model" ] || [ "$(cat "$out/spm.key" 2>/dev/null)" != "$spm_key" ]; then
         echo "build_corpora: training a $spm_vocab-piece SentencePiece model on ${spm_domains[*]}"
-        "$bin" data convert "${inputs[@]}" --output "$work/spm-train.h5" --name spm-train \
+        "$bin" data convert "${inputs[@]}" \
             --val-fraction "$val" --spm-model "$model" --spm-vocab "$spm_vocab" \
             --spm-sentences "$spm_sentences" --force >"$work/spm.log" 2>&1 ||
             die "training the SentencePiece model failed: $(cat "$work/spm.log")"

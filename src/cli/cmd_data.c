@@ -65,7 +65,8 @@ static void usage(FILE *out) {
         "text\n"
         "         of the train split (spm_train, seed --spm-seed, default 1; --spm-sentences "
         "lines\n"
-        "         sampled, default 0 = all), replacing an existing model only with --force.\n"
+        "         sampled, default 0 = all), replacing an existing model only with --force;\n"
+        "         without --output it only trains the model.\n"
         "         Evaluation sets must be converted with the same model file.\n"
         "info     prints a token file's attributes and verifies its checksums\n"
         "dyck     generates a Dyck-language set (close the open brackets); defaults:\n"
@@ -163,7 +164,9 @@ static int parse_convert(int argc, char **argv, convert_args *a) {
             return -1;
         }
     }
-    if (!a->n_inputs || !a->output || !a->name) {
+    /* With --spm-vocab and no --output only the model is trained. */
+    bool model_only = a->spm_vocab && !a->output;
+    if (!a->n_inputs || (!model_only && (!a->output || !a->name))) {
         fprintf(stderr, "thinkscale data convert: --input, --output and --name are required\n");
         return -1;
     }
@@ -210,6 +213,7 @@ static int cmd_convert(int argc, char **argv) {
         }
         printf("trained %s: %ld pieces on the train split of the input\n", a.spm_model,
                a.spm_vocab);
+        if (!a.output) return 0;
     }
     if (a.spm_model &&
         !(options.tokenizer = tok = spm = ts_spm_tokenizer_open(a.spm_model, err, sizeof err))) {

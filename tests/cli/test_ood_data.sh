@@ -172,6 +172,9 @@ check "... encoding is lossless and shorter than bytes" [ $? -eq 0 ]
 "$bin" data convert --input licenses.txt --output again.h5 --name whole --val-fraction 0 \
     --spm-model spm_again.model --spm-vocab 400 >/dev/null 2>&1
 check "training again with the same seed gives the same model" cmp -s spm.model spm_again.model
+"$bin" data convert --input licenses.txt --val-fraction 0 --spm-model spm_only.model --spm-vocab 400 \
+    >spm_only.log 2>&1
+check "without --output only the model is trained, the same" cmp -s spm.model spm_only.model
 
 "$bin" data convert --input licenses.txt --output spm_corpus.h5 --name licenses \
     --spm-model spm_corpus.model --spm-vocab 400 >/dev/null 2>&1
