@@ -6,13 +6,16 @@
 #   build/asan    element type double, ASan + UBSan: the unit tests again
 # Dependencies are found with pkg-config (the SentencePiece tools and npm, which
 # the data pipeline runs, by name); `make deps` installs missing ones on
-# Debian and, anywhere else, names what is missing and stops.
+# Debian and, anywhere else, names what is missing and stops. Slurm's daemons
+# and munge are for tests/slurm, which starts a private Slurm (docs/slurm.md):
+# a cluster's login node lacks slurmctld, so elsewhere they are only named.
 
 PKGS        := ompi hdf5-openmpi scalapack-openmpi openblas cmocka inih
 DEBIAN_PKGS := build-essential pkg-config libopenmpi-dev openmpi-bin \
                libhdf5-openmpi-dev hdf5-tools libscalapack-openmpi-dev \
                libopenblas-dev libcmocka-dev libinih-dev \
                python3-numpy python3-h5py python3-scipy python3-matplotlib \
+               slurm-wlm munge \
                bible-kjv dict-gcide dict-wn fortunes dict-jargon dict-foldoc dict-devil \
                sentencepiece npm
 
@@ -59,10 +62,14 @@ deps:
 	command -v mpirun >/dev/null || missing="$$missing mpirun"; \
 	command -v spm_train >/dev/null || missing="$$missing spm_train(sentencepiece)"; \
 	command -v npm >/dev/null || missing="$$missing npm"; \
-	if [ -z "$$missing" ] && [ $$py_ok = 1 ]; then exit 0; fi; \
+	slurm_missing=""; for c in slurmctld slurmd sbatch munged; do \
+	  command -v $$c >/dev/null || [ -x /usr/sbin/$$c ] || slurm_missing="$$slurm_missing $$c"; done; \
+	if [ -z "$$missing$$slurm_missing" ] && [ $$py_ok = 1 ]; then exit 0; fi; \
 	if [ -f /etc/debian_version ] && command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
-	  echo "thinkscale: installing missing dependencies:$$missing"; \
+	  echo "thinkscale: installing missing dependencies:$$missing$$slurm_missing"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(DEBIAN_PKGS) >/dev/null || exit 1; \
+	elif [ -z "$$missing" ] && [ $$py_ok = 1 ]; then \
+	  echo "thinkscale: no$$slurm_missing here: tests/slurm will fail (they start a private Slurm)." >&2; \
 	else \
 	  echo "thinkscale: missing dependencies:$$missing (python3 h5py/numpy/scipy/matplotlib ok=$$py_ok)." >&2; \
 	  echo "  Load the modules providing them (pkg-config must find: $(PKGS)) and retry." >&2; exit 1; \

@@ -3,6 +3,8 @@
 #   tests/unit/test_*.c  cmocka suites, run in the float, double and asan builds
 #   tests/mpi/test_*.c   cmocka suites run under mpirun on 1 and 2 ranks (float, double builds)
 #   tests/cli/test_*.sh  end-to-end scripts; each counts as one test, exit 0 = pass
+#   tests/slurm/test_*.sh  the same, each under a private Slurm it starts and
+#                        stops (tests/slurm/lib.sh, docs/slurm.md)
 #   tests/check_layers.sh  no upward #include in src/ (docs/architecture.md); one test
 # A suite that crashes or prints no cmocka summary counts as one failure.
 set -u
@@ -60,10 +62,11 @@ for build in float double; do
     done
 done
 
-for script in tests/cli/test_*.sh; do
+for script in tests/cli/test_*.sh tests/slurm/test_*.sh; do
     [ -f "$script" ] || continue
-    name="cli/$(basename "$script")"
-    log="$log_dir/cli_$(basename "$script").log"
+    section=$(basename "$(dirname "$script")")
+    name="$section/$(basename "$script")"
+    log="$log_dir/${section}_$(basename "$script").log"
     if timeout 900 bash "$script" >"$log" 2>&1; then
         passed=$((passed + 1)); printf '%-48s %4d passed %4d failed\n' "$name" 1 0
     else

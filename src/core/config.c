@@ -79,6 +79,7 @@ static const ts_config_part parts[] = {
     {&train_section, 0, false},
     {&data_section, 0, false},
     {&run_section, 0, false},
+    {&ts_parallel_config_section, offsetof(ts_run_config, parallel), false},
 };
 #undef ARCHITECTURE
 static const ts_config_schema schema = {parts, (int)(sizeof parts / sizeof parts[0])};

@@ -1,7 +1,7 @@
 /* The run configuration: one INI file (parsed with libinih) plus
  * `--set section.key=value` overrides. Every key is declared once, with its
  * type, default and meaning, in a table of its section: [model], [train],
- * [data] and [run] in config.c, each architecture's own section in
+ * [data] and [run] in config.c, [parallel] in core/parallel_config.c, each architecture's own section in
  * core/ARCH_config.c. The schema in config.c lists those sections (the one
  * line an architecture adds here), so an unknown key is an error and the
  * fully resolved configuration can be printed and stored. */
@@ -15,6 +15,7 @@
 #include "core/config_schema.h"
 #include "core/model_config.h"
 #include "core/optimizer_config.h"
+#include "core/parallel_config.h"
 
 #define TS_PATH_MAX 1024
 #define TS_MAX_EVAL_SETS 16
@@ -39,6 +40,7 @@ typedef struct ts_run_config {
     long align;              /* windows start at multiples of this many tokens (data.align) */
     char tokenizer[128];     /* the training data's tokenizer name (data.tokenizer) */
     char run_dir[TS_PATH_MAX];
+    ts_parallel_config parallel; /* [parallel]: how ranks share the training state */
     bool explicit_keys[TS_CONFIG_MAX_KEYS]; /* set by a file or override, not a default */
 } ts_run_config;
 

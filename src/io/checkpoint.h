@@ -136,7 +136,9 @@ void ts_checkpoint_info_free(ts_checkpoint_info *info);
  * Before any data is read, the file must match the caller exactly: every
  * role present with the same type, layout and count (per-rank roles: the
  * same number of ranks; tensor roles: the same tensor names, shapes and
- * offsets), in this build's element type. Afterwards every role is checked
+ * offsets), in this build's element type. Replicated and sharded layouts
+ * are one 1-D array split differently, so either reads as the other (a
+ * ZeRO run's sharded moments resume under ddp, and back). Afterwards every role is checked
  * against its stored checksums. A mismatch names the role (or tensor) and
  * both shapes. state and report may be NULL. On failure the buffers'
  * contents are unspecified; the file is never modified. */

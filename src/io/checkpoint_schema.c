@@ -611,6 +611,19 @@ ts_io_status ckpt_read_header(const ckpt_io *io, ts_checkpoint_info *info, char 
     return ts_io_agree(io->comm, st, err, errlen);
 }
 
+/* Replicated and sharded roles are both one 1-D array of count elements,
+ * only split differently across the writers: either reads as the other
+ * (a ZeRO run's sharded moments resume under ddp, and back). */
+static bool one_array(ts_saved_layout layout) {
+    return layout == TS_SAVED_REPLICATED || layout == TS_SAVED_SHARDED;
+}
+
+static ts_saved_layout layout_of(const char *name) {
+    return !strcmp(name, ckpt_layout_name(TS_SAVED_SHARDED))    ? TS_SAVED_SHARDED
+           : !strcmp(name, ckpt_layout_name(TS_SAVED_PER_RANK)) ? TS_SAVED_PER_RANK
+                                                                : TS_SAVED_REPLICATED;
+}
+
 /* The layout a dataset or group was written with: its attribute, or
  * "replicated" for version 1's datasets outside /extras, which had none. */
 static ts_io_status stored_layout(const ckpt_io *io, hid_t loc, const char *shown, char *layout,
@@ -668,7 +681,8 @@ ts_io_status ckpt_verify_role(const ckpt_io *io, const ts_saved_role *r, char *e
             errlen);
     char layout[32];
     st = stored_layout(io, dset, r->name, layout, sizeof layout, err, errlen);
-    if (st == TS_IO_OK && strcmp(layout, ckpt_layout_name(r->layout)))
+    if (st == TS_IO_OK && strcmp(layout, ckpt_layout_name(r->layout)) &&
+        !(one_array(r->layout) && one_array(layout_of(layout))))
         st =
             ts_io_fail(err, errlen, TS_IO_ERR_MISMATCH, "%s: %s is %s state, the caller expects %s",
                        io->path, r->name, layout, ckpt_layout_name(r->layout));
@@ -819,6 +833,28 @@ static ts_io_status read_parts(const ckpt_io *io, hid_t dset, const ts_saved_rol
     return st;
 }
 
+/* A sharded reader of a replicated array: the whole array is read, so its
+ * checksum can be checked, and this rank's range kept. */
+static ts_io_status read_replica_range(const ckpt_io *io, hid_t dset, const ts_saved_role *r,
+                                       char *err, size_t errlen) {
+    size_t elem = ckpt_type_size(r->type);
+    void *whole = malloc((size_t)(r->count > 0 ? r->count : 1) * elem);
+    ts_io_status st = whole ? TS_IO_OK
+                            : ts_io_fail(err, errlen, TS_IO_ERR_NOMEM,
+                                         "%s: out of memory reading %s", io->path, r->name);
+    if ((st = ts_io_agree(io->comm, st, err, errlen)) != TS_IO_OK) return st;
+    st = ckpt_transfer(io, dset, ckpt_mem_type(r->type), elem, false, whole, 0, (hsize_t)r->count,
+                       1, r->name, err, errlen);
+    if (st == TS_IO_OK)
+        st = verify_checksum(io, dset, "checksum", r->name, whole, (size_t)r->count * elem, err,
+                             errlen);
+    if (st == TS_IO_OK && r->shard_count > 0)
+        memcpy(r->data, (char *)whole + (size_t)r->shard_first * elem,
+               (size_t)r->shard_count * elem);
+    free(whole);
+    return st;
+}
+
 ts_io_status ckpt_read_role(const ckpt_io *io, const ts_saved_role *r, char *err, size_t errlen) {
     if (r->tensors) return read_tensors(io, r, err, errlen);
     hid_t dset = H5Dopen2(io->file, r->name, H5P_DEFAULT);
@@ -826,7 +862,23 @@ ts_io_status ckpt_read_role(const ckpt_io *io, const ts_saved_role *r, char *err
                                 : ts_h5_fail(err, errlen, TS_IO_ERR_FORMAT, "%s: cannot open %s",
                                              io->path, r->name);
     if ((st = ts_io_agree(io->comm, st, err, errlen)) != TS_IO_OK) return st;
-    if (r->layout == TS_SAVED_REPLICATED) {
+    char stored[32];
+    st = stored_layout(io, dset, r->name, stored, sizeof stored, err, errlen);
+    if ((st = ts_io_agree(io->comm, st, err, errlen)) != TS_IO_OK) {
+        H5Dclose(dset);
+        return st;
+    }
+    ts_saved_layout written = layout_of(stored);
+    if (r->layout == TS_SAVED_REPLICATED && written == TS_SAVED_SHARDED) {
+        /* Every shard, as one reader's range [0, count). */
+        ts_saved_role whole = *r;
+        whole.layout = TS_SAVED_SHARDED;
+        whole.shard_first = 0;
+        whole.shard_count = r->count;
+        st = read_parts(io, dset, &whole, err, errlen);
+    } else if (r->layout == TS_SAVED_SHARDED && written == TS_SAVED_REPLICATED) {
+        st = read_replica_range(io, dset, r, err, errlen);
+    } else if (r->layout == TS_SAVED_REPLICATED) {
         st = ckpt_transfer(io, dset, ckpt_mem_type(r->type), ckpt_type_size(r->type), false,
                            r->data, 0, (hsize_t)r->count, 1, r->name, err, errlen);
         if (st == TS_IO_OK)

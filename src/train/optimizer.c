@@ -3,11 +3,13 @@
 #include <math.h>
 #include <stdlib.h>
 
-bool ts_optimizer_init(ts_optimizer *opt, const ts_optimizer_config *config, long n) {
-    *opt = (ts_optimizer){.config = *config, .n = n};
+bool ts_optimizer_init(ts_optimizer *opt, const ts_optimizer_config *config, long first, long n,
+                       bool sharded) {
+    *opt = (ts_optimizer){.config = *config, .first = first, .n = n, .sharded = sharded};
     if (config->kind == TS_SGD) return true;
-    opt->m = calloc((size_t)n, sizeof *opt->m);
-    opt->v = calloc((size_t)n, sizeof *opt->v);
+    /* An empty shard (more ranks than elements) still gets a valid buffer. */
+    opt->m = calloc((size_t)(n > 0 ? n : 1), sizeof *opt->m);
+    opt->v = calloc((size_t)(n > 0 ? n : 1), sizeof *opt->v);
     if (!opt->m || !opt->v) {
         ts_optimizer_free(opt);
         return false;
@@ -32,40 +34,31 @@ double ts_learning_rate(const ts_optimizer_config *c, long step) {
     return floor_lr + 0.5 * (c->lr - floor_lr) * (1 + cos(3.141592653589793 * progress));
 }
 
-double ts_grad_norm(const ts_real *grads, long n) {
-    double sum = 0;
-    for (long i = 0; i < n; i++) sum += (double)grads[i] * grads[i];
-    return sqrt(sum);
-}
-
-double ts_clip_grad_norm(ts_real *grads, long n, double clip) {
-    double norm = ts_grad_norm(grads, n);
-    if (clip > 0 && norm > clip) {
-        ts_real scale = (ts_real)(clip / (norm + 1e-6));
-        for (long i = 0; i < n; i++) grads[i] *= scale;
-    }
-    return norm;
-}
-
 void ts_optimizer_step(ts_optimizer *opt, const ts_param_table *table, ts_real *params,
                        const ts_real *grads, double lr) {
     const ts_optimizer_config *c = &opt->config;
     opt->t++;
     double bias1 = 1 - pow(c->beta1, (double)opt->t), bias2 = 1 - pow(c->beta2, (double)opt->t);
+    long lo = opt->first, hi = opt->first + opt->n;
     for (int e = 0; e < table->count; e++) {
         const ts_param_entry *entry = &table->entries[e];
+        /* The part of this tensor inside the range. */
+        long from = entry->offset > lo ? entry->offset : lo;
+        long to = entry->offset + entry->numel < hi ? entry->offset + entry->numel : hi;
+        if (from >= to) continue;
+        long count = to - from;
         double step_lr = lr * entry->lr_scale;
         double decay = entry->decay ? c->weight_decay : 0;
-        ts_real *p = params + entry->offset;
-        const ts_real *g = grads + entry->offset;
+        ts_real *p = params + from;
+        const ts_real *g = grads + (from - lo);
         if (c->kind == TS_SGD) {
-            for (long i = 0; i < entry->numel; i++)
+            for (long i = 0; i < count; i++)
                 p[i] -= (ts_real)(step_lr * (g[i] + decay * p[i]));
             continue;
         }
-        ts_real *m = opt->m + entry->offset, *v = opt->v + entry->offset;
+        ts_real *m = opt->m + (from - lo), *v = opt->v + (from - lo);
         ts_real b1 = (ts_real)c->beta1, b2 = (ts_real)c->beta2;
-        for (long i = 0; i < entry->numel; i++) {
+        for (long i = 0; i < count; i++) {
             m[i] = b1 * m[i] + (1 - b1) * g[i];
             v[i] = b2 * v[i] + (1 - b2) * g[i] * g[i];
             double update = (m[i] / bias1) / (sqrt(v[i] / bias2) + c->eps);

@@ -1,6 +1,8 @@
-/* AdamW and plain SGD over the flat parameter buffer, the learning-rate
- * schedule of the reference (linear warm-up, cosine decay to lr * min_ratio)
- * and global gradient-norm clipping. */
+/* AdamW and plain SGD over the flat parameter buffer, or over one range of
+ * it (the shard a rank owns under ZeRO, parallel/strategy.h), and the
+ * learning-rate schedule of the reference (linear warm-up, cosine decay to
+ * lr * min_ratio). Gradient clipping is global, so it lives with the
+ * communication (ts_parallel_clip). */
 #ifndef TS_OPTIMIZER_H
 #define TS_OPTIMIZER_H
 
@@ -12,17 +14,22 @@
 
 typedef struct ts_optimizer {
     ts_optimizer_config config;
-    long n;
-    ts_real *m, *v;       /* AdamW moments (NULL for SGD), n each */
+    long first, n;        /* the range [first, first + n) of the flat buffers it updates */
+    bool sharded;         /* the range is one rank's shard (checkpointed as such) */
+    ts_real *m, *v;       /* AdamW moments of the range (NULL for SGD), n each */
     long t;               /* updates applied */
 } ts_optimizer;
 
-bool ts_optimizer_init(ts_optimizer *opt, const ts_optimizer_config *config, long n);
+/* An optimiser for elements [first, first + n) of the flat buffers; sharded
+ * says that other ranks own the rest. */
+bool ts_optimizer_init(ts_optimizer *opt, const ts_optimizer_config *config, long first, long n,
+                       bool sharded);
 void ts_optimizer_free(ts_optimizer *opt);
 double ts_learning_rate(const ts_optimizer_config *config, long step);
-double ts_grad_norm(const ts_real *grads, long n);
-/* Scales grads so their norm is at most `clip`; returns the norm before. */
-double ts_clip_grad_norm(ts_real *grads, long n, double clip);
+/* Updates params[first .. first + n) from grads, the gradient of that range
+ * (grads[0] belongs to params[first]). Each table entry's decay and learning
+ * rate scale apply to its elements inside the range, so a range boundary
+ * may cut through a tensor. */
 void ts_optimizer_step(ts_optimizer *opt, const ts_param_table *table, ts_real *params,
                        const ts_real *grads, double lr);
 

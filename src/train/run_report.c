@@ -93,6 +93,13 @@ bool ts_write_run_report(const ts_run_summary *s, char *err, size_t errlen) {
             hours * s->ranks * s->threads_per_rank);
     fprintf(f, "checkpoint:\n  bytes: %.0f\n  write_bandwidth_bytes_per_second: %.0f\n",
             s->checkpoint_bytes, s->checkpoint_bandwidth);
+    fprintf(f, "parallel:\n  strategy: ");
+    yaml_string(f, s->strategy ? s->strategy : "ddp");
+    fprintf(f, "\n  communicated_bytes_per_step: %.0f\n", s->communicated_bytes_per_step);
+    fprintf(f,
+            "memory_per_rank:\n  parameters_bytes: %.0f\n  gradients_bytes: %.0f\n"
+            "  optimizer_bytes: %.0f\n  activations_bytes: %.0f\n",
+            s->parameters_bytes, s->gradients_bytes, s->optimizer_bytes, s->activations_bytes);
     fprintf(f, "losses:\n  train_first: %.6f\n  train_last: %.6f\n  eval:\n", s->first_loss,
             s->last_loss);
     for (int i = 0; i < s->n_evals; i++) {

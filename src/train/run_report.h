@@ -32,6 +32,10 @@ typedef struct ts_run_summary {
     double eval_perplexity[TS_REPORT_MAX_EVALS];
     double checkpoint_bytes;       /* the last checkpoint written, 0 if none */
     double checkpoint_bandwidth;   /* its write bandwidth, bytes/s */
+    const char *strategy;          /* parallel.strategy */
+    /* memory_per_rank: bytes one rank holds (largest over ranks) */
+    double parameters_bytes, gradients_bytes, optimizer_bytes, activations_bytes;
+    double communicated_bytes_per_step; /* collective payload one rank sent per step */
 } ts_run_summary;
 
 /* VALID when every loss is finite and (over at least 2 steps) the training

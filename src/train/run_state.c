@@ -14,14 +14,24 @@
  * description) with where each value comes from, so the columns written and
  * the values appended cannot drift apart. */
 
-/* train: one column per double of ts_step_record, named as the field. */
-typedef struct step_column {
+/* Tables of a record's doubles: one column per field, named as the field. */
+typedef struct field_column {
     ts_metric_column column;
-    size_t offset; /* of the value in ts_step_record */
-} step_column;
+    size_t offset; /* of the value in its record */
+} field_column;
+#define FIELD_COLUMN(record, field, units, description)                                            \
+    {{#field, units, description}, offsetof(record, field)}
 #define STEP_COLUMN(field, units, description)                                                     \
-    {{#field, units, description}, offsetof(ts_step_record, field)}
-static const step_column train_columns[] = {
+    FIELD_COLUMN(ts_step_record, field, units, description)
+
+/* The values of a record, in the order of its columns. */
+static void field_values(const field_column *columns, int n, const void *record, double *values) {
+    for (int c = 0; c < n; c++)
+        values[c] = *(const double *)((const char *)record + columns[c].offset);
+}
+
+/* train: one column per double of ts_step_record. */
+static const field_column train_columns[] = {
     STEP_COLUMN(tokens, "tokens", "training tokens consumed, all ranks"),
     STEP_COLUMN(loss, "nats/token", "mean training cross-entropy of the step's batch"),
     STEP_COLUMN(lr, "1", "learning rate of the step"),
@@ -30,6 +40,19 @@ static const step_column train_columns[] = {
     STEP_COLUMN(flops, "FLOP", "floating-point operations executed in the step, all ranks"),
     STEP_COLUMN(tokens_per_s, "tokens/s", "training throughput of the step"),
     STEP_COLUMN(mfu, "1", "executed FLOP/s over the measured GEMM peak of all ranks"),
+};
+
+/* memory: one row per invocation, at its last step. */
+#define MEMORY_COLUMN(field, units, description)                                                   \
+    FIELD_COLUMN(ts_memory_record, field, units, description)
+static const field_column memory_columns[] = {
+    MEMORY_COLUMN(parameters_bytes, "B", "parameters held by one rank (largest over ranks)"),
+    MEMORY_COLUMN(gradients_bytes, "B", "gradient buffers held by one rank (largest over ranks)"),
+    MEMORY_COLUMN(optimizer_bytes, "B", "optimiser moments held by one rank (largest over ranks)"),
+    MEMORY_COLUMN(activations_bytes, "B",
+                  "engine arena high water of one rank: activations and graph (largest)"),
+    MEMORY_COLUMN(communicated_bytes_per_step, "B",
+                  "collective payload one rank sent per training step (largest over ranks)"),
 };
 
 /* eval/SET: an evaluation result, then the model's statistics. */
@@ -74,22 +97,34 @@ static int with_model_stats(int n_fixed, const ts_model *model, ts_metric_column
     return n_fixed + ops->n_stats;
 }
 
+/* A moment's role: replicated when every rank holds all of it, else this
+ * rank's shard of one array (ZeRO, parallel/strategy.h). */
+static ts_saved_role moment_role(const ts_optimizer *opt, ts_saved_role role) {
+    if (opt->sharded) {
+        role.layout = TS_SAVED_SHARDED;
+        role.shard_first = opt->first;
+        role.shard_count = opt->n;
+    }
+    return role;
+}
+
 /* What a training checkpoint holds: the parameters, AdamW's moments (when
  * the optimiser has them) and the model's own state. */
 static int training_roles(ts_run_state *s, ts_saved_role *roles) {
     const ts_param_table *t = &s->model->table;
+    const ts_optimizer *opt = s->optimizer;
     int n = 0;
     roles[n++] = ts_saved_params(t, s->model->params);
     if (s->optimizer->m)
-        roles[n++] = ts_saved_moment(TS_SAVED_ADAM_M_NAME, t, s->optimizer->m,
-                                     "same as the gradient",
-                                     "first moment (running mean of gradients), flat, parameter "
-                                     "order");
+        roles[n++] = moment_role(opt, ts_saved_moment(TS_SAVED_ADAM_M_NAME, t, s->optimizer->m,
+                                                      "same as the gradient",
+                                                      "first moment (running mean of gradients), "
+                                                      "flat, parameter order"));
     if (s->optimizer->v)
-        roles[n++] = ts_saved_moment(TS_SAVED_ADAM_V_NAME, t, s->optimizer->v,
-                                     "square of the gradient's",
-                                     "second moment (running mean of squared gradients), flat, "
-                                     "parameter order");
+        roles[n++] = moment_role(opt, ts_saved_moment(TS_SAVED_ADAM_V_NAME, t, s->optimizer->v,
+                                                      "square of the gradient's",
+                                                      "second moment (running mean of squared "
+                                                      "gradients), flat, parameter order"));
     if (s->model->ops->checkpoint_extras)
         n += s->model->ops->checkpoint_extras(s->model, roles + n, MAX_ROLES - n);
     return n;
@@ -179,14 +214,20 @@ bool ts_run_state_open(ts_run_state *s, MPI_Comm comm, const ts_run_config *conf
         ts_metric_column model_columns[TS_MAX_MODEL_STATS];
         int n_model = with_model_stats(0, model, model_columns);
         ts_metric_column train[COUNT(train_columns)], checkpoint[COUNT(checkpoint_columns)];
+        ts_metric_column memory[COUNT(memory_columns)];
         COLUMNS_OF(train_columns, train);
         COLUMNS_OF(checkpoint_columns, checkpoint);
+        COLUMNS_OF(memory_columns, memory);
         ok = ts_metrics_open(&s->metrics, config->run_dir, s->config_ini, &s->provenance,
                              &options, err, errlen) == TS_IO_OK &&
              ts_metrics_define(s->metrics, "train", "one row per optimiser step",
                                COUNT(train_columns), train, err, errlen) == TS_IO_OK &&
              ts_metrics_define(s->metrics, "checkpoint", "one row per checkpoint written",
                                COUNT(checkpoint_columns), checkpoint, err, errlen) == TS_IO_OK &&
+             ts_metrics_define(s->metrics, "memory",
+                               "training state per rank and communication, one row per "
+                               "invocation (docs/parallelism.md)",
+                               COUNT(memory_columns), memory, err, errlen) == TS_IO_OK &&
              (n_model == 0 ||
               ts_metrics_define(s->metrics, "train_model", "the model's own statistics per step",
                                 n_model, model_columns, err, errlen) == TS_IO_OK);
@@ -198,11 +239,19 @@ bool ts_run_state_log_step(ts_run_state *s, const ts_step_record *r, const doubl
                            char *err, size_t errlen) {
     if (s->rank != 0) return true;
     double values[COUNT(train_columns)];
-    for (int c = 0; c < COUNT(train_columns); c++)
-        values[c] = *(const double *)((const char *)r + train_columns[c].offset);
+    field_values(train_columns, COUNT(train_columns), r, values);
     return ts_metrics_append(s->metrics, "train", r->step, values, err, errlen) == TS_IO_OK &&
            (s->model->ops->n_stats == 0 ||
             ts_metrics_append(s->metrics, "train_model", r->step, stats, err, errlen) == TS_IO_OK);
+}
+
+bool ts_run_state_log_memory(ts_run_state *s, long step, const ts_memory_record *r, char *err,
+                             size_t errlen) {
+    if (s->rank != 0) return true;
+    double values[COUNT(memory_columns)];
+    field_values(memory_columns, COUNT(memory_columns), r, values);
+    return ts_metrics_append(s->metrics, "memory", step, values, err, errlen) == TS_IO_OK &&
+           ts_metrics_flush(s->metrics, err, errlen) == TS_IO_OK;
 }
 
 bool ts_run_state_log_eval(ts_run_state *s, long step, const char *set,

@@ -28,6 +28,17 @@ typedef struct ts_step_record {
     double mfu;           /* executed FLOP/s over the measured GEMM peak of all ranks */
 } ts_step_record;
 
+/* What one rank holds for training, the largest over ranks, and what it
+ * sends per step (parallel/strategy.h). Every double is a column of
+ * metrics.h5's memory table, one row per invocation. */
+typedef struct ts_memory_record {
+    double parameters_bytes;
+    double gradients_bytes;     /* the full backward buffer and any reduced shards */
+    double optimizer_bytes;     /* AdamW's moments (of the owned range) */
+    double activations_bytes;   /* the engine arena's high water */
+    double communicated_bytes_per_step;
+} ts_memory_record;
+
 typedef struct ts_metrics ts_metrics;
 
 typedef struct ts_run_state {
@@ -54,6 +65,8 @@ bool ts_run_state_open(ts_run_state *state, MPI_Comm comm, const ts_run_config *
 /* stats: the model's ops->n_stats statistics of the step. */
 bool ts_run_state_log_step(ts_run_state *state, const ts_step_record *record, const double *stats,
                            char *err, size_t errlen);
+bool ts_run_state_log_memory(ts_run_state *state, long step, const ts_memory_record *record,
+                             char *err, size_t errlen);
 bool ts_run_state_log_eval(ts_run_state *state, long step, const char *set,
                            const ts_eval_result *result, char *err, size_t errlen);
 /* Collective. */

@@ -10,6 +10,7 @@
 #include "data/tokenizer.h"
 #include "io/token_file.h"
 #include "parallel/data_parallel.h"
+#include "parallel/strategy.h"
 #include "train/batches.h"
 #include "train/evaluate.h"
 #include "train/machine_peak.h"
@@ -31,6 +32,7 @@ typedef struct trainer {
     ts_run_config config;
     ts_model *model;
     ts_optimizer optimizer;
+    ts_parallel parallel;  /* how ranks share gradients, moments and parameters */
     ts_ctx ctx;
     ts_token_file train;
     bool train_open;
@@ -126,51 +128,62 @@ static void close_all(trainer *tr) {
     if (tr->train_open) ts_token_file_close(&tr->train);
     ts_run_state_close(&tr->state);
     ts_optimizer_free(&tr->optimizer);
+    ts_parallel_free(&tr->parallel);
     ts_model_destroy(tr->model);
     ts_ctx_free(&tr->ctx);
     free(tr->offsets);
     free(tr->tokens);
 }
 
-/* One optimiser step: every micro-batch's shard on this rank, one
- * all-reduce of the flat gradients, clipping, the update. Returns the
- * global mean loss (NaN propagates to every rank). */
+/* One optimiser step: every micro-batch's share on this rank, the gradient
+ * reduced over ranks (parallel/strategy.h), global clipping, the update of
+ * what this rank owns, the parameters gathered. Returns the global mean loss
+ * (NaN propagates to every rank). */
 static bool train_step(trainer *tr, double *loss_out, double *stats_out, double *grad_norm_out,
                        double *lr_out, char *err, size_t errlen) {
     const ts_run_config *c = &tr->config;
     ts_model *m = tr->model;
+    ts_parallel *par = &tr->parallel;
     int seq = c->model.context;
     long micro = c->batch / c->accum;
-    memset(m->grads, 0, (size_t)m->table.total * sizeof *m->grads);
+    ts_parallel_begin_step(par, m->grads);
     /* The loss, then the model's statistics, each a weighted share of the global mean. */
     double sums[1 + TS_MAX_MODEL_STATS] = {0};
     int n_stats = m->ops->n_stats;
     for (long a = 0; a < c->accum; a++) {
         long first, count;
-        ts_shard_range(micro, tr->rank, tr->nranks, &first, &count);
-        if (count == 0) continue;
-        ts_train_window_offsets((uint64_t)c->seed, tr->step, c->batch, a * micro + first, count,
-                                ts_token_file_len(&tr->train, TS_SPLIT_TRAIN), seq + 1,
-                                c->align, tr->offsets);
-        ts_tf_err tf_err;
-        if (ts_token_file_read_windows(&tr->train, TS_SPLIT_TRAIN, tr->offsets, (int)count,
-                                       seq + 1, tr->tokens, &tf_err) != TS_TF_OK) {
-            snprintf(err, errlen, "%s", tf_err.msg);
+        ts_parallel_batch_range(par, micro, &first, &count);
+        if (count > 0) {
+            ts_train_window_offsets((uint64_t)c->seed, tr->step, c->batch, a * micro + first,
+                                    count, ts_token_file_len(&tr->train, TS_SPLIT_TRAIN), seq + 1,
+                                    c->align, tr->offsets);
+            ts_tf_err tf_err;
+            if (ts_token_file_read_windows(&tr->train, TS_SPLIT_TRAIN, tr->offsets, (int)count,
+                                           seq + 1, tr->tokens, &tf_err) != TS_TF_OK) {
+                snprintf(err, errlen, "%s", tf_err.msg);
+                return false;
+            }
+            ts_batch batch = {.tokens = tr->tokens, .batch = (int)count, .seq = seq,
+                              .mode = TS_MODE_TRAIN, .seed = (uint64_t)c->seed, .step = tr->step,
+                              .first_index = a * micro + first};
+            double stats[TS_MAX_MODEL_STATS] = {0};
+            /* Each rank's share of the global mean: the sum over ranks and
+             * micro-batches is the mean over the whole batch, whatever the split. */
+            double weight = (double)count / (double)c->batch;
+            sums[0] += ts_train_micro_batch(m, &tr->ctx, &batch, weight, stats) * weight;
+            for (int k = 0; k < n_stats; k++) sums[1 + k] += stats[k] * weight;
+        }
+        /* Collective (zero2 reduces here), so ranks without sequences take part. */
+        if (ts_parallel_micro_batch_done(par, m->grads) != MPI_SUCCESS) {
+            snprintf(err, errlen, "reducing the gradients of micro-batch %ld failed at step %ld",
+                     a, tr->step);
             return false;
         }
-        ts_batch batch = {.tokens = tr->tokens, .batch = (int)count, .seq = seq,
-                          .mode = TS_MODE_TRAIN, .seed = (uint64_t)c->seed, .step = tr->step,
-                          .first_index = a * micro + first};
-        double stats[TS_MAX_MODEL_STATS] = {0};
-        /* Each rank's share of the global mean: the sum over ranks and
-         * micro-batches is the mean over the whole batch, whatever the split. */
-        double weight = (double)count / (double)c->batch;
-        sums[0] += ts_train_micro_batch(m, &tr->ctx, &batch, weight, stats) * weight;
-        for (int k = 0; k < n_stats; k++) sums[1 + k] += stats[k] * weight;
     }
-    if (ts_allreduce_sum(tr->comm, m->grads, m->table.total) != MPI_SUCCESS ||
+    if (ts_parallel_reduce_gradients(par, m->grads) != MPI_SUCCESS ||
         ts_allreduce_sum_double(tr->comm, sums, 1 + n_stats) != MPI_SUCCESS) {
-        snprintf(err, errlen, "MPI_Allreduce of gradients failed at step %ld", tr->step);
+        snprintf(err, errlen, "reducing the gradients (%s) failed at step %ld",
+                 ts_parallel_strategy_name(par->strategy), tr->step);
         return false;
     }
     double loss_sum = sums[0];
@@ -182,15 +195,61 @@ static bool train_step(trainer *tr, double *loss_out, double *stats_out, double 
         return false;
     }
     double lr = ts_learning_rate(&c->optim, tr->step);
-    *grad_norm_out = ts_clip_grad_norm(m->grads, m->table.total, c->optim.clip);
+    if (ts_parallel_clip(par, m->grads, c->optim.clip, grad_norm_out) != MPI_SUCCESS) {
+        snprintf(err, errlen, "the global gradient norm failed at step %ld", tr->step);
+        return false;
+    }
     if (!isfinite(*grad_norm_out)) {
         snprintf(err, errlen, "gradient norm is %g at step %ld: stopping without writing a "
                  "checkpoint", *grad_norm_out, tr->step);
         return false;
     }
-    ts_optimizer_step(&tr->optimizer, &m->table, m->params, m->grads, lr);
+    ts_optimizer_step(&tr->optimizer, &m->table, m->params,
+                      ts_parallel_owned_gradients(par, m->grads), lr);
+    if (ts_parallel_gather_params(par, m->params) != MPI_SUCCESS) {
+        snprintf(err, errlen, "gathering the parameters (%s) failed at step %ld",
+                 ts_parallel_strategy_name(par->strategy), tr->step);
+        return false;
+    }
     *lr_out = lr;
     return true;
+}
+
+static ts_parallel_strategy strategy_of(const ts_run_config *c) {
+    ts_parallel_strategy strategy = TS_DDP;
+    ts_parallel_strategy_parse(c->parallel.strategy, &strategy); /* validated with the config */
+    return strategy;
+}
+
+/* parallel.memory_limit, checked from the parameter table alone (a model
+ * without buffers), before any training state is allocated. */
+static bool fits_memory_limit(trainer *tr, char *err, size_t errlen) {
+    const ts_run_config *c = &tr->config;
+    if (c->parallel.memory_limit <= 0) return true;
+    ts_model *shape = ts_model_create_counting(&c->model, err, errlen);
+    if (!shape) return false;
+    long total = shape->table.total;
+    ts_model_destroy(shape);
+    return ts_parallel_fits(strategy_of(c), total, tr->nranks, sizeof(ts_real),
+                            c->optim.kind == TS_ADAMW ? 2 : 0, c->parallel.memory_limit, err,
+                            errlen);
+}
+
+/* What this invocation held and sent per rank, the largest over ranks. */
+static ts_memory_record measure_memory(trainer *tr, long steps_run) {
+    const ts_model *m = tr->model;
+    double full = (double)m->table.total * sizeof(ts_real);
+    ts_memory_record r = {
+        .parameters_bytes = full,
+        .gradients_bytes = full + ts_parallel_shard_gradient_bytes(&tr->parallel),
+        .optimizer_bytes = (tr->optimizer.m ? 2.0 : 0.0) * (double)tr->optimizer.n *
+                           sizeof(ts_real),
+        .activations_bytes = (double)tr->ctx.arena.high_water,
+        .communicated_bytes_per_step =
+            steps_run > 0 ? tr->parallel.bytes_sent / (double)steps_run : 0};
+    MPI_Allreduce(MPI_IN_PLACE, &r, (int)(sizeof r / sizeof(double)), MPI_DOUBLE, MPI_MAX,
+                  tr->comm);
+    return r;
 }
 
 static bool evaluate_all(trainer *tr, char *err, size_t errlen) {
@@ -244,6 +303,7 @@ static bool report_run(trainer *tr, ts_run_summary *s, char *err, size_t errlen)
     }
     s->checkpoint_bytes = tr->state.last_checkpoint_bytes;
     s->checkpoint_bandwidth = tr->state.last_checkpoint_bandwidth;
+    s->strategy = tr->config.parallel.strategy;
     if (tr->rank != 0) return true;
     ts_print_run_summary(stdout, s);
     return ts_write_run_report(s, err, errlen);
@@ -253,10 +313,17 @@ static int run(trainer *tr, bool resume) {
     char err[1024] = "";
     const ts_run_config *c = &tr->config;
     if (!all_ok(tr, open_data(tr, err, sizeof err), err)) return 1;
+    if (!all_ok(tr, fits_memory_limit(tr, err, sizeof err), err)) return 1;
     tr->model = ts_model_create(&tr->config.model, err, sizeof err);
     if (!all_ok(tr, tr->model != NULL, err)) return 1;
     ts_model *m = tr->model;
-    bool ok = ts_optimizer_init(&tr->optimizer, &c->optim, m->table.total);
+    ts_parallel_strategy strategy = strategy_of(c);
+    if (!all_ok(tr, ts_parallel_init(&tr->parallel, tr->comm, strategy, m->table.total, err,
+                                     sizeof err),
+                err))
+        return 1;
+    bool ok = ts_optimizer_init(&tr->optimizer, &c->optim, tr->parallel.owned_first,
+                                tr->parallel.owned_count, strategy != TS_DDP);
     long micro = c->batch / c->accum, max_local = (micro + tr->nranks - 1) / tr->nranks;
     tr->offsets = malloc((size_t)max_local * sizeof *tr->offsets);
     tr->tokens = malloc((size_t)max_local * (c->model.context + 1) * sizeof *tr->tokens);
@@ -353,6 +420,14 @@ static int run(trainer *tr, bool resume) {
         }
     }
     summary.wall_seconds = MPI_Wtime() - t_start;
+    ts_memory_record memory = measure_memory(tr, tr->step - first_step);
+    summary.parameters_bytes = memory.parameters_bytes;
+    summary.gradients_bytes = memory.gradients_bytes;
+    summary.optimizer_bytes = memory.optimizer_bytes;
+    summary.activations_bytes = memory.activations_bytes;
+    summary.communicated_bytes_per_step = memory.communicated_bytes_per_step;
+    ok = ts_run_state_log_memory(&tr->state, tr->step, &memory, err, sizeof err);
+    if (!all_ok(tr, ok, err)) return 1;
     ok = report_run(tr, &summary, err, sizeof err);
     return all_ok(tr, ok, err) ? 0 : 1;
 }

@@ -1034,6 +1034,13 @@ static void test_sharded_role_round_trip(void **state) {
     char err[1024] = "";
     ts_io_status st = ts_checkpoint_read(MPI_COMM_SELF, path, NULL, read, 2, NULL, err, sizeof err);
     assert_all(st == TS_IO_OK && same_bytes(back, whole, sizeof whole));
+    /* Asked for as a replicated role, the shards read as one array. */
+    memset(back, 0, sizeof back);
+    read[1].layout = TS_SAVED_REPLICATED;
+    assert_status(
+        ts_checkpoint_read(MPI_COMM_WORLD, path, NULL, read, 2, NULL, f->err, sizeof f->err),
+        TS_IO_OK, f->err);
+    assert_all(same_bytes(back, whole, sizeof whole));
     free(read[0].data);
 
     /* The file: one 1-D dataset of the whole array, laid out "sharded". */
@@ -1063,6 +1070,44 @@ static void test_sharded_role_round_trip(void **state) {
                   TS_IO_ERR_ARGS, f->err);
     assert_true(contains(f->err, "optimizer/m_shards"));
     assert_true(contains(f->err, "cover 10 of its 11 elements"));
+}
+
+/* A replicated one-array role (ddp's moments) reads as a sharded one (a
+ * ZeRO run resuming it): each rank gets its range, checked against the
+ * whole array's checksum. A per-rank role does not read as either. */
+static void test_replicated_role_reads_sharded(void **state) {
+    fixture *f = *state;
+    enum { COUNT = 9 };
+    ts_real whole[COUNT], back[COUNT];
+    fill_reals(whole, COUNT, 5);
+    ts_saved_role roles[2] = {ts_saved_params(&f->table, f->params),
+                              ts_saved_moment("optimizer/m", &f->table, whole, NULL, NULL)};
+    roles[1].count = COUNT;
+    ts_checkpoint_state cs = {.step = 15, .tokens_seen = 1, .config_text = config_text};
+    assert_status(ts_checkpoint_write(MPI_COMM_WORLD, f->dir, &cs, roles, 2, NULL, NULL, f->err,
+                                      sizeof f->err),
+                  TS_IO_OK, f->err);
+    char path[512];
+    path_in(f, path, sizeof path, "checkpoint_00000015.h5");
+    long first = (long)COUNT * rank / size, last = (long)COUNT * (rank + 1) / size;
+    memset(back, 0, sizeof back);
+    ts_saved_role read[2] = {roles[0], roles[1]};
+    read[0].data = calloc((size_t)f->table.total, sizeof(ts_real));
+    assert_non_null(read[0].data);
+    read[1].layout = TS_SAVED_SHARDED;
+    read[1].data = back + first;
+    read[1].shard_first = first;
+    read[1].shard_count = last - first;
+    assert_status(
+        ts_checkpoint_read(MPI_COMM_WORLD, path, NULL, read, 2, NULL, f->err, sizeof f->err),
+        TS_IO_OK, f->err);
+    assert_all(same_bytes(back + first, whole + first, (size_t)(last - first) * sizeof(ts_real)));
+    read[1].layout = TS_SAVED_PER_RANK;
+    assert_status(
+        ts_checkpoint_read(MPI_COMM_WORLD, path, NULL, read, 2, NULL, f->err, sizeof f->err),
+        TS_IO_ERR_MISMATCH, f->err);
+    assert_true(contains(f->err, "replicated state, the caller expects per_rank"));
+    free(read[0].data);
 }
 
 /* A checkpoint written by the build before checkpoints were described by
@@ -1202,6 +1247,7 @@ int main(int argc, char **argv) {
         cmocka_unit_test_setup_teardown(test_replicas_that_differ_are_refused, setup, teardown),
         cmocka_unit_test_setup_teardown(test_rank_count_change, setup, teardown),
         cmocka_unit_test_setup_teardown(test_file_is_self_describing, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_replicated_role_reads_sharded, setup, teardown),
         cmocka_unit_test_setup_teardown(test_sharded_role_round_trip, setup, teardown),
         cmocka_unit_test_setup_teardown(test_version_1_checkpoint_loads, setup, teardown),
     };

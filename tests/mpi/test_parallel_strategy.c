@@ -1,0 +1,155 @@
+/* The parallelism interface (parallel/strategy.h) on 1 and 2 ranks (run by
+ * tests/run_tests.sh; the CLI tests add 3): the reduced gradient, its global
+ * norm and the gathered parameters of zero1 and zero2 equal ddp's, with one
+ * MPI call per collective and with collectives cut into rounds of a few
+ * elements (the path that buffers over 2^31 elements take); the optimiser
+ * over each rank's shard, whose boundaries cut through tensors with
+ * different decay and learning-rate scales, gives ddp's full update. */
+#include <math.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+#include <mpi.h>
+
+#include "mpi_cmocka.h"
+#include "parallel/strategy.h"
+#include "train/optimizer.h"
+
+enum { TOTAL = 23 }; /* not a multiple of 2 or 3: the last shard is short */
+
+static int rank, size;
+
+/* A gradient that differs per rank and element. */
+static void fill_gradient(ts_real *g, int r) {
+    for (int i = 0; i < TOTAL; i++) g[i] = (ts_real)(0.25 * (i + 1) * (r + 1) - 0.5 * (i % 3));
+}
+
+/* Three tensors of 7, 9 and 7 elements: decayed, not decayed at lr x3, decayed. */
+static ts_param_table make_table(void) {
+    ts_param_table t = {0};
+    int a[2] = {7, 1}, b[1] = {9}, c[2] = {1, 7};
+    assert_true(ts_param_table_add(&t, "a", 2, a, TS_ROLE_MATRIX) == 0);
+    assert_true(ts_param_table_add(&t, "b", 1, b, TS_ROLE_NORM) == 1);
+    assert_true(ts_param_table_add(&t, "c", 2, c, TS_ROLE_MATRIX) == 2);
+    t.entries[1].lr_scale = 3;
+    assert_int_equal(t.total, TOTAL);
+    return t;
+}
+
+/* Two optimiser steps under strategy (pieces: max elements per collective
+ * call, 0 for MPI's limit) into params; the gradient norms into norms. */
+static void run_steps(ts_parallel_strategy strategy, long pieces, ts_real *params, double *norms) {
+    ts_param_table table = make_table();
+    ts_optimizer_config oc = {.kind = TS_ADAMW,
+                              .lr = 0.1,
+                              .beta1 = 0.9,
+                              .beta2 = 0.99,
+                              .eps = 1e-8,
+                              .weight_decay = 0.1,
+                              .clip = 1.0};
+    ts_parallel p;
+    char err[256];
+    assert_true(ts_parallel_init(&p, MPI_COMM_WORLD, strategy, TOTAL, err, sizeof err));
+    if (pieces > 0) p.max_piece = pieces;
+    ts_optimizer opt;
+    assert_true(ts_optimizer_init(&opt, &oc, p.owned_first, p.owned_count, strategy != TS_DDP));
+    ts_real grads[TOTAL];
+    for (int i = 0; i < TOTAL; i++) params[i] = (ts_real)(0.01 * i);
+    for (int step = 0; step < 2; step++) {
+        ts_parallel_begin_step(&p, grads);
+        /* Two micro-batches, each adding half of this rank's gradient. */
+        for (int micro = 0; micro < 2; micro++) {
+            ts_real g[TOTAL];
+            fill_gradient(g, rank + step);
+            for (int i = 0; i < TOTAL; i++) grads[i] += g[i] / 2;
+            assert_int_equal(ts_parallel_micro_batch_done(&p, grads), MPI_SUCCESS);
+        }
+        assert_int_equal(ts_parallel_reduce_gradients(&p, grads), MPI_SUCCESS);
+        assert_int_equal(ts_parallel_clip(&p, grads, oc.clip, &norms[step]), MPI_SUCCESS);
+        ts_optimizer_step(&opt, &table, params, ts_parallel_owned_gradients(&p, grads), 0.1);
+        assert_int_equal(ts_parallel_gather_params(&p, params), MPI_SUCCESS);
+    }
+    ts_optimizer_free(&opt);
+    ts_parallel_free(&p);
+    ts_param_table_free(&table);
+}
+
+static void test_shards_tile_the_buffer(void **state) {
+    (void)state;
+    ts_parallel p;
+    char err[256];
+    assert_true(ts_parallel_init(&p, MPI_COMM_WORLD, TS_ZERO1, TOTAL, err, sizeof err));
+    assert_int_equal(p.shard, (TOTAL + size - 1) / size);
+    long next = 0;
+    for (int r = 0; r < size; r++) {
+        long first, count;
+        ts_parallel_owned_range(&p, r, &first, &count);
+        assert_int_equal(first, next);
+        assert_true(count <= p.shard);
+        next = first + count;
+    }
+    assert_int_equal(next, TOTAL);
+    ts_parallel_free(&p);
+}
+
+static void test_zero_matches_ddp(void **state) {
+    (void)state;
+    ts_real want[TOTAL], got[TOTAL];
+    double want_norms[2], got_norms[2];
+    run_steps(TS_DDP, 0, want, want_norms);
+    const ts_parallel_strategy strategies[] = {TS_ZERO1, TS_ZERO2};
+    const long pieces[] = {0, 1, 3, 5};
+    for (int s = 0; s < 2; s++)
+        for (int k = 0; k < 4; k++) {
+            run_steps(strategies[s], pieces[k], got, got_norms);
+            for (int i = 0; i < TOTAL; i++)
+                assert_true(fabs((double)got[i] - (double)want[i]) <=
+                            1e-5 * fabs((double)want[i]) + 1e-6);
+            for (int step = 0; step < 2; step++)
+                assert_true(fabs(got_norms[step] - want_norms[step]) <= 1e-6 * want_norms[step]);
+        }
+}
+
+static void test_zero3_is_refused(void **state) {
+    (void)state;
+    ts_parallel p;
+    char err[256] = "";
+    assert_false(ts_parallel_init(&p, MPI_COMM_WORLD, TS_ZERO3, TOTAL, err, sizeof err));
+    assert_non_null(strstr(err, "zero3"));
+    ts_parallel_strategy s;
+    assert_false(ts_parallel_strategy_parse("zero4", &s));
+    assert_true(ts_parallel_strategy_parse("zero2", &s) && s == TS_ZERO2);
+}
+
+static void test_memory_model(void **state) {
+    (void)state;
+    /* ddp holds 16 bytes per float parameter; zero1's moments are 8/N. */
+    ts_parallel_memory ddp = ts_parallel_memory_estimate(TS_DDP, 1000, 4, 4, 2);
+    assert_true(ddp.parameters + ddp.gradients + ddp.optimizer == 16000);
+    ts_parallel_memory z1 = ts_parallel_memory_estimate(TS_ZERO1, 1000, 4, 4, 2);
+    assert_true(z1.optimizer == 2000);
+    ts_parallel_memory z3 = ts_parallel_memory_estimate(TS_ZERO3, 1000, 4, 4, 2);
+    assert_true(z3.parameters + z3.gradients + z3.optimizer == 4000);
+}
+
+static int setup(void **state) {
+    (void)state;
+    MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+    MPI_Comm_size(MPI_COMM_WORLD, &size);
+    return 0;
+}
+
+int main(int argc, char **argv) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_shards_tile_the_buffer),
+        cmocka_unit_test(test_zero_matches_ddp),
+        cmocka_unit_test(test_zero3_is_refused),
+        cmocka_unit_test(test_memory_model),
+    };
+    return ts_mpi_cmocka_main(argc, argv, "test_parallel_strategy", tests,
+                              sizeof tests / sizeof tests[0], setup, NULL);
+}
