@@ -4,7 +4,8 @@
 #   build/float   element type float, optimised: the programs users run
 #   build/double  element type double, optimised: gradient checks
 #   build/asan    element type double, ASan + UBSan: the unit tests again
-# Dependencies are found with pkg-config; `make deps` installs missing ones on
+# Dependencies are found with pkg-config (the SentencePiece tools and npm, which
+# the data pipeline runs, by name); `make deps` installs missing ones on
 # Debian and, anywhere else, names what is missing and stops. Slurm's daemons
 # and munge are for tests/slurm, which starts a private Slurm (docs/slurm.md):
 # a cluster's login node lacks slurmctld, so elsewhere they are only named.
@@ -15,7 +16,8 @@ DEBIAN_PKGS := build-essential pkg-config libopenmpi-dev openmpi-bin \
                libopenblas-dev libcmocka-dev libinih-dev \
                python3-numpy python3-h5py python3-scipy python3-matplotlib \
                slurm-wlm munge \
-               bible-kjv dict-gcide dict-wn fortunes dict-jargon dict-foldoc dict-devil
+               bible-kjv dict-gcide dict-wn fortunes dict-jargon dict-foldoc dict-devil \
+               sentencepiece npm
 
 NPROC   := $(shell nproc 2>/dev/null || echo 2)
 MARCH   ?= -march=native
@@ -58,6 +60,8 @@ deps:
 	@missing=""; for p in $(PKGS); do pkg-config --exists $$p || missing="$$missing $$p"; done; \
 	py_ok=1; /usr/bin/python3 -c 'import h5py, numpy, scipy, matplotlib' 2>/dev/null || py_ok=0; \
 	command -v mpirun >/dev/null || missing="$$missing mpirun"; \
+	command -v spm_train >/dev/null || missing="$$missing spm_train(sentencepiece)"; \
+	command -v npm >/dev/null || missing="$$missing npm"; \
 	slurm_missing=""; for c in slurmctld slurmd sbatch munged; do \
 	  command -v $$c >/dev/null || [ -x /usr/sbin/$$c ] || slurm_missing="$$slurm_missing $$c"; done; \
 	if [ -z "$$missing$$slurm_missing" ] && [ $$py_ok = 1 ]; then exit 0; fi; \

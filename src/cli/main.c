@@ -5,7 +5,7 @@
 #include "cli/commands.h"
 
 static const ts_command commands[] = {
-    {"data", "convert text to a token file, or check one (data convert | data info)", ts_cmd_data},
+    {"data", "make token files from text or generators, or check one (data convert | info | dyck | arith)", ts_cmd_data},
     {"train", "train a model from an INI configuration (SPMD, under mpirun)", ts_cmd_train},
     {"eval", "perplexity of a checkpoint on token sets (SPMD, under mpirun)", ts_cmd_eval},
     {"free-letters", "the Free Transformer's synthetic letter experiment (under mpirun)", ts_cmd_free_letters},

@@ -50,6 +50,7 @@ static const ts_config_key data_keys[] = {
     RUN_STRING("train", train_data, "", "token file to train on"),
     RUN_STRING("eval", eval_data, "", "comma-separated token files to evaluate"),
     RUN_LONG("align", align, 1, "training and evaluation windows start at multiples of this many tokens (1: anywhere; files of fixed-length records)"),
+    RUN_STRING("tokenizer", tokenizer, "", "the training data's tokenizer, filled from data.train; evaluation sets must have the same"),
 };
 static const ts_config_key run_keys[] = {
     RUN_STRING("dir", run_dir, "runs/default", "run directory for metrics and checkpoints"),

@@ -39,6 +39,7 @@ typedef struct ts_run_config {
     char train_data[TS_PATH_MAX];
     char eval_data[TS_PATH_MAX * 4]; /* comma-separated token files */
     long align;              /* windows start at multiples of this many tokens (data.align) */
+    char tokenizer[128];     /* the training data's tokenizer name (data.tokenizer) */
     char run_dir[TS_PATH_MAX];
     ts_parallel_config parallel; /* [parallel]: how ranks share the training state */
     bool explicit_keys[TS_CONFIG_MAX_KEYS]; /* set by a file or override, not a default */

@@ -37,8 +37,10 @@ typedef struct converter {
     double val_fraction;
     unsigned char *chunk; /* CHUNK_MAX_BYTES */
     size_t len;
-    int32_t *tokens;      /* CHUNK_MAX_BYTES: at most one token per byte */
+    int32_t *tokens; /* CHUNK_MAX_BYTES: at most one token per byte */
     long chunks[TS_N_SPLITS];
+    FILE *train_text; /* set: write the train split's text here instead of tokens */
+    const char *train_text_path;
 } converter;
 
 /* Tokenises the pending chunk into the split its hash picks. The hash is of
@@ -49,9 +51,19 @@ static int emit_chunk(converter *c, const char *input, ts_tf_err *err) {
     if (c->len == 0) return 0;
     double u = (double)chunk_hash(c->chunk, c->len) / 18446744073709551616.0; /* / 2^64 */
     enum ts_split split = u < c->val_fraction ? TS_SPLIT_VALIDATION : TS_SPLIT_TRAIN;
+    if (c->train_text) {
+        size_t len = c->len;
+        c->len = 0;
+        c->chunks[split]++;
+        if (split != TS_SPLIT_TRAIN || fwrite(c->chunk, 1, len, c->train_text) == len) return 0;
+        snprintf(err->msg, sizeof err->msg, "%s: write error: %s", c->train_text_path,
+                 strerror(errno));
+        return -1;
+    }
     long n = c->tok->encode(c->tok, c->chunk, c->len, c->tokens);
     if (n < 0) {
-        snprintf(err->msg, sizeof err->msg, "%s: the %s tokenizer cannot encode this text", input, c->tok->name);
+        snprintf(err->msg, sizeof err->msg, "%s: the %s tokenizer cannot encode this text", input,
+                 c->tok->name);
         return -1;
     }
     c->len = 0;
@@ -97,7 +109,8 @@ static char *describe_inputs(const ts_text_convert_options *a) {
     for (int i = 0; i < a->n_inputs && at >= 0 && (size_t)at < cap; i++) {
         struct stat sb;
         long long size = stat(a->inputs[i], &sb) == 0 ? (long long)sb.st_size : -1;
-        int n = snprintf(s + at, cap - (size_t)at, "%s %s (%lld bytes)", i ? "," : "", a->inputs[i], size);
+        int n = snprintf(s + at, cap - (size_t)at, "%s %s (%lld bytes)", i ? "," : "", a->inputs[i],
+                         size);
         at = n < 0 ? n : at + n;
     }
     return s;
@@ -119,26 +132,39 @@ bool ts_text_convert(const ts_text_convert_options *options, ts_text_convert_res
      * never see a half-written one. */
     size_t tmp_len = strlen(a.output) + 32;
     char *tmp = malloc(tmp_len);
-    char *source = a.source ? NULL : describe_inputs(&a);
+    char *inputs = a.source ? NULL : describe_inputs(&a);
+    /* The source, and what the tokenizer says about itself (a model's path
+     * and hash): where the tokens came from, in the file. */
+    const char *given = a.source ? a.source : inputs;
+    size_t source_len =
+        (given ? strlen(given) : 0) + (tok->description ? strlen(tok->description) : 0) + 32;
+    char *source = given ? malloc(source_len) : NULL;
+    if (source)
+        snprintf(source, source_len, "%s%s%s", given, tok->description ? "; tokenizer: " : "",
+                 tok->description ? tok->description : "");
     char split_rule[512];
     snprintf(split_rule, sizeof split_rule,
              "chunks of whole lines, each closed at the first line end at or after %d bytes "
              "(or at %d bytes, or at the end of an input file); a chunk goes to validation iff "
              "fmix64(FNV-1a-64(chunk bytes)) / 2^64 < %g; each split keeps the input order",
              CHUNK_BYTES, CHUNK_MAX_BYTES, a.val_fraction);
-    converter c = {.tok = tok, .val_fraction = a.val_fraction,
-                   .chunk = malloc(CHUNK_MAX_BYTES), .tokens = malloc(CHUNK_MAX_BYTES * sizeof(int32_t))};
+    converter c = {.tok = tok,
+                   .val_fraction = a.val_fraction,
+                   .chunk = malloc(CHUNK_MAX_BYTES),
+                   .tokens = malloc(CHUNK_MAX_BYTES * sizeof(int32_t))};
     ts_tf_err err = {{0}};
     int rc = 0;
-    if (!tmp || (!a.source && !source) || !c.chunk || !c.tokens) {
+    if (!tmp || !source || !c.chunk || !c.tokens) {
         snprintf(err.msg, sizeof err.msg, "out of memory");
         rc = -1;
     }
     if (!rc) {
         snprintf(tmp, tmp_len, "%s.tmp.%ld", a.output, (long)getpid());
-        ts_token_meta meta = {.domain = a.name, .tokenizer = tok->name,
-                              .source = a.source ? a.source : source,
-                              .split_rule = split_rule, .vocab_size = tok->vocab_size};
+        ts_token_meta meta = {.domain = a.name,
+                              .tokenizer = tok->name,
+                              .source = source,
+                              .split_rule = split_rule,
+                              .vocab_size = tok->vocab_size};
         rc = ts_token_writer_create(&c.writer, tmp, &meta, &err) == TS_TF_OK ? 0 : -1;
     }
     for (int i = 0; i < a.n_inputs && !rc; i++) rc = convert_file(&c, a.inputs[i], &err);
@@ -149,17 +175,21 @@ bool ts_text_convert(const ts_text_convert_options *options, ts_text_convert_res
     /* An empty split would only fail later, in the middle of a training run. */
     if (!rc && (n[TS_SPLIT_TRAIN] == 0 || (a.val_fraction > 0 && n[TS_SPLIT_VALIDATION] == 0))) {
         snprintf(err.msg, sizeof err.msg,
-                 "%s: the %s split would be empty (%ld chunks of text in all): give more text or %s --val-fraction",
+                 "%s: the %s split would be empty (%ld chunks of text in all): give more text or "
+                 "%s --val-fraction",
                  a.output, n[TS_SPLIT_TRAIN] == 0 ? "train" : "validation",
                  c.chunks[0] + c.chunks[1], n[TS_SPLIT_TRAIN] == 0 ? "lower" : "raise");
         rc = -1;
     }
     if (c.writer) {
-        if (rc) ts_token_writer_discard(c.writer);
-        else rc = ts_token_writer_finish(c.writer, &err) == TS_TF_OK ? 0 : -1;
+        if (rc)
+            ts_token_writer_discard(c.writer);
+        else
+            rc = ts_token_writer_finish(c.writer, &err) == TS_TF_OK ? 0 : -1;
     }
     if (!rc && rename(tmp, a.output) != 0) {
-        snprintf(err.msg, sizeof err.msg, "%s: cannot rename %s to it: %s", a.output, tmp, strerror(errno));
+        snprintf(err.msg, sizeof err.msg, "%s: cannot rename %s to it: %s", a.output, tmp,
+                 strerror(errno));
         rc = -1;
     }
     if (rc && c.writer) remove(tmp);
@@ -171,7 +201,37 @@ bool ts_text_convert(const ts_text_convert_options *options, ts_text_convert_res
     free(c.tokens);
     free(c.chunk);
     free(source);
+    free(inputs);
     free(tmp);
     return rc == 0;
 }
 
+bool ts_text_convert_train_text(const ts_text_convert_options *options, const char *text_path,
+                                char *errmsg, size_t errlen) {
+    converter c = {.val_fraction = options->val_fraction,
+                   .chunk = malloc(CHUNK_MAX_BYTES),
+                   .train_text_path = text_path};
+    ts_tf_err err = {{0}};
+    int rc = 0;
+    if (!c.chunk) {
+        snprintf(err.msg, sizeof err.msg, "out of memory");
+        rc = -1;
+    } else if (!(c.train_text = fopen(text_path, "wb"))) {
+        snprintf(err.msg, sizeof err.msg, "%s: cannot create: %s", text_path, strerror(errno));
+        rc = -1;
+    }
+    for (int i = 0; i < options->n_inputs && !rc; i++)
+        rc = convert_file(&c, options->inputs[i], &err);
+    if (c.train_text && fclose(c.train_text) != 0 && !rc) {
+        snprintf(err.msg, sizeof err.msg, "%s: write error: %s", text_path, strerror(errno));
+        rc = -1;
+    }
+    if (!rc && c.chunks[TS_SPLIT_TRAIN] == 0) {
+        snprintf(err.msg, sizeof err.msg,
+                 "the train split would be empty: give more text or lower --val-fraction");
+        rc = -1;
+    }
+    if (rc) snprintf(errmsg, errlen, "%s", err.msg);
+    free(c.chunk);
+    return rc == 0;
+}

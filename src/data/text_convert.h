@@ -15,11 +15,11 @@ typedef struct ts_text_convert_options {
     const char *const *inputs;
     int n_inputs;
     const char *output;
-    const char *name;             /* the domain */
-    const char *source;           /* NULL: the input files and their sizes */
+    const char *name;   /* the domain */
+    const char *source; /* NULL: the input files and their sizes */
     const ts_tokenizer *tokenizer;
-    double val_fraction;          /* in [0, 1) */
-    int force;                    /* replace an existing output */
+    double val_fraction; /* in [0, 1) */
+    int force;           /* replace an existing output */
 } ts_text_convert_options;
 
 typedef struct ts_text_convert_result {
@@ -31,5 +31,11 @@ typedef struct ts_text_convert_result {
  * is then untouched. */
 bool ts_text_convert(const ts_text_convert_options *options, ts_text_convert_result *result,
                      char *err, size_t errlen);
+
+/* Writes to text_path the bytes that ts_text_convert would put in the train
+ * split (same chunks, same rule; output, force and tokenizer are ignored):
+ * the text to train a tokenizer on without seeing validation text. */
+bool ts_text_convert_train_text(const ts_text_convert_options *options, const char *text_path,
+                                char *err, size_t errlen);
 
 #endif

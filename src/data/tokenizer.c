@@ -1,5 +1,6 @@
 #include "data/tokenizer.h"
 
+#include <stdio.h>
 #include <string.h>
 
 /* One token per byte: the token is the byte's value. Needs no tables and
@@ -12,7 +13,7 @@ static long encode_bytes(const ts_tokenizer *tok, const unsigned char *bytes, si
 }
 
 static const ts_tokenizer tokenizers[] = {
-    {"byte", 256, encode_bytes, NULL},
+    {"byte", 256, encode_bytes, NULL, NULL},
 };
 static const size_t n_tokenizers = sizeof tokenizers / sizeof tokenizers[0];
 
@@ -25,4 +26,14 @@ const ts_tokenizer *ts_tokenizer_find(const char *name) {
 const ts_tokenizer *ts_tokenizer_list(size_t *count) {
     *count = n_tokenizers;
     return tokenizers;
+}
+
+bool ts_tokenizer_check_same(const char *expected, const char *found, const char *path, char *err,
+                             size_t errlen) {
+    if (!expected || !found || !expected[0] || !found[0] || !strcmp(expected, found)) return true;
+    snprintf(err, errlen,
+             "%s was tokenized by '%s' but the model's training data by '%s': convert it with the "
+             "training data's tokenizer (for SentencePiece, the same --spm-model file)",
+             path, found, expected);
+    return false;
 }

@@ -1,10 +1,12 @@
 /* Tokenizers: text bytes in, int32 token ids out. A tokenizer is a constant
  * description (name, vocabulary size, encode function); the byte-level one is
- * the default. Adding one means writing an encode function and listing it in
- * tokenizer.c. */
+ * the default. Adding one that needs no files means writing an encode
+ * function and listing it in tokenizer.c; one made from a model file
+ * (SentencePiece, spm_tokenizer.h) is opened from that file instead. */
 #ifndef TS_TOKENIZER_H
 #define TS_TOKENIZER_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -18,16 +20,26 @@ typedef long (*ts_encode_fn)(const ts_tokenizer *tok, const unsigned char *bytes
                              int32_t *out);
 
 struct ts_tokenizer {
-    const char *name;   /* stored in token files, matched by ts_tokenizer_find */
+    const char *name; /* stored in token files, matched by ts_tokenizer_find */
     int32_t vocab_size;
     ts_encode_fn encode;
-    const void *state;  /* a tokenizer's tables (vocabulary, merges); NULL for bytes */
+    const void *state;       /* a tokenizer's tables (vocabulary, merges); NULL for bytes */
+    const char *description; /* what a token file's source should say about it; NULL for bytes */
 };
 
 /* The tokenizer called name, or NULL if there is none. */
 const ts_tokenizer *ts_tokenizer_find(const char *name);
 
-/* All tokenizers, for usage messages: returns the table and sets *count. */
+/* All tokenizers that need no model file, for usage messages: returns the
+ * table and sets *count. */
 const ts_tokenizer *ts_tokenizer_list(size_t *count);
+
+/* Whether a token file whose tokenizer is `found` (path, for the message)
+ * may be used with a model trained on data of tokenizer `expected`: the
+ * names (a SentencePiece name includes its model's hash) must be equal.
+ * An empty name (a file made by another tool without one, a run from before
+ * tokenizers were recorded) is not checked. False with a message. */
+bool ts_tokenizer_check_same(const char *expected, const char *found, const char *path, char *err,
+                             size_t errlen);
 
 #endif

@@ -31,6 +31,10 @@ static bool write_row(hid_t file, const ts_eval_row *row) {
               ts_h5_write_double_attr(group, "flops", row->flops) >= 0;
     for (int k = 0; ok && k < row->n_stats; k++)
         ok = ts_h5_write_double_attr(group, row->stat_names[k], row->stats[k]) >= 0;
+    if (ok && row->answer_tokens > 0)
+        ok = ts_h5_write_double_attr(group, "answer_loss", row->answer_loss) >= 0 &&
+             ts_h5_write_double_attr(group, "answer_perplexity", row->answer_perplexity) >= 0 &&
+             ts_h5_write_int64_attr(group, "answer_tokens", row->answer_tokens) >= 0;
     return H5Gclose(group) >= 0 && ok;
 }
 

@@ -19,6 +19,10 @@ typedef struct ts_eval_row {
     int n_stats;  /* the model's own statistics (e.g. NFEs), stored as attributes */
     const char *const *stat_names;
     const double *stats;
+    /* Answer-only scoring (a set with an answer mask; answer_tokens 0: none):
+     * stored as the attributes answer_loss, answer_perplexity, answer_tokens. */
+    double answer_loss, answer_perplexity;
+    long answer_tokens;
 } ts_eval_row;
 
 typedef struct ts_eval_header {

@@ -67,7 +67,21 @@ static void crc32_tokens(crc32_state *c, const int32_t *tokens, size_t n) {
     c->crc = crc;
 }
 
+/* The same CRC over bytes: an answer mask's, as zlib.crc32(mask.astype("u1").tobytes()). */
+static void crc32_bytes(crc32_state *c, const uint8_t *bytes, size_t n) {
+    uint32_t crc = c->crc;
+    for (size_t i = 0; i < n; i++) crc = c->table[(crc ^ bytes[i]) & 0xFF] ^ (crc >> 8);
+    c->crc = crc;
+}
+
 static uint32_t crc32_value(const crc32_state *c) { return c->crc ^ 0xFFFFFFFFu; }
+
+/* Index of the first mask value other than 0 or 1, or n if there is none. */
+static size_t first_bad_flag(const uint8_t *mask, size_t n) {
+    for (size_t i = 0; i < n; i++)
+        if (mask[i] > 1) return i;
+    return n;
+}
 
 /* Index of the first token outside [0, vocab), or n if there is none. */
 static size_t first_out_of_vocab(const int32_t *tokens, size_t n, int32_t vocab) {
@@ -142,12 +156,19 @@ struct ts_token_writer {
      * small the appends are. */
     int32_t *buf[TS_N_SPLITS];
     crc32_state crc[TS_N_SPLITS];
+    /* The answer mask, buffered and checksummed alongside (meta.answer_mask). */
+    bool masked;
+    hid_t mask_dset[TS_N_SPLITS];
+    uint8_t *mask_buf[TS_N_SPLITS];
+    crc32_state mask_crc[TS_N_SPLITS];
 };
 
 static void writer_free(ts_token_writer *w) {
     for (int s = 0; s < TS_N_SPLITS; s++) {
         if (w->dset[s] >= 0) H5Dclose(w->dset[s]);
+        if (w->mask_dset[s] >= 0) H5Dclose(w->mask_dset[s]);
         free(w->buf[s]);
+        free(w->mask_buf[s]);
     }
     if (w->file >= 0) H5Fclose(w->file);
     free(w->path);
@@ -169,6 +190,12 @@ static ts_tf_status create_split(ts_token_writer *w, int s, ts_tf_err *err) {
         w->dset[s] = H5Dcreate2(group, "tokens", H5T_STD_I32LE, space, H5P_DEFAULT, dcpl, H5P_DEFAULT);
         rc = w->dset[s] < 0 ? -1 : 0;
     }
+    /* The mask: one byte per token, chunked like the tokens. */
+    if (rc >= 0 && w->masked) {
+        w->mask_dset[s] = H5Dcreate2(group, "answer_mask", H5T_STD_U8LE, space, H5P_DEFAULT, dcpl, H5P_DEFAULT);
+        rc = w->mask_dset[s] < 0 ? -1 : 0;
+        if (rc >= 0 && !(w->mask_buf[s] = malloc(CHUNK_TOKENS))) rc = -1;
+    }
     ts_tf_status st = rc < 0 ? h5fail(err, TS_TF_ERR_IO, "%s: cannot create %s", w->path, where)
                              : TS_TF_OK;
     if (dcpl >= 0) H5Pclose(dcpl);
@@ -177,6 +204,7 @@ static ts_tf_status create_split(ts_token_writer *w, int s, ts_tf_err *err) {
     if (st == TS_TF_OK && !(w->buf[s] = malloc(CHUNK_TOKENS * sizeof(int32_t))))
         st = fail(err, TS_TF_ERR_NOMEM, "%s: out of memory", w->path);
     crc32_init(&w->crc[s]);
+    crc32_init(&w->mask_crc[s]);
     return st;
 }
 
@@ -193,8 +221,9 @@ static ts_tf_status writer_create(ts_token_writer **out, const char *path,
         free(w);
         return fail(err, TS_TF_ERR_NOMEM, "%s: out of memory", path);
     }
-    w->file = w->dset[0] = w->dset[1] = H5I_INVALID_HID;
+    w->file = w->dset[0] = w->dset[1] = w->mask_dset[0] = w->mask_dset[1] = H5I_INVALID_HID;
     w->vocab_size = meta->vocab_size;
+    w->masked = meta->answer_mask;
     /* EXCL: a file that appeared since the check above is not clobbered. */
     w->file = H5Fcreate(path, H5F_ACC_EXCL, H5P_DEFAULT, H5P_DEFAULT);
     ts_tf_status st = w->file < 0 ? h5fail(err, TS_TF_ERR_IO, "%s: cannot create file", path) : TS_TF_OK;
@@ -226,25 +255,41 @@ static ts_tf_status flush_split(ts_token_writer *w, int s, ts_tf_err *err) {
     hid_t mspace = fspace < 0 ? H5I_INVALID_HID : H5Screate_simple(1, &n, NULL);
     rc = mspace < 0 ? -1 : H5Sselect_hyperslab(fspace, H5S_SELECT_SET, &start, NULL, &n, NULL);
     if (rc >= 0) rc = H5Dwrite(w->dset[s], H5T_NATIVE_INT32, mspace, fspace, H5P_DEFAULT, w->buf[s]);
+    if (rc >= 0 && w->masked) {
+        rc = H5Dset_extent(w->mask_dset[s], &size);
+        if (rc >= 0) rc = H5Dwrite(w->mask_dset[s], H5T_NATIVE_UINT8, mspace, fspace, H5P_DEFAULT, w->mask_buf[s]);
+    }
     if (mspace >= 0) H5Sclose(mspace);
     if (fspace >= 0) H5Sclose(fspace);
-    if (rc < 0) return h5fail(err, TS_TF_ERR_IO, "%s: cannot write /%s/tokens", w->path, split_names[s]);
+    if (rc < 0) return h5fail(err, TS_TF_ERR_IO, "%s: cannot write /%s/tokens%s", w->path, split_names[s],
+                              w->masked ? " and its answer_mask" : "");
     w->written[s] = w->count[s];
     return TS_TF_OK;
 }
 
 static ts_tf_status writer_append(ts_token_writer *w, enum ts_split split, const int32_t *tokens,
-                                  size_t n, ts_tf_err *err) {
+                                  const uint8_t *mask, size_t n, ts_tf_err *err) {
     if (!valid_split(split)) return fail(err, TS_TF_ERR_RANGE, "%s: no split %d", w->path, (int)split);
+    if (w->masked != (mask != NULL))
+        return fail(err, TS_TF_ERR_RANGE, "%s: %s", w->path,
+                    w->masked ? "this file has an answer mask: append tokens with their mask"
+                              : "this file was created without an answer mask");
     size_t bad = first_out_of_vocab(tokens, n, w->vocab_size);
     if (bad < n)
         return fail(err, TS_TF_ERR_VOCAB, "%s: token %d lies outside the vocabulary [0, %d)", w->path,
                     (int)tokens[bad], (int)w->vocab_size);
+    if (mask && (bad = first_bad_flag(mask, n)) < n)
+        return fail(err, TS_TF_ERR_RANGE, "%s: answer mask value %d is neither 0 nor 1", w->path, (int)mask[bad]);
     crc32_tokens(&w->crc[split], tokens, n);
+    if (mask) crc32_bytes(&w->mask_crc[split], mask, n);
     while (n > 0) {
         size_t held = (size_t)(w->count[split] - w->written[split]);
         size_t take = CHUNK_TOKENS - held < n ? CHUNK_TOKENS - held : n;
         memcpy(w->buf[split] + held, tokens, take * sizeof *tokens);
+        if (mask) {
+            memcpy(w->mask_buf[split] + held, mask, take);
+            mask += take;
+        }
         w->count[split] += (int64_t)take;
         tokens += take;
         n -= take;
@@ -263,12 +308,18 @@ static ts_tf_status writer_finish(ts_token_writer *w, ts_tf_err *err) {
         uint32_t crc = crc32_value(&w->crc[s]);
         if (!st) st = write_int_attr(w->path, w->dset[s], "n_tokens", H5T_STD_I64LE, &w->count[s], H5T_NATIVE_INT64, err);
         if (!st) st = write_int_attr(w->path, w->dset[s], "crc32", H5T_STD_U32LE, &crc, H5T_NATIVE_UINT32, err);
+        uint32_t mask_crc = crc32_value(&w->mask_crc[s]);
+        if (!st && w->masked) st = write_int_attr(w->path, w->mask_dset[s], "n_tokens", H5T_STD_I64LE, &w->count[s], H5T_NATIVE_INT64, err);
+        if (!st && w->masked) st = write_int_attr(w->path, w->mask_dset[s], "crc32", H5T_STD_U32LE, &mask_crc, H5T_NATIVE_UINT32, err);
     }
     /* Close here rather than in writer_free so a failed close (the last
      * buffered metadata not reaching the disk) is reported. */
     for (int s = 0; s < TS_N_SPLITS; s++) {
         if (H5Dclose(w->dset[s]) < 0 && !st) st = h5fail(err, TS_TF_ERR_IO, "%s: cannot close /%s/tokens", w->path, split_names[s]);
         w->dset[s] = H5I_INVALID_HID;
+        if (w->mask_dset[s] >= 0 && H5Dclose(w->mask_dset[s]) < 0 && !st)
+            st = h5fail(err, TS_TF_ERR_IO, "%s: cannot close /%s/answer_mask", w->path, split_names[s]);
+        w->mask_dset[s] = H5I_INVALID_HID;
     }
     if (H5Fclose(w->file) < 0 && !st) st = h5fail(err, TS_TF_ERR_IO, "%s: cannot close file", w->path);
     w->file = H5I_INVALID_HID;
@@ -287,7 +338,16 @@ ts_tf_status ts_token_writer_append(ts_token_writer *w, enum ts_split split,
                                     const int32_t *tokens, size_t n, ts_tf_err *err) {
     ts_tf_err scratch;
     ts_h5_quiet q = ts_h5_quiet_begin();
-    return quiet_end(q, writer_append(w, split, tokens, n, err ? err : &scratch));
+    return quiet_end(q, writer_append(w, split, tokens, NULL, n, err ? err : &scratch));
+}
+
+ts_tf_status ts_token_writer_append_masked(ts_token_writer *w, enum ts_split split,
+                                           const int32_t *tokens, const uint8_t *mask, size_t n,
+                                           ts_tf_err *err) {
+    ts_tf_err scratch;
+    ts_h5_quiet q = ts_h5_quiet_begin();
+    if (!mask) return quiet_end(q, fail(err ? err : &scratch, TS_TF_ERR_RANGE, "%s: no answer mask given", w->path));
+    return quiet_end(q, writer_append(w, split, tokens, mask, n, err ? err : &scratch));
 }
 
 int64_t ts_token_writer_count(const ts_token_writer *w, enum ts_split split) {
@@ -317,8 +377,10 @@ static ts_tf_status agree(const ts_token_file *tf, ts_tf_status st, ts_tf_err *e
 }
 
 static void close_impl(ts_token_file *tf) {
-    for (int s = 0; s < TS_N_SPLITS; s++)
+    for (int s = 0; s < TS_N_SPLITS; s++) {
         if (tf->dset[s] >= 0) H5Dclose(tf->dset[s]);
+        if (tf->mask_dset[s] >= 0) H5Dclose(tf->mask_dset[s]);
+    }
     if (tf->dxpl >= 0) H5Pclose(tf->dxpl);
     if (tf->file >= 0) H5Fclose(tf->file);
     for (int i = 0; i < 4; i++) free(tf->strings[i]);
@@ -326,7 +388,53 @@ static void close_impl(ts_token_file *tf) {
     if (tf->comm != MPI_COMM_NULL) MPI_Comm_free(&tf->comm);
     memset(tf, 0, sizeof *tf);
     tf->file = tf->dxpl = tf->dset[0] = tf->dset[1] = H5I_INVALID_HID;
+    tf->mask_dset[0] = tf->mask_dset[1] = H5I_INVALID_HID;
     tf->comm = MPI_COMM_NULL;
+}
+
+/* The n_tokens attribute of a split's dataset (which must equal its length
+ * dim) and its crc32 (a 32-bit value). */
+static ts_tf_status read_count_and_crc(ts_token_file *tf, hid_t dset, const char *where,
+                                       hsize_t dim, uint32_t *crc_out, ts_tf_err *err) {
+    int64_t n, crc;
+    ts_tf_status st = read_int_attr(tf->path, dset, where, "n_tokens", &n, err);
+    if (!st) st = read_int_attr(tf->path, dset, where, "crc32", &crc, err);
+    if (st) return st;
+    if (n != (int64_t)dim)
+        return fail(err, TS_TF_ERR_FORMAT, "%s: %s holds %llu values but its n_tokens attribute says %lld (truncated file?)",
+                    tf->path, where, (unsigned long long)dim, (long long)n);
+    if (crc < 0 || crc > (int64_t)UINT32_MAX)
+        return fail(err, TS_TF_ERR_FORMAT, "%s: crc32 attribute of %s is not a 32-bit value", tf->path, where);
+    *crc_out = (uint32_t)crc;
+    return TS_TF_OK;
+}
+
+/* Opens /SPLIT/answer_mask if there is one and checks it is a 1-D 8-bit
+ * integer dataset as long as the tokens, with matching n_tokens and a crc32. */
+static ts_tf_status open_mask(ts_token_file *tf, int s, ts_tf_err *err) {
+    char where[64];
+    snprintf(where, sizeof where, "/%s/answer_mask", split_names[s]);
+    htri_t exists = H5Lexists(tf->file, where, H5P_DEFAULT);
+    if (exists < 0) return h5fail(err, TS_TF_ERR_IO, "%s: cannot look up %s", tf->path, where);
+    if (!exists) return TS_TF_OK;
+    tf->mask_dset[s] = H5Dopen2(tf->file, where, H5P_DEFAULT);
+    if (tf->mask_dset[s] < 0) return h5fail(err, TS_TF_ERR_FORMAT, "%s: cannot open %s as a dataset", tf->path, where);
+    hid_t type = H5Dget_type(tf->mask_dset[s]);
+    hid_t space = H5Dget_space(tf->mask_dset[s]);
+    int ndims = space < 0 ? -1 : H5Sget_simple_extent_ndims(space);
+    hsize_t dim = 0;
+    ts_tf_status st = TS_TF_OK;
+    if (type < 0 || ndims < 0 || (ndims == 1 && H5Sget_simple_extent_dims(space, &dim, NULL) < 0))
+        st = h5fail(err, TS_TF_ERR_IO, "%s: cannot read the type and shape of %s", tf->path, where);
+    else if (ndims != 1 || H5Tget_class(type) != H5T_INTEGER || H5Tget_size(type) != 1)
+        st = fail(err, TS_TF_ERR_FORMAT, "%s: %s is not a 1-D dataset of 8-bit integers", tf->path, where);
+    else if ((int64_t)dim != tf->n_tokens[s])
+        st = fail(err, TS_TF_ERR_FORMAT, "%s: %s has %llu values for %lld tokens", tf->path, where,
+                  (unsigned long long)dim, (long long)tf->n_tokens[s]);
+    if (space >= 0) H5Sclose(space);
+    if (type >= 0) H5Tclose(type);
+    if (!st) st = read_count_and_crc(tf, tf->mask_dset[s], where, dim, &tf->mask_crc32[s], err);
+    return st;
 }
 
 /* Opens /SPLIT/tokens and checks it is a 1-D integer dataset that int32
@@ -367,18 +475,10 @@ static ts_tf_status open_split(ts_token_file *tf, int s, ts_tf_err *err) {
     if (type >= 0) H5Tclose(type);
     if (st) return st;
 
-    int64_t n, crc;
-    st = read_int_attr(tf->path, tf->dset[s], where, "n_tokens", &n, err);
-    if (!st) st = read_int_attr(tf->path, tf->dset[s], where, "crc32", &crc, err);
+    st = read_count_and_crc(tf, tf->dset[s], where, dim, &tf->crc32[s], err);
     if (st) return st;
-    if (n != (int64_t)dim)
-        return fail(err, TS_TF_ERR_FORMAT, "%s: %s holds %llu tokens but its n_tokens attribute says %lld (truncated file?)",
-                    tf->path, where, (unsigned long long)dim, (long long)n);
-    if (crc < 0 || crc > (int64_t)UINT32_MAX)
-        return fail(err, TS_TF_ERR_FORMAT, "%s: crc32 attribute of %s is not a 32-bit value", tf->path, where);
-    tf->n_tokens[s] = n;
-    tf->crc32[s] = (uint32_t)crc;
-    return TS_TF_OK;
+    tf->n_tokens[s] = (int64_t)dim;
+    return open_mask(tf, s, err);
 }
 
 static ts_tf_status read_metadata(ts_token_file *tf, const ts_token_open_opts *opts, ts_tf_err *err) {
@@ -416,21 +516,46 @@ static ts_tf_status read_metadata(ts_token_file *tf, const ts_token_open_opts *o
     tf->meta.source = tf->strings[2];
     tf->meta.split_rule = tf->strings[3];
     for (int s = 0; s < TS_N_SPLITS && !st; s++) st = open_split(tf, s, err);
+    /* A mask serves answer-only scoring of either split: both or neither. */
+    bool train_mask = tf->mask_dset[TS_SPLIT_TRAIN] >= 0, val_mask = tf->mask_dset[TS_SPLIT_VALIDATION] >= 0;
+    if (!st && train_mask != val_mask)
+        st = fail(err, TS_TF_ERR_FORMAT, "%s: /%s/answer_mask exists but /%s/answer_mask does not", tf->path,
+                  split_names[train_mask ? TS_SPLIT_TRAIN : TS_SPLIT_VALIDATION],
+                  split_names[train_mask ? TS_SPLIT_VALIDATION : TS_SPLIT_TRAIN]);
+    tf->has_mask = !st && train_mask;
     return st;
 }
 
-/* Reads the file-space selection fspace of a split (n tokens; n = 0 means an
- * empty selection, taking part in a collective transfer) into out. */
-static ts_tf_status read_selection(ts_token_file *tf, int s, hid_t dxpl, hid_t fspace, hsize_t n,
-                                   int32_t *out, ts_tf_err *err) {
+/* Which dataset of a split a read is of: the tokens (int32) or the answer
+ * mask (uint8). */
+typedef enum split_data { SPLIT_TOKENS, SPLIT_MASK } split_data;
+
+static hid_t data_dset(const ts_token_file *tf, int s, split_data d) {
+    return d == SPLIT_MASK ? tf->mask_dset[s] : tf->dset[s];
+}
+
+/* Reads the file-space selection fspace of a split's tokens or mask (n
+ * values; n = 0 means an empty selection, taking part in a collective
+ * transfer) into out. */
+static ts_tf_status read_data_selection(ts_token_file *tf, int s, split_data d, hid_t dxpl,
+                                        hid_t fspace, hsize_t n, void *out, ts_tf_err *err) {
     int32_t dummy;
     hsize_t mdim = n > 0 ? n : 1;
     hid_t mspace = H5Screate_simple(1, &mdim, NULL);
     herr_t rc = mspace < 0 ? -1 : (n > 0 ? 0 : H5Sselect_none(mspace));
-    if (rc >= 0) rc = H5Dread(tf->dset[s], H5T_NATIVE_INT32, mspace, fspace, dxpl, n > 0 ? out : &dummy);
+    if (rc >= 0)
+        rc = H5Dread(data_dset(tf, s, d), d == SPLIT_MASK ? H5T_NATIVE_UINT8 : H5T_NATIVE_INT32,
+                     mspace, fspace, dxpl, n > 0 ? out : &dummy);
     if (mspace >= 0) H5Sclose(mspace);
-    if (rc < 0) return h5fail(err, TS_TF_ERR_IO, "%s: cannot read /%s/tokens", tf->path, split_names[s]);
+    if (rc < 0)
+        return h5fail(err, TS_TF_ERR_IO, "%s: cannot read /%s/%s", tf->path, split_names[s],
+                      d == SPLIT_MASK ? "answer_mask" : "tokens");
     return TS_TF_OK;
+}
+
+static ts_tf_status read_selection(ts_token_file *tf, int s, hid_t dxpl, hid_t fspace, hsize_t n,
+                                   int32_t *out, ts_tf_err *err) {
+    return read_data_selection(tf, s, SPLIT_TOKENS, dxpl, fspace, n, out, err);
 }
 
 static ts_tf_status read_range(ts_token_file *tf, int s, hid_t dxpl, int64_t offset, int64_t count,
@@ -446,11 +571,42 @@ static ts_tf_status read_range(ts_token_file *tf, int s, hid_t dxpl, int64_t off
 
 /* Takes part in a collective read with nothing selected: what a rank with a
  * bad request does so that the other ranks' transfer completes. */
-static void read_nothing(ts_token_file *tf, int s) {
+static void read_nothing_of(ts_token_file *tf, int s, split_data d) {
     ts_tf_err ignored;
-    hid_t fspace = H5Dget_space(tf->dset[s]);
-    if (fspace >= 0 && H5Sselect_none(fspace) >= 0) read_selection(tf, s, tf->dxpl, fspace, 0, NULL, &ignored);
+    hid_t fspace = H5Dget_space(data_dset(tf, s, d));
+    if (fspace >= 0 && H5Sselect_none(fspace) >= 0)
+        read_data_selection(tf, s, d, tf->dxpl, fspace, 0, NULL, &ignored);
     if (fspace >= 0) H5Sclose(fspace);
+}
+
+static void read_nothing(ts_token_file *tf, int s) { read_nothing_of(tf, s, SPLIT_TOKENS); }
+
+/* Checks a split's answer mask: values 0 or 1, and its checksum. block
+ * holds VERIFY_BLOCK bytes at least. */
+static ts_tf_status verify_mask(ts_token_file *tf, int s, uint8_t *block, crc32_state *crc,
+                                ts_tf_err *err) {
+    ts_tf_status st = TS_TF_OK;
+    crc32_init(crc);
+    for (int64_t at = 0; at < tf->n_tokens[s] && !st; at += VERIFY_BLOCK) {
+        int64_t n = tf->n_tokens[s] - at < VERIFY_BLOCK ? tf->n_tokens[s] - at : VERIFY_BLOCK;
+        hsize_t start = (hsize_t)at, count = (hsize_t)n;
+        hid_t fspace = H5Dget_space(tf->mask_dset[s]);
+        if (fspace < 0 || H5Sselect_hyperslab(fspace, H5S_SELECT_SET, &start, NULL, &count, NULL) < 0)
+            st = h5fail(err, TS_TF_ERR_IO, "%s: cannot select /%s/answer_mask", tf->path, split_names[s]);
+        else
+            st = read_data_selection(tf, s, SPLIT_MASK, H5P_DEFAULT, fspace, count, block, err);
+        if (fspace >= 0) H5Sclose(fspace);
+        size_t bad = st ? 0 : first_bad_flag(block, (size_t)n);
+        if (!st && bad < (size_t)n)
+            st = fail(err, TS_TF_ERR_FORMAT, "%s: /%s/answer_mask[%lld] = %d is neither 0 nor 1", tf->path,
+                      split_names[s], (long long)(at + (int64_t)bad), (int)block[bad]);
+        if (!st) crc32_bytes(crc, block, (size_t)n);
+    }
+    if (!st && crc32_value(crc) != tf->mask_crc32[s])
+        st = fail(err, TS_TF_ERR_CHECKSUM,
+                  "%s: /%s/answer_mask does not match its checksum (stored crc32 %08x, data %08x): the file is corrupt",
+                  tf->path, split_names[s], (unsigned)tf->mask_crc32[s], (unsigned)crc32_value(crc));
+    return st;
 }
 
 static ts_tf_status verify_impl(ts_token_file *tf, ts_tf_err *err) {
@@ -477,6 +633,7 @@ static ts_tf_status verify_impl(ts_token_file *tf, ts_tf_err *err) {
                 st = fail(err, TS_TF_ERR_CHECKSUM,
                           "%s: /%s/tokens does not match its checksum (stored crc32 %08x, data %08x): the file is corrupt",
                           tf->path, split_names[s], (unsigned)tf->crc32[s], (unsigned)crc32_value(crc));
+            if (!st && tf->has_mask) st = verify_mask(tf, s, (uint8_t *)block, crc, err);
         }
         free(crc);
         free(block);
@@ -488,6 +645,7 @@ static ts_tf_status open_impl(ts_token_file *tf, const char *path, MPI_Comm comm
                               const ts_token_open_opts *opts, ts_tf_err *err) {
     memset(tf, 0, sizeof *tf);
     tf->file = tf->dxpl = tf->dset[0] = tf->dset[1] = H5I_INVALID_HID;
+    tf->mask_dset[0] = tf->mask_dset[1] = H5I_INVALID_HID;
     tf->comm = MPI_COMM_NULL;
     /* Our own communicator, returning errors rather than aborting, so MPI
      * failures come back as messages like everything else. */
@@ -593,9 +751,12 @@ static ts_tf_status select_windows(ts_token_file *tf, int s, window *w, int n, i
     return TS_TF_OK;
 }
 
-static ts_tf_status read_windows_impl(ts_token_file *tf, enum ts_split split, const int64_t *offsets,
-                                      int n, int64_t len, int32_t *out, ts_tf_err *err) {
+static ts_tf_status read_windows_impl(ts_token_file *tf, enum ts_split split, split_data d,
+                                      const int64_t *offsets, int n, int64_t len, void *out,
+                                      ts_tf_err *err) {
     ts_tf_status st = check_split(tf, split, err);
+    if (!st && d == SPLIT_MASK && !tf->has_mask)
+        st = fail(err, TS_TF_ERR_FORMAT, "%s: has no answer mask (answer-only scoring needs one)", tf->path);
     if (!st && (n < 0 || len < 0 || (n > 0 && (!offsets || !out))))
         st = fail(err, TS_TF_ERR_RANGE, "%s: bad window request (%d windows of %lld tokens)", tf->path, n, (long long)len);
     for (int i = 0; i < n && !st; i++)
@@ -604,28 +765,34 @@ static ts_tf_status read_windows_impl(ts_token_file *tf, enum ts_split split, co
                       tf->path, i, (long long)offsets[i], (long long)(offsets[i] + len), split_names[split],
                       (long long)tf->n_tokens[split]);
     int s = st ? 0 : (int)split;
+    /* Without a mask there is no mask dataset to take part in a collective
+     * read with; every rank then fails the same way, before any transfer. */
+    bool can_take_part = d == SPLIT_TOKENS || tf->has_mask;
     if (st || n == 0 || len == 0) {
-        if (tf->collective) read_nothing(tf, s);
+        if (tf->collective && can_take_part) read_nothing_of(tf, s, d);
         return st;
     }
 
+    size_t elem = d == SPLIT_MASK ? sizeof(uint8_t) : sizeof(int32_t);
     window *w = malloc((size_t)n * sizeof *w);
-    int32_t *buf = malloc((size_t)n * (size_t)len * sizeof *buf); /* the union is at most this long */
+    char *buf = malloc((size_t)n * (size_t)len * elem); /* the union is at most this long */
     hid_t fspace = H5I_INVALID_HID;
     int64_t total = 0;
     if (!w || !buf) st = fail(err, TS_TF_ERR_NOMEM, "%s: out of memory for %d windows of %lld tokens", tf->path, n, (long long)len);
-    if (!st && (fspace = H5Dget_space(tf->dset[s])) < 0)
-        st = h5fail(err, TS_TF_ERR_IO, "%s: cannot read the shape of /%s/tokens", tf->path, split_names[s]);
+    if (!st && (fspace = H5Dget_space(data_dset(tf, s, d))) < 0)
+        st = h5fail(err, TS_TF_ERR_IO, "%s: cannot read the shape of /%s/%s", tf->path, split_names[s],
+                    d == SPLIT_MASK ? "answer_mask" : "tokens");
     if (!st) {
         for (int i = 0; i < n; i++) w[i] = (window){offsets[i], i, 0};
         qsort(w, (size_t)n, sizeof *w, by_offset);
         st = select_windows(tf, s, w, n, len, fspace, &total, err);
     }
-    if (!st) st = read_selection(tf, s, tf->dxpl, fspace, (hsize_t)total, buf, err);
-    else if (tf->collective) read_nothing(tf, s);
+    if (!st) st = read_data_selection(tf, s, d, tf->dxpl, fspace, (hsize_t)total, buf, err);
+    else if (tf->collective) read_nothing_of(tf, s, d);
     if (!st)
         for (int k = 0; k < n; k++)
-            memcpy(out + (size_t)w[k].index * (size_t)len, buf + w[k].at, (size_t)len * sizeof *out);
+            memcpy((char *)out + (size_t)w[k].index * (size_t)len * elem, buf + (size_t)w[k].at * elem,
+                   (size_t)len * elem);
     if (fspace >= 0) H5Sclose(fspace);
     free(buf);
     free(w);
@@ -657,7 +824,17 @@ ts_tf_status ts_token_file_read_windows(ts_token_file *tf, enum ts_split split,
                                         int32_t *out, ts_tf_err *err) {
     ts_tf_err scratch;
     ts_h5_quiet q = ts_h5_quiet_begin();
-    return quiet_end(q, read_windows_impl(tf, split, offsets, n, len, out, err ? err : &scratch));
+    return quiet_end(q, read_windows_impl(tf, split, SPLIT_TOKENS, offsets, n, len, out,
+                                          err ? err : &scratch));
+}
+
+ts_tf_status ts_token_file_read_mask_windows(ts_token_file *tf, enum ts_split split,
+                                             const int64_t *offsets, int n, int64_t len,
+                                             uint8_t *out, ts_tf_err *err) {
+    ts_tf_err scratch;
+    ts_h5_quiet q = ts_h5_quiet_begin();
+    return quiet_end(q, read_windows_impl(tf, split, SPLIT_MASK, offsets, n, len, out,
+                                          err ? err : &scratch));
 }
 
 ts_tf_status ts_token_file_verify(ts_token_file *tf, ts_tf_err *err) {

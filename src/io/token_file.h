@@ -63,6 +63,9 @@ typedef struct ts_token_meta {
     const char *source;     /* where the text came from, free text */
     const char *split_rule; /* how text was assigned to the splits, free text */
     int32_t vocab_size;
+    /* The file carries an answer mask: per token 1 if it belongs to an
+     * answer (scored in answer-only evaluation), else 0; both splits. */
+    bool answer_mask;
 } ts_token_meta;
 
 /* ---------------------------------------------------------------- writing */
@@ -74,9 +77,16 @@ typedef struct ts_token_writer ts_token_writer;
 ts_tf_status ts_token_writer_create(ts_token_writer **out, const char *path,
                                     const ts_token_meta *meta, ts_tf_err *err);
 
-/* Appends tokens to a split. Every token must lie in [0, vocab_size). */
+/* Appends tokens to a split. Every token must lie in [0, vocab_size). A
+ * writer created with meta.answer_mask takes them with their mask instead. */
 ts_tf_status ts_token_writer_append(ts_token_writer *w, enum ts_split split,
                                     const int32_t *tokens, size_t n, ts_tf_err *err);
+
+/* Appends tokens and their answer flags (each 0 or 1) to a split of a
+ * writer created with meta.answer_mask. */
+ts_tf_status ts_token_writer_append_masked(ts_token_writer *w, enum ts_split split,
+                                           const int32_t *tokens, const uint8_t *mask, size_t n,
+                                           ts_tf_err *err);
 
 /* Tokens appended so far to a split. */
 int64_t ts_token_writer_count(const ts_token_writer *w, enum ts_split split);
@@ -106,6 +116,9 @@ typedef struct ts_token_file {
     bool collective;
     int64_t n_tokens[TS_N_SPLITS];
     uint32_t crc32[TS_N_SPLITS];
+    bool has_mask;                      /* both splits have an answer mask */
+    hid_t mask_dset[TS_N_SPLITS];
+    uint32_t mask_crc32[TS_N_SPLITS];
     ts_token_meta meta;
     char *strings[4]; /* own meta's strings */
 } ts_token_file;
@@ -136,7 +149,15 @@ ts_tf_status ts_token_file_read_windows(ts_token_file *tf, enum ts_split split,
                                         const int64_t *offsets, int n, int64_t len,
                                         int32_t *out, ts_tf_err *err);
 
-/* Checks both splits against their stored checksums and the vocabulary
+/* Reads the answer mask (0 or 1 per token) of the same windows as
+ * ts_token_file_read_windows, into out[i * len ..]; the file must have one
+ * (tf->has_mask). Collective as ts_token_file_read. */
+ts_tf_status ts_token_file_read_mask_windows(ts_token_file *tf, enum ts_split split,
+                                             const int64_t *offsets, int n, int64_t len,
+                                             uint8_t *out, ts_tf_err *err);
+
+/* Checks both splits against their stored checksums and the vocabulary, and
+ * an answer mask against its checksum and its values
  * (collective: rank 0 reads, every rank gets the result). */
 ts_tf_status ts_token_file_verify(ts_token_file *tf, ts_tf_err *err);
 

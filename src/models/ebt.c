@@ -173,6 +173,7 @@ static ts_tensor *training_loss(ts_model *model, ts_ctx *ctx, const ts_batch *ba
     ts_batch all_rows = *batch;
     all_rows.tokens = tokens;
     all_rows.batch = rows;
+    all_rows.target_mask = NULL; /* training scores every target */
     int32_t *inputs, *targets;
     tpp_split_batch(ctx, &all_rows, &inputs, &targets);
 
@@ -243,7 +244,7 @@ static void token_losses(const ts_real *logits, const int32_t *targets, long row
         double max = row[0], sum = 0;
         for (int v = 1; v < vocab; v++) max = fmax(max, row[v]);
         for (int v = 0; v < vocab; v++) sum += exp(row[v] - max);
-        out[r] = max + log(sum) - row[targets[r]];
+        out[r] = targets[r] < 0 ? NAN : max + log(sum) - row[targets[r]]; /* not scored */
     }
 }
 

@@ -26,6 +26,12 @@ typedef struct ts_batch {
     uint64_t seed;        /* the run's seed */
     long step;            /* optimiser step (evaluation: -1) */
     long first_index;     /* global index of sequence 0 of this batch in its step or evaluation */
+    /* Optional, evaluation only (NULL: every target is scored): batch x
+     * (seq + 1) flags aligned with tokens; the target that is token t of a
+     * row is scored iff its flag is non-zero (answer-only scoring). The loss
+     * is then the mean over scored targets; tpp_split_batch turns the others
+     * into the ignore index -1 that every architecture's cross-entropy skips. */
+    const uint8_t *target_mask;
 } ts_batch;
 
 #define TS_MAX_MODEL_STATS 8

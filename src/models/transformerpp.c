@@ -73,7 +73,10 @@ void tpp_split_batch(ts_ctx *ctx, const ts_batch *batch, int32_t **inputs, int32
         for (int t = 0; t < batch->seq; t++) {
             const int32_t *row = batch->tokens + (long)b * (batch->seq + 1);
             (*inputs)[(long)b * batch->seq + t] = row[t];
-            (*targets)[(long)b * batch->seq + t] = row[t + 1];
+            const uint8_t *scored = batch->target_mask
+                                        ? batch->target_mask + (long)b * (batch->seq + 1)
+                                        : NULL;
+            (*targets)[(long)b * batch->seq + t] = !scored || scored[t + 1] ? row[t + 1] : -1;
         }
 }
 

@@ -19,7 +19,8 @@ tpp_block_params tpp_block(const ts_model *model, int i);
 /* Blocks, final norm and head over embedded input x [B, T, D] -> logits [B, T, V]. */
 ts_tensor *tpp_logits_from_embeddings(ts_model *model, ts_ctx *ctx, ts_tensor *x,
                                       const tpp_attention_input *attention);
-/* Splits a batch into input ids and targets (arena copies). */
+/* Splits a batch into input ids and targets (arena copies); a target that
+ * batch->target_mask leaves unscored is -1, the ignore index. */
 void tpp_split_batch(ts_ctx *ctx, const ts_batch *batch, int32_t **inputs, int32_t **targets);
 
 #endif

@@ -7,6 +7,7 @@
 #include "io/checkpoint.h"
 #include "io/energies.h"
 #include "io/eval_results.h"
+#include "data/tokenizer.h"
 #include "io/token_file.h"
 #include "models/ebt.h"
 #include "train/evaluate.h"
@@ -119,6 +120,13 @@ int ts_eval_run(MPI_Comm comm, const ts_eval_run_options *a) {
             status = 1;
             break;
         }
+        if (!ts_tokenizer_check_same(config.tokenizer, tokens.meta.tokenizer, file, err,
+                                     sizeof err)) {
+            if (rank == 0) fprintf(stderr, "thinkscale eval: error: %s\n", err);
+            ts_token_file_close(&tokens);
+            status = 1;
+            break;
+        }
         for (int s = 0; s < n_settings && n < MAX_ROWS; s++) {
             model->config = setting_configs[s].model; /* only inference keys differ */
             ts_eval_result *r = &results[n];
@@ -141,13 +149,25 @@ int ts_eval_run(MPI_Comm comm, const ts_eval_run_options *a) {
                 status = 1;
                 break;
             }
-            rows[n] = (ts_eval_row){names[n], file, setting, r->loss, r->perplexity, r->tokens,
-                                    r->flops, r->n_stats, stat_names, r->stats};
+            rows[n] = (ts_eval_row){.set = names[n], .path = file, .setting = setting,
+                                    .loss = r->loss, .perplexity = r->perplexity,
+                                    .tokens = r->tokens, .flops = r->flops,
+                                    .n_stats = r->n_stats, .stat_names = stat_names,
+                                    .stats = r->stats, .answer_loss = r->answer_loss,
+                                    .answer_perplexity = r->answer_perplexity,
+                                    .answer_tokens = r->answer_tokens};
             if (rank == 0) {
                 printf("%-12s %-32s %10.4f %12.3f %10ld", names[n], setting, r->loss,
                        r->perplexity, r->tokens);
                 for (int k = 0; k < r->n_stats; k++) printf(" %12.4g", r->stats[k]);
                 printf("\n");
+                /* Answer-only scoring of a set with an answer mask: its own row. */
+                if (r->answer_tokens > 0) {
+                    char answer_set[80];
+                    snprintf(answer_set, sizeof answer_set, "%s/answer", names[n]);
+                    printf("%-12s %-32s %10.4f %12.3f %10ld\n", answer_set, setting,
+                           r->answer_loss, r->answer_perplexity, r->answer_tokens);
+                }
             }
             n++;
         }

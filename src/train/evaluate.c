@@ -7,6 +7,56 @@
 #include "parallel/data_parallel.h"
 #include "train/batches.h"
 
+/* Sums over one pass of a rank's windows. */
+typedef struct pass_sums {
+    double loss;                      /* loss * scored targets */
+    double scored;                    /* targets scored */
+    double stats[TS_MAX_MODEL_STATS]; /* each statistic * windows */
+} pass_sums;
+
+/* Scores this rank's windows (offsets[0 .. count)), micro_batch at a time:
+ * every target, or with answers those the file's answer mask marks (a
+ * micro-batch without any is skipped). */
+static bool score_windows(ts_model *model, ts_ctx *ctx, ts_token_file *tokens, enum ts_split split,
+                          int seq, const int64_t *offsets, long first, long count, long micro_batch,
+                          uint64_t seed, bool answers, int32_t *buf, uint8_t *mask, pass_sums *sums,
+                          char *err, size_t errlen) {
+    for (long done = 0; done < count; done += micro_batch) {
+        int n = (int)(count - done < micro_batch ? count - done : micro_batch);
+        ts_tf_err tf_err;
+        if (ts_token_file_read_windows(tokens, split, offsets + done, n, seq + 1, buf, &tf_err) !=
+                TS_TF_OK ||
+            (answers && ts_token_file_read_mask_windows(tokens, split, offsets + done, n, seq + 1,
+                                                        mask, &tf_err) != TS_TF_OK)) {
+            snprintf(err, errlen, "%s", tf_err.msg);
+            return false;
+        }
+        long scored = (long)n * seq;
+        if (answers) {
+            scored = 0;
+            for (int b = 0; b < n; b++)
+                for (int t = 1; t <= seq; t++) scored += mask[(long)b * (seq + 1) + t] != 0;
+            if (scored == 0) continue;
+        }
+        ts_mark mark = ts_get_mark(ctx);
+        ts_batch batch = {.tokens = buf,
+                          .batch = n,
+                          .seq = seq,
+                          .mode = TS_MODE_EVAL,
+                          .seed = seed,
+                          .step = -1,
+                          .first_index = first + done,
+                          .target_mask = answers ? mask : NULL};
+        double stats[TS_MAX_MODEL_STATS] = {0};
+        ts_tensor *loss = model->ops->loss(model, ctx, &batch, stats);
+        sums->loss += (double)loss->data[0] * (double)scored;
+        sums->scored += (double)scored;
+        for (int k = 0; k < model->ops->n_stats; k++) sums->stats[k] += stats[k] * n;
+        ts_release(ctx, mark);
+    }
+    return true;
+}
+
 bool ts_evaluate(MPI_Comm comm, ts_model *model, ts_ctx *ctx, ts_token_file *tokens,
                  enum ts_split split, int seq, long align, long windows, long micro_batch,
                  uint64_t seed, ts_eval_result *result, char *err, size_t errlen) {
@@ -15,49 +65,47 @@ bool ts_evaluate(MPI_Comm comm, ts_model *model, ts_ctx *ctx, ts_token_file *tok
     MPI_Comm_size(comm, &nranks);
     int64_t split_len = ts_token_file_len(tokens, split);
     bool ok = split_len >= seq + 1;
+    bool answers = tokens->has_mask;
     long first, count;
     ts_shard_range(windows, rank, nranks, &first, &count);
     int64_t *offsets = malloc((size_t)(count ? count : 1) * sizeof *offsets);
     int32_t *buf = malloc((size_t)(micro_batch * (seq + 1)) * sizeof *buf);
-    if (!offsets || !buf) {
+    uint8_t *mask = answers ? malloc((size_t)(micro_batch * (seq + 1))) : NULL;
+    if (!offsets || !buf || (answers && !mask)) {
         snprintf(err, errlen, "out of memory for evaluation buffers");
         ok = false;
     } else if (!ok) {
         snprintf(err, errlen, "%s split of %s has %lld tokens, fewer than one window of %d",
                  ts_split_name(split), tokens->path, (long long)split_len, seq + 1);
     }
-    /* loss * tokens, tokens, flops, then each statistic * windows */
-    enum { N_FIXED = 3 };
+    /* loss * tokens, tokens, flops, answer loss * answer tokens, answer
+     * tokens, then each statistic * windows */
+    enum { N_FIXED = 5 };
     double sums[N_FIXED + TS_MAX_MODEL_STATS] = {0};
     int n_stats = model->ops->n_stats;
     if (ok) {
         ts_eval_window_offsets(windows, first, count, split_len, seq + 1, align, offsets);
         bool recording = ts_set_grad_enabled(ctx, false);
+        pass_sums answer = {0}, whole = {0};
+        /* The answer pass first, so that what the model records (an energy
+         * trace, by window) is left as the whole-text pass wrote it. */
+        if (answers)
+            ok = score_windows(model, ctx, tokens, split, seq, offsets, first, count, micro_batch,
+                               seed, true, buf, mask, &answer, err, errlen);
         double flops_before = ts_flops_total(ctx);
-        for (long done = 0; done < count && ok; done += micro_batch) {
-            int n = (int)(count - done < micro_batch ? count - done : micro_batch);
-            ts_tf_err tf_err;
-            if (ts_token_file_read_windows(tokens, split, offsets + done, n, seq + 1, buf,
-                                           &tf_err) != TS_TF_OK) {
-                snprintf(err, errlen, "%s", tf_err.msg);
-                ok = false;
-                break;
-            }
-            ts_mark mark = ts_get_mark(ctx);
-            ts_batch batch = {.tokens = buf, .batch = n, .seq = seq, .mode = TS_MODE_EVAL,
-                              .seed = seed, .step = -1, .first_index = first + done};
-            double stats[TS_MAX_MODEL_STATS] = {0};
-            ts_tensor *loss = model->ops->loss(model, ctx, &batch, stats);
-            sums[0] += (double)loss->data[0] * n * seq;
-            sums[1] += (double)n * seq;
-            for (int k = 0; k < n_stats; k++) sums[N_FIXED + k] += stats[k] * n;
-            ts_release(ctx, mark);
-        }
+        ok = ok && score_windows(model, ctx, tokens, split, seq, offsets, first, count, micro_batch,
+                                 seed, false, buf, NULL, &whole, err, errlen);
+        sums[0] = whole.loss;
+        sums[1] = whole.scored;
         sums[2] = ts_flops_total(ctx) - flops_before;
+        sums[3] = answer.loss;
+        sums[4] = answer.scored;
+        for (int k = 0; k < n_stats; k++) sums[N_FIXED + k] = whole.stats[k];
         ts_set_grad_enabled(ctx, recording);
     }
     free(offsets);
     free(buf);
+    free(mask);
     /* Every rank learns whether any failed, so none waits alone. */
     int local_ok = ok, all_ok = 0;
     if (MPI_Allreduce(&local_ok, &all_ok, 1, MPI_INT, MPI_MIN, comm) != MPI_SUCCESS ||
@@ -73,6 +121,9 @@ bool ts_evaluate(MPI_Comm comm, ts_model *model, ts_ctx *ctx, ts_token_file *tok
     result->loss = sums[0] / sums[1];
     result->perplexity = exp(result->loss);
     result->flops = sums[2];
+    result->answer_tokens = (long)sums[4];
+    result->answer_loss = sums[4] > 0 ? sums[3] / sums[4] : NAN;
+    result->answer_perplexity = exp(result->answer_loss);
     result->n_stats = n_stats;
     for (int k = 0; k < n_stats; k++) result->stats[k] = sums[N_FIXED + k] / (double)windows;
     return true;

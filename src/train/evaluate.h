@@ -10,18 +10,26 @@
 #include "models/model.h"
 
 typedef struct ts_eval_result {
-    double loss;        /* mean cross-entropy per token, nats */
-    double perplexity;  /* exp(loss) */
-    long tokens;        /* targets scored over all ranks */
-    double flops;       /* executed over all ranks */
-    int n_stats;        /* the model's own statistics, means over the windows */
+    double loss;       /* mean cross-entropy per token, nats */
+    double perplexity; /* exp(loss) */
+    long tokens;       /* targets scored over all ranks */
+    double flops;      /* executed over all ranks */
+    int n_stats;       /* the model's own statistics, means over the windows */
     double stats[TS_MAX_MODEL_STATS];
+    /* Answer-only scoring, for a token file with an answer mask (else 0 and
+     * NaN): the mean cross-entropy over the targets the mask marks, in the
+     * same windows, with the same inference draws. */
+    long answer_tokens;
+    double answer_loss, answer_perplexity;
 } ts_eval_result;
 
 /* Collective over comm. windows sequences of seq + 1 tokens, starting at
  * multiples of align (data.align), processed micro_batch at a time without
  * recording a graph. seed feeds the model's random draws (ts_sequence_rng),
- * which depend on the window only. */
+ * which depend on the window only. A file with an answer mask is scored
+ * twice: first its answer targets only (ts_batch.target_mask), then every
+ * target; flops, stats and anything a model records during evaluation (EBT's
+ * energy trace) are those of the second, whole-text pass. */
 bool ts_evaluate(MPI_Comm comm, ts_model *model, ts_ctx *ctx, ts_token_file *tokens,
                  enum ts_split split, int seq, long align, long windows, long micro_batch,
                  uint64_t seed, ts_eval_result *result, char *err, size_t errlen);

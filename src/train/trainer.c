@@ -7,6 +7,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "data/tokenizer.h"
 #include "io/token_file.h"
 #include "parallel/data_parallel.h"
 #include "parallel/strategy.h"
@@ -91,6 +92,13 @@ static bool open_data(trainer *tr, char *err, size_t errlen) {
                  tr->config.model.vocab_size, tr->config.train_data, tr->train.meta.vocab_size);
         return false;
     }
+    /* Like the vocabulary size, the tokenizer comes from the training data
+     * and goes into the stored configuration, where `thinkscale eval` finds it. */
+    if (!tr->config.tokenizer[0])
+        snprintf(tr->config.tokenizer, sizeof tr->config.tokenizer, "%s", tr->train.meta.tokenizer);
+    else if (!ts_tokenizer_check_same(tr->config.tokenizer, tr->train.meta.tokenizer,
+                                      tr->config.train_data, err, errlen))
+        return false;
     int64_t need = tr->config.model.context + 1;
     if (ts_token_file_len(&tr->train, TS_SPLIT_TRAIN) < need) {
         snprintf(err, errlen, "%s: train split has %lld tokens, fewer than one window of %lld",
@@ -114,6 +122,9 @@ static bool open_data(trainer *tr, char *err, size_t errlen) {
             return false;
         }
         e->open = true;
+        if (!ts_tokenizer_check_same(tr->config.tokenizer, e->tokens.meta.tokenizer, paths[i],
+                                     err, errlen))
+            return false;
         snprintf(e->name, sizeof e->name, "%s", domain_of(&e->tokens, paths[i]));
         tr->n_evals++;
     }

@@ -355,6 +355,104 @@ static void test_writer_refusals(void **state) {
     unlink(path);
 }
 
+/* The answer mask: 1 where (i % 5 == 0 || i % 7 == 3), a pattern that
+ * crosses chunk boundaries at every phase. */
+static uint8_t mask_flag(int64_t i) { return i % 5 == 0 || i % 7 == 3; }
+
+/* A file with an answer mask, written in uneven appends on rank 0, verified
+ * on open, its mask read in the same windows as the tokens with independent
+ * and collective transfers; a file without a mask refuses a mask read on
+ * every rank (no hang), and the writer refuses mismatched appends. */
+static void test_answer_mask(void **state) {
+    fixture *fx = *state;
+    char path[128], plain[128];
+    path_in(fx, "masked.h5", path, sizeof path);
+    path_in(fx, "unmasked.h5", plain, sizeof plain);
+    write_reference(fx, plain);
+    ts_tf_err err;
+    if (fx->rank == 0) {
+        ts_token_meta meta = {.tokenizer = "test", .vocab_size = VOCAB, .answer_mask = true};
+        ts_token_writer *w;
+        assert_int_equal(ts_token_writer_create(&w, path, &meta, &err), TS_TF_OK);
+        int32_t *buf = malloc(N_TRAIN * sizeof *buf);
+        uint8_t *mask = malloc(N_TRAIN);
+        assert_non_null(buf);
+        assert_non_null(mask);
+        for (int64_t i = 0; i < N_TRAIN; i++) {
+            buf[i] = train_token(i);
+            mask[i] = mask_flag(i);
+        }
+        /* Plain appends are refused: the mask would fall out of step. */
+        assert_int_equal(ts_token_writer_append(w, TS_SPLIT_TRAIN, buf, 3, &err), TS_TF_ERR_RANGE);
+        assert_non_null(strstr(err.msg, "answer mask"));
+        uint8_t two[1] = {2};
+        assert_int_equal(ts_token_writer_append_masked(w, TS_SPLIT_TRAIN, buf, two, 1, &err),
+                         TS_TF_ERR_RANGE);
+        static const size_t pieces[] = {1, 999, 65536, 70000, 3};
+        size_t at = 0;
+        for (size_t p = 0; at < N_TRAIN; p = (p + 1) % 5) {
+            size_t n = pieces[p] < N_TRAIN - at ? pieces[p] : N_TRAIN - at;
+            assert_int_equal(
+                ts_token_writer_append_masked(w, TS_SPLIT_TRAIN, buf + at, mask + at, n, &err),
+                TS_TF_OK);
+            at += n;
+        }
+        for (int64_t i = 0; i < N_VAL; i++) buf[i] = val_token(i);
+        assert_int_equal(
+            ts_token_writer_append_masked(w, TS_SPLIT_VALIDATION, buf, mask, N_VAL, &err),
+            TS_TF_OK);
+        assert_int_equal(ts_token_writer_finish(w, &err), TS_TF_OK);
+        free(mask);
+        free(buf);
+    }
+    MPI_Barrier(MPI_COMM_WORLD);
+    for (int collective = 0; collective <= 1; collective++) {
+        ts_token_file tf;
+        ts_token_open_opts opts = {.expected_vocab = VOCAB, .verify = true,
+                                   .collective = collective};
+        assert_int_equal(ts_token_file_open(&tf, path, MPI_COMM_WORLD, &opts, &err), TS_TF_OK);
+        assert_true(tf.has_mask);
+        int64_t r = fx->rank;
+        int64_t offsets[] = {131070 + r, 5 + r, 9 + r, 0, 8 + r, 5 + r, N_TRAIN - 9, 65530 - r};
+        enum { NW = sizeof offsets / sizeof offsets[0], LEN = 9 };
+        int32_t windows[NW * LEN];
+        uint8_t flags[NW * LEN];
+        assert_int_equal(
+            ts_token_file_read_windows(&tf, TS_SPLIT_TRAIN, offsets, NW, LEN, windows, &err),
+            TS_TF_OK);
+        assert_int_equal(
+            ts_token_file_read_mask_windows(&tf, TS_SPLIT_TRAIN, offsets, NW, LEN, flags, &err),
+            TS_TF_OK);
+        for (int w = 0; w < NW; w++)
+            for (int i = 0; i < LEN; i++) {
+                assert_int_equal(windows[w * LEN + i], train_token(offsets[w] + i));
+                assert_int_equal(flags[w * LEN + i], mask_flag(offsets[w] + i));
+            }
+        /* A bad window on one rank: an error there, the others complete. */
+        int64_t bad = fx->rank == 0 ? N_VAL : 0;
+        ts_tf_status st =
+            ts_token_file_read_mask_windows(&tf, TS_SPLIT_VALIDATION, &bad, 1, LEN, flags, &err);
+        assert_int_equal(st, fx->rank == 0 ? TS_TF_ERR_RANGE : TS_TF_OK);
+        if (fx->rank)
+            for (int i = 0; i < LEN; i++) assert_int_equal(flags[i], mask_flag(i));
+        ts_token_file_close(&tf);
+
+        assert_int_equal(ts_token_file_open(&tf, plain, MPI_COMM_WORLD, &opts, &err), TS_TF_OK);
+        assert_false(tf.has_mask);
+        int64_t zero = 0;
+        assert_int_equal(
+            ts_token_file_read_mask_windows(&tf, TS_SPLIT_TRAIN, &zero, 1, LEN, flags, &err),
+            TS_TF_ERR_FORMAT);
+        assert_non_null(strstr(err.msg, "no answer mask"));
+        ts_token_file_close(&tf);
+    }
+    MPI_Barrier(MPI_COMM_WORLD);
+    if (fx->rank == 0) {
+        unlink(path);
+        unlink(plain);
+    }
+}
+
 int main(int argc, char **argv) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_read_back),
@@ -364,6 +462,7 @@ int main(int argc, char **argv) {
         cmocka_unit_test(test_not_hdf5),
         cmocka_unit_test(test_format_errors),
         cmocka_unit_test(test_writer_refusals),
+        cmocka_unit_test(test_answer_mask),
     };
     return ts_mpi_cmocka_main(argc, argv, "test_token_file", tests, sizeof tests / sizeof tests[0],
                               group_setup, group_teardown);
