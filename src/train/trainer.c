@@ -12,6 +12,7 @@
 #include "train/batches.h"
 #include "train/evaluate.h"
 #include "train/machine_peak.h"
+#include "train/micro_batch.h"
 #include "train/optimizer.h"
 #include "train/run_report.h"
 #include "train/run_state.h"
@@ -147,19 +148,15 @@ static bool train_step(trainer *tr, double *loss_out, double *stats_out, double 
             snprintf(err, errlen, "%s", tf_err.msg);
             return false;
         }
-        ts_mark mark = ts_get_mark(&tr->ctx);
         ts_batch batch = {.tokens = tr->tokens, .batch = (int)count, .seq = seq,
                           .mode = TS_MODE_TRAIN, .seed = (uint64_t)c->seed, .step = tr->step,
                           .first_index = a * micro + first};
         double stats[TS_MAX_MODEL_STATS] = {0};
-        ts_tensor *loss = m->ops->loss(m, &tr->ctx, &batch, stats);
         /* Each rank's share of the global mean: the sum over ranks and
          * micro-batches is the mean over the whole batch, whatever the split. */
         double weight = (double)count / (double)c->batch;
-        sums[0] += (double)loss->data[0] * weight;
+        sums[0] += ts_train_micro_batch(m, &tr->ctx, &batch, weight, stats) * weight;
         for (int k = 0; k < n_stats; k++) sums[1 + k] += stats[k] * weight;
-        ts_backward(&tr->ctx, ts_scale(&tr->ctx, loss, weight), NULL);
-        ts_release(&tr->ctx, mark);
     }
     if (ts_allreduce_sum(tr->comm, m->grads, m->table.total) != MPI_SUCCESS ||
         ts_allreduce_sum_double(tr->comm, sums, 1 + n_stats) != MPI_SUCCESS) {
