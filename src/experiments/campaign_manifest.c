@@ -16,6 +16,7 @@
 #include "io/provenance.h"
 #include "io/token_file.h"
 #include "models/model.h"
+#include "train/step_cost.h"
 
 /* ---------------------------------------------------------------- paths */
 
@@ -129,18 +130,13 @@ static bool arch_base(expander *x, int arch, ts_run_config *config) {
     return true;
 }
 
-/* Parameter counts of a configuration's model (building it also validates
- * the sizes). EBT's replay buffer is state, not parameters: left out here. */
+/* Parameter counts of a configuration's model (also validates its sizes).
+ * EBT's replay buffer is state, not parameters: left out here. */
 static bool count_params(const ts_run_config *config, long *params, long *non_embedding,
                          char *err, size_t errlen) {
     ts_model_config model = config->model;
     model.ebt.replay_size = 0;
-    ts_model *built = ts_model_create(&model, err, errlen);
-    if (!built) return false;
-    *params = built->table.total;
-    *non_embedding = ts_model_non_embedding_params(built);
-    ts_model_destroy(built);
-    return true;
+    return ts_param_counts(&model, params, non_embedding, err, errlen);
 }
 
 static const ts_campaign_size *find_size(const ts_campaign *c, const char *name) {
