@@ -217,6 +217,39 @@ static void apply_rules(const ts_campaign *c, ts_campaign_point *p) {
     }
 }
 
+/* A checksum of what makes a configuration differ from the defaults: the
+ * "[section] key = value" lines of its INI text that the default INI text
+ * does not have. A key added to the configuration later, with a default that
+ * changes nothing, leaves every existing manifest valid. */
+static bool checksum_config(const ts_run_config *config, uint64_t *out) {
+    ts_run_config defaults;
+    ts_config_defaults(&defaults);
+    char *mine = ts_config_to_ini(config), *base = ts_config_to_ini(&defaults);
+    char *differing = mine ? calloc(strlen(mine) * 2 + 2, 1) : NULL;
+    bool ok = mine && base && differing;
+    size_t len = 0;
+    char section[64] = "";
+    for (char *save = NULL, *line = ok ? strtok_r(mine, "\n", &save) : NULL; line;
+         line = strtok_r(NULL, "\n", &save)) {
+        if (line[0] == '[') {
+            snprintf(section, sizeof section, "%s", line);
+            continue;
+        }
+        /* The same line under the same section header in the defaults? */
+        const char *in_base = strstr(base, section);
+        const char *end = in_base ? strstr(in_base + 1, "\n[") : NULL;
+        const char *hit = in_base ? strstr(in_base, line) : NULL;
+        bool same = hit && (!end || hit < end) && hit[-1] == '\n' &&
+                    (hit[strlen(line)] == '\n' || hit[strlen(line)] == 0);
+        if (!same) len += (size_t)sprintf(differing + len, "%s %s\n", section, line);
+    }
+    if (ok) *out = ts_checksum64(differing, len);
+    free(mine);
+    free(base);
+    free(differing);
+    return ok;
+}
+
 static bool expand_point(expander *x, ts_campaign_point *p, int value_index) {
     const ts_campaign *c = x->c;
     if (!arch_base(x, p->arch, &p->config)) return false;
@@ -247,13 +280,10 @@ static bool expand_point(expander *x, ts_campaign_point *p, int value_index) {
     p->tokens = (double)p->config.steps * (double)p->config.batch * p->config.model.context;
     p->epochs = x->m->train_tokens > 0 ? p->tokens / x->m->train_tokens : NAN;
     p->config.run_dir[0] = 0;
-    char *ini = ts_config_to_ini(&p->config);
-    if (!ini) {
+    if (!checksum_config(&p->config, &p->config_checksum)) {
         snprintf(x->err, x->errlen, "out of memory");
         return false;
     }
-    p->config_checksum = ts_checksum64(ini, strlen(ini));
-    free(ini);
     return true;
 }
 
