@@ -50,10 +50,11 @@ static void accumulate(ts_ctx *ctx, ts_tensor *t, ts_tensor *g) {
 }
 
 static void add_into_leaf_grad(ts_ctx *ctx, ts_tensor *leaf, const ts_tensor *g) {
+    ts_count_flops(ctx, (double)g->numel);
+    if (ctx->counting) return; /* no buffer to add into, and none to create */
     if (!leaf->grad) leaf->grad = ts_zeros(ctx, leaf->ndim, leaf->shape);
     ts_real *dst = leaf->grad->data;
     for (long i = 0; i < g->numel; i++) dst[i] += g->data[i];
-    ts_count_flops(ctx, (double)g->numel);
 }
 
 /* Checks outputs and seeds before anything changes, so a caught error

@@ -18,6 +18,12 @@ bool ts_ctx_init(ts_ctx *ctx, size_t arena_chunk_bytes) {
     return ctx->tape != NULL;
 }
 
+bool ts_ctx_init_counting(ts_ctx *ctx, size_t arena_chunk_bytes) {
+    bool ok = ts_ctx_init(ctx, arena_chunk_bytes);
+    ctx->counting = true;
+    return ok;
+}
+
 void ts_ctx_free(ts_ctx *ctx) {
     ts_arena_free(&ctx->arena);
     free(ctx->tape);

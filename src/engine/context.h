@@ -20,6 +20,7 @@ typedef struct ts_ctx {
     long tape_len;
     long tape_cap;
     bool grad_enabled;        /* false: ops run without recording */
+    bool counting;            /* shapes and FLOPs only, no tensor data (ts_ctx_init_counting) */
     enum ts_phase phase;      /* where executed FLOPs are booked */
     double flops[2];          /* executed floating-point operations, forward / backward */
     unsigned long epoch;      /* one per gradient pass */
@@ -34,6 +35,13 @@ typedef struct ts_mark {
 
 /* arena_chunk_bytes = 0 picks the default (64 MiB). Returns false if out of memory. */
 bool ts_ctx_init(ts_ctx *ctx, size_t arena_chunk_bytes);
+/* A context that only counts: every op checks its inputs, gives its output
+ * the shape it would have, records itself and books exactly the FLOPs it
+ * would execute, but computes nothing, and no tensor gets data (data is
+ * NULL, ts_item gives NaN). A training step run in it costs a few hundred
+ * bytes per op instead of its activations, so the executed FLOPs of the
+ * largest configurations are known in milliseconds (docs/engine.md). */
+bool ts_ctx_init_counting(ts_ctx *ctx, size_t arena_chunk_bytes);
 void ts_ctx_free(ts_ctx *ctx);
 void ts_ctx_set_error_handler(ts_ctx *ctx, ts_error_handler handler, void *user);
 
@@ -43,6 +51,10 @@ void ts_release(ts_ctx *ctx, ts_mark mark);
 
 /* Returns the previous setting, to restore it afterwards. */
 bool ts_set_grad_enabled(ts_ctx *ctx, bool enabled);
+
+/* Whether ctx only counts: code outside the engine that reads tensor
+ * values (statistics, sampling, replay buffers) asks this first. */
+static inline bool ts_is_counting(const ts_ctx *ctx) { return ctx->counting; }
 
 void ts_reset_flops(ts_ctx *ctx);
 double ts_flops_total(const ts_ctx *ctx);

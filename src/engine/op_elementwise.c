@@ -71,7 +71,9 @@ static ts_tensor *binary_forward(ts_ctx *ctx, const char *op, enum binary_kind k
                                  const ts_tensor *a, const ts_tensor *b) {
     broadcast bc = broadcast_shapes(ctx, op, a, b);
     ts_tensor *out = ts_new(ctx, bc.ndim, bc.shape + TS_MAX_DIMS - bc.ndim);
-    if (ts_same_shape(a, b)) {
+    if (ctx->counting) {
+        /* shapes and FLOPs only */
+    } else if (ts_same_shape(a, b)) {
         binary_run(kind, out->numel, a->data, 1, b->data, 1, out->data);
     } else {
         const int *s = bc.shape;
@@ -143,7 +145,7 @@ static void scale_backward(ts_ctx *ctx, ts_node *node, ts_tensor *g, const bool 
 ts_tensor *ts_scale(ts_ctx *ctx, ts_tensor *a, double s) {
     ts_tensor *out = ts_new_like(ctx, a);
     ts_real f = (ts_real)s;
-    for (long i = 0; i < a->numel; i++) out->data[i] = f * a->data[i];
+    for (long i = 0; !ctx->counting && i < a->numel; i++) out->data[i] = f * a->data[i];
     ts_count_flops(ctx, (double)a->numel);
     ts_node *node = ts_record(ctx, "scale", scale_backward, out, 1, &a);
     if (node) node->fattr[0] = s;
@@ -160,7 +162,7 @@ static void identity_backward(ts_ctx *ctx, ts_node *node, ts_tensor *g, const bo
 ts_tensor *ts_add_scalar(ts_ctx *ctx, ts_tensor *a, double s) {
     ts_tensor *out = ts_new_like(ctx, a);
     ts_real f = (ts_real)s;
-    for (long i = 0; i < a->numel; i++) out->data[i] = a->data[i] + f;
+    for (long i = 0; !ctx->counting && i < a->numel; i++) out->data[i] = a->data[i] + f;
     ts_count_flops(ctx, (double)a->numel);
     ts_record(ctx, "add_scalar", identity_backward, out, 1, &a);
     return out;
@@ -229,7 +231,7 @@ static ts_tensor *unary(ts_ctx *ctx, const char *op, enum unary_kind kind, ts_te
     ts_tensor *out = ts_new_like(ctx, a);
     const ts_real *x = a->data;
     ts_real *y = out->data;
-    long n = a->numel;
+    long n = ctx->counting ? 0 : a->numel; /* counting: nothing to compute */
     switch (kind) {
     case UN_EXP: for (long i = 0; i < n; i++) y[i] = TS_EXP(x[i]); break;
     case UN_LOG: for (long i = 0; i < n; i++) y[i] = TS_LOG(x[i]); break;
@@ -239,7 +241,7 @@ static ts_tensor *unary(ts_ctx *ctx, const char *op, enum unary_kind kind, ts_te
     case UN_SIGMOID: for (long i = 0; i < n; i++) y[i] = sigmoid_of(x[i]); break;
     case UN_SILU: for (long i = 0; i < n; i++) y[i] = x[i] * sigmoid_of(x[i]); break;
     }
-    ts_count_flops(ctx, flops_per_element * (double)n);
+    ts_count_flops(ctx, flops_per_element * (double)a->numel);
     ts_record(ctx, op, backward, out, 1, &a);
     return out;
 }

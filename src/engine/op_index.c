@@ -37,7 +37,8 @@ ts_tensor *ts_embedding(ts_ctx *ctx, ts_tensor *table, const int32_t *ids, long 
     for (long r = 0; r < n; r++) {
         if (ids[r] < 0 || ids[r] >= v)
             ts_fail(ctx, "embedding", "id %d at row %ld outside vocabulary of %d", ids[r], r, v);
-        memcpy(out->data + r * d, table->data + (long)ids[r] * d, (size_t)d * sizeof(ts_real));
+        if (!ctx->counting)
+            memcpy(out->data + r * d, table->data + (long)ids[r] * d, (size_t)d * sizeof(ts_real));
     }
     record_indexed(ctx, "embedding", embedding_backward, out, table, ids, n, v);
     return out;
@@ -51,6 +52,7 @@ ts_tensor *ts_scatter_rows(ts_ctx *ctx, ts_tensor *g, const int32_t *ids, int v)
     for (long r = 0; r < n; r++) {
         if (ids[r] < 0 || ids[r] >= v)
             ts_fail(ctx, "scatter_rows", "id %d at row %ld outside %d rows", ids[r], r, v);
+        if (ctx->counting) continue;
         ts_real *dst = out->data + (long)ids[r] * d;
         const ts_real *src = g->data + r * d;
         for (int i = 0; i < d; i++) dst[i] += src[i];
@@ -81,7 +83,7 @@ ts_tensor *ts_gather_last(ts_ctx *ctx, ts_tensor *x, const int32_t *idx) {
     for (long r = 0; r < rows; r++) {
         if (idx[r] >= v)
             ts_fail(ctx, "gather_last", "index %d at row %ld outside %d columns", idx[r], r, v);
-        out->data[r] = idx[r] < 0 ? 0 : x->data[r * v + idx[r]];
+        if (!ctx->counting) out->data[r] = idx[r] < 0 ? 0 : x->data[r * v + idx[r]];
     }
     record_indexed(ctx, "gather_last", gather_last_backward, out, x, idx, rows, v);
     return out;
@@ -93,7 +95,7 @@ ts_tensor *ts_scatter_last(ts_ctx *ctx, ts_tensor *g, const int32_t *idx, int v)
     for (long r = 0; r < rows; r++) {
         if (idx[r] >= v)
             ts_fail(ctx, "scatter_last", "index %d at row %ld outside %d columns", idx[r], r, v);
-        if (idx[r] >= 0) out->data[r * v + idx[r]] = g->data[r];
+        if (idx[r] >= 0 && !ctx->counting) out->data[r * v + idx[r]] = g->data[r];
     }
     record_indexed(ctx, "scatter_last", scatter_last_backward, out, g, idx, rows, v);
     return out;
@@ -104,7 +106,7 @@ ts_tensor *ts_one_hot(ts_ctx *ctx, const int32_t *idx, long n, int v) {
     for (long r = 0; r < n; r++) {
         if (idx[r] < 0 || idx[r] >= v)
             ts_fail(ctx, "one_hot", "index %d at row %ld outside %d classes", idx[r], r, v);
-        out->data[r * v + idx[r]] = 1;
+        if (!ctx->counting) out->data[r * v + idx[r]] = 1;
     }
     return out;
 }

@@ -67,7 +67,9 @@ ts_tensor *ts_matmul(ts_ctx *ctx, ts_tensor *a, ts_tensor *b, bool ta, bool tb) 
     long batches = batch_count(a);
     enum CBLAS_TRANSPOSE opa = ta ? CblasTrans : CblasNoTrans;
     enum CBLAS_TRANSPOSE opb = tb ? CblasTrans : CblasNoTrans;
-    if (shared_b) { /* one GEMM over all rows of a */
+    if (ctx->counting) {
+        /* shapes and FLOPs only */
+    } else if (shared_b) { /* one GEMM over all rows of a */
         ts_cblas_gemm(CblasRowMajor, opa, opb, (int)(batches * m), n, k, 1, a->data, ac,
                       b->data, bc, 0, out->data, n);
     } else {

@@ -27,12 +27,10 @@ static void rope_backward(ts_ctx *ctx, ts_node *node, ts_tensor *g, const bool *
     if (needs[0]) gin[0] = rope_directed(ctx, g, node->index, node->fattr[0], -node->iattr[0]);
 }
 
-static ts_tensor *rope_directed(ts_ctx *ctx, ts_tensor *x, const int32_t *positions,
-                                double theta, int direction) {
-    char s[64];
-    if (x->ndim < 3 || x->shape[x->ndim - 1] % 2)
-        ts_fail(ctx, "rope", "input %s must be [..., T, H, dh] with even dh",
-                ts_shape_str(x, s, sizeof s));
+/* out = x with pairs (2i, 2i+1) of every head at time t rotated by
+ * direction * positions[t] * theta^(-2i/dh). */
+static void rotate_pairs(ts_ctx *ctx, const ts_tensor *x, ts_tensor *out,
+                         const int32_t *positions, double theta, int direction) {
     int t_len = x->shape[x->ndim - 3], heads = x->shape[x->ndim - 2], dh = x->shape[x->ndim - 1];
     int half = dh / 2;
     long outer = x->numel / ((long)t_len * heads * dh);
@@ -44,7 +42,6 @@ static ts_tensor *rope_directed(ts_ctx *ctx, ts_tensor *x, const int32_t *positi
             cos_t[t * half + i] = (ts_real)cos(angle);
             sin_t[t * half + i] = (ts_real)(direction * sin(angle));
         }
-    ts_tensor *out = ts_new_like(ctx, x);
     for (long o = 0; o < outer; o++)
         for (int t = 0; t < t_len; t++) {
             const ts_real *c = cos_t + t * half, *sn = sin_t + t * half;
@@ -59,6 +56,17 @@ static ts_tensor *rope_directed(ts_ctx *ctx, ts_tensor *x, const int32_t *positi
                 }
             }
         }
+}
+
+static ts_tensor *rope_directed(ts_ctx *ctx, ts_tensor *x, const int32_t *positions,
+                                double theta, int direction) {
+    char s[64];
+    if (x->ndim < 3 || x->shape[x->ndim - 1] % 2)
+        ts_fail(ctx, "rope", "input %s must be [..., T, H, dh] with even dh",
+                ts_shape_str(x, s, sizeof s));
+    int t_len = x->shape[x->ndim - 3];
+    ts_tensor *out = ts_new_like(ctx, x);
+    if (!ctx->counting) rotate_pairs(ctx, x, out, positions, theta, direction);
     ts_count_flops(ctx, 3.0 * (double)x->numel);
     ts_node *node = ts_record(ctx, "rope", rope_backward, out, 1, &x);
     if (node) {

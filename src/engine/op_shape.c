@@ -85,7 +85,7 @@ ts_tensor *ts_permute(ts_ctx *ctx, ts_tensor *a, const int *perm) {
         step[i] = i < pad ? 0 : in_stride[perm[i - pad]];
     }
     ts_real *po = out->data;
-    for (int i0 = 0; i0 < oshape[0]; i0++)
+    for (int i0 = 0; i0 < (ctx->counting ? 0 : oshape[0]); i0++)
         for (int i1 = 0; i1 < oshape[1]; i1++)
             for (int i2 = 0; i2 < oshape[2]; i2++) {
                 const ts_real *pa = a->data + i0 * step[0] + i1 * step[1] + i2 * step[2];
@@ -146,11 +146,12 @@ ts_tensor *ts_slice(ts_ctx *ctx, ts_tensor *a, int axis, int start, int len) {
     long outer = outer_size(a, axis), inner = inner_size(a, axis);
     ts_tensor *out;
     if (outer == 1) {
-        out = ts_wrap(ctx, a->data + (long)start * inner, a->ndim, shape);
+        out = ts_wrap(ctx, a->data ? a->data + (long)start * inner : NULL, a->ndim, shape);
     } else {
         out = ts_new(ctx, a->ndim, shape);
-        copy_blocks(outer, len * inner, a->data + (long)start * inner, dim * inner, out->data,
-                    len * inner);
+        if (!ctx->counting)
+            copy_blocks(outer, len * inner, a->data + (long)start * inner, dim * inner,
+                        out->data, len * inner);
     }
     ts_node *node = ts_record(ctx, "slice", slice_backward, out, 1, &a);
     if (node) {
@@ -170,8 +171,9 @@ ts_tensor *ts_pad(ts_ctx *ctx, ts_tensor *a, int axis, int start, int total) {
     shape[axis] = total;
     ts_tensor *out = ts_zeros(ctx, a->ndim, shape);
     long outer = outer_size(a, axis), inner = inner_size(a, axis);
-    copy_blocks(outer, len * inner, a->data, len * inner, out->data + (long)start * inner,
-                total * inner);
+    if (!ctx->counting)
+        copy_blocks(outer, len * inner, a->data, len * inner, out->data + (long)start * inner,
+                    total * inner);
     ts_node *node = ts_record(ctx, "pad", pad_backward, out, 1, &a);
     if (node) {
         node->iattr[0] = axis;
@@ -222,7 +224,7 @@ ts_tensor *ts_concat(ts_ctx *ctx, int n, ts_tensor *const *parts, int axis) {
     ts_tensor *out = ts_new(ctx, first->ndim, shape);
     long outer = outer_size(first, axis), inner = inner_size(first, axis);
     long start = 0;
-    for (int i = 0; i < n; i++) {
+    for (int i = 0; i < (ctx->counting ? 0 : n); i++) {
         long len = parts[i]->shape[axis];
         copy_blocks(outer, len * inner, parts[i]->data, len * inner, out->data + start * inner,
                     shape[axis] * inner);

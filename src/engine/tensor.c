@@ -1,5 +1,6 @@
 #include "engine/tensor.h"
 
+#include <math.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -23,25 +24,25 @@ static ts_tensor *new_header(ts_ctx *ctx, int ndim, const int *shape) {
 
 ts_tensor *ts_new(ts_ctx *ctx, int ndim, const int *shape) {
     ts_tensor *t = new_header(ctx, ndim, shape);
-    t->data = ts_alloc(ctx, (size_t)t->numel * sizeof(ts_real));
+    if (!ctx->counting) t->data = ts_alloc(ctx, (size_t)t->numel * sizeof(ts_real));
     return t;
 }
 
 ts_tensor *ts_zeros(ts_ctx *ctx, int ndim, const int *shape) {
     ts_tensor *t = ts_new(ctx, ndim, shape);
-    memset(t->data, 0, (size_t)t->numel * sizeof(ts_real));
+    if (t->data) memset(t->data, 0, (size_t)t->numel * sizeof(ts_real));
     return t;
 }
 
 ts_tensor *ts_full(ts_ctx *ctx, int ndim, const int *shape, ts_real value) {
     ts_tensor *t = ts_new(ctx, ndim, shape);
-    for (long i = 0; i < t->numel; i++) t->data[i] = value;
+    for (long i = 0; t->data && i < t->numel; i++) t->data[i] = value;
     return t;
 }
 
 ts_tensor *ts_from_array(ts_ctx *ctx, int ndim, const int *shape, const ts_real *values) {
     ts_tensor *t = ts_new(ctx, ndim, shape);
-    memcpy(t->data, values, (size_t)t->numel * sizeof(ts_real));
+    if (t->data) memcpy(t->data, values, (size_t)t->numel * sizeof(ts_real));
     return t;
 }
 
@@ -102,5 +103,5 @@ ts_real ts_item(ts_ctx *ctx, const ts_tensor *t) {
         ts_fail(ctx, "item", "tensor of shape %s is not a single value",
                 ts_shape_str(t, s, sizeof s));
     }
-    return t->data[0];
+    return t->data ? t->data[0] : (ts_real)NAN;
 }

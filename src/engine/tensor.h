@@ -33,7 +33,8 @@ typedef struct ts_tensor {
 #define TS_NARGS_(...) (int)(sizeof((int[]){__VA_ARGS__}) / sizeof(int))
 #define TS_SHAPE(...) TS_NARGS_(__VA_ARGS__), (const int[]){__VA_ARGS__}
 
-/* New tensors in the arena. ts_new leaves the data uninitialised. */
+/* New tensors in the arena. ts_new leaves the data uninitialised. In a
+ * counting context (ts_ctx_init_counting) tensors have no data: data is NULL. */
 ts_tensor *ts_new(ts_ctx *ctx, int ndim, const int *shape);
 ts_tensor *ts_zeros(ts_ctx *ctx, int ndim, const int *shape);
 ts_tensor *ts_full(ts_ctx *ctx, int ndim, const int *shape, ts_real value);
@@ -55,6 +56,7 @@ bool ts_same_shape(const ts_tensor *a, const ts_tensor *b);
 const char *ts_shape_str(const ts_tensor *t, char *buf, int size);
 /* The size along axis, which may be negative (-1 = last). */
 int ts_dim(const ts_tensor *t, int axis);
+/* The value of a one-element tensor (NaN in a counting context). */
 ts_real ts_item(ts_ctx *ctx, const ts_tensor *t);
 
 #endif

@@ -66,7 +66,7 @@ static ts_tensor *logit_noise(ts_ctx *ctx, const ts_batch *batch, int rows, int 
                               int index) {
     ts_tensor *noise = ts_new(ctx, TS_SHAPE(rows, batch->seq, vocab));
     long n = (long)batch->seq * vocab;
-    for (int r = 0; r < rows; r++) {
+    for (int r = 0; r < (ts_is_counting(ctx) ? 0 : rows); r++) {
         ts_rng rng;
         row_rng(batch, r, purpose(DRAW_NOISE, index), &rng);
         ts_rng_fill_normal(&rng, noise->data + r * n, n, 0, sigma);
@@ -74,7 +74,9 @@ static ts_tensor *logit_noise(ts_ctx *ctx, const ts_batch *batch, int rows, int 
     return noise;
 }
 
+/* NaN in a counting context, whose tensors have no values. */
 static double mean_of(const ts_tensor *t) {
+    if (!t->data) return NAN;
     double sum = 0;
     for (long i = 0; i < t->numel; i++) sum += t->data[i];
     return t->numel ? sum / (double)t->numel : 0;
@@ -88,12 +90,14 @@ static ts_tensor *training_step_size(ts_model *model, ts_ctx *ctx, const ts_batc
                                      int rows) {
     const ts_ebt_config *e = &model->config.ebt;
     ts_tensor *alpha = ts_model_param(model, "step_size");
-    if (!e->step_size_learnable || alpha->data[0] < MIN_STEP_SIZE)
-        alpha = ts_full(ctx, TS_SHAPE(1), (ts_real)fmax(alpha->data[0], MIN_STEP_SIZE));
+    /* A count has no parameter values: alpha's initial value decides the floor. */
+    double value = ts_is_counting(ctx) ? e->step_size : alpha->data[0];
+    if (!e->step_size_learnable || value < MIN_STEP_SIZE)
+        alpha = ts_full(ctx, TS_SHAPE(1), (ts_real)fmax(value, MIN_STEP_SIZE));
     double s = e->step_size_random_scale;
     if (s <= 1) return alpha;
     ts_tensor *factor = ts_new(ctx, TS_SHAPE(rows, batch->seq, 1));
-    for (int r = 0; r < rows; r++) {
+    for (int r = 0; r < (ts_is_counting(ctx) ? 0 : rows); r++) {
         ts_rng rng;
         row_rng(batch, r, purpose(DRAW_STEP_SIZE, 0), &rng);
         for (int t = 0; t < batch->seq; t++)
@@ -135,8 +139,13 @@ static int32_t *training_rows(ts_model *model, ts_ctx *ctx, const ts_batch *batc
     int32_t *tokens = ts_alloc(ctx, (size_t)rows * (size_t)(seq + 1) * sizeof *tokens);
     memcpy(tokens, batch->tokens, (size_t)batch->batch * (size_t)(seq + 1) * sizeof *tokens);
     ts_tensor *y = ts_new(ctx, TS_SHAPE(rows, seq, vocab));
-    for (int r = 0; r < batch->batch; r++) initial_logits(c, batch, r, 0, y->data + r * row_logits);
-    for (int j = 0; j < n_replay; j++) {
+    bool counting = ts_is_counting(ctx); /* no values: any valid tokens cost the same */
+    if (counting)
+        memset(tokens + (long)batch->batch * (seq + 1), 0,
+               (size_t)n_replay * (size_t)(seq + 1) * sizeof *tokens);
+    for (int r = 0; r < (counting ? 0 : batch->batch); r++)
+        initial_logits(c, batch, r, 0, y->data + r * row_logits);
+    for (int j = 0; j < (counting ? 0 : n_replay); j++) {
         int r = batch->batch + j;
         const int64_t *stored = replay->tokens + (long)slots[j] * (seq + 1);
         for (int t = 0; t <= seq; t++) tokens[(long)r * (seq + 1) + t] = (int32_t)stored[t];
@@ -203,14 +212,14 @@ static ts_tensor *training_loss(ts_model *model, ts_ctx *ctx, const ts_batch *ba
                 step_loss = ts_cross_entropy(ctx, y, targets, -1);
                 ts_set_grad_enabled(ctx, recording);
             }
-            loss_first = step_loss->data[0];
+            loss_first = ts_item(ctx, step_loss);
         }
         if (last) energy_final = mean_of(energy);
     }
     if (n_losses > 1) loss = ts_scale(ctx, loss, 1.0 / n_losses);
 
     ebt_replay *replay = &((ebt_state *)model->arch)->replay;
-    if (replay->capacity > 0 && replay->seq == seq)
+    if (replay->capacity > 0 && replay->seq == seq && !ts_is_counting(ctx))
         for (int r = 0; r < rows; r++)
             ebt_replay_add(replay, tokens + (long)r * (seq + 1),
                            y->data + (long)r * seq * c->vocab_size);
@@ -494,8 +503,11 @@ bool ebt_model_setup(ts_model *model, char *err, size_t errlen) {
     if (!validate(&c->ebt, err, errlen)) return false;
     ebt_state *state = calloc(1, sizeof *state);
     model->arch = state;
+    if (state && model->counting_only)
+        ebt_replay_init_counting(&state->replay, c->ebt.replay_size, c->context, c->vocab_size);
     if (!state || !add_params(model) ||
-        !ebt_replay_init(&state->replay, c->ebt.replay_size, c->context, c->vocab_size)) {
+        (!model->counting_only &&
+         !ebt_replay_init(&state->replay, c->ebt.replay_size, c->context, c->vocab_size))) {
         snprintf(err, errlen,
                  "out of memory building the EBT (parameters, or a replay buffer "
                  "of %d x %d x %d logits)",

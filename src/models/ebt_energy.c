@@ -62,7 +62,7 @@ ebt_context *ebt_context_new(ts_model *model, ts_ctx *ctx, const int32_t *inputs
     for (int r = 0; r < seq; r++) e->positions_pred[r] = r + 2;
     e->obs_mask = ts_causal_mask(ctx, seq + 1);
     e->pred_mask = ts_new(ctx, TS_SHAPE(seq, seq + 2));
-    for (int r = 0; r < seq; r++)
+    for (int r = 0; r < (ts_is_counting(ctx) ? 0 : seq); r++)
         for (int j = 0; j < seq + 2; j++)
             e->pred_mask->data[(long)r * (seq + 2) + j] =
                 (j <= r + 1 || j == seq + 1) ? 0 : -INFINITY;

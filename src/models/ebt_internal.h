@@ -21,6 +21,9 @@ typedef struct ebt_replay {
 } ebt_replay;
 
 bool ebt_replay_init(ebt_replay *replay, int capacity, int seq, int vocab);
+/* A buffer for counting a step (ts_model_create_counting): no arrays, and
+ * full, so every step draws as many replayed rows as in the steady state. */
+void ebt_replay_init_counting(ebt_replay *replay, int capacity, int seq, int vocab);
 void ebt_replay_free(ebt_replay *replay);
 int ebt_replay_filled(const ebt_replay *replay);
 /* Stores one sequence (seq + 1 tokens) and its final logits (seq x vocab). */

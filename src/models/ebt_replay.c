@@ -13,6 +13,10 @@ bool ebt_replay_init(ebt_replay *r, int capacity, int seq, int vocab) {
     return false;
 }
 
+void ebt_replay_init_counting(ebt_replay *r, int capacity, int seq, int vocab) {
+    *r = (ebt_replay){.capacity = capacity, .seq = seq, .vocab = vocab, .state = {capacity, 0}};
+}
+
 void ebt_replay_free(ebt_replay *r) {
     free(r->tokens);
     free(r->logits);

@@ -44,6 +44,8 @@ free_latent free_binary_mapper(ts_ctx *ctx, ts_tensor *logits, const ts_real *un
     free_latent out = {.states = ts_alloc(ctx, (size_t)n * sizeof(int32_t))};
     if (replay) {
         memcpy(out.states, replay->states, (size_t)n * sizeof(int32_t));
+    } else if (ts_is_counting(ctx)) { /* no logits to sample from; any state costs the same */
+        memset(out.states, 0, (size_t)n * sizeof(int32_t));
     } else {
         if (!uniforms) ts_fail(ctx, "free_binary_mapper", "no uniforms to sample the bits with");
         for (int r = 0; r < n; r++) {
@@ -72,7 +74,8 @@ ts_tensor *free_kl_per_token(ts_ctx *ctx, ts_tensor *logits) {
      * large logits. |o| = o * sign(o), the sign a constant: the kink at 0 has
      * entropy's zero slope on both sides, so the gradient is exact. */
     ts_tensor *sign = ts_new_like(ctx, logits);
-    for (long i = 0; i < logits->numel; i++) sign->data[i] = logits->data[i] < 0 ? -1 : 1;
+    for (long i = 0; i < (ts_is_counting(ctx) ? 0 : logits->numel); i++)
+        sign->data[i] = logits->data[i] < 0 ? -1 : 1;
     ts_tensor *a = ts_mul(ctx, logits, sign);
     ts_tensor *softplus_neg = ts_log(ctx, ts_add_scalar(ctx, ts_exp(ctx, ts_scale(ctx, a, -1)), 1));
     ts_tensor *entropy =
@@ -90,7 +93,8 @@ ts_tensor *free_bits_penalty(ts_ctx *ctx, ts_tensor *kl, double kappa) {
      * and the same (sub)gradient, from ops the engine has. */
     ts_tensor *excess = ts_add_scalar(ctx, kl, -kappa);
     ts_tensor *active = ts_new_like(ctx, kl);
-    for (long i = 0; i < kl->numel; i++) active->data[i] = excess->data[i] > 0 ? 1 : 0;
+    for (long i = 0; i < (ts_is_counting(ctx) ? 0 : kl->numel); i++)
+        active->data[i] = excess->data[i] > 0 ? 1 : 0;
     return ts_mean_all(ctx, ts_mul(ctx, excess, active));
 }
 

@@ -203,7 +203,9 @@ ts_tensor *free_training_loss(ts_model *model, ts_ctx *ctx, const ts_batch *batc
     ts_tensor *ce = ts_cross_entropy(ctx, logits, targets, -1);
     ts_tensor *kl = free_kl_per_token(ctx, o);
     ts_tensor *penalty = free_bits_penalty(ctx, kl, c->free.kappa);
-    if (stats) {
+    if (stats && ts_is_counting(ctx)) {
+        for (int s = 0; s < FREE_N_STATS; s++) stats[s] = NAN; /* no values to report */
+    } else if (stats) {
         double kl_sum = 0;
         for (long i = 0; i < n; i++) kl_sum += kl->data[i];
         stats[FREE_STAT_POSTERIOR_LOSS] = ce->data[0];

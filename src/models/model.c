@@ -24,7 +24,8 @@ static const struct {
 };
 static const int n_architectures = (int)(sizeof architectures / sizeof architectures[0]);
 
-ts_model *ts_model_create(const ts_model_config *config, char *err, size_t errlen) {
+static ts_model *create(const ts_model_config *config, bool counting_only, char *err,
+                        size_t errlen) {
     const ts_model_config *c = config;
     if (c->vocab_size < 2 || c->context < 1 || c->depth < 1 || c->width < 2 || c->heads < 1 ||
         c->width % c->heads || (c->width / c->heads) % 2 || c->ffn_mult <= 0) {
@@ -40,6 +41,7 @@ ts_model *ts_model_create(const ts_model_config *config, char *err, size_t errle
         return NULL;
     }
     model->config = *config;
+    model->counting_only = counting_only;
     bool ok = false, known = false;
     for (int i = 0; i < n_architectures && !known; i++)
         if (!strcmp(c->arch, architectures[i].name)) {
@@ -53,10 +55,12 @@ ts_model *ts_model_create(const ts_model_config *config, char *err, size_t errle
         if (n > 0 && (size_t)n < errlen) snprintf(err + n, errlen - (size_t)n, ")");
     }
     if (ok) {
-        model->params = calloc((size_t)model->table.total, sizeof(ts_real));
-        model->grads = calloc((size_t)model->table.total, sizeof(ts_real));
+        if (!counting_only) {
+            model->params = calloc((size_t)model->table.total, sizeof(ts_real));
+            model->grads = calloc((size_t)model->table.total, sizeof(ts_real));
+        }
         model->tensors = calloc((size_t)model->table.count, sizeof(ts_tensor *));
-        if (!model->params || !model->grads || !model->tensors) {
+        if ((!counting_only && (!model->params || !model->grads)) || !model->tensors) {
             snprintf(err, errlen, "out of memory for %ld parameters", model->table.total);
             ok = false;
         }
@@ -66,6 +70,14 @@ ts_model *ts_model_create(const ts_model_config *config, char *err, size_t errle
         return NULL;
     }
     return model;
+}
+
+ts_model *ts_model_create(const ts_model_config *config, char *err, size_t errlen) {
+    return create(config, false, err, errlen);
+}
+
+ts_model *ts_model_create_counting(const ts_model_config *config, char *err, size_t errlen) {
+    return create(config, true, err, errlen);
 }
 
 void ts_model_destroy(ts_model *model) {
@@ -79,6 +91,7 @@ void ts_model_destroy(ts_model *model) {
 }
 
 void ts_model_init_params(ts_model *model, uint64_t seed) {
+    if (model->counting_only) return; /* no values to initialise */
     ts_rng rng;
     ts_rng_seed(&rng, seed);
     for (int i = 0; i < model->table.count; i++) {
@@ -99,8 +112,10 @@ void ts_model_init_params(ts_model *model, uint64_t seed) {
 void ts_model_bind(ts_model *model, ts_ctx *ctx) {
     for (int i = 0; i < model->table.count; i++) {
         const ts_param_entry *e = &model->table.entries[i];
-        model->tensors[i] = ts_param(ctx, model->params + e->offset, model->grads + e->offset,
-                                     e->ndim, e->shape, e->name);
+        bool buffers = !model->counting_only;
+        model->tensors[i] =
+            ts_param(ctx, buffers ? model->params + e->offset : NULL,
+                     buffers ? model->grads + e->offset : NULL, e->ndim, e->shape, e->name);
     }
 }
 

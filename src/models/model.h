@@ -122,12 +122,19 @@ struct ts_model {
     ts_real *grads;       /* table.total gradients */
     ts_tensor **tensors;  /* one leaf per table entry, bound by ts_model_bind */
     void *arch;           /* architecture-specific state */
+    bool counting_only;   /* ts_model_create_counting: no buffers; bind to a counting context */
 };
 
 /* Builds the architecture named in config->arch with zeroed buffers.
  * Returns NULL and a message in err on unknown architecture, invalid sizes
  * or out of memory. */
 ts_model *ts_model_create(const ts_model_config *config, char *err, size_t errlen);
+/* The same model for a counting context (ts_ctx_init_counting): its table,
+ * ops and state, but no parameter or gradient buffers (params and grads are
+ * NULL) and no large architecture state (EBT's replay buffer holds nothing
+ * and counts as full), so a step of any size is counted in little memory.
+ * ts_model_init_params leaves it alone. */
+ts_model *ts_model_create_counting(const ts_model_config *config, char *err, size_t errlen);
 void ts_model_destroy(ts_model *model);
 /* Initialises parameters as the reference does (Xavier-normal linear layers,
  * N(0, 1) embeddings, unit norm scales), deterministically from seed. */

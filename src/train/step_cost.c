@@ -23,17 +23,23 @@ static void catch_failure(void *user, const char *message) {
     longjmp(failure->back, 1);
 }
 
+/* Chunks of a counting context: it holds tensor headers, graph nodes and
+ * token ids only. */
+#define COUNTING_CHUNK_BYTES ((size_t)1 << 20)
+
 /* One optimiser step of model_config as the trainer runs it on `ranks`
- * ranks: every micro-batch's shard on every rank, in one context. */
+ * ranks, every micro-batch's shard on every rank, in one counting context:
+ * the same ops on the same shapes, no arithmetic and no tensor data. The
+ * tokens are zeros: which tokens a step sees does not change its FLOPs. */
 static bool count_step(const ts_run_config *config, const ts_model_config *model_config, int ranks,
-                       long step, double flops[2], char *err, size_t errlen) {
-    ts_model *model = ts_model_create(model_config, err, errlen);
+                       long step, double flops[2], size_t *bytes, char *err, size_t errlen) {
+    ts_model *model = ts_model_create_counting(model_config, err, errlen);
     if (!model) return false;
     long micro = config->batch / config->accum, max_local = (micro + ranks - 1) / ranks;
     int seq = model_config->context;
     int32_t *tokens = calloc((size_t)max_local * (size_t)(seq + 1), sizeof *tokens);
     ts_ctx ctx;
-    bool ctx_ok = ts_ctx_init(&ctx, 0);
+    bool ctx_ok = ts_ctx_init_counting(&ctx, COUNTING_CHUNK_BYTES);
     if (!tokens || !ctx_ok) {
         snprintf(err, errlen, "out of memory counting the FLOPs of a step");
         if (ctx_ok) ts_ctx_free(&ctx);
@@ -45,7 +51,6 @@ static bool count_step(const ts_run_config *config, const ts_model_config *model
     ts_ctx_set_error_handler(&ctx, catch_failure, &failure);
     bool ok = true;
     if (setjmp(failure.back) == 0) {
-        ts_model_init_params(model, (uint64_t)config->seed);
         ts_model_bind(model, &ctx);
         for (int rank = 0; rank < ranks; rank++)
             for (long a = 0; a < config->accum; a++) {
@@ -65,6 +70,7 @@ static bool count_step(const ts_run_config *config, const ts_model_config *model
             }
         flops[0] = ctx.flops[TS_FORWARD];
         flops[1] = ctx.flops[TS_BACKWARD];
+        *bytes = ctx.arena.high_water;
     } else {
         snprintf(err, errlen, "counting the FLOPs of a step: %s", failure.message);
         ok = false;
@@ -107,13 +113,17 @@ bool ts_step_flops_with(const ts_run_config *config, const ts_step_flops_options
             variant.ebt.random_steps = 0;
         }
         double flops[2];
-        if (!count_step(config, &variant, ranks, step < 0 ? 0 : step, flops, err, errlen))
+        size_t bytes = 0;
+        if (!count_step(config, &variant, ranks, step < 0 ? 0 : step, flops, &bytes, err, errlen))
             return false;
-        out->forward += flops[0] / variants;
-        out->backward += flops[1] / variants;
+        if (bytes > out->counting_bytes) out->counting_bytes = bytes;
+        out->forward += flops[0]; /* sums of whole numbers: exact, then one division */
+        out->backward += flops[1];
         out->min_total = fmin(out->min_total, flops[0] + flops[1]);
         out->max_total = fmax(out->max_total, flops[0] + flops[1]);
     }
+    out->forward /= variants;
+    out->backward /= variants;
     out->total = out->forward + out->backward;
     out->tokens = config->batch * mc->context;
     out->forward_per_token = out->forward / (double)out->tokens;
@@ -131,7 +141,7 @@ bool ts_step_flops(const ts_run_config *config, ts_step_flops_result *out, char 
 
 bool ts_param_counts(const ts_model_config *config, long *total, long *non_embedding, char *err,
                      size_t errlen) {
-    ts_model *model = ts_model_create(config, err, errlen);
+    ts_model *model = ts_model_create_counting(config, err, errlen);
     if (!model) return false;
     *total = model->table.total;
     *non_embedding = ts_model_non_embedding_params(model);

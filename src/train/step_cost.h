@@ -19,7 +19,15 @@
  *   first few steps (step 0 starts with an empty buffer and costs less).
  * EBT's random number of steps (ebt.random_steps) differs from step to step:
  * `total` is its expected value (the mean over the equally likely step
- * counts), min_total and max_total the cheapest and dearest step. */
+ * counts), min_total and max_total the cheapest and dearest step.
+ *
+ * How: the trainer's micro-batch code runs on a model without buffers in the
+ * engine's counting-only context (docs/engine.md), which books every op's
+ * FLOPs without computing: milliseconds and a few MiB even for the EBT
+ * paper's largest size. tests/unit/test_step_cost.c and
+ * tests/mpi/test_step_cost_trainer.c check the count against executed steps.
+ * The configuration is taken as resolved: EBT presets must already be
+ * applied (ts_config_validate does it). */
 #ifndef TS_STEP_COST_H
 #define TS_STEP_COST_H
 
@@ -34,6 +42,7 @@ typedef struct ts_step_flops_result {
     double min_total, max_total; /* over EBT's random step counts (= total otherwise) */
     long tokens;                 /* batch x context: tokens per step */
     int ranks;                   /* processes the count assumes */
+    size_t counting_bytes;       /* memory the count itself needed (arena high-water mark) */
 } ts_step_flops_result;
 
 typedef struct ts_step_flops_options {
@@ -42,11 +51,14 @@ typedef struct ts_step_flops_options {
 } ts_step_flops_options;
 
 /* Executed FLOPs (forward, backward, total) of one optimiser step of `config`, counted by the
- * engine: config->batch sequences of config->model.context tokens, all ranks together (one rank).
+ * engine: config->batch sequences of config->model.context tokens, all ranks together, here on
+ * one rank (the per-micro-batch constant once per micro-batch; see ts_step_flops_with for more).
  * config->model.vocab_size must be set. False with a message. */
 bool ts_step_flops(const ts_run_config *config, ts_step_flops_result *out, char *err,
                    size_t errlen);
-/* The same on options->ranks ranks, or at one step's random draws. */
+/* The same on options->ranks ranks (each with its shard of every micro-batch, as the trainer
+ * splits them), or with options->step >= 0 at that step's random draws (EBT's step count) instead
+ * of the expectation; the replay buffer is full either way. options NULL: as ts_step_flops. */
 bool ts_step_flops_with(const ts_run_config *config, const ts_step_flops_options *options,
                         ts_step_flops_result *out, char *err, size_t errlen);
 
