@@ -53,10 +53,14 @@ static bool parse_campaign_args(int argc, char **argv, void *out, char *err, siz
         return false;
     }
     const char *verb = argv[1];
-    if (!strcmp(verb, "plan")) a->action = ACTION_PLAN;
-    else if (!strcmp(verb, "run")) a->action = ACTION_RUN;
-    else if (!strcmp(verb, "submit")) a->action = ACTION_SUBMIT;
-    else if (!strcmp(verb, "analyse") || !strcmp(verb, "analyze")) a->action = ACTION_ANALYSE;
+    if (!strcmp(verb, "plan"))
+        a->action = ACTION_PLAN;
+    else if (!strcmp(verb, "run"))
+        a->action = ACTION_RUN;
+    else if (!strcmp(verb, "submit"))
+        a->action = ACTION_SUBMIT;
+    else if (!strcmp(verb, "analyse") || !strcmp(verb, "analyze"))
+        a->action = ACTION_ANALYSE;
     else {
         snprintf(err, errlen, "unknown campaign action '%s'", verb);
         return false;
@@ -64,17 +68,22 @@ static bool parse_campaign_args(int argc, char **argv, void *out, char *err, siz
     for (int i = 2; i < argc; i++) {
         const char *arg = argv[i];
         bool has_value = i + 1 < argc;
-        if (!strcmp(arg, "--dir") && has_value) a->dir = argv[++i];
-        else if (!strcmp(arg, "--points") && has_value) a->points = argv[++i];
-        else if (!strcmp(arg, "--dry-run")) a->dry_run = true;
-        else if (!strcmp(arg, "--no-analysis")) a->no_analysis = true;
+        if (!strcmp(arg, "--dir") && has_value)
+            a->dir = argv[++i];
+        else if (!strcmp(arg, "--points") && has_value)
+            a->points = argv[++i];
+        else if (!strcmp(arg, "--dry-run"))
+            a->dry_run = true;
+        else if (!strcmp(arg, "--no-analysis"))
+            a->no_analysis = true;
         else if (arg[0] == '-') {
             snprintf(err, errlen, "unknown option '%s' (or it lacks its value)", arg);
             return false;
         } else if (a->file) {
             snprintf(err, errlen, "more than one campaign file ('%s', '%s')", a->file, arg);
             return false;
-        } else a->file = arg;
+        } else
+            a->file = arg;
     }
     if (!a->file) {
         snprintf(err, errlen, "no campaign file given");
@@ -117,8 +126,7 @@ static int plan_or_submit(campaign_args *a) {
         ts_campaign_print_plan(stdout, &a->campaign, &a->manifest, &rate, costs);
     if (ok && a->action == ACTION_SUBMIT) {
         ts_campaign_scripts scripts;
-        ok = ts_campaign_manifest_claim_dir(&a->campaign, &a->manifest, a->dir, err,
-                                            sizeof err) &&
+        ok = ts_campaign_manifest_claim_dir(&a->campaign, &a->manifest, a->dir, err, sizeof err) &&
              ts_campaign_write_sbatch(&a->campaign, &a->manifest, costs, a->dir, &scripts, err,
                                       sizeof err);
         if (ok && a->dry_run) {

@@ -59,8 +59,10 @@ bool ts_campaign_commit_file(const char *tmp, const char *path, char *err, size_
     char dir[4096];
     snprintf(dir, sizeof dir, "%s", path);
     char *slash = strrchr(dir, '/');
-    if (slash) *slash = 0;
-    else snprintf(dir, sizeof dir, ".");
+    if (slash)
+        *slash = 0;
+    else
+        snprintf(dir, sizeof dir, ".");
     sync_path(dir);
     return true;
 }

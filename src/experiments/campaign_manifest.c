@@ -132,8 +132,8 @@ static bool arch_base(expander *x, int arch, ts_run_config *config) {
 
 /* Parameter counts of a configuration's model (also validates its sizes).
  * EBT's replay buffer is state, not parameters: left out here. */
-static bool count_params(const ts_run_config *config, long *params, long *non_embedding,
-                         char *err, size_t errlen) {
+static bool count_params(const ts_run_config *config, long *params, long *non_embedding, char *err,
+                         size_t errlen) {
     ts_model_config model = config->model;
     model.ebt.replay_size = 0;
     return ts_param_counts(&model, params, non_embedding, err, errlen);
@@ -180,7 +180,8 @@ static bool apply_axis(expander *x, ts_campaign_point *p, int value_index) {
         cfg->optim.lr = z->lr;
         long params, n;
         if (!count_params(cfg, &params, &n, x->err, x->errlen)) return false;
-        if (z->batch) cfg->batch = z->batch;
+        if (z->batch)
+            cfg->batch = z->batch;
         else if (c->batch_rule == TS_BATCH_SQRT)
             cfg->batch = (long)llround((double)cfg->batch *
                                        sqrt((double)n / (double)x->base_non_embedding[p->arch]));
@@ -337,8 +338,8 @@ static bool probe_all_data(expander *x) {
     return true;
 }
 
-bool ts_campaign_expand(const ts_campaign *c, const char *dir, ts_campaign_manifest *m,
-                        char *err, size_t errlen) {
+bool ts_campaign_expand(const ts_campaign *c, const char *dir, ts_campaign_manifest *m, char *err,
+                        size_t errlen) {
     memset(m, 0, sizeof *m);
     expander x = {.c = c, .m = m, .dir = dir ? dir : "DIR", .err = err, .errlen = errlen};
     if (!probe_all_data(&x)) return false;
@@ -383,8 +384,7 @@ bool ts_campaign_expand(const ts_campaign *c, const char *dir, ts_campaign_manif
                     if (!expand_point(&x, p, v)) return false;
                     for (int j = 0; j < m->n_points; j++)
                         if (!strcmp(m->points[j].name, p->name)) {
-                            snprintf(err, errlen, "%s: point %s is listed twice", c->path,
-                                     p->name);
+                            snprintf(err, errlen, "%s: point %s is listed twice", c->path, p->name);
                             return false;
                         }
                     m->n_points++;
@@ -395,15 +395,13 @@ bool ts_campaign_expand(const ts_campaign *c, const char *dir, ts_campaign_manif
         ts_campaign_point *p = &m->points[i];
         p->run_owner = i;
         for (int j = 0; j < i; j++)
-            if (m->points[j].run_owner == j &&
-                m->points[j].config_checksum == p->config_checksum) {
+            if (m->points[j].run_owner == j && m->points[j].config_checksum == p->config_checksum) {
                 p->run_owner = j;
                 break;
             }
         if (p->run_owner == i) m->n_runs++;
         snprintf(p->run, sizeof p->run, "%s", m->points[p->run_owner].name);
-        int n = snprintf(p->config.run_dir, sizeof p->config.run_dir, "%s/runs/%s", x.dir,
-                         p->run);
+        int n = snprintf(p->config.run_dir, sizeof p->config.run_dir, "%s/runs/%s", x.dir, p->run);
         if (n < 0 || (size_t)n >= sizeof p->config.run_dir) {
             snprintf(err, errlen, "campaign directory path too long");
             return false;
@@ -420,7 +418,8 @@ void ts_campaign_manifest_free(ts_campaign_manifest *m) {
 
 /* ---------------------------------------------------------------- manifest file */
 
-static const char manifest_header[] = "index\tname\trun\tarch\taxis\tvalue\tseed\tconfig_checksum\n";
+static const char manifest_header[] =
+    "index\tname\trun\tarch\taxis\tvalue\tseed\tconfig_checksum\n";
 
 char *ts_campaign_manifest_text(const ts_campaign *c, const ts_campaign_manifest *m) {
     size_t cap = sizeof manifest_header + (size_t)m->n_points * 512, len = 0;
@@ -430,8 +429,8 @@ char *ts_campaign_manifest_text(const ts_campaign *c, const ts_campaign_manifest
     for (int i = 0; i < m->n_points; i++) {
         const ts_campaign_point *p = &m->points[i];
         len += (size_t)snprintf(text + len, cap - len, "%d\t%s\t%s\t%s\t%s\t%s\t%ld\t%016llx\n", i,
-                                p->name, p->run, c->archs[p->arch], ts_axis_name(p->axis),
-                                p->value, p->seed, (unsigned long long)p->config_checksum);
+                                p->name, p->run, c->archs[p->arch], ts_axis_name(p->axis), p->value,
+                                p->seed, (unsigned long long)p->config_checksum);
     }
     return text;
 }

@@ -22,24 +22,24 @@ typedef struct ts_campaign_point {
     int run_owner;                         /* index of the point whose name the run carries */
     int arch;                              /* index into campaign->archs */
     ts_axis axis;
-    char value[TS_CAMPAIGN_NAME_MAX];      /* the axis value as in the name */
+    char value[TS_CAMPAIGN_NAME_MAX]; /* the axis value as in the name */
     long seed;
-    ts_run_config config;                  /* fully resolved; run.dir = DIR/runs/RUN */
+    ts_run_config config; /* fully resolved; run.dir = DIR/runs/RUN */
     long params, non_embedding_params;
-    double tokens;                         /* steps * batch * context */
-    double epochs;                         /* tokens / distinct training tokens (NaN: unknown) */
-    uint64_t config_checksum;              /* of the configuration without run.dir */
+    double tokens;            /* steps * batch * context */
+    double epochs;            /* tokens / distinct training tokens (NaN: unknown) */
+    uint64_t config_checksum; /* of the configuration without run.dir */
 } ts_campaign_point;
 
 typedef struct ts_campaign_manifest {
     int n_points;
     ts_campaign_point *points;
-    int n_runs;                            /* distinct runs */
-    char train_data[TS_PATH_MAX];          /* resolved path of the training token file */
-    bool data_found;                       /* every token file exists and opens */
-    char missing[TS_PATH_MAX + 128];       /* what is missing when not */
-    double train_tokens;                   /* tokens of its train split (0: unknown) */
-    int n_domains;                         /* the training domain first, then [campaign] eval */
+    int n_runs;                      /* distinct runs */
+    char train_data[TS_PATH_MAX];    /* resolved path of the training token file */
+    bool data_found;                 /* every token file exists and opens */
+    char missing[TS_PATH_MAX + 128]; /* what is missing when not */
+    double train_tokens;             /* tokens of its train split (0: unknown) */
+    int n_domains;                   /* the training domain first, then [campaign] eval */
     char domains[TS_CAMPAIGN_MAX_DOMAINS][64];
 } ts_campaign_manifest;
 

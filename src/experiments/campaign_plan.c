@@ -61,9 +61,12 @@ static const char *human(double v, char *buf, size_t len) {
     int k = 0;
     double a = fabs(v);
     while (a >= 1000 && k < 7) a /= 1000, v /= 1000, k++;
-    if (isnan(v)) snprintf(buf, len, "-");
-    else if (k == 0 && v == floor(v)) snprintf(buf, len, "%.0f", v);
-    else snprintf(buf, len, "%.3g%s", v, suffix[k]);
+    if (isnan(v))
+        snprintf(buf, len, "-");
+    else if (k == 0 && v == floor(v))
+        snprintf(buf, len, "%.0f", v);
+    else
+        snprintf(buf, len, "%.3g%s", v, suffix[k]);
     return buf;
 }
 
@@ -74,8 +77,9 @@ typedef struct totals {
 
 static void print_totals(FILE *out, const char *label, const totals *t) {
     char a[32], b[32], d[32];
-    fprintf(out, "%-22s %4d points %4d runs  tokens %9s  executed FLOPs %9s  6N FLOPs %9s  "
-                 "node-hours %.4g\n",
+    fprintf(out,
+            "%-22s %4d points %4d runs  tokens %9s  executed FLOPs %9s  6N FLOPs %9s  "
+            "node-hours %.4g\n",
             label, t->points, t->runs, human(t->tokens, a, sizeof a), human(t->flops, b, sizeof b),
             human(t->flops_6n, d, sizeof d), t->node_hours);
 }
@@ -102,8 +106,10 @@ void ts_campaign_print_plan(FILE *out, const ts_campaign *c, const ts_campaign_m
                    : p->axis == TS_AXIS_PARAMS ? (double)p->non_embedding_params
                                                : cost->flops;
         char bx[32], bp[32], bn[32], bt[32], bs[32], bf[32], b6[32], epochs[32];
-        if (isnan(p->epochs)) snprintf(epochs, sizeof epochs, "-");
-        else snprintf(epochs, sizeof epochs, "%.3g", p->epochs);
+        if (isnan(p->epochs))
+            snprintf(epochs, sizeof epochs, "-");
+        else
+            snprintf(epochs, sizeof epochs, "%.3g", p->epochs);
         fprintf(out,
                 "%4d %-34s %-13s %-6s %9s %5d %5d %5d %9s %9s %6ld %7ld %9s %6s %9s %9s %9s "
                 "%9.3g  %s\n",
@@ -111,10 +117,9 @@ void ts_campaign_print_plan(FILE *out, const ts_campaign *c, const ts_campaign_m
                 k->model.depth, k->model.width, k->model.heads,
                 human((double)p->params, bp, sizeof bp),
                 human((double)p->non_embedding_params, bn, sizeof bn), k->batch, k->steps,
-                human(p->tokens, bt, sizeof bt), epochs,
-                human(cost->flops_per_step, bs, sizeof bs), human(cost->flops, bf, sizeof bf),
-                human(cost->flops_6n, b6, sizeof b6), cost->node_hours,
-                p->run_owner == i ? "own" : p->run);
+                human(p->tokens, bt, sizeof bt), epochs, human(cost->flops_per_step, bs, sizeof bs),
+                human(cost->flops, bf, sizeof bf), human(cost->flops_6n, b6, sizeof b6),
+                cost->node_hours, p->run_owner == i ? "own" : p->run);
         totals *t[2] = {&all, &per_arch[p->arch]};
         for (int j = 0; j < 2; j++) {
             t[j]->points++;

@@ -16,9 +16,12 @@
 
 const char *ts_point_status_name(ts_point_status status) {
     switch (status) {
-    case TS_POINT_DONE: return "done";
-    case TS_POINT_FAILED: return "failed";
-    case TS_POINT_PENDING: break;
+    case TS_POINT_DONE:
+        return "done";
+    case TS_POINT_FAILED:
+        return "failed";
+    case TS_POINT_PENDING:
+        break;
     }
     return "pending";
 }
@@ -97,8 +100,8 @@ static void read_verdict(const char *run_dir, char *verdict, size_t len) {
 static bool run_complete(const ts_campaign_point *p) {
     char path[TS_PATH_MAX + 64], err[512];
     long step = -1;
-    ts_io_status st = ts_checkpoint_find_latest(MPI_COMM_SELF, p->config.run_dir, path,
-                                                sizeof path, &step, err, sizeof err);
+    ts_io_status st = ts_checkpoint_find_latest(MPI_COMM_SELF, p->config.run_dir, path, sizeof path,
+                                                &step, err, sizeof err);
     return st == TS_IO_OK && step >= p->config.steps;
 }
 
@@ -134,8 +137,8 @@ void ts_campaign_read_result(const ts_campaign_manifest *m, const ts_campaign_po
         char *commit = NULL;
         if (H5Aexists(file, "ranks") > 0) ts_h5_read_int64_attr(file, "ranks", &ranks);
         if (H5Aexists(file, "nodes") > 0) ts_h5_read_int64_attr(file, "nodes", &nodes);
-        if (H5Aexists(file, "git_commit") > 0 && ts_h5_read_string_attr(file, "git_commit",
-                                                                         &commit) >= 0)
+        if (H5Aexists(file, "git_commit") > 0 &&
+            ts_h5_read_string_attr(file, "git_commit", &commit) >= 0)
             snprintf(r->commit, sizeof r->commit, "%s", commit);
         free(commit);
         r->ranks = (long)ranks;
@@ -161,8 +164,8 @@ typedef struct column_writer {
 
 static void put_doubles(column_writer *w, const char *name, const double *v, const char *units,
                         const char *description) {
-    w->ok = w->ok && ts_h5_write_array(w->group, name, H5T_NATIVE_DOUBLE, 1, &w->n, v, units,
-                                       description);
+    w->ok = w->ok &&
+            ts_h5_write_array(w->group, name, H5T_NATIVE_DOUBLE, 1, &w->n, v, units, description);
 }
 
 static void put_longs(column_writer *w, const char *name, const long *v, const char *units,
@@ -170,8 +173,8 @@ static void put_longs(column_writer *w, const char *name, const long *v, const c
     int64_t *data = malloc((w->n ? w->n : 1) * sizeof *data);
     w->ok = w->ok && data;
     for (hsize_t i = 0; w->ok && i < w->n; i++) data[i] = v[i];
-    w->ok = w->ok && ts_h5_write_array(w->group, name, H5T_NATIVE_INT64, 1, &w->n, data, units,
-                                       description);
+    w->ok = w->ok &&
+            ts_h5_write_array(w->group, name, H5T_NATIVE_INT64, 1, &w->n, data, units, description);
     free(data);
 }
 
@@ -194,8 +197,8 @@ static void put_strings(column_writer *w, const char *name, const char *const *v
 
 typedef struct columns {
     const char **name, **arch, **axis, **run, **status, **verdict, **commit, **run_dir;
-    double *x, *lr, *tokens, *epochs, *flops, *flops_6n, *flops_6n_attn, *val_loss, *val_ppl,
-        *wall, *node_hours;
+    double *x, *lr, *tokens, *epochs, *flops, *flops_6n, *flops_6n_attn, *val_loss, *val_ppl, *wall,
+        *node_hours;
     long *seed, *params, *n_params, *depth, *width, *heads, *context, *batch, *steps, *warmup,
         *ranks, *nodes;
     char (*run_dirs)[TS_PATH_MAX];
@@ -203,17 +206,17 @@ typedef struct columns {
 } columns;
 
 static void free_columns(columns *k) {
-    void **all[] = {(void **)&k->name,     (void **)&k->arch,        (void **)&k->axis,
-                    (void **)&k->run,      (void **)&k->status,      (void **)&k->verdict,
-                    (void **)&k->commit,   (void **)&k->run_dir,     (void **)&k->x,
-                    (void **)&k->lr,       (void **)&k->tokens,      (void **)&k->epochs,
-                    (void **)&k->flops,    (void **)&k->flops_6n,    (void **)&k->flops_6n_attn,
-                    (void **)&k->val_loss, (void **)&k->val_ppl,     (void **)&k->wall,
-                    (void **)&k->node_hours, (void **)&k->seed,      (void **)&k->params,
-                    (void **)&k->n_params, (void **)&k->depth,       (void **)&k->width,
-                    (void **)&k->heads,    (void **)&k->context,     (void **)&k->batch,
-                    (void **)&k->steps,    (void **)&k->warmup,      (void **)&k->ranks,
-                    (void **)&k->nodes,    (void **)&k->run_dirs,    (void **)&k->loss_by_domain,
+    void **all[] = {(void **)&k->name,         (void **)&k->arch,     (void **)&k->axis,
+                    (void **)&k->run,          (void **)&k->status,   (void **)&k->verdict,
+                    (void **)&k->commit,       (void **)&k->run_dir,  (void **)&k->x,
+                    (void **)&k->lr,           (void **)&k->tokens,   (void **)&k->epochs,
+                    (void **)&k->flops,        (void **)&k->flops_6n, (void **)&k->flops_6n_attn,
+                    (void **)&k->val_loss,     (void **)&k->val_ppl,  (void **)&k->wall,
+                    (void **)&k->node_hours,   (void **)&k->seed,     (void **)&k->params,
+                    (void **)&k->n_params,     (void **)&k->depth,    (void **)&k->width,
+                    (void **)&k->heads,        (void **)&k->context,  (void **)&k->batch,
+                    (void **)&k->steps,        (void **)&k->warmup,   (void **)&k->ranks,
+                    (void **)&k->nodes,        (void **)&k->run_dirs, (void **)&k->loss_by_domain,
                     (void **)&k->ppl_by_domain};
     for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) {
         free(*all[i]);
@@ -226,14 +229,40 @@ static bool alloc_columns(columns *k, size_t n, size_t n_domains) {
     size_t s = n ? n : 1;
     bool ok = true;
 #define ALLOC(field, count) ok = ok && (k->field = calloc((count), sizeof *k->field)) != NULL
-    ALLOC(name, s); ALLOC(arch, s); ALLOC(axis, s); ALLOC(run, s); ALLOC(status, s);
-    ALLOC(verdict, s); ALLOC(commit, s); ALLOC(run_dir, s); ALLOC(x, s); ALLOC(lr, s);
-    ALLOC(tokens, s); ALLOC(epochs, s); ALLOC(flops, s); ALLOC(flops_6n, s);
-    ALLOC(flops_6n_attn, s); ALLOC(val_loss, s); ALLOC(val_ppl, s); ALLOC(wall, s);
-    ALLOC(node_hours, s); ALLOC(seed, s); ALLOC(params, s); ALLOC(n_params, s); ALLOC(depth, s);
-    ALLOC(width, s); ALLOC(heads, s); ALLOC(context, s); ALLOC(batch, s); ALLOC(steps, s);
-    ALLOC(warmup, s); ALLOC(ranks, s); ALLOC(nodes, s); ALLOC(run_dirs, s);
-    ALLOC(loss_by_domain, s * n_domains); ALLOC(ppl_by_domain, s * n_domains);
+    ALLOC(name, s);
+    ALLOC(arch, s);
+    ALLOC(axis, s);
+    ALLOC(run, s);
+    ALLOC(status, s);
+    ALLOC(verdict, s);
+    ALLOC(commit, s);
+    ALLOC(run_dir, s);
+    ALLOC(x, s);
+    ALLOC(lr, s);
+    ALLOC(tokens, s);
+    ALLOC(epochs, s);
+    ALLOC(flops, s);
+    ALLOC(flops_6n, s);
+    ALLOC(flops_6n_attn, s);
+    ALLOC(val_loss, s);
+    ALLOC(val_ppl, s);
+    ALLOC(wall, s);
+    ALLOC(node_hours, s);
+    ALLOC(seed, s);
+    ALLOC(params, s);
+    ALLOC(n_params, s);
+    ALLOC(depth, s);
+    ALLOC(width, s);
+    ALLOC(heads, s);
+    ALLOC(context, s);
+    ALLOC(batch, s);
+    ALLOC(steps, s);
+    ALLOC(warmup, s);
+    ALLOC(ranks, s);
+    ALLOC(nodes, s);
+    ALLOC(run_dirs, s);
+    ALLOC(loss_by_domain, s * n_domains);
+    ALLOC(ppl_by_domain, s * n_domains);
 #undef ALLOC
     if (!ok) free_columns(k);
     return ok;
@@ -243,13 +272,20 @@ static bool alloc_columns(columns *k, size_t n, size_t n_domains) {
 static double axis_x(const ts_campaign_point *p, const ts_campaign_run_result *r) {
     const ts_run_config *c = &p->config;
     switch (p->axis) {
-    case TS_AXIS_DATA: return p->tokens;
-    case TS_AXIS_BATCH: return (double)c->batch * c->model.context;
-    case TS_AXIS_DEPTH: return c->model.depth;
-    case TS_AXIS_WIDTH: return c->model.width;
-    case TS_AXIS_PARAMS: return (double)p->non_embedding_params;
-    case TS_AXIS_FLOPS: return r->flops;
-    case TS_AXIS_COUNT: break;
+    case TS_AXIS_DATA:
+        return p->tokens;
+    case TS_AXIS_BATCH:
+        return (double)c->batch * c->model.context;
+    case TS_AXIS_DEPTH:
+        return c->model.depth;
+    case TS_AXIS_WIDTH:
+        return c->model.width;
+    case TS_AXIS_PARAMS:
+        return (double)p->non_embedding_params;
+    case TS_AXIS_FLOPS:
+        return r->flops;
+    case TS_AXIS_COUNT:
+        break;
     }
     return NAN;
 }
@@ -343,11 +379,11 @@ static bool write_columns(hid_t group, const columns *k, const ts_campaign_manif
     put_strings(&w, "run_dir", k->run_dir, "run directory relative to DIR");
     if (!w.ok) return false;
     hsize_t dims[2] = {(hsize_t)m->n_points, (hsize_t)m->n_domains};
-    bool ok = ts_h5_write_array(group, "loss_by_domain", H5T_NATIVE_DOUBLE, 2, dims,
-                                k->loss_by_domain, "nats/token",
-                                "final validation loss per domain (NaN where not done)") &&
-              ts_h5_write_array(group, "ppl_by_domain", H5T_NATIVE_DOUBLE, 2, dims,
-                                k->ppl_by_domain, "", "exp(loss_by_domain)");
+    bool ok =
+        ts_h5_write_array(group, "loss_by_domain", H5T_NATIVE_DOUBLE, 2, dims, k->loss_by_domain,
+                          "nats/token", "final validation loss per domain (NaN where not done)") &&
+        ts_h5_write_array(group, "ppl_by_domain", H5T_NATIVE_DOUBLE, 2, dims, k->ppl_by_domain, "",
+                          "exp(loss_by_domain)");
     /* The domains as a string array attribute on both. */
     const char *names[TS_CAMPAIGN_MAX_DOMAINS];
     for (int d = 0; d < m->n_domains; d++) names[d] = m->domains[d];
@@ -358,9 +394,8 @@ static bool write_columns(hid_t group, const columns *k, const ts_campaign_manif
     const char *datasets[2] = {"loss_by_domain", "ppl_by_domain"};
     for (int i = 0; ok && i < 2; i++) {
         hid_t dset = H5Dopen2(group, datasets[i], H5P_DEFAULT);
-        hid_t attr = dset >= 0 ? H5Acreate2(dset, "domains", type, space, H5P_DEFAULT,
-                                            H5P_DEFAULT)
-                               : -1;
+        hid_t attr =
+            dset >= 0 ? H5Acreate2(dset, "domains", type, space, H5P_DEFAULT, H5P_DEFAULT) : -1;
         ok = attr >= 0 && H5Awrite(attr, type, names) >= 0;
         if (attr >= 0) H5Aclose(attr);
         if (dset >= 0) H5Dclose(dset);
@@ -370,8 +405,7 @@ static bool write_columns(hid_t group, const columns *k, const ts_campaign_manif
     return ok;
 }
 
-bool ts_campaign_write_results(const char *dir, const ts_campaign *c,
-                               const ts_campaign_manifest *m,
+bool ts_campaign_write_results(const char *dir, const ts_campaign *c, const ts_campaign_manifest *m,
                                const ts_campaign_run_result *results, char *err, size_t errlen) {
     char path[TS_PATH_MAX + 32], tmp[TS_PATH_MAX + 128];
     snprintf(path, sizeof path, "%s/results.h5", dir);
@@ -389,16 +423,15 @@ bool ts_campaign_write_results(const char *dir, const ts_campaign *c,
     strftime(updated, sizeof updated, "%Y-%m-%dT%H:%M:%SZ", &utc);
     ts_h5_quiet quiet = ts_h5_quiet_begin();
     hid_t file = H5Fcreate(tmp, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
-    hid_t group = file >= 0 ? H5Gcreate2(file, "points", H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT)
-                            : -1;
+    hid_t group =
+        file >= 0 ? H5Gcreate2(file, "points", H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT) : -1;
     bool ok = group >= 0 &&
               ts_h5_write_string_attr(file, "format", "thinkscale-campaign-results") >= 0 &&
               ts_h5_write_int64_attr(file, "version", 1) >= 0 &&
               ts_h5_write_string_attr(file, "campaign", c->name) >= 0 &&
               ts_h5_write_string_attr(file, "campaign_file", c->text) >= 0 &&
               ts_h5_write_string_attr(file, "commit", ts_git_commit) >= 0 &&
-              ts_h5_write_string_attr(file, "updated", updated) >= 0 &&
-              write_columns(group, &k, m);
+              ts_h5_write_string_attr(file, "updated", updated) >= 0 && write_columns(group, &k, m);
     if (group >= 0) ok = H5Gclose(group) >= 0 && ok;
     if (file >= 0) ok = H5Fclose(file) >= 0 && ok;
     ts_h5_quiet_end(quiet);

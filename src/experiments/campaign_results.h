@@ -19,8 +19,8 @@ const char *ts_point_status_name(ts_point_status status);
 
 typedef struct ts_campaign_run_result {
     ts_point_status status;
-    char verdict[16];  /* report.yaml's VALID / INVALID, "" unless done */
-    double flops;      /* executed training FLOPs summed from metrics.h5 (NaN unless done) */
+    char verdict[16]; /* report.yaml's VALID / INVALID, "" unless done */
+    double flops;     /* executed training FLOPs summed from metrics.h5 (NaN unless done) */
     double wall_seconds, node_hours;
     long ranks, nodes;
     char commit[64];
@@ -36,8 +36,7 @@ void ts_campaign_read_result(const ts_campaign_manifest *m, const ts_campaign_po
                              ts_campaign_run_result *r);
 
 /* Writes DIR/results.h5 (temporary file, fsync, rename). */
-bool ts_campaign_write_results(const char *dir, const ts_campaign *c,
-                               const ts_campaign_manifest *m,
+bool ts_campaign_write_results(const char *dir, const ts_campaign *c, const ts_campaign_manifest *m,
                                const ts_campaign_run_result *results, char *err, size_t errlen);
 
 #endif

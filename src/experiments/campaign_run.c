@@ -113,8 +113,8 @@ int ts_campaign_run(MPI_Comm comm, const ts_campaign *c, const ts_campaign_manif
         if (ran[owner]) continue;
         ran[owner] = true;
         if (run_is_complete(comm, p)) {
-            if (rank == 0) printf("== campaign %s: point %d %s: complete, skipped\n", c->name, i,
-                                  p->name);
+            if (rank == 0)
+                printf("== campaign %s: point %d %s: complete, skipped\n", c->name, i, p->name);
             continue;
         }
         if (rank == 0) {

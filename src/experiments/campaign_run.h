@@ -12,10 +12,10 @@
 #include "experiments/campaign_manifest.h"
 
 typedef struct ts_campaign_run_options {
-    const char *dir;       /* the campaign directory */
-    const bool *selected;  /* [n_points]: the points to run */
-    bool train;            /* false: only rebuild results.h5 (and analyse if all is done) */
-    bool analyse;          /* run analysis/scaling.py when every point is done */
+    const char *dir;      /* the campaign directory */
+    const bool *selected; /* [n_points]: the points to run */
+    bool train;           /* false: only rebuild results.h5 (and analyse if all is done) */
+    bool analyse;         /* run analysis/scaling.py when every point is done */
 } ts_campaign_run_options;
 
 /* Collective over comm. The manifest must have been expanded with dir.

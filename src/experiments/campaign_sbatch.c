@@ -25,8 +25,10 @@ __attribute__((format(printf, 2, 3))) static void put(text_buffer *b, const char
     va_start(ap, fmt);
     int n = vsnprintf(b->text + b->len, b->cap - b->len, fmt, ap);
     va_end(ap);
-    if (n < 0 || (size_t)n >= b->cap - b->len) b->ok = false;
-    else b->len += (size_t)n;
+    if (n < 0 || (size_t)n >= b->cap - b->len)
+        b->ok = false;
+    else
+        b->len += (size_t)n;
 }
 
 /* The owners' indices as Slurm ranges: "0-3,5,7-9". */
@@ -51,12 +53,16 @@ static bool array_indices(const ts_campaign_manifest *m, int throttle, char *out
 
 static void absolute(const char *path, char *out, size_t len) {
     char real[PATH_MAX];
-    if (realpath(path, real)) snprintf(out, len, "%s", real);
-    else snprintf(out, len, "%s", path);
+    if (realpath(path, real))
+        snprintf(out, len, "%s", real);
+    else
+        snprintf(out, len, "%s", path);
 }
 
 /* Single quotes for the shell. Paths with a quote are refused. */
-static bool quotable(const char *s) { return !strchr(s, '\''); }
+static bool quotable(const char *s) {
+    return !strchr(s, '\'');
+}
 
 static void header(text_buffer *b, const ts_campaign *c, const char *job, const char *output) {
     put(b, "#!/bin/bash\n");
@@ -140,19 +146,17 @@ bool ts_campaign_write_sbatch(const ts_campaign *c, const ts_campaign_manifest *
     header(&b, c, job, output);
     put(&b, "#SBATCH --nodes=1\n#SBATCH --ntasks=1\n#SBATCH --cpus-per-task=1\n");
     put(&b, "#SBATCH --time=0:30:00\n");
-    put(&b,
-        "# Submitted with --dependency=afterany:ARRAY_JOB_ID: runs once every array task has\n"
-        "# ended, however it ended. Rebuilds results.h5 from the run directories (array\n"
-        "# tasks finishing together may each have written an older view), then runs\n"
-        "# analysis/scaling.py if every point is done; otherwise it lists what is pending.\n"
-        "set -euo pipefail\n");
+    put(&b, "# Submitted with --dependency=afterany:ARRAY_JOB_ID: runs once every array task has\n"
+            "# ended, however it ended. Rebuilds results.h5 from the run directories (array\n"
+            "# tasks finishing together may each have written an older view), then runs\n"
+            "# analysis/scaling.py if every point is done; otherwise it lists what is pending.\n"
+            "set -euo pipefail\n");
     if (c->setup[0]) put(&b, "%s\n", c->setup);
     put(&b,
         "export OPENBLAS_NUM_THREADS=1\n"
         "cd '%s'\n"
         "%s '%s' campaign analyse '%s' --dir '%s'\n",
-        root,
-        !strcmp(c->launcher, "srun") ? "srun --mpi=pmix -n 1" : "mpirun -np 1", program,
+        root, !strcmp(c->launcher, "srun") ? "srun --mpi=pmix -n 1" : "mpirun -np 1", program,
         abs_file, abs_dir);
     snprintf(out->analysis_path, sizeof out->analysis_path, "%s/analysis.sbatch", slurm_dir);
     if (!b.ok || !ts_campaign_write_file_atomic(out->analysis_path, text, b.len, err, errlen)) {
@@ -162,8 +166,7 @@ bool ts_campaign_write_sbatch(const ts_campaign *c, const ts_campaign_manifest *
     return true;
 }
 
-bool ts_campaign_print_scripts(FILE *out, const ts_campaign_scripts *s, char *err,
-                               size_t errlen) {
+bool ts_campaign_print_scripts(FILE *out, const ts_campaign_scripts *s, char *err, size_t errlen) {
     const char *paths[2] = {s->array_path, s->analysis_path};
     for (int i = 0; i < 2; i++) {
         char *text = ts_campaign_read_file(paths[i], err, errlen);

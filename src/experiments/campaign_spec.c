@@ -60,10 +60,14 @@ static bool parse_amount(const char *text, double *out) {
     double v = strtod(text, &end);
     if (errno || end == text) return false;
     double scale = 1;
-    if (*end == 'k') scale = 1e3, end++;
-    else if (*end == 'M') scale = 1e6, end++;
-    else if (*end == 'G') scale = 1e9, end++;
-    else if (*end == 'T') scale = 1e12, end++;
+    if (*end == 'k')
+        scale = 1e3, end++;
+    else if (*end == 'M')
+        scale = 1e6, end++;
+    else if (*end == 'G')
+        scale = 1e9, end++;
+    else if (*end == 'T')
+        scale = 1e12, end++;
     if (*end || !isfinite(v) || v <= 0) return false;
     *out = v * scale;
     return true;
@@ -120,8 +124,9 @@ __attribute__((format(printf, 2, 3))) static int fail(parse_state *s, const char
 static int add_setting(parse_state *s, ts_campaign_settings *set, const char *section,
                        const char *name, const char *value) {
     if (!strchr(name, '.'))
-        return fail(s, "[%s] %s: run-configuration keys are written section.key (e.g. "
-                       "train.lr)",
+        return fail(s,
+                    "[%s] %s: run-configuration keys are written section.key (e.g. "
+                    "train.lr)",
                     section, name);
     if (set->count == TS_CAMPAIGN_MAX_SETTINGS)
         return fail(s, "[%s] %s: too many settings in this section", section, name);
@@ -172,8 +177,9 @@ static int parse_campaign_key(parse_state *s, const char *name, const char *valu
         for (int i = 0; i < n; i++) {
             int a = axis_from_name(items[i]);
             if (a < 0)
-                return fail(s, "[campaign] axes: unknown axis '%s' (known: data, batch, depth, "
-                               "width, params, flops)",
+                return fail(s,
+                            "[campaign] axes: unknown axis '%s' (known: data, batch, depth, "
+                            "width, params, flops)",
                             items[i]);
             for (int j = 0; j < c->n_axes; j++)
                 if ((int)c->axes[j] == a)
@@ -190,8 +196,7 @@ static int parse_campaign_key(parse_state *s, const char *name, const char *valu
         c->n_seeds = 0;
         for (int i = 0; i < n; i++) {
             if (!parse_long(items[i], 0, &v))
-                return fail(s, "[campaign] seeds: '%s' is not a non-negative integer",
-                            items[i]);
+                return fail(s, "[campaign] seeds: '%s' is not a non-negative integer", items[i]);
             for (int j = 0; j < c->n_seeds; j++)
                 if (c->seeds[j] == v)
                     return fail(s, "[campaign] seeds: %s listed twice (duplicate points)",
@@ -206,8 +211,7 @@ static int parse_campaign_key(parse_state *s, const char *name, const char *valu
         return 1;
     }
     if (!strcmp(name, "eval")) {
-        if (!copy_text(c->eval, sizeof c->eval, value))
-            return fail(s, "[campaign] eval: too long");
+        if (!copy_text(c->eval, sizeof c->eval, value)) return fail(s, "[campaign] eval: too long");
         return 1;
     }
     double d = 0;
@@ -250,8 +254,9 @@ static int parse_axis_values(parse_state *s, ts_axis axis, const char *section, 
     if (strcmp(name, "values"))
         return fail(s, "[%s] unknown key '%s' (an axis has only 'values')", section, name);
     if (axis == TS_AXIS_FLOPS)
-        return fail(s, "[%s] values: the flops axis has no values of its own: it reuses the "
-                       "params runs (x = their executed FLOPs)",
+        return fail(s,
+                    "[%s] values: the flops axis has no values of its own: it reuses the "
+                    "params runs (x = their executed FLOPs)",
                     section);
     char copy[4096], *items[TS_CAMPAIGN_MAX_VALUES];
     snprintf(copy, sizeof copy, "%s", value);
@@ -265,8 +270,8 @@ static int parse_axis_values(parse_state *s, ts_axis axis, const char *section, 
                 return fail(s, "[%s] values: size name '%s' too long", section, items[i]);
             for (int j = 0; j < k; j++)
                 if (!strcmp(c->size_names[j], items[i]))
-                    return fail(s, "[%s] values: '%s' listed twice (a duplicate point)",
-                                section, items[i]);
+                    return fail(s, "[%s] values: '%s' listed twice (a duplicate point)", section,
+                                items[i]);
             c->values[axis][k] = k;
         } else {
             double v;
@@ -293,8 +298,7 @@ static int parse_size_key(parse_state *s, const char *size_name, const char *sec
     for (int i = 0; i < c->n_sizes; i++)
         if (!strcmp(c->sizes[i].name, size_name)) z = &c->sizes[i];
     if (!z) {
-        if (c->n_sizes == TS_CAMPAIGN_MAX_SIZES)
-            return fail(s, "[%s] more than 16 sizes", section);
+        if (c->n_sizes == TS_CAMPAIGN_MAX_SIZES) return fail(s, "[%s] more than 16 sizes", section);
         z = &c->sizes[c->n_sizes++];
         if (!copy_text(z->name, sizeof z->name, size_name))
             return fail(s, "[%s] size name too long", section);
@@ -309,14 +313,18 @@ static int parse_size_key(parse_state *s, const char *size_name, const char *sec
     }
     if (strcmp(name, "depth") && strcmp(name, "width") && strcmp(name, "heads") &&
         strcmp(name, "batch"))
-        return fail(s, "[%s] unknown key '%s' (a size has depth, width, heads, lr, batch)",
-                    section, name);
+        return fail(s, "[%s] unknown key '%s' (a size has depth, width, heads, lr, batch)", section,
+                    name);
     if (!parse_long(value, 1, &v) || v > 1 << 30)
         return fail(s, "[%s] %s: '%s' is not a positive integer", section, name, value);
-    if (!strcmp(name, "depth")) z->depth = (int)v;
-    else if (!strcmp(name, "width")) z->width = (int)v;
-    else if (!strcmp(name, "heads")) z->heads = (int)v;
-    else z->batch = v;
+    if (!strcmp(name, "depth"))
+        z->depth = (int)v;
+    else if (!strcmp(name, "width"))
+        z->width = (int)v;
+    else if (!strcmp(name, "heads"))
+        z->heads = (int)v;
+    else
+        z->batch = v;
     return 1;
 }
 
@@ -325,9 +333,12 @@ static int parse_rules_key(parse_state *s, const char *name, const char *value) 
     double d = 0;
     long v = 0;
     if (!strcmp(name, "batch")) {
-        if (!strcmp(value, "fixed")) c->batch_rule = TS_BATCH_FIXED;
-        else if (!strcmp(value, "sqrt")) c->batch_rule = TS_BATCH_SQRT;
-        else return fail(s, "[rules] batch: '%s' is neither fixed nor sqrt", value);
+        if (!strcmp(value, "fixed"))
+            c->batch_rule = TS_BATCH_FIXED;
+        else if (!strcmp(value, "sqrt"))
+            c->batch_rule = TS_BATCH_SQRT;
+        else
+            return fail(s, "[rules] batch: '%s' is neither fixed nor sqrt", value);
         return 1;
     }
     if (!strcmp(name, "warmup_min_steps")) {
@@ -364,21 +375,22 @@ static int parse_slurm_key(parse_state *s, const char *name, const char *value) 
     if (int_target || !strcmp(name, "min_minutes")) {
         if (!parse_long(value, 1, &v) || v > 1 << 20)
             return fail(s, "[slurm] %s: '%s' is not a positive integer", name, value);
-        if (int_target) *int_target = (int)v;
-        else c->min_minutes = v;
+        if (int_target)
+            *int_target = (int)v;
+        else
+            c->min_minutes = v;
         return 1;
     }
-    char *str_target = !strcmp(name, "partition") ? c->partition
-                       : !strcmp(name, "account") ? c->account
+    char *str_target = !strcmp(name, "partition")  ? c->partition
+                       : !strcmp(name, "account")  ? c->account
                        : !strcmp(name, "launcher") ? c->launcher
                        : !strcmp(name, "setup")    ? c->setup
                                                    : NULL;
-    size_t size = !strcmp(name, "setup") ? sizeof c->setup
+    size_t size = !strcmp(name, "setup")      ? sizeof c->setup
                   : !strcmp(name, "launcher") ? sizeof c->launcher
                                               : sizeof c->partition;
     if (!str_target) return fail(s, "[slurm] unknown key '%s'", name);
-    if (!copy_text(str_target, size, value))
-        return fail(s, "[slurm] %s: value too long", name);
+    if (!copy_text(str_target, size, value)) return fail(s, "[slurm] %s: value too long", name);
     if (str_target == c->launcher && strcmp(value, "srun") && strcmp(value, "mpirun"))
         return fail(s, "[slurm] launcher: '%s' is neither srun nor mpirun", value);
     return 1;
@@ -397,8 +409,7 @@ static int handle_entry(void *user, const char *section, const char *name, const
         while (i < s->n_arch_sections && strcmp(s->arch_sections[i], arch)) i++;
         if (i == s->n_arch_sections) {
             if (i == TS_CAMPAIGN_MAX_ARCHS || !copy_text(s->arch_sections[i], 32, arch))
-                return fail(s, "[%s] too many architecture sections or name too long",
-                            section);
+                return fail(s, "[%s] too many architecture sections or name too long", section);
             s->n_arch_sections++;
         }
         return add_setting(s, &s->arch_sections_settings[i], section, name, value);
@@ -410,8 +421,9 @@ static int handle_entry(void *user, const char *section, const char *name, const
     }
     if (!strncmp(section, "size.", 5) && section[5])
         return parse_size_key(s, section + 5, section, name, value);
-    return fail(s, "unknown section [%s] (known: campaign, base, arch.NAME, axis.AXIS, size.NAME, "
-                   "rules, slurm)",
+    return fail(s,
+                "unknown section [%s] (known: campaign, base, arch.NAME, axis.AXIS, size.NAME, "
+                "rules, slurm)",
                 section);
 }
 
@@ -439,8 +451,7 @@ static bool check_campaign(ts_campaign *c, parse_state *s, char *err, size_t err
         return snprintf(err, errlen, "%s: [campaign] architectures is empty", f), false;
     if (!c->n_axes) return snprintf(err, errlen, "%s: [campaign] axes is empty", f), false;
     if (!c->data[0])
-        return snprintf(err, errlen, "%s: [campaign] data (the training token file) is not set",
-                        f),
+        return snprintf(err, errlen, "%s: [campaign] data (the training token file) is not set", f),
                false;
     if (!c->n_seeds) c->seeds[c->n_seeds++] = 33;
     for (int i = 0; i < s->n_arch_sections; i++) {
@@ -467,8 +478,8 @@ static bool check_campaign(ts_campaign *c, parse_state *s, char *err, size_t err
         for (int j = 0; j < c->n_sizes; j++)
             if (!strcmp(c->sizes[j].name, c->size_names[i])) z = &c->sizes[j];
         if (!z)
-            return snprintf(err, errlen, "%s: [axis.params] values: size '%s' has no [size.%s]",
-                            f, c->size_names[i], c->size_names[i]),
+            return snprintf(err, errlen, "%s: [axis.params] values: size '%s' has no [size.%s]", f,
+                            c->size_names[i], c->size_names[i]),
                    false;
         if (!z->depth || !z->width || !z->heads || !(z->lr > 0))
             return snprintf(err, errlen, "%s: [size.%s] needs depth, width, heads and lr", f,

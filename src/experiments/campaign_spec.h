@@ -78,19 +78,19 @@ typedef struct ts_campaign {
     int n_sizes;
     ts_campaign_size sizes[TS_CAMPAIGN_MAX_SIZES];
     /* Rules. */
-    ts_batch_rule batch_rule;          /* params axis, sizes without a batch */
-    double params_tokens_per_param;    /* params axis run length; 0: the base's steps */
-    double warmup_tokens_per_param;    /* warm-up of ~N tokens (Porian et al.); 0: base's */
+    ts_batch_rule batch_rule;       /* params axis, sizes without a batch */
+    double params_tokens_per_param; /* params axis run length; 0: the base's steps */
+    double warmup_tokens_per_param; /* warm-up of ~N tokens (Porian et al.); 0: base's */
     long warmup_min_steps;
-    double warmup_max_fraction;        /* of the run's steps */
+    double warmup_max_fraction; /* of the run's steps */
     /* Slurm (campaign submit). */
-    int throttle;                      /* %K: array tasks running at once */
-    double time_margin;                /* --time = planned hours * margin */
-    long min_minutes;                  /* floor of --time */
-    int nodes;                         /* nodes per array task */
-    int cpus_per_task;                 /* threads per rank */
+    int throttle;                                  /* %K: array tasks running at once */
+    double time_margin;                            /* --time = planned hours * margin */
+    long min_minutes;                              /* floor of --time */
+    int nodes;                                     /* nodes per array task */
+    int cpus_per_task;                             /* threads per rank */
     char partition[64], account[64], launcher[16]; /* launcher: srun or mpirun */
-    char setup[512];                   /* shell line run before each task (module loads) */
+    char setup[512]; /* shell line run before each task (module loads) */
 } ts_campaign;
 
 /* Reads and checks a campaign file; false with a message naming the file,
