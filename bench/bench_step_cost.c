@@ -9,7 +9,8 @@
 #include <string.h>
 #include <time.h>
 
-#include "models/ebt_preset.h"
+#include "core/config.h"
+#include "engine/real.h"
 #include "train/step_cost.h"
 
 static const double TARGET_SECONDS = 1.0;
@@ -52,7 +53,7 @@ static bool paper_large(const variant *v, ts_run_config *c, char *err, size_t er
         if (!ts_config_set(c, common[i], err, errlen)) return false;
     for (int i = 0; v->settings[i]; i++)
         if (!ts_config_set(c, v->settings[i], err, errlen)) return false;
-    return ebt_apply_preset(c, err, errlen);
+    return ts_config_resolve_presets(c, err, errlen);
 }
 
 int main(void) {

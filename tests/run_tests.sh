@@ -3,6 +3,7 @@
 #   tests/unit/test_*.c  cmocka suites, run in the float, double and asan builds
 #   tests/mpi/test_*.c   cmocka suites run under mpirun on 1 and 2 ranks (float, double builds)
 #   tests/cli/test_*.sh  end-to-end scripts; each counts as one test, exit 0 = pass
+#   tests/check_layers.sh  no upward #include in src/ (docs/architecture.md); one test
 # A suite that crashes or prints no cmocka summary counts as one failure.
 set -u
 cd "$(dirname "$0")/.."
@@ -28,6 +29,14 @@ count_cmocka() {
     if [ "$f" -gt 0 ]; then failures+=("$name (log: $log)"); fi
     printf '%-48s %4d passed %4d failed\n' "$name" "$p" "$f"
 }
+
+log="$log_dir/check_layers.log"
+if tests/check_layers.sh >"$log" 2>&1; then
+    passed=$((passed + 1)); printf '%-48s %4d passed %4d failed\n' "check_layers" 1 0
+else
+    failed=$((failed + 1)); failures+=("check_layers (log: $log)")
+    printf '%-48s %4d passed %4d failed\n' "check_layers" 0 1
+fi
 
 for build in float double asan; do
     for bin in build/$build/tests/unit/test_*; do

@@ -4,7 +4,7 @@
 #include <string.h>
 
 #include "cli/commands.h"
-#include "cli/config.h"
+#include "core/config.h"
 #include "cli/spmd_command.h"
 #include "train/trainer.h"
 

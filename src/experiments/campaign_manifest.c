@@ -127,6 +127,13 @@ static bool arch_base(expander *x, int arch, ts_run_config *config) {
     snprintf(config->train_data, sizeof config->train_data, "%s", x->m->train_data);
     snprintf(config->eval_data, sizeof config->eval_data, "%s", x->eval_resolved);
     if (config->model.vocab_size == 0) config->model.vocab_size = x->vocab;
+    /* Presets (ebt.preset) can change the model's shape: resolve them before
+     * counting parameters, as the trainer will. */
+    char inner[512];
+    if (!ts_config_resolve_presets(config, inner, sizeof inner)) {
+        snprintf(x->err, x->errlen, "%s: %s: %s", c->path, where, inner);
+        return false;
+    }
     return true;
 }
 

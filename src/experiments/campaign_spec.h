@@ -9,7 +9,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 
-#include "cli/config.h"
+#include "core/config.h"
 
 #define TS_CAMPAIGN_MAX_ARCHS 8
 #define TS_CAMPAIGN_MAX_VALUES 32

@@ -7,65 +7,10 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "core/model_config.h"
 #include "engine/engine.h"
 #include "io/checkpoint.h"
 #include "models/param_table.h"
-
-/* Energy-Based Transformer (../shared/specs/ebt.md). Names follow the
- * official code's options where one exists. */
-typedef struct ts_ebt_config {
-    char preset[8];               /* "", "s1" or "s2": the spec's table, applied before other keys */
-    int steps;                    /* mcmc_num_steps */
-    int landscapes;               /* time embeddings; step t uses min(t, landscapes - 1); 0: steps */
-    double step_size;             /* alpha */
-    int step_size_learnable;      /* alpha is a parameter */
-    double step_size_lr_mult;     /* its learning-rate multiplier */
-    double step_size_random_scale;/* s: alpha ~ U[alpha/s, alpha*s] per (sample, position); <= 1 off */
-    int random_steps;             /* extra steps drawn per forward, uniform in [0, random_steps] */
-    double langevin_noise;        /* sigma of noise on the logits every step; 0 off */
-    int replay_size;              /* replay buffer entries per rank; 0 off */
-    double replay_fraction;       /* share of a batch started from the buffer */
-    char mode[8];                 /* "s1": detach between steps; "s2": no detach, truncated */
-    char loss_on[8];              /* "mean" over steps or "final" step only */
-    char init[8];                 /* initial logits: "random" N(0, init_scale^2) or "zero" */
-    double init_scale;
-    /* Inference ("System 2"): 0 means "as in training". */
-    int infer_steps;
-    int infer_samples;            /* self-verification candidates G (1: off) */
-    double infer_step_size;
-    double infer_noise;           /* 0: as in training; < 0: none */
-} ts_ebt_config;
-
-/* The Free Transformer (../shared/specs/free-transformer.md). */
-typedef struct ts_free_config {
-    int latent_bits;              /* H: Z has 2^H states */
-    double kappa;                 /* free bits per token, nats */
-    int eval_samples;             /* K latent samples from the prior per scored sequence */
-    int eval_posterior;           /* 1: also report the (leaking) encoder-posterior number */
-    char injection[16];           /* "before_norm": K/V from RMSNorm(X + R); "after_norm": RMSNorm(X) + R */
-} ts_free_config;
-
-/* Nexus higher-order attention (../shared/specs/nexus.md). */
-typedef struct ts_nexus_config {
-    int order;                    /* attention order m used in training */
-    int infer_order;              /* at inference (0: as in training) */
-    char variant[16];             /* "shared", "unshared" or "selfrefine" */
-} ts_nexus_config;
-
-typedef struct ts_model_config {
-    char arch[32];        /* "transformerpp", ... */
-    int vocab_size;
-    int context;          /* T, tokens per sequence */
-    int depth;            /* L, blocks */
-    int width;            /* D */
-    int heads;
-    double ffn_mult;      /* SwiGLU hidden = round(ffn_mult * D) */
-    double norm_eps;
-    double rope_theta;
-    ts_ebt_config ebt;
-    ts_free_config free;
-    ts_nexus_config nexus;
-} ts_model_config;
 
 typedef enum ts_mode { TS_MODE_TRAIN, TS_MODE_EVAL } ts_mode;
 

@@ -8,7 +8,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 
-#include "cli/config.h"
+#include "core/config.h"
 #include "models/model.h"
 #include "train/evaluate.h"
 #include "io/provenance.h"

@@ -34,7 +34,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 
-#include "cli/config.h"
+#include "core/config.h"
 
 typedef struct ts_step_flops_result {
     double forward, backward, total; /* per optimiser step, all ranks together (expected) */

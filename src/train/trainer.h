@@ -6,7 +6,7 @@
 #include <mpi.h>
 #include <stdbool.h>
 
-#include "cli/config.h"
+#include "core/config.h"
 
 /* Collective over comm; returns the process exit status (0 on success). */
 int ts_train(MPI_Comm comm, const ts_run_config *config, bool resume);

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # thinkscale eval: perplexity of a checkpoint on several token sets, to stdout
-# and HDF5. The loss on the training domain must equal the trainer's own final
+# and HDF5 (by default RUN/eval.h5, which analysis/run_summary.py reads). The loss on the training domain must equal the trainer's own final
 # evaluation over the same windows (same model, same windows, any rank count),
 # and a missing checkpoint, a wrong vocabulary or an existing output without
 # --force fail with a message.
@@ -43,4 +43,14 @@ check "a run without checkpoints is reported" \
     fails_with "$tmp/l2" "no complete checkpoint" mpirun -np 1 "$bin" eval --run "$tmp" --data "$tmp/corpus.h5"
 check "a missing checkpoint file is reported" \
     fails_with "$tmp/l3" "nope.h5" mpirun -np 1 "$bin" eval --checkpoint "$tmp/nope.h5" --data "$tmp/corpus.h5"
+
+# Without --output the results go to eval.h5 in the run directory, where
+# analysis/run_summary.py looks for them.
+mpirun -np 1 "$bin" eval --run "$tmp/run" --data "$tmp/corpus.h5,$tmp/code.h5" --windows 16 \
+    >"$tmp/eval_default.log" 2>&1
+check "eval's default output is RUN/eval.h5" contains "$tmp/eval_default.log" "^results: $tmp/run/eval.h5$"
+py analysis/run_summary.py "$tmp/run" >"$tmp/summary.log" 2>&1
+check "run_summary.py reads it: a row per domain" contains "$tmp/summary.log" "^code "
+check "... and no other eval file was written beside the checkpoints" \
+    [ -z "$(ls "$tmp/run" | grep -v '^eval.h5$' | grep eval)" ]
 finish

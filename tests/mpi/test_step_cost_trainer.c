@@ -21,8 +21,8 @@
 #include <mpi.h>
 
 #include "io/token_file.h"
-#include "models/ebt_preset.h"
 #include "mpi_cmocka.h"
+#include "core/config.h"
 #include "train/step_cost.h"
 #include "train/trainer.h"
 

@@ -22,7 +22,7 @@
 
 #include <cmocka.h>
 
-#include "cli/config.h"
+#include "core/config.h"
 #include "models/ebt.h"
 #include "models/ebt_internal.h"
 #include "models/transformerpp.h"

@@ -17,8 +17,7 @@
 
 #include <cmocka.h>
 
-#include "cli/config.h"
-#include "models/ebt_preset.h"
+#include "core/config.h"
 #include "parallel/data_parallel.h"
 #include "train/micro_batch.h"
 #include "train/step_cost.h"
@@ -36,7 +35,7 @@ static ts_run_config small_config(const char *arch, const char *const *overrides
     for (int i = 0; sizes[i]; i++) assert_true(ts_config_set(&c, sizes[i], err, sizeof err));
     for (int i = 0; overrides && overrides[i]; i++)
         if (!ts_config_set(&c, overrides[i], err, sizeof err)) fail_msg("%s", err);
-    if (!ebt_apply_preset(&c, err, sizeof err)) fail_msg("%s", err);
+    if (!ts_config_resolve_presets(&c, err, sizeof err)) fail_msg("%s", err);
     return c;
 }
 

@@ -1,7 +1,10 @@
 /* The run configuration: one INI file (parsed with libinih) plus
- * `--set section.key=value` overrides. Every key is declared in one table
- * (config.c) with its type, default and meaning, so an unknown key is an
- * error and the fully resolved configuration can be printed and stored. */
+ * `--set section.key=value` overrides. Every key is declared once, with its
+ * type, default and meaning, in a table of its section: [model], [train],
+ * [data] and [run] in config.c, each architecture's own section in
+ * core/ARCH_config.c. The schema in config.c lists those sections (the one
+ * line an architecture adds here), so an unknown key is an error and the
+ * fully resolved configuration can be printed and stored. */
 #ifndef TS_CONFIG_H
 #define TS_CONFIG_H
 
@@ -9,8 +12,9 @@
 #include <stddef.h>
 #include <stdio.h>
 
-#include "models/model.h"
-#include "train/optimizer.h"
+#include "core/config_schema.h"
+#include "core/model_config.h"
+#include "core/optimizer_config.h"
 
 #define TS_PATH_MAX 1024
 #define TS_MAX_EVAL_SETS 16
@@ -37,6 +41,10 @@ typedef struct ts_run_config {
     bool explicit_keys[TS_CONFIG_MAX_KEYS]; /* set by a file or override, not a default */
 } ts_run_config;
 
+/* The sections of ts_run_config, in the order of the INI dump. Every
+ * function below passes it to the generic code of config_schema.h. */
+const ts_config_schema *ts_run_config_schema(void);
+
 void ts_config_defaults(ts_run_config *config);
 /* Applies an INI file; false with a message naming the file, line and key. */
 bool ts_config_load_file(ts_run_config *config, const char *path, char *err, size_t errlen);
@@ -52,7 +60,11 @@ bool ts_config_set_inference(ts_run_config *config, const char *assignment, char
                              size_t errlen);
 /* Whether a key was set by a file or override (presets fill only the others). */
 bool ts_config_is_explicit(const ts_run_config *config, const char *section, const char *name);
-/* Checks cross-key consistency after all sources are applied. */
+/* Resolves presets (each section's hook, e.g. ebt.preset) without the
+ * checks that need a whole run (data files ...): for costing a configuration. */
+bool ts_config_resolve_presets(ts_run_config *config, char *err, size_t errlen);
+/* Resolves presets, then checks
+ * cross-key consistency; call after all sources are applied. */
 bool ts_config_validate(ts_run_config *config, char *err, size_t errlen);
 /* The resolved configuration as INI text (malloc'd; NULL if out of memory). */
 char *ts_config_to_ini(const ts_run_config *config);

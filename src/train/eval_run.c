@@ -1,0 +1,179 @@
+#include "train/eval_run.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "io/checkpoint.h"
+#include "io/eval_results.h"
+#include "io/token_file.h"
+#include "models/ebt.h"
+#include "train/evaluate.h"
+
+/* eval.h5 in the directory of the checkpoint, i.e. the run directory, where
+ * analysis/run_summary.py reads it (docs/training.md). */
+static void default_output(const char *checkpoint, char *output, size_t len) {
+    const char *slash = strrchr(checkpoint, '/');
+    if (slash) snprintf(output, len, "%.*s/eval.h5", (int)(slash - checkpoint), checkpoint);
+    else snprintf(output, len, "eval.h5");
+}
+
+/* Loads the model stored in a checkpoint: its configuration, then its parameters. */
+static ts_model *load_model(MPI_Comm comm, const char *path, ts_run_config *config, long *step,
+                            char *err, size_t errlen) {
+    ts_checkpoint_info info;
+    if (ts_checkpoint_read_info(comm, path, &info, err, errlen) != TS_IO_OK) return NULL;
+    ts_config_defaults(config);
+    bool ok = ts_config_load_string(config, info.config_text, path, err, errlen);
+    *step = info.step;
+    ts_checkpoint_info_free(&info);
+    if (!ok) return NULL;
+    ts_model *model = ts_model_create(&config->model, err, errlen);
+    if (!model) return NULL;
+    if (ts_checkpoint_read(comm, path, &model->table, model->params, NULL, NULL, NULL, NULL, 0,
+                           NULL, err, errlen) != TS_IO_OK) {
+        ts_model_destroy(model);
+        return NULL;
+    }
+    return model;
+}
+
+int ts_eval_run(MPI_Comm comm, const ts_eval_run_options *a) {
+    int rank;
+    MPI_Comm_rank(comm, &rank);
+    char err[1024] = "", path[TS_CHECKPOINT_PATH_MAX];
+    if (a->run_dir) {
+        ts_io_status st = ts_checkpoint_find_latest(comm, a->run_dir, path, sizeof path, NULL,
+                                                    err, sizeof err);
+        if (st == TS_IO_NOT_FOUND)
+            snprintf(err, sizeof err, "no complete checkpoint in '%s'", a->run_dir);
+        if (st != TS_IO_OK) {
+            if (rank == 0) fprintf(stderr, "thinkscale eval: error: %s\n", err);
+            return 1;
+        }
+    } else {
+        snprintf(path, sizeof path, "%s", a->checkpoint);
+    }
+    ts_run_config config;
+    long step = 0;
+    ts_model *model = load_model(comm, path, &config, &step, err, sizeof err);
+    if (!model) {
+        if (rank == 0) fprintf(stderr, "thinkscale eval: error: %s\n", err);
+        return 1;
+    }
+    ts_ctx ctx;
+    if (!ts_ctx_init(&ctx, 0)) {
+        ts_model_destroy(model);
+        return 1;
+    }
+    ts_model_bind(model, &ctx);
+    enum ts_split split = strcmp(a->split, "train") ? TS_SPLIT_VALIDATION : TS_SPLIT_TRAIN;
+    int n_settings = a->n_settings ? a->n_settings : 1;
+    /* Every setting is checked before any evaluation runs. */
+    ts_run_config setting_configs[TS_EVAL_MAX_SETTINGS];
+    for (int s = 0; s < n_settings; s++) {
+        setting_configs[s] = config;
+        const char *spec = a->n_settings ? a->settings[s] : "default";
+        char copy[TS_EVAL_SETTING_LEN];
+        snprintf(copy, sizeof copy, "%s", spec);
+        for (char *save = NULL, *item = strtok_r(copy, ",", &save);
+             item && strcmp(spec, "default"); item = strtok_r(NULL, ",", &save))
+            if (!ts_config_set_inference(&setting_configs[s], item, err, sizeof err)) {
+                if (rank == 0) fprintf(stderr, "thinkscale eval: error: setting '%s': %s\n", spec, err);
+                ts_ctx_free(&ctx);
+                ts_model_destroy(model);
+                return 2;
+            }
+    }
+    ts_energies_file *energies = NULL;
+    if (a->energies &&
+        !(energies = ts_energies_open(comm, a->energies, a->force, path, step, err, sizeof err))) {
+        if (rank == 0) fprintf(stderr, "thinkscale eval: error: %s\n", err);
+        ts_ctx_free(&ctx);
+        ts_model_destroy(model);
+        return 1;
+    }
+    const ts_model_ops *ops = model->ops;
+    const char *stat_names[TS_MAX_MODEL_STATS];
+    for (int k = 0; k < ops->n_stats; k++) stat_names[k] = ops->stats[k].name;
+    enum { MAX_ROWS = TS_MAX_EVAL_SETS * TS_EVAL_MAX_SETTINGS };
+    static ts_eval_row rows[MAX_ROWS];
+    static ts_eval_result results[MAX_ROWS];
+    static char names[MAX_ROWS][64];
+    int n = 0, status = 0;
+    if (rank == 0) {
+        printf("%-12s %-32s %10s %12s %10s", "set", "setting", "loss", "perplexity", "tokens");
+        for (int k = 0; k < ops->n_stats; k++) printf(" %12s", stat_names[k]);
+        printf("\n");
+    }
+    char list[sizeof a->data];
+    snprintf(list, sizeof list, "%s", a->data);
+    for (char *save = NULL, *file = strtok_r(list, ",", &save); file && status == 0;
+         file = strtok_r(NULL, ",", &save)) {
+        ts_token_file tokens;
+        ts_tf_err tf_err;
+        ts_token_open_opts opts = {.expected_vocab = config.model.vocab_size, .verify = true};
+        if (ts_token_file_open(&tokens, file, comm, &opts, &tf_err) != TS_TF_OK) {
+            if (rank == 0) fprintf(stderr, "thinkscale eval: error: %s\n", tf_err.msg);
+            status = 1;
+            break;
+        }
+        for (int s = 0; s < n_settings && n < MAX_ROWS; s++) {
+            model->config = setting_configs[s].model; /* only inference keys differ */
+            ts_eval_result *r = &results[n];
+            snprintf(names[n], sizeof names[n], "%s",
+                     tokens.meta.domain && tokens.meta.domain[0] ? tokens.meta.domain : file);
+            const char *setting = a->n_settings ? a->settings[s] : "default";
+            ts_energy_trace trace;
+            bool ok = !energies || ebt_energies_begin(model, &trace, a->windows,
+                                                      config.model.context, err, sizeof err);
+            ok = ok && ts_evaluate(comm, model, &ctx, &tokens, split, config.model.context,
+                                   config.align, a->windows, a->batch, (uint64_t)config.seed, r,
+                                   err, sizeof err);
+            if (energies)
+                ok = ebt_energies_end(model, &trace, energies, ok, names[n], setting, err,
+                                      sizeof err) && ok;
+            if (!ok) {
+                if (rank == 0) fprintf(stderr, "thinkscale eval: error: %s\n", err);
+                status = 1;
+                break;
+            }
+            rows[n] = (ts_eval_row){names[n], file, setting, r->loss, r->perplexity, r->tokens,
+                                    r->flops, r->n_stats, stat_names, r->stats};
+            if (rank == 0) {
+                printf("%-12s %-32s %10.4f %12.3f %10ld", names[n], setting, r->loss,
+                       r->perplexity, r->tokens);
+                for (int k = 0; k < r->n_stats; k++) printf(" %12.4g", r->stats[k]);
+                printf("\n");
+            }
+            n++;
+        }
+        model->config = config.model;
+        ts_token_file_close(&tokens);
+    }
+    if (status == 0 && rank == 0) {
+        char output[TS_CHECKPOINT_PATH_MAX + 32];
+        if (a->output) snprintf(output, sizeof output, "%s", a->output);
+        else default_output(path, output, sizeof output);
+        char *config_text = ts_config_to_ini(&config);
+        ts_eval_header header = {path, step, a->split, a->windows, config.model.context,
+                                 config_text ? config_text : ""};
+        if (!ts_eval_results_write(output, &header, rows, n, a->force, err, sizeof err)) {
+            fprintf(stderr, "thinkscale eval: error: %s\n", err);
+            status = 1;
+        } else {
+            printf("results: %s\n", output);
+        }
+        free(config_text);
+    }
+    MPI_Bcast(&status, 1, MPI_INT, 0, comm);
+    if (energies) {
+        bool kept = ts_energies_close(energies, status == 0, err, sizeof err);
+        if (status == 0 && !kept && rank == 0) fprintf(stderr, "thinkscale eval: error: %s\n", err);
+        if (status == 0 && kept && rank == 0) printf("energies: %s\n", a->energies);
+        if (status == 0 && !kept) status = 1;
+    }
+    ts_ctx_free(&ctx);
+    ts_model_destroy(model);
+    return status;
+}
