@@ -6,13 +6,7 @@
 # they are. Interrupted, it resumes: THINKSCALE_CAMPAIGN_DIR=runs/campaign-...
 # make run continues that directory. The per-domain evaluation job of earlier
 # versions is `make run-default` (jobs/default.sh).
-set -euo pipefail
-cd "$(dirname "$0")/.."
-data/build_corpora.sh
-export OMPI_ALLOW_RUN_AS_ROOT=${OMPI_ALLOW_RUN_AS_ROOT:-1}
-export OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=${OMPI_ALLOW_RUN_AS_ROOT_CONFIRM:-1}
-export OPENBLAS_NUM_THREADS=1 # one rank per core
-ranks=${THINKSCALE_RANKS:-$(nproc)}
+source "$(dirname "$0")/lib.sh"
 campaign=${THINKSCALE_CAMPAIGN:-jobs/campaigns/default.ini}
 dir=${THINKSCALE_CAMPAIGN_DIR:-runs/campaign-$(date +%Y%m%d-%H%M%S)}
 build/float/thinkscale campaign plan "$campaign" | tail -7

@@ -6,26 +6,7 @@
 # vocabulary is given), a bad --points selection.
 source "$(dirname "$0")/lib.sh"
 make_license_corpus "$tmp/corpus.h5"
-good() {
-    cat <<INI
-[campaign]
-name = bad
-architectures = transformerpp
-axes = width
-data = $tmp/corpus.h5
-checkpoints = 1
-[base]
-model.context = 16
-model.depth = 1
-model.width = 16
-model.heads = 2
-train.batch = 4
-train.steps = 4
-train.eval_batches = 1
-[axis.width]
-values = 8, 16
-INI
-}
+good() { tiny_campaign /dev/stdout bad; }
 good >"$tmp/good.ini"
 dir=$tmp/campaign
 mpirun -np 2 "$bin" campaign run "$tmp/good.ini" --dir "$dir" --no-analysis >"$tmp/good.log" 2>&1
@@ -45,17 +26,17 @@ bad_case "unknown key" "bad.ini:.*\[base\] unknown configuration key 'train.step
 check "unknown key: plan refuses it too" fails_with "$tmp/plan.log" "unknown configuration key" \
     "$bin" campaign plan "$tmp/bad.ini"
 
-good | sed 's/^values = 8, 16$/values =/' >"$tmp/bad.ini"
+good | sed 's/^values = 8, 16, 32$/values =/' >"$tmp/bad.ini"
 bad_case "empty axis" "axis width is empty"
 
-good | sed 's/^values = 8, 16$/values = 8, 16, 8/' >"$tmp/bad.ini"
+good | sed 's/^values = 8, 16, 32$/values = 8, 16, 8/' >"$tmp/bad.ini"
 bad_case "duplicate point" "'8' listed twice (a duplicate point)"
 
 good | sed 's/^architectures = transformerpp$/architectures = transformerpp, transformerpp/' \
     >"$tmp/bad.ini"
 bad_case "architecture listed twice" "'transformerpp' listed twice"
 
-good | sed 's/^values = 8, 16$/values = 8, 15/' >"$tmp/bad.ini"
+good | sed 's/^values = 8, 16, 32$/values = 8, 15/' >"$tmp/bad.ini"
 bad_case "invalid model" "point transformerpp-width-15-s33 .*invalid model sizes.*width 15, heads 2"
 
 good | sed "s|^data = .*|data = $tmp/nowhere.h5|" >"$tmp/bad.ini"
@@ -70,7 +51,7 @@ cp "$tmp/good.ini" "$tmp/bad.ini"
 check "a selection matching nothing is refused" fails_with "$tmp/bad.log" \
     "'ebt-\*' matches no point" mpirun -np 2 "$bin" campaign run "$tmp/bad.ini" --dir "$dir" \
     --points 'ebt-*'
-check "an index beyond the manifest is refused" fails_with "$tmp/bad.log" "points 0-1" \
+check "an index beyond the manifest is refused" fails_with "$tmp/bad.log" "points 0-2" \
     mpirun -np 2 "$bin" campaign run "$tmp/bad.ini" --dir "$dir" --points 0-5
 check "after all that, the directory is untouched" [ "$before" = "$(snapshot)" ]
 finish

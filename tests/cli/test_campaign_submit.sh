@@ -65,28 +65,7 @@ check "then the analysis after the array" \
 check "it prints the job ids" contains "$tmp/submit.log" "analysis: job 1002, after job 1001"
 
 # The scripts as Slurm runs them, on a tiny campaign with mpirun as launcher.
-cat >"$tmp/tiny.ini" <<INI
-[campaign]
-name = tiny
-architectures = transformerpp
-axes = width
-data = $tmp/corpus.h5
-ranks = 2
-checkpoints = 1
-[base]
-model.context = 16
-model.depth = 1
-model.width = 16
-model.heads = 2
-train.batch = 4
-train.steps = 4
-train.eval_batches = 1
-[axis.width]
-values = 8, 16, 32
-[slurm]
-launcher = mpirun
-throttle = 2
-INI
+tiny_campaign "$tmp/tiny.ini" tiny "[slurm]" "launcher = mpirun" "throttle = 2"
 tdir=$tmp/tiny
 "$bin" campaign submit "$tmp/tiny.ini" --dir "$tdir" --dry-run >/dev/null 2>&1
 check "tiny: --array lists its 3 points, throttled to 2" contains "$tdir/slurm/array.sbatch" '^#SBATCH --array=0-2%2$'
