@@ -103,6 +103,8 @@ bool ts_campaign_write_sbatch(const ts_campaign *c, const ts_campaign_manifest *
     }
     out->minutes = (long)ceil(hours * c->time_margin * 60.0);
     if (out->minutes < c->min_minutes) out->minutes = c->min_minutes;
+    bool capped = c->max_minutes > 0 && out->minutes > c->max_minutes;
+    if (capped) out->minutes = c->max_minutes;
     int ranks_per_node = (c->ranks + c->nodes - 1) / c->nodes;
     const char *mpi = !strcmp(c->launcher, "srun")
                           ? "srun --mpi=pmix --cpus-per-task=\"$SLURM_CPUS_PER_TASK\""
@@ -123,10 +125,13 @@ bool ts_campaign_write_sbatch(const ts_campaign *c, const ts_campaign_manifest *
         "# A task runs the point of its index (points sharing its run come with it) and\n"
         "# resumes the run from its newest checkpoint if an earlier task was cut off, so a\n"
         "# task can simply be submitted again. --time: the longest run's planned\n"
-        "# node-hours x %g (time_margin), at least %ld minutes.\n"
+        "# node-hours x %g (time_margin), at least %ld minutes%s.\n"
         "# Every SLURM_* variable is recorded in each run's metrics.h5 (provenance/slurm).\n"
         "set -euo pipefail\n",
-        c->name, abs_file, m->n_points, m->n_runs, c->throttle, c->time_margin, c->min_minutes);
+        c->name, abs_file, m->n_points, m->n_runs, c->throttle, c->time_margin, c->min_minutes,
+        capped ? ", capped by max_minutes: a longer run stops at the limit and resumes from its\n"
+                 "# newest checkpoint when the array is submitted again"
+               : "");
     if (c->setup[0]) put(&b, "%s\n", c->setup);
     put(&b,
         "export OPENBLAS_NUM_THREADS=\"${SLURM_CPUS_PER_TASK:-1}\"\n"

@@ -372,13 +372,16 @@ static int parse_slurm_key(parse_state *s, const char *name, const char *value) 
                       : !strcmp(name, "nodes")         ? &c->nodes
                       : !strcmp(name, "cpus_per_task") ? &c->cpus_per_task
                                                        : NULL;
-    if (int_target || !strcmp(name, "min_minutes")) {
+    long *long_target = !strcmp(name, "min_minutes")   ? &c->min_minutes
+                        : !strcmp(name, "max_minutes") ? &c->max_minutes
+                                                       : NULL;
+    if (int_target || long_target) {
         if (!parse_long(value, 1, &v) || v > 1 << 20)
             return fail(s, "[slurm] %s: '%s' is not a positive integer", name, value);
         if (int_target)
             *int_target = (int)v;
         else
-            c->min_minutes = v;
+            *long_target = v;
         return 1;
     }
     char *str_target = !strcmp(name, "partition")  ? c->partition

@@ -84,11 +84,12 @@ typedef struct ts_campaign {
     long warmup_min_steps;
     double warmup_max_fraction; /* of the run's steps */
     /* Slurm (campaign submit). */
-    int throttle;                                  /* %K: array tasks running at once */
-    double time_margin;                            /* --time = planned hours * margin */
-    long min_minutes;                              /* floor of --time */
-    int nodes;                                     /* nodes per array task */
-    int cpus_per_task;                             /* threads per rank */
+    int throttle;       /* %K: array tasks running at once */
+    double time_margin; /* --time = planned hours * margin */
+    long min_minutes;   /* floor of --time */
+    long max_minutes;   /* cap of --time (0: none); longer runs resume when resubmitted */
+    int nodes;          /* nodes per array task */
+    int cpus_per_task;  /* threads per rank */
     char partition[64], account[64], launcher[16]; /* launcher: srun or mpirun */
     char setup[512]; /* shell line run before each task (module loads) */
 } ts_campaign;
