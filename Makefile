@@ -51,7 +51,7 @@ UNIT_HELPERS := $(filter-out $(UNIT_SRC),$(wildcard tests/unit/*.c))
 MPI_HELPERS  := $(UNIT_HELPERS) $(filter-out $(MPI_SRC),$(wildcard tests/mpi/*.c))
 
 BUILDS := float double asan
-.PHONY: all deps build test test-unit test-mpi test-cli run bench data format clean
+.PHONY: all deps build test test-unit test-mpi test-cli run run-default bench data format clean
 
 all: build
 
@@ -120,6 +120,9 @@ data: build
 	@data/build_corpora.sh
 
 run: build
+	@jobs/run.sh
+
+run-default: build
 	@jobs/default.sh
 
 format:

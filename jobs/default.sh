@@ -1,17 +1,12 @@
 #!/usr/bin/env bash
-# The default job of `make run`: build the default corpora, then for every
+# `make run-default` (the default job of earlier versions; `make run` is now a
+# scaling campaign, jobs/run.sh): build the default corpora, then for every
 # architecture configured in jobs/default/*.ini train a small model on all
 # cores, evaluate its final checkpoint on every domain (with the inference
 # settings listed in jobs/default/ARCH.eval, if present) and print a summary.
 # Each invocation gets its own directory under runs/, so no earlier result is
 # touched. Extra arguments (--set k=v ...) go to every training run.
-set -euo pipefail
-cd "$(dirname "$0")/.."
-data/build_corpora.sh
-export OMPI_ALLOW_RUN_AS_ROOT=${OMPI_ALLOW_RUN_AS_ROOT:-1}
-export OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=${OMPI_ALLOW_RUN_AS_ROOT_CONFIRM:-1}
-export OPENBLAS_NUM_THREADS=1 # one rank per core
-ranks=${THINKSCALE_RANKS:-$(nproc)}
+source "$(dirname "$0")/lib.sh"
 job_dir=runs/default-$(date +%Y%m%d-%H%M%S)
 domains=$(ls data/out/*.h5 | paste -sd, -)
 

@@ -14,5 +14,6 @@ int ts_cmd_data(int argc, char **argv);
 int ts_cmd_train(int argc, char **argv);
 int ts_cmd_eval(int argc, char **argv);
 int ts_cmd_free_letters(int argc, char **argv);
+int ts_cmd_campaign(int argc, char **argv);
 
 #endif

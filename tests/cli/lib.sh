@@ -47,6 +47,18 @@ make_license_corpus() { # make_license_corpus OUT.h5
     "$bin" data convert --input "$tmp/licenses.txt" --output "$1" --name licenses >/dev/null
 }
 
+# A campaign of three tiny transformerpp runs along the width axis (seconds on
+# 2 ranks), on $tmp/corpus.h5; extra lines (more sections) follow the file.
+tiny_campaign() { # tiny_campaign OUT.ini NAME [EXTRA_LINE ...]
+    local out=$1 name=$2
+    shift 2
+    printf '%s\n' "[campaign]" "name = $name" "architectures = transformerpp" "axes = width" \
+        "data = $tmp/corpus.h5" "ranks = 2" "checkpoints = 1" "[base]" "model.context = 16" \
+        "model.depth = 1" "model.width = 16" "model.heads = 2" "train.batch = 4" \
+        "train.steps = 4" "train.eval_batches = 1" "[axis.width]" "values = 8, 16, 32" "$@" \
+        >"$out"
+}
+
 # A tiny model that trains in seconds; extra --set arguments follow.
 tiny_train() { # tiny_train NP BINARY RUN_DIR [-x ENV_VAR ...] [--set k=v ...] [--resume]
     local np=$1 program=$2 dir=$3

@@ -1,0 +1,44 @@
+"""Writing the outputs so that a failed analysis changes nothing.
+
+Everything is produced in a staging directory inside DIR first; only when all
+of it exists are the files renamed into place, figures first and fits.csv
+last, so a present fits.csv always belongs to a finished analysis."""
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+FIGURE_PREFIXES = ("axis_", "all_axes", "compute_matched")
+
+
+def _write(path, text):
+    with open(path, "w", encoding="utf-8") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def publish(out_dir, texts, render_figures):
+    """texts: file name -> content, renamed into out_dir in the given order;
+    render_figures(staging_dir) -> paths of the figures it wrote there."""
+    out_dir = Path(out_dir)
+    staging = Path(tempfile.mkdtemp(prefix=".analysis-", dir=out_dir))
+    try:
+        (staging / "figures").mkdir()
+        figures = [Path(p) for p in render_figures(staging / "figures")]
+        for name, text in texts.items():
+            _write(staging / name, text)
+        figure_dir = out_dir / "figures"
+        figure_dir.mkdir(exist_ok=True)
+        written = {p.name for p in figures}
+        for p in figures:
+            os.replace(p, figure_dir / p.name)
+        for old in figure_dir.iterdir():  # figures of axes this analysis no longer has
+            if old.name not in written and old.name.startswith(FIGURE_PREFIXES) \
+                    and old.suffix in (".png", ".pdf"):
+                old.unlink()
+        for name in texts:
+            os.replace(staging / name, out_dir / name)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return [out_dir / name for name in texts], [figure_dir / p.name for p in figures]

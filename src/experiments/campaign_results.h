@@ -1,0 +1,42 @@
+/* The state of every point read back from its run directory, and
+ * DIR/results.h5 (docs/campaign-results-format.md): one row per manifest
+ * point, rewritten whole and atomically after every point. Everything is
+ * read from the run directories (metrics.h5, report.yaml, checkpoints), so
+ * the file is the same whether the points ran in this invocation, an earlier
+ * one, or another Slurm array task. Serial: call on one rank. */
+#ifndef TS_CAMPAIGN_RESULTS_H
+#define TS_CAMPAIGN_RESULTS_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "experiments/campaign_manifest.h"
+
+typedef enum ts_point_status { TS_POINT_PENDING, TS_POINT_DONE, TS_POINT_FAILED } ts_point_status;
+
+/* "pending", "done", "failed" */
+const char *ts_point_status_name(ts_point_status status);
+
+typedef struct ts_campaign_run_result {
+    ts_point_status status;
+    char verdict[16]; /* report.yaml's VALID / INVALID, "" unless done */
+    double flops;     /* executed training FLOPs summed from metrics.h5 (NaN unless done) */
+    double wall_seconds, node_hours;
+    long ranks, nodes;
+    char commit[64];
+    double loss[TS_CAMPAIGN_MAX_DOMAINS], ppl[TS_CAMPAIGN_MAX_DOMAINS];
+} ts_campaign_run_result;
+
+/* The name of the marker a failed run leaves in its directory. */
+#define TS_CAMPAIGN_FAILED_MARKER "campaign_failed"
+
+/* Reads the run directory of point p. Never fails: what cannot be read
+ * makes the point pending (or failed, if the marker is there). */
+void ts_campaign_read_result(const ts_campaign_manifest *m, const ts_campaign_point *p,
+                             ts_campaign_run_result *r);
+
+/* Writes DIR/results.h5 (temporary file, fsync, rename). */
+bool ts_campaign_write_results(const char *dir, const ts_campaign *c, const ts_campaign_manifest *m,
+                               const ts_campaign_run_result *results, char *err, size_t errlen);
+
+#endif

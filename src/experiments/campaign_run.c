@@ -1,0 +1,181 @@
+#include "experiments/campaign_run.h"
+
+#include <errno.h>
+#include <limits.h>
+#include <spawn.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "experiments/campaign_files.h"
+#include "experiments/campaign_results.h"
+#include "io/checkpoint.h"
+#include "io/provenance.h"
+#include "train/trainer.h"
+
+extern char **environ;
+
+/* Rank 0 decides; every rank learns the outcome and rank 0 prints the message. */
+static bool agree(MPI_Comm comm, int rank, bool ok, const char *err) {
+    int flag = ok;
+    MPI_Bcast(&flag, 1, MPI_INT, 0, comm);
+    if (!flag && rank == 0) fprintf(stderr, "thinkscale campaign: error: %s\n", err);
+    return flag;
+}
+
+/* Rank 0: every row from the run directories, then results.h5. */
+static bool refresh_results(const ts_campaign *c, const ts_campaign_manifest *m, const char *dir,
+                            ts_campaign_run_result *results, int *n_done, char *err,
+                            size_t errlen) {
+    *n_done = 0;
+    for (int i = 0; i < m->n_points; i++) {
+        ts_campaign_read_result(m, &m->points[i], &results[i]);
+        *n_done += results[i].status == TS_POINT_DONE;
+    }
+    return ts_campaign_write_results(dir, c, m, results, err, errlen);
+}
+
+/* Collective: whether the run's newest complete checkpoint is its last step. */
+static bool run_is_complete(MPI_Comm comm, const ts_campaign_point *p) {
+    char path[TS_PATH_MAX + 64], err[512];
+    long step = -1;
+    ts_io_status st = ts_checkpoint_find_latest(comm, p->config.run_dir, path, sizeof path, &step,
+                                                err, sizeof err);
+    return st == TS_IO_OK && step >= p->config.steps;
+}
+
+static void set_failed_marker(const ts_campaign_point *p, int status, bool failed) {
+    char path[TS_PATH_MAX + 64];
+    snprintf(path, sizeof path, "%s/%s", p->config.run_dir, TS_CAMPAIGN_FAILED_MARKER);
+    if (!failed) {
+        unlink(path);
+        return;
+    }
+    char text[128], err[256];
+    int n = snprintf(text, sizeof text, "training exited with status %d\n", status);
+    if (!ts_campaign_write_file_atomic(path, text, (size_t)n, err, sizeof err))
+        fprintf(stderr, "thinkscale campaign: warning: %s\n", err);
+}
+
+/* Runs /usr/bin/python3 REPO/analysis/scaling.py DIR; its exit status, or -1
+ * if the script is not there. */
+static int run_analysis(const char *dir) {
+    char root[PATH_MAX], script[PATH_MAX + 64];
+    if (!ts_campaign_repo_root(root, sizeof root)) return -1;
+    snprintf(script, sizeof script, "%s/analysis/scaling.py", root);
+    if (access(script, R_OK) != 0) return -1;
+    printf("== campaign: analysis: /usr/bin/python3 %s %s\n", script, dir);
+    fflush(stdout);
+    char *argv[] = {"/usr/bin/python3", script, (char *)dir, NULL};
+    pid_t pid;
+    if (posix_spawn(&pid, argv[0], NULL, NULL, argv, environ) != 0) return 127;
+    int status = 0;
+    while (waitpid(pid, &status, 0) < 0)
+        if (errno != EINTR) return 127;
+    return WIFEXITED(status) ? WEXITSTATUS(status) : 128;
+}
+
+int ts_campaign_run(MPI_Comm comm, const ts_campaign *c, const ts_campaign_manifest *m,
+                    const ts_campaign_run_options *o) {
+    int rank = 0;
+    MPI_Comm_rank(comm, &rank);
+    char err[2048] = "";
+    bool ok = true;
+    if (rank == 0) {
+        if (o->train && !m->data_found) {
+            snprintf(err, sizeof err, "%s: %s: cannot run (plan works without data)", c->path,
+                     m->missing);
+            ok = false;
+        }
+        ok = ok && ts_campaign_manifest_claim_dir(c, m, o->dir, err, sizeof err);
+    }
+    if (!agree(comm, rank, ok, err)) return 1;
+
+    ts_campaign_run_result *results = calloc((size_t)m->n_points, sizeof *results);
+    bool *ran = calloc((size_t)m->n_points, sizeof *ran); /* runs handled in this invocation */
+    ok = results && ran;
+    if (!agree(comm, rank, ok, "out of memory")) {
+        free(results);
+        free(ran);
+        return 1;
+    }
+    int n_done = 0, n_selected = 0, n_failed = 0;
+    for (int i = 0; i < m->n_points; i++) n_selected += o->selected[i];
+    if (rank == 0) ok = refresh_results(c, m, o->dir, results, &n_done, err, sizeof err);
+    if (!agree(comm, rank, ok, err)) goto done;
+
+    for (int i = 0; o->train && i < m->n_points; i++) {
+        if (!o->selected[i]) continue;
+        const ts_campaign_point *p = &m->points[i];
+        int owner = p->run_owner;
+        if (ran[owner]) continue;
+        ran[owner] = true;
+        if (run_is_complete(comm, p)) {
+            if (rank == 0)
+                printf("== campaign %s: point %d %s: complete, skipped\n", c->name, i, p->name);
+            continue;
+        }
+        if (rank == 0) {
+            printf("== campaign %s: point %d/%d %s (run %s)\n", c->name, i, m->n_points, p->name,
+                   p->run);
+            fflush(stdout);
+            ok = ts_make_dirs(p->config.run_dir, err, sizeof err) == TS_IO_OK;
+            if (ok) set_failed_marker(p, 0, false);
+        }
+        if (!agree(comm, rank, ok, err)) goto done;
+        /* Resuming a directory without a checkpoint starts from step 0. */
+        int status = ts_train(comm, &p->config, true);
+        if (status != 0) {
+            n_failed++;
+            if (rank == 0) {
+                set_failed_marker(p, status, true);
+                fprintf(stderr, "thinkscale campaign: point %s failed (status %d); continuing\n",
+                        p->name, status);
+            }
+        }
+        if (rank == 0) ok = refresh_results(c, m, o->dir, results, &n_done, err, sizeof err);
+        if (!agree(comm, rank, ok, err)) goto done;
+    }
+
+    int status = 0;
+    if (rank == 0) {
+        int selected_done = 0;
+        for (int i = 0; i < m->n_points; i++)
+            selected_done += o->selected[i] && results[i].status == TS_POINT_DONE;
+        printf("== campaign %s: %d of %d points done (%d selected, %d of them done); results: "
+               "%s/results.h5\n",
+               c->name, n_done, m->n_points, n_selected, selected_done, o->dir);
+        if (selected_done < n_selected) status = 1;
+        if (n_done < m->n_points) {
+            if (o->analyse)
+                printf("== campaign %s: the analysis waits for the other %d point%s (run them, "
+                       "e.g. without --points)\n",
+                       c->name, m->n_points - n_done, m->n_points - n_done == 1 ? "" : "s");
+        } else if (o->analyse) {
+            int a = run_analysis(o->dir);
+            if (a < 0)
+                printf("== campaign %s: analysis/scaling.py is not in this build's repository: "
+                       "run it on %s when it is\n",
+                       c->name, o->dir);
+            else if (a != 0) {
+                fprintf(stderr, "thinkscale campaign: error: the analysis exited with status %d\n",
+                        a);
+                status = 1;
+            } else {
+                printf("== campaign %s: fits %s/fits.csv and %s/fits.md, figures %s/figures/\n",
+                       c->name, o->dir, o->dir, o->dir);
+            }
+        }
+        fflush(stdout);
+    }
+    MPI_Bcast(&status, 1, MPI_INT, 0, comm);
+    free(results);
+    free(ran);
+    return status;
+done:
+    free(results);
+    free(ran);
+    return 1;
+}

@@ -1,0 +1,57 @@
+#!/usr/bin/env bash
+# Bad campaign files stop with a message naming the problem before anything
+# runs, and never touch an existing campaign directory's results: an unknown
+# run-configuration key, an empty axis, a duplicate point, a value giving an
+# invalid model, a missing data file (plan still works there when the
+# vocabulary is given), a bad --points selection.
+source "$(dirname "$0")/lib.sh"
+make_license_corpus "$tmp/corpus.h5"
+good() { tiny_campaign /dev/stdout bad; }
+good >"$tmp/good.ini"
+dir=$tmp/campaign
+mpirun -np 2 "$bin" campaign run "$tmp/good.ini" --dir "$dir" --no-analysis >"$tmp/good.log" 2>&1
+check "the good campaign runs" [ $? -eq 0 ]
+snapshot() { (cd "$dir" && find . -type f | sort | xargs sha256sum); }
+before=$(snapshot)
+
+bad_case() { # bad_case LABEL PATTERN: the campaign in $tmp/bad.ini must fail naming PATTERN
+    check "$1: run refuses it" fails_with "$tmp/bad.log" "$2" \
+        mpirun -np 2 "$bin" campaign run "$tmp/bad.ini" --dir "$dir"
+    check "$1: nothing ran" [ "$(grep -c '^step ' "$tmp/bad.log")" = 0 ]
+    check "$1: the directory is untouched" [ "$before" = "$(snapshot)" ]
+}
+
+good | sed 's/^train.steps = 4$/train.stepz = 4/' >"$tmp/bad.ini"
+bad_case "unknown key" "bad.ini:.*\[base\] unknown configuration key 'train.stepz'"
+check "unknown key: plan refuses it too" fails_with "$tmp/plan.log" "unknown configuration key" \
+    "$bin" campaign plan "$tmp/bad.ini"
+
+good | sed 's/^values = 8, 16, 32$/values =/' >"$tmp/bad.ini"
+bad_case "empty axis" "axis width is empty"
+
+good | sed 's/^values = 8, 16, 32$/values = 8, 16, 8/' >"$tmp/bad.ini"
+bad_case "duplicate point" "'8' listed twice (a duplicate point)"
+
+good | sed 's/^architectures = transformerpp$/architectures = transformerpp, transformerpp/' \
+    >"$tmp/bad.ini"
+bad_case "architecture listed twice" "'transformerpp' listed twice"
+
+good | sed 's/^values = 8, 16, 32$/values = 8, 15/' >"$tmp/bad.ini"
+bad_case "invalid model" "point transformerpp-width-15-s33 .*invalid model sizes.*width 15, heads 2"
+
+good | sed "s|^data = .*|data = $tmp/nowhere.h5|" >"$tmp/bad.ini"
+bad_case "missing data" "nowhere.h5' does not exist"
+sed -i 's/^\[base\]$/[base]\nmodel.vocab_size = 256/' "$tmp/bad.ini"
+"$bin" campaign plan "$tmp/bad.ini" >"$tmp/plan.log" 2>&1
+check "missing data: plan works when model.vocab_size is given" [ $? -eq 0 ]
+check "missing data: plan says the data is not here" contains "$tmp/plan.log" "not found here"
+bad_case "missing data, vocabulary given" "nowhere.h5' does not exist: cannot run"
+
+cp "$tmp/good.ini" "$tmp/bad.ini"
+check "a selection matching nothing is refused" fails_with "$tmp/bad.log" \
+    "'ebt-\*' matches no point" mpirun -np 2 "$bin" campaign run "$tmp/bad.ini" --dir "$dir" \
+    --points 'ebt-*'
+check "an index beyond the manifest is refused" fails_with "$tmp/bad.log" "points 0-2" \
+    mpirun -np 2 "$bin" campaign run "$tmp/bad.ini" --dir "$dir" --points 0-5
+check "after all that, the directory is untouched" [ "$before" = "$(snapshot)" ]
+finish
