@@ -7,6 +7,8 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "io/atomic_commit.h"
+
 char *ts_campaign_read_file(const char *path, char *err, size_t errlen) {
     FILE *f = fopen(path, "rb");
     if (!f) {
@@ -34,54 +36,21 @@ char *ts_campaign_read_file(const char *path, char *err, size_t errlen) {
     return text;
 }
 
-void ts_campaign_temp_name(const char *path, char *out, size_t outlen) {
-    char host[64] = "host";
-    gethostname(host, sizeof host - 1);
-    host[sizeof host - 1] = 0;
-    snprintf(out, outlen, "%s.tmp.%s.%ld", path, host, (long)getpid());
-}
-
-/* fsync of a file or directory by name. */
-static bool sync_path(const char *path) {
-    int fd = open(path, O_RDONLY);
-    if (fd < 0) return false;
-    bool ok = fsync(fd) == 0;
-    return close(fd) == 0 && ok;
-}
-
-bool ts_campaign_commit_file(const char *tmp, const char *path, char *err, size_t errlen) {
-    if (!sync_path(tmp) || rename(tmp, path) != 0) {
-        snprintf(err, errlen, "cannot replace '%s' with '%s': %s", path, tmp, strerror(errno));
-        unlink(tmp);
-        return false;
-    }
-    /* The rename itself becomes durable with the directory. */
-    char dir[4096];
-    snprintf(dir, sizeof dir, "%s", path);
-    char *slash = strrchr(dir, '/');
-    if (slash)
-        *slash = 0;
-    else
-        snprintf(dir, sizeof dir, ".");
-    sync_path(dir);
-    return true;
-}
-
 bool ts_campaign_write_file_atomic(const char *path, const void *bytes, size_t len, char *err,
                                    size_t errlen) {
-    char tmp[4200];
-    ts_campaign_temp_name(path, tmp, sizeof tmp);
-    FILE *f = fopen(tmp, "wb");
+    ts_commit commit;
+    if (ts_commit_begin_shared(&commit, path, err, errlen) != TS_IO_OK) return false;
+    FILE *f = fopen(commit.tmp, "wb");
     if (!f) {
-        snprintf(err, errlen, "cannot write '%s': %s", tmp, strerror(errno));
+        snprintf(err, errlen, "cannot write '%s': %s", commit.tmp, strerror(errno));
         return false;
     }
     bool ok = fwrite(bytes, 1, len, f) == len;
     ok = fclose(f) == 0 && ok;
     if (!ok) {
-        snprintf(err, errlen, "cannot write '%s'", tmp);
-        unlink(tmp);
+        snprintf(err, errlen, "cannot write '%s'", commit.tmp);
+        ts_commit_abandon(&commit);
         return false;
     }
-    return ts_campaign_commit_file(tmp, path, err, errlen);
+    return ts_commit_publish(&commit, NULL, NULL, err, errlen) == TS_IO_OK;
 }

@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "experiments/campaign_files.h"
+#include "io/atomic_commit.h"
 #include "io/build_info.h"
 #include "io/checkpoint.h"
 #include "io/provenance.h"
@@ -407,9 +408,11 @@ static bool write_columns(hid_t group, const columns *k, const ts_campaign_manif
 
 bool ts_campaign_write_results(const char *dir, const ts_campaign *c, const ts_campaign_manifest *m,
                                const ts_campaign_run_result *results, char *err, size_t errlen) {
-    char path[TS_PATH_MAX + 32], tmp[TS_PATH_MAX + 128];
+    char path[TS_PATH_MAX + 32];
     snprintf(path, sizeof path, "%s/results.h5", dir);
-    ts_campaign_temp_name(path, tmp, sizeof tmp);
+    ts_commit commit;
+    if (ts_commit_begin_shared(&commit, path, err, errlen) != TS_IO_OK) return false;
+    const char *tmp = commit.tmp;
     columns k;
     if (!alloc_columns(&k, (size_t)m->n_points, (size_t)m->n_domains)) {
         snprintf(err, errlen, "out of memory writing '%s'", path);
@@ -438,8 +441,8 @@ bool ts_campaign_write_results(const char *dir, const ts_campaign *c, const ts_c
     free_columns(&k);
     if (!ok) {
         snprintf(err, errlen, "cannot write '%s'", tmp);
-        unlink(tmp);
+        ts_commit_abandon(&commit);
         return false;
     }
-    return ts_campaign_commit_file(tmp, path, err, errlen);
+    return ts_commit_publish(&commit, NULL, NULL, err, errlen) == TS_IO_OK;
 }

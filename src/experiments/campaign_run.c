@@ -102,6 +102,7 @@ int ts_campaign_run(MPI_Comm comm, const ts_campaign *c, const ts_campaign_manif
         return 1;
     }
     int n_done = 0, n_selected = 0, n_failed = 0;
+    bool interrupted = false; /* by a stop signal: exit TS_TRAIN_EXIT_INTERRUPTED */
     for (int i = 0; i < m->n_points; i++) n_selected += o->selected[i];
     if (rank == 0) ok = refresh_results(c, m, o->dir, results, &n_done, err, sizeof err);
     if (!agree(comm, rank, ok, err)) goto done;
@@ -127,6 +128,19 @@ int ts_campaign_run(MPI_Comm comm, const ts_campaign *c, const ts_campaign_manif
         if (!agree(comm, rank, ok, err)) goto done;
         /* Resuming a directory without a checkpoint starts from step 0. */
         int status = ts_train(comm, &p->config, true);
+        if (status == TS_TRAIN_EXIT_INTERRUPTED) {
+            /* A stop signal (a Slurm time limit): the point is checkpointed,
+             * not failed; the campaign stops with the same status so the job
+             * script requeues it, and the rerun resumes this point. */
+            if (rank == 0) {
+                printf("== campaign %s: interrupted by a signal during %s; run the same command "
+                       "again to resume\n",
+                       c->name, p->name);
+                ok = refresh_results(c, m, o->dir, results, &n_done, err, sizeof err);
+            }
+            interrupted = agree(comm, rank, ok, err);
+            goto done;
+        }
         if (status != 0) {
             n_failed++;
             if (rank == 0) {
@@ -177,5 +191,5 @@ int ts_campaign_run(MPI_Comm comm, const ts_campaign *c, const ts_campaign_manif
 done:
     free(results);
     free(ran);
-    return 1;
+    return interrupted ? TS_TRAIN_EXIT_INTERRUPTED : 1;
 }

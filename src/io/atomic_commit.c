@@ -78,6 +78,22 @@ ts_io_status ts_commit_begin(ts_commit *c, const char *path, bool overwrite, boo
     return TS_IO_OK;
 }
 
+ts_io_status ts_commit_begin_shared(ts_commit *c, const char *path, char *err, size_t errlen) {
+    memset(c, 0, sizeof *c);
+    if (!path || !path[0]) return ts_io_fail(err, errlen, TS_IO_ERR_ARGS, "no path to write");
+    char host[64] = "host", suffix[96];
+    gethostname(host, sizeof host - 1);
+    host[sizeof host - 1] = 0;
+    snprintf(suffix, sizeof suffix, "%s.%s.%ld", TS_COMMIT_TMP_SUFFIX, host, (long)getpid());
+    ts_io_status st = with_suffix(c->path, sizeof c->path, path, "", err, errlen);
+    if (st == TS_IO_OK) st = with_suffix(c->tmp, sizeof c->tmp, path, suffix, err, errlen);
+    if (st == TS_IO_OK)
+        st = with_suffix(c->marker, sizeof c->marker, path, TS_COMMIT_MARKER_SUFFIX, err, errlen);
+    struct stat info;
+    c->replacing = st == TS_IO_OK && stat(c->path, &info) == 0;
+    return st;
+}
+
 void ts_commit_abandon(const ts_commit *c) {
     unlink(c->tmp);
 }

@@ -56,6 +56,13 @@ ts_io_status ts_commit_begin(ts_commit *commit, const char *path, bool overwrite
 ts_io_status ts_commit_publish(const ts_commit *commit, const ts_commit_marker *marker,
                                int64_t *bytes, char *err, size_t errlen);
 
+/* For a file several processes may publish at once (a campaign's results.h5,
+ * rebuilt by every Slurm array task that finishes): the temporary name is
+ * unique to this host and process (path.tmp.HOST.PID), an existing path is
+ * replaced, and no other writer's temporary file is touched. The last rename
+ * wins; every version is whole. */
+ts_io_status ts_commit_begin_shared(ts_commit *commit, const char *path, char *err, size_t errlen);
+
 /* Removes the temporary file of a failed write. */
 void ts_commit_abandon(const ts_commit *commit);
 
