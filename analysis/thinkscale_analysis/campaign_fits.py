@@ -100,6 +100,8 @@ def _fit_axis(axis_groups, total, resamples, seed):
         row.notes += power.notes + saturating.notes
         if g.n_clusters < 3:
             row.notes.append("leave-one-out needs 3 runs")
+        elif g.n_clusters == 3:
+            row.notes.append("3 runs: intervals are coarse (about 85% coverage in simulation)")
         rows.append(row)
     reference = next((r for r in rows if r.arch == REFERENCE_ARCH), None)
     for row in rows:
@@ -110,6 +112,9 @@ def _fit_axis(axis_groups, total, resamples, seed):
             continue
         row.rel_rate, row.rel_rate_lo, row.rel_rate_hi = fits.rel_rate(
             row.power, reference.power, min(row.n_runs, reference.n_runs))
+        if np.sign(row.power.beta) * np.sign(reference.power.beta) < 0:
+            row.notes.append(f"beta and {REFERENCE_ARCH}'s have opposite signs: "
+                             "rel_rate compares magnitudes only")
         if not paired and np.isfinite(row.rel_rate_lo):
             row.notes.append("architectures differ in run count: rel_rate bootstrap unpaired")
     return rows
