@@ -68,8 +68,10 @@ def analyse(campaign, selection, resamples=DEFAULT_RESAMPLES, seed=0):
                 skipped.append((arch, axis, f"{len(rows_i)} usable point(s) of {total[(arch, axis)]}: "
                                 "nothing to fit"))
                 continue
+            # a row without a run name is its own run
+            runs = np.where(c["run"][rows_i] == "", c["name"][rows_i], c["run"][rows_i])
             g = fits.make_group(arch, axis, c["name"][rows_i], c["x"][rows_i], c["val_loss"][rows_i],
-                                c["run"][rows_i], c["seed"][rows_i])
+                                runs, c["seed"][rows_i])
             groups[(arch, axis)] = g
             axis_groups.append(g)
         rows.extend(_fit_axis(axis_groups, total, resamples, seed))
