@@ -6,6 +6,7 @@
 #   tests/slurm/test_*.sh  the same, each under a private Slurm it starts and
 #                        stops (tests/slurm/lib.sh, docs/slurm.md)
 #   tests/check_layers.sh  no upward #include in src/ (docs/architecture.md); one test
+#   analysis/tests/      Python unittest suites of the analysis (Debian's /usr/bin/python3)
 # A suite that crashes or prints no cmocka summary counts as one failure.
 set -u
 cd "$(dirname "$0")/.."
@@ -74,6 +75,22 @@ for script in tests/cli/test_*.sh tests/slurm/test_*.sh; do
         printf '%-48s %4d passed %4d failed\n' "$name" 0 1
     fi
 done
+
+# analysis/tests: counts from unittest's summary ("Ran N tests", "FAILED (failures=F,
+# errors=E, skipped=S)"); a skipped test counts as failed, no summary as one failure.
+py_log="$log_dir/python_analysis.log"
+PYTHONDONTWRITEBYTECODE=1 timeout 900 /usr/bin/python3 -m unittest discover -s analysis/tests -v \
+    >"$py_log" 2>&1
+py_status=$?
+py_ran=$(sed -nE 's/^Ran ([0-9]+) tests? in .*/\1/p' "$py_log" | tail -n 1)
+py_bad=$(grep -E '^(OK|FAILED) \(' "$py_log" | tail -n 1 |
+         grep -oE '(failures|errors|skipped)=[0-9]+' | awk -F= '{s += $2} END {print s + 0}')
+if [ -z "$py_ran" ]; then py_ran=0 py_bad=1; fi
+if [ "$py_status" -ne 0 ] && [ "$py_bad" -eq 0 ]; then py_bad=1; fi
+py_passed=$((py_ran > py_bad ? py_ran - py_bad : 0))
+passed=$((passed + py_passed)); failed=$((failed + py_bad))
+if [ "$py_bad" -gt 0 ]; then failures+=("python analysis/tests (log: $py_log)"); fi
+printf '%-48s %4d passed %4d failed\n' "python analysis/tests" "$py_passed" "$py_bad"
 
 for f in "${failures[@]+"${failures[@]}"}"; do echo "FAILED: $f"; done
 echo "tests: $passed passed, $failed failed"

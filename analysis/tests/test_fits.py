@@ -193,6 +193,27 @@ class SaturatingLaw(unittest.TestCase):
         self.assertIn("needs 4 distinct x", fit.notes[0])
 
 
+class OddData(unittest.TestCase):
+    def test_random_small_groups_never_raise_or_warn(self):
+        """2-7 points, repeated x, shared runs, losses rising or falling: every
+        estimator returns numbers or nan (numpy warnings are errors here)."""
+        rng = np.random.default_rng(0)
+        with np.errstate(all="raise"):
+            for _ in range(25):
+                n = int(rng.integers(2, 8))
+                x = rng.choice([1, 2, 4, 8, 16, 32, 64], size=n) * 10.0 ** rng.integers(0, 12)
+                loss = np.exp(rng.uniform(-1, 3, size=n))
+                g = group(x, loss, rng.choice(list("abcdef"), size=n))
+                drawn = bootstrap.draws(rng, g.n_clusters, 50)
+                power = fits.fit_power_law(g, drawn)
+                saturating = fits.fit_saturating(g, drawn)
+                for value in (power.beta, power.lo, saturating.alpha, saturating.lo,
+                              fits.loo_error(g), fits.rel_rate(power, power, g.n_clusters)[0]):
+                    self.assertIsInstance(float(value), float)
+                if g.n_distinct_x >= 2:
+                    self.assertTrue(np.isfinite(power.beta))
+
+
 class ForecastAndComputeMatched(unittest.TestCase):
     def test_leave_one_out_is_zero_on_an_exact_power_law_and_grows_with_noise(self):
         x = np.geomspace(10, 1e4, 6)

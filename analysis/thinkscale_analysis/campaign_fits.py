@@ -68,8 +68,10 @@ def analyse(campaign, selection, resamples=DEFAULT_RESAMPLES, seed=0):
                 skipped.append((arch, axis, f"{len(rows_i)} usable point(s) of {total[(arch, axis)]}: "
                                 "nothing to fit"))
                 continue
+            # a row without a run name is its own run
+            runs = np.where(c["run"][rows_i] == "", c["name"][rows_i], c["run"][rows_i])
             g = fits.make_group(arch, axis, c["name"][rows_i], c["x"][rows_i], c["val_loss"][rows_i],
-                                c["run"][rows_i], c["seed"][rows_i])
+                                runs, c["seed"][rows_i])
             groups[(arch, axis)] = g
             axis_groups.append(g)
         rows.extend(_fit_axis(axis_groups, total, resamples, seed))
@@ -100,6 +102,8 @@ def _fit_axis(axis_groups, total, resamples, seed):
         row.notes += power.notes + saturating.notes
         if g.n_clusters < 3:
             row.notes.append("leave-one-out needs 3 runs")
+        elif g.n_clusters == 3:
+            row.notes.append("3 runs: intervals are coarse (about 85% coverage in simulation)")
         rows.append(row)
     reference = next((r for r in rows if r.arch == REFERENCE_ARCH), None)
     for row in rows:
@@ -110,6 +114,9 @@ def _fit_axis(axis_groups, total, resamples, seed):
             continue
         row.rel_rate, row.rel_rate_lo, row.rel_rate_hi = fits.rel_rate(
             row.power, reference.power, min(row.n_runs, reference.n_runs))
+        if np.sign(row.power.beta) * np.sign(reference.power.beta) < 0:
+            row.notes.append(f"beta and {REFERENCE_ARCH}'s have opposite signs: "
+                             "rel_rate compares magnitudes only")
         if not paired and np.isfinite(row.rel_rate_lo):
             row.notes.append("architectures differ in run count: rel_rate bootstrap unpaired")
     return rows

@@ -44,17 +44,32 @@ def _band(power, lgrid, n_runs):
     return np.exp(centre - factor * (centre - lo)), np.exp(centre + factor * (hi - centre))
 
 
-def _plain_log_ticks(axis):
-    """Labels at 1..9 x 10^k for an axis spanning under two decades (losses,
-    depths, widths), where default log ticks leave it nearly unlabelled."""
-    axis.set_major_locator(ticker.LogLocator(base=10, subs=np.arange(1, 10)))
-    axis.set_major_formatter(ticker.FormatStrFormatter("%g"))
-    axis.set_minor_locator(ticker.NullLocator())
+def _compact(value, _position=None):
+    if value >= 1e4:
+        mantissa, exponent = f"{value:.1e}".split("e")
+        return f"{mantissa.rstrip('0').rstrip('.')}e{int(exponent)}"
+    return f"{value:g}"
 
 
-def _log_loss_axis(ax):
+def _readable_log_ticks(axis, span):
+    """Over less than two decades (losses, depths, widths) default log ticks
+    leave an axis nearly unlabelled: label 1-2-5 steps, or below a factor 5 a
+    few round linear values."""
+    if span >= 100:
+        return
+    if span >= 5:
+        axis.set_major_locator(ticker.LogLocator(base=10, subs=(1, 2, 5)))
+    else:
+        axis.set_major_locator(ticker.MaxNLocator(nbins=5, steps=[1, 2, 2.5, 5, 10]))
+    axis.set_major_formatter(ticker.FuncFormatter(_compact))
+    axis.set_minor_formatter(ticker.NullFormatter())
+
+
+def _log_loss_axis(ax, losses):
     ax.set_yscale("log")
-    _plain_log_ticks(ax.yaxis)
+    losses = np.concatenate([np.ravel(v) for v in losses])
+    losses = losses[np.isfinite(losses) & (losses > 0)]
+    _readable_log_ticks(ax.yaxis, losses.max() / losses.min() if losses.size else 1.0)
 
 
 def draw_axis(ax, analysis, axis, legend=True):
@@ -84,10 +99,10 @@ def draw_axis(ax, analysis, axis, legend=True):
         if np.isfinite(r.saturating.alpha):
             ax.plot(np.exp(lgrid), r.saturating.predict(np.exp(lgrid)), color=colour, lw=0.8, ls="--")
     ax.set_xscale("log")
-    span = max(g.x.max() / g.x.min() for g in (analysis.groups[(r.arch, axis)] for r in rows))
-    if span < 100:
-        _plain_log_ticks(ax.xaxis)
-    _log_loss_axis(ax)
+    groups = [analysis.groups[(r.arch, axis)] for r in rows]
+    xs = np.concatenate([g.x for g in groups])
+    _readable_log_ticks(ax.xaxis, xs.max() / xs.min())
+    _log_loss_axis(ax, [g.loss for g in groups])
     ax.set_xlabel(AXIS_LABELS.get(axis, axis))
     ax.set_ylabel("validation loss (nats/token)")
     ax.set_title(axis)
@@ -138,7 +153,7 @@ def compute_matched_figure(analysis, out_dir):
             right.plot(view.budgets, diff, "o-", color=colour, ms=4, lw=1,
                        label=ARCH_LABELS.get(arch, arch))
     left.set_xscale("log")
-    _log_loss_axis(left)
+    _log_loss_axis(left, [c[1] for c in view.curves.values()])
     left.set_xlabel("executed training FLOPs")
     left.set_ylabel("validation loss (nats/token)")
     left.set_title(f"loss against compute ({view.source_axis} axis runs)")

@@ -238,7 +238,7 @@ def fit_saturating(group, drawn):
     for start in starts:
         result = optimize.minimize(_huber_objective, start, args=(x, loss, x_ref),
                                    method="Nelder-Mead", bounds=bounds,
-                                   options={"xatol": 1e-8, "fatol": 1e-12, "maxiter": 2000})
+                                   options={"xatol": 1e-8, "fatol": 1e-12, "maxiter": 600})
         if result.fun < best[0]:
             best = (float(result.fun), result.x)
     e, a_scaled, log_alpha = best[1]

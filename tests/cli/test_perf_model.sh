@@ -2,8 +2,8 @@
 # The scaling benchmark's tools and the performance model (docs/scaling-model.md):
 # bench_collectives writes one header line and one row per collective and size
 # with min <= avg <= max; bench_step_flops' counts add up over ranks; bad
-# arguments are refused; then the model's unittest suite (analysis/tests/
-# test_perf_model.py: fit, strategies, the command line on synthetic files).
+# arguments are refused. The model's own unittest suite (analysis/tests/
+# test_perf_model.py) runs with the other analysis tests in run_tests.sh.
 source "$(dirname "$0")/lib.sh"
 coll=$repo/build/float/bench/bench_collectives
 flops=$repo/build/float/bench/bench_step_flops
@@ -46,8 +46,4 @@ PY
 check "bench_step_flops without model.vocab_size is a usage error" fails_with "$tmp/v.log" "usage" \
     "$flops" "$tmp/x.csv" --ranks 1 --batch 8
 
-PYTHONDONTWRITEBYTECODE=1 py -m unittest discover -s "$repo/analysis/tests" -p test_perf_model.py >"$tmp/unit.log" 2>&1
-status=$?
-tail -n 3 "$tmp/unit.log"
-check "the performance model's unittest suite passes" [ $status -eq 0 ]
 finish
