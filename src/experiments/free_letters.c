@@ -22,6 +22,7 @@
 #include "io/checkpoint.h"
 #include "io/provenance.h"
 #include "models/free_transformer.h"
+#include "train/checkpoint_model.h"
 #include "train/trainer.h"
 
 #define MAX_KAPPAS TS_FREE_LETTERS_MAX_KAPPAS
@@ -157,23 +158,8 @@ static ts_model *load_final_model(MPI_Comm comm, const char *run_dir, kappa_resu
                                                 &step, err, errlen);
     if (st == TS_IO_NOT_FOUND) snprintf(err, errlen, "no complete checkpoint in '%s'", run_dir);
     if (st != TS_IO_OK) return NULL;
-    ts_checkpoint_info info;
-    if (ts_checkpoint_read_info(comm, r->checkpoint, &info, err, errlen) != TS_IO_OK) return NULL;
     ts_run_config config;
-    ts_config_defaults(&config);
-    bool ok = ts_config_load_string(&config, info.config_text, r->checkpoint, err, errlen);
-    r->step = info.step;
-    ts_checkpoint_info_free(&info);
-    if (!ok) return NULL;
-    ts_model *model = ts_model_create(&config.model, err, errlen);
-    ts_saved_role params =
-        model ? ts_saved_params(&model->table, model->params) : (ts_saved_role){0};
-    if (model &&
-        ts_checkpoint_read(comm, r->checkpoint, NULL, &params, 1, NULL, err, errlen) != TS_IO_OK) {
-        ts_model_destroy(model);
-        model = NULL;
-    }
-    return model;
+    return ts_model_from_checkpoint(comm, r->checkpoint, &config, &r->step, err, errlen);
 }
 
 /* Loss with one and 16 prior samples, the (leaking) posterior loss and the

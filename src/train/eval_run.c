@@ -10,6 +10,7 @@
 #include "data/tokenizer.h"
 #include "io/token_file.h"
 #include "models/ebt.h"
+#include "train/checkpoint_model.h"
 #include "train/evaluate.h"
 
 /* eval.h5 in the directory of the checkpoint, i.e. the run directory, where
@@ -18,26 +19,6 @@ static void default_output(const char *checkpoint, char *output, size_t len) {
     const char *slash = strrchr(checkpoint, '/');
     if (slash) snprintf(output, len, "%.*s/eval.h5", (int)(slash - checkpoint), checkpoint);
     else snprintf(output, len, "eval.h5");
-}
-
-/* Loads the model stored in a checkpoint: its configuration, then its parameters. */
-static ts_model *load_model(MPI_Comm comm, const char *path, ts_run_config *config, long *step,
-                            char *err, size_t errlen) {
-    ts_checkpoint_info info;
-    if (ts_checkpoint_read_info(comm, path, &info, err, errlen) != TS_IO_OK) return NULL;
-    ts_config_defaults(config);
-    bool ok = ts_config_load_string(config, info.config_text, path, err, errlen);
-    *step = info.step;
-    ts_checkpoint_info_free(&info);
-    if (!ok) return NULL;
-    ts_model *model = ts_model_create(&config->model, err, errlen);
-    if (!model) return NULL;
-    ts_saved_role params = ts_saved_params(&model->table, model->params);
-    if (ts_checkpoint_read(comm, path, NULL, &params, 1, NULL, err, errlen) != TS_IO_OK) {
-        ts_model_destroy(model);
-        return NULL;
-    }
-    return model;
 }
 
 int ts_eval_run(MPI_Comm comm, const ts_eval_run_options *a) {
@@ -58,7 +39,7 @@ int ts_eval_run(MPI_Comm comm, const ts_eval_run_options *a) {
     }
     ts_run_config config;
     long step = 0;
-    ts_model *model = load_model(comm, path, &config, &step, err, sizeof err);
+    ts_model *model = ts_model_from_checkpoint(comm, path, &config, &step, err, sizeof err);
     if (!model) {
         if (rank == 0) fprintf(stderr, "thinkscale eval: error: %s\n", err);
         return 1;
