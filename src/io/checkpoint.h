@@ -126,6 +126,13 @@ ts_io_status ts_checkpoint_write(MPI_Comm comm, const char *run_dir,
 ts_io_status ts_checkpoint_find_latest(MPI_Comm comm, const char *run_dir, char *path,
                                        size_t pathlen, long *step, char *err, size_t errlen);
 
+/* As ts_checkpoint_find_latest, among the complete checkpoints of a step
+ * below before_step: what --resume falls back to when the newest one fails
+ * verification. TS_IO_NOT_FOUND when there is none. */
+ts_io_status ts_checkpoint_find_before(MPI_Comm comm, const char *run_dir, long before_step,
+                                       char *path, size_t pathlen, long *step, char *err,
+                                       size_t errlen);
+
 /* Header of a complete checkpoint (checked like ts_checkpoint_read's first
  * stage: marker, size, format). Free with ts_checkpoint_info_free. */
 ts_io_status ts_checkpoint_read_info(MPI_Comm comm, const char *path, ts_checkpoint_info *info,

@@ -56,12 +56,15 @@ typedef struct ts_run_state {
 } ts_run_state;
 
 /* Creates the run directory, or with resume loads the newest complete
- * checkpoint in it (step and tokens are set from it, 0 otherwise). A fresh
- * run refuses a directory that already holds checkpoints or metrics, so no
- * result is ever overwritten. Collective. */
+ * checkpoint in it that verifies (one that fails verification is reported
+ * on stderr and the next older one tried), or the checkpoint file
+ * resume_from when it is not NULL; step and tokens are set from it, 0
+ * otherwise. A fresh run refuses a directory that already holds checkpoints
+ * or metrics, so no result is ever overwritten. Collective. */
 bool ts_run_state_open(ts_run_state *state, MPI_Comm comm, const ts_run_config *config,
-                       ts_model *model, ts_optimizer *optimizer, bool resume, long *step,
-                       double *tokens, char *err, size_t errlen);
+                       ts_model *model, ts_optimizer *optimizer, bool resume,
+                       const char *resume_from, long *step, double *tokens, char *err,
+                       size_t errlen);
 /* stats: the model's ops->n_stats statistics of the step. */
 bool ts_run_state_log_step(ts_run_state *state, const ts_step_record *record, const double *stats,
                            char *err, size_t errlen);

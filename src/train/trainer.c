@@ -298,7 +298,7 @@ static bool report_run(trainer *tr, ts_run_summary *s, char *err, size_t errlen)
     return ts_write_run_report(s, err, errlen);
 }
 
-static int run(trainer *tr, bool resume) {
+static int run(trainer *tr, bool resume, const char *resume_from) {
     char err[1024] = "";
     const ts_run_config *c = &tr->config;
     if (!all_ok(tr, open_data(tr, err, sizeof err), err)) return 1;
@@ -322,7 +322,7 @@ static int run(trainer *tr, bool resume) {
     ts_model_bind(m, &tr->ctx);
 
     if (!all_ok(tr, ts_run_state_open(&tr->state, tr->comm, c, m, &tr->optimizer, resume,
-                                      &tr->step, &tr->tokens_seen, err, sizeof err),
+                                      resume_from, &tr->step, &tr->tokens_seen, err, sizeof err),
                 err))
         return 1;
     if (tr->step >= c->steps) {
@@ -422,6 +422,11 @@ static int run(trainer *tr, bool resume) {
 }
 
 int ts_train(MPI_Comm comm, const ts_run_config *config, bool resume) {
+    return ts_train_resume_from(comm, config, resume, NULL);
+}
+
+int ts_train_resume_from(MPI_Comm comm, const ts_run_config *config, bool resume,
+                         const char *checkpoint) {
     trainer tr = {.comm = comm, .config = *config};
     MPI_Comm_rank(comm, &tr.rank);
     MPI_Comm_size(comm, &tr.nranks);
@@ -430,7 +435,7 @@ int ts_train(MPI_Comm comm, const ts_run_config *config, bool resume) {
         return 1;
     }
     ts_ctx_set_error_handler(&tr.ctx, abort_job, &tr);
-    int status = run(&tr, resume);
+    int status = run(&tr, resume || checkpoint, checkpoint);
     close_all(&tr);
     return status;
 }
