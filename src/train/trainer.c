@@ -289,6 +289,7 @@ static bool report_run(trainer *tr, ts_run_summary *s, char *err, size_t errlen)
         s->eval_names[i] = tr->evals[i].name;
         s->eval_loss[i] = tr->evals[i].last.loss;
         s->eval_perplexity[i] = tr->evals[i].last.perplexity;
+        s->eval_measured[i] = tr->evals[i].last.tokens > 0; /* zero until evaluated */
     }
     s->checkpoint_bytes = tr->state.last_checkpoint_bytes;
     s->checkpoint_bandwidth = tr->state.last_checkpoint_bandwidth;

@@ -4,7 +4,8 @@
 # and both checksums, then continues from the next older checkpoint that
 # verifies, and that continuation is bit-identical to an uninterrupted run.
 # --resume-from FILE picks a checkpoint explicitly; a damaged one it names is
-# an error, as is a run directory in which no checkpoint verifies.
+# an error, as is a run directory in which no checkpoint verifies. Also: an
+# invocation that ran no evaluation reports its validation perplexity as n/a.
 source "$(dirname "$0")/lib.sh"
 make_license_corpus "$tmp/corpus.h5"
 every=(--set train.checkpoint_every=10 --set train.keep_checkpoints=3)
@@ -44,6 +45,11 @@ check "the uninterrupted run succeeds" [ $? -eq 0 ]
 tiny_train 2 "$bin" "$tmp/run" "${every[@]}" --set train.stop_at=20 >"$tmp/first.log" 2>&1
 check "the first part stops at step 20 with checkpoints 10 and 20" \
     [ -f "$tmp/run/checkpoint_00000010.h5.complete" -a -f "$tmp/run/checkpoint_00000020.h5.complete" ]
+# No evaluation ran in the first part (train.stop_at before any eval step):
+# its validation perplexity is n/a, not 0.
+check "the RESULT line of an invocation without evaluation says val_ppl n/a" \
+    contains "$tmp/first.log" "^RESULT .* val_ppl(licenses)=n/a VALID"
+check "... and so does report.yaml" contains "$tmp/run/report.yaml" "perplexity: n/a"
 cp -r "$tmp/run" "$tmp/explicit"
 cp -r "$tmp/run" "$tmp/all-bad"
 corrupt "$tmp/run/checkpoint_00000020.h5" optimizer/m
@@ -58,6 +64,9 @@ check "... with the stored and read checksums" \
 check "... and the checkpoint it continues from" \
     contains "$tmp/resume.log" "continuing from the older .*checkpoint_00000010.h5"
 check "... which is step 10" contains "$tmp/resume.log" "resumed from .*(step 10"
+check "an invocation that evaluates reports a number" \
+    contains "$tmp/resume.log" "^RESULT .* val_ppl(licenses)=[0-9][0-9.]* VALID"
+check "... in report.yaml too" contains "$tmp/run/report.yaml" "perplexity: [0-9][0-9.]*$"
 check "the continuation is bit-identical to the uninterrupted run" same_as_straight "$tmp/run"
 check "the damaged checkpoint 20 was replaced by a sound one" same_as_straight "$tmp/run" 20
 
