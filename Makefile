@@ -96,13 +96,19 @@ build/$(1)/thinkscale: build/$(1)/src/cli/main.o build/$(1)/libthinkscale.a
 endef
 $(foreach b,$(BUILDS),$(eval $(call BUILD_template,$(b))))
 
+# Preloaded fault injection for the reliability tests (tests/fault/).
+FAULT_SHIMS = build/fault/write_fault.so
+build/fault/%.so: tests/fault/%.c
+	@mkdir -p $(@D)
+	$(CC) -std=gnu11 -Wall -Wextra -Werror -O1 -shared -fPIC $< -o $@ -ldl
+
 UNIT_BINS = $(foreach b,$(BUILDS),$(patsubst %.c,build/$(b)/%,$(UNIT_SRC)))
 MPI_BINS  = $(foreach b,float double,$(patsubst %.c,build/$(b)/%,$(MPI_SRC)))
 BENCH_BINS = $(patsubst %.c,build/float/%,$(BENCH_SRC))
 PROGRAMS  = build/float/thinkscale build/double/thinkscale
 
 build: deps
-	@$(MAKE) -s --no-print-directory -j$(NPROC) $(PROGRAMS) $(UNIT_BINS) $(MPI_BINS) $(BENCH_BINS)
+	@$(MAKE) -s --no-print-directory -j$(NPROC) $(PROGRAMS) $(UNIT_BINS) $(MPI_BINS) $(BENCH_BINS) $(FAULT_SHIMS)
 	@ln -sf build/float/thinkscale thinkscale
 
 # ---------------------------------------------------------------- entry points

@@ -329,9 +329,19 @@ bool ts_run_state_checkpoint(ts_run_state *s, long step, double tokens, char *er
     ts_checkpoint_report report;
     ts_saved_role roles[MAX_ROLES];
     int n_roles = training_roles(s, roles);
-    if (ts_checkpoint_write(s->comm, s->config->run_dir, &cs, roles, n_roles, &options, &report,
-                            err, errlen) != TS_IO_OK)
+    ts_io_status st = ts_checkpoint_write(s->comm, s->config->run_dir, &cs, roles, n_roles,
+                                          &options, &report, err, errlen);
+    if (st == TS_IO_ERR_STRANDED) {
+        /* Other ranks may be inside an HDF5 collective this rank left: no
+         * agreement can reach them, only ending the job does. */
+        fprintf(stderr, "thinkscale: rank %d: error: %s\n", s->rank, err);
+        fflush(stderr);
+        MPI_Abort(s->comm, TS_EXIT_WRITE_FAILED);
+    }
+    if (st != TS_IO_OK) {
+        s->write_failed = true;
         return false;
+    }
     s->last_checkpoint_bytes = (double)report.bytes;
     s->last_checkpoint_bandwidth = report.bandwidth;
     if (s->rank != 0) return true;

@@ -400,7 +400,7 @@ static int run(trainer *tr, bool resume, const char *resume_from) {
         }
         if ((c->checkpoint_every && tr->step % c->checkpoint_every == 0) || last || stopping) {
             ok = ts_run_state_checkpoint(&tr->state, tr->step, tr->tokens_seen, err, sizeof err);
-            if (!all_ok(tr, ok, err)) return 1;
+            if (!all_ok(tr, ok, err)) return tr->state.write_failed ? TS_EXIT_WRITE_FAILED : 1;
         }
         if (stopping) {
             if (tr->rank == 0)
