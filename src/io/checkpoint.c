@@ -5,6 +5,8 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <pthread.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -120,6 +122,65 @@ static ts_io_status trim_reservation(const char *tmp, char *err, size_t errlen) 
         return ts_io_fail(err, errlen, TS_IO_ERR_IO, "checkpoint %s: cannot trim its reserved "
                           "space: %s", tmp, strerror(errno));
     return TS_IO_OK;
+}
+
+/* The close after a failed write runs HDF5's own collectives (the metadata
+ * flush), which a write failing on one rank only can leave waiting forever
+ * (no agreement can reach into them). A thread ends this process if the
+ * close has not returned after a limit: it removes the temporary file, says
+ * where it was stuck and exits with TS_IO_EXIT_STRANDED; mpirun then ends
+ * the other ranks. */
+typedef struct close_watch {
+    pthread_mutex_t lock;
+    pthread_cond_t done_signal;
+    bool done;
+    int rank, seconds;
+    const char *tmp;
+} close_watch;
+
+static void *watch_close(void *arg) {
+    close_watch *w = arg;
+    struct timespec deadline;
+    clock_gettime(CLOCK_REALTIME, &deadline);
+    deadline.tv_sec += w->seconds;
+    pthread_mutex_lock(&w->lock);
+    int rc = 0;
+    while (!w->done && rc != ETIMEDOUT)
+        rc = pthread_cond_timedwait(&w->done_signal, &w->lock, &deadline);
+    bool stuck = !w->done;
+    pthread_mutex_unlock(&w->lock);
+    if (stuck) {
+        unlink(w->tmp);
+        fprintf(stderr,
+                "thinkscale: rank %d: error: checkpoint %s: closing it after a failed write has "
+                "not returned in %d s (HDF5's metadata flush is waiting in a collective that "
+                "another rank left after its write failed): %s removed, earlier checkpoints are "
+                "intact; ending the job\n",
+                w->rank, w->tmp, w->seconds, w->tmp);
+        fflush(stderr);
+        _exit(TS_IO_EXIT_STRANDED);
+    }
+    return NULL;
+}
+
+/* H5Fclose of a file whose write failed, under the watch above. */
+static herr_t close_failed_file(hid_t file, int rank, const char *tmp, int seconds) {
+    close_watch w = {.done = false, .rank = rank, .seconds = seconds, .tmp = tmp};
+    pthread_t thread;
+    bool watching = pthread_mutex_init(&w.lock, NULL) == 0 &&
+                    pthread_cond_init(&w.done_signal, NULL) == 0 &&
+                    pthread_create(&thread, NULL, watch_close, &w) == 0;
+    herr_t closed = H5Fclose(file);
+    if (watching) {
+        pthread_mutex_lock(&w.lock);
+        w.done = true;
+        pthread_cond_signal(&w.done_signal);
+        pthread_mutex_unlock(&w.lock);
+        pthread_join(thread, NULL);
+        pthread_cond_destroy(&w.done_signal);
+        pthread_mutex_destroy(&w.lock);
+    }
+    return closed;
 }
 
 /* A failure inside an HDF5 call with collectives of its own (flush, close)
@@ -297,7 +358,13 @@ done:
             st = TS_IO_ERR_IO; /* unreachable: keeps the status a failure */
         MPI_Barrier(comm);
     }
-    if (io.file >= 0 && H5Fclose(io.file) < 0 && created) {
+    if (io.file >= 0 &&
+        (created && st != TS_IO_OK
+             ? close_failed_file(io.file, io.rank, commit.tmp,
+                                 options->stuck_close_seconds > 0 ? options->stuck_close_seconds
+                                                                  : 30)
+             : H5Fclose(io.file)) < 0 &&
+        created) {
         io.file = -1;
         st = stranded(run_dir, &commit, "then H5Fclose failed too", err, errlen);
         goto stranded_exit;

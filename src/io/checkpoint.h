@@ -69,6 +69,9 @@ typedef struct ts_checkpoint_options {
     size_t max_piece_bytes;          /* largest transfer of one rank in one HDF5 call; 0: 1 GiB.
                                       * Keeps each MPI-IO request under 2 GB; tests make it tiny
                                       * to exercise multi-round transfers */
+    int stuck_close_seconds;         /* after a failed write, a close (HDF5's collective metadata
+                                      * flush) not done in this many seconds ends the process
+                                      * with TS_IO_EXIT_STRANDED; <= 0: 30 */
 } ts_checkpoint_options;
 
 /* What a write or read moved, for allocation reports (sizes, bandwidth). */

@@ -37,6 +37,11 @@ typedef enum ts_io_status {
     TS_IO_ERR_STRANDED,
 } ts_io_status;
 
+/* The exit status of a process that had to end itself because it was stuck
+ * in, or left, an HDF5 collective after a failed write (the trainer's
+ * TS_EXIT_WRITE_FAILED is the same number). */
+#define TS_IO_EXIT_STRANDED 4
+
 /* "ok", "not found", "mismatch", ... */
 const char *ts_io_status_name(ts_io_status status);
 

@@ -59,7 +59,7 @@ typedef struct ts_run_state {
 /* The exit status of a run that stopped because a result could not be
  * written: a full file system, an exceeded quota, an I/O error. Earlier
  * complete checkpoints are intact; free space and --resume. */
-#define TS_EXIT_WRITE_FAILED 4
+#define TS_EXIT_WRITE_FAILED TS_IO_EXIT_STRANDED
 
 /* Creates the run directory, or with resume loads the newest complete
  * checkpoint in it that verifies (one that fails verification is reported
