@@ -353,9 +353,10 @@ done:
      * on one rank only (the disk is still full) would strand the others in
      * them. So rank 0 first empties the doomed file, giving back the space
      * its partial data took, and every rank waits for that before closing. */
-    if (io.file >= 0 && st != TS_IO_OK) {
-        if (io.rank == 0 && truncate(commit.tmp, 0) != 0 && st == TS_IO_OK)
-            st = TS_IO_ERR_IO; /* unreachable: keeps the status a failure */
+    if (created && st != TS_IO_OK) {
+        /* Best effort: if emptying fails, the close below is still watched
+         * and the file removed afterwards either way. */
+        if (io.rank == 0) (void)!truncate(commit.tmp, 0);
         MPI_Barrier(comm);
     }
     if (io.file >= 0 &&

@@ -20,7 +20,10 @@
  *
  * All functions are collective over comm (every rank calls them with the same
  * arguments, except for the data and shard ranges of its roles) and return
- * the same status and message on every rank. None prints or exits; HDF5's
+ * the same status and message on every rank, except TS_IO_ERR_STRANDED (a
+ * failure inside HDF5's own collectives; the caller must end the job). None
+ * prints or exits, except the watch of a close stuck after a failed write
+ * (ts_checkpoint_options.stuck_close_seconds, docs/reliability.md); HDF5's
  * error printing is off during each call and restored afterwards.
  *
  * The implementation is split by responsibility: checkpoint.c (the write and
