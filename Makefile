@@ -24,7 +24,7 @@ MARCH   ?= -march=native
 WARN    := -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wno-unused-parameter -Wno-format-truncation
 BASE_CFLAGS = -std=c11 -D_POSIX_C_SOURCE=200809L $(WARN) -Isrc -MMD -MP \
               $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
-LDLIBS  = $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lm
+LDLIBS  = $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lm -pthread
 
 CFLAGS_float  := -O3 $(MARCH) -g
 CFLAGS_double := -O3 $(MARCH) -g -DTS_DOUBLE
@@ -100,13 +100,19 @@ build/$(1)/thinkscale: build/$(1)/src/cli/main.o build/$(1)/libthinkscale.a
 endef
 $(foreach b,$(BUILDS),$(eval $(call BUILD_template,$(b))))
 
+# Preloaded fault injection for the reliability tests (tests/fault/).
+FAULT_SHIMS = build/fault/write_fault.so
+build/fault/%.so: tests/fault/%.c
+	@mkdir -p $(@D)
+	$(CC) -std=gnu11 -Wall -Wextra -Werror -O1 -shared -fPIC $< -o $@ -ldl
+
 UNIT_BINS = $(foreach b,$(BUILDS),$(patsubst %.c,build/$(b)/%,$(UNIT_SRC)))
 MPI_BINS  = $(foreach b,float double,$(patsubst %.c,build/$(b)/%,$(MPI_SRC)))
 BENCH_BINS = $(patsubst %.c,build/float/%,$(BENCH_SRC))
 PROGRAMS  = build/float/thinkscale build/double/thinkscale
 
 build: deps
-	@$(MAKE) -s --no-print-directory -j$(NPROC) $(PROGRAMS) $(UNIT_BINS) $(MPI_BINS) $(BENCH_BINS)
+	@$(MAKE) -s --no-print-directory -j$(NPROC) $(PROGRAMS) $(UNIT_BINS) $(MPI_BINS) $(BENCH_BINS) $(FAULT_SHIMS)
 	@ln -sf build/float/thinkscale thinkscale
 
 # ---------------------------------------------------------------- entry points

@@ -1,11 +1,18 @@
 /* Checkpoints, the sequences: what a write and a read do, in order, on
  * every rank. The pieces are in checkpoint_files.c, checkpoint_transfer.c,
  * checkpoint_schema.c and checkpoint_replicas.c. */
+#define _GNU_SOURCE /* fallocate */
+#include <errno.h>
+#include <fcntl.h>
 #include <limits.h>
+#include <pthread.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "io/atomic_commit.h"
 #include "io/checkpoint_internal.h"
@@ -48,6 +55,150 @@ static ts_io_status share_config(MPI_Comm comm, int rank, const char *mine, char
 }
 
 /* ---------------------------------------------------------------- writing */
+
+/* An upper bound of the file's size: the data, plus HDF5's object headers
+ * and attributes (generously per dataset), the configuration and the
+ * provenance. What the space check and the reservation ask for. */
+static long long estimated_bytes(const ts_saved_role *roles, int n_roles, int ranks,
+                                 size_t config_len) {
+    long long bytes = 128 * 1024 + 4 * (long long)config_len;
+    for (int i = 0; i < n_roles; i++) {
+        const ts_saved_role *r = &roles[i];
+        long long elements = r->layout == TS_SAVED_PER_RANK ? (long long)r->count * ranks
+                                                            : (long long)r->count;
+        int datasets = r->tensors ? r->tensors->count : 1;
+        bytes += elements * (long long)ckpt_type_size(r->type) + 2048LL * datasets +
+                 16LL * ranks;
+    }
+    return bytes;
+}
+
+/* Rank 0, before HDF5 writes a byte: the file system has room for the
+ * checkpoint (as far as statvfs tells; quotas are caught by reserve_space). */
+static ts_io_status check_space(const char *run_dir, const char *tmp, long long needed, char *err,
+                                size_t errlen) {
+    long long free_bytes = ts_io_free_bytes(run_dir);
+    if (free_bytes >= 0 && free_bytes < needed)
+        return ts_io_fail(err, errlen, TS_IO_ERR_NOSPACE,
+                          "checkpoint %s: not written: it needs about %lld bytes, but the file "
+                          "system of %s has %lld bytes free (earlier checkpoints are intact)",
+                          tmp, needed, run_dir, free_bytes);
+    return TS_IO_OK;
+}
+
+/* Rank 0, after the file is created: reserves its blocks (fallocate,
+ * keeping the size), so a full file system or an exceeded quota shows up
+ * here, in one agreed step, rather than inside HDF5's collective flush, where
+ * a failure on one rank strands the others. File systems that cannot
+ * reserve are written without. */
+static ts_io_status reserve_space(const char *run_dir, const char *tmp, long long needed,
+                                  char *err, size_t errlen) {
+    int fd = open(tmp, O_WRONLY);
+    if (fd < 0)
+        return ts_io_fail(err, errlen, TS_IO_ERR_IO, "checkpoint %s: cannot open to reserve "
+                          "space: %s", tmp, strerror(errno));
+    ts_io_status st = TS_IO_OK;
+    if (fallocate(fd, FALLOC_FL_KEEP_SIZE, 0, (off_t)needed) != 0) {
+        int error = errno;
+        if (ts_io_errno_is_nospace(error))
+            st = ts_io_fail(err, errlen, TS_IO_ERR_NOSPACE,
+                            "checkpoint %s: reserving %lld bytes failed: %s; the file system of "
+                            "%s has %lld bytes free (earlier checkpoints are intact)",
+                            tmp, needed, strerror(error), run_dir, ts_io_free_bytes(run_dir));
+        else if (error != EOPNOTSUPP && error != ENOSYS && error != EINVAL)
+            st = ts_io_fail(err, errlen, TS_IO_ERR_IO, "checkpoint %s: reserving %lld bytes "
+                            "failed: %s", tmp, needed, strerror(error));
+    }
+    close(fd);
+    return st;
+}
+
+/* Rank 0, after every rank closed the file: gives back what the
+ * reservation held beyond the file's end (truncating to its own size frees
+ * blocks past the end on Linux file systems). */
+static ts_io_status trim_reservation(const char *tmp, char *err, size_t errlen) {
+    struct stat info;
+    if (stat(tmp, &info) != 0 || truncate(tmp, info.st_size) != 0)
+        return ts_io_fail(err, errlen, TS_IO_ERR_IO, "checkpoint %s: cannot trim its reserved "
+                          "space: %s", tmp, strerror(errno));
+    return TS_IO_OK;
+}
+
+/* The close after a failed write runs HDF5's own collectives (the metadata
+ * flush), which a write failing on one rank only can leave waiting forever
+ * (no agreement can reach into them). A thread ends this process if the
+ * close has not returned after a limit: it removes the temporary file, says
+ * where it was stuck and exits with TS_IO_EXIT_STRANDED; mpirun then ends
+ * the other ranks. */
+typedef struct close_watch {
+    pthread_mutex_t lock;
+    pthread_cond_t done_signal;
+    bool done;
+    int rank, seconds;
+    const char *tmp;
+} close_watch;
+
+static void *watch_close(void *arg) {
+    close_watch *w = arg;
+    struct timespec deadline;
+    clock_gettime(CLOCK_REALTIME, &deadline);
+    deadline.tv_sec += w->seconds;
+    pthread_mutex_lock(&w->lock);
+    int rc = 0;
+    while (!w->done && rc != ETIMEDOUT)
+        rc = pthread_cond_timedwait(&w->done_signal, &w->lock, &deadline);
+    bool stuck = !w->done;
+    pthread_mutex_unlock(&w->lock);
+    if (stuck) {
+        unlink(w->tmp);
+        fprintf(stderr,
+                "thinkscale: rank %d: error: checkpoint %s: closing it after a failed write has "
+                "not returned in %d s (HDF5's metadata flush is waiting in a collective that "
+                "another rank left after its write failed): %s removed, earlier checkpoints are "
+                "intact; ending the job\n",
+                w->rank, w->tmp, w->seconds, w->tmp);
+        fflush(stderr);
+        _exit(TS_IO_EXIT_STRANDED);
+    }
+    return NULL;
+}
+
+/* H5Fclose of a file whose write failed, under the watch above. */
+static herr_t close_failed_file(hid_t file, int rank, const char *tmp, int seconds) {
+    close_watch w = {.done = false, .rank = rank, .seconds = seconds, .tmp = tmp};
+    pthread_t thread;
+    bool watching = pthread_mutex_init(&w.lock, NULL) == 0 &&
+                    pthread_cond_init(&w.done_signal, NULL) == 0 &&
+                    pthread_create(&thread, NULL, watch_close, &w) == 0;
+    herr_t closed = H5Fclose(file);
+    if (watching) {
+        pthread_mutex_lock(&w.lock);
+        w.done = true;
+        pthread_cond_signal(&w.done_signal);
+        pthread_mutex_unlock(&w.lock);
+        pthread_join(thread, NULL);
+        pthread_cond_destroy(&w.done_signal);
+        pthread_mutex_destroy(&w.lock);
+    }
+    return closed;
+}
+
+/* A failure inside an HDF5 call with collectives of its own (flush, close)
+ * on this rank: the others may be waiting inside that call, so this rank
+ * cannot agree with them. It removes the temporary file (unlink from any
+ * rank is fine: every rank knows its name) and reports TS_IO_ERR_STRANDED,
+ * which the caller turns into MPI_Abort. */
+static ts_io_status stranded(const char *run_dir, const ts_commit *commit, const char *what,
+                             char *err, size_t errlen) {
+    char why[512];
+    snprintf(why, sizeof why, "%s", err && errlen ? err : "");
+    unlink(commit->tmp);
+    return ts_io_fail(err, errlen, TS_IO_ERR_STRANDED,
+                      "%s (%s): the file system of %s has %lld bytes free; %s removed, earlier "
+                      "checkpoints are intact; other ranks may be waiting in the same HDF5 "
+                      "call, so the job must end",
+                      why, what, run_dir, ts_io_free_bytes(run_dir), commit->tmp);
+}
 
 /* Rank 0, after every rank has closed the temporary file: publish it (fsync,
  * rename, marker), then prune older checkpoints. */
@@ -129,6 +280,9 @@ static ts_io_status write_impl(MPI_Comm comm, const char *run_dir, const ts_chec
         goto done;
     }
     io.path = commit.tmp;
+    long long needed = estimated_bytes(roles, n_roles, io.size, strlen(config));
+    if (io.rank == 0) st = check_space(run_dir, commit.tmp, needed, err, errlen);
+    if ((st = ts_io_agree(comm, st, err, errlen)) != TS_IO_OK) goto done;
 
     /* The HDF5 part, timed for the bandwidth report. */
     if (MPI_Barrier(comm) != MPI_SUCCESS) {
@@ -145,18 +299,26 @@ static ts_io_status write_impl(MPI_Comm comm, const char *run_dir, const ts_chec
     else if ((io.file = H5Fcreate(commit.tmp, H5F_ACC_TRUNC, H5P_DEFAULT, fapl)) < 0)
         st = ts_h5_fail(err, errlen, TS_IO_ERR_IO, "cannot create %s", commit.tmp);
     if ((st = ts_io_agree(comm, st, err, errlen)) != TS_IO_OK) goto done;
+    if (io.rank == 0) st = reserve_space(run_dir, commit.tmp, needed, err, errlen);
+    if ((st = ts_io_agree(comm, st, err, errlen)) != TS_IO_OK) goto done;
     st = ckpt_write_header(&io, state, roles, n_roles, prov, config, written_utc, err, errlen);
     for (int i = 0; st == TS_IO_OK && i < n_roles; i++)
         st = ckpt_write_role(&io, &roles[i], &sums[i], err, errlen);
     if (st != TS_IO_OK) goto done;
     /* With MPI-IO, H5Fflush ends in MPI_File_sync on every rank: the data is
      * on stable storage before rank 0 gives it its final name. */
-    if (H5Fflush(io.file, H5F_SCOPE_GLOBAL) < 0)
-        st = ts_h5_fail(err, errlen, TS_IO_ERR_IO, "%s: cannot flush", commit.tmp);
+    if (H5Fflush(io.file, H5F_SCOPE_GLOBAL) < 0) {
+        ts_h5_fail(err, errlen, TS_IO_ERR_IO, "%s: cannot flush", commit.tmp);
+        st = stranded(run_dir, &commit, "H5Fflush", err, errlen);
+        goto stranded_exit;
+    }
     herr_t closed = H5Fclose(io.file);
     io.file = -1;
-    if (closed < 0 && st == TS_IO_OK)
-        st = ts_h5_fail(err, errlen, TS_IO_ERR_IO, "%s: cannot close", commit.tmp);
+    if (closed < 0) {
+        ts_h5_fail(err, errlen, TS_IO_ERR_IO, "%s: cannot close", commit.tmp);
+        st = stranded(run_dir, &commit, "H5Fclose", err, errlen);
+        goto stranded_exit;
+    }
     if ((st = ts_io_agree(comm, st, err, errlen)) != TS_IO_OK) goto done;
     report->io_seconds = ckpt_max_over_ranks(comm, MPI_Wtime() - io_start);
     if (MPI_Barrier(comm) != MPI_SUCCESS) {
@@ -169,8 +331,12 @@ static ts_io_status write_impl(MPI_Comm comm, const char *run_dir, const ts_chec
     if (io.rank == 0) {
         int64_t bytes = 0;
         int removed = 0;
-        st = publish(&commit, run_dir, state->step, options->keep_last, &bytes, &removed, err,
-                     errlen);
+        st = trim_reservation(commit.tmp, err, errlen);
+        if (st == TS_IO_OK)
+            st = publish(&commit, run_dir, state->step, options->keep_last, &bytes, &removed,
+                         err, errlen);
+        else
+            ts_commit_abandon(&commit);
         outcome[0] = bytes;
         outcome[1] = removed;
     }
@@ -182,9 +348,35 @@ static ts_io_status write_impl(MPI_Comm comm, const char *run_dir, const ts_chec
     report->bandwidth = report->io_seconds > 0 ? (double)report->bytes / report->io_seconds : 0;
 
 done:
-    if (io.file >= 0) H5Fclose(io.file);
-    if (io.dxpl >= 0) H5Pclose(io.dxpl);
-    if (fapl >= 0) H5Pclose(fapl);
+    /* After an agreed failure every rank closes the file. Closing flushes
+     * HDF5's metadata in collectives of its own, and a write failing there
+     * on one rank only (the disk is still full) would strand the others in
+     * them. So rank 0 first empties the doomed file, giving back the space
+     * its partial data took, and every rank waits for that before closing. */
+    if (created && st != TS_IO_OK) {
+        /* Best effort: if emptying fails, the close below is still watched
+         * and the file removed afterwards either way. */
+        if (io.rank == 0) (void)!truncate(commit.tmp, 0);
+        MPI_Barrier(comm);
+    }
+    if (io.file >= 0 &&
+        (created && st != TS_IO_OK
+             ? close_failed_file(io.file, io.rank, commit.tmp,
+                                 options->stuck_close_seconds > 0 ? options->stuck_close_seconds
+                                                                  : 30)
+             : H5Fclose(io.file)) < 0 &&
+        created) {
+        io.file = -1;
+        st = stranded(run_dir, &commit, "then H5Fclose failed too", err, errlen);
+        goto stranded_exit;
+    }
+    io.file = -1;
+    if (st == TS_IO_ERR_IO && created) { /* e.g. a collective write that found the disk full */
+        size_t used = err ? strlen(err) : 0;
+        if (used < errlen)
+            snprintf(err + used, errlen - used, "; the file system of %s has %lld bytes free",
+                     run_dir, ts_io_free_bytes(run_dir));
+    }
     /* A failed write leaves no temporary file behind, removed once every
      * rank has closed it. (A failure after the rename leaves an unmarked
      * file, which finders ignore and the next write of this step replaces.) */
@@ -192,6 +384,9 @@ done:
         MPI_Barrier(comm);
         if (io.rank == 0) ts_commit_abandon(&commit);
     }
+stranded_exit: /* no collective call from here on */
+    if (io.dxpl >= 0) H5Pclose(io.dxpl);
+    if (fapl >= 0) H5Pclose(fapl);
     ckpt_free_sums(sums, n_roles);
     free(config);
     if (prov == &collected) ts_provenance_free(&collected);
@@ -209,7 +404,8 @@ ts_io_status ts_checkpoint_write(MPI_Comm comm, const char *run_dir,
     memset(report, 0, sizeof *report);
     ts_io_status st =
         write_impl(comm, run_dir, state, roles, n_roles, options, report, err, errlen);
-    report->total_seconds = ckpt_max_over_ranks(comm, MPI_Wtime() - start);
+    if (st != TS_IO_ERR_STRANDED) /* else other ranks may never get here */
+        report->total_seconds = ckpt_max_over_ranks(comm, MPI_Wtime() - start);
     ts_h5_quiet_end(quiet);
     return st;
 }

@@ -20,7 +20,10 @@
  *
  * All functions are collective over comm (every rank calls them with the same
  * arguments, except for the data and shard ranges of its roles) and return
- * the same status and message on every rank. None prints or exits; HDF5's
+ * the same status and message on every rank, except TS_IO_ERR_STRANDED (a
+ * failure inside HDF5's own collectives; the caller must end the job). None
+ * prints or exits, except the watch of a close stuck after a failed write
+ * (ts_checkpoint_options.stuck_close_seconds, docs/reliability.md); HDF5's
  * error printing is off during each call and restored afterwards.
  *
  * The implementation is split by responsibility: checkpoint.c (the write and
@@ -69,6 +72,9 @@ typedef struct ts_checkpoint_options {
     size_t max_piece_bytes;          /* largest transfer of one rank in one HDF5 call; 0: 1 GiB.
                                       * Keeps each MPI-IO request under 2 GB; tests make it tiny
                                       * to exercise multi-round transfers */
+    int stuck_close_seconds;         /* after a failed write, a close (HDF5's collective metadata
+                                      * flush) not done in this many seconds ends the process
+                                      * with TS_IO_EXIT_STRANDED; <= 0: 30 */
 } ts_checkpoint_options;
 
 /* What a write or read moved, for allocation reports (sizes, bandwidth). */
@@ -125,6 +131,13 @@ ts_io_status ts_checkpoint_write(MPI_Comm comm, const char *run_dir,
  * be read. step may be NULL. */
 ts_io_status ts_checkpoint_find_latest(MPI_Comm comm, const char *run_dir, char *path,
                                        size_t pathlen, long *step, char *err, size_t errlen);
+
+/* As ts_checkpoint_find_latest, among the complete checkpoints of a step
+ * below before_step: what --resume falls back to when the newest one fails
+ * verification. TS_IO_NOT_FOUND when there is none. */
+ts_io_status ts_checkpoint_find_before(MPI_Comm comm, const char *run_dir, long before_step,
+                                       char *path, size_t pathlen, long *step, char *err,
+                                       size_t errlen);
 
 /* Header of a complete checkpoint (checked like ts_checkpoint_read's first
  * stage: marker, size, format). Free with ts_checkpoint_info_free. */

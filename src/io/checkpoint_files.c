@@ -2,6 +2,7 @@
  * checkpoints, pruning, and completeness (through io/atomic_commit.h). */
 #include <dirent.h>
 #include <errno.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -185,6 +186,12 @@ ts_io_status ckpt_check_complete(MPI_Comm comm, int rank, const char *path, int6
 
 ts_io_status ts_checkpoint_find_latest(MPI_Comm comm, const char *run_dir, char *path,
                                        size_t pathlen, long *step, char *err, size_t errlen) {
+    return ts_checkpoint_find_before(comm, run_dir, LONG_MAX, path, pathlen, step, err, errlen);
+}
+
+ts_io_status ts_checkpoint_find_before(MPI_Comm comm, const char *run_dir, long before_step,
+                                       char *path, size_t pathlen, long *step, char *err,
+                                       size_t errlen) {
     int rank;
     if (MPI_Comm_rank(comm, &rank) != MPI_SUCCESS)
         return ts_io_fail(err, errlen, TS_IO_ERR_IO, "find checkpoint: MPI_Comm_rank failed");
@@ -199,11 +206,20 @@ ts_io_status ts_checkpoint_find_latest(MPI_Comm comm, const char *run_dir, char 
     else if (rank == 0) {
         found_list list;
         st = list_complete(run_dir, &list, err, errlen);
-        if (st == TS_IO_OK && list.count == 0)
-            st = ts_io_fail(err, errlen, TS_IO_NOT_FOUND, "no complete checkpoint in %s", run_dir);
+        int newest = 0; /* the list is newest first */
+        while (st == TS_IO_OK && newest < list.count && list.items[newest].step >= before_step)
+            newest++;
+        if (st == TS_IO_OK && newest == list.count)
+            st = before_step == LONG_MAX
+                     ? ts_io_fail(err, errlen, TS_IO_NOT_FOUND, "no complete checkpoint in %s",
+                                  run_dir)
+                     : ts_io_fail(err, errlen, TS_IO_NOT_FOUND,
+                                  "no complete checkpoint before step %ld in %s", before_step,
+                                  run_dir);
         else if (st == TS_IO_OK) {
-            found.step = list.items[0].step;
-            st = join_path(found.path, sizeof found.path, run_dir, list.items[0].name, err, errlen);
+            found.step = list.items[newest].step;
+            st = join_path(found.path, sizeof found.path, run_dir, list.items[newest].name, err,
+                           errlen);
         }
         free(list.items);
     }

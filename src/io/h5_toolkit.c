@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 
 const char *ts_io_status_name(ts_io_status status) {
     switch (status) {
@@ -31,6 +32,10 @@ const char *ts_io_status_name(ts_io_status status) {
         return "I/O error";
     case TS_IO_ERR_NOMEM:
         return "out of memory";
+    case TS_IO_ERR_NOSPACE:
+        return "no space left";
+    case TS_IO_ERR_STRANDED:
+        return "failed inside a collective";
     }
     return "?";
 }
@@ -89,6 +94,19 @@ void ts_h5_quiet_end(ts_h5_quiet saved) {
 
 /* Fixed size so every rank can broadcast it without first agreeing on a length. */
 #define AGREE_MSG 1024
+
+long long ts_io_free_bytes(const char *path) {
+    struct statvfs fs;
+    if (!path || statvfs(path, &fs) != 0) return -1;
+    return (long long)fs.f_bavail * (long long)fs.f_frsize;
+}
+
+bool ts_io_errno_is_nospace(int error) {
+#ifdef EDQUOT
+    if (error == EDQUOT) return true;
+#endif
+    return error == ENOSPC;
+}
 
 ts_io_status ts_io_agree(MPI_Comm comm, ts_io_status local, char *err, size_t errlen) {
     int rank, size;

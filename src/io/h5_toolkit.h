@@ -29,7 +29,18 @@ typedef enum ts_io_status {
     TS_IO_ERR_CORRUPT,  /* size or checksum differs from what was recorded when it was written */
     TS_IO_ERR_IO,       /* an HDF5, MPI or POSIX call failed */
     TS_IO_ERR_NOMEM,
+    TS_IO_ERR_NOSPACE,  /* the file system is full or the quota exceeded (ENOSPC, EDQUOT) */
+    /* An HDF5 call with collectives inside it (a flush, a close) failed on
+     * this rank; other ranks may be waiting inside it, so no agreement with
+     * them is possible: the caller must end the job (MPI_Abort). Returned on
+     * the failing ranks only, after they removed what they could. */
+    TS_IO_ERR_STRANDED,
 } ts_io_status;
+
+/* The exit status of a process that had to end itself because it was stuck
+ * in, or left, an HDF5 collective after a failed write (the trainer's
+ * TS_EXIT_WRITE_FAILED is the same number). */
+#define TS_IO_EXIT_STRANDED 4
 
 /* "ok", "not found", "mismatch", ... */
 const char *ts_io_status_name(ts_io_status status);
@@ -81,6 +92,13 @@ bool ts_h5_write_array(hid_t loc, const char *name, hid_t type, int ndims, const
 
 /* mkdir -p: dir and its missing parents. */
 ts_io_status ts_make_dirs(const char *dir, char *err, size_t errlen);
+
+/* Bytes an unprivileged writer may still use on the file system holding
+ * path (statvfs), or -1 if that cannot be found out. Quotas are not seen. */
+long long ts_io_free_bytes(const char *path);
+
+/* Whether errno means the file system is full or a quota is exceeded. */
+bool ts_io_errno_is_nospace(int error);
 
 /* Collective: the status of the first failing rank, with its message copied
  * into every rank's err, or TS_IO_OK on every rank when none failed. Lets all

@@ -12,7 +12,7 @@ bool ts_run_summary_valid(const ts_run_summary *s, char *reason, size_t len) {
         return false;
     }
     for (int i = 0; i < s->n_evals; i++)
-        if (!isfinite(s->eval_loss[i])) {
+        if (s->eval_measured[i] && !isfinite(s->eval_loss[i])) {
             snprintf(reason, len, "evaluation loss on %s is not finite", s->eval_names[i]);
             return false;
         }
@@ -49,7 +49,10 @@ void ts_print_run_summary(FILE *out, const ts_run_summary *s) {
             "MFU=%.1f%% loss=%.4f",
             s->arch, s->ranks, s->first_step, s->last_step, s->tokens_seen, s->wall_seconds,
             tokens_per_second(s), 100 * mfu(s), s->last_loss);
-    if (s->n_evals) fprintf(out, " val_ppl(%s)=%.3f", s->eval_names[0], s->eval_perplexity[0]);
+    if (s->n_evals && s->eval_measured[0])
+        fprintf(out, " val_ppl(%s)=%.3f", s->eval_names[0], s->eval_perplexity[0]);
+    else if (s->n_evals)
+        fprintf(out, " val_ppl(%s)=n/a", s->eval_names[0]);
     if (s->stop_signal)
         fprintf(out, " interrupted=%s exit=%d", s->stop_signal, s->exit_status);
     else if (s->stopped_at)
@@ -117,8 +120,11 @@ bool ts_write_run_report(const ts_run_summary *s, char *err, size_t errlen) {
     for (int i = 0; i < s->n_evals; i++) {
         fprintf(f, "    - set: ");
         yaml_string(f, s->eval_names[i]);
-        fprintf(f, "\n      loss: %.6f\n      perplexity: %.6f\n", s->eval_loss[i],
-                s->eval_perplexity[i]);
+        if (s->eval_measured[i])
+            fprintf(f, "\n      loss: %.6f\n      perplexity: %.6f\n", s->eval_loss[i],
+                    s->eval_perplexity[i]);
+        else
+            fprintf(f, "\n      loss: n/a\n      perplexity: n/a\n");
     }
     fprintf(f, "validation:\n  reason: ");
     yaml_string(f, reason);

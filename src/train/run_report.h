@@ -30,6 +30,9 @@ typedef struct ts_run_summary {
     const char *eval_names[TS_REPORT_MAX_EVALS];
     double eval_loss[TS_REPORT_MAX_EVALS];
     double eval_perplexity[TS_REPORT_MAX_EVALS];
+    /* false: no evaluation of that set ran in this invocation (train.stop_at
+     * before an eval step); its loss and perplexity are reported as n/a */
+    bool eval_measured[TS_REPORT_MAX_EVALS];
     double checkpoint_bytes;       /* the last checkpoint written, 0 if none */
     double checkpoint_bandwidth;   /* its write bandwidth, bytes/s */
     const char *strategy;          /* parallel.strategy */

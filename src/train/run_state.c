@@ -1,6 +1,7 @@
 #include "train/run_state.h"
 
 #include <dirent.h>
+#include <limits.h>
 #include <math.h>
 #include <stddef.h>
 #include <stdio.h>
@@ -166,18 +167,56 @@ static bool prepare_directory(ts_run_state *s, bool resume, char *err, size_t er
     return agree(s, ok, err, errlen);
 }
 
-static bool resume_from_checkpoint(ts_run_state *s, long *step, double *tokens, char *err,
-                                   size_t errlen) {
+/* A checkpoint that fails verification (damaged bytes, a truncated or
+ * unparseable file) rather than one that does not fit this run: only the
+ * former is worth skipping for an older one. */
+static bool is_damaged(ts_io_status st) {
+    return st == TS_IO_ERR_CORRUPT || st == TS_IO_ERR_NOT_HDF5 || st == TS_IO_ERR_FORMAT;
+}
+
+/* Loads the checkpoint `path` (from resume_from, or the newest complete one
+ * in run.dir). A newest checkpoint that fails verification is reported and
+ * the next older complete one tried, so a requeued job continues from the
+ * newest state that verifies; an explicit resume_from is never replaced. */
+static bool resume_from_checkpoint(ts_run_state *s, const char *resume_from, long *step,
+                                   double *tokens, char *err, size_t errlen) {
     ts_checkpoint_state cs = {0};
     ts_checkpoint_report report;
     ts_saved_role roles[MAX_ROLES];
     int n_roles = training_roles(s, roles);
-    ts_io_status st = ts_checkpoint_read_latest(s->comm, s->config->run_dir, &cs, roles, n_roles,
-                                                &report, err, errlen);
+    const char *dir = s->config->run_dir;
+    char path[TS_CHECKPOINT_PATH_MAX], skipped[TS_CHECKPOINT_PATH_MAX] = "";
+    long below = LONG_MAX, found_step = 0;
+    ts_io_status st;
+    if (resume_from) {
+        snprintf(path, sizeof path, "%s", resume_from);
+        st = ts_checkpoint_read(s->comm, path, &cs, roles, n_roles, &report, err, errlen);
+    } else {
+        for (;;) {
+            st = ts_checkpoint_find_before(s->comm, dir, below, path, sizeof path, &found_step, err,
+                                           errlen);
+            if (st == TS_IO_NOT_FOUND && skipped[0]) {
+                snprintf(err, errlen,
+                         "no complete checkpoint in %s verifies (the newest, %s, is damaged, "
+                         "and so is every older one): nothing to resume from",
+                         dir, skipped);
+                return false;
+            }
+            if (st != TS_IO_OK) break;
+            st = ts_checkpoint_read(s->comm, path, &cs, roles, n_roles, &report, err, errlen);
+            if (!is_damaged(st)) break;
+            if (s->rank == 0)
+                fprintf(stderr,
+                        "thinkscale: warning: %s\nthinkscale: warning: skipping %s; trying the "
+                        "next older complete checkpoint\n",
+                        err, path);
+            if (!skipped[0]) snprintf(skipped, sizeof skipped, "%s", path);
+            below = found_step;
+        }
+    }
     if (st == TS_IO_NOT_FOUND) {
         if (s->rank == 0)
-            printf("thinkscale: no complete checkpoint in %s: starting from step 0\n",
-                   s->config->run_dir);
+            printf("thinkscale: no complete checkpoint in %s: starting from step 0\n", dir);
         *step = 0;
         *tokens = 0;
         return true;
@@ -186,15 +225,20 @@ static bool resume_from_checkpoint(ts_run_state *s, long *step, double *tokens, 
     *step = cs.step;
     *tokens = (double)cs.tokens_seen;
     s->optimizer->t = cs.step; /* AdamW bias correction continues where it stopped */
-    if (s->rank == 0)
+    if (s->rank == 0) {
         printf("thinkscale: resumed from %s (step %ld, %.1f MB read at %.1f MB/s)\n", report.path,
                cs.step, report.bytes / 1e6, report.bandwidth / 1e6);
+        if (skipped[0])
+            printf("thinkscale: %s failed verification; continuing from the older %s instead\n",
+                   skipped, report.path);
+    }
     return true;
 }
 
 bool ts_run_state_open(ts_run_state *s, MPI_Comm comm, const ts_run_config *config,
-                       ts_model *model, ts_optimizer *optimizer, bool resume, long *step,
-                       double *tokens, char *err, size_t errlen) {
+                       ts_model *model, ts_optimizer *optimizer, bool resume,
+                       const char *resume_from, long *step, double *tokens, char *err,
+                       size_t errlen) {
     *s = (ts_run_state){.comm = comm, .config = config, .model = model, .optimizer = optimizer};
     MPI_Comm_rank(comm, &s->rank);
     *step = 0;
@@ -205,7 +249,7 @@ bool ts_run_state_open(ts_run_state *s, MPI_Comm comm, const ts_run_config *conf
         return false;
     }
     if (!prepare_directory(s, resume, err, errlen)) return false;
-    if (resume && !resume_from_checkpoint(s, step, tokens, err, errlen)) return false;
+    if (resume && !resume_from_checkpoint(s, resume_from, step, tokens, err, errlen)) return false;
     if (ts_provenance_collect(comm, 0, &s->provenance, err, errlen) != TS_IO_OK) return false;
     s->provenance_set = true;
     bool ok = true;
@@ -276,14 +320,28 @@ bool ts_run_state_log_eval(ts_run_state *s, long step, const char *set,
 bool ts_run_state_checkpoint(ts_run_state *s, long step, double tokens, char *err, size_t errlen) {
     ts_checkpoint_state cs = {
         .step = step, .tokens_seen = (int64_t)tokens, .config_text = s->config_ini};
+    /* overwrite: a complete checkpoint of this step can only be one that
+     * resuming went past (damaged, or beyond an explicit --resume-from); the
+     * run now continues from an older one, and its own state replaces it. */
     ts_checkpoint_options options = {.keep_last = (int)s->config->keep_checkpoints,
+                                     .overwrite = true,
                                      .provenance = &s->provenance};
     ts_checkpoint_report report;
     ts_saved_role roles[MAX_ROLES];
     int n_roles = training_roles(s, roles);
-    if (ts_checkpoint_write(s->comm, s->config->run_dir, &cs, roles, n_roles, &options, &report,
-                            err, errlen) != TS_IO_OK)
+    ts_io_status st = ts_checkpoint_write(s->comm, s->config->run_dir, &cs, roles, n_roles,
+                                          &options, &report, err, errlen);
+    if (st == TS_IO_ERR_STRANDED) {
+        /* Other ranks may be inside an HDF5 collective this rank left: no
+         * agreement can reach them, only ending the job does. */
+        fprintf(stderr, "thinkscale: rank %d: error: %s\n", s->rank, err);
+        fflush(stderr);
+        MPI_Abort(s->comm, TS_EXIT_WRITE_FAILED);
+    }
+    if (st != TS_IO_OK) {
+        s->write_failed = true;
         return false;
+    }
     s->last_checkpoint_bytes = (double)report.bytes;
     s->last_checkpoint_bandwidth = report.bandwidth;
     if (s->rank != 0) return true;

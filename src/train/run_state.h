@@ -53,15 +53,24 @@ typedef struct ts_run_state {
     bool provenance_set;
     double last_checkpoint_bytes;     /* of the last checkpoint written (0: none yet) */
     double last_checkpoint_bandwidth; /* bytes/s */
+    bool write_failed; /* a checkpoint could not be written (full disk, quota, I/O error) */
 } ts_run_state;
 
+/* The exit status of a run that stopped because a result could not be
+ * written: a full file system, an exceeded quota, an I/O error. Earlier
+ * complete checkpoints are intact; free space and --resume. */
+#define TS_EXIT_WRITE_FAILED TS_IO_EXIT_STRANDED
+
 /* Creates the run directory, or with resume loads the newest complete
- * checkpoint in it (step and tokens are set from it, 0 otherwise). A fresh
- * run refuses a directory that already holds checkpoints or metrics, so no
- * result is ever overwritten. Collective. */
+ * checkpoint in it that verifies (one that fails verification is reported
+ * on stderr and the next older one tried), or the checkpoint file
+ * resume_from when it is not NULL; step and tokens are set from it, 0
+ * otherwise. A fresh run refuses a directory that already holds checkpoints
+ * or metrics, so no result is ever overwritten. Collective. */
 bool ts_run_state_open(ts_run_state *state, MPI_Comm comm, const ts_run_config *config,
-                       ts_model *model, ts_optimizer *optimizer, bool resume, long *step,
-                       double *tokens, char *err, size_t errlen);
+                       ts_model *model, ts_optimizer *optimizer, bool resume,
+                       const char *resume_from, long *step, double *tokens, char *err,
+                       size_t errlen);
 /* stats: the model's ops->n_stats statistics of the step. */
 bool ts_run_state_log_step(ts_run_state *state, const ts_step_record *record, const double *stats,
                            char *err, size_t errlen);
@@ -69,7 +78,9 @@ bool ts_run_state_log_memory(ts_run_state *state, long step, const ts_memory_rec
                              char *err, size_t errlen);
 bool ts_run_state_log_eval(ts_run_state *state, long step, const char *set,
                            const ts_eval_result *result, char *err, size_t errlen);
-/* Collective. */
+/* Collective. A failed write sets state->write_failed; one that strands
+ * other ranks inside an HDF5 collective ends the job (MPI_Abort with
+ * TS_EXIT_WRITE_FAILED) after removing the partial file. */
 bool ts_run_state_checkpoint(ts_run_state *state, long step, double tokens, char *err,
                              size_t errlen);
 void ts_run_state_close(ts_run_state *state);

@@ -305,12 +305,11 @@ static bool report_run(trainer *tr, ts_run_summary *s, char *err, size_t errlen)
     s->tokens_seen = tr->tokens_seen;
     s->peak_gflops_per_rank = tr->peak_gflops;
     s->n_evals = tr->n_evals < TS_REPORT_MAX_EVALS ? tr->n_evals : TS_REPORT_MAX_EVALS;
-    /* An invocation stopped early may not have evaluated yet (all sets are evaluated together). */
-    if (tr->n_evals && tr->evals[0].last.tokens == 0) s->n_evals = 0;
     for (int i = 0; i < s->n_evals; i++) {
         s->eval_names[i] = tr->evals[i].name;
         s->eval_loss[i] = tr->evals[i].last.loss;
         s->eval_perplexity[i] = tr->evals[i].last.perplexity;
+        s->eval_measured[i] = tr->evals[i].last.tokens > 0; /* zero until evaluated */
     }
     s->checkpoint_bytes = tr->state.last_checkpoint_bytes;
     s->checkpoint_bandwidth = tr->state.last_checkpoint_bandwidth;
@@ -320,7 +319,7 @@ static bool report_run(trainer *tr, ts_run_summary *s, char *err, size_t errlen)
     return ts_write_run_report(s, err, errlen);
 }
 
-static int run(trainer *tr, bool resume) {
+static int run(trainer *tr, bool resume, const char *resume_from) {
     char err[1024] = "";
     const ts_run_config *c = &tr->config;
     if (!all_ok(tr, open_data(tr, err, sizeof err), err)) return 1;
@@ -344,7 +343,7 @@ static int run(trainer *tr, bool resume) {
     ts_model_bind(m, &tr->ctx);
 
     if (!all_ok(tr, ts_run_state_open(&tr->state, tr->comm, c, m, &tr->optimizer, resume,
-                                      &tr->step, &tr->tokens_seen, err, sizeof err),
+                                      resume_from, &tr->step, &tr->tokens_seen, err, sizeof err),
                 err))
         return 1;
     if (tr->step >= c->steps) {
@@ -439,7 +438,7 @@ static int run(trainer *tr, bool resume) {
         if ((c->checkpoint_every && tr->step % c->checkpoint_every == 0) || last || stopping ||
             interrupted || time_due) {
             ok = ts_run_state_checkpoint(&tr->state, tr->step, tr->tokens_seen, err, sizeof err);
-            if (!all_ok(tr, ok, err)) return 1;
+            if (!all_ok(tr, ok, err)) return tr->state.write_failed ? TS_EXIT_WRITE_FAILED : 1;
             t_checkpoint = MPI_Wtime();
         }
         if (interrupted) {
@@ -473,6 +472,11 @@ static int run(trainer *tr, bool resume) {
 }
 
 int ts_train(MPI_Comm comm, const ts_run_config *config, bool resume) {
+    return ts_train_resume_from(comm, config, resume, NULL);
+}
+
+int ts_train_resume_from(MPI_Comm comm, const ts_run_config *config, bool resume,
+                         const char *checkpoint) {
     trainer tr = {.comm = comm, .config = *config};
     MPI_Comm_rank(comm, &tr.rank);
     MPI_Comm_size(comm, &tr.nranks);
@@ -487,7 +491,7 @@ int ts_train(MPI_Comm comm, const ts_run_config *config, bool resume) {
         ts_ctx_free(&tr.ctx);
         return 1;
     }
-    int status = run(&tr, resume);
+    int status = run(&tr, resume || checkpoint, checkpoint);
     close_all(&tr);
     ts_stop_signals_restore(&signals);
     return status;

@@ -17,5 +17,9 @@
 /* Collective over comm; returns the process exit status (0 on success, 0 also when train.stop_at
  * ended the invocation, TS_TRAIN_EXIT_INTERRUPTED after a stop signal). */
 int ts_train(MPI_Comm comm, const ts_run_config *config, bool resume);
+/* As ts_train; a non-NULL checkpoint resumes from that file (--resume-from)
+ * instead of the newest complete checkpoint of run.dir that verifies. */
+int ts_train_resume_from(MPI_Comm comm, const ts_run_config *config, bool resume,
+                         const char *checkpoint);
 
 #endif
