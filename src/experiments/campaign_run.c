@@ -13,6 +13,7 @@
 #include "experiments/campaign_results.h"
 #include "io/checkpoint.h"
 #include "io/provenance.h"
+#include "train/run_state.h"
 #include "train/trainer.h"
 
 extern char **environ;
@@ -102,7 +103,8 @@ int ts_campaign_run(MPI_Comm comm, const ts_campaign *c, const ts_campaign_manif
         return 1;
     }
     int n_done = 0, n_selected = 0, n_failed = 0;
-    bool interrupted = false; /* by a stop signal: exit TS_TRAIN_EXIT_INTERRUPTED */
+    bool interrupted = false;  /* by a stop signal: exit TS_TRAIN_EXIT_INTERRUPTED */
+    bool write_failed = false; /* a full disk: exit TS_EXIT_WRITE_FAILED */
     for (int i = 0; i < m->n_points; i++) n_selected += o->selected[i];
     if (rank == 0) ok = refresh_results(c, m, o->dir, results, &n_done, err, sizeof err);
     if (!agree(comm, rank, ok, err)) goto done;
@@ -139,6 +141,16 @@ int ts_campaign_run(MPI_Comm comm, const ts_campaign *c, const ts_campaign_manif
                 ok = refresh_results(c, m, o->dir, results, &n_done, err, sizeof err);
             }
             interrupted = agree(comm, rank, ok, err);
+            goto done;
+        }
+        if (status == TS_EXIT_WRITE_FAILED) {
+            /* A full disk or quota fails every later point too: stop with
+             * the trainer's status; earlier results stay as they are. */
+            if (rank == 0)
+                fprintf(stderr, "thinkscale campaign: point %s could not write its files; "
+                        "stopping the campaign (free space, then run it again to resume)\n",
+                        p->name);
+            write_failed = true;
             goto done;
         }
         if (status != 0) {
@@ -191,5 +203,5 @@ int ts_campaign_run(MPI_Comm comm, const ts_campaign *c, const ts_campaign_manif
 done:
     free(results);
     free(ran);
-    return interrupted ? TS_TRAIN_EXIT_INTERRUPTED : 1;
+    return interrupted ? TS_TRAIN_EXIT_INTERRUPTED : write_failed ? TS_EXIT_WRITE_FAILED : 1;
 }
