@@ -12,6 +12,10 @@
 #include "experiments/campaign_files.h"
 #include "io/provenance.h"
 
+/* How long before its time limit a task is asked to checkpoint and requeue:
+ * enough for one training step and a checkpoint of a workstation-sized run. */
+enum { TS_SBATCH_SIGNAL_SECONDS = 120 };
+
 /* Appends to a fixed buffer; false once it is full. */
 typedef struct text_buffer {
     char *text;
@@ -120,6 +124,11 @@ bool ts_campaign_write_sbatch(const ts_campaign *c, const ts_campaign_manifest *
     put(&b, "#SBATCH --nodes=%d\n", c->nodes);
     put(&b, "#SBATCH --ntasks-per-node=%d\n", ranks_per_node);
     put(&b, "#SBATCH --cpus-per-task=%d\n", c->cpus_per_task);
+    /* Before the time limit the batch shell gets SIGUSR1; ts_train_step
+     * (jobs/slurm/lib.sh) passes it to the ranks, which checkpoint and exit
+     * 75, and requeues the task, which resumes its point. */
+    put(&b, "#SBATCH --requeue\n#SBATCH --open-mode=append\n#SBATCH --signal=B:USR1@%d\n",
+        TS_SBATCH_SIGNAL_SECONDS);
     put(&b,
         "# Campaign %s (%s): %d points in %d runs; one array task per run, at most %d at once.\n"
         "# A task runs the point of its index (points sharing its run come with it) and\n"
@@ -137,7 +146,9 @@ bool ts_campaign_write_sbatch(const ts_campaign *c, const ts_campaign_manifest *
         "export OPENBLAS_NUM_THREADS=\"${SLURM_CPUS_PER_TASK:-1}\"\n"
         "export OMP_NUM_THREADS=\"$OPENBLAS_NUM_THREADS\"\n"
         "cd '%s'\n"
-        "%s '%s' campaign run '%s' --dir '%s' --points \"$SLURM_ARRAY_TASK_ID\" --no-analysis\n",
+        "source jobs/slurm/lib.sh\n"
+        "ts_train_step %s '%s' campaign run '%s' --dir '%s' --points \"$SLURM_ARRAY_TASK_ID\" "
+        "--no-analysis\n",
         root, mpi, program, abs_file, abs_dir);
     snprintf(out->array_path, sizeof out->array_path, "%s/array.sbatch", slurm_dir);
     if (!b.ok || !ts_campaign_write_file_atomic(out->array_path, text, b.len, err, errlen)) {

@@ -37,7 +37,12 @@ check "one array task per run: the indices of the 48 points that own a run" [ $?
 check "every task has a time limit" contains "$array" '^#SBATCH --time=0:10:00$'
 check "each task runs its own point" \
     contains "$array" "campaign run '.*smoke.ini' --dir '$dir' --points \"\$SLURM_ARRAY_TASK_ID\" --no-analysis"
-check "tasks start ranks with srun --mpi=pmix" contains "$array" '^srun --mpi=pmix'
+check "tasks start ranks with srun --mpi=pmix, through ts_train_step (signal forwarding, requeue on 75)" \
+    contains "$array" '^ts_train_step srun --mpi=pmix'
+check "... which the script sources" contains "$array" '^source jobs/slurm/lib.sh$'
+check "a task is requeueable and asked to checkpoint before its limit" \
+    contains "$array" '^#SBATCH --signal=B:USR1@120$'
+check "... with --requeue" contains "$array" '^#SBATCH --requeue$'
 check "BLAS threads come from SLURM_CPUS_PER_TASK" \
     contains "$array" 'OPENBLAS_NUM_THREADS="${SLURM_CPUS_PER_TASK:-1}"'
 check "the analysis job rebuilds results and analyses" contains "$analysis" "campaign analyse '.*smoke.ini' --dir '$dir'"
