@@ -13,6 +13,15 @@
 
 ts_exit_interrupted=75 # TS_TRAIN_EXIT_INTERRUPTED, src/train/trainer.h
 
+# Open MPI's shared-memory transport names its segments after a job id hashed
+# from the PMIx namespace; two array tasks on one node can hash alike and then
+# read each other's messages (seen here: segmentation faults in MPI_Bcast with
+# two campaign tasks at once). A backing directory per Slurm job keeps them apart.
+if [ -n "${SLURM_JOB_ID:-}" ] && [ -z "${OMPI_MCA_btl_vader_backing_directory:-}" ]; then
+    export OMPI_MCA_btl_vader_backing_directory="${TMPDIR:-/tmp}/thinkscale-shm-$SLURM_JOB_ID"
+    mkdir -p "$OMPI_MCA_btl_vader_backing_directory"
+fi
+
 ts_train_step() {
     local pid status
     "$@" &

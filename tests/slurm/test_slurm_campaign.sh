@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# `thinkscale campaign submit` on a private Slurm (tests/slurm/lib.sh): the
+# array it writes (throttled, one task per run, each task's 2 ranks started by
+# srun --mpi=pmix through jobs/slurm/lib.sh) trains every point, and the
+# analysis job chained with --dependency=afterany rebuilds results.h5 and fits
+# the campaign once every task has ended.
+source "$(dirname "$0")/lib.sh"
+slurm_start || exit 1
+make_license_corpus "$tmp/corpus.h5"
+tiny_campaign "$tmp/camp.ini" slurmcamp "[slurm]" "throttle = 2"
+dir=$tmp/camp
+
+"$bin" campaign submit "$tmp/camp.ini" --dir "$dir" >"$tmp/submit.log" 2>&1
+check "campaign submit succeeds against the running slurmctld" [ $? -eq 0 ]
+cat "$tmp/submit.log"
+slurm_wait_idle 240
+check "... and every job it submitted has ended" _slurm_queue_empty
+
+check "every point is done in results.h5, with a finite loss from 2 ranks" py - "$dir" <<'PY'
+import sys, h5py, numpy as np
+with h5py.File(f"{sys.argv[1]}/results.h5", "r") as f:
+    p = f["points"]
+    status = [s.decode() if isinstance(s, bytes) else s for s in p["status"][...]]
+    print(status, p["val_loss"][...], p["ranks"][...])
+    ok = status == ["done"] * 3 and np.all(np.isfinite(p["val_loss"][...]))
+    ok = ok and list(p["ranks"][...]) == [2, 2, 2]
+sys.exit(0 if ok else 1)
+PY
+check "each run recorded the Slurm job that trained it" py - "$dir" <<'PY'
+import sys, glob, h5py
+found = 0
+for path in glob.glob(f"{sys.argv[1]}/runs/*/metrics.h5"):
+    with h5py.File(path, "r") as f:
+        hits = []
+        f.visititems(lambda name, obj: hits.extend(k for k in obj.attrs if "SLURM_ARRAY_JOB_ID" in k))
+        found += bool(hits)
+print("runs with SLURM_ARRAY_JOB_ID:", found)
+sys.exit(0 if found == 3 else 1)
+PY
+check "the analysis job wrote fits.csv" [ -s "$dir/fits.csv" ]
+check "... and non-empty figures" [ -s "$dir/figures/all_axes.png" -a -s "$dir/figures/all_axes.pdf" ]
+check "... after saying so in its log" contains "$(ls "$dir"/slurm/analysis-job-*.out | head -n 1)" "fits"
+ls "$dir"/slurm; for f in "$dir"/slurm/*.out; do echo "== $f"; head -n 30 "$f"; done
+finish
