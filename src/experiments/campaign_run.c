@@ -175,10 +175,16 @@ int ts_campaign_run(MPI_Comm comm, const ts_campaign *c, const ts_campaign_manif
                c->name, n_done, m->n_points, n_selected, selected_done, o->dir);
         if (selected_done < n_selected) status = 1;
         if (n_done < m->n_points) {
-            if (o->analyse)
+            if (o->analyse) {
                 printf("== campaign %s: the analysis waits for the other %d point%s (run them, "
-                       "e.g. without --points)\n",
+                       "e.g. without --points):\n",
                        c->name, m->n_points - n_done, m->n_points - n_done == 1 ? "" : "s");
+                /* Named, so a Slurm analysis job says what is missing. */
+                for (int i = 0; i < m->n_points; i++)
+                    if (results[i].status != TS_POINT_DONE)
+                        printf("   not done: %s (%s)\n", m->points[i].name,
+                               ts_point_status_name(results[i].status));
+            }
         } else if (o->analyse) {
             int a = run_analysis(o->dir);
             if (a < 0)

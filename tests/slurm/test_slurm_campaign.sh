@@ -3,7 +3,8 @@
 # array it writes (throttled, one task per run, each task's 2 ranks started by
 # srun --mpi=pmix through jobs/slurm/lib.sh) trains every point, and the
 # analysis job chained with --dependency=afterany rebuilds results.h5 and fits
-# the campaign once every task has ended.
+# the campaign once every task has ended; with a task that never trains, the
+# analysis job names the missing point and fails.
 source "$(dirname "$0")/lib.sh"
 slurm_start || exit 1
 make_license_corpus "$tmp/corpus.h5"
@@ -41,4 +42,22 @@ check "the analysis job wrote fits.csv" [ -s "$dir/fits.csv" ]
 check "... and non-empty figures" [ -s "$dir/figures/all_axes.png" -a -s "$dir/figures/all_axes.pdf" ]
 check "... after saying so in its log" contains "$(ls "$dir"/slurm/analysis-job-*.out | head -n 1)" "fits"
 ls "$dir"/slurm; for f in "$dir"/slurm/*.out; do echo "== $f"; head -n 30 "$f"; done
+
+# A task that never trains (cancelled while pending, as a failed or preempted
+# task would be): the afterany analysis job still runs, names the missing point
+# and fails, instead of hanging or fitting part of the campaign.
+tiny_campaign "$tmp/camp2.ini" slurmcamp2 "[slurm]" "throttle = 1"
+dir2=$tmp/camp2
+"$bin" campaign submit "$tmp/camp2.ini" --dir "$dir2" >"$tmp/submit2.log" 2>&1
+check "a second campaign is submitted" [ $? -eq 0 ]
+array=$(sed -n 's/^submitted the array: job \([0-9]*\).*/\1/p' "$tmp/submit2.log")
+analysis=$(sed -n 's/^submitted the analysis: job \([0-9]*\).*/\1/p' "$tmp/submit2.log")
+scancel "${array}_2"
+slurm_wait_idle 240
+check "its analysis job ran and failed" [ "$(slurm_job_field "$analysis" JobState)" = FAILED ]
+log2=$(ls "$dir2"/slurm/analysis-job-*.out | head -n 1)
+cat "$log2"
+check "... naming the point that is not done" contains "$log2" "not done: transformerpp-width-32-s33 (pending)"
+check "... and only that one" [ "$(grep -c "not done:" "$log2")" = 1 ]
+check "no fits were written for the partial campaign" [ ! -e "$dir2/fits.csv" ]
 finish
