@@ -60,4 +60,40 @@ cat "$log2"
 check "... naming the point that is not done" contains "$log2" "not done: transformerpp-width-32-s33 (pending)"
 check "... and only that one" [ "$(grep -c "not done:" "$log2")" = 1 ]
 check "no fits were written for the partial campaign" [ ! -e "$dir2/fits.csv" ]
+
+# A task requeued while it trains (scontrol requeue: SIGTERM, as at preemption)
+# resumes its point from its newest checkpoint, and the campaign ends with the
+# same losses as the same campaign run straight through without Slurm.
+tiny_campaign "$tmp/camp3.ini" slurmcamp "[slurm]" "throttle = 1"
+sed -i -e 's/^train.steps = 4$/train.steps = 400/' -e 's/^checkpoints = 1$/checkpoints = 20/' "$tmp/camp3.ini"
+dir3=$tmp/camp3
+"$bin" campaign submit "$tmp/camp3.ini" --dir "$dir3" >"$tmp/submit3.log" 2>&1
+check "a longer campaign is submitted" [ $? -eq 0 ]
+array=$(sed -n 's/^submitted the array: job \([0-9]*\).*/\1/p' "$tmp/submit3.log")
+run0=$dir3/runs/transformerpp-width-8-s33
+slurm_wait_until 120 "a first checkpoint of point 0" \
+    test -f "$run0/checkpoint_00000020.h5.complete"
+check "point 0 is still training when requeued" [ ! -f "$run0/checkpoint_00000400.h5.complete" ]
+check "scontrol requeue of the running task succeeds" scontrol requeue "${array}_0"
+slurm_wait_idle 300
+check "the requeued task resumed its point from a checkpoint" \
+    grep -q "resuming at step [1-9]" "$dir3"/slurm/task-0-job-*.out
+check "every point of the requeued campaign is done" py - "$dir3" <<'PY'
+import sys, h5py
+with h5py.File(f"{sys.argv[1]}/results.h5", "r") as f:
+    status = [s.decode() if isinstance(s, bytes) else s for s in f["points"]["status"][...]]
+print(status)
+sys.exit(0 if status == ["done"] * 3 else 1)
+PY
+mpirun -np 2 "$bin" campaign run "$tmp/camp3.ini" --dir "$tmp/straight" --no-analysis >"$tmp/straight.log" 2>&1
+check "the same campaign straight through on 2 ranks" [ $? -eq 0 ]
+check "... gives the requeued campaign's losses, bit for bit" py - "$tmp/straight" "$dir3" <<'PY'
+import sys, h5py, numpy as np
+def losses(d):
+    with h5py.File(f"{d}/results.h5", "r") as f:
+        return f["points"]["val_loss"][...], f["points"]["loss_by_domain"][...]
+a, b = losses(sys.argv[1]), losses(sys.argv[2])
+print(a[0], b[0])
+sys.exit(0 if all(np.array_equal(x, y) for x, y in zip(a, b)) else 1)
+PY
 finish
