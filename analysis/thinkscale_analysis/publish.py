@@ -18,6 +18,29 @@ def _write(path, text):
         os.fsync(f.fileno())
 
 
+def publish_files(out_dir, names, write_into):
+    """write_into(staging_dir) writes the files `names` there; once all exist
+    they are renamed into out_dir in the given order (the last one is the
+    marker of a finished set). On any exception nothing in out_dir changes."""
+    out_dir = Path(out_dir)
+    staging = Path(tempfile.mkdtemp(prefix=".analysis-", dir=out_dir))
+    try:
+        write_into(staging)
+        for name in names:
+            if not (staging / name).is_file():
+                raise OSError(f"{name} was not produced")
+        for name in names:
+            os.replace(staging / name, out_dir / name)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return [out_dir / name for name in names]
+
+
+def write_text(path, text):
+    """Writes and fsyncs one text file (for write_into callbacks)."""
+    _write(path, text)
+
+
 def publish(out_dir, texts, render_figures):
     """texts: file name -> content, renamed into out_dir in the given order;
     render_figures(staging_dir) -> paths of the figures it wrote there."""
