@@ -460,7 +460,7 @@ def markdown(report):
     return "\n".join(lines) + "\n"
 
 
-def _speedup(row, mode_key="mode"):
+def _speedup(row):
     # strong: t1 / tN = efficiency * N; weak: scaled speedup, also efficiency * N
     return row["measured_efficiency"] * row["ranks"], row["modelled_efficiency"] * row["ranks"]
 
