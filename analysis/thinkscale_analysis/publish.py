@@ -6,28 +6,55 @@ last, so a present fits.csv always belongs to a finished analysis."""
 import os
 import shutil
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
 
 FIGURE_PREFIXES = ("axis_", "all_axes", "compute_matched")
 
 
-def _write(path, text):
+def write_text(path, text):
+    """Writes and fsyncs one text file."""
     with open(path, "w", encoding="utf-8") as f:
         f.write(text)
         f.flush()
         os.fsync(f.fileno())
 
 
+@contextmanager
+def _staging(out_dir):
+    """A scratch directory inside out_dir (same file system, so renames are
+    atomic), removed with whatever is left in it."""
+    staging = Path(tempfile.mkdtemp(prefix=".analysis-", dir=out_dir))
+    try:
+        yield staging
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def publish_files(out_dir, names, write_into):
+    """write_into(staging_dir) writes the files `names` there; once all exist
+    they are renamed into out_dir in the given order (the last one is the
+    marker of a finished set). On any exception nothing in out_dir changes."""
+    out_dir = Path(out_dir)
+    with _staging(out_dir) as staging:
+        write_into(staging)
+        for name in names:
+            if not (staging / name).is_file():
+                raise OSError(f"{name} was not produced")
+        for name in names:
+            os.replace(staging / name, out_dir / name)
+    return [out_dir / name for name in names]
+
+
 def publish(out_dir, texts, render_figures):
     """texts: file name -> content, renamed into out_dir in the given order;
     render_figures(staging_dir) -> paths of the figures it wrote there."""
     out_dir = Path(out_dir)
-    staging = Path(tempfile.mkdtemp(prefix=".analysis-", dir=out_dir))
-    try:
+    with _staging(out_dir) as staging:
         (staging / "figures").mkdir()
         figures = [Path(p) for p in render_figures(staging / "figures")]
         for name, text in texts.items():
-            _write(staging / name, text)
+            write_text(staging / name, text)
         figure_dir = out_dir / "figures"
         figure_dir.mkdir(exist_ok=True)
         written = {p.name for p in figures}
@@ -39,6 +66,4 @@ def publish(out_dir, texts, render_figures):
                 old.unlink()
         for name in texts:
             os.replace(staging / name, out_dir / name)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
     return [out_dir / name for name in texts], [figure_dir / p.name for p in figures]
