@@ -62,10 +62,10 @@ static void set_failed_marker(const ts_campaign_point *p, int status, bool faile
 
 /* Runs /usr/bin/python3 REPO/analysis/scaling.py DIR; its exit status, or -1
  * if the script is not there. */
-static int run_analysis(const char *dir) {
+static int run_analysis_script(const char *name, const char *dir) {
     char root[PATH_MAX], script[PATH_MAX + 64];
     if (!ts_campaign_repo_root(root, sizeof root)) return -1;
-    snprintf(script, sizeof script, "%s/analysis/scaling.py", root);
+    snprintf(script, sizeof script, "%s/analysis/%s", root, name);
     if (access(script, R_OK) != 0) return -1;
     printf("== campaign: analysis: /usr/bin/python3 %s %s\n", script, dir);
     fflush(stdout);
@@ -186,7 +186,9 @@ int ts_campaign_run(MPI_Comm comm, const ts_campaign *c, const ts_campaign_manif
                                ts_point_status_name(results[i].status));
             }
         } else if (o->analyse) {
-            int a = run_analysis(o->dir);
+            /* The fits, then the allocation report (docs/allocation-report.md). */
+            int a = run_analysis_script("scaling.py", o->dir);
+            if (a == 0) a = run_analysis_script("allocation_report.py", o->dir);
             if (a < 0)
                 printf("== campaign %s: analysis/scaling.py is not in this build's repository: "
                        "run it on %s when it is\n",
@@ -196,8 +198,9 @@ int ts_campaign_run(MPI_Comm comm, const ts_campaign *c, const ts_campaign_manif
                         a);
                 status = 1;
             } else {
-                printf("== campaign %s: fits %s/fits.csv and %s/fits.md, figures %s/figures/\n",
-                       c->name, o->dir, o->dir, o->dir);
+                printf("== campaign %s: fits %s/fits.csv and %s/fits.md, figures %s/figures/, "
+                       "allocation report %s/allocation_report.md and .pdf\n",
+                       c->name, o->dir, o->dir, o->dir, o->dir);
             }
         }
         fflush(stdout);

@@ -2,7 +2,7 @@
 # The smoke campaign (jobs/campaigns/smoke.ini: 4 architectures x 6 axes) end
 # to end on 2 ranks, on the test corpora: plan, manifest, every run, results.h5
 # read back with h5py (rows, statuses, shared runs, finite losses per domain),
-# the analysis' fits and figures when analysis/scaling.py is present, and a
+# the analysis' fits and figures and the allocation report, and a
 # second `campaign run` that skips every point without touching a checkpoint.
 source "$(dirname "$0")/lib.sh"
 make_license_corpus "$tmp/corpus.h5"
@@ -66,17 +66,16 @@ print("results.h5: 72 rows, all done, finite losses on both domains")
 PY
 check "results.h5 holds every point with finite per-domain losses" [ $? -eq 0 ]
 
-if [ -f analysis/scaling.py ]; then
-    check "the analysis wrote fits.csv" [ -s "$dir/fits.csv" ]
-    check "the analysis wrote fits.md" [ -s "$dir/fits.md" ]
-    check "fits.csv has a row per architecture and axis" \
-        [ "$(tail -n +2 "$dir/fits.csv" | wc -l)" -ge 24 ]
-    check "the figures are not empty" [ -s "$dir/figures/all_axes.png" ] 
-    check "the run says where the fits and figures are" contains "$tmp/run.log" "figures"
-else
-    check "without analysis/scaling.py the run says the analysis waits" \
-        contains "$tmp/run.log" "analysis/scaling.py is not in this build"
-fi
+check "the analysis wrote fits.csv" [ -s "$dir/fits.csv" ]
+check "the analysis wrote fits.md" [ -s "$dir/fits.md" ]
+check "fits.csv has a row per architecture and axis" \
+    [ "$(tail -n +2 "$dir/fits.csv" | wc -l)" -ge 24 ]
+check "the figures are not empty" [ -s "$dir/figures/all_axes.png" ]
+check "the allocation report is written" [ -s "$dir/allocation_report.md" -a -s "$dir/allocation_report.pdf" ]
+check "... with every architecture's node-hours" \
+    [ "$(grep -cE 'transformerpp|ebt|free|nexus' "$dir/allocation_report.md")" -ge 4 ]
+check "the run says where the fits, figures and report are" \
+    contains "$tmp/run.log" "figures.*allocation report"
 
 sums=$(cat "$dir"/runs/*/checkpoint_*.h5 | sha256sum)
 mpirun -np 2 "$bin" campaign run "$tmp/smoke.ini" --dir "$dir" --no-analysis >"$tmp/again.log" 2>&1

@@ -40,6 +40,7 @@ sys.exit(0 if found == 3 else 1)
 PY
 check "the analysis job wrote fits.csv" [ -s "$dir/fits.csv" ]
 check "... and non-empty figures" [ -s "$dir/figures/all_axes.png" -a -s "$dir/figures/all_axes.pdf" ]
+check "... and the allocation report" [ -s "$dir/allocation_report.md" -a -s "$dir/allocation_report.pdf" ]
 check "... after saying so in its log" contains "$(ls "$dir"/slurm/analysis-job-*.out | head -n 1)" "fits"
 ls "$dir"/slurm; for f in "$dir"/slurm/*.out; do echo "== $f"; head -n 30 "$f"; done
 
