@@ -11,7 +11,11 @@
  * which is what HDF5's sec2 driver and Open MPI's ROMIO and OMPIO (fbtl
  * posix) call, and fallocate / posix_fallocate
  * (TS_FAULT_FALLOCATE=unsupported: fallocate fails with EOPNOTSUPP, as on
- * file systems without it). Without TS_FAULT_DIR it changes nothing. */
+ * file systems without it). TS_FAULT_DELAY_MS makes every write to a watched
+ * file take that much longer, as on a slow shared file system: it gives a
+ * test a run that lasts long enough to be interrupted, whatever the CPU's
+ * speed. Without TS_FAULT_AFTER_BYTES the space is unlimited. Without
+ * TS_FAULT_DIR it changes nothing. */
 #define _GNU_SOURCE
 #include <dirent.h>
 #include <dlfcn.h>
@@ -20,6 +24,7 @@
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <time.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/types.h>
@@ -66,7 +71,16 @@ static int watched(int fd) {
 
 static long long limit(void) {
     const char *s = getenv("TS_FAULT_AFTER_BYTES");
-    return s ? atoll(s) : 0;
+    return s && *s ? atoll(s) : LLONG_MAX;
+}
+
+static void slow_down(void) {
+    const char *s = getenv("TS_FAULT_DELAY_MS");
+    long ms = s ? atol(s) : 0;
+    if (ms <= 0) return;
+    struct timespec pause = {ms / 1000, (ms % 1000) * 1000000L};
+    while (nanosleep(&pause, &pause) != 0 && errno == EINTR) {
+    }
 }
 
 static int fault_errno(void) {
@@ -79,6 +93,7 @@ static int fault_errno(void) {
  * file's allocated blocks cost space. */
 static ssize_t allowed(int fd, size_t count, off_t offset) {
     if (count == 0 || !watched(fd)) return (ssize_t)count;
+    slow_down();
     struct stat info;
     if (fstat(fd, &info) != 0) return (ssize_t)count;
     if (offset < 0) offset = lseek(fd, 0, SEEK_CUR);
