@@ -92,6 +92,14 @@ passed=$((passed + py_passed)); failed=$((failed + py_bad))
 if [ "$py_bad" -gt 0 ]; then failures+=("python analysis/tests (log: $py_log)"); fi
 printf '%-48s %4d passed %4d failed\n' "python analysis/tests" "$py_passed" "$py_bad"
 
+# Why each failure failed, for a CI whose logs are gone once it ends: the
+# failed checks and the last lines of each failing log.
+for f in "${failures[@]+"${failures[@]}"}"; do
+    log=${f##*log: }; log=${log%)}
+    echo "---- $f"
+    grep -E '^(FAIL|\[  FAILED  \]|slurm harness: timed out)' "$log" | head -n 20
+    echo "  (last lines)"; tail -n 15 "$log" | sed 's/^/  /'
+done
 for f in "${failures[@]+"${failures[@]}"}"; do echo "FAILED: $f"; done
 echo "tests: $passed passed, $failed failed"
 [ "$failed" -eq 0 ] && [ "$passed" -gt 0 ]
