@@ -409,6 +409,44 @@ static ts_tf_status read_count_and_crc(ts_token_file *tf, hid_t dset, const char
     return TS_TF_OK;
 }
 
+/* Narrower integers (uint8, uint16) are accepted as tokens too: HDF5 widens
+ * them exactly, and they are how other tools often store tokens. */
+static bool holds_int32_tokens(hid_t type) {
+    size_t size = H5Tget_size(type);
+    return H5Tget_class(type) == H5T_INTEGER &&
+           (size < 4 || (size == 4 && H5Tget_sign(type) == H5T_SGN_2));
+}
+
+static bool holds_mask_bytes(hid_t type) {
+    return H5Tget_class(type) == H5T_INTEGER && H5Tget_size(type) == 1;
+}
+
+/* What every dataset of a token file shares: opens `where` into *dset, checks
+ * it is 1-D with a type that type_ok accepts (else "is not TYPE_NAME"), and
+ * reads its length into *dim and its n_tokens and crc32 attributes. */
+static ts_tf_status open_1d_dataset(ts_token_file *tf, const char *where, bool (*type_ok)(hid_t),
+                                    const char *type_name, hid_t *dset, hsize_t *dim,
+                                    uint32_t *crc_out, ts_tf_err *err) {
+    *dset = H5Dopen2(tf->file, where, H5P_DEFAULT);
+    if (*dset < 0) return h5fail(err, TS_TF_ERR_FORMAT, "%s: cannot open %s as a dataset", tf->path, where);
+    hid_t type = H5Dget_type(*dset);
+    hid_t space = H5Dget_space(*dset);
+    int ndims = space < 0 ? -1 : H5Sget_simple_extent_ndims(space);
+    ts_tf_status st = TS_TF_OK;
+    if (type < 0 || ndims < 0)
+        st = h5fail(err, TS_TF_ERR_IO, "%s: cannot read the type and shape of %s", tf->path, where);
+    else if (ndims != 1)
+        st = fail(err, TS_TF_ERR_FORMAT, "%s: %s has %d dimensions; token file datasets are 1-D", tf->path, where, ndims);
+    else if (H5Sget_simple_extent_dims(space, dim, NULL) < 0)
+        st = h5fail(err, TS_TF_ERR_IO, "%s: cannot read the length of %s", tf->path, where);
+    else if (!type_ok(type))
+        st = fail(err, TS_TF_ERR_FORMAT, "%s: %s is not %s", tf->path, where, type_name);
+    if (space >= 0) H5Sclose(space);
+    if (type >= 0) H5Tclose(type);
+    if (!st) st = read_count_and_crc(tf, *dset, where, *dim, crc_out, err);
+    return st;
+}
+
 /* Opens /SPLIT/answer_mask if there is one and checks it is a 1-D 8-bit
  * integer dataset as long as the tokens, with matching n_tokens and a crc32. */
 static ts_tf_status open_mask(ts_token_file *tf, int s, ts_tf_err *err) {
@@ -417,23 +455,12 @@ static ts_tf_status open_mask(ts_token_file *tf, int s, ts_tf_err *err) {
     htri_t exists = H5Lexists(tf->file, where, H5P_DEFAULT);
     if (exists < 0) return h5fail(err, TS_TF_ERR_IO, "%s: cannot look up %s", tf->path, where);
     if (!exists) return TS_TF_OK;
-    tf->mask_dset[s] = H5Dopen2(tf->file, where, H5P_DEFAULT);
-    if (tf->mask_dset[s] < 0) return h5fail(err, TS_TF_ERR_FORMAT, "%s: cannot open %s as a dataset", tf->path, where);
-    hid_t type = H5Dget_type(tf->mask_dset[s]);
-    hid_t space = H5Dget_space(tf->mask_dset[s]);
-    int ndims = space < 0 ? -1 : H5Sget_simple_extent_ndims(space);
     hsize_t dim = 0;
-    ts_tf_status st = TS_TF_OK;
-    if (type < 0 || ndims < 0 || (ndims == 1 && H5Sget_simple_extent_dims(space, &dim, NULL) < 0))
-        st = h5fail(err, TS_TF_ERR_IO, "%s: cannot read the type and shape of %s", tf->path, where);
-    else if (ndims != 1 || H5Tget_class(type) != H5T_INTEGER || H5Tget_size(type) != 1)
-        st = fail(err, TS_TF_ERR_FORMAT, "%s: %s is not a 1-D dataset of 8-bit integers", tf->path, where);
-    else if ((int64_t)dim != tf->n_tokens[s])
+    ts_tf_status st = open_1d_dataset(tf, where, holds_mask_bytes, "a dataset of 8-bit integers",
+                                      &tf->mask_dset[s], &dim, &tf->mask_crc32[s], err);
+    if (!st && (int64_t)dim != tf->n_tokens[s])
         st = fail(err, TS_TF_ERR_FORMAT, "%s: %s has %llu values for %lld tokens", tf->path, where,
                   (unsigned long long)dim, (long long)tf->n_tokens[s]);
-    if (space >= 0) H5Sclose(space);
-    if (type >= 0) H5Tclose(type);
-    if (!st) st = read_count_and_crc(tf, tf->mask_dset[s], where, dim, &tf->mask_crc32[s], err);
     return st;
 }
 
@@ -446,36 +473,11 @@ static ts_tf_status open_split(ts_token_file *tf, int s, ts_tf_err *err) {
     htri_t has_dset = has_group > 0 ? H5Lexists(tf->file, where, H5P_DEFAULT) : has_group;
     if (has_dset < 0) return h5fail(err, TS_TF_ERR_IO, "%s: cannot look up %s", tf->path, where);
     if (!has_dset) return fail(err, TS_TF_ERR_FORMAT, "%s: no dataset %s: not a token file", tf->path, where);
-    tf->dset[s] = H5Dopen2(tf->file, where, H5P_DEFAULT);
-    if (tf->dset[s] < 0) return h5fail(err, TS_TF_ERR_FORMAT, "%s: cannot open %s as a dataset", tf->path, where);
-
-    hid_t type = H5Dget_type(tf->dset[s]);
-    hid_t space = H5Dget_space(tf->dset[s]);
-    int ndims = space < 0 ? -1 : H5Sget_simple_extent_ndims(space);
     hsize_t dim = 0;
-    ts_tf_status st = TS_TF_OK;
-    if (type < 0 || ndims < 0)
-        st = h5fail(err, TS_TF_ERR_IO, "%s: cannot read the type and shape of %s", tf->path, where);
-    else if (ndims != 1)
-        st = fail(err, TS_TF_ERR_FORMAT, "%s: %s has %d dimensions; token datasets are 1-D", tf->path, where, ndims);
-    else if (H5Sget_simple_extent_dims(space, &dim, NULL) < 0)
-        st = h5fail(err, TS_TF_ERR_IO, "%s: cannot read the length of %s", tf->path, where);
-    else {
-        /* Narrower integers (uint8, uint16) are accepted too: HDF5 widens
-         * them exactly, and they are how other tools often store tokens. */
-        size_t size = H5Tget_size(type);
-        bool ok = H5Tget_class(type) == H5T_INTEGER &&
-                  (size < 4 || (size == 4 && H5Tget_sign(type) == H5T_SGN_2));
-        if (!ok)
-            st = fail(err, TS_TF_ERR_FORMAT,
-                      "%s: %s is not of an integer type that int32 holds (int32, or 8- or 16-bit integers)",
-                      tf->path, where);
-    }
-    if (space >= 0) H5Sclose(space);
-    if (type >= 0) H5Tclose(type);
-    if (st) return st;
-
-    st = read_count_and_crc(tf, tf->dset[s], where, dim, &tf->crc32[s], err);
+    ts_tf_status st = open_1d_dataset(
+        tf, where, holds_int32_tokens,
+        "of an integer type that int32 holds (int32, or 8- or 16-bit integers)", &tf->dset[s],
+        &dim, &tf->crc32[s], err);
     if (st) return st;
     tf->n_tokens[s] = (int64_t)dim;
     return open_mask(tf, s, err);
