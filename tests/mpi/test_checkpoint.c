@@ -1220,14 +1220,6 @@ static void test_version_1_checkpoint_loads(void **state) {
     free(offsets);
 }
 
-/* MPI is initialised by ts_mpi_cmocka_main, so the rank is learnt here. */
-static int group_setup(void **state) {
-    (void)state;
-    MPI_Comm_rank(MPI_COMM_WORLD, &rank);
-    MPI_Comm_size(MPI_COMM_WORLD, &size);
-    return 0;
-}
-
 int main(int argc, char **argv) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_round_trip_is_bit_exact, setup, teardown),
@@ -1251,6 +1243,5 @@ int main(int argc, char **argv) {
         cmocka_unit_test_setup_teardown(test_sharded_role_round_trip, setup, teardown),
         cmocka_unit_test_setup_teardown(test_version_1_checkpoint_loads, setup, teardown),
     };
-    return ts_mpi_cmocka_main(argc, argv, "test_checkpoint", tests, sizeof tests / sizeof tests[0],
-                              group_setup, NULL);
+    return ts_mpi_cmocka_main(argc, argv, "test_checkpoint", tests, sizeof tests / sizeof tests[0], &rank, &size, NULL, NULL);
 }

@@ -550,14 +550,6 @@ static void test_bad_input_is_reported_and_overwrites_nothing(void **state) {
     assert_status(ts_metrics_close(NULL, f->err, sizeof f->err), TS_IO_OK, f->err);
 }
 
-/* MPI is initialised by ts_mpi_cmocka_main, so the rank is learnt here. */
-static int group_setup(void **state) {
-    (void)state;
-    MPI_Comm_rank(MPI_COMM_WORLD, &rank);
-    MPI_Comm_size(MPI_COMM_WORLD, &size);
-    return 0;
-}
-
 int main(int argc, char **argv) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_series_and_attributes_read_back, setup, teardown),
@@ -568,6 +560,5 @@ int main(int argc, char **argv) {
         cmocka_unit_test_setup_teardown(test_bad_input_is_reported_and_overwrites_nothing, setup,
                                         teardown),
     };
-    return ts_mpi_cmocka_main(argc, argv, "test_metrics", tests, sizeof tests / sizeof tests[0],
-                              group_setup, NULL);
+    return ts_mpi_cmocka_main(argc, argv, "test_metrics", tests, sizeof tests / sizeof tests[0], &rank, &size, NULL, NULL);
 }

@@ -16,8 +16,9 @@
 
 typedef struct fixture {
     char dir[64];
-    int rank, size;
 } fixture;
+
+static int rank, size;
 
 /* Patterns with different strides, so a run of validation tokens never
  * occurs in the train split (the corruption test searches for one). */
@@ -31,7 +32,7 @@ static void path_in(const fixture *fx, const char *name, char *out, size_t len) 
 /* Rank 0 writes the reference file, in appends of uneven sizes so the
  * writer's chunk buffering is crossed in every way; the others wait. */
 static void write_reference(const fixture *fx, const char *path) {
-    if (fx->rank == 0) {
+    if (rank == 0) {
         ts_token_meta meta = {.domain = "unit", .tokenizer = "test", .source = "test_token_file.c",
                               .split_rule = "synthetic", .vocab_size = VOCAB};
         ts_token_writer *w;
@@ -59,9 +60,7 @@ static void write_reference(const fixture *fx, const char *path) {
 static int group_setup(void **state) {
     fixture *fx = calloc(1, sizeof *fx);
     if (!fx) return -1;
-    MPI_Comm_rank(MPI_COMM_WORLD, &fx->rank);
-    MPI_Comm_size(MPI_COMM_WORLD, &fx->size);
-    if (fx->rank == 0) {
+    if (rank == 0) {
         snprintf(fx->dir, sizeof fx->dir, "/tmp/ts_token_file_XXXXXX");
         if (!mkdtemp(fx->dir)) fx->dir[0] = '\0';
     }
@@ -73,7 +72,7 @@ static int group_setup(void **state) {
 static int group_teardown(void **state) {
     fixture *fx = *state;
     MPI_Barrier(MPI_COMM_WORLD);
-    if (fx->rank == 0) {
+    if (rank == 0) {
         static const char *const names[] = {"ref.h5", "corrupt.h5", "text.txt", "no_val.h5", "two_d.h5",
                                             "floats.h5", "uint8.h5", "bad_vocab.h5"};
         char path[128];
@@ -108,13 +107,13 @@ static void test_read_back(void **state) {
 
         /* A contiguous shard: 3000 tokens from 65000 + 1000 * rank. */
         int32_t shard[3000];
-        int64_t offset = 65000 + 1000 * (int64_t)fx->rank;
+        int64_t offset = 65000 + 1000 * (int64_t)rank;
         assert_int_equal(ts_token_file_read(&tf, TS_SPLIT_TRAIN, offset, 3000, shard, &err), TS_TF_OK);
         for (int i = 0; i < 3000; i++) assert_int_equal(shard[i], train_token(offset + i));
 
         /* Windows of T + 1 = 9 tokens, unsorted, overlapping, adjacent,
          * repeated, one at the very end; shifted by rank. */
-        int64_t r = fx->rank;
+        int64_t r = rank;
         int64_t offsets[] = {131070 + r, 5 + r, 9 + r, 0, 8 + r, 5 + r, N_TRAIN - 9, 65530 - r};
         enum { NW = sizeof offsets / sizeof offsets[0], LEN = 9 };
         int32_t windows[NW * LEN];
@@ -125,7 +124,7 @@ static void test_read_back(void **state) {
 
         /* The validation split, and a rank that has nothing to read. */
         int32_t val[N_VAL];
-        int64_t count = fx->rank == 0 ? N_VAL : 0;
+        int64_t count = rank == 0 ? N_VAL : 0;
         assert_int_equal(ts_token_file_read(&tf, TS_SPLIT_VALIDATION, 0, count, val, &err), TS_TF_OK);
         for (int64_t i = 0; i < count; i++) assert_int_equal(val[i], val_token(i));
         ts_token_file_close(&tf);
@@ -143,7 +142,7 @@ static void test_bad_range(void **state) {
         ts_tf_err err;
         ts_token_open_opts opts = {.collective = collective};
         assert_int_equal(ts_token_file_open(&tf, path, MPI_COMM_WORLD, &opts, &err), TS_TF_OK);
-        bool bad = fx->rank == fx->size - 1;
+        bool bad = rank == size - 1;
         int32_t buf[16];
         int64_t offset = bad ? N_VAL - 8 : 0;
         ts_tf_status st = ts_token_file_read(&tf, TS_SPLIT_VALIDATION, offset, 16, buf, &err);
@@ -164,15 +163,15 @@ static void test_checksum_catches_corruption(void **state) {
     char ref[128], bad[128];
     path_in(fx, "ref.h5", ref, sizeof ref);
     path_in(fx, "corrupt.h5", bad, sizeof bad);
-    if (fx->rank == 0) {
+    if (rank == 0) {
         FILE *f = fopen(ref, "rb");
         assert_non_null(f);
         fseek(f, 0, SEEK_END);
-        long size = ftell(f);
+        long file_bytes = ftell(f);
         fseek(f, 0, SEEK_SET);
-        unsigned char *bytes = malloc((size_t)size);
+        unsigned char *bytes = malloc((size_t)file_bytes);
         assert_non_null(bytes);
-        assert_int_equal(fread(bytes, 1, (size_t)size, f), (size_t)size);
+        assert_int_equal(fread(bytes, 1, (size_t)file_bytes, f), (size_t)file_bytes);
         fclose(f);
         /* Validation tokens 100..103 as stored: int32 little-endian. */
         unsigned char pattern[16];
@@ -181,13 +180,13 @@ static void test_checksum_catches_corruption(void **state) {
             for (int b = 0; b < 4; b++) pattern[4 * i + b] = (unsigned char)(v >> (8 * b));
         }
         long at = -1;
-        for (long i = 0; i + 16 <= size && at < 0; i++)
+        for (long i = 0; i + 16 <= file_bytes && at < 0; i++)
             if (!memcmp(bytes + i, pattern, 16)) at = i;
         assert_true(at >= 0);
         bytes[at] ^= 1; /* 800 -> 801: still inside the vocabulary */
         f = fopen(bad, "wb");
         assert_non_null(f);
-        assert_int_equal(fwrite(bytes, 1, (size_t)size, f), (size_t)size);
+        assert_int_equal(fwrite(bytes, 1, (size_t)file_bytes, f), (size_t)file_bytes);
         fclose(f);
         free(bytes);
     }
@@ -220,7 +219,7 @@ static void test_not_hdf5(void **state) {
     fixture *fx = *state;
     char path[128];
     path_in(fx, "text.txt", path, sizeof path);
-    if (fx->rank == 0) {
+    if (rank == 0) {
         FILE *f = fopen(path, "w");
         assert_non_null(f);
         fputs("In the beginning God created the heaven and the earth.\n", f);
@@ -315,7 +314,7 @@ static void test_format_errors(void **state) {
     for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
         char path[128];
         path_in(fx, cases[c].name, path, sizeof path);
-        if (fx->rank == 0) write_raw(path, cases[c].vocab, cases[c].split);
+        if (rank == 0) write_raw(path, cases[c].vocab, cases[c].split);
         MPI_Barrier(MPI_COMM_WORLD);
         ts_token_file tf;
         ts_tf_err err;
@@ -340,7 +339,7 @@ static void test_format_errors(void **state) {
 static void test_writer_refusals(void **state) {
     fixture *fx = *state;
     char path[128], name[32];
-    snprintf(name, sizeof name, "writer_%d.h5", fx->rank);
+    snprintf(name, sizeof name, "writer_%d.h5", rank);
     path_in(fx, name, path, sizeof path);
     ts_token_meta meta = {.tokenizer = "byte", .vocab_size = 256};
     ts_token_writer *w;
@@ -370,7 +369,7 @@ static void test_answer_mask(void **state) {
     path_in(fx, "unmasked.h5", plain, sizeof plain);
     write_reference(fx, plain);
     ts_tf_err err;
-    if (fx->rank == 0) {
+    if (rank == 0) {
         ts_token_meta meta = {.tokenizer = "test", .vocab_size = VOCAB, .answer_mask = true};
         ts_token_writer *w;
         assert_int_equal(ts_token_writer_create(&w, path, &meta, &err), TS_TF_OK);
@@ -412,7 +411,7 @@ static void test_answer_mask(void **state) {
                                    .collective = collective};
         assert_int_equal(ts_token_file_open(&tf, path, MPI_COMM_WORLD, &opts, &err), TS_TF_OK);
         assert_true(tf.has_mask);
-        int64_t r = fx->rank;
+        int64_t r = rank;
         int64_t offsets[] = {131070 + r, 5 + r, 9 + r, 0, 8 + r, 5 + r, N_TRAIN - 9, 65530 - r};
         enum { NW = sizeof offsets / sizeof offsets[0], LEN = 9 };
         int32_t windows[NW * LEN];
@@ -429,11 +428,11 @@ static void test_answer_mask(void **state) {
                 assert_int_equal(flags[w * LEN + i], mask_flag(offsets[w] + i));
             }
         /* A bad window on one rank: an error there, the others complete. */
-        int64_t bad = fx->rank == 0 ? N_VAL : 0;
+        int64_t bad = rank == 0 ? N_VAL : 0;
         ts_tf_status st =
             ts_token_file_read_mask_windows(&tf, TS_SPLIT_VALIDATION, &bad, 1, LEN, flags, &err);
-        assert_int_equal(st, fx->rank == 0 ? TS_TF_ERR_RANGE : TS_TF_OK);
-        if (fx->rank)
+        assert_int_equal(st, rank == 0 ? TS_TF_ERR_RANGE : TS_TF_OK);
+        if (rank)
             for (int i = 0; i < LEN; i++) assert_int_equal(flags[i], mask_flag(i));
         ts_token_file_close(&tf);
 
@@ -447,7 +446,7 @@ static void test_answer_mask(void **state) {
         ts_token_file_close(&tf);
     }
     MPI_Barrier(MPI_COMM_WORLD);
-    if (fx->rank == 0) {
+    if (rank == 0) {
         unlink(path);
         unlink(plain);
     }
@@ -464,6 +463,6 @@ int main(int argc, char **argv) {
         cmocka_unit_test(test_writer_refusals),
         cmocka_unit_test(test_answer_mask),
     };
-    return ts_mpi_cmocka_main(argc, argv, "test_token_file", tests, sizeof tests / sizeof tests[0],
-                              group_setup, group_teardown);
+    return ts_mpi_cmocka_main(argc, argv, "test_token_file", tests, sizeof tests / sizeof tests[0], &rank, &size, group_setup,
+                              group_teardown);
 }
