@@ -3,6 +3,7 @@
 #ifndef TS_CONTEXT_H
 #define TS_CONTEXT_H
 
+#include <setjmp.h>
 #include <stdbool.h>
 
 #include "engine/arena.h"
@@ -44,6 +45,18 @@ bool ts_ctx_init(ts_ctx *ctx, size_t arena_chunk_bytes);
 bool ts_ctx_init_counting(ts_ctx *ctx, size_t arena_chunk_bytes);
 void ts_ctx_free(ts_ctx *ctx);
 void ts_ctx_set_error_handler(ts_ctx *ctx, ts_error_handler handler, void *user);
+
+/* Turns misuse into a message the caller gets back instead of an exit: set
+ * ts_error_catch_jump as the handler with a ts_error_catch as its user, and
+ * call setjmp(catch.back) before the ops; a failing op records its message,
+ * counts the call and longjmps there with 1. Locals the caller changes after
+ * setjmp are indeterminate after the jump unless volatile or static. */
+typedef struct ts_error_catch {
+    jmp_buf back;
+    int calls;
+    char message[512];
+} ts_error_catch;
+void ts_error_catch_jump(void *catch_, const char *message);
 
 /* Everything created after the mark (tensors, graph, data) is released at once. */
 ts_mark ts_get_mark(const ts_ctx *ctx);
