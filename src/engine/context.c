@@ -58,8 +58,12 @@ bool ts_set_grad_enabled(ts_ctx *ctx, bool enabled) {
     return previous;
 }
 
-void ts_reset_flops(ts_ctx *ctx) { ctx->flops[0] = ctx->flops[1] = 0; }
-double ts_flops_total(const ts_ctx *ctx) { return ctx->flops[0] + ctx->flops[1]; }
+void ts_reset_flops(ts_ctx *ctx) {
+    ctx->flops[0] = ctx->flops[1] = 0;
+}
+double ts_flops_total(const ts_ctx *ctx) {
+    return ctx->flops[0] + ctx->flops[1];
+}
 
 void ts_fail(ts_ctx *ctx, const char *op, const char *fmt, ...) {
     char message[512];

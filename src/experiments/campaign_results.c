@@ -179,7 +179,8 @@ typedef struct column {
     const char *units, *description;
 } column;
 
-#define COLUMN(field, kind, units, description) {#field, kind, offsetof(row, field), units, description}
+#define COLUMN(field, kind, units, description)                                                    \
+    { #field, kind, offsetof(row, field), units, description }
 
 static const column points_columns[] = {
     COLUMN(name, COLUMN_STRING, "", "the point's deterministic name"),
@@ -247,38 +248,38 @@ static void fill_row(row *k, const ts_campaign *camp, const ts_campaign_point *p
                      const ts_campaign_run_result *r) {
     const ts_run_config *c = &p->config;
     double n6 = 6.0 * (double)p->non_embedding_params;
-    *k = (row){
-        .name = p->name,
-        .arch = camp->archs[p->arch],
-        .axis = ts_axis_name(p->axis),
-        .run = p->run,
-        .status = ts_point_status_name(r->status),
-        .verdict = r->verdict,
-        .commit = r->commit,
-        .x = axis_x(p, r),
-        .seed = p->seed,
-        .params = p->params,
-        .non_embedding_params = p->non_embedding_params,
-        .depth = c->model.depth,
-        .width = c->model.width,
-        .heads = c->model.heads,
-        .context = c->model.context,
-        .batch = c->batch,
-        .steps = c->steps,
-        .lr = c->optim.lr,
-        .warmup = c->optim.warmup_steps,
-        .tokens = p->tokens,
-        .epochs = p->epochs,
-        .flops = r->flops,
-        .flops_6n = n6 * p->tokens,
-        .flops_6n_attn =
-            (n6 + 6.0 * c->model.depth * (double)c->model.width * c->model.context) * p->tokens,
-        .val_loss = r->loss[0],
-        .val_ppl = r->ppl[0],
-        .wall_seconds = r->wall_seconds,
-        .node_hours = r->node_hours,
-        .ranks = r->ranks,
-        .nodes = r->nodes};
+    *k = (row){.name = p->name,
+               .arch = camp->archs[p->arch],
+               .axis = ts_axis_name(p->axis),
+               .run = p->run,
+               .status = ts_point_status_name(r->status),
+               .verdict = r->verdict,
+               .commit = r->commit,
+               .x = axis_x(p, r),
+               .seed = p->seed,
+               .params = p->params,
+               .non_embedding_params = p->non_embedding_params,
+               .depth = c->model.depth,
+               .width = c->model.width,
+               .heads = c->model.heads,
+               .context = c->model.context,
+               .batch = c->batch,
+               .steps = c->steps,
+               .lr = c->optim.lr,
+               .warmup = c->optim.warmup_steps,
+               .tokens = p->tokens,
+               .epochs = p->epochs,
+               .flops = r->flops,
+               .flops_6n = n6 * p->tokens,
+               .flops_6n_attn =
+                   (n6 + 6.0 * c->model.depth * (double)c->model.width * c->model.context) *
+                   p->tokens,
+               .val_loss = r->loss[0],
+               .val_ppl = r->ppl[0],
+               .wall_seconds = r->wall_seconds,
+               .node_hours = r->node_hours,
+               .ranks = r->ranks,
+               .nodes = r->nodes};
     snprintf(k->run_dir_text, sizeof k->run_dir_text, "runs/%s", p->run);
     k->run_dir = k->run_dir_text;
 }
@@ -316,11 +317,13 @@ static bool write_number_column(hid_t group, const column *col, const row *rows,
     if (!data) return false;
     for (hsize_t i = 0; i < n; i++) {
         const void *v = field_of(&rows[i], col);
-        if (as_long) ((int64_t *)data)[i] = *(const long *)v;
-        else ((double *)data)[i] = *(const double *)v;
+        if (as_long)
+            ((int64_t *)data)[i] = *(const long *)v;
+        else
+            ((double *)data)[i] = *(const double *)v;
     }
-    bool ok = ts_h5_write_array(group, col->name, as_long ? H5T_NATIVE_INT64 : H5T_NATIVE_DOUBLE,
-                                1, &n, data, col->units, col->description);
+    bool ok = ts_h5_write_array(group, col->name, as_long ? H5T_NATIVE_INT64 : H5T_NATIVE_DOUBLE, 1,
+                                &n, data, col->units, col->description);
     free(data);
     return ok;
 }
@@ -340,8 +343,8 @@ static bool write_domain_tables(hid_t group, const ts_campaign_manifest *m,
         }
     hsize_t dims[2] = {(hsize_t)np, (hsize_t)nd};
     ok = ok &&
-         ts_h5_write_array(group, "loss_by_domain", H5T_NATIVE_DOUBLE, 2, dims, loss,
-                           "nats/token", "final validation loss per domain (NaN where not done)") &&
+         ts_h5_write_array(group, "loss_by_domain", H5T_NATIVE_DOUBLE, 2, dims, loss, "nats/token",
+                           "final validation loss per domain (NaN where not done)") &&
          ts_h5_write_array(group, "ppl_by_domain", H5T_NATIVE_DOUBLE, 2, dims, ppl, "",
                            "exp(loss_by_domain)");
     free(loss);

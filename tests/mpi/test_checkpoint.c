@@ -1227,5 +1227,6 @@ int main(int argc, char **argv) {
         cmocka_unit_test_setup_teardown(test_sharded_role_round_trip, setup, teardown),
         cmocka_unit_test_setup_teardown(test_version_1_checkpoint_loads, setup, teardown),
     };
-    return ts_mpi_cmocka_main(argc, argv, "test_checkpoint", tests, sizeof tests / sizeof tests[0], &rank, &size, NULL, NULL);
+    return ts_mpi_cmocka_main(argc, argv, "test_checkpoint", tests, sizeof tests / sizeof tests[0],
+                              &rank, &size, NULL, NULL);
 }

@@ -544,5 +544,6 @@ int main(int argc, char **argv) {
         cmocka_unit_test_setup_teardown(test_bad_input_is_reported_and_overwrites_nothing, setup,
                                         teardown),
     };
-    return ts_mpi_cmocka_main(argc, argv, "test_metrics", tests, sizeof tests / sizeof tests[0], &rank, &size, NULL, NULL);
+    return ts_mpi_cmocka_main(argc, argv, "test_metrics", tests, sizeof tests / sizeof tests[0],
+                              &rank, &size, NULL, NULL);
 }

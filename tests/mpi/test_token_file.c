@@ -22,8 +22,12 @@ static int rank, size;
 
 /* Patterns with different strides, so a run of validation tokens never
  * occurs in the train split (the corruption test searches for one). */
-static int32_t train_token(int64_t i) { return (int32_t)((i * 7919) % VOCAB); }
-static int32_t val_token(int64_t i) { return (int32_t)((i * 13 + 500) % VOCAB); }
+static int32_t train_token(int64_t i) {
+    return (int32_t)((i * 7919) % VOCAB);
+}
+static int32_t val_token(int64_t i) {
+    return (int32_t)((i * 13 + 500) % VOCAB);
+}
 
 static void path_in(const fixture *fx, const char *name, char *out, size_t len) {
     snprintf(out, len, "%s/%s", fx->dir, name);
@@ -33,8 +37,11 @@ static void path_in(const fixture *fx, const char *name, char *out, size_t len) 
  * writer's chunk buffering is crossed in every way; the others wait. */
 static void write_reference(const fixture *fx, const char *path) {
     if (rank == 0) {
-        ts_token_meta meta = {.domain = "unit", .tokenizer = "test", .source = "test_token_file.c",
-                              .split_rule = "synthetic", .vocab_size = VOCAB};
+        ts_token_meta meta = {.domain = "unit",
+                              .tokenizer = "test",
+                              .source = "test_token_file.c",
+                              .split_rule = "synthetic",
+                              .vocab_size = VOCAB};
         ts_token_writer *w;
         ts_tf_err err;
         assert_int_equal(ts_token_writer_create(&w, path, &meta, &err), TS_TF_OK);
@@ -45,11 +52,13 @@ static void write_reference(const fixture *fx, const char *path) {
         size_t at = 0;
         for (size_t p = 0; at < N_TRAIN; p = (p + 1) % 5) {
             size_t n = pieces[p] < N_TRAIN - at ? pieces[p] : N_TRAIN - at;
-            assert_int_equal(ts_token_writer_append(w, TS_SPLIT_TRAIN, buf + at, n, &err), TS_TF_OK);
+            assert_int_equal(ts_token_writer_append(w, TS_SPLIT_TRAIN, buf + at, n, &err),
+                             TS_TF_OK);
             at += n;
         }
         for (int64_t i = 0; i < N_VAL; i++) buf[i] = val_token(i);
-        assert_int_equal(ts_token_writer_append(w, TS_SPLIT_VALIDATION, buf, N_VAL, &err), TS_TF_OK);
+        assert_int_equal(ts_token_writer_append(w, TS_SPLIT_VALIDATION, buf, N_VAL, &err),
+                         TS_TF_OK);
         assert_int_equal(ts_token_writer_count(w, TS_SPLIT_TRAIN), N_TRAIN);
         assert_int_equal(ts_token_writer_finish(w, &err), TS_TF_OK);
         free(buf);
@@ -73,8 +82,8 @@ static int group_teardown(void **state) {
     fixture *fx = *state;
     MPI_Barrier(MPI_COMM_WORLD);
     if (rank == 0) {
-        static const char *const names[] = {"ref.h5", "corrupt.h5", "text.txt", "no_val.h5", "two_d.h5",
-                                            "floats.h5", "uint8.h5", "bad_vocab.h5"};
+        static const char *const names[] = {"ref.h5",   "corrupt.h5", "text.txt", "no_val.h5",
+                                            "two_d.h5", "floats.h5",  "uint8.h5", "bad_vocab.h5"};
         char path[128];
         for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
             path_in(fx, names[i], path, sizeof path);
@@ -96,7 +105,8 @@ static void test_read_back(void **state) {
     for (int collective = 0; collective <= 1; collective++) {
         ts_token_file tf;
         ts_tf_err err;
-        ts_token_open_opts opts = {.expected_vocab = VOCAB, .verify = true, .collective = collective};
+        ts_token_open_opts opts = {
+            .expected_vocab = VOCAB, .verify = true, .collective = collective};
         assert_int_equal(ts_token_file_open(&tf, path, MPI_COMM_WORLD, &opts, &err), TS_TF_OK);
         assert_int_equal(ts_token_file_len(&tf, TS_SPLIT_TRAIN), N_TRAIN);
         assert_int_equal(ts_token_file_len(&tf, TS_SPLIT_VALIDATION), N_VAL);
@@ -108,7 +118,8 @@ static void test_read_back(void **state) {
         /* A contiguous shard: 3000 tokens from 65000 + 1000 * rank. */
         int32_t shard[3000];
         int64_t offset = 65000 + 1000 * (int64_t)rank;
-        assert_int_equal(ts_token_file_read(&tf, TS_SPLIT_TRAIN, offset, 3000, shard, &err), TS_TF_OK);
+        assert_int_equal(ts_token_file_read(&tf, TS_SPLIT_TRAIN, offset, 3000, shard, &err),
+                         TS_TF_OK);
         for (int i = 0; i < 3000; i++) assert_int_equal(shard[i], train_token(offset + i));
 
         /* Windows of T + 1 = 9 tokens, unsorted, overlapping, adjacent,
@@ -117,15 +128,18 @@ static void test_read_back(void **state) {
         int64_t offsets[] = {131070 + r, 5 + r, 9 + r, 0, 8 + r, 5 + r, N_TRAIN - 9, 65530 - r};
         enum { NW = sizeof offsets / sizeof offsets[0], LEN = 9 };
         int32_t windows[NW * LEN];
-        assert_int_equal(ts_token_file_read_windows(&tf, TS_SPLIT_TRAIN, offsets, NW, LEN, windows, &err),
-                         TS_TF_OK);
+        assert_int_equal(
+            ts_token_file_read_windows(&tf, TS_SPLIT_TRAIN, offsets, NW, LEN, windows, &err),
+            TS_TF_OK);
         for (int w = 0; w < NW; w++)
-            for (int i = 0; i < LEN; i++) assert_int_equal(windows[w * LEN + i], train_token(offsets[w] + i));
+            for (int i = 0; i < LEN; i++)
+                assert_int_equal(windows[w * LEN + i], train_token(offsets[w] + i));
 
         /* The validation split, and a rank that has nothing to read. */
         int32_t val[N_VAL];
         int64_t count = rank == 0 ? N_VAL : 0;
-        assert_int_equal(ts_token_file_read(&tf, TS_SPLIT_VALIDATION, 0, count, val, &err), TS_TF_OK);
+        assert_int_equal(ts_token_file_read(&tf, TS_SPLIT_VALIDATION, 0, count, val, &err),
+                         TS_TF_OK);
         for (int64_t i = 0; i < count; i++) assert_int_equal(val[i], val_token(i));
         ts_token_file_close(&tf);
     }
@@ -246,8 +260,8 @@ static uint32_t crc32_of(const int32_t *t, size_t n) {
 }
 
 typedef struct raw_split {
-    hid_t type;  /* storage type */
-    int rank;    /* 1 for a token file */
+    hid_t type; /* storage type */
+    int rank;   /* 1 for a token file */
     bool present;
 } raw_split;
 
@@ -274,7 +288,8 @@ static void write_raw(const char *path, int64_t vocab, raw_split split) {
         hsize_t dims[2] = {split.rank == 1 ? 64 : 8, 8};
         hid_t space = H5Screate_simple(split.rank, dims, NULL);
         hid_t group = H5Gcreate2(file, ts_split_name(s), H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
-        hid_t dset = H5Dcreate2(group, "tokens", split.type, space, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+        hid_t dset =
+            H5Dcreate2(group, "tokens", split.type, space, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
         assert_true(dset >= 0);
         assert_true(H5Dwrite(dset, H5T_NATIVE_INT32, H5S_ALL, H5S_ALL, H5P_DEFAULT, tokens) >= 0);
         int64_t n = 64;
@@ -306,10 +321,25 @@ static void test_format_errors(void **state) {
         const char *says;
     } cases[] = {
         {"uint8.h5", 256, {H5T_STD_U8LE, 1, true}, 256, TS_TF_OK, ""},
-        {"no_val.h5", 256, {H5T_STD_I32LE, 1, false}, 0, TS_TF_ERR_FORMAT, "no dataset /validation/tokens"},
+        {"no_val.h5",
+         256,
+         {H5T_STD_I32LE, 1, false},
+         0,
+         TS_TF_ERR_FORMAT,
+         "no dataset /validation/tokens"},
         {"two_d.h5", 256, {H5T_STD_I32LE, 2, true}, 0, TS_TF_ERR_FORMAT, "2 dimensions"},
-        {"floats.h5", 256, {H5T_IEEE_F32LE, 1, true}, 0, TS_TF_ERR_FORMAT, "not of an integer type"},
-        {"bad_vocab.h5", 256, {H5T_STD_I32LE, 1, true}, 50257, TS_TF_ERR_VOCAB, "vocabulary size is 256"},
+        {"floats.h5",
+         256,
+         {H5T_IEEE_F32LE, 1, true},
+         0,
+         TS_TF_ERR_FORMAT,
+         "not of an integer type"},
+        {"bad_vocab.h5",
+         256,
+         {H5T_STD_I32LE, 1, true},
+         50257,
+         TS_TF_ERR_VOCAB,
+         "vocabulary size is 256"},
     };
     for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
         char path[128];
@@ -320,12 +350,14 @@ static void test_format_errors(void **state) {
         ts_tf_err err;
         ts_token_open_opts opts = {.expected_vocab = cases[c].expected_vocab, .verify = true};
         ts_tf_status st = ts_token_file_open(&tf, path, MPI_COMM_WORLD, &opts, &err);
-        if (st != cases[c].want) print_error("%s: status %d: %s\n", cases[c].name, (int)st, err.msg);
+        if (st != cases[c].want)
+            print_error("%s: status %d: %s\n", cases[c].name, (int)st, err.msg);
         assert_int_equal(st, cases[c].want);
         if (st == TS_TF_OK) {
             assert_string_equal(tf.meta.tokenizer, "byte");
             int32_t t[64];
-            assert_int_equal(ts_token_file_read(&tf, TS_SPLIT_VALIDATION, 0, 64, t, &err), TS_TF_OK);
+            assert_int_equal(ts_token_file_read(&tf, TS_SPLIT_VALIDATION, 0, 64, t, &err),
+                             TS_TF_OK);
             assert_int_equal(t[63], (63 * 5 + 1) % 256);
             ts_token_file_close(&tf);
         } else {
@@ -356,7 +388,9 @@ static void test_writer_refusals(void **state) {
 
 /* The answer mask: 1 where (i % 5 == 0 || i % 7 == 3), a pattern that
  * crosses chunk boundaries at every phase. */
-static uint8_t mask_flag(int64_t i) { return i % 5 == 0 || i % 7 == 3; }
+static uint8_t mask_flag(int64_t i) {
+    return i % 5 == 0 || i % 7 == 3;
+}
 
 /* A file with an answer mask, written in uneven appends on rank 0, verified
  * on open, its mask read in the same windows as the tokens with independent
@@ -407,8 +441,8 @@ static void test_answer_mask(void **state) {
     MPI_Barrier(MPI_COMM_WORLD);
     for (int collective = 0; collective <= 1; collective++) {
         ts_token_file tf;
-        ts_token_open_opts opts = {.expected_vocab = VOCAB, .verify = true,
-                                   .collective = collective};
+        ts_token_open_opts opts = {
+            .expected_vocab = VOCAB, .verify = true, .collective = collective};
         assert_int_equal(ts_token_file_open(&tf, path, MPI_COMM_WORLD, &opts, &err), TS_TF_OK);
         assert_true(tf.has_mask);
         int64_t r = rank;
@@ -463,6 +497,6 @@ int main(int argc, char **argv) {
         cmocka_unit_test(test_writer_refusals),
         cmocka_unit_test(test_answer_mask),
     };
-    return ts_mpi_cmocka_main(argc, argv, "test_token_file", tests, sizeof tests / sizeof tests[0], &rank, &size, group_setup,
-                              group_teardown);
+    return ts_mpi_cmocka_main(argc, argv, "test_token_file", tests, sizeof tests / sizeof tests[0],
+                              &rank, &size, group_setup, group_teardown);
 }
