@@ -31,7 +31,6 @@ typedef enum mllog_key {
     KEY_SEED,
     KEY_TRAIN_STEPS,
     KEY_TRAIN_SAMPLES,
-    KEY_EVAL_SAMPLES,
     KEY_EVAL_LOSS,
     KEY_EVAL_ACCURACY,
     KEY_COUNT
@@ -64,7 +63,6 @@ static const struct {
     [KEY_SEED] = {"seed", "POINT_IN_TIME"},
     [KEY_TRAIN_STEPS] = {"train_steps", "POINT_IN_TIME"},
     [KEY_TRAIN_SAMPLES] = {"train_samples", "POINT_IN_TIME"},
-    [KEY_EVAL_SAMPLES] = {"eval_samples", "POINT_IN_TIME"},
     [KEY_EVAL_LOSS] = {"eval_loss", "POINT_IN_TIME"},
     [KEY_EVAL_ACCURACY] = {"eval_accuracy", "POINT_IN_TIME"},
 };
@@ -115,9 +113,9 @@ static void format_line(char *out, size_t len, mllog_key key, const char *value,
         extra_metadata[0] ? ", " : "", extra_metadata);
 }
 
-static void write_line(ts_mllog *log, const char *line) {
-    printf("%s\n", line);
-    fflush(stdout);
+/* Appends line to mllog.txt, if open; the first failure is reported and
+ * ends the appending (stdout still gets every line). */
+static void append_to_file(ts_mllog *log, const char *line) {
     if (!log->file || log->file_failed) return;
     if (fprintf(log->file, "%s\n", line) < 0 || fflush(log->file) != 0) {
         fprintf(stderr,
@@ -128,11 +126,17 @@ static void write_line(ts_mllog *log, const char *line) {
     }
 }
 
+static void write_line(ts_mllog *log, const char *line) {
+    printf("%s\n", line);
+    fflush(stdout);
+    append_to_file(log, line);
+}
+
 static void emit_at(ts_mllog *log, mllog_key key, const char *value, const char *extra_metadata,
                     int lineno) {
     if (log->rank != 0) return;
     char line[LINE_MAX_BYTES];
-    format_line(line, sizeof line, key, value, extra_metadata, "src/train/mllog.c", lineno);
+    format_line(line, sizeof line, key, value, extra_metadata, __FILE__, lineno);
     write_line(log, line);
 }
 
@@ -172,8 +176,8 @@ void ts_mllog_init_start(ts_mllog *log, MPI_Comm comm) {
     MPI_Comm_rank(comm, &log->rank);
     if (log->rank != 0) return;
     /* Kept to be written into mllog.txt once the run directory exists. */
-    format_line(log->init_line, sizeof log->init_line, KEY_INIT_START, "null", "",
-                "src/train/mllog.c", __LINE__);
+    format_line(log->init_line, sizeof log->init_line, KEY_INIT_START, "null", "", __FILE__,
+                __LINE__);
     write_line(log, log->init_line);
 }
 
@@ -206,9 +210,8 @@ void ts_mllog_run_start(ts_mllog *log, const ts_run_config *config, const ts_pro
                 "thinkscale: warning: cannot open %s (%s); MLLOG lines go to stdout "
                 "only\n",
                 path, strerror(errno));
-    } else if (fprintf(log->file, "%s\n", log->init_line) < 0) {
-        log->file_failed = true;
     }
+    append_to_file(log, log->init_line); /* printed to stdout at init_start */
     emit_string(log, KEY_SUBMISSION_BENCHMARK, config->model.arch, __LINE__);
     emit_string(log, KEY_SUBMISSION_DIVISION, "open", __LINE__);
     emit_string(log, KEY_SUBMISSION_ORG, "thinkscale", __LINE__);
@@ -235,6 +238,7 @@ void ts_mllog_eval_start(ts_mllog *log, long step) {
     char meta[METADATA_MAX];
     progress_metadata(log, step, meta, sizeof meta);
     EMIT(log, KEY_EVAL_START, "null", meta);
+    log->eval_open = true;
 }
 
 void ts_mllog_eval_result(ts_mllog *log, long step, const char *set, const ts_eval_result *result,
@@ -255,6 +259,7 @@ void ts_mllog_eval_stop(ts_mllog *log, long step) {
     char meta[METADATA_MAX];
     progress_metadata(log, step, meta, sizeof meta);
     EMIT(log, KEY_EVAL_STOP, "null", meta);
+    log->eval_open = false;
     if (log->run_started && step < log->steps) block_start(log, step);
 }
 
@@ -263,9 +268,10 @@ void ts_mllog_run_stop(ts_mllog *log, long step, int exit_status) {
     int n = snprintf(meta, sizeof meta, "\"status\": \"%s\", \"exit_status\": %d",
                      exit_status == 0 ? "success" : "aborted", exit_status);
     if (log->run_started) {
-        block_stop(log, step);
         char progress[METADATA_MAX];
         progress_metadata(log, step, progress, sizeof progress);
+        if (log->eval_open) EMIT(log, KEY_EVAL_STOP, "null", progress);
+        block_stop(log, step);
         emit_long(log, KEY_TRAIN_SAMPLES, step * log->global_batch, progress, __LINE__);
         snprintf(meta + n, sizeof meta - (size_t)n, ", %s", progress);
         EMIT(log, KEY_RUN_STOP, "null", meta);

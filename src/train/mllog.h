@@ -25,7 +25,7 @@ typedef struct ts_mllog {
     FILE *file;          /* RUN_DIR/mllog.txt from run_start on (rank 0) */
     bool file_failed;    /* reported once */
     char init_line[512]; /* init_start, printed before the run directory exists */
-    bool run_started, block_open;
+    bool run_started, block_open, eval_open;
     long global_batch; /* sequences per step, for samples counts */
     long steps;        /* train.steps: no block follows the last evaluation */
 } ts_mllog;
@@ -49,10 +49,10 @@ void ts_mllog_eval_result(ts_mllog *log, long step, const char *set, const ts_ev
                           bool primary);
 /* eval_stop, and a new block_start when steps remain. */
 void ts_mllog_eval_stop(ts_mllog *log, long step);
-/* The invocation ends with exit_status: closes an open block, writes
- * train_samples and run_stop (status "success" for 0, else "aborted", with
- * the exit status in the metadata) if the run started, else init_stop with
- * that status; closes the file. */
+/* The invocation ends with exit_status: if the run started, closes an open
+ * evaluation (one that failed) and block and writes train_samples and
+ * run_stop (status "success" for 0, else "aborted", with the exit status in
+ * the metadata), else init_stop with that status; closes the file. */
 void ts_mllog_run_stop(ts_mllog *log, long step, int exit_status);
 
 #endif

@@ -5,8 +5,9 @@
 # evaluations inside the run), the submission, system and hyperparameter
 # keys come before run_start with the configured values, and run_stop says
 # "success" for a run that completed, "aborted" (with the exit status) for
-# one that failed or was stopped by a signal. A resumed run appends a second
-# block; `thinkscale eval` prints its own evaluation interval.
+# one that failed (a NaN loss) or was stopped by a signal. A resumed run
+# appends a second block; `thinkscale eval` prints its own evaluation
+# interval.
 source "$(dirname "$0")/lib.sh"
 make_license_corpus "$tmp/corpus.h5"
 
@@ -120,6 +121,18 @@ tiny_train 2 "$bin" "$tmp/nan" --set train.optimizer=sgd --set train.lr=1e12 --s
 check "a NaN loss fails the run" [ $? -ne 0 ]
 check "its run_stop says aborted" check_mllog "$tmp/nan.log" aborted
 check "... with exit status 3" contains "$tmp/nan/mllog.txt" '"run_stop".*"status": "aborted", "exit_status": 3'
+
+# A run stopped by SIGUSR1 (a Slurm time limit) checkpoints and exits 75:
+# aborted, as far as this invocation goes.
+mpirun -np 2 "$bin" train "$tmp/tiny.ini" --set run.dir="$tmp/signal" --set train.steps=100000 \
+    --set train.log_every=1 >"$tmp/signal.log" 2>&1 &
+pid=$!
+for _ in $(seq 1 600); do grep -q '^step *5/' "$tmp/signal.log" && break; sleep 0.05; done
+kill -USR1 "$pid"
+wait "$pid"
+check "a signalled run exits 75" [ $? -eq 75 ]
+check "its run_stop says aborted" check_mllog "$tmp/signal.log" aborted
+check "... with exit status 75" contains "$tmp/signal/mllog.txt" '"run_stop".*"status": "aborted", "exit_status": 75'
 
 # A run that cannot start (missing data): init is closed as aborted, no run.
 tiny_train 1 "$bin" "$tmp/nodata" --set data.train="$tmp/missing.h5" >"$tmp/nodata.log" 2>&1
