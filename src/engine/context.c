@@ -36,6 +36,13 @@ void ts_ctx_set_error_handler(ts_ctx *ctx, ts_error_handler handler, void *user)
     ctx->error_user = user;
 }
 
+void ts_error_catch_jump(void *catch_, const char *message) {
+    ts_error_catch *c = catch_;
+    c->calls++;
+    snprintf(c->message, sizeof c->message, "%s", message);
+    longjmp(c->back, 1);
+}
+
 ts_mark ts_get_mark(const ts_ctx *ctx) {
     return (ts_mark){ts_arena_get_mark(&ctx->arena), ctx->tape_len};
 }
@@ -51,8 +58,12 @@ bool ts_set_grad_enabled(ts_ctx *ctx, bool enabled) {
     return previous;
 }
 
-void ts_reset_flops(ts_ctx *ctx) { ctx->flops[0] = ctx->flops[1] = 0; }
-double ts_flops_total(const ts_ctx *ctx) { return ctx->flops[0] + ctx->flops[1]; }
+void ts_reset_flops(ts_ctx *ctx) {
+    ctx->flops[0] = ctx->flops[1] = 0;
+}
+double ts_flops_total(const ts_ctx *ctx) {
+    return ctx->flops[0] + ctx->flops[1];
+}
 
 void ts_fail(ts_ctx *ctx, const char *op, const char *fmt, ...) {
     char message[512];

@@ -3,6 +3,7 @@
 #ifndef TS_CONTEXT_H
 #define TS_CONTEXT_H
 
+#include <setjmp.h>
 #include <stdbool.h>
 
 #include "engine/arena.h"
@@ -16,14 +17,14 @@ enum ts_phase { TS_FORWARD = 0, TS_BACKWARD = 1 };
 
 typedef struct ts_ctx {
     ts_arena arena;
-    ts_node **tape;           /* recorded ops in creation order */
+    ts_node **tape; /* recorded ops in creation order */
     long tape_len;
     long tape_cap;
-    bool grad_enabled;        /* false: ops run without recording */
-    bool counting;            /* shapes and FLOPs only, no tensor data (ts_ctx_init_counting) */
-    enum ts_phase phase;      /* where executed FLOPs are booked */
-    double flops[2];          /* executed floating-point operations, forward / backward */
-    unsigned long epoch;      /* one per gradient pass */
+    bool grad_enabled;   /* false: ops run without recording */
+    bool counting;       /* shapes and FLOPs only, no tensor data (ts_ctx_init_counting) */
+    enum ts_phase phase; /* where executed FLOPs are booked */
+    double flops[2];     /* executed floating-point operations, forward / backward */
+    unsigned long epoch; /* one per gradient pass */
     ts_error_handler on_error;
     void *error_user;
 } ts_ctx;
@@ -45,6 +46,18 @@ bool ts_ctx_init_counting(ts_ctx *ctx, size_t arena_chunk_bytes);
 void ts_ctx_free(ts_ctx *ctx);
 void ts_ctx_set_error_handler(ts_ctx *ctx, ts_error_handler handler, void *user);
 
+/* Turns misuse into a message the caller gets back instead of an exit: set
+ * ts_error_catch_jump as the handler with a ts_error_catch as its user, and
+ * call setjmp(catch.back) before the ops; a failing op records its message,
+ * counts the call and longjmps there with 1. Locals the caller changes after
+ * setjmp are indeterminate after the jump unless volatile or static. */
+typedef struct ts_error_catch {
+    jmp_buf back;
+    int calls;
+    char message[512];
+} ts_error_catch;
+void ts_error_catch_jump(void *catch_, const char *message);
+
 /* Everything created after the mark (tensors, graph, data) is released at once. */
 ts_mark ts_get_mark(const ts_ctx *ctx);
 void ts_release(ts_ctx *ctx, ts_mark mark);
@@ -54,11 +67,15 @@ bool ts_set_grad_enabled(ts_ctx *ctx, bool enabled);
 
 /* Whether ctx only counts: code outside the engine that reads tensor
  * values (statistics, sampling, replay buffers) asks this first. */
-static inline bool ts_is_counting(const ts_ctx *ctx) { return ctx->counting; }
+static inline bool ts_is_counting(const ts_ctx *ctx) {
+    return ctx->counting;
+}
 
 void ts_reset_flops(ts_ctx *ctx);
 double ts_flops_total(const ts_ctx *ctx);
-static inline void ts_count_flops(ts_ctx *ctx, double n) { ctx->flops[ctx->phase] += n; }
+static inline void ts_count_flops(ts_ctx *ctx, double n) {
+    ctx->flops[ctx->phase] += n;
+}
 
 /* Reports misuse and does not return. */
 _Noreturn void ts_fail(ts_ctx *ctx, const char *op, const char *fmt, ...)

@@ -3,6 +3,7 @@
 #include <hdf5.h>
 #include <math.h>
 #include <mpi.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -157,117 +158,69 @@ void ts_campaign_read_result(const ts_campaign_manifest *m, const ts_campaign_po
 
 /* ---------------------------------------------------------------- results.h5 */
 
-typedef struct column_writer {
-    hid_t group;
-    hsize_t n;
-    bool ok;
-} column_writer;
+/* One row of the points table: every column's value for one point. */
+typedef struct row {
+    const char *name, *arch, *axis, *run, *status, *verdict, *commit, *run_dir;
+    char run_dir_text[TS_PATH_MAX];
+    double x, lr, tokens, epochs, flops, flops_6n, flops_6n_attn, val_loss, val_ppl, wall_seconds,
+        node_hours;
+    long seed, params, non_embedding_params, depth, width, heads, context, batch, steps, warmup,
+        ranks, nodes;
+} row;
 
-static void put_doubles(column_writer *w, const char *name, const double *v, const char *units,
-                        const char *description) {
-    w->ok = w->ok &&
-            ts_h5_write_array(w->group, name, H5T_NATIVE_DOUBLE, 1, &w->n, v, units, description);
-}
+typedef enum column_kind { COLUMN_STRING, COLUMN_LONG, COLUMN_DOUBLE } column_kind;
 
-static void put_longs(column_writer *w, const char *name, const long *v, const char *units,
-                      const char *description) {
-    int64_t *data = malloc((w->n ? w->n : 1) * sizeof *data);
-    w->ok = w->ok && data;
-    for (hsize_t i = 0; w->ok && i < w->n; i++) data[i] = v[i];
-    w->ok = w->ok &&
-            ts_h5_write_array(w->group, name, H5T_NATIVE_INT64, 1, &w->n, data, units, description);
-    free(data);
-}
+/* A column of /points: the row field it comes from (named as the dataset),
+ * its type, units and description (docs/campaign-results-format.md). */
+typedef struct column {
+    const char *name;
+    column_kind kind;
+    size_t offset;
+    const char *units, *description;
+} column;
 
-/* Fixed-length, null-padded ASCII strings (the contract's choice: h5py reads
- * them as bytes without a variable-length heap). */
-static void put_strings(column_writer *w, const char *name, const char *const *v,
-                        const char *description) {
-    size_t width = 1;
-    for (hsize_t i = 0; i < w->n; i++)
-        if (strlen(v[i]) > width) width = strlen(v[i]);
-    char *data = calloc(w->n ? w->n : 1, width);
-    hid_t type = H5Tcopy(H5T_C_S1);
-    w->ok = w->ok && data && type >= 0 && H5Tset_size(type, width) >= 0 &&
-            H5Tset_strpad(type, H5T_STR_NULLPAD) >= 0;
-    for (hsize_t i = 0; w->ok && i < w->n; i++) memcpy(data + i * width, v[i], strlen(v[i]));
-    w->ok = w->ok && ts_h5_write_array(w->group, name, type, 1, &w->n, data, "", description);
-    if (type >= 0) H5Tclose(type);
-    free(data);
-}
+#define COLUMN(field, kind, units, description)                                                    \
+    { #field, kind, offsetof(row, field), units, description }
 
-typedef struct columns {
-    const char **name, **arch, **axis, **run, **status, **verdict, **commit, **run_dir;
-    double *x, *lr, *tokens, *epochs, *flops, *flops_6n, *flops_6n_attn, *val_loss, *val_ppl, *wall,
-        *node_hours;
-    long *seed, *params, *n_params, *depth, *width, *heads, *context, *batch, *steps, *warmup,
-        *ranks, *nodes;
-    char (*run_dirs)[TS_PATH_MAX];
-    double *loss_by_domain, *ppl_by_domain;
-} columns;
-
-static void free_columns(columns *k) {
-    void **all[] = {(void **)&k->name,         (void **)&k->arch,     (void **)&k->axis,
-                    (void **)&k->run,          (void **)&k->status,   (void **)&k->verdict,
-                    (void **)&k->commit,       (void **)&k->run_dir,  (void **)&k->x,
-                    (void **)&k->lr,           (void **)&k->tokens,   (void **)&k->epochs,
-                    (void **)&k->flops,        (void **)&k->flops_6n, (void **)&k->flops_6n_attn,
-                    (void **)&k->val_loss,     (void **)&k->val_ppl,  (void **)&k->wall,
-                    (void **)&k->node_hours,   (void **)&k->seed,     (void **)&k->params,
-                    (void **)&k->n_params,     (void **)&k->depth,    (void **)&k->width,
-                    (void **)&k->heads,        (void **)&k->context,  (void **)&k->batch,
-                    (void **)&k->steps,        (void **)&k->warmup,   (void **)&k->ranks,
-                    (void **)&k->nodes,        (void **)&k->run_dirs, (void **)&k->loss_by_domain,
-                    (void **)&k->ppl_by_domain};
-    for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) {
-        free(*all[i]);
-        *all[i] = NULL;
-    }
-}
-
-static bool alloc_columns(columns *k, size_t n, size_t n_domains) {
-    memset(k, 0, sizeof *k);
-    size_t s = n ? n : 1;
-    bool ok = true;
-#define ALLOC(field, count) ok = ok && (k->field = calloc((count), sizeof *k->field)) != NULL
-    ALLOC(name, s);
-    ALLOC(arch, s);
-    ALLOC(axis, s);
-    ALLOC(run, s);
-    ALLOC(status, s);
-    ALLOC(verdict, s);
-    ALLOC(commit, s);
-    ALLOC(run_dir, s);
-    ALLOC(x, s);
-    ALLOC(lr, s);
-    ALLOC(tokens, s);
-    ALLOC(epochs, s);
-    ALLOC(flops, s);
-    ALLOC(flops_6n, s);
-    ALLOC(flops_6n_attn, s);
-    ALLOC(val_loss, s);
-    ALLOC(val_ppl, s);
-    ALLOC(wall, s);
-    ALLOC(node_hours, s);
-    ALLOC(seed, s);
-    ALLOC(params, s);
-    ALLOC(n_params, s);
-    ALLOC(depth, s);
-    ALLOC(width, s);
-    ALLOC(heads, s);
-    ALLOC(context, s);
-    ALLOC(batch, s);
-    ALLOC(steps, s);
-    ALLOC(warmup, s);
-    ALLOC(ranks, s);
-    ALLOC(nodes, s);
-    ALLOC(run_dirs, s);
-    ALLOC(loss_by_domain, s * n_domains);
-    ALLOC(ppl_by_domain, s * n_domains);
-#undef ALLOC
-    if (!ok) free_columns(k);
-    return ok;
-}
+static const column points_columns[] = {
+    COLUMN(name, COLUMN_STRING, "", "the point's deterministic name"),
+    COLUMN(arch, COLUMN_STRING, "", "architecture"),
+    COLUMN(axis, COLUMN_STRING, "", "scaling axis"),
+    COLUMN(x, COLUMN_DOUBLE, "see the axis",
+           "axis value: tokens (data), tokens per step (batch), blocks (depth), D (width), "
+           "non-embedding parameters (params), executed training FLOPs (flops)"),
+    COLUMN(seed, COLUMN_LONG, "", "training seed"),
+    COLUMN(run, COLUMN_STRING, "", "the run that produced the row (shared runs cluster)"),
+    COLUMN(status, COLUMN_STRING, "", "done, pending or failed"),
+    COLUMN(verdict, COLUMN_STRING, "", "report.yaml verdict (empty unless done)"),
+    COLUMN(params, COLUMN_LONG, "parameters", "total parameters"),
+    COLUMN(non_embedding_params, COLUMN_LONG, "parameters",
+           "parameters minus embeddings and output head"),
+    COLUMN(depth, COLUMN_LONG, "", "blocks"),
+    COLUMN(width, COLUMN_LONG, "", "embedding dimension D"),
+    COLUMN(heads, COLUMN_LONG, "", "attention heads"),
+    COLUMN(context, COLUMN_LONG, "tokens", "tokens per sequence"),
+    COLUMN(batch, COLUMN_LONG, "sequences", "sequences per optimiser step"),
+    COLUMN(steps, COLUMN_LONG, "steps", "optimiser steps of the run"),
+    COLUMN(lr, COLUMN_DOUBLE, "", "peak learning rate"),
+    COLUMN(warmup, COLUMN_LONG, "steps", "warm-up steps"),
+    COLUMN(tokens, COLUMN_DOUBLE, "tokens", "training tokens seen"),
+    COLUMN(epochs, COLUMN_DOUBLE, "", "tokens / distinct training tokens"),
+    COLUMN(flops, COLUMN_DOUBLE, "FLOP",
+           "executed training FLOPs (the engine's count, all ranks; NaN unless done)"),
+    COLUMN(flops_6n, COLUMN_DOUBLE, "FLOP", "6 * N * tokens"),
+    COLUMN(flops_6n_attn, COLUMN_DOUBLE, "FLOP", "(6 * N + 6 * depth * width * context) * tokens"),
+    COLUMN(val_loss, COLUMN_DOUBLE, "nats/token",
+           "final token-weighted loss on the training domain's validation split"),
+    COLUMN(val_ppl, COLUMN_DOUBLE, "", "exp(val_loss)"),
+    COLUMN(wall_seconds, COLUMN_DOUBLE, "s", "training wall time, all invocations added"),
+    COLUMN(node_hours, COLUMN_DOUBLE, "node-hours", "wall_seconds * nodes / 3600"),
+    COLUMN(ranks, COLUMN_LONG, "", "MPI ranks"),
+    COLUMN(nodes, COLUMN_LONG, "", "nodes"),
+    COLUMN(commit, COLUMN_STRING, "", "the commit that trained it"),
+    COLUMN(run_dir, COLUMN_STRING, "", "run directory relative to DIR"),
+};
+#undef COLUMN
 
 /* The axis value the fits use (docs/campaign-results-format.md). */
 static double axis_x(const ts_campaign_point *p, const ts_campaign_run_result *r) {
@@ -291,106 +244,116 @@ static double axis_x(const ts_campaign_point *p, const ts_campaign_run_result *r
     return NAN;
 }
 
-static void fill_columns(columns *k, const ts_campaign *camp, const ts_campaign_manifest *m,
-                         const ts_campaign_run_result *results) {
-    size_t nd = (size_t)m->n_domains;
-    for (int i = 0; i < m->n_points; i++) {
-        const ts_campaign_point *p = &m->points[i];
-        const ts_campaign_run_result *r = &results[i];
-        const ts_run_config *c = &p->config;
-        k->name[i] = p->name;
-        k->arch[i] = camp->archs[p->arch];
-        k->axis[i] = ts_axis_name(p->axis);
-        k->run[i] = p->run;
-        k->status[i] = ts_point_status_name(r->status);
-        k->verdict[i] = r->verdict;
-        k->commit[i] = r->commit;
-        snprintf(k->run_dirs[i], sizeof k->run_dirs[i], "runs/%s", p->run);
-        k->run_dir[i] = k->run_dirs[i];
-        k->x[i] = axis_x(p, r);
-        k->seed[i] = p->seed;
-        k->params[i] = p->params;
-        k->n_params[i] = p->non_embedding_params;
-        k->depth[i] = c->model.depth;
-        k->width[i] = c->model.width;
-        k->heads[i] = c->model.heads;
-        k->context[i] = c->model.context;
-        k->batch[i] = c->batch;
-        k->steps[i] = c->steps;
-        k->lr[i] = c->optim.lr;
-        k->warmup[i] = c->optim.warmup_steps;
-        k->tokens[i] = p->tokens;
-        k->epochs[i] = p->epochs;
-        k->flops[i] = r->flops;
-        double n6 = 6.0 * (double)p->non_embedding_params;
-        k->flops_6n[i] = n6 * p->tokens;
-        k->flops_6n_attn[i] =
-            (n6 + 6.0 * c->model.depth * (double)c->model.width * c->model.context) * p->tokens;
-        k->val_loss[i] = r->loss[0];
-        k->val_ppl[i] = r->ppl[0];
-        k->wall[i] = r->wall_seconds;
-        k->node_hours[i] = r->node_hours;
-        k->ranks[i] = r->ranks;
-        k->nodes[i] = r->nodes;
-        for (size_t d = 0; d < nd; d++) {
-            k->loss_by_domain[(size_t)i * nd + d] = r->loss[d];
-            k->ppl_by_domain[(size_t)i * nd + d] = r->ppl[d];
-        }
-    }
+static void fill_row(row *k, const ts_campaign *camp, const ts_campaign_point *p,
+                     const ts_campaign_run_result *r) {
+    const ts_run_config *c = &p->config;
+    double n6 = 6.0 * (double)p->non_embedding_params;
+    *k = (row){.name = p->name,
+               .arch = camp->archs[p->arch],
+               .axis = ts_axis_name(p->axis),
+               .run = p->run,
+               .status = ts_point_status_name(r->status),
+               .verdict = r->verdict,
+               .commit = r->commit,
+               .x = axis_x(p, r),
+               .seed = p->seed,
+               .params = p->params,
+               .non_embedding_params = p->non_embedding_params,
+               .depth = c->model.depth,
+               .width = c->model.width,
+               .heads = c->model.heads,
+               .context = c->model.context,
+               .batch = c->batch,
+               .steps = c->steps,
+               .lr = c->optim.lr,
+               .warmup = c->optim.warmup_steps,
+               .tokens = p->tokens,
+               .epochs = p->epochs,
+               .flops = r->flops,
+               .flops_6n = n6 * p->tokens,
+               .flops_6n_attn =
+                   (n6 + 6.0 * c->model.depth * (double)c->model.width * c->model.context) *
+                   p->tokens,
+               .val_loss = r->loss[0],
+               .val_ppl = r->ppl[0],
+               .wall_seconds = r->wall_seconds,
+               .node_hours = r->node_hours,
+               .ranks = r->ranks,
+               .nodes = r->nodes};
+    snprintf(k->run_dir_text, sizeof k->run_dir_text, "runs/%s", p->run);
+    k->run_dir = k->run_dir_text;
 }
 
-static bool write_columns(hid_t group, const columns *k, const ts_campaign_manifest *m) {
-    column_writer w = {group, (hsize_t)m->n_points, true};
-    put_strings(&w, "name", k->name, "the point's deterministic name");
-    put_strings(&w, "arch", k->arch, "architecture");
-    put_strings(&w, "axis", k->axis, "scaling axis");
-    put_doubles(&w, "x", k->x, "see the axis",
-                "axis value: tokens (data), tokens per step (batch), blocks (depth), D (width), "
-                "non-embedding parameters (params), executed training FLOPs (flops)");
-    put_longs(&w, "seed", k->seed, "", "training seed");
-    put_strings(&w, "run", k->run, "the run that produced the row (shared runs cluster)");
-    put_strings(&w, "status", k->status, "done, pending or failed");
-    put_strings(&w, "verdict", k->verdict, "report.yaml verdict (empty unless done)");
-    put_longs(&w, "params", k->params, "parameters", "total parameters");
-    put_longs(&w, "non_embedding_params", k->n_params, "parameters",
-              "parameters minus embeddings and output head");
-    put_longs(&w, "depth", k->depth, "", "blocks");
-    put_longs(&w, "width", k->width, "", "embedding dimension D");
-    put_longs(&w, "heads", k->heads, "", "attention heads");
-    put_longs(&w, "context", k->context, "tokens", "tokens per sequence");
-    put_longs(&w, "batch", k->batch, "sequences", "sequences per optimiser step");
-    put_longs(&w, "steps", k->steps, "steps", "optimiser steps of the run");
-    put_doubles(&w, "lr", k->lr, "", "peak learning rate");
-    put_longs(&w, "warmup", k->warmup, "steps", "warm-up steps");
-    put_doubles(&w, "tokens", k->tokens, "tokens", "training tokens seen");
-    put_doubles(&w, "epochs", k->epochs, "", "tokens / distinct training tokens");
-    put_doubles(&w, "flops", k->flops, "FLOP",
-                "executed training FLOPs (the engine's count, all ranks; NaN unless done)");
-    put_doubles(&w, "flops_6n", k->flops_6n, "FLOP", "6 * N * tokens");
-    put_doubles(&w, "flops_6n_attn", k->flops_6n_attn, "FLOP",
-                "(6 * N + 6 * depth * width * context) * tokens");
-    put_doubles(&w, "val_loss", k->val_loss, "nats/token",
-                "final token-weighted loss on the training domain's validation split");
-    put_doubles(&w, "val_ppl", k->val_ppl, "", "exp(val_loss)");
-    put_doubles(&w, "wall_seconds", k->wall, "s", "training wall time, all invocations added");
-    put_doubles(&w, "node_hours", k->node_hours, "node-hours", "wall_seconds * nodes / 3600");
-    put_longs(&w, "ranks", k->ranks, "", "MPI ranks");
-    put_longs(&w, "nodes", k->nodes, "", "nodes");
-    put_strings(&w, "commit", k->commit, "the commit that trained it");
-    put_strings(&w, "run_dir", k->run_dir, "run directory relative to DIR");
-    if (!w.ok) return false;
-    hsize_t dims[2] = {(hsize_t)m->n_points, (hsize_t)m->n_domains};
-    bool ok =
-        ts_h5_write_array(group, "loss_by_domain", H5T_NATIVE_DOUBLE, 2, dims, k->loss_by_domain,
-                          "nats/token", "final validation loss per domain (NaN where not done)") &&
-        ts_h5_write_array(group, "ppl_by_domain", H5T_NATIVE_DOUBLE, 2, dims, k->ppl_by_domain, "",
-                          "exp(loss_by_domain)");
-    /* The domains as a string array attribute on both. */
+static const void *field_of(const row *k, const column *col) {
+    return (const char *)k + col->offset;
+}
+
+/* Fixed-length, null-padded ASCII strings (the contract's choice: h5py reads
+ * them as bytes without a variable-length heap), as wide as the longest. */
+static bool write_string_column(hid_t group, const column *col, const row *rows, hsize_t n) {
+    size_t width = 1;
+    for (hsize_t i = 0; i < n; i++) {
+        size_t len = strlen(*(const char *const *)field_of(&rows[i], col));
+        if (len > width) width = len;
+    }
+    char *data = calloc(n ? n : 1, width);
+    hid_t type = H5Tcopy(H5T_C_S1);
+    bool ok = data && type >= 0 && H5Tset_size(type, width) >= 0 &&
+              H5Tset_strpad(type, H5T_STR_NULLPAD) >= 0;
+    for (hsize_t i = 0; ok && i < n; i++) {
+        const char *v = *(const char *const *)field_of(&rows[i], col);
+        memcpy(data + i * width, v, strlen(v));
+    }
+    ok = ok && ts_h5_write_array(group, col->name, type, 1, &n, data, col->units, col->description);
+    if (type >= 0) H5Tclose(type);
+    free(data);
+    return ok;
+}
+
+/* Numbers: int64 for long fields, float64 for double fields. */
+static bool write_number_column(hid_t group, const column *col, const row *rows, hsize_t n) {
+    bool as_long = col->kind == COLUMN_LONG;
+    void *data = malloc((n ? n : 1) * (as_long ? sizeof(int64_t) : sizeof(double)));
+    if (!data) return false;
+    for (hsize_t i = 0; i < n; i++) {
+        const void *v = field_of(&rows[i], col);
+        if (as_long)
+            ((int64_t *)data)[i] = *(const long *)v;
+        else
+            ((double *)data)[i] = *(const double *)v;
+    }
+    bool ok = ts_h5_write_array(group, col->name, as_long ? H5T_NATIVE_INT64 : H5T_NATIVE_DOUBLE, 1,
+                                &n, data, col->units, col->description);
+    free(data);
+    return ok;
+}
+
+/* The per-domain losses and perplexities (points x domains), each with the
+ * domain names as a string array attribute. */
+static bool write_domain_tables(hid_t group, const ts_campaign_manifest *m,
+                                const ts_campaign_run_result *results) {
+    size_t np = (size_t)m->n_points, nd = (size_t)m->n_domains, cells = np * nd;
+    double *loss = malloc((cells > 0 ? cells : 1) * sizeof *loss);
+    double *ppl = malloc((cells > 0 ? cells : 1) * sizeof *ppl);
+    bool ok = loss && ppl;
+    for (size_t i = 0; ok && i < np; i++)
+        for (size_t d = 0; d < nd; d++) {
+            loss[i * nd + d] = results[i].loss[d];
+            ppl[i * nd + d] = results[i].ppl[d];
+        }
+    hsize_t dims[2] = {(hsize_t)np, (hsize_t)nd};
+    ok = ok &&
+         ts_h5_write_array(group, "loss_by_domain", H5T_NATIVE_DOUBLE, 2, dims, loss, "nats/token",
+                           "final validation loss per domain (NaN where not done)") &&
+         ts_h5_write_array(group, "ppl_by_domain", H5T_NATIVE_DOUBLE, 2, dims, ppl, "",
+                           "exp(loss_by_domain)");
+    free(loss);
+    free(ppl);
     const char *names[TS_CAMPAIGN_MAX_DOMAINS];
     for (int d = 0; d < m->n_domains; d++) names[d] = m->domains[d];
     hid_t type = H5Tcopy(H5T_C_S1);
-    hsize_t nd = (hsize_t)m->n_domains;
-    hid_t space = H5Screate_simple(1, &nd, NULL);
+    hsize_t n_names = (hsize_t)nd;
+    hid_t space = H5Screate_simple(1, &n_names, NULL);
     ok = ok && type >= 0 && space >= 0 && H5Tset_size(type, H5T_VARIABLE) >= 0;
     const char *datasets[2] = {"loss_by_domain", "ppl_by_domain"};
     for (int i = 0; ok && i < 2; i++) {
@@ -406,6 +369,23 @@ static bool write_columns(hid_t group, const columns *k, const ts_campaign_manif
     return ok;
 }
 
+/* Every column of the table, then the per-domain tables. */
+static bool write_points(hid_t group, const ts_campaign *camp, const ts_campaign_manifest *m,
+                         const ts_campaign_run_result *results) {
+    hsize_t n = (hsize_t)m->n_points;
+    row *rows = malloc((n ? n : 1) * sizeof *rows);
+    if (!rows) return false;
+    for (hsize_t i = 0; i < n; i++) fill_row(&rows[i], camp, &m->points[i], &results[i]);
+    bool ok = true;
+    for (size_t c = 0; ok && c < sizeof points_columns / sizeof points_columns[0]; c++) {
+        const column *col = &points_columns[c];
+        ok = col->kind == COLUMN_STRING ? write_string_column(group, col, rows, n)
+                                        : write_number_column(group, col, rows, n);
+    }
+    free(rows);
+    return ok && write_domain_tables(group, m, results);
+}
+
 bool ts_campaign_write_results(const char *dir, const ts_campaign *c, const ts_campaign_manifest *m,
                                const ts_campaign_run_result *results, char *err, size_t errlen) {
     char path[TS_PATH_MAX + 32];
@@ -413,12 +393,6 @@ bool ts_campaign_write_results(const char *dir, const ts_campaign *c, const ts_c
     ts_commit commit;
     if (ts_commit_begin_shared(&commit, path, err, errlen) != TS_IO_OK) return false;
     const char *tmp = commit.tmp;
-    columns k;
-    if (!alloc_columns(&k, (size_t)m->n_points, (size_t)m->n_domains)) {
-        snprintf(err, errlen, "out of memory writing '%s'", path);
-        return false;
-    }
-    fill_columns(&k, c, m, results);
     char updated[32];
     time_t now = time(NULL);
     struct tm utc;
@@ -434,11 +408,11 @@ bool ts_campaign_write_results(const char *dir, const ts_campaign *c, const ts_c
               ts_h5_write_string_attr(file, "campaign", c->name) >= 0 &&
               ts_h5_write_string_attr(file, "campaign_file", c->text) >= 0 &&
               ts_h5_write_string_attr(file, "commit", ts_git_commit) >= 0 &&
-              ts_h5_write_string_attr(file, "updated", updated) >= 0 && write_columns(group, &k, m);
+              ts_h5_write_string_attr(file, "updated", updated) >= 0 &&
+              write_points(group, c, m, results);
     if (group >= 0) ok = H5Gclose(group) >= 0 && ok;
     if (file >= 0) ok = H5Fclose(file) >= 0 && ok;
     ts_h5_quiet_end(quiet);
-    free_columns(&k);
     if (!ok) {
         snprintf(err, errlen, "cannot write '%s'", tmp);
         ts_commit_abandon(&commit);

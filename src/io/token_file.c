@@ -22,13 +22,15 @@ const char *ts_split_name(enum ts_split split) {
     return (unsigned)split < TS_N_SPLITS ? split_names[split] : "?";
 }
 
-static bool valid_split(enum ts_split split) { return (unsigned)split < TS_N_SPLITS; }
+static bool valid_split(enum ts_split split) {
+    return (unsigned)split < TS_N_SPLITS;
+}
 
 /* ---------------------------------------------------------------- errors */
 
 /* Messages go through the toolkit, into the caller's ts_tf_err. */
-#define fail(err, st, ...) ts_io_fail((err)->msg, sizeof (err)->msg, (st), __VA_ARGS__)
-#define h5fail(err, st, ...) ts_h5_fail((err)->msg, sizeof (err)->msg, (st), __VA_ARGS__)
+#define fail(err, st, ...) ts_io_fail((err)->msg, sizeof(err)->msg, (st), __VA_ARGS__)
+#define h5fail(err, st, ...) ts_h5_fail((err)->msg, sizeof(err)->msg, (st), __VA_ARGS__)
 
 /* HDF5 prints its error stack to stderr by default; we report through
  * ts_tf_err instead. Each public function silences it (ts_h5_quiet_begin) and
@@ -74,7 +76,9 @@ static void crc32_bytes(crc32_state *c, const uint8_t *bytes, size_t n) {
     c->crc = crc;
 }
 
-static uint32_t crc32_value(const crc32_state *c) { return c->crc ^ 0xFFFFFFFFu; }
+static uint32_t crc32_value(const crc32_state *c) {
+    return c->crc ^ 0xFFFFFFFFu;
+}
 
 /* Index of the first mask value other than 0 or 1, or n if there is none. */
 static size_t first_bad_flag(const uint8_t *mask, size_t n) {
@@ -102,8 +106,8 @@ static ts_tf_status write_int_attr(const char *path, hid_t obj, const char *name
     return TS_TF_OK;
 }
 
-static ts_tf_status write_str_attr(const char *path, hid_t obj, const char *name,
-                                   const char *value, ts_tf_err *err) {
+static ts_tf_status write_str_attr(const char *path, hid_t obj, const char *name, const char *value,
+                                   ts_tf_err *err) {
     if (ts_h5_write_string_attr(obj, name, value ? value : "") < 0)
         return h5fail(err, TS_TF_ERR_IO, "%s: cannot write attribute %s", path, name);
     return TS_TF_OK;
@@ -123,8 +127,8 @@ static ts_tf_status require_attr(const char *path, hid_t obj, const char *where,
 }
 
 /* Any integer type (int32, uint32, int64, as h5py writes): HDF5 converts. */
-static ts_tf_status read_int_attr(const char *path, hid_t obj, const char *where,
-                                  const char *name, int64_t *out, ts_tf_err *err) {
+static ts_tf_status read_int_attr(const char *path, hid_t obj, const char *where, const char *name,
+                                  int64_t *out, ts_tf_err *err) {
     ts_tf_status st = require_attr(path, obj, where, name, err);
     if (st == TS_TF_OK && ts_h5_read_int64_attr(obj, name, out) < 0)
         st = fail(err, TS_TF_ERR_FORMAT, "%s: attribute %s of %s is not an integer", path, name,
@@ -133,8 +137,8 @@ static ts_tf_status read_int_attr(const char *path, hid_t obj, const char *where
 }
 
 /* Fixed- or variable-length, ASCII or UTF-8; *out is malloc'd. */
-static ts_tf_status read_str_attr(const char *path, hid_t obj, const char *where,
-                                  const char *name, char **out, ts_tf_err *err) {
+static ts_tf_status read_str_attr(const char *path, hid_t obj, const char *where, const char *name,
+                                  char **out, ts_tf_err *err) {
     *out = NULL;
     ts_tf_status st = require_attr(path, obj, where, name, err);
     if (st == TS_TF_OK && ts_h5_read_string_attr(obj, name, out) < 0)
@@ -187,17 +191,19 @@ static ts_tf_status create_split(ts_token_writer *w, int s, ts_tf_err *err) {
      * zeros first would only cost time. */
     if (rc >= 0) rc = H5Pset_fill_time(dcpl, H5D_FILL_TIME_NEVER);
     if (rc >= 0) {
-        w->dset[s] = H5Dcreate2(group, "tokens", H5T_STD_I32LE, space, H5P_DEFAULT, dcpl, H5P_DEFAULT);
+        w->dset[s] =
+            H5Dcreate2(group, "tokens", H5T_STD_I32LE, space, H5P_DEFAULT, dcpl, H5P_DEFAULT);
         rc = w->dset[s] < 0 ? -1 : 0;
     }
     /* The mask: one byte per token, chunked like the tokens. */
     if (rc >= 0 && w->masked) {
-        w->mask_dset[s] = H5Dcreate2(group, "answer_mask", H5T_STD_U8LE, space, H5P_DEFAULT, dcpl, H5P_DEFAULT);
+        w->mask_dset[s] =
+            H5Dcreate2(group, "answer_mask", H5T_STD_U8LE, space, H5P_DEFAULT, dcpl, H5P_DEFAULT);
         rc = w->mask_dset[s] < 0 ? -1 : 0;
         if (rc >= 0 && !(w->mask_buf[s] = malloc(CHUNK_TOKENS))) rc = -1;
     }
-    ts_tf_status st = rc < 0 ? h5fail(err, TS_TF_ERR_IO, "%s: cannot create %s", w->path, where)
-                             : TS_TF_OK;
+    ts_tf_status st =
+        rc < 0 ? h5fail(err, TS_TF_ERR_IO, "%s: cannot create %s", w->path, where) : TS_TF_OK;
     if (dcpl >= 0) H5Pclose(dcpl);
     if (space >= 0) H5Sclose(space);
     if (group >= 0) H5Gclose(group);
@@ -212,10 +218,12 @@ static ts_tf_status writer_create(ts_token_writer **out, const char *path,
                                   const ts_token_meta *meta, ts_tf_err *err) {
     *out = NULL;
     if (!meta || !meta->tokenizer || meta->vocab_size <= 0)
-        return fail(err, TS_TF_ERR_RANGE, "%s: a token file needs a tokenizer name and a vocabulary size > 0", path);
+        return fail(err, TS_TF_ERR_RANGE,
+                    "%s: a token file needs a tokenizer name and a vocabulary size > 0", path);
     struct stat sb;
     if (stat(path, &sb) == 0)
-        return fail(err, TS_TF_ERR_IO, "%s: already exists; token files are never overwritten in place", path);
+        return fail(err, TS_TF_ERR_IO,
+                    "%s: already exists; token files are never overwritten in place", path);
     ts_token_writer *w = calloc(1, sizeof *w);
     if (!w || !(w->path = strdup(path))) {
         free(w);
@@ -226,10 +234,15 @@ static ts_tf_status writer_create(ts_token_writer **out, const char *path,
     w->masked = meta->answer_mask;
     /* EXCL: a file that appeared since the check above is not clobbered. */
     w->file = H5Fcreate(path, H5F_ACC_EXCL, H5P_DEFAULT, H5P_DEFAULT);
-    ts_tf_status st = w->file < 0 ? h5fail(err, TS_TF_ERR_IO, "%s: cannot create file", path) : TS_TF_OK;
+    ts_tf_status st =
+        w->file < 0 ? h5fail(err, TS_TF_ERR_IO, "%s: cannot create file", path) : TS_TF_OK;
     int64_t version = TS_TF_FORMAT_VERSION, vocab = meta->vocab_size;
-    if (!st) st = write_int_attr(path, w->file, "format_version", H5T_STD_I64LE, &version, H5T_NATIVE_INT64, err);
-    if (!st) st = write_int_attr(path, w->file, "vocab_size", H5T_STD_I64LE, &vocab, H5T_NATIVE_INT64, err);
+    if (!st)
+        st = write_int_attr(path, w->file, "format_version", H5T_STD_I64LE, &version,
+                            H5T_NATIVE_INT64, err);
+    if (!st)
+        st = write_int_attr(path, w->file, "vocab_size", H5T_STD_I64LE, &vocab, H5T_NATIVE_INT64,
+                            err);
     if (!st) st = write_str_attr(path, w->file, "tokenizer", meta->tokenizer, err);
     if (!st) st = write_str_attr(path, w->file, "domain", meta->domain, err);
     if (!st) st = write_str_attr(path, w->file, "source", meta->source, err);
@@ -254,32 +267,38 @@ static ts_tf_status flush_split(ts_token_writer *w, int s, ts_tf_err *err) {
     hid_t fspace = rc < 0 ? H5I_INVALID_HID : H5Dget_space(w->dset[s]);
     hid_t mspace = fspace < 0 ? H5I_INVALID_HID : H5Screate_simple(1, &n, NULL);
     rc = mspace < 0 ? -1 : H5Sselect_hyperslab(fspace, H5S_SELECT_SET, &start, NULL, &n, NULL);
-    if (rc >= 0) rc = H5Dwrite(w->dset[s], H5T_NATIVE_INT32, mspace, fspace, H5P_DEFAULT, w->buf[s]);
+    if (rc >= 0)
+        rc = H5Dwrite(w->dset[s], H5T_NATIVE_INT32, mspace, fspace, H5P_DEFAULT, w->buf[s]);
     if (rc >= 0 && w->masked) {
         rc = H5Dset_extent(w->mask_dset[s], &size);
-        if (rc >= 0) rc = H5Dwrite(w->mask_dset[s], H5T_NATIVE_UINT8, mspace, fspace, H5P_DEFAULT, w->mask_buf[s]);
+        if (rc >= 0)
+            rc = H5Dwrite(w->mask_dset[s], H5T_NATIVE_UINT8, mspace, fspace, H5P_DEFAULT,
+                          w->mask_buf[s]);
     }
     if (mspace >= 0) H5Sclose(mspace);
     if (fspace >= 0) H5Sclose(fspace);
-    if (rc < 0) return h5fail(err, TS_TF_ERR_IO, "%s: cannot write /%s/tokens%s", w->path, split_names[s],
-                              w->masked ? " and its answer_mask" : "");
+    if (rc < 0)
+        return h5fail(err, TS_TF_ERR_IO, "%s: cannot write /%s/tokens%s", w->path, split_names[s],
+                      w->masked ? " and its answer_mask" : "");
     w->written[s] = w->count[s];
     return TS_TF_OK;
 }
 
 static ts_tf_status writer_append(ts_token_writer *w, enum ts_split split, const int32_t *tokens,
                                   const uint8_t *mask, size_t n, ts_tf_err *err) {
-    if (!valid_split(split)) return fail(err, TS_TF_ERR_RANGE, "%s: no split %d", w->path, (int)split);
+    if (!valid_split(split))
+        return fail(err, TS_TF_ERR_RANGE, "%s: no split %d", w->path, (int)split);
     if (w->masked != (mask != NULL))
         return fail(err, TS_TF_ERR_RANGE, "%s: %s", w->path,
                     w->masked ? "this file has an answer mask: append tokens with their mask"
                               : "this file was created without an answer mask");
     size_t bad = first_out_of_vocab(tokens, n, w->vocab_size);
     if (bad < n)
-        return fail(err, TS_TF_ERR_VOCAB, "%s: token %d lies outside the vocabulary [0, %d)", w->path,
-                    (int)tokens[bad], (int)w->vocab_size);
+        return fail(err, TS_TF_ERR_VOCAB, "%s: token %d lies outside the vocabulary [0, %d)",
+                    w->path, (int)tokens[bad], (int)w->vocab_size);
     if (mask && (bad = first_bad_flag(mask, n)) < n)
-        return fail(err, TS_TF_ERR_RANGE, "%s: answer mask value %d is neither 0 nor 1", w->path, (int)mask[bad]);
+        return fail(err, TS_TF_ERR_RANGE, "%s: answer mask value %d is neither 0 nor 1", w->path,
+                    (int)mask[bad]);
     crc32_tokens(&w->crc[split], tokens, n);
     if (mask) crc32_bytes(&w->mask_crc[split], mask, n);
     while (n > 0) {
@@ -306,22 +325,33 @@ static ts_tf_status writer_finish(ts_token_writer *w, ts_tf_err *err) {
     for (int s = 0; s < TS_N_SPLITS && !st; s++) {
         st = flush_split(w, s, err);
         uint32_t crc = crc32_value(&w->crc[s]);
-        if (!st) st = write_int_attr(w->path, w->dset[s], "n_tokens", H5T_STD_I64LE, &w->count[s], H5T_NATIVE_INT64, err);
-        if (!st) st = write_int_attr(w->path, w->dset[s], "crc32", H5T_STD_U32LE, &crc, H5T_NATIVE_UINT32, err);
+        if (!st)
+            st = write_int_attr(w->path, w->dset[s], "n_tokens", H5T_STD_I64LE, &w->count[s],
+                                H5T_NATIVE_INT64, err);
+        if (!st)
+            st = write_int_attr(w->path, w->dset[s], "crc32", H5T_STD_U32LE, &crc,
+                                H5T_NATIVE_UINT32, err);
         uint32_t mask_crc = crc32_value(&w->mask_crc[s]);
-        if (!st && w->masked) st = write_int_attr(w->path, w->mask_dset[s], "n_tokens", H5T_STD_I64LE, &w->count[s], H5T_NATIVE_INT64, err);
-        if (!st && w->masked) st = write_int_attr(w->path, w->mask_dset[s], "crc32", H5T_STD_U32LE, &mask_crc, H5T_NATIVE_UINT32, err);
+        if (!st && w->masked)
+            st = write_int_attr(w->path, w->mask_dset[s], "n_tokens", H5T_STD_I64LE, &w->count[s],
+                                H5T_NATIVE_INT64, err);
+        if (!st && w->masked)
+            st = write_int_attr(w->path, w->mask_dset[s], "crc32", H5T_STD_U32LE, &mask_crc,
+                                H5T_NATIVE_UINT32, err);
     }
     /* Close here rather than in writer_free so a failed close (the last
      * buffered metadata not reaching the disk) is reported. */
     for (int s = 0; s < TS_N_SPLITS; s++) {
-        if (H5Dclose(w->dset[s]) < 0 && !st) st = h5fail(err, TS_TF_ERR_IO, "%s: cannot close /%s/tokens", w->path, split_names[s]);
+        if (H5Dclose(w->dset[s]) < 0 && !st)
+            st = h5fail(err, TS_TF_ERR_IO, "%s: cannot close /%s/tokens", w->path, split_names[s]);
         w->dset[s] = H5I_INVALID_HID;
         if (w->mask_dset[s] >= 0 && H5Dclose(w->mask_dset[s]) < 0 && !st)
-            st = h5fail(err, TS_TF_ERR_IO, "%s: cannot close /%s/answer_mask", w->path, split_names[s]);
+            st = h5fail(err, TS_TF_ERR_IO, "%s: cannot close /%s/answer_mask", w->path,
+                        split_names[s]);
         w->mask_dset[s] = H5I_INVALID_HID;
     }
-    if (H5Fclose(w->file) < 0 && !st) st = h5fail(err, TS_TF_ERR_IO, "%s: cannot close file", w->path);
+    if (H5Fclose(w->file) < 0 && !st)
+        st = h5fail(err, TS_TF_ERR_IO, "%s: cannot close file", w->path);
     w->file = H5I_INVALID_HID;
     writer_free(w);
     return st;
@@ -334,8 +364,8 @@ ts_tf_status ts_token_writer_create(ts_token_writer **out, const char *path,
     return quiet_end(q, writer_create(out, path, meta, err ? err : &scratch));
 }
 
-ts_tf_status ts_token_writer_append(ts_token_writer *w, enum ts_split split,
-                                    const int32_t *tokens, size_t n, ts_tf_err *err) {
+ts_tf_status ts_token_writer_append(ts_token_writer *w, enum ts_split split, const int32_t *tokens,
+                                    size_t n, ts_tf_err *err) {
     ts_tf_err scratch;
     ts_h5_quiet q = ts_h5_quiet_begin();
     return quiet_end(q, writer_append(w, split, tokens, NULL, n, err ? err : &scratch));
@@ -346,7 +376,9 @@ ts_tf_status ts_token_writer_append_masked(ts_token_writer *w, enum ts_split spl
                                            ts_tf_err *err) {
     ts_tf_err scratch;
     ts_h5_quiet q = ts_h5_quiet_begin();
-    if (!mask) return quiet_end(q, fail(err ? err : &scratch, TS_TF_ERR_RANGE, "%s: no answer mask given", w->path));
+    if (!mask)
+        return quiet_end(
+            q, fail(err ? err : &scratch, TS_TF_ERR_RANGE, "%s: no answer mask given", w->path));
     return quiet_end(q, writer_append(w, split, tokens, mask, n, err ? err : &scratch));
 }
 
@@ -401,12 +433,55 @@ static ts_tf_status read_count_and_crc(ts_token_file *tf, hid_t dset, const char
     if (!st) st = read_int_attr(tf->path, dset, where, "crc32", &crc, err);
     if (st) return st;
     if (n != (int64_t)dim)
-        return fail(err, TS_TF_ERR_FORMAT, "%s: %s holds %llu values but its n_tokens attribute says %lld (truncated file?)",
-                    tf->path, where, (unsigned long long)dim, (long long)n);
+        return fail(
+            err, TS_TF_ERR_FORMAT,
+            "%s: %s holds %llu values but its n_tokens attribute says %lld (truncated file?)",
+            tf->path, where, (unsigned long long)dim, (long long)n);
     if (crc < 0 || crc > (int64_t)UINT32_MAX)
-        return fail(err, TS_TF_ERR_FORMAT, "%s: crc32 attribute of %s is not a 32-bit value", tf->path, where);
+        return fail(err, TS_TF_ERR_FORMAT, "%s: crc32 attribute of %s is not a 32-bit value",
+                    tf->path, where);
     *crc_out = (uint32_t)crc;
     return TS_TF_OK;
+}
+
+/* Narrower integers (uint8, uint16) are accepted as tokens too: HDF5 widens
+ * them exactly, and they are how other tools often store tokens. */
+static bool holds_int32_tokens(hid_t type) {
+    size_t size = H5Tget_size(type);
+    return H5Tget_class(type) == H5T_INTEGER &&
+           (size < 4 || (size == 4 && H5Tget_sign(type) == H5T_SGN_2));
+}
+
+static bool holds_mask_bytes(hid_t type) {
+    return H5Tget_class(type) == H5T_INTEGER && H5Tget_size(type) == 1;
+}
+
+/* What every dataset of a token file shares: opens `where` into *dset, checks
+ * it is 1-D with a type that type_ok accepts (else "is not TYPE_NAME"), and
+ * reads its length into *dim and its n_tokens and crc32 attributes. */
+static ts_tf_status open_1d_dataset(ts_token_file *tf, const char *where, bool (*type_ok)(hid_t),
+                                    const char *type_name, hid_t *dset, hsize_t *dim,
+                                    uint32_t *crc_out, ts_tf_err *err) {
+    *dset = H5Dopen2(tf->file, where, H5P_DEFAULT);
+    if (*dset < 0)
+        return h5fail(err, TS_TF_ERR_FORMAT, "%s: cannot open %s as a dataset", tf->path, where);
+    hid_t type = H5Dget_type(*dset);
+    hid_t space = H5Dget_space(*dset);
+    int ndims = space < 0 ? -1 : H5Sget_simple_extent_ndims(space);
+    ts_tf_status st = TS_TF_OK;
+    if (type < 0 || ndims < 0)
+        st = h5fail(err, TS_TF_ERR_IO, "%s: cannot read the type and shape of %s", tf->path, where);
+    else if (ndims != 1)
+        st = fail(err, TS_TF_ERR_FORMAT, "%s: %s has %d dimensions; token file datasets are 1-D",
+                  tf->path, where, ndims);
+    else if (H5Sget_simple_extent_dims(space, dim, NULL) < 0)
+        st = h5fail(err, TS_TF_ERR_IO, "%s: cannot read the length of %s", tf->path, where);
+    else if (!type_ok(type))
+        st = fail(err, TS_TF_ERR_FORMAT, "%s: %s is not %s", tf->path, where, type_name);
+    if (space >= 0) H5Sclose(space);
+    if (type >= 0) H5Tclose(type);
+    if (!st) st = read_count_and_crc(tf, *dset, where, *dim, crc_out, err);
+    return st;
 }
 
 /* Opens /SPLIT/answer_mask if there is one and checks it is a 1-D 8-bit
@@ -417,23 +492,12 @@ static ts_tf_status open_mask(ts_token_file *tf, int s, ts_tf_err *err) {
     htri_t exists = H5Lexists(tf->file, where, H5P_DEFAULT);
     if (exists < 0) return h5fail(err, TS_TF_ERR_IO, "%s: cannot look up %s", tf->path, where);
     if (!exists) return TS_TF_OK;
-    tf->mask_dset[s] = H5Dopen2(tf->file, where, H5P_DEFAULT);
-    if (tf->mask_dset[s] < 0) return h5fail(err, TS_TF_ERR_FORMAT, "%s: cannot open %s as a dataset", tf->path, where);
-    hid_t type = H5Dget_type(tf->mask_dset[s]);
-    hid_t space = H5Dget_space(tf->mask_dset[s]);
-    int ndims = space < 0 ? -1 : H5Sget_simple_extent_ndims(space);
     hsize_t dim = 0;
-    ts_tf_status st = TS_TF_OK;
-    if (type < 0 || ndims < 0 || (ndims == 1 && H5Sget_simple_extent_dims(space, &dim, NULL) < 0))
-        st = h5fail(err, TS_TF_ERR_IO, "%s: cannot read the type and shape of %s", tf->path, where);
-    else if (ndims != 1 || H5Tget_class(type) != H5T_INTEGER || H5Tget_size(type) != 1)
-        st = fail(err, TS_TF_ERR_FORMAT, "%s: %s is not a 1-D dataset of 8-bit integers", tf->path, where);
-    else if ((int64_t)dim != tf->n_tokens[s])
+    ts_tf_status st = open_1d_dataset(tf, where, holds_mask_bytes, "a dataset of 8-bit integers",
+                                      &tf->mask_dset[s], &dim, &tf->mask_crc32[s], err);
+    if (!st && (int64_t)dim != tf->n_tokens[s])
         st = fail(err, TS_TF_ERR_FORMAT, "%s: %s has %llu values for %lld tokens", tf->path, where,
                   (unsigned long long)dim, (long long)tf->n_tokens[s]);
-    if (space >= 0) H5Sclose(space);
-    if (type >= 0) H5Tclose(type);
-    if (!st) st = read_count_and_crc(tf, tf->mask_dset[s], where, dim, &tf->mask_crc32[s], err);
     return st;
 }
 
@@ -445,59 +509,40 @@ static ts_tf_status open_split(ts_token_file *tf, int s, ts_tf_err *err) {
     htri_t has_group = H5Lexists(tf->file, split_names[s], H5P_DEFAULT);
     htri_t has_dset = has_group > 0 ? H5Lexists(tf->file, where, H5P_DEFAULT) : has_group;
     if (has_dset < 0) return h5fail(err, TS_TF_ERR_IO, "%s: cannot look up %s", tf->path, where);
-    if (!has_dset) return fail(err, TS_TF_ERR_FORMAT, "%s: no dataset %s: not a token file", tf->path, where);
-    tf->dset[s] = H5Dopen2(tf->file, where, H5P_DEFAULT);
-    if (tf->dset[s] < 0) return h5fail(err, TS_TF_ERR_FORMAT, "%s: cannot open %s as a dataset", tf->path, where);
-
-    hid_t type = H5Dget_type(tf->dset[s]);
-    hid_t space = H5Dget_space(tf->dset[s]);
-    int ndims = space < 0 ? -1 : H5Sget_simple_extent_ndims(space);
+    if (!has_dset)
+        return fail(err, TS_TF_ERR_FORMAT, "%s: no dataset %s: not a token file", tf->path, where);
     hsize_t dim = 0;
-    ts_tf_status st = TS_TF_OK;
-    if (type < 0 || ndims < 0)
-        st = h5fail(err, TS_TF_ERR_IO, "%s: cannot read the type and shape of %s", tf->path, where);
-    else if (ndims != 1)
-        st = fail(err, TS_TF_ERR_FORMAT, "%s: %s has %d dimensions; token datasets are 1-D", tf->path, where, ndims);
-    else if (H5Sget_simple_extent_dims(space, &dim, NULL) < 0)
-        st = h5fail(err, TS_TF_ERR_IO, "%s: cannot read the length of %s", tf->path, where);
-    else {
-        /* Narrower integers (uint8, uint16) are accepted too: HDF5 widens
-         * them exactly, and they are how other tools often store tokens. */
-        size_t size = H5Tget_size(type);
-        bool ok = H5Tget_class(type) == H5T_INTEGER &&
-                  (size < 4 || (size == 4 && H5Tget_sign(type) == H5T_SGN_2));
-        if (!ok)
-            st = fail(err, TS_TF_ERR_FORMAT,
-                      "%s: %s is not of an integer type that int32 holds (int32, or 8- or 16-bit integers)",
-                      tf->path, where);
-    }
-    if (space >= 0) H5Sclose(space);
-    if (type >= 0) H5Tclose(type);
-    if (st) return st;
-
-    st = read_count_and_crc(tf, tf->dset[s], where, dim, &tf->crc32[s], err);
+    ts_tf_status st =
+        open_1d_dataset(tf, where, holds_int32_tokens,
+                        "of an integer type that int32 holds (int32, or 8- or 16-bit integers)",
+                        &tf->dset[s], &dim, &tf->crc32[s], err);
     if (st) return st;
     tf->n_tokens[s] = (int64_t)dim;
     return open_mask(tf, s, err);
 }
 
-static ts_tf_status read_metadata(ts_token_file *tf, const ts_token_open_opts *opts, ts_tf_err *err) {
+static ts_tf_status read_metadata(ts_token_file *tf, const ts_token_open_opts *opts,
+                                  ts_tf_err *err) {
     int64_t vocab, version;
     ts_tf_status st = TS_TF_OK;
     htri_t has_version = H5Aexists(tf->file, "format_version");
-    if (has_version < 0) return h5fail(err, TS_TF_ERR_IO, "%s: cannot read the root group's attributes", tf->path);
+    if (has_version < 0)
+        return h5fail(err, TS_TF_ERR_IO, "%s: cannot read the root group's attributes", tf->path);
     if (has_version) {
         st = read_int_attr(tf->path, tf->file, "/", "format_version", &version, err);
         if (!st && version != TS_TF_FORMAT_VERSION)
-            st = fail(err, TS_TF_ERR_FORMAT, "%s: format_version %lld; this program reads version %d",
-                      tf->path, (long long)version, TS_TF_FORMAT_VERSION);
+            st = fail(err, TS_TF_ERR_FORMAT,
+                      "%s: format_version %lld; this program reads version %d", tf->path,
+                      (long long)version, TS_TF_FORMAT_VERSION);
     }
     if (!st) st = read_int_attr(tf->path, tf->file, "/", "vocab_size", &vocab, err);
     if (!st && (vocab <= 0 || vocab > INT32_MAX))
-        st = fail(err, TS_TF_ERR_FORMAT, "%s: vocab_size %lld is not in [1, 2^31)", tf->path, (long long)vocab);
+        st = fail(err, TS_TF_ERR_FORMAT, "%s: vocab_size %lld is not in [1, 2^31)", tf->path,
+                  (long long)vocab);
     if (!st && opts && opts->expected_vocab > 0 && vocab != opts->expected_vocab)
-        st = fail(err, TS_TF_ERR_VOCAB, "%s: vocabulary size is %lld, but %d was expected (another tokenizer?)",
-                  tf->path, (long long)vocab, (int)opts->expected_vocab);
+        st = fail(err, TS_TF_ERR_VOCAB,
+                  "%s: vocabulary size is %lld, but %d was expected (another tokenizer?)", tf->path,
+                  (long long)vocab, (int)opts->expected_vocab);
     if (st) return st;
     tf->meta.vocab_size = (int32_t)vocab;
 
@@ -506,9 +551,12 @@ static ts_tf_status read_metadata(ts_token_file *tf, const ts_token_open_opts *o
     static const char *const names[4] = {"tokenizer", "domain", "source", "split_rule"};
     for (int i = 0; i < 4 && !st; i++) {
         htri_t exists = i == 0 ? 1 : H5Aexists(tf->file, names[i]);
-        if (exists < 0) st = h5fail(err, TS_TF_ERR_IO, "%s: cannot look up attribute %s", tf->path, names[i]);
-        else if (exists) st = read_str_attr(tf->path, tf->file, "/", names[i], &tf->strings[i], err);
-        else if (!(tf->strings[i] = strdup(""))) st = fail(err, TS_TF_ERR_NOMEM, "%s: out of memory", tf->path);
+        if (exists < 0)
+            st = h5fail(err, TS_TF_ERR_IO, "%s: cannot look up attribute %s", tf->path, names[i]);
+        else if (exists)
+            st = read_str_attr(tf->path, tf->file, "/", names[i], &tf->strings[i], err);
+        else if (!(tf->strings[i] = strdup("")))
+            st = fail(err, TS_TF_ERR_NOMEM, "%s: out of memory", tf->path);
     }
     if (st) return st;
     tf->meta.tokenizer = tf->strings[0];
@@ -517,10 +565,11 @@ static ts_tf_status read_metadata(ts_token_file *tf, const ts_token_open_opts *o
     tf->meta.split_rule = tf->strings[3];
     for (int s = 0; s < TS_N_SPLITS && !st; s++) st = open_split(tf, s, err);
     /* A mask serves answer-only scoring of either split: both or neither. */
-    bool train_mask = tf->mask_dset[TS_SPLIT_TRAIN] >= 0, val_mask = tf->mask_dset[TS_SPLIT_VALIDATION] >= 0;
+    bool train_mask = tf->mask_dset[TS_SPLIT_TRAIN] >= 0,
+         val_mask = tf->mask_dset[TS_SPLIT_VALIDATION] >= 0;
     if (!st && train_mask != val_mask)
-        st = fail(err, TS_TF_ERR_FORMAT, "%s: /%s/answer_mask exists but /%s/answer_mask does not", tf->path,
-                  split_names[train_mask ? TS_SPLIT_TRAIN : TS_SPLIT_VALIDATION],
+        st = fail(err, TS_TF_ERR_FORMAT, "%s: /%s/answer_mask exists but /%s/answer_mask does not",
+                  tf->path, split_names[train_mask ? TS_SPLIT_TRAIN : TS_SPLIT_VALIDATION],
                   split_names[train_mask ? TS_SPLIT_VALIDATION : TS_SPLIT_TRAIN]);
     tf->has_mask = !st && train_mask;
     return st;
@@ -562,8 +611,10 @@ static ts_tf_status read_range(ts_token_file *tf, int s, hid_t dxpl, int64_t off
                                int32_t *out, ts_tf_err *err) {
     hsize_t start = (hsize_t)offset, n = (hsize_t)count;
     hid_t fspace = H5Dget_space(tf->dset[s]);
-    herr_t rc = fspace < 0 ? -1 : H5Sselect_hyperslab(fspace, H5S_SELECT_SET, &start, NULL, &n, NULL);
-    ts_tf_status st = rc < 0 ? h5fail(err, TS_TF_ERR_IO, "%s: cannot select tokens of /%s/tokens", tf->path, split_names[s])
+    herr_t rc =
+        fspace < 0 ? -1 : H5Sselect_hyperslab(fspace, H5S_SELECT_SET, &start, NULL, &n, NULL);
+    ts_tf_status st = rc < 0 ? h5fail(err, TS_TF_ERR_IO, "%s: cannot select tokens of /%s/tokens",
+                                      tf->path, split_names[s])
                              : read_selection(tf, s, dxpl, fspace, n, out, err);
     if (fspace >= 0) H5Sclose(fspace);
     return st;
@@ -579,7 +630,9 @@ static void read_nothing_of(ts_token_file *tf, int s, split_data d) {
     if (fspace >= 0) H5Sclose(fspace);
 }
 
-static void read_nothing(ts_token_file *tf, int s) { read_nothing_of(tf, s, SPLIT_TOKENS); }
+static void read_nothing(ts_token_file *tf, int s) {
+    read_nothing_of(tf, s, SPLIT_TOKENS);
+}
 
 /* Checks a split's answer mask: values 0 or 1, and its checksum. block
  * holds VERIFY_BLOCK bytes at least. */
@@ -591,21 +644,25 @@ static ts_tf_status verify_mask(ts_token_file *tf, int s, uint8_t *block, crc32_
         int64_t n = tf->n_tokens[s] - at < VERIFY_BLOCK ? tf->n_tokens[s] - at : VERIFY_BLOCK;
         hsize_t start = (hsize_t)at, count = (hsize_t)n;
         hid_t fspace = H5Dget_space(tf->mask_dset[s]);
-        if (fspace < 0 || H5Sselect_hyperslab(fspace, H5S_SELECT_SET, &start, NULL, &count, NULL) < 0)
-            st = h5fail(err, TS_TF_ERR_IO, "%s: cannot select /%s/answer_mask", tf->path, split_names[s]);
+        if (fspace < 0 ||
+            H5Sselect_hyperslab(fspace, H5S_SELECT_SET, &start, NULL, &count, NULL) < 0)
+            st = h5fail(err, TS_TF_ERR_IO, "%s: cannot select /%s/answer_mask", tf->path,
+                        split_names[s]);
         else
             st = read_data_selection(tf, s, SPLIT_MASK, H5P_DEFAULT, fspace, count, block, err);
         if (fspace >= 0) H5Sclose(fspace);
         size_t bad = st ? 0 : first_bad_flag(block, (size_t)n);
         if (!st && bad < (size_t)n)
-            st = fail(err, TS_TF_ERR_FORMAT, "%s: /%s/answer_mask[%lld] = %d is neither 0 nor 1", tf->path,
-                      split_names[s], (long long)(at + (int64_t)bad), (int)block[bad]);
+            st = fail(err, TS_TF_ERR_FORMAT, "%s: /%s/answer_mask[%lld] = %d is neither 0 nor 1",
+                      tf->path, split_names[s], (long long)(at + (int64_t)bad), (int)block[bad]);
         if (!st) crc32_bytes(crc, block, (size_t)n);
     }
     if (!st && crc32_value(crc) != tf->mask_crc32[s])
-        st = fail(err, TS_TF_ERR_CHECKSUM,
-                  "%s: /%s/answer_mask does not match its checksum (stored crc32 %08x, data %08x): the file is corrupt",
-                  tf->path, split_names[s], (unsigned)tf->mask_crc32[s], (unsigned)crc32_value(crc));
+        st =
+            fail(err, TS_TF_ERR_CHECKSUM,
+                 "%s: /%s/answer_mask does not match its checksum (stored crc32 %08x, data %08x): "
+                 "the file is corrupt",
+                 tf->path, split_names[s], (unsigned)tf->mask_crc32[s], (unsigned)crc32_value(crc));
     return st;
 }
 
@@ -620,19 +677,23 @@ static ts_tf_status verify_impl(ts_token_file *tf, ts_tf_err *err) {
         for (int s = 0; s < TS_N_SPLITS && !st; s++) {
             crc32_init(crc);
             for (int64_t at = 0; at < tf->n_tokens[s] && !st; at += VERIFY_BLOCK) {
-                int64_t n = tf->n_tokens[s] - at < VERIFY_BLOCK ? tf->n_tokens[s] - at : VERIFY_BLOCK;
+                int64_t n =
+                    tf->n_tokens[s] - at < VERIFY_BLOCK ? tf->n_tokens[s] - at : VERIFY_BLOCK;
                 st = read_range(tf, s, H5P_DEFAULT, at, n, block, err);
                 size_t bad = st ? 0 : first_out_of_vocab(block, (size_t)n, tf->meta.vocab_size);
                 if (!st && bad < (size_t)n)
-                    st = fail(err, TS_TF_ERR_VOCAB, "%s: /%s/tokens[%lld] = %d lies outside the vocabulary [0, %d)",
-                              tf->path, split_names[s], (long long)(at + (int64_t)bad), (int)block[bad],
-                              (int)tf->meta.vocab_size);
+                    st = fail(err, TS_TF_ERR_VOCAB,
+                              "%s: /%s/tokens[%lld] = %d lies outside the vocabulary [0, %d)",
+                              tf->path, split_names[s], (long long)(at + (int64_t)bad),
+                              (int)block[bad], (int)tf->meta.vocab_size);
                 if (!st) crc32_tokens(crc, block, (size_t)n);
             }
             if (!st && crc32_value(crc) != tf->crc32[s])
                 st = fail(err, TS_TF_ERR_CHECKSUM,
-                          "%s: /%s/tokens does not match its checksum (stored crc32 %08x, data %08x): the file is corrupt",
-                          tf->path, split_names[s], (unsigned)tf->crc32[s], (unsigned)crc32_value(crc));
+                          "%s: /%s/tokens does not match its checksum (stored crc32 %08x, data "
+                          "%08x): the file is corrupt",
+                          tf->path, split_names[s], (unsigned)tf->crc32[s],
+                          (unsigned)crc32_value(crc));
             if (!st && tf->has_mask) st = verify_mask(tf, s, (uint8_t *)block, crc, err);
         }
         free(crc);
@@ -664,9 +725,12 @@ static ts_tf_status open_impl(ts_token_file *tf, const char *path, MPI_Comm comm
     if (!st && tf->rank == 0) {
         struct stat sb;
         FILE *f = NULL;
-        if (stat(path, &sb) != 0) st = fail(err, TS_TF_ERR_MISSING, "%s: cannot open: %s", path, strerror(errno));
-        else if (!S_ISREG(sb.st_mode)) st = fail(err, TS_TF_ERR_MISSING, "%s: not a regular file", path);
-        else if (!(f = fopen(path, "rb"))) st = fail(err, TS_TF_ERR_MISSING, "%s: cannot read: %s", path, strerror(errno));
+        if (stat(path, &sb) != 0)
+            st = fail(err, TS_TF_ERR_MISSING, "%s: cannot open: %s", path, strerror(errno));
+        else if (!S_ISREG(sb.st_mode))
+            st = fail(err, TS_TF_ERR_MISSING, "%s: not a regular file", path);
+        else if (!(f = fopen(path, "rb")))
+            st = fail(err, TS_TF_ERR_MISSING, "%s: cannot read: %s", path, strerror(errno));
         if (f) fclose(f);
     }
     st = agree(tf, st, err);
@@ -674,7 +738,8 @@ static ts_tf_status open_impl(ts_token_file *tf, const char *path, MPI_Comm comm
 
     hid_t fapl = H5Pcreate(H5P_FILE_ACCESS);
     herr_t rc = fapl < 0 ? -1 : H5Pset_fapl_mpio(fapl, tf->comm, MPI_INFO_NULL);
-    if (rc < 0) st = h5fail(err, TS_TF_ERR_IO, "%s: cannot set up MPI-IO access", path);
+    if (rc < 0)
+        st = h5fail(err, TS_TF_ERR_IO, "%s: cannot set up MPI-IO access", path);
     else if ((tf->file = H5Fopen(path, H5F_ACC_RDONLY, fapl)) < 0)
         st = h5fail(err, TS_TF_ERR_NOT_HDF5, "%s: not an HDF5 file, or a damaged one", path);
     if (fapl >= 0) H5Pclose(fapl);
@@ -683,7 +748,8 @@ static ts_tf_status open_impl(ts_token_file *tf, const char *path, MPI_Comm comm
         tf->collective = opts && opts->collective;
         tf->dxpl = H5Pcreate(H5P_DATASET_XFER);
         rc = tf->dxpl < 0 ? -1
-                          : H5Pset_dxpl_mpio(tf->dxpl, tf->collective ? H5FD_MPIO_COLLECTIVE : H5FD_MPIO_INDEPENDENT);
+                          : H5Pset_dxpl_mpio(tf->dxpl, tf->collective ? H5FD_MPIO_COLLECTIVE
+                                                                      : H5FD_MPIO_INDEPENDENT);
         if (rc < 0) st = h5fail(err, TS_TF_ERR_IO, "%s: cannot set up transfer properties", path);
     }
     st = agree(tf, st, err);
@@ -692,15 +758,17 @@ static ts_tf_status open_impl(ts_token_file *tf, const char *path, MPI_Comm comm
 }
 
 static ts_tf_status check_split(const ts_token_file *tf, enum ts_split split, ts_tf_err *err) {
-    return valid_split(split) ? TS_TF_OK : fail(err, TS_TF_ERR_RANGE, "%s: no split %d", tf->path, (int)split);
+    return valid_split(split) ? TS_TF_OK
+                              : fail(err, TS_TF_ERR_RANGE, "%s: no split %d", tf->path, (int)split);
 }
 
 static ts_tf_status read_impl(ts_token_file *tf, enum ts_split split, int64_t offset, int64_t count,
                               int32_t *out, ts_tf_err *err) {
     ts_tf_status st = check_split(tf, split, err);
     if (!st && (offset < 0 || count < 0 || offset > tf->n_tokens[split] - count))
-        st = fail(err, TS_TF_ERR_RANGE, "%s: tokens [%lld, %lld) lie outside /%s/tokens, which holds %lld",
-                  tf->path, (long long)offset, (long long)offset + count, split_names[split],
+        st = fail(err, TS_TF_ERR_RANGE,
+                  "%s: tokens [%lld, %lld) lie outside /%s/tokens, which holds %lld", tf->path,
+                  (long long)offset, (long long)offset + count, split_names[split],
                   (long long)tf->n_tokens[split]);
     int s = st ? 0 : (int)split;
     if (st || count == 0) {
@@ -737,8 +805,10 @@ static ts_tf_status select_windows(ts_token_file *tf, int s, window *w, int n, i
             continue;
         }
         hsize_t start = (hsize_t)run_start, count = (hsize_t)(run_end - run_start);
-        if (H5Sselect_hyperslab(fspace, first ? H5S_SELECT_SET : H5S_SELECT_OR, &start, NULL, &count, NULL) < 0)
-            return h5fail(err, TS_TF_ERR_IO, "%s: cannot select windows of /%s/tokens", tf->path, split_names[s]);
+        if (H5Sselect_hyperslab(fspace, first ? H5S_SELECT_SET : H5S_SELECT_OR, &start, NULL,
+                                &count, NULL) < 0)
+            return h5fail(err, TS_TF_ERR_IO, "%s: cannot select windows of /%s/tokens", tf->path,
+                          split_names[s]);
         first = false;
         base += run_end - run_start;
         if (k < n) {
@@ -756,14 +826,18 @@ static ts_tf_status read_windows_impl(ts_token_file *tf, enum ts_split split, sp
                                       ts_tf_err *err) {
     ts_tf_status st = check_split(tf, split, err);
     if (!st && d == SPLIT_MASK && !tf->has_mask)
-        st = fail(err, TS_TF_ERR_FORMAT, "%s: has no answer mask (answer-only scoring needs one)", tf->path);
+        st = fail(err, TS_TF_ERR_FORMAT, "%s: has no answer mask (answer-only scoring needs one)",
+                  tf->path);
     if (!st && (n < 0 || len < 0 || (n > 0 && (!offsets || !out))))
-        st = fail(err, TS_TF_ERR_RANGE, "%s: bad window request (%d windows of %lld tokens)", tf->path, n, (long long)len);
+        st = fail(err, TS_TF_ERR_RANGE, "%s: bad window request (%d windows of %lld tokens)",
+                  tf->path, n, (long long)len);
     for (int i = 0; i < n && !st; i++)
         if (offsets[i] < 0 || offsets[i] > tf->n_tokens[split] - len)
-            st = fail(err, TS_TF_ERR_RANGE, "%s: window %d, tokens [%lld, %lld), lies outside /%s/tokens, which holds %lld",
-                      tf->path, i, (long long)offsets[i], (long long)(offsets[i] + len), split_names[split],
-                      (long long)tf->n_tokens[split]);
+            st = fail(
+                err, TS_TF_ERR_RANGE,
+                "%s: window %d, tokens [%lld, %lld), lies outside /%s/tokens, which holds %lld",
+                tf->path, i, (long long)offsets[i], (long long)(offsets[i] + len),
+                split_names[split], (long long)tf->n_tokens[split]);
     int s = st ? 0 : (int)split;
     /* Without a mask there is no mask dataset to take part in a collective
      * read with; every rank then fails the same way, before any transfer. */
@@ -778,21 +852,25 @@ static ts_tf_status read_windows_impl(ts_token_file *tf, enum ts_split split, sp
     char *buf = malloc((size_t)n * (size_t)len * elem); /* the union is at most this long */
     hid_t fspace = H5I_INVALID_HID;
     int64_t total = 0;
-    if (!w || !buf) st = fail(err, TS_TF_ERR_NOMEM, "%s: out of memory for %d windows of %lld tokens", tf->path, n, (long long)len);
+    if (!w || !buf)
+        st = fail(err, TS_TF_ERR_NOMEM, "%s: out of memory for %d windows of %lld tokens", tf->path,
+                  n, (long long)len);
     if (!st && (fspace = H5Dget_space(data_dset(tf, s, d))) < 0)
-        st = h5fail(err, TS_TF_ERR_IO, "%s: cannot read the shape of /%s/%s", tf->path, split_names[s],
-                    d == SPLIT_MASK ? "answer_mask" : "tokens");
+        st = h5fail(err, TS_TF_ERR_IO, "%s: cannot read the shape of /%s/%s", tf->path,
+                    split_names[s], d == SPLIT_MASK ? "answer_mask" : "tokens");
     if (!st) {
         for (int i = 0; i < n; i++) w[i] = (window){offsets[i], i, 0};
         qsort(w, (size_t)n, sizeof *w, by_offset);
         st = select_windows(tf, s, w, n, len, fspace, &total, err);
     }
-    if (!st) st = read_data_selection(tf, s, d, tf->dxpl, fspace, (hsize_t)total, buf, err);
-    else if (tf->collective) read_nothing_of(tf, s, d);
+    if (!st)
+        st = read_data_selection(tf, s, d, tf->dxpl, fspace, (hsize_t)total, buf, err);
+    else if (tf->collective)
+        read_nothing_of(tf, s, d);
     if (!st)
         for (int k = 0; k < n; k++)
-            memcpy((char *)out + (size_t)w[k].index * (size_t)len * elem, buf + (size_t)w[k].at * elem,
-                   (size_t)len * elem);
+            memcpy((char *)out + (size_t)w[k].index * (size_t)len * elem,
+                   buf + (size_t)w[k].at * elem, (size_t)len * elem);
     if (fspace >= 0) H5Sclose(fspace);
     free(buf);
     free(w);
@@ -820,12 +898,12 @@ ts_tf_status ts_token_file_read(ts_token_file *tf, enum ts_split split, int64_t 
 }
 
 ts_tf_status ts_token_file_read_windows(ts_token_file *tf, enum ts_split split,
-                                        const int64_t *offsets, int n, int64_t len,
-                                        int32_t *out, ts_tf_err *err) {
+                                        const int64_t *offsets, int n, int64_t len, int32_t *out,
+                                        ts_tf_err *err) {
     ts_tf_err scratch;
     ts_h5_quiet q = ts_h5_quiet_begin();
-    return quiet_end(q, read_windows_impl(tf, split, SPLIT_TOKENS, offsets, n, len, out,
-                                          err ? err : &scratch));
+    return quiet_end(
+        q, read_windows_impl(tf, split, SPLIT_TOKENS, offsets, n, len, out, err ? err : &scratch));
 }
 
 ts_tf_status ts_token_file_read_mask_windows(ts_token_file *tf, enum ts_split split,
@@ -833,8 +911,8 @@ ts_tf_status ts_token_file_read_mask_windows(ts_token_file *tf, enum ts_split sp
                                              uint8_t *out, ts_tf_err *err) {
     ts_tf_err scratch;
     ts_h5_quiet q = ts_h5_quiet_begin();
-    return quiet_end(q, read_windows_impl(tf, split, SPLIT_MASK, offsets, n, len, out,
-                                          err ? err : &scratch));
+    return quiet_end(
+        q, read_windows_impl(tf, split, SPLIT_MASK, offsets, n, len, out, err ? err : &scratch));
 }
 
 ts_tf_status ts_token_file_verify(ts_token_file *tf, ts_tf_err *err) {

@@ -12,6 +12,7 @@
 #include "models/ebt.h"
 #include "train/checkpoint_model.h"
 #include "train/evaluate.h"
+#include "train/mllog.h"
 
 /* eval.h5 in the directory of the checkpoint, i.e. the run directory, where
  * analysis/run_summary.py reads it (docs/training.md). */
@@ -89,6 +90,9 @@ int ts_eval_run(MPI_Comm comm, const ts_eval_run_options *a) {
         for (int k = 0; k < ops->n_stats; k++) printf(" %12s", stat_names[k]);
         printf("\n");
     }
+    ts_mllog mllog;
+    ts_mllog_open_stdout(&mllog, comm, &config);
+    ts_mllog_eval_start(&mllog, step);
     char list[sizeof a->data];
     snprintf(list, sizeof list, "%s", a->data);
     for (char *save = NULL, *file = strtok_r(list, ",", &save); file && status == 0;
@@ -137,6 +141,7 @@ int ts_eval_run(MPI_Comm comm, const ts_eval_run_options *a) {
                                     .stats = r->stats, .answer_loss = r->answer_loss,
                                     .answer_perplexity = r->answer_perplexity,
                                     .answer_tokens = r->answer_tokens};
+            ts_mllog_eval_result(&mllog, step, names[n], r, n == 0);
             if (rank == 0) {
                 printf("%-12s %-32s %10.4f %12.3f %10ld", names[n], setting, r->loss,
                        r->perplexity, r->tokens);
@@ -170,6 +175,7 @@ int ts_eval_run(MPI_Comm comm, const ts_eval_run_options *a) {
         }
         free(config_text);
     }
+    if (status == 0) ts_mllog_eval_stop(&mllog, step);
     MPI_Bcast(&status, 1, MPI_INT, 0, comm);
     if (energies) {
         bool kept = ts_energies_close(energies, status == 0, err, sizeof err);

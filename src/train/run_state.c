@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "io/checkpoint.h"
+#include "io/h5_toolkit.h"
 #include "io/metrics.h"
 
 /* Each metrics table is defined once: its columns (name, units,
@@ -142,14 +143,6 @@ static bool holds_results(const char *dir) {
     return found;
 }
 
-/* Rank 0 decides, everyone learns the outcome and the message. */
-static bool agree(ts_run_state *s, bool ok, char *err, size_t errlen) {
-    int flag = ok;
-    MPI_Bcast(&flag, 1, MPI_INT, 0, s->comm);
-    MPI_Bcast(err, (int)errlen, MPI_CHAR, 0, s->comm);
-    return flag;
-}
-
 static bool prepare_directory(ts_run_state *s, bool resume, char *err, size_t errlen) {
     bool ok = true;
     if (s->rank == 0) {
@@ -164,7 +157,8 @@ static bool prepare_directory(ts_run_state *s, bool resume, char *err, size_t er
             ok = ts_make_dirs(dir, err, errlen) == TS_IO_OK;
         }
     }
-    return agree(s, ok, err, errlen);
+    /* Rank 0 decides; every rank learns the outcome and the message. */
+    return ts_io_agree(s->comm, ok ? TS_IO_OK : TS_IO_ERR_IO, err, errlen) == TS_IO_OK;
 }
 
 /* A checkpoint that fails verification (damaged bytes, a truncated or
@@ -276,7 +270,8 @@ bool ts_run_state_open(ts_run_state *s, MPI_Comm comm, const ts_run_config *conf
               ts_metrics_define(s->metrics, "train_model", "the model's own statistics per step",
                                 n_model, model_columns, err, errlen) == TS_IO_OK);
     }
-    return agree(s, ok, err, errlen);
+    /* Rank 0 decides; every rank learns the outcome and the message. */
+    return ts_io_agree(s->comm, ok ? TS_IO_OK : TS_IO_ERR_IO, err, errlen) == TS_IO_OK;
 }
 
 bool ts_run_state_log_step(ts_run_state *s, const ts_step_record *r, const double *stats,

@@ -10,19 +10,6 @@
 #include "parallel/data_parallel.h"
 #include "train/micro_batch.h"
 
-/* Engine misuse while counting (a configuration the ops reject) comes back
- * here as a message instead of ending the process. */
-typedef struct count_failure {
-    jmp_buf back;
-    char message[512];
-} count_failure;
-
-static void catch_failure(void *user, const char *message) {
-    count_failure *failure = user;
-    snprintf(failure->message, sizeof failure->message, "%s", message);
-    longjmp(failure->back, 1);
-}
-
 /* Chunks of a counting context: it holds tensor headers, graph nodes and
  * token ids only. */
 #define COUNTING_CHUNK_BYTES ((size_t)1 << 20)
@@ -47,8 +34,10 @@ static bool count_step(const ts_run_config *config, const ts_model_config *model
         ts_model_destroy(model);
         return false;
     }
-    count_failure failure = {.message = ""};
-    ts_ctx_set_error_handler(&ctx, catch_failure, &failure);
+    /* Engine misuse while counting (a configuration the ops reject) comes
+     * back here as a message instead of ending the process. */
+    ts_error_catch failure = {.message = ""};
+    ts_ctx_set_error_handler(&ctx, ts_error_catch_jump, &failure);
     bool ok = true;
     if (setjmp(failure.back) == 0) {
         ts_model_bind(model, &ctx);

@@ -15,6 +15,7 @@
 #include "train/evaluate.h"
 #include "train/machine_peak.h"
 #include "train/micro_batch.h"
+#include "train/mllog.h"
 #include "train/optimizer.h"
 #include "train/run_report.h"
 #include "train/run_state.h"
@@ -45,6 +46,7 @@ typedef struct trainer {
     int64_t *offsets;
     int32_t *tokens;
     ts_run_state state;    /* metrics and checkpoints */
+    ts_mllog mllog;        /* :::MLLOG lines (rank 0) */
 } trainer;
 
 /* What each step's one reduction carries (summed over ranks). */
@@ -263,6 +265,7 @@ static ts_memory_record measure_memory(trainer *tr, long steps_run) {
 
 static bool evaluate_all(trainer *tr, char *err, size_t errlen) {
     const ts_run_config *c = &tr->config;
+    ts_mllog_eval_start(&tr->mllog, tr->step);
     for (int i = 0; i < tr->n_evals; i++) {
         ts_eval_result r;
         long micro = c->batch / c->accum;
@@ -277,7 +280,9 @@ static bool evaluate_all(trainer *tr, char *err, size_t errlen) {
         if (!ts_run_state_log_eval(&tr->state, tr->step, tr->evals[i].name, &r, err, errlen))
             return false;
         tr->evals[i].last = r;
+        ts_mllog_eval_result(&tr->mllog, tr->step, tr->evals[i].name, &r, i == 0);
     }
+    ts_mllog_eval_stop(&tr->mllog, tr->step);
     return true;
 }
 
@@ -363,6 +368,7 @@ static int run(trainer *tr, bool resume, const char *resume_from) {
                c->model.arch, m->table.total, ts_model_non_embedding_params(m), tr->nranks,
                c->batch, c->model.context, tr->peak_gflops, resume ? "resuming at" : "from",
                tr->step);
+    ts_mllog_run_start(&tr->mllog, c, &tr->state.provenance, tr->step);
 
     long first_step = tr->step;
     double t_start = MPI_Wtime(), t_window = t_start, t_checkpoint = t_start;
@@ -491,7 +497,9 @@ int ts_train_resume_from(MPI_Comm comm, const ts_run_config *config, bool resume
         ts_ctx_free(&tr.ctx);
         return 1;
     }
+    ts_mllog_init_start(&tr.mllog, comm);
     int status = run(&tr, resume || checkpoint, checkpoint);
+    ts_mllog_run_stop(&tr.mllog, tr.step, status);
     close_all(&tr);
     ts_stop_signals_restore(&signals);
     return status;

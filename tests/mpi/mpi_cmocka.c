@@ -6,10 +6,14 @@
 #include <mpi.h>
 
 int ts_mpi_cmocka_main(int argc, char **argv, const char *name, const struct CMUnitTest *tests,
-                       size_t n_tests, CMFixtureFunction setup, CMFixtureFunction teardown) {
+                       size_t n_tests, int *world_rank, int *world_size, CMFixtureFunction setup,
+                       CMFixtureFunction teardown) {
     MPI_Init(&argc, &argv);
-    int rank;
+    int rank, size;
     MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+    MPI_Comm_size(MPI_COMM_WORLD, &size);
+    if (world_rank) *world_rank = rank;
+    if (world_size) *world_size = size;
     FILE *log = NULL;
     int saved_stderr = -1;
     if (rank != 0) {

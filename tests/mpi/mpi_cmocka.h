@@ -14,8 +14,12 @@
 
 #include <cmocka.h>
 
-/* Initialises and finalises MPI around the group; returns the exit status. */
+/* Initialises and finalises MPI around the group; returns the exit status.
+ * Before the group setup runs, *rank and *size (each may be NULL) are set to
+ * this process's rank in MPI_COMM_WORLD and its size, which every suite's
+ * tests read. */
 int ts_mpi_cmocka_main(int argc, char **argv, const char *name, const struct CMUnitTest *tests,
-                       size_t n_tests, CMFixtureFunction setup, CMFixtureFunction teardown);
+                       size_t n_tests, int *rank, int *size, CMFixtureFunction setup,
+                       CMFixtureFunction teardown);
 
 #endif

@@ -23,6 +23,7 @@
 #include "io/checkpoint.h"
 #include "io/provenance.h"
 #include "mpi_cmocka.h"
+#include "open_ids.h"
 #include "core/param_table.h"
 
 static int rank, size;
@@ -126,7 +127,7 @@ static ts_io_status ckpt_read_latest(MPI_Comm comm, const char *dir, const ts_pa
 }
 
 typedef struct fixture {
-    ssize_t open_ids[5];
+    ts_open_ids open_ids; /* a test must leave as many open as it found */
     char dir[256];
     ts_param_table table;
     ts_real *params, *m, *v;
@@ -175,16 +176,6 @@ static void build_table(ts_param_table *t) {
     add_tensor(t, "four_d", 4, 2, 1, 2, 3);
 }
 
-/* Open HDF5 files, datasets, groups, committed datatypes and attributes, of
- * each kind: a test must leave as many as it found. (HDF5 1.10 offers no
- * count of dataspaces or property lists.) */
-#define N_ID_KINDS 5
-static void count_open_ids(ssize_t counts[N_ID_KINDS]) {
-    const unsigned kinds[N_ID_KINDS] = {H5F_OBJ_FILE, H5F_OBJ_DATASET, H5F_OBJ_GROUP,
-                                        H5F_OBJ_DATATYPE, H5F_OBJ_ATTR};
-    for (int i = 0; i < N_ID_KINDS; i++) counts[i] = H5Fget_obj_count((hid_t)H5F_OBJ_ALL, kinds[i]);
-}
-
 static int setup(void **state) {
     fixture *f = calloc(1, sizeof *f);
     assert_non_null(f);
@@ -230,7 +221,7 @@ static int setup(void **state) {
          NULL},
     };
     memcpy(f->extras, extras, sizeof extras);
-    count_open_ids(f->open_ids);
+    f->open_ids = ts_count_open_ids();
     *state = f;
     return 0;
 }
@@ -252,14 +243,7 @@ static void remove_dir(const char *dir) {
 
 static int teardown(void **state) {
     fixture *f = *state;
-    ssize_t now[N_ID_KINDS];
-    count_open_ids(now);
-    for (int i = 0; i < N_ID_KINDS; i++) {
-        if (now[i] != f->open_ids[i])
-            print_error("open HDF5 objects of kind %d: %zd before the test, %zd after\n", i,
-                        f->open_ids[i], now[i]);
-        assert_true(now[i] >= 0 && now[i] == f->open_ids[i]);
-    }
+    ts_assert_open_ids_unchanged(&f->open_ids);
     MPI_Barrier(MPI_COMM_WORLD);
     if (rank == 0) remove_dir(f->dir);
     MPI_Barrier(MPI_COMM_WORLD);
@@ -1220,14 +1204,6 @@ static void test_version_1_checkpoint_loads(void **state) {
     free(offsets);
 }
 
-/* MPI is initialised by ts_mpi_cmocka_main, so the rank is learnt here. */
-static int group_setup(void **state) {
-    (void)state;
-    MPI_Comm_rank(MPI_COMM_WORLD, &rank);
-    MPI_Comm_size(MPI_COMM_WORLD, &size);
-    return 0;
-}
-
 int main(int argc, char **argv) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_round_trip_is_bit_exact, setup, teardown),
@@ -1252,5 +1228,5 @@ int main(int argc, char **argv) {
         cmocka_unit_test_setup_teardown(test_version_1_checkpoint_loads, setup, teardown),
     };
     return ts_mpi_cmocka_main(argc, argv, "test_checkpoint", tests, sizeof tests / sizeof tests[0],
-                              group_setup, NULL);
+                              &rank, &size, NULL, NULL);
 }

@@ -21,6 +21,7 @@
 #include "io/metrics.h"
 #include "io/provenance.h"
 #include "mpi_cmocka.h"
+#include "open_ids.h"
 
 static int rank, size;
 
@@ -34,7 +35,7 @@ static int rank, size;
     } while (0)
 
 typedef struct fixture {
-    ssize_t open_ids[5];
+    ts_open_ids open_ids; /* a test must leave as many open as it found */
     char dir[256];
     char path[300];
     ts_provenance prov;
@@ -58,16 +59,6 @@ static double train_value(long step, int column) {
 }
 
 /* Provenance is collective, so every rank collects it; only rank 0 goes on. */
-/* Open HDF5 files, datasets, groups, committed datatypes and attributes, of
- * each kind: a test must leave as many as it found. (HDF5 1.10 offers no
- * count of dataspaces or property lists.) */
-#define N_ID_KINDS 5
-static void count_open_ids(ssize_t counts[N_ID_KINDS]) {
-    const unsigned kinds[N_ID_KINDS] = {H5F_OBJ_FILE, H5F_OBJ_DATASET, H5F_OBJ_GROUP,
-                                        H5F_OBJ_DATATYPE, H5F_OBJ_ATTR};
-    for (int i = 0; i < N_ID_KINDS; i++) counts[i] = H5Fget_obj_count((hid_t)H5F_OBJ_ALL, kinds[i]);
-}
-
 static int setup(void **state) {
     fixture *f = calloc(1, sizeof *f);
     assert_non_null(f);
@@ -78,21 +69,14 @@ static int setup(void **state) {
     }
     assert_int_equal(ts_provenance_collect(MPI_COMM_WORLD, 0, &f->prov, f->err, sizeof f->err),
                      TS_IO_OK);
-    count_open_ids(f->open_ids);
+    f->open_ids = ts_count_open_ids();
     *state = f;
     return 0;
 }
 
 static int teardown(void **state) {
     fixture *f = *state;
-    ssize_t now[N_ID_KINDS];
-    count_open_ids(now);
-    for (int i = 0; i < N_ID_KINDS; i++) {
-        if (now[i] != f->open_ids[i])
-            print_error("open HDF5 objects of kind %d: %zd before the test, %zd after\n", i,
-                        f->open_ids[i], now[i]);
-        assert_true(now[i] >= 0 && now[i] == f->open_ids[i]);
-    }
+    ts_assert_open_ids_unchanged(&f->open_ids);
     if (rank == 0) {
         DIR *d = opendir(f->dir);
         struct dirent *entry;
@@ -550,14 +534,6 @@ static void test_bad_input_is_reported_and_overwrites_nothing(void **state) {
     assert_status(ts_metrics_close(NULL, f->err, sizeof f->err), TS_IO_OK, f->err);
 }
 
-/* MPI is initialised by ts_mpi_cmocka_main, so the rank is learnt here. */
-static int group_setup(void **state) {
-    (void)state;
-    MPI_Comm_rank(MPI_COMM_WORLD, &rank);
-    MPI_Comm_size(MPI_COMM_WORLD, &size);
-    return 0;
-}
-
 int main(int argc, char **argv) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_series_and_attributes_read_back, setup, teardown),
@@ -569,5 +545,5 @@ int main(int argc, char **argv) {
                                         teardown),
     };
     return ts_mpi_cmocka_main(argc, argv, "test_metrics", tests, sizeof tests / sizeof tests[0],
-                              group_setup, NULL);
+                              &rank, &size, NULL, NULL);
 }

@@ -136,13 +136,6 @@ static void test_memory_model(void **state) {
     assert_true(z3.parameters + z3.gradients + z3.optimizer == 4000);
 }
 
-static int setup(void **state) {
-    (void)state;
-    MPI_Comm_rank(MPI_COMM_WORLD, &rank);
-    MPI_Comm_size(MPI_COMM_WORLD, &size);
-    return 0;
-}
-
 int main(int argc, char **argv) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_shards_tile_the_buffer),
@@ -151,5 +144,5 @@ int main(int argc, char **argv) {
         cmocka_unit_test(test_memory_model),
     };
     return ts_mpi_cmocka_main(argc, argv, "test_parallel_strategy", tests,
-                              sizeof tests / sizeof tests[0], setup, NULL);
+                              sizeof tests / sizeof tests[0], &rank, &size, NULL, NULL);
 }

@@ -39,8 +39,6 @@ static int remove_entry(const char *path, const struct stat *st, int flag, struc
 /* Rank 0 writes a token file of VOCAB symbols; every rank learns the directory. */
 static int group_setup(void **state) {
     (void)state;
-    MPI_Comm_rank(MPI_COMM_WORLD, &rank);
-    MPI_Comm_size(MPI_COMM_WORLD, &size);
     int ok = 1;
     if (rank == 0) {
         snprintf(dir, sizeof dir, "/tmp/ts_step_cost_XXXXXX");
@@ -165,5 +163,6 @@ int main(int argc, char **argv) {
         cmocka_unit_test(test_ebt),
     };
     return ts_mpi_cmocka_main(argc, argv, "test_step_cost_trainer", tests,
-                              sizeof tests / sizeof tests[0], group_setup, group_teardown);
+                              sizeof tests / sizeof tests[0], &rank, &size, group_setup,
+                              group_teardown);
 }

@@ -16,13 +16,18 @@
 
 typedef struct fixture {
     char dir[64];
-    int rank, size;
 } fixture;
+
+static int rank, size;
 
 /* Patterns with different strides, so a run of validation tokens never
  * occurs in the train split (the corruption test searches for one). */
-static int32_t train_token(int64_t i) { return (int32_t)((i * 7919) % VOCAB); }
-static int32_t val_token(int64_t i) { return (int32_t)((i * 13 + 500) % VOCAB); }
+static int32_t train_token(int64_t i) {
+    return (int32_t)((i * 7919) % VOCAB);
+}
+static int32_t val_token(int64_t i) {
+    return (int32_t)((i * 13 + 500) % VOCAB);
+}
 
 static void path_in(const fixture *fx, const char *name, char *out, size_t len) {
     snprintf(out, len, "%s/%s", fx->dir, name);
@@ -31,9 +36,12 @@ static void path_in(const fixture *fx, const char *name, char *out, size_t len) 
 /* Rank 0 writes the reference file, in appends of uneven sizes so the
  * writer's chunk buffering is crossed in every way; the others wait. */
 static void write_reference(const fixture *fx, const char *path) {
-    if (fx->rank == 0) {
-        ts_token_meta meta = {.domain = "unit", .tokenizer = "test", .source = "test_token_file.c",
-                              .split_rule = "synthetic", .vocab_size = VOCAB};
+    if (rank == 0) {
+        ts_token_meta meta = {.domain = "unit",
+                              .tokenizer = "test",
+                              .source = "test_token_file.c",
+                              .split_rule = "synthetic",
+                              .vocab_size = VOCAB};
         ts_token_writer *w;
         ts_tf_err err;
         assert_int_equal(ts_token_writer_create(&w, path, &meta, &err), TS_TF_OK);
@@ -44,11 +52,13 @@ static void write_reference(const fixture *fx, const char *path) {
         size_t at = 0;
         for (size_t p = 0; at < N_TRAIN; p = (p + 1) % 5) {
             size_t n = pieces[p] < N_TRAIN - at ? pieces[p] : N_TRAIN - at;
-            assert_int_equal(ts_token_writer_append(w, TS_SPLIT_TRAIN, buf + at, n, &err), TS_TF_OK);
+            assert_int_equal(ts_token_writer_append(w, TS_SPLIT_TRAIN, buf + at, n, &err),
+                             TS_TF_OK);
             at += n;
         }
         for (int64_t i = 0; i < N_VAL; i++) buf[i] = val_token(i);
-        assert_int_equal(ts_token_writer_append(w, TS_SPLIT_VALIDATION, buf, N_VAL, &err), TS_TF_OK);
+        assert_int_equal(ts_token_writer_append(w, TS_SPLIT_VALIDATION, buf, N_VAL, &err),
+                         TS_TF_OK);
         assert_int_equal(ts_token_writer_count(w, TS_SPLIT_TRAIN), N_TRAIN);
         assert_int_equal(ts_token_writer_finish(w, &err), TS_TF_OK);
         free(buf);
@@ -59,9 +69,7 @@ static void write_reference(const fixture *fx, const char *path) {
 static int group_setup(void **state) {
     fixture *fx = calloc(1, sizeof *fx);
     if (!fx) return -1;
-    MPI_Comm_rank(MPI_COMM_WORLD, &fx->rank);
-    MPI_Comm_size(MPI_COMM_WORLD, &fx->size);
-    if (fx->rank == 0) {
+    if (rank == 0) {
         snprintf(fx->dir, sizeof fx->dir, "/tmp/ts_token_file_XXXXXX");
         if (!mkdtemp(fx->dir)) fx->dir[0] = '\0';
     }
@@ -73,9 +81,9 @@ static int group_setup(void **state) {
 static int group_teardown(void **state) {
     fixture *fx = *state;
     MPI_Barrier(MPI_COMM_WORLD);
-    if (fx->rank == 0) {
-        static const char *const names[] = {"ref.h5", "corrupt.h5", "text.txt", "no_val.h5", "two_d.h5",
-                                            "floats.h5", "uint8.h5", "bad_vocab.h5"};
+    if (rank == 0) {
+        static const char *const names[] = {"ref.h5",   "corrupt.h5", "text.txt", "no_val.h5",
+                                            "two_d.h5", "floats.h5",  "uint8.h5", "bad_vocab.h5"};
         char path[128];
         for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
             path_in(fx, names[i], path, sizeof path);
@@ -97,7 +105,8 @@ static void test_read_back(void **state) {
     for (int collective = 0; collective <= 1; collective++) {
         ts_token_file tf;
         ts_tf_err err;
-        ts_token_open_opts opts = {.expected_vocab = VOCAB, .verify = true, .collective = collective};
+        ts_token_open_opts opts = {
+            .expected_vocab = VOCAB, .verify = true, .collective = collective};
         assert_int_equal(ts_token_file_open(&tf, path, MPI_COMM_WORLD, &opts, &err), TS_TF_OK);
         assert_int_equal(ts_token_file_len(&tf, TS_SPLIT_TRAIN), N_TRAIN);
         assert_int_equal(ts_token_file_len(&tf, TS_SPLIT_VALIDATION), N_VAL);
@@ -108,25 +117,29 @@ static void test_read_back(void **state) {
 
         /* A contiguous shard: 3000 tokens from 65000 + 1000 * rank. */
         int32_t shard[3000];
-        int64_t offset = 65000 + 1000 * (int64_t)fx->rank;
-        assert_int_equal(ts_token_file_read(&tf, TS_SPLIT_TRAIN, offset, 3000, shard, &err), TS_TF_OK);
+        int64_t offset = 65000 + 1000 * (int64_t)rank;
+        assert_int_equal(ts_token_file_read(&tf, TS_SPLIT_TRAIN, offset, 3000, shard, &err),
+                         TS_TF_OK);
         for (int i = 0; i < 3000; i++) assert_int_equal(shard[i], train_token(offset + i));
 
         /* Windows of T + 1 = 9 tokens, unsorted, overlapping, adjacent,
          * repeated, one at the very end; shifted by rank. */
-        int64_t r = fx->rank;
+        int64_t r = rank;
         int64_t offsets[] = {131070 + r, 5 + r, 9 + r, 0, 8 + r, 5 + r, N_TRAIN - 9, 65530 - r};
         enum { NW = sizeof offsets / sizeof offsets[0], LEN = 9 };
         int32_t windows[NW * LEN];
-        assert_int_equal(ts_token_file_read_windows(&tf, TS_SPLIT_TRAIN, offsets, NW, LEN, windows, &err),
-                         TS_TF_OK);
+        assert_int_equal(
+            ts_token_file_read_windows(&tf, TS_SPLIT_TRAIN, offsets, NW, LEN, windows, &err),
+            TS_TF_OK);
         for (int w = 0; w < NW; w++)
-            for (int i = 0; i < LEN; i++) assert_int_equal(windows[w * LEN + i], train_token(offsets[w] + i));
+            for (int i = 0; i < LEN; i++)
+                assert_int_equal(windows[w * LEN + i], train_token(offsets[w] + i));
 
         /* The validation split, and a rank that has nothing to read. */
         int32_t val[N_VAL];
-        int64_t count = fx->rank == 0 ? N_VAL : 0;
-        assert_int_equal(ts_token_file_read(&tf, TS_SPLIT_VALIDATION, 0, count, val, &err), TS_TF_OK);
+        int64_t count = rank == 0 ? N_VAL : 0;
+        assert_int_equal(ts_token_file_read(&tf, TS_SPLIT_VALIDATION, 0, count, val, &err),
+                         TS_TF_OK);
         for (int64_t i = 0; i < count; i++) assert_int_equal(val[i], val_token(i));
         ts_token_file_close(&tf);
     }
@@ -143,7 +156,7 @@ static void test_bad_range(void **state) {
         ts_tf_err err;
         ts_token_open_opts opts = {.collective = collective};
         assert_int_equal(ts_token_file_open(&tf, path, MPI_COMM_WORLD, &opts, &err), TS_TF_OK);
-        bool bad = fx->rank == fx->size - 1;
+        bool bad = rank == size - 1;
         int32_t buf[16];
         int64_t offset = bad ? N_VAL - 8 : 0;
         ts_tf_status st = ts_token_file_read(&tf, TS_SPLIT_VALIDATION, offset, 16, buf, &err);
@@ -164,15 +177,15 @@ static void test_checksum_catches_corruption(void **state) {
     char ref[128], bad[128];
     path_in(fx, "ref.h5", ref, sizeof ref);
     path_in(fx, "corrupt.h5", bad, sizeof bad);
-    if (fx->rank == 0) {
+    if (rank == 0) {
         FILE *f = fopen(ref, "rb");
         assert_non_null(f);
         fseek(f, 0, SEEK_END);
-        long size = ftell(f);
+        long file_bytes = ftell(f);
         fseek(f, 0, SEEK_SET);
-        unsigned char *bytes = malloc((size_t)size);
+        unsigned char *bytes = malloc((size_t)file_bytes);
         assert_non_null(bytes);
-        assert_int_equal(fread(bytes, 1, (size_t)size, f), (size_t)size);
+        assert_int_equal(fread(bytes, 1, (size_t)file_bytes, f), (size_t)file_bytes);
         fclose(f);
         /* Validation tokens 100..103 as stored: int32 little-endian. */
         unsigned char pattern[16];
@@ -181,13 +194,13 @@ static void test_checksum_catches_corruption(void **state) {
             for (int b = 0; b < 4; b++) pattern[4 * i + b] = (unsigned char)(v >> (8 * b));
         }
         long at = -1;
-        for (long i = 0; i + 16 <= size && at < 0; i++)
+        for (long i = 0; i + 16 <= file_bytes && at < 0; i++)
             if (!memcmp(bytes + i, pattern, 16)) at = i;
         assert_true(at >= 0);
         bytes[at] ^= 1; /* 800 -> 801: still inside the vocabulary */
         f = fopen(bad, "wb");
         assert_non_null(f);
-        assert_int_equal(fwrite(bytes, 1, (size_t)size, f), (size_t)size);
+        assert_int_equal(fwrite(bytes, 1, (size_t)file_bytes, f), (size_t)file_bytes);
         fclose(f);
         free(bytes);
     }
@@ -220,7 +233,7 @@ static void test_not_hdf5(void **state) {
     fixture *fx = *state;
     char path[128];
     path_in(fx, "text.txt", path, sizeof path);
-    if (fx->rank == 0) {
+    if (rank == 0) {
         FILE *f = fopen(path, "w");
         assert_non_null(f);
         fputs("In the beginning God created the heaven and the earth.\n", f);
@@ -247,8 +260,8 @@ static uint32_t crc32_of(const int32_t *t, size_t n) {
 }
 
 typedef struct raw_split {
-    hid_t type;  /* storage type */
-    int rank;    /* 1 for a token file */
+    hid_t type; /* storage type */
+    int rank;   /* 1 for a token file */
     bool present;
 } raw_split;
 
@@ -275,7 +288,8 @@ static void write_raw(const char *path, int64_t vocab, raw_split split) {
         hsize_t dims[2] = {split.rank == 1 ? 64 : 8, 8};
         hid_t space = H5Screate_simple(split.rank, dims, NULL);
         hid_t group = H5Gcreate2(file, ts_split_name(s), H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
-        hid_t dset = H5Dcreate2(group, "tokens", split.type, space, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+        hid_t dset =
+            H5Dcreate2(group, "tokens", split.type, space, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
         assert_true(dset >= 0);
         assert_true(H5Dwrite(dset, H5T_NATIVE_INT32, H5S_ALL, H5S_ALL, H5P_DEFAULT, tokens) >= 0);
         int64_t n = 64;
@@ -307,26 +321,43 @@ static void test_format_errors(void **state) {
         const char *says;
     } cases[] = {
         {"uint8.h5", 256, {H5T_STD_U8LE, 1, true}, 256, TS_TF_OK, ""},
-        {"no_val.h5", 256, {H5T_STD_I32LE, 1, false}, 0, TS_TF_ERR_FORMAT, "no dataset /validation/tokens"},
+        {"no_val.h5",
+         256,
+         {H5T_STD_I32LE, 1, false},
+         0,
+         TS_TF_ERR_FORMAT,
+         "no dataset /validation/tokens"},
         {"two_d.h5", 256, {H5T_STD_I32LE, 2, true}, 0, TS_TF_ERR_FORMAT, "2 dimensions"},
-        {"floats.h5", 256, {H5T_IEEE_F32LE, 1, true}, 0, TS_TF_ERR_FORMAT, "not of an integer type"},
-        {"bad_vocab.h5", 256, {H5T_STD_I32LE, 1, true}, 50257, TS_TF_ERR_VOCAB, "vocabulary size is 256"},
+        {"floats.h5",
+         256,
+         {H5T_IEEE_F32LE, 1, true},
+         0,
+         TS_TF_ERR_FORMAT,
+         "not of an integer type"},
+        {"bad_vocab.h5",
+         256,
+         {H5T_STD_I32LE, 1, true},
+         50257,
+         TS_TF_ERR_VOCAB,
+         "vocabulary size is 256"},
     };
     for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
         char path[128];
         path_in(fx, cases[c].name, path, sizeof path);
-        if (fx->rank == 0) write_raw(path, cases[c].vocab, cases[c].split);
+        if (rank == 0) write_raw(path, cases[c].vocab, cases[c].split);
         MPI_Barrier(MPI_COMM_WORLD);
         ts_token_file tf;
         ts_tf_err err;
         ts_token_open_opts opts = {.expected_vocab = cases[c].expected_vocab, .verify = true};
         ts_tf_status st = ts_token_file_open(&tf, path, MPI_COMM_WORLD, &opts, &err);
-        if (st != cases[c].want) print_error("%s: status %d: %s\n", cases[c].name, (int)st, err.msg);
+        if (st != cases[c].want)
+            print_error("%s: status %d: %s\n", cases[c].name, (int)st, err.msg);
         assert_int_equal(st, cases[c].want);
         if (st == TS_TF_OK) {
             assert_string_equal(tf.meta.tokenizer, "byte");
             int32_t t[64];
-            assert_int_equal(ts_token_file_read(&tf, TS_SPLIT_VALIDATION, 0, 64, t, &err), TS_TF_OK);
+            assert_int_equal(ts_token_file_read(&tf, TS_SPLIT_VALIDATION, 0, 64, t, &err),
+                             TS_TF_OK);
             assert_int_equal(t[63], (63 * 5 + 1) % 256);
             ts_token_file_close(&tf);
         } else {
@@ -340,7 +371,7 @@ static void test_format_errors(void **state) {
 static void test_writer_refusals(void **state) {
     fixture *fx = *state;
     char path[128], name[32];
-    snprintf(name, sizeof name, "writer_%d.h5", fx->rank);
+    snprintf(name, sizeof name, "writer_%d.h5", rank);
     path_in(fx, name, path, sizeof path);
     ts_token_meta meta = {.tokenizer = "byte", .vocab_size = 256};
     ts_token_writer *w;
@@ -357,7 +388,9 @@ static void test_writer_refusals(void **state) {
 
 /* The answer mask: 1 where (i % 5 == 0 || i % 7 == 3), a pattern that
  * crosses chunk boundaries at every phase. */
-static uint8_t mask_flag(int64_t i) { return i % 5 == 0 || i % 7 == 3; }
+static uint8_t mask_flag(int64_t i) {
+    return i % 5 == 0 || i % 7 == 3;
+}
 
 /* A file with an answer mask, written in uneven appends on rank 0, verified
  * on open, its mask read in the same windows as the tokens with independent
@@ -370,7 +403,7 @@ static void test_answer_mask(void **state) {
     path_in(fx, "unmasked.h5", plain, sizeof plain);
     write_reference(fx, plain);
     ts_tf_err err;
-    if (fx->rank == 0) {
+    if (rank == 0) {
         ts_token_meta meta = {.tokenizer = "test", .vocab_size = VOCAB, .answer_mask = true};
         ts_token_writer *w;
         assert_int_equal(ts_token_writer_create(&w, path, &meta, &err), TS_TF_OK);
@@ -408,11 +441,11 @@ static void test_answer_mask(void **state) {
     MPI_Barrier(MPI_COMM_WORLD);
     for (int collective = 0; collective <= 1; collective++) {
         ts_token_file tf;
-        ts_token_open_opts opts = {.expected_vocab = VOCAB, .verify = true,
-                                   .collective = collective};
+        ts_token_open_opts opts = {
+            .expected_vocab = VOCAB, .verify = true, .collective = collective};
         assert_int_equal(ts_token_file_open(&tf, path, MPI_COMM_WORLD, &opts, &err), TS_TF_OK);
         assert_true(tf.has_mask);
-        int64_t r = fx->rank;
+        int64_t r = rank;
         int64_t offsets[] = {131070 + r, 5 + r, 9 + r, 0, 8 + r, 5 + r, N_TRAIN - 9, 65530 - r};
         enum { NW = sizeof offsets / sizeof offsets[0], LEN = 9 };
         int32_t windows[NW * LEN];
@@ -429,11 +462,11 @@ static void test_answer_mask(void **state) {
                 assert_int_equal(flags[w * LEN + i], mask_flag(offsets[w] + i));
             }
         /* A bad window on one rank: an error there, the others complete. */
-        int64_t bad = fx->rank == 0 ? N_VAL : 0;
+        int64_t bad = rank == 0 ? N_VAL : 0;
         ts_tf_status st =
             ts_token_file_read_mask_windows(&tf, TS_SPLIT_VALIDATION, &bad, 1, LEN, flags, &err);
-        assert_int_equal(st, fx->rank == 0 ? TS_TF_ERR_RANGE : TS_TF_OK);
-        if (fx->rank)
+        assert_int_equal(st, rank == 0 ? TS_TF_ERR_RANGE : TS_TF_OK);
+        if (rank)
             for (int i = 0; i < LEN; i++) assert_int_equal(flags[i], mask_flag(i));
         ts_token_file_close(&tf);
 
@@ -447,7 +480,7 @@ static void test_answer_mask(void **state) {
         ts_token_file_close(&tf);
     }
     MPI_Barrier(MPI_COMM_WORLD);
-    if (fx->rank == 0) {
+    if (rank == 0) {
         unlink(path);
         unlink(plain);
     }
@@ -465,5 +498,5 @@ int main(int argc, char **argv) {
         cmocka_unit_test(test_answer_mask),
     };
     return ts_mpi_cmocka_main(argc, argv, "test_token_file", tests, sizeof tests / sizeof tests[0],
-                              group_setup, group_teardown);
+                              &rank, &size, group_setup, group_teardown);
 }

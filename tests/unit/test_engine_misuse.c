@@ -1,8 +1,8 @@
 /* Misuse fails through the context's error handler with a message that names
  * the op and the shapes or the problem (docs/engine.md, "Errors"). The
- * handler installed here records the message and longjmps back. Every case
- * gets a fresh context, so nothing a failed call left half-done can leak into
- * the next case. */
+ * handler installed here (ts_error_catch_jump, engine/context.h) records the
+ * message and longjmps back. Every case gets a fresh context, so nothing a
+ * failed call left half-done can leak into the next case. */
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -16,26 +16,13 @@
 
 #include "engine/engine.h"
 
-typedef struct caught {
-    jmp_buf back;
-    int calls;
-    char message[512];
-} caught;
-
-static void record_and_jump(void *user, const char *message) {
-    caught *c = user;
-    c->calls++;
-    snprintf(c->message, sizeof c->message, "%s", message);
-    longjmp(c->back, 1);
-}
-
 typedef void (*misuse_fn)(ts_ctx *ctx);
 
 /* Runs misuse on ctx; true if it reached the handler. Nothing local to this
  * function changes between setjmp and longjmp (the context lives in the
  * caller), so nothing here is left indeterminate by the jump. */
-static bool reaches_handler(ts_ctx *ctx, misuse_fn misuse, caught *c) {
-    ts_ctx_set_error_handler(ctx, record_and_jump, c);
+static bool reaches_handler(ts_ctx *ctx, misuse_fn misuse, ts_error_catch *c) {
+    ts_ctx_set_error_handler(ctx, ts_error_catch_jump, c);
     c->calls = 0;
     c->message[0] = '\0';
     if (setjmp(c->back) != 0) return true;
@@ -46,7 +33,7 @@ static bool reaches_handler(ts_ctx *ctx, misuse_fn misuse, caught *c) {
 /* Asserts that misuse, in a fresh context, fails once with a message
  * containing every string in the NULL-terminated list. */
 static void expect_failure(misuse_fn misuse, const char *const *expected) {
-    caught c;
+    ts_error_catch c;
     ts_ctx ctx;
     assert_true(ts_ctx_init(&ctx, 1 << 16));
     bool failed = reaches_handler(&ctx, misuse, &c);
@@ -228,7 +215,7 @@ static void test_gradient_pass_errors(void **state) {
  * recording, phase forward. */
 static void test_caught_seed_error_leaves_recording_on(void **state) {
     (void)state;
-    caught c;
+    ts_error_catch c;
     ts_ctx ctx;
     assert_true(ts_ctx_init(&ctx, 1 << 16));
     assert_true(reaches_handler(&ctx, grad_of_non_scalar_without_seed, &c));
@@ -264,7 +251,7 @@ static void test_null_handler_restores_default(void **state) {
     assert_true(ts_ctx_init(&ctx, 0));
     ts_error_handler original = ctx.on_error;
     assert_non_null(original);
-    ts_ctx_set_error_handler(&ctx, record_and_jump, NULL);
+    ts_ctx_set_error_handler(&ctx, ts_error_catch_jump, NULL);
     ts_ctx_set_error_handler(&ctx, NULL, NULL);
     assert_true(ctx.on_error == original);
     ts_ctx_free(&ctx);

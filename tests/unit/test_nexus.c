@@ -588,28 +588,17 @@ static void test_configuration_errors(void **state) {
     assert_non_null(strstr(err, "got 99"));
 }
 
-typedef struct caught {
-    jmp_buf back;
-    char message[512];
-} caught;
-
-static void record_and_jump(void *user, const char *message) {
-    caught *c = user;
-    snprintf(c->message, sizeof c->message, "%s", message);
-    longjmp(c->back, 1);
-}
-
 /* Runs nexus_attention in every block of `model` at `order` (with keys and
  * values from a second stream when asked) and returns the message it failed
  * with, or "" when it ran. */
 static const char *attention_failure(const char *arch, int order, bool kv_source) {
     static ts_ctx ctx; /* static: not indeterminate after the longjmp */
-    static caught c;
+    static ts_error_catch c;
     static ts_model *model;
     assert_true(ts_ctx_init(&ctx, 1 << 20));
     model = create(arch, "shared", 2);
     ts_model_bind(model, &ctx);
-    ts_ctx_set_error_handler(&ctx, record_and_jump, &c);
+    ts_ctx_set_error_handler(&ctx, ts_error_catch_jump, &c);
     c.message[0] = '\0';
     if (setjmp(c.back) == 0) {
         int32_t positions[SEQ] = {0, 1, 2, 3, 4, 5, 6};
