@@ -219,19 +219,31 @@ bool ts_parallel_model_present(const ts_parallel *p, const ts_model *model) {
 /* zero3 keeps the owned range at the start of one allocation between steps
  * and grows it in place (realloc) to the full buffer when the model is
  * gathered, so the rank holds the full parameters or its shard, not both. */
-int ts_parallel_gather_model(ts_parallel *p, ts_model *model) {
-    if (ts_parallel_model_present(p, model)) return MPI_SUCCESS;
+int ts_parallel_gather_model(ts_parallel *p, ts_model *model, bool with_gradient) {
+    if (p->strategy != TS_ZERO3) return MPI_SUCCESS;
+    bool need_params = !model->params, need_grads = with_gradient && !model->grads;
+    if (!need_params && !need_grads) return MPI_SUCCESS; /* the same on every rank */
     size_t total = (size_t)p->total;
-    ts_real *grads = calloc(total, sizeof *grads);
-    if (!grads) return MPI_ERR_NO_MEM;
-    ts_real *params = realloc(p->param_shard, total * sizeof *params);
-    if (!params) {
-        free(grads);
-        return MPI_ERR_NO_MEM;
+    ts_real *grads = need_grads ? calloc(total, sizeof *grads) : model->grads;
+    bool ok = !need_grads || grads;
+    ts_real *params = model->params;
+    if (ok && need_params) {
+        params = realloc(p->param_shard, total * sizeof *params);
+        if (params) p->param_shard = params; /* the shard is still at its start */
+        ok = params != NULL;
     }
+    /* Every rank learns whether every rank has the memory before any enters
+     * the gather, so one rank out of memory does not leave the rest waiting. */
+    int mine = ok, every = 0;
+    int rc = MPI_Allreduce(&mine, &every, 1, MPI_INT, MPI_MIN, p->comm);
+    if (rc != MPI_SUCCESS || !every) {
+        if (need_grads) free(grads);
+        return rc != MPI_SUCCESS ? rc : MPI_ERR_NO_MEM;
+    }
+    ts_model_set_buffers(model, params, grads); /* the model owns them from here */
+    if (!need_params) return MPI_SUCCESS;
     p->param_shard = NULL;
     memmove(params + p->owned_first, params, (size_t)p->owned_count * sizeof *params);
-    ts_model_set_buffers(model, params, grads); /* the model owns them from here */
     return allgather(p, params);
 }
 

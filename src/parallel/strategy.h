@@ -23,8 +23,8 @@
  *   zero3 parameters sharded too, gathered for the whole model per step
  *         (not per layer): between steps a rank holds the shard of the
  *         parameters and of the moments only; ts_parallel_gather_model
- *         gathers the full parameters (and a zeroed full gradient) for a
- *         step, an evaluation or a checkpoint, ts_parallel_release_model
+ *         gathers the full parameters for a step (with a zeroed full
+ *         gradient), an evaluation or a checkpoint, ts_parallel_release_model
  *         keeps the owned range and frees the rest. The gradient is
  *         reduce-scattered in place as under zero1.
  *
@@ -101,14 +101,16 @@ int ts_parallel_clip(ts_parallel *p, ts_real *grads, double clip, double *norm);
  * keeps the updated range). */
 int ts_parallel_gather_params(ts_parallel *p, ts_real *params);
 
-/* Whether model->params and model->grads hold the full buffers: always,
- * except under zero3 while the model is released. */
+/* Whether model->params holds the full parameters: always, except under
+ * zero3 while the model is released. */
 bool ts_parallel_model_present(const ts_parallel *p, const ts_model *model);
-/* zero3: the full parameters from every rank's shard (collective) and a
+/* zero3: the full parameters from every rank's shard (collective) and, with
+ * with_gradient (a training step; evaluation and checkpoints need none), a
  * zeroed full gradient, handed to the model (ts_model_set_buffers); nothing
- * if present or another strategy. MPI_SUCCESS, MPI_ERR_NO_MEM or the MPI
+ * for what is present, nor under another strategy. MPI_SUCCESS,
+ * MPI_ERR_NO_MEM (on every rank when one lacks the memory) or the MPI
  * error. */
-int ts_parallel_gather_model(ts_parallel *p, ts_model *model);
+int ts_parallel_gather_model(ts_parallel *p, ts_model *model, bool with_gradient);
 /* zero3: keeps the owned range of the parameters, frees the full parameter
  * and gradient buffers and leaves the model without them (its leaves point
  * at nothing until the next gather); nothing otherwise. Local. */

@@ -156,7 +156,7 @@ static bool train_step(trainer *tr, double *loss_out, double *stats_out, double 
     int seq = c->model.context;
     long micro = c->batch / c->accum;
     /* zero3: the full parameters for this step (released at its end). */
-    if (ts_parallel_gather_model(par, m) != MPI_SUCCESS) {
+    if (ts_parallel_gather_model(par, m, true) != MPI_SUCCESS) {
         snprintf(err, errlen, "gathering the sharded parameters (zero3) failed at step %ld",
                  tr->step);
         return false;
@@ -445,7 +445,7 @@ static int run(trainer *tr, bool resume, const char *resume_from) {
                           stopping || interrupted || time_due;
         /* zero3: evaluation and checkpoints see the full parameters. */
         if (evaluate || checkpoint) {
-            ok = ts_parallel_gather_model(&tr->parallel, m) == MPI_SUCCESS;
+            ok = ts_parallel_gather_model(&tr->parallel, m, false) == MPI_SUCCESS;
             if (!all_ok(tr, ok, "gathering the sharded parameters (zero3) failed")) return 1;
         }
         if (evaluate) {

@@ -75,8 +75,12 @@ static void run_steps(ts_parallel_strategy strategy, long pieces, ts_real *param
     ts_parallel_release_model(&p, &model);
     assert_true((model.params == NULL) == (strategy == TS_ZERO3));
     for (int step = 0; step < 2; step++) {
-        assert_int_equal(ts_parallel_gather_model(&p, &model), MPI_SUCCESS);
+        /* As for an evaluation (no gradient), then for a step. */
+        assert_int_equal(ts_parallel_gather_model(&p, &model, false), MPI_SUCCESS);
         assert_true(ts_parallel_model_present(&p, &model));
+        assert_true((model.grads == NULL) == (strategy == TS_ZERO3));
+        assert_int_equal(ts_parallel_gather_model(&p, &model, true), MPI_SUCCESS);
+        assert_non_null(model.grads);
         ts_real *grads = model.grads;
         assert_ptr_equal(model.tensors[1]->data, model.params + table.entries[1].offset);
         assert_ptr_equal(model.tensors[2]->grad->data, grads + table.entries[2].offset);
@@ -100,7 +104,7 @@ static void run_steps(ts_parallel_strategy strategy, long pieces, ts_real *param
             assert_non_null(p.param_shard);
         }
     }
-    assert_int_equal(ts_parallel_gather_model(&p, &model), MPI_SUCCESS);
+    assert_int_equal(ts_parallel_gather_model(&p, &model, false), MPI_SUCCESS);
     memcpy(params, model.params, TOTAL * sizeof *params);
     ts_optimizer_free(&opt);
     ts_parallel_free(&p);
