@@ -5,16 +5,22 @@
 # rank), next to the ZeRO paper's model in fp32 bytes per parameter (ddp 16,
 # zero1 8 + 8/N, zero2 4 + 12/N, zero3 16/N) and its communication model
 # (ddp ~2x the parameter bytes, zero3 ~3x). State = parameters + gradients +
-# moments as allocated (metrics.h5 memory table); tokens/s the median of the
-# steps after the first 2. The machine is shared: timings are indicative.
+# moments, the most a rank holds at once (metrics.h5 memory table); "between"
+# what it holds between steps (zero3: its parameter and moment shards,
+# computed from the shard length, 12/N bytes per parameter); tokens/s the
+# median of the steps after the first 2. The machine is shared: timings are
+# indicative.
 # Target: zero3 on 2 ranks holds at most 55% of ddp's parameter-state bytes
-# per rank at 85% or more of ddp's tokens/s. zero3 is not implemented, so the
-# verdict is FAILED until it is; zero1's line is printed for comparison.
+# per rank at 85% or more of ddp's tokens/s. This zero3 gathers the whole
+# model for every step (per-layer gathering is not implemented,
+# docs/parallelism.md), so at its peak it holds zero1's 8 + 8/N bytes per
+# parameter and the verdict on the peak is FAILED; the fraction between steps
+# is printed beside it.
 source "$(dirname "$0")/lib.sh"
 steps=${BENCH_STEPS:-6}
 ranks_list=${BENCH_RANKS:-1 2 4}
 for n in $ranks_list; do
-    for s in ddp zero1 zero2; do bench_run "$s-$n" "$n" --set parallel.strategy=$s; done
+    for s in ddp zero1 zero2 zero3; do bench_run "$s-$n" "$n" --set parallel.strategy=$s; done
 done
 /usr/bin/python3 - "$tmp" "$ranks_list" <<'PY'
 import sys, os, h5py, numpy as np
@@ -27,13 +33,19 @@ def load(name):
         m = {k: float(f["memory"][k][0]) for k in f["memory"] if k != "step"}
         m["tps"] = float(np.median(f["train/tokens_per_s"][2:]))
     return m
+def between(s, n, m):
+    """Bytes held between steps: everything but zero3's full buffers."""
+    if s != "zero3":
+        return m["parameters_bytes"] + m["gradients_bytes"] + m["optimizer_bytes"]
+    params = m["parameters_bytes"] / 4
+    return 4 * -(-params // n) + m["optimizer_bytes"]
 print(f"{'strategy':<8} {'ranks':>5} {'params':>9} {'state MB':>9} {'B/param':>8} {'paper':>6} "
-      f"{'act MB':>7} {'tok/s':>8} {'sent MB/step':>12} {'x params':>8} {'paper':>6}")
+      f"{'between':>7} {'act MB':>7} {'tok/s':>8} {'sent MB/step':>12} {'x params':>8} {'paper':>6}")
 rows = {}
 for n in ranks:
     for s in ("ddp", "zero1", "zero2", "zero3"):
         if not os.path.exists(f"{tmp}/{s}-{n}/metrics.h5"):
-            print(f"{s:<8} {n:5d}  not implemented")
+            print(f"{s:<8} {n:5d}  missing")
             continue
         m = rows[(s, n)] = load(f"{s}-{n}")
         params = m["parameters_bytes"] / 4
@@ -43,16 +55,21 @@ for n in ranks:
         sent = m["communicated_bytes_per_step"]
         ratio = sent / m["parameters_bytes"] * n / (n - 1) if n > 1 else 0
         print(f"{s:<8} {n:5d} {params:9.0f} {state / 1e6:9.2f} {state / params:8.2f} "
-              f"{paper[s](n):6.2f} {m['activations_bytes'] / 1e6:7.1f} {m['tps']:8.0f} "
+              f"{paper[s](n):6.2f} {between(s, n, m) / params:7.2f} "
+              f"{m['activations_bytes'] / 1e6:7.1f} {m['tps']:8.0f} "
               f"{sent / 1e6:12.2f} {ratio:8.2f} {comm_paper[s] if n > 1 else 0:6d}")
 def state(s, n):
     m = rows[(s, n)]
     return m["parameters_bytes"] + m["gradients_bytes"] + m["optimizer_bytes"]
 ok = False
-line = "PARALLEL_BENCH zero3_implemented=0"
-if ("ddp", 2) in rows and ("zero1", 2) in rows:
-    line += (f" zero1_state_fraction_2={state('zero1', 2) / state('ddp', 2):.3f}"
-             f" zero1_tps_fraction_2={rows[('zero1', 2)]['tps'] / rows[('ddp', 2)]['tps']:.3f}")
+line = "PARALLEL_BENCH"
+if ("ddp", 2) in rows and ("zero3", 2) in rows:
+    frac = state("zero3", 2) / state("ddp", 2)
+    between_frac = between("zero3", 2, rows[("zero3", 2)]) / state("ddp", 2)
+    tps = rows[("zero3", 2)]["tps"] / rows[("ddp", 2)]["tps"]
+    ok = frac <= 0.55 and tps >= 0.85
+    line += (f" zero3_state_fraction_2={frac:.3f} zero3_tps_fraction_2={tps:.3f}"
+             f" zero3_between_steps_fraction_2={between_frac:.3f}")
 print(line + " targets=zero3_state_fraction_2<=0.55,zero3_tps_fraction_2>=0.85 "
       + ("PASSED" if ok else "FAILED"))
 PY

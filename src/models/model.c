@@ -139,6 +139,18 @@ void ts_model_bind(ts_model *model, ts_ctx *ctx) {
     }
 }
 
+void ts_model_set_buffers(ts_model *model, ts_real *params, ts_real *grads) {
+    model->params = params;
+    model->grads = grads;
+    for (int i = 0; i < model->table.count; i++) {
+        ts_tensor *leaf = model->tensors[i];
+        if (!leaf) continue; /* not bound yet */
+        long offset = model->table.entries[i].offset;
+        leaf->data = params ? params + offset : NULL;
+        if (leaf->grad) leaf->grad->data = grads ? grads + offset : NULL;
+    }
+}
+
 ts_tensor *ts_model_param(const ts_model *model, const char *name) {
     int i = ts_param_table_find(&model->table, name);
     return i >= 0 ? model->tensors[i] : NULL;

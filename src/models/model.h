@@ -96,6 +96,12 @@ void ts_model_init_params(ts_model *model, uint64_t seed);
 /* Creates the parameter leaves in ctx over the flat buffers. Call once,
  * before the mark that each step releases to. */
 void ts_model_bind(ts_model *model, ts_ctx *ctx);
+/* Hands the model other flat buffers (table.total elements each, or NULL)
+ * and points its bound leaves at them; the model then owns them (freed by
+ * ts_model_destroy). The caller keeps what it replaced. Lets a strategy that
+ * shards the parameters (zero3, parallel/strategy.h) hold the full buffers
+ * only while a step, an evaluation or a checkpoint needs them. */
+void ts_model_set_buffers(ts_model *model, ts_real *params, ts_real *grads);
 ts_tensor *ts_model_param(const ts_model *model, const char *name);
 /* A generator for sequence i of batch (i < batch->batch) and a purpose
  * (any constant naming the draw), independent of how ranks split batches. */

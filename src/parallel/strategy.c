@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "models/model.h"
 #include "parallel/data_parallel.h"
 
 static const char *const strategy_names[] = {"ddp", "zero1", "zero2", "zero3"};
@@ -47,12 +48,6 @@ bool ts_parallel_init(ts_parallel *p, MPI_Comm comm, ts_parallel_strategy strate
     *p = (ts_parallel){.comm = comm, .strategy = strategy, .total = total, .max_piece = INT_MAX};
     MPI_Comm_rank(comm, &p->rank);
     MPI_Comm_size(comm, &p->nranks);
-    if (strategy == TS_ZERO3) {
-        snprintf(err, errlen,
-                 "parallel.strategy zero3 (sharded parameters) is not implemented yet: use "
-                 "ddp, zero1 or zero2 (docs/parallelism.md)");
-        return false;
-    }
     p->shard = (total + p->nranks - 1) / p->nranks;
     ts_parallel_owned_range(p, p->rank, &p->owned_first, &p->owned_count);
     if (strategy != TS_ZERO2) return true;
@@ -69,7 +64,9 @@ bool ts_parallel_init(ts_parallel *p, MPI_Comm comm, ts_parallel_strategy strate
 
 void ts_parallel_free(ts_parallel *p) {
     free(p->grad_shard);
+    free(p->param_shard);
     p->grad_shard = NULL;
+    p->param_shard = NULL;
 }
 
 void ts_parallel_batch_range(const ts_parallel *p, long total, long *first, long *count) {
@@ -101,6 +98,7 @@ static bool fits_one_call(const ts_parallel *p) {
  * the start of the buffer and is moved to the range), else one MPI_Reduce
  * per rank and round of at most max_piece elements. */
 static int reduce_scatter(ts_parallel *p, ts_real *grads) {
+    if (p->nranks == 1) return MPI_SUCCESS; /* the one rank owns everything */
     if (fits_one_call(p)) {
         int *counts = malloc((size_t)p->nranks * sizeof *counts);
         if (!counts) return MPI_ERR_NO_MEM;
@@ -130,6 +128,7 @@ static int reduce_scatter(ts_parallel *p, ts_real *grads) {
 }
 
 void ts_parallel_begin_step(ts_parallel *p, ts_real *grads) {
+    if (!grads) return; /* zero3 between steps: nothing to zero */
     memset(grads, 0, (size_t)p->total * sizeof *grads);
     if (p->strategy == TS_ZERO2)
         memset(p->grad_shard, 0, (size_t)p->owned_count * sizeof *p->grad_shard);
@@ -151,6 +150,7 @@ int ts_parallel_reduce_gradients(ts_parallel *p, ts_real *grads) {
         p->bytes_sent += 2.0 * (double)p->total * sizeof(ts_real) * (p->nranks - 1) / p->nranks;
         return ts_allreduce_sum(p->comm, grads, p->total);
     case TS_ZERO1:
+    case TS_ZERO3:
         return reduce_scatter(p, grads);
     default:
         return MPI_SUCCESS; /* zero2: reduced after every micro-batch */
@@ -177,8 +177,9 @@ int ts_parallel_clip(ts_parallel *p, ts_real *grads, double clip, double *norm) 
     return MPI_SUCCESS;
 }
 
-int ts_parallel_gather_params(ts_parallel *p, ts_real *params) {
-    if (!sharded(p)) return MPI_SUCCESS;
+/* Every rank's owned range of params to every rank, in place. */
+static int allgather(ts_parallel *p, ts_real *params) {
+    if (p->nranks == 1) return MPI_SUCCESS;
     p->bytes_sent += (double)p->owned_count * sizeof(ts_real) * (p->nranks - 1);
     if (fits_one_call(p)) {
         int *counts = malloc(2 * (size_t)p->nranks * sizeof *counts);
@@ -205,6 +206,59 @@ int ts_parallel_gather_params(ts_parallel *p, ts_real *params) {
     return MPI_SUCCESS;
 }
 
+int ts_parallel_gather_params(ts_parallel *p, ts_real *params) {
+    /* zero3 keeps its updated range when the model is released. */
+    if (!sharded(p) || p->strategy == TS_ZERO3) return MPI_SUCCESS;
+    return allgather(p, params);
+}
+
+bool ts_parallel_model_present(const ts_parallel *p, const ts_model *model) {
+    return p->strategy != TS_ZERO3 || model->params != NULL;
+}
+
+/* zero3 keeps the owned range at the start of one allocation between steps
+ * and grows it in place (realloc) to the full buffer when the model is
+ * gathered, so the rank holds the full parameters or its shard, not both. */
+int ts_parallel_gather_model(ts_parallel *p, ts_model *model, bool with_gradient) {
+    if (p->strategy != TS_ZERO3) return MPI_SUCCESS;
+    bool need_params = !model->params, need_grads = with_gradient && !model->grads;
+    if (!need_params && !need_grads) return MPI_SUCCESS; /* the same on every rank */
+    size_t total = (size_t)p->total;
+    ts_real *grads = need_grads ? calloc(total, sizeof *grads) : model->grads;
+    bool ok = !need_grads || grads;
+    ts_real *params = model->params;
+    if (ok && need_params) {
+        params = realloc(p->param_shard, total * sizeof *params);
+        if (params) p->param_shard = params; /* the shard is still at its start */
+        ok = params != NULL;
+    }
+    /* Every rank learns whether every rank has the memory before any enters
+     * the gather, so one rank out of memory does not leave the rest waiting. */
+    int mine = ok, every = 0;
+    int rc = MPI_Allreduce(&mine, &every, 1, MPI_INT, MPI_MIN, p->comm);
+    if (rc != MPI_SUCCESS || !every) {
+        if (need_grads) free(grads);
+        return rc != MPI_SUCCESS ? rc : MPI_ERR_NO_MEM;
+    }
+    ts_model_set_buffers(model, params, grads); /* the model owns them from here */
+    if (!need_params) return MPI_SUCCESS;
+    p->param_shard = NULL;
+    memmove(params + p->owned_first, params, (size_t)p->owned_count * sizeof *params);
+    return allgather(p, params);
+}
+
+int ts_parallel_release_model(ts_parallel *p, ts_model *model) {
+    if (p->strategy != TS_ZERO3 || !model->params) return MPI_SUCCESS;
+    ts_real *params = model->params;
+    free(model->grads);
+    ts_model_set_buffers(model, NULL, NULL);
+    memmove(params, params + p->owned_first, (size_t)p->owned_count * sizeof *params);
+    size_t keep = (size_t)(p->owned_count > 0 ? p->owned_count : 1);
+    ts_real *shard = realloc(params, keep * sizeof *params);
+    p->param_shard = shard ? shard : params; /* a failed shrink keeps the larger block */
+    return MPI_SUCCESS;
+}
+
 ts_parallel_memory ts_parallel_memory_estimate(ts_parallel_strategy strategy, long total,
                                                int nranks, size_t elem, int moments_per_param) {
     double full = (double)total * (double)elem;
@@ -224,12 +278,16 @@ ts_parallel_memory ts_parallel_memory_estimate(ts_parallel_strategy strategy, lo
         m.optimizer = moments_per_param * shard;
         break;
     case TS_ZERO3:
-        /* The ZeRO paper's model: everything sharded. */
-        m.parameters = shard;
-        m.gradients = shard;
+        /* Between steps the parameter and moment shards (12/N; no gradient
+         * outlives a step); during a step, an evaluation or a checkpoint the
+         * full parameters and gradients of the whole model are held
+         * (docs/parallelism.md: per-layer gathering is not implemented), so
+         * the peak is zero1's. */
         m.optimizer = moments_per_param * shard;
-        break;
+        m.between_steps = shard + m.optimizer;
+        return m;
     }
+    m.between_steps = m.parameters + m.gradients + m.optimizer;
     return m;
 }
 
@@ -256,15 +314,12 @@ bool ts_parallel_fits(ts_parallel_strategy strategy, long total, int nranks, siz
         double bytes = memory_sum(ts_parallel_memory_estimate((ts_parallel_strategy)s, total,
                                                               nranks, elem, moments_per_param));
         bool fits = bytes <= limit;
-        /* zero3 is not implemented: it is shown, but not recommended. */
-        if (fits && !fitting && s != TS_ZERO3) fitting = strategy_names[s];
+        if (fits && !fitting) fitting = strategy_names[s];
         used += snprintf(message + used, len - (size_t)used, " %s %.0f%s%s", strategy_names[s],
-                         bytes, fits ? " (fits)" : "", s == TS_ZERO3 ? " (not implemented)" : ",");
+                         bytes, fits ? " (fits)" : "", s == TS_ZERO3 ? "" : ",");
     }
     if (used >= 0 && (size_t)used < len)
         snprintf(message + used, len - (size_t)used, ". %s%s", fitting ? "Use " : "",
-                 fitting ? fitting
-                         : "No implemented strategy fits: use more ranks or a smaller "
-                           "model");
+                 fitting ? fitting : "No strategy fits: use more ranks or a smaller model");
     return false;
 }

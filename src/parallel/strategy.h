@@ -20,7 +20,13 @@
  *         after every micro-batch, so what persists across micro-batches is
  *         the shard (the backward still writes a full buffer: without hooks
  *         in the backward pass that buffer cannot be given up);
- *   zero3 parameters sharded too: not implemented (rejected at start-up).
+ *   zero3 parameters sharded too, gathered for the whole model per step
+ *         (not per layer): between steps a rank holds the shard of the
+ *         parameters and of the moments only; ts_parallel_gather_model
+ *         gathers the full parameters for a step (with a zeroed full
+ *         gradient), an evaluation or a checkpoint, ts_parallel_release_model
+ *         keeps the owned range and frees the rest. The gradient is
+ *         reduce-scattered in place as under zero1.
  *
  * MPI counts are int: every collective is cut into rounds of at most
  * max_piece elements per rank, so buffers over 2^31 elements work. */
@@ -32,6 +38,8 @@
 #include <stddef.h>
 
 #include "engine/real.h"
+
+typedef struct ts_model ts_model;
 
 typedef enum ts_parallel_strategy { TS_DDP, TS_ZERO1, TS_ZERO2, TS_ZERO3 } ts_parallel_strategy;
 
@@ -48,12 +56,14 @@ typedef struct ts_parallel {
     long owned_first, owned_count; /* this rank's range of the flat buffers */
     ts_real *grad_shard;           /* zero2: the reduced gradient of the owned range, summed
                                     * over micro-batches (zero1 reduces in place) */
+    ts_real *param_shard;          /* zero3 while the model is released: the owned range of
+                                    * the parameters (owned_count elements) */
     long max_piece;                /* elements per rank per collective call */
     double bytes_sent;             /* payload this rank sent in collectives, cumulative */
 } ts_parallel;
 
 /* Sets up strategy over comm for flat buffers of total elements. False with
- * a message if out of memory or the strategy is not implemented. */
+ * a message if out of memory. */
 bool ts_parallel_init(ts_parallel *p, MPI_Comm comm, ts_parallel_strategy strategy, long total,
                       char *err, size_t errlen);
 void ts_parallel_free(ts_parallel *p);
@@ -87,14 +97,31 @@ ts_real *ts_parallel_owned_gradients(ts_parallel *p, ts_real *grads);
 int ts_parallel_clip(ts_parallel *p, ts_real *grads, double clip, double *norm);
 
 /* After the optimiser updated params[owned range]: every rank's range to
- * every rank (zero1, zero2); nothing for ddp. */
+ * every rank (zero1, zero2); nothing for ddp, nor for zero3 (whose release
+ * keeps the updated range). */
 int ts_parallel_gather_params(ts_parallel *p, ts_real *params);
+
+/* Whether model->params holds the full parameters: always, except under
+ * zero3 while the model is released. */
+bool ts_parallel_model_present(const ts_parallel *p, const ts_model *model);
+/* zero3: the full parameters from every rank's shard (collective) and, with
+ * with_gradient (a training step; evaluation and checkpoints need none), a
+ * zeroed full gradient, handed to the model (ts_model_set_buffers); nothing
+ * for what is present, nor under another strategy. MPI_SUCCESS,
+ * MPI_ERR_NO_MEM (on every rank when one lacks the memory) or the MPI
+ * error. */
+int ts_parallel_gather_model(ts_parallel *p, ts_model *model, bool with_gradient);
+/* zero3: keeps the owned range of the parameters, frees the full parameter
+ * and gradient buffers and leaves the model without them (its leaves point
+ * at nothing until the next gather); nothing otherwise. Local. */
+int ts_parallel_release_model(ts_parallel *p, ts_model *model);
 
 /* The bytes one rank holds for the training state under a strategy, as this
  * implementation allocates it (docs/parallelism.md), for total parameters of
  * elem bytes and moments_per_param optimiser moments (2 for AdamW, 0 SGD). */
 typedef struct ts_parallel_memory {
-    double parameters, gradients, optimizer;
+    double parameters, gradients, optimizer; /* the most held at once */
+    double between_steps;                    /* the sum held between steps (zero3: shards) */
 } ts_parallel_memory;
 ts_parallel_memory ts_parallel_memory_estimate(ts_parallel_strategy strategy, long total,
                                                int nranks, size_t elem, int moments_per_param);

@@ -157,6 +157,12 @@ static bool train_step(trainer *tr, double *loss_out, double *stats_out, double 
     ts_parallel *par = &tr->parallel;
     int seq = c->model.context;
     long micro = c->batch / c->accum;
+    /* zero3: the full parameters for this step (released at its end). */
+    if (ts_parallel_gather_model(par, m, true) != MPI_SUCCESS) {
+        snprintf(err, errlen, "gathering the sharded parameters (zero3) failed at step %ld",
+                 tr->step);
+        return false;
+    }
     ts_parallel_begin_step(par, m->grads);
     /* The loss, then the model's statistics, each a weighted share of the global mean. */
     double sums[1 + TS_MAX_MODEL_STATS] = {0};
@@ -222,6 +228,7 @@ static bool train_step(trainer *tr, double *loss_out, double *stats_out, double 
                  ts_parallel_strategy_name(par->strategy), tr->step);
         return false;
     }
+    ts_parallel_release_model(par, m);
     *lr_out = lr;
     return true;
 }
@@ -351,6 +358,8 @@ static int run(trainer *tr, bool resume, const char *resume_from) {
                                       resume_from, &tr->step, &tr->tokens_seen, err, sizeof err),
                 err))
         return 1;
+    /* zero3 keeps only its shard of the initial or restored parameters. */
+    ts_parallel_release_model(&tr->parallel, m);
     if (tr->step >= c->steps) {
         /* A resubmitted job (a Slurm chain, free-letters run again) must not
          * replace the finished run's report with an empty one, nor pay for
@@ -437,16 +446,24 @@ static int run(trainer *tr, bool resume, const char *resume_from) {
         bool stopping = c->stop_at > 0 && tr->step == c->stop_at && !last;
         bool interrupted = stop_signal && !last; /* at the last step the run is simply complete */
         bool time_due = shared[STEP_SHARED_TIME_DUE] > 0;
-        if ((c->eval_every && tr->step % c->eval_every == 0) || last) {
+        bool evaluate = (c->eval_every && tr->step % c->eval_every == 0) || last;
+        bool checkpoint = (c->checkpoint_every && tr->step % c->checkpoint_every == 0) || last ||
+                          stopping || interrupted || time_due;
+        /* zero3: evaluation and checkpoints see the full parameters. */
+        if (evaluate || checkpoint) {
+            ok = ts_parallel_gather_model(&tr->parallel, m, false) == MPI_SUCCESS;
+            if (!all_ok(tr, ok, "gathering the sharded parameters (zero3) failed")) return 1;
+        }
+        if (evaluate) {
             ok = evaluate_all(tr, err, sizeof err);
             if (!all_ok(tr, ok, err)) return 1;
         }
-        if ((c->checkpoint_every && tr->step % c->checkpoint_every == 0) || last || stopping ||
-            interrupted || time_due) {
+        if (checkpoint) {
             ok = ts_run_state_checkpoint(&tr->state, tr->step, tr->tokens_seen, err, sizeof err);
             if (!all_ok(tr, ok, err)) return tr->state.write_failed ? TS_EXIT_WRITE_FAILED : 1;
             t_checkpoint = MPI_Wtime();
         }
+        ts_parallel_release_model(&tr->parallel, m);
         if (interrupted) {
             summary.stop_signal = ts_stop_signal_name(stop_signal);
             if (tr->rank == 0)

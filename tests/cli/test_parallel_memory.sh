@@ -2,9 +2,11 @@
 # Memory per rank, measured and budgeted. report.yaml's memory_per_rank and
 # metrics.h5's memory table hold what one rank allocated: under ddp the
 # moments are twice the parameters' bytes; under zero1 on 2 ranks each rank
-# holds half of them. parallel.memory_limit refuses, before allocating, a
-# run whose training state would not fit, naming every strategy's estimate
-# and one that fits; that strategy then trains within the same limit.
+# holds half of them, and so under zero3, whose peak (the whole model
+# gathered for a step) is zero1's. parallel.memory_limit refuses, before
+# allocating, a run whose training state would not fit, naming every
+# strategy's estimate and one that fits; that strategy, and zero3, then
+# train within the same limit.
 source "$(dirname "$0")/lib.sh"
 make_license_corpus "$tmp/corpus.h5"
 short=(--set train.steps=3 --set train.eval_batches=1)
@@ -13,6 +15,8 @@ tiny_train 2 "$bin" "$tmp/ddp" "${short[@]}" >"$tmp/ddp.log" 2>&1
 check "ddp on 2 ranks trains" [ $? -eq 0 ]
 tiny_train 2 "$bin" "$tmp/zero1" "${short[@]}" --set parallel.strategy=zero1 >"$tmp/zero1.log" 2>&1
 check "zero1 on 2 ranks trains" [ $? -eq 0 ]
+tiny_train 2 "$bin" "$tmp/zero3" "${short[@]}" --set parallel.strategy=zero3 >"$tmp/zero3.log" 2>&1
+check "zero3 on 2 ranks trains" [ $? -eq 0 ]
 memory() { # memory DIR KEY: a memory_per_rank value of report.yaml
     sed -n "/^memory_per_rank:/,/^[a-z]/s/^  $2: //p" "$1/report.yaml"
 }
@@ -22,6 +26,8 @@ done
 p=$(memory "$tmp/ddp" parameters_bytes)
 check "ddp: moments are 2 x the parameters' bytes ($p)" [ "$(memory "$tmp/ddp" optimizer_bytes)" = $((2 * p)) ]
 check "zero1 on 2 ranks: moments are 1 x the parameters' bytes" [ "$(memory "$tmp/zero1" optimizer_bytes)" = "$p" ]
+check "zero3 on 2 ranks: moments are 1 x the parameters' bytes" [ "$(memory "$tmp/zero3" optimizer_bytes)" = "$p" ]
+check "zero3 on 2 ranks: at most the full parameters at once" [ "$(memory "$tmp/zero3" parameters_bytes)" = "$p" ]
 check "activations (arena high water) are measured" below 0 "$(memory "$tmp/ddp" activations_bytes)"
 py - "$tmp/zero1/metrics.h5" "$p" <<'PY'
 import sys, h5py
@@ -43,4 +49,7 @@ check "... before creating the run directory" [ ! -e "$tmp/limit" ]
 tiny_train 2 "$bin" "$tmp/limit" "${short[@]}" --set parallel.memory_limit=$limit \
     --set parallel.strategy=zero1 >"$tmp/fits.log" 2>&1
 check "zero1 trains within the same limit" [ $? -eq 0 ]
+tiny_train 2 "$bin" "$tmp/limit3" "${short[@]}" --set parallel.memory_limit=$limit \
+    --set parallel.strategy=zero3 >"$tmp/fits3.log" 2>&1
+check "zero3 trains within the same limit" [ $? -eq 0 ]
 finish

@@ -1,10 +1,12 @@
 /* The parallelism interface (parallel/strategy.h) on 1 and 2 ranks (run by
  * tests/run_tests.sh; the CLI tests add 3): the reduced gradient, its global
- * norm and the gathered parameters of zero1 and zero2 equal ddp's, with one
- * MPI call per collective and with collectives cut into rounds of a few
- * elements (the path that buffers over 2^31 elements take); the optimiser
- * over each rank's shard, whose boundaries cut through tensors with
- * different decay and learning-rate scales, gives ddp's full update. */
+ * norm and the gathered parameters of zero1, zero2 and zero3 equal ddp's,
+ * with one MPI call per collective and with collectives cut into rounds of a
+ * few elements (the path that buffers over 2^31 elements take); the
+ * optimiser over each rank's shard, whose boundaries cut through tensors
+ * with different decay and learning-rate scales, gives ddp's full update.
+ * zero3 releases the model between steps (its shard only, leaves pointing
+ * at nothing) and gathers it back with the leaves re-pointed. */
 #include <math.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -16,6 +18,7 @@
 #include <mpi.h>
 
 #include "mpi_cmocka.h"
+#include "models/model.h"
 #include "parallel/strategy.h"
 #include "train/optimizer.h"
 
@@ -57,9 +60,30 @@ static void run_steps(ts_parallel_strategy strategy, long pieces, ts_real *param
     if (pieces > 0) p.max_piece = pieces;
     ts_optimizer opt;
     assert_true(ts_optimizer_init(&opt, &oc, p.owned_first, p.owned_count, strategy != TS_DDP));
-    ts_real grads[TOTAL];
-    for (int i = 0; i < TOTAL; i++) params[i] = (ts_real)(0.01 * i);
+    /* A model over the table, its leaves bound, as the trainer holds it. */
+    ts_model model = {.table = table};
+    ts_ctx ctx;
+    assert_true(ts_ctx_init(&ctx, 0));
+    model.tensors = calloc((size_t)table.count, sizeof *model.tensors);
+    ts_real *full = calloc(TOTAL, sizeof *full), *full_grads = calloc(TOTAL, sizeof *full_grads);
+    assert_non_null(model.tensors);
+    assert_non_null(full);
+    assert_non_null(full_grads);
+    for (int i = 0; i < TOTAL; i++) full[i] = (ts_real)(0.01 * i);
+    ts_model_set_buffers(&model, full, full_grads);
+    ts_model_bind(&model, &ctx);
+    ts_parallel_release_model(&p, &model);
+    assert_true((model.params == NULL) == (strategy == TS_ZERO3));
     for (int step = 0; step < 2; step++) {
+        /* As for an evaluation (no gradient), then for a step. */
+        assert_int_equal(ts_parallel_gather_model(&p, &model, false), MPI_SUCCESS);
+        assert_true(ts_parallel_model_present(&p, &model));
+        assert_true((model.grads == NULL) == (strategy == TS_ZERO3));
+        assert_int_equal(ts_parallel_gather_model(&p, &model, true), MPI_SUCCESS);
+        assert_non_null(model.grads);
+        ts_real *grads = model.grads;
+        assert_ptr_equal(model.tensors[1]->data, model.params + table.entries[1].offset);
+        assert_ptr_equal(model.tensors[2]->grad->data, grads + table.entries[2].offset);
         ts_parallel_begin_step(&p, grads);
         /* Two micro-batches, each adding half of this rank's gradient. */
         for (int micro = 0; micro < 2; micro++) {
@@ -70,11 +94,24 @@ static void run_steps(ts_parallel_strategy strategy, long pieces, ts_real *param
         }
         assert_int_equal(ts_parallel_reduce_gradients(&p, grads), MPI_SUCCESS);
         assert_int_equal(ts_parallel_clip(&p, grads, oc.clip, &norms[step]), MPI_SUCCESS);
-        ts_optimizer_step(&opt, &table, params, ts_parallel_owned_gradients(&p, grads), 0.1);
-        assert_int_equal(ts_parallel_gather_params(&p, params), MPI_SUCCESS);
+        ts_optimizer_step(&opt, &table, model.params, ts_parallel_owned_gradients(&p, grads), 0.1);
+        assert_int_equal(ts_parallel_gather_params(&p, model.params), MPI_SUCCESS);
+        ts_parallel_release_model(&p, &model);
+        if (strategy == TS_ZERO3) {
+            assert_null(model.params);
+            assert_null(model.grads);
+            assert_null(model.tensors[0]->data);
+            assert_non_null(p.param_shard);
+        }
     }
+    assert_int_equal(ts_parallel_gather_model(&p, &model, false), MPI_SUCCESS);
+    memcpy(params, model.params, TOTAL * sizeof *params);
     ts_optimizer_free(&opt);
     ts_parallel_free(&p);
+    ts_ctx_free(&ctx);
+    free(model.params);
+    free(model.grads);
+    free(model.tensors);
     ts_param_table_free(&table);
 }
 
@@ -101,9 +138,9 @@ static void test_zero_matches_ddp(void **state) {
     ts_real want[TOTAL], got[TOTAL];
     double want_norms[2], got_norms[2];
     run_steps(TS_DDP, 0, want, want_norms);
-    const ts_parallel_strategy strategies[] = {TS_ZERO1, TS_ZERO2};
+    const ts_parallel_strategy strategies[] = {TS_ZERO1, TS_ZERO2, TS_ZERO3};
     const long pieces[] = {0, 1, 3, 5};
-    for (int s = 0; s < 2; s++)
+    for (int s = 0; s < 3; s++)
         for (int k = 0; k < 4; k++) {
             run_steps(strategies[s], pieces[k], got, got_norms);
             for (int i = 0; i < TOTAL; i++)
@@ -114,15 +151,13 @@ static void test_zero_matches_ddp(void **state) {
         }
 }
 
-static void test_zero3_is_refused(void **state) {
+static void test_strategy_names(void **state) {
     (void)state;
-    ts_parallel p;
-    char err[256] = "";
-    assert_false(ts_parallel_init(&p, MPI_COMM_WORLD, TS_ZERO3, TOTAL, err, sizeof err));
-    assert_non_null(strstr(err, "zero3"));
     ts_parallel_strategy s;
     assert_false(ts_parallel_strategy_parse("zero4", &s));
     assert_true(ts_parallel_strategy_parse("zero2", &s) && s == TS_ZERO2);
+    assert_true(ts_parallel_strategy_parse("zero3", &s) && s == TS_ZERO3);
+    assert_string_equal(ts_parallel_strategy_name(TS_ZERO3), "zero3");
 }
 
 static void test_memory_model(void **state) {
@@ -132,15 +167,20 @@ static void test_memory_model(void **state) {
     assert_true(ddp.parameters + ddp.gradients + ddp.optimizer == 16000);
     ts_parallel_memory z1 = ts_parallel_memory_estimate(TS_ZERO1, 1000, 4, 4, 2);
     assert_true(z1.optimizer == 2000);
+    /* zero3 gathers the whole model for a step: zero1's peak; between steps
+     * the parameter and moment shards, 12/N. */
     ts_parallel_memory z3 = ts_parallel_memory_estimate(TS_ZERO3, 1000, 4, 4, 2);
-    assert_true(z3.parameters + z3.gradients + z3.optimizer == 4000);
+    assert_true(z3.parameters + z3.gradients + z3.optimizer ==
+                z1.parameters + z1.gradients + z1.optimizer);
+    assert_true(z3.between_steps == 3000);
+    assert_true(ddp.between_steps == 16000);
 }
 
 int main(int argc, char **argv) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_shards_tile_the_buffer),
         cmocka_unit_test(test_zero_matches_ddp),
-        cmocka_unit_test(test_zero3_is_refused),
+        cmocka_unit_test(test_strategy_names),
         cmocka_unit_test(test_memory_model),
     };
     return ts_mpi_cmocka_main(argc, argv, "test_parallel_strategy", tests,
