@@ -345,7 +345,7 @@ static int run(trainer *tr, bool resume, const char *resume_from) {
     if (!all_ok(tr, ts_run_state_open(&tr->state, tr->comm, c, m, &tr->optimizer, resume,
                                       resume_from, &tr->step, &tr->tokens_seen, err, sizeof err),
                 err))
-        return 1;
+        return ts_run_state_failure_status(&tr->state);
     if (tr->step >= c->steps) {
         /* A resubmitted job (a Slurm chain, free-letters run again) must not
          * replace the finished run's report with an empty one, nor pay for
@@ -411,7 +411,7 @@ static int run(trainer *tr, bool resume, const char *resume_from) {
             .tokens_per_s = step_tokens / step_time,
             .mfu = step_flops / step_time / (tr->peak_gflops * 1e9 * tr->nranks)};
         ok = ts_run_state_log_step(&tr->state, &rec, stats, err, sizeof err);
-        if (!all_ok(tr, ok, err)) return 1;
+        if (!all_ok(tr, ok, err)) return ts_run_state_failure_status(&tr->state);
         if (tr->rank == 0 && (tr->step % c->log_every == 0 || tr->step == c->steps)) {
             double dt = now - t_window;
             char eta[32];
@@ -433,12 +433,12 @@ static int run(trainer *tr, bool resume, const char *resume_from) {
         bool time_due = shared[STEP_SHARED_TIME_DUE] > 0;
         if ((c->eval_every && tr->step % c->eval_every == 0) || last) {
             ok = evaluate_all(tr, err, sizeof err);
-            if (!all_ok(tr, ok, err)) return 1;
+            if (!all_ok(tr, ok, err)) return ts_run_state_failure_status(&tr->state);
         }
         if ((c->checkpoint_every && tr->step % c->checkpoint_every == 0) || last || stopping ||
             interrupted || time_due) {
             ok = ts_run_state_checkpoint(&tr->state, tr->step, tr->tokens_seen, err, sizeof err);
-            if (!all_ok(tr, ok, err)) return tr->state.write_failed ? TS_EXIT_WRITE_FAILED : 1;
+            if (!all_ok(tr, ok, err)) return ts_run_state_failure_status(&tr->state);
             t_checkpoint = MPI_Wtime();
         }
         if (interrupted) {
@@ -465,7 +465,7 @@ static int run(trainer *tr, bool resume, const char *resume_from) {
     summary.activations_bytes = memory.activations_bytes;
     summary.communicated_bytes_per_step = memory.communicated_bytes_per_step;
     ok = ts_run_state_log_memory(&tr->state, tr->step, &memory, err, sizeof err);
-    if (!all_ok(tr, ok, err)) return 1;
+    if (!all_ok(tr, ok, err)) return ts_run_state_failure_status(&tr->state);
     if (summary.stop_signal) summary.exit_status = TS_TRAIN_EXIT_INTERRUPTED;
     ok = report_run(tr, &summary, err, sizeof err);
     return all_ok(tr, ok, err) ? summary.exit_status : 1;
