@@ -117,7 +117,8 @@ int ts_campaign_run(MPI_Comm comm, const ts_campaign *c, const ts_campaign_manif
     bool interrupted = false;  /* by a stop signal: exit TS_TRAIN_EXIT_INTERRUPTED */
     bool write_failed = false; /* a full disk: exit TS_EXIT_WRITE_FAILED */
     for (int i = 0; i < m->n_points; i++) n_selected += o->selected[i];
-    if (rank == 0) ok = refresh_results(c, m, o->dir, results, &n_done, &write_failed, err, sizeof err);
+    if (rank == 0)
+        ok = refresh_results(c, m, o->dir, results, &n_done, &write_failed, err, sizeof err);
     if (!agree(comm, rank, ok, err)) {
         write_failed = agree_write_failed(comm, write_failed);
         goto done;
@@ -152,7 +153,8 @@ int ts_campaign_run(MPI_Comm comm, const ts_campaign *c, const ts_campaign_manif
                 printf("== campaign %s: interrupted by a signal during %s; run the same command "
                        "again to resume\n",
                        c->name, p->name);
-                ok = refresh_results(c, m, o->dir, results, &n_done, &write_failed, err, sizeof err);
+                ok =
+                    refresh_results(c, m, o->dir, results, &n_done, &write_failed, err, sizeof err);
             }
             interrupted = agree(comm, rank, ok, err);
             if (!interrupted) write_failed = agree_write_failed(comm, write_failed);
@@ -176,7 +178,8 @@ int ts_campaign_run(MPI_Comm comm, const ts_campaign *c, const ts_campaign_manif
                         p->name, status);
             }
         }
-        if (rank == 0) ok = refresh_results(c, m, o->dir, results, &n_done, &write_failed, err, sizeof err);
+        if (rank == 0)
+            ok = refresh_results(c, m, o->dir, results, &n_done, &write_failed, err, sizeof err);
         if (!agree(comm, rank, ok, err)) {
             write_failed = agree_write_failed(comm, write_failed);
             goto done;

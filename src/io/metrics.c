@@ -630,8 +630,8 @@ ts_io_status ts_metrics_define(ts_metrics *m, const char *table_path, const char
     if (!(t->path = strdup(table_path)))
         return ts_io_fail(err, errlen, TS_IO_ERR_NOMEM, "metrics: out of memory");
     ts_h5_quiet quiet = ts_h5_quiet_begin();
-    ts_io_status st = reserve(m, TABLE_RESERVE_BYTES + COLUMN_RESERVE_BYTES * (long long)n_columns,
-                              err, errlen);
+    ts_io_status st =
+        reserve(m, TABLE_RESERVE_BYTES + COLUMN_RESERVE_BYTES * (long long)n_columns, err, errlen);
     if (st == TS_IO_OK) st = define_impl(m, t, description, n_columns, columns, err, errlen);
     if (st == TS_IO_ERR_IO || st == TS_IO_ERR_NOSPACE) {
         ts_io_append_free_space(m->path, err, errlen);
@@ -704,8 +704,8 @@ static long long flush_bytes(const ts_metrics *m, long *last_step) {
         if (!t->buffered) continue;
         hsize_t chunks_before = (t->rows + CHUNK_ROWS - 1) / CHUNK_ROWS;
         hsize_t chunks_after = (t->rows + (hsize_t)t->buffered + CHUNK_ROWS - 1) / CHUNK_ROWS;
-        long long per_series = (long long)(chunks_after - chunks_before) * CHUNK_ROWS * 8 +
-                               COLUMN_RESERVE_BYTES;
+        long long per_series =
+            (long long)(chunks_after - chunks_before) * CHUNK_ROWS * 8 + COLUMN_RESERVE_BYTES;
         bytes += per_series * (t->n_columns + 1);
         if (t->last_step > *last_step) *last_step = t->last_step;
     }
@@ -790,8 +790,7 @@ ts_io_status ts_metrics_close(ts_metrics *m, char *err, size_t errlen) {
     ts_h5_quiet quiet = ts_h5_quiet_begin();
     for (int i = 0; i < m->n_tables; i++) free_table(&m->tables[i]);
     free(m->tables);
-    if (m->file >= 0 && ts_h5_close_written(m->file, m->failed) < 0 && st == TS_IO_OK &&
-        !m->failed)
+    if (m->file >= 0 && ts_h5_close_written(m->file, m->failed) < 0 && st == TS_IO_OK && !m->failed)
         st = ts_h5_fail(err, errlen, TS_IO_ERR_IO, "%s: cannot close", m->path);
     if (m->file >= 0 && !m->failed) ts_io_trim_reservation(m->path, NULL, 0);
     ts_h5_quiet_end(quiet);

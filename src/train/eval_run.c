@@ -163,8 +163,8 @@ int ts_eval_run(MPI_Comm comm, const ts_eval_run_options *a) {
         char *config_text = ts_config_to_ini(&config);
         ts_eval_header header = {path, step, a->split, a->windows, config.model.context,
                                  config_text ? config_text : ""};
-        ts_io_status st = ts_eval_results_write(output, &header, rows, n, a->force, err,
-                                                sizeof err);
+        ts_io_status st =
+            ts_eval_results_write(output, &header, rows, n, a->force, err, sizeof err);
         if (st != TS_IO_OK) {
             fprintf(stderr, "thinkscale eval: error: %s\n", err);
             /* A full disk or an I/O error: the status of every other write failure. */

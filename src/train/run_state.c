@@ -269,21 +269,21 @@ bool ts_run_state_open(ts_run_state *s, MPI_Comm comm, const ts_run_config *conf
         COLUMNS_OF(train_columns, train);
         COLUMNS_OF(checkpoint_columns, checkpoint);
         COLUMNS_OF(memory_columns, memory);
-        ok = metrics_ok(s, ts_metrics_open(&s->metrics, config->run_dir, s->config_ini,
-                                           &s->provenance, &options, err, errlen)) &&
-             metrics_ok(s, ts_metrics_define(s->metrics, "train", "one row per optimiser step",
-                                             COUNT(train_columns), train, err, errlen)) &&
-             metrics_ok(s, ts_metrics_define(s->metrics, "checkpoint",
-                                             "one row per checkpoint written",
-                                             COUNT(checkpoint_columns), checkpoint, err, errlen)) &&
-             metrics_ok(s, ts_metrics_define(s->metrics, "memory",
-                                             "training state per rank and communication, one row "
-                                             "per invocation (docs/parallelism.md)",
-                                             COUNT(memory_columns), memory, err, errlen)) &&
-             (n_model == 0 ||
-              metrics_ok(s, ts_metrics_define(s->metrics, "train_model",
-                                              "the model's own statistics per step", n_model,
-                                              model_columns, err, errlen)));
+        ok =
+            metrics_ok(s, ts_metrics_open(&s->metrics, config->run_dir, s->config_ini,
+                                          &s->provenance, &options, err, errlen)) &&
+            metrics_ok(s, ts_metrics_define(s->metrics, "train", "one row per optimiser step",
+                                            COUNT(train_columns), train, err, errlen)) &&
+            metrics_ok(s,
+                       ts_metrics_define(s->metrics, "checkpoint", "one row per checkpoint written",
+                                         COUNT(checkpoint_columns), checkpoint, err, errlen)) &&
+            metrics_ok(s, ts_metrics_define(s->metrics, "memory",
+                                            "training state per rank and communication, one row "
+                                            "per invocation (docs/parallelism.md)",
+                                            COUNT(memory_columns), memory, err, errlen)) &&
+            (n_model == 0 || metrics_ok(s, ts_metrics_define(s->metrics, "train_model",
+                                                             "the model's own statistics per step",
+                                                             n_model, model_columns, err, errlen)));
     }
     return agree(s, ok, err, errlen);
 }
@@ -295,8 +295,8 @@ bool ts_run_state_log_step(ts_run_state *s, const ts_step_record *r, const doubl
     field_values(train_columns, COUNT(train_columns), r, values);
     return metrics_ok(s, ts_metrics_append(s->metrics, "train", r->step, values, err, errlen)) &&
            (s->model->ops->n_stats == 0 ||
-            metrics_ok(s, ts_metrics_append(s->metrics, "train_model", r->step, stats, err,
-                                            errlen)));
+            metrics_ok(s,
+                       ts_metrics_append(s->metrics, "train_model", r->step, stats, err, errlen)));
 }
 
 bool ts_run_state_log_memory(ts_run_state *s, long step, const ts_memory_record *r, char *err,
@@ -317,9 +317,9 @@ bool ts_run_state_log_eval(ts_run_state *s, long step, const char *set,
     COLUMNS_OF(eval_columns, columns);
     int n_columns = with_model_stats(COUNT(eval_columns), s->model, columns);
     if (ts_metrics_rows(s->metrics, table) < 0 &&
-        !metrics_ok(s, ts_metrics_define(s->metrics, table,
-                                         "validation split, evenly spaced windows", n_columns,
-                                         columns, err, errlen)))
+        !metrics_ok(s,
+                    ts_metrics_define(s->metrics, table, "validation split, evenly spaced windows",
+                                      n_columns, columns, err, errlen)))
         return false;
     double values[COUNT(eval_columns) + TS_MAX_MODEL_STATS];
     for (int c = 0; c < COUNT(eval_columns); c++) values[c] = eval_columns[c].value(result);
