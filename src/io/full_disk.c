@@ -112,12 +112,28 @@ herr_t ts_h5_close_written(hid_t file, bool failed) {
 
 hid_t ts_h5_create_reserved(const char *path, long long bytes, ts_io_status *st, char *err,
                             size_t errlen) {
+    /* Checked on an empty file before HDF5 writes its first bytes (a
+     * create that fails half way leaves HDF5 with a file it cannot close),
+     * then held once the file exists (H5Fcreate truncates, which gives a
+     * reservation back). */
+    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    if (fd < 0) {
+        *st = ts_io_fail(err, errlen, TS_IO_ERR_IO, "cannot create %s: %s", path, strerror(errno));
+        return -1;
+    }
+    close(fd);
+    *st = ts_io_reserve(path, 0, bytes, true, err, errlen);
+    if (*st != TS_IO_OK) {
+        unlink(path);
+        return -1;
+    }
     ts_h5_quiet quiet = ts_h5_quiet_begin();
     hid_t file = H5Fcreate(path, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
     *st = file < 0 ? ts_h5_fail(err, errlen, TS_IO_ERR_IO, "cannot create %s", path)
-                   : ts_io_reserve(path, 0, bytes, true, err, errlen);
-    if (*st != TS_IO_OK && file >= 0) {
-        ts_h5_close_written(file, true);
+                   : ts_io_reserve(path, 0, bytes, false, err, errlen);
+    if (*st != TS_IO_OK) {
+        if (file >= 0) ts_h5_close_written(file, true);
+        ts_io_append_free_space(path, err, errlen);
         unlink(path);
         file = -1;
     }
