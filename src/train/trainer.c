@@ -19,6 +19,7 @@
 #include "train/run_report.h"
 #include "train/run_state.h"
 #include "train/stop_signal.h"
+#include "train/watchdog.h"
 
 typedef struct eval_set {
     char name[64];
@@ -45,6 +46,7 @@ typedef struct trainer {
     int64_t *offsets;
     int32_t *tokens;
     ts_run_state state;    /* metrics and checkpoints */
+    ts_watchdog watchdog;  /* ends the job when a step, evaluation or checkpoint stalls */
 } trainer;
 
 /* What each step's one reduction carries (summed over ranks). */
@@ -189,6 +191,7 @@ static bool train_step(trainer *tr, double *loss_out, double *stats_out, double 
             return false;
         }
     }
+    ts_watchdog_note(&tr->watchdog, "the gradient reduction (a collective)");
     if (ts_parallel_reduce_gradients(par, m->grads) != MPI_SUCCESS ||
         ts_allreduce_sum_double(tr->comm, sums, 1 + n_stats) != MPI_SUCCESS) {
         snprintf(err, errlen, "reducing the gradients (%s) failed at step %ld",
@@ -369,6 +372,8 @@ static int run(trainer *tr, bool resume, const char *resume_from) {
     ts_run_summary summary = {.first_step = first_step, .first_loss = NAN, .last_loss = NAN};
     double flops_window = 0, tokens_window = 0;
     while (tr->step < c->steps) {
+        ts_watchdog_enter(&tr->watchdog, TS_WATCH_STEP, tr->step + 1,
+                          "the forward and backward passes");
         double t0 = MPI_Wtime(), flops0 = ts_flops_total(&tr->ctx);
         double loss = 0, grad_norm = 0, lr = 0, stats[TS_MAX_MODEL_STATS] = {0};
         ok = train_step(tr, &loss, stats, &grad_norm, &lr, err, sizeof err);
@@ -384,6 +389,8 @@ static int run(trainer *tr, bool resume, const char *resume_from) {
         shared[STEP_SHARED_TIME_DUE] =
             tr->rank == 0 && c->checkpoint_minutes > 0 &&
             MPI_Wtime() - t_checkpoint >= 60 * c->checkpoint_minutes;
+        ts_watchdog_note(&tr->watchdog,
+                         "the step's reduction of FLOPs and stop flags (a collective)");
         ok = ts_allreduce_sum_double(tr->comm, shared, STEP_SHARED_COUNT) == MPI_SUCCESS;
         if (!all_ok(tr, ok, "MPI_Allreduce of the step's FLOPs and stop flags failed")) return 1;
         double step_flops = shared[STEP_SHARED_FLOPS];
@@ -432,11 +439,14 @@ static int run(trainer *tr, bool resume, const char *resume_from) {
         bool interrupted = stop_signal && !last; /* at the last step the run is simply complete */
         bool time_due = shared[STEP_SHARED_TIME_DUE] > 0;
         if ((c->eval_every && tr->step % c->eval_every == 0) || last) {
+            ts_watchdog_enter(&tr->watchdog, TS_WATCH_EVAL, tr->step, "the evaluation");
             ok = evaluate_all(tr, err, sizeof err);
             if (!all_ok(tr, ok, err)) return ts_run_state_failure_status(&tr->state);
         }
         if ((c->checkpoint_every && tr->step % c->checkpoint_every == 0) || last || stopping ||
             interrupted || time_due) {
+            ts_watchdog_enter(&tr->watchdog, TS_WATCH_CHECKPOINT, tr->step,
+                              "the checkpoint write (collective HDF5 I/O)");
             ok = ts_run_state_checkpoint(&tr->state, tr->step, tr->tokens_seen, err, sizeof err);
             if (!all_ok(tr, ok, err)) return ts_run_state_failure_status(&tr->state);
             t_checkpoint = MPI_Wtime();
@@ -457,6 +467,7 @@ static int run(trainer *tr, bool resume, const char *resume_from) {
             break;
         }
     }
+    ts_watchdog_idle(&tr->watchdog);
     summary.wall_seconds = MPI_Wtime() - t_start;
     ts_memory_record memory = measure_memory(tr, tr->step - first_step);
     summary.parameters_bytes = memory.parameters_bytes;
@@ -491,7 +502,11 @@ int ts_train_resume_from(MPI_Comm comm, const ts_run_config *config, bool resume
         ts_ctx_free(&tr.ctx);
         return 1;
     }
+    if (!ts_watchdog_start(&tr.watchdog, comm, tr.rank, config->watchdog_seconds) && tr.rank == 0)
+        fprintf(stderr,
+                "thinkscale: warning: cannot start the watchdog thread; training unwatched\n");
     int status = run(&tr, resume || checkpoint, checkpoint);
+    ts_watchdog_stop(&tr.watchdog);
     close_all(&tr);
     ts_stop_signals_restore(&signals);
     return status;
