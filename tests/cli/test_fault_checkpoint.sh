@@ -7,10 +7,13 @@
 # is free again, bit-identical to an uninterrupted run. The fault comes from
 # build/fault/write_fault.so (tests/fault/write_fault.c), preloaded: the
 # checkpoint files live on a pretend file system of N bytes.
-# With TS_RELIABILITY_TABLE=FILE, each case's observed outcome is written to
-# FILE as a Markdown table (docs/reliability.md holds one such run).
-table=${TS_RELIABILITY_TABLE:-/dev/null}
-case $table in /*) ;; *) table=$PWD/$table ;; esac # lib.sh changes directory
+# With TS_RELIABILITY_DIR=DIR, each case's observed outcome is written to
+# DIR/checkpoint.md as a Markdown table (docs/reliability.md holds one such
+# run; tests/fault/update_reliability_doc.sh puts it there).
+table=/dev/null
+if [ -n "${TS_RELIABILITY_DIR:-}" ]; then # an absolute path: lib.sh changes directory
+    case $TS_RELIABILITY_DIR in /*) table=$TS_RELIABILITY_DIR/checkpoint.md ;; *) table=$PWD/$TS_RELIABILITY_DIR/checkpoint.md ;; esac
+fi
 source "$(dirname "$0")/lib.sh"
 shim=$repo/build/fault/write_fault.so
 [ -f "$shim" ] || { echo "missing $shim: run make build first"; exit 1; }

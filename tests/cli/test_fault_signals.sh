@@ -14,7 +14,8 @@
 #   * SIGINT while a checkpoint is being written: the job dies, the partial
 #     checkpoint is never marked complete.
 # With TS_RELIABILITY_DIR=DIR the observed outcomes are written to
-# DIR/signals.md as a Markdown table (docs/reliability.md holds one such run).
+# DIR/signals.md as a Markdown table (docs/reliability.md holds one such run;
+# tests/fault/update_reliability_doc.sh puts it there).
 table=/dev/null
 if [ -n "${TS_RELIABILITY_DIR:-}" ]; then
     case $TS_RELIABILITY_DIR in /*) table=$TS_RELIABILITY_DIR/signals.md ;; *) table=$PWD/$TS_RELIABILITY_DIR/signals.md ;; esac

@@ -8,7 +8,8 @@
 # bit-identical to an uninterrupted run. The fault comes from
 # build/fault/write_fault.so (tests/fault/write_fault.c), preloaded.
 # With TS_RELIABILITY_DIR=DIR the observed outcomes are written to
-# DIR/writers.md as a Markdown table (docs/reliability.md holds one such run).
+# DIR/writers.md as a Markdown table (docs/reliability.md holds one such run;
+# tests/fault/update_reliability_doc.sh puts it there).
 table=/dev/null
 if [ -n "${TS_RELIABILITY_DIR:-}" ]; then
     case $TS_RELIABILITY_DIR in /*) table=$TS_RELIABILITY_DIR/writers.md ;; *) table=$PWD/$TS_RELIABILITY_DIR/writers.md ;; esac
