@@ -10,21 +10,10 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-/* The directory holding path ("." when it has none). */
-static void directory_of(const char *path, char *out, size_t outlen) {
-    const char *slash = strrchr(path, '/');
-    if (!slash)
-        snprintf(out, outlen, ".");
-    else if (slash == path)
-        snprintf(out, outlen, "/");
-    else
-        snprintf(out, outlen, "%.*s", (int)(slash - path), path);
-}
-
 void ts_io_append_free_space(const char *path, char *err, size_t errlen) {
     if (!err || !errlen) return;
     char dir[PATH_MAX];
-    directory_of(path, dir, sizeof dir);
+    ts_io_dir_name(path, dir, sizeof dir);
     size_t used = strlen(err);
     if (used < errlen)
         snprintf(err + used, errlen - used, "; the file system of %s has %lld bytes free", dir,
@@ -67,7 +56,7 @@ ts_io_status ts_io_reserve(const char *path, long long offset, long long bytes, 
     if (error == EOPNOTSUPP || error == ENOSYS || error == EINVAL) {
         /* No reservation on this file system: probe, or go by the free space. */
         char dir[PATH_MAX];
-        directory_of(path, dir, sizeof dir);
+        ts_io_dir_name(path, dir, sizeof dir);
         long long free_bytes = ts_io_free_bytes(dir);
         error = free_bytes >= 0 && free_bytes < bytes ? ENOSPC : 0;
         if (!error && probe_writes) error = probe(fd, offset, bytes);

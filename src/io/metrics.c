@@ -1,7 +1,5 @@
 #include "io/metrics.h"
 
-#include "io/full_disk.h"
-
 #include <errno.h>
 #include <inttypes.h>
 #include <math.h>
@@ -12,6 +10,8 @@
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
+
+#include "io/full_disk.h"
 
 #define FORMAT_NAME "thinkscale-metrics"
 #define DEFAULT_FLUSH_ROWS 64
@@ -632,8 +632,10 @@ ts_io_status ts_metrics_define(ts_metrics *m, const char *table_path, const char
     ts_h5_quiet quiet = ts_h5_quiet_begin();
     ts_io_status st =
         reserve(m, TABLE_RESERVE_BYTES + COLUMN_RESERVE_BYTES * (long long)n_columns, err, errlen);
-    if (st == TS_IO_OK) st = define_impl(m, t, description, n_columns, columns, err, errlen);
-    if (st == TS_IO_ERR_IO || st == TS_IO_ERR_NOSPACE) {
+    if (st != TS_IO_OK) {
+        give_up(m, st);
+    } else if ((st = define_impl(m, t, description, n_columns, columns, err, errlen)) ==
+               TS_IO_ERR_IO) {
         ts_io_append_free_space(m->path, err, errlen);
         give_up(m, st);
     }

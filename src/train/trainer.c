@@ -439,7 +439,8 @@ static int run(trainer *tr, bool resume, const char *resume_from) {
         bool interrupted = stop_signal && !last; /* at the last step the run is simply complete */
         bool time_due = shared[STEP_SHARED_TIME_DUE] > 0;
         if ((c->eval_every && tr->step % c->eval_every == 0) || last) {
-            ts_watchdog_enter(&tr->watchdog, TS_WATCH_EVAL, tr->step, "the evaluation");
+            ts_watchdog_enter(&tr->watchdog, TS_WATCH_EVAL, tr->step,
+                              "the forward passes and reductions of the evaluation sets");
             ok = evaluate_all(tr, err, sizeof err);
             if (!all_ok(tr, ok, err)) return ts_run_state_failure_status(&tr->state);
         }

@@ -26,15 +26,20 @@ const char *ts_watch_kind_name(ts_watch_kind kind) {
     return "activity";
 }
 
+double ts_watchdog_limit_for(double configured, const double longest[TS_WATCH_KINDS],
+                             ts_watch_kind kind) {
+    if (configured != 0) return configured;
+    double basis = longest[kind];
+    if (basis <= 0) /* none of this kind yet: the longest of any kind */
+        for (int k = 0; k < TS_WATCH_KINDS; k++)
+            if (longest[k] > basis) basis = longest[k];
+    double derived = TS_WATCHDOG_FACTOR * basis;
+    return derived > TS_WATCHDOG_FLOOR_SECONDS ? derived : TS_WATCHDOG_FLOOR_SECONDS;
+}
+
 /* Under lock. */
 static double limit_locked(const ts_watchdog *w, ts_watch_kind kind) {
-    if (w->configured != 0) return w->configured;
-    double longest = w->longest[kind];
-    if (longest <= 0) /* none of this kind yet: the longest of any kind */
-        for (int k = 0; k < TS_WATCH_KINDS; k++)
-            if (w->longest[k] > longest) longest = w->longest[k];
-    double derived = TS_WATCHDOG_FACTOR * longest;
-    return derived > TS_WATCHDOG_FLOOR_SECONDS ? derived : TS_WATCHDOG_FLOOR_SECONDS;
+    return ts_watchdog_limit_for(w->configured, w->longest, kind);
 }
 
 double ts_watchdog_limit(const ts_watchdog *w, ts_watch_kind kind) {

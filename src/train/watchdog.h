@@ -61,6 +61,10 @@ void ts_watchdog_note(ts_watchdog *w, const char *what);
 /* Ends the activity in progress: nothing is watched until the next enter. */
 void ts_watchdog_idle(ts_watchdog *w);
 void ts_watchdog_stop(ts_watchdog *w);
+/* The limit for an activity of `kind`, given train.watchdog_seconds and
+ * the longest completed activity of each kind (0: none yet). */
+double ts_watchdog_limit_for(double configured, const double longest[TS_WATCH_KINDS],
+                             ts_watch_kind kind);
 /* The limit for an activity of `kind` now, in seconds (<= 0: unwatched). */
 double ts_watchdog_limit(const ts_watchdog *w, ts_watch_kind kind);
 const char *ts_watch_kind_name(ts_watch_kind kind);

@@ -10,11 +10,9 @@
 # With TS_RELIABILITY_DIR=DIR, each case's observed outcome is written to
 # DIR/checkpoint.md as a Markdown table (docs/reliability.md holds one such
 # run; tests/fault/update_reliability_doc.sh puts it there).
-table=/dev/null
-if [ -n "${TS_RELIABILITY_DIR:-}" ]; then # an absolute path: lib.sh changes directory
-    case $TS_RELIABILITY_DIR in /*) table=$TS_RELIABILITY_DIR/checkpoint.md ;; *) table=$PWD/$TS_RELIABILITY_DIR/checkpoint.md ;; esac
-fi
 source "$(dirname "$0")/lib.sh"
+source "$(dirname "$0")/fault_lib.sh"
+fault_table checkpoint
 shim=$repo/build/fault/write_fault.so
 [ -f "$shim" ] || { echo "missing $shim: run make build first"; exit 1; }
 make_license_corpus "$tmp/corpus.h5"
@@ -57,8 +55,6 @@ row() {
     echo "| $fault | $(cat "$tmp/$name.status") | $(cat "$tmp/$name.seconds") s | $left | ${complete:-none} | $3 | $message... |" >>"$table"
 }
 
-status_is() { [ "$(cat "$tmp/$1.status")" = "$2" ] || { sed 's/^/    /' "$tmp/$1.log" | tail -20; false; }; }
-no_tmp() { ! ls "$tmp/$1" | grep -q '\.tmp$'; }
 intact() { # intact NAME STEP...: those checkpoints are complete and load (h5py, checksums)
     local name=$1
     shift

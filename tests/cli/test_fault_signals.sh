@@ -16,11 +16,9 @@
 # With TS_RELIABILITY_DIR=DIR the observed outcomes are written to
 # DIR/signals.md as a Markdown table (docs/reliability.md holds one such run;
 # tests/fault/update_reliability_doc.sh puts it there).
-table=/dev/null
-if [ -n "${TS_RELIABILITY_DIR:-}" ]; then
-    case $TS_RELIABILITY_DIR in /*) table=$TS_RELIABILITY_DIR/signals.md ;; *) table=$PWD/$TS_RELIABILITY_DIR/signals.md ;; esac
-fi
 source "$(dirname "$0")/lib.sh"
+source "$(dirname "$0")/fault_lib.sh"
+fault_table signals
 stall=$repo/build/fault/stall_write.so
 [ -f "$stall" ] || { echo "missing $stall: run make build first"; exit 1; }
 make_license_corpus "$tmp/corpus.h5"
@@ -62,12 +60,13 @@ wait_for() { # wait_for FILE PATTERN SECONDS
     for ((i = 0; i < $3 * 10; i++)); do grep -q -- "$2" "$1" 2>/dev/null && return 0; sleep 0.1; done
     return 1
 }
-finish_job() { # finish_job NAME: waits for $job; status and seconds since $fault_at
+finish_job() { # finish_job NAME: waits for $job; status, seconds since $fault_at, complete checkpoints
     wait "$job"
     echo $? >"$tmp/$1.status"
     echo $((SECONDS - fault_at)) >"$tmp/$1.seconds"
+    cleanup_ranks "$1"
+    complete "$1" >"$tmp/$1.complete"
 }
-status_is() { [ "$(cat "$tmp/$1.status")" = "$2" ] || { sed 's/^/    /' "$tmp/$1.log" | tail -20; false; }; }
 ended_within() { [ "$(cat "$tmp/$1.seconds")" -le "$2" ]; }
 complete() { # the steps of the complete checkpoints of NAME
     (cd "$tmp/$1" && ls checkpoint_*.h5.complete 2>/dev/null) | sed 's/checkpoint_0*\([0-9]*\).h5.complete/\1/' | tr '\n' ' '
@@ -90,7 +89,7 @@ resumes_identically() { # --resume matches the straight run
 row() { # row NAME DESCRIPTION RESUMED
     local message
     message=$(grep -o 'error: .*\|interrupted by .*\|mpirun noticed .*' "$tmp/$1.log" | head -1 | sed "s|$tmp/||g" | cut -c1-150)
-    echo "| $2 | $(cat "$tmp/$1.status") | $(cat "$tmp/$1.seconds") s | ${4:-$(complete "$1")} | $3 | $message... |" >>"$table"
+    echo "| $2 | $(cat "$tmp/$1.status") | $(cat "$tmp/$1.seconds") s | $(cat "$tmp/$1.complete") | $3 | $message... |" >>"$table"
 }
 cleanup_ranks() { # a stopped rank left behind by a failed case
     local p
@@ -106,7 +105,6 @@ check "SIGSTOP: found rank 1" [ -n "$victim" ]
 kill -STOP "$victim"
 fault_at=$SECONDS
 finish_job stopped
-cleanup_ranks stopped
 check "SIGSTOP of rank 1 mid-run: the watchdog ends the job with exit status 5" status_is stopped 5
 check "... within 30 s" ended_within stopped 30
 check "... naming the rank, the step and what it waited in" contains "$tmp/stopped.log" \
@@ -123,12 +121,11 @@ start stuck TS_STALL_NAME=checkpoint_00000020 TS_STALL_RANK=0 LD_PRELOAD=$stall 
 wait_for "$tmp/stuck.log" "stall_write: rank 0 stalls" 60
 fault_at=$SECONDS
 finish_job stuck
-cleanup_ranks stuck
 check "a checkpoint write that hangs on rank 0: exit status 5" status_is stuck 5
 check "... within 30 s" ended_within stuck 30
 check "... naming the checkpoint of step 20" contains "$tmp/stuck.log" \
     "error: watchdog: no progress for [0-9]* s in the checkpoint of step 20, waiting in the checkpoint write"
-check "... checkpoint 10 complete, 20 not" [ "$(complete stuck)" = "10 " ]
+check "... checkpoint 10 complete, 20 not" [ "$(cat "$tmp/stuck.complete")" = "10 " ]
 check "... every complete checkpoint verifies" all_verify stuck
 resumed=DIFFERENT
 resumes_identically stuck && resumed=bit-identical
@@ -143,7 +140,6 @@ check "SIGKILL: found rank 1" [ -n "$victim" ]
 kill -KILL "$victim"
 fault_at=$SECONDS
 finish_job killed
-cleanup_ranks killed
 check "SIGKILL of rank 1 mid-run: the job ends non-zero" [ "$(cat "$tmp/killed.status")" != 0 ]
 check "... not by the hard timeout" [ "$(cat "$tmp/killed.status")" != 124 ]
 check "... within 30 s" ended_within killed 30
@@ -162,11 +158,10 @@ wait_for "$tmp/term.log" "stall_write: rank 0 stalls" 60
 for r in 0 1; do kill -TERM "$(rank_pid term $r)"; done
 fault_at=$SECONDS
 finish_job term
-cleanup_ranks term
 check "SIGTERM during a checkpoint write: exit status 75" status_is term 75
-check "... checkpoint 20 and the one after it complete" [ "$(complete term)" = "10 20 21 " ]
+check "... checkpoint 20 and the one after it complete" [ "$(cat "$tmp/term.complete")" = "10 20 21 " ]
 check "... every complete checkpoint verifies" all_verify term
-check "... no partial file left" [ -z "$(ls "$tmp/term" | grep '\.tmp')" ]
+check "... no partial file left" no_tmp term
 resumed=DIFFERENT
 resumes_identically term && resumed=bit-identical
 check "... --resume is bit-identical" [ $resumed = bit-identical ]
@@ -180,10 +175,9 @@ wait_for "$tmp/int.log" "stall_write: rank 0 stalls" 60
 kill -INT "$(rank_pid int 0)"
 fault_at=$SECONDS
 finish_job int
-cleanup_ranks int
 check "SIGINT during a checkpoint write: the job ends non-zero" [ "$(cat "$tmp/int.status")" != 0 ]
 check "... not by the hard timeout" [ "$(cat "$tmp/int.status")" != 124 ]
-check "... checkpoint 10 complete, 20 not" [ "$(complete int)" = "10 " ]
+check "... checkpoint 10 complete, 20 not" [ "$(cat "$tmp/int.complete")" = "10 " ]
 check "... every complete checkpoint verifies" all_verify int
 resumed=DIFFERENT
 resumes_identically int && resumed=bit-identical

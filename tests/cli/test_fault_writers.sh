@@ -10,11 +10,9 @@
 # With TS_RELIABILITY_DIR=DIR the observed outcomes are written to
 # DIR/writers.md as a Markdown table (docs/reliability.md holds one such run;
 # tests/fault/update_reliability_doc.sh puts it there).
-table=/dev/null
-if [ -n "${TS_RELIABILITY_DIR:-}" ]; then
-    case $TS_RELIABILITY_DIR in /*) table=$TS_RELIABILITY_DIR/writers.md ;; *) table=$PWD/$TS_RELIABILITY_DIR/writers.md ;; esac
-fi
 source "$(dirname "$0")/lib.sh"
+source "$(dirname "$0")/fault_lib.sh"
+fault_table writers
 shim=$repo/build/fault/write_fault.so
 [ -f "$shim" ] || { echo "missing $shim: run make build first"; exit 1; }
 make_license_corpus "$tmp/corpus.h5"
@@ -50,8 +48,6 @@ row() { # row NAME DESCRIPTION LEFT EARLIER RESUMED
     message=$(grep -o 'error: .*' "$tmp/$1.log" | head -1 | sed "s|$tmp/||g; s/[0-9]\{6,\} bytes free/N bytes free/" | cut -c8-160)
     echo "| $2 | $(cat "$tmp/$1.status") | $(cat "$tmp/$1.seconds") s | $3 | $4 | $5 | $message... |" >>"$table"
 }
-status_is() { [ "$(cat "$tmp/$1.status")" = "$2" ] || { sed 's/^/    /' "$tmp/$1.log" | tail -20; false; }; }
-no_tmp() { ! ls -a "$tmp/$1" | grep -q '\.tmp'; }
 no_crash() { ! grep -q "Segmentation fault\|signal 11\|Signal: \|infinite loop closing library" "$tmp/$1.log"; }
 
 # --- metrics.h5 (rank 0, serial HDF5) ---------------------------------------
@@ -152,4 +148,29 @@ continued() { [ $again -eq 0 ] && [ "$(statuses)" = "done done pending" ]; }
 check "... with space freed the campaign continues: point 1 done" continued
 row campaign_full "a campaign's results.h5, ENOSPC, fallocate works (20,000 bytes)" none \
     "results.h5 unchanged, point 1 pending" "$([ "$(statuses)" = "done done pending" ] && echo "rerun trains point 1" || echo "rerun FAILED")"
+
+# A point whose training meets a full disk (its checkpoint): the campaign
+# stops with the trainer's status 4 on every rank, the point stays pending
+# (not failed), and running the campaign again trains it.
+point=$dir/runs/transformerpp-width-32-s33
+mkdir -p "$tmp/campaign_point"
+start=$SECONDS
+TS_FAULT_DIR=$point TS_FAULT_NAME=checkpoint_ TS_FAULT_AFTER_BYTES=10000 TS_FAULT_FALLOCATE=supported \
+    TS_FAULT_ERRNO=ENOSPC LD_PRELOAD=$shim timeout $limit mpirun $env_args -np 2 "$bin" campaign run \
+    "$tmp/c.ini" --dir "$dir" --points 2 --no-analysis >"$tmp/campaign_point.log" 2>&1
+echo $? >"$tmp/campaign_point.status"
+echo $((SECONDS - start)) >"$tmp/campaign_point.seconds"
+check "a point's checkpoint on a full disk: campaign run exits 4 on every rank, no hang" status_is campaign_point 4
+check "... it was that point's checkpoint" contains "$tmp/campaign_point.log" \
+    "transformerpp-width-32-s33/checkpoint_00000004.h5.tmp: reserving [0-9]* bytes failed"
+check "... the campaign says it stops" contains "$tmp/campaign_point.log" \
+    "point transformerpp-width-32-s33 could not write its files; stopping the campaign"
+check "... the point is not marked failed" [ ! -e "$point/campaign_failed" ]
+mpirun -np 2 "$bin" campaign run "$tmp/c.ini" --dir "$dir" --points 2 --no-analysis \
+    >"$tmp/campaign_point.again.log" 2>&1
+again=$?
+trained() { [ $again -eq 0 ] && [ "$(statuses)" = "done done done" ]; }
+check "... with space freed the campaign trains it: every point done" trained
+row campaign_point "a campaign point's checkpoint, ENOSPC, fallocate works (10,000 bytes)" none \
+    "results.h5 unchanged, the point pending, not failed" "$(trained && echo "rerun trains the point" || echo "rerun FAILED")"
 finish
