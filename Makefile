@@ -101,7 +101,7 @@ endef
 $(foreach b,$(BUILDS),$(eval $(call BUILD_template,$(b))))
 
 # Preloaded fault injection for the reliability tests (tests/fault/).
-FAULT_SHIMS = build/fault/write_fault.so
+FAULT_SHIMS = build/fault/write_fault.so build/fault/stall_write.so
 build/fault/%.so: tests/fault/%.c
 	@mkdir -p $(@D)
 	$(CC) -std=gnu11 -Wall -Wextra -Werror -O1 -shared -fPIC $< -o $@ -ldl

@@ -26,7 +26,8 @@ static const ts_config_key model_keys[] = {
 #define RUN_STRING(name, member, def, help) TS_CONFIG_STRING_KEY(ts_run_config, name, member, def, help, false)
 static const ts_config_key train_keys[] = {
     RUN_LONG("steps", steps, 1000, "optimiser steps"),
-    RUN_LONG("stop_at", stop_at, 0, "stop this invocation after this step with a checkpoint (0: run to train.steps)"),
+    RUN_LONG("stop_at", stop_at, 0,
+             "stop this invocation after this step with a checkpoint (0: run to train.steps)"),
     RUN_LONG("batch", batch, 16, "sequences per step over all ranks"),
     RUN_LONG("accum", accum, 1, "micro-batches per step"),
     RUN_STRING("optimizer", optimizer, "adamw", "adamw or sgd"),
@@ -43,8 +44,14 @@ static const ts_config_key train_keys[] = {
     RUN_LONG("eval_every", eval_every, 0, "steps between evaluations (0: end)"),
     RUN_LONG("eval_batches", eval_batches, 4, "batches per evaluation set"),
     RUN_LONG("checkpoint_every", checkpoint_every, 0, "steps between checkpoints (0: end)"),
-    RUN_DOUBLE("checkpoint_minutes", checkpoint_minutes, 0, "also checkpoint when this many minutes of wall time (rank 0's clock) have passed since the last checkpoint or the start (0: off)"),
+    RUN_DOUBLE("checkpoint_minutes", checkpoint_minutes, 0,
+               "also checkpoint when this many minutes of wall time (rank 0's clock) have passed "
+               "since the last checkpoint or the start (0: off)"),
     RUN_LONG("keep_checkpoints", keep_checkpoints, 2, "complete checkpoints kept"),
+    RUN_DOUBLE("watchdog_seconds", watchdog_seconds, 0,
+               "a training step, evaluation or checkpoint that makes no progress for this many "
+               "seconds ends the job with exit status 5 (0: 20 x the longest of its kind so far, "
+               "at least 300 s; negative: off)"),
 };
 static const ts_config_key data_keys[] = {
     RUN_STRING("train", train_data, "", "token file to train on"),

@@ -36,6 +36,7 @@ typedef struct ts_run_config {
     long checkpoint_every;
     double checkpoint_minutes; /* also checkpoint after this much wall time (0: off) */
     long keep_checkpoints;
+    double watchdog_seconds; /* no progress for this long ends the job (0: derived, < 0: off) */
     char train_data[TS_PATH_MAX];
     char eval_data[TS_PATH_MAX * 4]; /* comma-separated token files */
     long align;              /* windows start at multiples of this many tokens (data.align) */

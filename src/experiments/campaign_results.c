@@ -14,6 +14,7 @@
 #include "io/atomic_commit.h"
 #include "io/build_info.h"
 #include "io/checkpoint.h"
+#include "io/full_disk.h"
 #include "io/provenance.h"
 
 const char *ts_point_status_name(ts_point_status status) {
@@ -386,22 +387,32 @@ static bool write_points(hid_t group, const ts_campaign *camp, const ts_campaign
     return ok && write_domain_tables(group, m, results);
 }
 
-bool ts_campaign_write_results(const char *dir, const ts_campaign *c, const ts_campaign_manifest *m,
-                               const ts_campaign_run_result *results, char *err, size_t errlen) {
+/* An upper bound of the file's size: the campaign text, and per point a
+ * row of every column with its string widths. */
+static long long estimated_results_bytes(const ts_campaign *c, const ts_campaign_manifest *m) {
+    return 128 * 1024 + 4 * (long long)strlen(c->text) +
+           (long long)m->n_points * (4096 + 64LL * m->n_domains);
+}
+
+ts_io_status ts_campaign_write_results(const char *dir, const ts_campaign *c,
+                                       const ts_campaign_manifest *m,
+                                       const ts_campaign_run_result *results, char *err,
+                                       size_t errlen) {
     char path[TS_PATH_MAX + 32];
     snprintf(path, sizeof path, "%s/results.h5", dir);
     ts_commit commit;
-    if (ts_commit_begin_shared(&commit, path, err, errlen) != TS_IO_OK) return false;
+    ts_io_status st = ts_commit_begin_shared(&commit, path, err, errlen);
+    if (st != TS_IO_OK) return st;
     const char *tmp = commit.tmp;
     char updated[32];
     time_t now = time(NULL);
     struct tm utc;
     gmtime_r(&now, &utc);
     strftime(updated, sizeof updated, "%Y-%m-%dT%H:%M:%SZ", &utc);
+    hid_t file = ts_h5_create_reserved(tmp, estimated_results_bytes(c, m), &st, err, errlen);
+    if (file < 0) return st;
     ts_h5_quiet quiet = ts_h5_quiet_begin();
-    hid_t file = H5Fcreate(tmp, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
-    hid_t group =
-        file >= 0 ? H5Gcreate2(file, "points", H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT) : -1;
+    hid_t group = H5Gcreate2(file, "points", H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
     bool ok = group >= 0 &&
               ts_h5_write_string_attr(file, "format", "thinkscale-campaign-results") >= 0 &&
               ts_h5_write_int64_attr(file, "version", 1) >= 0 &&
@@ -411,12 +422,10 @@ bool ts_campaign_write_results(const char *dir, const ts_campaign *c, const ts_c
               ts_h5_write_string_attr(file, "updated", updated) >= 0 &&
               write_points(group, c, m, results);
     if (group >= 0) ok = H5Gclose(group) >= 0 && ok;
-    if (file >= 0) ok = H5Fclose(file) >= 0 && ok;
     ts_h5_quiet_end(quiet);
-    if (!ok) {
-        snprintf(err, errlen, "cannot write '%s'", tmp);
+    if ((st = ts_h5_finish_written(file, tmp, ok, err, errlen)) != TS_IO_OK) {
         ts_commit_abandon(&commit);
-        return false;
+        return st;
     }
-    return ts_commit_publish(&commit, NULL, NULL, err, errlen) == TS_IO_OK;
+    return ts_commit_publish(&commit, NULL, NULL, err, errlen);
 }

@@ -11,6 +11,7 @@
 #include <stddef.h>
 
 #include "experiments/campaign_manifest.h"
+#include "io/h5_toolkit.h"
 
 typedef enum ts_point_status { TS_POINT_PENDING, TS_POINT_DONE, TS_POINT_FAILED } ts_point_status;
 
@@ -35,8 +36,13 @@ typedef struct ts_campaign_run_result {
 void ts_campaign_read_result(const ts_campaign_manifest *m, const ts_campaign_point *p,
                              ts_campaign_run_result *r);
 
-/* Writes DIR/results.h5 (temporary file, fsync, rename). */
-bool ts_campaign_write_results(const char *dir, const ts_campaign *c, const ts_campaign_manifest *m,
-                               const ts_campaign_run_result *results, char *err, size_t errlen);
+/* Writes DIR/results.h5 (temporary file, fsync, rename). A full disk or
+ * an I/O error is TS_IO_ERR_NOSPACE or TS_IO_ERR_IO, naming the file and the
+ * free space; the temporary file is removed and the previous results.h5 is
+ * left as it was. */
+ts_io_status ts_campaign_write_results(const char *dir, const ts_campaign *c,
+                                       const ts_campaign_manifest *m,
+                                       const ts_campaign_run_result *results, char *err,
+                                       size_t errlen);
 
 #endif

@@ -26,16 +26,27 @@ static bool agree(MPI_Comm comm, int rank, bool ok, const char *err) {
     return flag;
 }
 
-/* Rank 0: every row from the run directories, then results.h5. */
+/* Rank 0: every row from the run directories, then results.h5. A failed
+ * write (full disk, I/O error) sets *write_failed. */
 static bool refresh_results(const ts_campaign *c, const ts_campaign_manifest *m, const char *dir,
-                            ts_campaign_run_result *results, int *n_done, char *err,
-                            size_t errlen) {
+                            ts_campaign_run_result *results, int *n_done, bool *write_failed,
+                            char *err, size_t errlen) {
     *n_done = 0;
     for (int i = 0; i < m->n_points; i++) {
         ts_campaign_read_result(m, &m->points[i], &results[i]);
         *n_done += results[i].status == TS_POINT_DONE;
     }
-    return ts_campaign_write_results(dir, c, m, results, err, errlen);
+    ts_io_status st = ts_campaign_write_results(dir, c, m, results, err, errlen);
+    *write_failed = st == TS_IO_ERR_NOSPACE || st == TS_IO_ERR_IO;
+    return st == TS_IO_OK;
+}
+
+/* Collective: whether rank 0's failed write of results.h5 was a full disk
+ * or an I/O error, so every rank exits with TS_EXIT_WRITE_FAILED. */
+static bool agree_write_failed(MPI_Comm comm, bool write_failed) {
+    int flag = write_failed;
+    MPI_Bcast(&flag, 1, MPI_INT, 0, comm);
+    return flag;
 }
 
 /* Collective: whether the run's newest complete checkpoint is its last step. */
@@ -106,8 +117,12 @@ int ts_campaign_run(MPI_Comm comm, const ts_campaign *c, const ts_campaign_manif
     bool interrupted = false;  /* by a stop signal: exit TS_TRAIN_EXIT_INTERRUPTED */
     bool write_failed = false; /* a full disk: exit TS_EXIT_WRITE_FAILED */
     for (int i = 0; i < m->n_points; i++) n_selected += o->selected[i];
-    if (rank == 0) ok = refresh_results(c, m, o->dir, results, &n_done, err, sizeof err);
-    if (!agree(comm, rank, ok, err)) goto done;
+    if (rank == 0)
+        ok = refresh_results(c, m, o->dir, results, &n_done, &write_failed, err, sizeof err);
+    if (!agree(comm, rank, ok, err)) {
+        write_failed = agree_write_failed(comm, write_failed);
+        goto done;
+    }
 
     for (int i = 0; o->train && i < m->n_points; i++) {
         if (!o->selected[i]) continue;
@@ -138,9 +153,11 @@ int ts_campaign_run(MPI_Comm comm, const ts_campaign *c, const ts_campaign_manif
                 printf("== campaign %s: interrupted by a signal during %s; run the same command "
                        "again to resume\n",
                        c->name, p->name);
-                ok = refresh_results(c, m, o->dir, results, &n_done, err, sizeof err);
+                ok =
+                    refresh_results(c, m, o->dir, results, &n_done, &write_failed, err, sizeof err);
             }
             interrupted = agree(comm, rank, ok, err);
+            if (!interrupted) write_failed = agree_write_failed(comm, write_failed);
             goto done;
         }
         if (status == TS_EXIT_WRITE_FAILED) {
@@ -161,8 +178,12 @@ int ts_campaign_run(MPI_Comm comm, const ts_campaign *c, const ts_campaign_manif
                         p->name, status);
             }
         }
-        if (rank == 0) ok = refresh_results(c, m, o->dir, results, &n_done, err, sizeof err);
-        if (!agree(comm, rank, ok, err)) goto done;
+        if (rank == 0)
+            ok = refresh_results(c, m, o->dir, results, &n_done, &write_failed, err, sizeof err);
+        if (!agree(comm, rank, ok, err)) {
+            write_failed = agree_write_failed(comm, write_failed);
+            goto done;
+        }
     }
 
     int status = 0;

@@ -14,17 +14,6 @@ static const char *base_name(const char *path) {
     return slash ? slash + 1 : path;
 }
 
-/* The directory part of path ("." when it has none). */
-static void dir_name(const char *path, char *out, size_t outlen) {
-    const char *slash = strrchr(path, '/');
-    if (!slash)
-        snprintf(out, outlen, ".");
-    else if (slash == path)
-        snprintf(out, outlen, "/");
-    else
-        snprintf(out, outlen, "%.*s", (int)(slash - path), path);
-}
-
 static ts_io_status with_suffix(char *out, size_t outlen, const char *path, const char *suffix,
                                 char *err, size_t errlen) {
     int n = snprintf(out, outlen, "%s%s", path, suffix);
@@ -132,7 +121,7 @@ static ts_io_status write_marker(const ts_commit *c, const ts_commit_marker *mar
 ts_io_status ts_commit_publish(const ts_commit *c, const ts_commit_marker *marker, int64_t *bytes,
                                char *err, size_t errlen) {
     char dir[TS_COMMIT_PATH_MAX];
-    dir_name(c->path, dir, sizeof dir);
+    ts_io_dir_name(c->path, dir, sizeof dir);
     ts_io_status st = sync_path(c->tmp, false, err, errlen);
     struct stat info;
     if (st == TS_IO_OK && stat(c->tmp, &info) != 0)

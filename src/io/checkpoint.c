@@ -1,9 +1,7 @@
 /* Checkpoints, the sequences: what a write and a read do, in order, on
  * every rank. The pieces are in checkpoint_files.c, checkpoint_transfer.c,
  * checkpoint_schema.c and checkpoint_replicas.c. */
-#define _GNU_SOURCE /* fallocate */
 #include <errno.h>
-#include <fcntl.h>
 #include <limits.h>
 #include <pthread.h>
 #include <stdbool.h>
@@ -16,6 +14,7 @@
 
 #include "io/atomic_commit.h"
 #include "io/checkpoint_internal.h"
+#include "io/full_disk.h"
 
 static void utc_now(char *out, size_t outlen) {
     time_t now = time(NULL);
@@ -86,42 +85,16 @@ static ts_io_status check_space(const char *run_dir, const char *tmp, long long 
     return TS_IO_OK;
 }
 
-/* Rank 0, after the file is created: reserves its blocks (fallocate,
- * keeping the size), so a full file system or an exceeded quota shows up
- * here, in one agreed step, rather than inside HDF5's collective flush, where
- * a failure on one rank strands the others. File systems that cannot
- * reserve are written without. */
-static ts_io_status reserve_space(const char *run_dir, const char *tmp, long long needed,
-                                  char *err, size_t errlen) {
-    int fd = open(tmp, O_WRONLY);
-    if (fd < 0)
-        return ts_io_fail(err, errlen, TS_IO_ERR_IO, "checkpoint %s: cannot open to reserve "
-                          "space: %s", tmp, strerror(errno));
-    ts_io_status st = TS_IO_OK;
-    if (fallocate(fd, FALLOC_FL_KEEP_SIZE, 0, (off_t)needed) != 0) {
-        int error = errno;
-        if (ts_io_errno_is_nospace(error))
-            st = ts_io_fail(err, errlen, TS_IO_ERR_NOSPACE,
-                            "checkpoint %s: reserving %lld bytes failed: %s; the file system of "
-                            "%s has %lld bytes free (earlier checkpoints are intact)",
-                            tmp, needed, strerror(error), run_dir, ts_io_free_bytes(run_dir));
-        else if (error != EOPNOTSUPP && error != ENOSYS && error != EINVAL)
-            st = ts_io_fail(err, errlen, TS_IO_ERR_IO, "checkpoint %s: reserving %lld bytes "
-                            "failed: %s", tmp, needed, strerror(error));
-    }
-    close(fd);
-    return st;
-}
-
-/* Rank 0, after every rank closed the file: gives back what the
- * reservation held beyond the file's end (truncating to its own size frees
- * blocks past the end on Linux file systems). */
-static ts_io_status trim_reservation(const char *tmp, char *err, size_t errlen) {
-    struct stat info;
-    if (stat(tmp, &info) != 0 || truncate(tmp, info.st_size) != 0)
-        return ts_io_fail(err, errlen, TS_IO_ERR_IO, "checkpoint %s: cannot trim its reserved "
-                          "space: %s", tmp, strerror(errno));
-    return TS_IO_OK;
+/* Rank 0, after the file is created: reserves its blocks (io/full_disk.h),
+ * so a full file system or an exceeded quota shows up here, in one agreed
+ * step, rather than inside HDF5's collective flush, where a failure on one
+ * rank strands the others. File systems that cannot reserve are written
+ * without (the space check above is all they get). */
+static ts_io_status reserve_space(const char *tmp, long long needed, char *err, size_t errlen) {
+    char why[1024] = "";
+    ts_io_status st = ts_io_reserve(tmp, 0, needed, false, why, sizeof why);
+    if (st == TS_IO_OK) return st;
+    return ts_io_fail(err, errlen, st, "checkpoint %s (earlier checkpoints are intact)", why);
 }
 
 /* The close after a failed write runs HDF5's own collectives (the metadata
@@ -299,7 +272,7 @@ static ts_io_status write_impl(MPI_Comm comm, const char *run_dir, const ts_chec
     else if ((io.file = H5Fcreate(commit.tmp, H5F_ACC_TRUNC, H5P_DEFAULT, fapl)) < 0)
         st = ts_h5_fail(err, errlen, TS_IO_ERR_IO, "cannot create %s", commit.tmp);
     if ((st = ts_io_agree(comm, st, err, errlen)) != TS_IO_OK) goto done;
-    if (io.rank == 0) st = reserve_space(run_dir, commit.tmp, needed, err, errlen);
+    if (io.rank == 0) st = reserve_space(commit.tmp, needed, err, errlen);
     if ((st = ts_io_agree(comm, st, err, errlen)) != TS_IO_OK) goto done;
     st = ckpt_write_header(&io, state, roles, n_roles, prov, config, written_utc, err, errlen);
     for (int i = 0; st == TS_IO_OK && i < n_roles; i++)
@@ -331,7 +304,7 @@ static ts_io_status write_impl(MPI_Comm comm, const char *run_dir, const ts_chec
     if (io.rank == 0) {
         int64_t bytes = 0;
         int removed = 0;
-        st = trim_reservation(commit.tmp, err, errlen);
+        st = ts_io_trim_reservation(commit.tmp, err, errlen);
         if (st == TS_IO_OK)
             st = publish(&commit, run_dir, state->step, options->keep_last, &bytes, &removed,
                          err, errlen);

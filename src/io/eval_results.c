@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include "io/atomic_commit.h"
+#include "io/full_disk.h"
 #include "io/provenance.h"
 
 hid_t ts_eval_create_setting_group(hid_t file, const char *set, const char *setting) {
@@ -38,31 +39,33 @@ static bool write_row(hid_t file, const ts_eval_row *row) {
     return H5Gclose(group) >= 0 && ok;
 }
 
-bool ts_eval_results_write(const char *path, const ts_eval_header *h, const ts_eval_row *rows,
-                           int n_rows, bool overwrite, char *err, size_t errlen) {
+/* An upper bound of the file's size: attributes and a group per row. */
+static long long estimated_bytes(const ts_eval_header *h, int n_rows) {
+    return 64 * 1024 + 4 * (long long)strlen(h->config_text) + 8192LL * n_rows;
+}
+
+ts_io_status ts_eval_results_write(const char *path, const ts_eval_header *h,
+                                   const ts_eval_row *rows, int n_rows, bool overwrite, char *err,
+                                   size_t errlen) {
     ts_commit commit;
     ts_io_status st = ts_commit_begin(&commit, path, overwrite, false, err, errlen);
     if (st == TS_IO_ERR_EXISTS)
         snprintf(err, errlen, "'%s' exists: pass --force to replace it", path);
-    if (st != TS_IO_OK) return false;
+    if (st != TS_IO_OK) return st;
+    hid_t file = ts_h5_create_reserved(commit.tmp, estimated_bytes(h, n_rows), &st, err, errlen);
+    if (file < 0) return st;
     ts_h5_quiet quiet = ts_h5_quiet_begin();
-    hid_t file = H5Fcreate(commit.tmp, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
-    bool ok = file >= 0;
-    if (ok) {
-        ok = ts_h5_write_string_attr(file, "checkpoint", h->checkpoint) >= 0 &&
-             ts_h5_write_int64_attr(file, "step", h->step) >= 0 &&
-             ts_h5_write_string_attr(file, "split", h->split) >= 0 &&
-             ts_h5_write_int64_attr(file, "windows", h->windows) >= 0 &&
-             ts_h5_write_int64_attr(file, "sequence_length", h->seq) >= 0 &&
-             ts_h5_write_string_attr(file, "config", h->config_text) >= 0;
-        for (int i = 0; ok && i < n_rows; i++) ok = write_row(file, &rows[i]);
-        ok = H5Fclose(file) >= 0 && ok;
-    }
+    bool ok = ts_h5_write_string_attr(file, "checkpoint", h->checkpoint) >= 0 &&
+              ts_h5_write_int64_attr(file, "step", h->step) >= 0 &&
+              ts_h5_write_string_attr(file, "split", h->split) >= 0 &&
+              ts_h5_write_int64_attr(file, "windows", h->windows) >= 0 &&
+              ts_h5_write_int64_attr(file, "sequence_length", h->seq) >= 0 &&
+              ts_h5_write_string_attr(file, "config", h->config_text) >= 0;
+    for (int i = 0; ok && i < n_rows; i++) ok = write_row(file, &rows[i]);
     ts_h5_quiet_end(quiet);
-    if (!ok) {
-        snprintf(err, errlen, "cannot write evaluation results to '%s'", commit.tmp);
+    if ((st = ts_h5_finish_written(file, commit.tmp, ok, err, errlen)) != TS_IO_OK) {
         ts_commit_abandon(&commit);
-        return false;
+        return st;
     }
-    return ts_commit_publish(&commit, NULL, NULL, err, errlen) == TS_IO_OK;
+    return ts_commit_publish(&commit, NULL, NULL, err, errlen);
 }

@@ -8,6 +8,8 @@
 
 #include <hdf5.h>
 
+#include "io/h5_toolkit.h"
+
 typedef struct ts_eval_row {
     const char *set;     /* domain name */
     const char *path;    /* token file */
@@ -35,9 +37,12 @@ typedef struct ts_eval_header {
 } ts_eval_header;
 
 /* Writes path atomically (a temporary file renamed into place). Refuses an
- * existing path unless overwrite. */
-bool ts_eval_results_write(const char *path, const ts_eval_header *header, const ts_eval_row *rows,
-                           int n_rows, bool overwrite, char *err, size_t errlen);
+ * existing path unless overwrite (TS_IO_ERR_EXISTS). A full disk or an I/O
+ * error is TS_IO_ERR_NOSPACE or TS_IO_ERR_IO, naming the file and the free
+ * space; the temporary file is removed and an existing path left as it was. */
+ts_io_status ts_eval_results_write(const char *path, const ts_eval_header *header,
+                                   const ts_eval_row *rows, int n_rows, bool overwrite, char *err,
+                                   size_t errlen);
 
 /* The group "sets/SET/SETTING" of an evaluation file (eval.h5, energies),
  * with '/' in the setting text replaced so it stays one name; negative on

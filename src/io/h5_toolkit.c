@@ -95,6 +95,16 @@ void ts_h5_quiet_end(ts_h5_quiet saved) {
 /* Fixed size so every rank can broadcast it without first agreeing on a length. */
 #define AGREE_MSG 1024
 
+void ts_io_dir_name(const char *path, char *out, size_t outlen) {
+    const char *slash = strrchr(path, '/');
+    if (!slash)
+        snprintf(out, outlen, ".");
+    else if (slash == path)
+        snprintf(out, outlen, "/");
+    else
+        snprintf(out, outlen, "%.*s", (int)(slash - path), path);
+}
+
 long long ts_io_free_bytes(const char *path) {
     struct statvfs fs;
     if (!path || statvfs(path, &fs) != 0) return -1;

@@ -90,6 +90,9 @@ hid_t ts_h5_create_group_path(hid_t loc, const char *path);
 bool ts_h5_write_array(hid_t loc, const char *name, hid_t type, int ndims, const hsize_t *dims,
                        const void *data, const char *units, const char *description);
 
+/* The directory part of path ("." when it has none, "/" for the root). */
+void ts_io_dir_name(const char *path, char *out, size_t outlen);
+
 /* mkdir -p: dir and its missing parents. */
 ts_io_status ts_make_dirs(const char *dir, char *err, size_t errlen);
 

@@ -9,6 +9,9 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
+
+#include "io/full_disk.h"
 
 #define FORMAT_NAME "thinkscale-metrics"
 #define DEFAULT_FLUSH_ROWS 64
@@ -48,6 +51,7 @@ struct ts_metrics {
     double flush_seconds;
     double oldest; /* when the oldest buffered row was appended */
     int buffered;  /* rows buffered over all tables */
+    bool failed;   /* a write failed: nothing more is written (docs/reliability.md) */
 };
 
 static double now_seconds(void) {
@@ -337,6 +341,34 @@ static ts_io_status truncate_tables(hid_t file, const char *path, long resume_st
     return st;
 }
 
+/* Space claimed before writing to the file (io/full_disk.h): what setting up
+ * a start or a table can take, and a chunk per column a flush may start. */
+#define SETUP_RESERVE_BYTES (128 * 1024)
+#define TABLE_RESERVE_BYTES (32 * 1024)
+#define COLUMN_RESERVE_BYTES 4096
+
+/* Claims `bytes` after the file's current end for the writes that follow. */
+static ts_io_status reserve(const ts_metrics *m, long long bytes, char *err, size_t errlen) {
+    struct stat info;
+    long long end = stat(m->path, &info) == 0 ? (long long)info.st_size : 0;
+    return ts_io_reserve(m->path, end, bytes, true, err, errlen);
+}
+
+/* After a write to the file failed: the file keeps what the last successful
+ * flush wrote, and nothing is written to it again, not even by the close
+ * (whose failure would crash HDF5 1.10 at its shutdown). */
+static ts_io_status give_up(ts_metrics *m, ts_io_status st) {
+    m->failed = true;
+    ts_h5_detach_failed_file(m->file);
+    return st;
+}
+
+/* Every call after a failed write. */
+static ts_io_status refuse(const ts_metrics *m, char *err, size_t errlen) {
+    return ts_io_fail(err, errlen, TS_IO_ERR_IO,
+                      "%s: not written after an earlier write to it failed", m->path);
+}
+
 static ts_io_status open_impl(ts_metrics *m, const char *run_dir, const char *config,
                               const ts_provenance *prov, long resume_step, char *err,
                               size_t errlen) {
@@ -376,6 +408,13 @@ static ts_io_status open_impl(ts_metrics *m, const char *run_dir, const char *co
         st = ts_h5_fail(err, errlen, TS_IO_ERR_IO, "cannot create %s", m->path);
     }
     H5Pclose(fapl);
+    if (st == TS_IO_OK) {
+        char why[1024] = "";
+        st = reserve(m, SETUP_RESERVE_BYTES + 4 * (long long)strlen(config), why, sizeof why);
+        if (st != TS_IO_OK)
+            return give_up(m, ts_io_fail(err, errlen, st,
+                                         "metrics: cannot record this start of the run: %s", why));
+    }
     if (st == TS_IO_OK) st = record_start(m->file, m->path, config, prov, resume_step, err, errlen);
     if (st == TS_IO_OK && H5Fflush(m->file, H5F_SCOPE_LOCAL) < 0)
         st = ts_h5_fail(err, errlen, TS_IO_ERR_IO, "%s: cannot flush", m->path);
@@ -400,7 +439,9 @@ ts_io_status ts_metrics_open(ts_metrics **out, const char *run_dir, const char *
     ts_io_status st = open_impl(m, run_dir, config_text ? config_text : "", prov,
                                 options->resume_step < 0 ? -1 : options->resume_step, err, errlen);
     if (st != TS_IO_OK) {
-        if (m->file >= 0) H5Fclose(m->file);
+        if (m->file >= 0) ts_h5_close_written(m->file, m->failed || st == TS_IO_ERR_IO);
+        /* A file this call created and could not set up holds no rows. */
+        if (m->file >= 0 && options->resume_step < 0 && st != TS_IO_ERR_EXISTS) unlink(m->path);
         free(m->path);
         free(m);
     } else {
@@ -552,6 +593,7 @@ ts_io_status ts_metrics_define(ts_metrics *m, const char *table_path, const char
                                int n_columns, const ts_metric_column *columns, char *err,
                                size_t errlen) {
     if (!m) return ts_io_fail(err, errlen, TS_IO_ERR_ARGS, "metrics: not open");
+    if (m->failed) return refuse(m, err, errlen);
     if (!valid_table_path(table_path))
         return ts_io_fail(
             err, errlen, TS_IO_ERR_ARGS,
@@ -588,7 +630,15 @@ ts_io_status ts_metrics_define(ts_metrics *m, const char *table_path, const char
     if (!(t->path = strdup(table_path)))
         return ts_io_fail(err, errlen, TS_IO_ERR_NOMEM, "metrics: out of memory");
     ts_h5_quiet quiet = ts_h5_quiet_begin();
-    ts_io_status st = define_impl(m, t, description, n_columns, columns, err, errlen);
+    ts_io_status st =
+        reserve(m, TABLE_RESERVE_BYTES + COLUMN_RESERVE_BYTES * (long long)n_columns, err, errlen);
+    if (st != TS_IO_OK) {
+        give_up(m, st);
+    } else if ((st = define_impl(m, t, description, n_columns, columns, err, errlen)) ==
+               TS_IO_ERR_IO) {
+        ts_io_append_free_space(m->path, err, errlen);
+        give_up(m, st);
+    }
     ts_h5_quiet_end(quiet);
     if (st != TS_IO_OK) {
         free_table(t);
@@ -646,14 +696,43 @@ static ts_io_status flush_table(ts_metrics *m, table *t, char *err, size_t errle
     return st;
 }
 
+/* An upper bound of what writing the buffered rows adds to the file: the
+ * chunks the columns grow into, and room for the metadata that indexes them. */
+static long long flush_bytes(const ts_metrics *m, long *last_step) {
+    long long bytes = TABLE_RESERVE_BYTES;
+    *last_step = -1;
+    for (int i = 0; i < m->n_tables; i++) {
+        const table *t = &m->tables[i];
+        if (!t->buffered) continue;
+        hsize_t chunks_before = (t->rows + CHUNK_ROWS - 1) / CHUNK_ROWS;
+        hsize_t chunks_after = (t->rows + (hsize_t)t->buffered + CHUNK_ROWS - 1) / CHUNK_ROWS;
+        long long per_series =
+            (long long)(chunks_after - chunks_before) * CHUNK_ROWS * 8 + COLUMN_RESERVE_BYTES;
+        bytes += per_series * (t->n_columns + 1);
+        if (t->last_step > *last_step) *last_step = t->last_step;
+    }
+    return bytes;
+}
+
 ts_io_status ts_metrics_flush(ts_metrics *m, char *err, size_t errlen) {
     if (!m) return ts_io_fail(err, errlen, TS_IO_ERR_ARGS, "metrics: not open");
+    if (m->failed) return refuse(m, err, errlen);
     ts_h5_quiet quiet = ts_h5_quiet_begin();
-    ts_io_status st = TS_IO_OK;
+    long last_step = -1;
+    int rows = m->buffered;
+    char why[1024] = "";
+    ts_io_status st = rows ? reserve(m, flush_bytes(m, &last_step), why, sizeof why) : TS_IO_OK;
+    if (st != TS_IO_OK)
+        ts_io_fail(err, errlen, st,
+                   "metrics: %d row(s) up to step %ld not written (the file holds the rows before "
+                   "them): %s",
+                   rows, last_step, why);
     for (int i = 0; i < m->n_tables && st == TS_IO_OK; i++)
         st = flush_table(m, &m->tables[i], err, errlen);
     if (st == TS_IO_OK && H5Fflush(m->file, H5F_SCOPE_LOCAL) < 0)
         st = ts_h5_fail(err, errlen, TS_IO_ERR_IO, "%s: cannot flush", m->path);
+    if (st == TS_IO_ERR_IO) ts_io_append_free_space(m->path, err, errlen);
+    if (st == TS_IO_ERR_IO || st == TS_IO_ERR_NOSPACE) give_up(m, st);
     ts_h5_quiet_end(quiet);
     return st;
 }
@@ -661,6 +740,7 @@ ts_io_status ts_metrics_flush(ts_metrics *m, char *err, size_t errlen) {
 ts_io_status ts_metrics_append(ts_metrics *m, const char *table_path, long step,
                                const double *values, char *err, size_t errlen) {
     if (!m) return ts_io_fail(err, errlen, TS_IO_ERR_ARGS, "metrics: not open");
+    if (m->failed) return refuse(m, err, errlen);
     table *t = table_path ? find_table(m, table_path) : NULL;
     if (!t)
         return ts_io_fail(err, errlen, TS_IO_ERR_ARGS, "%s: table %s is not defined", m->path,
@@ -707,12 +787,14 @@ long ts_metrics_rows(const ts_metrics *m, const char *table_path) {
 
 ts_io_status ts_metrics_close(ts_metrics *m, char *err, size_t errlen) {
     if (!m) return TS_IO_OK;
-    ts_io_status st = ts_metrics_flush(m, err, errlen);
+    /* After a failed write (already reported) the buffered rows are dropped. */
+    ts_io_status st = m->failed ? TS_IO_OK : ts_metrics_flush(m, err, errlen);
     ts_h5_quiet quiet = ts_h5_quiet_begin();
     for (int i = 0; i < m->n_tables; i++) free_table(&m->tables[i]);
     free(m->tables);
-    if (m->file >= 0 && H5Fclose(m->file) < 0 && st == TS_IO_OK)
+    if (m->file >= 0 && ts_h5_close_written(m->file, m->failed) < 0 && st == TS_IO_OK && !m->failed)
         st = ts_h5_fail(err, errlen, TS_IO_ERR_IO, "%s: cannot close", m->path);
+    if (m->file >= 0 && !m->failed) ts_io_trim_reservation(m->path, NULL, 0);
     ts_h5_quiet_end(quiet);
     free(m->path);
     free(m);

@@ -13,6 +13,7 @@
 #include "train/checkpoint_model.h"
 #include "train/evaluate.h"
 #include "train/mllog.h"
+#include "train/run_state.h"
 
 /* eval.h5 in the directory of the checkpoint, i.e. the run directory, where
  * analysis/run_summary.py reads it (docs/training.md). */
@@ -167,9 +168,12 @@ int ts_eval_run(MPI_Comm comm, const ts_eval_run_options *a) {
         char *config_text = ts_config_to_ini(&config);
         ts_eval_header header = {path, step, a->split, a->windows, config.model.context,
                                  config_text ? config_text : ""};
-        if (!ts_eval_results_write(output, &header, rows, n, a->force, err, sizeof err)) {
+        ts_io_status st =
+            ts_eval_results_write(output, &header, rows, n, a->force, err, sizeof err);
+        if (st != TS_IO_OK) {
             fprintf(stderr, "thinkscale eval: error: %s\n", err);
-            status = 1;
+            /* A full disk or an I/O error: the status of every other write failure. */
+            status = st == TS_IO_ERR_NOSPACE || st == TS_IO_ERR_IO ? TS_EXIT_WRITE_FAILED : 1;
         } else {
             printf("results: %s\n", output);
         }

@@ -143,6 +143,13 @@ static bool holds_results(const char *dir) {
     return found;
 }
 
+/* A metrics call's outcome; a failed write (full disk, quota, I/O error)
+ * makes the run end with TS_EXIT_WRITE_FAILED. */
+static bool metrics_ok(ts_run_state *s, ts_io_status st) {
+    if (st == TS_IO_ERR_IO || st == TS_IO_ERR_NOSPACE) s->write_failed = true;
+    return st == TS_IO_OK;
+}
+
 static bool prepare_directory(ts_run_state *s, bool resume, char *err, size_t errlen) {
     bool ok = true;
     if (s->rank == 0) {
@@ -256,19 +263,21 @@ bool ts_run_state_open(ts_run_state *s, MPI_Comm comm, const ts_run_config *conf
         COLUMNS_OF(train_columns, train);
         COLUMNS_OF(checkpoint_columns, checkpoint);
         COLUMNS_OF(memory_columns, memory);
-        ok = ts_metrics_open(&s->metrics, config->run_dir, s->config_ini, &s->provenance,
-                             &options, err, errlen) == TS_IO_OK &&
-             ts_metrics_define(s->metrics, "train", "one row per optimiser step",
-                               COUNT(train_columns), train, err, errlen) == TS_IO_OK &&
-             ts_metrics_define(s->metrics, "checkpoint", "one row per checkpoint written",
-                               COUNT(checkpoint_columns), checkpoint, err, errlen) == TS_IO_OK &&
-             ts_metrics_define(s->metrics, "memory",
-                               "training state per rank and communication, one row per "
-                               "invocation (docs/parallelism.md)",
-                               COUNT(memory_columns), memory, err, errlen) == TS_IO_OK &&
-             (n_model == 0 ||
-              ts_metrics_define(s->metrics, "train_model", "the model's own statistics per step",
-                                n_model, model_columns, err, errlen) == TS_IO_OK);
+        ok =
+            metrics_ok(s, ts_metrics_open(&s->metrics, config->run_dir, s->config_ini,
+                                          &s->provenance, &options, err, errlen)) &&
+            metrics_ok(s, ts_metrics_define(s->metrics, "train", "one row per optimiser step",
+                                            COUNT(train_columns), train, err, errlen)) &&
+            metrics_ok(s,
+                       ts_metrics_define(s->metrics, "checkpoint", "one row per checkpoint written",
+                                         COUNT(checkpoint_columns), checkpoint, err, errlen)) &&
+            metrics_ok(s, ts_metrics_define(s->metrics, "memory",
+                                            "training state per rank and communication, one row "
+                                            "per invocation (docs/parallelism.md)",
+                                            COUNT(memory_columns), memory, err, errlen)) &&
+            (n_model == 0 || metrics_ok(s, ts_metrics_define(s->metrics, "train_model",
+                                                             "the model's own statistics per step",
+                                                             n_model, model_columns, err, errlen)));
     }
     /* Rank 0 decides; every rank learns the outcome and the message. */
     return ts_io_agree(s->comm, ok ? TS_IO_OK : TS_IO_ERR_IO, err, errlen) == TS_IO_OK;
@@ -279,9 +288,10 @@ bool ts_run_state_log_step(ts_run_state *s, const ts_step_record *r, const doubl
     if (s->rank != 0) return true;
     double values[COUNT(train_columns)];
     field_values(train_columns, COUNT(train_columns), r, values);
-    return ts_metrics_append(s->metrics, "train", r->step, values, err, errlen) == TS_IO_OK &&
+    return metrics_ok(s, ts_metrics_append(s->metrics, "train", r->step, values, err, errlen)) &&
            (s->model->ops->n_stats == 0 ||
-            ts_metrics_append(s->metrics, "train_model", r->step, stats, err, errlen) == TS_IO_OK);
+            metrics_ok(s,
+                       ts_metrics_append(s->metrics, "train_model", r->step, stats, err, errlen)));
 }
 
 bool ts_run_state_log_memory(ts_run_state *s, long step, const ts_memory_record *r, char *err,
@@ -289,8 +299,8 @@ bool ts_run_state_log_memory(ts_run_state *s, long step, const ts_memory_record 
     if (s->rank != 0) return true;
     double values[COUNT(memory_columns)];
     field_values(memory_columns, COUNT(memory_columns), r, values);
-    return ts_metrics_append(s->metrics, "memory", step, values, err, errlen) == TS_IO_OK &&
-           ts_metrics_flush(s->metrics, err, errlen) == TS_IO_OK;
+    return metrics_ok(s, ts_metrics_append(s->metrics, "memory", step, values, err, errlen)) &&
+           metrics_ok(s, ts_metrics_flush(s->metrics, err, errlen));
 }
 
 bool ts_run_state_log_eval(ts_run_state *s, long step, const char *set,
@@ -302,17 +312,25 @@ bool ts_run_state_log_eval(ts_run_state *s, long step, const char *set,
     COLUMNS_OF(eval_columns, columns);
     int n_columns = with_model_stats(COUNT(eval_columns), s->model, columns);
     if (ts_metrics_rows(s->metrics, table) < 0 &&
-        ts_metrics_define(s->metrics, table, "validation split, evenly spaced windows", n_columns,
-                          columns, err, errlen) != TS_IO_OK)
+        !metrics_ok(s,
+                    ts_metrics_define(s->metrics, table, "validation split, evenly spaced windows",
+                                      n_columns, columns, err, errlen)))
         return false;
     double values[COUNT(eval_columns) + TS_MAX_MODEL_STATS];
     for (int c = 0; c < COUNT(eval_columns); c++) values[c] = eval_columns[c].value(result);
     for (int k = 0; k < result->n_stats; k++) values[COUNT(eval_columns) + k] = result->stats[k];
-    return ts_metrics_append(s->metrics, table, step, values, err, errlen) == TS_IO_OK &&
-           ts_metrics_flush(s->metrics, err, errlen) == TS_IO_OK;
+    return metrics_ok(s, ts_metrics_append(s->metrics, table, step, values, err, errlen)) &&
+           metrics_ok(s, ts_metrics_flush(s->metrics, err, errlen));
 }
 
 bool ts_run_state_checkpoint(ts_run_state *s, long step, double tokens, char *err, size_t errlen) {
+    /* The metrics up to this step reach the disk first: a run resumed from
+     * this checkpoint then finds every row before it. */
+    bool flushed = s->rank != 0 || metrics_ok(s, ts_metrics_flush(s->metrics, err, errlen));
+    if (ts_io_agree(s->comm, flushed ? TS_IO_OK : TS_IO_ERR_IO, err, errlen) != TS_IO_OK) {
+        s->write_failed = true;
+        return false;
+    }
     ts_checkpoint_state cs = {
         .step = step, .tokens_seen = (int64_t)tokens, .config_text = s->config_ini};
     /* overwrite: a complete checkpoint of this step can only be one that
@@ -345,8 +363,14 @@ bool ts_run_state_checkpoint(ts_run_state *s, long step, double tokens, char *er
     double values[COUNT(checkpoint_columns)];
     for (int c = 0; c < COUNT(checkpoint_columns); c++)
         values[c] = checkpoint_columns[c].value(&report);
-    return ts_metrics_append(s->metrics, "checkpoint", step, values, err, errlen) == TS_IO_OK &&
-           ts_metrics_flush(s->metrics, err, errlen) == TS_IO_OK;
+    return metrics_ok(s, ts_metrics_append(s->metrics, "checkpoint", step, values, err, errlen)) &&
+           metrics_ok(s, ts_metrics_flush(s->metrics, err, errlen));
+}
+
+int ts_run_state_failure_status(ts_run_state *s) {
+    int mine = s->write_failed, any = mine;
+    MPI_Allreduce(&mine, &any, 1, MPI_INT, MPI_MAX, s->comm);
+    return any ? TS_EXIT_WRITE_FAILED : 1;
 }
 
 void ts_run_state_close(ts_run_state *s) {

@@ -53,7 +53,8 @@ typedef struct ts_run_state {
     bool provenance_set;
     double last_checkpoint_bytes;     /* of the last checkpoint written (0: none yet) */
     double last_checkpoint_bandwidth; /* bytes/s */
-    bool write_failed; /* a checkpoint could not be written (full disk, quota, I/O error) */
+    bool write_failed; /* a checkpoint or metrics.h5 could not be written (full disk, quota,
+                        * I/O error); metrics failures are known on rank 0 only */
 } ts_run_state;
 
 /* The exit status of a run that stopped because a result could not be
@@ -83,6 +84,10 @@ bool ts_run_state_log_eval(ts_run_state *state, long step, const char *set,
  * TS_EXIT_WRITE_FAILED) after removing the partial file. */
 bool ts_run_state_checkpoint(ts_run_state *state, long step, double tokens, char *err,
                              size_t errlen);
+/* Collective, after a failure every rank agreed on: TS_EXIT_WRITE_FAILED
+ * when a write of the run's files (metrics.h5 on rank 0, a checkpoint)
+ * failed on any rank, else 1. */
+int ts_run_state_failure_status(ts_run_state *state);
 void ts_run_state_close(ts_run_state *state);
 
 #endif

@@ -20,6 +20,7 @@
 #include "train/run_report.h"
 #include "train/run_state.h"
 #include "train/stop_signal.h"
+#include "train/watchdog.h"
 
 typedef struct eval_set {
     char name[64];
@@ -47,6 +48,7 @@ typedef struct trainer {
     int32_t *tokens;
     ts_run_state state;    /* metrics and checkpoints */
     ts_mllog mllog;        /* :::MLLOG lines (rank 0) */
+    ts_watchdog watchdog;  /* ends the job when a step, evaluation or checkpoint stalls */
 } trainer;
 
 /* What each step's one reduction carries (summed over ranks). */
@@ -197,6 +199,7 @@ static bool train_step(trainer *tr, double *loss_out, double *stats_out, double 
             return false;
         }
     }
+    ts_watchdog_note(&tr->watchdog, "the gradient reduction (a collective)");
     if (ts_parallel_reduce_gradients(par, m->grads) != MPI_SUCCESS ||
         ts_allreduce_sum_double(tr->comm, sums, 1 + n_stats) != MPI_SUCCESS) {
         snprintf(err, errlen, "reducing the gradients (%s) failed at step %ld",
@@ -357,7 +360,7 @@ static int run(trainer *tr, bool resume, const char *resume_from) {
     if (!all_ok(tr, ts_run_state_open(&tr->state, tr->comm, c, m, &tr->optimizer, resume,
                                       resume_from, &tr->step, &tr->tokens_seen, err, sizeof err),
                 err))
-        return 1;
+        return ts_run_state_failure_status(&tr->state);
     /* zero3 keeps only its shard of the initial or restored parameters. */
     ts_parallel_release_model(&tr->parallel, m);
     if (tr->step >= c->steps) {
@@ -384,6 +387,8 @@ static int run(trainer *tr, bool resume, const char *resume_from) {
     ts_run_summary summary = {.first_step = first_step, .first_loss = NAN, .last_loss = NAN};
     double flops_window = 0, tokens_window = 0;
     while (tr->step < c->steps) {
+        ts_watchdog_enter(&tr->watchdog, TS_WATCH_STEP, tr->step + 1,
+                          "the forward and backward passes");
         double t0 = MPI_Wtime(), flops0 = ts_flops_total(&tr->ctx);
         double loss = 0, grad_norm = 0, lr = 0, stats[TS_MAX_MODEL_STATS] = {0};
         ok = train_step(tr, &loss, stats, &grad_norm, &lr, err, sizeof err);
@@ -399,6 +404,8 @@ static int run(trainer *tr, bool resume, const char *resume_from) {
         shared[STEP_SHARED_TIME_DUE] =
             tr->rank == 0 && c->checkpoint_minutes > 0 &&
             MPI_Wtime() - t_checkpoint >= 60 * c->checkpoint_minutes;
+        ts_watchdog_note(&tr->watchdog,
+                         "the step's reduction of FLOPs and stop flags (a collective)");
         ok = ts_allreduce_sum_double(tr->comm, shared, STEP_SHARED_COUNT) == MPI_SUCCESS;
         if (!all_ok(tr, ok, "MPI_Allreduce of the step's FLOPs and stop flags failed")) return 1;
         double step_flops = shared[STEP_SHARED_FLOPS];
@@ -426,7 +433,7 @@ static int run(trainer *tr, bool resume, const char *resume_from) {
             .tokens_per_s = step_tokens / step_time,
             .mfu = step_flops / step_time / (tr->peak_gflops * 1e9 * tr->nranks)};
         ok = ts_run_state_log_step(&tr->state, &rec, stats, err, sizeof err);
-        if (!all_ok(tr, ok, err)) return 1;
+        if (!all_ok(tr, ok, err)) return ts_run_state_failure_status(&tr->state);
         if (tr->rank == 0 && (tr->step % c->log_every == 0 || tr->step == c->steps)) {
             double dt = now - t_window;
             char eta[32];
@@ -455,12 +462,16 @@ static int run(trainer *tr, bool resume, const char *resume_from) {
             if (!all_ok(tr, ok, "gathering the sharded parameters (zero3) failed")) return 1;
         }
         if (evaluate) {
+            ts_watchdog_enter(&tr->watchdog, TS_WATCH_EVAL, tr->step,
+                              "the forward passes and reductions of the evaluation sets");
             ok = evaluate_all(tr, err, sizeof err);
-            if (!all_ok(tr, ok, err)) return 1;
+            if (!all_ok(tr, ok, err)) return ts_run_state_failure_status(&tr->state);
         }
         if (checkpoint) {
+            ts_watchdog_enter(&tr->watchdog, TS_WATCH_CHECKPOINT, tr->step,
+                              "the checkpoint write (collective HDF5 I/O)");
             ok = ts_run_state_checkpoint(&tr->state, tr->step, tr->tokens_seen, err, sizeof err);
-            if (!all_ok(tr, ok, err)) return tr->state.write_failed ? TS_EXIT_WRITE_FAILED : 1;
+            if (!all_ok(tr, ok, err)) return ts_run_state_failure_status(&tr->state);
             t_checkpoint = MPI_Wtime();
         }
         ts_parallel_release_model(&tr->parallel, m);
@@ -480,6 +491,7 @@ static int run(trainer *tr, bool resume, const char *resume_from) {
             break;
         }
     }
+    ts_watchdog_idle(&tr->watchdog);
     summary.wall_seconds = MPI_Wtime() - t_start;
     ts_memory_record memory = measure_memory(tr, tr->step - first_step);
     summary.parameters_bytes = memory.parameters_bytes;
@@ -488,7 +500,7 @@ static int run(trainer *tr, bool resume, const char *resume_from) {
     summary.activations_bytes = memory.activations_bytes;
     summary.communicated_bytes_per_step = memory.communicated_bytes_per_step;
     ok = ts_run_state_log_memory(&tr->state, tr->step, &memory, err, sizeof err);
-    if (!all_ok(tr, ok, err)) return 1;
+    if (!all_ok(tr, ok, err)) return ts_run_state_failure_status(&tr->state);
     if (summary.stop_signal) summary.exit_status = TS_TRAIN_EXIT_INTERRUPTED;
     ok = report_run(tr, &summary, err, sizeof err);
     return all_ok(tr, ok, err) ? summary.exit_status : 1;
@@ -515,7 +527,11 @@ int ts_train_resume_from(MPI_Comm comm, const ts_run_config *config, bool resume
         return 1;
     }
     ts_mllog_init_start(&tr.mllog, comm);
+    if (!ts_watchdog_start(&tr.watchdog, comm, tr.rank, config->watchdog_seconds) && tr.rank == 0)
+        fprintf(stderr,
+                "thinkscale: warning: cannot start the watchdog thread; training unwatched\n");
     int status = run(&tr, resume || checkpoint, checkpoint);
+    ts_watchdog_stop(&tr.watchdog);
     ts_mllog_run_stop(&tr.mllog, tr.step, status);
     close_all(&tr);
     ts_stop_signals_restore(&signals);

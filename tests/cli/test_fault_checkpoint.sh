@@ -7,11 +7,12 @@
 # is free again, bit-identical to an uninterrupted run. The fault comes from
 # build/fault/write_fault.so (tests/fault/write_fault.c), preloaded: the
 # checkpoint files live on a pretend file system of N bytes.
-# With TS_RELIABILITY_TABLE=FILE, each case's observed outcome is written to
-# FILE as a Markdown table (docs/reliability.md holds one such run).
-table=${TS_RELIABILITY_TABLE:-/dev/null}
-case $table in /*) ;; *) table=$PWD/$table ;; esac # lib.sh changes directory
+# With TS_RELIABILITY_DIR=DIR, each case's observed outcome is written to
+# DIR/checkpoint.md as a Markdown table (docs/reliability.md holds one such
+# run; tests/fault/update_reliability_doc.sh puts it there).
 source "$(dirname "$0")/lib.sh"
+source "$(dirname "$0")/fault_lib.sh"
+fault_table checkpoint
 shim=$repo/build/fault/write_fault.so
 [ -f "$shim" ] || { echo "missing $shim: run make build first"; exit 1; }
 make_license_corpus "$tmp/corpus.h5"
@@ -54,8 +55,6 @@ row() {
     echo "| $fault | $(cat "$tmp/$name.status") | $(cat "$tmp/$name.seconds") s | $left | ${complete:-none} | $3 | $message... |" >>"$table"
 }
 
-status_is() { [ "$(cat "$tmp/$1.status")" = "$2" ] || { sed 's/^/    /' "$tmp/$1.log" | tail -20; false; }; }
-no_tmp() { ! ls "$tmp/$1" | grep -q '\.tmp$'; }
 intact() { # intact NAME STEP...: those checkpoints are complete and load (h5py, checksums)
     local name=$1
     shift

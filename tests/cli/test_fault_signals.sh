@@ -1,0 +1,186 @@
+#!/usr/bin/env bash
+# A rank that stops, hangs or dies, and signals at checkpoint time, on 2
+# ranks: every case runs under a hard timeout, ends non-zero within a bound,
+# and leaves the complete checkpoints intact (no torn file: every marked
+# checkpoint verifies), from which --resume is bit-identical to an
+# uninterrupted run.
+#   * a rank stopped (SIGSTOP) mid-run: the watchdog (train.watchdog_seconds)
+#     ends the job with exit status 5, naming the step and what it waited in;
+#   * a rank whose checkpoint write hangs (build/fault/stall_write.so): the
+#     same, naming the checkpoint;
+#   * a rank killed (SIGKILL) mid-run: mpirun ends the job;
+#   * SIGTERM while a checkpoint is being written (a slow write): the run
+#     finishes that checkpoint, writes one more and exits 75;
+#   * SIGINT while a checkpoint is being written: the job dies, the partial
+#     checkpoint is never marked complete.
+# With TS_RELIABILITY_DIR=DIR the observed outcomes are written to
+# DIR/signals.md as a Markdown table (docs/reliability.md holds one such run;
+# tests/fault/update_reliability_doc.sh puts it there).
+source "$(dirname "$0")/lib.sh"
+source "$(dirname "$0")/fault_lib.sh"
+fault_table signals
+stall=$repo/build/fault/stall_write.so
+[ -f "$stall" ] || { echo "missing $stall: run make build first"; exit 1; }
+make_license_corpus "$tmp/corpus.h5"
+every=(--set train.checkpoint_every=10 --set train.keep_checkpoints=10)
+limit=120 # seconds: the hard timeout of every case
+# Slower steps (an evaluation after each, which leaves the training as it
+# is), so a rank can be stopped mid-run at a step the test does not choose.
+slow=(--set train.eval_every=1 --set train.eval_batches=20)
+
+tiny_train 2 "$bin" "$tmp/straight" "${every[@]}" >"$tmp/straight.log" 2>&1
+check "the uninterrupted run succeeds" [ $? -eq 0 ]
+cat >"$table" <<'MD'
+| fault (2 ranks, checkpoints every 10 steps) | exit | time after the fault | complete checkpoints after (all verify) | --resume | message (first line, abridged) |
+|---|---|---|---|---|---|
+MD
+
+# start NAME [ENV=VALUE ...] -- ARGS...: tiny_train in $tmp/NAME in the
+# background under the hard timeout; its pid in $job.
+start() {
+    local name=$1
+    shift
+    local envs=() xs=()
+    while [ "$1" != -- ]; do envs+=("$1"); xs+=(-x "${1%%=*}"); shift; done
+    shift
+    mkdir -p "$tmp/$name"
+    env "${envs[@]}" timeout $limit bash -c "$(declare -f tiny_train); tmp=$tmp; tiny_train 2 $bin \
+        $tmp/$name ${xs[*]} $*" >"$tmp/$name.log" 2>&1 &
+    job=$!
+}
+# rank_pid NAME RANK: the pid of that rank of the run in $tmp/NAME.
+rank_pid() {
+    local p
+    for p in $(pgrep -f "run.dir=$tmp/$1( |$)"); do
+        tr '\0' '\n' <"/proc/$p/environ" 2>/dev/null | grep -qx "OMPI_COMM_WORLD_RANK=$2" && echo "$p" && return
+    done
+}
+wait_for() { # wait_for FILE PATTERN SECONDS
+    local i
+    for ((i = 0; i < $3 * 10; i++)); do grep -q -- "$2" "$1" 2>/dev/null && return 0; sleep 0.1; done
+    return 1
+}
+finish_job() { # finish_job NAME: waits for $job; status, seconds since $fault_at, complete checkpoints
+    wait "$job"
+    echo $? >"$tmp/$1.status"
+    echo $((SECONDS - fault_at)) >"$tmp/$1.seconds"
+    cleanup_ranks "$1"
+    complete "$1" >"$tmp/$1.complete"
+}
+ended_within() { [ "$(cat "$tmp/$1.seconds")" -le "$2" ]; }
+complete() { # the steps of the complete checkpoints of NAME
+    (cd "$tmp/$1" && ls checkpoint_*.h5.complete 2>/dev/null) | sed 's/checkpoint_0*\([0-9]*\).h5.complete/\1/' | tr '\n' ' '
+}
+all_verify() { # every checkpoint marked complete has its recorded size and loads
+    py - "$tmp/$1" <<'PY'
+import sys, os, glob, h5py
+for marker in glob.glob(sys.argv[1] + "/checkpoint_*.h5.complete"):
+    f = marker[: -len(".complete")]
+    fields = dict(l.split("=", 1) for l in open(marker).read().split("\n") if "=" in l)
+    assert int(fields["bytes"]) == os.path.getsize(f), f
+    with h5py.File(f, "r") as h:
+        h["optimizer/v"][...], h["params"]
+PY
+}
+resumes_identically() { # --resume matches the straight run
+    tiny_train 2 "$bin" "$tmp/$1" "${every[@]}" --resume >"$tmp/$1.resume.log" 2>&1 &&
+        same_as_uninterrupted "$tmp/straight" "$tmp/$1" 30 >"$tmp/$1.resume.out" 2>&1
+}
+row() { # row NAME DESCRIPTION RESUMED
+    local message
+    message=$(grep -o 'error: .*\|interrupted by .*\|mpirun noticed .*' "$tmp/$1.log" | head -1 | sed "s|$tmp/||g" | cut -c1-150)
+    echo "| $2 | $(cat "$tmp/$1.status") | $(cat "$tmp/$1.seconds") s | $(cat "$tmp/$1.complete") | $3 | $message... |" >>"$table"
+}
+cleanup_ranks() { # a stopped rank left behind by a failed case
+    local p
+    for p in $(pgrep -f "run.dir=$tmp/$1( |$)"); do kill -CONT "$p" 2>/dev/null; kill -KILL "$p" 2>/dev/null; done
+}
+
+# 1. A rank stopped between steps: the other waits in a collective, its
+# watchdog (4 s here) ends the job.
+start stopped -- "${every[@]}" "${slow[@]}" --set train.watchdog_seconds=4
+wait_for "$tmp/stopped.log" "checkpoint step 10" 60
+victim=$(rank_pid stopped 1)
+check "SIGSTOP: found rank 1" [ -n "$victim" ]
+kill -STOP "$victim"
+fault_at=$SECONDS
+finish_job stopped
+check "SIGSTOP of rank 1 mid-run: the watchdog ends the job with exit status 5" status_is stopped 5
+check "... within 30 s" ended_within stopped 30
+check "... naming the rank, the step and what it waited in" contains "$tmp/stopped.log" \
+    "rank 0: error: watchdog: no progress for [0-9]* s in the \(training step\|evaluation\) of step [0-9]*, waiting in .*(limit 4 s: train.watchdog_seconds)"
+check "... every complete checkpoint verifies" all_verify stopped
+resumed=DIFFERENT
+resumes_identically stopped && resumed=bit-identical
+check "... --resume is bit-identical" [ $resumed = bit-identical ]
+row stopped "rank 1 stopped (SIGSTOP) mid-run, train.watchdog_seconds=4" "$resumed"
+
+# 2. A rank's checkpoint write hangs (a stuck file system).
+start stuck TS_STALL_NAME=checkpoint_00000020 TS_STALL_RANK=0 LD_PRELOAD=$stall -- \
+    "${every[@]}" --set train.watchdog_seconds=4
+wait_for "$tmp/stuck.log" "stall_write: rank 0 stalls" 60
+fault_at=$SECONDS
+finish_job stuck
+check "a checkpoint write that hangs on rank 0: exit status 5" status_is stuck 5
+check "... within 30 s" ended_within stuck 30
+check "... naming the checkpoint of step 20" contains "$tmp/stuck.log" \
+    "error: watchdog: no progress for [0-9]* s in the checkpoint of step 20, waiting in the checkpoint write"
+check "... checkpoint 10 complete, 20 not" [ "$(cat "$tmp/stuck.complete")" = "10 " ]
+check "... every complete checkpoint verifies" all_verify stuck
+resumed=DIFFERENT
+resumes_identically stuck && resumed=bit-identical
+check "... --resume is bit-identical" [ $resumed = bit-identical ]
+row stuck "rank 0's write of checkpoint 20 hangs (stall_write.so), train.watchdog_seconds=4" "$resumed"
+
+# 3. A rank killed mid-run: mpirun ends the job.
+start killed -- "${every[@]}" "${slow[@]}"
+wait_for "$tmp/killed.log" "checkpoint step 10" 60
+victim=$(rank_pid killed 1)
+check "SIGKILL: found rank 1" [ -n "$victim" ]
+kill -KILL "$victim"
+fault_at=$SECONDS
+finish_job killed
+check "SIGKILL of rank 1 mid-run: the job ends non-zero" [ "$(cat "$tmp/killed.status")" != 0 ]
+check "... not by the hard timeout" [ "$(cat "$tmp/killed.status")" != 124 ]
+check "... within 30 s" ended_within killed 30
+check "... every complete checkpoint verifies" all_verify killed
+resumed=DIFFERENT
+resumes_identically killed && resumed=bit-identical
+check "... --resume is bit-identical" [ $resumed = bit-identical ]
+row killed "rank 1 killed (SIGKILL) mid-run" "$resumed"
+
+# 4. SIGTERM to both ranks while checkpoint 20 is being written (rank 0's
+# write takes 3 s): the checkpoint completes, the next step checkpoints
+# again and the run exits 75.
+start term TS_STALL_NAME=checkpoint_00000020 TS_STALL_RANK=0 TS_STALL_SECONDS=3 \
+    LD_PRELOAD=$stall -- "${every[@]}"
+wait_for "$tmp/term.log" "stall_write: rank 0 stalls" 60
+for r in 0 1; do kill -TERM "$(rank_pid term $r)"; done
+fault_at=$SECONDS
+finish_job term
+check "SIGTERM during a checkpoint write: exit status 75" status_is term 75
+check "... checkpoint 20 and the one after it complete" [ "$(cat "$tmp/term.complete")" = "10 20 21 " ]
+check "... every complete checkpoint verifies" all_verify term
+check "... no partial file left" no_tmp term
+resumed=DIFFERENT
+resumes_identically term && resumed=bit-identical
+check "... --resume is bit-identical" [ $resumed = bit-identical ]
+row term "SIGTERM to both ranks while checkpoint 20 is written (3 s write)" "$resumed"
+
+# 5. SIGINT to rank 0 while checkpoint 20 is being written: no handler, the
+# job dies; checkpoint 20 is never marked complete.
+start int TS_STALL_NAME=checkpoint_00000020 TS_STALL_RANK=0 TS_STALL_SECONDS=3 \
+    LD_PRELOAD=$stall -- "${every[@]}"
+wait_for "$tmp/int.log" "stall_write: rank 0 stalls" 60
+kill -INT "$(rank_pid int 0)"
+fault_at=$SECONDS
+finish_job int
+check "SIGINT during a checkpoint write: the job ends non-zero" [ "$(cat "$tmp/int.status")" != 0 ]
+check "... not by the hard timeout" [ "$(cat "$tmp/int.status")" != 124 ]
+check "... checkpoint 10 complete, 20 not" [ "$(cat "$tmp/int.complete")" = "10 " ]
+check "... every complete checkpoint verifies" all_verify int
+resumed=DIFFERENT
+resumes_identically int && resumed=bit-identical
+check "... --resume is bit-identical" [ $resumed = bit-identical ]
+row int "SIGINT to rank 0 while checkpoint 20 is written" "$resumed"
+finish
