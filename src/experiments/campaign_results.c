@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "experiments/campaign_files.h"
+#include "experiments/campaign_thinking.h"
 #include "io/atomic_commit.h"
 #include "io/build_info.h"
 #include "io/checkpoint.h"
@@ -146,7 +147,11 @@ void ts_campaign_read_result(const ts_campaign_manifest *m, const ts_campaign_po
         r->nodes = (long)nodes;
         r->node_hours = r->wall_seconds * (double)nodes / 3600.0;
         read_verdict(dir, r->verdict, sizeof r->verdict);
-        r->status = TS_POINT_DONE;
+        /* A thinking point is done once its knob evaluation is written too. */
+        r->status = p->axis != TS_AXIS_THINKING || ts_campaign_thinking_done(p)
+                        ? TS_POINT_DONE
+                        : failed ? TS_POINT_FAILED
+                                 : TS_POINT_PENDING;
     } else {
         for (int d = 0; d < TS_CAMPAIGN_MAX_DOMAINS; d++) r->loss[d] = r->ppl[d] = NAN;
         if (failed) r->status = TS_POINT_FAILED;
@@ -197,12 +202,13 @@ static void put_strings(column_writer *w, const char *name, const char *const *v
 }
 
 typedef struct columns {
-    const char **name, **arch, **axis, **run, **status, **verdict, **commit, **run_dir;
+    const char **name, **arch, **axis, **run, **status, **verdict, **commit, **run_dir,
+        **thinking_file;
     double *x, *lr, *tokens, *epochs, *flops, *flops_6n, *flops_6n_attn, *val_loss, *val_ppl, *wall,
         *node_hours;
     long *seed, *params, *n_params, *depth, *width, *heads, *context, *batch, *steps, *warmup,
         *ranks, *nodes;
-    char (*run_dirs)[TS_PATH_MAX];
+    char (*run_dirs)[TS_PATH_MAX], (*thinking_files)[TS_PATH_MAX];
     double *loss_by_domain, *ppl_by_domain;
 } columns;
 
@@ -218,7 +224,8 @@ static void free_columns(columns *k) {
                     (void **)&k->heads,        (void **)&k->context,  (void **)&k->batch,
                     (void **)&k->steps,        (void **)&k->warmup,   (void **)&k->ranks,
                     (void **)&k->nodes,        (void **)&k->run_dirs, (void **)&k->loss_by_domain,
-                    (void **)&k->ppl_by_domain};
+                    (void **)&k->ppl_by_domain, (void **)&k->thinking_file,
+                    (void **)&k->thinking_files};
     for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) {
         free(*all[i]);
         *all[i] = NULL;
@@ -262,6 +269,8 @@ static bool alloc_columns(columns *k, size_t n, size_t n_domains) {
     ALLOC(ranks, s);
     ALLOC(nodes, s);
     ALLOC(run_dirs, s);
+    ALLOC(thinking_file, s);
+    ALLOC(thinking_files, s);
     ALLOC(loss_by_domain, s * n_domains);
     ALLOC(ppl_by_domain, s * n_domains);
 #undef ALLOC
@@ -285,6 +294,7 @@ static double axis_x(const ts_campaign_point *p, const ts_campaign_run_result *r
         return (double)p->non_embedding_params;
     case TS_AXIS_FLOPS:
         return r->flops;
+    case TS_AXIS_THINKING: /* a trained variant, no numeric value */
     case TS_AXIS_COUNT:
         break;
     }
@@ -307,6 +317,10 @@ static void fill_columns(columns *k, const ts_campaign *camp, const ts_campaign_
         k->commit[i] = r->commit;
         snprintf(k->run_dirs[i], sizeof k->run_dirs[i], "runs/%s", p->run);
         k->run_dir[i] = k->run_dirs[i];
+        if (p->axis == TS_AXIS_THINKING && r->status == TS_POINT_DONE)
+            snprintf(k->thinking_files[i], sizeof k->thinking_files[i], "runs/%s/%s", p->run,
+                     TS_THINKING_FILE);
+        k->thinking_file[i] = k->thinking_files[i];
         k->x[i] = axis_x(p, r);
         k->seed[i] = p->seed;
         k->params[i] = p->params;
@@ -378,6 +392,9 @@ static bool write_columns(hid_t group, const columns *k, const ts_campaign_manif
     put_longs(&w, "nodes", k->nodes, "", "nodes");
     put_strings(&w, "commit", k->commit, "the commit that trained it");
     put_strings(&w, "run_dir", k->run_dir, "run directory relative to DIR");
+    put_strings(&w, "thinking_file", k->thinking_file,
+                "thinking axis: the run's knob evaluation (an eval.h5) relative to DIR; empty "
+                "otherwise or unless done");
     if (!w.ok) return false;
     hsize_t dims[2] = {(hsize_t)m->n_points, (hsize_t)m->n_domains};
     bool ok =
