@@ -224,8 +224,8 @@ int ts_campaign_run(MPI_Comm comm, const ts_campaign *c, const ts_campaign_manif
             if (scaling && a == 0) a = run_analysis_script("allocation_report.py", o->dir);
             if (ts_campaign_has_thinking(c) && a == 0) a = run_analysis_script("thinking.py", o->dir);
             if (a < 0)
-                printf("== campaign %s: analysis/scaling.py is not in this build's repository: "
-                       "run it on %s when it is\n",
+                printf("== campaign %s: the analysis scripts are not in this build's repository "
+                       "(analysis/): run them on %s when they are\n",
                        c->name, o->dir);
             else if (a != 0) {
                 fprintf(stderr, "thinkscale campaign: error: the analysis exited with status %d\n",
