@@ -148,10 +148,9 @@ void ts_campaign_read_result(const ts_campaign_manifest *m, const ts_campaign_po
         r->node_hours = r->wall_seconds * (double)nodes / 3600.0;
         read_verdict(dir, r->verdict, sizeof r->verdict);
         /* A thinking point is done once its knob evaluation is written too. */
-        r->status = p->axis != TS_AXIS_THINKING || ts_campaign_thinking_done(p)
-                        ? TS_POINT_DONE
-                        : failed ? TS_POINT_FAILED
-                                 : TS_POINT_PENDING;
+        r->status = p->axis != TS_AXIS_THINKING || ts_campaign_thinking_done(p) ? TS_POINT_DONE
+                    : failed                                                    ? TS_POINT_FAILED
+                                                                                : TS_POINT_PENDING;
     } else {
         for (int d = 0; d < TS_CAMPAIGN_MAX_DOMAINS; d++) r->loss[d] = r->ppl[d] = NAN;
         if (failed) r->status = TS_POINT_FAILED;
@@ -213,18 +212,41 @@ typedef struct columns {
 } columns;
 
 static void free_columns(columns *k) {
-    void **all[] = {(void **)&k->name,         (void **)&k->arch,     (void **)&k->axis,
-                    (void **)&k->run,          (void **)&k->status,   (void **)&k->verdict,
-                    (void **)&k->commit,       (void **)&k->run_dir,  (void **)&k->x,
-                    (void **)&k->lr,           (void **)&k->tokens,   (void **)&k->epochs,
-                    (void **)&k->flops,        (void **)&k->flops_6n, (void **)&k->flops_6n_attn,
-                    (void **)&k->val_loss,     (void **)&k->val_ppl,  (void **)&k->wall,
-                    (void **)&k->node_hours,   (void **)&k->seed,     (void **)&k->params,
-                    (void **)&k->n_params,     (void **)&k->depth,    (void **)&k->width,
-                    (void **)&k->heads,        (void **)&k->context,  (void **)&k->batch,
-                    (void **)&k->steps,        (void **)&k->warmup,   (void **)&k->ranks,
-                    (void **)&k->nodes,        (void **)&k->run_dirs, (void **)&k->loss_by_domain,
-                    (void **)&k->ppl_by_domain, (void **)&k->thinking_file,
+    void **all[] = {(void **)&k->name,
+                    (void **)&k->arch,
+                    (void **)&k->axis,
+                    (void **)&k->run,
+                    (void **)&k->status,
+                    (void **)&k->verdict,
+                    (void **)&k->commit,
+                    (void **)&k->run_dir,
+                    (void **)&k->x,
+                    (void **)&k->lr,
+                    (void **)&k->tokens,
+                    (void **)&k->epochs,
+                    (void **)&k->flops,
+                    (void **)&k->flops_6n,
+                    (void **)&k->flops_6n_attn,
+                    (void **)&k->val_loss,
+                    (void **)&k->val_ppl,
+                    (void **)&k->wall,
+                    (void **)&k->node_hours,
+                    (void **)&k->seed,
+                    (void **)&k->params,
+                    (void **)&k->n_params,
+                    (void **)&k->depth,
+                    (void **)&k->width,
+                    (void **)&k->heads,
+                    (void **)&k->context,
+                    (void **)&k->batch,
+                    (void **)&k->steps,
+                    (void **)&k->warmup,
+                    (void **)&k->ranks,
+                    (void **)&k->nodes,
+                    (void **)&k->run_dirs,
+                    (void **)&k->loss_by_domain,
+                    (void **)&k->ppl_by_domain,
+                    (void **)&k->thinking_file,
                     (void **)&k->thinking_files};
     for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) {
         free(*all[i]);

@@ -138,8 +138,10 @@ int ts_campaign_run(MPI_Comm comm, const ts_campaign *c, const ts_campaign_manif
                 n_failed++;
                 if (rank == 0) {
                     set_failed_marker(p, think, true);
-                    fprintf(stderr, "thinkscale campaign: the thinking evaluation of %s failed "
-                            "(status %d); continuing\n", p->name, think);
+                    fprintf(stderr,
+                            "thinkscale campaign: the thinking evaluation of %s failed "
+                            "(status %d); continuing\n",
+                            p->name, think);
                 }
             } else if (rank == 0) {
                 printf("== campaign %s: point %d %s: complete, skipped\n", c->name, i, p->name);
@@ -175,7 +177,8 @@ int ts_campaign_run(MPI_Comm comm, const ts_campaign *c, const ts_campaign_manif
             /* A full disk or quota fails every later point too: stop with
              * the trainer's status; earlier results stay as they are. */
             if (rank == 0)
-                fprintf(stderr, "thinkscale campaign: point %s could not write its files; "
+                fprintf(stderr,
+                        "thinkscale campaign: point %s could not write its files; "
                         "stopping the campaign (free space, then run it again to resume)\n",
                         p->name);
             write_failed = true;
@@ -222,7 +225,8 @@ int ts_campaign_run(MPI_Comm comm, const ts_campaign *c, const ts_campaign_manif
             int a = 0;
             if (scaling) a = run_analysis_script("scaling.py", o->dir);
             if (scaling && a == 0) a = run_analysis_script("allocation_report.py", o->dir);
-            if (ts_campaign_has_thinking(c) && a == 0) a = run_analysis_script("thinking.py", o->dir);
+            if (ts_campaign_has_thinking(c) && a == 0)
+                a = run_analysis_script("thinking.py", o->dir);
             if (a < 0)
                 printf("== campaign %s: the analysis scripts are not in this build's repository "
                        "(analysis/): run them on %s when they are\n",

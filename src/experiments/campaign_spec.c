@@ -11,7 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-static const char *const axis_names[TS_AXIS_COUNT] = {"data",  "batch", "depth",   "width",
+static const char *const axis_names[TS_AXIS_COUNT] = {"data",   "batch", "depth",   "width",
                                                       "params", "flops", "thinking"};
 
 const char *ts_axis_name(ts_axis axis) {
@@ -373,7 +373,8 @@ static int parse_levels(parse_state *s, const char *name, const char *value, lon
     char copy[512], *items[TS_CAMPAIGN_MAX_KNOB_LEVELS];
     snprintf(copy, sizeof copy, "%s", value);
     int n = split_list(copy, items, TS_CAMPAIGN_MAX_KNOB_LEVELS);
-    if (n <= 0) return fail(s, "[thinking] %s: give 1 to %d levels", name, TS_CAMPAIGN_MAX_KNOB_LEVELS);
+    if (n <= 0)
+        return fail(s, "[thinking] %s: give 1 to %d levels", name, TS_CAMPAIGN_MAX_KNOB_LEVELS);
     for (int i = 0; i < n; i++) {
         if (!parse_long(items[i], 1, &levels[i]) || levels[i] > 1 << 20)
             return fail(s, "[thinking] %s: '%s' is not a positive integer", name, items[i]);
@@ -387,14 +388,17 @@ static int parse_levels(parse_state *s, const char *name, const char *value, lon
 
 static int parse_thinking_key(parse_state *s, const char *name, const char *value) {
     ts_campaign_thinking *t = &s->c->thinking;
-    if (!strcmp(name, "ebt_steps")) return parse_levels(s, name, value, t->ebt_steps, &t->n_ebt_steps);
+    if (!strcmp(name, "ebt_steps"))
+        return parse_levels(s, name, value, t->ebt_steps, &t->n_ebt_steps);
     if (!strcmp(name, "ebt_samples"))
         return parse_levels(s, name, value, t->ebt_samples, &t->n_ebt_samples);
     if (!strcmp(name, "free_samples"))
         return parse_levels(s, name, value, t->free_samples, &t->n_free_samples);
     if (!strcmp(name, "nexus_orders"))
         return parse_levels(s, name, value, t->nexus_orders, &t->n_nexus_orders);
-    long *target = !strcmp(name, "windows") ? &t->windows : !strcmp(name, "batch") ? &t->batch : NULL;
+    long *target = !strcmp(name, "windows") ? &t->windows
+                   : !strcmp(name, "batch") ? &t->batch
+                                            : NULL;
     if (!target)
         return fail(s,
                     "[thinking] unknown key '%s' (known: ebt_steps, ebt_samples, free_samples, "
@@ -544,8 +548,9 @@ static bool check_variants(ts_campaign *c, char *err, size_t errlen) {
     for (int i = 0; i < c->n_values[TS_AXIS_THINKING]; i++) {
         const char *name = c->variant_names[i];
         if (strcmp(name, "base") && !ts_campaign_find_variant(c, name))
-            return snprintf(err, errlen, "%s: [axis.thinking] values: variant '%s' has no [variant.%s]",
-                            f, name, name),
+            return snprintf(err, errlen,
+                            "%s: [axis.thinking] values: variant '%s' has no [variant.%s]", f, name,
+                            name),
                    false;
     }
     for (int i = 0; i < c->n_variants; i++) {
@@ -561,7 +566,9 @@ static bool check_variants(ts_campaign *c, char *err, size_t errlen) {
         char copy[sizeof v->archs_text], *items[TS_CAMPAIGN_MAX_ARCHS];
         snprintf(copy, sizeof copy, "%s", v->archs_text);
         int n = split_list(copy, items, TS_CAMPAIGN_MAX_ARCHS);
-        if (n < 0) return snprintf(err, errlen, "%s: [variant.%s] architectures: too many", f, v->name), false;
+        if (n < 0)
+            return snprintf(err, errlen, "%s: [variant.%s] architectures: too many", f, v->name),
+                   false;
         for (int a = 0; a < c->n_archs; a++) v->arch_listed[a] = n == 0;
         for (int k = 0; k < n; k++) {
             int a = ts_campaign_arch_index(c, items[k]);
@@ -612,8 +619,8 @@ static bool check_campaign(ts_campaign *c, parse_state *s, char *err, size_t err
     const ts_campaign_thinking *t = &c->thinking;
     if (t->n_ebt_steps * t->n_ebt_samples + 1 > 16)
         return snprintf(err, errlen,
-                        "%s: [thinking] ebt_steps x ebt_samples gives %d levels; at most 15 fit",
-                        f, t->n_ebt_steps * t->n_ebt_samples),
+                        "%s: [thinking] ebt_steps x ebt_samples gives %d levels; at most 15 fit", f,
+                        t->n_ebt_steps * t->n_ebt_samples),
                false;
     for (int i = 0; i < c->n_values[TS_AXIS_PARAMS]; i++) {
         const ts_campaign_size *z = NULL;

@@ -25,11 +25,14 @@ int ts_campaign_thinking_settings(const ts_campaign *c, const char *arch, char (
     if (!strcmp(arch, "ebt")) {
         for (int i = 0; i < t->n_ebt_steps; i++)
             for (int j = 0; j < t->n_ebt_samples; j++)
-                ADD("ebt.infer_steps=%ld,ebt.infer_samples=%ld", t->ebt_steps[i], t->ebt_samples[j]);
+                ADD("ebt.infer_steps=%ld,ebt.infer_samples=%ld", t->ebt_steps[i],
+                    t->ebt_samples[j]);
     } else if (!strcmp(arch, "free")) {
-        for (int i = 0; i < t->n_free_samples; i++) ADD("free.eval_samples=%ld", t->free_samples[i]);
+        for (int i = 0; i < t->n_free_samples; i++)
+            ADD("free.eval_samples=%ld", t->free_samples[i]);
     } else if (!strcmp(arch, "nexus")) {
-        for (int i = 0; i < t->n_nexus_orders; i++) ADD("nexus.infer_order=%ld", t->nexus_orders[i]);
+        for (int i = 0; i < t->n_nexus_orders; i++)
+            ADD("nexus.infer_order=%ld", t->nexus_orders[i]);
     }
 #undef ADD
     return n;
@@ -48,8 +51,8 @@ int ts_campaign_thinking_eval(MPI_Comm comm, const ts_campaign *c, const ts_camp
     char err[512];
     memset(&o, 0, sizeof o);
     const char *arch = c->archs[p->arch];
-    o.n_settings = ts_campaign_thinking_settings(c, arch, o.settings, TS_EVAL_MAX_SETTINGS, err,
-                                                 sizeof err);
+    o.n_settings =
+        ts_campaign_thinking_settings(c, arch, o.settings, TS_EVAL_MAX_SETTINGS, err, sizeof err);
     if (o.n_settings < 0) {
         fprintf(stderr, "thinkscale campaign: error: %s\n", err);
         return 2;
@@ -68,7 +71,8 @@ int ts_campaign_thinking_eval(MPI_Comm comm, const ts_campaign *c, const ts_camp
     o.batch = c->thinking.batch;
     o.output = output;
     o.energies = !strcmp(arch, "ebt") ? energies : NULL;
-    o.force = true; /* a thinking.h5 from an interrupted evaluation is not there; anything else is stale */
+    o.force = true; /* a thinking.h5 from an interrupted evaluation is not there; anything else is
+                       stale */
     o.window_sums = true;
     return ts_eval_run(comm, &o);
 }

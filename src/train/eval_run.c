@@ -91,7 +91,8 @@ int ts_eval_run(MPI_Comm comm, const ts_eval_run_options *a) {
         int have = window_block != NULL, all = 0;
         MPI_Allreduce(&have, &all, 1, MPI_INT, MPI_MIN, comm);
         if (!all) {
-            if (rank == 0) fprintf(stderr, "thinkscale eval: error: out of memory for per-window sums\n");
+            if (rank == 0)
+                fprintf(stderr, "thinkscale eval: error: out of memory for per-window sums\n");
             free(window_block);
             if (energies) ts_energies_close(energies, false, err, sizeof err);
             ts_ctx_free(&ctx);

@@ -9,9 +9,9 @@
 
 /* Sums over one pass of a rank's windows. */
 typedef struct pass_sums {
-    double loss;                      /* loss * scored targets */
-    double scored;                    /* targets scored */
-    double stats[TS_MAX_MODEL_STATS]; /* each statistic * windows */
+    double loss;                         /* loss * scored targets */
+    double scored;                       /* targets scored */
+    double stats[TS_MAX_MODEL_STATS];    /* each statistic * windows */
     double *window_loss, *window_scored; /* [windows] by global index, or NULL */
 } pass_sums;
 
@@ -129,8 +129,8 @@ bool ts_evaluate_windows(MPI_Comm comm, ts_model *model, ts_ctx *ctx, ts_token_f
     double *window_arrays[4] = {w->loss, w->tokens, w->answer_loss, w->answer_tokens};
     bool windows_ok = true;
     for (int k = 0; k < 4; k++)
-        if (window_arrays[k] && ts_allreduce_sum_double(comm, window_arrays[k], (int)windows) !=
-                                    MPI_SUCCESS)
+        if (window_arrays[k] &&
+            ts_allreduce_sum_double(comm, window_arrays[k], (int)windows) != MPI_SUCCESS)
             windows_ok = false;
     if (!windows_ok ||
         MPI_Allreduce(&local_ok, &all_ok, 1, MPI_INT, MPI_MIN, comm) != MPI_SUCCESS ||
