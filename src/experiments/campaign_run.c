@@ -219,9 +219,9 @@ int ts_campaign_run(MPI_Comm comm, const ts_campaign *c, const ts_campaign_manif
             }
         } else if (o->analyse) {
             /* The fits, then the allocation report (docs/allocation-report.md),
-             * for the scaling axes; the thinking analysis for the thinking axis. */
-            bool scaling = false;
-            for (int k = 0; k < c->n_axes; k++) scaling = scaling || c->axes[k] != TS_AXIS_THINKING;
+             * for the scaling axes; the thinking analysis for the thinking axis
+             * (a campaign of its own). */
+            bool scaling = !ts_campaign_has_thinking(c);
             int a = 0;
             if (scaling) a = run_analysis_script("scaling.py", o->dir);
             if (scaling && a == 0) a = run_analysis_script("allocation_report.py", o->dir);

@@ -591,6 +591,12 @@ static bool check_campaign(ts_campaign *c, parse_state *s, char *err, size_t err
     if (!c->n_archs)
         return snprintf(err, errlen, "%s: [campaign] architectures is empty", f), false;
     if (!c->n_axes) return snprintf(err, errlen, "%s: [campaign] axes is empty", f), false;
+    if (ts_campaign_has_thinking(c) && c->n_axes > 1)
+        return snprintf(err, errlen,
+                        "%s: [campaign] axes: the thinking axis is a campaign of its own (its "
+                        "analysis is analysis/thinking.py, not the scaling fits; docs/thinking.md)",
+                        f),
+               false;
     if (!c->data[0])
         return snprintf(err, errlen, "%s: [campaign] data (the training token file) is not set", f),
                false;

@@ -42,4 +42,6 @@ good | sed 's/^ebt.langevin_noise = 0$/ebt.langevin_nois = 0/' >"$tmp/bad.ini"
 bad "an unknown key in a variant" "\[variant.no_langevin\] unknown configuration key 'ebt.langevin_nois'"
 good | sed 's/^values = base, no_langevin$/values = base, no-langevin/' >"$tmp/bad.ini"
 bad "a variant name with '-'" "'no-langevin': use letters, digits, '_' and '.'"
+good | sed 's/^axes = thinking$/axes = thinking, width/' >"$tmp/bad.ini"
+bad "the thinking axis beside a scaling axis" "the thinking axis is a campaign of its own"
 finish
