@@ -200,10 +200,32 @@ static bool apply_axis(expander *x, ts_campaign_point *p, int value_index) {
         }
         break;
     }
+    case TS_AXIS_THINKING: {
+        /* A trained variant: its overrides on the architecture's base. */
+        const char *name = c->variant_names[value_index];
+        snprintf(p->value, sizeof p->value, "%s", name);
+        const ts_campaign_variant *variant = ts_campaign_find_variant(c, name);
+        char where[TS_CAMPAIGN_NAME_MAX + 16];
+        snprintf(where, sizeof where, "[variant.%s]", name);
+        if (variant && !apply_settings(cfg, &variant->settings, where, x)) return false;
+        char inner[512];
+        if (variant && !ts_config_resolve_presets(cfg, inner, sizeof inner)) {
+            snprintf(x->err, x->errlen, "%s: %s", where, inner);
+            return false;
+        }
+        break;
+    }
     case TS_AXIS_COUNT:
         break;
     }
     return true;
+}
+
+/* Whether a thinking-axis variant is trained for an architecture. */
+static bool variant_applies(const ts_campaign *c, ts_axis axis, int value_index, int arch) {
+    if (axis != TS_AXIS_THINKING) return true;
+    const ts_campaign_variant *v = ts_campaign_find_variant(c, c->variant_names[value_index]);
+    return !v || v->arch_listed[arch];
 }
 
 /* Run length dependent settings: warm-up, checkpoints, evaluation windows. */
@@ -383,7 +405,7 @@ bool ts_campaign_expand(const ts_campaign *c, const char *dir, ts_campaign_manif
         for (int i = 0; i < c->n_axes; i++) {
             ts_axis axis = c->axes[i], values_of = axis == TS_AXIS_FLOPS ? TS_AXIS_PARAMS : axis;
             for (int v = 0; v < c->n_values[values_of]; v++)
-                for (int s = 0; s < c->n_seeds; s++) {
+                for (int s = 0; s < c->n_seeds && variant_applies(c, axis, v, a); s++) {
                     ts_campaign_point *p = &m->points[m->n_points];
                     p->arch = a;
                     p->axis = axis;

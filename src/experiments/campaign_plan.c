@@ -104,7 +104,8 @@ void ts_campaign_print_plan(FILE *out, const ts_campaign *c, const ts_campaign_m
                    : p->axis == TS_AXIS_DEPTH  ? k->model.depth
                    : p->axis == TS_AXIS_WIDTH  ? k->model.width
                    : p->axis == TS_AXIS_PARAMS ? (double)p->non_embedding_params
-                                               : cost->flops;
+                   : p->axis == TS_AXIS_FLOPS  ? cost->flops
+                                               : NAN;
         char bx[32], bp[32], bn[32], bt[32], bs[32], bf[32], b6[32], epochs[32];
         if (isnan(p->epochs))
             snprintf(epochs, sizeof epochs, "-");

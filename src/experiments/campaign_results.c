@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "experiments/campaign_files.h"
+#include "experiments/campaign_thinking.h"
 #include "io/atomic_commit.h"
 #include "io/build_info.h"
 #include "io/checkpoint.h"
@@ -148,7 +149,10 @@ void ts_campaign_read_result(const ts_campaign_manifest *m, const ts_campaign_po
         r->nodes = (long)nodes;
         r->node_hours = r->wall_seconds * (double)nodes / 3600.0;
         read_verdict(dir, r->verdict, sizeof r->verdict);
-        r->status = TS_POINT_DONE;
+        /* A thinking point is done once its knob evaluation is written too. */
+        r->status = p->axis != TS_AXIS_THINKING || ts_campaign_thinking_done(p) ? TS_POINT_DONE
+                    : failed                                                    ? TS_POINT_FAILED
+                                                                                : TS_POINT_PENDING;
     } else {
         for (int d = 0; d < TS_CAMPAIGN_MAX_DOMAINS; d++) r->loss[d] = r->ppl[d] = NAN;
         if (failed) r->status = TS_POINT_FAILED;
@@ -161,8 +165,8 @@ void ts_campaign_read_result(const ts_campaign_manifest *m, const ts_campaign_po
 
 /* One row of the points table: every column's value for one point. */
 typedef struct row {
-    const char *name, *arch, *axis, *run, *status, *verdict, *commit, *run_dir;
-    char run_dir_text[TS_PATH_MAX];
+    const char *name, *arch, *axis, *run, *status, *verdict, *commit, *run_dir, *thinking_file;
+    char run_dir_text[TS_PATH_MAX], thinking_file_text[TS_PATH_MAX];
     double x, lr, tokens, epochs, flops, flops_6n, flops_6n_attn, val_loss, val_ppl, wall_seconds,
         node_hours;
     long seed, params, non_embedding_params, depth, width, heads, context, batch, steps, warmup,
@@ -220,6 +224,9 @@ static const column points_columns[] = {
     COLUMN(nodes, COLUMN_LONG, "", "nodes"),
     COLUMN(commit, COLUMN_STRING, "", "the commit that trained it"),
     COLUMN(run_dir, COLUMN_STRING, "", "run directory relative to DIR"),
+    COLUMN(thinking_file, COLUMN_STRING, "",
+           "thinking axis: the run's knob evaluation (an eval.h5) relative to DIR; empty "
+           "otherwise or unless done"),
 };
 #undef COLUMN
 
@@ -239,6 +246,7 @@ static double axis_x(const ts_campaign_point *p, const ts_campaign_run_result *r
         return (double)p->non_embedding_params;
     case TS_AXIS_FLOPS:
         return r->flops;
+    case TS_AXIS_THINKING: /* a trained variant, no numeric value */
     case TS_AXIS_COUNT:
         break;
     }
@@ -283,6 +291,11 @@ static void fill_row(row *k, const ts_campaign *camp, const ts_campaign_point *p
                .nodes = r->nodes};
     snprintf(k->run_dir_text, sizeof k->run_dir_text, "runs/%s", p->run);
     k->run_dir = k->run_dir_text;
+    k->thinking_file_text[0] = '\0';
+    if (p->axis == TS_AXIS_THINKING && r->status == TS_POINT_DONE)
+        snprintf(k->thinking_file_text, sizeof k->thinking_file_text, "runs/%s/%s", p->run,
+                 TS_THINKING_FILE);
+    k->thinking_file = k->thinking_file_text;
 }
 
 static const void *field_of(const row *k, const column *col) {

@@ -11,6 +11,7 @@
 
 #include "experiments/campaign_files.h"
 #include "experiments/campaign_results.h"
+#include "experiments/campaign_thinking.h"
 #include "io/checkpoint.h"
 #include "io/provenance.h"
 #include "train/run_state.h"
@@ -89,6 +90,22 @@ static int run_analysis_script(const char *name, const char *dir) {
     return WIFEXITED(status) ? WEXITSTATUS(status) : 128;
 }
 
+/* Collective: a trained thinking point without its knob evaluation gets it
+ * (docs/thinking.md). Returns the evaluation's status, 0 if there was
+ * nothing to do. */
+static int think_if_needed(MPI_Comm comm, int rank, const ts_campaign *c,
+                           const ts_campaign_manifest *m, const ts_campaign_point *p, int index) {
+    if (p->axis != TS_AXIS_THINKING) return 0;
+    int needed = rank == 0 ? !ts_campaign_thinking_done(p) : 0;
+    MPI_Bcast(&needed, 1, MPI_INT, 0, comm);
+    if (!needed) return 0;
+    if (rank == 0) {
+        printf("== campaign %s: point %d %s: thinking evaluation\n", c->name, index, p->name);
+        fflush(stdout);
+    }
+    return ts_campaign_thinking_eval(comm, c, m, p);
+}
+
 int ts_campaign_run(MPI_Comm comm, const ts_campaign *c, const ts_campaign_manifest *m,
                     const ts_campaign_run_options *o) {
     int rank = 0;
@@ -131,8 +148,26 @@ int ts_campaign_run(MPI_Comm comm, const ts_campaign *c, const ts_campaign_manif
         if (ran[owner]) continue;
         ran[owner] = true;
         if (run_is_complete(comm, p)) {
-            if (rank == 0)
+            int think = think_if_needed(comm, rank, c, m, p, i);
+            if (think != 0) {
+                n_failed++;
+                if (rank == 0) {
+                    set_failed_marker(p, think, true);
+                    fprintf(stderr,
+                            "thinkscale campaign: the thinking evaluation of %s failed "
+                            "(status %d); continuing\n",
+                            p->name, think);
+                }
+            } else if (rank == 0) {
                 printf("== campaign %s: point %d %s: complete, skipped\n", c->name, i, p->name);
+            }
+            if (rank == 0)
+                ok = refresh_results(c, m, o->dir, results, &n_done, &write_failed, err,
+                                     sizeof err);
+            if (!agree(comm, rank, ok, err)) {
+                write_failed = agree_write_failed(comm, write_failed);
+                goto done;
+            }
             continue;
         }
         if (rank == 0) {
@@ -164,12 +199,14 @@ int ts_campaign_run(MPI_Comm comm, const ts_campaign *c, const ts_campaign_manif
             /* A full disk or quota fails every later point too: stop with
              * the trainer's status; earlier results stay as they are. */
             if (rank == 0)
-                fprintf(stderr, "thinkscale campaign: point %s could not write its files; "
+                fprintf(stderr,
+                        "thinkscale campaign: point %s could not write its files; "
                         "stopping the campaign (free space, then run it again to resume)\n",
                         p->name);
             write_failed = true;
             goto done;
         }
+        if (status == 0) status = think_if_needed(comm, rank, c, m, p, i);
         if (status != 0) {
             n_failed++;
             if (rank == 0) {
@@ -207,21 +244,32 @@ int ts_campaign_run(MPI_Comm comm, const ts_campaign *c, const ts_campaign_manif
                                ts_point_status_name(results[i].status));
             }
         } else if (o->analyse) {
-            /* The fits, then the allocation report (docs/allocation-report.md). */
-            int a = run_analysis_script("scaling.py", o->dir);
-            if (a == 0) a = run_analysis_script("allocation_report.py", o->dir);
+            /* The fits, then the allocation report (docs/allocation-report.md),
+             * for the scaling axes; the thinking analysis for the thinking axis
+             * (a campaign of its own). */
+            bool scaling = !ts_campaign_has_thinking(c);
+            int a = 0;
+            if (scaling) a = run_analysis_script("scaling.py", o->dir);
+            if (scaling && a == 0) a = run_analysis_script("allocation_report.py", o->dir);
+            if (ts_campaign_has_thinking(c) && a == 0)
+                a = run_analysis_script("thinking.py", o->dir);
             if (a < 0)
-                printf("== campaign %s: analysis/scaling.py is not in this build's repository: "
-                       "run it on %s when it is\n",
+                printf("== campaign %s: the analysis scripts are not in this build's repository "
+                       "(analysis/): run them on %s when they are\n",
                        c->name, o->dir);
             else if (a != 0) {
                 fprintf(stderr, "thinkscale campaign: error: the analysis exited with status %d\n",
                         a);
                 status = 1;
             } else {
-                printf("== campaign %s: fits %s/fits.csv and %s/fits.md, figures %s/figures/, "
-                       "allocation report %s/allocation_report.md and .pdf\n",
-                       c->name, o->dir, o->dir, o->dir, o->dir);
+                if (scaling)
+                    printf("== campaign %s: fits %s/fits.csv and %s/fits.md, figures %s/figures/, "
+                           "allocation report %s/allocation_report.md and .pdf\n",
+                           c->name, o->dir, o->dir, o->dir, o->dir);
+                if (ts_campaign_has_thinking(c))
+                    printf("== campaign %s: thinking %s/thinking.csv, %s/thinking_fits.csv, "
+                           "%s/thinking.md, figures %s/figures/\n",
+                           c->name, o->dir, o->dir, o->dir, o->dir);
             }
         }
         fflush(stdout);

@@ -11,8 +11,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-static const char *const axis_names[TS_AXIS_COUNT] = {"data",  "batch",  "depth",
-                                                      "width", "params", "flops"};
+static const char *const axis_names[TS_AXIS_COUNT] = {"data",   "batch", "depth",   "width",
+                                                      "params", "flops", "thinking"};
 
 const char *ts_axis_name(ts_axis axis) {
     return axis >= 0 && axis < TS_AXIS_COUNT ? axis_names[axis] : "?";
@@ -22,6 +22,18 @@ static int axis_from_name(const char *name) {
     for (int i = 0; i < TS_AXIS_COUNT; i++)
         if (!strcmp(name, axis_names[i])) return i;
     return -1;
+}
+
+const ts_campaign_variant *ts_campaign_find_variant(const ts_campaign *c, const char *name) {
+    for (int i = 0; i < c->n_variants; i++)
+        if (!strcmp(c->variants[i].name, name)) return &c->variants[i];
+    return NULL;
+}
+
+bool ts_campaign_has_thinking(const ts_campaign *c) {
+    for (int i = 0; i < c->n_axes; i++)
+        if (c->axes[i] == TS_AXIS_THINKING) return true;
+    return false;
 }
 
 int ts_campaign_arch_index(const ts_campaign *c, const char *arch) {
@@ -179,7 +191,7 @@ static int parse_campaign_key(parse_state *s, const char *name, const char *valu
             if (a < 0)
                 return fail(s,
                             "[campaign] axes: unknown axis '%s' (known: data, batch, depth, "
-                            "width, params, flops)",
+                            "width, params, flops, thinking)",
                             items[i]);
             for (int j = 0; j < c->n_axes; j++)
                 if ((int)c->axes[j] == a)
@@ -265,11 +277,17 @@ static int parse_axis_values(parse_state *s, ts_axis axis, const char *section, 
     /* Multi-line values continue the list. */
     for (int i = 0; i < n; i++) {
         int k = c->n_values[axis];
-        if (axis == TS_AXIS_PARAMS) {
-            if (!copy_text(c->size_names[k], sizeof c->size_names[0], items[i]))
-                return fail(s, "[%s] values: size name '%s' too long", section, items[i]);
+        if (axis == TS_AXIS_PARAMS || axis == TS_AXIS_THINKING) {
+            char(*names)[TS_CAMPAIGN_NAME_MAX] =
+                axis == TS_AXIS_PARAMS ? c->size_names : c->variant_names;
+            for (const char *p = items[i]; axis == TS_AXIS_THINKING && *p; p++)
+                if (!isalnum((unsigned char)*p) && !strchr("_.", *p))
+                    return fail(s, "[%s] values: '%s': use letters, digits, '_' and '.'", section,
+                                items[i]);
+            if (!copy_text(names[k], sizeof names[0], items[i]))
+                return fail(s, "[%s] values: name '%s' too long", section, items[i]);
             for (int j = 0; j < k; j++)
-                if (!strcmp(c->size_names[j], items[i]))
+                if (!strcmp(names[j], items[i]))
                     return fail(s, "[%s] values: '%s' listed twice (a duplicate point)", section,
                                 items[i]);
             c->values[axis][k] = k;
@@ -325,6 +343,69 @@ static int parse_size_key(parse_state *s, const char *size_name, const char *sec
         z->heads = (int)v;
     else
         z->batch = v;
+    return 1;
+}
+
+static int parse_variant_key(parse_state *s, const char *variant_name, const char *section,
+                             const char *name, const char *value) {
+    ts_campaign *c = s->c;
+    ts_campaign_variant *v = NULL;
+    for (int i = 0; i < c->n_variants; i++)
+        if (!strcmp(c->variants[i].name, variant_name)) v = &c->variants[i];
+    if (!v) {
+        if (c->n_variants == TS_CAMPAIGN_MAX_VALUES)
+            return fail(s, "[%s] more than %d variants", section, TS_CAMPAIGN_MAX_VALUES);
+        v = &c->variants[c->n_variants++];
+        if (!copy_text(v->name, sizeof v->name, variant_name))
+            return fail(s, "[%s] variant name too long", section);
+    }
+    if (!strcmp(name, "architectures")) {
+        if (!copy_text(v->archs_text, sizeof v->archs_text, value))
+            return fail(s, "[%s] architectures: too long", section);
+        return 1;
+    }
+    return add_setting(s, &v->settings, section, name, value);
+}
+
+/* "1, 2, 4, 8": positive integers into levels[]. */
+static int parse_levels(parse_state *s, const char *name, const char *value, long *levels,
+                        int *count) {
+    char copy[512], *items[TS_CAMPAIGN_MAX_KNOB_LEVELS];
+    snprintf(copy, sizeof copy, "%s", value);
+    int n = split_list(copy, items, TS_CAMPAIGN_MAX_KNOB_LEVELS);
+    if (n <= 0)
+        return fail(s, "[thinking] %s: give 1 to %d levels", name, TS_CAMPAIGN_MAX_KNOB_LEVELS);
+    for (int i = 0; i < n; i++) {
+        if (!parse_long(items[i], 1, &levels[i]) || levels[i] > 1 << 20)
+            return fail(s, "[thinking] %s: '%s' is not a positive integer", name, items[i]);
+        for (int j = 0; j < i; j++)
+            if (levels[j] == levels[i])
+                return fail(s, "[thinking] %s: %s listed twice", name, items[i]);
+    }
+    *count = n;
+    return 1;
+}
+
+static int parse_thinking_key(parse_state *s, const char *name, const char *value) {
+    ts_campaign_thinking *t = &s->c->thinking;
+    if (!strcmp(name, "ebt_steps"))
+        return parse_levels(s, name, value, t->ebt_steps, &t->n_ebt_steps);
+    if (!strcmp(name, "ebt_samples"))
+        return parse_levels(s, name, value, t->ebt_samples, &t->n_ebt_samples);
+    if (!strcmp(name, "free_samples"))
+        return parse_levels(s, name, value, t->free_samples, &t->n_free_samples);
+    if (!strcmp(name, "nexus_orders"))
+        return parse_levels(s, name, value, t->nexus_orders, &t->n_nexus_orders);
+    long *target = !strcmp(name, "windows") ? &t->windows
+                   : !strcmp(name, "batch") ? &t->batch
+                                            : NULL;
+    if (!target)
+        return fail(s,
+                    "[thinking] unknown key '%s' (known: ebt_steps, ebt_samples, free_samples, "
+                    "nexus_orders, windows, batch)",
+                    name);
+    if (!parse_long(value, 1, target) || *target > 1 << 20)
+        return fail(s, "[thinking] %s: '%s' is not a positive integer", name, value);
     return 1;
 }
 
@@ -406,6 +487,9 @@ static int handle_entry(void *user, const char *section, const char *name, const
     if (!strcmp(section, "base")) return add_setting(s, &s->c->base, section, name, value);
     if (!strcmp(section, "rules")) return parse_rules_key(s, name, value);
     if (!strcmp(section, "slurm")) return parse_slurm_key(s, name, value);
+    if (!strcmp(section, "thinking")) return parse_thinking_key(s, name, value);
+    if (!strncmp(section, "variant.", 8) && section[8])
+        return parse_variant_key(s, section + 8, section, name, value);
     if (!strncmp(section, "arch.", 5)) {
         const char *arch = section + 5;
         int i = 0;
@@ -426,7 +510,7 @@ static int handle_entry(void *user, const char *section, const char *name, const
         return parse_size_key(s, section + 5, section, name, value);
     return fail(s,
                 "unknown section [%s] (known: campaign, base, arch.NAME, axis.AXIS, size.NAME, "
-                "rules, slurm)",
+                "variant.NAME, thinking, rules, slurm)",
                 section);
 }
 
@@ -444,6 +528,60 @@ static void set_defaults(ts_campaign *c) {
     c->nodes = 1;
     c->cpus_per_task = 1;
     strcpy(c->launcher, "srun");
+    static const ts_campaign_thinking thinking = {.n_ebt_steps = 4,
+                                                  .ebt_steps = {1, 2, 4, 8},
+                                                  .n_ebt_samples = 2,
+                                                  .ebt_samples = {1, 4},
+                                                  .n_free_samples = 4,
+                                                  .free_samples = {1, 4, 16, 64},
+                                                  .n_nexus_orders = 3,
+                                                  .nexus_orders = {1, 2, 3},
+                                                  .windows = 32,
+                                                  .batch = 1};
+    c->thinking = thinking;
+}
+
+/* Every thinking-axis value names a variant ("base" may stay implicit), every
+ * variant is used and lists only campaign architectures. */
+static bool check_variants(ts_campaign *c, char *err, size_t errlen) {
+    const char *f = c->path;
+    for (int i = 0; i < c->n_values[TS_AXIS_THINKING]; i++) {
+        const char *name = c->variant_names[i];
+        if (strcmp(name, "base") && !ts_campaign_find_variant(c, name))
+            return snprintf(err, errlen,
+                            "%s: [axis.thinking] values: variant '%s' has no [variant.%s]", f, name,
+                            name),
+                   false;
+    }
+    for (int i = 0; i < c->n_variants; i++) {
+        ts_campaign_variant *v = &c->variants[i];
+        bool used = false;
+        for (int j = 0; j < c->n_values[TS_AXIS_THINKING]; j++)
+            used = used || !strcmp(c->variant_names[j], v->name);
+        if (!used)
+            return snprintf(err, errlen,
+                            "%s: [variant.%s] is not among [axis.thinking] values (a typo?)", f,
+                            v->name),
+                   false;
+        char copy[sizeof v->archs_text], *items[TS_CAMPAIGN_MAX_ARCHS];
+        snprintf(copy, sizeof copy, "%s", v->archs_text);
+        int n = split_list(copy, items, TS_CAMPAIGN_MAX_ARCHS);
+        if (n < 0)
+            return snprintf(err, errlen, "%s: [variant.%s] architectures: too many", f, v->name),
+                   false;
+        for (int a = 0; a < c->n_archs; a++) v->arch_listed[a] = n == 0;
+        for (int k = 0; k < n; k++) {
+            int a = ts_campaign_arch_index(c, items[k]);
+            if (a < 0)
+                return snprintf(err, errlen,
+                                "%s: [variant.%s] architectures: '%s' is not in [campaign] "
+                                "architectures",
+                                f, v->name, items[k]),
+                       false;
+            v->arch_listed[a] = true;
+        }
+    }
+    return true;
 }
 
 /* Cross-section checks once the whole file is read. */
@@ -453,6 +591,12 @@ static bool check_campaign(ts_campaign *c, parse_state *s, char *err, size_t err
     if (!c->n_archs)
         return snprintf(err, errlen, "%s: [campaign] architectures is empty", f), false;
     if (!c->n_axes) return snprintf(err, errlen, "%s: [campaign] axes is empty", f), false;
+    if (ts_campaign_has_thinking(c) && c->n_axes > 1)
+        return snprintf(err, errlen,
+                        "%s: [campaign] axes: the thinking axis is a campaign of its own (its "
+                        "analysis is analysis/thinking.py, not the scaling fits; docs/thinking.md)",
+                        f),
+               false;
     if (!c->data[0])
         return snprintf(err, errlen, "%s: [campaign] data (the training token file) is not set", f),
                false;
@@ -476,6 +620,14 @@ static bool check_campaign(ts_campaign *c, parse_state *s, char *err, size_t err
                             a == TS_AXIS_FLOPS ? " (the flops axis reuses the params runs)" : ""),
                    false;
     }
+    if (!check_variants(c, err, errlen)) return false;
+    /* One evaluation run holds the default and every knob level (16 settings). */
+    const ts_campaign_thinking *t = &c->thinking;
+    if (t->n_ebt_steps * t->n_ebt_samples + 1 > 16)
+        return snprintf(err, errlen,
+                        "%s: [thinking] ebt_steps x ebt_samples gives %d levels; at most 15 fit", f,
+                        t->n_ebt_steps * t->n_ebt_samples),
+               false;
     for (int i = 0; i < c->n_values[TS_AXIS_PARAMS]; i++) {
         const ts_campaign_size *z = NULL;
         for (int j = 0; j < c->n_sizes; j++)

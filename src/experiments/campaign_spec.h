@@ -25,6 +25,7 @@ typedef enum ts_axis {
     TS_AXIS_WIDTH,
     TS_AXIS_PARAMS,
     TS_AXIS_FLOPS,
+    TS_AXIS_THINKING, /* trained variants evaluated at every inference-compute knob level */
     TS_AXIS_COUNT
 } ts_axis;
 
@@ -48,6 +49,27 @@ typedef struct ts_campaign_size {
     double lr;
     long batch; /* 0: from the batch rule */
 } ts_campaign_size;
+
+/* A trained variant of the thinking axis ([variant.NAME]): run-configuration
+ * overrides for the architectures it lists (none listed: all). */
+typedef struct ts_campaign_variant {
+    char name[TS_CAMPAIGN_NAME_MAX];
+    bool arch_listed[TS_CAMPAIGN_MAX_ARCHS]; /* filled once [campaign] architectures is known */
+    char archs_text[256];                    /* the variant's architectures as written */
+    ts_campaign_settings settings;
+} ts_campaign_variant;
+
+#define TS_CAMPAIGN_MAX_KNOB_LEVELS 8
+
+/* The thinking evaluation ([thinking]): the levels of every architecture's
+ * inference-compute knob, evaluated on every set after a thinking point trains. */
+typedef struct ts_campaign_thinking {
+    int n_ebt_steps, n_ebt_samples, n_free_samples, n_nexus_orders;
+    long ebt_steps[TS_CAMPAIGN_MAX_KNOB_LEVELS], ebt_samples[TS_CAMPAIGN_MAX_KNOB_LEVELS];
+    long free_samples[TS_CAMPAIGN_MAX_KNOB_LEVELS], nexus_orders[TS_CAMPAIGN_MAX_KNOB_LEVELS];
+    long windows; /* windows scored per set and setting */
+    long batch;   /* windows per forward; 1 gives per-window losses for the bootstrap */
+} ts_campaign_thinking;
 
 typedef enum ts_batch_rule { TS_BATCH_FIXED, TS_BATCH_SQRT } ts_batch_rule;
 
@@ -77,6 +99,11 @@ typedef struct ts_campaign {
     char size_names[TS_CAMPAIGN_MAX_VALUES][TS_CAMPAIGN_NAME_MAX]; /* params axis */
     int n_sizes;
     ts_campaign_size sizes[TS_CAMPAIGN_MAX_SIZES];
+    /* The thinking axis: its values are variant names ("base": no overrides). */
+    int n_variants;
+    ts_campaign_variant variants[TS_CAMPAIGN_MAX_VALUES];
+    char variant_names[TS_CAMPAIGN_MAX_VALUES][TS_CAMPAIGN_NAME_MAX];
+    ts_campaign_thinking thinking;
     /* Rules. */
     ts_batch_rule batch_rule;       /* params axis, sizes without a batch */
     double params_tokens_per_param; /* params axis run length; 0: the base's steps */
@@ -101,6 +128,13 @@ bool ts_campaign_load(ts_campaign *campaign, const char *path, char *err, size_t
 void ts_campaign_free(ts_campaign *campaign);
 /* ts_campaign is large (every setting kept as text): allocate it with
  * malloc/calloc or make it static, not on the stack. */
+
+/* The [variant.NAME] of a thinking-axis value, or NULL ("base" needs none). */
+const ts_campaign_variant *ts_campaign_find_variant(const ts_campaign *campaign, const char *name);
+
+/* Whether the campaign has the thinking axis (its points are evaluated at
+ * every knob level after training: campaign_thinking.h). */
+bool ts_campaign_has_thinking(const ts_campaign *campaign);
 
 /* Index of an architecture in campaign->archs, or -1. */
 int ts_campaign_arch_index(const ts_campaign *campaign, const char *arch);

@@ -36,6 +36,19 @@ static bool write_row(hid_t file, const ts_eval_row *row) {
         ok = ts_h5_write_double_attr(group, "answer_loss", row->answer_loss) >= 0 &&
              ts_h5_write_double_attr(group, "answer_perplexity", row->answer_perplexity) >= 0 &&
              ts_h5_write_int64_attr(group, "answer_tokens", row->answer_tokens) >= 0;
+    hsize_t dims[1] = {(hsize_t)row->n_windows};
+    if (ok && row->n_windows > 0)
+        ok = ts_h5_write_array(group, "window_loss", H5T_NATIVE_DOUBLE, 1, dims, row->window_loss,
+                               "nats", "summed loss of the targets of each window (group)") &&
+             ts_h5_write_array(group, "window_tokens", H5T_NATIVE_DOUBLE, 1, dims,
+                               row->window_tokens, "tokens", "targets scored in each window");
+    if (ok && row->n_windows > 0 && row->answer_tokens > 0)
+        ok = ts_h5_write_array(group, "window_answer_loss", H5T_NATIVE_DOUBLE, 1, dims,
+                               row->window_answer_loss, "nats",
+                               "summed loss of the answer targets of each window") &&
+             ts_h5_write_array(group, "window_answer_tokens", H5T_NATIVE_DOUBLE, 1, dims,
+                               row->window_answer_tokens, "tokens",
+                               "answer targets scored in each window");
     return H5Gclose(group) >= 0 && ok;
 }
 

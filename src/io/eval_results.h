@@ -25,6 +25,11 @@ typedef struct ts_eval_row {
      * stored as the attributes answer_loss, answer_perplexity, answer_tokens. */
     double answer_loss, answer_perplexity;
     long answer_tokens;
+    /* Optional per-window sums ([n_windows] each; n_windows 0: none), stored
+     * as the datasets window_loss, window_tokens (and window_answer_loss,
+     * window_answer_tokens with answers) of the row's group. */
+    long n_windows;
+    const double *window_loss, *window_tokens, *window_answer_loss, *window_answer_tokens;
 } ts_eval_row;
 
 typedef struct ts_eval_header {

@@ -86,6 +86,22 @@ int ts_eval_run(MPI_Comm comm, const ts_eval_run_options *a) {
     static ts_eval_result results[MAX_ROWS];
     static char names[MAX_ROWS][64];
     int n = 0, status = 0;
+    /* Per-window sums: four arrays of [windows] per row, in one block. */
+    double *window_block = NULL;
+    if (a->window_sums) {
+        window_block = calloc((size_t)MAX_ROWS * 4 * (size_t)a->windows, sizeof *window_block);
+        int have = window_block != NULL, all = 0;
+        MPI_Allreduce(&have, &all, 1, MPI_INT, MPI_MIN, comm);
+        if (!all) {
+            if (rank == 0)
+                fprintf(stderr, "thinkscale eval: error: out of memory for per-window sums\n");
+            free(window_block);
+            if (energies) ts_energies_close(energies, false, err, sizeof err);
+            ts_ctx_free(&ctx);
+            ts_model_destroy(model);
+            return 1;
+        }
+    }
     if (rank == 0) {
         printf("%-12s %-32s %10s %12s %10s", "set", "setting", "loss", "perplexity", "tokens");
         for (int k = 0; k < ops->n_stats; k++) printf(" %12s", stat_names[k]);
@@ -122,9 +138,14 @@ int ts_eval_run(MPI_Comm comm, const ts_eval_run_options *a) {
             ts_energy_trace trace;
             bool ok = !energies || ebt_energies_begin(model, &trace, a->windows,
                                                       config.model.context, err, sizeof err);
-            ok = ok && ts_evaluate(comm, model, &ctx, &tokens, split, config.model.context,
-                                   config.align, a->windows, a->batch, (uint64_t)config.seed, r,
-                                   err, sizeof err);
+            double *wb = window_block ? window_block + (size_t)n * 4 * (size_t)a->windows : NULL;
+            long nw = a->windows;
+            ts_eval_window_sums sums = {wb, wb ? wb + nw : NULL, wb ? wb + 2 * nw : NULL,
+                                        wb ? wb + 3 * nw : NULL};
+            ok = ok && ts_evaluate_windows(comm, model, &ctx, &tokens, split, config.model.context,
+                                           config.align, a->windows, a->batch,
+                                           (uint64_t)config.seed, r, wb ? &sums : NULL, err,
+                                           sizeof err);
             if (energies) {
                 ebt_trace_energies(model, NULL);
                 ok = ok && ts_energies_append(energies, names[n], setting, &trace, err, sizeof err);
@@ -141,7 +162,12 @@ int ts_eval_run(MPI_Comm comm, const ts_eval_run_options *a) {
                                     .n_stats = r->n_stats, .stat_names = stat_names,
                                     .stats = r->stats, .answer_loss = r->answer_loss,
                                     .answer_perplexity = r->answer_perplexity,
-                                    .answer_tokens = r->answer_tokens};
+                                    .answer_tokens = r->answer_tokens,
+                                    .n_windows = wb ? nw : 0,
+                                    .window_loss = sums.loss,
+                                    .window_tokens = sums.tokens,
+                                    .window_answer_loss = sums.answer_loss,
+                                    .window_answer_tokens = sums.answer_tokens};
             ts_mllog_eval_result(&mllog, step, names[n], r, n == 0);
             if (rank == 0) {
                 printf("%-12s %-32s %10.4f %12.3f %10ld", names[n], setting, r->loss,
@@ -187,6 +213,7 @@ int ts_eval_run(MPI_Comm comm, const ts_eval_run_options *a) {
         if (status == 0 && kept && rank == 0) printf("energies: %s\n", a->energies);
         if (status == 0 && !kept) status = 1;
     }
+    free(window_block);
     ts_ctx_free(&ctx);
     ts_model_destroy(model);
     return status;

@@ -22,6 +22,7 @@ typedef struct ts_eval_run_options {
     const char *output;                      /* NULL: eval.h5 beside the checkpoint */
     const char *energies;                    /* EBT per-token energies file, or NULL */
     bool force;
+    bool window_sums;                        /* per-window sums in every row */
     int n_settings;                          /* 0: the trained configuration only */
     char settings[TS_EVAL_MAX_SETTINGS][TS_EVAL_SETTING_LEN]; /* "section.key=value,..." inference overrides */
 } ts_eval_run_options;

@@ -9,9 +9,10 @@
 
 /* Sums over one pass of a rank's windows. */
 typedef struct pass_sums {
-    double loss;                      /* loss * scored targets */
-    double scored;                    /* targets scored */
-    double stats[TS_MAX_MODEL_STATS]; /* each statistic * windows */
+    double loss;                         /* loss * scored targets */
+    double scored;                       /* targets scored */
+    double stats[TS_MAX_MODEL_STATS];    /* each statistic * windows */
+    double *window_loss, *window_scored; /* [windows] by global index, or NULL */
 } pass_sums;
 
 /* Scores this rank's windows (offsets[0 .. count)), micro_batch at a time:
@@ -51,6 +52,10 @@ static bool score_windows(ts_model *model, ts_ctx *ctx, ts_token_file *tokens, e
         ts_tensor *loss = model->ops->loss(model, ctx, &batch, stats);
         sums->loss += (double)loss->data[0] * (double)scored;
         sums->scored += (double)scored;
+        if (sums->window_loss) {
+            sums->window_loss[first + done] = (double)loss->data[0] * (double)scored;
+            sums->window_scored[first + done] = (double)scored;
+        }
         for (int k = 0; k < model->ops->n_stats; k++) sums->stats[k] += stats[k] * n;
         ts_release(ctx, mark);
     }
@@ -60,6 +65,16 @@ static bool score_windows(ts_model *model, ts_ctx *ctx, ts_token_file *tokens, e
 bool ts_evaluate(MPI_Comm comm, ts_model *model, ts_ctx *ctx, ts_token_file *tokens,
                  enum ts_split split, int seq, long align, long windows, long micro_batch,
                  uint64_t seed, ts_eval_result *result, char *err, size_t errlen) {
+    return ts_evaluate_windows(comm, model, ctx, tokens, split, seq, align, windows, micro_batch,
+                               seed, result, NULL, err, errlen);
+}
+
+bool ts_evaluate_windows(MPI_Comm comm, ts_model *model, ts_ctx *ctx, ts_token_file *tokens,
+                         enum ts_split split, int seq, long align, long windows, long micro_batch,
+                         uint64_t seed, ts_eval_result *result, ts_eval_window_sums *w, char *err,
+                         size_t errlen) {
+    ts_eval_window_sums none = {0};
+    if (!w) w = &none;
     int rank, nranks;
     MPI_Comm_rank(comm, &rank);
     MPI_Comm_size(comm, &nranks);
@@ -86,7 +101,9 @@ bool ts_evaluate(MPI_Comm comm, ts_model *model, ts_ctx *ctx, ts_token_file *tok
     if (ok) {
         ts_eval_window_offsets(windows, first, count, split_len, seq + 1, align, offsets);
         bool recording = ts_set_grad_enabled(ctx, false);
-        pass_sums answer = {0}, whole = {0};
+        pass_sums answer = {.window_loss = w->answer_tokens ? w->answer_loss : NULL,
+                            .window_scored = w->answer_tokens},
+                  whole = {.window_loss = w->tokens ? w->loss : NULL, .window_scored = w->tokens};
         /* The answer pass first, so that what the model records (an energy
          * trace, by window) is left as the whole-text pass wrote it. */
         if (answers)
@@ -108,7 +125,15 @@ bool ts_evaluate(MPI_Comm comm, ts_model *model, ts_ctx *ctx, ts_token_file *tok
     free(mask);
     /* Every rank learns whether any failed, so none waits alone. */
     int local_ok = ok, all_ok = 0;
-    if (MPI_Allreduce(&local_ok, &all_ok, 1, MPI_INT, MPI_MIN, comm) != MPI_SUCCESS ||
+    /* Each rank filled its own windows of the per-window arrays. */
+    double *window_arrays[4] = {w->loss, w->tokens, w->answer_loss, w->answer_tokens};
+    bool windows_ok = true;
+    for (int k = 0; k < 4; k++)
+        if (window_arrays[k] &&
+            ts_allreduce_sum_double(comm, window_arrays[k], (int)windows) != MPI_SUCCESS)
+            windows_ok = false;
+    if (!windows_ok ||
+        MPI_Allreduce(&local_ok, &all_ok, 1, MPI_INT, MPI_MIN, comm) != MPI_SUCCESS ||
         ts_allreduce_sum_double(comm, sums, N_FIXED + n_stats) != MPI_SUCCESS) {
         snprintf(err, errlen, "MPI_Allreduce failed during evaluation");
         return false;

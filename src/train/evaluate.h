@@ -23,6 +23,15 @@ typedef struct ts_eval_result {
     double answer_loss, answer_perplexity;
 } ts_eval_result;
 
+/* Per-window sums, arrays of [windows] given zeroed by the caller: for each
+ * group of windows scored in one forward (a micro-batch; with a micro-batch
+ * of 1, one window) the summed loss and the targets scored, at the index of
+ * the group's first window, 0 elsewhere; for the whole text and the answers.
+ * The thinking analysis bootstraps over them. */
+typedef struct ts_eval_window_sums {
+    double *loss, *tokens, *answer_loss, *answer_tokens;
+} ts_eval_window_sums;
+
 /* Collective over comm. windows sequences of seq + 1 tokens, starting at
  * multiples of align (data.align), processed micro_batch at a time without
  * recording a graph. seed feeds the model's random draws (ts_sequence_rng),
@@ -33,5 +42,11 @@ typedef struct ts_eval_result {
 bool ts_evaluate(MPI_Comm comm, ts_model *model, ts_ctx *ctx, ts_token_file *tokens,
                  enum ts_split split, int seq, long align, long windows, long micro_batch,
                  uint64_t seed, ts_eval_result *result, char *err, size_t errlen);
+
+/* ts_evaluate that also fills per-window sums (windows_out may be NULL). */
+bool ts_evaluate_windows(MPI_Comm comm, ts_model *model, ts_ctx *ctx, ts_token_file *tokens,
+                         enum ts_split split, int seq, long align, long windows, long micro_batch,
+                         uint64_t seed, ts_eval_result *result, ts_eval_window_sums *windows_out,
+                         char *err, size_t errlen);
 
 #endif

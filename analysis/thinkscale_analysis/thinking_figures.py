@@ -1,0 +1,110 @@
+"""Figures of the thinking analysis, PNG and PDF: thinking_ood (the EBT
+paper's Fig. 7 layout), thinking_flops (its Fig. 6a) and thinking_ablation
+(its Table 2 as a table)."""
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402  (the backend must be chosen first)
+import numpy as np  # noqa: E402
+
+from .figures import _colour, _save  # noqa: E402
+from .results import ARCH_LABELS  # noqa: E402
+from .thinking import ABLATION_LABELS, PAPER_EBT_POINTS, PAPER_TABLE2  # noqa: E402
+
+
+def _base_fits(analysis):
+    return [f for f in analysis.fits if "/" not in f.arch]
+
+
+def ood_figure(analysis, out_dir):
+    """x OOD-ness, y thinking gain (%) at each architecture's highest-compute
+    knob level: points with window-bootstrap intervals and the fitted line."""
+    fig, ax = plt.subplots(figsize=(6.4, 4.4))
+    archs = [f.arch for f in _base_fits(analysis)]
+    for f in _base_fits(analysis):
+        if not f.points:
+            continue
+        colour = _colour(f.arch, archs)
+        x = np.array([p[1] for p in f.points])
+        y = 100 * np.array([p[2] for p in f.points])
+        lo = 100 * np.array([p[3] for p in f.points])
+        hi = 100 * np.array([p[4] for p in f.points])
+        err = np.vstack([np.where(np.isfinite(lo), y - lo, 0), np.where(np.isfinite(hi), hi - y, 0)])
+        label = f"{ARCH_LABELS.get(f.arch, f.arch)} ({f.setting}; slope {100 * f.slope:+.2f}%)" \
+            if np.isfinite(f.slope) else ARCH_LABELS.get(f.arch, f.arch)
+        ax.errorbar(x, y, yerr=np.abs(err), fmt="o", color=colour, capsize=3, label=label)
+        for p, xi, yi in zip(f.points, x, y):
+            ax.annotate(p[0], (xi, yi), textcoords="offset points", xytext=(4, 3), fontsize=7,
+                        color=colour)
+        if np.isfinite(f.slope):
+            grid = np.linspace(min(x.min(), 1.0), x.max(), 50)
+            ax.plot(grid, 100 * (f.intercept + f.slope * grid), "-", color=colour, lw=1)
+    (x0, y0), (x1, y1) = PAPER_EBT_POINTS
+    ax.plot([x0, x1], [y0, y1], "x--", color="black", lw=0.8,
+            label="EBT paper, Fig. 7 (first and last of its 5 points)")
+    ax.axhline(0, color="grey", lw=0.5)
+    ax.set_xlabel("OOD-ness (set perplexity / validation perplexity, default inference)")
+    ax.set_ylabel("thinking gain, % perplexity improvement")
+    ax.set_title("Thinking gain against distribution shift")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    return _save(fig, out_dir, "thinking_ood")
+
+
+def flops_figure(analysis, out_dir):
+    """Per architecture: perplexity against executed inference FLOPs per token
+    over the knob levels, in distribution and on the most OOD set."""
+    base = [f.arch for f in _base_fits(analysis)]
+    default_rows = [r for r in analysis.rows if r.setting == "default" and r.arch in base]
+    oods = {}
+    for r in default_rows:
+        oods.setdefault(r.set, []).append(r.ood)
+    most = max(oods, key=lambda s: np.mean(oods[s])) if oods else None
+    fig, axes = plt.subplots(1, max(len(base), 1), figsize=(3.2 * max(len(base), 1), 3.4),
+                             squeeze=False)
+    for ax, arch in zip(axes[0], base):
+        colour = _colour(arch, base)
+        for set_name, style in ((analysis.train_domain, "o-"), (most, "s--")):
+            rows = sorted((r for r in analysis.rows if r.arch == arch and r.set == set_name
+                           and r.setting != "default"), key=lambda r: r.flops_per_token)
+            if not rows:  # no knob: the default alone
+                rows = [r for r in analysis.rows if r.arch == arch and r.set == set_name]
+            ax.plot([r.flops_per_token for r in rows], [r.perplexity for r in rows], style,
+                    color=colour, label=f"{set_name}" + (" (most OOD)" if set_name == most else ""))
+        ax.set_xscale("log")
+        ax.set_title(ARCH_LABELS.get(arch, arch), fontsize=9)
+        ax.set_xlabel("inference FLOPs per token")
+        ax.legend(fontsize=7)
+    axes[0][0].set_ylabel("perplexity")
+    fig.tight_layout()
+    return _save(fig, out_dir, "thinking_flops")
+
+
+def ablation_figure(analysis, out_dir):
+    """The Table 2 ablation as a rendered table."""
+    cells = []
+    for variant, _, g, lo, hi, v, vlo, vhi, _, _ in analysis.ablation:
+        paper = PAPER_TABLE2.get(variant, (float("nan"), float("nan")))
+        cells.append([ABLATION_LABELS.get(variant, variant),
+                      f"{100 * g:+.2f} [{100 * lo:+.1f}, {100 * hi:+.1f}]",
+                      f"{100 * v:+.2f} [{100 * vlo:+.1f}, {100 * vhi:+.1f}]",
+                      f"{paper[0]:+.2f} / {paper[1]:+.2f}"])
+    if not cells:
+        cells = [["(no EBT variants evaluated)", "", "", ""]]
+    fig, ax = plt.subplots(figsize=(8.4, 0.5 + 0.35 * (len(cells) + 1)))
+    ax.axis("off")
+    table = ax.table(cellText=cells, colLabels=["trained variant", "thinking longer, %",
+                                                "+ self-verification, %", "paper (Dyck)"],
+                     loc="center", cellLoc="left")
+    table.auto_set_font_size(False)
+    table.set_fontsize(8)
+    table.auto_set_column_width(list(range(4)))
+    ax.set_title(f"EBT System-2 ablation on {analysis.ablation_set or '-'} "
+                 "(% perplexity improvement over default inference)", fontsize=9)
+    fig.tight_layout()
+    return _save(fig, out_dir, "thinking_ablation")
+
+
+def render_all(analysis, out_dir):
+    return ood_figure(analysis, out_dir) + flops_figure(analysis, out_dir) + \
+        ablation_figure(analysis, out_dir)
