@@ -121,7 +121,9 @@ ts_tensor *ts_tensor_matmul(ts_ctx *ctx, ts_tensor_grid *grid, ts_tensor *a, ts_
             if (ts_allreduce_sum(grid->group, out->data, out->numel) != MPI_SUCCESS)
                 ts_fail(ctx, "tensor_matmul", "summing the %d x %d result over the %dx%d grid failed",
                         m, n, grid->rows, grid->cols);
-            grid->bytes_sent += (double)out->numel * sizeof(ts_real);
+            /* what a ring all-reduce sends per rank, as the strategies count it */
+            grid->bytes_sent += 2.0 * (double)out->numel * sizeof(ts_real) * (group_size - 1) /
+                                group_size;
         }
     }
     ts_node *node = ts_record(ctx, "tensor_matmul", tensor_matmul_backward, out, 2,

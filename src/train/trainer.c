@@ -375,6 +375,9 @@ static int run(trainer *tr, bool resume, const char *resume_from) {
                c->model.arch, m->table.total, ts_model_non_embedding_params(m), tr->nranks,
                c->batch, c->model.context, tr->peak_gflops, resume ? "resuming at" : "from",
                tr->step);
+    if (tr->rank == 0 && tr->grid.enabled)
+        printf("tensor parallelism: %dx%d p?gemm grid per group of %d ranks, %d groups data-parallel\n",
+               tr->grid.rows, tr->grid.cols, tr->grid.rows * tr->grid.cols, tr->parallel.nranks);
 
     long first_step = tr->step;
     double t_start = MPI_Wtime(), t_window = t_start, t_checkpoint = t_start;
