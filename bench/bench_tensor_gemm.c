@@ -93,10 +93,11 @@ int main(int argc, char **argv) {
     int n = argc > 3 ? atoi(argv[3]) : 512, max_d = argc > 4 ? atoi(argv[4]) : 4096;
     ts_tensor_grid grid;
     char err[256];
-    if (rows * cols != size || !ts_tensor_grid_init(&grid, MPI_COMM_WORLD, rows, cols, err,
-                                                    sizeof err)) {
-        if (rank == 0) fprintf(stderr, "bench_tensor_gemm: a %dx%d grid needs %d ranks (%s)\n",
-                               rows, cols, rows * cols, rows * cols != size ? "got another number" : err);
+    if (rows * cols != size ||
+        !ts_tensor_grid_init(&grid, MPI_COMM_WORLD, rows, cols, err, sizeof err)) {
+        if (rank == 0)
+            fprintf(stderr, "bench_tensor_gemm: a %dx%d grid needs %d ranks (%s)\n", rows, cols,
+                    rows * cols, rows * cols != size ? "got another number" : err);
         MPI_Finalize();
         return 2;
     }
@@ -126,8 +127,8 @@ int main(int argc, char **argv) {
             scale = fmax(scale, fabs((double)l.y->data[i]));
         }
         if (!(diff <= 1e-4 * scale)) {
-            if (rank == 0) fprintf(stderr, "D=%d: the distributed product differs by %g\n", d,
-                                   diff / scale);
+            if (rank == 0)
+                fprintf(stderr, "D=%d: the distributed product differs by %g\n", d, diff / scale);
             status = 1;
         }
         if (rank == 0)

@@ -75,7 +75,8 @@ ebt_context *ebt_context_new(ts_model *model, ts_ctx *ctx, const int32_t *inputs
 static void project_keys_values(ts_ctx *ctx, const tpp_block_params *p, ts_tensor *u,
                                 const tpp_attention_input *in, ts_tensor **keys,
                                 ts_tensor **values) {
-    *keys = tpp_split_heads(ctx, tpp_linear(ctx, p, u, p->wk), in->n_heads, in->positions, in->rope_theta);
+    *keys = tpp_split_heads(ctx, tpp_linear(ctx, p, u, p->wk), in->n_heads, in->positions,
+                            in->rope_theta);
     *values = tpp_split_heads(ctx, tpp_linear(ctx, p, u, p->wv), in->n_heads, NULL, 0);
 }
 
@@ -84,8 +85,8 @@ static ts_tensor *observed_attention(ts_ctx *ctx, const tpp_block_params *p, ts_
                                      ts_tensor *kv_in, const tpp_attention_input *in) {
     ebt_observed *obs = in->attention_user;
     int dh = q_in->shape[2] / in->n_heads;
-    ts_tensor *q =
-        tpp_split_heads(ctx, tpp_linear(ctx, p, q_in, p->wq), in->n_heads, in->positions, in->rope_theta);
+    ts_tensor *q = tpp_split_heads(ctx, tpp_linear(ctx, p, q_in, p->wq), in->n_heads, in->positions,
+                                   in->rope_theta);
     project_keys_values(ctx, p, kv_in, in, &obs->keys[in->layer], &obs->values[in->layer]);
     ts_tensor *a = ts_attention(ctx, q, obs->keys[in->layer], obs->values[in->layer], in->mask,
                                 1.0 / sqrt((double)dh));
@@ -98,8 +99,8 @@ static ts_tensor *prediction_attention(ts_ctx *ctx, const tpp_block_params *p, t
                                        ts_tensor *kv_in, const tpp_attention_input *in) {
     const ebt_observed *obs = in->attention_user;
     int seq = q_in->shape[1], dh = q_in->shape[2] / in->n_heads;
-    ts_tensor *q =
-        tpp_split_heads(ctx, tpp_linear(ctx, p, q_in, p->wq), in->n_heads, in->positions, in->rope_theta);
+    ts_tensor *q = tpp_split_heads(ctx, tpp_linear(ctx, p, q_in, p->wq), in->n_heads, in->positions,
+                                   in->rope_theta);
     ts_tensor *k, *v;
     project_keys_values(ctx, p, kv_in, in, &k, &v);
     q = ts_scale(ctx, q, 1.0 / sqrt((double)dh));

@@ -17,17 +17,17 @@
 #include "core/parallel_config.h"
 
 typedef struct ts_tensor_grid {
-    bool enabled;           /* false: no tensor parallelism, data = the whole job */
-    int rows, cols;         /* P x Q */
-    MPI_Comm group;         /* this rank's P*Q ranks (MPI_COMM_NULL when not enabled) */
-    MPI_Comm data;          /* one rank per group, at this rank's position */
+    bool enabled;   /* false: no tensor parallelism, data = the whole job */
+    int rows, cols; /* P x Q */
+    MPI_Comm group; /* this rank's P*Q ranks (MPI_COMM_NULL when not enabled) */
+    MPI_Comm data;  /* one rank per group, at this rank's position */
     int group_rank;
-    int my_row, my_col;     /* this rank's place on the BLACS grid */
-    int blacs_handle;       /* Csys2blacs_handle of group */
-    int blacs_context;      /* the grid (Cblacs_gridinit) */
-    int block;              /* block-cyclic block size of every distributed matrix */
-    double bytes_sent;      /* payload this rank sent in the grid's collectives, cumulative */
-    bool data_owned;        /* data is a communicator of our own, to free */
+    int my_row, my_col; /* this rank's place on the BLACS grid */
+    int blacs_handle;   /* Csys2blacs_handle of group */
+    int blacs_context;  /* the grid (Cblacs_gridinit) */
+    int block;          /* block-cyclic block size of every distributed matrix */
+    double bytes_sent;  /* payload this rank sent in the grid's collectives, cumulative */
+    bool data_owned;    /* data is a communicator of our own, to free */
 } ts_tensor_grid;
 
 /* The default block size: p?gemm works on panels of it, and a matrix whose

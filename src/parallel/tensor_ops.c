@@ -11,12 +11,11 @@ void psgemm_(const char *transa, const char *transb, const int *m, const int *n,
              const float *b, const int *ib, const int *jb, const int *descb, const float *beta,
              float *c, const int *ic, const int *jc, const int *descc);
 void pdgemm_(const char *transa, const char *transb, const int *m, const int *n, const int *k,
-             const double *alpha, const double *a, const int *ia, const int *ja,
-             const int *desca, const double *b, const int *ib, const int *jb, const int *descb,
-             const double *beta, double *c, const int *ic, const int *jc, const int *descc);
+             const double *alpha, const double *a, const int *ia, const int *ja, const int *desca,
+             const double *b, const int *ib, const int *jb, const int *descb, const double *beta,
+             double *c, const int *ic, const int *jc, const int *descc);
 void descinit_(int *desc, const int *m, const int *n, const int *mb, const int *nb,
-               const int *irsrc, const int *icsrc, const int *context, const int *lld,
-               int *info);
+               const int *irsrc, const int *icsrc, const int *context, const int *lld, int *info);
 
 #ifdef TS_DOUBLE
 #define ts_pgemm pdgemm_
@@ -28,9 +27,9 @@ void descinit_(int *desc, const int *m, const int *n, const int *mb, const int *
  * hold is, read column-major, the matrix of cols rows and rows columns. This
  * rank's blocks of such a matrix: */
 typedef struct local_blocks {
-    int rows, cols;       /* of the column-major global matrix */
+    int rows, cols; /* of the column-major global matrix */
     int local_rows, local_cols, lld;
-    ts_real *data;        /* column-major, lld x local_cols */
+    ts_real *data; /* column-major, lld x local_cols */
     int desc[9];
 } local_blocks;
 
@@ -43,8 +42,8 @@ static void describe(ts_ctx *ctx, const ts_tensor_grid *g, int rows, int cols, l
     long n = (long)l->lld * l->local_cols;
     l->data = ts_alloc(ctx, (size_t)(n > 1 ? n : 1) * sizeof(ts_real));
     int zero = 0, info = 0;
-    descinit_(l->desc, &rows, &cols, &g->block, &g->block, &zero, &zero, &g->blacs_context,
-              &l->lld, &info);
+    descinit_(l->desc, &rows, &cols, &g->block, &g->block, &zero, &zero, &g->blacs_context, &l->lld,
+              &info);
     if (info != 0)
         ts_fail(ctx, "tensor_matmul", "descinit_ rejected a %d x %d matrix (info %d)", rows, cols,
                 info);
@@ -52,7 +51,9 @@ static void describe(ts_ctx *ctx, const ts_tensor_grid *g, int rows, int cols, l
 
 /* Global index of local index i of a side split into blocks of nb over n
  * processes, on process me (distribution starting at process 0). */
-static int global_index(int i, int nb, int me, int n) { return (i / nb * n + me) * nb + i % nb; }
+static int global_index(int i, int nb, int me, int n) {
+    return (i / nb * n + me) * nb + i % nb;
+}
 
 /* Copies this rank's blocks between the whole matrix (global, row-major
  * [cols, rows], i.e. column-major rows x cols) and l->data. */
@@ -64,8 +65,10 @@ static void copy_blocks(const ts_tensor_grid *g, local_blocks *l, ts_real *globa
             int i = global_index(li, nb, g->my_row, g->rows);
             int len = l->local_rows - li < nb ? l->local_rows - li : nb;
             ts_real *local = l->data + (long)lj * l->lld + li, *whole = global + j * l->rows + i;
-            if (to_local) memcpy(local, whole, (size_t)len * sizeof *local);
-            else memcpy(whole, local, (size_t)len * sizeof *local);
+            if (to_local)
+                memcpy(local, whole, (size_t)len * sizeof *local);
+            else
+                memcpy(whole, local, (size_t)len * sizeof *local);
         }
     }
 }
@@ -83,8 +86,8 @@ static void tensor_matmul_backward(ts_ctx *ctx, ts_node *node, ts_tensor *g, con
                      : ts_tensor_matmul(ctx, grid, g, a, true, ta);
 }
 
-ts_tensor *ts_tensor_matmul(ts_ctx *ctx, ts_tensor_grid *grid, ts_tensor *a, ts_tensor *b,
-                            bool ta, bool tb) {
+ts_tensor *ts_tensor_matmul(ts_ctx *ctx, ts_tensor_grid *grid, ts_tensor *a, ts_tensor *b, bool ta,
+                            bool tb) {
     char sa[64], sb[64];
     if (a->ndim != 2 || b->ndim != 2)
         ts_fail(ctx, "tensor_matmul", "operands must be 2-D, got %s and %s",
@@ -119,15 +122,16 @@ ts_tensor *ts_tensor_matmul(ts_ctx *ctx, ts_tensor_grid *grid, ts_tensor *a, ts_
         copy_blocks(grid, &lc, out->data, false);
         if (group_size > 1) {
             if (ts_allreduce_sum(grid->group, out->data, out->numel) != MPI_SUCCESS)
-                ts_fail(ctx, "tensor_matmul", "summing the %d x %d result over the %dx%d grid failed",
-                        m, n, grid->rows, grid->cols);
+                ts_fail(ctx, "tensor_matmul",
+                        "summing the %d x %d result over the %dx%d grid failed", m, n, grid->rows,
+                        grid->cols);
             /* what a ring all-reduce sends per rank, as the strategies count it */
-            grid->bytes_sent += 2.0 * (double)out->numel * sizeof(ts_real) * (group_size - 1) /
-                                group_size;
+            grid->bytes_sent +=
+                2.0 * (double)out->numel * sizeof(ts_real) * (group_size - 1) / group_size;
         }
     }
-    ts_node *node = ts_record(ctx, "tensor_matmul", tensor_matmul_backward, out, 2,
-                              (ts_tensor *[]){a, b});
+    ts_node *node =
+        ts_record(ctx, "tensor_matmul", tensor_matmul_backward, out, 2, (ts_tensor *[]){a, b});
     if (node) {
         node->iattr[0] = ta;
         node->iattr[1] = tb;

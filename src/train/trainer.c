@@ -272,9 +272,9 @@ static bool evaluate_all(trainer *tr, char *err, size_t errlen) {
         ts_eval_result r;
         long micro = c->batch / c->accum;
         long per_rank = (micro + tr->parallel.nranks - 1) / tr->parallel.nranks;
-        if (!ts_evaluate(tr->parallel.comm, tr->model, &tr->ctx, &tr->evals[i].tokens, TS_SPLIT_VALIDATION,
-                         c->model.context, c->align, c->eval_batches * c->batch, per_rank,
-                         (uint64_t)c->seed, &r, err, errlen))
+        if (!ts_evaluate(tr->parallel.comm, tr->model, &tr->ctx, &tr->evals[i].tokens,
+                         TS_SPLIT_VALIDATION, c->model.context, c->align,
+                         c->eval_batches * c->batch, per_rank, (uint64_t)c->seed, &r, err, errlen))
             return false;
         if (tr->rank == 0)
             printf("eval  step %ld | %-12s | loss %.4f | ppl %.3f | %ld tokens\n", tr->step,
@@ -339,8 +339,9 @@ static int run(trainer *tr, bool resume, const char *resume_from) {
                 err))
         return 1;
     ts_tensor_parallel_attach(m, &tr->grid);
-    if (!all_ok(tr, ts_parallel_init(&tr->parallel, tr->grid.data, strategy, m->table.total, err,
-                                     sizeof err),
+    if (!all_ok(tr,
+                ts_parallel_init(&tr->parallel, tr->grid.data, strategy, m->table.total, err,
+                                 sizeof err),
                 err))
         return 1;
     bool ok = ts_optimizer_init(&tr->optimizer, &c->optim, tr->parallel.owned_first,
@@ -376,7 +377,8 @@ static int run(trainer *tr, bool resume, const char *resume_from) {
                c->batch, c->model.context, tr->peak_gflops, resume ? "resuming at" : "from",
                tr->step);
     if (tr->rank == 0 && tr->grid.enabled)
-        printf("tensor parallelism: %dx%d p?gemm grid per group of %d ranks, %d groups data-parallel\n",
+        printf("tensor parallelism: %dx%d p?gemm grid per group of %d ranks, %d groups "
+               "data-parallel\n",
                tr->grid.rows, tr->grid.cols, tr->grid.rows * tr->grid.cols, tr->parallel.nranks);
 
     long first_step = tr->step;

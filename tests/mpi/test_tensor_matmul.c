@@ -111,8 +111,8 @@ static void check_grid(int rows, int cols, int block) {
             for (int i = 0; i < 4; i++) {
                 double d = max_rel_diff(pairs[i][1], pairs[i][0]);
                 if (!(d < TOLERANCE))
-                    fail_msg("grid %dx%d block %d ta %d tb %d result %d differs by %g", rows,
-                             cols, block, ta, tb, i, d);
+                    fail_msg("grid %dx%d block %d ta %d tb %d result %d differs by %g", rows, cols,
+                             block, ta, tb, i, d);
                 assert_same_on_group(&g, pairs[i][1]);
             }
             ts_ctx_free(&ctx);
