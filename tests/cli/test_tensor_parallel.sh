@@ -14,14 +14,6 @@ steps=5
 # Width 64 over blocks of 32: every grid row and column holds part of every
 # weight, and the inner dimension spans several SUMMA panels.
 common=(--set train.steps=$steps --set train.eval_batches=1 --set model.width=64)
-arch_args() { # arch_args ARCH: the --set arguments of a tiny model of ARCH
-    case $1 in
-    transformerpp) ;;
-    ebt) echo --set model.arch=ebt --set ebt.preset=s1 --set ebt.step_size=10 --set ebt.step_size_lr_mult=100 ;;
-    free) echo --set model.arch=free ;;
-    nexus) echo --set model.arch=nexus --set nexus.order=2 ;;
-    esac
-}
 ranks_of() { echo $(( ${1%x*} * ${1#*x} )); } # ranks_of PxQ
 
 baseline() { # baseline BUILD ARCH: the 1-rank run without tensor parallelism
