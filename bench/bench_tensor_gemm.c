@@ -1,17 +1,17 @@
 /* The linear layer's GEMM under tensor parallelism (issue 14): the local
  * sgemm (what every rank runs without it) against the distributed op
  * (parallel/tensor_ops.h: this rank's blocks, psgemm on the grid, the result
- * summed back to every rank of the group) at the layer shape x [N, D] W^T,
+ * all-gathered back to every rank of the group) at the layer shape x [N, D] W^T,
  * W [D, D], for D = 256 .. max, on one P x Q grid (all ranks one group).
  *
  *   mpirun -np P*Q build/float/bench/bench_tensor_gemm P Q [N tokens] [max D]
  *
  * Per D: median over a few repetitions (fewer for the largest) of the wall
  * time, the slowest rank counting; the share of the distributed op spent in
- * the MPI_Allreduce of the N x D result, timed alone at the same size; and a
+ * the MPI_Allgather of the N x D result, timed alone at the same size; and a
  * check that the distributed product equals the local one (a relative
  * difference above 1e-4 fails the run). Prints CSV lines
- * "gemm,P,Q,N,D,local_ms,tp_ms,allreduce_ms,speedup" after a header; run by
+ * "gemm,P,Q,N,D,local_ms,tp_ms,allgather_ms,speedup" after a header; run by
  * bench/bench_tensor.sh, which adds the verdict and the model. */
 #include <math.h>
 #include <mpi.h>
@@ -67,10 +67,12 @@ static void run_distributed(void *state) {
     ts_release(l->ctx, mark);
 }
 
-static void run_allreduce(void *state) {
+static void run_allgather(void *state) {
     layer *l = state;
-    if (ts_allreduce_sum(l->grid->group, l->reduce, (long)l->n * l->d) != MPI_SUCCESS) {
-        fprintf(stderr, "bench_tensor_gemm: MPI_Allreduce failed\n");
+    int share = (int)((long)l->n * l->d / (l->grid->rows * l->grid->cols));
+    if (MPI_Allgather(MPI_IN_PLACE, share, TS_MPI_REAL, l->reduce, share, TS_MPI_REAL,
+                      l->grid->group) != MPI_SUCCESS) {
+        fprintf(stderr, "bench_tensor_gemm: MPI_Allgather failed\n");
         MPI_Abort(MPI_COMM_WORLD, 1);
     }
 }
@@ -104,7 +106,7 @@ int main(int argc, char **argv) {
     ts_ctx ctx;
     if (!ts_ctx_init(&ctx, 0)) MPI_Abort(MPI_COMM_WORLD, 1);
     ts_set_grad_enabled(&ctx, false);
-    if (rank == 0) printf("kind,P,Q,N,D,local_ms,tp_ms,allreduce_ms,speedup\n");
+    if (rank == 0) printf("kind,P,Q,N,D,local_ms,tp_ms,allgather_ms,speedup\n");
     int status = 0;
     for (int d = 256; d <= max_d; d *= 2) {
         ts_mark mark = ts_get_mark(&ctx);
@@ -119,7 +121,7 @@ int main(int argc, char **argv) {
         int reps = d >= 2048 ? 3 : 7;
         double local = median_ms(MPI_COMM_WORLD, reps, run_local, &l);
         double tp = median_ms(MPI_COMM_WORLD, reps, run_distributed, &l);
-        double reduce = size > 1 ? median_ms(MPI_COMM_WORLD, reps, run_allreduce, &l) : 0;
+        double reduce = size > 1 ? median_ms(MPI_COMM_WORLD, reps, run_allgather, &l) : 0;
         ts_tensor *check = ts_tensor_matmul(&ctx, &grid, l.x, l.w, false, true);
         double diff = 0, scale = 0;
         for (long i = 0; i < check->numel; i++) {

@@ -1,5 +1,6 @@
 #include "parallel/tensor_ops.h"
 
+#include <limits.h>
 #include <string.h>
 
 #include "parallel/data_parallel.h"
@@ -55,22 +56,62 @@ static int global_index(int i, int nb, int me, int n) {
     return (i / nb * n + me) * nb + i % nb;
 }
 
-/* Copies this rank's blocks between the whole matrix (global, row-major
- * [cols, rows], i.e. column-major rows x cols) and l->data. */
-static void copy_blocks(const ts_tensor_grid *g, local_blocks *l, ts_real *global, bool to_local) {
+/* Copies the blocks process (row, col) holds, local_rows x local_cols
+ * column-major with leading dimension lld in `local`, between there and the
+ * whole matrix of `rows` rows (global, row-major [cols, rows], i.e.
+ * column-major rows x cols). */
+static void copy_blocks_of(const ts_tensor_grid *g, int row, int col, int rows, int local_rows,
+                           int local_cols, int lld, ts_real *local, ts_real *global,
+                           bool to_local) {
     int nb = g->block;
-    for (int lj = 0; lj < l->local_cols; lj++) {
-        long j = global_index(lj, nb, g->my_col, g->cols);
-        for (int li = 0; li < l->local_rows; li += nb) {
-            int i = global_index(li, nb, g->my_row, g->rows);
-            int len = l->local_rows - li < nb ? l->local_rows - li : nb;
-            ts_real *local = l->data + (long)lj * l->lld + li, *whole = global + j * l->rows + i;
+    for (int lj = 0; lj < local_cols; lj++) {
+        long j = global_index(lj, nb, col, g->cols);
+        for (int li = 0; li < local_rows; li += nb) {
+            int i = global_index(li, nb, row, g->rows);
+            int len = local_rows - li < nb ? local_rows - li : nb;
+            ts_real *mine = local + (long)lj * lld + li, *whole = global + j * rows + i;
             if (to_local)
-                memcpy(local, whole, (size_t)len * sizeof *local);
+                memcpy(mine, whole, (size_t)len * sizeof *mine);
             else
-                memcpy(whole, local, (size_t)len * sizeof *local);
+                memcpy(whole, mine, (size_t)len * sizeof *mine);
         }
     }
+}
+
+/* This rank's blocks of l from (to_local) or into the whole matrix. */
+static void copy_blocks(const ts_tensor_grid *g, local_blocks *l, ts_real *global, bool to_local) {
+    copy_blocks_of(g, g->my_row, g->my_col, l->rows, l->local_rows, l->local_cols, l->lld, l->data,
+                   global, to_local);
+}
+
+/* Every rank's blocks of the result to every rank of the group (one
+ * all-gather), assembled into the whole matrix `whole` on each. */
+static void gather_result(ts_ctx *ctx, ts_tensor_grid *g, const local_blocks *l, ts_real *whole) {
+    int n = g->rows * g->cols;
+    if ((long)l->rows * l->cols > INT_MAX)
+        ts_fail(ctx, "tensor_matmul", "a %d x %d result exceeds one all-gather's int count",
+                l->rows, l->cols);
+    int *counts = ts_alloc(ctx, 2 * (size_t)n * sizeof *counts), *displs = counts + n;
+    int *extent = ts_alloc(ctx, 2 * (size_t)n * sizeof *extent); /* local rows, cols */
+    int total = 0;
+    for (int r = 0; r < n; r++) {
+        extent[2 * r] = ts_tensor_local_extent(l->rows, g->block, r / g->cols, g->rows);
+        extent[2 * r + 1] = ts_tensor_local_extent(l->cols, g->block, r % g->cols, g->cols);
+        counts[r] = extent[2 * r] * extent[2 * r + 1];
+        displs[r] = total;
+        total += counts[r];
+    }
+    /* Our blocks are contiguous (lld = local rows whenever there are any). */
+    ts_real *all = ts_alloc(ctx, (size_t)(total > 1 ? total : 1) * sizeof *all);
+    if (MPI_Allgatherv(l->data, counts[g->group_rank], TS_MPI_REAL, all, counts, displs,
+                       TS_MPI_REAL, g->group) != MPI_SUCCESS)
+        ts_fail(ctx, "tensor_matmul", "gathering the %d x %d result over the %dx%d grid failed",
+                l->cols, l->rows, g->rows, g->cols);
+    for (int r = 0; r < n; r++)
+        copy_blocks_of(g, r / g->cols, r % g->cols, l->rows, extent[2 * r], extent[2 * r + 1],
+                       extent[2 * r] > 1 ? extent[2 * r] : 1, all + displs[r], whole, false);
+    /* what a ring all-gather sends per rank */
+    g->bytes_sent += (double)total * sizeof(ts_real) * (n - 1) / n;
 }
 
 static void tensor_matmul_backward(ts_ctx *ctx, ts_node *node, ts_tensor *g, const bool *needs,
@@ -118,17 +159,10 @@ ts_tensor *ts_tensor_matmul(ts_ctx *ctx, ts_tensor_grid *grid, ts_tensor *a, ts_
                      lb.desc, la.data, &one, &one, la.desc, &beta, lc.data, &one, &one, lc.desc);
         else
             memset(lc.data, 0, (size_t)lc.lld * lc.local_cols * sizeof *lc.data);
-        memset(out->data, 0, (size_t)out->numel * sizeof *out->data);
-        copy_blocks(grid, &lc, out->data, false);
-        if (group_size > 1) {
-            if (ts_allreduce_sum(grid->group, out->data, out->numel) != MPI_SUCCESS)
-                ts_fail(ctx, "tensor_matmul",
-                        "summing the %d x %d result over the %dx%d grid failed", m, n, grid->rows,
-                        grid->cols);
-            /* what a ring all-reduce sends per rank, as the strategies count it */
-            grid->bytes_sent +=
-                2.0 * (double)out->numel * sizeof(ts_real) * (group_size - 1) / group_size;
-        }
+        if (group_size > 1)
+            gather_result(ctx, grid, &lc, out->data);
+        else
+            copy_blocks(grid, &lc, out->data, false);
     }
     ts_node *node =
         ts_record(ctx, "tensor_matmul", tensor_matmul_backward, out, 2, (ts_tensor *[]){a, b});

@@ -7,8 +7,8 @@
  * taking its blocks (about 1/(PQ) of each matrix) from its replicated copy
  * without communication, the product is one ScaLAPACK p?gemm (SUMMA:
  * broadcasts of panels along process rows and columns), and the result's
- * blocks are summed over the group (each element lives on exactly one rank,
- * so the sum is exact) to be whole again on every rank.
+ * blocks are all-gathered over the group (each rank reassembles the whole
+ * result from every rank's blocks) to be whole again on every rank.
  *
  * The backward rules are again these ops, so gradients of any order are
  * distributed GEMMs too (EBT's second-order training). Every rank of a
