@@ -185,6 +185,27 @@ static void test_grid_must_divide_ranks(void **state) {
     ts_tensor_grid_free(&g);
 }
 
+/* parallel.tensor_grid: off, PxQ, or malformed (rows -1). */
+static void test_grid_key(void **state) {
+    (void)state;
+    static const struct {
+        const char *text;
+        bool enabled;
+        int rows, cols;
+    } cases[] = {{"off", false, 0, 0},    {"2x3", true, 2, 3},    {"1X1", true, 1, 1},
+                 {"0x2", false, -1, 0},   {"2x", false, -1, 0},   {"x2", false, -1, 0},
+                 {"2x2x", false, -1, 0},  {"2by2", false, -1, 0}, {"", false, -1, 0},
+                 {"4097x1", false, -1, 0}};
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        ts_parallel_config c = {.strategy = "ddp"};
+        snprintf(c.tensor_grid, sizeof c.tensor_grid, "%s", cases[i].text);
+        int rows = 99, cols = 99;
+        bool enabled = ts_parallel_tensor_grid(&c, &rows, &cols);
+        if (enabled != cases[i].enabled || rows != cases[i].rows || cols != cases[i].cols)
+            fail_msg("'%s' gave %d, %d x %d", cases[i].text, enabled, rows, cols);
+    }
+}
+
 static int setup(void **state) {
     (void)state;
     MPI_Comm_rank(MPI_COMM_WORLD, &rank);
@@ -198,6 +219,7 @@ int main(int argc, char **argv) {
         cmocka_unit_test(test_linear_matches_local),
         cmocka_unit_test(test_counting_books_this_ranks_share),
         cmocka_unit_test(test_grid_must_divide_ranks),
+        cmocka_unit_test(test_grid_key),
     };
     return ts_mpi_cmocka_main(argc, argv, "test_tensor_matmul", tests,
                               sizeof tests / sizeof tests[0], setup, NULL);
