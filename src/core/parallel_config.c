@@ -1,6 +1,7 @@
 #include "core/parallel_config.h"
 
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 static const ts_config_key keys[] = {
@@ -12,7 +13,30 @@ static const ts_config_key keys[] = {
                          "bytes of parameters, gradients, moments and activations one rank may "
                          "hold; a run that would not fit stops before allocating (0: no limit)",
                          false),
+    TS_CONFIG_STRING_KEY(ts_parallel_config, "tensor_grid", tensor_grid, "off",
+                         "off, or PxQ: every linear layer's GEMMs run as ScaLAPACK p?gemm on a P x "
+                         "Q BLACS grid of each group of P*Q ranks, data parallelism across groups "
+                         "(docs/parallelism.md)",
+                         false),
 };
+
+enum { MAX_GRID_SIDE = 4096 };
+
+bool ts_parallel_tensor_grid(const ts_parallel_config *p, int *rows, int *cols) {
+    *rows = *cols = 0;
+    if (!strcmp(p->tensor_grid, "off")) return false;
+    const char *s = p->tensor_grid;
+    char *end;
+    long r = strtol(s, &end, 10);
+    if (end == s || (*end != 'x' && *end != 'X')) return *rows = -1, false;
+    s = end + 1;
+    long c = strtol(s, &end, 10);
+    if (end == s || *end || r < 1 || c < 1 || r > MAX_GRID_SIDE || c > MAX_GRID_SIDE)
+        return *rows = -1, false;
+    *rows = (int)r;
+    *cols = (int)c;
+    return true;
+}
 
 static bool resolve(void *fields, const bool *explicit_keys, char *err, size_t errlen) {
     (void)explicit_keys;
@@ -29,6 +53,14 @@ static bool resolve(void *fields, const bool *explicit_keys, char *err, size_t e
     if (!(p->memory_limit >= 0)) {
         snprintf(err, errlen, "parallel.memory_limit must be 0 (none) or a number of bytes, got %g",
                  p->memory_limit);
+        return false;
+    }
+    int rows, cols;
+    if (!ts_parallel_tensor_grid(p, &rows, &cols) && rows < 0) {
+        snprintf(err, errlen,
+                 "parallel.tensor_grid: '%s' is neither off nor PxQ with 1 <= P, Q <= %d "
+                 "(e.g. 2x2)",
+                 p->tensor_grid, MAX_GRID_SIDE);
         return false;
     }
     return true;

@@ -8,7 +8,13 @@
 typedef struct ts_parallel_config {
     char strategy[16];   /* "ddp", "zero1", "zero2" or "zero3" */
     double memory_limit; /* bytes of training state one rank may hold; 0: no limit */
+    char tensor_grid[16]; /* "off", or "PxQ": tensor parallelism on a P x Q process grid */
 } ts_parallel_config;
+
+/* "PxQ" (P, Q >= 1) -> *rows = P, *cols = Q; "off" -> false with both 0.
+ * False as well for anything else, with *rows = -1 (parallel.tensor_grid is
+ * validated with the configuration, so callers after that see only the two). */
+bool ts_parallel_tensor_grid(const ts_parallel_config *p, int *rows, int *cols);
 
 extern const ts_config_section ts_parallel_config_section;
 

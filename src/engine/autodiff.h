@@ -31,9 +31,16 @@ struct ts_node {
     double fattr[2];
     const int32_t *index;     /* token ids, targets or positions (arena copy) */
     long index_len;
+    /* State of an op defined outside the engine (e.g. the process grid of a
+     * distributed GEMM in parallel/): such an op computes its output, calls
+     * ts_record with its own backward rule and keeps what that rule needs
+     * here. The engine never reads it. */
+    void *user;
 };
 
-/* Called by ops after computing `out`: records a node if recording is on and
+/* Called by ops after computing `out` (the engine's own and any defined
+ * elsewhere, whose backward rules are again built from ops so that they can
+ * be differentiated in turn): records a node if recording is on and
  * any input requires a gradient. Returns the node (NULL if not recorded) so the
  * op can store attributes. */
 ts_node *ts_record(ts_ctx *ctx, const char *op, ts_backward_fn backward, ts_tensor *out, int n_in,

@@ -34,10 +34,6 @@ struct ebt_context {
     ebt_observed *observed; /* one per landscape */
 };
 
-static ts_tensor *linear(ts_ctx *ctx, ts_tensor *x, ts_tensor *w) {
-    return ts_matmul(ctx, x, w, false, true);
-}
-
 int ebt_landscapes(const ts_model_config *c) {
     return c->ebt.landscapes > 0 ? c->ebt.landscapes : c->ebt.steps;
 }
@@ -79,8 +75,9 @@ ebt_context *ebt_context_new(ts_model *model, ts_ctx *ctx, const int32_t *inputs
 static void project_keys_values(ts_ctx *ctx, const tpp_block_params *p, ts_tensor *u,
                                 const tpp_attention_input *in, ts_tensor **keys,
                                 ts_tensor **values) {
-    *keys = tpp_split_heads(ctx, linear(ctx, u, p->wk), in->n_heads, in->positions, in->rope_theta);
-    *values = tpp_split_heads(ctx, linear(ctx, u, p->wv), in->n_heads, NULL, 0);
+    *keys = tpp_split_heads(ctx, tpp_linear(ctx, p, u, p->wk), in->n_heads, in->positions,
+                            in->rope_theta);
+    *values = tpp_split_heads(ctx, tpp_linear(ctx, p, u, p->wv), in->n_heads, NULL, 0);
 }
 
 /* Causal self-attention of the observed stream, keeping keys and values. */
@@ -88,12 +85,12 @@ static ts_tensor *observed_attention(ts_ctx *ctx, const tpp_block_params *p, ts_
                                      ts_tensor *kv_in, const tpp_attention_input *in) {
     ebt_observed *obs = in->attention_user;
     int dh = q_in->shape[2] / in->n_heads;
-    ts_tensor *q =
-        tpp_split_heads(ctx, linear(ctx, q_in, p->wq), in->n_heads, in->positions, in->rope_theta);
+    ts_tensor *q = tpp_split_heads(ctx, tpp_linear(ctx, p, q_in, p->wq), in->n_heads, in->positions,
+                                   in->rope_theta);
     project_keys_values(ctx, p, kv_in, in, &obs->keys[in->layer], &obs->values[in->layer]);
     ts_tensor *a = ts_attention(ctx, q, obs->keys[in->layer], obs->values[in->layer], in->mask,
                                 1.0 / sqrt((double)dh));
-    return linear(ctx, tpp_merge_heads(ctx, a), p->wo);
+    return tpp_linear(ctx, p, tpp_merge_heads(ctx, a), p->wo);
 }
 
 /* Row r: softmax over [q_r k_obs_0 .. q_r k_obs_{L}, q_r k_r] under the
@@ -102,8 +99,8 @@ static ts_tensor *prediction_attention(ts_ctx *ctx, const tpp_block_params *p, t
                                        ts_tensor *kv_in, const tpp_attention_input *in) {
     const ebt_observed *obs = in->attention_user;
     int seq = q_in->shape[1], dh = q_in->shape[2] / in->n_heads;
-    ts_tensor *q =
-        tpp_split_heads(ctx, linear(ctx, q_in, p->wq), in->n_heads, in->positions, in->rope_theta);
+    ts_tensor *q = tpp_split_heads(ctx, tpp_linear(ctx, p, q_in, p->wq), in->n_heads, in->positions,
+                                   in->rope_theta);
     ts_tensor *k, *v;
     project_keys_values(ctx, p, kv_in, in, &k, &v);
     q = ts_scale(ctx, q, 1.0 / sqrt((double)dh));
@@ -115,7 +112,7 @@ static ts_tensor *prediction_attention(ts_ctx *ctx, const tpp_block_params *p, t
         ctx,
         ts_matmul(ctx, ts_slice(ctx, probs, 3, 0, seq + 1), obs->values[in->layer], false, false),
         ts_mul(ctx, ts_slice(ctx, probs, 3, seq + 1, 1), v));
-    return linear(ctx, tpp_merge_heads(ctx, mixed), p->wo);
+    return tpp_linear(ctx, p, tpp_merge_heads(ctx, mixed), p->wo);
 }
 
 static tpp_attention_input attention_input(const ebt_context *e) {
@@ -165,7 +162,7 @@ ts_tensor *ebt_energy(ts_ctx *ctx, ebt_context *e, ts_tensor *p, int landscape) 
         ts_fail(ctx, "ebt", "predictions %s are not [%d, %d, %d]", ts_shape_str(p, shape, 64),
                 e->batch, e->seq, c->vocab_size);
     ebt_context_observe(ctx, e, landscape);
-    ts_tensor *x = linear(ctx, p, ts_model_param(model, "vocab_to_embed"));
+    ts_tensor *x = ts_linear(ctx, &model->linear, p, ts_model_param(model, "vocab_to_embed"));
     tpp_attention_input in = attention_input(e);
     in.mask = e->pred_mask;
     in.positions = e->positions_pred;
@@ -177,6 +174,6 @@ ts_tensor *ebt_energy(ts_ctx *ctx, ebt_context *e, ts_tensor *p, int landscape) 
         x = tpp_block_forward(ctx, &block, x, &in);
     }
     x = ts_rmsnorm(ctx, x, ts_model_param(model, "final_norm"), c->norm_eps);
-    ts_tensor *energy = linear(ctx, x, ts_model_param(model, "energy_head"));
+    ts_tensor *energy = ts_linear(ctx, &model->linear, x, ts_model_param(model, "energy_head"));
     return ts_reshape(ctx, energy, TS_SHAPE(e->batch, e->seq));
 }

@@ -48,6 +48,7 @@ static tpp_block_params encoder_block(const ts_model *m) {
         .w1 = ts_model_param(m, "encoder.mlp.w1"),
         .w3 = ts_model_param(m, "encoder.mlp.w3"),
         .w2 = ts_model_param(m, "encoder.mlp.w2"),
+        .linear = &m->linear,
     };
 }
 
@@ -117,7 +118,7 @@ ts_tensor *free_encoder_logits(ts_model *model, ts_ctx *ctx, ts_tensor *x) {
     tpp_block_params block = encoder_block(model);
     ts_tensor *y = tpp_block_forward(ctx, &block, queries, &in);
     y = ts_rmsnorm(ctx, y, ts_model_param(model, "encoder.out_norm"), c->norm_eps);
-    ts_tensor *logits = ts_matmul(ctx, y, ts_model_param(model, "encoder.readout"), false, true);
+    ts_tensor *logits = ts_linear(ctx, &model->linear, y, ts_model_param(model, "encoder.readout"));
     return ts_reshape(ctx, logits, TS_SHAPE(batch * seq, c->free.latent_bits));
 }
 
@@ -159,7 +160,7 @@ ts_tensor *free_second_half(ts_model *model, ts_ctx *ctx, ts_tensor *x, ts_tenso
         x = tpp_block_forward(ctx, &block, x, &in);
     }
     x = ts_rmsnorm(ctx, x, ts_model_param(model, "final_norm"), c->norm_eps);
-    return ts_matmul(ctx, x, ts_model_param(model, "head"), false, true);
+    return ts_linear(ctx, &model->linear, x, ts_model_param(model, "head"));
 }
 
 /* ---------------------------------------------------------------- losses */

@@ -11,6 +11,7 @@
 #include "engine/engine.h"
 #include "core/saved_state.h"
 #include "core/param_table.h"
+#include "models/linear.h"
 
 typedef enum ts_mode { TS_MODE_TRAIN, TS_MODE_EVAL } ts_mode;
 
@@ -76,6 +77,7 @@ struct ts_model {
     ts_tensor **tensors;  /* one leaf per table entry, bound by ts_model_bind */
     void *arch;           /* architecture-specific state */
     bool counting_only;   /* ts_model_create_counting: no buffers; bind to a counting context */
+    ts_linear_hook linear; /* how the blocks' linear layers and the head run (zero: locally) */
 };
 
 /* Builds the architecture named in config->arch with zeroed buffers.

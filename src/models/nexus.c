@@ -38,10 +38,6 @@ int nexus_order_for_mode(const ts_nexus_config *config, ts_mode mode, char *err,
     return config->infer_order;
 }
 
-static ts_tensor *linear(ts_ctx *ctx, ts_tensor *x, ts_tensor *w) {
-    return ts_matmul(ctx, x, w, false, true);
-}
-
 /* W_Q and W_K that turn H_{level-1} into Q_level and K_level. */
 static void level_projections(const nexus_attention_user *user, const tpp_block_params *p,
                               int layer, int level, ts_tensor **wq, ts_tensor **wk) {
@@ -84,9 +80,9 @@ ts_tensor *nexus_attention(ts_ctx *ctx, const tpp_block_params *p, ts_tensor *q_
     double scale = 1.0 / sqrt((double)(d / in->n_heads));
     /* Q_j and K_j stay in [B, T, D] unrotated between levels; RoPE is applied
      * where they meet a score matrix. V is computed once and never changes. */
-    ts_tensor *q_level = linear(ctx, q_in, p->wq);
-    ts_tensor *k_level = linear(ctx, kv_in, p->wk);
-    ts_tensor *v = tpp_split_heads(ctx, linear(ctx, kv_in, p->wv), in->n_heads, NULL, 0);
+    ts_tensor *q_level = tpp_linear(ctx, p, q_in, p->wq);
+    ts_tensor *k_level = tpp_linear(ctx, p, kv_in, p->wk);
+    ts_tensor *v = tpp_split_heads(ctx, tpp_linear(ctx, p, kv_in, p->wv), in->n_heads, NULL, 0);
     for (int level = 1; level < user->order; level++) {
         if (state->variant == NEXUS_SELFREFINE) {
             q_level = self_refine(ctx, q_level, in, scale);
@@ -98,14 +94,14 @@ ts_tensor *nexus_attention(ts_ctx *ctx, const tpp_block_params *p, ts_tensor *q_
         ts_tensor *h = tpp_merge_heads(ctx, ts_attention(ctx, q, k, v, in->mask, scale));
         ts_tensor *wq, *wk;
         level_projections(user, p, in->layer, level + 1, &wq, &wk);
-        q_level = linear(ctx, h, wq);
-        k_level = linear(ctx, h, wk);
+        q_level = tpp_linear(ctx, p, h, wq);
+        k_level = tpp_linear(ctx, p, h, wk);
     }
     /* The outer attention, operation for operation tpp_multihead_attention's. */
     ts_tensor *q = tpp_split_heads(ctx, q_level, in->n_heads, in->positions, in->rope_theta);
     ts_tensor *k = tpp_split_heads(ctx, k_level, in->n_heads, in->positions, in->rope_theta);
     ts_tensor *a = ts_attention(ctx, q, k, v, in->mask, scale);
-    return linear(ctx, tpp_merge_heads(ctx, a), p->wo);
+    return tpp_linear(ctx, p, tpp_merge_heads(ctx, a), p->wo);
 }
 
 ts_tensor *nexus_logits(ts_model *model, ts_ctx *ctx, const int32_t *inputs, int batch, int seq,

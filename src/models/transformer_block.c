@@ -2,8 +2,8 @@
 
 #include <math.h>
 
-static ts_tensor *linear(ts_ctx *ctx, ts_tensor *x, ts_tensor *w) {
-    return ts_matmul(ctx, x, w, false, true);
+ts_tensor *tpp_linear(ts_ctx *ctx, const tpp_block_params *p, ts_tensor *x, ts_tensor *w) {
+    return ts_linear(ctx, p->linear, x, w);
 }
 
 /* [B, T, D] -> [B, H, T, dh], with RoPE applied when positions are given. */
@@ -26,18 +26,18 @@ ts_tensor *tpp_multihead_attention(ts_ctx *ctx, const tpp_block_params *p, ts_te
     int d = q_in->shape[2];
     if (d % in->n_heads)
         ts_fail(ctx, "attention", "width %d is not a multiple of %d heads", d, in->n_heads);
-    ts_tensor *q = tpp_split_heads(ctx, linear(ctx, q_in, p->wq), in->n_heads, in->positions,
+    ts_tensor *q = tpp_split_heads(ctx, tpp_linear(ctx, p, q_in, p->wq), in->n_heads, in->positions,
                                    in->rope_theta);
-    ts_tensor *k = tpp_split_heads(ctx, linear(ctx, kv_in, p->wk), in->n_heads, in->positions,
+    ts_tensor *k = tpp_split_heads(ctx, tpp_linear(ctx, p, kv_in, p->wk), in->n_heads, in->positions,
                                    in->rope_theta);
-    ts_tensor *v = tpp_split_heads(ctx, linear(ctx, kv_in, p->wv), in->n_heads, NULL, 0);
+    ts_tensor *v = tpp_split_heads(ctx, tpp_linear(ctx, p, kv_in, p->wv), in->n_heads, NULL, 0);
     ts_tensor *a = ts_attention(ctx, q, k, v, in->mask, 1.0 / sqrt((double)(d / in->n_heads)));
-    return linear(ctx, tpp_merge_heads(ctx, a), p->wo);
+    return tpp_linear(ctx, p, tpp_merge_heads(ctx, a), p->wo);
 }
 
 ts_tensor *tpp_swiglu(ts_ctx *ctx, const tpp_block_params *p, ts_tensor *h) {
-    ts_tensor *gate = ts_silu(ctx, linear(ctx, h, p->w1));
-    return linear(ctx, ts_mul(ctx, gate, linear(ctx, h, p->w3)), p->w2);
+    ts_tensor *gate = ts_silu(ctx, tpp_linear(ctx, p, h, p->w1));
+    return tpp_linear(ctx, p, ts_mul(ctx, gate, tpp_linear(ctx, p, h, p->w3)), p->w2);
 }
 
 ts_tensor *tpp_block_forward(ts_ctx *ctx, const tpp_block_params *p, ts_tensor *x,

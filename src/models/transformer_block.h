@@ -8,6 +8,7 @@
 #define TS_TRANSFORMER_BLOCK_H
 
 #include "engine/engine.h"
+#include "models/linear.h"
 
 typedef struct tpp_block_params {
     ts_tensor *attn_norm;          /* [D] */
@@ -15,6 +16,7 @@ typedef struct tpp_block_params {
     ts_tensor *mlp_norm;           /* [D] */
     ts_tensor *w1, *w3;            /* [F, D] */
     ts_tensor *w2;                 /* [D, F] */
+    const ts_linear_hook *linear;  /* how the linear layers run (NULL: locally) */
 } tpp_block_params;
 
 typedef struct tpp_attention_input tpp_attention_input;
@@ -54,6 +56,9 @@ ts_tensor *tpp_split_heads(ts_ctx *ctx, ts_tensor *x, int n_heads, const int32_t
                            double theta);
 /* [B, H, T, dh] -> [B, T, D] */
 ts_tensor *tpp_merge_heads(ts_ctx *ctx, ts_tensor *x);
+
+/* The block's linear layer x W^T, through p->linear. */
+ts_tensor *tpp_linear(ts_ctx *ctx, const tpp_block_params *p, ts_tensor *x, ts_tensor *w);
 
 /* SwiGLU feed-forward sublayer (without the residual) of normalised input h. */
 ts_tensor *tpp_swiglu(ts_ctx *ctx, const tpp_block_params *p, ts_tensor *h);

@@ -48,6 +48,7 @@ tpp_block_params tpp_block(const ts_model *model, int i) {
         .w1 = BLOCK_PARAM("layers.%d.mlp.w1"),
         .w3 = BLOCK_PARAM("layers.%d.mlp.w3"),
         .w2 = BLOCK_PARAM("layers.%d.mlp.w2"),
+        .linear = &model->linear,
     };
 #undef BLOCK_PARAM
     return p;
@@ -62,7 +63,7 @@ ts_tensor *tpp_logits_from_embeddings(ts_model *model, ts_ctx *ctx, ts_tensor *x
         x = tpp_block_forward(ctx, &block, x, &in);
     }
     x = ts_rmsnorm(ctx, x, ts_model_param(model, "final_norm"), model->config.norm_eps);
-    return ts_matmul(ctx, x, ts_model_param(model, "head"), false, true);
+    return ts_linear(ctx, &model->linear, x, ts_model_param(model, "head"));
 }
 
 void tpp_split_batch(ts_ctx *ctx, const ts_batch *batch, int32_t **inputs, int32_t **targets) {

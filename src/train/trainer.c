@@ -11,6 +11,8 @@
 #include "io/token_file.h"
 #include "parallel/data_parallel.h"
 #include "parallel/strategy.h"
+#include "parallel/tensor_grid.h"
+#include "parallel/tensor_ops.h"
 #include "train/batches.h"
 #include "train/evaluate.h"
 #include "train/machine_peak.h"
@@ -36,6 +38,7 @@ typedef struct trainer {
     ts_model *model;
     ts_optimizer optimizer;
     ts_parallel parallel;  /* how ranks share gradients, moments and parameters */
+    ts_tensor_grid grid;   /* tensor parallelism: parallel runs over grid.data */
     ts_ctx ctx;
     ts_token_file train;
     bool train_open;
@@ -142,6 +145,7 @@ static void close_all(trainer *tr) {
     ts_run_state_close(&tr->state);
     ts_optimizer_free(&tr->optimizer);
     ts_parallel_free(&tr->parallel);
+    ts_tensor_grid_free(&tr->grid);
     ts_model_destroy(tr->model);
     ts_ctx_free(&tr->ctx);
     free(tr->offsets);
@@ -201,7 +205,7 @@ static bool train_step(trainer *tr, double *loss_out, double *stats_out, double 
     }
     ts_watchdog_note(&tr->watchdog, "the gradient reduction (a collective)");
     if (ts_parallel_reduce_gradients(par, m->grads) != MPI_SUCCESS ||
-        ts_allreduce_sum_double(tr->comm, sums, 1 + n_stats) != MPI_SUCCESS) {
+        ts_allreduce_sum_double(par->comm, sums, 1 + n_stats) != MPI_SUCCESS) {
         snprintf(err, errlen, "reducing the gradients (%s) failed at step %ld",
                  ts_parallel_strategy_name(par->strategy), tr->step);
         return false;
@@ -267,7 +271,8 @@ static ts_memory_record measure_memory(trainer *tr, long steps_run) {
                            sizeof(ts_real),
         .activations_bytes = (double)tr->ctx.arena.high_water,
         .communicated_bytes_per_step =
-            steps_run > 0 ? tr->parallel.bytes_sent / (double)steps_run : 0};
+            steps_run > 0 ? (tr->parallel.bytes_sent + tr->grid.bytes_sent) / (double)steps_run
+                          : 0};
     MPI_Allreduce(MPI_IN_PLACE, &r, (int)(sizeof r / sizeof(double)), MPI_DOUBLE, MPI_MAX,
                   tr->comm);
     return r;
@@ -279,10 +284,10 @@ static bool evaluate_all(trainer *tr, char *err, size_t errlen) {
     for (int i = 0; i < tr->n_evals; i++) {
         ts_eval_result r;
         long micro = c->batch / c->accum;
-        long per_rank = (micro + tr->nranks - 1) / tr->nranks;
-        if (!ts_evaluate(tr->comm, tr->model, &tr->ctx, &tr->evals[i].tokens, TS_SPLIT_VALIDATION,
-                         c->model.context, c->align, c->eval_batches * c->batch, per_rank,
-                         (uint64_t)c->seed, &r, err, errlen))
+        long per_rank = (micro + tr->parallel.nranks - 1) / tr->parallel.nranks;
+        if (!ts_evaluate(tr->parallel.comm, tr->model, &tr->ctx, &tr->evals[i].tokens,
+                         TS_SPLIT_VALIDATION, c->model.context, c->align,
+                         c->eval_batches * c->batch, per_rank, (uint64_t)c->seed, &r, err, errlen))
             return false;
         if (tr->rank == 0)
             printf("eval  step %ld | %-12s | loss %.4f | ppl %.3f | %ld tokens\n", tr->step,
@@ -343,13 +348,21 @@ static int run(trainer *tr, bool resume, const char *resume_from) {
     if (!all_ok(tr, tr->model != NULL, err)) return 1;
     ts_model *m = tr->model;
     ts_parallel_strategy strategy = strategy_of(c);
-    if (!all_ok(tr, ts_parallel_init(&tr->parallel, tr->comm, strategy, m->table.total, err,
-                                     sizeof err),
+    /* Under tensor parallelism the strategy shares batches and gradients
+     * across the groups, over grid.data (the whole job otherwise). */
+    if (!all_ok(tr, ts_tensor_grid_from_config(&tr->grid, tr->comm, &c->parallel, err, sizeof err),
+                err))
+        return 1;
+    ts_tensor_parallel_attach(m, &tr->grid);
+    if (!all_ok(tr,
+                ts_parallel_init(&tr->parallel, tr->grid.data, strategy, m->table.total, err,
+                                 sizeof err),
                 err))
         return 1;
     bool ok = ts_optimizer_init(&tr->optimizer, &c->optim, tr->parallel.owned_first,
                                 tr->parallel.owned_count, strategy != TS_DDP);
-    long micro = c->batch / c->accum, max_local = (micro + tr->nranks - 1) / tr->nranks;
+    long micro = c->batch / c->accum;
+    long max_local = (micro + tr->parallel.nranks - 1) / tr->parallel.nranks;
     tr->offsets = malloc((size_t)max_local * sizeof *tr->offsets);
     tr->tokens = malloc((size_t)max_local * (c->model.context + 1) * sizeof *tr->tokens);
     ok = ok && tr->offsets && tr->tokens;
@@ -381,6 +394,10 @@ static int run(trainer *tr, bool resume, const char *resume_from) {
                c->batch, c->model.context, tr->peak_gflops, resume ? "resuming at" : "from",
                tr->step);
     ts_mllog_run_start(&tr->mllog, c, &tr->state.provenance, tr->step);
+    if (tr->rank == 0 && tr->grid.enabled)
+        printf("tensor parallelism: %dx%d p?gemm grid per group of %d ranks, %d groups "
+               "data-parallel\n",
+               tr->grid.rows, tr->grid.cols, tr->grid.rows * tr->grid.cols, tr->parallel.nranks);
 
     long first_step = tr->step;
     double t_start = MPI_Wtime(), t_window = t_start, t_checkpoint = t_start;
@@ -513,6 +530,7 @@ int ts_train(MPI_Comm comm, const ts_run_config *config, bool resume) {
 int ts_train_resume_from(MPI_Comm comm, const ts_run_config *config, bool resume,
                          const char *checkpoint) {
     trainer tr = {.comm = comm, .config = *config};
+    ts_tensor_grid_disabled(&tr.grid, comm);
     MPI_Comm_rank(comm, &tr.rank);
     MPI_Comm_size(comm, &tr.nranks);
     if (!ts_ctx_init(&tr.ctx, 0)) {

@@ -59,6 +59,17 @@ tiny_campaign() { # tiny_campaign OUT.ini NAME [EXTRA_LINE ...]
         >"$out"
 }
 
+# The --set arguments that make tiny_train's model one of ARCH (for the
+# scripts that run every architecture).
+arch_args() { # arch_args ARCH
+    case $1 in
+    transformerpp) ;;
+    ebt) echo --set model.arch=ebt --set ebt.preset=s1 --set ebt.step_size=10 --set ebt.step_size_lr_mult=100 ;;
+    free) echo --set model.arch=free ;;
+    nexus) echo --set model.arch=nexus --set nexus.order=2 ;;
+    esac
+}
+
 # A tiny model that trains in seconds; extra --set arguments follow.
 tiny_train() { # tiny_train NP BINARY RUN_DIR [-x ENV_VAR ...] [--set k=v ...] [--resume]
     local np=$1 program=$2 dir=$3

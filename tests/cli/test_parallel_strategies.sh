@@ -14,14 +14,6 @@ make_license_corpus "$tmp/corpus.h5"
 
 steps=5
 common=(--set train.steps=$steps --set train.accum=2 --set train.eval_batches=1 --set train.eval_every=2)
-arch_args() { # arch_args ARCH: the --set arguments of a tiny model of ARCH
-    case $1 in
-    transformerpp) ;;
-    ebt) echo --set model.arch=ebt --set ebt.preset=s1 --set ebt.step_size=10 --set ebt.step_size_lr_mult=100 ;;
-    free) echo --set model.arch=free ;;
-    nexus) echo --set model.arch=nexus --set nexus.order=2 ;;
-    esac
-}
 
 compare() { # compare BUILD NP ARCH TOLERANCE
     local build=$1 np=$2 arch=$3 tol=$4 program=$repo/build/$1/thinkscale

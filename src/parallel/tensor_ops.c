@@ -1,0 +1,193 @@
+#include "parallel/tensor_ops.h"
+
+#include <limits.h>
+#include <string.h>
+
+#include "parallel/data_parallel.h"
+
+/* PBLAS and the ScaLAPACK tools (Fortran calling convention; no header ships
+ * with Debian's libscalapack-openmpi). */
+void psgemm_(const char *transa, const char *transb, const int *m, const int *n, const int *k,
+             const float *alpha, const float *a, const int *ia, const int *ja, const int *desca,
+             const float *b, const int *ib, const int *jb, const int *descb, const float *beta,
+             float *c, const int *ic, const int *jc, const int *descc);
+void pdgemm_(const char *transa, const char *transb, const int *m, const int *n, const int *k,
+             const double *alpha, const double *a, const int *ia, const int *ja, const int *desca,
+             const double *b, const int *ib, const int *jb, const int *descb, const double *beta,
+             double *c, const int *ic, const int *jc, const int *descc);
+void descinit_(int *desc, const int *m, const int *n, const int *mb, const int *nb,
+               const int *irsrc, const int *icsrc, const int *context, const int *lld, int *info);
+
+#ifdef TS_DOUBLE
+#define ts_pgemm pdgemm_
+#else
+#define ts_pgemm psgemm_
+#endif
+
+/* ScaLAPACK matrices are column-major: the row-major array [rows, cols] we
+ * hold is, read column-major, the matrix of cols rows and rows columns. This
+ * rank's blocks of such a matrix: */
+typedef struct local_blocks {
+    int rows, cols; /* of the column-major global matrix */
+    int local_rows, local_cols, lld;
+    ts_real *data; /* column-major, lld x local_cols */
+    int desc[9];
+} local_blocks;
+
+static void describe(ts_ctx *ctx, const ts_tensor_grid *g, int rows, int cols, local_blocks *l) {
+    l->rows = rows;
+    l->cols = cols;
+    l->local_rows = ts_tensor_local_extent(rows, g->block, g->my_row, g->rows);
+    l->local_cols = ts_tensor_local_extent(cols, g->block, g->my_col, g->cols);
+    l->lld = l->local_rows > 1 ? l->local_rows : 1;
+    long n = (long)l->lld * l->local_cols;
+    l->data = ts_alloc(ctx, (size_t)(n > 1 ? n : 1) * sizeof(ts_real));
+    int zero = 0, info = 0;
+    descinit_(l->desc, &rows, &cols, &g->block, &g->block, &zero, &zero, &g->blacs_context, &l->lld,
+              &info);
+    if (info != 0)
+        ts_fail(ctx, "tensor_matmul", "descinit_ rejected a %d x %d matrix (info %d)", rows, cols,
+                info);
+}
+
+/* Global index of local index i of a side split into blocks of nb over n
+ * processes, on process me (distribution starting at process 0). */
+static int global_index(int i, int nb, int me, int n) {
+    return (i / nb * n + me) * nb + i % nb;
+}
+
+/* Copies the blocks process (row, col) holds, local_rows x local_cols
+ * column-major with leading dimension lld in `local`, between there and the
+ * whole matrix of `rows` rows (global, row-major [cols, rows], i.e.
+ * column-major rows x cols). */
+static void copy_blocks_of(const ts_tensor_grid *g, int row, int col, int rows, int local_rows,
+                           int local_cols, int lld, ts_real *local, ts_real *global,
+                           bool to_local) {
+    int nb = g->block;
+    for (int lj = 0; lj < local_cols; lj++) {
+        long j = global_index(lj, nb, col, g->cols);
+        for (int li = 0; li < local_rows; li += nb) {
+            int i = global_index(li, nb, row, g->rows);
+            int len = local_rows - li < nb ? local_rows - li : nb;
+            ts_real *mine = local + (long)lj * lld + li, *whole = global + j * rows + i;
+            if (to_local)
+                memcpy(mine, whole, (size_t)len * sizeof *mine);
+            else
+                memcpy(whole, mine, (size_t)len * sizeof *mine);
+        }
+    }
+}
+
+/* This rank's blocks of l from (to_local) or into the whole matrix. */
+static void copy_blocks(const ts_tensor_grid *g, local_blocks *l, ts_real *global, bool to_local) {
+    copy_blocks_of(g, g->my_row, g->my_col, l->rows, l->local_rows, l->local_cols, l->lld, l->data,
+                   global, to_local);
+}
+
+/* Every rank's blocks of the result to every rank of the group (one
+ * all-gather), assembled into the whole matrix `whole` on each. */
+static void gather_result(ts_ctx *ctx, ts_tensor_grid *g, const local_blocks *l, ts_real *whole) {
+    int n = g->rows * g->cols;
+    if ((long)l->rows * l->cols > INT_MAX)
+        ts_fail(ctx, "tensor_matmul", "a %d x %d result exceeds one all-gather's int count",
+                l->rows, l->cols);
+    int *counts = ts_alloc(ctx, 2 * (size_t)n * sizeof *counts), *displs = counts + n;
+    int *extent = ts_alloc(ctx, 2 * (size_t)n * sizeof *extent); /* local rows, cols */
+    int total = 0;
+    for (int r = 0; r < n; r++) {
+        extent[2 * r] = ts_tensor_local_extent(l->rows, g->block, r / g->cols, g->rows);
+        extent[2 * r + 1] = ts_tensor_local_extent(l->cols, g->block, r % g->cols, g->cols);
+        counts[r] = extent[2 * r] * extent[2 * r + 1];
+        displs[r] = total;
+        total += counts[r];
+    }
+    /* Our blocks are contiguous (lld = local rows whenever there are any). */
+    ts_real *all = ts_alloc(ctx, (size_t)(total > 1 ? total : 1) * sizeof *all);
+    if (MPI_Allgatherv(l->data, counts[g->group_rank], TS_MPI_REAL, all, counts, displs,
+                       TS_MPI_REAL, g->group) != MPI_SUCCESS)
+        ts_fail(ctx, "tensor_matmul", "gathering the %d x %d result over the %dx%d grid failed",
+                l->cols, l->rows, g->rows, g->cols);
+    for (int r = 0; r < n; r++)
+        copy_blocks_of(g, r / g->cols, r % g->cols, l->rows, extent[2 * r], extent[2 * r + 1],
+                       extent[2 * r] > 1 ? extent[2 * r] : 1, all + displs[r], whole, false);
+    /* what a ring all-gather sends per rank */
+    g->bytes_sent += (double)total * sizeof(ts_real) * (n - 1) / n;
+}
+
+static void tensor_matmul_backward(ts_ctx *ctx, ts_node *node, ts_tensor *g, const bool *needs,
+                                   ts_tensor **gin) {
+    ts_tensor_grid *grid = node->user;
+    ts_tensor *a = node->in[0], *b = node->in[1];
+    bool ta = node->iattr[0], tb = node->iattr[1];
+    if (needs[0])
+        gin[0] = !ta ? ts_tensor_matmul(ctx, grid, g, b, false, !tb)
+                     : ts_tensor_matmul(ctx, grid, b, g, tb, true);
+    if (needs[1])
+        gin[1] = !tb ? ts_tensor_matmul(ctx, grid, a, g, !ta, false)
+                     : ts_tensor_matmul(ctx, grid, g, a, true, ta);
+}
+
+ts_tensor *ts_tensor_matmul(ts_ctx *ctx, ts_tensor_grid *grid, ts_tensor *a, ts_tensor *b, bool ta,
+                            bool tb) {
+    char sa[64], sb[64];
+    if (a->ndim != 2 || b->ndim != 2)
+        ts_fail(ctx, "tensor_matmul", "operands must be 2-D, got %s and %s",
+                ts_shape_str(a, sa, sizeof sa), ts_shape_str(b, sb, sizeof sb));
+    int ar = a->shape[0], ac = a->shape[1], br = b->shape[0], bc = b->shape[1];
+    int m = ta ? ac : ar, k = ta ? ar : ac, kb = tb ? bc : br, n = tb ? br : bc;
+    if (k != kb)
+        ts_fail(ctx, "tensor_matmul", "inner dims differ: %s%s @ %s%s",
+                ts_shape_str(a, sa, sizeof sa), ta ? "^T" : "", ts_shape_str(b, sb, sizeof sb),
+                tb ? "^T" : "");
+    ts_tensor *out = ts_new(ctx, TS_SHAPE(m, n));
+    int group_size = grid->rows * grid->cols;
+    ts_count_flops(ctx, 2.0 * m * n * k / group_size);
+    if (!ctx->counting && (long)m * n > 0) {
+        /* Row-major C = op(A) op(B) is column-major C^T = op(B)^T op(A)^T,
+         * and the column-major reading of a row-major B is B^T: so p?gemm
+         * multiplies B's reading (transposed iff tb) by A's (iff ta). */
+        local_blocks lb, la, lc;
+        describe(ctx, grid, bc, br, &lb);
+        describe(ctx, grid, ac, ar, &la);
+        describe(ctx, grid, n, m, &lc);
+        copy_blocks(grid, &lb, b->data, true);
+        copy_blocks(grid, &la, a->data, true);
+        int one = 1;
+        ts_real alpha = 1, beta = 0;
+        if (k > 0) /* else the product is the zeros it starts from */
+            ts_pgemm(tb ? "T" : "N", ta ? "T" : "N", &n, &m, &k, &alpha, lb.data, &one, &one,
+                     lb.desc, la.data, &one, &one, la.desc, &beta, lc.data, &one, &one, lc.desc);
+        else
+            memset(lc.data, 0, (size_t)lc.lld * lc.local_cols * sizeof *lc.data);
+        if (group_size > 1)
+            gather_result(ctx, grid, &lc, out->data);
+        else
+            copy_blocks(grid, &lc, out->data, false);
+    }
+    ts_node *node =
+        ts_record(ctx, "tensor_matmul", tensor_matmul_backward, out, 2, (ts_tensor *[]){a, b});
+    if (node) {
+        node->iattr[0] = ta;
+        node->iattr[1] = tb;
+        node->user = grid;
+    }
+    return out;
+}
+
+ts_tensor *ts_tensor_linear(void *grid, ts_ctx *ctx, ts_tensor *x, ts_tensor *w) {
+    char sx[64], sw[64];
+    int in = x->shape[x->ndim - 1];
+    if (x->ndim < 2 || w->ndim != 2 || w->shape[1] != in)
+        ts_fail(ctx, "tensor_linear", "x %s does not match the weight %s ([out, in])",
+                ts_shape_str(x, sx, sizeof sx), ts_shape_str(w, sw, sizeof sw));
+    ts_tensor *rows = ts_reshape(ctx, x, TS_SHAPE((int)(x->numel / in), in));
+    ts_tensor *y = ts_tensor_matmul(ctx, grid, rows, w, false, true);
+    int shape[TS_MAX_DIMS];
+    memcpy(shape, x->shape, sizeof shape);
+    shape[x->ndim - 1] = w->shape[0];
+    return ts_reshape(ctx, y, x->ndim, shape);
+}
+
+void ts_tensor_parallel_attach(ts_model *model, ts_tensor_grid *grid) {
+    if (grid->enabled) model->linear = (ts_linear_hook){.apply = ts_tensor_linear, .user = grid};
+}

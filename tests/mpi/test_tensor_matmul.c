@@ -1,0 +1,219 @@
+/* The distributed GEMM of tensor parallelism (parallel/tensor_ops.h) on
+ * every grid that fits the ranks (1 rank: 1x1; 2 ranks: two 1x1 groups, 1x2,
+ * 2x1), with ScaLAPACK's block size both tiny (many partial blocks per rank)
+ * and the default: for all four transpose combinations the product, the
+ * gradients of a scalar of it with respect to both operands and a
+ * second-order gradient (the gradient of a function of a gradient, the path
+ * EBT's training takes) equal those of the local ts_matmul, and are
+ * bit-identical on every rank of a group; a counting context books this
+ * rank's share of the FLOPs; a grid that does not divide the ranks is
+ * refused with a message. */
+#include <math.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+#include <mpi.h>
+
+#include "engine/engine.h"
+#include "mpi_cmocka.h"
+#include "parallel/tensor_grid.h"
+#include "parallel/tensor_ops.h"
+
+#ifdef TS_DOUBLE
+#define TOLERANCE 1e-12
+#else
+#define TOLERANCE 2e-5
+#endif
+
+static int rank, size;
+
+enum { M = 37, K = 45, N = 23 };
+
+/* Values that depend on the seed only, the same on every rank. */
+static ts_tensor *random_tensor(ts_ctx *ctx, int rows, int cols, uint64_t seed) {
+    ts_tensor *t = ts_new(ctx, TS_SHAPE(rows, cols));
+    ts_rng rng;
+    ts_rng_seed(&rng, seed);
+    ts_rng_fill_normal(&rng, t->data, t->numel, 0, 1);
+    return t;
+}
+
+static double max_rel_diff(const ts_tensor *a, const ts_tensor *b) {
+    assert_true(ts_same_shape(a, b));
+    double scale = 0, diff = 0;
+    for (long i = 0; i < a->numel; i++) {
+        scale = fmax(scale, fabs((double)b->data[i]));
+        diff = fmax(diff, fabs((double)a->data[i] - (double)b->data[i]));
+    }
+    return diff / scale;
+}
+
+/* t must be bit-identical to the copy rank 0 of the group holds. */
+static void assert_same_on_group(const ts_tensor_grid *g, const ts_tensor *t) {
+    size_t bytes = (size_t)t->numel * sizeof(ts_real);
+    ts_real *root = malloc(bytes);
+    assert_non_null(root);
+    memcpy(root, t->data, bytes);
+    assert_int_equal(MPI_Bcast(root, (int)bytes, MPI_BYTE, 0, g->group), MPI_SUCCESS);
+    assert_int_equal(memcmp(root, t->data, bytes), 0);
+    free(root);
+}
+
+/* The product, d/da and d/db of sum(C * R), and d/db of sum((d/da)^2),
+ * computed by the local op (grid NULL) or the distributed one. */
+typedef struct results {
+    ts_tensor *product, *grad_a, *grad_b, *second_b;
+} results;
+
+static ts_tensor *product(ts_ctx *ctx, ts_tensor_grid *g, ts_tensor *a, ts_tensor *b, bool ta,
+                          bool tb) {
+    return g ? ts_tensor_matmul(ctx, g, a, b, ta, tb) : ts_matmul(ctx, a, b, ta, tb);
+}
+
+static results run(ts_ctx *ctx, ts_tensor_grid *g, bool ta, bool tb) {
+    ts_tensor *a = ta ? random_tensor(ctx, K, M, 1) : random_tensor(ctx, M, K, 1);
+    ts_tensor *b = tb ? random_tensor(ctx, N, K, 2) : random_tensor(ctx, K, N, 2);
+    ts_tensor *r = random_tensor(ctx, M, N, 3);
+    ts_set_requires_grad(ctx, a, true);
+    ts_set_requires_grad(ctx, b, true);
+    results out;
+    out.product = product(ctx, g, a, b, ta, tb);
+    ts_tensor *f = ts_sum_all(ctx, ts_mul(ctx, out.product, r));
+    ts_tensor *grads[2];
+    ts_grad(ctx, 1, &f, NULL, 2, (ts_tensor *[]){a, b}, grads, true);
+    out.grad_a = grads[0];
+    out.grad_b = grads[1];
+    ts_tensor *h = ts_sum_all(ctx, ts_square(ctx, out.grad_a));
+    ts_grad(ctx, 1, &h, NULL, 1, &b, &out.second_b, false);
+    return out;
+}
+
+static void check_grid(int rows, int cols, int block) {
+    ts_tensor_grid g;
+    char err[256];
+    assert_true(ts_tensor_grid_init(&g, MPI_COMM_WORLD, rows, cols, err, sizeof err));
+    g.block = block;
+    for (int ta = 0; ta < 2; ta++)
+        for (int tb = 0; tb < 2; tb++) {
+            ts_ctx ctx;
+            assert_true(ts_ctx_init(&ctx, 0));
+            results local = run(&ctx, NULL, ta, tb);
+            results dist = run(&ctx, &g, ta, tb);
+            ts_tensor *const pairs[][2] = {{local.product, dist.product},
+                                           {local.grad_a, dist.grad_a},
+                                           {local.grad_b, dist.grad_b},
+                                           {local.second_b, dist.second_b}};
+            for (int i = 0; i < 4; i++) {
+                double d = max_rel_diff(pairs[i][1], pairs[i][0]);
+                if (!(d < TOLERANCE))
+                    fail_msg("grid %dx%d block %d ta %d tb %d result %d differs by %g", rows, cols,
+                             block, ta, tb, i, d);
+                assert_same_on_group(&g, pairs[i][1]);
+            }
+            ts_ctx_free(&ctx);
+        }
+    ts_tensor_grid_free(&g);
+}
+
+static void test_matches_local_gemm(void **state) {
+    (void)state;
+    static const int grids[][2] = {{1, 1}, {1, 2}, {2, 1}};
+    for (size_t i = 0; i < sizeof grids / sizeof grids[0]; i++) {
+        if (size % (grids[i][0] * grids[i][1])) continue; /* grids that fit these ranks */
+        check_grid(grids[i][0], grids[i][1], 4);
+        check_grid(grids[i][0], grids[i][1], TS_TENSOR_BLOCK);
+    }
+}
+
+/* The linear layer x W^T over [B, T, in] inputs, and its weight gradient. */
+static void test_linear_matches_local(void **state) {
+    (void)state;
+    ts_tensor_grid g;
+    char err[256];
+    assert_true(ts_tensor_grid_init(&g, MPI_COMM_WORLD, 1, size, err, sizeof err));
+    ts_ctx ctx;
+    assert_true(ts_ctx_init(&ctx, 0));
+    ts_tensor *x = ts_reshape(&ctx, random_tensor(&ctx, 2 * 5, 12, 7), TS_SHAPE(2, 5, 12));
+    ts_tensor *w = random_tensor(&ctx, 9, 12, 8);
+    ts_set_requires_grad(&ctx, w, true);
+    ts_model model_hook = {0};
+    ts_tensor_parallel_attach(&model_hook, &g);
+    ts_tensor *y = ts_linear(&ctx, &model_hook.linear, x, w);
+    ts_tensor *y_local = ts_linear(&ctx, NULL, x, w);
+    assert_int_equal(y->ndim, 3);
+    assert_int_equal(y->shape[2], 9);
+    assert_true(max_rel_diff(y, y_local) < TOLERANCE);
+    ts_tensor *gw, *gw_local;
+    ts_tensor *f = ts_sum_all(&ctx, ts_square(&ctx, y));
+    ts_tensor *f_local = ts_sum_all(&ctx, ts_square(&ctx, y_local));
+    ts_grad(&ctx, 1, &f, NULL, 1, &w, &gw, false);
+    ts_grad(&ctx, 1, &f_local, NULL, 1, &w, &gw_local, false);
+    assert_true(max_rel_diff(gw, gw_local) < TOLERANCE);
+    ts_ctx_free(&ctx);
+    ts_tensor_grid_free(&g);
+}
+
+static void test_counting_books_this_ranks_share(void **state) {
+    (void)state;
+    ts_tensor_grid g;
+    char err[256];
+    assert_true(ts_tensor_grid_init(&g, MPI_COMM_WORLD, size, 1, err, sizeof err));
+    ts_ctx ctx;
+    assert_true(ts_ctx_init_counting(&ctx, 0));
+    ts_tensor *a = ts_new(&ctx, TS_SHAPE(M, K)), *b = ts_new(&ctx, TS_SHAPE(K, N));
+    ts_tensor *c = ts_tensor_matmul(&ctx, &g, a, b, false, false);
+    assert_null(c->data);
+    assert_int_equal(c->shape[0], M);
+    assert_int_equal(c->shape[1], N);
+    assert_true(ts_flops_total(&ctx) == 2.0 * M * N * K / size);
+    assert_true(g.bytes_sent == 0);
+    ts_ctx_free(&ctx);
+    ts_tensor_grid_free(&g);
+}
+
+static void test_grid_must_divide_ranks(void **state) {
+    (void)state;
+    ts_tensor_grid g;
+    char err[256] = "";
+    assert_false(ts_tensor_grid_init(&g, MPI_COMM_WORLD, 3, size, err, sizeof err));
+    assert_non_null(strstr(err, "do not divide"));
+    ts_tensor_grid_free(&g);
+}
+
+/* parallel.tensor_grid: off, PxQ, or malformed (rows -1). */
+static void test_grid_key(void **state) {
+    (void)state;
+    static const struct {
+        const char *text;
+        bool enabled;
+        int rows, cols;
+    } cases[] = {{"off", false, 0, 0},    {"2x3", true, 2, 3},    {"1X1", true, 1, 1},
+                 {"0x2", false, -1, 0},   {"2x", false, -1, 0},   {"x2", false, -1, 0},
+                 {"2x2x", false, -1, 0},  {"2by2", false, -1, 0}, {"", false, -1, 0},
+                 {"4097x1", false, -1, 0}};
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        ts_parallel_config c = {.strategy = "ddp"};
+        snprintf(c.tensor_grid, sizeof c.tensor_grid, "%s", cases[i].text);
+        int rows = 99, cols = 99;
+        bool enabled = ts_parallel_tensor_grid(&c, &rows, &cols);
+        if (enabled != cases[i].enabled || rows != cases[i].rows || cols != cases[i].cols)
+            fail_msg("'%s' gave %d, %d x %d", cases[i].text, enabled, rows, cols);
+    }
+}
+
+int main(int argc, char **argv) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_matches_local_gemm),
+        cmocka_unit_test(test_linear_matches_local),
+        cmocka_unit_test(test_counting_books_this_ranks_share),
+        cmocka_unit_test(test_grid_must_divide_ranks),
+        cmocka_unit_test(test_grid_key),
+    };
+    return ts_mpi_cmocka_main(argc, argv, "test_tensor_matmul", tests,
+                              sizeof tests / sizeof tests[0], &rank, &size, NULL, NULL);
+}
