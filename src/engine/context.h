@@ -17,9 +17,9 @@ enum ts_phase { TS_FORWARD = 0, TS_BACKWARD = 1 };
  * work an op is doing. */
 enum ts_pass {
     TS_PASS_FORWARD = 0,
-    TS_PASS_BACKWARD,        /* a gradient pass's rules, plain (no create_graph) */
-    TS_PASS_BACKWARD_GRAPH,  /* a gradient pass's rules, recorded (create_graph) */
-    TS_PASS_SECOND_ORDER,    /* rules of ops that a recorded gradient pass created */
+    TS_PASS_BACKWARD,       /* a gradient pass's rules, plain (no create_graph) */
+    TS_PASS_BACKWARD_GRAPH, /* a gradient pass's rules, recorded (create_graph) */
+    TS_PASS_SECOND_ORDER,   /* rules of ops that a recorded gradient pass created */
     TS_PASSES
 };
 struct ts_profile;
