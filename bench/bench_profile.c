@@ -24,7 +24,9 @@
  * backward, recorded backward (create_graph) and second-order work apart.
  *
  * Environment: BENCH_ROUNDS (default 3), BENCH_STEPS per model per round
- * (default 2), BENCH_ONLY=name to run one model (no verdict). */
+ * (default 2), BENCH_ONLY=name to run one model (no verdict), BENCH_CLOCK=cpu
+ * to time by the process's CPU time instead of wall time (steadier when
+ * other processes share the cores; equal on a quiet machine). */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -54,9 +56,15 @@ typedef struct bench_model {
     long steps;
 } bench_model;
 
-static double now(void) {
+/* BENCH_CLOCK=cpu: the process's CPU time instead of wall time. */
+static bool use_cpu_clock(void) {
+    const char *v = getenv("BENCH_CLOCK");
+    return v && !strcmp(v, "cpu");
+}
+
+static double now(bool cpu) {
     struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
+    clock_gettime(cpu ? CLOCK_PROCESS_CPUTIME_ID : CLOCK_MONOTONIC, &ts);
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
@@ -71,7 +79,7 @@ static void die(const char *what, const char *detail) {
 }
 
 /* Best GFLOP/s of a few square sgemms. */
-static double sgemm_gflops(void) {
+static double sgemm_gflops(bool cpu) {
     enum { N = SGEMM_N, REPS = 3 };
     ts_real *a = malloc(sizeof(ts_real) * N * N), *b = malloc(sizeof(ts_real) * N * N),
             *c = malloc(sizeof(ts_real) * N * N);
@@ -82,9 +90,9 @@ static double sgemm_gflops(void) {
     }
     double best = 0;
     for (int r = 0; r < REPS; r++) {
-        double t0 = now();
+        double t0 = now(cpu);
         ts_cblas_gemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, N, N, N, 1, a, N, b, N, 0, c, N);
-        double rate = 2.0 * N * N * N / (now() - t0) / 1e9;
+        double rate = 2.0 * N * N * N / (now(cpu) - t0) / 1e9;
         if (rate > best) best = rate;
     }
     free(a);
@@ -119,7 +127,7 @@ static void setup(bench_model *m) {
     m->best_seconds = INFINITY;
 }
 
-static double one_step(bench_model *m) {
+static double one_step(bench_model *m, bool cpu) {
     ts_batch batch = {.tokens = m->tokens,
                       .batch = (int)m->config.batch,
                       .seq = m->config.model.context,
@@ -129,9 +137,9 @@ static double one_step(bench_model *m) {
                       .first_index = 0};
     double stats[TS_MAX_MODEL_STATS];
     ts_reset_flops(&m->ctx);
-    double t0 = now();
+    double t0 = now(cpu);
     double loss = ts_train_micro_batch(m->model, &m->ctx, &batch, 1.0, stats);
-    double dt = now() - t0;
+    double dt = now(cpu) - t0;
     if (!isfinite(loss)) die(m->name, "non-finite loss");
     m->flops = ts_flops_total(&m->ctx);
     if (m->steps == 0) {
@@ -150,11 +158,11 @@ static int by_seconds(const void *a, const void *b) {
     return (x->seconds < y->seconds) - (x->seconds > y->seconds);
 }
 
-static void print_profile(bench_model *m, double sgemm) {
+static void print_profile(bench_model *m, double sgemm, bool cpu) {
     ts_profile *profile = malloc(sizeof *profile);
     if (!profile) die("profile", "out of memory");
-    ts_profile_start(&m->ctx, profile);
-    one_step(m);
+    ts_profile_start(&m->ctx, profile, cpu ? TS_PROFILE_CPU : TS_PROFILE_WALL);
+    one_step(m, cpu);
     ts_profile_stop(&m->ctx);
     double total_s = 0, total_f = 0;
     for (int p = 0; p < TS_PASSES; p++) {
@@ -216,29 +224,31 @@ int main(void) {
     };
     int n_models = (int)(sizeof models / sizeof models[0]);
     const char *only = getenv("BENCH_ONLY");
+    bool cpu = use_cpu_clock();
     long rounds = env_long("BENCH_ROUNDS", 3), steps = env_long("BENCH_STEPS", 2);
     bool selected[MAX_MODELS];
     for (int i = 0; i < n_models; i++) {
         selected[i] = !only || !*only || !strcmp(only, models[i].name);
         if (selected[i]) {
             setup(&models[i]);
-            one_step(&models[i]); /* the first step allocates and pays first-touch faults */
+            one_step(&models[i], cpu); /* the first step allocates and pays first-touch faults */
         }
     }
     double sgemm = 0;
     for (long r = 0; r < rounds; r++) {
-        double rate = sgemm_gflops();
+        double rate = sgemm_gflops(cpu);
         if (rate > sgemm) sgemm = rate;
         for (int i = 0; i < n_models; i++)
             for (long s = 0; selected[i] && s < steps; s++) {
-                double dt = one_step(&models[i]);
+                double dt = one_step(&models[i], cpu);
                 if (dt < models[i].best_seconds) models[i].best_seconds = dt;
             }
     }
 
     const bench_model *base = selected[0] ? &models[0] : NULL;
-    printf("one BLAS thread, fastest step of %ld rounds x %ld steps; sgemm %d^3: %.1f GFLOP/s\n",
-           rounds, steps, SGEMM_N, sgemm);
+    printf("one BLAS thread, %s, fastest step of %ld rounds x %ld steps; sgemm %d^3: %.1f "
+           "GFLOP/s\n",
+           cpu ? "process CPU time" : "wall time", rounds, steps, SGEMM_N, sgemm);
     printf("%-18s %10s %9s %9s %7s %8s %8s %8s %6s\n", "model", "GFLOP", "s/step", "GFLOP/s",
            "%sgemm", "FLOP x", "time x", "time/FLOP", "alloc");
     bool ok = true;
@@ -262,7 +272,7 @@ int main(void) {
                                 m->name, time_x / flop_x);
     }
     for (int i = 0; i < n_models; i++)
-        if (selected[i]) print_profile(&models[i], sgemm);
+        if (selected[i]) print_profile(&models[i], sgemm, cpu);
     if (!only || !*only)
         printf("PROFILE_BENCH sgemm_gflops=%.1f%s targets=tpp_sgemm>=0.85,ebt_sgemm>=0.75,"
                "ebt_time/flop_within_5%%,nexus2_free_time/flop_within_10%%,no_alloc_after_step_1 "

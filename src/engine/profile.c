@@ -3,15 +3,17 @@
 #include <string.h>
 #include <time.h>
 
-static double now_seconds(void) {
+static double now_seconds(const ts_profile *profile) {
     struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
+    clock_gettime(profile->clock == TS_PROFILE_CPU ? CLOCK_PROCESS_CPUTIME_ID : CLOCK_MONOTONIC,
+                  &ts);
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
-void ts_profile_start(ts_ctx *ctx, ts_profile *profile) {
+void ts_profile_start(ts_ctx *ctx, ts_profile *profile, enum ts_profile_clock clock) {
     memset(profile, 0, sizeof *profile);
-    profile->last_time = now_seconds();
+    profile->clock = clock;
+    profile->last_time = now_seconds(profile);
     ctx->profile = profile;
 }
 
@@ -21,7 +23,7 @@ void ts_profile_stop(ts_ctx *ctx) {
 
 void ts_profile_skip(ts_ctx *ctx) {
     if (!ctx->profile) return;
-    ctx->profile->last_time = now_seconds();
+    ctx->profile->last_time = now_seconds(ctx->profile);
     ctx->profile->pending_flops = 0;
 }
 
@@ -45,7 +47,7 @@ void ts_profile_add_flops(ts_profile *profile, double n) {
 
 void ts_profile_book(ts_ctx *ctx, const char *op) {
     ts_profile *profile = ctx->profile;
-    double t = now_seconds();
+    double t = now_seconds(profile);
     ts_profile_entry *e = entry_of(profile, ctx->pass, op);
     e->calls++;
     e->seconds += t - profile->last_time;

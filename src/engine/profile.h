@@ -24,7 +24,13 @@ typedef struct ts_profile_entry {
     double flops;
 } ts_profile_entry;
 
+/* Wall time, or the CPU time of the calling process (all its threads):
+ * on a machine shared with other work the CPU time is the steadier measure
+ * of what an op costs, as long as BLAS runs one thread. */
+enum ts_profile_clock { TS_PROFILE_WALL = 0, TS_PROFILE_CPU = 1 };
+
 typedef struct ts_profile {
+    enum ts_profile_clock clock;
     ts_profile_entry entries[TS_PASSES][TS_PROFILE_MAX_OPS];
     int n_entries[TS_PASSES];
     double last_time;     /* end of the previous booked op */
@@ -32,7 +38,7 @@ typedef struct ts_profile {
 } ts_profile;
 
 /* Zeroes profile and hangs it on ctx: from now on every op adds to it. */
-void ts_profile_start(ts_ctx *ctx, ts_profile *profile);
+void ts_profile_start(ts_ctx *ctx, ts_profile *profile, enum ts_profile_clock clock);
 /* Takes the profile off ctx; the table keeps its contents. */
 void ts_profile_stop(ts_ctx *ctx);
 /* Restarts the clock without booking: the caller did other work since the

@@ -159,7 +159,7 @@ static void test_profile_books_ops_by_pass(void **state) {
     ts_tensor *x = leaf(fx, TS_SHAPE(4, 8), -1, 1), *wt = leaf(fx, TS_SHAPE(8, 3), -1, 1);
     ts_profile profile;
     ts_reset_flops(ctx);
-    ts_profile_start(ctx, &profile);
+    ts_profile_start(ctx, &profile, TS_PROFILE_CPU);
     ts_tensor *y = ts_silu(ctx, ts_matmul(ctx, x, wt, false, false));
     ts_tensor *seed = constant(fx, y), *g;
     ts_grad(ctx, 1, &y, &seed, 1, &x, &g, true);
