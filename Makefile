@@ -51,7 +51,7 @@ UNIT_HELPERS := $(filter-out $(UNIT_SRC),$(wildcard tests/unit/*.c))
 MPI_HELPERS  := $(UNIT_HELPERS) $(filter-out $(MPI_SRC),$(wildcard tests/mpi/*.c))
 
 BUILDS := float double asan
-.PHONY: all deps build test test-unit test-mpi test-cli run run-default bench data format clean
+.PHONY: all deps bench-deps build test test-unit test-mpi test-cli run run-default bench data format clean
 
 all: build
 
@@ -119,7 +119,18 @@ build: deps
 test: build
 	@tests/run_tests.sh
 
-bench: build
+# PyTorch is only for the peer benchmark (bench/bench_peer.sh), so only
+# `make bench` installs it (Debian's python3-torch, for /usr/bin/python3).
+bench-deps:
+	@/usr/bin/python3 -c 'import torch' 2>/dev/null && exit 0; \
+	if [ -f /etc/debian_version ] && command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
+	  echo "thinkscale: installing python3-torch for the peer benchmark"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-torch >/dev/null || exit 1; \
+	else \
+	  echo "thinkscale: the peer benchmark needs PyTorch for /usr/bin/python3 (Debian: python3-torch)." >&2; exit 1; \
+	fi
+
+bench: build bench-deps
 	@bench/run_bench.sh
 
 data: build

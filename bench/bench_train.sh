@@ -4,11 +4,15 @@
 # thread per rank. Reads per-step throughput and MFU from metrics.h5 (median
 # over steps after the first 3, which pay first-touch page faults).
 # Targets: MFU >= 40% of the measured sgemm peak on one rank; 2-rank weak
-# scaling efficiency (per-rank throughput on 2 ranks / on 1) >= 85%.
+# scaling efficiency (per-rank throughput on 2 ranks / on 1) >= 95% (issue
+# 16; it was 85% in issue 3). Two ranks need two free cores: on a shared
+# machine the efficiency measures the neighbours too (print `uptime`).
 source "$(dirname "$0")/lib.sh"
 steps=${BENCH_STEPS:-15}
+echo "load before: $(uptime)"
 bench_run np1 1
 bench_run np2 2
+echo "load after: $(uptime)"
 /usr/bin/python3 - "$tmp" <<'PY'
 import sys, h5py, numpy as np
 tmp = sys.argv[1]
@@ -26,9 +30,9 @@ print(f"{'tokens/s (median)':<48} {tps1:12,.0f} {tps2:12,.0f}")
 print(f"{'step time [s]':<48} {st1:12.3f} {st2:12.3f}")
 print(f"{'executed GFLOP per step (all ranks)':<48} {fl1 / 1e9:12.2f} {fl2 / 1e9:12.2f}")
 print(f"{'MFU vs measured sgemm peak':<48} {100 * mfu1:11.1f}% {100 * mfu2:11.1f}%")
-print(f"{'weak-scaling efficiency (target >= 85%)':<48} {'':>12} {100 * eff:11.1f}%")
-ok = mfu1 >= 0.40 and eff >= 0.85
+print(f"{'weak-scaling efficiency (target >= 95%)':<48} {'':>12} {100 * eff:11.1f}%")
+ok = mfu1 >= 0.40 and eff >= 0.95
 print(f"TRAIN_BENCH tokens_per_s_1={tps1:.0f} tokens_per_s_2={tps2:.0f} mfu_1={mfu1:.3f} "
-      f"mfu_2={mfu2:.3f} weak_efficiency={eff:.3f} targets=mfu_1>=0.40,efficiency>=0.85 "
+      f"mfu_2={mfu2:.3f} weak_efficiency={eff:.3f} targets=mfu_1>=0.40,efficiency>=0.95 "
       f"{'PASSED' if ok else 'FAILED'}")
 PY

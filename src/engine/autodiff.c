@@ -4,9 +4,11 @@
 #include <string.h>
 
 #include "engine/ops.h"
+#include "engine/profile.h"
 
 ts_node *ts_record(ts_ctx *ctx, const char *op, ts_backward_fn backward, ts_tensor *out, int n_in,
                    ts_tensor *const *in) {
+    if (ctx->profile) ts_profile_book(ctx, op); /* every op ends here */
     if (!ctx->grad_enabled) return NULL;
     bool any = false;
     for (int i = 0; i < n_in; i++) any |= in[i]->requires_grad;
@@ -26,6 +28,7 @@ ts_node *ts_record(ts_ctx *ctx, const char *op, ts_backward_fn backward, ts_tens
     for (int i = 0; i < n_in; i++) node->in[i] = in[i];
     node->out = out;
     node->tape_index = ctx->tape_len;
+    node->made_by_gradient_pass = ctx->phase == TS_BACKWARD;
     ctx->tape[ctx->tape_len++] = node;
     out->node = node;
     out->requires_grad = true;
@@ -51,10 +54,12 @@ static void accumulate(ts_ctx *ctx, ts_tensor *t, ts_tensor *g) {
 
 static void add_into_leaf_grad(ts_ctx *ctx, ts_tensor *leaf, const ts_tensor *g) {
     ts_count_flops(ctx, (double)g->numel);
-    if (ctx->counting) return; /* no buffer to add into, and none to create */
-    if (!leaf->grad) leaf->grad = ts_zeros(ctx, leaf->ndim, leaf->shape);
-    ts_real *dst = leaf->grad->data;
-    for (long i = 0; i < g->numel; i++) dst[i] += g->data[i];
+    if (!ctx->counting) { /* counting: no buffer to add into, and none to create */
+        if (!leaf->grad) leaf->grad = ts_zeros(ctx, leaf->ndim, leaf->shape);
+        ts_real *dst = leaf->grad->data;
+        for (long i = 0; i < g->numel; i++) dst[i] += g->data[i];
+    }
+    if (ctx->profile) ts_profile_book(ctx, "accumulate leaf gradient");
 }
 
 /* Checks outputs and seeds before anything changes, so a caught error
@@ -116,7 +121,10 @@ static void run_pass(ts_ctx *ctx, enum pass_kind kind, const char *who, int n_ou
 
     bool saved_grad_enabled = ts_set_grad_enabled(ctx, create_graph);
     enum ts_phase saved_phase = ctx->phase;
+    enum ts_pass saved_pass = ctx->pass;
+    enum ts_pass rule_pass = create_graph ? TS_PASS_BACKWARD_GRAPH : TS_PASS_BACKWARD;
     ctx->phase = TS_BACKWARD;
+    ctx->pass = rule_pass;
     seed_outputs(ctx, n_out, outputs, seeds);
     /* An output that is itself a leaf receives its seed directly. */
     for (int i = 0; kind == PASS_BACKWARD && i < n_out; i++)
@@ -132,6 +140,7 @@ static void run_pass(ts_ctx *ctx, enum pass_kind kind, const char *who, int n_ou
             needs[j] = is_target(ctx, kind, in) ||
                        (in->node && in->node->needed_epoch == ctx->epoch);
         }
+        ctx->pass = node->made_by_gradient_pass ? TS_PASS_SECOND_ORDER : rule_pass;
         node->backward(ctx, node, node->out->acc, needs, gin);
         for (int j = 0; j < node->n_in; j++) {
             if (!needs[j] || !gin[j]) continue;
@@ -143,6 +152,7 @@ static void run_pass(ts_ctx *ctx, enum pass_kind kind, const char *who, int n_ou
         }
     }
     ctx->phase = saved_phase;
+    ctx->pass = saved_pass;
     ts_set_grad_enabled(ctx, saved_grad_enabled);
 }
 

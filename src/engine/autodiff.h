@@ -26,6 +26,7 @@ struct ts_node {
     ts_tensor *out;
     long tape_index;
     unsigned long needed_epoch;
+    bool made_by_gradient_pass; /* its rule is second-order work (the profile's pass) */
     /* Attributes the backward rule needs. */
     int iattr[6];
     double fattr[2];

@@ -14,17 +14,29 @@
 typedef void (*ts_error_handler)(void *user, const char *message);
 
 enum ts_phase { TS_FORWARD = 0, TS_BACKWARD = 1 };
+/* Finer than the phase, for the profile (engine/profile.h): which kind of
+ * work an op is doing. */
+enum ts_pass {
+    TS_PASS_FORWARD = 0,
+    TS_PASS_BACKWARD,       /* a gradient pass's rules, plain (no create_graph) */
+    TS_PASS_BACKWARD_GRAPH, /* a gradient pass's rules, recorded (create_graph) */
+    TS_PASS_SECOND_ORDER,   /* rules of ops that a recorded gradient pass created */
+    TS_PASSES
+};
+struct ts_profile;
 
 typedef struct ts_ctx {
     ts_arena arena;
     ts_node **tape; /* recorded ops in creation order */
     long tape_len;
     long tape_cap;
-    bool grad_enabled;   /* false: ops run without recording */
-    bool counting;       /* shapes and FLOPs only, no tensor data (ts_ctx_init_counting) */
-    enum ts_phase phase; /* where executed FLOPs are booked */
-    double flops[2];     /* executed floating-point operations, forward / backward */
-    unsigned long epoch; /* one per gradient pass */
+    bool grad_enabled;        /* false: ops run without recording */
+    bool counting;            /* shapes and FLOPs only, no tensor data (ts_ctx_init_counting) */
+    enum ts_phase phase;      /* where executed FLOPs are booked */
+    enum ts_pass pass;        /* where the profile books an op's work */
+    struct ts_profile *profile; /* NULL, or the caller's table (ts_profile_start) */
+    double flops[2];          /* executed floating-point operations, forward / backward */
+    unsigned long epoch;      /* one per gradient pass */
     ts_error_handler on_error;
     void *error_user;
 } ts_ctx;
@@ -73,8 +85,10 @@ static inline bool ts_is_counting(const ts_ctx *ctx) {
 
 void ts_reset_flops(ts_ctx *ctx);
 double ts_flops_total(const ts_ctx *ctx);
+void ts_profile_add_flops(struct ts_profile *profile, double n);
 static inline void ts_count_flops(ts_ctx *ctx, double n) {
     ctx->flops[ctx->phase] += n;
+    if (ctx->profile) ts_profile_add_flops(ctx->profile, n);
 }
 
 /* Reports misuse and does not return. */

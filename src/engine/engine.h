@@ -6,6 +6,7 @@
 #include "engine/autodiff.h"
 #include "engine/context.h"
 #include "engine/ops.h"
+#include "engine/profile.h"
 #include "engine/real.h"
 #include "engine/rng.h"
 #include "engine/tensor.h"

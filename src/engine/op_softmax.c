@@ -46,8 +46,10 @@ static void softmax_rows(const ts_tensor *x, const ts_tensor *mask, ts_real *out
             for (long c = 0; c < cols; c++) o[c] -= shift;
         } else {
             ts_real sum = 0;
+            /* A masked entry (a causal mask hides half of them) is exactly
+             * 0 without calling exp. */
             for (long c = 0; c < cols; c++) {
-                o[c] = TS_EXP(o[c] - max);
+                o[c] = o[c] == -INFINITY ? 0 : TS_EXP(o[c] - max);
                 sum += o[c];
             }
             ts_real inv = 1 / sum;

@@ -1,0 +1,154 @@
+/* Before/after of each fused kernel (issue 16, docs/performance.md), in one
+ * process so the two sides alternate every repetition: the fused op against
+ * the composition of primitives it replaced, forward and first-order
+ * backward at the shapes of a Transformer++ step of the benchmark size
+ * (8 x 256 tokens, D = 256, 4 heads):
+ *   - RMSNorm of [8, 256, 256] (x and weight require gradients);
+ *   - silu of [8, 256, 256] (the SwiGLU gate): forward and the old rule
+ *     (seven ops) against forward and the fused rule;
+ *   - causal softmax of the scores [8, 4, 256, 256]: the masked entries
+ *     skip exp; "before" is the same op under a mask of -1e30 instead of
+ *     -inf, which computes every exp as the old kernel did.
+ * Each line: the fastest repetition of each side, the speedup, and the time saved
+ * per Transformer++ step (the op's calls per step, L = 4 layers). Process
+ * CPU time with BENCH_CLOCK=cpu, as bench_profile.
+ * No verdict: the targets are on bench_profile's and bench_peer's lines. */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "engine/engine.h"
+
+enum { REPS = 9, BATCH = 8, SEQ = 256, WIDTH = 256, HEADS = 4 };
+
+static double now(bool cpu) {
+    struct timespec ts;
+    clock_gettime(cpu ? CLOCK_PROCESS_CPUTIME_ID : CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+static void fill(ts_tensor *t, unsigned *state, double lo, double hi) {
+    for (long i = 0; i < t->numel; i++)
+        t->data[i] = (ts_real)(lo + (hi - lo) * rand_r(state) / (double)RAND_MAX);
+}
+
+typedef ts_tensor *(*side_fn)(ts_ctx *ctx, ts_tensor *x, ts_tensor *w, const ts_tensor *mask);
+
+static ts_tensor *rmsnorm_fused(ts_ctx *ctx, ts_tensor *x, ts_tensor *w, const ts_tensor *mask) {
+    (void)mask;
+    return ts_rmsnorm(ctx, x, w, 1e-5);
+}
+
+static ts_tensor *rmsnorm_primitives(ts_ctx *ctx, ts_tensor *x, ts_tensor *w,
+                                     const ts_tensor *mask) {
+    (void)mask;
+    ts_tensor *ms = ts_mean(ctx, ts_square(ctx, x), -1, true);
+    return ts_mul(ctx, ts_mul(ctx, x, ts_rsqrt(ctx, ts_add_scalar(ctx, ms, 1e-5))), w);
+}
+
+static ts_tensor *silu_fused(ts_ctx *ctx, ts_tensor *x, ts_tensor *w, const ts_tensor *mask) {
+    (void)w;
+    (void)mask;
+    return ts_silu(ctx, x);
+}
+
+/* The rule silu had before: sigmoid recomputed, then six more passes,
+ * g s (1 + x (1 - s)), run here as plain ops after silu's forward. */
+static ts_tensor *silu_old_rule(ts_ctx *ctx, ts_tensor *x, ts_tensor *g, const ts_tensor *mask) {
+    (void)mask;
+    bool recording = ts_set_grad_enabled(ctx, false);
+    ts_silu(ctx, x);
+    ts_tensor *s = ts_sigmoid(ctx, x);
+    ts_tensor *one_minus_s = ts_add_scalar(ctx, ts_scale(ctx, s, -1), 1);
+    ts_tensor *d = ts_mul(ctx, s, ts_add_scalar(ctx, ts_mul(ctx, x, one_minus_s), 1));
+    ts_tensor *dx = ts_mul(ctx, g, d);
+    ts_set_grad_enabled(ctx, recording);
+    return dx;
+}
+
+static ts_tensor *softmax_masked(ts_ctx *ctx, ts_tensor *x, ts_tensor *w, const ts_tensor *mask) {
+    (void)w;
+    return ts_softmax(ctx, x, mask);
+}
+
+/* Forward and backward of one side, seeded with g; seconds. A side without
+ * a weight that returns a tensor not requiring a gradient did its own
+ * backward (silu's old rule). */
+static double run_side(ts_ctx *ctx, side_fn f, ts_tensor *x, ts_tensor *w, const ts_tensor *mask,
+                       ts_tensor *g, bool cpu) {
+    ts_mark mark = ts_get_mark(ctx);
+    double t0 = now(cpu);
+    ts_tensor *y = f(ctx, x, w ? w : g, mask);
+    if (y->requires_grad) ts_backward(ctx, y, g);
+    double dt = now(cpu) - t0;
+    ts_release(ctx, mark);
+    return dt;
+}
+
+int main(void) {
+    openblas_set_num_threads(1);
+    const char *clock_name = getenv("BENCH_CLOCK");
+    bool cpu = clock_name && !strcmp(clock_name, "cpu");
+    ts_ctx ctx;
+    if (!ts_ctx_init(&ctx, 0)) return 1;
+    unsigned seed = 5;
+    ts_tensor *x = ts_new(&ctx, TS_SHAPE(BATCH, SEQ, WIDTH));
+    ts_tensor *w = ts_new(&ctx, TS_SHAPE(WIDTH));
+    ts_tensor *gx = ts_new(&ctx, TS_SHAPE(BATCH, SEQ, WIDTH));
+    ts_tensor *scores = ts_new(&ctx, TS_SHAPE(BATCH, HEADS, SEQ, SEQ));
+    ts_tensor *gs = ts_new(&ctx, TS_SHAPE(BATCH, HEADS, SEQ, SEQ));
+    ts_real *xw_grad = calloc((size_t)(x->numel + w->numel), sizeof *xw_grad);
+    ts_real *s_grad = calloc((size_t)scores->numel, sizeof *s_grad);
+    if (!xw_grad || !s_grad) return 1;
+    fill(x, &seed, -2, 2);
+    fill(w, &seed, 0.5, 1.5);
+    fill(gx, &seed, -1, 1);
+    fill(scores, &seed, -3, 3);
+    fill(gs, &seed, -1, 1);
+    ts_tensor *xp = ts_param(&ctx, x->data, xw_grad, TS_SHAPE(BATCH, SEQ, WIDTH), "x");
+    ts_tensor *wp = ts_param(&ctx, w->data, xw_grad + x->numel, TS_SHAPE(WIDTH), "w");
+    ts_tensor *sp = ts_param(&ctx, scores->data, s_grad, TS_SHAPE(BATCH, HEADS, SEQ, SEQ), "s");
+    ts_tensor *causal = ts_causal_mask(&ctx, SEQ);
+    ts_tensor *finite = ts_new(&ctx, TS_SHAPE(SEQ, SEQ)); /* hides the same entries, via exp */
+    for (long i = 0; i < finite->numel; i++)
+        finite->data[i] = causal->data[i] == 0 ? 0 : (ts_real)-1e30;
+
+    struct {
+        const char *name;
+        int calls; /* forward calls in a Transformer++ step (backward once each) */
+        side_fn before, after;
+        ts_tensor *in, *weight, *seed_grad;
+        const ts_tensor *mask_before, *mask_after;
+    } levers[] = {
+        {"rmsnorm fwd+bwd [8,256,256]", 2 * 4 + 1, rmsnorm_primitives, rmsnorm_fused, xp, wp, gx,
+         NULL, NULL},
+        {"silu fwd+bwd [8,256,256]", 4, silu_old_rule, silu_fused, xp, NULL, gx, NULL, NULL},
+        {"causal softmax fwd+bwd [8,4,256,256]", 4, softmax_masked, softmax_masked, sp, NULL, gs,
+         finite, causal},
+    };
+    printf("%s; fastest of %d alternating repetitions\n", cpu ? "process CPU time" : "wall time",
+           REPS);
+    printf("%-38s %11s %11s %8s %16s\n", "lever", "before [ms]", "after [ms]", "speedup",
+           "saved/step [ms]");
+    for (size_t l = 0; l < sizeof levers / sizeof levers[0]; l++) {
+        double mb = INFINITY, ma = INFINITY; /* the least disturbed repetition of each */
+        for (int r = -1; r < REPS; r++) {
+            double b = run_side(&ctx, levers[l].before, levers[l].in, levers[l].weight,
+                                levers[l].mask_before, levers[l].seed_grad, cpu);
+            double a = run_side(&ctx, levers[l].after, levers[l].in, levers[l].weight,
+                                levers[l].mask_after, levers[l].seed_grad, cpu);
+            if (r >= 0) {
+                mb = fmin(mb, b);
+                ma = fmin(ma, a);
+            }
+        }
+        printf("%-38s %11.2f %11.2f %7.2fx %16.1f\n", levers[l].name, 1e3 * mb, 1e3 * ma, mb / ma,
+               1e3 * (mb - ma) * levers[l].calls);
+    }
+    free(xw_grad);
+    free(s_grad);
+    ts_ctx_free(&ctx);
+    return 0;
+}

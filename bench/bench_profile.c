@@ -1,0 +1,288 @@
+/* Training-speed targets and the per-op profile (issue 16), in one process on
+ * one BLAS thread, at the benchmark size of bench/lib.sh (D = 256, L = 4,
+ * 4 heads, T = 256, FFN = D, V = 256, 8 sequences): the trainer's own
+ * micro-batch code (ts_train_micro_batch: loss, forward and backward, EBT's
+ * inner gradient steps and their second-order terms) for Transformer++, EBT
+ * S1 with 1 and 2 optimisation steps, Nexus at order 2 and the Free
+ * Transformer. The optimiser update is not in it (bench_peer.sh times whole
+ * training steps against PyTorch).
+ *
+ * Rounds alternate the models and an sgemm measurement (768^3, the trainer's
+ * MFU denominator), so a burst of load from other processes slows every
+ * model of a round rather than one. Each model's time is its fastest step
+ * over all rounds (the least disturbed), the sgemm rate the fastest GEMM.
+ *
+ * Targets (PASSED/FAILED on the PROFILE_BENCH line):
+ *   - Transformer++ executes >= 85% of the sgemm rate (executed FLOP/s);
+ *   - EBT S1 (1 and 2 steps) >= 75% of the sgemm rate, and its time ratio to
+ *     Transformer++ within 5% of its executed-FLOP ratio;
+ *   - Nexus order 2 and the Free Transformer: time ratio within 10% of the
+ *     FLOP ratio;
+ *   - no allocation after the first step (arena chunks and graph capacity
+ *     stay as they were after step 1).
+ * Then one profiled step per model: time and FLOPs per op type, forward,
+ * backward, recorded backward (create_graph) and second-order work apart.
+ *
+ * Environment: BENCH_ROUNDS (default 3), BENCH_STEPS per model per round
+ * (default 2), BENCH_ONLY=name to run one model (no verdict), BENCH_CLOCK=cpu
+ * to time by the process's CPU time instead of wall time (steadier when
+ * other processes share the cores; equal on a quiet machine). */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "core/config.h"
+#include "engine/engine.h"
+#include "models/model.h"
+#include "train/micro_batch.h"
+
+enum { MAX_MODELS = 8, SGEMM_N = 768 };
+
+typedef struct bench_model {
+    const char *name, *label;
+    const char *settings[8]; /* NULL-terminated, after the common ones */
+    double flop_tolerance;   /* allowed |time ratio / FLOP ratio - 1|; 0: none */
+    double min_sgemm_fraction;
+    /* measured */
+    ts_run_config config;
+    ts_model *model;
+    ts_ctx ctx;
+    int32_t *tokens;
+    double best_seconds, flops;
+    long mallocs_after_first, tape_cap_after_first;
+    bool allocated_later;
+    long steps;
+} bench_model;
+
+/* BENCH_CLOCK=cpu: the process's CPU time instead of wall time. */
+static bool use_cpu_clock(void) {
+    const char *v = getenv("BENCH_CLOCK");
+    return v && !strcmp(v, "cpu");
+}
+
+static double now(bool cpu) {
+    struct timespec ts;
+    clock_gettime(cpu ? CLOCK_PROCESS_CPUTIME_ID : CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+static long env_long(const char *name, long fallback) {
+    const char *v = getenv(name);
+    return v && *v ? strtol(v, NULL, 10) : fallback;
+}
+
+static void die(const char *what, const char *detail) {
+    fprintf(stderr, "bench_profile: %s: %s\n", what, detail);
+    exit(1);
+}
+
+/* Best GFLOP/s of a few square sgemms. */
+static double sgemm_gflops(bool cpu) {
+    enum { N = SGEMM_N, REPS = 3 };
+    ts_real *a = malloc(sizeof(ts_real) * N * N), *b = malloc(sizeof(ts_real) * N * N),
+            *c = malloc(sizeof(ts_real) * N * N);
+    if (!a || !b || !c) die("sgemm", "out of memory");
+    for (long i = 0; i < (long)N * N; i++) {
+        a[i] = (ts_real)((i % 7) - 3) * (ts_real)0.1;
+        b[i] = (ts_real)((i % 5) - 2) * (ts_real)0.1;
+    }
+    double best = 0;
+    for (int r = 0; r < REPS; r++) {
+        double t0 = now(cpu);
+        ts_cblas_gemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, N, N, N, 1, a, N, b, N, 0, c, N);
+        double rate = 2.0 * N * N * N / (now(cpu) - t0) / 1e9;
+        if (rate > best) best = rate;
+    }
+    free(a);
+    free(b);
+    free(c);
+    return best;
+}
+
+static void setup(bench_model *m) {
+    static const char *const common[] = {
+        "model.width=256",    "model.depth=4",        "model.heads=4", "model.context=256",
+        "model.ffn_mult=1.0", "model.vocab_size=256", "train.batch=8", NULL};
+    char err[256] = "";
+    ts_config_defaults(&m->config);
+    for (int i = 0; common[i]; i++)
+        if (!ts_config_set(&m->config, common[i], err, sizeof err)) die(common[i], err);
+    for (int i = 0; m->settings[i]; i++)
+        if (!ts_config_set(&m->config, m->settings[i], err, sizeof err)) die(m->settings[i], err);
+    if (!ts_config_resolve_presets(&m->config, err, sizeof err)) die(m->name, err);
+    m->model = ts_model_create(&m->config.model, err, sizeof err);
+    if (!m->model) die(m->name, err);
+    if (!ts_ctx_init(&m->ctx, 0)) die(m->name, "out of memory");
+    ts_model_init_params(m->model, (uint64_t)m->config.seed);
+    ts_model_bind(m->model, &m->ctx);
+    int seq = m->config.model.context;
+    long n = m->config.batch * (long)(seq + 1);
+    m->tokens = malloc((size_t)n * sizeof *m->tokens);
+    if (!m->tokens) die(m->name, "out of memory");
+    ts_rng rng;
+    ts_rng_seed(&rng, 7);
+    for (long i = 0; i < n; i++) m->tokens[i] = (int32_t)ts_rng_below(&rng, 256);
+    m->best_seconds = INFINITY;
+}
+
+static double one_step(bench_model *m, bool cpu) {
+    ts_batch batch = {.tokens = m->tokens,
+                      .batch = (int)m->config.batch,
+                      .seq = m->config.model.context,
+                      .mode = TS_MODE_TRAIN,
+                      .seed = (uint64_t)m->config.seed,
+                      .step = m->steps,
+                      .first_index = 0};
+    double stats[TS_MAX_MODEL_STATS];
+    ts_reset_flops(&m->ctx);
+    double t0 = now(cpu);
+    double loss = ts_train_micro_batch(m->model, &m->ctx, &batch, 1.0, stats);
+    double dt = now(cpu) - t0;
+    if (!isfinite(loss)) die(m->name, "non-finite loss");
+    m->flops = ts_flops_total(&m->ctx);
+    if (m->steps == 0) {
+        m->mallocs_after_first = m->ctx.arena.n_mallocs;
+        m->tape_cap_after_first = m->ctx.tape_cap;
+    } else if (m->ctx.arena.n_mallocs != m->mallocs_after_first ||
+               m->ctx.tape_cap != m->tape_cap_after_first) {
+        m->allocated_later = true;
+    }
+    m->steps++;
+    return dt;
+}
+
+static int by_seconds(const void *a, const void *b) {
+    const ts_profile_entry *x = a, *y = b;
+    return (x->seconds < y->seconds) - (x->seconds > y->seconds);
+}
+
+static void print_profile(bench_model *m, double sgemm, bool cpu) {
+    ts_profile *profile = malloc(sizeof *profile);
+    if (!profile) die("profile", "out of memory");
+    ts_profile_start(&m->ctx, profile, cpu ? TS_PROFILE_CPU : TS_PROFILE_WALL);
+    one_step(m, cpu);
+    ts_profile_stop(&m->ctx);
+    double total_s = 0, total_f = 0;
+    for (int p = 0; p < TS_PASSES; p++) {
+        double s, f;
+        ts_profile_pass_totals(profile, p, &s, &f);
+        total_s += s;
+        total_f += f;
+    }
+    printf("\nprofile of one step: %s (%.3f s, %.3f GFLOP, %.1f GFLOP/s; sgemm %.1f)\n", m->label,
+           total_s, total_f / 1e9, total_f / total_s / 1e9, sgemm);
+    printf("  %-22s %-24s %7s %9s %6s %10s %9s %6s\n", "pass", "op", "calls", "ms", "time%",
+           "GFLOP", "GFLOP/s", "%sgemm");
+    for (int p = 0; p < TS_PASSES; p++) {
+        int n = profile->n_entries[p];
+        if (!n) continue;
+        qsort(profile->entries[p], (size_t)n, sizeof(ts_profile_entry), by_seconds);
+        double s, f;
+        ts_profile_pass_totals(profile, p, &s, &f);
+        printf("  %-22s %-24s %7s %9.1f %5.1f%% %10.3f %9.1f %5.1f%%\n", ts_pass_name(p), "(all)",
+               "", 1e3 * s, 100 * s / total_s, f / 1e9, f / s / 1e9, 100 * f / s / 1e9 / sgemm);
+        for (int i = 0; i < n; i++) {
+            const ts_profile_entry *e = &profile->entries[p][i];
+            if (e->seconds < 0.002 * total_s) continue; /* the long tail */
+            printf("  %-22s %-24s %7ld %9.1f %5.1f%% %10.3f %9.1f %5.1f%%\n", "", e->op, e->calls,
+                   1e3 * e->seconds, 100 * e->seconds / total_s, e->flops / 1e9,
+                   e->flops / e->seconds / 1e9, 100 * e->flops / e->seconds / 1e9 / sgemm);
+        }
+    }
+    free(profile);
+}
+
+int main(void) {
+    openblas_set_num_threads(1);
+    bench_model models[] = {
+        {.name = "tpp",
+         .label = "Transformer++",
+         .settings = {"model.arch=transformerpp", NULL},
+         .min_sgemm_fraction = 0.85},
+        {.name = "ebt1",
+         .label = "EBT S1, 1 step",
+         .settings = {"model.arch=ebt", "ebt.preset=s1", "ebt.step_size=10",
+                      "ebt.step_size_lr_mult=100", "ebt.steps=1", NULL},
+         .flop_tolerance = 0.05,
+         .min_sgemm_fraction = 0.75},
+        {.name = "ebt2",
+         .label = "EBT S1, 2 steps",
+         .settings = {"model.arch=ebt", "ebt.preset=s1", "ebt.step_size=10",
+                      "ebt.step_size_lr_mult=100", "ebt.steps=2", NULL},
+         .flop_tolerance = 0.05,
+         .min_sgemm_fraction = 0.75},
+        {.name = "nexus2",
+         .label = "Nexus order 2",
+         .settings = {"model.arch=nexus", "nexus.order=2", NULL},
+         .flop_tolerance = 0.10},
+        {.name = "free",
+         .label = "Free Transformer",
+         .settings = {"model.arch=free", "free.latent_bits=8", NULL},
+         .flop_tolerance = 0.10},
+    };
+    int n_models = (int)(sizeof models / sizeof models[0]);
+    const char *only = getenv("BENCH_ONLY");
+    bool cpu = use_cpu_clock();
+    long rounds = env_long("BENCH_ROUNDS", 3), steps = env_long("BENCH_STEPS", 2);
+    bool selected[MAX_MODELS];
+    for (int i = 0; i < n_models; i++) {
+        selected[i] = !only || !*only || !strcmp(only, models[i].name);
+        if (selected[i]) {
+            setup(&models[i]);
+            one_step(&models[i], cpu); /* the first step allocates and pays first-touch faults */
+        }
+    }
+    double sgemm = 0;
+    for (long r = 0; r < rounds; r++) {
+        double rate = sgemm_gflops(cpu);
+        if (rate > sgemm) sgemm = rate;
+        for (int i = 0; i < n_models; i++)
+            for (long s = 0; selected[i] && s < steps; s++) {
+                double dt = one_step(&models[i], cpu);
+                if (dt < models[i].best_seconds) models[i].best_seconds = dt;
+            }
+    }
+
+    const bench_model *base = selected[0] ? &models[0] : NULL;
+    printf("one BLAS thread, %s, fastest step of %ld rounds x %ld steps; sgemm %d^3: %.1f "
+           "GFLOP/s\n",
+           cpu ? "process CPU time" : "wall time", rounds, steps, SGEMM_N, sgemm);
+    printf("%-18s %10s %9s %9s %7s %8s %8s %8s %6s\n", "model", "GFLOP", "s/step", "GFLOP/s",
+           "%sgemm", "FLOP x", "time x", "time/FLOP", "alloc");
+    bool ok = true;
+    char summary[1024] = "";
+    size_t len = 0;
+    for (int i = 0; i < n_models; i++) {
+        bench_model *m = &models[i];
+        if (!selected[i]) continue;
+        double rate = m->flops / m->best_seconds / 1e9, fraction = rate / sgemm;
+        double flop_x = base ? m->flops / base->flops : NAN;
+        double time_x = base ? m->best_seconds / base->best_seconds : NAN;
+        double deviation = time_x / flop_x - 1;
+        printf("%-18s %10.3f %9.3f %9.1f %6.1f%% %8.3f %8.3f %8.3f %6s\n", m->label, m->flops / 1e9,
+               m->best_seconds, rate, 100 * fraction, flop_x, time_x, time_x / flop_x,
+               m->allocated_later ? "yes" : "no");
+        if (m->min_sgemm_fraction > 0 && !(fraction >= m->min_sgemm_fraction)) ok = false;
+        if (m->flop_tolerance > 0 && !(fabs(deviation) <= m->flop_tolerance)) ok = false;
+        if (m->allocated_later) ok = false;
+        len += (size_t)snprintf(summary + len, sizeof summary - len,
+                                " %s_sgemm=%.3f %s_time_per_flop_x=%.3f", m->name, fraction,
+                                m->name, time_x / flop_x);
+    }
+    for (int i = 0; i < n_models; i++)
+        if (selected[i]) print_profile(&models[i], sgemm, cpu);
+    if (!only || !*only)
+        printf("PROFILE_BENCH sgemm_gflops=%.1f%s targets=tpp_sgemm>=0.85,ebt_sgemm>=0.75,"
+               "ebt_time/flop_within_5%%,nexus2_free_time/flop_within_10%%,no_alloc_after_step_1 "
+               "%s\n",
+               sgemm, summary, ok ? "PASSED" : "FAILED");
+    for (int i = 0; i < n_models; i++)
+        if (selected[i]) {
+            ts_ctx_free(&models[i].ctx);
+            ts_model_destroy(models[i].model);
+            free(models[i].tokens);
+        }
+    return 0;
+}

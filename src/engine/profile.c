@@ -1,0 +1,72 @@
+#include "engine/profile.h"
+
+#include <string.h>
+#include <time.h>
+
+static double now_seconds(const ts_profile *profile) {
+    struct timespec ts;
+    clock_gettime(profile->clock == TS_PROFILE_CPU ? CLOCK_PROCESS_CPUTIME_ID : CLOCK_MONOTONIC,
+                  &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+void ts_profile_start(ts_ctx *ctx, ts_profile *profile, enum ts_profile_clock clock) {
+    memset(profile, 0, sizeof *profile);
+    profile->clock = clock;
+    profile->last_time = now_seconds(profile);
+    ctx->profile = profile;
+}
+
+void ts_profile_stop(ts_ctx *ctx) {
+    ctx->profile = NULL;
+}
+
+void ts_profile_skip(ts_ctx *ctx) {
+    if (!ctx->profile) return;
+    ctx->profile->last_time = now_seconds(ctx->profile);
+    ctx->profile->pending_flops = 0;
+}
+
+/* Op names are string literals, so a pointer compare finds nearly all;
+ * strcmp catches the same name from two translation units. */
+static ts_profile_entry *entry_of(ts_profile *profile, enum ts_pass pass, const char *op) {
+    ts_profile_entry *entries = profile->entries[pass];
+    int n = profile->n_entries[pass];
+    for (int i = 0; i < n; i++)
+        if (entries[i].op == op || !strcmp(entries[i].op, op)) return &entries[i];
+    if (n == TS_PROFILE_MAX_OPS - 1) op = "(further ops)"; /* the last row takes the rest */
+    if (n == TS_PROFILE_MAX_OPS) return &entries[n - 1];
+    profile->n_entries[pass] = n + 1;
+    entries[n] = (ts_profile_entry){.op = op};
+    return &entries[n];
+}
+
+void ts_profile_add_flops(ts_profile *profile, double n) {
+    profile->pending_flops += n;
+}
+
+void ts_profile_book(ts_ctx *ctx, const char *op) {
+    ts_profile *profile = ctx->profile;
+    double t = now_seconds(profile);
+    ts_profile_entry *e = entry_of(profile, ctx->pass, op);
+    e->calls++;
+    e->seconds += t - profile->last_time;
+    e->flops += profile->pending_flops;
+    profile->pending_flops = 0;
+    profile->last_time = t;
+}
+
+const char *ts_pass_name(enum ts_pass pass) {
+    static const char *const names[TS_PASSES] = {"forward", "backward", "backward (recorded)",
+                                                 "second order"};
+    return pass >= 0 && pass < TS_PASSES ? names[pass] : "?";
+}
+
+void ts_profile_pass_totals(const ts_profile *profile, enum ts_pass pass, double *seconds,
+                            double *flops) {
+    *seconds = *flops = 0;
+    for (int i = 0; i < profile->n_entries[pass]; i++) {
+        *seconds += profile->entries[pass][i].seconds;
+        *flops += profile->entries[pass][i].flops;
+    }
+}

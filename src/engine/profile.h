@@ -1,0 +1,57 @@
+/* A per-op profile of executed work: wall time, FLOPs and calls per op type,
+ * kept apart for the forward pass, first-order gradient passes (plain, and
+ * recorded with create_graph) and second-order work (the rules of ops that
+ * a recorded gradient pass created, run by a later pass), so an
+ * optimisation can be aimed at the largest cost (docs/performance.md).
+ *
+ * Switched on and off at run time by the caller: ts_profile_start hangs a
+ * caller-owned table on the context, ts_profile_stop takes it off. Without a
+ * table the engine pays one pointer test per op. An op's time is the wall
+ * time from the end of the previous op (or from ts_profile_start) to its
+ * own end, so work between ops done outside the engine (the caller's own
+ * loops) is booked to the next op: profile a region that is engine calls. */
+#ifndef TS_PROFILE_H
+#define TS_PROFILE_H
+
+#include "engine/context.h"
+
+enum { TS_PROFILE_MAX_OPS = 64 };
+
+typedef struct ts_profile_entry {
+    const char *op; /* the name the op records (static storage) */
+    long calls;
+    double seconds;
+    double flops;
+} ts_profile_entry;
+
+/* Wall time, or the CPU time of the calling process (all its threads):
+ * on a machine shared with other work the CPU time is the steadier measure
+ * of what an op costs, as long as BLAS runs one thread. */
+enum ts_profile_clock { TS_PROFILE_WALL = 0, TS_PROFILE_CPU = 1 };
+
+typedef struct ts_profile {
+    enum ts_profile_clock clock;
+    ts_profile_entry entries[TS_PASSES][TS_PROFILE_MAX_OPS];
+    int n_entries[TS_PASSES];
+    double last_time;     /* end of the previous booked op */
+    double pending_flops; /* booked by ts_count_flops, not yet given to an op */
+} ts_profile;
+
+/* Zeroes profile and hangs it on ctx: from now on every op adds to it. */
+void ts_profile_start(ts_ctx *ctx, ts_profile *profile, enum ts_profile_clock clock);
+/* Takes the profile off ctx; the table keeps its contents. */
+void ts_profile_stop(ts_ctx *ctx);
+/* Restarts the clock without booking: the caller did other work since the
+ * last op (an optimiser step, data loading) that no op should be charged. */
+void ts_profile_skip(ts_ctx *ctx);
+/* Called by ts_record for every op (and for work that is no op, under a
+ * name of its own): books the time since the previous op and the pending
+ * FLOPs to `op` in the current pass. */
+void ts_profile_book(ts_ctx *ctx, const char *op);
+
+const char *ts_pass_name(enum ts_pass pass);
+/* Totals of one pass (seconds and FLOPs). */
+void ts_profile_pass_totals(const ts_profile *profile, enum ts_pass pass, double *seconds,
+                            double *flops);
+
+#endif

@@ -1,0 +1,204 @@
+/* Fused kernels against the compositions of primitives they replace
+ * (docs/performance.md): RMSNorm (forward and its fused rule), silu's fused
+ * rule, and the softmax that skips masked entries. For each, the value, the
+ * first-order gradient and a second-order term (the gradient of
+ * <grad L, v>, taken with create_graph) must agree with the primitive
+ * composition to rounding. The gradient checks (test_engine_gradcheck)
+ * compare the same ops with finite differences; this test catches a fused
+ * kernel that is consistently wrong in a way a loose tolerance could hide.
+ * Also the per-op profile: it books every op of a pass in the right pass. */
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <setjmp.h>
+#include <cmocka.h>
+
+#include <float.h>
+#include <math.h>
+#include <string.h>
+
+#include "engine/engine.h"
+#include "engine_fixture.h"
+#include "splitmix.h"
+
+#ifdef TS_DOUBLE
+#define TOL 1e-11
+#else
+#define TOL 2e-5
+#endif
+
+typedef engine_fixture fixture;
+
+static int setup(void **state) {
+    return engine_fixture_setup(state, 1 << 22, 0x510E527FADE682D1ull);
+}
+static int teardown(void **state) {
+    return engine_fixture_teardown(state);
+}
+
+static ts_tensor *leaf(fixture *fx, int ndim, const int *shape, double lo, double hi) {
+    ts_tensor *t = ts_new(&fx->ctx, ndim, shape);
+    test_rng_fill_uniform(&fx->rng, t->data, t->numel, lo, hi);
+    ts_set_requires_grad(&fx->ctx, t, true);
+    return t;
+}
+
+static ts_tensor *constant(fixture *fx, const ts_tensor *like) {
+    ts_tensor *t = ts_new_like(&fx->ctx, like);
+    test_rng_fill_uniform(&fx->rng, t->data, t->numel, -1, 1);
+    return t;
+}
+
+static void expect_close(const ts_tensor *a, const ts_tensor *b, const char *what) {
+    assert_int_equal(a->numel, b->numel);
+    double scale = 0;
+    for (long i = 0; i < b->numel; i++) scale = fmax(scale, fabs((double)b->data[i]));
+    for (long i = 0; i < a->numel; i++)
+        if (!(fabs((double)a->data[i] - (double)b->data[i]) <= TOL * fmax(scale, 1)))
+            fail_msg("%s: element %ld: fused %.12g, primitives %.12g", what, i, (double)a->data[i],
+                     (double)b->data[i]);
+}
+
+typedef ts_tensor *(*unary_fn)(ts_ctx *ctx, ts_tensor *const *in, const ts_tensor *mask);
+
+/* f (fused) and g (primitives) of the same inputs: values, gradients of
+ * <w, f> and gradients of <grad <w, f>, v> with respect to every input. */
+static void expect_same_function(fixture *fx, unary_fn fused, unary_fn primitives, int n_in,
+                                 ts_tensor *const *in, const ts_tensor *mask, const char *name) {
+    ts_ctx *ctx = &fx->ctx;
+    ts_tensor *y[2] = {fused(ctx, in, mask), primitives(ctx, in, mask)};
+    expect_close(y[0], y[1], name);
+    ts_tensor *w = constant(fx, y[0]);
+    ts_tensor *v[4];
+    for (int j = 0; j < n_in; j++) v[j] = constant(fx, in[j]);
+    ts_tensor *first[2][4], *second[2][4];
+    for (int k = 0; k < 2; k++) {
+        ts_grad(ctx, 1, &y[k], &w, n_in, in, first[k], true);
+        ts_tensor *h = NULL;
+        for (int j = 0; j < n_in; j++) {
+            ts_tensor *term = ts_sum_all(ctx, ts_mul(ctx, first[k][j], v[j]));
+            h = h ? ts_add(ctx, h, term) : term;
+        }
+        ts_grad(ctx, 1, &h, NULL, n_in, in, second[k], false);
+    }
+    char what[96];
+    for (int j = 0; j < n_in; j++) {
+        snprintf(what, sizeof what, "%s: first-order gradient of input %d", name, j);
+        expect_close(first[0][j], first[1][j], what);
+        snprintf(what, sizeof what, "%s: second-order term of input %d", name, j);
+        expect_close(second[0][j], second[1][j], what);
+    }
+}
+
+static ts_tensor *rmsnorm_fused(ts_ctx *ctx, ts_tensor *const *in, const ts_tensor *mask) {
+    (void)mask;
+    return ts_rmsnorm(ctx, in[0], in[1], 1e-2);
+}
+
+static ts_tensor *rmsnorm_primitives(ts_ctx *ctx, ts_tensor *const *in, const ts_tensor *mask) {
+    (void)mask;
+    ts_tensor *ms = ts_mean(ctx, ts_square(ctx, in[0]), -1, true);
+    return ts_mul(ctx, ts_mul(ctx, in[0], ts_rsqrt(ctx, ts_add_scalar(ctx, ms, 1e-2))), in[1]);
+}
+
+static ts_tensor *silu_fused(ts_ctx *ctx, ts_tensor *const *in, const ts_tensor *mask) {
+    (void)mask;
+    return ts_silu(ctx, in[0]);
+}
+
+static ts_tensor *silu_primitives(ts_ctx *ctx, ts_tensor *const *in, const ts_tensor *mask) {
+    (void)mask;
+    return ts_mul(ctx, in[0], ts_sigmoid(ctx, in[0]));
+}
+
+static ts_tensor *softmax_fused(ts_ctx *ctx, ts_tensor *const *in, const ts_tensor *mask) {
+    return ts_softmax(ctx, in[0], mask);
+}
+
+/* exp(x - max) under the mask, normalised: masked entries are exactly 0. */
+static ts_tensor *softmax_primitives(ts_ctx *ctx, ts_tensor *const *in, const ts_tensor *mask) {
+    ts_tensor *keep = ts_new_like(ctx, mask); /* 1 where visible */
+    for (long i = 0; i < mask->numel; i++) keep->data[i] = mask->data[i] == 0 ? 1 : 0;
+    ts_tensor *e = ts_mul(ctx, ts_exp(ctx, in[0]), keep);
+    return ts_div(ctx, e, ts_sum(ctx, e, -1, true));
+}
+
+static void test_rmsnorm_matches_primitives(void **state) {
+    fixture *fx = *state;
+    ts_tensor *x = leaf(fx, TS_SHAPE(3, 4, 16), -2, 2), *w = leaf(fx, TS_SHAPE(16), 0.5, 1.5);
+    expect_same_function(fx, rmsnorm_fused, rmsnorm_primitives, 2, (ts_tensor *[]){x, w}, NULL,
+                         "rmsnorm");
+}
+
+static void test_silu_rule_matches_primitives(void **state) {
+    fixture *fx = *state;
+    ts_tensor *x = leaf(fx, TS_SHAPE(5, 7), -6, 6);
+    expect_same_function(fx, silu_fused, silu_primitives, 1, (ts_tensor *[]){x}, NULL, "silu");
+}
+
+static void test_causal_softmax_matches_primitives(void **state) {
+    fixture *fx = *state;
+    ts_tensor *x = leaf(fx, TS_SHAPE(2, 6, 6), -1, 1);
+    ts_tensor *mask = ts_causal_mask(&fx->ctx, 6);
+    expect_same_function(fx, softmax_fused, softmax_primitives, 1, (ts_tensor *[]){x}, mask,
+                         "causal softmax");
+}
+
+static const ts_profile_entry *find(const ts_profile *p, enum ts_pass pass, const char *op) {
+    for (int i = 0; i < p->n_entries[pass]; i++)
+        if (!strcmp(p->entries[pass][i].op, op)) return &p->entries[pass][i];
+    return NULL;
+}
+
+/* y = x W (forward), its gradient with create_graph (recorded backward),
+ * then the gradient of <grad, v> (second order): every matmul lands in its
+ * pass with the FLOPs it counted, and the passes add up to ctx.flops. */
+static void test_profile_books_ops_by_pass(void **state) {
+    fixture *fx = *state;
+    ts_ctx *ctx = &fx->ctx;
+    ts_tensor *x = leaf(fx, TS_SHAPE(4, 8), -1, 1), *wt = leaf(fx, TS_SHAPE(8, 3), -1, 1);
+    ts_profile profile;
+    ts_reset_flops(ctx);
+    ts_profile_start(ctx, &profile, TS_PROFILE_CPU);
+    ts_tensor *y = ts_silu(ctx, ts_matmul(ctx, x, wt, false, false));
+    ts_tensor *seed = constant(fx, y), *g;
+    ts_grad(ctx, 1, &y, &seed, 1, &x, &g, true);
+    ts_tensor *h = ts_sum_all(ctx, ts_mul(ctx, g, constant(fx, g))), *gw;
+    ts_grad(ctx, 1, &h, NULL, 1, &wt, &gw, false);
+    ts_profile_stop(ctx);
+
+    const ts_profile_entry *fwd = find(&profile, TS_PASS_FORWARD, "matmul");
+    assert_non_null(fwd);
+    assert_int_equal(fwd->calls, 1);
+    assert_true(fwd->flops == 2.0 * 4 * 8 * 3);
+    const ts_profile_entry *recorded = find(&profile, TS_PASS_BACKWARD_GRAPH, "silu_backward");
+    assert_non_null(recorded);
+    assert_non_null(find(&profile, TS_PASS_BACKWARD_GRAPH, "matmul"));
+    assert_non_null(find(&profile, TS_PASS_SECOND_ORDER, "matmul"));
+    assert_null(find(&profile, TS_PASS_FORWARD, "silu_backward"));
+    double total = 0, seconds = 0;
+    for (int p = 0; p < TS_PASSES; p++) {
+        double s, f;
+        ts_profile_pass_totals(&profile, p, &s, &f);
+        assert_true(s >= 0);
+        total += f;
+        seconds += s;
+    }
+    assert_true(fabs(total - ts_flops_total(ctx)) <= 1e-9 * total);
+    assert_true(seconds > 0);
+    /* Switched off, nothing more is booked. */
+    ts_profile before = profile;
+    ts_silu(ctx, x);
+    assert_int_equal(profile.n_entries[TS_PASS_FORWARD], before.n_entries[TS_PASS_FORWARD]);
+    assert_null(ctx->profile);
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_rmsnorm_matches_primitives),
+        cmocka_unit_test(test_silu_rule_matches_primitives),
+        cmocka_unit_test(test_causal_softmax_matches_primitives),
+        cmocka_unit_test(test_profile_books_ops_by_pass),
+    };
+    return cmocka_run_group_tests(tests, setup, teardown);
+}
