@@ -42,12 +42,21 @@ static bool refresh_results(const ts_campaign *c, const ts_campaign_manifest *m,
     return st == TS_IO_OK;
 }
 
-/* Collective: whether rank 0's failed write of results.h5 was a full disk
- * or an I/O error, so every rank exits with TS_EXIT_WRITE_FAILED. */
-static bool agree_write_failed(MPI_Comm comm, bool write_failed) {
-    int flag = write_failed;
+/* Collective: rank 0 refreshes results.h5 from the run directories; every
+ * rank learns whether that worked and, when not, whether the cause was a
+ * failed write (a full disk or an I/O error: *write_failed, so every rank
+ * exits with TS_EXIT_WRITE_FAILED). */
+static bool sync_results(MPI_Comm comm, int rank, const ts_campaign *c,
+                         const ts_campaign_manifest *m, const char *dir,
+                         ts_campaign_run_result *results, int *n_done, bool *write_failed) {
+    char err[2048] = "";
+    bool ok = true, failed_write = false;
+    if (rank == 0) ok = refresh_results(c, m, dir, results, n_done, &failed_write, err, sizeof err);
+    if (agree(comm, rank, ok, err)) return true;
+    int flag = failed_write;
     MPI_Bcast(&flag, 1, MPI_INT, 0, comm);
-    return flag;
+    *write_failed = flag;
+    return false;
 }
 
 /* Collective: whether the run's newest complete checkpoint is its last step. */
@@ -134,12 +143,7 @@ int ts_campaign_run(MPI_Comm comm, const ts_campaign *c, const ts_campaign_manif
     bool interrupted = false;  /* by a stop signal: exit TS_TRAIN_EXIT_INTERRUPTED */
     bool write_failed = false; /* a full disk: exit TS_EXIT_WRITE_FAILED */
     for (int i = 0; i < m->n_points; i++) n_selected += o->selected[i];
-    if (rank == 0)
-        ok = refresh_results(c, m, o->dir, results, &n_done, &write_failed, err, sizeof err);
-    if (!agree(comm, rank, ok, err)) {
-        write_failed = agree_write_failed(comm, write_failed);
-        goto done;
-    }
+    if (!sync_results(comm, rank, c, m, o->dir, results, &n_done, &write_failed)) goto done;
 
     for (int i = 0; o->train && i < m->n_points; i++) {
         if (!o->selected[i]) continue;
@@ -161,13 +165,7 @@ int ts_campaign_run(MPI_Comm comm, const ts_campaign *c, const ts_campaign_manif
             } else if (rank == 0) {
                 printf("== campaign %s: point %d %s: complete, skipped\n", c->name, i, p->name);
             }
-            if (rank == 0)
-                ok = refresh_results(c, m, o->dir, results, &n_done, &write_failed, err,
-                                     sizeof err);
-            if (!agree(comm, rank, ok, err)) {
-                write_failed = agree_write_failed(comm, write_failed);
-                goto done;
-            }
+            if (!sync_results(comm, rank, c, m, o->dir, results, &n_done, &write_failed)) goto done;
             continue;
         }
         if (rank == 0) {
@@ -188,11 +186,8 @@ int ts_campaign_run(MPI_Comm comm, const ts_campaign *c, const ts_campaign_manif
                 printf("== campaign %s: interrupted by a signal during %s; run the same command "
                        "again to resume\n",
                        c->name, p->name);
-                ok =
-                    refresh_results(c, m, o->dir, results, &n_done, &write_failed, err, sizeof err);
             }
-            interrupted = agree(comm, rank, ok, err);
-            if (!interrupted) write_failed = agree_write_failed(comm, write_failed);
+            interrupted = sync_results(comm, rank, c, m, o->dir, results, &n_done, &write_failed);
             goto done;
         }
         if (status == TS_EXIT_WRITE_FAILED) {
@@ -215,12 +210,7 @@ int ts_campaign_run(MPI_Comm comm, const ts_campaign *c, const ts_campaign_manif
                         p->name, status);
             }
         }
-        if (rank == 0)
-            ok = refresh_results(c, m, o->dir, results, &n_done, &write_failed, err, sizeof err);
-        if (!agree(comm, rank, ok, err)) {
-            write_failed = agree_write_failed(comm, write_failed);
-            goto done;
-        }
+        if (!sync_results(comm, rank, c, m, o->dir, results, &n_done, &write_failed)) goto done;
     }
 
     int status = 0;
