@@ -61,6 +61,16 @@ tiny_campaign() { # tiny_campaign OUT.ini NAME [EXTRA_LINE ...]
 
 # The --set arguments that make tiny_train's model one of ARCH (for the
 # scripts that run every architecture).
+run_campaign() { # run_campaign LABEL INI DIR N: campaign run on 2 ranks, timed; it succeeds and has N of N points done
+    local start status
+    start=$(date +%s)
+    mpirun -np 2 "$bin" campaign run "$2" --dir "$3" >"$tmp/run.log" 2>&1
+    status=$?
+    echo "$1: $(($(date +%s) - start)) s on 2 ranks"
+    check "the $1 succeeds" [ $status -eq 0 ]
+    [ $status -eq 0 ] || tail -30 "$tmp/run.log"
+    check "every point is done" contains "$tmp/run.log" "$4 of $4 points done"
+}
 arch_args() { # arch_args ARCH
     case $1 in
     transformerpp) ;;

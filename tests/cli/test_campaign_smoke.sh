@@ -19,13 +19,7 @@ check "plan shows the flops axis reusing the params runs" \
     contains "$tmp/plan.log" "ebt-flops-p2-s33 .* ebt-params-p2-s33$"
 
 dir=$tmp/campaign
-start=$(date +%s)
-mpirun -np 2 "$bin" campaign run "$tmp/smoke.ini" --dir "$dir" >"$tmp/run.log" 2>&1
-status=$?
-echo "smoke campaign: $(($(date +%s) - start)) s on 2 ranks"
-check "the smoke campaign succeeds" [ $status -eq 0 ]
-[ $status -eq 0 ] || tail -30 "$tmp/run.log"
-check "it reports every point done" contains "$tmp/run.log" "72 of 72 points done"
+run_campaign "smoke campaign" "$tmp/smoke.ini" "$dir" 72
 check "the manifest has a header and 72 points" [ "$(wc -l <"$dir/manifest.tsv")" = 73 ]
 check "48 run directories" [ "$(ls "$dir/runs" | wc -l)" = 48 ]
 

@@ -12,15 +12,7 @@
 # run; tests/fault/update_reliability_doc.sh puts it there).
 source "$(dirname "$0")/lib.sh"
 source "$(dirname "$0")/fault_lib.sh"
-fault_table checkpoint
-shim=$repo/build/fault/write_fault.so
-[ -f "$shim" ] || { echo "missing $shim: run make build first"; exit 1; }
-make_license_corpus "$tmp/corpus.h5"
-every=(--set train.checkpoint_every=10 --set train.keep_checkpoints=3)
-limit=120 # seconds; a healthy run takes a few
-
-tiny_train 2 "$bin" "$tmp/straight" "${every[@]}" >"$tmp/straight.log" 2>&1
-check "the uninterrupted run succeeds" [ $? -eq 0 ]
+fault_setup checkpoint write_fault 3
 cat >"$table" <<'MD'
 | fault (2 ranks, checkpoints every 10 of 30 steps) | exit | time | .tmp left | complete checkpoints after | --resume with space freed | message (first line, abridged) |
 |---|---|---|---|---|---|---|

@@ -18,18 +18,10 @@
 # tests/fault/update_reliability_doc.sh puts it there).
 source "$(dirname "$0")/lib.sh"
 source "$(dirname "$0")/fault_lib.sh"
-fault_table signals
-stall=$repo/build/fault/stall_write.so
-[ -f "$stall" ] || { echo "missing $stall: run make build first"; exit 1; }
-make_license_corpus "$tmp/corpus.h5"
-every=(--set train.checkpoint_every=10 --set train.keep_checkpoints=10)
-limit=120 # seconds: the hard timeout of every case
+fault_setup signals stall_write 10
 # Slower steps (an evaluation after each, which leaves the training as it
 # is), so a rank can be stopped mid-run at a step the test does not choose.
 slow=(--set train.eval_every=1 --set train.eval_batches=20)
-
-tiny_train 2 "$bin" "$tmp/straight" "${every[@]}" >"$tmp/straight.log" 2>&1
-check "the uninterrupted run succeeds" [ $? -eq 0 ]
 cat >"$table" <<'MD'
 | fault (2 ranks, checkpoints every 10 steps) | exit | time after the fault | complete checkpoints after (all verify) | --resume | message (first line, abridged) |
 |---|---|---|---|---|---|
@@ -95,28 +87,40 @@ cleanup_ranks() { # a stopped rank left behind by a failed case
     local p
     for p in $(pgrep -f "run.dir=$tmp/$1( |$)"); do kill -CONT "$p" 2>/dev/null; kill -KILL "$p" 2>/dev/null; done
 }
+# signal_mid_run NAME SIGNAL ARGS...: starts a slow run in $tmp/NAME, sends
+# SIGNAL to rank 1 once checkpoint 10 is written, and waits for the job.
+signal_mid_run() {
+    local name=$1 signal=$2 victim
+    shift 2
+    start "$name" -- "${every[@]}" "${slow[@]}" "$@"
+    wait_for "$tmp/$name.log" "checkpoint step 10" 60
+    victim=$(rank_pid "$name" 1)
+    check "SIG$signal: found rank 1" [ -n "$victim" ]
+    kill "-$signal" "$victim"
+    fault_at=$SECONDS
+    finish_job "$name"
+}
+# close_case NAME DESCRIPTION: what every case checks last (each complete
+# checkpoint verifies; --resume is bit-identical), then its table row.
+close_case() {
+    local resumed=DIFFERENT
+    check "... every complete checkpoint verifies" all_verify "$1"
+    resumes_identically "$1" && resumed=bit-identical
+    check "... --resume is bit-identical" [ $resumed = bit-identical ]
+    row "$1" "$2" "$resumed"
+}
 
 # 1. A rank stopped between steps: the other waits in a collective, its
 # watchdog (4 s here) ends the job.
-start stopped -- "${every[@]}" "${slow[@]}" --set train.watchdog_seconds=4
-wait_for "$tmp/stopped.log" "checkpoint step 10" 60
-victim=$(rank_pid stopped 1)
-check "SIGSTOP: found rank 1" [ -n "$victim" ]
-kill -STOP "$victim"
-fault_at=$SECONDS
-finish_job stopped
+signal_mid_run stopped STOP --set train.watchdog_seconds=4
 check "SIGSTOP of rank 1 mid-run: the watchdog ends the job with exit status 5" status_is stopped 5
 check "... within 30 s" ended_within stopped 30
 check "... naming the rank, the step and what it waited in" contains "$tmp/stopped.log" \
     "rank 0: error: watchdog: no progress for [0-9]* s in the \(training step\|evaluation\) of step [0-9]*, waiting in .*(limit 4 s: train.watchdog_seconds)"
-check "... every complete checkpoint verifies" all_verify stopped
-resumed=DIFFERENT
-resumes_identically stopped && resumed=bit-identical
-check "... --resume is bit-identical" [ $resumed = bit-identical ]
-row stopped "rank 1 stopped (SIGSTOP) mid-run, train.watchdog_seconds=4" "$resumed"
+close_case stopped "rank 1 stopped (SIGSTOP) mid-run, train.watchdog_seconds=4"
 
 # 2. A rank's checkpoint write hangs (a stuck file system).
-start stuck TS_STALL_NAME=checkpoint_00000020 TS_STALL_RANK=0 LD_PRELOAD=$stall -- \
+start stuck TS_STALL_NAME=checkpoint_00000020 TS_STALL_RANK=0 LD_PRELOAD=$shim -- \
     "${every[@]}" --set train.watchdog_seconds=4
 wait_for "$tmp/stuck.log" "stall_write: rank 0 stalls" 60
 fault_at=$SECONDS
@@ -126,51 +130,33 @@ check "... within 30 s" ended_within stuck 30
 check "... naming the checkpoint of step 20" contains "$tmp/stuck.log" \
     "error: watchdog: no progress for [0-9]* s in the checkpoint of step 20, waiting in the checkpoint write"
 check "... checkpoint 10 complete, 20 not" [ "$(cat "$tmp/stuck.complete")" = "10 " ]
-check "... every complete checkpoint verifies" all_verify stuck
-resumed=DIFFERENT
-resumes_identically stuck && resumed=bit-identical
-check "... --resume is bit-identical" [ $resumed = bit-identical ]
-row stuck "rank 0's write of checkpoint 20 hangs (stall_write.so), train.watchdog_seconds=4" "$resumed"
+close_case stuck "rank 0's write of checkpoint 20 hangs (stall_write.so), train.watchdog_seconds=4"
 
 # 3. A rank killed mid-run: mpirun ends the job.
-start killed -- "${every[@]}" "${slow[@]}"
-wait_for "$tmp/killed.log" "checkpoint step 10" 60
-victim=$(rank_pid killed 1)
-check "SIGKILL: found rank 1" [ -n "$victim" ]
-kill -KILL "$victim"
-fault_at=$SECONDS
-finish_job killed
+signal_mid_run killed KILL
 check "SIGKILL of rank 1 mid-run: the job ends non-zero" [ "$(cat "$tmp/killed.status")" != 0 ]
 check "... not by the hard timeout" [ "$(cat "$tmp/killed.status")" != 124 ]
 check "... within 30 s" ended_within killed 30
-check "... every complete checkpoint verifies" all_verify killed
-resumed=DIFFERENT
-resumes_identically killed && resumed=bit-identical
-check "... --resume is bit-identical" [ $resumed = bit-identical ]
-row killed "rank 1 killed (SIGKILL) mid-run" "$resumed"
+close_case killed "rank 1 killed (SIGKILL) mid-run"
 
 # 4. SIGTERM to both ranks while checkpoint 20 is being written (rank 0's
 # write takes 3 s): the checkpoint completes, the next step checkpoints
 # again and the run exits 75.
 start term TS_STALL_NAME=checkpoint_00000020 TS_STALL_RANK=0 TS_STALL_SECONDS=3 \
-    LD_PRELOAD=$stall -- "${every[@]}"
+    LD_PRELOAD=$shim -- "${every[@]}"
 wait_for "$tmp/term.log" "stall_write: rank 0 stalls" 60
 for r in 0 1; do kill -TERM "$(rank_pid term $r)"; done
 fault_at=$SECONDS
 finish_job term
 check "SIGTERM during a checkpoint write: exit status 75" status_is term 75
 check "... checkpoint 20 and the one after it complete" [ "$(cat "$tmp/term.complete")" = "10 20 21 " ]
-check "... every complete checkpoint verifies" all_verify term
 check "... no partial file left" no_tmp term
-resumed=DIFFERENT
-resumes_identically term && resumed=bit-identical
-check "... --resume is bit-identical" [ $resumed = bit-identical ]
-row term "SIGTERM to both ranks while checkpoint 20 is written (3 s write)" "$resumed"
+close_case term "SIGTERM to both ranks while checkpoint 20 is written (3 s write)"
 
 # 5. SIGINT to rank 0 while checkpoint 20 is being written: no handler, the
 # job dies; checkpoint 20 is never marked complete.
 start int TS_STALL_NAME=checkpoint_00000020 TS_STALL_RANK=0 TS_STALL_SECONDS=3 \
-    LD_PRELOAD=$stall -- "${every[@]}"
+    LD_PRELOAD=$shim -- "${every[@]}"
 wait_for "$tmp/int.log" "stall_write: rank 0 stalls" 60
 kill -INT "$(rank_pid int 0)"
 fault_at=$SECONDS
@@ -178,9 +164,5 @@ finish_job int
 check "SIGINT during a checkpoint write: the job ends non-zero" [ "$(cat "$tmp/int.status")" != 0 ]
 check "... not by the hard timeout" [ "$(cat "$tmp/int.status")" != 124 ]
 check "... checkpoint 10 complete, 20 not" [ "$(cat "$tmp/int.complete")" = "10 " ]
-check "... every complete checkpoint verifies" all_verify int
-resumed=DIFFERENT
-resumes_identically int && resumed=bit-identical
-check "... --resume is bit-identical" [ $resumed = bit-identical ]
-row int "SIGINT to rank 0 while checkpoint 20 is written" "$resumed"
+close_case int "SIGINT to rank 0 while checkpoint 20 is written"
 finish

@@ -22,13 +22,7 @@ check "plan lists 8 points: 4 architectures + 4 EBT ablations" contains "$tmp/pl
 check "an ablation is its own point" contains "$tmp/plan.log" "ebt-thinking-no_langevin-s33"
 
 dir=$tmp/campaign
-start=$(date +%s)
-mpirun -np 2 "$bin" campaign run "$tmp/smoke.ini" --dir "$dir" >"$tmp/run.log" 2>&1
-status=$?
-echo "thinking smoke campaign: $(($(date +%s) - start)) s on 2 ranks"
-check "the thinking smoke campaign succeeds" [ $status -eq 0 ]
-[ $status -eq 0 ] || tail -30 "$tmp/run.log"
-check "every point is done" contains "$tmp/run.log" "8 of 8 points done"
+run_campaign "thinking smoke campaign" "$tmp/smoke.ini" "$dir" 8
 check "the thinking analysis ran" contains "$tmp/run.log" "thinking.py"
 
 py - "$dir" <<'PY'
