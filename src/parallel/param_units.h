@@ -28,12 +28,12 @@ typedef struct ts_param_interval {
 typedef struct ts_param_unit {
     ts_param_interval *intervals;
     int n_intervals;
-    long elems;       /* the sum of the intervals' counts */
-    long owned_elems; /* of them, inside this rank's owned range */
-    bool resident;    /* zero3: its parameters occupy memory (gathered, maybe stale since) */
-    bool present;     /* zero3: its parameters gathered and current */
-    bool gathering;   /* zero3: an MPI_Iallgatherv into it is in flight */
-    bool grads_live;  /* its part of the local gradient buffer may be non-zero */
+    long elems;            /* the sum of the intervals' counts */
+    long owned_elems;      /* of them, inside this rank's owned range */
+    bool resident;         /* zero3: its parameters occupy memory (gathered, maybe stale since) */
+    bool present;          /* zero3: its parameters gathered and current */
+    bool gathering;        /* zero3: an MPI_Iallgatherv into it is in flight */
+    bool grads_live;       /* its part of the local gradient buffer may be non-zero */
     MPI_Request *requests; /* one per interval */
     int *counts;           /* per interval, nranks counts then nranks displacements */
 } ts_param_unit;

@@ -45,8 +45,12 @@ void ts_parallel_owned_range(const ts_parallel *p, int rank, long *first, long *
 
 bool ts_parallel_init(ts_parallel *p, MPI_Comm comm, ts_parallel_strategy strategy, long total,
                       char *err, size_t errlen) {
-    *p = (ts_parallel){.comm = comm, .strategy = strategy, .total = total, .max_piece = INT_MAX,
-                       .gathering = -1, .failed = MPI_SUCCESS};
+    *p = (ts_parallel){.comm = comm,
+                       .strategy = strategy,
+                       .total = total,
+                       .max_piece = INT_MAX,
+                       .gathering = -1,
+                       .failed = MPI_SUCCESS};
     MPI_Comm_rank(comm, &p->rank);
     MPI_Comm_size(comm, &p->nranks);
     p->shard = (total + p->nranks - 1) / p->nranks;
@@ -141,8 +145,8 @@ static int reduce_scatter_range(ts_parallel *p, ts_real *buf, long first, long c
         int *counts = malloc(2 * (size_t)p->nranks * sizeof *counts);
         if (!counts) return MPI_ERR_NO_MEM;
         part_counts(p, first, count, counts, counts + p->nranks);
-        int rc = MPI_Reduce_scatter(MPI_IN_PLACE, buf + first, counts, TS_MPI_REAL, MPI_SUM,
-                                    p->comm);
+        int rc =
+            MPI_Reduce_scatter(MPI_IN_PLACE, buf + first, counts, TS_MPI_REAL, MPI_SUM, p->comm);
         free(counts);
         if (rc == MPI_SUCCESS && mine_first > first)
             memmove(buf + mine_first, buf + first, (size_t)mine * sizeof *buf);
@@ -154,9 +158,9 @@ static int reduce_scatter_range(ts_parallel *p, ts_real *buf, long first, long c
             long piece_first, n = piece_of(p, r, first, count, k, &piece_first);
             if (n == 0) continue;
             bool root = r == p->rank;
-            int rc = MPI_Reduce(root ? MPI_IN_PLACE : buf + piece_first,
-                                root ? buf + piece_first : NULL, (int)n, TS_MPI_REAL, MPI_SUM, r,
-                                p->comm);
+            int rc =
+                MPI_Reduce(root ? MPI_IN_PLACE : buf + piece_first, root ? buf + piece_first : NULL,
+                           (int)n, TS_MPI_REAL, MPI_SUM, r, p->comm);
             if (rc != MPI_SUCCESS) return rc;
             if (!root) p->bytes_sent += (double)n * sizeof(ts_real);
         }
@@ -269,8 +273,7 @@ static void ensure_present(ts_parallel *p, int k) {
  * the current unit's compute); the hook waits for it when the unit's turn
  * comes. */
 static void prefetch(ts_parallel *p, int k) {
-    if (k < 1 || k >= p->units.count || p->units.units[k].present ||
-        p->units.units[k].gathering)
+    if (k < 1 || k >= p->units.count || p->units.units[k].present || p->units.units[k].gathering)
         return;
     if (p->gathering >= 0) wait_gather(p, p->gathering);
     start_gather(p, k);
@@ -571,8 +574,8 @@ int ts_parallel_release_model(ts_parallel *p, ts_model *model) {
 void ts_parallel_memory_held(const ts_parallel *p, double *parameters, double *gradients) {
     double full = (double)p->total;
     *parameters = (p->model ? p->peak_params : full) * sizeof(ts_real);
-    *gradients = (p->model ? p->peak_grads : full + (p->grad_shard ? p->owned_count : 0)) *
-                 sizeof(ts_real);
+    *gradients =
+        (p->model ? p->peak_grads : full + (p->grad_shard ? p->owned_count : 0)) * sizeof(ts_real);
 }
 
 ts_parallel_memory ts_parallel_memory_estimate(ts_parallel_strategy strategy, long total,
@@ -640,8 +643,7 @@ static double memory_sum(ts_parallel_memory m) {
 }
 
 bool ts_parallel_fits(ts_parallel_strategy strategy, long total, long working, int nranks,
-                      size_t elem, int moments_per_param, double limit, char *message,
-                      size_t len) {
+                      size_t elem, int moments_per_param, double limit, char *message, size_t len) {
     double need = memory_sum(
         ts_parallel_memory_estimate(strategy, total, working, nranks, elem, moments_per_param));
     if (limit <= 0 || need <= limit) return true;

@@ -69,14 +69,14 @@ typedef struct ts_parallel {
     long max_piece;                /* elements per rank per collective call */
     double bytes_sent;             /* payload this rank sent in collectives, cumulative */
     /* zero2 and zero3 once ts_parallel_adopt_model has run: */
-    ts_model *model;               /* whose flat buffers are reserved memory (param_units.h) */
+    ts_model *model; /* whose flat buffers are reserved memory (param_units.h) */
     ts_param_units units;
-    bool per_unit;                 /* the unit hook gathers and reduces block by block */
-    bool in_step;                  /* between the gather of a training step and the release */
-    bool all_present;              /* zero3: every unit gathered and current */
-    int next_event;                /* per_unit: position in a micro-batch's unit events */
-    int gathering;                 /* zero3: the unit with gathers in flight, or -1 */
-    int failed;                    /* the first MPI error inside the unit hook */
+    bool per_unit;    /* the unit hook gathers and reduces block by block */
+    bool in_step;     /* between the gather of a training step and the release */
+    bool all_present; /* zero3: every unit gathered and current */
+    int next_event;   /* per_unit: position in a micro-batch's unit events */
+    int gathering;    /* zero3: the unit with gathers in flight, or -1 */
+    int failed;       /* the first MPI error inside the unit hook */
     long prefetches_started, prefetches_waited; /* zero3's overlapped gathers */
     /* Elements held now and at the largest sum of the two (the peak). */
     double params_held, grads_held, peak_params, peak_grads;
@@ -174,7 +174,6 @@ long ts_parallel_working_elems(const ts_model *model);
  * rank under strategy (limit <= 0: always). If not, message says so with
  * the estimate of every strategy on nranks ranks and which would fit. */
 bool ts_parallel_fits(ts_parallel_strategy strategy, long total, long working, int nranks,
-                      size_t elem, int moments_per_param, double limit, char *message,
-                      size_t len);
+                      size_t elem, int moments_per_param, double limit, char *message, size_t len);
 
 #endif

@@ -80,8 +80,13 @@ typedef struct outcome {
 
 static void run(ts_parallel_strategy strategy, bool second_order, long pieces, outcome *out) {
     ts_param_table table = make_table();
-    ts_optimizer_config oc = {.kind = TS_ADAMW, .lr = 0.05, .beta1 = 0.9, .beta2 = 0.99,
-                              .eps = 1e-8, .weight_decay = 0.1, .clip = 10.0};
+    ts_optimizer_config oc = {.kind = TS_ADAMW,
+                              .lr = 0.05,
+                              .beta1 = 0.9,
+                              .beta2 = 0.99,
+                              .eps = 1e-8,
+                              .weight_decay = 0.1,
+                              .clip = 10.0};
     char err[256];
     ts_parallel p;
     assert_true(ts_parallel_init(&p, MPI_COMM_WORLD, strategy, TOTAL, err, sizeof err));
@@ -115,8 +120,8 @@ static void run(ts_parallel_strategy strategy, bool second_order, long pieces, o
         assert_int_equal(ts_parallel_reduce_gradients(&p, model.grads), MPI_SUCCESS);
         double norm;
         assert_int_equal(ts_parallel_clip(&p, model.grads, oc.clip, &norm), MPI_SUCCESS);
-        ts_optimizer_step(&opt, &table, model.params,
-                          ts_parallel_owned_gradients(&p, model.grads), 0.05);
+        ts_optimizer_step(&opt, &table, model.params, ts_parallel_owned_gradients(&p, model.grads),
+                          0.05);
         assert_int_equal(ts_parallel_gather_params(&p, model.params), MPI_SUCCESS);
         ts_parallel_release_model(&p, &model);
     }
