@@ -350,13 +350,16 @@ static void expected_event(int blocks, int k, int *unit, ts_unit_event *event) {
 
 static void unit_hook(void *user, int unit, ts_unit_event event, bool into_leaf_grads) {
     ts_parallel *p = user;
-    if (!p->per_unit || (p->strategy == TS_ZERO3 && p->all_present)) return;
+    if (!p->per_unit) return;
+    /* zero3 with every unit present (an evaluation, a checkpoint) gathers
+     * and releases nothing; in a step it still reduces block by block. */
+    bool move_units = p->strategy == TS_ZERO3 && !p->all_present;
     if (!p->in_step) {
-        if (p->strategy == TS_ZERO3)
+        if (move_units)
             abort_unit_order(p, unit, event,
                              "the model ran outside a training step without its parameters "
                              "gathered (ts_parallel_gather_model)");
-        return; /* zero2 outside a step: an evaluation, nothing to reduce */
+        return; /* an evaluation: nothing to gather or reduce */
     }
     int blocks = p->units.count - 1, want_unit;
     ts_unit_event want;
@@ -372,22 +375,21 @@ static void unit_hook(void *user, int unit, ts_unit_event event, bool into_leaf_
                          "a gradient pass other than the backward (a model that differentiates "
                          "its own gradient must set gradient_graph_in_loss)");
     p->next_event++;
-    bool zero3 = p->strategy == TS_ZERO3;
     switch (event) {
     case TS_UNIT_FORWARD_BEGIN:
-        if (zero3) {
+        if (move_units) {
             use_prefetched(p, unit);
             prefetch(p, unit + 1);
         }
         break;
     case TS_UNIT_FORWARD_END:
         /* The last block is the backward's first: it stays. */
-        if (zero3 && unit < blocks) release_unit(p, unit);
+        if (move_units && unit < blocks) release_unit(p, unit);
         break;
     case TS_UNIT_BACKWARD_BEGIN:
         p->units.units[unit].grads_live = true;
         p->units.units[0].grads_live = true; /* the head's gradient came first */
-        if (zero3) {
+        if (move_units) {
             use_prefetched(p, unit);
             prefetch(p, unit - 1);
         }
@@ -396,7 +398,7 @@ static void unit_hook(void *user, int unit, ts_unit_event event, bool into_leaf_
     case TS_UNIT_BACKWARD_END:
         reduce_unit(p, unit);
         /* The first block is the next micro-batch's first: it stays. */
-        if (zero3 && unit > 1) release_unit(p, unit);
+        if (move_units && unit > 1) release_unit(p, unit);
         break;
     }
 }
