@@ -73,7 +73,10 @@ void ts_backward(ts_ctx *ctx, ts_tensor *output, ts_tensor *seed);
  * gradient through. A model wraps a block's input in a begin marker and its
  * output in an end marker; every node that reads the block's parameters then
  * lies between the two on the tape, unless a gradient pass with create_graph
- * records more such nodes later (EBT), which is the hook's business. */
+ * records more such nodes later (EBT), which is the hook's business. Like any
+ * node, a marker's backward runs only when a gradient reaches it: the begin
+ * marker of a block whose input requires no gradient (nothing before the
+ * block depends on a parameter) never tells the hook its backward end. */
 ts_tensor *ts_unit_boundary(ts_ctx *ctx, ts_tensor *x, int unit, bool begin);
 
 #endif
