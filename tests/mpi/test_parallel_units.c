@@ -7,7 +7,8 @@
  * (zero3); every block gather started ahead of its use (MPI_Iallgatherv) is
  * waited on when the block's turn comes, as many as the schedule says; and
  * a model whose loss differentiates its own gradient (as EBT's) takes the
- * whole-model path and matches ddp too. */
+ * whole-model path and matches ddp too. After a step, one gather serves an
+ * evaluation and a checkpoint. */
 #include <math.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -134,7 +135,16 @@ static void run(ts_parallel_strategy strategy, bool second_order, long pieces, b
     out->prefetches_started = p.prefetches_started;
     out->prefetches_waited = p.prefetches_waited;
     out->per_unit = p.per_unit;
+    /* An evaluation and a checkpoint after the step: one gather of every
+     * rank's range serves both (the second call sends nothing). */
+    double sent = p.bytes_sent;
     assert_int_equal(ts_parallel_gather_model(&p, &model, false), MPI_SUCCESS);
+    if (strategy == TS_ZERO3 && size > 1)
+        assert_true(p.bytes_sent - sent == (double)p.owned_count * sizeof(ts_real) * (size - 1));
+    sent = p.bytes_sent;
+    assert_int_equal(ts_parallel_gather_model(&p, &model, false), MPI_SUCCESS);
+    assert_true(p.bytes_sent == sent);
+    assert_true(ts_parallel_model_present(&p, &model));
     memcpy(out->params, model.params, sizeof out->params);
     ts_optimizer_free(&opt);
     ts_parallel_free(&p);
