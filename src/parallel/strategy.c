@@ -60,7 +60,7 @@ bool ts_parallel_init(ts_parallel *p, MPI_Comm comm, ts_parallel_strategy strate
     /* zero2 and zero3 accumulate the reduced micro-batch gradients of their
      * range here. */
     size_t n = (size_t)(p->owned_count > 0 ? p->owned_count : 1);
-    p->grad_shard = calloc(n, sizeof *p->grad_shard);
+    p->grad_shard = ts_reals_reserve((long)n); /* its pages are given back between steps */
     if (!p->grad_shard) {
         ts_parallel_free(p);
         snprintf(err, errlen, "out of memory for the gradient shard (%zu elements)", n);
@@ -80,7 +80,7 @@ void ts_parallel_free(ts_parallel *p) {
         p->model = NULL;
     }
     ts_param_units_free(&p->units);
-    free(p->grad_shard);
+    ts_reals_unreserve(p->grad_shard, p->owned_count > 0 ? p->owned_count : 1);
     p->grad_shard = NULL;
 }
 
@@ -227,7 +227,8 @@ static void note_memory(ts_parallel *p) {
         if (u->grads_live) live += (double)u->elems;
     }
     if (p->strategy == TS_ZERO3) p->params_held = (double)p->owned_count + held;
-    p->grads_held = (double)p->owned_count + live; /* the reduced shard and the live units */
+    /* The reduced shard during a step, and the live units. */
+    p->grads_held = (p->grad_shard_live ? (double)p->owned_count : 0) + live;
     if (p->params_held + p->grads_held > p->peak_params + p->peak_grads) {
         p->peak_params = p->params_held;
         p->peak_grads = p->grads_held;
@@ -447,6 +448,7 @@ void ts_parallel_begin_step(ts_parallel *p, ts_real *grads) {
     p->in_step = true;
     p->next_event = 0;
     if (p->grad_shard) memset(p->grad_shard, 0, (size_t)p->owned_count * sizeof *p->grad_shard);
+    p->grad_shard_live = p->grad_shard != NULL;
     /* An adopted gradient buffer is zero between micro-batches already (each
      * reduction gives its pages back); writing it would commit every page. */
     if (p->model) {
@@ -529,6 +531,11 @@ int ts_parallel_clip(ts_parallel *p, ts_real *grads, double clip, double *norm) 
 
 int ts_parallel_gather_params(ts_parallel *p, ts_real *params) {
     if (!sharded(p)) return MPI_SUCCESS;
+    if (p->grad_shard) { /* the optimiser has used it: no gradient outlives the step */
+        ts_reals_discard(p->grad_shard, 0, p->owned_count);
+        p->grad_shard_live = false;
+        if (p->model) note_memory(p);
+    }
     if (p->strategy != TS_ZERO3) return allgather(p, params);
     /* The owned ranges changed: every gathered copy is stale, though its
      * pages stay until the release (a gather refreshes them in place). */

@@ -65,7 +65,9 @@ typedef struct ts_parallel {
     long shard;                    /* ceil(total / nranks): the padded shard length */
     long owned_first, owned_count; /* this rank's range of the flat buffers */
     ts_real *grad_shard;           /* zero2, zero3: the reduced gradient of the owned range,
-                                    * summed over micro-batches (zero1 reduces in place) */
+                                    * summed over micro-batches (zero1 reduces in place);
+                                    * reserved memory, given back after the optimiser step */
+    bool grad_shard_live;          /* between ts_parallel_begin_step and the optimiser step */
     long max_piece;                /* elements per rank per collective call */
     double bytes_sent;             /* payload this rank sent in collectives, cumulative */
     /* zero2 and zero3 once ts_parallel_adopt_model has run: */
@@ -131,7 +133,8 @@ int ts_parallel_clip(ts_parallel *p, ts_real *grads, double clip, double *norm);
 
 /* After the optimiser updated params[owned range]: every rank's range to
  * every rank (zero1, zero2); nothing for ddp; zero3 notes that its gathered
- * copies are stale (the next gather refreshes them in place). */
+ * copies are stale (the next gather refreshes them in place). zero2 and
+ * zero3 give their gradient shard's pages back. */
 int ts_parallel_gather_params(ts_parallel *p, ts_real *params);
 
 /* Whether model->params holds the full, current parameters: always, except

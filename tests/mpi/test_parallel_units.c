@@ -130,6 +130,10 @@ static void run(ts_parallel_strategy strategy, bool second_order, long pieces, b
         assert_int_equal(ts_parallel_gather_params(&p, model.params), MPI_SUCCESS);
         ts_parallel_release_model(&p, &model);
     }
+    if (strategy == TS_ZERO2 || strategy == TS_ZERO3) /* no gradient outlives a step */
+        assert_true(p.grads_held == 0);
+    if (strategy == TS_ZERO3) /* between steps: the parameter shard only */
+        assert_true(p.params_held == (double)p.owned_count);
     out->peak_params = p.peak_params;
     out->peak_grads = p.peak_grads;
     out->prefetches_started = p.prefetches_started;
