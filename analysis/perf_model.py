@@ -4,7 +4,7 @@ of ddp, zero1, zero2 and zero3 from 1 to 4096 ranks, fitted to what
 bench/bench_scaling.sh measured here and checked against it
 (docs/scaling-model.md).
 
-usage: analysis/perf_model.py DIR [--cores N] [--element-bytes B]
+usage: analysis/perf_model.py DIR [--cores N] [--element-bytes B] [--units U]
                               [--alpha-us A --beta-gbps G]
 
 Reads DIR/scaling.csv, DIR/collectives_np*.csv, DIR/step_flops_{strong,weak}.csv;
@@ -12,7 +12,9 @@ writes DIR/perf_model_fit.csv (rate and alpha-beta per collective),
 DIR/perf_model_predictions.csv (every row labelled "modelled"),
 DIR/perf_model_check.csv (measured against modelled at the measured points)
 and DIR/perf_model.md. --alpha-us/--beta-gbps replace the fitted network by
-a cluster's (e.g. 2 us, 12.5 GB/s) for all collectives.
+a cluster's (e.g. 2 us, 12.5 GB/s) for all collectives. --units: the model's
+blocks + 1, the units zero2 reduces and zero3 gathers one by one (default 5,
+the benchmark size's 4 blocks).
 
 exit status: 0 done, 2 usage, 3 bad input (nothing written), 6 outputs not
 written (the previous ones are left as they were)
@@ -37,6 +39,8 @@ def parse_args(argv):
     p.add_argument("--cores", type=int, default=os.cpu_count(),
                    help="cores of the measuring machine: more ranks were oversubscribed")
     p.add_argument("--element-bytes", type=int, default=4, help="4 (float build) or 8")
+    p.add_argument("--units", type=int, default=5,
+                   help="blocks + 1: the units zero2 and zero3 reduce and gather one by one")
     p.add_argument("--alpha-us", type=float, help="latency per message step for a target cluster")
     p.add_argument("--beta-gbps", type=float, help="bandwidth in GB/s for a target cluster")
     a = p.parse_args(argv)
@@ -65,8 +69,9 @@ def build(args):
     params = int(flops["weak"][0]["params"])
     # The check replays the measured machine (ranks beyond its cores share
     # them); the predictions are for a cluster, a core per rank.
-    replay = pm.StepModel(pm.fit_rate(scaling), args.cores, params, args.element_bytes, links)
-    model = pm.StepModel(replay.rate, 0, params, args.element_bytes, links)
+    replay = pm.StepModel(pm.fit_rate(scaling), args.cores, params, args.element_bytes, links,
+                          args.units)
+    model = pm.StepModel(replay.rate, 0, params, args.element_bytes, links, args.units)
 
     flops_at = {m: {int(r["ranks"]): float(r["flops_max_rank"]) for r in rows}
                 for m, rows in flops.items()}

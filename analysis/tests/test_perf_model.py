@@ -96,12 +96,27 @@ class Strategies(unittest.TestCase):
         self.assertEqual(comm, 0)
         self.assertAlmostEqual(step, 1e9 / RATE)
 
-    def test_volumes_ddp_equals_zero1_and_zero2_zero3_is_one_and_a_half(self):
-        small = pm.SMALL_REDUCTIONS * self.model.links["allreduce"].cost("allreduce", 1024, pm.SMALL_BYTES)
-        comm = {s: self.model.comm_seconds(s, 1024) - small for s in pm.STRATEGIES}
-        self.assertAlmostEqual(comm["zero1"] / comm["ddp"], 1, places=9)
-        self.assertEqual(comm["zero1"], comm["zero2"])
-        self.assertAlmostEqual(comm["zero3"] / comm["ddp"], 1.5, places=9)
+    def test_volumes_per_unit(self):
+        """Bandwidth alone (alpha 0): zero1 and zero2 move ddp's 2n; zero3
+        3n - 2n/U (its last block and unit 0 stay gathered for the
+        backward), zero1's 2n when the whole model is one unit."""
+        link = pm.AlphaBeta(0.0, BETA)
+        for units, zero3 in ((1, 1.0), (5, 1.3), (33, (3 - 2 / 33) / 2)):
+            model = pm.StepModel(RATE, 4, PARAMS, 4, {c: link for c in pm.COLLECTIVES}, units)
+            small = pm.SMALL_REDUCTIONS * link.cost("allreduce", 1024, pm.SMALL_BYTES)
+            comm = {s: model.comm_seconds(s, 1024) - small for s in pm.STRATEGIES}
+            self.assertAlmostEqual(comm["zero1"] / comm["ddp"], 1, places=9)
+            self.assertAlmostEqual(comm["zero2"] / comm["ddp"], 1, places=9)
+            self.assertAlmostEqual(comm["zero3"] / comm["ddp"], zero3, places=9)
+
+    def test_latency_grows_with_the_calls_per_unit(self):
+        """Latency alone (beta 0): zero3 makes 3U - 2 calls, zero2 U + 1."""
+        link = pm.AlphaBeta(ALPHA, 0.0)
+        model = pm.StepModel(RATE, 4, PARAMS, 4, {c: link for c in pm.COLLECTIVES}, 5)
+        small = pm.SMALL_REDUCTIONS * 2 * 10 * ALPHA  # two allreduces of 2 log2(1024) steps
+        self.assertAlmostEqual(model.comm_seconds("zero3", 1024) - small, 13 * 10 * ALPHA)
+        self.assertAlmostEqual(model.comm_seconds("zero2", 1024) - small, 6 * 10 * ALPHA)
+        self.assertEqual(len(pm.strategy_calls("zero3", 5)), 13)
 
     def test_oversubscribed_ranks_share_the_cores(self):
         self.assertEqual(self.model.rate_at(4), RATE)

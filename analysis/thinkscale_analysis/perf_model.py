@@ -12,11 +12,18 @@ the usual algorithm costs for P ranks and a vector of n bytes:
   reduce_scatter_block    ceil(log2 P) alpha +   (P-1)/P n beta   (recursive halving)
   allgather               ceil(log2 P) alpha +   (P-1)/P n beta   (recursive doubling)
 
-Strategies by their communication per step (n = parameters x element bytes):
+Strategies by their communication per step (n = parameters x element bytes),
+as src/parallel/strategy.c issues it, for a model of U units (its blocks and
+unit 0: embeddings, final norm, head; U = 1 when the whole model is one unit,
+as for EBT, whose loss differentiates its own gradient):
   ddp     one allreduce of the gradients              (2 n per rank moved)
   zero1   reduce_scatter + allgather of the parameters (2 n; optimiser sharded)
-  zero2   the same traffic as zero1 (gradients sharded too)
-  zero3   allgather in forward and backward + reduce_scatter (3 n)
+  zero2   U reduce_scatters of n/U each inside the backward pass, one allgather
+          (2 n, U + 1 calls)
+  zero3   per block: U allgathers of n/U for the forward, U - 2 for the
+          backward (the last block and unit 0 stay gathered), U reduce_scatters
+          (3 n - 2 n/U, 3 U - 2 calls; U = 1: 2 n, zero1's)
+(units are taken as equal, n/U each; one micro-batch per step)
 plus the trainer's two small allreduces (loss and statistics; FLOPs and stop
 flags) of at most SMALL_BYTES each. Everything this module predicts is
 modelled, not measured; callers label it so.
@@ -30,12 +37,23 @@ import numpy as np
 from scipy.optimize import nnls
 
 COLLECTIVES = ("allreduce", "reduce_scatter_block", "allgather")
-STRATEGIES = {  # strategy -> collectives on the full parameter vector per step
-    "ddp": ("allreduce",),
-    "zero1": ("reduce_scatter_block", "allgather"),
-    "zero2": ("reduce_scatter_block", "allgather"),
-    "zero3": ("allgather", "allgather", "reduce_scatter_block"),
-}
+STRATEGIES = ("ddp", "zero1", "zero2", "zero3")
+
+
+def strategy_calls(strategy, units=1):
+    """The collectives of one step as (collective, fraction of the parameter
+    bytes) per call, for a model of `units` units (module docstring)."""
+    u = max(int(units), 1)
+    if strategy == "ddp":
+        return [("allreduce", 1.0)]
+    if strategy == "zero1":
+        return [("reduce_scatter_block", 1.0), ("allgather", 1.0)]
+    if strategy == "zero2":
+        return [("reduce_scatter_block", 1 / u)] * u + [("allgather", 1.0)]
+    if strategy == "zero3":
+        gathers = u + max(u - 2, 0)
+        return [("allgather", 1 / u)] * gathers + [("reduce_scatter_block", 1 / u)] * u
+    raise ValueError(f"unknown strategy {strategy}")
 SMALL_BYTES = 64
 SMALL_REDUCTIONS = 2
 
@@ -92,6 +110,7 @@ class StepModel:
     params: int
     element_bytes: int
     links: dict              # collective -> AlphaBeta
+    units: int = 1           # blocks + 1: what zero2 and zero3 reduce and gather one by one
 
     def rate_at(self, ranks):
         return self.rate * (min(1.0, self.cores / ranks) if self.cores else 1.0)
@@ -100,7 +119,8 @@ class StepModel:
         if ranks <= 1:
             return 0.0
         n = self.params * self.element_bytes
-        total = sum(self.links[c].cost(c, ranks, n) for c in STRATEGIES[strategy])
+        total = sum(self.links[c].cost(c, ranks, n * share)
+                    for c, share in strategy_calls(strategy, self.units))
         return float(total + SMALL_REDUCTIONS * self.links["allreduce"].cost("allreduce", ranks, SMALL_BYTES))
 
     def step_seconds(self, strategy, ranks, flops_max_rank):

@@ -123,8 +123,10 @@ static void run_pass(ts_ctx *ctx, enum pass_kind kind, const char *who, int n_ou
     enum ts_phase saved_phase = ctx->phase;
     enum ts_pass saved_pass = ctx->pass;
     enum ts_pass rule_pass = create_graph ? TS_PASS_BACKWARD_GRAPH : TS_PASS_BACKWARD;
+    bool saved_into_leaf_grads = ctx->into_leaf_grads;
     ctx->phase = TS_BACKWARD;
     ctx->pass = rule_pass;
+    ctx->into_leaf_grads = kind == PASS_BACKWARD;
     seed_outputs(ctx, n_out, outputs, seeds);
     /* An output that is itself a leaf receives its seed directly. */
     for (int i = 0; kind == PASS_BACKWARD && i < n_out; i++)
@@ -153,6 +155,7 @@ static void run_pass(ts_ctx *ctx, enum pass_kind kind, const char *who, int n_ou
     }
     ctx->phase = saved_phase;
     ctx->pass = saved_pass;
+    ctx->into_leaf_grads = saved_into_leaf_grads;
     ts_set_grad_enabled(ctx, saved_grad_enabled);
 }
 
@@ -178,4 +181,27 @@ void ts_backward(ts_ctx *ctx, ts_tensor *output, ts_tensor *seed) {
     ts_tensor *seeds[1] = {seed};
     run_pass(ctx, PASS_BACKWARD, "backward", 1, &output, seed ? seeds : NULL, false);
     ctx->epoch++;
+}
+
+static void unit_boundary_backward(ts_ctx *ctx, ts_node *node, ts_tensor *gout, const bool *needs,
+                                   ts_tensor **gin) {
+    bool begin = node->iattr[1];
+    if (ctx->unit_hook)
+        ctx->unit_hook(ctx->unit_hook_user, node->iattr[0],
+                       begin ? TS_UNIT_BACKWARD_END : TS_UNIT_BACKWARD_BEGIN,
+                       ctx->into_leaf_grads);
+    if (needs[0]) gin[0] = gout;
+}
+
+ts_tensor *ts_unit_boundary(ts_ctx *ctx, ts_tensor *x, int unit, bool begin) {
+    if (!ctx->unit_hook || unit < 1) return x;
+    ctx->unit_hook(ctx->unit_hook_user, unit, begin ? TS_UNIT_FORWARD_BEGIN : TS_UNIT_FORWARD_END,
+                   false);
+    ts_tensor *out = ts_wrap(ctx, x->data, x->ndim, x->shape);
+    ts_node *node = ts_record(ctx, "unit boundary", unit_boundary_backward, out, 1, &x);
+    if (node) {
+        node->iattr[0] = unit;
+        node->iattr[1] = begin;
+    }
+    return out;
 }

@@ -63,4 +63,20 @@ void ts_grad(ts_ctx *ctx, int n_out, ts_tensor *const *outputs, ts_tensor *const
  * needs a buffer of its own (ts_param gives parameters theirs). */
 void ts_backward(ts_ctx *ctx, ts_tensor *output, ts_tensor *seed);
 
+/* Marks where a unit of parameters (unit >= 1, e.g. block unit - 1) begins
+ * (begin) or ends in a model's forward: returns x unchanged when no unit hook
+ * is registered (ts_ctx_set_unit_hook) or unit < 1. Otherwise it tells the
+ * hook TS_UNIT_FORWARD_BEGIN / _END now and returns a view of x recorded on
+ * the tape, whose backward rule tells the hook TS_UNIT_BACKWARD_END (begin
+ * marker: the reverse walk has run every node of the unit) or
+ * TS_UNIT_BACKWARD_BEGIN (end marker: it is about to) and passes the
+ * gradient through. A model wraps a block's input in a begin marker and its
+ * output in an end marker; every node that reads the block's parameters then
+ * lies between the two on the tape, unless a gradient pass with create_graph
+ * records more such nodes later (EBT), which is the hook's business. Like any
+ * node, a marker's backward runs only when a gradient reaches it: the begin
+ * marker of a block whose input requires no gradient (nothing before the
+ * block depends on a parameter) never tells the hook its backward end. */
+ts_tensor *ts_unit_boundary(ts_ctx *ctx, ts_tensor *x, int unit, bool begin);
+
 #endif

@@ -36,6 +36,11 @@ void ts_ctx_set_error_handler(ts_ctx *ctx, ts_error_handler handler, void *user)
     ctx->error_user = user;
 }
 
+void ts_ctx_set_unit_hook(ts_ctx *ctx, ts_unit_hook hook, void *user) {
+    ctx->unit_hook = hook;
+    ctx->unit_hook_user = hook ? user : NULL;
+}
+
 void ts_error_catch_jump(void *catch_, const char *message) {
     ts_error_catch *c = catch_;
     c->calls++;

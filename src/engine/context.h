@@ -25,6 +25,21 @@ enum ts_pass {
 };
 struct ts_profile;
 
+/* Where a pass stands relative to a unit of parameters (a block), marked in
+ * a model's forward by ts_unit_boundary (engine/autodiff.h). Code outside the
+ * engine that keeps parameters elsewhere between uses (zero3 in parallel/
+ * gathers a block's parameters just before the block runs) registers a hook
+ * to hear about it; the engine never knows what the hook does. */
+typedef enum ts_unit_event {
+    TS_UNIT_FORWARD_BEGIN,  /* the forward is about to run the unit */
+    TS_UNIT_FORWARD_END,    /* the forward has run it */
+    TS_UNIT_BACKWARD_BEGIN, /* a gradient pass reached the unit's output: its nodes come next */
+    TS_UNIT_BACKWARD_END,   /* a gradient pass has run every node of the unit */
+} ts_unit_event;
+/* into_leaf_grads: the event comes from ts_backward, which accumulates into
+ * the leaves' .grad buffers (false: a forward, or ts_grad). */
+typedef void (*ts_unit_hook)(void *user, int unit, ts_unit_event event, bool into_leaf_grads);
+
 typedef struct ts_ctx {
     ts_arena arena;
     ts_node **tape; /* recorded ops in creation order */
@@ -39,6 +54,9 @@ typedef struct ts_ctx {
     unsigned long epoch;      /* one per gradient pass */
     ts_error_handler on_error;
     void *error_user;
+    ts_unit_hook unit_hook;   /* NULL: ts_unit_boundary is the identity and records nothing */
+    void *unit_hook_user;
+    bool into_leaf_grads;     /* inside ts_backward's pass (for the unit hook) */
 } ts_ctx;
 
 typedef struct ts_mark {
@@ -69,6 +87,9 @@ typedef struct ts_error_catch {
     char message[512];
 } ts_error_catch;
 void ts_error_catch_jump(void *catch_, const char *message);
+
+/* Registers (or with NULL removes) the unit hook; returns nothing. */
+void ts_ctx_set_unit_hook(ts_ctx *ctx, ts_unit_hook hook, void *user);
 
 /* Everything created after the mark (tensors, graph, data) is released at once. */
 ts_mark ts_get_mark(const ts_ctx *ctx);

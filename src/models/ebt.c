@@ -390,6 +390,7 @@ static void ebt_destroy(ts_model *model) {
 
 static const ts_model_ops ebt_ops = {
     .loss = ebt_loss,
+    .gradient_graph_in_loss = true,
     .n_stats = (int)(sizeof ebt_stats / sizeof ebt_stats[0]),
     .stats = ebt_stats,
     .checkpoint_extras = ebt_checkpoint_extras,

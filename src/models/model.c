@@ -156,6 +156,14 @@ ts_tensor *ts_model_param(const ts_model *model, const char *name) {
     return i >= 0 ? model->tensors[i] : NULL;
 }
 
+int ts_model_param_unit(const ts_model *model, int i) {
+    int layer, used = 0;
+    if (sscanf(model->table.entries[i].name, "layers.%d.%n", &layer, &used) == 1 && used > 0 &&
+        layer >= 0)
+        return layer + 1;
+    return 0;
+}
+
 void ts_sequence_rng(const ts_batch *batch, int i, uint64_t purpose, ts_rng *rng) {
     uint64_t step = (uint64_t)(batch->step + 1); /* evaluation (-1) gets a stream of its own */
     uint64_t sequence = (uint64_t)(batch->first_index + i);

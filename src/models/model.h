@@ -66,6 +66,12 @@ typedef struct ts_model_ops {
      * step size. */
     void (*init_params)(ts_model *model, ts_rng *rng);
     void (*destroy)(ts_model *model);
+    /* The loss differentiates through the model's own gradient (ts_grad with
+     * create_graph inside the forward: EBT), so nodes reading a block's
+     * parameters are recorded anywhere on the tape, not only between the
+     * block's unit markers: a strategy must keep every unit present for the
+     * whole step (parallel/strategy.h). */
+    bool gradient_graph_in_loss;
 } ts_model_ops;
 
 struct ts_model {
@@ -105,6 +111,11 @@ void ts_model_bind(ts_model *model, ts_ctx *ctx);
  * only while a step, an evaluation or a checkpoint needs them. */
 void ts_model_set_buffers(ts_model *model, ts_real *params, ts_real *grads);
 ts_tensor *ts_model_param(const ts_model *model, const char *name);
+/* The unit of parameters table entry i belongs to: layer + 1 for the
+ * tensors of block `layer` ("layers.<layer>."), which the block marks around
+ * its forward (ts_unit_boundary), 0 for the rest (embeddings, final norm,
+ * heads, an encoder), which nothing marks. */
+int ts_model_param_unit(const ts_model *model, int i);
 /* A generator for sequence i of batch (i < batch->batch) and a purpose
  * (any constant naming the draw), independent of how ranks split batches. */
 void ts_sequence_rng(const ts_batch *batch, int i, uint64_t purpose, ts_rng *rng);

@@ -42,10 +42,13 @@ ts_tensor *tpp_swiglu(ts_ctx *ctx, const tpp_block_params *p, ts_tensor *h) {
 
 ts_tensor *tpp_block_forward(ts_ctx *ctx, const tpp_block_params *p, ts_tensor *x,
                              const tpp_attention_input *in) {
+    x = ts_unit_boundary(ctx, x, p->unit, true);
     ts_tensor *q_in = ts_rmsnorm(ctx, x, p->attn_norm, in->norm_eps);
     ts_tensor *kv_in = in->kv_source ? ts_rmsnorm(ctx, in->kv_source, p->attn_norm, in->norm_eps)
                                      : q_in;
     tpp_attention_fn attention = in->attention ? in->attention : tpp_multihead_attention;
     ts_tensor *h = ts_add(ctx, x, attention(ctx, p, q_in, kv_in, in));
-    return ts_add(ctx, h, tpp_swiglu(ctx, p, ts_rmsnorm(ctx, h, p->mlp_norm, in->norm_eps)));
+    ts_tensor *u = ts_rmsnorm(ctx, h, p->mlp_norm, in->norm_eps);
+    ts_tensor *y = ts_add(ctx, h, tpp_swiglu(ctx, p, u));
+    return ts_unit_boundary(ctx, y, p->unit, false);
 }

@@ -49,6 +49,7 @@ tpp_block_params tpp_block(const ts_model *model, int i) {
         .w3 = BLOCK_PARAM("layers.%d.mlp.w3"),
         .w2 = BLOCK_PARAM("layers.%d.mlp.w2"),
         .linear = &model->linear,
+        .unit = i + 1,
     };
 #undef BLOCK_PARAM
     return p;

@@ -17,16 +17,24 @@
  *         reduce-scatter of the gradient, the optimiser (and its moments) on
  *         the shard only, an all-gather of the parameters;
  *   zero2 as zero1, and the gradient is reduced into an accumulated shard
- *         after every micro-batch, so what persists across micro-batches is
- *         the shard (the backward still writes a full buffer: without hooks
- *         in the backward pass that buffer cannot be given up);
- *   zero3 parameters sharded too, gathered for the whole model per step
- *         (not per layer): between steps a rank holds the shard of the
- *         parameters and of the moments only; ts_parallel_gather_model
- *         gathers the full parameters for a step (with a zeroed full
- *         gradient), an evaluation or a checkpoint, ts_parallel_release_model
- *         keeps the owned range and frees the rest. The gradient is
- *         reduce-scattered in place as under zero1.
+ *         unit by unit inside the backward pass (param_units.h): when the
+ *         backward has finished a block its gradient is reduce-scattered and
+ *         its part of the gradient buffer given back, so the gradient held at
+ *         once is the shard plus one block (and unit 0, reduced after the
+ *         micro-batch);
+ *   zero3 (FSDP) parameters sharded too: each block's parameters are
+ *         gathered just before its forward, released after it, gathered again
+ *         when the backward reaches it and released once its gradient is
+ *         reduce-scattered, the next block's MPI_Iallgatherv started one block
+ *         ahead so it overlaps the current block's compute; unit 0 is gathered
+ *         for the whole step. Evaluation and checkpoints gather every unit
+ *         once (ts_parallel_gather_model without gradient).
+ * zero2 and zero3 are driven by the engine's unit hook (engine/context.h),
+ * which ts_parallel_adopt_model registers. A model whose loss differentiates
+ * its own gradient (ts_model_ops.gradient_graph_in_loss: EBT) records nodes
+ * reading a block's parameters anywhere on the tape, so for it every unit is
+ * gathered for the whole step and the gradient reduced after each
+ * micro-batch (docs/parallelism.md says what that costs).
  *
  * MPI counts are int: every collective is cut into rounds of at most
  * max_piece elements per rank, so buffers over 2^31 elements work. */
@@ -37,7 +45,9 @@
 #include <stdbool.h>
 #include <stddef.h>
 
+#include "engine/context.h"
 #include "engine/real.h"
+#include "parallel/param_units.h"
 
 typedef struct ts_model ts_model;
 
@@ -54,12 +64,24 @@ typedef struct ts_parallel {
     long total;                    /* elements of each flat buffer */
     long shard;                    /* ceil(total / nranks): the padded shard length */
     long owned_first, owned_count; /* this rank's range of the flat buffers */
-    ts_real *grad_shard;           /* zero2: the reduced gradient of the owned range, summed
-                                    * over micro-batches (zero1 reduces in place) */
-    ts_real *param_shard;          /* zero3 while the model is released: the owned range of
-                                    * the parameters (owned_count elements) */
+    ts_real *grad_shard;           /* zero2, zero3: the reduced gradient of the owned range,
+                                    * summed over micro-batches (zero1 reduces in place);
+                                    * reserved memory, given back after the optimiser step */
+    bool grad_shard_live;          /* between ts_parallel_begin_step and the optimiser step */
     long max_piece;                /* elements per rank per collective call */
     double bytes_sent;             /* payload this rank sent in collectives, cumulative */
+    /* zero2 and zero3 once ts_parallel_adopt_model has run: */
+    ts_model *model; /* whose flat buffers are reserved memory (param_units.h) */
+    ts_param_units units;
+    bool per_unit;    /* the unit hook gathers and reduces block by block */
+    bool in_step;     /* between the gather of a training step and the release */
+    bool all_present; /* zero3: every unit gathered and current */
+    int next_event;   /* per_unit: position in a micro-batch's unit events */
+    int gathering;    /* zero3: the unit with gathers in flight, or -1 */
+    int failed;       /* the first MPI error inside the unit hook */
+    long prefetches_started, prefetches_waited; /* zero3's overlapped gathers */
+    /* Elements held now and at the largest sum of the two (the peak). */
+    double params_held, grads_held, peak_params, peak_grads;
 } ts_parallel;
 
 /* Sets up strategy over comm for flat buffers of total elements. False with
@@ -71,6 +93,16 @@ void ts_parallel_free(ts_parallel *p);
 /* The owned range of rank `rank` (any rank, e.g. to describe a checkpoint). */
 void ts_parallel_owned_range(const ts_parallel *p, int rank, long *first, long *count);
 
+/* zero2, zero3: moves model's flat gradient (zero3: and parameters) into
+ * reserved memory this strategy owns (ts_model_set_buffers; the leaves keep
+ * those addresses for the run), builds the units and registers the unit
+ * hook on ctx; nothing for ddp and zero1. Call after ts_model_bind, before
+ * restoring a checkpoint into model->params. zero3 then holds every unit
+ * until the first ts_parallel_release_model. False with a message when
+ * memory or address space is missing. */
+bool ts_parallel_adopt_model(ts_parallel *p, ts_model *model, ts_ctx *ctx, char *err,
+                             size_t errlen);
+
 /* Zeroes the flat gradient (and zero2's accumulated shard). */
 void ts_parallel_begin_step(ts_parallel *p, ts_real *grads);
 
@@ -78,7 +110,10 @@ void ts_parallel_begin_step(ts_parallel *p, ts_real *grads);
 void ts_parallel_batch_range(const ts_parallel *p, long total, long *first, long *count);
 
 /* After one micro-batch's backward into grads (the full flat buffer). zero2
- * reduces it into the owned shard and zeroes grads; the others do nothing. */
+ * and zero3 reduce what the backward pass has not reduced yet (unit 0; every
+ * unit when not per_unit) into the owned shard; a rank that ran no sequence
+ * issues here the collectives the unit hook issued on the others. The
+ * others do nothing. Returns the first MPI error, also one from the hook. */
 int ts_parallel_micro_batch_done(ts_parallel *p, ts_real *grads);
 
 /* At the end of a step's micro-batches: the sum over ranks of the owned
@@ -97,43 +132,51 @@ ts_real *ts_parallel_owned_gradients(ts_parallel *p, ts_real *grads);
 int ts_parallel_clip(ts_parallel *p, ts_real *grads, double clip, double *norm);
 
 /* After the optimiser updated params[owned range]: every rank's range to
- * every rank (zero1, zero2); nothing for ddp, nor for zero3 (whose release
- * keeps the updated range). */
+ * every rank (zero1, zero2); nothing for ddp; zero3 notes that its gathered
+ * copies are stale (the next gather refreshes them in place). zero2 and
+ * zero3 give their gradient shard's pages back. */
 int ts_parallel_gather_params(ts_parallel *p, ts_real *params);
 
-/* Whether model->params holds the full parameters: always, except under
- * zero3 while the model is released. */
+/* Whether model->params holds the full, current parameters: always, except
+ * under zero3 outside ts_parallel_gather_model(..., false). */
 bool ts_parallel_model_present(const ts_parallel *p, const ts_model *model);
-/* zero3: the full parameters from every rank's shard (collective) and, with
- * with_gradient (a training step; evaluation and checkpoints need none), a
- * zeroed full gradient, handed to the model (ts_model_set_buffers); nothing
- * for what is present, nor under another strategy. MPI_SUCCESS,
- * MPI_ERR_NO_MEM (on every rank when one lacks the memory) or the MPI
- * error. */
+/* zero3: with_gradient (a training step): unit 0 gathered now and unit 1's
+ * gather started, the blocks then gathered and released by the unit hook
+ * (every unit now when the model is not per_unit). Without (an evaluation
+ * and/or a checkpoint, one gather for both): every unit not present gathered
+ * now. Nothing under another strategy. MPI_SUCCESS or the MPI error. */
 int ts_parallel_gather_model(ts_parallel *p, ts_model *model, bool with_gradient);
-/* zero3: keeps the owned range of the parameters, frees the full parameter
- * and gradient buffers and leaves the model without them (its leaves point
- * at nothing until the next gather); nothing otherwise. Local. */
+/* zero3: gives back every gathered unit's pages outside the owned range
+ * (the rank keeps its parameter shard and moment shard between steps);
+ * ends the step. Nothing otherwise. Local. */
 int ts_parallel_release_model(ts_parallel *p, ts_model *model);
+
+/* Bytes of parameters and gradients held at the moment this rank held the
+ * most of the two together, over the whole run so far (ddp, zero1: the full
+ * buffers; zero2: its gradient peak; zero3: both). */
+void ts_parallel_memory_held(const ts_parallel *p, double *parameters, double *gradients);
 
 /* The bytes one rank holds for the training state under a strategy, as this
  * implementation allocates it (docs/parallelism.md), for total parameters of
- * elem bytes and moments_per_param optimiser moments (2 for AdamW, 0 SGD). */
+ * elem bytes and moments_per_param optimiser moments (2 for AdamW, 0 SGD);
+ * working is the most elements of units held besides the shard at once
+ * (ts_parallel_working_elems; total for a model that is not per_unit). */
 typedef struct ts_parallel_memory {
     double parameters, gradients, optimizer; /* the most held at once */
     double between_steps;                    /* the sum held between steps (zero3: shards) */
 } ts_parallel_memory;
 ts_parallel_memory ts_parallel_memory_estimate(ts_parallel_strategy strategy, long total,
-                                               int nranks, size_t elem, int moments_per_param);
-
-/* Bytes of the gradient buffers this strategy holds besides the model's
- * own full gradient (zero2's accumulated shard; 0 otherwise). */
-double ts_parallel_shard_gradient_bytes(const ts_parallel *p);
+                                               long working, int nranks, size_t elem,
+                                               int moments_per_param);
+/* The working set of a per-unit strategy for model: unit 0 and the two
+ * largest blocks (the one running and the one being gathered); the whole
+ * model when its loss differentiates its gradient. */
+long ts_parallel_working_elems(const ts_model *model);
 
 /* Whether the training state of `total` parameters fits `limit` bytes per
  * rank under strategy (limit <= 0: always). If not, message says so with
  * the estimate of every strategy on nranks ranks and which would fit. */
-bool ts_parallel_fits(ts_parallel_strategy strategy, long total, int nranks, size_t elem,
-                      int moments_per_param, double limit, char *message, size_t len);
+bool ts_parallel_fits(ts_parallel_strategy strategy, long total, long working, int nranks,
+                      size_t elem, int moments_per_param, double limit, char *message, size_t len);
 
 #endif

@@ -235,7 +235,8 @@ static bool train_step(trainer *tr, double *loss_out, double *stats_out, double 
                  ts_parallel_strategy_name(par->strategy), tr->step);
         return false;
     }
-    ts_parallel_release_model(par, m);
+    /* zero3 releases after the step's evaluation or checkpoint, if any (the
+     * caller), so one gather refreshes the parameters for both. */
     *lr_out = lr;
     return true;
 }
@@ -253,20 +254,20 @@ static bool fits_memory_limit(trainer *tr, char *err, size_t errlen) {
     if (c->parallel.memory_limit <= 0) return true;
     ts_model *shape = ts_model_create_counting(&c->model, err, errlen);
     if (!shape) return false;
-    long total = shape->table.total;
+    long total = shape->table.total, working = ts_parallel_working_elems(shape);
     ts_model_destroy(shape);
-    return ts_parallel_fits(strategy_of(c), total, tr->nranks, sizeof(ts_real),
+    return ts_parallel_fits(strategy_of(c), total, working, tr->nranks, sizeof(ts_real),
                             c->optim.kind == TS_ADAMW ? 2 : 0, c->parallel.memory_limit, err,
                             errlen);
 }
 
 /* What this invocation held and sent per rank, the largest over ranks. */
 static ts_memory_record measure_memory(trainer *tr, long steps_run) {
-    const ts_model *m = tr->model;
-    double full = (double)m->table.total * sizeof(ts_real);
+    double parameters, gradients;
+    ts_parallel_memory_held(&tr->parallel, &parameters, &gradients);
     ts_memory_record r = {
-        .parameters_bytes = full,
-        .gradients_bytes = full + ts_parallel_shard_gradient_bytes(&tr->parallel),
+        .parameters_bytes = parameters,
+        .gradients_bytes = gradients,
         .optimizer_bytes = (tr->optimizer.m ? 2.0 : 0.0) * (double)tr->optimizer.n *
                            sizeof(ts_real),
         .activations_bytes = (double)tr->ctx.arena.high_water,
@@ -369,6 +370,10 @@ static int run(trainer *tr, bool resume, const char *resume_from) {
     if (!all_ok(tr, ok, "out of memory for optimiser state or batch buffers")) return 1;
     ts_model_init_params(m, (uint64_t)c->seed);
     ts_model_bind(m, &tr->ctx);
+    /* zero2, zero3: the flat buffers move to the strategy's reserved memory
+     * and the blocks' unit markers reach it (parallel/strategy.h). */
+    if (!all_ok(tr, ts_parallel_adopt_model(&tr->parallel, m, &tr->ctx, err, sizeof err), err))
+        return 1;
 
     if (!all_ok(tr, ts_run_state_open(&tr->state, tr->comm, c, m, &tr->optimizer, resume,
                                       resume_from, &tr->step, &tr->tokens_seen, err, sizeof err),
@@ -473,7 +478,8 @@ static int run(trainer *tr, bool resume, const char *resume_from) {
         bool evaluate = (c->eval_every && tr->step % c->eval_every == 0) || last;
         bool checkpoint = (c->checkpoint_every && tr->step % c->checkpoint_every == 0) || last ||
                           stopping || interrupted || time_due;
-        /* zero3: evaluation and checkpoints see the full parameters. */
+        /* zero3: evaluation and checkpoints see the full parameters, gathered
+         * once for both. */
         if (evaluate || checkpoint) {
             ok = ts_parallel_gather_model(&tr->parallel, m, false) == MPI_SUCCESS;
             if (!all_ok(tr, ok, "gathering the sharded parameters (zero3) failed")) return 1;

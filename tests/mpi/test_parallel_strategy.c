@@ -5,8 +5,10 @@
  * few elements (the path that buffers over 2^31 elements take); the
  * optimiser over each rank's shard, whose boundaries cut through tensors
  * with different decay and learning-rate scales, gives ddp's full update.
- * zero3 releases the model between steps (its shard only, leaves pointing
- * at nothing) and gathers it back with the leaves re-pointed. */
+ * zero3 releases the model between steps (its shard only: the rest of the
+ * buffer reads as zeros, the leaves keep their addresses) and gathers it
+ * back. This table has no blocks, so zero2 and zero3 take their whole-model
+ * path here; tests/mpi/test_parallel_units.c runs the per-block one. */
 #include <math.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -72,13 +74,15 @@ static void run_steps(ts_parallel_strategy strategy, long pieces, ts_real *param
     for (int i = 0; i < TOTAL; i++) full[i] = (ts_real)(0.01 * i);
     ts_model_set_buffers(&model, full, full_grads);
     ts_model_bind(&model, &ctx);
+    assert_true(ts_parallel_adopt_model(&p, &model, &ctx, err, sizeof err));
+    assert_false(p.per_unit);
+    ts_real *leaf0 = model.tensors[0]->data;
     ts_parallel_release_model(&p, &model);
-    assert_true((model.params == NULL) == (strategy == TS_ZERO3));
+    assert_true(ts_parallel_model_present(&p, &model) == (strategy != TS_ZERO3));
     for (int step = 0; step < 2; step++) {
         /* As for an evaluation (no gradient), then for a step. */
         assert_int_equal(ts_parallel_gather_model(&p, &model, false), MPI_SUCCESS);
         assert_true(ts_parallel_model_present(&p, &model));
-        assert_true((model.grads == NULL) == (strategy == TS_ZERO3));
         assert_int_equal(ts_parallel_gather_model(&p, &model, true), MPI_SUCCESS);
         assert_non_null(model.grads);
         ts_real *grads = model.grads;
@@ -98,16 +102,17 @@ static void run_steps(ts_parallel_strategy strategy, long pieces, ts_real *param
         assert_int_equal(ts_parallel_gather_params(&p, model.params), MPI_SUCCESS);
         ts_parallel_release_model(&p, &model);
         if (strategy == TS_ZERO3) {
-            assert_null(model.params);
-            assert_null(model.grads);
-            assert_null(model.tensors[0]->data);
-            assert_non_null(p.param_shard);
+            assert_false(ts_parallel_model_present(&p, &model));
+            assert_ptr_equal(model.tensors[0]->data, leaf0); /* the same address */
+            for (long i = 0; i < TOTAL; i++) /* only the shard is kept */
+                if (i < p.owned_first || i >= p.owned_first + p.owned_count)
+                    assert_true(model.params[i] == 0);
         }
     }
     assert_int_equal(ts_parallel_gather_model(&p, &model, false), MPI_SUCCESS);
     memcpy(params, model.params, TOTAL * sizeof *params);
     ts_optimizer_free(&opt);
-    ts_parallel_free(&p);
+    ts_parallel_free(&p); /* gives adopted buffers back and detaches them */
     ts_ctx_free(&ctx);
     free(model.params);
     free(model.grads);
@@ -163,17 +168,24 @@ static void test_strategy_names(void **state) {
 static void test_memory_model(void **state) {
     (void)state;
     /* ddp holds 16 bytes per float parameter; zero1's moments are 8/N. */
-    ts_parallel_memory ddp = ts_parallel_memory_estimate(TS_DDP, 1000, 4, 4, 2);
+    ts_parallel_memory ddp = ts_parallel_memory_estimate(TS_DDP, 1000, 100, 4, 4, 2);
     assert_true(ddp.parameters + ddp.gradients + ddp.optimizer == 16000);
-    ts_parallel_memory z1 = ts_parallel_memory_estimate(TS_ZERO1, 1000, 4, 4, 2);
+    ts_parallel_memory z1 = ts_parallel_memory_estimate(TS_ZERO1, 1000, 100, 4, 4, 2);
     assert_true(z1.optimizer == 2000);
-    /* zero3 gathers the whole model for a step: zero1's peak; between steps
-     * the parameter and moment shards, 12/N. */
-    ts_parallel_memory z3 = ts_parallel_memory_estimate(TS_ZERO3, 1000, 4, 4, 2);
-    assert_true(z3.parameters + z3.gradients + z3.optimizer ==
-                z1.parameters + z1.gradients + z1.optimizer);
+    /* Per unit (100 elements of working units): zero2's gradient is its
+     * shard and the units, zero3 holds shards and units of parameters and
+     * gradient; between steps the parameter and moment shards, 12/N. */
+    ts_parallel_memory z2 = ts_parallel_memory_estimate(TS_ZERO2, 1000, 100, 4, 4, 2);
+    assert_true(z2.gradients == 1400 && z2.parameters == 4000);
+    ts_parallel_memory z3 = ts_parallel_memory_estimate(TS_ZERO3, 1000, 100, 4, 4, 2);
+    assert_true(z3.parameters == 1400 && z3.gradients == 1400 && z3.optimizer == 2000);
     assert_true(z3.between_steps == 3000);
     assert_true(ddp.between_steps == 16000);
+    /* The whole model as its unit (EBT): the full parameters and gradient,
+     * and the shard it accumulates into: zero1's peak and one shard more. */
+    ts_parallel_memory whole = ts_parallel_memory_estimate(TS_ZERO3, 1000, 1000, 4, 4, 2);
+    assert_true(whole.parameters + whole.gradients + whole.optimizer ==
+                z1.parameters + z1.gradients + z1.optimizer + 1000);
 }
 
 int main(int argc, char **argv) {

@@ -1,7 +1,8 @@
 /* Semantics of the graph and the gradient passes (autodiff.h, context.h):
  * accumulation into .grad, detach, no-grad mode, gradients with respect to
  * intermediates and unused inputs, releasing a graph, arena reuse across
- * training steps and FLOP accounting (docs/engine.md, "FLOP accounting"). */
+ * training steps, FLOP accounting (docs/engine.md, "FLOP accounting") and the
+ * unit markers with their hook (ts_unit_boundary). */
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -363,6 +364,68 @@ static void test_elementwise_flops(void **state) {
     EXPECT_FLOPS(ctx, "transpose (a copy)", 0, ts_transpose(ctx, x, 0, 1));
 }
 
+/* What a unit hook heard, in order. */
+typedef struct unit_log {
+    int n;
+    int unit[16];
+    ts_unit_event event[16];
+    bool into_leaf_grads[16];
+} unit_log;
+
+static void log_unit_event(void *user, int unit, ts_unit_event event, bool into_leaf_grads) {
+    unit_log *log = user;
+    assert_true(log->n < 16);
+    log->unit[log->n] = unit;
+    log->event[log->n] = event;
+    log->into_leaf_grads[log->n++] = into_leaf_grads;
+}
+
+/* Two marked units y = (x * a) * b: the markers change no value nor
+ * gradient; the hook hears the forward's begin/end of 1 then 2, then from
+ * ts_backward the begin/end of 2 then 1 (end only once every node of the
+ * unit has run: a's gradient is complete); ts_grad says it is not filling
+ * leaf gradients. Without a hook the marker is x itself. */
+static void test_unit_markers_tell_the_hook(void **state) {
+    ts_ctx *ctx = *state;
+    ts_tensor *x = leaf(ctx, TS_SHAPE(3), X3); /* a block's input depends on parameters */
+    assert_ptr_equal(ts_unit_boundary(ctx, x, 1, true), x);
+    unit_log log = {0};
+    ts_ctx_set_unit_hook(ctx, log_unit_event, &log);
+    assert_ptr_equal(ts_unit_boundary(ctx, x, 0, true), x); /* unit 0 is never marked */
+    ts_tensor *a = leaf(ctx, TS_SHAPE(3), (ts_real[]){2, 3, 4});
+    ts_tensor *b = leaf(ctx, TS_SHAPE(3), (ts_real[]){-1, 0.5, 2});
+    ts_tensor *h = ts_unit_boundary(ctx, x, 1, true);
+    h = ts_unit_boundary(ctx, ts_mul(ctx, h, a), 1, false);
+    h = ts_unit_boundary(ctx, h, 2, true);
+    h = ts_unit_boundary(ctx, ts_mul(ctx, h, b), 2, false);
+    ts_tensor *loss = ts_sum_all(ctx, h);
+    assert_int_equal(log.n, 4);
+    ts_backward(ctx, loss, NULL);
+    const int units[8] = {1, 1, 2, 2, 2, 2, 1, 1};
+    const ts_unit_event events[8] = {TS_UNIT_FORWARD_BEGIN,  TS_UNIT_FORWARD_END,
+                                     TS_UNIT_FORWARD_BEGIN,  TS_UNIT_FORWARD_END,
+                                     TS_UNIT_BACKWARD_BEGIN, TS_UNIT_BACKWARD_END,
+                                     TS_UNIT_BACKWARD_BEGIN, TS_UNIT_BACKWARD_END};
+    assert_int_equal(log.n, 8);
+    for (int i = 0; i < 8; i++) {
+        assert_int_equal(log.unit[i], units[i]);
+        assert_int_equal(log.event[i], events[i]);
+        assert_true(log.into_leaf_grads[i] == (i >= 4));
+    }
+    for (int i = 0; i < 3; i++) { /* d/da = x * b, d/db = x * a */
+        assert_true(a->grad->data[i] == X3[i] * b->data[i]);
+        assert_true(b->grad->data[i] == X3[i] * a->data[i]);
+    }
+    ts_tensor *g;
+    ts_grad(ctx, 1, &loss, NULL, 1, &a, &g, false);
+    /* Only the nodes on the way to a run: unit 1's begin marker is not. */
+    assert_int_equal(log.n, 11);
+    for (int i = 8; i < 11; i++) assert_false(log.into_leaf_grads[i]);
+    assert_int_equal(log.event[10], TS_UNIT_BACKWARD_BEGIN);
+    assert_true(g->data[1] == X3[1] * b->data[1]);
+    ts_ctx_set_unit_hook(ctx, NULL, NULL);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
 #define T(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
@@ -381,6 +444,7 @@ int main(void) {
         T(test_arena_stops_mallocing_after_first_step),
         T(test_matmul_flops),
         T(test_elementwise_flops),
+        T(test_unit_markers_tell_the_hook),
 #undef T
     };
     return cmocka_run_group_tests_name("engine autodiff semantics (" TS_REAL_NAME ")", tests, NULL,
