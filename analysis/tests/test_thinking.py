@@ -80,6 +80,12 @@ def write_campaign(directory, rng, noise=0.02, subword=False):
         d.attrs["domains"] = np.array([b"val", b"near", b"mid", b"far"])
 
 
+def run_script(directory):
+    """analysis/thinking.py on directory (few resamples: the outputs' form is tested)."""
+    return subprocess.run([sys.executable, str(ANALYSIS / "thinking.py"), "--resamples", "50",
+                           str(directory)], capture_output=True, text=True)
+
+
 class SlopeRecovery(unittest.TestCase):
     def setUp(self):
         self.tmp = tempfile.TemporaryDirectory()
@@ -117,8 +123,7 @@ class SlopeRecovery(unittest.TestCase):
         self.assertGreater(far.gain_hi, far.gain)
 
     def test_script_outputs(self):
-        done = subprocess.run([sys.executable, str(ANALYSIS / "thinking.py"), "--resamples", "50",
-                               str(self.dir)], capture_output=True, text=True)
+        done = run_script(self.dir)
         self.assertEqual(done.returncode, 0, done.stderr)
         with open(self.dir / "thinking.csv") as f:
             rows = list(csv.DictReader(f))
@@ -176,8 +181,7 @@ class VocabularyComparison(unittest.TestCase):
         self.assertIn("| far | OOD 4.", md)
 
     def test_script_writes_the_comparison(self):
-        done = subprocess.run([sys.executable, str(ANALYSIS / "thinking.py"), "--resamples", "50",
-                               str(self.dir)], capture_output=True, text=True)
+        done = run_script(self.dir)
         self.assertEqual(done.returncode, 0, done.stderr)
         with open(self.dir / "thinking_vocab.csv") as f:
             rows = list(csv.DictReader(f))

@@ -499,10 +499,10 @@ def _fmt(v):
     return f"{v:.6g}"
 
 
-def rows_csv(rows):
-    lines = [",".join(CSV_COLUMNS)]
-    for r in rows:
-        lines.append(",".join(_csv_cell(_fmt(getattr(r, c))) for c in CSV_COLUMNS))
+def _table_csv(items, columns):
+    lines = [",".join(columns)]
+    for item in items:
+        lines.append(",".join(_csv_cell(_fmt(getattr(item, c))) for c in columns))
     return "\n".join(lines) + "\n"
 
 
@@ -510,18 +510,16 @@ def _csv_cell(text):
     return f'"{text}"' if "," in text else text
 
 
+def rows_csv(rows):
+    return _table_csv(rows, CSV_COLUMNS)
+
+
 def fits_csv(fits):
-    lines = [",".join(FIT_COLUMNS)]
-    for f in fits:
-        lines.append(",".join(_fmt(getattr(f, c)) for c in FIT_COLUMNS))
-    return "\n".join(lines) + "\n"
+    return _table_csv(fits, FIT_COLUMNS)
 
 
 def vocab_csv(vocab_rows):
-    lines = [",".join(VOCAB_COLUMNS)]
-    for r in vocab_rows:
-        lines.append(",".join(_csv_cell(_fmt(getattr(r, c))) for c in VOCAB_COLUMNS))
-    return "\n".join(lines) + "\n"
+    return _table_csv(vocab_rows, VOCAB_COLUMNS)
 
 
 def vocab_md(analysis):

@@ -121,6 +121,7 @@ ablation = md.split("Table 2")[1].split("##")[0]
 assert "subword" not in ablation, ablation  # another vocabulary is not an ablation
 PY
 check "results.h5, thinking.h5 and the analysis' csv files hold the documented rows" [ $? -eq 0 ]
+sed -n '/^## Byte vs subword/,$p' "$dir/thinking.md" # for the log: the byte vs subword table
 for fig in thinking_ood thinking_flops thinking_ablation; do
     check "figure $fig as PNG and PDF" [ -s "$dir/figures/$fig.png" ] && [ -s "$dir/figures/$fig.pdf" ]
 done
