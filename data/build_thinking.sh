@@ -20,7 +20,7 @@
 #   TS_CORPUS_OUT          OUT (default data/out), THINKSCALE the program, and the other
 #                          variables of data/build_corpora.sh
 #
-# A generated set is written to a temporary file and replaces the existing one only when its
+# A generated set is written to a temporary file beside it and replaces the existing one only when its
 # tokenizer, tokens or masks differ (`data info` checksums); --force rebuilds everything.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -37,7 +37,7 @@ force=()
 for arg in "$@"; do
     case $arg in
         --force) force=(--force) ;;
-        -h|--help) sed -n '2,27p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h|--help) awk 'NR > 1 && !/^#/ {exit} NR > 1 {sub(/^# ?/, ""); print}' "$0"; exit 0 ;;
         *) die "unknown argument $arg" ;;
     esac
 done
