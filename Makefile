@@ -51,7 +51,7 @@ UNIT_HELPERS := $(filter-out $(UNIT_SRC),$(wildcard tests/unit/*.c))
 MPI_HELPERS  := $(UNIT_HELPERS) $(filter-out $(MPI_SRC),$(wildcard tests/mpi/*.c))
 
 BUILDS := float double asan
-.PHONY: all deps bench-deps build test test-unit test-mpi test-cli run run-default bench data format clean
+.PHONY: all deps bench-deps build test test-unit test-mpi test-cli run run-default bench data data-thinking format clean
 
 all: build
 
@@ -135,6 +135,10 @@ bench: build bench-deps
 
 data: build
 	@data/build_corpora.sh
+
+# The thinking experiment's data, byte and subword (jobs/campaigns/thinking.ini, docs/thinking.md).
+data-thinking: build
+	@data/build_thinking.sh
 
 run: build
 	@jobs/run.sh

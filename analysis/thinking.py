@@ -5,7 +5,7 @@ usage: analysis/thinking.py [--partial] [--resamples N] [--seed S] DIR
 
 Reads DIR/results.h5 and the thinking files of its runs; writes
 DIR/thinking.csv, thinking_fits.csv, thinking_answer.csv, thinking_energy.csv,
-thinking.md and DIR/figures/thinking_{ood,flops,ablation}.{png,pdf}.
+thinking_vocab.csv (the byte vs subword comparison), thinking.md and DIR/figures/thinking_{ood,flops,ablation}.{png,pdf}.
 
 exit status: 0 done, 2 usage, 3 bad input (nothing written), 4 thinking points
 not done and no --partial (nothing written), 6 outputs not written (the
@@ -51,6 +51,7 @@ def main(argv):
 
     texts = {"thinking_answer.csv": thinking.rows_csv(analysis.answer_rows),
              "thinking_energy.csv": thinking.energy_csv(analysis.energy),
+             "thinking_vocab.csv": thinking.vocab_csv(analysis.vocab_rows),
              "thinking.md": thinking.summary_md(analysis),
              "thinking_fits.csv": thinking.fits_csv(analysis.fits),
              "thinking.csv": thinking.rows_csv(analysis.rows)}

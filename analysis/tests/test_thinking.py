@@ -26,11 +26,16 @@ def gain_line(ood, intercept, slope):
     return intercept + slope * ood
 
 
-def write_thinking_file(path, arch, knob_settings, line, rng, noise):
+BYTE_CONFIG = "[model]\nvocab_size = 256\n[data]\ntokenizer = byte\n"
+SUBWORD_CONFIG = "[model]\nvocab_size = 2001\n[data]\ntokenizer = sentencepiece:0123456789abcdef\n"
+EBT_KNOB = ["ebt.infer_steps=2,ebt.infer_samples=1", "ebt.infer_steps=8,ebt.infer_samples=4"]
+
+
+def write_thinking_file(path, arch, knob_settings, line, rng, noise, config=BYTE_CONFIG):
     """Per set: a default whose perplexity is OOD x the validation one, and knob
     levels whose top level has gain line(ood) (lower levels half of it)."""
     with h5py.File(path, "w") as f:
-        f.attrs["config"] = "[model]\nvocab_size = 256\n[data]\ntokenizer = byte\n"
+        f.attrs["config"] = config
         for set_name, ood in OODS.items():
             default_loss = VAL_LOSS + np.log(ood)
             levels = [("default", default_loss, 1.0)]
@@ -47,29 +52,38 @@ def write_thinking_file(path, arch, knob_settings, line, rng, noise):
                 g["window_tokens"] = np.full(WINDOWS, float(SEQ))
 
 
-def write_campaign(directory, rng, noise=0.02):
-    """Two thinking points: ebt with gain 0.1 + 0.05 (ood - 1), transformerpp flat."""
-    names = ["transformerpp-thinking-base-s33", "ebt-thinking-base-s33"]
+def write_campaign(directory, rng, noise=0.02, subword=False):
+    """Two thinking points: ebt with gain 0.1 + 0.05 (ood - 1), transformerpp
+    flat; with subword, a third: ebt trained in a subword vocabulary (the
+    subword variant) with gain 0.02 + 0.02 (ood - 1)."""
+    points = [("transformerpp-thinking-base-s33", "transformerpp", [], lambda o: 0.0, BYTE_CONFIG),
+              ("ebt-thinking-base-s33", "ebt", EBT_KNOB, lambda o: gain_line(o, 0.05, 0.05),
+               BYTE_CONFIG)]
+    if subword:
+        points.append(("ebt-thinking-subword-s33", "ebt", EBT_KNOB,
+                       lambda o: gain_line(o, 0.0, 0.02), SUBWORD_CONFIG))
+    names = [p[0] for p in points]
     runs = directory / "runs"
-    for name in names:
+    for name, arch, knob, line, config in points:
         (runs / name).mkdir(parents=True)
-    write_thinking_file(runs / names[0] / "thinking.h5", "transformerpp", [], lambda o: 0.0, rng,
-                        noise)
-    write_thinking_file(runs / names[1] / "thinking.h5", "ebt",
-                        ["ebt.infer_steps=2,ebt.infer_samples=1",
-                         "ebt.infer_steps=8,ebt.infer_samples=4"],
-                        lambda o: gain_line(o, 0.05, 0.05), rng, noise)
+        write_thinking_file(runs / name / "thinking.h5", arch, knob, line, rng, noise, config)
     with h5py.File(directory / "results.h5", "w") as f:
         f.attrs["format"] = "thinkscale-campaign-results"
         p = f.create_group("points")
         p["name"] = np.array([n.encode() for n in names])
-        p["arch"] = np.array([b"transformerpp", b"ebt"])
-        p["axis"] = np.array([b"thinking", b"thinking"])
-        p["status"] = np.array([b"done", b"done"])
+        p["arch"] = np.array([a.encode() for _, a, _, _, _ in points])
+        p["axis"] = np.array([b"thinking"] * len(names))
+        p["status"] = np.array([b"done"] * len(names))
         p["run"] = p["name"][...]
         p["thinking_file"] = np.array([f"runs/{n}/thinking.h5".encode() for n in names])
-        d = p.create_dataset("loss_by_domain", data=np.zeros((2, 4)))
+        d = p.create_dataset("loss_by_domain", data=np.zeros((len(names), 4)))
         d.attrs["domains"] = np.array([b"val", b"near", b"mid", b"far"])
+
+
+def run_script(directory):
+    """analysis/thinking.py on directory (few resamples: the outputs' form is tested)."""
+    return subprocess.run([sys.executable, str(ANALYSIS / "thinking.py"), "--resamples", "50",
+                           str(directory)], capture_output=True, text=True)
 
 
 class SlopeRecovery(unittest.TestCase):
@@ -109,8 +123,7 @@ class SlopeRecovery(unittest.TestCase):
         self.assertGreater(far.gain_hi, far.gain)
 
     def test_script_outputs(self):
-        done = subprocess.run([sys.executable, str(ANALYSIS / "thinking.py"), "--resamples", "50",
-                               str(self.dir)], capture_output=True, text=True)
+        done = run_script(self.dir)
         self.assertEqual(done.returncode, 0, done.stderr)
         with open(self.dir / "thinking.csv") as f:
             rows = list(csv.DictReader(f))
@@ -130,6 +143,62 @@ class SlopeRecovery(unittest.TestCase):
         self.assertEqual(done.returncode, 3)
         self.assertIn("results.h5 does not exist", done.stderr)
         self.assertFalse((self.dir / "thinking.csv").exists())
+
+
+class VocabularyComparison(unittest.TestCase):
+    """The byte vs subword row: an EBT run in a subword vocabulary beside the
+    byte one is compared set by set, with its own slope, and is no ablation."""
+
+    def setUp(self):
+        self.tmp = tempfile.TemporaryDirectory()
+        self.dir = Path(self.tmp.name)
+        write_campaign(self.dir, np.random.default_rng(8), subword=True)
+
+    def tearDown(self):
+        self.tmp.cleanup()
+
+    def test_each_vocabulary_gets_its_own_slope_and_rows(self):
+        analysis = thinking.analyse(self.dir, resamples=300, seed=2)
+        self.assertEqual(analysis.vocabularies,
+                         ["byte (256)", "sentencepiece:0123456789abcdef (2001)"])
+        fits = {f.arch: f for f in analysis.fits}
+        self.assertAlmostEqual(fits["ebt"].slope, 0.05, delta=0.01)
+        self.assertAlmostEqual(fits["ebt/subword"].slope, 0.02, delta=0.01)
+        self.assertEqual(fits["ebt/subword"].vocab, "sentencepiece:0123456789abcdef (2001)")
+        rows = analysis.vocab_rows
+        self.assertEqual({(r.run, r.vocab) for r in rows},
+                         {("ebt", "byte (256)"),
+                          ("ebt/subword", "sentencepiece:0123456789abcdef (2001)")})
+        self.assertEqual(len(rows), 2 * 4)  # two runs x four sets; no Transformer++ pair
+        far = {r.run: r for r in rows if r.set == "far"}
+        self.assertAlmostEqual(far["ebt"].gain, gain_line(4.0, 0.05, 0.05), delta=0.02)
+        self.assertAlmostEqual(far["ebt/subword"].gain, gain_line(4.0, 0.0, 0.02), delta=0.02)
+        self.assertEqual(far["ebt/subword"].slope, fits["ebt/subword"].slope)
+        # Another vocabulary is not an ablation of the recipe.
+        self.assertEqual([a[0] for a in analysis.ablation], ["full"])
+        md = thinking.summary_md(analysis)
+        self.assertIn("## Byte vs subword vocabulary", md)
+        self.assertIn("| far | OOD 4.", md)
+
+    def test_script_writes_the_comparison(self):
+        done = run_script(self.dir)
+        self.assertEqual(done.returncode, 0, done.stderr)
+        with open(self.dir / "thinking_vocab.csv") as f:
+            rows = list(csv.DictReader(f))
+        self.assertEqual(list(rows[0].keys()), list(thinking.VOCAB_COLUMNS))
+        self.assertEqual(len(rows), 8)
+        with open(self.dir / "thinking.csv") as f:
+            rows = list(csv.DictReader(f))
+        # The columns other tools rely on keep their names and places; vocab is added at the end.
+        self.assertEqual(list(rows[0].keys())[:10], ["arch", "set", "knob", "setting", "ood", "gain",
+                                                     "gain_lo", "gain_hi", "nfe_per_token",
+                                                     "flops_per_token"])
+        self.assertEqual({r["vocab"] for r in rows if r["arch"] == "ebt/subword"},
+                         {"sentencepiece:0123456789abcdef (2001)"})
+        with open(self.dir / "thinking_fits.csv") as f:
+            fits = list(csv.DictReader(f))
+        self.assertEqual(list(fits[0].keys())[:5], ["arch", "slope", "slope_lo", "slope_hi", "n_sets"])
+        self.assertEqual(len(fits), 3)
 
 
 if __name__ == "__main__":

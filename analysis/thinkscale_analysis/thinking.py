@@ -42,9 +42,12 @@ ABLATION_LABELS = {"full": "full S2 recipe", "no_random_step_size": "no random s
                    "no_random_steps": "no random number of steps",
                    "no_langevin": "no Langevin noise", "no_replay": "no replay buffer"}
 KNOBS = {"ebt": "steps,samples", "free": "K", "nexus": "order", "transformerpp": "none"}
+# Columns other tools rely on come first; later additions go at the end.
 CSV_COLUMNS = ("arch", "set", "knob", "setting", "ood", "gain", "gain_lo", "gain_hi",
-               "nfe_per_token", "flops_per_token")
-FIT_COLUMNS = ("arch", "slope", "slope_lo", "slope_hi", "n_sets")
+               "nfe_per_token", "flops_per_token", "vocab")
+FIT_COLUMNS = ("arch", "slope", "slope_lo", "slope_hi", "n_sets", "vocab")
+VOCAB_COLUMNS = ("arch", "run", "vocab", "set", "setting", "ood", "gain", "gain_lo", "gain_hi",
+                 "slope", "slope_lo", "slope_hi")
 DEFAULT_RESAMPLES = 1000
 
 
@@ -82,7 +85,7 @@ class Run:
     variant: str  # "base" or a trained ablation
     name: str
     path: Path
-    vocab: str  # "byte (256)" / "spm (8000)"
+    vocab: str  # "byte (256)" / "sentencepiece:HASH (2001)": tokenizer (vocabulary size)
     settings: list = field(default_factory=list)
     energies: Path = None
 
@@ -264,6 +267,7 @@ class Fit:
     intercept: float = float("nan")
     setting: str = ""
     points: list = field(default_factory=list)  # (set, ood, gain, lo, hi)
+    vocab: str = ""
 
 
 def max_compute_label(run):
@@ -324,7 +328,7 @@ def analyse_run(run, train_domain, resamples, rng, answers=False):
                 ood_b.append(p0_b / val_ppl_b)
                 gain_b.append(samples)
     fit = Fit(run.label, float("nan"), float("nan"), float("nan"), len(points), setting=top,
-              points=points)
+              points=points, vocab=run.vocab)
     if len(points) >= 2:
         x = np.array([q[1] for q in points])
         y = np.array([q[2] for q in points])
@@ -381,6 +385,45 @@ class Analysis:
     vocabularies: list
     not_done: list
     runs: list
+    vocab_rows: list = field(default_factory=list)  # VocabRow, the byte vs subword comparison
+
+
+@dataclass
+class VocabRow:
+    """One run's point of the vocabulary comparison: a set at the run's
+    highest-compute knob level, with the run's fitted slope."""
+    arch: str  # the architecture (ebt), not the run label
+    run: str  # the run label (ebt, ebt/subword)
+    vocab: str
+    set: str
+    setting: str
+    ood: float
+    gain: float
+    gain_lo: float
+    gain_hi: float
+    slope: float
+    slope_lo: float
+    slope_hi: float
+
+
+def vocab_comparison(runs, fits):
+    """The byte vs subword comparison: per architecture, its base run and
+    every run of it trained in another vocabulary (thinking.ini's subword
+    variant), each set's OOD-ness and gain at the highest-compute level and
+    the fitted slope. Per-token perplexities of different vocabularies are
+    not comparable; OOD-ness and gain are ratios within one vocabulary."""
+    by_label = {f.arch: f for f in fits}
+    rows = []
+    for base in (r for r in runs if r.variant == "base"):
+        others = [r for r in runs if r.arch == base.arch and r.vocab != base.vocab]
+        if not others:
+            continue
+        for run in [base] + others:
+            f = by_label[run.label]
+            for set_name, ood, gain, lo, hi in f.points:
+                rows.append(VocabRow(run.arch, run.label, run.vocab, set_name, f.setting, ood, gain,
+                                     lo, hi, f.slope, f.slope_lo, f.slope_hi))
+    return rows
 
 
 def ablation_table(runs, rows):
@@ -389,6 +432,10 @@ def ablation_table(runs, rows):
     steps, most samples) over the default inference, on Dyck if evaluated,
     else the most out-of-distribution set."""
     ebt = [r for r in runs if r.arch == "ebt"]
+    # Variants trained in another vocabulary than the base EBT's are not
+    # ablations of the recipe (the subword row): left out.
+    base_vocab = next((r.vocab for r in ebt if r.variant == "base"), None)
+    ebt = [r for r in ebt if base_vocab is None or r.vocab == base_vocab]
     if not ebt:
         return [], ""
     sets = {row.set for row in rows if row.arch.startswith("ebt")}
@@ -437,7 +484,7 @@ def analyse(directory, resamples=DEFAULT_RESAMPLES, seed=0):
     ablation, ablation_set = ablation_table(runs, rows)
     vocabularies = sorted({r.vocab for r in runs})
     return Analysis(rows, answer_rows, fits, energy, ablation, ablation_set, train_domain,
-                    vocabularies, not_done, runs)
+                    vocabularies, not_done, runs, vocab_comparison(runs, fits))
 
 
 # ---------------------------------------------------------------- tables
@@ -452,10 +499,10 @@ def _fmt(v):
     return f"{v:.6g}"
 
 
-def rows_csv(rows):
-    lines = [",".join(CSV_COLUMNS)]
-    for r in rows:
-        lines.append(",".join(_csv_cell(_fmt(getattr(r, c))) for c in CSV_COLUMNS))
+def _table_csv(items, columns):
+    lines = [",".join(columns)]
+    for item in items:
+        lines.append(",".join(_csv_cell(_fmt(getattr(item, c))) for c in columns))
     return "\n".join(lines) + "\n"
 
 
@@ -463,11 +510,46 @@ def _csv_cell(text):
     return f'"{text}"' if "," in text else text
 
 
+def rows_csv(rows):
+    return _table_csv(rows, CSV_COLUMNS)
+
+
 def fits_csv(fits):
-    lines = [",".join(FIT_COLUMNS)]
-    for f in fits:
-        lines.append(",".join(_fmt(getattr(f, c)) for c in FIT_COLUMNS))
-    return "\n".join(lines) + "\n"
+    return _table_csv(fits, FIT_COLUMNS)
+
+
+def vocab_csv(vocab_rows):
+    return _table_csv(vocab_rows, VOCAB_COLUMNS)
+
+
+def vocab_md(analysis):
+    """The byte vs subword table: per architecture and set, OOD-ness and gain
+    (%) at the highest-compute level in each vocabulary, then the slopes."""
+    rows = analysis.vocab_rows
+    out = ["## Byte vs subword vocabulary", "",
+           "The same domains in two tokenizers, at each run's highest-compute knob level. "
+           "OOD-ness and gain are ratios within one vocabulary (per-token perplexities of "
+           "different vocabularies are not comparable).", ""]
+    for arch in dict.fromkeys(r.arch for r in rows):
+        mine = [r for r in rows if r.arch == arch]
+        runs = list(dict.fromkeys((r.run, r.vocab) for r in mine))
+        out += ["| " + arch + " | " + " | ".join(f"{run}: {vocab}" for run, vocab in runs) + " |",
+                "|---|" + "---|" * len(runs)]
+        for set_name in dict.fromkeys(r.set for r in mine):
+            cells = []
+            for run, _ in runs:
+                hit = [r for r in mine if r.run == run and r.set == set_name]
+                cells.append(f"OOD {hit[0].ood:.2f}, gain {100 * hit[0].gain:+.1f}% "
+                             f"[{100 * hit[0].gain_lo:+.1f}, {100 * hit[0].gain_hi:+.1f}]"
+                             if hit else "-")
+            out.append(f"| {set_name} | " + " | ".join(cells) + " |")
+        slopes = []
+        for run, _ in runs:
+            r = next(r for r in mine if r.run == run)
+            slopes.append(f"{_fmt(r.slope)} [{_fmt(r.slope_lo)}, {_fmt(r.slope_hi)}] "
+                          f"({r.setting})")
+        out += ["| slope | " + " | ".join(slopes) + " |", ""]
+    return "\n".join(out) + "\n"
 
 
 def energy_csv(energy):
@@ -521,4 +603,6 @@ def summary_md(analysis):
         out.append("")
     if a.ablation:
         out += ["## " + ablation_md(a)]
+    if a.vocab_rows:
+        out += [vocab_md(a)]
     return "\n".join(out) + "\n"

@@ -16,29 +16,45 @@ def _base_fits(analysis):
     return [f for f in analysis.fits if "/" not in f.arch]
 
 
+def _other_vocab_fits(analysis):
+    """Fits of runs trained in another vocabulary than their architecture's
+    base run (the subword row), with the base architecture's name."""
+    runs = {r.run: r.arch for r in analysis.vocab_rows if "/" in r.run}
+    return [(runs[f.arch], f) for f in analysis.fits if f.arch in runs]
+
+
 def ood_figure(analysis, out_dir):
     """x OOD-ness, y thinking gain (%) at each architecture's highest-compute
-    knob level: points with window-bootstrap intervals and the fitted line."""
+    knob level: points with window-bootstrap intervals and the fitted line;
+    runs in another vocabulary (the subword row) hollow, dashed."""
     fig, ax = plt.subplots(figsize=(6.4, 4.4))
     archs = [f.arch for f in _base_fits(analysis)]
-    for f in _base_fits(analysis):
+    series = [(f.arch, f, False) for f in _base_fits(analysis)]
+    series += [(arch, f, True) for arch, f in _other_vocab_fits(analysis)]
+    for arch, f, other_vocab in series:
         if not f.points:
             continue
-        colour = _colour(f.arch, archs)
+        colour = _colour(arch, archs)
         x = np.array([p[1] for p in f.points])
         y = 100 * np.array([p[2] for p in f.points])
         lo = 100 * np.array([p[3] for p in f.points])
         hi = 100 * np.array([p[4] for p in f.points])
         err = np.vstack([np.where(np.isfinite(lo), y - lo, 0), np.where(np.isfinite(hi), hi - y, 0)])
-        label = f"{ARCH_LABELS.get(f.arch, f.arch)} ({f.setting}; slope {100 * f.slope:+.2f}%)" \
-            if np.isfinite(f.slope) else ARCH_LABELS.get(f.arch, f.arch)
-        ax.errorbar(x, y, yerr=np.abs(err), fmt="o", color=colour, capsize=3, label=label)
+        # "sentencepiece:HASH (2001)" -> "subword (2001)": the hash is in thinking.md
+        vocab = "subword " + f.vocab.split(" ", 1)[-1] if f.vocab.startswith("sentencepiece:") \
+            else f.vocab
+        name = ARCH_LABELS.get(arch, arch) + (f", {vocab}" if other_vocab else "")
+        label = f"{name} ({f.setting}; slope {100 * f.slope:+.2f}%)" \
+            if np.isfinite(f.slope) else name
+        ax.errorbar(x, y, yerr=np.abs(err), fmt="o", color=colour, capsize=3, label=label,
+                    mfc="none" if other_vocab else colour)
         for p, xi, yi in zip(f.points, x, y):
             ax.annotate(p[0], (xi, yi), textcoords="offset points", xytext=(4, 3), fontsize=7,
                         color=colour)
         if np.isfinite(f.slope):
             grid = np.linspace(min(x.min(), 1.0), x.max(), 50)
-            ax.plot(grid, 100 * (f.intercept + f.slope * grid), "-", color=colour, lw=1)
+            ax.plot(grid, 100 * (f.intercept + f.slope * grid), "--" if other_vocab else "-",
+                    color=colour, lw=1)
     (x0, y0), (x1, y1) = PAPER_EBT_POINTS
     ax.plot([x0, x1], [y0, y1], "x--", color="black", lw=0.8,
             label="EBT paper, Fig. 7 (first and last of its 5 points)")

@@ -9,6 +9,7 @@
  *   data arith --output OUT.h5 [set options] [--max-value N] [--min-steps S]
  *              [--max-steps S] [--max-factor F] [--ops OPS]
  *   set options: [--name DOMAIN] [--seed S] [--train N] [--validation N] [--force]
+ *                [--spm-model FILE.model]
  */
 #include <errno.h>
 #include <limits.h>
@@ -51,7 +52,8 @@ static void usage(FILE *out) {
         "       thinkscale data arith --output OUT.h5 [SET OPTIONS] [--max-value N] [--min-steps "
         "S]\n"
         "                             [--max-steps S] [--max-factor F] [--ops OPS]\n"
-        "       SET OPTIONS: [--name DOMAIN] [--seed S] [--train N] [--validation N] [--force]\n\n"
+        "       SET OPTIONS: [--name DOMAIN] [--seed S] [--train N] [--validation N] [--force]\n"
+        "                    [--spm-model FILE.model]\n\n"
         "convert  tokenises text files into one token file (train and validation splits);\n"
         "         --val-fraction defaults to %.2f, --tokenizer to %s (available:",
         DEFAULT_VAL_FRACTION, toks[0].name);
@@ -73,9 +75,11 @@ static void usage(FILE *out) {
         "         kinds 4, max-depth 8, length 4..24\n"
         "arith    generates integer arithmetic word problems; defaults: max-value 100,\n"
         "         steps 1..3, max-factor 9, ops +-*\n"
-        "         Both write \"Question: ...\\nAnswer: ...\\n\" records as byte tokens, exactly\n"
-        "         reproducible from --seed (default %d); --train %d and --validation %d records\n"
-        "         by default, --name defaults to the generator's name\n"
+        "         Both write \"Question: ...\\nAnswer: ...\\n\" records, exactly reproducible\n"
+        "         from --seed (default %d); --train %d and --validation %d records by default,\n"
+        "         --name defaults to the generator's name. Byte tokens, or with --spm-model\n"
+        "         the SentencePiece model's tokens, a token boundary forced where each answer\n"
+        "         starts so that the answer mask stays exact\n"
         "The format is described in docs/data-format.md.\n",
         DEFAULT_SEED, DEFAULT_TRAIN_RECORDS, DEFAULT_VALIDATION_RECORDS);
 }
@@ -281,7 +285,7 @@ static int cmd_info(int argc, char **argv) {
 
 /* The options every generated set has. */
 typedef struct set_args {
-    const char *output, *name;
+    const char *output, *name, *spm_model;
     long seed, n_train, n_validation;
     int force;
 } set_args;
@@ -295,7 +299,7 @@ static int parse_set_option(const char *cmd, int argc, char **argv, int *i, set_
         return 1;
     }
     if (strcmp(opt, "--output") && strcmp(opt, "--name") && strcmp(opt, "--seed") &&
-        strcmp(opt, "--train") && strcmp(opt, "--validation"))
+        strcmp(opt, "--train") && strcmp(opt, "--validation") && strcmp(opt, "--spm-model"))
         return 0;
     if (*i + 1 >= argc) {
         fprintf(stderr, "thinkscale data %s: %s needs a value\n", cmd, opt);
@@ -306,6 +310,8 @@ static int parse_set_option(const char *cmd, int argc, char **argv, int *i, set_
         a->output = val;
     else if (!strcmp(opt, "--name"))
         a->name = val;
+    else if (!strcmp(opt, "--spm-model"))
+        a->spm_model = val;
     else if (!strcmp(opt, "--seed"))
         return parse_long(cmd, opt, val, 0, LONG_MAX, &a->seed) ? -1 : 1;
     else if (!strcmp(opt, "--train"))
@@ -371,25 +377,35 @@ static int parse_generator(const char *cmd, int argc, char **argv, set_args *a,
 
 /* Writes the set of a checked generator and reports it. */
 static int write_set(const char *cmd, const ts_qa_generator *g, const set_args *a) {
+    char err[1024];
+    /* The model is opened (and checked) before anything is written. */
+    ts_tokenizer *spm = NULL;
+    if (a->spm_model && !(spm = ts_spm_tokenizer_open(a->spm_model, err, sizeof err))) {
+        fprintf(stderr, "thinkscale data %s: %s\n", cmd, err);
+        return 1;
+    }
+    const ts_tokenizer *tok = spm ? spm : ts_tokenizer_find("byte");
     ts_qa_write_options options = {.path = a->output,
                                    .domain = a->name,
                                    .seed = (uint64_t)a->seed,
                                    .n_train = a->n_train,
                                    .n_validation = a->n_validation,
-                                   .force = a->force};
+                                   .force = a->force,
+                                   .tokenizer = tok};
     ts_qa_write_result r;
-    char err[1024];
-    if (!ts_qa_write(g, &options, &r, err, sizeof err)) {
+    bool ok = ts_qa_write(g, &options, &r, err, sizeof err);
+    if (!ok)
         fprintf(stderr, "thinkscale data %s: %s\n", cmd, err);
-        return 1;
-    }
-    printf("wrote %s: domain %s, %s, seed %ld; train %ld records, %" PRId64 " tokens (%" PRId64
-           " answer); validation %ld records, %" PRId64 " tokens (%" PRId64 " answer)\n",
-           a->output, a->name ? a->name : g->name, g->description, a->seed,
-           r.records[TS_SPLIT_TRAIN], r.tokens[TS_SPLIT_TRAIN], r.answer_tokens[TS_SPLIT_TRAIN],
-           r.records[TS_SPLIT_VALIDATION], r.tokens[TS_SPLIT_VALIDATION],
-           r.answer_tokens[TS_SPLIT_VALIDATION]);
-    return 0;
+    else
+        printf("wrote %s: domain %s, %s, seed %ld, tokenizer %s (vocabulary %d); train %ld "
+               "records, %" PRId64 " tokens (%" PRId64 " answer); validation %ld records, %" PRId64
+               " tokens (%" PRId64 " answer)\n",
+               a->output, a->name ? a->name : g->name, g->description, a->seed, tok->name,
+               (int)tok->vocab_size, r.records[TS_SPLIT_TRAIN], r.tokens[TS_SPLIT_TRAIN],
+               r.answer_tokens[TS_SPLIT_TRAIN], r.records[TS_SPLIT_VALIDATION],
+               r.tokens[TS_SPLIT_VALIDATION], r.answer_tokens[TS_SPLIT_VALIDATION]);
+    ts_spm_tokenizer_close(spm);
+    return ok ? 0 : 1;
 }
 
 static int cmd_dyck(int argc, char **argv) {

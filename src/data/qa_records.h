@@ -3,8 +3,12 @@
  *
  *     Question: QUESTION\nAnswer: ANSWER\n
  *
- * and a set is records concatenated, byte-level tokens, written to a token
- * file with a train and a validation split. A generator (dyck.c, arith.c)
+ * and a set is records concatenated, written to a token file with a train
+ * and a validation split, as byte tokens or through any tokenizer (a
+ * SentencePiece model): the question part "Question: QUESTION\nAnswer: " and
+ * the answer part "ANSWER\n" are encoded as separate segments, so a token
+ * boundary is forced where the answer starts (prompt/completion style) and
+ * the answer mask is exact. A generator (dyck.c, arith.c)
  * supplies only QUESTION and ANSWER of record `index` from a random stream
  * that depends on (seed, index) alone, so a set is exactly reproducible from
  * its seed, any record can be regenerated on its own, and training records
@@ -18,6 +22,7 @@
 #include <stdint.h>
 
 #include "engine/rng.h"
+#include "data/tokenizer.h"
 #include "io/token_file.h"
 
 #define TS_QA_MAX_PART 4096                        /* bytes of a question or an answer, with NUL */
@@ -56,8 +61,9 @@ typedef struct ts_qa_write_options {
     const char *path;
     const char *domain; /* NULL: the generator's name */
     uint64_t seed;
-    long n_train, n_validation; /* records per split, >= 1 each */
-    bool force;                 /* replace an existing file */
+    long n_train, n_validation;    /* records per split, >= 1 each */
+    bool force;                    /* replace an existing file */
+    const ts_tokenizer *tokenizer; /* NULL: bytes */
 } ts_qa_write_options;
 
 typedef struct ts_qa_write_result {
@@ -66,12 +72,15 @@ typedef struct ts_qa_write_result {
     long records[TS_N_SPLITS];
 } ts_qa_write_result;
 
-/* Writes the set as a byte-level token file with an answer mask (each
- * record's answer, as ts_qa_record_format defines it, is 1, the rest 0),
- * under a temporary name renamed over path when complete (an existing file is replaced only with
- * force, and a failure never damages it). The source attribute records the generator, its
- * parameters and the seed; split_rule the record indices of each split. False with a message naming
- * the file and the problem. */
+/* Writes the set as a token file of options->tokenizer (NULL: bytes) with
+ * an answer mask: the tokens of each record's answer, as
+ * ts_qa_record_format defines it and encoded as a segment of its own
+ * (ts_tokenizer_encode_segments), are 1, the rest 0. Written under a
+ * temporary name renamed over path when complete (an existing file is
+ * replaced only with force, and a failure never damages it). The source
+ * attribute records the generator, its parameters, the seed and the
+ * tokenizer; split_rule the record indices of each split. False with a
+ * message naming the file and the problem. */
 bool ts_qa_write(const ts_qa_generator *g, const ts_qa_write_options *options,
                  ts_qa_write_result *result, char *err, size_t errlen);
 

@@ -254,28 +254,45 @@ static void free_state(spm_state *s) {
     free(s);
 }
 
-/* Encodes through spm_encode: the bytes to a file, one line of ids back per
- * line of text, and the newline id after every line that had a line end. */
-static long encode_spm(const ts_tokenizer *tok, const unsigned char *bytes, size_t n,
-                       int32_t *out) {
+/* Encodes segments through ONE run of spm_encode. spm_encode encodes line
+ * by line and drops the line ends, so every segment is cut into its lines
+ * and each line is written as an input line of its own: a segment's last
+ * bytes after its last "\n" become a line too, which is what forces a token
+ * boundary at the segment's end. line_info records, per input line, its
+ * segment and whether the text had a line end there, so the newline id is
+ * emitted after exactly those lines. */
+static long encode_segments_spm(const ts_tokenizer *tok, const unsigned char *bytes,
+                                const size_t *ends, size_t n_segments, int32_t *out,
+                                size_t *token_ends) {
     const spm_state *s = tok->state;
-    FILE *f = fopen(s->in_path, "wb");
-    if (!f) return -1;
-    bool ok = fwrite(bytes, 1, n, f) == n;
-    if (fclose(f) != 0) ok = false;
+    size_t n = n_segments ? ends[n_segments - 1] : 0;
+    /* At most one line per byte and one more per segment. */
+    size_t *line_info = malloc((n + n_segments + 1) * sizeof *line_info);
+    FILE *f = line_info ? fopen(s->in_path, "wb") : NULL;
+    bool ok = f != NULL;
+    size_t lines = 0, start = 0;
+    for (size_t seg = 0; ok && seg < n_segments; seg++) {
+        ok = ends[seg] >= start && ends[seg] <= n;
+        size_t line_start = start;
+        for (size_t i = start; ok && i < ends[seg]; i++) {
+            if (bytes[i] != '\n' && i + 1 < ends[seg]) continue;
+            bool ended = bytes[i] == '\n';
+            size_t len = i + (ended ? 0 : 1) - line_start;
+            /* (segment << 1) | had a line end */
+            line_info[lines++] = seg << 1 | ended;
+            ok = fwrite(bytes + line_start, 1, len, f) == len && putc('\n', f) != EOF;
+            line_start = i + 1;
+        }
+        start = ends[seg];
+    }
+    if (f && fclose(f) != 0) ok = false;
     char model[4200], err[512];
     snprintf(model, sizeof model, "--model=%s", s->model_path);
     char *argv[] = {"spm_encode", model, "--output_format=id", NULL};
     ok = ok && run_tool(argv, NULL, s->in_path, s->out_path, s->log_path, err, sizeof err);
-    if (!ok) return -1;
-    f = fopen(s->out_path, "rb");
-    if (!f) return -1;
-    /* Lines of input: those ended by '\n', and a last one without. */
-    size_t lines = 0, ended = 0;
-    for (size_t i = 0; i < n; i++) ended += bytes[i] == '\n';
-    lines = ended + (n > 0 && bytes[n - 1] != '\n');
-    long count = 0;
-    size_t line = 0;
+    f = ok ? fopen(s->out_path, "rb") : NULL;
+    ok = f != NULL;
+    size_t count = 0, line = 0, filled = 0;
     long value = -1;
     int ch;
     while (ok && (ch = getc(f)) != EOF) {
@@ -283,14 +300,17 @@ static long encode_spm(const ts_tokenizer *tok, const unsigned char *bytes, size
             value = (value < 0 ? 0 : value * 10) + (ch - '0');
             ok = value < s->newline_id;
         } else if (ch == ' ' || ch == '\n') {
-            if (value >= 0) {
-                ok = (size_t)count < n;
+            ok = line < lines; /* no more output lines than input lines */
+            /* Segments before this line's are complete. */
+            while (ok && filled < line_info[line] >> 1) token_ends[filled++] = count;
+            if (ok && value >= 0) {
+                ok = count < n;
                 if (ok) out[count++] = (int32_t)value;
                 value = -1;
             }
-            if (ch == '\n') {
-                if (line < ended) {
-                    ok = ok && (size_t)count < n;
+            if (ok && ch == '\n') {
+                if (line_info[line] & 1) {
+                    ok = count < n;
                     if (ok) out[count++] = s->newline_id;
                 }
                 line++;
@@ -299,9 +319,18 @@ static long encode_spm(const ts_tokenizer *tok, const unsigned char *bytes, size
             ok = false;
         }
     }
-    fclose(f);
-    /* Every line came back, and no more than one token per byte. */
-    return ok && value < 0 && line == lines ? count : -1;
+    if (f) fclose(f);
+    ok = ok && value < 0 && line == lines; /* every line came back */
+    while (ok && filled < n_segments) token_ends[filled++] = count;
+    free(line_info);
+    return ok ? (long)count : -1;
+}
+
+/* The whole text as one segment. */
+static long encode_spm(const ts_tokenizer *tok, const unsigned char *bytes, size_t n,
+                       int32_t *out) {
+    size_t end = n, token_end;
+    return encode_segments_spm(tok, bytes, &end, 1, out, &token_end);
 }
 
 ts_tokenizer *ts_spm_tokenizer_open(const char *model_path, char *err, size_t errlen) {
@@ -359,6 +388,7 @@ ts_tokenizer *ts_spm_tokenizer_open(const char *model_path, char *err, size_t er
     *tok = (ts_tokenizer){.name = s->name,
                           .vocab_size = (int32_t)pieces + 1,
                           .encode = encode_spm,
+                          .encode_segments = encode_segments_spm,
                           .state = s,
                           .description = s->description};
     return tok;

@@ -19,13 +19,35 @@ typedef struct ts_tokenizer ts_tokenizer;
 typedef long (*ts_encode_fn)(const ts_tokenizer *tok, const unsigned char *bytes, size_t n,
                              int32_t *out);
 
+/* Encodes consecutive segments of text with a token boundary forced at the
+ * end of every segment: segment s is bytes [ends[s - 1], ends[s]) (ends[-1]
+ * = 0, ends non-decreasing), no token spans two segments, and token_ends[s]
+ * receives the number of tokens of segments 0..s. The same contract as
+ * ts_encode_fn (at most one token per byte, so out needs room for
+ * ends[n_segments - 1] tokens); returns the total, or -1. */
+typedef long (*ts_encode_segments_fn)(const ts_tokenizer *tok, const unsigned char *bytes,
+                                      const size_t *ends, size_t n_segments, int32_t *out,
+                                      size_t *token_ends);
+
 struct ts_tokenizer {
     const char *name; /* stored in token files, matched by ts_tokenizer_find */
     int32_t vocab_size;
     ts_encode_fn encode;
+    /* Optional: a batched ts_tokenizer_encode_segments, for a tokenizer whose
+     * every encode call is costly (a subprocess); NULL encodes each segment
+     * with its own encode call. */
+    ts_encode_segments_fn encode_segments;
     const void *state;       /* a tokenizer's tables (vocabulary, merges); NULL for bytes */
     const char *description; /* what a token file's source should say about it; NULL for bytes */
 };
+
+/* Encodes segments with forced boundaries (ts_encode_segments_fn): through
+ * the tokenizer's encode_segments, or one encode call per segment. This is
+ * how a question-answer set keeps an exact answer mask under any tokenizer:
+ * the answer is its own segment, so its tokens are exactly its text's. */
+long ts_tokenizer_encode_segments(const ts_tokenizer *tok, const unsigned char *bytes,
+                                  const size_t *ends, size_t n_segments, int32_t *out,
+                                  size_t *token_ends);
 
 /* The tokenizer called name, or NULL if there is none. */
 const ts_tokenizer *ts_tokenizer_find(const char *name);

@@ -12,6 +12,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "data/tokenizer.h"
 #include "experiments/campaign_files.h"
 #include "io/provenance.h"
 #include "io/token_file.h"
@@ -61,6 +62,7 @@ bool ts_campaign_resolve_path(const char *path, char *out, size_t outlen) {
 typedef struct data_info {
     bool found;
     char domain[64];
+    char tokenizer[128];
     int vocab;
     double train_tokens;
 } data_info;
@@ -83,6 +85,7 @@ static data_info probe_data(const char *path) {
     info.found = true;
     if (tf.meta.domain && tf.meta.domain[0])
         snprintf(info.domain, sizeof info.domain, "%s", tf.meta.domain);
+    if (tf.meta.tokenizer) snprintf(info.tokenizer, sizeof info.tokenizer, "%s", tf.meta.tokenizer);
     info.vocab = tf.meta.vocab_size;
     info.train_tokens = (double)ts_token_file_len(&tf, TS_SPLIT_TRAIN);
     ts_token_file_close(&tf);
@@ -97,6 +100,7 @@ typedef struct expander {
     const char *dir;
     char eval_resolved[TS_PATH_MAX * 4];
     int vocab;
+    double point_train_tokens; /* of the point being expanded (a variant may have its own data) */
     long base_non_embedding[TS_CAMPAIGN_MAX_ARCHS];
     char *err;
     size_t errlen;
@@ -113,8 +117,10 @@ static bool apply_settings(ts_run_config *config, const ts_campaign_settings *se
     return true;
 }
 
-/* The architecture's base: defaults, [base], [arch.NAME], the campaign's data. */
-static bool arch_base(expander *x, int arch, ts_run_config *config) {
+/* The architecture's base: defaults, [base], [arch.NAME], the campaign's
+ * data. *vocab_from_data (may be NULL): whether model.vocab_size was filled
+ * in from the data rather than set by the campaign file. */
+static bool arch_base(expander *x, int arch, ts_run_config *config, bool *vocab_from_data) {
     const ts_campaign *c = x->c;
     ts_config_defaults(config);
     char where[64], item[TS_PATH_MAX + 32];
@@ -126,6 +132,7 @@ static bool arch_base(expander *x, int arch, ts_run_config *config) {
     snprintf(config->model.arch, sizeof config->model.arch, "%s", c->archs[arch]);
     snprintf(config->train_data, sizeof config->train_data, "%s", x->m->train_data);
     snprintf(config->eval_data, sizeof config->eval_data, "%s", x->eval_resolved);
+    if (vocab_from_data) *vocab_from_data = config->model.vocab_size == 0;
     if (config->model.vocab_size == 0) config->model.vocab_size = x->vocab;
     /* Presets (ebt.preset) can change the model's shape: resolve them before
      * counting parameters, as the trainer will. */
@@ -133,6 +140,145 @@ static bool arch_base(expander *x, int arch, ts_run_config *config) {
     if (!ts_config_resolve_presets(config, inner, sizeof inner)) {
         snprintf(x->err, x->errlen, "%s: %s: %s", c->path, where, inner);
         return false;
+    }
+    return true;
+}
+
+/* Records the first token file that is missing or unreadable: plan works
+ * without data, run refuses (manifest->missing says why). prefix names
+ * where it was given ("" for [campaign], "[variant.NAME] "). */
+static void note_missing(ts_campaign_manifest *m, const char *prefix, const char *what,
+                         const char *path, bool exists, bool found) {
+    if (found || !m->data_found) return;
+    m->data_found = false;
+    snprintf(m->missing, sizeof m->missing, "%s%s '%s' %s", prefix, what, path,
+             exists ? "is not a readable token file" : "does not exist");
+}
+
+/* A comma-separated list of evaluation files as written: each resolved
+ * (ts_campaign_resolve_path) and probed, the training file `train` left out
+ * (the trainer evaluates it anyway); the resolved paths joined by commas
+ * into out, their domains appended to domains[*n_domains...]. key names
+ * the list for messages ("[campaign] eval"), prefix as note_missing's. */
+static bool resolve_eval_list(expander *x, const char *list, const char *train,
+                              const char *train_tokenizer, const char *key, const char *prefix,
+                              char *out, size_t outlen, char (*domains)[64], int *n_domains) {
+    char copy[TS_PATH_MAX * 4];
+    snprintf(copy, sizeof copy, "%s", list);
+    size_t len = 0;
+    out[0] = 0;
+    for (char *save = NULL, *tok = strtok_r(copy, ",", &save); tok;
+         tok = strtok_r(NULL, ",", &save)) {
+        while (*tok == ' ' || *tok == '\t') tok++;
+        char *end = tok + strlen(tok);
+        while (end > tok && (end[-1] == ' ' || end[-1] == '\t')) *--end = 0;
+        if (!*tok) continue;
+        char resolved[TS_PATH_MAX];
+        bool exists = ts_campaign_resolve_path(tok, resolved, sizeof resolved);
+        if (!strcmp(resolved, train)) continue; /* the trainer evaluates it anyway */
+        if (*n_domains == TS_CAMPAIGN_MAX_DOMAINS) {
+            snprintf(x->err, x->errlen, "%s: %s: more than %d files", x->c->path, key,
+                     TS_MAX_EVAL_SETS);
+            return false;
+        }
+        data_info e = exists ? probe_data(resolved) : (data_info){0};
+        if (!exists) basename_domain(tok, e.domain, sizeof e.domain);
+        note_missing(x->m, prefix, "evaluation data", tok, exists, e.found);
+        /* As the trainer will: one tokenizer for all (a variant that replaces
+         * data.train but not data.eval is caught here, not hours later). */
+        char inner[512];
+        if (!ts_tokenizer_check_same(train_tokenizer, e.tokenizer, tok, inner, sizeof inner)) {
+            snprintf(x->err, x->errlen, "%s: %s: %s", x->c->path, key, inner);
+            return false;
+        }
+        snprintf(domains[(*n_domains)++], sizeof domains[0], "%s", e.domain);
+        int n = snprintf(out + len, outlen - len, "%s%s", len ? "," : "", resolved);
+        if (n < 0 || (size_t)n >= outlen - len) {
+            snprintf(x->err, x->errlen, "%s: %s: paths too long", x->c->path, key);
+            return false;
+        }
+        len += (size_t)n;
+    }
+    return true;
+}
+
+static bool probe_all_data(expander *x) {
+    const ts_campaign *c = x->c;
+    ts_campaign_manifest *m = x->m;
+    bool found = ts_campaign_resolve_path(c->data, m->train_data, sizeof m->train_data);
+    data_info train = found ? probe_data(m->train_data) : (data_info){0};
+    if (!found) basename_domain(c->data, train.domain, sizeof train.domain);
+    m->data_found = true;
+    note_missing(m, "", "training data", c->data, found, train.found);
+    m->train_tokens = train.train_tokens;
+    x->vocab = train.vocab;
+    m->n_domains = 1;
+    snprintf(m->domains[0], sizeof m->domains[0], "%s", train.domain);
+    return resolve_eval_list(x, c->eval, m->train_data, train.tokenizer, "[campaign] eval", "",
+                             x->eval_resolved, sizeof x->eval_resolved, m->domains, &m->n_domains);
+}
+
+/* A thinking variant's data. Usually the campaign's; a variant that sets
+ * data.train or data.eval (thinking.ini's subword row: the same domains in
+ * another tokenizer) has its files resolved and probed like the campaign's,
+ * its vocabulary taken from its own training file unless it sets
+ * model.vocab_size, and must hold the campaign's domains: results.h5 and
+ * the thinking analysis match evaluation sets by domain name. */
+static bool variant_data(expander *x, const char *where, ts_run_config *cfg) {
+    ts_campaign_manifest *m = x->m;
+    if (!strcmp(cfg->train_data, m->train_data) && !strcmp(cfg->eval_data, x->eval_resolved)) {
+        if (cfg->model.vocab_size == 0) cfg->model.vocab_size = x->vocab;
+        return true;
+    }
+    char prefix[TS_CAMPAIGN_NAME_MAX + 24], key[TS_CAMPAIGN_NAME_MAX + 24];
+    snprintf(prefix, sizeof prefix, "%s ", where);
+    snprintf(key, sizeof key, "%s data.eval", where);
+    char train[TS_PATH_MAX];
+    bool exists = ts_campaign_resolve_path(cfg->train_data, train, sizeof train);
+    data_info t = exists ? probe_data(train) : (data_info){0};
+    if (!exists) basename_domain(cfg->train_data, t.domain, sizeof t.domain);
+    note_missing(m, prefix, "training data", cfg->train_data, exists, t.found);
+    char domains[TS_CAMPAIGN_MAX_DOMAINS][64];
+    int n_domains = 1;
+    snprintf(domains[0], sizeof domains[0], "%s", t.domain);
+    static char eval[sizeof cfg->eval_data]; /* large: keep it off the stack */
+    if (!resolve_eval_list(x, cfg->eval_data, train, t.tokenizer, key, prefix, eval, sizeof eval,
+                           domains, &n_domains))
+        return false;
+    bool same = n_domains == m->n_domains && !strcmp(domains[0], m->domains[0]);
+    for (int i = 1; same && i < n_domains; i++) {
+        bool listed = false;
+        for (int j = 1; j < m->n_domains; j++)
+            listed = listed || !strcmp(domains[i], m->domains[j]);
+        same = listed;
+    }
+    if (!same) {
+        char mine[512] = "", theirs[512] = "";
+        for (int i = 1, at = 0; i < n_domains && at >= 0 && (size_t)at < sizeof mine; i++)
+            at += snprintf(mine + at, sizeof mine - (size_t)at, " %s", domains[i]);
+        for (int i = 1, at = 0; i < m->n_domains && at >= 0 && (size_t)at < sizeof theirs; i++)
+            at += snprintf(theirs + at, sizeof theirs - (size_t)at, " %s", m->domains[i]);
+        snprintf(x->err, x->errlen,
+                 "%s: its data (training domain %s, evaluation domains%s) must hold the "
+                 "campaign's domains (training %s, evaluation%s): results and the thinking "
+                 "analysis match sets by domain",
+                 where, domains[0], mine[0] ? mine : " none", m->domains[0],
+                 theirs[0] ? theirs : " none");
+        return false;
+    }
+    snprintf(cfg->train_data, sizeof cfg->train_data, "%s", train);
+    snprintf(cfg->eval_data, sizeof cfg->eval_data, "%s", eval);
+    x->point_train_tokens = t.train_tokens;
+    if (cfg->model.vocab_size == 0) {
+        if (!t.found) {
+            snprintf(x->err, x->errlen,
+                     "%s: data.train '%s' %s, and model.vocab_size is not set: the model's size "
+                     "needs one of them",
+                     where, cfg->train_data,
+                     exists ? "is not a readable token file" : "does not exist");
+            return false;
+        }
+        cfg->model.vocab_size = t.vocab;
     }
     return true;
 }
@@ -153,7 +299,7 @@ static const ts_campaign_size *find_size(const ts_campaign *c, const char *name)
 }
 
 /* The axis value applied to the base: shape, batch, steps and lr. */
-static bool apply_axis(expander *x, ts_campaign_point *p, int value_index) {
+static bool apply_axis(expander *x, ts_campaign_point *p, int value_index, bool vocab_from_data) {
     const ts_campaign *c = x->c;
     ts_run_config *cfg = &p->config;
     ts_axis values_of = p->axis == TS_AXIS_FLOPS ? TS_AXIS_PARAMS : p->axis;
@@ -207,7 +353,11 @@ static bool apply_axis(expander *x, ts_campaign_point *p, int value_index) {
         const ts_campaign_variant *variant = ts_campaign_find_variant(c, name);
         char where[TS_CAMPAIGN_NAME_MAX + 16];
         snprintf(where, sizeof where, "[variant.%s]", name);
+        /* A vocabulary filled in from the campaign's data is filled in again
+         * from the variant's own, if it has its own. */
+        if (variant && vocab_from_data) cfg->model.vocab_size = 0;
         if (variant && !apply_settings(cfg, &variant->settings, where, x)) return false;
+        if (variant && !variant_data(x, where, cfg)) return false;
         char inner[512];
         if (variant && !ts_config_resolve_presets(cfg, inner, sizeof inner)) {
             snprintf(x->err, x->errlen, "%s: %s", where, inner);
@@ -282,9 +432,11 @@ static bool checksum_config(const ts_run_config *config, uint64_t *out) {
 
 static bool expand_point(expander *x, ts_campaign_point *p, int value_index) {
     const ts_campaign *c = x->c;
-    if (!arch_base(x, p->arch, &p->config)) return false;
+    bool vocab_from_data;
+    if (!arch_base(x, p->arch, &p->config, &vocab_from_data)) return false;
     p->config.seed = p->seed;
-    if (!apply_axis(x, p, value_index)) {
+    x->point_train_tokens = x->m->train_tokens;
+    if (!apply_axis(x, p, value_index, vocab_from_data)) {
         char inner[512];
         snprintf(inner, sizeof inner, "%s", x->err);
         snprintf(x->err, x->errlen, "%s: point %s-%s-%s: %s", c->path, c->archs[p->arch],
@@ -308,61 +460,11 @@ static bool expand_point(expander *x, ts_campaign_point *p, int value_index) {
     }
     p->config = check; /* presets resolved, as the trainer would */
     p->tokens = (double)p->config.steps * (double)p->config.batch * p->config.model.context;
-    p->epochs = x->m->train_tokens > 0 ? p->tokens / x->m->train_tokens : NAN;
+    p->epochs = x->point_train_tokens > 0 ? p->tokens / x->point_train_tokens : NAN;
     p->config.run_dir[0] = 0;
     if (!checksum_config(&p->config, &p->config_checksum)) {
         snprintf(x->err, x->errlen, "out of memory");
         return false;
-    }
-    return true;
-}
-
-static bool probe_all_data(expander *x) {
-    const ts_campaign *c = x->c;
-    ts_campaign_manifest *m = x->m;
-    bool found = ts_campaign_resolve_path(c->data, m->train_data, sizeof m->train_data);
-    data_info train = found ? probe_data(m->train_data) : (data_info){0};
-    if (!found) basename_domain(c->data, train.domain, sizeof train.domain);
-    m->data_found = train.found;
-    if (!train.found)
-        snprintf(m->missing, sizeof m->missing, "training data '%s' %s", c->data,
-                 found ? "is not a readable token file" : "does not exist");
-    m->train_tokens = train.train_tokens;
-    x->vocab = train.vocab;
-    m->n_domains = 1;
-    snprintf(m->domains[0], sizeof m->domains[0], "%s", train.domain);
-    char copy[sizeof c->eval];
-    snprintf(copy, sizeof copy, "%s", c->eval);
-    size_t len = 0;
-    for (char *save = NULL, *tok = strtok_r(copy, ",", &save); tok;
-         tok = strtok_r(NULL, ",", &save)) {
-        while (*tok == ' ' || *tok == '\t') tok++;
-        char *end = tok + strlen(tok);
-        while (end > tok && (end[-1] == ' ' || end[-1] == '\t')) *--end = 0;
-        if (!*tok) continue;
-        char resolved[TS_PATH_MAX];
-        bool exists = ts_campaign_resolve_path(tok, resolved, sizeof resolved);
-        if (!strcmp(resolved, m->train_data)) continue; /* the trainer evaluates it anyway */
-        if (m->n_domains == TS_CAMPAIGN_MAX_DOMAINS) {
-            snprintf(x->err, x->errlen, "%s: [campaign] eval: more than %d files", c->path,
-                     TS_MAX_EVAL_SETS);
-            return false;
-        }
-        data_info e = exists ? probe_data(resolved) : (data_info){0};
-        if (!exists) basename_domain(tok, e.domain, sizeof e.domain);
-        if (!e.found && m->data_found) {
-            m->data_found = false;
-            snprintf(m->missing, sizeof m->missing, "evaluation data '%s' %s", tok,
-                     exists ? "is not a readable token file" : "does not exist");
-        }
-        snprintf(m->domains[m->n_domains++], sizeof m->domains[0], "%s", e.domain);
-        int n = snprintf(x->eval_resolved + len, sizeof x->eval_resolved - len, "%s%s",
-                         len ? "," : "", resolved);
-        if (n < 0 || (size_t)n >= sizeof x->eval_resolved - len) {
-            snprintf(x->err, x->errlen, "%s: [campaign] eval: paths too long", c->path);
-            return false;
-        }
-        len += (size_t)n;
     }
     return true;
 }
@@ -375,7 +477,7 @@ bool ts_campaign_expand(const ts_campaign *c, const char *dir, ts_campaign_manif
     /* The vocabulary: the data's, or model.vocab_size when the data is not here. */
     for (int a = 0; a < c->n_archs; a++) {
         ts_run_config base;
-        if (!arch_base(&x, a, &base)) return false;
+        if (!arch_base(&x, a, &base, NULL)) return false;
         if (base.model.vocab_size == 0) {
             snprintf(err, errlen,
                      "%s: %s, and model.vocab_size is not set: the model's size needs one of them",

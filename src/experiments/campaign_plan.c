@@ -86,9 +86,10 @@ static void print_totals(FILE *out, const char *label, const totals *t) {
 
 void ts_campaign_print_plan(FILE *out, const ts_campaign *c, const ts_campaign_manifest *m,
                             const ts_campaign_rate *rate, const ts_campaign_cost *costs) {
-    fprintf(out, "campaign %s (%s): %d points in %d runs, %d architectures, data %s%s\n", c->name,
-            c->path, m->n_points, m->n_runs, c->n_archs, m->train_data,
-            m->data_found ? "" : " (not found here: epochs unknown)");
+    fprintf(out, "campaign %s (%s): %d points in %d runs, %d architectures, data %s%s%s%s\n",
+            c->name, c->path, m->n_points, m->n_runs, c->n_archs, m->train_data,
+            m->data_found ? "" : " (not found here: ", m->data_found ? "" : m->missing,
+            m->data_found ? "" : "; epochs unknown where it is missing)");
     fprintf(out, "node rate: %s\n\n", rate->how);
     fprintf(out,
             "%4s %-34s %-13s %-6s %9s %5s %5s %5s %9s %9s %6s %7s %9s %6s %9s %9s %9s %9s  %s\n",

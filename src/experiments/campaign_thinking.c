@@ -57,7 +57,8 @@ int ts_campaign_thinking_eval(MPI_Comm comm, const ts_campaign *c, const ts_camp
         fprintf(stderr, "thinkscale campaign: error: %s\n", err);
         return 2;
     }
-    int n = snprintf(o.data, sizeof o.data, "%s%s%s", m->train_data,
+    /* The point's own data: a variant may have data of its own (the subword row). */
+    int n = snprintf(o.data, sizeof o.data, "%s%s%s", p->config.train_data,
                      p->config.eval_data[0] ? "," : "", p->config.eval_data);
     if (n < 0 || (size_t)n >= sizeof o.data) {
         fprintf(stderr, "thinkscale campaign: error: evaluation paths too long\n");

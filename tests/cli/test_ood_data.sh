@@ -179,12 +179,15 @@ check "without --output only the model is trained, the same" cmp -s spm.model sp
 "$bin" data convert --input licenses.txt --output spm_corpus.h5 --name licenses \
     --spm-model spm_corpus.model --spm-vocab 400 >/dev/null 2>&1
 check "a corpus with a validation split converts with its own model" [ $? -eq 0 ]
+"$bin" data info spm_corpus.h5 >spm_corpus.info 2>&1
 "$bin" data convert --input code.c --output spm_code.h5 --name code --val-fraction 0.2 \
     --spm-model spm_corpus.model >/dev/null 2>&1
 check "an evaluation set converts with the same model" [ $? -eq 0 ]
 "$bin" data convert --input code.c --input licenses.txt --output spm_code_other.h5 --name code \
     --val-fraction 0.2 --spm-model spm_other.model --spm-vocab 400 >/dev/null 2>&1
 check "... and with a model of another text, same vocabulary size" [ $? -eq 0 ]
+"$bin" data dyck --output spm_dyck_other.h5 --train 300 --validation 60 --spm-model spm_other.model \
+    >/dev/null 2>&1
 tiny_train 1 "$bin" "$tmp/spm_run" --set train.steps=10 --set data.train="$tmp/spm_corpus.h5" \
     --set data.eval="$tmp/spm_code.h5" >spm_train.log 2>&1
 check "a tiny model trains on subword tokens, evaluating a set of the same model" [ $? -eq 0 ]
@@ -201,6 +204,86 @@ check "training refuses an evaluation set of another model" fails_with spm_train
     "spm_code_other.h5 was tokenized by" tiny_train 1 "$bin" "$tmp/spm_run2" --set train.steps=2 \
     --set data.train="$tmp/spm_corpus.h5" --set data.eval="$tmp/spm_code_other.h5"
 
+# ---------------------------------------------------------------- generated sets in subwords
+# `data dyck|arith --spm-model`: the same records as the byte set, encoded with the model, a
+# token boundary forced where each answer starts, so the answer mask stays exact.
+for set in dyck arith; do
+    "$bin" data $set --output spm_$set.h5 --train 300 --validation 60 --seed 5 \
+        --spm-model spm_corpus.model >spm_$set.log 2>&1
+    check "data $set --spm-model exits 0" [ $? -eq 0 ]
+    "$bin" data $set --output byte_$set.h5 --train 300 --validation 60 --seed 5 >/dev/null 2>&1
+    "$bin" data info spm_$set.h5 >spm_$set.info 2>&1
+    check "... data info accepts it" contains spm_$set.info "checksums: *OK"
+    check "... its tokenizer is the model's, vocabulary pieces + newline" \
+        [ "$(grep -E '^(tokenizer|vocab_size):' spm_$set.info)" = "$(grep -E '^(tokenizer|vocab_size):' spm_corpus.info)" ]
+    check "... its source names the forced answer boundary" contains spm_$set.info "answer starts a new token"
+    "$bin" data $set --output spm_${set}_again.h5 --train 300 --validation 60 --seed 5 \
+        --spm-model spm_corpus.model >/dev/null 2>&1
+    "$bin" data info spm_${set}_again.h5 >spm_${set}_again.info 2>&1
+    check "... the same seed gives the same tokens and masks" [ "$(crcs spm_$set.info)" = "$(crcs spm_${set}_again.info)" ]
+done
+py - "$tmp" <<'PY'
+# Every run of equal mask values (a question part, an answer part) of the subword file decodes
+# (spm_decode, one call) to exactly the same run of the byte file: record by record the text is
+# the byte set's, and every answer-masked span is exactly its record's answer and newline.
+import h5py, subprocess, sys
+import numpy as np
+tmp = sys.argv[1]
+def runs(tokens, mask):
+    cut = np.flatnonzero(np.diff(mask.astype(int))) + 1
+    return [(int(m[0]), t) for t, m in zip(np.split(tokens, cut), np.split(mask, cut))]
+for name in ("dyck", "arith"):
+    spm, byte = h5py.File(f"{tmp}/spm_{name}.h5", "r"), h5py.File(f"{tmp}/byte_{name}.h5", "r")
+    newline = int(spm.attrs["vocab_size"]) - 1
+    for split in ("train", "validation"):
+        s_runs = runs(spm[split + "/tokens"][...], spm[split + "/answer_mask"][...])
+        b_runs = runs(byte[split + "/tokens"][...], byte[split + "/answer_mask"][...])
+        records = 300 if split == "train" else 60
+        assert len(s_runs) == len(b_runs) == 2 * records, (len(s_runs), len(b_runs))
+        lines, where = [], []  # every line of every run, for one spm_decode call
+        for r, (_, ids) in enumerate(s_runs):
+            line = []
+            for t in list(ids) + [None]:
+                if t is None or t == newline:
+                    if t is not None or line:
+                        lines.append(" ".join(map(str, line)))
+                        where.append((r, t is not None))
+                    line = []
+                else:
+                    line.append(int(t))
+        out = subprocess.run(["spm_decode", f"--model={tmp}/spm_corpus.model", "--input_format=id"],
+                             input="\n".join(lines) + "\n", capture_output=True, text=True,
+                             check=True).stdout.split("\n")
+        decoded = [""] * len(s_runs)
+        for (r, ended), text in zip(where, out):
+            decoded[r] += text + ("\n" if ended else "")
+        for r, ((sm, _), (bm, b)) in enumerate(zip(s_runs, b_runs)):
+            text = bytes(b.astype("u1")).decode()
+            assert sm == bm == r % 2, (r, sm, bm)
+            assert decoded[r] == text, (name, split, r, decoded[r], text)
+            if r % 2:  # the answer: what follows "Answer: ", up to its newline
+                assert text.endswith("\n") and "\n" not in text[:-1], text
+            else:
+                assert text.startswith("Question: ") and text.endswith("\nAnswer: "), text
+        n_spm, n_byte = len(spm[split + "/tokens"]), len(byte[split + "/tokens"])
+        print(f"{name} {split}: {records} records, {n_spm} subword tokens for {n_byte} bytes")
+PY
+check "the subword sets decode record by record to the byte sets, each answer-masked span to its answer" [ $? -eq 0 ]
+mpirun -np 1 "$bin" eval --run "$tmp/spm_run" --data "$tmp/spm_dyck.h5,$tmp/spm_arith.h5" --windows 8 \
+    --output spm_qa_eval.h5 >spm_qa_eval.log 2>&1
+check "eval scores a subword model on the subword sets of its model" [ $? -eq 0 ]
+check "... with answer-only rows" contains spm_qa_eval.log "^dyck/answer "
+check "eval refuses a subword set of another model" fails_with spm_qa_other.log "was tokenized by 'sentencepiece:" \
+    mpirun -np 1 "$bin" eval --run "$tmp/spm_run" --data "$tmp/spm_dyck_other.h5" --output x.h5
+check "a missing model is an error naming it" fails_with spm_qa_missing.log "nope.model: cannot read" \
+    "$bin" data dyck --output x.h5 --spm-model nope.model
+check "a file that is no model is an error" fails_with spm_qa_bad.log "not a usable SentencePiece model" \
+    "$bin" data arith --output x.h5 --spm-model code.c
+cp spm_dyck.h5 spm_dyck_before.h5
+check "an existing set is kept without --force" fails_with spm_qa_exists.log "already exists" \
+    "$bin" data dyck --output spm_dyck.h5 --spm-model spm_corpus.model
+check "... unchanged" cmp -s spm_dyck.h5 spm_dyck_before.h5
+
 check "a vocabulary below the byte pieces is a usage error" usage_error "--spm-vocab must be an integer from 300" \
     convert --input code.c --output x.h5 --name x --spm-model y.model --spm-vocab 10
 check "sentencepiece without a model is a usage error" usage_error "needs --spm-model" \
@@ -212,5 +295,5 @@ check "a file that is no model is reported" fails_with notmodel.log "not a usabl
 check "an existing model is not replaced without --force" fails_with model_exists.log "spm.model already exists" \
     "$bin" data convert --input code.c --output x.h5 --name x --spm-model spm.model --spm-vocab 400
 check "... and is unchanged" cmp -s spm.model spm_again.model
-check "no output is left by failed conversions" [ ! -e x.h5 ]
+check "no output (nor a temporary file) is left by failed conversions and generations" [ ! -e x.h5 ] && [ -z "$(ls x.h5.tmp.* 2>/dev/null)" ]
 finish

@@ -21,6 +21,7 @@
 #include "data/arith.h"
 #include "data/dyck.h"
 #include "data/qa_records.h"
+#include "data/tokenizer.h"
 
 #define RECORDS 5000
 
@@ -404,6 +405,28 @@ static void test_the_token_file_holds_the_records(void **state) {
     rmdir(dir);
 }
 
+/* The segment encoder that keeps answer masks exact: for bytes (no batched
+ * encoder: one encode call per segment) the token ends are the byte ends,
+ * empty segments included, and decreasing ends are refused. */
+static void test_segments_force_token_boundaries(void **state) {
+    (void)state;
+    const ts_tokenizer *tok = ts_tokenizer_find("byte");
+    assert_non_null(tok);
+    assert_null(tok->encode_segments);
+    const unsigned char text[] = "Question: Q\nAnswer: A\n";
+    size_t n = sizeof text - 1, answer = strlen("Question: Q\nAnswer: ");
+    const size_t ends[] = {answer, answer, n}; /* the middle segment is empty */
+    int32_t out[sizeof text];
+    size_t token_ends[3] = {0};
+    assert_int_equal(ts_tokenizer_encode_segments(tok, text, ends, 3, out, token_ends), (long)n);
+    assert_int_equal(token_ends[0], answer);
+    assert_int_equal(token_ends[1], answer);
+    assert_int_equal(token_ends[2], n);
+    for (size_t i = 0; i < n; i++) assert_int_equal(out[i], text[i]);
+    const size_t bad[] = {answer, 3};
+    assert_int_equal(ts_tokenizer_encode_segments(tok, text, bad, 2, out, token_ends), -1);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_dyck_answers_close_their_prefix_exactly),
@@ -412,6 +435,7 @@ int main(void) {
         cmocka_unit_test(test_arith_parameters_are_checked),
         cmocka_unit_test(test_records_are_reproducible_and_depend_on_the_seed),
         cmocka_unit_test(test_the_token_file_holds_the_records),
+        cmocka_unit_test(test_segments_force_token_boundaries),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
