@@ -1,4 +1,6 @@
 #include <math.h>
+#include <stdint.h>
+#include <string.h>
 
 #include "engine/autodiff.h"
 #include "engine/ops.h"
@@ -65,8 +67,41 @@ static void strip_scores(const ts_real *q, const ts_real *k, int i0, int rows, i
                   keys);
 }
 
+/* x[c] = exp(x[c] - shift) for x[c] <= shift, in place. The float build
+ * uses its own exponential, which the compiler vectorises (libm's expf is a
+ * call per element, and the exponentials were some 40% of the fused
+ * forward): Cody-Waite reduction by ln 2 and Cephes' degree-5 polynomial
+ * for expf, within 2 ulp of expf; results below the normal range are 0
+ * anyway after the caller's ts_flush_subnormal. The double build (gradient
+ * checks) keeps libm's exp. */
+static void exp_shifted(ts_real *x, int n, ts_real shift) {
+#ifdef TS_DOUBLE
+    for (int c = 0; c < n; c++) x[c] = TS_EXP(x[c] - shift);
+#else
+    for (int c = 0; c < n; c++) {
+        float d = x[c] - shift;
+        d = d < -87.0f ? -87.0f : d; /* keeps 2^k normal; exp(-87) flushes to 0 later */
+        float k = rintf(d * 1.44269504088896341f);
+        float r = d - k * 0.693359375f;
+        r = r - k * -2.12194440e-4f;
+        float p = 1.9875691500e-4f;
+        p = p * r + 1.3981999507e-3f;
+        p = p * r + 8.3334519073e-3f;
+        p = p * r + 4.1665795894e-2f;
+        p = p * r + 1.6666665459e-1f;
+        p = p * r + 5.0000001201e-1f;
+        p = p * r * r + r + 1.0f;
+        int32_t bits = ((int32_t)k + 127) << 23;
+        float two_k;
+        memcpy(&two_k, &bits, sizeof two_k);
+        x[c] = p * two_k;
+    }
+#endif
+}
+
 /* Softmax of each strip row in place over its visible keys (row i0 + r sees
- * 0..i0 + r), as ts_softmax computes it; the masked tail is 0. Keeps the
+ * 0..i0 + r), as ts_softmax computes it (but for the exponential in the
+ * float build); the masked tail is 0. Keeps the
  * row's max and 1 / sum in stats[2 r], stats[2 r + 1]. */
 static void strip_softmax(ts_real *s, int i0, int rows, int keys, ts_real *stats) {
     for (int r = 0; r < rows; r++) {
@@ -75,10 +110,8 @@ static void strip_softmax(ts_real *s, int i0, int rows, int keys, ts_real *stats
         ts_real max = -INFINITY, sum = 0;
         for (int c = 0; c < visible; c++)
             if (row[c] > max) max = row[c];
-        for (int c = 0; c < visible; c++) {
-            row[c] = TS_EXP(row[c] - max);
-            sum += row[c];
-        }
+        exp_shifted(row, visible, max);
+        for (int c = 0; c < visible; c++) sum += row[c];
         ts_real inv = 1 / sum;
         for (int c = 0; c < visible; c++) row[c] = ts_flush_subnormal(row[c] * inv);
         for (int c = visible; c < keys; c++) row[c] = 0;
@@ -93,7 +126,8 @@ static void strip_probabilities(ts_real *s, int i0, int rows, int keys, const ts
         ts_real *row = s + (long)r * keys;
         int visible = i0 + r + 1;
         ts_real max = stats[2 * r], inv = stats[2 * r + 1];
-        for (int c = 0; c < visible; c++) row[c] = ts_flush_subnormal(TS_EXP(row[c] - max) * inv);
+        exp_shifted(row, visible, max);
+        for (int c = 0; c < visible; c++) row[c] = ts_flush_subnormal(row[c] * inv);
         for (int c = visible; c < keys; c++) row[c] = 0;
     }
 }
