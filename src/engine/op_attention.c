@@ -1,6 +1,4 @@
 #include <math.h>
-#include <stdint.h>
-#include <string.h>
 
 #include "engine/autodiff.h"
 #include "engine/ops.h"
@@ -67,36 +65,10 @@ static void strip_scores(const ts_real *q, const ts_real *k, int i0, int rows, i
                   keys);
 }
 
-/* x[c] = exp(x[c] - shift) for x[c] <= shift, in place. The float build
- * uses its own exponential, which the compiler vectorises (libm's expf is a
- * call per element, and the exponentials were some 40% of the fused
- * forward): Cody-Waite reduction by ln 2 and Cephes' degree-5 polynomial
- * for expf, within 2 ulp of expf; results below the normal range are 0
- * anyway after the caller's ts_flush_subnormal. The double build (gradient
- * checks) keeps libm's exp. */
+/* x[c] = exp(x[c] - shift) for x[c] <= shift, in place (libm's expf was
+ * some 40% of the fused forward; ts_exp_nonpositive vectorises). */
 static void exp_shifted(ts_real *x, int n, ts_real shift) {
-#ifdef TS_DOUBLE
-    for (int c = 0; c < n; c++) x[c] = TS_EXP(x[c] - shift);
-#else
-    for (int c = 0; c < n; c++) {
-        float d = x[c] - shift;
-        d = d < -87.0f ? -87.0f : d; /* keeps 2^k normal; exp(-87) flushes to 0 later */
-        float k = rintf(d * 1.44269504088896341f);
-        float r = d - k * 0.693359375f;
-        r = r - k * -2.12194440e-4f;
-        float p = 1.9875691500e-4f;
-        p = p * r + 1.3981999507e-3f;
-        p = p * r + 8.3334519073e-3f;
-        p = p * r + 4.1665795894e-2f;
-        p = p * r + 1.6666665459e-1f;
-        p = p * r + 5.0000001201e-1f;
-        p = p * r * r + r + 1.0f;
-        int32_t bits = ((int32_t)k + 127) << 23;
-        float two_k;
-        memcpy(&two_k, &bits, sizeof two_k);
-        x[c] = p * two_k;
-    }
-#endif
+    for (int c = 0; c < n; c++) x[c] = ts_exp_nonpositive(x[c] - shift);
 }
 
 /* Softmax of each strip row in place over its visible keys (row i0 + r sees
