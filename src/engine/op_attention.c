@@ -23,7 +23,8 @@
  *   - a plain gradient pass (recording off) runs the fused strip backward:
  *     S and P recomputed per strip, dV += P^T G, dP = G V^T,
  *     dS = P (dP - rowsum(P dP)), dQ = scale dS K, dK += dS^T (scale q);
- *   - a recorded pass (create_graph, e.g. EBT's inner gradient) falls back
+ *   - a recorded pass (create_graph: a gradient that is differentiated
+ *     again, through this attention) falls back
  *     to the primitive composition (P recomputed with ts_matmul and
  *     ts_softmax under ts_causal_mask, then the rules the unfused
  *     ts_attention's ops would run), so the gradient is a graph of
@@ -65,16 +66,17 @@ static void strip_scores(const ts_real *q, const ts_real *k, int i0, int rows, i
                   keys);
 }
 
-/* x[c] = exp(x[c] - shift) for x[c] <= shift, in place (libm's expf was
- * some 40% of the fused forward; ts_exp_nonpositive vectorises). */
+/* x[c] = exp(x[c] - shift) for x[c] <= shift, in place (ts_exp_nonpositive
+ * vectorises where libm's expf is a call per element: fused fwd + bwd at the
+ * benchmark shapes 55 -> 50 ms, docs/performance.md). */
 static void exp_shifted(ts_real *x, int n, ts_real shift) {
     for (int c = 0; c < n; c++) x[c] = ts_exp_nonpositive(x[c] - shift);
 }
 
 /* Softmax of each strip row in place over its visible keys (row i0 + r sees
  * 0..i0 + r), as ts_softmax computes it (but for the exponential in the
- * float build); the masked tail is 0. Keeps the
- * row's max and 1 / sum in stats[2 r], stats[2 r + 1]. */
+ * float build); the masked tail is 0. Keeps the row's max and 1 / sum in
+ * stats[2 r], stats[2 r + 1]. */
 static void strip_softmax(ts_real *s, int i0, int rows, int keys, ts_real *stats) {
     for (int r = 0; r < rows; r++) {
         ts_real *row = s + (long)r * keys;
