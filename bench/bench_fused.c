@@ -8,7 +8,9 @@
  *     (seven ops) against forward and the fused rule;
  *   - causal softmax of the scores [8, 4, 256, 256]: the masked entries
  *     skip exp; "before" is the same op under a mask of -1e30 instead of
- *     -inf, which computes every exp as the old kernel did.
+ *     -inf, which computes every exp as the old kernel did;
+ *   - causal attention of q, k, v [8, 4, 256, 64]: ts_attention under the
+ *     causal mask (scores, softmax, mix) against ts_causal_attention.
  * Each line: the fastest repetition of each side, the speedup, and the time saved
  * per Transformer++ step (the op's calls per step, L = 4 layers). Process
  * CPU time with BENCH_CLOCK=cpu, as bench_profile.
@@ -34,30 +36,32 @@ static void fill(ts_tensor *t, unsigned *state, double lo, double hi) {
         t->data[i] = (ts_real)(lo + (hi - lo) * rand_r(state) / (double)RAND_MAX);
 }
 
-typedef ts_tensor *(*side_fn)(ts_ctx *ctx, ts_tensor *x, ts_tensor *w, const ts_tensor *mask);
+/* in: the side's inputs (x, and a weight or the seed gradient; q, k, v for
+ * attention). */
+typedef ts_tensor *(*side_fn)(ts_ctx *ctx, ts_tensor *const *in, const ts_tensor *mask);
 
-static ts_tensor *rmsnorm_fused(ts_ctx *ctx, ts_tensor *x, ts_tensor *w, const ts_tensor *mask) {
+static ts_tensor *rmsnorm_fused(ts_ctx *ctx, ts_tensor *const *in, const ts_tensor *mask) {
     (void)mask;
-    return ts_rmsnorm(ctx, x, w, 1e-5);
+    return ts_rmsnorm(ctx, in[0], in[1], 1e-5);
 }
 
-static ts_tensor *rmsnorm_primitives(ts_ctx *ctx, ts_tensor *x, ts_tensor *w,
-                                     const ts_tensor *mask) {
+static ts_tensor *rmsnorm_primitives(ts_ctx *ctx, ts_tensor *const *in, const ts_tensor *mask) {
     (void)mask;
+    ts_tensor *x = in[0], *w = in[1];
     ts_tensor *ms = ts_mean(ctx, ts_square(ctx, x), -1, true);
     return ts_mul(ctx, ts_mul(ctx, x, ts_rsqrt(ctx, ts_add_scalar(ctx, ms, 1e-5))), w);
 }
 
-static ts_tensor *silu_fused(ts_ctx *ctx, ts_tensor *x, ts_tensor *w, const ts_tensor *mask) {
-    (void)w;
+static ts_tensor *silu_fused(ts_ctx *ctx, ts_tensor *const *in, const ts_tensor *mask) {
     (void)mask;
-    return ts_silu(ctx, x);
+    return ts_silu(ctx, in[0]);
 }
 
 /* The rule silu had before: sigmoid recomputed, then six more passes,
  * g s (1 + x (1 - s)), run here as plain ops after silu's forward. */
-static ts_tensor *silu_old_rule(ts_ctx *ctx, ts_tensor *x, ts_tensor *g, const ts_tensor *mask) {
+static ts_tensor *silu_old_rule(ts_ctx *ctx, ts_tensor *const *in, const ts_tensor *mask) {
     (void)mask;
+    ts_tensor *x = in[0], *g = in[1];
     bool recording = ts_set_grad_enabled(ctx, false);
     ts_silu(ctx, x);
     ts_tensor *s = ts_sigmoid(ctx, x);
@@ -68,19 +72,27 @@ static ts_tensor *silu_old_rule(ts_ctx *ctx, ts_tensor *x, ts_tensor *g, const t
     return dx;
 }
 
-static ts_tensor *softmax_masked(ts_ctx *ctx, ts_tensor *x, ts_tensor *w, const ts_tensor *mask) {
-    (void)w;
-    return ts_softmax(ctx, x, mask);
+static ts_tensor *softmax_masked(ts_ctx *ctx, ts_tensor *const *in, const ts_tensor *mask) {
+    return ts_softmax(ctx, in[0], mask);
+}
+
+static ts_tensor *attention_primitives(ts_ctx *ctx, ts_tensor *const *in, const ts_tensor *mask) {
+    return ts_attention(ctx, in[0], in[1], in[2], mask, 0.125);
+}
+
+static ts_tensor *attention_fused(ts_ctx *ctx, ts_tensor *const *in, const ts_tensor *mask) {
+    (void)mask;
+    return ts_causal_attention(ctx, in[0], in[1], in[2], 0.125);
 }
 
 /* Forward and backward of one side, seeded with g; seconds. A side without
  * a weight that returns a tensor not requiring a gradient did its own
  * backward (silu's old rule). */
-static double run_side(ts_ctx *ctx, side_fn f, ts_tensor *x, ts_tensor *w, const ts_tensor *mask,
+static double run_side(ts_ctx *ctx, side_fn f, ts_tensor *const *in, const ts_tensor *mask,
                        ts_tensor *g, bool cpu) {
     ts_mark mark = ts_get_mark(ctx);
     double t0 = now(cpu);
-    ts_tensor *y = f(ctx, x, w ? w : g, mask);
+    ts_tensor *y = f(ctx, in, mask);
     if (y->requires_grad) ts_backward(ctx, y, g);
     double dt = now(cpu) - t0;
     ts_release(ctx, mark);
@@ -101,12 +113,23 @@ int main(void) {
     ts_tensor *gs = ts_new(&ctx, TS_SHAPE(BATCH, HEADS, SEQ, SEQ));
     ts_real *xw_grad = calloc((size_t)(x->numel + w->numel), sizeof *xw_grad);
     ts_real *s_grad = calloc((size_t)scores->numel, sizeof *s_grad);
-    if (!xw_grad || !s_grad) return 1;
+    ts_tensor *qkv = ts_new(&ctx, TS_SHAPE(3 * BATCH, HEADS, SEQ, WIDTH / HEADS));
+    ts_tensor *gh = ts_new(&ctx, TS_SHAPE(BATCH, HEADS, SEQ, WIDTH / HEADS));
+    ts_real *qkv_grad = calloc((size_t)qkv->numel, sizeof *qkv_grad);
+    if (!xw_grad || !s_grad || !qkv_grad) return 1;
     fill(x, &seed, -2, 2);
     fill(w, &seed, 0.5, 1.5);
     fill(gx, &seed, -1, 1);
     fill(scores, &seed, -3, 3);
     fill(gs, &seed, -1, 1);
+    fill(qkv, &seed, -1, 1);
+    fill(gh, &seed, -1, 1);
+    ts_tensor *heads[3];
+    for (int i = 0; i < 3; i++) {
+        long part = qkv->numel / 3;
+        heads[i] = ts_param(&ctx, qkv->data + i * part, qkv_grad + i * part,
+                            TS_SHAPE(BATCH, HEADS, SEQ, WIDTH / HEADS), i == 0 ? "q" : "kv");
+    }
     ts_tensor *xp = ts_param(&ctx, x->data, xw_grad, TS_SHAPE(BATCH, SEQ, WIDTH), "x");
     ts_tensor *wp = ts_param(&ctx, w->data, xw_grad + x->numel, TS_SHAPE(WIDTH), "w");
     ts_tensor *sp = ts_param(&ctx, scores->data, s_grad, TS_SHAPE(BATCH, HEADS, SEQ, SEQ), "s");
@@ -119,14 +142,34 @@ int main(void) {
         const char *name;
         int calls; /* forward calls in a Transformer++ step (backward once each) */
         side_fn before, after;
-        ts_tensor *in, *weight, *seed_grad;
+        ts_tensor *in[3], *seed_grad;
         const ts_tensor *mask_before, *mask_after;
     } levers[] = {
-        {"rmsnorm fwd+bwd [8,256,256]", 2 * 4 + 1, rmsnorm_primitives, rmsnorm_fused, xp, wp, gx,
-         NULL, NULL},
-        {"silu fwd+bwd [8,256,256]", 4, silu_old_rule, silu_fused, xp, NULL, gx, NULL, NULL},
-        {"causal softmax fwd+bwd [8,4,256,256]", 4, softmax_masked, softmax_masked, sp, NULL, gs,
-         finite, causal},
+        {"rmsnorm fwd+bwd [8,256,256]",
+         2 * 4 + 1,
+         rmsnorm_primitives,
+         rmsnorm_fused,
+         {xp, wp},
+         gx,
+         NULL,
+         NULL},
+        {"silu fwd+bwd [8,256,256]", 4, silu_old_rule, silu_fused, {xp, gx}, gx, NULL, NULL},
+        {"causal softmax fwd+bwd [8,4,256,256]",
+         4,
+         softmax_masked,
+         softmax_masked,
+         {sp},
+         gs,
+         finite,
+         causal},
+        {"causal attention fwd+bwd [8,4,256,64]",
+         4,
+         attention_primitives,
+         attention_fused,
+         {heads[0], heads[1], heads[2]},
+         gh,
+         causal,
+         NULL},
     };
     printf("%s; fastest of %d alternating repetitions\n", cpu ? "process CPU time" : "wall time",
            REPS);
@@ -135,10 +178,10 @@ int main(void) {
     for (size_t l = 0; l < sizeof levers / sizeof levers[0]; l++) {
         double mb = INFINITY, ma = INFINITY; /* the least disturbed repetition of each */
         for (int r = -1; r < REPS; r++) {
-            double b = run_side(&ctx, levers[l].before, levers[l].in, levers[l].weight,
-                                levers[l].mask_before, levers[l].seed_grad, cpu);
-            double a = run_side(&ctx, levers[l].after, levers[l].in, levers[l].weight,
-                                levers[l].mask_after, levers[l].seed_grad, cpu);
+            double b = run_side(&ctx, levers[l].before, levers[l].in, levers[l].mask_before,
+                                levers[l].seed_grad, cpu);
+            double a = run_side(&ctx, levers[l].after, levers[l].in, levers[l].mask_after,
+                                levers[l].seed_grad, cpu);
             if (r >= 0) {
                 mb = fmin(mb, b);
                 ma = fmin(ma, a);
@@ -149,6 +192,7 @@ int main(void) {
     }
     free(xw_grad);
     free(s_grad);
+    free(qkv_grad);
     ts_ctx_free(&ctx);
     return 0;
 }

@@ -183,13 +183,3 @@ static ts_tensor *rope_directed(ts_ctx *ctx, ts_tensor *x, const int32_t *positi
 ts_tensor *ts_rope(ts_ctx *ctx, ts_tensor *x, const int32_t *positions, double theta) {
     return rope_directed(ctx, x, positions, theta, 1);
 }
-
-/* ---------------------------------------------------------------- attention */
-
-ts_tensor *ts_attention(ts_ctx *ctx, ts_tensor *q, ts_tensor *k, ts_tensor *v,
-                        const ts_tensor *mask, double scale) {
-    /* Scaling q instead of the scores touches T*dh instead of T*T elements. */
-    ts_tensor *scores = ts_matmul(ctx, ts_scale(ctx, q, scale), k, false, true);
-    ts_tensor *probs = ts_softmax(ctx, scores, mask);
-    return ts_matmul(ctx, probs, v, false, false);
-}

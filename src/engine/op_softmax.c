@@ -53,7 +53,7 @@ static void softmax_rows(const ts_tensor *x, const ts_tensor *mask, ts_real *out
                 sum += o[c];
             }
             ts_real inv = 1 / sum;
-            for (long c = 0; c < cols; c++) o[c] *= inv;
+            for (long c = 0; c < cols; c++) o[c] = ts_flush_subnormal(o[c] * inv);
         }
     }
 }
@@ -62,8 +62,6 @@ static ts_tensor *row_sum(ts_ctx *ctx, ts_tensor *a) { return ts_sum(ctx, a, -1,
 
 /* ---------------------------------------------------------------- softmax */
 
-/* out = y * (g - rowsum(g * y)) */
-static ts_tensor *softmax_backward_op(ts_ctx *ctx, ts_tensor *y, ts_tensor *g);
 
 static void softmax_backward_rule(ts_ctx *ctx, ts_node *node, ts_tensor *gout, const bool *needs,
                                   ts_tensor **gin) {
@@ -73,10 +71,15 @@ static void softmax_backward_rule(ts_ctx *ctx, ts_node *node, ts_tensor *gout, c
         ts_tensor *r = row_sum(ctx, ts_mul(ctx, gout, y));
         gin[0] = ts_sub(ctx, ts_mul(ctx, gout, ts_sub(ctx, g, s)), ts_mul(ctx, g, r));
     }
-    if (needs[1]) gin[1] = softmax_backward_op(ctx, y, gout);
+    if (needs[1]) gin[1] = ts_softmax_backward(ctx, y, gout);
 }
 
-static ts_tensor *softmax_backward_op(ts_ctx *ctx, ts_tensor *y, ts_tensor *g) {
+ts_tensor *ts_softmax_backward(ts_ctx *ctx, ts_tensor *y, ts_tensor *g) {
+    if (!ts_same_shape(y, g)) {
+        char sy[64], sg[64];
+        ts_fail(ctx, "softmax_backward", "gradient %s does not match softmax output %s",
+                ts_shape_str(g, sg, sizeof sg), ts_shape_str(y, sy, sizeof sy));
+    }
     ts_tensor *out = ts_new_like(ctx, y);
     long cols = y->shape[y->ndim - 1], rows = ctx->counting ? 0 : y->numel / cols;
     for (long r = 0; r < rows; r++) {
@@ -84,7 +87,7 @@ static ts_tensor *softmax_backward_op(ts_ctx *ctx, ts_tensor *y, ts_tensor *g) {
         ts_real *o = out->data + r * cols;
         ts_real dot = 0;
         for (long c = 0; c < cols; c++) dot += gr[c] * yr[c];
-        for (long c = 0; c < cols; c++) o[c] = yr[c] * (gr[c] - dot);
+        for (long c = 0; c < cols; c++) o[c] = ts_flush_subnormal(yr[c] * (gr[c] - dot));
     }
     ts_count_flops(ctx, 4.0 * (double)y->numel);
     ts_record(ctx, "softmax_backward", softmax_backward_rule, out, 2, (ts_tensor *[]){y, g});
@@ -93,7 +96,7 @@ static ts_tensor *softmax_backward_op(ts_ctx *ctx, ts_tensor *y, ts_tensor *g) {
 
 static void softmax_rule(ts_ctx *ctx, ts_node *node, ts_tensor *g, const bool *needs,
                          ts_tensor **gin) {
-    if (needs[0]) gin[0] = softmax_backward_op(ctx, node->out, g);
+    if (needs[0]) gin[0] = ts_softmax_backward(ctx, node->out, g);
 }
 
 ts_tensor *ts_softmax(ts_ctx *ctx, ts_tensor *x, const ts_tensor *mask) {
@@ -128,7 +131,7 @@ static ts_tensor *log_softmax_backward_op(ts_ctx *ctx, ts_tensor *z, ts_tensor *
         ts_real *o = out->data + r * cols;
         ts_real sum = 0;
         for (long c = 0; c < cols; c++) sum += gr[c];
-        for (long c = 0; c < cols; c++) o[c] = gr[c] - TS_EXP(zr[c]) * sum;
+        for (long c = 0; c < cols; c++) o[c] = ts_flush_subnormal(gr[c] - TS_EXP(zr[c]) * sum);
     }
     ts_count_flops(ctx, 4.0 * (double)z->numel);
     ts_record(ctx, "log_softmax_backward", log_softmax_backward_rule, out, 2,

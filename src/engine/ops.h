@@ -12,8 +12,7 @@
  * op(a) @ op(b), op = transpose of the last two dims when the flag is set.
  * a: [..., m, k], b: [..., k, n] with the same leading (batch) dims, or b of
  * two dims shared by every batch (then a must not be transposed). */
-ts_tensor *ts_matmul(ts_ctx *ctx, ts_tensor *a, ts_tensor *b, bool transpose_a,
-                     bool transpose_b);
+ts_tensor *ts_matmul(ts_ctx *ctx, ts_tensor *a, ts_tensor *b, bool transpose_a, bool transpose_b);
 
 /* --- elementwise (op_elementwise.c); binary ops broadcast numpy-style --- */
 ts_tensor *ts_add(ts_ctx *ctx, ts_tensor *a, ts_tensor *b);
@@ -44,6 +43,10 @@ ts_tensor *ts_mean_all(ts_ctx *ctx, ts_tensor *a); /* shape [1] */
  * cols] (0 to keep, -INFINITY to hide), shared by all leading dims. */
 ts_tensor *ts_softmax(ts_ctx *ctx, ts_tensor *x, const ts_tensor *mask);
 ts_tensor *ts_log_softmax(ts_ctx *ctx, ts_tensor *x, const ts_tensor *mask);
+/* The VJP of softmax at its output y for the gradient g, y * (g - rowsum(g * y)),
+ * one fused pass (softmax's own rule; exposed for fused ops that fall back
+ * to primitives). */
+ts_tensor *ts_softmax_backward(ts_ctx *ctx, ts_tensor *y, ts_tensor *g);
 /* Mean over rows whose target is not ignore_index of -log softmax(logits)[target].
  * logits: [..., V]; targets: one per row. Returns shape [1]. */
 ts_tensor *ts_cross_entropy(ts_ctx *ctx, ts_tensor *logits, const int32_t *targets,
@@ -78,9 +81,17 @@ ts_tensor *ts_rmsnorm(ts_ctx *ctx, ts_tensor *x, ts_tensor *weight, double eps);
 /* Rotary position embedding of x [..., T, H, dh] (or [T, H, dh]); positions[T].
  * Rotates pairs (2i, 2i+1) by positions[t] * theta^(-2i/dh), as Meta's Llama. */
 ts_tensor *ts_rope(ts_ctx *ctx, ts_tensor *x, const int32_t *positions, double theta);
-/* softmax(q k^T * scale + mask) v with q, k, v [B, H, T, dh]. */
+
+/* --- attention (op_attention.c) --- */
+/* softmax(q k^T * scale + mask) v with q, k, v [B, H, T, dh]: the
+ * composition of primitives (matmul, softmax, matmul), any mask. */
 ts_tensor *ts_attention(ts_ctx *ctx, ts_tensor *q, ts_tensor *k, ts_tensor *v,
                         const ts_tensor *mask, double scale);
+/* The same under the causal mask (row i sees keys 0..i), q, k, v of one
+ * shape [..., T, dh], fused: no [T, T] scores per head, the masked half
+ * skipped. Its plain backward is fused too; a recorded backward
+ * (create_graph) is the primitive composition, differentiable to any order. */
+ts_tensor *ts_causal_attention(ts_ctx *ctx, ts_tensor *q, ts_tensor *k, ts_tensor *v, double scale);
 
 /* Copies an index array into the arena (ops keep indices for their backward). */
 int32_t *ts_copy_index(ts_ctx *ctx, const int32_t *idx, long n);

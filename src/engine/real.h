@@ -4,6 +4,10 @@
 #define TS_REAL_H
 
 #include <cblas.h>
+#include <float.h>
+#include <math.h>
+#include <stdint.h>
+#include <string.h>
 
 #ifdef TS_DOUBLE
 typedef double ts_real;
@@ -12,6 +16,7 @@ typedef double ts_real;
 #define TS_EXP exp
 #define TS_LOG log
 #define TS_SQRT sqrt
+#define TS_REAL_MIN DBL_MIN
 #else
 typedef float ts_real;
 #define TS_REAL_NAME "float"
@@ -19,6 +24,45 @@ typedef float ts_real;
 #define TS_EXP expf
 #define TS_LOG logf
 #define TS_SQRT sqrtf
+#define TS_REAL_MIN FLT_MIN
 #endif
+
+/* v, or 0 when v is subnormal (|v| < the smallest normal number). Kernels
+ * whose results underflow routinely (the exponentials of a softmax) write 0
+ * instead: a subnormal operand makes every later GEMM that reads it run on
+ * the CPU's slow microcode path (one such operand cost EBT's second-order
+ * pass 2x on its GEMM; docs/performance.md), and values below the normal
+ * range carry no useful information for training. */
+static inline ts_real ts_flush_subnormal(ts_real v) {
+    return v > -TS_REAL_MIN && v < TS_REAL_MIN ? 0 : v;
+}
+
+/* exp(d) for d <= 0, for the kernels that spend their time in exp (the
+ * fused attention's softmax, sigmoid and silu). The float build computes it
+ * inline, so that loops over it vectorise (libm's expf is a call per
+ * element): Cody-Waite reduction by ln 2 and Cephes' degree-5 polynomial
+ * for expf, within 2 ulp of expf, and 0 where expf would be subnormal
+ * (d < ln FLT_MIN). The double build (gradient checks) keeps libm's exp. */
+static inline ts_real ts_exp_nonpositive(ts_real d) {
+#ifdef TS_DOUBLE
+    return exp(d);
+#else
+    float c = d < -87.0f ? -87.0f : d; /* keeps 2^k normal */
+    float k = rintf(c * 1.44269504088896341f);
+    float r = c - k * 0.693359375f;
+    r = r - k * -2.12194440e-4f;
+    float p = 1.9875691500e-4f;
+    p = p * r + 1.3981999507e-3f;
+    p = p * r + 8.3334519073e-3f;
+    p = p * r + 4.1665795894e-2f;
+    p = p * r + 1.6666665459e-1f;
+    p = p * r + 5.0000001201e-1f;
+    p = p * r * r + r + 1.0f;
+    int32_t bits = ((int32_t)k + 127) << 23;
+    float two_k;
+    memcpy(&two_k, &bits, sizeof two_k);
+    return d < -87.33654475f ? 0.0f : p * two_k;
+#endif
+}
 
 #endif

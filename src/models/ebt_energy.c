@@ -28,7 +28,6 @@ struct ebt_context {
     ts_tensor *embedded;     /* [B, L, D] token embeddings */
     int32_t *positions_obs;  /* 0..L */
     int32_t *positions_pred; /* 2..L+1 */
-    ts_tensor *obs_mask;     /* [L+1, L+1] causal */
     ts_tensor *pred_mask;    /* [L, L+2]: row r keeps columns 0..r+1 and the last (itself) */
     int n_landscapes;
     ebt_observed *observed; /* one per landscape */
@@ -56,7 +55,6 @@ ebt_context *ebt_context_new(ts_model *model, ts_ctx *ctx, const int32_t *inputs
     e->positions_pred = ts_alloc(ctx, (size_t)seq * sizeof *e->positions_pred);
     for (int t = 0; t <= seq; t++) e->positions_obs[t] = t;
     for (int r = 0; r < seq; r++) e->positions_pred[r] = r + 2;
-    e->obs_mask = ts_causal_mask(ctx, seq + 1);
     e->pred_mask = ts_new(ctx, TS_SHAPE(seq, seq + 2));
     for (int r = 0; r < (ts_is_counting(ctx) ? 0 : seq); r++)
         for (int j = 0; j < seq + 2; j++)
@@ -88,8 +86,8 @@ static ts_tensor *observed_attention(ts_ctx *ctx, const tpp_block_params *p, ts_
     ts_tensor *q = tpp_split_heads(ctx, tpp_linear(ctx, p, q_in, p->wq), in->n_heads, in->positions,
                                    in->rope_theta);
     project_keys_values(ctx, p, kv_in, in, &obs->keys[in->layer], &obs->values[in->layer]);
-    ts_tensor *a = ts_attention(ctx, q, obs->keys[in->layer], obs->values[in->layer], in->mask,
-                                1.0 / sqrt((double)dh));
+    ts_tensor *a = tpp_attend(ctx, q, obs->keys[in->layer], obs->values[in->layer], in,
+                              1.0 / sqrt((double)dh));
     return tpp_linear(ctx, p, tpp_merge_heads(ctx, a), p->wo);
 }
 
@@ -135,7 +133,7 @@ void ebt_context_observe(ts_ctx *ctx, ebt_context *e, int landscape) {
                            TS_SHAPE(e->batch, 1, c->width));
     ts_tensor *x = ts_concat(ctx, 2, (ts_tensor *[]){time, e->embedded}, 1);
     tpp_attention_input in = attention_input(e);
-    in.mask = e->obs_mask;
+    in.causal = true;
     in.positions = e->positions_obs;
     in.attention = observed_attention;
     in.attention_user = obs;

@@ -82,7 +82,7 @@ static bool add_free_params(ts_param_table *t, const ts_model_config *c) {
 static tpp_attention_input attention_input(ts_model *m, ts_ctx *ctx, int seq, bool causal) {
     int32_t *positions = ts_alloc(ctx, (size_t)seq * sizeof *positions);
     for (int t = 0; t < seq; t++) positions[t] = t;
-    return (tpp_attention_input){.mask = causal ? ts_causal_mask(ctx, seq) : NULL,
+    return (tpp_attention_input){.causal = causal,
                                  .positions = positions,
                                  .rope_theta = m->config.rope_theta,
                                  .n_heads = m->config.heads,

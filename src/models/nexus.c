@@ -58,7 +58,7 @@ static ts_tensor *self_refine(ts_ctx *ctx, ts_tensor *x, const tpp_attention_inp
                               double scale) {
     ts_tensor *rotated = tpp_split_heads(ctx, x, in->n_heads, in->positions, in->rope_theta);
     ts_tensor *plain = tpp_split_heads(ctx, x, in->n_heads, NULL, 0);
-    return tpp_merge_heads(ctx, ts_attention(ctx, rotated, rotated, plain, in->mask, scale));
+    return tpp_merge_heads(ctx, tpp_attend(ctx, rotated, rotated, plain, in, scale));
 }
 
 ts_tensor *nexus_attention(ts_ctx *ctx, const tpp_block_params *p, ts_tensor *q_in,
@@ -91,7 +91,7 @@ ts_tensor *nexus_attention(ts_ctx *ctx, const tpp_block_params *p, ts_tensor *q_
         }
         ts_tensor *q = tpp_split_heads(ctx, q_level, in->n_heads, in->positions, in->rope_theta);
         ts_tensor *k = tpp_split_heads(ctx, k_level, in->n_heads, in->positions, in->rope_theta);
-        ts_tensor *h = tpp_merge_heads(ctx, ts_attention(ctx, q, k, v, in->mask, scale));
+        ts_tensor *h = tpp_merge_heads(ctx, tpp_attend(ctx, q, k, v, in, scale));
         ts_tensor *wq, *wk;
         level_projections(user, p, in->layer, level + 1, &wq, &wk);
         q_level = tpp_linear(ctx, p, h, wq);
@@ -100,7 +100,7 @@ ts_tensor *nexus_attention(ts_ctx *ctx, const tpp_block_params *p, ts_tensor *q_
     /* The outer attention, operation for operation tpp_multihead_attention's. */
     ts_tensor *q = tpp_split_heads(ctx, q_level, in->n_heads, in->positions, in->rope_theta);
     ts_tensor *k = tpp_split_heads(ctx, k_level, in->n_heads, in->positions, in->rope_theta);
-    ts_tensor *a = ts_attention(ctx, q, k, v, in->mask, scale);
+    ts_tensor *a = tpp_attend(ctx, q, k, v, in, scale);
     return tpp_linear(ctx, p, tpp_merge_heads(ctx, a), p->wo);
 }
 
@@ -112,7 +112,7 @@ ts_tensor *nexus_logits(ts_model *model, ts_ctx *ctx, const int32_t *inputs, int
     int32_t *positions = ts_alloc(ctx, (size_t)seq * sizeof *positions);
     for (int t = 0; t < seq; t++) positions[t] = t;
     nexus_attention_user user = {.model = model, .order = order};
-    tpp_attention_input attention = {.mask = ts_causal_mask(ctx, seq),
+    tpp_attention_input attention = {.causal = true,
                                      .positions = positions,
                                      .rope_theta = c->rope_theta,
                                      .n_heads = c->heads,

@@ -21,6 +21,12 @@ ts_tensor *tpp_merge_heads(ts_ctx *ctx, ts_tensor *x) {
     return ts_reshape(ctx, merged, TS_SHAPE(b, t, h * dh));
 }
 
+ts_tensor *tpp_attend(ts_ctx *ctx, ts_tensor *q, ts_tensor *k, ts_tensor *v,
+                      const tpp_attention_input *in, double scale) {
+    if (in->causal) return ts_causal_attention(ctx, q, k, v, scale);
+    return ts_attention(ctx, q, k, v, in->mask, scale);
+}
+
 ts_tensor *tpp_multihead_attention(ts_ctx *ctx, const tpp_block_params *p, ts_tensor *q_in,
                                    ts_tensor *kv_in, const tpp_attention_input *in) {
     int d = q_in->shape[2];
@@ -31,7 +37,7 @@ ts_tensor *tpp_multihead_attention(ts_ctx *ctx, const tpp_block_params *p, ts_te
     ts_tensor *k = tpp_split_heads(ctx, tpp_linear(ctx, p, kv_in, p->wk), in->n_heads, in->positions,
                                    in->rope_theta);
     ts_tensor *v = tpp_split_heads(ctx, tpp_linear(ctx, p, kv_in, p->wv), in->n_heads, NULL, 0);
-    ts_tensor *a = ts_attention(ctx, q, k, v, in->mask, 1.0 / sqrt((double)(d / in->n_heads)));
+    ts_tensor *a = tpp_attend(ctx, q, k, v, in, 1.0 / sqrt((double)(d / in->n_heads)));
     return tpp_linear(ctx, p, tpp_merge_heads(ctx, a), p->wo);
 }
 

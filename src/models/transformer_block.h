@@ -32,7 +32,11 @@ typedef ts_tensor *(*tpp_attention_fn)(ts_ctx *ctx, const tpp_block_params *p, t
                                        ts_tensor *kv_in, const tpp_attention_input *in);
 
 struct tpp_attention_input {
-    const ts_tensor *mask;     /* additive [T, T] */
+    /* Causal self-attention (row i sees keys 0..i): the engine's fused
+     * ts_causal_attention, and mask is unused (NULL). Otherwise mask, an
+     * additive [T, T] or NULL, with the composition ts_attention. */
+    bool causal;
+    const ts_tensor *mask;
     const int32_t *positions;  /* RoPE position of each of the T rows */
     double rope_theta;
     int n_heads;
@@ -54,6 +58,10 @@ ts_tensor *tpp_block_forward(ts_ctx *ctx, const tpp_block_params *p, ts_tensor *
  * values from kv_in, RoPE on queries and keys, output projection. */
 ts_tensor *tpp_multihead_attention(ts_ctx *ctx, const tpp_block_params *p, ts_tensor *q_in,
                                    ts_tensor *kv_in, const tpp_attention_input *in);
+/* softmax(q k^T * scale + mask) v over heads [B, H, T, dh], under in->causal
+ * or in->mask: every attention of the suite's blocks goes through here. */
+ts_tensor *tpp_attend(ts_ctx *ctx, ts_tensor *q, ts_tensor *k, ts_tensor *v,
+                      const tpp_attention_input *in, double scale);
 /* [B, T, D] -> [B, H, T, dh], RoPE applied when positions are given. */
 ts_tensor *tpp_split_heads(ts_ctx *ctx, ts_tensor *x, int n_heads, const int32_t *positions,
                            double theta);

@@ -92,7 +92,7 @@ static ts_tensor *tpp_loss(ts_model *model, ts_ctx *ctx, const ts_batch *batch, 
     tpp_split_batch(ctx, batch, &inputs, &targets);
     int32_t *positions = ts_alloc(ctx, (size_t)batch->seq * sizeof *positions);
     for (int t = 0; t < batch->seq; t++) positions[t] = t;
-    tpp_attention_input attention = {.mask = ts_causal_mask(ctx, batch->seq),
+    tpp_attention_input attention = {.causal = true,
                                      .positions = positions,
                                      .rope_theta = c->rope_theta,
                                      .n_heads = c->heads,

@@ -1,6 +1,7 @@
 /* Fused kernels against the compositions of primitives they replace
  * (docs/performance.md): RMSNorm (forward and its fused rule), silu's fused
- * rule, and the softmax that skips masked entries. For each, the value, the
+ * rule, the softmax that skips masked entries, and the fused causal
+ * attention against ts_attention under the causal mask. For each, the value, the
  * first-order gradient and a second-order term (the gradient of
  * <grad L, v>, taken with create_graph) must agree with the primitive
  * composition to rounding. The gradient checks (test_engine_gradcheck)
@@ -144,6 +145,80 @@ static void test_causal_softmax_matches_primitives(void **state) {
                          "causal softmax");
 }
 
+enum { ATT_T = 150 }; /* three strips of the fused kernel, the last partial */
+#define ATT_SCALE 0.4
+
+static ts_tensor *attention_fused(ts_ctx *ctx, ts_tensor *const *in, const ts_tensor *mask) {
+    (void)mask;
+    return ts_causal_attention(ctx, in[0], in[1], in[2], ATT_SCALE);
+}
+
+static ts_tensor *attention_primitives(ts_ctx *ctx, ts_tensor *const *in, const ts_tensor *mask) {
+    return ts_attention(ctx, in[0], in[1], in[2], mask, ATT_SCALE);
+}
+
+/* Values, the plain (fused) first-order gradients, and with create_graph
+ * (the primitive fallback) first- and second-order terms. */
+static void test_causal_attention_matches_primitives(void **state) {
+    fixture *fx = *state;
+    ts_ctx *ctx = &fx->ctx;
+    ts_tensor *in[3];
+    for (int j = 0; j < 3; j++) in[j] = leaf(fx, TS_SHAPE(2, 3, ATT_T, 5), -2, 2);
+    ts_tensor *mask = ts_causal_mask(ctx, ATT_T);
+    expect_same_function(fx, attention_fused, attention_primitives, 3, in, mask,
+                         "causal attention");
+    ts_tensor *y[2] = {attention_fused(ctx, in, mask), attention_primitives(ctx, in, mask)};
+    ts_tensor *w = constant(fx, y[0]), *plain[2][3];
+    for (int k = 0; k < 2; k++) ts_grad(ctx, 1, &y[k], &w, 3, in, plain[k], false);
+    char what[96];
+    for (int j = 0; j < 3; j++) {
+        assert_false(plain[0][j]->requires_grad);
+        snprintf(what, sizeof what, "causal attention: plain gradient of input %d", j);
+        expect_close(plain[0][j], plain[1][j], what);
+    }
+}
+
+/* The fused op books the same FLOPs counting as executing (forward, plain
+ * and recorded backward), and fewer than the composition: it skips the
+ * masked strips. */
+static void test_causal_attention_counts_as_executed(void **state) {
+    fixture *fx = *state;
+    ts_ctx counting;
+    assert_true(ts_ctx_init_counting(&counting, 0));
+    double booked[2][3];
+    ts_ctx *ctxs[2] = {&fx->ctx, &counting};
+    for (int c = 0; c < 2; c++) {
+        ts_ctx *ctx = ctxs[c];
+        ts_tensor *in[3];
+        for (int j = 0; j < 3; j++) {
+            in[j] = ts_new(ctx, TS_SHAPE(2, 3, ATT_T, 5));
+            if (!ts_is_counting(ctx))
+                test_rng_fill_uniform(&fx->rng, in[j]->data, in[j]->numel, -1, 1);
+            ts_set_requires_grad(ctx, in[j], true);
+        }
+        ts_tensor *seed = ts_new(ctx, TS_SHAPE(2, 3, ATT_T, 5)), *g[3];
+        if (!ts_is_counting(ctx)) test_rng_fill_uniform(&fx->rng, seed->data, seed->numel, -1, 1);
+        ts_reset_flops(ctx);
+        ts_tensor *y = attention_fused(ctx, in, NULL);
+        booked[c][0] = ts_flops_total(ctx);
+        ts_grad(ctx, 1, &y, &seed, 3, in, g, false);
+        booked[c][1] = ts_flops_total(ctx) - booked[c][0];
+        ts_grad(ctx, 1, &y, &seed, 3, in, g, true);
+        booked[c][2] = ts_flops_total(ctx) - booked[c][0] - booked[c][1];
+    }
+    ts_ctx_free(&counting);
+    for (int p = 0; p < 3; p++) {
+        assert_true(booked[0][p] > 0);
+        assert_true(booked[0][p] == booked[1][p]);
+    }
+    ts_ctx *ctx = &fx->ctx;
+    ts_tensor *in[3];
+    for (int j = 0; j < 3; j++) in[j] = leaf(fx, TS_SHAPE(2, 3, ATT_T, 5), -1, 1);
+    ts_reset_flops(ctx);
+    attention_primitives(ctx, in, ts_causal_mask(ctx, ATT_T));
+    assert_true(booked[0][0] < ts_flops_total(ctx));
+}
+
 static const ts_profile_entry *find(const ts_profile *p, enum ts_pass pass, const char *op) {
     for (int i = 0; i < p->n_entries[pass]; i++)
         if (!strcmp(p->entries[pass][i].op, op)) return &p->entries[pass][i];
@@ -198,6 +273,8 @@ int main(void) {
         cmocka_unit_test(test_rmsnorm_matches_primitives),
         cmocka_unit_test(test_silu_rule_matches_primitives),
         cmocka_unit_test(test_causal_softmax_matches_primitives),
+        cmocka_unit_test(test_causal_attention_matches_primitives),
+        cmocka_unit_test(test_causal_attention_counts_as_executed),
         cmocka_unit_test(test_profile_books_ops_by_pass),
     };
     return cmocka_run_group_tests(tests, setup, teardown);

@@ -80,7 +80,7 @@ static void tpp_logits_into(ts_model *model, ts_ctx *ctx, const int32_t *inputs,
     bool recording = ts_set_grad_enabled(ctx, false);
     int32_t positions[SEQ];
     for (int t = 0; t < SEQ; t++) positions[t] = t;
-    tpp_attention_input in = {.mask = ts_causal_mask(ctx, SEQ),
+    tpp_attention_input in = {.causal = true,
                               .positions = positions,
                               .rope_theta = model->config.rope_theta,
                               .n_heads = HEADS,
