@@ -92,6 +92,17 @@ static data_info probe_data(const char *path) {
     return info;
 }
 
+/* A token file as the campaign file writes it: resolved
+ * (ts_campaign_resolve_path) into resolved and probed; *exists says whether
+ * the path exists. A missing file's domain is the basename of what was
+ * written. */
+static data_info probe_written(const char *written, char *resolved, size_t len, bool *exists) {
+    *exists = ts_campaign_resolve_path(written, resolved, len);
+    data_info info = *exists ? probe_data(resolved) : (data_info){0};
+    if (!*exists) basename_domain(written, info.domain, sizeof info.domain);
+    return info;
+}
+
 /* ---------------------------------------------------------------- expansion */
 
 typedef struct expander {
@@ -181,8 +192,7 @@ static bool resolve_eval_list(expander *x, const char *list, const char *train,
                      TS_MAX_EVAL_SETS);
             return false;
         }
-        data_info e = exists ? probe_data(resolved) : (data_info){0};
-        if (!exists) basename_domain(tok, e.domain, sizeof e.domain);
+        data_info e = probe_written(tok, resolved, sizeof resolved, &exists);
         note_missing(x->m, prefix, "evaluation data", tok, exists, e.found);
         /* As the trainer will: one tokenizer for all (a variant that replaces
          * data.train but not data.eval is caught here, not hours later). */
@@ -205,9 +215,8 @@ static bool resolve_eval_list(expander *x, const char *list, const char *train,
 static bool probe_all_data(expander *x) {
     const ts_campaign *c = x->c;
     ts_campaign_manifest *m = x->m;
-    bool found = ts_campaign_resolve_path(c->data, m->train_data, sizeof m->train_data);
-    data_info train = found ? probe_data(m->train_data) : (data_info){0};
-    if (!found) basename_domain(c->data, train.domain, sizeof train.domain);
+    bool found;
+    data_info train = probe_written(c->data, m->train_data, sizeof m->train_data, &found);
     m->data_found = true;
     note_missing(m, "", "training data", c->data, found, train.found);
     m->train_tokens = train.train_tokens;
@@ -234,17 +243,22 @@ static bool variant_data(expander *x, const char *where, ts_run_config *cfg) {
     snprintf(prefix, sizeof prefix, "%s ", where);
     snprintf(key, sizeof key, "%s data.eval", where);
     char train[TS_PATH_MAX];
-    bool exists = ts_campaign_resolve_path(cfg->train_data, train, sizeof train);
-    data_info t = exists ? probe_data(train) : (data_info){0};
-    if (!exists) basename_domain(cfg->train_data, t.domain, sizeof t.domain);
+    bool exists;
+    data_info t = probe_written(cfg->train_data, train, sizeof train, &exists);
     note_missing(m, prefix, "training data", cfg->train_data, exists, t.found);
     char domains[TS_CAMPAIGN_MAX_DOMAINS][64];
     int n_domains = 1;
     snprintf(domains[0], sizeof domains[0], "%s", t.domain);
-    static char eval[sizeof cfg->eval_data]; /* large: keep it off the stack */
-    if (!resolve_eval_list(x, cfg->eval_data, train, t.tokenizer, key, prefix, eval, sizeof eval,
-                           domains, &n_domains))
+    char *eval = malloc(sizeof cfg->eval_data); /* large: kept off the stack */
+    if (!eval) {
+        snprintf(x->err, x->errlen, "%s: out of memory", where);
         return false;
+    }
+    if (!resolve_eval_list(x, cfg->eval_data, train, t.tokenizer, key, prefix, eval,
+                           sizeof cfg->eval_data, domains, &n_domains)) {
+        free(eval);
+        return false;
+    }
     bool same = n_domains == m->n_domains && !strcmp(domains[0], m->domains[0]);
     for (int i = 1; same && i < n_domains; i++) {
         bool listed = false;
@@ -264,10 +278,12 @@ static bool variant_data(expander *x, const char *where, ts_run_config *cfg) {
                  "analysis match sets by domain",
                  where, domains[0], mine[0] ? mine : " none", m->domains[0],
                  theirs[0] ? theirs : " none");
+        free(eval);
         return false;
     }
     snprintf(cfg->train_data, sizeof cfg->train_data, "%s", train);
     snprintf(cfg->eval_data, sizeof cfg->eval_data, "%s", eval);
+    free(eval);
     x->point_train_tokens = t.train_tokens;
     if (cfg->model.vocab_size == 0) {
         if (!t.found) {
