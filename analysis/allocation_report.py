@@ -1,7 +1,7 @@
 #!/usr/bin/python3
 """The allocation report of a campaign (docs/allocation-report.md).
 
-usage: analysis/allocation_report.py [--plan FILE] [--scaling DIR] CAMPAIGN_DIR
+usage: analysis/allocation_report.py [--plan FILE] [--scaling DIR] [--checkpoints DIR] CAMPAIGN_DIR
 
 Reads CAMPAIGN_DIR/results.h5 (docs/campaign-results-format.md) and each done
 run's report.yaml; writes CAMPAIGN_DIR/allocation_report.md and
@@ -12,7 +12,8 @@ exit status:
   0  done
   2  usage error
   3  bad input: CAMPAIGN_DIR or results.h5 missing, not HDF5, wrong format;
-     --plan without a total line; --scaling without perf_model's CSVs
+     --plan without a total line; --scaling without perf_model's CSVs;
+     --checkpoints without bench_checkpoint.sh's CSV
      (nothing written)
   6  the outputs could not be written (the previous ones are left as they were)
 """
@@ -39,13 +40,16 @@ def parse_args(argv):
     parser.add_argument("--scaling", type=Path,
                         help="directory with analysis/perf_model.py's outputs "
                              "(perf_model_check.csv, perf_model_predictions.csv)")
+    parser.add_argument("--checkpoints", type=Path,
+                        help="directory with bench/bench_checkpoint.sh's checkpoint_bench.csv "
+                             "(write and read bandwidth by checkpoint size)")
     return parser.parse_args(argv)
 
 
 def main(argv):
     args = parse_args(argv)
     try:
-        report = allocation.gather(args.dir, args.plan, args.scaling)
+        report = allocation.gather(args.dir, args.plan, args.scaling, args.checkpoints)
     except allocation.AllocationError as e:
         print(f"allocation_report: error: {e}", file=sys.stderr)
         return EXIT_BAD_INPUT

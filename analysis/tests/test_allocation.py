@@ -49,7 +49,14 @@ ddp,weak,4096,2.0,0.2,2.2,0.9091,modelled
 """
 
 
-def report_yaml(run, checkpoint_bytes, bandwidth, verdict, reason):
+CHECKPOINT_BENCH_CSV = """\
+ranks,width,depth,parameters,file_bytes,write_seconds,write_bandwidth_bytes_per_second,read_seconds,read_bandwidth_bytes_per_second,read_cache
+1,96,3,243360,2900000,0.1,29000000,0.05,58000000,cold
+2,1024,8,59000000,708000000,7.08,100000000,3.54,200000000,cold
+"""
+
+
+def report_yaml(run, checkpoint_bytes, bandwidth, verdict, reason, read_bytes=0, read_bandwidth=0):
     return f"""# thinkscale training report (docs/training.md)
 run_dir: "/somewhere/runs/{run}"
 machine:
@@ -69,6 +76,9 @@ performance:
 checkpoint:
   bytes: {checkpoint_bytes}
   write_bandwidth_bytes_per_second: {bandwidth}
+  read_bytes: {read_bytes}
+  read_seconds: {read_bytes / read_bandwidth if read_bandwidth else 0}
+  read_bandwidth_bytes_per_second: {read_bandwidth}
 losses:
   train_first: 5.976121
   train_last: 2.056524
@@ -124,6 +134,7 @@ class Campaign:
             f["points/node_hours"][...] = hours
             f["points/wall_seconds"][...] = hours * 3600.0
         self.checkpoint_bytes = {}
+        self.read_bandwidth = {}  # the runs whose last invocation resumed
         for k, r in enumerate(self.rows):
             if status[k] != "done" or r["axis"] == "flops":
                 continue
@@ -133,8 +144,13 @@ class Campaign:
             verdict = "INVALID" if r["name"] == self.invalid else "VALID"
             reason = "training loss did not fall" if verdict == "INVALID" \
                 else "losses finite and training loss fell"
+            read_bytes = read_bw = 0
+            if k % 2 == 0:
+                read_bytes, read_bw = self.checkpoint_bytes[r["run"]], 30_000_000 + 100_000 * k
+                self.read_bandwidth[r["run"]] = read_bw
             (d / "report.yaml").write_text(report_yaml(r["run"], self.checkpoint_bytes[r["run"]],
-                                                        20_000_000 + k, verdict, reason))
+                                                        20_000_000 + k, verdict, reason,
+                                                        read_bytes, read_bw))
 
     def expected_hours(self, arch=None):
         done_runs = {r["run"] for r in self.rows
@@ -158,11 +174,14 @@ class AllocationReportTest(unittest.TestCase):
         scaling.mkdir()
         (scaling / "perf_model_check.csv").write_text(CHECK_CSV)
         (scaling / "perf_model_predictions.csv").write_text(PREDICTIONS_CSV)
-        return plan, scaling
+        checkpoints = Path(self.tmp) / "checkpoints"
+        checkpoints.mkdir()
+        (checkpoints / "checkpoint_bench.csv").write_text(CHECKPOINT_BENCH_CSV)
+        return plan, scaling, checkpoints
 
     def test_full_report(self):
-        plan, scaling = self.inputs()
-        r = run(self.dir, "--plan", plan, "--scaling", scaling)
+        plan, scaling, checkpoint_bench = self.inputs()
+        r = run(self.dir, "--plan", plan, "--scaling", scaling, "--checkpoints", checkpoint_bench)
         self.assertEqual(r.returncode, 0, r.stderr)
         self.assertIn("partial: 2 of 18 points not done", r.stdout)
         md = (self.dir / MD).read_text()
@@ -211,6 +230,17 @@ class AllocationReportTest(unittest.TestCase):
         self.assertEqual(checkpoints[ck_run][0],
                          f"{self.campaign.checkpoint_bytes[ck_run] / 1e6:.3f}")
         self.assertNotIn(self.campaign.pending, checkpoints)
+        # read bandwidth: the restore of runs whose last invocation resumed, n/a otherwise
+        self.assertTrue(self.campaign.read_bandwidth)
+        for run_name in self.campaign.checkpoint_bytes:
+            expected = self.campaign.read_bandwidth.get(run_name)
+            self.assertEqual(checkpoints[run_name][2],
+                             "n/a" if expected is None else f"{expected / 1e6:.1f}", run_name)
+        bench = md.split("### Checkpoint write and read by size", 1)[1].split("\n## ", 1)[0]
+        bench_rows = [[c.strip() for c in line.strip().strip("|").split("|")]
+                      for line in bench.splitlines() if line.startswith("| 2 ")]
+        self.assertEqual(bench_rows, [["2", "1024 x 8", "59,000,000", "708.0", "100.0", "200.0",
+                                       "cold"]])
 
         for test in ("tests/cli/test_campaign_resume.sh", "tests/cli/test_train_resume.sh",
                      "tests/slurm/test_slurm_requeue.sh", "tests/slurm/test_slurm_signal.sh",
@@ -236,7 +266,8 @@ class AllocationReportTest(unittest.TestCase):
         self.assertIn("Not included: pass `--scaling DIR`", md)
         checkpoints = {row[0]: row[1:] for row in table_rows(md, "Checkpoints and I/O")[1:]}
         self.assertEqual(checkpoints["transformerpp-params-1-s1"],
-                         ["n/a", "n/a", "report.yaml missing"])
+                         ["n/a", "n/a", "n/a", "report.yaml missing"])
+        self.assertIn("pass `--checkpoints DIR`", md)
         self.assertGreater((self.dir / PDF).stat().st_size, 1000)
 
     def plant_previous(self):
@@ -279,6 +310,20 @@ class AllocationReportTest(unittest.TestCase):
         self.plant_previous()
         self.assert_previous_untouched(run(self.dir, "--scaling", scaling), 3,
                                        "perf_model_predictions.csv cannot be read")
+
+    def test_checkpoint_bench_missing_or_malformed(self):
+        bench = Path(self.tmp) / "bench"
+        bench.mkdir()
+        self.plant_previous()
+        self.assert_previous_untouched(run(self.dir, "--checkpoints", bench), 3,
+                                       "checkpoint_bench.csv cannot be read")
+        (bench / "checkpoint_bench.csv").write_text(
+            CHECKPOINT_BENCH_CSV.replace("read_seconds,", "seconds,"))
+        self.assert_previous_untouched(run(self.dir, "--checkpoints", bench), 3,
+                                       "lacks column(s) read_seconds")
+        (bench / "checkpoint_bench.csv").write_text(CHECKPOINT_BENCH_CSV.replace(",3.54,", ",0,"))
+        self.assert_previous_untouched(run(self.dir, "--checkpoints", bench), 3,
+                                       "line 3: sizes and times must be positive")
 
     def test_write_failure_leaves_the_previous_report(self):
         (self.dir / MD).write_text("previous md\n")

@@ -43,6 +43,11 @@ SCALING_PREDICTIONS = "perf_model_predictions.csv"
 CHECK_COLUMNS = ("mode", "ranks", "oversubscribed", "measured_step_s", "modelled_step_s",
                  "measured_efficiency", "modelled_efficiency")
 PREDICTION_COLUMNS = ("strategy", "mode", "ranks", "step_s", "efficiency")
+CHECKPOINT_BENCH = "checkpoint_bench.csv"  # bench/bench_checkpoint.sh
+CHECKPOINT_BENCH_COLUMNS = ("ranks", "width", "depth", "parameters", "file_bytes",
+                            "write_seconds", "write_bandwidth_bytes_per_second", "read_seconds",
+                            "read_bandwidth_bytes_per_second", "read_cache")
+TEXT_COLUMNS = ("mode", "strategy", "read_cache")
 PROJECTED_RANKS = (1, 2, 8, 64, 512, 4096)
 
 
@@ -88,6 +93,12 @@ class Scaling:
 
 
 @dataclass
+class CheckpointBench:
+    source: Path
+    rows: list  # dicts with CHECKPOINT_BENCH_COLUMNS
+
+
+@dataclass
 class Report:
     campaign_dir: Path
     name: str
@@ -98,6 +109,7 @@ class Report:
     software: dict
     plan: Plan = None
     scaling: Scaling = None
+    checkpoint_bench: CheckpointBench = None
     notes: list = field(default_factory=list)
 
 
@@ -227,28 +239,28 @@ def parse_plan(path):
     return Plan(source=path, header=header, totals=totals)
 
 
-def _read_csv(path, columns):
+def _read_csv(path, columns, option="--scaling"):
     try:
         with open(path, newline="", encoding="utf-8") as f:
             rows = list(csv.DictReader(f))
     except (OSError, UnicodeDecodeError, csv.Error) as e:
-        raise AllocationError(f"--scaling: {path} cannot be read: {e}") from None
+        raise AllocationError(f"{option}: {path} cannot be read: {e}") from None
     if not rows:
-        raise AllocationError(f"--scaling: {path} has no rows")
+        raise AllocationError(f"{option}: {path} has no rows")
     missing = [c for c in columns if c not in rows[0]]
     if missing:
-        raise AllocationError(f"--scaling: {path} lacks column(s) {', '.join(missing)}")
+        raise AllocationError(f"{option}: {path} lacks column(s) {', '.join(missing)}")
     out = []
     for i, r in enumerate(rows, start=2):
         row = {}
         for c in columns:
-            if c in ("mode", "strategy"):
+            if c in TEXT_COLUMNS:
                 row[c] = r[c]
                 continue
             try:
                 row[c] = float(r[c])
             except (TypeError, ValueError):
-                raise AllocationError(f"--scaling: {path} line {i}: {c} '{r[c]}' is not a number") \
+                raise AllocationError(f"{option}: {path} line {i}: {c} '{r[c]}' is not a number") \
                     from None
         out.append(row)
     return out
@@ -264,7 +276,21 @@ def read_scaling(scaling_dir):
                    predictions=_read_csv(d / SCALING_PREDICTIONS, PREDICTION_COLUMNS))
 
 
-def gather(campaign_dir, plan_path=None, scaling_dir=None):
+def read_checkpoint_bench(bench_dir):
+    """bench/bench_checkpoint.sh's table: write and (cold) read bandwidth of
+    checkpoints written and restored through the training path, by size."""
+    d = Path(bench_dir)
+    if not d.is_dir():
+        raise AllocationError(f"--checkpoints {d} is not a directory")
+    rows = _read_csv(d / CHECKPOINT_BENCH, CHECKPOINT_BENCH_COLUMNS, "--checkpoints")
+    for i, r in enumerate(rows, start=2):
+        if r["file_bytes"] <= 0 or r["write_seconds"] <= 0 or r["read_seconds"] <= 0:
+            raise AllocationError(f"--checkpoints: {d / CHECKPOINT_BENCH} line {i}: sizes and "
+                                  "times must be positive")
+    return CheckpointBench(source=d, rows=rows)
+
+
+def gather(campaign_dir, plan_path=None, scaling_dir=None, checkpoint_dir=None):
     campaign_dir = Path(campaign_dir)
     if not campaign_dir.is_dir():
         raise AllocationError(f"{campaign_dir} is not a directory")
@@ -280,6 +306,8 @@ def gather(campaign_dir, plan_path=None, scaling_dir=None):
         report.plan = parse_plan(plan_path)
     if scaling_dir is not None:
         report.scaling = read_scaling(scaling_dir)
+    if checkpoint_dir is not None:
+        report.checkpoint_bench = read_checkpoint_bench(checkpoint_dir)
     return report
 
 
@@ -305,11 +333,21 @@ def node_hours_by_arch(points):
 
 
 def checkpoint_rows(report):
+    """(run, size, write bandwidth, read bandwidth, problem) per done run. The
+    read is the restore at the start of the run's last invocation: None when
+    that invocation started from step 0 (read_bytes 0) or the report predates
+    the read fields."""
     rows = []
     for run, rep in report.runs.items():
         size = _get(rep.data, "checkpoint", "bytes")
         bw = _get(rep.data, "checkpoint", "write_bandwidth_bytes_per_second")
-        rows.append((run, size, bw, rep.problem))
+        read_bytes = _get(rep.data, "checkpoint", "read_bytes")
+        read_bw = _get(rep.data, "checkpoint", "read_bandwidth_bytes_per_second")
+        try:
+            restored = read_bytes is not None and float(read_bytes) > 0
+        except (TypeError, ValueError):
+            restored = False
+        rows.append((run, size, bw, read_bw if restored else None, rep.problem))
     return rows
 
 
@@ -396,21 +434,27 @@ def markdown(report):
     lines.append(f"| **total** | {total[0]} | {total[1]:.6f} | {total[2]:.4f} |")
     lines.append("")
 
-    lines += ["## Checkpoints and I/O", "", "From each done run's report.yaml (`checkpoint.bytes`, "
-              "`checkpoint.write_bandwidth_bytes_per_second`: the last checkpoint written). Read "
-              "bandwidth is not recorded by the runs and is not reported.", "",
-              "| run | checkpoint MB | write MB/s | note |", "|---|---|---|---|"]
+    lines += ["## Checkpoints and I/O", "", "From each done run's report.yaml: `checkpoint.bytes` "
+              "and `checkpoint.write_bandwidth_bytes_per_second` of the last checkpoint written, "
+              "`checkpoint.read_bandwidth_bytes_per_second` of the restore at the start of the "
+              "run's last invocation (n/a when that invocation started from step 0, as most do). "
+              "Both are file bytes over the slowest rank's HDF5 time.", "",
+              "| run | checkpoint MB | write MB/s | read MB/s | note |", "|---|---|---|---|---|"]
     ck = checkpoint_rows(report)
-    for run, size, bw, problem in ck:
-        lines.append(f"| {run} | {_num(None if size is None else float(size) / 1e6, '{:.3f}')} | "
-                     f"{_num(None if bw is None else float(bw) / 1e6, '{:.1f}')} | {problem} |")
-    sizes = [float(s) for _, s, _, _ in ck if s is not None]
-    bws = [float(b) for _, _, b, _ in ck if b is not None]
-    if sizes:
+    for run, size, bw, read_bw, problem in ck:
+        lines.append(f"| {run} | {_mb(size, '{:.3f}')} | {_mb(bw, '{:.1f}')} | "
+                     f"{_mb(read_bw, '{:.1f}')} | {problem} |")
+    sizes = [float(s) for _, s, _, _, _ in ck if s is not None]
+    bws = [float(b) for _, _, b, _, _ in ck if b is not None]
+    reads = [float(r) for _, _, _, r, _ in ck if r is not None]
+    if sizes and bws:
         lines += ["", f"Checkpoint size: {min(sizes) / 1e6:.3f} .. {max(sizes) / 1e6:.3f} MB over "
                   f"{len(sizes)} runs; write bandwidth {min(bws) / 1e6:.1f} .. "
-                  f"{max(bws) / 1e6:.1f} MB/s (median {np.median(bws) / 1e6:.1f})." if bws else ""]
-    lines.append("")
+                  f"{max(bws) / 1e6:.1f} MB/s (median {np.median(bws) / 1e6:.1f}); read bandwidth "
+                  + (f"{min(reads) / 1e6:.1f} .. {max(reads) / 1e6:.1f} MB/s over the {len(reads)} "
+                     "runs whose last invocation resumed." if reads else
+                     "not measured by any run (no last invocation resumed).")]
+    lines += [""] + checkpoint_bench_markdown(report.checkpoint_bench) + [""]
 
     lines += ["## Restart capability as tested", "",
               "Checkpoint/restart exists. These tests of `make test` prove it (what each "
@@ -458,6 +502,28 @@ def markdown(report):
     else:
         lines += scaling_markdown(report.scaling)
     return "\n".join(lines) + "\n"
+
+
+def _mb(value, fmt):
+    return _num(None if value is None else float(value) / 1e6, fmt)
+
+
+def checkpoint_bench_markdown(bench):
+    if bench is None:
+        return ["Checkpoint bandwidth by size is not included: pass `--checkpoints DIR` with the "
+                "output of `bench/bench_checkpoint.sh` (docs/allocation-report.md)."]
+    lines = [f"### Checkpoint write and read by size (`{bench.source / CHECKPOINT_BENCH}`)", "",
+             "Written and restored through the training path (`bench/bench_checkpoint.sh`: one "
+             "step, a checkpoint, `--resume`; parameters and both AdamW moments). `cold`: the "
+             "page cache was dropped before the read, so it came from the disk.", "",
+             "| ranks | model (D x L) | parameters | file MB | write MB/s | read MB/s | read |",
+             "|---|---|---|---|---|---|---|"]
+    for r in bench.rows:
+        lines.append(f"| {r['ranks']:.0f} | {r['width']:.0f} x {r['depth']:.0f} | "
+                     f"{r['parameters']:,.0f} | {r['file_bytes'] / 1e6:.1f} | "
+                     f"{r['write_bandwidth_bytes_per_second'] / 1e6:.1f} | "
+                     f"{r['read_bandwidth_bytes_per_second'] / 1e6:.1f} | {r['read_cache']} |")
+    return lines
 
 
 def _speedup(row):
@@ -530,14 +596,26 @@ def write_pdf(path, report, md_text):
             fig.tight_layout()
             pdf.savefig(fig)
             plt.close(fig)
-        ck = [(run, float(s), float(b)) for run, s, b, _ in checkpoint_rows(report)
-              if s is not None and b is not None]
-        if ck:
+        rows = checkpoint_rows(report)
+        ck = [(float(s), float(b)) for _, s, b, _, _ in rows if s is not None and b is not None]
+        restored = [(float(s), float(r)) for _, s, _, r, _ in rows if s is not None and r is not None]
+        bench = report.checkpoint_bench.rows if report.checkpoint_bench else []
+        if ck or bench:
             fig, ax = plt.subplots(figsize=(8.27, 6))
-            ax.scatter([s / 1e6 for _, s, _ in ck], [b / 1e6 for _, _, b in ck])
+            series = [("write, campaign runs", ck, "o"), ("read (restore), campaign runs", restored, "s"),
+                      ("write, bench_checkpoint", [(r["file_bytes"], r["write_bandwidth_bytes_per_second"])
+                                                   for r in bench], "^"),
+                      ("read, bench_checkpoint", [(r["file_bytes"], r["read_bandwidth_bytes_per_second"])
+                                                  for r in bench], "v")]
+            for label, pts, marker in series:
+                if pts:
+                    ax.scatter([s / 1e6 for s, _ in pts], [b / 1e6 for _, b in pts], marker=marker,
+                               label=label)
+            ax.set_xscale("log")
             ax.set_xlabel("checkpoint size (MB)")
-            ax.set_ylabel("write bandwidth (MB/s)")
-            ax.set_title("Checkpoint size and write bandwidth per run")
+            ax.set_ylabel("bandwidth (MB/s)")
+            ax.legend()
+            ax.set_title("Checkpoint size and write/read bandwidth")
             fig.tight_layout()
             pdf.savefig(fig)
             plt.close(fig)

@@ -106,8 +106,14 @@ bool ts_write_run_report(const ts_run_summary *s, char *err, size_t errlen) {
             tokens_per_second(s), mfu(s));
     fprintf(f, "  node_hours: %.6f\n  core_hours: %.6f\n", hours * s->nodes,
             hours * s->ranks * s->threads_per_rank);
+    /* read_*: the restore at start-up of a resumed invocation (the file
+     * size over the slowest rank's open..close, as the write's); 0 when
+     * this invocation started from step 0. */
     fprintf(f, "checkpoint:\n  bytes: %.0f\n  write_bandwidth_bytes_per_second: %.0f\n",
             s->checkpoint_bytes, s->checkpoint_bandwidth);
+    fprintf(f, "  read_bytes: %.0f\n  read_seconds: %.6f\n  read_bandwidth_bytes_per_second: %.0f\n",
+            s->restored_bytes, s->restored_seconds,
+            s->restored_seconds > 0 ? s->restored_bytes / s->restored_seconds : 0.0);
     fprintf(f, "parallel:\n  strategy: ");
     yaml_string(f, s->strategy ? s->strategy : "ddp");
     fprintf(f, "\n  communicated_bytes_per_step: %.0f\n", s->communicated_bytes_per_step);

@@ -35,6 +35,8 @@ typedef struct ts_run_summary {
     bool eval_measured[TS_REPORT_MAX_EVALS];
     double checkpoint_bytes;       /* the last checkpoint written, 0 if none */
     double checkpoint_bandwidth;   /* its write bandwidth, bytes/s */
+    double restored_bytes;         /* the checkpoint this invocation resumed from, 0 if none */
+    double restored_seconds;       /* its read (open..close, slowest rank) */
     const char *strategy;          /* parallel.strategy */
     /* memory_per_rank: bytes one rank holds (largest over ranks) */
     double parameters_bytes, gradients_bytes, optimizer_bytes, activations_bytes;

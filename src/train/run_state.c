@@ -226,6 +226,8 @@ static bool resume_from_checkpoint(ts_run_state *s, const char *resume_from, lon
     *step = cs.step;
     *tokens = (double)cs.tokens_seen;
     s->optimizer->t = cs.step; /* AdamW bias correction continues where it stopped */
+    s->restored_bytes = (double)report.bytes;
+    s->restored_seconds = report.io_seconds;
     if (s->rank == 0) {
         printf("thinkscale: resumed from %s (step %ld, %.1f MB read at %.1f MB/s)\n", report.path,
                cs.step, report.bytes / 1e6, report.bandwidth / 1e6);

@@ -53,6 +53,8 @@ typedef struct ts_run_state {
     bool provenance_set;
     double last_checkpoint_bytes;     /* of the last checkpoint written (0: none yet) */
     double last_checkpoint_bandwidth; /* bytes/s */
+    double restored_bytes;   /* file size of the checkpoint this invocation resumed from (0: none) */
+    double restored_seconds; /* its read, open..close, slowest rank */
     bool write_failed; /* a checkpoint or metrics.h5 could not be written (full disk, quota,
                         * I/O error); metrics failures are known on rank 0 only */
 } ts_run_state;

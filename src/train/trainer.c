@@ -334,6 +334,8 @@ static bool report_run(trainer *tr, ts_run_summary *s, char *err, size_t errlen)
     }
     s->checkpoint_bytes = tr->state.last_checkpoint_bytes;
     s->checkpoint_bandwidth = tr->state.last_checkpoint_bandwidth;
+    s->restored_bytes = tr->state.restored_bytes;
+    s->restored_seconds = tr->state.restored_seconds;
     s->strategy = tr->config.parallel.strategy;
     if (tr->rank != 0) return true;
     ts_print_run_summary(stdout, s);

@@ -64,8 +64,20 @@ steps, stopped, logged = h5py.File(sys.argv[1], "r")["train/step"][...], int(sys
 print("metrics rows", len(steps), "last", steps[-1] if len(steps) else None, "logged", logged)
 sys.exit(0 if list(steps) == list(range(1, stopped + 1)) and logged == stopped else 1)
 PY
+    check "$name: report.yaml of the fresh start records no checkpoint read" \
+        contains "$dir/report.yaml" "^  read_bytes: 0$"
     tiny_train 2 "$bin" "$dir" "${common[@]}" --resume >"$tmp/$name-resume.log" 2>&1
     check "$name: --resume succeeds" [ $? -eq 0 ]
+    check "$name: report.yaml of the resumed run gives the restored checkpoint's size and read bandwidth" \
+        py - "$dir/report.yaml" "$dir/$(printf 'checkpoint_%08d.h5' "${stopped:-0}")" <<'PY'
+import os, re, sys
+text, size = open(sys.argv[1]).read(), os.path.getsize(sys.argv[2])
+read_bytes = int(re.search(r"^  read_bytes: (\d+)$", text, re.M).group(1))
+seconds = float(re.search(r"^  read_seconds: (\S+)$", text, re.M).group(1))
+bandwidth = float(re.search(r"^  read_bandwidth_bytes_per_second: (\S+)$", text, re.M).group(1))
+print("read_bytes", read_bytes, "file", size, "seconds", seconds, "bandwidth", bandwidth)
+sys.exit(0 if read_bytes == size and seconds > 0 and abs(bandwidth - size / seconds) <= 1e-3 * bandwidth else 1)
+PY
     check "$name: ... from step $stopped" contains "$tmp/$name-resume.log" "resumed from .*(step ${stopped:-x},"
     check "$name: ... bit-identical to the uninterrupted run" \
         same_as_uninterrupted "$tmp/straight" "$dir" "$steps"
