@@ -15,6 +15,7 @@ ts_campaign_rate ts_campaign_node_rate(const ts_campaign *c) {
         return r;
     }
     double peak = ts_measure_peak_gflops() * 1e9;
+    if (!(peak > 0)) peak = 1e9; /* out of memory: the plan says which rate it used */
     int threads = openblas_get_num_threads();
     if (threads < 1) threads = 1;
     double ranks_per_node = (double)c->ranks / (c->nodes > 0 ? c->nodes : 1);

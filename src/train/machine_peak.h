@@ -4,8 +4,9 @@
 #ifndef TS_MACHINE_PEAK_H
 #define TS_MACHINE_PEAK_H
 
-/* Best GFLOP/s of a few 768^3 GEMMs in the build's element type with the
- * BLAS thread count in force. */
+/* Best GFLOP/s of 768^3 GEMMs in the build's element type with the BLAS
+ * thread count in force: one warm-up, then as many as fit in a quarter of a
+ * second (at least 5). 0 when its 7 MB of buffers cannot be allocated. */
 double ts_measure_peak_gflops(void);
 
 #endif

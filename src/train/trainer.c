@@ -393,7 +393,12 @@ static int run(trainer *tr, bool resume, const char *resume_from) {
                    c->run_dir, tr->step, c->steps);
         return 0;
     }
-    tr->peak_gflops = ts_measure_peak_gflops();
+    /* The largest over the ranks: each rank measures at the same moment, and
+     * the one least disturbed by other processes is closest to the peak. */
+    double my_peak = ts_measure_peak_gflops();
+    if (!all_ok(tr, my_peak > 0, "out of memory for the GEMM peak probe")) return 1;
+    if (MPI_Allreduce(&my_peak, &tr->peak_gflops, 1, MPI_DOUBLE, MPI_MAX, tr->comm) != MPI_SUCCESS)
+        abort_job(tr, "MPI_Allreduce of the GEMM peak failed");
     if (tr->rank == 0)
         printf("thinkscale train: %s, %ld parameters (%ld non-embedding), %d ranks, "
                "batch %ld x %d tokens, peak %.1f GFLOP/s per rank, %s step %ld\n",

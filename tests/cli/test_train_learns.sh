@@ -23,4 +23,9 @@ check "the run ends with a RESULT line marked VALID" contains "$tmp/train.log" "
 check "report.yaml gives the verdict" contains "$tmp/run/report.yaml" "verdict: VALID"
 check "report.yaml gives node-hours and the checkpoint size" \
     py -c "import re,sys; t=open('$tmp/run/report.yaml').read(); sys.exit(0 if float(re.search(r'node_hours: (\S+)', t).group(1)) > 0 and int(re.search(r'  bytes: (\d+)', t).group(1)) > 0 else 1)"
+# The MFU denominator is the best GEMM rate the probe saw: a small model's
+# training steps reach only a fraction of it, so an MFU of 1 or more means a
+# probe that read low (as the earlier four-GEMM one did on a shared machine).
+check "report.yaml gives a GEMM peak under which the measured MFU is below 1" \
+    py -c "import re,sys; t=open('$tmp/run/report.yaml').read(); peak=float(re.search(r'gemm_peak_gflops_per_rank: (\S+)', t).group(1)); mfu=float(re.search(r'  mfu: (\S+)', t).group(1)); print('peak', peak, 'mfu', mfu); sys.exit(0 if peak > 0 and 0 < mfu < 1 else 1)"
 finish
