@@ -24,7 +24,8 @@ ranks_list=${BENCH_CHECKPOINT_RANKS:-1 2}
 out=${BENCH_OUT:-build/bench/checkpoint}
 mkdir -p "$out"
 if (sync && echo 3 >/proc/sys/vm/drop_caches) 2>/dev/null; then cache=cold; else cache=warm; fi
-echo "load before: $(uptime)"
+load_before=$(uptime)
+echo "load before: $load_before"
 echo "page cache before each read: $cache"
 
 # train_once RANKS DIR WIDTH DEPTH [extra args]: one invocation of the bench
@@ -71,7 +72,11 @@ PY
     done
 done
 mv "$csv" "$out/checkpoint_bench.csv"
-echo "load after: $(uptime)"
+load_after=$(uptime)
+echo "load after: $load_after"
+# What else ran shapes these numbers; the allocation report quotes it.
+printf 'host %s, %s cores\nload before: %s\nload after: %s\n' "$(hostname)" "$(nproc)" \
+    "$load_before" "$load_after" >"$out/checkpoint_bench_machine.txt"
 /usr/bin/python3 - "$out/checkpoint_bench.csv" <<'PY'
 import csv, sys
 rows = list(csv.DictReader(open(sys.argv[1])))

@@ -177,6 +177,8 @@ class AllocationReportTest(unittest.TestCase):
         checkpoints = Path(self.tmp) / "checkpoints"
         checkpoints.mkdir()
         (checkpoints / "checkpoint_bench.csv").write_text(CHECKPOINT_BENCH_CSV)
+        (checkpoints / "checkpoint_bench_machine.txt").write_text("host benchhost, 2 cores\n"
+                                                                  "load before: 0.10\n")
         return plan, scaling, checkpoints
 
     def test_full_report(self):
@@ -239,6 +241,7 @@ class AllocationReportTest(unittest.TestCase):
         bench = md.split("### Checkpoint write and read by size", 1)[1].split("\n## ", 1)[0]
         bench_rows = [[c.strip() for c in line.strip().strip("|").split("|")]
                       for line in bench.splitlines() if line.startswith("| 2 ")]
+        self.assertIn("Machine while it ran: host benchhost, 2 cores; load before: 0.10.", bench)
         self.assertEqual(bench_rows, [["2", "1024 x 8", "59,000,000", "708.0", "100.0", "200.0",
                                        "cold"]])
 

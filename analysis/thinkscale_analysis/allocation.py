@@ -44,6 +44,7 @@ CHECK_COLUMNS = ("mode", "ranks", "oversubscribed", "measured_step_s", "modelled
                  "measured_efficiency", "modelled_efficiency")
 PREDICTION_COLUMNS = ("strategy", "mode", "ranks", "step_s", "efficiency")
 CHECKPOINT_BENCH = "checkpoint_bench.csv"  # bench/bench_checkpoint.sh
+CHECKPOINT_BENCH_MACHINE = "checkpoint_bench_machine.txt"  # host and load while it ran
 CHECKPOINT_BENCH_COLUMNS = ("ranks", "width", "depth", "parameters", "file_bytes",
                             "write_seconds", "write_bandwidth_bytes_per_second", "read_seconds",
                             "read_bandwidth_bytes_per_second", "read_cache")
@@ -96,6 +97,7 @@ class Scaling:
 class CheckpointBench:
     source: Path
     rows: list  # dicts with CHECKPOINT_BENCH_COLUMNS
+    machine: list = field(default_factory=list)  # lines of checkpoint_bench_machine.txt, if any
 
 
 @dataclass
@@ -287,7 +289,13 @@ def read_checkpoint_bench(bench_dir):
         if r["file_bytes"] <= 0 or r["write_seconds"] <= 0 or r["read_seconds"] <= 0:
             raise AllocationError(f"--checkpoints: {d / CHECKPOINT_BENCH} line {i}: sizes and "
                                   "times must be positive")
-    return CheckpointBench(source=d, rows=rows)
+    machine_file = d / CHECKPOINT_BENCH_MACHINE
+    try:
+        machine = machine_file.read_text(encoding="utf-8").splitlines() if machine_file.is_file() \
+            else []
+    except (OSError, UnicodeDecodeError) as e:
+        raise AllocationError(f"--checkpoints: {machine_file} cannot be read: {e}") from None
+    return CheckpointBench(source=d, rows=rows, machine=[m.strip() for m in machine if m.strip()])
 
 
 def gather(campaign_dir, plan_path=None, scaling_dir=None, checkpoint_dir=None):
@@ -515,7 +523,9 @@ def checkpoint_bench_markdown(bench):
     lines = [f"### Checkpoint write and read by size (`{bench.source / CHECKPOINT_BENCH}`)", "",
              "Written and restored through the training path (`bench/bench_checkpoint.sh`: one "
              "step, a checkpoint, `--resume`; parameters and both AdamW moments). `cold`: the "
-             "page cache was dropped before the read, so it came from the disk.", "",
+             "page cache was dropped before the read, so it came from the disk."
+             + (" Machine while it ran: " + "; ".join(bench.machine) + "." if bench.machine
+                else ""), "",
              "| ranks | model (D x L) | parameters | file MB | write MB/s | read MB/s | read |",
              "|---|---|---|---|---|---|---|"]
     for r in bench.rows:
