@@ -20,14 +20,14 @@
  *         (param_units.h; ceil(count / ranks) elements of each, the last
  *         slices shorter or empty), and the gradient is reduced into an
  *         accumulated shard (the slices concatenated, the "owned order")
- *         unit by unit inside the backward pass: when the
- *         backward has finished a block its gradient is reduce-scattered and
- *         its part of the gradient buffer given back, so the gradient held at
- *         once is the shard plus one block (and unit 0, reduced after the
- *         micro-batch);
- *   zero3 (FSDP) sliced as zero2, parameters sharded too: each block's parameters are
- *         gathered just before its forward, released after it, gathered again
- *         when the backward reaches it and released once its gradient is
+ *         unit by unit inside the backward pass: when the backward has
+ *         finished a block its gradient is reduce-scattered and its part of
+ *         the gradient buffer given back, so the gradient held at once is the
+ *         shard plus one block (and unit 0, reduced after the micro-batch);
+ *   zero3 (FSDP) sliced as zero2, parameters sharded too: each block's
+ *         parameters are gathered just before its forward, released after
+ *         it, gathered again when the backward reaches it and released once
+ *         its gradient is
  *         reduce-scattered, the next block's MPI_Iallgatherv started one block
  *         ahead so it overlaps the current block's compute; unit 0 is gathered
  *         for the whole step. Evaluation and checkpoints gather every unit
