@@ -110,12 +110,12 @@ class Strategies(unittest.TestCase):
             self.assertAlmostEqual(comm["zero3"] / comm["ddp"], zero3, places=9)
 
     def test_latency_grows_with_the_calls_per_unit(self):
-        """Latency alone (beta 0): zero3 makes 3U - 2 calls, zero2 U + 1."""
+        """Latency alone (beta 0): zero3 makes 3U - 2 calls, zero2 2U."""
         link = pm.AlphaBeta(ALPHA, 0.0)
         model = pm.StepModel(RATE, 4, PARAMS, 4, {c: link for c in pm.COLLECTIVES}, 5)
         small = pm.SMALL_REDUCTIONS * 2 * 10 * ALPHA  # two allreduces of 2 log2(1024) steps
         self.assertAlmostEqual(model.comm_seconds("zero3", 1024) - small, 13 * 10 * ALPHA)
-        self.assertAlmostEqual(model.comm_seconds("zero2", 1024) - small, 6 * 10 * ALPHA)
+        self.assertAlmostEqual(model.comm_seconds("zero2", 1024) - small, 10 * 10 * ALPHA)
         self.assertEqual(len(pm.strategy_calls("zero3", 5)), 13)
 
     def test_oversubscribed_ranks_share_the_cores(self):

@@ -18,8 +18,8 @@ unit 0: embeddings, final norm, head; U = 1 when the whole model is one unit,
 as for EBT, whose loss differentiates its own gradient):
   ddp     one allreduce of the gradients              (2 n per rank moved)
   zero1   reduce_scatter + allgather of the parameters (2 n; optimiser sharded)
-  zero2   U reduce_scatters of n/U each inside the backward pass, one allgather
-          (2 n, U + 1 calls)
+  zero2   U reduce_scatters of n/U each inside the backward pass, U allgathers
+          of n/U (each rank owns a slice of every unit; 2 n, 2 U calls)
   zero3   per block: U allgathers of n/U for the forward, U - 2 for the
           backward (the last block and unit 0 stay gathered), U reduce_scatters
           (3 n - 2 n/U, 3 U - 2 calls; U = 1: 2 n, zero1's)
@@ -49,7 +49,7 @@ def strategy_calls(strategy, units=1):
     if strategy == "zero1":
         return [("reduce_scatter_block", 1.0), ("allgather", 1.0)]
     if strategy == "zero2":
-        return [("reduce_scatter_block", 1 / u)] * u + [("allgather", 1.0)]
+        return [("reduce_scatter_block", 1 / u)] * u + [("allgather", 1 / u)] * u
     if strategy == "zero3":
         gathers = u + max(u - 2, 0)
         return [("allgather", 1 / u)] * gathers + [("reduce_scatter_block", 1 / u)] * u

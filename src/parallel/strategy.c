@@ -30,7 +30,16 @@ static bool sharded(const ts_parallel *p) {
     return p->strategy != TS_DDP;
 }
 
-void ts_parallel_owned_range(const ts_parallel *p, int rank, long *first, long *count) {
+void ts_parallel_slice(const ts_parallel *p, int i, int rank, long *first, long *count) {
+    const ts_shard_piece *q = &p->pieces[i];
+    long lo = (long)rank * q->slice, hi = lo + q->slice;
+    if (lo > q->count) lo = q->count;
+    if (hi > q->count) hi = q->count;
+    *first = q->first + lo;
+    *count = hi - lo;
+}
+
+void ts_parallel_checkpoint_range(const ts_parallel *p, int rank, long *first, long *count) {
     if (!sharded(p)) {
         *first = 0;
         *count = p->total;
@@ -43,8 +52,72 @@ void ts_parallel_owned_range(const ts_parallel *p, int rank, long *first, long *
     *count = end - start;
 }
 
-bool ts_parallel_init(ts_parallel *p, MPI_Comm comm, ts_parallel_strategy strategy, long total,
-                      char *err, size_t errlen) {
+bool ts_parallel_owned_is_checkpoint_range(const ts_parallel *p) {
+    if (!sharded(p)) return true;
+    /* Every rank's slices, in order, must run exactly through its range (the
+     * same answer on every rank, so all of them exchange or none). */
+    for (int r = 0; r < p->nranks; r++) {
+        long first, count;
+        ts_parallel_checkpoint_range(p, r, &first, &count);
+        long at = first;
+        for (int i = 0; i < p->n_pieces; i++) {
+            long slice_first, slice_count;
+            ts_parallel_slice(p, i, r, &slice_first, &slice_count);
+            if (slice_count == 0) continue;
+            if (slice_first != at) return false;
+            at += slice_count;
+        }
+        if (at != first + count) return false;
+    }
+    return true;
+}
+
+static int compare_intervals(const void *a, const void *b) {
+    long x = ((const ts_param_interval *)a)->first, y = ((const ts_param_interval *)b)->first;
+    return x < y ? -1 : x > y;
+}
+
+/* The pieces: zero1 the whole buffer, zero2 and zero3 every unit's
+ * intervals in buffer order; and this rank's slice of each. */
+static bool build_pieces(ts_parallel *p) {
+    int n = 1;
+    if (p->units.count > 0) {
+        n = 0;
+        for (int k = 0; k < p->units.count; k++) n += p->units.units[k].n_intervals;
+    }
+    ts_param_interval *runs = malloc((size_t)(n > 0 ? n : 1) * sizeof *runs);
+    p->pieces = malloc((size_t)(n > 0 ? n : 1) * sizeof *p->pieces);
+    p->owned = malloc((size_t)(n > 0 ? n : 1) * sizeof *p->owned);
+    if (!runs || !p->pieces || !p->owned) {
+        free(runs);
+        return false;
+    }
+    if (p->units.count > 0) {
+        int j = 0;
+        for (int k = 0; k < p->units.count; k++)
+            for (int i = 0; i < p->units.units[k].n_intervals; i++)
+                runs[j++] = p->units.units[k].intervals[i];
+        qsort(runs, (size_t)n, sizeof *runs, compare_intervals);
+    } else {
+        runs[0] = (ts_param_interval){0, p->total};
+    }
+    p->n_pieces = p->n_owned = n;
+    p->owned_count = 0;
+    for (int i = 0; i < n; i++) {
+        p->pieces[i] = (ts_shard_piece){.first = runs[i].first,
+                                        .count = runs[i].count,
+                                        .slice = (runs[i].count + p->nranks - 1) / p->nranks,
+                                        .owned_at = p->owned_count};
+        ts_parallel_slice(p, i, p->rank, &p->owned[i].first, &p->owned[i].count);
+        p->owned_count += p->owned[i].count;
+    }
+    free(runs);
+    return true;
+}
+
+bool ts_parallel_init(ts_parallel *p, MPI_Comm comm, ts_parallel_strategy strategy,
+                      const ts_model *model, char *err, size_t errlen) {
+    long total = model->table.total;
     *p = (ts_parallel){.comm = comm,
                        .strategy = strategy,
                        .total = total,
@@ -54,11 +127,28 @@ bool ts_parallel_init(ts_parallel *p, MPI_Comm comm, ts_parallel_strategy strate
     MPI_Comm_rank(comm, &p->rank);
     MPI_Comm_size(comm, &p->nranks);
     p->shard = (total + p->nranks - 1) / p->nranks;
-    ts_parallel_owned_range(p, p->rank, &p->owned_first, &p->owned_count);
     p->params_held = p->grads_held = (double)total; /* until a model is adopted */
-    if (strategy != TS_ZERO2 && strategy != TS_ZERO3) return true;
+    bool per_unit_strategy = strategy == TS_ZERO2 || strategy == TS_ZERO3;
+    if (per_unit_strategy && !ts_param_units_build(&p->units, model, p->nranks, err, errlen))
+        return false;
+    if (!sharded(p)) {
+        p->owned = malloc(sizeof *p->owned);
+        if (p->owned) {
+            p->owned[0] = (ts_param_interval){0, total};
+            p->n_owned = 1;
+            p->owned_count = total;
+        }
+    } else if (!build_pieces(p)) {
+        p->owned = NULL;
+    }
+    if (!p->owned) {
+        ts_parallel_free(p);
+        snprintf(err, errlen, "out of memory for the shard layout of %ld elements", total);
+        return false;
+    }
+    if (!per_unit_strategy) return true;
     /* zero2 and zero3 accumulate the reduced micro-batch gradients of their
-     * range here. */
+     * ranges here. */
     size_t n = (size_t)(p->owned_count > 0 ? p->owned_count : 1);
     p->grad_shard = ts_reals_reserve((long)n); /* its pages are given back between steps */
     if (!p->grad_shard) {
@@ -82,80 +172,85 @@ void ts_parallel_free(ts_parallel *p) {
     ts_param_units_free(&p->units);
     ts_reals_unreserve(p->grad_shard, p->owned_count > 0 ? p->owned_count : 1);
     p->grad_shard = NULL;
+    free(p->pieces);
+    free(p->owned);
+    p->pieces = NULL;
+    p->owned = NULL;
+    p->n_pieces = p->n_owned = 0;
 }
 
 void ts_parallel_batch_range(const ts_parallel *p, long total, long *first, long *count) {
     ts_shard_range(total, p->rank, p->nranks, first, count);
 }
 
-/* Rank r's part of [first, first + count): the intersection with its owned
- * range (count 0 when they do not meet). */
-static void part_of(const ts_parallel *p, int r, long first, long count, long *part_first,
-                    long *part_count) {
-    long start, n;
-    ts_parallel_owned_range(p, r, &start, &n);
-    long lo = start > first ? start : first;
-    long hi = start + n < first + count ? start + n : first + count;
-    *part_first = lo;
-    *part_count = hi > lo ? hi - lo : 0;
+/* The piece that starts at element first (a unit's interval). */
+static int piece_at(const ts_parallel *p, long first) {
+    int lo = 0, hi = p->n_pieces - 1;
+    while (lo < hi) {
+        int mid = (lo + hi) / 2;
+        if (p->pieces[mid].first < first)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return lo;
 }
 
-/* Elements of rank r's part of [first, first + count) in round k of pieces
- * of p->max_piece, from *piece_first. */
-static long piece_of(const ts_parallel *p, int r, long first, long count, long k,
-                     long *piece_first) {
+/* Elements of rank r's slice of piece i in round k of pieces of
+ * p->max_piece, from *piece_first. */
+static long round_of(const ts_parallel *p, int i, int r, long k, long *piece_first) {
     long start, n;
-    part_of(p, r, first, count, &start, &n);
+    ts_parallel_slice(p, i, r, &start, &n);
     long done = k * p->max_piece;
     *piece_first = start + done;
     if (done >= n) return 0;
     return n - done < p->max_piece ? n - done : p->max_piece;
 }
 
-static long rounds(const ts_parallel *p) {
-    return (p->shard + p->max_piece - 1) / p->max_piece;
+static long rounds(const ts_parallel *p, int i) {
+    return (p->pieces[i].slice + p->max_piece - 1) / p->max_piece;
 }
 
-/* Whether one call with int counts and displacements covers count elements
- * (every rank's part is at most the shard). */
-static bool fits_one_call(const ts_parallel *p, long count) {
-    return p->shard <= p->max_piece && count <= INT_MAX;
+/* Whether one call with int counts and displacements covers piece i. */
+static bool fits_one_call(const ts_parallel *p, int i) {
+    return p->pieces[i].slice <= p->max_piece && p->pieces[i].count <= INT_MAX;
 }
 
-/* counts[r] and displs[r] (relative to first) of every rank's part. */
-static void part_counts(const ts_parallel *p, long first, long count, int *counts, int *displs) {
+/* counts[r] and displs[r] (relative to the piece) of every rank's slice. */
+static void slice_counts(const ts_parallel *p, int i, int *counts, int *displs) {
     for (int r = 0; r < p->nranks; r++) {
-        long part_first, part_count;
-        part_of(p, r, first, count, &part_first, &part_count);
-        counts[r] = (int)part_count;
-        displs[r] = (int)(part_first - first);
+        long first, count;
+        ts_parallel_slice(p, i, r, &first, &count);
+        counts[r] = (int)count;
+        displs[r] = (int)(first - p->pieces[i].first);
     }
 }
 
-/* The sum over ranks of buf[first, first + count), in place: this rank's
- * part holds the sum of every rank's values there afterwards (the rest is
- * left undefined). MPI_Reduce_scatter when int counts suffice (its in-place
- * result lands at buf + first and is moved to the part), else one
+/* The sum over ranks of piece i of buf, in place: this rank's slice holds
+ * the sum of every rank's values there afterwards (the rest is left
+ * undefined). MPI_Reduce_scatter when int counts suffice (its in-place
+ * result lands at the piece's start and is moved to the slice), else one
  * MPI_Reduce per rank and round of at most max_piece elements. */
-static int reduce_scatter_range(ts_parallel *p, ts_real *buf, long first, long count) {
-    if (p->nranks == 1 || count <= 0) return MPI_SUCCESS; /* the one rank owns everything */
+static int reduce_scatter_piece(ts_parallel *p, ts_real *buf, int i) {
+    const ts_shard_piece *q = &p->pieces[i];
+    if (p->nranks == 1 || q->count <= 0) return MPI_SUCCESS; /* the one rank owns everything */
     long mine_first, mine;
-    part_of(p, p->rank, first, count, &mine_first, &mine);
-    if (fits_one_call(p, count)) {
+    ts_parallel_slice(p, i, p->rank, &mine_first, &mine);
+    if (fits_one_call(p, i)) {
         int *counts = malloc(2 * (size_t)p->nranks * sizeof *counts);
         if (!counts) return MPI_ERR_NO_MEM;
-        part_counts(p, first, count, counts, counts + p->nranks);
+        slice_counts(p, i, counts, counts + p->nranks);
         int rc =
-            MPI_Reduce_scatter(MPI_IN_PLACE, buf + first, counts, TS_MPI_REAL, MPI_SUM, p->comm);
+            MPI_Reduce_scatter(MPI_IN_PLACE, buf + q->first, counts, TS_MPI_REAL, MPI_SUM, p->comm);
         free(counts);
-        if (rc == MPI_SUCCESS && mine_first > first)
-            memmove(buf + mine_first, buf + first, (size_t)mine * sizeof *buf);
-        p->bytes_sent += (double)(count - mine) * sizeof(ts_real);
+        if (rc == MPI_SUCCESS && mine_first > q->first)
+            memmove(buf + mine_first, buf + q->first, (size_t)mine * sizeof *buf);
+        p->bytes_sent += (double)(q->count - mine) * sizeof(ts_real);
         return rc;
     }
-    for (long k = 0; k < rounds(p); k++)
+    for (long k = 0; k < rounds(p, i); k++)
         for (int r = 0; r < p->nranks; r++) {
-            long piece_first, n = piece_of(p, r, first, count, k, &piece_first);
+            long piece_first, n = round_of(p, i, r, k, &piece_first);
             if (n == 0) continue;
             bool root = r == p->rank;
             int rc =
@@ -168,37 +263,41 @@ static int reduce_scatter_range(ts_parallel *p, ts_real *buf, long first, long c
 }
 
 static int reduce_scatter(ts_parallel *p, ts_real *grads) {
-    return reduce_scatter_range(p, grads, 0, p->total);
+    for (int i = 0; i < p->n_pieces; i++) {
+        int rc = reduce_scatter_piece(p, grads, i);
+        if (rc != MPI_SUCCESS) return rc;
+    }
+    return MPI_SUCCESS;
 }
 
-/* Every rank's part of buf[first, first + count) to every rank, in place.
- * With request (zero3) the one-call path is an MPI_Iallgatherv left in
- * flight (counts: 2 x nranks ints that must live until it completes);
- * without, MPI_Allgatherv. Cut into rounds, one MPI_Bcast (MPI_Ibcast and
- * its wait, with request: every rank uses the same kind of call for the
- * same gather) from each owner per round. */
-static int allgather_range(ts_parallel *p, ts_real *buf, long first, long count,
-                           MPI_Request *request, int *counts) {
+/* Every rank's slice of piece i of buf to every rank, in place. With
+ * request (zero3) the one-call path is an MPI_Iallgatherv left in flight
+ * (counts: 2 x nranks ints that must live until it completes); without,
+ * MPI_Allgatherv. Cut into rounds, one MPI_Bcast (MPI_Ibcast and its wait,
+ * with request: every rank uses the same kind of call for the same gather)
+ * from each owner per round. */
+static int allgather_piece(ts_parallel *p, ts_real *buf, int i, MPI_Request *request, int *counts) {
+    const ts_shard_piece *q = &p->pieces[i];
     if (request) *request = MPI_REQUEST_NULL;
-    if (p->nranks == 1 || count <= 0) return MPI_SUCCESS;
+    if (p->nranks == 1 || q->count <= 0) return MPI_SUCCESS;
     long mine_first, mine;
-    part_of(p, p->rank, first, count, &mine_first, &mine);
+    ts_parallel_slice(p, i, p->rank, &mine_first, &mine);
     p->bytes_sent += (double)mine * sizeof(ts_real) * (p->nranks - 1);
-    if (fits_one_call(p, count)) {
+    if (fits_one_call(p, i)) {
         int *own = counts ? NULL : malloc(2 * (size_t)p->nranks * sizeof *own);
         int *c = counts ? counts : own;
         if (!c) return MPI_ERR_NO_MEM;
-        part_counts(p, first, count, c, c + p->nranks);
-        int rc = request ? MPI_Iallgatherv(MPI_IN_PLACE, 0, MPI_DATATYPE_NULL, buf + first, c,
+        slice_counts(p, i, c, c + p->nranks);
+        int rc = request ? MPI_Iallgatherv(MPI_IN_PLACE, 0, MPI_DATATYPE_NULL, buf + q->first, c,
                                            c + p->nranks, TS_MPI_REAL, p->comm, request)
-                         : MPI_Allgatherv(MPI_IN_PLACE, 0, MPI_DATATYPE_NULL, buf + first, c,
+                         : MPI_Allgatherv(MPI_IN_PLACE, 0, MPI_DATATYPE_NULL, buf + q->first, c,
                                           c + p->nranks, TS_MPI_REAL, p->comm);
         free(own);
         return rc;
     }
-    for (long k = 0; k < rounds(p); k++)
+    for (long k = 0; k < rounds(p, i); k++)
         for (int r = 0; r < p->nranks; r++) {
-            long piece_first, n = piece_of(p, r, first, count, k, &piece_first);
+            long piece_first, n = round_of(p, i, r, k, &piece_first);
             if (n == 0) continue;
             int rc;
             if (request) {
@@ -213,7 +312,142 @@ static int allgather_range(ts_parallel *p, ts_real *buf, long first, long count,
 }
 
 static int allgather(ts_parallel *p, ts_real *params) {
-    return allgather_range(p, params, 0, p->total, NULL, NULL);
+    for (int i = 0; i < p->n_pieces; i++) {
+        int rc = allgather_piece(p, params, i, NULL, NULL);
+        if (rc != MPI_SUCCESS) return rc;
+    }
+    return MPI_SUCCESS;
+}
+
+/* ------------------------------------------------- checkpoint exchange */
+
+static long overlap(long a_first, long a_count, long b_first, long b_count) {
+    long lo = a_first > b_first ? a_first : b_first;
+    long hi = a_first + a_count < b_first + b_count ? a_first + a_count : b_first + b_count;
+    return hi > lo ? hi - lo : 0;
+}
+
+/* An all-to-all of long counts and displacements: MPI_Alltoallv when they
+ * fit int and max_piece, else point-to-point messages of at most max_piece
+ * elements (all posted, then waited on). */
+static int alltoallv_long(const ts_parallel *p, const ts_real *send, const long *scount,
+                          const long *sdispl, ts_real *recv, const long *rcount,
+                          const long *rdispl) {
+    int n = p->nranks;
+    bool fits = true;
+    for (int r = 0; r < n; r++)
+        fits = fits && scount[r] <= p->max_piece && rcount[r] <= p->max_piece &&
+               sdispl[r] + scount[r] <= INT_MAX && rdispl[r] + rcount[r] <= INT_MAX;
+    if (fits) {
+        int *c = malloc(4 * (size_t)n * sizeof *c);
+        if (!c) return MPI_ERR_NO_MEM;
+        for (int r = 0; r < n; r++) {
+            c[r] = (int)scount[r];
+            c[n + r] = (int)sdispl[r];
+            c[2 * n + r] = (int)rcount[r];
+            c[3 * n + r] = (int)rdispl[r];
+        }
+        int rc = MPI_Alltoallv(send, c, c + n, TS_MPI_REAL, recv, c + 2 * n, c + 3 * n, TS_MPI_REAL,
+                               p->comm);
+        free(c);
+        return rc;
+    }
+    long messages = 0;
+    for (int r = 0; r < n; r++)
+        messages += (scount[r] + p->max_piece - 1) / p->max_piece +
+                    (rcount[r] + p->max_piece - 1) / p->max_piece;
+    MPI_Request *req = malloc((size_t)(messages > 0 ? messages : 1) * sizeof *req);
+    if (!req) return MPI_ERR_NO_MEM;
+    int rc = MPI_SUCCESS;
+    long posted = 0;
+    for (int r = 0; r < n && rc == MPI_SUCCESS; r++)
+        for (long done = 0; done < rcount[r] && rc == MPI_SUCCESS; done += p->max_piece) {
+            long m = rcount[r] - done < p->max_piece ? rcount[r] - done : p->max_piece;
+            rc = MPI_Irecv(recv + rdispl[r] + done, (int)m, TS_MPI_REAL, r, 0, p->comm,
+                           &req[posted++]);
+        }
+    for (int r = 0; r < n && rc == MPI_SUCCESS; r++)
+        for (long done = 0; done < scount[r] && rc == MPI_SUCCESS; done += p->max_piece) {
+            long m = scount[r] - done < p->max_piece ? scount[r] - done : p->max_piece;
+            rc = MPI_Isend(send + sdispl[r] + done, (int)m, TS_MPI_REAL, r, 0, p->comm,
+                           &req[posted++]);
+        }
+    int wait = MPI_Waitall((int)posted, req, MPI_STATUSES_IGNORE);
+    free(req);
+    return rc != MPI_SUCCESS ? rc : wait;
+}
+
+/* Copies, for every rank r in order, r's slices inside this rank's
+ * checkpoint range between the range (range) and a buffer packed by rank
+ * (packed, r's elements at displ[r], in buffer order). */
+static void pack_range(const ts_parallel *p, ts_real *range, ts_real *packed, const long *displ,
+                       bool into_packed) {
+    long first, count;
+    ts_parallel_checkpoint_range(p, p->rank, &first, &count);
+    for (int r = 0; r < p->nranks; r++) {
+        long at = displ[r];
+        for (int i = 0; i < p->n_pieces; i++) {
+            long slice_first, slice_count;
+            ts_parallel_slice(p, i, r, &slice_first, &slice_count);
+            long n = overlap(slice_first, slice_count, first, count);
+            if (n == 0) continue;
+            long from = slice_first > first ? slice_first : first;
+            ts_real *in_range = range + (from - first);
+            if (into_packed)
+                memcpy(packed + at, in_range, (size_t)n * sizeof *packed);
+            else
+                memcpy(in_range, packed + at, (size_t)n * sizeof *packed);
+            at += n;
+        }
+    }
+}
+
+int ts_parallel_exchange_checkpoint_range(const ts_parallel *p, ts_real *owned, ts_real *range,
+                                          bool to_range) {
+    long first, count;
+    ts_parallel_checkpoint_range(p, p->rank, &first, &count);
+    if (p->nranks == 1) { /* one rank owns everything, in buffer order */
+        if (to_range)
+            memcpy(range, owned, (size_t)count * sizeof *range);
+        else
+            memcpy(owned, range, (size_t)count * sizeof *range);
+        return MPI_SUCCESS;
+    }
+    int n = p->nranks;
+    /* mine[r]: this rank's owned elements inside r's checkpoint range (a
+     * run of the owned order, which is ascending); theirs[r]: r's owned
+     * elements inside this rank's range. */
+    long *c = calloc(4 * (size_t)n, sizeof *c);
+    ts_real *packed = malloc((size_t)(count > 0 ? count : 1) * sizeof *packed);
+    if (!c || !packed) {
+        free(c);
+        free(packed);
+        return MPI_ERR_NO_MEM;
+    }
+    long *mine = c, *mine_at = c + n, *theirs = c + 2 * n, *theirs_at = c + 3 * n;
+    for (int r = 0; r < n; r++) {
+        long r_first, r_count;
+        ts_parallel_checkpoint_range(p, r, &r_first, &r_count);
+        for (int i = 0; i < p->n_pieces; i++) {
+            long slice_first, slice_count;
+            mine_at[r] += overlap(p->owned[i].first, p->owned[i].count, 0, r_first);
+            mine[r] += overlap(p->owned[i].first, p->owned[i].count, r_first, r_count);
+            ts_parallel_slice(p, i, r, &slice_first, &slice_count);
+            theirs[r] += overlap(slice_first, slice_count, first, count);
+        }
+        theirs_at[r] = r > 0 ? theirs_at[r - 1] + theirs[r - 1] : 0;
+    }
+    int rc;
+    if (to_range) {
+        rc = alltoallv_long(p, owned, mine, mine_at, packed, theirs, theirs_at);
+        if (rc == MPI_SUCCESS) pack_range(p, range, packed, theirs_at, false);
+    } else {
+        pack_range(p, range, packed, theirs_at, true);
+        rc = alltoallv_long(p, packed, theirs, theirs_at, owned, mine, mine_at);
+    }
+    free(c);
+    free(packed);
+    return rc;
 }
 
 /* ------------------------------------------------------------------ units
@@ -244,9 +478,8 @@ static void start_gather(ts_parallel *p, int k) {
     ts_param_unit *u = &p->units.units[k];
     if (u->present || u->gathering) return;
     for (int j = 0; j < u->n_intervals; j++)
-        note_failure(p, allgather_range(p, p->model->params, u->intervals[j].first,
-                                        u->intervals[j].count, &u->requests[j],
-                                        u->counts + 2 * (size_t)p->nranks * j));
+        note_failure(p, allgather_piece(p, p->model->params, piece_at(p, u->intervals[j].first),
+                                        &u->requests[j], u->counts + 2 * (size_t)p->nranks * j));
     u->gathering = u->resident = true;
     p->gathering = k;
     note_memory(p);
@@ -286,18 +519,18 @@ static void use_prefetched(ts_parallel *p, int k) {
     ensure_present(p, k);
 }
 
-/* zero3: gives back unit k's parameters outside the owned range. */
+/* zero3: gives back unit k's parameters outside this rank's slices. */
 static void release_unit(ts_parallel *p, int k) {
     ts_param_unit *u = &p->units.units[k];
     if (u->gathering) wait_gather(p, k);
     for (int j = 0; u->resident && j < u->n_intervals; j++) {
         long first = u->intervals[j].first, end = first + u->intervals[j].count;
-        long own_end = p->owned_first + p->owned_count;
-        /* The parts before and after the owned range. */
-        long before_end = end < p->owned_first ? end : p->owned_first;
-        if (before_end > first) ts_reals_discard(p->model->params, first, before_end - first);
-        long after_first = first > own_end ? first : own_end;
-        if (end > after_first) ts_reals_discard(p->model->params, after_first, end - after_first);
+        long own_first, own_count;
+        ts_parallel_slice(p, piece_at(p, first), p->rank, &own_first, &own_count);
+        /* The parts before and after the slice (an empty slice sits at the end). */
+        if (own_first > first) ts_reals_discard(p->model->params, first, own_first - first);
+        long own_end = own_first + own_count;
+        if (end > own_end) ts_reals_discard(p->model->params, own_end, end - own_end);
     }
     u->resident = u->present = false;
     note_memory(p);
@@ -311,13 +544,13 @@ static void reduce_unit(ts_parallel *p, int k) {
     u->grads_live = true;
     note_memory(p);
     for (int j = 0; j < u->n_intervals; j++) {
-        long first = u->intervals[j].first, count = u->intervals[j].count;
-        note_failure(p, reduce_scatter_range(p, grads, first, count));
+        int i = piece_at(p, u->intervals[j].first);
+        note_failure(p, reduce_scatter_piece(p, grads, i));
         long mine_first, mine;
-        part_of(p, p->rank, first, count, &mine_first, &mine);
-        ts_real *shard = p->grad_shard + (mine_first - p->owned_first);
-        for (long i = 0; i < mine; i++) shard[i] += grads[mine_first + i];
-        ts_reals_discard(grads, first, count);
+        ts_parallel_slice(p, i, p->rank, &mine_first, &mine);
+        ts_real *shard = p->grad_shard + p->pieces[i].owned_at;
+        for (long e = 0; e < mine; e++) shard[e] += grads[mine_first + e];
+        ts_reals_discard(grads, u->intervals[j].first, u->intervals[j].count);
     }
     u->grads_live = false;
     note_memory(p);
@@ -407,23 +640,22 @@ static void unit_hook(void *user, int unit, ts_unit_event event, bool into_leaf_
 bool ts_parallel_adopt_model(ts_parallel *p, ts_model *model, ts_ctx *ctx, char *err,
                              size_t errlen) {
     if (p->strategy != TS_ZERO2 && p->strategy != TS_ZERO3) return true;
-    if (!ts_param_units_build(&p->units, model, p->nranks, err, errlen)) return false;
     bool zero3 = p->strategy == TS_ZERO3;
     ts_real *grads = ts_reals_reserve(p->total);
     ts_real *params = zero3 ? ts_reals_reserve(p->total) : model->params;
     if (!grads || !params) {
         ts_reals_unreserve(grads, p->total);
         if (zero3) ts_reals_unreserve(params, p->total);
-        ts_param_units_free(&p->units);
         snprintf(err, errlen, "cannot reserve %ld elements of address space for %s's buffers",
                  p->total, ts_parallel_strategy_name(p->strategy));
         return false;
     }
     for (int k = 0; k < p->units.count; k++) {
         ts_param_unit *u = &p->units.units[k];
+        u->owned_elems = 0;
         for (int j = 0; j < u->n_intervals; j++) {
             long first, count;
-            part_of(p, p->rank, u->intervals[j].first, u->intervals[j].count, &first, &count);
+            ts_parallel_slice(p, piece_at(p, u->intervals[j].first), p->rank, &first, &count);
             u->owned_elems += count;
         }
         u->resident = u->present = zero3; /* the initial or restored parameters */
@@ -465,8 +697,11 @@ int ts_parallel_micro_batch_done(ts_parallel *p, ts_real *grads) {
     if (!p->model) { /* not adopted (a caller with its own buffers): the whole buffer */
         int rc = reduce_scatter(p, grads);
         if (rc != MPI_SUCCESS) return rc;
-        const ts_real *reduced = grads + p->owned_first;
-        for (long i = 0; i < p->owned_count; i++) p->grad_shard[i] += reduced[i];
+        for (int i = 0; i < p->n_owned; i++) {
+            ts_real *shard = p->grad_shard + p->pieces[i].owned_at;
+            const ts_real *reduced = grads + p->owned[i].first;
+            for (long e = 0; e < p->owned[i].count; e++) shard[e] += reduced[e];
+        }
         memset(grads, 0, (size_t)p->total * sizeof *grads);
         return MPI_SUCCESS;
     }
@@ -510,7 +745,8 @@ int ts_parallel_reduce_gradients(ts_parallel *p, ts_real *grads) {
 }
 
 ts_real *ts_parallel_owned_gradients(ts_parallel *p, ts_real *grads) {
-    return p->grad_shard ? p->grad_shard : grads + p->owned_first;
+    /* ddp and zero1 own one range of the buffer (in place). */
+    return p->grad_shard ? p->grad_shard : grads + p->owned[0].first;
 }
 
 int ts_parallel_clip(ts_parallel *p, ts_real *grads, double clip, double *norm) {

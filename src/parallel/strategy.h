@@ -6,7 +6,7 @@
  *   ts_parallel_micro_batch_done after each micro-batch's backward (zero2 reduces here)
  *   ts_parallel_reduce_gradients the gradient sum over ranks of what this rank owns
  *   ts_parallel_clip             the global gradient norm, and clipping of the owned gradient
- *   (the optimiser step over [owned_first, owned_first + owned_count))
+ *   (the optimiser step over the owned ranges, ts_parallel.owned)
  *   ts_parallel_gather_params    every rank's updated parameters to every rank
  *
  * Strategies:
@@ -16,15 +16,18 @@
  *         elements, the last shards shorter or empty): an in-place
  *         reduce-scatter of the gradient, the optimiser (and its moments) on
  *         the shard only, an all-gather of the parameters;
- *   zero2 as zero1, and the gradient is reduced into an accumulated shard
- *         unit by unit inside the backward pass (param_units.h): when the
- *         backward has finished a block its gradient is reduce-scattered and
- *         its part of the gradient buffer given back, so the gradient held at
- *         once is the shard plus one block (and unit 0, reduced after the
- *         micro-batch);
- *   zero3 (FSDP) parameters sharded too: each block's parameters are
- *         gathered just before its forward, released after it, gathered again
- *         when the backward reaches it and released once its gradient is
+ *   zero2 as zero1, but rank r owns a slice of every interval of every unit
+ *         (param_units.h; ceil(count / ranks) elements of each, the last
+ *         slices shorter or empty), and the gradient is reduced into an
+ *         accumulated shard (the slices concatenated, the "owned order")
+ *         unit by unit inside the backward pass: when the backward has
+ *         finished a block its gradient is reduce-scattered and its part of
+ *         the gradient buffer given back, so the gradient held at once is the
+ *         shard plus one block (and unit 0, reduced after the micro-batch);
+ *   zero3 (FSDP) sliced as zero2, parameters sharded too: each block's
+ *         parameters are gathered just before its forward, released after
+ *         it, gathered again when the backward reaches it and released once
+ *         its gradient is
  *         reduce-scattered, the next block's MPI_Iallgatherv started one block
  *         ahead so it overlaps the current block's compute; unit 0 is gathered
  *         for the whole step. Evaluation and checkpoints gather every unit
@@ -57,19 +60,34 @@ typedef enum ts_parallel_strategy { TS_DDP, TS_ZERO1, TS_ZERO2, TS_ZERO3 } ts_pa
 bool ts_parallel_strategy_parse(const char *name, ts_parallel_strategy *strategy);
 const char *ts_parallel_strategy_name(ts_parallel_strategy strategy);
 
+/* A run of the flat buffers sharded across the ranks: rank r owns its slice
+ * [first + r * slice, first + (r + 1) * slice) clipped to the piece. zero1's
+ * one piece is the whole buffer; zero2's and zero3's are the units'
+ * intervals, so every rank owns a slice of every unit. */
+typedef struct ts_shard_piece {
+    long first, count; /* elements of the flat buffers */
+    long slice;        /* ceil(count / nranks): the padded slice length */
+    long owned_at;     /* where this rank's slice starts in the owned order */
+} ts_shard_piece;
+
 typedef struct ts_parallel {
     MPI_Comm comm;
     int rank, nranks;
     ts_parallel_strategy strategy;
-    long total;                    /* elements of each flat buffer */
-    long shard;                    /* ceil(total / nranks): the padded shard length */
-    long owned_first, owned_count; /* this rank's range of the flat buffers */
-    ts_real *grad_shard;           /* zero2, zero3: the reduced gradient of the owned range,
-                                    * summed over micro-batches (zero1 reduces in place);
-                                    * reserved memory, given back after the optimiser step */
-    bool grad_shard_live;          /* between ts_parallel_begin_step and the optimiser step */
-    long max_piece;                /* elements per rank per collective call */
-    double bytes_sent;             /* payload this rank sent in collectives, cumulative */
+    long total;             /* elements of each flat buffer */
+    long shard;             /* ceil(total / nranks): a checkpoint range's length */
+    ts_shard_piece *pieces; /* ascending, tiling [0, total) (ddp: none) */
+    int n_pieces;
+    ts_param_interval *owned; /* this rank's ranges, ascending (its slice of each piece; ddp:
+                               * [0, total)), the optimiser's ranges */
+    int n_owned;
+    long owned_count;     /* their elements: the length of the owned order */
+    ts_real *grad_shard;  /* zero2, zero3: the reduced gradient of the owned ranges in
+                           * the owned order, summed over micro-batches (zero1 reduces in
+                           * place); reserved memory, given back after the optimiser step */
+    bool grad_shard_live; /* between ts_parallel_begin_step and the optimiser step */
+    long max_piece;       /* elements per rank per collective call */
+    double bytes_sent;    /* payload this rank sent in collectives, cumulative */
     /* zero2 and zero3 once ts_parallel_adopt_model has run: */
     ts_model *model; /* whose flat buffers are reserved memory (param_units.h) */
     ts_param_units units;
@@ -84,14 +102,31 @@ typedef struct ts_parallel {
     double params_held, grads_held, peak_params, peak_grads;
 } ts_parallel;
 
-/* Sets up strategy over comm for flat buffers of total elements. False with
- * a message if out of memory. */
-bool ts_parallel_init(ts_parallel *p, MPI_Comm comm, ts_parallel_strategy strategy, long total,
-                      char *err, size_t errlen);
+/* Sets up strategy over comm for model's flat buffers (its table: zero2
+ * and zero3 slice each of its units' intervals across the ranks). False
+ * with a message if out of memory. */
+bool ts_parallel_init(ts_parallel *p, MPI_Comm comm, ts_parallel_strategy strategy,
+                      const ts_model *model, char *err, size_t errlen);
 void ts_parallel_free(ts_parallel *p);
 
-/* The owned range of rank `rank` (any rank, e.g. to describe a checkpoint). */
-void ts_parallel_owned_range(const ts_parallel *p, int rank, long *first, long *count);
+/* Rank `rank`'s slice of piece i (count 0 when empty). */
+void ts_parallel_slice(const ts_parallel *p, int i, int rank, long *first, long *count);
+
+/* The range of rank `rank` in a checkpoint's sharded layout: one contiguous
+ * range of ceil(total / nranks) elements per rank (the last shorter or
+ * empty), whatever the owned ranges are, so the file does not depend on the
+ * strategy's slicing and reshards to any rank count. */
+void ts_parallel_checkpoint_range(const ts_parallel *p, int rank, long *first, long *count);
+/* Whether every rank's owned order is its checkpoint range (ddp, zero1, one
+ * rank): then no exchange is needed. The same answer on every rank. */
+bool ts_parallel_owned_is_checkpoint_range(const ts_parallel *p);
+/* Moves one array of the owned ranges between the owned order (owned,
+ * owned_count elements) and the checkpoint range (range, its count):
+ * owned -> range with to_range, range -> owned without. Collective;
+ * MPI_Alltoallv, or point-to-point pieces of max_piece elements when counts
+ * would overflow int. Returns MPI_SUCCESS or the MPI error. */
+int ts_parallel_exchange_checkpoint_range(const ts_parallel *p, ts_real *owned, ts_real *range,
+                                          bool to_range);
 
 /* zero2, zero3: moves model's flat gradient (zero3: and parameters) into
  * reserved memory this strategy owns (ts_model_set_buffers; the leaves keep
@@ -120,9 +155,10 @@ int ts_parallel_micro_batch_done(ts_parallel *p, ts_real *grads);
  * gradient. Returns MPI_SUCCESS or the MPI error code. */
 int ts_parallel_reduce_gradients(ts_parallel *p, ts_real *grads);
 
-/* The reduced gradient of the owned range (owned_count elements), valid
- * after ts_parallel_reduce_gradients: grads + owned_first (ddp: all of
- * grads; zero1: reduced in place) or zero2's accumulated shard. The rest of
+/* The reduced gradient of the owned ranges in the owned order (owned_count
+ * elements), valid after ts_parallel_reduce_gradients: grads + owned[0].first
+ * (ddp: all of grads; zero1: reduced in place) or zero2's and zero3's
+ * accumulated shard. The rest of
  * grads is then undefined under zero1 and zero2. */
 ts_real *ts_parallel_owned_gradients(ts_parallel *p, ts_real *grads);
 
@@ -146,7 +182,7 @@ bool ts_parallel_model_present(const ts_parallel *p, const ts_model *model);
  * and/or a checkpoint, one gather for both): every unit not present gathered
  * now. Nothing under another strategy. MPI_SUCCESS or the MPI error. */
 int ts_parallel_gather_model(ts_parallel *p, ts_model *model, bool with_gradient);
-/* zero3: gives back every gathered unit's pages outside the owned range
+/* zero3: gives back every gathered unit's pages outside the owned ranges
  * (the rank keeps its parameter shard and moment shard between steps);
  * ends the step. Nothing otherwise. Local. */
 int ts_parallel_release_model(ts_parallel *p, ts_model *model);

@@ -3,9 +3,17 @@
 #include <math.h>
 #include <stdlib.h>
 
-bool ts_optimizer_init(ts_optimizer *opt, const ts_optimizer_config *config, long first, long n,
-                       bool sharded) {
-    *opt = (ts_optimizer){.config = *config, .first = first, .n = n, .sharded = sharded};
+bool ts_optimizer_init(ts_optimizer *opt, const ts_optimizer_config *config,
+                       const ts_param_interval *ranges, int n_ranges, bool sharded) {
+    *opt = (ts_optimizer){.config = *config, .n_ranges = n_ranges, .sharded = sharded};
+    opt->ranges = malloc((size_t)(n_ranges > 0 ? n_ranges : 1) * sizeof *opt->ranges);
+    if (!opt->ranges) return false;
+    long n = 0;
+    for (int k = 0; k < n_ranges; k++) {
+        opt->ranges[k] = ranges[k];
+        n += ranges[k].count;
+    }
+    opt->n = n;
     if (config->kind == TS_SGD) return true;
     /* An empty shard (more ranks than elements) still gets a valid buffer. */
     opt->m = calloc((size_t)(n > 0 ? n : 1), sizeof *opt->m);
@@ -18,8 +26,10 @@ bool ts_optimizer_init(ts_optimizer *opt, const ts_optimizer_config *config, lon
 }
 
 void ts_optimizer_free(ts_optimizer *opt) {
+    free(opt->ranges);
     free(opt->m);
     free(opt->v);
+    opt->ranges = NULL;
     opt->m = opt->v = NULL;
 }
 
@@ -34,12 +44,11 @@ double ts_learning_rate(const ts_optimizer_config *c, long step) {
     return floor_lr + 0.5 * (c->lr - floor_lr) * (1 + cos(3.141592653589793 * progress));
 }
 
-void ts_optimizer_step(ts_optimizer *opt, const ts_param_table *table, ts_real *params,
-                       const ts_real *grads, double lr) {
-    const ts_optimizer_config *c = &opt->config;
-    opt->t++;
-    double bias1 = 1 - pow(c->beta1, (double)opt->t), bias2 = 1 - pow(c->beta2, (double)opt->t);
-    long lo = opt->first, hi = opt->first + opt->n;
+/* One update of params[lo, hi), whose gradient and moments start at grads,
+ * m and v (m, v NULL for SGD). */
+static void step_range(const ts_optimizer_config *c, const ts_param_table *table, ts_real *params,
+                       const ts_real *grads, ts_real *m_range, ts_real *v_range, long lo, long hi,
+                       double lr, double bias1, double bias2) {
     for (int e = 0; e < table->count; e++) {
         const ts_param_entry *entry = &table->entries[e];
         /* The part of this tensor inside the range. */
@@ -56,7 +65,7 @@ void ts_optimizer_step(ts_optimizer *opt, const ts_param_table *table, ts_real *
                 p[i] -= (ts_real)(step_lr * (g[i] + decay * p[i]));
             continue;
         }
-        ts_real *m = opt->m + (from - lo), *v = opt->v + (from - lo);
+        ts_real *m = m_range + (from - lo), *v = v_range + (from - lo);
         ts_real b1 = (ts_real)c->beta1, b2 = (ts_real)c->beta2;
         for (long i = 0; i < count; i++) {
             m[i] = b1 * m[i] + (1 - b1) * g[i];
@@ -64,5 +73,20 @@ void ts_optimizer_step(ts_optimizer *opt, const ts_param_table *table, ts_real *
             double update = (m[i] / bias1) / (sqrt(v[i] / bias2) + c->eps);
             p[i] -= (ts_real)(step_lr * (update + decay * p[i]));
         }
+    }
+}
+
+void ts_optimizer_step(ts_optimizer *opt, const ts_param_table *table, ts_real *params,
+                       const ts_real *grads, double lr) {
+    const ts_optimizer_config *c = &opt->config;
+    opt->t++;
+    double bias1 = 1 - pow(c->beta1, (double)opt->t), bias2 = 1 - pow(c->beta2, (double)opt->t);
+    long at = 0; /* the range's place in the owned order */
+    for (int k = 0; k < opt->n_ranges; k++) {
+        long lo = opt->ranges[k].first, hi = lo + opt->ranges[k].count;
+        if (hi > lo)
+            step_range(c, table, params, grads + at, opt->m ? opt->m + at : NULL,
+                       opt->v ? opt->v + at : NULL, lo, hi, lr, bias1, bias2);
+        at += hi - lo;
     }
 }

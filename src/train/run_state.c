@@ -99,34 +99,92 @@ static int with_model_stats(int n_fixed, const ts_model *model, ts_metric_column
     return n_fixed + ops->n_stats;
 }
 
+/* The moments as a checkpoint stores them: this rank's checkpoint range
+ * of each (ts_parallel_checkpoint_range). When the rank owns that range
+ * (ddp, zero1) they are the optimiser's own arrays; when it owns a slice of
+ * every unit (zero2, zero3) they are staged in buffers of the range and
+ * exchanged with the other ranks (ts_parallel_exchange_checkpoint_range),
+ * so the file's layout never depends on the strategy. */
+typedef struct moment_arrays {
+    ts_real *m, *v;
+    bool staged;
+} moment_arrays;
+
+/* Every rank's allocation outcome, so all enter the exchange or none. */
+static bool all_allocated(const ts_run_state *s, bool ok) {
+    int flag = ok;
+    return MPI_Allreduce(MPI_IN_PLACE, &flag, 1, MPI_INT, MPI_LAND, s->parallel->comm) ==
+               MPI_SUCCESS &&
+           flag;
+}
+
+/* The arrays to save from or restore into; from_optimizer fills staged
+ * ones from the optimiser. False (on every rank) if out of memory or an
+ * exchange failed. Collective when staged. */
+static bool moments_open(ts_run_state *s, moment_arrays *a, bool from_optimizer) {
+    const ts_optimizer *opt = s->optimizer;
+    *a = (moment_arrays){opt->m, opt->v, false};
+    if (!opt->m || !opt->sharded || ts_parallel_owned_is_checkpoint_range(s->parallel))
+        return true; /* the same decision on every rank: it depends on the layout only */
+    long first, count;
+    ts_parallel_checkpoint_range(s->parallel, s->parallel->rank, &first, &count);
+    size_t n = (size_t)(count > 0 ? count : 1);
+    a->m = malloc(n * sizeof *a->m);
+    a->v = malloc(n * sizeof *a->v);
+    a->staged = true;
+    bool ok = all_allocated(s, a->m && a->v);
+    if (ok && from_optimizer)
+        ok =
+            ts_parallel_exchange_checkpoint_range(s->parallel, opt->m, a->m, true) == MPI_SUCCESS &&
+            ts_parallel_exchange_checkpoint_range(s->parallel, opt->v, a->v, true) == MPI_SUCCESS;
+    return all_allocated(s, ok);
+}
+
+/* Frees staged arrays; into_optimizer first moves them back into the
+ * optimiser (after a restore). False if that exchange failed. */
+static bool moments_close(ts_run_state *s, moment_arrays *a, bool into_optimizer) {
+    bool ok = true;
+    if (a->staged && into_optimizer)
+        ok = ts_parallel_exchange_checkpoint_range(s->parallel, s->optimizer->m, a->m, false) ==
+                 MPI_SUCCESS &&
+             ts_parallel_exchange_checkpoint_range(s->parallel, s->optimizer->v, a->v, false) ==
+                 MPI_SUCCESS;
+    if (a->staged) {
+        free(a->m);
+        free(a->v);
+    }
+    *a = (moment_arrays){0};
+    return ok;
+}
+
 /* A moment's role: replicated when every rank holds all of it, else this
- * rank's shard of one array (ZeRO, parallel/strategy.h). */
-static ts_saved_role moment_role(const ts_optimizer *opt, ts_saved_role role) {
-    if (opt->sharded) {
+ * rank's checkpoint range of one array (ZeRO, parallel/strategy.h). */
+static ts_saved_role moment_role(const ts_run_state *s, ts_saved_role role) {
+    if (s->optimizer->sharded) {
         role.layout = TS_SAVED_SHARDED;
-        role.shard_first = opt->first;
-        role.shard_count = opt->n;
+        ts_parallel_checkpoint_range(s->parallel, s->parallel->rank, &role.shard_first,
+                                     &role.shard_count);
     }
     return role;
 }
 
 /* What a training checkpoint holds: the parameters, AdamW's moments (when
- * the optimiser has them) and the model's own state. */
-static int training_roles(ts_run_state *s, ts_saved_role *roles) {
+ * the optimiser has them, as moments_open gives them) and the model's own
+ * state. */
+static int training_roles(ts_run_state *s, const moment_arrays *moments, ts_saved_role *roles) {
     const ts_param_table *t = &s->model->table;
-    const ts_optimizer *opt = s->optimizer;
     int n = 0;
     roles[n++] = ts_saved_params(t, s->model->params);
-    if (s->optimizer->m)
-        roles[n++] = moment_role(opt, ts_saved_moment(TS_SAVED_ADAM_M_NAME, t, s->optimizer->m,
-                                                      "same as the gradient",
-                                                      "first moment (running mean of gradients), "
-                                                      "flat, parameter order"));
-    if (s->optimizer->v)
-        roles[n++] = moment_role(opt, ts_saved_moment(TS_SAVED_ADAM_V_NAME, t, s->optimizer->v,
-                                                      "square of the gradient's",
-                                                      "second moment (running mean of squared "
-                                                      "gradients), flat, parameter order"));
+    if (moments->m)
+        roles[n++] = moment_role(s, ts_saved_moment(TS_SAVED_ADAM_M_NAME, t, moments->m,
+                                                    "same as the gradient",
+                                                    "first moment (running mean of gradients), "
+                                                    "flat, parameter order"));
+    if (moments->v)
+        roles[n++] = moment_role(s, ts_saved_moment(TS_SAVED_ADAM_V_NAME, t, moments->v,
+                                                    "square of the gradient's",
+                                                    "second moment (running mean of squared "
+                                                    "gradients), flat, parameter order"));
     if (s->model->ops->checkpoint_extras)
         n += s->model->ops->checkpoint_extras(s->model, roles + n, MAX_ROLES - n);
     return n;
@@ -184,7 +242,12 @@ static bool resume_from_checkpoint(ts_run_state *s, const char *resume_from, lon
     ts_checkpoint_state cs = {0};
     ts_checkpoint_report report;
     ts_saved_role roles[MAX_ROLES];
-    int n_roles = training_roles(s, roles);
+    moment_arrays moments;
+    if (!moments_open(s, &moments, false)) {
+        snprintf(err, errlen, "out of memory for the optimiser moments' checkpoint ranges");
+        return false;
+    }
+    int n_roles = training_roles(s, &moments, roles);
     const char *dir = s->config->run_dir;
     char path[TS_CHECKPOINT_PATH_MAX], skipped[TS_CHECKPOINT_PATH_MAX] = "";
     long below = LONG_MAX, found_step = 0;
@@ -197,6 +260,7 @@ static bool resume_from_checkpoint(ts_run_state *s, const char *resume_from, lon
             st = ts_checkpoint_find_before(s->comm, dir, below, path, sizeof path, &found_step, err,
                                            errlen);
             if (st == TS_IO_NOT_FOUND && skipped[0]) {
+                moments_close(s, &moments, false);
                 snprintf(err, errlen,
                          "no complete checkpoint in %s verifies (the newest, %s, is damaged, "
                          "and so is every older one): nothing to resume from",
@@ -214,6 +278,12 @@ static bool resume_from_checkpoint(ts_run_state *s, const char *resume_from, lon
             if (!skipped[0]) snprintf(skipped, sizeof skipped, "%s", path);
             below = found_step;
         }
+    }
+    /* The restored ranges back to the ranks that own them (only after a
+     * read every rank agreed on). */
+    if (!moments_close(s, &moments, st == TS_IO_OK)) {
+        snprintf(err, errlen, "exchanging the restored optimiser moments failed");
+        return false;
     }
     if (st == TS_IO_NOT_FOUND) {
         if (s->rank == 0)
@@ -238,11 +308,15 @@ static bool resume_from_checkpoint(ts_run_state *s, const char *resume_from, lon
     return true;
 }
 
-bool ts_run_state_open(ts_run_state *s, MPI_Comm comm, const ts_run_config *config,
-                       ts_model *model, ts_optimizer *optimizer, bool resume,
+bool ts_run_state_open(ts_run_state *s, MPI_Comm comm, const ts_run_config *config, ts_model *model,
+                       ts_optimizer *optimizer, const ts_parallel *parallel, bool resume,
                        const char *resume_from, long *step, double *tokens, char *err,
                        size_t errlen) {
-    *s = (ts_run_state){.comm = comm, .config = config, .model = model, .optimizer = optimizer};
+    *s = (ts_run_state){.comm = comm,
+                        .config = config,
+                        .model = model,
+                        .optimizer = optimizer,
+                        .parallel = parallel};
     MPI_Comm_rank(comm, &s->rank);
     *step = 0;
     *tokens = 0;
@@ -343,9 +417,18 @@ bool ts_run_state_checkpoint(ts_run_state *s, long step, double tokens, char *er
                                      .provenance = &s->provenance};
     ts_checkpoint_report report;
     ts_saved_role roles[MAX_ROLES];
-    int n_roles = training_roles(s, roles);
+    moment_arrays moments;
+    if (!moments_open(s, &moments, true)) {
+        snprintf(err, errlen,
+                 "gathering the optimiser moments into their checkpoint ranges failed (out of "
+                 "memory or an MPI error) at step %ld",
+                 step);
+        return false;
+    }
+    int n_roles = training_roles(s, &moments, roles);
     ts_io_status st = ts_checkpoint_write(s->comm, s->config->run_dir, &cs, roles, n_roles,
                                           &options, &report, err, errlen);
+    moments_close(s, &moments, false);
     if (st == TS_IO_ERR_STRANDED) {
         /* Other ranks may be inside an HDF5 collective this rank left: no
          * agreement can reach them, only ending the job does. */

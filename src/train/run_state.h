@@ -12,6 +12,7 @@
 #include "models/model.h"
 #include "train/evaluate.h"
 #include "io/provenance.h"
+#include "parallel/strategy.h"
 #include "train/optimizer.h"
 
 /* One optimiser step's metrics. Every double is a column of metrics.h5's
@@ -48,7 +49,8 @@ typedef struct ts_run_state {
     char *config_ini;
     ts_model *model;
     ts_optimizer *optimizer;
-    ts_metrics *metrics;  /* rank 0 only */
+    const ts_parallel *parallel; /* who owns which moments (checkpoint ranges) */
+    ts_metrics *metrics;         /* rank 0 only */
     ts_provenance provenance;
     bool provenance_set;
     double last_checkpoint_bytes;     /* of the last checkpoint written (0: none yet) */
@@ -71,8 +73,8 @@ typedef struct ts_run_state {
  * otherwise. A fresh run refuses a directory that already holds checkpoints
  * or metrics, so no result is ever overwritten. Collective. */
 bool ts_run_state_open(ts_run_state *state, MPI_Comm comm, const ts_run_config *config,
-                       ts_model *model, ts_optimizer *optimizer, bool resume,
-                       const char *resume_from, long *step, double *tokens, char *err,
+                       ts_model *model, ts_optimizer *optimizer, const ts_parallel *parallel,
+                       bool resume, const char *resume_from, long *step, double *tokens, char *err,
                        size_t errlen);
 /* stats: the model's ops->n_stats statistics of the step. */
 bool ts_run_state_log_step(ts_run_state *state, const ts_step_record *record, const double *stats,

@@ -357,13 +357,11 @@ static int run(trainer *tr, bool resume, const char *resume_from) {
                 err))
         return 1;
     ts_tensor_parallel_attach(m, &tr->grid);
-    if (!all_ok(tr,
-                ts_parallel_init(&tr->parallel, tr->grid.data, strategy, m->table.total, err,
-                                 sizeof err),
+    if (!all_ok(tr, ts_parallel_init(&tr->parallel, tr->grid.data, strategy, m, err, sizeof err),
                 err))
         return 1;
-    bool ok = ts_optimizer_init(&tr->optimizer, &c->optim, tr->parallel.owned_first,
-                                tr->parallel.owned_count, strategy != TS_DDP);
+    bool ok = ts_optimizer_init(&tr->optimizer, &c->optim, tr->parallel.owned, tr->parallel.n_owned,
+                                strategy != TS_DDP);
     long micro = c->batch / c->accum;
     long max_local = (micro + tr->parallel.nranks - 1) / tr->parallel.nranks;
     tr->offsets = malloc((size_t)max_local * sizeof *tr->offsets);
@@ -377,8 +375,9 @@ static int run(trainer *tr, bool resume, const char *resume_from) {
     if (!all_ok(tr, ts_parallel_adopt_model(&tr->parallel, m, &tr->ctx, err, sizeof err), err))
         return 1;
 
-    if (!all_ok(tr, ts_run_state_open(&tr->state, tr->comm, c, m, &tr->optimizer, resume,
-                                      resume_from, &tr->step, &tr->tokens_seen, err, sizeof err),
+    if (!all_ok(tr,
+                ts_run_state_open(&tr->state, tr->comm, c, m, &tr->optimizer, &tr->parallel, resume,
+                                  resume_from, &tr->step, &tr->tokens_seen, err, sizeof err),
                 err))
         return ts_run_state_failure_status(&tr->state);
     /* zero3 keeps only its shard of the initial or restored parameters. */

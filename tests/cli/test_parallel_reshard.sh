@@ -7,7 +7,9 @@
 # ends with the parameters and moments of an uninterrupted ddp run on 1 rank:
 # double build, within 1e-12 relative to the largest element of each (only
 # the order of gradient sums differs between rank counts). The same chain
-# starting with zero2 does too. On one rank count a stop and resume under
+# starting with zero2 does too, and so does zero3 on 2 ranks resumed as
+# zero3 on 3 ranks, then as zero2 on 2 (restoring into the sliced layout,
+# parallel/strategy.h). On one rank count a stop and resume under
 # zero1, zero2 and zero3 is bit-identical to the uninterrupted run.
 source "$(dirname "$0")/lib.sh"
 make_license_corpus "$tmp/corpus.h5"
@@ -53,6 +55,22 @@ print("largest relative difference:", worst)
 sys.exit(0 if worst <= tol else 1)
 PY
 }
+# Into the sliced layouts (each rank a slice of every unit, the moments
+# exchanged with the checkpoint's contiguous ranges) on other rank counts:
+# zero3 on 2 ranks (steps 1-4), zero3 on 3 ranks (5-8), zero2 on 2 ranks
+# (9-12).
+sliced=$tmp/chain-sliced
+tiny_train 2 "$bin_double" "$sliced" "${run[@]}" --set parallel.strategy=zero3 \
+    --set train.stop_at=4 >"$sliced-1.log" 2>&1
+tiny_train 3 "$bin_double" "$sliced" "${run[@]}" --set parallel.strategy=zero3 \
+    --set train.stop_at=8 --resume >"$sliced-2.log" 2>&1
+check "zero3 on 2 ranks resumed as zero3 on 3 ranks stops at step 8" \
+    contains "$sliced-2.log" "stopped at step 8 of 12"
+tiny_train 2 "$bin_double" "$sliced" "${run[@]}" --set parallel.strategy=zero2 --resume \
+    >"$sliced-3.log" 2>&1
+check "... resumed as zero2 on 2 ranks, it completes" [ $? -eq 0 ]
+check "zero3 (2) -> zero3 (3) -> zero2 (2): parameters and moments equal the uninterrupted run's \
+within 1e-12" same "$tmp/straight/checkpoint_00000012.h5" "$sliced/checkpoint_00000012.h5" 1e-12
 for first in zero3 zero2; do
     check "$first -> ddp -> zero1: parameters and moments equal the uninterrupted run's within 1e-12" \
         same "$tmp/straight/checkpoint_00000012.h5" "$tmp/chain-$first/checkpoint_00000012.h5" 1e-12

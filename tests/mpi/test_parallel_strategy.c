@@ -58,12 +58,12 @@ static void run_steps(ts_parallel_strategy strategy, long pieces, ts_real *param
                               .clip = 1.0};
     ts_parallel p;
     char err[256];
-    assert_true(ts_parallel_init(&p, MPI_COMM_WORLD, strategy, TOTAL, err, sizeof err));
-    if (pieces > 0) p.max_piece = pieces;
-    ts_optimizer opt;
-    assert_true(ts_optimizer_init(&opt, &oc, p.owned_first, p.owned_count, strategy != TS_DDP));
     /* A model over the table, its leaves bound, as the trainer holds it. */
     ts_model model = {.table = table};
+    assert_true(ts_parallel_init(&p, MPI_COMM_WORLD, strategy, &model, err, sizeof err));
+    if (pieces > 0) p.max_piece = pieces;
+    ts_optimizer opt;
+    assert_true(ts_optimizer_init(&opt, &oc, p.owned, p.n_owned, strategy != TS_DDP));
     ts_ctx ctx;
     assert_true(ts_ctx_init(&ctx, 0));
     model.tensors = calloc((size_t)table.count, sizeof *model.tensors);
@@ -104,9 +104,13 @@ static void run_steps(ts_parallel_strategy strategy, long pieces, ts_real *param
         if (strategy == TS_ZERO3) {
             assert_false(ts_parallel_model_present(&p, &model));
             assert_ptr_equal(model.tensors[0]->data, leaf0); /* the same address */
-            for (long i = 0; i < TOTAL; i++) /* only the shard is kept */
-                if (i < p.owned_first || i >= p.owned_first + p.owned_count)
-                    assert_true(model.params[i] == 0);
+            for (long i = 0; i < TOTAL; i++) {               /* only the shard is kept */
+                bool owned = false;
+                for (int k = 0; k < p.n_owned; k++)
+                    owned =
+                        owned || (i >= p.owned[k].first && i < p.owned[k].first + p.owned[k].count);
+                if (!owned) assert_true(model.params[i] == 0);
+            }
         }
     }
     assert_int_equal(ts_parallel_gather_model(&p, &model, false), MPI_SUCCESS);
@@ -124,18 +128,28 @@ static void test_shards_tile_the_buffer(void **state) {
     (void)state;
     ts_parallel p;
     char err[256];
-    assert_true(ts_parallel_init(&p, MPI_COMM_WORLD, TS_ZERO1, TOTAL, err, sizeof err));
+    ts_param_table table = make_table();
+    ts_model model = {.table = table};
+    assert_true(ts_parallel_init(&p, MPI_COMM_WORLD, TS_ZERO1, &model, err, sizeof err));
     assert_int_equal(p.shard, (TOTAL + size - 1) / size);
+    /* zero1 owns its checkpoint range: one contiguous shard. */
+    assert_true(ts_parallel_owned_is_checkpoint_range(&p));
+    assert_int_equal(p.n_owned, 1);
     long next = 0;
     for (int r = 0; r < size; r++) {
         long first, count;
-        ts_parallel_owned_range(&p, r, &first, &count);
+        ts_parallel_checkpoint_range(&p, r, &first, &count);
+        if (r == rank) {
+            assert_int_equal(p.owned[0].first, first);
+            assert_int_equal(p.owned[0].count, count);
+        }
         assert_int_equal(first, next);
         assert_true(count <= p.shard);
         next = first + count;
     }
     assert_int_equal(next, TOTAL);
     ts_parallel_free(&p);
+    ts_param_table_free(&table);
 }
 
 static void test_zero_matches_ddp(void **state) {
