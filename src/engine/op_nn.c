@@ -207,9 +207,14 @@ static void rotate_pairs(ts_ctx *ctx, const ts_tensor *x, ts_tensor *out, const 
     long outer = x->numel / ((long)t_len * heads * dh);
     ts_real *cos_t = ts_alloc(ctx, (size_t)t_len * half * sizeof *cos_t);
     ts_real *sin_t = ts_alloc(ctx, (size_t)t_len * half * sizeof *sin_t);
+    /* The frequencies once per pair, not once per (t, pair): pow for every
+     * entry of the table cost as much as the rotation itself (the same
+     * values, so the same table). */
+    double *frequency = ts_alloc(ctx, (size_t)half * sizeof *frequency);
+    for (int i = 0; i < half; i++) frequency[i] = pow(theta, -2.0 * i / dh);
     for (int t = 0; t < t_len; t++)
         for (int i = 0; i < half; i++) {
-            double angle = positions[t] * pow(theta, -2.0 * i / dh);
+            double angle = positions[t] * frequency[i];
             cos_t[t * half + i] = (ts_real)cos(angle);
             sin_t[t * half + i] = (ts_real)(direction * sin(angle));
         }
