@@ -89,20 +89,22 @@ static ts_tensor *attention_fused(ts_ctx *ctx, ts_tensor *const *in, const ts_te
 
 /* The forward alone: with recording off the result requires no gradient,
  * so run_side runs no backward. */
-static ts_tensor *attention_primitives_forward(ts_ctx *ctx, ts_tensor *const *in,
-                                               const ts_tensor *mask) {
+static ts_tensor *without_recording(ts_ctx *ctx, side_fn f, ts_tensor *const *in,
+                                    const ts_tensor *mask) {
     bool recording = ts_set_grad_enabled(ctx, false);
-    ts_tensor *y = attention_primitives(ctx, in, mask);
+    ts_tensor *y = f(ctx, in, mask);
     ts_set_grad_enabled(ctx, recording);
     return y;
 }
 
+static ts_tensor *attention_primitives_forward(ts_ctx *ctx, ts_tensor *const *in,
+                                               const ts_tensor *mask) {
+    return without_recording(ctx, attention_primitives, in, mask);
+}
+
 static ts_tensor *attention_fused_forward(ts_ctx *ctx, ts_tensor *const *in,
                                           const ts_tensor *mask) {
-    bool recording = ts_set_grad_enabled(ctx, false);
-    ts_tensor *y = attention_fused(ctx, in, mask);
-    ts_set_grad_enabled(ctx, recording);
-    return y;
+    return without_recording(ctx, attention_fused, in, mask);
 }
 
 /* Forward and backward of one side, seeded with g; seconds. A side that

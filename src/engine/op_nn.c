@@ -25,6 +25,16 @@ static void inverse_rms(const ts_real *x, long rows, int d, double eps, ts_real 
     }
 }
 
+/* r of every row of x [..., d] into the arena; NULL in a counting context. */
+static ts_real *row_inverse_rms(ts_ctx *ctx, const ts_tensor *x, double eps) {
+    if (ctx->counting) return NULL;
+    int d = x->shape[x->ndim - 1];
+    long rows = x->numel / d;
+    ts_real *r = ts_alloc(ctx, (size_t)rows * sizeof *r);
+    inverse_rms(x->data, rows, d, eps, r);
+    return r;
+}
+
 /* r [..., 1] of x with primitives: differentiable. */
 static ts_tensor *inverse_rms_op(ts_ctx *ctx, ts_tensor *x, double eps) {
     return ts_rsqrt(ctx, ts_add_scalar(ctx, ts_mean(ctx, ts_square(ctx, x), -1, true), eps));
@@ -81,9 +91,8 @@ static ts_tensor *rms_grad_dx(ts_ctx *ctx, ts_tensor *x, ts_tensor *u, ts_tensor
     int d = x->shape[x->ndim - 1];
     long rows = x->numel / d;
     ts_tensor *out = ts_new_like(ctx, x);
-    if (!ctx->counting) {
-        ts_real *r = ts_alloc(ctx, (size_t)rows * sizeof *r);
-        inverse_rms(x->data, rows, d, eps, r);
+    ts_real *r = row_inverse_rms(ctx, x, eps);
+    if (r) {
         for (long i = 0; i < rows; i++) {
             const ts_real *xi = x->data + i * d, *ui = u->data + i * d, *vi = v->data + i * d;
             double vu = 0, ux = 0, vx = 0;
@@ -128,9 +137,8 @@ static ts_tensor *rms_grad(ts_ctx *ctx, ts_tensor *x, ts_tensor *u, double eps) 
     int d = x->shape[x->ndim - 1];
     long rows = x->numel / d;
     ts_tensor *out = ts_new_like(ctx, x);
-    if (!ctx->counting) {
-        ts_real *r = ts_alloc(ctx, (size_t)rows * sizeof *r);
-        inverse_rms(x->data, rows, d, eps, r);
+    ts_real *r = row_inverse_rms(ctx, x, eps);
+    if (r) {
         for (long i = 0; i < rows; i++) {
             const ts_real *xi = x->data + i * d, *ui = u->data + i * d;
             double dot = 0;
@@ -168,9 +176,8 @@ ts_tensor *ts_rmsnorm(ts_ctx *ctx, ts_tensor *x, ts_tensor *weight, double eps) 
     }
     long rows = x->numel / d;
     ts_tensor *out = ts_new_like(ctx, x);
-    if (!ctx->counting) {
-        ts_real *r = ts_alloc(ctx, (size_t)rows * sizeof *r);
-        inverse_rms(x->data, rows, d, eps, r);
+    ts_real *r = row_inverse_rms(ctx, x, eps);
+    if (r) {
         const ts_real *w = weight->data;
         for (long i = 0; i < rows; i++) {
             const ts_real *in = x->data + i * d;
