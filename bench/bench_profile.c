@@ -26,7 +26,13 @@
  * Environment: BENCH_ROUNDS (default 3), BENCH_STEPS per model per round
  * (default 2), BENCH_ONLY=name to run one model (no verdict), BENCH_CLOCK=cpu
  * to time by the process's CPU time instead of wall time (steadier when
- * other processes share the cores; equal on a quiet machine). */
+ * other processes share the cores; equal on a quiet machine).
+ *
+ * The PROFILE_BENCH line carries what a comparison between runs needs: the
+ * commit, the clock, the load average before and after (/proc/loadavg), the
+ * sgemm rate of this run, and per model its seconds per step, fraction of
+ * the sgemm rate and time/FLOP ratio to Transformer++; compare the ratios of
+ * two runs, not their seconds, unless both ran on a quiet machine. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -35,6 +41,7 @@
 
 #include "core/config.h"
 #include "engine/engine.h"
+#include "io/build_info.h"
 #include "models/model.h"
 #include "train/micro_batch.h"
 
@@ -71,6 +78,17 @@ static double now(bool cpu) {
 static long env_long(const char *name, long fallback) {
     const char *v = getenv(name);
     return v && *v ? strtol(v, NULL, 10) : fallback;
+}
+
+/* The 1-minute load average, or -1 where /proc/loadavg is missing. */
+static double load_average(void) {
+    FILE *f = fopen("/proc/loadavg", "r");
+    double load = -1;
+    if (f) {
+        if (fscanf(f, "%lf", &load) != 1) load = -1;
+        fclose(f);
+    }
+    return load;
 }
 
 static void die(const char *what, const char *detail) {
@@ -225,6 +243,7 @@ int main(void) {
     int n_models = (int)(sizeof models / sizeof models[0]);
     const char *only = getenv("BENCH_ONLY");
     bool cpu = use_cpu_clock();
+    double load_before = load_average();
     long rounds = env_long("BENCH_ROUNDS", 3), steps = env_long("BENCH_STEPS", 2);
     bool selected[MAX_MODELS];
     for (int i = 0; i < n_models; i++) {
@@ -268,16 +287,18 @@ int main(void) {
         if (m->flop_tolerance > 0 && !(fabs(deviation) <= m->flop_tolerance)) ok = false;
         if (m->allocated_later) ok = false;
         len += (size_t)snprintf(summary + len, sizeof summary - len,
-                                " %s_sgemm=%.3f %s_time_per_flop_x=%.3f", m->name, fraction,
-                                m->name, time_x / flop_x);
+                                " %s_s=%.3f %s_sgemm=%.3f %s_time_per_flop_x=%.3f", m->name,
+                                m->best_seconds, m->name, fraction, m->name, time_x / flop_x);
     }
     for (int i = 0; i < n_models; i++)
         if (selected[i]) print_profile(&models[i], sgemm, cpu);
     if (!only || !*only)
-        printf("PROFILE_BENCH sgemm_gflops=%.1f%s targets=tpp_sgemm>=0.85,ebt_sgemm>=0.75,"
+        printf("PROFILE_BENCH commit=%s clock=%s load=%.1f->%.1f sgemm_gflops=%.1f%s "
+               "targets=tpp_sgemm>=0.85,ebt_sgemm>=0.75,"
                "ebt_time/flop_within_5%%,nexus2_free_time/flop_within_10%%,no_alloc_after_step_1 "
                "%s\n",
-               sgemm, summary, ok ? "PASSED" : "FAILED");
+               ts_git_commit, cpu ? "cpu" : "wall", load_before, load_average(), sgemm, summary,
+               ok ? "PASSED" : "FAILED");
     for (int i = 0; i < n_models; i++)
         if (selected[i]) {
             ts_ctx_free(&models[i].ctx);

@@ -57,13 +57,12 @@ static double strip_elements(int t) {
     return n;
 }
 
-/* qs = scale * q rows, S = qs K^T for the strip rows [i0, i0 + rows) against
- * keys [0, keys). */
+/* S = scale q K^T for the strip rows [i0, i0 + rows) against keys
+ * [0, keys): the scale is the GEMM's alpha, no scaled copy of q. */
 static void strip_scores(const ts_real *q, const ts_real *k, int i0, int rows, int keys, int dh,
-                         ts_real scale, ts_real *qs, ts_real *s) {
-    for (long e = 0; e < (long)rows * dh; e++) qs[e] = scale * q[(long)i0 * dh + e];
-    ts_cblas_gemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, keys, dh, 1, qs, dh, k, dh, 0, s,
-                  keys);
+                         ts_real scale, ts_real *s) {
+    ts_cblas_gemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, keys, dh, scale, q + (long)i0 * dh,
+                  dh, k, dh, 0, s, keys);
 }
 
 /* x[c] = exp(x[c] - shift) for x[c] <= shift, in place (ts_exp_nonpositive
@@ -74,19 +73,16 @@ static void exp_shifted(ts_real *x, int n, ts_real shift) {
 }
 
 /* Softmax of each strip row in place over its visible keys (row i0 + r sees
- * 0..i0 + r), as ts_softmax computes it (but for the exponential in the
- * float build); the masked tail is 0. Keeps the row's max and 1 / sum in
+ * 0..i0 + r), as ts_softmax computes it (its row reductions and
+ * exponential); the masked tail is 0. Keeps the row's max and 1 / sum in
  * stats[2 r], stats[2 r + 1]. */
 static void strip_softmax(ts_real *s, int i0, int rows, int keys, ts_real *stats) {
     for (int r = 0; r < rows; r++) {
         ts_real *row = s + (long)r * keys;
         int visible = i0 + r + 1;
-        ts_real max = -INFINITY, sum = 0;
-        for (int c = 0; c < visible; c++)
-            if (row[c] > max) max = row[c];
+        ts_real max = ts_row_max(row, visible);
         exp_shifted(row, visible, max);
-        for (int c = 0; c < visible; c++) sum += row[c];
-        ts_real inv = 1 / sum;
+        ts_real inv = 1 / ts_row_sum(row, visible);
         for (int c = 0; c < visible; c++) row[c] = ts_flush_subnormal(row[c] * inv);
         for (int c = visible; c < keys; c++) row[c] = 0;
         stats[2 * r] = max;
@@ -125,7 +121,6 @@ static void fused_backward(ts_ctx *ctx, ts_tensor *q, ts_tensor *k, ts_tensor *v
     ts_tensor *dk = needs[1] ? ts_zeros(ctx, k->ndim, k->shape) : NULL;
     ts_tensor *dv = needs[2] ? ts_zeros(ctx, v->ndim, v->shape) : NULL;
     if (!ctx->counting) {
-        ts_real *qs = ts_alloc(ctx, (size_t)ATTN_STRIP * a.dh * sizeof *qs);
         ts_real *p = ts_alloc(ctx, (size_t)ATTN_STRIP * a.t * sizeof *p);
         ts_real *dp = ts_alloc(ctx, (size_t)ATTN_STRIP * a.t * sizeof *dp);
         long head_size = (long)a.t * a.dh;
@@ -136,7 +131,7 @@ static void fused_backward(ts_ctx *ctx, ts_tensor *q, ts_tensor *k, ts_tensor *v
             for (int i0 = 0; i0 < a.t; i0 += ATTN_STRIP) {
                 int rows = a.t - i0 < ATTN_STRIP ? a.t - i0 : ATTN_STRIP, keys = i0 + rows;
                 const ts_real *g_strip = gh + (long)i0 * a.dh;
-                strip_scores(qh, kh, i0, rows, keys, a.dh, (ts_real)scale, qs, p);
+                strip_scores(qh, kh, i0, rows, keys, a.dh, (ts_real)scale, p);
                 strip_probabilities(p, i0, rows, keys, st + 2L * i0);
                 if (dv)
                     ts_cblas_gemm(CblasRowMajor, CblasTrans, CblasNoTrans, keys, a.dh, rows, 1, p,
@@ -146,18 +141,21 @@ static void fused_backward(ts_ctx *ctx, ts_tensor *q, ts_tensor *k, ts_tensor *v
                               a.dh, vh, a.dh, 0, dp, keys);
                 for (int r = 0; r < rows; r++) { /* dS = P (dP - rowsum(P dP)) into dp */
                     const ts_real *pr = p + (long)r * keys;
-                    ts_real *dr = dp + (long)r * keys, dot = 0;
-                    for (int c = 0; c < keys; c++) dot += dr[c] * pr[c];
-                    for (int c = 0; c < keys; c++)
+                    ts_real *dr = dp + (long)r * keys;
+                    int visible = i0 + r + 1; /* P is 0 after */
+                    ts_real dot = ts_row_dot(dr, pr, visible);
+                    for (int c = 0; c < visible; c++)
                         dr[c] = ts_flush_subnormal(pr[c] * (dr[c] - dot));
+                    for (int c = visible; c < keys; c++) dr[c] = 0;
                 }
                 if (dq)
                     ts_cblas_gemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, rows, a.dh, keys,
                                   (ts_real)scale, dp, keys, kh, a.dh, 0,
                                   dq->data + h * head_size + (long)i0 * a.dh, a.dh);
                 if (dk)
-                    ts_cblas_gemm(CblasRowMajor, CblasTrans, CblasNoTrans, keys, a.dh, rows, 1, dp,
-                                  keys, qs, a.dh, 1, dk->data + h * head_size, a.dh);
+                    ts_cblas_gemm(CblasRowMajor, CblasTrans, CblasNoTrans, keys, a.dh, rows,
+                                  (ts_real)scale, dp, keys, qh + (long)i0 * a.dh, a.dh, 1,
+                                  dk->data + h * head_size, a.dh);
             }
         }
     }
@@ -207,7 +205,6 @@ ts_tensor *ts_causal_attention(ts_ctx *ctx, ts_tensor *q, ts_tensor *k, ts_tenso
     /* Per row: its max and 1 / sum, for the backward (a constant input). */
     ts_tensor *stats = ts_new(ctx, TS_SHAPE((int)(a.heads * a.t), 2));
     if (!ctx->counting) {
-        ts_real *qs = ts_alloc(ctx, (size_t)ATTN_STRIP * a.dh * sizeof *qs);
         ts_real *p = ts_alloc(ctx, (size_t)ATTN_STRIP * a.t * sizeof *p);
         long head_size = (long)a.t * a.dh;
         for (long h = 0; h < a.heads; h++) {
@@ -216,7 +213,7 @@ ts_tensor *ts_causal_attention(ts_ctx *ctx, ts_tensor *q, ts_tensor *k, ts_tenso
             ts_real *st = stats->data + h * 2L * a.t;
             for (int i0 = 0; i0 < a.t; i0 += ATTN_STRIP) {
                 int rows = a.t - i0 < ATTN_STRIP ? a.t - i0 : ATTN_STRIP, keys = i0 + rows;
-                strip_scores(qh, kh, i0, rows, keys, a.dh, (ts_real)scale, qs, p);
+                strip_scores(qh, kh, i0, rows, keys, a.dh, (ts_real)scale, p);
                 strip_softmax(p, i0, rows, keys, st + 2L * i0);
                 ts_cblas_gemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, rows, a.dh, keys, 1, p,
                               keys, vh, a.dh, 0, out->data + h * head_size + (long)i0 * a.dh, a.dh);

@@ -8,7 +8,8 @@
  * y = x r w with r = (mean(x^2) + eps)^(-1/2) per row, one fused pass. Its
  * rule: u = g w, then dx = G(x, u) = r u - x r^3 mean(u x), a fused op of
  * its own (one pass instead of a dozen), and dw = sum over rows of g x r.
- * G's rule is written with primitives (r recomputed from x), so every order
+ * G's rule is G again (for u) and F, its VJP for x, another fused op whose
+ * rule is written with primitives (r recomputed from x), so every order
  * stays exact and a gradient with create_graph runs the same arithmetic as
  * one without. */
 
@@ -24,6 +25,16 @@ static void inverse_rms(const ts_real *x, long rows, int d, double eps, ts_real 
     }
 }
 
+/* r of every row of x [..., d] into the arena; NULL in a counting context. */
+static ts_real *row_inverse_rms(ts_ctx *ctx, const ts_tensor *x, double eps) {
+    if (ctx->counting) return NULL;
+    int d = x->shape[x->ndim - 1];
+    long rows = x->numel / d;
+    ts_real *r = ts_alloc(ctx, (size_t)rows * sizeof *r);
+    inverse_rms(x->data, rows, d, eps, r);
+    return r;
+}
+
 /* r [..., 1] of x with primitives: differentiable. */
 static ts_tensor *inverse_rms_op(ts_ctx *ctx, ts_tensor *x, double eps) {
     return ts_rsqrt(ctx, ts_add_scalar(ctx, ts_mean(ctx, ts_square(ctx, x), -1, true), eps));
@@ -31,23 +42,90 @@ static ts_tensor *inverse_rms_op(ts_ctx *ctx, ts_tensor *x, double eps) {
 
 static ts_tensor *rms_grad(ts_ctx *ctx, ts_tensor *x, ts_tensor *u, double eps);
 
-/* The VJP of G(x, u) with v: G(x, v) for u (G is linear in u), and for x
- *   -r^3 (x mean(v u) + v m + u mean(v x)) + 3 r^5 x m mean(v x),  m = mean(u x). */
+/* F(x, u, v), the VJP of G(x, u) for x against v:
+ *   F = -r^3 (x a + v m + u b) + 3 r^5 x m b,  a = mean(v u), m = mean(u x), b = mean(v x),
+ * one pass per row instead of some twenty ops (EBT's second-order pass runs
+ * it for every RMSNorm; docs/performance.md, lever 9). F is the Hessian of
+ * u . (x r) applied to v, symmetric in u and v, so its own rule is F again
+ * for u and for v, and for x (w the incoming gradient, mean(w .) per row)
+ *   x (3 r^5 (a mean(w x) + m mean(w v) + b mean(w u)) - 15 r^7 m b mean(w x))
+ *   + w (3 r^5 m b - r^3 a) + u (3 r^5 b mean(w x) - r^3 mean(w v))
+ *   + v (3 r^5 m mean(w x) - r^3 mean(w u)),
+ * in primitives, so every further order stays exact. */
+static ts_tensor *rms_grad_dx(ts_ctx *ctx, ts_tensor *x, ts_tensor *u, ts_tensor *v, double eps);
+
+static ts_tensor *row_mean(ts_ctx *ctx, ts_tensor *a, ts_tensor *b) {
+    return ts_mean(ctx, ts_mul(ctx, a, b), -1, true);
+}
+
+static void rms_grad_dx_backward(ts_ctx *ctx, ts_node *node, ts_tensor *w, const bool *needs,
+                                 ts_tensor **gin) {
+    ts_tensor *x = node->in[0], *u = node->in[1], *v = node->in[2];
+    double eps = node->fattr[0];
+    if (needs[1]) gin[1] = rms_grad_dx(ctx, x, w, v, eps);
+    if (needs[2]) gin[2] = rms_grad_dx(ctx, x, u, w, eps);
+    if (!needs[0]) return;
+    ts_tensor *r = inverse_rms_op(ctx, x, eps), *r2 = ts_square(ctx, r);
+    ts_tensor *r3 = ts_mul(ctx, r, r2), *r5 = ts_mul(ctx, r3, r2), *r7 = ts_mul(ctx, r5, r2);
+    ts_tensor *a = row_mean(ctx, v, u), *m = row_mean(ctx, u, x), *b = row_mean(ctx, v, x);
+    ts_tensor *wx = row_mean(ctx, w, x), *wv = row_mean(ctx, w, v), *wu = row_mean(ctx, w, u);
+    ts_tensor *mb = ts_mul(ctx, m, b);
+    ts_tensor *cx =
+        ts_sub(ctx,
+               ts_scale(ctx,
+                        ts_mul(ctx, r5,
+                               ts_add(ctx, ts_add(ctx, ts_mul(ctx, a, wx), ts_mul(ctx, m, wv)),
+                                      ts_mul(ctx, b, wu))),
+                        3),
+               ts_scale(ctx, ts_mul(ctx, r7, ts_mul(ctx, mb, wx)), 15));
+    ts_tensor *cw = ts_sub(ctx, ts_scale(ctx, ts_mul(ctx, r5, mb), 3), ts_mul(ctx, r3, a));
+    ts_tensor *cu =
+        ts_sub(ctx, ts_scale(ctx, ts_mul(ctx, r5, ts_mul(ctx, b, wx)), 3), ts_mul(ctx, r3, wv));
+    ts_tensor *cv =
+        ts_sub(ctx, ts_scale(ctx, ts_mul(ctx, r5, ts_mul(ctx, m, wx)), 3), ts_mul(ctx, r3, wu));
+    gin[0] = ts_add(ctx, ts_add(ctx, ts_mul(ctx, x, cx), ts_mul(ctx, w, cw)),
+                    ts_add(ctx, ts_mul(ctx, u, cu), ts_mul(ctx, v, cv)));
+}
+
+static ts_tensor *rms_grad_dx(ts_ctx *ctx, ts_tensor *x, ts_tensor *u, ts_tensor *v, double eps) {
+    int d = x->shape[x->ndim - 1];
+    long rows = x->numel / d;
+    ts_tensor *out = ts_new_like(ctx, x);
+    ts_real *r = row_inverse_rms(ctx, x, eps);
+    if (r) {
+        for (long i = 0; i < rows; i++) {
+            const ts_real *xi = x->data + i * d, *ui = u->data + i * d, *vi = v->data + i * d;
+            double vu = 0, ux = 0, vx = 0;
+            for (int j = 0; j < d; j++) {
+                vu += (double)vi[j] * ui[j];
+                ux += (double)ui[j] * xi[j];
+                vx += (double)vi[j] * xi[j];
+            }
+            ts_real a = (ts_real)(vu / d), m = (ts_real)(ux / d), b = (ts_real)(vx / d);
+            ts_real r3 = r[i] * r[i] * r[i], r5 = r3 * r[i] * r[i];
+            ts_real cx = 3 * r5 * m * b - r3 * a;
+            ts_real *o = out->data + i * d;
+            for (int j = 0; j < d; j++) o[j] = xi[j] * cx - r3 * (vi[j] * m + ui[j] * b);
+        }
+    }
+    /* As the primitives it replaces: 16 per element (squares, three
+     * products and four row sums, five for the sum of terms, three for the
+     * result), 13 per row (r, its powers, the means, x's coefficient). */
+    ts_count_flops(ctx, 16.0 * (double)x->numel + 13.0 * (double)rows);
+    ts_node *node = ts_record(ctx, "rmsnorm_backward_dx", rms_grad_dx_backward, out, 3,
+                              (ts_tensor *[]){x, u, v});
+    if (node) node->fattr[0] = eps;
+    return out;
+}
+
+/* The VJP of G(x, u) with v: G(x, v) for u (G is linear in u), F(x, u, v)
+ * for x. */
 static void rms_grad_backward(ts_ctx *ctx, ts_node *node, ts_tensor *v, const bool *needs,
                               ts_tensor **gin) {
     ts_tensor *x = node->in[0], *u = node->in[1];
     double eps = node->fattr[0];
     if (needs[1]) gin[1] = rms_grad(ctx, x, v, eps);
-    if (!needs[0]) return;
-    ts_tensor *r = inverse_rms_op(ctx, x, eps);
-    ts_tensor *r2 = ts_square(ctx, r), *r3 = ts_mul(ctx, r, r2);
-    ts_tensor *m = ts_mean(ctx, ts_mul(ctx, u, x), -1, true);
-    ts_tensor *vu = ts_mean(ctx, ts_mul(ctx, v, u), -1, true);
-    ts_tensor *vx = ts_mean(ctx, ts_mul(ctx, v, x), -1, true);
-    ts_tensor *sum =
-        ts_add(ctx, ts_add(ctx, ts_mul(ctx, x, vu), ts_mul(ctx, v, m)), ts_mul(ctx, u, vx));
-    ts_tensor *x_coeff = ts_scale(ctx, ts_mul(ctx, ts_mul(ctx, r3, r2), ts_mul(ctx, m, vx)), 3);
-    gin[0] = ts_sub(ctx, ts_mul(ctx, x, x_coeff), ts_mul(ctx, r3, sum));
+    if (needs[0]) gin[0] = rms_grad_dx(ctx, x, u, v, eps);
 }
 
 static ts_tensor *rms_grad(ts_ctx *ctx, ts_tensor *x, ts_tensor *u, double eps) {
@@ -59,9 +137,8 @@ static ts_tensor *rms_grad(ts_ctx *ctx, ts_tensor *x, ts_tensor *u, double eps) 
     int d = x->shape[x->ndim - 1];
     long rows = x->numel / d;
     ts_tensor *out = ts_new_like(ctx, x);
-    if (!ctx->counting) {
-        ts_real *r = ts_alloc(ctx, (size_t)rows * sizeof *r);
-        inverse_rms(x->data, rows, d, eps, r);
+    ts_real *r = row_inverse_rms(ctx, x, eps);
+    if (r) {
         for (long i = 0; i < rows; i++) {
             const ts_real *xi = x->data + i * d, *ui = u->data + i * d;
             double dot = 0;
@@ -99,9 +176,8 @@ ts_tensor *ts_rmsnorm(ts_ctx *ctx, ts_tensor *x, ts_tensor *weight, double eps) 
     }
     long rows = x->numel / d;
     ts_tensor *out = ts_new_like(ctx, x);
-    if (!ctx->counting) {
-        ts_real *r = ts_alloc(ctx, (size_t)rows * sizeof *r);
-        inverse_rms(x->data, rows, d, eps, r);
+    ts_real *r = row_inverse_rms(ctx, x, eps);
+    if (r) {
         const ts_real *w = weight->data;
         for (long i = 0; i < rows; i++) {
             const ts_real *in = x->data + i * d;
@@ -121,8 +197,8 @@ ts_tensor *ts_rmsnorm(ts_ctx *ctx, ts_tensor *x, ts_tensor *weight, double eps) 
 
 /* Rotation is linear and orthogonal: its adjoint is the rotation by the
  * opposite angle, so the backward rule is this op again with direction -1. */
-static ts_tensor *rope_directed(ts_ctx *ctx, ts_tensor *x, const int32_t *positions,
-                                double theta, int direction);
+static ts_tensor *rope_directed(ts_ctx *ctx, ts_tensor *x, const int32_t *positions, double theta,
+                                int direction);
 
 static void rope_backward(ts_ctx *ctx, ts_node *node, ts_tensor *g, const bool *needs,
                           ts_tensor **gin) {
@@ -131,16 +207,21 @@ static void rope_backward(ts_ctx *ctx, ts_node *node, ts_tensor *g, const bool *
 
 /* out = x with pairs (2i, 2i+1) of every head at time t rotated by
  * direction * positions[t] * theta^(-2i/dh). */
-static void rotate_pairs(ts_ctx *ctx, const ts_tensor *x, ts_tensor *out,
-                         const int32_t *positions, double theta, int direction) {
+static void rotate_pairs(ts_ctx *ctx, const ts_tensor *x, ts_tensor *out, const int32_t *positions,
+                         double theta, int direction) {
     int t_len = x->shape[x->ndim - 3], heads = x->shape[x->ndim - 2], dh = x->shape[x->ndim - 1];
     int half = dh / 2;
     long outer = x->numel / ((long)t_len * heads * dh);
     ts_real *cos_t = ts_alloc(ctx, (size_t)t_len * half * sizeof *cos_t);
     ts_real *sin_t = ts_alloc(ctx, (size_t)t_len * half * sizeof *sin_t);
+    /* The frequencies once per pair, not once per (t, pair): pow for every
+     * entry of the table cost as much as the rotation itself (the same
+     * values, so the same table). */
+    double *frequency = ts_alloc(ctx, (size_t)half * sizeof *frequency);
+    for (int i = 0; i < half; i++) frequency[i] = pow(theta, -2.0 * i / dh);
     for (int t = 0; t < t_len; t++)
         for (int i = 0; i < half; i++) {
-            double angle = positions[t] * pow(theta, -2.0 * i / dh);
+            double angle = positions[t] * frequency[i];
             cos_t[t * half + i] = (ts_real)cos(angle);
             sin_t[t * half + i] = (ts_real)(direction * sin(angle));
         }
@@ -160,8 +241,8 @@ static void rotate_pairs(ts_ctx *ctx, const ts_tensor *x, ts_tensor *out,
         }
 }
 
-static ts_tensor *rope_directed(ts_ctx *ctx, ts_tensor *x, const int32_t *positions,
-                                double theta, int direction) {
+static ts_tensor *rope_directed(ts_ctx *ctx, ts_tensor *x, const int32_t *positions, double theta,
+                                int direction) {
     char s[64];
     if (x->ndim < 3 || x->shape[x->ndim - 1] % 2)
         ts_fail(ctx, "rope", "input %s must be [..., T, H, dh] with even dh",

@@ -16,7 +16,8 @@ static void check_mask(ts_ctx *ctx, const char *op, const ts_tensor *x, const ts
         mask->shape[1] != x->shape[x->ndim - 1])
         ts_fail(ctx, op, "mask %s does not match the last two dims of %s",
                 ts_shape_str(mask, sm, sizeof sm), ts_shape_str(x, sx, sizeof sx));
-    if (mask->requires_grad) ts_fail(ctx, op, "the mask is a constant and cannot require a gradient");
+    if (mask->requires_grad)
+        ts_fail(ctx, op, "the mask is a constant and cannot require a gradient");
 }
 
 /* Row r of x is masked with row (r mod mask rows). Writes x + mask - shift
@@ -28,11 +29,11 @@ static void softmax_rows(const ts_tensor *x, const ts_tensor *mask, ts_real *out
         const ts_real *xr = x->data + r * cols;
         const ts_real *mr = mask ? mask->data + (r % mask_rows) * cols : NULL;
         ts_real *o = out + r * cols;
-        ts_real max = -INFINITY;
-        for (long c = 0; c < cols; c++) {
-            o[c] = mr ? xr[c] + mr[c] : xr[c];
-            if (o[c] > max) max = o[c];
-        }
+        if (mr)
+            for (long c = 0; c < cols; c++) o[c] = xr[c] + mr[c];
+        else
+            for (long c = 0; c < cols; c++) o[c] = xr[c];
+        ts_real max = ts_row_max(o, cols);
         if (max == -INFINITY) { /* fully masked row: no probability mass anywhere */
             for (long c = 0; c < cols; c++) o[c] = log_form ? -INFINITY : 0;
             continue;
@@ -45,32 +46,67 @@ static void softmax_rows(const ts_tensor *x, const ts_tensor *mask, ts_real *out
             ts_real shift = max + (ts_real)log(total);
             for (long c = 0; c < cols; c++) o[c] -= shift;
         } else {
-            ts_real sum = 0;
-            /* A masked entry (a causal mask hides half of them) is exactly
-             * 0 without calling exp. */
-            for (long c = 0; c < cols; c++) {
-                o[c] = o[c] == -INFINITY ? 0 : TS_EXP(o[c] - max);
-                sum += o[c];
-            }
-            ts_real inv = 1 / sum;
+            /* exp(-inf) is exactly 0, so a masked entry (a causal mask
+             * hides half of them) needs no test; the inline exponential
+             * vectorises (docs/performance.md, lever 7). */
+            for (long c = 0; c < cols; c++) o[c] = ts_exp_nonpositive(o[c] - max);
+            ts_real inv = 1 / ts_row_sum(o, cols);
             for (long c = 0; c < cols; c++) o[c] = ts_flush_subnormal(o[c] * inv);
         }
     }
 }
 
-static ts_tensor *row_sum(ts_ctx *ctx, ts_tensor *a) { return ts_sum(ctx, a, -1, true); }
+static ts_tensor *row_sum(ts_ctx *ctx, ts_tensor *a) {
+    return ts_sum(ctx, a, -1, true);
+}
 
 /* ---------------------------------------------------------------- softmax */
 
+/* softmax_backward's gradient for y, against gout:
+ *     gout (g - s) - g r,  s = rowsum(g y), r = rowsum(gout y),
+ * one pass per row instead of eight ops over the tensor (two products, two
+ * row sums, two differences, two products): EBT's second-order pass runs it
+ * on [B, H, L, L + 2] four times per step (docs/performance.md, lever 8).
+ * An op of its own whose rule is written with primitives, so every further
+ * order stays exact. FLOPs as the eight ops it replaces, 8 per element. */
+static ts_tensor *softmax_backward_dy(ts_ctx *ctx, ts_tensor *y, ts_tensor *g, ts_tensor *gout);
+
+static void softmax_backward_dy_rule(ts_ctx *ctx, ts_node *node, ts_tensor *v, const bool *needs,
+                                     ts_tensor **gin) {
+    ts_tensor *y = node->in[0], *g = node->in[1], *gout = node->in[2];
+    if (needs[0]) /* d/dy: -(g rowsum(v gout) + gout rowsum(v g)) */
+        gin[0] = ts_scale(ctx,
+                          ts_add(ctx, ts_mul(ctx, g, row_sum(ctx, ts_mul(ctx, v, gout))),
+                                 ts_mul(ctx, gout, row_sum(ctx, ts_mul(ctx, v, g)))),
+                          -1);
+    if (needs[1]) /* d/dg: v (gout - r) - y rowsum(v gout) */
+        gin[1] = ts_sub(ctx, ts_mul(ctx, v, ts_sub(ctx, gout, row_sum(ctx, ts_mul(ctx, gout, y)))),
+                        ts_mul(ctx, y, row_sum(ctx, ts_mul(ctx, v, gout))));
+    if (needs[2]) /* d/dgout: v (g - s) - y rowsum(v g) */
+        gin[2] = ts_sub(ctx, ts_mul(ctx, v, ts_sub(ctx, g, row_sum(ctx, ts_mul(ctx, g, y)))),
+                        ts_mul(ctx, y, row_sum(ctx, ts_mul(ctx, v, g))));
+}
+
+static ts_tensor *softmax_backward_dy(ts_ctx *ctx, ts_tensor *y, ts_tensor *g, ts_tensor *gout) {
+    ts_tensor *out = ts_new_like(ctx, y);
+    long cols = y->shape[y->ndim - 1], rows = ctx->counting ? 0 : y->numel / cols;
+    for (long r = 0; r < rows; r++) {
+        const ts_real *yr = y->data + r * cols, *gr = g->data + r * cols;
+        const ts_real *hr = gout->data + r * cols;
+        ts_real *o = out->data + r * cols;
+        ts_real s = ts_row_dot(gr, yr, cols), rr = ts_row_dot(hr, yr, cols);
+        for (long c = 0; c < cols; c++) o[c] = ts_flush_subnormal(hr[c] * (gr[c] - s) - gr[c] * rr);
+    }
+    ts_count_flops(ctx, 8.0 * (double)y->numel);
+    ts_record(ctx, "softmax_backward_dy", softmax_backward_dy_rule, out, 3,
+              (ts_tensor *[]){y, g, gout});
+    return out;
+}
 
 static void softmax_backward_rule(ts_ctx *ctx, ts_node *node, ts_tensor *gout, const bool *needs,
                                   ts_tensor **gin) {
     ts_tensor *y = node->in[0], *g = node->in[1];
-    if (needs[0]) { /* d/dy: gout (g - s) - g r, s = rowsum(g y), r = rowsum(gout y) */
-        ts_tensor *s = row_sum(ctx, ts_mul(ctx, g, y));
-        ts_tensor *r = row_sum(ctx, ts_mul(ctx, gout, y));
-        gin[0] = ts_sub(ctx, ts_mul(ctx, gout, ts_sub(ctx, g, s)), ts_mul(ctx, g, r));
-    }
+    if (needs[0]) gin[0] = softmax_backward_dy(ctx, y, g, gout);
     if (needs[1]) gin[1] = ts_softmax_backward(ctx, y, gout);
 }
 
@@ -85,8 +121,7 @@ ts_tensor *ts_softmax_backward(ts_ctx *ctx, ts_tensor *y, ts_tensor *g) {
     for (long r = 0; r < rows; r++) {
         const ts_real *yr = y->data + r * cols, *gr = g->data + r * cols;
         ts_real *o = out->data + r * cols;
-        ts_real dot = 0;
-        for (long c = 0; c < cols; c++) dot += gr[c] * yr[c];
+        ts_real dot = ts_row_dot(gr, yr, cols);
         for (long c = 0; c < cols; c++) o[c] = ts_flush_subnormal(yr[c] * (gr[c] - dot));
     }
     ts_count_flops(ctx, 4.0 * (double)y->numel);

@@ -65,4 +65,53 @@ static inline ts_real ts_exp_nonpositive(ts_real d) {
 #endif
 }
 
+/* Row reductions with TS_LANES partial results, for the row kernels whose
+ * time goes into them (softmax, the fused attention): a loop with one
+ * accumulator is a chain of dependent adds (4 cycles each) that the compiler
+ * may not reorder without -ffast-math, so it runs at a quarter of a scalar
+ * add per cycle; independent lanes vectorise (fused attention forward at the
+ * benchmark shapes, docs/performance.md). The lanes are combined pairwise,
+ * then the tail: a fixed order, so a row always gives the same result. */
+enum { TS_LANES = 16 };
+
+static inline ts_real ts_combine_lanes(ts_real *lane) {
+    for (int w = TS_LANES / 2; w > 0; w /= 2)
+        for (int j = 0; j < w; j++) lane[j] += lane[j + w];
+    return lane[0];
+}
+
+static inline ts_real ts_row_sum(const ts_real *x, long n) {
+    ts_real lane[TS_LANES] = {0};
+    long c = 0;
+    for (; c + TS_LANES <= n; c += TS_LANES)
+        for (int j = 0; j < TS_LANES; j++) lane[j] += x[c + j];
+    ts_real sum = ts_combine_lanes(lane);
+    for (; c < n; c++) sum += x[c];
+    return sum;
+}
+
+static inline ts_real ts_row_dot(const ts_real *x, const ts_real *y, long n) {
+    ts_real lane[TS_LANES] = {0};
+    long c = 0;
+    for (; c + TS_LANES <= n; c += TS_LANES)
+        for (int j = 0; j < TS_LANES; j++) lane[j] += x[c + j] * y[c + j];
+    ts_real dot = ts_combine_lanes(lane);
+    for (; c < n; c++) dot += x[c] * y[c];
+    return dot;
+}
+
+/* The largest element, -inf for n = 0 (NaN entries are skipped, as by a
+ * scalar `if (x > max) max = x`). */
+static inline ts_real ts_row_max(const ts_real *x, long n) {
+    ts_real lane[TS_LANES];
+    for (int j = 0; j < TS_LANES; j++) lane[j] = -INFINITY;
+    long c = 0;
+    for (; c + TS_LANES <= n; c += TS_LANES)
+        for (int j = 0; j < TS_LANES; j++) lane[j] = x[c + j] > lane[j] ? x[c + j] : lane[j];
+    ts_real max = -INFINITY;
+    for (int j = 0; j < TS_LANES; j++) max = lane[j] > max ? lane[j] : max;
+    for (; c < n; c++) max = x[c] > max ? x[c] : max;
+    return max;
+}
+
 #endif
