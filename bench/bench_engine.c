@@ -70,22 +70,26 @@ int main(void) {
     if (!ts_ctx_init(&ctx, 0)) return 1;
     const int d = WIDTH, f = WIDTH; /* ffn_mult 1: hidden = D, as the EBT experiments */
     long n_params = 4L * d * d + 3L * d * f + 2L * d;
-    ts_real *params = malloc(sizeof(ts_real) * n_params), *grads = calloc((size_t)n_params, sizeof(ts_real));
+    ts_real *params = malloc(sizeof(ts_real) * n_params),
+            *grads = calloc((size_t)n_params, sizeof(ts_real));
     if (!params || !grads) return 1;
     unsigned seed = 2;
     fill_normal(params, n_params, 0.05, &seed);
     ts_real *p = params, *g = grads;
     tpp_block_params block;
-    struct { ts_tensor **slot; int rows, cols; } layout[] = {
-        {&block.attn_norm, d, 0}, {&block.wq, d, d}, {&block.wk, d, d}, {&block.wv, d, d},
-        {&block.wo, d, d},        {&block.mlp_norm, d, 0}, {&block.w1, f, d}, {&block.w3, f, d},
-        {&block.w2, d, f}};
+    struct {
+        ts_tensor **slot;
+        int rows, cols;
+    } layout[] = {{&block.attn_norm, d, 0}, {&block.wq, d, d}, {&block.wk, d, d},
+                  {&block.wv, d, d},        {&block.wo, d, d}, {&block.mlp_norm, d, 0},
+                  {&block.w1, f, d},        {&block.w3, f, d}, {&block.w2, d, f}};
     for (size_t i = 0; i < sizeof layout / sizeof layout[0]; i++) {
         int rows = layout[i].rows, cols = layout[i].cols;
         *layout[i].slot = cols ? ts_param(&ctx, p, g, TS_SHAPE(rows, cols), "w")
                                : ts_param(&ctx, p, g, TS_SHAPE(rows), "norm");
         long n = (long)rows * (cols ? cols : 1);
-        if (!cols) for (long j = 0; j < n; j++) p[j] = 1;
+        if (!cols)
+            for (long j = 0; j < n; j++) p[j] = 1;
         p += n;
         g += n;
     }
@@ -97,8 +101,11 @@ int main(void) {
     fill_normal(x->data, x->numel, 1, &seed);
     fill_normal(seed_grad->data, seed_grad->numel, 1, &seed);
     ts_set_requires_grad(&ctx, x, true); /* as if earlier blocks needed its gradient */
-    tpp_attention_input in = {.mask = mask, .positions = positions, .rope_theta = 10000,
-                              .n_heads = HEADS, .norm_eps = 1e-5};
+    tpp_attention_input in = {.mask = mask,
+                              .positions = positions,
+                              .rope_theta = 10000,
+                              .n_heads = HEADS,
+                              .norm_eps = 1e-5};
 
     double times[REPS], flops_fwd = 0, flops_bwd = 0;
     ts_mark mark = ts_get_mark(&ctx);
@@ -115,8 +122,10 @@ int main(void) {
     }
     double t = median(times, REPS);
     double flops = flops_fwd + flops_bwd;
-    /* The GEMM-only count: 7 weight GEMMs (with ffn_mult 1) + 2 attention GEMMs, x3 for backward. */
-    double gemm_flops = 3.0 * (7.0 * 2 * BATCH * SEQ * (double)d * d + 2.0 * 2 * BATCH * SEQ * (double)SEQ * d);
+    /* The GEMM-only count: 7 weight GEMMs (with ffn_mult 1) + 2 attention GEMMs, x3 for backward.
+     */
+    double gemm_flops =
+        3.0 * (7.0 * 2 * BATCH * SEQ * (double)d * d + 2.0 * 2 * BATCH * SEQ * (double)SEQ * d);
     double rate = flops / t / 1e9, ratio = rate / ceiling;
 
     printf("%-44s %12s\n", "measurement", "value");

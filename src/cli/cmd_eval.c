@@ -20,25 +20,28 @@
 typedef ts_eval_run_options eval_args;
 
 static void eval_usage(FILE *out) {
-    fprintf(out,
-            "usage: thinkscale eval (--checkpoint FILE | --run DIR) --data A.h5[,B.h5...]\n"
-            "                       [--split validation|train] [--windows N] [--batch N]\n"
-            "                       [--output FILE.h5] [--force]\n"
-            "  --run DIR      evaluate the newest complete checkpoint of a run\n"
-            "  --windows N    sequences scored per set (default 64), evenly spaced\n"
-            "  --batch N      sequences per forward pass on each rank (default 8)\n"
-            "  --output FILE  results file (default: eval.h5 beside the checkpoint, in its run directory)\n"
-            "  --energies FILE  EBT: per-token energies of every set and setting (docs/ebt.md)\n"
-            "  --setting S    inference overrides \"section.key=value,...\" (repeatable); each\n"
-            "                 setting evaluates every set; \"default\" is the trained configuration\n"
-            "  --think steps=N,samples=G[,step_size=A,noise=S]   EBT thinking (repeatable)\n"
-            "  --order M[,M...]            Nexus attention order at inference, one setting each\n"
-            "  --latent-samples K[,K...]   Free Transformer prior samples, one setting each\n");
+    fprintf(
+        out,
+        "usage: thinkscale eval (--checkpoint FILE | --run DIR) --data A.h5[,B.h5...]\n"
+        "                       [--split validation|train] [--windows N] [--batch N]\n"
+        "                       [--output FILE.h5] [--force]\n"
+        "  --run DIR      evaluate the newest complete checkpoint of a run\n"
+        "  --windows N    sequences scored per set (default 64), evenly spaced\n"
+        "  --batch N      sequences per forward pass on each rank (default 8)\n"
+        "  --output FILE  results file (default: eval.h5 beside the checkpoint, in its run "
+        "directory)\n"
+        "  --energies FILE  EBT: per-token energies of every set and setting (docs/ebt.md)\n"
+        "  --setting S    inference overrides \"section.key=value,...\" (repeatable); each\n"
+        "                 setting evaluates every set; \"default\" is the trained configuration\n"
+        "  --think steps=N,samples=G[,step_size=A,noise=S]   EBT thinking (repeatable)\n"
+        "  --order M[,M...]            Nexus attention order at inference, one setting each\n"
+        "  --latent-samples K[,K...]   Free Transformer prior samples, one setting each\n");
 }
 
 static bool add_setting(eval_args *a, const char *text, char *err, size_t errlen) {
     if (a->n_settings == MAX_SETTINGS || strlen(text) >= SETTING_LEN) {
-        snprintf(err, errlen, "at most %d settings of %d characters", MAX_SETTINGS, SETTING_LEN - 1);
+        snprintf(err, errlen, "at most %d settings of %d characters", MAX_SETTINGS,
+                 SETTING_LEN - 1);
         return false;
     }
     snprintf(a->settings[a->n_settings++], SETTING_LEN, "%s", text);
@@ -63,7 +66,8 @@ static bool add_think_setting(eval_args *a, const char *value, char *err, size_t
                 if (!strcmp(item, names[i][0])) key = names[i][1];
         }
         if (!key) {
-            snprintf(err, errlen, "--think takes steps=, samples=, step_size=, noise=; not '%s'", item);
+            snprintf(err, errlen, "--think takes steps=, samples=, step_size=, noise=; not '%s'",
+                     item);
             return false;
         }
         size_t used = strlen(out);
@@ -101,14 +105,19 @@ static bool parse_eval_args(int argc, char **argv, void *out, char *err, size_t 
         }
         const char *value = argv[++i];
         char *end;
-        if (!strcmp(opt, "--checkpoint")) a->checkpoint = value;
-        else if (!strcmp(opt, "--run")) a->run_dir = value;
+        if (!strcmp(opt, "--checkpoint"))
+            a->checkpoint = value;
+        else if (!strcmp(opt, "--run"))
+            a->run_dir = value;
         else if (!strcmp(opt, "--data")) {
             size_t used = strlen(a->data);
             snprintf(a->data + used, sizeof a->data - used, "%s%s", used ? "," : "", value);
-        } else if (!strcmp(opt, "--split")) a->split = value;
-        else if (!strcmp(opt, "--output")) a->output = value;
-        else if (!strcmp(opt, "--energies")) a->energies = value;
+        } else if (!strcmp(opt, "--split"))
+            a->split = value;
+        else if (!strcmp(opt, "--output"))
+            a->output = value;
+        else if (!strcmp(opt, "--energies"))
+            a->energies = value;
         else if (!strcmp(opt, "--setting")) {
             if (!add_setting(a, value, err, errlen)) return false;
         } else if (!strcmp(opt, "--think")) {
@@ -117,8 +126,7 @@ static bool parse_eval_args(int argc, char **argv, void *out, char *err, size_t 
             if (!add_list_settings(a, "nexus.infer_order", value, err, errlen)) return false;
         } else if (!strcmp(opt, "--latent-samples")) {
             if (!add_list_settings(a, "free.eval_samples", value, err, errlen)) return false;
-        }
-        else if (!strcmp(opt, "--windows") || !strcmp(opt, "--batch")) {
+        } else if (!strcmp(opt, "--windows") || !strcmp(opt, "--batch")) {
             long v = strtol(value, &end, 10);
             if (*end || v < 1) {
                 snprintf(err, errlen, "%s needs a positive integer, got '%s'", opt, value);
@@ -145,7 +153,9 @@ static bool parse_eval_args(int argc, char **argv, void *out, char *err, size_t 
     return true;
 }
 
-static int run_eval(MPI_Comm comm, void *args) { return ts_eval_run(comm, args); }
+static int run_eval(MPI_Comm comm, void *args) {
+    return ts_eval_run(comm, args);
+}
 
 int ts_cmd_eval(int argc, char **argv) {
     static const ts_spmd_command command = {"eval", eval_usage, parse_eval_args, run_eval};

@@ -126,7 +126,9 @@ static bool parse_letters_args(int argc, char **argv, void *out, char *err, size
     return true;
 }
 
-static int run_letters(MPI_Comm comm, void *args) { return ts_free_letters_run(comm, args); }
+static int run_letters(MPI_Comm comm, void *args) {
+    return ts_free_letters_run(comm, args);
+}
 
 int ts_cmd_free_letters(int argc, char **argv) {
     static const ts_spmd_command command = {"free-letters", letters_usage, parse_letters_args,

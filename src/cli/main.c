@@ -5,11 +5,15 @@
 #include "cli/commands.h"
 
 static const ts_command commands[] = {
-    {"data", "make token files from text or generators, or check one (data convert | info | dyck | arith)", ts_cmd_data},
+    {"data",
+     "make token files from text or generators, or check one (data convert | info | dyck | arith)",
+     ts_cmd_data},
     {"train", "train a model from an INI configuration (SPMD, under mpirun)", ts_cmd_train},
     {"eval", "perplexity of a checkpoint on token sets (SPMD, under mpirun)", ts_cmd_eval},
-    {"free-letters", "the Free Transformer's synthetic letter experiment (under mpirun)", ts_cmd_free_letters},
-    {"campaign", "scaling campaigns: plan, run (under mpirun), submit to Slurm, analyse", ts_cmd_campaign},
+    {"free-letters", "the Free Transformer's synthetic letter experiment (under mpirun)",
+     ts_cmd_free_letters},
+    {"campaign", "scaling campaigns: plan, run (under mpirun), submit to Slurm, analyse",
+     ts_cmd_campaign},
     {"version", "print the build's element type and version", ts_cmd_version},
 };
 static const int n_commands = (int)(sizeof commands / sizeof commands[0]);

@@ -10,7 +10,7 @@
 #include <stdio.h>
 
 typedef struct ts_spmd_command {
-    const char *name;                     /* "train", for messages */
+    const char *name; /* "train", for messages */
     void (*usage)(FILE *out);
     /* Fills args from argv (argv[0] is the command); false with a message. */
     bool (*parse)(int argc, char **argv, void *args, char *err, size_t errlen);

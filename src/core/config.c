@@ -3,12 +3,18 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define MODEL_INT(name, member, def, help) TS_CONFIG_INT_KEY(ts_model_config, name, member, def, help, false)
-#define MODEL_DOUBLE(name, member, def, help) TS_CONFIG_DOUBLE_KEY(ts_model_config, name, member, def, help, false)
+#define MODEL_INT(name, member, def, help)                                                         \
+    TS_CONFIG_INT_KEY(ts_model_config, name, member, def, help, false)
+#define MODEL_DOUBLE(name, member, def, help)                                                      \
+    TS_CONFIG_DOUBLE_KEY(ts_model_config, name, member, def, help, false)
 static const ts_config_key model_keys[] = {
-    {.name = "arch", .type = TS_CONFIG_STRING, .offset = offsetof(ts_model_config, arch),
-     .size = sizeof(((ts_model_config *)0)->arch), .text = "transformerpp",
-     .help = "architecture", .lists_architectures = true},
+    {.name = "arch",
+     .type = TS_CONFIG_STRING,
+     .offset = offsetof(ts_model_config, arch),
+     .size = sizeof(((ts_model_config *)0)->arch),
+     .text = "transformerpp",
+     .help = "architecture",
+     .lists_architectures = true},
     MODEL_INT("vocab_size", vocab_size, 0, "0: taken from the training data"),
     MODEL_INT("context", context, 256, "tokens per training sequence"),
     MODEL_INT("depth", depth, 4, "number of blocks"),
@@ -21,9 +27,12 @@ static const ts_config_key model_keys[] = {
 #undef MODEL_INT
 #undef MODEL_DOUBLE
 
-#define RUN_LONG(name, member, def, help) TS_CONFIG_LONG_KEY(ts_run_config, name, member, def, help, false)
-#define RUN_DOUBLE(name, member, def, help) TS_CONFIG_DOUBLE_KEY(ts_run_config, name, member, def, help, false)
-#define RUN_STRING(name, member, def, help) TS_CONFIG_STRING_KEY(ts_run_config, name, member, def, help, false)
+#define RUN_LONG(name, member, def, help)                                                          \
+    TS_CONFIG_LONG_KEY(ts_run_config, name, member, def, help, false)
+#define RUN_DOUBLE(name, member, def, help)                                                        \
+    TS_CONFIG_DOUBLE_KEY(ts_run_config, name, member, def, help, false)
+#define RUN_STRING(name, member, def, help)                                                        \
+    TS_CONFIG_STRING_KEY(ts_run_config, name, member, def, help, false)
 static const ts_config_key train_keys[] = {
     RUN_LONG("steps", steps, 1000, "optimiser steps"),
     RUN_LONG("stop_at", stop_at, 0,
@@ -56,8 +65,12 @@ static const ts_config_key train_keys[] = {
 static const ts_config_key data_keys[] = {
     RUN_STRING("train", train_data, "", "token file to train on"),
     RUN_STRING("eval", eval_data, "", "comma-separated token files to evaluate"),
-    RUN_LONG("align", align, 1, "training and evaluation windows start at multiples of this many tokens (1: anywhere; files of fixed-length records)"),
-    RUN_STRING("tokenizer", tokenizer, "", "the training data's tokenizer, filled from data.train; evaluation sets must have the same"),
+    RUN_LONG("align", align, 1,
+             "training and evaluation windows start at multiples of this many tokens (1: anywhere; "
+             "files of fixed-length records)"),
+    RUN_STRING("tokenizer", tokenizer, "",
+               "the training data's tokenizer, filled from data.train; evaluation sets must have "
+               "the same"),
 };
 static const ts_config_key run_keys[] = {
     RUN_STRING("dir", run_dir, "runs/default", "run directory for metrics and checkpoints"),
@@ -66,7 +79,8 @@ static const ts_config_key run_keys[] = {
 #undef RUN_DOUBLE
 #undef RUN_STRING
 
-#define SECTION(name, keys) {name, keys, (int)(sizeof keys / sizeof keys[0]), NULL}
+#define SECTION(name, keys)                                                                        \
+    { name, keys, (int)(sizeof keys / sizeof keys[0]), NULL }
 static const ts_config_section model_section = SECTION("model", model_keys);
 static const ts_config_section train_section = SECTION("train", train_keys);
 static const ts_config_section data_section = SECTION("data", data_keys);
@@ -75,7 +89,8 @@ static const ts_config_section run_section = SECTION("run", run_keys);
 /* Transformer++ has only the shared [model] keys. */
 static const ts_config_section transformerpp_section = {"transformerpp", NULL, 0, NULL};
 
-#define ARCHITECTURE(section, member) {&section, offsetof(ts_run_config, model.member), true}
+#define ARCHITECTURE(section, member)                                                              \
+    { &section, offsetof(ts_run_config, model.member), true }
 static const ts_config_part parts[] = {
     {&model_section, offsetof(ts_run_config, model), false},
     /* One line per architecture: its [section] (named as model.arch names
@@ -92,7 +107,9 @@ static const ts_config_part parts[] = {
 #undef ARCHITECTURE
 static const ts_config_schema schema = {parts, (int)(sizeof parts / sizeof parts[0])};
 
-const ts_config_schema *ts_run_config_schema(void) { return &schema; }
+const ts_config_schema *ts_run_config_schema(void) {
+    return &schema;
+}
 
 void ts_config_defaults(ts_run_config *c) {
     const ts_config_schema *s = ts_run_config_schema();
@@ -119,8 +136,8 @@ bool ts_config_load_file(ts_run_config *config, const char *path, char *err, siz
 
 bool ts_config_load_string(ts_run_config *config, const char *text, const char *origin, char *err,
                            size_t errlen) {
-    return ts_config_schema_load_string(ts_run_config_schema(), config, config->explicit_keys,
-                                        text, origin, err, errlen);
+    return ts_config_schema_load_string(ts_run_config_schema(), config, config->explicit_keys, text,
+                                        origin, err, errlen);
 }
 
 bool ts_config_set(ts_run_config *config, const char *assignment, char *err, size_t errlen) {
@@ -140,8 +157,10 @@ bool ts_config_resolve_presets(ts_run_config *c, char *err, size_t errlen) {
 
 bool ts_config_validate(ts_run_config *c, char *err, size_t errlen) {
     if (!ts_config_resolve_presets(c, err, errlen)) return false;
-    if (!strcmp(c->optimizer, "adamw")) c->optim.kind = TS_ADAMW;
-    else if (!strcmp(c->optimizer, "sgd")) c->optim.kind = TS_SGD;
+    if (!strcmp(c->optimizer, "adamw"))
+        c->optim.kind = TS_ADAMW;
+    else if (!strcmp(c->optimizer, "sgd"))
+        c->optim.kind = TS_SGD;
     else {
         snprintf(err, errlen, "train.optimizer: '%s' is neither adamw nor sgd", c->optimizer);
         return false;
@@ -157,9 +176,10 @@ bool ts_config_validate(ts_run_config *c, char *err, size_t errlen) {
     if (c->optim.lr <= 0 || c->log_every < 1 || c->eval_batches < 1 || c->keep_checkpoints < 1 ||
         c->eval_every < 0 || c->checkpoint_every < 0 || c->optim.warmup_steps < 0 ||
         !(c->checkpoint_minutes >= 0)) {
-        snprintf(err, errlen, "train.lr, log_every, eval_batches and keep_checkpoints must be "
-                              "positive; eval_every, checkpoint_every, checkpoint_minutes and "
-                              "warmup not negative");
+        snprintf(err, errlen,
+                 "train.lr, log_every, eval_batches and keep_checkpoints must be "
+                 "positive; eval_every, checkpoint_every, checkpoint_minutes and "
+                 "warmup not negative");
         return false;
     }
     if (c->align < 1) {
@@ -177,7 +197,9 @@ char *ts_config_to_ini(const ts_run_config *c) {
     return ts_config_schema_to_ini(ts_run_config_schema(), c);
 }
 
-void ts_config_print_keys(FILE *out) { ts_config_schema_print_keys(ts_run_config_schema(), out); }
+void ts_config_print_keys(FILE *out) {
+    ts_config_schema_print_keys(ts_run_config_schema(), out);
+}
 
 int ts_config_eval_paths(const ts_run_config *c, char *buf, size_t buflen, const char **paths) {
     snprintf(buf, buflen, "%s", c->eval_data);

@@ -1,10 +1,10 @@
 /* The run configuration: one INI file (parsed with libinih) plus
  * `--set section.key=value` overrides. Every key is declared once, with its
  * type, default and meaning, in a table of its section: [model], [train],
- * [data] and [run] in config.c, [parallel] in core/parallel_config.c, each architecture's own section in
- * core/ARCH_config.c. The schema in config.c lists those sections (the one
- * line an architecture adds here), so an unknown key is an error and the
- * fully resolved configuration can be printed and stored. */
+ * [data] and [run] in config.c, [parallel] in core/parallel_config.c, each architecture's own
+ * section in core/ARCH_config.c. The schema in config.c lists those sections (the one line an
+ * architecture adds here), so an unknown key is an error and the fully resolved configuration can
+ * be printed and stored. */
 #ifndef TS_CONFIG_H
 #define TS_CONFIG_H
 
@@ -22,27 +22,27 @@
 #define TS_CONFIG_MAX_KEYS 96
 
 typedef struct ts_run_config {
-    ts_model_config model;   /* vocab_size comes from the training data */
+    ts_model_config model; /* vocab_size comes from the training data */
     ts_optimizer_config optim;
-    char optimizer[16];      /* "adamw" or "sgd" */
+    char optimizer[16]; /* "adamw" or "sgd" */
     long steps;
-    long stop_at;            /* end this invocation early, resumable (0: never) */
-    long batch;              /* sequences per optimiser step, over all ranks */
-    long accum;              /* micro-batches per step (gradient accumulation) */
+    long stop_at; /* end this invocation early, resumable (0: never) */
+    long batch;   /* sequences per optimiser step, over all ranks */
+    long accum;   /* micro-batches per step (gradient accumulation) */
     long seed;
     long log_every;
     long eval_every;
-    long eval_batches;       /* batches of `batch` sequences per evaluation set */
+    long eval_batches; /* batches of `batch` sequences per evaluation set */
     long checkpoint_every;
     double checkpoint_minutes; /* also checkpoint after this much wall time (0: off) */
     long keep_checkpoints;
     double watchdog_seconds; /* no progress for this long ends the job (0: derived, < 0: off) */
     char train_data[TS_PATH_MAX];
     char eval_data[TS_PATH_MAX * 4]; /* comma-separated token files */
-    long align;              /* windows start at multiples of this many tokens (data.align) */
-    char tokenizer[128];     /* the training data's tokenizer name (data.tokenizer) */
+    long align;          /* windows start at multiples of this many tokens (data.align) */
+    char tokenizer[128]; /* the training data's tokenizer name (data.tokenizer) */
     char run_dir[TS_PATH_MAX];
-    ts_parallel_config parallel; /* [parallel]: how ranks share the training state */
+    ts_parallel_config parallel;            /* [parallel]: how ranks share the training state */
     bool explicit_keys[TS_CONFIG_MAX_KEYS]; /* set by a file or override, not a default */
 } ts_run_config;
 
@@ -76,7 +76,6 @@ char *ts_config_to_ini(const ts_run_config *config);
 /* Every key with its default and meaning, by section. */
 void ts_config_print_keys(FILE *out);
 /* Splits eval_data into up to TS_MAX_EVAL_SETS paths (pointers into buf). */
-int ts_config_eval_paths(const ts_run_config *config, char *buf, size_t buflen,
-                         const char **paths);
+int ts_config_eval_paths(const ts_run_config *config, char *buf, size_t buflen, const char **paths);
 
 #endif

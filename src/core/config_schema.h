@@ -29,23 +29,31 @@ typedef struct ts_config_key {
     double real;
     const char *text;
     const char *help;
-    bool inference;          /* may differ at evaluation from training (eval --setting) */
+    bool inference;           /* may differ at evaluation from training (eval --setting) */
     bool lists_architectures; /* help ends with the schema's architecture names */
 } ts_config_key;
 
 /* Table rows, one per key; NAME is the key, MEMBER the field of TYPE. */
-#define TS_CONFIG_INT_KEY(TYPE, NAME, MEMBER, DEFAULT, HELP, INFERENCE)                           \
-    {.name = NAME, .type = TS_CONFIG_INT, .offset = offsetof(TYPE, MEMBER),                       \
-     .integer = DEFAULT, .help = HELP, .inference = INFERENCE}
-#define TS_CONFIG_LONG_KEY(TYPE, NAME, MEMBER, DEFAULT, HELP, INFERENCE)                          \
-    {.name = NAME, .type = TS_CONFIG_LONG, .offset = offsetof(TYPE, MEMBER),                      \
-     .integer = DEFAULT, .help = HELP, .inference = INFERENCE}
-#define TS_CONFIG_DOUBLE_KEY(TYPE, NAME, MEMBER, DEFAULT, HELP, INFERENCE)                        \
-    {.name = NAME, .type = TS_CONFIG_DOUBLE, .offset = offsetof(TYPE, MEMBER),                    \
-     .real = DEFAULT, .help = HELP, .inference = INFERENCE}
-#define TS_CONFIG_STRING_KEY(TYPE, NAME, MEMBER, DEFAULT, HELP, INFERENCE)                        \
-    {.name = NAME, .type = TS_CONFIG_STRING, .offset = offsetof(TYPE, MEMBER),                    \
-     .size = sizeof(((TYPE *)0)->MEMBER), .text = DEFAULT, .help = HELP, .inference = INFERENCE}
+#define TS_CONFIG_INT_KEY(TYPE, NAME, MEMBER, DEFAULT, HELP, INFERENCE)                            \
+    {                                                                                              \
+        .name = NAME, .type = TS_CONFIG_INT, .offset = offsetof(TYPE, MEMBER), .integer = DEFAULT, \
+        .help = HELP, .inference = INFERENCE                                                       \
+    }
+#define TS_CONFIG_LONG_KEY(TYPE, NAME, MEMBER, DEFAULT, HELP, INFERENCE)                           \
+    {                                                                                              \
+        .name = NAME, .type = TS_CONFIG_LONG, .offset = offsetof(TYPE, MEMBER),                    \
+        .integer = DEFAULT, .help = HELP, .inference = INFERENCE                                   \
+    }
+#define TS_CONFIG_DOUBLE_KEY(TYPE, NAME, MEMBER, DEFAULT, HELP, INFERENCE)                         \
+    {                                                                                              \
+        .name = NAME, .type = TS_CONFIG_DOUBLE, .offset = offsetof(TYPE, MEMBER), .real = DEFAULT, \
+        .help = HELP, .inference = INFERENCE                                                       \
+    }
+#define TS_CONFIG_STRING_KEY(TYPE, NAME, MEMBER, DEFAULT, HELP, INFERENCE)                         \
+    {                                                                                              \
+        .name = NAME, .type = TS_CONFIG_STRING, .offset = offsetof(TYPE, MEMBER),                  \
+        .size = sizeof(((TYPE *)0)->MEMBER), .text = DEFAULT, .help = HELP, .inference = INFERENCE \
+    }
 
 /* Runs after every source (file, overrides) has been applied, e.g. a preset
  * that fills the keys not set explicitly. fields: the section's struct;
@@ -87,14 +95,12 @@ bool ts_config_schema_set(const ts_config_schema *schema, void *config, bool *ex
                           bool inference_only, char *err, size_t errlen);
 /* "section.key=value". */
 bool ts_config_schema_assign(const ts_config_schema *schema, void *config, bool *explicit_keys,
-                             const char *assignment, bool inference_only, char *err,
-                             size_t errlen);
+                             const char *assignment, bool inference_only, char *err, size_t errlen);
 /* INI file or text (origin names the text in messages), through libinih. */
 bool ts_config_schema_load_file(const ts_config_schema *schema, void *config, bool *explicit_keys,
                                 const char *path, char *err, size_t errlen);
-bool ts_config_schema_load_string(const ts_config_schema *schema, void *config,
-                                  bool *explicit_keys, const char *text, const char *origin,
-                                  char *err, size_t errlen);
+bool ts_config_schema_load_string(const ts_config_schema *schema, void *config, bool *explicit_keys,
+                                  const char *text, const char *origin, char *err, size_t errlen);
 /* Calls every section's resolve hook, in schema order. */
 bool ts_config_schema_resolve(const ts_config_schema *schema, void *config,
                               const bool *explicit_keys, char *err, size_t errlen);

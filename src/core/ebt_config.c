@@ -2,13 +2,17 @@
 
 #include <string.h>
 
-#define KEY_INT(name, def, help, inference) TS_CONFIG_INT_KEY(ts_ebt_config, #name, name, def, help, inference)
-#define KEY_DOUBLE(name, def, help, inference) TS_CONFIG_DOUBLE_KEY(ts_ebt_config, #name, name, def, help, inference)
-#define KEY_STRING(name, def, help) TS_CONFIG_STRING_KEY(ts_ebt_config, #name, name, def, help, false)
+#define KEY_INT(name, def, help, inference)                                                        \
+    TS_CONFIG_INT_KEY(ts_ebt_config, #name, name, def, help, inference)
+#define KEY_DOUBLE(name, def, help, inference)                                                     \
+    TS_CONFIG_DOUBLE_KEY(ts_ebt_config, #name, name, def, help, inference)
+#define KEY_STRING(name, def, help)                                                                \
+    TS_CONFIG_STRING_KEY(ts_ebt_config, #name, name, def, help, false)
 static const ts_config_key keys[] = {
     KEY_STRING(preset, "", "s1 or s2: the spec's settings for keys not set explicitly"),
     KEY_INT(steps, 2, "gradient steps on the prediction per forward", false),
-    KEY_INT(landscapes, 0, "time embeddings: step t uses min(t, landscapes-1) (0: one per step)", false),
+    KEY_INT(landscapes, 0, "time embeddings: step t uses min(t, landscapes-1) (0: one per step)",
+            false),
     KEY_DOUBLE(step_size, 500, "alpha", false),
     KEY_INT(step_size_learnable, 1, "1: alpha is a parameter", false),
     KEY_DOUBLE(step_size_lr_mult, 1500, "learning-rate multiplier of alpha", false),
@@ -16,7 +20,8 @@ static const ts_config_key keys[] = {
     KEY_INT(random_steps, 0, "up to this many extra steps per forward (0: off)", false),
     KEY_DOUBLE(langevin_noise, 0, "sigma of noise on the logits per step", false),
     KEY_INT(replay_size, 0, "replay buffer entries per rank (0: off)", false),
-    KEY_DOUBLE(replay_fraction, 0.5, "replayed sequences per rank, as a share of the local batch, added to it", false),
+    KEY_DOUBLE(replay_fraction, 0.5,
+               "replayed sequences per rank, as a share of the local batch, added to it", false),
     KEY_STRING(mode, "s1", "s1: detach between steps; s2: no detach, truncated"),
     KEY_STRING(loss_on, "mean", "mean (over steps) or final"),
     KEY_STRING(init, "random", "random or zero initial logits"),
@@ -35,13 +40,13 @@ static const ts_config_key keys[] = {
  * the S1 script and of the S2 script. */
 typedef struct preset_row {
     const char *key;
-    double s1, s2;          /* numeric keys */
+    double s1, s2;                 /* numeric keys */
     const char *s1_text, *s2_text; /* string keys */
 } preset_row;
 
 static const preset_row presets[] = {
-    {"steps", 2, 2, NULL, NULL},          /* S2: randint(min 2, 2 + 2) = 2 or 3 */
-    {"landscapes", 0, 1, NULL, NULL},     /* S1: one per step; S2: mcmc_num_steps 1 */
+    {"steps", 2, 2, NULL, NULL},      /* S2: randint(min 2, 2 + 2) = 2 or 3 */
+    {"landscapes", 0, 1, NULL, NULL}, /* S1: one per step; S2: mcmc_num_steps 1 */
     {"random_steps", 0, 1, NULL, NULL},
     {"step_size", 500, 5, NULL, NULL},
     {"step_size_learnable", 1, 0, NULL, NULL},
@@ -73,14 +78,22 @@ static bool apply_preset(void *fields, const bool *explicit_keys, char *err, siz
         char *field = (char *)ebt + k->offset;
         double value = s1 ? row->s1 : row->s2;
         switch (k->type) {
-        case TS_CONFIG_INT: *(int *)field = (int)value; break;
-        case TS_CONFIG_LONG: *(long *)field = (long)value; break;
-        case TS_CONFIG_DOUBLE: *(double *)field = value; break;
-        case TS_CONFIG_STRING: snprintf(field, k->size, "%s", s1 ? row->s1_text : row->s2_text); break;
+        case TS_CONFIG_INT:
+            *(int *)field = (int)value;
+            break;
+        case TS_CONFIG_LONG:
+            *(long *)field = (long)value;
+            break;
+        case TS_CONFIG_DOUBLE:
+            *(double *)field = value;
+            break;
+        case TS_CONFIG_STRING:
+            snprintf(field, k->size, "%s", s1 ? row->s1_text : row->s2_text);
+            break;
         }
     }
     return true;
 }
 
-const ts_config_section ts_ebt_config_section = {
-    "ebt", keys, (int)(sizeof keys / sizeof keys[0]), apply_preset};
+const ts_config_section ts_ebt_config_section = {"ebt", keys, (int)(sizeof keys / sizeof keys[0]),
+                                                 apply_preset};

@@ -9,13 +9,13 @@
 #include "core/nexus_config.h"
 
 typedef struct ts_model_config {
-    char arch[32];        /* "transformerpp", ... */
+    char arch[32]; /* "transformerpp", ... */
     int vocab_size;
-    int context;          /* T, tokens per sequence */
-    int depth;            /* L, blocks */
-    int width;            /* D */
+    int context; /* T, tokens per sequence */
+    int depth;   /* L, blocks */
+    int width;   /* D */
     int heads;
-    double ffn_mult;      /* SwiGLU hidden = round(ffn_mult * D) */
+    double ffn_mult; /* SwiGLU hidden = round(ffn_mult * D) */
     double norm_eps;
     double rope_theta;
     ts_ebt_config ebt;

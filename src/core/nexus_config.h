@@ -6,9 +6,9 @@
 #include "core/config_schema.h"
 
 typedef struct ts_nexus_config {
-    int order;                    /* attention order m used in training */
-    int infer_order;              /* at inference (0: as in training) */
-    char variant[16];             /* "shared", "unshared" or "selfrefine" */
+    int order;        /* attention order m used in training */
+    int infer_order;  /* at inference (0: as in training) */
+    char variant[16]; /* "shared", "unshared" or "selfrefine" */
 } ts_nexus_config;
 
 extern const ts_config_section ts_nexus_config_section;

@@ -6,8 +6,8 @@
 #include "core/config_schema.h"
 
 typedef struct ts_parallel_config {
-    char strategy[16];   /* "ddp", "zero1", "zero2" or "zero3" */
-    double memory_limit; /* bytes of training state one rank may hold; 0: no limit */
+    char strategy[16];    /* "ddp", "zero1", "zero2" or "zero3" */
+    double memory_limit;  /* bytes of training state one rank may hold; 0: no limit */
     char tensor_grid[16]; /* "off", or "PxQ": tensor parallelism on a P x Q process grid */
 } ts_parallel_config;
 

@@ -17,11 +17,11 @@ typedef struct ts_chunk {
 typedef struct ts_arena {
     ts_chunk *first;
     ts_chunk *current;
-    size_t chunk_size;   /* default size of a new chunk */
-    long n_mallocs;      /* chunks ever allocated */
-    size_t reserved;     /* bytes held in chunks */
-    size_t in_use;       /* bytes handed out since the last release */
-    size_t high_water;   /* largest in_use seen */
+    size_t chunk_size; /* default size of a new chunk */
+    long n_mallocs;    /* chunks ever allocated */
+    size_t reserved;   /* bytes held in chunks */
+    size_t in_use;     /* bytes handed out since the last release */
+    size_t high_water; /* largest in_use seen */
 } ts_arena;
 
 typedef struct ts_arena_mark {

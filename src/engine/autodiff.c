@@ -71,8 +71,7 @@ static void check_outputs(ts_ctx *ctx, const char *who, int n_out, ts_tensor *co
         ts_tensor *out = outputs[i];
         ts_tensor *seed = seeds ? seeds[i] : NULL;
         if (!out->requires_grad)
-            ts_fail(ctx, who,
-                    "output %d does not depend on anything that requires a gradient", i);
+            ts_fail(ctx, who, "output %d does not depend on anything that requires a gradient", i);
         if (out->node && (out->node->tape_index >= ctx->tape_len ||
                           ctx->tape[out->node->tape_index] != out->node))
             ts_fail(ctx, who, "output %d belongs to a graph that was already released", i);
@@ -101,8 +100,7 @@ static void mark_needed(ts_ctx *ctx, enum pass_kind kind, long last) {
         ts_node *node = ctx->tape[i];
         for (int j = 0; j < node->n_in; j++) {
             ts_tensor *in = node->in[j];
-            if (is_target(ctx, kind, in) ||
-                (in->node && in->node->needed_epoch == ctx->epoch)) {
+            if (is_target(ctx, kind, in) || (in->node && in->node->needed_epoch == ctx->epoch)) {
                 node->needed_epoch = ctx->epoch;
                 break;
             }
@@ -139,8 +137,8 @@ static void run_pass(ts_ctx *ctx, enum pass_kind kind, const char *who, int n_ou
         ts_tensor *gin[TS_NODE_MAX_INPUTS] = {NULL};
         for (int j = 0; j < node->n_in; j++) {
             ts_tensor *in = node->in[j];
-            needs[j] = is_target(ctx, kind, in) ||
-                       (in->node && in->node->needed_epoch == ctx->epoch);
+            needs[j] =
+                is_target(ctx, kind, in) || (in->node && in->node->needed_epoch == ctx->epoch);
         }
         ctx->pass = node->made_by_gradient_pass ? TS_PASS_SECOND_ORDER : rule_pass;
         node->backward(ctx, node, node->out->acc, needs, gin);
@@ -188,8 +186,7 @@ static void unit_boundary_backward(ts_ctx *ctx, ts_node *node, ts_tensor *gout, 
     bool begin = node->iattr[1];
     if (ctx->unit_hook)
         ctx->unit_hook(ctx->unit_hook_user, node->iattr[0],
-                       begin ? TS_UNIT_BACKWARD_END : TS_UNIT_BACKWARD_BEGIN,
-                       ctx->into_leaf_grads);
+                       begin ? TS_UNIT_BACKWARD_END : TS_UNIT_BACKWARD_BEGIN, ctx->into_leaf_grads);
     if (needs[0]) gin[0] = gout;
 }
 

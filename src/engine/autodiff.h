@@ -30,7 +30,7 @@ struct ts_node {
     /* Attributes the backward rule needs. */
     int iattr[6];
     double fattr[2];
-    const int32_t *index;     /* token ids, targets or positions (arena copy) */
+    const int32_t *index; /* token ids, targets or positions (arena copy) */
     long index_len;
     /* State of an op defined outside the engine (e.g. the process grid of a
      * distributed GEMM in parallel/): such an op computes its output, calls

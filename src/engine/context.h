@@ -45,18 +45,18 @@ typedef struct ts_ctx {
     ts_node **tape; /* recorded ops in creation order */
     long tape_len;
     long tape_cap;
-    bool grad_enabled;        /* false: ops run without recording */
-    bool counting;            /* shapes and FLOPs only, no tensor data (ts_ctx_init_counting) */
-    enum ts_phase phase;      /* where executed FLOPs are booked */
-    enum ts_pass pass;        /* where the profile books an op's work */
+    bool grad_enabled;          /* false: ops run without recording */
+    bool counting;              /* shapes and FLOPs only, no tensor data (ts_ctx_init_counting) */
+    enum ts_phase phase;        /* where executed FLOPs are booked */
+    enum ts_pass pass;          /* where the profile books an op's work */
     struct ts_profile *profile; /* NULL, or the caller's table (ts_profile_start) */
-    double flops[2];          /* executed floating-point operations, forward / backward */
-    unsigned long epoch;      /* one per gradient pass */
+    double flops[2];            /* executed floating-point operations, forward / backward */
+    unsigned long epoch;        /* one per gradient pass */
     ts_error_handler on_error;
     void *error_user;
-    ts_unit_hook unit_hook;   /* NULL: ts_unit_boundary is the identity and records nothing */
+    ts_unit_hook unit_hook; /* NULL: ts_unit_boundary is the identity and records nothing */
     void *unit_hook_user;
-    bool into_leaf_grads;     /* inside ts_backward's pass (for the unit hook) */
+    bool into_leaf_grads; /* inside ts_backward's pass (for the unit hook) */
 } ts_ctx;
 
 typedef struct ts_mark {

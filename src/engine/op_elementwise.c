@@ -45,25 +45,45 @@ static broadcast broadcast_shapes(ts_ctx *ctx, const char *op, const ts_tensor *
 enum binary_kind { BIN_ADD, BIN_SUB, BIN_MUL, BIN_DIV };
 
 /* One contiguous run of the innermost dim; strides are 0 or 1. */
-#define BINARY_RUN(EXPR)                                                                       \
-    do {                                                                                       \
-        if (sa == 1 && sb == 1)                                                                \
-            for (long i = 0; i < n; i++) { ts_real x = pa[i], y = pb[i]; po[i] = (EXPR); }   \
-        else if (sa == 1)                                                                      \
-            for (long i = 0; i < n; i++) { ts_real x = pa[i], y = pb[0]; po[i] = (EXPR); }   \
-        else if (sb == 1)                                                                      \
-            for (long i = 0; i < n; i++) { ts_real x = pa[0], y = pb[i]; po[i] = (EXPR); }   \
-        else                                                                                   \
-            for (long i = 0; i < n; i++) { ts_real x = pa[0], y = pb[0]; po[i] = (EXPR); }   \
+#define BINARY_RUN(EXPR)                                                                           \
+    do {                                                                                           \
+        if (sa == 1 && sb == 1)                                                                    \
+            for (long i = 0; i < n; i++) {                                                         \
+                ts_real x = pa[i], y = pb[i];                                                      \
+                po[i] = (EXPR);                                                                    \
+            }                                                                                      \
+        else if (sa == 1)                                                                          \
+            for (long i = 0; i < n; i++) {                                                         \
+                ts_real x = pa[i], y = pb[0];                                                      \
+                po[i] = (EXPR);                                                                    \
+            }                                                                                      \
+        else if (sb == 1)                                                                          \
+            for (long i = 0; i < n; i++) {                                                         \
+                ts_real x = pa[0], y = pb[i];                                                      \
+                po[i] = (EXPR);                                                                    \
+            }                                                                                      \
+        else                                                                                       \
+            for (long i = 0; i < n; i++) {                                                         \
+                ts_real x = pa[0], y = pb[0];                                                      \
+                po[i] = (EXPR);                                                                    \
+            }                                                                                      \
     } while (0)
 
-static void binary_run(enum binary_kind kind, long n, const ts_real *pa, long sa,
-                       const ts_real *pb, long sb, ts_real *po) {
+static void binary_run(enum binary_kind kind, long n, const ts_real *pa, long sa, const ts_real *pb,
+                       long sb, ts_real *po) {
     switch (kind) {
-    case BIN_ADD: BINARY_RUN(x + y); break;
-    case BIN_SUB: BINARY_RUN(x - y); break;
-    case BIN_MUL: BINARY_RUN(x * y); break;
-    case BIN_DIV: BINARY_RUN(x / y); break;
+    case BIN_ADD:
+        BINARY_RUN(x + y);
+        break;
+    case BIN_SUB:
+        BINARY_RUN(x - y);
+        break;
+    case BIN_MUL:
+        BINARY_RUN(x * y);
+        break;
+    case BIN_DIV:
+        BINARY_RUN(x / y);
+        break;
     }
 }
 
@@ -84,8 +104,8 @@ static ts_tensor *binary_forward(ts_ctx *ctx, const char *op, enum binary_kind k
                 for (int i2 = 0; i2 < s[2]; i2++, po += n) {
                     long oa = i0 * bc.stride_a[0] + i1 * bc.stride_a[1] + i2 * bc.stride_a[2];
                     long ob = i0 * bc.stride_b[0] + i1 * bc.stride_b[1] + i2 * bc.stride_b[2];
-                    binary_run(kind, n, a->data + oa, bc.stride_a[3], b->data + ob,
-                               bc.stride_b[3], po);
+                    binary_run(kind, n, a->data + oa, bc.stride_a[3], b->data + ob, bc.stride_b[3],
+                               po);
                 }
     }
     ts_count_flops(ctx, (double)out->numel);
@@ -120,15 +140,14 @@ static void div_backward(ts_ctx *ctx, ts_node *node, ts_tensor *g, const bool *n
     ts_tensor *b = node->in[1];
     if (needs[0]) gin[0] = reduce_like(ctx, ts_div(ctx, g, b), node->in[0]);
     if (needs[1]) /* d(a/b)/db = -(a/b)/b */
-        gin[1] = reduce_like(ctx, ts_scale(ctx, ts_div(ctx, ts_mul(ctx, g, node->out), b), -1),
-                             b);
+        gin[1] = reduce_like(ctx, ts_scale(ctx, ts_div(ctx, ts_mul(ctx, g, node->out), b), -1), b);
 }
 
-#define DEFINE_BINARY(NAME, KIND, BACKWARD)                                                    \
-    ts_tensor *ts_##NAME(ts_ctx *ctx, ts_tensor *a, ts_tensor *b) {                           \
-        ts_tensor *out = binary_forward(ctx, #NAME, KIND, a, b);                              \
-        ts_record(ctx, #NAME, BACKWARD, out, 2, (ts_tensor *[]){a, b});                       \
-        return out;                                                                            \
+#define DEFINE_BINARY(NAME, KIND, BACKWARD)                                                        \
+    ts_tensor *ts_##NAME(ts_ctx *ctx, ts_tensor *a, ts_tensor *b) {                                \
+        ts_tensor *out = binary_forward(ctx, #NAME, KIND, a, b);                                   \
+        ts_record(ctx, #NAME, BACKWARD, out, 2, (ts_tensor *[]){a, b});                            \
+        return out;                                                                                \
     }
 DEFINE_BINARY(add, BIN_ADD, add_backward)
 DEFINE_BINARY(sub, BIN_SUB, sub_backward)
@@ -190,8 +209,7 @@ static void rsqrt_backward(ts_ctx *ctx, ts_node *node, ts_tensor *g, const bool 
                            ts_tensor **gin) {
     /* d x^(-1/2) = -1/2 x^(-3/2) = -1/2 out^3 */
     ts_tensor *r = node->out;
-    if (needs[0])
-        gin[0] = ts_mul(ctx, g, ts_scale(ctx, ts_mul(ctx, r, ts_square(ctx, r)), -0.5));
+    if (needs[0]) gin[0] = ts_mul(ctx, g, ts_scale(ctx, ts_mul(ctx, r, ts_square(ctx, r)), -0.5));
 }
 
 static void square_backward(ts_ctx *ctx, ts_node *node, ts_tensor *g, const bool *needs,
@@ -266,21 +284,39 @@ static ts_tensor *unary(ts_ctx *ctx, const char *op, enum unary_kind kind, ts_te
     ts_real *y = out->data;
     long n = ctx->counting ? 0 : a->numel; /* counting: nothing to compute */
     switch (kind) {
-    case UN_EXP: for (long i = 0; i < n; i++) y[i] = TS_EXP(x[i]); break;
-    case UN_LOG: for (long i = 0; i < n; i++) y[i] = TS_LOG(x[i]); break;
-    case UN_SQRT: for (long i = 0; i < n; i++) y[i] = TS_SQRT(x[i]); break;
-    case UN_RSQRT: for (long i = 0; i < n; i++) y[i] = 1 / TS_SQRT(x[i]); break;
-    case UN_SQUARE: for (long i = 0; i < n; i++) y[i] = x[i] * x[i]; break;
-    case UN_SIGMOID: for (long i = 0; i < n; i++) y[i] = sigmoid_of(x[i]); break;
-    case UN_SILU: for (long i = 0; i < n; i++) y[i] = x[i] * sigmoid_of(x[i]); break;
+    case UN_EXP:
+        for (long i = 0; i < n; i++) y[i] = TS_EXP(x[i]);
+        break;
+    case UN_LOG:
+        for (long i = 0; i < n; i++) y[i] = TS_LOG(x[i]);
+        break;
+    case UN_SQRT:
+        for (long i = 0; i < n; i++) y[i] = TS_SQRT(x[i]);
+        break;
+    case UN_RSQRT:
+        for (long i = 0; i < n; i++) y[i] = 1 / TS_SQRT(x[i]);
+        break;
+    case UN_SQUARE:
+        for (long i = 0; i < n; i++) y[i] = x[i] * x[i];
+        break;
+    case UN_SIGMOID:
+        for (long i = 0; i < n; i++) y[i] = sigmoid_of(x[i]);
+        break;
+    case UN_SILU:
+        for (long i = 0; i < n; i++) y[i] = x[i] * sigmoid_of(x[i]);
+        break;
     }
     ts_count_flops(ctx, flops_per_element * (double)a->numel);
     ts_record(ctx, op, backward, out, 1, &a);
     return out;
 }
 
-ts_tensor *ts_exp(ts_ctx *ctx, ts_tensor *a) { return unary(ctx, "exp", UN_EXP, a, exp_backward, 1); }
-ts_tensor *ts_log(ts_ctx *ctx, ts_tensor *a) { return unary(ctx, "log", UN_LOG, a, log_backward, 1); }
+ts_tensor *ts_exp(ts_ctx *ctx, ts_tensor *a) {
+    return unary(ctx, "exp", UN_EXP, a, exp_backward, 1);
+}
+ts_tensor *ts_log(ts_ctx *ctx, ts_tensor *a) {
+    return unary(ctx, "log", UN_LOG, a, log_backward, 1);
+}
 ts_tensor *ts_sqrt(ts_ctx *ctx, ts_tensor *a) {
     return unary(ctx, "sqrt", UN_SQRT, a, sqrt_backward, 1);
 }

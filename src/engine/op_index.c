@@ -9,8 +9,8 @@ int32_t *ts_copy_index(ts_ctx *ctx, const int32_t *idx, long n) {
     return copy;
 }
 
-static ts_node *record_indexed(ts_ctx *ctx, const char *op, ts_backward_fn backward,
-                               ts_tensor *out, ts_tensor *in, const int32_t *idx, long n, int v) {
+static ts_node *record_indexed(ts_ctx *ctx, const char *op, ts_backward_fn backward, ts_tensor *out,
+                               ts_tensor *in, const int32_t *idx, long n, int v) {
     ts_node *node = ts_record(ctx, op, backward, out, 1, &in);
     if (node) {
         node->index = ts_copy_index(ctx, idx, n);
@@ -31,7 +31,8 @@ static void scatter_rows_backward(ts_ctx *ctx, ts_node *node, ts_tensor *g, cons
 }
 
 ts_tensor *ts_embedding(ts_ctx *ctx, ts_tensor *table, const int32_t *ids, long n) {
-    if (table->ndim != 2) ts_fail(ctx, "embedding", "table must be [V, D], has %d dims", table->ndim);
+    if (table->ndim != 2)
+        ts_fail(ctx, "embedding", "table must be [V, D], has %d dims", table->ndim);
     int v = table->shape[0], d = table->shape[1];
     ts_tensor *out = ts_new(ctx, TS_SHAPE((int)n, d));
     for (long r = 0; r < n; r++) {
@@ -73,7 +74,8 @@ static void gather_last_backward(ts_ctx *ctx, ts_node *node, ts_tensor *g, const
 static void scatter_last_backward(ts_ctx *ctx, ts_node *node, ts_tensor *g, const bool *needs,
                                   ts_tensor **gin) {
     ts_tensor *in = node->in[0];
-    if (needs[0]) gin[0] = ts_reshape(ctx, ts_gather_last(ctx, g, node->index), in->ndim, in->shape);
+    if (needs[0])
+        gin[0] = ts_reshape(ctx, ts_gather_last(ctx, g, node->index), in->ndim, in->shape);
 }
 
 ts_tensor *ts_gather_last(ts_ctx *ctx, ts_tensor *x, const int32_t *idx) {

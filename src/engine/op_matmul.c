@@ -19,8 +19,10 @@ static void matmul_backward(ts_ctx *ctx, ts_node *node, ts_tensor *g, const bool
     bool ta = node->iattr[0], tb = node->iattr[1];
     bool shared_b = b->ndim == 2 && a->ndim > 2;
     if (needs[0]) {
-        if (!ta) gin[0] = ts_matmul(ctx, g, b, false, !tb);
-        else gin[0] = tb ? ts_matmul(ctx, b, g, true, true) : ts_matmul(ctx, b, g, false, true);
+        if (!ta)
+            gin[0] = ts_matmul(ctx, g, b, false, !tb);
+        else
+            gin[0] = tb ? ts_matmul(ctx, b, g, true, true) : ts_matmul(ctx, b, g, false, true);
     }
     if (needs[1]) {
         if (shared_b) {
@@ -47,16 +49,15 @@ ts_tensor *ts_matmul(ts_ctx *ctx, ts_tensor *a, ts_tensor *b, bool ta, bool tb) 
                 ts_shape_str(b, sb, sizeof sb));
     for (int i = 0; !shared_b && i < a->ndim - 2; i++)
         if (a->shape[i] != b->shape[i])
-            ts_fail(ctx, "matmul", "batch dims differ: %s and %s",
-                    ts_shape_str(a, sa, sizeof sa), ts_shape_str(b, sb, sizeof sb));
+            ts_fail(ctx, "matmul", "batch dims differ: %s and %s", ts_shape_str(a, sa, sizeof sa),
+                    ts_shape_str(b, sb, sizeof sb));
     int ar = a->shape[a->ndim - 2], ac = a->shape[a->ndim - 1];
     int br = b->shape[b->ndim - 2], bc = b->shape[b->ndim - 1];
     int m = ta ? ac : ar, k = ta ? ar : ac;
     int kb = tb ? bc : br, n = tb ? br : bc;
     if (k != kb)
-        ts_fail(ctx, "matmul", "inner dims differ: %s%s @ %s%s",
-                ts_shape_str(a, sa, sizeof sa), ta ? "^T" : "", ts_shape_str(b, sb, sizeof sb),
-                tb ? "^T" : "");
+        ts_fail(ctx, "matmul", "inner dims differ: %s%s @ %s%s", ts_shape_str(a, sa, sizeof sa),
+                ta ? "^T" : "", ts_shape_str(b, sb, sizeof sb), tb ? "^T" : "");
 
     int shape[TS_MAX_DIMS];
     for (int i = 0; i < a->ndim - 2; i++) shape[i] = a->shape[i];
@@ -70,8 +71,8 @@ ts_tensor *ts_matmul(ts_ctx *ctx, ts_tensor *a, ts_tensor *b, bool ta, bool tb) 
     if (ctx->counting) {
         /* shapes and FLOPs only */
     } else if (shared_b) { /* one GEMM over all rows of a */
-        ts_cblas_gemm(CblasRowMajor, opa, opb, (int)(batches * m), n, k, 1, a->data, ac,
-                      b->data, bc, 0, out->data, n);
+        ts_cblas_gemm(CblasRowMajor, opa, opb, (int)(batches * m), n, k, 1, a->data, ac, b->data,
+                      bc, 0, out->data, n);
     } else {
         for (long i = 0; i < batches; i++)
             ts_cblas_gemm(CblasRowMajor, opa, opb, m, n, k, 1, a->data + i * ar * ac, ac,

@@ -26,7 +26,8 @@ static void check_broadcastable(ts_ctx *ctx, const char *op, const int *small, c
     for (int i = 0; i < TS_MAX_DIMS; i++)
         if (small[i] != big[i] && small[i] != 1) {
             char s[64];
-            ts_fail(ctx, op, "tensor %s and a target of %d dims (dim %d: %d vs %d) do not broadcast",
+            ts_fail(ctx, op,
+                    "tensor %s and a target of %d dims (dim %d: %d vs %d) do not broadcast",
                     ts_shape_str(t, s, sizeof s), ndim, i - (TS_MAX_DIMS - ndim), small[i], big[i]);
         }
 }
@@ -52,7 +53,8 @@ static void broadcast_to_backward(ts_ctx *ctx, ts_node *node, ts_tensor *g, cons
 
 ts_tensor *ts_sum_to(ts_ctx *ctx, ts_tensor *a, int ndim, const int *shape) {
     if (same_as(a, ndim, shape)) return a;
-    if (ndim > a->ndim) ts_fail(ctx, "sum_to", "target has more dims (%d) than input (%d)", ndim, a->ndim);
+    if (ndim > a->ndim)
+        ts_fail(ctx, "sum_to", "target has more dims (%d) than input (%d)", ndim, a->ndim);
     int big[TS_MAX_DIMS], small[TS_MAX_DIMS];
     pad4(a->ndim, a->shape, big);
     pad4(ndim, shape, small);
@@ -99,8 +101,10 @@ ts_tensor *ts_broadcast_to(ts_ctx *ctx, ts_tensor *a, int ndim, const int *shape
         for (int i1 = 0; i1 < big[1]; i1++)
             for (int i2 = 0; i2 < big[2]; i2++, po += n) {
                 const ts_real *pa = a->data + i0 * sa[0] + i1 * sa[1] + i2 * sa[2];
-                if (sa[3]) memcpy(po, pa, (size_t)n * sizeof *po);
-                else for (long i = 0; i < n; i++) po[i] = pa[0];
+                if (sa[3])
+                    memcpy(po, pa, (size_t)n * sizeof *po);
+                else
+                    for (long i = 0; i < n; i++) po[i] = pa[0];
             }
     ts_record(ctx, "broadcast_to", broadcast_to_backward, out, 1, &a);
     return out;

@@ -5,7 +5,8 @@
 
 static int normalise_axis(ts_ctx *ctx, const char *op, const ts_tensor *a, int axis) {
     int ax = axis < 0 ? axis + a->ndim : axis;
-    if (ax < 0 || ax >= a->ndim) ts_fail(ctx, op, "axis %d out of range for %d dims", axis, a->ndim);
+    if (ax < 0 || ax >= a->ndim)
+        ts_fail(ctx, op, "axis %d out of range for %d dims", axis, a->ndim);
     return ax;
 }
 
@@ -36,8 +37,10 @@ ts_tensor *ts_reshape(ts_ctx *ctx, ts_tensor *a, int ndim, const int *shape) {
     if (ndim < 1 || ndim > TS_MAX_DIMS) ts_fail(ctx, "reshape", "%d dims requested", ndim);
     for (int i = 0; i < ndim; i++) {
         resolved[i] = shape[i];
-        if (shape[i] == -1 && infer < 0) infer = i;
-        else known *= shape[i];
+        if (shape[i] == -1 && infer < 0)
+            infer = i;
+        else
+            known *= shape[i];
     }
     if (infer >= 0 && known > 0 && a->numel % known == 0) resolved[infer] = (int)(a->numel / known);
     long numel = 1;
@@ -66,7 +69,8 @@ ts_tensor *ts_permute(ts_ctx *ctx, ts_tensor *a, const int *perm) {
     int nd = a->ndim, seen = 0, shape[TS_MAX_DIMS] = {0};
     for (int i = 0; i < nd; i++) {
         if (perm[i] < 0 || perm[i] >= nd || (seen & (1 << perm[i])))
-            ts_fail(ctx, "permute", "entry %d (%d) is not a permutation of %d dims", i, perm[i], nd);
+            ts_fail(ctx, "permute", "entry %d (%d) is not a permutation of %d dims", i, perm[i],
+                    nd);
         seen |= 1 << perm[i];
         shape[i] = a->shape[perm[i]];
     }
@@ -138,8 +142,8 @@ ts_tensor *ts_slice(ts_ctx *ctx, ts_tensor *a, int axis, int start, int len) {
     axis = normalise_axis(ctx, "slice", a, axis);
     int dim = a->shape[axis];
     if (start < 0 || len <= 0 || start + len > dim)
-        ts_fail(ctx, "slice", "range [%d, %d) outside axis %d of size %d", start, start + len,
-                axis, dim);
+        ts_fail(ctx, "slice", "range [%d, %d) outside axis %d of size %d", start, start + len, axis,
+                dim);
     int shape[TS_MAX_DIMS];
     memcpy(shape, a->shape, sizeof shape);
     shape[axis] = len;
@@ -150,8 +154,8 @@ ts_tensor *ts_slice(ts_ctx *ctx, ts_tensor *a, int axis, int start, int len) {
     } else {
         out = ts_new(ctx, a->ndim, shape);
         if (!ctx->counting)
-            copy_blocks(outer, len * inner, a->data + (long)start * inner, dim * inner,
-                        out->data, len * inner);
+            copy_blocks(outer, len * inner, a->data + (long)start * inner, dim * inner, out->data,
+                        len * inner);
     }
     ts_node *node = ts_record(ctx, "slice", slice_backward, out, 1, &a);
     if (node) {
@@ -198,8 +202,8 @@ ts_tensor *ts_concat(ts_ctx *ctx, int n, ts_tensor *const *parts, int axis) {
     if (n < 1) ts_fail(ctx, "concat", "no parts");
     if (n == 1) return parts[0];
     if (n > TS_NODE_MAX_INPUTS) { /* one node holds at most TS_NODE_MAX_INPUTS parts */
-        ts_tensor *rest = ts_concat(ctx, n - (TS_NODE_MAX_INPUTS - 1),
-                                    parts + TS_NODE_MAX_INPUTS - 1, axis);
+        ts_tensor *rest =
+            ts_concat(ctx, n - (TS_NODE_MAX_INPUTS - 1), parts + TS_NODE_MAX_INPUTS - 1, axis);
         ts_tensor *head[TS_NODE_MAX_INPUTS];
         for (int i = 0; i < TS_NODE_MAX_INPUTS - 1; i++) head[i] = parts[i];
         head[TS_NODE_MAX_INPUTS - 1] = rest;

@@ -18,7 +18,9 @@ void ts_rng_seed_stream(ts_rng *rng, uint64_t seed, uint64_t stream) {
     ts_rng_seed(rng, mixed);
 }
 
-static uint64_t rotl(uint64_t x, int k) { return (x << k) | (x >> (64 - k)); }
+static uint64_t rotl(uint64_t x, int k) {
+    return (x << k) | (x >> (64 - k));
+}
 
 uint64_t ts_rng_next(ts_rng *rng) {
     uint64_t *s = rng->s;
@@ -32,7 +34,9 @@ uint64_t ts_rng_next(ts_rng *rng) {
     return result;
 }
 
-double ts_rng_uniform(ts_rng *rng) { return (double)(ts_rng_next(rng) >> 11) * 0x1.0p-53; }
+double ts_rng_uniform(ts_rng *rng) {
+    return (double)(ts_rng_next(rng) >> 11) * 0x1.0p-53;
+}
 
 uint64_t ts_rng_below(ts_rng *rng, uint64_t n) {
     /* Rejection removes the modulo bias. */

@@ -8,8 +8,7 @@
 
 static ts_tensor *new_header(ts_ctx *ctx, int ndim, const int *shape) {
     if (ndim < 0 || ndim > TS_MAX_DIMS)
-        ts_fail(ctx, "tensor", "%d dimensions requested, at most %d supported", ndim,
-                TS_MAX_DIMS);
+        ts_fail(ctx, "tensor", "%d dimensions requested, at most %d supported", ndim, TS_MAX_DIMS);
     ts_tensor *t = ts_alloc(ctx, sizeof *t);
     memset(t, 0, sizeof *t);
     t->ndim = ndim;
@@ -46,7 +45,9 @@ ts_tensor *ts_from_array(ts_ctx *ctx, int ndim, const int *shape, const ts_real 
     return t;
 }
 
-ts_tensor *ts_new_like(ts_ctx *ctx, const ts_tensor *t) { return ts_new(ctx, t->ndim, t->shape); }
+ts_tensor *ts_new_like(ts_ctx *ctx, const ts_tensor *t) {
+    return ts_new(ctx, t->ndim, t->shape);
+}
 
 ts_tensor *ts_wrap(ts_ctx *ctx, ts_real *data, int ndim, const int *shape) {
     ts_tensor *t = new_header(ctx, ndim, shape);

@@ -19,10 +19,10 @@ typedef struct ts_tensor {
     int shape[TS_MAX_DIMS];
     long numel;
     ts_real *data;
-    bool requires_grad;       /* a leaf to differentiate, or the result of a recorded op */
-    ts_node *node;            /* the op that produced it; NULL for leaves and constants */
-    struct ts_tensor *grad;   /* where ts_backward accumulates a leaf's gradient */
-    const char *name;         /* optional, for error messages */
+    bool requires_grad;     /* a leaf to differentiate, or the result of a recorded op */
+    ts_node *node;          /* the op that produced it; NULL for leaves and constants */
+    struct ts_tensor *grad; /* where ts_backward accumulates a leaf's gradient */
+    const char *name;       /* optional, for error messages */
     /* Scratch owned by the gradient pass that is running (see autodiff.c). */
     unsigned long acc_epoch;
     unsigned long target_epoch;
@@ -31,7 +31,10 @@ typedef struct ts_tensor {
 
 /* Shape literal: TS_SHAPE(2, 3) -> 2, (const int[]){2, 3}. */
 #define TS_NARGS_(...) (int)(sizeof((int[]){__VA_ARGS__}) / sizeof(int))
-#define TS_SHAPE(...) TS_NARGS_(__VA_ARGS__), (const int[]){__VA_ARGS__}
+#define TS_SHAPE(...)                                                                              \
+    TS_NARGS_(__VA_ARGS__), (const int[]) {                                                        \
+        __VA_ARGS__                                                                                \
+    }
 
 /* New tensors in the arena. ts_new leaves the data uninitialised. In a
  * counting context (ts_ctx_init_counting) tensors have no data: data is NULL. */

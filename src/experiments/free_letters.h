@@ -12,16 +12,16 @@
 #define TS_FREE_LETTERS_MAX_SETS 32
 
 typedef struct ts_free_letters_options {
-    const char *dir;              /* everything the experiment writes goes here */
+    const char *dir; /* everything the experiment writes goes here */
     int n_kappas;
     double kappa_bits[TS_FREE_LETTERS_MAX_KAPPAS]; /* free bits per token, in bits */
-    long steps;                   /* optimiser steps per kappa */
-    int groups;                   /* groups per sampling mode */
-    int samples;                  /* lines per group, at least 2 */
+    long steps;                                    /* optimiser steps per kappa */
+    int groups;                                    /* groups per sampling mode */
+    int samples;                                   /* lines per group, at least 2 */
     long train_lines;
     int eval_lines;
     long seed;
-    bool prompt_from_encoder;     /* Z of the prompt from the encoder, not the prior */
+    bool prompt_from_encoder; /* Z of the prompt from the encoder, not the prior */
     int n_sets;
     const char *sets[TS_FREE_LETTERS_MAX_SETS]; /* "section.key=value" for every kappa's run */
 } ts_free_letters_options;

@@ -63,11 +63,10 @@ static long long estimated_bytes(const ts_saved_role *roles, int n_roles, int ra
     long long bytes = 128 * 1024 + 4 * (long long)config_len;
     for (int i = 0; i < n_roles; i++) {
         const ts_saved_role *r = &roles[i];
-        long long elements = r->layout == TS_SAVED_PER_RANK ? (long long)r->count * ranks
-                                                            : (long long)r->count;
+        long long elements =
+            r->layout == TS_SAVED_PER_RANK ? (long long)r->count * ranks : (long long)r->count;
         int datasets = r->tensors ? r->tensors->count : 1;
-        bytes += elements * (long long)ckpt_type_size(r->type) + 2048LL * datasets +
-                 16LL * ranks;
+        bytes += elements * (long long)ckpt_type_size(r->type) + 2048LL * datasets + 16LL * ranks;
     }
     return bytes;
 }
@@ -306,8 +305,8 @@ static ts_io_status write_impl(MPI_Comm comm, const char *run_dir, const ts_chec
         int removed = 0;
         st = ts_io_trim_reservation(commit.tmp, err, errlen);
         if (st == TS_IO_OK)
-            st = publish(&commit, run_dir, state->step, options->keep_last, &bytes, &removed,
-                         err, errlen);
+            st = publish(&commit, run_dir, state->step, options->keep_last, &bytes, &removed, err,
+                         errlen);
         else
             ts_commit_abandon(&commit);
         outcome[0] = bytes;

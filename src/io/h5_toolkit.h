@@ -29,7 +29,7 @@ typedef enum ts_io_status {
     TS_IO_ERR_CORRUPT,  /* size or checksum differs from what was recorded when it was written */
     TS_IO_ERR_IO,       /* an HDF5, MPI or POSIX call failed */
     TS_IO_ERR_NOMEM,
-    TS_IO_ERR_NOSPACE,  /* the file system is full or the quota exceeded (ENOSPC, EDQUOT) */
+    TS_IO_ERR_NOSPACE, /* the file system is full or the quota exceeded (ENOSPC, EDQUOT) */
     /* An HDF5 call with collectives inside it (a flush, a close) failed on
      * this rank; other ranks may be waiting inside it, so no agreement with
      * them is possible: the caller must end the job (MPI_Abort). Returned on

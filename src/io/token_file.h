@@ -79,8 +79,8 @@ ts_tf_status ts_token_writer_create(ts_token_writer **out, const char *path,
 
 /* Appends tokens to a split. Every token must lie in [0, vocab_size). A
  * writer created with meta.answer_mask takes them with their mask instead. */
-ts_tf_status ts_token_writer_append(ts_token_writer *w, enum ts_split split,
-                                    const int32_t *tokens, size_t n, ts_tf_err *err);
+ts_tf_status ts_token_writer_append(ts_token_writer *w, enum ts_split split, const int32_t *tokens,
+                                    size_t n, ts_tf_err *err);
 
 /* Appends tokens and their answer flags (each 0 or 1) to a split of a
  * writer created with meta.answer_mask. */
@@ -116,7 +116,7 @@ typedef struct ts_token_file {
     bool collective;
     int64_t n_tokens[TS_N_SPLITS];
     uint32_t crc32[TS_N_SPLITS];
-    bool has_mask;                      /* both splits have an answer mask */
+    bool has_mask; /* both splits have an answer mask */
     hid_t mask_dset[TS_N_SPLITS];
     uint32_t mask_crc32[TS_N_SPLITS];
     ts_token_meta meta;
@@ -146,8 +146,8 @@ ts_tf_status ts_token_file_read(ts_token_file *tf, enum ts_split split, int64_t 
  * of T + 1 tokens. Windows may overlap and come in any order; the file is
  * read once, as the union of the windows. Collective as ts_token_file_read. */
 ts_tf_status ts_token_file_read_windows(ts_token_file *tf, enum ts_split split,
-                                        const int64_t *offsets, int n, int64_t len,
-                                        int32_t *out, ts_tf_err *err);
+                                        const int64_t *offsets, int n, int64_t len, int32_t *out,
+                                        ts_tf_err *err);
 
 /* Reads the answer mask (0 or 1 per token) of the same windows as
  * ts_token_file_read_windows, into out[i * len ..]; the file must have one

@@ -24,9 +24,9 @@ typedef struct ts_batch {
     int batch;
     int seq;
     ts_mode mode;
-    uint64_t seed;        /* the run's seed */
-    long step;            /* optimiser step (evaluation: -1) */
-    long first_index;     /* global index of sequence 0 of this batch in its step or evaluation */
+    uint64_t seed;    /* the run's seed */
+    long step;        /* optimiser step (evaluation: -1) */
+    long first_index; /* global index of sequence 0 of this batch in its step or evaluation */
     /* Optional, evaluation only (NULL: every target is scored): batch x
      * (seq + 1) flags aligned with tokens; the target that is token t of a
      * row is scored iff its flag is non-zero (answer-only scoring). The loss
@@ -78,11 +78,11 @@ struct ts_model {
     const ts_model_ops *ops;
     ts_model_config config;
     ts_param_table table;
-    ts_real *params;      /* table.total values */
-    ts_real *grads;       /* table.total gradients */
-    ts_tensor **tensors;  /* one leaf per table entry, bound by ts_model_bind */
-    void *arch;           /* architecture-specific state */
-    bool counting_only;   /* ts_model_create_counting: no buffers; bind to a counting context */
+    ts_real *params;       /* table.total values */
+    ts_real *grads;        /* table.total gradients */
+    ts_tensor **tensors;   /* one leaf per table entry, bound by ts_model_bind */
+    void *arch;            /* architecture-specific state */
+    bool counting_only;    /* ts_model_create_counting: no buffers; bind to a counting context */
     ts_linear_hook linear; /* how the blocks' linear layers and the head run (zero: locally) */
 };
 

@@ -34,8 +34,8 @@ ts_tensor *tpp_multihead_attention(ts_ctx *ctx, const tpp_block_params *p, ts_te
         ts_fail(ctx, "attention", "width %d is not a multiple of %d heads", d, in->n_heads);
     ts_tensor *q = tpp_split_heads(ctx, tpp_linear(ctx, p, q_in, p->wq), in->n_heads, in->positions,
                                    in->rope_theta);
-    ts_tensor *k = tpp_split_heads(ctx, tpp_linear(ctx, p, kv_in, p->wk), in->n_heads, in->positions,
-                                   in->rope_theta);
+    ts_tensor *k = tpp_split_heads(ctx, tpp_linear(ctx, p, kv_in, p->wk), in->n_heads,
+                                   in->positions, in->rope_theta);
     ts_tensor *v = tpp_split_heads(ctx, tpp_linear(ctx, p, kv_in, p->wv), in->n_heads, NULL, 0);
     ts_tensor *a = tpp_attend(ctx, q, k, v, in, 1.0 / sqrt((double)(d / in->n_heads)));
     return tpp_linear(ctx, p, tpp_merge_heads(ctx, a), p->wo);
@@ -50,8 +50,8 @@ ts_tensor *tpp_block_forward(ts_ctx *ctx, const tpp_block_params *p, ts_tensor *
                              const tpp_attention_input *in) {
     x = ts_unit_boundary(ctx, x, p->unit, true);
     ts_tensor *q_in = ts_rmsnorm(ctx, x, p->attn_norm, in->norm_eps);
-    ts_tensor *kv_in = in->kv_source ? ts_rmsnorm(ctx, in->kv_source, p->attn_norm, in->norm_eps)
-                                     : q_in;
+    ts_tensor *kv_in =
+        in->kv_source ? ts_rmsnorm(ctx, in->kv_source, p->attn_norm, in->norm_eps) : q_in;
     tpp_attention_fn attention = in->attention ? in->attention : tpp_multihead_attention;
     ts_tensor *h = ts_add(ctx, x, attention(ctx, p, q_in, kv_in, in));
     ts_tensor *u = ts_rmsnorm(ctx, h, p->mlp_norm, in->norm_eps);

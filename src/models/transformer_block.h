@@ -11,15 +11,15 @@
 #include "models/linear.h"
 
 typedef struct tpp_block_params {
-    ts_tensor *attn_norm;          /* [D] */
-    ts_tensor *wq, *wk, *wv, *wo;  /* [D, D] */
-    ts_tensor *mlp_norm;           /* [D] */
-    ts_tensor *w1, *w3;            /* [F, D] */
-    ts_tensor *w2;                 /* [D, F] */
-    const ts_linear_hook *linear;  /* how the linear layers run (NULL: locally) */
-    int unit;                      /* the parameter unit of its leaves, marked around the
-                                    * block (ts_unit_boundary; ts_model_param_unit): layer + 1
-                                    * for tpp_block, 0 (unmarked) for any other */
+    ts_tensor *attn_norm;         /* [D] */
+    ts_tensor *wq, *wk, *wv, *wo; /* [D, D] */
+    ts_tensor *mlp_norm;          /* [D] */
+    ts_tensor *w1, *w3;           /* [F, D] */
+    ts_tensor *w2;                /* [D, F] */
+    const ts_linear_hook *linear; /* how the linear layers run (NULL: locally) */
+    int unit;                     /* the parameter unit of its leaves, marked around the
+                                   * block (ts_unit_boundary; ts_model_param_unit): layer + 1
+                                   * for tpp_block, 0 (unmarked) for any other */
 } tpp_block_params;
 
 typedef struct tpp_attention_input tpp_attention_input;
@@ -37,11 +37,11 @@ struct tpp_attention_input {
      * additive [T, T] or NULL, with the composition ts_attention. */
     bool causal;
     const ts_tensor *mask;
-    const int32_t *positions;  /* RoPE position of each of the T rows */
+    const int32_t *positions; /* RoPE position of each of the T rows */
     double rope_theta;
     int n_heads;
     double norm_eps;
-    int layer;                 /* index of the block being run (set by the caller's loop) */
+    int layer; /* index of the block being run (set by the caller's loop) */
     /* Optional: the residual stream keys and values are computed from,
      * through the block's attention norm, instead of the block input (the
      * Free Transformer injects its latent this way into one block). */

@@ -75,9 +75,8 @@ void tpp_split_batch(ts_ctx *ctx, const ts_batch *batch, int32_t **inputs, int32
         for (int t = 0; t < batch->seq; t++) {
             const int32_t *row = batch->tokens + (long)b * (batch->seq + 1);
             (*inputs)[(long)b * batch->seq + t] = row[t];
-            const uint8_t *scored = batch->target_mask
-                                        ? batch->target_mask + (long)b * (batch->seq + 1)
-                                        : NULL;
+            const uint8_t *scored =
+                batch->target_mask ? batch->target_mask + (long)b * (batch->seq + 1) : NULL;
             (*targets)[(long)b * batch->seq + t] = !scored || scored[t + 1] ? row[t + 1] : -1;
         }
 }
@@ -86,8 +85,8 @@ static ts_tensor *tpp_loss(ts_model *model, ts_ctx *ctx, const ts_batch *batch, 
     (void)stats;
     const ts_model_config *c = &model->config;
     if (batch->seq > c->context)
-        ts_fail(ctx, "transformerpp", "sequence of %d tokens exceeds the context of %d",
-                batch->seq, c->context);
+        ts_fail(ctx, "transformerpp", "sequence of %d tokens exceeds the context of %d", batch->seq,
+                c->context);
     int32_t *inputs, *targets;
     tpp_split_batch(ctx, batch, &inputs, &targets);
     int32_t *positions = ts_alloc(ctx, (size_t)batch->seq * sizeof *positions);
@@ -97,8 +96,8 @@ static ts_tensor *tpp_loss(ts_model *model, ts_ctx *ctx, const ts_batch *batch, 
                                      .rope_theta = c->rope_theta,
                                      .n_heads = c->heads,
                                      .norm_eps = c->norm_eps};
-    ts_tensor *x = ts_embedding(ctx, ts_model_param(model, "embed"), inputs,
-                                (long)batch->batch * batch->seq);
+    ts_tensor *x =
+        ts_embedding(ctx, ts_model_param(model, "embed"), inputs, (long)batch->batch * batch->seq);
     x = ts_reshape(ctx, x, TS_SHAPE(batch->batch, batch->seq, c->width));
     ts_tensor *logits = tpp_logits_from_embeddings(model, ctx, x, &attention);
     return ts_cross_entropy(ctx, logits, targets, -1);

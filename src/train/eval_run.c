@@ -19,8 +19,10 @@
  * analysis/run_summary.py reads it (docs/training.md). */
 static void default_output(const char *checkpoint, char *output, size_t len) {
     const char *slash = strrchr(checkpoint, '/');
-    if (slash) snprintf(output, len, "%.*s/eval.h5", (int)(slash - checkpoint), checkpoint);
-    else snprintf(output, len, "eval.h5");
+    if (slash)
+        snprintf(output, len, "%.*s/eval.h5", (int)(slash - checkpoint), checkpoint);
+    else
+        snprintf(output, len, "eval.h5");
 }
 
 int ts_eval_run(MPI_Comm comm, const ts_eval_run_options *a) {
@@ -28,8 +30,8 @@ int ts_eval_run(MPI_Comm comm, const ts_eval_run_options *a) {
     MPI_Comm_rank(comm, &rank);
     char err[1024] = "", path[TS_CHECKPOINT_PATH_MAX];
     if (a->run_dir) {
-        ts_io_status st = ts_checkpoint_find_latest(comm, a->run_dir, path, sizeof path, NULL,
-                                                    err, sizeof err);
+        ts_io_status st =
+            ts_checkpoint_find_latest(comm, a->run_dir, path, sizeof path, NULL, err, sizeof err);
         if (st == TS_IO_NOT_FOUND)
             snprintf(err, sizeof err, "no complete checkpoint in '%s'", a->run_dir);
         if (st != TS_IO_OK) {
@@ -61,10 +63,11 @@ int ts_eval_run(MPI_Comm comm, const ts_eval_run_options *a) {
         const char *spec = a->n_settings ? a->settings[s] : "default";
         char copy[TS_EVAL_SETTING_LEN];
         snprintf(copy, sizeof copy, "%s", spec);
-        for (char *save = NULL, *item = strtok_r(copy, ",", &save);
-             item && strcmp(spec, "default"); item = strtok_r(NULL, ",", &save))
+        for (char *save = NULL, *item = strtok_r(copy, ",", &save); item && strcmp(spec, "default");
+             item = strtok_r(NULL, ",", &save))
             if (!ts_config_set_inference(&setting_configs[s], item, err, sizeof err)) {
-                if (rank == 0) fprintf(stderr, "thinkscale eval: error: setting '%s': %s\n", spec, err);
+                if (rank == 0)
+                    fprintf(stderr, "thinkscale eval: error: setting '%s': %s\n", spec, err);
                 ts_ctx_free(&ctx);
                 ts_model_destroy(model);
                 return 2;
@@ -142,10 +145,10 @@ int ts_eval_run(MPI_Comm comm, const ts_eval_run_options *a) {
             long nw = a->windows;
             ts_eval_window_sums sums = {wb, wb ? wb + nw : NULL, wb ? wb + 2 * nw : NULL,
                                         wb ? wb + 3 * nw : NULL};
-            ok = ok && ts_evaluate_windows(comm, model, &ctx, &tokens, split, config.model.context,
-                                           config.align, a->windows, a->batch,
-                                           (uint64_t)config.seed, r, wb ? &sums : NULL, err,
-                                           sizeof err);
+            ok =
+                ok && ts_evaluate_windows(comm, model, &ctx, &tokens, split, config.model.context,
+                                          config.align, a->windows, a->batch, (uint64_t)config.seed,
+                                          r, wb ? &sums : NULL, err, sizeof err);
             if (energies) {
                 ebt_trace_energies(model, NULL);
                 ok = ok && ts_energies_append(energies, names[n], setting, &trace, err, sizeof err);
@@ -156,11 +159,17 @@ int ts_eval_run(MPI_Comm comm, const ts_eval_run_options *a) {
                 status = 1;
                 break;
             }
-            rows[n] = (ts_eval_row){.set = names[n], .path = file, .setting = setting,
-                                    .loss = r->loss, .perplexity = r->perplexity,
-                                    .tokens = r->tokens, .flops = r->flops,
-                                    .n_stats = r->n_stats, .stat_names = stat_names,
-                                    .stats = r->stats, .answer_loss = r->answer_loss,
+            rows[n] = (ts_eval_row){.set = names[n],
+                                    .path = file,
+                                    .setting = setting,
+                                    .loss = r->loss,
+                                    .perplexity = r->perplexity,
+                                    .tokens = r->tokens,
+                                    .flops = r->flops,
+                                    .n_stats = r->n_stats,
+                                    .stat_names = stat_names,
+                                    .stats = r->stats,
+                                    .answer_loss = r->answer_loss,
                                     .answer_perplexity = r->answer_perplexity,
                                     .answer_tokens = r->answer_tokens,
                                     .n_windows = wb ? nw : 0,
@@ -170,16 +179,16 @@ int ts_eval_run(MPI_Comm comm, const ts_eval_run_options *a) {
                                     .window_answer_tokens = sums.answer_tokens};
             ts_mllog_eval_result(&mllog, step, names[n], r, n == 0);
             if (rank == 0) {
-                printf("%-12s %-32s %10.4f %12.3f %10ld", names[n], setting, r->loss,
-                       r->perplexity, r->tokens);
+                printf("%-12s %-32s %10.4f %12.3f %10ld", names[n], setting, r->loss, r->perplexity,
+                       r->tokens);
                 for (int k = 0; k < r->n_stats; k++) printf(" %12.4g", r->stats[k]);
                 printf("\n");
                 /* Answer-only scoring of a set with an answer mask: its own row. */
                 if (r->answer_tokens > 0) {
                     char answer_set[80];
                     snprintf(answer_set, sizeof answer_set, "%s/answer", names[n]);
-                    printf("%-12s %-32s %10.4f %12.3f %10ld\n", answer_set, setting,
-                           r->answer_loss, r->answer_perplexity, r->answer_tokens);
+                    printf("%-12s %-32s %10.4f %12.3f %10ld\n", answer_set, setting, r->answer_loss,
+                           r->answer_perplexity, r->answer_tokens);
                 }
             }
             n++;
@@ -189,11 +198,13 @@ int ts_eval_run(MPI_Comm comm, const ts_eval_run_options *a) {
     }
     if (status == 0 && rank == 0) {
         char output[TS_CHECKPOINT_PATH_MAX + 32];
-        if (a->output) snprintf(output, sizeof output, "%s", a->output);
-        else default_output(path, output, sizeof output);
+        if (a->output)
+            snprintf(output, sizeof output, "%s", a->output);
+        else
+            default_output(path, output, sizeof output);
         char *config_text = ts_config_to_ini(&config);
-        ts_eval_header header = {path, step, a->split, a->windows, config.model.context,
-                                 config_text ? config_text : ""};
+        ts_eval_header header = {
+            path, step, a->split, a->windows, config.model.context, config_text ? config_text : ""};
         ts_io_status st =
             ts_eval_results_write(output, &header, rows, n, a->force, err, sizeof err);
         if (st != TS_IO_OK) {

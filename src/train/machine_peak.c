@@ -32,7 +32,8 @@ double ts_measure_peak_gflops(void) {
         double start = now_seconds();
         for (int r = 0; r < MAX_REPS; r++) {
             double t0 = now_seconds();
-            ts_cblas_gemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, N, N, N, 1, a, N, b, N, 0, c, N);
+            ts_cblas_gemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, N, N, N, 1, a, N, b, N, 0, c,
+                          N);
             double t1 = now_seconds();
             if (t1 > t0) {
                 double rate = 2.0 * N * N * N / (t1 - t0) / 1e9;

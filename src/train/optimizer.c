@@ -61,8 +61,7 @@ static void step_range(const ts_optimizer_config *c, const ts_param_table *table
         ts_real *p = params + from;
         const ts_real *g = grads + (from - lo);
         if (c->kind == TS_SGD) {
-            for (long i = 0; i < count; i++)
-                p[i] -= (ts_real)(step_lr * (g[i] + decay * p[i]));
+            for (long i = 0; i < count; i++) p[i] -= (ts_real)(step_lr * (g[i] + decay * p[i]));
             continue;
         }
         ts_real *m = m_range + (from - lo), *v = v_range + (from - lo);

@@ -18,10 +18,10 @@ typedef struct ts_optimizer {
     ts_optimizer_config config;
     ts_param_interval *ranges; /* the ranges of the flat buffers it updates, ascending */
     int n_ranges;
-    long n;               /* their elements, the length of the owned order */
-    bool sharded;         /* the ranges are one rank's shard (checkpointed as such) */
-    ts_real *m, *v;       /* AdamW moments of the ranges concatenated (NULL for SGD), n each */
-    long t;               /* updates applied */
+    long n;         /* their elements, the length of the owned order */
+    bool sharded;   /* the ranges are one rank's shard (checkpointed as such) */
+    ts_real *m, *v; /* AdamW moments of the ranges concatenated (NULL for SGD), n each */
+    long t;         /* updates applied */
 } ts_optimizer;
 
 /* An optimiser for the n_ranges ranges of the flat buffers (copied);

@@ -111,7 +111,8 @@ bool ts_write_run_report(const ts_run_summary *s, char *err, size_t errlen) {
      * this invocation started from step 0. */
     fprintf(f, "checkpoint:\n  bytes: %.0f\n  write_bandwidth_bytes_per_second: %.0f\n",
             s->checkpoint_bytes, s->checkpoint_bandwidth);
-    fprintf(f, "  read_bytes: %.0f\n  read_seconds: %.6f\n  read_bandwidth_bytes_per_second: %.0f\n",
+    fprintf(f,
+            "  read_bytes: %.0f\n  read_seconds: %.6f\n  read_bandwidth_bytes_per_second: %.0f\n",
             s->restored_bytes, s->restored_seconds,
             s->restored_seconds > 0 ? s->restored_bytes / s->restored_seconds : 0.0);
     fprintf(f, "parallel:\n  strategy: ");

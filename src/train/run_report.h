@@ -19,13 +19,13 @@ typedef struct ts_run_summary {
     int ranks, nodes, threads_per_rank;
     long batch;
     int context;
-    long first_step, last_step;    /* this invocation: steps first_step+1 .. last_step */
-    double tokens_seen;            /* over the whole run */
-    double wall_seconds;           /* this invocation, from start-up to the end */
-    double step_seconds;           /* of which in training steps */
-    double flops;                  /* executed in training steps, all ranks */
+    long first_step, last_step; /* this invocation: steps first_step+1 .. last_step */
+    double tokens_seen;         /* over the whole run */
+    double wall_seconds;        /* this invocation, from start-up to the end */
+    double step_seconds;        /* of which in training steps */
+    double flops;               /* executed in training steps, all ranks */
     double peak_gflops_per_rank;
-    double first_loss, last_loss;  /* training loss of this invocation's first and last step */
+    double first_loss, last_loss; /* training loss of this invocation's first and last step */
     int n_evals;
     const char *eval_names[TS_REPORT_MAX_EVALS];
     double eval_loss[TS_REPORT_MAX_EVALS];
@@ -33,11 +33,11 @@ typedef struct ts_run_summary {
     /* false: no evaluation of that set ran in this invocation (train.stop_at
      * before an eval step); its loss and perplexity are reported as n/a */
     bool eval_measured[TS_REPORT_MAX_EVALS];
-    double checkpoint_bytes;       /* the last checkpoint written, 0 if none */
-    double checkpoint_bandwidth;   /* its write bandwidth, bytes/s */
-    double restored_bytes;         /* the checkpoint this invocation resumed from, 0 if none */
-    double restored_seconds;       /* its read (open..close, slowest rank) */
-    const char *strategy;          /* parallel.strategy */
+    double checkpoint_bytes;     /* the last checkpoint written, 0 if none */
+    double checkpoint_bandwidth; /* its write bandwidth, bytes/s */
+    double restored_bytes;       /* the checkpoint this invocation resumed from, 0 if none */
+    double restored_seconds;     /* its read (open..close, slowest rank) */
+    const char *strategy;        /* parallel.strategy */
     /* memory_per_rank: bytes one rank holds (largest over ranks) */
     double parameters_bytes, gradients_bytes, optimizer_bytes, activations_bytes;
     double communicated_bytes_per_step; /* collective payload one rank sent per step */

@@ -22,7 +22,7 @@ typedef struct field_column {
     size_t offset; /* of the value in its record */
 } field_column;
 #define FIELD_COLUMN(record, field, units, description)                                            \
-    {{#field, units, description}, offsetof(record, field)}
+    { {#field, units, description}, offsetof(record, field) }
 #define STEP_COLUMN(field, units, description)                                                     \
     FIELD_COLUMN(ts_step_record, field, units, description)
 
@@ -58,9 +58,15 @@ static const field_column memory_columns[] = {
 };
 
 /* eval/SET: an evaluation result, then the model's statistics. */
-static double eval_loss(const ts_eval_result *r) { return r->loss; }
-static double eval_perplexity(const ts_eval_result *r) { return r->perplexity; }
-static double eval_tokens(const ts_eval_result *r) { return (double)r->tokens; }
+static double eval_loss(const ts_eval_result *r) {
+    return r->loss;
+}
+static double eval_perplexity(const ts_eval_result *r) {
+    return r->perplexity;
+}
+static double eval_tokens(const ts_eval_result *r) {
+    return (double)r->tokens;
+}
 static const struct {
     ts_metric_column column;
     double (*value)(const ts_eval_result *result);
@@ -71,9 +77,15 @@ static const struct {
 };
 
 /* checkpoint: what a checkpoint write reports. */
-static double checkpoint_bytes(const ts_checkpoint_report *r) { return (double)r->bytes; }
-static double checkpoint_io_seconds(const ts_checkpoint_report *r) { return r->io_seconds; }
-static double checkpoint_bandwidth(const ts_checkpoint_report *r) { return r->bandwidth; }
+static double checkpoint_bytes(const ts_checkpoint_report *r) {
+    return (double)r->bytes;
+}
+static double checkpoint_io_seconds(const ts_checkpoint_report *r) {
+    return r->io_seconds;
+}
+static double checkpoint_bandwidth(const ts_checkpoint_report *r) {
+    return r->bandwidth;
+}
 static const struct {
     ts_metric_column column;
     double (*value)(const ts_checkpoint_report *report);
@@ -94,8 +106,8 @@ static const struct {
 static int with_model_stats(int n_fixed, const ts_model *model, ts_metric_column *out) {
     const ts_model_ops *ops = model->ops;
     for (int k = 0; k < ops->n_stats; k++)
-        out[n_fixed + k] = (ts_metric_column){ops->stats[k].name, ops->stats[k].units,
-                                              ops->stats[k].description};
+        out[n_fixed + k] =
+            (ts_metric_column){ops->stats[k].name, ops->stats[k].units, ops->stats[k].description};
     return n_fixed + ops->n_stats;
 }
 
@@ -359,8 +371,8 @@ bool ts_run_state_open(ts_run_state *s, MPI_Comm comm, const ts_run_config *conf
     return ts_io_agree(s->comm, ok ? TS_IO_OK : TS_IO_ERR_IO, err, errlen) == TS_IO_OK;
 }
 
-bool ts_run_state_log_step(ts_run_state *s, const ts_step_record *r, const double *stats,
-                           char *err, size_t errlen) {
+bool ts_run_state_log_step(ts_run_state *s, const ts_step_record *r, const double *stats, char *err,
+                           size_t errlen) {
     if (s->rank != 0) return true;
     double values[COUNT(train_columns)];
     field_values(train_columns, COUNT(train_columns), r, values);

@@ -23,10 +23,10 @@ typedef struct ts_step_record {
     double loss;
     double lr;
     double grad_norm;
-    double wall_time;     /* seconds since the run (or resumption) started */
-    double flops;         /* executed this step, all ranks */
+    double wall_time; /* seconds since the run (or resumption) started */
+    double flops;     /* executed this step, all ranks */
     double tokens_per_s;
-    double mfu;           /* executed FLOP/s over the measured GEMM peak of all ranks */
+    double mfu; /* executed FLOP/s over the measured GEMM peak of all ranks */
 } ts_step_record;
 
 /* What one rank holds for training, the largest over ranks, and what it
@@ -34,9 +34,9 @@ typedef struct ts_step_record {
  * metrics.h5's memory table, one row per invocation. */
 typedef struct ts_memory_record {
     double parameters_bytes;
-    double gradients_bytes;     /* the full backward buffer and any reduced shards */
-    double optimizer_bytes;     /* AdamW's moments (of the owned range) */
-    double activations_bytes;   /* the engine arena's high water */
+    double gradients_bytes;   /* the full backward buffer and any reduced shards */
+    double optimizer_bytes;   /* AdamW's moments (of the owned range) */
+    double activations_bytes; /* the engine arena's high water */
     double communicated_bytes_per_step;
 } ts_memory_record;
 
@@ -55,10 +55,10 @@ typedef struct ts_run_state {
     bool provenance_set;
     double last_checkpoint_bytes;     /* of the last checkpoint written (0: none yet) */
     double last_checkpoint_bandwidth; /* bytes/s */
-    double restored_bytes;   /* file size of the checkpoint this invocation resumed from (0: none) */
+    double restored_bytes; /* file size of the checkpoint this invocation resumed from (0: none) */
     double restored_seconds; /* its read, open..close, slowest rank */
-    bool write_failed; /* a checkpoint or metrics.h5 could not be written (full disk, quota,
-                        * I/O error); metrics failures are known on rank 0 only */
+    bool write_failed;       /* a checkpoint or metrics.h5 could not be written (full disk, quota,
+                              * I/O error); metrics failures are known on rank 0 only */
 } ts_run_state;
 
 /* The exit status of a run that stopped because a result could not be

@@ -28,7 +28,7 @@ typedef struct eval_set {
     char name[64];
     ts_token_file tokens;
     bool open;
-    ts_eval_result last;  /* the latest evaluation */
+    ts_eval_result last; /* the latest evaluation */
 } eval_set;
 
 typedef struct trainer {
@@ -37,27 +37,27 @@ typedef struct trainer {
     ts_run_config config;
     ts_model *model;
     ts_optimizer optimizer;
-    ts_parallel parallel;  /* how ranks share gradients, moments and parameters */
-    ts_tensor_grid grid;   /* tensor parallelism: parallel runs over grid.data */
+    ts_parallel parallel; /* how ranks share gradients, moments and parameters */
+    ts_tensor_grid grid;  /* tensor parallelism: parallel runs over grid.data */
     ts_ctx ctx;
     ts_token_file train;
     bool train_open;
     eval_set evals[TS_MAX_EVAL_SETS + 1];
     int n_evals;
-    long step;             /* steps completed */
+    long step; /* steps completed */
     double tokens_seen;
-    double peak_gflops;    /* per rank, the MFU denominator */
+    double peak_gflops; /* per rank, the MFU denominator */
     int64_t *offsets;
     int32_t *tokens;
-    ts_run_state state;    /* metrics and checkpoints */
-    ts_mllog mllog;        /* :::MLLOG lines (rank 0) */
-    ts_watchdog watchdog;  /* ends the job when a step, evaluation or checkpoint stalls */
+    ts_run_state state;   /* metrics and checkpoints */
+    ts_mllog mllog;       /* :::MLLOG lines (rank 0) */
+    ts_watchdog watchdog; /* ends the job when a step, evaluation or checkpoint stalls */
 } trainer;
 
 /* What each step's one reduction carries (summed over ranks). */
 enum {
-    STEP_SHARED_FLOPS,                                           /* executed this step */
-    STEP_SHARED_SIGNALS,                                         /* ranks that got stop signal i */
+    STEP_SHARED_FLOPS,   /* executed this step */
+    STEP_SHARED_SIGNALS, /* ranks that got stop signal i */
     STEP_SHARED_TIME_DUE = STEP_SHARED_SIGNALS + TS_STOP_SIGNAL_COUNT, /* rank 0: checkpoint now */
     STEP_SHARED_COUNT
 };
@@ -129,8 +129,8 @@ static bool open_data(trainer *tr, char *err, size_t errlen) {
             return false;
         }
         e->open = true;
-        if (!ts_tokenizer_check_same(tr->config.tokenizer, e->tokens.meta.tokenizer, paths[i],
-                                     err, errlen))
+        if (!ts_tokenizer_check_same(tr->config.tokenizer, e->tokens.meta.tokenizer, paths[i], err,
+                                     errlen))
             return false;
         snprintf(e->name, sizeof e->name, "%s", domain_of(&e->tokens, paths[i]));
         tr->n_evals++;
@@ -177,8 +177,8 @@ static bool train_step(trainer *tr, double *loss_out, double *stats_out, double 
         long first, count;
         ts_parallel_batch_range(par, micro, &first, &count);
         if (count > 0) {
-            ts_train_window_offsets((uint64_t)c->seed, tr->step, c->batch, a * micro + first,
-                                    count, ts_token_file_len(&tr->train, TS_SPLIT_TRAIN), seq + 1,
+            ts_train_window_offsets((uint64_t)c->seed, tr->step, c->batch, a * micro + first, count,
+                                    ts_token_file_len(&tr->train, TS_SPLIT_TRAIN), seq + 1,
                                     c->align, tr->offsets);
             ts_tf_err tf_err;
             if (ts_token_file_read_windows(&tr->train, TS_SPLIT_TRAIN, tr->offsets, (int)count,
@@ -186,8 +186,12 @@ static bool train_step(trainer *tr, double *loss_out, double *stats_out, double 
                 snprintf(err, errlen, "%s", tf_err.msg);
                 return false;
             }
-            ts_batch batch = {.tokens = tr->tokens, .batch = (int)count, .seq = seq,
-                              .mode = TS_MODE_TRAIN, .seed = (uint64_t)c->seed, .step = tr->step,
+            ts_batch batch = {.tokens = tr->tokens,
+                              .batch = (int)count,
+                              .seq = seq,
+                              .mode = TS_MODE_TRAIN,
+                              .seed = (uint64_t)c->seed,
+                              .step = tr->step,
                               .first_index = a * micro + first};
             double stats[TS_MAX_MODEL_STATS] = {0};
             /* Each rank's share of the global mean: the sum over ranks and
@@ -198,8 +202,8 @@ static bool train_step(trainer *tr, double *loss_out, double *stats_out, double 
         }
         /* Collective (zero2 reduces here), so ranks without sequences take part. */
         if (ts_parallel_micro_batch_done(par, m->grads) != MPI_SUCCESS) {
-            snprintf(err, errlen, "reducing the gradients of micro-batch %ld failed at step %ld",
-                     a, tr->step);
+            snprintf(err, errlen, "reducing the gradients of micro-batch %ld failed at step %ld", a,
+                     tr->step);
             return false;
         }
     }
@@ -224,8 +228,10 @@ static bool train_step(trainer *tr, double *loss_out, double *stats_out, double 
         return false;
     }
     if (!isfinite(*grad_norm_out)) {
-        snprintf(err, errlen, "gradient norm is %g at step %ld: stopping without writing a "
-                 "checkpoint", *grad_norm_out, tr->step);
+        snprintf(err, errlen,
+                 "gradient norm is %g at step %ld: stopping without writing a "
+                 "checkpoint",
+                 *grad_norm_out, tr->step);
         return false;
     }
     ts_optimizer_step(&tr->optimizer, &m->table, m->params,
@@ -268,8 +274,8 @@ static ts_memory_record measure_memory(trainer *tr, long steps_run) {
     ts_memory_record r = {
         .parameters_bytes = parameters,
         .gradients_bytes = gradients,
-        .optimizer_bytes = (tr->optimizer.m ? 2.0 : 0.0) * (double)tr->optimizer.n *
-                           sizeof(ts_real),
+        .optimizer_bytes =
+            (tr->optimizer.m ? 2.0 : 0.0) * (double)tr->optimizer.n * sizeof(ts_real),
         .activations_bytes = (double)tr->ctx.arena.high_water,
         .communicated_bytes_per_step =
             steps_run > 0 ? (tr->parallel.bytes_sent + tr->grid.bytes_sent) / (double)steps_run
@@ -304,8 +310,10 @@ static bool evaluate_all(trainer *tr, char *err, size_t errlen) {
 
 static void format_duration(double seconds, char *buf, size_t len) {
     long s = (long)(seconds + 0.5);
-    if (s >= 3600) snprintf(buf, len, "%ldh%02ldm", s / 3600, s / 60 % 60);
-    else snprintf(buf, len, "%ldm%02lds", s / 60, s % 60);
+    if (s >= 3600)
+        snprintf(buf, len, "%ldh%02ldm", s / 3600, s / 60 % 60);
+    else
+        snprintf(buf, len, "%ldm%02lds", s / 60, s % 60);
 }
 
 /* The one-line summary and report.yaml (rank 0). */
@@ -425,13 +433,13 @@ static int run(trainer *tr, bool resume, const char *resume_from) {
          * many ranks received it (a signal may reach only some: srun and
          * mpirun forward it, a user may signal one rank), and rank 0's
          * wall-clock checkpoint decision, so every rank acts alike. */
-        double shared[STEP_SHARED_COUNT] = {[STEP_SHARED_FLOPS] = ts_flops_total(&tr->ctx) - flops0};
+        double shared[STEP_SHARED_COUNT] = {[STEP_SHARED_FLOPS] =
+                                                ts_flops_total(&tr->ctx) - flops0};
         int received = ts_stop_signal_received();
         for (int i = 0; i < TS_STOP_SIGNAL_COUNT; i++)
             shared[STEP_SHARED_SIGNALS + i] = received && received == ts_stop_signal_number(i);
-        shared[STEP_SHARED_TIME_DUE] =
-            tr->rank == 0 && c->checkpoint_minutes > 0 &&
-            MPI_Wtime() - t_checkpoint >= 60 * c->checkpoint_minutes;
+        shared[STEP_SHARED_TIME_DUE] = tr->rank == 0 && c->checkpoint_minutes > 0 &&
+                                       MPI_Wtime() - t_checkpoint >= 60 * c->checkpoint_minutes;
         ts_watchdog_note(&tr->watchdog,
                          "the step's reduction of FLOPs and stop flags (a collective)");
         ok = ts_allreduce_sum_double(tr->comm, shared, STEP_SHARED_COUNT) == MPI_SUCCESS;
@@ -450,24 +458,25 @@ static int run(trainer *tr, bool resume, const char *resume_from) {
         summary.last_loss = loss;
         summary.step_seconds += step_time;
         summary.flops += step_flops;
-        ts_step_record rec = {
-            .step = tr->step,
-            .tokens = tr->tokens_seen,
-            .loss = loss,
-            .lr = lr,
-            .grad_norm = grad_norm,
-            .wall_time = now - t_start,
-            .flops = step_flops,
-            .tokens_per_s = step_tokens / step_time,
-            .mfu = step_flops / step_time / (tr->peak_gflops * 1e9 * tr->nranks)};
+        ts_step_record rec = {.step = tr->step,
+                              .tokens = tr->tokens_seen,
+                              .loss = loss,
+                              .lr = lr,
+                              .grad_norm = grad_norm,
+                              .wall_time = now - t_start,
+                              .flops = step_flops,
+                              .tokens_per_s = step_tokens / step_time,
+                              .mfu = step_flops / step_time / (tr->peak_gflops * 1e9 * tr->nranks)};
         ok = ts_run_state_log_step(&tr->state, &rec, stats, err, sizeof err);
         if (!all_ok(tr, ok, err)) return ts_run_state_failure_status(&tr->state);
         if (tr->rank == 0 && (tr->step % c->log_every == 0 || tr->step == c->steps)) {
             double dt = now - t_window;
             char eta[32];
             format_duration((double)(c->steps - tr->step) * (now - t_start) /
-                                (double)(tr->step - first_step), eta, sizeof eta);
-            printf("step %6ld/%ld | loss %.4f | lr %.2e | gnorm %.3f | %.0f tok/s | MFU %.1f%% | ETA %s\n",
+                                (double)(tr->step - first_step),
+                            eta, sizeof eta);
+            printf("step %6ld/%ld | loss %.4f | lr %.2e | gnorm %.3f | %.0f tok/s | MFU %.1f%% | "
+                   "ETA %s\n",
                    tr->step, c->steps, loss, lr, grad_norm, tokens_window / dt,
                    100 * flops_window / dt / (tr->peak_gflops * 1e9 * tr->nranks), eta);
             fflush(stdout);

@@ -47,7 +47,8 @@ static long long used_bytes(void) {
     for (struct dirent *e; (e = readdir(d));) {
         if (!name_matches(e->d_name)) continue;
         snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
-        if (stat(path, &info) == 0 && S_ISREG(info.st_mode)) used += (long long)info.st_blocks * 512;
+        if (stat(path, &info) == 0 && S_ISREG(info.st_mode))
+            used += (long long)info.st_blocks * 512;
     }
     closedir(d);
     return used;
@@ -130,7 +131,7 @@ ssize_t write(int fd, const void *buf, size_t count) {
 
 #define PWRITE(name, off_type)                                                                     \
     ssize_t name(int fd, const void *buf, size_t count, off_type offset) {                         \
-        REAL(name, ssize_t, int, const void *, size_t, off_type);                               \
+        REAL(name, ssize_t, int, const void *, size_t, off_type);                                  \
         ssize_t ok = allowed(fd, count, (off_t)offset);                                            \
         if (ok < 0) return -1;                                                                     \
         return real_##name(fd, buf, (size_t)ok, offset);                                           \
@@ -155,7 +156,7 @@ ssize_t writev(int fd, const struct iovec *iov, int n) {
 
 #define PWRITEV(name, off_type)                                                                    \
     ssize_t name(int fd, const struct iovec *iov, int n, off_type offset) {                        \
-        REAL(name, ssize_t, int, const struct iovec *, int, off_type);                          \
+        REAL(name, ssize_t, int, const struct iovec *, int, off_type);                             \
         if (vector_fails(fd, iov, n, (off_t)offset)) return -1;                                    \
         return real_##name(fd, iov, n, offset);                                                    \
     }

@@ -402,10 +402,9 @@ static void test_unit_markers_tell_the_hook(void **state) {
     assert_int_equal(log.n, 4);
     ts_backward(ctx, loss, NULL);
     const int units[8] = {1, 1, 2, 2, 2, 2, 1, 1};
-    const ts_unit_event events[8] = {TS_UNIT_FORWARD_BEGIN,  TS_UNIT_FORWARD_END,
-                                     TS_UNIT_FORWARD_BEGIN,  TS_UNIT_FORWARD_END,
-                                     TS_UNIT_BACKWARD_BEGIN, TS_UNIT_BACKWARD_END,
-                                     TS_UNIT_BACKWARD_BEGIN, TS_UNIT_BACKWARD_END};
+    const ts_unit_event events[8] = {
+        TS_UNIT_FORWARD_BEGIN,  TS_UNIT_FORWARD_END,  TS_UNIT_FORWARD_BEGIN,  TS_UNIT_FORWARD_END,
+        TS_UNIT_BACKWARD_BEGIN, TS_UNIT_BACKWARD_END, TS_UNIT_BACKWARD_BEGIN, TS_UNIT_BACKWARD_END};
     assert_int_equal(log.n, 8);
     for (int i = 0; i < 8; i++) {
         assert_int_equal(log.unit[i], units[i]);

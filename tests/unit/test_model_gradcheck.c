@@ -29,8 +29,14 @@
 enum { BATCH = 2, SEQ = 6 };
 
 static ts_model_config tiny_config(void) {
-    ts_model_config c = {.vocab_size = 11, .context = SEQ, .depth = 2, .width = 8, .heads = 2,
-                         .ffn_mult = 1.5, .norm_eps = 1e-5, .rope_theta = 10000};
+    ts_model_config c = {.vocab_size = 11,
+                         .context = SEQ,
+                         .depth = 2,
+                         .width = 8,
+                         .heads = 2,
+                         .ffn_mult = 1.5,
+                         .norm_eps = 1e-5,
+                         .rope_theta = 10000};
     strcpy(c.arch, "transformerpp");
     return c;
 }
@@ -91,9 +97,11 @@ static void test_gradient_along_a_random_direction(void **state) {
     memcpy(saved, model->params, sizeof(ts_real) * (size_t)n);
     double analytic = 0;
     for (long i = 0; i < n; i++) analytic += (double)model->grads[i] * direction[i];
-    for (long i = 0; i < n; i++) model->params[i] = saved[i] + (ts_real)DIRECTIONAL_STEP * direction[i];
+    for (long i = 0; i < n; i++)
+        model->params[i] = saved[i] + (ts_real)DIRECTIONAL_STEP * direction[i];
     double up = loss_value(model, &f->ctx, &f->batch);
-    for (long i = 0; i < n; i++) model->params[i] = saved[i] - (ts_real)DIRECTIONAL_STEP * direction[i];
+    for (long i = 0; i < n; i++)
+        model->params[i] = saved[i] - (ts_real)DIRECTIONAL_STEP * direction[i];
     double down = loss_value(model, &f->ctx, &f->batch);
     memcpy(model->params, saved, sizeof(ts_real) * (size_t)n);
     double fd = (up - down) / (2 * DIRECTIONAL_STEP);
