@@ -7,19 +7,13 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
+#include "engine/clock.h"
 #include "engine/engine.h"
 #include "models/transformer_block.h"
 
 enum { BATCH = 8, SEQ = 256, WIDTH = 256, HEADS = 4, REPS = 7 };
 static const double TARGET_RATIO = 0.50;
-
-static double now(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
 
 static int compare_doubles(const void *a, const void *b) {
     double x = *(const double *)a, y = *(const double *)b;
@@ -51,9 +45,9 @@ static double gemm_gflops(int n) {
     fill_normal(b, (long)n * n, 1, &seed);
     double rates[REPS];
     for (int r = -1; r < REPS; r++) {
-        double t0 = now();
+        double t0 = ts_monotonic_seconds();
         ts_cblas_gemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, n, n, 1, a, n, b, n, 0, c, n);
-        double dt = now() - t0;
+        double dt = ts_monotonic_seconds() - t0;
         if (r >= 0) rates[r] = 2.0 * n * n * n / dt / 1e9;
     }
     free(a);
@@ -111,10 +105,10 @@ int main(void) {
     ts_mark mark = ts_get_mark(&ctx);
     for (int r = -2; r < REPS; r++) {
         ts_reset_flops(&ctx);
-        double t0 = now();
+        double t0 = ts_monotonic_seconds();
         ts_tensor *y = tpp_block_forward(&ctx, &block, x, &in);
         ts_backward(&ctx, y, seed_grad);
-        double dt = now() - t0;
+        double dt = ts_monotonic_seconds() - t0;
         if (r >= 0) times[r] = dt;
         flops_fwd = ctx.flops[TS_FORWARD];
         flops_bwd = ctx.flops[TS_BACKWARD];

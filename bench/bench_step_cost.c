@@ -7,20 +7,14 @@
  * and under 256 MiB. Prints a table, then one summary line with a verdict. */
 #include <stdio.h>
 #include <string.h>
-#include <time.h>
 
 #include "core/config.h"
+#include "engine/clock.h"
 #include "engine/real.h"
 #include "train/step_cost.h"
 
 static const double TARGET_SECONDS = 1.0;
 static const double TARGET_MIB = 256.0;
-
-static double now(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
 
 typedef struct variant {
     const char *label, *arch;
@@ -66,10 +60,10 @@ int main(void) {
         char err[512] = "";
         ts_step_flops_result r;
         long total = 0, non_embedding = 0;
-        double t0 = now();
+        double t0 = ts_monotonic_seconds();
         bool ok = paper_large(&variants[i], &c, err, sizeof err) &&
                   ts_step_flops(&c, &r, err, sizeof err);
-        double seconds = now() - t0;
+        double seconds = ts_monotonic_seconds() - t0;
         ok = ok && ts_param_counts(&c.model, &total, &non_embedding, err, sizeof err);
         if (!ok) {
             printf("%-15s error: %s\n", variants[i].label, err);

@@ -1,13 +1,11 @@
 #include "engine/profile.h"
 
 #include <string.h>
-#include <time.h>
+
+#include "engine/clock.h"
 
 static double now_seconds(const ts_profile *profile) {
-    struct timespec ts;
-    clock_gettime(profile->clock == TS_PROFILE_CPU ? CLOCK_PROCESS_CPUTIME_ID : CLOCK_MONOTONIC,
-                  &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+    return profile->clock == TS_PROFILE_CPU ? ts_process_cpu_seconds() : ts_monotonic_seconds();
 }
 
 void ts_profile_start(ts_ctx *ctx, ts_profile *profile, enum ts_profile_clock clock) {

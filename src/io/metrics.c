@@ -8,9 +8,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <time.h>
 #include <unistd.h>
 
+#include "engine/clock.h"
 #include "io/full_disk.h"
 
 #define FORMAT_NAME "thinkscale-metrics"
@@ -53,12 +53,6 @@ struct ts_metrics {
     int buffered;  /* rows buffered over all tables */
     bool failed;   /* a write failed: nothing more is written (docs/reliability.md) */
 };
-
-static double now_seconds(void) {
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
-}
 
 static bool valid_name(const char *name) {
     return name && name[0] && !strchr(name, '/') && strcmp(name, ".") && strlen(name) < 256;
@@ -773,7 +767,7 @@ ts_io_status ts_metrics_append(ts_metrics *m, const char *table_path, long step,
     t->buffered++;
     t->has_last = true;
     t->last_step = step;
-    double now = now_seconds();
+    double now = ts_monotonic_seconds();
     if (m->buffered++ == 0) m->oldest = now;
     if (m->buffered >= m->flush_rows || now - m->oldest >= m->flush_seconds)
         return ts_metrics_flush(m, err, errlen);

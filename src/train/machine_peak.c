@@ -1,15 +1,9 @@
 #include "train/machine_peak.h"
 
 #include <stdlib.h>
-#include <time.h>
 
+#include "engine/clock.h"
 #include "engine/real.h"
-
-static double now_seconds(void) {
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
-}
 
 double ts_measure_peak_gflops(void) {
     /* One untimed GEMM first: it pays the page faults of the three buffers and
@@ -29,12 +23,12 @@ double ts_measure_peak_gflops(void) {
             b[i] = (ts_real)((i % 5) - 2) * (ts_real)0.1;
         }
         ts_cblas_gemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, N, N, N, 1, a, N, b, N, 0, c, N);
-        double start = now_seconds();
+        double start = ts_monotonic_seconds();
         for (int r = 0; r < MAX_REPS; r++) {
-            double t0 = now_seconds();
+            double t0 = ts_monotonic_seconds();
             ts_cblas_gemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, N, N, N, 1, a, N, b, N, 0, c,
                           N);
-            double t1 = now_seconds();
+            double t1 = ts_monotonic_seconds();
             if (t1 > t0) {
                 double rate = 2.0 * N * N * N / (t1 - t0) / 1e9;
                 if (rate > best) best = rate;

@@ -6,11 +6,7 @@
 #include <time.h>
 #include <unistd.h>
 
-static double monotonic_seconds(void) {
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
-}
+#include "engine/clock.h"
 
 const char *ts_watch_kind_name(ts_watch_kind kind) {
     switch (kind) {
@@ -75,7 +71,7 @@ static void *watch(void *arg) {
     ts_watchdog *w = arg;
     pthread_mutex_lock(&w->lock);
     while (!w->stopping) {
-        double now = monotonic_seconds();
+        double now = ts_monotonic_seconds();
         if (w->active) {
             double limit = limit_locked(w, w->kind), waited = now - w->since;
             if (waited > limit) {
@@ -125,7 +121,7 @@ static void finish_activity(ts_watchdog *w, double now) {
 
 void ts_watchdog_enter(ts_watchdog *w, ts_watch_kind kind, long step, const char *what) {
     if (!w->running) return;
-    double now = monotonic_seconds();
+    double now = ts_monotonic_seconds();
     pthread_mutex_lock(&w->lock);
     finish_activity(w, now);
     w->active = true;
@@ -145,7 +141,7 @@ void ts_watchdog_note(ts_watchdog *w, const char *what) {
 
 void ts_watchdog_idle(ts_watchdog *w) {
     if (!w->running) return;
-    double now = monotonic_seconds();
+    double now = ts_monotonic_seconds();
     pthread_mutex_lock(&w->lock);
     finish_activity(w, now);
     pthread_mutex_unlock(&w->lock);

@@ -1,0 +1,53 @@
+/* The engine's clocks (src/engine/clock.c): monotonic seconds follow a sleep,
+ * and the process's CPU seconds follow work done but not time spent asleep. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <time.h>
+
+#include <cmocka.h>
+
+#include "engine/clock.h"
+
+static void sleep_seconds(double s) {
+    struct timespec t = {(time_t)s, (long)((s - (double)(time_t)s) * 1e9)};
+    while (nanosleep(&t, &t) != 0) {
+    }
+}
+
+static void monotonic_follows_a_sleep(void **state) {
+    (void)state;
+    double t0 = ts_monotonic_seconds();
+    sleep_seconds(0.05);
+    double t1 = ts_monotonic_seconds();
+    assert_true(t1 - t0 >= 0.049);
+    assert_true(t1 - t0 < 5.0);
+    assert_true(ts_monotonic_seconds() >= t1);
+}
+
+static void cpu_time_counts_work_not_sleep(void **state) {
+    (void)state;
+    double c0 = ts_process_cpu_seconds();
+    sleep_seconds(0.2);
+    double c1 = ts_process_cpu_seconds();
+    assert_true(c1 >= c0);
+    assert_true(c1 - c0 < 0.1);
+    /* Busy until 0.02 s of CPU time has been used: terminates only if the
+     * clock advances with work. */
+    volatile double sink = 0;
+    double w0 = ts_monotonic_seconds();
+    while (ts_process_cpu_seconds() - c1 < 0.02) {
+        for (int i = 0; i < 100000; i++) sink += i * 1e-9;
+        assert_true(ts_monotonic_seconds() - w0 < 60.0);
+    }
+    assert_true(sink > 0);
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(monotonic_follows_a_sleep),
+        cmocka_unit_test(cpu_time_counts_work_not_sleep),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
