@@ -44,21 +44,25 @@ int ts_config_schema_find(const ts_config_schema *schema, const char *section, c
     return -1;
 }
 
-static void set_default(const ts_config_key *k, char *field) {
+void ts_config_key_store(const ts_config_key *k, void *field, ts_config_value value) {
     switch (k->type) {
     case TS_CONFIG_INT:
-        *(int *)field = (int)k->integer;
+        *(int *)field = (int)value.integer;
         break;
     case TS_CONFIG_LONG:
-        *(long *)field = k->integer;
+        *(long *)field = value.integer;
         break;
     case TS_CONFIG_DOUBLE:
-        *(double *)field = k->real;
+        *(double *)field = value.real;
         break;
     case TS_CONFIG_STRING:
-        snprintf(field, k->size, "%s", k->text ? k->text : "");
+        snprintf(field, k->size, "%s", value.text ? value.text : "");
         break;
     }
+}
+
+static ts_config_value default_of(const ts_config_key *k) {
+    return (ts_config_value){.integer = k->integer, .real = k->real, .text = k->text};
 }
 
 void ts_config_schema_defaults(const ts_config_schema *schema, void *config, bool *explicit_keys) {
@@ -67,7 +71,7 @@ void ts_config_schema_defaults(const ts_config_schema *schema, void *config, boo
         const ts_config_part *part = &schema->parts[p];
         for (int i = 0; i < part->section->n_keys; i++, index++) {
             const ts_config_key *k = &part->section->keys[i];
-            set_default(k, (char *)config + part->offset + k->offset);
+            ts_config_key_store(k, (char *)config + part->offset + k->offset, default_of(k));
             explicit_keys[index] = false;
         }
     }
@@ -293,13 +297,9 @@ void ts_config_schema_print_keys(const ts_config_schema *schema, FILE *out) {
                 char s[256];
             } field;
             char value[256];
-            set_default(
-                &(ts_config_key){.type = k->type,
-                                 .size = k->size < sizeof field.s ? k->size : sizeof field.s,
-                                 .integer = k->integer,
-                                 .real = k->real,
-                                 .text = k->text},
-                (char *)&field);
+            ts_config_key bounded = *k;
+            if (bounded.size > sizeof field.s) bounded.size = sizeof field.s;
+            ts_config_key_store(&bounded, &field, default_of(k));
             format_value(k, (const char *)&field, value, sizeof value);
             fprintf(out, "  %-24s %-14s %s", k->name, value, k->help);
             for (int a = 0, n = 0; k->lists_architectures && a < schema->n_parts; a++)

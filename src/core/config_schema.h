@@ -55,6 +55,19 @@ typedef struct ts_config_key {
         .size = sizeof(((TYPE *)0)->MEMBER), .text = DEFAULT, .help = HELP, .inference = INFERENCE \
     }
 
+/* A value for a key of any type: the member of the key's type is stored
+ * (integer for INT and LONG, real for DOUBLE, text for STRING). */
+typedef struct ts_config_value {
+    long integer;
+    double real;
+    const char *text;
+} ts_config_value;
+
+/* Stores value into field, the key's member of its struct: the one place
+ * that writes a field by its type (defaults, presets). Strings are truncated
+ * to the key's size. */
+void ts_config_key_store(const ts_config_key *k, void *field, ts_config_value value);
+
 /* Runs after every source (file, overrides) has been applied, e.g. a preset
  * that fills the keys not set explicitly. fields: the section's struct;
  * explicit_keys[i]: whether keys[i] of the section was set by a source. */

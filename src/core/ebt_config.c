@@ -75,22 +75,11 @@ static bool apply_preset(void *fields, const bool *explicit_keys, char *err, siz
         int i = ts_config_section_find(&ts_ebt_config_section, row->key);
         if (i < 0 || explicit_keys[i]) continue;
         const ts_config_key *k = &keys[i];
-        char *field = (char *)ebt + k->offset;
-        double value = s1 ? row->s1 : row->s2;
-        switch (k->type) {
-        case TS_CONFIG_INT:
-            *(int *)field = (int)value;
-            break;
-        case TS_CONFIG_LONG:
-            *(long *)field = (long)value;
-            break;
-        case TS_CONFIG_DOUBLE:
-            *(double *)field = value;
-            break;
-        case TS_CONFIG_STRING:
-            snprintf(field, k->size, "%s", s1 ? row->s1_text : row->s2_text);
-            break;
-        }
+        double number = s1 ? row->s1 : row->s2;
+        ts_config_key_store(k, (char *)ebt + k->offset,
+                            (ts_config_value){.integer = (long)number,
+                                              .real = number,
+                                              .text = s1 ? row->s1_text : row->s2_text});
     }
     return true;
 }
