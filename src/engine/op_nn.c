@@ -25,14 +25,32 @@ static void inverse_rms(const ts_real *x, long rows, int d, double eps, ts_real 
     }
 }
 
-/* r of every row of x [..., d] into the arena; NULL in a counting context. */
-static ts_real *row_inverse_rms(ts_ctx *ctx, const ts_tensor *x, double eps) {
-    if (ctx->counting) return NULL;
-    int d = x->shape[x->ndim - 1];
-    long rows = x->numel / d;
-    ts_real *r = ts_alloc(ctx, (size_t)rows * sizeof *r);
-    inverse_rms(x->data, rows, d, eps, r);
-    return r;
+/* What every RMSNorm kernel starts from: x [..., d] as rows of d, an output
+ * shaped like x, and r of every row in the arena (NULL in a counting
+ * context, where no kernel runs). */
+typedef struct rms_rows {
+    int d;
+    long rows;
+    ts_tensor *out;
+    ts_real *r;
+} rms_rows;
+
+static rms_rows rms_rows_of(ts_ctx *ctx, const ts_tensor *x, double eps) {
+    rms_rows k = {.d = x->shape[x->ndim - 1]};
+    k.rows = x->numel / k.d;
+    k.out = ts_new_like(ctx, x);
+    if (!ctx->counting) {
+        k.r = ts_alloc(ctx, (size_t)k.rows * sizeof *k.r);
+        inverse_rms(x->data, k.rows, k.d, eps, k.r);
+    }
+    return k;
+}
+
+/* Records an RMSNorm kernel's node, which keeps eps for its rule. */
+static void record_with_eps(ts_ctx *ctx, const char *op, ts_backward_fn rule, ts_tensor *out,
+                            int n_in, ts_tensor **in, double eps) {
+    ts_node *node = ts_record(ctx, op, rule, out, n_in, in);
+    if (node) node->fattr[0] = eps;
 }
 
 /* r [..., 1] of x with primitives: differentiable. */
@@ -88,12 +106,11 @@ static void rms_grad_dx_backward(ts_ctx *ctx, ts_node *node, ts_tensor *w, const
 }
 
 static ts_tensor *rms_grad_dx(ts_ctx *ctx, ts_tensor *x, ts_tensor *u, ts_tensor *v, double eps) {
-    int d = x->shape[x->ndim - 1];
-    long rows = x->numel / d;
-    ts_tensor *out = ts_new_like(ctx, x);
-    ts_real *r = row_inverse_rms(ctx, x, eps);
+    rms_rows k = rms_rows_of(ctx, x, eps);
+    int d = k.d;
+    const ts_real *r = k.r;
     if (r) {
-        for (long i = 0; i < rows; i++) {
+        for (long i = 0; i < k.rows; i++) {
             const ts_real *xi = x->data + i * d, *ui = u->data + i * d, *vi = v->data + i * d;
             double vu = 0, ux = 0, vx = 0;
             for (int j = 0; j < d; j++) {
@@ -104,18 +121,17 @@ static ts_tensor *rms_grad_dx(ts_ctx *ctx, ts_tensor *x, ts_tensor *u, ts_tensor
             ts_real a = (ts_real)(vu / d), m = (ts_real)(ux / d), b = (ts_real)(vx / d);
             ts_real r3 = r[i] * r[i] * r[i], r5 = r3 * r[i] * r[i];
             ts_real cx = 3 * r5 * m * b - r3 * a;
-            ts_real *o = out->data + i * d;
+            ts_real *o = k.out->data + i * d;
             for (int j = 0; j < d; j++) o[j] = xi[j] * cx - r3 * (vi[j] * m + ui[j] * b);
         }
     }
     /* As the primitives it replaces: 16 per element (squares, three
      * products and four row sums, five for the sum of terms, three for the
      * result), 13 per row (r, its powers, the means, x's coefficient). */
-    ts_count_flops(ctx, 16.0 * (double)x->numel + 13.0 * (double)rows);
-    ts_node *node = ts_record(ctx, "rmsnorm_backward_dx", rms_grad_dx_backward, out, 3,
-                              (ts_tensor *[]){x, u, v});
-    if (node) node->fattr[0] = eps;
-    return out;
+    ts_count_flops(ctx, 16.0 * (double)x->numel + 13.0 * (double)k.rows);
+    record_with_eps(ctx, "rmsnorm_backward_dx", rms_grad_dx_backward, k.out, 3,
+                    (ts_tensor *[]){x, u, v}, eps);
+    return k.out;
 }
 
 /* The VJP of G(x, u) with v: G(x, v) for u (G is linear in u), F(x, u, v)
@@ -134,26 +150,23 @@ static ts_tensor *rms_grad(ts_ctx *ctx, ts_tensor *x, ts_tensor *u, double eps) 
         ts_fail(ctx, "rmsnorm_backward", "gradient %s does not match input %s",
                 ts_shape_str(u, su, sizeof su), ts_shape_str(x, sx, sizeof sx));
     }
-    int d = x->shape[x->ndim - 1];
-    long rows = x->numel / d;
-    ts_tensor *out = ts_new_like(ctx, x);
-    ts_real *r = row_inverse_rms(ctx, x, eps);
-    if (r) {
-        for (long i = 0; i < rows; i++) {
+    rms_rows k = rms_rows_of(ctx, x, eps);
+    int d = k.d;
+    if (k.r) {
+        for (long i = 0; i < k.rows; i++) {
             const ts_real *xi = x->data + i * d, *ui = u->data + i * d;
             double dot = 0;
             for (int j = 0; j < d; j++) dot += (double)ui[j] * xi[j];
-            ts_real ri = r[i], c = ri * ri * ri * (ts_real)(dot / d);
-            ts_real *o = out->data + i * d;
+            ts_real ri = k.r[i], c = ri * ri * ri * (ts_real)(dot / d);
+            ts_real *o = k.out->data + i * d;
             for (int j = 0; j < d; j++) o[j] = ri * ui[j] - xi[j] * c;
         }
     }
     /* r: 2 per element, 4 per row; the dot 2 and the rest 3 per element, 5 per row */
-    ts_count_flops(ctx, 7.0 * (double)x->numel + 9.0 * (double)rows);
-    ts_node *node =
-        ts_record(ctx, "rmsnorm_backward", rms_grad_backward, out, 2, (ts_tensor *[]){x, u});
-    if (node) node->fattr[0] = eps;
-    return out;
+    ts_count_flops(ctx, 7.0 * (double)x->numel + 9.0 * (double)k.rows);
+    record_with_eps(ctx, "rmsnorm_backward", rms_grad_backward, k.out, 2, (ts_tensor *[]){x, u},
+                    eps);
+    return k.out;
 }
 
 static void rmsnorm_backward(ts_ctx *ctx, ts_node *node, ts_tensor *g, const bool *needs,
@@ -174,23 +187,20 @@ ts_tensor *ts_rmsnorm(ts_ctx *ctx, ts_tensor *x, ts_tensor *weight, double eps) 
         ts_fail(ctx, "rmsnorm", "weight %s does not match the last dim of %s",
                 ts_shape_str(weight, sw, sizeof sw), ts_shape_str(x, sx, sizeof sx));
     }
-    long rows = x->numel / d;
-    ts_tensor *out = ts_new_like(ctx, x);
-    ts_real *r = row_inverse_rms(ctx, x, eps);
-    if (r) {
+    rms_rows k = rms_rows_of(ctx, x, eps);
+    if (k.r) {
         const ts_real *w = weight->data;
-        for (long i = 0; i < rows; i++) {
+        for (long i = 0; i < k.rows; i++) {
             const ts_real *in = x->data + i * d;
-            ts_real *o = out->data + i * d, ri = r[i];
+            ts_real *o = k.out->data + i * d, ri = k.r[i];
             for (int j = 0; j < d; j++) o[j] = in[j] * ri * w[j];
         }
     }
     /* r: squares and their sum 2 per element, mean, eps and rsqrt 4 per row;
      * the scaling 2 per element */
-    ts_count_flops(ctx, 4.0 * (double)x->numel + 4.0 * (double)rows);
-    ts_node *node = ts_record(ctx, "rmsnorm", rmsnorm_backward, out, 2, (ts_tensor *[]){x, weight});
-    if (node) node->fattr[0] = eps;
-    return out;
+    ts_count_flops(ctx, 4.0 * (double)x->numel + 4.0 * (double)k.rows);
+    record_with_eps(ctx, "rmsnorm", rmsnorm_backward, k.out, 2, (ts_tensor *[]){x, weight}, eps);
+    return k.out;
 }
 
 /* ---------------------------------------------------------------- RoPE */
