@@ -54,6 +54,7 @@ def main(argv):
              "thinking_vocab.csv": thinking.vocab_csv(analysis.vocab_rows),
              "thinking.md": thinking.summary_md(analysis),
              "thinking_fits.csv": thinking.fits_csv(analysis.fits),
+             "thinking_fits_by_setting.csv": thinking.fits_csv(analysis.setting_fits),
              "thinking.csv": thinking.rows_csv(analysis.rows)}
     try:
         files, figures = publish.publish(args.dir, texts,

@@ -109,6 +109,19 @@ class SlopeRecovery(unittest.TestCase):
         for name, expected in OODS.items():
             self.assertAlmostEqual(ood[name], expected, delta=0.05 * expected)
 
+    def test_a_slope_at_every_knob_level(self):
+        """The lower level has half the top level's gain, so half its slope;
+        Transformer++ has no knob and so no row."""
+        analysis = thinking.analyse(self.dir, resamples=400, seed=1)
+        by = {(f.arch, f.setting): f for f in analysis.setting_fits}
+        self.assertEqual(set(by), {("ebt", "steps=2,samples=1"), ("ebt", "steps=8,samples=4")})
+        low = by[("ebt", "steps=2,samples=1")]
+        self.assertAlmostEqual(low.slope, 0.025, delta=0.008)
+        self.assertLess(low.slope_lo, 0.025)
+        self.assertGreater(low.slope_hi, 0.025)
+        top = {f.arch: f for f in analysis.fits}["ebt"]
+        self.assertEqual(by[("ebt", "steps=8,samples=4")].slope, top.slope)
+
     def test_transformerpp_is_flat(self):
         fits = {f.arch: f for f in thinking.analyse(self.dir, resamples=100).fits}
         self.assertEqual(fits["transformerpp"].slope, 0.0)
@@ -132,6 +145,11 @@ class SlopeRecovery(unittest.TestCase):
         with open(self.dir / "thinking_fits.csv") as f:
             fits = list(csv.DictReader(f))
         self.assertEqual(list(fits[0].keys()), list(thinking.FIT_COLUMNS))
+        with open(self.dir / "thinking_fits_by_setting.csv") as f:
+            by_setting = list(csv.DictReader(f))
+        self.assertEqual([(r["arch"], r["setting"]) for r in by_setting],
+                         [("ebt", "steps=2,samples=1"), ("ebt", "steps=8,samples=4")])
+        self.assertIn("every knob level", (self.dir / "thinking.md").read_text())
         for stem in ("thinking_ood", "thinking_flops", "thinking_ablation"):
             for ext in ("png", "pdf"):
                 self.assertTrue((self.dir / "figures" / f"{stem}.{ext}").is_file(), stem)

@@ -15,7 +15,9 @@ docs/campaign-results-format.md). Definitions:
   for F and F0, and for a set and the validation set within one replicate).
 - Per architecture a least-squares line of gain (at the knob's highest-compute
   level) against OOD-ness over the sets; its slope's interval from the same
-  window bootstrap.
+  window bootstrap. The same line at every other knob level too
+  (thinking_fits_by_setting.csv), so a slope can be followed from one step to
+  eight and with or without self-verification.
 - EBT's per-token energy (after the last step) against its per-token loss:
   Spearman rank correlation, interval by bootstrap over windows.
 
@@ -45,7 +47,7 @@ KNOBS = {"ebt": "steps,samples", "free": "K", "nexus": "order", "transformerpp":
 # Columns other tools rely on come first; later additions go at the end.
 CSV_COLUMNS = ("arch", "set", "knob", "setting", "ood", "gain", "gain_lo", "gain_hi",
                "nfe_per_token", "flops_per_token", "vocab")
-FIT_COLUMNS = ("arch", "slope", "slope_lo", "slope_hi", "n_sets", "vocab")
+FIT_COLUMNS = ("arch", "slope", "slope_lo", "slope_hi", "n_sets", "vocab", "setting")
 VOCAB_COLUMNS = ("arch", "run", "vocab", "set", "setting", "ood", "gain", "gain_lo", "gain_hi",
                  "slope", "slope_lo", "slope_hi")
 DEFAULT_RESAMPLES = 1000
@@ -296,7 +298,8 @@ def analyse_run(run, train_domain, resamples, rng, answers=False):
     val_ppl = _perplexity(val.window_loss, val.window_tokens)
     val_ppl_b = _perplexity(val.window_loss, val.window_tokens, weights)
     top = max_compute_label(run)
-    rows, points, ood_b, gain_b = [], [], [], []
+    rows = []
+    points, ood_b, gain_b = {}, {}, {}  # per knob label
     for set_name, settings in by_set.items():
         if "default" not in settings:
             raise ThinkingError(f"{run.path}: set {set_name} has no default evaluation")
@@ -323,11 +326,22 @@ def analyse_run(run, train_domain, resamples, rng, answers=False):
             lo, hi = bootstrap.percentile_interval(samples)
             rows.append(Row(run.label, set_name, s.knob, label, ood, gain, lo, hi, s.nfe,
                             s.flops / s.tokens, p, run.vocab))
-            if label == top:
-                points.append((set_name, ood, gain, lo, hi))
-                ood_b.append(p0_b / val_ppl_b)
-                gain_b.append(samples)
-    fit = Fit(run.label, float("nan"), float("nan"), float("nan"), len(points), setting=top,
+            points.setdefault(label, []).append((set_name, ood, gain, lo, hi))
+            ood_b.setdefault(label, []).append(p0_b / val_ppl_b)
+            gain_b.setdefault(label, []).append(samples)
+    def fit_at(label):
+        return _fit_points(run, label, points.get(label, []), ood_b.get(label, []),
+                           gain_b.get(label, []))
+
+    # In the answer-only pass a run may have no set with answers: no points.
+    return rows, fit_at(top), [fit_at(label) for label in points if label != "default"]
+
+
+def _fit_points(run, label, points, ood_b, gain_b):
+    """The line of gain against OOD-ness over the sets at one knob level, its
+    slope's interval from the window replicates (ood_b, gain_b: per set, one
+    value per replicate)."""
+    fit = Fit(run.label, float("nan"), float("nan"), float("nan"), len(points), setting=label,
               points=points, vocab=run.vocab)
     if len(points) >= 2:
         x = np.array([q[1] for q in points])
@@ -338,7 +352,7 @@ def analyse_run(run, train_domain, resamples, rng, answers=False):
         else:
             slopes = fit_lines(np.array(ood_b).T, np.array(gain_b).T)
             fit.slope_lo, fit.slope_hi = bootstrap.percentile_interval(slopes)
-    return rows, fit
+    return fit
 
 
 def energy_correlation(run, resamples, rng, setting="default"):
@@ -386,6 +400,7 @@ class Analysis:
     not_done: list
     runs: list
     vocab_rows: list = field(default_factory=list)  # VocabRow, the byte vs subword comparison
+    setting_fits: list = field(default_factory=list)  # Fit per run and non-default knob level
 
 
 @dataclass
@@ -470,13 +485,14 @@ def ablation_table(runs, rows):
 def analyse(directory, resamples=DEFAULT_RESAMPLES, seed=0):
     runs, train_domain, not_done = load_runs(directory)
     rng = np.random.default_rng(seed)
-    rows, answer_rows, fits, energy = [], [], [], []
+    rows, answer_rows, fits, setting_fits, energy = [], [], [], [], []
     order = {"transformerpp": 0, "ebt": 1, "free": 2, "nexus": 3}
     runs.sort(key=lambda r: (order.get(r.arch, 9), r.variant != "base", r.variant))
     for run in runs:
-        r, fit = analyse_run(run, train_domain, resamples, rng)
+        r, fit, by_setting = analyse_run(run, train_domain, resamples, rng)
         rows += r
         fits.append(fit)
+        setting_fits += by_setting
         answer_rows += analyse_run(run, train_domain, resamples, rng, answers=True)[0]
         if run.arch == "ebt":
             for set_name, rho, lo, hi, n in energy_correlation(run, min(resamples, 200), rng):
@@ -484,7 +500,7 @@ def analyse(directory, resamples=DEFAULT_RESAMPLES, seed=0):
     ablation, ablation_set = ablation_table(runs, rows)
     vocabularies = sorted({r.vocab for r in runs})
     return Analysis(rows, answer_rows, fits, energy, ablation, ablation_set, train_domain,
-                    vocabularies, not_done, runs, vocab_comparison(runs, fits))
+                    vocabularies, not_done, runs, vocab_comparison(runs, fits), setting_fits)
 
 
 # ---------------------------------------------------------------- tables
@@ -552,6 +568,16 @@ def vocab_md(analysis):
     return "\n".join(out) + "\n"
 
 
+def setting_fits_md(analysis):
+    """The slope at every knob level of every run with a knob."""
+    out = ["## Slope of gain against OOD-ness at every knob level", "",
+           "| run | setting | slope | 95% interval | sets |", "|---|---|---|---|---|"]
+    for f in analysis.setting_fits:
+        out.append(f"| {f.arch} | {f.setting} | {_fmt(f.slope)} | [{_fmt(f.slope_lo)}, "
+                   f"{_fmt(f.slope_hi)}] | {f.n_sets} |")
+    return "\n".join(out) + "\n"
+
+
 def energy_csv(energy):
     lines = ["arch,set,spearman,spearman_lo,spearman_hi,n_tokens"]
     for arch, s, rho, lo, hi, n in energy:
@@ -603,6 +629,8 @@ def summary_md(analysis):
         out.append("")
     if a.ablation:
         out += ["## " + ablation_md(a)]
+    if a.setting_fits:
+        out += [setting_fits_md(a)]
     if a.vocab_rows:
         out += [vocab_md(a)]
     return "\n".join(out) + "\n"
