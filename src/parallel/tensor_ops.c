@@ -50,38 +50,19 @@ static void describe(ts_ctx *ctx, const ts_tensor_grid *g, int rows, int cols, l
                 info);
 }
 
-/* Global index of local index i of a side split into blocks of nb over n
- * processes, on process me (distribution starting at process 0). */
-static int global_index(int i, int nb, int me, int n) {
-    return (i / nb * n + me) * nb + i % nb;
-}
-
-/* Copies the blocks process (row, col) holds, local_rows x local_cols
- * column-major with leading dimension lld in `local`, between there and the
- * whole matrix of `rows` rows (global, row-major [cols, rows], i.e.
- * column-major rows x cols). */
-static void copy_blocks_of(const ts_tensor_grid *g, int row, int col, int rows, int local_rows,
-                           int local_cols, int lld, ts_real *local, ts_real *global,
-                           bool to_local) {
-    int nb = g->block;
-    for (int lj = 0; lj < local_cols; lj++) {
-        long j = global_index(lj, nb, col, g->cols);
-        for (int li = 0; li < local_rows; li += nb) {
-            int i = global_index(li, nb, row, g->rows);
-            int len = local_rows - li < nb ? local_rows - li : nb;
-            ts_real *mine = local + (long)lj * lld + li, *whole = global + j * rows + i;
-            if (to_local)
-                memcpy(mine, whole, (size_t)len * sizeof *mine);
-            else
-                memcpy(whole, mine, (size_t)len * sizeof *mine);
-        }
-    }
+/* Process (row, col)'s blocks of l's matrix from (to_local) or into the
+ * whole one (the row-major [cols, rows] array); l's lld is its local rows
+ * whenever it has any, so its column-major data is the row-major local
+ * array of core/block_cyclic.h. */
+static void copy_blocks_of(const ts_tensor_grid *g, int row, int col, const local_blocks *l,
+                           ts_real *local, ts_real *global, bool to_local) {
+    ts_block_cyclic d = ts_tensor_grid_layout(g);
+    ts_block_cyclic_copy(&d, row, col, l->cols, l->rows, local, global, sizeof(ts_real), to_local);
 }
 
 /* This rank's blocks of l from (to_local) or into the whole matrix. */
 static void copy_blocks(const ts_tensor_grid *g, local_blocks *l, ts_real *global, bool to_local) {
-    copy_blocks_of(g, g->my_row, g->my_col, l->rows, l->local_rows, l->local_cols, l->lld, l->data,
-                   global, to_local);
+    copy_blocks_of(g, g->my_row, g->my_col, l, l->data, global, to_local);
 }
 
 /* Every rank's blocks of the result to every rank of the group (one
@@ -108,8 +89,7 @@ static void gather_result(ts_ctx *ctx, ts_tensor_grid *g, const local_blocks *l,
         ts_fail(ctx, "tensor_matmul", "gathering the %d x %d result over the %dx%d grid failed",
                 l->cols, l->rows, g->rows, g->cols);
     for (int r = 0; r < n; r++)
-        copy_blocks_of(g, r / g->cols, r % g->cols, l->rows, extent[2 * r], extent[2 * r + 1],
-                       extent[2 * r] > 1 ? extent[2 * r] : 1, all + displs[r], whole, false);
+        copy_blocks_of(g, r / g->cols, r % g->cols, l, all + displs[r], whole, false);
     /* what a ring all-gather sends per rank */
     g->bytes_sent += (double)total * sizeof(ts_real) * (n - 1) / n;
 }

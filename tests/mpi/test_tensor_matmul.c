@@ -176,6 +176,17 @@ static void test_counting_books_this_ranks_share(void **state) {
     ts_tensor_grid_free(&g);
 }
 
+/* core/block_cyclic.h's extent in C is ScaLAPACK's numroc_. */
+static void test_extent_is_numroc(void **state) {
+    (void)state;
+    for (int nb = 1; nb <= 33; nb += 8)
+        for (int nprocs = 1; nprocs <= 4; nprocs++)
+            for (int n = 0; n <= 150; n++)
+                for (int p = 0; p < nprocs; p++)
+                    assert_int_equal(ts_block_cyclic_extent(n, nb, p, nprocs),
+                                     ts_tensor_local_extent(n, nb, p, nprocs));
+}
+
 static void test_grid_must_divide_ranks(void **state) {
     (void)state;
     ts_tensor_grid g;
@@ -211,6 +222,7 @@ int main(int argc, char **argv) {
         cmocka_unit_test(test_matches_local_gemm),
         cmocka_unit_test(test_linear_matches_local),
         cmocka_unit_test(test_counting_books_this_ranks_share),
+        cmocka_unit_test(test_extent_is_numroc),
         cmocka_unit_test(test_grid_must_divide_ranks),
         cmocka_unit_test(test_grid_key),
     };
