@@ -22,8 +22,30 @@
 #include "models/model.h"
 #include "parallel/tensor_grid.h"
 
+/* How an operand or result of a distributed GEMM is held: whole on every
+ * rank of the group, or as this rank's blocks (core/block_cyclic.h, the grid's
+ * block size and place) of a global [rows, cols] matrix, the tensor then
+ * having the local shape. */
+typedef struct ts_tensor_dist {
+    bool blocks;
+    int rows, cols; /* global shape (blocks only; a whole operand's is its own) */
+} ts_tensor_dist;
+
+/* A whole 2-D tensor's layout. */
+ts_tensor_dist ts_tensor_whole(const ts_tensor *t);
+
+/* op(a) @ op(b) with each operand whole or blocked as da and db say, the
+ * result whole (all-gathered) or, with out_blocks, left as this rank's
+ * blocks of the global [m, n] product (no communication after p?gemm). The
+ * gradient of each operand comes back in that operand's layout: a blocked
+ * weight's gradient is this rank's blocks, never gathered. Collective over
+ * the group. */
+ts_tensor *ts_tensor_matmul_dist(ts_ctx *ctx, ts_tensor_grid *grid, ts_tensor *a, ts_tensor_dist da,
+                                 ts_tensor *b, ts_tensor_dist db, bool transpose_a,
+                                 bool transpose_b, bool out_blocks);
+
 /* op(a) @ op(b) for 2-D a [m, k] (or [k, m] transposed) and b, as
- * ts_matmul computes it, on the grid. */
+ * ts_matmul computes it, on the grid: every operand and the result whole. */
 ts_tensor *ts_tensor_matmul(ts_ctx *ctx, ts_tensor_grid *grid, ts_tensor *a, ts_tensor *b,
                             bool transpose_a, bool transpose_b);
 
