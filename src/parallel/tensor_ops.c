@@ -225,20 +225,33 @@ ts_tensor *ts_tensor_matmul(ts_ctx *ctx, ts_tensor_grid *grid, ts_tensor *a, ts_
                                  false);
 }
 
-ts_tensor *ts_tensor_linear(void *grid, ts_ctx *ctx, ts_tensor *x, ts_tensor *w) {
+ts_tensor *ts_tensor_linear(void *user, ts_ctx *ctx, ts_tensor *x, ts_tensor *w) {
+    const ts_tensor_parallel *tp = user;
     char sx[64], sw[64];
     int in = x->shape[x->ndim - 1];
-    if (x->ndim < 2 || w->ndim != 2 || w->shape[1] != in)
+    int i = tp->model ? ts_model_param_index(tp->model, w) : -1;
+    bool blocked = tp->model && ts_model_param_blocked(tp->model, i);
+    ts_tensor_dist dw = {.blocks = blocked};
+    if (blocked) {
+        const ts_param_entry *e = &tp->model->layout->global.entries[i];
+        dw.rows = e->shape[0];
+        dw.cols = e->shape[1];
+    } else if (w->ndim == 2) {
+        dw = ts_tensor_whole(w);
+    }
+    if (x->ndim < 2 || w->ndim != 2 || dw.cols != in)
         ts_fail(ctx, "tensor_linear", "x %s does not match the weight %s ([out, in])",
                 ts_shape_str(x, sx, sizeof sx), ts_shape_str(w, sw, sizeof sw));
     ts_tensor *rows = ts_reshape(ctx, x, TS_SHAPE((int)(x->numel / in), in));
-    ts_tensor *y = ts_tensor_matmul(ctx, grid, rows, w, false, true);
+    ts_tensor *y = ts_tensor_matmul_dist(ctx, tp->grid, rows, ts_tensor_whole(rows), w, dw, false,
+                                         true, false);
     int shape[TS_MAX_DIMS];
     memcpy(shape, x->shape, sizeof shape);
-    shape[x->ndim - 1] = w->shape[0];
+    shape[x->ndim - 1] = dw.rows;
     return ts_reshape(ctx, y, x->ndim, shape);
 }
 
-void ts_tensor_parallel_attach(ts_model *model, ts_tensor_grid *grid) {
-    if (grid->enabled) model->linear = (ts_linear_hook){.apply = ts_tensor_linear, .user = grid};
+void ts_tensor_parallel_attach(ts_model *model, ts_tensor_parallel *tp, ts_tensor_grid *grid) {
+    *tp = (ts_tensor_parallel){.grid = grid, .model = model};
+    if (grid->enabled) model->linear = (ts_linear_hook){.apply = ts_tensor_linear, .user = tp};
 }

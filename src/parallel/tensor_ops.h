@@ -49,12 +49,22 @@ ts_tensor *ts_tensor_matmul_dist(ts_ctx *ctx, ts_tensor_grid *grid, ts_tensor *a
 ts_tensor *ts_tensor_matmul(ts_ctx *ctx, ts_tensor_grid *grid, ts_tensor *a, ts_tensor *b,
                             bool transpose_a, bool transpose_b);
 
-/* The linear layer x W^T of x [..., in] and w [out, in] on the grid; the
- * signature of models/linear.h's hook (user: the ts_tensor_grid). */
-ts_tensor *ts_tensor_linear(void *grid, ts_ctx *ctx, ts_tensor *x, ts_tensor *w);
+/* What the linear hook of a model under tensor parallelism needs: the grid
+ * and the model, whose layout says which weights are held as blocks. */
+typedef struct ts_tensor_parallel {
+    ts_tensor_grid *grid;
+    const ts_model *model;
+} ts_tensor_parallel;
+
+/* The linear layer x W^T of whole x [..., in] and w [out, in] on the grid,
+ * y whole; w is this rank's blocks if it is a leaf of tp's model held so
+ * (ts_model_distribute), its gradient then too. The signature of
+ * models/linear.h's hook (user: a ts_tensor_parallel). */
+ts_tensor *ts_tensor_linear(void *tp, ts_ctx *ctx, ts_tensor *x, ts_tensor *w);
 
 /* Routes the model's linear layers (models/linear.h) through
- * ts_tensor_linear on grid, if grid is enabled; else leaves them local. */
-void ts_tensor_parallel_attach(ts_model *model, ts_tensor_grid *grid);
+ * ts_tensor_linear on grid, if grid is enabled (else leaves them local),
+ * with *tp (the caller's, living as long as the model's hook) as its state. */
+void ts_tensor_parallel_attach(ts_model *model, ts_tensor_parallel *tp, ts_tensor_grid *grid);
 
 #endif

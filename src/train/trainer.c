@@ -37,8 +37,9 @@ typedef struct trainer {
     ts_run_config config;
     ts_model *model;
     ts_optimizer optimizer;
-    ts_parallel parallel; /* how ranks share gradients, moments and parameters */
-    ts_tensor_grid grid;  /* tensor parallelism: parallel runs over grid.data */
+    ts_parallel parallel;               /* how ranks share gradients, moments and parameters */
+    ts_tensor_grid grid;                /* tensor parallelism: parallel runs over grid.data */
+    ts_tensor_parallel tensor_parallel; /* the linear hook's state under a grid */
     ts_ctx ctx;
     ts_token_file train;
     bool train_open;
@@ -323,7 +324,7 @@ static bool report_run(trainer *tr, ts_run_summary *s, char *err, size_t errlen)
     s->run_dir = tr->config.run_dir;
     s->hostname = prov->hostname;
     s->git_commit = prov->git_commit;
-    s->params = tr->model->table.total;
+    s->params = ts_model_global_table(tr->model)->total;
     s->non_embedding_params = ts_model_non_embedding_params(tr->model);
     s->ranks = tr->nranks;
     s->nodes = prov->nodes;
@@ -364,7 +365,7 @@ static int run(trainer *tr, bool resume, const char *resume_from) {
     if (!all_ok(tr, ts_tensor_grid_from_config(&tr->grid, tr->comm, &c->parallel, err, sizeof err),
                 err))
         return 1;
-    ts_tensor_parallel_attach(m, &tr->grid);
+    ts_tensor_parallel_attach(m, &tr->tensor_parallel, &tr->grid);
     if (!all_ok(tr, ts_parallel_init(&tr->parallel, tr->grid.data, strategy, m, err, sizeof err),
                 err))
         return 1;
@@ -409,9 +410,9 @@ static int run(trainer *tr, bool resume, const char *resume_from) {
     if (tr->rank == 0)
         printf("thinkscale train: %s, %ld parameters (%ld non-embedding), %d ranks, "
                "batch %ld x %d tokens, peak %.1f GFLOP/s per rank, %s step %ld\n",
-               c->model.arch, m->table.total, ts_model_non_embedding_params(m), tr->nranks,
-               c->batch, c->model.context, tr->peak_gflops, resume ? "resuming at" : "from",
-               tr->step);
+               c->model.arch, ts_model_global_table(m)->total, ts_model_non_embedding_params(m),
+               tr->nranks, c->batch, c->model.context, tr->peak_gflops,
+               resume ? "resuming at" : "from", tr->step);
     ts_mllog_run_start(&tr->mllog, c, &tr->state.provenance, tr->step);
     if (tr->rank == 0 && tr->grid.enabled)
         printf("tensor parallelism: %dx%d p?gemm grid per group of %d ranks, %d groups "

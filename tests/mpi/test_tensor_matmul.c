@@ -171,7 +171,8 @@ static void test_linear_matches_local(void **state) {
     ts_tensor *w = random_tensor(&ctx, 9, 12, 8);
     ts_set_requires_grad(&ctx, w, true);
     ts_model model_hook = {0};
-    ts_tensor_parallel_attach(&model_hook, &g);
+    ts_tensor_parallel tp;
+    ts_tensor_parallel_attach(&model_hook, &tp, &g);
     ts_tensor *y = ts_linear(&ctx, &model_hook.linear, x, w);
     ts_tensor *y_local = ts_linear(&ctx, NULL, x, w);
     assert_int_equal(y->ndim, 3);
