@@ -6,7 +6,9 @@
  * that each position's buffers hold exactly its blocks of the 1-rank
  * initialisation and the positions together hold every element once; and on
  * the grids that fit the ranks, that gathering the local buffers gives the
- * 1-rank flat array bit for bit and scattering it back gives the local one. */
+ * 1-rank flat array bit for bit and scattering it back gives the local one;
+ * and the gradient norm of a distributed model is the whole gradient's. */
+#include <math.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -21,6 +23,7 @@
 #include "models/model.h"
 #include "mpi_cmocka.h"
 #include "parallel/tensor_grid.h"
+#include "parallel/strategy.h"
 #include "parallel/tensor_layout.h"
 
 static int rank, size;
@@ -190,11 +193,68 @@ static void test_gather_scatter_flat(void **state) {
     }
 }
 
+/* ts_parallel_clip over a distributed model: the norm of the whole gradient
+ * (each tensor once), bit-identical on every rank of the group, and the
+ * clipped local gradient the blocks of the clipped whole one. */
+static void check_clip(int rows, int cols, int block) {
+    ts_tensor_grid g;
+    char err[256] = "";
+    assert_true(ts_tensor_grid_init(&g, MPI_COMM_WORLD, rows, cols, err, sizeof err));
+    g.block = block;
+    ts_model_config c = config_of("transformerpp");
+    ts_model *m = initialised(&c);
+    long total = m->table.total;
+    ts_real *whole = malloc((size_t)total * sizeof *whole);
+    assert_non_null(whole);
+    ts_rng rng;
+    ts_rng_seed(&rng, 99);
+    ts_rng_fill_normal(&rng, whole, total, 0, 1);
+    double expected = 0;
+    for (long i = 0; i < total; i++) expected += (double)whole[i] * whole[i];
+    expected = sqrt(expected);
+    ts_block_cyclic d = ts_tensor_grid_layout(&g);
+    assert_true(ts_model_distribute(m, &d, err, sizeof err));
+    ts_tensor_scatter_flat(m, whole, m->grads);
+    ts_parallel p;
+    assert_true(ts_parallel_init(&p, g.data, TS_DDP, m, err, sizeof err));
+    assert_true(ts_parallel_set_tensor_group(&p, g.group, m, err, sizeof err));
+    assert_true(p.n_blocked > 0);
+    double norm = 0, clip = expected / 2;
+    assert_int_equal(ts_parallel_clip(&p, m->grads, clip, &norm), MPI_SUCCESS);
+    if (!(fabs(norm - expected) < 1e-12 * expected))
+        fail_msg("%dx%d: norm %.17g, whole gradient's %.17g", rows, cols, norm, expected);
+    double root = norm;
+    assert_int_equal(MPI_Bcast(&root, 1, MPI_DOUBLE, 0, g.group), MPI_SUCCESS);
+    assert_true(root == norm);
+    ts_real scale = (ts_real)(clip / (norm + 1e-6));
+    for (long i = 0; i < total; i++) whole[i] *= scale;
+    ts_real *mine = malloc((size_t)m->table.total * sizeof *mine);
+    assert_non_null(mine);
+    ts_tensor_scatter_flat(m, whole, mine);
+    assert_memory_equal(mine, m->grads, (size_t)m->table.total * sizeof *mine);
+    free(mine);
+    free(whole);
+    ts_parallel_free(&p);
+    ts_model_destroy(m);
+    ts_tensor_grid_free(&g);
+}
+
+static void test_clip_norm_blocked(void **state) {
+    (void)state;
+    static const int grids[][2] = {{1, 1}, {1, 2}, {2, 1}};
+    for (size_t i = 0; i < sizeof grids / sizeof grids[0]; i++) {
+        if (size % (grids[i][0] * grids[i][1])) continue;
+        check_clip(grids[i][0], grids[i][1], 4);
+        check_clip(grids[i][0], grids[i][1], TS_TENSOR_BLOCK);
+    }
+}
+
 int main(int argc, char **argv) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_distribute_each_architecture),
         cmocka_unit_test(test_distribute_counting_model),
         cmocka_unit_test(test_gather_scatter_flat),
+        cmocka_unit_test(test_clip_norm_blocked),
     };
     return ts_mpi_cmocka_main(argc, argv, "test_tensor_layout", tests,
                               sizeof tests / sizeof tests[0], &rank, &size, NULL, NULL);
