@@ -385,8 +385,9 @@ static int run(trainer *tr, bool resume, const char *resume_from) {
         return 1;
 
     if (!all_ok(tr,
-                ts_run_state_open(&tr->state, tr->comm, c, m, &tr->optimizer, &tr->parallel, resume,
-                                  resume_from, &tr->step, &tr->tokens_seen, err, sizeof err),
+                ts_run_state_open(&tr->state, tr->comm, c, m, &tr->optimizer, &tr->parallel,
+                                  &tr->grid, resume, resume_from, &tr->step, &tr->tokens_seen, err,
+                                  sizeof err),
                 err))
         return ts_run_state_failure_status(&tr->state);
     /* zero3 keeps only its shard of the initial or restored parameters. */
