@@ -8,9 +8,12 @@
 #  2. Training a wide model (D = BENCH_WIDTH, default 2048, L = 2, 2 sequences
 #     of 64 tokens per step, BENCH_STEPS = 3 steps) on 2 ranks: a 1x2 grid
 #     against ddp and zero3 (zero3: if this build implements it): tokens/s,
-#     state bytes per rank and bytes sent per step, next to the model of what
-#     this implementation sends (the result of every GEMM of the step,
-#     all-gathered over the group: (G-1)/G of its bytes per rank).
+#     state bytes per rank (a grid's rank holds only its blocks of the linear
+#     weights, their gradients and moments) next to the state modelled from
+#     the checkpoint's tensor shapes, and bytes sent per step next to the
+#     model of what this implementation sends (the forward results and input
+#     gradients of every GEMM, all-gathered over the group: (G-1)/G of their
+#     bytes per rank; weight gradients stay as blocks, never gathered).
 #  3. Modelled, not measured: where a P x Q grid pays, on a 64-core node.
 # Verdict: PASSED when every distributed product equals the local one and
 # every run completes; the speed-ups are reported, not targeted.
@@ -38,6 +41,22 @@ wide tp12 --set parallel.tensor_grid=1x2 || { ok=0; tail -3 "$tmp/tp12.log"; }
 wide zero3 --set parallel.strategy=zero3 || echo "zero3: $(grep -o 'error: .*' "$tmp/zero3.log" | head -1)"
 /usr/bin/python3 - "$tmp" "$ok" "$width" "$steps" <<'PY'
 import sys, os, csv, h5py, numpy as np
+NB = 32  # parallel/tensor_grid.h TS_TENSOR_BLOCK
+def extent(n, me, procs):
+    blocks = n // NB
+    return blocks // procs * NB + (NB if me < blocks % procs else n % NB if me == blocks % procs else 0)
+def modelled_state(shapes, p, q, elem=4):
+    """parameters + gradients + 2 moments of grid position (0, 0): a linear
+    weight (2-D, not an embedding) that gives every position a block is held
+    as blocks, the rest whole."""
+    n = 0
+    for name, shape in shapes.items():
+        linear = len(shape) == 2 and name not in ("embed", "time_embed", "post_sampler")
+        if linear and shape[0] > NB * (q - 1) and shape[1] > NB * (p - 1):
+            n += extent(shape[0], 0, q) * extent(shape[1], 0, p)
+        else:
+            n += int(np.prod(shape))
+    return 4 * elem * n
 tmp, ok, width, steps = sys.argv[1], sys.argv[2] == "1", int(sys.argv[3]), int(sys.argv[4])
 vocab = 0
 print("1. GEMM x W^T, N = 512 tokens (median ms, slowest rank; shared machine: indicative)")
@@ -56,27 +75,34 @@ for grid in ("1x1", "1x2", "2x1"):
               f"{float(r['allgather_ms']):15.1f} {s:8.2f}")
 print(f"\n2. Training D = {width}, L = 2 on 2 ranks (median tokens/s after step 1; state = "
       "parameters + gradients + moments per rank)")
-print(f"{'run':>6} {'tok/s':>8} {'state MB/rank':>13} {'sent MB/step':>12} {'modelled MB/step':>16}")
-runs = {}
+print(f"{'run':>6} {'tok/s':>8} {'state MB/rank':>13} {'modelled state MB/rank':>22} "
+      f"{'sent MB/step':>12} {'modelled MB/step':>16}")
+runs, states = {}, {}
 for name in ("ddp", "tp12", "zero3"):
     f = f"{tmp}/{name}/metrics.h5"
     if not os.path.exists(f):
         print(f"{name:>6} not run (see above)")
         continue
+    shapes = {}
     for c in sorted(os.listdir(f"{tmp}/{name}")):
         if c.endswith(".h5") and c.startswith("checkpoint_"):
             with h5py.File(f"{tmp}/{name}/{c}", "r") as h:
                 vocab = h["params"]["embed"].shape[0]
+                shapes = {k: d.shape for k, d in h["params"].items()}
     with h5py.File(f, "r") as h:
         m = {k: float(h["memory"][k][0]) for k in h["memory"] if k != "step"}
         tps = float(np.median(h["train/tokens_per_s"][1:]))
     runs[name] = tps
     state = m["parameters_bytes"] + m["gradients_bytes"] + m["optimizer_bytes"]
+    states[name] = state
+    grid = {"ddp": (1, 1), "tp12": (1, 2)}.get(name)
+    modelled = modelled_state(shapes, *grid) if grid and shapes else None
     # ddp: a ring all-reduce of the gradient, 2 (G-1)/G = 1 x its bytes (G = 2).
-    # tp12: every GEMM result of the step, all-gathered over the group
-    # ((G-1)/G = 1/2 of its bytes per rank): forward q, k, v, o, w1, w3, w2 per layer and the head on
-    # T = 128 tokens, backward the input and weight gradient of each; plus the
-    # last step's evaluation forward (2 sequences), spread over the steps.
+    # tp12: every whole GEMM result of the step, all-gathered over the group
+    # ((G-1)/G = 1/2 of its bytes per rank): forward q, k, v, o, w1, w3, w2 per
+    # layer and the head on T = 128 tokens, backward the input gradient of
+    # each (the weight gradients stay as this rank's blocks); plus the last
+    # step's evaluation forward (2 sequences), spread over the steps.
     d, f_, t, v = width, width, 128, vocab
     model = None
     if name == "ddp":
@@ -84,9 +110,10 @@ for name in ("ddp", "tp12", "zero3"):
     elif name == "tp12":
         forward = 2 * t * (5 * d + 2 * f_) + t * v
         backward_x = 2 * t * (7 * d + f_) + t * d
-        backward_w = 2 * (4 * d * d + 3 * f_ * d) + v * d
-        model = 4 * (forward + backward_x + backward_w + forward / steps) / 2
-    print(f"{name:>6} {tps:8.0f} {state / 1e6:13.1f} {m['communicated_bytes_per_step'] / 1e6:12.2f} "
+        model = 4 * (forward + backward_x + forward / steps) / 2
+    print(f"{name:>6} {tps:8.0f} {state / 1e6:13.1f} "
+          f"{modelled / 1e6 if modelled else float('nan'):22.1f} "
+          f"{m['communicated_bytes_per_step'] / 1e6:12.2f} "
           f"{model / 1e6 if model else float('nan'):16.2f}")
 print("""
 3. MODELLED (not measured): one GEMM x W^T of N = 4096 tokens on a 64-core node,
@@ -111,11 +138,14 @@ for grid, speedups in large.items():
           f"({'faster throughout' if lo > 1 else 'not consistently faster'})")
 if "ddp" in runs and "tp12" in runs:
     fraction = runs["tp12"] / runs["ddp"]
+    state_fraction = states["tp12"] / states["ddp"]
     print(f"  training D = {width} on 2 ranks: a 1x2 grid at {fraction:.2f}x ddp's tokens/s, so "
-          f"tensor parallelism {'pays' if fraction > 1 else 'does not pay'} for training here; it "
-          "saves no memory either (weights stay whole on every rank).")
+          f"tensor parallelism {'pays' if fraction > 1 else 'does not pay'} for training here; "
+          f"its rank holds {state_fraction:.3f} of ddp's training state (the linear weights, "
+          "their gradients and moments as blocks; embeddings and norms whole).")
 line = "TENSOR_BENCH " + " ".join(f"best_speedup_{g}={s:.2f}" for g, s in best.items())
 if "ddp" in runs and "tp12" in runs:
     line += f" tp12_tps_fraction_of_ddp={runs['tp12'] / runs['ddp']:.3f}"
+    line += f" tp12_state_fraction_of_ddp={states['tp12'] / states['ddp']:.3f}"
 print(line + " target=products_match_and_runs_complete " + ("PASSED" if ok else "FAILED"))
 PY

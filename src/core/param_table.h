@@ -43,14 +43,25 @@ typedef struct ts_param_role {
     bool decay;     /* weight decay applies */
     bool embedding; /* excluded from the non-embedding parameter count N (the N of 6N FLOPs):
                      * token embeddings and vocabulary projections */
+    bool linear;    /* read only as the w of ts_linear (models/linear.h), never directly: tensor
+                     * parallelism may then hold it as this rank's blocks only
+                     * (core/block_cyclic.h), so a model that reads such a tensor in any other
+                     * way must register it with a role where this is false */
 } ts_param_role;
 
 /* The common roles. */
-#define TS_ROLE_MATRIX ((ts_param_role){TS_INIT_XAVIER_NORMAL, TS_DRAW_IN_ORDER, true, false})
-#define TS_ROLE_NORM ((ts_param_role){TS_INIT_ONES, TS_DRAW_IN_ORDER, false, false})
-#define TS_ROLE_EMBEDDING ((ts_param_role){TS_INIT_NORMAL, TS_DRAW_IN_ORDER, false, true})
-/* A vocabulary projection: a linear layer, decayed, outside N. */
-#define TS_ROLE_VOCAB_MATRIX ((ts_param_role){TS_INIT_XAVIER_NORMAL, TS_DRAW_IN_ORDER, true, true})
+/* A linear layer's weight [out, in], used through ts_linear only. */
+#define TS_ROLE_MATRIX                                                                             \
+    ((ts_param_role){TS_INIT_XAVIER_NORMAL, TS_DRAW_IN_ORDER, true, false, true})
+/* A Xavier-initialised, decayed matrix the model reads directly (a lookup
+ * table multiplied by ts_matmul, say): always held whole. */
+#define TS_ROLE_TABLE_MATRIX                                                                       \
+    ((ts_param_role){TS_INIT_XAVIER_NORMAL, TS_DRAW_IN_ORDER, true, false, false})
+#define TS_ROLE_NORM ((ts_param_role){TS_INIT_ONES, TS_DRAW_IN_ORDER, false, false, false})
+#define TS_ROLE_EMBEDDING ((ts_param_role){TS_INIT_NORMAL, TS_DRAW_IN_ORDER, false, true, false})
+/* A vocabulary projection: a linear layer (through ts_linear), decayed, outside N. */
+#define TS_ROLE_VOCAB_MATRIX                                                                       \
+    ((ts_param_role){TS_INIT_XAVIER_NORMAL, TS_DRAW_IN_ORDER, true, true, true})
 
 typedef struct ts_param_entry {
     char name[TS_PARAM_NAME_MAX]; /* e.g. "layers.0.attention.wq" */

@@ -479,11 +479,11 @@ static bool add_params(ts_model *model) {
     /* vocab_to_embed is a linear layer (Xavier, as the reference initialises
      * it), drawn after the others with its in-order draws reserved: the
      * stream of every EBT initialised so far. */
-    ts_param_role vocab_in = {TS_INIT_XAVIER_NORMAL, TS_DRAW_AFTER_RESERVING, true, true};
+    ts_param_role vocab_in = {TS_INIT_XAVIER_NORMAL, TS_DRAW_AFTER_RESERVING, true, true, true};
     ok = ok && ts_param_table_add(&model->table, "vocab_to_embed", TS_SHAPE(d, v), vocab_in) >= 0;
     ok =
         ok && ts_param_table_add(&model->table, "energy_head", TS_SHAPE(1, d), TS_ROLE_MATRIX) >= 0;
-    ts_param_role alpha_role = {TS_INIT_ARCHITECTURE, TS_DRAW_IN_ORDER, false, false};
+    ts_param_role alpha_role = {TS_INIT_ARCHITECTURE, TS_DRAW_IN_ORDER, false, false, false};
     int alpha = ok ? ts_param_table_add(&model->table, "step_size", TS_SHAPE(1), alpha_role) : -1;
     if (alpha < 0) return false;
     /* A fixed alpha stays a parameter (so checkpoints hold it) that never moves. */

@@ -84,6 +84,11 @@ void ts_model_destroy(ts_model *model) {
     if (!model) return;
     if (model->ops && model->ops->destroy) model->ops->destroy(model);
     ts_param_table_free(&model->table);
+    if (model->layout) {
+        ts_param_table_free(&model->layout->global);
+        free(model->layout->blocked);
+        free(model->layout);
+    }
     free(model->params);
     free(model->grads);
     free(model->tensors);
@@ -172,5 +177,95 @@ void ts_sequence_rng(const ts_batch *batch, int i, uint64_t purpose, ts_rng *rng
 }
 
 long ts_model_non_embedding_params(const ts_model *model) {
-    return ts_param_table_non_embedding(&model->table);
+    return ts_param_table_non_embedding(ts_model_global_table(model));
+}
+
+const ts_param_table *ts_model_global_table(const ts_model *model) {
+    return model->layout ? &model->layout->global : &model->table;
+}
+
+int ts_model_param_index(const ts_model *model, const ts_tensor *leaf) {
+    if (!model->tensors) return -1;
+    for (int i = 0; i < model->table.count; i++)
+        if (model->tensors[i] == leaf) return i;
+    return -1;
+}
+
+bool ts_model_param_blocked(const ts_model *model, int i) {
+    return model->layout && i >= 0 && i < model->table.count && model->layout->blocked[i];
+}
+
+/* The local table of d's process for global, and which entries are blocked. */
+static bool local_table(const ts_param_table *global, const ts_block_cyclic *d,
+                        ts_param_table *local, bool *blocked) {
+    for (int i = 0; i < global->count; i++) {
+        const ts_param_entry *e = &global->entries[i];
+        blocked[i] =
+            e->role.linear && e->ndim == 2 && ts_block_cyclic_fits(d, e->shape[0], e->shape[1]);
+        int shape[4];
+        memcpy(shape, e->shape, sizeof shape);
+        if (blocked[i])
+            ts_block_cyclic_local_shape(d, d->my_row, d->my_col, e->shape[0], e->shape[1], shape);
+        int k = ts_param_table_add(local, e->name, e->ndim, shape, e->role);
+        if (k != i) return false;
+        local->entries[k].decay = e->decay;
+        local->entries[k].lr_scale = e->lr_scale;
+    }
+    return true;
+}
+
+bool ts_model_distribute(ts_model *model, const ts_block_cyclic *d, char *err, size_t errlen) {
+    if (model->layout) {
+        snprintf(err, errlen, "the model is already distributed");
+        return false;
+    }
+    for (int i = 0; model->tensors && i < model->table.count; i++)
+        if (model->tensors[i]) {
+            snprintf(err, errlen, "distribute the model before binding its leaves");
+            return false;
+        }
+    ts_param_layout *layout = calloc(1, sizeof *layout);
+    bool *blocked =
+        calloc((size_t)(model->table.count > 0 ? model->table.count : 1), sizeof *blocked);
+    ts_param_table local = {0};
+    ts_real *params = NULL, *grads = NULL;
+    bool ok = layout && blocked && local_table(&model->table, d, &local, blocked);
+    if (ok && !model->counting_only) {
+        size_t n = (size_t)(local.total > 0 ? local.total : 1);
+        params = malloc(n * sizeof *params);
+        grads = calloc(n, sizeof *grads);
+        ok = params && grads;
+    }
+    if (!ok) {
+        snprintf(err, errlen, "out of memory distributing the model's %d tensors",
+                 model->table.count);
+        free(layout);
+        free(blocked);
+        ts_param_table_free(&local);
+        free(params);
+        free(grads);
+        return false;
+    }
+    const ts_param_table *global = &model->table;
+    for (int i = 0; params && i < global->count; i++) {
+        const ts_param_entry *e = &global->entries[i];
+        ts_real *mine = params + local.entries[i].offset, *whole = model->params + e->offset;
+        if (blocked[i])
+            ts_block_cyclic_copy(d, d->my_row, d->my_col, e->shape[0], e->shape[1], mine, whole,
+                                 sizeof(ts_real), true);
+        else
+            memcpy(mine, whole, (size_t)e->numel * sizeof *mine);
+    }
+    layout->grid = *d;
+    layout->global = model->table;
+    layout->blocked = blocked;
+    model->table = local;
+    model->layout = layout;
+    if (params) {
+        free(model->params);
+        free(model->grads);
+        model->params = params;
+        model->grads = grads;
+    }
+    return true;
 }

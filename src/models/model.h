@@ -7,6 +7,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "core/block_cyclic.h"
 #include "core/model_config.h"
 #include "engine/engine.h"
 #include "core/saved_state.h"
@@ -47,6 +48,18 @@ typedef struct ts_model_stat {
 
 typedef struct ts_model ts_model;
 
+/* How a model's tensors are held when tensor parallelism distributes them
+ * (ts_model_distribute): the linear weights that give every process of the
+ * grid a block as this process's blocks (core/block_cyclic.h), the rest
+ * whole. */
+typedef struct ts_param_layout {
+    ts_block_cyclic grid;
+    /* The tensors' global names, shapes and offsets: the checkpoint's layout
+     * and every parameter count. */
+    ts_param_table global;
+    bool *blocked; /* per entry (the same index in the model's table and global) */
+} ts_param_layout;
+
 typedef struct ts_model_ops {
     /* The training objective (TS_MODE_TRAIN) or the teacher-forced
      * cross-entropy being reported (TS_MODE_EVAL), mean per target token, as
@@ -77,13 +90,14 @@ typedef struct ts_model_ops {
 struct ts_model {
     const ts_model_ops *ops;
     ts_model_config config;
-    ts_param_table table;
-    ts_real *params;       /* table.total values */
-    ts_real *grads;        /* table.total gradients */
-    ts_tensor **tensors;   /* one leaf per table entry, bound by ts_model_bind */
-    void *arch;            /* architecture-specific state */
-    bool counting_only;    /* ts_model_create_counting: no buffers; bind to a counting context */
-    ts_linear_hook linear; /* how the blocks' linear layers and the head run (zero: locally) */
+    ts_param_table table;    /* this rank's buffers: local shapes once distributed */
+    ts_param_layout *layout; /* NULL: every tensor whole (table is then the global layout) */
+    ts_real *params;         /* table.total values */
+    ts_real *grads;          /* table.total gradients */
+    ts_tensor **tensors;     /* one leaf per table entry, bound by ts_model_bind */
+    void *arch;              /* architecture-specific state */
+    bool counting_only;      /* ts_model_create_counting: no buffers; bind to a counting context */
+    ts_linear_hook linear;   /* how the blocks' linear layers and the head run (zero: locally) */
 };
 
 /* Builds the architecture named in config->arch with zeroed buffers.
@@ -120,7 +134,25 @@ int ts_model_param_unit(const ts_model *model, int i);
  * (any constant naming the draw), independent of how ranks split batches. */
 void ts_sequence_rng(const ts_batch *batch, int i, uint64_t purpose, ts_rng *rng);
 /* Non-embedding parameters (the N of the 6N FLOPs convention): the tensors
- * not registered as embeddings. */
+ * not registered as embeddings, counted whole. */
 long ts_model_non_embedding_params(const ts_model *model);
+
+/* Holds the model as process (d->my_row, d->my_col) of the grid d: every
+ * tensor whose role is linear and that gives every process a block
+ * (ts_block_cyclic_fits, so the same choice on every process) becomes this
+ * process's blocks, the rest stays whole. Afterwards model->table describes
+ * the local buffers (same entries, order, names, roles, decay and lr_scale;
+ * blocked entries have their local shapes, offsets and total recomputed) and
+ * model->layout the global tensors. Initialised values are kept (each
+ * process takes its blocks of them), so call it after ts_model_init_params
+ * and before ts_model_bind; a counting model only gets the tables. False
+ * with a message if out of memory or already bound or distributed. */
+bool ts_model_distribute(ts_model *model, const ts_block_cyclic *d, char *err, size_t errlen);
+/* The global tensors: layout->global once distributed, else the table. */
+const ts_param_table *ts_model_global_table(const ts_model *model);
+/* The index of the table entry whose bound leaf is `leaf`, or -1. */
+int ts_model_param_index(const ts_model *model, const ts_tensor *leaf);
+/* Whether entry i is held as blocks. */
+bool ts_model_param_blocked(const ts_model *model, int i);
 
 #endif

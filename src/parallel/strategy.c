@@ -174,8 +174,11 @@ void ts_parallel_free(ts_parallel *p) {
     p->grad_shard = NULL;
     free(p->pieces);
     free(p->owned);
+    free(p->blocked);
     p->pieces = NULL;
     p->owned = NULL;
+    p->blocked = NULL;
+    p->n_blocked = 0;
     p->n_pieces = p->n_owned = 0;
 }
 
@@ -749,10 +752,66 @@ ts_real *ts_parallel_owned_gradients(ts_parallel *p, ts_real *grads) {
     return p->grad_shard ? p->grad_shard : grads + p->owned[0].first;
 }
 
+bool ts_parallel_set_tensor_group(ts_parallel *p, MPI_Comm group, const ts_model *model, char *err,
+                                  size_t errlen) {
+    if (!model->layout) return true;
+    if (p->strategy != TS_DDP) {
+        snprintf(err, errlen, "a model held across a tensor-parallel group needs ddp, not %s",
+                 ts_parallel_strategy_name(p->strategy));
+        return false;
+    }
+    const ts_param_table *t = &model->table;
+    free(p->blocked);
+    p->blocked = malloc((size_t)(t->count > 0 ? t->count : 1) * sizeof *p->blocked);
+    if (!p->blocked) {
+        snprintf(err, errlen, "out of memory for the tensor group's ranges");
+        return false;
+    }
+    p->n_blocked = 0;
+    for (int i = 0; i < t->count; i++)
+        if (model->layout->blocked[i])
+            p->blocked[p->n_blocked++] =
+                (ts_param_interval){.first = t->entries[i].offset, .count = t->entries[i].numel};
+    p->tensor_group = group;
+    return true;
+}
+
+static double sum_squares(const ts_real *g, long first, long end) {
+    double sum = 0;
+    for (long i = first; i < end; i++) sum += (double)g[i] * g[i];
+    return sum;
+}
+
 int ts_parallel_clip(ts_parallel *p, ts_real *grads, double clip, double *norm) {
     ts_real *g = ts_parallel_owned_gradients(p, grads);
     double sum = 0;
-    for (long i = 0; i < p->owned_count; i++) sum += (double)g[i] * g[i];
+    if (p->blocked) {
+        /* ddp: the owned gradient is the flat one. The whole tensors' sum is
+         * the same on every rank of the group; the blocks' sums are
+         * gathered and added in group-rank order on every rank, so the norm
+         * (and the clip scale, and the replicated tensors) stay identical. */
+        double blocked = 0;
+        long at = 0;
+        for (int k = 0; k < p->n_blocked; k++) {
+            const ts_param_interval *b = &p->blocked[k];
+            sum += sum_squares(g, at, b->first);
+            blocked += sum_squares(g, b->first, b->first + b->count);
+            at = b->first + b->count;
+        }
+        sum += sum_squares(g, at, p->owned_count);
+        int n = 0;
+        MPI_Comm_size(p->tensor_group, &n);
+        double *each = malloc((size_t)n * sizeof *each);
+        if (!each) return MPI_ERR_NO_MEM;
+        int rc = MPI_Allgather(&blocked, 1, MPI_DOUBLE, each, 1, MPI_DOUBLE, p->tensor_group);
+        double blocked_total = 0;
+        for (int r = 0; r < n; r++) blocked_total += each[r];
+        free(each);
+        if (rc != MPI_SUCCESS) return rc;
+        sum += blocked_total;
+    } else {
+        sum = sum_squares(g, 0, p->owned_count);
+    }
     if (sharded(p)) {
         int rc = ts_allreduce_sum_double(p->comm, &sum, 1);
         if (rc != MPI_SUCCESS) return rc;

@@ -100,6 +100,12 @@ typedef struct ts_parallel {
     long prefetches_started, prefetches_waited; /* zero3's overlapped gathers */
     /* Elements held now and at the largest sum of the two (the peak). */
     double params_held, grads_held, peak_params, peak_grads;
+    /* Under tensor parallelism (ts_parallel_set_tensor_group): the ranks
+     * that hold one model together, and the flat ranges of the tensors each
+     * holds only its blocks of (NULL: none). */
+    MPI_Comm tensor_group;
+    ts_param_interval *blocked;
+    int n_blocked;
 } ts_parallel;
 
 /* Sets up strategy over comm for model's flat buffers (its table: zero2
@@ -162,9 +168,19 @@ int ts_parallel_reduce_gradients(ts_parallel *p, ts_real *grads);
  * grads is then undefined under zero1 and zero2. */
 ts_real *ts_parallel_owned_gradients(ts_parallel *p, ts_real *grads);
 
-/* The global gradient norm (of the whole flat gradient) into *norm, and the
- * owned gradient scaled so the global norm is at most clip (<= 0: no
- * clipping). Returns the MPI status. */
+/* Tensor parallelism (ddp only): the model is held across the ranks of
+ * group, each holding the tensors model->layout marks blocked as its blocks
+ * and the others whole (identical on every rank of the group), so the
+ * gradient norm counts those once and sums the blocks' squares over the
+ * group. Nothing when the model has no layout. False with a message when
+ * out of memory or under a sharding strategy. */
+bool ts_parallel_set_tensor_group(ts_parallel *p, MPI_Comm group, const ts_model *model, char *err,
+                                  size_t errlen);
+
+/* The global gradient norm (of the whole flat gradient; under a tensor
+ * group, of the whole model's, bit-identical on every rank of the group)
+ * into *norm, and the owned gradient scaled so the global norm is at most
+ * clip (<= 0: no clipping). Returns the MPI status. */
 int ts_parallel_clip(ts_parallel *p, ts_real *grads, double clip, double *norm);
 
 /* After the optimiser updated params[owned range]: every rank's range to

@@ -17,6 +17,14 @@ int ts_tensor_local_extent(int n, int nb, int iproc, int nprocs) {
     return numroc_(&n, &nb, &iproc, &source, &nprocs);
 }
 
+ts_block_cyclic ts_tensor_grid_layout(const ts_tensor_grid *g) {
+    return (ts_block_cyclic){.block = g->block > 0 ? g->block : TS_TENSOR_BLOCK,
+                             .rows = g->rows,
+                             .cols = g->cols,
+                             .my_row = g->my_row,
+                             .my_col = g->my_col};
+}
+
 void ts_tensor_grid_disabled(ts_tensor_grid *g, MPI_Comm world) {
     memset(g, 0, sizeof *g);
     g->rows = g->cols = 1;

@@ -14,6 +14,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 
+#include "core/block_cyclic.h"
 #include "core/parallel_config.h"
 
 typedef struct ts_tensor_grid {
@@ -51,5 +52,9 @@ bool ts_tensor_grid_from_config(ts_tensor_grid *g, MPI_Comm world, const ts_para
 /* How many rows (or columns) of an n-long side split into blocks of nb over
  * nprocs processes process iproc holds (ScaLAPACK's numroc). */
 int ts_tensor_local_extent(int n, int nb, int iproc, int nprocs);
+
+/* The block-cyclic layout of g's matrices at this rank's place (a 1x1 grid
+ * at (0, 0) when g is not enabled). */
+ts_block_cyclic ts_tensor_grid_layout(const ts_tensor_grid *g);
 
 #endif

@@ -34,14 +34,18 @@ typedef struct local_blocks {
     int desc[9];
 } local_blocks;
 
-static void describe(ts_ctx *ctx, const ts_tensor_grid *g, int rows, int cols, local_blocks *l) {
+/* The descriptor of the column-major rows x cols matrix on g; with
+ * allocate, also room for this rank's blocks (else the caller points data
+ * at blocks it holds). */
+static void describe(ts_ctx *ctx, const ts_tensor_grid *g, int rows, int cols, local_blocks *l,
+                     bool allocate) {
     l->rows = rows;
     l->cols = cols;
     l->local_rows = ts_tensor_local_extent(rows, g->block, g->my_row, g->rows);
     l->local_cols = ts_tensor_local_extent(cols, g->block, g->my_col, g->cols);
     l->lld = l->local_rows > 1 ? l->local_rows : 1;
     long n = (long)l->lld * l->local_cols;
-    l->data = ts_alloc(ctx, (size_t)(n > 1 ? n : 1) * sizeof(ts_real));
+    l->data = allocate ? ts_alloc(ctx, (size_t)(n > 1 ? n : 1) * sizeof(ts_real)) : NULL;
     int zero = 0, info = 0;
     descinit_(l->desc, &rows, &cols, &g->block, &g->block, &zero, &zero, &g->blacs_context, &l->lld,
               &info);
@@ -50,38 +54,19 @@ static void describe(ts_ctx *ctx, const ts_tensor_grid *g, int rows, int cols, l
                 info);
 }
 
-/* Global index of local index i of a side split into blocks of nb over n
- * processes, on process me (distribution starting at process 0). */
-static int global_index(int i, int nb, int me, int n) {
-    return (i / nb * n + me) * nb + i % nb;
-}
-
-/* Copies the blocks process (row, col) holds, local_rows x local_cols
- * column-major with leading dimension lld in `local`, between there and the
- * whole matrix of `rows` rows (global, row-major [cols, rows], i.e.
- * column-major rows x cols). */
-static void copy_blocks_of(const ts_tensor_grid *g, int row, int col, int rows, int local_rows,
-                           int local_cols, int lld, ts_real *local, ts_real *global,
-                           bool to_local) {
-    int nb = g->block;
-    for (int lj = 0; lj < local_cols; lj++) {
-        long j = global_index(lj, nb, col, g->cols);
-        for (int li = 0; li < local_rows; li += nb) {
-            int i = global_index(li, nb, row, g->rows);
-            int len = local_rows - li < nb ? local_rows - li : nb;
-            ts_real *mine = local + (long)lj * lld + li, *whole = global + j * rows + i;
-            if (to_local)
-                memcpy(mine, whole, (size_t)len * sizeof *mine);
-            else
-                memcpy(whole, mine, (size_t)len * sizeof *mine);
-        }
-    }
+/* Process (row, col)'s blocks of l's matrix from (to_local) or into the
+ * whole one (the row-major [cols, rows] array); l's lld is its local rows
+ * whenever it has any, so its column-major data is the row-major local
+ * array of core/block_cyclic.h. */
+static void copy_blocks_of(const ts_tensor_grid *g, int row, int col, const local_blocks *l,
+                           ts_real *local, ts_real *global, bool to_local) {
+    ts_block_cyclic d = ts_tensor_grid_layout(g);
+    ts_block_cyclic_copy(&d, row, col, l->cols, l->rows, local, global, sizeof(ts_real), to_local);
 }
 
 /* This rank's blocks of l from (to_local) or into the whole matrix. */
 static void copy_blocks(const ts_tensor_grid *g, local_blocks *l, ts_real *global, bool to_local) {
-    copy_blocks_of(g, g->my_row, g->my_col, l->rows, l->local_rows, l->local_cols, l->lld, l->data,
-                   global, to_local);
+    copy_blocks_of(g, g->my_row, g->my_col, l, l->data, global, to_local);
 }
 
 /* Every rank's blocks of the result to every rank of the group (one
@@ -108,38 +93,96 @@ static void gather_result(ts_ctx *ctx, ts_tensor_grid *g, const local_blocks *l,
         ts_fail(ctx, "tensor_matmul", "gathering the %d x %d result over the %dx%d grid failed",
                 l->cols, l->rows, g->rows, g->cols);
     for (int r = 0; r < n; r++)
-        copy_blocks_of(g, r / g->cols, r % g->cols, l->rows, extent[2 * r], extent[2 * r + 1],
-                       extent[2 * r] > 1 ? extent[2 * r] : 1, all + displs[r], whole, false);
+        copy_blocks_of(g, r / g->cols, r % g->cols, l, all + displs[r], whole, false);
     /* what a ring all-gather sends per rank */
     g->bytes_sent += (double)total * sizeof(ts_real) * (n - 1) / n;
 }
 
+/* What a distributed GEMM's backward rule needs besides its inputs. */
+typedef struct dist_node {
+    ts_tensor_grid *grid;
+    ts_tensor_dist da, db, dout;
+} dist_node;
+
+/* Each gradient in its input's layout, from the output gradient in the
+ * output's: blocks stay blocks (no all-gather of a weight gradient), and the
+ * rules are again distributed GEMMs, so higher orders stay distributed. */
 static void tensor_matmul_backward(ts_ctx *ctx, ts_node *node, ts_tensor *g, const bool *needs,
                                    ts_tensor **gin) {
-    ts_tensor_grid *grid = node->user;
+    const dist_node *d = node->user;
     ts_tensor *a = node->in[0], *b = node->in[1];
     bool ta = node->iattr[0], tb = node->iattr[1];
     if (needs[0])
-        gin[0] = !ta ? ts_tensor_matmul(ctx, grid, g, b, false, !tb)
-                     : ts_tensor_matmul(ctx, grid, b, g, tb, true);
+        gin[0] =
+            !ta ? ts_tensor_matmul_dist(ctx, d->grid, g, d->dout, b, d->db, false, !tb,
+                                        d->da.blocks)
+                : ts_tensor_matmul_dist(ctx, d->grid, b, d->db, g, d->dout, tb, true, d->da.blocks);
     if (needs[1])
-        gin[1] = !tb ? ts_tensor_matmul(ctx, grid, a, g, !ta, false)
-                     : ts_tensor_matmul(ctx, grid, g, a, true, ta);
+        gin[1] =
+            !tb ? ts_tensor_matmul_dist(ctx, d->grid, a, d->da, g, d->dout, !ta, false,
+                                        d->db.blocks)
+                : ts_tensor_matmul_dist(ctx, d->grid, g, d->dout, a, d->da, true, ta, d->db.blocks);
 }
 
-ts_tensor *ts_tensor_matmul(ts_ctx *ctx, ts_tensor_grid *grid, ts_tensor *a, ts_tensor *b, bool ta,
-                            bool tb) {
-    char sa[64], sb[64];
-    if (a->ndim != 2 || b->ndim != 2)
-        ts_fail(ctx, "tensor_matmul", "operands must be 2-D, got %s and %s",
-                ts_shape_str(a, sa, sizeof sa), ts_shape_str(b, sb, sizeof sb));
-    int ar = a->shape[0], ac = a->shape[1], br = b->shape[0], bc = b->shape[1];
-    int m = ta ? ac : ar, k = ta ? ar : ac, kb = tb ? bc : br, n = tb ? br : bc;
+ts_tensor_dist ts_tensor_whole(const ts_tensor *t) {
+    return (ts_tensor_dist){
+        .blocks = false, .rows = t->shape[0], .cols = t->ndim > 1 ? t->shape[1] : 0};
+}
+
+/* The operand t of global layout d as p?gemm's local blocks: a whole one's
+ * blocks copied out, a blocked one's own data. */
+static void operand(ts_ctx *ctx, ts_tensor_grid *grid, ts_tensor *t, ts_tensor_dist d,
+                    local_blocks *l) {
+    describe(ctx, grid, d.cols, d.rows, l, !d.blocks);
+    if (d.blocks)
+        l->data = t->data;
+    else
+        copy_blocks(grid, l, t->data, true);
+}
+
+/* The global shape of t under d, checking that a blocked t holds this
+ * rank's blocks of it. */
+static void global_shape(ts_ctx *ctx, const ts_tensor_grid *grid, const ts_tensor *t,
+                         ts_tensor_dist *d) {
+    char st[64];
+    if (t->ndim != 2)
+        ts_fail(ctx, "tensor_matmul", "operands must be 2-D, got %s",
+                ts_shape_str(t, st, sizeof st));
+    if (!d->blocks) {
+        *d = ts_tensor_whole(t);
+        return;
+    }
+    ts_block_cyclic layout = ts_tensor_grid_layout(grid);
+    int local[2];
+    ts_block_cyclic_local_shape(&layout, grid->my_row, grid->my_col, d->rows, d->cols, local);
+    if (t->shape[0] != local[0] || t->shape[1] != local[1])
+        ts_fail(ctx, "tensor_matmul",
+                "%s is not this rank's blocks of a [%d, %d] matrix on the %dx%d grid "
+                "(expected [%d, %d])",
+                ts_shape_str(t, st, sizeof st), d->rows, d->cols, grid->rows, grid->cols, local[0],
+                local[1]);
+}
+
+ts_tensor *ts_tensor_matmul_dist(ts_ctx *ctx, ts_tensor_grid *grid, ts_tensor *a, ts_tensor_dist da,
+                                 ts_tensor *b, ts_tensor_dist db, bool ta, bool tb,
+                                 bool out_blocks) {
+    global_shape(ctx, grid, a, &da);
+    global_shape(ctx, grid, b, &db);
+    int m = ta ? da.cols : da.rows, k = ta ? da.rows : da.cols;
+    int kb = tb ? db.cols : db.rows, n = tb ? db.rows : db.cols;
     if (k != kb)
-        ts_fail(ctx, "tensor_matmul", "inner dims differ: %s%s @ %s%s",
-                ts_shape_str(a, sa, sizeof sa), ta ? "^T" : "", ts_shape_str(b, sb, sizeof sb),
-                tb ? "^T" : "");
-    ts_tensor *out = ts_new(ctx, TS_SHAPE(m, n));
+        ts_fail(ctx, "tensor_matmul", "inner dims differ: [%d, %d]%s @ [%d, %d]%s", da.rows,
+                da.cols, ta ? "^T" : "", db.rows, db.cols, tb ? "^T" : "");
+    ts_tensor_dist dout = {.blocks = out_blocks, .rows = m, .cols = n};
+    ts_tensor *out;
+    if (out_blocks) {
+        ts_block_cyclic layout = ts_tensor_grid_layout(grid);
+        int local[2];
+        ts_block_cyclic_local_shape(&layout, grid->my_row, grid->my_col, m, n, local);
+        out = ts_new(ctx, TS_SHAPE(local[0], local[1]));
+    } else {
+        out = ts_new(ctx, TS_SHAPE(m, n));
+    }
     int group_size = grid->rows * grid->cols;
     ts_count_flops(ctx, 2.0 * m * n * k / group_size);
     if (!ctx->counting && (long)m * n > 0) {
@@ -147,11 +190,10 @@ ts_tensor *ts_tensor_matmul(ts_ctx *ctx, ts_tensor_grid *grid, ts_tensor *a, ts_
          * and the column-major reading of a row-major B is B^T: so p?gemm
          * multiplies B's reading (transposed iff tb) by A's (iff ta). */
         local_blocks lb, la, lc;
-        describe(ctx, grid, bc, br, &lb);
-        describe(ctx, grid, ac, ar, &la);
-        describe(ctx, grid, n, m, &lc);
-        copy_blocks(grid, &lb, b->data, true);
-        copy_blocks(grid, &la, a->data, true);
+        operand(ctx, grid, b, db, &lb);
+        operand(ctx, grid, a, da, &la);
+        describe(ctx, grid, n, m, &lc, !out_blocks);
+        if (out_blocks) lc.data = out->data;
         int one = 1;
         ts_real alpha = 1, beta = 0;
         if (k > 0) /* else the product is the zeros it starts from */
@@ -159,35 +201,57 @@ ts_tensor *ts_tensor_matmul(ts_ctx *ctx, ts_tensor_grid *grid, ts_tensor *a, ts_
                      lb.desc, la.data, &one, &one, la.desc, &beta, lc.data, &one, &one, lc.desc);
         else
             memset(lc.data, 0, (size_t)lc.lld * lc.local_cols * sizeof *lc.data);
-        if (group_size > 1)
+        /* (with out_blocks, p?gemm wrote this rank's blocks into out) */
+        if (!out_blocks && group_size > 1)
             gather_result(ctx, grid, &lc, out->data);
-        else
+        else if (!out_blocks)
             copy_blocks(grid, &lc, out->data, false);
     }
     ts_node *node =
         ts_record(ctx, "tensor_matmul", tensor_matmul_backward, out, 2, (ts_tensor *[]){a, b});
     if (node) {
+        dist_node *d = ts_alloc(ctx, sizeof *d);
+        *d = (dist_node){.grid = grid, .da = da, .db = db, .dout = dout};
         node->iattr[0] = ta;
         node->iattr[1] = tb;
-        node->user = grid;
+        node->user = d;
     }
     return out;
 }
 
-ts_tensor *ts_tensor_linear(void *grid, ts_ctx *ctx, ts_tensor *x, ts_tensor *w) {
+ts_tensor *ts_tensor_matmul(ts_ctx *ctx, ts_tensor_grid *grid, ts_tensor *a, ts_tensor *b, bool ta,
+                            bool tb) {
+    return ts_tensor_matmul_dist(ctx, grid, a, (ts_tensor_dist){0}, b, (ts_tensor_dist){0}, ta, tb,
+                                 false);
+}
+
+ts_tensor *ts_tensor_linear(void *user, ts_ctx *ctx, ts_tensor *x, ts_tensor *w) {
+    const ts_tensor_parallel *tp = user;
     char sx[64], sw[64];
     int in = x->shape[x->ndim - 1];
-    if (x->ndim < 2 || w->ndim != 2 || w->shape[1] != in)
+    int i = tp->model ? ts_model_param_index(tp->model, w) : -1;
+    bool blocked = tp->model && ts_model_param_blocked(tp->model, i);
+    ts_tensor_dist dw = {.blocks = blocked};
+    if (blocked) {
+        const ts_param_entry *e = &tp->model->layout->global.entries[i];
+        dw.rows = e->shape[0];
+        dw.cols = e->shape[1];
+    } else if (w->ndim == 2) {
+        dw = ts_tensor_whole(w);
+    }
+    if (x->ndim < 2 || w->ndim != 2 || dw.cols != in)
         ts_fail(ctx, "tensor_linear", "x %s does not match the weight %s ([out, in])",
                 ts_shape_str(x, sx, sizeof sx), ts_shape_str(w, sw, sizeof sw));
     ts_tensor *rows = ts_reshape(ctx, x, TS_SHAPE((int)(x->numel / in), in));
-    ts_tensor *y = ts_tensor_matmul(ctx, grid, rows, w, false, true);
+    ts_tensor *y = ts_tensor_matmul_dist(ctx, tp->grid, rows, ts_tensor_whole(rows), w, dw, false,
+                                         true, false);
     int shape[TS_MAX_DIMS];
     memcpy(shape, x->shape, sizeof shape);
-    shape[x->ndim - 1] = w->shape[0];
+    shape[x->ndim - 1] = dw.rows;
     return ts_reshape(ctx, y, x->ndim, shape);
 }
 
-void ts_tensor_parallel_attach(ts_model *model, ts_tensor_grid *grid) {
-    if (grid->enabled) model->linear = (ts_linear_hook){.apply = ts_tensor_linear, .user = grid};
+void ts_tensor_parallel_attach(ts_model *model, ts_tensor_parallel *tp, ts_tensor_grid *grid) {
+    *tp = (ts_tensor_parallel){.grid = grid, .model = model};
+    if (grid->enabled) model->linear = (ts_linear_hook){.apply = ts_tensor_linear, .user = tp};
 }

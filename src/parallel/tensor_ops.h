@@ -22,17 +22,49 @@
 #include "models/model.h"
 #include "parallel/tensor_grid.h"
 
+/* How an operand or result of a distributed GEMM is held: whole on every
+ * rank of the group, or as this rank's blocks (core/block_cyclic.h, the grid's
+ * block size and place) of a global [rows, cols] matrix, the tensor then
+ * having the local shape. */
+typedef struct ts_tensor_dist {
+    bool blocks;
+    int rows, cols; /* global shape (blocks only; a whole operand's is its own) */
+} ts_tensor_dist;
+
+/* A whole 2-D tensor's layout. */
+ts_tensor_dist ts_tensor_whole(const ts_tensor *t);
+
+/* op(a) @ op(b) with each operand whole or blocked as da and db say, the
+ * result whole (all-gathered) or, with out_blocks, left as this rank's
+ * blocks of the global [m, n] product (no communication after p?gemm). The
+ * gradient of each operand comes back in that operand's layout: a blocked
+ * weight's gradient is this rank's blocks, never gathered. Collective over
+ * the group. */
+ts_tensor *ts_tensor_matmul_dist(ts_ctx *ctx, ts_tensor_grid *grid, ts_tensor *a, ts_tensor_dist da,
+                                 ts_tensor *b, ts_tensor_dist db, bool transpose_a,
+                                 bool transpose_b, bool out_blocks);
+
 /* op(a) @ op(b) for 2-D a [m, k] (or [k, m] transposed) and b, as
- * ts_matmul computes it, on the grid. */
+ * ts_matmul computes it, on the grid: every operand and the result whole. */
 ts_tensor *ts_tensor_matmul(ts_ctx *ctx, ts_tensor_grid *grid, ts_tensor *a, ts_tensor *b,
                             bool transpose_a, bool transpose_b);
 
-/* The linear layer x W^T of x [..., in] and w [out, in] on the grid; the
- * signature of models/linear.h's hook (user: the ts_tensor_grid). */
-ts_tensor *ts_tensor_linear(void *grid, ts_ctx *ctx, ts_tensor *x, ts_tensor *w);
+/* What the linear hook of a model under tensor parallelism needs: the grid
+ * and the model, whose layout says which weights are held as blocks. */
+typedef struct ts_tensor_parallel {
+    ts_tensor_grid *grid;
+    const ts_model *model;
+} ts_tensor_parallel;
+
+/* The linear layer x W^T of whole x [..., in] and w [out, in] on the grid,
+ * y whole; w is this rank's blocks if it is a leaf of tp's model held so
+ * (ts_model_distribute), its gradient then too. The signature of
+ * models/linear.h's hook (user: a ts_tensor_parallel). */
+ts_tensor *ts_tensor_linear(void *tp, ts_ctx *ctx, ts_tensor *x, ts_tensor *w);
 
 /* Routes the model's linear layers (models/linear.h) through
- * ts_tensor_linear on grid, if grid is enabled; else leaves them local. */
-void ts_tensor_parallel_attach(ts_model *model, ts_tensor_grid *grid);
+ * ts_tensor_linear on grid, if grid is enabled (else leaves them local),
+ * with *tp (the caller's, living as long as the model's hook) as its state. */
+void ts_tensor_parallel_attach(ts_model *model, ts_tensor_parallel *tp, ts_tensor_grid *grid);
 
 #endif

@@ -11,6 +11,7 @@
 #include "io/checkpoint.h"
 #include "io/h5_toolkit.h"
 #include "io/metrics.h"
+#include "parallel/tensor_layout.h"
 
 /* Each metrics table is defined once: its columns (name, units,
  * description) with where each value comes from, so the columns written and
@@ -111,31 +112,66 @@ static int with_model_stats(int n_fixed, const ts_model *model, ts_metric_column
     return n_fixed + ops->n_stats;
 }
 
-/* The moments as a checkpoint stores them: this rank's checkpoint range
- * of each (ts_parallel_checkpoint_range). When the rank owns that range
- * (ddp, zero1) they are the optimiser's own arrays; when it owns a slice of
- * every unit (zero2, zero3) they are staged in buffers of the range and
- * exchanged with the other ranks (ts_parallel_exchange_checkpoint_range),
- * so the file's layout never depends on the strategy. */
-typedef struct moment_arrays {
-    ts_real *m, *v;
-    bool staged;
-} moment_arrays;
+/* The parameters and moments as a checkpoint stores them. Parameters: the
+ * model's buffer, or, when tensor parallelism holds the model distributed
+ * (model->layout), a whole staged copy gathered over the group (the file
+ * has the ordinary layout and never knows about the grid). Moments: this
+ * rank's checkpoint range of each (ts_parallel_checkpoint_range); when the
+ * rank owns that range (ddp, zero1) they are the optimiser's own arrays;
+ * when it owns a slice of every unit (zero2, zero3) they are staged in
+ * buffers of the range and exchanged with the other ranks
+ * (ts_parallel_exchange_checkpoint_range); under a distributed model they
+ * are staged whole like the parameters. So the file's layout never depends
+ * on the strategy or the grid. */
+typedef struct state_arrays {
+    ts_real *params, *m, *v;
+    bool staged_moments, staged_params;
+} state_arrays;
 
-/* Every rank's allocation outcome, so all enter the exchange or none. */
-static bool all_allocated(const ts_run_state *s, bool ok) {
+/* Every rank's allocation outcome over comm, so all enter the exchange or none. */
+static bool all_allocated_on(MPI_Comm comm, bool ok) {
     int flag = ok;
-    return MPI_Allreduce(MPI_IN_PLACE, &flag, 1, MPI_INT, MPI_LAND, s->parallel->comm) ==
-               MPI_SUCCESS &&
-           flag;
+    return MPI_Allreduce(MPI_IN_PLACE, &flag, 1, MPI_INT, MPI_LAND, comm) == MPI_SUCCESS && flag;
 }
 
-/* The arrays to save from or restore into; from_optimizer fills staged
- * ones from the optimiser. False (on every rank) if out of memory or an
- * exchange failed. Collective when staged. */
-static bool moments_open(ts_run_state *s, moment_arrays *a, bool from_optimizer) {
+static bool all_allocated(const ts_run_state *s, bool ok) {
+    return all_allocated_on(s->parallel->comm, ok);
+}
+
+/* Whole staged copies of the parameters and moments of a distributed
+ * model, gathered from the live ones with from_live. Collective over the
+ * job. */
+static bool whole_open(ts_run_state *s, state_arrays *a, bool from_live) {
     const ts_optimizer *opt = s->optimizer;
-    *a = (moment_arrays){opt->m, opt->v, false};
+    size_t n = (size_t)(ts_model_global_table(s->model)->total);
+    n = n > 0 ? n : 1;
+    a->params = malloc(n * sizeof *a->params);
+    a->staged_params = true;
+    bool ok = a->params != NULL;
+    if (opt->m) {
+        a->m = malloc(n * sizeof *a->m);
+        a->v = malloc(n * sizeof *a->v);
+        a->staged_moments = true;
+        ok = ok && a->m && a->v;
+    }
+    ok = all_allocated_on(s->comm, ok);
+    if (ok && from_live) {
+        const ts_model *m = s->model;
+        ok = ts_tensor_gather_flat(s->grid, m, m->params, a->params) == MPI_SUCCESS &&
+             (!opt->m || (ts_tensor_gather_flat(s->grid, m, opt->m, a->m) == MPI_SUCCESS &&
+                          ts_tensor_gather_flat(s->grid, m, opt->v, a->v) == MPI_SUCCESS));
+    }
+    return all_allocated_on(s->comm, ok);
+}
+
+static bool state_close(ts_run_state *s, state_arrays *a, bool into_live);
+
+/* state_open's work, leaving what it staged on failure. */
+
+static bool state_open_any(ts_run_state *s, state_arrays *a, bool from_live) {
+    const ts_optimizer *opt = s->optimizer;
+    *a = (state_arrays){.params = s->model->params, .m = opt->m, .v = opt->v};
+    if (s->model->layout) return whole_open(s, a, from_live); /* ddp only */
     if (!opt->m || !opt->sharded || ts_parallel_owned_is_checkpoint_range(s->parallel))
         return true; /* the same decision on every rank: it depends on the layout only */
     long first, count;
@@ -143,30 +179,47 @@ static bool moments_open(ts_run_state *s, moment_arrays *a, bool from_optimizer)
     size_t n = (size_t)(count > 0 ? count : 1);
     a->m = malloc(n * sizeof *a->m);
     a->v = malloc(n * sizeof *a->v);
-    a->staged = true;
+    a->staged_moments = true;
     bool ok = all_allocated(s, a->m && a->v);
-    if (ok && from_optimizer)
+    if (ok && from_live)
         ok =
             ts_parallel_exchange_checkpoint_range(s->parallel, opt->m, a->m, true) == MPI_SUCCESS &&
             ts_parallel_exchange_checkpoint_range(s->parallel, opt->v, a->v, true) == MPI_SUCCESS;
     return all_allocated(s, ok);
 }
 
-/* Frees staged arrays; into_optimizer first moves them back into the
- * optimiser (after a restore). False if that exchange failed. */
-static bool moments_close(ts_run_state *s, moment_arrays *a, bool into_optimizer) {
+/* Frees staged arrays; into_live first moves them back into the model and
+ * the optimiser (after a restore). False if that exchange failed. */
+static bool state_close(ts_run_state *s, state_arrays *a, bool into_live) {
     bool ok = true;
-    if (a->staged && into_optimizer)
-        ok = ts_parallel_exchange_checkpoint_range(s->parallel, s->optimizer->m, a->m, false) ==
+    ts_optimizer *opt = s->optimizer;
+    if (into_live && s->model->layout) { /* pure copies: this rank's blocks and the whole rest */
+        ts_tensor_scatter_flat(s->model, a->params, s->model->params);
+        if (opt->m) {
+            ts_tensor_scatter_flat(s->model, a->m, opt->m);
+            ts_tensor_scatter_flat(s->model, a->v, opt->v);
+        }
+    } else if (a->staged_moments && into_live) {
+        ok = ts_parallel_exchange_checkpoint_range(s->parallel, opt->m, a->m, false) ==
                  MPI_SUCCESS &&
-             ts_parallel_exchange_checkpoint_range(s->parallel, s->optimizer->v, a->v, false) ==
-                 MPI_SUCCESS;
-    if (a->staged) {
+             ts_parallel_exchange_checkpoint_range(s->parallel, opt->v, a->v, false) == MPI_SUCCESS;
+    }
+    if (a->staged_params) free(a->params);
+    if (a->staged_moments) {
         free(a->m);
         free(a->v);
     }
-    *a = (moment_arrays){0};
+    *a = (state_arrays){0};
     return ok;
+}
+
+/* The arrays to save from or restore into; from_live fills staged ones
+ * from the model and the optimiser. False (on every rank) if out of memory
+ * or an exchange failed. Collective when staged. */
+static bool state_open(ts_run_state *s, state_arrays *a, bool from_live) {
+    if (state_open_any(s, a, from_live)) return true;
+    state_close(s, a, false); /* nothing staged outlives a failure */
+    return false;
 }
 
 /* A moment's role: replicated when every rank holds all of it, else this
@@ -180,20 +233,20 @@ static ts_saved_role moment_role(const ts_run_state *s, ts_saved_role role) {
     return role;
 }
 
-/* What a training checkpoint holds: the parameters, AdamW's moments (when
- * the optimiser has them, as moments_open gives them) and the model's own
- * state. */
-static int training_roles(ts_run_state *s, const moment_arrays *moments, ts_saved_role *roles) {
-    const ts_param_table *t = &s->model->table;
+/* What a training checkpoint holds: the parameters and AdamW's moments
+ * (when the optimiser has them), as state_open gives them, over the global
+ * tensors, and the model's own state. */
+static int training_roles(ts_run_state *s, const state_arrays *state, ts_saved_role *roles) {
+    const ts_param_table *t = ts_model_global_table(s->model);
     int n = 0;
-    roles[n++] = ts_saved_params(t, s->model->params);
-    if (moments->m)
-        roles[n++] = moment_role(s, ts_saved_moment(TS_SAVED_ADAM_M_NAME, t, moments->m,
+    roles[n++] = ts_saved_params(t, state->params);
+    if (state->m)
+        roles[n++] = moment_role(s, ts_saved_moment(TS_SAVED_ADAM_M_NAME, t, state->m,
                                                     "same as the gradient",
                                                     "first moment (running mean of gradients), "
                                                     "flat, parameter order"));
-    if (moments->v)
-        roles[n++] = moment_role(s, ts_saved_moment(TS_SAVED_ADAM_V_NAME, t, moments->v,
+    if (state->v)
+        roles[n++] = moment_role(s, ts_saved_moment(TS_SAVED_ADAM_V_NAME, t, state->v,
                                                     "square of the gradient's",
                                                     "second moment (running mean of squared "
                                                     "gradients), flat, parameter order"));
@@ -254,12 +307,13 @@ static bool resume_from_checkpoint(ts_run_state *s, const char *resume_from, lon
     ts_checkpoint_state cs = {0};
     ts_checkpoint_report report;
     ts_saved_role roles[MAX_ROLES];
-    moment_arrays moments;
-    if (!moments_open(s, &moments, false)) {
-        snprintf(err, errlen, "out of memory for the optimiser moments' checkpoint ranges");
+    state_arrays state;
+    if (!state_open(s, &state, false)) {
+        snprintf(err, errlen,
+                 "out of memory for the parameters' or optimiser moments' checkpoint layout");
         return false;
     }
-    int n_roles = training_roles(s, &moments, roles);
+    int n_roles = training_roles(s, &state, roles);
     const char *dir = s->config->run_dir;
     char path[TS_CHECKPOINT_PATH_MAX], skipped[TS_CHECKPOINT_PATH_MAX] = "";
     long below = LONG_MAX, found_step = 0;
@@ -272,7 +326,7 @@ static bool resume_from_checkpoint(ts_run_state *s, const char *resume_from, lon
             st = ts_checkpoint_find_before(s->comm, dir, below, path, sizeof path, &found_step, err,
                                            errlen);
             if (st == TS_IO_NOT_FOUND && skipped[0]) {
-                moments_close(s, &moments, false);
+                state_close(s, &state, false);
                 snprintf(err, errlen,
                          "no complete checkpoint in %s verifies (the newest, %s, is damaged, "
                          "and so is every older one): nothing to resume from",
@@ -291,9 +345,9 @@ static bool resume_from_checkpoint(ts_run_state *s, const char *resume_from, lon
             below = found_step;
         }
     }
-    /* The restored ranges back to the ranks that own them (only after a
-     * read every rank agreed on). */
-    if (!moments_close(s, &moments, st == TS_IO_OK)) {
+    /* The restored ranges back to the ranks that own them, a distributed
+     * model's blocks to their ranks (only after a read every rank agreed on). */
+    if (!state_close(s, &state, st == TS_IO_OK)) {
         snprintf(err, errlen, "exchanging the restored optimiser moments failed");
         return false;
     }
@@ -321,14 +375,15 @@ static bool resume_from_checkpoint(ts_run_state *s, const char *resume_from, lon
 }
 
 bool ts_run_state_open(ts_run_state *s, MPI_Comm comm, const ts_run_config *config, ts_model *model,
-                       ts_optimizer *optimizer, const ts_parallel *parallel, bool resume,
-                       const char *resume_from, long *step, double *tokens, char *err,
-                       size_t errlen) {
+                       ts_optimizer *optimizer, const ts_parallel *parallel,
+                       const ts_tensor_grid *grid, bool resume, const char *resume_from, long *step,
+                       double *tokens, char *err, size_t errlen) {
     *s = (ts_run_state){.comm = comm,
                         .config = config,
                         .model = model,
                         .optimizer = optimizer,
-                        .parallel = parallel};
+                        .parallel = parallel,
+                        .grid = grid};
     MPI_Comm_rank(comm, &s->rank);
     *step = 0;
     *tokens = 0;
@@ -429,18 +484,18 @@ bool ts_run_state_checkpoint(ts_run_state *s, long step, double tokens, char *er
                                      .provenance = &s->provenance};
     ts_checkpoint_report report;
     ts_saved_role roles[MAX_ROLES];
-    moment_arrays moments;
-    if (!moments_open(s, &moments, true)) {
+    state_arrays state;
+    if (!state_open(s, &state, true)) {
         snprintf(err, errlen,
-                 "gathering the optimiser moments into their checkpoint ranges failed (out of "
-                 "memory or an MPI error) at step %ld",
+                 "gathering the parameters or optimiser moments into their checkpoint layout "
+                 "failed (out of memory or an MPI error) at step %ld",
                  step);
         return false;
     }
-    int n_roles = training_roles(s, &moments, roles);
+    int n_roles = training_roles(s, &state, roles);
     ts_io_status st = ts_checkpoint_write(s->comm, s->config->run_dir, &cs, roles, n_roles,
                                           &options, &report, err, errlen);
-    moments_close(s, &moments, false);
+    state_close(s, &state, false);
     if (st == TS_IO_ERR_STRANDED) {
         /* Other ranks may be inside an HDF5 collective this rank left: no
          * agreement can reach them, only ending the job does. */

@@ -13,6 +13,7 @@
 #include "train/evaluate.h"
 #include "io/provenance.h"
 #include "parallel/strategy.h"
+#include "parallel/tensor_grid.h"
 #include "train/optimizer.h"
 
 /* One optimiser step's metrics. Every double is a column of metrics.h5's
@@ -50,6 +51,7 @@ typedef struct ts_run_state {
     ts_model *model;
     ts_optimizer *optimizer;
     const ts_parallel *parallel; /* who owns which moments (checkpoint ranges) */
+    const ts_tensor_grid *grid;  /* the group a distributed model (model->layout) spans, or NULL */
     ts_metrics *metrics;         /* rank 0 only */
     ts_provenance provenance;
     bool provenance_set;
@@ -74,8 +76,8 @@ typedef struct ts_run_state {
  * or metrics, so no result is ever overwritten. Collective. */
 bool ts_run_state_open(ts_run_state *state, MPI_Comm comm, const ts_run_config *config,
                        ts_model *model, ts_optimizer *optimizer, const ts_parallel *parallel,
-                       bool resume, const char *resume_from, long *step, double *tokens, char *err,
-                       size_t errlen);
+                       const ts_tensor_grid *grid, bool resume, const char *resume_from, long *step,
+                       double *tokens, char *err, size_t errlen);
 /* stats: the model's ops->n_stats statistics of the step. */
 bool ts_run_state_log_step(ts_run_state *state, const ts_step_record *record, const double *stats,
                            char *err, size_t errlen);

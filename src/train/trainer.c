@@ -37,8 +37,9 @@ typedef struct trainer {
     ts_run_config config;
     ts_model *model;
     ts_optimizer optimizer;
-    ts_parallel parallel; /* how ranks share gradients, moments and parameters */
-    ts_tensor_grid grid;  /* tensor parallelism: parallel runs over grid.data */
+    ts_parallel parallel;               /* how ranks share gradients, moments and parameters */
+    ts_tensor_grid grid;                /* tensor parallelism: parallel runs over grid.data */
+    ts_tensor_parallel tensor_parallel; /* the linear hook's state under a grid */
     ts_ctx ctx;
     ts_token_file train;
     bool train_open;
@@ -260,9 +261,22 @@ static bool fits_memory_limit(trainer *tr, char *err, size_t errlen) {
     if (c->parallel.memory_limit <= 0) return true;
     ts_model *shape = ts_model_create_counting(&c->model, err, errlen);
     if (!shape) return false;
+    /* Under a grid, the share of grid position (0, 0), which holds the most,
+     * with the strategy across the groups. */
+    int rows = 1, cols = 1, grid_rows, grid_cols;
+    if (ts_parallel_tensor_grid(&c->parallel, &grid_rows, &grid_cols)) {
+        rows = grid_rows;
+        cols = grid_cols;
+        ts_block_cyclic origin = {TS_TENSOR_BLOCK, rows, cols, 0, 0};
+        if (!ts_model_distribute(shape, &origin, err, errlen)) {
+            ts_model_destroy(shape);
+            return false;
+        }
+    }
     long total = shape->table.total, working = ts_parallel_working_elems(shape);
     ts_model_destroy(shape);
-    return ts_parallel_fits(strategy_of(c), total, working, tr->nranks, sizeof(ts_real),
+    int groups = tr->nranks / (rows * cols) > 0 ? tr->nranks / (rows * cols) : 1;
+    return ts_parallel_fits(strategy_of(c), total, working, groups, sizeof(ts_real),
                             c->optim.kind == TS_ADAMW ? 2 : 0, c->parallel.memory_limit, err,
                             errlen);
 }
@@ -323,7 +337,7 @@ static bool report_run(trainer *tr, ts_run_summary *s, char *err, size_t errlen)
     s->run_dir = tr->config.run_dir;
     s->hostname = prov->hostname;
     s->git_commit = prov->git_commit;
-    s->params = tr->model->table.total;
+    s->params = ts_model_global_table(tr->model)->total;
     s->non_embedding_params = ts_model_non_embedding_params(tr->model);
     s->ranks = tr->nranks;
     s->nodes = prov->nodes;
@@ -364,8 +378,20 @@ static int run(trainer *tr, bool resume, const char *resume_from) {
     if (!all_ok(tr, ts_tensor_grid_from_config(&tr->grid, tr->comm, &c->parallel, err, sizeof err),
                 err))
         return 1;
-    ts_tensor_parallel_attach(m, &tr->grid);
+    /* Initialised whole (the 1-rank values for the seed), then, under a
+     * grid, each rank keeps only its blocks of the linear weights
+     * (models/model.h): the strategy and the optimiser size from the local
+     * table, so they come after. */
+    ts_model_init_params(m, (uint64_t)c->seed);
+    if (tr->grid.enabled) {
+        ts_block_cyclic layout = ts_tensor_grid_layout(&tr->grid);
+        if (!all_ok(tr, ts_model_distribute(m, &layout, err, sizeof err), err)) return 1;
+    }
+    ts_tensor_parallel_attach(m, &tr->tensor_parallel, &tr->grid);
     if (!all_ok(tr, ts_parallel_init(&tr->parallel, tr->grid.data, strategy, m, err, sizeof err),
+                err))
+        return 1;
+    if (!all_ok(tr, ts_parallel_set_tensor_group(&tr->parallel, tr->grid.group, m, err, sizeof err),
                 err))
         return 1;
     bool ok = ts_optimizer_init(&tr->optimizer, &c->optim, tr->parallel.owned, tr->parallel.n_owned,
@@ -376,7 +402,6 @@ static int run(trainer *tr, bool resume, const char *resume_from) {
     tr->tokens = malloc((size_t)max_local * (c->model.context + 1) * sizeof *tr->tokens);
     ok = ok && tr->offsets && tr->tokens;
     if (!all_ok(tr, ok, "out of memory for optimiser state or batch buffers")) return 1;
-    ts_model_init_params(m, (uint64_t)c->seed);
     ts_model_bind(m, &tr->ctx);
     /* zero2, zero3: the flat buffers move to the strategy's reserved memory
      * and the blocks' unit markers reach it (parallel/strategy.h). */
@@ -384,8 +409,9 @@ static int run(trainer *tr, bool resume, const char *resume_from) {
         return 1;
 
     if (!all_ok(tr,
-                ts_run_state_open(&tr->state, tr->comm, c, m, &tr->optimizer, &tr->parallel, resume,
-                                  resume_from, &tr->step, &tr->tokens_seen, err, sizeof err),
+                ts_run_state_open(&tr->state, tr->comm, c, m, &tr->optimizer, &tr->parallel,
+                                  &tr->grid, resume, resume_from, &tr->step, &tr->tokens_seen, err,
+                                  sizeof err),
                 err))
         return ts_run_state_failure_status(&tr->state);
     /* zero3 keeps only its shard of the initial or restored parameters. */
@@ -409,14 +435,19 @@ static int run(trainer *tr, bool resume, const char *resume_from) {
     if (tr->rank == 0)
         printf("thinkscale train: %s, %ld parameters (%ld non-embedding), %d ranks, "
                "batch %ld x %d tokens, peak %.1f GFLOP/s per rank, %s step %ld\n",
-               c->model.arch, m->table.total, ts_model_non_embedding_params(m), tr->nranks,
-               c->batch, c->model.context, tr->peak_gflops, resume ? "resuming at" : "from",
-               tr->step);
+               c->model.arch, ts_model_global_table(m)->total, ts_model_non_embedding_params(m),
+               tr->nranks, c->batch, c->model.context, tr->peak_gflops,
+               resume ? "resuming at" : "from", tr->step);
     ts_mllog_run_start(&tr->mllog, c, &tr->state.provenance, tr->step);
-    if (tr->rank == 0 && tr->grid.enabled)
+    if (tr->rank == 0 && tr->grid.enabled) {
+        int blocked = 0;
+        for (int i = 0; i < m->table.count; i++) blocked += ts_model_param_blocked(m, i);
         printf("tensor parallelism: %dx%d p?gemm grid per group of %d ranks, %d groups "
-               "data-parallel\n",
-               tr->grid.rows, tr->grid.cols, tr->grid.rows * tr->grid.cols, tr->parallel.nranks);
+               "data-parallel; %d of %d tensors held as blocks, %ld of %ld parameters on this "
+               "rank\n",
+               tr->grid.rows, tr->grid.cols, tr->grid.rows * tr->grid.cols, tr->parallel.nranks,
+               blocked, m->table.count, m->table.total, ts_model_global_table(m)->total);
+    }
 
     long first_step = tr->step;
     double t_start = MPI_Wtime(), t_window = t_start, t_checkpoint = t_start;

@@ -4,9 +4,15 @@
 # ranks. Training follows the 1-rank loss trajectory on 1x1, 1x2, 2x1 and
 # (oversubscribed) 2x2 grids for all four architectures (EBT's second-order
 # training included): double within 1e-10 relative, float within 1e-5; and
-# with two 1x2 groups data-parallel (4 ranks). A run checkpointed under a
-# grid resumes without one, and the other way round, on the uninterrupted
-# trajectory. Unsupported combinations and bad grids are refused at start-up.
+# with two 1x2 groups data-parallel (4 ranks). Each rank holds only its
+# blocks of the linear weights (their gradients and AdamW moments too): the
+# parameters_bytes it reports are those of grid position (0, 0) computed from
+# the tensors' shapes, well below the 1-rank run's, the printed parameter
+# count stays the global one, and the final checkpoint holds the whole
+# tensors, equal to the 1-rank run's within 1e-10 (double). A run
+# checkpointed under a grid resumes without one, on another grid, and the
+# other way round, on the uninterrupted trajectory. Unsupported combinations
+# and bad grids are refused at start-up.
 source "$(dirname "$0")/lib.sh"
 make_license_corpus "$tmp/corpus.h5"
 
@@ -36,6 +42,65 @@ compare() { # compare BUILD ARCH GRID NP TOLERANCE
     diff=$(max_rel_diff "$tmp/$build-$arch-base" "$dir" $steps)
     check "$build $arch $grid ($np ranks) follows the 1-rank losses within $tol ($diff)" \
         below "$diff" "$tol"
+    check "$build $arch $grid ($np ranks) holds its blocks only, prints the global count" \
+        state_held "$build" "$tmp/$build-$arch-base" "$dir" "$grid" || tail -3 "$dir.log"
+    [ "$build" = double ] && check "... and its final checkpoint is the 1-rank one within 1e-10" \
+        same_checkpoint "$tmp/$build-$arch-base" "$dir" 1e-10
+}
+
+# The bytes of parameters one rank holds, as reported, against grid position
+# (0, 0)'s share computed from the baseline checkpoint's shapes: a linear
+# weight (2-D, not an embedding table or Free's post_sampler) that gives
+# every grid position a block of 32 is held as blocks, the rest whole. Also
+# the count of blocked tensors and the global parameter count printed.
+state_held() { # state_held BUILD BASE_DIR DIR GRID
+    py - "$@" $steps <<'PY'
+import sys, re, h5py
+build, base, run, grid, steps = sys.argv[1:6]
+P, Q = map(int, grid.split("x")); nb = 32
+elem = 8 if build == "double" else 4
+def extent(n, me, procs):
+    blocks = n // nb
+    return blocks // procs * nb + (nb if me < blocks % procs else n % nb if me == blocks % procs else 0)
+whole = local = blocked = count = 0
+with h5py.File(f"{base}/checkpoint_{int(steps):08d}.h5", "r") as f:
+    for name, d in f["params"].items():
+        count += 1; whole += d.size
+        linear = d.ndim == 2 and name not in ("embed", "time_embed", "post_sampler")
+        if linear and d.shape[0] > nb * (Q - 1) and d.shape[1] > nb * (P - 1):
+            blocked += 1; local += extent(d.shape[0], 0, Q) * extent(d.shape[1], 0, P)
+        else:
+            local += d.size
+def held(d):
+    with h5py.File(f"{d}/metrics.h5", "r") as f: return float(f["memory"]["parameters_bytes"][-1])
+log = open(f"{run}.log").read()
+printed = re.search(r"(\d+) of (\d+) tensors held as blocks, (\d+) of (\d+) parameters", log)
+total = re.search(r"thinkscale train: \S+, (\d+) parameters", log)
+ok = (held(run) == elem * local and printed and int(printed.group(1)) == blocked and
+      int(printed.group(2)) == count and int(printed.group(3)) == local and
+      int(printed.group(4)) == whole and total and int(total.group(1)) == whole)
+print(f"  {grid}: {held(run):.0f} B held, expected {elem * local} ({blocked} of {count} blocked), "
+      f"1 rank {held(base):.0f} B: {held(run) / held(base):.3f}")
+sys.exit(0 if ok else 1)
+PY
+}
+
+same_checkpoint() { # same_checkpoint DIR_A DIR_B TOLERANCE: params tensor by tensor
+    py - "$@" $steps <<'PY'
+import sys, h5py, numpy as np
+a, b, tol, steps = sys.argv[1], sys.argv[2], float(sys.argv[3]), int(sys.argv[4])
+worst, bad = 0.0, []
+with h5py.File(f"{a}/checkpoint_{steps:08d}.h5", "r") as fa, h5py.File(f"{b}/checkpoint_{steps:08d}.h5", "r") as fb:
+    if sorted(fa["params"]) != sorted(fb["params"]): bad.append("tensor names")
+    for k in fa["params"]:
+        x, y = fa["params"][k][...], fb["params"][k][...]
+        if x.shape != y.shape: bad.append(k); continue
+        d = np.max(np.abs(x - y)) / max(np.max(np.abs(x)), 1e-300)
+        worst = max(worst, d)
+        if not d < tol: bad.append(k)
+print("  worst relative difference %.3g, differing: %s" % (worst, bad))
+sys.exit(1 if bad else 0)
+PY
 }
 
 for arch in transformerpp ebt free nexus; do
@@ -44,6 +109,23 @@ for arch in transformerpp ebt free nexus; do
 done
 compare double transformerpp 1x2 4 1e-10 # two groups, data parallel across them
 compare float transformerpp 1x2 2 1e-5
+
+# A grid saves memory: one rank of a 1x2 grid holds well under the 1-rank
+# run's parameters (the embedding stays whole), of a 2x2 grid under half.
+held_fraction() { # held_fraction DIR BASE_DIR BELOW
+    py - "$@" <<'PY'
+import sys, h5py
+def held(d):
+    with h5py.File(f"{d}/metrics.h5", "r") as f: return float(f["memory"]["parameters_bytes"][-1])
+fraction = held(sys.argv[1]) / held(sys.argv[2])
+print("  parameters held: %.3f of the 1-rank run's" % fraction)
+sys.exit(0 if fraction < float(sys.argv[3]) else 1)
+PY
+}
+check "a 1x2 grid's rank holds < 0.75 of the 1-rank parameters" \
+    held_fraction "$tmp/double-transformerpp-1x2-np2" "$tmp/double-transformerpp-base" 0.75
+check "a 2x2 grid's rank holds < 0.5 of the 1-rank parameters" \
+    held_fraction "$tmp/double-transformerpp-2x2-np4" "$tmp/double-transformerpp-base" 0.5
 
 # On one group (the data-parallel strategy has nothing to send) every byte
 # communicated is the grid's: tensor parallelism did run.
@@ -76,6 +158,9 @@ resume_across() { # resume_across ARCH FIRST_NP FIRST_GRID SECOND_NP SECOND_GRID
 resume_across transformerpp 2 2x1 1 off
 resume_across transformerpp 1 off 2 1x2
 resume_across ebt 2 1x2 1 off
+resume_across free 2 1x2 1 off
+resume_across nexus 1 off 2 2x1
+resume_across transformerpp 4 2x2 2 1x2 # grid to grid
 
 check "a grid with a zero strategy is refused, naming both" fails_with "$tmp/zero.log" \
     "parallel.tensor_grid 1x2 with parallel.strategy zero1 is not supported" \

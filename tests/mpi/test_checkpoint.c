@@ -160,7 +160,7 @@ static void fill_reals(ts_real *x, long n, uint64_t seed) {
 
 static void add_tensor(ts_param_table *t, const char *name, int ndim, int a, int b, int c, int d) {
     int shape[4] = {a, b, c, d};
-    ts_param_role role = {TS_INIT_NORMAL, TS_DRAW_IN_ORDER, ndim > 1, false};
+    ts_param_role role = {TS_INIT_NORMAL, TS_DRAW_IN_ORDER, ndim > 1, false, false};
     assert_true(ts_param_table_add(t, name, ndim, shape, role) >= 0);
 }
 
@@ -1140,7 +1140,7 @@ static void test_version_1_checkpoint_loads(void **state) {
         for (int d = 0; d < ndim; d++) shape[d] = (int)dims[d];
         H5Sclose(space);
         H5Dclose(dset);
-        ts_param_role role = {TS_INIT_NORMAL, TS_DRAW_IN_ORDER, ndim > 1, false};
+        ts_param_role role = {TS_INIT_NORMAL, TS_DRAW_IN_ORDER, ndim > 1, false, false};
         int index = ts_param_table_add(&table, names[i], ndim, shape, role);
         assert_true(index >= 0);
         next += table.entries[index].numel;
