@@ -24,7 +24,9 @@
  * backward, recorded backward (create_graph) and second-order work apart.
  *
  * Environment: BENCH_ROUNDS (default 3), BENCH_STEPS per model per round
- * (default 2), BENCH_ONLY=name to run one model (no verdict), BENCH_CLOCK=cpu
+ * (default 2), BENCH_ONLY=name to run one model, or a comma-separated list
+ * (e.g. tpp,ebt1: EBT's ratios to Transformer++ without the other models;
+ * no verdict unless all run), BENCH_PROFILE=0 to skip the profiles, BENCH_CLOCK=cpu
  * to time by the process's CPU time instead of wall time (steadier when
  * other processes share the cores; equal on a quiet machine).
  *
@@ -171,6 +173,14 @@ static double one_step(bench_model *m, bool cpu) {
     return dt;
 }
 
+/* Whether name is one of the comma-separated names in list. */
+static bool listed(const char *list, const char *name) {
+    size_t n = strlen(name);
+    for (const char *at = list; at && *at; at = strchr(at, ',') ? strchr(at, ',') + 1 : NULL)
+        if (!strncmp(at, name, n) && (at[n] == ',' || at[n] == 0)) return true;
+    return false;
+}
+
 static int by_seconds(const void *a, const void *b) {
     const ts_profile_entry *x = a, *y = b;
     return (x->seconds < y->seconds) - (x->seconds > y->seconds);
@@ -247,7 +257,7 @@ int main(void) {
     long rounds = env_long("BENCH_ROUNDS", 3), steps = env_long("BENCH_STEPS", 2);
     bool selected[MAX_MODELS];
     for (int i = 0; i < n_models; i++) {
-        selected[i] = !only || !*only || !strcmp(only, models[i].name);
+        selected[i] = !only || !*only || listed(only, models[i].name);
         if (selected[i]) {
             setup(&models[i]);
             one_step(&models[i], cpu); /* the first step allocates and pays first-touch faults */
@@ -290,7 +300,7 @@ int main(void) {
                                 " %s_s=%.3f %s_sgemm=%.3f %s_time_per_flop_x=%.3f", m->name,
                                 m->best_seconds, m->name, fraction, m->name, time_x / flop_x);
     }
-    for (int i = 0; i < n_models; i++)
+    for (int i = 0; i < n_models && env_long("BENCH_PROFILE", 1); i++)
         if (selected[i]) print_profile(&models[i], sgemm, cpu);
     if (!only || !*only)
         printf("PROFILE_BENCH commit=%s clock=%s load=%.1f->%.1f sgemm_gflops=%.1f%s "

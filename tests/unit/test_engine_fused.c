@@ -1,7 +1,8 @@
 /* Fused kernels against the compositions of primitives they replace
  * (docs/performance.md): RMSNorm (forward and its fused rule), silu's fused
  * rule, the softmax that skips masked entries, and the fused causal
- * attention against ts_attention under the causal mask. For each, the value, the
+ * attention against ts_attention under the causal mask, the fused context
+ * attention (EBT's prediction stream) against its composition. For each, the value, the
  * first-order gradient and a second-order term (the gradient of
  * <grad L, v>, taken with create_graph) must agree with the primitive
  * composition to rounding. The gradient checks (test_engine_gradcheck)
@@ -70,9 +71,9 @@ static void expect_same_function(fixture *fx, unary_fn fused, unary_fn primitive
     ts_tensor *y[2] = {fused(ctx, in, mask), primitives(ctx, in, mask)};
     expect_close(y[0], y[1], name);
     ts_tensor *w = constant(fx, y[0]);
-    ts_tensor *v[4];
+    ts_tensor *v[5];
     for (int j = 0; j < n_in; j++) v[j] = constant(fx, in[j]);
-    ts_tensor *first[2][4], *second[2][4];
+    ts_tensor *first[2][5], *second[2][5];
     for (int k = 0; k < 2; k++) {
         ts_grad(ctx, 1, &y[k], &w, n_in, in, first[k], true);
         ts_tensor *h = NULL;
@@ -219,6 +220,87 @@ static void test_causal_attention_counts_as_executed(void **state) {
     assert_true(booked[0][0] < ts_flops_total(ctx));
 }
 
+static ts_tensor *context_fused(ts_ctx *ctx, ts_tensor *const *in, const ts_tensor *mask) {
+    (void)mask;
+    return ts_context_attention(ctx, in[0], in[1], in[2], in[3], in[4], ATT_SCALE);
+}
+
+static ts_tensor *context_primitives(ts_ctx *ctx, ts_tensor *const *in, const ts_tensor *mask) {
+    (void)mask;
+    return ts_context_attention_composed(ctx, in[0], in[1], in[2], in[3], in[4], ATT_SCALE);
+}
+
+/* q, k, v, k_self, v_self: ATT_T queries (three strips, the last partial)
+ * and `keys` context keys. */
+static void context_inputs(fixture *fx, ts_tensor **in, int keys) {
+    for (int j = 0; j < 5; j++)
+        in[j] = leaf(fx, TS_SHAPE(2, 3, j == 1 || j == 2 ? keys : ATT_T, 5), -2, 2);
+}
+
+/* Values, the plain (fused) first-order gradients, and with create_graph
+ * (the primitive fallback) first- and second-order terms; at EBT's shape
+ * (C = L + 1: row r sees keys 0..r + 1) and at C = L + 3. */
+static void test_context_attention_matches_primitives(void **state) {
+    fixture *fx = *state;
+    ts_ctx *ctx = &fx->ctx;
+    for (int offset = 1; offset <= 3; offset += 2) {
+        ts_tensor *in[5];
+        context_inputs(fx, in, ATT_T + offset);
+        expect_same_function(fx, context_fused, context_primitives, 5, in, NULL,
+                             "context attention");
+        ts_tensor *y[2] = {context_fused(ctx, in, NULL), context_primitives(ctx, in, NULL)};
+        ts_tensor *w = constant(fx, y[0]), *plain[2][5];
+        for (int k = 0; k < 2; k++) ts_grad(ctx, 1, &y[k], &w, 5, in, plain[k], false);
+        char what[96];
+        for (int j = 0; j < 5; j++) {
+            assert_false(plain[0][j]->requires_grad);
+            snprintf(what, sizeof what, "context attention: plain gradient of input %d", j);
+            expect_close(plain[0][j], plain[1][j], what);
+        }
+    }
+}
+
+/* The fused op books the same FLOPs counting as executing (forward, plain
+ * and recorded backward), and fewer than the composition (the skipped
+ * context keys). */
+static void test_context_attention_counts_as_executed(void **state) {
+    fixture *fx = *state;
+    ts_ctx counting;
+    assert_true(ts_ctx_init_counting(&counting, 0));
+    double booked[2][3];
+    ts_ctx *ctxs[2] = {&fx->ctx, &counting};
+    for (int c = 0; c < 2; c++) {
+        ts_ctx *ctx = ctxs[c];
+        ts_tensor *in[5], *g[5];
+        for (int j = 0; j < 5; j++) {
+            in[j] = ts_new(ctx, TS_SHAPE(2, 3, j == 1 || j == 2 ? ATT_T + 1 : ATT_T, 5));
+            if (!ts_is_counting(ctx))
+                test_rng_fill_uniform(&fx->rng, in[j]->data, in[j]->numel, -1, 1);
+            ts_set_requires_grad(ctx, in[j], true);
+        }
+        ts_tensor *seed = ts_new(ctx, TS_SHAPE(2, 3, ATT_T, 5));
+        if (!ts_is_counting(ctx)) test_rng_fill_uniform(&fx->rng, seed->data, seed->numel, -1, 1);
+        ts_reset_flops(ctx);
+        ts_tensor *y = context_fused(ctx, in, NULL);
+        booked[c][0] = ts_flops_total(ctx);
+        ts_grad(ctx, 1, &y, &seed, 5, in, g, false);
+        booked[c][1] = ts_flops_total(ctx) - booked[c][0];
+        ts_grad(ctx, 1, &y, &seed, 5, in, g, true);
+        booked[c][2] = ts_flops_total(ctx) - booked[c][0] - booked[c][1];
+    }
+    ts_ctx_free(&counting);
+    for (int p = 0; p < 3; p++) {
+        assert_true(booked[0][p] > 0);
+        assert_true(booked[0][p] == booked[1][p]);
+    }
+    ts_ctx *ctx = &fx->ctx;
+    ts_tensor *in[5];
+    context_inputs(fx, in, ATT_T + 1);
+    ts_reset_flops(ctx);
+    context_primitives(ctx, in, NULL);
+    assert_true(booked[0][0] < ts_flops_total(ctx));
+}
+
 static const ts_profile_entry *find(const ts_profile *p, enum ts_pass pass, const char *op) {
     for (int i = 0; i < p->n_entries[pass]; i++)
         if (!strcmp(p->entries[pass][i].op, op)) return &p->entries[pass][i];
@@ -275,6 +357,8 @@ int main(void) {
         cmocka_unit_test(test_causal_softmax_matches_primitives),
         cmocka_unit_test(test_causal_attention_matches_primitives),
         cmocka_unit_test(test_causal_attention_counts_as_executed),
+        cmocka_unit_test(test_context_attention_matches_primitives),
+        cmocka_unit_test(test_context_attention_counts_as_executed),
         cmocka_unit_test(test_profile_books_ops_by_pass),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
