@@ -21,7 +21,9 @@
  *   - no allocation after the first step (arena chunks and graph capacity
  *     stay as they were after step 1).
  * Then one profiled step per model: time and FLOPs per op type, forward,
- * backward, recorded backward (create_graph) and second-order work apart.
+ * backward, recorded backward (create_graph) and second-order work apart;
+ * and the optimiser update the trainer runs after the micro-batches (AdamW
+ * over the flat buffer, fastest of 5), which the steps above leave out.
  *
  * Environment: BENCH_ROUNDS (default 3), BENCH_STEPS per model per round
  * (default 2), BENCH_ONLY=name to run one model, or a comma-separated list
@@ -46,6 +48,7 @@
 #include "io/build_info.h"
 #include "models/model.h"
 #include "train/micro_batch.h"
+#include "train/optimizer.h"
 
 enum { MAX_MODELS = 8, SGEMM_N = 768 };
 
@@ -181,6 +184,24 @@ static bool listed(const char *list, const char *name) {
     return false;
 }
 
+/* One AdamW update of the model's whole flat buffer, as the trainer runs it
+ * after the micro-batches (not part of the timed steps): fastest of 5, at a
+ * learning rate too small to matter for the steps that follow. */
+static double optimizer_seconds(bench_model *m, bool cpu) {
+    ts_optimizer opt;
+    ts_param_interval all = {0, m->model->table.total};
+    if (!ts_optimizer_init(&opt, &m->config.optim, &all, 1, false))
+        die("optimizer", "out of memory");
+    double best = INFINITY;
+    for (int i = 0; i < 5; i++) {
+        double t0 = now(cpu);
+        ts_optimizer_step(&opt, &m->model->table, m->model->params, m->model->grads, 1e-12);
+        best = fmin(best, now(cpu) - t0);
+    }
+    ts_optimizer_free(&opt);
+    return best;
+}
+
 static int by_seconds(const void *a, const void *b) {
     const ts_profile_entry *x = a, *y = b;
     return (x->seconds < y->seconds) - (x->seconds > y->seconds);
@@ -302,6 +323,13 @@ int main(void) {
     }
     for (int i = 0; i < n_models && env_long("BENCH_PROFILE", 1); i++)
         if (selected[i]) print_profile(&models[i], sgemm, cpu);
+    for (int i = 0; i < n_models; i++)
+        if (selected[i]) {
+            double update = optimizer_seconds(&models[i], cpu);
+            printf("optimiser (%s, %ld parameters): %.2f ms per update, %.1f%% of the step\n",
+                   models[i].label, models[i].model->table.total, 1e3 * update,
+                   100 * update / models[i].best_seconds);
+        }
     if (!only || !*only)
         printf("PROFILE_BENCH commit=%s clock=%s load=%.1f->%.1f sgemm_gflops=%.1f%s "
                "targets=tpp_sgemm>=0.85,ebt_sgemm>=0.75,"

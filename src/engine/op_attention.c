@@ -239,35 +239,38 @@ ts_tensor *ts_causal_attention(ts_ctx *ctx, ts_tensor *q, ts_tensor *k, ts_tenso
  * against the context concatenated with the self score [L, 1], a softmax
  * under the [L, C + 1] mask, two slices of P and two mixes.
  *
- * Fused as two ops that keep P [L, C + 1] (as the composition does):
- *   - context_softmax(q, k, k_self) = P: per head, strips of ATTN_STRIP rows,
- *     each strip's scores only against the context keys its last row sees
- *     (one GEMM written into P's rows), the self score a row dot product, an
- *     exact softmax over both per row; the masked entries are 0;
- *   - context_mix(P, v, v_self) = P_context v + p_self v_self, over the
- *     strips' visible keys only (the masked entries of P are 0 by
- *     construction, so the mix reads only the visible ones).
- * No concatenation, slices or masked half computed. P being a node of its own,
- * the gradient that a second-order pass sends to P meets the first-order one
- * there and runs context_softmax's rule once, as with the composition (a
- * single fused op would have to recompute P inside its recorded backward and
- * then differentiate that copy too).
- *
- * Each rule: a plain gradient pass runs the fused strip backward; a recorded
- * pass (create_graph) runs the composition's rules as primitives (from P,
- * softmax_backward, slices, matmul), differentiable to any order. The plain
- * and the recorded gradients of ts_context_attention agree to rounding. FLOPs
- * are the executed ones, booked with the conventions of the primitives they
- * replace (docs/engine.md). */
+ * Fused as three bilinear ops over the "context layout" [L, C + 1] (context
+ * columns, then the self column), each reading and writing only the visible
+ * entries (the rest of an [L, C + 1] output is 0, of an input ignored), in
+ * strips of ATTN_STRIP rows whose GEMMs stop at the strip's last visible key:
+ *   context_product(a, b, b_self) = S: S[r, j] = a_r . b_j, S[r, C] = a_r . b_self_r;
+ *   context_mix(P, v, v_self) = O: O_r = sum_j P[r, j] v_j + P[r, C] v_self_r;
+ *   context_mix_t(P, g) = D: D_j = sum_r P[r, j] g_r (the self column unread).
+ * Each one's rule is the other two (and a product with the self column):
+ *   product: da = mix(G, b, b_self), db = mix_t(G, a), db_self = G[:, C] a;
+ *   mix:     dP = product(g, v, v_self), dv = mix_t(P, g), dv_self = P[:, C] g;
+ *   mix_t:   dP = product(g, h, none), dg = mix(P, h, none);
+ * so every pass (forward, backward, a recorded backward and the second-order
+ * rules of that) skips the masked half, no pass copies through a
+ * concatenation or slices of [L, C + 1], and plain and recorded gradients
+ * are the same computation (bit for bit). The attention is then
+ * mix(softmax(product(scale q, k, k_self), mask), v, v_self) with the
+ * ordinary masked softmax. FLOPs are the executed ones, booked with the
+ * conventions of the primitives they replace (matmul 2 dh per element,
+ * docs/engine.md). */
+
+/* Rows per strip of the context ops (its own constant: ATTN_STRIP also sets
+ * the causal attention's executed FLOPs). */
+enum { CONTEXT_STRIP = 64 };
 
 typedef struct context_shape {
     long heads;
-    int rows, keys, dh; /* L, C, dh */
+    int rows, keys, dh; /* L, C, dh; the layout is [L, C + 1] */
 } context_shape;
 
 /* Rows of the strip starting at i0 (the last one may be partial). */
 static int strip_rows(int rows, int i0) {
-    return rows - i0 < ATTN_STRIP ? rows - i0 : ATTN_STRIP;
+    return rows - i0 < CONTEXT_STRIP ? rows - i0 : CONTEXT_STRIP;
 }
 
 /* Row r of the composition's [L, C + 1] mask sees context columns
@@ -282,321 +285,216 @@ static ts_tensor *context_mask(ts_ctx *ctx, int rows, int keys) {
 }
 
 /* Context elements the strips execute in one head: rows * the strip's keys. */
-static double context_strip_elements(int rows, int keys) {
+static double context_strip_elements(context_shape a) {
     double n = 0;
-    for (int i0 = 0; i0 < rows; i0 += ATTN_STRIP) {
-        int strip = strip_rows(rows, i0);
-        n += (double)strip * (i0 + strip + keys - rows);
+    for (int i0 = 0; i0 < a.rows; i0 += CONTEXT_STRIP) {
+        int strip = strip_rows(a.rows, i0);
+        n += (double)strip * (i0 + strip + a.keys - a.rows);
     }
-    return n;
+    return n * (double)a.heads;
 }
 
-/* q, k_self [..., L, dh] and k [..., C, dh], C >= L, the same leading dims;
- * names are the caller's. */
-static context_shape context_shape_of(ts_ctx *ctx, const char *op, const ts_tensor *q,
-                                      const ts_tensor *k, const ts_tensor *k_self) {
-    char sq[64], sk[64], ss[64];
-    bool ok = q->ndim >= 2 && k->ndim == q->ndim && ts_same_shape(q, k_self);
-    for (int i = 0; ok && i < q->ndim; i++)
-        ok = i == q->ndim - 2 ? k->shape[i] >= q->shape[i] : k->shape[i] == q->shape[i];
+static bool same_leading(const ts_tensor *x, const ts_tensor *y) {
+    if (x->ndim != y->ndim) return false;
+    for (int i = 0; i < x->ndim - 2; i++)
+        if (x->shape[i] != y->shape[i]) return false;
+    return true;
+}
+
+/* Checks rows [..., L, dh], context [..., C, dh] (C >= L) and, when given,
+ * self [..., L, dh] and layout [..., L, C + 1]. */
+static context_shape context_shape_of(ts_ctx *ctx, const char *op, const ts_tensor *rows,
+                                      const ts_tensor *context, const ts_tensor *self,
+                                      const ts_tensor *layout) {
+    char s1[64], s2[64], s3[64], s4[64];
+    int n = rows->ndim;
+    bool ok =
+        n >= 2 && same_leading(rows, context) && context->shape[n - 1] == rows->shape[n - 1] &&
+        context->shape[n - 2] >= rows->shape[n - 2] && (!self || ts_same_shape(rows, self)) &&
+        (!layout || (same_leading(rows, layout) && layout->shape[n - 2] == rows->shape[n - 2] &&
+                     layout->shape[n - 1] == context->shape[n - 2] + 1));
     if (!ok)
         ts_fail(ctx, op,
-                "queries %s and their own keys or values %s must share one shape [..., L, dh], "
-                "the context %s be [..., C, dh] with C >= L",
-                ts_shape_str(q, sq, sizeof sq), ts_shape_str(k_self, ss, sizeof ss),
-                ts_shape_str(k, sk, sizeof sk));
-    int rows = q->shape[q->ndim - 2], dh = q->shape[q->ndim - 1];
-    return (context_shape){q->numel / ((long)rows * dh), rows, k->shape[k->ndim - 2], dh};
+                "rows %s, their own keys or values %s, the context %s and the layout %s: need "
+                "[..., L, dh], [..., L, dh], [..., C, dh] with C >= L, and [..., L, C + 1]",
+                ts_shape_str(rows, s1, sizeof s1), self ? ts_shape_str(self, s2, sizeof s2) : "-",
+                ts_shape_str(context, s3, sizeof s3),
+                layout ? ts_shape_str(layout, s4, sizeof s4) : "-");
+    int l = rows->shape[n - 2], dh = rows->shape[n - 1];
+    return (context_shape){rows->numel / ((long)l * dh), l, context->shape[n - 2], dh};
 }
 
-/* P [..., L, C + 1] of the composition, from the scaled queries. */
-static ts_tensor *composed_probabilities(ts_ctx *ctx, ts_tensor *qs, ts_tensor *k,
-                                         ts_tensor *k_self) {
-    int last = qs->ndim - 1;
-    ts_tensor *context = ts_matmul(ctx, qs, k, false, true);
-    ts_tensor *self = ts_sum(ctx, ts_mul(ctx, qs, k_self), -1, true);
-    ts_tensor *scores = ts_concat(ctx, 2, (ts_tensor *[]){context, self}, last);
-    return ts_softmax(ctx, scores, context_mask(ctx, qs->shape[last - 1], k->shape[last - 1]));
-}
-
-ts_tensor *ts_context_attention_composed(ts_ctx *ctx, ts_tensor *q, ts_tensor *k, ts_tensor *v,
-                                         ts_tensor *k_self, ts_tensor *v_self, double scale) {
-    context_shape a = context_shape_of(ctx, "context_attention", q, k, k_self);
-    context_shape_of(ctx, "context_attention", v_self, v, q);
-    int last = q->ndim - 1;
-    ts_tensor *p = composed_probabilities(ctx, ts_scale(ctx, q, scale), k, k_self);
-    return ts_add(ctx, ts_matmul(ctx, ts_slice(ctx, p, last, 0, a.keys), v, false, false),
-                  ts_mul(ctx, ts_slice(ctx, p, last, a.keys, 1), v_self));
-}
-
-/* ---- context_softmax: P from q, k, k_self */
-
-/* The rules of the composition's scale, matmul, mul, sum, concat and softmax,
- * as recorded ops: ds = softmax_backward(P, g), then through the scores. */
-static void context_softmax_primitive_backward(ts_ctx *ctx, ts_node *node, ts_tensor *g,
-                                               double scale, const bool *needs, ts_tensor **gin) {
-    ts_tensor *q = node->in[0], *k = node->in[1], *k_self = node->in[2], *p = node->out;
-    int last = q->ndim - 1, keys = k->shape[last - 1];
-    ts_tensor *ds = ts_softmax_backward(ctx, p, g);
-    ts_tensor *ds_context = ts_slice(ctx, ds, last, 0, keys);
-    ts_tensor *ds_self = ts_slice(ctx, ds, last, keys, 1);
-    if (needs[0])
-        gin[0] = ts_scale(
-            ctx,
-            ts_add(ctx, ts_matmul(ctx, ds_context, k, false, false), ts_mul(ctx, ds_self, k_self)),
-            scale);
-    if (needs[1]) gin[1] = ts_scale(ctx, ts_matmul(ctx, ds_context, q, true, false), scale);
-    if (needs[2]) gin[2] = ts_scale(ctx, ts_mul(ctx, ds_self, q), scale);
-}
-
-/* The fused first-order backward (recording off): per strip dS = P (g -
- * rowsum(P g)) over the visible entries and the self one, then dQ, dK in
- * GEMMs and the self terms per row. */
-static void context_softmax_fused_backward(ts_ctx *ctx, ts_node *node, ts_tensor *g, double scale,
-                                           const bool *needs, ts_tensor **gin) {
-    ts_tensor *q = node->in[0], *k = node->in[1], *k_self = node->in[2], *p = node->out;
-    context_shape a = context_shape_of(ctx, "context_softmax_backward", q, k, k_self);
-    ts_tensor *dq = needs[0] ? ts_new_like(ctx, q) : NULL;
-    ts_tensor *dk = needs[1] ? ts_zeros(ctx, k->ndim, k->shape) : NULL;
-    ts_tensor *dks = needs[2] ? ts_new_like(ctx, k_self) : NULL;
-    int width = a.keys + 1, offset = a.keys - a.rows;
-    ts_real sc = (ts_real)scale;
-    if (!ctx->counting) {
-        ts_real *ds = ts_alloc(ctx, (size_t)ATTN_STRIP * a.keys * sizeof *ds);
-        ts_real *ds_self = ts_alloc(ctx, (size_t)ATTN_STRIP * sizeof *ds_self);
-        long q_size = (long)a.rows * a.dh, k_size = (long)a.keys * a.dh;
-        long p_size = (long)a.rows * width;
-        for (long h = 0; h < a.heads; h++) {
-            const ts_real *qh = q->data + h * q_size, *kh = k->data + h * k_size;
-            const ts_real *ksh = k_self->data + h * q_size;
-            const ts_real *ph = p->data + h * p_size, *gh = g->data + h * p_size;
-            for (int i0 = 0; i0 < a.rows; i0 += ATTN_STRIP) {
-                int rows = strip_rows(a.rows, i0), strip_keys = i0 + rows + offset;
-                long at = (long)i0 * a.dh;
-                for (int r = 0; r < rows; r++) {
-                    const ts_real *pr = ph + (long)(i0 + r) * width;
-                    const ts_real *gr = gh + (long)(i0 + r) * width;
-                    ts_real *dr = ds + (long)r * strip_keys;
-                    int visible = i0 + r + offset + 1; /* P is 0 after */
-                    ts_real dot = ts_row_dot(gr, pr, visible) + gr[a.keys] * pr[a.keys];
-                    for (int c = 0; c < visible; c++)
-                        dr[c] = ts_flush_subnormal(pr[c] * (gr[c] - dot));
-                    for (int c = visible; c < strip_keys; c++) dr[c] = 0;
-                    ds_self[r] = ts_flush_subnormal(pr[a.keys] * (gr[a.keys] - dot));
-                }
-                if (dq) {
-                    ts_real *dq_strip = dq->data + h * q_size + at;
-                    ts_cblas_gemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, rows, a.dh, strip_keys,
-                                  sc, ds, strip_keys, kh, a.dh, 0, dq_strip, a.dh);
-                    for (int r = 0; r < rows; r++)
-                        for (int c = 0; c < a.dh; c++)
-                            dq_strip[(long)r * a.dh + c] +=
-                                sc * ds_self[r] * ksh[at + (long)r * a.dh + c];
-                }
-                if (dk)
-                    ts_cblas_gemm(CblasRowMajor, CblasTrans, CblasNoTrans, strip_keys, a.dh, rows,
-                                  sc, ds, strip_keys, qh + at, a.dh, 1, dk->data + h * k_size,
-                                  a.dh);
-                if (dks)
-                    for (int r = 0; r < rows; r++)
-                        for (int c = 0; c < a.dh; c++)
-                            dks->data[h * q_size + at + (long)r * a.dh + c] =
-                                sc * ds_self[r] * qh[at + (long)r * a.dh + c];
-            }
-        }
+/* The strip's visible part of a layout tensor (rows [i0, i0 + rows), context
+ * columns [0, strip_keys)) into buf [rows, strip_keys], masked entries 0, so
+ * the GEMMs read nothing outside the visible entries. */
+static void visible_strip(const ts_real *layout_head, int width, int i0, int rows, int strip_keys,
+                          int offset, ts_real *buf) {
+    for (int r = 0; r < rows; r++) {
+        const ts_real *src = layout_head + (long)(i0 + r) * width;
+        ts_real *dst = buf + (long)r * strip_keys;
+        int visible = i0 + r + offset + 1;
+        for (int c = 0; c < visible; c++) dst[c] = src[c];
+        for (int c = visible; c < strip_keys; c++) dst[c] = 0;
     }
-    /* softmax_backward 4 per executed element (context and self); dQ 2 dh
-     * per context element and 3 per q element (the self product, the add,
-     * the scale); dK 2 dh per context element and 1 per k element (its
-     * scale); dk_self 2 per element (product, scale). */
-    double elements = (double)a.heads * context_strip_elements(a.rows, a.keys);
-    double self_elements = (double)a.heads * a.rows, q_elements = (double)q->numel;
-    ts_count_flops(
-        ctx, 4.0 * (elements + self_elements) + (dq ? 2.0 * a.dh * elements + 3 * q_elements : 0) +
-                 (dk ? 2.0 * a.dh * elements + (double)k->numel : 0) + (dks ? 2 * q_elements : 0));
-    /* Recording is off: this books the work to the profile and records nothing. */
-    ts_record(ctx, "context_softmax_backward", NULL, dq ? dq : dk ? dk : dks, 0, NULL);
-    gin[0] = dq;
-    gin[1] = dk;
-    gin[2] = dks;
 }
 
-static void context_softmax_rule(ts_ctx *ctx, ts_node *node, ts_tensor *g, const bool *needs,
+static ts_tensor *context_product(ts_ctx *ctx, ts_tensor *a, ts_tensor *b, ts_tensor *b_self);
+static ts_tensor *context_mix(ts_ctx *ctx, ts_tensor *p, ts_tensor *v, ts_tensor *v_self);
+static ts_tensor *context_mix_t(ts_ctx *ctx, ts_tensor *p, ts_tensor *g);
+
+/* The self column [..., L, 1] of a layout tensor. */
+static ts_tensor *self_column(ts_ctx *ctx, ts_tensor *layout) {
+    int last = layout->ndim - 1;
+    return ts_slice(ctx, layout, last, layout->shape[last] - 1, 1);
+}
+
+static void context_product_rule(ts_ctx *ctx, ts_node *node, ts_tensor *g, const bool *needs,
                                  ts_tensor **gin) {
-    if (ctx->grad_enabled)
-        context_softmax_primitive_backward(ctx, node, g, node->fattr[0], needs, gin);
-    else
-        context_softmax_fused_backward(ctx, node, g, node->fattr[0], needs, gin);
+    ts_tensor *a = node->in[0], *b = node->in[1], *b_self = node->n_in > 2 ? node->in[2] : NULL;
+    if (needs[0]) gin[0] = context_mix(ctx, g, b, b_self);
+    if (needs[1]) gin[1] = context_mix_t(ctx, g, a);
+    if (b_self && needs[2]) gin[2] = ts_mul(ctx, self_column(ctx, g), a);
 }
 
-static ts_tensor *context_softmax(ts_ctx *ctx, ts_tensor *q, ts_tensor *k, ts_tensor *k_self,
-                                  double scale) {
-    context_shape a = context_shape_of(ctx, "context_softmax", q, k, k_self);
-    int width = a.keys + 1, offset = a.keys - a.rows, shape[TS_MAX_DIMS];
-    for (int i = 0; i < q->ndim; i++) shape[i] = q->shape[i];
-    shape[q->ndim - 1] = width;
-    ts_tensor *p = ts_new(ctx, q->ndim, shape);
-    ts_real sc = (ts_real)scale;
+static ts_tensor *context_product(ts_ctx *ctx, ts_tensor *a, ts_tensor *b, ts_tensor *b_self) {
+    context_shape s = context_shape_of(ctx, "context_product", a, b, b_self, NULL);
+    int width = s.keys + 1, offset = s.keys - s.rows, shape[TS_MAX_DIMS];
+    for (int i = 0; i < a->ndim; i++) shape[i] = a->shape[i];
+    shape[a->ndim - 1] = width;
+    ts_tensor *out = ts_new(ctx, a->ndim, shape);
     if (!ctx->counting) {
-        long q_size = (long)a.rows * a.dh, k_size = (long)a.keys * a.dh;
-        long p_size = (long)a.rows * width;
-        for (long h = 0; h < a.heads; h++) {
-            const ts_real *qh = q->data + h * q_size, *kh = k->data + h * k_size;
-            const ts_real *ksh = k_self->data + h * q_size;
-            ts_real *ph = p->data + h * p_size;
-            for (int i0 = 0; i0 < a.rows; i0 += ATTN_STRIP) {
-                int rows = strip_rows(a.rows, i0), strip_keys = i0 + rows + offset;
-                ts_cblas_gemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, strip_keys, a.dh, sc,
-                              qh + (long)i0 * a.dh, a.dh, kh, a.dh, 0, ph + (long)i0 * width,
+        long a_size = (long)s.rows * s.dh, b_size = (long)s.keys * s.dh;
+        long o_size = (long)s.rows * width;
+        for (long h = 0; h < s.heads; h++) {
+            const ts_real *ah = a->data + h * a_size, *bh = b->data + h * b_size;
+            ts_real *oh = out->data + h * o_size;
+            for (int i0 = 0; i0 < s.rows; i0 += CONTEXT_STRIP) {
+                int rows = strip_rows(s.rows, i0), strip_keys = i0 + rows + offset;
+                ts_cblas_gemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, strip_keys, s.dh, 1,
+                              ah + (long)i0 * s.dh, s.dh, bh, s.dh, 0, oh + (long)i0 * width,
                               width);
                 for (int r = 0; r < rows; r++) {
-                    ts_real *row = ph + (long)(i0 + r) * width;
-                    long at = (long)(i0 + r) * a.dh;
-                    int visible = i0 + r + offset + 1;
-                    ts_real self = sc * ts_row_dot(qh + at, ksh + at, a.dh);
-                    ts_real max = ts_row_max(row, visible);
-                    if (self > max) max = self;
-                    exp_shifted(row, visible, max);
-                    self = ts_exp_nonpositive(self - max);
-                    ts_real inv = 1 / (ts_row_sum(row, visible) + self);
-                    for (int c = 0; c < visible; c++) row[c] = ts_flush_subnormal(row[c] * inv);
-                    for (int c = visible; c < a.keys; c++) row[c] = 0;
-                    row[a.keys] = ts_flush_subnormal(self * inv);
+                    ts_real *row = oh + (long)(i0 + r) * width;
+                    long at = (long)(i0 + r) * s.dh;
+                    for (int c = i0 + r + offset + 1; c < s.keys; c++) row[c] = 0;
+                    row[s.keys] =
+                        b_self ? ts_row_dot(ah + at, b_self->data + h * a_size + at, s.dh) : 0;
                 }
             }
         }
     }
-    /* As the composition: q scaled 1 and its self score 2 (mul, sum) per q
-     * element, S 2 dh per executed context element, softmax 5 per executed
-     * element (context and self). */
-    double elements = (double)a.heads * context_strip_elements(a.rows, a.keys);
-    double self_elements = (double)a.heads * a.rows;
-    ts_count_flops(ctx, 3.0 * (double)q->numel + elements * (2.0 * a.dh + 5) + 5.0 * self_elements);
-    ts_node *node = ts_record(ctx, "context_softmax", context_softmax_rule, p, 3,
-                              (ts_tensor *[]){q, k, k_self});
-    if (node) node->fattr[0] = scale;
-    return p;
-}
-
-/* ---- context_mix: P_context v + p_self v_self */
-
-static void context_mix_primitive_backward(ts_ctx *ctx, ts_node *node, ts_tensor *g,
-                                           const bool *needs, ts_tensor **gin) {
-    ts_tensor *p = node->in[0], *v = node->in[1], *v_self = node->in[2];
-    int last = p->ndim - 1, keys = v->shape[last - 1];
-    if (needs[0])
-        gin[0] = ts_concat(ctx, 2,
-                           (ts_tensor *[]){ts_matmul(ctx, g, v, false, true),
-                                           ts_sum(ctx, ts_mul(ctx, g, v_self), -1, true)},
-                           last);
-    if (needs[1]) gin[1] = ts_matmul(ctx, ts_slice(ctx, p, last, 0, keys), g, true, false);
-    if (needs[2]) gin[2] = ts_mul(ctx, ts_slice(ctx, p, last, keys, 1), g);
-}
-
-/* The fused first-order backward (recording off). The gradient for P is
- * written for its visible entries (the mix reads no others; masked ones get
- * 0, where the composition's matmul would give g v_j: context_softmax's rule
- * multiplies them by P = 0 either way). */
-static void context_mix_fused_backward(ts_ctx *ctx, ts_node *node, ts_tensor *g, const bool *needs,
-                                       ts_tensor **gin) {
-    ts_tensor *p = node->in[0], *v = node->in[1], *v_self = node->in[2];
-    context_shape a = context_shape_of(ctx, "context_mix_backward", v_self, v, g);
-    ts_tensor *dp = needs[0] ? ts_new_like(ctx, p) : NULL;
-    ts_tensor *dv = needs[1] ? ts_zeros(ctx, v->ndim, v->shape) : NULL;
-    ts_tensor *dvs = needs[2] ? ts_new_like(ctx, v_self) : NULL;
-    int width = a.keys + 1, offset = a.keys - a.rows;
-    if (!ctx->counting) {
-        long q_size = (long)a.rows * a.dh, k_size = (long)a.keys * a.dh;
-        long p_size = (long)a.rows * width;
-        for (long h = 0; h < a.heads; h++) {
-            const ts_real *vh = v->data + h * k_size, *vsh = v_self->data + h * q_size;
-            const ts_real *ph = p->data + h * p_size, *gh = g->data + h * q_size;
-            for (int i0 = 0; i0 < a.rows; i0 += ATTN_STRIP) {
-                int rows = strip_rows(a.rows, i0), strip_keys = i0 + rows + offset;
-                long at = (long)i0 * a.dh;
-                if (dp) {
-                    ts_real *dps = dp->data + h * p_size + (long)i0 * width;
-                    ts_cblas_gemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, strip_keys, a.dh,
-                                  1, gh + at, a.dh, vh, a.dh, 0, dps, width);
-                    for (int r = 0; r < rows; r++) {
-                        ts_real *row = dps + (long)r * width;
-                        long rat = at + (long)r * a.dh;
-                        for (int c = i0 + r + offset + 1; c < a.keys; c++) row[c] = 0;
-                        row[a.keys] = ts_row_dot(gh + rat, vsh + rat, a.dh);
-                    }
-                }
-                if (dv)
-                    ts_cblas_gemm(CblasRowMajor, CblasTrans, CblasNoTrans, strip_keys, a.dh, rows,
-                                  1, ph + (long)i0 * width, width, gh + at, a.dh, 1,
-                                  dv->data + h * k_size, a.dh);
-                if (dvs)
-                    for (int r = 0; r < rows; r++) {
-                        ts_real p_self = ph[(long)(i0 + r) * width + a.keys];
-                        for (int c = 0; c < a.dh; c++) {
-                            long e = h * q_size + at + (long)r * a.dh + c;
-                            dvs->data[e] = p_self * g->data[e];
-                        }
-                    }
-            }
-        }
-    }
-    /* dP 2 dh per executed context element and 2 per g element (the self
-     * product and sum); dV 2 dh per context element; dv_self 1 per element. */
-    double elements = (double)a.heads * context_strip_elements(a.rows, a.keys);
-    double g_elements = (double)g->numel;
-    ts_count_flops(ctx, (dp ? 2.0 * a.dh * elements + 2 * g_elements : 0) +
-                            (dv ? 2.0 * a.dh * elements : 0) + (dvs ? g_elements : 0));
-    ts_record(ctx, "context_mix_backward", NULL, dp ? dp : dv ? dv : dvs, 0, NULL);
-    gin[0] = dp;
-    gin[1] = dv;
-    gin[2] = dvs;
+    /* As matmul over the executed elements; the self score as mul and sum. */
+    ts_count_flops(ctx,
+                   2.0 * s.dh * context_strip_elements(s) + (b_self ? 2.0 * (double)a->numel : 0));
+    ts_node *node = ts_record(ctx, "context_product", context_product_rule, out, b_self ? 3 : 2,
+                              (ts_tensor *[]){a, b, b_self});
+    (void)node;
+    return out;
 }
 
 static void context_mix_rule(ts_ctx *ctx, ts_node *node, ts_tensor *g, const bool *needs,
                              ts_tensor **gin) {
-    if (ctx->grad_enabled)
-        context_mix_primitive_backward(ctx, node, g, needs, gin);
-    else
-        context_mix_fused_backward(ctx, node, g, needs, gin);
+    ts_tensor *p = node->in[0], *v = node->in[1], *v_self = node->n_in > 2 ? node->in[2] : NULL;
+    if (needs[0]) gin[0] = context_product(ctx, g, v, v_self);
+    if (needs[1]) gin[1] = context_mix_t(ctx, p, g);
+    if (v_self && needs[2]) gin[2] = ts_mul(ctx, self_column(ctx, p), g);
 }
 
 static ts_tensor *context_mix(ts_ctx *ctx, ts_tensor *p, ts_tensor *v, ts_tensor *v_self) {
-    context_shape a = context_shape_of(ctx, "context_mix", v_self, v, v_self);
-    int width = a.keys + 1, offset = a.keys - a.rows;
-    ts_tensor *out = ts_new_like(ctx, v_self);
+    ts_tensor *like = v_self;
+    if (!like) { /* the output's shape: p's rows, v's width */
+        int shape[TS_MAX_DIMS];
+        for (int i = 0; i < p->ndim; i++) shape[i] = p->shape[i];
+        shape[p->ndim - 1] = v->shape[v->ndim - 1];
+        like = ts_new(ctx, p->ndim, shape);
+    }
+    context_shape s = context_shape_of(ctx, "context_mix", like, v, NULL, p);
+    int width = s.keys + 1, offset = s.keys - s.rows;
+    ts_tensor *out = v_self ? ts_new_like(ctx, v_self) : like;
     if (!ctx->counting) {
-        long q_size = (long)a.rows * a.dh, k_size = (long)a.keys * a.dh;
-        long p_size = (long)a.rows * width;
-        for (long h = 0; h < a.heads; h++) {
-            const ts_real *vh = v->data + h * k_size, *vsh = v_self->data + h * q_size;
-            const ts_real *ph = p->data + h * p_size;
-            for (int i0 = 0; i0 < a.rows; i0 += ATTN_STRIP) {
-                int rows = strip_rows(a.rows, i0), strip_keys = i0 + rows + offset;
-                long at = (long)i0 * a.dh;
-                ts_real *o = out->data + h * q_size + at;
-                ts_cblas_gemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, rows, a.dh, strip_keys, 1,
-                              ph + (long)i0 * width, width, vh, a.dh, 0, o, a.dh);
-                for (int r = 0; r < rows; r++) {
-                    ts_real p_self = ph[(long)(i0 + r) * width + a.keys];
-                    for (int c = 0; c < a.dh; c++)
-                        o[(long)r * a.dh + c] += p_self * vsh[at + (long)r * a.dh + c];
+        ts_real *buf = ts_alloc(ctx, (size_t)CONTEXT_STRIP * s.keys * sizeof *buf);
+        long o_size = (long)s.rows * s.dh, v_size = (long)s.keys * s.dh;
+        long p_size = (long)s.rows * width;
+        for (long h = 0; h < s.heads; h++) {
+            const ts_real *ph = p->data + h * p_size, *vh = v->data + h * v_size;
+            for (int i0 = 0; i0 < s.rows; i0 += CONTEXT_STRIP) {
+                int rows = strip_rows(s.rows, i0), strip_keys = i0 + rows + offset;
+                long at = h * o_size + (long)i0 * s.dh;
+                visible_strip(ph, width, i0, rows, strip_keys, offset, buf);
+                ts_cblas_gemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, rows, s.dh, strip_keys, 1,
+                              buf, strip_keys, vh, s.dh, 0, out->data + at, s.dh);
+                for (int r = 0; v_self && r < rows; r++) {
+                    ts_real p_self = ph[(long)(i0 + r) * width + s.keys];
+                    ts_real *o = out->data + at + (long)r * s.dh;
+                    const ts_real *vs = v_self->data + at + (long)r * s.dh;
+                    for (int c = 0; c < s.dh; c++) o[c] += p_self * vs[c];
                 }
             }
         }
     }
-    /* As the composition: P v 2 dh per executed context element, the self
-     * mix 2 per output element (mul, add). */
-    double elements = (double)a.heads * context_strip_elements(a.rows, a.keys);
-    ts_count_flops(ctx, 2.0 * a.dh * elements + 2.0 * (double)out->numel);
-    ts_record(ctx, "context_mix", context_mix_rule, out, 3, (ts_tensor *[]){p, v, v_self});
+    /* As matmul over the executed elements; the self mix as mul and add. */
+    ts_count_flops(ctx, 2.0 * s.dh * context_strip_elements(s) +
+                            (v_self ? 2.0 * (double)out->numel : 0));
+    ts_record(ctx, "context_mix", context_mix_rule, out, v_self ? 3 : 2,
+              (ts_tensor *[]){p, v, v_self});
+    return out;
+}
+
+static void context_mix_t_rule(ts_ctx *ctx, ts_node *node, ts_tensor *h, const bool *needs,
+                               ts_tensor **gin) {
+    ts_tensor *p = node->in[0], *g = node->in[1];
+    if (needs[0]) gin[0] = context_product(ctx, g, h, NULL);
+    if (needs[1]) gin[1] = context_mix(ctx, p, h, NULL);
+}
+
+static ts_tensor *context_mix_t(ts_ctx *ctx, ts_tensor *p, ts_tensor *g) {
+    int n = p->ndim, shape[TS_MAX_DIMS];
+    for (int i = 0; i < n; i++) shape[i] = g->shape[i];
+    shape[n - 2] = p->shape[n - 1] - 1;
+    ts_tensor *out = ts_zeros(ctx, n, shape);
+    context_shape s = context_shape_of(ctx, "context_mix_t", g, out, NULL, p);
+    int width = s.keys + 1, offset = s.keys - s.rows;
+    if (!ctx->counting) {
+        ts_real *buf = ts_alloc(ctx, (size_t)CONTEXT_STRIP * s.keys * sizeof *buf);
+        long g_size = (long)s.rows * s.dh, o_size = (long)s.keys * s.dh;
+        long p_size = (long)s.rows * width;
+        for (long h = 0; h < s.heads; h++) {
+            const ts_real *ph = p->data + h * p_size, *gh = g->data + h * g_size;
+            for (int i0 = 0; i0 < s.rows; i0 += CONTEXT_STRIP) {
+                int rows = strip_rows(s.rows, i0), strip_keys = i0 + rows + offset;
+                visible_strip(ph, width, i0, rows, strip_keys, offset, buf);
+                ts_cblas_gemm(CblasRowMajor, CblasTrans, CblasNoTrans, strip_keys, s.dh, rows, 1,
+                              buf, strip_keys, gh + (long)i0 * s.dh, s.dh, 1,
+                              out->data + h * o_size, s.dh);
+            }
+        }
+    }
+    ts_count_flops(ctx, 2.0 * s.dh * context_strip_elements(s));
+    ts_record(ctx, "context_mix_t", context_mix_t_rule, out, 2, (ts_tensor *[]){p, g});
     return out;
 }
 
 ts_tensor *ts_context_attention(ts_ctx *ctx, ts_tensor *q, ts_tensor *k, ts_tensor *v,
                                 ts_tensor *k_self, ts_tensor *v_self, double scale) {
-    context_shape_of(ctx, "context_attention", q, k, k_self);
-    context_shape_of(ctx, "context_attention", v_self, v, q);
-    return context_mix(ctx, context_softmax(ctx, q, k, k_self, scale), v, v_self);
+    context_shape s = context_shape_of(ctx, "context_attention", q, k, k_self, NULL);
+    context_shape_of(ctx, "context_attention", v_self, v, q, NULL);
+    ts_tensor *scores = context_product(ctx, ts_scale(ctx, q, scale), k, k_self);
+    ts_tensor *p = ts_softmax(ctx, scores, context_mask(ctx, s.rows, s.keys));
+    return context_mix(ctx, p, v, v_self);
+}
+
+ts_tensor *ts_context_attention_composed(ts_ctx *ctx, ts_tensor *q, ts_tensor *k, ts_tensor *v,
+                                         ts_tensor *k_self, ts_tensor *v_self, double scale) {
+    context_shape s = context_shape_of(ctx, "context_attention", q, k, k_self, NULL);
+    context_shape_of(ctx, "context_attention", v_self, v, q, NULL);
+    int last = q->ndim - 1;
+    ts_tensor *qs = ts_scale(ctx, q, scale);
+    ts_tensor *context = ts_matmul(ctx, qs, k, false, true);
+    ts_tensor *self = ts_sum(ctx, ts_mul(ctx, qs, k_self), -1, true);
+    ts_tensor *scores = ts_concat(ctx, 2, (ts_tensor *[]){context, self}, last);
+    ts_tensor *p = ts_softmax(ctx, scores, context_mask(ctx, s.rows, s.keys));
+    return ts_add(ctx, ts_matmul(ctx, ts_slice(ctx, p, last, 0, s.keys), v, false, false),
+                  ts_mul(ctx, ts_slice(ctx, p, last, s.keys, 1), v_self));
 }
 
 ts_tensor *ts_attention(ts_ctx *ctx, ts_tensor *q, ts_tensor *k, ts_tensor *v,
