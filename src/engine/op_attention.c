@@ -242,7 +242,7 @@ ts_tensor *ts_causal_attention(ts_ctx *ctx, ts_tensor *q, ts_tensor *k, ts_tenso
  * Fused as three bilinear ops over the "context layout" [L, C + 1] (context
  * columns, then the self column), each reading and writing only the visible
  * entries (the rest of an [L, C + 1] output is 0, of an input ignored), in
- * strips of ATTN_STRIP rows whose GEMMs stop at the strip's last visible key:
+ * strips of CONTEXT_STRIP rows whose GEMMs stop at the strip's last visible key:
  *   context_product(a, b, b_self) = S: S[r, j] = a_r . b_j, S[r, C] = a_r . b_self_r;
  *   context_mix(P, v, v_self) = O: O_r = sum_j P[r, j] v_j + P[r, C] v_self_r;
  *   context_mix_t(P, g) = D: D_j = sum_r P[r, j] g_r (the self column unread).
@@ -386,9 +386,8 @@ static ts_tensor *context_product(ts_ctx *ctx, ts_tensor *a, ts_tensor *b, ts_te
     /* As matmul over the executed elements; the self score as mul and sum. */
     ts_count_flops(ctx,
                    2.0 * s.dh * context_strip_elements(s) + (b_self ? 2.0 * (double)a->numel : 0));
-    ts_node *node = ts_record(ctx, "context_product", context_product_rule, out, b_self ? 3 : 2,
-                              (ts_tensor *[]){a, b, b_self});
-    (void)node;
+    ts_record(ctx, "context_product", context_product_rule, out, b_self ? 3 : 2,
+              (ts_tensor *[]){a, b, b_self});
     return out;
 }
 

@@ -95,9 +95,10 @@ ts_tensor *ts_causal_attention(ts_ctx *ctx, ts_tensor *q, ts_tensor *k, ts_tenso
 /* q, k_self, v_self [..., L, dh] attend to context keys k, values v
  * [..., C, dh], C >= L, aligned at the end (row r sees context keys
  * 0..r + C - L), and each row to its own key k_self[r] (value v_self[r]): one
- * softmax over both (EBT's prediction stream, C = L + 1). Fused like
- * ts_causal_attention (masked context keys skipped, plain backward fused,
- * recorded backward the primitive composition). */
+ * softmax over both (EBT's prediction stream, C = L + 1). Fused as three
+ * bilinear strip ops that skip the masked context keys and are each other's
+ * rules: every order of derivative runs them, plain and recorded gradients
+ * are equal bit for bit. */
 ts_tensor *ts_context_attention(ts_ctx *ctx, ts_tensor *q, ts_tensor *k, ts_tensor *v,
                                 ts_tensor *k_self, ts_tensor *v_self, double scale);
 /* The same function composed of primitives (scaled q, matmul, the self score
