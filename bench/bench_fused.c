@@ -12,9 +12,15 @@
  *     (lever 7), both masks run the same loop and the line shows 1.00x;
  *   - causal attention of q, k, v [8, 4, 256, 64]: ts_attention under the
  *     causal mask (scores, softmax, mix) against ts_causal_attention,
- *     forward and backward, then the forward alone.
+ *     forward and backward, then the forward alone;
+ *   - EBT's prediction-stream attention, q, k_self, v_self [8, 4, 256, 64]
+ *     against the observed keys and values [8, 4, 257, 64]:
+ *     ts_context_attention_composed (scores, self score, concat, softmax,
+ *     slices, two mixes) against ts_context_attention, forward and
+ *     backward, then the forward alone.
  * Each line: the fastest repetition of each side, the speedup, and the time saved
- * per Transformer++ step (the op's calls per step, L = 4 layers). Process
+ * per step (the op's calls per step, L = 4 layers: per Transformer++ step,
+ * for the context attention per EBT energy evaluation). Process
  * CPU time with BENCH_CLOCK=cpu, as bench_profile.
  * No verdict: the targets are on bench_profile's and bench_peer's lines. */
 #include <math.h>
@@ -87,6 +93,16 @@ static ts_tensor *attention_fused(ts_ctx *ctx, ts_tensor *const *in, const ts_te
     return ts_causal_attention(ctx, in[0], in[1], in[2], 0.125);
 }
 
+static ts_tensor *context_primitives(ts_ctx *ctx, ts_tensor *const *in, const ts_tensor *mask) {
+    (void)mask;
+    return ts_context_attention_composed(ctx, in[0], in[1], in[2], in[3], in[4], 0.125);
+}
+
+static ts_tensor *context_fused(ts_ctx *ctx, ts_tensor *const *in, const ts_tensor *mask) {
+    (void)mask;
+    return ts_context_attention(ctx, in[0], in[1], in[2], in[3], in[4], 0.125);
+}
+
 /* The forward alone: with recording off the result requires no gradient,
  * so run_side runs no backward. */
 static ts_tensor *without_recording(ts_ctx *ctx, side_fn f, ts_tensor *const *in,
@@ -110,6 +126,15 @@ static ts_tensor *attention_fused_forward(ts_ctx *ctx, ts_tensor *const *in,
 /* Forward and backward of one side, seeded with g; seconds. A side that
  * returns a tensor not requiring a gradient did its own backward (silu's
  * old rule) or has none (the forward-only lines). */
+static ts_tensor *context_primitives_forward(ts_ctx *ctx, ts_tensor *const *in,
+                                             const ts_tensor *mask) {
+    return without_recording(ctx, context_primitives, in, mask);
+}
+
+static ts_tensor *context_fused_forward(ts_ctx *ctx, ts_tensor *const *in, const ts_tensor *mask) {
+    return without_recording(ctx, context_fused, in, mask);
+}
+
 static double run_side(ts_ctx *ctx, side_fn f, ts_tensor *const *in, const ts_tensor *mask,
                        ts_tensor *g, bool cpu) {
     ts_mark mark = ts_get_mark(ctx);
@@ -138,7 +163,16 @@ int main(void) {
     ts_tensor *qkv = ts_new(&ctx, TS_SHAPE(3 * BATCH, HEADS, SEQ, WIDTH / HEADS));
     ts_tensor *gh = ts_new(&ctx, TS_SHAPE(BATCH, HEADS, SEQ, WIDTH / HEADS));
     ts_real *qkv_grad = calloc((size_t)qkv->numel, sizeof *qkv_grad);
-    if (!xw_grad || !s_grad || !qkv_grad) return 1;
+    /* q, k, v, k_self, v_self of the context attention (k, v: L + 1 rows). */
+    int context_rows[5] = {SEQ, SEQ + 1, SEQ + 1, SEQ, SEQ};
+    long context_part[5], context_total = 0;
+    for (int i = 0; i < 5; i++) {
+        context_part[i] = (long)BATCH * HEADS * context_rows[i] * (WIDTH / HEADS);
+        context_total += context_part[i];
+    }
+    ts_real *context_data = calloc((size_t)context_total, sizeof *context_data);
+    ts_real *context_grad = calloc((size_t)context_total, sizeof *context_grad);
+    if (!xw_grad || !s_grad || !qkv_grad || !context_data || !context_grad) return 1;
     fill(x, &seed, -2, 2);
     fill(w, &seed, 0.5, 1.5);
     fill(gx, &seed, -1, 1);
@@ -152,6 +186,12 @@ int main(void) {
         heads[i] = ts_param(&ctx, qkv->data + i * part, qkv_grad + i * part,
                             TS_SHAPE(BATCH, HEADS, SEQ, WIDTH / HEADS), i == 0 ? "q" : "kv");
     }
+    ts_tensor *context_in[5];
+    for (long i = 0, at = 0; i < 5; at += context_part[i++]) {
+        context_in[i] = ts_param(&ctx, context_data + at, context_grad + at,
+                                 TS_SHAPE(BATCH, HEADS, context_rows[i], WIDTH / HEADS), "context");
+        fill(context_in[i], &seed, -1, 1);
+    }
     ts_tensor *xp = ts_param(&ctx, x->data, xw_grad, TS_SHAPE(BATCH, SEQ, WIDTH), "x");
     ts_tensor *wp = ts_param(&ctx, w->data, xw_grad + x->numel, TS_SHAPE(WIDTH), "w");
     ts_tensor *sp = ts_param(&ctx, scores->data, s_grad, TS_SHAPE(BATCH, HEADS, SEQ, SEQ), "s");
@@ -164,7 +204,7 @@ int main(void) {
         const char *name;
         int calls; /* forward calls in a Transformer++ step (backward once each) */
         side_fn before, after;
-        ts_tensor *in[3], *seed_grad;
+        ts_tensor *in[5], *seed_grad;
         const ts_tensor *mask_before, *mask_after;
     } levers[] = {
         {"rmsnorm fwd+bwd [8,256,256]",
@@ -200,6 +240,22 @@ int main(void) {
          gh,
          causal,
          NULL},
+        {"context attention fwd+bwd [8,4,256,64]",
+         4,
+         context_primitives,
+         context_fused,
+         {context_in[0], context_in[1], context_in[2], context_in[3], context_in[4]},
+         gh,
+         NULL,
+         NULL},
+        {"context attention fwd [8,4,256,64]",
+         4,
+         context_primitives_forward,
+         context_fused_forward,
+         {context_in[0], context_in[1], context_in[2], context_in[3], context_in[4]},
+         gh,
+         NULL,
+         NULL},
     };
     printf("%s; fastest of %d alternating repetitions\n", cpu ? "process CPU time" : "wall time",
            REPS);
@@ -223,6 +279,8 @@ int main(void) {
     free(xw_grad);
     free(s_grad);
     free(qkv_grad);
+    free(context_data);
+    free(context_grad);
     ts_ctx_free(&ctx);
     return 0;
 }

@@ -92,6 +92,19 @@ ts_tensor *ts_attention(ts_ctx *ctx, ts_tensor *q, ts_tensor *k, ts_tensor *v,
  * skipped. Its plain backward is fused too; a recorded backward
  * (create_graph) is the primitive composition, differentiable to any order. */
 ts_tensor *ts_causal_attention(ts_ctx *ctx, ts_tensor *q, ts_tensor *k, ts_tensor *v, double scale);
+/* q, k_self, v_self [..., L, dh] attend to context keys k, values v
+ * [..., C, dh], C >= L, aligned at the end (row r sees context keys
+ * 0..r + C - L), and each row to its own key k_self[r] (value v_self[r]): one
+ * softmax over both (EBT's prediction stream, C = L + 1). Fused as three
+ * bilinear strip ops that skip the masked context keys and are each other's
+ * rules: every order of derivative runs them, plain and recorded gradients
+ * are equal bit for bit. */
+ts_tensor *ts_context_attention(ts_ctx *ctx, ts_tensor *q, ts_tensor *k, ts_tensor *v,
+                                ts_tensor *k_self, ts_tensor *v_self, double scale);
+/* The same function composed of primitives (scaled q, matmul, the self score
+ * concatenated, softmax under the mask, slices, two mixes): the reference. */
+ts_tensor *ts_context_attention_composed(ts_ctx *ctx, ts_tensor *q, ts_tensor *k, ts_tensor *v,
+                                         ts_tensor *k_self, ts_tensor *v_self, double scale);
 
 /* Copies an index array into the arena (ops keep indices for their backward). */
 int32_t *ts_copy_index(ts_ctx *ctx, const int32_t *idx, long n);

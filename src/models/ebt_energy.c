@@ -28,7 +28,6 @@ struct ebt_context {
     ts_tensor *embedded;     /* [B, L, D] token embeddings */
     int32_t *positions_obs;  /* 0..L */
     int32_t *positions_pred; /* 2..L+1 */
-    ts_tensor *pred_mask;    /* [L, L+2]: row r keeps columns 0..r+1 and the last (itself) */
     int n_landscapes;
     ebt_observed *observed; /* one per landscape */
 };
@@ -55,11 +54,6 @@ ebt_context *ebt_context_new(ts_model *model, ts_ctx *ctx, const int32_t *inputs
     e->positions_pred = ts_alloc(ctx, (size_t)seq * sizeof *e->positions_pred);
     for (int t = 0; t <= seq; t++) e->positions_obs[t] = t;
     for (int r = 0; r < seq; r++) e->positions_pred[r] = r + 2;
-    e->pred_mask = ts_new(ctx, TS_SHAPE(seq, seq + 2));
-    for (int r = 0; r < (ts_is_counting(ctx) ? 0 : seq); r++)
-        for (int j = 0; j < seq + 2; j++)
-            e->pred_mask->data[(long)r * (seq + 2) + j] =
-                (j <= r + 1 || j == seq + 1) ? 0 : -INFINITY;
     e->observed = ts_alloc(ctx, (size_t)e->n_landscapes * sizeof *e->observed);
     for (int k = 0; k < e->n_landscapes; k++) {
         e->observed[k].keys = ts_alloc(ctx, (size_t)c->depth * sizeof(ts_tensor *));
@@ -91,25 +85,19 @@ static ts_tensor *observed_attention(ts_ctx *ctx, const tpp_block_params *p, ts_
     return tpp_linear(ctx, p, tpp_merge_heads(ctx, a), p->wo);
 }
 
-/* Row r: softmax over [q_r k_obs_0 .. q_r k_obs_{L}, q_r k_r] under the
- * prediction mask, then the matching mix of observed values and its own. */
+/* Row r: one softmax over [q_r k_obs_0 .. q_r k_obs_{r+1}, q_r k_r], then the
+ * matching mix of observed values and its own (ts_context_attention: the
+ * observed keys after r + 1 are skipped, not masked). */
 static ts_tensor *prediction_attention(ts_ctx *ctx, const tpp_block_params *p, ts_tensor *q_in,
                                        ts_tensor *kv_in, const tpp_attention_input *in) {
     const ebt_observed *obs = in->attention_user;
-    int seq = q_in->shape[1], dh = q_in->shape[2] / in->n_heads;
+    int dh = q_in->shape[2] / in->n_heads;
     ts_tensor *q = tpp_split_heads(ctx, tpp_linear(ctx, p, q_in, p->wq), in->n_heads, in->positions,
                                    in->rope_theta);
     ts_tensor *k, *v;
     project_keys_values(ctx, p, kv_in, in, &k, &v);
-    q = ts_scale(ctx, q, 1.0 / sqrt((double)dh));
-    ts_tensor *context_scores = ts_matmul(ctx, q, obs->keys[in->layer], false, true);
-    ts_tensor *self_score = ts_sum(ctx, ts_mul(ctx, q, k), -1, true);
-    ts_tensor *scores = ts_concat(ctx, 2, (ts_tensor *[]){context_scores, self_score}, 3);
-    ts_tensor *probs = ts_softmax(ctx, scores, in->mask);
-    ts_tensor *mixed = ts_add(
-        ctx,
-        ts_matmul(ctx, ts_slice(ctx, probs, 3, 0, seq + 1), obs->values[in->layer], false, false),
-        ts_mul(ctx, ts_slice(ctx, probs, 3, seq + 1, 1), v));
+    ts_tensor *mixed = ts_context_attention(ctx, q, obs->keys[in->layer], obs->values[in->layer], k,
+                                            v, 1.0 / sqrt((double)dh));
     return tpp_linear(ctx, p, tpp_merge_heads(ctx, mixed), p->wo);
 }
 
@@ -162,7 +150,6 @@ ts_tensor *ebt_energy(ts_ctx *ctx, ebt_context *e, ts_tensor *p, int landscape) 
     ebt_context_observe(ctx, e, landscape);
     ts_tensor *x = ts_linear(ctx, &model->linear, p, ts_model_param(model, "vocab_to_embed"));
     tpp_attention_input in = attention_input(e);
-    in.mask = e->pred_mask;
     in.positions = e->positions_pred;
     in.attention = prediction_attention;
     in.attention_user = &e->observed[landscape];

@@ -66,11 +66,18 @@ static void step_range(const ts_optimizer_config *c, const ts_param_table *table
         }
         ts_real *m = m_range + (from - lo), *v = v_range + (from - lo);
         ts_real b1 = (ts_real)c->beta1, b2 = (ts_real)c->beta2;
+        /* lr (m / bias1) / (sqrt(v / bias2) + eps) with the corrections and
+         * the rate folded into constants, in ts_real: the loop vectorises
+         * (a double division, sqrt and division per element cost 13 ms per
+         * update of 2M parameters, 1% of a benchmark step). */
+        ts_real m_scale = (ts_real)(step_lr / bias1), v_scale = (ts_real)(1 / sqrt(bias2));
+        ts_real eps = (ts_real)c->eps, lr_decay = (ts_real)(step_lr * decay);
         for (long i = 0; i < count; i++) {
-            m[i] = b1 * m[i] + (1 - b1) * g[i];
-            v[i] = b2 * v[i] + (1 - b2) * g[i] * g[i];
-            double update = (m[i] / bias1) / (sqrt(v[i] / bias2) + c->eps);
-            p[i] -= (ts_real)(step_lr * (update + decay * p[i]));
+            ts_real mi = b1 * m[i] + (1 - b1) * g[i];
+            ts_real vi = b2 * v[i] + (1 - b2) * g[i] * g[i];
+            m[i] = mi;
+            v[i] = vi;
+            p[i] -= m_scale * mi / (TS_SQRT(vi) * v_scale + eps) + lr_decay * p[i];
         }
     }
 }

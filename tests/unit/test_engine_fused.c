@@ -1,7 +1,8 @@
 /* Fused kernels against the compositions of primitives they replace
  * (docs/performance.md): RMSNorm (forward and its fused rule), silu's fused
  * rule, the softmax that skips masked entries, and the fused causal
- * attention against ts_attention under the causal mask. For each, the value, the
+ * attention against ts_attention under the causal mask, the fused context
+ * attention (EBT's prediction stream) against its composition. For each, the value, the
  * first-order gradient and a second-order term (the gradient of
  * <grad L, v>, taken with create_graph) must agree with the primitive
  * composition to rounding. The gradient checks (test_engine_gradcheck)
@@ -70,9 +71,9 @@ static void expect_same_function(fixture *fx, unary_fn fused, unary_fn primitive
     ts_tensor *y[2] = {fused(ctx, in, mask), primitives(ctx, in, mask)};
     expect_close(y[0], y[1], name);
     ts_tensor *w = constant(fx, y[0]);
-    ts_tensor *v[4];
+    ts_tensor *v[5];
     for (int j = 0; j < n_in; j++) v[j] = constant(fx, in[j]);
-    ts_tensor *first[2][4], *second[2][4];
+    ts_tensor *first[2][5], *second[2][5];
     for (int k = 0; k < 2; k++) {
         ts_grad(ctx, 1, &y[k], &w, n_in, in, first[k], true);
         ts_tensor *h = NULL;
@@ -157,6 +158,68 @@ static ts_tensor *attention_primitives(ts_ctx *ctx, ts_tensor *const *in, const 
     return ts_attention(ctx, in[0], in[1], in[2], mask, ATT_SCALE);
 }
 
+/* The gradients of <w, f> without create_graph (the fused backward of a
+ * fused op) against the primitives'. */
+static void expect_same_plain_gradients(fixture *fx, unary_fn fused, unary_fn primitives, int n_in,
+                                        ts_tensor *const *in, const ts_tensor *mask,
+                                        const char *name) {
+    ts_ctx *ctx = &fx->ctx;
+    ts_tensor *y[2] = {fused(ctx, in, mask), primitives(ctx, in, mask)};
+    ts_tensor *w = constant(fx, y[0]), *plain[2][5];
+    for (int k = 0; k < 2; k++) ts_grad(ctx, 1, &y[k], &w, n_in, in, plain[k], false);
+    char what[96];
+    for (int j = 0; j < n_in; j++) {
+        assert_false(plain[0][j]->requires_grad);
+        snprintf(what, sizeof what, "%s: plain gradient of input %d", name, j);
+        expect_close(plain[0][j], plain[1][j], what);
+    }
+}
+
+/* FLOPs booked by f's forward, plain backward and recorded backward
+ * (booked[0..2]) for inputs of the given row counts [2, 3, rows[j], 5] and
+ * an output of ATT_T rows, on ctx (executing or counting). */
+static void book_passes(fixture *fx, ts_ctx *ctx, unary_fn f, int n_in, const int *rows,
+                        double *booked) {
+    ts_tensor *in[5], *g[5];
+    for (int j = 0; j < n_in; j++) {
+        in[j] = ts_new(ctx, TS_SHAPE(2, 3, rows[j], 5));
+        if (!ts_is_counting(ctx)) test_rng_fill_uniform(&fx->rng, in[j]->data, in[j]->numel, -1, 1);
+        ts_set_requires_grad(ctx, in[j], true);
+    }
+    ts_tensor *seed = ts_new(ctx, TS_SHAPE(2, 3, ATT_T, 5));
+    if (!ts_is_counting(ctx)) test_rng_fill_uniform(&fx->rng, seed->data, seed->numel, -1, 1);
+    ts_reset_flops(ctx);
+    ts_tensor *y = f(ctx, in, NULL);
+    booked[0] = ts_flops_total(ctx);
+    ts_grad(ctx, 1, &y, &seed, n_in, in, g, false);
+    booked[1] = ts_flops_total(ctx) - booked[0];
+    ts_grad(ctx, 1, &y, &seed, n_in, in, g, true);
+    booked[2] = ts_flops_total(ctx) - booked[0] - booked[1];
+}
+
+/* A fused op books the same FLOPs counting as executing (forward, plain and
+ * recorded backward), and fewer in its forward than the composition it
+ * replaces. */
+static void expect_counts_as_executed(fixture *fx, unary_fn fused, unary_fn primitives,
+                                      const ts_tensor *mask, int n_in, const int *rows) {
+    ts_ctx counting;
+    assert_true(ts_ctx_init_counting(&counting, 0));
+    double booked[2][3];
+    book_passes(fx, &fx->ctx, fused, n_in, rows, booked[0]);
+    book_passes(fx, &counting, fused, n_in, rows, booked[1]);
+    ts_ctx_free(&counting);
+    for (int p = 0; p < 3; p++) {
+        assert_true(booked[0][p] > 0);
+        assert_true(booked[0][p] == booked[1][p]);
+    }
+    ts_ctx *ctx = &fx->ctx;
+    ts_tensor *in[5];
+    for (int j = 0; j < n_in; j++) in[j] = leaf(fx, TS_SHAPE(2, 3, rows[j], 5), -1, 1);
+    ts_reset_flops(ctx);
+    primitives(ctx, in, mask);
+    assert_true(booked[0][0] < ts_flops_total(ctx));
+}
+
 /* Values, the plain (fused) first-order gradients, and with create_graph
  * (the primitive fallback) first- and second-order terms. */
 static void test_causal_attention_matches_primitives(void **state) {
@@ -167,56 +230,55 @@ static void test_causal_attention_matches_primitives(void **state) {
     ts_tensor *mask = ts_causal_mask(ctx, ATT_T);
     expect_same_function(fx, attention_fused, attention_primitives, 3, in, mask,
                          "causal attention");
-    ts_tensor *y[2] = {attention_fused(ctx, in, mask), attention_primitives(ctx, in, mask)};
-    ts_tensor *w = constant(fx, y[0]), *plain[2][3];
-    for (int k = 0; k < 2; k++) ts_grad(ctx, 1, &y[k], &w, 3, in, plain[k], false);
-    char what[96];
-    for (int j = 0; j < 3; j++) {
-        assert_false(plain[0][j]->requires_grad);
-        snprintf(what, sizeof what, "causal attention: plain gradient of input %d", j);
-        expect_close(plain[0][j], plain[1][j], what);
+    expect_same_plain_gradients(fx, attention_fused, attention_primitives, 3, in, mask,
+                                "causal attention");
+}
+
+/* It skips the masked strips. */
+static void test_causal_attention_counts_as_executed(void **state) {
+    fixture *fx = *state;
+    expect_counts_as_executed(fx, attention_fused, attention_primitives,
+                              ts_causal_mask(&fx->ctx, ATT_T), 3,
+                              (const int[]){ATT_T, ATT_T, ATT_T});
+}
+
+static ts_tensor *context_fused(ts_ctx *ctx, ts_tensor *const *in, const ts_tensor *mask) {
+    (void)mask;
+    return ts_context_attention(ctx, in[0], in[1], in[2], in[3], in[4], ATT_SCALE);
+}
+
+static ts_tensor *context_primitives(ts_ctx *ctx, ts_tensor *const *in, const ts_tensor *mask) {
+    (void)mask;
+    return ts_context_attention_composed(ctx, in[0], in[1], in[2], in[3], in[4], ATT_SCALE);
+}
+
+/* q, k, v, k_self, v_self: ATT_T queries (three strips, the last partial)
+ * and `keys` context keys. */
+static void context_inputs(fixture *fx, ts_tensor **in, int keys) {
+    for (int j = 0; j < 5; j++)
+        in[j] = leaf(fx, TS_SHAPE(2, 3, j == 1 || j == 2 ? keys : ATT_T, 5), -2, 2);
+}
+
+/* Values, the plain (fused) first-order gradients, and with create_graph
+ * (the same ops again) first- and second-order terms; at EBT's shape
+ * (C = L + 1: row r sees keys 0..r + 1) and at C = L + 3. */
+static void test_context_attention_matches_primitives(void **state) {
+    fixture *fx = *state;
+    for (int offset = 1; offset <= 3; offset += 2) {
+        ts_tensor *in[5];
+        context_inputs(fx, in, ATT_T + offset);
+        expect_same_function(fx, context_fused, context_primitives, 5, in, NULL,
+                             "context attention");
+        expect_same_plain_gradients(fx, context_fused, context_primitives, 5, in, NULL,
+                                    "context attention");
     }
 }
 
-/* The fused op books the same FLOPs counting as executing (forward, plain
- * and recorded backward), and fewer than the composition: it skips the
- * masked strips. */
-static void test_causal_attention_counts_as_executed(void **state) {
+/* It skips the masked context keys. */
+static void test_context_attention_counts_as_executed(void **state) {
     fixture *fx = *state;
-    ts_ctx counting;
-    assert_true(ts_ctx_init_counting(&counting, 0));
-    double booked[2][3];
-    ts_ctx *ctxs[2] = {&fx->ctx, &counting};
-    for (int c = 0; c < 2; c++) {
-        ts_ctx *ctx = ctxs[c];
-        ts_tensor *in[3];
-        for (int j = 0; j < 3; j++) {
-            in[j] = ts_new(ctx, TS_SHAPE(2, 3, ATT_T, 5));
-            if (!ts_is_counting(ctx))
-                test_rng_fill_uniform(&fx->rng, in[j]->data, in[j]->numel, -1, 1);
-            ts_set_requires_grad(ctx, in[j], true);
-        }
-        ts_tensor *seed = ts_new(ctx, TS_SHAPE(2, 3, ATT_T, 5)), *g[3];
-        if (!ts_is_counting(ctx)) test_rng_fill_uniform(&fx->rng, seed->data, seed->numel, -1, 1);
-        ts_reset_flops(ctx);
-        ts_tensor *y = attention_fused(ctx, in, NULL);
-        booked[c][0] = ts_flops_total(ctx);
-        ts_grad(ctx, 1, &y, &seed, 3, in, g, false);
-        booked[c][1] = ts_flops_total(ctx) - booked[c][0];
-        ts_grad(ctx, 1, &y, &seed, 3, in, g, true);
-        booked[c][2] = ts_flops_total(ctx) - booked[c][0] - booked[c][1];
-    }
-    ts_ctx_free(&counting);
-    for (int p = 0; p < 3; p++) {
-        assert_true(booked[0][p] > 0);
-        assert_true(booked[0][p] == booked[1][p]);
-    }
-    ts_ctx *ctx = &fx->ctx;
-    ts_tensor *in[3];
-    for (int j = 0; j < 3; j++) in[j] = leaf(fx, TS_SHAPE(2, 3, ATT_T, 5), -1, 1);
-    ts_reset_flops(ctx);
-    attention_primitives(ctx, in, ts_causal_mask(ctx, ATT_T));
-    assert_true(booked[0][0] < ts_flops_total(ctx));
+    expect_counts_as_executed(fx, context_fused, context_primitives, NULL, 5,
+                              (const int[]){ATT_T, ATT_T + 1, ATT_T + 1, ATT_T, ATT_T});
 }
 
 static const ts_profile_entry *find(const ts_profile *p, enum ts_pass pass, const char *op) {
@@ -275,6 +337,8 @@ int main(void) {
         cmocka_unit_test(test_causal_softmax_matches_primitives),
         cmocka_unit_test(test_causal_attention_matches_primitives),
         cmocka_unit_test(test_causal_attention_counts_as_executed),
+        cmocka_unit_test(test_context_attention_matches_primitives),
+        cmocka_unit_test(test_context_attention_counts_as_executed),
         cmocka_unit_test(test_profile_books_ops_by_pass),
     };
     return cmocka_run_group_tests(tests, setup, teardown);

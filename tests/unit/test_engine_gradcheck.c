@@ -250,6 +250,10 @@ static ts_tensor *f_causal_attention(ts_ctx *ctx, ts_tensor *const *in, const vo
     return ts_causal_attention(ctx, in[0], in[1], in[2], ((const op_args *)args)->s);
 }
 
+static ts_tensor *f_context_attention(ts_ctx *ctx, ts_tensor *const *in, const void *args) {
+    return ts_context_attention(ctx, in[0], in[1], in[2], in[3], in[4], ((const op_args *)args)->s);
+}
+
 /* Relative rounding allowed between the fused plain backward of
  * ts_causal_attention and its primitive recorded one (sums split by strip). */
 #ifdef TS_DOUBLE
@@ -639,6 +643,24 @@ static void test_attention(void **state) {
     ts_tensor *vl = gc_leaf(ctx, &fx->rng, TS_SHAPE(1, 2, 150, 2), -1, 1);
     expect_gradients_within(fx, "causal_attention, 3 strips", f_causal_attention, ARGS(.s = 0.8),
                             FUSED_PLAIN_TOL, INPUTS(ql, kl, vl));
+    /* The context attention (EBT's prediction stream): 4 queries against 5
+     * context keys (row r sees 0..r + 1) and their own keys; then 150
+     * queries against 152 (three strips, the last partial). */
+    ts_tensor *cq = gc_leaf(ctx, &fx->rng, TS_SHAPE(2, 2, 4, 3), -1, 1);
+    ts_tensor *ck = gc_leaf(ctx, &fx->rng, TS_SHAPE(2, 2, 5, 3), -1, 1);
+    ts_tensor *cv = gc_leaf(ctx, &fx->rng, TS_SHAPE(2, 2, 5, 3), -1, 1);
+    ts_tensor *cks = gc_leaf(ctx, &fx->rng, TS_SHAPE(2, 2, 4, 3), -1, 1);
+    ts_tensor *cvs = gc_leaf(ctx, &fx->rng, TS_SHAPE(2, 2, 4, 3), -1, 1);
+    /* Its plain and recorded passes run the same ops: bit for bit. */
+    expect_gradients(fx, "context_attention", f_context_attention, ARGS(.s = scale),
+                     INPUTS(cq, ck, cv, cks, cvs));
+    ts_tensor *lq = gc_leaf(ctx, &fx->rng, TS_SHAPE(1, 1, 150, 2), -1, 1);
+    ts_tensor *lk = gc_leaf(ctx, &fx->rng, TS_SHAPE(1, 1, 152, 2), -1, 1);
+    ts_tensor *lv = gc_leaf(ctx, &fx->rng, TS_SHAPE(1, 1, 152, 2), -1, 1);
+    ts_tensor *lks = gc_leaf(ctx, &fx->rng, TS_SHAPE(1, 1, 150, 2), -1, 1);
+    ts_tensor *lvs = gc_leaf(ctx, &fx->rng, TS_SHAPE(1, 1, 150, 2), -1, 1);
+    expect_gradients(fx, "context_attention, 3 strips", f_context_attention, ARGS(.s = 0.8),
+                     INPUTS(lq, lk, lv, lks, lvs));
 }
 
 /* ---------------------------------------------------------------- third order */
@@ -736,6 +758,13 @@ static void test_third_order_layers(void **state) {
     for (int wrt = 0; wrt < 3; wrt++)
         expect_third_order_within(fx, "causal_attention", f_causal_attention, ARGS(.s = 0.7), wrt,
                                   FUSED_PLAIN_TOL, INPUTS(q, k, v));
+    ts_tensor *ck = gc_leaf(ctx, &fx->rng, TS_SHAPE(1, 2, 4, 2), -1, 1);
+    ts_tensor *cv = gc_leaf(ctx, &fx->rng, TS_SHAPE(1, 2, 4, 2), -1, 1);
+    ts_tensor *cks = gc_leaf(ctx, &fx->rng, TS_SHAPE(1, 2, 3, 2), -1, 1);
+    ts_tensor *cvs = gc_leaf(ctx, &fx->rng, TS_SHAPE(1, 2, 3, 2), -1, 1);
+    for (int wrt = 0; wrt < 5; wrt++)
+        expect_third_order(fx, "context_attention", f_context_attention, ARGS(.s = 0.7), wrt,
+                           INPUTS(q, ck, cv, cks, cvs));
 }
 
 /* d^n/dx^n of an elementwise f, n = 1..order, by nested ts_grad: the gradient
