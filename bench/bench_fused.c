@@ -27,17 +27,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
+#include "engine/clock.h"
 #include "engine/engine.h"
 
 enum { REPS = 9, BATCH = 8, SEQ = 256, WIDTH = 256, HEADS = 4 };
-
-static double now(bool cpu) {
-    struct timespec ts;
-    clock_gettime(cpu ? CLOCK_PROCESS_CPUTIME_ID : CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
 
 static void fill(ts_tensor *t, unsigned *state, double lo, double hi) {
     for (long i = 0; i < t->numel; i++)
@@ -138,10 +132,10 @@ static ts_tensor *context_fused_forward(ts_ctx *ctx, ts_tensor *const *in, const
 static double run_side(ts_ctx *ctx, side_fn f, ts_tensor *const *in, const ts_tensor *mask,
                        ts_tensor *g, bool cpu) {
     ts_mark mark = ts_get_mark(ctx);
-    double t0 = now(cpu);
+    double t0 = ts_clock_seconds(cpu);
     ts_tensor *y = f(ctx, in, mask);
     if (y->requires_grad) ts_backward(ctx, y, g);
-    double dt = now(cpu) - t0;
+    double dt = ts_clock_seconds(cpu) - t0;
     ts_release(ctx, mark);
     return dt;
 }

@@ -41,9 +41,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "core/config.h"
+#include "engine/clock.h"
 #include "engine/engine.h"
 #include "io/build_info.h"
 #include "models/model.h"
@@ -72,12 +72,6 @@ typedef struct bench_model {
 static bool use_cpu_clock(void) {
     const char *v = getenv("BENCH_CLOCK");
     return v && !strcmp(v, "cpu");
-}
-
-static double now(bool cpu) {
-    struct timespec ts;
-    clock_gettime(cpu ? CLOCK_PROCESS_CPUTIME_ID : CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
 static long env_long(const char *name, long fallback) {
@@ -113,9 +107,9 @@ static double sgemm_gflops(bool cpu) {
     }
     double best = 0;
     for (int r = 0; r < REPS; r++) {
-        double t0 = now(cpu);
+        double t0 = ts_clock_seconds(cpu);
         ts_cblas_gemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, N, N, N, 1, a, N, b, N, 0, c, N);
-        double rate = 2.0 * N * N * N / (now(cpu) - t0) / 1e9;
+        double rate = 2.0 * N * N * N / (ts_clock_seconds(cpu) - t0) / 1e9;
         if (rate > best) best = rate;
     }
     free(a);
@@ -160,9 +154,9 @@ static double one_step(bench_model *m, bool cpu) {
                       .first_index = 0};
     double stats[TS_MAX_MODEL_STATS];
     ts_reset_flops(&m->ctx);
-    double t0 = now(cpu);
+    double t0 = ts_clock_seconds(cpu);
     double loss = ts_train_micro_batch(m->model, &m->ctx, &batch, 1.0, stats);
-    double dt = now(cpu) - t0;
+    double dt = ts_clock_seconds(cpu) - t0;
     if (!isfinite(loss)) die(m->name, "non-finite loss");
     m->flops = ts_flops_total(&m->ctx);
     if (m->steps == 0) {
@@ -194,9 +188,9 @@ static double optimizer_seconds(bench_model *m, bool cpu) {
         die("optimizer", "out of memory");
     double best = INFINITY;
     for (int i = 0; i < 5; i++) {
-        double t0 = now(cpu);
+        double t0 = ts_clock_seconds(cpu);
         ts_optimizer_step(&opt, &m->model->table, m->model->params, m->model->grads, 1e-12);
-        best = fmin(best, now(cpu) - t0);
+        best = fmin(best, ts_clock_seconds(cpu) - t0);
     }
     ts_optimizer_free(&opt);
     return best;

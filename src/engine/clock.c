@@ -15,3 +15,7 @@ double ts_monotonic_seconds(void) {
 double ts_process_cpu_seconds(void) {
     return seconds_of(CLOCK_PROCESS_CPUTIME_ID);
 }
+
+double ts_clock_seconds(bool process_cpu) {
+    return process_cpu ? ts_process_cpu_seconds() : ts_monotonic_seconds();
+}

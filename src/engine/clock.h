@@ -1,6 +1,8 @@
 #ifndef TS_ENGINE_CLOCK_H
 #define TS_ENGINE_CLOCK_H
 
+#include <stdbool.h>
+
 /* Seconds for measuring intervals. In the engine, the lowest layer, so the
  * profiler, the metrics writer, the watchdog, the GEMM peak probe and the
  * benchmarks all read time the same way. */
@@ -12,5 +14,9 @@ double ts_monotonic_seconds(void);
 /* CPU time of this process: steadier than wall time when other processes
  * share the cores (it excludes time spent waiting for one). */
 double ts_process_cpu_seconds(void);
+
+/* One of the two, chosen at run time (the benchmarks' and the profiler's
+ * BENCH_CLOCK=cpu). */
+double ts_clock_seconds(bool process_cpu);
 
 #endif

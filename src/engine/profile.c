@@ -5,7 +5,7 @@
 #include "engine/clock.h"
 
 static double now_seconds(const ts_profile *profile) {
-    return profile->clock == TS_PROFILE_CPU ? ts_process_cpu_seconds() : ts_monotonic_seconds();
+    return ts_clock_seconds(profile->clock == TS_PROFILE_CPU);
 }
 
 void ts_profile_start(ts_ctx *ctx, ts_profile *profile, enum ts_profile_clock clock) {

@@ -44,10 +44,22 @@ static void cpu_time_counts_work_not_sleep(void **state) {
     assert_true(sink > 0);
 }
 
+static void chosen_clock_is_the_one_asked_for(void **state) {
+    (void)state;
+    /* After a sleep the wall clock is well ahead of the CPU clock's advance. */
+    double w0 = ts_clock_seconds(false), c0 = ts_clock_seconds(true);
+    sleep_seconds(0.1);
+    double w1 = ts_clock_seconds(false), c1 = ts_clock_seconds(true);
+    assert_true(w1 - w0 >= 0.099);
+    assert_true(c1 - c0 < 0.05);
+    assert_true(ts_monotonic_seconds() >= w1);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(monotonic_follows_a_sleep),
         cmocka_unit_test(cpu_time_counts_work_not_sleep),
+        cmocka_unit_test(chosen_clock_is_the_one_asked_for),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
