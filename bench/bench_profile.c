@@ -34,9 +34,9 @@
  *
  * The PROFILE_BENCH line carries what a comparison between runs needs: the
  * commit, the clock, the load average before and after (/proc/loadavg), the
- * sgemm rate of this run, and per model its seconds per step, fraction of
- * the sgemm rate and time/FLOP ratio to Transformer++; compare the ratios of
- * two runs, not their seconds, unless both ran on a quiet machine. */
+ * OpenBLAS kernel set (blas_core), the sgemm rate of this run, and per model its seconds per step,
+ * fraction of the sgemm rate and time/FLOP ratio to Transformer++; compare the ratios of two runs,
+ * not their seconds, unless both ran on a quiet machine. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -325,12 +325,12 @@ int main(void) {
                    100 * update / models[i].best_seconds);
         }
     if (!only || !*only)
-        printf("PROFILE_BENCH commit=%s clock=%s load=%.1f->%.1f sgemm_gflops=%.1f%s "
+        printf("PROFILE_BENCH commit=%s clock=%s load=%.1f->%.1f blas_core=%s sgemm_gflops=%.1f%s "
                "targets=tpp_sgemm>=0.85,ebt_sgemm>=0.75,"
                "ebt_time/flop_within_5%%,nexus2_free_time/flop_within_10%%,no_alloc_after_step_1 "
                "%s\n",
-               ts_git_commit, cpu ? "cpu" : "wall", load_before, load_average(), sgemm, summary,
-               ok ? "PASSED" : "FAILED");
+               ts_git_commit, cpu ? "cpu" : "wall", load_before, load_average(),
+               openblas_get_corename(), sgemm, summary, ok ? "PASSED" : "FAILED");
     for (int i = 0; i < n_models; i++)
         if (selected[i]) {
             ts_ctx_free(&models[i].ctx);

@@ -66,6 +66,7 @@ static void first_line(char *s) {
 typedef struct prov_fixed {
     char hostname[256];
     char mpi_library[256];
+    char blas_core[64];
     char created_utc[32];
     int threads_per_rank;
     int slurm_count;
@@ -131,6 +132,8 @@ ts_io_status ts_provenance_collect(MPI_Comm comm, int threads_per_rank, ts_prove
             copy_string(fixed.created_utc, sizeof fixed.created_utc, "unknown");
         fixed.threads_per_rank =
             threads_per_rank > 0 ? threads_per_rank : openblas_get_num_threads();
+        const char *core = openblas_get_corename();
+        copy_string(fixed.blas_core, sizeof fixed.blas_core, core && core[0] ? core : "unknown");
         st = collect_slurm(prov, err, errlen);
         fixed.slurm_count = prov->slurm_count;
         fixed.slurm_bytes = (long long)prov->slurm_bytes;
@@ -145,6 +148,7 @@ ts_io_status ts_provenance_collect(MPI_Comm comm, int threads_per_rank, ts_prove
     }
     copy_string(prov->hostname, sizeof prov->hostname, fixed.hostname);
     copy_string(prov->mpi_library, sizeof prov->mpi_library, fixed.mpi_library);
+    copy_string(prov->blas_core, sizeof prov->blas_core, fixed.blas_core);
     copy_string(prov->created_utc, sizeof prov->created_utc, fixed.created_utc);
     prov->threads_per_rank = fixed.threads_per_rank;
     if (rank != 0) {
@@ -204,7 +208,7 @@ static ts_io_status write_impl(hid_t loc, const char *slurm_group, const ts_prov
         {"hostname", prov->hostname},         {"git_commit", prov->git_commit},
         {"compiler", prov->compiler},         {"element_type", prov->element_type},
         {"hdf5_version", prov->hdf5_version}, {"mpi_library", prov->mpi_library},
-        {"created_utc", prov->created_utc},
+        {"blas_core", prov->blas_core},       {"created_utc", prov->created_utc},
     };
     for (size_t i = 0; i < sizeof strings / sizeof strings[0]; i++)
         if (ts_h5_write_string_attr(loc, strings[i].name, strings[i].value) < 0)

@@ -26,6 +26,7 @@ typedef struct ts_provenance {
     char element_type[16]; /* "float" or "double": the build's ts_real */
     char hdf5_version[32]; /* the HDF5 library linked at run time */
     char mpi_library[256]; /* MPI_Get_library_version, first line */
+    char blas_core[64];    /* openblas_get_corename(): the kernels OpenBLAS chose for the CPU */
     char created_utc[32];  /* ISO 8601, e.g. "2024-05-01T12:00:00Z" */
     int slurm_count;       /* number of SLURM_* variables in slurm */
     char *slurm;           /* "NAME=value\0NAME=value\0...", rank 0's environment; owned */
@@ -42,7 +43,7 @@ void ts_provenance_free(ts_provenance *prov);
 
 /* Writes the fields as attributes of loc (hostname, ranks, nodes,
  * threads_per_rank, git_commit, compiler, element_type, hdf5_version,
- * mpi_library, created_utc) and every SLURM_* variable as a string attribute
+ * mpi_library, blas_core, created_utc) and every SLURM_* variable as a string attribute
  * of the group slurm_group, a path relative to loc that is created with any
  * missing intermediate groups (e.g. "provenance/slurm"). With a file opened
  * by the MPI-IO driver, every rank must call it with the same arguments. */

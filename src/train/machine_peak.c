@@ -1,6 +1,8 @@
 #include "train/machine_peak.h"
 
+#include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "engine/clock.h"
 #include "engine/real.h"
@@ -40,4 +42,35 @@ double ts_measure_peak_gflops(void) {
     free(b);
     free(c);
     return best; /* 0: the buffers could not be allocated */
+}
+
+bool ts_blas_core_advice(const char *core, bool cpu_avx2, bool cpu_avx512f, char *advice,
+                         size_t len) {
+    /* OpenBLAS's x86 kernel sets without AVX (its cpuid tables' names). */
+    static const char *const sse_only[] = {"Prescott",  "Core2",  "Penryn",  "Dunnington",
+                                           "Nehalem",   "Atom",   "Katmai",  "Coppermine",
+                                           "Northwood", "Banias", "Opteron", "Barcelona"};
+    if (!core || !(cpu_avx2 || cpu_avx512f)) return false;
+    bool old = false;
+    for (size_t i = 0; i < sizeof sse_only / sizeof sse_only[0]; i++)
+        old = old || !strcmp(core, sse_only[i]);
+    if (!old) return false;
+    snprintf(advice, len,
+             "OpenBLAS chose its %s kernels on a CPU with %s: GEMM runs several times below "
+             "what this CPU can do, and MFU is measured against that slow rate. Set "
+             "OPENBLAS_CORETYPE=%s before starting for the vector kernels (docs/performance.md)",
+             core, cpu_avx512f ? "AVX-512" : "AVX2", cpu_avx512f ? "SkylakeX" : "Haswell");
+    return true;
+}
+
+bool ts_blas_core_advice_here(char *advice, size_t len) {
+#if defined(__x86_64__) && defined(__GNUC__)
+    __builtin_cpu_init();
+    return ts_blas_core_advice(openblas_get_corename(), __builtin_cpu_supports("avx2"),
+                               __builtin_cpu_supports("avx512f"), advice, len);
+#else
+    (void)advice;
+    (void)len;
+    return false;
+#endif
 }

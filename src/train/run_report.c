@@ -89,7 +89,9 @@ bool ts_write_run_report(const ts_run_summary *s, char *err, size_t errlen) {
     yaml_string(f, s->hostname);
     fprintf(f, "\n  nodes: %d\n  ranks: %d\n  threads_per_rank: %d\n", s->nodes, s->ranks,
             s->threads_per_rank);
-    fprintf(f, "  gemm_peak_gflops_per_rank: %.2f\n  git_commit: ", s->peak_gflops_per_rank);
+    fprintf(f, "  gemm_peak_gflops_per_rank: %.2f\n  blas_core: ", s->peak_gflops_per_rank);
+    yaml_string(f, s->blas_core);
+    fprintf(f, "\n  git_commit: ");
     yaml_string(f, s->git_commit);
     fprintf(f, "\nproblem:\n  arch: ");
     yaml_string(f, s->arch);

@@ -14,6 +14,7 @@ typedef struct ts_run_summary {
     const char *arch;
     const char *run_dir;
     const char *hostname;
+    const char *blas_core; /* openblas_get_corename(): the kernels behind the GEMM peak */
     const char *git_commit;
     long params, non_embedding_params;
     int ranks, nodes, threads_per_rank;

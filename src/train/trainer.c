@@ -336,6 +336,7 @@ static bool report_run(trainer *tr, ts_run_summary *s, char *err, size_t errlen)
     s->arch = tr->config.model.arch;
     s->run_dir = tr->config.run_dir;
     s->hostname = prov->hostname;
+    s->blas_core = prov->blas_core;
     s->git_commit = prov->git_commit;
     s->params = ts_model_global_table(tr->model)->total;
     s->non_embedding_params = ts_model_non_embedding_params(tr->model);
@@ -438,6 +439,9 @@ static int run(trainer *tr, bool resume, const char *resume_from) {
                c->model.arch, ts_model_global_table(m)->total, ts_model_non_embedding_params(m),
                tr->nranks, c->batch, c->model.context, tr->peak_gflops,
                resume ? "resuming at" : "from", tr->step);
+    char blas_advice[400];
+    if (tr->rank == 0 && ts_blas_core_advice_here(blas_advice, sizeof blas_advice))
+        fprintf(stderr, "thinkscale train: warning: %s\n", blas_advice);
     ts_mllog_run_start(&tr->mllog, c, &tr->state.provenance, tr->step);
     if (tr->rank == 0 && tr->grid.enabled) {
         int blocked = 0;

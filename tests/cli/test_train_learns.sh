@@ -26,6 +26,8 @@ check "report.yaml gives node-hours and the checkpoint size" \
 # The MFU denominator is the best GEMM rate the probe saw: a small model's
 # training steps reach only a fraction of it, so an MFU of 1 or more means a
 # probe that read low (as the earlier four-GEMM one did on a shared machine).
+check "report.yaml names the OpenBLAS kernel set behind the GEMM peak" \
+    py -c "import re,sys; m=re.search(r'  blas_core: \"([^\"]+)\"', open('$tmp/run/report.yaml').read()); print(m and m.group(1)); sys.exit(0 if m and m.group(1) not in ('', 'unknown') else 1)"
 check "report.yaml gives a GEMM peak under which the measured MFU is below 1" \
     py -c "import re,sys; t=open('$tmp/run/report.yaml').read(); peak=float(re.search(r'gemm_peak_gflops_per_rank: (\S+)', t).group(1)); mfu=float(re.search(r'  mfu: (\S+)', t).group(1)); print('peak', peak, 'mfu', mfu); sys.exit(0 if peak > 0 and 0 < mfu < 1 else 1)"
 finish

@@ -922,7 +922,7 @@ static void test_file_is_self_describing(void **state) {
         ok = ok && string_attr_is(file, "element_type", TS_REAL_NAME);
         ok = ok && string_attr_is(file, "hostname", NULL) && string_attr_is(file, "compiler", NULL);
         ok = ok && string_attr_is(file, "git_commit", NULL) &&
-             string_attr_is(file, "mpi_library", NULL);
+             string_attr_is(file, "mpi_library", NULL) && string_attr_is(file, "blas_core", NULL);
         ok = ok && string_attr_is(file, "written_utc", NULL) &&
              string_attr_is(file, "created_utc", NULL);
         ok = ok && ts_h5_read_int64_attr(file, "ranks", &value) >= 0 && value == size;

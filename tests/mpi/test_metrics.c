@@ -281,6 +281,7 @@ static void test_series_and_attributes_read_back(void **state) {
     assert_string_attr(file, "git_commit", NULL);
     assert_string_attr(file, "compiler", NULL);
     assert_string_attr(file, "mpi_library", NULL);
+    assert_string_attr(file, "blas_core", NULL);
     assert_string_attr(file, "hdf5_version", NULL);
     assert_string_attr(file, "created_utc", NULL);
     char hostname[256] = {0};
