@@ -51,8 +51,7 @@ typedef struct ts_param_role {
 
 /* The common roles. */
 /* A linear layer's weight [out, in], used through ts_linear only. */
-#define TS_ROLE_MATRIX                                                                             \
-    ((ts_param_role){TS_INIT_XAVIER_NORMAL, TS_DRAW_IN_ORDER, true, false, true})
+#define TS_ROLE_MATRIX ((ts_param_role){TS_INIT_XAVIER_NORMAL, TS_DRAW_IN_ORDER, true, false, true})
 /* A Xavier-initialised, decayed matrix the model reads directly (a lookup
  * table multiplied by ts_matmul, say): always held whole. */
 #define TS_ROLE_TABLE_MATRIX                                                                       \

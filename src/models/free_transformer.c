@@ -61,7 +61,8 @@ static bool add_free_params(ts_param_table *t, const ts_model_config *c) {
     /* zeta is drawn N(0, 1) after every other tensor: its place in the stream
      * since the model was first written, kept so a seed gives the same model. */
     ok &= ts_param_table_add(t, "encoder.zeta", TS_SHAPE(d),
-                             (ts_param_role){TS_INIT_NORMAL, TS_DRAW_AFTER, false, false, false}) >= 0;
+                             (ts_param_role){TS_INIT_NORMAL, TS_DRAW_AFTER, false, false, false}) >=
+          0;
     ok &= ts_param_table_add(t, "encoder.attn_norm", TS_SHAPE(d), TS_ROLE_NORM) >= 0;
     static const char *const square[] = {"encoder.attention.wq", "encoder.attention.wk",
                                          "encoder.attention.wv", "encoder.attention.wo"};
