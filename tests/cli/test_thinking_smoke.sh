@@ -94,8 +94,17 @@ for arch, lo, hi in (("ebt", "steps=1,samples=1", "steps=8,samples=4"), ("free",
     assert float(b["nfe_per_token"]) >= float(a["nfe_per_token"]), (a, b)
 assert float(by[("ebt", "licenses", "default")]["ood"]) == 1.0
 fits = list(csv.DictReader(open(f"{d}/thinking_fits.csv")))
-assert list(fits[0].keys()) == ["arch", "slope", "slope_lo", "slope_hi", "n_sets", "vocab"]
+assert list(fits[0].keys()) == ["arch", "slope", "slope_lo", "slope_hi", "n_sets", "vocab", "setting"]
 assert len(fits) == 10 and all(int(x["n_sets"]) == 4 for x in fits), fits
+by_setting = list(csv.DictReader(open(f"{d}/thinking_fits_by_setting.csv")))
+assert list(by_setting[0].keys()) == list(fits[0].keys())
+# every non-default knob level of every run with a knob, and the top level's
+# line is the one in thinking_fits.csv
+levels = {(r["arch"], r["setting"]) for r in rows if r["setting"] != "default"}
+assert {(x["arch"], x["setting"]) for x in by_setting} == levels, by_setting
+for x in fits:
+    if x["setting"] != "default":
+        assert [y for y in by_setting if (y["arch"], y["setting"]) == (x["arch"], x["setting"])][0]["slope"] == x["slope"], x
 for x in fits:
     assert math.isfinite(float(x["slope"])), x
     assert float(x["slope_lo"]) <= float(x["slope"]) <= float(x["slope_hi"]), x
