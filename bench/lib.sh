@@ -8,6 +8,7 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMPI_MCA_rmaps_base_oversubscribe=1
 export OPENBLAS_NUM_THREADS=1
 bin=${BENCH_BIN:-build/float/thinkscale} # BENCH_BIN: a copy, while others rebuild
+source bench/blas_kernels.sh
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 cat /usr/share/common-licenses/* >"$tmp/text.txt"

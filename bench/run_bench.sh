@@ -5,6 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 mkdir -p build/bench
 export OPENBLAS_NUM_THREADS=1
+source bench/blas_kernels.sh
 status=0
 for bin in build/float/bench/bench_*; do
     [ -x "$bin" ] || continue

@@ -8,6 +8,8 @@
 int ts_cmd_version(int argc, char **argv) {
     (void)argc;
     (void)argv;
-    printf("thinkscale %s (element type %s)\n", ts_git_commit, TS_REAL_NAME);
+    const char *blas_core = openblas_get_corename();
+    printf("thinkscale %s (element type %s, OpenBLAS kernels %s)\n", ts_git_commit, TS_REAL_NAME,
+           blas_core ? blas_core : "unknown");
     return 0;
 }

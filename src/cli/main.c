@@ -3,6 +3,7 @@
 #include <string.h>
 
 #include "cli/commands.h"
+#include "train/machine_peak.h"
 
 static const ts_command commands[] = {
     {"data",
@@ -25,6 +26,7 @@ static void usage(FILE *out) {
 }
 
 int main(int argc, char **argv) {
+    ts_blas_prefer_vector_kernels(argv); /* may restart this program once */
     if (argc < 2 || !strcmp(argv[1], "-h") || !strcmp(argv[1], "--help")) {
         usage(argc < 2 ? stderr : stdout);
         return argc < 2 ? 2 : 0;

@@ -1,19 +1,32 @@
 #include "train/machine_peak.h"
 
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "engine/clock.h"
 #include "engine/real.h"
 
+double ts_peak_probe_seconds(double wall, double process_cpu) {
+    /* A CPU clock coarser than the GEMM can read 0: fall back to wall time. */
+    if (process_cpu <= 0) return wall;
+    return process_cpu < wall ? process_cpu : wall;
+}
+
 double ts_measure_peak_gflops(void) {
     /* One untimed GEMM first: it pays the page faults of the three buffers and
      * wakes the BLAS (and the core's clock) up. Then the best of as many
-     * GEMMs as fit in PROBE_SECONDS (at least MIN_REPS): a peak read during
-     * a moment of contention with another process would make every later
-     * step look faster than "the machine's peak" (an MFU above 100% was seen
-     * with the earlier four-GEMM probe on a shared machine). */
+     * GEMMs as fit in PROBE_SECONDS (at least MIN_REPS).
+     * Each GEMM is timed by the shorter of its wall and its process-CPU time.
+     * On a shared core the wall time includes the slices given to other
+     * processes, and a probe that ran during such contention (half the rate
+     * when two processes share a core, seen in CI: peak 16.5 GFLOP/s where
+     * the core does 31, then a measured MFU of 1.17) would make every later
+     * step look faster than the machine's peak. CPU time excludes those
+     * slices; with several BLAS threads it sums them, so there the wall time
+     * is the shorter and is used. */
     enum { N = 768, MIN_REPS = 5, MAX_REPS = 64 };
     const double PROBE_SECONDS = 0.25;
     ts_real *a = malloc(sizeof(ts_real) * N * N), *b = malloc(sizeof(ts_real) * N * N),
@@ -27,15 +40,16 @@ double ts_measure_peak_gflops(void) {
         ts_cblas_gemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, N, N, N, 1, a, N, b, N, 0, c, N);
         double start = ts_monotonic_seconds();
         for (int r = 0; r < MAX_REPS; r++) {
-            double t0 = ts_monotonic_seconds();
+            double wall0 = ts_monotonic_seconds(), cpu0 = ts_process_cpu_seconds();
             ts_cblas_gemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, N, N, N, 1, a, N, b, N, 0, c,
                           N);
-            double t1 = ts_monotonic_seconds();
-            if (t1 > t0) {
-                double rate = 2.0 * N * N * N / (t1 - t0) / 1e9;
+            double wall1 = ts_monotonic_seconds(), cpu1 = ts_process_cpu_seconds();
+            double seconds = ts_peak_probe_seconds(wall1 - wall0, cpu1 - cpu0);
+            if (seconds > 0) {
+                double rate = 2.0 * N * N * N / seconds / 1e9;
                 if (rate > best) best = rate;
             }
-            if (r + 1 >= MIN_REPS && t1 - start >= PROBE_SECONDS) break;
+            if (r + 1 >= MIN_REPS && wall1 - start >= PROBE_SECONDS) break;
         }
     }
     free(a);
@@ -44,33 +58,65 @@ double ts_measure_peak_gflops(void) {
     return best; /* 0: the buffers could not be allocated */
 }
 
-bool ts_blas_core_advice(const char *core, bool cpu_avx2, bool cpu_avx512f, char *advice,
-                         size_t len) {
+const char *ts_blas_better_core(const char *core, bool cpu_avx2, bool cpu_avx512f) {
     /* OpenBLAS's x86 kernel sets without AVX (its cpuid tables' names). */
     static const char *const sse_only[] = {"Prescott",  "Core2",  "Penryn",  "Dunnington",
                                            "Nehalem",   "Atom",   "Katmai",  "Coppermine",
                                            "Northwood", "Banias", "Opteron", "Barcelona"};
-    if (!core || !(cpu_avx2 || cpu_avx512f)) return false;
-    bool old = false;
+    if (!core || !(cpu_avx2 || cpu_avx512f)) return NULL;
     for (size_t i = 0; i < sizeof sse_only / sizeof sse_only[0]; i++)
-        old = old || !strcmp(core, sse_only[i]);
-    if (!old) return false;
+        if (!strcmp(core, sse_only[i])) return cpu_avx512f ? "SkylakeX" : "Haswell";
+    return NULL;
+}
+
+bool ts_blas_core_advice(const char *core, bool cpu_avx2, bool cpu_avx512f, char *advice,
+                         size_t len) {
+    const char *better = ts_blas_better_core(core, cpu_avx2, cpu_avx512f);
+    if (!better) return false;
     snprintf(advice, len,
-             "OpenBLAS chose its %s kernels on a CPU with %s: GEMM runs several times below "
+             "OpenBLAS runs its %s kernels on a CPU with %s: GEMM runs several times below "
              "what this CPU can do, and MFU is measured against that slow rate. Set "
-             "OPENBLAS_CORETYPE=%s before starting for the vector kernels (docs/performance.md)",
-             core, cpu_avx512f ? "AVX-512" : "AVX2", cpu_avx512f ? "SkylakeX" : "Haswell");
+             "OPENBLAS_CORETYPE=%s, or leave it unset and thinkscale chooses it "
+             "(docs/performance.md)",
+             core, cpu_avx512f ? "AVX-512" : "AVX2", better);
     return true;
 }
 
-bool ts_blas_core_advice_here(char *advice, size_t len) {
+/* Which vector units this CPU has (x86-64 with GCC's builtins; elsewhere
+ * none, so no advice and no restart). */
+static void cpu_vector_units(bool *avx2, bool *avx512f) {
 #if defined(__x86_64__) && defined(__GNUC__)
     __builtin_cpu_init();
-    return ts_blas_core_advice(openblas_get_corename(), __builtin_cpu_supports("avx2"),
-                               __builtin_cpu_supports("avx512f"), advice, len);
+    *avx2 = __builtin_cpu_supports("avx2");
+    *avx512f = __builtin_cpu_supports("avx512f");
 #else
-    (void)advice;
-    (void)len;
-    return false;
+    *avx2 = *avx512f = false;
 #endif
+}
+
+bool ts_blas_core_advice_here(char *advice, size_t len) {
+    bool avx2, avx512f;
+    cpu_vector_units(&avx2, &avx512f);
+    return ts_blas_core_advice(openblas_get_corename(), avx2, avx512f, advice, len);
+}
+
+void ts_blas_prefer_vector_kernels(char **argv) {
+    /* OpenBLAS reads OPENBLAS_CORETYPE once, when the library loads, so the
+     * only way to change its choice from inside is to start again with the
+     * variable set. A value the user set, even the slow one, is obeyed; and
+     * since the new image finds it set, this runs at most once. */
+    if (getenv("OPENBLAS_CORETYPE")) return;
+    bool avx2, avx512f;
+    cpu_vector_units(&avx2, &avx512f);
+    const char *better = ts_blas_better_core(openblas_get_corename(), avx2, avx512f);
+    if (!better) return;
+    if (setenv("OPENBLAS_CORETYPE", better, 1) != 0) return;
+    execv("/proc/self/exe", argv);
+    /* Still here: the exec failed (no /proc, say). Carry on with the slow
+     * kernels; the trainer's warning will name them. */
+    fprintf(stderr,
+            "thinkscale: could not restart with OPENBLAS_CORETYPE=%s (%s); running on "
+            "OpenBLAS's %s kernels\n",
+            better, strerror(errno), openblas_get_corename());
+    unsetenv("OPENBLAS_CORETYPE");
 }

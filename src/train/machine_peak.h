@@ -9,8 +9,14 @@
 
 /* Best GFLOP/s of 768^3 GEMMs in the build's element type with the BLAS
  * thread count in force: one warm-up, then as many as fit in a quarter of a
- * second (at least 5). 0 when its 7 MB of buffers cannot be allocated. */
+ * second (at least 5), each timed by ts_peak_probe_seconds. 0 when its 7 MB of
+ * buffers cannot be allocated. */
 double ts_measure_peak_gflops(void);
+
+/* The time one probe GEMM is charged: the shorter of its wall time and this
+ * process's CPU time, so neither time slices lost to other processes (wall
+ * longer) nor several BLAS threads (CPU time longer) lower the peak. */
+double ts_peak_probe_seconds(double wall, double process_cpu);
 
 /* OpenBLAS picks its kernels from the CPU model it recognises; on a CPU
  * newer than its tables (or a VM hiding the model) it falls back to old SSE
@@ -23,5 +29,19 @@ bool ts_blas_core_advice(const char *core, bool cpu_avx2, bool cpu_avx512f, char
 
 /* The same for this process's OpenBLAS and CPU (x86-64; elsewhere false). */
 bool ts_blas_core_advice_here(char *advice, size_t len);
+
+/* The kernel set to ask OpenBLAS for instead of `core`: "SkylakeX" on an
+ * AVX-512 CPU, "Haswell" on an AVX2 one, when `core` is a pre-AVX set; else
+ * NULL (the choice fits the CPU). */
+const char *ts_blas_better_core(const char *core, bool cpu_avx2, bool cpu_avx512f);
+
+/* Called first thing in main, before MPI_Init: when OPENBLAS_CORETYPE is
+ * unset and OpenBLAS chose a pre-AVX kernel set on an AVX2/AVX-512 CPU,
+ * re-executes this program (/proc/self/exe, same argv and pid) with
+ * OPENBLAS_CORETYPE set to ts_blas_better_core's answer, so every run, job
+ * and benchmark gets the vector kernels without its launcher knowing.
+ * Returns when there is nothing to do, or, with a message on stderr, when the
+ * exec failed. */
+void ts_blas_prefer_vector_kernels(char **argv);
 
 #endif

@@ -1,6 +1,7 @@
-/* The advice about OpenBLAS's kernel choice (src/train/machine_peak.c): given
+/* src/train/machine_peak.c: the advice about OpenBLAS's kernel choice (given
  * when the kernels are an SSE-only set on a CPU with AVX2 or AVX-512, naming
- * the core type to ask for; silent otherwise. */
+ * the core type to ask for; silent otherwise), the kernel set thinkscale
+ * restarts with, and the time the peak probe charges a GEMM. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -37,11 +38,34 @@ static void silent_when_the_choice_fits(void **state) {
     assert_string_equal(advice, "untouched");
 }
 
+static void better_core_only_for_pre_avx_sets_on_avx_cpus(void **state) {
+    (void)state;
+    assert_string_equal(ts_blas_better_core("Prescott", true, true), "SkylakeX");
+    assert_string_equal(ts_blas_better_core("Core2", true, false), "Haswell");
+    assert_null(ts_blas_better_core("SkylakeX", true, true));
+    assert_null(ts_blas_better_core("Haswell", true, true)); /* an AVX2 set is not replaced */
+    assert_null(ts_blas_better_core("Prescott", false, false));
+    assert_null(ts_blas_better_core(NULL, true, true));
+}
+
+static void probe_charges_the_shorter_of_wall_and_cpu_time(void **state) {
+    (void)state;
+    /* Time-sliced with another process: the wall time doubles, the CPU
+     * time does not, and the CPU time is charged. */
+    assert_true(ts_peak_probe_seconds(0.060, 0.030) == 0.030);
+    /* Two BLAS threads: CPU time is the sum, the wall time is charged. */
+    assert_true(ts_peak_probe_seconds(0.030, 0.060) == 0.030);
+    /* A CPU clock that did not tick: wall time. */
+    assert_true(ts_peak_probe_seconds(0.030, 0.0) == 0.030);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(sse_kernels_on_avx512_ask_for_skylakex),
         cmocka_unit_test(sse_kernels_on_avx2_ask_for_haswell),
         cmocka_unit_test(silent_when_the_choice_fits),
+        cmocka_unit_test(better_core_only_for_pre_avx_sets_on_avx_cpus),
+        cmocka_unit_test(probe_charges_the_shorter_of_wall_and_cpu_time),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
