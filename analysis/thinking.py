@@ -30,6 +30,9 @@ def main(argv):
                         help="analyse the done thinking points even if others are not done")
     parser.add_argument("--resamples", type=int, default=thinking.DEFAULT_RESAMPLES)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--ood-axis", choices=("linear", "log"), default="linear",
+                        help="scale of thinking_ood's OOD-ness axis: log spreads sets whose "
+                        "OOD-ness spans decades (Dyck's 100s against real text's 1-10)")
     args = parser.parse_args(argv)
     if args.resamples < 10:
         parser.error("--resamples must be at least 10")
@@ -58,7 +61,7 @@ def main(argv):
              "thinking.csv": thinking.rows_csv(analysis.rows)}
     try:
         files, figures = publish.publish(args.dir, texts,
-                                         lambda d: thinking_figures.render_all(analysis, d))
+                                         lambda d: thinking_figures.render_all(analysis, d, args.ood_axis))
     except OSError as e:
         print(f"thinking: error: outputs not written: {e}", file=sys.stderr)
         return EXIT_WRITE_FAILED

@@ -80,10 +80,10 @@ def write_campaign(directory, rng, noise=0.02, subword=False):
         d.attrs["domains"] = np.array([b"val", b"near", b"mid", b"far"])
 
 
-def run_script(directory):
+def run_script(directory, *options):
     """analysis/thinking.py on directory (few resamples: the outputs' form is tested)."""
     return subprocess.run([sys.executable, str(ANALYSIS / "thinking.py"), "--resamples", "50",
-                           str(directory)], capture_output=True, text=True)
+                           *options, str(directory)], capture_output=True, text=True)
 
 
 class SlopeRecovery(unittest.TestCase):
@@ -153,6 +153,27 @@ class SlopeRecovery(unittest.TestCase):
         for stem in ("thinking_ood", "thinking_flops", "thinking_ablation"):
             for ext in ("png", "pdf"):
                 self.assertTrue((self.dir / "figures" / f"{stem}.{ext}").is_file(), stem)
+
+    def test_log_ood_axis_redraws_the_ood_figure_only(self):
+        self.assertEqual(run_script(self.dir).returncode, 0)
+        figures = self.dir / "figures"
+        linear = {p.name: p.read_bytes() for p in figures.glob("*.png")}
+        done = run_script(self.dir, "--ood-axis", "log")
+        self.assertEqual(done.returncode, 0, done.stderr)
+        log = {p.name: p.read_bytes() for p in figures.glob("*.png")}
+        self.assertNotEqual(linear["thinking_ood.png"], log["thinking_ood.png"])
+        self.assertEqual(linear["thinking_flops.png"], log["thinking_flops.png"])
+        bad = run_script(self.dir, "--ood-axis", "sideways")
+        self.assertNotEqual(bad.returncode, 0)
+        self.assertIn("--ood-axis", bad.stderr)
+
+    def test_answer_pass_fits_nothing(self):
+        runs, train_domain, _ = thinking.load_runs(self.dir)
+        rng = np.random.default_rng(0)
+        rows, top, by_setting = thinking.analyse_run(runs[0], train_domain, 50, rng,
+                                                     answers=True)
+        self.assertIsNone(top)
+        self.assertEqual(by_setting, [])
 
     def test_missing_results_is_bad_input(self):
         (self.dir / "results.h5").unlink()

@@ -281,9 +281,12 @@ def max_compute_label(run):
 
 
 def analyse_run(run, train_domain, resamples, rng, answers=False):
-    """Rows of one run (every set x setting) and its fit. With answers, the
-    answer-only sums of sets that have them (OOD-ness still relative to the
-    validation set's whole-text perplexity)."""
+    """Rows of one run (every set x setting), its fit at the top knob level
+    and its fits at every other level. With answers, the answer-only sums of
+    sets that have them (OOD-ness still relative to the validation set's
+    whole-text perplexity), and no fits: the figures and the fit files use
+    whole-text perplexity (docs/thinking.md), so answer-only lines would be
+    computed for nothing."""
     by_set = {}
     for s in run.settings:
         by_set.setdefault(s.set, {})[s.label] = s
@@ -329,11 +332,13 @@ def analyse_run(run, train_domain, resamples, rng, answers=False):
             points.setdefault(label, []).append((set_name, ood, gain, lo, hi))
             ood_b.setdefault(label, []).append(p0_b / val_ppl_b)
             gain_b.setdefault(label, []).append(samples)
+    if answers:
+        return rows, None, []
+
     def fit_at(label):
         return _fit_points(run, label, points.get(label, []), ood_b.get(label, []),
                            gain_b.get(label, []))
 
-    # In the answer-only pass a run may have no set with answers: no points.
     return rows, fit_at(top), [fit_at(label) for label in points if label != "default"]
 
 

@@ -23,10 +23,14 @@ def _other_vocab_fits(analysis):
     return [(runs[f.arch], f) for f in analysis.fits if f.arch in runs]
 
 
-def ood_figure(analysis, out_dir):
+def ood_figure(analysis, out_dir, ood_axis="linear"):
     """x OOD-ness, y thinking gain (%) at each architecture's highest-compute
     knob level: points with window-bootstrap intervals and the fitted line;
-    runs in another vocabulary (the subword row) hollow, dashed."""
+    runs in another vocabulary (the subword row) hollow, dashed. ood_axis
+    "log" draws x on a log scale (the lines, fitted in linear OOD-ness, then
+    bend), for sets whose OOD-ness spans decades."""
+    if ood_axis not in ("linear", "log"):
+        raise ValueError(f"ood_axis must be linear or log, not {ood_axis!r}")
     fig, ax = plt.subplots(figsize=(6.4, 4.4))
     archs = [f.arch for f in _base_fits(analysis)]
     series = [(f.arch, f, False) for f in _base_fits(analysis)]
@@ -52,14 +56,18 @@ def ood_figure(analysis, out_dir):
             ax.annotate(p[0], (xi, yi), textcoords="offset points", xytext=(4, 3), fontsize=7,
                         color=colour)
         if np.isfinite(f.slope):
-            grid = np.linspace(min(x.min(), 1.0), x.max(), 50)
+            lo_x = min(x.min(), 1.0)
+            grid = np.geomspace(lo_x, x.max(), 50) if ood_axis == "log" \
+                else np.linspace(lo_x, x.max(), 50)
             ax.plot(grid, 100 * (f.intercept + f.slope * grid), "--" if other_vocab else "-",
                     color=colour, lw=1)
     (x0, y0), (x1, y1) = PAPER_EBT_POINTS
     ax.plot([x0, x1], [y0, y1], "x--", color="black", lw=0.8,
             label="EBT paper, Fig. 7 (first and last of its 5 points)")
     ax.axhline(0, color="grey", lw=0.5)
-    ax.set_xlabel("OOD-ness (set perplexity / validation perplexity, default inference)")
+    ax.set_xscale(ood_axis)
+    ax.set_xlabel("OOD-ness (set perplexity / validation perplexity, default inference)"
+                  + (", log scale" if ood_axis == "log" else ""))
     ax.set_ylabel("thinking gain, % perplexity improvement")
     ax.set_title("Thinking gain against distribution shift")
     ax.legend(fontsize=7)
@@ -121,6 +129,6 @@ def ablation_figure(analysis, out_dir):
     return _save(fig, out_dir, "thinking_ablation")
 
 
-def render_all(analysis, out_dir):
-    return ood_figure(analysis, out_dir) + flops_figure(analysis, out_dir) + \
+def render_all(analysis, out_dir, ood_axis="linear"):
+    return ood_figure(analysis, out_dir, ood_axis) + flops_figure(analysis, out_dir) + \
         ablation_figure(analysis, out_dir)
