@@ -8,6 +8,7 @@
 #define TS_TRANSFORMER_BLOCK_H
 
 #include "engine/engine.h"
+#include "models/activation_hook.h"
 #include "models/linear.h"
 
 typedef struct tpp_block_params {
@@ -17,6 +18,7 @@ typedef struct tpp_block_params {
     ts_tensor *w1, *w3;           /* [F, D] */
     ts_tensor *w2;                /* [D, F] */
     const ts_linear_hook *linear; /* how the linear layers run (NULL: locally) */
+    const ts_activation_hook *activations; /* the ops between them (NULL: whole, locally) */
     int unit;                     /* the parameter unit of its leaves, marked around the
                                    * block (ts_unit_boundary; ts_model_param_unit): layer + 1
                                    * for tpp_block, 0 (unmarked) for any other */

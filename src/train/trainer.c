@@ -388,7 +388,9 @@ static int run(trainer *tr, bool resume, const char *resume_from) {
         ts_block_cyclic layout = ts_tensor_grid_layout(&tr->grid);
         if (!all_ok(tr, ts_model_distribute(m, &layout, err, sizeof err), err)) return 1;
     }
-    ts_tensor_parallel_attach(m, &tr->tensor_parallel, &tr->grid);
+    if (!all_ok(tr, ts_tensor_parallel_attach(m, &tr->tensor_parallel, &tr->grid, err, sizeof err),
+                err))
+        return 1;
     if (!all_ok(tr, ts_parallel_init(&tr->parallel, tr->grid.data, strategy, m, err, sizeof err),
                 err))
         return 1;

@@ -172,7 +172,7 @@ static void test_linear_matches_local(void **state) {
     ts_set_requires_grad(&ctx, w, true);
     ts_model model_hook = {0};
     ts_tensor_parallel tp;
-    ts_tensor_parallel_attach(&model_hook, &tp, &g);
+    assert_true(ts_tensor_parallel_attach(&model_hook, &tp, &g, err, sizeof err));
     ts_tensor *y = ts_linear(&ctx, &model_hook.linear, x, w);
     ts_tensor *y_local = ts_linear(&ctx, NULL, x, w);
     assert_int_equal(y->ndim, 3);
