@@ -18,8 +18,7 @@ static const ts_config_key keys[] = {
                          "Q BLACS grid of each group of P*Q ranks, data parallelism across groups "
                          "(docs/parallelism.md)",
                          false),
-    TS_CONFIG_STRING_KEY(ts_parallel_config, "tensor_activations", tensor_activations,
-                         "replicated",
+    TS_CONFIG_STRING_KEY(ts_parallel_config, "tensor_activations", tensor_activations, "replicated",
                          "under parallel.tensor_grid: replicated (activations whole on every rank "
                          "of a group, only the linear GEMMs distributed) or distributed (every "
                          "activation held as 2D blocks, tokens over the grid's columns and "

@@ -6,7 +6,8 @@ bool ts_activations_distributed(const ts_activation_hook *hook) {
 
 ts_tensor *ts_act_embed(ts_ctx *ctx, const ts_activation_hook *hook, ts_tensor *table,
                         const int32_t *ids, int batch, int seq) {
-    if (ts_activations_distributed(hook)) return hook->embed(hook->user, ctx, table, ids, batch, seq);
+    if (ts_activations_distributed(hook))
+        return hook->embed(hook->user, ctx, table, ids, batch, seq);
     ts_tensor *x = ts_embedding(ctx, table, ids, (long)batch * seq);
     return ts_reshape(ctx, x, TS_SHAPE(batch, seq, table->shape[1]));
 }

@@ -29,8 +29,8 @@ typedef struct ts_activation_hook {
     /* Mean over tokens whose target is not ignore_index of -log
      * softmax(logits)[target]; targets one per token (all of them, whole).
      * Returns shape [1], the same on every rank of the group. */
-    ts_tensor *(*cross_entropy)(void *user, ts_ctx *ctx, ts_tensor *logits,
-                                const int32_t *targets, int32_t ignore_index);
+    ts_tensor *(*cross_entropy)(void *user, ts_ctx *ctx, ts_tensor *logits, const int32_t *targets,
+                                int32_t ignore_index);
     void *user;
 } ts_activation_hook;
 

@@ -13,12 +13,15 @@ static MPI_Comm comm_of(const ts_tensor_grid *g, ts_grid_axis axis) {
 }
 
 static int ranks_of(const ts_tensor_grid *g, ts_grid_axis axis) {
-    return axis == TS_AXIS_FEATURES ? g->rows : axis == TS_AXIS_TOKENS ? g->cols : g->rows * g->cols;
+    return axis == TS_AXIS_FEATURES ? g->rows
+           : axis == TS_AXIS_TOKENS ? g->cols
+                                    : g->rows * g->cols;
 }
 
 static const char *axis_name(ts_grid_axis axis) {
-    return axis == TS_AXIS_FEATURES ? "process column" : axis == TS_AXIS_TOKENS ? "process row"
-                                                                                : "group";
+    return axis == TS_AXIS_FEATURES ? "process column"
+           : axis == TS_AXIS_TOKENS ? "process row"
+                                    : "group";
 }
 
 static ts_block_cyclic layout_of(const ts_tensor_grid *g) {
@@ -184,7 +187,8 @@ ts_tensor *ts_tp_gather_tokens(ts_ctx *ctx, ts_tensor_grid *g, ts_tensor *x, int
         ts_fail(ctx, "tensor_gather_tokens", "%d x %d values exceed one all-gather", n, f);
     ts_tensor *out = ts_new(ctx, TS_SHAPE(n, f));
     if (!ctx->counting) {
-        int *counts = ts_alloc(ctx, 2 * (size_t)g->cols * sizeof *counts), *displs = counts + g->cols;
+        int *counts = ts_alloc(ctx, 2 * (size_t)g->cols * sizeof *counts),
+            *displs = counts + g->cols;
         token_counts(g, n, counts, displs);
         ts_real *by_column = ts_alloc(ctx, ((size_t)n * f + 1) * sizeof *by_column);
         int *values = ts_alloc(ctx, 2 * (size_t)g->cols * sizeof *values), *at = values + g->cols;
@@ -194,8 +198,8 @@ ts_tensor *ts_tp_gather_tokens(ts_ctx *ctx, ts_tensor_grid *g, ts_tensor *x, int
         }
         if (MPI_Allgatherv(x->data, values[g->my_col], TS_MPI_REAL, by_column, values, at,
                            TS_MPI_REAL, g->same_row) != MPI_SUCCESS)
-            ts_fail(ctx, "tensor_gather_tokens", "all-gathering %d tokens over the process row failed",
-                    n);
+            ts_fail(ctx, "tensor_gather_tokens",
+                    "all-gathering %d tokens over the process row failed", n);
         reorder_tokens(g, n, f, counts, displs, by_column, out->data, true);
         g->bytes_sent += (double)n * f * sizeof(ts_real) * (g->cols - 1) / g->cols;
     }
@@ -214,7 +218,8 @@ ts_tensor *ts_tp_reduce_scatter_tokens(ts_ctx *ctx, ts_tensor_grid *g, ts_tensor
                 f);
     ts_tensor *out = ts_new(ctx, TS_SHAPE(local_tokens(g, n), f));
     if (!ctx->counting) {
-        int *counts = ts_alloc(ctx, 2 * (size_t)g->cols * sizeof *counts), *displs = counts + g->cols;
+        int *counts = ts_alloc(ctx, 2 * (size_t)g->cols * sizeof *counts),
+            *displs = counts + g->cols;
         token_counts(g, n, counts, displs);
         ts_real *by_column = ts_alloc(ctx, ((size_t)n * f + 1) * sizeof *by_column);
         reorder_tokens(g, n, f, counts, displs, by_column, x->data, false);
@@ -297,8 +302,8 @@ ts_tensor *ts_tp_rmsnorm(void *user, ts_ctx *ctx, ts_tensor *x, ts_tensor *weigh
     int f = weight->shape[0];
     ts_tensor *squares = ts_sum(ctx, ts_square(ctx, x), 1, true); /* [tokens, 1] */
     /* every feature block of a token uses the same total */
-    ts_tensor *total = ts_tp_fanout(ctx, g, ts_tp_reduce(ctx, g, squares, TS_AXIS_FEATURES),
-                                    TS_AXIS_FEATURES);
+    ts_tensor *total =
+        ts_tp_fanout(ctx, g, ts_tp_reduce(ctx, g, squares, TS_AXIS_FEATURES), TS_AXIS_FEATURES);
     ts_tensor *inverse = ts_rsqrt(ctx, ts_add_scalar(ctx, ts_scale(ctx, total, 1.0 / f), eps));
     return ts_mul(ctx, ts_mul(ctx, x, inverse), ts_tp_local_features(ctx, g, weight));
 }
@@ -313,14 +318,16 @@ static long *my_token_indices(ts_ctx *ctx, const ts_tensor_grid *g, int n) {
 
 /* [tokens, heads * dh] -> [tokens, heads, dh] rotated at the tokens'
  * positions in their sequences. */
-static ts_tensor *rotate(ts_ctx *ctx, ts_tensor *x, int dh, const int32_t *positions, double theta) {
+static ts_tensor *rotate(ts_ctx *ctx, ts_tensor *x, int dh, const int32_t *positions,
+                         double theta) {
     return ts_rope(ctx, ts_reshape(ctx, x, TS_SHAPE(x->shape[0], x->shape[1] / dh, dh)), positions,
                    theta);
 }
 
 /* [tokens, heads, dh] -> [heads, tokens, dh] */
 static ts_tensor *heads_first(ts_ctx *ctx, ts_tensor *x, int dh) {
-    ts_tensor *h = ts_reshape(ctx, x, TS_SHAPE(x->shape[0], (int)(x->numel / x->shape[0] / dh), dh));
+    ts_tensor *h =
+        ts_reshape(ctx, x, TS_SHAPE(x->shape[0], (int)(x->numel / x->shape[0] / dh), dh));
     return ts_permute(ctx, h, (const int[]){1, 0, 2});
 }
 
@@ -337,8 +344,8 @@ ts_tensor *ts_tp_causal_attention(void *user, ts_ctx *ctx, ts_tensor *q, ts_tens
     int32_t *my_positions = ts_alloc(ctx, ((size_t)mine + 1) * sizeof *my_positions);
     for (long i = 0; i < mine; i++) my_positions[i] = positions[global[i] % seq];
     ts_tensor *qr = rotate(ctx, q, dh, my_positions, rope_theta);
-    ts_tensor *kr = ts_reshape(ctx, rotate(ctx, k, dh, my_positions, rope_theta),
-                               TS_SHAPE(mine, features));
+    ts_tensor *kr =
+        ts_reshape(ctx, rotate(ctx, k, dh, my_positions, rope_theta), TS_SHAPE(mine, features));
     /* every token's keys and values of this rank's heads */
     ts_tensor *keys = ts_tp_gather_tokens(ctx, g, kr, n);
     ts_tensor *values = ts_tp_gather_tokens(ctx, g, v, n);
@@ -371,15 +378,15 @@ ts_tensor *ts_tp_cross_entropy(void *user, ts_ctx *ctx, ts_tensor *logits, const
     if (!ctx->counting) {
         for (long i = 0; i < mine; i++) {
             ts_real m = -INFINITY;
-            for (long j = 0; j < vocab_here; j++)
-                m = fmax(m, logits->data[i * vocab_here + j]);
+            for (long j = 0; j < vocab_here; j++) m = fmax(m, logits->data[i * vocab_here + j]);
             shift->data[i] = m;
         }
         if (g->rows > 1) {
             if (MPI_Allreduce(MPI_IN_PLACE, shift->data, mine, TS_MPI_REAL, MPI_MAX, g->same_col) !=
                 MPI_SUCCESS)
-                ts_fail(ctx, "tensor_cross_entropy", "the logits' maximum over the process column "
-                                                     "failed");
+                ts_fail(ctx, "tensor_cross_entropy",
+                        "the logits' maximum over the process column "
+                        "failed");
             g->bytes_sent += (double)mine * sizeof(ts_real) * (g->rows - 1);
         }
     }
@@ -392,13 +399,14 @@ ts_tensor *ts_tp_cross_entropy(void *user, ts_ctx *ctx, ts_tensor *logits, const
     for (long i = 0; i < mine; i++) {
         int32_t t = targets[global[i]];
         bool valid = t != ignore_index && t >= 0;
-        here[i] = valid && t / nb % g->rows == g->my_row ? (int32_t)(t / nb / g->rows * nb + t % nb)
-                                                        : -1;
+        here[i] =
+            valid && t / nb % g->rows == g->my_row ? (int32_t)(t / nb / g->rows * nb + t % nb) : -1;
         if (!ctx->counting) scored->data[i] = valid;
     }
     long count = 0;
     for (long i = 0; i < n; i++) count += targets[i] != ignore_index && targets[i] >= 0;
-    ts_tensor *target_logit = ts_tp_reduce(ctx, g, ts_gather_last(ctx, logits, here), TS_AXIS_FEATURES);
+    ts_tensor *target_logit =
+        ts_tp_reduce(ctx, g, ts_gather_last(ctx, logits, here), TS_AXIS_FEATURES);
     ts_tensor *losses = ts_mul(ctx, ts_sub(ctx, lse, target_logit), scored);
     ts_tensor *total = ts_tp_reduce(ctx, g, ts_sum_all(ctx, losses), TS_AXIS_TOKENS);
     return ts_scale(ctx, total, count > 0 ? 1.0 / count : 0.0);

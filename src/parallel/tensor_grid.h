@@ -28,12 +28,12 @@ typedef struct ts_tensor_grid {
      * reduce and gather over them. */
     MPI_Comm same_row, same_col;
     int group_rank;
-    int my_row, my_col; /* this rank's place on the BLACS grid */
-    int blacs_handle;   /* Csys2blacs_handle of group */
-    int blacs_context;  /* the grid (Cblacs_gridinit) */
-    int block;          /* block-cyclic block size of every distributed matrix */
-    double bytes_sent;  /* payload this rank sent in the grid's collectives, cumulative */
-    bool data_owned;    /* data is a communicator of our own, to free */
+    int my_row, my_col;           /* this rank's place on the BLACS grid */
+    int blacs_handle;             /* Csys2blacs_handle of group */
+    int blacs_context;            /* the grid (Cblacs_gridinit) */
+    int block;                    /* block-cyclic block size of every distributed matrix */
+    double bytes_sent;            /* payload this rank sent in the grid's collectives, cumulative */
+    bool data_owned;              /* data is a communicator of our own, to free */
     bool distributed_activations; /* parallel.tensor_activations = distributed */
 } ts_tensor_grid;
 

@@ -450,9 +450,10 @@ static int run(trainer *tr, bool resume, const char *resume_from) {
         for (int i = 0; i < m->table.count; i++) blocked += ts_model_param_blocked(m, i);
         printf("tensor parallelism: %dx%d p?gemm grid per group of %d ranks, %d groups "
                "data-parallel; %d of %d tensors held as blocks, %ld of %ld parameters on this "
-               "rank\n",
+               "rank; activations %s\n",
                tr->grid.rows, tr->grid.cols, tr->grid.rows * tr->grid.cols, tr->parallel.nranks,
-               blocked, m->table.count, m->table.total, ts_model_global_table(m)->total);
+               blocked, m->table.count, m->table.total, ts_model_global_table(m)->total,
+               tr->grid.distributed_activations ? "distributed" : "replicated");
     }
 
     long first_step = tr->step;
