@@ -346,23 +346,37 @@ ts_tensor *ts_tp_causal_attention(void *user, ts_ctx *ctx, ts_tensor *q, ts_tens
     ts_tensor *qr = rotate(ctx, q, dh, my_positions, rope_theta);
     ts_tensor *kr =
         ts_reshape(ctx, rotate(ctx, k, dh, my_positions, rope_theta), TS_SHAPE(mine, features));
-    /* every token's keys and values of this rank's heads */
+    /* every token's keys and values of this rank's heads, [n, features] */
     ts_tensor *keys = ts_tp_gather_tokens(ctx, g, kr, n);
     ts_tensor *values = ts_tp_gather_tokens(ctx, g, v, n);
-    /* a query sees the keys of its own sequence up to itself */
-    ts_tensor *mask = ts_new(ctx, TS_SHAPE(mine, n));
-    for (long i = 0; !ctx->counting && i < mine; i++) {
-        long start = global[i] / seq * seq;
-        for (long j = 0; j < n; j++)
-            mask->data[i * n + j] = j >= start && j <= global[i] ? 0 : -INFINITY;
+    /* This rank's tokens ascend, so those of one sequence are a run of
+     * rows; each run attends the keys of its sequence up to its last token
+     * ([heads, run, visible], as one rank would per sequence). Slicing rows
+     * first takes views, so only the visible keys are copied per head. */
+    int runs = 0;
+    ts_tensor **parts = ts_alloc(ctx, ((size_t)mine + 1) * sizeof *parts);
+    for (int i0 = 0; i0 < mine;) {
+        long start = global[i0] / seq * seq;
+        int i1 = i0;
+        while (i1 < mine && global[i1] / seq * seq == start) i1++;
+        int visible = (int)(global[i1 - 1] - start + 1);
+        ts_tensor *mask = ts_new(ctx, TS_SHAPE(i1 - i0, visible));
+        for (long i = i0; !ctx->counting && i < i1; i++)
+            for (long j = 0; j < visible; j++)
+                mask->data[(i - i0) * visible + j] = start + j <= global[i] ? 0 : -INFINITY;
+        ts_tensor *scores = ts_matmul(
+            ctx, heads_first(ctx, ts_slice(ctx, qr, 0, i0, i1 - i0), dh),
+            heads_first(ctx, ts_slice(ctx, keys, 0, (int)start, visible), dh), false, true);
+        scores = ts_scale(ctx, scores, 1.0 / sqrt((double)dh));
+        ts_tensor *mixed =
+            ts_matmul(ctx, ts_softmax(ctx, scores, mask),
+                      heads_first(ctx, ts_slice(ctx, values, 0, (int)start, visible), dh), false,
+                      false); /* [heads, run, dh] */
+        parts[runs++] = ts_reshape(ctx, ts_permute(ctx, mixed, (const int[]){1, 0, 2}),
+                                   TS_SHAPE(i1 - i0, features));
+        i0 = i1;
     }
-    ts_tensor *scores = ts_matmul(ctx, heads_first(ctx, qr, dh), heads_first(ctx, keys, dh), false,
-                                  true); /* [heads, mine, n] */
-    scores = ts_scale(ctx, scores, 1.0 / sqrt((double)dh));
-    ts_tensor *mixed = ts_matmul(ctx, ts_softmax(ctx, scores, mask), heads_first(ctx, values, dh),
-                                 false, false); /* [heads, mine, dh] */
-    ts_tensor *tokens_first = ts_permute(ctx, mixed, (const int[]){1, 0, 2});
-    return ts_reshape(ctx, tokens_first, TS_SHAPE(mine, features));
+    return runs == 1 ? parts[0] : ts_concat(ctx, runs, parts, 0);
 }
 
 ts_tensor *ts_tp_cross_entropy(void *user, ts_ctx *ctx, ts_tensor *logits, const int32_t *targets,
