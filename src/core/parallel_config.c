@@ -24,6 +24,11 @@ static const ts_config_key keys[] = {
                          "activation held as 2D blocks, tokens over the grid's columns and "
                          "features over its rows; Transformer++ only; docs/parallelism.md)",
                          false),
+    TS_CONFIG_INT_KEY(ts_parallel_config, "tensor_block", tensor_block, 32,
+                      "under parallel.tensor_grid: the block-cyclic block size (ScaLAPACK's NB) "
+                      "of every distributed matrix; with distributed activations a multiple of "
+                      "the head width (model.width / model.heads)",
+                      false),
 };
 
 enum { MAX_GRID_SIDE = 4096 };
@@ -67,6 +72,11 @@ static bool resolve(void *fields, const bool *explicit_keys, char *err, size_t e
                  "parallel.tensor_grid: '%s' is neither off nor PxQ with 1 <= P, Q <= %d "
                  "(e.g. 2x2)",
                  p->tensor_grid, MAX_GRID_SIDE);
+        return false;
+    }
+    if (p->tensor_block < 1 || p->tensor_block > MAX_GRID_SIDE) {
+        snprintf(err, errlen, "parallel.tensor_block must be between 1 and %d, got %d",
+                 MAX_GRID_SIDE, p->tensor_block);
         return false;
     }
     bool distributed = !strcmp(p->tensor_activations, "distributed");

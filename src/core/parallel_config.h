@@ -13,6 +13,7 @@ typedef struct ts_parallel_config {
      * only the GEMMs distributed) or "distributed" (activations as 2D blocks,
      * tokens over the process columns, features over the rows) */
     char tensor_activations[16];
+    int tensor_block; /* block-cyclic block size of every distributed matrix (ScaLAPACK's NB) */
 } ts_parallel_config;
 
 /* "PxQ" (P, Q >= 1) -> *rows = P, *cols = Q; "off" -> false with both 0.

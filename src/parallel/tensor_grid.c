@@ -116,5 +116,6 @@ bool ts_tensor_grid_from_config(ts_tensor_grid *g, MPI_Comm world, const ts_para
     }
     if (!ts_tensor_grid_init(g, world, rows, cols, err, errlen)) return false;
     g->distributed_activations = !strcmp(c->tensor_activations, "distributed");
+    if (c->tensor_block > 0) g->block = c->tensor_block;
     return true;
 }

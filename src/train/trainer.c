@@ -267,7 +267,7 @@ static bool fits_memory_limit(trainer *tr, char *err, size_t errlen) {
     if (ts_parallel_tensor_grid(&c->parallel, &grid_rows, &grid_cols)) {
         rows = grid_rows;
         cols = grid_cols;
-        ts_block_cyclic origin = {TS_TENSOR_BLOCK, rows, cols, 0, 0};
+        ts_block_cyclic origin = {c->parallel.tensor_block, rows, cols, 0, 0};
         if (!ts_model_distribute(shape, &origin, err, errlen)) {
             ts_model_destroy(shape);
             return false;
