@@ -22,6 +22,7 @@
 
 #include "engine/engine.h"
 #include "mpi_cmocka.h"
+#include "tensor_checks.h"
 #include "parallel/tensor_activation_ops.h"
 #include "parallel/tensor_grid.h"
 
@@ -45,41 +46,15 @@ enum {
 };
 
 static ts_tensor *random_tensor(ts_ctx *ctx, int rows, int cols, uint64_t seed, bool leaf) {
-    ts_tensor *t = ts_new(ctx, TS_SHAPE(rows, cols));
-    ts_rng rng;
-    ts_rng_seed(&rng, seed);
-    ts_rng_fill_normal(&rng, t->data, t->numel, 0, 1);
+    ts_tensor *t = random_matrix(ctx, rows, cols, seed);
     if (leaf) ts_set_requires_grad(ctx, t, true);
     return t;
 }
 
 static ts_tensor *random_vector(ts_ctx *ctx, int n, uint64_t seed) {
-    ts_tensor *t = random_tensor(ctx, 1, n, seed, false);
-    t = ts_reshape(ctx, t, TS_SHAPE(n));
-    ts_tensor *leaf = ts_new(ctx, TS_SHAPE(n));
-    memcpy(leaf->data, t->data, (size_t)n * sizeof(ts_real));
-    ts_set_requires_grad(ctx, leaf, true);
-    return leaf;
-}
-
-static double max_rel_diff(const ts_tensor *a, const ts_tensor *b) {
-    assert_int_equal(a->numel, b->numel);
-    double scale = 0, diff = 0;
-    for (long i = 0; i < a->numel; i++) {
-        scale = fmax(scale, fabs((double)b->data[i]));
-        diff = fmax(diff, fabs((double)a->data[i] - (double)b->data[i]));
-    }
-    return scale > 0 ? diff / scale : diff;
-}
-
-static void assert_same_on_group(const ts_tensor_grid *g, const ts_tensor *t) {
-    size_t bytes = (size_t)t->numel * sizeof(ts_real);
-    ts_real *root = malloc(bytes);
-    assert_non_null(root);
-    memcpy(root, t->data, bytes);
-    assert_int_equal(MPI_Bcast(root, (int)bytes, MPI_BYTE, 0, g->group), MPI_SUCCESS);
-    assert_int_equal(memcmp(root, t->data, bytes), 0);
-    free(root);
+    ts_tensor *t = ts_reshape(ctx, random_matrix(ctx, 1, n, seed), TS_SHAPE(n));
+    ts_set_requires_grad(ctx, t, true);
+    return t;
 }
 
 /* What one op gives: its whole value, the gradients of sum(value * R) with
