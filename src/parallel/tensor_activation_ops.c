@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "models/transformer_block.h"
 #include "models/transformerpp.h"
 #include "parallel/data_parallel.h"
 
@@ -280,25 +281,30 @@ ts_tensor *ts_tp_sum_features(ts_ctx *ctx, ts_tensor_grid *g, ts_tensor *x, int 
 
 /* --- layer ops --------------------------------------------------------- */
 
+bool ts_tp_too_few_tokens(const ts_tensor_grid *g, long tokens) {
+    return tokens <= (long)layout_of(g).block * (g->cols - 1);
+}
+
 ts_tensor *ts_tp_embed(void *user, ts_ctx *ctx, ts_tensor *table, const int32_t *ids, int batch,
                        int seq) {
     ts_tensor_parallel *tp = user;
     ts_tensor_grid *g = tp->grid;
     long n = (long)batch * seq;
-    long least = (long)layout_of(g).block * (g->cols - 1);
-    if (n <= least || n > INT_MAX)
-        ts_fail(ctx, "tensor_embed",
-                "distributed activations on a %dx%d grid need more than %ld tokens per group "
-                "step (every process column a block of %d), got %ld",
-                g->rows, g->cols, least, layout_of(g).block, n);
+    if (n < 1 || n > INT_MAX)
+        ts_fail(ctx, "tensor_embed", "%ld tokens per group step do not fit one all-gather", n);
     tp->tokens = (int)n;
     tp->seq = seq;
     tp->width = table->shape[1];
-    return ts_tp_to_blocks(ctx, g, ts_embedding(ctx, table, ids, n));
+    tp->whole_step = ts_tp_too_few_tokens(g, n);
+    ts_tensor *x = ts_embedding(ctx, table, ids, n);
+    if (tp->whole_step) return ts_reshape(ctx, x, TS_SHAPE(batch, seq, tp->width));
+    return ts_tp_to_blocks(ctx, g, x);
 }
 
 ts_tensor *ts_tp_rmsnorm(void *user, ts_ctx *ctx, ts_tensor *x, ts_tensor *weight, double eps) {
-    ts_tensor_grid *g = ((ts_tensor_parallel *)user)->grid;
+    const ts_tensor_parallel *tp = user;
+    if (tp->whole_step) return ts_rmsnorm(ctx, x, weight, eps);
+    ts_tensor_grid *g = tp->grid;
     int f = weight->shape[0];
     ts_tensor *squares = ts_sum(ctx, ts_square(ctx, x), 1, true); /* [tokens, 1] */
     /* every feature block of a token uses the same total */
@@ -336,6 +342,13 @@ ts_tensor *ts_tp_causal_attention(void *user, ts_ctx *ctx, ts_tensor *q, ts_tens
     const ts_tensor_parallel *tp = user;
     ts_tensor_grid *g = tp->grid;
     int n = tp->tokens, seq = tp->seq, dh = tp->width / n_heads;
+    if (tp->whole_step) {
+        ts_tensor *a =
+            ts_causal_attention(ctx, tpp_split_heads(ctx, q, n_heads, positions, rope_theta),
+                                tpp_split_heads(ctx, k, n_heads, positions, rope_theta),
+                                tpp_split_heads(ctx, v, n_heads, NULL, 0), 1.0 / sqrt((double)dh));
+        return tpp_merge_heads(ctx, a);
+    }
     int mine = q->shape[0], features = q->shape[1];
     if (features % dh)
         ts_fail(ctx, "tensor_attention", "%d local features are not whole heads of %d", features,
@@ -382,6 +395,7 @@ ts_tensor *ts_tp_causal_attention(void *user, ts_ctx *ctx, ts_tensor *q, ts_tens
 ts_tensor *ts_tp_cross_entropy(void *user, ts_ctx *ctx, ts_tensor *logits, const int32_t *targets,
                                int32_t ignore_index) {
     const ts_tensor_parallel *tp = user;
+    if (tp->whole_step) return ts_cross_entropy(ctx, logits, targets, ignore_index);
     ts_tensor_grid *g = tp->grid;
     int n = tp->tokens, mine = logits->shape[0], vocab_here = logits->shape[1];
     int nb = layout_of(g).block;

@@ -61,7 +61,13 @@ ts_tensor *ts_tp_sum_features(ts_ctx *ctx, ts_tensor_grid *g, ts_tensor *x, int 
 
 /* The layer ops, each the distributed form of the engine op named and with
  * the signature of models/activation_hook.h's hook (user: a
- * ts_tensor_parallel, whose tokens, seq and width the embedding sets). */
+ * ts_tensor_parallel, whose tokens, seq and width the embedding sets).
+ * A step of at most NB (Q - 1) tokens would leave a process column without
+ * tokens, which the engine cannot hold (no empty tensors): the embedding
+ * then marks the step whole (ts_tensor_parallel.whole_step) and every op,
+ * the linear layers included, runs on whole activations as in the
+ * replicated mode (an evaluation's last, short micro-batch, say). */
+bool ts_tp_too_few_tokens(const ts_tensor_grid *g, long tokens);
 /* ts_embedding: whole rows of table at ids, then this rank's blocks. */
 ts_tensor *ts_tp_embed(void *tp, ts_ctx *ctx, ts_tensor *table, const int32_t *ids, int batch,
                        int seq);

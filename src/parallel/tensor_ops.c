@@ -262,6 +262,7 @@ ts_tensor *ts_tensor_linear(void *user, ts_ctx *ctx, ts_tensor *x, ts_tensor *w)
 
 ts_tensor *ts_tensor_linear_blocks(void *user, ts_ctx *ctx, ts_tensor *x, ts_tensor *w) {
     const ts_tensor_parallel *tp = user;
+    if (tp->whole_step) return ts_tensor_linear(user, ctx, x, w);
     char sw[64];
     ts_tensor_dist dw = weight_layout(tp, w);
     if (w->ndim != 2)

@@ -63,6 +63,10 @@ typedef struct ts_tensor_parallel {
     ts_tensor_grid *grid;
     const ts_model *model;
     int tokens, seq, width; /* [tokens, width] activations of sequences of seq tokens */
+    /* This step's tokens are too few to give every process column a block
+     * (the engine has no empty tensors): its activations stay whole, as in
+     * the replicated mode (parallel/tensor_activation_ops.h). */
+    bool whole_step;
 } ts_tensor_parallel;
 
 /* The linear layer x W^T of whole x [..., in] and w [out, in] on the grid,

@@ -142,6 +142,19 @@ check "a block size of 0 is refused" fails_with "$tmp/nb0.log" \
     "parallel.tensor_block must be between 1 and 4096, got 0" \
     tiny_train 1 "$bin" "$tmp/nb0" --set parallel.tensor_grid=1x1 --set parallel.tensor_block=0
 
+# A step of at most 32 (Q - 1) tokens (here one sequence of 32 on 2
+# columns) would leave a process column without tokens: it runs whole, as
+# the replicated mode would, on the same trajectory.
+tiny_train 1 "$bin_double" "$tmp/short-base" "${common[@]}" --set train.batch=1 \
+    >"$tmp/short-base.log" 2>&1
+tiny_train 2 "$bin_double" "$tmp/short-12" "${common[@]}" --set train.batch=1 \
+    --set parallel.tensor_grid=1x2 --set parallel.tensor_activations=distributed \
+    >"$tmp/short-12.log" 2>&1
+check "steps too short for a 1x2 grid train with distributed activations" [ $? -eq 0 ] ||
+    tail -5 "$tmp/short-12.log"
+diff=$(max_rel_diff "$tmp/short-base" "$tmp/short-12" $steps)
+check "... and follow the 1-rank losses within 1e-10 ($diff)" below "$diff" 1e-10
+
 # What it saves against replicated activations on the same grid: fewer bytes
 # communicated per step (no all-gather of every linear layer's result and
 # input gradient) and a smaller activation high-water mark per rank.

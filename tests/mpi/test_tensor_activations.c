@@ -35,15 +35,13 @@
 static int rank, size;
 
 /* 3 sequences of 7 tokens, 6 heads of 4, a vocabulary of 37 */
-enum {
-    BATCH = 3,
-    SEQ = 7,
-    TOKENS = BATCH * SEQ,
-    HEADS = 6,
-    DH = 4,
-    WIDTH = HEADS * DH,
-    VOCAB = 37
-};
+enum { HEADS = 6, DH = 4, WIDTH = HEADS * DH, VOCAB = 37, MAX_TOKENS = 64 };
+/* BATCH sequences of SEQ tokens: 3 of 7 (token blocks straddle sequences),
+ * or 1 of 3 (fewer than a block: a second process column holds none). */
+static int batch_n = 3, seq_n = 7;
+#define BATCH batch_n
+#define SEQ seq_n
+#define TOKENS (batch_n * seq_n)
 
 static ts_tensor *random_tensor(ts_ctx *ctx, int rows, int cols, uint64_t seed, bool leaf) {
     ts_tensor *t = random_matrix(ctx, rows, cols, seed);
@@ -69,26 +67,31 @@ typedef struct outcome {
 typedef ts_tensor *(*op_fn)(ts_ctx *ctx, ts_tensor_parallel *tp, ts_tensor *const *in);
 
 static const int32_t *positions(void) {
-    static int32_t p[SEQ];
+    static int32_t p[MAX_TOKENS];
     for (int t = 0; t < SEQ; t++) p[t] = t;
     return p;
 }
 
 /* Every n-th target ignored (-1). */
 static const int32_t *targets(void) {
-    static int32_t t[TOKENS];
+    static int32_t t[MAX_TOKENS];
     for (int i = 0; i < TOKENS; i++) t[i] = i % 5 == 3 ? -1 : (i * 11 + 3) % VOCAB;
     return t;
 }
 
+/* x [TOKENS, F] as the ops take it: this rank's blocks, or [BATCH, SEQ, F]
+ * whole in a step too short for the grid (as the embedding decides). */
 static ts_tensor *blocks_in(ts_ctx *ctx, ts_tensor_parallel *tp, ts_tensor *x) {
     tp->tokens = x->shape[0];
     tp->seq = SEQ;
     tp->width = WIDTH;
+    tp->whole_step = ts_tp_too_few_tokens(tp->grid, tp->tokens);
+    if (tp->whole_step) return ts_reshape(ctx, x, TS_SHAPE(BATCH, SEQ, x->shape[1]));
     return ts_tp_to_blocks(ctx, tp->grid, x);
 }
 
 static ts_tensor *whole_out(ts_ctx *ctx, ts_tensor_parallel *tp, ts_tensor *y, int cols) {
+    if (tp->whole_step) return ts_reshape(ctx, y, TS_SHAPE(tp->tokens, cols));
     return ts_tp_to_whole(ctx, tp->grid, y, tp->tokens, cols);
 }
 
@@ -126,7 +129,7 @@ static ts_tensor *cross_entropy_op(ts_ctx *ctx, ts_tensor_parallel *tp, ts_tenso
 }
 
 static const int32_t *token_ids(void) {
-    static int32_t ids[TOKENS];
+    static int32_t ids[MAX_TOKENS];
     for (int i = 0; i < TOKENS; i++) ids[i] = (i * 7 + 2) % VOCAB;
     return ids;
 }
@@ -206,26 +209,45 @@ static void check_on_every_grid(const char *name, op_fn op, int n_in, const int 
 
 static void test_rmsnorm(void **state) {
     (void)state;
-    static const int shapes[][2] = {{TOKENS, WIDTH}, {0, WIDTH}};
+    const int shapes[][2] = {{TOKENS, WIDTH}, {0, WIDTH}};
     check_on_every_grid("rmsnorm", rmsnorm_op, 2, shapes);
 }
 
 static void test_causal_attention(void **state) {
     (void)state;
-    static const int shapes[][2] = {{TOKENS, WIDTH}, {TOKENS, WIDTH}, {TOKENS, WIDTH}};
+    const int shapes[][2] = {{TOKENS, WIDTH}, {TOKENS, WIDTH}, {TOKENS, WIDTH}};
     check_on_every_grid("attention", attention_op, 3, shapes);
 }
 
 static void test_cross_entropy(void **state) {
     (void)state;
-    static const int shapes[][2] = {{TOKENS, VOCAB}};
+    const int shapes[][2] = {{TOKENS, VOCAB}};
     check_on_every_grid("cross_entropy", cross_entropy_op, 1, shapes);
 }
 
 static void test_embedding(void **state) {
     (void)state;
-    static const int shapes[][2] = {{VOCAB, WIDTH}};
+    const int shapes[][2] = {{VOCAB, WIDTH}};
     check_on_every_grid("embedding", embed_op, 1, shapes);
+}
+
+/* A step of fewer tokens than a block would leave a second process column
+ * without tokens: the step runs whole (ts_tp_too_few_tokens) and every op
+ * still matches the local one. */
+static void test_a_step_too_short_for_the_grid(void **state) {
+    (void)state;
+    batch_n = 1;
+    seq_n = 3;
+    const int norm[][2] = {{TOKENS, WIDTH}, {0, WIDTH}};
+    const int three[][2] = {{TOKENS, WIDTH}, {TOKENS, WIDTH}, {TOKENS, WIDTH}};
+    const int logits[][2] = {{TOKENS, VOCAB}};
+    const int table[][2] = {{VOCAB, WIDTH}};
+    check_on_every_grid("rmsnorm", rmsnorm_op, 2, norm);
+    check_on_every_grid("attention", attention_op, 3, three);
+    check_on_every_grid("cross_entropy", cross_entropy_op, 1, logits);
+    check_on_every_grid("embedding", embed_op, 1, table);
+    batch_n = 3;
+    seq_n = 7;
 }
 
 /* <A x, y> = <x, A^T y> for each pair of primitives (on this rank's parts,
@@ -350,6 +372,7 @@ int main(int argc, char **argv) {
         cmocka_unit_test(test_causal_attention),
         cmocka_unit_test(test_cross_entropy),
         cmocka_unit_test(test_embedding),
+        cmocka_unit_test(test_a_step_too_short_for_the_grid),
         cmocka_unit_test(test_primitives_are_adjoint_pairs),
         cmocka_unit_test(test_linear_all_blocks),
         cmocka_unit_test(test_attach_refuses),
