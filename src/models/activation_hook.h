@@ -6,7 +6,11 @@
  * Installed, every activation between the embedding and the loss is this
  * rank's part of a 2-D [tokens, features] matrix, whose layout only the hook
  * knows (it lives in a higher layer); the linear layers then go through
- * models/linear.h's hook, installed alongside, in the same layout. */
+ * models/linear.h's hook, installed alongside, in the same layout. The hook
+ * may run a step whole after all (its embedding then returns [batch, seq,
+ * D] and every op takes whole tensors, as without the hook): model code
+ * handles both by never reading the activations' shapes between the
+ * embedding and the loss. */
 #ifndef TS_ACTIVATION_HOOK_H
 #define TS_ACTIVATION_HOOK_H
 
