@@ -412,9 +412,8 @@ ts_tensor *ts_tp_cross_entropy(void *user, ts_ctx *ctx, ts_tensor *logits, const
         if (g->rows > 1) {
             if (MPI_Allreduce(MPI_IN_PLACE, shift->data, mine, TS_MPI_REAL, MPI_MAX, g->same_col) !=
                 MPI_SUCCESS)
-                ts_fail(ctx, "tensor_cross_entropy",
-                        "the logits' maximum over the process column "
-                        "failed");
+                ts_fail(ctx, "tensor_cross_entropy", "the logits' maximum over the %s failed",
+                        axis_name(TS_AXIS_FEATURES));
             g->bytes_sent += (double)mine * sizeof(ts_real) * (g->rows - 1);
         }
     }

@@ -142,6 +142,20 @@ static ts_tensor *embed_op(ts_ctx *ctx, ts_tensor_parallel *tp, ts_tensor *const
     return whole_out(ctx, tp, ts_square(ctx, x), WIDTH);
 }
 
+/* A rows x cols grid of blocks of block over the world, and a context. */
+static void open_grid(ts_tensor_grid *g, ts_ctx *ctx, int rows, int cols, int block) {
+    char err[256];
+    if (!ts_tensor_grid_init(g, MPI_COMM_WORLD, rows, cols, err, sizeof err))
+        fail_msg("%dx%d grid: %s", rows, cols, err);
+    g->block = block;
+    assert_true(ts_ctx_init(ctx, 0));
+}
+
+static void close_grid(ts_tensor_grid *g, ts_ctx *ctx) {
+    ts_ctx_free(ctx);
+    ts_tensor_grid_free(g);
+}
+
 static outcome run(ts_ctx *ctx, ts_tensor_parallel *tp, op_fn op, int n_in, ts_tensor **in) {
     outcome o = {.n_in = n_in};
     o.value = op(ctx, tp, in);
@@ -159,11 +173,8 @@ static outcome run(ts_ctx *ctx, ts_tensor_parallel *tp, op_fn op, int n_in, ts_t
 static void check_op(const char *name, op_fn op, int n_in, const int (*shapes)[2], int rows,
                      int cols, int block) {
     ts_tensor_grid g;
-    char err[256];
-    assert_true(ts_tensor_grid_init(&g, MPI_COMM_WORLD, rows, cols, err, sizeof err));
-    g.block = block;
     ts_ctx ctx;
-    assert_true(ts_ctx_init(&ctx, 0));
+    open_grid(&g, &ctx, rows, cols, block);
     ts_tensor *in_local[MAX_INPUTS], *in_dist[MAX_INPUTS];
     for (int i = 0; i < n_in; i++) {
         if (shapes[i][0] == 0) {
@@ -193,8 +204,7 @@ static void check_op(const char *name, op_fn op, int n_in, const int (*shapes)[2
         assert_same_on_group(&g, dist.grad[i]);
         assert_same_on_group(&g, dist.second[i]);
     }
-    ts_ctx_free(&ctx);
-    ts_tensor_grid_free(&g);
+    close_grid(&g, &ctx);
 }
 
 static const int grids[][2] = {{1, 1}, {1, 2}, {2, 1}, {2, 2}};
@@ -271,12 +281,8 @@ static void test_primitives_are_adjoint_pairs(void **state) {
     for (size_t gi = 0; gi < sizeof grids / sizeof grids[0]; gi++) {
         if (size % (grids[gi][0] * grids[gi][1])) continue;
         ts_tensor_grid g;
-        char err[256];
-        assert_true(
-            ts_tensor_grid_init(&g, MPI_COMM_WORLD, grids[gi][0], grids[gi][1], err, sizeof err));
-        g.block = 4;
         ts_ctx ctx;
-        assert_true(ts_ctx_init(&ctx, 0));
+        open_grid(&g, &ctx, grids[gi][0], grids[gi][1], 4);
         /* per-rank parts: [local tokens, local features] of [TOKENS, WIDTH] */
         ts_tensor *whole = random_tensor(&ctx, TOKENS, WIDTH, 1, false);
         ts_tensor *part = ts_tp_to_blocks(&ctx, &g, whole);
@@ -295,8 +301,7 @@ static void test_primitives_are_adjoint_pairs(void **state) {
         lhs = group_sum(&g, dot(ts_tp_local_features(&ctx, &g, w), u));
         rhs = dot(w, ts_tp_sum_features(&ctx, &g, u, WIDTH));
         assert_true(fabs(lhs - rhs) < 1e3 * TOLERANCE * fabs(lhs));
-        ts_ctx_free(&ctx);
-        ts_tensor_grid_free(&g);
+        close_grid(&g, &ctx);
     }
 }
 
@@ -308,12 +313,8 @@ static void test_linear_all_blocks(void **state) {
     for (size_t gi = 0; gi < sizeof grids / sizeof grids[0]; gi++) {
         if (size % (grids[gi][0] * grids[gi][1])) continue;
         ts_tensor_grid g;
-        char err[256];
-        assert_true(
-            ts_tensor_grid_init(&g, MPI_COMM_WORLD, grids[gi][0], grids[gi][1], err, sizeof err));
-        g.block = 8;
         ts_ctx ctx;
-        assert_true(ts_ctx_init(&ctx, 0));
+        open_grid(&g, &ctx, grids[gi][0], grids[gi][1], 8);
         ts_tensor *x = random_tensor(&ctx, TOKENS, IN, 1, false);
         ts_tensor *w = random_tensor(&ctx, OUT, IN, 2, false);
         ts_tensor *xb = ts_tp_to_blocks(&ctx, &g, x), *wb = ts_tp_to_blocks(&ctx, &g, w);
@@ -323,8 +324,7 @@ static void test_linear_all_blocks(void **state) {
         assert_true(g.bytes_sent == sent);
         ts_tensor *expected = ts_tp_to_blocks(&ctx, &g, ts_matmul(&ctx, x, w, false, true));
         assert_true(max_rel_diff(yb, expected) < TOLERANCE);
-        ts_ctx_free(&ctx);
-        ts_tensor_grid_free(&g);
+        close_grid(&g, &ctx);
     }
 }
 
