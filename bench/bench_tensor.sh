@@ -38,22 +38,30 @@ wide() { # wide NAME [--set ...]: the wide model on 2 ranks
 }
 wide ddp || { ok=0; tail -3 "$tmp/ddp.log"; }
 wide tp12 --set parallel.tensor_grid=1x2 || { ok=0; tail -3 "$tmp/tp12.log"; }
+# Distributed activations keep a head on one process row, so the head width
+# must divide the block: 64 heads of 32 (the same FLOPs as 16 of 128; blocks
+# of 128 would leave a 1x2 grid's second column without tokens at 128 tokens
+# per step), against the replicated mode with the same heads.
+wide tp12h64 --set parallel.tensor_grid=1x2 --set model.heads=64 ||
+    { ok=0; tail -3 "$tmp/tp12h64.log"; }
+wide tp12act --set parallel.tensor_grid=1x2 --set parallel.tensor_activations=distributed \
+    --set model.heads=64 || { ok=0; tail -3 "$tmp/tp12act.log"; }
 wide zero3 --set parallel.strategy=zero3 || echo "zero3: $(grep -o 'error: .*' "$tmp/zero3.log" | head -1)"
 /usr/bin/python3 - "$tmp" "$ok" "$width" "$steps" <<'PY'
 import sys, os, csv, h5py, numpy as np
-NB = 32  # parallel/tensor_grid.h TS_TENSOR_BLOCK
-def extent(n, me, procs):
-    blocks = n // NB
-    return blocks // procs * NB + (NB if me < blocks % procs else n % NB if me == blocks % procs else 0)
-def modelled_state(shapes, p, q, elem=4):
+NB = 32  # parallel/tensor_grid.h TS_TENSOR_BLOCK, parallel.tensor_block's default
+def extent(n, me, procs, nb=NB):
+    blocks = n // nb
+    return blocks // procs * nb + (nb if me < blocks % procs else n % nb if me == blocks % procs else 0)
+def modelled_state(shapes, p, q, elem=4, nb=NB):
     """parameters + gradients + 2 moments of grid position (0, 0): a linear
     weight (2-D, not an embedding) that gives every position a block is held
     as blocks, the rest whole."""
     n = 0
     for name, shape in shapes.items():
         linear = len(shape) == 2 and name not in ("embed", "time_embed", "post_sampler")
-        if linear and shape[0] > NB * (q - 1) and shape[1] > NB * (p - 1):
-            n += extent(shape[0], 0, q) * extent(shape[1], 0, p)
+        if linear and shape[0] > nb * (q - 1) and shape[1] > nb * (p - 1):
+            n += extent(shape[0], 0, q, nb) * extent(shape[1], 0, p, nb)
         else:
             n += int(np.prod(shape))
     return 4 * elem * n
@@ -75,12 +83,12 @@ for grid in ("1x1", "1x2", "2x1"):
               f"{float(r['allgather_ms']):15.1f} {s:8.2f}")
 print(f"\n2. Training D = {width}, L = 2 on 2 ranks (median tokens/s after step 1; state = "
       "parameters + gradients + moments per rank)")
-print(f"{'run':>6} {'tok/s':>8} {'state MB/rank':>13} {'modelled state MB/rank':>22} "
-      f"{'sent MB/step':>12} {'modelled MB/step':>16}")
-runs, states = {}, {}
-for name in ("ddp", "tp12", "zero3"):
+print(f"{'run':>7} {'tok/s':>8} {'state MB/rank':>13} {'modelled state MB/rank':>22} "
+      f"{'sent MB/step':>12} {'modelled MB/step':>16} {'activations MB/rank':>19}")
+runs, states, activations = {}, {}, {}
+for name in ("ddp", "tp12", "tp12h64", "tp12act", "zero3"):
     f = f"{tmp}/{name}/metrics.h5"
-    if not os.path.exists(f):
+    if not os.path.exists(f) or not os.path.exists(f"{tmp}/{name}/report.yaml"):
         print(f"{name:>6} not run (see above)")
         continue
     shapes = {}
@@ -95,7 +103,8 @@ for name in ("ddp", "tp12", "zero3"):
     runs[name] = tps
     state = m["parameters_bytes"] + m["gradients_bytes"] + m["optimizer_bytes"]
     states[name] = state
-    grid = {"ddp": (1, 1), "tp12": (1, 2)}.get(name)
+    activations[name] = m["activations_bytes"]
+    grid = {"ddp": (1, 1), "tp12": (1, 2), "tp12h64": (1, 2), "tp12act": (1, 2)}.get(name)
     modelled = modelled_state(shapes, *grid) if grid and shapes else None
     # ddp: a ring all-reduce of the gradient, 2 (G-1)/G = 1 x its bytes (G = 2).
     # tp12: every whole GEMM result of the step, all-gathered over the group
@@ -107,14 +116,26 @@ for name in ("ddp", "tp12", "zero3"):
     model = None
     if name == "ddp":
         model = m["parameters_bytes"]
-    elif name == "tp12":
+    elif name in ("tp12", "tp12h64"):
         forward = 2 * t * (5 * d + 2 * f_) + t * v
         backward_x = 2 * t * (7 * d + f_) + t * d
         model = 4 * (forward + backward_x + forward / steps) / 2
-    print(f"{name:>6} {tps:8.0f} {state / 1e6:13.1f} "
+    elif name == "tp12act":
+        # distributed activations on 1x2 (tokens split over the 2 columns):
+        # per layer the keys and values all-gathered (forward) and
+        # reduce-scattered (backward) over the process row, t x d each,
+        # (G-1)/G of it per rank; the embedding's gradient all-gathered; each
+        # norm weight's gradient summed over the group (d values from the
+        # other rank, 2 per layer + the final one); the loss's total; plus
+        # the evaluation forward's gathers spread over the steps.
+        gathers = 2 * 2 * t * d / 2
+        forward_gathers = 2 * 2 * t * d / 2
+        model = 4 * (2 * gathers + t * d / 2 + 5 * d + 1 + forward_gathers / steps)
+    print(f"{name:>7} {tps:8.0f} {state / 1e6:13.1f} "
           f"{modelled / 1e6 if modelled else float('nan'):22.1f} "
           f"{m['communicated_bytes_per_step'] / 1e6:12.2f} "
-          f"{model / 1e6 if model else float('nan'):16.2f}")
+          f"{model / 1e6 if model else float('nan'):16.2f} "
+          f"{m['activations_bytes'] / 1e6:19.1f}")
 print("""
 3. MODELLED (not measured): one GEMM x W^T of N = 4096 tokens on a 64-core node,
    per-core sgemm rate F = 50 GFLOP/s, per-rank bandwidth B = 4 GB/s (a node's
@@ -147,5 +168,9 @@ line = "TENSOR_BENCH " + " ".join(f"best_speedup_{g}={s:.2f}" for g, s in best.i
 if "ddp" in runs and "tp12" in runs:
     line += f" tp12_tps_fraction_of_ddp={runs['tp12'] / runs['ddp']:.3f}"
     line += f" tp12_state_fraction_of_ddp={states['tp12'] / states['ddp']:.3f}"
+if "tp12h64" in runs and "tp12act" in runs:
+    line += f" tp12act_tps_fraction_of_replicated={runs['tp12act'] / runs['tp12h64']:.3f}"
+    line += (f" tp12act_activations_fraction_of_replicated="
+             f"{activations['tp12act'] / activations['tp12h64']:.3f}")
 print(line + " target=products_match_and_runs_complete " + ("PASSED" if ok else "FAILED"))
 PY

@@ -24,10 +24,8 @@ void ts_block_cyclic_local_shape(const ts_block_cyclic *d, int row, int col, int
     local[1] = ts_block_cyclic_extent(in, d->block, row, d->rows);
 }
 
-/* Global index of local index i of a side in blocks of nb over n processes,
- * on process me. */
-static long global_index(long i, int nb, int me, int n) {
-    return (i / nb * n + me) * nb + i % nb;
+long ts_block_cyclic_global(long i, int nb, int iproc, int nprocs) {
+    return (i / nb * nprocs + iproc) * nb + i % nb;
 }
 
 void ts_block_cyclic_copy(const ts_block_cyclic *d, int row, int col, int out, int in, void *local,
@@ -37,9 +35,9 @@ void ts_block_cyclic_copy(const ts_block_cyclic *d, int row, int col, int out, i
     int lo = local_shape[0], li = local_shape[1], nb = d->block;
     char *mine_base = local, *whole_base = whole;
     for (long r = 0; r < lo; r++) {
-        long gr = global_index(r, nb, col, d->cols);
+        long gr = ts_block_cyclic_global(r, nb, col, d->cols);
         for (long c = 0; c < li; c += nb) {
-            long gc = global_index(c, nb, row, d->rows);
+            long gc = ts_block_cyclic_global(c, nb, row, d->rows);
             long len = li - c < nb ? li - c : nb;
             char *mine = mine_base + (size_t)(r * li + c) * elem;
             char *all = whole_base + (size_t)(gr * in + gc) * elem;

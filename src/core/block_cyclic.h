@@ -25,6 +25,10 @@ typedef struct ts_block_cyclic {
  * process iproc holds (ScaLAPACK's numroc with source process 0). */
 int ts_block_cyclic_extent(int n, int nb, int iproc, int nprocs);
 
+/* The global index of local index i of a side in blocks of nb over nprocs
+ * processes, on process iproc. */
+long ts_block_cyclic_global(long i, int nb, int iproc, int nprocs);
+
 /* Whether every process of the grid gets a non-empty part of an [out, in]
  * matrix: out > block * (cols - 1) and in > block * (rows - 1). Depends on
  * the shape and the grid only, so every process decides alike. */

@@ -18,6 +18,17 @@ static const ts_config_key keys[] = {
                          "Q BLACS grid of each group of P*Q ranks, data parallelism across groups "
                          "(docs/parallelism.md)",
                          false),
+    TS_CONFIG_STRING_KEY(ts_parallel_config, "tensor_activations", tensor_activations, "replicated",
+                         "under parallel.tensor_grid: replicated (activations whole on every rank "
+                         "of a group, only the linear GEMMs distributed) or distributed (every "
+                         "activation held as 2D blocks, tokens over the grid's columns and "
+                         "features over its rows; Transformer++ only; docs/parallelism.md)",
+                         false),
+    TS_CONFIG_INT_KEY(ts_parallel_config, "tensor_block", tensor_block, 32,
+                      "under parallel.tensor_grid: the block-cyclic block size (ScaLAPACK's NB) "
+                      "of every distributed matrix; with distributed activations a multiple of "
+                      "the head width (model.width / model.heads)",
+                      false),
 };
 
 enum { MAX_GRID_SIDE = 4096 };
@@ -61,6 +72,24 @@ static bool resolve(void *fields, const bool *explicit_keys, char *err, size_t e
                  "parallel.tensor_grid: '%s' is neither off nor PxQ with 1 <= P, Q <= %d "
                  "(e.g. 2x2)",
                  p->tensor_grid, MAX_GRID_SIDE);
+        return false;
+    }
+    if (p->tensor_block < 1 || p->tensor_block > MAX_GRID_SIDE) {
+        snprintf(err, errlen, "parallel.tensor_block must be between 1 and %d, got %d",
+                 MAX_GRID_SIDE, p->tensor_block);
+        return false;
+    }
+    bool distributed = !strcmp(p->tensor_activations, "distributed");
+    if (!distributed && strcmp(p->tensor_activations, "replicated")) {
+        snprintf(err, errlen,
+                 "parallel.tensor_activations: '%s' is neither replicated nor distributed",
+                 p->tensor_activations);
+        return false;
+    }
+    if (distributed && !ts_parallel_tensor_grid(p, &rows, &cols)) {
+        snprintf(err, errlen,
+                 "parallel.tensor_activations distributed needs a parallel.tensor_grid (it is "
+                 "off)");
         return false;
     }
     return true;

@@ -12,6 +12,7 @@
 #include "engine/engine.h"
 #include "core/saved_state.h"
 #include "core/param_table.h"
+#include "models/activation_hook.h"
 #include "models/linear.h"
 
 typedef enum ts_mode { TS_MODE_TRAIN, TS_MODE_EVAL } ts_mode;
@@ -85,6 +86,10 @@ typedef struct ts_model_ops {
      * block's unit markers: a strategy must keep every unit present for the
      * whole step (parallel/strategy.h). */
     bool gradient_graph_in_loss;
+    /* The loss runs every op between the embedding and the loss through
+     * ts_model.activations (models/activation_hook.h), so activations may be
+     * distributed (parallel.tensor_activations = distributed). */
+    bool distributable_activations;
 } ts_model_ops;
 
 struct ts_model {
@@ -98,6 +103,7 @@ struct ts_model {
     void *arch;              /* architecture-specific state */
     bool counting_only;      /* ts_model_create_counting: no buffers; bind to a counting context */
     ts_linear_hook linear;   /* how the blocks' linear layers and the head run (zero: locally) */
+    ts_activation_hook activations; /* the ops between them (zero: whole, locally) */
 };
 
 /* Builds the architecture named in config->arch with zeroed buffers.

@@ -27,8 +27,24 @@ ts_tensor *tpp_attend(ts_ctx *ctx, ts_tensor *q, ts_tensor *k, ts_tensor *v,
     return ts_attention(ctx, q, k, v, in->mask, scale);
 }
 
+/* Distributed activations: the hook's attention on this rank's parts of
+ * q, k and v (causal only; RoPE inside). */
+static ts_tensor *distributed_attention(ts_ctx *ctx, const tpp_block_params *p, ts_tensor *q_in,
+                                        ts_tensor *kv_in, const tpp_attention_input *in) {
+    if (!in->causal)
+        ts_fail(ctx, "attention", "distributed activations support causal attention only");
+    ts_tensor *q = tpp_linear(ctx, p, q_in, p->wq), *k = tpp_linear(ctx, p, kv_in, p->wk);
+    ts_tensor *v = tpp_linear(ctx, p, kv_in, p->wv);
+    const ts_activation_hook *h = p->activations;
+    ts_tensor *a =
+        h->causal_attention(h->user, ctx, q, k, v, in->n_heads, in->positions, in->rope_theta);
+    return tpp_linear(ctx, p, a, p->wo);
+}
+
 ts_tensor *tpp_multihead_attention(ts_ctx *ctx, const tpp_block_params *p, ts_tensor *q_in,
                                    ts_tensor *kv_in, const tpp_attention_input *in) {
+    if (ts_activations_distributed(p->activations))
+        return distributed_attention(ctx, p, q_in, kv_in, in);
     int d = q_in->shape[2];
     if (d % in->n_heads)
         ts_fail(ctx, "attention", "width %d is not a multiple of %d heads", d, in->n_heads);
@@ -49,12 +65,13 @@ ts_tensor *tpp_swiglu(ts_ctx *ctx, const tpp_block_params *p, ts_tensor *h) {
 ts_tensor *tpp_block_forward(ts_ctx *ctx, const tpp_block_params *p, ts_tensor *x,
                              const tpp_attention_input *in) {
     x = ts_unit_boundary(ctx, x, p->unit, true);
-    ts_tensor *q_in = ts_rmsnorm(ctx, x, p->attn_norm, in->norm_eps);
-    ts_tensor *kv_in =
-        in->kv_source ? ts_rmsnorm(ctx, in->kv_source, p->attn_norm, in->norm_eps) : q_in;
+    ts_tensor *q_in = ts_act_rmsnorm(ctx, p->activations, x, p->attn_norm, in->norm_eps);
+    ts_tensor *kv_in = in->kv_source ? ts_act_rmsnorm(ctx, p->activations, in->kv_source,
+                                                      p->attn_norm, in->norm_eps)
+                                     : q_in;
     tpp_attention_fn attention = in->attention ? in->attention : tpp_multihead_attention;
     ts_tensor *h = ts_add(ctx, x, attention(ctx, p, q_in, kv_in, in));
-    ts_tensor *u = ts_rmsnorm(ctx, h, p->mlp_norm, in->norm_eps);
+    ts_tensor *u = ts_act_rmsnorm(ctx, p->activations, h, p->mlp_norm, in->norm_eps);
     ts_tensor *y = ts_add(ctx, h, tpp_swiglu(ctx, p, u));
     return ts_unit_boundary(ctx, y, p->unit, false);
 }

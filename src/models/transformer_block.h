@@ -8,18 +8,20 @@
 #define TS_TRANSFORMER_BLOCK_H
 
 #include "engine/engine.h"
+#include "models/activation_hook.h"
 #include "models/linear.h"
 
 typedef struct tpp_block_params {
-    ts_tensor *attn_norm;         /* [D] */
-    ts_tensor *wq, *wk, *wv, *wo; /* [D, D] */
-    ts_tensor *mlp_norm;          /* [D] */
-    ts_tensor *w1, *w3;           /* [F, D] */
-    ts_tensor *w2;                /* [D, F] */
-    const ts_linear_hook *linear; /* how the linear layers run (NULL: locally) */
-    int unit;                     /* the parameter unit of its leaves, marked around the
-                                   * block (ts_unit_boundary; ts_model_param_unit): layer + 1
-                                   * for tpp_block, 0 (unmarked) for any other */
+    ts_tensor *attn_norm;                  /* [D] */
+    ts_tensor *wq, *wk, *wv, *wo;          /* [D, D] */
+    ts_tensor *mlp_norm;                   /* [D] */
+    ts_tensor *w1, *w3;                    /* [F, D] */
+    ts_tensor *w2;                         /* [D, F] */
+    const ts_linear_hook *linear;          /* how the linear layers run (NULL: locally) */
+    const ts_activation_hook *activations; /* the ops between them (NULL: whole, locally) */
+    int unit;                              /* the parameter unit of its leaves, marked around the
+                                            * block (ts_unit_boundary; ts_model_param_unit): layer + 1
+                                            * for tpp_block, 0 (unmarked) for any other */
 } tpp_block_params;
 
 typedef struct tpp_attention_input tpp_attention_input;

@@ -49,6 +49,7 @@ tpp_block_params tpp_block(const ts_model *model, int i) {
         .w3 = BLOCK_PARAM("layers.%d.mlp.w3"),
         .w2 = BLOCK_PARAM("layers.%d.mlp.w2"),
         .linear = &model->linear,
+        .activations = &model->activations,
         .unit = i + 1,
     };
 #undef BLOCK_PARAM
@@ -63,7 +64,8 @@ ts_tensor *tpp_logits_from_embeddings(ts_model *model, ts_ctx *ctx, ts_tensor *x
         in.layer = l;
         x = tpp_block_forward(ctx, &block, x, &in);
     }
-    x = ts_rmsnorm(ctx, x, ts_model_param(model, "final_norm"), model->config.norm_eps);
+    x = ts_act_rmsnorm(ctx, &model->activations, x, ts_model_param(model, "final_norm"),
+                       model->config.norm_eps);
     return ts_linear(ctx, &model->linear, x, ts_model_param(model, "head"));
 }
 
@@ -96,14 +98,14 @@ static ts_tensor *tpp_loss(ts_model *model, ts_ctx *ctx, const ts_batch *batch, 
                                      .rope_theta = c->rope_theta,
                                      .n_heads = c->heads,
                                      .norm_eps = c->norm_eps};
-    ts_tensor *x =
-        ts_embedding(ctx, ts_model_param(model, "embed"), inputs, (long)batch->batch * batch->seq);
-    x = ts_reshape(ctx, x, TS_SHAPE(batch->batch, batch->seq, c->width));
+    ts_tensor *x = ts_act_embed(ctx, &model->activations, ts_model_param(model, "embed"), inputs,
+                                batch->batch, batch->seq);
     ts_tensor *logits = tpp_logits_from_embeddings(model, ctx, x, &attention);
-    return ts_cross_entropy(ctx, logits, targets, -1);
+    return ts_act_cross_entropy(ctx, &model->activations, logits, targets, -1);
 }
 
-static const ts_model_ops tpp_ops = {.loss = tpp_loss, .destroy = NULL};
+static const ts_model_ops tpp_ops = {
+    .loss = tpp_loss, .destroy = NULL, .distributable_activations = true};
 
 bool tpp_model_setup(ts_model *model, char *err, size_t errlen) {
     model->ops = &tpp_ops;

@@ -28,7 +28,7 @@ ts_block_cyclic ts_tensor_grid_layout(const ts_tensor_grid *g) {
 void ts_tensor_grid_disabled(ts_tensor_grid *g, MPI_Comm world) {
     memset(g, 0, sizeof *g);
     g->rows = g->cols = 1;
-    g->group = MPI_COMM_NULL;
+    g->group = g->same_row = g->same_col = MPI_COMM_NULL;
     g->data = world;
     g->blacs_context = -1;
 }
@@ -60,6 +60,15 @@ bool ts_tensor_grid_init(ts_tensor_grid *g, MPI_Comm world, int rows, int cols, 
     }
     g->data_owned = true;
     MPI_Comm_rank(g->group, &g->group_rank);
+    if (MPI_Comm_split(g->group, g->group_rank / cols, g->group_rank, &g->same_row) !=
+            MPI_SUCCESS ||
+        MPI_Comm_split(g->group, g->group_rank % cols, g->group_rank, &g->same_col) !=
+            MPI_SUCCESS) {
+        snprintf(err, errlen, "MPI_Comm_split for the rows and columns of the %dx%d grid failed",
+                 rows, cols);
+        ts_tensor_grid_free(g);
+        return false;
+    }
     g->blacs_handle = Csys2blacs_handle(g->group);
     g->blacs_context = g->blacs_handle;
     Cblacs_gridinit(&g->blacs_context, "Row", rows, cols);
@@ -83,6 +92,8 @@ void ts_tensor_grid_free(ts_tensor_grid *g) {
         Cblacs_gridexit(g->blacs_context);
         Cfree_blacs_system_handle(g->blacs_handle);
     }
+    if (g->same_row != MPI_COMM_NULL) MPI_Comm_free(&g->same_row);
+    if (g->same_col != MPI_COMM_NULL) MPI_Comm_free(&g->same_col);
     if (g->group != MPI_COMM_NULL) MPI_Comm_free(&g->group);
     if (g->data_owned && g->data != MPI_COMM_NULL) MPI_Comm_free(&g->data);
     g->blacs_context = -1;
@@ -103,5 +114,8 @@ bool ts_tensor_grid_from_config(ts_tensor_grid *g, MPI_Comm world, const ts_para
                  c->tensor_grid, c->strategy);
         return false;
     }
-    return ts_tensor_grid_init(g, world, rows, cols, err, errlen);
+    if (!ts_tensor_grid_init(g, world, rows, cols, err, errlen)) return false;
+    g->distributed_activations = !strcmp(c->tensor_activations, "distributed");
+    if (c->tensor_block > 0) g->block = c->tensor_block;
+    return true;
 }

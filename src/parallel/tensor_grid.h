@@ -22,13 +22,19 @@ typedef struct ts_tensor_grid {
     int rows, cols; /* P x Q */
     MPI_Comm group; /* this rank's P*Q ranks (MPI_COMM_NULL when not enabled) */
     MPI_Comm data;  /* one rank per group, at this rank's position */
+    /* Within the group: the ranks on this rank's process row (ordered by
+     * column) and on its process column (ordered by row); MPI_COMM_NULL when
+     * not enabled. Distributed activations (parallel/tensor_activation_ops.h)
+     * reduce and gather over them. */
+    MPI_Comm same_row, same_col;
     int group_rank;
-    int my_row, my_col; /* this rank's place on the BLACS grid */
-    int blacs_handle;   /* Csys2blacs_handle of group */
-    int blacs_context;  /* the grid (Cblacs_gridinit) */
-    int block;          /* block-cyclic block size of every distributed matrix */
-    double bytes_sent;  /* payload this rank sent in the grid's collectives, cumulative */
-    bool data_owned;    /* data is a communicator of our own, to free */
+    int my_row, my_col;           /* this rank's place on the BLACS grid */
+    int blacs_handle;             /* Csys2blacs_handle of group */
+    int blacs_context;            /* the grid (Cblacs_gridinit) */
+    int block;                    /* block-cyclic block size of every distributed matrix */
+    double bytes_sent;            /* payload this rank sent in the grid's collectives, cumulative */
+    bool data_owned;              /* data is a communicator of our own, to free */
+    bool distributed_activations; /* parallel.tensor_activations = distributed */
 } ts_tensor_grid;
 
 /* The default block size: p?gemm works on panels of it, and a matrix whose

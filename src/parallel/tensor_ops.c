@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "parallel/data_parallel.h"
+#include "parallel/tensor_activation_ops.h"
 
 /* PBLAS and the ScaLAPACK tools (Fortran calling convention; no header ships
  * with Debian's libscalapack-openmpi). */
@@ -69,33 +70,39 @@ static void copy_blocks(const ts_tensor_grid *g, local_blocks *l, ts_real *globa
     copy_blocks_of(g, g->my_row, g->my_col, l, l->data, global, to_local);
 }
 
-/* Every rank's blocks of the result to every rank of the group (one
- * all-gather), assembled into the whole matrix `whole` on each. */
-static void gather_result(ts_ctx *ctx, ts_tensor_grid *g, const local_blocks *l, ts_real *whole) {
+void ts_tensor_allgather_blocks(ts_ctx *ctx, ts_tensor_grid *g, const ts_real *local, int rows,
+                                int cols, ts_real *whole) {
     int n = g->rows * g->cols;
-    if ((long)l->rows * l->cols > INT_MAX)
-        ts_fail(ctx, "tensor_matmul", "a %d x %d result exceeds one all-gather's int count",
-                l->rows, l->cols);
+    if ((long)rows * cols > INT_MAX)
+        ts_fail(ctx, "tensor_gather", "a %d x %d matrix exceeds one all-gather's int count", rows,
+                cols);
+    ts_block_cyclic d = ts_tensor_grid_layout(g);
     int *counts = ts_alloc(ctx, 2 * (size_t)n * sizeof *counts), *displs = counts + n;
-    int *extent = ts_alloc(ctx, 2 * (size_t)n * sizeof *extent); /* local rows, cols */
     int total = 0;
     for (int r = 0; r < n; r++) {
-        extent[2 * r] = ts_tensor_local_extent(l->rows, g->block, r / g->cols, g->rows);
-        extent[2 * r + 1] = ts_tensor_local_extent(l->cols, g->block, r % g->cols, g->cols);
-        counts[r] = extent[2 * r] * extent[2 * r + 1];
+        int extent[2];
+        ts_block_cyclic_local_shape(&d, r / g->cols, r % g->cols, rows, cols, extent);
+        counts[r] = extent[0] * extent[1];
         displs[r] = total;
         total += counts[r];
     }
-    /* Our blocks are contiguous (lld = local rows whenever there are any). */
     ts_real *all = ts_alloc(ctx, (size_t)(total > 1 ? total : 1) * sizeof *all);
-    if (MPI_Allgatherv(l->data, counts[g->group_rank], TS_MPI_REAL, all, counts, displs,
-                       TS_MPI_REAL, g->group) != MPI_SUCCESS)
-        ts_fail(ctx, "tensor_matmul", "gathering the %d x %d result over the %dx%d grid failed",
-                l->cols, l->rows, g->rows, g->cols);
+    if (MPI_Allgatherv(local, counts[g->group_rank], TS_MPI_REAL, all, counts, displs, TS_MPI_REAL,
+                       g->group) != MPI_SUCCESS)
+        ts_fail(ctx, "tensor_gather", "gathering a %d x %d matrix over the %dx%d grid failed", rows,
+                cols, g->rows, g->cols);
     for (int r = 0; r < n; r++)
-        copy_blocks_of(g, r / g->cols, r % g->cols, l, all + displs[r], whole, false);
+        ts_block_cyclic_copy(&d, r / g->cols, r % g->cols, rows, cols, all + displs[r], whole,
+                             sizeof(ts_real), false);
     /* what a ring all-gather sends per rank */
     g->bytes_sent += (double)total * sizeof(ts_real) * (n - 1) / n;
+}
+
+/* Every rank's blocks of the result to every rank of the group (one
+ * all-gather), assembled into the whole matrix `whole` on each. Our blocks
+ * are contiguous (lld = local rows whenever there are any). */
+static void gather_result(ts_ctx *ctx, ts_tensor_grid *g, const local_blocks *l, ts_real *whole) {
+    ts_tensor_allgather_blocks(ctx, g, l->data, l->cols, l->rows, whole);
 }
 
 /* What a distributed GEMM's backward rule needs besides its inputs. */
@@ -225,20 +232,22 @@ ts_tensor *ts_tensor_matmul(ts_ctx *ctx, ts_tensor_grid *grid, ts_tensor *a, ts_
                                  false);
 }
 
+/* How w is held: this rank's blocks of a [out, in] leaf of tp's model held
+ * so, else whole. */
+static ts_tensor_dist weight_layout(const ts_tensor_parallel *tp, const ts_tensor *w) {
+    int i = tp->model ? ts_model_param_index(tp->model, w) : -1;
+    if (tp->model && ts_model_param_blocked(tp->model, i)) {
+        const ts_param_entry *e = &tp->model->layout->global.entries[i];
+        return (ts_tensor_dist){.blocks = true, .rows = e->shape[0], .cols = e->shape[1]};
+    }
+    return w->ndim == 2 ? ts_tensor_whole(w) : (ts_tensor_dist){0};
+}
+
 ts_tensor *ts_tensor_linear(void *user, ts_ctx *ctx, ts_tensor *x, ts_tensor *w) {
     const ts_tensor_parallel *tp = user;
     char sx[64], sw[64];
     int in = x->shape[x->ndim - 1];
-    int i = tp->model ? ts_model_param_index(tp->model, w) : -1;
-    bool blocked = tp->model && ts_model_param_blocked(tp->model, i);
-    ts_tensor_dist dw = {.blocks = blocked};
-    if (blocked) {
-        const ts_param_entry *e = &tp->model->layout->global.entries[i];
-        dw.rows = e->shape[0];
-        dw.cols = e->shape[1];
-    } else if (w->ndim == 2) {
-        dw = ts_tensor_whole(w);
-    }
+    ts_tensor_dist dw = weight_layout(tp, w);
     if (x->ndim < 2 || w->ndim != 2 || dw.cols != in)
         ts_fail(ctx, "tensor_linear", "x %s does not match the weight %s ([out, in])",
                 ts_shape_str(x, sx, sizeof sx), ts_shape_str(w, sw, sizeof sw));
@@ -251,7 +260,27 @@ ts_tensor *ts_tensor_linear(void *user, ts_ctx *ctx, ts_tensor *x, ts_tensor *w)
     return ts_reshape(ctx, y, x->ndim, shape);
 }
 
-void ts_tensor_parallel_attach(ts_model *model, ts_tensor_parallel *tp, ts_tensor_grid *grid) {
+ts_tensor *ts_tensor_linear_blocks(void *user, ts_ctx *ctx, ts_tensor *x, ts_tensor *w) {
+    const ts_tensor_parallel *tp = user;
+    if (tp->whole_step) return ts_tensor_linear(user, ctx, x, w);
+    char sw[64];
+    ts_tensor_dist dw = weight_layout(tp, w);
+    if (w->ndim != 2)
+        ts_fail(ctx, "tensor_linear", "the weight %s is not [out, in]",
+                ts_shape_str(w, sw, sizeof sw));
+    ts_tensor_dist dx = {.blocks = true, .rows = tp->tokens, .cols = dw.cols};
+    return ts_tensor_matmul_dist(ctx, tp->grid, x, dx, w, dw, false, true, true);
+}
+
+bool ts_tensor_parallel_attach(ts_model *model, ts_tensor_parallel *tp, ts_tensor_grid *grid,
+                               char *err, size_t errlen) {
     *tp = (ts_tensor_parallel){.grid = grid, .model = model};
-    if (grid->enabled) model->linear = (ts_linear_hook){.apply = ts_tensor_linear, .user = tp};
+    if (!grid->enabled) return true;
+    if (grid->distributed_activations) {
+        if (!ts_tensor_activations_attach(model, tp, err, errlen)) return false;
+        model->linear = (ts_linear_hook){.apply = ts_tensor_linear_blocks, .user = tp};
+    } else {
+        model->linear = (ts_linear_hook){.apply = ts_tensor_linear, .user = tp};
+    }
+    return true;
 }

@@ -31,6 +31,12 @@ typedef struct ts_tensor_dist {
     int rows, cols; /* global shape (blocks only; a whole operand's is its own) */
 } ts_tensor_dist;
 
+/* Every rank's blocks (core/block_cyclic.h) of the row-major [rows, cols]
+ * matrix, this rank's being local, assembled into whole on every rank of the
+ * group: one MPI_Allgatherv, booked in g->bytes_sent. Collective. */
+void ts_tensor_allgather_blocks(ts_ctx *ctx, ts_tensor_grid *g, const ts_real *local, int rows,
+                                int cols, ts_real *whole);
+
 /* A whole 2-D tensor's layout. */
 ts_tensor_dist ts_tensor_whole(const ts_tensor *t);
 
@@ -49,11 +55,18 @@ ts_tensor *ts_tensor_matmul_dist(ts_ctx *ctx, ts_tensor_grid *grid, ts_tensor *a
 ts_tensor *ts_tensor_matmul(ts_ctx *ctx, ts_tensor_grid *grid, ts_tensor *a, ts_tensor *b,
                             bool transpose_a, bool transpose_b);
 
-/* What the linear hook of a model under tensor parallelism needs: the grid
- * and the model, whose layout says which weights are held as blocks. */
+/* What the hooks of a model under tensor parallelism need: the grid and
+ * the model, whose layout says which weights are held as blocks; with
+ * distributed activations (parallel/tensor_activation_ops.h) also the global
+ * shape of the current forward's activations, set by its embedding. */
 typedef struct ts_tensor_parallel {
     ts_tensor_grid *grid;
     const ts_model *model;
+    int tokens, seq, width; /* [tokens, width] activations of sequences of seq tokens */
+    /* This step's tokens are too few to give every process column a block
+     * (the engine has no empty tensors): its activations stay whole, as in
+     * the replicated mode (parallel/tensor_activation_ops.h). */
+    bool whole_step;
 } ts_tensor_parallel;
 
 /* The linear layer x W^T of whole x [..., in] and w [out, in] on the grid,
@@ -62,9 +75,19 @@ typedef struct ts_tensor_parallel {
  * models/linear.h's hook (user: a ts_tensor_parallel). */
 ts_tensor *ts_tensor_linear(void *tp, ts_ctx *ctx, ts_tensor *x, ts_tensor *w);
 
+/* The same with distributed activations: x is this rank's blocks of the
+ * [tp->tokens, in] activations, y this rank's blocks of [tp->tokens, out]
+ * (no all-gather: x, w and y are all p?gemm's local operands). */
+ts_tensor *ts_tensor_linear_blocks(void *tp, ts_ctx *ctx, ts_tensor *x, ts_tensor *w);
+
 /* Routes the model's linear layers (models/linear.h) through
  * ts_tensor_linear on grid, if grid is enabled (else leaves them local),
- * with *tp (the caller's, living as long as the model's hook) as its state. */
-void ts_tensor_parallel_attach(ts_model *model, ts_tensor_parallel *tp, ts_tensor_grid *grid);
+ * with *tp (the caller's, living as long as the model's hooks) as its state;
+ * with grid->distributed_activations also the ops between them
+ * (models/activation_hook.h) and the linear layers in that layout. False
+ * with a message naming what is not supported (an architecture or shape
+ * distributed activations do not handle). */
+bool ts_tensor_parallel_attach(ts_model *model, ts_tensor_parallel *tp, ts_tensor_grid *grid,
+                               char *err, size_t errlen);
 
 #endif

@@ -267,7 +267,7 @@ static bool fits_memory_limit(trainer *tr, char *err, size_t errlen) {
     if (ts_parallel_tensor_grid(&c->parallel, &grid_rows, &grid_cols)) {
         rows = grid_rows;
         cols = grid_cols;
-        ts_block_cyclic origin = {TS_TENSOR_BLOCK, rows, cols, 0, 0};
+        ts_block_cyclic origin = {c->parallel.tensor_block, rows, cols, 0, 0};
         if (!ts_model_distribute(shape, &origin, err, errlen)) {
             ts_model_destroy(shape);
             return false;
@@ -388,7 +388,9 @@ static int run(trainer *tr, bool resume, const char *resume_from) {
         ts_block_cyclic layout = ts_tensor_grid_layout(&tr->grid);
         if (!all_ok(tr, ts_model_distribute(m, &layout, err, sizeof err), err)) return 1;
     }
-    ts_tensor_parallel_attach(m, &tr->tensor_parallel, &tr->grid);
+    if (!all_ok(tr, ts_tensor_parallel_attach(m, &tr->tensor_parallel, &tr->grid, err, sizeof err),
+                err))
+        return 1;
     if (!all_ok(tr, ts_parallel_init(&tr->parallel, tr->grid.data, strategy, m, err, sizeof err),
                 err))
         return 1;
@@ -448,9 +450,10 @@ static int run(trainer *tr, bool resume, const char *resume_from) {
         for (int i = 0; i < m->table.count; i++) blocked += ts_model_param_blocked(m, i);
         printf("tensor parallelism: %dx%d p?gemm grid per group of %d ranks, %d groups "
                "data-parallel; %d of %d tensors held as blocks, %ld of %ld parameters on this "
-               "rank\n",
+               "rank; activations %s\n",
                tr->grid.rows, tr->grid.cols, tr->grid.rows * tr->grid.cols, tr->parallel.nranks,
-               blocked, m->table.count, m->table.total, ts_model_global_table(m)->total);
+               blocked, m->table.count, m->table.total, ts_model_global_table(m)->total,
+               tr->grid.distributed_activations ? "distributed" : "replicated");
     }
 
     long first_step = tr->step;

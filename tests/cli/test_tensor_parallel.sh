@@ -11,8 +11,11 @@
 # count stays the global one, and the final checkpoint holds the whole
 # tensors, equal to the 1-rank run's within 1e-10 (double). A run
 # checkpointed under a grid resumes without one, on another grid, and the
-# other way round, on the uninterrupted trajectory. Unsupported combinations
-# and bad grids are refused at start-up.
+# other way round, on the uninterrupted trajectory. With distributed
+# activations (parallel.tensor_activations = distributed, Transformer++) the
+# same on every grid, with fewer bytes sent and fewer activations held than
+# replicated activations on the same grid, and resumes across modes.
+# Unsupported combinations and bad grids are refused at start-up.
 source "$(dirname "$0")/lib.sh"
 make_license_corpus "$tmp/corpus.h5"
 
@@ -30,14 +33,18 @@ baseline() { # baseline BUILD ARCH: the 1-rank run without tensor parallelism
         >"$dir.log" 2>&1 || { echo "  baseline failed:"; tail -5 "$dir.log"; return 1; }
 }
 
-compare() { # compare BUILD ARCH GRID NP TOLERANCE
-    local build=$1 arch=$2 grid=$3 np=$4 tol=$5
+compare() { # compare BUILD ARCH GRID NP TOLERANCE [ACTIVATIONS]
+    local build=$1 arch=$2 grid=$3 np=$4 tol=$5 act=${6:-replicated}
     local dir=$tmp/$build-$arch-$grid-np$np
+    [ "$act" = replicated ] || dir=$dir-$act
     baseline "$build" "$arch" || { check "$build $arch baseline trains" false; return; }
     # shellcheck disable=SC2046
     tiny_train "$np" "$repo/build/$build/thinkscale" "$dir" $(arch_args "$arch") "${common[@]}" \
-        --set parallel.tensor_grid="$grid" >"$dir.log" 2>&1
-    check "$build $arch on a $grid grid ($np ranks) trains" [ $? -eq 0 ] || { tail -5 "$dir.log"; return; }
+        --set parallel.tensor_grid="$grid" --set parallel.tensor_activations="$act" >"$dir.log" 2>&1
+    check "$build $arch on a $grid grid ($np ranks, $act activations) trains" [ $? -eq 0 ] ||
+        { tail -5 "$dir.log"; return; }
+    [ "$act" = replicated ] || check "... and says its activations are $act" \
+        contains "$dir.log" "activations $act"
     local diff
     diff=$(max_rel_diff "$tmp/$build-$arch-base" "$dir" $steps)
     check "$build $arch $grid ($np ranks) follows the 1-rank losses within $tol ($diff)" \
@@ -110,6 +117,66 @@ done
 compare double transformerpp 1x2 4 1e-10 # two groups, data parallel across them
 compare float transformerpp 1x2 2 1e-5
 
+# Distributed activations (parallel.tensor_activations = distributed,
+# Transformer++ only): every activation held as 2D blocks, tokens over the
+# grid's columns and features over its rows (width 64, 2 heads of 32: one
+# head per block of 32). The same numbers, the same blocks held.
+for grid in 1x1 1x2 2x1 2x2; do
+    compare double transformerpp $grid "$(ranks_of $grid)" 1e-10 distributed
+done
+compare double transformerpp 1x2 4 1e-10 distributed # two groups, data parallel
+compare float transformerpp 2x2 4 1e-5 distributed
+compare float transformerpp 1x2 2 1e-5 distributed
+
+# parallel.tensor_block sets the block size (ScaLAPACK's NB): 4 heads of 16
+# need blocks of 16 (or 32) to keep a head on one process row.
+h4=(--set model.heads=4)
+tiny_train 1 "$bin_double" "$tmp/heads4-base" "${common[@]}" "${h4[@]}" >"$tmp/heads4-base.log" 2>&1
+tiny_train 4 "$bin_double" "$tmp/heads4-nb16" "${common[@]}" "${h4[@]}" \
+    --set parallel.tensor_grid=2x2 --set parallel.tensor_activations=distributed \
+    --set parallel.tensor_block=16 >"$tmp/heads4-nb16.log" 2>&1
+check "blocks of 16 with distributed activations on 2x2 train" [ $? -eq 0 ] || tail -5 "$tmp/heads4-nb16.log"
+diff=$(max_rel_diff "$tmp/heads4-base" "$tmp/heads4-nb16" $steps)
+check "... and follow the 1-rank losses within 1e-10 ($diff)" below "$diff" 1e-10
+check "a block size of 0 is refused" fails_with "$tmp/nb0.log" \
+    "parallel.tensor_block must be between 1 and 4096, got 0" \
+    tiny_train 1 "$bin" "$tmp/nb0" --set parallel.tensor_grid=1x1 --set parallel.tensor_block=0
+
+# A step of at most 32 (Q - 1) tokens (here one sequence of 32 on 2
+# columns) would leave a process column without tokens: it runs whole, as
+# the replicated mode would, on the same trajectory.
+tiny_train 1 "$bin_double" "$tmp/short-base" "${common[@]}" --set train.batch=1 \
+    >"$tmp/short-base.log" 2>&1
+tiny_train 2 "$bin_double" "$tmp/short-12" "${common[@]}" --set train.batch=1 \
+    --set parallel.tensor_grid=1x2 --set parallel.tensor_activations=distributed \
+    >"$tmp/short-12.log" 2>&1
+check "steps too short for a 1x2 grid train with distributed activations" [ $? -eq 0 ] ||
+    tail -5 "$tmp/short-12.log"
+diff=$(max_rel_diff "$tmp/short-base" "$tmp/short-12" $steps)
+check "... and follow the 1-rank losses within 1e-10 ($diff)" below "$diff" 1e-10
+
+# What it saves against replicated activations on the same grid: fewer bytes
+# communicated per step (no all-gather of every linear layer's result and
+# input gradient) and a smaller activation high-water mark per rank.
+saves() { # saves REPLICATED_DIR DISTRIBUTED_DIR
+    py - "$@" <<'PY'
+import sys, re
+def report(d):
+    text = open(f"{d}/report.yaml").read()
+    return [float(re.search(rf"{k}: (\S+)", text).group(1))
+            for k in ("communicated_bytes_per_step", "activations_bytes")]
+(rb, ra), (db, da) = report(sys.argv[1]), report(sys.argv[2])
+print(f"  bytes per step {db:.0f} vs replicated {rb:.0f} ({db / rb:.3f}); "
+      f"activations {da:.0f} vs {ra:.0f} ({da / ra:.3f})")
+sys.exit(0 if 0 < db < rb and da < ra else 1)
+PY
+}
+for grid in 1x2 2x2; do
+    check "distributed activations on $grid send fewer bytes and hold fewer activations" saves \
+        "$tmp/double-transformerpp-$grid-np$(ranks_of $grid)" \
+        "$tmp/double-transformerpp-$grid-np$(ranks_of $grid)-distributed"
+done
+
 # A grid saves memory: one rank of a 1x2 grid holds well under the 1-rank
 # run's parameters (the embedding stays whole), of a 2x2 grid under half.
 held_fraction() { # held_fraction DIR BASE_DIR BELOW
@@ -139,16 +206,19 @@ PY
 
 # Checkpoints hold the ordinary layout: a grid's run resumes without it, and
 # the other way round, on the uninterrupted trajectory.
-resume_across() { # resume_across ARCH FIRST_NP FIRST_GRID SECOND_NP SECOND_GRID
-    local arch=$1 dir=$tmp/resume-$1-$3-$5
+resume_across() { # resume_across ARCH FIRST_NP FIRST_GRID SECOND_NP SECOND_GRID [ACT1 ACT2]
+    local arch=$1 act1=${6:-replicated} act2=${7:-replicated}
+    local dir=$tmp/resume-$1-$3-$act1-$5-$act2
     # shellcheck disable=SC2046
     tiny_train "$2" "$bin_double" "$dir" $(arch_args "$arch") "${common[@]}" \
-        --set parallel.tensor_grid="$3" --set train.stop_at=3 >"$dir-1.log" 2>&1
-    check "$arch on grid $3 stops at step 3" contains "$dir-1.log" "stopped at step 3 of $steps"
+        --set parallel.tensor_grid="$3" --set parallel.tensor_activations="$act1" \
+        --set train.stop_at=3 >"$dir-1.log" 2>&1
+    check "$arch on grid $3 ($act1) stops at step 3" contains "$dir-1.log" "stopped at step 3 of $steps"
     # shellcheck disable=SC2046
     tiny_train "$4" "$bin_double" "$dir" $(arch_args "$arch") "${common[@]}" \
-        --set parallel.tensor_grid="$5" --resume >"$dir-2.log" 2>&1
-    check "... resumes on grid $5 ($4 ranks)" contains "$dir-2.log" "resumed from .*(step 3" ||
+        --set parallel.tensor_grid="$5" --set parallel.tensor_activations="$act2" \
+        --resume >"$dir-2.log" 2>&1
+    check "... resumes on grid $5 ($4 ranks, $act2)" contains "$dir-2.log" "resumed from .*(step 3" ||
         tail -5 "$dir-2.log"
     baseline double "$arch"
     local diff
@@ -161,6 +231,8 @@ resume_across ebt 2 1x2 1 off
 resume_across free 2 1x2 1 off
 resume_across nexus 1 off 2 2x1
 resume_across transformerpp 4 2x2 2 1x2 # grid to grid
+resume_across transformerpp 4 2x2 1 off distributed replicated
+resume_across transformerpp 2 1x2 2 2x1 replicated distributed
 
 check "a grid with a zero strategy is refused, naming both" fails_with "$tmp/zero.log" \
     "parallel.tensor_grid 1x2 with parallel.strategy zero1 is not supported" \
@@ -171,4 +243,22 @@ check "a grid that does not divide the ranks is refused" fails_with "$tmp/divide
 check "a malformed grid is refused" fails_with "$tmp/bad.log" "parallel.tensor_grid: '2by2'" \
     tiny_train 1 "$bin" "$tmp/bad" --set parallel.tensor_grid=2by2
 check "a refused run leaves no run directory behind" [ ! -e "$tmp/bad/metrics.h5" ]
+for arch in ebt free nexus; do
+    # shellcheck disable=SC2046
+    check "distributed activations are refused for $arch, naming it" fails_with "$tmp/act-$arch.log" \
+        "parallel.tensor_activations distributed is not supported by model.arch $arch" \
+        tiny_train 2 "$bin" "$tmp/act-$arch" $(arch_args $arch) "${common[@]}" \
+        --set parallel.tensor_grid=1x2 --set parallel.tensor_activations=distributed
+done
+check "distributed activations with heads split over process rows are refused" \
+    fails_with "$tmp/act-heads.log" "the head width 64 (model.width / model.heads) must divide" \
+    tiny_train 2 "$bin" "$tmp/act-heads" "${common[@]}" --set model.heads=1 \
+    --set parallel.tensor_grid=2x1 --set parallel.tensor_activations=distributed
+check "distributed activations without a grid are refused" fails_with "$tmp/act-off.log" \
+    "parallel.tensor_activations distributed needs a parallel.tensor_grid" \
+    tiny_train 1 "$bin" "$tmp/act-off" --set parallel.tensor_activations=distributed
+check "a malformed activation mode is refused" fails_with "$tmp/act-bad.log" \
+    "parallel.tensor_activations: 'sharded' is neither replicated nor distributed" \
+    tiny_train 1 "$bin" "$tmp/act-bad" --set parallel.tensor_grid=1x1 \
+    --set parallel.tensor_activations=sharded
 finish

@@ -25,6 +25,7 @@
 
 #include "engine/engine.h"
 #include "mpi_cmocka.h"
+#include "tensor_checks.h"
 #include "parallel/tensor_grid.h"
 #include "parallel/tensor_ops.h"
 
@@ -37,36 +38,6 @@
 static int rank, size;
 
 enum { M = 37, K = 45, N = 23 };
-
-/* Values that depend on the seed only, the same on every rank. */
-static ts_tensor *random_tensor(ts_ctx *ctx, int rows, int cols, uint64_t seed) {
-    ts_tensor *t = ts_new(ctx, TS_SHAPE(rows, cols));
-    ts_rng rng;
-    ts_rng_seed(&rng, seed);
-    ts_rng_fill_normal(&rng, t->data, t->numel, 0, 1);
-    return t;
-}
-
-static double max_rel_diff(const ts_tensor *a, const ts_tensor *b) {
-    assert_true(ts_same_shape(a, b));
-    double scale = 0, diff = 0;
-    for (long i = 0; i < a->numel; i++) {
-        scale = fmax(scale, fabs((double)b->data[i]));
-        diff = fmax(diff, fabs((double)a->data[i] - (double)b->data[i]));
-    }
-    return diff / scale;
-}
-
-/* t must be bit-identical to the copy rank 0 of the group holds. */
-static void assert_same_on_group(const ts_tensor_grid *g, const ts_tensor *t) {
-    size_t bytes = (size_t)t->numel * sizeof(ts_real);
-    ts_real *root = malloc(bytes);
-    assert_non_null(root);
-    memcpy(root, t->data, bytes);
-    assert_int_equal(MPI_Bcast(root, (int)bytes, MPI_BYTE, 0, g->group), MPI_SUCCESS);
-    assert_int_equal(memcmp(root, t->data, bytes), 0);
-    free(root);
-}
 
 /* The product, d/da and d/db of sum(C * R), and d/db of sum((d/da)^2),
  * computed by the local op (grid NULL) or the distributed one, the latter
@@ -92,9 +63,9 @@ static ts_tensor *blocks_of(ts_ctx *ctx, const ts_tensor_grid *g, ts_tensor *t, 
 }
 
 static results run(ts_ctx *ctx, ts_tensor_grid *g, bool ta, bool tb, bool blocks_a, bool blocks_b) {
-    ts_tensor *a = ta ? random_tensor(ctx, K, M, 1) : random_tensor(ctx, M, K, 1);
-    ts_tensor *b = tb ? random_tensor(ctx, N, K, 2) : random_tensor(ctx, K, N, 2);
-    ts_tensor *r = random_tensor(ctx, M, N, 3);
+    ts_tensor *a = ta ? random_matrix(ctx, K, M, 1) : random_matrix(ctx, M, K, 1);
+    ts_tensor *b = tb ? random_matrix(ctx, N, K, 2) : random_matrix(ctx, K, N, 2);
+    ts_tensor *r = random_matrix(ctx, M, N, 3);
     ts_tensor_dist da = ts_tensor_whole(a), db = ts_tensor_whole(b);
     da.blocks = blocks_a;
     db.blocks = blocks_b;
@@ -167,12 +138,12 @@ static void test_linear_matches_local(void **state) {
     assert_true(ts_tensor_grid_init(&g, MPI_COMM_WORLD, 1, size, err, sizeof err));
     ts_ctx ctx;
     assert_true(ts_ctx_init(&ctx, 0));
-    ts_tensor *x = ts_reshape(&ctx, random_tensor(&ctx, 2 * 5, 12, 7), TS_SHAPE(2, 5, 12));
-    ts_tensor *w = random_tensor(&ctx, 9, 12, 8);
+    ts_tensor *x = ts_reshape(&ctx, random_matrix(&ctx, 2 * 5, 12, 7), TS_SHAPE(2, 5, 12));
+    ts_tensor *w = random_matrix(&ctx, 9, 12, 8);
     ts_set_requires_grad(&ctx, w, true);
     ts_model model_hook = {0};
     ts_tensor_parallel tp;
-    ts_tensor_parallel_attach(&model_hook, &tp, &g);
+    assert_true(ts_tensor_parallel_attach(&model_hook, &tp, &g, err, sizeof err));
     ts_tensor *y = ts_linear(&ctx, &model_hook.linear, x, w);
     ts_tensor *y_local = ts_linear(&ctx, NULL, x, w);
     assert_int_equal(y->ndim, 3);
@@ -256,13 +227,13 @@ static void test_blocked_weight_linear(void **state) {
             g.block = bi ? TS_TENSOR_BLOCK : 4;
             ts_ctx ctx;
             assert_true(ts_ctx_init(&ctx, 0));
-            ts_tensor *w = random_tensor(&ctx, OUT, IN, 11),
-                      *r = random_tensor(&ctx, ROWS, OUT, 12);
+            ts_tensor *w = random_matrix(&ctx, OUT, IN, 11),
+                      *r = random_matrix(&ctx, ROWS, OUT, 12);
             ts_set_requires_grad(&ctx, w, true);
             ts_tensor *wl = blocks_of(&ctx, &g, w, true);
             ts_tensor *xs[2], *dx[2], *dw[2], *second[2], *y[2];
             for (int dist = 0; dist < 2; dist++) {
-                xs[dist] = random_tensor(&ctx, ROWS, IN, 13);
+                xs[dist] = random_matrix(&ctx, ROWS, IN, 13);
                 ts_set_requires_grad(&ctx, xs[dist], true);
                 double bytes0 = g.bytes_sent;
                 ts_tensor *weight = dist ? wl : w;
