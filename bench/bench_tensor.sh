@@ -49,22 +49,11 @@ wide tp12act --set parallel.tensor_grid=1x2 --set parallel.tensor_activations=di
 wide zero3 --set parallel.strategy=zero3 || echo "zero3: $(grep -o 'error: .*' "$tmp/zero3.log" | head -1)"
 /usr/bin/python3 - "$tmp" "$ok" "$width" "$steps" <<'PY'
 import sys, os, csv, h5py, numpy as np
-NB = 32  # parallel/tensor_grid.h TS_TENSOR_BLOCK, parallel.tensor_block's default
-def extent(n, me, procs, nb=NB):
-    blocks = n // nb
-    return blocks // procs * nb + (nb if me < blocks % procs else n % nb if me == blocks % procs else 0)
-def modelled_state(shapes, p, q, elem=4, nb=NB):
-    """parameters + gradients + 2 moments of grid position (0, 0): a linear
-    weight (2-D, not an embedding) that gives every position a block is held
-    as blocks, the rest whole."""
-    n = 0
-    for name, shape in shapes.items():
-        linear = len(shape) == 2 and name not in ("embed", "time_embed", "post_sampler")
-        if linear and shape[0] > nb * (q - 1) and shape[1] > nb * (p - 1):
-            n += extent(shape[0], 0, q, nb) * extent(shape[1], 0, p, nb)
-        else:
-            n += int(np.prod(shape))
-    return 4 * elem * n
+sys.path.insert(0, "analysis")
+from thinkscale_analysis.tensor_blocks import held_elements
+def modelled_state(shapes, p, q, elem=4):
+    """parameters + gradients + 2 moments of grid position (0, 0)."""
+    return 4 * elem * held_elements(shapes, p, q)[0]
 tmp, ok, width, steps = sys.argv[1], sys.argv[2] == "1", int(sys.argv[3]), int(sys.argv[4])
 vocab = 0
 print("1. GEMM x W^T, N = 512 tokens (median ms, slowest rank; shared machine: indicative)")

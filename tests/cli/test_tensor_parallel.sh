@@ -62,22 +62,16 @@ compare() { # compare BUILD ARCH GRID NP TOLERANCE [ACTIVATIONS]
 # the count of blocked tensors and the global parameter count printed.
 state_held() { # state_held BUILD BASE_DIR DIR GRID
     py - "$@" $steps <<'PY'
-import sys, re, h5py
+import sys, re, h5py, numpy as np
+sys.path.insert(0, "analysis")
+from thinkscale_analysis.tensor_blocks import held_elements
 build, base, run, grid, steps = sys.argv[1:6]
-P, Q = map(int, grid.split("x")); nb = 32
+P, Q = map(int, grid.split("x"))
 elem = 8 if build == "double" else 4
-def extent(n, me, procs):
-    blocks = n // nb
-    return blocks // procs * nb + (nb if me < blocks % procs else n % nb if me == blocks % procs else 0)
-whole = local = blocked = count = 0
 with h5py.File(f"{base}/checkpoint_{int(steps):08d}.h5", "r") as f:
-    for name, d in f["params"].items():
-        count += 1; whole += d.size
-        linear = d.ndim == 2 and name not in ("embed", "time_embed", "post_sampler")
-        if linear and d.shape[0] > nb * (Q - 1) and d.shape[1] > nb * (P - 1):
-            blocked += 1; local += extent(d.shape[0], 0, Q) * extent(d.shape[1], 0, P)
-        else:
-            local += d.size
+    shapes = {name: d.shape for name, d in f["params"].items()}
+count, whole = len(shapes), sum(int(np.prod(s)) for s in shapes.values())
+local, blocked = held_elements(shapes, P, Q)
 def held(d):
     with h5py.File(f"{d}/metrics.h5", "r") as f: return float(f["memory"]["parameters_bytes"][-1])
 log = open(f"{run}.log").read()
