@@ -13,15 +13,31 @@
  * stays exact and a gradient with create_graph runs the same arithmetic as
  * one without. */
 
-/* r of every row of x [rows, d], as the primitives would compute it:
- * squares summed in double, then the mean, eps and 1/sqrt in ts_real. */
+/* sum_j a[j] b[j] in double, in TS_LANES independent partial sums combined
+ * pairwise, then the tail: a single double accumulator is a chain of
+ * dependent adds (4 cycles per element) that the compiler may not reorder,
+ * which made every RMSNorm kernel latency-bound (fifth round,
+ * docs/performance.md); the lanes vectorise. A fixed order, so a row always
+ * gives the same sum. */
+static inline double row_dot_wide(const ts_real *restrict a, const ts_real *restrict b, int n) {
+    double lane[TS_LANES] = {0};
+    int c = 0;
+    for (; c + TS_LANES <= n; c += TS_LANES)
+        for (int j = 0; j < TS_LANES; j++) lane[j] += (double)a[c + j] * b[c + j];
+    for (int w = TS_LANES / 2; w > 0; w /= 2)
+        for (int j = 0; j < w; j++) lane[j] += lane[j + w];
+    double sum = lane[0];
+    for (; c < n; c++) sum += (double)a[c] * b[c];
+    return sum;
+}
+
+/* r of every row of x [rows, d], as the primitives compute it up to the
+ * order of the double sum of squares: the mean, eps and 1/sqrt in ts_real. */
 static void inverse_rms(const ts_real *x, long rows, int d, double eps, ts_real *r) {
     ts_real inv_d = (ts_real)(1.0 / d), e = (ts_real)eps;
     for (long i = 0; i < rows; i++) {
         const ts_real *row = x + i * d;
-        double sum = 0;
-        for (int j = 0; j < d; j++) sum += row[j] * row[j];
-        r[i] = 1 / TS_SQRT((ts_real)sum * inv_d + e);
+        r[i] = 1 / TS_SQRT((ts_real)row_dot_wide(row, row, d) * inv_d + e);
     }
 }
 
@@ -112,12 +128,8 @@ static ts_tensor *rms_grad_dx(ts_ctx *ctx, ts_tensor *x, ts_tensor *u, ts_tensor
     if (r) {
         for (long i = 0; i < k.rows; i++) {
             const ts_real *xi = x->data + i * d, *ui = u->data + i * d, *vi = v->data + i * d;
-            double vu = 0, ux = 0, vx = 0;
-            for (int j = 0; j < d; j++) {
-                vu += (double)vi[j] * ui[j];
-                ux += (double)ui[j] * xi[j];
-                vx += (double)vi[j] * xi[j];
-            }
+            double vu = row_dot_wide(vi, ui, d), ux = row_dot_wide(ui, xi, d);
+            double vx = row_dot_wide(vi, xi, d);
             ts_real a = (ts_real)(vu / d), m = (ts_real)(ux / d), b = (ts_real)(vx / d);
             ts_real r3 = r[i] * r[i] * r[i], r5 = r3 * r[i] * r[i];
             ts_real cx = 3 * r5 * m * b - r3 * a;
@@ -155,8 +167,7 @@ static ts_tensor *rms_grad(ts_ctx *ctx, ts_tensor *x, ts_tensor *u, double eps) 
     if (k.r) {
         for (long i = 0; i < k.rows; i++) {
             const ts_real *xi = x->data + i * d, *ui = u->data + i * d;
-            double dot = 0;
-            for (int j = 0; j < d; j++) dot += (double)ui[j] * xi[j];
+            double dot = row_dot_wide(ui, xi, d);
             ts_real ri = k.r[i], c = ri * ri * ri * (ts_real)(dot / d);
             ts_real *o = k.out->data + i * d;
             for (int j = 0; j < d; j++) o[j] = ri * ui[j] - xi[j] * c;
@@ -169,15 +180,56 @@ static ts_tensor *rms_grad(ts_ctx *ctx, ts_tensor *x, ts_tensor *u, double eps) 
     return k.out;
 }
 
+/* The weight's gradient, W(x, g) = sum over rows of g x r, shaped like the
+ * weight: one pass per row (r, then the row's products added into the
+ * result) instead of eight ops (r in primitives, two products, the sum over
+ * rows; fifth round, docs/performance.md). W is linear in g and its VJP
+ * for x is G(x, g v), so its rule is the forward RMSNorm with weight v (for
+ * g) and G (for x): fused ops with exact rules of their own. */
+static ts_tensor *rms_weight_grad(ts_ctx *ctx, ts_tensor *x, ts_tensor *g, const ts_tensor *w,
+                                  double eps);
+
+static void rms_weight_grad_backward(ts_ctx *ctx, ts_node *node, ts_tensor *v, const bool *needs,
+                                     ts_tensor **gin) {
+    ts_tensor *x = node->in[0], *g = node->in[1];
+    double eps = node->fattr[0];
+    if (needs[1]) gin[1] = ts_rmsnorm(ctx, x, v, eps);
+    if (needs[0]) gin[0] = rms_grad(ctx, x, ts_mul(ctx, g, v), eps);
+}
+
+static ts_tensor *rms_weight_grad(ts_ctx *ctx, ts_tensor *x, ts_tensor *g, const ts_tensor *w,
+                                  double eps) {
+    if (!ts_same_shape(x, g)) {
+        char sx[64], sg[64];
+        ts_fail(ctx, "rmsnorm_weight_grad", "gradient %s does not match input %s",
+                ts_shape_str(g, sg, sizeof sg), ts_shape_str(x, sx, sizeof sx));
+    }
+    int d = x->shape[x->ndim - 1];
+    long rows = x->numel / d;
+    ts_tensor *out = ts_zeros(ctx, w->ndim, w->shape);
+    if (!ctx->counting) {
+        ts_real *restrict o = out->data;
+        for (long i = 0; i < rows; i++) {
+            const ts_real *xi = x->data + i * d, *gi = g->data + i * d;
+            ts_real r;
+            inverse_rms(xi, 1, d, eps, &r);
+            for (int j = 0; j < d; j++) o[j] += gi[j] * (xi[j] * r);
+        }
+    }
+    /* As the ops it replaces: r (square and sum 2 per element, 4 per row),
+     * the two products and the sum over rows, 3 per element. */
+    ts_count_flops(ctx, 5.0 * (double)x->numel + 4.0 * (double)rows);
+    record_with_eps(ctx, "rmsnorm_weight_grad", rms_weight_grad_backward, out, 2,
+                    (ts_tensor *[]){x, g}, eps);
+    return out;
+}
+
 static void rmsnorm_backward(ts_ctx *ctx, ts_node *node, ts_tensor *g, const bool *needs,
                              ts_tensor **gin) {
     ts_tensor *x = node->in[0], *w = node->in[1];
     double eps = node->fattr[0];
     if (needs[0]) gin[0] = rms_grad(ctx, x, ts_mul(ctx, g, w), eps);
-    if (needs[1]) {
-        ts_tensor *normalised = ts_mul(ctx, x, inverse_rms_op(ctx, x, eps));
-        gin[1] = ts_sum_to(ctx, ts_mul(ctx, g, normalised), w->ndim, w->shape);
-    }
+    if (needs[1]) gin[1] = rms_weight_grad(ctx, x, g, w, eps);
 }
 
 ts_tensor *ts_rmsnorm(ts_ctx *ctx, ts_tensor *x, ts_tensor *weight, double eps) {
