@@ -100,6 +100,38 @@ static inline ts_real ts_row_dot(const ts_real *x, const ts_real *y, long n) {
     return dot;
 }
 
+/* sum_c a[c] b[c] and sum_c x[c] in double, in TS_LANES independent partial
+ * sums combined pairwise, then the tail: a single double accumulator is a
+ * chain of dependent adds (4 cycles per element) that the compiler may not
+ * reorder, which made RMSNorm's kernels and row sums latency-bound (fifth
+ * round, docs/performance.md); the lanes vectorise. A fixed order, so a row
+ * always gives the same sum. */
+static inline double ts_combine_wide_lanes(double *lane) {
+    for (int w = TS_LANES / 2; w > 0; w /= 2)
+        for (int j = 0; j < w; j++) lane[j] += lane[j + w];
+    return lane[0];
+}
+
+static inline double ts_row_dot_wide(const ts_real *restrict a, const ts_real *restrict b, long n) {
+    double lane[TS_LANES] = {0};
+    long c = 0;
+    for (; c + TS_LANES <= n; c += TS_LANES)
+        for (int j = 0; j < TS_LANES; j++) lane[j] += (double)a[c + j] * b[c + j];
+    double sum = ts_combine_wide_lanes(lane);
+    for (; c < n; c++) sum += (double)a[c] * b[c];
+    return sum;
+}
+
+static inline double ts_row_sum_wide(const ts_real *restrict x, long n) {
+    double lane[TS_LANES] = {0};
+    long c = 0;
+    for (; c + TS_LANES <= n; c += TS_LANES)
+        for (int j = 0; j < TS_LANES; j++) lane[j] += x[c + j];
+    double sum = ts_combine_wide_lanes(lane);
+    for (; c < n; c++) sum += x[c];
+    return sum;
+}
+
 /* The largest element, -inf for n = 0 (NaN entries are skipped, as by a
  * scalar `if (x > max) max = x`). */
 static inline ts_real ts_row_max(const ts_real *x, long n) {
