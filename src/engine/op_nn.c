@@ -6,30 +6,13 @@
 /* ---------------------------------------------------------------- RMSNorm
  *
  * y = x r w with r = (mean(x^2) + eps)^(-1/2) per row, one fused pass. Its
- * rule: u = g w, then dx = G(x, u) = r u - x r^3 mean(u x), a fused op of
- * its own (one pass instead of a dozen), and dw = sum over rows of g x r.
+ * rule: dx = G(x, u) = r u - x r^3 mean(u x) with u = g w, a fused op of
+ * its own (one pass instead of a dozen, the product g w folded in), and
+ * dw = W(x, g), the sum over rows of g x r, another.
  * G's rule is G again (for u) and F, its VJP for x, another fused op whose
  * rule is written with primitives (r recomputed from x), so every order
  * stays exact and a gradient with create_graph runs the same arithmetic as
  * one without. */
-
-/* sum_j a[j] b[j] in double, in TS_LANES independent partial sums combined
- * pairwise, then the tail: a single double accumulator is a chain of
- * dependent adds (4 cycles per element) that the compiler may not reorder,
- * which made every RMSNorm kernel latency-bound (fifth round,
- * docs/performance.md); the lanes vectorise. A fixed order, so a row always
- * gives the same sum. */
-static inline double row_dot_wide(const ts_real *restrict a, const ts_real *restrict b, int n) {
-    double lane[TS_LANES] = {0};
-    int c = 0;
-    for (; c + TS_LANES <= n; c += TS_LANES)
-        for (int j = 0; j < TS_LANES; j++) lane[j] += (double)a[c + j] * b[c + j];
-    for (int w = TS_LANES / 2; w > 0; w /= 2)
-        for (int j = 0; j < w; j++) lane[j] += lane[j + w];
-    double sum = lane[0];
-    for (; c < n; c++) sum += (double)a[c] * b[c];
-    return sum;
-}
 
 /* r of every row of x [rows, d], as the primitives compute it up to the
  * order of the double sum of squares: the mean, eps and 1/sqrt in ts_real. */
@@ -37,7 +20,7 @@ static void inverse_rms(const ts_real *x, long rows, int d, double eps, ts_real 
     ts_real inv_d = (ts_real)(1.0 / d), e = (ts_real)eps;
     for (long i = 0; i < rows; i++) {
         const ts_real *row = x + i * d;
-        r[i] = 1 / TS_SQRT((ts_real)row_dot_wide(row, row, d) * inv_d + e);
+        r[i] = 1 / TS_SQRT((ts_real)ts_row_dot_wide(row, row, d) * inv_d + e);
     }
 }
 
@@ -74,7 +57,7 @@ static ts_tensor *inverse_rms_op(ts_ctx *ctx, ts_tensor *x, double eps) {
     return ts_rsqrt(ctx, ts_add_scalar(ctx, ts_mean(ctx, ts_square(ctx, x), -1, true), eps));
 }
 
-static ts_tensor *rms_grad(ts_ctx *ctx, ts_tensor *x, ts_tensor *u, double eps);
+static ts_tensor *rms_grad(ts_ctx *ctx, ts_tensor *x, ts_tensor *u, ts_tensor *w, double eps);
 
 /* F(x, u, v), the VJP of G(x, u) for x against v:
  *   F = -r^3 (x a + v m + u b) + 3 r^5 x m b,  a = mean(v u), m = mean(u x), b = mean(v x),
@@ -128,8 +111,8 @@ static ts_tensor *rms_grad_dx(ts_ctx *ctx, ts_tensor *x, ts_tensor *u, ts_tensor
     if (r) {
         for (long i = 0; i < k.rows; i++) {
             const ts_real *xi = x->data + i * d, *ui = u->data + i * d, *vi = v->data + i * d;
-            double vu = row_dot_wide(vi, ui, d), ux = row_dot_wide(ui, xi, d);
-            double vx = row_dot_wide(vi, xi, d);
+            double vu = ts_row_dot_wide(vi, ui, d), ux = ts_row_dot_wide(ui, xi, d);
+            double vx = ts_row_dot_wide(vi, xi, d);
             ts_real a = (ts_real)(vu / d), m = (ts_real)(ux / d), b = (ts_real)(vx / d);
             ts_real r3 = r[i] * r[i] * r[i], r5 = r3 * r[i] * r[i];
             ts_real cx = 3 * r5 * m * b - r3 * a;
@@ -146,17 +129,25 @@ static ts_tensor *rms_grad_dx(ts_ctx *ctx, ts_tensor *x, ts_tensor *u, ts_tensor
     return k.out;
 }
 
-/* The VJP of G(x, u) with v: G(x, v) for u (G is linear in u), F(x, u, v)
- * for x. */
+/* The VJP of G(x, u w) with v (w NULL: no weight): G(x, v) w for u (G is
+ * linear in u and symmetric), the rows' sum of u G(x, v) for w, and
+ * F(x, u w, v) for x. */
 static void rms_grad_backward(ts_ctx *ctx, ts_node *node, ts_tensor *v, const bool *needs,
                               ts_tensor **gin) {
-    ts_tensor *x = node->in[0], *u = node->in[1];
+    ts_tensor *x = node->in[0], *u = node->in[1], *w = node->n_in > 2 ? node->in[2] : NULL;
     double eps = node->fattr[0];
-    if (needs[1]) gin[1] = rms_grad(ctx, x, v, eps);
-    if (needs[0]) gin[0] = rms_grad_dx(ctx, x, u, v, eps);
+    bool needs_w = w && needs[2];
+    ts_tensor *gv = needs[1] || needs_w ? rms_grad(ctx, x, v, NULL, eps) : NULL;
+    if (needs[1]) gin[1] = w ? ts_mul(ctx, gv, w) : gv;
+    if (needs_w) gin[2] = ts_sum_to(ctx, ts_mul(ctx, u, gv), w->ndim, w->shape);
+    if (needs[0]) gin[0] = rms_grad_dx(ctx, x, w ? ts_mul(ctx, u, w) : u, v, eps);
 }
 
-static ts_tensor *rms_grad(ts_ctx *ctx, ts_tensor *x, ts_tensor *u, double eps) {
+/* G(x, u w) = r u w - x r^3 mean(u w x), w the RMSNorm's weight [d] or
+ * NULL: the weight's product folded into the pass (fifth round: one
+ * product over the tensor fewer per RMSNorm in every backward; the same
+ * float products u w as the separate op, so the same result). */
+static ts_tensor *rms_grad(ts_ctx *ctx, ts_tensor *x, ts_tensor *u, ts_tensor *w, double eps) {
     if (!ts_same_shape(x, u)) {
         char sx[64], su[64];
         ts_fail(ctx, "rmsnorm_backward", "gradient %s does not match input %s",
@@ -164,19 +155,31 @@ static ts_tensor *rms_grad(ts_ctx *ctx, ts_tensor *x, ts_tensor *u, double eps) 
     }
     rms_rows k = rms_rows_of(ctx, x, eps);
     int d = k.d;
+    if (w && w->numel != d) {
+        char sx[64], sw[64];
+        ts_fail(ctx, "rmsnorm_backward", "weight %s does not match the last dim of %s",
+                ts_shape_str(w, sw, sizeof sw), ts_shape_str(x, sx, sizeof sx));
+    }
     if (k.r) {
         for (long i = 0; i < k.rows; i++) {
             const ts_real *xi = x->data + i * d, *ui = u->data + i * d;
-            double dot = row_dot_wide(ui, xi, d);
-            ts_real ri = k.r[i], c = ri * ri * ri * (ts_real)(dot / d);
             ts_real *o = k.out->data + i * d;
-            for (int j = 0; j < d; j++) o[j] = ri * ui[j] - xi[j] * c;
+            const ts_real *uw = ui;
+            if (w) { /* u w into the output row first: it stays in L1 */
+                for (int j = 0; j < d; j++) o[j] = ui[j] * w->data[j];
+                uw = o;
+            }
+            double dot = ts_row_dot_wide(uw, xi, d);
+            ts_real ri = k.r[i], c = ri * ri * ri * (ts_real)(dot / d);
+            for (int j = 0; j < d; j++) o[j] = ri * uw[j] - xi[j] * c;
         }
     }
-    /* r: 2 per element, 4 per row; the dot 2 and the rest 3 per element, 5 per row */
-    ts_count_flops(ctx, 7.0 * (double)x->numel + 9.0 * (double)k.rows);
-    record_with_eps(ctx, "rmsnorm_backward", rms_grad_backward, k.out, 2, (ts_tensor *[]){x, u},
-                    eps);
+    /* r: 2 per element, 4 per row; the dot 2 and the rest 3 per element, 5
+     * per row; the weight's product as the mul it replaces, 1 per element */
+    ts_count_flops(ctx, (w ? 8.0 : 7.0) * (double)x->numel + 9.0 * (double)k.rows);
+    ts_node *node = ts_record(ctx, "rmsnorm_backward", rms_grad_backward, k.out, w ? 3 : 2,
+                              (ts_tensor *[]){x, u, w});
+    if (node) node->fattr[0] = eps;
     return k.out;
 }
 
@@ -194,7 +197,7 @@ static void rms_weight_grad_backward(ts_ctx *ctx, ts_node *node, ts_tensor *v, c
     ts_tensor *x = node->in[0], *g = node->in[1];
     double eps = node->fattr[0];
     if (needs[1]) gin[1] = ts_rmsnorm(ctx, x, v, eps);
-    if (needs[0]) gin[0] = rms_grad(ctx, x, ts_mul(ctx, g, v), eps);
+    if (needs[0]) gin[0] = rms_grad(ctx, x, g, v, eps);
 }
 
 static ts_tensor *rms_weight_grad(ts_ctx *ctx, ts_tensor *x, ts_tensor *g, const ts_tensor *w,
@@ -228,7 +231,7 @@ static void rmsnorm_backward(ts_ctx *ctx, ts_node *node, ts_tensor *g, const boo
                              ts_tensor **gin) {
     ts_tensor *x = node->in[0], *w = node->in[1];
     double eps = node->fattr[0];
-    if (needs[0]) gin[0] = rms_grad(ctx, x, ts_mul(ctx, g, w), eps);
+    if (needs[0]) gin[0] = rms_grad(ctx, x, g, w, eps);
     if (needs[1]) gin[1] = rms_weight_grad(ctx, x, g, w, eps);
 }
 
