@@ -283,13 +283,42 @@ static void rotate_pairs(ts_ctx *ctx, const ts_tensor *x, ts_tensor *out, const 
      * entry of the table cost as much as the rotation itself (the same
      * values, so the same table). */
     double *frequency = ts_alloc(ctx, (size_t)half * sizeof *frequency);
-    for (int i = 0; i < half; i++) frequency[i] = pow(theta, -2.0 * i / dh);
-    for (int t = 0; t < t_len; t++)
+    /* cos and sin of the previous position's angles and of one step, in
+     * double: a position one after the previous one (the usual case) is
+     * rotated from it by the angle-addition formulas instead of calling cos
+     * and sin (two libm calls per table entry were ~1% of a Transformer++
+     * step; fifth round, docs/performance.md). Every ROPE_ANCHOR-th entry,
+     * and any position that is not the previous one plus 1, is computed
+     * exactly, so the recurrence's error stays below ~ROPE_ANCHOR ulp of a
+     * double: far below a float's rounding. */
+    enum { ROPE_ANCHOR = 8 };
+    double *prev_cos = ts_alloc(ctx, (size_t)half * sizeof *prev_cos);
+    double *prev_sin = ts_alloc(ctx, (size_t)half * sizeof *prev_sin);
+    double *step_cos = ts_alloc(ctx, (size_t)half * sizeof *step_cos);
+    double *step_sin = ts_alloc(ctx, (size_t)half * sizeof *step_sin);
+    for (int i = 0; i < half; i++) {
+        frequency[i] = pow(theta, -2.0 * i / dh);
+        step_cos[i] = cos(frequency[i]);
+        step_sin[i] = sin(frequency[i]);
+    }
+    for (int t = 0; t < t_len; t++) {
+        bool next = t % ROPE_ANCHOR && positions[t] == positions[t - 1] + 1;
         for (int i = 0; i < half; i++) {
-            double angle = positions[t] * frequency[i];
-            cos_t[t * half + i] = (ts_real)cos(angle);
-            sin_t[t * half + i] = (ts_real)(direction * sin(angle));
+            double c, sn;
+            if (next) {
+                c = prev_cos[i] * step_cos[i] - prev_sin[i] * step_sin[i];
+                sn = prev_sin[i] * step_cos[i] + prev_cos[i] * step_sin[i];
+            } else {
+                double angle = positions[t] * frequency[i];
+                c = cos(angle);
+                sn = sin(angle);
+            }
+            prev_cos[i] = c;
+            prev_sin[i] = sn;
+            cos_t[t * half + i] = (ts_real)c;
+            sin_t[t * half + i] = (ts_real)(direction * sn);
         }
+    }
     for (long o = 0; o < outer; o++)
         for (int t = 0; t < t_len; t++) {
             const ts_real *c = cos_t + t * half, *sn = sin_t + t * half;
