@@ -14,34 +14,28 @@
  * stays exact and a gradient with create_graph runs the same arithmetic as
  * one without. */
 
-/* r of every row of x [rows, d], as the primitives compute it up to the
- * order of the double sum of squares: the mean, eps and 1/sqrt in ts_real. */
-static void inverse_rms(const ts_real *x, long rows, int d, double eps, ts_real *r) {
-    ts_real inv_d = (ts_real)(1.0 / d), e = (ts_real)eps;
-    for (long i = 0; i < rows; i++) {
-        const ts_real *row = x + i * d;
-        r[i] = 1 / TS_SQRT((ts_real)ts_row_dot_wide(row, row, d) * inv_d + e);
-    }
+/* r of one row of x, as the primitives compute it up to the order of the
+ * double sum of squares: the mean, eps and 1/sqrt in ts_real. */
+static inline ts_real inverse_rms(const ts_real *row, int d, double eps) {
+    return 1 / TS_SQRT((ts_real)ts_row_dot_wide(row, row, d) * (ts_real)(1.0 / d) + (ts_real)eps);
 }
 
-/* What every RMSNorm kernel starts from: x [..., d] as rows of d, an output
- * shaped like x, and r of every row in the arena (NULL in a counting
- * context, where no kernel runs). */
+/* What every RMSNorm kernel starts from: x [..., d] as rows of d and an
+ * output shaped like x; run is false in a counting context, where no
+ * kernel runs. Each kernel computes a row's r where it uses the row, so x
+ * is read from memory once (a pass computing every row's r first read it
+ * twice; fifth round, docs/performance.md). */
 typedef struct rms_rows {
     int d;
     long rows;
     ts_tensor *out;
-    ts_real *r;
+    bool run;
 } rms_rows;
 
-static rms_rows rms_rows_of(ts_ctx *ctx, const ts_tensor *x, double eps) {
-    rms_rows k = {.d = x->shape[x->ndim - 1]};
+static rms_rows rms_rows_of(ts_ctx *ctx, const ts_tensor *x) {
+    rms_rows k = {.d = x->shape[x->ndim - 1], .run = !ctx->counting};
     k.rows = x->numel / k.d;
     k.out = ts_new_like(ctx, x);
-    if (!ctx->counting) {
-        k.r = ts_alloc(ctx, (size_t)k.rows * sizeof *k.r);
-        inverse_rms(x->data, k.rows, k.d, eps, k.r);
-    }
     return k;
 }
 
@@ -105,16 +99,16 @@ static void rms_grad_dx_backward(ts_ctx *ctx, ts_node *node, ts_tensor *w, const
 }
 
 static ts_tensor *rms_grad_dx(ts_ctx *ctx, ts_tensor *x, ts_tensor *u, ts_tensor *v, double eps) {
-    rms_rows k = rms_rows_of(ctx, x, eps);
+    rms_rows k = rms_rows_of(ctx, x);
     int d = k.d;
-    const ts_real *r = k.r;
-    if (r) {
+    if (k.run) {
         for (long i = 0; i < k.rows; i++) {
             const ts_real *xi = x->data + i * d, *ui = u->data + i * d, *vi = v->data + i * d;
+            ts_real ri = inverse_rms(xi, d, eps);
             double vu = ts_row_dot_wide(vi, ui, d), ux = ts_row_dot_wide(ui, xi, d);
             double vx = ts_row_dot_wide(vi, xi, d);
             ts_real a = (ts_real)(vu / d), m = (ts_real)(ux / d), b = (ts_real)(vx / d);
-            ts_real r3 = r[i] * r[i] * r[i], r5 = r3 * r[i] * r[i];
+            ts_real r3 = ri * ri * ri, r5 = r3 * ri * ri;
             ts_real cx = 3 * r5 * m * b - r3 * a;
             ts_real *o = k.out->data + i * d;
             for (int j = 0; j < d; j++) o[j] = xi[j] * cx - r3 * (vi[j] * m + ui[j] * b);
@@ -153,14 +147,14 @@ static ts_tensor *rms_grad(ts_ctx *ctx, ts_tensor *x, ts_tensor *u, ts_tensor *w
         ts_fail(ctx, "rmsnorm_backward", "gradient %s does not match input %s",
                 ts_shape_str(u, su, sizeof su), ts_shape_str(x, sx, sizeof sx));
     }
-    rms_rows k = rms_rows_of(ctx, x, eps);
+    rms_rows k = rms_rows_of(ctx, x);
     int d = k.d;
     if (w && w->numel != d) {
         char sx[64], sw[64];
         ts_fail(ctx, "rmsnorm_backward", "weight %s does not match the last dim of %s",
                 ts_shape_str(w, sw, sizeof sw), ts_shape_str(x, sx, sizeof sx));
     }
-    if (k.r) {
+    if (k.run) {
         for (long i = 0; i < k.rows; i++) {
             const ts_real *xi = x->data + i * d, *ui = u->data + i * d;
             ts_real *o = k.out->data + i * d;
@@ -170,7 +164,7 @@ static ts_tensor *rms_grad(ts_ctx *ctx, ts_tensor *x, ts_tensor *u, ts_tensor *w
                 uw = o;
             }
             double dot = ts_row_dot_wide(uw, xi, d);
-            ts_real ri = k.r[i], c = ri * ri * ri * (ts_real)(dot / d);
+            ts_real ri = inverse_rms(xi, d, eps), c = ri * ri * ri * (ts_real)(dot / d);
             for (int j = 0; j < d; j++) o[j] = ri * uw[j] - xi[j] * c;
         }
     }
@@ -214,8 +208,7 @@ static ts_tensor *rms_weight_grad(ts_ctx *ctx, ts_tensor *x, ts_tensor *g, const
         ts_real *restrict o = out->data;
         for (long i = 0; i < rows; i++) {
             const ts_real *xi = x->data + i * d, *gi = g->data + i * d;
-            ts_real r;
-            inverse_rms(xi, 1, d, eps, &r);
+            ts_real r = inverse_rms(xi, d, eps);
             for (int j = 0; j < d; j++) o[j] += gi[j] * (xi[j] * r);
         }
     }
@@ -242,12 +235,12 @@ ts_tensor *ts_rmsnorm(ts_ctx *ctx, ts_tensor *x, ts_tensor *weight, double eps) 
         ts_fail(ctx, "rmsnorm", "weight %s does not match the last dim of %s",
                 ts_shape_str(weight, sw, sizeof sw), ts_shape_str(x, sx, sizeof sx));
     }
-    rms_rows k = rms_rows_of(ctx, x, eps);
-    if (k.r) {
+    rms_rows k = rms_rows_of(ctx, x);
+    if (k.run) {
         const ts_real *w = weight->data;
         for (long i = 0; i < k.rows; i++) {
             const ts_real *in = x->data + i * d;
-            ts_real *o = k.out->data + i * d, ri = k.r[i];
+            ts_real *o = k.out->data + i * d, ri = inverse_rms(in, d, eps);
             for (int j = 0; j < d; j++) o[j] = in[j] * ri * w[j];
         }
     }
