@@ -65,27 +65,6 @@ static void strip_scores(const ts_real *q, const ts_real *k, int i0, int rows, i
                   dh, k, dh, 0, s, keys);
 }
 
-/* x[c] = exp(x[c] - shift) for x[c] <= shift, in place, and their sum: in
- * one pass, the sum in the lanes and order of ts_row_sum, so it equals
- * ts_row_sum of the result bit for bit (fifth round: one pass over the
- * strip fewer). ts_exp_nonpositive vectorises where libm's expf is a call
- * per element (docs/performance.md, lever 6). */
-static ts_real exp_shifted_sum(ts_real *restrict x, int n, ts_real shift) {
-    ts_real lane[TS_LANES] = {0};
-    int c = 0;
-    for (; c + TS_LANES <= n; c += TS_LANES)
-        for (int j = 0; j < TS_LANES; j++) {
-            x[c + j] = ts_exp_nonpositive(x[c + j] - shift);
-            lane[j] += x[c + j];
-        }
-    ts_real sum = ts_combine_lanes(lane);
-    for (; c < n; c++) {
-        x[c] = ts_exp_nonpositive(x[c] - shift);
-        sum += x[c];
-    }
-    return sum;
-}
-
 /* Softmax of each strip row in place over its visible keys (row i0 + r sees
  * 0..i0 + r), as ts_softmax computes it (its row reductions and
  * exponential); the masked tail is 0. Keeps the row's max and 1 / sum in
@@ -95,7 +74,7 @@ static void strip_softmax(ts_real *s, int i0, int rows, int keys, ts_real *stats
         ts_real *restrict row = s + (long)r * keys;
         int visible = i0 + r + 1;
         ts_real max = ts_row_max(row, visible);
-        ts_real inv = 1 / exp_shifted_sum(row, visible, max);
+        ts_real inv = 1 / ts_exp_shifted_sum(row, visible, max);
         for (int c = 0; c < visible; c++) row[c] = ts_flush_subnormal(row[c] * inv);
         for (int c = visible; c < keys; c++) row[c] = 0;
         stats[2 * r] = max;

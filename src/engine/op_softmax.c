@@ -64,8 +64,7 @@ static void softmax_rows(const ts_tensor *x, const ts_tensor *mask, ts_real *out
             /* exp(-inf) is exactly 0, so a masked entry (a causal mask
              * hides half of them) needs no test; the inline exponential
              * vectorises (docs/performance.md, lever 7). */
-            for (long c = 0; c < cols; c++) o[c] = ts_exp_nonpositive(o[c] - max);
-            ts_real inv = 1 / ts_row_sum(o, cols);
+            ts_real inv = 1 / ts_exp_shifted_sum(o, cols, max);
             for (long c = 0; c < cols; c++) o[c] = ts_flush_subnormal(o[c] * inv);
         }
     }
