@@ -6,6 +6,8 @@
  *   - RMSNorm of [8, 256, 256] (x and weight require gradients);
  *   - silu of [8, 256, 256] (the SwiGLU gate): forward and the old rule
  *     (seven ops) against forward and the fused rule;
+ *   - the SwiGLU gate silu(a) b of [8, 256, 256]: ts_silu and ts_mul (with
+ *     silu's fused rule) against ts_swiglu, forward and backward;
  *   - causal softmax of the scores [8, 4, 256, 256]: the masked entries
  *     skipped exp; "before" is the same op under a mask of -1e30 instead of
  *     -inf. Since the softmax's exponential is the inline vectorised one
@@ -72,6 +74,16 @@ static ts_tensor *silu_old_rule(ts_ctx *ctx, ts_tensor *const *in, const ts_tens
     ts_tensor *dx = ts_mul(ctx, g, d);
     ts_set_grad_enabled(ctx, recording);
     return dx;
+}
+
+static ts_tensor *swiglu_primitives(ts_ctx *ctx, ts_tensor *const *in, const ts_tensor *mask) {
+    (void)mask;
+    return ts_mul(ctx, ts_silu(ctx, in[0]), in[1]);
+}
+
+static ts_tensor *swiglu_fused(ts_ctx *ctx, ts_tensor *const *in, const ts_tensor *mask) {
+    (void)mask;
+    return ts_swiglu(ctx, in[0], in[1]);
 }
 
 static ts_tensor *softmax_masked(ts_ctx *ctx, ts_tensor *const *in, const ts_tensor *mask) {
@@ -154,6 +166,7 @@ int main(void) {
     ts_tensor *gs = ts_new(&ctx, TS_SHAPE(BATCH, HEADS, SEQ, SEQ));
     ts_real *xw_grad = calloc((size_t)(x->numel + w->numel), sizeof *xw_grad);
     ts_real *s_grad = calloc((size_t)scores->numel, sizeof *s_grad);
+    ts_real *up_grad = calloc((size_t)gx->numel, sizeof *up_grad);
     ts_tensor *qkv = ts_new(&ctx, TS_SHAPE(3 * BATCH, HEADS, SEQ, WIDTH / HEADS));
     ts_tensor *gh = ts_new(&ctx, TS_SHAPE(BATCH, HEADS, SEQ, WIDTH / HEADS));
     ts_real *qkv_grad = calloc((size_t)qkv->numel, sizeof *qkv_grad);
@@ -166,7 +179,7 @@ int main(void) {
     }
     ts_real *context_data = calloc((size_t)context_total, sizeof *context_data);
     ts_real *context_grad = calloc((size_t)context_total, sizeof *context_grad);
-    if (!xw_grad || !s_grad || !qkv_grad || !context_data || !context_grad) return 1;
+    if (!xw_grad || !s_grad || !up_grad || !qkv_grad || !context_data || !context_grad) return 1;
     fill(x, &seed, -2, 2);
     fill(w, &seed, 0.5, 1.5);
     fill(gx, &seed, -1, 1);
@@ -189,6 +202,7 @@ int main(void) {
     ts_tensor *xp = ts_param(&ctx, x->data, xw_grad, TS_SHAPE(BATCH, SEQ, WIDTH), "x");
     ts_tensor *wp = ts_param(&ctx, w->data, xw_grad + x->numel, TS_SHAPE(WIDTH), "w");
     ts_tensor *sp = ts_param(&ctx, scores->data, s_grad, TS_SHAPE(BATCH, HEADS, SEQ, SEQ), "s");
+    ts_tensor *up = ts_param(&ctx, gx->data, up_grad, TS_SHAPE(BATCH, SEQ, WIDTH), "up");
     ts_tensor *causal = ts_causal_mask(&ctx, SEQ);
     ts_tensor *finite = ts_new(&ctx, TS_SHAPE(SEQ, SEQ)); /* hides the same entries, via exp */
     for (long i = 0; i < finite->numel; i++)
@@ -210,6 +224,14 @@ int main(void) {
          NULL,
          NULL},
         {"silu fwd+bwd [8,256,256]", 4, silu_old_rule, silu_fused, {xp, gx}, gx, NULL, NULL},
+        {"swiglu fwd+bwd [8,256,256]",
+         4,
+         swiglu_primitives,
+         swiglu_fused,
+         {xp, up},
+         gx,
+         NULL,
+         NULL},
         {"causal softmax fwd+bwd [8,4,256,256]",
          4,
          softmax_masked,
@@ -272,6 +294,7 @@ int main(void) {
     }
     free(xw_grad);
     free(s_grad);
+    free(up_grad);
     free(qkv_grad);
     free(context_data);
     free(context_grad);

@@ -1,5 +1,6 @@
 #include "engine/arena.h"
 
+#include <stdint.h>
 #include <stdlib.h>
 
 #define TS_ALIGN 64
@@ -80,4 +81,15 @@ void ts_arena_release(ts_arena *arena, ts_arena_mark mark) {
         if (arena->first) arena->first->used = 0;
     }
     arena->in_use = mark.in_use;
+}
+
+bool ts_arena_allocated_since(const ts_arena *arena, ts_arena_mark mark, const void *p) {
+    uintptr_t at = (uintptr_t)p;
+    size_t from = mark.chunk ? mark.used : 0;
+    for (const ts_chunk *c = mark.chunk ? mark.chunk : arena->first; c; c = c->next, from = 0) {
+        uintptr_t base = (uintptr_t)c->base;
+        if (at >= base + from && at < base + c->used) return true;
+        if (c == arena->current) break; /* chunks after it are free */
+    }
+    return false;
 }

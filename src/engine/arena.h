@@ -5,6 +5,7 @@
 #ifndef TS_ARENA_H
 #define TS_ARENA_H
 
+#include <stdbool.h>
 #include <stddef.h>
 
 typedef struct ts_chunk {
@@ -36,5 +37,7 @@ void ts_arena_free(ts_arena *arena);
 void *ts_arena_alloc(ts_arena *arena, size_t bytes);
 ts_arena_mark ts_arena_get_mark(const ts_arena *arena);
 void ts_arena_release(ts_arena *arena, ts_arena_mark mark);
+/* Whether p points into memory handed out since mark (and not released). */
+bool ts_arena_allocated_since(const ts_arena *arena, ts_arena_mark mark, const void *p);
 
 #endif

@@ -43,13 +43,55 @@ static bool is_target(const ts_ctx *ctx, enum pass_kind kind, const ts_tensor *t
     return t->node == NULL && t->requires_grad;
 }
 
-static void accumulate(ts_ctx *ctx, ts_tensor *t, ts_tensor *g) {
+/* acc += g in place, booked as the add it replaces. */
+static void add_in_place(ts_ctx *ctx, ts_tensor *acc, const ts_tensor *g) {
+    ts_real *restrict dst = acc->data;
+    const ts_real *restrict src = g->data;
+    for (long i = 0; i < acc->numel; i++) dst[i] += src[i];
+    ts_count_flops(ctx, (double)acc->numel);
+    ts_record(ctx, "add", NULL, acc, 0, NULL); /* recording is off: books it to the profile */
+}
+
+/* Adds g into t's gradient. g_owned: g's data is referenced by nothing else
+ * (see owned_gradient). In a plain pass (recording off) a sum goes into an
+ * owned buffer in place instead of into a new tensor: the same sums (a + b
+ * and b + a are the same float), one write into memory already in use
+ * instead of a fresh tensor's (fifth round, docs/performance.md). With
+ * create_graph every sum is an add op of the graph. */
+static void accumulate(ts_ctx *ctx, ts_tensor *t, ts_tensor *g, bool g_owned) {
+    bool in_place = !ctx->grad_enabled && !ctx->counting;
     if (t->acc_epoch != ctx->epoch) {
         t->acc_epoch = ctx->epoch;
         t->acc = g;
+        t->acc_owned = in_place && g_owned;
+    } else if (in_place && ts_same_shape(t->acc, g) && (t->acc_owned || g_owned)) {
+        if (!t->acc_owned) { /* add into g's buffer instead */
+            ts_tensor *other = t->acc;
+            t->acc = g;
+            g = other;
+        }
+        add_in_place(ctx, t->acc, g);
+        t->acc_owned = true;
     } else {
         t->acc = ts_add(ctx, t->acc, g);
+        t->acc_owned = in_place; /* a new tensor that only t->acc holds */
     }
+}
+
+/* Whether gin[j], given by a rule that started at mark, is a tensor whose
+ * data only it references: data the rule allocated (not its incoming
+ * gradient, a view of it, a forward tensor or a parameter), shared with no
+ * other input's gradient. */
+static bool owned_gradient(const ts_ctx *ctx, ts_arena_mark mark, ts_tensor *const *gin, int n,
+                           int j) {
+    const ts_real *data = gin[j]->data;
+    if (!data || !ts_arena_allocated_since(&ctx->arena, mark, data)) return false;
+    for (int k = 0; k < n; k++) {
+        if (k == j || !gin[k] || !gin[k]->data) continue;
+        const ts_real *other = gin[k]->data;
+        if (other < data + gin[j]->numel && data < other + gin[k]->numel) return false;
+    }
+    return true;
 }
 
 static void add_into_leaf_grad(ts_ctx *ctx, ts_tensor *leaf, const ts_tensor *g) {
@@ -89,7 +131,7 @@ static void seed_outputs(ts_ctx *ctx, int n_out, ts_tensor *const *outputs,
     for (int i = 0; i < n_out; i++) {
         ts_tensor *out = outputs[i];
         ts_tensor *seed = seeds ? seeds[i] : NULL;
-        accumulate(ctx, out, seed ? seed : ts_full(ctx, out->ndim, out->shape, 1));
+        accumulate(ctx, out, seed ? seed : ts_full(ctx, out->ndim, out->shape, 1), false);
     }
 }
 
@@ -141,6 +183,7 @@ static void run_pass(ts_ctx *ctx, enum pass_kind kind, const char *who, int n_ou
                 is_target(ctx, kind, in) || (in->node && in->node->needed_epoch == ctx->epoch);
         }
         ctx->pass = node->made_by_gradient_pass ? TS_PASS_SECOND_ORDER : rule_pass;
+        ts_arena_mark rule_start = ts_arena_get_mark(&ctx->arena);
         node->backward(ctx, node, node->out->acc, needs, gin);
         for (int j = 0; j < node->n_in; j++) {
             if (!needs[j] || !gin[j]) continue;
@@ -148,7 +191,8 @@ static void run_pass(ts_ctx *ctx, enum pass_kind kind, const char *who, int n_ou
             if (kind == PASS_BACKWARD && is_target(ctx, kind, in))
                 add_into_leaf_grad(ctx, in, gin[j]);
             else
-                accumulate(ctx, in, gin[j]);
+                accumulate(ctx, in, gin[j],
+                           !create_graph && owned_gradient(ctx, rule_start, gin, node->n_in, j));
         }
     }
     ctx->phase = saved_phase;

@@ -65,24 +65,16 @@ static void strip_scores(const ts_real *q, const ts_real *k, int i0, int rows, i
                   dh, k, dh, 0, s, keys);
 }
 
-/* x[c] = exp(x[c] - shift) for x[c] <= shift, in place (ts_exp_nonpositive
- * vectorises where libm's expf is a call per element: fused fwd + bwd at the
- * benchmark shapes 55 -> 50 ms, docs/performance.md). */
-static void exp_shifted(ts_real *x, int n, ts_real shift) {
-    for (int c = 0; c < n; c++) x[c] = ts_exp_nonpositive(x[c] - shift);
-}
-
 /* Softmax of each strip row in place over its visible keys (row i0 + r sees
  * 0..i0 + r), as ts_softmax computes it (its row reductions and
  * exponential); the masked tail is 0. Keeps the row's max and 1 / sum in
  * stats[2 r], stats[2 r + 1]. */
 static void strip_softmax(ts_real *s, int i0, int rows, int keys, ts_real *stats) {
     for (int r = 0; r < rows; r++) {
-        ts_real *row = s + (long)r * keys;
+        ts_real *restrict row = s + (long)r * keys;
         int visible = i0 + r + 1;
         ts_real max = ts_row_max(row, visible);
-        exp_shifted(row, visible, max);
-        ts_real inv = 1 / ts_row_sum(row, visible);
+        ts_real inv = 1 / ts_exp_shifted_sum(row, visible, max);
         for (int c = 0; c < visible; c++) row[c] = ts_flush_subnormal(row[c] * inv);
         for (int c = visible; c < keys; c++) row[c] = 0;
         stats[2 * r] = max;
@@ -90,14 +82,15 @@ static void strip_softmax(ts_real *s, int i0, int rows, int keys, ts_real *stats
     }
 }
 
-/* P from the scores and the forward's stats, the same arithmetic. */
+/* P from the scores and the forward's stats, the same arithmetic, in one
+ * pass per row. */
 static void strip_probabilities(ts_real *s, int i0, int rows, int keys, const ts_real *stats) {
     for (int r = 0; r < rows; r++) {
-        ts_real *row = s + (long)r * keys;
+        ts_real *restrict row = s + (long)r * keys;
         int visible = i0 + r + 1;
         ts_real max = stats[2 * r], inv = stats[2 * r + 1];
-        exp_shifted(row, visible, max);
-        for (int c = 0; c < visible; c++) row[c] = ts_flush_subnormal(row[c] * inv);
+        for (int c = 0; c < visible; c++)
+            row[c] = ts_flush_subnormal(ts_exp_nonpositive(row[c] - max) * inv);
         for (int c = visible; c < keys; c++) row[c] = 0;
     }
 }

@@ -156,6 +156,18 @@ DEFINE_BINARY(div, BIN_DIV, div_backward)
 
 /* ---------------------------------------------------------------- scalar ops */
 
+/* y = m x, or y = x + c, over n elements. The output is a fresh tensor,
+ * never x, so restrict holds and the loops vectorise (with the bound and the
+ * data pointers read through the tensors in the loop they did not; fifth
+ * round, docs/performance.md). */
+static void scale_run(long n, const ts_real *restrict x, ts_real m, ts_real *restrict y) {
+    for (long i = 0; i < n; i++) y[i] = m * x[i];
+}
+
+static void shift_run(long n, const ts_real *restrict x, ts_real c, ts_real *restrict y) {
+    for (long i = 0; i < n; i++) y[i] = x[i] + c;
+}
+
 static void scale_backward(ts_ctx *ctx, ts_node *node, ts_tensor *g, const bool *needs,
                            ts_tensor **gin) {
     if (needs[0]) gin[0] = ts_scale(ctx, g, node->fattr[0]);
@@ -164,7 +176,7 @@ static void scale_backward(ts_ctx *ctx, ts_node *node, ts_tensor *g, const bool 
 ts_tensor *ts_scale(ts_ctx *ctx, ts_tensor *a, double s) {
     ts_tensor *out = ts_new_like(ctx, a);
     ts_real f = (ts_real)s;
-    for (long i = 0; !ctx->counting && i < a->numel; i++) out->data[i] = f * a->data[i];
+    scale_run(ctx->counting ? 0 : a->numel, a->data, f, out->data);
     ts_count_flops(ctx, (double)a->numel);
     ts_node *node = ts_record(ctx, "scale", scale_backward, out, 1, &a);
     if (node) node->fattr[0] = s;
@@ -181,7 +193,7 @@ static void identity_backward(ts_ctx *ctx, ts_node *node, ts_tensor *g, const bo
 ts_tensor *ts_add_scalar(ts_ctx *ctx, ts_tensor *a, double s) {
     ts_tensor *out = ts_new_like(ctx, a);
     ts_real f = (ts_real)s;
-    for (long i = 0; !ctx->counting && i < a->numel; i++) out->data[i] = a->data[i] + f;
+    shift_run(ctx->counting ? 0 : a->numel, a->data, f, out->data);
     ts_count_flops(ctx, (double)a->numel);
     ts_record(ctx, "add_scalar", identity_backward, out, 1, &a);
     return out;
@@ -231,18 +243,21 @@ static inline ts_real sigmoid_of(ts_real x);
  * own rule is written with ops, so higher orders stay exact. */
 static ts_tensor *silu_grad(ts_ctx *ctx, ts_tensor *x, ts_tensor *g);
 
+/* The VJP for x of silu_grad(x, g) against gout, in primitives:
+ * gout g s'' with d/dx [s (1 + x (1 - s))] = s (1 - s) (2 + x (1 - 2 s)). */
+static ts_tensor *silu_grad_dx(ts_ctx *ctx, ts_tensor *x, ts_tensor *g, ts_tensor *gout) {
+    ts_tensor *s = ts_sigmoid(ctx, x);
+    ts_tensor *s_one_minus_s = ts_mul(ctx, s, ts_add_scalar(ctx, ts_scale(ctx, s, -1), 1));
+    ts_tensor *slope =
+        ts_add_scalar(ctx, ts_mul(ctx, x, ts_add_scalar(ctx, ts_scale(ctx, s, -2), 1)), 2);
+    return ts_mul(ctx, ts_mul(ctx, gout, g), ts_mul(ctx, s_one_minus_s, slope));
+}
+
 static void silu_grad_backward(ts_ctx *ctx, ts_node *node, ts_tensor *gout, const bool *needs,
                                ts_tensor **gin) {
     ts_tensor *x = node->in[0], *g = node->in[1];
     if (needs[1]) gin[1] = silu_grad(ctx, x, gout); /* linear in g */
-    if (needs[0]) {
-        /* d/dx [s (1 + x (1 - s))] = s (1 - s) (2 + x (1 - 2 s)) */
-        ts_tensor *s = ts_sigmoid(ctx, x);
-        ts_tensor *s_one_minus_s = ts_mul(ctx, s, ts_add_scalar(ctx, ts_scale(ctx, s, -1), 1));
-        ts_tensor *slope =
-            ts_add_scalar(ctx, ts_mul(ctx, x, ts_add_scalar(ctx, ts_scale(ctx, s, -2), 1)), 2);
-        gin[0] = ts_mul(ctx, ts_mul(ctx, gout, g), ts_mul(ctx, s_one_minus_s, slope));
-    }
+    if (needs[0]) gin[0] = silu_grad_dx(ctx, x, g, gout);
 }
 
 static ts_tensor *silu_grad(ts_ctx *ctx, ts_tensor *x, ts_tensor *g) {
@@ -273,6 +288,70 @@ static inline ts_real sigmoid_of(ts_real x) {
     /* Stable on both tails; branch-free so that the loops vectorise. */
     ts_real e = ts_exp_nonpositive(x < 0 ? x : -x);
     return x >= 0 ? 1 / (1 + e) : e / (1 + e);
+}
+
+/* ---------------------------------------------------------------- SwiGLU
+ *
+ * ts_swiglu(a, b) = silu(a) b in one pass (the silu and the product were
+ * two ops, the gate written and read back; fifth round,
+ * docs/performance.md). Its rule: for b, silu(a) g = ts_swiglu(a, g); for a,
+ * silu_grad(a, g b) as swiglu_grad_gate, one pass instead of a product and
+ * silu's rule. The same float operations in the same order as silu, mul and
+ * their rules (x s, then the product; g b, then the rule's expression), so
+ * the values are those of the ops it replaces, bit for bit. */
+static void swiglu_rule(ts_ctx *ctx, ts_node *node, ts_tensor *g, const bool *needs,
+                        ts_tensor **gin);
+
+static void check_same_shape(ts_ctx *ctx, const char *op, const ts_tensor *a, const ts_tensor *b) {
+    if (ts_same_shape(a, b)) return;
+    char sa[64], sb[64];
+    ts_fail(ctx, op, "shapes %s and %s differ", ts_shape_str(a, sa, sizeof sa),
+            ts_shape_str(b, sb, sizeof sb));
+}
+
+ts_tensor *ts_swiglu(ts_ctx *ctx, ts_tensor *a, ts_tensor *b) {
+    check_same_shape(ctx, "swiglu", a, b);
+    ts_tensor *out = ts_new_like(ctx, a);
+    long n = ctx->counting ? 0 : a->numel;
+    const ts_real *restrict pa = a->data, *restrict pb = b->data;
+    ts_real *restrict po = out->data;
+    for (long i = 0; i < n; i++) po[i] = pa[i] * sigmoid_of(pa[i]) * pb[i];
+    ts_count_flops(ctx, 5.0 * (double)a->numel); /* silu 4, the product 1 */
+    ts_record(ctx, "swiglu", swiglu_rule, out, 2, (ts_tensor *[]){a, b});
+    return out;
+}
+
+/* silu_grad(a, g b): g b s (1 + a (1 - s)). Its rule: for a, silu_grad_dx
+ * with g b; for b and g, the other factor times silu_grad(a, gout). */
+static void swiglu_grad_gate_rule(ts_ctx *ctx, ts_node *node, ts_tensor *gout, const bool *needs,
+                                  ts_tensor **gin) {
+    ts_tensor *a = node->in[0], *b = node->in[1], *g = node->in[2];
+    ts_tensor *slope = needs[1] || needs[2] ? silu_grad(ctx, a, gout) : NULL;
+    if (needs[1]) gin[1] = ts_mul(ctx, g, slope);
+    if (needs[2]) gin[2] = ts_mul(ctx, b, slope);
+    if (needs[0]) gin[0] = silu_grad_dx(ctx, a, ts_mul(ctx, g, b), gout);
+}
+
+static ts_tensor *swiglu_grad_gate(ts_ctx *ctx, ts_tensor *a, ts_tensor *b, ts_tensor *g) {
+    check_same_shape(ctx, "swiglu_backward", a, g);
+    ts_tensor *out = ts_new_like(ctx, a);
+    long n = ctx->counting ? 0 : a->numel;
+    const ts_real *restrict pa = a->data, *restrict pb = b->data, *restrict pg = g->data;
+    ts_real *restrict po = out->data;
+    for (long i = 0; i < n; i++) {
+        ts_real s = sigmoid_of(pa[i]), u = pg[i] * pb[i];
+        po[i] = u * s * (1 + pa[i] * (1 - s));
+    }
+    ts_count_flops(ctx, 9.0 * (double)a->numel); /* the product 1, silu's rule 8 */
+    ts_record(ctx, "swiglu_backward", swiglu_grad_gate_rule, out, 3, (ts_tensor *[]){a, b, g});
+    return out;
+}
+
+static void swiglu_rule(ts_ctx *ctx, ts_node *node, ts_tensor *g, const bool *needs,
+                        ts_tensor **gin) {
+    ts_tensor *a = node->in[0], *b = node->in[1];
+    if (needs[0]) gin[0] = swiglu_grad_gate(ctx, a, b, g);
+    if (needs[1]) gin[1] = ts_swiglu(ctx, a, g);
 }
 
 enum unary_kind { UN_EXP, UN_LOG, UN_SQRT, UN_RSQRT, UN_SQUARE, UN_SIGMOID, UN_SILU };

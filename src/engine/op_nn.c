@@ -6,43 +6,36 @@
 /* ---------------------------------------------------------------- RMSNorm
  *
  * y = x r w with r = (mean(x^2) + eps)^(-1/2) per row, one fused pass. Its
- * rule: u = g w, then dx = G(x, u) = r u - x r^3 mean(u x), a fused op of
- * its own (one pass instead of a dozen), and dw = sum over rows of g x r.
+ * rule: dx = G(x, u) = r u - x r^3 mean(u x) with u = g w, a fused op of
+ * its own (one pass instead of a dozen, the product g w folded in), and
+ * dw = W(x, g), the sum over rows of g x r, another.
  * G's rule is G again (for u) and F, its VJP for x, another fused op whose
  * rule is written with primitives (r recomputed from x), so every order
  * stays exact and a gradient with create_graph runs the same arithmetic as
  * one without. */
 
-/* r of every row of x [rows, d], as the primitives would compute it:
- * squares summed in double, then the mean, eps and 1/sqrt in ts_real. */
-static void inverse_rms(const ts_real *x, long rows, int d, double eps, ts_real *r) {
-    ts_real inv_d = (ts_real)(1.0 / d), e = (ts_real)eps;
-    for (long i = 0; i < rows; i++) {
-        const ts_real *row = x + i * d;
-        double sum = 0;
-        for (int j = 0; j < d; j++) sum += row[j] * row[j];
-        r[i] = 1 / TS_SQRT((ts_real)sum * inv_d + e);
-    }
+/* r of one row of x, as the primitives compute it up to the order of the
+ * double sum of squares: the mean, eps and 1/sqrt in ts_real. */
+static inline ts_real inverse_rms(const ts_real *row, int d, double eps) {
+    return 1 / TS_SQRT((ts_real)ts_row_dot_wide(row, row, d) * (ts_real)(1.0 / d) + (ts_real)eps);
 }
 
-/* What every RMSNorm kernel starts from: x [..., d] as rows of d, an output
- * shaped like x, and r of every row in the arena (NULL in a counting
- * context, where no kernel runs). */
+/* What every RMSNorm kernel starts from: x [..., d] as rows of d and an
+ * output shaped like x; run is false in a counting context, where no
+ * kernel runs. Each kernel computes a row's r where it uses the row, so x
+ * is read from memory once (a pass computing every row's r first read it
+ * twice; fifth round, docs/performance.md). */
 typedef struct rms_rows {
     int d;
     long rows;
     ts_tensor *out;
-    ts_real *r;
+    bool run;
 } rms_rows;
 
-static rms_rows rms_rows_of(ts_ctx *ctx, const ts_tensor *x, double eps) {
-    rms_rows k = {.d = x->shape[x->ndim - 1]};
+static rms_rows rms_rows_of(ts_ctx *ctx, const ts_tensor *x) {
+    rms_rows k = {.d = x->shape[x->ndim - 1], .run = !ctx->counting};
     k.rows = x->numel / k.d;
     k.out = ts_new_like(ctx, x);
-    if (!ctx->counting) {
-        k.r = ts_alloc(ctx, (size_t)k.rows * sizeof *k.r);
-        inverse_rms(x->data, k.rows, k.d, eps, k.r);
-    }
     return k;
 }
 
@@ -58,7 +51,7 @@ static ts_tensor *inverse_rms_op(ts_ctx *ctx, ts_tensor *x, double eps) {
     return ts_rsqrt(ctx, ts_add_scalar(ctx, ts_mean(ctx, ts_square(ctx, x), -1, true), eps));
 }
 
-static ts_tensor *rms_grad(ts_ctx *ctx, ts_tensor *x, ts_tensor *u, double eps);
+static ts_tensor *rms_grad(ts_ctx *ctx, ts_tensor *x, ts_tensor *u, ts_tensor *w, double eps);
 
 /* F(x, u, v), the VJP of G(x, u) for x against v:
  *   F = -r^3 (x a + v m + u b) + 3 r^5 x m b,  a = mean(v u), m = mean(u x), b = mean(v x),
@@ -106,20 +99,16 @@ static void rms_grad_dx_backward(ts_ctx *ctx, ts_node *node, ts_tensor *w, const
 }
 
 static ts_tensor *rms_grad_dx(ts_ctx *ctx, ts_tensor *x, ts_tensor *u, ts_tensor *v, double eps) {
-    rms_rows k = rms_rows_of(ctx, x, eps);
+    rms_rows k = rms_rows_of(ctx, x);
     int d = k.d;
-    const ts_real *r = k.r;
-    if (r) {
+    if (k.run) {
         for (long i = 0; i < k.rows; i++) {
             const ts_real *xi = x->data + i * d, *ui = u->data + i * d, *vi = v->data + i * d;
-            double vu = 0, ux = 0, vx = 0;
-            for (int j = 0; j < d; j++) {
-                vu += (double)vi[j] * ui[j];
-                ux += (double)ui[j] * xi[j];
-                vx += (double)vi[j] * xi[j];
-            }
+            ts_real ri = inverse_rms(xi, d, eps);
+            double vu = ts_row_dot_wide(vi, ui, d), ux = ts_row_dot_wide(ui, xi, d);
+            double vx = ts_row_dot_wide(vi, xi, d);
             ts_real a = (ts_real)(vu / d), m = (ts_real)(ux / d), b = (ts_real)(vx / d);
-            ts_real r3 = r[i] * r[i] * r[i], r5 = r3 * r[i] * r[i];
+            ts_real r3 = ri * ri * ri, r5 = r3 * ri * ri;
             ts_real cx = 3 * r5 * m * b - r3 * a;
             ts_real *o = k.out->data + i * d;
             for (int j = 0; j < d; j++) o[j] = xi[j] * cx - r3 * (vi[j] * m + ui[j] * b);
@@ -134,50 +123,109 @@ static ts_tensor *rms_grad_dx(ts_ctx *ctx, ts_tensor *x, ts_tensor *u, ts_tensor
     return k.out;
 }
 
-/* The VJP of G(x, u) with v: G(x, v) for u (G is linear in u), F(x, u, v)
- * for x. */
+/* The VJP of G(x, u w) with v (w NULL: no weight): G(x, v) w for u (G is
+ * linear in u and symmetric), the rows' sum of u G(x, v) for w, and
+ * F(x, u w, v) for x. */
 static void rms_grad_backward(ts_ctx *ctx, ts_node *node, ts_tensor *v, const bool *needs,
                               ts_tensor **gin) {
-    ts_tensor *x = node->in[0], *u = node->in[1];
+    ts_tensor *x = node->in[0], *u = node->in[1], *w = node->n_in > 2 ? node->in[2] : NULL;
     double eps = node->fattr[0];
-    if (needs[1]) gin[1] = rms_grad(ctx, x, v, eps);
-    if (needs[0]) gin[0] = rms_grad_dx(ctx, x, u, v, eps);
+    bool needs_w = w && needs[2];
+    ts_tensor *gv = needs[1] || needs_w ? rms_grad(ctx, x, v, NULL, eps) : NULL;
+    if (needs[1]) gin[1] = w ? ts_mul(ctx, gv, w) : gv;
+    if (needs_w) gin[2] = ts_sum_to(ctx, ts_mul(ctx, u, gv), w->ndim, w->shape);
+    if (needs[0]) gin[0] = rms_grad_dx(ctx, x, w ? ts_mul(ctx, u, w) : u, v, eps);
 }
 
-static ts_tensor *rms_grad(ts_ctx *ctx, ts_tensor *x, ts_tensor *u, double eps) {
+/* G(x, u w) = r u w - x r^3 mean(u w x), w the RMSNorm's weight [d] or
+ * NULL: the weight's product folded into the pass (fifth round: one
+ * product over the tensor fewer per RMSNorm in every backward; the same
+ * float products u w as the separate op, so the same result). */
+static ts_tensor *rms_grad(ts_ctx *ctx, ts_tensor *x, ts_tensor *u, ts_tensor *w, double eps) {
     if (!ts_same_shape(x, u)) {
         char sx[64], su[64];
         ts_fail(ctx, "rmsnorm_backward", "gradient %s does not match input %s",
                 ts_shape_str(u, su, sizeof su), ts_shape_str(x, sx, sizeof sx));
     }
-    rms_rows k = rms_rows_of(ctx, x, eps);
+    rms_rows k = rms_rows_of(ctx, x);
     int d = k.d;
-    if (k.r) {
+    if (w && w->numel != d) {
+        char sx[64], sw[64];
+        ts_fail(ctx, "rmsnorm_backward", "weight %s does not match the last dim of %s",
+                ts_shape_str(w, sw, sizeof sw), ts_shape_str(x, sx, sizeof sx));
+    }
+    if (k.run) {
         for (long i = 0; i < k.rows; i++) {
             const ts_real *xi = x->data + i * d, *ui = u->data + i * d;
-            double dot = 0;
-            for (int j = 0; j < d; j++) dot += (double)ui[j] * xi[j];
-            ts_real ri = k.r[i], c = ri * ri * ri * (ts_real)(dot / d);
             ts_real *o = k.out->data + i * d;
-            for (int j = 0; j < d; j++) o[j] = ri * ui[j] - xi[j] * c;
+            const ts_real *uw = ui;
+            if (w) { /* u w into the output row first: it stays in L1 */
+                for (int j = 0; j < d; j++) o[j] = ui[j] * w->data[j];
+                uw = o;
+            }
+            double dot = ts_row_dot_wide(uw, xi, d);
+            ts_real ri = inverse_rms(xi, d, eps), c = ri * ri * ri * (ts_real)(dot / d);
+            for (int j = 0; j < d; j++) o[j] = ri * uw[j] - xi[j] * c;
         }
     }
-    /* r: 2 per element, 4 per row; the dot 2 and the rest 3 per element, 5 per row */
-    ts_count_flops(ctx, 7.0 * (double)x->numel + 9.0 * (double)k.rows);
-    record_with_eps(ctx, "rmsnorm_backward", rms_grad_backward, k.out, 2, (ts_tensor *[]){x, u},
-                    eps);
+    /* r: 2 per element, 4 per row; the dot 2 and the rest 3 per element, 5
+     * per row; the weight's product as the mul it replaces, 1 per element */
+    ts_count_flops(ctx, (w ? 8.0 : 7.0) * (double)x->numel + 9.0 * (double)k.rows);
+    ts_node *node = ts_record(ctx, "rmsnorm_backward", rms_grad_backward, k.out, w ? 3 : 2,
+                              (ts_tensor *[]){x, u, w});
+    if (node) node->fattr[0] = eps;
     return k.out;
+}
+
+/* The weight's gradient, W(x, g) = sum over rows of g x r, shaped like the
+ * weight: one pass per row (r, then the row's products added into the
+ * result) instead of eight ops (r in primitives, two products, the sum over
+ * rows; fifth round, docs/performance.md). W is linear in g and its VJP
+ * for x is G(x, g v), so its rule is the forward RMSNorm with weight v (for
+ * g) and G (for x): fused ops with exact rules of their own. */
+static ts_tensor *rms_weight_grad(ts_ctx *ctx, ts_tensor *x, ts_tensor *g, const ts_tensor *w,
+                                  double eps);
+
+static void rms_weight_grad_backward(ts_ctx *ctx, ts_node *node, ts_tensor *v, const bool *needs,
+                                     ts_tensor **gin) {
+    ts_tensor *x = node->in[0], *g = node->in[1];
+    double eps = node->fattr[0];
+    if (needs[1]) gin[1] = ts_rmsnorm(ctx, x, v, eps);
+    if (needs[0]) gin[0] = rms_grad(ctx, x, g, v, eps);
+}
+
+static ts_tensor *rms_weight_grad(ts_ctx *ctx, ts_tensor *x, ts_tensor *g, const ts_tensor *w,
+                                  double eps) {
+    if (!ts_same_shape(x, g)) {
+        char sx[64], sg[64];
+        ts_fail(ctx, "rmsnorm_weight_grad", "gradient %s does not match input %s",
+                ts_shape_str(g, sg, sizeof sg), ts_shape_str(x, sx, sizeof sx));
+    }
+    int d = x->shape[x->ndim - 1];
+    long rows = x->numel / d;
+    ts_tensor *out = ts_zeros(ctx, w->ndim, w->shape);
+    if (!ctx->counting) {
+        ts_real *restrict o = out->data;
+        for (long i = 0; i < rows; i++) {
+            const ts_real *xi = x->data + i * d, *gi = g->data + i * d;
+            ts_real r = inverse_rms(xi, d, eps);
+            for (int j = 0; j < d; j++) o[j] += gi[j] * (xi[j] * r);
+        }
+    }
+    /* As the ops it replaces: r (square and sum 2 per element, 4 per row),
+     * the two products and the sum over rows, 3 per element. */
+    ts_count_flops(ctx, 5.0 * (double)x->numel + 4.0 * (double)rows);
+    record_with_eps(ctx, "rmsnorm_weight_grad", rms_weight_grad_backward, out, 2,
+                    (ts_tensor *[]){x, g}, eps);
+    return out;
 }
 
 static void rmsnorm_backward(ts_ctx *ctx, ts_node *node, ts_tensor *g, const bool *needs,
                              ts_tensor **gin) {
     ts_tensor *x = node->in[0], *w = node->in[1];
     double eps = node->fattr[0];
-    if (needs[0]) gin[0] = rms_grad(ctx, x, ts_mul(ctx, g, w), eps);
-    if (needs[1]) {
-        ts_tensor *normalised = ts_mul(ctx, x, inverse_rms_op(ctx, x, eps));
-        gin[1] = ts_sum_to(ctx, ts_mul(ctx, g, normalised), w->ndim, w->shape);
-    }
+    if (needs[0]) gin[0] = rms_grad(ctx, x, g, w, eps);
+    if (needs[1]) gin[1] = rms_weight_grad(ctx, x, g, w, eps);
 }
 
 ts_tensor *ts_rmsnorm(ts_ctx *ctx, ts_tensor *x, ts_tensor *weight, double eps) {
@@ -187,12 +235,12 @@ ts_tensor *ts_rmsnorm(ts_ctx *ctx, ts_tensor *x, ts_tensor *weight, double eps) 
         ts_fail(ctx, "rmsnorm", "weight %s does not match the last dim of %s",
                 ts_shape_str(weight, sw, sizeof sw), ts_shape_str(x, sx, sizeof sx));
     }
-    rms_rows k = rms_rows_of(ctx, x, eps);
-    if (k.r) {
+    rms_rows k = rms_rows_of(ctx, x);
+    if (k.run) {
         const ts_real *w = weight->data;
         for (long i = 0; i < k.rows; i++) {
             const ts_real *in = x->data + i * d;
-            ts_real *o = k.out->data + i * d, ri = k.r[i];
+            ts_real *o = k.out->data + i * d, ri = inverse_rms(in, d, eps);
             for (int j = 0; j < d; j++) o[j] = in[j] * ri * w[j];
         }
     }
@@ -228,13 +276,42 @@ static void rotate_pairs(ts_ctx *ctx, const ts_tensor *x, ts_tensor *out, const 
      * entry of the table cost as much as the rotation itself (the same
      * values, so the same table). */
     double *frequency = ts_alloc(ctx, (size_t)half * sizeof *frequency);
-    for (int i = 0; i < half; i++) frequency[i] = pow(theta, -2.0 * i / dh);
-    for (int t = 0; t < t_len; t++)
+    /* cos and sin of the previous position's angles and of one step, in
+     * double: a position one after the previous one (the usual case) is
+     * rotated from it by the angle-addition formulas instead of calling cos
+     * and sin (two libm calls per table entry were ~1% of a Transformer++
+     * step; fifth round, docs/performance.md). Every ROPE_ANCHOR-th entry,
+     * and any position that is not the previous one plus 1, is computed
+     * exactly, so the recurrence's error stays below ~ROPE_ANCHOR ulp of a
+     * double: far below a float's rounding. */
+    enum { ROPE_ANCHOR = 8 };
+    double *prev_cos = ts_alloc(ctx, (size_t)half * sizeof *prev_cos);
+    double *prev_sin = ts_alloc(ctx, (size_t)half * sizeof *prev_sin);
+    double *step_cos = ts_alloc(ctx, (size_t)half * sizeof *step_cos);
+    double *step_sin = ts_alloc(ctx, (size_t)half * sizeof *step_sin);
+    for (int i = 0; i < half; i++) {
+        frequency[i] = pow(theta, -2.0 * i / dh);
+        step_cos[i] = cos(frequency[i]);
+        step_sin[i] = sin(frequency[i]);
+    }
+    for (int t = 0; t < t_len; t++) {
+        bool next = t % ROPE_ANCHOR && positions[t] == positions[t - 1] + 1;
         for (int i = 0; i < half; i++) {
-            double angle = positions[t] * frequency[i];
-            cos_t[t * half + i] = (ts_real)cos(angle);
-            sin_t[t * half + i] = (ts_real)(direction * sin(angle));
+            double c, sn;
+            if (next) {
+                c = prev_cos[i] * step_cos[i] - prev_sin[i] * step_sin[i];
+                sn = prev_sin[i] * step_cos[i] + prev_cos[i] * step_sin[i];
+            } else {
+                double angle = positions[t] * frequency[i];
+                c = cos(angle);
+                sn = sin(angle);
+            }
+            prev_cos[i] = c;
+            prev_sin[i] = sn;
+            cos_t[t * half + i] = (ts_real)c;
+            sin_t[t * half + i] = (ts_real)(direction * sn);
         }
+    }
     for (long o = 0; o < outer; o++)
         for (int t = 0; t < t_len; t++) {
             const ts_real *c = cos_t + t * half, *sn = sin_t + t * half;

@@ -88,18 +88,20 @@ ts_tensor *ts_permute(ts_ctx *ctx, ts_tensor *a, const int *perm) {
         oshape[i] = i < pad ? 1 : shape[i - pad];
         step[i] = i < pad ? 0 : in_stride[perm[i - pad]];
     }
-    ts_real *po = out->data;
+    ts_real *restrict po = out->data;
+    int run = oshape[3];
     for (int i0 = 0; i0 < (ctx->counting ? 0 : oshape[0]); i0++)
         for (int i1 = 0; i1 < oshape[1]; i1++)
-            for (int i2 = 0; i2 < oshape[2]; i2++) {
-                const ts_real *pa = a->data + i0 * step[0] + i1 * step[1] + i2 * step[2];
+            for (int i2 = 0; i2 < oshape[2]; i2++, po += run) {
+                const ts_real *restrict pa = a->data + i0 * step[0] + i1 * step[1] + i2 * step[2];
                 long st = step[3];
-                if (st == 1) {
-                    memcpy(po, pa, (size_t)oshape[3] * sizeof *po);
-                    po += oshape[3];
-                } else {
-                    for (int i3 = 0; i3 < oshape[3]; i3++) *po++ = pa[i3 * st];
-                }
+                /* Runs are short (a head's dh = 64 elements when heads are
+                 * split or merged): an inline copy, not a memcpy call per run
+                 * (fifth round, docs/performance.md). */
+                if (st == 1)
+                    for (int i3 = 0; i3 < run; i3++) po[i3] = pa[i3];
+                else
+                    for (int i3 = 0; i3 < run; i3++) po[i3] = pa[i3 * st];
             }
     ts_node *node = ts_record(ctx, "permute", permute_backward, out, 1, &a);
     if (node)

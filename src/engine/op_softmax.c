@@ -20,6 +20,24 @@ static void check_mask(ts_ctx *ctx, const char *op, const ts_tensor *x, const ts
         ts_fail(ctx, op, "the mask is a constant and cannot require a gradient");
 }
 
+/* sum_c exp(x[c] - max) in double, in TS_LANES partial sums combined
+ * pairwise, then the tail (a fixed order). The cross-entropy's normaliser:
+ * libm's exponential, not the inline one, whose 2 ulp moved the loss enough
+ * that test_ebt.sh's 1-vs-2-rank check went from 2e-5 to 1.1e-4 (fifth
+ * round, docs/performance.md). */
+static double exp_sum_wide(const ts_real *x, long n, ts_real max) {
+    double lane[TS_LANES] = {0};
+    long c = 0;
+    for (; c + TS_LANES <= n; c += TS_LANES) {
+        ts_real e[TS_LANES]; /* float exponentials, widened as they are added */
+        for (int j = 0; j < TS_LANES; j++) e[j] = TS_EXP(x[c + j] - max);
+        for (int j = 0; j < TS_LANES; j++) lane[j] += e[j];
+    }
+    double total = ts_combine_wide_lanes(lane);
+    for (; c < n; c++) total += TS_EXP(x[c] - max);
+    return total;
+}
+
 /* Row r of x is masked with row (r mod mask rows). Writes x + mask - shift
  * with shift = max (softmax) or logsumexp (log-softmax). */
 static void softmax_rows(const ts_tensor *x, const ts_tensor *mask, ts_real *out, bool log_form) {
@@ -41,16 +59,13 @@ static void softmax_rows(const ts_tensor *x, const ts_tensor *mask, ts_real *out
         if (log_form) {
             /* The normaliser of a cross-entropy: summed in double, as every
              * sum that feeds a loss. */
-            double total = 0;
-            for (long c = 0; c < cols; c++) total += TS_EXP(o[c] - max);
-            ts_real shift = max + (ts_real)log(total);
+            ts_real shift = max + (ts_real)log(exp_sum_wide(o, cols, max));
             for (long c = 0; c < cols; c++) o[c] -= shift;
         } else {
             /* exp(-inf) is exactly 0, so a masked entry (a causal mask
              * hides half of them) needs no test; the inline exponential
              * vectorises (docs/performance.md, lever 7). */
-            for (long c = 0; c < cols; c++) o[c] = ts_exp_nonpositive(o[c] - max);
-            ts_real inv = 1 / ts_row_sum(o, cols);
+            ts_real inv = 1 / ts_exp_shifted_sum(o, cols, max);
             for (long c = 0; c < cols; c++) o[c] = ts_flush_subnormal(o[c] * inv);
         }
     }
@@ -164,8 +179,9 @@ static ts_tensor *log_softmax_backward_op(ts_ctx *ctx, ts_tensor *z, ts_tensor *
     for (long r = 0; r < rows; r++) {
         const ts_real *zr = z->data + r * cols, *gr = g->data + r * cols;
         ts_real *o = out->data + r * cols;
-        ts_real sum = 0;
-        for (long c = 0; c < cols; c++) sum += gr[c];
+        /* The row sum in lanes (vectorises); libm's exponential, as the
+         * forward's (fifth round). */
+        ts_real sum = ts_row_sum(gr, cols);
         for (long c = 0; c < cols; c++) o[c] = ts_flush_subnormal(gr[c] - TS_EXP(zr[c]) * sum);
     }
     ts_count_flops(ctx, 4.0 * (double)z->numel);

@@ -28,6 +28,9 @@ ts_tensor *ts_rsqrt(ts_ctx *ctx, ts_tensor *a);
 ts_tensor *ts_square(ts_ctx *ctx, ts_tensor *a);
 ts_tensor *ts_sigmoid(ts_ctx *ctx, ts_tensor *a);
 ts_tensor *ts_silu(ts_ctx *ctx, ts_tensor *a);
+/* silu(a) * b (the SwiGLU gate) in one pass, a and b of one shape; the same
+ * values as ts_mul(ts_silu(a), b), fused forward and first-order rule. */
+ts_tensor *ts_swiglu(ts_ctx *ctx, ts_tensor *a, ts_tensor *b);
 
 /* --- reductions and broadcasting (op_reduce.c) --- */
 /* Sums a into `shape` (same ndim or fewer, numpy broadcasting rules in reverse). */

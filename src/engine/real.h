@@ -100,6 +100,59 @@ static inline ts_real ts_row_dot(const ts_real *x, const ts_real *y, long n) {
     return dot;
 }
 
+/* x[c] = exp(x[c] - shift) for x[c] <= shift (ts_exp_nonpositive), in
+ * place, and their sum in one pass: the sum in the lanes and order of
+ * ts_row_sum, so it equals ts_row_sum of the result bit for bit (the
+ * softmax kernels; fifth round, docs/performance.md: one pass over the row
+ * fewer). */
+static inline ts_real ts_exp_shifted_sum(ts_real *restrict x, long n, ts_real shift) {
+    ts_real lane[TS_LANES] = {0};
+    long c = 0;
+    for (; c + TS_LANES <= n; c += TS_LANES)
+        for (int j = 0; j < TS_LANES; j++) {
+            x[c + j] = ts_exp_nonpositive(x[c + j] - shift);
+            lane[j] += x[c + j];
+        }
+    ts_real sum = ts_combine_lanes(lane);
+    for (; c < n; c++) {
+        x[c] = ts_exp_nonpositive(x[c] - shift);
+        sum += x[c];
+    }
+    return sum;
+}
+
+/* sum_c a[c] b[c] and sum_c x[c] in double, in TS_LANES independent partial
+ * sums combined pairwise, then the tail: a single double accumulator is a
+ * chain of dependent adds (4 cycles per element) that the compiler may not
+ * reorder, which made RMSNorm's kernels and row sums latency-bound (fifth
+ * round, docs/performance.md); the lanes vectorise. A fixed order, so a row
+ * always gives the same sum. */
+static inline double ts_combine_wide_lanes(double *lane) {
+    for (int w = TS_LANES / 2; w > 0; w /= 2)
+        for (int j = 0; j < w; j++) lane[j] += lane[j + w];
+    return lane[0];
+}
+
+static inline double ts_row_dot_wide(const ts_real *restrict a, const ts_real *restrict b, long n) {
+    double lane[TS_LANES] = {0};
+    long c = 0;
+    for (; c + TS_LANES <= n; c += TS_LANES)
+        for (int j = 0; j < TS_LANES; j++) lane[j] += (double)a[c + j] * b[c + j];
+    double sum = ts_combine_wide_lanes(lane);
+    for (; c < n; c++) sum += (double)a[c] * b[c];
+    return sum;
+}
+
+static inline double ts_row_sum_wide(const ts_real *restrict x, long n) {
+    double lane[TS_LANES] = {0};
+    long c = 0;
+    for (; c + TS_LANES <= n; c += TS_LANES)
+        for (int j = 0; j < TS_LANES; j++) lane[j] += x[c + j];
+    double sum = ts_combine_wide_lanes(lane);
+    for (; c < n; c++) sum += x[c];
+    return sum;
+}
+
 /* The largest element, -inf for n = 0 (NaN entries are skipped, as by a
  * scalar `if (x > max) max = x`). */
 static inline ts_real ts_row_max(const ts_real *x, long n) {

@@ -58,8 +58,8 @@ ts_tensor *tpp_multihead_attention(ts_ctx *ctx, const tpp_block_params *p, ts_te
 }
 
 ts_tensor *tpp_swiglu(ts_ctx *ctx, const tpp_block_params *p, ts_tensor *h) {
-    ts_tensor *gate = ts_silu(ctx, tpp_linear(ctx, p, h, p->w1));
-    return tpp_linear(ctx, p, ts_mul(ctx, gate, tpp_linear(ctx, p, h, p->w3)), p->w2);
+    ts_tensor *gate = tpp_linear(ctx, p, h, p->w1);
+    return tpp_linear(ctx, p, ts_swiglu(ctx, gate, tpp_linear(ctx, p, h, p->w3)), p->w2);
 }
 
 ts_tensor *tpp_block_forward(ts_ctx *ctx, const tpp_block_params *p, ts_tensor *x,

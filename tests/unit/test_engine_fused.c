@@ -132,6 +132,34 @@ static void test_rmsnorm_matches_primitives(void **state) {
                          "rmsnorm");
 }
 
+static ts_tensor *swiglu_fused(ts_ctx *ctx, ts_tensor *const *in, const ts_tensor *mask) {
+    (void)mask;
+    return ts_swiglu(ctx, in[0], in[1]);
+}
+
+static ts_tensor *swiglu_primitives(ts_ctx *ctx, ts_tensor *const *in, const ts_tensor *mask) {
+    (void)mask;
+    return ts_mul(ctx, ts_silu(ctx, in[0]), in[1]);
+}
+
+/* The fused SwiGLU gate computes the same float operations as silu and mul
+ * (and their rules) in the same order: its value and plain gradients equal
+ * theirs bit for bit, and its second-order terms to rounding. */
+static void test_swiglu_matches_silu_times(void **state) {
+    fixture *fx = *state;
+    ts_ctx *ctx = &fx->ctx;
+    ts_tensor *a = leaf(fx, TS_SHAPE(5, 7), -6, 6), *b = leaf(fx, TS_SHAPE(5, 7), -2, 2);
+    ts_tensor *in[2] = {a, b};
+    expect_same_function(fx, swiglu_fused, swiglu_primitives, 2, in, NULL, "swiglu");
+    ts_tensor *y[2] = {swiglu_fused(ctx, in, NULL), swiglu_primitives(ctx, in, NULL)};
+    ts_tensor *w = constant(fx, y[0]), *grads[2][2];
+    for (int k = 0; k < 2; k++) ts_grad(ctx, 1, &y[k], &w, 2, in, grads[k], false);
+    assert_memory_equal(y[0]->data, y[1]->data, (size_t)y[0]->numel * sizeof(ts_real));
+    for (int j = 0; j < 2; j++)
+        assert_memory_equal(grads[0][j]->data, grads[1][j]->data,
+                            (size_t)grads[0][j]->numel * sizeof(ts_real));
+}
+
 static void test_silu_rule_matches_primitives(void **state) {
     fixture *fx = *state;
     ts_tensor *x = leaf(fx, TS_SHAPE(5, 7), -6, 6);
@@ -334,6 +362,7 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_rmsnorm_matches_primitives),
         cmocka_unit_test(test_silu_rule_matches_primitives),
+        cmocka_unit_test(test_swiglu_matches_silu_times),
         cmocka_unit_test(test_causal_softmax_matches_primitives),
         cmocka_unit_test(test_causal_attention_matches_primitives),
         cmocka_unit_test(test_causal_attention_counts_as_executed),

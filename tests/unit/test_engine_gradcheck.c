@@ -102,6 +102,7 @@ BINARY_BUILDER(add)
 BINARY_BUILDER(sub)
 BINARY_BUILDER(mul)
 BINARY_BUILDER(div)
+BINARY_BUILDER(swiglu)
 
 /* The same tensor on both sides: its two gradient contributions must add up. */
 static ts_tensor *f_mul_self(ts_ctx *ctx, ts_tensor *const *in, const void *args) {
@@ -421,6 +422,13 @@ static void test_silu(void **state) {
     expect_gradients(fx, "silu", f_silu, ARGS(0), INPUTS(x));
 }
 
+static void test_swiglu(void **state) {
+    fixture *fx = *state;
+    ts_tensor *a = gc_leaf(&fx->ctx, &fx->rng, TS_SHAPE(3, 4), -4, 4);
+    ts_tensor *b = gc_leaf(&fx->ctx, &fx->rng, TS_SHAPE(3, 4), -2, 2);
+    expect_gradients(fx, "swiglu", f_swiglu, ARGS(0), INPUTS(a, b));
+}
+
 /* ---------------------------------------------------------------- reductions */
 
 static void test_sum_to(void **state) {
@@ -722,6 +730,8 @@ static void test_third_order_elementwise(void **state) {
     expect_third_order(fx, "rsqrt", f_rsqrt, ARGS(0), 0, INPUTS(positive));
     expect_third_order(fx, "sigmoid", f_sigmoid, ARGS(0), 0, INPUTS(x));
     expect_third_order(fx, "silu", f_silu, ARGS(0), 0, INPUTS(x));
+    expect_third_order(fx, "swiglu", f_swiglu, ARGS(0), 0, INPUTS(x, positive));
+    expect_third_order(fx, "swiglu", f_swiglu, ARGS(0), 1, INPUTS(x, positive));
     expect_third_order(fx, "div", f_div, ARGS(0), 0, INPUTS(x, row));
     expect_third_order(fx, "div", f_div, ARGS(0), 1, INPUTS(x, row));
 }
@@ -876,6 +886,7 @@ int main(void) {
         T(test_square),
         T(test_sigmoid),
         T(test_silu),
+        T(test_swiglu),
         T(test_sum_to),
         T(test_broadcast_to),
         T(test_sum_and_mean_axis),
