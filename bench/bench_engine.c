@@ -11,6 +11,7 @@
 #include "engine/clock.h"
 #include "engine/engine.h"
 #include "models/transformer_block.h"
+#include "train/machine_peak.h"
 
 enum { BATCH = 8, SEQ = 256, WIDTH = 256, HEADS = 4, REPS = 7 };
 static const double TARGET_RATIO = 0.50;
@@ -56,7 +57,9 @@ static double gemm_gflops(int n) {
     return median(rates, REPS);
 }
 
-int main(void) {
+int main(int argc, char **argv) {
+    (void)argc;
+    ts_blas_prefer_vector_kernels(argv); /* the kernels thinkscale runs */
     openblas_set_num_threads(1);
     double ceiling = gemm_gflops(1024);
 

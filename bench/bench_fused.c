@@ -32,6 +32,7 @@
 
 #include "engine/clock.h"
 #include "engine/engine.h"
+#include "train/machine_peak.h"
 
 enum { REPS = 9, BATCH = 8, SEQ = 256, WIDTH = 256, HEADS = 4 };
 
@@ -152,7 +153,9 @@ static double run_side(ts_ctx *ctx, side_fn f, ts_tensor *const *in, const ts_te
     return dt;
 }
 
-int main(void) {
+int main(int argc, char **argv) {
+    (void)argc;
+    ts_blas_prefer_vector_kernels(argv); /* the kernels thinkscale runs */
     openblas_set_num_threads(1);
     const char *clock_name = getenv("BENCH_CLOCK");
     bool cpu = clock_name && !strcmp(clock_name, "cpu");

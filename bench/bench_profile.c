@@ -49,6 +49,7 @@
 #include "models/model.h"
 #include "train/micro_batch.h"
 #include "train/optimizer.h"
+#include "train/machine_peak.h"
 
 enum { MAX_MODELS = 8, SGEMM_N = 768 };
 
@@ -237,7 +238,9 @@ static void print_profile(bench_model *m, double sgemm, bool cpu) {
     free(profile);
 }
 
-int main(void) {
+int main(int argc, char **argv) {
+    (void)argc;
+    ts_blas_prefer_vector_kernels(argv); /* the kernels thinkscale runs */
     openblas_set_num_threads(1);
     bench_model models[] = {
         {.name = "tpp",

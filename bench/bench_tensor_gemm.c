@@ -23,6 +23,7 @@
 #include "parallel/data_parallel.h"
 #include "parallel/tensor_grid.h"
 #include "parallel/tensor_ops.h"
+#include "train/machine_peak.h"
 
 static int compare_doubles(const void *a, const void *b) {
     double x = *(const double *)a, y = *(const double *)b;
@@ -82,6 +83,7 @@ static void fill(ts_real *v, long n, unsigned seed) {
 }
 
 int main(int argc, char **argv) {
+    ts_blas_prefer_vector_kernels(argv); /* the kernels thinkscale runs */
     MPI_Init(&argc, &argv);
     int rank, size;
     MPI_Comm_rank(MPI_COMM_WORLD, &rank);
