@@ -495,7 +495,16 @@ ts_tensor *ts_tp_softmax(void *user, ts_ctx *ctx, ts_tensor *x) {
 ts_tensor *ts_tp_feature_dot(void *user, ts_ctx *ctx, ts_tensor *x, ts_tensor *w) {
     const ts_tensor_parallel *tp = user;
     ts_tensor_grid *g = tp->grid;
-    ts_tensor *mine = ts_tp_local_features(ctx, g, ts_reshape(ctx, w, TS_SHAPE((int)w->numel)));
+    int f = tp->width;
+    /* A weight [1, f] is held as blocks on a grid of one process column
+     * (ts_model_distribute), and its block is then exactly this rank's
+     * features, its gradient complete (every token is on this column). */
+    bool blocks = w->numel != f;
+    if (blocks && (g->cols != 1 || w->numel != local_features(g, f)))
+        ts_fail(ctx, "tensor_feature_dot", "a weight of %ld values is neither [1, %d] nor its block",
+                w->numel, f);
+    ts_tensor *row = ts_reshape(ctx, w, TS_SHAPE((int)w->numel));
+    ts_tensor *mine = blocks ? row : ts_tp_local_features(ctx, g, row);
     /* the total is then used whole on every process row (the same energy) */
     return ts_tp_reduce(ctx, g, ts_sum(ctx, ts_mul(ctx, x, mine), 1, true), TS_AXIS_FEATURES);
 }
