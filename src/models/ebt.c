@@ -112,7 +112,8 @@ static ts_tensor *training_step_size(ts_model *model, ts_ctx *ctx, const ts_batc
     ts_tensor *scaled = ts_mul(ctx, alpha, factor);
     *mean = mean_of(scaled);
     if (!act) return scaled;
-    return ts_mul(ctx, act->share(act->user, ctx, alpha), act->token_values(act->user, ctx, factor));
+    return ts_mul(ctx, act->share(act->user, ctx, alpha),
+                  act->token_values(act->user, ctx, factor));
 }
 
 /* Steps of this forward: ebt.steps plus U{0..random_steps}, the same on
@@ -209,8 +210,7 @@ static ts_tensor *training_loss(ts_model *model, ts_ctx *ctx, const ts_batch *ba
         bool made_leaf = !p->requires_grad;
         if (made_leaf) ts_set_requires_grad(ctx, p, true);
         ts_tensor *energy = ebt_energy(ctx, context, p, ebt_landscape_of_step(c, t));
-        ts_tensor *total =
-            act ? act->sum_tokens(act->user, ctx, energy) : ts_sum_all(ctx, energy);
+        ts_tensor *total = act ? act->sum_tokens(act->user, ctx, energy) : ts_sum_all(ctx, energy);
         ts_tensor *grad;
         ts_grad(ctx, 1, &total, NULL, 1, &p, &grad, detach || last);
         /* The loss needs no gradient with respect to a cut-off p; without
@@ -223,8 +223,8 @@ static ts_tensor *training_loss(ts_model *model, ts_ctx *ctx, const ts_batch *ba
             loss = loss ? ts_add(ctx, loss, step_loss) : step_loss;
             n_losses++;
         }
-        double energy_mean = act ? (ts_is_counting(ctx) ? NAN : ts_item(ctx, total) / positions)
-                                 : mean_of(energy);
+        double energy_mean =
+            act ? (ts_is_counting(ctx) ? NAN : ts_item(ctx, total) / positions) : mean_of(energy);
         if (t == 0) {
             energy_first = energy_mean;
             if (!step_loss) {

@@ -30,7 +30,7 @@ struct ebt_context {
     int32_t *positions_obs;  /* 0..L */
     int32_t *positions_pred; /* 2..L+1 */
     int n_landscapes;
-    ebt_observed *observed; /* one per landscape */
+    ebt_observed *observed;        /* one per landscape */
     const ts_activation_hook *act; /* distributed activations, or NULL */
 };
 
@@ -57,12 +57,12 @@ ebt_context *ebt_context_new_on(ts_model *model, ts_ctx *ctx, const int32_t *inp
     const ts_model_config *c = &model->config;
     ebt_context *e = ts_alloc(ctx, sizeof *e);
     /* the prediction stream is the shorter one */
-    *e = (ebt_context){.model = model,
-                       .batch = batch,
-                       .seq = seq,
-                       .n_landscapes = ebt_landscapes(c),
-                       .act = ts_act_begin_step(&model->activations, (long)batch * seq, c->width,
-                                                !distribute)};
+    *e = (ebt_context){
+        .model = model,
+        .batch = batch,
+        .seq = seq,
+        .n_landscapes = ebt_landscapes(c),
+        .act = ts_act_begin_step(&model->activations, (long)batch * seq, c->width, !distribute)};
     ts_tensor *embedded =
         ts_embedding(ctx, ts_model_param(model, "embed"), inputs, (long)batch * seq);
     e->embedded = ts_reshape(ctx, embedded, TS_SHAPE(batch, seq, c->width));
@@ -184,7 +184,7 @@ ts_tensor *ebt_energy(ts_ctx *ctx, ebt_context *e, ts_tensor *p, int landscape) 
     const ts_model_config *c = &model->config;
     char shape[64];
     if (!e->act && (p->ndim != 3 || p->shape[0] != e->batch || p->shape[1] != e->seq ||
-        p->shape[2] != c->vocab_size))
+                    p->shape[2] != c->vocab_size))
         ts_fail(ctx, "ebt", "predictions %s are not [%d, %d, %d]", ts_shape_str(p, shape, 64),
                 e->batch, e->seq, c->vocab_size);
     ebt_context_observe(ctx, e, landscape);

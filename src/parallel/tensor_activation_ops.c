@@ -431,10 +431,10 @@ ts_tensor *ts_tp_context_attention(void *user, ts_ctx *ctx, ts_tensor *q, ts_ten
     long *global = my_token_indices(ctx, g, n);
     int32_t *my_positions = ts_alloc(ctx, ((size_t)mine + 1) * sizeof *my_positions);
     for (long i = 0; i < mine; i++) my_positions[i] = positions[global[i] % seq];
-    ts_tensor *qr = ts_reshape(ctx, rotate(ctx, q, dh, my_positions, rope_theta),
-                               TS_SHAPE(mine, features));
-    ts_tensor *kr = ts_reshape(ctx, rotate(ctx, k, dh, my_positions, rope_theta),
-                               TS_SHAPE(mine, features));
+    ts_tensor *qr =
+        ts_reshape(ctx, rotate(ctx, q, dh, my_positions, rope_theta), TS_SHAPE(mine, features));
+    ts_tensor *kr =
+        ts_reshape(ctx, rotate(ctx, k, dh, my_positions, rope_theta), TS_SHAPE(mine, features));
     /* A run of consecutive tokens r0.. r0+m-1 of one sequence sees that
      * sequence's context keys 0 .. r0+m-1+ahead, aligned at the end as the
      * engine op wants (row j sees 0 .. j + visible - m): exactly the rows
@@ -486,9 +486,9 @@ ts_tensor *ts_tp_softmax(void *user, ts_ctx *ctx, ts_tensor *x) {
     ts_tensor_grid *g = tp->grid;
     ts_tensor *exps = ts_exp(ctx, ts_sub(ctx, x, feature_max(ctx, g, x, "tensor_softmax")));
     /* every feature block of a token divides by the same total */
-    ts_tensor *sums = ts_tp_fanout(
-        ctx, g, ts_tp_reduce(ctx, g, ts_sum(ctx, exps, 1, true), TS_AXIS_FEATURES),
-        TS_AXIS_FEATURES);
+    ts_tensor *sums =
+        ts_tp_fanout(ctx, g, ts_tp_reduce(ctx, g, ts_sum(ctx, exps, 1, true), TS_AXIS_FEATURES),
+                     TS_AXIS_FEATURES);
     return ts_div(ctx, exps, sums);
 }
 
@@ -501,8 +501,8 @@ ts_tensor *ts_tp_feature_dot(void *user, ts_ctx *ctx, ts_tensor *x, ts_tensor *w
      * features, its gradient complete (every token is on this column). */
     bool blocks = w->numel != f;
     if (blocks && (g->cols != 1 || w->numel != local_features(g, f)))
-        ts_fail(ctx, "tensor_feature_dot", "a weight of %ld values is neither [1, %d] nor its block",
-                w->numel, f);
+        ts_fail(ctx, "tensor_feature_dot",
+                "a weight of %ld values is neither [1, %d] nor its block", w->numel, f);
     ts_tensor *row = ts_reshape(ctx, w, TS_SHAPE((int)w->numel));
     ts_tensor *mine = blocks ? row : ts_tp_local_features(ctx, g, row);
     /* the total is then used whole on every process row (the same energy) */

@@ -113,8 +113,8 @@ ts_tensor *ts_tp_causal_attention_keep(void *tp, ts_ctx *ctx, ts_tensor *q, ts_t
  * values of a context stream of `ahead` more tokens per sequence (aligned at
  * the end) and to themselves; no communication (the context's keys are
  * already every token's). */
-ts_tensor *ts_tp_context_attention(void *tp, ts_ctx *ctx, ts_tensor *q, ts_tensor *k,
-                                   ts_tensor *v, ts_tensor *keys, ts_tensor *values, int n_heads,
+ts_tensor *ts_tp_context_attention(void *tp, ts_ctx *ctx, ts_tensor *q, ts_tensor *k, ts_tensor *v,
+                                   ts_tensor *keys, ts_tensor *values, int n_heads,
                                    const int32_t *positions, double rope_theta);
 /* x w^T for a weight of one output [1, F] (whole): the features' partial
  * dots reduced over the process column, [local tokens, 1], the same on every

@@ -181,17 +181,19 @@ static ts_tensor *context_attention_op(ts_ctx *ctx, ts_tensor_parallel *tp, ts_t
     }
     assert_true(ts_tp_begin_step(tp, TOKENS, WIDTH, false));
     ts_tensor *keys, *values;
-    ts_tensor *kc = ts_tp_to_local(tp, ctx, ts_reshape(ctx, in[3], TS_SHAPE(BATCH, SEQ + 1, WIDTH)));
-    ts_tensor *vc = ts_tp_to_local(tp, ctx, ts_reshape(ctx, in[4], TS_SHAPE(BATCH, SEQ + 1, WIDTH)));
+    ts_tensor *kc =
+        ts_tp_to_local(tp, ctx, ts_reshape(ctx, in[3], TS_SHAPE(BATCH, SEQ + 1, WIDTH)));
+    ts_tensor *vc =
+        ts_tp_to_local(tp, ctx, ts_reshape(ctx, in[4], TS_SHAPE(BATCH, SEQ + 1, WIDTH)));
     assert_null(ts_tp_causal_attention_keep(tp, ctx, NULL, kc, vc, HEADS, observed, 10000.0, &keys,
                                             &values));
     ts_tp_stream(tp, BATCH, SEQ);
-    ts_tensor *q = ts_tp_to_blocks(ctx, tp->grid, in[0]), *k = ts_tp_to_blocks(ctx, tp->grid, in[1]),
+    ts_tensor *q = ts_tp_to_blocks(ctx, tp->grid, in[0]),
+              *k = ts_tp_to_blocks(ctx, tp->grid, in[1]),
               *v = ts_tp_to_blocks(ctx, tp->grid, in[2]);
-    return ts_tp_whole(tp, ctx,
-                       ts_tp_context_attention(tp, ctx, q, k, v, keys, values, HEADS, predicted,
-                                               10000.0),
-                       WIDTH);
+    return ts_tp_whole(
+        tp, ctx, ts_tp_context_attention(tp, ctx, q, k, v, keys, values, HEADS, predicted, 10000.0),
+        WIDTH);
 }
 
 /* The energy head and its total: sum over tokens of (x w^T)^2, w [1, WIDTH]
