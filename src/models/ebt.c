@@ -178,7 +178,6 @@ static ts_tensor *training_loss(ts_model *model, ts_ctx *ctx, const ts_batch *ba
     const ts_ebt_config *e = &c->ebt;
     int seq = batch->seq, rows;
     ts_tensor *y;
-    double positions;
     int32_t *tokens = training_rows(model, ctx, batch, &rows, &y);
     ts_batch all_rows = *batch;
     all_rows.tokens = tokens;
@@ -186,7 +185,7 @@ static ts_tensor *training_loss(ts_model *model, ts_ctx *ctx, const ts_batch *ba
     all_rows.target_mask = NULL; /* training scores every target */
     int32_t *inputs, *targets;
     tpp_split_batch(ctx, &all_rows, &inputs, &targets);
-    positions = (double)rows * seq;
+    double positions = (double)rows * seq;
     bool detach = !strcmp(e->mode, "s1"), every_step = !strcmp(e->loss_on, "mean");
     ebt_context *context = ebt_context_new_on(model, ctx, inputs, rows, seq, true);
     /* Distributed activations: from here on y, p, the gradient, the noise,
