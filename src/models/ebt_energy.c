@@ -56,7 +56,7 @@ ebt_context *ebt_context_new_on(ts_model *model, ts_ctx *ctx, const int32_t *inp
                                 int seq, bool distribute) {
     const ts_model_config *c = &model->config;
     ebt_context *e = ts_alloc(ctx, sizeof *e);
-    /* the prediction stream is the shorter one */
+    /* begin_step gets the prediction stream's tokens: the shorter stream */
     *e = (ebt_context){
         .model = model,
         .batch = batch,
