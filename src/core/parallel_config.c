@@ -22,7 +22,7 @@ static const ts_config_key keys[] = {
                          "under parallel.tensor_grid: replicated (activations whole on every rank "
                          "of a group, only the linear GEMMs distributed) or distributed (every "
                          "activation held as 2D blocks, tokens over the grid's columns and "
-                         "features over its rows; Transformer++ only; docs/parallelism.md)",
+                         "features over its rows; Transformer++ and EBT only; docs/parallelism.md)",
                          false),
     TS_CONFIG_INT_KEY(ts_parallel_config, "tensor_block", tensor_block, 32,
                       "under parallel.tensor_grid: the block-cyclic block size (ScaLAPACK's NB) "

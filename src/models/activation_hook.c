@@ -4,6 +4,12 @@ bool ts_activations_distributed(const ts_activation_hook *hook) {
     return hook && hook->rmsnorm;
 }
 
+const ts_activation_hook *ts_act_begin_step(const ts_activation_hook *hook, long tokens, int width,
+                                            bool whole) {
+    if (!ts_activations_distributed(hook) || !hook->begin_step) return NULL;
+    return hook->begin_step(hook->user, tokens, width, whole) ? hook : NULL;
+}
+
 ts_tensor *ts_act_embed(ts_ctx *ctx, const ts_activation_hook *hook, ts_tensor *table,
                         const int32_t *ids, int batch, int seq) {
     if (ts_activations_distributed(hook))

@@ -35,11 +35,53 @@ typedef struct ts_activation_hook {
      * Returns shape [1], the same on every rank of the group. */
     ts_tensor *(*cross_entropy)(void *user, ts_ctx *ctx, ts_tensor *logits, const int32_t *targets,
                                 int32_t ignore_index);
+
+    /* EBT's energy (models/ebt_energy.c) runs two streams of different
+     * lengths and a prediction over the vocabulary; these ops serve it.
+     * Starts a step whose streams have at least `tokens` tokens of width
+     * features; false if it runs whole (whole requested, or too few tokens),
+     * and then the model uses the engine's ops and none of these. */
+    bool (*begin_step)(void *user, long tokens, int width, bool whole);
+    /* Whole x [batch, seq, F] -> this rank's part of [batch * seq, F]; the
+     * ops that follow work on streams of batch sequences of seq tokens. */
+    ts_tensor *(*to_local)(void *user, ts_ctx *ctx, ts_tensor *x);
+    /* The ops that follow work on streams of batch sequences of seq tokens. */
+    void (*stream)(void *user, int batch, int seq);
+    /* A constant per token, whole [tokens, k] -> this rank's part. */
+    ts_tensor *(*token_values)(void *user, ts_ctx *ctx, ts_tensor *x);
+    /* A whole value (a parameter) used with this rank's part. */
+    ts_tensor *(*share)(void *user, ts_ctx *ctx, ts_tensor *x);
+    /* This rank's part of [tokens, features] -> whole [tokens, features]. */
+    ts_tensor *(*whole)(void *user, ts_ctx *ctx, ts_tensor *x, int features);
+    /* Softmax over the features. */
+    ts_tensor *(*softmax)(void *user, ts_ctx *ctx, ts_tensor *x);
+    /* causal_attention that also returns the stream's keys (RoPE applied)
+     * and values, in the form context_attention takes; q may be NULL (keys
+     * and values only, the result NULL). */
+    ts_tensor *(*causal_attention_keep)(void *user, ts_ctx *ctx, ts_tensor *q, ts_tensor *k,
+                                        ts_tensor *v, int n_heads, const int32_t *positions,
+                                        double rope_theta, ts_tensor **keys, ts_tensor **values);
+    /* ts_context_attention per sequence: q and its own k, v (RoPE of
+     * positions applied to q and k inside) against kept keys and values of a
+     * longer stream, aligned at the end; the result in q's layout. */
+    ts_tensor *(*context_attention)(void *user, ts_ctx *ctx, ts_tensor *q, ts_tensor *k,
+                                    ts_tensor *v, ts_tensor *keys, ts_tensor *values, int n_heads,
+                                    const int32_t *positions, double rope_theta);
+    /* x w^T for w [1, features] (whole): one value per token. */
+    ts_tensor *(*feature_dot)(void *user, ts_ctx *ctx, ts_tensor *x, ts_tensor *w);
+    /* The sum of per-token values over all tokens: [1], the same on every
+     * rank. */
+    ts_tensor *(*sum_tokens)(void *user, ts_ctx *ctx, ts_tensor *x);
     void *user;
 } ts_activation_hook;
 
 /* Whether hook is installed (non-NULL with functions). */
 bool ts_activations_distributed(const ts_activation_hook *hook);
+
+/* Starts a step of at least `tokens` tokens per stream (EBT): hook if its
+ * activations are distributed this step, else NULL (whole: engine ops). */
+const ts_activation_hook *ts_act_begin_step(const ts_activation_hook *hook, long tokens, int width,
+                                            bool whole);
 
 /* The ops through hook, or the engine's on whole tensors. embed returns
  * [batch, seq, D] whole without the hook. */

@@ -85,9 +85,11 @@ static double mean_of(const ts_tensor *t) {
 /* ---------------------------------------------------------------- training */
 
 /* The step size of every (row, position): the parameter (or its floor, as a
- * constant), times a factor ~ U[1/s, s] per position when randomised. */
-static ts_tensor *training_step_size(ts_model *model, ts_ctx *ctx, const ts_batch *batch,
-                                     int rows) {
+ * constant), times a factor ~ U[1/s, s] per position when randomised; with
+ * distributed activations (act) for this rank's part of the predictions.
+ * *mean: its mean over every position (for the statistics). */
+static ts_tensor *training_step_size(ts_model *model, ts_ctx *ctx, const ts_batch *batch, int rows,
+                                     const ts_activation_hook *act, double *mean) {
     const ts_ebt_config *e = &model->config.ebt;
     ts_tensor *alpha = ts_model_param(model, "step_size");
     /* A count has no parameter values: alpha's initial value decides the floor. */
@@ -95,7 +97,10 @@ static ts_tensor *training_step_size(ts_model *model, ts_ctx *ctx, const ts_batc
     if (!e->step_size_learnable || value < MIN_STEP_SIZE)
         alpha = ts_full(ctx, TS_SHAPE(1), (ts_real)fmax(value, MIN_STEP_SIZE));
     double s = e->step_size_random_scale;
-    if (s <= 1) return alpha;
+    if (s <= 1) {
+        *mean = mean_of(alpha);
+        return act ? act->share(act->user, ctx, alpha) : alpha;
+    }
     ts_tensor *factor = ts_new(ctx, TS_SHAPE(rows, batch->seq, 1));
     for (int r = 0; r < (ts_is_counting(ctx) ? 0 : rows); r++) {
         ts_rng rng;
@@ -104,7 +109,11 @@ static ts_tensor *training_step_size(ts_model *model, ts_ctx *ctx, const ts_batc
             factor->data[(long)r * batch->seq + t] =
                 (ts_real)(1 / s + ts_rng_uniform(&rng) * (s - 1 / s));
     }
-    return ts_mul(ctx, alpha, factor);
+    ts_tensor *scaled = ts_mul(ctx, alpha, factor);
+    *mean = mean_of(scaled);
+    if (!act) return scaled;
+    return ts_mul(ctx, act->share(act->user, ctx, alpha),
+                  act->token_values(act->user, ctx, factor));
 }
 
 /* Steps of this forward: ebt.steps plus U{0..random_steps}, the same on
@@ -176,25 +185,32 @@ static ts_tensor *training_loss(ts_model *model, ts_ctx *ctx, const ts_batch *ba
     all_rows.target_mask = NULL; /* training scores every target */
     int32_t *inputs, *targets;
     tpp_split_batch(ctx, &all_rows, &inputs, &targets);
-
-    ts_tensor *alpha = training_step_size(model, ctx, batch, rows);
-    int n_steps = training_steps(e, batch);
+    double positions = (double)rows * seq;
     bool detach = !strcmp(e->mode, "s1"), every_step = !strcmp(e->loss_on, "mean");
-    ebt_context *context = ebt_context_new(model, ctx, inputs, rows, seq);
+    ebt_context *context = ebt_context_new_on(model, ctx, inputs, rows, seq, true);
+    /* Distributed activations: from here on y, p, the gradient, the noise,
+     * the step sizes and the energies are this rank's parts. */
+    const ts_activation_hook *act = ebt_context_activations(context);
+    if (act) y = act->to_local(act->user, ctx, y);
+    double alpha_mean;
+    ts_tensor *alpha = training_step_size(model, ctx, batch, rows, act, &alpha_mean);
+    int n_steps = training_steps(e, batch);
     ts_tensor *loss = NULL;
     int n_losses = 0;
     double energy_first = 0, energy_final = 0, loss_first = 0;
     for (int t = 0; t < n_steps; t++) {
         bool last = t == n_steps - 1;
         ts_tensor *y_in = detach ? ts_detach(ctx, y) : y;
-        if (e->langevin_noise > 0)
-            y_in = ts_add(ctx, y_in,
-                          logit_noise(ctx, batch, rows, c->vocab_size, e->langevin_noise, t));
-        ts_tensor *p = ts_softmax(ctx, y_in, NULL);
+        if (e->langevin_noise > 0) {
+            ts_tensor *noise = logit_noise(ctx, batch, rows, c->vocab_size, e->langevin_noise, t);
+            y_in = ts_add(ctx, y_in, act ? act->to_local(act->user, ctx, noise) : noise);
+        }
+        ts_tensor *p = act ? act->softmax(act->user, ctx, y_in) : ts_softmax(ctx, y_in, NULL);
         bool made_leaf = !p->requires_grad;
         if (made_leaf) ts_set_requires_grad(ctx, p, true);
         ts_tensor *energy = ebt_energy(ctx, context, p, ebt_landscape_of_step(c, t));
-        ts_tensor *total = ts_sum_all(ctx, energy), *grad;
+        ts_tensor *total = act ? act->sum_tokens(act->user, ctx, energy) : ts_sum_all(ctx, energy);
+        ts_tensor *grad;
         ts_grad(ctx, 1, &total, NULL, 1, &p, &grad, detach || last);
         /* The loss needs no gradient with respect to a cut-off p; without
          * this the backward pass would compute one. */
@@ -202,34 +218,43 @@ static ts_tensor *training_loss(ts_model *model, ts_ctx *ctx, const ts_batch *ba
         y = ts_sub(ctx, p, ts_mul(ctx, grad, alpha));
         ts_tensor *step_loss = NULL;
         if (every_step || last) {
-            step_loss = ts_cross_entropy(ctx, y, targets, -1);
+            step_loss = ts_act_cross_entropy(ctx, act, y, targets, -1);
             loss = loss ? ts_add(ctx, loss, step_loss) : step_loss;
             n_losses++;
         }
+        double energy_mean =
+            act ? (ts_is_counting(ctx) ? NAN : ts_item(ctx, total) / positions) : mean_of(energy);
         if (t == 0) {
-            energy_first = mean_of(energy);
+            energy_first = energy_mean;
             if (!step_loss) {
                 bool recording = ts_set_grad_enabled(ctx, false);
-                step_loss = ts_cross_entropy(ctx, y, targets, -1);
+                step_loss = ts_act_cross_entropy(ctx, act, y, targets, -1);
                 ts_set_grad_enabled(ctx, recording);
             }
             loss_first = ts_item(ctx, step_loss);
         }
-        if (last) energy_final = mean_of(energy);
+        if (last) energy_final = energy_mean;
     }
     if (n_losses > 1) loss = ts_scale(ctx, loss, 1.0 / n_losses);
 
     ebt_replay *replay = &((ebt_state *)model->arch)->replay;
-    if (replay->capacity > 0 && replay->seq == seq && !ts_is_counting(ctx))
+    if (replay->capacity > 0 && replay->seq == seq && !ts_is_counting(ctx)) {
+        ts_tensor *whole = y;
+        if (act) {
+            bool recording = ts_set_grad_enabled(ctx, false);
+            whole = act->whole(act->user, ctx, y, c->vocab_size);
+            ts_set_grad_enabled(ctx, recording);
+        }
         for (int r = 0; r < rows; r++)
             ebt_replay_add(replay, tokens + (long)r * (seq + 1),
-                           y->data + (long)r * seq * c->vocab_size);
+                           whole->data + (long)r * seq * c->vocab_size);
+    }
     if (stats) {
         stats[STAT_NFE] = n_steps;
         stats[STAT_ENERGY_FIRST] = energy_first;
         stats[STAT_ENERGY_FINAL] = energy_final;
         stats[STAT_LOSS_FIRST] = loss_first;
-        stats[STAT_STEP_SIZE] = mean_of(alpha);
+        stats[STAT_STEP_SIZE] = alpha_mean;
     }
     return loss;
 }
@@ -390,6 +415,7 @@ static void ebt_destroy(ts_model *model) {
 
 static const ts_model_ops ebt_ops = {
     .loss = ebt_loss,
+    .distributable_activations = true,
     .gradient_graph_in_loss = true,
     .n_stats = (int)(sizeof ebt_stats / sizeof ebt_stats[0]),
     .stats = ebt_stats,

@@ -34,10 +34,20 @@ bool ebt_model_setup(ts_model *model, char *err, size_t errlen);
 typedef struct ebt_context ebt_context;
 ebt_context *ebt_context_new(ts_model *model, ts_ctx *ctx, const int32_t *inputs, int batch,
                              int seq);
+/* The same, with the activations distributed through the model's activation
+ * hook if it has one and `distribute` (else whole, the hook's linear layers
+ * too); ebt_context_new does not distribute. */
+ebt_context *ebt_context_new_on(ts_model *model, ts_ctx *ctx, const int32_t *inputs, int batch,
+                                int seq, bool distribute);
+/* The hook the context's activations go through (models/activation_hook.h),
+ * NULL when they are whole. Predictions and energies are then the hook's
+ * parts of [batch * seq, V] and [batch * seq, 1]. */
+const ts_activation_hook *ebt_context_activations(const ebt_context *context);
 /* Computes the observed stream of a landscape now (under the current
  * recording setting), so that later energies reuse it. */
 void ebt_context_observe(ts_ctx *ctx, ebt_context *context, int landscape);
-/* Energies [batch, seq] of predictions p [batch, seq, V] (probabilities). */
+/* Energies [batch, seq] of predictions p [batch, seq, V] (probabilities);
+ * with distributed activations the hook's parts (above). */
 ts_tensor *ebt_energy(ts_ctx *ctx, ebt_context *context, ts_tensor *p, int landscape);
 
 /* The landscape (time-token index) of step t. */

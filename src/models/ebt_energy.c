@@ -17,9 +17,10 @@
 #include "models/transformerpp.h"
 
 typedef struct ebt_observed {
-    ts_tensor **keys;   /* per layer [B, H, L+1, dh], RoPE applied */
+    ts_tensor **keys;   /* per layer [B, H, L+1, dh], RoPE applied (or the hook's form) */
     ts_tensor **values; /* per layer [B, H, L+1, dh] */
     bool ready;
+    const ts_activation_hook *act; /* distributed activations, or NULL */
 } ebt_observed;
 
 struct ebt_context {
@@ -29,7 +30,8 @@ struct ebt_context {
     int32_t *positions_obs;  /* 0..L */
     int32_t *positions_pred; /* 2..L+1 */
     int n_landscapes;
-    ebt_observed *observed; /* one per landscape */
+    ebt_observed *observed;        /* one per landscape */
+    const ts_activation_hook *act; /* distributed activations, or NULL */
 };
 
 int ebt_landscapes(const ts_model_config *c) {
@@ -43,10 +45,24 @@ int ebt_landscape_of_step(const ts_model_config *c, int step) {
 
 ebt_context *ebt_context_new(ts_model *model, ts_ctx *ctx, const int32_t *inputs, int batch,
                              int seq) {
+    return ebt_context_new_on(model, ctx, inputs, batch, seq, false);
+}
+
+const ts_activation_hook *ebt_context_activations(const ebt_context *context) {
+    return context->act;
+}
+
+ebt_context *ebt_context_new_on(ts_model *model, ts_ctx *ctx, const int32_t *inputs, int batch,
+                                int seq, bool distribute) {
     const ts_model_config *c = &model->config;
     ebt_context *e = ts_alloc(ctx, sizeof *e);
+    /* begin_step gets the prediction stream's tokens: the shorter stream */
     *e = (ebt_context){
-        .model = model, .batch = batch, .seq = seq, .n_landscapes = ebt_landscapes(c)};
+        .model = model,
+        .batch = batch,
+        .seq = seq,
+        .n_landscapes = ebt_landscapes(c),
+        .act = ts_act_begin_step(&model->activations, (long)batch * seq, c->width, !distribute)};
     ts_tensor *embedded =
         ts_embedding(ctx, ts_model_param(model, "embed"), inputs, (long)batch * seq);
     e->embedded = ts_reshape(ctx, embedded, TS_SHAPE(batch, seq, c->width));
@@ -59,6 +75,7 @@ ebt_context *ebt_context_new(ts_model *model, ts_ctx *ctx, const int32_t *inputs
         e->observed[k].keys = ts_alloc(ctx, (size_t)c->depth * sizeof(ts_tensor *));
         e->observed[k].values = ts_alloc(ctx, (size_t)c->depth * sizeof(ts_tensor *));
         e->observed[k].ready = false;
+        e->observed[k].act = e->act;
     }
     return e;
 }
@@ -76,6 +93,14 @@ static void project_keys_values(ts_ctx *ctx, const tpp_block_params *p, ts_tenso
 static ts_tensor *observed_attention(ts_ctx *ctx, const tpp_block_params *p, ts_tensor *q_in,
                                      ts_tensor *kv_in, const tpp_attention_input *in) {
     ebt_observed *obs = in->attention_user;
+    const ts_activation_hook *act = obs->act;
+    if (act) {
+        ts_tensor *q = tpp_linear(ctx, p, q_in, p->wq), *k = tpp_linear(ctx, p, kv_in, p->wk);
+        ts_tensor *a = act->causal_attention_keep(
+            act->user, ctx, q, k, tpp_linear(ctx, p, kv_in, p->wv), in->n_heads, in->positions,
+            in->rope_theta, &obs->keys[in->layer], &obs->values[in->layer]);
+        return tpp_linear(ctx, p, a, p->wo);
+    }
     int dh = q_in->shape[2] / in->n_heads;
     ts_tensor *q = tpp_split_heads(ctx, tpp_linear(ctx, p, q_in, p->wq), in->n_heads, in->positions,
                                    in->rope_theta);
@@ -91,6 +116,14 @@ static ts_tensor *observed_attention(ts_ctx *ctx, const tpp_block_params *p, ts_
 static ts_tensor *prediction_attention(ts_ctx *ctx, const tpp_block_params *p, ts_tensor *q_in,
                                        ts_tensor *kv_in, const tpp_attention_input *in) {
     const ebt_observed *obs = in->attention_user;
+    const ts_activation_hook *act = obs->act;
+    if (act) {
+        ts_tensor *q = tpp_linear(ctx, p, q_in, p->wq), *k = tpp_linear(ctx, p, kv_in, p->wk);
+        ts_tensor *mixed = act->context_attention(
+            act->user, ctx, q, k, tpp_linear(ctx, p, kv_in, p->wv), obs->keys[in->layer],
+            obs->values[in->layer], in->n_heads, in->positions, in->rope_theta);
+        return tpp_linear(ctx, p, mixed, p->wo);
+    }
     int dh = q_in->shape[2] / in->n_heads;
     ts_tensor *q = tpp_split_heads(ctx, tpp_linear(ctx, p, q_in, p->wq), in->n_heads, in->positions,
                                    in->rope_theta);
@@ -120,6 +153,7 @@ void ebt_context_observe(ts_ctx *ctx, ebt_context *e, int landscape) {
     time = ts_broadcast_to(ctx, ts_reshape(ctx, time, TS_SHAPE(1, 1, c->width)),
                            TS_SHAPE(e->batch, 1, c->width));
     ts_tensor *x = ts_concat(ctx, 2, (ts_tensor *[]){time, e->embedded}, 1);
+    if (e->act) x = e->act->to_local(e->act->user, ctx, x);
     tpp_attention_input in = attention_input(e);
     in.causal = true;
     in.positions = e->positions_obs;
@@ -134,8 +168,14 @@ void ebt_context_observe(ts_ctx *ctx, ebt_context *e, int landscape) {
     /* Nothing reads the observed stream's output: its last layer only
      * supplies keys and values to the predictions. */
     tpp_block_params block = tpp_block(model, last);
-    project_keys_values(ctx, &block, ts_rmsnorm(ctx, x, block.attn_norm, c->norm_eps), &in,
-                        &obs->keys[last], &obs->values[last]);
+    ts_tensor *u = ts_act_rmsnorm(ctx, &model->activations, x, block.attn_norm, c->norm_eps);
+    if (e->act)
+        e->act->causal_attention_keep(e->act->user, ctx, NULL, tpp_linear(ctx, &block, u, block.wk),
+                                      tpp_linear(ctx, &block, u, block.wv), in.n_heads,
+                                      in.positions, in.rope_theta, &obs->keys[last],
+                                      &obs->values[last]);
+    else
+        project_keys_values(ctx, &block, u, &in, &obs->keys[last], &obs->values[last]);
     obs->ready = true;
 }
 
@@ -143,11 +183,12 @@ ts_tensor *ebt_energy(ts_ctx *ctx, ebt_context *e, ts_tensor *p, int landscape) 
     ts_model *model = e->model;
     const ts_model_config *c = &model->config;
     char shape[64];
-    if (p->ndim != 3 || p->shape[0] != e->batch || p->shape[1] != e->seq ||
-        p->shape[2] != c->vocab_size)
+    if (!e->act && (p->ndim != 3 || p->shape[0] != e->batch || p->shape[1] != e->seq ||
+                    p->shape[2] != c->vocab_size))
         ts_fail(ctx, "ebt", "predictions %s are not [%d, %d, %d]", ts_shape_str(p, shape, 64),
                 e->batch, e->seq, c->vocab_size);
     ebt_context_observe(ctx, e, landscape);
+    if (e->act) e->act->stream(e->act->user, e->batch, e->seq);
     ts_tensor *x = ts_linear(ctx, &model->linear, p, ts_model_param(model, "vocab_to_embed"));
     tpp_attention_input in = attention_input(e);
     in.positions = e->positions_pred;
@@ -158,7 +199,10 @@ ts_tensor *ebt_energy(ts_ctx *ctx, ebt_context *e, ts_tensor *p, int landscape) 
         in.layer = l;
         x = tpp_block_forward(ctx, &block, x, &in);
     }
-    x = ts_rmsnorm(ctx, x, ts_model_param(model, "final_norm"), c->norm_eps);
+    x = ts_act_rmsnorm(ctx, &model->activations, x, ts_model_param(model, "final_norm"),
+                       c->norm_eps);
+    if (e->act)
+        return e->act->feature_dot(e->act->user, ctx, x, ts_model_param(model, "energy_head"));
     ts_tensor *energy = ts_linear(ctx, &model->linear, x, ts_model_param(model, "energy_head"));
     return ts_reshape(ctx, energy, TS_SHAPE(e->batch, e->seq));
 }

@@ -337,31 +337,30 @@ static ts_tensor *heads_first(ts_ctx *ctx, ts_tensor *x, int dh) {
     return ts_permute(ctx, h, (const int[]){1, 0, 2});
 }
 
-ts_tensor *ts_tp_causal_attention(void *user, ts_ctx *ctx, ts_tensor *q, ts_tensor *k, ts_tensor *v,
-                                  int n_heads, const int32_t *positions, double rope_theta) {
-    const ts_tensor_parallel *tp = user;
+/* The causal attention of this rank's queries (q may be NULL: keys and
+ * values only) for its heads; *keys and *values, if given, receive every
+ * token's rotated keys and values of those heads, [n, local features]. */
+static ts_tensor *attend_causal(const ts_tensor_parallel *tp, ts_ctx *ctx, ts_tensor *q,
+                                ts_tensor *k, ts_tensor *v, int n_heads, const int32_t *positions,
+                                double rope_theta, ts_tensor **keys_out, ts_tensor **values_out) {
     ts_tensor_grid *g = tp->grid;
     int n = tp->tokens, seq = tp->seq, dh = tp->width / n_heads;
-    if (tp->whole_step) {
-        ts_tensor *a =
-            ts_causal_attention(ctx, tpp_split_heads(ctx, q, n_heads, positions, rope_theta),
-                                tpp_split_heads(ctx, k, n_heads, positions, rope_theta),
-                                tpp_split_heads(ctx, v, n_heads, NULL, 0), 1.0 / sqrt((double)dh));
-        return tpp_merge_heads(ctx, a);
-    }
-    int mine = q->shape[0], features = q->shape[1];
+    int mine = k->shape[0], features = k->shape[1];
     if (features % dh)
         ts_fail(ctx, "tensor_attention", "%d local features are not whole heads of %d", features,
                 dh);
     long *global = my_token_indices(ctx, g, n);
     int32_t *my_positions = ts_alloc(ctx, ((size_t)mine + 1) * sizeof *my_positions);
     for (long i = 0; i < mine; i++) my_positions[i] = positions[global[i] % seq];
-    ts_tensor *qr = rotate(ctx, q, dh, my_positions, rope_theta);
     ts_tensor *kr =
         ts_reshape(ctx, rotate(ctx, k, dh, my_positions, rope_theta), TS_SHAPE(mine, features));
     /* every token's keys and values of this rank's heads, [n, features] */
     ts_tensor *keys = ts_tp_gather_tokens(ctx, g, kr, n);
     ts_tensor *values = ts_tp_gather_tokens(ctx, g, v, n);
+    if (keys_out) *keys_out = keys;
+    if (values_out) *values_out = values;
+    if (!q) return NULL;
+    ts_tensor *qr = rotate(ctx, q, dh, my_positions, rope_theta);
     /* This rank's tokens ascend, so those of one sequence are a run of
      * rows; each run attends the keys of its sequence up to its last token
      * ([heads, run, visible], as one rank would per sequence). Slicing rows
@@ -392,31 +391,187 @@ ts_tensor *ts_tp_causal_attention(void *user, ts_ctx *ctx, ts_tensor *q, ts_tens
     return runs == 1 ? parts[0] : ts_concat(ctx, runs, parts, 0);
 }
 
+ts_tensor *ts_tp_causal_attention(void *user, ts_ctx *ctx, ts_tensor *q, ts_tensor *k, ts_tensor *v,
+                                  int n_heads, const int32_t *positions, double rope_theta) {
+    const ts_tensor_parallel *tp = user;
+    if (tp->whole_step) {
+        int dh = tp->width / n_heads;
+        ts_tensor *a =
+            ts_causal_attention(ctx, tpp_split_heads(ctx, q, n_heads, positions, rope_theta),
+                                tpp_split_heads(ctx, k, n_heads, positions, rope_theta),
+                                tpp_split_heads(ctx, v, n_heads, NULL, 0), 1.0 / sqrt((double)dh));
+        return tpp_merge_heads(ctx, a);
+    }
+    return attend_causal(tp, ctx, q, k, v, n_heads, positions, rope_theta, NULL, NULL);
+}
+
+ts_tensor *ts_tp_causal_attention_keep(void *user, ts_ctx *ctx, ts_tensor *q, ts_tensor *k,
+                                       ts_tensor *v, int n_heads, const int32_t *positions,
+                                       double rope_theta, ts_tensor **keys, ts_tensor **values) {
+    const ts_tensor_parallel *tp = user;
+    if (tp->whole_step)
+        ts_fail(ctx, "tensor_attention", "a step run whole has no distributed keys to keep");
+    return attend_causal(tp, ctx, q, k, v, n_heads, positions, rope_theta, keys, values);
+}
+
+ts_tensor *ts_tp_context_attention(void *user, ts_ctx *ctx, ts_tensor *q, ts_tensor *k,
+                                   ts_tensor *v, ts_tensor *keys, ts_tensor *values, int n_heads,
+                                   const int32_t *positions, double rope_theta) {
+    const ts_tensor_parallel *tp = user;
+    ts_tensor_grid *g = tp->grid;
+    int n = tp->tokens, seq = tp->seq, dh = tp->width / n_heads;
+    int mine = q->shape[0], features = q->shape[1], batch = n / seq;
+    char s[64];
+    if (features % dh || keys->ndim != 2 || keys->shape[0] % batch ||
+        keys->shape[0] / batch < seq || keys->shape[1] != features)
+        ts_fail(ctx, "tensor_context_attention",
+                "context keys %s do not hold %d sequences of at least %d tokens of %d features",
+                ts_shape_str(keys, s, sizeof s), batch, seq, features);
+    int context = keys->shape[0] / batch, ahead = context - seq;
+    long *global = my_token_indices(ctx, g, n);
+    int32_t *my_positions = ts_alloc(ctx, ((size_t)mine + 1) * sizeof *my_positions);
+    for (long i = 0; i < mine; i++) my_positions[i] = positions[global[i] % seq];
+    ts_tensor *qr =
+        ts_reshape(ctx, rotate(ctx, q, dh, my_positions, rope_theta), TS_SHAPE(mine, features));
+    ts_tensor *kr =
+        ts_reshape(ctx, rotate(ctx, k, dh, my_positions, rope_theta), TS_SHAPE(mine, features));
+    /* A run of consecutive tokens r0.. r0+m-1 of one sequence sees that
+     * sequence's context keys 0 .. r0+m-1+ahead, aligned at the end as the
+     * engine op wants (row j sees 0 .. j + visible - m): exactly the rows
+     * one rank computes, on this rank's heads. */
+    int runs = 0;
+    ts_tensor **parts = ts_alloc(ctx, ((size_t)mine + 1) * sizeof *parts);
+    for (int i0 = 0; i0 < mine;) {
+        int i1 = i0 + 1;
+        while (i1 < mine && global[i1] == global[i1 - 1] + 1 && global[i1] % seq != 0) i1++;
+        int m = i1 - i0, b = (int)(global[i0] / seq), r0 = (int)(global[i0] % seq);
+        int visible = r0 + m + ahead;
+        ts_tensor *mixed = ts_context_attention(
+            ctx, heads_first(ctx, ts_slice(ctx, qr, 0, i0, m), dh),
+            heads_first(ctx, ts_slice(ctx, keys, 0, b * context, visible), dh),
+            heads_first(ctx, ts_slice(ctx, values, 0, b * context, visible), dh),
+            heads_first(ctx, ts_slice(ctx, kr, 0, i0, m), dh),
+            heads_first(ctx, ts_slice(ctx, v, 0, i0, m), dh),
+            1.0 / sqrt((double)dh)); /* [heads, m, dh] */
+        parts[runs++] =
+            ts_reshape(ctx, ts_permute(ctx, mixed, (const int[]){1, 0, 2}), TS_SHAPE(m, features));
+        i0 = i1;
+    }
+    return runs == 1 ? parts[0] : ts_concat(ctx, runs, parts, 0);
+}
+
+/* Each token's largest value over the features of the whole grid row of
+ * processes: a constant shift (softmax and log-sum-exp do not depend on it),
+ * so no gradient flows through it. */
+static ts_tensor *feature_max(ts_ctx *ctx, ts_tensor_grid *g, ts_tensor *x, const char *op) {
+    int mine = x->shape[0], here = x->shape[1];
+    ts_tensor *shift = ts_new(ctx, TS_SHAPE(mine, 1));
+    if (ctx->counting) return shift;
+    for (long i = 0; i < mine; i++) {
+        ts_real m = -INFINITY;
+        for (long j = 0; j < here; j++) m = fmax(m, x->data[i * here + j]);
+        shift->data[i] = m;
+    }
+    if (g->rows > 1) {
+        if (MPI_Allreduce(MPI_IN_PLACE, shift->data, mine, TS_MPI_REAL, MPI_MAX, g->same_col) !=
+            MPI_SUCCESS)
+            ts_fail(ctx, op, "the maximum over the %s failed", axis_name(TS_AXIS_FEATURES));
+        g->bytes_sent += (double)mine * sizeof(ts_real) * (g->rows - 1);
+    }
+    return shift;
+}
+
+ts_tensor *ts_tp_softmax(void *user, ts_ctx *ctx, ts_tensor *x) {
+    const ts_tensor_parallel *tp = user;
+    ts_tensor_grid *g = tp->grid;
+    ts_tensor *exps = ts_exp(ctx, ts_sub(ctx, x, feature_max(ctx, g, x, "tensor_softmax")));
+    /* every feature block of a token divides by the same total */
+    ts_tensor *sums =
+        ts_tp_fanout(ctx, g, ts_tp_reduce(ctx, g, ts_sum(ctx, exps, 1, true), TS_AXIS_FEATURES),
+                     TS_AXIS_FEATURES);
+    return ts_div(ctx, exps, sums);
+}
+
+ts_tensor *ts_tp_feature_dot(void *user, ts_ctx *ctx, ts_tensor *x, ts_tensor *w) {
+    const ts_tensor_parallel *tp = user;
+    ts_tensor_grid *g = tp->grid;
+    int f = tp->width;
+    /* A weight [1, f] is held as blocks on a grid of one process column
+     * (ts_model_distribute), and its block is then exactly this rank's
+     * features, its gradient complete (every token is on this column). */
+    bool blocks = w->numel != f;
+    if (blocks && (g->cols != 1 || w->numel != local_features(g, f)))
+        ts_fail(ctx, "tensor_feature_dot",
+                "a weight of %ld values is neither [1, %d] nor its block", w->numel, f);
+    ts_tensor *row = ts_reshape(ctx, w, TS_SHAPE((int)w->numel));
+    ts_tensor *mine = blocks ? row : ts_tp_local_features(ctx, g, row);
+    /* the total is then used whole on every process row (the same energy) */
+    return ts_tp_reduce(ctx, g, ts_sum(ctx, ts_mul(ctx, x, mine), 1, true), TS_AXIS_FEATURES);
+}
+
+ts_tensor *ts_tp_sum_tokens(void *user, ts_ctx *ctx, ts_tensor *x) {
+    const ts_tensor_parallel *tp = user;
+    return ts_tp_reduce(ctx, tp->grid, ts_sum_all(ctx, x), TS_AXIS_TOKENS);
+}
+
+ts_tensor *ts_tp_share(void *user, ts_ctx *ctx, ts_tensor *x) {
+    const ts_tensor_parallel *tp = user;
+    return ts_tp_fanout(ctx, tp->grid, x, TS_AXIS_GROUP);
+}
+
+bool ts_tp_begin_step(void *user, long tokens, int width, bool whole) {
+    ts_tensor_parallel *tp = user;
+    tp->width = width;
+    tp->whole_step = whole || ts_tp_too_few_tokens(tp->grid, tokens);
+    return !tp->whole_step;
+}
+
+ts_tensor *ts_tp_to_local(void *user, ts_ctx *ctx, ts_tensor *x) {
+    ts_tensor_parallel *tp = user;
+    char s[64];
+    if (x->ndim != 3 || (long)x->shape[0] * x->shape[1] > INT_MAX)
+        ts_fail(ctx, "tensor_to_local", "%s is not [sequences, tokens, features]",
+                ts_shape_str(x, s, sizeof s));
+    tp->tokens = x->shape[0] * x->shape[1];
+    tp->seq = x->shape[1];
+    return ts_tp_to_blocks(ctx, tp->grid, ts_reshape(ctx, x, TS_SHAPE(tp->tokens, x->shape[2])));
+}
+
+void ts_tp_stream(void *user, int batch, int seq) {
+    ts_tensor_parallel *tp = user;
+    tp->tokens = batch * seq;
+    tp->seq = seq;
+}
+
+ts_tensor *ts_tp_token_values(void *user, ts_ctx *ctx, ts_tensor *x) {
+    const ts_tensor_parallel *tp = user;
+    char s[64];
+    int k = x->shape[x->ndim - 1];
+    if (x->requires_grad || x->numel != (long)tp->tokens * k)
+        ts_fail(ctx, "tensor_token_values", "%s is not a constant of %d tokens",
+                ts_shape_str(x, s, sizeof s), tp->tokens);
+    int mine = local_tokens(tp->grid, tp->tokens);
+    long *global = my_token_indices(ctx, tp->grid, tp->tokens);
+    ts_tensor *out = ts_new(ctx, TS_SHAPE(mine, k));
+    for (long i = 0; !ctx->counting && i < mine; i++)
+        memcpy(out->data + i * k, x->data + global[i] * k, (size_t)k * sizeof *out->data);
+    return out;
+}
+
+ts_tensor *ts_tp_whole(void *user, ts_ctx *ctx, ts_tensor *x, int features) {
+    const ts_tensor_parallel *tp = user;
+    return ts_tp_to_whole(ctx, tp->grid, x, tp->tokens, features);
+}
+
 ts_tensor *ts_tp_cross_entropy(void *user, ts_ctx *ctx, ts_tensor *logits, const int32_t *targets,
                                int32_t ignore_index) {
     const ts_tensor_parallel *tp = user;
     if (tp->whole_step) return ts_cross_entropy(ctx, logits, targets, ignore_index);
     ts_tensor_grid *g = tp->grid;
-    int n = tp->tokens, mine = logits->shape[0], vocab_here = logits->shape[1];
+    int n = tp->tokens, mine = logits->shape[0];
     int nb = layout_of(g).block;
     long *global = my_token_indices(ctx, g, n);
-    /* Each token's largest logit over the whole vocabulary: a constant shift
-     * (the log-sum-exp does not depend on it), so no gradient flows. */
-    ts_tensor *shift = ts_new(ctx, TS_SHAPE(mine, 1));
-    if (!ctx->counting) {
-        for (long i = 0; i < mine; i++) {
-            ts_real m = -INFINITY;
-            for (long j = 0; j < vocab_here; j++) m = fmax(m, logits->data[i * vocab_here + j]);
-            shift->data[i] = m;
-        }
-        if (g->rows > 1) {
-            if (MPI_Allreduce(MPI_IN_PLACE, shift->data, mine, TS_MPI_REAL, MPI_MAX, g->same_col) !=
-                MPI_SUCCESS)
-                ts_fail(ctx, "tensor_cross_entropy", "the logits' maximum over the %s failed",
-                        axis_name(TS_AXIS_FEATURES));
-            g->bytes_sent += (double)mine * sizeof(ts_real) * (g->rows - 1);
-        }
-    }
+    ts_tensor *shift = feature_max(ctx, g, logits, "tensor_cross_entropy");
     ts_tensor *exps = ts_exp(ctx, ts_sub(ctx, logits, shift));
     ts_tensor *sums = ts_tp_reduce(ctx, g, ts_sum(ctx, exps, 1, true), TS_AXIS_FEATURES);
     ts_tensor *lse = ts_reshape(ctx, ts_add(ctx, ts_log(ctx, sums), shift), TS_SHAPE(mine));
@@ -447,7 +602,7 @@ bool ts_tensor_activations_attach(ts_model *model, ts_tensor_parallel *tp, char 
     if (!model->ops->distributable_activations) {
         snprintf(err, errlen,
                  "parallel.tensor_activations distributed is not supported by model.arch %s "
-                 "(Transformer++ only; use replicated)",
+                 "(Transformer++ and EBT only; use replicated)",
                  c->arch);
         return false;
     }
@@ -475,6 +630,17 @@ bool ts_tensor_activations_attach(ts_model *model, ts_tensor_parallel *tp, char 
                                               .rmsnorm = ts_tp_rmsnorm,
                                               .causal_attention = ts_tp_causal_attention,
                                               .cross_entropy = ts_tp_cross_entropy,
+                                              .begin_step = ts_tp_begin_step,
+                                              .to_local = ts_tp_to_local,
+                                              .stream = ts_tp_stream,
+                                              .token_values = ts_tp_token_values,
+                                              .share = ts_tp_share,
+                                              .whole = ts_tp_whole,
+                                              .softmax = ts_tp_softmax,
+                                              .causal_attention_keep = ts_tp_causal_attention_keep,
+                                              .context_attention = ts_tp_context_attention,
+                                              .feature_dot = ts_tp_feature_dot,
+                                              .sum_tokens = ts_tp_sum_tokens,
                                               .user = tp};
     return true;
 }

@@ -83,6 +83,48 @@ ts_tensor *ts_tp_causal_attention(void *tp, ts_ctx *ctx, ts_tensor *q, ts_tensor
 ts_tensor *ts_tp_cross_entropy(void *tp, ts_ctx *ctx, ts_tensor *logits, const int32_t *targets,
                                int32_t ignore_index);
 
+/* EBT's ops (models/activation_hook.h says what each computes). The
+ * energy's two streams have different token counts (the observed one has
+ * one more token per sequence: the time embedding), so the hook's state
+ * holds the current stream: ts_tp_to_local sets it from its input's shape,
+ * ts_tp_stream directly; the ops read it when they run (their backward
+ * rules keep what they need). */
+bool ts_tp_begin_step(void *tp, long tokens, int width, bool whole);
+ts_tensor *ts_tp_to_local(void *tp, ts_ctx *ctx, ts_tensor *x);
+void ts_tp_stream(void *tp, int batch, int seq);
+/* A constant per token [tokens, k] -> this rank's tokens [local tokens, k]
+ * (no communication; held alike on every process row). */
+ts_tensor *ts_tp_token_values(void *tp, ts_ctx *ctx, ts_tensor *x);
+/* fanout over the group: a whole value used by this rank's part. */
+ts_tensor *ts_tp_share(void *tp, ts_ctx *ctx, ts_tensor *x);
+/* This rank's blocks of [tokens, features] -> whole (all-gather). */
+ts_tensor *ts_tp_whole(void *tp, ts_ctx *ctx, ts_tensor *x, int features);
+/* Softmax over the features: each token's maximum over the process column
+ * (MPI_MAX, a constant shift) and its sum of exponentials reduced over it. */
+ts_tensor *ts_tp_softmax(void *tp, ts_ctx *ctx, ts_tensor *x);
+/* ts_tp_causal_attention that also hands back every token's rotated keys
+ * and values of this rank's heads ([tokens, local features], gathered over
+ * the process row); q may be NULL (keys and values only). */
+ts_tensor *ts_tp_causal_attention_keep(void *tp, ts_ctx *ctx, ts_tensor *q, ts_tensor *k,
+                                       ts_tensor *v, int n_heads, const int32_t *positions,
+                                       double rope_theta, ts_tensor **keys, ts_tensor **values);
+/* ts_context_attention per sequence: this rank's queries (and their own
+ * keys k and values v, RoPE at positions inside) attend to the kept keys and
+ * values of a context stream of `ahead` more tokens per sequence (aligned at
+ * the end) and to themselves; no communication (the context's keys are
+ * already every token's). */
+ts_tensor *ts_tp_context_attention(void *tp, ts_ctx *ctx, ts_tensor *q, ts_tensor *k, ts_tensor *v,
+                                   ts_tensor *keys, ts_tensor *values, int n_heads,
+                                   const int32_t *positions, double rope_theta);
+/* x w^T for a weight of one output [1, F] (whole): the features' partial
+ * dots reduced over the process column, [local tokens, 1], the same on every
+ * process row. */
+ts_tensor *ts_tp_feature_dot(void *tp, ts_ctx *ctx, ts_tensor *x, ts_tensor *w);
+/* The sum over every token of per-token values [local tokens, k]: [1], the
+ * same on every rank of a process row (and of the group if x is held alike
+ * on every process row). */
+ts_tensor *ts_tp_sum_tokens(void *tp, ts_ctx *ctx, ts_tensor *x);
+
 /* Installs the layer ops as model's activation hook with *tp as state:
  * false with a message if model's architecture does not route its
  * activations through the hook or its shapes do not fit the grid (a head

@@ -12,9 +12,11 @@
 # tensors, equal to the 1-rank run's within 1e-10 (double). A run
 # checkpointed under a grid resumes without one, on another grid, and the
 # other way round, on the uninterrupted trajectory. With distributed
-# activations (parallel.tensor_activations = distributed, Transformer++) the
-# same on every grid, with fewer bytes sent and fewer activations held than
-# replicated activations on the same grid, and resumes across modes.
+# activations (parallel.tensor_activations = distributed, Transformer++ and
+# EBT: S1's second-order training, and S2 with Langevin noise, random step
+# sizes and counts and the replay buffer) the same on every grid, with fewer
+# bytes sent and fewer activations held than replicated activations on the
+# same grid, and resumes across modes.
 # Unsupported combinations and bad grids are refused at start-up.
 source "$(dirname "$0")/lib.sh"
 make_license_corpus "$tmp/corpus.h5"
@@ -121,6 +123,26 @@ done
 compare double transformerpp 1x2 4 1e-10 distributed # two groups, data parallel
 compare float transformerpp 2x2 4 1e-5 distributed
 compare float transformerpp 1x2 2 1e-5 distributed
+# EBT: the energy's observed and prediction streams, the softmax over the
+# vocabulary, the inner steps' gradient with respect to the predictions and
+# the outer gradient through it, all as blocks.
+for grid in 1x1 1x2 2x1 2x2; do
+    compare double ebt $grid "$(ranks_of $grid)" 1e-10 distributed
+done
+compare float ebt 2x2 4 1e-5 distributed
+# S2: Langevin noise, step sizes drawn per position, a random number of
+# steps and restarts from the replay buffer, drawn whole as on one rank.
+s2=($(arch_args ebt) --set ebt.preset=s2 --set ebt.step_size=5)
+tiny_train 1 "$bin_double" "$tmp/ebt-s2-base" "${common[@]}" "${s2[@]}" >"$tmp/ebt-s2-base.log" 2>&1
+for grid in 1x2 2x2; do
+    tiny_train "$(ranks_of $grid)" "$bin_double" "$tmp/ebt-s2-$grid" "${common[@]}" "${s2[@]}" \
+        --set parallel.tensor_grid=$grid --set parallel.tensor_activations=distributed \
+        >"$tmp/ebt-s2-$grid.log" 2>&1
+    check "EBT S2 with distributed activations on $grid trains" [ $? -eq 0 ] ||
+        tail -5 "$tmp/ebt-s2-$grid.log"
+    diff=$(max_rel_diff "$tmp/ebt-s2-base" "$tmp/ebt-s2-$grid" $steps)
+    check "... and follows the 1-rank losses within 1e-10 ($diff)" below "$diff" 1e-10
+done
 
 # parallel.tensor_block sets the block size (ScaLAPACK's NB): 4 heads of 16
 # need blocks of 16 (or 32) to keep a head on one process row.
@@ -165,10 +187,12 @@ print(f"  bytes per step {db:.0f} vs replicated {rb:.0f} ({db / rb:.3f}); "
 sys.exit(0 if 0 < db < rb and da < ra else 1)
 PY
 }
-for grid in 1x2 2x2; do
-    check "distributed activations on $grid send fewer bytes and hold fewer activations" saves \
-        "$tmp/double-transformerpp-$grid-np$(ranks_of $grid)" \
-        "$tmp/double-transformerpp-$grid-np$(ranks_of $grid)-distributed"
+for arch in transformerpp ebt; do
+    for grid in 1x2 2x2; do
+        check "$arch's distributed activations on $grid send fewer bytes, hold fewer activations" \
+            saves "$tmp/double-$arch-$grid-np$(ranks_of $grid)" \
+            "$tmp/double-$arch-$grid-np$(ranks_of $grid)-distributed"
+    done
 done
 
 # A grid saves memory: one rank of a 1x2 grid holds well under the 1-rank
@@ -227,6 +251,8 @@ resume_across nexus 1 off 2 2x1
 resume_across transformerpp 4 2x2 2 1x2 # grid to grid
 resume_across transformerpp 4 2x2 1 off distributed replicated
 resume_across transformerpp 2 1x2 2 2x1 replicated distributed
+resume_across ebt 4 2x2 1 off distributed replicated
+resume_across ebt 2 1x2 2 2x1 replicated distributed
 
 check "a grid with a zero strategy is refused, naming both" fails_with "$tmp/zero.log" \
     "parallel.tensor_grid 1x2 with parallel.strategy zero1 is not supported" \
@@ -237,7 +263,7 @@ check "a grid that does not divide the ranks is refused" fails_with "$tmp/divide
 check "a malformed grid is refused" fails_with "$tmp/bad.log" "parallel.tensor_grid: '2by2'" \
     tiny_train 1 "$bin" "$tmp/bad" --set parallel.tensor_grid=2by2
 check "a refused run leaves no run directory behind" [ ! -e "$tmp/bad/metrics.h5" ]
-for arch in ebt free nexus; do
+for arch in free nexus; do
     # shellcheck disable=SC2046
     check "distributed activations are refused for $arch, naming it" fails_with "$tmp/act-$arch.log" \
         "parallel.tensor_activations distributed is not supported by model.arch $arch" \

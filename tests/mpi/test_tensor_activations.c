@@ -6,6 +6,10 @@
  * give the local engine op's value, first-order gradients and a
  * second-order gradient (the gradient of a function of a gradient, EBT's
  * path), and the whole results are bit-identical on every rank of a group;
+ * so do EBT's ops: the softmax over the features, the prediction stream's
+ * context attention against kept keys and values of a longer stream, the
+ * energy head's feature dot with the sum over tokens, and a shared
+ * parameter times per-token constants;
  * a linear layer with x, W and y all held as blocks is the local GEMM and
  * sends nothing besides p?gemm's own traffic; the primitives' pairs are
  * each other's adjoints; the attach refuses what it does not support. */
@@ -58,7 +62,7 @@ static ts_tensor *random_vector(ts_ctx *ctx, int n, uint64_t seed) {
 /* What one op gives: its whole value, the gradients of sum(value * R) with
  * respect to each input, and of sum(first gradient ^ 2) with respect to
  * each input (second order). */
-enum { MAX_INPUTS = 3 };
+enum { MAX_INPUTS = 5 };
 typedef struct outcome {
     int n_in;
     ts_tensor *value, *grad[MAX_INPUTS], *second[MAX_INPUTS];
@@ -140,6 +144,77 @@ static ts_tensor *embed_op(ts_ctx *ctx, ts_tensor_parallel *tp, ts_tensor *const
     if (!tp) return ts_square(ctx, ts_embedding(ctx, in[0], token_ids(), TOKENS));
     ts_tensor *x = ts_tp_embed(tp, ctx, in[0], token_ids(), BATCH, SEQ);
     return whole_out(ctx, tp, ts_square(ctx, x), WIDTH);
+}
+
+/* --- EBT's ops --- */
+
+static ts_tensor *softmax_op(ts_ctx *ctx, ts_tensor_parallel *tp, ts_tensor *const *in) {
+    if (!tp) return ts_softmax(ctx, in[0], NULL);
+    return whole_out(ctx, tp, ts_tp_softmax(tp, ctx, blocks_in(ctx, tp, in[0])), VOCAB);
+}
+
+/* positions 0..SEQ of the context stream, 2..SEQ+1 of the predictions */
+static const int32_t *shifted_positions(int shift) {
+    static int32_t p[2][MAX_TOKENS];
+    for (int t = 0; t <= SEQ; t++) p[shift > 0][t] = t + shift;
+    return p[shift > 0];
+}
+
+static ts_tensor *heads_at(ts_ctx *ctx, ts_tensor *x, int seq, const int32_t *pos) {
+    ts_tensor *h = ts_reshape(ctx, x, TS_SHAPE(BATCH, seq, HEADS, DH));
+    if (pos) h = ts_rope(ctx, h, pos, 10000.0);
+    return ts_permute(ctx, h, (const int[]){0, 2, 1, 3});
+}
+
+/* EBT's prediction stream: q, k, v [TOKENS, WIDTH] attend to the keys and
+ * values [BATCH * (SEQ + 1), WIDTH] of a context stream one token longer
+ * per sequence (kept by its causal attention) and to themselves. */
+static ts_tensor *context_attention_op(ts_ctx *ctx, ts_tensor_parallel *tp, ts_tensor *const *in) {
+    const int32_t *observed = shifted_positions(0), *predicted = shifted_positions(2);
+    if (!tp) {
+        ts_tensor *a = ts_context_attention(
+            ctx, heads_at(ctx, in[0], SEQ, predicted), heads_at(ctx, in[3], SEQ + 1, observed),
+            heads_at(ctx, in[4], SEQ + 1, NULL), heads_at(ctx, in[1], SEQ, predicted),
+            heads_at(ctx, in[2], SEQ, NULL), 1.0 / sqrt((double)DH));
+        a = ts_permute(ctx, a, (const int[]){0, 2, 1, 3});
+        return ts_reshape(ctx, a, TS_SHAPE(TOKENS, WIDTH));
+    }
+    assert_true(ts_tp_begin_step(tp, TOKENS, WIDTH, false));
+    ts_tensor *keys, *values;
+    ts_tensor *kc =
+        ts_tp_to_local(tp, ctx, ts_reshape(ctx, in[3], TS_SHAPE(BATCH, SEQ + 1, WIDTH)));
+    ts_tensor *vc =
+        ts_tp_to_local(tp, ctx, ts_reshape(ctx, in[4], TS_SHAPE(BATCH, SEQ + 1, WIDTH)));
+    assert_null(ts_tp_causal_attention_keep(tp, ctx, NULL, kc, vc, HEADS, observed, 10000.0, &keys,
+                                            &values));
+    ts_tp_stream(tp, BATCH, SEQ);
+    ts_tensor *q = ts_tp_to_blocks(ctx, tp->grid, in[0]),
+              *k = ts_tp_to_blocks(ctx, tp->grid, in[1]),
+              *v = ts_tp_to_blocks(ctx, tp->grid, in[2]);
+    return ts_tp_whole(
+        tp, ctx, ts_tp_context_attention(tp, ctx, q, k, v, keys, values, HEADS, predicted, 10000.0),
+        WIDTH);
+}
+
+/* The energy head and its total: sum over tokens of (x w^T)^2, w [1, WIDTH]
+ * whole, or held as blocks (this rank's features) on one process column. */
+static ts_tensor *feature_dot_op(ts_ctx *ctx, ts_tensor_parallel *tp, ts_tensor *const *in) {
+    if (!tp) return ts_sum_all(ctx, ts_square(ctx, ts_matmul(ctx, in[0], in[1], false, true)));
+    ts_tensor *x = blocks_in(ctx, tp, in[0]), *w = in[1];
+    /* on one process column the model holds such a weight as blocks */
+    if (tp->grid->cols == 1 && tp->grid->rows > 1) w = ts_tp_to_blocks(ctx, tp->grid, w);
+    ts_tensor *energy = ts_tp_feature_dot(tp, ctx, x, w);
+    return ts_tp_sum_tokens(tp, ctx, ts_square(ctx, energy));
+}
+
+/* EBT's step size: a parameter [1] times a constant factor per token, times
+ * the predictions. */
+static ts_tensor *shared_scale_op(ts_ctx *ctx, ts_tensor_parallel *tp, ts_tensor *const *in) {
+    ts_tensor *factor = random_matrix(ctx, TOKENS, 1, 77);
+    if (!tp) return ts_mul(ctx, in[0], ts_mul(ctx, in[1], factor));
+    ts_tensor *x = blocks_in(ctx, tp, in[0]);
+    ts_tensor *step = ts_mul(ctx, ts_tp_share(tp, ctx, in[1]), ts_tp_token_values(tp, ctx, factor));
+    return whole_out(ctx, tp, ts_mul(ctx, x, step), VOCAB);
 }
 
 /* A rows x cols grid of blocks of block over the world, and a context. */
@@ -239,6 +314,34 @@ static void test_embedding(void **state) {
     (void)state;
     const int shapes[][2] = {{VOCAB, WIDTH}};
     check_on_every_grid("embedding", embed_op, 1, shapes);
+}
+
+static void test_softmax(void **state) {
+    (void)state;
+    const int shapes[][2] = {{TOKENS, VOCAB}};
+    check_on_every_grid("softmax", softmax_op, 1, shapes);
+}
+
+static void test_context_attention(void **state) {
+    (void)state;
+    const int shapes[][2] = {{TOKENS, WIDTH},
+                             {TOKENS, WIDTH},
+                             {TOKENS, WIDTH},
+                             {BATCH * (SEQ + 1), WIDTH},
+                             {BATCH * (SEQ + 1), WIDTH}};
+    check_on_every_grid("context_attention", context_attention_op, 5, shapes);
+}
+
+static void test_feature_dot(void **state) {
+    (void)state;
+    const int shapes[][2] = {{TOKENS, WIDTH}, {1, WIDTH}};
+    check_on_every_grid("feature_dot", feature_dot_op, 2, shapes);
+}
+
+static void test_shared_scale(void **state) {
+    (void)state;
+    const int shapes[][2] = {{TOKENS, VOCAB}, {0, 1}};
+    check_on_every_grid("shared_scale", shared_scale_op, 2, shapes);
 }
 
 /* A step of fewer tokens than a block would leave a second process column
@@ -372,6 +475,10 @@ int main(int argc, char **argv) {
         cmocka_unit_test(test_causal_attention),
         cmocka_unit_test(test_cross_entropy),
         cmocka_unit_test(test_embedding),
+        cmocka_unit_test(test_softmax),
+        cmocka_unit_test(test_context_attention),
+        cmocka_unit_test(test_feature_dot),
+        cmocka_unit_test(test_shared_scale),
         cmocka_unit_test(test_a_step_too_short_for_the_grid),
         cmocka_unit_test(test_primitives_are_adjoint_pairs),
         cmocka_unit_test(test_linear_all_blocks),
