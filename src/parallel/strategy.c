@@ -453,6 +453,27 @@ int ts_parallel_exchange_checkpoint_range(const ts_parallel *p, ts_real *owned, 
     return rc;
 }
 
+int ts_parallel_gather_owned(const ts_parallel *p, const ts_real *owned, ts_real *full) {
+    long at = 0;
+    for (int k = 0; k < p->n_owned; k++) {
+        memcpy(full + p->owned[k].first, owned + at, (size_t)p->owned[k].count * sizeof *full);
+        at += p->owned[k].count;
+    }
+    if (!sharded(p)) return MPI_SUCCESS;
+    /* The parameters' all-gather, on a copy: a checkpoint's transfer is not
+     * booked as a step's communication. */
+    ts_parallel scratch = *p;
+    return allgather(&scratch, full);
+}
+
+void ts_parallel_take_owned(const ts_parallel *p, const ts_real *full, ts_real *owned) {
+    long at = 0;
+    for (int k = 0; k < p->n_owned; k++) {
+        memcpy(owned + at, full + p->owned[k].first, (size_t)p->owned[k].count * sizeof *owned);
+        at += p->owned[k].count;
+    }
+}
+
 /* ------------------------------------------------------------------ units
  * What zero2 and zero3 hold, unit by unit (param_units.h). */
 
@@ -755,9 +776,10 @@ ts_real *ts_parallel_owned_gradients(ts_parallel *p, ts_real *grads) {
 bool ts_parallel_set_tensor_group(ts_parallel *p, MPI_Comm group, const ts_model *model, char *err,
                                   size_t errlen) {
     if (!model->layout) return true;
-    if (p->strategy != TS_DDP) {
-        snprintf(err, errlen, "a model held across a tensor-parallel group needs ddp, not %s",
-                 ts_parallel_strategy_name(p->strategy));
+    if (p->strategy == TS_ZERO3) {
+        snprintf(err, errlen,
+                 "a model held across a tensor-parallel group needs ddp, zero1 or "
+                 "zero2, not zero3");
         return false;
     }
     const ts_param_table *t = &model->table;
@@ -782,39 +804,61 @@ static double sum_squares(const ts_real *g, long first, long end) {
     return sum;
 }
 
+/* The owned gradient's (g, in the owned order) sums of squares, split into
+ * whole tensors' (sums[0]) and blocks' (sums[1]). */
+static void split_sum_squares(const ts_parallel *p, const ts_real *g, double sums[2]) {
+    sums[0] = sums[1] = 0;
+    long at = 0; /* where owned range k starts in the owned order */
+    for (int k = 0; k < p->n_owned; k++) {
+        long first = p->owned[k].first, end = first + p->owned[k].count, pos = first;
+        for (int b = 0; b < p->n_blocked && pos < end; b++) {
+            long lo = p->blocked[b].first, hi = lo + p->blocked[b].count;
+            if (hi <= pos) continue;
+            if (lo >= end) break;
+            if (lo < pos) lo = pos;
+            if (hi > end) hi = end;
+            sums[0] += sum_squares(g, at + pos - first, at + lo - first);
+            sums[1] += sum_squares(g, at + lo - first, at + hi - first);
+            pos = hi;
+        }
+        sums[0] += sum_squares(g, at + pos - first, at + end - first);
+        at += p->owned[k].count;
+    }
+}
+
 int ts_parallel_clip(ts_parallel *p, ts_real *grads, double clip, double *norm) {
     ts_real *g = ts_parallel_owned_gradients(p, grads);
     double sum = 0;
     if (p->blocked) {
-        /* ddp: the owned gradient is the flat one. The whole tensors' sum is
-         * the same on every rank of the group; the blocks' sums are
-         * gathered and added in group-rank order on every rank, so the norm
-         * (and the clip scale, and the replicated tensors) stay identical. */
-        double blocked = 0;
-        long at = 0;
-        for (int k = 0; k < p->n_blocked; k++) {
-            const ts_param_interval *b = &p->blocked[k];
-            sum += sum_squares(g, at, b->first);
-            blocked += sum_squares(g, b->first, b->first + b->count);
-            at = b->first + b->count;
+        /* Summed over the data-parallel ranks (zero1, zero2: each owns a
+         * part), the whole tensors' sum is that of the group's replicated
+         * tensors, the blocks' this grid position's share. Both are gathered
+         * over the group and added in group-rank order on every rank, the
+         * whole tensors' taken from group rank 0, so the norm (and the clip
+         * scale, and the replicated tensors) stay identical in a group even
+         * where positions slice their buffers differently. */
+        double sums[2];
+        split_sum_squares(p, g, sums);
+        if (sharded(p)) {
+            int rc = ts_allreduce_sum_double(p->comm, sums, 2);
+            if (rc != MPI_SUCCESS) return rc;
         }
-        sum += sum_squares(g, at, p->owned_count);
         int n = 0;
         MPI_Comm_size(p->tensor_group, &n);
-        double *each = malloc((size_t)n * sizeof *each);
+        double *each = malloc(2 * (size_t)n * sizeof *each);
         if (!each) return MPI_ERR_NO_MEM;
-        int rc = MPI_Allgather(&blocked, 1, MPI_DOUBLE, each, 1, MPI_DOUBLE, p->tensor_group);
+        int rc = MPI_Allgather(sums, 2, MPI_DOUBLE, each, 2, MPI_DOUBLE, p->tensor_group);
         double blocked_total = 0;
-        for (int r = 0; r < n; r++) blocked_total += each[r];
+        for (int r = 0; r < n; r++) blocked_total += each[2 * r + 1];
+        sum = each[0] + blocked_total;
         free(each);
         if (rc != MPI_SUCCESS) return rc;
-        sum += blocked_total;
     } else {
         sum = sum_squares(g, 0, p->owned_count);
-    }
-    if (sharded(p)) {
-        int rc = ts_allreduce_sum_double(p->comm, &sum, 1);
-        if (rc != MPI_SUCCESS) return rc;
+        if (sharded(p)) {
+            int rc = ts_allreduce_sum_double(p->comm, &sum, 1);
+            if (rc != MPI_SUCCESS) return rc;
+        }
     }
     *norm = sqrt(sum);
     if (clip > 0 && *norm > clip) {

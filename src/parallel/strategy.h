@@ -134,6 +134,17 @@ bool ts_parallel_owned_is_checkpoint_range(const ts_parallel *p);
 int ts_parallel_exchange_checkpoint_range(const ts_parallel *p, ts_real *owned, ts_real *range,
                                           bool to_range);
 
+/* One array of the owned ranges (owned, in the owned order) spread into
+ * full (total elements, the flat layout) on every rank: each rank's ranges
+ * from it, by the parameters' all-gather (ddp: a copy). Collective. Under
+ * tensor parallelism this gives a grid position's moments in the group's
+ * local layout, which the grid's own gather then makes whole. Returns
+ * MPI_SUCCESS or the MPI error. */
+int ts_parallel_gather_owned(const ts_parallel *p, const ts_real *owned, ts_real *full);
+/* The owned ranges of full (the flat layout) into owned, in the owned
+ * order: the local inverse of ts_parallel_gather_owned. */
+void ts_parallel_take_owned(const ts_parallel *p, const ts_real *full, ts_real *owned);
+
 /* zero2, zero3: moves model's flat gradient (zero3: and parameters) into
  * reserved memory this strategy owns (ts_model_set_buffers; the leaves keep
  * those addresses for the run), builds the units and registers the unit
@@ -168,12 +179,14 @@ int ts_parallel_reduce_gradients(ts_parallel *p, ts_real *grads);
  * grads is then undefined under zero1 and zero2. */
 ts_real *ts_parallel_owned_gradients(ts_parallel *p, ts_real *grads);
 
-/* Tensor parallelism (ddp only): the model is held across the ranks of
- * group, each holding the tensors model->layout marks blocked as its blocks
- * and the others whole (identical on every rank of the group), so the
- * gradient norm counts those once and sums the blocks' squares over the
- * group. Nothing when the model has no layout. False with a message when
- * out of memory or under a sharding strategy. */
+/* Tensor parallelism (ddp, zero1, zero2 across the groups): the model is
+ * held across the ranks of group, each holding the tensors model->layout
+ * marks blocked as its blocks and the others whole (identical on every rank
+ * of the group), so the gradient norm counts those once and sums the
+ * blocks' squares over the group. The strategy's communicator then joins
+ * the ranks at one grid position of every group, which share one local
+ * layout, so its shards are of that layout. Nothing when the model has no
+ * layout. False with a message when out of memory or under zero3. */
 bool ts_parallel_set_tensor_group(ts_parallel *p, MPI_Comm group, const ts_model *model, char *err,
                                   size_t errlen);
 

@@ -105,13 +105,16 @@ bool ts_tensor_grid_from_config(ts_tensor_grid *g, MPI_Comm world, const ts_para
     int rows, cols;
     ts_tensor_grid_disabled(g, world);
     if (!ts_parallel_tensor_grid(c, &rows, &cols)) return true;
-    /* The zero strategies shard over the data-parallel ranks, and their
-     * checkpoints and owned ranges assume those are the whole job. */
-    if (strcmp(c->strategy, "ddp")) {
+    /* zero1 and zero2 shard each grid position's local buffers over the
+     * data-parallel ranks (grid.data). zero3 would also release and
+     * re-gather the parameters, which the grid's ops and its checkpoint
+     * gather read in place: not supported (docs/parallelism.md). */
+    if (!strcmp(c->strategy, "zero3")) {
         snprintf(err, errlen,
-                 "parallel.tensor_grid %s with parallel.strategy %s is not supported: tensor "
-                 "parallelism runs with ddp across its groups only",
-                 c->tensor_grid, c->strategy);
+                 "parallel.tensor_grid %s with parallel.strategy zero3 is not supported: tensor "
+                 "parallelism shards across its groups with ddp, zero1 or zero2 only (the "
+                 "linear weights are already held as blocks within a group)",
+                 c->tensor_grid);
         return false;
     }
     if (!ts_tensor_grid_init(g, world, rows, cols, err, errlen)) return false;

@@ -121,8 +121,9 @@ static int with_model_stats(int n_fixed, const ts_model *model, ts_metric_column
  * when it owns a slice of every unit (zero2, zero3) they are staged in
  * buffers of the range and exchanged with the other ranks
  * (ts_parallel_exchange_checkpoint_range); under a distributed model they
- * are staged whole like the parameters. So the file's layout never depends
- * on the strategy or the grid. */
+ * are staged whole like the parameters (zero1, zero2: a grid position's
+ * shards gathered over the data-parallel ranks first). So the file's layout
+ * never depends on the strategy or the grid. */
 typedef struct state_arrays {
     ts_real *params, *m, *v;
     bool staged_moments, staged_params;
@@ -136,6 +137,24 @@ static bool all_allocated_on(MPI_Comm comm, bool ok) {
 
 static bool all_allocated(const ts_run_state *s, bool ok) {
     return all_allocated_on(s->parallel->comm, ok);
+}
+
+/* One moment of a distributed model made whole (into whole) from the
+ * optimiser's array: under zero1/zero2 (sharded across the groups over the
+ * data-parallel communicator) first the grid position's owned ranges are
+ * gathered into its local layout, then the group's blocks into the whole
+ * tensors. Collective over the job. */
+static bool whole_moment(ts_run_state *s, const ts_real *live, ts_real *whole) {
+    if (!s->optimizer->sharded)
+        return ts_tensor_gather_flat(s->grid, s->model, live, whole) == MPI_SUCCESS;
+    ts_real *local =
+        malloc((size_t)(s->model->table.total > 0 ? s->model->table.total : 1) * sizeof *local);
+    bool ok = all_allocated_on(s->comm, local != NULL) &&
+              ts_parallel_gather_owned(s->parallel, live, local) == MPI_SUCCESS;
+    ok = all_allocated_on(s->comm, ok) &&
+         ts_tensor_gather_flat(s->grid, s->model, local, whole) == MPI_SUCCESS;
+    free(local);
+    return ok;
 }
 
 /* Whole staged copies of the parameters and moments of a distributed
@@ -158,10 +177,26 @@ static bool whole_open(ts_run_state *s, state_arrays *a, bool from_live) {
     if (ok && from_live) {
         const ts_model *m = s->model;
         ok = ts_tensor_gather_flat(s->grid, m, m->params, a->params) == MPI_SUCCESS &&
-             (!opt->m || (ts_tensor_gather_flat(s->grid, m, opt->m, a->m) == MPI_SUCCESS &&
-                          ts_tensor_gather_flat(s->grid, m, opt->v, a->v) == MPI_SUCCESS));
+             (!opt->m || (whole_moment(s, opt->m, a->m) && whole_moment(s, opt->v, a->v)));
     }
     return all_allocated_on(s->comm, ok);
+}
+
+/* A distributed model's moment (whole) into the optimiser's array: this
+ * rank's blocks and whole tensors, then (sharded) its owned ranges of
+ * them. Local. */
+static bool scatter_moment(ts_run_state *s, const ts_real *whole, ts_real *live) {
+    if (!s->optimizer->sharded) {
+        ts_tensor_scatter_flat(s->model, whole, live);
+        return true;
+    }
+    ts_real *local =
+        malloc((size_t)(s->model->table.total > 0 ? s->model->table.total : 1) * sizeof *local);
+    if (!local) return false;
+    ts_tensor_scatter_flat(s->model, whole, local);
+    ts_parallel_take_owned(s->parallel, local, live);
+    free(local);
+    return true;
 }
 
 static bool state_close(ts_run_state *s, state_arrays *a, bool into_live);
@@ -171,7 +206,7 @@ static bool state_close(ts_run_state *s, state_arrays *a, bool into_live);
 static bool state_open_any(ts_run_state *s, state_arrays *a, bool from_live) {
     const ts_optimizer *opt = s->optimizer;
     *a = (state_arrays){.params = s->model->params, .m = opt->m, .v = opt->v};
-    if (s->model->layout) return whole_open(s, a, from_live); /* ddp only */
+    if (s->model->layout) return whole_open(s, a, from_live); /* moments whole too */
     if (!opt->m || !opt->sharded || ts_parallel_owned_is_checkpoint_range(s->parallel))
         return true; /* the same decision on every rank: it depends on the layout only */
     long first, count;
@@ -195,10 +230,7 @@ static bool state_close(ts_run_state *s, state_arrays *a, bool into_live) {
     ts_optimizer *opt = s->optimizer;
     if (into_live && s->model->layout) { /* pure copies: this rank's blocks and the whole rest */
         ts_tensor_scatter_flat(s->model, a->params, s->model->params);
-        if (opt->m) {
-            ts_tensor_scatter_flat(s->model, a->m, opt->m);
-            ts_tensor_scatter_flat(s->model, a->v, opt->v);
-        }
+        if (opt->m) ok = scatter_moment(s, a->m, opt->m) && scatter_moment(s, a->v, opt->v);
     } else if (a->staged_moments && into_live) {
         ok = ts_parallel_exchange_checkpoint_range(s->parallel, opt->m, a->m, false) ==
                  MPI_SUCCESS &&
@@ -225,7 +257,7 @@ static bool state_open(ts_run_state *s, state_arrays *a, bool from_live) {
 /* A moment's role: replicated when every rank holds all of it, else this
  * rank's checkpoint range of one array (ZeRO, parallel/strategy.h). */
 static ts_saved_role moment_role(const ts_run_state *s, ts_saved_role role) {
-    if (s->optimizer->sharded) {
+    if (s->optimizer->sharded && !s->model->layout) { /* a distributed model's are staged whole */
         role.layout = TS_SAVED_SHARDED;
         ts_parallel_checkpoint_range(s->parallel, s->parallel->rank, &role.shard_first,
                                      &role.shard_count);
