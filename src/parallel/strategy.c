@@ -776,12 +776,6 @@ ts_real *ts_parallel_owned_gradients(ts_parallel *p, ts_real *grads) {
 bool ts_parallel_set_tensor_group(ts_parallel *p, MPI_Comm group, const ts_model *model, char *err,
                                   size_t errlen) {
     if (!model->layout) return true;
-    if (p->strategy == TS_ZERO3) {
-        snprintf(err, errlen,
-                 "a model held across a tensor-parallel group needs ddp, zero1 or "
-                 "zero2, not zero3");
-        return false;
-    }
     const ts_param_table *t = &model->table;
     free(p->blocked);
     p->blocked = malloc((size_t)(t->count > 0 ? t->count : 1) * sizeof *p->blocked);
@@ -830,7 +824,7 @@ int ts_parallel_clip(ts_parallel *p, ts_real *grads, double clip, double *norm) 
     ts_real *g = ts_parallel_owned_gradients(p, grads);
     double sum = 0;
     if (p->blocked) {
-        /* Summed over the data-parallel ranks (zero1, zero2: each owns a
+        /* Summed over the data-parallel ranks (zero1/2/3: each owns a
          * part), the whole tensors' sum is that of the group's replicated
          * tensors, the blocks' this grid position's share. Both are gathered
          * over the group and added in group-rank order on every rank, the

@@ -179,14 +179,14 @@ int ts_parallel_reduce_gradients(ts_parallel *p, ts_real *grads);
  * grads is then undefined under zero1 and zero2. */
 ts_real *ts_parallel_owned_gradients(ts_parallel *p, ts_real *grads);
 
-/* Tensor parallelism (ddp, zero1, zero2 across the groups): the model is
+/* Tensor parallelism (any strategy across the groups): the model is
  * held across the ranks of group, each holding the tensors model->layout
  * marks blocked as its blocks and the others whole (identical on every rank
  * of the group), so the gradient norm counts those once and sums the
  * blocks' squares over the group. The strategy's communicator then joins
  * the ranks at one grid position of every group, which share one local
  * layout, so its shards are of that layout. Nothing when the model has no
- * layout. False with a message when out of memory or under zero3. */
+ * layout. False with a message when out of memory. */
 bool ts_parallel_set_tensor_group(ts_parallel *p, MPI_Comm group, const ts_model *model, char *err,
                                   size_t errlen);
 

@@ -105,18 +105,9 @@ bool ts_tensor_grid_from_config(ts_tensor_grid *g, MPI_Comm world, const ts_para
     int rows, cols;
     ts_tensor_grid_disabled(g, world);
     if (!ts_parallel_tensor_grid(c, &rows, &cols)) return true;
-    /* zero1 and zero2 shard each grid position's local buffers over the
-     * data-parallel ranks (grid.data). zero3 would also release and
-     * re-gather the parameters, which the grid's ops and its checkpoint
-     * gather read in place: not supported (docs/parallelism.md). */
-    if (!strcmp(c->strategy, "zero3")) {
-        snprintf(err, errlen,
-                 "parallel.tensor_grid %s with parallel.strategy zero3 is not supported: tensor "
-                 "parallelism shards across its groups with ddp, zero1 or zero2 only (the "
-                 "linear weights are already held as blocks within a group)",
-                 c->tensor_grid);
-        return false;
-    }
+    /* Any strategy runs across the groups: it gets grid.data, the ranks at
+     * one grid position of every group, which share one local layout, and
+     * shards (zero1/2/3) each position's own buffers over them. */
     if (!ts_tensor_grid_init(g, world, rows, cols, err, errlen)) return false;
     g->distributed_activations = !strcmp(c->tensor_activations, "distributed");
     if (c->tensor_block > 0) g->block = c->tensor_block;

@@ -121,7 +121,7 @@ static int with_model_stats(int n_fixed, const ts_model *model, ts_metric_column
  * when it owns a slice of every unit (zero2, zero3) they are staged in
  * buffers of the range and exchanged with the other ranks
  * (ts_parallel_exchange_checkpoint_range); under a distributed model they
- * are staged whole like the parameters (zero1, zero2: a grid position's
+ * are staged whole like the parameters (zero1/2/3: a grid position's
  * shards gathered over the data-parallel ranks first). So the file's layout
  * never depends on the strategy or the grid. */
 typedef struct state_arrays {
@@ -140,7 +140,7 @@ static bool all_allocated(const ts_run_state *s, bool ok) {
 }
 
 /* One moment of a distributed model made whole (into whole) from the
- * optimiser's array: under zero1/zero2 (sharded across the groups over the
+ * optimiser's array: under zero1/2/3 (sharded across the groups over the
  * data-parallel communicator) first the grid position's owned ranges are
  * gathered into its local layout, then the group's blocks into the whole
  * tensors. Collective over the job. */

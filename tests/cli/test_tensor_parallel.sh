@@ -224,20 +224,21 @@ PY
 
 # Checkpoints hold the ordinary layout: a grid's run resumes without it, and
 # the other way round, on the uninterrupted trajectory.
-resume_across() { # resume_across ARCH FIRST_NP FIRST_GRID SECOND_NP SECOND_GRID [ACT1 ACT2]
-    local arch=$1 act1=${6:-replicated} act2=${7:-replicated}
-    local dir=$tmp/resume-$1-$3-$act1-$5-$act2
+resume_across() { # resume_across ARCH FIRST_NP FIRST_GRID SECOND_NP SECOND_GRID [ACT1 ACT2 [STRATEGY1 STRATEGY2]]
+    local arch=$1 act1=${6:-replicated} act2=${7:-replicated} s1=${8:-ddp} s2=${9:-ddp}
+    local dir=$tmp/resume-$1-$3-$act1-$s1-$5-$act2-$s2
     # shellcheck disable=SC2046
     tiny_train "$2" "$bin_double" "$dir" $(arch_args "$arch") "${common[@]}" \
         --set parallel.tensor_grid="$3" --set parallel.tensor_activations="$act1" \
-        --set train.stop_at=3 >"$dir-1.log" 2>&1
-    check "$arch on grid $3 ($act1) stops at step 3" contains "$dir-1.log" "stopped at step 3 of $steps"
+        --set parallel.strategy="$s1" --set train.stop_at=3 >"$dir-1.log" 2>&1
+    check "$arch on grid $3 ($2 ranks, $act1, $s1) stops at step 3" \
+        contains "$dir-1.log" "stopped at step 3 of $steps" || tail -5 "$dir-1.log"
     # shellcheck disable=SC2046
     tiny_train "$4" "$bin_double" "$dir" $(arch_args "$arch") "${common[@]}" \
         --set parallel.tensor_grid="$5" --set parallel.tensor_activations="$act2" \
-        --resume >"$dir-2.log" 2>&1
-    check "... resumes on grid $5 ($4 ranks, $act2)" contains "$dir-2.log" "resumed from .*(step 3" ||
-        tail -5 "$dir-2.log"
+        --set parallel.strategy="$s2" --resume >"$dir-2.log" 2>&1
+    check "... resumes on grid $5 ($4 ranks, $act2, $s2)" \
+        contains "$dir-2.log" "resumed from .*(step 3" || tail -5 "$dir-2.log"
     baseline double "$arch"
     local diff
     diff=$(max_rel_diff "$tmp/double-$arch-base" "$dir" $steps)
@@ -254,9 +255,72 @@ resume_across transformerpp 2 1x2 2 2x1 replicated distributed
 resume_across ebt 4 2x2 1 off distributed replicated
 resume_across ebt 2 1x2 2 2x1 replicated distributed
 
-check "a grid with a zero strategy is refused, naming both" fails_with "$tmp/zero.log" \
-    "parallel.tensor_grid 1x2 with parallel.strategy zero1 is not supported" \
-    tiny_train 2 "$bin" "$tmp/zero" --set parallel.tensor_grid=1x2 --set parallel.strategy=zero1
+# ZeRO across the groups: the strategy gets grid.data (the ranks at one grid
+# position of every group, which share one local layout) and shards that
+# position's own buffers (its blocks and its whole tensors) over it. Two 1x2
+# groups (4 ranks): the ddp+grid run's and the 1-rank run's losses within
+# 1e-10, the final checkpoint's parameters the 1-rank run's and its moments
+# (gathered over grid.data, then over the group, to whole tensors) the
+# ddp+grid run's, and half of ddp+grid's optimizer_bytes per rank (each
+# position's buffer split over 2 groups: at most one element per shard
+# piece more than half).
+same_moments() { # same_moments DIR_A DIR_B TOLERANCE: optimizer/m and v of the final checkpoints
+    py - "$@" $steps <<'PY'
+import sys, h5py, numpy as np
+a, b, tol, steps = sys.argv[1], sys.argv[2], float(sys.argv[3]), int(sys.argv[4])
+with h5py.File(f"{a}/checkpoint_{steps:08d}.h5", "r") as fa, h5py.File(f"{b}/checkpoint_{steps:08d}.h5", "r") as fb:
+    worst = {k: float(np.max(np.abs(fa["optimizer"][k][...] - fb["optimizer"][k][...])) /
+                     np.max(np.abs(fa["optimizer"][k][...]))) for k in ("m", "v")}
+print("  moments' worst relative difference:", worst)
+sys.exit(0 if all(d < tol for d in worst.values()) else 1)
+PY
+}
+optimizer_half() { # optimizer_half DIR DDP_DIR: optimizer_bytes about half of ddp's
+    py - "$@" <<'PY'
+import sys, h5py
+def held(d):
+    with h5py.File(f"{d}/metrics.h5", "r") as f: return float(f["memory"]["optimizer_bytes"][-1])
+fraction = held(sys.argv[1]) / held(sys.argv[2])
+print(f"  optimizer_bytes per rank {held(sys.argv[1]):.0f} vs ddp+grid {held(sys.argv[2]):.0f}: "
+      f"{fraction:.4f} (predicted 0.5)")
+sys.exit(0 if abs(fraction - 0.5) < 0.005 else 1)
+PY
+}
+zero_across() { # zero_across ARCH STRATEGY [ACTIVATIONS]: two 1x2 groups under STRATEGY
+    local arch=$1 strategy=$2 act=${3:-replicated}
+    local ddp=$tmp/double-$arch-1x2-np4 base=$tmp/double-$arch-base
+    [ "$act" = replicated ] || ddp=$ddp-$act
+    [ -d "$ddp" ] || compare double "$arch" 1x2 4 1e-10 "$act"
+    local dir=$ddp-$strategy
+    # shellcheck disable=SC2046
+    tiny_train 4 "$bin_double" "$dir" $(arch_args "$arch") "${common[@]}" \
+        --set parallel.tensor_grid=1x2 --set parallel.tensor_activations="$act" \
+        --set parallel.strategy="$strategy" >"$dir.log" 2>&1
+    check "$arch under $strategy on two 1x2 groups ($act activations) trains" [ $? -eq 0 ] ||
+        { tail -5 "$dir.log"; return; }
+    local diff
+    diff=$(max_rel_diff "$ddp" "$dir" $steps)
+    check "... follows ddp on the same grid within 1e-10 ($diff)" below "$diff" 1e-10
+    diff=$(max_rel_diff "$base" "$dir" $steps)
+    check "... follows the 1-rank losses within 1e-10 ($diff)" below "$diff" 1e-10
+    check "... its final parameters are the 1-rank run's within 1e-10" same_checkpoint "$base" "$dir" 1e-10
+    check "... its final moments are ddp+grid's within 1e-10" same_moments "$ddp" "$dir" 1e-10
+    check "... holds half of ddp+grid's optimiser state per rank" optimizer_half "$dir" "$ddp"
+}
+for strategy in zero1 zero2 zero3; do zero_across transformerpp $strategy; done
+zero_across transformerpp zero2 distributed
+zero_across transformerpp zero3 distributed
+zero_across ebt zero2 # EBT: the whole-model path of zero2/zero3
+zero_across ebt zero3
+zero_across nexus zero2 # blocks of two intervals each
+zero_across free zero3
+# A checkpoint of grid+ZeRO is the ordinary file: it resumes without a grid
+# under ddp, and a 1-rank ddp checkpoint resumes on a grid under ZeRO.
+resume_across transformerpp 4 1x2 1 off replicated replicated zero1 ddp
+resume_across transformerpp 1 off 4 1x2 replicated replicated ddp zero2
+resume_across transformerpp 4 2x1 2 1x2 replicated distributed zero3 zero1
+resume_across ebt 4 1x2 4 1x2 replicated replicated zero2 zero3
+
 check "a grid that does not divide the ranks is refused" fails_with "$tmp/divide.log" \
     "needs groups of 4 ranks, which do not divide the 2 ranks" \
     tiny_train 2 "$bin" "$tmp/divide" --set parallel.tensor_grid=2x2
