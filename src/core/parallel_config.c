@@ -15,7 +15,7 @@ static const ts_config_key keys[] = {
                          false),
     TS_CONFIG_STRING_KEY(ts_parallel_config, "tensor_grid", tensor_grid, "off",
                          "off, or PxQ: every linear layer's GEMMs run as ScaLAPACK p?gemm on a P x "
-                         "Q BLACS grid of each group of P*Q ranks, data parallelism across groups "
+                         "Q BLACS grid of each group of P*Q ranks, parallel.strategy across groups "
                          "(docs/parallelism.md)",
                          false),
     TS_CONFIG_STRING_KEY(ts_parallel_config, "tensor_activations", tensor_activations, "replicated",

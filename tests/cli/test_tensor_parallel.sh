@@ -16,7 +16,10 @@
 # EBT: S1's second-order training, and S2 with Langevin noise, random step
 # sizes and counts and the replay buffer) the same on every grid, with fewer
 # bytes sent and fewer activations held than replicated activations on the
-# same grid, and resumes across modes.
+# same grid, and resumes across modes. Under zero1, zero2 and zero3 across
+# two 1x2 groups (each grid position's buffers sharded over the groups) the
+# same numbers as ddp on the grid, half its optimiser state per rank, and
+# checkpoints in the ordinary layout that resume with and without a grid.
 # Unsupported combinations and bad grids are refused at start-up.
 source "$(dirname "$0")/lib.sh"
 make_license_corpus "$tmp/corpus.h5"
