@@ -380,7 +380,9 @@ static bool resume_from_checkpoint(ts_run_state *s, const char *resume_from, lon
     /* The restored ranges back to the ranks that own them, a distributed
      * model's blocks to their ranks (only after a read every rank agreed on). */
     if (!state_close(s, &state, st == TS_IO_OK)) {
-        snprintf(err, errlen, "exchanging the restored optimiser moments failed");
+        snprintf(err, errlen,
+                 "placing the restored optimiser moments failed (an MPI error, or out of "
+                 "memory for a grid position's local copy)");
         return false;
     }
     if (st == TS_IO_NOT_FOUND) {

@@ -7,7 +7,9 @@
  * with different decay and learning-rate scales, gives ddp's full update.
  * zero3 releases the model between steps (its shard only: the rest of the
  * buffer reads as zeros, the leaves keep their addresses) and gathers it
- * back. This table has no blocks, so zero2 and zero3 take their whole-model
+ * back. An array in the owned order spreads into the flat layout on every
+ * rank and back (the moments' way into a tensor-parallel checkpoint). This
+ * table has no blocks, so zero2 and zero3 take their whole-model
  * path here; tests/mpi/test_parallel_units.c runs the per-block one. */
 #include <math.h>
 #include <setjmp.h>
@@ -170,6 +172,39 @@ static void test_zero_matches_ddp(void **state) {
         }
 }
 
+/* An array of the owned ranges in the owned order spread into the flat
+ * layout on every rank (how a grid position's moment shards are gathered
+ * for a checkpoint, docs/parallelism.md), in one call and in rounds of 2
+ * elements, and taken back; a checkpoint's transfer books no step traffic. */
+static void test_owned_round_trip(void **state) {
+    (void)state;
+    const ts_parallel_strategy strategies[] = {TS_DDP, TS_ZERO1, TS_ZERO2, TS_ZERO3};
+    for (int s = 0; s < 4; s++)
+        for (long pieces = 0; pieces <= 2; pieces += 2) {
+            ts_parallel p;
+            char err[256];
+            ts_param_table table = make_table();
+            ts_model model = {.table = table};
+            assert_true(
+                ts_parallel_init(&p, MPI_COMM_WORLD, strategies[s], &model, err, sizeof err));
+            if (pieces > 0) p.max_piece = pieces;
+            ts_real owned[TOTAL], back[TOTAL], full[TOTAL];
+            long at = 0;
+            for (int k = 0; k < p.n_owned; k++)
+                for (long i = 0; i < p.owned[k].count; i++)
+                    owned[at++] = (ts_real)(p.owned[k].first + i + 1);
+            assert_int_equal(at, p.owned_count);
+            for (int i = 0; i < TOTAL; i++) full[i] = -1;
+            assert_int_equal(ts_parallel_gather_owned(&p, owned, full), MPI_SUCCESS);
+            for (int i = 0; i < TOTAL; i++) assert_true(full[i] == (ts_real)(i + 1));
+            assert_true(p.bytes_sent == 0);
+            ts_parallel_take_owned(&p, full, back);
+            assert_memory_equal(back, owned, (size_t)p.owned_count * sizeof *back);
+            ts_parallel_free(&p);
+            ts_param_table_free(&table);
+        }
+}
+
 static void test_strategy_names(void **state) {
     (void)state;
     ts_parallel_strategy s;
@@ -204,9 +239,8 @@ static void test_memory_model(void **state) {
 
 int main(int argc, char **argv) {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_shards_tile_the_buffer),
-        cmocka_unit_test(test_zero_matches_ddp),
-        cmocka_unit_test(test_strategy_names),
+        cmocka_unit_test(test_shards_tile_the_buffer), cmocka_unit_test(test_zero_matches_ddp),
+        cmocka_unit_test(test_owned_round_trip),       cmocka_unit_test(test_strategy_names),
         cmocka_unit_test(test_memory_model),
     };
     return ts_mpi_cmocka_main(argc, argv, "test_parallel_strategy", tests,
