@@ -278,6 +278,13 @@ print("  moments' worst relative difference:", worst)
 sys.exit(0 if all(d < tol for d in worst.values()) else 1)
 PY
 }
+same_norms() { # same_norms DIR_A DIR_B: the largest relative difference of train/grad_norm
+    py - "$1/metrics.h5" "$2/metrics.h5" <<'PY'
+import sys, h5py, numpy as np
+a, b = (h5py.File(f, "r")["train/grad_norm"][...] for f in sys.argv[1:3])
+print(float(np.max(np.abs(a - b) / np.abs(a))) if len(a) == len(b) > 0 else "nan")
+PY
+}
 optimizer_half() { # optimizer_half DIR DDP_DIR: optimizer_bytes about half of ddp's
     py - "$@" <<'PY'
 import sys, h5py
@@ -306,6 +313,8 @@ zero_across() { # zero_across ARCH STRATEGY [ACTIVATIONS]: two 1x2 groups under 
     check "... follows ddp on the same grid within 1e-10 ($diff)" below "$diff" 1e-10
     diff=$(max_rel_diff "$base" "$dir" $steps)
     check "... follows the 1-rank losses within 1e-10 ($diff)" below "$diff" 1e-10
+    diff=$(same_norms "$ddp" "$dir")
+    check "... and ddp+grid's gradient norms within 1e-10 ($diff)" below "$diff" 1e-10
     check "... its final parameters are the 1-rank run's within 1e-10" same_checkpoint "$base" "$dir" 1e-10
     check "... its final moments are ddp+grid's within 1e-10" same_moments "$ddp" "$dir" 1e-10
     check "... holds half of ddp+grid's optimiser state per rank" optimizer_half "$dir" "$ddp"
