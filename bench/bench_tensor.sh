@@ -7,13 +7,16 @@
 #     on every rank) on 1x1, 1x2 and 2x1 grids (bench/bench_tensor_gemm.c).
 #  2. Training a wide model (D = BENCH_WIDTH, default 2048, L = 2, 2 sequences
 #     of 64 tokens per step, BENCH_STEPS = 3 steps) on 2 ranks: a 1x2 grid
-#     against ddp and zero3 (zero3: if this build implements it): tokens/s,
+#     against ddp and zero3, and with distributed activations (tp12act):
+#     tokens/s,
 #     state bytes per rank (a grid's rank holds only its blocks of the linear
 #     weights, their gradients and moments) next to the state modelled from
 #     the checkpoint's tensor shapes, and bytes sent per step next to the
-#     model of what this implementation sends (the forward results and input
-#     gradients of every GEMM, all-gathered over the group: (G-1)/G of their
-#     bytes per rank; weight gradients stay as blocks, never gathered).
+#     model of what each mode sends (replicated activations: the forward
+#     results and input gradients of every GEMM, all-gathered over the group,
+#     (G-1)/G of their bytes per rank; distributed: keys and values over the
+#     process row, the embedding's and norms' gradients; weight gradients
+#     stay as blocks, never gathered).
 #  3. Modelled, not measured: where a P x Q grid pays, on a 64-core node.
 # Verdict: PASSED when every distributed product equals the local one and
 # every run completes; the speed-ups are reported, not targeted.
@@ -129,8 +132,9 @@ print("""
 3. MODELLED (not measured): one GEMM x W^T of N = 4096 tokens on a 64-core node,
    per-core sgemm rate F = 50 GFLOP/s, per-rank bandwidth B = 4 GB/s (a node's
    ~250 GB/s memory bandwidth shared by 64 ranks). SUMMA moves D^2/P + D N/Q
-   words per rank; this implementation also all-gathers the N x D result
-   ((G-1)/G N D words per rank) because activations stay whole on every rank.""")
+   words per rank; with replicated activations (the default mode) the N x D
+   result is also all-gathered ((G-1)/G N D words per rank: "+ allgather");
+   with distributed activations it is not ("SUMMA-only").""")
 F, B = 50e9, 4e9
 print(f"{'D':>6} {'grid':>5} {'1 core s':>9} {'SUMMA s':>8} {'+ allgather s':>13} {'speedup':>8} {'SUMMA-only':>10}")
 N = 4096
