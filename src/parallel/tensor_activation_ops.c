@@ -152,9 +152,8 @@ static void token_counts(const ts_tensor_grid *g, int n, int *counts, int *displ
 
 /* Rows of f values between the column-ordered array (column 0's local
  * tokens, then column 1's, ...) and the token-ordered [n, f] one. */
-static void reorder_tokens(const ts_tensor_grid *g, int n, int f, const int *counts,
-                           const int *displs, ts_real *by_column, ts_real *by_token,
-                           bool to_token) {
+static void reorder_tokens(const ts_tensor_grid *g, int f, const int *counts, const int *displs,
+                           ts_real *by_column, ts_real *by_token, bool to_token) {
     int nb = layout_of(g).block;
     for (int c = 0; c < g->cols; c++)
         for (long i = 0; i < counts[c]; i++) {
@@ -165,7 +164,6 @@ static void reorder_tokens(const ts_tensor_grid *g, int n, int f, const int *cou
             else
                 memcpy(col, tok, (size_t)f * sizeof *tok);
         }
-    (void)n;
 }
 
 static void gather_tokens_backward(ts_ctx *ctx, ts_node *node, ts_tensor *g, const bool *needs,
@@ -201,7 +199,7 @@ ts_tensor *ts_tp_gather_tokens(ts_ctx *ctx, ts_tensor_grid *g, ts_tensor *x, int
                            TS_MPI_REAL, g->same_row) != MPI_SUCCESS)
             ts_fail(ctx, "tensor_gather_tokens",
                     "all-gathering %d tokens over the process row failed", n);
-        reorder_tokens(g, n, f, counts, displs, by_column, out->data, true);
+        reorder_tokens(g, f, counts, displs, by_column, out->data, true);
         g->bytes_sent += (double)n * f * sizeof(ts_real) * (g->cols - 1) / g->cols;
     }
     record(ctx, g, "tensor_gather_tokens", gather_tokens_backward, out, x, n, 0);
@@ -223,7 +221,7 @@ ts_tensor *ts_tp_reduce_scatter_tokens(ts_ctx *ctx, ts_tensor_grid *g, ts_tensor
             *displs = counts + g->cols;
         token_counts(g, n, counts, displs);
         ts_real *by_column = ts_alloc(ctx, ((size_t)n * f + 1) * sizeof *by_column);
-        reorder_tokens(g, n, f, counts, displs, by_column, x->data, false);
+        reorder_tokens(g, f, counts, displs, by_column, x->data, false);
         int *values = ts_alloc(ctx, (size_t)g->cols * sizeof *values);
         for (int c = 0; c < g->cols; c++) values[c] = counts[c] * f;
         if (MPI_Reduce_scatter(by_column, out->data, values, TS_MPI_REAL, MPI_SUM, g->same_row) !=
