@@ -95,6 +95,7 @@ ts_tensor *ts_attention(ts_ctx *ctx, ts_tensor *q, ts_tensor *k, ts_tensor *v,
  * skipped. Its plain backward is fused too; a recorded backward
  * (create_graph) is the primitive composition, differentiable to any order. */
 ts_tensor *ts_causal_attention(ts_ctx *ctx, ts_tensor *q, ts_tensor *k, ts_tensor *v, double scale);
+/* --- context attention (op_context_attention.c) --- */
 /* q, k_self, v_self [..., L, dh] attend to context keys k, values v
  * [..., C, dh], C >= L, aligned at the end (row r sees context keys
  * 0..r + C - L), and each row to its own key k_self[r] (value v_self[r]): one

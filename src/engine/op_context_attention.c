@@ -1,0 +1,270 @@
+#include <math.h>
+
+#include "engine/autodiff.h"
+#include "engine/ops.h"
+
+/* ---------------------------------------------------------------- context attention
+ *
+ * ts_context_attention: L queries attend to C >= L context keys aligned at the
+ * end (row r sees context keys 0..r + C - L, the causal mask of the last L of C
+ * positions) and to one key of their own (k_self[r], v_self[r]); EBT's
+ * prediction stream (C = L + 1). The composition of primitives: scores [L, C]
+ * against the context concatenated with the self score [L, 1], a softmax
+ * under the [L, C + 1] mask, two slices of P and two mixes.
+ *
+ * Fused as three bilinear ops over the "context layout" [L, C + 1] (context
+ * columns, then the self column), each reading and writing only the visible
+ * entries (the rest of an [L, C + 1] output is 0, of an input ignored), in
+ * strips of CONTEXT_STRIP rows whose GEMMs stop at the strip's last visible key:
+ *   context_product(a, b, b_self) = S: S[r, j] = a_r . b_j, S[r, C] = a_r . b_self_r;
+ *   context_mix(P, v, v_self) = O: O_r = sum_j P[r, j] v_j + P[r, C] v_self_r;
+ *   context_mix_t(P, g) = D: D_j = sum_r P[r, j] g_r (the self column unread).
+ * Each one's rule is the other two (and a product with the self column):
+ *   product: da = mix(G, b, b_self), db = mix_t(G, a), db_self = G[:, C] a;
+ *   mix:     dP = product(g, v, v_self), dv = mix_t(P, g), dv_self = P[:, C] g;
+ *   mix_t:   dP = product(g, h, none), dg = mix(P, h, none);
+ * so every pass (forward, backward, a recorded backward and the second-order
+ * rules of that) skips the masked half, no pass copies through a
+ * concatenation or slices of [L, C + 1], and plain and recorded gradients
+ * are the same computation (bit for bit). The attention is then
+ * mix(softmax(product(scale q, k, k_self), mask), v, v_self) with the
+ * ordinary masked softmax. FLOPs are the executed ones, booked with the
+ * conventions of the primitives they replace (matmul 2 dh per element,
+ * docs/engine.md). */
+
+/* Rows per strip of the context ops (its own constant: ATTN_STRIP also sets
+ * the causal attention's executed FLOPs). */
+enum { CONTEXT_STRIP = 64 };
+
+typedef struct context_shape {
+    long heads;
+    int rows, keys, dh; /* L, C, dh; the layout is [L, C + 1] */
+} context_shape;
+
+/* Rows of the strip starting at i0 (the last one may be partial). */
+static int strip_rows(int rows, int i0) {
+    return rows - i0 < CONTEXT_STRIP ? rows - i0 : CONTEXT_STRIP;
+}
+
+/* Row r of the composition's [L, C + 1] mask sees context columns
+ * 0..r + C - L and the last column (its own key). */
+static ts_tensor *context_mask(ts_ctx *ctx, int rows, int keys) {
+    ts_tensor *mask = ts_new(ctx, TS_SHAPE(rows, keys + 1));
+    for (int r = 0; r < (ctx->counting ? 0 : rows); r++)
+        for (int j = 0; j <= keys; j++)
+            mask->data[(long)r * (keys + 1) + j] =
+                (j <= r + keys - rows || j == keys) ? 0 : -INFINITY;
+    return mask;
+}
+
+/* Context elements the strips execute in one head: rows * the strip's keys. */
+static double context_strip_elements(context_shape a) {
+    double n = 0;
+    for (int i0 = 0; i0 < a.rows; i0 += CONTEXT_STRIP) {
+        int strip = strip_rows(a.rows, i0);
+        n += (double)strip * (i0 + strip + a.keys - a.rows);
+    }
+    return n * (double)a.heads;
+}
+
+static bool same_leading(const ts_tensor *x, const ts_tensor *y) {
+    if (x->ndim != y->ndim) return false;
+    for (int i = 0; i < x->ndim - 2; i++)
+        if (x->shape[i] != y->shape[i]) return false;
+    return true;
+}
+
+/* Checks rows [..., L, dh], context [..., C, dh] (C >= L) and, when given,
+ * self [..., L, dh] and layout [..., L, C + 1]. */
+static context_shape context_shape_of(ts_ctx *ctx, const char *op, const ts_tensor *rows,
+                                      const ts_tensor *context, const ts_tensor *self,
+                                      const ts_tensor *layout) {
+    char s1[64], s2[64], s3[64], s4[64];
+    int n = rows->ndim;
+    bool ok =
+        n >= 2 && same_leading(rows, context) && context->shape[n - 1] == rows->shape[n - 1] &&
+        context->shape[n - 2] >= rows->shape[n - 2] && (!self || ts_same_shape(rows, self)) &&
+        (!layout || (same_leading(rows, layout) && layout->shape[n - 2] == rows->shape[n - 2] &&
+                     layout->shape[n - 1] == context->shape[n - 2] + 1));
+    if (!ok)
+        ts_fail(ctx, op,
+                "rows %s, their own keys or values %s, the context %s and the layout %s: need "
+                "[..., L, dh], [..., L, dh], [..., C, dh] with C >= L, and [..., L, C + 1]",
+                ts_shape_str(rows, s1, sizeof s1), self ? ts_shape_str(self, s2, sizeof s2) : "-",
+                ts_shape_str(context, s3, sizeof s3),
+                layout ? ts_shape_str(layout, s4, sizeof s4) : "-");
+    int l = rows->shape[n - 2], dh = rows->shape[n - 1];
+    return (context_shape){rows->numel / ((long)l * dh), l, context->shape[n - 2], dh};
+}
+
+/* The strip's visible part of a layout tensor (rows [i0, i0 + rows), context
+ * columns [0, strip_keys)) into buf [rows, strip_keys], masked entries 0, so
+ * the GEMMs read nothing outside the visible entries. */
+static void visible_strip(const ts_real *layout_head, int width, int i0, int rows, int strip_keys,
+                          int offset, ts_real *buf) {
+    for (int r = 0; r < rows; r++) {
+        const ts_real *src = layout_head + (long)(i0 + r) * width;
+        ts_real *dst = buf + (long)r * strip_keys;
+        int visible = i0 + r + offset + 1;
+        for (int c = 0; c < visible; c++) dst[c] = src[c];
+        for (int c = visible; c < strip_keys; c++) dst[c] = 0;
+    }
+}
+
+static ts_tensor *context_product(ts_ctx *ctx, ts_tensor *a, ts_tensor *b, ts_tensor *b_self);
+static ts_tensor *context_mix(ts_ctx *ctx, ts_tensor *p, ts_tensor *v, ts_tensor *v_self);
+static ts_tensor *context_mix_t(ts_ctx *ctx, ts_tensor *p, ts_tensor *g);
+
+/* The self column [..., L, 1] of a layout tensor. */
+static ts_tensor *self_column(ts_ctx *ctx, ts_tensor *layout) {
+    int last = layout->ndim - 1;
+    return ts_slice(ctx, layout, last, layout->shape[last] - 1, 1);
+}
+
+static void context_product_rule(ts_ctx *ctx, ts_node *node, ts_tensor *g, const bool *needs,
+                                 ts_tensor **gin) {
+    ts_tensor *a = node->in[0], *b = node->in[1], *b_self = node->n_in > 2 ? node->in[2] : NULL;
+    if (needs[0]) gin[0] = context_mix(ctx, g, b, b_self);
+    if (needs[1]) gin[1] = context_mix_t(ctx, g, a);
+    if (b_self && needs[2]) gin[2] = ts_mul(ctx, self_column(ctx, g), a);
+}
+
+static ts_tensor *context_product(ts_ctx *ctx, ts_tensor *a, ts_tensor *b, ts_tensor *b_self) {
+    context_shape s = context_shape_of(ctx, "context_product", a, b, b_self, NULL);
+    int width = s.keys + 1, offset = s.keys - s.rows, shape[TS_MAX_DIMS];
+    for (int i = 0; i < a->ndim; i++) shape[i] = a->shape[i];
+    shape[a->ndim - 1] = width;
+    ts_tensor *out = ts_new(ctx, a->ndim, shape);
+    if (!ctx->counting) {
+        long a_size = (long)s.rows * s.dh, b_size = (long)s.keys * s.dh;
+        long o_size = (long)s.rows * width;
+        for (long h = 0; h < s.heads; h++) {
+            const ts_real *ah = a->data + h * a_size, *bh = b->data + h * b_size;
+            ts_real *oh = out->data + h * o_size;
+            for (int i0 = 0; i0 < s.rows; i0 += CONTEXT_STRIP) {
+                int rows = strip_rows(s.rows, i0), strip_keys = i0 + rows + offset;
+                ts_cblas_gemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, strip_keys, s.dh, 1,
+                              ah + (long)i0 * s.dh, s.dh, bh, s.dh, 0, oh + (long)i0 * width,
+                              width);
+                for (int r = 0; r < rows; r++) {
+                    ts_real *row = oh + (long)(i0 + r) * width;
+                    long at = (long)(i0 + r) * s.dh;
+                    for (int c = i0 + r + offset + 1; c < s.keys; c++) row[c] = 0;
+                    row[s.keys] =
+                        b_self ? ts_row_dot(ah + at, b_self->data + h * a_size + at, s.dh) : 0;
+                }
+            }
+        }
+    }
+    /* As matmul over the executed elements; the self score as mul and sum. */
+    ts_count_flops(ctx,
+                   2.0 * s.dh * context_strip_elements(s) + (b_self ? 2.0 * (double)a->numel : 0));
+    ts_record(ctx, "context_product", context_product_rule, out, b_self ? 3 : 2,
+              (ts_tensor *[]){a, b, b_self});
+    return out;
+}
+
+static void context_mix_rule(ts_ctx *ctx, ts_node *node, ts_tensor *g, const bool *needs,
+                             ts_tensor **gin) {
+    ts_tensor *p = node->in[0], *v = node->in[1], *v_self = node->n_in > 2 ? node->in[2] : NULL;
+    if (needs[0]) gin[0] = context_product(ctx, g, v, v_self);
+    if (needs[1]) gin[1] = context_mix_t(ctx, p, g);
+    if (v_self && needs[2]) gin[2] = ts_mul(ctx, self_column(ctx, p), g);
+}
+
+static ts_tensor *context_mix(ts_ctx *ctx, ts_tensor *p, ts_tensor *v, ts_tensor *v_self) {
+    ts_tensor *like = v_self;
+    if (!like) { /* the output's shape: p's rows, v's width */
+        int shape[TS_MAX_DIMS];
+        for (int i = 0; i < p->ndim; i++) shape[i] = p->shape[i];
+        shape[p->ndim - 1] = v->shape[v->ndim - 1];
+        like = ts_new(ctx, p->ndim, shape);
+    }
+    context_shape s = context_shape_of(ctx, "context_mix", like, v, NULL, p);
+    int width = s.keys + 1, offset = s.keys - s.rows;
+    ts_tensor *out = v_self ? ts_new_like(ctx, v_self) : like;
+    if (!ctx->counting) {
+        ts_real *buf = ts_alloc(ctx, (size_t)CONTEXT_STRIP * s.keys * sizeof *buf);
+        long o_size = (long)s.rows * s.dh, v_size = (long)s.keys * s.dh;
+        long p_size = (long)s.rows * width;
+        for (long h = 0; h < s.heads; h++) {
+            const ts_real *ph = p->data + h * p_size, *vh = v->data + h * v_size;
+            for (int i0 = 0; i0 < s.rows; i0 += CONTEXT_STRIP) {
+                int rows = strip_rows(s.rows, i0), strip_keys = i0 + rows + offset;
+                long at = h * o_size + (long)i0 * s.dh;
+                visible_strip(ph, width, i0, rows, strip_keys, offset, buf);
+                ts_cblas_gemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, rows, s.dh, strip_keys, 1,
+                              buf, strip_keys, vh, s.dh, 0, out->data + at, s.dh);
+                for (int r = 0; v_self && r < rows; r++) {
+                    ts_real p_self = ph[(long)(i0 + r) * width + s.keys];
+                    ts_real *o = out->data + at + (long)r * s.dh;
+                    const ts_real *vs = v_self->data + at + (long)r * s.dh;
+                    for (int c = 0; c < s.dh; c++) o[c] += p_self * vs[c];
+                }
+            }
+        }
+    }
+    /* As matmul over the executed elements; the self mix as mul and add. */
+    ts_count_flops(ctx, 2.0 * s.dh * context_strip_elements(s) +
+                            (v_self ? 2.0 * (double)out->numel : 0));
+    ts_record(ctx, "context_mix", context_mix_rule, out, v_self ? 3 : 2,
+              (ts_tensor *[]){p, v, v_self});
+    return out;
+}
+
+static void context_mix_t_rule(ts_ctx *ctx, ts_node *node, ts_tensor *h, const bool *needs,
+                               ts_tensor **gin) {
+    ts_tensor *p = node->in[0], *g = node->in[1];
+    if (needs[0]) gin[0] = context_product(ctx, g, h, NULL);
+    if (needs[1]) gin[1] = context_mix(ctx, p, h, NULL);
+}
+
+static ts_tensor *context_mix_t(ts_ctx *ctx, ts_tensor *p, ts_tensor *g) {
+    int n = p->ndim, shape[TS_MAX_DIMS];
+    for (int i = 0; i < n; i++) shape[i] = g->shape[i];
+    shape[n - 2] = p->shape[n - 1] - 1;
+    ts_tensor *out = ts_zeros(ctx, n, shape);
+    context_shape s = context_shape_of(ctx, "context_mix_t", g, out, NULL, p);
+    int width = s.keys + 1, offset = s.keys - s.rows;
+    if (!ctx->counting) {
+        ts_real *buf = ts_alloc(ctx, (size_t)CONTEXT_STRIP * s.keys * sizeof *buf);
+        long g_size = (long)s.rows * s.dh, o_size = (long)s.keys * s.dh;
+        long p_size = (long)s.rows * width;
+        for (long h = 0; h < s.heads; h++) {
+            const ts_real *ph = p->data + h * p_size, *gh = g->data + h * g_size;
+            for (int i0 = 0; i0 < s.rows; i0 += CONTEXT_STRIP) {
+                int rows = strip_rows(s.rows, i0), strip_keys = i0 + rows + offset;
+                visible_strip(ph, width, i0, rows, strip_keys, offset, buf);
+                ts_cblas_gemm(CblasRowMajor, CblasTrans, CblasNoTrans, strip_keys, s.dh, rows, 1,
+                              buf, strip_keys, gh + (long)i0 * s.dh, s.dh, 1,
+                              out->data + h * o_size, s.dh);
+            }
+        }
+    }
+    ts_count_flops(ctx, 2.0 * s.dh * context_strip_elements(s));
+    ts_record(ctx, "context_mix_t", context_mix_t_rule, out, 2, (ts_tensor *[]){p, g});
+    return out;
+}
+
+ts_tensor *ts_context_attention(ts_ctx *ctx, ts_tensor *q, ts_tensor *k, ts_tensor *v,
+                                ts_tensor *k_self, ts_tensor *v_self, double scale) {
+    context_shape s = context_shape_of(ctx, "context_attention", q, k, k_self, NULL);
+    context_shape_of(ctx, "context_attention", v_self, v, q, NULL);
+    ts_tensor *scores = context_product(ctx, ts_scale(ctx, q, scale), k, k_self);
+    ts_tensor *p = ts_softmax(ctx, scores, context_mask(ctx, s.rows, s.keys));
+    return context_mix(ctx, p, v, v_self);
+}
+
+ts_tensor *ts_context_attention_composed(ts_ctx *ctx, ts_tensor *q, ts_tensor *k, ts_tensor *v,
+                                         ts_tensor *k_self, ts_tensor *v_self, double scale) {
+    context_shape s = context_shape_of(ctx, "context_attention", q, k, k_self, NULL);
+    context_shape_of(ctx, "context_attention", v_self, v, q, NULL);
+    int last = q->ndim - 1;
+    ts_tensor *qs = ts_scale(ctx, q, scale);
+    ts_tensor *context = ts_matmul(ctx, qs, k, false, true);
+    ts_tensor *self = ts_sum(ctx, ts_mul(ctx, qs, k_self), -1, true);
+    ts_tensor *scores = ts_concat(ctx, 2, (ts_tensor *[]){context, self}, last);
+    ts_tensor *p = ts_softmax(ctx, scores, context_mask(ctx, s.rows, s.keys));
+    return ts_add(ctx, ts_matmul(ctx, ts_slice(ctx, p, last, 0, s.keys), v, false, false),
+                  ts_mul(ctx, ts_slice(ctx, p, last, s.keys, 1), v_self));
+}
