@@ -202,6 +202,33 @@ static int by_seconds(const void *a, const void *b) {
     return (x->seconds < y->seconds) - (x->seconds > y->seconds);
 }
 
+/* Ops whose executed FLOP rate is at least this fraction of sgemm are the
+ * GEMM-bearing ones (matmul, the attentions' strip GEMMs: 30-85% of sgemm);
+ * the element-wise and reduction ops run below 10%. Classified by rate, not
+ * by name, so a renamed or new fused op is still counted on its side. */
+#define GEMM_BEARING_FRACTION 0.2
+
+/* The ceiling the GEMMs leave: the executed FLOP rate the step would reach
+ * if every other op took no time and the GEMM-bearing ops ran as they did.
+ * A target above this line needs faster GEMMs, not less overhead. */
+static void print_gemm_bound(const ts_profile *profile, double total_s, double total_f,
+                             double sgemm) {
+    double gemm_s = 0, gemm_f = 0;
+    for (int p = 0; p < TS_PASSES; p++)
+        for (int i = 0; i < profile->n_entries[p]; i++) {
+            const ts_profile_entry *e = &profile->entries[p][i];
+            if (e->seconds > 0 && e->flops / e->seconds / 1e9 >= GEMM_BEARING_FRACTION * sgemm) {
+                gemm_s += e->seconds;
+                gemm_f += e->flops;
+            }
+        }
+    if (gemm_s <= 0) return;
+    printf("  GEMM-bearing ops: %.1f ms (%.1f%% of the step), %.1f%% of the FLOPs at %.1f%% of "
+           "sgemm; with every other op free the step would execute %.1f%% of sgemm\n",
+           1e3 * gemm_s, 100 * gemm_s / total_s, 100 * gemm_f / total_f,
+           100 * gemm_f / gemm_s / 1e9 / sgemm, 100 * total_f / gemm_s / 1e9 / sgemm);
+}
+
 static void print_profile(bench_model *m, double sgemm, bool cpu) {
     ts_profile *profile = malloc(sizeof *profile);
     if (!profile) die("profile", "out of memory");
@@ -235,6 +262,7 @@ static void print_profile(bench_model *m, double sgemm, bool cpu) {
                    e->flops / e->seconds / 1e9, 100 * e->flops / e->seconds / 1e9 / sgemm);
         }
     }
+    print_gemm_bound(profile, total_s, total_f, sgemm);
     free(profile);
 }
 
