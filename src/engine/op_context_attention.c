@@ -115,10 +115,73 @@ static ts_tensor *context_product(ts_ctx *ctx, ts_tensor *a, ts_tensor *b, ts_te
 static ts_tensor *context_mix(ts_ctx *ctx, ts_tensor *p, ts_tensor *v, ts_tensor *v_self);
 static ts_tensor *context_mix_t(ts_ctx *ctx, ts_tensor *p, ts_tensor *g);
 
-/* The self column [..., L, 1] of a layout tensor. */
-static ts_tensor *self_column(ts_ctx *ctx, ts_tensor *layout) {
-    int last = layout->ndim - 1;
-    return ts_slice(ctx, layout, last, layout->shape[last] - 1, 1);
+/* The self column's two bilinear ops (sixth round, docs/performance.md; they
+ * replace a slice of the column, a broadcast product and, in the next order,
+ * a product, a row sum and a pad of the column back into the layout):
+ *   context_self_scale(layout, x) = O: O_r = layout[r, C] x_r;
+ *   context_self_column(h, x, C) = a layout tensor, zero but for its last
+ *   column h_r . x_r (the row sum in double lanes of the float products, as
+ *   sum_to of ts_mul, so the values are those of the ops replaced).
+ * Each one's rule is the other (and itself):
+ *   self_scale:  dlayout = self_column(h, x), dx = self_scale(layout, h);
+ *   self_column: dh = self_scale(G, x), dx = self_scale(G, h). */
+static ts_tensor *context_self_column(ts_ctx *ctx, ts_tensor *h, ts_tensor *x, int width);
+
+static void context_self_scale_rule(ts_ctx *ctx, ts_node *node, ts_tensor *h, const bool *needs,
+                                    ts_tensor **gin);
+
+static ts_tensor *context_self_scale(ts_ctx *ctx, ts_tensor *layout, ts_tensor *x) {
+    int n = x->ndim, width = layout->shape[n - 1];
+    ts_tensor *out = ts_new_like(ctx, x);
+    long rows = x->numel / x->shape[n - 1], dh = x->shape[n - 1];
+    for (long r = 0; r < (ctx->counting ? 0 : rows); r++) {
+        ts_real p = layout->data[r * width + width - 1];
+        const ts_real *xr = x->data + r * dh;
+        ts_real *o = out->data + r * dh;
+        for (long c = 0; c < dh; c++) o[c] = p * xr[c];
+    }
+    ts_count_flops(ctx, (double)x->numel); /* as the product it replaces */
+    ts_record(ctx, "context_self_scale", context_self_scale_rule, out, 2,
+              (ts_tensor *[]){layout, x});
+    return out;
+}
+
+static void context_self_scale_rule(ts_ctx *ctx, ts_node *node, ts_tensor *h, const bool *needs,
+                                    ts_tensor **gin) {
+    ts_tensor *layout = node->in[0], *x = node->in[1];
+    if (needs[0]) gin[0] = context_self_column(ctx, h, x, layout->shape[layout->ndim - 1]);
+    if (needs[1]) gin[1] = context_self_scale(ctx, layout, h);
+}
+
+static void context_self_column_rule(ts_ctx *ctx, ts_node *node, ts_tensor *g, const bool *needs,
+                                     ts_tensor **gin) {
+    ts_tensor *h = node->in[0], *x = node->in[1];
+    if (needs[0]) gin[0] = context_self_scale(ctx, g, x);
+    if (needs[1]) gin[1] = context_self_scale(ctx, g, h);
+}
+
+static ts_tensor *context_self_column(ts_ctx *ctx, ts_tensor *h, ts_tensor *x, int width) {
+    int n = x->ndim, shape[TS_MAX_DIMS];
+    for (int i = 0; i < n; i++) shape[i] = x->shape[i];
+    shape[n - 1] = width;
+    ts_tensor *out = ts_new(ctx, n, shape);
+    long rows = x->numel / x->shape[n - 1], dh = x->shape[n - 1];
+    for (long r = 0; r < (ctx->counting ? 0 : rows); r++) { /* each row written once */
+        const ts_real *hr = h->data + r * dh, *xr = x->data + r * dh;
+        ts_real *o = out->data + r * width;
+        for (int c = 0; c < width - 1; c++) o[c] = 0;
+        double lane[TS_LANES] = {0};
+        long c = 0;
+        for (; c + TS_LANES <= dh; c += TS_LANES)
+            for (int j = 0; j < TS_LANES; j++) lane[j] += (ts_real)(hr[c + j] * xr[c + j]);
+        double sum = ts_combine_wide_lanes(lane);
+        for (; c < dh; c++) sum += (ts_real)(hr[c] * xr[c]);
+        o[width - 1] = 0; /* 0 + the sum, as sum_to's zeroed output plus the sum */
+        o[width - 1] += (ts_real)sum;
+    }
+    ts_count_flops(ctx, 2.0 * (double)x->numel); /* as the product and row sum it replaces */
+    ts_record(ctx, "context_self_column", context_self_column_rule, out, 2, (ts_tensor *[]){h, x});
+    return out;
 }
 
 static void context_product_rule(ts_ctx *ctx, ts_node *node, ts_tensor *g, const bool *needs,
@@ -126,7 +189,7 @@ static void context_product_rule(ts_ctx *ctx, ts_node *node, ts_tensor *g, const
     ts_tensor *a = node->in[0], *b = node->in[1], *b_self = node->n_in > 2 ? node->in[2] : NULL;
     if (needs[0]) gin[0] = context_mix(ctx, g, b, b_self);
     if (needs[1]) gin[1] = context_mix_t(ctx, g, a);
-    if (b_self && needs[2]) gin[2] = ts_mul(ctx, self_column(ctx, g), a);
+    if (b_self && needs[2]) gin[2] = context_self_scale(ctx, g, a);
 }
 
 static ts_tensor *context_product(ts_ctx *ctx, ts_tensor *a, ts_tensor *b, ts_tensor *b_self) {
@@ -169,7 +232,7 @@ static void context_mix_rule(ts_ctx *ctx, ts_node *node, ts_tensor *g, const boo
     ts_tensor *p = node->in[0], *v = node->in[1], *v_self = node->n_in > 2 ? node->in[2] : NULL;
     if (needs[0]) gin[0] = context_product(ctx, g, v, v_self);
     if (needs[1]) gin[1] = context_mix_t(ctx, p, g);
-    if (v_self && needs[2]) gin[2] = ts_mul(ctx, self_column(ctx, p), g);
+    if (v_self && needs[2]) gin[2] = context_self_scale(ctx, p, g);
 }
 
 static ts_tensor *context_mix(ts_ctx *ctx, ts_tensor *p, ts_tensor *v, ts_tensor *v_self) {
