@@ -27,10 +27,17 @@
  * rules of that) skips the masked half, no pass copies through a
  * concatenation or slices of [L, C + 1], and plain and recorded gradients
  * are the same computation (bit for bit). The attention is then
- * mix(softmax(product(scale q, k, k_self), mask), v, v_self) with the
+ * mix(softmax(product(q, k, k_self; alpha = scale), mask), v, v_self) with the
  * ordinary masked softmax. FLOPs are the executed ones, booked with the
  * conventions of the primitives they replace (matmul 2 dh per element,
- * docs/engine.md). */
+ * docs/engine.md).
+ *
+ * Every one of these ops (and the self column's two below) multiplies its
+ * result by a factor alpha that its rule hands on, so the scores' scale
+ * 1/sqrt(dh) rides in the GEMMs instead of a scale op over q (and its
+ * rule's over the gradient) in every pass (sixth round, docs/performance.md).
+ * The values are those of the scale op when alpha is a power of two, as at
+ * dh = 64 (or 4, 16, 256), and equal to rounding otherwise. */
 
 /* Rows per strip of the context ops (its own constant: ATTN_STRIP also sets
  * the causal attention's executed FLOPs). */
@@ -111,25 +118,105 @@ static void visible_strip(const ts_real *layout_head, int width, int i0, int row
     }
 }
 
-static ts_tensor *context_product(ts_ctx *ctx, ts_tensor *a, ts_tensor *b, ts_tensor *b_self);
-static ts_tensor *context_mix(ts_ctx *ctx, ts_tensor *p, ts_tensor *v, ts_tensor *v_self);
-static ts_tensor *context_mix_t(ts_ctx *ctx, ts_tensor *p, ts_tensor *g);
+static ts_tensor *context_product(ts_ctx *ctx, ts_tensor *a, ts_tensor *b, ts_tensor *b_self,
+                                  double alpha);
+static ts_tensor *context_mix(ts_ctx *ctx, ts_tensor *p, ts_tensor *v, ts_tensor *v_self,
+                              double alpha);
+static ts_tensor *context_mix_t(ts_ctx *ctx, ts_tensor *p, ts_tensor *g, double alpha);
 
-/* The self column [..., L, 1] of a layout tensor. */
-static ts_tensor *self_column(ts_ctx *ctx, ts_tensor *layout) {
-    int last = layout->ndim - 1;
-    return ts_slice(ctx, layout, last, layout->shape[last] - 1, 1);
+/* FLOPs of the factor alpha of every op below: one product per element of
+ * the operand the scores' scale was applied to (the scale op it replaces). */
+static double alpha_flops(double alpha, const ts_tensor *scaled) {
+    return alpha != 1 ? (double)scaled->numel : 0;
+}
+
+/* The self column's two bilinear ops (sixth round, docs/performance.md; they
+ * replace a slice of the column, a broadcast product and, in the next order,
+ * a product, a row sum and a pad of the column back into the layout):
+ *   context_self_scale(layout, x) = O: O_r = layout[r, C] x_r;
+ *   context_self_column(h, x, C) = a layout tensor, zero but for its last
+ *   column h_r . x_r (the row sum in double lanes of the float products, as
+ *   sum_to of ts_mul, so the values are those of the ops replaced).
+ * Each one's rule is the other (and itself):
+ *   self_scale:  dlayout = self_column(h, x), dx = self_scale(layout, h);
+ *   self_column: dh = self_scale(G, x), dx = self_scale(G, h). */
+static ts_tensor *context_self_column(ts_ctx *ctx, ts_tensor *h, ts_tensor *x, int width,
+                                      double alpha);
+
+static void context_self_scale_rule(ts_ctx *ctx, ts_node *node, ts_tensor *h, const bool *needs,
+                                    ts_tensor **gin);
+
+static ts_tensor *context_self_scale(ts_ctx *ctx, ts_tensor *layout, ts_tensor *x, double alpha) {
+    int n = x->ndim, width = layout->shape[n - 1];
+    ts_tensor *out = ts_new_like(ctx, x);
+    long rows = x->numel / x->shape[n - 1], dh = x->shape[n - 1];
+    for (long r = 0; r < (ctx->counting ? 0 : rows); r++) {
+        ts_real p = (ts_real)alpha * layout->data[r * width + width - 1];
+        const ts_real *xr = x->data + r * dh;
+        ts_real *o = out->data + r * dh;
+        for (long c = 0; c < dh; c++) o[c] = p * xr[c];
+    }
+    ts_count_flops(ctx, (double)x->numel + alpha_flops(alpha, x)); /* as the product */
+    ts_node *node = ts_record(ctx, "context_self_scale", context_self_scale_rule, out, 2,
+                              (ts_tensor *[]){layout, x});
+    if (node) node->fattr[0] = alpha;
+    return out;
+}
+
+static void context_self_scale_rule(ts_ctx *ctx, ts_node *node, ts_tensor *h, const bool *needs,
+                                    ts_tensor **gin) {
+    ts_tensor *layout = node->in[0], *x = node->in[1];
+    double alpha = node->fattr[0];
+    if (needs[0]) gin[0] = context_self_column(ctx, h, x, layout->shape[layout->ndim - 1], alpha);
+    if (needs[1]) gin[1] = context_self_scale(ctx, layout, h, alpha);
+}
+
+static void context_self_column_rule(ts_ctx *ctx, ts_node *node, ts_tensor *g, const bool *needs,
+                                     ts_tensor **gin) {
+    ts_tensor *h = node->in[0], *x = node->in[1];
+    if (needs[0]) gin[0] = context_self_scale(ctx, g, x, node->fattr[0]);
+    if (needs[1]) gin[1] = context_self_scale(ctx, g, h, node->fattr[0]);
+}
+
+static ts_tensor *context_self_column(ts_ctx *ctx, ts_tensor *h, ts_tensor *x, int width,
+                                      double alpha) {
+    int n = x->ndim, shape[TS_MAX_DIMS];
+    for (int i = 0; i < n; i++) shape[i] = x->shape[i];
+    shape[n - 1] = width;
+    ts_tensor *out = ts_new(ctx, n, shape);
+    long rows = x->numel / x->shape[n - 1], dh = x->shape[n - 1];
+    for (long r = 0; r < (ctx->counting ? 0 : rows); r++) { /* each row written once */
+        const ts_real *hr = h->data + r * dh, *xr = x->data + r * dh;
+        ts_real *o = out->data + r * width;
+        for (int c = 0; c < width - 1; c++) o[c] = 0;
+        double lane[TS_LANES] = {0};
+        long c = 0;
+        for (; c + TS_LANES <= dh; c += TS_LANES)
+            for (int j = 0; j < TS_LANES; j++) lane[j] += (ts_real)(hr[c + j] * xr[c + j]);
+        double sum = ts_combine_wide_lanes(lane);
+        for (; c < dh; c++) sum += (ts_real)(hr[c] * xr[c]);
+        o[width - 1] = 0; /* 0 + the sum, as sum_to's zeroed output plus the sum */
+        o[width - 1] += (ts_real)(sum * alpha);
+    }
+    /* as the product and row sum it replaces */
+    ts_count_flops(ctx, 2.0 * (double)x->numel + alpha_flops(alpha, x));
+    ts_node *node = ts_record(ctx, "context_self_column", context_self_column_rule, out, 2,
+                              (ts_tensor *[]){h, x});
+    if (node) node->fattr[0] = alpha;
+    return out;
 }
 
 static void context_product_rule(ts_ctx *ctx, ts_node *node, ts_tensor *g, const bool *needs,
                                  ts_tensor **gin) {
     ts_tensor *a = node->in[0], *b = node->in[1], *b_self = node->n_in > 2 ? node->in[2] : NULL;
-    if (needs[0]) gin[0] = context_mix(ctx, g, b, b_self);
-    if (needs[1]) gin[1] = context_mix_t(ctx, g, a);
-    if (b_self && needs[2]) gin[2] = ts_mul(ctx, self_column(ctx, g), a);
+    double alpha = node->fattr[0];
+    if (needs[0]) gin[0] = context_mix(ctx, g, b, b_self, alpha);
+    if (needs[1]) gin[1] = context_mix_t(ctx, g, a, alpha);
+    if (b_self && needs[2]) gin[2] = context_self_scale(ctx, g, a, alpha);
 }
 
-static ts_tensor *context_product(ts_ctx *ctx, ts_tensor *a, ts_tensor *b, ts_tensor *b_self) {
+static ts_tensor *context_product(ts_ctx *ctx, ts_tensor *a, ts_tensor *b, ts_tensor *b_self,
+                                  double alpha) {
     context_shape s = context_shape_of(ctx, "context_product", a, b, b_self, NULL);
     int width = s.keys + 1, offset = s.keys - s.rows, shape[TS_MAX_DIMS];
     for (int i = 0; i < a->ndim; i++) shape[i] = a->shape[i];
@@ -143,36 +230,41 @@ static ts_tensor *context_product(ts_ctx *ctx, ts_tensor *a, ts_tensor *b, ts_te
             ts_real *oh = out->data + h * o_size;
             for (int i0 = 0; i0 < s.rows; i0 += CONTEXT_STRIP) {
                 int rows = strip_rows(s.rows, i0), strip_keys = i0 + rows + offset;
-                ts_cblas_gemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, strip_keys, s.dh, 1,
-                              ah + (long)i0 * s.dh, s.dh, bh, s.dh, 0, oh + (long)i0 * width,
-                              width);
+                ts_cblas_gemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, strip_keys, s.dh,
+                              (ts_real)alpha, ah + (long)i0 * s.dh, s.dh, bh, s.dh, 0,
+                              oh + (long)i0 * width, width);
                 for (int r = 0; r < rows; r++) {
                     ts_real *row = oh + (long)(i0 + r) * width;
                     long at = (long)(i0 + r) * s.dh;
                     for (int c = i0 + r + offset + 1; c < s.keys; c++) row[c] = 0;
                     row[s.keys] =
-                        b_self ? ts_row_dot(ah + at, b_self->data + h * a_size + at, s.dh) : 0;
+                        b_self ? (ts_real)alpha *
+                                     ts_row_dot(ah + at, b_self->data + h * a_size + at, s.dh)
+                               : 0;
                 }
             }
         }
     }
     /* As matmul over the executed elements; the self score as mul and sum. */
-    ts_count_flops(ctx,
-                   2.0 * s.dh * context_strip_elements(s) + (b_self ? 2.0 * (double)a->numel : 0));
-    ts_record(ctx, "context_product", context_product_rule, out, b_self ? 3 : 2,
-              (ts_tensor *[]){a, b, b_self});
+    ts_count_flops(ctx, 2.0 * s.dh * context_strip_elements(s) +
+                            (b_self ? 2.0 * (double)a->numel : 0) + alpha_flops(alpha, a));
+    ts_node *node = ts_record(ctx, "context_product", context_product_rule, out, b_self ? 3 : 2,
+                              (ts_tensor *[]){a, b, b_self});
+    if (node) node->fattr[0] = alpha;
     return out;
 }
 
 static void context_mix_rule(ts_ctx *ctx, ts_node *node, ts_tensor *g, const bool *needs,
                              ts_tensor **gin) {
     ts_tensor *p = node->in[0], *v = node->in[1], *v_self = node->n_in > 2 ? node->in[2] : NULL;
-    if (needs[0]) gin[0] = context_product(ctx, g, v, v_self);
-    if (needs[1]) gin[1] = context_mix_t(ctx, p, g);
-    if (v_self && needs[2]) gin[2] = ts_mul(ctx, self_column(ctx, p), g);
+    double alpha = node->fattr[0];
+    if (needs[0]) gin[0] = context_product(ctx, g, v, v_self, alpha);
+    if (needs[1]) gin[1] = context_mix_t(ctx, p, g, alpha);
+    if (v_self && needs[2]) gin[2] = context_self_scale(ctx, p, g, alpha);
 }
 
-static ts_tensor *context_mix(ts_ctx *ctx, ts_tensor *p, ts_tensor *v, ts_tensor *v_self) {
+static ts_tensor *context_mix(ts_ctx *ctx, ts_tensor *p, ts_tensor *v, ts_tensor *v_self,
+                              double alpha) {
     ts_tensor *like = v_self;
     if (!like) { /* the output's shape: p's rows, v's width */
         int shape[TS_MAX_DIMS];
@@ -193,10 +285,10 @@ static ts_tensor *context_mix(ts_ctx *ctx, ts_tensor *p, ts_tensor *v, ts_tensor
                 int rows = strip_rows(s.rows, i0), strip_keys = i0 + rows + offset;
                 long at = h * o_size + (long)i0 * s.dh;
                 visible_strip(ph, width, i0, rows, strip_keys, offset, buf);
-                ts_cblas_gemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, rows, s.dh, strip_keys, 1,
-                              buf, strip_keys, vh, s.dh, 0, out->data + at, s.dh);
+                ts_cblas_gemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, rows, s.dh, strip_keys,
+                              (ts_real)alpha, buf, strip_keys, vh, s.dh, 0, out->data + at, s.dh);
                 for (int r = 0; v_self && r < rows; r++) {
-                    ts_real p_self = ph[(long)(i0 + r) * width + s.keys];
+                    ts_real p_self = (ts_real)alpha * ph[(long)(i0 + r) * width + s.keys];
                     ts_real *o = out->data + at + (long)r * s.dh;
                     const ts_real *vs = v_self->data + at + (long)r * s.dh;
                     for (int c = 0; c < s.dh; c++) o[c] += p_self * vs[c];
@@ -206,20 +298,21 @@ static ts_tensor *context_mix(ts_ctx *ctx, ts_tensor *p, ts_tensor *v, ts_tensor
     }
     /* As matmul over the executed elements; the self mix as mul and add. */
     ts_count_flops(ctx, 2.0 * s.dh * context_strip_elements(s) +
-                            (v_self ? 2.0 * (double)out->numel : 0));
-    ts_record(ctx, "context_mix", context_mix_rule, out, v_self ? 3 : 2,
-              (ts_tensor *[]){p, v, v_self});
+                            (v_self ? 2.0 * (double)out->numel : 0) + alpha_flops(alpha, out));
+    ts_node *node = ts_record(ctx, "context_mix", context_mix_rule, out, v_self ? 3 : 2,
+                              (ts_tensor *[]){p, v, v_self});
+    if (node) node->fattr[0] = alpha;
     return out;
 }
 
 static void context_mix_t_rule(ts_ctx *ctx, ts_node *node, ts_tensor *h, const bool *needs,
                                ts_tensor **gin) {
     ts_tensor *p = node->in[0], *g = node->in[1];
-    if (needs[0]) gin[0] = context_product(ctx, g, h, NULL);
-    if (needs[1]) gin[1] = context_mix(ctx, p, h, NULL);
+    if (needs[0]) gin[0] = context_product(ctx, g, h, NULL, node->fattr[0]);
+    if (needs[1]) gin[1] = context_mix(ctx, p, h, NULL, node->fattr[0]);
 }
 
-static ts_tensor *context_mix_t(ts_ctx *ctx, ts_tensor *p, ts_tensor *g) {
+static ts_tensor *context_mix_t(ts_ctx *ctx, ts_tensor *p, ts_tensor *g, double alpha) {
     int n = p->ndim, shape[TS_MAX_DIMS];
     for (int i = 0; i < n; i++) shape[i] = g->shape[i];
     shape[n - 2] = p->shape[n - 1] - 1;
@@ -235,14 +328,16 @@ static ts_tensor *context_mix_t(ts_ctx *ctx, ts_tensor *p, ts_tensor *g) {
             for (int i0 = 0; i0 < s.rows; i0 += CONTEXT_STRIP) {
                 int rows = strip_rows(s.rows, i0), strip_keys = i0 + rows + offset;
                 visible_strip(ph, width, i0, rows, strip_keys, offset, buf);
-                ts_cblas_gemm(CblasRowMajor, CblasTrans, CblasNoTrans, strip_keys, s.dh, rows, 1,
-                              buf, strip_keys, gh + (long)i0 * s.dh, s.dh, 1,
+                ts_cblas_gemm(CblasRowMajor, CblasTrans, CblasNoTrans, strip_keys, s.dh, rows,
+                              (ts_real)alpha, buf, strip_keys, gh + (long)i0 * s.dh, s.dh, 1,
                               out->data + h * o_size, s.dh);
             }
         }
     }
-    ts_count_flops(ctx, 2.0 * s.dh * context_strip_elements(s));
-    ts_record(ctx, "context_mix_t", context_mix_t_rule, out, 2, (ts_tensor *[]){p, g});
+    ts_count_flops(ctx, 2.0 * s.dh * context_strip_elements(s) + alpha_flops(alpha, g));
+    ts_node *node =
+        ts_record(ctx, "context_mix_t", context_mix_t_rule, out, 2, (ts_tensor *[]){p, g});
+    if (node) node->fattr[0] = alpha;
     return out;
 }
 
@@ -250,9 +345,9 @@ ts_tensor *ts_context_attention(ts_ctx *ctx, ts_tensor *q, ts_tensor *k, ts_tens
                                 ts_tensor *k_self, ts_tensor *v_self, double scale) {
     context_shape s = context_shape_of(ctx, "context_attention", q, k, k_self, NULL);
     context_shape_of(ctx, "context_attention", v_self, v, q, NULL);
-    ts_tensor *scores = context_product(ctx, ts_scale(ctx, q, scale), k, k_self);
+    ts_tensor *scores = context_product(ctx, q, k, k_self, scale);
     ts_tensor *p = ts_softmax(ctx, scores, context_mask(ctx, s.rows, s.keys));
-    return context_mix(ctx, p, v, v_self);
+    return context_mix(ctx, p, v, v_self, 1);
 }
 
 ts_tensor *ts_context_attention_composed(ts_ctx *ctx, ts_tensor *q, ts_tensor *k, ts_tensor *v,

@@ -238,19 +238,62 @@ static void sigmoid_backward(ts_ctx *ctx, ts_node *node, ts_tensor *g, const boo
 
 static inline ts_real sigmoid_of(ts_real x);
 
+static void check_same_shape(ts_ctx *ctx, const char *op, const ts_tensor *a, const ts_tensor *b) {
+    if (ts_same_shape(a, b)) return;
+    char sa[64], sb[64];
+    ts_fail(ctx, op, "shapes %s and %s differ", ts_shape_str(a, sa, sizeof sa),
+            ts_shape_str(b, sb, sizeof sb));
+}
+
 /* silu's first-order rule, g * s (1 + x (1 - s)) with s = sigmoid(x), fused
  * into one pass over memory (the composition of primitives took seven). Its
  * own rule is written with ops, so higher orders stay exact. */
 static ts_tensor *silu_grad(ts_ctx *ctx, ts_tensor *x, ts_tensor *g);
 
-/* The VJP for x of silu_grad(x, g) against gout, in primitives:
- * gout g s'' with d/dx [s (1 + x (1 - s))] = s (1 - s) (2 + x (1 - 2 s)). */
+/* The VJP for x of silu_grad(x, g) against gout: gout g f(x) with
+ * f = d/dx [s (1 + x (1 - s))] = s (1 - s) (2 + x (1 - 2 s)), as one op
+ * (`silu_backward_dx`, one pass; the eleven primitives it replaces were the
+ * largest group of EBT's second-order elementwise ops; sixth round,
+ * docs/performance.md). The same float operations in the same order as those
+ * primitives, so its values are theirs bit for bit; FLOPs booked as theirs.
+ * Its rule: gout f(x) h = silu_grad_dx(x, gout, h) for g, likewise for gout,
+ * and for x, h gout g f'(x) in primitives (silu_grad_dx_rule). */
+static void silu_grad_dx_rule(ts_ctx *ctx, ts_node *node, ts_tensor *h, const bool *needs,
+                              ts_tensor **gin);
+
 static ts_tensor *silu_grad_dx(ts_ctx *ctx, ts_tensor *x, ts_tensor *g, ts_tensor *gout) {
+    check_same_shape(ctx, "silu_backward_dx", x, g);
+    check_same_shape(ctx, "silu_backward_dx", x, gout);
+    ts_tensor *out = ts_new_like(ctx, x);
+    long n = ctx->counting ? 0 : x->numel;
+    const ts_real *restrict px = x->data, *restrict pg = g->data, *restrict pgo = gout->data;
+    ts_real *restrict po = out->data;
+    for (long i = 0; i < n; i++) {
+        ts_real s = sigmoid_of(px[i]);
+        ts_real s_one_minus_s = s * ((ts_real)-1 * s + 1);
+        ts_real slope = px[i] * ((ts_real)-2 * s + 1) + 2;
+        po[i] = (pgo[i] * pg[i]) * (s_one_minus_s * slope);
+    }
+    /* sigmoid 3, two scales, three shifts, five products */
+    ts_count_flops(ctx, 13.0 * (double)x->numel);
+    ts_record(ctx, "silu_backward_dx", silu_grad_dx_rule, out, 3, (ts_tensor *[]){x, g, gout});
+    return out;
+}
+
+/* f'(x) = q ((1 - 2 s)(3 + x (1 - 2 s)) - 2 x q), q = s (1 - s). */
+static void silu_grad_dx_rule(ts_ctx *ctx, ts_node *node, ts_tensor *h, const bool *needs,
+                              ts_tensor **gin) {
+    ts_tensor *x = node->in[0], *g = node->in[1], *gout = node->in[2];
+    if (needs[1]) gin[1] = silu_grad_dx(ctx, x, gout, h);
+    if (needs[2]) gin[2] = silu_grad_dx(ctx, x, g, h);
+    if (!needs[0]) return;
     ts_tensor *s = ts_sigmoid(ctx, x);
-    ts_tensor *s_one_minus_s = ts_mul(ctx, s, ts_add_scalar(ctx, ts_scale(ctx, s, -1), 1));
-    ts_tensor *slope =
-        ts_add_scalar(ctx, ts_mul(ctx, x, ts_add_scalar(ctx, ts_scale(ctx, s, -2), 1)), 2);
-    return ts_mul(ctx, ts_mul(ctx, gout, g), ts_mul(ctx, s_one_minus_s, slope));
+    ts_tensor *q = ts_mul(ctx, s, ts_add_scalar(ctx, ts_scale(ctx, s, -1), 1));
+    ts_tensor *one_minus_2s = ts_add_scalar(ctx, ts_scale(ctx, s, -2), 1);
+    ts_tensor *first =
+        ts_mul(ctx, one_minus_2s, ts_add_scalar(ctx, ts_mul(ctx, x, one_minus_2s), 3));
+    ts_tensor *slope_dx = ts_mul(ctx, q, ts_sub(ctx, first, ts_scale(ctx, ts_mul(ctx, x, q), 2)));
+    gin[0] = ts_mul(ctx, ts_mul(ctx, h, ts_mul(ctx, gout, g)), slope_dx);
 }
 
 static void silu_grad_backward(ts_ctx *ctx, ts_node *node, ts_tensor *gout, const bool *needs,
@@ -301,13 +344,6 @@ static inline ts_real sigmoid_of(ts_real x) {
  * the values are those of the ops it replaces, bit for bit. */
 static void swiglu_rule(ts_ctx *ctx, ts_node *node, ts_tensor *g, const bool *needs,
                         ts_tensor **gin);
-
-static void check_same_shape(ts_ctx *ctx, const char *op, const ts_tensor *a, const ts_tensor *b) {
-    if (ts_same_shape(a, b)) return;
-    char sa[64], sb[64];
-    ts_fail(ctx, op, "shapes %s and %s differ", ts_shape_str(a, sa, sizeof sa),
-            ts_shape_str(b, sb, sizeof sb));
-}
 
 ts_tensor *ts_swiglu(ts_ctx *ctx, ts_tensor *a, ts_tensor *b) {
     check_same_shape(ctx, "swiglu", a, b);

@@ -166,6 +166,28 @@ static void test_silu_rule_matches_primitives(void **state) {
     expect_same_function(fx, silu_fused, silu_primitives, 1, (ts_tensor *[]){x}, NULL, "silu");
 }
 
+/* silu's second derivative is one op (silu_backward_dx) computing the float
+ * operations of the eleven primitives it replaced, in their order: the
+ * second-order term of silu equals that composition bit for bit. */
+static void test_silu_second_derivative_matches_primitives(void **state) {
+    fixture *fx = *state;
+    ts_ctx *ctx = &fx->ctx;
+    ts_tensor *x = leaf(fx, TS_SHAPE(6, 9), -8, 8);
+    ts_tensor *w = constant(fx, x), *v = constant(fx, x), *first, *second;
+    ts_tensor *y = ts_silu(ctx, x);
+    ts_grad(ctx, 1, &y, &w, 1, &x, &first, true);
+    ts_tensor *h = ts_sum_all(ctx, ts_mul(ctx, first, v));
+    ts_grad(ctx, 1, &h, NULL, 1, &x, &second, false);
+    bool recording = ts_set_grad_enabled(ctx, false);
+    ts_tensor *s = ts_sigmoid(ctx, x);
+    ts_tensor *s_one_minus_s = ts_mul(ctx, s, ts_add_scalar(ctx, ts_scale(ctx, s, -1), 1));
+    ts_tensor *slope =
+        ts_add_scalar(ctx, ts_mul(ctx, x, ts_add_scalar(ctx, ts_scale(ctx, s, -2), 1)), 2);
+    ts_tensor *expected = ts_mul(ctx, ts_mul(ctx, v, w), ts_mul(ctx, s_one_minus_s, slope));
+    ts_set_grad_enabled(ctx, recording);
+    assert_memory_equal(second->data, expected->data, (size_t)x->numel * sizeof(ts_real));
+}
+
 static void test_causal_softmax_matches_primitives(void **state) {
     fixture *fx = *state;
     ts_tensor *x = leaf(fx, TS_SHAPE(2, 6, 6), -1, 1);
@@ -363,6 +385,7 @@ int main(void) {
         cmocka_unit_test(test_rmsnorm_matches_primitives),
         cmocka_unit_test(test_silu_rule_matches_primitives),
         cmocka_unit_test(test_swiglu_matches_silu_times),
+        cmocka_unit_test(test_silu_second_derivative_matches_primitives),
         cmocka_unit_test(test_causal_softmax_matches_primitives),
         cmocka_unit_test(test_causal_attention_matches_primitives),
         cmocka_unit_test(test_causal_attention_counts_as_executed),
