@@ -36,14 +36,38 @@
 
 enum { ATTN_STRIP = 64 };
 
-typedef struct attn_shape {
-    long heads; /* every leading dim flattened */
+/* Where the heads of one attention call live. A head is T rows of dh
+ * elements; consecutive rows of q, k, v (and of their gradients) are
+ * ld_in apart, of the output (and its gradient) ld_out apart. Head h of the
+ * separate layout ([..., T, dh] each) starts at h T dh everywhere; head
+ * (b, j) of the packed one (qkv [B, T, 3 H dh], output [B, T, H dh]) at
+ * b T 3 H dh + j dh in qkv, with k and v H dh and 2 H dh after q. */
+typedef struct attn_layout {
+    long heads; /* every head of the call */
     int t, dh;
-} attn_shape;
+    int per_batch; /* packed: H, the heads of one sequence; separate: 0 */
+    long ld_in, ld_out;
+} attn_layout;
 
-static attn_shape shape_of(const ts_tensor *q) {
+static attn_layout separate_layout(const ts_tensor *q) {
     int t = q->shape[q->ndim - 2], dh = q->shape[q->ndim - 1];
-    return (attn_shape){q->numel / ((long)t * dh), t, dh};
+    return (attn_layout){q->numel / ((long)t * dh), t, dh, 0, dh, dh};
+}
+
+static attn_layout packed_layout(const ts_tensor *qkv, int n_heads) {
+    int t = qkv->shape[1], d = qkv->shape[2] / 3;
+    return (attn_layout){(long)qkv->shape[0] * n_heads, t, d / n_heads, n_heads, 3L * d, d};
+}
+
+/* Offsets of head h's first q row (k and v follow at k_offset, v_offset
+ * from it) and of its first output row. */
+static long in_offset(const attn_layout *a, long h) {
+    if (!a->per_batch) return h * a->t * a->dh;
+    return h / a->per_batch * a->t * a->ld_in + h % a->per_batch * a->dh;
+}
+static long out_offset(const attn_layout *a, long h) {
+    if (!a->per_batch) return h * a->t * a->dh;
+    return h / a->per_batch * a->t * a->ld_out + h % a->per_batch * a->dh;
 }
 
 /* Elements of the strips' score blocks of one head: sum over strips of
@@ -59,10 +83,10 @@ static double strip_elements(int t) {
 
 /* S = scale q K^T for the strip rows [i0, i0 + rows) against keys
  * [0, keys): the scale is the GEMM's alpha, no scaled copy of q. */
-static void strip_scores(const ts_real *q, const ts_real *k, int i0, int rows, int keys, int dh,
-                         ts_real scale, ts_real *s) {
-    ts_cblas_gemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, keys, dh, scale, q + (long)i0 * dh,
-                  dh, k, dh, 0, s, keys);
+static void strip_scores(const attn_layout *a, const ts_real *q, const ts_real *k, int i0, int rows,
+                         int keys, ts_real scale, ts_real *s) {
+    ts_cblas_gemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, keys, a->dh, scale,
+                  q + (long)i0 * a->ld_in, (int)a->ld_in, k, (int)a->ld_in, 0, s, keys);
 }
 
 /* Softmax of each strip row in place over its visible keys (row i0 + r sees
@@ -104,62 +128,112 @@ static void check_operands(ts_ctx *ctx, const ts_tensor *q, const ts_tensor *k,
                 ts_shape_str(v, sv, sizeof sv));
 }
 
-/* The fused first-order backward (recording off). */
+/* The operands of one call: q, k, v and the output for the forward; their
+ * gradients (NULL when not wanted) and g for the backward. In the packed
+ * layout k and v are q's tensor at offsets k_at and v_at, and so are dk and
+ * dv dq's. */
+typedef struct attn_operands {
+    const ts_real *q, *k, *v;
+    long k_at, v_at;
+} attn_operands;
+
+/* The forward over every head: strips of S, softmax, P v. */
+static void forward_heads(ts_ctx *ctx, const attn_layout *a, attn_operands in, ts_real *out,
+                          ts_real *stats, ts_real scale) {
+    ts_real *p = ts_alloc(ctx, (size_t)ATTN_STRIP * a->t * sizeof *p);
+    for (long h = 0; h < a->heads; h++) {
+        long at = in_offset(a, h);
+        const ts_real *qh = in.q + at, *kh = in.k + at + in.k_at, *vh = in.v + at + in.v_at;
+        ts_real *oh = out + out_offset(a, h), *st = stats + h * 2L * a->t;
+        for (int i0 = 0; i0 < a->t; i0 += ATTN_STRIP) {
+            int rows = a->t - i0 < ATTN_STRIP ? a->t - i0 : ATTN_STRIP, keys = i0 + rows;
+            strip_scores(a, qh, kh, i0, rows, keys, scale, p);
+            strip_softmax(p, i0, rows, keys, st + 2L * i0);
+            ts_cblas_gemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, rows, a->dh, keys, 1, p, keys,
+                          vh, (int)a->ld_in, 0, oh + (long)i0 * a->ld_out, (int)a->ld_out);
+        }
+    }
+}
+
+/* The fused first-order backward over every head (recording off). The
+ * strips run from the last, which sees every key, so dK and dV are written
+ * (beta 0) by the first GEMM that reaches them and accumulated after: no
+ * zeroing pass. dq, dk, dv may be NULL (not wanted). */
+static void backward_heads(ts_ctx *ctx, const attn_layout *a, attn_operands in,
+                           const ts_real *stats, const ts_real *g, ts_real *dq, ts_real *dk,
+                           ts_real *dv, ts_real scale) {
+    ts_real *p = ts_alloc(ctx, (size_t)ATTN_STRIP * a->t * sizeof *p);
+    ts_real *dp = ts_alloc(ctx, (size_t)ATTN_STRIP * a->t * sizeof *dp);
+    int ld = (int)a->ld_in, ldg = (int)a->ld_out, last = (a->t - 1) / ATTN_STRIP * ATTN_STRIP;
+    for (long h = 0; h < a->heads; h++) {
+        long at = in_offset(a, h);
+        const ts_real *qh = in.q + at, *kh = in.k + at + in.k_at, *vh = in.v + at + in.v_at;
+        const ts_real *gh = g + out_offset(a, h), *st = stats + h * 2L * a->t;
+        for (int i0 = last; i0 >= 0; i0 -= ATTN_STRIP) {
+            int rows = a->t - i0 < ATTN_STRIP ? a->t - i0 : ATTN_STRIP, keys = i0 + rows;
+            ts_real beta = i0 == last ? 0 : 1;
+            const ts_real *g_strip = gh + (long)i0 * ldg;
+            strip_scores(a, qh, kh, i0, rows, keys, scale, p);
+            strip_probabilities(p, i0, rows, keys, st + 2L * i0);
+            if (dv)
+                ts_cblas_gemm(CblasRowMajor, CblasTrans, CblasNoTrans, keys, a->dh, rows, 1, p,
+                              keys, g_strip, ldg, beta, dv + at + in.v_at, ld);
+            if (!dq && !dk) continue;
+            ts_cblas_gemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, keys, a->dh, 1, g_strip,
+                          ldg, vh, ld, 0, dp, keys);
+            for (int r = 0; r < rows; r++) { /* dS = P (dP - rowsum(P dP)) into dp */
+                const ts_real *pr = p + (long)r * keys;
+                ts_real *dr = dp + (long)r * keys;
+                int visible = i0 + r + 1; /* P is 0 after */
+                ts_real dot = ts_row_dot(dr, pr, visible);
+                for (int c = 0; c < visible; c++) dr[c] = ts_flush_subnormal(pr[c] * (dr[c] - dot));
+                for (int c = visible; c < keys; c++) dr[c] = 0;
+            }
+            if (dq)
+                ts_cblas_gemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, rows, a->dh, keys, scale,
+                              dp, keys, kh, ld, 0, dq + at + (long)i0 * ld, ld);
+            if (dk)
+                ts_cblas_gemm(CblasRowMajor, CblasTrans, CblasNoTrans, keys, a->dh, rows, scale, dp,
+                              keys, qh + (long)i0 * ld, ld, beta, dk + at + in.k_at, ld);
+        }
+    }
+}
+
+/* FLOPs of the forward: as the composition, q scaled 1 per element, S and
+ * P v 2 dh per score element, softmax 5; over the strips' score elements
+ * only. */
+static double forward_flops(const attn_layout *a) {
+    double elements = (double)a->heads * strip_elements(a->t);
+    return (double)a->heads * a->t * a->dh + elements * (4.0 * a->dh + 5);
+}
+
+/* FLOPs of the fused backward. Per score element: S 2 dh, P recomputed 3
+ * (subtract, exp, scale), dV 2 dh; with dq or dk: dP 2 dh and dS 4
+ * (softmax_backward's), then 2 dh for each of dQ and dK. Per q element: its
+ * scaling, and dQ's. */
+static double backward_flops(const attn_layout *a, const bool needs[3]) {
+    bool need_scores_grad = needs[0] || needs[1];
+    double elements = (double)a->heads * strip_elements(a->t);
+    double q_elements = (double)a->heads * a->t * a->dh;
+    double per_element = 2.0 * a->dh + 3 + (needs[2] ? 2.0 * a->dh : 0) +
+                         (need_scores_grad ? 2.0 * a->dh + 4 : 0) + (needs[0] ? 2.0 * a->dh : 0) +
+                         (needs[1] ? 2.0 * a->dh : 0);
+    return elements * per_element + q_elements * (1 + (needs[0] ? 1 : 0));
+}
+
+/* The fused first-order backward of ts_causal_attention (recording off). */
 static void fused_backward(ts_ctx *ctx, ts_tensor *q, ts_tensor *k, ts_tensor *v,
                            const ts_tensor *stats, ts_tensor *g, double scale, const bool *needs,
                            ts_tensor **gin) {
-    attn_shape a = shape_of(q);
-    bool need_scores_grad = needs[0] || needs[1];
+    attn_layout a = separate_layout(q);
     ts_tensor *dq = needs[0] ? ts_new_like(ctx, q) : NULL;
-    ts_tensor *dk = needs[1] ? ts_zeros(ctx, k->ndim, k->shape) : NULL;
-    ts_tensor *dv = needs[2] ? ts_zeros(ctx, v->ndim, v->shape) : NULL;
-    if (!ctx->counting) {
-        ts_real *p = ts_alloc(ctx, (size_t)ATTN_STRIP * a.t * sizeof *p);
-        ts_real *dp = ts_alloc(ctx, (size_t)ATTN_STRIP * a.t * sizeof *dp);
-        long head_size = (long)a.t * a.dh;
-        for (long h = 0; h < a.heads; h++) {
-            const ts_real *qh = q->data + h * head_size, *kh = k->data + h * head_size;
-            const ts_real *vh = v->data + h * head_size, *gh = g->data + h * head_size;
-            const ts_real *st = stats->data + h * 2L * a.t;
-            for (int i0 = 0; i0 < a.t; i0 += ATTN_STRIP) {
-                int rows = a.t - i0 < ATTN_STRIP ? a.t - i0 : ATTN_STRIP, keys = i0 + rows;
-                const ts_real *g_strip = gh + (long)i0 * a.dh;
-                strip_scores(qh, kh, i0, rows, keys, a.dh, (ts_real)scale, p);
-                strip_probabilities(p, i0, rows, keys, st + 2L * i0);
-                if (dv)
-                    ts_cblas_gemm(CblasRowMajor, CblasTrans, CblasNoTrans, keys, a.dh, rows, 1, p,
-                                  keys, g_strip, a.dh, 1, dv->data + h * head_size, a.dh);
-                if (!need_scores_grad) continue;
-                ts_cblas_gemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, keys, a.dh, 1, g_strip,
-                              a.dh, vh, a.dh, 0, dp, keys);
-                for (int r = 0; r < rows; r++) { /* dS = P (dP - rowsum(P dP)) into dp */
-                    const ts_real *pr = p + (long)r * keys;
-                    ts_real *dr = dp + (long)r * keys;
-                    int visible = i0 + r + 1; /* P is 0 after */
-                    ts_real dot = ts_row_dot(dr, pr, visible);
-                    for (int c = 0; c < visible; c++)
-                        dr[c] = ts_flush_subnormal(pr[c] * (dr[c] - dot));
-                    for (int c = visible; c < keys; c++) dr[c] = 0;
-                }
-                if (dq)
-                    ts_cblas_gemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, rows, a.dh, keys,
-                                  (ts_real)scale, dp, keys, kh, a.dh, 0,
-                                  dq->data + h * head_size + (long)i0 * a.dh, a.dh);
-                if (dk)
-                    ts_cblas_gemm(CblasRowMajor, CblasTrans, CblasNoTrans, keys, a.dh, rows,
-                                  (ts_real)scale, dp, keys, qh + (long)i0 * a.dh, a.dh, 1,
-                                  dk->data + h * head_size, a.dh);
-            }
-        }
-    }
-    /* Per score element: S 2 dh, P recomputed 3 (subtract, exp, scale),
-     * dV 2 dh; with dq or dk: dP 2 dh and dS 4 (softmax_backward's), then
-     * 2 dh for each of dQ and dK. Per q element: its scaling, and dQ's. */
-    double elements = (double)a.heads * strip_elements(a.t), q_elements = (double)q->numel;
-    double per_element = 2.0 * a.dh + 3 + (needs[2] ? 2.0 * a.dh : 0) +
-                         (need_scores_grad ? 2.0 * a.dh + 4 : 0) + (needs[0] ? 2.0 * a.dh : 0) +
-                         (needs[1] ? 2.0 * a.dh : 0);
-    ts_count_flops(ctx, elements * per_element + q_elements * (1 + (needs[0] ? 1 : 0)));
+    ts_tensor *dk = needs[1] ? ts_new_like(ctx, k) : NULL;
+    ts_tensor *dv = needs[2] ? ts_new_like(ctx, v) : NULL;
+    if (!ctx->counting)
+        backward_heads(ctx, &a, (attn_operands){q->data, k->data, v->data, 0, 0}, stats->data,
+                       g->data, dq ? dq->data : NULL, dk ? dk->data : NULL, dv ? dv->data : NULL,
+                       (ts_real)scale);
+    ts_count_flops(ctx, backward_flops(&a, needs));
     /* Recording is off: this books the work to the profile and records nothing. */
     ts_record(ctx, "causal_attention_backward", NULL, dq ? dq : dk ? dk : dv, 0, NULL);
     gin[0] = dq;
@@ -193,33 +267,95 @@ static void causal_attention_rule(ts_ctx *ctx, ts_node *node, ts_tensor *g, cons
 ts_tensor *ts_causal_attention(ts_ctx *ctx, ts_tensor *q, ts_tensor *k, ts_tensor *v,
                                double scale) {
     check_operands(ctx, q, k, v);
-    attn_shape a = shape_of(q);
+    attn_layout a = separate_layout(q);
     ts_tensor *out = ts_new_like(ctx, q);
     /* Per row: its max and 1 / sum, for the backward (a constant input). */
     ts_tensor *stats = ts_new(ctx, TS_SHAPE((int)(a.heads * a.t), 2));
-    if (!ctx->counting) {
-        ts_real *p = ts_alloc(ctx, (size_t)ATTN_STRIP * a.t * sizeof *p);
-        long head_size = (long)a.t * a.dh;
-        for (long h = 0; h < a.heads; h++) {
-            const ts_real *qh = q->data + h * head_size, *kh = k->data + h * head_size;
-            const ts_real *vh = v->data + h * head_size;
-            ts_real *st = stats->data + h * 2L * a.t;
-            for (int i0 = 0; i0 < a.t; i0 += ATTN_STRIP) {
-                int rows = a.t - i0 < ATTN_STRIP ? a.t - i0 : ATTN_STRIP, keys = i0 + rows;
-                strip_scores(qh, kh, i0, rows, keys, a.dh, (ts_real)scale, p);
-                strip_softmax(p, i0, rows, keys, st + 2L * i0);
-                ts_cblas_gemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, rows, a.dh, keys, 1, p,
-                              keys, vh, a.dh, 0, out->data + h * head_size + (long)i0 * a.dh, a.dh);
-            }
-        }
-    }
-    /* As the composition: q scaled 1 per element, S and P v 2 dh per score
-     * element, softmax 5; over the strips' score elements only. */
-    double elements = (double)a.heads * strip_elements(a.t);
-    ts_count_flops(ctx, (double)q->numel + elements * (4.0 * a.dh + 5));
+    if (!ctx->counting)
+        forward_heads(ctx, &a, (attn_operands){q->data, k->data, v->data, 0, 0}, out->data,
+                      stats->data, (ts_real)scale);
+    ts_count_flops(ctx, forward_flops(&a));
     ts_node *node = ts_record(ctx, "causal_attention", causal_attention_rule, out, 4,
                               (ts_tensor *[]){q, k, v, stats});
     if (node) node->fattr[0] = scale;
+    return out;
+}
+
+/* ------------------------------------------- attention on the packed layout
+ *
+ * ts_causal_attention_packed is ts_causal_attention on the layout of a
+ * fused Q|K|V projection: the strip GEMMs read each head where it lies in
+ * qkv [B, T, 3 D] (row stride 3 D) and write the output [B, T, D] (row
+ * stride D), so the heads are never permuted to [B, H, T, dh] and back.
+ * Its plain backward writes dq, dk, dv into one d(qkv) the same way; a
+ * recorded backward is the primitive composition on views of the heads
+ * (slices, reshapes, permutes), differentiable to any order. */
+
+/* q, k, v of qkv [B, T, 3 D] as [B, H, T, dh] tensors, and back. */
+static ts_tensor *packed_part(ts_ctx *ctx, ts_tensor *qkv, int part, int n_heads) {
+    int b = qkv->shape[0], t = qkv->shape[1], d = qkv->shape[2] / 3;
+    ts_tensor *x = ts_slice(ctx, qkv, 2, part * d, d);
+    x = ts_reshape(ctx, x, TS_SHAPE(b, t, n_heads, d / n_heads));
+    return ts_permute(ctx, x, (const int[]){0, 2, 1, 3});
+}
+static ts_tensor *merged_heads(ts_ctx *ctx, ts_tensor *x) {
+    int b = x->shape[0], h = x->shape[1], t = x->shape[2], dh = x->shape[3];
+    ts_tensor *merged = ts_permute(ctx, x, (const int[]){0, 2, 1, 3});
+    return ts_reshape(ctx, merged, TS_SHAPE(b, t, h * dh));
+}
+static ts_tensor *split_heads(ts_ctx *ctx, ts_tensor *x, int n_heads) {
+    int b = x->shape[0], t = x->shape[1], d = x->shape[2];
+    ts_tensor *heads = ts_reshape(ctx, x, TS_SHAPE(b, t, n_heads, d / n_heads));
+    return ts_permute(ctx, heads, (const int[]){0, 2, 1, 3});
+}
+
+static void packed_rule(ts_ctx *ctx, ts_node *node, ts_tensor *g, const bool *needs,
+                        ts_tensor **gin) {
+    if (!needs[0]) return;
+    ts_tensor *qkv = node->in[0], *stats = node->in[1];
+    int n_heads = node->iattr[0];
+    double scale = node->fattr[0];
+    if (ctx->grad_enabled) {
+        ts_tensor *grads[3];
+        primitive_backward(ctx, packed_part(ctx, qkv, 0, n_heads),
+                           packed_part(ctx, qkv, 1, n_heads), packed_part(ctx, qkv, 2, n_heads),
+                           split_heads(ctx, g, n_heads), scale, (const bool[]){true, true, true},
+                           grads);
+        for (int i = 0; i < 3; i++) grads[i] = merged_heads(ctx, grads[i]);
+        gin[0] = ts_concat(ctx, 3, grads, 2);
+        return;
+    }
+    attn_layout a = packed_layout(qkv, n_heads);
+    ts_tensor *dqkv = ts_new_like(ctx, qkv);
+    long d = (long)a.per_batch * a.dh;
+    if (!ctx->counting)
+        backward_heads(ctx, &a, (attn_operands){qkv->data, qkv->data, qkv->data, d, 2 * d},
+                       stats->data, g->data, dqkv->data, dqkv->data, dqkv->data, (ts_real)scale);
+    ts_count_flops(ctx, backward_flops(&a, (const bool[]){true, true, true}));
+    ts_record(ctx, "causal_attention_backward", NULL, dqkv, 0, NULL);
+    gin[0] = dqkv;
+}
+
+ts_tensor *ts_causal_attention_packed(ts_ctx *ctx, ts_tensor *qkv, int n_heads, double scale) {
+    char s[64];
+    if (qkv->ndim != 3 || n_heads < 1 || qkv->shape[2] % (3 * n_heads))
+        ts_fail(ctx, "causal_attention_packed",
+                "qkv %s must be [B, T, 3 D] with D a multiple of %d heads",
+                ts_shape_str(qkv, s, sizeof s), n_heads);
+    attn_layout a = packed_layout(qkv, n_heads);
+    long d = (long)n_heads * a.dh;
+    ts_tensor *out = ts_new(ctx, TS_SHAPE(qkv->shape[0], a.t, (int)d));
+    ts_tensor *stats = ts_new(ctx, TS_SHAPE((int)(a.heads * a.t), 2));
+    if (!ctx->counting)
+        forward_heads(ctx, &a, (attn_operands){qkv->data, qkv->data, qkv->data, d, 2 * d},
+                      out->data, stats->data, (ts_real)scale);
+    ts_count_flops(ctx, forward_flops(&a));
+    ts_node *node =
+        ts_record(ctx, "causal_attention", packed_rule, out, 2, (ts_tensor *[]){qkv, stats});
+    if (node) {
+        node->iattr[0] = n_heads;
+        node->fattr[0] = scale;
+    }
     return out;
 }
 

@@ -66,6 +66,14 @@ ts_tensor *ts_slice(ts_ctx *ctx, ts_tensor *a, int axis, int start, int len);
 /* Zero-padding of a along axis into a tensor of size `total` there, a at `start`. */
 ts_tensor *ts_pad(ts_ctx *ctx, ts_tensor *a, int axis, int start, int total);
 ts_tensor *ts_concat(ts_ctx *ctx, int n, ts_tensor *const *parts, int axis);
+/* (op_adjacent.c) Whether parts [r_i, ...] (rows of one shape) lie one after
+ * another in memory, each starting where the previous ends (in a counting
+ * context, where tensors have no data: whether their rows match). */
+bool ts_rows_adjacent(ts_ctx *ctx, int n, ts_tensor *const *parts);
+/* Such parts (at most 4) as one view [r_0 + r_1 + ..., ...] without a copy;
+ * its rule gives each part its rows of the gradient. Fails unless
+ * ts_rows_adjacent. */
+ts_tensor *ts_adjacent_rows(ts_ctx *ctx, int n, ts_tensor *const *parts);
 
 /* --- indexing (op_index.c) --- */
 /* Rows of table [V, D] at ids -> [n, D]. */
@@ -84,6 +92,10 @@ ts_tensor *ts_rmsnorm(ts_ctx *ctx, ts_tensor *x, ts_tensor *weight, double eps);
 /* Rotary position embedding of x [..., T, H, dh] (or [T, H, dh]); positions[T].
  * Rotates pairs (2i, 2i+1) by positions[t] * theta^(-2i/dh), as Meta's Llama. */
 ts_tensor *ts_rope(ts_ctx *ctx, ts_tensor *x, const int32_t *positions, double theta);
+/* The same on the first `rotated` of the H heads only, the others copied
+ * (q and k of a packed [B, T, 3 H, dh] Q|K|V: rotated = 2 H). */
+ts_tensor *ts_rope_heads(ts_ctx *ctx, ts_tensor *x, const int32_t *positions, double theta,
+                         int rotated);
 
 /* --- attention (op_attention.c) --- */
 /* softmax(q k^T * scale + mask) v with q, k, v [B, H, T, dh]: the
@@ -95,6 +107,12 @@ ts_tensor *ts_attention(ts_ctx *ctx, ts_tensor *q, ts_tensor *k, ts_tensor *v,
  * skipped. Its plain backward is fused too; a recorded backward
  * (create_graph) is the primitive composition, differentiable to any order. */
 ts_tensor *ts_causal_attention(ts_ctx *ctx, ts_tensor *q, ts_tensor *k, ts_tensor *v, double scale);
+/* The same for n_heads heads read in place from qkv [B, T, 3 D] (q, k, v
+ * side by side in each row, as a fused Q|K|V projection writes them; head j
+ * at columns j dh of each, dh = D / n_heads), output [B, T, D] (head j at
+ * columns j dh): no head permutes. Plain backward fused into one d(qkv); a
+ * recorded backward is the primitive composition. */
+ts_tensor *ts_causal_attention_packed(ts_ctx *ctx, ts_tensor *qkv, int n_heads, double scale);
 /* --- context attention (op_context_attention.c) --- */
 /* q, k_self, v_self [..., L, dh] attend to context keys k, values v
  * [..., C, dh], C >= L, aligned at the end (row r sees context keys
