@@ -92,10 +92,6 @@ ts_tensor *ts_rmsnorm(ts_ctx *ctx, ts_tensor *x, ts_tensor *weight, double eps);
 /* Rotary position embedding of x [..., T, H, dh] (or [T, H, dh]); positions[T].
  * Rotates pairs (2i, 2i+1) by positions[t] * theta^(-2i/dh), as Meta's Llama. */
 ts_tensor *ts_rope(ts_ctx *ctx, ts_tensor *x, const int32_t *positions, double theta);
-/* The same on the first `rotated` of the H heads only, the others copied
- * (q and k of a packed [B, T, 3 H, dh] Q|K|V: rotated = 2 H). */
-ts_tensor *ts_rope_heads(ts_ctx *ctx, ts_tensor *x, const int32_t *positions, double theta,
-                         int rotated);
 
 /* --- attention (op_attention.c) --- */
 /* softmax(q k^T * scale + mask) v with q, k, v [B, H, T, dh]: the
@@ -110,9 +106,12 @@ ts_tensor *ts_causal_attention(ts_ctx *ctx, ts_tensor *q, ts_tensor *k, ts_tenso
 /* The same for n_heads heads read in place from qkv [B, T, 3 D] (q, k, v
  * side by side in each row, as a fused Q|K|V projection writes them; head j
  * at columns j dh of each, dh = D / n_heads), output [B, T, D] (head j at
- * columns j dh): no head permutes. Plain backward fused into one d(qkv); a
- * recorded backward is the primitive composition. */
-ts_tensor *ts_causal_attention_packed(ts_ctx *ctx, ts_tensor *qkv, int n_heads, double scale);
+ * columns j dh): no head permutes. With positions (NULL: none), q and k are
+ * rotated by RoPE (as ts_rope on [B, T, H, dh]) inside the op. Plain
+ * backward fused into one d(qkv); a recorded backward is the primitive
+ * composition. */
+ts_tensor *ts_causal_attention_packed(ts_ctx *ctx, ts_tensor *qkv, int n_heads,
+                                      const int32_t *positions, double theta, double scale);
 /* --- context attention (op_context_attention.c) --- */
 /* q, k_self, v_self [..., L, dh] attend to context keys k, values v
  * [..., C, dh], C >= L, aligned at the end (row r sees context keys

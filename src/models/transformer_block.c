@@ -60,18 +60,14 @@ static ts_tensor *qkv_projection(ts_ctx *ctx, const tpp_block_params *p, ts_tens
 }
 
 /* Causal attention on the token-major layout: q, k, v side by side
- * ([B, T, 3 D]), RoPE on the q and k columns, the attention reading the
- * heads where they lie and writing [B, T, D]; no head permutes. */
+ * ([B, T, 3 D]); the attention reads the heads where they lie, applies RoPE
+ * to q and k itself and writes [B, T, D]: no head permutes, no RoPE pass. */
 static ts_tensor *causal_attention(ts_ctx *ctx, const tpp_block_params *p, ts_tensor *q_in,
                                    ts_tensor *kv_in, const tpp_attention_input *in) {
-    int b = q_in->shape[0], t = q_in->shape[1], d = q_in->shape[2], dh = d / in->n_heads;
-    ts_tensor *qkv = qkv_projection(ctx, p, q_in, kv_in);
-    if (in->positions) {
-        ts_tensor *heads = ts_reshape(ctx, qkv, TS_SHAPE(b, t, 3 * in->n_heads, dh));
-        heads = ts_rope_heads(ctx, heads, in->positions, in->rope_theta, 2 * in->n_heads);
-        qkv = ts_reshape(ctx, heads, TS_SHAPE(b, t, 3 * d));
-    }
-    ts_tensor *a = ts_causal_attention_packed(ctx, qkv, in->n_heads, 1.0 / sqrt((double)dh));
+    int dh = q_in->shape[2] / in->n_heads;
+    ts_tensor *a =
+        ts_causal_attention_packed(ctx, qkv_projection(ctx, p, q_in, kv_in), in->n_heads,
+                                   in->positions, in->rope_theta, 1.0 / sqrt((double)dh));
     return tpp_linear(ctx, p, a, p->wo);
 }
 

@@ -275,23 +275,44 @@ static void test_causal_attention_counts_as_executed(void **state) {
  * permutes) and run ts_attention on [B, H, T, dh]. */
 enum { PACKED_HEADS = 3, PACKED_DH = 5, PACKED_D = PACKED_HEADS * PACKED_DH };
 
+/* With RoPE the heads are 6 wide (RoPE rotates pairs), at positions 3, 4,
+ * 5, ... */
+enum { ROPE_HEADS = 2, ROPE_DH = 6, ROPE_D = ROPE_HEADS * ROPE_DH };
+static int32_t rope_positions[ATT_T];
+
 static ts_tensor *packed_fused(ts_ctx *ctx, ts_tensor *const *in, const ts_tensor *mask) {
     (void)mask;
-    return ts_causal_attention_packed(ctx, in[0], PACKED_HEADS, ATT_SCALE);
+    return ts_causal_attention_packed(ctx, in[0], PACKED_HEADS, NULL, 0, ATT_SCALE);
 }
 
-static ts_tensor *packed_heads(ts_ctx *ctx, ts_tensor *qkv, int part) {
-    int b = qkv->shape[0], t = qkv->shape[1];
-    ts_tensor *x = ts_slice(ctx, qkv, 2, part * PACKED_D, PACKED_D);
-    x = ts_reshape(ctx, x, TS_SHAPE(b, t, PACKED_HEADS, PACKED_DH));
+static ts_tensor *packed_rope_fused(ts_ctx *ctx, ts_tensor *const *in, const ts_tensor *mask) {
+    (void)mask;
+    return ts_causal_attention_packed(ctx, in[0], ROPE_HEADS, rope_positions, 500, ATT_SCALE);
+}
+
+static ts_tensor *packed_heads(ts_ctx *ctx, ts_tensor *qkv, int part, int heads, bool rope) {
+    int b = qkv->shape[0], t = qkv->shape[1], d = qkv->shape[2] / 3;
+    ts_tensor *x = ts_slice(ctx, qkv, 2, part * d, d);
+    x = ts_reshape(ctx, x, TS_SHAPE(b, t, heads, d / heads));
+    if (rope && part < 2) x = ts_rope(ctx, x, rope_positions, 500);
     return ts_permute(ctx, x, (const int[]){0, 2, 1, 3});
 }
 
-static ts_tensor *packed_primitives(ts_ctx *ctx, ts_tensor *const *in, const ts_tensor *mask) {
-    ts_tensor *a = ts_attention(ctx, packed_heads(ctx, in[0], 0), packed_heads(ctx, in[0], 1),
-                                packed_heads(ctx, in[0], 2), mask, ATT_SCALE);
+static ts_tensor *packed_composition(ts_ctx *ctx, ts_tensor *qkv, int heads, bool rope,
+                                     const ts_tensor *mask) {
+    ts_tensor *a = ts_attention(ctx, packed_heads(ctx, qkv, 0, heads, rope),
+                                packed_heads(ctx, qkv, 1, heads, rope),
+                                packed_heads(ctx, qkv, 2, heads, rope), mask, ATT_SCALE);
     a = ts_permute(ctx, a, (const int[]){0, 2, 1, 3});
-    return ts_reshape(ctx, a, TS_SHAPE(in[0]->shape[0], ATT_T, PACKED_D));
+    return ts_reshape(ctx, a, TS_SHAPE(qkv->shape[0], ATT_T, qkv->shape[2] / 3));
+}
+
+static ts_tensor *packed_primitives(ts_ctx *ctx, ts_tensor *const *in, const ts_tensor *mask) {
+    return packed_composition(ctx, in[0], PACKED_HEADS, false, mask);
+}
+
+static ts_tensor *packed_rope_primitives(ts_ctx *ctx, ts_tensor *const *in, const ts_tensor *mask) {
+    return packed_composition(ctx, in[0], ROPE_HEADS, true, mask);
 }
 
 static void test_packed_attention_matches_primitives(void **state) {
@@ -303,6 +324,12 @@ static void test_packed_attention_matches_primitives(void **state) {
                          "packed causal attention");
     expect_same_plain_gradients(fx, packed_fused, packed_primitives, 1, &qkv, mask,
                                 "packed causal attention");
+    for (int t = 0; t < ATT_T; t++) rope_positions[t] = t + 3;
+    ts_tensor *qkv_rope = leaf(fx, TS_SHAPE(2, ATT_T, 3 * ROPE_D), -2, 2);
+    expect_same_function(fx, packed_rope_fused, packed_rope_primitives, 1, &qkv_rope, mask,
+                         "packed causal attention with RoPE");
+    expect_same_plain_gradients(fx, packed_rope_fused, packed_rope_primitives, 1, &qkv_rope, mask,
+                                "packed causal attention with RoPE");
 }
 
 /* FLOPs booked by the forward and the plain backward of the packed op on

@@ -242,11 +242,6 @@ static ts_tensor *f_rope(ts_ctx *ctx, ts_tensor *const *in, const void *args) {
     return ts_rope(ctx, in[0], a->index, a->s);
 }
 
-static ts_tensor *f_rope_heads(ts_ctx *ctx, ts_tensor *const *in, const void *args) {
-    const op_args *a = args;
-    return ts_rope_heads(ctx, in[0], a->index, a->s, a->i[0]);
-}
-
 /* x [2, 3, 4] times the rows of in[0] and in[1], adjacent in memory, as one
  * [r_0 + r_1, 4] weight: y = x W^T. */
 static ts_tensor *f_adjacent_rows(ts_ctx *ctx, ts_tensor *const *in, const void *args) {
@@ -256,7 +251,7 @@ static ts_tensor *f_adjacent_rows(ts_ctx *ctx, ts_tensor *const *in, const void 
 
 static ts_tensor *f_causal_attention_packed(ts_ctx *ctx, ts_tensor *const *in, const void *args) {
     const op_args *a = args;
-    return ts_causal_attention_packed(ctx, in[0], a->i[0], a->s);
+    return ts_causal_attention_packed(ctx, in[0], a->i[0], a->index, 10000, a->s);
 }
 
 static ts_tensor *f_attention(ts_ctx *ctx, ts_tensor *const *in, const void *args) {
@@ -646,10 +641,6 @@ static void test_rope(void **state) {
                      INPUTS(x4));
     expect_gradients(fx, "rope [T,H,dh] theta 10", f_rope, ARGS(.index = positions, .s = 10),
                      INPUTS(x3));
-    /* The first 2 of 3 heads rotated, the third copied. */
-    ts_tensor *x6 = gc_leaf(&fx->ctx, &fx->rng, TS_SHAPE(2, 5, 3, 4), -1, 1);
-    expect_gradients(fx, "rope_heads 2 of 3", f_rope_heads,
-                     ARGS(.index = positions, .s = 10000, .i = {2}), INPUTS(x6));
 }
 
 /* Two leaves over consecutive rows of one buffer, viewed as one weight. */
@@ -695,6 +686,19 @@ static void test_attention(void **state) {
     ts_tensor *qkv_long = gc_leaf(ctx, &fx->rng, TS_SHAPE(1, 150, 12), -1, 1);
     expect_gradients_within(fx, "causal_attention_packed, 3 strips", f_causal_attention_packed,
                             ARGS(.s = 0.8, .i = {2}), FUSED_PLAIN_TOL, INPUTS(qkv_long));
+    /* With RoPE inside: 2 heads of 4 at positions out of order; then 150
+     * consecutive positions (the table's recurrence). */
+    static const int32_t positions[4] = {0, 3, 1, 7};
+    ts_tensor *qkv_rope = gc_leaf(ctx, &fx->rng, TS_SHAPE(2, 4, 24), -1, 1);
+    expect_gradients_within(fx, "causal_attention_packed, RoPE", f_causal_attention_packed,
+                            ARGS(.s = scale, .i = {2}, .index = positions), FUSED_PLAIN_TOL,
+                            INPUTS(qkv_rope));
+    static int32_t consecutive[150];
+    for (int t = 0; t < 150; t++) consecutive[t] = t + 5;
+    ts_tensor *qkv_rope_long = gc_leaf(ctx, &fx->rng, TS_SHAPE(1, 150, 12), -1, 1);
+    expect_gradients_within(
+        fx, "causal_attention_packed, RoPE, 3 strips", f_causal_attention_packed,
+        ARGS(.s = 0.8, .i = {2}, .index = consecutive), FUSED_PLAIN_TOL, INPUTS(qkv_rope_long));
     /* The context attention (EBT's prediction stream): 4 queries against 5
      * context keys (row r sees 0..r + 1) and their own keys; then 150
      * queries against 152 (three strips, the last partial). */
@@ -821,8 +825,10 @@ static void test_third_order_layers(void **state) {
                            INPUTS(q, ck, cv, cks, cvs));
     /* Drawn last, so the cases above keep their inputs. */
     ts_tensor *qkv = gc_leaf(ctx, &fx->rng, TS_SHAPE(1, 3, 12), -1, 1);
+    static const int32_t positions[3] = {2, 0, 1};
     expect_third_order_within(fx, "causal_attention_packed", f_causal_attention_packed,
-                              ARGS(.s = 0.7, .i = {2}), 0, FUSED_PLAIN_TOL, INPUTS(qkv));
+                              ARGS(.s = 0.7, .i = {2}, .index = positions), 0, FUSED_PLAIN_TOL,
+                              INPUTS(qkv));
 }
 
 /* d^n/dx^n of an elementwise f, n = 1..order, by nested ts_grad: the gradient
