@@ -2,6 +2,7 @@
 
 #include "engine/autodiff.h"
 #include "engine/ops.h"
+#include "engine/rope_table.h"
 
 /* ---------------------------------------------------------------- attention
  *
@@ -36,14 +37,38 @@
 
 enum { ATTN_STRIP = 64 };
 
-typedef struct attn_shape {
-    long heads; /* every leading dim flattened */
+/* Where the heads of one attention call live. A head is T rows of dh
+ * elements; consecutive rows of q, k, v (and of their gradients) are
+ * ld_in apart, of the output (and its gradient) ld_out apart. Head h of the
+ * separate layout ([..., T, dh] each) starts at h T dh everywhere; head
+ * (b, j) of the packed one (qkv [B, T, 3 H dh], output [B, T, H dh]) at
+ * b T 3 H dh + j dh in qkv, with k and v H dh and 2 H dh after q. */
+typedef struct attn_layout {
+    long heads; /* every head of the call */
     int t, dh;
-} attn_shape;
+    int per_batch; /* packed: H, the heads of one sequence; separate: 0 */
+    long ld_in, ld_out;
+} attn_layout;
 
-static attn_shape shape_of(const ts_tensor *q) {
+static attn_layout separate_layout(const ts_tensor *q) {
     int t = q->shape[q->ndim - 2], dh = q->shape[q->ndim - 1];
-    return (attn_shape){q->numel / ((long)t * dh), t, dh};
+    return (attn_layout){q->numel / ((long)t * dh), t, dh, 0, dh, dh};
+}
+
+static attn_layout packed_layout(const ts_tensor *qkv, int n_heads) {
+    int t = qkv->shape[1], d = qkv->shape[2] / 3;
+    return (attn_layout){(long)qkv->shape[0] * n_heads, t, d / n_heads, n_heads, 3L * d, d};
+}
+
+/* Offsets of head h's first q row (k and v follow at k_offset, v_offset
+ * from it) and of its first output row. */
+static long in_offset(const attn_layout *a, long h) {
+    if (!a->per_batch) return h * a->t * a->dh;
+    return h / a->per_batch * a->t * a->ld_in + h % a->per_batch * a->dh;
+}
+static long out_offset(const attn_layout *a, long h) {
+    if (!a->per_batch) return h * a->t * a->dh;
+    return h / a->per_batch * a->t * a->ld_out + h % a->per_batch * a->dh;
 }
 
 /* Elements of the strips' score blocks of one head: sum over strips of
@@ -55,14 +80,6 @@ static double strip_elements(int t) {
         n += (double)rows * (i0 + rows);
     }
     return n;
-}
-
-/* S = scale q K^T for the strip rows [i0, i0 + rows) against keys
- * [0, keys): the scale is the GEMM's alpha, no scaled copy of q. */
-static void strip_scores(const ts_real *q, const ts_real *k, int i0, int rows, int keys, int dh,
-                         ts_real scale, ts_real *s) {
-    ts_cblas_gemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, keys, dh, scale, q + (long)i0 * dh,
-                  dh, k, dh, 0, s, keys);
 }
 
 /* Softmax of each strip row in place over its visible keys (row i0 + r sees
@@ -104,62 +121,157 @@ static void check_operands(ts_ctx *ctx, const ts_tensor *q, const ts_tensor *k,
                 ts_shape_str(v, sv, sizeof sv));
 }
 
-/* The fused first-order backward (recording off). */
+/* The operands of one call: q, k, v (in the packed layout k and v are q's
+ * tensor at offsets k_at and v_at from q, and dk, dv dq's). With RoPE
+ * (packed layout only), `rotated` holds each head's rotated q and k rows
+ * ([heads, 2, T, dh]): the forward rotates them there by `rope`, the
+ * backward reads them back (rope NULL); without, NULL. */
+typedef struct attn_operands {
+    const ts_real *q, *k, *v;
+    long k_at, v_at;
+    ts_real *rotated;
+    const ts_rope_table *rope;
+} attn_operands;
+
+/* A head's q and k as its GEMMs read them: in place (row stride ld_in), or
+ * rotated by RoPE (rows of dh, contiguous). */
+typedef struct head_qk {
+    const ts_real *q, *k;
+    int ld;
+} head_qk;
+
+static head_qk head_operands(const attn_layout *a, const attn_operands *in, long h) {
+    long at = in_offset(a, h);
+    const ts_real *q = in->q + at, *k = in->k + at + in->k_at;
+    if (!in->rotated) return (head_qk){q, k, (int)a->ld_in};
+    ts_real *qr = in->rotated + h * 2L * a->t * a->dh, *kr = qr + (long)a->t * a->dh;
+    if (in->rope) {
+        ts_rope_rotate_rows(in->rope, q, a->ld_in, qr, a->dh, a->t);
+        ts_rope_rotate_rows(in->rope, k, a->ld_in, kr, a->dh, a->t);
+    }
+    return (head_qk){qr, kr, a->dh};
+}
+
+/* S = scale q K^T for the strip rows [i0, i0 + rows) against keys
+ * [0, keys): the scale is the GEMM's alpha, no scaled copy of q. */
+static void strip_scores(const head_qk *h, int dh, int i0, int rows, int keys, ts_real scale,
+                         ts_real *s) {
+    ts_cblas_gemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, keys, dh, scale,
+                  h->q + (long)i0 * h->ld, h->ld, h->k, h->ld, 0, s, keys);
+}
+
+/* The forward over every head: strips of S, softmax, P v. */
+static void forward_heads(ts_ctx *ctx, const attn_layout *a, attn_operands in, ts_real *out,
+                          ts_real *stats, ts_real scale) {
+    ts_real *p = ts_alloc(ctx, (size_t)ATTN_STRIP * a->t * sizeof *p);
+    for (long h = 0; h < a->heads; h++) {
+        long at = in_offset(a, h);
+        head_qk qk = head_operands(a, &in, h);
+        const ts_real *vh = in.v + at + in.v_at;
+        ts_real *oh = out + out_offset(a, h), *st = stats + h * 2L * a->t;
+        for (int i0 = 0; i0 < a->t; i0 += ATTN_STRIP) {
+            int rows = a->t - i0 < ATTN_STRIP ? a->t - i0 : ATTN_STRIP, keys = i0 + rows;
+            strip_scores(&qk, a->dh, i0, rows, keys, scale, p);
+            strip_softmax(p, i0, rows, keys, st + 2L * i0);
+            ts_cblas_gemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, rows, a->dh, keys, 1, p, keys,
+                          vh, (int)a->ld_in, 0, oh + (long)i0 * a->ld_out, (int)a->ld_out);
+        }
+    }
+}
+
+/* The fused first-order backward over every head (recording off). The
+ * strips run from the last, which sees every key, so dK and dV are written
+ * (beta 0) by the first GEMM that reaches them and accumulated after: no
+ * zeroing pass. dq, dk, dv may be NULL (not wanted). With RoPE (the
+ * forward's rotated q and k in in.rotated; rotate_back the table of
+ * direction -1), dq and dk of a head are computed in scratch rows and
+ * rotated back into place. */
+static void backward_heads(ts_ctx *ctx, const attn_layout *a, attn_operands in,
+                           const ts_real *stats, const ts_real *g, ts_real *dq, ts_real *dk,
+                           ts_real *dv, ts_real scale, const ts_rope_table *rotate_back) {
+    ts_real *p = ts_alloc(ctx, (size_t)ATTN_STRIP * a->t * sizeof *p);
+    ts_real *dp = ts_alloc(ctx, (size_t)ATTN_STRIP * a->t * sizeof *dp);
+    ts_real *dqs = NULL, *dks = NULL;
+    if (rotate_back) {
+        dqs = ts_alloc(ctx, 2 * (size_t)a->t * a->dh * sizeof *dqs);
+        dks = dqs + (long)a->t * a->dh;
+    }
+    int ld = (int)a->ld_in, ldg = (int)a->ld_out, last = (a->t - 1) / ATTN_STRIP * ATTN_STRIP;
+    for (long h = 0; h < a->heads; h++) {
+        long at = in_offset(a, h);
+        head_qk qk = head_operands(a, &in, h);
+        const ts_real *vh = in.v + at + in.v_at;
+        const ts_real *gh = g + out_offset(a, h), *st = stats + h * 2L * a->t;
+        ts_real *dq_h = dq ? (rotate_back ? dqs : dq + at) : NULL;
+        ts_real *dk_h = dk ? (rotate_back ? dks : dk + at + in.k_at) : NULL;
+        for (int i0 = last; i0 >= 0; i0 -= ATTN_STRIP) {
+            int rows = a->t - i0 < ATTN_STRIP ? a->t - i0 : ATTN_STRIP, keys = i0 + rows;
+            ts_real beta = i0 == last ? 0 : 1;
+            const ts_real *g_strip = gh + (long)i0 * ldg;
+            strip_scores(&qk, a->dh, i0, rows, keys, scale, p);
+            strip_probabilities(p, i0, rows, keys, st + 2L * i0);
+            if (dv)
+                ts_cblas_gemm(CblasRowMajor, CblasTrans, CblasNoTrans, keys, a->dh, rows, 1, p,
+                              keys, g_strip, ldg, beta, dv + at + in.v_at, ld);
+            if (!dq && !dk) continue;
+            ts_cblas_gemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, keys, a->dh, 1, g_strip,
+                          ldg, vh, ld, 0, dp, keys);
+            for (int r = 0; r < rows; r++) { /* dS = P (dP - rowsum(P dP)) into dp */
+                const ts_real *pr = p + (long)r * keys;
+                ts_real *dr = dp + (long)r * keys;
+                int visible = i0 + r + 1; /* P is 0 after */
+                ts_real dot = ts_row_dot(dr, pr, visible);
+                for (int c = 0; c < visible; c++) dr[c] = ts_flush_subnormal(pr[c] * (dr[c] - dot));
+                for (int c = visible; c < keys; c++) dr[c] = 0;
+            }
+            if (dq_h)
+                ts_cblas_gemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, rows, a->dh, keys, scale,
+                              dp, keys, qk.k, qk.ld, 0, dq_h + (long)i0 * qk.ld, qk.ld);
+            if (dk_h)
+                ts_cblas_gemm(CblasRowMajor, CblasTrans, CblasNoTrans, keys, a->dh, rows, scale, dp,
+                              keys, qk.q + (long)i0 * qk.ld, qk.ld, beta, dk_h, qk.ld);
+        }
+        if (rotate_back && dq) ts_rope_rotate_rows(rotate_back, dqs, a->dh, dq + at, ld, a->t);
+        if (rotate_back && dk)
+            ts_rope_rotate_rows(rotate_back, dks, a->dh, dk + at + in.k_at, ld, a->t);
+    }
+}
+
+/* FLOPs of the forward: as the composition, q scaled 1 per element, S and
+ * P v 2 dh per score element, softmax 5; over the strips' score elements
+ * only. */
+static double forward_flops(const attn_layout *a) {
+    double elements = (double)a->heads * strip_elements(a->t);
+    return (double)a->heads * a->t * a->dh + elements * (4.0 * a->dh + 5);
+}
+
+/* FLOPs of the fused backward. Per score element: S 2 dh, P recomputed 3
+ * (subtract, exp, scale), dV 2 dh; with dq or dk: dP 2 dh and dS 4
+ * (softmax_backward's), then 2 dh for each of dQ and dK. Per q element: its
+ * scaling, and dQ's. */
+static double backward_flops(const attn_layout *a, const bool needs[3]) {
+    bool need_scores_grad = needs[0] || needs[1];
+    double elements = (double)a->heads * strip_elements(a->t);
+    double q_elements = (double)a->heads * a->t * a->dh;
+    double per_element = 2.0 * a->dh + 3 + (needs[2] ? 2.0 * a->dh : 0) +
+                         (need_scores_grad ? 2.0 * a->dh + 4 : 0) + (needs[0] ? 2.0 * a->dh : 0) +
+                         (needs[1] ? 2.0 * a->dh : 0);
+    return elements * per_element + q_elements * (1 + (needs[0] ? 1 : 0));
+}
+
+/* The fused first-order backward of ts_causal_attention (recording off). */
 static void fused_backward(ts_ctx *ctx, ts_tensor *q, ts_tensor *k, ts_tensor *v,
                            const ts_tensor *stats, ts_tensor *g, double scale, const bool *needs,
                            ts_tensor **gin) {
-    attn_shape a = shape_of(q);
-    bool need_scores_grad = needs[0] || needs[1];
+    attn_layout a = separate_layout(q);
     ts_tensor *dq = needs[0] ? ts_new_like(ctx, q) : NULL;
-    ts_tensor *dk = needs[1] ? ts_zeros(ctx, k->ndim, k->shape) : NULL;
-    ts_tensor *dv = needs[2] ? ts_zeros(ctx, v->ndim, v->shape) : NULL;
-    if (!ctx->counting) {
-        ts_real *p = ts_alloc(ctx, (size_t)ATTN_STRIP * a.t * sizeof *p);
-        ts_real *dp = ts_alloc(ctx, (size_t)ATTN_STRIP * a.t * sizeof *dp);
-        long head_size = (long)a.t * a.dh;
-        for (long h = 0; h < a.heads; h++) {
-            const ts_real *qh = q->data + h * head_size, *kh = k->data + h * head_size;
-            const ts_real *vh = v->data + h * head_size, *gh = g->data + h * head_size;
-            const ts_real *st = stats->data + h * 2L * a.t;
-            for (int i0 = 0; i0 < a.t; i0 += ATTN_STRIP) {
-                int rows = a.t - i0 < ATTN_STRIP ? a.t - i0 : ATTN_STRIP, keys = i0 + rows;
-                const ts_real *g_strip = gh + (long)i0 * a.dh;
-                strip_scores(qh, kh, i0, rows, keys, a.dh, (ts_real)scale, p);
-                strip_probabilities(p, i0, rows, keys, st + 2L * i0);
-                if (dv)
-                    ts_cblas_gemm(CblasRowMajor, CblasTrans, CblasNoTrans, keys, a.dh, rows, 1, p,
-                                  keys, g_strip, a.dh, 1, dv->data + h * head_size, a.dh);
-                if (!need_scores_grad) continue;
-                ts_cblas_gemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, keys, a.dh, 1, g_strip,
-                              a.dh, vh, a.dh, 0, dp, keys);
-                for (int r = 0; r < rows; r++) { /* dS = P (dP - rowsum(P dP)) into dp */
-                    const ts_real *pr = p + (long)r * keys;
-                    ts_real *dr = dp + (long)r * keys;
-                    int visible = i0 + r + 1; /* P is 0 after */
-                    ts_real dot = ts_row_dot(dr, pr, visible);
-                    for (int c = 0; c < visible; c++)
-                        dr[c] = ts_flush_subnormal(pr[c] * (dr[c] - dot));
-                    for (int c = visible; c < keys; c++) dr[c] = 0;
-                }
-                if (dq)
-                    ts_cblas_gemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, rows, a.dh, keys,
-                                  (ts_real)scale, dp, keys, kh, a.dh, 0,
-                                  dq->data + h * head_size + (long)i0 * a.dh, a.dh);
-                if (dk)
-                    ts_cblas_gemm(CblasRowMajor, CblasTrans, CblasNoTrans, keys, a.dh, rows,
-                                  (ts_real)scale, dp, keys, qh + (long)i0 * a.dh, a.dh, 1,
-                                  dk->data + h * head_size, a.dh);
-            }
-        }
-    }
-    /* Per score element: S 2 dh, P recomputed 3 (subtract, exp, scale),
-     * dV 2 dh; with dq or dk: dP 2 dh and dS 4 (softmax_backward's), then
-     * 2 dh for each of dQ and dK. Per q element: its scaling, and dQ's. */
-    double elements = (double)a.heads * strip_elements(a.t), q_elements = (double)q->numel;
-    double per_element = 2.0 * a.dh + 3 + (needs[2] ? 2.0 * a.dh : 0) +
-                         (need_scores_grad ? 2.0 * a.dh + 4 : 0) + (needs[0] ? 2.0 * a.dh : 0) +
-                         (needs[1] ? 2.0 * a.dh : 0);
-    ts_count_flops(ctx, elements * per_element + q_elements * (1 + (needs[0] ? 1 : 0)));
+    ts_tensor *dk = needs[1] ? ts_new_like(ctx, k) : NULL;
+    ts_tensor *dv = needs[2] ? ts_new_like(ctx, v) : NULL;
+    if (!ctx->counting)
+        backward_heads(ctx, &a, (attn_operands){q->data, k->data, v->data, 0, 0, NULL, NULL},
+                       stats->data, g->data, dq ? dq->data : NULL, dk ? dk->data : NULL,
+                       dv ? dv->data : NULL, (ts_real)scale, NULL);
+    ts_count_flops(ctx, backward_flops(&a, needs));
     /* Recording is off: this books the work to the profile and records nothing. */
     ts_record(ctx, "causal_attention_backward", NULL, dq ? dq : dk ? dk : dv, 0, NULL);
     gin[0] = dq;
@@ -193,33 +305,142 @@ static void causal_attention_rule(ts_ctx *ctx, ts_node *node, ts_tensor *g, cons
 ts_tensor *ts_causal_attention(ts_ctx *ctx, ts_tensor *q, ts_tensor *k, ts_tensor *v,
                                double scale) {
     check_operands(ctx, q, k, v);
-    attn_shape a = shape_of(q);
+    attn_layout a = separate_layout(q);
     ts_tensor *out = ts_new_like(ctx, q);
     /* Per row: its max and 1 / sum, for the backward (a constant input). */
     ts_tensor *stats = ts_new(ctx, TS_SHAPE((int)(a.heads * a.t), 2));
-    if (!ctx->counting) {
-        ts_real *p = ts_alloc(ctx, (size_t)ATTN_STRIP * a.t * sizeof *p);
-        long head_size = (long)a.t * a.dh;
-        for (long h = 0; h < a.heads; h++) {
-            const ts_real *qh = q->data + h * head_size, *kh = k->data + h * head_size;
-            const ts_real *vh = v->data + h * head_size;
-            ts_real *st = stats->data + h * 2L * a.t;
-            for (int i0 = 0; i0 < a.t; i0 += ATTN_STRIP) {
-                int rows = a.t - i0 < ATTN_STRIP ? a.t - i0 : ATTN_STRIP, keys = i0 + rows;
-                strip_scores(qh, kh, i0, rows, keys, a.dh, (ts_real)scale, p);
-                strip_softmax(p, i0, rows, keys, st + 2L * i0);
-                ts_cblas_gemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, rows, a.dh, keys, 1, p,
-                              keys, vh, a.dh, 0, out->data + h * head_size + (long)i0 * a.dh, a.dh);
-            }
-        }
-    }
-    /* As the composition: q scaled 1 per element, S and P v 2 dh per score
-     * element, softmax 5; over the strips' score elements only. */
-    double elements = (double)a.heads * strip_elements(a.t);
-    ts_count_flops(ctx, (double)q->numel + elements * (4.0 * a.dh + 5));
+    if (!ctx->counting)
+        forward_heads(ctx, &a, (attn_operands){q->data, k->data, v->data, 0, 0, NULL, NULL},
+                      out->data, stats->data, (ts_real)scale);
+    ts_count_flops(ctx, forward_flops(&a));
     ts_node *node = ts_record(ctx, "causal_attention", causal_attention_rule, out, 4,
                               (ts_tensor *[]){q, k, v, stats});
     if (node) node->fattr[0] = scale;
+    return out;
+}
+
+/* ------------------------------------------- attention on the packed layout
+ *
+ * ts_causal_attention_packed is ts_causal_attention on the layout of a
+ * fused Q|K|V projection: the strip GEMMs read each head where it lies in
+ * qkv [B, T, 3 D] (row stride 3 D) and write the output [B, T, D] (row
+ * stride D), so the heads are never permuted to [B, H, T, dh] and back.
+ * With positions it applies RoPE to q and k itself, head by head, into a
+ * saved [heads, 2, T, dh] that its GEMMs then read contiguously (no RoPE op
+ * over [B, T, 3 D] copying v along; the backward reads them back and
+ * rotates dq, dk back). Its plain backward
+ * writes dq, dk, dv into one d(qkv) the same way; a recorded backward is the
+ * primitive composition on views of the heads (slices, reshapes, ts_rope,
+ * permutes), differentiable to any order. */
+
+/* Part 0, 1 or 2 (q, k, v) of qkv [B, T, 3 D] as [B, H, T, dh], q and k
+ * rotated when positions are given; and the inverse layout change. */
+static ts_tensor *packed_part(ts_ctx *ctx, ts_tensor *qkv, int part, int n_heads,
+                              const int32_t *positions, double theta) {
+    int b = qkv->shape[0], t = qkv->shape[1], d = qkv->shape[2] / 3;
+    ts_tensor *x = ts_slice(ctx, qkv, 2, part * d, d);
+    x = ts_reshape(ctx, x, TS_SHAPE(b, t, n_heads, d / n_heads));
+    if (positions && part < 2) x = ts_rope(ctx, x, positions, theta);
+    return ts_permute(ctx, x, (const int[]){0, 2, 1, 3});
+}
+static ts_tensor *split_heads(ts_ctx *ctx, ts_tensor *x, int n_heads) {
+    int b = x->shape[0], t = x->shape[1], d = x->shape[2];
+    ts_tensor *heads = ts_reshape(ctx, x, TS_SHAPE(b, t, n_heads, d / n_heads));
+    return ts_permute(ctx, heads, (const int[]){0, 2, 1, 3});
+}
+
+/* RoPE's FLOPs (3 per rotated element, as the rope op) over q and k,
+ * `times` rotations of each. */
+static double packed_rope_flops(const attn_layout *a, int times) {
+    return 3.0 * times * 2.0 * a->heads * a->t * a->dh;
+}
+
+static void packed_rule(ts_ctx *ctx, ts_node *node, ts_tensor *g, const bool *needs,
+                        ts_tensor **gin) {
+    if (!needs[0]) return;
+    ts_tensor *qkv = node->in[0], *stats = node->in[1], *rotated = node->in[2];
+    int n_heads = node->iattr[0];
+    double scale = node->fattr[0], theta = node->fattr[1];
+    const int32_t *positions = node->index;
+    if (ctx->grad_enabled) {
+        ts_tensor *grads[3], *parts[3];
+        for (int i = 0; i < 3; i++) parts[i] = packed_part(ctx, qkv, i, n_heads, positions, theta);
+        primitive_backward(ctx, parts[0], parts[1], parts[2], split_heads(ctx, g, n_heads), scale,
+                           (const bool[]){true, true, true}, grads);
+        /* Back to [B, T, D]; q's and k's through RoPE's adjoint, the
+         * rotation by the opposite angles. */
+        int32_t *opposite = NULL;
+        if (positions) {
+            opposite = ts_alloc(ctx, (size_t)qkv->shape[1] * sizeof *opposite);
+            for (int t = 0; t < qkv->shape[1]; t++) opposite[t] = -positions[t];
+        }
+        for (int i = 0; i < 3; i++) {
+            ts_tensor *x = ts_permute(ctx, grads[i], (const int[]){0, 2, 1, 3});
+            if (opposite && i < 2) x = ts_rope(ctx, x, opposite, theta);
+            grads[i] = ts_reshape(ctx, x, TS_SHAPE(qkv->shape[0], qkv->shape[1], -1));
+        }
+        gin[0] = ts_concat(ctx, 3, grads, 2);
+        return;
+    }
+    attn_layout a = packed_layout(qkv, n_heads);
+    ts_tensor *dqkv = ts_new_like(ctx, qkv);
+    long d = (long)a.per_batch * a.dh;
+    if (!ctx->counting) {
+        ts_rope_table rotate_back;
+        if (positions) rotate_back = ts_rope_table_make(ctx, positions, a.t, a.dh, theta, -1);
+        attn_operands in = {
+            qkv->data, qkv->data, qkv->data, d, 2 * d, positions ? rotated->data : NULL, NULL};
+        backward_heads(ctx, &a, in, stats->data, g->data, dqkv->data, dqkv->data, dqkv->data,
+                       (ts_real)scale, positions ? &rotate_back : NULL);
+    }
+    /* dq and dk rotated back. */
+    ts_count_flops(ctx, backward_flops(&a, (const bool[]){true, true, true}) +
+                            (positions ? packed_rope_flops(&a, 1) : 0));
+    ts_record(ctx, "causal_attention_backward", NULL, dqkv, 0, NULL);
+    gin[0] = dqkv;
+}
+
+ts_tensor *ts_causal_attention_packed(ts_ctx *ctx, ts_tensor *qkv, int n_heads,
+                                      const int32_t *positions, double theta, double scale) {
+    char s[64];
+    if (qkv->ndim != 3 || n_heads < 1 || qkv->shape[2] % (3 * n_heads) ||
+        (positions && qkv->shape[2] / (3 * n_heads) % 2))
+        ts_fail(ctx, "causal_attention_packed",
+                "qkv %s must be [B, T, 3 D] with D a multiple of %d heads (of even size with "
+                "RoPE)",
+                ts_shape_str(qkv, s, sizeof s), n_heads);
+    attn_layout a = packed_layout(qkv, n_heads);
+    long d = (long)n_heads * a.dh;
+    ts_tensor *out = ts_new(ctx, TS_SHAPE(qkv->shape[0], a.t, (int)d));
+    ts_tensor *stats = ts_new(ctx, TS_SHAPE((int)(a.heads * a.t), 2));
+    /* The rotated q and k of each head, for the backward (a constant input;
+     * a one-element placeholder without RoPE). */
+    ts_tensor *rotated =
+        positions ? ts_new(ctx, TS_SHAPE((int)a.heads, 2, a.t, a.dh)) : ts_new(ctx, TS_SHAPE(1));
+    if (!ctx->counting) {
+        ts_rope_table rotate;
+        if (positions) rotate = ts_rope_table_make(ctx, positions, a.t, a.dh, theta, 1);
+        attn_operands in = {qkv->data,
+                            qkv->data,
+                            qkv->data,
+                            d,
+                            2 * d,
+                            positions ? rotated->data : NULL,
+                            positions ? &rotate : NULL};
+        forward_heads(ctx, &a, in, out->data, stats->data, (ts_real)scale);
+    }
+    ts_count_flops(ctx, forward_flops(&a) + (positions ? packed_rope_flops(&a, 1) : 0));
+    ts_node *node = ts_record(ctx, "causal_attention", packed_rule, out, 3,
+                              (ts_tensor *[]){qkv, stats, rotated});
+    if (node) {
+        node->iattr[0] = n_heads;
+        node->fattr[0] = scale;
+        node->fattr[1] = theta;
+        if (positions) {
+            node->index = ts_copy_index(ctx, positions, a.t);
+            node->index_len = a.t;
+        }
+    }
     return out;
 }
 

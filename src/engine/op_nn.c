@@ -2,6 +2,7 @@
 
 #include "engine/autodiff.h"
 #include "engine/ops.h"
+#include "engine/rope_table.h"
 
 /* ---------------------------------------------------------------- RMSNorm
  *
@@ -263,13 +264,9 @@ static void rope_backward(ts_ctx *ctx, ts_node *node, ts_tensor *g, const bool *
     if (needs[0]) gin[0] = rope_directed(ctx, g, node->index, node->fattr[0], -node->iattr[0]);
 }
 
-/* out = x with pairs (2i, 2i+1) of every head at time t rotated by
- * direction * positions[t] * theta^(-2i/dh). */
-static void rotate_pairs(ts_ctx *ctx, const ts_tensor *x, ts_tensor *out, const int32_t *positions,
-                         double theta, int direction) {
-    int t_len = x->shape[x->ndim - 3], heads = x->shape[x->ndim - 2], dh = x->shape[x->ndim - 1];
+ts_rope_table ts_rope_table_make(ts_ctx *ctx, const int32_t *positions, int t_len, int dh,
+                                 double theta, int direction) {
     int half = dh / 2;
-    long outer = x->numel / ((long)t_len * heads * dh);
     ts_real *cos_t = ts_alloc(ctx, (size_t)t_len * half * sizeof *cos_t);
     ts_real *sin_t = ts_alloc(ctx, (size_t)t_len * half * sizeof *sin_t);
     /* The frequencies once per pair, not once per (t, pair): pow for every
@@ -312,19 +309,35 @@ static void rotate_pairs(ts_ctx *ctx, const ts_tensor *x, ts_tensor *out, const 
             sin_t[t * half + i] = (ts_real)(direction * sn);
         }
     }
+    return (ts_rope_table){cos_t, sin_t, half};
+}
+
+void ts_rope_rotate_rows(const ts_rope_table *table, const ts_real *x, long ld_x, ts_real *out,
+                         long ld_out, int rows) {
+    int half = table->half;
+    for (int t = 0; t < rows; t++) {
+        const ts_real *c = table->cos + (long)t * half, *sn = table->sin + (long)t * half;
+        const ts_real *in = x + t * ld_x;
+        ts_real *res = out + t * ld_out;
+        for (int i = 0; i < half; i++) {
+            ts_real a = in[2 * i], b = in[2 * i + 1];
+            res[2 * i] = a * c[i] - b * sn[i];
+            res[2 * i + 1] = a * sn[i] + b * c[i];
+        }
+    }
+}
+
+/* out = x with pairs (2i, 2i+1) of every head at time t rotated by
+ * direction * positions[t] * theta^(-2i/dh). */
+static void rotate_pairs(ts_ctx *ctx, const ts_tensor *x, ts_tensor *out, const int32_t *positions,
+                         double theta, int direction) {
+    int t_len = x->shape[x->ndim - 3], heads = x->shape[x->ndim - 2], dh = x->shape[x->ndim - 1];
+    long outer = x->numel / ((long)t_len * heads * dh), ld = (long)heads * dh;
+    ts_rope_table table = ts_rope_table_make(ctx, positions, t_len, dh, theta, direction);
     for (long o = 0; o < outer; o++)
-        for (int t = 0; t < t_len; t++) {
-            const ts_real *c = cos_t + t * half, *sn = sin_t + t * half;
-            for (int h = 0; h < heads; h++) {
-                long base = ((o * t_len + t) * heads + h) * dh;
-                const ts_real *in = x->data + base;
-                ts_real *res = out->data + base;
-                for (int i = 0; i < half; i++) {
-                    ts_real a = in[2 * i], b = in[2 * i + 1];
-                    res[2 * i] = a * c[i] - b * sn[i];
-                    res[2 * i + 1] = a * sn[i] + b * c[i];
-                }
-            }
+        for (int h = 0; h < heads; h++) {
+            long base = o * t_len * ld + (long)h * dh;
+            ts_rope_rotate_rows(&table, x->data + base, ld, out->data + base, ld, t_len);
         }
 }
 

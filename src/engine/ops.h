@@ -66,6 +66,14 @@ ts_tensor *ts_slice(ts_ctx *ctx, ts_tensor *a, int axis, int start, int len);
 /* Zero-padding of a along axis into a tensor of size `total` there, a at `start`. */
 ts_tensor *ts_pad(ts_ctx *ctx, ts_tensor *a, int axis, int start, int total);
 ts_tensor *ts_concat(ts_ctx *ctx, int n, ts_tensor *const *parts, int axis);
+/* (op_adjacent.c) Whether parts [r_i, ...] (rows of one shape) lie one after
+ * another in memory, each starting where the previous ends (in a counting
+ * context, where tensors have no data: whether their rows match). */
+bool ts_rows_adjacent(ts_ctx *ctx, int n, ts_tensor *const *parts);
+/* Such parts (at most 4) as one view [r_0 + r_1 + ..., ...] without a copy;
+ * its rule gives each part its rows of the gradient. Fails unless
+ * ts_rows_adjacent. */
+ts_tensor *ts_adjacent_rows(ts_ctx *ctx, int n, ts_tensor *const *parts);
 
 /* --- indexing (op_index.c) --- */
 /* Rows of table [V, D] at ids -> [n, D]. */
@@ -95,6 +103,15 @@ ts_tensor *ts_attention(ts_ctx *ctx, ts_tensor *q, ts_tensor *k, ts_tensor *v,
  * skipped. Its plain backward is fused too; a recorded backward
  * (create_graph) is the primitive composition, differentiable to any order. */
 ts_tensor *ts_causal_attention(ts_ctx *ctx, ts_tensor *q, ts_tensor *k, ts_tensor *v, double scale);
+/* The same for n_heads heads read in place from qkv [B, T, 3 D] (q, k, v
+ * side by side in each row, as a fused Q|K|V projection writes them; head j
+ * at columns j dh of each, dh = D / n_heads), output [B, T, D] (head j at
+ * columns j dh): no head permutes. With positions (NULL: none), q and k are
+ * rotated by RoPE (as ts_rope on [B, T, H, dh]) inside the op. Plain
+ * backward fused into one d(qkv); a recorded backward is the primitive
+ * composition. */
+ts_tensor *ts_causal_attention_packed(ts_ctx *ctx, ts_tensor *qkv, int n_heads,
+                                      const int32_t *positions, double theta, double scale);
 /* --- context attention (op_context_attention.c) --- */
 /* q, k_self, v_self [..., L, dh] attend to context keys k, values v
  * [..., C, dh], C >= L, aligned at the end (row r sees context keys

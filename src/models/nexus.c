@@ -77,6 +77,9 @@ ts_tensor *nexus_attention(ts_ctx *ctx, const tpp_block_params *p, ts_tensor *q_
     if (user->order > 1 && q_in != kv_in)
         ts_fail(ctx, "nexus_attention", "order %d needs self-attention (no kv_source)",
                 user->order);
+    /* Order 1 is Transformer++'s attention: the same call, so the two train
+     * alike bit for bit (on its fused Q|K|V path). */
+    if (user->order == 1) return tpp_multihead_attention(ctx, p, q_in, kv_in, in);
     double scale = 1.0 / sqrt((double)(d / in->n_heads));
     /* Q_j and K_j stay in [B, T, D] unrotated between levels; RoPE is applied
      * where they meet a score matrix. V is computed once and never changes. */
@@ -97,7 +100,7 @@ ts_tensor *nexus_attention(ts_ctx *ctx, const tpp_block_params *p, ts_tensor *q_
         q_level = tpp_linear(ctx, p, h, wq);
         k_level = tpp_linear(ctx, p, h, wk);
     }
-    /* The outer attention, operation for operation tpp_multihead_attention's. */
+    /* The outer attention: multi-head attention of the last level's Q and K. */
     ts_tensor *q = tpp_split_heads(ctx, q_level, in->n_heads, in->positions, in->rope_theta);
     ts_tensor *k = tpp_split_heads(ctx, k_level, in->n_heads, in->positions, in->rope_theta);
     ts_tensor *a = tpp_attend(ctx, q, k, v, in, scale);

@@ -41,6 +41,36 @@ static ts_tensor *distributed_attention(ts_ctx *ctx, const tpp_block_params *p, 
     return tpp_linear(ctx, p, a, p->wo);
 }
 
+/* The Q|K|V projections side by side, [B, T, 3 D]. Where wq, wk and wv lie
+ * one after another in memory (the model's flat buffer registers them so),
+ * queries and keys come from one input and the linear layers run locally,
+ * that is one GEMM over the stacked [3 D, D] weight (ts_adjacent_rows: no
+ * copy, gradients into the same places); otherwise (a linear hook, e.g.
+ * tensor parallelism; keys from another stream; parameters elsewhere) the
+ * three products, side by side. */
+static ts_tensor *qkv_projection(ts_ctx *ctx, const tpp_block_params *p, ts_tensor *q_in,
+                                 ts_tensor *kv_in) {
+    ts_tensor *w[3] = {p->wq, p->wk, p->wv};
+    bool local = !p->linear || !p->linear->apply;
+    if (local && q_in == kv_in && ts_rows_adjacent(ctx, 3, w))
+        return ts_matmul(ctx, q_in, ts_adjacent_rows(ctx, 3, w), false, true);
+    ts_tensor *parts[3] = {tpp_linear(ctx, p, q_in, p->wq), tpp_linear(ctx, p, kv_in, p->wk),
+                           tpp_linear(ctx, p, kv_in, p->wv)};
+    return ts_concat(ctx, 3, parts, 2);
+}
+
+/* Causal attention on the token-major layout: q, k, v side by side
+ * ([B, T, 3 D]); the attention reads the heads where they lie, applies RoPE
+ * to q and k itself and writes [B, T, D]: no head permutes, no RoPE pass. */
+static ts_tensor *causal_attention(ts_ctx *ctx, const tpp_block_params *p, ts_tensor *q_in,
+                                   ts_tensor *kv_in, const tpp_attention_input *in) {
+    int dh = q_in->shape[2] / in->n_heads;
+    ts_tensor *a =
+        ts_causal_attention_packed(ctx, qkv_projection(ctx, p, q_in, kv_in), in->n_heads,
+                                   in->positions, in->rope_theta, 1.0 / sqrt((double)dh));
+    return tpp_linear(ctx, p, a, p->wo);
+}
+
 ts_tensor *tpp_multihead_attention(ts_ctx *ctx, const tpp_block_params *p, ts_tensor *q_in,
                                    ts_tensor *kv_in, const tpp_attention_input *in) {
     if (ts_activations_distributed(p->activations))
@@ -48,6 +78,7 @@ ts_tensor *tpp_multihead_attention(ts_ctx *ctx, const tpp_block_params *p, ts_te
     int d = q_in->shape[2];
     if (d % in->n_heads)
         ts_fail(ctx, "attention", "width %d is not a multiple of %d heads", d, in->n_heads);
+    if (in->causal) return causal_attention(ctx, p, q_in, kv_in, in);
     ts_tensor *q = tpp_split_heads(ctx, tpp_linear(ctx, p, q_in, p->wq), in->n_heads, in->positions,
                                    in->rope_theta);
     ts_tensor *k = tpp_split_heads(ctx, tpp_linear(ctx, p, kv_in, p->wk), in->n_heads,

@@ -292,6 +292,110 @@ static void test_causal_attention_counts_as_executed(void **state) {
                               (const int[]){ATT_T, ATT_T, ATT_T});
 }
 
+/* The packed layout: qkv [2, ATT_T, 3 D] with 3 heads of 5, output
+ * [2, ATT_T, D]; the primitives take the heads apart (slices, reshapes,
+ * permutes) and run ts_attention on [B, H, T, dh]. */
+enum { PACKED_HEADS = 3, PACKED_DH = 5, PACKED_D = PACKED_HEADS * PACKED_DH };
+
+/* With RoPE the heads are 6 wide (RoPE rotates pairs), at positions 3, 4,
+ * 5, ... */
+enum { ROPE_HEADS = 2, ROPE_DH = 6, ROPE_D = ROPE_HEADS * ROPE_DH };
+static int32_t rope_positions[ATT_T];
+
+static ts_tensor *packed_fused(ts_ctx *ctx, ts_tensor *const *in, const ts_tensor *mask) {
+    (void)mask;
+    return ts_causal_attention_packed(ctx, in[0], PACKED_HEADS, NULL, 0, ATT_SCALE);
+}
+
+static ts_tensor *packed_rope_fused(ts_ctx *ctx, ts_tensor *const *in, const ts_tensor *mask) {
+    (void)mask;
+    return ts_causal_attention_packed(ctx, in[0], ROPE_HEADS, rope_positions, 500, ATT_SCALE);
+}
+
+static ts_tensor *packed_heads(ts_ctx *ctx, ts_tensor *qkv, int part, int heads, bool rope) {
+    int b = qkv->shape[0], t = qkv->shape[1], d = qkv->shape[2] / 3;
+    ts_tensor *x = ts_slice(ctx, qkv, 2, part * d, d);
+    x = ts_reshape(ctx, x, TS_SHAPE(b, t, heads, d / heads));
+    if (rope && part < 2) x = ts_rope(ctx, x, rope_positions, 500);
+    return ts_permute(ctx, x, (const int[]){0, 2, 1, 3});
+}
+
+static ts_tensor *packed_composition(ts_ctx *ctx, ts_tensor *qkv, int heads, bool rope,
+                                     const ts_tensor *mask) {
+    ts_tensor *a = ts_attention(ctx, packed_heads(ctx, qkv, 0, heads, rope),
+                                packed_heads(ctx, qkv, 1, heads, rope),
+                                packed_heads(ctx, qkv, 2, heads, rope), mask, ATT_SCALE);
+    a = ts_permute(ctx, a, (const int[]){0, 2, 1, 3});
+    return ts_reshape(ctx, a, TS_SHAPE(qkv->shape[0], ATT_T, qkv->shape[2] / 3));
+}
+
+static ts_tensor *packed_primitives(ts_ctx *ctx, ts_tensor *const *in, const ts_tensor *mask) {
+    return packed_composition(ctx, in[0], PACKED_HEADS, false, mask);
+}
+
+static ts_tensor *packed_rope_primitives(ts_ctx *ctx, ts_tensor *const *in, const ts_tensor *mask) {
+    return packed_composition(ctx, in[0], ROPE_HEADS, true, mask);
+}
+
+static void test_packed_attention_matches_primitives(void **state) {
+    fixture *fx = *state;
+    ts_ctx *ctx = &fx->ctx;
+    ts_tensor *qkv = leaf(fx, TS_SHAPE(2, ATT_T, 3 * PACKED_D), -2, 2);
+    ts_tensor *mask = ts_causal_mask(ctx, ATT_T);
+    expect_same_function(fx, packed_fused, packed_primitives, 1, &qkv, mask,
+                         "packed causal attention");
+    expect_same_plain_gradients(fx, packed_fused, packed_primitives, 1, &qkv, mask,
+                                "packed causal attention");
+    for (int t = 0; t < ATT_T; t++) rope_positions[t] = t + 3;
+    ts_tensor *qkv_rope = leaf(fx, TS_SHAPE(2, ATT_T, 3 * ROPE_D), -2, 2);
+    expect_same_function(fx, packed_rope_fused, packed_rope_primitives, 1, &qkv_rope, mask,
+                         "packed causal attention with RoPE");
+    expect_same_plain_gradients(fx, packed_rope_fused, packed_rope_primitives, 1, &qkv_rope, mask,
+                                "packed causal attention with RoPE");
+}
+
+/* FLOPs booked by the forward and the plain backward of the packed op on
+ * ctx (executing or counting). */
+static void book_packed(fixture *fx, ts_ctx *ctx, double *booked) {
+    ts_tensor *qkv = ts_new(ctx, TS_SHAPE(2, ATT_T, 3 * PACKED_D)), *g;
+    if (!ts_is_counting(ctx)) test_rng_fill_uniform(&fx->rng, qkv->data, qkv->numel, -1, 1);
+    ts_set_requires_grad(ctx, qkv, true);
+    ts_tensor *seed = ts_new(ctx, TS_SHAPE(2, ATT_T, PACKED_D));
+    if (!ts_is_counting(ctx)) test_rng_fill_uniform(&fx->rng, seed->data, seed->numel, -1, 1);
+    ts_reset_flops(ctx);
+    ts_tensor *y = packed_fused(ctx, &qkv, NULL);
+    booked[0] = ts_flops_total(ctx);
+    ts_grad(ctx, 1, &y, &seed, 1, &qkv, &g, false);
+    booked[1] = ts_flops_total(ctx) - booked[0];
+}
+
+/* It books what ts_causal_attention books for the same heads, counting as
+ * executing. */
+static void test_packed_attention_counts_as_separate(void **state) {
+    fixture *fx = *state;
+    ts_ctx counting;
+    assert_true(ts_ctx_init_counting(&counting, 0));
+    double packed[2][2], separate[3];
+    book_packed(fx, &fx->ctx, packed[0]);
+    book_packed(fx, &counting, packed[1]);
+    ts_ctx_free(&counting);
+    ts_ctx *ctx = &fx->ctx;
+    ts_tensor *in[3], *g[3];
+    for (int j = 0; j < 3; j++)
+        in[j] = leaf(fx, TS_SHAPE(2, PACKED_HEADS, ATT_T, PACKED_DH), -1, 1);
+    ts_tensor *seed = constant(fx, in[0]);
+    ts_reset_flops(ctx);
+    ts_tensor *y = attention_fused(ctx, in, NULL);
+    separate[0] = ts_flops_total(ctx);
+    ts_grad(ctx, 1, &y, &seed, 3, in, g, false);
+    separate[1] = ts_flops_total(ctx) - separate[0];
+    for (int p = 0; p < 2; p++) {
+        assert_true(packed[0][p] > 0);
+        assert_true(packed[0][p] == packed[1][p]);
+        assert_true(packed[0][p] == separate[p]);
+    }
+}
+
 static ts_tensor *context_fused(ts_ctx *ctx, ts_tensor *const *in, const ts_tensor *mask) {
     (void)mask;
     return ts_context_attention(ctx, in[0], in[1], in[2], in[3], in[4], ATT_SCALE);
@@ -389,6 +493,8 @@ int main(void) {
         cmocka_unit_test(test_causal_softmax_matches_primitives),
         cmocka_unit_test(test_causal_attention_matches_primitives),
         cmocka_unit_test(test_causal_attention_counts_as_executed),
+        cmocka_unit_test(test_packed_attention_matches_primitives),
+        cmocka_unit_test(test_packed_attention_counts_as_separate),
         cmocka_unit_test(test_context_attention_matches_primitives),
         cmocka_unit_test(test_context_attention_counts_as_executed),
         cmocka_unit_test(test_profile_books_ops_by_pass),

@@ -242,6 +242,18 @@ static ts_tensor *f_rope(ts_ctx *ctx, ts_tensor *const *in, const void *args) {
     return ts_rope(ctx, in[0], a->index, a->s);
 }
 
+/* x [2, 3, 4] times the rows of in[0] and in[1], adjacent in memory, as one
+ * [r_0 + r_1, 4] weight: y = x W^T. */
+static ts_tensor *f_adjacent_rows(ts_ctx *ctx, ts_tensor *const *in, const void *args) {
+    (void)args;
+    return ts_matmul(ctx, in[2], ts_adjacent_rows(ctx, 2, in), false, true);
+}
+
+static ts_tensor *f_causal_attention_packed(ts_ctx *ctx, ts_tensor *const *in, const void *args) {
+    const op_args *a = args;
+    return ts_causal_attention_packed(ctx, in[0], a->i[0], a->index, 10000, a->s);
+}
+
 static ts_tensor *f_attention(ts_ctx *ctx, ts_tensor *const *in, const void *args) {
     const op_args *a = args;
     return ts_attention(ctx, in[0], in[1], in[2], a->mask, a->s);
@@ -631,6 +643,21 @@ static void test_rope(void **state) {
                      INPUTS(x3));
 }
 
+/* Two leaves over consecutive rows of one buffer, viewed as one weight. */
+static void test_adjacent_rows(void **state) {
+    fixture *fx = *state;
+    ts_ctx *ctx = &fx->ctx;
+    ts_tensor *buffer = gc_leaf(ctx, &fx->rng, TS_SHAPE(5, 4), -1, 1);
+    ts_tensor *w0 = ts_wrap(ctx, buffer->data, TS_SHAPE(2, 4));
+    ts_tensor *w1 = ts_wrap(ctx, buffer->data + 8, TS_SHAPE(3, 4));
+    ts_set_requires_grad(ctx, w0, true);
+    ts_set_requires_grad(ctx, w1, true);
+    ts_tensor *x = gc_leaf(ctx, &fx->rng, TS_SHAPE(2, 3, 4), -1, 1);
+    assert_true(ts_rows_adjacent(ctx, 2, (ts_tensor *[]){w0, w1}));
+    assert_false(ts_rows_adjacent(ctx, 2, (ts_tensor *[]){w1, w0}));
+    expect_gradients(fx, "adjacent_rows", f_adjacent_rows, ARGS(.s = 0), INPUTS(w0, w1, x));
+}
+
 static void test_attention(void **state) {
     fixture *fx = *state;
     ts_ctx *ctx = &fx->ctx;
@@ -651,6 +678,27 @@ static void test_attention(void **state) {
     ts_tensor *vl = gc_leaf(ctx, &fx->rng, TS_SHAPE(1, 2, 150, 2), -1, 1);
     expect_gradients_within(fx, "causal_attention, 3 strips", f_causal_attention, ARGS(.s = 0.8),
                             FUSED_PLAIN_TOL, INPUTS(ql, kl, vl));
+    /* The packed layout: qkv [B, T, 3 H dh], 2 heads of 3; then 150 rows
+     * (three strips, the last partial), 2 heads of 2. */
+    ts_tensor *qkv = gc_leaf(ctx, &fx->rng, TS_SHAPE(2, 4, 18), -1, 1);
+    expect_gradients_within(fx, "causal_attention_packed", f_causal_attention_packed,
+                            ARGS(.s = scale, .i = {2}), FUSED_PLAIN_TOL, INPUTS(qkv));
+    ts_tensor *qkv_long = gc_leaf(ctx, &fx->rng, TS_SHAPE(1, 150, 12), -1, 1);
+    expect_gradients_within(fx, "causal_attention_packed, 3 strips", f_causal_attention_packed,
+                            ARGS(.s = 0.8, .i = {2}), FUSED_PLAIN_TOL, INPUTS(qkv_long));
+    /* With RoPE inside: 2 heads of 4 at positions out of order; then 150
+     * consecutive positions (the table's recurrence). */
+    static const int32_t positions[4] = {0, 3, 1, 7};
+    ts_tensor *qkv_rope = gc_leaf(ctx, &fx->rng, TS_SHAPE(2, 4, 24), -1, 1);
+    expect_gradients_within(fx, "causal_attention_packed, RoPE", f_causal_attention_packed,
+                            ARGS(.s = scale, .i = {2}, .index = positions), FUSED_PLAIN_TOL,
+                            INPUTS(qkv_rope));
+    static int32_t consecutive[150];
+    for (int t = 0; t < 150; t++) consecutive[t] = t + 5;
+    ts_tensor *qkv_rope_long = gc_leaf(ctx, &fx->rng, TS_SHAPE(1, 150, 12), -1, 1);
+    expect_gradients_within(
+        fx, "causal_attention_packed, RoPE, 3 strips", f_causal_attention_packed,
+        ARGS(.s = 0.8, .i = {2}, .index = consecutive), FUSED_PLAIN_TOL, INPUTS(qkv_rope_long));
     /* The context attention (EBT's prediction stream): 4 queries against 5
      * context keys (row r sees 0..r + 1) and their own keys; then 150
      * queries against 152 (three strips, the last partial). */
@@ -775,6 +823,12 @@ static void test_third_order_layers(void **state) {
     for (int wrt = 0; wrt < 5; wrt++)
         expect_third_order(fx, "context_attention", f_context_attention, ARGS(.s = 0.7), wrt,
                            INPUTS(q, ck, cv, cks, cvs));
+    /* Drawn last, so the cases above keep their inputs. */
+    ts_tensor *qkv = gc_leaf(ctx, &fx->rng, TS_SHAPE(1, 3, 12), -1, 1);
+    static const int32_t positions[3] = {2, 0, 1};
+    expect_third_order_within(fx, "causal_attention_packed", f_causal_attention_packed,
+                              ARGS(.s = 0.7, .i = {2}, .index = positions), 0, FUSED_PLAIN_TOL,
+                              INPUTS(qkv));
 }
 
 /* d^n/dx^n of an elementwise f, n = 1..order, by nested ts_grad: the gradient
@@ -905,6 +959,7 @@ int main(void) {
         T(test_scatter_last),
         T(test_rmsnorm),
         T(test_rope),
+        T(test_adjacent_rows),
         T(test_attention),
         T(test_third_order_elementwise),
         T(test_third_order_softmax_family),

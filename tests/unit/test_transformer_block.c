@@ -1,0 +1,188 @@
+/* The Transformer++ block's fused Q|K|V product: one GEMM over wq, wk and
+ * wv where they lie one after another in the model's flat buffer, and the
+ * three products side by side where they do not (parameters held
+ * elsewhere) or where a linear hook runs the layers (tensor parallelism).
+ * Both paths give the same loss and the same gradients, in the same
+ * places, and each engages where it should. */
+#include <math.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "engine/profile.h"
+#include "models/model.h"
+
+#ifdef TS_DOUBLE
+#define TOL 1e-11
+#else
+#define TOL 2e-5
+#endif
+
+/* 70 positions: two strips of the fused attention. */
+enum { BATCH = 2, SEQ = 70, DEPTH = 2, VOCAB = 11 };
+
+typedef struct fixture {
+    ts_model *model;
+    ts_ctx ctx;
+    int32_t tokens[BATCH * (SEQ + 1)];
+    ts_batch batch;
+} fixture;
+
+static int setup(void **state) {
+    static fixture f;
+    char err[256];
+    ts_model_config c = {.vocab_size = VOCAB,
+                         .context = SEQ,
+                         .depth = DEPTH,
+                         .width = 8,
+                         .heads = 2,
+                         .ffn_mult = 1.5,
+                         .norm_eps = 1e-5,
+                         .rope_theta = 10000};
+    strcpy(c.arch, "transformerpp");
+    f.model = ts_model_create(&c, err, sizeof err);
+    if (!f.model || !ts_ctx_init(&f.ctx, 1 << 22)) return -1;
+    ts_model_init_params(f.model, 5);
+    ts_model_bind(f.model, &f.ctx);
+    ts_rng rng;
+    ts_rng_seed(&rng, 9);
+    for (int i = 0; i < BATCH * (SEQ + 1); i++) f.tokens[i] = (int32_t)ts_rng_below(&rng, VOCAB);
+    f.batch = (ts_batch){.tokens = f.tokens, .batch = BATCH, .seq = SEQ, .mode = TS_MODE_TRAIN};
+    *state = &f;
+    return 0;
+}
+
+static int teardown(void **state) {
+    fixture *f = *state;
+    ts_ctx_free(&f->ctx);
+    ts_model_destroy(f->model);
+    return 0;
+}
+
+/* Calls of op in the forward pass of the profile. */
+static long forward_calls(const ts_profile *p, const char *op) {
+    for (int i = 0; i < p->n_entries[TS_PASS_FORWARD]; i++)
+        if (!strcmp(p->entries[TS_PASS_FORWARD][i].op, op))
+            return p->entries[TS_PASS_FORWARD][i].calls;
+    return 0;
+}
+
+/* The loss of the batch, its gradient accumulated into every leaf's .grad
+ * (the flat buffer's zeroed first; a moved leaf's starts at zero), and the
+ * profile of the forward. */
+static double loss_and_gradients(fixture *f, ts_profile *profile) {
+    ts_model *m = f->model;
+    memset(m->grads, 0, sizeof(ts_real) * (size_t)m->table.total);
+    ts_mark mark = ts_get_mark(&f->ctx);
+    ts_profile_start(&f->ctx, profile, TS_PROFILE_WALL);
+    ts_tensor *loss = m->ops->loss(m, &f->ctx, &f->batch, NULL);
+    ts_backward(&f->ctx, loss, NULL);
+    ts_profile_stop(&f->ctx);
+    double value = loss->data[0];
+    ts_release(&f->ctx, mark);
+    return value;
+}
+
+/* Every parameter's gradient, read through its leaf (wherever it lives). */
+static ts_real *gradients(const ts_model *m) {
+    ts_real *all = malloc(sizeof *all * (size_t)m->table.total);
+    assert_non_null(all);
+    for (long i = 0; i < m->table.count; i++)
+        memcpy(all + m->table.entries[i].offset, m->tensors[i]->grad->data,
+               sizeof *all * (size_t)m->table.entries[i].numel);
+    return all;
+}
+
+static void expect_close(const ts_real *a, const ts_real *b, long n, const char *what) {
+    double scale = 0;
+    for (long i = 0; i < n; i++) scale = fmax(scale, fabs((double)b[i]));
+    assert_true(scale > 0);
+    for (long i = 0; i < n; i++)
+        if (!(fabs((double)a[i] - (double)b[i]) <= TOL * scale))
+            fail_msg("%s: element %ld: %.12g against %.12g", what, i, (double)a[i], (double)b[i]);
+}
+
+/* The fused run: one adjacent_rows view and no concatenation per block. */
+static double fused_run(fixture *f, ts_real **grads) {
+    ts_profile profile;
+    double loss = loss_and_gradients(f, &profile);
+    assert_int_equal(forward_calls(&profile, "adjacent_rows"), DEPTH);
+    assert_int_equal(forward_calls(&profile, "concat"), 0);
+    *grads = gradients(f->model);
+    return loss;
+}
+
+/* The same run after `change`, which must make every block fall back. */
+static void expect_fallback_equal(fixture *f, double fused_loss, const ts_real *fused_grads,
+                                  const char *what) {
+    ts_profile profile;
+    double loss = loss_and_gradients(f, &profile);
+    assert_int_equal(forward_calls(&profile, "adjacent_rows"), 0);
+    assert_int_equal(forward_calls(&profile, "concat"), DEPTH);
+    assert_true(fabs(loss - fused_loss) <= TOL * fabs(fused_loss));
+    ts_real *grads = gradients(f->model);
+    expect_close(grads, fused_grads, f->model->table.total, what);
+    free(grads);
+}
+
+/* wk of every block moved out of the flat buffer (as a layout that holds
+ * parameters elsewhere would): the three products, same results. */
+static void test_fallback_when_not_adjacent(void **state) {
+    fixture *f = *state;
+    ts_model *m = f->model;
+    ts_real *fused_grads;
+    double fused_loss = fused_run(f, &fused_grads);
+    ts_tensor *kept[DEPTH];
+    ts_real *moved[DEPTH];
+    int index[DEPTH];
+    for (int l = 0; l < DEPTH; l++) {
+        char name[TS_PARAM_NAME_MAX];
+        snprintf(name, sizeof name, "layers.%d.attention.wk", l);
+        index[l] = ts_param_table_find(&m->table, name);
+        assert_true(index[l] >= 0);
+        const ts_param_entry *e = &m->table.entries[index[l]];
+        moved[l] = calloc(2 * (size_t)e->numel, sizeof *moved[l]);
+        assert_non_null(moved[l]);
+        memcpy(moved[l], m->params + e->offset, sizeof *moved[l] * (size_t)e->numel);
+        kept[l] = m->tensors[index[l]];
+        m->tensors[index[l]] =
+            ts_param(&f->ctx, moved[l], moved[l] + e->numel, e->ndim, e->shape, kept[l]->name);
+    }
+    expect_fallback_equal(f, fused_loss, fused_grads, "wk moved");
+    for (int l = 0; l < DEPTH; l++) {
+        m->tensors[index[l]] = kept[l];
+        free(moved[l]);
+    }
+    free(fused_grads);
+}
+
+static ts_tensor *local_linear(void *user, ts_ctx *ctx, ts_tensor *x, ts_tensor *w) {
+    (void)user;
+    return ts_matmul(ctx, x, w, false, true);
+}
+
+/* A linear hook (how tensor parallelism runs the layers) gets each of the
+ * three products: same results. */
+static void test_fallback_under_linear_hook(void **state) {
+    fixture *f = *state;
+    ts_real *fused_grads;
+    double fused_loss = fused_run(f, &fused_grads);
+    f->model->linear = (ts_linear_hook){.apply = local_linear};
+    expect_fallback_equal(f, fused_loss, fused_grads, "linear hook");
+    f->model->linear = (ts_linear_hook){0};
+    free(fused_grads);
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_fallback_when_not_adjacent),
+        cmocka_unit_test(test_fallback_under_linear_hook),
+    };
+    return cmocka_run_group_tests(tests, setup, teardown);
+}
