@@ -48,8 +48,9 @@ typedef struct op_args {
  * from the one with it, relative; 0 (bit for bit) for every op whose plain
  * and recorded passes run the same rule, rounding for a fused op whose
  * recorded pass falls back to primitives (ts_causal_attention). */
-static void expect_gradients_within(fixture *fx, const char *name, gc_fn f, const void *args,
-                                    double plain_tolerance, int n_in, ts_tensor *const *inputs) {
+static void check_gradients(fixture *fx, const char *name, gc_fn f, const void *args,
+                            double first_tolerance, double plain_tolerance, int n_in,
+                            ts_tensor *const *inputs) {
     static const enum gc_loss losses[] = {GC_LINEAR_LOSS, GC_QUADRATIC_LOSS};
     static const char *const loss_names[] = {"linear", "quadratic"};
     for (int l = 0; l < 2; l++) {
@@ -59,9 +60,9 @@ static void expect_gradients_within(fixture *fx, const char *name, gc_fn f, cons
                           r.n_elements, r.first_error, r.second_error,
                           r.second_is_constant ? " (constant gradient)" : "");
         if (r.n_elements == 0) fail_msg("%s: no input requires a gradient", name);
-        if (!(r.first_error <= GC_TOL_FIRST))
+        if (!(r.first_error <= first_tolerance))
             fail_msg("%s, %s loss: first-order relative error %.3g > %.1g at %s", name,
-                     loss_names[l], r.first_error, GC_TOL_FIRST, r.first_worst);
+                     loss_names[l], r.first_error, first_tolerance, r.first_worst);
         if (!(r.plain_vs_recorded <= plain_tolerance))
             fail_msg("%s, %s loss: the gradient differs without create_graph (%.3g) at %s", name,
                      loss_names[l], r.plain_vs_recorded, r.plain_worst);
@@ -73,6 +74,11 @@ static void expect_gradients_within(fixture *fx, const char *name, gc_fn f, cons
         if (losses[l] == GC_QUADRATIC_LOSS && r.second_is_constant)
             fail_msg("%s: create_graph recorded no dependence of the gradient on the input", name);
     }
+}
+
+static void expect_gradients_within(fixture *fx, const char *name, gc_fn f, const void *args,
+                                    double plain_tolerance, int n_in, ts_tensor *const *inputs) {
+    check_gradients(fx, name, f, args, GC_TOL_FIRST, plain_tolerance, n_in, inputs);
 }
 
 static void expect_gradients(fixture *fx, const char *name, gc_fn f, const void *args, int n_in,
@@ -715,8 +721,18 @@ static void test_attention(void **state) {
     ts_tensor *lv = gc_leaf(ctx, &fx->rng, TS_SHAPE(1, 1, 152, 2), -1, 1);
     ts_tensor *lks = gc_leaf(ctx, &fx->rng, TS_SHAPE(1, 1, 150, 2), -1, 1);
     ts_tensor *lvs = gc_leaf(ctx, &fx->rng, TS_SHAPE(1, 1, 150, 2), -1, 1);
-    expect_gradients(fx, "context_attention, 3 strips", f_context_attention, ARGS(.s = 0.8),
-                     INPUTS(lq, lk, lv, lks, lvs));
+    /* Its objective sums 300 outputs of 152-key softmaxes: in float the
+     * finite differences scatter more than elsewhere (first-order error
+     * 1.2e-3 to 5.0e-3 over 12 input draws), so this case alone allows
+     * 1e-2 there. A wrong rule is off at O(1); the double build checks
+     * the same case at GC_TOL_FIRST = 1e-6. */
+#ifdef TS_DOUBLE
+    const double long_context_first = GC_TOL_FIRST;
+#else
+    const double long_context_first = 1e-2;
+#endif
+    check_gradients(fx, "context_attention, 3 strips", f_context_attention, ARGS(.s = 0.8),
+                    long_context_first, 0, INPUTS(lq, lk, lv, lks, lvs));
 }
 
 /* ---------------------------------------------------------------- third order */
