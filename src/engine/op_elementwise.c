@@ -390,6 +390,102 @@ static void swiglu_rule(ts_ctx *ctx, ts_node *node, ts_tensor *g, const bool *ne
     if (needs[1]) gin[1] = ts_swiglu(ctx, a, g);
 }
 
+/* ---------------------------------------------------------------- packed SwiGLU
+ *
+ * ts_swiglu_packed(x) = silu(gate) up for x [..., 2 F] holding gate in its
+ * first F columns and up in its last F: what one GEMM over the stacked
+ * [w1; w3] weight writes, so neither half is copied out and the backward
+ * writes one [..., 2 F] gradient for that GEMM's rule. The values are
+ * ts_swiglu's and its rules', the same float operations in the same order;
+ * FLOPs booked as theirs. */
+static void swiglu_packed_rule(ts_ctx *ctx, ts_node *node, ts_tensor *g, const bool *needs,
+                               ts_tensor **gin);
+
+/* Columns of each half of x [..., 2 F]: F. */
+static int packed_half(ts_ctx *ctx, const char *op, const ts_tensor *x) {
+    int last = x->ndim > 0 ? x->shape[x->ndim - 1] : 0;
+    if (last < 2 || last % 2) {
+        char sx[64];
+        ts_fail(ctx, op, "input %s has no two halves in its last axis",
+                ts_shape_str(x, sx, sizeof sx));
+    }
+    return last / 2;
+}
+
+ts_tensor *ts_swiglu_packed(ts_ctx *ctx, ts_tensor *x) {
+    int f = packed_half(ctx, "swiglu_packed", x);
+    int shape[TS_MAX_DIMS];
+    for (int d = 0; d < x->ndim; d++) shape[d] = x->shape[d];
+    shape[x->ndim - 1] = f;
+    ts_tensor *out = ts_new(ctx, x->ndim, shape);
+    long rows = ctx->counting ? 0 : out->numel / f;
+    for (long r = 0; r < rows; r++) {
+        const ts_real *restrict pa = x->data + r * 2 * f, *restrict pb = pa + f;
+        ts_real *restrict po = out->data + r * f;
+        for (int i = 0; i < f; i++) po[i] = pa[i] * sigmoid_of(pa[i]) * pb[i];
+    }
+    ts_count_flops(ctx, 5.0 * (double)out->numel); /* as ts_swiglu */
+    ts_record(ctx, "swiglu_packed", swiglu_packed_rule, out, 1, &x);
+    return out;
+}
+
+/* The gradient of ts_swiglu_packed(x) for g [..., F], one [..., 2 F]:
+ * swiglu_grad_gate(gate, up, g) in the first half, ts_swiglu(gate, g) in the
+ * second. Its rule is those two ops' rules on the halves, in primitives. */
+static void swiglu_packed_grad_rule(ts_ctx *ctx, ts_node *node, ts_tensor *gout, const bool *needs,
+                                    ts_tensor **gin);
+
+static ts_tensor *swiglu_packed_grad(ts_ctx *ctx, ts_tensor *x, ts_tensor *g) {
+    int f = packed_half(ctx, "swiglu_packed_backward", x);
+    bool match = g->ndim == x->ndim && g->shape[g->ndim - 1] == f;
+    for (int d = 0; match && d < x->ndim - 1; d++) match = g->shape[d] == x->shape[d];
+    if (!match) {
+        char sx[64], sg[64];
+        ts_fail(ctx, "swiglu_packed_backward", "gradient %s does not match input %s",
+                ts_shape_str(g, sg, sizeof sg), ts_shape_str(x, sx, sizeof sx));
+    }
+    ts_tensor *out = ts_new_like(ctx, x);
+    long rows = ctx->counting ? 0 : g->numel / f;
+    for (long r = 0; r < rows; r++) {
+        const ts_real *restrict pa = x->data + r * 2 * f, *restrict pb = pa + f;
+        const ts_real *restrict pg = g->data + r * f;
+        ts_real *restrict pda = out->data + r * 2 * f, *restrict pdb = pda + f;
+        for (int i = 0; i < f; i++) {
+            ts_real s = sigmoid_of(pa[i]), u = pg[i] * pb[i];
+            pda[i] = u * s * (1 + pa[i] * (1 - s));
+            pdb[i] = pa[i] * s * pg[i];
+        }
+    }
+    ts_count_flops(ctx, 14.0 * (double)g->numel); /* swiglu_backward 9, swiglu 5 */
+    ts_record(ctx, "swiglu_packed_backward", swiglu_packed_grad_rule, out, 2,
+              (ts_tensor *[]){x, g});
+    return out;
+}
+
+/* With da = g up silu'(gate) and db = silu(gate) g, against gout = [ha, hb]:
+ *   d gate = silu_grad_dx(gate, g up, ha) + swiglu_grad_gate(gate, g, hb)
+ *   d up   = g silu_grad(gate, ha)
+ *   d g    = up silu_grad(gate, ha) + ts_swiglu(gate, hb). */
+static void swiglu_packed_grad_rule(ts_ctx *ctx, ts_node *node, ts_tensor *gout, const bool *needs,
+                                    ts_tensor **gin) {
+    ts_tensor *x = node->in[0], *g = node->in[1];
+    int axis = x->ndim - 1, f = x->shape[axis] / 2;
+    ts_tensor *gate = ts_slice(ctx, x, axis, 0, f), *up = ts_slice(ctx, x, axis, f, f);
+    ts_tensor *ha = ts_slice(ctx, gout, axis, 0, f), *hb = ts_slice(ctx, gout, axis, f, f);
+    ts_tensor *slope = silu_grad(ctx, gate, ha);
+    if (needs[0]) {
+        ts_tensor *d_gate = ts_add(ctx, silu_grad_dx(ctx, gate, ts_mul(ctx, g, up), ha),
+                                   swiglu_grad_gate(ctx, gate, g, hb));
+        gin[0] = ts_concat(ctx, 2, (ts_tensor *[]){d_gate, ts_mul(ctx, g, slope)}, axis);
+    }
+    if (needs[1]) gin[1] = ts_add(ctx, ts_mul(ctx, up, slope), ts_swiglu(ctx, gate, hb));
+}
+
+static void swiglu_packed_rule(ts_ctx *ctx, ts_node *node, ts_tensor *g, const bool *needs,
+                               ts_tensor **gin) {
+    if (needs[0]) gin[0] = swiglu_packed_grad(ctx, node->in[0], g);
+}
+
 enum unary_kind { UN_EXP, UN_LOG, UN_SQRT, UN_RSQRT, UN_SQUARE, UN_SIGMOID, UN_SILU };
 
 static ts_tensor *unary(ts_ctx *ctx, const char *op, enum unary_kind kind, ts_tensor *a,

@@ -31,6 +31,10 @@ ts_tensor *ts_silu(ts_ctx *ctx, ts_tensor *a);
 /* silu(a) * b (the SwiGLU gate) in one pass, a and b of one shape; the same
  * values as ts_mul(ts_silu(a), b), fused forward and first-order rule. */
 ts_tensor *ts_swiglu(ts_ctx *ctx, ts_tensor *a, ts_tensor *b);
+/* The same for x [..., 2 F] holding a in its first F columns and b in its
+ * last F (one GEMM over stacked [w1; w3] weights writes that): [..., F], and
+ * one [..., 2 F] gradient; differentiable to any order. */
+ts_tensor *ts_swiglu_packed(ts_ctx *ctx, ts_tensor *x);
 
 /* --- reductions and broadcasting (op_reduce.c) --- */
 /* Sums a into `shape` (same ndim or fewer, numpy broadcasting rules in reverse). */

@@ -88,7 +88,18 @@ ts_tensor *tpp_multihead_attention(ts_ctx *ctx, const tpp_block_params *p, ts_te
     return tpp_linear(ctx, p, tpp_merge_heads(ctx, a), p->wo);
 }
 
+/* Where w1 and w3 lie one after another in memory and the linear layers run
+ * locally on whole activations, gate and up are one GEMM over the stacked
+ * [2 F, D] weight (ts_adjacent_rows, as Q|K|V) and ts_swiglu_packed reads
+ * its two halves in place; otherwise (a linear hook, distributed
+ * activations, parameters elsewhere) the two products. */
 ts_tensor *tpp_swiglu(ts_ctx *ctx, const tpp_block_params *p, ts_tensor *h) {
+    ts_tensor *w[2] = {p->w1, p->w3};
+    bool local = (!p->linear || !p->linear->apply) && !ts_activations_distributed(p->activations);
+    if (local && ts_rows_adjacent(ctx, 2, w)) {
+        ts_tensor *gate_up = ts_matmul(ctx, h, ts_adjacent_rows(ctx, 2, w), false, true);
+        return tpp_linear(ctx, p, ts_swiglu_packed(ctx, gate_up), p->w2);
+    }
     ts_tensor *gate = tpp_linear(ctx, p, h, p->w1);
     return tpp_linear(ctx, p, ts_swiglu(ctx, gate, tpp_linear(ctx, p, h, p->w3)), p->w2);
 }

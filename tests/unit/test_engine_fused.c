@@ -160,6 +160,36 @@ static void test_swiglu_matches_silu_times(void **state) {
                             (size_t)grads[0][j]->numel * sizeof(ts_real));
 }
 
+static ts_tensor *swiglu_packed_fused(ts_ctx *ctx, ts_tensor *const *in, const ts_tensor *mask) {
+    (void)mask;
+    return ts_swiglu_packed(ctx, in[0]);
+}
+
+/* ts_swiglu on the two halves of the last axis, cut out by slices. */
+static ts_tensor *swiglu_packed_sliced(ts_ctx *ctx, ts_tensor *const *in, const ts_tensor *mask) {
+    (void)mask;
+    int axis = in[0]->ndim - 1, f = in[0]->shape[axis] / 2;
+    return ts_swiglu(ctx, ts_slice(ctx, in[0], axis, 0, f), ts_slice(ctx, in[0], axis, f, f));
+}
+
+/* The packed SwiGLU is ts_swiglu on the halves of its input: the same value
+ * and plain gradient bit for bit (the same float operations), second-order
+ * terms to rounding. */
+static void test_swiglu_packed_matches_halves(void **state) {
+    fixture *fx = *state;
+    ts_ctx *ctx = &fx->ctx;
+    ts_tensor *in[1] = {leaf(fx, TS_SHAPE(3, 5, 14), -6, 6)};
+    expect_same_function(fx, swiglu_packed_fused, swiglu_packed_sliced, 1, in, NULL,
+                         "swiglu_packed");
+    ts_tensor *y[2] = {swiglu_packed_fused(ctx, in, NULL), swiglu_packed_sliced(ctx, in, NULL)};
+    assert_int_equal(y[0]->ndim, 3);
+    assert_int_equal(y[0]->shape[2], 7);
+    ts_tensor *w = constant(fx, y[0]), *grads[2];
+    for (int k = 0; k < 2; k++) ts_grad(ctx, 1, &y[k], &w, 1, in, &grads[k], false);
+    assert_memory_equal(y[0]->data, y[1]->data, (size_t)y[0]->numel * sizeof(ts_real));
+    assert_memory_equal(grads[0]->data, grads[1]->data, (size_t)grads[0]->numel * sizeof(ts_real));
+}
+
 static void test_silu_rule_matches_primitives(void **state) {
     fixture *fx = *state;
     ts_tensor *x = leaf(fx, TS_SHAPE(5, 7), -6, 6);
@@ -489,6 +519,7 @@ int main(void) {
         cmocka_unit_test(test_rmsnorm_matches_primitives),
         cmocka_unit_test(test_silu_rule_matches_primitives),
         cmocka_unit_test(test_swiglu_matches_silu_times),
+        cmocka_unit_test(test_swiglu_packed_matches_halves),
         cmocka_unit_test(test_silu_second_derivative_matches_primitives),
         cmocka_unit_test(test_causal_softmax_matches_primitives),
         cmocka_unit_test(test_causal_attention_matches_primitives),

@@ -110,6 +110,11 @@ BINARY_BUILDER(mul)
 BINARY_BUILDER(div)
 BINARY_BUILDER(swiglu)
 
+static ts_tensor *f_swiglu_packed(ts_ctx *ctx, ts_tensor *const *in, const void *args) {
+    (void)args;
+    return ts_swiglu_packed(ctx, in[0]);
+}
+
 /* The same tensor on both sides: its two gradient contributions must add up. */
 static ts_tensor *f_mul_self(ts_ctx *ctx, ts_tensor *const *in, const void *args) {
     (void)args;
@@ -445,6 +450,13 @@ static void test_swiglu(void **state) {
     ts_tensor *a = gc_leaf(&fx->ctx, &fx->rng, TS_SHAPE(3, 4), -4, 4);
     ts_tensor *b = gc_leaf(&fx->ctx, &fx->rng, TS_SHAPE(3, 4), -2, 2);
     expect_gradients(fx, "swiglu", f_swiglu, ARGS(0), INPUTS(a, b));
+}
+
+/* Gate and up side by side in each row of one [..., 2 F] input. */
+static void test_swiglu_packed(void **state) {
+    fixture *fx = *state;
+    ts_tensor *x = gc_leaf(&fx->ctx, &fx->rng, TS_SHAPE(2, 3, 8), -4, 4);
+    expect_gradients(fx, "swiglu_packed", f_swiglu_packed, ARGS(0), INPUTS(x));
 }
 
 /* ---------------------------------------------------------------- reductions */
@@ -796,6 +808,8 @@ static void test_third_order_elementwise(void **state) {
     expect_third_order(fx, "silu", f_silu, ARGS(0), 0, INPUTS(x));
     expect_third_order(fx, "swiglu", f_swiglu, ARGS(0), 0, INPUTS(x, positive));
     expect_third_order(fx, "swiglu", f_swiglu, ARGS(0), 1, INPUTS(x, positive));
+    ts_tensor *gate_up = gc_leaf(ctx, &fx->rng, TS_SHAPE(2, 6), -1.5, 1.5);
+    expect_third_order(fx, "swiglu_packed", f_swiglu_packed, ARGS(0), 0, INPUTS(gate_up));
     expect_third_order(fx, "div", f_div, ARGS(0), 0, INPUTS(x, row));
     expect_third_order(fx, "div", f_div, ARGS(0), 1, INPUTS(x, row));
 }
@@ -957,6 +971,7 @@ int main(void) {
         T(test_sigmoid),
         T(test_silu),
         T(test_swiglu),
+        T(test_swiglu_packed),
         T(test_sum_to),
         T(test_broadcast_to),
         T(test_sum_and_mean_axis),

@@ -1,9 +1,9 @@
-/* The Transformer++ block's fused Q|K|V product: one GEMM over wq, wk and
- * wv where they lie one after another in the model's flat buffer, and the
- * three products side by side where they do not (parameters held
- * elsewhere) or where a linear hook runs the layers (tensor parallelism).
- * Both paths give the same loss and the same gradients, in the same
- * places, and each engages where it should. */
+/* The Transformer++ block's fused products: one GEMM over wq, wk and wv,
+ * and one over w1 and w3 (read in place by ts_swiglu_packed), where they lie
+ * one after another in the model's flat buffer; the separate products where
+ * they do not (parameters held elsewhere) or where a linear hook runs the
+ * layers (tensor parallelism). Every path gives the same loss and the same
+ * gradients, in the same places, and each engages where it should. */
 #include <math.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -108,33 +108,46 @@ static void expect_close(const ts_real *a, const ts_real *b, long n, const char 
             fail_msg("%s: element %ld: %.12g against %.12g", what, i, (double)a[i], (double)b[i]);
 }
 
-/* The fused run: one adjacent_rows view and no concatenation per block. */
+/* Which products a run fused: Q|K|V and W1|W3. */
+typedef struct fused_paths {
+    bool qkv, mlp;
+} fused_paths;
+
+/* Each fused product is one adjacent_rows view per block; Q|K|V's fallback
+ * concatenates its three products, W1|W3's runs ts_swiglu on two. */
+static void expect_paths(const ts_profile *p, fused_paths fused) {
+    assert_int_equal(forward_calls(p, "adjacent_rows"), DEPTH * (fused.qkv + fused.mlp));
+    assert_int_equal(forward_calls(p, "concat"), fused.qkv ? 0 : DEPTH);
+    assert_int_equal(forward_calls(p, "swiglu_packed"), fused.mlp ? DEPTH : 0);
+    assert_int_equal(forward_calls(p, "swiglu"), fused.mlp ? 0 : DEPTH);
+}
+
+/* The fused run: both products fused in every block. */
 static double fused_run(fixture *f, ts_real **grads) {
     ts_profile profile;
     double loss = loss_and_gradients(f, &profile);
-    assert_int_equal(forward_calls(&profile, "adjacent_rows"), DEPTH);
-    assert_int_equal(forward_calls(&profile, "concat"), 0);
+    expect_paths(&profile, (fused_paths){true, true});
     *grads = gradients(f->model);
     return loss;
 }
 
-/* The same run after `change`, which must make every block fall back. */
+/* The same run after a change that makes every block fall back where
+ * `fused` says it does not fuse. */
 static void expect_fallback_equal(fixture *f, double fused_loss, const ts_real *fused_grads,
-                                  const char *what) {
+                                  fused_paths fused, const char *what) {
     ts_profile profile;
     double loss = loss_and_gradients(f, &profile);
-    assert_int_equal(forward_calls(&profile, "adjacent_rows"), 0);
-    assert_int_equal(forward_calls(&profile, "concat"), DEPTH);
+    expect_paths(&profile, fused);
     assert_true(fabs(loss - fused_loss) <= TOL * fabs(fused_loss));
     ts_real *grads = gradients(f->model);
     expect_close(grads, fused_grads, f->model->table.total, what);
     free(grads);
 }
 
-/* wk of every block moved out of the flat buffer (as a layout that holds
- * parameters elsewhere would): the three products, same results. */
-static void test_fallback_when_not_adjacent(void **state) {
-    fixture *f = *state;
+/* The parameter `suffix` of every block moved out of the flat buffer (as a
+ * layout that holds parameters elsewhere would): the separate products of
+ * its group, same results. */
+static void expect_fallback_when_moved(fixture *f, const char *suffix, fused_paths fused) {
     ts_model *m = f->model;
     ts_real *fused_grads;
     double fused_loss = fused_run(f, &fused_grads);
@@ -143,7 +156,7 @@ static void test_fallback_when_not_adjacent(void **state) {
     int index[DEPTH];
     for (int l = 0; l < DEPTH; l++) {
         char name[TS_PARAM_NAME_MAX];
-        snprintf(name, sizeof name, "layers.%d.attention.wk", l);
+        snprintf(name, sizeof name, "layers.%d.%s", l, suffix);
         index[l] = ts_param_table_find(&m->table, name);
         assert_true(index[l] >= 0);
         const ts_param_entry *e = &m->table.entries[index[l]];
@@ -154,12 +167,20 @@ static void test_fallback_when_not_adjacent(void **state) {
         m->tensors[index[l]] =
             ts_param(&f->ctx, moved[l], moved[l] + e->numel, e->ndim, e->shape, kept[l]->name);
     }
-    expect_fallback_equal(f, fused_loss, fused_grads, "wk moved");
+    expect_fallback_equal(f, fused_loss, fused_grads, fused, suffix);
     for (int l = 0; l < DEPTH; l++) {
         m->tensors[index[l]] = kept[l];
         free(moved[l]);
     }
     free(fused_grads);
+}
+
+static void test_fallback_when_wk_not_adjacent(void **state) {
+    expect_fallback_when_moved(*state, "attention.wk", (fused_paths){false, true});
+}
+
+static void test_fallback_when_w3_not_adjacent(void **state) {
+    expect_fallback_when_moved(*state, "mlp.w3", (fused_paths){true, false});
 }
 
 static ts_tensor *local_linear(void *user, ts_ctx *ctx, ts_tensor *x, ts_tensor *w) {
@@ -168,20 +189,21 @@ static ts_tensor *local_linear(void *user, ts_ctx *ctx, ts_tensor *x, ts_tensor 
 }
 
 /* A linear hook (how tensor parallelism runs the layers) gets each of the
- * three products: same results. */
+ * five products: same results. */
 static void test_fallback_under_linear_hook(void **state) {
     fixture *f = *state;
     ts_real *fused_grads;
     double fused_loss = fused_run(f, &fused_grads);
     f->model->linear = (ts_linear_hook){.apply = local_linear};
-    expect_fallback_equal(f, fused_loss, fused_grads, "linear hook");
+    expect_fallback_equal(f, fused_loss, fused_grads, (fused_paths){false, false}, "linear hook");
     f->model->linear = (ts_linear_hook){0};
     free(fused_grads);
 }
 
 int main(void) {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_fallback_when_not_adjacent),
+        cmocka_unit_test(test_fallback_when_wk_not_adjacent),
+        cmocka_unit_test(test_fallback_when_w3_not_adjacent),
         cmocka_unit_test(test_fallback_under_linear_hook),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
