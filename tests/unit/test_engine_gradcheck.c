@@ -267,6 +267,11 @@ static ts_tensor *f_context_attention(ts_ctx *ctx, ts_tensor *const *in, const v
     return ts_context_attention(ctx, in[0], in[1], in[2], in[3], in[4], ((const op_args *)args)->s);
 }
 
+static ts_tensor *f_context_attention_tokens(ts_ctx *ctx, ts_tensor *const *in, const void *args) {
+    return ts_context_attention_tokens(ctx, in[0], in[1], in[2], in[3], in[4],
+                                       ((const op_args *)args)->s);
+}
+
 /* Relative rounding allowed between the fused plain backward of
  * ts_causal_attention and its primitive recorded one (sums split by strip). */
 #ifdef TS_DOUBLE
@@ -717,6 +722,19 @@ static void test_attention(void **state) {
     ts_tensor *lvs = gc_leaf(ctx, &fx->rng, TS_SHAPE(1, 1, 150, 2), -1, 1);
     expect_gradients(fx, "context_attention, 3 strips", f_context_attention, ARGS(.s = 0.8),
                      INPUTS(lq, lk, lv, lks, lvs));
+    /* Token-major rows [B, L, H, dh] against context [B, H, C, dh]. */
+    ts_tensor *tq = gc_leaf(ctx, &fx->rng, TS_SHAPE(2, 4, 2, 3), -1, 1);
+    ts_tensor *tks = gc_leaf(ctx, &fx->rng, TS_SHAPE(2, 4, 2, 3), -1, 1);
+    ts_tensor *tvs = gc_leaf(ctx, &fx->rng, TS_SHAPE(2, 4, 2, 3), -1, 1);
+    expect_gradients(fx, "context_attention_tokens", f_context_attention_tokens, ARGS(.s = scale),
+                     INPUTS(tq, ck, cv, tks, tvs));
+    ts_tensor *tlq = gc_leaf(ctx, &fx->rng, TS_SHAPE(1, 150, 2, 2), -1, 1);
+    ts_tensor *tlk = gc_leaf(ctx, &fx->rng, TS_SHAPE(1, 2, 152, 2), -1, 1);
+    ts_tensor *tlv = gc_leaf(ctx, &fx->rng, TS_SHAPE(1, 2, 152, 2), -1, 1);
+    ts_tensor *tlks = gc_leaf(ctx, &fx->rng, TS_SHAPE(1, 150, 2, 2), -1, 1);
+    ts_tensor *tlvs = gc_leaf(ctx, &fx->rng, TS_SHAPE(1, 150, 2, 2), -1, 1);
+    expect_gradients(fx, "context_attention_tokens, 3 strips", f_context_attention_tokens,
+                     ARGS(.s = 0.8), INPUTS(tlq, tlk, tlv, tlks, tlvs));
 }
 
 /* ---------------------------------------------------------------- third order */
@@ -829,6 +847,12 @@ static void test_third_order_layers(void **state) {
     expect_third_order_within(fx, "causal_attention_packed", f_causal_attention_packed,
                               ARGS(.s = 0.7, .i = {2}, .index = positions), 0, FUSED_PLAIN_TOL,
                               INPUTS(qkv));
+    ts_tensor *tq = gc_leaf(ctx, &fx->rng, TS_SHAPE(1, 3, 2, 2), -1, 1);
+    ts_tensor *tks = gc_leaf(ctx, &fx->rng, TS_SHAPE(1, 3, 2, 2), -1, 1);
+    ts_tensor *tvs = gc_leaf(ctx, &fx->rng, TS_SHAPE(1, 3, 2, 2), -1, 1);
+    for (int wrt = 0; wrt < 5; wrt++)
+        expect_third_order(fx, "context_attention_tokens", f_context_attention_tokens,
+                           ARGS(.s = 0.7), wrt, INPUTS(tq, ck, cv, tks, tvs));
 }
 
 /* d^n/dx^n of an elementwise f, n = 1..order, by nested ts_grad: the gradient
