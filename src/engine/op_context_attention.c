@@ -46,7 +46,24 @@ enum { CONTEXT_STRIP = 64 };
 typedef struct context_shape {
     long heads;
     int rows, keys, dh; /* L, C, dh; the layout is [L, C + 1] */
+    /* Rows tensors (queries, their own keys and values, the rows' outputs
+     * and gradients) token-major, [B, L, H, dh] (ts_context_attention_tokens):
+     * head hh = b H + h starts at (b L H + h) dh, rows n_heads dh apart.
+     * Otherwise [..., L, dh] per head, rows dh apart. */
+    bool token_major;
+    int n_heads;
 } context_shape;
+
+/* Offset of head hh's first row in a rows tensor, and its row stride. */
+static long rows_head(context_shape s, long hh) {
+    if (!s.token_major) return hh * (long)s.rows * s.dh;
+    long b = hh / s.n_heads, h = hh % s.n_heads;
+    return (b * s.rows * s.n_heads + h) * s.dh;
+}
+
+static int rows_stride(context_shape s) {
+    return s.token_major ? s.n_heads * s.dh : s.dh;
+}
 
 /* Rows of the strip starting at i0 (the last one may be partial). */
 static int strip_rows(int rows, int i0) {
@@ -81,12 +98,30 @@ static bool same_leading(const ts_tensor *x, const ts_tensor *y) {
     return true;
 }
 
+/* A rows tensor's header as its head-major shape: token-major [B, L, H, dh]
+ * seen as [B, H, L, dh] (shape checks only). */
+static ts_tensor head_major(const ts_tensor *rows, bool token_major) {
+    ts_tensor t = *rows;
+    if (token_major && t.ndim == 4) {
+        t.shape[1] = rows->shape[2];
+        t.shape[2] = rows->shape[1];
+    }
+    return t;
+}
+
 /* Checks rows [..., L, dh], context [..., C, dh] (C >= L) and, when given,
- * self [..., L, dh] and layout [..., L, C + 1]. */
-static context_shape context_shape_of(ts_ctx *ctx, const char *op, const ts_tensor *rows,
-                                      const ts_tensor *context, const ts_tensor *self,
-                                      const ts_tensor *layout) {
+ * self [..., L, dh] and layout [..., L, C + 1]; token-major rows and self
+ * [B, L, H, dh] against context [B, H, C, dh] and layout [B, H, L, C + 1]. */
+static context_shape context_shape_of(ts_ctx *ctx, const char *op, const ts_tensor *rows_in,
+                                      const ts_tensor *context, const ts_tensor *self_in,
+                                      const ts_tensor *layout, bool token_major) {
     char s1[64], s2[64], s3[64], s4[64];
+    if (token_major && (rows_in->ndim != 4 || (self_in && self_in->ndim != 4)))
+        ts_fail(ctx, op, "token-major rows %s need 4 dims [B, L, H, dh]",
+                ts_shape_str(rows_in, s1, sizeof s1));
+    ts_tensor rows_view = head_major(rows_in, token_major);
+    ts_tensor self_view = self_in ? head_major(self_in, token_major) : rows_view;
+    const ts_tensor *rows = &rows_view, *self = self_in ? &self_view : NULL;
     int n = rows->ndim;
     bool ok =
         n >= 2 && same_leading(rows, context) && context->shape[n - 1] == rows->shape[n - 1] &&
@@ -101,7 +136,9 @@ static context_shape context_shape_of(ts_ctx *ctx, const char *op, const ts_tens
                 ts_shape_str(context, s3, sizeof s3),
                 layout ? ts_shape_str(layout, s4, sizeof s4) : "-");
     int l = rows->shape[n - 2], dh = rows->shape[n - 1];
-    return (context_shape){rows->numel / ((long)l * dh), l, context->shape[n - 2], dh};
+    return (context_shape){
+        rows->numel / ((long)l * dh),    l, context->shape[n - 2], dh, token_major,
+        token_major ? rows->shape[1] : 0};
 }
 
 /* The strip's visible part of a layout tensor (rows [i0, i0 + rows), context
@@ -119,15 +156,24 @@ static void visible_strip(const ts_real *layout_head, int width, int i0, int row
 }
 
 static ts_tensor *context_product(ts_ctx *ctx, ts_tensor *a, ts_tensor *b, ts_tensor *b_self,
-                                  double alpha);
+                                  double alpha, bool token_major);
 static ts_tensor *context_mix(ts_ctx *ctx, ts_tensor *p, ts_tensor *v, ts_tensor *v_self,
-                              double alpha);
-static ts_tensor *context_mix_t(ts_ctx *ctx, ts_tensor *p, ts_tensor *g, double alpha);
+                              double alpha, bool token_major);
+static ts_tensor *context_mix_t(ts_ctx *ctx, ts_tensor *p, ts_tensor *g, double alpha,
+                                bool token_major);
 
 /* FLOPs of the factor alpha of every op below: one product per element of
  * the operand the scores' scale was applied to (the scale op it replaces). */
 static double alpha_flops(double alpha, const ts_tensor *scaled) {
     return alpha != 1 ? (double)scaled->numel : 0;
+}
+
+/* Every op records alpha and whether its rows are token-major, and hands
+ * both on to its rule's ops. */
+static void keep_attributes(ts_node *node, double alpha, bool token_major) {
+    if (!node) return;
+    node->fattr[0] = alpha;
+    node->iattr[0] = token_major;
 }
 
 /* The self column's two bilinear ops (sixth round, docs/performance.md; they
@@ -141,25 +187,38 @@ static double alpha_flops(double alpha, const ts_tensor *scaled) {
  *   self_scale:  dlayout = self_column(h, x), dx = self_scale(layout, h);
  *   self_column: dh = self_scale(G, x), dx = self_scale(G, h). */
 static ts_tensor *context_self_column(ts_ctx *ctx, ts_tensor *h, ts_tensor *x, int width,
-                                      double alpha);
+                                      double alpha, bool token_major);
 
 static void context_self_scale_rule(ts_ctx *ctx, ts_node *node, ts_tensor *h, const bool *needs,
                                     ts_tensor **gin);
 
-static ts_tensor *context_self_scale(ts_ctx *ctx, ts_tensor *layout, ts_tensor *x, double alpha) {
-    int n = x->ndim, width = layout->shape[n - 1];
+/* The layout of rows x: heads and rows per head (x [..., L, dh] or
+ * token-major [B, L, H, dh]), for the self column's loops. */
+static context_shape self_shape(const ts_tensor *x, bool token_major) {
+    int n = x->ndim, dh = x->shape[n - 1];
+    int rows = token_major ? x->shape[1] : x->shape[n - 2];
+    return (context_shape){x->numel / ((long)rows * dh), rows, 0, dh, token_major,
+                           token_major ? x->shape[2] : 0};
+}
+
+static ts_tensor *context_self_scale(ts_ctx *ctx, ts_tensor *layout, ts_tensor *x, double alpha,
+                                     bool token_major) {
+    int width = layout->shape[layout->ndim - 1];
     ts_tensor *out = ts_new_like(ctx, x);
-    long rows = x->numel / x->shape[n - 1], dh = x->shape[n - 1];
-    for (long r = 0; r < (ctx->counting ? 0 : rows); r++) {
-        ts_real p = (ts_real)alpha * layout->data[r * width + width - 1];
-        const ts_real *xr = x->data + r * dh;
-        ts_real *o = out->data + r * dh;
-        for (long c = 0; c < dh; c++) o[c] = p * xr[c];
-    }
+    context_shape s = self_shape(x, token_major);
+    int ld = rows_stride(s);
+    for (long hh = 0; hh < (ctx->counting ? 0 : s.heads); hh++)
+        for (int r = 0; r < s.rows; r++) {
+            ts_real p = (ts_real)alpha * layout->data[(hh * s.rows + r) * width + width - 1];
+            long at = rows_head(s, hh) + (long)r * ld;
+            const ts_real *xr = x->data + at;
+            ts_real *o = out->data + at;
+            for (long c = 0; c < s.dh; c++) o[c] = p * xr[c];
+        }
     ts_count_flops(ctx, (double)x->numel + alpha_flops(alpha, x)); /* as the product */
     ts_node *node = ts_record(ctx, "context_self_scale", context_self_scale_rule, out, 2,
                               (ts_tensor *[]){layout, x});
-    if (node) node->fattr[0] = alpha;
+    keep_attributes(node, alpha, token_major);
     return out;
 }
 
@@ -167,42 +226,49 @@ static void context_self_scale_rule(ts_ctx *ctx, ts_node *node, ts_tensor *h, co
                                     ts_tensor **gin) {
     ts_tensor *layout = node->in[0], *x = node->in[1];
     double alpha = node->fattr[0];
-    if (needs[0]) gin[0] = context_self_column(ctx, h, x, layout->shape[layout->ndim - 1], alpha);
-    if (needs[1]) gin[1] = context_self_scale(ctx, layout, h, alpha);
+    bool tm = node->iattr[0];
+    if (needs[0])
+        gin[0] = context_self_column(ctx, h, x, layout->shape[layout->ndim - 1], alpha, tm);
+    if (needs[1]) gin[1] = context_self_scale(ctx, layout, h, alpha, tm);
 }
 
 static void context_self_column_rule(ts_ctx *ctx, ts_node *node, ts_tensor *g, const bool *needs,
                                      ts_tensor **gin) {
     ts_tensor *h = node->in[0], *x = node->in[1];
-    if (needs[0]) gin[0] = context_self_scale(ctx, g, x, node->fattr[0]);
-    if (needs[1]) gin[1] = context_self_scale(ctx, g, h, node->fattr[0]);
+    bool tm = node->iattr[0];
+    if (needs[0]) gin[0] = context_self_scale(ctx, g, x, node->fattr[0], tm);
+    if (needs[1]) gin[1] = context_self_scale(ctx, g, h, node->fattr[0], tm);
 }
 
 static ts_tensor *context_self_column(ts_ctx *ctx, ts_tensor *h, ts_tensor *x, int width,
-                                      double alpha) {
+                                      double alpha, bool token_major) {
+    ts_tensor view = head_major(x, token_major);
     int n = x->ndim, shape[TS_MAX_DIMS];
-    for (int i = 0; i < n; i++) shape[i] = x->shape[i];
+    for (int i = 0; i < n; i++) shape[i] = view.shape[i];
     shape[n - 1] = width;
     ts_tensor *out = ts_new(ctx, n, shape);
-    long rows = x->numel / x->shape[n - 1], dh = x->shape[n - 1];
-    for (long r = 0; r < (ctx->counting ? 0 : rows); r++) { /* each row written once */
-        const ts_real *hr = h->data + r * dh, *xr = x->data + r * dh;
-        ts_real *o = out->data + r * width;
-        for (int c = 0; c < width - 1; c++) o[c] = 0;
-        double lane[TS_LANES] = {0};
-        long c = 0;
-        for (; c + TS_LANES <= dh; c += TS_LANES)
-            for (int j = 0; j < TS_LANES; j++) lane[j] += (ts_real)(hr[c + j] * xr[c + j]);
-        double sum = ts_combine_wide_lanes(lane);
-        for (; c < dh; c++) sum += (ts_real)(hr[c] * xr[c]);
-        o[width - 1] = 0; /* 0 + the sum, as sum_to's zeroed output plus the sum */
-        o[width - 1] += (ts_real)(sum * alpha);
-    }
+    context_shape s = self_shape(x, token_major);
+    int ld = rows_stride(s);
+    for (long hh = 0; hh < (ctx->counting ? 0 : s.heads); hh++)
+        for (int r = 0; r < s.rows; r++) { /* each row written once */
+            long at = rows_head(s, hh) + (long)r * ld;
+            const ts_real *hr = h->data + at, *xr = x->data + at;
+            ts_real *o = out->data + (hh * s.rows + r) * width;
+            for (int c = 0; c < width - 1; c++) o[c] = 0;
+            double lane[TS_LANES] = {0};
+            long c = 0;
+            for (; c + TS_LANES <= s.dh; c += TS_LANES)
+                for (int j = 0; j < TS_LANES; j++) lane[j] += (ts_real)(hr[c + j] * xr[c + j]);
+            double sum = ts_combine_wide_lanes(lane);
+            for (; c < s.dh; c++) sum += (ts_real)(hr[c] * xr[c]);
+            o[width - 1] = 0; /* 0 + the sum, as sum_to's zeroed output plus the sum */
+            o[width - 1] += (ts_real)(sum * alpha);
+        }
     /* as the product and row sum it replaces */
     ts_count_flops(ctx, 2.0 * (double)x->numel + alpha_flops(alpha, x));
     ts_node *node = ts_record(ctx, "context_self_column", context_self_column_rule, out, 2,
                               (ts_tensor *[]){h, x});
-    if (node) node->fattr[0] = alpha;
+    keep_attributes(node, alpha, token_major);
     return out;
 }
 
@@ -210,37 +276,38 @@ static void context_product_rule(ts_ctx *ctx, ts_node *node, ts_tensor *g, const
                                  ts_tensor **gin) {
     ts_tensor *a = node->in[0], *b = node->in[1], *b_self = node->n_in > 2 ? node->in[2] : NULL;
     double alpha = node->fattr[0];
-    if (needs[0]) gin[0] = context_mix(ctx, g, b, b_self, alpha);
-    if (needs[1]) gin[1] = context_mix_t(ctx, g, a, alpha);
-    if (b_self && needs[2]) gin[2] = context_self_scale(ctx, g, a, alpha);
+    bool tm = node->iattr[0];
+    if (needs[0]) gin[0] = context_mix(ctx, g, b, b_self, alpha, tm);
+    if (needs[1]) gin[1] = context_mix_t(ctx, g, a, alpha, tm);
+    if (b_self && needs[2]) gin[2] = context_self_scale(ctx, g, a, alpha, tm);
 }
 
 static ts_tensor *context_product(ts_ctx *ctx, ts_tensor *a, ts_tensor *b, ts_tensor *b_self,
-                                  double alpha) {
-    context_shape s = context_shape_of(ctx, "context_product", a, b, b_self, NULL);
-    int width = s.keys + 1, offset = s.keys - s.rows, shape[TS_MAX_DIMS];
-    for (int i = 0; i < a->ndim; i++) shape[i] = a->shape[i];
+                                  double alpha, bool token_major) {
+    context_shape s = context_shape_of(ctx, "context_product", a, b, b_self, NULL, token_major);
+    ts_tensor view = head_major(a, token_major);
+    int width = s.keys + 1, offset = s.keys - s.rows, shape[TS_MAX_DIMS], ld = rows_stride(s);
+    for (int i = 0; i < a->ndim; i++) shape[i] = view.shape[i];
     shape[a->ndim - 1] = width;
     ts_tensor *out = ts_new(ctx, a->ndim, shape);
     if (!ctx->counting) {
-        long a_size = (long)s.rows * s.dh, b_size = (long)s.keys * s.dh;
-        long o_size = (long)s.rows * width;
+        long b_size = (long)s.keys * s.dh, o_size = (long)s.rows * width;
         for (long h = 0; h < s.heads; h++) {
-            const ts_real *ah = a->data + h * a_size, *bh = b->data + h * b_size;
+            long a_at = rows_head(s, h);
+            const ts_real *ah = a->data + a_at, *bh = b->data + h * b_size;
             ts_real *oh = out->data + h * o_size;
             for (int i0 = 0; i0 < s.rows; i0 += CONTEXT_STRIP) {
                 int rows = strip_rows(s.rows, i0), strip_keys = i0 + rows + offset;
                 ts_cblas_gemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, strip_keys, s.dh,
-                              (ts_real)alpha, ah + (long)i0 * s.dh, s.dh, bh, s.dh, 0,
+                              (ts_real)alpha, ah + (long)i0 * ld, ld, bh, s.dh, 0,
                               oh + (long)i0 * width, width);
                 for (int r = 0; r < rows; r++) {
                     ts_real *row = oh + (long)(i0 + r) * width;
-                    long at = (long)(i0 + r) * s.dh;
+                    long at = (long)(i0 + r) * ld;
                     for (int c = i0 + r + offset + 1; c < s.keys; c++) row[c] = 0;
-                    row[s.keys] =
-                        b_self ? (ts_real)alpha *
-                                     ts_row_dot(ah + at, b_self->data + h * a_size + at, s.dh)
-                               : 0;
+                    row[s.keys] = b_self ? (ts_real)alpha *
+                                               ts_row_dot(ah + at, b_self->data + a_at + at, s.dh)
+                                         : 0;
                 }
             }
         }
@@ -250,7 +317,7 @@ static ts_tensor *context_product(ts_ctx *ctx, ts_tensor *a, ts_tensor *b, ts_te
                             (b_self ? 2.0 * (double)a->numel : 0) + alpha_flops(alpha, a));
     ts_node *node = ts_record(ctx, "context_product", context_product_rule, out, b_self ? 3 : 2,
                               (ts_tensor *[]){a, b, b_self});
-    if (node) node->fattr[0] = alpha;
+    keep_attributes(node, alpha, token_major);
     return out;
 }
 
@@ -258,39 +325,43 @@ static void context_mix_rule(ts_ctx *ctx, ts_node *node, ts_tensor *g, const boo
                              ts_tensor **gin) {
     ts_tensor *p = node->in[0], *v = node->in[1], *v_self = node->n_in > 2 ? node->in[2] : NULL;
     double alpha = node->fattr[0];
-    if (needs[0]) gin[0] = context_product(ctx, g, v, v_self, alpha);
-    if (needs[1]) gin[1] = context_mix_t(ctx, p, g, alpha);
-    if (v_self && needs[2]) gin[2] = context_self_scale(ctx, p, g, alpha);
+    bool tm = node->iattr[0];
+    if (needs[0]) gin[0] = context_product(ctx, g, v, v_self, alpha, tm);
+    if (needs[1]) gin[1] = context_mix_t(ctx, p, g, alpha, tm);
+    if (v_self && needs[2]) gin[2] = context_self_scale(ctx, p, g, alpha, tm);
 }
 
 static ts_tensor *context_mix(ts_ctx *ctx, ts_tensor *p, ts_tensor *v, ts_tensor *v_self,
-                              double alpha) {
+                              double alpha, bool token_major) {
     ts_tensor *like = v_self;
-    if (!like) { /* the output's shape: p's rows, v's width */
+    if (!like) { /* the output's shape: p's rows, v's width (token-major: [B, L, H, dh]) */
         int shape[TS_MAX_DIMS];
         for (int i = 0; i < p->ndim; i++) shape[i] = p->shape[i];
         shape[p->ndim - 1] = v->shape[v->ndim - 1];
+        if (token_major && p->ndim == 4) {
+            shape[1] = p->shape[2];
+            shape[2] = p->shape[1];
+        }
         like = ts_new(ctx, p->ndim, shape);
     }
-    context_shape s = context_shape_of(ctx, "context_mix", like, v, NULL, p);
-    int width = s.keys + 1, offset = s.keys - s.rows;
+    context_shape s = context_shape_of(ctx, "context_mix", like, v, NULL, p, token_major);
+    int width = s.keys + 1, offset = s.keys - s.rows, ld = rows_stride(s);
     ts_tensor *out = v_self ? ts_new_like(ctx, v_self) : like;
     if (!ctx->counting) {
         ts_real *buf = ts_alloc(ctx, (size_t)CONTEXT_STRIP * s.keys * sizeof *buf);
-        long o_size = (long)s.rows * s.dh, v_size = (long)s.keys * s.dh;
-        long p_size = (long)s.rows * width;
+        long v_size = (long)s.keys * s.dh, p_size = (long)s.rows * width;
         for (long h = 0; h < s.heads; h++) {
             const ts_real *ph = p->data + h * p_size, *vh = v->data + h * v_size;
             for (int i0 = 0; i0 < s.rows; i0 += CONTEXT_STRIP) {
                 int rows = strip_rows(s.rows, i0), strip_keys = i0 + rows + offset;
-                long at = h * o_size + (long)i0 * s.dh;
+                long at = rows_head(s, h) + (long)i0 * ld;
                 visible_strip(ph, width, i0, rows, strip_keys, offset, buf);
                 ts_cblas_gemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, rows, s.dh, strip_keys,
-                              (ts_real)alpha, buf, strip_keys, vh, s.dh, 0, out->data + at, s.dh);
+                              (ts_real)alpha, buf, strip_keys, vh, s.dh, 0, out->data + at, ld);
                 for (int r = 0; v_self && r < rows; r++) {
                     ts_real p_self = (ts_real)alpha * ph[(long)(i0 + r) * width + s.keys];
-                    ts_real *o = out->data + at + (long)r * s.dh;
-                    const ts_real *vs = v_self->data + at + (long)r * s.dh;
+                    ts_real *o = out->data + at + (long)r * ld;
+                    const ts_real *vs = v_self->data + at + (long)r * ld;
                     for (int c = 0; c < s.dh; c++) o[c] += p_self * vs[c];
                 }
             }
@@ -301,35 +372,37 @@ static ts_tensor *context_mix(ts_ctx *ctx, ts_tensor *p, ts_tensor *v, ts_tensor
                             (v_self ? 2.0 * (double)out->numel : 0) + alpha_flops(alpha, out));
     ts_node *node = ts_record(ctx, "context_mix", context_mix_rule, out, v_self ? 3 : 2,
                               (ts_tensor *[]){p, v, v_self});
-    if (node) node->fattr[0] = alpha;
+    keep_attributes(node, alpha, token_major);
     return out;
 }
 
 static void context_mix_t_rule(ts_ctx *ctx, ts_node *node, ts_tensor *h, const bool *needs,
                                ts_tensor **gin) {
     ts_tensor *p = node->in[0], *g = node->in[1];
-    if (needs[0]) gin[0] = context_product(ctx, g, h, NULL, node->fattr[0]);
-    if (needs[1]) gin[1] = context_mix(ctx, p, h, NULL, node->fattr[0]);
+    bool tm = node->iattr[0];
+    if (needs[0]) gin[0] = context_product(ctx, g, h, NULL, node->fattr[0], tm);
+    if (needs[1]) gin[1] = context_mix(ctx, p, h, NULL, node->fattr[0], tm);
 }
 
-static ts_tensor *context_mix_t(ts_ctx *ctx, ts_tensor *p, ts_tensor *g, double alpha) {
+static ts_tensor *context_mix_t(ts_ctx *ctx, ts_tensor *p, ts_tensor *g, double alpha,
+                                bool token_major) {
+    ts_tensor view = head_major(g, token_major);
     int n = p->ndim, shape[TS_MAX_DIMS];
-    for (int i = 0; i < n; i++) shape[i] = g->shape[i];
+    for (int i = 0; i < n; i++) shape[i] = view.shape[i];
     shape[n - 2] = p->shape[n - 1] - 1;
     ts_tensor *out = ts_zeros(ctx, n, shape);
-    context_shape s = context_shape_of(ctx, "context_mix_t", g, out, NULL, p);
-    int width = s.keys + 1, offset = s.keys - s.rows;
+    context_shape s = context_shape_of(ctx, "context_mix_t", g, out, NULL, p, token_major);
+    int width = s.keys + 1, offset = s.keys - s.rows, ld = rows_stride(s);
     if (!ctx->counting) {
         ts_real *buf = ts_alloc(ctx, (size_t)CONTEXT_STRIP * s.keys * sizeof *buf);
-        long g_size = (long)s.rows * s.dh, o_size = (long)s.keys * s.dh;
-        long p_size = (long)s.rows * width;
+        long o_size = (long)s.keys * s.dh, p_size = (long)s.rows * width;
         for (long h = 0; h < s.heads; h++) {
-            const ts_real *ph = p->data + h * p_size, *gh = g->data + h * g_size;
+            const ts_real *ph = p->data + h * p_size, *gh = g->data + rows_head(s, h);
             for (int i0 = 0; i0 < s.rows; i0 += CONTEXT_STRIP) {
                 int rows = strip_rows(s.rows, i0), strip_keys = i0 + rows + offset;
                 visible_strip(ph, width, i0, rows, strip_keys, offset, buf);
                 ts_cblas_gemm(CblasRowMajor, CblasTrans, CblasNoTrans, strip_keys, s.dh, rows,
-                              (ts_real)alpha, buf, strip_keys, gh + (long)i0 * s.dh, s.dh, 1,
+                              (ts_real)alpha, buf, strip_keys, gh + (long)i0 * ld, ld, 1,
                               out->data + h * o_size, s.dh);
             }
         }
@@ -337,23 +410,34 @@ static ts_tensor *context_mix_t(ts_ctx *ctx, ts_tensor *p, ts_tensor *g, double 
     ts_count_flops(ctx, 2.0 * s.dh * context_strip_elements(s) + alpha_flops(alpha, g));
     ts_node *node =
         ts_record(ctx, "context_mix_t", context_mix_t_rule, out, 2, (ts_tensor *[]){p, g});
-    if (node) node->fattr[0] = alpha;
+    keep_attributes(node, alpha, token_major);
     return out;
+}
+
+static ts_tensor *context_attention(ts_ctx *ctx, ts_tensor *q, ts_tensor *k, ts_tensor *v,
+                                    ts_tensor *k_self, ts_tensor *v_self, double scale,
+                                    bool token_major) {
+    context_shape s = context_shape_of(ctx, "context_attention", q, k, k_self, NULL, token_major);
+    context_shape_of(ctx, "context_attention", v_self, v, q, NULL, token_major);
+    ts_tensor *scores = context_product(ctx, q, k, k_self, scale, token_major);
+    ts_tensor *p = ts_softmax(ctx, scores, context_mask(ctx, s.rows, s.keys));
+    return context_mix(ctx, p, v, v_self, 1, token_major);
 }
 
 ts_tensor *ts_context_attention(ts_ctx *ctx, ts_tensor *q, ts_tensor *k, ts_tensor *v,
                                 ts_tensor *k_self, ts_tensor *v_self, double scale) {
-    context_shape s = context_shape_of(ctx, "context_attention", q, k, k_self, NULL);
-    context_shape_of(ctx, "context_attention", v_self, v, q, NULL);
-    ts_tensor *scores = context_product(ctx, q, k, k_self, scale);
-    ts_tensor *p = ts_softmax(ctx, scores, context_mask(ctx, s.rows, s.keys));
-    return context_mix(ctx, p, v, v_self, 1);
+    return context_attention(ctx, q, k, v, k_self, v_self, scale, false);
+}
+
+ts_tensor *ts_context_attention_tokens(ts_ctx *ctx, ts_tensor *q, ts_tensor *k, ts_tensor *v,
+                                       ts_tensor *k_self, ts_tensor *v_self, double scale) {
+    return context_attention(ctx, q, k, v, k_self, v_self, scale, true);
 }
 
 ts_tensor *ts_context_attention_composed(ts_ctx *ctx, ts_tensor *q, ts_tensor *k, ts_tensor *v,
                                          ts_tensor *k_self, ts_tensor *v_self, double scale) {
-    context_shape s = context_shape_of(ctx, "context_attention", q, k, k_self, NULL);
-    context_shape_of(ctx, "context_attention", v_self, v, q, NULL);
+    context_shape s = context_shape_of(ctx, "context_attention", q, k, k_self, NULL, false);
+    context_shape_of(ctx, "context_attention", v_self, v, q, NULL, false);
     int last = q->ndim - 1;
     ts_tensor *qs = ts_scale(ctx, q, scale);
     ts_tensor *context = ts_matmul(ctx, qs, k, false, true);

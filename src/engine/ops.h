@@ -126,6 +126,11 @@ ts_tensor *ts_causal_attention_packed(ts_ctx *ctx, ts_tensor *qkv, int n_heads,
  * are equal bit for bit. */
 ts_tensor *ts_context_attention(ts_ctx *ctx, ts_tensor *q, ts_tensor *k, ts_tensor *v,
                                 ts_tensor *k_self, ts_tensor *v_self, double scale);
+/* The same on token-major rows: q, k_self, v_self and the result [B, L, H, dh]
+ * (the projections reshaped, no head permutes), the context k, v
+ * [B, H, C, dh]; the strips read and write each head's rows where they lie. */
+ts_tensor *ts_context_attention_tokens(ts_ctx *ctx, ts_tensor *q, ts_tensor *k, ts_tensor *v,
+                                       ts_tensor *k_self, ts_tensor *v_self, double scale);
 /* The same function composed of primitives (scaled q, matmul, the self score
  * concatenated, softmax under the mask, slices, two mixes): the reference. */
 ts_tensor *ts_context_attention_composed(ts_ctx *ctx, ts_tensor *q, ts_tensor *k, ts_tensor *v,

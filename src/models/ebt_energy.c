@@ -110,9 +110,19 @@ static ts_tensor *observed_attention(ts_ctx *ctx, const tpp_block_params *p, ts_
     return tpp_linear(ctx, p, tpp_merge_heads(ctx, a), p->wo);
 }
 
+/* [B, L, D] -> token-major heads [B, L, H, dh] (a reshape, no permute), with
+ * RoPE at the stream's positions when rotate. */
+static ts_tensor *token_heads(ts_ctx *ctx, ts_tensor *x, const tpp_attention_input *in,
+                              bool rotate) {
+    int b = x->shape[0], l = x->shape[1], d = x->shape[2];
+    ts_tensor *heads = ts_reshape(ctx, x, TS_SHAPE(b, l, in->n_heads, d / in->n_heads));
+    return rotate ? ts_rope(ctx, heads, in->positions, in->rope_theta) : heads;
+}
+
 /* Row r: one softmax over [q_r k_obs_0 .. q_r k_obs_{r+1}, q_r k_r], then the
- * matching mix of observed values and its own (ts_context_attention: the
- * observed keys after r + 1 are skipped, not masked). */
+ * matching mix of observed values and its own (ts_context_attention_tokens:
+ * the observed keys after r + 1 are skipped, not masked; the prediction's
+ * q, k, v and the output stay token-major, so no head permutes). */
 static ts_tensor *prediction_attention(ts_ctx *ctx, const tpp_block_params *p, ts_tensor *q_in,
                                        ts_tensor *kv_in, const tpp_attention_input *in) {
     const ebt_observed *obs = in->attention_user;
@@ -124,14 +134,13 @@ static ts_tensor *prediction_attention(ts_ctx *ctx, const tpp_block_params *p, t
             obs->values[in->layer], in->n_heads, in->positions, in->rope_theta);
         return tpp_linear(ctx, p, mixed, p->wo);
     }
-    int dh = q_in->shape[2] / in->n_heads;
-    ts_tensor *q = tpp_split_heads(ctx, tpp_linear(ctx, p, q_in, p->wq), in->n_heads, in->positions,
-                                   in->rope_theta);
-    ts_tensor *k, *v;
-    project_keys_values(ctx, p, kv_in, in, &k, &v);
-    ts_tensor *mixed = ts_context_attention(ctx, q, obs->keys[in->layer], obs->values[in->layer], k,
-                                            v, 1.0 / sqrt((double)dh));
-    return tpp_linear(ctx, p, tpp_merge_heads(ctx, mixed), p->wo);
+    int b = q_in->shape[0], l = q_in->shape[1], d = q_in->shape[2], dh = d / in->n_heads;
+    ts_tensor *q = token_heads(ctx, tpp_linear(ctx, p, q_in, p->wq), in, true);
+    ts_tensor *k = token_heads(ctx, tpp_linear(ctx, p, kv_in, p->wk), in, true);
+    ts_tensor *v = token_heads(ctx, tpp_linear(ctx, p, kv_in, p->wv), in, false);
+    ts_tensor *mixed = ts_context_attention_tokens(
+        ctx, q, obs->keys[in->layer], obs->values[in->layer], k, v, 1.0 / sqrt((double)dh));
+    return tpp_linear(ctx, p, ts_reshape(ctx, mixed, TS_SHAPE(b, l, d)), p->wo);
 }
 
 static tpp_attention_input attention_input(const ebt_context *e) {

@@ -436,6 +436,17 @@ static ts_tensor *context_primitives(ts_ctx *ctx, ts_tensor *const *in, const ts
     return ts_context_attention_composed(ctx, in[0], in[1], in[2], in[3], in[4], ATT_SCALE);
 }
 
+/* The token-major form on the same inputs: rows permuted to [B, L, H, dh],
+ * the result permuted back. */
+static ts_tensor *context_tokens(ts_ctx *ctx, ts_tensor *const *in, const ts_tensor *mask) {
+    (void)mask;
+    static const int swap[4] = {0, 2, 1, 3};
+    ts_tensor *y = ts_context_attention_tokens(ctx, ts_permute(ctx, in[0], swap), in[1], in[2],
+                                               ts_permute(ctx, in[3], swap),
+                                               ts_permute(ctx, in[4], swap), ATT_SCALE);
+    return ts_permute(ctx, y, swap);
+}
+
 /* q, k, v, k_self, v_self: ATT_T queries (three strips, the last partial)
  * and `keys` context keys. */
 static void context_inputs(fixture *fx, ts_tensor **in, int keys) {
@@ -455,6 +466,24 @@ static void test_context_attention_matches_primitives(void **state) {
                              "context attention");
         expect_same_plain_gradients(fx, context_fused, context_primitives, 5, in, NULL,
                                     "context attention");
+    }
+}
+
+/* Token-major rows give the head-major op's values and gradients (first and
+ * second order, plain and recorded), bit for bit: the same strip GEMMs on
+ * rows read and written in place. */
+static void test_context_attention_tokens_matches_heads(void **state) {
+    fixture *fx = *state;
+    ts_ctx *ctx = &fx->ctx;
+    for (int offset = 1; offset <= 3; offset += 2) {
+        ts_tensor *in[5];
+        context_inputs(fx, in, ATT_T + offset);
+        ts_tensor *y[2] = {context_tokens(ctx, in, NULL), context_fused(ctx, in, NULL)};
+        for (long i = 0; i < y[0]->numel; i++) assert_true(y[0]->data[i] == y[1]->data[i]);
+        expect_same_function(fx, context_tokens, context_fused, 5, in, NULL,
+                             "context attention, token-major");
+        expect_same_plain_gradients(fx, context_tokens, context_fused, 5, in, NULL,
+                                    "context attention, token-major");
     }
 }
 
@@ -527,6 +556,7 @@ int main(void) {
         cmocka_unit_test(test_packed_attention_matches_primitives),
         cmocka_unit_test(test_packed_attention_counts_as_separate),
         cmocka_unit_test(test_context_attention_matches_primitives),
+        cmocka_unit_test(test_context_attention_tokens_matches_heads),
         cmocka_unit_test(test_context_attention_counts_as_executed),
         cmocka_unit_test(test_profile_books_ops_by_pass),
     };

@@ -278,6 +278,26 @@ static ts_tensor *f_context_attention(ts_ctx *ctx, ts_tensor *const *in, const v
     return ts_context_attention(ctx, in[0], in[1], in[2], in[3], in[4], ((const op_args *)args)->s);
 }
 
+static ts_tensor *f_context_attention_tokens(ts_ctx *ctx, ts_tensor *const *in, const void *args) {
+    return ts_context_attention_tokens(ctx, in[0], in[1], in[2], in[3], in[4],
+                                       ((const op_args *)args)->s);
+}
+
+/* A leaf holding head-major rows [B, H, L, dh] token-major, [B, L, H, dh]:
+ * the token-major cases check the same function values as the head-major
+ * ones (so the same finite-difference rounding in the float build). */
+static ts_tensor *token_major_leaf(ts_ctx *ctx, const ts_tensor *heads) {
+    int b = heads->shape[0], h = heads->shape[1], l = heads->shape[2], dh = heads->shape[3];
+    ts_tensor *t = ts_new(ctx, TS_SHAPE(b, l, h, dh));
+    for (long i = 0; i < (long)b * h * l; i++) {
+        long bi = i / ((long)h * l), hi = i / l % h, r = i % l;
+        for (int c = 0; c < dh; c++)
+            t->data[((bi * l + r) * h + hi) * dh + c] = heads->data[i * dh + c];
+    }
+    ts_set_requires_grad(ctx, t, true);
+    return t;
+}
+
 /* Relative rounding allowed between the fused plain backward of
  * ts_causal_attention and its primitive recorded one (sums split by strip). */
 #ifdef TS_DOUBLE
@@ -728,6 +748,10 @@ static void test_attention(void **state) {
     /* Its plain and recorded passes run the same ops: bit for bit. */
     expect_gradients(fx, "context_attention", f_context_attention, ARGS(.s = scale),
                      INPUTS(cq, ck, cv, cks, cvs));
+    /* Token-major rows [B, L, H, dh] against context [B, H, C, dh]. */
+    expect_gradients(fx, "context_attention_tokens", f_context_attention_tokens, ARGS(.s = scale),
+                     INPUTS(token_major_leaf(ctx, cq), ck, cv, token_major_leaf(ctx, cks),
+                            token_major_leaf(ctx, cvs)));
     ts_tensor *lq = gc_leaf(ctx, &fx->rng, TS_SHAPE(1, 1, 150, 2), -1, 1);
     ts_tensor *lk = gc_leaf(ctx, &fx->rng, TS_SHAPE(1, 1, 152, 2), -1, 1);
     ts_tensor *lv = gc_leaf(ctx, &fx->rng, TS_SHAPE(1, 1, 152, 2), -1, 1);
@@ -859,6 +883,11 @@ static void test_third_order_layers(void **state) {
     expect_third_order_within(fx, "causal_attention_packed", f_causal_attention_packed,
                               ARGS(.s = 0.7, .i = {2}, .index = positions), 0, FUSED_PLAIN_TOL,
                               INPUTS(qkv));
+    ts_tensor *tq = token_major_leaf(ctx, q), *tks = token_major_leaf(ctx, cks);
+    ts_tensor *tvs = token_major_leaf(ctx, cvs);
+    for (int wrt = 0; wrt < 5; wrt++)
+        expect_third_order(fx, "context_attention_tokens", f_context_attention_tokens,
+                           ARGS(.s = 0.7), wrt, INPUTS(tq, ck, cv, tks, tvs));
 }
 
 /* d^n/dx^n of an elementwise f, n = 1..order, by nested ts_grad: the gradient
