@@ -333,6 +333,18 @@ static inline ts_real sigmoid_of(ts_real x) {
     return x >= 0 ? 1 / (1 + e) : e / (1 + e);
 }
 
+/* The elements of SwiGLU and its gate's gradient, in the float operations
+ * (and their order) of silu, mul and silu's rule: the kernels on separate
+ * (ts_swiglu) and packed (ts_swiglu_packed) halves share them, so the two
+ * agree bit for bit by construction. s is sigmoid_of(a). */
+static inline ts_real swiglu_element(ts_real a, ts_real s, ts_real b) {
+    return a * s * b;
+}
+static inline ts_real swiglu_gate_grad_element(ts_real a, ts_real s, ts_real b, ts_real g) {
+    ts_real u = g * b;
+    return u * s * (1 + a * (1 - s));
+}
+
 /* ---------------------------------------------------------------- SwiGLU
  *
  * ts_swiglu(a, b) = silu(a) b in one pass (the silu and the product were
@@ -351,7 +363,7 @@ ts_tensor *ts_swiglu(ts_ctx *ctx, ts_tensor *a, ts_tensor *b) {
     long n = ctx->counting ? 0 : a->numel;
     const ts_real *restrict pa = a->data, *restrict pb = b->data;
     ts_real *restrict po = out->data;
-    for (long i = 0; i < n; i++) po[i] = pa[i] * sigmoid_of(pa[i]) * pb[i];
+    for (long i = 0; i < n; i++) po[i] = swiglu_element(pa[i], sigmoid_of(pa[i]), pb[i]);
     ts_count_flops(ctx, 5.0 * (double)a->numel); /* silu 4, the product 1 */
     ts_record(ctx, "swiglu", swiglu_rule, out, 2, (ts_tensor *[]){a, b});
     return out;
@@ -374,10 +386,8 @@ static ts_tensor *swiglu_grad_gate(ts_ctx *ctx, ts_tensor *a, ts_tensor *b, ts_t
     long n = ctx->counting ? 0 : a->numel;
     const ts_real *restrict pa = a->data, *restrict pb = b->data, *restrict pg = g->data;
     ts_real *restrict po = out->data;
-    for (long i = 0; i < n; i++) {
-        ts_real s = sigmoid_of(pa[i]), u = pg[i] * pb[i];
-        po[i] = u * s * (1 + pa[i] * (1 - s));
-    }
+    for (long i = 0; i < n; i++)
+        po[i] = swiglu_gate_grad_element(pa[i], sigmoid_of(pa[i]), pb[i], pg[i]);
     ts_count_flops(ctx, 9.0 * (double)a->numel); /* the product 1, silu's rule 8 */
     ts_record(ctx, "swiglu_backward", swiglu_grad_gate_rule, out, 3, (ts_tensor *[]){a, b, g});
     return out;
@@ -422,7 +432,7 @@ ts_tensor *ts_swiglu_packed(ts_ctx *ctx, ts_tensor *x) {
     for (long r = 0; r < rows; r++) {
         const ts_real *restrict pa = x->data + r * 2 * f, *restrict pb = pa + f;
         ts_real *restrict po = out->data + r * f;
-        for (int i = 0; i < f; i++) po[i] = pa[i] * sigmoid_of(pa[i]) * pb[i];
+        for (int i = 0; i < f; i++) po[i] = swiglu_element(pa[i], sigmoid_of(pa[i]), pb[i]);
     }
     ts_count_flops(ctx, 5.0 * (double)out->numel); /* as ts_swiglu */
     ts_record(ctx, "swiglu_packed", swiglu_packed_rule, out, 1, &x);
@@ -451,9 +461,9 @@ static ts_tensor *swiglu_packed_grad(ts_ctx *ctx, ts_tensor *x, ts_tensor *g) {
         const ts_real *restrict pg = g->data + r * f;
         ts_real *restrict pda = out->data + r * 2 * f, *restrict pdb = pda + f;
         for (int i = 0; i < f; i++) {
-            ts_real s = sigmoid_of(pa[i]), u = pg[i] * pb[i];
-            pda[i] = u * s * (1 + pa[i] * (1 - s));
-            pdb[i] = pa[i] * s * pg[i];
+            ts_real s = sigmoid_of(pa[i]);
+            pda[i] = swiglu_gate_grad_element(pa[i], s, pb[i], pg[i]);
+            pdb[i] = swiglu_element(pa[i], s, pg[i]);
         }
     }
     ts_count_flops(ctx, 14.0 * (double)g->numel); /* swiglu_backward 9, swiglu 5 */

@@ -49,9 +49,14 @@ uint64_t ts_rng_below(ts_rng *rng, uint64_t n) {
     return x % n;
 }
 
+/* Box-Muller with libm: the normal of u1 in (0, 1], u2 in [0, 1). */
+static double box_muller(double u1, double u2) {
+    return sqrt(-2.0 * log(u1)) * cos(6.283185307179586 * u2);
+}
+
 double ts_rng_normal(ts_rng *rng) {
     double u1 = 1.0 - ts_rng_uniform(rng), u2 = ts_rng_uniform(rng);
-    return sqrt(-2.0 * log(u1)) * cos(6.283185307179586 * u2);
+    return box_muller(u1, u2);
 }
 
 #ifdef TS_DOUBLE
@@ -158,10 +163,8 @@ void ts_rng_fill_normal(ts_rng *rng, ts_real *x, long n, double mean, double std
             high[i] = (float)(mean + stddev * (normal[i] + APPROX_BOUND));
         }
         for (int i = 0; i < len; i++)
-            if (x[i0 + i] != high[i]) { /* a rounding boundary is near: libm decides */
-                double exact = sqrt(-2.0 * log(u1[i])) * cos(6.283185307179586 * u2[i]);
-                x[i0 + i] = (float)(mean + stddev * exact);
-            }
+            if (x[i0 + i] != high[i]) /* a rounding boundary is near: libm decides */
+                x[i0 + i] = (float)(mean + stddev * box_muller(u1[i], u2[i]));
     }
 }
 #endif
