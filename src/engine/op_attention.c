@@ -349,10 +349,10 @@ static ts_tensor *split_heads(ts_ctx *ctx, ts_tensor *x, int n_heads) {
     return ts_permute(ctx, heads, (const int[]){0, 2, 1, 3});
 }
 
-/* RoPE's FLOPs (3 per rotated element, as the rope op) over q and k,
- * `times` rotations of each. */
-static double packed_rope_flops(const attn_layout *a, int times) {
-    return 3.0 * times * 2.0 * a->heads * a->t * a->dh;
+/* RoPE's FLOPs (3 per rotated element, as the rope op) over q and k: the
+ * forward's rotation, or the backward's rotating dq and dk back. */
+static double packed_rope_flops(const attn_layout *a) {
+    return 3.0 * 2.0 * a->heads * a->t * a->dh;
 }
 
 static void packed_rule(ts_ctx *ctx, ts_node *node, ts_tensor *g, const bool *needs,
@@ -395,7 +395,7 @@ static void packed_rule(ts_ctx *ctx, ts_node *node, ts_tensor *g, const bool *ne
     }
     /* dq and dk rotated back. */
     ts_count_flops(ctx, backward_flops(&a, (const bool[]){true, true, true}) +
-                            (positions ? packed_rope_flops(&a, 1) : 0));
+                            (positions ? packed_rope_flops(&a) : 0));
     ts_record(ctx, "causal_attention_backward", NULL, dqkv, 0, NULL);
     gin[0] = dqkv;
 }
@@ -429,7 +429,7 @@ ts_tensor *ts_causal_attention_packed(ts_ctx *ctx, ts_tensor *qkv, int n_heads,
                             positions ? &rotate : NULL};
         forward_heads(ctx, &a, in, out->data, stats->data, (ts_real)scale);
     }
-    ts_count_flops(ctx, forward_flops(&a) + (positions ? packed_rope_flops(&a, 1) : 0));
+    ts_count_flops(ctx, forward_flops(&a) + (positions ? packed_rope_flops(&a) : 0));
     ts_node *node = ts_record(ctx, "causal_attention", packed_rule, out, 3,
                               (ts_tensor *[]){qkv, stats, rotated});
     if (node) {
