@@ -41,19 +41,27 @@ static ts_tensor *distributed_attention(ts_ctx *ctx, const tpp_block_params *p, 
     return tpp_linear(ctx, p, a, p->wo);
 }
 
-/* The Q|K|V projections side by side, [B, T, 3 D]. Where wq, wk and wv lie
- * one after another in memory (the model's flat buffer registers them so),
- * queries and keys come from one input and the linear layers run locally,
- * that is one GEMM over the stacked [3 D, D] weight (ts_adjacent_rows: no
- * copy, gradients into the same places); otherwise (a linear hook, e.g.
- * tensor parallelism; keys from another stream; parameters elsewhere) the
- * three products, side by side. */
+/* Weights w[0..n) as one stacked [sum of rows, D] weight, for one GEMM in
+ * place of n: where they lie one after another in memory (the model's flat
+ * buffer registers them so) and the linear layers run locally on whole
+ * activations (ts_adjacent_rows: no copy, gradients into the same places).
+ * NULL otherwise (a linear hook, e.g. tensor parallelism; distributed
+ * activations; parameters elsewhere): the caller runs the n products. */
+static ts_tensor *stacked_weight(ts_ctx *ctx, const tpp_block_params *p, int n,
+                                 ts_tensor *const *w) {
+    bool local = (!p->linear || !p->linear->apply) && !ts_activations_distributed(p->activations);
+    return local && ts_rows_adjacent(ctx, n, w) ? ts_adjacent_rows(ctx, n, w) : NULL;
+}
+
+/* The Q|K|V projections side by side, [B, T, 3 D]: one GEMM over the stacked
+ * weight when there is one and queries and keys come from one input;
+ * otherwise (keys from another stream, or no stacked weight) the three
+ * products, side by side. */
 static ts_tensor *qkv_projection(ts_ctx *ctx, const tpp_block_params *p, ts_tensor *q_in,
                                  ts_tensor *kv_in) {
     ts_tensor *w[3] = {p->wq, p->wk, p->wv};
-    bool local = !p->linear || !p->linear->apply;
-    if (local && q_in == kv_in && ts_rows_adjacent(ctx, 3, w))
-        return ts_matmul(ctx, q_in, ts_adjacent_rows(ctx, 3, w), false, true);
+    ts_tensor *stacked = q_in == kv_in ? stacked_weight(ctx, p, 3, w) : NULL;
+    if (stacked) return ts_matmul(ctx, q_in, stacked, false, true);
     ts_tensor *parts[3] = {tpp_linear(ctx, p, q_in, p->wq), tpp_linear(ctx, p, kv_in, p->wk),
                            tpp_linear(ctx, p, kv_in, p->wv)};
     return ts_concat(ctx, 3, parts, 2);
@@ -88,16 +96,14 @@ ts_tensor *tpp_multihead_attention(ts_ctx *ctx, const tpp_block_params *p, ts_te
     return tpp_linear(ctx, p, tpp_merge_heads(ctx, a), p->wo);
 }
 
-/* Where w1 and w3 lie one after another in memory and the linear layers run
- * locally on whole activations, gate and up are one GEMM over the stacked
- * [2 F, D] weight (ts_adjacent_rows, as Q|K|V) and ts_swiglu_packed reads
- * its two halves in place; otherwise (a linear hook, distributed
- * activations, parameters elsewhere) the two products. */
+/* With a stacked [w1; w3] weight, gate and up are one GEMM and
+ * ts_swiglu_packed reads its two halves in place; otherwise the two
+ * products. */
 ts_tensor *tpp_swiglu(ts_ctx *ctx, const tpp_block_params *p, ts_tensor *h) {
     ts_tensor *w[2] = {p->w1, p->w3};
-    bool local = (!p->linear || !p->linear->apply) && !ts_activations_distributed(p->activations);
-    if (local && ts_rows_adjacent(ctx, 2, w)) {
-        ts_tensor *gate_up = ts_matmul(ctx, h, ts_adjacent_rows(ctx, 2, w), false, true);
+    ts_tensor *stacked = stacked_weight(ctx, p, 2, w);
+    if (stacked) {
+        ts_tensor *gate_up = ts_matmul(ctx, h, stacked, false, true);
         return tpp_linear(ctx, p, ts_swiglu_packed(ctx, gate_up), p->w2);
     }
     ts_tensor *gate = tpp_linear(ctx, p, h, p->w1);
