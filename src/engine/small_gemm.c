@@ -1,0 +1,185 @@
+#include "engine/small_gemm.h"
+
+/* ---------------------------------------------------------------- small GEMM
+ *
+ * C is computed in tiles of TILE_ROWS rows by two vectors of columns, each
+ * tile's sums held in registers over the whole depth k: per step p, two
+ * vector loads of B's row p, one broadcast of op(A)[r, p] per row, two
+ * fused multiply-adds per row. AVX-512's 32 registers hold an 8 x 2 tile
+ * (16 accumulators, enough independent chains to cover the multiply-add
+ * latency on both ports); 16 registers (AVX2, SSE) a 4 x 2 one. Vectors are
+ * GCC's vector extensions at the widest width the build targets, so one
+ * source serves -march=native, x86-64-v3 and the portable builds; the
+ * products and sums become fused multiply-adds because this file alone is
+ * compiled with -ffp-contract=fast (Makefile).
+ *
+ * Edges: rows past the last full tile run one at a time; columns past the
+ * last full pair of vectors are copied, zero-padded, into a panel of two
+ * vectors (one vector's work when they fit one), so every load stays inside
+ * the operands. The depth runs in chunks of DEPTH_CHUNK (the edge panel's
+ * size; C accumulates across chunks), which at the attentions' depths
+ * (dh, or the visible keys up to T) is a single chunk. */
+
+#if defined(__AVX512F__)
+#define VECTOR_BYTES 64
+#define TILE_ROWS 8
+#elif defined(__AVX__)
+#define VECTOR_BYTES 32
+#define TILE_ROWS 4
+#else
+#define VECTOR_BYTES 16
+#define TILE_ROWS 4
+#endif
+
+typedef ts_real vec __attribute__((vector_size(VECTOR_BYTES)));
+/* The same vector at any element address (the operands' rows are not
+ * vector-aligned). */
+typedef ts_real vec_unaligned
+    __attribute__((vector_size(VECTOR_BYTES), aligned(sizeof(ts_real)), may_alias));
+
+enum { LANES = VECTOR_BYTES / (int)sizeof(ts_real), TILE_COLS = 2 * LANES, DEPTH_CHUNK = 512 };
+
+static inline vec load(const ts_real *p) {
+    return *(const vec_unaligned *)p;
+}
+static inline void store(ts_real *p, vec v) {
+    *(vec_unaligned *)p = v;
+}
+
+/* One tile: rows [0, mr) of op(A) (a points at the tile's first row)
+ * times `width` vectors of B's columns, stored into C as alpha times the
+ * sums plus beta C. mr, width and trans_a are constants in each instance
+ * below, so the loops unroll and the accumulators live in registers. */
+static inline __attribute__((always_inline)) void tile(int mr, int width, bool trans_a, int k,
+                                                       ts_real alpha, const ts_real *a, int lda,
+                                                       const ts_real *b, int ldb, ts_real beta,
+                                                       ts_real *c, int ldc) {
+    vec acc0[TILE_ROWS], acc1[TILE_ROWS];
+    for (int r = 0; r < mr; r++) acc0[r] = acc1[r] = (vec){0};
+    for (int p = 0; p < k; p++) {
+        const ts_real *bp = b + (long)p * ldb;
+        vec b0 = load(bp), b1 = width == 2 ? load(bp + LANES) : (vec){0};
+        for (int r = 0; r < mr; r++) {
+            ts_real ar = trans_a ? a[(long)p * lda + r] : a[(long)r * lda + p];
+            acc0[r] += ar * b0;
+            if (width == 2) acc1[r] += ar * b1;
+        }
+    }
+    for (int r = 0; r < mr; r++) {
+        ts_real *cr = c + (long)r * ldc;
+        vec v0 = alpha * acc0[r], v1 = alpha * acc1[r];
+        if (beta != 0) {
+            v0 += beta * load(cr);
+            if (width == 2) v1 += beta * load(cr + LANES);
+        }
+        store(cr, v0);
+        if (width == 2) store(cr + LANES, v1);
+    }
+}
+
+/* The instances: a full tile or one row, two vectors or one, A or A^T. */
+#define TILE_INSTANCE(name, mr, width, trans_a)                                                    \
+    static void name(int k, ts_real alpha, const ts_real *a, int lda, const ts_real *b, int ldb,   \
+                     ts_real beta, ts_real *c, int ldc) {                                          \
+        tile(mr, width, trans_a, k, alpha, a, lda, b, ldb, beta, c, ldc);                          \
+    }
+TILE_INSTANCE(tile_full_pair, TILE_ROWS, 2, false)
+TILE_INSTANCE(tile_full_one, TILE_ROWS, 1, false)
+TILE_INSTANCE(tile_row_pair, 1, 2, false)
+TILE_INSTANCE(tile_row_one, 1, 1, false)
+TILE_INSTANCE(tile_full_pair_t, TILE_ROWS, 2, true)
+TILE_INSTANCE(tile_full_one_t, TILE_ROWS, 1, true)
+TILE_INSTANCE(tile_row_pair_t, 1, 2, true)
+TILE_INSTANCE(tile_row_one_t, 1, 1, true)
+#undef TILE_INSTANCE
+
+typedef void tile_fn(int k, ts_real alpha, const ts_real *a, int lda, const ts_real *b, int ldb,
+                     ts_real beta, ts_real *c, int ldc);
+
+/* A tile of an edge panel (cols < its vectors' width): computed into a
+ * full-width scratch tile, then its first cols columns into C. */
+static void edge_tile(tile_fn *fn, int mr, int cols, int k, ts_real alpha, const ts_real *a,
+                      int lda, const ts_real *panel, ts_real beta, ts_real *c, int ldc) {
+    ts_real sums[TILE_ROWS * TILE_COLS];
+    fn(k, 1, a, lda, panel, TILE_COLS, 0, sums, TILE_COLS);
+    for (int r = 0; r < mr; r++)
+        for (int j = 0; j < cols; j++) {
+            ts_real *cij = c + (long)r * ldc + j, v = alpha * sums[r * TILE_COLS + j];
+            *cij = beta != 0 ? v + beta * *cij : v;
+        }
+}
+
+/* One chunk of depth k <= DEPTH_CHUNK: column panels outermost, so a panel
+ * of B (k x two vectors) stays in L1 while every row tile passes over it. */
+static void gemm_chunk(bool trans_a, int m, int n, int k, ts_real alpha, const ts_real *a, int lda,
+                       const ts_real *b, int ldb, ts_real beta, ts_real *c, int ldc) {
+    ts_real edge[DEPTH_CHUNK * TILE_COLS];
+    for (int j = 0; j < n; j += TILE_COLS) {
+        int cols = n - j < TILE_COLS ? n - j : TILE_COLS, width = cols > LANES ? 2 : 1;
+        const ts_real *panel = b + j;
+        int ld_panel = ldb;
+        if (cols < TILE_COLS) {
+            for (int p = 0; p < k; p++) {
+                const ts_real *src = b + (long)p * ldb + j;
+                ts_real *dst = edge + (long)p * TILE_COLS;
+                for (int q = 0; q < TILE_COLS; q++) dst[q] = q < cols ? src[q] : 0;
+            }
+            panel = edge;
+            ld_panel = TILE_COLS;
+        }
+        tile_fn *full = trans_a ? (width == 2 ? tile_full_pair_t : tile_full_one_t)
+                                : (width == 2 ? tile_full_pair : tile_full_one);
+        tile_fn *row = trans_a ? (width == 2 ? tile_row_pair_t : tile_row_one_t)
+                               : (width == 2 ? tile_row_pair : tile_row_one);
+        bool edge_panel = cols < TILE_COLS;
+        for (int i = 0; i < m;) {
+            int mr = m - i >= TILE_ROWS ? TILE_ROWS : 1;
+            tile_fn *fn = mr == TILE_ROWS ? full : row;
+            const ts_real *a_rows = trans_a ? a + i : a + (long)i * lda;
+            ts_real *c_tile = c + (long)i * ldc + j;
+            if (edge_panel)
+                edge_tile(fn, mr, cols, k, alpha, a_rows, lda, panel, beta, c_tile, ldc);
+            else
+                fn(k, alpha, a_rows, lda, panel, ld_panel, beta, c_tile, ldc);
+            i += mr;
+        }
+    }
+}
+
+void ts_small_gemm(bool trans_a, int m, int n, int k, ts_real alpha, const ts_real *a, int lda,
+                   const ts_real *b, int ldb, ts_real beta, ts_real *c, int ldc) {
+    if (m <= 0 || n <= 0) return;
+    if (k <= 0) {
+        for (int i = 0; i < m; i++)
+            for (int j = 0; j < n; j++) {
+                ts_real *cij = c + (long)i * ldc + j;
+                *cij = beta != 0 ? beta * *cij : 0;
+            }
+        return;
+    }
+    for (int p0 = 0; p0 < k; p0 += DEPTH_CHUNK) {
+        int depth = k - p0 < DEPTH_CHUNK ? k - p0 : DEPTH_CHUNK;
+        const ts_real *a_chunk = trans_a ? a + (long)p0 * lda : a + p0;
+        gemm_chunk(trans_a, m, n, depth, alpha, a_chunk, lda, b + (long)p0 * ldb, ldb,
+                   p0 == 0 ? beta : 1, c, ldc);
+    }
+}
+
+/* TRANSPOSE_ROWS source rows at a time: each destination row gets a
+ * contiguous run of TRANSPOSE_ROWS entries (one or two vector stores, the
+ * loads gathered), 0.31 against 0.45 ns an element for square blocks at
+ * the attentions' [256, 64] heads. */
+enum { TRANSPOSE_ROWS = 16 };
+
+void ts_transpose_rows(const ts_real *restrict src, int rows, int cols, int ld_src,
+                       ts_real *restrict dst, int ld_dst) {
+    int i0 = 0;
+    for (; i0 + TRANSPOSE_ROWS <= rows; i0 += TRANSPOSE_ROWS)
+        for (int j = 0; j < cols; j++) {
+            const ts_real *from = src + (long)i0 * ld_src + j;
+            ts_real *to = dst + (long)j * ld_dst + i0;
+            for (int i = 0; i < TRANSPOSE_ROWS; i++) to[i] = from[(long)i * ld_src];
+        }
+    for (; i0 < rows; i0++)
+        for (int j = 0; j < cols; j++) dst[(long)j * ld_dst + i0] = src[(long)i0 * ld_src + j];
+}

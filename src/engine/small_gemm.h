@@ -1,0 +1,28 @@
+/* A register-blocked GEMM for the attentions' strip products (64 x keys x
+ * 64 at the benchmark size), where OpenBLAS's per-call packing and
+ * small-matrix paths keep it at 37-55% of its own large-GEMM rate
+ * (docs/performance.md, seventh round). Operands are read in place: only a
+ * transposed B has to be laid out first (ts_transpose_rows), which the
+ * attentions do once per head rather than once per strip. */
+#ifndef TS_SMALL_GEMM_H
+#define TS_SMALL_GEMM_H
+
+#include <stdbool.h>
+
+#include "engine/real.h"
+
+/* C = alpha op(A) B + beta C, row-major, as cblas_?gemm with B not
+ * transposed. op(A) is [m, k]: A itself, row i at a + i lda (trans_a
+ * false), or the transpose of A [k, m], row p of A at a + p lda (trans_a
+ * true). B is [k, n], row p at b + p ldb with its n entries contiguous. C
+ * [m, n], row i at c + i ldc; beta 0 never reads C (it may hold anything).
+ * m, n or k of 0 are allowed (k 0: C = beta C). */
+void ts_small_gemm(bool trans_a, int m, int n, int k, ts_real alpha, const ts_real *a, int lda,
+                   const ts_real *b, int ldb, ts_real beta, ts_real *c, int ldc);
+
+/* dst[j, i] = src[i, j] for src [rows, cols] (row stride ld_src) into dst
+ * [cols, rows] (row stride ld_dst). */
+void ts_transpose_rows(const ts_real *restrict src, int rows, int cols, int ld_src,
+                       ts_real *restrict dst, int ld_dst);
+
+#endif
