@@ -3,6 +3,7 @@
 #include "engine/autodiff.h"
 #include "engine/ops.h"
 #include "engine/rope_table.h"
+#include "engine/small_gemm.h"
 
 /* ---------------------------------------------------------------- attention
  *
@@ -82,33 +83,46 @@ static double strip_elements(int t) {
     return n;
 }
 
+/* Where a strip row's vectorised loops stop: its visible entries rounded
+ * up to whole vectors of TS_LANES, within the strip's keys. The entries
+ * between the visible ones and the span take part as exact zeros of P (a
+ * score of -inf), so no row ends in a scalar tail of exponentials. */
+static int vector_span(int visible, int keys) {
+    int span = (visible + TS_LANES - 1) / TS_LANES * TS_LANES;
+    return span < keys ? span : keys;
+}
+
 /* Softmax of each strip row in place over its visible keys (row i0 + r sees
- * 0..i0 + r), as ts_softmax computes it (its row reductions and
- * exponential); the masked tail is 0. Keeps the row's max and 1 / sum in
- * stats[2 r], stats[2 r + 1]. */
+ * 0..i0 + r), with ts_softmax's row reductions and exponential over the
+ * row's vector span (the masked entries in it as -inf, so exp gives 0 and
+ * the sums are those of the visible entries, added in lanes); the masked
+ * tail is 0. Keeps the row's max and 1 / sum in stats[2 r],
+ * stats[2 r + 1]. */
 static void strip_softmax(ts_real *s, int i0, int rows, int keys, ts_real *stats) {
     for (int r = 0; r < rows; r++) {
         ts_real *restrict row = s + (long)r * keys;
-        int visible = i0 + r + 1;
-        ts_real max = ts_row_max(row, visible);
-        ts_real inv = 1 / ts_exp_shifted_sum(row, visible, max);
-        for (int c = 0; c < visible; c++) row[c] = ts_flush_subnormal(row[c] * inv);
-        for (int c = visible; c < keys; c++) row[c] = 0;
+        int visible = i0 + r + 1, span = vector_span(visible, keys);
+        for (int c = visible; c < span; c++) row[c] = -INFINITY;
+        ts_real max = ts_row_max(row, span);
+        ts_real inv = 1 / ts_exp_shifted_sum(row, span, max);
+        for (int c = 0; c < span; c++) row[c] = ts_flush_subnormal(row[c] * inv);
+        for (int c = span; c < keys; c++) row[c] = 0;
         stats[2 * r] = max;
         stats[2 * r + 1] = inv;
     }
 }
 
 /* P from the scores and the forward's stats, the same arithmetic, in one
- * pass per row. */
+ * pass per row over its vector span. */
 static void strip_probabilities(ts_real *s, int i0, int rows, int keys, const ts_real *stats) {
     for (int r = 0; r < rows; r++) {
         ts_real *restrict row = s + (long)r * keys;
-        int visible = i0 + r + 1;
+        int visible = i0 + r + 1, span = vector_span(visible, keys);
         ts_real max = stats[2 * r], inv = stats[2 * r + 1];
-        for (int c = 0; c < visible; c++)
+        for (int c = visible; c < span; c++) row[c] = -INFINITY;
+        for (int c = 0; c < span; c++)
             row[c] = ts_flush_subnormal(ts_exp_nonpositive(row[c] - max) * inv);
-        for (int c = visible; c < keys; c++) row[c] = 0;
+        for (int c = span; c < keys; c++) row[c] = 0;
     }
 }
 
@@ -152,29 +166,38 @@ static head_qk head_operands(const attn_layout *a, const attn_operands *in, long
     return (head_qk){qr, kr, a->dh};
 }
 
+/* A head's T rows of x (row stride ld) transposed into xt [dh, T], for the
+ * strips' products with x^T (ts_small_gemm reads B by rows): once per head,
+ * not once per strip. */
+static void transpose_head(const attn_layout *a, const ts_real *x, int ld, ts_real *xt) {
+    ts_transpose_rows(x, a->t, a->dh, ld, xt, a->t);
+}
+
 /* S = scale q K^T for the strip rows [i0, i0 + rows) against keys
- * [0, keys): the scale is the GEMM's alpha, no scaled copy of q. */
-static void strip_scores(const head_qk *h, int dh, int i0, int rows, int keys, ts_real scale,
-                         ts_real *s) {
-    ts_cblas_gemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, keys, dh, scale,
-                  h->q + (long)i0 * h->ld, h->ld, h->k, h->ld, 0, s, keys);
+ * [0, keys), from the head's transposed keys kt [dh, T]: the scale is the
+ * product's alpha, no scaled copy of q. */
+static void strip_scores(const head_qk *h, const ts_real *kt, int t, int dh, int i0, int rows,
+                         int keys, ts_real scale, ts_real *s) {
+    ts_small_gemm(false, rows, keys, dh, scale, h->q + (long)i0 * h->ld, h->ld, kt, t, 0, s, keys);
 }
 
 /* The forward over every head: strips of S, softmax, P v. */
 static void forward_heads(ts_ctx *ctx, const attn_layout *a, attn_operands in, ts_real *out,
                           ts_real *stats, ts_real scale) {
     ts_real *p = ts_alloc(ctx, (size_t)ATTN_STRIP * a->t * sizeof *p);
+    ts_real *kt = ts_alloc(ctx, (size_t)a->dh * a->t * sizeof *kt);
     for (long h = 0; h < a->heads; h++) {
         long at = in_offset(a, h);
         head_qk qk = head_operands(a, &in, h);
         const ts_real *vh = in.v + at + in.v_at;
         ts_real *oh = out + out_offset(a, h), *st = stats + h * 2L * a->t;
+        transpose_head(a, qk.k, qk.ld, kt);
         for (int i0 = 0; i0 < a->t; i0 += ATTN_STRIP) {
             int rows = a->t - i0 < ATTN_STRIP ? a->t - i0 : ATTN_STRIP, keys = i0 + rows;
-            strip_scores(&qk, a->dh, i0, rows, keys, scale, p);
+            strip_scores(&qk, kt, a->t, a->dh, i0, rows, keys, scale, p);
             strip_softmax(p, i0, rows, keys, st + 2L * i0);
-            ts_cblas_gemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, rows, a->dh, keys, 1, p, keys,
-                          vh, (int)a->ld_in, 0, oh + (long)i0 * a->ld_out, (int)a->ld_out);
+            ts_small_gemm(false, rows, a->dh, keys, 1, p, keys, vh, (int)a->ld_in, 0,
+                          oh + (long)i0 * a->ld_out, (int)a->ld_out);
         }
     }
 }
@@ -191,6 +214,8 @@ static void backward_heads(ts_ctx *ctx, const attn_layout *a, attn_operands in,
                            ts_real *dv, ts_real scale, const ts_rope_table *rotate_back) {
     ts_real *p = ts_alloc(ctx, (size_t)ATTN_STRIP * a->t * sizeof *p);
     ts_real *dp = ts_alloc(ctx, (size_t)ATTN_STRIP * a->t * sizeof *dp);
+    ts_real *kt = ts_alloc(ctx, 2 * (size_t)a->dh * a->t * sizeof *kt),
+            *vt = kt + (long)a->dh * a->t;
     ts_real *dqs = NULL, *dks = NULL;
     if (rotate_back) {
         dqs = ts_alloc(ctx, 2 * (size_t)a->t * a->dh * sizeof *dqs);
@@ -204,32 +229,33 @@ static void backward_heads(ts_ctx *ctx, const attn_layout *a, attn_operands in,
         const ts_real *gh = g + out_offset(a, h), *st = stats + h * 2L * a->t;
         ts_real *dq_h = dq ? (rotate_back ? dqs : dq + at) : NULL;
         ts_real *dk_h = dk ? (rotate_back ? dks : dk + at + in.k_at) : NULL;
+        transpose_head(a, qk.k, qk.ld, kt);
+        if (dq || dk) transpose_head(a, vh, ld, vt);
         for (int i0 = last; i0 >= 0; i0 -= ATTN_STRIP) {
             int rows = a->t - i0 < ATTN_STRIP ? a->t - i0 : ATTN_STRIP, keys = i0 + rows;
             ts_real beta = i0 == last ? 0 : 1;
             const ts_real *g_strip = gh + (long)i0 * ldg;
-            strip_scores(&qk, a->dh, i0, rows, keys, scale, p);
+            strip_scores(&qk, kt, a->t, a->dh, i0, rows, keys, scale, p);
             strip_probabilities(p, i0, rows, keys, st + 2L * i0);
             if (dv)
-                ts_cblas_gemm(CblasRowMajor, CblasTrans, CblasNoTrans, keys, a->dh, rows, 1, p,
-                              keys, g_strip, ldg, beta, dv + at + in.v_at, ld);
+                ts_small_gemm(true, keys, a->dh, rows, 1, p, keys, g_strip, ldg, beta,
+                              dv + at + in.v_at, ld);
             if (!dq && !dk) continue;
-            ts_cblas_gemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, keys, a->dh, 1, g_strip,
-                          ldg, vh, ld, 0, dp, keys);
+            ts_small_gemm(false, rows, keys, a->dh, 1, g_strip, ldg, vt, a->t, 0, dp, keys);
             for (int r = 0; r < rows; r++) { /* dS = P (dP - rowsum(P dP)) into dp */
                 const ts_real *pr = p + (long)r * keys;
                 ts_real *dr = dp + (long)r * keys;
-                int visible = i0 + r + 1; /* P is 0 after */
-                ts_real dot = ts_row_dot(dr, pr, visible);
-                for (int c = 0; c < visible; c++) dr[c] = ts_flush_subnormal(pr[c] * (dr[c] - dot));
-                for (int c = visible; c < keys; c++) dr[c] = 0;
+                int span = vector_span(i0 + r + 1, keys); /* P is 0 after the visible keys */
+                ts_real dot = ts_row_dot(dr, pr, span);
+                for (int c = 0; c < span; c++) dr[c] = ts_flush_subnormal(pr[c] * (dr[c] - dot));
+                for (int c = span; c < keys; c++) dr[c] = 0;
             }
             if (dq_h)
-                ts_cblas_gemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, rows, a->dh, keys, scale,
-                              dp, keys, qk.k, qk.ld, 0, dq_h + (long)i0 * qk.ld, qk.ld);
+                ts_small_gemm(false, rows, a->dh, keys, scale, dp, keys, qk.k, qk.ld, 0,
+                              dq_h + (long)i0 * qk.ld, qk.ld);
             if (dk_h)
-                ts_cblas_gemm(CblasRowMajor, CblasTrans, CblasNoTrans, keys, a->dh, rows, scale, dp,
-                              keys, qk.q + (long)i0 * qk.ld, qk.ld, beta, dk_h, qk.ld);
+                ts_small_gemm(true, keys, a->dh, rows, scale, dp, keys, qk.q + (long)i0 * qk.ld,
+                              qk.ld, beta, dk_h, qk.ld);
         }
         if (rotate_back && dq) ts_rope_rotate_rows(rotate_back, dqs, a->dh, dq + at, ld, a->t);
         if (rotate_back && dk)

@@ -2,6 +2,7 @@
 
 #include "engine/autodiff.h"
 #include "engine/ops.h"
+#include "engine/small_gemm.h"
 
 /* ---------------------------------------------------------------- context attention
  *
@@ -292,15 +293,17 @@ static ts_tensor *context_product(ts_ctx *ctx, ts_tensor *a, ts_tensor *b, ts_te
     ts_tensor *out = ts_new(ctx, a->ndim, shape);
     if (!ctx->counting) {
         long b_size = (long)s.keys * s.dh, o_size = (long)s.rows * width;
+        /* b's head transposed, [dh, C]: ts_small_gemm reads B by rows */
+        ts_real *bt = ts_alloc(ctx, (size_t)b_size * sizeof *bt);
         for (long h = 0; h < s.heads; h++) {
             long a_at = rows_head(s, h);
             const ts_real *ah = a->data + a_at, *bh = b->data + h * b_size;
             ts_real *oh = out->data + h * o_size;
+            ts_transpose_rows(bh, s.keys, s.dh, s.dh, bt, s.keys);
             for (int i0 = 0; i0 < s.rows; i0 += CONTEXT_STRIP) {
                 int rows = strip_rows(s.rows, i0), strip_keys = i0 + rows + offset;
-                ts_cblas_gemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, strip_keys, s.dh,
-                              (ts_real)alpha, ah + (long)i0 * ld, ld, bh, s.dh, 0,
-                              oh + (long)i0 * width, width);
+                ts_small_gemm(false, rows, strip_keys, s.dh, (ts_real)alpha, ah + (long)i0 * ld, ld,
+                              bt, s.keys, 0, oh + (long)i0 * width, width);
                 for (int r = 0; r < rows; r++) {
                     ts_real *row = oh + (long)(i0 + r) * width;
                     long at = (long)(i0 + r) * ld;
@@ -356,8 +359,8 @@ static ts_tensor *context_mix(ts_ctx *ctx, ts_tensor *p, ts_tensor *v, ts_tensor
                 int rows = strip_rows(s.rows, i0), strip_keys = i0 + rows + offset;
                 long at = rows_head(s, h) + (long)i0 * ld;
                 visible_strip(ph, width, i0, rows, strip_keys, offset, buf);
-                ts_cblas_gemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, rows, s.dh, strip_keys,
-                              (ts_real)alpha, buf, strip_keys, vh, s.dh, 0, out->data + at, ld);
+                ts_small_gemm(false, rows, s.dh, strip_keys, (ts_real)alpha, buf, strip_keys, vh,
+                              s.dh, 0, out->data + at, ld);
                 for (int r = 0; v_self && r < rows; r++) {
                     ts_real p_self = (ts_real)alpha * ph[(long)(i0 + r) * width + s.keys];
                     ts_real *o = out->data + at + (long)r * ld;
@@ -401,9 +404,8 @@ static ts_tensor *context_mix_t(ts_ctx *ctx, ts_tensor *p, ts_tensor *g, double 
             for (int i0 = 0; i0 < s.rows; i0 += CONTEXT_STRIP) {
                 int rows = strip_rows(s.rows, i0), strip_keys = i0 + rows + offset;
                 visible_strip(ph, width, i0, rows, strip_keys, offset, buf);
-                ts_cblas_gemm(CblasRowMajor, CblasTrans, CblasNoTrans, strip_keys, s.dh, rows,
-                              (ts_real)alpha, buf, strip_keys, gh + (long)i0 * ld, ld, 1,
-                              out->data + h * o_size, s.dh);
+                ts_small_gemm(true, strip_keys, s.dh, rows, (ts_real)alpha, buf, strip_keys,
+                              gh + (long)i0 * ld, ld, 1, out->data + h * o_size, s.dh);
             }
         }
     }
