@@ -78,6 +78,25 @@ static void accumulate(ts_ctx *ctx, ts_tensor *t, ts_tensor *g, bool g_owned) {
     }
 }
 
+/* For a rule that can accumulate (backward_into), in a plain pass: the
+ * accumulators it may add into, into[j] for every needed input j whose sum so
+ * far lies in a buffer only the accumulation holds (acc_owned) and that is
+ * not a leaf of ts_backward (its sum goes into .grad). Whether there is any. */
+static bool offer_accumulators(const ts_ctx *ctx, enum pass_kind kind, const ts_node *node,
+                               const bool *needs, ts_tensor **into) {
+    if (!node->backward_into || ctx->grad_enabled || ctx->counting) return false;
+    bool any = false;
+    for (int j = 0; j < node->n_in; j++) {
+        ts_tensor *in = node->in[j];
+        if (!needs[j] || (kind == PASS_BACKWARD && is_target(ctx, kind, in))) continue;
+        if (in->acc_epoch == ctx->epoch && in->acc_owned && ts_same_shape(in->acc, in)) {
+            into[j] = in->acc;
+            any = true;
+        }
+    }
+    return any;
+}
+
 /* Whether gin[j], given by a rule that started at mark, is a tensor whose
  * data only it references: data the rule allocated (not its incoming
  * gradient, a view of it, a forward tensor or a parameter), shared with no
@@ -184,9 +203,13 @@ static void run_pass(ts_ctx *ctx, enum pass_kind kind, const char *who, int n_ou
         }
         ctx->pass = node->made_by_gradient_pass ? TS_PASS_SECOND_ORDER : rule_pass;
         ts_arena_mark rule_start = ts_arena_get_mark(&ctx->arena);
-        node->backward(ctx, node, node->out->acc, needs, gin);
+        ts_tensor *into[TS_NODE_MAX_INPUTS] = {NULL};
+        if (offer_accumulators(ctx, kind, node, needs, into))
+            node->backward_into(ctx, node, node->out->acc, needs, into, gin);
+        else
+            node->backward(ctx, node, node->out->acc, needs, gin);
         for (int j = 0; j < node->n_in; j++) {
-            if (!needs[j] || !gin[j]) continue;
+            if (!needs[j] || !gin[j] || gin[j] == into[j]) continue; /* into: already summed */
             ts_tensor *in = node->in[j];
             if (kind == PASS_BACKWARD && is_target(ctx, kind, in))
                 add_into_leaf_grad(ctx, in, gin[j]);

@@ -18,9 +18,19 @@
 typedef void (*ts_backward_fn)(ts_ctx *ctx, ts_node *node, ts_tensor *gout, const bool *needs,
                                ts_tensor **gin);
 
+/* A rule that can add a gradient into an accumulator instead of returning a
+ * tensor of its own: into[i], where not NULL, holds the sum of the gradients
+ * input i has received so far, in a buffer nothing else references (a plain
+ * pass, create_graph off). The rule either adds its gradient for input i into
+ * into[i] and sets gin[i] = into[i], or sets gin[i] as ts_backward_fn does;
+ * the same rule otherwise. */
+typedef void (*ts_backward_into_fn)(ts_ctx *ctx, ts_node *node, ts_tensor *gout, const bool *needs,
+                                    ts_tensor *const *into, ts_tensor **gin);
+
 struct ts_node {
     const char *op;
     ts_backward_fn backward;
+    ts_backward_into_fn backward_into; /* optional; set by the op after ts_record */
     int n_in;
     ts_tensor *in[TS_NODE_MAX_INPUTS];
     ts_tensor *out;

@@ -213,6 +213,108 @@ static void test_grad_of_seeded_outputs(void **state) {
 
 /* ---------------------------------------------------------------- memory */
 
+/* Halves in [-2, 2] from a pattern: every product and sum below is exact, so
+ * any order of summation gives the same floats and a wrong sum cannot hide
+ * behind a tolerance. */
+static ts_tensor *halves(ts_ctx *ctx, int ndim, const int *shape, int pattern, bool grad) {
+    ts_tensor *t = ts_new(ctx, ndim, shape);
+    for (long i = 0; i < t->numel; i++) t->data[i] = (ts_real)(((i * 7 + pattern) % 9) - 4) / 2;
+    if (grad) ts_set_requires_grad(ctx, t, true);
+    return t;
+}
+
+enum { ACC_B = 2, ACC_M = 3, ACC_K = 4, ACC_N = 5, ACC_PRODUCTS = 6 };
+
+/* x = 2 x0 and the weights w, wt feed six matmuls between them, in every
+ * operand position and transpose the rule handles: x as left operand with a
+ * shared right one (plain and transposed), transposed, as the batched right
+ * operand and twice in one product; w as the shared right operand of two.
+ * So in a gradient pass x and w receive several gradients, most of them while
+ * an earlier sum is already held (the GEMM then adds into it). */
+static void accumulation_products(ts_ctx *ctx, ts_tensor *x0, ts_tensor *w, ts_tensor *wt,
+                                  ts_tensor **y) {
+    ts_tensor *x = ts_scale(ctx, x0, 2);
+    ts_tensor *c3 = halves(ctx, TS_SHAPE(ACC_B, ACC_M, 2), 1, false);
+    ts_tensor *c4 = halves(ctx, TS_SHAPE(ACC_B, 3, ACC_M), 2, false);
+    ts_tensor *z = halves(ctx, TS_SHAPE(ACC_B, 2, ACC_K), 5, false);
+    y[0] = ts_matmul(ctx, x, w, false, false);  /* [B, M, N] */
+    y[1] = ts_matmul(ctx, x, c3, true, false);  /* [B, K, 2] */
+    y[2] = ts_matmul(ctx, x, x, false, true);   /* [B, M, M] */
+    y[3] = ts_matmul(ctx, c4, x, false, false); /* [B, 3, K] */
+    y[4] = ts_matmul(ctx, z, w, false, false);  /* [B, 2, N] */
+    y[5] = ts_matmul(ctx, x, wt, false, true);  /* [B, M, N] */
+}
+
+static ts_tensor *seed_like(ts_ctx *ctx, const ts_tensor *y, int pattern) {
+    return halves(ctx, y->ndim, y->shape, pattern, false);
+}
+
+/* The gradients of x0 and w from all six products together equal the sums of
+ * the gradients of each product alone (exactly: see halves), plain and with
+ * create_graph, by ts_grad and into leaf .grad buffers by ts_backward; the
+ * plain pass does it with no add at all (every sum is a GEMM's beta = 1) and
+ * counts the same FLOPs as the recorded one (a GEMM's sum as the add it
+ * replaces). */
+static void test_matmul_gradients_accumulate_into_one_sum(void **state) {
+    ts_ctx *ctx = *state;
+    ts_tensor *x0 = halves(ctx, TS_SHAPE(ACC_B, ACC_M, ACC_K), 3, true);
+    ts_tensor *w = halves(ctx, TS_SHAPE(ACC_K, ACC_N), 4, true);
+    ts_tensor *wt = halves(ctx, TS_SHAPE(ACC_N, ACC_K), 6, true);
+    ts_tensor *inputs[3] = {x0, w, wt}, *y[ACC_PRODUCTS], *seeds[ACC_PRODUCTS];
+    accumulation_products(ctx, x0, w, wt, y);
+    for (int i = 0; i < ACC_PRODUCTS; i++) seeds[i] = seed_like(ctx, y[i], 8 + i);
+
+    double expected[3][ACC_B * ACC_M * ACC_K] = {{0}};
+    for (int i = 0; i < ACC_PRODUCTS; i++) {
+        ts_tensor *alone[3];
+        ts_grad(ctx, 1, &y[i], &seeds[i], 3, inputs, alone, false);
+        for (int j = 0; j < 3; j++)
+            for (long e = 0; e < alone[j]->numel; e++) expected[j][e] += alone[j]->data[e];
+    }
+
+    double plain_flops = 0;
+    for (int graph = 0; graph < 2; graph++) {
+        ts_profile profile;
+        ts_tensor *g[3];
+        ts_reset_flops(ctx);
+        ts_profile_start(ctx, &profile, TS_PROFILE_CPU);
+        ts_grad(ctx, ACC_PRODUCTS, y, seeds, 3, inputs, g, graph);
+        ts_profile_stop(ctx);
+        for (int j = 0; j < 3; j++)
+            for (long e = 0; e < g[j]->numel; e++)
+                if (g[j]->data[e] != expected[j][e])
+                    fail_msg("%s pass, input %d, element %ld: %g, expected %g",
+                             graph ? "recorded" : "plain", j, e, (double)g[j]->data[e],
+                             expected[j][e]);
+        enum ts_pass pass = graph ? TS_PASS_BACKWARD_GRAPH : TS_PASS_BACKWARD;
+        long adds = 0, matmuls = 0;
+        for (int e = 0; e < profile.n_entries[pass]; e++) {
+            if (!strcmp(profile.entries[pass][e].op, "add")) adds += profile.entries[pass][e].calls;
+            if (!strcmp(profile.entries[pass][e].op, "matmul"))
+                matmuls += profile.entries[pass][e].calls;
+        }
+        /* x: 1 + 1 + 2 + 1 + 1 gradients, w: 1 + 1, wt: 1. */
+        assert_int_equal(matmuls, 9);
+        assert_int_equal(adds, graph ? 9 - 3 : 0);
+        if (graph)
+            assert_true(ctx->flops[TS_BACKWARD] == plain_flops);
+        else
+            plain_flops = ctx->flops[TS_BACKWARD];
+    }
+
+    /* ts_backward: the leaves' sums go into their .grad buffers (x's and the
+     * intermediate's through a GEMM, the leaves' by the pass). */
+    ts_tensor *loss = NULL;
+    for (int i = 0; i < ACC_PRODUCTS; i++) {
+        ts_tensor *term = ts_sum_all(ctx, ts_mul(ctx, y[i], seeds[i]));
+        loss = loss ? ts_add(ctx, loss, term) : term;
+    }
+    ts_backward(ctx, loss, NULL);
+    for (int j = 0; j < 3; j++)
+        for (long e = 0; e < inputs[j]->numel; e++)
+            assert_true(inputs[j]->grad->data[e] == expected[j][e]);
+}
+
 static void test_release_frees_the_graph(void **state) {
     ts_ctx *ctx = *state;
     ts_tensor *x = leaf(ctx, TS_SHAPE(3), X3);
@@ -438,6 +540,7 @@ int main(void) {
         T(test_grad_with_respect_to_intermediate),
         T(test_grad_of_unused_input_is_zeros),
         T(test_grad_of_seeded_outputs),
+        T(test_matmul_gradients_accumulate_into_one_sum),
         T(test_release_frees_the_graph),
         T(test_views_share_data),
         T(test_arena_stops_mallocing_after_first_step),
