@@ -72,10 +72,17 @@ typedef struct grad_product {
     bool tx, ty;
 } grad_product;
 
-/* d(a) and d(b) of out = op(a) op(b), each as a product of g with the other
- * operand (a shared 2-D b sees a and g as rows). */
+/* A matmul's node holds a and b, an accumulating one (iattr[2]) c, a and b:
+ * out = c + op(a) op(b). */
+static int first_operand(const ts_node *node) {
+    return node->iattr[2];
+}
+
+/* d(a) and d(b) of op(a) op(b), each as a product of g with the other
+ * operand (a shared 2-D b sees a and g as rows); j counts from a. */
 static grad_product grad_of(ts_ctx *ctx, const ts_node *node, ts_tensor *g, int j) {
-    ts_tensor *a = node->in[0], *b = node->in[1];
+    int first = first_operand(node);
+    ts_tensor *a = node->in[first], *b = node->in[first + 1];
     bool ta = node->iattr[0], tb = node->iattr[1];
     if (j == 0) {
         if (!ta) return (grad_product){g, b, false, !tb};
@@ -89,30 +96,54 @@ static grad_product grad_of(ts_ctx *ctx, const ts_node *node, ts_tensor *g, int 
     return ta ? (grad_product){g, a, true, true} : (grad_product){g, a, true, false};
 }
 
+static void matmul_backward_into(ts_ctx *ctx, ts_node *node, ts_tensor *g, const bool *needs,
+                                 ts_tensor *const *sums, ts_tensor **gin);
+
 static void matmul_backward(ts_ctx *ctx, ts_node *node, ts_tensor *g, const bool *needs,
                             ts_tensor **gin) {
-    for (int j = 0; j < 2; j++) {
-        if (!needs[j]) continue;
-        grad_product p = grad_of(ctx, node, g, j);
-        gin[j] = ts_matmul(ctx, p.x, p.y, p.tx, p.ty);
-    }
+    matmul_backward_into(ctx, node, g, needs, (ts_tensor *[TS_NODE_MAX_INPUTS]){NULL}, gin);
 }
 
-/* The rule above, adding a gradient into into[j] where the pass offers an
- * accumulator (a plain pass): the GEMM runs with beta = 1 on it, in place of
- * a product of its own and an add. Booked as the matmul it is. */
+/* sum + op(a) op(b) in sum's buffer, the GEMM with beta = 1 in place of a
+ * product of its own and an add; booked as the matmul it is. Recording, an
+ * op of the graph whose rule passes the gradient through to sum (and never
+ * reads it: the buffer now holds the sum). */
+static ts_tensor *matmul_into(ts_ctx *ctx, ts_tensor *sum, grad_product p) {
+    gemm(ctx, p.x, p.y, p.tx, p.ty, 1, sum);
+    ts_tensor *out = ctx->grad_enabled ? ts_wrap(ctx, sum->data, sum->ndim, sum->shape) : sum;
+    ts_node *node =
+        ts_record(ctx, "matmul", matmul_backward, out, 3, (ts_tensor *[]){sum, p.x, p.y});
+    if (node) {
+        node->backward_into = matmul_backward_into;
+        node->iattr[0] = p.tx;
+        node->iattr[1] = p.ty;
+        node->iattr[2] = 1;
+    }
+    return out;
+}
+
+/* Whether a recording pass may overwrite sum with a sum of its own: a
+ * constant (no rule reads it) or a matmul's output (its rule reads its
+ * operands, never its output). A plain pass records no rules. */
+static bool may_add_into(const ts_ctx *ctx, const ts_tensor *sum) {
+    return sum && (!ctx->grad_enabled || !sum->node || sum->node->backward == matmul_backward);
+}
+
+/* The rule, adding a gradient into sums[j] where the pass offers one (see
+ * ts_backward_into_fn). An accumulating node passes the gradient through to
+ * its c. */
 static void matmul_backward_into(ts_ctx *ctx, ts_node *node, ts_tensor *g, const bool *needs,
-                                 ts_tensor *const *into, ts_tensor **gin) {
+                                 ts_tensor *const *sums, ts_tensor **gin) {
+    int first = first_operand(node);
+    if (first && needs[0]) gin[0] = g;
     for (int j = 0; j < 2; j++) {
-        if (!needs[j]) continue;
+        if (!needs[first + j]) continue;
         grad_product p = grad_of(ctx, node, g, j);
-        if (!into[j]) {
-            gin[j] = ts_matmul(ctx, p.x, p.y, p.tx, p.ty);
-            continue;
-        }
-        gemm(ctx, p.x, p.y, p.tx, p.ty, 1, into[j]);
-        ts_record(ctx, "matmul", NULL, into[j], 0, NULL); /* recording is off: books it */
-        gin[j] = into[j];
+        ts_tensor *sum = sums[first + j];
+        if (j == 1 && sum && sum == sums[first] && gin[first]->data == sum->data)
+            sum = gin[first]; /* a @ a: the sum a's first gradient went into */
+        gin[first + j] = may_add_into(ctx, sum) ? matmul_into(ctx, sum, p)
+                                                : ts_matmul(ctx, p.x, p.y, p.tx, p.ty);
     }
 }
 

@@ -249,27 +249,61 @@ static ts_tensor *seed_like(ts_ctx *ctx, const ts_tensor *y, int pattern) {
     return halves(ctx, y->ndim, y->shape, pattern, false);
 }
 
-/* The gradients of x0 and w from all six products together equal the sums of
- * the gradients of each product alone (exactly: see halves), plain and with
- * create_graph, by ts_grad and into leaf .grad buffers by ts_backward; the
- * plain pass does it with no add at all (every sum is a GEMM's beta = 1) and
- * counts the same FLOPs as the recorded one (a GEMM's sum as the add it
- * replaces). */
+/* <g[0], v[0]> + <g[1], v[1]> + <g[2], v[2]>: a scalar of first-order
+ * gradients, to differentiate again. */
+static ts_tensor *gradient_dot(ts_ctx *ctx, ts_tensor *const *g, ts_tensor *const *v) {
+    ts_tensor *h = NULL;
+    for (int j = 0; j < 3; j++) {
+        ts_tensor *term = ts_sum_all(ctx, ts_mul(ctx, g[j], v[j]));
+        h = h ? ts_add(ctx, h, term) : term;
+    }
+    return h;
+}
+
+static void expect_sums(ts_tensor *const *g, double (*expected)[ACC_B * ACC_M * ACC_K],
+                        const char *what) {
+    for (int j = 0; j < 3; j++)
+        for (long e = 0; e < g[j]->numel; e++)
+            if (g[j]->data[e] != expected[j][e])
+                fail_msg("%s, input %d, element %ld: %g, expected %g", what, j, e,
+                         (double)g[j]->data[e], expected[j][e]);
+}
+
+/* Calls and FLOPs of one op in one pass of a profile. */
+static long profile_calls(const ts_profile *profile, enum ts_pass pass, const char *op) {
+    for (int e = 0; e < profile->n_entries[pass]; e++)
+        if (!strcmp(profile->entries[pass][e].op, op)) return profile->entries[pass][e].calls;
+    return 0;
+}
+
+/* The gradients of x0, w and wt from all six products together equal the
+ * sums of the gradients of each product alone (exactly: see halves): plain,
+ * with create_graph, and the gradient of a dot product of the recorded ones
+ * (second order, through the sums the recorded GEMMs added into); and into
+ * leaf .grad buffers by ts_backward. Both first-order passes do it with no
+ * add (every sum is a GEMM's beta = 1) and count the same FLOPs (a GEMM's
+ * sum as the add it replaces). */
 static void test_matmul_gradients_accumulate_into_one_sum(void **state) {
     ts_ctx *ctx = *state;
     ts_tensor *x0 = halves(ctx, TS_SHAPE(ACC_B, ACC_M, ACC_K), 3, true);
     ts_tensor *w = halves(ctx, TS_SHAPE(ACC_K, ACC_N), 4, true);
     ts_tensor *wt = halves(ctx, TS_SHAPE(ACC_N, ACC_K), 6, true);
-    ts_tensor *inputs[3] = {x0, w, wt}, *y[ACC_PRODUCTS], *seeds[ACC_PRODUCTS];
+    ts_tensor *inputs[3] = {x0, w, wt}, *y[ACC_PRODUCTS], *seeds[ACC_PRODUCTS], *v[3];
     accumulation_products(ctx, x0, w, wt, y);
     for (int i = 0; i < ACC_PRODUCTS; i++) seeds[i] = seed_like(ctx, y[i], 8 + i);
+    for (int j = 0; j < 3; j++) v[j] = seed_like(ctx, inputs[j], 15 + j);
 
-    double expected[3][ACC_B * ACC_M * ACC_K] = {{0}};
+    double expected[3][ACC_B * ACC_M * ACC_K] = {{0}}, second[3][ACC_B * ACC_M * ACC_K] = {{0}};
     for (int i = 0; i < ACC_PRODUCTS; i++) {
-        ts_tensor *alone[3];
-        ts_grad(ctx, 1, &y[i], &seeds[i], 3, inputs, alone, false);
+        ts_tensor *alone[3], *alone2[3];
+        ts_grad(ctx, 1, &y[i], &seeds[i], 3, inputs, alone, true);
         for (int j = 0; j < 3; j++)
             for (long e = 0; e < alone[j]->numel; e++) expected[j][e] += alone[j]->data[e];
+        ts_tensor *h = gradient_dot(ctx, alone, v);
+        if (!h->requires_grad) continue; /* linear in the inputs: no second order */
+        ts_grad(ctx, 1, &h, NULL, 3, inputs, alone2, false);
+        for (int j = 0; j < 3; j++)
+            for (long e = 0; e < alone2[j]->numel; e++) second[j][e] += alone2[j]->data[e];
     }
 
     double plain_flops = 0;
@@ -280,26 +314,19 @@ static void test_matmul_gradients_accumulate_into_one_sum(void **state) {
         ts_profile_start(ctx, &profile, TS_PROFILE_CPU);
         ts_grad(ctx, ACC_PRODUCTS, y, seeds, 3, inputs, g, graph);
         ts_profile_stop(ctx);
-        for (int j = 0; j < 3; j++)
-            for (long e = 0; e < g[j]->numel; e++)
-                if (g[j]->data[e] != expected[j][e])
-                    fail_msg("%s pass, input %d, element %ld: %g, expected %g",
-                             graph ? "recorded" : "plain", j, e, (double)g[j]->data[e],
-                             expected[j][e]);
+        expect_sums(g, expected, graph ? "recorded pass" : "plain pass");
         enum ts_pass pass = graph ? TS_PASS_BACKWARD_GRAPH : TS_PASS_BACKWARD;
-        long adds = 0, matmuls = 0;
-        for (int e = 0; e < profile.n_entries[pass]; e++) {
-            if (!strcmp(profile.entries[pass][e].op, "add")) adds += profile.entries[pass][e].calls;
-            if (!strcmp(profile.entries[pass][e].op, "matmul"))
-                matmuls += profile.entries[pass][e].calls;
-        }
         /* x: 1 + 1 + 2 + 1 + 1 gradients, w: 1 + 1, wt: 1. */
-        assert_int_equal(matmuls, 9);
-        assert_int_equal(adds, graph ? 9 - 3 : 0);
+        assert_int_equal(profile_calls(&profile, pass, "matmul"), 9);
+        assert_int_equal(profile_calls(&profile, pass, "add"), 0);
         if (graph)
             assert_true(ctx->flops[TS_BACKWARD] == plain_flops);
         else
             plain_flops = ctx->flops[TS_BACKWARD];
+        if (!graph) continue;
+        ts_tensor *h = gradient_dot(ctx, g, v), *g2[3];
+        ts_grad(ctx, 1, &h, NULL, 3, inputs, g2, false);
+        expect_sums(g2, second, "second order");
     }
 
     /* ts_backward: the leaves' sums go into their .grad buffers (x's and the
