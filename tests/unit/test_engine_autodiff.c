@@ -342,6 +342,51 @@ static void test_matmul_gradients_accumulate_into_one_sum(void **state) {
             assert_true(inputs[j]->grad->data[e] == expected[j][e]);
 }
 
+/* x = 2 x0 read by an RMSNorm and a matmul, in either order on the tape:
+ * x's gradient is the sum of the two alone. RMSNorm's rule adds its
+ * gradient into the matmul's (plain pass) with the very float operations of
+ * a gradient of its own and an add, so that order gives the same floats as
+ * the sum of the two (a + b is b + a); the other order adds a GEMM into
+ * RMSNorm's gradient (the same up to rounding). Neither plain pass books an
+ * add; the recorded pass gives the same values. */
+static void test_rmsnorm_gradient_adds_into_the_sum(void **state) {
+    ts_ctx *ctx = *state;
+    enum { D = 8 };
+    ts_tensor *x0 = halves(ctx, TS_SHAPE(ACC_B, ACC_M, D), 3, true);
+    ts_tensor *w = halves(ctx, TS_SHAPE(D), 4, true),
+              *wm = halves(ctx, TS_SHAPE(D, ACC_N), 5, true);
+    for (int rms_recorded_first = 0; rms_recorded_first < 2; rms_recorded_first++) {
+        /* The reverse walk runs the rule of the op recorded last first. */
+        ts_tensor *x = ts_scale(ctx, x0, 2), *y[2];
+        if (rms_recorded_first) {
+            y[0] = ts_rmsnorm(ctx, x, w, 1e-5);
+            y[1] = ts_matmul(ctx, x, wm, false, false);
+        } else {
+            y[0] = ts_matmul(ctx, x, wm, false, false);
+            y[1] = ts_rmsnorm(ctx, x, w, 1e-5);
+        }
+        ts_tensor *seeds[2] = {seed_like(ctx, y[0], 7), seed_like(ctx, y[1], 1)};
+        ts_tensor *alone[2];
+        for (int i = 0; i < 2; i++) ts_grad(ctx, 1, &y[i], &seeds[i], 1, &x, &alone[i], false);
+        for (int graph = 0; graph < 2; graph++) {
+            ts_profile profile;
+            ts_tensor *g;
+            ts_profile_start(ctx, &profile, TS_PROFILE_CPU);
+            ts_grad(ctx, 2, y, seeds, 1, &x, &g, graph);
+            ts_profile_stop(ctx);
+            if (!graph) assert_int_equal(profile_calls(&profile, TS_PASS_BACKWARD, "add"), 0);
+            for (long e = 0; e < g->numel; e++) {
+                ts_real sum = alone[0]->data[e] + alone[1]->data[e];
+                bool exact = rms_recorded_first || graph; /* RMSNorm's rule added */
+                if (exact ? g->data[e] != sum : fabs(g->data[e] - sum) > 1e-6 * (1 + fabs(sum)))
+                    fail_msg("%s, %s pass, element %ld: %.9g, expected %.9g",
+                             rms_recorded_first ? "RMSNorm recorded first" : "matmul first",
+                             graph ? "recorded" : "plain", e, (double)g->data[e], (double)sum);
+            }
+        }
+    }
+}
+
 static void test_release_frees_the_graph(void **state) {
     ts_ctx *ctx = *state;
     ts_tensor *x = leaf(ctx, TS_SHAPE(3), X3);
@@ -568,6 +613,7 @@ int main(void) {
         T(test_grad_of_unused_input_is_zeros),
         T(test_grad_of_seeded_outputs),
         T(test_matmul_gradients_accumulate_into_one_sum),
+        T(test_rmsnorm_gradient_adds_into_the_sum),
         T(test_release_frees_the_graph),
         T(test_views_share_data),
         T(test_arena_stops_mallocing_after_first_step),
