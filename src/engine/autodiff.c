@@ -210,13 +210,16 @@ static void run_pass(ts_ctx *ctx, enum pass_kind kind, const char *who, int n_ou
             node->backward_into(ctx, node, node->out->acc, needs, sums, gin);
         else
             node->backward(ctx, node, node->out->acc, needs, gin);
+        /* Sums the rule added into first: another gradient of the same
+         * tensor (an input twice) then adds to the new sum. */
+        bool summed[TS_NODE_MAX_INPUTS] = {false};
         for (int j = 0; j < node->n_in; j++) {
-            if (!needs[j] || !gin[j]) continue;
+            summed[j] = sums[j] && gin[j] && gin[j]->data == sums[j]->data;
+            if (summed[j]) node->in[j]->acc = gin[j]; /* still only the sum holds it */
+        }
+        for (int j = 0; j < node->n_in; j++) {
+            if (!needs[j] || !gin[j] || summed[j]) continue;
             ts_tensor *in = node->in[j];
-            if (sums[j] && gin[j]->data == sums[j]->data) {
-                in->acc = gin[j]; /* the rule added into the sum; still only it holds it */
-                continue;
-            }
             bool owned = (!create_graph || node->backward_into) &&
                          owned_gradient(ctx, rule_start, gin, node->n_in, j);
             if (kind == PASS_BACKWARD && is_target(ctx, kind, in))
