@@ -53,17 +53,19 @@ static void add_in_place(ts_ctx *ctx, ts_tensor *acc, const ts_tensor *g) {
 }
 
 /* Adds g into t's gradient. g_owned: g's data is referenced by nothing else
- * (see owned_gradient). In a plain pass (recording off) a sum goes into an
- * owned buffer in place instead of into a new tensor: the same sums (a + b
- * and b + a are the same float), one write into memory already in use
- * instead of a fresh tensor's (fifth round, docs/performance.md). With
- * create_graph every sum is an add op of the graph. */
+ * (see owned_gradient; with create_graph only for a rule with a
+ * backward_into, whose later rules may add into it). In a plain pass
+ * (recording off) a sum goes into an owned buffer in place instead of into a
+ * new tensor: the same sums (a + b and b + a are the same float), one write
+ * into memory already in use instead of a fresh tensor's (fifth round,
+ * docs/performance.md). With create_graph every sum here is an add op of the
+ * graph. */
 static void accumulate(ts_ctx *ctx, ts_tensor *t, ts_tensor *g, bool g_owned) {
     bool in_place = !ctx->grad_enabled && !ctx->counting;
     if (t->acc_epoch != ctx->epoch) {
         t->acc_epoch = ctx->epoch;
         t->acc = g;
-        t->acc_owned = in_place && g_owned;
+        t->acc_owned = g_owned;
     } else if (in_place && ts_same_shape(t->acc, g) && (t->acc_owned || g_owned)) {
         if (!t->acc_owned) { /* add into g's buffer instead */
             ts_tensor *other = t->acc;
@@ -76,6 +78,25 @@ static void accumulate(ts_ctx *ctx, ts_tensor *t, ts_tensor *g, bool g_owned) {
         t->acc = ts_add(ctx, t->acc, g);
         t->acc_owned = in_place; /* a new tensor that only t->acc holds */
     }
+}
+
+/* For a rule that can accumulate (backward_into): the sums it may add into,
+ * sums[j] for every needed input j whose gradients so far lie in a buffer
+ * only the accumulation holds (acc_owned) and that is not a leaf of
+ * ts_backward (its sum goes into .grad). Whether there is any. */
+static bool offer_sums(const ts_ctx *ctx, enum pass_kind kind, const ts_node *node,
+                       const bool *needs, ts_tensor **sums) {
+    if (!node->backward_into || ctx->counting) return false;
+    bool any = false;
+    for (int j = 0; j < node->n_in; j++) {
+        ts_tensor *in = node->in[j];
+        if (!needs[j] || (kind == PASS_BACKWARD && is_target(ctx, kind, in))) continue;
+        if (in->acc_epoch == ctx->epoch && in->acc_owned && ts_same_shape(in->acc, in)) {
+            sums[j] = in->acc;
+            any = true;
+        }
+    }
+    return any;
 }
 
 /* Whether gin[j], given by a rule that started at mark, is a tensor whose
@@ -184,15 +205,27 @@ static void run_pass(ts_ctx *ctx, enum pass_kind kind, const char *who, int n_ou
         }
         ctx->pass = node->made_by_gradient_pass ? TS_PASS_SECOND_ORDER : rule_pass;
         ts_arena_mark rule_start = ts_arena_get_mark(&ctx->arena);
-        node->backward(ctx, node, node->out->acc, needs, gin);
+        ts_tensor *sums[TS_NODE_MAX_INPUTS] = {NULL};
+        if (offer_sums(ctx, kind, node, needs, sums))
+            node->backward_into(ctx, node, node->out->acc, needs, sums, gin);
+        else
+            node->backward(ctx, node, node->out->acc, needs, gin);
+        /* Sums the rule added into first: another gradient of the same
+         * tensor (an input twice) then adds to the new sum. */
+        bool summed[TS_NODE_MAX_INPUTS] = {false};
         for (int j = 0; j < node->n_in; j++) {
-            if (!needs[j] || !gin[j]) continue;
+            summed[j] = sums[j] && gin[j] && gin[j]->data == sums[j]->data;
+            if (summed[j]) node->in[j]->acc = gin[j]; /* still only the sum holds it */
+        }
+        for (int j = 0; j < node->n_in; j++) {
+            if (!needs[j] || !gin[j] || summed[j]) continue;
             ts_tensor *in = node->in[j];
+            bool owned = (!create_graph || node->backward_into) &&
+                         owned_gradient(ctx, rule_start, gin, node->n_in, j);
             if (kind == PASS_BACKWARD && is_target(ctx, kind, in))
                 add_into_leaf_grad(ctx, in, gin[j]);
             else
-                accumulate(ctx, in, gin[j],
-                           !create_graph && owned_gradient(ctx, rule_start, gin, node->n_in, j));
+                accumulate(ctx, in, gin[j], owned);
         }
     }
     ctx->phase = saved_phase;

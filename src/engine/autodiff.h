@@ -18,9 +18,24 @@
 typedef void (*ts_backward_fn)(ts_ctx *ctx, ts_node *node, ts_tensor *gout, const bool *needs,
                                ts_tensor **gin);
 
+/* A rule that can add a gradient into the sum an input has received so far
+ * instead of returning a tensor of its own. sums[i], where not NULL, is that
+ * sum in a buffer nothing else references or reads: in a plain pass (no
+ * create_graph) any rule's fresh gradient or an earlier sum; with
+ * create_graph only a gradient given by a rule that has a backward_into
+ * (whose gradients are tensors nothing else in the rule reads). The rule
+ * either adds its gradient for input i into sums[i]'s buffer and sets gin[i]
+ * to a tensor over that buffer (sums[i] itself, or with create_graph the
+ * output of an op recorded with sums[i] as an input, whose rule must not
+ * read sums[i]: the buffer now holds the sum), or sets gin[i] as
+ * ts_backward_fn does. Otherwise the same rule as backward. */
+typedef void (*ts_backward_into_fn)(ts_ctx *ctx, ts_node *node, ts_tensor *gout, const bool *needs,
+                                    ts_tensor *const *sums, ts_tensor **gin);
+
 struct ts_node {
     const char *op;
     ts_backward_fn backward;
+    ts_backward_into_fn backward_into; /* optional; set by the op after ts_record */
     int n_in;
     ts_tensor *in[TS_NODE_MAX_INPUTS];
     ts_tensor *out;

@@ -13,30 +13,10 @@ static ts_tensor *as_rows(ts_ctx *ctx, ts_tensor *t) {
     return ts_reshape(ctx, t, TS_SHAPE((int)(t->numel / cols), cols));
 }
 
-static void matmul_backward(ts_ctx *ctx, ts_node *node, ts_tensor *g, const bool *needs,
-                            ts_tensor **gin) {
-    ts_tensor *a = node->in[0], *b = node->in[1];
-    bool ta = node->iattr[0], tb = node->iattr[1];
-    bool shared_b = b->ndim == 2 && a->ndim > 2;
-    if (needs[0]) {
-        if (!ta)
-            gin[0] = ts_matmul(ctx, g, b, false, !tb);
-        else
-            gin[0] = tb ? ts_matmul(ctx, b, g, true, true) : ts_matmul(ctx, b, g, false, true);
-    }
-    if (needs[1]) {
-        if (shared_b) {
-            ts_tensor *a2 = as_rows(ctx, a), *g2 = as_rows(ctx, g);
-            gin[1] = tb ? ts_matmul(ctx, g2, a2, true, false) : ts_matmul(ctx, a2, g2, true, false);
-        } else if (!tb) {
-            gin[1] = ta ? ts_matmul(ctx, a, g, false, false) : ts_matmul(ctx, a, g, true, false);
-        } else {
-            gin[1] = ta ? ts_matmul(ctx, g, a, true, true) : ts_matmul(ctx, g, a, true, false);
-        }
-    }
-}
-
-ts_tensor *ts_matmul(ts_ctx *ctx, ts_tensor *a, ts_tensor *b, bool ta, bool tb) {
+/* op(a) op(b) for a of ndim >= 2 and b of the same batch dims or a shared
+ * 2-D b, checked; shape (a's batch dims, m, n) into shape. */
+static void check_matmul(ts_ctx *ctx, const ts_tensor *a, const ts_tensor *b, bool ta, bool tb,
+                         int *shape) {
     char sa[64], sb[64];
     if (a->ndim < 2 || b->ndim < 2)
         ts_fail(ctx, "matmul", "operands need at least 2 dims, got %s and %s",
@@ -53,18 +33,23 @@ ts_tensor *ts_matmul(ts_ctx *ctx, ts_tensor *a, ts_tensor *b, bool ta, bool tb) 
                     ts_shape_str(b, sb, sizeof sb));
     int ar = a->shape[a->ndim - 2], ac = a->shape[a->ndim - 1];
     int br = b->shape[b->ndim - 2], bc = b->shape[b->ndim - 1];
-    int m = ta ? ac : ar, k = ta ? ar : ac;
-    int kb = tb ? bc : br, n = tb ? br : bc;
+    int k = ta ? ar : ac, kb = tb ? bc : br;
     if (k != kb)
         ts_fail(ctx, "matmul", "inner dims differ: %s%s @ %s%s", ts_shape_str(a, sa, sizeof sa),
                 ta ? "^T" : "", ts_shape_str(b, sb, sizeof sb), tb ? "^T" : "");
-
-    int shape[TS_MAX_DIMS];
     for (int i = 0; i < a->ndim - 2; i++) shape[i] = a->shape[i];
-    shape[a->ndim - 2] = m;
-    shape[a->ndim - 1] = n;
-    ts_tensor *out = ts_new(ctx, a->ndim, shape);
+    shape[a->ndim - 2] = ta ? ac : ar;
+    shape[a->ndim - 1] = tb ? br : bc;
+}
 
+/* out = op(a) op(b) + beta out, shapes checked by check_matmul; counts the
+ * FLOPs of the product and, with beta, of the sum (the add it replaces). */
+static void gemm(ts_ctx *ctx, const ts_tensor *a, const ts_tensor *b, bool ta, bool tb,
+                 ts_real beta, ts_tensor *out) {
+    bool shared_b = b->ndim == 2 && a->ndim > 2;
+    int ar = a->shape[a->ndim - 2], ac = a->shape[a->ndim - 1];
+    int br = b->shape[b->ndim - 2], bc = b->shape[b->ndim - 1];
+    int m = ta ? ac : ar, k = ta ? ar : ac, n = tb ? br : bc;
     long batches = batch_count(a);
     enum CBLAS_TRANSPOSE opa = ta ? CblasTrans : CblasNoTrans;
     enum CBLAS_TRANSPOSE opb = tb ? CblasTrans : CblasNoTrans;
@@ -72,16 +57,104 @@ ts_tensor *ts_matmul(ts_ctx *ctx, ts_tensor *a, ts_tensor *b, bool ta, bool tb) 
         /* shapes and FLOPs only */
     } else if (shared_b) { /* one GEMM over all rows of a */
         ts_cblas_gemm(CblasRowMajor, opa, opb, (int)(batches * m), n, k, 1, a->data, ac, b->data,
-                      bc, 0, out->data, n);
+                      bc, beta, out->data, n);
     } else {
         for (long i = 0; i < batches; i++)
             ts_cblas_gemm(CblasRowMajor, opa, opb, m, n, k, 1, a->data + i * ar * ac, ac,
-                          b->data + i * br * bc, bc, 0, out->data + i * (long)m * n, n);
+                          b->data + i * br * bc, bc, beta, out->data + i * (long)m * n, n);
     }
-    ts_count_flops(ctx, 2.0 * batches * m * n * k);
+    ts_count_flops(ctx, 2.0 * batches * m * n * k + (beta != 0 ? (double)batches * m * n : 0));
+}
 
+/* The operands of one gradient product: gin = op(x) op(y). */
+typedef struct grad_product {
+    ts_tensor *x, *y;
+    bool tx, ty;
+} grad_product;
+
+/* A matmul's node holds a and b, an accumulating one (iattr[2]) c, a and b:
+ * out = c + op(a) op(b). */
+static int first_operand(const ts_node *node) {
+    return node->iattr[2];
+}
+
+/* d(a) and d(b) of op(a) op(b), each as a product of g with the other
+ * operand (a shared 2-D b sees a and g as rows); j counts from a. */
+static grad_product grad_of(ts_ctx *ctx, const ts_node *node, ts_tensor *g, int j) {
+    int first = first_operand(node);
+    ts_tensor *a = node->in[first], *b = node->in[first + 1];
+    bool ta = node->iattr[0], tb = node->iattr[1];
+    if (j == 0) {
+        if (!ta) return (grad_product){g, b, false, !tb};
+        return tb ? (grad_product){b, g, true, true} : (grad_product){b, g, false, true};
+    }
+    if (b->ndim == 2 && a->ndim > 2) {
+        ts_tensor *a2 = as_rows(ctx, a), *g2 = as_rows(ctx, g);
+        return tb ? (grad_product){g2, a2, true, false} : (grad_product){a2, g2, true, false};
+    }
+    if (!tb) return ta ? (grad_product){a, g, false, false} : (grad_product){a, g, true, false};
+    return ta ? (grad_product){g, a, true, true} : (grad_product){g, a, true, false};
+}
+
+static void matmul_backward_into(ts_ctx *ctx, ts_node *node, ts_tensor *g, const bool *needs,
+                                 ts_tensor *const *sums, ts_tensor **gin);
+
+static void matmul_backward(ts_ctx *ctx, ts_node *node, ts_tensor *g, const bool *needs,
+                            ts_tensor **gin) {
+    matmul_backward_into(ctx, node, g, needs, (ts_tensor *[TS_NODE_MAX_INPUTS]){NULL}, gin);
+}
+
+/* sum + op(a) op(b) in sum's buffer, the GEMM with beta = 1 in place of a
+ * product of its own and an add; booked as the matmul it is. Recording, an
+ * op of the graph whose rule passes the gradient through to sum (and never
+ * reads it: the buffer now holds the sum). */
+static ts_tensor *matmul_into(ts_ctx *ctx, ts_tensor *sum, grad_product p) {
+    gemm(ctx, p.x, p.y, p.tx, p.ty, 1, sum);
+    ts_tensor *out = ctx->grad_enabled ? ts_wrap(ctx, sum->data, sum->ndim, sum->shape) : sum;
+    ts_node *node =
+        ts_record(ctx, "matmul", matmul_backward, out, 3, (ts_tensor *[]){sum, p.x, p.y});
+    if (node) {
+        node->backward_into = matmul_backward_into;
+        node->iattr[0] = p.tx;
+        node->iattr[1] = p.ty;
+        node->iattr[2] = 1;
+    }
+    return out;
+}
+
+/* Whether a recording pass may overwrite sum with a sum of its own: a
+ * constant (no rule reads it) or a matmul's output (its rule reads its
+ * operands, never its output). A plain pass records no rules. */
+static bool may_add_into(const ts_ctx *ctx, const ts_tensor *sum) {
+    return sum && (!ctx->grad_enabled || !sum->node || sum->node->backward == matmul_backward);
+}
+
+/* The rule, adding a gradient into sums[j] where the pass offers one (see
+ * ts_backward_into_fn). An accumulating node passes the gradient through to
+ * its c. */
+static void matmul_backward_into(ts_ctx *ctx, ts_node *node, ts_tensor *g, const bool *needs,
+                                 ts_tensor *const *sums, ts_tensor **gin) {
+    int first = first_operand(node);
+    if (first && needs[0]) gin[0] = g;
+    for (int j = 0; j < 2; j++) {
+        if (!needs[first + j]) continue;
+        grad_product p = grad_of(ctx, node, g, j);
+        ts_tensor *sum = sums[first + j];
+        if (j == 1 && sum && sum == sums[first] && gin[first]->data == sum->data)
+            sum = gin[first]; /* a @ a: the sum a's first gradient went into */
+        gin[first + j] = may_add_into(ctx, sum) ? matmul_into(ctx, sum, p)
+                                                : ts_matmul(ctx, p.x, p.y, p.tx, p.ty);
+    }
+}
+
+ts_tensor *ts_matmul(ts_ctx *ctx, ts_tensor *a, ts_tensor *b, bool ta, bool tb) {
+    int shape[TS_MAX_DIMS];
+    check_matmul(ctx, a, b, ta, tb, shape);
+    ts_tensor *out = ts_new(ctx, a->ndim, shape);
+    gemm(ctx, a, b, ta, tb, 0, out);
     ts_node *node = ts_record(ctx, "matmul", matmul_backward, out, 2, (ts_tensor *[]){a, b});
     if (node) {
+        node->backward_into = matmul_backward_into;
         node->iattr[0] = ta;
         node->iattr[1] = tb;
     }

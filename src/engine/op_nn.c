@@ -138,44 +138,74 @@ static void rms_grad_backward(ts_ctx *ctx, ts_node *node, ts_tensor *v, const bo
     if (needs[0]) gin[0] = rms_grad_dx(ctx, x, w ? ts_mul(ctx, u, w) : u, v, eps);
 }
 
+/* The rows of G(x, u w) into out, or added into it (add): the same float
+ * operations either way, so a sum formed here equals the add it replaces.
+ * uw_row: d elements of scratch for u w when adding (out then holds the sum). */
+static void rms_grad_rows(const ts_tensor *x, const ts_tensor *u, const ts_tensor *w, double eps,
+                          ts_real *out, bool add, ts_real *uw_row) {
+    int d = x->shape[x->ndim - 1];
+    long rows = x->numel / d;
+    for (long i = 0; i < rows; i++) {
+        const ts_real *xi = x->data + i * d, *ui = u->data + i * d;
+        ts_real *o = out + i * d;
+        const ts_real *uw = ui;
+        if (w) { /* u w into the output row first (or the scratch row): it stays in L1 */
+            ts_real *s = add ? uw_row : o;
+            for (int j = 0; j < d; j++) s[j] = ui[j] * w->data[j];
+            uw = s;
+        }
+        double dot = ts_row_dot_wide(uw, xi, d);
+        ts_real ri = inverse_rms(xi, d, eps), c = ri * ri * ri * (ts_real)(dot / d);
+        if (add)
+            for (int j = 0; j < d; j++) o[j] += ri * uw[j] - xi[j] * c;
+        else
+            for (int j = 0; j < d; j++) o[j] = ri * uw[j] - xi[j] * c;
+    }
+}
+
+static void check_rms_grad(ts_ctx *ctx, const ts_tensor *x, const ts_tensor *u,
+                           const ts_tensor *w) {
+    char sx[64], s2[64];
+    if (!ts_same_shape(x, u))
+        ts_fail(ctx, "rmsnorm_backward", "gradient %s does not match input %s",
+                ts_shape_str(u, s2, sizeof s2), ts_shape_str(x, sx, sizeof sx));
+    if (w && w->numel != x->shape[x->ndim - 1])
+        ts_fail(ctx, "rmsnorm_backward", "weight %s does not match the last dim of %s",
+                ts_shape_str(w, s2, sizeof s2), ts_shape_str(x, sx, sizeof sx));
+}
+
+/* r: 2 per element, 4 per row; the dot 2 and the rest 3 per element, 5 per
+ * row; the weight's product as the mul it replaces, 1 per element */
+static double rms_grad_flops(const ts_tensor *x, bool weighted) {
+    long rows = x->numel / x->shape[x->ndim - 1];
+    return (weighted ? 8.0 : 7.0) * (double)x->numel + 9.0 * (double)rows;
+}
+
 /* G(x, u w) = r u w - x r^3 mean(u w x), w the RMSNorm's weight [d] or
  * NULL: the weight's product folded into the pass (fifth round: one
  * product over the tensor fewer per RMSNorm in every backward; the same
  * float products u w as the separate op, so the same result). */
 static ts_tensor *rms_grad(ts_ctx *ctx, ts_tensor *x, ts_tensor *u, ts_tensor *w, double eps) {
-    if (!ts_same_shape(x, u)) {
-        char sx[64], su[64];
-        ts_fail(ctx, "rmsnorm_backward", "gradient %s does not match input %s",
-                ts_shape_str(u, su, sizeof su), ts_shape_str(x, sx, sizeof sx));
-    }
+    check_rms_grad(ctx, x, u, w);
     rms_rows k = rms_rows_of(ctx, x);
-    int d = k.d;
-    if (w && w->numel != d) {
-        char sx[64], sw[64];
-        ts_fail(ctx, "rmsnorm_backward", "weight %s does not match the last dim of %s",
-                ts_shape_str(w, sw, sizeof sw), ts_shape_str(x, sx, sizeof sx));
-    }
-    if (k.run) {
-        for (long i = 0; i < k.rows; i++) {
-            const ts_real *xi = x->data + i * d, *ui = u->data + i * d;
-            ts_real *o = k.out->data + i * d;
-            const ts_real *uw = ui;
-            if (w) { /* u w into the output row first: it stays in L1 */
-                for (int j = 0; j < d; j++) o[j] = ui[j] * w->data[j];
-                uw = o;
-            }
-            double dot = ts_row_dot_wide(uw, xi, d);
-            ts_real ri = inverse_rms(xi, d, eps), c = ri * ri * ri * (ts_real)(dot / d);
-            for (int j = 0; j < d; j++) o[j] = ri * uw[j] - xi[j] * c;
-        }
-    }
-    /* r: 2 per element, 4 per row; the dot 2 and the rest 3 per element, 5
-     * per row; the weight's product as the mul it replaces, 1 per element */
-    ts_count_flops(ctx, (w ? 8.0 : 7.0) * (double)x->numel + 9.0 * (double)k.rows);
+    if (k.run) rms_grad_rows(x, u, w, eps, k.out->data, false, NULL);
+    ts_count_flops(ctx, rms_grad_flops(x, w != NULL));
     ts_node *node = ts_record(ctx, "rmsnorm_backward", rms_grad_backward, k.out, w ? 3 : 2,
                               (ts_tensor *[]){x, u, w});
     if (node) node->fattr[0] = eps;
     return k.out;
+}
+
+/* sum += G(x, u w) in a plain pass (nothing recorded), in place of a tensor
+ * of its own and an add; booked as the rmsnorm_backward it is, its sum as
+ * the add it replaces. */
+static void rms_grad_into(ts_ctx *ctx, ts_tensor *x, ts_tensor *u, ts_tensor *w, double eps,
+                          ts_tensor *sum) {
+    check_rms_grad(ctx, x, u, w);
+    ts_real *uw_row = w ? ts_alloc(ctx, (size_t)w->numel * sizeof *uw_row) : NULL;
+    rms_grad_rows(x, u, w, eps, sum->data, true, uw_row);
+    ts_count_flops(ctx, rms_grad_flops(x, w != NULL) + (double)x->numel);
+    ts_record(ctx, "rmsnorm_backward", NULL, sum, 0, NULL); /* recording is off: books it */
 }
 
 /* The weight's gradient, W(x, g) = sum over rows of g x r, shaped like the
@@ -221,12 +251,24 @@ static ts_tensor *rms_weight_grad(ts_ctx *ctx, ts_tensor *x, ts_tensor *g, const
     return out;
 }
 
-static void rmsnorm_backward(ts_ctx *ctx, ts_node *node, ts_tensor *g, const bool *needs,
-                             ts_tensor **gin) {
+/* The rule; in a plain pass x's gradient goes into the sum x already holds
+ * where the pass offers one (see ts_backward_into_fn). */
+static void rmsnorm_backward_into(ts_ctx *ctx, ts_node *node, ts_tensor *g, const bool *needs,
+                                  ts_tensor *const *sums, ts_tensor **gin) {
     ts_tensor *x = node->in[0], *w = node->in[1];
     double eps = node->fattr[0];
-    if (needs[0]) gin[0] = rms_grad(ctx, x, g, w, eps);
+    if (needs[0] && sums[0] && !ctx->grad_enabled) {
+        rms_grad_into(ctx, x, g, w, eps, sums[0]);
+        gin[0] = sums[0];
+    } else if (needs[0]) {
+        gin[0] = rms_grad(ctx, x, g, w, eps);
+    }
     if (needs[1]) gin[1] = rms_weight_grad(ctx, x, g, w, eps);
+}
+
+static void rmsnorm_backward(ts_ctx *ctx, ts_node *node, ts_tensor *g, const bool *needs,
+                             ts_tensor **gin) {
+    rmsnorm_backward_into(ctx, node, g, needs, (ts_tensor *[TS_NODE_MAX_INPUTS]){NULL}, gin);
 }
 
 ts_tensor *ts_rmsnorm(ts_ctx *ctx, ts_tensor *x, ts_tensor *weight, double eps) {
@@ -248,7 +290,12 @@ ts_tensor *ts_rmsnorm(ts_ctx *ctx, ts_tensor *x, ts_tensor *weight, double eps) 
     /* r: squares and their sum 2 per element, mean, eps and rsqrt 4 per row;
      * the scaling 2 per element */
     ts_count_flops(ctx, 4.0 * (double)x->numel + 4.0 * (double)k.rows);
-    record_with_eps(ctx, "rmsnorm", rmsnorm_backward, k.out, 2, (ts_tensor *[]){x, weight}, eps);
+    ts_node *node =
+        ts_record(ctx, "rmsnorm", rmsnorm_backward, k.out, 2, (ts_tensor *[]){x, weight});
+    if (node) {
+        node->fattr[0] = eps;
+        node->backward_into = rmsnorm_backward_into;
+    }
     return k.out;
 }
 

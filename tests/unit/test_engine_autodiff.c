@@ -213,6 +213,180 @@ static void test_grad_of_seeded_outputs(void **state) {
 
 /* ---------------------------------------------------------------- memory */
 
+/* Halves in [-2, 2] from a pattern: every product and sum below is exact, so
+ * any order of summation gives the same floats and a wrong sum cannot hide
+ * behind a tolerance. */
+static ts_tensor *halves(ts_ctx *ctx, int ndim, const int *shape, int pattern, bool grad) {
+    ts_tensor *t = ts_new(ctx, ndim, shape);
+    for (long i = 0; i < t->numel; i++) t->data[i] = (ts_real)(((i * 7 + pattern) % 9) - 4) / 2;
+    if (grad) ts_set_requires_grad(ctx, t, true);
+    return t;
+}
+
+enum { ACC_B = 2, ACC_M = 3, ACC_K = 4, ACC_N = 5, ACC_PRODUCTS = 6 };
+
+/* x = 2 x0 and the weights w, wt feed six matmuls between them, in every
+ * operand position and transpose the rule handles: x as left operand with a
+ * shared right one (plain and transposed), transposed, as the batched right
+ * operand and twice in one product; w as the shared right operand of two.
+ * So in a gradient pass x and w receive several gradients, most of them while
+ * an earlier sum is already held (the GEMM then adds into it). */
+static void accumulation_products(ts_ctx *ctx, ts_tensor *x0, ts_tensor *w, ts_tensor *wt,
+                                  ts_tensor **y) {
+    ts_tensor *x = ts_scale(ctx, x0, 2);
+    ts_tensor *c3 = halves(ctx, TS_SHAPE(ACC_B, ACC_M, 2), 1, false);
+    ts_tensor *c4 = halves(ctx, TS_SHAPE(ACC_B, 3, ACC_M), 2, false);
+    ts_tensor *z = halves(ctx, TS_SHAPE(ACC_B, 2, ACC_K), 5, false);
+    y[0] = ts_matmul(ctx, x, w, false, false);  /* [B, M, N] */
+    y[1] = ts_matmul(ctx, x, c3, true, false);  /* [B, K, 2] */
+    y[2] = ts_matmul(ctx, x, x, false, true);   /* [B, M, M] */
+    y[3] = ts_matmul(ctx, c4, x, false, false); /* [B, 3, K] */
+    y[4] = ts_matmul(ctx, z, w, false, false);  /* [B, 2, N] */
+    y[5] = ts_matmul(ctx, x, wt, false, true);  /* [B, M, N] */
+}
+
+static ts_tensor *seed_like(ts_ctx *ctx, const ts_tensor *y, int pattern) {
+    return halves(ctx, y->ndim, y->shape, pattern, false);
+}
+
+/* <g[0], v[0]> + <g[1], v[1]> + <g[2], v[2]>: a scalar of first-order
+ * gradients, to differentiate again. */
+static ts_tensor *gradient_dot(ts_ctx *ctx, ts_tensor *const *g, ts_tensor *const *v) {
+    ts_tensor *h = NULL;
+    for (int j = 0; j < 3; j++) {
+        ts_tensor *term = ts_sum_all(ctx, ts_mul(ctx, g[j], v[j]));
+        h = h ? ts_add(ctx, h, term) : term;
+    }
+    return h;
+}
+
+static void expect_sums(ts_tensor *const *g, double (*expected)[ACC_B * ACC_M * ACC_K],
+                        const char *what) {
+    for (int j = 0; j < 3; j++)
+        for (long e = 0; e < g[j]->numel; e++)
+            if (g[j]->data[e] != expected[j][e])
+                fail_msg("%s, input %d, element %ld: %g, expected %g", what, j, e,
+                         (double)g[j]->data[e], expected[j][e]);
+}
+
+/* Calls and FLOPs of one op in one pass of a profile. */
+static long profile_calls(const ts_profile *profile, enum ts_pass pass, const char *op) {
+    for (int e = 0; e < profile->n_entries[pass]; e++)
+        if (!strcmp(profile->entries[pass][e].op, op)) return profile->entries[pass][e].calls;
+    return 0;
+}
+
+/* The gradients of x0, w and wt from all six products together equal the
+ * sums of the gradients of each product alone (exactly: see halves): plain,
+ * with create_graph, and the gradient of a dot product of the recorded ones
+ * (second order, through the sums the recorded GEMMs added into); and into
+ * leaf .grad buffers by ts_backward. Both first-order passes do it with no
+ * add (every sum is a GEMM's beta = 1) and count the same FLOPs (a GEMM's
+ * sum as the add it replaces). */
+static void test_matmul_gradients_accumulate_into_one_sum(void **state) {
+    ts_ctx *ctx = *state;
+    ts_tensor *x0 = halves(ctx, TS_SHAPE(ACC_B, ACC_M, ACC_K), 3, true);
+    ts_tensor *w = halves(ctx, TS_SHAPE(ACC_K, ACC_N), 4, true);
+    ts_tensor *wt = halves(ctx, TS_SHAPE(ACC_N, ACC_K), 6, true);
+    ts_tensor *inputs[3] = {x0, w, wt}, *y[ACC_PRODUCTS], *seeds[ACC_PRODUCTS], *v[3];
+    accumulation_products(ctx, x0, w, wt, y);
+    for (int i = 0; i < ACC_PRODUCTS; i++) seeds[i] = seed_like(ctx, y[i], 8 + i);
+    for (int j = 0; j < 3; j++) v[j] = seed_like(ctx, inputs[j], 15 + j);
+
+    double expected[3][ACC_B * ACC_M * ACC_K] = {{0}}, second[3][ACC_B * ACC_M * ACC_K] = {{0}};
+    for (int i = 0; i < ACC_PRODUCTS; i++) {
+        ts_tensor *alone[3], *alone2[3];
+        ts_grad(ctx, 1, &y[i], &seeds[i], 3, inputs, alone, true);
+        for (int j = 0; j < 3; j++)
+            for (long e = 0; e < alone[j]->numel; e++) expected[j][e] += alone[j]->data[e];
+        ts_tensor *h = gradient_dot(ctx, alone, v);
+        if (!h->requires_grad) continue; /* linear in the inputs: no second order */
+        ts_grad(ctx, 1, &h, NULL, 3, inputs, alone2, false);
+        for (int j = 0; j < 3; j++)
+            for (long e = 0; e < alone2[j]->numel; e++) second[j][e] += alone2[j]->data[e];
+    }
+
+    double plain_flops = 0;
+    for (int graph = 0; graph < 2; graph++) {
+        ts_profile profile;
+        ts_tensor *g[3];
+        ts_reset_flops(ctx);
+        ts_profile_start(ctx, &profile, TS_PROFILE_CPU);
+        ts_grad(ctx, ACC_PRODUCTS, y, seeds, 3, inputs, g, graph);
+        ts_profile_stop(ctx);
+        expect_sums(g, expected, graph ? "recorded pass" : "plain pass");
+        enum ts_pass pass = graph ? TS_PASS_BACKWARD_GRAPH : TS_PASS_BACKWARD;
+        /* x: 1 + 1 + 2 + 1 + 1 gradients, w: 1 + 1, wt: 1. */
+        assert_int_equal(profile_calls(&profile, pass, "matmul"), 9);
+        assert_int_equal(profile_calls(&profile, pass, "add"), 0);
+        if (graph)
+            assert_true(ctx->flops[TS_BACKWARD] == plain_flops);
+        else
+            plain_flops = ctx->flops[TS_BACKWARD];
+        if (!graph) continue;
+        ts_tensor *h = gradient_dot(ctx, g, v), *g2[3];
+        ts_grad(ctx, 1, &h, NULL, 3, inputs, g2, false);
+        expect_sums(g2, second, "second order");
+    }
+
+    /* ts_backward: the leaves' sums go into their .grad buffers (x's and the
+     * intermediate's through a GEMM, the leaves' by the pass). */
+    ts_tensor *loss = NULL;
+    for (int i = 0; i < ACC_PRODUCTS; i++) {
+        ts_tensor *term = ts_sum_all(ctx, ts_mul(ctx, y[i], seeds[i]));
+        loss = loss ? ts_add(ctx, loss, term) : term;
+    }
+    ts_backward(ctx, loss, NULL);
+    for (int j = 0; j < 3; j++)
+        for (long e = 0; e < inputs[j]->numel; e++)
+            assert_true(inputs[j]->grad->data[e] == expected[j][e]);
+}
+
+/* x = 2 x0 read by an RMSNorm and a matmul, in either order on the tape:
+ * x's gradient is the sum of the two alone. RMSNorm's rule adds its
+ * gradient into the matmul's (plain pass) with the very float operations of
+ * a gradient of its own and an add, so that order gives the same floats as
+ * the sum of the two (a + b is b + a); the other order adds a GEMM into
+ * RMSNorm's gradient (the same up to rounding). Neither plain pass books an
+ * add; the recorded pass gives the same values. */
+static void test_rmsnorm_gradient_adds_into_the_sum(void **state) {
+    ts_ctx *ctx = *state;
+    enum { D = 8 };
+    ts_tensor *x0 = halves(ctx, TS_SHAPE(ACC_B, ACC_M, D), 3, true);
+    ts_tensor *w = halves(ctx, TS_SHAPE(D), 4, true),
+              *wm = halves(ctx, TS_SHAPE(D, ACC_N), 5, true);
+    for (int rms_recorded_first = 0; rms_recorded_first < 2; rms_recorded_first++) {
+        /* The reverse walk runs the rule of the op recorded last first. */
+        ts_tensor *x = ts_scale(ctx, x0, 2), *y[2];
+        if (rms_recorded_first) {
+            y[0] = ts_rmsnorm(ctx, x, w, 1e-5);
+            y[1] = ts_matmul(ctx, x, wm, false, false);
+        } else {
+            y[0] = ts_matmul(ctx, x, wm, false, false);
+            y[1] = ts_rmsnorm(ctx, x, w, 1e-5);
+        }
+        ts_tensor *seeds[2] = {seed_like(ctx, y[0], 7), seed_like(ctx, y[1], 1)};
+        ts_tensor *alone[2];
+        for (int i = 0; i < 2; i++) ts_grad(ctx, 1, &y[i], &seeds[i], 1, &x, &alone[i], false);
+        for (int graph = 0; graph < 2; graph++) {
+            ts_profile profile;
+            ts_tensor *g;
+            ts_profile_start(ctx, &profile, TS_PROFILE_CPU);
+            ts_grad(ctx, 2, y, seeds, 1, &x, &g, graph);
+            ts_profile_stop(ctx);
+            if (!graph) assert_int_equal(profile_calls(&profile, TS_PASS_BACKWARD, "add"), 0);
+            for (long e = 0; e < g->numel; e++) {
+                ts_real sum = alone[0]->data[e] + alone[1]->data[e];
+                bool exact = rms_recorded_first || graph; /* RMSNorm's rule added */
+                if (exact ? g->data[e] != sum : fabs(g->data[e] - sum) > 1e-6 * (1 + fabs(sum)))
+                    fail_msg("%s, %s pass, element %ld: %.9g, expected %.9g",
+                             rms_recorded_first ? "RMSNorm recorded first" : "matmul first",
+                             graph ? "recorded" : "plain", e, (double)g->data[e], (double)sum);
+            }
+        }
+    }
+}
+
 static void test_release_frees_the_graph(void **state) {
     ts_ctx *ctx = *state;
     ts_tensor *x = leaf(ctx, TS_SHAPE(3), X3);
@@ -438,6 +612,8 @@ int main(void) {
         T(test_grad_with_respect_to_intermediate),
         T(test_grad_of_unused_input_is_zeros),
         T(test_grad_of_seeded_outputs),
+        T(test_matmul_gradients_accumulate_into_one_sum),
+        T(test_rmsnorm_gradient_adds_into_the_sum),
         T(test_release_frees_the_graph),
         T(test_views_share_data),
         T(test_arena_stops_mallocing_after_first_step),
