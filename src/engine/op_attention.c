@@ -18,8 +18,11 @@
  * are skipped: about half the products and softmax work at T >> ATTN_STRIP)
  * and each strip needs two GEMMs, S = (scale q) k^T and O = P v, with an
  * exact softmax in between (the whole visible row is in the strip, so no
- * online rescaling is needed). The forward keeps only each row's max and
- * 1 / sum, from which the backward recomputes P bit for bit.
+ * online rescaling is needed; the forward divides O's rows rather than P's
+ * by the rows' sums). The forward keeps only each row's max and 1 / sum,
+ * from which the backward recomputes P. The strips' GEMMs are
+ * ts_small_gemm's (small_gemm.h), the keys (and values) transposed once
+ * per head.
  *
  * Its rule depends on the pass:
  *   - a plain gradient pass (recording off) runs the fused strip backward:
@@ -92,23 +95,32 @@ static int vector_span(int visible, int keys) {
     return span < keys ? span : keys;
 }
 
-/* Softmax of each strip row in place over its visible keys (row i0 + r sees
- * 0..i0 + r), with ts_softmax's row reductions and exponential over the
- * row's vector span (the masked entries in it as -inf, so exp gives 0 and
- * the sums are those of the visible entries, added in lanes); the masked
- * tail is 0. Keeps the row's max and 1 / sum in stats[2 r],
- * stats[2 r + 1]. */
-static void strip_softmax(ts_real *s, int i0, int rows, int keys, ts_real *stats) {
+/* The softmax of each strip row (row i0 + r sees keys 0..i0 + r) but for
+ * its division: the exponentials E = exp(s - max) in place, with
+ * ts_softmax's row reductions and exponential over the row's vector span
+ * (the masked entries in it as -inf, so exp gives 0 and the sums are those
+ * of the visible entries, added in lanes); the masked tail is 0. Keeps the
+ * row's max and 1 / sum in stats[2 r], stats[2 r + 1]. The forward divides
+ * E v's rows instead of E's (dh entries a row instead of the visible
+ * keys); the backward recomputes P itself (strip_probabilities). */
+static void strip_exponentials(ts_real *s, int i0, int rows, int keys, ts_real *stats) {
     for (int r = 0; r < rows; r++) {
         ts_real *restrict row = s + (long)r * keys;
         int visible = i0 + r + 1, span = vector_span(visible, keys);
         for (int c = visible; c < span; c++) row[c] = -INFINITY;
         ts_real max = ts_row_max(row, span);
         ts_real inv = 1 / ts_exp_shifted_sum(row, span, max);
-        for (int c = 0; c < span; c++) row[c] = ts_flush_subnormal(row[c] * inv);
         for (int c = span; c < keys; c++) row[c] = 0;
         stats[2 * r] = max;
         stats[2 * r + 1] = inv;
+    }
+}
+
+/* Rows [0, rows) of o (ld apart, dh wide) times their 1 / sum from stats. */
+static void divide_rows(ts_real *o, int ld, int rows, int dh, const ts_real *stats) {
+    for (int r = 0; r < rows; r++) {
+        ts_real *restrict row = o + (long)r * ld, inv = stats[2 * r + 1];
+        for (int c = 0; c < dh; c++) row[c] *= inv;
     }
 }
 
@@ -181,7 +193,8 @@ static void strip_scores(const head_qk *h, const ts_real *kt, int t, int dh, int
     ts_small_gemm(false, rows, keys, dh, scale, h->q + (long)i0 * h->ld, h->ld, kt, t, 0, s, keys);
 }
 
-/* The forward over every head: strips of S, softmax, P v. */
+/* The forward over every head: strips of S, exponentials, E v divided by
+ * the rows' sums. */
 static void forward_heads(ts_ctx *ctx, const attn_layout *a, attn_operands in, ts_real *out,
                           ts_real *stats, ts_real scale) {
     ts_real *p = ts_alloc(ctx, (size_t)ATTN_STRIP * a->t * sizeof *p);
@@ -195,9 +208,10 @@ static void forward_heads(ts_ctx *ctx, const attn_layout *a, attn_operands in, t
         for (int i0 = 0; i0 < a->t; i0 += ATTN_STRIP) {
             int rows = a->t - i0 < ATTN_STRIP ? a->t - i0 : ATTN_STRIP, keys = i0 + rows;
             strip_scores(&qk, kt, a->t, a->dh, i0, rows, keys, scale, p);
-            strip_softmax(p, i0, rows, keys, st + 2L * i0);
+            strip_exponentials(p, i0, rows, keys, st + 2L * i0);
             ts_small_gemm(false, rows, a->dh, keys, 1, p, keys, vh, (int)a->ld_in, 0,
                           oh + (long)i0 * a->ld_out, (int)a->ld_out);
+            divide_rows(oh + (long)i0 * a->ld_out, (int)a->ld_out, rows, a->dh, st + 2L * i0);
         }
     }
 }

@@ -154,13 +154,26 @@ static inline double ts_row_sum_wide(const ts_real *restrict x, long n) {
 }
 
 /* The largest element, -inf for n = 0 (NaN entries are skipped, as by a
- * scalar `if (x > max) max = x`). */
+ * scalar `if (x > max) max = x`). Its lanes are one GCC vector, the select
+ * a compare and a blend: GCC does not vectorise the select over an array
+ * of lanes (it ran as 16 scalar maxss an iteration, ~10% of the fused
+ * attention's softmax; seventh round, docs/performance.md). */
+#ifdef TS_DOUBLE
+typedef int64_t ts_lane_bits __attribute__((vector_size(TS_LANES * sizeof(ts_real))));
+#else
+typedef int32_t ts_lane_bits __attribute__((vector_size(TS_LANES * sizeof(ts_real))));
+#endif
+typedef ts_real ts_lane_values __attribute__((vector_size(TS_LANES * sizeof(ts_real))));
+
 static inline ts_real ts_row_max(const ts_real *x, long n) {
-    ts_real lane[TS_LANES];
-    for (int j = 0; j < TS_LANES; j++) lane[j] = -INFINITY;
+    ts_lane_values lane = (ts_lane_values){0} - INFINITY;
     long c = 0;
-    for (; c + TS_LANES <= n; c += TS_LANES)
-        for (int j = 0; j < TS_LANES; j++) lane[j] = x[c + j] > lane[j] ? x[c + j] : lane[j];
+    for (; c + TS_LANES <= n; c += TS_LANES) {
+        ts_lane_values v;
+        memcpy(&v, x + c, sizeof v);
+        ts_lane_bits greater = v > lane;
+        lane = (ts_lane_values)(((ts_lane_bits)v & greater) | ((ts_lane_bits)lane & ~greater));
+    }
     ts_real max = -INFINITY;
     for (int j = 0; j < TS_LANES; j++) max = lane[j] > max ? lane[j] : max;
     for (; c < n; c++) max = x[c] > max ? x[c] : max;
