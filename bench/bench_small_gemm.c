@@ -24,8 +24,7 @@
 enum { REPS = 15, HEADS = 32, SEQ = 256, DH = 64, STRIP = 64, LD = 3 * 4 * DH };
 
 typedef enum product { SCORES, MIX, MIX_T } product;
-static const char *const product_names[] = {"S = q K^T (NT)", "O = P V (NN)",
-                                             "dV += P^T G (TN)"};
+static const char *const product_names[] = {"S = q K^T (NT)", "O = P V (NN)", "dV += P^T G (TN)"};
 
 /* One call's strips of one product over every head; the head's operands
  * at its offset in qkv (q, k, v at 0, D, 2 D of a row), P and G shared. */
@@ -81,8 +80,8 @@ int main(int argc, char **argv) {
     double peak = ts_measure_peak_gflops();
     printf("%s; fastest of %d alternating repetitions; sgemm 768^3: %.1f GFLOP/s\n",
            cpu ? "process CPU time" : "wall time", REPS, peak);
-    printf("%-20s %14s %9s %14s %9s %8s\n", "strip product", "OpenBLAS", "%sgemm",
-           "ts_small_gemm", "%sgemm", "speedup");
+    printf("%-20s %14s %9s %14s %9s %8s\n", "strip product", "OpenBLAS", "%sgemm", "ts_small_gemm",
+           "%sgemm", "speedup");
     for (int which = SCORES; which <= MIX_T; which++) {
         double best[2] = {1e30, 1e30};
         for (int r = -1; r < REPS; r++)

@@ -65,6 +65,10 @@ static inline __attribute__((always_inline)) void tile(int mr, int width, bool t
             if (width == 2) acc1[r] += ar * b1;
         }
     }
+    /* Unrolled, so the sums go from registers to C: GCC otherwise keeps
+     * this loop, and with it the accumulators in memory (1% at the strip
+     * shapes). */
+#pragma GCC unroll 16
     for (int r = 0; r < mr; r++) {
         ts_real *cr = c + (long)r * ldc;
         vec v0 = alpha * acc0[r], v1 = alpha * acc1[r];
