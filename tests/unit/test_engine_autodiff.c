@@ -408,19 +408,23 @@ static void expect_same_floats(const ts_tensor *got, const ts_tensor *want, cons
  * with the float operations of the add it replaces, so the plain passes give
  * the recorded passes' values (which sum with add ops) bit for bit, book no
  * add in the first order and fewer in the second, and count the same FLOPs.
- * The sums also match the sum of each attention's gradient alone. */
-static void test_context_gradients_add_into_the_sum(void **state) {
-    ts_ctx *ctx = *state;
+ * The sums also match the sum of each attention's gradient alone. Rows
+ * [B, H, L, dh], then token-major [B, L, H, dh] (EBT's layout). */
+static void check_context_sums(ts_ctx *ctx, bool token_major) {
     enum { L = 70, C = 71, DH = 2, N_IN = 5, N_OUT = 3 };
-    ts_tensor *q = halves(ctx, TS_SHAPE(1, 2, L, DH), 1, true);
+    ts_tensor *(*attention)(ts_ctx *, ts_tensor *, ts_tensor *, ts_tensor *, ts_tensor *,
+                            ts_tensor *, double) =
+        token_major ? ts_context_attention_tokens : ts_context_attention;
+    const int *rows = token_major ? (const int[]){1, L, 2, DH} : (const int[]){1, 2, L, DH};
+    ts_tensor *q = halves(ctx, 4, rows, 1, true);
     ts_tensor *k = halves(ctx, TS_SHAPE(1, 2, C, DH), 2, true);
     ts_tensor *v = halves(ctx, TS_SHAPE(1, 2, C, DH), 3, true);
-    ts_tensor *ks = halves(ctx, TS_SHAPE(1, 2, L, DH), 4, true);
-    ts_tensor *vs = halves(ctx, TS_SHAPE(1, 2, L, DH), 5, true);
+    ts_tensor *ks = halves(ctx, 4, rows, 4, true);
+    ts_tensor *vs = halves(ctx, 4, rows, 5, true);
     ts_tensor *inputs[N_IN] = {q, k, v, ks, vs}, *y[N_OUT], *seeds[N_OUT], *dir[N_IN];
-    y[0] = ts_context_attention(ctx, q, k, v, ks, vs, 0.7);
-    y[1] = ts_context_attention(ctx, vs, v, k, q, ks, 0.7);
-    y[2] = ts_context_attention(ctx, q, k, k, q, q, 0.7);
+    y[0] = attention(ctx, q, k, v, ks, vs, 0.7);
+    y[1] = attention(ctx, vs, v, k, q, ks, 0.7);
+    y[2] = attention(ctx, q, k, k, q, q, 0.7);
     for (int i = 0; i < N_OUT; i++) seeds[i] = seed_like(ctx, y[i], 6 + i);
     for (int j = 0; j < N_IN; j++) dir[j] = seed_like(ctx, inputs[j], 11 + j);
 
@@ -472,6 +476,11 @@ static void test_context_gradients_add_into_the_sum(void **state) {
                 fail_msg("input %d, element %ld: %.9g, the attentions alone %.9g", j, e, got, want);
         }
     }
+}
+
+static void test_context_gradients_add_into_the_sum(void **state) {
+    check_context_sums(*state, false);
+    check_context_sums(*state, true);
 }
 
 static void test_release_frees_the_graph(void **state) {
