@@ -156,12 +156,34 @@ static void visible_strip(const ts_real *layout_head, int width, int i0, int row
     }
 }
 
+/* Every op below takes a sum `into` (NULL: none): in a plain pass (recording
+ * off) a rule hands it the sum its input's gradient already holds
+ * (ts_backward_into_fn), and the op adds its result into that buffer and
+ * returns it instead of a tensor of its own. The result is first formed
+ * exactly as without a sum (in a strip's or a head's scratch where a GEMM
+ * makes it), then added element by element: the sum + the result, the very
+ * float additions of the accumulation's add it replaces, so training stays
+ * bit for bit as it was; it saves the fresh tensor's write and the add's
+ * separate pass over both (seventh round, lever 39, docs/performance.md).
+ * FLOPs: the op's plus the add's (one per element of the sum). */
 static ts_tensor *context_product(ts_ctx *ctx, ts_tensor *a, ts_tensor *b, ts_tensor *b_self,
-                                  double alpha, bool token_major);
+                                  double alpha, bool token_major, ts_tensor *into);
 static ts_tensor *context_mix(ts_ctx *ctx, ts_tensor *p, ts_tensor *v, ts_tensor *v_self,
-                              double alpha, bool token_major);
+                              double alpha, bool token_major, ts_tensor *into);
 static ts_tensor *context_mix_t(ts_ctx *ctx, ts_tensor *p, ts_tensor *g, double alpha,
-                                bool token_major);
+                                bool token_major, ts_tensor *into);
+
+/* The sum a rule may add into: only in a plain pass, where no rule is
+ * recorded (a recorded pass would have to record the sum as an input of the
+ * op; EBT's recorded pass has no sums of the context ops to spare). */
+static ts_tensor *plain_sum(const ts_ctx *ctx, ts_tensor *const *sums, int j) {
+    return !ctx->grad_enabled && !ctx->counting ? sums[j] : NULL;
+}
+
+/* The FLOPs of the add a sum into replaces. */
+static double into_flops(const ts_tensor *into) {
+    return into ? (double)into->numel : 0;
+}
 
 /* FLOPs of the factor alpha of every op below: one product per element of
  * the operand the scores' scale was applied to (the scale op it replaces). */
@@ -188,10 +210,13 @@ static void keep_attributes(ts_node *node, double alpha, bool token_major) {
  *   self_scale:  dlayout = self_column(h, x), dx = self_scale(layout, h);
  *   self_column: dh = self_scale(G, x), dx = self_scale(G, h). */
 static ts_tensor *context_self_column(ts_ctx *ctx, ts_tensor *h, ts_tensor *x, int width,
-                                      double alpha, bool token_major);
+                                      double alpha, bool token_major, ts_tensor *into);
 
 static void context_self_scale_rule(ts_ctx *ctx, ts_node *node, ts_tensor *h, const bool *needs,
                                     ts_tensor **gin);
+static void context_self_scale_rule_into(ts_ctx *ctx, ts_node *node, ts_tensor *h,
+                                         const bool *needs, ts_tensor *const *sums,
+                                         ts_tensor **gin);
 
 /* The layout of rows x: heads and rows per head (x [..., L, dh] or
  * token-major [B, L, H, dh]), for the self column's loops. */
@@ -203,9 +228,9 @@ static context_shape self_shape(const ts_tensor *x, bool token_major) {
 }
 
 static ts_tensor *context_self_scale(ts_ctx *ctx, ts_tensor *layout, ts_tensor *x, double alpha,
-                                     bool token_major) {
+                                     bool token_major, ts_tensor *into) {
     int width = layout->shape[layout->ndim - 1];
-    ts_tensor *out = ts_new_like(ctx, x);
+    ts_tensor *out = into ? into : ts_new_like(ctx, x);
     context_shape s = self_shape(x, token_major);
     int ld = rows_stride(s);
     for (long hh = 0; hh < (ctx->counting ? 0 : s.heads); hh++)
@@ -214,40 +239,65 @@ static ts_tensor *context_self_scale(ts_ctx *ctx, ts_tensor *layout, ts_tensor *
             long at = rows_head(s, hh) + (long)r * ld;
             const ts_real *xr = x->data + at;
             ts_real *o = out->data + at;
-            for (long c = 0; c < s.dh; c++) o[c] = p * xr[c];
+            if (into)
+                for (long c = 0; c < s.dh; c++) o[c] += p * xr[c];
+            else
+                for (long c = 0; c < s.dh; c++) o[c] = p * xr[c];
         }
-    ts_count_flops(ctx, (double)x->numel + alpha_flops(alpha, x)); /* as the product */
+    /* as the product */
+    ts_count_flops(ctx, (double)x->numel + alpha_flops(alpha, x) + into_flops(into));
     ts_node *node = ts_record(ctx, "context_self_scale", context_self_scale_rule, out, 2,
                               (ts_tensor *[]){layout, x});
     keep_attributes(node, alpha, token_major);
+    if (node) node->backward_into = context_self_scale_rule_into;
     return out;
 }
 
-static void context_self_scale_rule(ts_ctx *ctx, ts_node *node, ts_tensor *h, const bool *needs,
-                                    ts_tensor **gin) {
+/* Every rule below is a backward_into: input j's gradient goes into
+ * plain_sum(sums, j) where there is one. An input given twice gets the same
+ * sum twice, and its second gradient adds to the sum its first went into. */
+static ts_tensor *const no_sums[TS_NODE_MAX_INPUTS] = {NULL};
+
+static void context_self_scale_rule_into(ts_ctx *ctx, ts_node *node, ts_tensor *h,
+                                         const bool *needs, ts_tensor *const *sums,
+                                         ts_tensor **gin) {
     ts_tensor *layout = node->in[0], *x = node->in[1];
     double alpha = node->fattr[0];
     bool tm = node->iattr[0];
     if (needs[0])
-        gin[0] = context_self_column(ctx, h, x, layout->shape[layout->ndim - 1], alpha, tm);
-    if (needs[1]) gin[1] = context_self_scale(ctx, layout, h, alpha, tm);
+        gin[0] = context_self_column(ctx, h, x, layout->shape[layout->ndim - 1], alpha, tm,
+                                     plain_sum(ctx, sums, 0));
+    if (needs[1]) gin[1] = context_self_scale(ctx, layout, h, alpha, tm, plain_sum(ctx, sums, 1));
+}
+
+static void context_self_scale_rule(ts_ctx *ctx, ts_node *node, ts_tensor *h, const bool *needs,
+                                    ts_tensor **gin) {
+    context_self_scale_rule_into(ctx, node, h, needs, no_sums, gin);
+}
+
+static void context_self_column_rule_into(ts_ctx *ctx, ts_node *node, ts_tensor *g,
+                                          const bool *needs, ts_tensor *const *sums,
+                                          ts_tensor **gin) {
+    ts_tensor *h = node->in[0], *x = node->in[1];
+    bool tm = node->iattr[0];
+    if (needs[0])
+        gin[0] = context_self_scale(ctx, g, x, node->fattr[0], tm, plain_sum(ctx, sums, 0));
+    if (needs[1])
+        gin[1] = context_self_scale(ctx, g, h, node->fattr[0], tm, plain_sum(ctx, sums, 1));
 }
 
 static void context_self_column_rule(ts_ctx *ctx, ts_node *node, ts_tensor *g, const bool *needs,
                                      ts_tensor **gin) {
-    ts_tensor *h = node->in[0], *x = node->in[1];
-    bool tm = node->iattr[0];
-    if (needs[0]) gin[0] = context_self_scale(ctx, g, x, node->fattr[0], tm);
-    if (needs[1]) gin[1] = context_self_scale(ctx, g, h, node->fattr[0], tm);
+    context_self_column_rule_into(ctx, node, g, needs, no_sums, gin);
 }
 
 static ts_tensor *context_self_column(ts_ctx *ctx, ts_tensor *h, ts_tensor *x, int width,
-                                      double alpha, bool token_major) {
+                                      double alpha, bool token_major, ts_tensor *into) {
     ts_tensor view = head_major(x, token_major);
     int n = x->ndim, shape[TS_MAX_DIMS];
     for (int i = 0; i < n; i++) shape[i] = view.shape[i];
     shape[n - 1] = width;
-    ts_tensor *out = ts_new(ctx, n, shape);
+    ts_tensor *out = into ? into : ts_new(ctx, n, shape);
     context_shape s = self_shape(x, token_major);
     int ld = rows_stride(s);
     for (long hh = 0; hh < (ctx->counting ? 0 : s.heads); hh++)
@@ -255,46 +305,57 @@ static ts_tensor *context_self_column(ts_ctx *ctx, ts_tensor *h, ts_tensor *x, i
             long at = rows_head(s, hh) + (long)r * ld;
             const ts_real *hr = h->data + at, *xr = x->data + at;
             ts_real *o = out->data + (hh * s.rows + r) * width;
-            for (int c = 0; c < width - 1; c++) o[c] = 0;
+            for (int c = 0; !into && c < width - 1; c++) o[c] = 0; /* a sum + 0: the sum */
             double lane[TS_LANES] = {0};
             long c = 0;
             for (; c + TS_LANES <= s.dh; c += TS_LANES)
                 for (int j = 0; j < TS_LANES; j++) lane[j] += (ts_real)(hr[c + j] * xr[c + j]);
             double sum = ts_combine_wide_lanes(lane);
             for (; c < s.dh; c++) sum += (ts_real)(hr[c] * xr[c]);
-            o[width - 1] = 0; /* 0 + the sum, as sum_to's zeroed output plus the sum */
+            if (!into) o[width - 1] = 0; /* 0 + the sum, as sum_to's zeroed output plus the sum */
             o[width - 1] += (ts_real)(sum * alpha);
         }
     /* as the product and row sum it replaces */
-    ts_count_flops(ctx, 2.0 * (double)x->numel + alpha_flops(alpha, x));
+    ts_count_flops(ctx, 2.0 * (double)x->numel + alpha_flops(alpha, x) + into_flops(into));
     ts_node *node = ts_record(ctx, "context_self_column", context_self_column_rule, out, 2,
                               (ts_tensor *[]){h, x});
     keep_attributes(node, alpha, token_major);
+    if (node) node->backward_into = context_self_column_rule_into;
     return out;
+}
+
+static void context_product_rule_into(ts_ctx *ctx, ts_node *node, ts_tensor *g, const bool *needs,
+                                      ts_tensor *const *sums, ts_tensor **gin) {
+    ts_tensor *a = node->in[0], *b = node->in[1], *b_self = node->n_in > 2 ? node->in[2] : NULL;
+    double alpha = node->fattr[0];
+    bool tm = node->iattr[0];
+    if (needs[0]) gin[0] = context_mix(ctx, g, b, b_self, alpha, tm, plain_sum(ctx, sums, 0));
+    if (needs[1]) gin[1] = context_mix_t(ctx, g, a, alpha, tm, plain_sum(ctx, sums, 1));
+    if (b_self && needs[2])
+        gin[2] = context_self_scale(ctx, g, a, alpha, tm, plain_sum(ctx, sums, 2));
 }
 
 static void context_product_rule(ts_ctx *ctx, ts_node *node, ts_tensor *g, const bool *needs,
                                  ts_tensor **gin) {
-    ts_tensor *a = node->in[0], *b = node->in[1], *b_self = node->n_in > 2 ? node->in[2] : NULL;
-    double alpha = node->fattr[0];
-    bool tm = node->iattr[0];
-    if (needs[0]) gin[0] = context_mix(ctx, g, b, b_self, alpha, tm);
-    if (needs[1]) gin[1] = context_mix_t(ctx, g, a, alpha, tm);
-    if (b_self && needs[2]) gin[2] = context_self_scale(ctx, g, a, alpha, tm);
+    context_product_rule_into(ctx, node, g, needs, no_sums, gin);
 }
 
 static ts_tensor *context_product(ts_ctx *ctx, ts_tensor *a, ts_tensor *b, ts_tensor *b_self,
-                                  double alpha, bool token_major) {
+                                  double alpha, bool token_major, ts_tensor *into) {
     context_shape s = context_shape_of(ctx, "context_product", a, b, b_self, NULL, token_major);
     ts_tensor view = head_major(a, token_major);
     int width = s.keys + 1, offset = s.keys - s.rows, shape[TS_MAX_DIMS], ld = rows_stride(s);
     for (int i = 0; i < a->ndim; i++) shape[i] = view.shape[i];
     shape[a->ndim - 1] = width;
-    ts_tensor *out = ts_new(ctx, a->ndim, shape);
+    if (into) context_shape_of(ctx, "context_product", a, b, NULL, into, token_major);
+    ts_tensor *out = into ? into : ts_new(ctx, a->ndim, shape);
     if (!ctx->counting) {
         long b_size = (long)s.keys * s.dh, o_size = (long)s.rows * width;
         /* b's head transposed, [dh, C]: ts_small_gemm reads B by rows */
         ts_real *bt = ts_alloc(ctx, (size_t)b_size * sizeof *bt);
+        /* with a sum: the strip's product, [rows, strip_keys], then added */
+        ts_real *strip =
+            into ? ts_alloc(ctx, (size_t)CONTEXT_STRIP * s.keys * sizeof *strip) : NULL;
         for (long h = 0; h < s.heads; h++) {
             long a_at = rows_head(s, h);
             const ts_real *ah = a->data + a_at, *bh = b->data + h * b_size;
@@ -303,40 +364,58 @@ static ts_tensor *context_product(ts_ctx *ctx, ts_tensor *a, ts_tensor *b, ts_te
             for (int i0 = 0; i0 < s.rows; i0 += CONTEXT_STRIP) {
                 int rows = strip_rows(s.rows, i0), strip_keys = i0 + rows + offset;
                 ts_small_gemm(false, rows, strip_keys, s.dh, (ts_real)alpha, ah + (long)i0 * ld, ld,
-                              bt, s.keys, 0, oh + (long)i0 * width, width);
+                              bt, s.keys, 0, into ? strip : oh + (long)i0 * width,
+                              into ? strip_keys : width);
                 for (int r = 0; r < rows; r++) {
                     ts_real *row = oh + (long)(i0 + r) * width;
                     long at = (long)(i0 + r) * ld;
-                    for (int c = i0 + r + offset + 1; c < s.keys; c++) row[c] = 0;
-                    row[s.keys] = b_self ? (ts_real)alpha *
-                                               ts_row_dot(ah + at, b_self->data + a_at + at, s.dh)
-                                         : 0;
+                    int visible = i0 + r + offset + 1;
+                    ts_real self = b_self ? (ts_real)alpha *
+                                                ts_row_dot(ah + at, b_self->data + a_at + at, s.dh)
+                                          : 0;
+                    if (into) { /* masked entries: the sum + 0, the sum */
+                        const ts_real *add = strip + (long)r * strip_keys;
+                        for (int c = 0; c < visible; c++) row[c] += add[c];
+                        row[s.keys] += self;
+                    } else {
+                        for (int c = visible; c < s.keys; c++) row[c] = 0;
+                        row[s.keys] = self;
+                    }
                 }
             }
         }
     }
     /* As matmul over the executed elements; the self score as mul and sum. */
     ts_count_flops(ctx, 2.0 * s.dh * context_strip_elements(s) +
-                            (b_self ? 2.0 * (double)a->numel : 0) + alpha_flops(alpha, a));
+                            (b_self ? 2.0 * (double)a->numel : 0) + alpha_flops(alpha, a) +
+                            into_flops(into));
     ts_node *node = ts_record(ctx, "context_product", context_product_rule, out, b_self ? 3 : 2,
                               (ts_tensor *[]){a, b, b_self});
     keep_attributes(node, alpha, token_major);
+    if (node) node->backward_into = context_product_rule_into;
     return out;
+}
+
+static void context_mix_rule_into(ts_ctx *ctx, ts_node *node, ts_tensor *g, const bool *needs,
+                                  ts_tensor *const *sums, ts_tensor **gin) {
+    ts_tensor *p = node->in[0], *v = node->in[1], *v_self = node->n_in > 2 ? node->in[2] : NULL;
+    double alpha = node->fattr[0];
+    bool tm = node->iattr[0];
+    if (needs[0]) gin[0] = context_product(ctx, g, v, v_self, alpha, tm, plain_sum(ctx, sums, 0));
+    if (needs[1]) gin[1] = context_mix_t(ctx, p, g, alpha, tm, plain_sum(ctx, sums, 1));
+    if (v_self && needs[2])
+        gin[2] = context_self_scale(ctx, p, g, alpha, tm, plain_sum(ctx, sums, 2));
 }
 
 static void context_mix_rule(ts_ctx *ctx, ts_node *node, ts_tensor *g, const bool *needs,
                              ts_tensor **gin) {
-    ts_tensor *p = node->in[0], *v = node->in[1], *v_self = node->n_in > 2 ? node->in[2] : NULL;
-    double alpha = node->fattr[0];
-    bool tm = node->iattr[0];
-    if (needs[0]) gin[0] = context_product(ctx, g, v, v_self, alpha, tm);
-    if (needs[1]) gin[1] = context_mix_t(ctx, p, g, alpha, tm);
-    if (v_self && needs[2]) gin[2] = context_self_scale(ctx, p, g, alpha, tm);
+    context_mix_rule_into(ctx, node, g, needs, no_sums, gin);
 }
 
 static ts_tensor *context_mix(ts_ctx *ctx, ts_tensor *p, ts_tensor *v, ts_tensor *v_self,
-                              double alpha, bool token_major) {
-    ts_tensor *like = v_self;
+                              double alpha, bool token_major, ts_tensor *into) {
+    ts_tensor *like = into ? into : v_self;
+    if (into && v_self) context_shape_of(ctx, "context_mix", v_self, v, into, p, token_major);
     if (!like) { /* the output's shape: p's rows, v's width (token-major: [B, L, H, dh]) */
         int shape[TS_MAX_DIMS];
         for (int i = 0; i < p->ndim; i++) shape[i] = p->shape[i];
@@ -349,70 +428,96 @@ static ts_tensor *context_mix(ts_ctx *ctx, ts_tensor *p, ts_tensor *v, ts_tensor
     }
     context_shape s = context_shape_of(ctx, "context_mix", like, v, NULL, p, token_major);
     int width = s.keys + 1, offset = s.keys - s.rows, ld = rows_stride(s);
-    ts_tensor *out = v_self ? ts_new_like(ctx, v_self) : like;
+    ts_tensor *out = into ? into : v_self ? ts_new_like(ctx, v_self) : like;
     if (!ctx->counting) {
         ts_real *buf = ts_alloc(ctx, (size_t)CONTEXT_STRIP * s.keys * sizeof *buf);
+        /* with a sum: the strip's rows, [rows, dh], then added */
+        ts_real *strip = into ? ts_alloc(ctx, (size_t)CONTEXT_STRIP * s.dh * sizeof *strip) : NULL;
         long v_size = (long)s.keys * s.dh, p_size = (long)s.rows * width;
         for (long h = 0; h < s.heads; h++) {
             const ts_real *ph = p->data + h * p_size, *vh = v->data + h * v_size;
             for (int i0 = 0; i0 < s.rows; i0 += CONTEXT_STRIP) {
                 int rows = strip_rows(s.rows, i0), strip_keys = i0 + rows + offset;
                 long at = rows_head(s, h) + (long)i0 * ld;
+                ts_real *dst = into ? strip : out->data + at;
+                int ld_dst = into ? s.dh : ld;
                 visible_strip(ph, width, i0, rows, strip_keys, offset, buf);
                 ts_small_gemm(false, rows, s.dh, strip_keys, (ts_real)alpha, buf, strip_keys, vh,
-                              s.dh, 0, out->data + at, ld);
+                              s.dh, 0, dst, ld_dst);
                 for (int r = 0; v_self && r < rows; r++) {
                     ts_real p_self = (ts_real)alpha * ph[(long)(i0 + r) * width + s.keys];
-                    ts_real *o = out->data + at + (long)r * ld;
+                    ts_real *o = dst + (long)r * ld_dst;
                     const ts_real *vs = v_self->data + at + (long)r * ld;
                     for (int c = 0; c < s.dh; c++) o[c] += p_self * vs[c];
+                }
+                for (int r = 0; into && r < rows; r++) {
+                    ts_real *o = out->data + at + (long)r * ld;
+                    const ts_real *add = strip + (long)r * s.dh;
+                    for (int c = 0; c < s.dh; c++) o[c] += add[c];
                 }
             }
         }
     }
     /* As matmul over the executed elements; the self mix as mul and add. */
     ts_count_flops(ctx, 2.0 * s.dh * context_strip_elements(s) +
-                            (v_self ? 2.0 * (double)out->numel : 0) + alpha_flops(alpha, out));
+                            (v_self ? 2.0 * (double)out->numel : 0) + alpha_flops(alpha, out) +
+                            into_flops(into));
     ts_node *node = ts_record(ctx, "context_mix", context_mix_rule, out, v_self ? 3 : 2,
                               (ts_tensor *[]){p, v, v_self});
     keep_attributes(node, alpha, token_major);
+    if (node) node->backward_into = context_mix_rule_into;
     return out;
+}
+
+static void context_mix_t_rule_into(ts_ctx *ctx, ts_node *node, ts_tensor *h, const bool *needs,
+                                    ts_tensor *const *sums, ts_tensor **gin) {
+    ts_tensor *p = node->in[0], *g = node->in[1];
+    bool tm = node->iattr[0];
+    if (needs[0])
+        gin[0] = context_product(ctx, g, h, NULL, node->fattr[0], tm, plain_sum(ctx, sums, 0));
+    if (needs[1])
+        gin[1] = context_mix(ctx, p, h, NULL, node->fattr[0], tm, plain_sum(ctx, sums, 1));
 }
 
 static void context_mix_t_rule(ts_ctx *ctx, ts_node *node, ts_tensor *h, const bool *needs,
                                ts_tensor **gin) {
-    ts_tensor *p = node->in[0], *g = node->in[1];
-    bool tm = node->iattr[0];
-    if (needs[0]) gin[0] = context_product(ctx, g, h, NULL, node->fattr[0], tm);
-    if (needs[1]) gin[1] = context_mix(ctx, p, h, NULL, node->fattr[0], tm);
+    context_mix_t_rule_into(ctx, node, h, needs, no_sums, gin);
 }
 
 static ts_tensor *context_mix_t(ts_ctx *ctx, ts_tensor *p, ts_tensor *g, double alpha,
-                                bool token_major) {
+                                bool token_major, ts_tensor *into) {
     ts_tensor view = head_major(g, token_major);
     int n = p->ndim, shape[TS_MAX_DIMS];
     for (int i = 0; i < n; i++) shape[i] = view.shape[i];
     shape[n - 2] = p->shape[n - 1] - 1;
-    ts_tensor *out = ts_zeros(ctx, n, shape);
+    ts_tensor *out = into ? into : ts_zeros(ctx, n, shape);
     context_shape s = context_shape_of(ctx, "context_mix_t", g, out, NULL, p, token_major);
     int width = s.keys + 1, offset = s.keys - s.rows, ld = rows_stride(s);
     if (!ctx->counting) {
         ts_real *buf = ts_alloc(ctx, (size_t)CONTEXT_STRIP * s.keys * sizeof *buf);
         long o_size = (long)s.keys * s.dh, p_size = (long)s.rows * width;
+        /* with a sum: the head's product from zeros, [C, dh], then added */
+        ts_real *head = into ? ts_alloc(ctx, (size_t)o_size * sizeof *head) : NULL;
         for (long h = 0; h < s.heads; h++) {
             const ts_real *ph = p->data + h * p_size, *gh = g->data + rows_head(s, h);
+            ts_real *dst = into ? head : out->data + h * o_size;
+            for (long i = 0; into && i < o_size; i++) head[i] = 0;
             for (int i0 = 0; i0 < s.rows; i0 += CONTEXT_STRIP) {
                 int rows = strip_rows(s.rows, i0), strip_keys = i0 + rows + offset;
                 visible_strip(ph, width, i0, rows, strip_keys, offset, buf);
                 ts_small_gemm(true, strip_keys, s.dh, rows, (ts_real)alpha, buf, strip_keys,
-                              gh + (long)i0 * ld, ld, 1, out->data + h * o_size, s.dh);
+                              gh + (long)i0 * ld, ld, 1, dst, s.dh);
             }
+            ts_real *o = out->data + h * o_size;
+            for (long i = 0; into && i < o_size; i++) o[i] += head[i];
         }
     }
-    ts_count_flops(ctx, 2.0 * s.dh * context_strip_elements(s) + alpha_flops(alpha, g));
+    ts_count_flops(ctx, 2.0 * s.dh * context_strip_elements(s) + alpha_flops(alpha, g) +
+                            into_flops(into));
     ts_node *node =
         ts_record(ctx, "context_mix_t", context_mix_t_rule, out, 2, (ts_tensor *[]){p, g});
     keep_attributes(node, alpha, token_major);
+    if (node) node->backward_into = context_mix_t_rule_into;
     return out;
 }
 
@@ -421,9 +526,9 @@ static ts_tensor *context_attention(ts_ctx *ctx, ts_tensor *q, ts_tensor *k, ts_
                                     bool token_major) {
     context_shape s = context_shape_of(ctx, "context_attention", q, k, k_self, NULL, token_major);
     context_shape_of(ctx, "context_attention", v_self, v, q, NULL, token_major);
-    ts_tensor *scores = context_product(ctx, q, k, k_self, scale, token_major);
+    ts_tensor *scores = context_product(ctx, q, k, k_self, scale, token_major, NULL);
     ts_tensor *p = ts_softmax(ctx, scores, context_mask(ctx, s.rows, s.keys));
-    return context_mix(ctx, p, v, v_self, 1, token_major);
+    return context_mix(ctx, p, v, v_self, 1, token_major, NULL);
 }
 
 ts_tensor *ts_context_attention(ts_ctx *ctx, ts_tensor *q, ts_tensor *k, ts_tensor *v,

@@ -387,6 +387,102 @@ static void test_rmsnorm_gradient_adds_into_the_sum(void **state) {
     }
 }
 
+/* Bit for bit, or fails naming the element. */
+static void expect_same_floats(const ts_tensor *got, const ts_tensor *want, const char *what,
+                               int j) {
+    assert_int_equal(got->numel, want->numel);
+    for (long e = 0; e < got->numel; e++)
+        if (got->data[e] != want->data[e])
+            fail_msg("%s, input %d, element %ld: %.9g, expected %.9g", what, j, e,
+                     (double)got->data[e], (double)want->data[e]);
+}
+
+/* Three context attentions share their five inputs in other roles (a
+ * query's rows as another's own keys, keys as values, one input given three
+ * times to one attention), over 70 queries and 71 context keys (two strips,
+ * the second partial), so in a plain gradient pass every context rule meets
+ * sums its inputs already hold: the first order adds rows, context rows and
+ * self columns into them (context_mix, context_mix_t, context_self_scale),
+ * the second order also the layout's sums of the softmax probabilities
+ * (context_product, context_self_column). Each adds its result to the sum
+ * with the float operations of the add it replaces, so the plain passes give
+ * the recorded passes' values (which sum with add ops) bit for bit, book no
+ * add in the first order and fewer in the second, and count the same FLOPs.
+ * The sums also match the sum of each attention's gradient alone. Rows
+ * [B, H, L, dh], then token-major [B, L, H, dh] (EBT's layout). */
+static void check_context_sums(ts_ctx *ctx, bool token_major) {
+    enum { L = 70, C = 71, DH = 2, N_IN = 5, N_OUT = 3 };
+    ts_tensor *(*attention)(ts_ctx *, ts_tensor *, ts_tensor *, ts_tensor *, ts_tensor *,
+                            ts_tensor *, double) =
+        token_major ? ts_context_attention_tokens : ts_context_attention;
+    const int *rows = token_major ? (const int[]){1, L, 2, DH} : (const int[]){1, 2, L, DH};
+    ts_tensor *q = halves(ctx, 4, rows, 1, true);
+    ts_tensor *k = halves(ctx, TS_SHAPE(1, 2, C, DH), 2, true);
+    ts_tensor *v = halves(ctx, TS_SHAPE(1, 2, C, DH), 3, true);
+    ts_tensor *ks = halves(ctx, 4, rows, 4, true);
+    ts_tensor *vs = halves(ctx, 4, rows, 5, true);
+    ts_tensor *inputs[N_IN] = {q, k, v, ks, vs}, *y[N_OUT], *seeds[N_OUT], *dir[N_IN];
+    y[0] = attention(ctx, q, k, v, ks, vs, 0.7);
+    y[1] = attention(ctx, vs, v, k, q, ks, 0.7);
+    y[2] = attention(ctx, q, k, k, q, q, 0.7);
+    for (int i = 0; i < N_OUT; i++) seeds[i] = seed_like(ctx, y[i], 6 + i);
+    for (int j = 0; j < N_IN; j++) dir[j] = seed_like(ctx, inputs[j], 11 + j);
+
+    ts_tensor *g[2][N_IN], *g2[2][N_IN];
+    ts_profile profile[2], profile2[2];
+    double flops[2], flops2[2];
+    for (int graph = 1; graph >= 0; graph--) { /* recorded first: the reference */
+        ts_reset_flops(ctx);
+        ts_profile_start(ctx, &profile[graph], TS_PROFILE_CPU);
+        ts_grad(ctx, N_OUT, y, seeds, N_IN, inputs, g[graph], graph);
+        ts_profile_stop(ctx);
+        flops[graph] = ctx->flops[TS_BACKWARD];
+    }
+    /* the second order: of <g, dir> through the recorded first order */
+    ts_tensor *h = NULL;
+    for (int j = 0; j < N_IN; j++) {
+        ts_tensor *term = ts_sum_all(ctx, ts_mul(ctx, g[1][j], dir[j]));
+        h = h ? ts_add(ctx, h, term) : term;
+    }
+    for (int graph = 1; graph >= 0; graph--) {
+        ts_reset_flops(ctx);
+        ts_profile_start(ctx, &profile2[graph], TS_PROFILE_CPU);
+        ts_grad(ctx, 1, &h, NULL, N_IN, inputs, g2[graph], graph);
+        ts_profile_stop(ctx);
+        flops2[graph] = ctx->flops[TS_BACKWARD];
+    }
+    for (int j = 0; j < N_IN; j++) {
+        expect_same_floats(g[0][j], g[1][j], "first order, plain against recorded", j);
+        expect_same_floats(g2[0][j], g2[1][j], "second order, plain against recorded", j);
+    }
+    assert_true(profile_calls(&profile[1], TS_PASS_BACKWARD_GRAPH, "add") > 0);
+    assert_int_equal(profile_calls(&profile[0], TS_PASS_BACKWARD, "add"), 0);
+    assert_true(profile_calls(&profile2[0], TS_PASS_SECOND_ORDER, "add") <
+                profile_calls(&profile2[1], TS_PASS_SECOND_ORDER, "add"));
+    assert_true(flops[0] == flops[1]);
+    assert_true(flops2[0] == flops2[1]);
+
+    /* Against the sum of each attention's gradients alone (its own order). */
+    for (int j = 0; j < N_IN; j++) {
+        ts_tensor *total = ts_zeros(ctx, inputs[j]->ndim, inputs[j]->shape);
+        for (int i = 0; i < N_OUT; i++) {
+            ts_tensor *alone[N_IN];
+            ts_grad(ctx, 1, &y[i], &seeds[i], N_IN, inputs, alone, false);
+            for (long e = 0; e < total->numel; e++) total->data[e] += alone[j]->data[e];
+        }
+        for (long e = 0; e < total->numel; e++) {
+            double want = total->data[e], got = g[0][j]->data[e];
+            if (fabs(got - want) > 1e-5 * (1 + fabs(want)))
+                fail_msg("input %d, element %ld: %.9g, the attentions alone %.9g", j, e, got, want);
+        }
+    }
+}
+
+static void test_context_gradients_add_into_the_sum(void **state) {
+    check_context_sums(*state, false);
+    check_context_sums(*state, true);
+}
+
 static void test_release_frees_the_graph(void **state) {
     ts_ctx *ctx = *state;
     ts_tensor *x = leaf(ctx, TS_SHAPE(3), X3);
@@ -614,6 +710,7 @@ int main(void) {
         T(test_grad_of_seeded_outputs),
         T(test_matmul_gradients_accumulate_into_one_sum),
         T(test_rmsnorm_gradient_adds_into_the_sum),
+        T(test_context_gradients_add_into_the_sum),
         T(test_release_frees_the_graph),
         T(test_views_share_data),
         T(test_arena_stops_mallocing_after_first_step),
