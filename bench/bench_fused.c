@@ -28,7 +28,6 @@
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
-#include <string.h>
 
 #include "engine/clock.h"
 #include "engine/engine.h"
@@ -157,8 +156,7 @@ int main(int argc, char **argv) {
     (void)argc;
     ts_blas_prefer_vector_kernels(argv); /* the kernels thinkscale runs */
     openblas_set_num_threads(1);
-    const char *clock_name = getenv("BENCH_CLOCK");
-    bool cpu = clock_name && !strcmp(clock_name, "cpu");
+    bool cpu = ts_clock_cpu_requested();
     ts_ctx ctx;
     if (!ts_ctx_init(&ctx, 0)) return 1;
     unsigned seed = 5;

@@ -69,12 +69,6 @@ typedef struct bench_model {
     long steps;
 } bench_model;
 
-/* BENCH_CLOCK=cpu: the process's CPU time instead of wall time. */
-static bool use_cpu_clock(void) {
-    const char *v = getenv("BENCH_CLOCK");
-    return v && !strcmp(v, "cpu");
-}
-
 static long env_long(const char *name, long fallback) {
     const char *v = getenv(name);
     return v && *v ? strtol(v, NULL, 10) : fallback;
@@ -298,7 +292,7 @@ int main(int argc, char **argv) {
     };
     int n_models = (int)(sizeof models / sizeof models[0]);
     const char *only = getenv("BENCH_ONLY");
-    bool cpu = use_cpu_clock();
+    bool cpu = ts_clock_cpu_requested();
     double load_before = load_average();
     long rounds = env_long("BENCH_ROUNDS", 3), steps = env_long("BENCH_STEPS", 2);
     bool selected[MAX_MODELS];

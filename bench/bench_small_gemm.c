@@ -15,7 +15,6 @@
  * bench_profile's lines. */
 #include <stdio.h>
 #include <stdlib.h>
-#include <string.h>
 
 #include "engine/clock.h"
 #include "engine/small_gemm.h"
@@ -61,8 +60,7 @@ int main(int argc, char **argv) {
     (void)argc;
     ts_blas_prefer_vector_kernels(argv); /* the kernels thinkscale runs */
     openblas_set_num_threads(1);
-    const char *clock_name = getenv("BENCH_CLOCK");
-    bool cpu = clock_name && !strcmp(clock_name, "cpu");
+    bool cpu = ts_clock_cpu_requested();
     long qkv_size = 8L * SEQ * LD, out_size = 8L * SEQ * DH;
     ts_real *qkv = malloc((size_t)qkv_size * sizeof *qkv);
     ts_real *p = malloc((size_t)STRIP * SEQ * sizeof *p);

@@ -1,5 +1,7 @@
 #include "engine/clock.h"
 
+#include <stdlib.h>
+#include <string.h>
 #include <time.h>
 
 static double seconds_of(clockid_t clock) {
@@ -14,6 +16,11 @@ double ts_monotonic_seconds(void) {
 
 double ts_process_cpu_seconds(void) {
     return seconds_of(CLOCK_PROCESS_CPUTIME_ID);
+}
+
+bool ts_clock_cpu_requested(void) {
+    const char *v = getenv("BENCH_CLOCK");
+    return v && !strcmp(v, "cpu");
 }
 
 double ts_clock_seconds(bool process_cpu) {

@@ -19,4 +19,8 @@ double ts_process_cpu_seconds(void);
  * BENCH_CLOCK=cpu). */
 double ts_clock_seconds(bool process_cpu);
 
+/* Whether the environment asks the benchmarks for the process's CPU time
+ * (BENCH_CLOCK=cpu) rather than wall time. */
+bool ts_clock_cpu_requested(void);
+
 #endif

@@ -4,6 +4,7 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <time.h>
 
 #include <cmocka.h>
@@ -55,11 +56,26 @@ static void chosen_clock_is_the_one_asked_for(void **state) {
     assert_true(ts_monotonic_seconds() >= w1);
 }
 
+/* BENCH_CLOCK=cpu and nothing else asks the benchmarks for CPU time. */
+static void cpu_clock_requested_by_bench_clock_only(void **state) {
+    (void)state;
+    assert_int_equal(unsetenv("BENCH_CLOCK"), 0);
+    assert_false(ts_clock_cpu_requested());
+    assert_int_equal(setenv("BENCH_CLOCK", "cpu", 1), 0);
+    assert_true(ts_clock_cpu_requested());
+    assert_int_equal(setenv("BENCH_CLOCK", "wall", 1), 0);
+    assert_false(ts_clock_cpu_requested());
+    assert_int_equal(setenv("BENCH_CLOCK", "cpux", 1), 0);
+    assert_false(ts_clock_cpu_requested());
+    assert_int_equal(unsetenv("BENCH_CLOCK"), 0);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(monotonic_follows_a_sleep),
         cmocka_unit_test(cpu_time_counts_work_not_sleep),
         cmocka_unit_test(chosen_clock_is_the_one_asked_for),
+        cmocka_unit_test(cpu_clock_requested_by_bench_clock_only),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
