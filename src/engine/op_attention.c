@@ -87,12 +87,21 @@ static double strip_elements(int t) {
 }
 
 /* Where a strip row's vectorised loops stop: its visible entries rounded
- * up to whole vectors of TS_LANES, within the strip's keys. The entries
- * between the visible ones and the span take part as exact zeros of P (a
- * score of -inf), so no row ends in a scalar tail of exponentials. */
+ * up to whole vectors of TS_LANES, within the strip's keys, so no row ends
+ * in a scalar tail (of exponentials, for the softmax). */
 static int vector_span(int visible, int keys) {
     int span = (visible + TS_LANES - 1) / TS_LANES * TS_LANES;
     return span < keys ? span : keys;
+}
+
+/* A score row's masked entries before its exponentials: scores of -inf
+ * up to its vector span (exp gives exact zeros of P there, and the sums
+ * are those of the visible entries), 0 after it. Returns the span. */
+static int mask_to_vector_span(ts_real *row, int visible, int keys) {
+    int span = vector_span(visible, keys);
+    for (int c = visible; c < span; c++) row[c] = -INFINITY;
+    for (int c = span; c < keys; c++) row[c] = 0;
+    return span;
 }
 
 /* The softmax of each strip row (row i0 + r sees keys 0..i0 + r) but for
@@ -106,11 +115,9 @@ static int vector_span(int visible, int keys) {
 static void strip_exponentials(ts_real *s, int i0, int rows, int keys, ts_real *stats) {
     for (int r = 0; r < rows; r++) {
         ts_real *restrict row = s + (long)r * keys;
-        int visible = i0 + r + 1, span = vector_span(visible, keys);
-        for (int c = visible; c < span; c++) row[c] = -INFINITY;
+        int span = mask_to_vector_span(row, i0 + r + 1, keys);
         ts_real max = ts_row_max(row, span);
         ts_real inv = 1 / ts_exp_shifted_sum(row, span, max);
-        for (int c = span; c < keys; c++) row[c] = 0;
         stats[2 * r] = max;
         stats[2 * r + 1] = inv;
     }
@@ -124,17 +131,15 @@ static void divide_rows(ts_real *o, int ld, int rows, int dh, const ts_real *sta
     }
 }
 
-/* P from the scores and the forward's stats, the same arithmetic, in one
- * pass per row over its vector span. */
+/* P from the scores and the forward's stats (its exponentials times
+ * 1 / sum), in one pass per row over its vector span. */
 static void strip_probabilities(ts_real *s, int i0, int rows, int keys, const ts_real *stats) {
     for (int r = 0; r < rows; r++) {
         ts_real *restrict row = s + (long)r * keys;
-        int visible = i0 + r + 1, span = vector_span(visible, keys);
+        int span = mask_to_vector_span(row, i0 + r + 1, keys);
         ts_real max = stats[2 * r], inv = stats[2 * r + 1];
-        for (int c = visible; c < span; c++) row[c] = -INFINITY;
         for (int c = 0; c < span; c++)
             row[c] = ts_flush_subnormal(ts_exp_nonpositive(row[c] - max) * inv);
-        for (int c = span; c < keys; c++) row[c] = 0;
     }
 }
 
