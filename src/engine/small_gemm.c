@@ -120,31 +120,26 @@ static void gemm_chunk(bool trans_a, int m, int n, int k, ts_real alpha, const t
     ts_real edge[DEPTH_CHUNK * TILE_COLS];
     for (int j = 0; j < n; j += TILE_COLS) {
         int cols = n - j < TILE_COLS ? n - j : TILE_COLS, width = cols > LANES ? 2 : 1;
-        const ts_real *panel = b + j;
-        int ld_panel = ldb;
-        if (cols < TILE_COLS) {
+        bool edge_panel = cols < TILE_COLS;
+        if (edge_panel)
             for (int p = 0; p < k; p++) {
                 const ts_real *src = b + (long)p * ldb + j;
                 ts_real *dst = edge + (long)p * TILE_COLS;
                 for (int q = 0; q < TILE_COLS; q++) dst[q] = q < cols ? src[q] : 0;
             }
-            panel = edge;
-            ld_panel = TILE_COLS;
-        }
         tile_fn *full = trans_a ? (width == 2 ? tile_full_pair_t : tile_full_one_t)
                                 : (width == 2 ? tile_full_pair : tile_full_one);
         tile_fn *row = trans_a ? (width == 2 ? tile_row_pair_t : tile_row_one_t)
                                : (width == 2 ? tile_row_pair : tile_row_one);
-        bool edge_panel = cols < TILE_COLS;
         for (int i = 0; i < m;) {
             int mr = m - i >= TILE_ROWS ? TILE_ROWS : 1;
             tile_fn *fn = mr == TILE_ROWS ? full : row;
             const ts_real *a_rows = trans_a ? a + i : a + (long)i * lda;
             ts_real *c_tile = c + (long)i * ldc + j;
             if (edge_panel)
-                edge_tile(fn, mr, cols, k, alpha, a_rows, lda, panel, beta, c_tile, ldc);
+                edge_tile(fn, mr, cols, k, alpha, a_rows, lda, edge, beta, c_tile, ldc);
             else
-                fn(k, alpha, a_rows, lda, panel, ld_panel, beta, c_tile, ldc);
+                fn(k, alpha, a_rows, lda, b + j, ldb, beta, c_tile, ldc);
             i += mr;
         }
     }
