@@ -314,8 +314,8 @@ static void rope_backward(ts_ctx *ctx, ts_node *node, ts_tensor *g, const bool *
 ts_rope_table ts_rope_table_make(ts_ctx *ctx, const int32_t *positions, int t_len, int dh,
                                  double theta, int direction) {
     int half = dh / 2;
-    ts_real *cos_t = ts_alloc(ctx, (size_t)t_len * half * sizeof *cos_t);
-    ts_real *sin_t = ts_alloc(ctx, (size_t)t_len * half * sizeof *sin_t);
+    ts_real *cos_t = ts_alloc(ctx, (size_t)t_len * dh * sizeof *cos_t);
+    ts_real *sin_t = ts_alloc(ctx, (size_t)t_len * dh * sizeof *sin_t);
     /* The frequencies once per pair, not once per (t, pair): pow for every
      * entry of the table cost as much as the rotation itself (the same
      * values, so the same table). */
@@ -352,25 +352,35 @@ ts_rope_table ts_rope_table_make(ts_ctx *ctx, const int32_t *positions, int t_le
             }
             prev_cos[i] = c;
             prev_sin[i] = sn;
-            cos_t[t * half + i] = (ts_real)c;
-            sin_t[t * half + i] = (ts_real)(direction * sn);
+            long at = (long)t * dh + 2 * i;
+            ts_real s = (ts_real)(direction * sn);
+            cos_t[at] = cos_t[at + 1] = (ts_real)c;
+            sin_t[at] = -s;
+            sin_t[at + 1] = s;
         }
     }
-    return (ts_rope_table){cos_t, sin_t, half};
+    return (ts_rope_table){cos_t, sin_t, dh};
 }
 
 void ts_rope_rotate_rows(const ts_rope_table *table, const ts_real *x, long ld_x, ts_real *out,
                          long ld_out, int rows) {
-    int half = table->half;
+    /* each element's partner in its pair */
+    const ts_lane_bits partner = {1, 0, 3, 2, 5, 4, 7, 6, 9, 8, 11, 10, 13, 12, 15, 14};
+    int dh = table->dh;
     for (int t = 0; t < rows; t++) {
-        const ts_real *c = table->cos + (long)t * half, *sn = table->sin + (long)t * half;
+        const ts_real *c = table->cos + (long)t * dh, *sn = table->sin + (long)t * dh;
         const ts_real *in = x + t * ld_x;
         ts_real *res = out + t * ld_out;
-        for (int i = 0; i < half; i++) {
-            ts_real a = in[2 * i], b = in[2 * i + 1];
-            res[2 * i] = a * c[i] - b * sn[i];
-            res[2 * i + 1] = a * sn[i] + b * c[i];
+        int j = 0;
+        for (; j + TS_LANES <= dh; j += TS_LANES) {
+            ts_lane_values v, vc, vs;
+            memcpy(&v, in + j, sizeof v);
+            memcpy(&vc, c + j, sizeof vc);
+            memcpy(&vs, sn + j, sizeof vs);
+            ts_lane_values r = v * vc + __builtin_shuffle(v, partner) * vs;
+            memcpy(res + j, &r, sizeof r);
         }
+        for (; j < dh; j++) res[j] = in[j] * c[j] + in[j ^ 1] * sn[j];
     }
 }
 

@@ -6,9 +6,17 @@
 
 #include "engine/context.h"
 
+/* Row t rotates position positions[t]. Both tables are [T, dh], one entry
+ * per element of a head, so a row rotates as whole vectors: element j of
+ * the result is x[j] cos[j] + x[j ^ 1] sin[j], with each pair's cos twice
+ * and its sin negated for the pair's first element. Those are the float
+ * operations of x' = x c - y s, y' = x s + y c (an added negated product is
+ * the subtraction; the two products of a sum commute), so the values are
+ * those of the pairwise loop this replaced (eighth round,
+ * docs/performance.md). */
 typedef struct ts_rope_table {
-    const ts_real *cos, *sin; /* [T, half]: row t rotates position positions[t] */
-    int half;                 /* dh / 2 */
+    const ts_real *cos, *sin;
+    int dh;
 } ts_rope_table;
 
 /* The table of positions[0..t_len) for heads of dh (even), sin signed by

@@ -421,25 +421,32 @@ static void test_rmsnorm(void **state) {
     expect_values("rmsnorm", ts_rmsnorm(&fx->ctx, x, w, eps), expected, ROWS * D);
 }
 
-/* Llama's RoPE: pair (2i, 2i+1) of every head rotated by pos * theta^(-2i/dh). */
-static void test_rope(void **state) {
-    fixture *fx = *state;
-    enum { B = 2, T = 5, H = 2, DH = 6 };
+/* Llama's RoPE: pair (2i, 2i+1) of every head rotated by pos * theta^(-2i/dh),
+ * at head width dh: 6 rotates in the scalar loop alone, 40 in two whole
+ * vectors (TS_LANES = 16) and then that loop. */
+static void expect_rope(fixture *fx, int dh) {
+    enum { B = 2, T = 5, H = 2, MAX_DH = 40 };
     static const int32_t positions[T] = {0, 3, 1, 7, 2};
     const double theta = 500;
-    ts_tensor *x = random_tensor(fx, TS_SHAPE(B, T, H, DH), -1, 1);
-    double expected[B * T * H * DH];
+    ts_tensor *x = random_tensor(fx, TS_SHAPE(B, T, H, dh), -1, 1);
+    double expected[B * T * H * MAX_DH];
+    assert_true(dh <= MAX_DH);
     for (int b = 0; b < B; b++)
         for (int t = 0; t < T; t++)
             for (int h = 0; h < H; h++)
-                for (int i = 0; i < DH / 2; i++) {
-                    long base = ((long)(b * T + t) * H + h) * DH;
-                    double angle = positions[t] * pow(theta, -2.0 * i / DH);
+                for (int i = 0; i < dh / 2; i++) {
+                    long base = ((long)(b * T + t) * H + h) * dh;
+                    double angle = positions[t] * pow(theta, -2.0 * i / dh);
                     double a = x->data[base + 2 * i], c = x->data[base + 2 * i + 1];
                     expected[base + 2 * i] = a * cos(angle) - c * sin(angle);
                     expected[base + 2 * i + 1] = a * sin(angle) + c * cos(angle);
                 }
-    expect_values("rope", ts_rope(&fx->ctx, x, positions, theta), expected, B * T * H * DH);
+    expect_values("rope", ts_rope(&fx->ctx, x, positions, theta), expected, B * T * H * dh);
+}
+
+static void test_rope(void **state) {
+    expect_rope(*state, 6);
+    expect_rope(*state, 40);
 }
 
 static void test_attention(void **state) {
