@@ -1,3 +1,5 @@
+#include <string.h>
+
 #include "engine/autodiff.h"
 #include "engine/ops.h"
 
@@ -145,6 +147,28 @@ static void matmul_backward_into(ts_ctx *ctx, ts_node *node, ts_tensor *g, const
         gin[first + j] = may_add_into(ctx, sum) ? matmul_into(ctx, sum, p)
                                                 : ts_matmul(ctx, p.x, p.y, p.tx, p.ty);
     }
+}
+
+ts_tensor *ts_matmul_add(ts_ctx *ctx, ts_tensor *c, ts_tensor *a, ts_tensor *b, bool ta, bool tb) {
+    int shape[TS_MAX_DIMS];
+    check_matmul(ctx, a, b, ta, tb, shape);
+    ts_tensor *out = ts_new(ctx, a->ndim, shape);
+    if (!ts_same_shape(c, out)) {
+        char sc[64], so[64];
+        ts_fail(ctx, "matmul_add", "addend %s does not match the product %s",
+                ts_shape_str(c, sc, sizeof sc), ts_shape_str(out, so, sizeof so));
+    }
+    if (!ctx->counting) memcpy(out->data, c->data, (size_t)out->numel * sizeof *out->data);
+    gemm(ctx, a, b, ta, tb, 1, out);
+    /* the accumulating node: its rule hands the gradient to c unchanged */
+    ts_node *node = ts_record(ctx, "matmul", matmul_backward, out, 3, (ts_tensor *[]){c, a, b});
+    if (node) {
+        node->backward_into = matmul_backward_into;
+        node->iattr[0] = ta;
+        node->iattr[1] = tb;
+        node->iattr[2] = 1;
+    }
+    return out;
 }
 
 ts_tensor *ts_matmul(ts_ctx *ctx, ts_tensor *a, ts_tensor *b, bool ta, bool tb) {

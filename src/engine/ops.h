@@ -13,6 +13,14 @@
  * a: [..., m, k], b: [..., k, n] with the same leading (batch) dims, or b of
  * two dims shared by every batch (then a must not be transposed). */
 ts_tensor *ts_matmul(ts_ctx *ctx, ts_tensor *a, ts_tensor *b, bool transpose_a, bool transpose_b);
+/* c + op(a) @ op(b), c shaped like the product (and left unchanged): c copied
+ * into the output and the GEMM run with beta = 1, in place of the product's
+ * zeroed output and a separate add over both (a residual connection after
+ * a linear layer; eighth round, docs/performance.md). The sum is the add's
+ * when the GEMM's depth is one OpenBLAS block (k = 256 at the benchmark
+ * size); with more blocks the partial sums round in another order. */
+ts_tensor *ts_matmul_add(ts_ctx *ctx, ts_tensor *c, ts_tensor *a, ts_tensor *b, bool transpose_a,
+                         bool transpose_b);
 
 /* --- elementwise (op_elementwise.c); binary ops broadcast numpy-style --- */
 ts_tensor *ts_add(ts_ctx *ctx, ts_tensor *a, ts_tensor *b);

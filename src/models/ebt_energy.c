@@ -99,7 +99,7 @@ static ts_tensor *observed_attention(ts_ctx *ctx, const tpp_block_params *p, ts_
         ts_tensor *a = act->causal_attention_keep(
             act->user, ctx, q, k, tpp_linear(ctx, p, kv_in, p->wv), in->n_heads, in->positions,
             in->rope_theta, &obs->keys[in->layer], &obs->values[in->layer]);
-        return tpp_linear(ctx, p, a, p->wo);
+        return a;
     }
     int dh = q_in->shape[2] / in->n_heads;
     ts_tensor *q = tpp_split_heads(ctx, tpp_linear(ctx, p, q_in, p->wq), in->n_heads, in->positions,
@@ -107,7 +107,7 @@ static ts_tensor *observed_attention(ts_ctx *ctx, const tpp_block_params *p, ts_
     project_keys_values(ctx, p, kv_in, in, &obs->keys[in->layer], &obs->values[in->layer]);
     ts_tensor *a = tpp_attend(ctx, q, obs->keys[in->layer], obs->values[in->layer], in,
                               1.0 / sqrt((double)dh));
-    return tpp_linear(ctx, p, tpp_merge_heads(ctx, a), p->wo);
+    return tpp_merge_heads(ctx, a);
 }
 
 /* [B, L, D] -> token-major heads [B, L, H, dh] (a reshape, no permute), with
@@ -129,10 +129,9 @@ static ts_tensor *prediction_attention(ts_ctx *ctx, const tpp_block_params *p, t
     const ts_activation_hook *act = obs->act;
     if (act) {
         ts_tensor *q = tpp_linear(ctx, p, q_in, p->wq), *k = tpp_linear(ctx, p, kv_in, p->wk);
-        ts_tensor *mixed = act->context_attention(
-            act->user, ctx, q, k, tpp_linear(ctx, p, kv_in, p->wv), obs->keys[in->layer],
-            obs->values[in->layer], in->n_heads, in->positions, in->rope_theta);
-        return tpp_linear(ctx, p, mixed, p->wo);
+        return act->context_attention(act->user, ctx, q, k, tpp_linear(ctx, p, kv_in, p->wv),
+                                      obs->keys[in->layer], obs->values[in->layer], in->n_heads,
+                                      in->positions, in->rope_theta);
     }
     int b = q_in->shape[0], l = q_in->shape[1], d = q_in->shape[2], dh = d / in->n_heads;
     ts_tensor *q = token_heads(ctx, tpp_linear(ctx, p, q_in, p->wq), in, true);
@@ -140,7 +139,7 @@ static ts_tensor *prediction_attention(ts_ctx *ctx, const tpp_block_params *p, t
     ts_tensor *v = token_heads(ctx, tpp_linear(ctx, p, kv_in, p->wv), in, false);
     ts_tensor *mixed = ts_context_attention_tokens(
         ctx, q, obs->keys[in->layer], obs->values[in->layer], k, v, 1.0 / sqrt((double)dh));
-    return tpp_linear(ctx, p, ts_reshape(ctx, mixed, TS_SHAPE(b, l, d)), p->wo);
+    return ts_reshape(ctx, mixed, TS_SHAPE(b, l, d));
 }
 
 static tpp_attention_input attention_input(const ebt_context *e) {

@@ -16,4 +16,9 @@ typedef struct ts_linear_hook {
 /* x W^T through hook (NULL or a hook without apply: locally). */
 ts_tensor *ts_linear(ts_ctx *ctx, const ts_linear_hook *hook, ts_tensor *x, ts_tensor *w);
 
+/* residual + x W^T: locally one GEMM adding into a copy of residual
+ * (ts_matmul_add); through a hook, its product and an add. */
+ts_tensor *ts_linear_residual(ts_ctx *ctx, const ts_linear_hook *hook, ts_tensor *residual,
+                              ts_tensor *x, ts_tensor *w);
+
 #endif

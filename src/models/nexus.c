@@ -103,8 +103,7 @@ ts_tensor *nexus_attention(ts_ctx *ctx, const tpp_block_params *p, ts_tensor *q_
     /* The outer attention: multi-head attention of the last level's Q and K. */
     ts_tensor *q = tpp_split_heads(ctx, q_level, in->n_heads, in->positions, in->rope_theta);
     ts_tensor *k = tpp_split_heads(ctx, k_level, in->n_heads, in->positions, in->rope_theta);
-    ts_tensor *a = tpp_attend(ctx, q, k, v, in, scale);
-    return tpp_linear(ctx, p, tpp_merge_heads(ctx, a), p->wo);
+    return tpp_merge_heads(ctx, tpp_attend(ctx, q, k, v, in, scale));
 }
 
 ts_tensor *nexus_logits(ts_model *model, ts_ctx *ctx, const int32_t *inputs, int batch, int seq,

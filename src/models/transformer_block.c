@@ -38,7 +38,7 @@ static ts_tensor *distributed_attention(ts_ctx *ctx, const tpp_block_params *p, 
     const ts_activation_hook *h = p->activations;
     ts_tensor *a =
         h->causal_attention(h->user, ctx, q, k, v, in->n_heads, in->positions, in->rope_theta);
-    return tpp_linear(ctx, p, a, p->wo);
+    return a;
 }
 
 /* Weights w[0..n) as one stacked [sum of rows, D] weight, for one GEMM in
@@ -73,10 +73,8 @@ static ts_tensor *qkv_projection(ts_ctx *ctx, const tpp_block_params *p, ts_tens
 static ts_tensor *causal_attention(ts_ctx *ctx, const tpp_block_params *p, ts_tensor *q_in,
                                    ts_tensor *kv_in, const tpp_attention_input *in) {
     int dh = q_in->shape[2] / in->n_heads;
-    ts_tensor *a =
-        ts_causal_attention_packed(ctx, qkv_projection(ctx, p, q_in, kv_in), in->n_heads,
-                                   in->positions, in->rope_theta, 1.0 / sqrt((double)dh));
-    return tpp_linear(ctx, p, a, p->wo);
+    return ts_causal_attention_packed(ctx, qkv_projection(ctx, p, q_in, kv_in), in->n_heads,
+                                      in->positions, in->rope_theta, 1.0 / sqrt((double)dh));
 }
 
 ts_tensor *tpp_multihead_attention(ts_ctx *ctx, const tpp_block_params *p, ts_tensor *q_in,
@@ -93,7 +91,7 @@ ts_tensor *tpp_multihead_attention(ts_ctx *ctx, const tpp_block_params *p, ts_te
                                    in->positions, in->rope_theta);
     ts_tensor *v = tpp_split_heads(ctx, tpp_linear(ctx, p, kv_in, p->wv), in->n_heads, NULL, 0);
     ts_tensor *a = tpp_attend(ctx, q, k, v, in, 1.0 / sqrt((double)(d / in->n_heads)));
-    return tpp_linear(ctx, p, tpp_merge_heads(ctx, a), p->wo);
+    return tpp_merge_heads(ctx, a);
 }
 
 /* With a stacked [w1; w3] weight, gate and up are one GEMM and
@@ -103,11 +101,10 @@ ts_tensor *tpp_swiglu(ts_ctx *ctx, const tpp_block_params *p, ts_tensor *h) {
     ts_tensor *w[2] = {p->w1, p->w3};
     ts_tensor *stacked = stacked_weight(ctx, p, 2, w);
     if (stacked) {
-        ts_tensor *gate_up = ts_matmul(ctx, h, stacked, false, true);
-        return tpp_linear(ctx, p, ts_swiglu_packed(ctx, gate_up), p->w2);
+        return ts_swiglu_packed(ctx, ts_matmul(ctx, h, stacked, false, true));
     }
     ts_tensor *gate = tpp_linear(ctx, p, h, p->w1);
-    return tpp_linear(ctx, p, ts_swiglu(ctx, gate, tpp_linear(ctx, p, h, p->w3)), p->w2);
+    return ts_swiglu(ctx, gate, tpp_linear(ctx, p, h, p->w3));
 }
 
 ts_tensor *tpp_block_forward(ts_ctx *ctx, const tpp_block_params *p, ts_tensor *x,
@@ -118,8 +115,9 @@ ts_tensor *tpp_block_forward(ts_ctx *ctx, const tpp_block_params *p, ts_tensor *
                                                       p->attn_norm, in->norm_eps)
                                      : q_in;
     tpp_attention_fn attention = in->attention ? in->attention : tpp_multihead_attention;
-    ts_tensor *h = ts_add(ctx, x, attention(ctx, p, q_in, kv_in, in));
+    /* each sublayer's output projection adds into the residual stream */
+    ts_tensor *h = ts_linear_residual(ctx, p->linear, x, attention(ctx, p, q_in, kv_in, in), p->wo);
     ts_tensor *u = ts_act_rmsnorm(ctx, p->activations, h, p->mlp_norm, in->norm_eps);
-    ts_tensor *y = ts_add(ctx, h, tpp_swiglu(ctx, p, u));
+    ts_tensor *y = ts_linear_residual(ctx, p->linear, h, tpp_swiglu(ctx, p, u), p->w2);
     return ts_unit_boundary(ctx, y, p->unit, false);
 }

@@ -26,8 +26,10 @@ typedef struct tpp_block_params {
 
 typedef struct tpp_attention_input tpp_attention_input;
 
-/* The attention sublayer without its residual: q_in feeds the queries and
- * kv_in the keys and values (both already normalised, [B, T, D]). The
+/* The attention sublayer without its output projection and residual: q_in
+ * feeds the queries and kv_in the keys and values (both already normalised,
+ * [B, T, D]); it returns the heads' mixture [B, T, D], which the block
+ * projects by wo into the residual stream (ts_linear_residual). The
  * default is multi-head attention (tpp_multihead_attention); an architecture
  * replaces it through tpp_attention_input.attention (e.g. Nexus). */
 typedef ts_tensor *(*tpp_attention_fn)(ts_ctx *ctx, const tpp_block_params *p, ts_tensor *q_in,
@@ -57,7 +59,8 @@ ts_tensor *tpp_block_forward(ts_ctx *ctx, const tpp_block_params *p, ts_tensor *
                              const tpp_attention_input *in);
 
 /* Multi-head self-attention under in->mask: queries from q_in, keys and
- * values from kv_in, RoPE on queries and keys, output projection. */
+ * values from kv_in, RoPE on queries and keys; the heads' mixture [B, T, D]
+ * before the output projection. */
 ts_tensor *tpp_multihead_attention(ts_ctx *ctx, const tpp_block_params *p, ts_tensor *q_in,
                                    ts_tensor *kv_in, const tpp_attention_input *in);
 /* softmax(q k^T * scale + mask) v over heads [B, H, T, dh], under in->causal
@@ -73,7 +76,9 @@ ts_tensor *tpp_merge_heads(ts_ctx *ctx, ts_tensor *x);
 /* The block's linear layer x W^T, through p->linear. */
 ts_tensor *tpp_linear(ts_ctx *ctx, const tpp_block_params *p, ts_tensor *x, ts_tensor *w);
 
-/* SwiGLU feed-forward sublayer (without the residual) of normalised input h. */
+/* The SwiGLU feed-forward sublayer's hidden layer silu(h W1^T) (h W3^T) of
+ * normalised input h, before W2 (which the block applies into the residual
+ * stream). */
 ts_tensor *tpp_swiglu(ts_ctx *ctx, const tpp_block_params *p, ts_tensor *h);
 
 #endif

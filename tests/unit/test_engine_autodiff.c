@@ -342,6 +342,58 @@ static void test_matmul_gradients_accumulate_into_one_sum(void **state) {
             assert_true(inputs[j]->grad->data[e] == expected[j][e]);
 }
 
+/* ts_matmul_add(c, x, w) against ts_add(c, ts_matmul(x, w)), with x = 2 x0
+ * and c = 3 c0 intermediates also read elsewhere (so their gradients are
+ * sums): the same values (exact: see halves), c left as it was, the same
+ * FLOPs, and the same gradients of c0, x0 and w, plain, recorded and second
+ * order (the gradient of a dot product of the recorded ones). */
+static ts_tensor *residual_loss(ts_ctx *ctx, ts_tensor *const *in, bool fused, ts_tensor **y_out) {
+    ts_tensor *c = ts_scale(ctx, in[0], 3), *x = ts_scale(ctx, in[1], 2);
+    double before = ctx->flops[TS_FORWARD];
+    ts_tensor *y = fused ? ts_matmul_add(ctx, c, x, in[2], false, false)
+                         : ts_add(ctx, c, ts_matmul(ctx, x, in[2], false, false));
+    ctx->flops[TS_FORWARD] -= before; /* the flops of y alone */
+    for (long e = 0; e < c->numel; e++) assert_true(c->data[e] == 3 * in[0]->data[e]);
+    *y_out = y;
+    /* y squared (so there is a second order); c and x also reach the loss */
+    ts_tensor *loss = ts_sum_all(ctx, ts_mul(ctx, y, y));
+    loss = ts_add(ctx, loss, ts_sum_all(ctx, ts_mul(ctx, c, c)));
+    return ts_add(ctx, loss, ts_sum_all(ctx, ts_matmul(ctx, x, in[2], false, false)));
+}
+
+static void expect_same_tensors(ts_tensor *const *got, ts_tensor *const *want, int n,
+                                const char *what) {
+    for (int j = 0; j < n; j++)
+        for (long e = 0; e < want[j]->numel; e++)
+            if (got[j]->data[e] != want[j]->data[e])
+                fail_msg("%s, tensor %d, element %ld: %g, the composition's %g", what, j, e,
+                         (double)got[j]->data[e], (double)want[j]->data[e]);
+}
+
+static void test_matmul_add_is_the_add_of_the_product(void **state) {
+    ts_ctx *ctx = *state;
+    ts_tensor *in[3] = {halves(ctx, TS_SHAPE(ACC_B, ACC_M, ACC_N), 3, true),
+                        halves(ctx, TS_SHAPE(ACC_B, ACC_M, ACC_K), 4, true),
+                        halves(ctx, TS_SHAPE(ACC_K, ACC_N), 5, true)};
+    ts_tensor *v[3], *y[2], *g[2][3], *recorded[2][3], *g2[2][3];
+    double flops[2];
+    for (int j = 0; j < 3; j++) v[j] = seed_like(ctx, in[j], 9 + j);
+    for (int fused = 0; fused < 2; fused++) {
+        ts_reset_flops(ctx);
+        ts_tensor *loss = residual_loss(ctx, in, fused, &y[fused]);
+        flops[fused] = ctx->flops[TS_FORWARD];
+        ts_grad(ctx, 1, &loss, NULL, 3, in, g[fused], false);
+        ts_grad(ctx, 1, &loss, NULL, 3, in, recorded[fused], true);
+        ts_tensor *h = gradient_dot(ctx, recorded[fused], v);
+        ts_grad(ctx, 1, &h, NULL, 3, in, g2[fused], false);
+    }
+    assert_true(flops[1] == flops[0]);
+    expect_same_tensors(&y[1], &y[0], 1, "values");
+    expect_same_tensors(g[1], g[0], 3, "plain gradients");
+    expect_same_tensors(recorded[1], recorded[0], 3, "recorded gradients");
+    expect_same_tensors(g2[1], g2[0], 3, "second order");
+}
+
 /* x = 2 x0 read by an RMSNorm and a matmul, in either order on the tape:
  * x's gradient is the sum of the two alone. RMSNorm's rule adds its
  * gradient into the matmul's (plain pass) with the very float operations of
@@ -709,6 +761,7 @@ int main(void) {
         T(test_grad_of_unused_input_is_zeros),
         T(test_grad_of_seeded_outputs),
         T(test_matmul_gradients_accumulate_into_one_sum),
+        T(test_matmul_add_is_the_add_of_the_product),
         T(test_rmsnorm_gradient_adds_into_the_sum),
         T(test_context_gradients_add_into_the_sum),
         T(test_release_frees_the_graph),

@@ -70,12 +70,18 @@ static void matmul_one_dim(ts_ctx *ctx) {
     ts_matmul(ctx, ts_zeros(ctx, TS_SHAPE(3)), ts_zeros(ctx, TS_SHAPE(3, 2)), false, false);
 }
 
+static void matmul_add_addend_mismatch(ts_ctx *ctx) {
+    ts_matmul_add(ctx, ts_zeros(ctx, TS_SHAPE(2, 4)), ts_zeros(ctx, TS_SHAPE(2, 3)),
+                  ts_zeros(ctx, TS_SHAPE(3, 5)), false, false);
+}
+
 static void test_matmul_shape_errors(void **state) {
     (void)state;
     EXPECT_FAILURE(matmul_inner_mismatch, "matmul", "[2, 3]", "[4, 5]", "inner");
     EXPECT_FAILURE(matmul_transposed_mismatch, "matmul", "[2, 3]^T", "[3, 5]");
     EXPECT_FAILURE(matmul_batch_mismatch, "matmul", "batch", "[2, 3, 4]", "[3, 4, 5]");
     EXPECT_FAILURE(matmul_one_dim, "matmul", "[3]", "2 dims");
+    EXPECT_FAILURE(matmul_add_addend_mismatch, "matmul_add", "[2, 4]", "[2, 5]");
 }
 
 static void add_not_broadcastable(ts_ctx *ctx) {
