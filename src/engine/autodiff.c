@@ -115,6 +115,29 @@ static bool owned_gradient(const ts_ctx *ctx, ts_arena_mark mark, ts_tensor *con
     return true;
 }
 
+/* Whether gin[j] is the node's own incoming gradient handed on unchanged (a
+ * pass-through: an add's addend, ts_matmul_add's c, a reshape's view) in a
+ * plain pass, where that gradient lay in a buffer only the accumulation held
+ * and nothing reads it after this rule: the node's output is no target of
+ * the pass, and no other input's gradient shares the buffer. Its ownership
+ * then passes on with it, so a later rule may add into it (a residual
+ * stream's gradient meets its RMSNorm's this way; eighth round,
+ * docs/performance.md). Never with create_graph: there the recorded rules
+ * of this node read the incoming gradient again in the next order. */
+static bool passes_on_owned_gradient(const ts_ctx *ctx, enum pass_kind kind, const ts_node *node,
+                                     ts_tensor *const *gin, int j) {
+    const ts_tensor *out = node->out, *g = out->acc;
+    if (ctx->grad_enabled || ctx->counting || !out->acc_owned || is_target(ctx, kind, out))
+        return false;
+    if (!g || !g->data || gin[j]->data != g->data || gin[j]->numel != g->numel) return false;
+    for (int k = 0; k < node->n_in; k++) {
+        if (k == j || !gin[k] || !gin[k]->data) continue;
+        const ts_real *other = gin[k]->data;
+        if (other < g->data + g->numel && g->data < other + gin[k]->numel) return false;
+    }
+    return true;
+}
+
 static void add_into_leaf_grad(ts_ctx *ctx, ts_tensor *leaf, const ts_tensor *g) {
     ts_count_flops(ctx, (double)g->numel);
     if (!ctx->counting) { /* counting: no buffer to add into, and none to create */
@@ -220,8 +243,9 @@ static void run_pass(ts_ctx *ctx, enum pass_kind kind, const char *who, int n_ou
         for (int j = 0; j < node->n_in; j++) {
             if (!needs[j] || !gin[j] || summed[j]) continue;
             ts_tensor *in = node->in[j];
-            bool owned = (!create_graph || node->backward_into) &&
-                         owned_gradient(ctx, rule_start, gin, node->n_in, j);
+            bool owned = ((!create_graph || node->backward_into) &&
+                          owned_gradient(ctx, rule_start, gin, node->n_in, j)) ||
+                         passes_on_owned_gradient(ctx, kind, node, gin, j);
             if (kind == PASS_BACKWARD && is_target(ctx, kind, in))
                 add_into_leaf_grad(ctx, in, gin[j]);
             else

@@ -394,6 +394,41 @@ static void test_matmul_add_is_the_add_of_the_product(void **state) {
     expect_same_tensors(g2[1], g2[0], 3, "second order");
 }
 
+/* A residual block's shape: x = 2 x0 is normalised (u = RMSNorm(x)), then
+ * y = x + a w (ts_matmul_add), and the loss reads y and u. In the plain pass
+ * the gradient y hands on to x unchanged stays owned, so RMSNorm's rule adds
+ * into it: no add at all, and the same gradients as the recorded pass (which
+ * adds). Asked for y's gradient as well (a target), the pass must leave
+ * that one as it was: the loss's seed s_y. */
+static void test_passed_on_gradient_is_added_into(void **state) {
+    ts_ctx *ctx = *state;
+    enum { N = ACC_N };
+    ts_tensor *x0 = halves(ctx, TS_SHAPE(ACC_B, ACC_M, N), 3, true);
+    ts_tensor *a = halves(ctx, TS_SHAPE(ACC_B, ACC_M, ACC_K), 4, true);
+    ts_tensor *w = halves(ctx, TS_SHAPE(ACC_K, N), 5, true);
+    ts_tensor *norm_w = halves(ctx, TS_SHAPE(N), 6, true);
+    ts_tensor *s_y = halves(ctx, TS_SHAPE(ACC_B, ACC_M, N), 7, false);
+    ts_tensor *s_u = halves(ctx, TS_SHAPE(ACC_B, ACC_M, N), 8, false);
+    ts_tensor *x = ts_scale(ctx, x0, 2);
+    ts_tensor *u = ts_rmsnorm(ctx, x, norm_w, 1e-5);
+    ts_tensor *y = ts_matmul_add(ctx, x, a, w, false, false);
+    ts_tensor *loss =
+        ts_add(ctx, ts_sum_all(ctx, ts_mul(ctx, y, s_y)), ts_sum_all(ctx, ts_mul(ctx, u, s_u)));
+    ts_tensor *in[4] = {x0, a, w, norm_w}, *plain[4], *recorded[4];
+    ts_profile profile;
+    ts_profile_start(ctx, &profile, TS_PROFILE_CPU);
+    ts_grad(ctx, 1, &loss, NULL, 4, in, plain, false);
+    ts_profile_stop(ctx);
+    assert_int_equal(profile_calls(&profile, TS_PASS_BACKWARD, "add"), 0);
+    ts_grad(ctx, 1, &loss, NULL, 4, in, recorded, true);
+    expect_same_tensors(plain, recorded, 4, "plain against recorded");
+
+    ts_tensor *targets[2] = {x0, y}, *g[2];
+    ts_grad(ctx, 1, &loss, NULL, 2, targets, g, false);
+    expect_same_tensors(&g[1], &s_y, 1, "y's own gradient");
+    expect_same_tensors(&g[0], &plain[0], 1, "x0's gradient beside y's");
+}
+
 /* x = 2 x0 read by an RMSNorm and a matmul, in either order on the tape:
  * x's gradient is the sum of the two alone. RMSNorm's rule adds its
  * gradient into the matmul's (plain pass) with the very float operations of
@@ -762,6 +797,7 @@ int main(void) {
         T(test_grad_of_seeded_outputs),
         T(test_matmul_gradients_accumulate_into_one_sum),
         T(test_matmul_add_is_the_add_of_the_product),
+        T(test_passed_on_gradient_is_added_into),
         T(test_rmsnorm_gradient_adds_into_the_sum),
         T(test_context_gradients_add_into_the_sum),
         T(test_release_frees_the_graph),
