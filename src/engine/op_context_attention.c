@@ -526,23 +526,34 @@ static ts_tensor *context_mix_t(ts_ctx *ctx, ts_tensor *p, ts_tensor *g, double 
     int n = p->ndim, shape[TS_MAX_DIMS];
     for (int i = 0; i < n; i++) shape[i] = view.shape[i];
     shape[n - 2] = p->shape[n - 1] - 1;
-    ts_tensor *out = into ? into : ts_zeros(ctx, n, shape);
+    /* written whole by the strips below (zeros only when there are no rows) */
+    ts_tensor *out = into                  ? into
+                     : p->shape[n - 2] > 0 ? ts_new(ctx, n, shape)
+                                           : ts_zeros(ctx, n, shape);
     context_shape s = context_shape_of(ctx, "context_mix_t", g, out, NULL, p, token_major);
     int width = s.keys + 1, offset = s.keys - s.rows, ld = rows_stride(s);
     if (!ctx->counting) {
         ts_real *buf = ts_alloc(ctx, (size_t)CONTEXT_STRIP * s.keys * sizeof *buf);
         long o_size = (long)s.keys * s.dh, p_size = (long)s.rows * width;
-        /* with a sum: the head's product from zeros, [C, dh], then added */
+        /* with a sum: the head's product, [C, dh], then added */
         ts_real *head = into ? ts_alloc(ctx, (size_t)o_size * sizeof *head) : NULL;
         for (long h = 0; h < s.heads; h++) {
             const ts_real *ph = p->data + h * p_size, *gh = g->data + rows_head(s, h);
             ts_real *dst = into ? head : out->data + h * o_size;
-            for (long i = 0; into && i < o_size; i++) head[i] = 0;
-            for (int i0 = 0; i0 < s.rows; i0 += CONTEXT_STRIP) {
+            /* A key's row of D is written (beta 0) by the first strip that
+             * sees it and accumulated (beta 1) by the later ones: every key
+             * is seen by the last row, so no row needs zeros first. The
+             * first write, alpha sum, is what 0 + alpha sum gave (alpha > 0:
+             * the sums start at +0 and never become -0). */
+            for (int i0 = 0, seen = 0; i0 < s.rows; i0 += CONTEXT_STRIP) {
                 int rows = strip_rows(s.rows, i0), strip_keys = i0 + rows + offset;
+                const ts_real *g_strip = gh + (long)i0 * ld;
                 visible_strip(ph, width, i0, rows, strip_keys, offset, buf);
-                ts_small_gemm(true, strip_keys, s.dh, rows, (ts_real)alpha, buf, strip_keys,
-                              gh + (long)i0 * ld, ld, 1, dst, s.dh);
+                ts_small_gemm(true, seen, s.dh, rows, (ts_real)alpha, buf, strip_keys, g_strip, ld,
+                              1, dst, s.dh);
+                ts_small_gemm(true, strip_keys - seen, s.dh, rows, (ts_real)alpha, buf + seen,
+                              strip_keys, g_strip, ld, 0, dst + (long)seen * s.dh, s.dh);
+                seen = strip_keys;
             }
             ts_real *o = out->data + h * o_size;
             for (long i = 0; into && i < o_size; i++) o[i] += head[i];
