@@ -156,6 +156,40 @@ static void visible_strip(const ts_real *layout_head, int width, int i0, int row
     }
 }
 
+/* Columns of the context ops' GEMMs are taken in panels of CONTEXT_PANEL:
+ * a multiple of every build's panel in ts_small_gemm (two vectors: 32
+ * floats under AVX-512, fewer elsewhere), so a GEMM over a multiple of it
+ * has no edge panel. */
+enum { CONTEXT_PANEL = 32 };
+
+static int round_up(int n, int multiple) {
+    return (n + multiple - 1) / multiple * multiple;
+}
+
+/* A strip's scores S = alpha a b^T into s [rows, strip_keys] (row stride
+ * ld_s), row r seeing keys 0..first_visible + r (first_visible: the last
+ * key row 0 sees). The strip's keys (i0 + rows + C - L: 65, 129, ... in EBT)
+ * are never a whole number of panels, and ts_small_gemm pads the last
+ * partial panel to a full one, computing it into a scratch tile and copying
+ * it out: over all rows, a third more work at 65 keys for one visible
+ * column. So the whole panels run over all rows, and the columns past them
+ * only over the rows that see one of them. Each score is the same dot
+ * product either way (ts_small_gemm sums each one over dh in order,
+ * whatever tile computes it), so the values are unchanged; entries past a
+ * row's visible keys are left as they are (garbage, for the caller). */
+static void strip_scores(int rows, int strip_keys, int first_visible, int dh, ts_real alpha,
+                         const ts_real *a, int lda, const ts_real *bt, int ld_bt, ts_real *s,
+                         int ld_s) {
+    int whole = strip_keys / CONTEXT_PANEL * CONTEXT_PANEL;
+    ts_small_gemm(false, rows, whole, dh, alpha, a, lda, bt, ld_bt, 0, s, ld_s);
+    /* row r sees column `whole` from r = whole - first_visible on */
+    int first_row = whole - first_visible > 0 ? whole - first_visible : 0;
+    if (whole < strip_keys && first_row < rows)
+        ts_small_gemm(false, rows - first_row, strip_keys - whole, dh, alpha,
+                      a + (long)first_row * lda, lda, bt + whole, ld_bt, 0,
+                      s + (long)first_row * ld_s + whole, ld_s);
+}
+
 /* Every op below takes a sum `into` (NULL: none): in a plain pass (recording
  * off) a rule hands it the sum its input's gradient already holds
  * (ts_backward_into_fn), and the op adds its result into that buffer and
@@ -351,8 +385,10 @@ static ts_tensor *context_product(ts_ctx *ctx, ts_tensor *a, ts_tensor *b, ts_te
     ts_tensor *out = into ? into : ts_new(ctx, a->ndim, shape);
     if (!ctx->counting) {
         long b_size = (long)s.keys * s.dh, o_size = (long)s.rows * width;
-        /* b's head transposed, [dh, C]: ts_small_gemm reads B by rows */
-        ts_real *bt = ts_alloc(ctx, (size_t)b_size * sizeof *bt);
+        /* b's head transposed, [dh, C]: ts_small_gemm reads B by rows; its
+         * rows padded to whole vectors, so B's loads stay aligned */
+        int ld_bt = round_up(s.keys, CONTEXT_PANEL);
+        ts_real *bt = ts_alloc(ctx, (size_t)ld_bt * s.dh * sizeof *bt);
         /* with a sum: the strip's product, [rows, strip_keys], then added */
         ts_real *strip =
             into ? ts_alloc(ctx, (size_t)CONTEXT_STRIP * s.keys * sizeof *strip) : NULL;
@@ -360,12 +396,12 @@ static ts_tensor *context_product(ts_ctx *ctx, ts_tensor *a, ts_tensor *b, ts_te
             long a_at = rows_head(s, h);
             const ts_real *ah = a->data + a_at, *bh = b->data + h * b_size;
             ts_real *oh = out->data + h * o_size;
-            ts_transpose_rows(bh, s.keys, s.dh, s.dh, bt, s.keys);
+            ts_transpose_rows(bh, s.keys, s.dh, s.dh, bt, ld_bt);
             for (int i0 = 0; i0 < s.rows; i0 += CONTEXT_STRIP) {
                 int rows = strip_rows(s.rows, i0), strip_keys = i0 + rows + offset;
-                ts_small_gemm(false, rows, strip_keys, s.dh, (ts_real)alpha, ah + (long)i0 * ld, ld,
-                              bt, s.keys, 0, into ? strip : oh + (long)i0 * width,
-                              into ? strip_keys : width);
+                strip_scores(rows, strip_keys, i0 + offset, s.dh, (ts_real)alpha,
+                             ah + (long)i0 * ld, ld, bt, ld_bt,
+                             into ? strip : oh + (long)i0 * width, into ? strip_keys : width);
                 for (int r = 0; r < rows; r++) {
                     ts_real *row = oh + (long)(i0 + r) * width;
                     long at = (long)(i0 + r) * ld;
@@ -490,23 +526,34 @@ static ts_tensor *context_mix_t(ts_ctx *ctx, ts_tensor *p, ts_tensor *g, double 
     int n = p->ndim, shape[TS_MAX_DIMS];
     for (int i = 0; i < n; i++) shape[i] = view.shape[i];
     shape[n - 2] = p->shape[n - 1] - 1;
-    ts_tensor *out = into ? into : ts_zeros(ctx, n, shape);
+    /* written whole by the strips below (zeros only when there are no rows) */
+    ts_tensor *out = into                  ? into
+                     : p->shape[n - 2] > 0 ? ts_new(ctx, n, shape)
+                                           : ts_zeros(ctx, n, shape);
     context_shape s = context_shape_of(ctx, "context_mix_t", g, out, NULL, p, token_major);
     int width = s.keys + 1, offset = s.keys - s.rows, ld = rows_stride(s);
     if (!ctx->counting) {
         ts_real *buf = ts_alloc(ctx, (size_t)CONTEXT_STRIP * s.keys * sizeof *buf);
         long o_size = (long)s.keys * s.dh, p_size = (long)s.rows * width;
-        /* with a sum: the head's product from zeros, [C, dh], then added */
+        /* with a sum: the head's product, [C, dh], then added */
         ts_real *head = into ? ts_alloc(ctx, (size_t)o_size * sizeof *head) : NULL;
         for (long h = 0; h < s.heads; h++) {
             const ts_real *ph = p->data + h * p_size, *gh = g->data + rows_head(s, h);
             ts_real *dst = into ? head : out->data + h * o_size;
-            for (long i = 0; into && i < o_size; i++) head[i] = 0;
-            for (int i0 = 0; i0 < s.rows; i0 += CONTEXT_STRIP) {
+            /* A key's row of D is written (beta 0) by the first strip that
+             * sees it and accumulated (beta 1) by the later ones: every key
+             * is seen by the last row, so no row needs zeros first. The
+             * first write, alpha sum, is what 0 + alpha sum gave (alpha > 0:
+             * the sums start at +0 and never become -0). */
+            for (int i0 = 0, seen = 0; i0 < s.rows; i0 += CONTEXT_STRIP) {
                 int rows = strip_rows(s.rows, i0), strip_keys = i0 + rows + offset;
+                const ts_real *g_strip = gh + (long)i0 * ld;
                 visible_strip(ph, width, i0, rows, strip_keys, offset, buf);
-                ts_small_gemm(true, strip_keys, s.dh, rows, (ts_real)alpha, buf, strip_keys,
-                              gh + (long)i0 * ld, ld, 1, dst, s.dh);
+                ts_small_gemm(true, seen, s.dh, rows, (ts_real)alpha, buf, strip_keys, g_strip, ld,
+                              1, dst, s.dh);
+                ts_small_gemm(true, strip_keys - seen, s.dh, rows, (ts_real)alpha, buf + seen,
+                              strip_keys, g_strip, ld, 0, dst + (long)seen * s.dh, s.dh);
+                seen = strip_keys;
             }
             ts_real *o = out->data + h * o_size;
             for (long i = 0; into && i < o_size; i++) o[i] += head[i];

@@ -1,5 +1,6 @@
 #include <math.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "engine/autodiff.h"
 #include "engine/ops.h"
@@ -38,15 +39,145 @@ static double exp_sum_wide(const ts_real *x, long n, ts_real max) {
     return total;
 }
 
+/* ---------------------------------------------------------------- masked runs
+ *
+ * A masked softmax's output is exactly 0 where its mask is -inf, and so is
+ * its first-order gradient y (g - rowsum(g y)) there (y = 0). Under a causal
+ * or context mask that is half of every row, so the softmax and its backward
+ * skip one run of masked columns per mask row, the longest: they write 0
+ * there without reading their inputs; softmax_backward_dy (the backward's
+ * gradient for y, not 0 there in general) skips the run in its row sums
+ * only (eighth round, lever 46, docs/performance.md). The softmax finds the
+ * runs in its mask and keeps them in its node (node->index: lo, hi per mask
+ * row), and every rule hands them on, so the same columns are skipped in
+ * every pass and order; the rules written with primitives are unchanged. A
+ * mask with several runs in a row skips only the longest, a row without one
+ * nothing; the log-softmax (masked entries -inf) reads whole rows. The
+ * values are those of whole rows: the skipped terms of the row sums are
+ * exact zeros (exp(-inf) = 0, g 0 = 0 for finite g), and the sums below
+ * keep every other term in the lane and order of ts_row_dot and
+ * ts_exp_shifted_sum (a zero added to a lane leaves it as it was, up to the
+ * sign of a zero, which the flush to +0 after makes no matter), so training
+ * stays bit for bit as it was; a non-finite entry in a skipped run, which
+ * made the row NaN, is now ignored, as the mask says. */
+
+/* The masked run of row r, [lo, hi); no runs: an empty one. */
+typedef struct masked_run {
+    long lo, hi;
+} masked_run;
+
+static masked_run run_of_row(const int32_t *runs, long n_runs, long r) {
+    if (!runs) return (masked_run){0, 0};
+    const int32_t *run = runs + 2 * (r % n_runs);
+    return (masked_run){run[0], run[1]};
+}
+
+/* Each mask row's longest run of -inf columns, as lo, hi pairs in the
+ * arena; NULL without a mask (or data). */
+static const int32_t *find_masked_runs(ts_ctx *ctx, const ts_tensor *mask) {
+    if (!mask || ctx->counting) return NULL;
+    long rows = mask->shape[0], cols = mask->shape[1];
+    int32_t *runs = ts_alloc(ctx, (size_t)(2 * rows) * sizeof *runs);
+    for (long r = 0; r < rows; r++) {
+        const ts_real *mr = mask->data + r * cols;
+        long best_lo = 0, best_hi = 0;
+        for (long c = 0; c < cols;) {
+            if (mr[c] != -INFINITY) {
+                c++;
+                continue;
+            }
+            long lo = c;
+            while (c < cols && mr[c] == -INFINITY) c++;
+            if (c - lo > best_hi - best_lo) best_lo = lo, best_hi = c;
+        }
+        runs[2 * r] = (int32_t)best_lo;
+        runs[2 * r + 1] = (int32_t)best_hi;
+    }
+    return runs;
+}
+
+/* Whether the TS_LANES entries from c lie inside the run. */
+static bool block_in_run(long c, masked_run run) {
+    return c >= run.lo && c + TS_LANES <= run.hi;
+}
+
+/* ts_row_dot(x, y, n) without the run's terms (exact zeros there): the
+ * lanes' blocks inside the run skipped, the run's entries of a block across
+ * its edge taken as 0. */
+static ts_real visible_dot(const ts_real *x, const ts_real *y, long n, masked_run run) {
+    ts_lane_values lane = {0};
+    long whole = n - n % TS_LANES;
+    for (long c = 0; c < whole; c += TS_LANES) {
+        if (block_in_run(c, run)) continue;
+        ts_lane_values xs, ys;
+        memcpy(&xs, x + c, sizeof xs);
+        memcpy(&ys, y + c, sizeof ys);
+        ts_lane_values terms = xs * ys;
+        if (c < run.hi && c + TS_LANES > run.lo) /* across an edge of the run */
+            for (int j = 0; j < TS_LANES; j++)
+                if (c + j >= run.lo && c + j < run.hi) terms[j] = 0;
+        lane += terms;
+    }
+    ts_real lanes[TS_LANES];
+    memcpy(lanes, &lane, sizeof lanes);
+    ts_real dot = ts_combine_lanes(lanes);
+    for (long c = whole; c < n; c++)
+        if (c < run.lo || c >= run.hi) dot += x[c] * y[c];
+    return dot;
+}
+
+/* ts_exp_shifted_sum(x, n, shift) for a row whose run holds -inf (x + the
+ * mask there): the lanes' blocks inside the run are written 0 (their
+ * exponentials) and not summed, the others as ts_exp_shifted_sum. */
+static ts_real visible_exp_shifted_sum(ts_real *restrict x, long n, ts_real shift, masked_run run) {
+    ts_real lane[TS_LANES] = {0};
+    long c = 0;
+    for (; c + TS_LANES <= n; c += TS_LANES) {
+        if (block_in_run(c, run)) {
+            for (int j = 0; j < TS_LANES; j++) x[c + j] = 0;
+            continue;
+        }
+        for (int j = 0; j < TS_LANES; j++) {
+            x[c + j] = ts_exp_nonpositive(x[c + j] - shift);
+            lane[j] += x[c + j];
+        }
+    }
+    ts_real sum = ts_combine_lanes(lane);
+    for (; c < n; c++) {
+        x[c] = ts_exp_nonpositive(x[c] - shift);
+        sum += x[c];
+    }
+    return sum;
+}
+
 /* Row r of x is masked with row (r mod mask rows). Writes x + mask - shift
- * with shift = max (softmax) or logsumexp (log-softmax). */
-static void softmax_rows(const ts_tensor *x, const ts_tensor *mask, ts_real *out, bool log_form) {
+ * with shift = max (softmax) or logsumexp (log-softmax). The softmax skips
+ * each row's masked run (runs, or NULL: none); the log-softmax, whose
+ * masked entries are -inf, reads whole rows. */
+static void softmax_rows(const ts_tensor *x, const ts_tensor *mask, ts_real *out, bool log_form,
+                         const int32_t *runs) {
     long cols = x->shape[x->ndim - 1], rows = x->numel / cols;
     long mask_rows = mask ? mask->shape[0] : 1;
     for (long r = 0; r < rows; r++) {
         const ts_real *xr = x->data + r * cols;
         const ts_real *mr = mask ? mask->data + (r % mask_rows) * cols : NULL;
         ts_real *o = out + r * cols;
+        masked_run run = run_of_row(runs, mask_rows, r);
+        if (run.hi > run.lo) {
+            for (long c = 0; c < run.lo; c++) o[c] = xr[c] + mr[c];
+            for (long c = run.lo; c < run.hi; c++) o[c] = -INFINITY; /* x + the mask */
+            for (long c = run.hi; c < cols; c++) o[c] = xr[c] + mr[c];
+            ts_real before = ts_row_max(o, run.lo), after = ts_row_max(o + run.hi, cols - run.hi);
+            ts_real max = before > after ? before : after;
+            if (max == -INFINITY) { /* fully masked row */
+                for (long c = 0; c < cols; c++) o[c] = 0;
+                continue;
+            }
+            ts_real inv = 1 / visible_exp_shifted_sum(o, cols, max, run);
+            for (long c = 0; c < run.lo; c++) o[c] = ts_flush_subnormal(o[c] * inv);
+            for (long c = run.hi; c < cols; c++) o[c] = ts_flush_subnormal(o[c] * inv);
+            continue;
+        }
         if (mr)
             for (long c = 0; c < cols; c++) o[c] = xr[c] + mr[c];
         else
@@ -84,7 +215,20 @@ static ts_tensor *row_sum(ts_ctx *ctx, ts_tensor *a) {
  * on [B, H, L, L + 2] four times per step (docs/performance.md, lever 8).
  * An op of its own whose rule is written with primitives, so every further
  * order stays exact. FLOPs as the eight ops it replaces, 8 per element. */
-static ts_tensor *softmax_backward_dy(ts_ctx *ctx, ts_tensor *y, ts_tensor *g, ts_tensor *gout);
+static ts_tensor *softmax_backward_dy(ts_ctx *ctx, ts_tensor *y, ts_tensor *g, ts_tensor *gout,
+                                      const int32_t *runs, long n_runs);
+
+/* The masked runs a node keeps (node->index), handed on to the ops its rule
+ * makes: NULL, or lo, hi per mask row. */
+static long node_runs(const ts_node *node) {
+    return node->index ? node->index_len / 2 : 0;
+}
+
+static void keep_runs(ts_node *node, const int32_t *runs, long n_runs) {
+    if (!node || !runs) return;
+    node->index = runs;
+    node->index_len = 2 * n_runs;
+}
 
 static void softmax_backward_dy_rule(ts_ctx *ctx, ts_node *node, ts_tensor *v, const bool *needs,
                                      ts_tensor **gin) {
@@ -102,30 +246,40 @@ static void softmax_backward_dy_rule(ts_ctx *ctx, ts_node *node, ts_tensor *v, c
                         ts_mul(ctx, y, row_sum(ctx, ts_mul(ctx, v, g))));
 }
 
-static ts_tensor *softmax_backward_dy(ts_ctx *ctx, ts_tensor *y, ts_tensor *g, ts_tensor *gout) {
+/* Its row sums s, r skip the masked runs (y is 0 there); the output is
+ * written everywhere (g and gout need not be 0 in a run). */
+static ts_tensor *softmax_backward_dy(ts_ctx *ctx, ts_tensor *y, ts_tensor *g, ts_tensor *gout,
+                                      const int32_t *runs, long n_runs) {
     ts_tensor *out = ts_new_like(ctx, y);
     long cols = y->shape[y->ndim - 1], rows = ctx->counting ? 0 : y->numel / cols;
     for (long r = 0; r < rows; r++) {
         const ts_real *yr = y->data + r * cols, *gr = g->data + r * cols;
         const ts_real *hr = gout->data + r * cols;
         ts_real *o = out->data + r * cols;
-        ts_real s = ts_row_dot(gr, yr, cols), rr = ts_row_dot(hr, yr, cols);
+        masked_run run = run_of_row(runs, n_runs, r);
+        ts_real s = visible_dot(gr, yr, cols, run), rr = visible_dot(hr, yr, cols, run);
         for (long c = 0; c < cols; c++) o[c] = ts_flush_subnormal(hr[c] * (gr[c] - s) - gr[c] * rr);
     }
     ts_count_flops(ctx, 8.0 * (double)y->numel);
-    ts_record(ctx, "softmax_backward_dy", softmax_backward_dy_rule, out, 3,
-              (ts_tensor *[]){y, g, gout});
+    ts_node *node = ts_record(ctx, "softmax_backward_dy", softmax_backward_dy_rule, out, 3,
+                              (ts_tensor *[]){y, g, gout});
+    keep_runs(node, runs, n_runs);
     return out;
 }
+
+static ts_tensor *softmax_backward(ts_ctx *ctx, ts_tensor *y, ts_tensor *g, const int32_t *runs,
+                                   long n_runs);
 
 static void softmax_backward_rule(ts_ctx *ctx, ts_node *node, ts_tensor *gout, const bool *needs,
                                   ts_tensor **gin) {
     ts_tensor *y = node->in[0], *g = node->in[1];
-    if (needs[0]) gin[0] = softmax_backward_dy(ctx, y, g, gout);
-    if (needs[1]) gin[1] = ts_softmax_backward(ctx, y, gout);
+    if (needs[0]) gin[0] = softmax_backward_dy(ctx, y, g, gout, node->index, node_runs(node));
+    if (needs[1]) gin[1] = softmax_backward(ctx, y, gout, node->index, node_runs(node));
 }
 
-ts_tensor *ts_softmax_backward(ts_ctx *ctx, ts_tensor *y, ts_tensor *g) {
+/* The output is 0 in a masked run (y is), written without reading g there. */
+static ts_tensor *softmax_backward(ts_ctx *ctx, ts_tensor *y, ts_tensor *g, const int32_t *runs,
+                                   long n_runs) {
     if (!ts_same_shape(y, g)) {
         char sy[64], sg[64];
         ts_fail(ctx, "softmax_backward", "gradient %s does not match softmax output %s",
@@ -136,25 +290,36 @@ ts_tensor *ts_softmax_backward(ts_ctx *ctx, ts_tensor *y, ts_tensor *g) {
     for (long r = 0; r < rows; r++) {
         const ts_real *yr = y->data + r * cols, *gr = g->data + r * cols;
         ts_real *o = out->data + r * cols;
-        ts_real dot = ts_row_dot(gr, yr, cols);
-        for (long c = 0; c < cols; c++) o[c] = ts_flush_subnormal(yr[c] * (gr[c] - dot));
+        masked_run run = run_of_row(runs, n_runs, r);
+        ts_real dot = visible_dot(gr, yr, cols, run);
+        for (long c = 0; c < run.lo; c++) o[c] = ts_flush_subnormal(yr[c] * (gr[c] - dot));
+        for (long c = run.lo; c < run.hi; c++) o[c] = 0;
+        for (long c = run.hi; c < cols; c++) o[c] = ts_flush_subnormal(yr[c] * (gr[c] - dot));
     }
     ts_count_flops(ctx, 4.0 * (double)y->numel);
-    ts_record(ctx, "softmax_backward", softmax_backward_rule, out, 2, (ts_tensor *[]){y, g});
+    ts_node *node =
+        ts_record(ctx, "softmax_backward", softmax_backward_rule, out, 2, (ts_tensor *[]){y, g});
+    keep_runs(node, runs, n_runs);
     return out;
+}
+
+ts_tensor *ts_softmax_backward(ts_ctx *ctx, ts_tensor *y, ts_tensor *g) {
+    return softmax_backward(ctx, y, g, NULL, 0);
 }
 
 static void softmax_rule(ts_ctx *ctx, ts_node *node, ts_tensor *g, const bool *needs,
                          ts_tensor **gin) {
-    if (needs[0]) gin[0] = ts_softmax_backward(ctx, node->out, g);
+    if (needs[0]) gin[0] = softmax_backward(ctx, node->out, g, node->index, node_runs(node));
 }
 
 ts_tensor *ts_softmax(ts_ctx *ctx, ts_tensor *x, const ts_tensor *mask) {
     check_mask(ctx, "softmax", x, mask);
     ts_tensor *out = ts_new_like(ctx, x);
-    if (!ctx->counting) softmax_rows(x, mask, out->data, false);
+    const int32_t *runs = find_masked_runs(ctx, mask);
+    if (!ctx->counting) softmax_rows(x, mask, out->data, false, runs);
     ts_count_flops(ctx, 5.0 * (double)x->numel);
-    ts_record(ctx, "softmax", softmax_rule, out, 1, &x);
+    ts_node *node = ts_record(ctx, "softmax", softmax_rule, out, 1, &x);
+    keep_runs(node, runs, mask ? mask->shape[0] : 0);
     return out;
 }
 
@@ -198,7 +363,7 @@ static void log_softmax_rule(ts_ctx *ctx, ts_node *node, ts_tensor *g, const boo
 ts_tensor *ts_log_softmax(ts_ctx *ctx, ts_tensor *x, const ts_tensor *mask) {
     check_mask(ctx, "log_softmax", x, mask);
     ts_tensor *out = ts_new_like(ctx, x);
-    if (!ctx->counting) softmax_rows(x, mask, out->data, true);
+    if (!ctx->counting) softmax_rows(x, mask, out->data, true, NULL);
     ts_count_flops(ctx, 5.0 * (double)x->numel);
     ts_record(ctx, "log_softmax", log_softmax_rule, out, 1, &x);
     return out;

@@ -456,10 +456,15 @@ static void context_inputs(fixture *fx, ts_tensor **in, int keys) {
 
 /* Values, the plain (fused) first-order gradients, and with create_graph
  * (the same ops again) first- and second-order terms; at EBT's shape
- * (C = L + 1: row r sees keys 0..r + 1) and at C = L + 3. */
+ * (C = L + 1: row r sees keys 0..r + 1), at C = L + 3 and at C = L + 37,
+ * whose strips' keys past their whole GEMM panels (of 32) are seen by more
+ * than a strip's last row (by all 22 rows of the last strip: 187 keys, 160
+ * in whole panels, its first row sees 166). */
 static void test_context_attention_matches_primitives(void **state) {
     fixture *fx = *state;
-    for (int offset = 1; offset <= 3; offset += 2) {
+    static const int offsets[] = {1, 3, 37};
+    for (int i = 0; i < 3; i++) {
+        int offset = offsets[i];
         ts_tensor *in[5];
         context_inputs(fx, in, ATT_T + offset);
         expect_same_function(fx, context_fused, context_primitives, 5, in, NULL,
