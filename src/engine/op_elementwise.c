@@ -432,12 +432,17 @@ static int packed_half(ts_ctx *ctx, const char *op, const ts_tensor *x) {
     return last / 2;
 }
 
-ts_tensor *ts_swiglu_packed(ts_ctx *ctx, ts_tensor *x) {
-    int f = packed_half(ctx, "swiglu_packed", x);
+/* A new tensor shaped like x [..., 2 F] with F in its last axis. */
+static ts_tensor *new_half_of(ts_ctx *ctx, const ts_tensor *x, int f) {
     int shape[TS_MAX_DIMS];
     for (int d = 0; d < x->ndim; d++) shape[d] = x->shape[d];
     shape[x->ndim - 1] = f;
-    ts_tensor *out = ts_new(ctx, x->ndim, shape);
+    return ts_new(ctx, x->ndim, shape);
+}
+
+ts_tensor *ts_swiglu_packed(ts_ctx *ctx, ts_tensor *x) {
+    int f = packed_half(ctx, "swiglu_packed", x);
+    ts_tensor *out = new_half_of(ctx, x, f);
     long rows = ctx->counting ? 0 : out->numel / f;
     for (long r = 0; r < rows; r++) {
         const ts_real *restrict pa = x->data + r * 2 * f, *restrict pb = pa + f;
@@ -518,10 +523,7 @@ static void swiglu_packed_jvp_rule(ts_ctx *ctx, ts_node *node, ts_tensor *w, con
 static ts_tensor *swiglu_packed_jvp(ts_ctx *ctx, ts_tensor *x, ts_tensor *h) {
     int f = packed_half(ctx, "swiglu_packed_jvp", x);
     check_same_shape(ctx, "swiglu_packed_jvp", x, h);
-    int shape[TS_MAX_DIMS];
-    for (int d = 0; d < x->ndim; d++) shape[d] = x->shape[d];
-    shape[x->ndim - 1] = f;
-    ts_tensor *out = ts_new(ctx, x->ndim, shape);
+    ts_tensor *out = new_half_of(ctx, x, f);
     long rows = ctx->counting ? 0 : out->numel / f;
     for (long r = 0; r < rows; r++) {
         const ts_real *restrict pa = x->data + r * 2 * f, *restrict pb = pa + f;
