@@ -210,7 +210,7 @@ static ts_tensor *rms_grad_times(ts_ctx *ctx, ts_tensor *x, ts_tensor *v, ts_ten
         for (int j = 0; j < d; j++) o[j] = (ri * vi[j] - xi[j] * c) * w->data[j];
     }
     ts_count_flops(ctx, rms_grad_flops(x, false) + (double)x->numel); /* G, the product */
-    record_with_eps(ctx, "rmsnorm_backward_times_weight", rms_grad_times_backward, k.out, 3,
+    record_with_eps(ctx, "rmsnorm_backward_weighted", rms_grad_times_backward, k.out, 3,
                     (ts_tensor *[]){x, v, w}, eps);
     return k.out;
 }
@@ -243,7 +243,7 @@ static ts_tensor *rms_grad_weight_sum(ts_ctx *ctx, ts_tensor *x, ts_tensor *u, t
     }
     /* G, the product and the sum over rows */
     ts_count_flops(ctx, rms_grad_flops(x, false) + 2.0 * (double)x->numel);
-    record_with_eps(ctx, "rmsnorm_backward_weight_sum", rms_grad_weight_sum_backward, out, 3,
+    record_with_eps(ctx, "rmsnorm_backward_row_sum", rms_grad_weight_sum_backward, out, 3,
                     (ts_tensor *[]){x, u, v}, eps);
     return out;
 }
