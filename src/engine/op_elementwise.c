@@ -238,6 +238,21 @@ static void sigmoid_backward(ts_ctx *ctx, ts_node *node, ts_tensor *g, const boo
 
 static inline ts_real sigmoid_of(ts_real x);
 
+/* The elements of silu's derivatives, s = sigmoid_of(a): silu'(a) h and
+ * silu''(a), in the float operations of the primitives they replaced; every
+ * kernel using them computes those operations in that order. */
+static inline ts_real silu_slope_element(ts_real a, ts_real s, ts_real h) {
+    return h * s * (1 + a * (1 - s));
+}
+static inline ts_real silu_curvature_element(ts_real a, ts_real s) {
+    ts_real s_one_minus_s = s * ((ts_real)-1 * s + 1);
+    ts_real slope = a * ((ts_real)-2 * s + 1) + 2;
+    return s_one_minus_s * slope;
+}
+
+/* silu'''(a) in primitives: q ((1 - 2 s)(3 + a (1 - 2 s)) - 2 a q), q = s (1 - s). */
+static ts_tensor *silu_third_derivative(ts_ctx *ctx, ts_tensor *a);
+
 static void check_same_shape(ts_ctx *ctx, const char *op, const ts_tensor *a, const ts_tensor *b) {
     if (ts_same_shape(a, b)) return;
     char sa[64], sb[64];
@@ -268,32 +283,31 @@ static ts_tensor *silu_grad_dx(ts_ctx *ctx, ts_tensor *x, ts_tensor *g, ts_tenso
     long n = ctx->counting ? 0 : x->numel;
     const ts_real *restrict px = x->data, *restrict pg = g->data, *restrict pgo = gout->data;
     ts_real *restrict po = out->data;
-    for (long i = 0; i < n; i++) {
-        ts_real s = sigmoid_of(px[i]);
-        ts_real s_one_minus_s = s * ((ts_real)-1 * s + 1);
-        ts_real slope = px[i] * ((ts_real)-2 * s + 1) + 2;
-        po[i] = (pgo[i] * pg[i]) * (s_one_minus_s * slope);
-    }
+    for (long i = 0; i < n; i++)
+        po[i] = (pgo[i] * pg[i]) * silu_curvature_element(px[i], sigmoid_of(px[i]));
     /* sigmoid 3, two scales, three shifts, five products */
     ts_count_flops(ctx, 13.0 * (double)x->numel);
     ts_record(ctx, "silu_backward_dx", silu_grad_dx_rule, out, 3, (ts_tensor *[]){x, g, gout});
     return out;
 }
 
-/* f'(x) = q ((1 - 2 s)(3 + x (1 - 2 s)) - 2 x q), q = s (1 - s). */
+/* For x: h gout g silu'''(x), silu''' in primitives (silu_third_derivative). */
 static void silu_grad_dx_rule(ts_ctx *ctx, ts_node *node, ts_tensor *h, const bool *needs,
                               ts_tensor **gin) {
     ts_tensor *x = node->in[0], *g = node->in[1], *gout = node->in[2];
     if (needs[1]) gin[1] = silu_grad_dx(ctx, x, gout, h);
     if (needs[2]) gin[2] = silu_grad_dx(ctx, x, g, h);
-    if (!needs[0]) return;
-    ts_tensor *s = ts_sigmoid(ctx, x);
+    if (needs[0])
+        gin[0] = ts_mul(ctx, ts_mul(ctx, h, ts_mul(ctx, gout, g)), silu_third_derivative(ctx, x));
+}
+
+static ts_tensor *silu_third_derivative(ts_ctx *ctx, ts_tensor *a) {
+    ts_tensor *s = ts_sigmoid(ctx, a);
     ts_tensor *q = ts_mul(ctx, s, ts_add_scalar(ctx, ts_scale(ctx, s, -1), 1));
     ts_tensor *one_minus_2s = ts_add_scalar(ctx, ts_scale(ctx, s, -2), 1);
     ts_tensor *first =
-        ts_mul(ctx, one_minus_2s, ts_add_scalar(ctx, ts_mul(ctx, x, one_minus_2s), 3));
-    ts_tensor *slope_dx = ts_mul(ctx, q, ts_sub(ctx, first, ts_scale(ctx, ts_mul(ctx, x, q), 2)));
-    gin[0] = ts_mul(ctx, ts_mul(ctx, h, ts_mul(ctx, gout, g)), slope_dx);
+        ts_mul(ctx, one_minus_2s, ts_add_scalar(ctx, ts_mul(ctx, a, one_minus_2s), 3));
+    return ts_mul(ctx, q, ts_sub(ctx, first, ts_scale(ctx, ts_mul(ctx, a, q), 2)));
 }
 
 static void silu_grad_backward(ts_ctx *ctx, ts_node *node, ts_tensor *gout, const bool *needs,
@@ -313,10 +327,7 @@ static ts_tensor *silu_grad(ts_ctx *ctx, ts_tensor *x, ts_tensor *g) {
     long n = ctx->counting ? 0 : x->numel; /* counting: nothing to compute */
     const ts_real *px = x->data, *pg = g->data;
     ts_real *po = out->data;
-    for (long i = 0; i < n; i++) {
-        ts_real s = sigmoid_of(px[i]);
-        po[i] = pg[i] * s * (1 + px[i] * (1 - s));
-    }
+    for (long i = 0; i < n; i++) po[i] = silu_slope_element(px[i], sigmoid_of(px[i]), pg[i]);
     ts_count_flops(ctx, 8.0 * (double)x->numel); /* sigmoid 3, then 5 */
     ts_record(ctx, "silu_backward", silu_grad_backward, out, 2, (ts_tensor *[]){x, g});
     return out;
@@ -341,8 +352,7 @@ static inline ts_real swiglu_element(ts_real a, ts_real s, ts_real b) {
     return a * s * b;
 }
 static inline ts_real swiglu_gate_grad_element(ts_real a, ts_real s, ts_real b, ts_real g) {
-    ts_real u = g * b;
-    return u * s * (1 + a * (1 - s));
+    return silu_slope_element(a, s, g * b);
 }
 
 /* ---------------------------------------------------------------- SwiGLU
@@ -422,12 +432,17 @@ static int packed_half(ts_ctx *ctx, const char *op, const ts_tensor *x) {
     return last / 2;
 }
 
-ts_tensor *ts_swiglu_packed(ts_ctx *ctx, ts_tensor *x) {
-    int f = packed_half(ctx, "swiglu_packed", x);
+/* A new tensor shaped like x [..., 2 F] with F in its last axis. */
+static ts_tensor *new_half_of(ts_ctx *ctx, const ts_tensor *x, int f) {
     int shape[TS_MAX_DIMS];
     for (int d = 0; d < x->ndim; d++) shape[d] = x->shape[d];
     shape[x->ndim - 1] = f;
-    ts_tensor *out = ts_new(ctx, x->ndim, shape);
+    return ts_new(ctx, x->ndim, shape);
+}
+
+ts_tensor *ts_swiglu_packed(ts_ctx *ctx, ts_tensor *x) {
+    int f = packed_half(ctx, "swiglu_packed", x);
+    ts_tensor *out = new_half_of(ctx, x, f);
     long rows = ctx->counting ? 0 : out->numel / f;
     for (long r = 0; r < rows; r++) {
         const ts_real *restrict pa = x->data + r * 2 * f, *restrict pb = pa + f;
@@ -441,19 +456,26 @@ ts_tensor *ts_swiglu_packed(ts_ctx *ctx, ts_tensor *x) {
 
 /* The gradient of ts_swiglu_packed(x) for g [..., F], one [..., 2 F]:
  * swiglu_grad_gate(gate, up, g) in the first half, ts_swiglu(gate, g) in the
- * second. Its rule is those two ops' rules on the halves, in primitives. */
+ * second. It is J(x)^T g, J the Jacobian of the packed SwiGLU: its rule is
+ * J h for g (swiglu_packed_jvp) and the Hessian term for x
+ * (swiglu_packed_grad_dx), two fused ops below. */
 static void swiglu_packed_grad_rule(ts_ctx *ctx, ts_node *node, ts_tensor *gout, const bool *needs,
                                     ts_tensor **gin);
 
+/* Fails unless t is [..., F] with x [..., 2 F]'s leading dims. */
+static void check_half_of(ts_ctx *ctx, const char *op, const ts_tensor *x, const ts_tensor *t) {
+    int f = packed_half(ctx, op, x);
+    bool match = t->ndim == x->ndim && t->shape[t->ndim - 1] == f;
+    for (int d = 0; match && d < x->ndim - 1; d++) match = t->shape[d] == x->shape[d];
+    if (match) return;
+    char sx[64], st[64];
+    ts_fail(ctx, op, "gradient %s does not match input %s", ts_shape_str(t, st, sizeof st),
+            ts_shape_str(x, sx, sizeof sx));
+}
+
 static ts_tensor *swiglu_packed_grad(ts_ctx *ctx, ts_tensor *x, ts_tensor *g) {
-    int f = packed_half(ctx, "swiglu_packed_backward", x);
-    bool match = g->ndim == x->ndim && g->shape[g->ndim - 1] == f;
-    for (int d = 0; match && d < x->ndim - 1; d++) match = g->shape[d] == x->shape[d];
-    if (!match) {
-        char sx[64], sg[64];
-        ts_fail(ctx, "swiglu_packed_backward", "gradient %s does not match input %s",
-                ts_shape_str(g, sg, sizeof sg), ts_shape_str(x, sx, sizeof sx));
-    }
+    check_half_of(ctx, "swiglu_packed_backward", x, g);
+    int f = x->shape[x->ndim - 1] / 2;
     ts_tensor *out = ts_new_like(ctx, x);
     long rows = ctx->counting ? 0 : g->numel / f;
     for (long r = 0; r < rows; r++) {
@@ -472,23 +494,122 @@ static ts_tensor *swiglu_packed_grad(ts_ctx *ctx, ts_tensor *x, ts_tensor *g) {
     return out;
 }
 
-/* With da = g up silu'(gate) and db = silu(gate) g, against gout = [ha, hb]:
- *   d gate = silu_grad_dx(gate, g up, ha) + swiglu_grad_gate(gate, g, hb)
- *   d up   = g silu_grad(gate, ha)
- *   d g    = up silu_grad(gate, ha) + ts_swiglu(gate, hb). */
+/* The second order of the packed SwiGLU as two one-pass ops over the packed
+ * layout (eighth round, docs/performance.md, lever 48). Per element, with
+ * f = silu(a) b of x = [a, b], its Hessian is H = [[silu''(a) b, silu'(a)],
+ * [silu'(a), 0]], and for h = [ha, hb]:
+ *   swiglu_packed_jvp(x, h)        = J h     = silu'(a) ha b + silu(a) hb  [..., F]
+ *   swiglu_packed_grad_dx(x, g, h) = g H h   = [g (silu''(a) b ha + silu'(a) hb),
+ *                                               g silu'(a) ha]            [..., 2 F]
+ * They replace a composition of 4 slices, silu_backward, silu_backward_dx,
+ * swiglu_backward, swiglu, 3 products, 2 sums and a concat, and compute its
+ * float operations in its order, so their values are its values bit for bit
+ * (the shared slope g silu'(a) is computed in each op; each op's FLOPs are
+ * booked as the primitives it stands for on its own). Their rules:
+ *   jvp:     for h, J^T w = swiglu_packed_grad(x, w); for x, w H h = grad_dx(x, w, h);
+ *   grad_dx: for h, g H w = grad_dx(x, g, w) (H is symmetric); for g, w H h and
+ *            for x, g (d/dx H) [h, w], in primitives (swiglu_packed_grad_dx_rule),
+ * so every order stays exact. */
+static ts_tensor *swiglu_packed_grad_dx(ts_ctx *ctx, ts_tensor *x, ts_tensor *g, ts_tensor *h);
+
+static void swiglu_packed_jvp_rule(ts_ctx *ctx, ts_node *node, ts_tensor *w, const bool *needs,
+                                   ts_tensor **gin) {
+    ts_tensor *x = node->in[0], *h = node->in[1];
+    if (needs[1]) gin[1] = swiglu_packed_grad(ctx, x, w);
+    if (needs[0]) gin[0] = swiglu_packed_grad_dx(ctx, x, w, h);
+}
+
+/* The composition's d g: up silu_grad(gate, ha) + ts_swiglu(gate, hb). */
+static ts_tensor *swiglu_packed_jvp(ts_ctx *ctx, ts_tensor *x, ts_tensor *h) {
+    int f = packed_half(ctx, "swiglu_packed_jvp", x);
+    check_same_shape(ctx, "swiglu_packed_jvp", x, h);
+    ts_tensor *out = new_half_of(ctx, x, f);
+    long rows = ctx->counting ? 0 : out->numel / f;
+    for (long r = 0; r < rows; r++) {
+        const ts_real *restrict pa = x->data + r * 2 * f, *restrict pb = pa + f;
+        const ts_real *restrict pha = h->data + r * 2 * f, *restrict phb = pha + f;
+        ts_real *restrict po = out->data + r * f;
+        for (int i = 0; i < f; i++) {
+            ts_real s = sigmoid_of(pa[i]);
+            po[i] = pb[i] * silu_slope_element(pa[i], s, pha[i]) + swiglu_element(pa[i], s, phb[i]);
+        }
+    }
+    /* silu_backward 8, the product 1, swiglu 5, the sum 1 */
+    ts_count_flops(ctx, 15.0 * (double)out->numel);
+    ts_record(ctx, "swiglu_packed_jvp", swiglu_packed_jvp_rule, out, 2, (ts_tensor *[]){x, h});
+    return out;
+}
+
+static void swiglu_packed_grad_dx_rule(ts_ctx *ctx, ts_node *node, ts_tensor *w, const bool *needs,
+                                       ts_tensor **gin);
+
+/* The composition's d x: [silu_grad_dx(gate, g up, ha) + swiglu_grad_gate(gate, g, hb),
+ * g silu_grad(gate, ha)], for one row. A function of its own, so that its
+ * restrict parameters reach the vectoriser: with the six pointers declared
+ * in the loop over rows it asked for more run-time alias checks than it
+ * makes and left the loop scalar (four times slower). */
+static void swiglu_packed_grad_dx_row(int f, const ts_real *restrict a, const ts_real *restrict b,
+                                      const ts_real *restrict ha, const ts_real *restrict hb,
+                                      const ts_real *restrict g, ts_real *restrict da,
+                                      ts_real *restrict db) {
+    for (int i = 0; i < f; i++) {
+        ts_real s = sigmoid_of(a[i]);
+        ts_real curved = (ha[i] * (g[i] * b[i])) * silu_curvature_element(a[i], s);
+        da[i] = curved + swiglu_gate_grad_element(a[i], s, g[i], hb[i]);
+        db[i] = g[i] * silu_slope_element(a[i], s, ha[i]);
+    }
+}
+
+static ts_tensor *swiglu_packed_grad_dx(ts_ctx *ctx, ts_tensor *x, ts_tensor *g, ts_tensor *h) {
+    check_half_of(ctx, "swiglu_packed_backward_dx", x, g);
+    check_same_shape(ctx, "swiglu_packed_backward_dx", x, h);
+    int f = x->shape[x->ndim - 1] / 2;
+    ts_tensor *out = ts_new_like(ctx, x);
+    long rows = ctx->counting ? 0 : g->numel / f;
+    for (long r = 0; r < rows; r++) {
+        const ts_real *pa = x->data + r * 2 * f, *pha = h->data + r * 2 * f;
+        ts_real *pda = out->data + r * 2 * f;
+        swiglu_packed_grad_dx_row(f, pa, pa + f, pha, pha + f, g->data + r * f, pda, pda + f);
+    }
+    /* silu_backward 8, silu_backward_dx 13 with its product 1,
+     * swiglu_backward 9, the sum 1, the product 1 */
+    ts_count_flops(ctx, 33.0 * (double)g->numel);
+    ts_record(ctx, "swiglu_packed_backward_dx", swiglu_packed_grad_dx_rule, out, 3,
+              (ts_tensor *[]){x, g, h});
+    return out;
+}
+
+/* Against w = [wa, wb], with c = wa hb + wb ha:
+ *   d g  = silu''(a) b ha wa + silu'(a) c
+ *   d a  = g (silu'''(a) b ha wa + silu''(a) c)
+ *   d b  = g silu''(a) ha wa
+ *   d h  = swiglu_packed_grad_dx(x, g, w). */
+static void swiglu_packed_grad_dx_rule(ts_ctx *ctx, ts_node *node, ts_tensor *w, const bool *needs,
+                                       ts_tensor **gin) {
+    ts_tensor *x = node->in[0], *g = node->in[1], *h = node->in[2];
+    if (needs[2]) gin[2] = swiglu_packed_grad_dx(ctx, x, g, w);
+    if (!needs[0] && !needs[1]) return;
+    int axis = x->ndim - 1, f = x->shape[axis] / 2;
+    ts_tensor *a = ts_slice(ctx, x, axis, 0, f), *b = ts_slice(ctx, x, axis, f, f);
+    ts_tensor *ha = ts_slice(ctx, h, axis, 0, f), *hb = ts_slice(ctx, h, axis, f, f);
+    ts_tensor *wa = ts_slice(ctx, w, axis, 0, f), *wb = ts_slice(ctx, w, axis, f, f);
+    ts_tensor *c = ts_add(ctx, ts_mul(ctx, wa, hb), ts_mul(ctx, wb, ha));
+    ts_tensor *ha_wa = ts_mul(ctx, ha, wa);
+    if (needs[1]) gin[1] = ts_add(ctx, silu_grad_dx(ctx, a, b, ha_wa), silu_grad(ctx, a, c));
+    if (needs[0]) {
+        ts_tensor *g_b = ts_mul(ctx, g, b);
+        ts_tensor *d_a =
+            ts_add(ctx, ts_mul(ctx, ts_mul(ctx, g_b, ha_wa), silu_third_derivative(ctx, a)),
+                   silu_grad_dx(ctx, a, g, c));
+        gin[0] = ts_concat(ctx, 2, (ts_tensor *[]){d_a, silu_grad_dx(ctx, a, g, ha_wa)}, axis);
+    }
+}
+
 static void swiglu_packed_grad_rule(ts_ctx *ctx, ts_node *node, ts_tensor *gout, const bool *needs,
                                     ts_tensor **gin) {
     ts_tensor *x = node->in[0], *g = node->in[1];
-    int axis = x->ndim - 1, f = x->shape[axis] / 2;
-    ts_tensor *gate = ts_slice(ctx, x, axis, 0, f), *up = ts_slice(ctx, x, axis, f, f);
-    ts_tensor *ha = ts_slice(ctx, gout, axis, 0, f), *hb = ts_slice(ctx, gout, axis, f, f);
-    ts_tensor *slope = silu_grad(ctx, gate, ha);
-    if (needs[0]) {
-        ts_tensor *d_gate = ts_add(ctx, silu_grad_dx(ctx, gate, ts_mul(ctx, g, up), ha),
-                                   swiglu_grad_gate(ctx, gate, g, hb));
-        gin[0] = ts_concat(ctx, 2, (ts_tensor *[]){d_gate, ts_mul(ctx, g, slope)}, axis);
-    }
-    if (needs[1]) gin[1] = ts_add(ctx, ts_mul(ctx, up, slope), ts_swiglu(ctx, gate, hb));
+    if (needs[0]) gin[0] = swiglu_packed_grad_dx(ctx, x, g, gout);
+    if (needs[1]) gin[1] = swiglu_packed_jvp(ctx, x, gout);
 }
 
 static void swiglu_packed_rule(ts_ctx *ctx, ts_node *node, ts_tensor *g, const bool *needs,

@@ -52,6 +52,24 @@ static ts_tensor *inverse_rms_op(ts_ctx *ctx, ts_tensor *x, double eps) {
     return ts_rsqrt(ctx, ts_add_scalar(ctx, ts_mean(ctx, ts_square(ctx, x), -1, true), eps));
 }
 
+static void check_rms_grad(ts_ctx *ctx, const ts_tensor *x, const ts_tensor *u,
+                           const ts_tensor *w) {
+    char sx[64], s2[64];
+    if (!ts_same_shape(x, u))
+        ts_fail(ctx, "rmsnorm_backward", "gradient %s does not match input %s",
+                ts_shape_str(u, s2, sizeof s2), ts_shape_str(x, sx, sizeof sx));
+    if (w && w->numel != x->shape[x->ndim - 1])
+        ts_fail(ctx, "rmsnorm_backward", "weight %s does not match the last dim of %s",
+                ts_shape_str(w, s2, sizeof s2), ts_shape_str(x, sx, sizeof sx));
+}
+
+/* r: 2 per element, 4 per row; the dot 2 and the rest 3 per element, 5 per
+ * row; the weight's product as the mul it replaces, 1 per element */
+static double rms_grad_flops(const ts_tensor *x, bool weighted) {
+    long rows = x->numel / x->shape[x->ndim - 1];
+    return (weighted ? 8.0 : 7.0) * (double)x->numel + 9.0 * (double)rows;
+}
+
 static ts_tensor *rms_grad(ts_ctx *ctx, ts_tensor *x, ts_tensor *u, ts_tensor *w, double eps);
 
 /* F(x, u, v), the VJP of G(x, u) for x against v:
@@ -64,19 +82,27 @@ static ts_tensor *rms_grad(ts_ctx *ctx, ts_tensor *x, ts_tensor *u, ts_tensor *w
  *   + w (3 r^5 m b - r^3 a) + u (3 r^5 b mean(w x) - r^3 mean(w v))
  *   + v (3 r^5 m mean(w x) - r^3 mean(w u)),
  * in primitives, so every further order stays exact. */
-static ts_tensor *rms_grad_dx(ts_ctx *ctx, ts_tensor *x, ts_tensor *u, ts_tensor *v, double eps);
+static ts_tensor *rms_grad_dx(ts_ctx *ctx, ts_tensor *x, ts_tensor *u, ts_tensor *v, ts_tensor *w,
+                              double eps);
 
 static ts_tensor *row_mean(ts_ctx *ctx, ts_tensor *a, ts_tensor *b) {
     return ts_mean(ctx, ts_mul(ctx, a, b), -1, true);
 }
 
+/* With a weight q (F(x, u q, v)): F(x, w, v) q for u, the rows' sum of
+ * u F(x, w, v) for q, and the rest with u q for u. */
 static void rms_grad_dx_backward(ts_ctx *ctx, ts_node *node, ts_tensor *w, const bool *needs,
                                  ts_tensor **gin) {
     ts_tensor *x = node->in[0], *u = node->in[1], *v = node->in[2];
+    ts_tensor *q = node->n_in > 3 ? node->in[3] : NULL;
     double eps = node->fattr[0];
-    if (needs[1]) gin[1] = rms_grad_dx(ctx, x, w, v, eps);
-    if (needs[2]) gin[2] = rms_grad_dx(ctx, x, u, w, eps);
+    bool needs_q = q && needs[3];
+    ts_tensor *fw = needs[1] || needs_q ? rms_grad_dx(ctx, x, w, v, NULL, eps) : NULL;
+    if (needs[1]) gin[1] = q ? ts_mul(ctx, fw, q) : fw;
+    if (needs_q) gin[3] = ts_sum_to(ctx, ts_mul(ctx, u, fw), q->ndim, q->shape);
+    if (needs[2]) gin[2] = rms_grad_dx(ctx, x, u, w, q, eps);
     if (!needs[0]) return;
+    if (q) u = ts_mul(ctx, u, q);
     ts_tensor *r = inverse_rms_op(ctx, x, eps), *r2 = ts_square(ctx, r);
     ts_tensor *r3 = ts_mul(ctx, r, r2), *r5 = ts_mul(ctx, r3, r2), *r7 = ts_mul(ctx, r5, r2);
     ts_tensor *a = row_mean(ctx, v, u), *m = row_mean(ctx, u, x), *b = row_mean(ctx, v, x);
@@ -99,12 +125,22 @@ static void rms_grad_dx_backward(ts_ctx *ctx, ts_node *node, ts_tensor *w, const
                     ts_add(ctx, ts_mul(ctx, u, cu), ts_mul(ctx, v, cv)));
 }
 
-static ts_tensor *rms_grad_dx(ts_ctx *ctx, ts_tensor *x, ts_tensor *u, ts_tensor *v, double eps) {
+/* F(x, u q, v), q [d] or NULL: the weight's product u q folded into the
+ * pass (lever 49), the same float products as the separate op. */
+static ts_tensor *rms_grad_dx(ts_ctx *ctx, ts_tensor *x, ts_tensor *u, ts_tensor *v, ts_tensor *q,
+                              double eps) {
+    check_rms_grad(ctx, x, u, q);
+    check_rms_grad(ctx, x, v, NULL);
     rms_rows k = rms_rows_of(ctx, x);
     int d = k.d;
     if (k.run) {
+        ts_real *uq = q ? ts_alloc(ctx, (size_t)d * sizeof *uq) : NULL;
         for (long i = 0; i < k.rows; i++) {
             const ts_real *xi = x->data + i * d, *ui = u->data + i * d, *vi = v->data + i * d;
+            if (q) {
+                for (int j = 0; j < d; j++) uq[j] = ui[j] * q->data[j];
+                ui = uq;
+            }
             ts_real ri = inverse_rms(xi, d, eps);
             double vu = ts_row_dot_wide(vi, ui, d), ux = ts_row_dot_wide(ui, xi, d);
             double vx = ts_row_dot_wide(vi, xi, d);
@@ -118,24 +154,98 @@ static ts_tensor *rms_grad_dx(ts_ctx *ctx, ts_tensor *x, ts_tensor *u, ts_tensor
     /* As the primitives it replaces: 16 per element (squares, three
      * products and four row sums, five for the sum of terms, three for the
      * result), 13 per row (r, its powers, the means, x's coefficient). */
-    ts_count_flops(ctx, 16.0 * (double)x->numel + 13.0 * (double)k.rows);
-    record_with_eps(ctx, "rmsnorm_backward_dx", rms_grad_dx_backward, k.out, 3,
-                    (ts_tensor *[]){x, u, v}, eps);
+    ts_count_flops(ctx, (q ? 17.0 : 16.0) * (double)x->numel + 13.0 * (double)k.rows);
+    record_with_eps(ctx, "rmsnorm_backward_dx", rms_grad_dx_backward, k.out, q ? 4 : 3,
+                    (ts_tensor *[]){x, u, v, q}, eps);
     return k.out;
 }
 
+static ts_tensor *rms_grad_times(ts_ctx *ctx, ts_tensor *x, ts_tensor *v, ts_tensor *w, double eps);
+static ts_tensor *rms_grad_weight_sum(ts_ctx *ctx, ts_tensor *x, ts_tensor *u, ts_tensor *v,
+                                      const ts_tensor *w, double eps);
+
 /* The VJP of G(x, u w) with v (w NULL: no weight): G(x, v) w for u (G is
  * linear in u and symmetric), the rows' sum of u G(x, v) for w, and
- * F(x, u w, v) for x. */
+ * F(x, u w, v) for x; each one fused op (lever 49: the products with w and
+ * u and the sum over rows were 3 products and a sum_to per RMSNorm in EBT's
+ * second order). */
 static void rms_grad_backward(ts_ctx *ctx, ts_node *node, ts_tensor *v, const bool *needs,
                               ts_tensor **gin) {
     ts_tensor *x = node->in[0], *u = node->in[1], *w = node->n_in > 2 ? node->in[2] : NULL;
     double eps = node->fattr[0];
-    bool needs_w = w && needs[2];
-    ts_tensor *gv = needs[1] || needs_w ? rms_grad(ctx, x, v, NULL, eps) : NULL;
-    if (needs[1]) gin[1] = w ? ts_mul(ctx, gv, w) : gv;
-    if (needs_w) gin[2] = ts_sum_to(ctx, ts_mul(ctx, u, gv), w->ndim, w->shape);
-    if (needs[0]) gin[0] = rms_grad_dx(ctx, x, w ? ts_mul(ctx, u, w) : u, v, eps);
+    if (needs[1]) gin[1] = w ? rms_grad_times(ctx, x, v, w, eps) : rms_grad(ctx, x, v, NULL, eps);
+    if (w && needs[2]) gin[2] = rms_grad_weight_sum(ctx, x, u, v, w, eps);
+    if (needs[0]) gin[0] = rms_grad_dx(ctx, x, u, v, w, eps);
+}
+
+/* r and c = r^3 mean(u x) of one row: G's row is r u - x c. */
+static inline ts_real rms_grad_coefficient(const ts_real *xi, const ts_real *ui, int d, double eps,
+                                           ts_real *ri) {
+    double dot = ts_row_dot_wide(ui, xi, d);
+    *ri = inverse_rms(xi, d, eps);
+    return *ri * *ri * *ri * (ts_real)(dot / d);
+}
+
+/* G(x, v) w, w [d]: G's row times w in one pass, the float operations of
+ * rms_grad and the product it replaces. Its rule against z: G(x, z w) for v,
+ * the rows' sum of z G(x, v) for w, F(x, z w, v) for x. */
+static void rms_grad_times_backward(ts_ctx *ctx, ts_node *node, ts_tensor *z, const bool *needs,
+                                    ts_tensor **gin) {
+    ts_tensor *x = node->in[0], *v = node->in[1], *w = node->in[2];
+    double eps = node->fattr[0];
+    if (needs[1]) gin[1] = rms_grad(ctx, x, z, w, eps);
+    if (needs[2]) gin[2] = rms_grad_weight_sum(ctx, x, z, v, w, eps);
+    if (needs[0]) gin[0] = rms_grad_dx(ctx, x, z, v, w, eps);
+}
+
+static ts_tensor *rms_grad_times(ts_ctx *ctx, ts_tensor *x, ts_tensor *v, ts_tensor *w,
+                                 double eps) {
+    check_rms_grad(ctx, x, v, w);
+    rms_rows k = rms_rows_of(ctx, x);
+    int d = k.d;
+    for (long i = 0; i < (k.run ? k.rows : 0); i++) {
+        const ts_real *xi = x->data + i * d, *vi = v->data + i * d;
+        ts_real ri, c = rms_grad_coefficient(xi, vi, d, eps, &ri);
+        ts_real *o = k.out->data + i * d;
+        for (int j = 0; j < d; j++) o[j] = (ri * vi[j] - xi[j] * c) * w->data[j];
+    }
+    ts_count_flops(ctx, rms_grad_flops(x, false) + (double)x->numel); /* G, the product */
+    record_with_eps(ctx, "rmsnorm_backward_weighted", rms_grad_times_backward, k.out, 3,
+                    (ts_tensor *[]){x, v, w}, eps);
+    return k.out;
+}
+
+/* The rows' sum of u G(x, v), shaped like the weight w: one pass for G, the
+ * product and the sum (the same float operations in the same order as
+ * rms_grad, the product and ts_sum_to's running sum over rows). Its rule
+ * against z [d]: G(x, v) z for u, G(x, u z) for v, F(x, u z, v) for x. */
+static void rms_grad_weight_sum_backward(ts_ctx *ctx, ts_node *node, ts_tensor *z,
+                                         const bool *needs, ts_tensor **gin) {
+    ts_tensor *x = node->in[0], *u = node->in[1], *v = node->in[2];
+    double eps = node->fattr[0];
+    if (needs[1]) gin[1] = rms_grad_times(ctx, x, v, z, eps);
+    if (needs[2]) gin[2] = rms_grad(ctx, x, u, z, eps);
+    if (needs[0]) gin[0] = rms_grad_dx(ctx, x, u, v, z, eps);
+}
+
+static ts_tensor *rms_grad_weight_sum(ts_ctx *ctx, ts_tensor *x, ts_tensor *u, ts_tensor *v,
+                                      const ts_tensor *w, double eps) {
+    check_rms_grad(ctx, x, u, w);
+    check_rms_grad(ctx, x, v, NULL);
+    int d = x->shape[x->ndim - 1];
+    long rows = x->numel / d;
+    ts_tensor *out = ts_zeros(ctx, w->ndim, w->shape);
+    for (long i = 0; i < (ctx->counting ? 0 : rows); i++) {
+        const ts_real *xi = x->data + i * d, *ui = u->data + i * d, *vi = v->data + i * d;
+        ts_real ri, c = rms_grad_coefficient(xi, vi, d, eps, &ri);
+        ts_real *restrict o = out->data;
+        for (int j = 0; j < d; j++) o[j] += ui[j] * (ri * vi[j] - xi[j] * c);
+    }
+    /* G, the product and the sum over rows */
+    ts_count_flops(ctx, rms_grad_flops(x, false) + 2.0 * (double)x->numel);
+    record_with_eps(ctx, "rmsnorm_backward_row_sum", rms_grad_weight_sum_backward, out, 3,
+                    (ts_tensor *[]){x, u, v}, eps);
+    return out;
 }
 
 /* The rows of G(x, u w) into out, or added into it (add): the same float
@@ -154,31 +264,12 @@ static void rms_grad_rows(const ts_tensor *x, const ts_tensor *u, const ts_tenso
             for (int j = 0; j < d; j++) s[j] = ui[j] * w->data[j];
             uw = s;
         }
-        double dot = ts_row_dot_wide(uw, xi, d);
-        ts_real ri = inverse_rms(xi, d, eps), c = ri * ri * ri * (ts_real)(dot / d);
+        ts_real ri, c = rms_grad_coefficient(xi, uw, d, eps, &ri);
         if (add)
             for (int j = 0; j < d; j++) o[j] += ri * uw[j] - xi[j] * c;
         else
             for (int j = 0; j < d; j++) o[j] = ri * uw[j] - xi[j] * c;
     }
-}
-
-static void check_rms_grad(ts_ctx *ctx, const ts_tensor *x, const ts_tensor *u,
-                           const ts_tensor *w) {
-    char sx[64], s2[64];
-    if (!ts_same_shape(x, u))
-        ts_fail(ctx, "rmsnorm_backward", "gradient %s does not match input %s",
-                ts_shape_str(u, s2, sizeof s2), ts_shape_str(x, sx, sizeof sx));
-    if (w && w->numel != x->shape[x->ndim - 1])
-        ts_fail(ctx, "rmsnorm_backward", "weight %s does not match the last dim of %s",
-                ts_shape_str(w, s2, sizeof s2), ts_shape_str(x, sx, sizeof sx));
-}
-
-/* r: 2 per element, 4 per row; the dot 2 and the rest 3 per element, 5 per
- * row; the weight's product as the mul it replaces, 1 per element */
-static double rms_grad_flops(const ts_tensor *x, bool weighted) {
-    long rows = x->numel / x->shape[x->ndim - 1];
-    return (weighted ? 8.0 : 7.0) * (double)x->numel + 9.0 * (double)rows;
 }
 
 /* G(x, u w) = r u w - x r^3 mean(u w x), w the RMSNorm's weight [d] or

@@ -218,6 +218,48 @@ static void test_silu_second_derivative_matches_primitives(void **state) {
     assert_memory_equal(second->data, expected->data, (size_t)x->numel * sizeof(ts_real));
 }
 
+/* silu'(a) h in the primitives swiglu_packed's second order once was: (h s)(a (1 - s) + 1). */
+static ts_tensor *silu_slope_primitives(ts_ctx *ctx, ts_tensor *a, ts_tensor *s, ts_tensor *h) {
+    ts_tensor *one_minus_s = ts_add_scalar(ctx, ts_scale(ctx, s, -1), 1);
+    return ts_mul(ctx, ts_mul(ctx, h, s), ts_add_scalar(ctx, ts_mul(ctx, a, one_minus_s), 1));
+}
+
+/* The packed SwiGLU's second order is two ops (swiglu_packed_backward_dx for
+ * x, swiglu_packed_jvp for the output gradient) computing the float
+ * operations of the composition they replaced (slices, silu's fused rules,
+ * products, sums, a concat), in its order: with y = swiglu_packed(x) [a, b],
+ * first = grad <w, y> and the direction v = [va, vb], the gradients of
+ * <first, v> equal, bit for bit,
+ *   for x: [(va (w b)) silu''(a) + silu'(a) (vb w), w silu'(a) va]
+ *   for w: b silu'(a) va + a s vb. */
+static void test_swiglu_packed_second_order_matches_primitives(void **state) {
+    fixture *fx = *state;
+    ts_ctx *ctx = &fx->ctx;
+    ts_tensor *x = leaf(fx, TS_SHAPE(3, 4, 10), -8, 8);
+    ts_tensor *y = ts_swiglu_packed(ctx, x);
+    ts_tensor *w = leaf(fx, y->ndim, y->shape, -1, 1), *v = constant(fx, x), *first;
+    ts_grad(ctx, 1, &y, &w, 1, &x, &first, true);
+    ts_tensor *h = ts_sum_all(ctx, ts_mul(ctx, first, v)), *second[2];
+    ts_grad(ctx, 1, &h, NULL, 2, (ts_tensor *[]){x, w}, second, false);
+    bool recording = ts_set_grad_enabled(ctx, false);
+    int axis = 2, f = 5;
+    ts_tensor *a = ts_slice(ctx, x, axis, 0, f), *b = ts_slice(ctx, x, axis, f, f);
+    ts_tensor *va = ts_slice(ctx, v, axis, 0, f), *vb = ts_slice(ctx, v, axis, f, f);
+    ts_tensor *s = ts_sigmoid(ctx, a);
+    ts_tensor *s_one_minus_s = ts_mul(ctx, s, ts_add_scalar(ctx, ts_scale(ctx, s, -1), 1));
+    ts_tensor *curvature =
+        ts_mul(ctx, s_one_minus_s,
+               ts_add_scalar(ctx, ts_mul(ctx, a, ts_add_scalar(ctx, ts_scale(ctx, s, -2), 1)), 2));
+    ts_tensor *slope = silu_slope_primitives(ctx, a, s, va);
+    ts_tensor *d_a = ts_add(ctx, ts_mul(ctx, ts_mul(ctx, va, ts_mul(ctx, w, b)), curvature),
+                            silu_slope_primitives(ctx, a, s, ts_mul(ctx, vb, w)));
+    ts_tensor *d_x = ts_concat(ctx, 2, (ts_tensor *[]){d_a, ts_mul(ctx, w, slope)}, axis);
+    ts_tensor *d_w = ts_add(ctx, ts_mul(ctx, b, slope), ts_mul(ctx, ts_mul(ctx, a, s), vb));
+    ts_set_grad_enabled(ctx, recording);
+    assert_memory_equal(second[0]->data, d_x->data, (size_t)x->numel * sizeof(ts_real));
+    assert_memory_equal(second[1]->data, d_w->data, (size_t)w->numel * sizeof(ts_real));
+}
+
 static void test_causal_softmax_matches_primitives(void **state) {
     fixture *fx = *state;
     ts_tensor *x = leaf(fx, TS_SHAPE(2, 6, 6), -1, 1);
@@ -555,6 +597,7 @@ int main(void) {
         cmocka_unit_test(test_swiglu_matches_silu_times),
         cmocka_unit_test(test_swiglu_packed_matches_halves),
         cmocka_unit_test(test_silu_second_derivative_matches_primitives),
+        cmocka_unit_test(test_swiglu_packed_second_order_matches_primitives),
         cmocka_unit_test(test_causal_softmax_matches_primitives),
         cmocka_unit_test(test_causal_attention_matches_primitives),
         cmocka_unit_test(test_causal_attention_counts_as_executed),
