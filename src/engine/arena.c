@@ -1,9 +1,32 @@
+/* madvise and MADV_HUGEPAGE (Linux), beside the POSIX the build asks for */
+#define _DEFAULT_SOURCE
 #include "engine/arena.h"
 
 #include <stdint.h>
 #include <stdlib.h>
+#include <sys/mman.h>
 
 #define TS_ALIGN 64
+
+/* Chunks of at least one huge page (2 MiB on x86-64) are aligned to it and
+ * offered to the kernel's transparent huge pages (madvise; with the common
+ * setting `madvise` the kernel backs nothing with huge pages unless asked).
+ * A step's activations are tens of MB read in passes and by GEMMs' packing
+ * loops; on 4 KiB pages every 4 KiB is a TLB entry, and the step times
+ * scattered more (eighth round, docs/performance.md). A hint: where the
+ * kernel has no huge pages, or no madvise, the chunk is ordinary memory. */
+#define TS_HUGE_PAGE ((size_t)2 << 20)
+
+static void *chunk_memory(size_t size) {
+    size_t align = size < TS_HUGE_PAGE ? TS_ALIGN : TS_HUGE_PAGE;
+    size_t whole = (size + align - 1) / align * align; /* aligned_alloc wants a multiple */
+    void *p = aligned_alloc(align, whole);
+#ifdef MADV_HUGEPAGE
+    if (p && align == TS_HUGE_PAGE)
+        (void)madvise(p, whole, MADV_HUGEPAGE); /* a hint: its failure changes nothing */
+#endif
+    return p;
+}
 
 void ts_arena_init(ts_arena *arena, size_t chunk_size) {
     *arena = (ts_arena){.chunk_size = chunk_size ? chunk_size : (size_t)64 << 20};
@@ -24,7 +47,7 @@ static ts_chunk *new_chunk(ts_arena *arena, size_t min_bytes) {
     size_t size = min_bytes > arena->chunk_size ? min_bytes : arena->chunk_size;
     ts_chunk *c = malloc(sizeof *c);
     if (!c) return NULL;
-    c->base = aligned_alloc(TS_ALIGN, (size + TS_ALIGN - 1) / TS_ALIGN * TS_ALIGN);
+    c->base = chunk_memory(size);
     if (!c->base) {
         free(c);
         return NULL;

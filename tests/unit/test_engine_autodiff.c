@@ -652,6 +652,30 @@ static void test_arena_stops_mallocing_after_first_step(void **state) {
     check_arena_reuse(512);
 }
 
+/* Chunks of a huge page (2 MiB) or more start on a huge page, so the
+ * kernel can back them with huge pages (arena.c); smaller ones on 64 bytes.
+ * Every byte handed out is usable (the sanitizer build checks the writes). */
+static void test_arena_chunks_start_on_huge_pages(void **state) {
+    (void)state;
+    const size_t huge = (size_t)2 << 20;
+    size_t sizes[3] = {(size_t)1 << 20, huge, 3 * huge + 4096};
+    for (int i = 0; i < 3; i++) {
+        ts_arena arena;
+        ts_arena_init(&arena, sizes[i]);
+        unsigned char *first = ts_arena_alloc(&arena, sizes[i]);
+        unsigned char *second = ts_arena_alloc(&arena, 100); /* a new chunk */
+        assert_non_null(first);
+        assert_non_null(second);
+        size_t align = sizes[i] >= huge ? huge : 64;
+        assert_int_equal((uintptr_t)first % align, 0);
+        assert_int_equal((uintptr_t)second % align, 0);
+        memset(first, 1, sizes[i]);
+        memset(second, 2, 100);
+        assert_int_equal(arena.n_mallocs, 2);
+        ts_arena_free(&arena);
+    }
+}
+
 /* ---------------------------------------------------------------- FLOPs */
 
 static void test_matmul_flops(void **state) {
@@ -803,6 +827,7 @@ int main(void) {
         T(test_release_frees_the_graph),
         T(test_views_share_data),
         T(test_arena_stops_mallocing_after_first_step),
+        T(test_arena_chunks_start_on_huge_pages),
         T(test_matmul_flops),
         T(test_elementwise_flops),
         T(test_unit_markers_tell_the_hook),
