@@ -126,30 +126,6 @@ static ts_real visible_dot(const ts_real *x, const ts_real *y, long n, masked_ru
     return dot;
 }
 
-/* ts_exp_shifted_sum(x, n, shift) for a row whose run holds -inf (x + the
- * mask there): the lanes' blocks inside the run are written 0 (their
- * exponentials) and not summed, the others as ts_exp_shifted_sum. */
-static ts_real visible_exp_shifted_sum(ts_real *restrict x, long n, ts_real shift, masked_run run) {
-    ts_real lane[TS_LANES] = {0};
-    long c = 0;
-    for (; c + TS_LANES <= n; c += TS_LANES) {
-        if (block_in_run(c, run)) {
-            for (int j = 0; j < TS_LANES; j++) x[c + j] = 0;
-            continue;
-        }
-        for (int j = 0; j < TS_LANES; j++) {
-            x[c + j] = ts_exp_nonpositive(x[c + j] - shift);
-            lane[j] += x[c + j];
-        }
-    }
-    ts_real sum = ts_combine_lanes(lane);
-    for (; c < n; c++) {
-        x[c] = ts_exp_nonpositive(x[c] - shift);
-        sum += x[c];
-    }
-    return sum;
-}
-
 /* Row r of x is masked with row (r mod mask rows). Writes x + mask - shift
  * with shift = max (softmax) or logsumexp (log-softmax). The softmax skips
  * each row's masked run (runs, or NULL: none); the log-softmax, whose
@@ -173,7 +149,7 @@ static void softmax_rows(const ts_tensor *x, const ts_tensor *mask, ts_real *out
                 for (long c = 0; c < cols; c++) o[c] = 0;
                 continue;
             }
-            ts_real inv = 1 / visible_exp_shifted_sum(o, cols, max, run);
+            ts_real inv = 1 / ts_exp_shifted_sum_skipping(o, cols, max, run.lo, run.hi);
             for (long c = 0; c < run.lo; c++) o[c] = ts_flush_subnormal(o[c] * inv);
             for (long c = run.hi; c < cols; c++) o[c] = ts_flush_subnormal(o[c] * inv);
             continue;

@@ -104,21 +104,34 @@ static inline ts_real ts_row_dot(const ts_real *x, const ts_real *y, long n) {
  * place, and their sum in one pass: the sum in the lanes and order of
  * ts_row_sum, so it equals ts_row_sum of the result bit for bit (the
  * softmax kernels; fifth round, docs/performance.md: one pass over the row
- * fewer). */
-static inline ts_real ts_exp_shifted_sum(ts_real *restrict x, long n, ts_real shift) {
+ * fewer). The blocks of TS_LANES entries lying wholly in [skip_lo,
+ * skip_hi) are written 0 and left out of the sum: a masked softmax's run
+ * of -inf, whose exponentials are 0, so the sum is the same (eighth round,
+ * lever 46); ts_exp_shifted_sum skips nothing. */
+static inline ts_real ts_exp_shifted_sum_skipping(ts_real *restrict x, long n, ts_real shift,
+                                                  long skip_lo, long skip_hi) {
     ts_real lane[TS_LANES] = {0};
     long c = 0;
-    for (; c + TS_LANES <= n; c += TS_LANES)
+    for (; c + TS_LANES <= n; c += TS_LANES) {
+        if (c >= skip_lo && c + TS_LANES <= skip_hi) {
+            for (int j = 0; j < TS_LANES; j++) x[c + j] = 0;
+            continue;
+        }
         for (int j = 0; j < TS_LANES; j++) {
             x[c + j] = ts_exp_nonpositive(x[c + j] - shift);
             lane[j] += x[c + j];
         }
+    }
     ts_real sum = ts_combine_lanes(lane);
     for (; c < n; c++) {
         x[c] = ts_exp_nonpositive(x[c] - shift);
         sum += x[c];
     }
     return sum;
+}
+
+static inline ts_real ts_exp_shifted_sum(ts_real *restrict x, long n, ts_real shift) {
+    return ts_exp_shifted_sum_skipping(x, n, shift, 0, 0);
 }
 
 /* sum_c a[c] b[c] and sum_c x[c] in double, in TS_LANES independent partial
