@@ -99,6 +99,17 @@ static bool offer_sums(const ts_ctx *ctx, enum pass_kind kind, const ts_node *no
     return any;
 }
 
+/* Whether another input's gradient shares memory with gin[j]'s. */
+static bool shares_buffer(ts_tensor *const *gin, int n, int j) {
+    const ts_real *data = gin[j]->data;
+    for (int k = 0; k < n; k++) {
+        if (k == j || !gin[k] || !gin[k]->data) continue;
+        const ts_real *other = gin[k]->data;
+        if (other < data + gin[j]->numel && data < other + gin[k]->numel) return true;
+    }
+    return false;
+}
+
 /* Whether gin[j], given by a rule that started at mark, is a tensor whose
  * data only it references: data the rule allocated (not its incoming
  * gradient, a view of it, a forward tensor or a parameter), shared with no
@@ -106,13 +117,7 @@ static bool offer_sums(const ts_ctx *ctx, enum pass_kind kind, const ts_node *no
 static bool owned_gradient(const ts_ctx *ctx, ts_arena_mark mark, ts_tensor *const *gin, int n,
                            int j) {
     const ts_real *data = gin[j]->data;
-    if (!data || !ts_arena_allocated_since(&ctx->arena, mark, data)) return false;
-    for (int k = 0; k < n; k++) {
-        if (k == j || !gin[k] || !gin[k]->data) continue;
-        const ts_real *other = gin[k]->data;
-        if (other < data + gin[j]->numel && data < other + gin[k]->numel) return false;
-    }
-    return true;
+    return data && ts_arena_allocated_since(&ctx->arena, mark, data) && !shares_buffer(gin, n, j);
 }
 
 /* Whether gin[j] is the node's own incoming gradient handed on unchanged (a
@@ -129,13 +134,8 @@ static bool passes_on_owned_gradient(const ts_ctx *ctx, enum pass_kind kind, con
     const ts_tensor *out = node->out, *g = out->acc;
     if (ctx->grad_enabled || ctx->counting || !out->acc_owned || is_target(ctx, kind, out))
         return false;
-    if (!g || !g->data || gin[j]->data != g->data || gin[j]->numel != g->numel) return false;
-    for (int k = 0; k < node->n_in; k++) {
-        if (k == j || !gin[k] || !gin[k]->data) continue;
-        const ts_real *other = gin[k]->data;
-        if (other < g->data + g->numel && g->data < other + gin[k]->numel) return false;
-    }
-    return true;
+    return g && g->data && gin[j]->data == g->data && gin[j]->numel == g->numel &&
+           !shares_buffer(gin, node->n_in, j);
 }
 
 static void add_into_leaf_grad(ts_ctx *ctx, ts_tensor *leaf, const ts_tensor *g) {
