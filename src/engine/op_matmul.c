@@ -106,6 +106,20 @@ static void matmul_backward(ts_ctx *ctx, ts_node *node, ts_tensor *g, const bool
     matmul_backward_into(ctx, node, g, needs, (ts_tensor *[TS_NODE_MAX_INPUTS]){NULL}, gin);
 }
 
+/* Records a matmul's node: out = op(a) op(b), or with an addend c (the
+ * accumulating node, iattr[2]) out = c + op(a) op(b), whose rule hands the
+ * gradient to c unchanged. */
+static void record_matmul(ts_ctx *ctx, ts_tensor *out, ts_tensor *c, ts_tensor *a, ts_tensor *b,
+                          bool ta, bool tb) {
+    ts_node *node = c ? ts_record(ctx, "matmul", matmul_backward, out, 3, (ts_tensor *[]){c, a, b})
+                      : ts_record(ctx, "matmul", matmul_backward, out, 2, (ts_tensor *[]){a, b});
+    if (!node) return;
+    node->backward_into = matmul_backward_into;
+    node->iattr[0] = ta;
+    node->iattr[1] = tb;
+    node->iattr[2] = c != NULL;
+}
+
 /* sum + op(a) op(b) in sum's buffer, the GEMM with beta = 1 in place of a
  * product of its own and an add; booked as the matmul it is. Recording, an
  * op of the graph whose rule passes the gradient through to sum (and never
@@ -113,14 +127,7 @@ static void matmul_backward(ts_ctx *ctx, ts_node *node, ts_tensor *g, const bool
 static ts_tensor *matmul_into(ts_ctx *ctx, ts_tensor *sum, grad_product p) {
     gemm(ctx, p.x, p.y, p.tx, p.ty, 1, sum);
     ts_tensor *out = ctx->grad_enabled ? ts_wrap(ctx, sum->data, sum->ndim, sum->shape) : sum;
-    ts_node *node =
-        ts_record(ctx, "matmul", matmul_backward, out, 3, (ts_tensor *[]){sum, p.x, p.y});
-    if (node) {
-        node->backward_into = matmul_backward_into;
-        node->iattr[0] = p.tx;
-        node->iattr[1] = p.ty;
-        node->iattr[2] = 1;
-    }
+    record_matmul(ctx, out, sum, p.x, p.y, p.tx, p.ty);
     return out;
 }
 
@@ -160,14 +167,7 @@ ts_tensor *ts_matmul_add(ts_ctx *ctx, ts_tensor *c, ts_tensor *a, ts_tensor *b, 
     }
     if (!ctx->counting) memcpy(out->data, c->data, (size_t)out->numel * sizeof *out->data);
     gemm(ctx, a, b, ta, tb, 1, out);
-    /* the accumulating node: its rule hands the gradient to c unchanged */
-    ts_node *node = ts_record(ctx, "matmul", matmul_backward, out, 3, (ts_tensor *[]){c, a, b});
-    if (node) {
-        node->backward_into = matmul_backward_into;
-        node->iattr[0] = ta;
-        node->iattr[1] = tb;
-        node->iattr[2] = 1;
-    }
+    record_matmul(ctx, out, c, a, b, ta, tb);
     return out;
 }
 
@@ -176,11 +176,6 @@ ts_tensor *ts_matmul(ts_ctx *ctx, ts_tensor *a, ts_tensor *b, bool ta, bool tb) 
     check_matmul(ctx, a, b, ta, tb, shape);
     ts_tensor *out = ts_new(ctx, a->ndim, shape);
     gemm(ctx, a, b, ta, tb, 0, out);
-    ts_node *node = ts_record(ctx, "matmul", matmul_backward, out, 2, (ts_tensor *[]){a, b});
-    if (node) {
-        node->backward_into = matmul_backward_into;
-        node->iattr[0] = ta;
-        node->iattr[1] = tb;
-    }
+    record_matmul(ctx, out, NULL, a, b, ta, tb);
     return out;
 }
