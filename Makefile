@@ -17,7 +17,10 @@ DEBIAN_PKGS := build-essential pkg-config libopenmpi-dev openmpi-bin \
                python3-numpy python3-h5py python3-scipy python3-matplotlib \
                slurm-wlm munge \
                bible-kjv dict-gcide dict-wn fortunes dict-jargon dict-foldoc dict-devil \
-               sentencepiece npm
+               sentencepiece
+# Debian's npm conflicts with a Node.js from elsewhere (NodeSource's nodejs
+# ships its own npm), so npm is asked of apt only when no npm is on PATH.
+NPM_PKG     := $(if $(shell command -v npm 2>/dev/null),,npm)
 
 NPROC   := $(shell nproc 2>/dev/null || echo 2)
 MARCH   ?= -march=native
@@ -75,7 +78,7 @@ deps:
 	if [ -z "$$missing$$slurm_missing" ] && [ $$py_ok = 1 ]; then exit 0; fi; \
 	if [ -f /etc/debian_version ] && command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
 	  echo "thinkscale: installing missing dependencies:$$missing$$slurm_missing"; \
-	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(DEBIAN_PKGS) >/dev/null || exit 1; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(DEBIAN_PKGS) $(NPM_PKG) >/dev/null || exit 1; \
 	elif [ -z "$$missing" ] && [ $$py_ok = 1 ]; then \
 	  echo "thinkscale: no$$slurm_missing here: tests/slurm will fail (they start a private Slurm)." >&2; \
 	else \
