@@ -58,46 +58,69 @@ double ts_measure_peak_gflops(void) {
     return best; /* 0: the buffers could not be allocated */
 }
 
-const char *ts_blas_better_core(const char *core, bool cpu_avx2, bool cpu_avx512f) {
-    /* OpenBLAS's x86 kernel sets without AVX (its cpuid tables' names). */
-    static const char *const sse_only[] = {"Prescott",  "Core2",  "Penryn",  "Dunnington",
-                                           "Nehalem",   "Atom",   "Katmai",  "Coppermine",
-                                           "Northwood", "Banias", "Opteron", "Barcelona"};
-    if (!core || !(cpu_avx2 || cpu_avx512f)) return NULL;
-    for (size_t i = 0; i < sizeof sse_only / sizeof sse_only[0]; i++)
-        if (!strcmp(core, sse_only[i])) return cpu_avx512f ? "SkylakeX" : "Haswell";
+/* How wide a vector unit OpenBLAS's x86 kernel set of that name (its cpuid
+ * tables' names) was written for: 0 SSE, 1 AVX, 2 AVX2, 3 AVX-512; -1 for a
+ * name not listed here (another architecture, a set newer than this table),
+ * which is never replaced. */
+static int kernel_set_tier(const char *core) {
+    static const struct {
+        const char *name;
+        int tier;
+    } sets[] = {
+        {"Prescott", 0},   {"Core2", 0},       {"Penryn", 0},      {"Dunnington", 0},
+        {"Nehalem", 0},    {"Atom", 0},        {"Katmai", 0},      {"Coppermine", 0},
+        {"Northwood", 0},  {"Banias", 0},      {"Opteron", 0},     {"Barcelona", 0},
+        {"Sandybridge", 1}, {"Bulldozer", 1},  {"Piledriver", 1},  {"Steamroller", 1},
+        {"Excavator", 1},  {"Haswell", 2},     {"Zen", 2},         {"SkylakeX", 3},
+        {"Cooperlake", 3}, {"SapphireRapids", 3},
+    };
+    for (size_t i = 0; i < sizeof sets / sizeof sets[0]; i++)
+        if (!strcmp(core, sets[i].name)) return sets[i].tier;
+    return -1;
+}
+
+const char *ts_blas_better_core(const char *core, bool cpu_avx2, bool cpu_avx512) {
+    if (!core) return NULL;
+    int tier = kernel_set_tier(core);
+    if (tier < 0) return NULL;
+    if (cpu_avx512 && tier < 3) return "SkylakeX";
+    if (cpu_avx2 && tier < 2) return "Haswell";
     return NULL;
 }
 
-bool ts_blas_core_advice(const char *core, bool cpu_avx2, bool cpu_avx512f, char *advice,
+bool ts_blas_core_advice(const char *core, bool cpu_avx2, bool cpu_avx512, char *advice,
                          size_t len) {
-    const char *better = ts_blas_better_core(core, cpu_avx2, cpu_avx512f);
+    const char *better = ts_blas_better_core(core, cpu_avx2, cpu_avx512);
     if (!better) return false;
     snprintf(advice, len,
-             "OpenBLAS runs its %s kernels on a CPU with %s: GEMM runs several times below "
-             "what this CPU can do, and MFU is measured against that slow rate. Set "
+             "OpenBLAS runs its %s kernels on a CPU with %s: GEMM runs well below what "
+             "this CPU can do (1.8x on an AVX-512 CPU given AVX2 kernels, 3-5x given SSE "
+             "ones), and MFU is measured against that slow rate. Set "
              "OPENBLAS_CORETYPE=%s, or leave it unset and thinkscale chooses it "
              "(docs/performance.md)",
-             core, cpu_avx512f ? "AVX-512" : "AVX2", better);
+             core, cpu_avx512 ? "AVX-512" : "AVX2", better);
     return true;
 }
 
 /* Which vector units this CPU has (x86-64 with GCC's builtins; elsewhere
- * none, so no advice and no restart). */
-static void cpu_vector_units(bool *avx2, bool *avx512f) {
+ * none, so no advice and no restart). OpenBLAS's AVX-512 kernels use the F,
+ * BW, DQ and VL subsets, so "AVX-512" means all four; GCC's answer also
+ * requires the OS to save the vector registers. */
+static void cpu_vector_units(bool *avx2, bool *avx512) {
 #if defined(__x86_64__) && defined(__GNUC__)
     __builtin_cpu_init();
     *avx2 = __builtin_cpu_supports("avx2");
-    *avx512f = __builtin_cpu_supports("avx512f");
+    *avx512 = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+              __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vl");
 #else
-    *avx2 = *avx512f = false;
+    *avx2 = *avx512 = false;
 #endif
 }
 
 bool ts_blas_core_advice_here(char *advice, size_t len) {
-    bool avx2, avx512f;
-    cpu_vector_units(&avx2, &avx512f);
-    return ts_blas_core_advice(openblas_get_corename(), avx2, avx512f, advice, len);
+    bool avx2, avx512;
+    cpu_vector_units(&avx2, &avx512);
+    return ts_blas_core_advice(openblas_get_corename(), avx2, avx512, advice, len);
 }
 
 void ts_blas_prefer_vector_kernels(char **argv) {
@@ -106,9 +129,9 @@ void ts_blas_prefer_vector_kernels(char **argv) {
      * variable set. A value the user set, even the slow one, is obeyed; and
      * since the new image finds it set, this runs at most once. */
     if (getenv("OPENBLAS_CORETYPE")) return;
-    bool avx2, avx512f;
-    cpu_vector_units(&avx2, &avx512f);
-    const char *better = ts_blas_better_core(openblas_get_corename(), avx2, avx512f);
+    bool avx2, avx512;
+    cpu_vector_units(&avx2, &avx512);
+    const char *better = ts_blas_better_core(openblas_get_corename(), avx2, avx512);
     if (!better) return;
     if (setenv("OPENBLAS_CORETYPE", better, 1) != 0) return;
     execv("/proc/self/exe", argv);

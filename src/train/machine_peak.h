@@ -19,24 +19,29 @@ double ts_measure_peak_gflops(void);
 double ts_peak_probe_seconds(double wall, double process_cpu);
 
 /* OpenBLAS picks its kernels from the CPU model it recognises; on a CPU
- * newer than its tables (or a VM hiding the model) it falls back to old SSE
- * kernels that reach a fraction of the vector units' rate, and every MFU is
- * then measured against that slow peak. True, with advice in `advice`, when
- * `core` (openblas_get_corename()) is such a pre-AVX kernel set while the CPU
- * has AVX2 or AVX-512. */
-bool ts_blas_core_advice(const char *core, bool cpu_avx2, bool cpu_avx512f, char *advice,
+ * newer than its tables (or a VM hiding the model) it falls back to an older
+ * set: SSE kernels at a fifth of the vector units' rate (Debian's 0.3.21 on
+ * an unrecognised Xeon). An environment can also impose an older set: one
+ * machine here exports OPENBLAS_CORETYPE=Haswell on an AVX-512 AMD EPYC, whose
+ * sgemm then runs at half the rate OpenBLAS's own choice (Cooperlake) gives.
+ * Every MFU is then measured against that slow peak. True, with advice in `advice`, when `core`
+ * (openblas_get_corename()) is a set for narrower vectors than the CPU has.
+ * `cpu_avx512` means AVX-512 F, BW, DQ and VL, which OpenBLAS's AVX-512
+ * kernels use. */
+bool ts_blas_core_advice(const char *core, bool cpu_avx2, bool cpu_avx512, char *advice,
                          size_t len);
 
 /* The same for this process's OpenBLAS and CPU (x86-64; elsewhere false). */
 bool ts_blas_core_advice_here(char *advice, size_t len);
 
 /* The kernel set to ask OpenBLAS for instead of `core`: "SkylakeX" on an
- * AVX-512 CPU, "Haswell" on an AVX2 one, when `core` is a pre-AVX set; else
- * NULL (the choice fits the CPU). */
-const char *ts_blas_better_core(const char *core, bool cpu_avx2, bool cpu_avx512f);
+ * AVX-512 CPU when `core` is an SSE, AVX or AVX2 set; "Haswell" on an AVX2
+ * CPU when it is an SSE or AVX set; else NULL (the choice fits the CPU, or
+ * `core` is a set this function does not know, which it leaves alone). */
+const char *ts_blas_better_core(const char *core, bool cpu_avx2, bool cpu_avx512);
 
 /* Called first thing in main, before MPI_Init: when OPENBLAS_CORETYPE is
- * unset and OpenBLAS chose a pre-AVX kernel set on an AVX2/AVX-512 CPU,
+ * unset and OpenBLAS chose a kernel set for narrower vectors than the CPU has,
  * re-executes this program (/proc/self/exe, same argv and pid) with
  * OPENBLAS_CORETYPE set to ts_blas_better_core's answer, so every run, job
  * and benchmark gets the vector kernels without its launcher knowing.

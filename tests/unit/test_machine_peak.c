@@ -1,5 +1,5 @@
 /* src/train/machine_peak.c: the advice about OpenBLAS's kernel choice (given
- * when the kernels are an SSE-only set on a CPU with AVX2 or AVX-512, naming
+ * when the kernels are a set for narrower vectors than the CPU has, naming
  * the core type to ask for; silent otherwise), the kernel set thinkscale
  * restarts with, and the time the peak probe charges a GEMM. */
 #include <setjmp.h>
@@ -28,23 +28,42 @@ static void sse_kernels_on_avx2_ask_for_haswell(void **state) {
     assert_null(strstr(advice, "SkylakeX"));
 }
 
+static void avx2_kernels_on_avx512_ask_for_skylakex(void **state) {
+    (void)state;
+    /* An environment exporting OPENBLAS_CORETYPE=Haswell on an AVX-512 AMD
+     * EPYC (seen here): the sgemm rate halves. */
+    char advice[400] = "";
+    assert_true(ts_blas_core_advice("Haswell", true, true, advice, sizeof advice));
+    assert_non_null(strstr(advice, "Haswell"));
+    assert_non_null(strstr(advice, "AVX-512"));
+    assert_non_null(strstr(advice, "OPENBLAS_CORETYPE=SkylakeX"));
+}
+
 static void silent_when_the_choice_fits(void **state) {
     (void)state;
     char advice[400] = "untouched";
     assert_false(ts_blas_core_advice("SkylakeX", true, true, advice, sizeof advice));
+    assert_false(ts_blas_core_advice("Cooperlake", true, true, advice, sizeof advice));
     assert_false(ts_blas_core_advice("Haswell", true, false, advice, sizeof advice));
+    assert_false(ts_blas_core_advice("ARMV8", true, true, advice, sizeof advice));
     assert_false(ts_blas_core_advice("Prescott", false, false, advice, sizeof advice));
     assert_false(ts_blas_core_advice(NULL, true, true, advice, sizeof advice));
     assert_string_equal(advice, "untouched");
 }
 
-static void better_core_only_for_pre_avx_sets_on_avx_cpus(void **state) {
+static void better_core_only_for_narrower_sets_than_the_cpu(void **state) {
     (void)state;
     assert_string_equal(ts_blas_better_core("Prescott", true, true), "SkylakeX");
     assert_string_equal(ts_blas_better_core("Core2", true, false), "Haswell");
+    assert_string_equal(ts_blas_better_core("Sandybridge", true, false), "Haswell");
+    assert_string_equal(ts_blas_better_core("Haswell", true, true), "SkylakeX");
+    assert_string_equal(ts_blas_better_core("Zen", true, true), "SkylakeX");
+    assert_null(ts_blas_better_core("Haswell", true, false)); /* AVX2 set, AVX2 CPU */
+    assert_null(ts_blas_better_core("Zen", true, false));
     assert_null(ts_blas_better_core("SkylakeX", true, true));
-    assert_null(ts_blas_better_core("Haswell", true, true)); /* an AVX2 set is not replaced */
+    assert_null(ts_blas_better_core("SapphireRapids", true, true));
     assert_null(ts_blas_better_core("Prescott", false, false));
+    assert_null(ts_blas_better_core("ARMV8", true, true)); /* a set it does not know */
     assert_null(ts_blas_better_core(NULL, true, true));
 }
 
@@ -64,7 +83,8 @@ int main(void) {
         cmocka_unit_test(sse_kernels_on_avx512_ask_for_skylakex),
         cmocka_unit_test(sse_kernels_on_avx2_ask_for_haswell),
         cmocka_unit_test(silent_when_the_choice_fits),
-        cmocka_unit_test(better_core_only_for_pre_avx_sets_on_avx_cpus),
+        cmocka_unit_test(better_core_only_for_narrower_sets_than_the_cpu),
+        cmocka_unit_test(avx2_kernels_on_avx512_ask_for_skylakex),
         cmocka_unit_test(probe_charges_the_shorter_of_wall_and_cpu_time),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
