@@ -9,21 +9,33 @@
 # machine the efficiency measures the neighbours too (print `uptime`).
 # 30 steps: at 15 (4 s a run on the AVX-512 kernels) two back-to-back runs
 # on an idle machine read 86% and 125%; at 30, 97-100%.
+# BENCH_PAIRS (default 3) pairs of 1- and 2-rank runs alternate, and each
+# figure is the median over its runs' steps: one pair on a VM whose speed
+# drifts between runs read 83-105% efficiency in five tries (2026-12-01),
+# while two 1-rank runs on the two cores at once ran at the solo rate.
 source "$(dirname "$0")/lib.sh"
 steps=${BENCH_STEPS:-30}
+pairs=${BENCH_PAIRS:-3}
 echo "load before: $(uptime)"
-bench_run np1 1
-bench_run np2 2
+for pair in $(seq "$pairs"); do
+    bench_run "np1_$pair" 1
+    bench_run "np2_$pair" 2
+done
 echo "load after: $(uptime)"
-/usr/bin/python3 - "$tmp" <<'PY'
+/usr/bin/python3 - "$tmp" "$pairs" <<'PY'
 import sys, h5py, numpy as np
-tmp = sys.argv[1]
+tmp, pairs = sys.argv[1], int(sys.argv[2])
 def stats(ranks):
-    with h5py.File(f"{tmp}/np{ranks}/metrics.h5", "r") as m:
-        t = m["train"]
-        sl = slice(3, None)
-        return (np.median(t["tokens_per_s"][sl]), np.median(t["mfu"][sl]),
-                np.median(t["flops"][sl]), np.median(t["wall_time"][1:][2:] - t["wall_time"][:-1][2:]))
+    columns = {"tokens_per_s": [], "mfu": [], "flops": [], "step": []}
+    for pair in range(1, pairs + 1):
+        with h5py.File(f"{tmp}/np{ranks}_{pair}/metrics.h5", "r") as m:
+            t = m["train"]
+            sl = slice(3, None)
+            for name in ("tokens_per_s", "mfu", "flops"):
+                columns[name].extend(t[name][sl])
+            wall = t["wall_time"][:]
+            columns["step"].extend((wall[1:] - wall[:-1])[2:])
+    return tuple(np.median(columns[k]) for k in ("tokens_per_s", "mfu", "flops", "step"))
 tps1, mfu1, fl1, st1 = stats(1)
 tps2, mfu2, fl2, st2 = stats(2)
 eff = (tps2 / 2) / tps1
