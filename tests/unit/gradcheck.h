@@ -34,8 +34,13 @@
  *       f'(x) ~ (8 (f(x+h) - f(x-h)) - (f(x+2h) - f(x-2h))) / 12h
  *   with h = 2^-6 (exact to add to most inputs). Its truncation error is
  *   ~1e-6; the rounding of f over a few dozen outputs, divided by h, leaves
- *   errors up to ~1.5e-3 relative (attention), hence the tolerances. A wrong
- *   rule is off by far more: a missing term, sign or factor shows at O(1). */
+ *   errors up to ~1.5e-3 relative (attention), hence the tolerances. An AMD
+ *   EPYC with AVX-512 (the float build tuned for it by -march=native) put the
+ *   fused causal attention's third-order case at 3.5e-3: 1e-6 absolute on an
+ *   entry of 2.8e-4, just above the floor below, where the composed attention
+ *   on the same inputs read 3.2e-4. So the first-order tolerance is 5e-3. A
+ *   wrong rule is off by far more: a missing term, sign or factor shows at
+ *   O(1), and the double build checks every rule at 1e-6. */
 #ifdef TS_DOUBLE
 #define GC_STEP 1e-5
 #define GC_FOUR_POINT_STENCIL 0
@@ -44,7 +49,7 @@
 #else
 #define GC_STEP 0.015625
 #define GC_FOUR_POINT_STENCIL 1
-#define GC_TOL_FIRST 3e-3
+#define GC_TOL_FIRST 5e-3
 #define GC_TOL_SECOND 5e-3
 #endif
 
