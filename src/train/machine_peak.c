@@ -67,12 +67,12 @@ static int kernel_set_tier(const char *core) {
         const char *name;
         int tier;
     } sets[] = {
-        {"Prescott", 0},   {"Core2", 0},       {"Penryn", 0},      {"Dunnington", 0},
-        {"Nehalem", 0},    {"Atom", 0},        {"Katmai", 0},      {"Coppermine", 0},
-        {"Northwood", 0},  {"Banias", 0},      {"Opteron", 0},     {"Barcelona", 0},
-        {"Sandybridge", 1}, {"Bulldozer", 1},  {"Piledriver", 1},  {"Steamroller", 1},
-        {"Excavator", 1},  {"Haswell", 2},     {"Zen", 2},         {"SkylakeX", 3},
-        {"Cooperlake", 3}, {"SapphireRapids", 3},
+        {"Prescott", 0},    {"Core2", 0},          {"Penryn", 0},     {"Dunnington", 0},
+        {"Nehalem", 0},     {"Atom", 0},           {"Katmai", 0},     {"Coppermine", 0},
+        {"Northwood", 0},   {"Banias", 0},         {"Opteron", 0},    {"Barcelona", 0},
+        {"Sandybridge", 1}, {"Bulldozer", 1},      {"Piledriver", 1}, {"Steamroller", 1},
+        {"Excavator", 1},   {"Haswell", 2},        {"Zen", 2},        {"SkylakeX", 3},
+        {"Cooperlake", 3},  {"SapphireRapids", 3},
     };
     for (size_t i = 0; i < sizeof sets / sizeof sets[0]; i++)
         if (!strcmp(core, sets[i].name)) return sets[i].tier;
