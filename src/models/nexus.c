@@ -61,6 +61,29 @@ static ts_tensor *self_refine(ts_ctx *ctx, ts_tensor *x, const tpp_attention_inp
     return tpp_merge_heads(ctx, tpp_attend(ctx, rotated, rotated, plain, in, scale));
 }
 
+/* The causal levels on Transformer++'s packed layout: each level's Q, K and
+ * the one V side by side in [B, T, 3 D], where the attention reads the heads
+ * in place and rotates Q and K itself, so no level permutes heads or runs a
+ * RoPE pass (those were 6% of an order-2 step; docs/performance.md, ninth
+ * round). Level 1 is Transformer++'s Q|K|V projection; a deeper level's Q|K
+ * come from H_{level-1} (one GEMM where its two weights lie side by side)
+ * and are joined by V, a slice of level 1's. */
+static ts_tensor *causal_levels(ts_ctx *ctx, const tpp_block_params *p, ts_tensor *x,
+                                const tpp_attention_input *in, int order) {
+    const nexus_attention_user *user = in->attention_user;
+    int d = x->shape[2];
+    ts_tensor *qkv = tpp_linear_side_by_side(ctx, p, x, 3, (ts_tensor *[]){p->wq, p->wk, p->wv});
+    ts_tensor *v = ts_slice(ctx, qkv, 2, 2 * d, d);
+    for (int level = 1; level < order; level++) {
+        ts_tensor *h = tpp_causal_attention_packed(ctx, qkv, in);
+        ts_tensor *w[2];
+        level_projections(user, p, in->layer, level + 1, &w[0], &w[1]);
+        ts_tensor *qk = tpp_linear_side_by_side(ctx, p, h, 2, w);
+        qkv = ts_concat(ctx, 2, (ts_tensor *[]){qk, v}, 2);
+    }
+    return tpp_causal_attention_packed(ctx, qkv, in);
+}
+
 ts_tensor *nexus_attention(ts_ctx *ctx, const tpp_block_params *p, ts_tensor *q_in,
                            ts_tensor *kv_in, const tpp_attention_input *in) {
     const nexus_attention_user *user = in->attention_user;
@@ -80,6 +103,9 @@ ts_tensor *nexus_attention(ts_ctx *ctx, const tpp_block_params *p, ts_tensor *q_
     /* Order 1 is Transformer++'s attention: the same call, so the two train
      * alike bit for bit (on its fused Q|K|V path). */
     if (user->order == 1) return tpp_multihead_attention(ctx, p, q_in, kv_in, in);
+    if (in->causal && state->variant != NEXUS_SELFREFINE &&
+        !ts_activations_distributed(p->activations))
+        return causal_levels(ctx, p, q_in, in, user->order);
     double scale = 1.0 / sqrt((double)(d / in->n_heads));
     /* Q_j and K_j stay in [B, T, D] unrotated between levels; RoPE is applied
      * where they meet a score matrix. V is computed once and never changes. */

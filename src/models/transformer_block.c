@@ -53,6 +53,16 @@ static ts_tensor *stacked_weight(ts_ctx *ctx, const tpp_block_params *p, int n,
     return local && ts_rows_adjacent(ctx, n, w) ? ts_adjacent_rows(ctx, n, w) : NULL;
 }
 
+ts_tensor *tpp_linear_side_by_side(ts_ctx *ctx, const tpp_block_params *p, ts_tensor *x, int n,
+                                   ts_tensor *const *w) {
+    ts_tensor *stacked = stacked_weight(ctx, p, n, w);
+    if (stacked) return ts_matmul(ctx, x, stacked, false, true);
+    ts_tensor *parts[TS_NODE_MAX_INPUTS];
+    if (n > TS_NODE_MAX_INPUTS) ts_fail(ctx, "linear", "%d products side by side", n);
+    for (int i = 0; i < n; i++) parts[i] = tpp_linear(ctx, p, x, w[i]);
+    return ts_concat(ctx, n, parts, 2);
+}
+
 /* The Q|K|V projections side by side, [B, T, 3 D]: one GEMM over the stacked
  * weight when there is one and queries and keys come from one input;
  * otherwise (keys from another stream, or no stacked weight) the three
@@ -60,11 +70,16 @@ static ts_tensor *stacked_weight(ts_ctx *ctx, const tpp_block_params *p, int n,
 static ts_tensor *qkv_projection(ts_ctx *ctx, const tpp_block_params *p, ts_tensor *q_in,
                                  ts_tensor *kv_in) {
     ts_tensor *w[3] = {p->wq, p->wk, p->wv};
-    ts_tensor *stacked = q_in == kv_in ? stacked_weight(ctx, p, 3, w) : NULL;
-    if (stacked) return ts_matmul(ctx, q_in, stacked, false, true);
+    if (q_in == kv_in) return tpp_linear_side_by_side(ctx, p, q_in, 3, w);
     ts_tensor *parts[3] = {tpp_linear(ctx, p, q_in, p->wq), tpp_linear(ctx, p, kv_in, p->wk),
                            tpp_linear(ctx, p, kv_in, p->wv)};
     return ts_concat(ctx, 3, parts, 2);
+}
+
+ts_tensor *tpp_causal_attention_packed(ts_ctx *ctx, ts_tensor *qkv, const tpp_attention_input *in) {
+    int dh = qkv->shape[2] / 3 / in->n_heads;
+    return ts_causal_attention_packed(ctx, qkv, in->n_heads, in->positions, in->rope_theta,
+                                      1.0 / sqrt((double)dh));
 }
 
 /* Causal attention on the token-major layout: q, k, v side by side
@@ -72,9 +87,7 @@ static ts_tensor *qkv_projection(ts_ctx *ctx, const tpp_block_params *p, ts_tens
  * to q and k itself and writes [B, T, D]: no head permutes, no RoPE pass. */
 static ts_tensor *causal_attention(ts_ctx *ctx, const tpp_block_params *p, ts_tensor *q_in,
                                    ts_tensor *kv_in, const tpp_attention_input *in) {
-    int dh = q_in->shape[2] / in->n_heads;
-    return ts_causal_attention_packed(ctx, qkv_projection(ctx, p, q_in, kv_in), in->n_heads,
-                                      in->positions, in->rope_theta, 1.0 / sqrt((double)dh));
+    return tpp_causal_attention_packed(ctx, qkv_projection(ctx, p, q_in, kv_in), in);
 }
 
 ts_tensor *tpp_multihead_attention(ts_ctx *ctx, const tpp_block_params *p, ts_tensor *q_in,

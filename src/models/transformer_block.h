@@ -75,6 +75,16 @@ ts_tensor *tpp_merge_heads(ts_ctx *ctx, ts_tensor *x);
 
 /* The block's linear layer x W^T, through p->linear. */
 ts_tensor *tpp_linear(ts_ctx *ctx, const tpp_block_params *p, ts_tensor *x, ts_tensor *w);
+/* The products x w[i]^T of x [B, T, D] side by side, [B, T, sum of w[i]'s
+ * rows]: one GEMM over the stacked weight where the w[i] lie one after
+ * another in memory and the linear layers run locally; otherwise the n
+ * products through p->linear, concatenated. */
+ts_tensor *tpp_linear_side_by_side(ts_ctx *ctx, const tpp_block_params *p, ts_tensor *x, int n,
+                                   ts_tensor *const *w);
+/* Causal attention of q, k, v side by side in qkv [B, T, 3 D], heads read
+ * in place, RoPE (in->positions) applied inside, scale 1 / sqrt(dh):
+ * [B, T, D], no head permutes. */
+ts_tensor *tpp_causal_attention_packed(ts_ctx *ctx, ts_tensor *qkv, const tpp_attention_input *in);
 
 /* The SwiGLU feed-forward sublayer's hidden layer silu(h W1^T) (h W3^T) of
  * normalised input h, before W2 (which the block applies into the residual

@@ -74,17 +74,19 @@ static void random_tokens(int32_t *tokens, long n, uint64_t seed) {
     for (long i = 0; i < n; i++) tokens[i] = (int32_t)ts_rng_below(&rng, VOCAB);
 }
 
-/* Transformer++'s logits as its loss computes them (the default attention). */
-static void tpp_logits_into(ts_model *model, ts_ctx *ctx, const int32_t *inputs, ts_real *out) {
+/* Logits through tpp_logits_from_embeddings with the attention `in`
+ * describes; its positions, RoPE base, heads and norm epsilon are filled in
+ * here. */
+static void logits_into(ts_model *model, ts_ctx *ctx, const int32_t *inputs, tpp_attention_input in,
+                        ts_real *out) {
     ts_mark mark = ts_get_mark(ctx);
     bool recording = ts_set_grad_enabled(ctx, false);
     int32_t positions[SEQ];
     for (int t = 0; t < SEQ; t++) positions[t] = t;
-    tpp_attention_input in = {.causal = true,
-                              .positions = positions,
-                              .rope_theta = model->config.rope_theta,
-                              .n_heads = HEADS,
-                              .norm_eps = model->config.norm_eps};
+    in.positions = positions;
+    in.rope_theta = model->config.rope_theta;
+    in.n_heads = HEADS;
+    in.norm_eps = model->config.norm_eps;
     ts_tensor *x = ts_embedding(ctx, ts_model_param(model, "embed"), inputs, BATCH * SEQ);
     x = ts_reshape(ctx, x, TS_SHAPE(BATCH, SEQ, WIDTH));
     ts_tensor *logits = tpp_logits_from_embeddings(model, ctx, x, &in);
@@ -92,6 +94,11 @@ static void tpp_logits_into(ts_model *model, ts_ctx *ctx, const int32_t *inputs,
     memcpy(out, logits->data, sizeof(ts_real) * N_LOGITS);
     ts_set_grad_enabled(ctx, recording);
     ts_release(ctx, mark);
+}
+
+/* Transformer++'s logits as its loss computes them (the default attention). */
+static void tpp_logits_into(ts_model *model, ts_ctx *ctx, const int32_t *inputs, ts_real *out) {
+    logits_into(model, ctx, inputs, (tpp_attention_input){.causal = true}, out);
 }
 
 static void nexus_logits_into(ts_model *model, ts_ctx *ctx, const int32_t *inputs, int order,
@@ -492,6 +499,51 @@ static void test_unshared_levels(void **state) {
     ts_ctx_free(&ctx);
 }
 
+/* The causal levels run on Transformer++'s packed layout (heads read in
+ * place, RoPE inside the attention, V a slice of level 1's Q|K|V). The same
+ * levels through the composition ts_attention under an explicit causal mask
+ * (heads split, RoPE op, matmuls and softmax) must give the same logits up
+ * to rounding. */
+static void test_packed_levels_match_the_composition(void **state) {
+    (void)state;
+#ifdef TS_DOUBLE
+    const double tolerance = 1e-12;
+#else
+    const double tolerance = 2e-6; /* relative to the largest logit */
+#endif
+    ts_ctx ctx;
+    assert_true(ts_ctx_init(&ctx, 1 << 20));
+    int32_t inputs[BATCH * SEQ];
+    random_tokens(inputs, BATCH * SEQ, 11);
+    const ts_tensor *mask = ts_causal_mask(&ctx, SEQ);
+    for (int v = 0; v < 2; v++) /* shared, unshared (self-refine has no packed path) */
+        for (int order = 2; order <= 3; order++) {
+            ts_model *model = create("nexus", variants[v], order);
+            ts_model_init_params(model, 7 + order);
+            ts_model_bind(model, &ctx);
+            ts_real packed[N_LOGITS], composed[N_LOGITS];
+            nexus_logits_into(model, &ctx, inputs, order, packed);
+            nexus_attention_user user = {.model = model, .order = order};
+            logits_into(model, &ctx, inputs,
+                        (tpp_attention_input){.causal = false,
+                                              .mask = mask,
+                                              .attention = nexus_attention,
+                                              .attention_user = &user},
+                        composed);
+            double largest = 0, worst = 0;
+            for (int i = 0; i < N_LOGITS; i++) {
+                largest = fmax(largest, fabs((double)composed[i]));
+                worst = fmax(worst, fabs((double)packed[i] - (double)composed[i]));
+            }
+            if (!(worst <= tolerance * largest))
+                fail_msg("%s order %d: packed levels differ from the composition by %.3g "
+                         "(largest logit %.3g)",
+                         variants[v], order, worst, largest);
+            ts_model_destroy(model);
+        }
+    ts_ctx_free(&ctx);
+}
+
 /* Forward FLOPs of the model at `order`, recording off. */
 static double forward_flops(ts_model *model, ts_ctx *ctx, const int32_t *inputs, int order) {
     ts_real logits[N_LOGITS];
@@ -647,6 +699,7 @@ int main(void) {
         cmocka_unit_test(test_gradient_unshared_order_3),
         cmocka_unit_test(test_gradient_selfrefine_order_3),
         cmocka_unit_test(test_unshared_levels),
+        cmocka_unit_test(test_packed_levels_match_the_composition),
         cmocka_unit_test(test_extra_flops_per_order),
         cmocka_unit_test(test_configuration_errors),
         cmocka_unit_test(test_attention_misuse),
