@@ -139,7 +139,8 @@ static void small_gemm_empty_products(void **state) {
 
 static void transpose_rows_moves_every_element(void **state) {
     (void)state;
-    const int shapes[][2] = {{1, 1}, {15, 3}, {16, 64}, {17, 5}, {256, 64}, {257, 64}, {3, 40}};
+    const int shapes[][2] = {{1, 1},    {15, 3}, {16, 64}, {17, 5},  {256, 64},
+                             {257, 64}, {3, 40}, {33, 20}, {48, 17}, {64, 71}};
     for (size_t s = 0; s < sizeof shapes / sizeof *shapes; s++) {
         int rows = shapes[s][0], cols = shapes[s][1], ld_src = cols + 3, ld_dst = rows + 2;
         ts_real *src = malloc((size_t)rows * ld_src * sizeof *src);
