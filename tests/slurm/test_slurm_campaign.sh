@@ -81,7 +81,11 @@ first_checkpoint() { compgen -G "$run0/checkpoint_*.h5.complete" >/dev/null; }
 slurm_wait_until 120 "a first checkpoint of point 0" first_checkpoint
 check "point 0 is still training when requeued" [ ! -f "$run0/checkpoint_00000400.h5.complete" ]
 check "scontrol requeue of the running task succeeds" scontrol requeue "${array}_0"
-slurm_wait_idle 300
+# Three 400-step points, one of them on the slow file system, one after
+# another: minutes on a quiet machine, and twice that when other builds share
+# its two cores (300 s ran out so in two full `make test` runs beside another
+# one, 1 Dec 2026). The wait ends as soon as the queue is empty.
+slurm_wait_idle 600
 check "the requeued task resumed its point from a checkpoint" \
     grep -q "resuming at step [1-9]" "$dir3"/slurm/task-0-job-*.out
 check "every point of the requeued campaign is done" py - "$dir3" <<'PY'
