@@ -34,7 +34,8 @@
  *
  * The PROFILE_BENCH line carries what a comparison between runs needs: the
  * commit, the clock, the load average before and after (/proc/loadavg), the
- * OpenBLAS kernel set (blas_core), the sgemm rate of this run, and per model its seconds per step,
+ * OpenBLAS kernel set (blas_core), the MiB of the process on transparent huge pages
+ * (anon_huge_mib), the sgemm rate of this run, and per model its seconds per step,
  * fraction of the sgemm rate and time/FLOP ratio to Transformer++; compare the ratios of two runs,
  * not their seconds, unless both ran on a quiet machine. */
 #include <math.h>
@@ -83,6 +84,20 @@ static double load_average(void) {
         fclose(f);
     }
     return load;
+}
+
+/* MiB of this process's anonymous memory on transparent huge pages
+ * (/proc/self/smaps_rollup), or -1 where it cannot be read. The arena asks
+ * for huge pages (arena.c); whether the kernel gave them differs between
+ * runs on a VM, and the steps' speed with it. */
+static long anon_huge_pages_mib(void) {
+    FILE *f = fopen("/proc/self/smaps_rollup", "r");
+    long kib = -1;
+    char line[256];
+    while (f && fgets(line, sizeof line, f))
+        if (sscanf(line, "AnonHugePages: %ld kB", &kib) == 1) break;
+    if (f) fclose(f);
+    return kib < 0 ? -1 : kib / 1024;
 }
 
 static void die(const char *what, const char *detail) {
@@ -349,13 +364,16 @@ int main(int argc, char **argv) {
                    models[i].label, models[i].model->table.total, 1e3 * update,
                    100 * update / models[i].best_seconds);
         }
+    long huge_mib = anon_huge_pages_mib();
+    printf("anonymous memory on transparent huge pages: %ld MiB\n", huge_mib);
     if (!only || !*only)
-        printf("PROFILE_BENCH commit=%s clock=%s load=%.1f->%.1f blas_core=%s sgemm_gflops=%.1f%s "
+        printf("PROFILE_BENCH commit=%s clock=%s load=%.1f->%.1f blas_core=%s "
+               "anon_huge_mib=%ld sgemm_gflops=%.1f%s "
                "targets=tpp_sgemm>=0.85,ebt_sgemm>=0.75,"
                "ebt_time/flop_within_5%%,nexus2_free_time/flop_within_10%%,no_alloc_after_step_1 "
                "%s\n",
                ts_git_commit, cpu ? "cpu" : "wall", load_before, load_average(),
-               openblas_get_corename(), sgemm, summary, ok ? "PASSED" : "FAILED");
+               openblas_get_corename(), huge_mib, sgemm, summary, ok ? "PASSED" : "FAILED");
     for (int i = 0; i < n_models; i++)
         if (selected[i]) {
             ts_ctx_free(&models[i].ctx);
