@@ -16,13 +16,17 @@ bool ts_run_summary_valid(const ts_run_summary *s, char *reason, size_t len) {
             snprintf(reason, len, "evaluation loss on %s is not finite", s->eval_names[i]);
             return false;
         }
-    if (s->last_step - s->first_step >= 2 && !(s->last_loss < s->first_loss)) {
+    bool judge_fall = s->first_step == 0 && s->last_step - s->first_step >= 2;
+    if (judge_fall && !(s->last_loss < s->first_loss)) {
         snprintf(reason, len, "training loss did not fall (%.4f -> %.4f)", s->first_loss,
                  s->last_loss);
         return false;
     }
-    snprintf(reason, len, "losses finite%s",
-             s->last_step - s->first_step >= 2 ? " and training loss fell" : "");
+    if (s->first_step > 0)
+        snprintf(reason, len, "losses finite (resumed at step %ld: the fall is judged from step 0)",
+                 s->first_step);
+    else
+        snprintf(reason, len, "losses finite%s", judge_fall ? " and training loss fell" : "");
     return true;
 }
 

@@ -49,8 +49,12 @@ typedef struct ts_run_summary {
     int exit_status;
 } ts_run_summary;
 
-/* VALID when every loss is finite and (over at least 2 steps) the training
- * loss fell; reason says why not. */
+/* VALID when every loss is finite and, for an invocation that started at
+ * step 0 and ran at least 2 steps, the training loss fell; reason says why
+ * (not). A resumed invocation is not asked to show the fall: it starts on
+ * the curve's later, flatter part, where one batch's loss against another's
+ * is noise (a run resumed at step 338 of 400 read 2.20 -> 2.30 while it
+ * matched the uninterrupted run bit for bit). */
 bool ts_run_summary_valid(const ts_run_summary *s, char *reason, size_t len);
 void ts_print_run_summary(FILE *out, const ts_run_summary *s);
 /* Writes run_dir/report.yaml through a temporary file; false with a message. */
