@@ -233,6 +233,17 @@ slurm_submit() { # slurm_submit SBATCH_ARGS...: the job id on stdout
     echo "${out%%;*}"
 }
 
+# slurm_slow_writes DIR COMMAND...: runs COMMAND (a program or a function,
+# such as slurm_submit) with every write under DIR, by it and by the jobs it
+# submits (sbatch passes the environment on), 10 ms slower: a pretend slow
+# file system (build/fault/write_fault.so, tests/fault/write_fault.c), so a
+# tiny run lasts long enough to be interrupted whatever the CPU's speed.
+slurm_slow_writes() {
+    local dir=$1
+    shift
+    LD_PRELOAD=$repo/build/fault/write_fault.so TS_FAULT_DIR=$dir TS_FAULT_DELAY_MS=10 "$@"
+}
+
 slurm_job_field() { # slurm_job_field ID FIELD
     scontrol show job -o "$1" 2>/dev/null | head -n 1 | tr ' ' '\n' | sed -n "s/^$2=//p"
 }

@@ -67,14 +67,13 @@ check "no fits were written for the partial campaign" [ ! -e "$dir2/fits.csv" ]
 # same losses as the same campaign run straight through without Slurm. A tiny
 # point trains in about a second on a quiet machine, faster than the test can
 # requeue it, so point 0's run directory sits on a pretend slow file system
-# (build/fault/write_fault.so, tests/fault/write_fault.c: every write there
-# takes 10 ms longer), which makes it last seconds whatever the CPU.
+# (slurm_slow_writes: every write there takes 10 ms longer), which makes it
+# last seconds whatever the CPU.
 tiny_campaign "$tmp/camp3.ini" slurmcamp "[slurm]" "throttle = 1"
 sed -i -e 's/^train.steps = 4$/train.steps = 400/' -e 's/^checkpoints = 1$/checkpoints = 20/' "$tmp/camp3.ini"
 dir3=$tmp/camp3
 run0=$dir3/runs/transformerpp-width-8-s33
-LD_PRELOAD=$repo/build/fault/write_fault.so TS_FAULT_DIR=$run0 TS_FAULT_DELAY_MS=10 \
-    "$bin" campaign submit "$tmp/camp3.ini" --dir "$dir3" >"$tmp/submit3.log" 2>&1
+slurm_slow_writes "$run0" "$bin" campaign submit "$tmp/camp3.ini" --dir "$dir3" >"$tmp/submit3.log" 2>&1
 check "a longer campaign is submitted" [ $? -eq 0 ]
 array=$(sed -n 's/^submitted the array: job \([0-9]*\).*/\1/p' "$tmp/submit3.log")
 first_checkpoint() { compgen -G "$run0/checkpoint_*.h5.complete" >/dev/null; }

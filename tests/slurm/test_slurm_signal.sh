@@ -20,13 +20,12 @@ mpirun -np 2 "$bin" train "$tmp/tiny.ini" --set run.dir="$tmp/straight" >"$tmp/s
 check "the uninterrupted reference run succeeds" [ $? -eq 0 ]
 
 # The job's run directory sits on a pretend slow file system
-# (build/fault/write_fault.so: every write there takes 10 ms longer), so its
-# 400 logged steps last seconds whatever the CPU: an AMD EPYC trained them
-# all in 0.4 s, before the test could signal it (1 Dec 2026).
+# (slurm_slow_writes), so its 400 logged steps last seconds whatever the CPU:
+# an AMD EPYC trained them all in 0.4 s, before the test could signal it
+# (1 Dec 2026).
 mkdir -p "$site/runs"
-job=$(LD_PRELOAD=$repo/build/fault/write_fault.so TS_FAULT_DIR=$site/runs TS_FAULT_DELAY_MS=10 \
-    slurm_submit --chdir="$site" --ntasks=2 --output="$site/train.out" \
-    "$repo/jobs/slurm/train.sbatch" "$tmp/tiny.ini") || exit 1
+job=$(slurm_slow_writes "$site/runs" slurm_submit --chdir="$site" --ntasks=2 \
+    --output="$site/train.out" "$repo/jobs/slurm/train.sbatch" "$tmp/tiny.ini") || exit 1
 run=$site/runs/thinkscale-$job
 logged_step() { sed -n 's/^step *\([0-9]*\)\/.*/\1/p' "$site/train.out" 2>/dev/null | tail -n 1; }
 reached() { [ "$(logged_step)" -ge "$k" ] 2>/dev/null; }
