@@ -88,8 +88,9 @@ static double load_average(void) {
 
 /* MiB of this process's anonymous memory on transparent huge pages
  * (/proc/self/smaps_rollup), or -1 where it cannot be read. The arena asks
- * for huge pages (arena.c); whether the kernel gave them differs between
- * runs on a VM, and the steps' speed with it. */
+ * for huge pages (arena.c), but the kernel may refuse them, so a slow run
+ * can be checked against it (on the AMD EPYC, 8 runs whose headlines
+ * spread over 75-81% of sgemm all had 208 MiB: not the cause there). */
 static long anon_huge_pages_mib(void) {
     FILE *f = fopen("/proc/self/smaps_rollup", "r");
     long kib = -1;

@@ -24,10 +24,10 @@ double ts_peak_probe_seconds(double wall, double process_cpu);
  * an unrecognised Xeon). An environment can also impose an older set: one
  * machine here exports OPENBLAS_CORETYPE=Haswell on an AVX-512 AMD EPYC, whose
  * sgemm then runs at half the rate OpenBLAS's own choice (Cooperlake) gives.
- * Every MFU is then measured against that slow peak. True, with advice in `advice`, when `core`
- * (openblas_get_corename()) is a set for narrower vectors than the CPU has.
- * `cpu_avx512` means AVX-512 F, BW, DQ and VL, which OpenBLAS's AVX-512
- * kernels use. */
+ * Every MFU is then measured against that slow peak. True, with advice in
+ * `advice`, when `core` (openblas_get_corename()) is a set for narrower
+ * vectors than the CPU has. `cpu_avx512` means AVX-512 F, BW, DQ and VL,
+ * which OpenBLAS's AVX-512 kernels use. */
 bool ts_blas_core_advice(const char *core, bool cpu_avx2, bool cpu_avx512, char *advice,
                          size_t len);
 
