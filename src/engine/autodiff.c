@@ -82,15 +82,25 @@ static void accumulate(ts_ctx *ctx, ts_tensor *t, ts_tensor *g, bool g_owned) {
 
 /* For a rule that can accumulate (backward_into): the sums it may add into,
  * sums[j] for every needed input j whose gradients so far lie in a buffer
- * only the accumulation holds (acc_owned) and that is not a leaf of
- * ts_backward (its sum goes into .grad). Whether there is any. */
+ * only the accumulation holds (acc_owned), or, for a leaf of ts_backward,
+ * its .grad (tenth round, docs/performance.md: a weight's gradient GEMM then
+ * runs with beta = 1 straight into the flat gradient buffer, instead of into
+ * a fresh tensor that OpenBLAS first zeroes and add_into_leaf_grad then adds
+ * and drops). Whether there is any. */
 static bool offer_sums(const ts_ctx *ctx, enum pass_kind kind, const ts_node *node,
                        const bool *needs, ts_tensor **sums) {
     if (!node->backward_into || ctx->counting) return false;
     bool any = false;
     for (int j = 0; j < node->n_in; j++) {
         ts_tensor *in = node->in[j];
-        if (!needs[j] || (kind == PASS_BACKWARD && is_target(ctx, kind, in))) continue;
+        if (!needs[j]) continue;
+        if (kind == PASS_BACKWARD && is_target(ctx, kind, in)) {
+            if (!ctx->grad_enabled && in->grad && in->grad->data && ts_same_shape(in->grad, in)) {
+                sums[j] = in->grad;
+                any = true;
+            }
+            continue;
+        }
         if (in->acc_epoch == ctx->epoch && in->acc_owned && ts_same_shape(in->acc, in)) {
             sums[j] = in->acc;
             any = true;
@@ -238,7 +248,8 @@ static void run_pass(ts_ctx *ctx, enum pass_kind kind, const char *who, int n_ou
         bool summed[TS_NODE_MAX_INPUTS] = {false};
         for (int j = 0; j < node->n_in; j++) {
             summed[j] = sums[j] && gin[j] && gin[j]->data == sums[j]->data;
-            if (summed[j]) node->in[j]->acc = gin[j]; /* still only the sum holds it */
+            /* still only the sum holds it (a leaf's .grad is the sum itself) */
+            if (summed[j] && sums[j] != node->in[j]->grad) node->in[j]->acc = gin[j];
         }
         for (int j = 0; j < node->n_in; j++) {
             if (!needs[j] || !gin[j] || summed[j]) continue;

@@ -342,6 +342,52 @@ static void test_matmul_gradients_accumulate_into_one_sum(void **state) {
             assert_true(inputs[j]->grad->data[e] == expected[j][e]);
 }
 
+/* ts_backward hands a weight's .grad to its gradient GEMMs as the sum to add
+ * into: the flat buffer ends as what it held plus every product's gradient
+ * (exact: see halves), with no separate leaf accumulation, and the FLOPs
+ * are those of the GEMMs and the adds they replace. A leaf whose rule cannot
+ * add into a sum (ts_scale's) still goes through the accumulation. */
+static void test_backward_adds_weight_gradients_into_grad(void **state) {
+    ts_ctx *ctx = *state;
+    enum { M = 3, K = 4, N = 5 };
+    ts_real w_values[K * N], grads[K * N];
+    for (int e = 0; e < K * N; e++) {
+        w_values[e] = (ts_real)((e * 5 % 7) - 3) / 2;
+        grads[e] = (ts_real)(e % 4) - 1; /* an earlier micro-batch's sum */
+    }
+    ts_tensor *w = ts_param(ctx, w_values, grads, TS_SHAPE(K, N), "w");
+    ts_tensor *x = halves(ctx, TS_SHAPE(2, M, K), 1, false);
+    ts_tensor *s = halves(ctx, TS_SHAPE(N), 2, true); /* a leaf of ts_scale's rule */
+    ts_tensor *seed1 = halves(ctx, TS_SHAPE(2, M, N), 3, false);
+    ts_tensor *seed2 = halves(ctx, TS_SHAPE(2, M, N), 4, false);
+    ts_tensor *y1 = ts_matmul(ctx, x, w, false, false), *y2 = ts_matmul(ctx, x, w, false, false);
+    ts_tensor *loss = ts_add(ctx, ts_sum_all(ctx, ts_mul(ctx, y1, seed1)),
+                             ts_sum_all(ctx, ts_mul(ctx, y2, seed2)));
+    loss = ts_add(ctx, loss, ts_sum_all(ctx, ts_scale(ctx, s, 3)));
+
+    double expected[K * N];
+    for (int k = 0; k < K; k++)
+        for (int n = 0; n < N; n++) {
+            double sum = grads[k * N + n];
+            for (int r = 0; r < 2 * M; r++)
+                sum += x->data[r * K + k] * (seed1->data[r * N + n] + seed2->data[r * N + n]);
+            expected[k * N + n] = sum;
+        }
+    ts_profile profile;
+    ts_reset_flops(ctx);
+    ts_profile_start(ctx, &profile, TS_PROFILE_CPU);
+    ts_backward(ctx, loss, NULL);
+    ts_profile_stop(ctx);
+    for (int e = 0; e < K * N; e++)
+        if (grads[e] != expected[e])
+            fail_msg("w's .grad element %d: %g, expected %g", e, (double)grads[e], expected[e]);
+    assert_true(w->grad->data == grads);
+    assert_int_equal(profile_calls(&profile, TS_PASS_BACKWARD, "matmul"), 2);
+    /* s alone is accumulated by the pass */
+    assert_int_equal(profile_calls(&profile, TS_PASS_BACKWARD, "accumulate leaf gradient"), 1);
+    for (int e = 0; e < N; e++) assert_true(s->grad->data[e] == 3);
+}
+
 /* ts_matmul_add(c, x, w) against ts_add(c, ts_matmul(x, w)), with x = 2 x0
  * and c = 3 c0 intermediates also read elsewhere (so their gradients are
  * sums): the same values (exact: see halves), c left as it was, the same
@@ -820,6 +866,7 @@ int main(void) {
         T(test_grad_of_unused_input_is_zeros),
         T(test_grad_of_seeded_outputs),
         T(test_matmul_gradients_accumulate_into_one_sum),
+        T(test_backward_adds_weight_gradients_into_grad),
         T(test_matmul_add_is_the_add_of_the_product),
         T(test_passed_on_gradient_is_added_into),
         T(test_rmsnorm_gradient_adds_into_the_sum),
