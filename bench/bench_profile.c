@@ -276,6 +276,39 @@ static void print_profile(bench_model *m, double sgemm, bool cpu) {
     free(profile);
 }
 
+static int compare_doubles(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+/* Per model, the fraction of the sgemm rate in each round (its fastest step
+ * of the round against the round's own sgemm) and their median: the
+ * headline above pairs the fastest step of all rounds with the fastest
+ * sgemm, which may come from different states of a drifting machine. */
+static void print_round_fractions(const bench_model *models, int n_models, const bool *selected,
+                                  long rounds, const double *round_sgemm,
+                                  const double *round_best) {
+    if (rounds <= 0) return;
+    double *fractions = malloc((size_t)rounds * sizeof *fractions);
+    if (!fractions) die("memory", "per-round fractions");
+    printf("per round (fastest step of the round / that round's sgemm):");
+    for (long r = 0; r < rounds; r++) printf(" %.1f", round_sgemm[r]);
+    printf(" GFLOP/s\n");
+    for (int i = 0; i < n_models; i++) {
+        if (!selected[i]) continue;
+        printf("  %-18s", models[i].label);
+        for (long r = 0; r < rounds; r++) {
+            fractions[r] = models[i].flops / round_best[r * MAX_MODELS + i] / 1e9 / round_sgemm[r];
+            printf(" %5.1f%%", 100 * fractions[r]);
+        }
+        qsort(fractions, (size_t)rounds, sizeof *fractions, compare_doubles);
+        double median = rounds % 2 ? fractions[rounds / 2]
+                                   : (fractions[rounds / 2 - 1] + fractions[rounds / 2]) / 2;
+        printf("   median %.1f%%\n", 100 * median);
+    }
+    free(fractions);
+}
+
 int main(int argc, char **argv) {
     (void)argc;
     ts_blas_prefer_vector_kernels(argv); /* the kernels thinkscale runs */
@@ -320,12 +353,23 @@ int main(int argc, char **argv) {
         }
     }
     double sgemm = 0;
+    /* Each round's sgemm rate and each model's fastest step in it: the
+     * fraction of the sgemm rate with both measured within seconds of each
+     * other, printed per round so a verdict can be read against the
+     * machine's drift (a VM whose speed moves between runs by more than a
+     * target's margin; tenth round, docs/performance.md). */
+    double *round_sgemm = calloc((size_t)(rounds > 0 ? rounds : 1), sizeof *round_sgemm);
+    double *round_best = calloc((size_t)(rounds > 0 ? rounds : 1) * MAX_MODELS, sizeof *round_best);
+    if (!round_sgemm || !round_best) die("memory", "per-round results");
     for (long r = 0; r < rounds; r++) {
         double rate = sgemm_gflops(cpu);
+        round_sgemm[r] = rate;
         if (rate > sgemm) sgemm = rate;
         for (int i = 0; i < n_models; i++)
             for (long s = 0; selected[i] && s < steps; s++) {
                 double dt = one_step(&models[i], cpu);
+                double *best = &round_best[r * MAX_MODELS + i];
+                if (*best == 0 || dt < *best) *best = dt;
                 if (dt < models[i].best_seconds) models[i].best_seconds = dt;
             }
     }
@@ -356,6 +400,9 @@ int main(int argc, char **argv) {
                                 " %s_s=%.3f %s_sgemm=%.3f %s_time_per_flop_x=%.3f", m->name,
                                 m->best_seconds, m->name, fraction, m->name, time_x / flop_x);
     }
+    print_round_fractions(models, n_models, selected, rounds, round_sgemm, round_best);
+    free(round_sgemm);
+    free(round_best);
     for (int i = 0; i < n_models && env_long("BENCH_PROFILE", 1); i++)
         if (selected[i]) print_profile(&models[i], sgemm, cpu);
     for (int i = 0; i < n_models; i++)
