@@ -80,27 +80,45 @@ static void accumulate(ts_ctx *ctx, ts_tensor *t, ts_tensor *g, bool g_owned) {
     }
 }
 
+/* Where ts_backward's plain pass puts input in's gradient itself, if it may
+ * be added into there directly: a leaf's .grad, or the view of the leaves'
+ * .grad buffers that an op over leaves keeps (node->leaf_grads). NULL
+ * otherwise. */
+static ts_tensor *leaf_grad_sum(const ts_ctx *ctx, enum pass_kind kind, const ts_tensor *in) {
+    if (kind != PASS_BACKWARD || ctx->grad_enabled) return NULL;
+    ts_tensor *sum = NULL;
+    if (is_target(ctx, kind, in))
+        sum = in->grad;
+    else if (in->node && in->node->leaf_grads) {
+        sum = in->node->leaf_grads;
+        for (int i = 0; i < in->node->n_in; i++)
+            if (!is_target(ctx, kind, in->node->in[i])) return NULL;
+    }
+    return sum && sum->data && ts_same_shape(sum, in) ? sum : NULL;
+}
+
 /* For a rule that can accumulate (backward_into): the sums it may add into,
  * sums[j] for every needed input j whose gradients so far lie in a buffer
- * only the accumulation holds (acc_owned), or, for a leaf of ts_backward,
- * its .grad (tenth round, docs/performance.md: a weight's gradient GEMM then
- * runs with beta = 1 straight into the flat gradient buffer, instead of into
- * a fresh tensor that OpenBLAS first zeroes and add_into_leaf_grad then adds
- * and drops). Whether there is any. */
+ * only the accumulation holds (acc_owned), or, in ts_backward, where the
+ * pass puts the gradient itself (leaf_grad_sum; into_leaf[j] set). A
+ * weight's gradient GEMM then runs with beta = 1 straight into the flat
+ * gradient buffer, instead of into a fresh tensor that OpenBLAS first
+ * zeroes and add_into_leaf_grad then adds and drops (tenth round,
+ * docs/performance.md). Whether there is any. */
 static bool offer_sums(const ts_ctx *ctx, enum pass_kind kind, const ts_node *node,
-                       const bool *needs, ts_tensor **sums) {
+                       const bool *needs, ts_tensor **sums, bool *into_leaf) {
     if (!node->backward_into || ctx->counting) return false;
     bool any = false;
     for (int j = 0; j < node->n_in; j++) {
         ts_tensor *in = node->in[j];
         if (!needs[j]) continue;
-        if (kind == PASS_BACKWARD && is_target(ctx, kind, in)) {
-            if (!ctx->grad_enabled && in->grad && in->grad->data && ts_same_shape(in->grad, in)) {
-                sums[j] = in->grad;
-                any = true;
-            }
+        ts_tensor *leaf_sum = leaf_grad_sum(ctx, kind, in);
+        if (leaf_sum) {
+            sums[j] = leaf_sum;
+            into_leaf[j] = any = true;
             continue;
         }
+        if (kind == PASS_BACKWARD && is_target(ctx, kind, in)) continue;
         if (in->acc_epoch == ctx->epoch && in->acc_owned && ts_same_shape(in->acc, in)) {
             sums[j] = in->acc;
             any = true;
@@ -239,7 +257,8 @@ static void run_pass(ts_ctx *ctx, enum pass_kind kind, const char *who, int n_ou
         ctx->pass = node->made_by_gradient_pass ? TS_PASS_SECOND_ORDER : rule_pass;
         ts_arena_mark rule_start = ts_arena_get_mark(&ctx->arena);
         ts_tensor *sums[TS_NODE_MAX_INPUTS] = {NULL};
-        if (offer_sums(ctx, kind, node, needs, sums))
+        bool into_leaf[TS_NODE_MAX_INPUTS] = {false};
+        if (offer_sums(ctx, kind, node, needs, sums, into_leaf))
             node->backward_into(ctx, node, node->out->acc, needs, sums, gin);
         else
             node->backward(ctx, node, node->out->acc, needs, gin);
@@ -248,8 +267,9 @@ static void run_pass(ts_ctx *ctx, enum pass_kind kind, const char *who, int n_ou
         bool summed[TS_NODE_MAX_INPUTS] = {false};
         for (int j = 0; j < node->n_in; j++) {
             summed[j] = sums[j] && gin[j] && gin[j]->data == sums[j]->data;
-            /* still only the sum holds it (a leaf's .grad is the sum itself) */
-            if (summed[j] && sums[j] != node->in[j]->grad) node->in[j]->acc = gin[j];
+            /* still only the sum holds it; a gradient added into leaf .grad
+             * buffers has arrived, and nothing is left to hand on */
+            if (summed[j] && !into_leaf[j]) node->in[j]->acc = gin[j];
         }
         for (int j = 0; j < node->n_in; j++) {
             if (!needs[j] || !gin[j] || summed[j]) continue;

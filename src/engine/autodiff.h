@@ -47,6 +47,12 @@ struct ts_node {
     double fattr[2];
     const int32_t *index; /* token ids, targets or positions (arena copy) */
     long index_len;
+    /* Optional: the output's gradient laid out where ts_backward would put
+     * it, a view of the inputs' .grad buffers (ts_adjacent_rows over leaves
+     * whose gradients lie one after another, as their values do). A rule
+     * may add the output's gradient straight into it in that pass, and the
+     * node's own rule then has nothing left to hand on. */
+    ts_tensor *leaf_grads;
     /* State of an op defined outside the engine (e.g. the process grid of a
      * distributed GEMM in parallel/): such an op computes its output, calls
      * ts_record with its own backward rule and keeps what that rule needs

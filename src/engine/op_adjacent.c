@@ -23,6 +23,21 @@ static void adjacent_rows_rule(ts_ctx *ctx, ts_node *node, ts_tensor *g, const b
     }
 }
 
+/* Whether every part is a leaf with a .grad buffer and those buffers lie
+ * one after another (the model's flat gradient buffer mirrors its
+ * parameters'): then ts_backward may add the view's gradient into them as
+ * one (autodiff.c, offer_sums), a weight GEMM's beta = 1 into the flat
+ * buffer instead of a fresh [sum of rows, D] product, sliced and added part
+ * by part (tenth round, docs/performance.md). */
+static bool leaf_grads_adjacent(int n, ts_tensor *const *parts) {
+    for (int i = 0; i < n; i++) {
+        const ts_tensor *p = parts[i];
+        if (p->node || !p->requires_grad || !p->grad || !p->grad->data) return false;
+        if (i > 0 && p->grad->data != parts[i - 1]->grad->data + parts[i - 1]->numel) return false;
+    }
+    return true;
+}
+
 bool ts_rows_adjacent(ts_ctx *ctx, int n, ts_tensor *const *parts) {
     for (int i = 1; i < n; i++) {
         const ts_tensor *a = parts[i - 1], *b = parts[i];
@@ -50,6 +65,8 @@ ts_tensor *ts_adjacent_rows(ts_ctx *ctx, int n, ts_tensor *const *parts) {
     for (int d = 0; d < parts[0]->ndim; d++) shape[d] = parts[0]->shape[d];
     for (int i = 1; i < n; i++) shape[0] += parts[i]->shape[0];
     ts_tensor *out = ts_wrap(ctx, parts[0]->data, parts[0]->ndim, shape);
-    ts_record(ctx, "adjacent_rows", adjacent_rows_rule, out, n, parts);
+    ts_node *node = ts_record(ctx, "adjacent_rows", adjacent_rows_rule, out, n, parts);
+    if (node && leaf_grads_adjacent(n, parts))
+        node->leaf_grads = ts_wrap(ctx, parts[0]->grad->data, parts[0]->ndim, shape);
     return out;
 }

@@ -388,6 +388,53 @@ static void test_backward_adds_weight_gradients_into_grad(void **state) {
     for (int e = 0; e < N; e++) assert_true(s->grad->data[e] == 3);
 }
 
+/* Two weights side by side in one buffer (ts_adjacent_rows), their .grad
+ * buffers side by side in another, as a model's flat buffers lay them out:
+ * ts_backward adds the stacked weight's gradient GEMM straight into both
+ * .grad buffers at once (no slices of a fresh product, no leaf
+ * accumulation). With the .grad buffers apart, the view's rule hands each
+ * part its slice as before. Either way each buffer ends as what it held
+ * plus its rows of x^T g (exact: see halves). */
+static void test_backward_adds_stacked_gradients_into_grads(void **state) {
+    ts_ctx *ctx = *state;
+    enum { M = 3, K = 4, R0 = 2, R1 = 3, N = R0 + R1 };
+    ts_real values[N * K], grads[N * K], apart[N * K + 1];
+    for (int e = 0; e < N * K; e++) values[e] = (ts_real)((e * 5 % 7) - 3) / 2;
+    for (int adjacent = 1; adjacent >= 0; adjacent--) {
+        /* apart: the second part's .grad one element further on */
+        ts_real *second = adjacent ? grads + R0 * K : apart + R0 * K + 1;
+        for (int e = 0; e < N * K; e++) grads[e] = apart[e] = (ts_real)(e % 4) - 1;
+        for (int e = 0; e < R1 * K; e++) second[e] = (ts_real)((R0 * K + e) % 4) - 1;
+        ts_tensor *w0 = ts_param(ctx, values, grads, TS_SHAPE(R0, K), "w0");
+        ts_tensor *w1 = ts_param(ctx, values + R0 * K, second, TS_SHAPE(R1, K), "w1");
+        ts_tensor *stacked = ts_adjacent_rows(ctx, 2, (ts_tensor *[]){w0, w1});
+        ts_tensor *x = halves(ctx, TS_SHAPE(2, M, K), 1, false);
+        ts_tensor *seed = halves(ctx, TS_SHAPE(2, M, N), 3, false);
+        ts_tensor *y = ts_matmul(ctx, x, stacked, false, true); /* [2, M, N] */
+        ts_tensor *loss = ts_sum_all(ctx, ts_mul(ctx, y, seed));
+        double expected[N * K];
+        for (int n = 0; n < N; n++)
+            for (int k = 0; k < K; k++) {
+                double sum = (ts_real)((n * K + k) % 4) - 1;
+                for (int r = 0; r < 2 * M; r++) sum += x->data[r * K + k] * seed->data[r * N + n];
+                expected[n * K + k] = sum;
+            }
+        ts_profile profile;
+        ts_profile_start(ctx, &profile, TS_PROFILE_CPU);
+        ts_backward(ctx, loss, NULL);
+        ts_profile_stop(ctx);
+        for (int e = 0; e < N * K; e++) {
+            ts_real got = e < R0 * K ? grads[e] : second[e - R0 * K];
+            if (got != expected[e])
+                fail_msg("%s .grad buffers, element %d: %g, expected %g",
+                         adjacent ? "adjacent" : "separate", e, (double)got, expected[e]);
+        }
+        assert_int_equal(profile_calls(&profile, TS_PASS_BACKWARD, "accumulate leaf gradient"),
+                         adjacent ? 0 : 2);
+        assert_int_equal(profile_calls(&profile, TS_PASS_BACKWARD, "slice"), adjacent ? 0 : 2);
+    }
+}
+
 /* ts_matmul_add(c, x, w) against ts_add(c, ts_matmul(x, w)), with x = 2 x0
  * and c = 3 c0 intermediates also read elsewhere (so their gradients are
  * sums): the same values (exact: see halves), c left as it was, the same
@@ -867,6 +914,7 @@ int main(void) {
         T(test_grad_of_seeded_outputs),
         T(test_matmul_gradients_accumulate_into_one_sum),
         T(test_backward_adds_weight_gradients_into_grad),
+        T(test_backward_adds_stacked_gradients_into_grads),
         T(test_matmul_add_is_the_add_of_the_product),
         T(test_passed_on_gradient_is_added_into),
         T(test_rmsnorm_gradient_adds_into_the_sum),
