@@ -421,9 +421,9 @@ static ts_tensor *context_product(ts_ctx *ctx, ts_tensor *a, ts_tensor *b, ts_te
          * rows padded to whole vectors, so B's loads stay aligned */
         int ld_bt = round_up(s.keys, CONTEXT_PANEL);
         ts_real *bt = ts_alloc(ctx, (size_t)ld_bt * s.dh * sizeof *bt);
-        /* with a sum: the strip's product, [rows, strip_keys], then added */
-        ts_real *strip =
-            into ? ts_alloc(ctx, (size_t)CONTEXT_STRIP * s.keys * sizeof *strip) : NULL;
+        /* with a sum: the strip's product, [rows, strip_keys] in rows of
+         * ld_bt (whole vectors: its stores aligned), then added */
+        ts_real *strip = into ? ts_alloc(ctx, (size_t)CONTEXT_STRIP * ld_bt * sizeof *strip) : NULL;
         /* the self scores, [heads, rows], taken first in the rows' memory order */
         ts_real *self_scores =
             b_self ? ts_alloc(ctx, (size_t)all_rows(s) * sizeof *self_scores) : NULL;
@@ -439,13 +439,13 @@ static ts_tensor *context_product(ts_ctx *ctx, ts_tensor *a, ts_tensor *b, ts_te
                 int rows = strip_rows(s.rows, i0), strip_keys = i0 + rows + offset;
                 strip_scores(rows, strip_keys, i0 + offset, s.dh, (ts_real)alpha,
                              ah + (long)i0 * ld, ld, bt, ld_bt,
-                             into ? strip : oh + (long)i0 * width, into ? strip_keys : width);
+                             into ? strip : oh + (long)i0 * width, into ? ld_bt : width);
                 for (int r = 0; r < rows; r++) {
                     ts_real *row = oh + (long)(i0 + r) * width;
                     int visible = i0 + r + offset + 1;
                     ts_real self = b_self ? self_scores[h * s.rows + i0 + r] : 0;
                     if (into) { /* masked entries: the sum + 0, the sum */
-                        const ts_real *add = strip + (long)r * strip_keys;
+                        const ts_real *add = strip + (long)r * ld_bt;
                         for (int c = 0; c < visible; c++) row[c] += add[c];
                         row[s.keys] += self;
                     } else {
