@@ -178,15 +178,31 @@ static context_shape context_shape_of(ts_ctx *ctx, const char *op, const ts_tens
         token_major ? rows->shape[1] : 0};
 }
 
-/* The strip's visible part of a layout tensor (rows [i0, i0 + rows), context
- * columns [0, strip_keys)) into buf [rows, strip_keys], masked entries 0, so
- * the GEMMs read nothing outside the visible entries. */
-static void visible_strip(const ts_real *layout_head, int width, int i0, int rows, int strip_keys,
-                          int offset, ts_real *buf) {
+/* Rows of a layout tensor are prefetched PREFETCH_ROWS ahead of the row a
+ * loop reads: its rows (C + 1 floats) are read in strides of a few hundred
+ * floats and a 4 KiB page holds four of them, where the hardware's
+ * prefetcher hardly trains, so its visible entries came from memory at
+ * ~17 GB/s (tenth round, docs/performance.md). */
+enum { PREFETCH_ROWS = 8, LINE_FLOATS = 64 / (int)sizeof(ts_real) };
+
+/* Prefetches the first `visible` entries of a layout row. */
+static void prefetch_layout_row(const ts_real *row, int visible) {
+    for (int c = 0; c < visible; c += LINE_FLOATS) __builtin_prefetch(row + c);
+    if (visible > 0) __builtin_prefetch(row + visible - 1);
+}
+
+/* The strip's visible part of a layout tensor (rows [i0, i0 + rows) of a
+ * head's `head_rows`, context columns [0, strip_keys)) into buf [rows,
+ * strip_keys], masked entries 0, so the GEMMs read nothing outside the
+ * visible entries; the rows PREFETCH_ROWS ahead prefetched. */
+static void visible_strip(const ts_real *layout_head, int width, int head_rows, int i0, int rows,
+                          int strip_keys, int offset, ts_real *buf) {
     for (int r = 0; r < rows; r++) {
         const ts_real *src = layout_head + (long)(i0 + r) * width;
         ts_real *dst = buf + (long)r * strip_keys;
-        int visible = i0 + r + offset + 1;
+        int visible = i0 + r + offset + 1, ahead = i0 + r + PREFETCH_ROWS;
+        if (ahead < head_rows)
+            prefetch_layout_row(src + (long)PREFETCH_ROWS * width, ahead + offset + 1);
         for (int c = 0; c < visible; c++) dst[c] = src[c];
         for (int c = visible; c < strip_keys; c++) dst[c] = 0;
     }
@@ -304,7 +320,11 @@ static ts_tensor *context_self_scale(ts_ctx *ctx, ts_tensor *layout, ts_tensor *
     context_shape s = self_shape(x, token_major);
     row_walk w = row_walk_start(s);
     for (long t = 0; t < (ctx->counting ? 0 : all_rows(s)); t++, row_walk_next(s, &w)) {
-        ts_real p = (ts_real)alpha * layout->data[(w.head * s.rows + w.row) * width + width - 1];
+        /* the layout's self column: a cache line a row, PREFETCH_ROWS ahead
+         * (87% of the op's time was this load's miss) */
+        const ts_real *self = layout->data + (w.head * s.rows + w.row + 1) * width - 1;
+        if (w.row + PREFETCH_ROWS < s.rows) __builtin_prefetch(self + (long)PREFETCH_ROWS * width);
+        ts_real p = (ts_real)alpha * *self;
         const ts_real *xr = x->data + w.at;
         ts_real *o = out->data + w.at;
         if (into)
@@ -512,7 +532,13 @@ static ts_tensor *context_mix(ts_ctx *ctx, ts_tensor *p, ts_tensor *v, ts_tensor
                 long at = rows_head(s, h) + (long)i0 * ld;
                 ts_real *dst = into ? strip : out->data + at;
                 int ld_dst = into ? s.dh : ld;
-                visible_strip(ph, width, i0, rows, strip_keys, offset, buf);
+                visible_strip(ph, width, s.rows, i0, rows, strip_keys, offset, buf);
+                /* the self mix's operands, on their way during the GEMM */
+                for (int r = 0; v_self && r < rows; r++) {
+                    __builtin_prefetch(ph + (long)(i0 + r + 1) * width - 1);
+                    const ts_real *vs = v_self->data + at + (long)r * ld;
+                    for (int c = 0; c < s.dh; c += LINE_FLOATS) __builtin_prefetch(vs + c);
+                }
                 ts_small_gemm(false, rows, s.dh, strip_keys, (ts_real)alpha, buf, strip_keys, vh,
                               s.dh, 0, dst, ld_dst);
                 for (int r = 0; v_self && r < rows; r++) {
@@ -583,7 +609,7 @@ static ts_tensor *context_mix_t(ts_ctx *ctx, ts_tensor *p, ts_tensor *g, double 
             for (int i0 = 0, seen = 0; i0 < s.rows; i0 += CONTEXT_STRIP) {
                 int rows = strip_rows(s.rows, i0), strip_keys = i0 + rows + offset;
                 const ts_real *g_strip = gh + (long)i0 * ld;
-                visible_strip(ph, width, i0, rows, strip_keys, offset, buf);
+                visible_strip(ph, width, s.rows, i0, rows, strip_keys, offset, buf);
                 ts_small_gemm(true, seen, s.dh, rows, (ts_real)alpha, buf, strip_keys, g_strip, ld,
                               1, dst, s.dh);
                 ts_small_gemm(true, strip_keys - seen, s.dh, rows, (ts_real)alpha, buf + seen,
