@@ -391,7 +391,11 @@ static ts_tensor *context_self_column(ts_ctx *ctx, ts_tensor *h, ts_tensor *x, i
     for (long t = 0; t < (ctx->counting ? 0 : all_rows(s)); t++, row_walk_next(s, &w)) {
         const ts_real *hr = h->data + w.at, *xr = x->data + w.at;
         ts_real *o = out->data + (w.head * s.rows + w.row) * width; /* each row written once */
-        for (int c = 0; !into && c < width - 1; c++) o[c] = 0;      /* a sum + 0: the sum */
+        /* the row PREFETCH_ROWS ahead, for writing (with a sum, its last entry) */
+        for (int c = into ? width - 1 : 0; w.row + PREFETCH_ROWS < s.rows && c < width;
+             c += LINE_FLOATS)
+            __builtin_prefetch(o + (long)PREFETCH_ROWS * width + c, 1);
+        for (int c = 0; !into && c < width - 1; c++) o[c] = 0; /* a sum + 0: the sum */
         double lane[TS_LANES] = {0};
         long c = 0;
         for (; c + TS_LANES <= s.dh; c += TS_LANES)
