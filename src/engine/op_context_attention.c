@@ -66,6 +66,42 @@ static int rows_stride(context_shape s) {
     return s.token_major ? s.n_heads * s.dh : s.dh;
 }
 
+/* The rows of every head in memory order: a walk from row_walk_start,
+ * advanced by row_walk_next, visits row `row` of head `head` at `at` (=
+ * rows_head(s, head) + row rows_stride(s)), `at` rising by dh a step.
+ * Token-major rows [B, L, H, dh] run b, r, h (the heads of a token lie side
+ * by side); per head, rows run r. Loops over rows of the rows tensors take
+ * them so, which the hardware prefetches as one stream: head by head,
+ * token-major rows are n_heads dh apart and nearly every row missed the
+ * cache (the self scores, self columns and self scales; tenth round,
+ * docs/performance.md). */
+typedef struct row_walk {
+    long head, at;
+    int row, head_in_batch, heads_per_batch;
+} row_walk;
+
+static row_walk row_walk_start(context_shape s) {
+    return (row_walk){0, 0, 0, 0, s.token_major ? s.n_heads : 1};
+}
+
+static void row_walk_next(context_shape s, row_walk *w) {
+    w->at += s.dh;
+    if (++w->head_in_batch < w->heads_per_batch) {
+        w->head++;
+        return;
+    }
+    w->head -= w->heads_per_batch - 1; /* the batch's first head */
+    w->head_in_batch = 0;
+    if (++w->row < s.rows) return;
+    w->row = 0;
+    w->head += w->heads_per_batch; /* the next batch's */
+}
+
+/* Rows of all heads (the walk's steps). */
+static long all_rows(context_shape s) {
+    return s.heads * s.rows;
+}
+
 /* Rows of the strip starting at i0 (the last one may be partial). */
 static int strip_rows(int rows, int i0) {
     return rows - i0 < CONTEXT_STRIP ? rows - i0 : CONTEXT_STRIP;
@@ -142,15 +178,31 @@ static context_shape context_shape_of(ts_ctx *ctx, const char *op, const ts_tens
         token_major ? rows->shape[1] : 0};
 }
 
-/* The strip's visible part of a layout tensor (rows [i0, i0 + rows), context
- * columns [0, strip_keys)) into buf [rows, strip_keys], masked entries 0, so
- * the GEMMs read nothing outside the visible entries. */
-static void visible_strip(const ts_real *layout_head, int width, int i0, int rows, int strip_keys,
-                          int offset, ts_real *buf) {
+/* Rows of a layout tensor are prefetched PREFETCH_ROWS ahead of the row a
+ * loop reads: its rows (C + 1 floats) are read in strides of a few hundred
+ * floats and a 4 KiB page holds four of them, where the hardware's
+ * prefetcher hardly trains, so its visible entries came from memory at
+ * ~17 GB/s (tenth round, docs/performance.md). */
+enum { PREFETCH_ROWS = 8, LINE_FLOATS = 64 / (int)sizeof(ts_real) };
+
+/* Prefetches the first `visible` entries of a layout row. */
+static void prefetch_layout_row(const ts_real *row, int visible) {
+    for (int c = 0; c < visible; c += LINE_FLOATS) __builtin_prefetch(row + c);
+    if (visible > 0) __builtin_prefetch(row + visible - 1);
+}
+
+/* The strip's visible part of a layout tensor (rows [i0, i0 + rows) of a
+ * head's `head_rows`, context columns [0, strip_keys)) into buf [rows,
+ * strip_keys], masked entries 0, so the GEMMs read nothing outside the
+ * visible entries; the rows PREFETCH_ROWS ahead prefetched. */
+static void visible_strip(const ts_real *layout_head, int width, int head_rows, int i0, int rows,
+                          int strip_keys, int offset, ts_real *buf) {
     for (int r = 0; r < rows; r++) {
         const ts_real *src = layout_head + (long)(i0 + r) * width;
         ts_real *dst = buf + (long)r * strip_keys;
-        int visible = i0 + r + offset + 1;
+        int visible = i0 + r + offset + 1, ahead = i0 + r + PREFETCH_ROWS;
+        if (ahead < head_rows)
+            prefetch_layout_row(src + (long)PREFETCH_ROWS * width, ahead + offset + 1);
         for (int c = 0; c < visible; c++) dst[c] = src[c];
         for (int c = visible; c < strip_keys; c++) dst[c] = 0;
     }
@@ -266,18 +318,20 @@ static ts_tensor *context_self_scale(ts_ctx *ctx, ts_tensor *layout, ts_tensor *
     int width = layout->shape[layout->ndim - 1];
     ts_tensor *out = into ? into : ts_new_like(ctx, x);
     context_shape s = self_shape(x, token_major);
-    int ld = rows_stride(s);
-    for (long hh = 0; hh < (ctx->counting ? 0 : s.heads); hh++)
-        for (int r = 0; r < s.rows; r++) {
-            ts_real p = (ts_real)alpha * layout->data[(hh * s.rows + r) * width + width - 1];
-            long at = rows_head(s, hh) + (long)r * ld;
-            const ts_real *xr = x->data + at;
-            ts_real *o = out->data + at;
-            if (into)
-                for (long c = 0; c < s.dh; c++) o[c] += p * xr[c];
-            else
-                for (long c = 0; c < s.dh; c++) o[c] = p * xr[c];
-        }
+    row_walk w = row_walk_start(s);
+    for (long t = 0; t < (ctx->counting ? 0 : all_rows(s)); t++, row_walk_next(s, &w)) {
+        /* the layout's self column: a cache line a row, PREFETCH_ROWS ahead
+         * (87% of the op's time was this load's miss) */
+        const ts_real *self = layout->data + (w.head * s.rows + w.row + 1) * width - 1;
+        if (w.row + PREFETCH_ROWS < s.rows) __builtin_prefetch(self + (long)PREFETCH_ROWS * width);
+        ts_real p = (ts_real)alpha * *self;
+        const ts_real *xr = x->data + w.at;
+        ts_real *o = out->data + w.at;
+        if (into)
+            for (long c = 0; c < s.dh; c++) o[c] += p * xr[c];
+        else
+            for (long c = 0; c < s.dh; c++) o[c] = p * xr[c];
+    }
     /* as the product */
     ts_count_flops(ctx, (double)x->numel + alpha_flops(alpha, x) + into_flops(into));
     ts_node *node = ts_record(ctx, "context_self_scale", context_self_scale_rule, out, 2,
@@ -333,22 +387,24 @@ static ts_tensor *context_self_column(ts_ctx *ctx, ts_tensor *h, ts_tensor *x, i
     shape[n - 1] = width;
     ts_tensor *out = into ? into : ts_new(ctx, n, shape);
     context_shape s = self_shape(x, token_major);
-    int ld = rows_stride(s);
-    for (long hh = 0; hh < (ctx->counting ? 0 : s.heads); hh++)
-        for (int r = 0; r < s.rows; r++) { /* each row written once */
-            long at = rows_head(s, hh) + (long)r * ld;
-            const ts_real *hr = h->data + at, *xr = x->data + at;
-            ts_real *o = out->data + (hh * s.rows + r) * width;
-            for (int c = 0; !into && c < width - 1; c++) o[c] = 0; /* a sum + 0: the sum */
-            double lane[TS_LANES] = {0};
-            long c = 0;
-            for (; c + TS_LANES <= s.dh; c += TS_LANES)
-                for (int j = 0; j < TS_LANES; j++) lane[j] += (ts_real)(hr[c + j] * xr[c + j]);
-            double sum = ts_combine_wide_lanes(lane);
-            for (; c < s.dh; c++) sum += (ts_real)(hr[c] * xr[c]);
-            if (!into) o[width - 1] = 0; /* 0 + the sum, as sum_to's zeroed output plus the sum */
-            o[width - 1] += (ts_real)(sum * alpha);
-        }
+    row_walk w = row_walk_start(s);
+    for (long t = 0; t < (ctx->counting ? 0 : all_rows(s)); t++, row_walk_next(s, &w)) {
+        const ts_real *hr = h->data + w.at, *xr = x->data + w.at;
+        ts_real *o = out->data + (w.head * s.rows + w.row) * width; /* each row written once */
+        /* the row PREFETCH_ROWS ahead, for writing (with a sum, its last entry) */
+        for (int c = into ? width - 1 : 0; w.row + PREFETCH_ROWS < s.rows && c < width;
+             c += LINE_FLOATS)
+            __builtin_prefetch(o + (long)PREFETCH_ROWS * width + c, 1);
+        for (int c = 0; !into && c < width - 1; c++) o[c] = 0; /* a sum + 0: the sum */
+        double lane[TS_LANES] = {0};
+        long c = 0;
+        for (; c + TS_LANES <= s.dh; c += TS_LANES)
+            for (int j = 0; j < TS_LANES; j++) lane[j] += (ts_real)(hr[c + j] * xr[c + j]);
+        double sum = ts_combine_wide_lanes(lane);
+        for (; c < s.dh; c++) sum += (ts_real)(hr[c] * xr[c]);
+        if (!into) o[width - 1] = 0; /* 0 + the sum, as sum_to's zeroed output plus the sum */
+        o[width - 1] += (ts_real)(sum * alpha);
+    }
     /* as the product and row sum it replaces */
     ts_count_flops(ctx, 2.0 * (double)x->numel + alpha_flops(alpha, x) + into_flops(into));
     ts_node *node = ts_record(ctx, "context_self_column", context_self_column_rule, out, 2,
@@ -389,28 +445,31 @@ static ts_tensor *context_product(ts_ctx *ctx, ts_tensor *a, ts_tensor *b, ts_te
          * rows padded to whole vectors, so B's loads stay aligned */
         int ld_bt = round_up(s.keys, CONTEXT_PANEL);
         ts_real *bt = ts_alloc(ctx, (size_t)ld_bt * s.dh * sizeof *bt);
-        /* with a sum: the strip's product, [rows, strip_keys], then added */
-        ts_real *strip =
-            into ? ts_alloc(ctx, (size_t)CONTEXT_STRIP * s.keys * sizeof *strip) : NULL;
+        /* with a sum: the strip's product, [rows, strip_keys] in rows of
+         * ld_bt (whole vectors: its stores aligned), then added */
+        ts_real *strip = into ? ts_alloc(ctx, (size_t)CONTEXT_STRIP * ld_bt * sizeof *strip) : NULL;
+        /* the self scores, [heads, rows], taken first in the rows' memory order */
+        ts_real *self_scores =
+            b_self ? ts_alloc(ctx, (size_t)all_rows(s) * sizeof *self_scores) : NULL;
+        row_walk w = row_walk_start(s);
+        for (long t = 0; b_self && t < all_rows(s); t++, row_walk_next(s, &w))
+            self_scores[w.head * s.rows + w.row] =
+                (ts_real)alpha * ts_row_dot(a->data + w.at, b_self->data + w.at, s.dh);
         for (long h = 0; h < s.heads; h++) {
-            long a_at = rows_head(s, h);
-            const ts_real *ah = a->data + a_at, *bh = b->data + h * b_size;
+            const ts_real *ah = a->data + rows_head(s, h), *bh = b->data + h * b_size;
             ts_real *oh = out->data + h * o_size;
             ts_transpose_rows(bh, s.keys, s.dh, s.dh, bt, ld_bt);
             for (int i0 = 0; i0 < s.rows; i0 += CONTEXT_STRIP) {
                 int rows = strip_rows(s.rows, i0), strip_keys = i0 + rows + offset;
                 strip_scores(rows, strip_keys, i0 + offset, s.dh, (ts_real)alpha,
                              ah + (long)i0 * ld, ld, bt, ld_bt,
-                             into ? strip : oh + (long)i0 * width, into ? strip_keys : width);
+                             into ? strip : oh + (long)i0 * width, into ? ld_bt : width);
                 for (int r = 0; r < rows; r++) {
                     ts_real *row = oh + (long)(i0 + r) * width;
-                    long at = (long)(i0 + r) * ld;
                     int visible = i0 + r + offset + 1;
-                    ts_real self = b_self ? (ts_real)alpha *
-                                                ts_row_dot(ah + at, b_self->data + a_at + at, s.dh)
-                                          : 0;
+                    ts_real self = b_self ? self_scores[h * s.rows + i0 + r] : 0;
                     if (into) { /* masked entries: the sum + 0, the sum */
-                        const ts_real *add = strip + (long)r * strip_keys;
+                        const ts_real *add = strip + (long)r * ld_bt;
                         for (int c = 0; c < visible; c++) row[c] += add[c];
                         row[s.keys] += self;
                     } else {
@@ -477,7 +536,13 @@ static ts_tensor *context_mix(ts_ctx *ctx, ts_tensor *p, ts_tensor *v, ts_tensor
                 long at = rows_head(s, h) + (long)i0 * ld;
                 ts_real *dst = into ? strip : out->data + at;
                 int ld_dst = into ? s.dh : ld;
-                visible_strip(ph, width, i0, rows, strip_keys, offset, buf);
+                visible_strip(ph, width, s.rows, i0, rows, strip_keys, offset, buf);
+                /* the self mix's operands, on their way during the GEMM */
+                for (int r = 0; v_self && r < rows; r++) {
+                    __builtin_prefetch(ph + (long)(i0 + r + 1) * width - 1);
+                    const ts_real *vs = v_self->data + at + (long)r * ld;
+                    for (int c = 0; c < s.dh; c += LINE_FLOATS) __builtin_prefetch(vs + c);
+                }
                 ts_small_gemm(false, rows, s.dh, strip_keys, (ts_real)alpha, buf, strip_keys, vh,
                               s.dh, 0, dst, ld_dst);
                 for (int r = 0; v_self && r < rows; r++) {
@@ -548,7 +613,7 @@ static ts_tensor *context_mix_t(ts_ctx *ctx, ts_tensor *p, ts_tensor *g, double 
             for (int i0 = 0, seen = 0; i0 < s.rows; i0 += CONTEXT_STRIP) {
                 int rows = strip_rows(s.rows, i0), strip_keys = i0 + rows + offset;
                 const ts_real *g_strip = gh + (long)i0 * ld;
-                visible_strip(ph, width, i0, rows, strip_keys, offset, buf);
+                visible_strip(ph, width, s.rows, i0, rows, strip_keys, offset, buf);
                 ts_small_gemm(true, seen, s.dh, rows, (ts_real)alpha, buf, strip_keys, g_strip, ld,
                               1, dst, s.dh);
                 ts_small_gemm(true, strip_keys - seen, s.dh, rows, (ts_real)alpha, buf + seen,
