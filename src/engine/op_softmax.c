@@ -31,11 +31,11 @@ static double exp_sum_wide(const ts_real *x, long n, ts_real max) {
     long c = 0;
     for (; c + TS_LANES <= n; c += TS_LANES) {
         ts_real e[TS_LANES]; /* float exponentials, widened as they are added */
-        for (int j = 0; j < TS_LANES; j++) e[j] = TS_EXP(x[c + j] - max);
+        for (int j = 0; j < TS_LANES; j++) e[j] = ts_exp_libm(x[c + j] - max);
         for (int j = 0; j < TS_LANES; j++) lane[j] += e[j];
     }
     double total = ts_combine_wide_lanes(lane);
-    for (; c < n; c++) total += TS_EXP(x[c] - max);
+    for (; c < n; c++) total += ts_exp_libm(x[c] - max);
     return total;
 }
 
@@ -323,7 +323,7 @@ static ts_tensor *log_softmax_backward_op(ts_ctx *ctx, ts_tensor *z, ts_tensor *
         /* The row sum in lanes (vectorises); libm's exponential, as the
          * forward's (fifth round). */
         ts_real sum = ts_row_sum(gr, cols);
-        for (long c = 0; c < cols; c++) o[c] = ts_flush_subnormal(gr[c] - TS_EXP(zr[c]) * sum);
+        for (long c = 0; c < cols; c++) o[c] = ts_flush_subnormal(gr[c] - ts_exp_libm(zr[c]) * sum);
     }
     ts_count_flops(ctx, 4.0 * (double)z->numel);
     ts_record(ctx, "log_softmax_backward", log_softmax_backward_rule, out, 2,

@@ -37,6 +37,22 @@ static inline ts_real ts_flush_subnormal(ts_real v) {
     return v > -TS_REAL_MIN && v < TS_REAL_MIN ? 0 : v;
 }
 
+/* libm's exponential (TS_EXP), bit for bit, without its underflow path:
+ * below TS_EXP_ZERO_BELOW it returns +0 (checked on every float below
+ * -104; exp is monotone, and 0 at -746 in double), but through a handler
+ * that sets errno and costs more than the exponential itself. EBT's logits
+ * (p - alpha grad E) put many of its cross-entropy's exponentials there:
+ * 0.5% of its training step in that handler (tenth round,
+ * docs/performance.md). */
+#ifdef TS_DOUBLE
+#define TS_EXP_ZERO_BELOW -746.0
+#else
+#define TS_EXP_ZERO_BELOW -104.0f
+#endif
+static inline ts_real ts_exp_libm(ts_real x) {
+    return x < TS_EXP_ZERO_BELOW ? 0 : TS_EXP(x);
+}
+
 /* exp(d) for d <= 0, for the kernels that spend their time in exp (the
  * fused attention's softmax, sigmoid and silu). The float build computes it
  * inline, so that loops over it vectorise (libm's expf is a call per

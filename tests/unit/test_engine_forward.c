@@ -12,6 +12,7 @@
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "engine/engine.h"
 #include "engine_fixture.h"
@@ -316,6 +317,35 @@ static void test_cross_entropy(void **state) {
                   (double[]){0}, 1);
 }
 
+/* ts_exp_libm is libm's exponential bit for bit, its shortcut to 0 included:
+ * a sweep over [-800, 0] in steps a little off 1/64 (so the build's own
+ * threshold, -104 in float and -746 in double, and the true underflow points
+ * near -103.97 and -745.13 are crossed at many fractions), and the
+ * threshold's neighbours. And the cross-entropy of a row with logits far
+ * below the rest (their exponentials under the threshold) is that of the
+ * row without them. */
+static void test_exp_libm_is_libm(void **state) {
+    fixture *fx = *state;
+    ts_ctx *ctx = &fx->ctx;
+    long mismatches = 0;
+    for (double x = -800; x <= 0; x += 1.0 / 64 + 1e-7) {
+        ts_real v = (ts_real)x, want = TS_EXP(v), got = ts_exp_libm(v);
+        if (memcmp(&want, &got, sizeof want)) mismatches++;
+    }
+    ts_real edges[] = {TS_EXP_ZERO_BELOW, nextafter(TS_EXP_ZERO_BELOW, 0),
+                       nextafter(TS_EXP_ZERO_BELOW, -1000), (ts_real)-INFINITY};
+    for (int i = 0; i < 4; i++) {
+        ts_real want = TS_EXP(edges[i]), got = ts_exp_libm(edges[i]);
+        if (memcmp(&want, &got, sizeof want)) mismatches++;
+    }
+    assert_int_equal(mismatches, 0);
+    ts_tensor *wide = ts_from_array(ctx, TS_SHAPE(1, 4), (ts_real[]){1.5, -2000, 0.25, -900});
+    ts_tensor *narrow = ts_from_array(ctx, TS_SHAPE(1, 2), (ts_real[]){1.5, 0.25});
+    ts_real loss_wide = ts_cross_entropy(ctx, wide, (const int32_t[]){2}, -100)->data[0];
+    ts_real loss_narrow = ts_cross_entropy(ctx, narrow, (const int32_t[]){1}, -100)->data[0];
+    assert_true(loss_wide == loss_narrow);
+}
+
 /* ---------------------------------------------------------------- shape */
 
 static void test_permute_slice_pad_concat(void **state) {
@@ -487,6 +517,7 @@ int main(void) {
         T(test_reductions),
         T(test_softmax_with_masks),
         T(test_cross_entropy),
+        T(test_exp_libm_is_libm),
         T(test_permute_slice_pad_concat),
         T(test_indexing),
         T(test_rmsnorm),
