@@ -13,18 +13,10 @@
 #include "models/transformer_block.h"
 #include "train/machine_peak.h"
 
+#include "bench_median.h"
+
 enum { BATCH = 8, SEQ = 256, WIDTH = 256, HEADS = 4, REPS = 7 };
 static const double TARGET_RATIO = 0.50;
-
-static int compare_doubles(const void *a, const void *b) {
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
-
-static double median(double *v, int n) {
-    qsort(v, (size_t)n, sizeof *v, compare_doubles);
-    return v[n / 2];
-}
 
 static void fill_normal(ts_real *x, long n, double stddev, unsigned *state) {
     for (long i = 0; i < n; i++) {
@@ -54,7 +46,7 @@ static double gemm_gflops(int n) {
     free(a);
     free(b);
     free(c);
-    return median(rates, REPS);
+    return bench_median(rates, REPS);
 }
 
 int main(int argc, char **argv) {
@@ -117,7 +109,7 @@ int main(int argc, char **argv) {
         flops_bwd = ctx.flops[TS_BACKWARD];
         ts_release(&ctx, mark);
     }
-    double t = median(times, REPS);
+    double t = bench_median(times, REPS);
     double flops = flops_fwd + flops_bwd;
     /* The GEMM-only count: 7 weight GEMMs (with ffn_mult 1) + 2 attention GEMMs, x3 for backward.
      */

@@ -52,6 +52,8 @@
 #include "train/optimizer.h"
 #include "train/machine_peak.h"
 
+#include "bench_median.h"
+
 enum { MAX_MODELS = 8, SGEMM_N = 768 };
 
 typedef struct bench_model {
@@ -276,11 +278,6 @@ static void print_profile(bench_model *m, double sgemm, bool cpu) {
     free(profile);
 }
 
-static int compare_doubles(const void *a, const void *b) {
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
-
 /* Per model, the fraction of the sgemm rate in each round (its fastest step
  * of the round against the round's own sgemm) and their median: the
  * headline above pairs the fastest step of all rounds with the fastest
@@ -301,10 +298,7 @@ static void print_round_fractions(const bench_model *models, int n_models, const
             fractions[r] = models[i].flops / round_best[r * MAX_MODELS + i] / 1e9 / round_sgemm[r];
             printf(" %5.1f%%", 100 * fractions[r]);
         }
-        qsort(fractions, (size_t)rounds, sizeof *fractions, compare_doubles);
-        double median = rounds % 2 ? fractions[rounds / 2]
-                                   : (fractions[rounds / 2 - 1] + fractions[rounds / 2]) / 2;
-        printf("   median %.1f%%\n", 100 * median);
+        printf("   median %.1f%%\n", 100 * bench_median(fractions, rounds));
     }
     free(fractions);
 }

@@ -25,10 +25,7 @@
 #include "parallel/tensor_ops.h"
 #include "train/machine_peak.h"
 
-static int compare_doubles(const void *a, const void *b) {
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
+#include "bench_median.h"
 
 /* The slowest rank's median time of reps runs of fn. */
 typedef void (*timed_fn)(void *state);
@@ -43,8 +40,7 @@ static double median_ms(MPI_Comm comm, int reps, timed_fn fn, void *state) {
         MPI_Allreduce(MPI_IN_PLACE, &dt, 1, MPI_DOUBLE, MPI_MAX, comm);
         times[r] = dt;
     }
-    qsort(times, (size_t)reps, sizeof *times, compare_doubles);
-    return 1e3 * times[reps / 2];
+    return 1e3 * bench_median(times, reps);
 }
 
 typedef struct layer {
