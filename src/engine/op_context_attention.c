@@ -185,10 +185,10 @@ static context_shape context_shape_of(ts_ctx *ctx, const char *op, const ts_tens
  * ~17 GB/s (tenth round, docs/performance.md). */
 enum { PREFETCH_ROWS = 8, LINE_FLOATS = 64 / (int)sizeof(ts_real) };
 
-/* Prefetches the first `visible` entries of a layout row. */
-static void prefetch_layout_row(const ts_real *row, int visible) {
-    for (int c = 0; c < visible; c += LINE_FLOATS) __builtin_prefetch(row + c);
-    if (visible > 0) __builtin_prefetch(row + visible - 1);
+/* Prefetches the first n entries of a row (of a layout or a rows tensor). */
+static void prefetch_row(const ts_real *row, int n) {
+    for (int c = 0; c < n; c += LINE_FLOATS) __builtin_prefetch(row + c);
+    if (n > 0) __builtin_prefetch(row + n - 1);
 }
 
 /* The strip's visible part of a layout tensor (rows [i0, i0 + rows) of a
@@ -201,8 +201,7 @@ static void visible_strip(const ts_real *layout_head, int width, int head_rows, 
         const ts_real *src = layout_head + (long)(i0 + r) * width;
         ts_real *dst = buf + (long)r * strip_keys;
         int visible = i0 + r + offset + 1, ahead = i0 + r + PREFETCH_ROWS;
-        if (ahead < head_rows)
-            prefetch_layout_row(src + (long)PREFETCH_ROWS * width, ahead + offset + 1);
+        if (ahead < head_rows) prefetch_row(src + (long)PREFETCH_ROWS * width, ahead + offset + 1);
         for (int c = 0; c < visible; c++) dst[c] = src[c];
         for (int c = visible; c < strip_keys; c++) dst[c] = 0;
     }
@@ -540,8 +539,7 @@ static ts_tensor *context_mix(ts_ctx *ctx, ts_tensor *p, ts_tensor *v, ts_tensor
                 /* the self mix's operands, on their way during the GEMM */
                 for (int r = 0; v_self && r < rows; r++) {
                     __builtin_prefetch(ph + (long)(i0 + r + 1) * width - 1);
-                    const ts_real *vs = v_self->data + at + (long)r * ld;
-                    for (int c = 0; c < s.dh; c += LINE_FLOATS) __builtin_prefetch(vs + c);
+                    prefetch_row(v_self->data + at + (long)r * ld, s.dh);
                 }
                 ts_small_gemm(false, rows, s.dh, strip_keys, (ts_real)alpha, buf, strip_keys, vh,
                               s.dh, 0, dst, ld_dst);
