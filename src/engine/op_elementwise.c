@@ -627,7 +627,7 @@ static ts_tensor *unary(ts_ctx *ctx, const char *op, enum unary_kind kind, ts_te
     long n = ctx->counting ? 0 : a->numel; /* counting: nothing to compute */
     switch (kind) {
     case UN_EXP:
-        for (long i = 0; i < n; i++) y[i] = ts_exp_libm(x[i]);
+        for (long i = 0; i < n; i++) y[i] = ts_exp_accurate(x[i]);
         break;
     case UN_LOG:
         for (long i = 0; i < n; i++) y[i] = TS_LOG(x[i]);

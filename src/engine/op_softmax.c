@@ -23,19 +23,20 @@ static void check_mask(ts_ctx *ctx, const char *op, const ts_tensor *x, const ts
 
 /* sum_c exp(x[c] - max) in double, in TS_LANES partial sums combined
  * pairwise, then the tail (a fixed order). The cross-entropy's normaliser:
- * libm's exponential, not the inline one, whose 2 ulp moved the loss enough
- * that test_ebt.sh's 1-vs-2-rank check went from 2e-5 to 1.1e-4 (fifth
- * round, docs/performance.md). */
+ * correctly rounded exponentials (ts_exp_accurate), not the attention's
+ * inline one, whose 2 ulp moved the loss enough that test_ebt.sh's
+ * 1-vs-2-rank check went from 2e-5 to 1.1e-4 (fifth round,
+ * docs/performance.md). */
 static double exp_sum_wide(const ts_real *x, long n, ts_real max) {
     double lane[TS_LANES] = {0};
     long c = 0;
     for (; c + TS_LANES <= n; c += TS_LANES) {
         ts_real e[TS_LANES]; /* float exponentials, widened as they are added */
-        for (int j = 0; j < TS_LANES; j++) e[j] = ts_exp_libm(x[c + j] - max);
+        for (int j = 0; j < TS_LANES; j++) e[j] = ts_exp_accurate(x[c + j] - max);
         for (int j = 0; j < TS_LANES; j++) lane[j] += e[j];
     }
     double total = ts_combine_wide_lanes(lane);
-    for (; c < n; c++) total += ts_exp_libm(x[c] - max);
+    for (; c < n; c++) total += ts_exp_accurate(x[c] - max);
     return total;
 }
 
@@ -320,10 +321,10 @@ static ts_tensor *log_softmax_backward_op(ts_ctx *ctx, ts_tensor *z, ts_tensor *
     for (long r = 0; r < rows; r++) {
         const ts_real *zr = z->data + r * cols, *gr = g->data + r * cols;
         ts_real *o = out->data + r * cols;
-        /* The row sum in lanes (vectorises); libm's exponential, as the
-         * forward's (fifth round). */
+        /* The row sum in lanes (vectorises); the forward's exponential. */
         ts_real sum = ts_row_sum(gr, cols);
-        for (long c = 0; c < cols; c++) o[c] = ts_flush_subnormal(gr[c] - ts_exp_libm(zr[c]) * sum);
+        for (long c = 0; c < cols; c++)
+            o[c] = ts_flush_subnormal(gr[c] - ts_exp_accurate(zr[c]) * sum);
     }
     ts_count_flops(ctx, 4.0 * (double)z->numel);
     ts_record(ctx, "log_softmax_backward", log_softmax_backward_rule, out, 2,

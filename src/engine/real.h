@@ -37,20 +37,44 @@ static inline ts_real ts_flush_subnormal(ts_real v) {
     return v > -TS_REAL_MIN && v < TS_REAL_MIN ? 0 : v;
 }
 
-/* libm's exponential (TS_EXP), bit for bit, without its underflow path:
- * below TS_EXP_ZERO_BELOW it returns +0 (checked on every float below
- * -104; exp is monotone, and 0 at -746 in double), but through a handler
- * that sets errno and costs more than the exponential itself. EBT's logits
- * (p - alpha grad E) put many of its cross-entropy's exponentials there:
- * 0.5% of its training step in that handler (tenth round,
- * docs/performance.md). */
+/* exp(x) correctly rounded to ts_real, for the kernels whose exponentials
+ * feed a loss (the cross-entropy's log-softmax, its rules, ts_exp). The
+ * float build evaluates it inline in double, so its loops vectorise where
+ * libm's expf is a call per element (and, below -104, a detour through its
+ * underflow handler that costs more than the exponential: tenth round,
+ * docs/performance.md): x = k ln 2 + r, |r| <= ln 2 / 2, with ln 2 in two
+ * parts (Cody-Waite); exp(r) by its Taylor polynomial to degree 12 in
+ * Estrin's order (truncation below 2e-16); 2^k from the exponent bits. The
+ * double result is within about 1e-15 of exp(x), so rounding it to float
+ * gives the correctly rounded value: checked on every float in [-104, 89]
+ * against long double expl, where glibc's expf differs from it on 170,648
+ * of those 2.24e9 inputs (eleventh round, docs/performance.md). Below -104
+ * the result is +0 (exp(-104) is under half the smallest subnormal); above
+ * 89 +inf, as expf; NaN stays NaN. The double build (gradient checks)
+ * keeps libm's exp, with the same shortcut to 0 below -746. */
+static inline ts_real ts_exp_accurate(ts_real x) {
 #ifdef TS_DOUBLE
-#define TS_EXP_ZERO_BELOW -746.0
+    return x < -746.0 ? 0 : exp(x);
 #else
-#define TS_EXP_ZERO_BELOW -104.0f
+    /* Clamped, so that 2^k stays a normal double; NaN evaluates 0 and is
+     * returned as itself below. */
+    double d = x < -104.0f ? -104.0 : x > 100.0f ? 100.0 : x == x ? x : 0.0;
+    double k = rint(d * 1.4426950408889634);
+    double r = d - k * 0x1.62e42fefa3800p-1;
+    r = r - k * 0x1.ef35793c76730p-45;
+    double r2 = r * r, r4 = r2 * r2, r8 = r4 * r4; /* Estrin: c_i = 1 / i! */
+    double p01 = 1.0 + r, p23 = 0.5 + r * (1.0 / 6), p45 = 1.0 / 24 + r * (1.0 / 120);
+    double p67 = 1.0 / 720 + r * (1.0 / 5040), p89 = 1.0 / 40320 + r * (1.0 / 362880);
+    double p10_11 = 1.0 / 3628800 + r * (1.0 / 39916800);
+    double p0_3 = p01 + r2 * p23, p4_7 = p45 + r2 * p67, p8_11 = p89 + r2 * p10_11;
+    double p8_12 = p8_11 + r4 * (1.0 / 479001600);
+    double p = p0_3 + r4 * p4_7 + r8 * p8_12;
+    int64_t bits = ((int64_t)k + 1023) << 52;
+    double two_k;
+    memcpy(&two_k, &bits, sizeof two_k);
+    float v = (float)(p * two_k);
+    return x < -104.0f ? 0.0f : x == x ? v : x;
 #endif
-static inline ts_real ts_exp_libm(ts_real x) {
-    return x < TS_EXP_ZERO_BELOW ? 0 : TS_EXP(x);
 }
 
 /* exp(d) for d <= 0, for the kernels that spend their time in exp (the

@@ -317,28 +317,43 @@ static void test_cross_entropy(void **state) {
                   (double[]){0}, 1);
 }
 
-/* ts_exp_libm is libm's exponential bit for bit, its shortcut to 0 included:
- * a sweep over [-800, 0] in steps a little off 1/64 (so the build's own
- * threshold, -104 in float and -746 in double, and the true underflow points
- * near -103.97 and -745.13 are crossed at many fractions), and the
- * threshold's neighbours. And the cross-entropy of a row with logits far
- * below the rest (their exponentials under the threshold) is that of the
- * row without them. */
-static void test_exp_libm_is_libm(void **state) {
+/* The exponential correctly rounded: in float the nearest float to expl's
+ * long double value, in double libm's exp bit for bit. Over a sweep of
+ * [-110, 95] in steps a little off 1/256 (crossing the underflow to 0 near
+ * -103.97 and -745.13 in double, the overflow near 88.72, and the clamps at
+ * -104 and 100 of the float build), 2^20 pseudo-random floats of [-104, 89],
+ * and the special values. And the cross-entropy of a row with logits far
+ * below the rest (their exponentials 0) is that of the row without them. */
+static ts_real exp_reference(ts_real x) {
+#ifdef TS_DOUBLE
+    return exp(x);
+#else
+    return (float)expl((long double)x);
+#endif
+}
+
+static void test_exp_accurate_is_correctly_rounded(void **state) {
     fixture *fx = *state;
     ts_ctx *ctx = &fx->ctx;
-    long mismatches = 0;
-    for (double x = -800; x <= 0; x += 1.0 / 64 + 1e-7) {
-        ts_real v = (ts_real)x, want = TS_EXP(v), got = ts_exp_libm(v);
+    long mismatches = 0, tried = 0;
+    for (double x = -110; x <= 95; x += 1.0 / 256 + 1e-7, tried++) {
+        ts_real v = (ts_real)x, want = exp_reference(v), got = ts_exp_accurate(v);
         if (memcmp(&want, &got, sizeof want)) mismatches++;
     }
-    ts_real edges[] = {TS_EXP_ZERO_BELOW, nextafter(TS_EXP_ZERO_BELOW, 0),
-                       nextafter(TS_EXP_ZERO_BELOW, -1000), (ts_real)-INFINITY};
-    for (int i = 0; i < 4; i++) {
-        ts_real want = TS_EXP(edges[i]), got = ts_exp_libm(edges[i]);
+    uint64_t lcg = 12345;
+    for (int i = 0; i < 1 << 20; i++, tried++) {
+        lcg = lcg * 6364136223846793005ull + 1442695040888963407ull;
+        ts_real v = (ts_real)(-104.0 + 193.0 * (double)(lcg >> 11) / 9007199254740992.0);
+        ts_real want = exp_reference(v), got = ts_exp_accurate(v);
         if (memcmp(&want, &got, sizeof want)) mismatches++;
     }
+    assert_true(tried > (1 << 20) + 50000);
     assert_int_equal(mismatches, 0);
+    assert_true(ts_exp_accurate(-INFINITY) == 0 && !signbit(ts_exp_accurate(-INFINITY)));
+    assert_true(ts_exp_accurate(INFINITY) == INFINITY);
+    assert_true(isnan(ts_exp_accurate(NAN)));
+    assert_true(ts_exp_accurate(0) == 1);
+    assert_true(ts_exp_accurate(-800) == 0 && ts_exp_accurate(800) == INFINITY);
     ts_tensor *wide = ts_from_array(ctx, TS_SHAPE(1, 4), (ts_real[]){1.5, -2000, 0.25, -900});
     ts_tensor *narrow = ts_from_array(ctx, TS_SHAPE(1, 2), (ts_real[]){1.5, 0.25});
     ts_real loss_wide = ts_cross_entropy(ctx, wide, (const int32_t[]){2}, -100)->data[0];
@@ -517,7 +532,7 @@ int main(void) {
         T(test_reductions),
         T(test_softmax_with_masks),
         T(test_cross_entropy),
-        T(test_exp_libm_is_libm),
+        T(test_exp_accurate_is_correctly_rounded),
         T(test_permute_slice_pad_concat),
         T(test_indexing),
         T(test_rmsnorm),
