@@ -36,7 +36,12 @@ LDLIBS  = $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lm -pthread
 # build (MARCH=-march=x86-64-v3) trains as fast as -march=native here,
 # without it 33% slower (docs/performance.md, fifth round). Values are
 # unchanged (only the assumption about traps).
-OPTFLAGS      := -O3 -fno-trapping-math
+# -fno-math-errno: nothing reads errno after a math call, and without it
+# every sqrt keeps a scalar branch to libm for negative inputs, so loops over
+# it (AdamW's update, ts_sqrt) stay scalar: the update took 4.7 ms of a
+# 168 ms Transformer++ step (docs/performance.md, eleventh round). Values
+# are unchanged (sqrt is correctly rounded either way).
+OPTFLAGS      := -O3 -fno-trapping-math -fno-math-errno
 CFLAGS_float  := $(OPTFLAGS) $(MARCH) -g
 CFLAGS_double := $(OPTFLAGS) $(MARCH) -g -DTS_DOUBLE
 CFLAGS_asan   := -O1 -g -DTS_DOUBLE -fsanitize=address,undefined \
@@ -62,7 +67,7 @@ UNIT_HELPERS := $(filter-out $(UNIT_SRC),$(wildcard tests/unit/*.c))
 MPI_HELPERS  := $(UNIT_HELPERS) $(filter-out $(MPI_SRC),$(wildcard tests/mpi/*.c))
 
 BUILDS := float double asan
-.PHONY: all deps bench-deps build test test-unit test-mpi test-cli run run-default bench data data-thinking format clean
+.PHONY: FORCE all deps bench-deps build test test-unit test-mpi test-cli run run-default bench data data-thinking format clean
 
 all: build
 
@@ -87,8 +92,16 @@ deps:
 	fi
 
 # ---------------------------------------------------------------- builds
+FORCE:
 define BUILD_template
-build/$(1)/%.o: %.c | deps
+# The build's compiler flags, rewritten only when they change: every object
+# depends on it, so a changed flag (here or from the environment) rebuilds.
+build/$(1)/cflags: FORCE
+	@mkdir -p $$(dir $$@)
+	@echo '$$(CC) $$(BASE_CFLAGS) $$(CFLAGS_$(1))' | cmp -s - $$@ || \
+	  echo '$$(CC) $$(BASE_CFLAGS) $$(CFLAGS_$(1))' > $$@
+
+build/$(1)/%.o: %.c build/$(1)/cflags | deps
 	@mkdir -p $$(dir $$@)
 	@echo "  CC [$(1)] $$<"
 	@$$(CC) $$(BASE_CFLAGS) $$(CFLAGS_$(1)) $$(FILE_CFLAGS) -c $$< -o $$@
