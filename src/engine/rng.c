@@ -156,7 +156,8 @@ void ts_rng_fill_normal(ts_rng *rng, ts_real *x, long n, double mean, double std
             radius2[i] = -2.0 * log_unit(u1[i]);
             normal[i] = cos_turn(6.283185307179586 * u2[i]);
         }
-        /* sqrt apart: its errno branch keeps a loop scalar (the instruction is inline) */
+        /* sqrt in a loop of its own: without -fno-math-errno (Makefile) its
+         * errno branch keeps the loop around it scalar */
         for (int i = 0; i < len; i++) normal[i] *= sqrt(radius2[i]);
         for (int i = 0; i < len; i++) {
             x[i0 + i] = (float)(mean + stddev * (normal[i] - APPROX_BOUND));
