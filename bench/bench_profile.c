@@ -21,7 +21,8 @@
  *   - no allocation after the first step (arena chunks and graph capacity
  *     stay as they were after step 1).
  * Then one profiled step per model: time and FLOPs per op type, forward,
- * backward, recorded backward (create_graph) and second-order work apart;
+ * backward, recorded backward (create_graph) and second-order work apart,
+ * and the rate of its BLAS GEMMs by shape (timed inside the calls);
  * and the optimiser update the trainer runs after the micro-batches (AdamW
  * over the flat buffer, fastest of 5), which the steps above leave out.
  *
@@ -241,6 +242,44 @@ static void print_gemm_bound(const ts_profile *profile, double total_s, double t
            100 * gemm_f / gemm_s / 1e9 / sgemm, 100 * total_f / gemm_s / 1e9 / sgemm);
 }
 
+static int gemm_by_seconds(const void *a, const void *b) {
+    const ts_profile_gemm *x = a, *y = b;
+    return (x->seconds < y->seconds) - (x->seconds > y->seconds);
+}
+
+static double gemm_flops(const ts_profile_gemm *g) {
+    return 2.0 * g->m * g->n * g->k * g->batch * g->calls;
+}
+
+/* The BLAS GEMMs of the step by shape, timed inside the calls: the rate
+ * the step's own shapes reach in the step (operands where the ops before
+ * left them), against the sgemm benchmark's 768^3 in cache. */
+static void print_gemm_shapes(ts_profile *profile, double total_s, double sgemm) {
+    double s = 0, f = 0;
+    for (int i = 0; i < profile->n_gemms; i++) {
+        s += profile->gemms[i].seconds;
+        f += gemm_flops(&profile->gemms[i]);
+    }
+    if (s <= 0) return;
+    printf("  BLAS GEMMs (time inside the calls): %.1f ms, %.1f%% of the step, %.1f GFLOP/s, "
+           "%.1f%% of sgemm%s\n",
+           1e3 * s, 100 * s / total_s, f / s / 1e9, 100 * f / s / 1e9 / sgemm,
+           profile->gemm_calls_unlisted ? " (some calls past the table)" : "");
+    printf("  %-22s %17s %-5s %-4s %7s %9s %9s %6s\n", "pass", "m x n x k", "op", "beta", "calls",
+           "ms", "GFLOP/s", "%sgemm");
+    qsort(profile->gemms, (size_t)profile->n_gemms, sizeof *profile->gemms, gemm_by_seconds);
+    for (int i = 0; i < profile->n_gemms; i++) {
+        const ts_profile_gemm *g = &profile->gemms[i];
+        if (g->seconds < 0.005 * total_s) continue; /* the long tail */
+        char dims[48], op[8];
+        snprintf(dims, sizeof dims, "%s%dx%dx%d", g->batch > 1 ? "batched " : "", g->m, g->n, g->k);
+        snprintf(op, sizeof op, "%s%s", g->trans_a ? "T" : "N", g->trans_b ? "T" : "N");
+        printf("  %-22s %17s %-5s %-4d %7ld %9.1f %9.1f %5.1f%%\n", ts_pass_name(g->pass), dims, op,
+               g->accumulate ? 1 : 0, g->calls, 1e3 * g->seconds, gemm_flops(g) / g->seconds / 1e9,
+               100 * gemm_flops(g) / g->seconds / 1e9 / sgemm);
+    }
+}
+
 static void print_profile(bench_model *m, double sgemm, bool cpu) {
     ts_profile *profile = malloc(sizeof *profile);
     if (!profile) die("profile", "out of memory");
@@ -275,6 +314,7 @@ static void print_profile(bench_model *m, double sgemm, bool cpu) {
         }
     }
     print_gemm_bound(profile, total_s, total_f, sgemm);
+    print_gemm_shapes(profile, total_s, sgemm);
     free(profile);
 }
 

@@ -1,6 +1,7 @@
 #include <string.h>
 
 #include "engine/autodiff.h"
+#include "engine/profile.h"
 #include "engine/ops.h"
 
 /* Flattens everything before the last two dims into a batch count. */
@@ -55,6 +56,8 @@ static void gemm(ts_ctx *ctx, const ts_tensor *a, const ts_tensor *b, bool ta, b
     long batches = batch_count(a);
     enum CBLAS_TRANSPOSE opa = ta ? CblasTrans : CblasNoTrans;
     enum CBLAS_TRANSPOSE opb = tb ? CblasTrans : CblasNoTrans;
+    bool timed = ctx->profile && !ctx->counting;
+    double t0 = timed ? ts_profile_now(ctx->profile) : 0;
     if (ctx->counting) {
         /* shapes and FLOPs only */
     } else if (shared_b) { /* one GEMM over all rows of a */
@@ -65,6 +68,16 @@ static void gemm(ts_ctx *ctx, const ts_tensor *a, const ts_tensor *b, bool ta, b
             ts_cblas_gemm(CblasRowMajor, opa, opb, m, n, k, 1, a->data + i * ar * ac, ac,
                           b->data + i * br * bc, bc, beta, out->data + i * (long)m * n, n);
     }
+    if (timed)
+        ts_profile_book_gemm(ctx,
+                             (ts_profile_gemm){.m = shared_b ? (int)(batches * m) : m,
+                                               .n = n,
+                                               .k = k,
+                                               .batch = shared_b ? 1 : batches,
+                                               .trans_a = ta,
+                                               .trans_b = tb,
+                                               .accumulate = beta != 0},
+                             ts_profile_now(ctx->profile) - t0);
     ts_count_flops(ctx, 2.0 * batches * m * n * k + (beta != 0 ? (double)batches * m * n : 0));
 }
 

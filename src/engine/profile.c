@@ -54,6 +54,34 @@ void ts_profile_book(ts_ctx *ctx, const char *op) {
     profile->last_time = t;
 }
 
+double ts_profile_now(const ts_profile *profile) {
+    return now_seconds(profile);
+}
+
+static bool same_gemm(const ts_profile_gemm *a, const ts_profile_gemm *b) {
+    return a->pass == b->pass && a->m == b->m && a->n == b->n && a->k == b->k &&
+           a->batch == b->batch && a->trans_a == b->trans_a && a->trans_b == b->trans_b &&
+           a->accumulate == b->accumulate;
+}
+
+void ts_profile_book_gemm(ts_ctx *ctx, ts_profile_gemm shape, double seconds) {
+    ts_profile *profile = ctx->profile;
+    shape.pass = ctx->pass;
+    int i = 0;
+    while (i < profile->n_gemms && !same_gemm(&profile->gemms[i], &shape)) i++;
+    if (i == TS_PROFILE_MAX_GEMMS) {
+        profile->gemm_calls_unlisted++;
+        return;
+    }
+    if (i == profile->n_gemms) {
+        shape.calls = 0;
+        shape.seconds = 0;
+        profile->gemms[profile->n_gemms++] = shape;
+    }
+    profile->gemms[i].calls++;
+    profile->gemms[i].seconds += seconds;
+}
+
 const char *ts_pass_name(enum ts_pass pass) {
     static const char *const names[TS_PASSES] = {"forward", "backward", "backward (recorded)",
                                                  "second order"};

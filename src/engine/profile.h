@@ -24,6 +24,24 @@ typedef struct ts_profile_entry {
     double flops;
 } ts_profile_entry;
 
+/* The BLAS GEMMs of ts_matmul in one pass with one shape: dimensions of
+ * each product (m x n, depth k; a shared 2-D right operand's products as
+ * one of batch * m rows), products per call, transposes and whether the
+ * output was a sum (beta 1). Their time is inside the BLAS calls only, where
+ * the op's entry also holds its own work and the time since the previous
+ * op: the GEMM rate the step's shapes reach, against the sgemm benchmark's
+ * (eleventh round, docs/performance.md). */
+enum { TS_PROFILE_MAX_GEMMS = 64 };
+
+typedef struct ts_profile_gemm {
+    enum ts_pass pass;
+    int m, n, k;
+    long batch;
+    bool trans_a, trans_b, accumulate;
+    long calls;
+    double seconds;
+} ts_profile_gemm;
+
 /* Wall time, or the CPU time of the calling process (all its threads):
  * on a machine shared with other work the CPU time is the steadier measure
  * of what an op costs, as long as BLAS runs one thread. */
@@ -35,6 +53,9 @@ typedef struct ts_profile {
     int n_entries[TS_PASSES];
     double last_time;     /* end of the previous booked op */
     double pending_flops; /* booked by ts_count_flops, not yet given to an op */
+    ts_profile_gemm gemms[TS_PROFILE_MAX_GEMMS];
+    int n_gemms;
+    long gemm_calls_unlisted; /* calls of shapes past TS_PROFILE_MAX_GEMMS */
 } ts_profile;
 
 /* Zeroes profile and hangs it on ctx: from now on every op adds to it. */
@@ -48,6 +69,12 @@ void ts_profile_skip(ts_ctx *ctx);
  * name of its own): books the time since the previous op and the pending
  * FLOPs to `op` in the current pass. */
 void ts_profile_book(ts_ctx *ctx, const char *op);
+
+/* The profile's clock now (seconds), for timing work inside an op. */
+double ts_profile_now(const ts_profile *profile);
+/* Books one call of a GEMM shape (shape.calls and .seconds are ignored) and
+ * its seconds to ctx's profile, in the current pass. */
+void ts_profile_book_gemm(ts_ctx *ctx, ts_profile_gemm shape, double seconds);
 
 const char *ts_pass_name(enum ts_pass pass);
 /* Totals of one pass (seconds and FLOPs). */

@@ -812,6 +812,78 @@ static void test_matmul_flops(void **state) {
     assert_true(ctx->flops[TS_FORWARD] == 3 * 2.0 * B * M * N * K);
 }
 
+/* The GEMM of a profile's table with this pass and shape (NULL: none). */
+static const ts_profile_gemm *profile_gemm(const ts_profile *profile, ts_profile_gemm want) {
+    for (int i = 0; i < profile->n_gemms; i++) {
+        const ts_profile_gemm *g = &profile->gemms[i];
+        if (g->pass == want.pass && g->m == want.m && g->n == want.n && g->k == want.k &&
+            g->batch == want.batch && g->trans_a == want.trans_a && g->trans_b == want.trans_b &&
+            g->accumulate == want.accumulate)
+            return g;
+    }
+    return NULL;
+}
+
+/* A profile books every BLAS GEMM of ts_matmul by pass and shape: a shared
+ * right operand as one GEMM over all rows, a batch as its products, a
+ * gradient GEMM into a sum as beta 1; calls counted, time inside the call
+ * (not negative, and within the pass's total). Without a profile nothing is
+ * booked. */
+static void test_profile_books_blas_gemms_by_shape(void **state) {
+    ts_ctx *ctx = *state;
+    enum { M = 3, K = 5, N = 4, B = 2 };
+    ts_real w_values[K * N], w_grads[K * N] = {0};
+    for (int e = 0; e < K * N; e++) w_values[e] = (ts_real)0.25;
+    ts_tensor *w = ts_param(ctx, w_values, w_grads, TS_SHAPE(K, N), "w");
+    ts_tensor *x = ts_full(ctx, TS_SHAPE(B, M, K), 0.5), *y3 = ts_full(ctx, TS_SHAPE(B, K, N), 2);
+    ts_profile profile;
+    ts_profile_start(ctx, &profile, TS_PROFILE_CPU);
+    ts_tensor *shared = ts_matmul(ctx, x, w, false, false);
+    ts_matmul(ctx, x, w, false, false);
+    ts_matmul(ctx, x, y3, false, false);
+    ts_tensor *dw;
+    ts_grad(ctx, 1, &shared, (ts_tensor *[]){ts_full(ctx, TS_SHAPE(B, M, N), 1)}, 1, &w, &dw,
+            false);
+    ts_profile_stop(ctx);
+
+    const ts_profile_gemm *rows = profile_gemm(
+        &profile,
+        (ts_profile_gemm){.pass = TS_PASS_FORWARD, .m = B * M, .n = N, .k = K, .batch = 1});
+    const ts_profile_gemm *batched = profile_gemm(
+        &profile, (ts_profile_gemm){.pass = TS_PASS_FORWARD, .m = M, .n = N, .k = K, .batch = B});
+    /* dW = x^T g over all B M rows of the shared operand */
+    const ts_profile_gemm *grad = profile_gemm(
+        &profile,
+        (ts_profile_gemm){
+            .pass = TS_PASS_BACKWARD, .m = K, .n = N, .k = B * M, .batch = 1, .trans_a = true});
+    assert_non_null(rows);
+    assert_non_null(batched);
+    assert_non_null(grad);
+    assert_int_equal(rows->calls, 2);
+    assert_int_equal(batched->calls, 1);
+    assert_int_equal(grad->calls, 1);
+    assert_int_equal(profile.n_gemms, 3);
+    assert_int_equal(profile.gemm_calls_unlisted, 0);
+    for (int i = 0; i < profile.n_gemms; i++) {
+        double pass_seconds, pass_flops;
+        ts_profile_pass_totals(&profile, profile.gemms[i].pass, &pass_seconds, &pass_flops);
+        assert_true(profile.gemms[i].seconds >= 0 && profile.gemms[i].seconds <= pass_seconds);
+    }
+
+    /* into a sum: the leaf's .grad offered by ts_backward, beta 1 */
+    ts_profile_gemm into = *grad; /* the restart below clears the table */
+    into.accumulate = true;
+    ts_profile_start(ctx, &profile, TS_PROFILE_CPU);
+    ts_backward(ctx, shared, ts_full(ctx, TS_SHAPE(B, M, N), 1));
+    ts_profile_stop(ctx);
+    assert_non_null(profile_gemm(&profile, into));
+    assert_int_equal(profile.n_gemms, 1);
+
+    ts_matmul(ctx, x, w, false, false); /* no profile: nothing booked */
+    assert_int_equal(profile.n_gemms, 1);
+    assert_int_equal(profile_gemm(&profile, into)->calls, 1);
+}
+
 /* Books the FLOPs of one call and compares them with per_element * 10. */
 #define EXPECT_FLOPS(ctx, name, per_element, call)                                                 \
     do {                                                                                           \
@@ -924,6 +996,7 @@ int main(void) {
         T(test_arena_stops_mallocing_after_first_step),
         T(test_arena_chunks_start_on_huge_pages),
         T(test_matmul_flops),
+        T(test_profile_books_blas_gemms_by_shape),
         T(test_elementwise_flops),
         T(test_unit_markers_tell_the_hook),
 #undef T
