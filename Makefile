@@ -38,8 +38,8 @@ LDLIBS  = $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lm -pthread
 # unchanged (only the assumption about traps).
 # -fno-math-errno: nothing reads errno after a math call, and without it
 # every sqrt keeps a scalar branch to libm for negative inputs, so loops over
-# it (AdamW's update, ts_sqrt) stay scalar: the update took 4.7 ms of a
-# 168 ms Transformer++ step (docs/performance.md, eleventh round). Values
+# it (AdamW's update, the sqrt op) stay scalar: the update took 5.0 ms of a
+# 176 ms Transformer++ step (docs/performance.md, eleventh round). Values
 # are unchanged (sqrt is correctly rounded either way).
 OPTFLAGS      := -O3 -fno-trapping-math -fno-math-errno
 CFLAGS_float  := $(OPTFLAGS) $(MARCH) -g

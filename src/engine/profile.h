@@ -72,7 +72,7 @@ void ts_profile_book(ts_ctx *ctx, const char *op);
 
 /* The profile's clock now (seconds), for timing work inside an op. */
 double ts_profile_now(const ts_profile *profile);
-/* Books one call of a GEMM shape (shape.calls and .seconds are ignored) and
+/* Books one call of a GEMM shape (its pass, calls and seconds are ignored) and
  * its seconds to ctx's profile, in the current pass. */
 void ts_profile_book_gemm(ts_ctx *ctx, ts_profile_gemm shape, double seconds);
 
