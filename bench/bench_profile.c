@@ -251,7 +251,8 @@ static double gemm_flops(const ts_profile_gemm *g) {
     return 2.0 * g->m * g->n * g->k * g->batch * g->calls;
 }
 
-/* The BLAS GEMMs of the step by shape, timed inside the calls: the rate
+/* The GEMMs of the step by shape and kernel (OpenBLAS, or ts_small_gemm
+ * for the weight products into fresh outputs), timed inside the calls: the rate
  * the step's own shapes reach in the step (operands where the ops before
  * left them), against the sgemm benchmark's 768^3 in cache. */
 static void print_gemm_shapes(ts_profile *profile, double total_s, double sgemm) {
@@ -261,12 +262,12 @@ static void print_gemm_shapes(ts_profile *profile, double total_s, double sgemm)
         f += gemm_flops(&profile->gemms[i]);
     }
     if (s <= 0) return;
-    printf("  BLAS GEMMs (time inside the calls): %.1f ms, %.1f%% of the step, %.1f GFLOP/s, "
+    printf("  GEMMs (time inside the calls): %.1f ms, %.1f%% of the step, %.1f GFLOP/s, "
            "%.1f%% of sgemm%s\n",
            1e3 * s, 100 * s / total_s, f / s / 1e9, 100 * f / s / 1e9 / sgemm,
            profile->gemm_calls_unlisted ? " (some calls past the table)" : "");
-    printf("  %-22s %17s %-5s %-4s %7s %9s %9s %6s\n", "pass", "m x n x k", "op", "beta", "calls",
-           "ms", "GFLOP/s", "%sgemm");
+    printf("  %-22s %17s %-5s %-4s %-6s %7s %9s %9s %6s\n", "pass", "m x n x k", "op", "beta",
+           "kernel", "calls", "ms", "GFLOP/s", "%sgemm");
     qsort(profile->gemms, (size_t)profile->n_gemms, sizeof *profile->gemms, gemm_by_seconds);
     for (int i = 0; i < profile->n_gemms; i++) {
         const ts_profile_gemm *g = &profile->gemms[i];
@@ -274,8 +275,9 @@ static void print_gemm_shapes(ts_profile *profile, double total_s, double sgemm)
         char dims[48], op[8];
         snprintf(dims, sizeof dims, "%s%dx%dx%d", g->batch > 1 ? "batched " : "", g->m, g->n, g->k);
         snprintf(op, sizeof op, "%s%s", g->trans_a ? "T" : "N", g->trans_b ? "T" : "N");
-        printf("  %-22s %17s %-5s %-4d %7ld %9.1f %9.1f %5.1f%%\n", ts_pass_name(g->pass), dims, op,
-               g->accumulate ? 1 : 0, g->calls, 1e3 * g->seconds, gemm_flops(g) / g->seconds / 1e9,
+        printf("  %-22s %17s %-5s %-4d %-6s %7ld %9.1f %9.1f %5.1f%%\n", ts_pass_name(g->pass),
+               dims, op, g->accumulate ? 1 : 0, g->small_gemm ? "small" : "blas", g->calls,
+               1e3 * g->seconds, gemm_flops(g) / g->seconds / 1e9,
                100 * gemm_flops(g) / g->seconds / 1e9 / sgemm);
     }
 }

@@ -1,8 +1,9 @@
 #include <string.h>
 
 #include "engine/autodiff.h"
-#include "engine/profile.h"
 #include "engine/ops.h"
+#include "engine/profile.h"
+#include "engine/small_gemm.h"
 
 /* Flattens everything before the last two dims into a batch count. */
 static long batch_count(const ts_tensor *t) {
@@ -45,6 +46,40 @@ static void check_matmul(ts_ctx *ctx, const ts_tensor *a, const ts_tensor *b, bo
     shape[a->ndim - 1] = tb ? br : bc;
 }
 
+/* Products into a fresh output (beta 0) of an untransposed left operand
+ * with at most SMALL_GEMM_MAX_N columns and SMALL_GEMM_MAX_K depth: the
+ * weight products of the forward (x W^T) and of the backward's input
+ * gradients (g W) at the widths this suite trains. OpenBLAS zeroes such an
+ * output in a pass of its own, then packs A and B and adds into it;
+ * ts_small_gemm reads both in place and writes each element once. Replayed
+ * as in a Transformer++ step (every operand in fresh memory), these
+ * products ran at 160-176 GFLOP/s on OpenBLAS and 193-205 on
+ * ts_small_gemm, sgemm 768^3 at 183-189 (docs/performance.md, twelfth
+ * round). Wider outputs (from 1024 columns) and deeper products (4096) ran
+ * faster on OpenBLAS, as did the weight gradients (A^T, beta 1), which stay
+ * there. */
+enum { SMALL_GEMM_MAX_N = 768, SMALL_GEMM_MAX_K = 2048 };
+
+static bool small_gemm_serves(bool ta, int n, int k, ts_real beta) {
+    return !ta && beta == 0 && n <= SMALL_GEMM_MAX_N && k <= SMALL_GEMM_MAX_K;
+}
+
+/* out [rows, n] = a [rows, k] op(b) on ts_small_gemm, which needs B as
+ * [k, n] rows: a transposed b ([n, k], the weight of x W^T) is laid out so
+ * first, in scratch released before returning. */
+static void small_gemm_rows(ts_ctx *ctx, int rows, int n, int k, const ts_real *a, const ts_real *b,
+                            bool tb, ts_real *out) {
+    ts_mark mark = ts_get_mark(ctx);
+    const ts_real *b_rows = b;
+    if (tb) {
+        ts_real *bt = ts_alloc(ctx, (size_t)k * n * sizeof *bt);
+        ts_transpose_rows(b, n, k, k, bt, n);
+        b_rows = bt;
+    }
+    ts_small_gemm(false, rows, n, k, 1, a, k, b_rows, n, 0, out, n);
+    ts_release(ctx, mark);
+}
+
 /* out = op(a) op(b) + beta out, shapes checked by check_matmul; counts the
  * FLOPs of the product and, with beta, of the sum (the add it replaces). */
 static void gemm(ts_ctx *ctx, const ts_tensor *a, const ts_tensor *b, bool ta, bool tb,
@@ -58,8 +93,12 @@ static void gemm(ts_ctx *ctx, const ts_tensor *a, const ts_tensor *b, bool ta, b
     enum CBLAS_TRANSPOSE opb = tb ? CblasTrans : CblasNoTrans;
     bool timed = ctx->profile && !ctx->counting;
     double t0 = timed ? ts_profile_now(ctx->profile) : 0;
+    bool one_product = shared_b || batches == 1;
+    bool small = one_product && small_gemm_serves(ta, n, k, beta);
     if (ctx->counting) {
         /* shapes and FLOPs only */
+    } else if (small) {
+        small_gemm_rows(ctx, (int)(batches * m), n, k, a->data, b->data, tb, out->data);
     } else if (shared_b) { /* one GEMM over all rows of a */
         ts_cblas_gemm(CblasRowMajor, opa, opb, (int)(batches * m), n, k, 1, a->data, ac, b->data,
                       bc, beta, out->data, n);
@@ -76,7 +115,8 @@ static void gemm(ts_ctx *ctx, const ts_tensor *a, const ts_tensor *b, bool ta, b
                                                .batch = shared_b ? 1 : batches,
                                                .trans_a = ta,
                                                .trans_b = tb,
-                                               .accumulate = beta != 0},
+                                               .accumulate = beta != 0,
+                                               .small_gemm = small},
                              ts_profile_now(ctx->profile) - t0);
     ts_count_flops(ctx, 2.0 * batches * m * n * k + (beta != 0 ? (double)batches * m * n : 0));
 }

@@ -61,7 +61,7 @@ double ts_profile_now(const ts_profile *profile) {
 static bool same_gemm(const ts_profile_gemm *a, const ts_profile_gemm *b) {
     return a->pass == b->pass && a->m == b->m && a->n == b->n && a->k == b->k &&
            a->batch == b->batch && a->trans_a == b->trans_a && a->trans_b == b->trans_b &&
-           a->accumulate == b->accumulate;
+           a->accumulate == b->accumulate && a->small_gemm == b->small_gemm;
 }
 
 void ts_profile_book_gemm(ts_ctx *ctx, ts_profile_gemm shape, double seconds) {

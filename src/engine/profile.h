@@ -24,10 +24,11 @@ typedef struct ts_profile_entry {
     double flops;
 } ts_profile_entry;
 
-/* The BLAS GEMMs of ts_matmul in one pass with one shape: dimensions of
- * each product (m x n, depth k; a shared 2-D right operand's products as
- * one of batch * m rows), products per call, transposes and whether the
- * output was a sum (beta 1). Their time is inside the BLAS calls only, where
+/* The GEMMs of ts_matmul in one pass with one shape: dimensions of each
+ * product (m x n, depth k; a shared 2-D right operand's products as one of
+ * batch * m rows), products per call, transposes, whether the output was a
+ * sum (beta 1) and whether ts_small_gemm ran it rather than BLAS (with B
+ * transposed: its layout included). Their time is inside those calls only, where
  * the op's entry also holds its own work and the time since the previous
  * op: the GEMM rate the step's shapes reach, against the sgemm benchmark's
  * (eleventh round, docs/performance.md). */
@@ -37,7 +38,7 @@ typedef struct ts_profile_gemm {
     enum ts_pass pass;
     int m, n, k;
     long batch;
-    bool trans_a, trans_b, accumulate;
+    bool trans_a, trans_b, accumulate, small_gemm;
     long calls;
     double seconds;
 } ts_profile_gemm;

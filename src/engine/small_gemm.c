@@ -38,6 +38,13 @@ typedef ts_real vec_unaligned
     __attribute__((vector_size(VECTOR_BYTES), aligned(sizeof(ts_real)), may_alias));
 
 enum { LANES = VECTOR_BYTES / (int)sizeof(ts_real), TILE_COLS = 2 * LANES, DEPTH_CHUNK = 512 };
+/* Blocks of C for the large products (the weight GEMMs, op_matmul.c): a
+ * block of A's rows (BLOCK_ROWS x DEPTH_CHUNK, at most 256 KiB of floats)
+ * and one of B's columns (DEPTH_CHUNK x BLOCK_COLS, 512 KiB) stay in L2 while
+ * the tiles pass over them. A multiple of TILE_COLS, so blocks add no edge
+ * panels. The strips of the attentions fit one block. */
+enum { BLOCK_ROWS = 128, BLOCK_COLS = 256 };
+_Static_assert(BLOCK_COLS % TILE_COLS == 0, "column blocks of whole tile panels");
 
 static inline vec load(const ts_real *p) {
     return *(const vec_unaligned *)p;
@@ -145,6 +152,18 @@ static void gemm_chunk(bool trans_a, int m, int n, int k, ts_real alpha, const t
     }
 }
 
+/* One block of C (at most BLOCK_ROWS x BLOCK_COLS), chunk by chunk of the
+ * depth. */
+static void gemm_block(bool trans_a, int m, int n, int k, ts_real alpha, const ts_real *a, int lda,
+                       const ts_real *b, int ldb, ts_real beta, ts_real *c, int ldc) {
+    for (int p0 = 0; p0 < k; p0 += DEPTH_CHUNK) {
+        int depth = k - p0 < DEPTH_CHUNK ? k - p0 : DEPTH_CHUNK;
+        const ts_real *a_chunk = trans_a ? a + (long)p0 * lda : a + p0;
+        gemm_chunk(trans_a, m, n, depth, alpha, a_chunk, lda, b + (long)p0 * ldb, ldb,
+                   p0 == 0 ? beta : 1, c, ldc);
+    }
+}
+
 void ts_small_gemm(bool trans_a, int m, int n, int k, ts_real alpha, const ts_real *a, int lda,
                    const ts_real *b, int ldb, ts_real beta, ts_real *c, int ldc) {
     if (m <= 0 || n <= 0) return;
@@ -156,11 +175,18 @@ void ts_small_gemm(bool trans_a, int m, int n, int k, ts_real alpha, const ts_re
             }
         return;
     }
-    for (int p0 = 0; p0 < k; p0 += DEPTH_CHUNK) {
-        int depth = k - p0 < DEPTH_CHUNK ? k - p0 : DEPTH_CHUNK;
-        const ts_real *a_chunk = trans_a ? a + (long)p0 * lda : a + p0;
-        gemm_chunk(trans_a, m, n, depth, alpha, a_chunk, lda, b + (long)p0 * ldb, ldb,
-                   p0 == 0 ? beta : 1, c, ldc);
+    /* Column blocks outermost: a block of B stays in L2 while every row
+     * block of A passes over it. Each element of C is the same sum whatever
+     * the blocks (its depth chunks, in order), so the blocking changes no
+     * value. */
+    for (int j0 = 0; j0 < n; j0 += BLOCK_COLS) {
+        int cols = n - j0 < BLOCK_COLS ? n - j0 : BLOCK_COLS;
+        for (int i0 = 0; i0 < m; i0 += BLOCK_ROWS) {
+            int rows = m - i0 < BLOCK_ROWS ? m - i0 : BLOCK_ROWS;
+            const ts_real *a_rows = trans_a ? a + i0 : a + (long)i0 * lda;
+            gemm_block(trans_a, rows, cols, k, alpha, a_rows, lda, b + j0, ldb, beta,
+                       c + (long)i0 * ldc + j0, ldc);
+        }
     }
 }
 

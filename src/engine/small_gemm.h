@@ -1,9 +1,11 @@
 /* A register-blocked GEMM for the attentions' strip products (64 x keys x
  * 64 at the benchmark size), where OpenBLAS's per-call packing and
  * small-matrix paths keep it at 37-55% of its own large-GEMM rate
- * (docs/performance.md, seventh round). Operands are read in place: only a
- * transposed B has to be laid out first (ts_transpose_rows), which the
- * attentions do once per head rather than once per strip. */
+ * (docs/performance.md, seventh round), and for ts_matmul's weight products
+ * into fresh outputs (twelfth round), where OpenBLAS zeroes the output in a
+ * pass of its own first. Operands are read in place: only a transposed B
+ * has to be laid out first (ts_transpose_rows), which the attentions do
+ * once per head rather than once per strip. */
 #ifndef TS_SMALL_GEMM_H
 #define TS_SMALL_GEMM_H
 

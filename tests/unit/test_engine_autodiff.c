@@ -818,18 +818,18 @@ static const ts_profile_gemm *profile_gemm(const ts_profile *profile, ts_profile
         const ts_profile_gemm *g = &profile->gemms[i];
         if (g->pass == want.pass && g->m == want.m && g->n == want.n && g->k == want.k &&
             g->batch == want.batch && g->trans_a == want.trans_a && g->trans_b == want.trans_b &&
-            g->accumulate == want.accumulate)
+            g->accumulate == want.accumulate && g->small_gemm == want.small_gemm)
             return g;
     }
     return NULL;
 }
 
-/* A profile books every BLAS GEMM of ts_matmul by pass and shape: a shared
- * right operand as one GEMM over all rows, a batch as its products, a
- * gradient GEMM into a sum as beta 1; calls counted, time inside the call
- * (not negative, and within the pass's total). Without a profile nothing is
- * booked. */
-static void test_profile_books_blas_gemms_by_shape(void **state) {
+/* A profile books every GEMM of ts_matmul by pass, shape and kernel: a
+ * shared right operand as one GEMM over all rows (on ts_small_gemm, a
+ * product into a fresh output), a batch as its products, a gradient GEMM
+ * into a sum as beta 1; calls counted, time inside the call (not negative,
+ * and within the pass's total). Without a profile nothing is booked. */
+static void test_profile_books_gemms_by_shape(void **state) {
     ts_ctx *ctx = *state;
     enum { M = 3, K = 5, N = 4, B = 2 };
     ts_real w_values[K * N], w_grads[K * N] = {0};
@@ -848,7 +848,8 @@ static void test_profile_books_blas_gemms_by_shape(void **state) {
 
     const ts_profile_gemm *rows = profile_gemm(
         &profile,
-        (ts_profile_gemm){.pass = TS_PASS_FORWARD, .m = B * M, .n = N, .k = K, .batch = 1});
+        (ts_profile_gemm){
+            .pass = TS_PASS_FORWARD, .m = B * M, .n = N, .k = K, .batch = 1, .small_gemm = true});
     const ts_profile_gemm *batched = profile_gemm(
         &profile, (ts_profile_gemm){.pass = TS_PASS_FORWARD, .m = M, .n = N, .k = K, .batch = B});
     /* dW = x^T g over all B M rows of the shared operand */
@@ -996,7 +997,7 @@ int main(void) {
         T(test_arena_stops_mallocing_after_first_step),
         T(test_arena_chunks_start_on_huge_pages),
         T(test_matmul_flops),
-        T(test_profile_books_blas_gemms_by_shape),
+        T(test_profile_books_gemms_by_shape),
         T(test_elementwise_flops),
         T(test_unit_markers_tell_the_hook),
 #undef T

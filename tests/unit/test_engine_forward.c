@@ -109,6 +109,76 @@ static void test_matmul(void **state) {
     check_matmul(*state, 3, true, false, true);
 }
 
+/* ts_matmul's two kernels: products into a fresh output with an
+ * untransposed left operand, at most 768 columns and depth 2048, run on
+ * ts_small_gemm (a transposed right operand laid out first); the others on
+ * BLAS. Each case against a long-double triple loop, within one rounding
+ * per multiply-add of the terms' magnitudes, and the kernel the profile
+ * books for it: both sides of each limit, several row and column blocks
+ * and depth chunks of ts_small_gemm, a shared right operand over a batch
+ * and a 2-D product. */
+typedef struct kernel_case {
+    int batch, m, k, n; /* batch 0: 2-D operands; else a shared right operand */
+    bool ta, tb, small;
+} kernel_case;
+
+static void check_matmul_kernel(fixture *fx, const kernel_case *c) {
+    int rows = c->batch ? c->batch * c->m : c->m;
+    int a_shape[3] = {c->batch, c->ta ? c->k : c->m, c->ta ? c->m : c->k};
+    int b_shape[2] = {c->tb ? c->n : c->k, c->tb ? c->k : c->n};
+    ts_tensor *a =
+        c->batch ? random_tensor(fx, 3, a_shape, -1, 1) : random_tensor(fx, 2, a_shape + 1, -1, 1);
+    ts_tensor *b = random_tensor(fx, 2, b_shape, -1, 1);
+    ts_profile profile;
+    ts_profile_start(&fx->ctx, &profile, TS_PROFILE_CPU);
+    ts_tensor *out = ts_matmul(&fx->ctx, a, b, c->ta, c->tb);
+    ts_profile_stop(&fx->ctx);
+    assert_int_equal(profile.n_gemms, 1);
+    if (profile.gemms[0].small_gemm != c->small)
+        fail_msg("m %d k %d n %d ta %d tb %d: booked on %s", c->m, c->k, c->n, c->ta, c->tb,
+                 profile.gemms[0].small_gemm ? "ts_small_gemm" : "BLAS");
+    double eps = sizeof(ts_real) == 4 ? FLT_EPSILON : DBL_EPSILON;
+    for (int i = 0; i < rows; i++) {
+        const ts_real *as = a->data + (long)(i / c->m) * c->m * c->k;
+        for (int j = 0; j < c->n; j++) {
+            long double sum = 0, magnitude = 0;
+            for (int p = 0; p < c->k; p++) {
+                long double term = (long double)at(as, a_shape[2], c->ta, i % c->m, p) *
+                                   at(b->data, b_shape[1], c->tb, p, j);
+                sum += term;
+                magnitude += fabsl(term);
+            }
+            double got = out->data[(long)i * c->n + j];
+            if (!(fabs(got - (double)sum) <= 2.0 * (c->k + 2) * eps * (double)magnitude))
+                fail_msg("m %d k %d n %d ta %d tb %d: [%d, %d] = %.17g, want %.17Lg", c->m, c->k,
+                         c->n, c->ta, c->tb, i, j, got, sum);
+        }
+    }
+}
+
+static void test_matmul_kernels(void **state) {
+    const kernel_case cases[] = {
+        {2, 65, 600, 300, false, false, true}, /* 2 row, 2 column blocks, 2 depth chunks */
+        {2, 65, 600, 300, false, true, true},  /* x W^T: W laid out transposed */
+        {0, 5, 64, 768, false, true, true},    {0, 5, 64, 769, false, true, false},
+        {0, 4, 2048, 8, false, false, true},   {0, 4, 2049, 8, false, false, false},
+        {0, 6, 9, 7, true, false, false}, /* A^T: BLAS */
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++)
+        check_matmul_kernel(*state, &cases[i]);
+    /* beta 1 (a product added into a sum): BLAS */
+    fixture *fx = *state;
+    ts_tensor *x = random_tensor(fx, 2, (const int[]){4, 3}, -1, 1);
+    ts_tensor *w = random_tensor(fx, 2, (const int[]){3, 5}, -1, 1);
+    ts_tensor *sum = random_tensor(fx, 2, (const int[]){4, 5}, -1, 1);
+    ts_profile profile;
+    ts_profile_start(&fx->ctx, &profile, TS_PROFILE_CPU);
+    ts_matmul_add(&fx->ctx, sum, x, w, false, false);
+    ts_profile_stop(&fx->ctx);
+    assert_int_equal(profile.n_gemms, 1);
+    assert_true(profile.gemms[0].accumulate && !profile.gemms[0].small_gemm);
+}
+
 /* ---------------------------------------------------------------- elementwise */
 
 /* Index into a right-aligned, broadcast operand of the output position. */
@@ -527,6 +597,7 @@ int main(void) {
     const struct CMUnitTest tests[] = {
 #define T(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
         T(test_matmul),
+        T(test_matmul_kernels),
         T(test_binary_broadcasting),
         T(test_unary_and_scalar),
         T(test_reductions),

@@ -1,9 +1,9 @@
-/* The attentions' small GEMM (src/engine/small_gemm.c) against a plain
- * triple loop summed in long double: every tile shape it dispatches (full
- * tiles, single rows, one- and two-vector column panels, zero-padded edge
- * panels), A and A^T, strided operands, alpha and beta, a depth over one
- * chunk, and beta 0 with C full of NaN (never read). Then ts_transpose_rows
- * element for element. */
+/* The small GEMM (src/engine/small_gemm.c) against a plain triple loop
+ * summed in long double: every tile shape it dispatches (full tiles, single
+ * rows, one- and two-vector column panels, zero-padded edge panels), A and
+ * A^T, strided operands, alpha and beta, a depth over one chunk, products
+ * over several blocks of rows and columns, and beta 0 with C full of NaN
+ * (never read). Then ts_transpose_rows element for element. */
 #include <math.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -106,18 +106,27 @@ static void small_gemm_matches_the_triple_loop(void **state) {
                     cases++;
                 }
             }
-    const gemm_case attention[] = {
-        {false, 64, 256, 64, 0.125, 0, 0}, {false, 64, 64, 256, 1, 0, 704},
-        {true, 256, 64, 64, 1, 1, 704},    {true, 257, 64, 64, 0.125, 1, 0},
-        {false, 64, 65, 64, 0.125, 0, 1},  {false, 64, 64, 257, 1, 0, 192},
+    const gemm_case chosen[] = {
+        /* the attentions' shapes, then edges of the chunks and blocks */
+        {false, 64, 256, 64, 0.125, 0, 0},
+        {false, 64, 64, 256, 1, 0, 704},
+        {true, 256, 64, 64, 1, 1, 704},
+        {true, 257, 64, 64, 0.125, 1, 0},
+        {false, 64, 65, 64, 0.125, 0, 1},
+        {false, 64, 64, 257, 1, 0, 192},
         {false, 5, 37, 600, -0.5, 0, 3}, /* a depth over one chunk */
-        {true, 9, 70, 1100, 2, 0.5, 1},    {false, 33, 48, 7, 1.5, -2, 2},
+        {true, 9, 70, 1100, 2, 0.5, 1},
+        {false, 33, 48, 7, 1.5, -2, 2},
+        /* more rows and columns than a block, deeper than a chunk: the
+         * weight products' blocking, beta once per element */
+        {false, 300, 520, 530, 1, 0, 3},
+        {true, 140, 300, 520, -1, 0.5, 0},
     };
-    for (size_t i = 0; i < sizeof attention / sizeof *attention; i++) {
-        expect_gemm_matches(&attention[i], seed++);
+    for (size_t i = 0; i < sizeof chosen / sizeof *chosen; i++) {
+        expect_gemm_matches(&chosen[i], seed++);
         cases++;
     }
-    assert_int_equal(cases, 2 * 14 * 14 * 2 + 9);
+    assert_int_equal(cases, 2 * 14 * 14 * 2 + 11);
 }
 
 /* k = 0 leaves beta C (0 for beta 0, even over NaN); m or n 0 touch
