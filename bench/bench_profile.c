@@ -22,7 +22,7 @@
  *     stay as they were after step 1).
  * Then one profiled step per model: time and FLOPs per op type, forward,
  * backward, recorded backward (create_graph) and second-order work apart,
- * and the rate of its BLAS GEMMs by shape (timed inside the calls);
+ * and the rate of its GEMMs by shape and kernel (timed inside the calls);
  * and the optimiser update the trainer runs after the micro-batches (AdamW
  * over the flat buffer, fastest of 5), which the steps above leave out.
  *
