@@ -12,7 +12,14 @@
  * fractions of sgemm 768^3 measured in the same run. The gap between the
  * two is the share of the 85% target the weight GEMMs alone cannot reach
  * on this machine (process CPU time with BENCH_CLOCK=cpu). No verdict: the
- * targets are on bench_profile's lines. */
+ * targets are on bench_profile's lines.
+ * The cold way reads higher than the step does: replayed in a step's order
+ * with every operand at a fresh place in a 400 MB region (as the step's
+ * arena lays them out), OpenBLAS ran the products into fresh outputs at
+ * 86-92% of sgemm where this cold way reads 97-98% (docs/performance.md,
+ * twelfth round). ts_matmul runs those on ts_small_gemm since; this bench
+ * measures OpenBLAS alone, and bench_profile's GEMM table the step's own
+ * rates by kernel. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
