@@ -53,11 +53,12 @@ static void check_matmul(ts_ctx *ctx, const ts_tensor *a, const ts_tensor *b, bo
  * output in a pass of its own, then packs A and B and adds into it;
  * ts_small_gemm reads both in place and writes each element once. Replayed
  * as in a Transformer++ step (every operand in fresh memory), these
- * products ran at 160-176 GFLOP/s on OpenBLAS and 193-205 on
- * ts_small_gemm, sgemm 768^3 at 183-189 (docs/performance.md, twelfth
- * round). Wider outputs (from 1024 columns) and deeper products (4096) ran
- * faster on OpenBLAS, as did the weight gradients (A^T, beta 1), which stay
- * there. */
+ * products ran at 159-176 GFLOP/s on OpenBLAS and 176-205 on
+ * ts_small_gemm, sgemm 768^3 at 169-189 (docs/performance.md, twelfth
+ * round; bench_weight_gemm measures both on any machine). Wider outputs
+ * (from 1024 columns) and deeper products (4096) ran faster on OpenBLAS;
+ * the weight gradients (A^T) and the sums added into (beta 1) were no
+ * faster on ts_small_gemm, and stay on OpenBLAS. */
 enum { SMALL_GEMM_MAX_N = 768, SMALL_GEMM_MAX_K = 2048 };
 
 static bool small_gemm_serves(bool ta, int n, int k, ts_real beta) {
