@@ -127,7 +127,8 @@ int main(int argc, char **argv) {
     ts_profile *profile = malloc(sizeof *profile);
     ts_ctx ctx;
     /* one arena chunk holds every slot's output after its skip */
-    if (!region || !weights || !profile || !ts_ctx_init(&ctx, (size_t)(SLOTS + 1) * SLOT_C * 4))
+    if (!region || !weights || !profile ||
+        !ts_ctx_init(&ctx, (size_t)(SLOTS + 1) * SLOT_C * sizeof(ts_real)))
         die("out of memory");
     ts_set_grad_enabled(&ctx, false);
     unsigned seed = 11;
@@ -152,8 +153,9 @@ int main(int argc, char **argv) {
             hot = t < hot ? t : hot;
         }
         bool small = false;
-        /* the first SLOTS calls touch every place once; timed after that */
-        for (int call = 0; call < 2 * SLOTS + 2 * SLOTS; call++) {
+        /* the first 2 SLOTS calls (every place twice, each way on its own
+         * half) are not timed; the next 2 SLOTS give SLOTS calls each way */
+        for (int call = 0; call < 4 * SLOTS; call++) {
             int slot = call % SLOTS;
             operands o = slot_operands(w, region + (size_t)slot * SLOT_FLOATS, weights);
             bool engine = call % 2;
