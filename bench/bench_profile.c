@@ -29,9 +29,10 @@
  * Environment: BENCH_ROUNDS (default 3), BENCH_STEPS per model per round
  * (default 2), BENCH_ONLY=name to run one model, or a comma-separated list
  * (e.g. tpp,ebt1: EBT's ratios to Transformer++ without the other models;
- * no verdict unless all run), BENCH_PROFILE=0 to skip the profiles, BENCH_CLOCK=cpu
- * to time by the process's CPU time instead of wall time (steadier when
- * other processes share the cores; equal on a quiet machine).
+ * no verdict unless all run: a PROFILE_MODELS line with the figures
+ * instead, which bench/compare_builds.sh reads), BENCH_PROFILE=0 to skip the profiles,
+ * BENCH_CLOCK=cpu to time by the process's CPU time instead of wall time (steadier when other
+ * processes share the cores; equal on a quiet machine).
  *
  * The PROFILE_BENCH line carries what a comparison between runs needs: the
  * commit, the clock, the load average before and after (/proc/loadavg), the
@@ -433,7 +434,7 @@ int main(int argc, char **argv) {
         if (m->flop_tolerance > 0 && !(fabs(deviation) <= m->flop_tolerance)) ok = false;
         if (m->allocated_later) ok = false;
         len += (size_t)snprintf(summary + len, sizeof summary - len,
-                                " %s_s=%.3f %s_sgemm=%.3f %s_time_per_flop_x=%.3f", m->name,
+                                " %s_s=%.4f %s_sgemm=%.3f %s_time_per_flop_x=%.3f", m->name,
                                 m->best_seconds, m->name, fraction, m->name, time_x / flop_x);
     }
     print_round_fractions(models, n_models, selected, rounds, round_sgemm, round_best);
@@ -450,7 +451,10 @@ int main(int argc, char **argv) {
         }
     long huge_mib = anon_huge_pages_mib();
     printf("anonymous memory on transparent huge pages: %ld MiB\n", huge_mib);
-    if (!only || !*only)
+    if (only && *only) /* a subset: the figures, without a verdict */
+        printf("PROFILE_MODELS commit=%s clock=%s sgemm_gflops=%.1f%s\n", ts_git_commit,
+               cpu ? "cpu" : "wall", sgemm, summary);
+    else
         printf("PROFILE_BENCH commit=%s clock=%s load=%.1f->%.1f blas_core=%s "
                "anon_huge_mib=%ld sgemm_gflops=%.1f%s "
                "targets=tpp_sgemm>=0.85,ebt_sgemm>=0.75,"
