@@ -76,7 +76,7 @@ int main(int argc, char **argv) {
     double flops = 0; /* one product over every strip of every head */
     for (int i0 = 0; i0 < SEQ; i0 += STRIP) flops += 2.0 * STRIP * (i0 + STRIP) * DH * HEADS;
     double peak = ts_measure_peak_gflops();
-    printf("%s; fastest of %d alternating repetitions; sgemm 768^3: %.1f GFLOP/s\n",
+    printf("%s; fastest of %d alternating repetitions; GEMM peak 768^3: %.1f GFLOP/s\n",
            cpu ? "process CPU time" : "wall time", REPS, peak);
     printf("%-20s %14s %9s %14s %9s %8s\n", "strip product", "OpenBLAS", "%sgemm", "ts_small_gemm",
            "%sgemm", "speedup");

@@ -138,7 +138,7 @@ int main(int argc, char **argv) {
         weights[i] = (ts_real)(rand_r(&seed) / (double)RAND_MAX - 0.5);
     double peak = ts_measure_peak_gflops();
     printf("%s; hot: fastest of %d repetitions; fresh and ts_matmul: fastest of %d alternating "
-           "calls, each on operands last touched %d calls earlier; sgemm 768^3: %.1f GFLOP/s\n",
+           "calls, each on operands last touched %d calls earlier; GEMM peak 768^3: %.1f GFLOP/s\n",
            cpu ? "process CPU time" : "wall time", HOT_REPS, SLOTS, SLOTS, peak);
     printf("%-24s %5s %5s %5s %10s %10s %10s  %s\n", "product", "m", "n", "k", "hot GF/s", "fresh",
            "ts_matmul", "kernel");

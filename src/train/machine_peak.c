@@ -8,6 +8,7 @@
 
 #include "engine/clock.h"
 #include "engine/real.h"
+#include "engine/small_gemm.h"
 
 double ts_peak_probe_seconds(double wall, double process_cpu) {
     /* A CPU clock coarser than the GEMM can read 0: fall back to wall time. */
@@ -15,20 +16,51 @@ double ts_peak_probe_seconds(double wall, double process_cpu) {
     return process_cpu < wall ? process_cpu : wall;
 }
 
-double ts_measure_peak_gflops(void) {
-    /* One untimed GEMM first: it pays the page faults of the three buffers and
-     * wakes the BLAS (and the core's clock) up. Then the best of as many
-     * GEMMs as fit in PROBE_SECONDS (at least MIN_REPS).
-     * Each GEMM is timed by the shorter of its wall and its process-CPU time.
-     * On a shared core the wall time includes the slices given to other
-     * processes, and a probe that ran during such contention (half the rate
-     * when two processes share a core, seen in CI: peak 16.5 GFLOP/s where
-     * the core does 31, then a measured MFU of 1.17) would make every later
-     * step look faster than the machine's peak. CPU time excludes those
-     * slices; with several BLAS threads it sums them, so there the wall time
-     * is the shorter and is used. */
-    enum { N = 768, MIN_REPS = 5, MAX_REPS = 64 };
+enum { PROBE_N = 768 };
+typedef void probe_gemm(const ts_real *a, const ts_real *b, ts_real *c);
+
+static void blas_gemm(const ts_real *a, const ts_real *b, ts_real *c) {
+    enum { N = PROBE_N };
+    ts_cblas_gemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, N, N, N, 1, a, N, b, N, 0, c, N);
+}
+
+static void own_gemm(const ts_real *a, const ts_real *b, ts_real *c) {
+    ts_small_gemm(false, PROBE_N, PROBE_N, PROBE_N, 1, a, PROBE_N, b, PROBE_N, 0, c, PROBE_N);
+}
+
+/* Best GFLOP/s of one kernel: one untimed GEMM first (it pays the page
+ * faults of the buffers and wakes the kernel, and the core's clock, up),
+ * then the best of as many as fit in PROBE_SECONDS (at least MIN_REPS).
+ * Each GEMM is timed by the shorter of its wall and its process-CPU time.
+ * On a shared core the wall time includes the slices given to other
+ * processes, and a probe that ran during such contention (half the rate
+ * when two processes share a core, seen in CI: peak 16.5 GFLOP/s where the
+ * core does 31, then a measured MFU of 1.17) would make every later step
+ * look faster than the machine's peak. CPU time excludes those slices;
+ * with several BLAS threads it sums them, so there the wall time is the
+ * shorter and is used. */
+static double best_rate(probe_gemm *gemm, const ts_real *a, const ts_real *b, ts_real *c) {
+    enum { N = PROBE_N, MIN_REPS = 5, MAX_REPS = 64 };
     const double PROBE_SECONDS = 0.25;
+    double best = 0;
+    gemm(a, b, c);
+    double start = ts_monotonic_seconds();
+    for (int r = 0; r < MAX_REPS; r++) {
+        double wall0 = ts_monotonic_seconds(), cpu0 = ts_process_cpu_seconds();
+        gemm(a, b, c);
+        double wall1 = ts_monotonic_seconds(), cpu1 = ts_process_cpu_seconds();
+        double seconds = ts_peak_probe_seconds(wall1 - wall0, cpu1 - cpu0);
+        if (seconds > 0) {
+            double rate = 2.0 * N * N * N / seconds / 1e9;
+            if (rate > best) best = rate;
+        }
+        if (r + 1 >= MIN_REPS && wall1 - start >= PROBE_SECONDS) break;
+    }
+    return best;
+}
+
+double ts_measure_peak_gflops(void) {
+    enum { N = PROBE_N };
     ts_real *a = malloc(sizeof(ts_real) * N * N), *b = malloc(sizeof(ts_real) * N * N),
             *c = malloc(sizeof(ts_real) * N * N);
     double best = 0;
@@ -37,20 +69,8 @@ double ts_measure_peak_gflops(void) {
             a[i] = (ts_real)((i % 7) - 3) * (ts_real)0.1;
             b[i] = (ts_real)((i % 5) - 2) * (ts_real)0.1;
         }
-        ts_cblas_gemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, N, N, N, 1, a, N, b, N, 0, c, N);
-        double start = ts_monotonic_seconds();
-        for (int r = 0; r < MAX_REPS; r++) {
-            double wall0 = ts_monotonic_seconds(), cpu0 = ts_process_cpu_seconds();
-            ts_cblas_gemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, N, N, N, 1, a, N, b, N, 0, c,
-                          N);
-            double wall1 = ts_monotonic_seconds(), cpu1 = ts_process_cpu_seconds();
-            double seconds = ts_peak_probe_seconds(wall1 - wall0, cpu1 - cpu0);
-            if (seconds > 0) {
-                double rate = 2.0 * N * N * N / seconds / 1e9;
-                if (rate > best) best = rate;
-            }
-            if (r + 1 >= MIN_REPS && wall1 - start >= PROBE_SECONDS) break;
-        }
+        double blas = best_rate(blas_gemm, a, b, c), own = best_rate(own_gemm, a, b, c);
+        best = blas > own ? blas : own;
     }
     free(a);
     free(b);

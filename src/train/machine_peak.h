@@ -8,9 +8,16 @@
 #include <stddef.h>
 
 /* Best GFLOP/s of 768^3 GEMMs in the build's element type with the BLAS
- * thread count in force: one warm-up, then as many as fit in a quarter of a
- * second (at least 5), each timed by ts_peak_probe_seconds. 0 when its 7 MB of
- * buffers cannot be allocated. */
+ * thread count in force, on OpenBLAS and on the engine's own kernel
+ * (ts_small_gemm, which runs the step's products into fresh outputs:
+ * op_matmul.c), whichever is faster: each kernel one warm-up, then as many
+ * as fit in a quarter of a second (at least 5), each timed by
+ * ts_peak_probe_seconds. OpenBLAS's own choice of kernels is the faster
+ * where it fits the CPU (Cooperlake on this AMD EPYC: 170-179 against
+ * 144-161 GFLOP/s); held to a narrower set (OPENBLAS_CORETYPE=Haswell: 93
+ * against 159) its rate alone was below what the step's own products ran
+ * at, and the trainer reported an MFU of 1.21 (docs/performance.md,
+ * thirteenth round). 0 when its 7 MB of buffers cannot be allocated. */
 double ts_measure_peak_gflops(void);
 
 /* The time one probe GEMM is charged: the shorter of its wall time and this
