@@ -5,7 +5,8 @@
 # step read 10% apart within minutes here, docs/performance.md) falls on
 # both builds alike, then prints per model and pair the seconds per step of
 # each and their ratio, and per model the geometric mean of the ratios with
-# a 95% interval (Student's t on the log ratios). One number from each build
+# a 95% interval (Student's t on the log ratios) and their median (less
+# moved by a pair that caught one build in a slow spell). One number from each build
 # cannot separate a lever of a few percent from that drift; the interval
 # says whether the pairs did.
 #
@@ -81,12 +82,16 @@ for m in models:
         half = stats.t.ppf(0.975, len(logs) - 1) * sd / math.sqrt(len(logs))
     else:
         half = math.inf
-    summary.append((m, math.exp(mean), math.exp(mean - half), math.exp(mean + half)))
-print(f"\n{'model':<8} {'pairs':>5} {'new/old':>8} {'95% interval':>17}  reading")
-for m, ratio, lo, hi in summary:
+    ordered = sorted(logs)
+    median = (ordered[(len(ordered) - 1) // 2] + ordered[len(ordered) // 2]) / 2
+    summary.append((m, math.exp(mean), math.exp(mean - half), math.exp(mean + half),
+                    math.exp(median)))
+print(f"\n{'model':<8} {'pairs':>5} {'new/old':>8} {'95% interval':>17} {'median':>7}  reading")
+for m, ratio, lo, hi, median in summary:
     reading = ("new faster" if hi < 1 else "new slower" if lo > 1
                else "no difference the pairs can separate")
-    print(f"{m:<8} {len(pairs):>5} {ratio:8.3f} {lo:8.3f} .. {hi:6.3f}  {reading}")
+    print(f"{m:<8} {len(pairs):>5} {ratio:8.3f} {lo:8.3f} .. {hi:6.3f} {median:7.3f}  {reading}")
 print("COMPARE_BUILDS pairs=%d " % len(pairs) +
-      " ".join(f"{m}_ratio={r:.4f} {m}_lo={lo:.4f} {m}_hi={hi:.4f}" for m, r, lo, hi in summary))
+      " ".join(f"{m}_ratio={r:.4f} {m}_lo={lo:.4f} {m}_hi={hi:.4f} {m}_median={md:.4f}"
+               for m, r, lo, hi, md in summary))
 PY
