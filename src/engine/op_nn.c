@@ -464,11 +464,9 @@ void ts_rope_rotate_rows(const ts_rope_table *table, const ts_real *x, long ld_x
         ts_real *res = out + t * ld_out;
         int j = 0;
         for (; j + TS_LANES <= dh; j += TS_LANES) {
-            ts_lane_values v, vc, vs;
-            memcpy(&v, in + j, sizeof v);
-            memcpy(&vc, c + j, sizeof vc);
-            memcpy(&vs, sn + j, sizeof vs);
-            ts_lane_values r = v * vc + __builtin_shuffle(v, partner) * vs;
+            ts_lane_values v = ts_load_lanes(in + j);
+            ts_lane_values r =
+                v * ts_load_lanes(c + j) + __builtin_shuffle(v, partner) * ts_load_lanes(sn + j);
             memcpy(res + j, &r, sizeof r);
         }
         for (; j < dh; j++) res[j] = in[j] * c[j] + in[j ^ 1] * sn[j];

@@ -127,12 +127,6 @@ static ts_lane_values zero_lanes(ts_lane_values v, ts_lane_bits hidden) {
     return (ts_lane_values)((ts_lane_bits)v & ~hidden);
 }
 
-static ts_lane_values load_lanes(const ts_real *x) {
-    ts_lane_values v;
-    memcpy(&v, x, sizeof v);
-    return v;
-}
-
 /* ts_flush_subnormal of every lane. */
 static ts_lane_values flush_lanes(ts_lane_values v) {
     return zero_lanes(v, (v > -TS_REAL_MIN) & (v < TS_REAL_MIN));
@@ -160,7 +154,7 @@ static ts_real visible_dot(const ts_real *x, const ts_real *y, long n, masked_ru
     long whole = n - n % TS_LANES;
     for (long c = 0; c < whole; c += TS_LANES) {
         if (block_in_run(c, run)) continue;
-        ts_lane_values terms = load_lanes(x + c) * load_lanes(y + c);
+        ts_lane_values terms = ts_load_lanes(x + c) * ts_load_lanes(y + c);
         if (block_across_edge(c, run)) terms = zero_lanes(terms, run_lanes(c, run));
         lane += terms;
     }
@@ -170,13 +164,6 @@ static ts_real visible_dot(const ts_real *x, const ts_real *y, long n, masked_ru
     for (long c = whole; c < n; c++)
         if (c < run.lo || c >= run.hi) dot += x[c] * y[c];
     return dot;
-}
-
-/* Lane by lane, the larger of a and v (v's NaN lanes skipped, as
- * ts_row_max does). */
-static ts_lane_values max_lanes(ts_lane_values a, ts_lane_values v) {
-    ts_lane_bits greater = v > a;
-    return (ts_lane_values)(((ts_lane_bits)v & greater) | ((ts_lane_bits)a & ~greater));
 }
 
 /* A softmax row with a masked run, in whole blocks of TS_LANES (the row's
@@ -194,16 +181,15 @@ static void masked_softmax_row(const ts_real *restrict xr, const ts_real *restri
     ts_lane_values lane_max = minus_inf;
     for (long c = 0; c < whole; c += TS_LANES) {
         if (block_in_run(c, run)) continue;
-        ts_lane_values v = load_lanes(xr + c) + load_lanes(mr + c);
+        ts_lane_values v = ts_load_lanes(xr + c) + ts_load_lanes(mr + c);
         if (block_across_edge(c, run)) {
             ts_lane_bits hidden = run_lanes(c, run);
             v = (ts_lane_values)(((ts_lane_bits)v & ~hidden) | ((ts_lane_bits)minus_inf & hidden));
         }
         memcpy(o + c, &v, sizeof v);
-        lane_max = max_lanes(lane_max, v);
+        lane_max = ts_max_lanes(lane_max, v);
     }
-    ts_real max = -INFINITY;
-    for (int j = 0; j < TS_LANES; j++) max = lane_max[j] > max ? lane_max[j] : max;
+    ts_real max = ts_largest_lane(lane_max);
     for (long c = whole; c < cols; c++) {
         o[c] = c >= run.lo && c < run.hi ? -INFINITY : xr[c] + mr[c];
         max = o[c] > max ? o[c] : max;
@@ -215,7 +201,7 @@ static void masked_softmax_row(const ts_real *restrict xr, const ts_real *restri
     ts_real inv = 1 / ts_exp_shifted_sum_skipping(o, cols, max, run.lo, run.hi);
     for (long c = 0; c < whole; c += TS_LANES) {
         if (block_in_run(c, run)) continue;
-        ts_lane_values v = flush_lanes(load_lanes(o + c) * inv);
+        ts_lane_values v = flush_lanes(ts_load_lanes(o + c) * inv);
         memcpy(o + c, &v, sizeof v);
     }
     for (long c = whole; c < cols; c++) o[c] = ts_flush_subnormal(o[c] * inv);
@@ -370,7 +356,7 @@ static ts_tensor *softmax_backward(ts_ctx *ctx, ts_tensor *y, ts_tensor *g, cons
         for (long c = 0; c < whole; c += TS_LANES) {
             ts_lane_values v = {0};
             if (!block_in_run(c, run)) {
-                v = flush_lanes(load_lanes(yr + c) * (load_lanes(gr + c) - dot));
+                v = flush_lanes(ts_load_lanes(yr + c) * (ts_load_lanes(gr + c) - dot));
                 if (block_across_edge(c, run)) v = zero_lanes(v, run_lanes(c, run));
             }
             memcpy(o + c, &v, sizeof v);

@@ -218,17 +218,31 @@ typedef int32_t ts_lane_bits __attribute__((vector_size(TS_LANES * sizeof(ts_rea
 #endif
 typedef ts_real ts_lane_values __attribute__((vector_size(TS_LANES * sizeof(ts_real))));
 
+/* TS_LANES entries from x (any alignment). */
+static inline ts_lane_values ts_load_lanes(const ts_real *x) {
+    ts_lane_values v;
+    memcpy(&v, x, sizeof v);
+    return v;
+}
+
+/* Lane by lane, v where it is larger than a, else a (v's NaN lanes never
+ * win); and the largest lane, NaN lanes skipped alike. */
+static inline ts_lane_values ts_max_lanes(ts_lane_values a, ts_lane_values v) {
+    ts_lane_bits greater = v > a;
+    return (ts_lane_values)(((ts_lane_bits)v & greater) | ((ts_lane_bits)a & ~greater));
+}
+
+static inline ts_real ts_largest_lane(ts_lane_values lane) {
+    ts_real max = -INFINITY;
+    for (int j = 0; j < TS_LANES; j++) max = lane[j] > max ? lane[j] : max;
+    return max;
+}
+
 static inline ts_real ts_row_max(const ts_real *x, long n) {
     ts_lane_values lane = (ts_lane_values){0} - INFINITY;
     long c = 0;
-    for (; c + TS_LANES <= n; c += TS_LANES) {
-        ts_lane_values v;
-        memcpy(&v, x + c, sizeof v);
-        ts_lane_bits greater = v > lane;
-        lane = (ts_lane_values)(((ts_lane_bits)v & greater) | ((ts_lane_bits)lane & ~greater));
-    }
-    ts_real max = -INFINITY;
-    for (int j = 0; j < TS_LANES; j++) max = lane[j] > max ? lane[j] : max;
+    for (; c + TS_LANES <= n; c += TS_LANES) lane = ts_max_lanes(lane, ts_load_lanes(x + c));
+    ts_real max = ts_largest_lane(lane);
     for (; c < n; c++) max = x[c] > max ? x[c] : max;
     return max;
 }
