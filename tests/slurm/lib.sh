@@ -17,6 +17,9 @@
 #   slurm_job_field ID FIELD    a field of `scontrol show job` (JobState,
 #                               ExitCode, Restarts...) while Slurm remembers it
 #   slurm_step_pids ID STEP     pids of a running step's tasks (0, 1, ... batch)
+#   slurm_slow_writes DIR CMD...  CMD with every write under DIR 10 ms slower
+#   slurm_stall_checkpoint STEP SECONDS CMD...  CMD with each process's first
+#                               write of step STEP's checkpoint held SECONDS
 #   slurm_stop                  cancel this instance's jobs, stop its daemons
 #                               (idempotent; the exit trap calls it)
 #   slurm_started_pids          the pids from the daemons' pid files
@@ -242,6 +245,20 @@ slurm_slow_writes() {
     local dir=$1
     shift
     LD_PRELOAD=$repo/build/fault/write_fault.so TS_FAULT_DIR=$dir TS_FAULT_DELAY_MS=10 "$@"
+}
+
+# slurm_stall_checkpoint STEP SECONDS COMMAND...: runs COMMAND (a program or a
+# function, such as slurm_submit) so that every process it starts, and every
+# process of the jobs it submits (sbatch passes the environment on), holds its
+# first write of the checkpoint of step STEP for SECONDS
+# (build/fault/stall_write.so, tests/fault/stall_write.c). Each attempt of a
+# task then waits there mid-run and says so on its stderr ("stall_write: rank
+# R stalls"), which a test waits for before it requeues or kills the task: the
+# interruption lands mid-run however fast the CPU trains.
+slurm_stall_checkpoint() {
+    local name
+    name=$(printf 'checkpoint_%08d.h5' "$1")
+    LD_PRELOAD=$repo/build/fault/stall_write.so TS_STALL_NAME=$name TS_STALL_SECONDS=$2 "${@:3}"
 }
 
 slurm_job_field() { # slurm_job_field ID FIELD
