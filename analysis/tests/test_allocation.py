@@ -65,6 +65,7 @@ machine:
   ranks: 2
   threads_per_rank: 1
   gemm_peak_gflops_per_rank: 8.50
+  gemm_peak_source: configured
   git_commit: "abc123"
 problem:
   arch: "transformerpp"
@@ -195,6 +196,7 @@ class AllocationReportTest(unittest.TestCase):
 
         self.assertIn("PARTIAL campaign: 2 of 18 points are not done", md)
         self.assertIn("| hostname | testhost |", md)
+        self.assertIn("| GEMM peak per rank (GFLOP/s) | 8.5 (configured) |", md)
         self.assertIn("| commit (results.h5) | abc123 |", md)
         manifest = {(row[0], row[1]): row[2:] for row in table_rows(md, "What was run")[1:]}
         self.assertEqual(manifest[("ebt", "data")], ["3", "2", "1", "0"])

@@ -197,7 +197,8 @@ def read_software(campaign_dir, points, runs):
         if p.status != "done" or rep is None or rep.data is None:
             continue
         machine = rep.data.get("machine") or {}
-        for key in ("hostname", "threads_per_rank", "gemm_peak_gflops_per_rank"):
+        for key in ("hostname", "threads_per_rank", "gemm_peak_gflops_per_rank",
+                    "gemm_peak_source"):
             if key in machine:
                 info[key] = machine[key]
         metrics = Path(campaign_dir) / p.run_dir / "metrics.h5"
@@ -214,6 +215,14 @@ def read_software(campaign_dir, points, runs):
                       if r.data is not None and _get(r.data, "machine", "git_commit")})
     info["run_commits"] = commits
     return info
+
+
+def _peak_text(software):
+    """The GEMM peak behind every MFU, and whether the run measured it or was
+    given it (train.gemm_peak_gflops; reports before that key say neither)."""
+    peak = software.get("gemm_peak_gflops_per_rank", "n/a")
+    source = software.get("gemm_peak_source")
+    return f"{peak} ({source})" if source else peak
 
 
 def parse_plan(path):
@@ -403,7 +412,7 @@ def markdown(report):
                          ("nodes per run", ", ".join(map(str, nodes)) or "n/a"),
                          ("MPI ranks per run", ", ".join(map(str, ranks)) or "n/a"),
                          ("threads per rank", sw.get("threads_per_rank", "n/a")),
-                         ("GEMM peak per rank (GFLOP/s)", sw.get("gemm_peak_gflops_per_rank", "n/a")),
+                         ("GEMM peak per rank (GFLOP/s)", _peak_text(sw)),
                          ("element type", sw.get("element_type", "n/a")),
                          ("compiler", sw.get("compiler", "n/a")),
                          ("HDF5", sw.get("hdf5_version", "n/a")),

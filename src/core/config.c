@@ -1,5 +1,6 @@
 #include "core/config.h"
 
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -61,6 +62,10 @@ static const ts_config_key train_keys[] = {
                "a training step, evaluation or checkpoint that makes no progress for this many "
                "seconds ends the job with exit status 5 (0: 20 x the longest of its kind so far, "
                "at least 300 s; negative: off)"),
+    RUN_DOUBLE("gemm_peak_gflops", gemm_peak_gflops, 0,
+               "per-rank GEMM rate in GFLOP/s that the MFU is measured against (0: measured at "
+               "start-up, 768^3 on OpenBLAS and the engine's own kernel, the faster; about half a "
+               "second)"),
 };
 static const ts_config_key data_keys[] = {
     RUN_STRING("train", train_data, "", "token file to train on"),
@@ -180,6 +185,12 @@ bool ts_config_validate(ts_run_config *c, char *err, size_t errlen) {
                  "train.lr, log_every, eval_batches and keep_checkpoints must be "
                  "positive; eval_every, checkpoint_every, checkpoint_minutes and "
                  "warmup not negative");
+        return false;
+    }
+    if (!(c->gemm_peak_gflops >= 0) || !isfinite(c->gemm_peak_gflops)) {
+        snprintf(err, errlen,
+                 "train.gemm_peak_gflops must be a rate in GFLOP/s, or 0 to measure it; got %g",
+                 c->gemm_peak_gflops);
         return false;
     }
     if (c->align < 1) {

@@ -37,6 +37,7 @@ typedef struct ts_run_config {
     double checkpoint_minutes; /* also checkpoint after this much wall time (0: off) */
     long keep_checkpoints;
     double watchdog_seconds; /* no progress for this long ends the job (0: derived, < 0: off) */
+    double gemm_peak_gflops; /* per-rank MFU denominator (0: measured at start-up) */
     char train_data[TS_PATH_MAX];
     char eval_data[TS_PATH_MAX * 4]; /* comma-separated token files */
     long align;          /* windows start at multiples of this many tokens (data.align) */

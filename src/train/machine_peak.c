@@ -10,6 +10,10 @@
 #include "engine/real.h"
 #include "engine/small_gemm.h"
 
+const char *ts_peak_source_name(bool configured) {
+    return configured ? "configured" : "measured";
+}
+
 double ts_peak_probe_seconds(double wall, double process_cpu) {
     /* A CPU clock coarser than the GEMM can read 0: fall back to wall time. */
     if (process_cpu <= 0) return wall;

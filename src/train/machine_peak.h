@@ -20,6 +20,11 @@
  * thirteenth round). 0 when its 7 MB of buffers cannot be allocated. */
 double ts_measure_peak_gflops(void);
 
+/* How a run's GEMM peak was obtained, as the start-up line and report.yaml
+ * (gemm_peak_source) name it: "configured" (train.gemm_peak_gflops) or
+ * "measured" (ts_measure_peak_gflops). */
+const char *ts_peak_source_name(bool configured);
+
 /* The time one probe GEMM is charged: the shorter of its wall time and this
  * process's CPU time, so neither time slices lost to other processes (wall
  * longer) nor several BLAS threads (CPU time longer) lower the peak. */

@@ -1,6 +1,7 @@
 #include "train/run_report.h"
 
 #include "io/atomic_commit.h"
+#include "train/machine_peak.h"
 
 #include <errno.h>
 #include <math.h>
@@ -93,7 +94,8 @@ bool ts_write_run_report(const ts_run_summary *s, char *err, size_t errlen) {
     yaml_string(f, s->hostname);
     fprintf(f, "\n  nodes: %d\n  ranks: %d\n  threads_per_rank: %d\n", s->nodes, s->ranks,
             s->threads_per_rank);
-    fprintf(f, "  gemm_peak_gflops_per_rank: %.2f\n  blas_core: ", s->peak_gflops_per_rank);
+    fprintf(f, "  gemm_peak_gflops_per_rank: %.2f\n  gemm_peak_source: %s\n  blas_core: ",
+            s->peak_gflops_per_rank, ts_peak_source_name(s->peak_configured));
     yaml_string(f, s->blas_core);
     fprintf(f, "\n  git_commit: ");
     yaml_string(f, s->git_commit);

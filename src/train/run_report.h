@@ -26,6 +26,7 @@ typedef struct ts_run_summary {
     double step_seconds;        /* of which in training steps */
     double flops;               /* executed in training steps, all ranks */
     double peak_gflops_per_rank;
+    bool peak_configured;         /* train.gemm_peak_gflops, not measured at start-up */
     double first_loss, last_loss; /* training loss of this invocation's first and last step */
     int n_evals;
     const char *eval_names[TS_REPORT_MAX_EVALS];

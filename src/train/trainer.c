@@ -348,6 +348,7 @@ static bool report_run(trainer *tr, ts_run_summary *s, char *err, size_t errlen)
     s->last_step = tr->step;
     s->tokens_seen = tr->tokens_seen;
     s->peak_gflops_per_rank = tr->peak_gflops;
+    s->peak_configured = tr->config.gemm_peak_gflops > 0;
     s->n_evals = tr->n_evals < TS_REPORT_MAX_EVALS ? tr->n_evals : TS_REPORT_MAX_EVALS;
     for (int i = 0; i < s->n_evals; i++) {
         s->eval_names[i] = tr->evals[i].name;
@@ -429,18 +430,25 @@ static int run(trainer *tr, bool resume, const char *resume_from) {
                    c->run_dir, tr->step, c->steps);
         return 0;
     }
-    /* The largest over the ranks: each rank measures at the same moment, and
-     * the one least disturbed by other processes is closest to the peak. */
-    double my_peak = ts_measure_peak_gflops();
-    if (!all_ok(tr, my_peak > 0, "out of memory for the GEMM peak probe")) return 1;
-    if (MPI_Allreduce(&my_peak, &tr->peak_gflops, 1, MPI_DOUBLE, MPI_MAX, tr->comm) != MPI_SUCCESS)
-        abort_job(tr, "MPI_Allreduce of the GEMM peak failed");
+    if (c->gemm_peak_gflops > 0) {
+        tr->peak_gflops = c->gemm_peak_gflops; /* the same on every rank: no probe */
+    } else {
+        /* The largest over the ranks: each rank measures at the same moment,
+         * and the one least disturbed by other processes is closest to the
+         * peak. */
+        double my_peak = ts_measure_peak_gflops();
+        if (!all_ok(tr, my_peak > 0, "out of memory for the GEMM peak probe")) return 1;
+        if (MPI_Allreduce(&my_peak, &tr->peak_gflops, 1, MPI_DOUBLE, MPI_MAX, tr->comm) !=
+            MPI_SUCCESS)
+            abort_job(tr, "MPI_Allreduce of the GEMM peak failed");
+    }
     if (tr->rank == 0)
         printf("thinkscale train: %s, %ld parameters (%ld non-embedding), %d ranks, "
-               "batch %ld x %d tokens, peak %.1f GFLOP/s per rank, %s step %ld\n",
+               "batch %ld x %d tokens, peak %.1f GFLOP/s per rank (%s), %s step %ld\n",
                c->model.arch, ts_model_global_table(m)->total, ts_model_non_embedding_params(m),
                tr->nranks, c->batch, c->model.context, tr->peak_gflops,
-               resume ? "resuming at" : "from", tr->step);
+               ts_peak_source_name(c->gemm_peak_gflops > 0), resume ? "resuming at" : "from",
+               tr->step);
     char blas_advice[400];
     if (tr->rank == 0 && ts_blas_core_advice_here(blas_advice, sizeof blas_advice))
         fprintf(stderr, "thinkscale train: warning: %s\n", blas_advice);
