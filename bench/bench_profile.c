@@ -55,8 +55,9 @@
 #include "train/machine_peak.h"
 
 #include "bench_median.h"
+#include "bench_sgemm.h"
 
-enum { MAX_MODELS = 8, SGEMM_N = 768 };
+enum { MAX_MODELS = 8 };
 
 typedef struct bench_model {
     const char *name, *label;
@@ -108,29 +109,6 @@ static long anon_huge_pages_mib(void) {
 static void die(const char *what, const char *detail) {
     fprintf(stderr, "bench_profile: %s: %s\n", what, detail);
     exit(1);
-}
-
-/* Best GFLOP/s of a few square sgemms. */
-static double sgemm_gflops(bool cpu) {
-    enum { N = SGEMM_N, REPS = 3 };
-    ts_real *a = malloc(sizeof(ts_real) * N * N), *b = malloc(sizeof(ts_real) * N * N),
-            *c = malloc(sizeof(ts_real) * N * N);
-    if (!a || !b || !c) die("sgemm", "out of memory");
-    for (long i = 0; i < (long)N * N; i++) {
-        a[i] = (ts_real)((i % 7) - 3) * (ts_real)0.1;
-        b[i] = (ts_real)((i % 5) - 2) * (ts_real)0.1;
-    }
-    double best = 0;
-    for (int r = 0; r < REPS; r++) {
-        double t0 = ts_clock_seconds(cpu);
-        ts_cblas_gemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, N, N, N, 1, a, N, b, N, 0, c, N);
-        double rate = 2.0 * N * N * N / (ts_clock_seconds(cpu) - t0) / 1e9;
-        if (rate > best) best = rate;
-    }
-    free(a);
-    free(b);
-    free(c);
-    return best;
 }
 
 static void setup(bench_model *m) {
@@ -399,7 +377,7 @@ int main(int argc, char **argv) {
     double *round_best = calloc((size_t)(rounds > 0 ? rounds : 1) * MAX_MODELS, sizeof *round_best);
     if (!round_sgemm || !round_best) die("memory", "per-round results");
     for (long r = 0; r < rounds; r++) {
-        double rate = sgemm_gflops(cpu);
+        double rate = bench_sgemm_gflops(3, cpu);
         round_sgemm[r] = rate;
         if (rate > sgemm) sgemm = rate;
         for (int i = 0; i < n_models; i++)
@@ -414,7 +392,7 @@ int main(int argc, char **argv) {
     const bench_model *base = selected[0] ? &models[0] : NULL;
     printf("one BLAS thread, %s, fastest step of %ld rounds x %ld steps; sgemm %d^3: %.1f "
            "GFLOP/s\n",
-           cpu ? "process CPU time" : "wall time", rounds, steps, SGEMM_N, sgemm);
+           cpu ? "process CPU time" : "wall time", rounds, steps, BENCH_SGEMM_N, sgemm);
     printf("%-18s %10s %9s %9s %7s %8s %8s %8s %6s\n", "model", "GFLOP", "s/step", "GFLOP/s",
            "%sgemm", "FLOP x", "time x", "time/FLOP", "alloc");
     bool ok = true;
