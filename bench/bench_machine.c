@@ -139,6 +139,12 @@ static double measure(kernel k, const bench_setup *setup) {
     return rate;
 }
 
+/* What a measuring child sends back through the results pipe. */
+typedef struct core_rate {
+    int core;
+    double rate;
+} core_rate;
+
 /* Every core's rate with all of them running `k` at once: one pinned child
  * per core; each waits until the parent closes the start pipe, so they
  * start together, and sends its rate back through the results pipe. */
@@ -155,10 +161,7 @@ static void measure_together(kernel k, const bench_setup *setup, double *rates) 
             pin_to(setup->cpus[c]);
             char go;
             if (read(start[0], &go, 1) < 0) _exit(2); /* 0 bytes: the parent closed it */
-            struct {
-                int core;
-                double rate;
-            } msg = {c, measure(k, setup)};
+            core_rate msg = {c, measure(k, setup)};
             _exit(write(results[1], &msg, sizeof msg) == (ssize_t)sizeof msg ? 0 : 2);
         }
     }
@@ -167,10 +170,7 @@ static void measure_together(kernel k, const bench_setup *setup, double *rates) 
     close(start[1]); /* go */
     for (int c = 0; c < setup->n_cores; c++) rates[c] = 0;
     for (int got = 0; got < setup->n_cores; got++) {
-        struct {
-            int core;
-            double rate;
-        } msg;
+        core_rate msg;
         if (read(results[0], &msg, sizeof msg) != (ssize_t)sizeof msg)
             fail("a measuring process ended without its result");
         if (msg.core >= 0 && msg.core < setup->n_cores) rates[msg.core] = msg.rate;
