@@ -26,21 +26,15 @@
 #include <unistd.h>
 
 #include "bench_sgemm.h"
+#include "bench_stream.h"
 #include "engine/clock.h"
 #include "engine/real.h"
 
-#if defined(__AVX512F__)
-#define VECTOR_BYTES 64
-#elif defined(__AVX__)
-#define VECTOR_BYTES 32
-#else
-#define VECTOR_BYTES 16
-#endif
 /* This file is compiled with -ffp-contract=fast (Makefile), so a * x + y
  * below is one fused multiply-add where the CPU has them. */
-typedef ts_real vec __attribute__((vector_size(VECTOR_BYTES)));
+typedef bench_vec vec;
 /* sgemm 768^3 is ~3 ms here: 100 give it as long as a measurement of the others. */
-enum { LANES = VECTOR_BYTES / (int)sizeof(ts_real), MAX_CORES = 1024, SGEMM_REPS = 100 };
+enum { LANES = BENCH_VECTOR_BYTES / (int)sizeof(ts_real), MAX_CORES = 1024, SGEMM_REPS = 100 };
 
 typedef enum kernel { MULTIPLY_ADD, READ, N_KERNELS } kernel;
 static const char *const kernel_units[N_KERNELS] = {"GFLOP/s", "GB/s"};
@@ -107,36 +101,10 @@ static double multiply_add_block(void *state) {
     return 2.0 * LANES * MULTIPLY_ADD_CHAINS * MULTIPLY_ADD_STEPS;
 }
 
-typedef struct read_state {
-    const vec *data;
-    size_t n_vectors;
-} read_state;
-
-static volatile ts_real read_sink;
-
-static double read_block(void *state) {
-    const read_state *r = state;
-    vec s0 = {0}, s1 = {0}, s2 = {0}, s3 = {0};
-    size_t i = 0;
-    for (; i + 4 <= r->n_vectors; i += 4) {
-        s0 += r->data[i], s1 += r->data[i + 1], s2 += r->data[i + 2], s3 += r->data[i + 3];
-    }
-    vec s = s0 + s1 + s2 + s3;
-    read_sink = s[0];
-    return (double)i * sizeof(vec);
-}
-
 /* One kernel's rate on the calling process's core. */
 static double measure(kernel k, const bench_setup *setup) {
     if (k == MULTIPLY_ADD) return best_rate(multiply_add_block, NULL, setup->seconds);
-    size_t n_vectors = setup->stream_bytes / sizeof(vec);
-    vec *data = aligned_alloc(sizeof(vec), n_vectors * sizeof(vec));
-    if (!data) fail("out of memory for the read buffer (BENCH_STREAM_MB)");
-    for (size_t i = 0; i < n_vectors; i++) data[i] = (vec){0} + (ts_real)(i & 7); /* touched */
-    read_state state = {data, n_vectors};
-    double rate = best_rate(read_block, &state, setup->seconds);
-    free(data);
-    return rate;
+    return bench_read_gbs(setup->stream_bytes, setup->seconds);
 }
 
 /* What a measuring child sends back through the results pipe. */
@@ -232,7 +200,7 @@ int main(void) {
 
     printf("machine: %d core%s, %d-bit vectors of %s, %.2f s per measurement, %.0f MB read per "
            "process\n",
-           setup.n_cores, setup.n_cores == 1 ? "" : "s", VECTOR_BYTES * 8,
+           setup.n_cores, setup.n_cores == 1 ? "" : "s", BENCH_VECTOR_BYTES * 8,
            sizeof(ts_real) == 4 ? "float" : "double", setup.seconds,
            (double)setup.stream_bytes / (1024 * 1024));
     printf("%6s  %26s  %26s\n", "CPU", "multiply-add GFLOP/s", "read from memory GB/s");

@@ -20,9 +20,12 @@
  *     FLOP ratio;
  *   - no allocation after the first step (arena chunks and graph capacity
  *     stay as they were after step 1).
- * Then one profiled step per model: time and FLOPs per op type, forward,
- * backward, recorded backward (create_graph) and second-order work apart,
- * and the rate of its GEMMs by shape and kernel (timed inside the calls);
+ * Then one profiled step per model: time, FLOPs and tensor bytes
+ * (engine/profile.h) per op type, forward, backward, recorded backward
+ * (create_graph) and second-order work apart; the ops that are not
+ * GEMM-bearing against the read rate from memory (bench_stream.h, measured
+ * once before the profiles); and the rate of its GEMMs by shape and kernel
+ * (timed inside the calls);
  * and the optimiser update the trainer runs after the micro-batches (AdamW
  * over the flat buffer, fastest of 5), which the steps above leave out.
  *
@@ -31,6 +34,7 @@
  * (e.g. tpp,ebt1: EBT's ratios to Transformer++ without the other models;
  * no verdict unless all run: a PROFILE_MODELS line with the figures
  * instead, which bench/compare_builds.sh reads), BENCH_PROFILE=0 to skip the profiles,
+ * BENCH_STREAM_MB for the read rate's buffer (default 256: above the caches),
  * BENCH_CLOCK=cpu to time by the process's CPU time instead of wall time (steadier when other
  * processes share the cores; equal on a quiet machine).
  *
@@ -56,6 +60,7 @@
 
 #include "bench_median.h"
 #include "bench_sgemm.h"
+#include "bench_stream.h"
 
 enum { MAX_MODELS = 8 };
 
@@ -75,9 +80,18 @@ typedef struct bench_model {
     long steps;
 } bench_model;
 
-static long env_long(const char *name, long fallback) {
+/* An integer setting of at least `least`; anything else exits naming it. */
+static long env_long(const char *name, long fallback, long least) {
     const char *v = getenv(name);
-    return v && *v ? strtol(v, NULL, 10) : fallback;
+    if (!v || !*v) return fallback;
+    char *end;
+    long x = strtol(v, &end, 10);
+    if (*end || x < least || x > 1000000) {
+        fprintf(stderr, "bench_profile: %s=%s is not an integer in [%ld, 1000000]\n", name, v,
+                least);
+        exit(1);
+    }
+    return x;
 }
 
 /* The 1-minute load average, or -1 where /proc/loadavg is missing. */
@@ -203,13 +217,17 @@ static int by_seconds(const void *a, const void *b) {
 /* The ceiling the GEMMs leave: the executed FLOP rate the step would reach
  * if every other op took no time and the GEMM-bearing ops ran as they did.
  * A target above this line needs faster GEMMs, not less overhead. */
+static bool gemm_bearing(const ts_profile_entry *e, double sgemm) {
+    return e->seconds > 0 && e->flops / e->seconds / 1e9 >= GEMM_BEARING_FRACTION * sgemm;
+}
+
 static void print_gemm_bound(const ts_profile *profile, double total_s, double total_f,
                              double sgemm) {
     double gemm_s = 0, gemm_f = 0;
     for (int p = 0; p < TS_PASSES; p++)
         for (int i = 0; i < profile->n_entries[p]; i++) {
             const ts_profile_entry *e = &profile->entries[p][i];
-            if (e->seconds > 0 && e->flops / e->seconds / 1e9 >= GEMM_BEARING_FRACTION * sgemm) {
+            if (gemm_bearing(e, sgemm)) {
                 gemm_s += e->seconds;
                 gemm_f += e->flops;
             }
@@ -219,6 +237,36 @@ static void print_gemm_bound(const ts_profile *profile, double total_s, double t
            "sgemm; with every other op free the step would execute %.1f%% of sgemm\n",
            1e3 * gemm_s, 100 * gemm_s / total_s, 100 * gemm_f / total_f,
            100 * gemm_f / gemm_s / 1e9 / sgemm, 100 * total_f / gemm_s / 1e9 / sgemm);
+}
+
+/* The other ops against the memory: their tensor bytes (engine/profile.h)
+ * per second, as a fraction of the read rate bench_stream.h measured, and
+ * the time they would take moving exactly their tensor bytes at that rate.
+ * Ops near the read rate are at memory speed: only fusing them into their
+ * neighbours (fewer tensors written and read again) makes them faster. It
+ * is an estimate, not a bound: tensors still in cache come faster, and ops
+ * that skip masked entries move less than their tensors' size. */
+static void print_memory_rate(const ts_profile *profile, double total_s, double total_f,
+                              double sgemm, double read_gbs) {
+    double other_s = 0, other_bytes = 0, gemm_s = 0;
+    for (int p = 0; p < TS_PASSES; p++)
+        for (int i = 0; i < profile->n_entries[p]; i++) {
+            const ts_profile_entry *e = &profile->entries[p][i];
+            if (gemm_bearing(e, sgemm)) {
+                gemm_s += e->seconds;
+            } else {
+                other_s += e->seconds;
+                other_bytes += e->bytes;
+            }
+        }
+    if (other_s <= 0 || read_gbs <= 0) return;
+    double at_read_rate = other_bytes / 1e9 / read_gbs;
+    printf("  other ops: %.1f ms (%.1f%% of the step) over %.0f MB of tensors, %.1f GB/s = %.0f%% "
+           "of the read rate (%.1f GB/s); at the read rate they would take %.1f ms and the step "
+           "execute %.1f%% of sgemm\n",
+           1e3 * other_s, 100 * other_s / total_s, other_bytes / 1e6, other_bytes / other_s / 1e9,
+           100 * other_bytes / other_s / 1e9 / read_gbs, read_gbs, 1e3 * at_read_rate,
+           100 * total_f / (gemm_s + at_read_rate) / 1e9 / sgemm);
 }
 
 static int gemm_by_seconds(const void *a, const void *b) {
@@ -261,7 +309,7 @@ static void print_gemm_shapes(ts_profile *profile, double total_s, double sgemm)
     }
 }
 
-static void print_profile(bench_model *m, double sgemm, bool cpu) {
+static void print_profile(bench_model *m, double sgemm, double read_gbs, bool cpu) {
     ts_profile *profile = malloc(sizeof *profile);
     if (!profile) die("profile", "out of memory");
     ts_profile_start(&m->ctx, profile, cpu ? TS_PROFILE_CPU : TS_PROFILE_WALL);
@@ -276,25 +324,29 @@ static void print_profile(bench_model *m, double sgemm, bool cpu) {
     }
     printf("\nprofile of one step: %s (%.3f s, %.3f GFLOP, %.1f GFLOP/s; sgemm %.1f)\n", m->label,
            total_s, total_f / 1e9, total_f / total_s / 1e9, sgemm);
-    printf("  %-22s %-24s %7s %9s %6s %10s %9s %6s\n", "pass", "op", "calls", "ms", "time%",
-           "GFLOP", "GFLOP/s", "%sgemm");
+    printf("  %-22s %-24s %7s %9s %6s %10s %9s %6s %8s %6s\n", "pass", "op", "calls", "ms", "time%",
+           "GFLOP", "GFLOP/s", "%sgemm", "MB", "GB/s");
     for (int p = 0; p < TS_PASSES; p++) {
         int n = profile->n_entries[p];
         if (!n) continue;
         qsort(profile->entries[p], (size_t)n, sizeof(ts_profile_entry), by_seconds);
-        double s, f;
+        double s, f, bytes = 0;
         ts_profile_pass_totals(profile, p, &s, &f);
-        printf("  %-22s %-24s %7s %9.1f %5.1f%% %10.3f %9.1f %5.1f%%\n", ts_pass_name(p), "(all)",
-               "", 1e3 * s, 100 * s / total_s, f / 1e9, f / s / 1e9, 100 * f / s / 1e9 / sgemm);
+        for (int i = 0; i < n; i++) bytes += profile->entries[p][i].bytes;
+        printf("  %-22s %-24s %7s %9.1f %5.1f%% %10.3f %9.1f %5.1f%% %8.0f %6.1f\n",
+               ts_pass_name(p), "(all)", "", 1e3 * s, 100 * s / total_s, f / 1e9, f / s / 1e9,
+               100 * f / s / 1e9 / sgemm, bytes / 1e6, bytes / s / 1e9);
         for (int i = 0; i < n; i++) {
             const ts_profile_entry *e = &profile->entries[p][i];
             if (e->seconds < 0.002 * total_s) continue; /* the long tail */
-            printf("  %-22s %-24s %7ld %9.1f %5.1f%% %10.3f %9.1f %5.1f%%\n", "", e->op, e->calls,
-                   1e3 * e->seconds, 100 * e->seconds / total_s, e->flops / 1e9,
-                   e->flops / e->seconds / 1e9, 100 * e->flops / e->seconds / 1e9 / sgemm);
+            printf("  %-22s %-24s %7ld %9.1f %5.1f%% %10.3f %9.1f %5.1f%% %8.1f %6.1f\n", "", e->op,
+                   e->calls, 1e3 * e->seconds, 100 * e->seconds / total_s, e->flops / 1e9,
+                   e->flops / e->seconds / 1e9, 100 * e->flops / e->seconds / 1e9 / sgemm,
+                   e->bytes / 1e6, e->bytes / e->seconds / 1e9);
         }
     }
     print_gemm_bound(profile, total_s, total_f, sgemm);
+    print_memory_rate(profile, total_s, total_f, sgemm, read_gbs);
     print_gemm_shapes(profile, total_s, sgemm);
     free(profile);
 }
@@ -358,7 +410,9 @@ int main(int argc, char **argv) {
     const char *only = getenv("BENCH_ONLY");
     bool cpu = ts_clock_cpu_requested();
     double load_before = load_average();
-    long rounds = env_long("BENCH_ROUNDS", 3), steps = env_long("BENCH_STEPS", 2);
+    long rounds = env_long("BENCH_ROUNDS", 3, 0), steps = env_long("BENCH_STEPS", 2, 0);
+    long profiles = env_long("BENCH_PROFILE", 1, 0),
+         stream_mb = env_long("BENCH_STREAM_MB", 256, 1);
     bool selected[MAX_MODELS];
     for (int i = 0; i < n_models; i++) {
         selected[i] = !only || !*only || listed(only, models[i].name);
@@ -418,8 +472,14 @@ int main(int argc, char **argv) {
     print_round_fractions(models, n_models, selected, rounds, round_sgemm, round_best);
     free(round_sgemm);
     free(round_best);
-    for (int i = 0; i < n_models && env_long("BENCH_PROFILE", 1); i++)
-        if (selected[i]) print_profile(&models[i], sgemm, cpu);
+    if (profiles) {
+        /* the memory rate the profiles' tensor bytes per second are set against */
+        double read_gbs = bench_read_gbs((size_t)stream_mb << 20, 0.3);
+        printf("read rate from memory: %.1f GB/s (sums over %ld MB, wall clock)\n", read_gbs,
+               stream_mb);
+        for (int i = 0; i < n_models; i++)
+            if (selected[i]) print_profile(&models[i], sgemm, read_gbs, cpu);
+    }
     for (int i = 0; i < n_models; i++)
         if (selected[i]) {
             double update = optimizer_seconds(&models[i], cpu);

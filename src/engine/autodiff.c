@@ -6,9 +6,23 @@
 #include "engine/ops.h"
 #include "engine/profile.h"
 
+/* The bytes of an op's output and inputs, each buffer once (the profile's
+ * tensor bytes, engine/profile.h). */
+static double tensor_bytes(const ts_tensor *out, int n_in, ts_tensor *const *in) {
+    double elements = (double)out->numel;
+    for (int i = 0; i < n_in; i++) {
+        /* (a counting context's tensors have no buffers: each counts) */
+        bool counted = in[i]->data && in[i]->data == out->data;
+        for (int j = 0; j < i && !counted; j++) counted = in[i]->data && in[j]->data == in[i]->data;
+        if (!counted) elements += (double)in[i]->numel;
+    }
+    return elements * sizeof(ts_real);
+}
+
 ts_node *ts_record(ts_ctx *ctx, const char *op, ts_backward_fn backward, ts_tensor *out, int n_in,
                    ts_tensor *const *in) {
-    if (ctx->profile) ts_profile_book(ctx, op); /* every op ends here */
+    if (ctx->profile) /* every op ends here */
+        ts_profile_book(ctx, op, tensor_bytes(out, n_in, in));
     if (!ctx->grad_enabled) return NULL;
     bool any = false;
     for (int i = 0; i < n_in; i++) any |= in[i]->requires_grad;
@@ -173,7 +187,8 @@ static void add_into_leaf_grad(ts_ctx *ctx, ts_tensor *leaf, const ts_tensor *g)
         ts_real *dst = leaf->grad->data;
         for (long i = 0; i < g->numel; i++) dst[i] += g->data[i];
     }
-    if (ctx->profile) ts_profile_book(ctx, "accumulate leaf gradient");
+    if (ctx->profile) /* two buffers: the gradient and the leaf's sum */
+        ts_profile_book(ctx, "accumulate leaf gradient", 2.0 * (double)g->numel * sizeof(ts_real));
 }
 
 /* Checks outputs and seeds before anything changes, so a caught error

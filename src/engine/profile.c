@@ -43,13 +43,14 @@ void ts_profile_add_flops(ts_profile *profile, double n) {
     profile->pending_flops += n;
 }
 
-void ts_profile_book(ts_ctx *ctx, const char *op) {
+void ts_profile_book(ts_ctx *ctx, const char *op, double bytes) {
     ts_profile *profile = ctx->profile;
     double t = now_seconds(profile);
     ts_profile_entry *e = entry_of(profile, ctx->pass, op);
     e->calls++;
     e->seconds += t - profile->last_time;
     e->flops += profile->pending_flops;
+    e->bytes += bytes;
     profile->pending_flops = 0;
     profile->last_time = t;
 }

@@ -17,11 +17,21 @@
 
 enum { TS_PROFILE_MAX_OPS = 64 };
 
+/* bytes: the sizes of the tensors each call read and wrote, every buffer
+ * once (its inputs and its output; an input given twice, or sharing its
+ * output's buffer, counted once). It is what an unfused op moves at the
+ * least when none of them is in cache, so bytes / seconds set against the
+ * machine's memory rate tells an op that runs at memory speed (only
+ * fusing it away makes it faster) from one that does not. It is a size,
+ * not a measured traffic: ops that skip masked entries move less, ops
+ * that add into a sum read that sum too, and a tensor still in cache
+ * costs less than its size (fifteenth round, docs/performance.md). */
 typedef struct ts_profile_entry {
     const char *op; /* the name the op records (static storage) */
     long calls;
     double seconds;
     double flops;
+    double bytes;
 } ts_profile_entry;
 
 /* The GEMMs of ts_matmul in one pass with one shape: dimensions of each
@@ -67,9 +77,10 @@ void ts_profile_stop(ts_ctx *ctx);
  * last op (an optimiser step, data loading) that no op should be charged. */
 void ts_profile_skip(ts_ctx *ctx);
 /* Called by ts_record for every op (and for work that is no op, under a
- * name of its own): books the time since the previous op and the pending
- * FLOPs to `op` in the current pass. */
-void ts_profile_book(ts_ctx *ctx, const char *op);
+ * name of its own): books the time since the previous op, the pending
+ * FLOPs and `bytes` (the op's tensor bytes, ts_profile_entry) to `op` in
+ * the current pass. */
+void ts_profile_book(ts_ctx *ctx, const char *op, double bytes);
 
 /* The profile's clock now (seconds), for timing work inside an op. */
 double ts_profile_now(const ts_profile *profile);

@@ -568,6 +568,11 @@ static void test_profile_books_ops_by_pass(void **state) {
     assert_non_null(fwd);
     assert_int_equal(fwd->calls, 1);
     assert_true(fwd->flops == 2.0 * 4 * 8 * 3);
+    /* tensor bytes: x [4, 8], W [8, 3] and the output [4, 3]; silu its input and output */
+    assert_true(fwd->bytes == (4 * 8 + 8 * 3 + 4 * 3) * (double)sizeof(ts_real));
+    const ts_profile_entry *silu = find(&profile, TS_PASS_FORWARD, "silu");
+    assert_non_null(silu);
+    assert_true(silu->bytes == 2 * 4 * 3 * (double)sizeof(ts_real));
     const ts_profile_entry *recorded = find(&profile, TS_PASS_BACKWARD_GRAPH, "silu_backward");
     assert_non_null(recorded);
     assert_non_null(find(&profile, TS_PASS_BACKWARD_GRAPH, "matmul"));
@@ -583,6 +588,14 @@ static void test_profile_books_ops_by_pass(void **state) {
     }
     assert_true(fabs(total - ts_flops_total(ctx)) <= 1e-9 * total);
     assert_true(seconds > 0);
+    /* An input given twice is one buffer: x * x books x and its output. */
+    ts_profile twice;
+    ts_profile_start(ctx, &twice, TS_PROFILE_CPU);
+    ts_mul(ctx, x, x);
+    ts_profile_stop(ctx);
+    const ts_profile_entry *square = find(&twice, TS_PASS_FORWARD, "mul");
+    assert_non_null(square);
+    assert_true(square->bytes == 2 * 4 * 8 * (double)sizeof(ts_real));
     /* Switched off, nothing more is booked. */
     ts_profile before = profile;
     ts_silu(ctx, x);
