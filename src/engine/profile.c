@@ -45,6 +45,7 @@ void ts_profile_add_flops(ts_profile *profile, double n) {
 
 void ts_profile_book(ts_ctx *ctx, const char *op, double bytes) {
     ts_profile *profile = ctx->profile;
+    if (!profile) return;
     double t = now_seconds(profile);
     ts_profile_entry *e = entry_of(profile, ctx->pass, op);
     e->calls++;

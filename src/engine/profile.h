@@ -77,9 +77,10 @@ void ts_profile_stop(ts_ctx *ctx);
  * last op (an optimiser step, data loading) that no op should be charged. */
 void ts_profile_skip(ts_ctx *ctx);
 /* Called by ts_record for every op (and for work that is no op, under a
- * name of its own): books the time since the previous op, the pending
- * FLOPs and `bytes` (the op's tensor bytes, ts_profile_entry) to `op` in
- * the current pass. */
+ * name of its own, so that it is not booked to the next op): books the
+ * time since the previous op, the pending FLOPs and `bytes` (the op's
+ * tensor bytes, ts_profile_entry) to `op` in the current pass. Nothing
+ * without a profile on ctx. */
 void ts_profile_book(ts_ctx *ctx, const char *op, double bytes);
 
 /* The profile's clock now (seconds), for timing work inside an op. */

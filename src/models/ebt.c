@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "engine/profile.h"
 #include "models/ebt_internal.h"
 #include "models/transformerpp.h"
 
@@ -71,6 +72,7 @@ static ts_tensor *logit_noise(ts_ctx *ctx, const ts_batch *batch, int rows, int 
         row_rng(batch, r, purpose(DRAW_NOISE, index), &rng);
         ts_rng_fill_normal(&rng, noise->data + r * n, n, 0, sigma);
     }
+    ts_profile_book(ctx, "ebt logit noise (draws)", (double)noise->numel * sizeof(ts_real));
     return noise;
 }
 
@@ -161,6 +163,8 @@ static int32_t *training_rows(ts_model *model, ts_ctx *ctx, const ts_batch *batc
         memcpy(y->data + r * row_logits, replay->logits + (long)slots[j] * row_logits,
                (size_t)row_logits * sizeof *y->data);
     }
+    /* draws, not an op: booked on their own, not to the forward's first op */
+    ts_profile_book(ctx, "ebt initial logits (draws)", (double)y->numel * sizeof(ts_real));
     *rows_out = rows;
     *y_out = y;
     return tokens;
@@ -333,6 +337,7 @@ static ts_tensor *inference_loss(ts_model *model, ts_ctx *ctx, const ts_batch *b
     double loss_first = 0;
     for (int g = 0; g < candidates; g++) {
         for (int r = 0; r < rows; r++) initial_logits(c, batch, r, g, y->data + r * seq * vocab);
+        ts_profile_book(ctx, "ebt initial logits (draws)", (double)y->numel * sizeof(ts_real));
         for (int t = 0; t <= n_steps; t++) {
             bool rescoring = t == n_steps;
             ts_mark mark = ts_get_mark(ctx);
