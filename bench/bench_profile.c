@@ -214,13 +214,13 @@ static int by_seconds(const void *a, const void *b) {
  * by name, so a renamed or new fused op is still counted on its side. */
 #define GEMM_BEARING_FRACTION 0.2
 
-/* The ceiling the GEMMs leave: the executed FLOP rate the step would reach
- * if every other op took no time and the GEMM-bearing ops ran as they did.
- * A target above this line needs faster GEMMs, not less overhead. */
 static bool gemm_bearing(const ts_profile_entry *e, double sgemm) {
     return e->seconds > 0 && e->flops / e->seconds / 1e9 >= GEMM_BEARING_FRACTION * sgemm;
 }
 
+/* The ceiling the GEMMs leave: the executed FLOP rate the step would reach
+ * if every other op took no time and the GEMM-bearing ops ran as they did.
+ * A target above this line needs faster GEMMs, not less overhead. */
 static void print_gemm_bound(const ts_profile *profile, double total_s, double total_f,
                              double sgemm) {
     double gemm_s = 0, gemm_f = 0;
