@@ -62,6 +62,15 @@ static void initial_logits(const ts_model_config *c, const ts_batch *batch, int 
     ts_rng_fill_normal(&rng, y, n, 0, c->ebt.init_scale);
 }
 
+/* Draws are no op: booked to the profile (if any) under a name of their
+ * own, or the next op would carry their time. */
+static const char *const INITIAL_LOGITS_ROW = "ebt_initial_logits", *const NOISE_ROW =
+                                                                        "ebt_logit_noise";
+
+static void book_draws(ts_ctx *ctx, const char *row, const ts_tensor *drawn) {
+    ts_profile_book(ctx, row, (double)drawn->numel * sizeof(ts_real));
+}
+
 /* Langevin noise N(0, sigma^2) on every logit, for draw `index`. */
 static ts_tensor *logit_noise(ts_ctx *ctx, const ts_batch *batch, int rows, int vocab, double sigma,
                               int index) {
@@ -72,7 +81,7 @@ static ts_tensor *logit_noise(ts_ctx *ctx, const ts_batch *batch, int rows, int 
         row_rng(batch, r, purpose(DRAW_NOISE, index), &rng);
         ts_rng_fill_normal(&rng, noise->data + r * n, n, 0, sigma);
     }
-    ts_profile_book(ctx, "ebt logit noise (draws)", (double)noise->numel * sizeof(ts_real));
+    book_draws(ctx, NOISE_ROW, noise);
     return noise;
 }
 
@@ -163,8 +172,7 @@ static int32_t *training_rows(ts_model *model, ts_ctx *ctx, const ts_batch *batc
         memcpy(y->data + r * row_logits, replay->logits + (long)slots[j] * row_logits,
                (size_t)row_logits * sizeof *y->data);
     }
-    /* draws, not an op: booked on their own, not to the forward's first op */
-    ts_profile_book(ctx, "ebt initial logits (draws)", (double)y->numel * sizeof(ts_real));
+    book_draws(ctx, INITIAL_LOGITS_ROW, y);
     *rows_out = rows;
     *y_out = y;
     return tokens;
@@ -337,7 +345,7 @@ static ts_tensor *inference_loss(ts_model *model, ts_ctx *ctx, const ts_batch *b
     double loss_first = 0;
     for (int g = 0; g < candidates; g++) {
         for (int r = 0; r < rows; r++) initial_logits(c, batch, r, g, y->data + r * seq * vocab);
-        ts_profile_book(ctx, "ebt initial logits (draws)", (double)y->numel * sizeof(ts_real));
+        book_draws(ctx, INITIAL_LOGITS_ROW, y);
         for (int t = 0; t <= n_steps; t++) {
             bool rescoring = t == n_steps;
             ts_mark mark = ts_get_mark(ctx);
