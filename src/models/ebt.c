@@ -64,8 +64,8 @@ static void initial_logits(const ts_model_config *c, const ts_batch *batch, int 
 
 /* Draws are no op: booked to the profile (if any) under a name of their
  * own, or the next op would carry their time. */
-static const char *const INITIAL_LOGITS_ROW = "ebt_initial_logits", *const NOISE_ROW =
-                                                                        "ebt_logit_noise";
+static const char *const INITIAL_LOGITS_ROW = "ebt_initial_logits";
+static const char *const NOISE_ROW = "ebt_logit_noise";
 
 static void book_draws(ts_ctx *ctx, const char *row, const ts_tensor *drawn) {
     ts_profile_book(ctx, row, (double)drawn->numel * sizeof(ts_real));
