@@ -27,7 +27,6 @@
 
 #include "bench_sgemm.h"
 #include "bench_stream.h"
-#include "engine/clock.h"
 #include "engine/real.h"
 
 /* This file is compiled with -ffp-contract=fast (Makefile), so a * x + y
@@ -63,21 +62,6 @@ static void pin_to(int cpu) {
     if (sched_setaffinity(0, sizeof set, &set) != 0) fail_errno("sched_setaffinity");
 }
 
-/* Best rate of `block` over repeated calls within `seconds` (at least 3). */
-typedef double block_fn(void *state); /* runs one block, returns its work (FLOP or bytes) */
-
-static double best_rate(block_fn *block, void *state, double seconds) {
-    double best = 0, start = ts_monotonic_seconds();
-    for (int r = 0;; r++) {
-        double t0 = ts_monotonic_seconds();
-        double work = block(state);
-        double t = ts_monotonic_seconds() - t0;
-        if (t > 0 && work / t > best) best = work / t;
-        if (r >= 2 && ts_monotonic_seconds() - start >= seconds) break;
-    }
-    return best / 1e9;
-}
-
 /* Twelve chains: enough to cover the multiply-add latency on two pipes of
  * current x86 and Arm cores (4-5 cycles x 2), and with the two operands 14
  * vector registers, which AVX2's 16 hold. */
@@ -103,7 +87,7 @@ static double multiply_add_block(void *state) {
 
 /* One kernel's rate on the calling process's core. */
 static double measure(kernel k, const bench_setup *setup) {
-    if (k == MULTIPLY_ADD) return best_rate(multiply_add_block, NULL, setup->seconds);
+    if (k == MULTIPLY_ADD) return bench_best_rate(multiply_add_block, NULL, setup->seconds);
     return bench_read_gbs(setup->stream_bytes, setup->seconds);
 }
 
