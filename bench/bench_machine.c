@@ -25,6 +25,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "bench_env.h"
 #include "bench_sgemm.h"
 #include "bench_stream.h"
 #include "engine/real.h"
@@ -135,16 +136,9 @@ static void measure_together(kernel k, const bench_setup *setup, double *rates) 
     }
 }
 
+/* A setting of this benchmark (bench_env.h). */
 static double env_number(const char *name, double fallback, double least) {
-    const char *v = getenv(name);
-    if (!v || !*v) return fallback;
-    char *end;
-    double x = strtod(v, &end);
-    if (*end || !(x >= least) || x > 1e9) {
-        fprintf(stderr, "bench_machine: %s=%s is not a number >= %g\n", name, v, least);
-        exit(1);
-    }
-    return x;
+    return bench_env_number("bench_machine", name, fallback, least, 1e9);
 }
 
 static bench_setup setup_from_environment(void) {

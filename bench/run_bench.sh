@@ -11,7 +11,7 @@ for bin in build/float/bench/bench_*; do
     [ -x "$bin" ] || continue
     name=$(basename "$bin")
     # MPI tools with arguments, run by bench_scaling.sh and bench_tensor.sh
-    case $name in bench_collectives | bench_step_flops | bench_tensor_gemm) continue ;; esac
+    case $name in bench_collectives | bench_overlap | bench_step_flops | bench_tensor_gemm) continue ;; esac
     echo "== $name"
     "$bin" | tee "build/bench/$name.txt" || status=1
 done
