@@ -23,9 +23,10 @@
  *   mpirun -np P build/float/bench/bench_overlap
  *
  * Environment: BENCH_BUCKETS (elements per bucket, comma-separated, in the
- * order the backward finishes them; default the benchmark Transformer++'s
- * units, D = 256, L = 4: four blocks of 459,264 and the embeddings, head
- * and final norm, 131,328), BENCH_COMPUTE_MS (per bucket, default 30: a
+ * order the backward finishes them; default the gradient units of the
+ * benchmark Transformer++ (bench_size.h; param_units.h): its four blocks,
+ * last first, of 459,264 elements each, then the embeddings, head and
+ * final norm, 131,328), BENCH_COMPUTE_MS (per bucket, default 30: a
  * block's share of that model's backward at 8 sequences a rank),
  * BENCH_STEPS (per way, default 20). Summary line OVERLAP_BENCH, no
  * verdict. */
@@ -41,8 +42,11 @@
 
 #include "bench_env.h"
 #include "bench_median.h"
+#include "bench_size.h"
 #include "engine/real.h"
+#include "models/model.h"
 #include "parallel/data_parallel.h"
+#include "parallel/param_units.h"
 #include "train/machine_peak.h"
 
 #if MPI_VERSION >= 4
@@ -106,11 +110,44 @@ static bool parse_buckets(const char *text, setup *s) {
     return s->n_buckets > 0;
 }
 
+/* The benchmark Transformer++'s gradient units (param_units.h) as buckets,
+ * in the order its backward finishes them: blocks L .. 1, then unit 0
+ * (embeddings, final norm, head). */
+static bool model_buckets(setup *s, char *err, size_t errlen) {
+    ts_run_config c;
+    static const char *const arch[] = {"model.arch=transformerpp", NULL};
+    if (!bench_size_config(&c, arch, err, errlen)) return false;
+    ts_model *model = ts_model_create_counting(&c.model, err, errlen);
+    if (!model) return false;
+    ts_param_units units;
+    bool ok = ts_param_units_build(&units, model, 1, err, errlen);
+    ts_model_destroy(model);
+    if (!ok) return false;
+    ok = units.count <= MAX_BUCKETS;
+    s->n_buckets = 0;
+    s->total = 0;
+    for (int i = 0; ok && i < units.count; i++) {
+        /* blocks from the last to the first, then unit 0 */
+        int unit = i < units.count - 1 ? units.count - 1 - i : 0;
+        s->offset[i] = s->total;
+        s->bucket[i] = units.units[unit].elems;
+        s->total += s->bucket[i];
+        s->n_buckets++;
+    }
+    ts_param_units_free(&units);
+    if (!ok) snprintf(err, errlen, "the model has more than %d units", MAX_BUCKETS);
+    return ok;
+}
+
 static setup setup_from_environment(void) {
     setup s = {0};
     const char *buckets = getenv("BENCH_BUCKETS");
-    if (!buckets || !*buckets) buckets = "459264,459264,459264,459264,131328";
-    if (!parse_buckets(buckets, &s)) {
+    char err[256] = "";
+    if ((!buckets || !*buckets) && !model_buckets(&s, err, sizeof err)) {
+        fprintf(stderr, "bench_overlap: the benchmark Transformer++'s units: %s\n", err);
+        exit(1);
+    }
+    if (buckets && *buckets && !parse_buckets(buckets, &s)) {
         fprintf(stderr,
                 "bench_overlap: BENCH_BUCKETS=%s is not a list of element counts (1 .. 2^28, "
                 "at most %d, comma-separated)\n",
@@ -265,7 +302,9 @@ int main(int argc, char **argv) {
                ranks, ranks == 1 ? "" : "s", s.n_buckets, s.n_buckets == 1 ? "" : "s",
                (double)s.total * sizeof(ts_real) / 1e6, work.reps, work.reps == 1 ? "" : "s",
                s.compute_ms, s.steps);
-        printf("%-40s %10s %10s %16s\n", "way", "step ms", "in MPI ms", "after compute ms");
+        printf("buckets, in the order reduced (elements):");
+        for (int k = 0; k < s.n_buckets; k++) printf(" %ld", s.bucket[k]);
+        printf("\n%-40s %10s %10s %16s\n", "way", "step ms", "in MPI ms", "after compute ms");
         double step_ms[N_WAYS] = {0}, mpi_ms[N_WAYS] = {0}, after_ms[N_WAYS] = {0};
         double *column = malloc(sizeof(double) * (size_t)s.steps);
         if (!column) fail(comm, rank, "out of memory for the medians");

@@ -59,6 +59,7 @@
 #include "train/machine_peak.h"
 
 #include "bench_median.h"
+#include "bench_size.h"
 #include "bench_sgemm.h"
 #include "bench_stream.h"
 
@@ -126,16 +127,8 @@ static void die(const char *what, const char *detail) {
 }
 
 static void setup(bench_model *m) {
-    static const char *const common[] = {
-        "model.width=256",    "model.depth=4",        "model.heads=4", "model.context=256",
-        "model.ffn_mult=1.0", "model.vocab_size=256", "train.batch=8", NULL};
     char err[256] = "";
-    ts_config_defaults(&m->config);
-    for (int i = 0; common[i]; i++)
-        if (!ts_config_set(&m->config, common[i], err, sizeof err)) die(common[i], err);
-    for (int i = 0; m->settings[i]; i++)
-        if (!ts_config_set(&m->config, m->settings[i], err, sizeof err)) die(m->settings[i], err);
-    if (!ts_config_resolve_presets(&m->config, err, sizeof err)) die(m->name, err);
+    if (!bench_size_config(&m->config, m->settings, err, sizeof err)) die(m->name, err);
     m->model = ts_model_create(&m->config.model, err, sizeof err);
     if (!m->model) die(m->name, err);
     if (!ts_ctx_init(&m->ctx, 0)) die(m->name, "out of memory");

@@ -28,6 +28,19 @@ ok = ok and abs(v["blocking_mpi_ms"] - v["blocking_after_ms"]) <= 1e-3
 sys.exit(0 if ok else 1)
 PY
 
+# By default the buckets are the benchmark Transformer++'s gradient units,
+# taken from its parameter table: its 4 blocks (equal), last first, then
+# unit 0 (embeddings, final norm, head), smaller at this size.
+env -u BENCH_BUCKETS BENCH_COMPUTE_MS=0 BENCH_STEPS=1 mpirun -np 2 "$overlap" >"$tmp/units.log" 2>&1
+check "the default buckets run" [ $? -eq 0 ]
+check "... one per unit of the model, blocks first" py - "$tmp/units.log" <<'PY'
+import sys
+line = [l for l in open(sys.argv[1]) if l.startswith("buckets, in the order reduced")][-1]
+b = [int(x) for x in line.split(":")[1].split()]
+print(b)
+sys.exit(0 if len(b) == 5 and len(set(b[:4])) == 1 and b[4] < b[0] else 1)
+PY
+
 for bad in BENCH_BUCKETS=abc BENCH_BUCKETS=0 BENCH_BUCKETS=10,,20 BENCH_BUCKETS=10, \
     BENCH_COMPUTE_MS=-1 BENCH_STEPS=0; do
     env "$bad" "$overlap" >"$tmp/bad.log" 2>&1
