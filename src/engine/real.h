@@ -81,13 +81,15 @@ static inline ts_real ts_exp_accurate(ts_real x) {
  * fused attention's softmax, sigmoid and silu). The float build computes it
  * inline, so that loops over it vectorise (libm's expf is a call per
  * element): Cody-Waite reduction by ln 2 and Cephes' degree-5 polynomial
- * for expf, within 2 ulp of expf, and 0 where expf would be subnormal
- * (d < ln FLT_MIN). The double build (gradient checks) keeps libm's exp. */
+ * for expf, within 2 ulp of expf (test_engine_forward), and 0 where expf
+ * would be subnormal (d < ln FLT_MIN). The double build (gradient checks)
+ * keeps libm's exp. */
 static inline ts_real ts_exp_nonpositive(ts_real d) {
 #ifdef TS_DOUBLE
     return exp(d);
 #else
-    float c = d < -87.0f ? -87.0f : d; /* keeps 2^k normal */
+    /* clamped at ln FLT_MIN, below which the result is 0: 2^k stays normal */
+    float c = d < -87.33654475f ? -87.33654475f : d;
     float k = rintf(c * 1.44269504088896341f);
     float r = c - k * 0.693359375f;
     r = r - k * -2.12194440e-4f;
