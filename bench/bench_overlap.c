@@ -30,6 +30,7 @@
  * block's share of that model's backward at 8 sequences a rank),
  * BENCH_STEPS (per way, default 20). Summary line OVERLAP_BENCH, no
  * verdict. */
+#include <limits.h>
 #include <mpi.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -90,7 +91,8 @@ static void check_mpi(MPI_Comm comm, int rank, int rc, const char *what) {
     if (rc != MPI_SUCCESS) fail(comm, rank, what);
 }
 
-/* BENCH_BUCKETS: positive element counts, comma-separated. */
+/* BENCH_BUCKETS: positive element counts, comma-separated, at most
+ * INT_MAX in all. */
 static bool parse_buckets(const char *text, setup *s) {
     s->n_buckets = 0;
     s->total = 0;
@@ -107,7 +109,8 @@ static bool parse_buckets(const char *text, setup *s) {
             return false;
         p = end;
     }
-    return s->n_buckets > 0;
+    /* the blocking way reduces them all in one call, whose count is an int */
+    return s->n_buckets > 0 && s->total <= INT_MAX;
 }
 
 /* The benchmark Transformer++'s gradient units (param_units.h) as buckets,
@@ -150,7 +153,7 @@ static setup setup_from_environment(void) {
     if (buckets && *buckets && !parse_buckets(buckets, &s)) {
         fprintf(stderr,
                 "bench_overlap: BENCH_BUCKETS=%s is not a list of element counts (1 .. 2^28, "
-                "at most %d, comma-separated)\n",
+                "at most %d, comma-separated, at most 2^31 - 1 in all)\n",
                 buckets, MAX_BUCKETS);
         exit(1);
     }

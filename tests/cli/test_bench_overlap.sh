@@ -42,6 +42,7 @@ sys.exit(0 if len(b) == 5 and len(set(b[:4])) == 1 and b[4] < b[0] else 1)
 PY
 
 for bad in BENCH_BUCKETS=abc BENCH_BUCKETS=0 BENCH_BUCKETS=10,,20 BENCH_BUCKETS=10, \
+    BENCH_BUCKETS=268435456,268435456,268435456,268435456,268435456,268435456,268435456,268435456 \
     BENCH_COMPUTE_MS=-1 BENCH_STEPS=0; do
     env "$bad" "$overlap" >"$tmp/bad.log" 2>&1
     check "$bad is refused" [ $? -ne 0 ]
