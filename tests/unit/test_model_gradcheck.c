@@ -11,6 +11,7 @@
 
 #include <cmocka.h>
 
+#include "model_loss.h"
 #include "models/model.h"
 
 /* Per element in double; in float, rounding of the loss swamps a single
@@ -39,15 +40,6 @@ static ts_model_config tiny_config(void) {
                          .rope_theta = 10000};
     strcpy(c.arch, "transformerpp");
     return c;
-}
-
-static double loss_value(ts_model *model, ts_ctx *ctx, const ts_batch *batch) {
-    ts_mark mark = ts_get_mark(ctx);
-    bool recording = ts_set_grad_enabled(ctx, false);
-    double loss = model->ops->loss(model, ctx, batch, NULL)->data[0];
-    ts_set_grad_enabled(ctx, recording);
-    ts_release(ctx, mark);
-    return loss;
 }
 
 typedef struct fixture {
@@ -99,10 +91,10 @@ static void test_gradient_along_a_random_direction(void **state) {
     for (long i = 0; i < n; i++) analytic += (double)model->grads[i] * direction[i];
     for (long i = 0; i < n; i++)
         model->params[i] = saved[i] + (ts_real)DIRECTIONAL_STEP * direction[i];
-    double up = loss_value(model, &f->ctx, &f->batch);
+    double up = model_loss_value(model, &f->ctx, &f->batch);
     for (long i = 0; i < n; i++)
         model->params[i] = saved[i] - (ts_real)DIRECTIONAL_STEP * direction[i];
-    double down = loss_value(model, &f->ctx, &f->batch);
+    double down = model_loss_value(model, &f->ctx, &f->batch);
     memcpy(model->params, saved, sizeof(ts_real) * (size_t)n);
     double fd = (up - down) / (2 * DIRECTIONAL_STEP);
     double error = fabs(fd - analytic) / fmax(fabs(analytic), 1e-12);
@@ -124,9 +116,9 @@ static void test_gradient_matches_finite_differences_per_element(void **state) {
     for (long i = 0; i < model->table.total; i++) {
         ts_real saved = model->params[i];
         model->params[i] = saved + (ts_real)STEP;
-        double up = loss_value(model, &f->ctx, &f->batch);
+        double up = model_loss_value(model, &f->ctx, &f->batch);
         model->params[i] = saved - (ts_real)STEP;
-        double down = loss_value(model, &f->ctx, &f->batch);
+        double down = model_loss_value(model, &f->ctx, &f->batch);
         model->params[i] = saved;
         double fd = (up - down) / (2 * STEP);
         /* Relative to the entry, or to the largest gradient for tiny entries. */

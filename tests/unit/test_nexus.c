@@ -21,6 +21,7 @@
 
 #include <cmocka.h>
 
+#include "model_loss.h"
 #include "models/model.h"
 #include "models/nexus.h"
 #include "models/transformerpp.h"
@@ -335,15 +336,6 @@ static void test_the_causality_check_sees_a_leak(void **state) {
     ts_ctx_free(&ctx);
 }
 
-static double loss_value(ts_model *model, ts_ctx *ctx, const ts_batch *batch) {
-    ts_mark mark = ts_get_mark(ctx);
-    bool recording = ts_set_grad_enabled(ctx, false);
-    double loss = model->ops->loss(model, ctx, batch, NULL)->data[0];
-    ts_set_grad_enabled(ctx, recording);
-    ts_release(ctx, mark);
-    return loss;
-}
-
 /* The analytic gradient of the training loss against central differences. */
 static void check_gradient(const char *variant, int order) {
     ts_ctx ctx;
@@ -381,10 +373,10 @@ static void check_gradient(const char *variant, int order) {
     for (long i = 0; i < n; i++) analytic += (double)model->grads[i] * direction[i];
     for (long i = 0; i < n; i++)
         model->params[i] = saved[i] + (ts_real)DIRECTIONAL_STEP * direction[i];
-    double up = loss_value(model, &ctx, &batch);
+    double up = model_loss_value(model, &ctx, &batch);
     for (long i = 0; i < n; i++)
         model->params[i] = saved[i] - (ts_real)DIRECTIONAL_STEP * direction[i];
-    double down = loss_value(model, &ctx, &batch);
+    double down = model_loss_value(model, &ctx, &batch);
     memcpy(model->params, saved, sizeof(ts_real) * (size_t)n);
     double fd = (up - down) / (2 * DIRECTIONAL_STEP);
     double error = fabs(fd - analytic) / fmax(fabs(analytic), 1e-12);
@@ -402,9 +394,9 @@ static void check_gradient(const char *variant, int order) {
     long worst_index = -1;
     for (long i = 0; i < n; i++) {
         model->params[i] = saved[i] + (ts_real)STEP;
-        double plus = loss_value(model, &ctx, &batch);
+        double plus = model_loss_value(model, &ctx, &batch);
         model->params[i] = saved[i] - (ts_real)STEP;
-        double minus = loss_value(model, &ctx, &batch);
+        double minus = model_loss_value(model, &ctx, &batch);
         model->params[i] = saved[i];
         double numeric = (plus - minus) / (2 * STEP);
         double relative = fabs(numeric - model->grads[i]) / fmax(fabs(numeric), 1e-3 * scale);
