@@ -147,7 +147,7 @@ static bench_setup setup_from_environment(void) {
     if (sched_getaffinity(0, sizeof set, &set) != 0) fail_errno("sched_getaffinity");
     for (int cpu = 0; cpu < CPU_SETSIZE && s.n_cores < MAX_CORES; cpu++)
         if (CPU_ISSET(cpu, &set)) s.cpus[s.n_cores++] = cpu;
-    int wanted = (int)env_number("BENCH_CORES", s.n_cores, 1);
+    int wanted = (int)bench_env_long("bench_machine", "BENCH_CORES", s.n_cores, 1, MAX_CORES);
     if (wanted > s.n_cores) {
         fprintf(stderr, "bench_machine: BENCH_CORES=%d, but this process may run on %d CPUs\n",
                 wanted, s.n_cores);

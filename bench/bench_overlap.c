@@ -158,7 +158,7 @@ static setup setup_from_environment(void) {
         exit(1);
     }
     s.compute_ms = bench_env_number("bench_overlap", "BENCH_COMPUTE_MS", 30, 0, 1e5);
-    s.steps = (int)bench_env_number("bench_overlap", "BENCH_STEPS", 20, 1, 1e5);
+    s.steps = (int)bench_env_long("bench_overlap", "BENCH_STEPS", 20, 1, 100000);
     return s;
 }
 
@@ -253,10 +253,14 @@ int main(int argc, char **argv) {
                     malloc(sizeof(ts_real) * GEMM_K * GEMM_N),
                     calloc((size_t)GEMM_M * GEMM_N, sizeof(ts_real)), 1};
     ts_real *grads = malloc(sizeof(ts_real) * (size_t)s.total);
+    /* This rank's times, one array each of the steps, the times in MPI and
+     * those after the compute, every way's steps in turn: the first
+     * reduced to the slowest rank's, the other two summed over ranks. */
     int n_times = N_WAYS * s.steps;
-    double *mine = malloc(sizeof(double) * 3 * (size_t)n_times);
+    double *mine = calloc(3 * (size_t)n_times, sizeof(double)); /* 0 for a way not run */
     double *slowest = malloc(sizeof(double) * (size_t)n_times);
     double *summed = malloc(sizeof(double) * 2 * (size_t)n_times);
+    double *mine_steps = mine, *mine_in_mpi = mine + n_times, *mine_after = mine + 2 * n_times;
     if (!work.a || !work.b || !work.c || !grads || !mine || !slowest || !summed)
         fail(comm, rank, "out of memory for the operands and the gradient buffer");
     for (long i = 0; i < (long)GEMM_K * GEMM_M; i++) work.a[i] = (ts_real)(i % 7 - 3) * 1e-3f;
@@ -286,18 +290,17 @@ int main(int argc, char **argv) {
             }
             if (step < 0) continue;
             int at = w * s.steps + step;
-            mine[3 * at] = t.step;
-            mine[3 * at + 1] = t.in_mpi;
-            mine[3 * at + 2] = t.after_compute;
+            mine_steps[at] = t.step;
+            mine_in_mpi[at] = t.in_mpi;
+            mine_after[at] = t.after_compute;
         }
-    for (int i = 0; i < n_ways * s.steps; i++) {
-        check_mpi(comm, rank,
-                  MPI_Reduce(&mine[3 * i], &slowest[i], 1, MPI_DOUBLE, MPI_MAX, 0, comm),
-                  "MPI_Reduce failed");
-        check_mpi(comm, rank,
-                  MPI_Reduce(&mine[3 * i + 1], &summed[2 * i], 2, MPI_DOUBLE, MPI_SUM, 0, comm),
-                  "MPI_Reduce failed");
-    }
+    int n_taken = n_ways * s.steps;
+    check_mpi(comm, rank, MPI_Reduce(mine_steps, slowest, n_taken, MPI_DOUBLE, MPI_MAX, 0, comm),
+              "MPI_Reduce failed");
+    check_mpi(comm, rank,
+              MPI_Reduce(mine_in_mpi, summed, 2 * n_times, MPI_DOUBLE, MPI_SUM, 0, comm),
+              "MPI_Reduce failed");
+    const double *summed_in_mpi = summed, *summed_after = summed + n_times;
     if (rank == 0) {
         printf("overlap of the gradient all-reduce with compute: %d rank%s, %d bucket%s, %.2f MB "
                "in all; compute a bucket: %d GEMM%s (BENCH_COMPUTE_MS=%g); medians of %d steps a "
@@ -312,12 +315,12 @@ int main(int argc, char **argv) {
         double *column = malloc(sizeof(double) * (size_t)s.steps);
         if (!column) fail(comm, rank, "out of memory for the medians");
         for (int w = 0; w < n_ways; w++) {
-            const double *steps_w = slowest + w * s.steps, *sums_w = summed + 2 * w * s.steps;
-            for (int i = 0; i < s.steps; i++) column[i] = steps_w[i];
+            int at = w * s.steps;
+            for (int i = 0; i < s.steps; i++) column[i] = slowest[at + i];
             step_ms[w] = 1e3 * bench_median(column, s.steps);
-            for (int i = 0; i < s.steps; i++) column[i] = sums_w[2 * i] / ranks;
+            for (int i = 0; i < s.steps; i++) column[i] = summed_in_mpi[at + i] / ranks;
             mpi_ms[w] = 1e3 * bench_median(column, s.steps);
-            for (int i = 0; i < s.steps; i++) column[i] = sums_w[2 * i + 1] / ranks;
+            for (int i = 0; i < s.steps; i++) column[i] = summed_after[at + i] / ranks;
             after_ms[w] = 1e3 * bench_median(column, s.steps);
             printf("%-40s %10.2f %10.3f %16.3f\n", way_labels[w], step_ms[w], mpi_ms[w],
                    after_ms[w]);

@@ -58,6 +58,7 @@
 #include "train/optimizer.h"
 #include "train/machine_peak.h"
 
+#include "bench_env.h"
 #include "bench_median.h"
 #include "bench_size.h"
 #include "bench_sgemm.h"
@@ -81,18 +82,9 @@ typedef struct bench_model {
     long steps;
 } bench_model;
 
-/* An integer setting of at least `least`; anything else exits naming it. */
+/* An integer setting of at least `least` (bench_env.h); anything else exits naming it. */
 static long env_long(const char *name, long fallback, long least) {
-    const char *v = getenv(name);
-    if (!v || !*v) return fallback;
-    char *end;
-    long x = strtol(v, &end, 10);
-    if (*end || x < least || x > 1000000) {
-        fprintf(stderr, "bench_profile: %s=%s is not an integer in [%ld, 1000000]\n", name, v,
-                least);
-        exit(1);
-    }
-    return x;
+    return bench_env_long("bench_profile", name, fallback, least, 1000000);
 }
 
 /* The 1-minute load average, or -1 where /proc/loadavg is missing. */

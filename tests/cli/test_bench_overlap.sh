@@ -43,7 +43,7 @@ PY
 
 for bad in BENCH_BUCKETS=abc BENCH_BUCKETS=0 BENCH_BUCKETS=10,,20 BENCH_BUCKETS=10, \
     BENCH_BUCKETS=268435456,268435456,268435456,268435456,268435456,268435456,268435456,268435456 \
-    BENCH_COMPUTE_MS=-1 BENCH_STEPS=0; do
+    BENCH_COMPUTE_MS=-1 BENCH_STEPS=0 BENCH_STEPS=2.5; do
     env "$bad" "$overlap" >"$tmp/bad.log" 2>&1
     check "$bad is refused" [ $? -ne 0 ]
     check "... naming it" contains "$tmp/bad.log" "bench_overlap: ${bad%%=*}="
