@@ -124,6 +124,14 @@ ts_tensor *ts_causal_attention(ts_ctx *ctx, ts_tensor *q, ts_tensor *k, ts_tenso
  * composition. */
 ts_tensor *ts_causal_attention_packed(ts_ctx *ctx, ts_tensor *qkv, int n_heads,
                                       const int32_t *positions, double theta, double scale);
+/* (op_packed_heads.c) Part `part` of n_parts projections side by side, x
+ * [B, T, n_parts D], as heads [B, H, T, dh] (head j at columns part D + j dh),
+ * rotated by RoPE at positions (NULL: none): the value of ts_permute of
+ * ts_rope of the part's slice reshaped to [B, T, H, dh], in one pass. Its
+ * plain gradient adds into a sum the input's gradient already has (the
+ * packed attention's d(qkv)); a recorded one is the adjoint composition. */
+ts_tensor *ts_packed_heads(ts_ctx *ctx, ts_tensor *x, int part, int n_parts, int n_heads,
+                           const int32_t *positions, double theta);
 /* --- context attention (op_context_attention.c) --- */
 /* q, k_self, v_self [..., L, dh] attend to context keys k, values v
  * [..., C, dh], C >= L, aligned at the end (row r sees context keys

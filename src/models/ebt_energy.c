@@ -80,16 +80,22 @@ ebt_context *ebt_context_new_on(ts_model *model, ts_ctx *ctx, const int32_t *inp
     return e;
 }
 
-/* Keys (with RoPE) and values of normalised input u, split into heads. */
-static void project_keys_values(ts_ctx *ctx, const tpp_block_params *p, ts_tensor *u,
-                                const tpp_attention_input *in, ts_tensor **keys,
-                                ts_tensor **values) {
-    *keys = tpp_split_heads(ctx, tpp_linear(ctx, p, u, p->wk), in->n_heads, in->positions,
-                            in->rope_theta);
-    *values = tpp_split_heads(ctx, tpp_linear(ctx, p, u, p->wv), in->n_heads, NULL, 0);
+/* The observed keys (with RoPE) and values as heads [B, H, L+1, dh], read
+ * from parts key_part and key_part + 1 of projections side by side
+ * (ts_packed_heads: no slice, rotation and permute passes of their own). */
+static void keep_keys_values(ts_ctx *ctx, ts_tensor *packed, int key_part, int n_parts,
+                             const tpp_attention_input *in, ebt_observed *obs) {
+    obs->keys[in->layer] =
+        ts_packed_heads(ctx, packed, key_part, n_parts, in->n_heads, in->positions, in->rope_theta);
+    obs->values[in->layer] =
+        ts_packed_heads(ctx, packed, key_part + 1, n_parts, in->n_heads, NULL, 0);
 }
 
-/* Causal self-attention of the observed stream, keeping keys and values. */
+/* Causal self-attention of the observed stream, keeping keys and values: as
+ * Transformer++'s (one Q|K|V product, the packed attention: no head
+ * permutes), the keys and values read from the same product. They are taken
+ * before the attention, so the plain backward reaches the attention first
+ * and their gradients add into its d(qkv). */
 static ts_tensor *observed_attention(ts_ctx *ctx, const tpp_block_params *p, ts_tensor *q_in,
                                      ts_tensor *kv_in, const tpp_attention_input *in) {
     ebt_observed *obs = in->attention_user;
@@ -101,13 +107,9 @@ static ts_tensor *observed_attention(ts_ctx *ctx, const tpp_block_params *p, ts_
             in->rope_theta, &obs->keys[in->layer], &obs->values[in->layer]);
         return a;
     }
-    int dh = q_in->shape[2] / in->n_heads;
-    ts_tensor *q = tpp_split_heads(ctx, tpp_linear(ctx, p, q_in, p->wq), in->n_heads, in->positions,
-                                   in->rope_theta);
-    project_keys_values(ctx, p, kv_in, in, &obs->keys[in->layer], &obs->values[in->layer]);
-    ts_tensor *a = tpp_attend(ctx, q, obs->keys[in->layer], obs->values[in->layer], in,
-                              1.0 / sqrt((double)dh));
-    return tpp_merge_heads(ctx, a);
+    ts_tensor *qkv = tpp_qkv_projection(ctx, p, q_in, kv_in);
+    keep_keys_values(ctx, qkv, 1, 3, in, obs);
+    return tpp_causal_attention_packed(ctx, qkv, in);
 }
 
 /* [B, L, D] -> token-major heads [B, L, H, dh] (a reshape, no permute), with
@@ -182,8 +184,12 @@ void ebt_context_observe(ts_ctx *ctx, ebt_context *e, int landscape) {
                                       tpp_linear(ctx, &block, u, block.wv), in.n_heads,
                                       in.positions, in.rope_theta, &obs->keys[last],
                                       &obs->values[last]);
-    else
-        project_keys_values(ctx, &block, u, &in, &obs->keys[last], &obs->values[last]);
+    else {
+        in.layer = last;
+        ts_tensor *kv =
+            tpp_linear_side_by_side(ctx, &block, u, 2, (ts_tensor *[]){block.wk, block.wv});
+        keep_keys_values(ctx, kv, 0, 2, &in, obs);
+    }
     obs->ready = true;
 }
 

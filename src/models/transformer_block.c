@@ -63,12 +63,8 @@ ts_tensor *tpp_linear_side_by_side(ts_ctx *ctx, const tpp_block_params *p, ts_te
     return ts_concat(ctx, n, parts, 2);
 }
 
-/* The Q|K|V projections side by side, [B, T, 3 D]: one GEMM over the stacked
- * weight when there is one and queries and keys come from one input;
- * otherwise (keys from another stream, or no stacked weight) the three
- * products, side by side. */
-static ts_tensor *qkv_projection(ts_ctx *ctx, const tpp_block_params *p, ts_tensor *q_in,
-                                 ts_tensor *kv_in) {
+ts_tensor *tpp_qkv_projection(ts_ctx *ctx, const tpp_block_params *p, ts_tensor *q_in,
+                              ts_tensor *kv_in) {
     ts_tensor *w[3] = {p->wq, p->wk, p->wv};
     if (q_in == kv_in) return tpp_linear_side_by_side(ctx, p, q_in, 3, w);
     ts_tensor *parts[3] = {tpp_linear(ctx, p, q_in, p->wq), tpp_linear(ctx, p, kv_in, p->wk),
@@ -87,7 +83,7 @@ ts_tensor *tpp_causal_attention_packed(ts_ctx *ctx, ts_tensor *qkv, const tpp_at
  * to q and k itself and writes [B, T, D]: no head permutes, no RoPE pass. */
 static ts_tensor *causal_attention(ts_ctx *ctx, const tpp_block_params *p, ts_tensor *q_in,
                                    ts_tensor *kv_in, const tpp_attention_input *in) {
-    return tpp_causal_attention_packed(ctx, qkv_projection(ctx, p, q_in, kv_in), in);
+    return tpp_causal_attention_packed(ctx, tpp_qkv_projection(ctx, p, q_in, kv_in), in);
 }
 
 ts_tensor *tpp_multihead_attention(ts_ctx *ctx, const tpp_block_params *p, ts_tensor *q_in,

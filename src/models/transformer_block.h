@@ -81,6 +81,11 @@ ts_tensor *tpp_linear(ts_ctx *ctx, const tpp_block_params *p, ts_tensor *x, ts_t
  * products through p->linear, concatenated. */
 ts_tensor *tpp_linear_side_by_side(ts_ctx *ctx, const tpp_block_params *p, ts_tensor *x, int n,
                                    ts_tensor *const *w);
+/* The Q|K|V projections side by side, [B, T, 3 D]: one GEMM over the
+ * stacked weight when there is one and queries and keys come from one
+ * input (q_in == kv_in); otherwise the three products, side by side. */
+ts_tensor *tpp_qkv_projection(ts_ctx *ctx, const tpp_block_params *p, ts_tensor *q_in,
+                              ts_tensor *kv_in);
 /* Causal attention of q, k, v side by side in qkv [B, T, 3 D], heads read
  * in place, RoPE (in->positions) applied inside, scale 1 / sqrt(dh):
  * [B, T, D], no head permutes. */

@@ -426,6 +426,72 @@ static void test_packed_attention_matches_primitives(void **state) {
                                 "packed causal attention with RoPE");
 }
 
+/* ts_packed_heads (EBT's observed keys and values) against the slice,
+ * reshape, RoPE and permute it fuses: the keys of qkv (with RoPE) and its
+ * values, each alone and beside the packed attention over the same qkv,
+ * taken first as EBT takes them, so the attention's d(qkv) is the sum the
+ * plain rule adds into. The heads [B, H, T, dh] are seen as [B, T, D] to be
+ * added to the attention's output. */
+static ts_tensor *as_rows(ts_ctx *ctx, ts_tensor *heads) {
+    return ts_reshape(ctx, heads, TS_SHAPE(heads->shape[0], ATT_T, -1));
+}
+
+static ts_tensor *keys_values_fused(ts_ctx *ctx, ts_tensor *const *in, const ts_tensor *mask) {
+    (void)mask;
+    ts_tensor *k = ts_packed_heads(ctx, in[0], 1, 3, ROPE_HEADS, rope_positions, 500);
+    ts_tensor *v = ts_packed_heads(ctx, in[0], 2, 3, ROPE_HEADS, NULL, 0);
+    return ts_add(ctx, as_rows(ctx, k), as_rows(ctx, v));
+}
+
+static ts_tensor *keys_values_primitives(ts_ctx *ctx, ts_tensor *const *in, const ts_tensor *mask) {
+    (void)mask;
+    ts_tensor *k = packed_heads(ctx, in[0], 1, ROPE_HEADS, true);
+    ts_tensor *v = packed_heads(ctx, in[0], 2, ROPE_HEADS, false);
+    return ts_add(ctx, as_rows(ctx, k), as_rows(ctx, v));
+}
+
+static ts_tensor *beside_attention_fused(ts_ctx *ctx, ts_tensor *const *in, const ts_tensor *mask) {
+    ts_tensor *kv = keys_values_fused(ctx, in, mask);
+    return ts_add(ctx, packed_rope_fused(ctx, in, mask), kv);
+}
+
+static ts_tensor *beside_attention_primitives(ts_ctx *ctx, ts_tensor *const *in,
+                                              const ts_tensor *mask) {
+    ts_tensor *kv = keys_values_primitives(ctx, in, mask);
+    return ts_add(ctx, packed_rope_fused(ctx, in, mask), kv);
+}
+
+/* The values and plain gradients of f and g at in for a random seed, equal
+ * element by element (bit for bit but for the sign of a zero: the fused
+ * rule leaves a sum's -0 where adding a padded +0 would make it +0). */
+static void expect_identical_plain_gradients(fixture *fx, unary_fn f, unary_fn g, ts_tensor *in,
+                                             const char *name) {
+    ts_ctx *ctx = &fx->ctx;
+    ts_tensor *y[2] = {f(ctx, &in, NULL), g(ctx, &in, NULL)};
+    assert_memory_equal(y[0]->data, y[1]->data, (size_t)y[0]->numel * sizeof(ts_real));
+    ts_tensor *w = constant(fx, y[0]), *plain[2];
+    for (int k = 0; k < 2; k++) ts_grad(ctx, 1, &y[k], &w, 1, &in, &plain[k], false);
+    for (long i = 0; i < in->numel; i++)
+        if (plain[0]->data[i] != plain[1]->data[i])
+            fail_msg("%s: plain gradients differ at %ld (column %ld): %.9g, %.9g", name, i,
+                     i % in->shape[2], (double)plain[0]->data[i], (double)plain[1]->data[i]);
+}
+
+static void test_packed_heads_match_their_composition(void **state) {
+    fixture *fx = *state;
+    for (int t = 0; t < ATT_T; t++) rope_positions[t] = t + 3;
+    ts_tensor *qkv = leaf(fx, TS_SHAPE(2, ATT_T, 3 * ROPE_D), -2, 2);
+    /* (alone the op is linear: no second-order term to compare) */
+    expect_same_function(fx, beside_attention_fused, beside_attention_primitives, 1, &qkv, NULL,
+                         "packed heads beside the packed attention");
+    /* the same rotations and the same additions: values and plain
+     * gradients bit for bit, with a fresh gradient and added into a sum */
+    expect_identical_plain_gradients(fx, keys_values_fused, keys_values_primitives, qkv,
+                                     "packed heads");
+    expect_identical_plain_gradients(fx, beside_attention_fused, beside_attention_primitives, qkv,
+                                     "packed heads beside the packed attention");
+}
+
 /* FLOPs booked by the forward and the plain backward of the packed op on
  * ctx (executing or counting). */
 static void book_packed(fixture *fx, ts_ctx *ctx, double *booked) {
@@ -616,6 +682,7 @@ int main(void) {
         cmocka_unit_test(test_causal_attention_counts_as_executed),
         cmocka_unit_test(test_packed_attention_matches_primitives),
         cmocka_unit_test(test_packed_attention_counts_as_separate),
+        cmocka_unit_test(test_packed_heads_match_their_composition),
         cmocka_unit_test(test_context_attention_matches_primitives),
         cmocka_unit_test(test_context_attention_tokens_matches_heads),
         cmocka_unit_test(test_context_attention_counts_as_executed),

@@ -265,6 +265,19 @@ static ts_tensor *f_causal_attention_packed(ts_ctx *ctx, ts_tensor *const *in, c
     return ts_causal_attention_packed(ctx, in[0], a->i[0], a->index, 10000, a->s);
 }
 
+/* Part i[0] of i[1] of in[0] as i[2] heads (RoPE at index when given),
+ * beside the packed attention over the same input when i[3] (as EBT's
+ * observed stream takes its keys: the attention's d(qkv) is the sum the
+ * plain rule adds into); the heads seen as the attention's [B, T, D]. */
+static ts_tensor *f_packed_heads(ts_ctx *ctx, ts_tensor *const *in, const void *args) {
+    const op_args *a = args;
+    ts_tensor *heads = ts_packed_heads(ctx, in[0], a->i[0], a->i[1], a->i[2], a->index, 10000);
+    if (!a->i[3]) return heads;
+    ts_tensor *rows = ts_reshape(ctx, heads, TS_SHAPE(in[0]->shape[0], in[0]->shape[1], -1));
+    return ts_add(ctx, rows,
+                  ts_causal_attention_packed(ctx, in[0], a->i[2], a->index, 10000, a->s));
+}
+
 static ts_tensor *f_attention(ts_ctx *ctx, ts_tensor *const *in, const void *args) {
     const op_args *a = args;
     return ts_attention(ctx, in[0], in[1], in[2], a->mask, a->s);
@@ -771,6 +784,22 @@ static void test_attention(void **state) {
     ts_tensor *lvs = gc_leaf(ctx, &fx->rng, TS_SHAPE(1, 1, 150, 2), -1, 1);
     check_gradients(fx, "context_attention, 3 strips", f_context_attention, ARGS(.s = 0.8),
                     long_float_first, 0, INPUTS(lq, lk, lv, lks, lvs));
+    /* Heads of one part of a packed projection: keys with RoPE (positions
+     * out of order) of qkv [2, 4, 3 x 2 heads of 4], values of kv [2, 4, 2 x
+     * 8], then the keys and the values beside the packed attention. */
+    ts_tensor *packed = gc_leaf(ctx, &fx->rng, TS_SHAPE(2, 4, 24), -1, 1);
+    ts_tensor *kv = gc_leaf(ctx, &fx->rng, TS_SHAPE(2, 4, 16), -1, 1);
+    expect_gradients_within(fx, "packed_heads, keys", f_packed_heads,
+                            ARGS(.i = {1, 3, 2, 0}, .index = positions), FUSED_PLAIN_TOL,
+                            INPUTS(packed));
+    expect_gradients_within(fx, "packed_heads, values", f_packed_heads, ARGS(.i = {1, 2, 2, 0}),
+                            FUSED_PLAIN_TOL, INPUTS(kv));
+    expect_gradients_within(fx, "packed_heads, keys beside the attention", f_packed_heads,
+                            ARGS(.s = scale, .i = {1, 3, 2, 1}, .index = positions),
+                            FUSED_PLAIN_TOL, INPUTS(packed));
+    expect_gradients_within(fx, "packed_heads, values beside the attention", f_packed_heads,
+                            ARGS(.s = scale, .i = {2, 3, 2, 1}, .index = positions),
+                            FUSED_PLAIN_TOL, INPUTS(packed));
 }
 
 /* ---------------------------------------------------------------- third order */
@@ -885,6 +914,9 @@ static void test_third_order_layers(void **state) {
     expect_third_order_within(fx, "causal_attention_packed", f_causal_attention_packed,
                               ARGS(.s = 0.7, .i = {2}, .index = positions), 0, FUSED_PLAIN_TOL,
                               INPUTS(qkv));
+    expect_third_order_within(fx, "packed_heads beside the attention", f_packed_heads,
+                              ARGS(.s = 0.7, .i = {1, 3, 2, 1}, .index = positions), 0,
+                              FUSED_PLAIN_TOL, INPUTS(qkv));
     ts_tensor *tq = token_major_leaf(ctx, q), *tks = token_major_leaf(ctx, cks);
     ts_tensor *tvs = token_major_leaf(ctx, cvs);
     for (int wrt = 0; wrt < 5; wrt++)

@@ -134,11 +134,26 @@ static void rope_odd_head_dim(ts_ctx *ctx) {
     ts_rope(ctx, ts_zeros(ctx, TS_SHAPE(2, 1, 3)), positions, 10000);
 }
 
+static void packed_heads_part_not_in_heads(ts_ctx *ctx) {
+    /* parts of 6 columns over 4 heads */
+    ts_packed_heads(ctx, ts_zeros(ctx, TS_SHAPE(2, 4, 18)), 1, 3, 4, NULL, 0);
+}
+static void packed_heads_part_out_of_range(ts_ctx *ctx) {
+    ts_packed_heads(ctx, ts_zeros(ctx, TS_SHAPE(2, 4, 18)), 3, 3, 3, NULL, 0);
+}
+static void packed_heads_odd_head_with_rope(ts_ctx *ctx) {
+    static const int32_t positions[4] = {0, 1, 2, 3};
+    ts_packed_heads(ctx, ts_zeros(ctx, TS_SHAPE(2, 4, 18)), 0, 3, 2, positions, 10000);
+}
+
 static void test_layer_errors(void **state) {
     (void)state;
     EXPECT_FAILURE(softmax_mask_wrong_shape, "softmax", "mask", "[3, 3]", "[2, 4, 4]");
     EXPECT_FAILURE(rmsnorm_weight_wrong_size, "rmsnorm", "[5]", "[2, 6]");
     EXPECT_FAILURE(rope_odd_head_dim, "rope", "[2, 1, 3]", "even");
+    EXPECT_FAILURE(packed_heads_part_not_in_heads, "packed_heads", "[2, 4, 18]", "4 heads");
+    EXPECT_FAILURE(packed_heads_part_out_of_range, "packed_heads", "part 3 of 3");
+    EXPECT_FAILURE(packed_heads_odd_head_with_rope, "packed_heads", "[2, 4, 18]", "even");
 }
 
 /* ---------------------------------------------------------------- indices */
