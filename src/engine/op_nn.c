@@ -164,15 +164,76 @@ static ts_tensor *rms_grad_times(ts_ctx *ctx, ts_tensor *x, ts_tensor *v, ts_ten
 static ts_tensor *rms_grad_weight_sum(ts_ctx *ctx, ts_tensor *x, ts_tensor *u, ts_tensor *v,
                                       const ts_tensor *w, double eps);
 
+/* The three gradients below in one pass over the rows, in a plain pass
+ * (recording off: EBT's second-order pass, every RMSNorm of its
+ * prediction stream). The three ops each read x and v, two of them u,
+ * and each computed the row's r and its dot products again; here x, u and
+ * v are read once and the shared terms formed once (seventeenth round,
+ * docs/performance.md). Every value is formed by the float operations of
+ * the op it stands for, in the same order, so the results are theirs bit
+ * for bit: G's coefficient c = r^3 mean(v x) is F's r3 b. FLOPs and the
+ * profile's row are the three ops'. */
+static void rms_grad_backward_plain(ts_ctx *ctx, ts_tensor *x, ts_tensor *u, ts_tensor *v,
+                                    ts_tensor *w, double eps, const bool *needs, ts_tensor **gin) {
+    check_rms_grad(ctx, x, u, w);
+    check_rms_grad(ctx, x, v, NULL);
+    int d = x->shape[x->ndim - 1];
+    long rows = ctx->counting ? 0 : x->numel / d;
+    ts_tensor *du = needs[1] ? ts_new_like(ctx, x) : NULL;
+    ts_tensor *dw = needs[2] ? ts_zeros(ctx, w->ndim, w->shape) : NULL;
+    ts_tensor *dx = needs[0] ? ts_new_like(ctx, x) : NULL;
+    ts_real *uq = ts_alloc(ctx, (size_t)d * sizeof *uq), *g = ts_alloc(ctx, (size_t)d * sizeof *g);
+    const ts_real *q = w->data;
+    for (long i = 0; i < rows; i++) {
+        const ts_real *xi = x->data + i * d, *ui = u->data + i * d, *vi = v->data + i * d;
+        ts_real ri = inverse_rms(xi, d, eps);
+        double vx = ts_row_dot_wide(vi, xi, d);
+        ts_real b = (ts_real)(vx / d), r3 = ri * ri * ri;
+        if (du || dw) { /* G(x, v): rms_grad_times and rms_grad_weight_sum's row */
+            ts_real c = r3 * b;
+            for (int j = 0; j < d; j++) g[j] = ri * vi[j] - xi[j] * c;
+        }
+        if (du) {
+            ts_real *o = du->data + i * d;
+            for (int j = 0; j < d; j++) o[j] = g[j] * q[j];
+        }
+        if (dw) {
+            ts_real *restrict o = dw->data;
+            for (int j = 0; j < d; j++) o[j] += ui[j] * g[j];
+        }
+        if (dx) { /* F(x, u q, v): rms_grad_dx's row */
+            for (int j = 0; j < d; j++) uq[j] = ui[j] * q[j];
+            double vu = ts_row_dot_wide(vi, uq, d), ux = ts_row_dot_wide(uq, xi, d);
+            ts_real a = (ts_real)(vu / d), m = (ts_real)(ux / d), r5 = r3 * ri * ri;
+            ts_real cx = 3 * r5 * m * b - r3 * a;
+            ts_real *o = dx->data + i * d;
+            for (int j = 0; j < d; j++) o[j] = xi[j] * cx - r3 * (vi[j] * m + uq[j] * b);
+        }
+    }
+    double flops = (du ? rms_grad_flops(x, false) + (double)x->numel : 0) +
+                   (dw ? rms_grad_flops(x, false) + 2.0 * (double)x->numel : 0) +
+                   (dx ? 17.0 * (double)x->numel + 13.0 * (double)(x->numel / d) : 0);
+    ts_count_flops(ctx, flops);
+    /* Recording is off: this books the work to the profile and records nothing. */
+    ts_record(ctx, "rmsnorm_second_order", NULL, du ? du : dx ? dx : dw, 0, NULL);
+    gin[0] = dx;
+    gin[1] = du;
+    if (dw) gin[2] = dw;
+}
+
 /* The VJP of G(x, u w) with v (w NULL: no weight): G(x, v) w for u (G is
  * linear in u and symmetric), the rows' sum of u G(x, v) for w, and
  * F(x, u w, v) for x; each one fused op (lever 49: the products with w and
  * u and the sum over rows were 3 products and a sum_to per RMSNorm in EBT's
- * second order). */
+ * second order), or in a plain pass all three in one (above). */
 static void rms_grad_backward(ts_ctx *ctx, ts_node *node, ts_tensor *v, const bool *needs,
                               ts_tensor **gin) {
     ts_tensor *x = node->in[0], *u = node->in[1], *w = node->n_in > 2 ? node->in[2] : NULL;
     double eps = node->fattr[0];
+    if (w && !ctx->grad_enabled) {
+        rms_grad_backward_plain(ctx, x, u, v, w, eps, needs, gin);
+        return;
+    }
     if (needs[1]) gin[1] = w ? rms_grad_times(ctx, x, v, w, eps) : rms_grad(ctx, x, v, NULL, eps);
     if (w && needs[2]) gin[2] = rms_grad_weight_sum(ctx, x, u, v, w, eps);
     if (needs[0]) gin[0] = rms_grad_dx(ctx, x, u, v, w, eps);
