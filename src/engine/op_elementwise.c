@@ -608,9 +608,54 @@ static void swiglu_packed_grad_dx_rule(ts_ctx *ctx, ts_node *node, ts_tensor *w,
     }
 }
 
+/* swiglu_packed_grad_dx(x, g, h) and swiglu_packed_jvp(x, h) of one row at
+ * once: their float operations, in their order (the slope silu'(a) ha is
+ * the same product in both), so their values bit for bit. */
+static void swiglu_packed_second_order_row(int f, const ts_real *restrict a,
+                                           const ts_real *restrict b, const ts_real *restrict ha,
+                                           const ts_real *restrict hb, const ts_real *restrict g,
+                                           ts_real *restrict da, ts_real *restrict db,
+                                           ts_real *restrict jvp) {
+    for (int i = 0; i < f; i++) {
+        ts_real s = sigmoid_of(a[i]), slope = silu_slope_element(a[i], s, ha[i]);
+        ts_real curved = (ha[i] * (g[i] * b[i])) * silu_curvature_element(a[i], s);
+        da[i] = curved + swiglu_gate_grad_element(a[i], s, g[i], hb[i]);
+        db[i] = g[i] * slope;
+        jvp[i] = b[i] * slope + swiglu_element(a[i], s, hb[i]);
+    }
+}
+
+/* Both gradients of swiglu_packed_grad in a plain pass (recording off: EBT's
+ * second-order pass): one pass reading x, g and h once, where the two ops
+ * read x and h twice and computed each sigmoid twice (seventeenth round,
+ * docs/performance.md). FLOPs and the profile's row are the two ops'. */
+static void swiglu_packed_second_order(ts_ctx *ctx, ts_tensor *x, ts_tensor *g, ts_tensor *h,
+                                       ts_tensor **gin) {
+    check_half_of(ctx, "swiglu_packed_backward_dx", x, g);
+    check_same_shape(ctx, "swiglu_packed_backward_dx", x, h);
+    int f = x->shape[x->ndim - 1] / 2;
+    ts_tensor *dx = ts_new_like(ctx, x), *dg = new_half_of(ctx, x, f);
+    long rows = ctx->counting ? 0 : g->numel / f;
+    for (long r = 0; r < rows; r++) {
+        const ts_real *pa = x->data + r * 2 * f, *pha = h->data + r * 2 * f;
+        ts_real *pda = dx->data + r * 2 * f;
+        swiglu_packed_second_order_row(f, pa, pa + f, pha, pha + f, g->data + r * f, pda, pda + f,
+                                       dg->data + r * f);
+    }
+    ts_count_flops(ctx, (33.0 + 15.0) * (double)g->numel); /* grad_dx's and the jvp's */
+    /* Recording is off: this books the work to the profile and records nothing. */
+    ts_record(ctx, "swiglu_packed_second_order", NULL, dx, 0, NULL);
+    gin[0] = dx;
+    gin[1] = dg;
+}
+
 static void swiglu_packed_grad_rule(ts_ctx *ctx, ts_node *node, ts_tensor *gout, const bool *needs,
                                     ts_tensor **gin) {
     ts_tensor *x = node->in[0], *g = node->in[1];
+    if (needs[0] && needs[1] && !ctx->grad_enabled) {
+        swiglu_packed_second_order(ctx, x, g, gout, gin);
+        return;
+    }
     if (needs[0]) gin[0] = swiglu_packed_grad_dx(ctx, x, g, gout);
     if (needs[1]) gin[1] = swiglu_packed_jvp(ctx, x, gout);
 }
