@@ -3,6 +3,7 @@
 #include "engine/autodiff.h"
 #include "engine/ops.h"
 #include "engine/small_gemm.h"
+#include "engine/softmax_rows.h"
 
 /* ---------------------------------------------------------------- context attention
  *
@@ -429,13 +430,46 @@ static void context_product_rule(ts_ctx *ctx, ts_node *node, ts_tensor *g, const
     context_product_rule_into(ctx, node, g, needs, no_sums, gin);
 }
 
+/* The scores' self column alpha a_r . b_self_r, [heads, rows], taken in
+ * the rows' memory order. */
+static ts_real *self_scores_of(ts_ctx *ctx, context_shape s, const ts_tensor *a,
+                               const ts_tensor *b_self, double alpha) {
+    ts_real *self_scores = ts_alloc(ctx, (size_t)all_rows(s) * sizeof *self_scores);
+    row_walk w = row_walk_start(s);
+    for (long t = 0; t < all_rows(s); t++, row_walk_next(s, &w))
+        self_scores[w.head * s.rows + w.row] =
+            (ts_real)alpha * ts_row_dot(a->data + w.at, b_self->data + w.at, s.dh);
+    return self_scores;
+}
+
+/* The layout shape [..., L, C + 1] of rows a (token-major: seen head-major). */
+static void layout_shape(const ts_tensor *a, context_shape s, bool token_major, int *shape) {
+    ts_tensor view = head_major(a, token_major);
+    for (int i = 0; i < a->ndim; i++) shape[i] = view.shape[i];
+    shape[a->ndim - 1] = s.keys + 1;
+}
+
+/* FLOPs of context_product: as matmul over the executed elements; the self
+ * score as mul and sum. */
+static double product_flops(context_shape s, const ts_tensor *a, bool self, double alpha) {
+    return 2.0 * s.dh * context_strip_elements(s) + (self ? 2.0 * (double)a->numel : 0) +
+           alpha_flops(alpha, a);
+}
+
+static ts_node *record_product(ts_ctx *ctx, ts_tensor *out, ts_tensor *a, ts_tensor *b,
+                               ts_tensor *b_self, double alpha, bool token_major) {
+    ts_node *node = ts_record(ctx, "context_product", context_product_rule, out, b_self ? 3 : 2,
+                              (ts_tensor *[]){a, b, b_self});
+    keep_attributes(node, alpha, token_major);
+    if (node) node->backward_into = context_product_rule_into;
+    return node;
+}
+
 static ts_tensor *context_product(ts_ctx *ctx, ts_tensor *a, ts_tensor *b, ts_tensor *b_self,
                                   double alpha, bool token_major, ts_tensor *into) {
     context_shape s = context_shape_of(ctx, "context_product", a, b, b_self, NULL, token_major);
-    ts_tensor view = head_major(a, token_major);
     int width = s.keys + 1, offset = s.keys - s.rows, shape[TS_MAX_DIMS], ld = rows_stride(s);
-    for (int i = 0; i < a->ndim; i++) shape[i] = view.shape[i];
-    shape[a->ndim - 1] = width;
+    layout_shape(a, s, token_major, shape);
     if (into) context_shape_of(ctx, "context_product", a, b, NULL, into, token_major);
     ts_tensor *out = into ? into : ts_new(ctx, a->ndim, shape);
     if (!ctx->counting) {
@@ -447,13 +481,7 @@ static ts_tensor *context_product(ts_ctx *ctx, ts_tensor *a, ts_tensor *b, ts_te
         /* with a sum: the strip's product, [rows, strip_keys] in rows of
          * ld_bt (whole vectors: its stores aligned), then added */
         ts_real *strip = into ? ts_alloc(ctx, (size_t)CONTEXT_STRIP * ld_bt * sizeof *strip) : NULL;
-        /* the self scores, [heads, rows], taken first in the rows' memory order */
-        ts_real *self_scores =
-            b_self ? ts_alloc(ctx, (size_t)all_rows(s) * sizeof *self_scores) : NULL;
-        row_walk w = row_walk_start(s);
-        for (long t = 0; b_self && t < all_rows(s); t++, row_walk_next(s, &w))
-            self_scores[w.head * s.rows + w.row] =
-                (ts_real)alpha * ts_row_dot(a->data + w.at, b_self->data + w.at, s.dh);
+        ts_real *self_scores = b_self ? self_scores_of(ctx, s, a, b_self, alpha) : NULL;
         for (long h = 0; h < s.heads; h++) {
             const ts_real *ah = a->data + rows_head(s, h), *bh = b->data + h * b_size;
             ts_real *oh = out->data + h * o_size;
@@ -479,15 +507,56 @@ static ts_tensor *context_product(ts_ctx *ctx, ts_tensor *a, ts_tensor *b, ts_te
             }
         }
     }
-    /* As matmul over the executed elements; the self score as mul and sum. */
-    ts_count_flops(ctx, 2.0 * s.dh * context_strip_elements(s) +
-                            (b_self ? 2.0 * (double)a->numel : 0) + alpha_flops(alpha, a) +
-                            into_flops(into));
-    ts_node *node = ts_record(ctx, "context_product", context_product_rule, out, b_self ? 3 : 2,
-                              (ts_tensor *[]){a, b, b_self});
-    keep_attributes(node, alpha, token_major);
-    if (node) node->backward_into = context_product_rule_into;
+    ts_count_flops(ctx, product_flops(s, a, b_self != NULL, alpha) + into_flops(into));
+    record_product(ctx, out, a, b, b_self, alpha, token_major);
     return out;
+}
+
+/* softmax(context_product(a, b, b_self; alpha), mask), the attention's
+ * probabilities, as the same two nodes (context_product, then softmax) with
+ * the same values bit for bit, but each strip's scores formed in a scratch
+ * strip and turned into probabilities while they are in cache, by the
+ * softmax's own row kernel: the scores [..., L, C + 1] are never written
+ * nor read back (seventeenth round, docs/performance.md). Their tensor
+ * holds no data: nothing reads it (the product's rule reads its inputs, the
+ * softmax's its output). A strip's entries past a row's visible keys are
+ * the row's masked run, which the kernel does not read. Booked to the
+ * profile as context_product. */
+static ts_tensor *context_probabilities(ts_ctx *ctx, ts_tensor *a, ts_tensor *b, ts_tensor *b_self,
+                                        double alpha, bool token_major, const ts_tensor *mask) {
+    context_shape s = context_shape_of(ctx, "context_product", a, b, b_self, NULL, token_major);
+    int width = s.keys + 1, offset = s.keys - s.rows, shape[TS_MAX_DIMS], ld = rows_stride(s);
+    layout_shape(a, s, token_major, shape);
+    ts_tensor *scores = ts_wrap(ctx, NULL, a->ndim, shape);
+    ts_tensor *p = ts_new(ctx, a->ndim, shape);
+    const int32_t *runs = ts_softmax_masked_runs(ctx, mask);
+    if (!ctx->counting) {
+        long b_size = (long)s.keys * s.dh, o_size = (long)s.rows * width;
+        int ld_bt = round_up(s.keys, CONTEXT_PANEL);
+        ts_real *bt = ts_alloc(ctx, (size_t)ld_bt * s.dh * sizeof *bt);
+        ts_real *strip = ts_alloc(ctx, (size_t)CONTEXT_STRIP * width * sizeof *strip);
+        ts_real *self_scores = b_self ? self_scores_of(ctx, s, a, b_self, alpha) : NULL;
+        for (long h = 0; h < s.heads; h++) {
+            const ts_real *ah = a->data + rows_head(s, h), *bh = b->data + h * b_size;
+            ts_real *ph = p->data + h * o_size;
+            ts_transpose_rows(bh, s.keys, s.dh, s.dh, bt, ld_bt);
+            for (int i0 = 0; i0 < s.rows; i0 += CONTEXT_STRIP) {
+                int rows = strip_rows(s.rows, i0), strip_keys = i0 + rows + offset;
+                strip_scores(rows, strip_keys, i0 + offset, s.dh, (ts_real)alpha,
+                             ah + (long)i0 * ld, ld, bt, ld_bt, strip, width);
+                for (int r = 0; r < rows; r++) {
+                    long row = i0 + r;
+                    ts_real *scores_row = strip + (long)r * width;
+                    scores_row[s.keys] = b_self ? self_scores[h * s.rows + row] : 0;
+                    ts_softmax_row(scores_row, mask->data + row * width, ph + row * width, width,
+                                   runs[2 * row], runs[2 * row + 1]);
+                }
+            }
+        }
+    }
+    ts_count_flops(ctx, product_flops(s, a, b_self != NULL, alpha));
+    record_product(ctx, scores, a, b, b_self, alpha, token_major);
+    return ts_softmax_recorded(ctx, scores, mask, runs, p);
 }
 
 static void context_mix_rule_into(ts_ctx *ctx, ts_node *node, ts_tensor *g, const bool *needs,
@@ -636,8 +705,8 @@ static ts_tensor *context_attention(ts_ctx *ctx, ts_tensor *q, ts_tensor *k, ts_
                                     bool token_major) {
     context_shape s = context_shape_of(ctx, "context_attention", q, k, k_self, NULL, token_major);
     context_shape_of(ctx, "context_attention", v_self, v, q, NULL, token_major);
-    ts_tensor *scores = context_product(ctx, q, k, k_self, scale, token_major, NULL);
-    ts_tensor *p = ts_softmax(ctx, scores, context_mask(ctx, s.rows, s.keys));
+    ts_tensor *p = context_probabilities(ctx, q, k, k_self, scale, token_major,
+                                         context_mask(ctx, s.rows, s.keys));
     return context_mix(ctx, p, v, v_self, 1, token_major, NULL);
 }
 

@@ -4,6 +4,7 @@
 
 #include "engine/autodiff.h"
 #include "engine/ops.h"
+#include "engine/softmax_rows.h"
 
 /* The forward passes and the first-order backward passes are fused row
  * kernels; the backward passes are themselves recorded ops (softmax_backward,
@@ -207,10 +208,40 @@ static void masked_softmax_row(const ts_real *restrict xr, const ts_real *restri
     for (long c = whole; c < cols; c++) o[c] = ts_flush_subnormal(o[c] * inv);
 }
 
-/* Row r of x is masked with row (r mod mask rows). Writes x + mask - shift
- * with shift = max (softmax) or logsumexp (log-softmax). The softmax skips
- * each row's masked run (runs, or NULL: none); the log-softmax, whose
- * masked entries are -inf, reads whole rows. */
+/* One row: x + mask - shift with shift = max (softmax) or logsumexp
+ * (log-softmax). The softmax skips the row's masked run (empty: none);
+ * the log-softmax, whose masked entries are -inf, reads the whole row. */
+static void softmax_row(const ts_real *xr, const ts_real *mr, ts_real *o, long cols, masked_run run,
+                        bool log_form) {
+    if (run.hi > run.lo) {
+        masked_softmax_row(xr, mr, o, cols, run);
+        return;
+    }
+    if (mr)
+        for (long c = 0; c < cols; c++) o[c] = xr[c] + mr[c];
+    else
+        for (long c = 0; c < cols; c++) o[c] = xr[c];
+    ts_real max = ts_row_max(o, cols);
+    if (max == -INFINITY) { /* fully masked row: no probability mass anywhere */
+        for (long c = 0; c < cols; c++) o[c] = log_form ? -INFINITY : 0;
+        return;
+    }
+    if (log_form) {
+        /* The normaliser of a cross-entropy: summed in double, as every
+         * sum that feeds a loss. */
+        ts_real shift = max + (ts_real)log(exp_sum_wide(o, cols, max));
+        for (long c = 0; c < cols; c++) o[c] -= shift;
+    } else {
+        /* exp(-inf) is exactly 0, so a masked entry (a causal mask
+         * hides half of them) needs no test; the inline exponential
+         * vectorises (docs/performance.md, lever 7). */
+        ts_real inv = 1 / ts_exp_shifted_sum(o, cols, max);
+        for (long c = 0; c < cols; c++) o[c] = ts_flush_subnormal(o[c] * inv);
+    }
+}
+
+/* Row r of x is masked with row (r mod mask rows), its run from runs (or
+ * NULL: none), the rows AHEAD_ROWS ahead prefetched where they have one. */
 static void softmax_rows(const ts_tensor *x, const ts_tensor *mask, ts_real *out, bool log_form,
                          const int32_t *runs) {
     long cols = x->shape[x->ndim - 1], rows = x->numel / cols;
@@ -218,37 +249,21 @@ static void softmax_rows(const ts_tensor *x, const ts_tensor *mask, ts_real *out
     for (long r = 0; r < rows; r++) {
         const ts_real *xr = x->data + r * cols;
         const ts_real *mr = mask ? mask->data + (r % mask_rows) * cols : NULL;
-        ts_real *o = out + r * cols;
         masked_run run = run_of_row(runs, mask_rows, r);
-        if (run.hi > run.lo) {
-            if (r + AHEAD_ROWS < rows)
-                prefetch_visible(xr + AHEAD_ROWS * cols, cols,
-                                 run_of_row(runs, mask_rows, r + AHEAD_ROWS));
-            masked_softmax_row(xr, mr, o, cols, run);
-            continue;
-        }
-        if (mr)
-            for (long c = 0; c < cols; c++) o[c] = xr[c] + mr[c];
-        else
-            for (long c = 0; c < cols; c++) o[c] = xr[c];
-        ts_real max = ts_row_max(o, cols);
-        if (max == -INFINITY) { /* fully masked row: no probability mass anywhere */
-            for (long c = 0; c < cols; c++) o[c] = log_form ? -INFINITY : 0;
-            continue;
-        }
-        if (log_form) {
-            /* The normaliser of a cross-entropy: summed in double, as every
-             * sum that feeds a loss. */
-            ts_real shift = max + (ts_real)log(exp_sum_wide(o, cols, max));
-            for (long c = 0; c < cols; c++) o[c] -= shift;
-        } else {
-            /* exp(-inf) is exactly 0, so a masked entry (a causal mask
-             * hides half of them) needs no test; the inline exponential
-             * vectorises (docs/performance.md, lever 7). */
-            ts_real inv = 1 / ts_exp_shifted_sum(o, cols, max);
-            for (long c = 0; c < cols; c++) o[c] = ts_flush_subnormal(o[c] * inv);
-        }
+        if (run.hi > run.lo && r + AHEAD_ROWS < rows)
+            prefetch_visible(xr + AHEAD_ROWS * cols, cols,
+                             run_of_row(runs, mask_rows, r + AHEAD_ROWS));
+        softmax_row(xr, mr, out + r * cols, cols, run, log_form);
     }
+}
+
+void ts_softmax_row(const ts_real *xr, const ts_real *mr, ts_real *o, long cols, long run_lo,
+                    long run_hi) {
+    softmax_row(xr, mr, o, cols, (masked_run){run_lo, run_hi}, false);
+}
+
+const int32_t *ts_softmax_masked_runs(ts_ctx *ctx, const ts_tensor *mask) {
+    return find_masked_runs(ctx, mask);
 }
 
 static ts_tensor *row_sum(ts_ctx *ctx, ts_tensor *a) {
@@ -380,15 +395,21 @@ static void softmax_rule(ts_ctx *ctx, ts_node *node, ts_tensor *g, const bool *n
     if (needs[0]) gin[0] = softmax_backward(ctx, node->out, g, node->index, node_runs(node));
 }
 
+ts_tensor *ts_softmax_recorded(ts_ctx *ctx, ts_tensor *x, const ts_tensor *mask,
+                               const int32_t *runs, ts_tensor *out) {
+    check_mask(ctx, "softmax", x, mask);
+    ts_count_flops(ctx, 5.0 * (double)x->numel);
+    ts_node *node = ts_record(ctx, "softmax", softmax_rule, out, 1, &x);
+    keep_runs(node, runs, mask ? mask->shape[0] : 0);
+    return out;
+}
+
 ts_tensor *ts_softmax(ts_ctx *ctx, ts_tensor *x, const ts_tensor *mask) {
     check_mask(ctx, "softmax", x, mask);
     ts_tensor *out = ts_new_like(ctx, x);
     const int32_t *runs = find_masked_runs(ctx, mask);
     if (!ctx->counting) softmax_rows(x, mask, out->data, false, runs);
-    ts_count_flops(ctx, 5.0 * (double)x->numel);
-    ts_node *node = ts_record(ctx, "softmax", softmax_rule, out, 1, &x);
-    keep_runs(node, runs, mask ? mask->shape[0] : 0);
-    return out;
+    return ts_softmax_recorded(ctx, x, mask, runs, out);
 }
 
 /* ---------------------------------------------------------------- log-softmax */
