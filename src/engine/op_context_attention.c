@@ -465,48 +465,68 @@ static ts_node *record_product(ts_ctx *ctx, ts_tensor *out, ts_tensor *a, ts_ten
     return node;
 }
 
-static ts_tensor *context_product(ts_ctx *ctx, ts_tensor *a, ts_tensor *b, ts_tensor *b_self,
-                                  double alpha, bool token_major, ts_tensor *into) {
-    context_shape s = context_shape_of(ctx, "context_product", a, b, b_self, NULL, token_major);
-    int width = s.keys + 1, offset = s.keys - s.rows, shape[TS_MAX_DIMS], ld = rows_stride(s);
-    layout_shape(a, s, token_major, shape);
-    if (into) context_shape_of(ctx, "context_product", a, b, NULL, into, token_major);
-    ts_tensor *out = into ? into : ts_new(ctx, a->ndim, shape);
-    if (!ctx->counting) {
-        long b_size = (long)s.keys * s.dh, o_size = (long)s.rows * width;
-        /* b's head transposed, [dh, C]: ts_small_gemm reads B by rows; its
-         * rows padded to whole vectors, so B's loads stay aligned */
-        int ld_bt = round_up(s.keys, CONTEXT_PANEL);
-        ts_real *bt = ts_alloc(ctx, (size_t)ld_bt * s.dh * sizeof *bt);
-        /* with a sum: the strip's product, [rows, strip_keys] in rows of
-         * ld_bt (whole vectors: its stores aligned), then added */
-        ts_real *strip = into ? ts_alloc(ctx, (size_t)CONTEXT_STRIP * ld_bt * sizeof *strip) : NULL;
-        ts_real *self_scores = b_self ? self_scores_of(ctx, s, a, b_self, alpha) : NULL;
-        for (long h = 0; h < s.heads; h++) {
-            const ts_real *ah = a->data + rows_head(s, h), *bh = b->data + h * b_size;
-            ts_real *oh = out->data + h * o_size;
-            ts_transpose_rows(bh, s.keys, s.dh, s.dh, bt, ld_bt);
-            for (int i0 = 0; i0 < s.rows; i0 += CONTEXT_STRIP) {
-                int rows = strip_rows(s.rows, i0), strip_keys = i0 + rows + offset;
-                strip_scores(rows, strip_keys, i0 + offset, s.dh, (ts_real)alpha,
-                             ah + (long)i0 * ld, ld, bt, ld_bt,
-                             into ? strip : oh + (long)i0 * width, into ? ld_bt : width);
-                for (int r = 0; r < rows; r++) {
-                    ts_real *row = oh + (long)(i0 + r) * width;
-                    int visible = i0 + r + offset + 1;
-                    ts_real self = b_self ? self_scores[h * s.rows + i0 + r] : 0;
-                    if (into) { /* masked entries: the sum + 0, the sum */
-                        const ts_real *add = strip + (long)r * ld_bt;
-                        for (int c = 0; c < visible; c++) row[c] += add[c];
-                        row[s.keys] += self;
-                    } else {
-                        for (int c = visible; c < s.keys; c++) row[c] = 0;
-                        row[s.keys] = self;
-                    }
+/* The strips of alpha a b^T of every head with the self column, finished
+ * row by row into out's layout one of three ways: written, masked entries
+ * 0 (context_product); added into out, the sum a rule hands on (add); or,
+ * under mask with its runs, turned into the softmax's probabilities
+ * (context_probabilities). Added or turned into probabilities, a strip is
+ * first formed in scratch. */
+static void product_strips(ts_ctx *ctx, context_shape s, const ts_tensor *a, const ts_tensor *b,
+                           const ts_tensor *b_self, double alpha, ts_tensor *out, bool add,
+                           const ts_tensor *mask, const int32_t *runs) {
+    int width = s.keys + 1, offset = s.keys - s.rows, ld = rows_stride(s);
+    long b_size = (long)s.keys * s.dh, o_size = (long)s.rows * width;
+    /* b's head transposed, [dh, C]: ts_small_gemm reads B by rows; its rows
+     * padded to whole vectors, so B's loads stay aligned */
+    int ld_bt = round_up(s.keys, CONTEXT_PANEL);
+    ts_real *bt = ts_alloc(ctx, (size_t)ld_bt * s.dh * sizeof *bt);
+    /* the scratch strip [rows, strip_keys]: to add, in rows of ld_bt (whole
+     * vectors: its stores aligned); for the softmax, in the layout's rows
+     * (its row kernel reads the self column after the keys) */
+    bool scratch = add || mask;
+    int ld_strip = add ? ld_bt : width;
+    ts_real *strip =
+        scratch ? ts_alloc(ctx, (size_t)CONTEXT_STRIP * ld_strip * sizeof *strip) : NULL;
+    ts_real *self_scores = b_self ? self_scores_of(ctx, s, a, b_self, alpha) : NULL;
+    for (long h = 0; h < s.heads; h++) {
+        const ts_real *ah = a->data + rows_head(s, h), *bh = b->data + h * b_size;
+        ts_real *oh = out->data + h * o_size;
+        ts_transpose_rows(bh, s.keys, s.dh, s.dh, bt, ld_bt);
+        for (int i0 = 0; i0 < s.rows; i0 += CONTEXT_STRIP) {
+            int rows = strip_rows(s.rows, i0), strip_keys = i0 + rows + offset;
+            strip_scores(rows, strip_keys, i0 + offset, s.dh, (ts_real)alpha, ah + (long)i0 * ld,
+                         ld, bt, ld_bt, scratch ? strip : oh + (long)i0 * width,
+                         scratch ? ld_strip : width);
+            for (int r = 0; r < rows; r++) {
+                long row_index = i0 + r;
+                ts_real *row = oh + row_index * width;
+                ts_real *formed = scratch ? strip + (long)r * ld_strip : NULL;
+                int visible = i0 + r + offset + 1;
+                ts_real self = b_self ? self_scores[h * s.rows + row_index] : 0;
+                if (add) { /* masked entries: the sum + 0, the sum */
+                    for (int c = 0; c < visible; c++) row[c] += formed[c];
+                    row[s.keys] += self;
+                } else if (mask) { /* the entries past visible are the row's run, unread */
+                    formed[s.keys] = self;
+                    ts_softmax_row(formed, mask->data + row_index * width, row, width,
+                                   runs[2 * row_index], runs[2 * row_index + 1]);
+                } else {
+                    for (int c = visible; c < s.keys; c++) row[c] = 0;
+                    row[s.keys] = self;
                 }
             }
         }
     }
+}
+
+static ts_tensor *context_product(ts_ctx *ctx, ts_tensor *a, ts_tensor *b, ts_tensor *b_self,
+                                  double alpha, bool token_major, ts_tensor *into) {
+    context_shape s = context_shape_of(ctx, "context_product", a, b, b_self, NULL, token_major);
+    int shape[TS_MAX_DIMS];
+    layout_shape(a, s, token_major, shape);
+    if (into) context_shape_of(ctx, "context_product", a, b, NULL, into, token_major);
+    ts_tensor *out = into ? into : ts_new(ctx, a->ndim, shape);
+    if (!ctx->counting) product_strips(ctx, s, a, b, b_self, alpha, out, into != NULL, NULL, NULL);
     ts_count_flops(ctx, product_flops(s, a, b_self != NULL, alpha) + into_flops(into));
     record_product(ctx, out, a, b, b_self, alpha, token_major);
     return out;
@@ -519,41 +539,16 @@ static ts_tensor *context_product(ts_ctx *ctx, ts_tensor *a, ts_tensor *b, ts_te
  * softmax's own row kernel: the scores [..., L, C + 1] are never written
  * nor read back (seventeenth round, docs/performance.md). Their tensor
  * holds no data: nothing reads it (the product's rule reads its inputs, the
- * softmax's its output). A strip's entries past a row's visible keys are
- * the row's masked run, which the kernel does not read. Booked to the
- * profile as context_product. */
+ * softmax's its output). Booked to the profile as context_product. */
 static ts_tensor *context_probabilities(ts_ctx *ctx, ts_tensor *a, ts_tensor *b, ts_tensor *b_self,
                                         double alpha, bool token_major, const ts_tensor *mask) {
     context_shape s = context_shape_of(ctx, "context_product", a, b, b_self, NULL, token_major);
-    int width = s.keys + 1, offset = s.keys - s.rows, shape[TS_MAX_DIMS], ld = rows_stride(s);
+    int shape[TS_MAX_DIMS];
     layout_shape(a, s, token_major, shape);
     ts_tensor *scores = ts_wrap(ctx, NULL, a->ndim, shape);
     ts_tensor *p = ts_new(ctx, a->ndim, shape);
     const int32_t *runs = ts_softmax_masked_runs(ctx, mask);
-    if (!ctx->counting) {
-        long b_size = (long)s.keys * s.dh, o_size = (long)s.rows * width;
-        int ld_bt = round_up(s.keys, CONTEXT_PANEL);
-        ts_real *bt = ts_alloc(ctx, (size_t)ld_bt * s.dh * sizeof *bt);
-        ts_real *strip = ts_alloc(ctx, (size_t)CONTEXT_STRIP * width * sizeof *strip);
-        ts_real *self_scores = b_self ? self_scores_of(ctx, s, a, b_self, alpha) : NULL;
-        for (long h = 0; h < s.heads; h++) {
-            const ts_real *ah = a->data + rows_head(s, h), *bh = b->data + h * b_size;
-            ts_real *ph = p->data + h * o_size;
-            ts_transpose_rows(bh, s.keys, s.dh, s.dh, bt, ld_bt);
-            for (int i0 = 0; i0 < s.rows; i0 += CONTEXT_STRIP) {
-                int rows = strip_rows(s.rows, i0), strip_keys = i0 + rows + offset;
-                strip_scores(rows, strip_keys, i0 + offset, s.dh, (ts_real)alpha,
-                             ah + (long)i0 * ld, ld, bt, ld_bt, strip, width);
-                for (int r = 0; r < rows; r++) {
-                    long row = i0 + r;
-                    ts_real *scores_row = strip + (long)r * width;
-                    scores_row[s.keys] = b_self ? self_scores[h * s.rows + row] : 0;
-                    ts_softmax_row(scores_row, mask->data + row * width, ph + row * width, width,
-                                   runs[2 * row], runs[2 * row + 1]);
-                }
-            }
-        }
-    }
+    if (!ctx->counting) product_strips(ctx, s, a, b, b_self, alpha, p, false, mask, runs);
     ts_count_flops(ctx, product_flops(s, a, b_self != NULL, alpha));
     record_product(ctx, scores, a, b, b_self, alpha, token_major);
     return ts_softmax_recorded(ctx, scores, mask, runs, p);
