@@ -7,11 +7,16 @@
 #include "engine/profile.h"
 
 /* The bytes of an op's output and inputs, each buffer once (the profile's
- * tensor bytes, engine/profile.h). */
-static double tensor_bytes(const ts_tensor *out, int n_in, ts_tensor *const *in) {
-    double elements = (double)out->numel;
+ * tensor bytes, engine/profile.h). A counting context's tensors have no
+ * buffers: each counts. In an executing context a tensor without one was
+ * never formed (the context attention's scores, turned into probabilities
+ * in cache): it moved no bytes. */
+static double tensor_bytes(const ts_ctx *ctx, const ts_tensor *out, int n_in,
+                           ts_tensor *const *in) {
+    bool formed_only = !ctx->counting;
+    double elements = formed_only && !out->data ? 0 : (double)out->numel;
     for (int i = 0; i < n_in; i++) {
-        /* (a counting context's tensors have no buffers: each counts) */
+        if (formed_only && !in[i]->data) continue;
         bool counted = in[i]->data && in[i]->data == out->data;
         for (int j = 0; j < i && !counted; j++) counted = in[i]->data && in[j]->data == in[i]->data;
         if (!counted) elements += (double)in[i]->numel;
@@ -22,7 +27,7 @@ static double tensor_bytes(const ts_tensor *out, int n_in, ts_tensor *const *in)
 ts_node *ts_record(ts_ctx *ctx, const char *op, ts_backward_fn backward, ts_tensor *out, int n_in,
                    ts_tensor *const *in) {
     if (ctx->profile) /* every op ends here */
-        ts_profile_book(ctx, op, tensor_bytes(out, n_in, in));
+        ts_profile_book(ctx, op, tensor_bytes(ctx, out, n_in, in));
     if (!ctx->grad_enabled) return NULL;
     bool any = false;
     for (int i = 0; i < n_in; i++) any |= in[i]->requires_grad;
