@@ -515,6 +515,13 @@ static ts_tensor *swiglu_packed_grad(ts_ctx *ctx, ts_tensor *x, ts_tensor *g) {
  * so every order stays exact. */
 static ts_tensor *swiglu_packed_grad_dx(ts_ctx *ctx, ts_tensor *x, ts_tensor *g, ts_tensor *h);
 
+/* FLOPs per element of g each op books, as the primitives it replaces (the
+ * one-pass rule, swiglu_packed_second_order, books both). jvp: silu_backward
+ * 8, the product 1, swiglu 5, the sum 1; grad_dx: silu_backward 8,
+ * silu_backward_dx 13 with its product 1, swiglu_backward 9, the sum 1, the
+ * product 1. */
+enum { SWIGLU_JVP_FLOPS = 15, SWIGLU_GRAD_DX_FLOPS = 33 };
+
 static void swiglu_packed_jvp_rule(ts_ctx *ctx, ts_node *node, ts_tensor *w, const bool *needs,
                                    ts_tensor **gin) {
     ts_tensor *x = node->in[0], *h = node->in[1];
@@ -537,8 +544,7 @@ static ts_tensor *swiglu_packed_jvp(ts_ctx *ctx, ts_tensor *x, ts_tensor *h) {
             po[i] = pb[i] * silu_slope_element(pa[i], s, pha[i]) + swiglu_element(pa[i], s, phb[i]);
         }
     }
-    /* silu_backward 8, the product 1, swiglu 5, the sum 1 */
-    ts_count_flops(ctx, 15.0 * (double)out->numel);
+    ts_count_flops(ctx, SWIGLU_JVP_FLOPS * (double)out->numel);
     ts_record(ctx, "swiglu_packed_jvp", swiglu_packed_jvp_rule, out, 2, (ts_tensor *[]){x, h});
     return out;
 }
@@ -574,9 +580,7 @@ static ts_tensor *swiglu_packed_grad_dx(ts_ctx *ctx, ts_tensor *x, ts_tensor *g,
         ts_real *pda = out->data + r * 2 * f;
         swiglu_packed_grad_dx_row(f, pa, pa + f, pha, pha + f, g->data + r * f, pda, pda + f);
     }
-    /* silu_backward 8, silu_backward_dx 13 with its product 1,
-     * swiglu_backward 9, the sum 1, the product 1 */
-    ts_count_flops(ctx, 33.0 * (double)g->numel);
+    ts_count_flops(ctx, SWIGLU_GRAD_DX_FLOPS * (double)g->numel);
     ts_record(ctx, "swiglu_packed_backward_dx", swiglu_packed_grad_dx_rule, out, 3,
               (ts_tensor *[]){x, g, h});
     return out;
@@ -642,7 +646,7 @@ static void swiglu_packed_second_order(ts_ctx *ctx, ts_tensor *x, ts_tensor *g, 
         swiglu_packed_second_order_row(f, pa, pa + f, pha, pha + f, g->data + r * f, pda, pda + f,
                                        dg->data + r * f);
     }
-    ts_count_flops(ctx, (33.0 + 15.0) * (double)g->numel); /* grad_dx's and the jvp's */
+    ts_count_flops(ctx, (SWIGLU_GRAD_DX_FLOPS + SWIGLU_JVP_FLOPS) * (double)g->numel);
     /* Recording is off: this books the work to the profile and records nothing. */
     ts_record(ctx, "swiglu_packed_second_order", NULL, dx, 0, NULL);
     gin[0] = dx;

@@ -70,6 +70,24 @@ static double rms_grad_flops(const ts_tensor *x, bool weighted) {
     return (weighted ? 8.0 : 7.0) * (double)x->numel + 9.0 * (double)rows;
 }
 
+/* The FLOPs the second-order ops book, each as the primitives it replaces;
+ * the one-pass rule (rms_grad_backward_plain) books the sum of those it
+ * stands for. G(x, v) w: G and the product. */
+static double rms_grad_times_flops(const ts_tensor *x) {
+    return rms_grad_flops(x, false) + (double)x->numel;
+}
+/* The rows' sum of u G(x, v): G, the product and the sum over rows. */
+static double rms_grad_weight_sum_flops(const ts_tensor *x) {
+    return rms_grad_flops(x, false) + 2.0 * (double)x->numel;
+}
+/* F(x, u q, v): 16 per element (squares, three products and four row sums,
+ * five for the sum of terms, three for the result), 13 per row (r, its
+ * powers, the means, x's coefficient); with q, its product 1 more. */
+static double rms_grad_dx_flops(const ts_tensor *x, bool weighted) {
+    long rows = x->numel / x->shape[x->ndim - 1];
+    return (weighted ? 17.0 : 16.0) * (double)x->numel + 13.0 * (double)rows;
+}
+
 static ts_tensor *rms_grad(ts_ctx *ctx, ts_tensor *x, ts_tensor *u, ts_tensor *w, double eps);
 
 /* F(x, u, v), the VJP of G(x, u) for x against v:
@@ -151,10 +169,7 @@ static ts_tensor *rms_grad_dx(ts_ctx *ctx, ts_tensor *x, ts_tensor *u, ts_tensor
             for (int j = 0; j < d; j++) o[j] = xi[j] * cx - r3 * (vi[j] * m + ui[j] * b);
         }
     }
-    /* As the primitives it replaces: 16 per element (squares, three
-     * products and four row sums, five for the sum of terms, three for the
-     * result), 13 per row (r, its powers, the means, x's coefficient). */
-    ts_count_flops(ctx, (q ? 17.0 : 16.0) * (double)x->numel + 13.0 * (double)k.rows);
+    ts_count_flops(ctx, rms_grad_dx_flops(x, q != NULL));
     record_with_eps(ctx, "rmsnorm_backward_dx", rms_grad_dx_backward, k.out, q ? 4 : 3,
                     (ts_tensor *[]){x, u, v, q}, eps);
     return k.out;
@@ -210,10 +225,9 @@ static void rms_grad_backward_plain(ts_ctx *ctx, ts_tensor *x, ts_tensor *u, ts_
             for (int j = 0; j < d; j++) o[j] = xi[j] * cx - r3 * (vi[j] * m + uq[j] * b);
         }
     }
-    double flops = (du ? rms_grad_flops(x, false) + (double)x->numel : 0) +
-                   (dw ? rms_grad_flops(x, false) + 2.0 * (double)x->numel : 0) +
-                   (dx ? 17.0 * (double)x->numel + 13.0 * (double)(x->numel / d) : 0);
-    ts_count_flops(ctx, flops);
+    ts_count_flops(ctx, (du ? rms_grad_times_flops(x) : 0) +
+                            (dw ? rms_grad_weight_sum_flops(x) : 0) +
+                            (dx ? rms_grad_dx_flops(x, true) : 0));
     /* Recording is off: this books the work to the profile and records nothing. */
     ts_record(ctx, "rmsnorm_second_order", NULL, du ? du : dx ? dx : dw, 0, NULL);
     gin[0] = dx;
@@ -270,7 +284,7 @@ static ts_tensor *rms_grad_times(ts_ctx *ctx, ts_tensor *x, ts_tensor *v, ts_ten
         ts_real *o = k.out->data + i * d;
         for (int j = 0; j < d; j++) o[j] = (ri * vi[j] - xi[j] * c) * w->data[j];
     }
-    ts_count_flops(ctx, rms_grad_flops(x, false) + (double)x->numel); /* G, the product */
+    ts_count_flops(ctx, rms_grad_times_flops(x));
     record_with_eps(ctx, "rmsnorm_backward_weighted", rms_grad_times_backward, k.out, 3,
                     (ts_tensor *[]){x, v, w}, eps);
     return k.out;
@@ -302,8 +316,7 @@ static ts_tensor *rms_grad_weight_sum(ts_ctx *ctx, ts_tensor *x, ts_tensor *u, t
         ts_real *restrict o = out->data;
         for (int j = 0; j < d; j++) o[j] += ui[j] * (ri * vi[j] - xi[j] * c);
     }
-    /* G, the product and the sum over rows */
-    ts_count_flops(ctx, rms_grad_flops(x, false) + 2.0 * (double)x->numel);
+    ts_count_flops(ctx, rms_grad_weight_sum_flops(x));
     record_with_eps(ctx, "rmsnorm_backward_row_sum", rms_grad_weight_sum_backward, out, 3,
                     (ts_tensor *[]){x, u, v}, eps);
     return out;
