@@ -47,12 +47,6 @@ static long heads_row(packed_shape s, int b, int h) {
     return ((long)b * s.n_heads + h) * s.t * s.dh;
 }
 
-static void copy_rows(const ts_real *src, long ld_src, ts_real *dst, long ld_dst, int rows,
-                      int width) {
-    for (int r = 0; r < rows; r++)
-        memcpy(dst + r * ld_dst, src + r * ld_src, (size_t)width * sizeof *dst);
-}
-
 static void packed_heads_rule_into(ts_ctx *ctx, ts_node *node, ts_tensor *g, const bool *needs,
                                    ts_tensor *const *sums, ts_tensor **gin) {
     if (!needs[0]) return;
@@ -96,7 +90,7 @@ static void packed_heads_rule_into(ts_ctx *ctx, ts_node *node, ts_tensor *g, con
                 if (positions)
                     ts_rope_rotate_rows(&rotate_back, gh, s.dh, formed, ld_formed, s.t);
                 else if (!sum)
-                    copy_rows(gh, s.dh, formed, ld_formed, s.t, s.dh);
+                    ts_copy_rows(gh, s.dh, formed, ld_formed, s.t, s.dh);
                 const ts_real *add = positions ? head : gh; /* unrotated: g itself */
                 for (int t = 0; sum && t < s.t; t++)
                     for (int c = 0; c < s.dh; c++) dst[t * s.ld + c] += add[(long)t * s.dh + c];
@@ -139,7 +133,7 @@ ts_tensor *ts_packed_heads(ts_ctx *ctx, ts_tensor *x, int part, int n_parts, int
                 if (positions)
                     ts_rope_rotate_rows(&rotate, src, s.ld, dst, s.dh, s.t);
                 else
-                    copy_rows(src, s.ld, dst, s.dh, s.t, s.dh);
+                    ts_copy_rows(src, s.ld, dst, s.dh, s.t, s.dh);
             }
     }
     ts_count_flops(ctx, positions ? 3.0 * (double)out->numel : 0);

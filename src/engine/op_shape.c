@@ -133,13 +133,6 @@ static void pad_backward(ts_ctx *ctx, ts_node *node, ts_tensor *g, const bool *n
     if (needs[0]) gin[0] = ts_slice(ctx, g, axis, start, node->in[0]->shape[axis]);
 }
 
-/* Copies rows of `len * inner` elements between strided layouts. */
-static void copy_blocks(long outer, long block, const ts_real *src, long src_stride, ts_real *dst,
-                        long dst_stride) {
-    for (long o = 0; o < outer; o++)
-        memcpy(dst + o * dst_stride, src + o * src_stride, (size_t)block * sizeof *dst);
-}
-
 ts_tensor *ts_slice(ts_ctx *ctx, ts_tensor *a, int axis, int start, int len) {
     axis = normalise_axis(ctx, "slice", a, axis);
     int dim = a->shape[axis];
@@ -156,8 +149,8 @@ ts_tensor *ts_slice(ts_ctx *ctx, ts_tensor *a, int axis, int start, int len) {
     } else {
         out = ts_new(ctx, a->ndim, shape);
         if (!ctx->counting)
-            copy_blocks(outer, len * inner, a->data + (long)start * inner, dim * inner, out->data,
-                        len * inner);
+            ts_copy_rows(a->data + (long)start * inner, dim * inner, out->data, len * inner, outer,
+                         len * inner);
     }
     ts_node *node = ts_record(ctx, "slice", slice_backward, out, 1, &a);
     if (node) {
@@ -178,8 +171,8 @@ ts_tensor *ts_pad(ts_ctx *ctx, ts_tensor *a, int axis, int start, int total) {
     ts_tensor *out = ts_zeros(ctx, a->ndim, shape);
     long outer = outer_size(a, axis), inner = inner_size(a, axis);
     if (!ctx->counting)
-        copy_blocks(outer, len * inner, a->data, len * inner, out->data + (long)start * inner,
-                    total * inner);
+        ts_copy_rows(a->data, len * inner, out->data + (long)start * inner, total * inner, outer,
+                     len * inner);
     ts_node *node = ts_record(ctx, "pad", pad_backward, out, 1, &a);
     if (node) {
         node->iattr[0] = axis;
@@ -232,8 +225,8 @@ ts_tensor *ts_concat(ts_ctx *ctx, int n, ts_tensor *const *parts, int axis) {
     long start = 0;
     for (int i = 0; i < (ctx->counting ? 0 : n); i++) {
         long len = parts[i]->shape[axis];
-        copy_blocks(outer, len * inner, parts[i]->data, len * inner, out->data + start * inner,
-                    shape[axis] * inner);
+        ts_copy_rows(parts[i]->data, len * inner, out->data + start * inner, shape[axis] * inner,
+                     outer, len * inner);
         start += len;
     }
     ts_node *node = ts_record(ctx, "concat", concat_backward, out, n, parts);

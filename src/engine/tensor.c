@@ -78,6 +78,12 @@ void ts_set_requires_grad(ts_ctx *ctx, ts_tensor *t, bool requires_grad) {
     t->requires_grad = requires_grad;
 }
 
+void ts_copy_rows(const ts_real *src, long ld_src, ts_real *dst, long ld_dst, long rows,
+                  long width) {
+    for (long r = 0; r < rows; r++)
+        memcpy(dst + r * ld_dst, src + r * ld_src, (size_t)width * sizeof *dst);
+}
+
 bool ts_same_shape(const ts_tensor *a, const ts_tensor *b) {
     if (a->ndim != b->ndim) return false;
     for (int i = 0; i < a->ndim; i++)

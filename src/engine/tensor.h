@@ -56,6 +56,11 @@ ts_tensor *ts_detach(ts_ctx *ctx, ts_tensor *t);
 void ts_set_requires_grad(ts_ctx *ctx, ts_tensor *t, bool requires_grad);
 
 bool ts_same_shape(const ts_tensor *a, const ts_tensor *b);
+/* Copies `rows` rows of `width` elements from src (rows ld_src apart) to
+ * dst (rows ld_dst apart): the layout changes of slices, pads, concats and
+ * heads of a packed product. */
+void ts_copy_rows(const ts_real *src, long ld_src, ts_real *dst, long ld_dst, long rows,
+                  long width);
 /* "[2, 3, 4]" into buf; returns buf. */
 const char *ts_shape_str(const ts_tensor *t, char *buf, int size);
 /* The size along axis, which may be negative (-1 = last). */
