@@ -5,6 +5,7 @@
 
 #include "engine/ops.h"
 #include "engine/profile.h"
+#include "engine/recycler.h"
 
 /* The bytes of an op's output and inputs, each buffer once (the profile's
  * tensor bytes, engine/profile.h). A counting context's tensors have no
@@ -90,9 +91,11 @@ static void accumulate(ts_ctx *ctx, ts_tensor *t, ts_tensor *g, bool g_owned) {
             ts_tensor *other = t->acc;
             t->acc = g;
             g = other;
+            g_owned = false;
         }
         add_in_place(ctx, t->acc, g);
         t->acc_owned = true;
+        if (g_owned) ts_recycler_give(ctx, g); /* added in: nothing reads it again */
     } else {
         t->acc = ts_add(ctx, t->acc, g);
         t->acc_owned = in_place; /* a new tensor that only t->acc holds */
@@ -164,7 +167,10 @@ static bool shares_buffer(ts_tensor *const *gin, int n, int j) {
 static bool owned_gradient(const ts_ctx *ctx, ts_arena_mark mark, ts_tensor *const *gin, int n,
                            int j) {
     const ts_real *data = gin[j]->data;
-    return data && ts_arena_allocated_since(&ctx->arena, mark, data) && !shares_buffer(gin, n, j);
+    return data &&
+           (ts_arena_allocated_since(&ctx->arena, mark, data) ||
+            ts_recycler_taken_by_rule(ctx, data)) &&
+           !shares_buffer(gin, n, j);
 }
 
 /* Whether gin[j] is the node's own incoming gradient handed on unchanged (a
@@ -194,6 +200,27 @@ static void add_into_leaf_grad(ts_ctx *ctx, ts_tensor *leaf, const ts_tensor *g)
     }
     if (ctx->profile) /* two buffers: the gradient and the leaf's sum */
         ts_profile_book(ctx, "accumulate leaf gradient", 2.0 * (double)g->numel * sizeof(ts_real));
+}
+
+/* Whether t's data overlaps g's. */
+static bool overlaps(const ts_tensor *t, const ts_tensor *g) {
+    return t && t->data && g->data && t->data < g->data + g->numel && g->data < t->data + t->numel;
+}
+
+/* After node's rule in a plain pass: its output's gradient is dead (every
+ * consumer of the output came later on the tape and has run, and nothing
+ * was recorded), unless it is a target, the accumulation did not own it,
+ * or an input's gradient shares it (passed on). Then its buffer goes to
+ * the recycler (engine/recycler.h). */
+static void recycle_output_gradient(ts_ctx *ctx, enum pass_kind kind, const ts_node *node) {
+    const ts_tensor *out = node->out;
+    ts_tensor *g = out->acc;
+    if (!ctx->recycler.active || !g || !out->acc_owned || is_target(ctx, kind, out)) return;
+    for (int j = 0; j < node->n_in; j++) {
+        const ts_tensor *in = node->in[j];
+        if (in->acc_epoch == ctx->epoch && overlaps(in->acc, g)) return;
+    }
+    ts_recycler_give(ctx, g);
 }
 
 /* Checks outputs and seeds before anything changes, so a caught error
@@ -259,6 +286,7 @@ static void run_pass(ts_ctx *ctx, enum pass_kind kind, const char *who, int n_ou
     ctx->phase = TS_BACKWARD;
     ctx->pass = rule_pass;
     ctx->into_leaf_grads = kind == PASS_BACKWARD;
+    if (!create_graph) ts_recycler_begin(ctx);
     seed_outputs(ctx, n_out, outputs, seeds);
     /* An output that is itself a leaf receives its seed directly. */
     for (int i = 0; kind == PASS_BACKWARD && i < n_out; i++)
@@ -276,6 +304,7 @@ static void run_pass(ts_ctx *ctx, enum pass_kind kind, const char *who, int n_ou
         }
         ctx->pass = node->made_by_gradient_pass ? TS_PASS_SECOND_ORDER : rule_pass;
         ts_arena_mark rule_start = ts_arena_get_mark(&ctx->arena);
+        ts_recycler_rule_start(ctx);
         ts_tensor *sums[TS_NODE_MAX_INPUTS] = {NULL};
         bool into_leaf[TS_NODE_MAX_INPUTS] = {false};
         if (offer_sums(ctx, kind, node, needs, sums, into_leaf))
@@ -297,12 +326,16 @@ static void run_pass(ts_ctx *ctx, enum pass_kind kind, const char *who, int n_ou
             bool owned = ((!create_graph || node->backward_into) &&
                           owned_gradient(ctx, rule_start, gin, node->n_in, j)) ||
                          passes_on_owned_gradient(ctx, kind, node, gin, j);
-            if (kind == PASS_BACKWARD && is_target(ctx, kind, in))
+            if (kind == PASS_BACKWARD && is_target(ctx, kind, in)) {
                 add_into_leaf_grad(ctx, in, gin[j]);
-            else
+                if (owned) ts_recycler_give(ctx, gin[j]); /* added in: dead */
+            } else {
                 accumulate(ctx, in, gin[j], owned);
+            }
         }
+        recycle_output_gradient(ctx, kind, node);
     }
+    ts_recycler_end(ctx);
     ctx->phase = saved_phase;
     ctx->pass = saved_pass;
     ctx->into_leaf_grads = saved_into_leaf_grads;

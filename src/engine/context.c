@@ -1,5 +1,7 @@
 #include "engine/context.h"
 
+#include "engine/recycler.h"
+
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -77,6 +79,9 @@ void ts_fail(ts_ctx *ctx, const char *op, const char *fmt, ...) {
     va_start(ap, fmt);
     vsnprintf(message + n, sizeof message - (size_t)n, fmt, ap);
     va_end(ap);
+    /* a handler that jumps back leaves the pass unfinished: nothing may be
+     * handed out of its lists after that (the arena may be released) */
+    ts_recycler_end(ctx);
     ctx->on_error(ctx->error_user, message);
     abort(); /* the handler must not return */
 }

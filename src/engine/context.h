@@ -40,8 +40,21 @@ typedef enum ts_unit_event {
  * the leaves' .grad buffers (false: a forward, or ts_grad). */
 typedef void (*ts_unit_hook)(void *user, int unit, ts_unit_event event, bool into_leaf_grads);
 
+/* Buffers a plain gradient pass has finished with, for its next tensors of
+ * the same size (engine/recycler.h). */
+enum { TS_RECYCLE_SLOTS = 64 };
+typedef struct ts_recycler {
+    bool active;  /* inside a plain pass of an executing context */
+    int n_free;   /* free[0..n_free): buffers nothing references any more */
+    int n_handed; /* handed[0..n_handed): buffers taken since the running rule began */
+    ts_real *free_data[TS_RECYCLE_SLOTS];
+    size_t free_bytes[TS_RECYCLE_SLOTS];
+    const ts_real *handed[TS_RECYCLE_SLOTS];
+} ts_recycler;
+
 typedef struct ts_ctx {
     ts_arena arena;
+    ts_recycler recycler;
     ts_node **tape; /* recorded ops in creation order */
     long tape_len;
     long tape_cap;

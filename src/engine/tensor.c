@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "engine/context.h"
+#include "engine/recycler.h"
 
 static ts_tensor *new_header(ts_ctx *ctx, int ndim, const int *shape) {
     if (ndim < 0 || ndim > TS_MAX_DIMS)
@@ -23,7 +24,11 @@ static ts_tensor *new_header(ts_ctx *ctx, int ndim, const int *shape) {
 
 ts_tensor *ts_new(ts_ctx *ctx, int ndim, const int *shape) {
     ts_tensor *t = new_header(ctx, ndim, shape);
-    if (!ctx->counting) t->data = ts_alloc(ctx, (size_t)t->numel * sizeof(ts_real));
+    if (ctx->counting) return t;
+    size_t bytes = (size_t)t->numel * sizeof(ts_real);
+    t->data = ts_recycler_take(ctx, bytes);
+    if (!t->data) t->data = ts_alloc(ctx, bytes);
+    t->own_buffer = true;
     return t;
 }
 

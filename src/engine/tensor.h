@@ -27,7 +27,8 @@ typedef struct ts_tensor {
     unsigned long acc_epoch;
     unsigned long target_epoch;
     struct ts_tensor *acc;
-    bool acc_owned; /* acc's data is referenced by nothing else: a plain pass adds into it */
+    bool acc_owned;  /* acc's data is referenced by nothing else: a plain pass adds into it */
+    bool own_buffer; /* data is a buffer ts_new allocated for this tensor alone, of its size */
 } ts_tensor;
 
 /* Shape literal: TS_SHAPE(2, 3) -> 2, (const int[]){2, 3}. */

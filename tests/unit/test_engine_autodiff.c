@@ -663,6 +663,79 @@ static void test_context_gradients_add_into_the_sum(void **state) {
     check_context_sums(*state, true);
 }
 
+/* ---------------------------------------------------------------- recycled gradient buffers */
+
+/* A chain of 16 layers h = (h s) / 2 over [64, 64]: a plain pass hands
+ * each dead gradient's buffer to the next layer's (engine/recycler.h), so
+ * the arena grows by a few buffers where 32 gradients are formed, and the
+ * values are those of the recorded pass, which recycles nothing. */
+static void test_plain_pass_recycles_dead_gradients(void **state) {
+    ts_ctx *ctx = *state;
+    enum { LAYERS = 16, ROWS = 64, COLS = 64 };
+    const size_t buffer = (size_t)ROWS * COLS * sizeof(ts_real);
+    ts_tensor *x = halves(ctx, TS_SHAPE(ROWS, COLS), 11, true);
+    ts_tensor *s = halves(ctx, TS_SHAPE(ROWS, COLS), 13, false), *h = x;
+    for (int i = 0; i < LAYERS; i++) h = ts_scale(ctx, ts_mul(ctx, h, s), 0.5);
+    ts_tensor *loss = ts_sum_all(ctx, ts_mul(ctx, h, h));
+    ts_tensor *plain, *recorded;
+    size_t before = ctx->arena.in_use;
+    ts_grad(ctx, 1, &loss, NULL, 1, &x, &plain, false);
+    size_t grown = ctx->arena.in_use - before;
+    assert_false(ctx->recycler.active); /* the pass is over: nothing more is handed out */
+    assert_int_equal(ctx->recycler.n_free, 0);
+    if (grown > 6 * buffer)
+        fail_msg("the plain pass grew the arena by %zu bytes: %.1f buffers of %zu for %d "
+                 "gradients",
+                 grown, (double)grown / (double)buffer, buffer, 2 * LAYERS + 2);
+    ts_grad(ctx, 1, &loss, NULL, 1, &x, &recorded, true);
+    expect_same_tensors(&plain, &recorded, 1, "plain (recycled) against recorded");
+}
+
+/* A gradient passed on as a view stays out of the recycler while the view
+ * is an input's gradient: y = reshape(transpose(2 x)) squared, so
+ * reshape's rule hands transpose's output a view of its own incoming
+ * gradient; had that buffer been recycled, transpose's rule would write its
+ * result into the very buffer it reads (the same size), and x's gradient
+ * would differ from the recorded pass's. */
+static void test_passed_on_view_is_not_recycled(void **state) {
+    ts_ctx *ctx = *state;
+    ts_tensor *x = halves(ctx, TS_SHAPE(4, 8), 12, true);
+    ts_tensor *t = ts_transpose(ctx, ts_scale(ctx, x, 2), 0, 1);
+    ts_tensor *y = ts_reshape(ctx, t, TS_SHAPE(4, 8));
+    ts_tensor *loss = ts_sum_all(ctx, ts_mul(ctx, y, y));
+    ts_tensor *plain, *recorded;
+    ts_grad(ctx, 1, &loss, NULL, 1, &x, &plain, false);
+    ts_grad(ctx, 1, &loss, NULL, 1, &x, &recorded, true);
+    expect_same_tensors(&plain, &recorded, 1, "plain against recorded");
+    /* d/dx sum (2 x)^2 = 8 x, whatever the layout in between */
+    for (long i = 0; i < x->numel; i++)
+        if (plain->data[i] != 8 * x->data[i])
+            fail_msg("x's gradient [%ld] = %g, want %g", i, (double)plain->data[i],
+                     8.0 * x->data[i]);
+}
+
+/* ts_backward into leaves without .grad buffers: y = c + a b (all leaves
+ * of one size) hands c its own incoming gradient, which is dead after c's
+ * .grad has it added; a's .grad, created next, may take that buffer. The
+ * output's gradient (the same buffer) must then not be given back again,
+ * or x0's gradient, formed last, would be written over a's .grad. */
+static void test_buffer_passed_on_to_a_leaf_is_given_once(void **state) {
+    ts_ctx *ctx = *state;
+    ts_tensor *x0 = halves(ctx, TS_SHAPE(4, 4), 14, true);
+    ts_tensor *a = halves(ctx, TS_SHAPE(4, 4), 15, true);
+    ts_tensor *b = halves(ctx, TS_SHAPE(4, 4), 16, true);
+    ts_tensor *c = halves(ctx, TS_SHAPE(4, 4), 17, true);
+    ts_tensor *d = ts_scale(ctx, x0, 2);
+    ts_tensor *y = ts_matmul_add(ctx, c, a, b, false, false);
+    ts_tensor *loss = ts_sum_all(ctx, ts_mul(ctx, y, d));
+    ts_tensor *in[4] = {x0, a, b, c}, *want[4];
+    ts_grad(ctx, 1, &loss, NULL, 4, in, want, true);
+    ts_backward(ctx, loss, NULL);
+    for (int i = 0; i < 4; i++) assert_non_null(in[i]->grad);
+    ts_tensor *got[4] = {x0->grad, a->grad, b->grad, c->grad};
+    expect_same_tensors(got, want, 4, "leaf .grad against the recorded pass");
+}
+
 static void test_release_frees_the_graph(void **state) {
     ts_ctx *ctx = *state;
     ts_tensor *x = leaf(ctx, TS_SHAPE(3), X3);
@@ -992,6 +1065,9 @@ int main(void) {
         T(test_passed_on_gradient_is_added_into),
         T(test_rmsnorm_gradient_adds_into_the_sum),
         T(test_context_gradients_add_into_the_sum),
+        T(test_plain_pass_recycles_dead_gradients),
+        T(test_passed_on_view_is_not_recycled),
+        T(test_buffer_passed_on_to_a_leaf_is_given_once),
         T(test_release_frees_the_graph),
         T(test_views_share_data),
         T(test_arena_stops_mallocing_after_first_step),
