@@ -10,7 +10,12 @@
  * Rounds alternate the models and an sgemm measurement (768^3, the trainer's
  * MFU denominator), so a burst of load from other processes slows every
  * model of a round rather than one. Each model's time is its fastest step
- * over all rounds (the least disturbed), the sgemm rate the fastest GEMM.
+ * over all rounds (the least disturbed), the sgemm rate the fastest GEMM;
+ * the verdicts take these. Beside them, figures paired within each round
+ * (measured seconds apart) and their medians over the rounds: a model's
+ * fastest step of the round against that round's sgemm and against
+ * Transformer++'s fastest step of the round, which a drift cannot put in
+ * different spells of the machine.
  *
  * Targets (PASSED/FAILED on the PROFILE_BENCH line):
  *   - Transformer++ executes >= 85% of the sgemm rate (executed FLOP/s);
@@ -42,8 +47,9 @@
  * commit, the clock, the load average before and after (/proc/loadavg), the
  * OpenBLAS kernel set (blas_core), the MiB of the process on transparent huge pages
  * (anon_huge_mib), the sgemm rate of this run, and per model its seconds per step,
- * fraction of the sgemm rate and time/FLOP ratio to Transformer++; compare the ratios of two runs,
- * not their seconds, unless both ran on a quiet machine. */
+ * fraction of the sgemm rate and time/FLOP ratio to Transformer++ (the headline's, and the
+ * medians of the per-round pairs: _sgemm_median, _time_per_flop_median); compare the
+ * ratios of two runs, not their seconds, unless both ran on a quiet machine. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -336,29 +342,46 @@ static void print_profile(bench_model *m, double sgemm, double read_gbs, bool cp
     free(profile);
 }
 
-/* Per model, the fraction of the sgemm rate in each round (its fastest step
- * of the round against the round's own sgemm) and their median: the
- * headline above pairs the fastest step of all rounds with the fastest
- * sgemm, which may come from different states of a drifting machine. */
-static void print_round_fractions(const bench_model *models, int n_models, const bool *selected,
-                                  long rounds, const double *round_sgemm,
-                                  const double *round_best) {
-    if (rounds <= 0) return;
-    double *fractions = malloc((size_t)rounds * sizeof *fractions);
-    if (!fractions) die("memory", "per-round fractions");
-    printf("per round (fastest step of the round / that round's sgemm):");
-    for (long r = 0; r < rounds; r++) printf(" %.1f", round_sgemm[r]);
-    printf(" GFLOP/s\n");
-    for (int i = 0; i < n_models; i++) {
-        if (!selected[i]) continue;
-        printf("  %-18s", models[i].label);
-        for (long r = 0; r < rounds; r++) {
-            fractions[r] = models[i].flops / round_best[r * MAX_MODELS + i] / 1e9 / round_sgemm[r];
-            printf(" %5.1f%%", 100 * fractions[r]);
-        }
-        printf("   median %.1f%%\n", 100 * bench_median(fractions, rounds));
+/* A model's figures paired within each round, and their medians over the
+ * rounds: its fastest step of the round against that round's sgemm, and
+ * its time per FLOP against the first model's fastest step of the same
+ * round, seconds apart. The headline pairs the fastest step of all rounds
+ * with the fastest sgemm and with the first model's fastest step, which a
+ * drifting machine may have put in different spells (a 0.2 s step catches
+ * a short fast spell that a 0.6 s one does not); the medians read the same
+ * runs without that (eighteenth round, docs/performance.md). The first
+ * model's time/FLOP against itself is 1. */
+typedef struct paired_medians {
+    double sgemm_fraction, time_per_flop;
+} paired_medians;
+
+static paired_medians paired_in_rounds(const bench_model *models, int i, bool against_first,
+                                       long rounds, const double *round_sgemm,
+                                       const double *round_best, bool print) {
+    paired_medians m = {NAN, i == 0 ? 1 : NAN};
+    if (rounds <= 0) return m;
+    double *values = malloc((size_t)rounds * sizeof *values);
+    if (!values) die("memory", "per-round figures");
+    if (print) printf("  %-18s", models[i].label);
+    for (long r = 0; r < rounds; r++) {
+        values[r] = models[i].flops / round_best[r * MAX_MODELS + i] / 1e9 / round_sgemm[r];
+        if (print) printf(" %5.1f%%", 100 * values[r]);
     }
-    free(fractions);
+    m.sgemm_fraction = bench_median(values, rounds);
+    if (print) printf("   median %5.1f%%", 100 * m.sgemm_fraction);
+    if (against_first) {
+        if (print) printf("   time/FLOP");
+        for (long r = 0; r < rounds; r++) {
+            values[r] = round_best[r * MAX_MODELS + i] / round_best[r * MAX_MODELS] /
+                        (models[i].flops / models[0].flops);
+            if (print) printf(" %.3f", values[r]);
+        }
+        m.time_per_flop = bench_median(values, rounds);
+        if (print) printf("   median %.3f", m.time_per_flop);
+    }
+    if (print) printf("\n");
+    free(values);
+    return m;
 }
 
 int main(int argc, char **argv) {
@@ -434,6 +457,12 @@ int main(int argc, char **argv) {
            cpu ? "process CPU time" : "wall time", rounds, steps, BENCH_SGEMM_N, sgemm);
     printf("%-18s %10s %9s %9s %7s %8s %8s %8s %6s\n", "model", "GFLOP", "s/step", "GFLOP/s",
            "%sgemm", "FLOP x", "time x", "time/FLOP", "alloc");
+    /* each model's figures paired within the rounds, for the summary line */
+    paired_medians medians[MAX_MODELS];
+    for (int i = 0; i < n_models; i++)
+        if (selected[i])
+            medians[i] = paired_in_rounds(models, i, selected[0] && i > 0, rounds, round_sgemm,
+                                          round_best, false);
     bool ok = true;
     char summary[1024] = "";
     size_t len = 0;
@@ -443,18 +472,31 @@ int main(int argc, char **argv) {
         double rate = m->flops / m->best_seconds / 1e9, fraction = rate / sgemm;
         double flop_x = base ? m->flops / base->flops : NAN;
         double time_x = base ? m->best_seconds / base->best_seconds : NAN;
-        double deviation = time_x / flop_x - 1;
         printf("%-18s %10.3f %9.3f %9.1f %6.1f%% %8.3f %8.3f %8.3f %6s\n", m->label, m->flops / 1e9,
                m->best_seconds, rate, 100 * fraction, flop_x, time_x, time_x / flop_x,
                m->allocated_later ? "yes" : "no");
+        paired_medians paired = medians[i];
         if (m->min_sgemm_fraction > 0 && !(fraction >= m->min_sgemm_fraction)) ok = false;
-        if (m->flop_tolerance > 0 && !(fabs(deviation) <= m->flop_tolerance)) ok = false;
+        if (m->flop_tolerance > 0 && !(fabs(time_x / flop_x - 1) <= m->flop_tolerance)) ok = false;
         if (m->allocated_later) ok = false;
-        len += (size_t)snprintf(summary + len, sizeof summary - len,
-                                " %s_s=%.4f %s_sgemm=%.3f %s_time_per_flop_x=%.3f", m->name,
-                                m->best_seconds, m->name, fraction, m->name, time_x / flop_x);
+        len +=
+            (size_t)snprintf(summary + len, sizeof summary - len,
+                             " %s_s=%.4f %s_sgemm=%.3f %s_time_per_flop_x=%.3f"
+                             " %s_sgemm_median=%.3f %s_time_per_flop_median=%.3f",
+                             m->name, m->best_seconds, m->name, fraction, m->name, time_x / flop_x,
+                             m->name, paired.sgemm_fraction, m->name, paired.time_per_flop);
     }
-    print_round_fractions(models, n_models, selected, rounds, round_sgemm, round_best);
+    if (rounds > 0) {
+        printf("per round (fastest step of the round / that round's sgemm");
+        if (selected[0]) printf("; its time/FLOP against %s's of the round", models[0].label);
+        printf("):");
+        for (long r = 0; r < rounds; r++) printf(" %.1f", round_sgemm[r]);
+        printf(" GFLOP/s\n");
+        for (int i = 0; i < n_models; i++)
+            if (selected[i])
+                paired_in_rounds(models, i, selected[0] && i > 0, rounds, round_sgemm, round_best,
+                                 true);
+    }
     free(round_sgemm);
     free(round_best);
     if (profiles) {
@@ -472,6 +514,10 @@ int main(int argc, char **argv) {
                    models[i].label, models[i].model->table.total, 1e3 * update,
                    100 * update / models[i].best_seconds);
         }
+    for (int i = 0; i < n_models; i++)
+        if (selected[i])
+            printf("arena high water (%s): %.0f MiB (activations, graph and gradients of a step)\n",
+                   models[i].label, models[i].ctx.arena.high_water / 1048576.0);
     long huge_mib = anon_huge_pages_mib();
     printf("anonymous memory on transparent huge pages: %ld MiB\n", huge_mib);
     if (only && *only) /* a subset: the figures, without a verdict */

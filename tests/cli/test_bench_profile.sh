@@ -2,7 +2,8 @@
 # bench_profile (bench/bench_profile.c) on Transformer++, one round of one
 # step: the per-op profile carries each op's tensor bytes and their rate,
 # the read rate from memory it is set against, and a line for the ops that
-# are not GEMM-bearing; bad settings are refused. This checks the tool,
+# are not GEMM-bearing; the per-round figures' medians and the arena's high
+# water are printed; bad settings are refused. This checks the tool,
 # not the machine: the bounds below hold on any machine. The forward reads
 # every weight at least once, so its tensor bytes are at least the
 # parameters' bytes; the "at the read rate" time is the other ops' bytes
@@ -30,6 +31,9 @@ forward = re.search(r"^  forward +\(all\) +([0-9.]+) +[0-9.]+% +([0-9.]+) +[0-9.
                     r"([0-9]+) +([0-9.]+)$", text, re.M)
 forward_mb = float(forward.group(3))
 params = int(re.search(r"optimiser \(Transformer\+\+, ([0-9]+) parameters\)", text).group(1))
+arena = float(re.search(r"^arena high water \(Transformer\+\+\): ([0-9]+) MiB", text, re.M).group(1))
+one_round = re.search(r"^  Transformer\+\+ +([0-9.]+)% +median +([0-9.]+)%$", text, re.M)
+figures = dict(kv.split("=") for kv in re.search(r"^PROFILE_MODELS (.*)$", text, re.M).group(1).split())
 checks = {
     "read rate positive and the one the line uses": read > 0 and rate == read,
     "other ops move bytes": ms > 0 and mb > 0 and gbs > 0,
@@ -38,6 +42,11 @@ checks = {
     "the step's rate at that time is a fraction of sgemm": 0 < sgemm < 200,
     "the forward reads every weight": forward_mb * 1e6 >= params * 4,
     "a subset prints its figures": "PROFILE_MODELS " in text,
+    "the arena holds more than the parameters": arena * 2**20 > params * 4,
+    "one round: its fraction is the median": one_round and one_round.group(1) == one_round.group(2),
+    "the medians on the figures' line": abs(float(figures["tpp_sgemm_median"]) * 100
+                                            - float(one_round.group(2))) <= 0.051
+                                        and figures["tpp_time_per_flop_median"] == "1.000",
 }
 print(checks)
 sys.exit(0 if all(checks.values()) else 1)
