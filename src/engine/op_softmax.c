@@ -310,6 +310,34 @@ static void softmax_backward_dy_rule(ts_ctx *ctx, ts_node *node, ts_tensor *v, c
                         ts_mul(ctx, y, row_sum(ctx, ts_mul(ctx, v, g))));
 }
 
+/* FLOPs per element of the two ops (the eight and the four they replace),
+ * booked by them and by the one-pass rule that stands for both. */
+enum { SOFTMAX_BACKWARD_DY_FLOPS = 8, SOFTMAX_BACKWARD_FLOPS = 4 };
+
+/* A row of softmax_backward_dy: gout (g - s) - g r, s = rowsum(g y) and
+ * r = rowsum(gout y) given. */
+static void softmax_backward_dy_row(const ts_real *gr, const ts_real *hr, ts_real *o, long cols,
+                                    ts_real s, ts_real rr) {
+    for (long c = 0; c < cols; c++) o[c] = ts_flush_subnormal(hr[c] * (gr[c] - s) - gr[c] * rr);
+}
+
+/* A row of softmax_backward: y (g - dot), dot = rowsum(g y) given; 0 in
+ * the masked run without reading g there. */
+static void softmax_backward_row(const ts_real *yr, const ts_real *gr, ts_real *o, long cols,
+                                 masked_run run, ts_real dot) {
+    long whole = cols - cols % TS_LANES;
+    for (long c = 0; c < whole; c += TS_LANES) {
+        ts_lane_values v = {0};
+        if (!block_in_run(c, run)) {
+            v = flush_lanes(ts_load_lanes(yr + c) * (ts_load_lanes(gr + c) - dot));
+            if (block_across_edge(c, run)) v = zero_lanes(v, run_lanes(c, run));
+        }
+        memcpy(o + c, &v, sizeof v);
+    }
+    for (long c = whole; c < cols; c++)
+        o[c] = c >= run.lo && c < run.hi ? 0 : ts_flush_subnormal(yr[c] * (gr[c] - dot));
+}
+
 /* Its row sums s, r skip the masked runs (y is 0 there); the output is
  * written everywhere (g and gout need not be 0 in a run). */
 static ts_tensor *softmax_backward_dy(ts_ctx *ctx, ts_tensor *y, ts_tensor *g, ts_tensor *gout,
@@ -327,10 +355,10 @@ static ts_tensor *softmax_backward_dy(ts_ctx *ctx, ts_tensor *y, ts_tensor *g, t
             prefetch_visible(gr + ahead, cols, (masked_run){0, 0});
             prefetch_visible(hr + ahead, cols, (masked_run){0, 0});
         }
-        ts_real s = visible_dot(gr, yr, cols, run), rr = visible_dot(hr, yr, cols, run);
-        for (long c = 0; c < cols; c++) o[c] = ts_flush_subnormal(hr[c] * (gr[c] - s) - gr[c] * rr);
+        softmax_backward_dy_row(gr, hr, o, cols, visible_dot(gr, yr, cols, run),
+                                visible_dot(hr, yr, cols, run));
     }
-    ts_count_flops(ctx, 8.0 * (double)y->numel);
+    ts_count_flops(ctx, SOFTMAX_BACKWARD_DY_FLOPS * (double)y->numel);
     ts_node *node = ts_record(ctx, "softmax_backward_dy", softmax_backward_dy_rule, out, 3,
                               (ts_tensor *[]){y, g, gout});
     keep_runs(node, runs, n_runs);
@@ -340,9 +368,55 @@ static ts_tensor *softmax_backward_dy(ts_ctx *ctx, ts_tensor *y, ts_tensor *g, t
 static ts_tensor *softmax_backward(ts_ctx *ctx, ts_tensor *y, ts_tensor *g, const int32_t *runs,
                                    long n_runs);
 
+/* Both gradients of softmax_backward(y, g) against gout in one pass over
+ * the rows, in a plain pass (recording off: EBT's second-order pass, every
+ * context attention's softmax). The two ops read y and gout, and each
+ * formed rowsum(gout y); here y, g and gout are read once and that sum
+ * formed once (eighteenth round, docs/performance.md). Each value comes
+ * from the same row kernels on the same sums, so the results are the two
+ * ops' bit for bit. FLOPs are the two ops'; the profile's row books the
+ * five tensors the pass moves. */
+static void softmax_backward_second_order(ts_ctx *ctx, ts_node *node, ts_tensor *gout,
+                                          ts_tensor **gin) {
+    ts_tensor *y = node->in[0], *g = node->in[1];
+    if (!ts_same_shape(y, gout)) {
+        char sy[64], sg[64];
+        ts_fail(ctx, "softmax_backward", "gradient %s does not match softmax output %s",
+                ts_shape_str(gout, sg, sizeof sg), ts_shape_str(y, sy, sizeof sy));
+    }
+    const int32_t *runs = node->index;
+    long n_runs = node_runs(node);
+    ts_tensor *dy = ts_new_like(ctx, y), *dg = ts_new_like(ctx, y);
+    long cols = y->shape[y->ndim - 1], rows = ctx->counting ? 0 : y->numel / cols;
+    for (long r = 0; r < rows; r++) {
+        const ts_real *yr = y->data + r * cols, *gr = g->data + r * cols;
+        const ts_real *hr = gout->data + r * cols;
+        masked_run run = run_of_row(runs, n_runs, r);
+        if (r + AHEAD_ROWS < rows) { /* g and gout are read whole (for dy) */
+            long ahead = AHEAD_ROWS * cols;
+            prefetch_visible(yr + ahead, cols, run_of_row(runs, n_runs, r + AHEAD_ROWS));
+            prefetch_visible(gr + ahead, cols, (masked_run){0, 0});
+            prefetch_visible(hr + ahead, cols, (masked_run){0, 0});
+        }
+        ts_real s = visible_dot(gr, yr, cols, run), rr = visible_dot(hr, yr, cols, run);
+        softmax_backward_dy_row(gr, hr, dy->data + r * cols, cols, s, rr);
+        softmax_backward_row(yr, hr, dg->data + r * cols, cols, run, rr);
+    }
+    ts_count_flops(ctx, (SOFTMAX_BACKWARD_DY_FLOPS + SOFTMAX_BACKWARD_FLOPS) * (double)y->numel);
+    /* Recording is off: this books the work to the profile and records
+     * nothing; dg is named as an input only so its bytes count. */
+    ts_record(ctx, "softmax_backward_second_order", NULL, dy, 4, (ts_tensor *[]){y, g, gout, dg});
+    gin[0] = dy;
+    gin[1] = dg;
+}
+
 static void softmax_backward_rule(ts_ctx *ctx, ts_node *node, ts_tensor *gout, const bool *needs,
                                   ts_tensor **gin) {
     ts_tensor *y = node->in[0], *g = node->in[1];
+    if (!ctx->grad_enabled && needs[0] && needs[1]) {
+        softmax_backward_second_order(ctx, node, gout, gin);
+        return;
+    }
     if (needs[0]) gin[0] = softmax_backward_dy(ctx, y, g, gout, node->index, node_runs(node));
     if (needs[1]) gin[1] = softmax_backward(ctx, y, gout, node->index, node_runs(node));
 }
@@ -366,20 +440,9 @@ static ts_tensor *softmax_backward(ts_ctx *ctx, ts_tensor *y, ts_tensor *g, cons
             prefetch_visible(yr + AHEAD_ROWS * cols, cols, ahead);
             prefetch_visible(gr + AHEAD_ROWS * cols, cols, ahead);
         }
-        ts_real dot = visible_dot(gr, yr, cols, run);
-        long whole = cols - cols % TS_LANES;
-        for (long c = 0; c < whole; c += TS_LANES) {
-            ts_lane_values v = {0};
-            if (!block_in_run(c, run)) {
-                v = flush_lanes(ts_load_lanes(yr + c) * (ts_load_lanes(gr + c) - dot));
-                if (block_across_edge(c, run)) v = zero_lanes(v, run_lanes(c, run));
-            }
-            memcpy(o + c, &v, sizeof v);
-        }
-        for (long c = whole; c < cols; c++)
-            o[c] = c >= run.lo && c < run.hi ? 0 : ts_flush_subnormal(yr[c] * (gr[c] - dot));
+        softmax_backward_row(yr, gr, o, cols, run, visible_dot(gr, yr, cols, run));
     }
-    ts_count_flops(ctx, 4.0 * (double)y->numel);
+    ts_count_flops(ctx, SOFTMAX_BACKWARD_FLOPS * (double)y->numel);
     ts_node *node =
         ts_record(ctx, "softmax_backward", softmax_backward_rule, out, 2, (ts_tensor *[]){y, g});
     keep_runs(node, runs, n_runs);
