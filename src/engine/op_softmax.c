@@ -338,6 +338,17 @@ static void softmax_backward_row(const ts_real *yr, const ts_real *gr, ts_real *
         o[c] = c >= run.lo && c < run.hi ? 0 : ts_flush_subnormal(yr[c] * (gr[c] - dot));
 }
 
+/* The rows AHEAD_ROWS after row r of y, g and gout (at yr, gr, hr) for
+ * softmax_backward_dy's row: y's visible part, g and gout whole. */
+static void prefetch_dy_rows(const ts_real *yr, const ts_real *gr, const ts_real *hr, long cols,
+                             const int32_t *runs, long n_runs, long r, long rows) {
+    if (r + AHEAD_ROWS >= rows) return;
+    long ahead = AHEAD_ROWS * cols;
+    prefetch_visible(yr + ahead, cols, run_of_row(runs, n_runs, r + AHEAD_ROWS));
+    prefetch_visible(gr + ahead, cols, (masked_run){0, 0});
+    prefetch_visible(hr + ahead, cols, (masked_run){0, 0});
+}
+
 /* Its row sums s, r skip the masked runs (y is 0 there); the output is
  * written everywhere (g and gout need not be 0 in a run). */
 static ts_tensor *softmax_backward_dy(ts_ctx *ctx, ts_tensor *y, ts_tensor *g, ts_tensor *gout,
@@ -349,12 +360,7 @@ static ts_tensor *softmax_backward_dy(ts_ctx *ctx, ts_tensor *y, ts_tensor *g, t
         const ts_real *hr = gout->data + r * cols;
         ts_real *o = out->data + r * cols;
         masked_run run = run_of_row(runs, n_runs, r);
-        if (r + AHEAD_ROWS < rows) { /* g and gout are read whole (for o) */
-            long ahead = AHEAD_ROWS * cols;
-            prefetch_visible(yr + ahead, cols, run_of_row(runs, n_runs, r + AHEAD_ROWS));
-            prefetch_visible(gr + ahead, cols, (masked_run){0, 0});
-            prefetch_visible(hr + ahead, cols, (masked_run){0, 0});
-        }
+        prefetch_dy_rows(yr, gr, hr, cols, runs, n_runs, r, rows);
         softmax_backward_dy_row(gr, hr, o, cols, visible_dot(gr, yr, cols, run),
                                 visible_dot(hr, yr, cols, run));
     }
@@ -392,12 +398,7 @@ static void softmax_backward_second_order(ts_ctx *ctx, ts_node *node, ts_tensor 
         const ts_real *yr = y->data + r * cols, *gr = g->data + r * cols;
         const ts_real *hr = gout->data + r * cols;
         masked_run run = run_of_row(runs, n_runs, r);
-        if (r + AHEAD_ROWS < rows) { /* g and gout are read whole (for dy) */
-            long ahead = AHEAD_ROWS * cols;
-            prefetch_visible(yr + ahead, cols, run_of_row(runs, n_runs, r + AHEAD_ROWS));
-            prefetch_visible(gr + ahead, cols, (masked_run){0, 0});
-            prefetch_visible(hr + ahead, cols, (masked_run){0, 0});
-        }
+        prefetch_dy_rows(yr, gr, hr, cols, runs, n_runs, r, rows);
         ts_real s = visible_dot(gr, yr, cols, run), rr = visible_dot(hr, yr, cols, run);
         softmax_backward_dy_row(gr, hr, dy->data + r * cols, cols, s, rr);
         softmax_backward_row(yr, hr, dg->data + r * cols, cols, run, rr);
