@@ -414,13 +414,22 @@ static ts_tensor *context_self_column(ts_ctx *ctx, ts_tensor *h, ts_tensor *x, i
     return out;
 }
 
+static void mix_pair(ts_ctx *ctx, ts_tensor *g, ts_tensor *a, ts_tensor *b, ts_tensor *b_self,
+                     double alpha, bool token_major, ts_tensor *into_a, ts_tensor *into_b,
+                     ts_tensor **da, ts_tensor **db);
+
 static void context_product_rule_into(ts_ctx *ctx, ts_node *node, ts_tensor *g, const bool *needs,
                                       ts_tensor *const *sums, ts_tensor **gin) {
     ts_tensor *a = node->in[0], *b = node->in[1], *b_self = node->n_in > 2 ? node->in[2] : NULL;
     double alpha = node->fattr[0];
     bool tm = node->iattr[0];
-    if (needs[0]) gin[0] = context_mix(ctx, g, b, b_self, alpha, tm, plain_sum(ctx, sums, 0));
-    if (needs[1]) gin[1] = context_mix_t(ctx, g, a, alpha, tm, plain_sum(ctx, sums, 1));
+    if (!ctx->grad_enabled && needs[0] && needs[1] && a != b) {
+        mix_pair(ctx, g, a, b, b_self, alpha, tm, plain_sum(ctx, sums, 0), plain_sum(ctx, sums, 1),
+                 &gin[0], &gin[1]);
+    } else {
+        if (needs[0]) gin[0] = context_mix(ctx, g, b, b_self, alpha, tm, plain_sum(ctx, sums, 0));
+        if (needs[1]) gin[1] = context_mix_t(ctx, g, a, alpha, tm, plain_sum(ctx, sums, 1));
+    }
     if (b_self && needs[2])
         gin[2] = context_self_scale(ctx, g, a, alpha, tm, plain_sum(ctx, sums, 2));
 }
@@ -570,8 +579,19 @@ static void context_mix_rule(ts_ctx *ctx, ts_node *node, ts_tensor *g, const boo
     context_mix_rule_into(ctx, node, g, needs, no_sums, gin);
 }
 
-static ts_tensor *context_mix(ts_ctx *ctx, ts_tensor *p, ts_tensor *v, ts_tensor *v_self,
-                              double alpha, bool token_major, ts_tensor *into) {
+/* context_mix's work over one layout p, strip by strip (mix_strip), so a
+ * rule that also runs context_mix_t over the same layout can hand both the
+ * same copy of each strip (context_product's plain rule). */
+typedef struct mix_job {
+    context_shape s;
+    const ts_tensor *p, *v, *v_self;
+    ts_tensor *out, *into;
+    double alpha;
+    ts_real *strip; /* with a sum: the strip's rows, [rows, dh], then added */
+} mix_job;
+
+static mix_job mix_start(ts_ctx *ctx, ts_tensor *p, ts_tensor *v, ts_tensor *v_self, double alpha,
+                         bool token_major, ts_tensor *into) {
     ts_tensor *like = into ? into : v_self;
     if (into && v_self) context_shape_of(ctx, "context_mix", v_self, v, into, p, token_major);
     if (!like) { /* the output's shape: p's rows, v's width (token-major: [B, L, H, dh]) */
@@ -584,52 +604,84 @@ static ts_tensor *context_mix(ts_ctx *ctx, ts_tensor *p, ts_tensor *v, ts_tensor
         }
         like = ts_new(ctx, p->ndim, shape);
     }
-    context_shape s = context_shape_of(ctx, "context_mix", like, v, NULL, p, token_major);
+    mix_job j = {.s = context_shape_of(ctx, "context_mix", like, v, NULL, p, token_major),
+                 .p = p,
+                 .v = v,
+                 .v_self = v_self,
+                 .out = into     ? into
+                        : v_self ? ts_new_like(ctx, v_self)
+                                 : like,
+                 .into = into,
+                 .alpha = alpha};
+    if (into && !ctx->counting)
+        j.strip = ts_alloc(ctx, (size_t)CONTEXT_STRIP * j.s.dh * sizeof *j.strip);
+    return j;
+}
+
+/* Head h's strip from row i0, its visible part of p in buf. */
+static void mix_strip(const mix_job *j, long h, int i0, const ts_real *buf) {
+    context_shape s = j->s;
     int width = s.keys + 1, offset = s.keys - s.rows, ld = rows_stride(s);
-    ts_tensor *out = into ? into : v_self ? ts_new_like(ctx, v_self) : like;
+    const ts_real *ph = j->p->data + h * (long)s.rows * width,
+                  *vh = j->v->data + h * (long)s.keys * s.dh;
+    const ts_tensor *v_self = j->v_self;
+    int rows = strip_rows(s.rows, i0), strip_keys = i0 + rows + offset;
+    long at = rows_head(s, h) + (long)i0 * ld;
+    ts_real *dst = j->into ? j->strip : j->out->data + at;
+    int ld_dst = j->into ? s.dh : ld;
+    /* the self mix's operands, on their way during the GEMM */
+    for (int r = 0; v_self && r < rows; r++) {
+        __builtin_prefetch(ph + (long)(i0 + r + 1) * width - 1);
+        prefetch_row(v_self->data + at + (long)r * ld, s.dh);
+    }
+    ts_small_gemm(false, rows, s.dh, strip_keys, (ts_real)j->alpha, buf, strip_keys, vh, s.dh, 0,
+                  dst, ld_dst);
+    for (int r = 0; v_self && r < rows; r++) {
+        ts_real p_self = (ts_real)j->alpha * ph[(long)(i0 + r) * width + s.keys];
+        ts_real *o = dst + (long)r * ld_dst;
+        const ts_real *vs = v_self->data + at + (long)r * ld;
+        for (int c = 0; c < s.dh; c++) o[c] += p_self * vs[c];
+    }
+    for (int r = 0; j->into && r < rows; r++) {
+        ts_real *o = j->out->data + at + (long)r * ld;
+        const ts_real *add = j->strip + (long)r * s.dh;
+        for (int c = 0; c < s.dh; c++) o[c] += add[c];
+    }
+}
+
+/* As matmul over the executed elements; the self mix as mul and add. */
+static double mix_flops(const mix_job *j) {
+    return 2.0 * j->s.dh * context_strip_elements(j->s) +
+           (j->v_self ? 2.0 * (double)j->out->numel : 0) + alpha_flops(j->alpha, j->out) +
+           into_flops(j->into);
+}
+
+static ts_tensor *mix_record(ts_ctx *ctx, const mix_job *j, bool token_major) {
+    ts_node *node =
+        ts_record(ctx, "context_mix", context_mix_rule, j->out, j->v_self ? 3 : 2,
+                  (ts_tensor *[]){(ts_tensor *)j->p, (ts_tensor *)j->v, (ts_tensor *)j->v_self});
+    keep_attributes(node, j->alpha, token_major);
+    if (node) node->backward_into = context_mix_rule_into;
+    return j->out;
+}
+
+static ts_tensor *context_mix(ts_ctx *ctx, ts_tensor *p, ts_tensor *v, ts_tensor *v_self,
+                              double alpha, bool token_major, ts_tensor *into) {
+    mix_job j = mix_start(ctx, p, v, v_self, alpha, token_major, into);
+    context_shape s = j.s;
+    int width = s.keys + 1, offset = s.keys - s.rows;
     if (!ctx->counting) {
         ts_real *buf = ts_alloc(ctx, (size_t)CONTEXT_STRIP * s.keys * sizeof *buf);
-        /* with a sum: the strip's rows, [rows, dh], then added */
-        ts_real *strip = into ? ts_alloc(ctx, (size_t)CONTEXT_STRIP * s.dh * sizeof *strip) : NULL;
-        long v_size = (long)s.keys * s.dh, p_size = (long)s.rows * width;
-        for (long h = 0; h < s.heads; h++) {
-            const ts_real *ph = p->data + h * p_size, *vh = v->data + h * v_size;
+        for (long h = 0; h < s.heads; h++)
             for (int i0 = 0; i0 < s.rows; i0 += CONTEXT_STRIP) {
                 int rows = strip_rows(s.rows, i0), strip_keys = i0 + rows + offset;
-                long at = rows_head(s, h) + (long)i0 * ld;
-                ts_real *dst = into ? strip : out->data + at;
-                int ld_dst = into ? s.dh : ld;
-                visible_strip(ph, width, s.rows, i0, rows, strip_keys, offset, buf);
-                /* the self mix's operands, on their way during the GEMM */
-                for (int r = 0; v_self && r < rows; r++) {
-                    __builtin_prefetch(ph + (long)(i0 + r + 1) * width - 1);
-                    prefetch_row(v_self->data + at + (long)r * ld, s.dh);
-                }
-                ts_small_gemm(false, rows, s.dh, strip_keys, (ts_real)alpha, buf, strip_keys, vh,
-                              s.dh, 0, dst, ld_dst);
-                for (int r = 0; v_self && r < rows; r++) {
-                    ts_real p_self = (ts_real)alpha * ph[(long)(i0 + r) * width + s.keys];
-                    ts_real *o = dst + (long)r * ld_dst;
-                    const ts_real *vs = v_self->data + at + (long)r * ld;
-                    for (int c = 0; c < s.dh; c++) o[c] += p_self * vs[c];
-                }
-                for (int r = 0; into && r < rows; r++) {
-                    ts_real *o = out->data + at + (long)r * ld;
-                    const ts_real *add = strip + (long)r * s.dh;
-                    for (int c = 0; c < s.dh; c++) o[c] += add[c];
-                }
+                visible_strip(p->data + h * (long)s.rows * width, width, s.rows, i0, rows,
+                              strip_keys, offset, buf);
+                mix_strip(&j, h, i0, buf);
             }
-        }
     }
-    /* As matmul over the executed elements; the self mix as mul and add. */
-    ts_count_flops(ctx, 2.0 * s.dh * context_strip_elements(s) +
-                            (v_self ? 2.0 * (double)out->numel : 0) + alpha_flops(alpha, out) +
-                            into_flops(into));
-    ts_node *node = ts_record(ctx, "context_mix", context_mix_rule, out, v_self ? 3 : 2,
-                              (ts_tensor *[]){p, v, v_self});
-    keep_attributes(node, alpha, token_major);
-    if (node) node->backward_into = context_mix_rule_into;
-    return out;
+    ts_count_flops(ctx, mix_flops(&j));
+    return mix_record(ctx, &j, token_major);
 }
 
 static void context_mix_t_rule_into(ts_ctx *ctx, ts_node *node, ts_tensor *h, const bool *needs,
@@ -647,8 +699,18 @@ static void context_mix_t_rule(ts_ctx *ctx, ts_node *node, ts_tensor *h, const b
     context_mix_t_rule_into(ctx, node, h, needs, no_sums, gin);
 }
 
-static ts_tensor *context_mix_t(ts_ctx *ctx, ts_tensor *p, ts_tensor *g, double alpha,
-                                bool token_major, ts_tensor *into) {
+/* context_mix_t's work over one layout p, strip by strip (mix_t_strip)
+ * and head by head (mix_t_head_end), as mix_job's. */
+typedef struct mix_t_job {
+    context_shape s;
+    const ts_tensor *p, *g;
+    ts_tensor *out, *into;
+    double alpha;
+    ts_real *head; /* with a sum: the head's product, [C, dh], then added */
+} mix_t_job;
+
+static mix_t_job mix_t_start(ts_ctx *ctx, ts_tensor *p, ts_tensor *g, double alpha,
+                             bool token_major, ts_tensor *into) {
     ts_tensor view = head_major(g, token_major);
     int n = p->ndim, shape[TS_MAX_DIMS];
     for (int i = 0; i < n; i++) shape[i] = view.shape[i];
@@ -657,42 +719,113 @@ static ts_tensor *context_mix_t(ts_ctx *ctx, ts_tensor *p, ts_tensor *g, double 
     ts_tensor *out = into                  ? into
                      : p->shape[n - 2] > 0 ? ts_new(ctx, n, shape)
                                            : ts_zeros(ctx, n, shape);
-    context_shape s = context_shape_of(ctx, "context_mix_t", g, out, NULL, p, token_major);
-    int width = s.keys + 1, offset = s.keys - s.rows, ld = rows_stride(s);
+    mix_t_job j = {.s = context_shape_of(ctx, "context_mix_t", g, out, NULL, p, token_major),
+                   .p = p,
+                   .g = g,
+                   .out = out,
+                   .into = into,
+                   .alpha = alpha};
+    if (into && !ctx->counting) j.head = ts_alloc(ctx, (size_t)j.s.keys * j.s.dh * sizeof *j.head);
+    return j;
+}
+
+/* Head h's strip from row i0, its visible part of p in buf; `seen`: the
+ * keys the head's earlier strips saw. A key's row of D is written (beta 0)
+ * by the first strip that sees it and accumulated (beta 1) by the later
+ * ones: every key is seen by the last row, so no row needs zeros first.
+ * The first write, alpha sum, is what 0 + alpha sum gave (alpha > 0: the
+ * sums start at +0 and never become -0). */
+static void mix_t_strip(const mix_t_job *j, long h, int i0, int seen, const ts_real *buf) {
+    context_shape s = j->s;
+    int offset = s.keys - s.rows, ld = rows_stride(s);
+    int rows = strip_rows(s.rows, i0), strip_keys = i0 + rows + offset;
+    const ts_real *g_strip = j->g->data + rows_head(s, h) + (long)i0 * ld;
+    ts_real *dst = j->into ? j->head : j->out->data + h * (long)s.keys * s.dh;
+    ts_small_gemm(true, seen, s.dh, rows, (ts_real)j->alpha, buf, strip_keys, g_strip, ld, 1, dst,
+                  s.dh);
+    ts_small_gemm(true, strip_keys - seen, s.dh, rows, (ts_real)j->alpha, buf + seen, strip_keys,
+                  g_strip, ld, 0, dst + (long)seen * s.dh, s.dh);
+}
+
+/* After head h's strips: with a sum, the head's product added into it. */
+static void mix_t_head_end(const mix_t_job *j, long h) {
+    long o_size = (long)j->s.keys * j->s.dh;
+    ts_real *o = j->out->data + h * o_size;
+    for (long i = 0; j->into && i < o_size; i++) o[i] += j->head[i];
+}
+
+static double mix_t_flops(const mix_t_job *j) {
+    return 2.0 * j->s.dh * context_strip_elements(j->s) + alpha_flops(j->alpha, j->g) +
+           into_flops(j->into);
+}
+
+static ts_tensor *mix_t_record(ts_ctx *ctx, const mix_t_job *j, bool token_major) {
+    ts_node *node = ts_record(ctx, "context_mix_t", context_mix_t_rule, j->out, 2,
+                              (ts_tensor *[]){(ts_tensor *)j->p, (ts_tensor *)j->g});
+    keep_attributes(node, j->alpha, token_major);
+    if (node) node->backward_into = context_mix_t_rule_into;
+    return j->out;
+}
+
+static ts_tensor *context_mix_t(ts_ctx *ctx, ts_tensor *p, ts_tensor *g, double alpha,
+                                bool token_major, ts_tensor *into) {
+    mix_t_job j = mix_t_start(ctx, p, g, alpha, token_major, into);
+    context_shape s = j.s;
+    int width = s.keys + 1, offset = s.keys - s.rows;
     if (!ctx->counting) {
         ts_real *buf = ts_alloc(ctx, (size_t)CONTEXT_STRIP * s.keys * sizeof *buf);
-        long o_size = (long)s.keys * s.dh, p_size = (long)s.rows * width;
-        /* with a sum: the head's product, [C, dh], then added */
-        ts_real *head = into ? ts_alloc(ctx, (size_t)o_size * sizeof *head) : NULL;
         for (long h = 0; h < s.heads; h++) {
-            const ts_real *ph = p->data + h * p_size, *gh = g->data + rows_head(s, h);
-            ts_real *dst = into ? head : out->data + h * o_size;
-            /* A key's row of D is written (beta 0) by the first strip that
-             * sees it and accumulated (beta 1) by the later ones: every key
-             * is seen by the last row, so no row needs zeros first. The
-             * first write, alpha sum, is what 0 + alpha sum gave (alpha > 0:
-             * the sums start at +0 and never become -0). */
             for (int i0 = 0, seen = 0; i0 < s.rows; i0 += CONTEXT_STRIP) {
                 int rows = strip_rows(s.rows, i0), strip_keys = i0 + rows + offset;
-                const ts_real *g_strip = gh + (long)i0 * ld;
-                visible_strip(ph, width, s.rows, i0, rows, strip_keys, offset, buf);
-                ts_small_gemm(true, seen, s.dh, rows, (ts_real)alpha, buf, strip_keys, g_strip, ld,
-                              1, dst, s.dh);
-                ts_small_gemm(true, strip_keys - seen, s.dh, rows, (ts_real)alpha, buf + seen,
-                              strip_keys, g_strip, ld, 0, dst + (long)seen * s.dh, s.dh);
+                visible_strip(p->data + h * (long)s.rows * width, width, s.rows, i0, rows,
+                              strip_keys, offset, buf);
+                mix_t_strip(&j, h, i0, seen, buf);
                 seen = strip_keys;
             }
-            ts_real *o = out->data + h * o_size;
-            for (long i = 0; into && i < o_size; i++) o[i] += head[i];
+            mix_t_head_end(&j, h);
         }
     }
-    ts_count_flops(ctx, 2.0 * s.dh * context_strip_elements(s) + alpha_flops(alpha, g) +
-                            into_flops(into));
-    ts_node *node =
-        ts_record(ctx, "context_mix_t", context_mix_t_rule, out, 2, (ts_tensor *[]){p, g});
-    keep_attributes(node, alpha, token_major);
-    if (node) node->backward_into = context_mix_t_rule_into;
-    return out;
+    ts_count_flops(ctx, mix_t_flops(&j));
+    return mix_t_record(ctx, &j, token_major);
+}
+
+/* context_product's two gradients, da = mix(G, b, b_self) and db =
+ * mix_t(G, a), in one loop over G's strips, in a plain pass (recording
+ * off: the backward of every context attention's scores, and EBT's
+ * second-order pass): each strip of G is copied once for both GEMMs,
+ * where each op copied it (eighteenth round, docs/performance.md). The
+ * same GEMMs on the same copies: the values are the two ops' bit for bit.
+ * FLOPs are theirs; the profile books the pair as one row. Not when a and
+ * b are one tensor (one sum would then take both ops' adds in another
+ * order). */
+static void mix_pair(ts_ctx *ctx, ts_tensor *g, ts_tensor *a, ts_tensor *b, ts_tensor *b_self,
+                     double alpha, bool token_major, ts_tensor *into_a, ts_tensor *into_b,
+                     ts_tensor **da, ts_tensor **db) {
+    mix_job mj = mix_start(ctx, g, b, b_self, alpha, token_major, into_a);
+    mix_t_job tj = mix_t_start(ctx, g, a, alpha, token_major, into_b);
+    context_shape s = mj.s;
+    int width = s.keys + 1, offset = s.keys - s.rows;
+    if (!ctx->counting) {
+        ts_real *buf = ts_alloc(ctx, (size_t)CONTEXT_STRIP * s.keys * sizeof *buf);
+        for (long h = 0; h < s.heads; h++) {
+            for (int i0 = 0, seen = 0; i0 < s.rows; i0 += CONTEXT_STRIP) {
+                int rows = strip_rows(s.rows, i0), strip_keys = i0 + rows + offset;
+                visible_strip(g->data + h * (long)s.rows * width, width, s.rows, i0, rows,
+                              strip_keys, offset, buf);
+                mix_strip(&mj, h, i0, buf);
+                mix_t_strip(&tj, h, i0, seen, buf);
+                seen = strip_keys;
+            }
+            mix_t_head_end(&tj, h);
+        }
+    }
+    ts_count_flops(ctx, mix_flops(&mj) + mix_t_flops(&tj));
+    /* Recording is off: this books the pair to the profile and records
+     * nothing; db is named as an input only so its bytes count. */
+    ts_tensor *moved[5] = {g, b, a, tj.out, b_self};
+    ts_record(ctx, "context_mix_pair", NULL, mj.out, b_self ? 5 : 4, moved);
+    *da = mj.out;
+    *db = tj.out;
 }
 
 static ts_tensor *context_attention(ts_ctx *ctx, ts_tensor *q, ts_tensor *k, ts_tensor *v,
