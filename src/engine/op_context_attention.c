@@ -665,25 +665,6 @@ static ts_tensor *mix_record(ts_ctx *ctx, const mix_job *j, bool token_major) {
     return j->out;
 }
 
-static ts_tensor *context_mix(ts_ctx *ctx, ts_tensor *p, ts_tensor *v, ts_tensor *v_self,
-                              double alpha, bool token_major, ts_tensor *into) {
-    mix_job j = mix_start(ctx, p, v, v_self, alpha, token_major, into);
-    context_shape s = j.s;
-    int width = s.keys + 1, offset = s.keys - s.rows;
-    if (!ctx->counting) {
-        ts_real *buf = ts_alloc(ctx, (size_t)CONTEXT_STRIP * s.keys * sizeof *buf);
-        for (long h = 0; h < s.heads; h++)
-            for (int i0 = 0; i0 < s.rows; i0 += CONTEXT_STRIP) {
-                int rows = strip_rows(s.rows, i0), strip_keys = i0 + rows + offset;
-                visible_strip(p->data + h * (long)s.rows * width, width, s.rows, i0, rows,
-                              strip_keys, offset, buf);
-                mix_strip(&j, h, i0, buf);
-            }
-    }
-    ts_count_flops(ctx, mix_flops(&j));
-    return mix_record(ctx, &j, token_major);
-}
-
 static void context_mix_t_rule_into(ts_ctx *ctx, ts_node *node, ts_tensor *h, const bool *needs,
                                     ts_tensor *const *sums, ts_tensor **gin) {
     ts_tensor *p = node->in[0], *g = node->in[1];
@@ -767,24 +748,39 @@ static ts_tensor *mix_t_record(ts_ctx *ctx, const mix_t_job *j, bool token_major
     return j->out;
 }
 
+/* The strips of a layout (the p of the jobs given: a mix, a mix_t or
+ * both over the same layout), each strip's visible part copied once into
+ * a buffer that every given job's GEMMs then read. */
+static void run_strips(ts_ctx *ctx, context_shape s, const ts_tensor *layout, const mix_job *mj,
+                       const mix_t_job *tj) {
+    if (ctx->counting) return;
+    int width = s.keys + 1, offset = s.keys - s.rows;
+    ts_real *buf = ts_alloc(ctx, (size_t)CONTEXT_STRIP * s.keys * sizeof *buf);
+    for (long h = 0; h < s.heads; h++) {
+        for (int i0 = 0, seen = 0; i0 < s.rows; i0 += CONTEXT_STRIP) {
+            int rows = strip_rows(s.rows, i0), strip_keys = i0 + rows + offset;
+            visible_strip(layout->data + h * (long)s.rows * width, width, s.rows, i0, rows,
+                          strip_keys, offset, buf);
+            if (mj) mix_strip(mj, h, i0, buf);
+            if (tj) mix_t_strip(tj, h, i0, seen, buf);
+            seen = strip_keys;
+        }
+        if (tj) mix_t_head_end(tj, h);
+    }
+}
+
+static ts_tensor *context_mix(ts_ctx *ctx, ts_tensor *p, ts_tensor *v, ts_tensor *v_self,
+                              double alpha, bool token_major, ts_tensor *into) {
+    mix_job j = mix_start(ctx, p, v, v_self, alpha, token_major, into);
+    run_strips(ctx, j.s, p, &j, NULL);
+    ts_count_flops(ctx, mix_flops(&j));
+    return mix_record(ctx, &j, token_major);
+}
+
 static ts_tensor *context_mix_t(ts_ctx *ctx, ts_tensor *p, ts_tensor *g, double alpha,
                                 bool token_major, ts_tensor *into) {
     mix_t_job j = mix_t_start(ctx, p, g, alpha, token_major, into);
-    context_shape s = j.s;
-    int width = s.keys + 1, offset = s.keys - s.rows;
-    if (!ctx->counting) {
-        ts_real *buf = ts_alloc(ctx, (size_t)CONTEXT_STRIP * s.keys * sizeof *buf);
-        for (long h = 0; h < s.heads; h++) {
-            for (int i0 = 0, seen = 0; i0 < s.rows; i0 += CONTEXT_STRIP) {
-                int rows = strip_rows(s.rows, i0), strip_keys = i0 + rows + offset;
-                visible_strip(p->data + h * (long)s.rows * width, width, s.rows, i0, rows,
-                              strip_keys, offset, buf);
-                mix_t_strip(&j, h, i0, seen, buf);
-                seen = strip_keys;
-            }
-            mix_t_head_end(&j, h);
-        }
-    }
+    run_strips(ctx, j.s, p, NULL, &j);
     ts_count_flops(ctx, mix_t_flops(&j));
     return mix_t_record(ctx, &j, token_major);
 }
@@ -803,22 +799,7 @@ static void mix_pair(ts_ctx *ctx, ts_tensor *g, ts_tensor *a, ts_tensor *b, ts_t
                      ts_tensor **da, ts_tensor **db) {
     mix_job mj = mix_start(ctx, g, b, b_self, alpha, token_major, into_a);
     mix_t_job tj = mix_t_start(ctx, g, a, alpha, token_major, into_b);
-    context_shape s = mj.s;
-    int width = s.keys + 1, offset = s.keys - s.rows;
-    if (!ctx->counting) {
-        ts_real *buf = ts_alloc(ctx, (size_t)CONTEXT_STRIP * s.keys * sizeof *buf);
-        for (long h = 0; h < s.heads; h++) {
-            for (int i0 = 0, seen = 0; i0 < s.rows; i0 += CONTEXT_STRIP) {
-                int rows = strip_rows(s.rows, i0), strip_keys = i0 + rows + offset;
-                visible_strip(g->data + h * (long)s.rows * width, width, s.rows, i0, rows,
-                              strip_keys, offset, buf);
-                mix_strip(&mj, h, i0, buf);
-                mix_t_strip(&tj, h, i0, seen, buf);
-                seen = strip_keys;
-            }
-            mix_t_head_end(&tj, h);
-        }
-    }
+    run_strips(ctx, mj.s, g, &mj, &tj);
     ts_count_flops(ctx, mix_flops(&mj) + mix_t_flops(&tj));
     /* Recording is off: this books the pair to the profile and records
      * nothing; db is named as an input only so its bytes count. */
