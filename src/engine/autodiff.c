@@ -149,14 +149,15 @@ static bool offer_sums(const ts_ctx *ctx, enum pass_kind kind, const ts_node *no
     return any;
 }
 
+/* Whether t's data overlaps g's. */
+static bool overlaps(const ts_tensor *t, const ts_tensor *g) {
+    return t && t->data && g->data && t->data < g->data + g->numel && g->data < t->data + t->numel;
+}
+
 /* Whether another input's gradient shares memory with gin[j]'s. */
 static bool shares_buffer(ts_tensor *const *gin, int n, int j) {
-    const ts_real *data = gin[j]->data;
-    for (int k = 0; k < n; k++) {
-        if (k == j || !gin[k] || !gin[k]->data) continue;
-        const ts_real *other = gin[k]->data;
-        if (other < data + gin[j]->numel && data < other + gin[k]->numel) return true;
-    }
+    for (int k = 0; k < n; k++)
+        if (k != j && overlaps(gin[k], gin[j])) return true;
     return false;
 }
 
@@ -200,11 +201,6 @@ static void add_into_leaf_grad(ts_ctx *ctx, ts_tensor *leaf, const ts_tensor *g)
     }
     if (ctx->profile) /* two buffers: the gradient and the leaf's sum */
         ts_profile_book(ctx, "accumulate leaf gradient", 2.0 * (double)g->numel * sizeof(ts_real));
-}
-
-/* Whether t's data overlaps g's. */
-static bool overlaps(const ts_tensor *t, const ts_tensor *g) {
-    return t && t->data && g->data && t->data < g->data + g->numel && g->data < t->data + t->numel;
 }
 
 /* After node's rule in a plain pass: its output's gradient is dead (every
