@@ -310,6 +310,14 @@ static void softmax_backward_dy_rule(ts_ctx *ctx, ts_node *node, ts_tensor *v, c
                         ts_mul(ctx, y, row_sum(ctx, ts_mul(ctx, v, g))));
 }
 
+/* softmax_backward's gradient g must have its output y's shape. */
+static void check_gradient_shape(ts_ctx *ctx, const ts_tensor *y, const ts_tensor *g) {
+    if (ts_same_shape(y, g)) return;
+    char sy[64], sg[64];
+    ts_fail(ctx, "softmax_backward", "gradient %s does not match softmax output %s",
+            ts_shape_str(g, sg, sizeof sg), ts_shape_str(y, sy, sizeof sy));
+}
+
 /* FLOPs per element of the two ops (the eight and the four they replace),
  * booked by them and by the one-pass rule that stands for both. */
 enum { SOFTMAX_BACKWARD_DY_FLOPS = 8, SOFTMAX_BACKWARD_FLOPS = 4 };
@@ -385,11 +393,7 @@ static ts_tensor *softmax_backward(ts_ctx *ctx, ts_tensor *y, ts_tensor *g, cons
 static void softmax_backward_second_order(ts_ctx *ctx, ts_node *node, ts_tensor *gout,
                                           ts_tensor **gin) {
     ts_tensor *y = node->in[0], *g = node->in[1];
-    if (!ts_same_shape(y, gout)) {
-        char sy[64], sg[64];
-        ts_fail(ctx, "softmax_backward", "gradient %s does not match softmax output %s",
-                ts_shape_str(gout, sg, sizeof sg), ts_shape_str(y, sy, sizeof sy));
-    }
+    check_gradient_shape(ctx, y, gout);
     const int32_t *runs = node->index;
     long n_runs = node_runs(node);
     ts_tensor *dy = ts_new_like(ctx, y), *dg = ts_new_like(ctx, y);
@@ -425,11 +429,7 @@ static void softmax_backward_rule(ts_ctx *ctx, ts_node *node, ts_tensor *gout, c
 /* The output is 0 in a masked run (y is), written without reading g there. */
 static ts_tensor *softmax_backward(ts_ctx *ctx, ts_tensor *y, ts_tensor *g, const int32_t *runs,
                                    long n_runs) {
-    if (!ts_same_shape(y, g)) {
-        char sy[64], sg[64];
-        ts_fail(ctx, "softmax_backward", "gradient %s does not match softmax output %s",
-                ts_shape_str(g, sg, sizeof sg), ts_shape_str(y, sy, sizeof sy));
-    }
+    check_gradient_shape(ctx, y, g);
     ts_tensor *out = ts_new_like(ctx, y);
     long cols = y->shape[y->ndim - 1], rows = ctx->counting ? 0 : y->numel / cols;
     for (long r = 0; r < rows; r++) {
