@@ -584,8 +584,7 @@ static void context_mix_rule(ts_ctx *ctx, ts_node *node, ts_tensor *g, const boo
  * same copy of each strip (context_product's plain rule). */
 typedef struct mix_job {
     context_shape s;
-    const ts_tensor *p, *v, *v_self;
-    ts_tensor *out, *into;
+    ts_tensor *p, *v, *v_self, *out, *into;
     double alpha;
     ts_real *strip; /* with a sum: the strip's rows, [rows, dh], then added */
 } mix_job;
@@ -657,9 +656,8 @@ static double mix_flops(const mix_job *j) {
 }
 
 static ts_tensor *mix_record(ts_ctx *ctx, const mix_job *j, bool token_major) {
-    ts_node *node =
-        ts_record(ctx, "context_mix", context_mix_rule, j->out, j->v_self ? 3 : 2,
-                  (ts_tensor *[]){(ts_tensor *)j->p, (ts_tensor *)j->v, (ts_tensor *)j->v_self});
+    ts_node *node = ts_record(ctx, "context_mix", context_mix_rule, j->out, j->v_self ? 3 : 2,
+                              (ts_tensor *[]){j->p, j->v, j->v_self});
     keep_attributes(node, j->alpha, token_major);
     if (node) node->backward_into = context_mix_rule_into;
     return j->out;
@@ -684,8 +682,7 @@ static void context_mix_t_rule(ts_ctx *ctx, ts_node *node, ts_tensor *h, const b
  * and head by head (mix_t_head_end), as mix_job's. */
 typedef struct mix_t_job {
     context_shape s;
-    const ts_tensor *p, *g;
-    ts_tensor *out, *into;
+    ts_tensor *p, *g, *out, *into;
     double alpha;
     ts_real *head; /* with a sum: the head's product, [C, dh], then added */
 } mix_t_job;
@@ -741,8 +738,8 @@ static double mix_t_flops(const mix_t_job *j) {
 }
 
 static ts_tensor *mix_t_record(ts_ctx *ctx, const mix_t_job *j, bool token_major) {
-    ts_node *node = ts_record(ctx, "context_mix_t", context_mix_t_rule, j->out, 2,
-                              (ts_tensor *[]){(ts_tensor *)j->p, (ts_tensor *)j->g});
+    ts_node *node =
+        ts_record(ctx, "context_mix_t", context_mix_t_rule, j->out, 2, (ts_tensor *[]){j->p, j->g});
     keep_attributes(node, j->alpha, token_major);
     if (node) node->backward_into = context_mix_t_rule_into;
     return j->out;
