@@ -357,29 +357,29 @@ typedef struct paired_medians {
 
 static paired_medians paired_in_rounds(const bench_model *models, int i, bool against_first,
                                        long rounds, const double *round_sgemm,
-                                       const double *round_best, bool print) {
+                                       const double *round_best) {
     paired_medians m = {NAN, i == 0 ? 1 : NAN};
-    if (rounds <= 0) return m;
+    if (rounds <= 0) return m; /* no rounds: nothing printed */
     double *values = malloc((size_t)rounds * sizeof *values);
     if (!values) die("memory", "per-round figures");
-    if (print) printf("  %-18s", models[i].label);
+    printf("  %-18s", models[i].label);
     for (long r = 0; r < rounds; r++) {
         values[r] = models[i].flops / round_best[r * MAX_MODELS + i] / 1e9 / round_sgemm[r];
-        if (print) printf(" %5.1f%%", 100 * values[r]);
+        printf(" %5.1f%%", 100 * values[r]);
     }
     m.sgemm_fraction = bench_median(values, rounds);
-    if (print) printf("   median %5.1f%%", 100 * m.sgemm_fraction);
+    printf("   median %5.1f%%", 100 * m.sgemm_fraction);
     if (against_first) {
-        if (print) printf("   time/FLOP");
+        printf("   time/FLOP");
         for (long r = 0; r < rounds; r++) {
             values[r] = round_best[r * MAX_MODELS + i] / round_best[r * MAX_MODELS] /
                         (models[i].flops / models[0].flops);
-            if (print) printf(" %.3f", values[r]);
+            printf(" %.3f", values[r]);
         }
         m.time_per_flop = bench_median(values, rounds);
-        if (print) printf("   median %.3f", m.time_per_flop);
+        printf("   median %.3f", m.time_per_flop);
     }
-    if (print) printf("\n");
+    printf("\n");
     free(values);
     return m;
 }
@@ -457,12 +457,6 @@ int main(int argc, char **argv) {
            cpu ? "process CPU time" : "wall time", rounds, steps, BENCH_SGEMM_N, sgemm);
     printf("%-18s %10s %9s %9s %7s %8s %8s %8s %6s\n", "model", "GFLOP", "s/step", "GFLOP/s",
            "%sgemm", "FLOP x", "time x", "time/FLOP", "alloc");
-    /* each model's figures paired within the rounds, for the summary line */
-    paired_medians medians[MAX_MODELS];
-    for (int i = 0; i < n_models; i++)
-        if (selected[i])
-            medians[i] = paired_in_rounds(models, i, selected[0] && i > 0, rounds, round_sgemm,
-                                          round_best, false);
     bool ok = true;
     char summary[1024] = "";
     size_t len = 0;
@@ -475,16 +469,12 @@ int main(int argc, char **argv) {
         printf("%-18s %10.3f %9.3f %9.1f %6.1f%% %8.3f %8.3f %8.3f %6s\n", m->label, m->flops / 1e9,
                m->best_seconds, rate, 100 * fraction, flop_x, time_x, time_x / flop_x,
                m->allocated_later ? "yes" : "no");
-        paired_medians paired = medians[i];
         if (m->min_sgemm_fraction > 0 && !(fraction >= m->min_sgemm_fraction)) ok = false;
         if (m->flop_tolerance > 0 && !(fabs(time_x / flop_x - 1) <= m->flop_tolerance)) ok = false;
         if (m->allocated_later) ok = false;
-        len +=
-            (size_t)snprintf(summary + len, sizeof summary - len,
-                             " %s_s=%.4f %s_sgemm=%.3f %s_time_per_flop_x=%.3f"
-                             " %s_sgemm_median=%.3f %s_time_per_flop_median=%.3f",
-                             m->name, m->best_seconds, m->name, fraction, m->name, time_x / flop_x,
-                             m->name, paired.sgemm_fraction, m->name, paired.time_per_flop);
+        len += (size_t)snprintf(summary + len, sizeof summary - len,
+                                " %s_s=%.4f %s_sgemm=%.3f %s_time_per_flop_x=%.3f", m->name,
+                                m->best_seconds, m->name, fraction, m->name, time_x / flop_x);
     }
     if (rounds > 0) {
         printf("per round (fastest step of the round / that round's sgemm");
@@ -492,10 +482,17 @@ int main(int argc, char **argv) {
         printf("):");
         for (long r = 0; r < rounds; r++) printf(" %.1f", round_sgemm[r]);
         printf(" GFLOP/s\n");
-        for (int i = 0; i < n_models; i++)
-            if (selected[i])
-                paired_in_rounds(models, i, selected[0] && i > 0, rounds, round_sgemm, round_best,
-                                 true);
+    }
+    /* each model's figures paired within the rounds: printed, and their
+     * medians on the summary line */
+    for (int i = 0; i < n_models; i++) {
+        if (!selected[i]) continue;
+        paired_medians paired =
+            paired_in_rounds(models, i, selected[0] && i > 0, rounds, round_sgemm, round_best);
+        len +=
+            (size_t)snprintf(summary + len, sizeof summary - len,
+                             " %s_sgemm_median=%.3f %s_time_per_flop_median=%.3f", models[i].name,
+                             paired.sgemm_fraction, models[i].name, paired.time_per_flop);
     }
     free(round_sgemm);
     free(round_best);
