@@ -313,6 +313,20 @@ static context_shape self_shape(const ts_tensor *x, bool token_major) {
                            token_major ? x->shape[2] : 0};
 }
 
+/* context_self_scale's FLOPs: as the product it replaces. */
+static double self_scale_flops(const ts_tensor *x, double alpha, const ts_tensor *into) {
+    return (double)x->numel + alpha_flops(alpha, x) + into_flops(into);
+}
+
+/* A row of context_self_scale: o = p x_r (added into o with a sum), p =
+ * alpha times the row's entry of the layout's self column. */
+static void self_scale_row(ts_real p, const ts_real *xr, ts_real *o, int dh, bool add) {
+    if (add)
+        for (int c = 0; c < dh; c++) o[c] += p * xr[c];
+    else
+        for (int c = 0; c < dh; c++) o[c] = p * xr[c];
+}
+
 static ts_tensor *context_self_scale(ts_ctx *ctx, ts_tensor *layout, ts_tensor *x, double alpha,
                                      bool token_major, ts_tensor *into) {
     int width = layout->shape[layout->ndim - 1];
@@ -324,16 +338,10 @@ static ts_tensor *context_self_scale(ts_ctx *ctx, ts_tensor *layout, ts_tensor *
          * (87% of the op's time was this load's miss) */
         const ts_real *self = layout->data + (w.head * s.rows + w.row + 1) * width - 1;
         if (w.row + PREFETCH_ROWS < s.rows) __builtin_prefetch(self + (long)PREFETCH_ROWS * width);
-        ts_real p = (ts_real)alpha * *self;
-        const ts_real *xr = x->data + w.at;
-        ts_real *o = out->data + w.at;
-        if (into)
-            for (long c = 0; c < s.dh; c++) o[c] += p * xr[c];
-        else
-            for (long c = 0; c < s.dh; c++) o[c] = p * xr[c];
+        self_scale_row((ts_real)alpha * *self, x->data + w.at, out->data + w.at, s.dh,
+                       into != NULL);
     }
-    /* as the product */
-    ts_count_flops(ctx, (double)x->numel + alpha_flops(alpha, x) + into_flops(into));
+    ts_count_flops(ctx, self_scale_flops(x, alpha, into));
     ts_node *node = ts_record(ctx, "context_self_scale", context_self_scale_rule, out, 2,
                               (ts_tensor *[]){layout, x});
     keep_attributes(node, alpha, token_major);
@@ -541,28 +549,6 @@ static ts_tensor *context_product(ts_ctx *ctx, ts_tensor *a, ts_tensor *b, ts_te
     return out;
 }
 
-/* softmax(context_product(a, b, b_self; alpha), mask), the attention's
- * probabilities, as the same two nodes (context_product, then softmax) with
- * the same values bit for bit, but each strip's scores formed in a scratch
- * strip and turned into probabilities while they are in cache, by the
- * softmax's own row kernel: the scores [..., L, C + 1] are never written
- * nor read back (seventeenth round, docs/performance.md). Their tensor
- * holds no data: nothing reads it (the product's rule reads its inputs, the
- * softmax's its output). Booked to the profile as context_product. */
-static ts_tensor *context_probabilities(ts_ctx *ctx, ts_tensor *a, ts_tensor *b, ts_tensor *b_self,
-                                        double alpha, bool token_major, const ts_tensor *mask) {
-    context_shape s = context_shape_of(ctx, "context_product", a, b, b_self, NULL, token_major);
-    int shape[TS_MAX_DIMS];
-    layout_shape(a, s, token_major, shape);
-    ts_tensor *scores = ts_wrap(ctx, NULL, a->ndim, shape);
-    ts_tensor *p = ts_new(ctx, a->ndim, shape);
-    const int32_t *runs = ts_softmax_masked_runs(ctx, mask);
-    if (!ctx->counting) product_strips(ctx, s, a, b, b_self, alpha, p, false, mask, runs);
-    ts_count_flops(ctx, product_flops(s, a, b_self != NULL, alpha));
-    record_product(ctx, scores, a, b, b_self, alpha, token_major);
-    return ts_softmax_recorded(ctx, scores, mask, runs, p);
-}
-
 static void context_mix_rule_into(ts_ctx *ctx, ts_node *node, ts_tensor *g, const bool *needs,
                                   ts_tensor *const *sums, ts_tensor **gin) {
     ts_tensor *p = node->in[0], *v = node->in[1], *v_self = node->n_in > 2 ? node->in[2] : NULL;
@@ -617,12 +603,21 @@ static mix_job mix_start(ts_ctx *ctx, ts_tensor *p, ts_tensor *v, ts_tensor *v_s
     return j;
 }
 
-/* Head h's strip from row i0, its visible part of p in buf. */
-static void mix_strip(const mix_job *j, long h, int i0, const ts_real *buf) {
+/* A strip of a layout as the jobs below read it: its visible part, rows
+ * [i0, i0 + rows) and context columns [0, strip_keys), in rows ld apart
+ * (entries past a row's visible keys 0), and its self column, row r's at
+ * self[r self_ld]: a copy of a layout tensor's strip (run_strips), or a
+ * strip a rule formed in scratch (softmax_mix_pair). */
+typedef struct layout_strip {
+    const ts_real *visible, *self;
+    int ld, self_ld;
+} layout_strip;
+
+/* Head h's strip from row i0 of the layout. */
+static void mix_strip(const mix_job *j, long h, int i0, layout_strip strip) {
     context_shape s = j->s;
-    int width = s.keys + 1, offset = s.keys - s.rows, ld = rows_stride(s);
-    const ts_real *ph = j->p->data + h * (long)s.rows * width,
-                  *vh = j->v->data + h * (long)s.keys * s.dh;
+    int offset = s.keys - s.rows, ld = rows_stride(s);
+    const ts_real *vh = j->v->data + h * (long)s.keys * s.dh;
     const ts_tensor *v_self = j->v_self;
     int rows = strip_rows(s.rows, i0), strip_keys = i0 + rows + offset;
     long at = rows_head(s, h) + (long)i0 * ld;
@@ -630,13 +625,13 @@ static void mix_strip(const mix_job *j, long h, int i0, const ts_real *buf) {
     int ld_dst = j->into ? s.dh : ld;
     /* the self mix's operands, on their way during the GEMM */
     for (int r = 0; v_self && r < rows; r++) {
-        __builtin_prefetch(ph + (long)(i0 + r + 1) * width - 1);
+        __builtin_prefetch(strip.self + (long)r * strip.self_ld);
         prefetch_row(v_self->data + at + (long)r * ld, s.dh);
     }
-    ts_small_gemm(false, rows, s.dh, strip_keys, (ts_real)j->alpha, buf, strip_keys, vh, s.dh, 0,
-                  dst, ld_dst);
+    ts_small_gemm(false, rows, s.dh, strip_keys, (ts_real)j->alpha, strip.visible, strip.ld, vh,
+                  s.dh, 0, dst, ld_dst);
     for (int r = 0; v_self && r < rows; r++) {
-        ts_real p_self = (ts_real)j->alpha * ph[(long)(i0 + r) * width + s.keys];
+        ts_real p_self = (ts_real)j->alpha * strip.self[(long)r * strip.self_ld];
         ts_real *o = dst + (long)r * ld_dst;
         const ts_real *vs = v_self->data + at + (long)r * ld;
         for (int c = 0; c < s.dh; c++) o[c] += p_self * vs[c];
@@ -707,22 +702,22 @@ static mix_t_job mix_t_start(ts_ctx *ctx, ts_tensor *p, ts_tensor *g, double alp
     return j;
 }
 
-/* Head h's strip from row i0, its visible part of p in buf; `seen`: the
- * keys the head's earlier strips saw. A key's row of D is written (beta 0)
+/* Head h's strip from row i0 of the layout; `seen`: the keys the head's
+ * earlier strips saw. A key's row of D is written (beta 0)
  * by the first strip that sees it and accumulated (beta 1) by the later
  * ones: every key is seen by the last row, so no row needs zeros first.
  * The first write, alpha sum, is what 0 + alpha sum gave (alpha > 0: the
  * sums start at +0 and never become -0). */
-static void mix_t_strip(const mix_t_job *j, long h, int i0, int seen, const ts_real *buf) {
+static void mix_t_strip(const mix_t_job *j, long h, int i0, int seen, layout_strip strip) {
     context_shape s = j->s;
     int offset = s.keys - s.rows, ld = rows_stride(s);
     int rows = strip_rows(s.rows, i0), strip_keys = i0 + rows + offset;
     const ts_real *g_strip = j->g->data + rows_head(s, h) + (long)i0 * ld;
     ts_real *dst = j->into ? j->head : j->out->data + h * (long)s.keys * s.dh;
-    ts_small_gemm(true, seen, s.dh, rows, (ts_real)j->alpha, buf, strip_keys, g_strip, ld, 1, dst,
-                  s.dh);
-    ts_small_gemm(true, strip_keys - seen, s.dh, rows, (ts_real)j->alpha, buf + seen, strip_keys,
-                  g_strip, ld, 0, dst + (long)seen * s.dh, s.dh);
+    ts_small_gemm(true, seen, s.dh, rows, (ts_real)j->alpha, strip.visible, strip.ld, g_strip, ld,
+                  1, dst, s.dh);
+    ts_small_gemm(true, strip_keys - seen, s.dh, rows, (ts_real)j->alpha, strip.visible + seen,
+                  strip.ld, g_strip, ld, 0, dst + (long)seen * s.dh, s.dh);
 }
 
 /* After head h's strips: with a sum, the head's product added into it. */
@@ -756,10 +751,11 @@ static void run_strips(ts_ctx *ctx, context_shape s, const ts_tensor *layout, co
     for (long h = 0; h < s.heads; h++) {
         for (int i0 = 0, seen = 0; i0 < s.rows; i0 += CONTEXT_STRIP) {
             int rows = strip_rows(s.rows, i0), strip_keys = i0 + rows + offset;
-            visible_strip(layout->data + h * (long)s.rows * width, width, s.rows, i0, rows,
-                          strip_keys, offset, buf);
-            if (mj) mix_strip(mj, h, i0, buf);
-            if (tj) mix_t_strip(tj, h, i0, seen, buf);
+            const ts_real *head = layout->data + h * (long)s.rows * width;
+            visible_strip(head, width, s.rows, i0, rows, strip_keys, offset, buf);
+            layout_strip strip = {buf, head + (long)i0 * width + s.keys, strip_keys, width};
+            if (mj) mix_strip(mj, h, i0, strip);
+            if (tj) mix_t_strip(tj, h, i0, seen, strip);
             seen = strip_keys;
         }
         if (tj) mix_t_head_end(tj, h);
@@ -804,6 +800,125 @@ static void mix_pair(ts_ctx *ctx, ts_tensor *g, ts_tensor *a, ts_tensor *b, ts_t
     ts_record(ctx, "context_mix_pair", NULL, mj.out, b_self ? 5 : 4, moved);
     *da = mj.out;
     *db = tj.out;
+}
+
+/* context_probabilities' gradient in a plain pass (recording off: the
+ * backward of every context attention, EBT's plain backward among them), in
+ * one loop over the strips. Each strip of the scores' gradient G =
+ * softmax_backward(P, dP) is formed in scratch by the softmax backward's own
+ * row kernel, and the product's rule runs on it while it is in cache: da =
+ * mix(G, b, b_self) and db = mix_t(G, a), as context_mix_pair, and db_self
+ * = self_scale(G, a). G never reaches memory: the softmax backward's write
+ * of it, the pair's read and the self scale's are saved (nineteenth round,
+ * docs/performance.md). The same row kernel, GEMMs and products on the same
+ * values as the two rules' ops, so their results bit for bit. Not when two
+ * of a, b and b_self are one tensor (one sum would then take the adds in
+ * another order). FLOPs are the ops'; the profile books them as one row. */
+static void softmax_mix_pair(ts_ctx *ctx, ts_node *node, ts_tensor *dp, const bool *needs,
+                             ts_tensor *const *sums, ts_tensor **gin) {
+    ts_tensor *p = node->out, *a = node->in[0], *b = node->in[1];
+    ts_tensor *b_self = node->n_in > 2 ? node->in[2] : NULL;
+    double alpha = node->fattr[0];
+    bool tm = node->iattr[0], self = b_self && needs[2];
+    context_shape_of(ctx, "context_probabilities", a, b, NULL, dp, tm);
+    mix_job mj = mix_start(ctx, p, b, b_self, alpha, tm, plain_sum(ctx, sums, 0));
+    mix_t_job tj = mix_t_start(ctx, p, a, alpha, tm, plain_sum(ctx, sums, 1));
+    ts_tensor *into_self = self ? plain_sum(ctx, sums, 2) : NULL;
+    ts_tensor *da_self = !self ? NULL : into_self ? into_self : ts_new_like(ctx, a);
+    context_shape s = mj.s;
+    int width = s.keys + 1, offset = s.keys - s.rows, ld = rows_stride(s);
+    const int32_t *runs = node->index;
+    ts_real *scratch =
+        ctx->counting ? NULL : ts_alloc(ctx, (size_t)CONTEXT_STRIP * width * sizeof *scratch);
+    for (long h = 0; h < (ctx->counting ? 0 : s.heads); h++) {
+        const ts_real *ph = p->data + h * (long)s.rows * width;
+        const ts_real *gh = dp->data + h * (long)s.rows * width;
+        for (int i0 = 0, seen = 0; i0 < s.rows; i0 += CONTEXT_STRIP) {
+            int rows = strip_rows(s.rows, i0), strip_keys = i0 + rows + offset;
+            for (int r = 0; r < rows; r++) {
+                long row = i0 + r, ahead = row + PREFETCH_ROWS;
+                if (ahead < s.rows) { /* its visible keys and its self column */
+                    prefetch_row(ph + ahead * width, (int)ahead + offset + 1);
+                    prefetch_row(gh + ahead * width, (int)ahead + offset + 1);
+                    __builtin_prefetch(ph + (ahead + 1) * width - 1);
+                    __builtin_prefetch(gh + (ahead + 1) * width - 1);
+                }
+                ts_softmax_backward_row(ph + row * width, gh + row * width, scratch + r * width,
+                                        width, runs ? runs[2 * row] : 0,
+                                        runs ? runs[2 * row + 1] : 0);
+            }
+            layout_strip strip = {scratch, scratch + s.keys, width, width};
+            mix_strip(&mj, h, i0, strip);
+            mix_t_strip(&tj, h, i0, seen, strip);
+            for (int r = 0; self && r < rows; r++) {
+                long at = rows_head(s, h) + (long)(i0 + r) * ld;
+                self_scale_row((ts_real)alpha * scratch[(long)r * width + s.keys], a->data + at,
+                               da_self->data + at, s.dh, into_self != NULL);
+            }
+            seen = strip_keys;
+        }
+        mix_t_head_end(&tj, h);
+    }
+    ts_count_flops(ctx, TS_SOFTMAX_BACKWARD_FLOPS * (double)p->numel + mix_flops(&mj) +
+                            mix_t_flops(&tj) + (self ? self_scale_flops(a, alpha, into_self) : 0));
+    /* Recording is off: this books the work to the profile and records
+     * nothing; the gradients are named as inputs only so their bytes count. */
+    ts_tensor *moved[7] = {dp, p, b, a, tj.out, b_self, da_self};
+    ts_record(ctx, "context_softmax_mix_pair", NULL, mj.out, self ? 7 : b_self ? 6 : 5, moved);
+    gin[0] = mj.out;
+    gin[1] = tj.out;
+    if (self) gin[2] = da_self;
+}
+
+/* The rule of context_probabilities: the softmax's and then the product's,
+ * in one loop in a plain pass (softmax_mix_pair); otherwise as the two
+ * nodes' rules, recorded (the second-order graph is theirs). */
+static void context_probabilities_rule_into(ts_ctx *ctx, ts_node *node, ts_tensor *g,
+                                            const bool *needs, ts_tensor *const *sums,
+                                            ts_tensor **gin) {
+    ts_tensor *a = node->in[0], *b = node->in[1];
+    ts_tensor *b_self = node->n_in > 2 ? node->in[2] : NULL;
+    if (!ctx->grad_enabled && needs[0] && needs[1] && a != b && b_self != a && b_self != b) {
+        softmax_mix_pair(ctx, node, g, needs, sums, gin);
+        return;
+    }
+    ts_tensor *scores_grad = ts_softmax_backward_masked(ctx, node->out, g, node->index,
+                                                        node->index ? node->index_len / 2 : 0);
+    context_product_rule_into(ctx, node, scores_grad, needs, sums, gin);
+}
+
+static void context_probabilities_rule(ts_ctx *ctx, ts_node *node, ts_tensor *g, const bool *needs,
+                                       ts_tensor **gin) {
+    context_probabilities_rule_into(ctx, node, g, needs, no_sums, gin);
+}
+
+/* softmax(context_product(a, b, b_self; alpha), mask), the attention's
+ * probabilities, as one node with the same values bit for bit: each strip's
+ * scores formed in scratch and turned into probabilities while they are in
+ * cache, by the softmax's own row kernel, so the scores [..., L, C + 1] are
+ * never written nor read back (seventeenth round, docs/performance.md). Its
+ * rule is the softmax's and the product's (nineteenth round). It keeps the
+ * product's attributes and the softmax's masked runs. */
+static ts_tensor *context_probabilities(ts_ctx *ctx, ts_tensor *a, ts_tensor *b, ts_tensor *b_self,
+                                        double alpha, bool token_major, const ts_tensor *mask) {
+    context_shape s =
+        context_shape_of(ctx, "context_probabilities", a, b, b_self, NULL, token_major);
+    int shape[TS_MAX_DIMS];
+    layout_shape(a, s, token_major, shape);
+    ts_tensor *p = ts_new(ctx, a->ndim, shape);
+    const int32_t *runs = ts_softmax_masked_runs(ctx, mask);
+    if (!ctx->counting) product_strips(ctx, s, a, b, b_self, alpha, p, false, mask, runs);
+    ts_count_flops(ctx, product_flops(s, a, b_self != NULL, alpha) +
+                            TS_SOFTMAX_FLOPS * (double)p->numel);
+    ts_node *node = ts_record(ctx, "context_probabilities", context_probabilities_rule, p,
+                              b_self ? 3 : 2, (ts_tensor *[]){a, b, b_self});
+    keep_attributes(node, alpha, token_major);
+    if (node) {
+        node->backward_into = context_probabilities_rule_into;
+        node->index = runs;
+        node->index_len = runs ? 2L * s.rows : 0;
+    }
+    return p;
 }
 
 static ts_tensor *context_attention(ts_ctx *ctx, ts_tensor *q, ts_tensor *k, ts_tensor *v,

@@ -318,9 +318,9 @@ static void check_gradient_shape(ts_ctx *ctx, const ts_tensor *y, const ts_tenso
             ts_shape_str(g, sg, sizeof sg), ts_shape_str(y, sy, sizeof sy));
 }
 
-/* FLOPs per element of the two ops (the eight and the four they replace),
- * booked by them and by the one-pass rule that stands for both. */
-enum { SOFTMAX_BACKWARD_DY_FLOPS = 8, SOFTMAX_BACKWARD_FLOPS = 4 };
+/* FLOPs per element of softmax_backward_dy (the eight it replaces), booked
+ * by it and by the one-pass rule that stands for it and softmax_backward. */
+enum { SOFTMAX_BACKWARD_DY_FLOPS = 8 };
 
 /* A row of softmax_backward_dy: gout (g - s) - g r, s = rowsum(g y) and
  * r = rowsum(gout y) given. */
@@ -344,6 +344,12 @@ static void softmax_backward_row(const ts_real *yr, const ts_real *gr, ts_real *
     }
     for (long c = whole; c < cols; c++)
         o[c] = c >= run.lo && c < run.hi ? 0 : ts_flush_subnormal(yr[c] * (gr[c] - dot));
+}
+
+void ts_softmax_backward_row(const ts_real *yr, const ts_real *gr, ts_real *o, long cols,
+                             long run_lo, long run_hi) {
+    masked_run run = {run_lo, run_hi};
+    softmax_backward_row(yr, gr, o, cols, run, visible_dot(gr, yr, cols, run));
 }
 
 /* The rows AHEAD_ROWS after row r of y, g and gout (at yr, gr, hr) for
@@ -407,7 +413,7 @@ static void softmax_backward_second_order(ts_ctx *ctx, ts_node *node, ts_tensor 
         softmax_backward_dy_row(gr, hr, dy->data + r * cols, cols, s, rr);
         softmax_backward_row(yr, hr, dg->data + r * cols, cols, run, rr);
     }
-    ts_count_flops(ctx, (SOFTMAX_BACKWARD_DY_FLOPS + SOFTMAX_BACKWARD_FLOPS) * (double)y->numel);
+    ts_count_flops(ctx, (SOFTMAX_BACKWARD_DY_FLOPS + TS_SOFTMAX_BACKWARD_FLOPS) * (double)y->numel);
     /* Recording is off: this books the work to the profile and records
      * nothing; dg is named as an input only so its bytes count. */
     ts_record(ctx, "softmax_backward_second_order", NULL, dy, 4, (ts_tensor *[]){y, g, gout, dg});
@@ -441,9 +447,9 @@ static ts_tensor *softmax_backward(ts_ctx *ctx, ts_tensor *y, ts_tensor *g, cons
             prefetch_visible(yr + AHEAD_ROWS * cols, cols, ahead);
             prefetch_visible(gr + AHEAD_ROWS * cols, cols, ahead);
         }
-        softmax_backward_row(yr, gr, o, cols, run, visible_dot(gr, yr, cols, run));
+        ts_softmax_backward_row(yr, gr, o, cols, run.lo, run.hi);
     }
-    ts_count_flops(ctx, SOFTMAX_BACKWARD_FLOPS * (double)y->numel);
+    ts_count_flops(ctx, TS_SOFTMAX_BACKWARD_FLOPS * (double)y->numel);
     ts_node *node =
         ts_record(ctx, "softmax_backward", softmax_backward_rule, out, 2, (ts_tensor *[]){y, g});
     keep_runs(node, runs, n_runs);
@@ -459,13 +465,9 @@ static void softmax_rule(ts_ctx *ctx, ts_node *node, ts_tensor *g, const bool *n
     if (needs[0]) gin[0] = softmax_backward(ctx, node->out, g, node->index, node_runs(node));
 }
 
-ts_tensor *ts_softmax_recorded(ts_ctx *ctx, ts_tensor *x, const ts_tensor *mask,
-                               const int32_t *runs, ts_tensor *out) {
-    check_mask(ctx, "softmax", x, mask);
-    ts_count_flops(ctx, 5.0 * (double)x->numel);
-    ts_node *node = ts_record(ctx, "softmax", softmax_rule, out, 1, &x);
-    keep_runs(node, runs, mask ? mask->shape[0] : 0);
-    return out;
+ts_tensor *ts_softmax_backward_masked(ts_ctx *ctx, ts_tensor *y, ts_tensor *g, const int32_t *runs,
+                                      long n_runs) {
+    return softmax_backward(ctx, y, g, runs, n_runs);
 }
 
 ts_tensor *ts_softmax(ts_ctx *ctx, ts_tensor *x, const ts_tensor *mask) {
@@ -473,7 +475,10 @@ ts_tensor *ts_softmax(ts_ctx *ctx, ts_tensor *x, const ts_tensor *mask) {
     ts_tensor *out = ts_new_like(ctx, x);
     const int32_t *runs = find_masked_runs(ctx, mask);
     if (!ctx->counting) softmax_rows(x, mask, out->data, false, runs);
-    return ts_softmax_recorded(ctx, x, mask, runs, out);
+    ts_count_flops(ctx, TS_SOFTMAX_FLOPS * (double)x->numel);
+    ts_node *node = ts_record(ctx, "softmax", softmax_rule, out, 1, &x);
+    keep_runs(node, runs, mask ? mask->shape[0] : 0);
+    return out;
 }
 
 /* ---------------------------------------------------------------- log-softmax */

@@ -663,8 +663,8 @@ static void test_profile_books_ops_by_pass(void **state) {
     assert_non_null(square);
     assert_true(square->bytes == 2 * 4 * 8 * (double)sizeof(ts_real));
     /* The context attention's scores are never formed (each strip turned
-     * into probabilities in cache): neither the product nor the softmax
-     * books their bytes, only q, k and k_self, and P [1, 2, 4, 6]. */
+     * into probabilities in cache): its probabilities' row books q, k,
+     * k_self and P [1, 2, 4, 6] only, not the scores. */
     ts_tensor *cq = leaf(fx, TS_SHAPE(1, 2, 4, 3), -1, 1),
               *ck = leaf(fx, TS_SHAPE(1, 2, 5, 3), -1, 1);
     ts_tensor *cv = leaf(fx, TS_SHAPE(1, 2, 5, 3), -1, 1),
@@ -672,14 +672,18 @@ static void test_profile_books_ops_by_pass(void **state) {
     ts_tensor *cvs = leaf(fx, TS_SHAPE(1, 2, 4, 3), -1, 1);
     ts_profile context;
     ts_profile_start(ctx, &context, TS_PROFILE_CPU);
-    ts_context_attention(ctx, cq, ck, cv, cks, cvs, 0.5);
+    ts_backward(ctx, ts_sum_all(ctx, ts_context_attention(ctx, cq, ck, cv, cks, cvs, 0.5)), NULL);
     ts_profile_stop(ctx);
-    const ts_profile_entry *product = find(&context, TS_PASS_FORWARD, "context_product");
-    const ts_profile_entry *probabilities = find(&context, TS_PASS_FORWARD, "softmax");
-    assert_non_null(product);
+    /* Its plain rule forms the scores' gradient strip by strip in cache:
+     * no softmax_backward of its own. */
+    assert_non_null(find(&context, TS_PASS_BACKWARD, "context_softmax_mix_pair"));
+    assert_null(find(&context, TS_PASS_BACKWARD, "softmax_backward"));
+    const ts_profile_entry *probabilities =
+        find(&context, TS_PASS_FORWARD, "context_probabilities");
     assert_non_null(probabilities);
-    assert_true(product->bytes == (double)(cq->numel + ck->numel + cks->numel) * sizeof(ts_real));
-    assert_true(probabilities->bytes == 2 * 4 * 6 * (double)sizeof(ts_real));
+    assert_null(find(&context, TS_PASS_FORWARD, "softmax"));
+    assert_true(probabilities->bytes ==
+                (double)(cq->numel + ck->numel + cks->numel + 2 * 4 * 6) * sizeof(ts_real));
     /* Switched off, nothing more is booked. */
     ts_profile before = profile;
     ts_silu(ctx, x);
