@@ -482,15 +482,31 @@ static ts_node *record_product(ts_ctx *ctx, ts_tensor *out, ts_tensor *a, ts_ten
     return node;
 }
 
+/* A strip of a layout as the mix jobs below read it: its visible part, rows
+ * [i0, i0 + rows) and context columns [0, strip_keys), in rows ld apart
+ * (entries past a row's visible keys 0), and its self column, row r's at
+ * self[r self_ld]: a copy of a layout tensor's strip (run_strips), a
+ * strip a rule formed in scratch (softmax_mix_pair), or the rows of P just
+ * written (product_strips). */
+typedef struct layout_strip {
+    const ts_real *visible, *self;
+    int ld, self_ld;
+} layout_strip;
+
+/* context_mix's work strip by strip (below). */
+typedef struct mix_job mix_job;
+static void mix_strip(const mix_job *j, long h, int i0, layout_strip strip);
+
 /* The strips of alpha a b^T of every head with the self column, finished
  * row by row into out's layout one of three ways: written, masked entries
  * 0 (context_product); added into out, the sum a rule hands on (add); or,
  * under mask with its runs, turned into the softmax's probabilities
  * (context_probabilities). Added or turned into probabilities, a strip is
- * first formed in scratch. */
+ * first formed in scratch. Probabilities go on to the mix job mj, if any,
+ * strip by strip as they are written (in cache). */
 static void product_strips(ts_ctx *ctx, context_shape s, const ts_tensor *a, const ts_tensor *b,
                            const ts_tensor *b_self, double alpha, ts_tensor *out, bool add,
-                           const ts_tensor *mask, const int32_t *runs) {
+                           const ts_tensor *mask, const int32_t *runs, const mix_job *mj) {
     int width = s.keys + 1, offset = s.keys - s.rows, ld = rows_stride(s);
     long b_size = (long)s.keys * s.dh, o_size = (long)s.rows * width;
     /* b's head transposed, [dh, C]: ts_small_gemm reads B by rows; its rows
@@ -532,6 +548,8 @@ static void product_strips(ts_ctx *ctx, context_shape s, const ts_tensor *a, con
                     row[s.keys] = self;
                 }
             }
+            const ts_real *written = oh + (long)i0 * width;
+            if (mj) mix_strip(mj, h, i0, (layout_strip){written, written + s.keys, width, width});
         }
     }
 }
@@ -543,7 +561,7 @@ static ts_tensor *context_product(ts_ctx *ctx, ts_tensor *a, ts_tensor *b, ts_te
     layout_shape(a, s, token_major, shape);
     if (into) context_shape_of(ctx, "context_product", a, b, NULL, into, token_major);
     ts_tensor *out = into ? into : ts_new(ctx, a->ndim, shape);
-    if (!ctx->counting) product_strips(ctx, s, a, b, b_self, alpha, out, into != NULL, NULL, NULL);
+    if (!ctx->counting) product_strips(ctx, s, a, b, b_self, alpha, out, into != NULL, NULL, NULL, NULL);
     ts_count_flops(ctx, product_flops(s, a, b_self != NULL, alpha) + into_flops(into));
     record_product(ctx, out, a, b, b_self, alpha, token_major);
     return out;
@@ -568,12 +586,12 @@ static void context_mix_rule(ts_ctx *ctx, ts_node *node, ts_tensor *g, const boo
 /* context_mix's work over one layout p, strip by strip (mix_strip), so a
  * rule that also runs context_mix_t over the same layout can hand both the
  * same copy of each strip (context_product's plain rule). */
-typedef struct mix_job {
+struct mix_job {
     context_shape s;
     ts_tensor *p, *v, *v_self, *out, *into;
     double alpha;
     ts_real *strip; /* with a sum: the strip's rows, [rows, dh], then added */
-} mix_job;
+};
 
 static mix_job mix_start(ts_ctx *ctx, ts_tensor *p, ts_tensor *v, ts_tensor *v_self, double alpha,
                          bool token_major, ts_tensor *into) {
@@ -602,16 +620,6 @@ static mix_job mix_start(ts_ctx *ctx, ts_tensor *p, ts_tensor *v, ts_tensor *v_s
         j.strip = ts_alloc(ctx, (size_t)CONTEXT_STRIP * j.s.dh * sizeof *j.strip);
     return j;
 }
-
-/* A strip of a layout as the jobs below read it: its visible part, rows
- * [i0, i0 + rows) and context columns [0, strip_keys), in rows ld apart
- * (entries past a row's visible keys 0), and its self column, row r's at
- * self[r self_ld]: a copy of a layout tensor's strip (run_strips), or a
- * strip a rule formed in scratch (softmax_mix_pair). */
-typedef struct layout_strip {
-    const ts_real *visible, *self;
-    int ld, self_ld;
-} layout_strip;
 
 /* Head h's strip from row i0 of the layout. */
 static void mix_strip(const mix_job *j, long h, int i0, layout_strip strip) {
@@ -898,18 +906,27 @@ static void context_probabilities_rule(ts_ctx *ctx, ts_node *node, ts_tensor *g,
  * cache, by the softmax's own row kernel, so the scores [..., L, C + 1] are
  * never written nor read back (seventeenth round, docs/performance.md). Its
  * rule is the softmax's and the product's (nineteenth round). It keeps the
- * product's attributes and the softmax's masked runs. */
+ * product's attributes and the softmax's masked runs.
+ * With values v (v_self), the attention's mix of P is computed too, strip
+ * by strip from the rows of P just written, in cache, instead of from a
+ * copy of each strip read back from memory (nineteenth round); it is
+ * recorded as context_mix's node, its output in *mixed. Its work is then
+ * booked to the profile with the probabilities' (one loop). */
 static ts_tensor *context_probabilities(ts_ctx *ctx, ts_tensor *a, ts_tensor *b, ts_tensor *b_self,
-                                        double alpha, bool token_major, const ts_tensor *mask) {
+                                        double alpha, bool token_major, const ts_tensor *mask,
+                                        ts_tensor *v, ts_tensor *v_self, ts_tensor **mixed) {
     context_shape s =
         context_shape_of(ctx, "context_probabilities", a, b, b_self, NULL, token_major);
     int shape[TS_MAX_DIMS];
     layout_shape(a, s, token_major, shape);
     ts_tensor *p = ts_new(ctx, a->ndim, shape);
     const int32_t *runs = ts_softmax_masked_runs(ctx, mask);
-    if (!ctx->counting) product_strips(ctx, s, a, b, b_self, alpha, p, false, mask, runs);
+    mix_job mj;
+    if (v) mj = mix_start(ctx, p, v, v_self, 1, token_major, NULL);
+    if (!ctx->counting)
+        product_strips(ctx, s, a, b, b_self, alpha, p, false, mask, runs, v ? &mj : NULL);
     ts_count_flops(ctx, product_flops(s, a, b_self != NULL, alpha) +
-                            TS_SOFTMAX_FLOPS * (double)p->numel);
+                            TS_SOFTMAX_FLOPS * (double)p->numel + (v ? mix_flops(&mj) : 0));
     ts_node *node = ts_record(ctx, "context_probabilities", context_probabilities_rule, p,
                               b_self ? 3 : 2, (ts_tensor *[]){a, b, b_self});
     keep_attributes(node, alpha, token_major);
@@ -918,6 +935,7 @@ static ts_tensor *context_probabilities(ts_ctx *ctx, ts_tensor *a, ts_tensor *b,
         node->index = runs;
         node->index_len = runs ? 2L * s.rows : 0;
     }
+    if (v) *mixed = mix_record(ctx, &mj, token_major);
     return p;
 }
 
@@ -926,9 +944,10 @@ static ts_tensor *context_attention(ts_ctx *ctx, ts_tensor *q, ts_tensor *k, ts_
                                     bool token_major) {
     context_shape s = context_shape_of(ctx, "context_attention", q, k, k_self, NULL, token_major);
     context_shape_of(ctx, "context_attention", v_self, v, q, NULL, token_major);
-    ts_tensor *p = context_probabilities(ctx, q, k, k_self, scale, token_major,
-                                         context_mask(ctx, s.rows, s.keys));
-    return context_mix(ctx, p, v, v_self, 1, token_major, NULL);
+    ts_tensor *mixed = NULL;
+    context_probabilities(ctx, q, k, k_self, scale, token_major,
+                          context_mask(ctx, s.rows, s.keys), v, v_self, &mixed);
+    return mixed;
 }
 
 ts_tensor *ts_context_attention(ts_ctx *ctx, ts_tensor *q, ts_tensor *k, ts_tensor *v,
