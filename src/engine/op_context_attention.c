@@ -561,7 +561,8 @@ static ts_tensor *context_product(ts_ctx *ctx, ts_tensor *a, ts_tensor *b, ts_te
     layout_shape(a, s, token_major, shape);
     if (into) context_shape_of(ctx, "context_product", a, b, NULL, into, token_major);
     ts_tensor *out = into ? into : ts_new(ctx, a->ndim, shape);
-    if (!ctx->counting) product_strips(ctx, s, a, b, b_self, alpha, out, into != NULL, NULL, NULL, NULL);
+    if (!ctx->counting)
+        product_strips(ctx, s, a, b, b_self, alpha, out, into != NULL, NULL, NULL, NULL);
     ts_count_flops(ctx, product_flops(s, a, b_self != NULL, alpha) + into_flops(into));
     record_product(ctx, out, a, b, b_self, alpha, token_major);
     return out;
@@ -810,6 +811,26 @@ static void mix_pair(ts_ctx *ctx, ts_tensor *g, ts_tensor *a, ts_tensor *b, ts_t
     *db = tj.out;
 }
 
+/* softmax_backward(P, G)'s rows of the strip from row i0 of a head (P's
+ * and G's at ph, gh) into out [rows, C + 1] (the layout's rows), by its
+ * row kernel under the masked runs; the rows PREFETCH_ROWS ahead
+ * prefetched. */
+static void softmax_backward_strip(context_shape s, const ts_real *ph, const ts_real *gh,
+                                   const int32_t *runs, int i0, ts_real *out) {
+    int width = s.keys + 1, offset = s.keys - s.rows;
+    for (int r = 0; r < strip_rows(s.rows, i0); r++) {
+        long row = i0 + r, ahead = row + PREFETCH_ROWS;
+        if (ahead < s.rows) { /* its visible keys and its self column */
+            prefetch_row(ph + ahead * width, (int)ahead + offset + 1);
+            prefetch_row(gh + ahead * width, (int)ahead + offset + 1);
+            __builtin_prefetch(ph + (ahead + 1) * width - 1);
+            __builtin_prefetch(gh + (ahead + 1) * width - 1);
+        }
+        ts_softmax_backward_row(ph + row * width, gh + row * width, out + r * width, width,
+                                runs ? runs[2 * row] : 0, runs ? runs[2 * row + 1] : 0);
+    }
+}
+
 /* context_probabilities' gradient in a plain pass (recording off: the
  * backward of every context attention, EBT's plain backward among them), in
  * one loop over the strips. Each strip of the scores' gradient G =
@@ -843,18 +864,7 @@ static void softmax_mix_pair(ts_ctx *ctx, ts_node *node, ts_tensor *dp, const bo
         const ts_real *gh = dp->data + h * (long)s.rows * width;
         for (int i0 = 0, seen = 0; i0 < s.rows; i0 += CONTEXT_STRIP) {
             int rows = strip_rows(s.rows, i0), strip_keys = i0 + rows + offset;
-            for (int r = 0; r < rows; r++) {
-                long row = i0 + r, ahead = row + PREFETCH_ROWS;
-                if (ahead < s.rows) { /* its visible keys and its self column */
-                    prefetch_row(ph + ahead * width, (int)ahead + offset + 1);
-                    prefetch_row(gh + ahead * width, (int)ahead + offset + 1);
-                    __builtin_prefetch(ph + (ahead + 1) * width - 1);
-                    __builtin_prefetch(gh + (ahead + 1) * width - 1);
-                }
-                ts_softmax_backward_row(ph + row * width, gh + row * width, scratch + r * width,
-                                        width, runs ? runs[2 * row] : 0,
-                                        runs ? runs[2 * row + 1] : 0);
-            }
+            softmax_backward_strip(s, ph, gh, runs, i0, scratch);
             layout_strip strip = {scratch, scratch + s.keys, width, width};
             mix_strip(&mj, h, i0, strip);
             mix_t_strip(&tj, h, i0, seen, strip);
@@ -878,9 +888,42 @@ static void softmax_mix_pair(ts_ctx *ctx, ts_node *node, ts_tensor *dp, const bo
     if (self) gin[2] = da_self;
 }
 
+/* The scores' gradient dS = softmax_backward(P, G) and da = mix(dS, b,
+ * b_self; alpha) in one loop, outside softmax_mix_pair (a recorded pass:
+ * EBT's energy gradient): dS written row by row, as the graph keeps it,
+ * and each strip of it mixed from the rows just written, in cache, instead
+ * of from a copy read back from memory (nineteenth round). Recorded as the
+ * two ops' nodes, with their values bit for bit; the profile books the
+ * loop's time and both ops' FLOPs to softmax_backward's row. */
+static ts_tensor *softmax_backward_mix(ts_ctx *ctx, ts_node *node, ts_tensor *g, ts_tensor *into,
+                                       ts_tensor **da) {
+    ts_tensor *p = node->out, *b = node->in[1], *b_self = node->n_in > 2 ? node->in[2] : NULL;
+    bool tm = node->iattr[0];
+    const int32_t *runs = node->index;
+    context_shape_of(ctx, "softmax_backward", node->in[0], b, NULL, g, tm);
+    ts_tensor *ds = ts_new_like(ctx, p);
+    mix_job mj = mix_start(ctx, ds, b, b_self, node->fattr[0], tm, into);
+    context_shape s = mj.s;
+    int width = s.keys + 1;
+    for (long h = 0; h < (ctx->counting ? 0 : s.heads); h++) {
+        long at = h * (long)s.rows * width;
+        const ts_real *ph = p->data + at, *gh = g->data + at;
+        for (int i0 = 0; i0 < s.rows; i0 += CONTEXT_STRIP) {
+            ts_real *written = ds->data + at + (long)i0 * width;
+            softmax_backward_strip(s, ph, gh, runs, i0, written);
+            mix_strip(&mj, h, i0, (layout_strip){written, written + s.keys, width, width});
+        }
+    }
+    ts_count_flops(ctx, mix_flops(&mj));
+    ts_softmax_backward_recorded(ctx, p, g, runs, runs ? node->index_len / 2 : 0, ds);
+    *da = mix_record(ctx, &mj, tm);
+    return ds;
+}
+
 /* The rule of context_probabilities: the softmax's and then the product's,
  * in one loop in a plain pass (softmax_mix_pair); otherwise as the two
- * nodes' rules, recorded (the second-order graph is theirs). */
+ * nodes' rules, recorded (the second-order graph is theirs), the softmax
+ * backward and the product's mix in one loop (softmax_backward_mix). */
 static void context_probabilities_rule_into(ts_ctx *ctx, ts_node *node, ts_tensor *g,
                                             const bool *needs, ts_tensor *const *sums,
                                             ts_tensor **gin) {
@@ -890,9 +933,15 @@ static void context_probabilities_rule_into(ts_ctx *ctx, ts_node *node, ts_tenso
         softmax_mix_pair(ctx, node, g, needs, sums, gin);
         return;
     }
-    ts_tensor *scores_grad = ts_softmax_backward_masked(ctx, node->out, g, node->index,
-                                                        node->index ? node->index_len / 2 : 0);
-    context_product_rule_into(ctx, node, scores_grad, needs, sums, gin);
+    double alpha = node->fattr[0];
+    bool tm = node->iattr[0];
+    ts_tensor *scores_grad =
+        needs[0] ? softmax_backward_mix(ctx, node, g, plain_sum(ctx, sums, 0), &gin[0])
+                 : ts_softmax_backward_masked(ctx, node->out, g, node->index,
+                                              node->index ? node->index_len / 2 : 0);
+    if (needs[1]) gin[1] = context_mix_t(ctx, scores_grad, a, alpha, tm, plain_sum(ctx, sums, 1));
+    if (b_self && needs[2])
+        gin[2] = context_self_scale(ctx, scores_grad, a, alpha, tm, plain_sum(ctx, sums, 2));
 }
 
 static void context_probabilities_rule(ts_ctx *ctx, ts_node *node, ts_tensor *g, const bool *needs,
@@ -945,8 +994,8 @@ static ts_tensor *context_attention(ts_ctx *ctx, ts_tensor *q, ts_tensor *k, ts_
     context_shape s = context_shape_of(ctx, "context_attention", q, k, k_self, NULL, token_major);
     context_shape_of(ctx, "context_attention", v_self, v, q, NULL, token_major);
     ts_tensor *mixed = NULL;
-    context_probabilities(ctx, q, k, k_self, scale, token_major,
-                          context_mask(ctx, s.rows, s.keys), v, v_self, &mixed);
+    context_probabilities(ctx, q, k, k_self, scale, token_major, context_mask(ctx, s.rows, s.keys),
+                          v, v_self, &mixed);
     return mixed;
 }
 

@@ -449,6 +449,12 @@ static ts_tensor *softmax_backward(ts_ctx *ctx, ts_tensor *y, ts_tensor *g, cons
         }
         ts_softmax_backward_row(yr, gr, o, cols, run.lo, run.hi);
     }
+    return ts_softmax_backward_recorded(ctx, y, g, runs, n_runs, out);
+}
+
+ts_tensor *ts_softmax_backward_recorded(ts_ctx *ctx, ts_tensor *y, ts_tensor *g,
+                                        const int32_t *runs, long n_runs, ts_tensor *out) {
+    check_gradient_shape(ctx, y, g);
     ts_count_flops(ctx, TS_SOFTMAX_BACKWARD_FLOPS * (double)y->numel);
     ts_node *node =
         ts_record(ctx, "softmax_backward", softmax_backward_rule, out, 2, (ts_tensor *[]){y, g});

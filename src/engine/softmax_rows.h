@@ -35,4 +35,10 @@ void ts_softmax_backward_row(const ts_real *yr, const ts_real *gr, ts_real *o, l
 ts_tensor *ts_softmax_backward_masked(ts_ctx *ctx, ts_tensor *y, ts_tensor *g, const int32_t *runs,
                                       long n_runs);
 
+/* Records out as ts_softmax_backward_masked(y, g, runs, n_runs) that the
+ * caller computed row by row with ts_softmax_backward_row under the same
+ * runs: the node, its FLOPs and runs, as the op's. Returns out. */
+ts_tensor *ts_softmax_backward_recorded(ts_ctx *ctx, ts_tensor *y, ts_tensor *g,
+                                        const int32_t *runs, long n_runs, ts_tensor *out);
+
 #endif
