@@ -548,17 +548,23 @@ void ts_rope_rotate_rows(const ts_rope_table *table, const ts_real *x, long ld_x
 }
 
 /* out = x with pairs (2i, 2i+1) of every head at time t rotated by
- * direction * positions[t] * theta^(-2i/dh). */
+ * direction * positions[t] * theta^(-2i/dh). In memory order, a time's
+ * heads one after the other under its row of the table, so the tensor is
+ * read and written as one stream: head by head, each of H passes read one
+ * head's dh of every row (a strided walk over a quarter of the lines at
+ * H = 4), which took 1.5-2x as long (twentieth round, docs/performance.md). */
 static void rotate_pairs(ts_ctx *ctx, const ts_tensor *x, ts_tensor *out, const int32_t *positions,
                          double theta, int direction) {
     int t_len = x->shape[x->ndim - 3], heads = x->shape[x->ndim - 2], dh = x->shape[x->ndim - 1];
-    long outer = x->numel / ((long)t_len * heads * dh), ld = (long)heads * dh;
+    long rows = x->numel / ((long)heads * dh);
     ts_rope_table table = ts_rope_table_make(ctx, positions, t_len, dh, theta, direction);
-    for (long o = 0; o < outer; o++)
-        for (int h = 0; h < heads; h++) {
-            long base = o * t_len * ld + (long)h * dh;
-            ts_rope_rotate_rows(&table, x->data + base, ld, out->data + base, ld, t_len);
-        }
+    for (long row = 0; row < rows; row++) {
+        long t = row % t_len, at = row * heads * dh;
+        ts_rope_table at_t = {table.cos + t * dh, table.sin + t * dh, dh};
+        for (int h = 0; h < heads; h++)
+            ts_rope_rotate_rows(&at_t, x->data + at + (long)h * dh, dh,
+                                out->data + at + (long)h * dh, dh, 1);
+    }
 }
 
 static ts_tensor *rope_directed(ts_ctx *ctx, ts_tensor *x, const int32_t *positions, double theta,
