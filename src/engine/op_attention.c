@@ -37,7 +37,11 @@
  *     ts_attention's backward computes, op for op; the plain pass agrees
  *     with it to rounding (sums split by strip), not bit for bit.
  * FLOPs are the strips' own (executed) counts, booked with the conventions
- * of the primitives they replace (docs/engine.md). */
+ * of the primitives they replace (docs/engine.md).
+ *
+ * ts_full_attention is the same kernel without a mask (the Free
+ * Transformer's encoder: every query sees every key): each strip's scores
+ * span all T keys, and its rules are the causal op's with no mask. */
 
 enum { ATTN_STRIP = 64 };
 
@@ -52,16 +56,31 @@ typedef struct attn_layout {
     int t, dh;
     int per_batch; /* packed: H, the heads of one sequence; separate: 0 */
     long ld_in, ld_out;
+    bool causal; /* row i sees keys 0..i; otherwise every key */
 } attn_layout;
 
-static attn_layout separate_layout(const ts_tensor *q) {
+static attn_layout separate_layout(const ts_tensor *q, bool causal) {
     int t = q->shape[q->ndim - 2], dh = q->shape[q->ndim - 1];
-    return (attn_layout){q->numel / ((long)t * dh), t, dh, 0, dh, dh};
+    return (attn_layout){q->numel / ((long)t * dh), t, dh, 0, dh, dh, causal};
 }
 
 static attn_layout packed_layout(const ts_tensor *qkv, int n_heads) {
     int t = qkv->shape[1], d = qkv->shape[2] / 3;
-    return (attn_layout){(long)qkv->shape[0] * n_heads, t, d / n_heads, n_heads, 3L * d, d};
+    return (attn_layout){(long)qkv->shape[0] * n_heads, t, d / n_heads, n_heads, 3L * d, d, true};
+}
+
+/* The keys row `row` sees, and those of the strip of rows [i0, i0 + rows):
+ * its last row's. */
+static int visible_keys(const attn_layout *a, int row) {
+    return a->causal ? row + 1 : a->t;
+}
+static int strip_keys(const attn_layout *a, int i0, int rows) {
+    return visible_keys(a, i0 + rows - 1);
+}
+
+/* The rows of the strip from row i0 (the last strip may be partial). */
+static int strip_rows(const attn_layout *a, int i0) {
+    return a->t - i0 < ATTN_STRIP ? a->t - i0 : ATTN_STRIP;
 }
 
 /* Offsets of head h's first q row (k and v follow at k_offset, v_offset
@@ -76,12 +95,12 @@ static long out_offset(const attn_layout *a, long h) {
 }
 
 /* Elements of the strips' score blocks of one head: sum over strips of
- * rows * visible keys. */
-static double strip_elements(int t) {
+ * rows * the strip's keys. */
+static double strip_elements(const attn_layout *a) {
     double n = 0;
-    for (int i0 = 0; i0 < t; i0 += ATTN_STRIP) {
-        int rows = t - i0 < ATTN_STRIP ? t - i0 : ATTN_STRIP;
-        n += (double)rows * (i0 + rows);
+    for (int i0 = 0; i0 < a->t; i0 += ATTN_STRIP) {
+        int rows = strip_rows(a, i0);
+        n += (double)rows * strip_keys(a, i0, rows);
     }
     return n;
 }
@@ -104,7 +123,7 @@ static int mask_to_vector_span(ts_real *row, int visible, int keys) {
     return span;
 }
 
-/* The softmax of each strip row (row i0 + r sees keys 0..i0 + r) but for
+/* The softmax of each strip row (row i0 + r sees its visible_keys) but for
  * its division: the exponentials E = exp(s - max) in place, with
  * ts_softmax's row reductions and exponential over the row's vector span
  * (the masked entries in it as -inf, so exp gives 0 and the sums are those
@@ -112,10 +131,11 @@ static int mask_to_vector_span(ts_real *row, int visible, int keys) {
  * row's max and 1 / sum in stats[2 r], stats[2 r + 1]. The forward divides
  * E v's rows instead of E's (dh entries a row instead of the visible
  * keys); the backward recomputes P itself (strip_probabilities). */
-static void strip_exponentials(ts_real *s, int i0, int rows, int keys, ts_real *stats) {
+static void strip_exponentials(const attn_layout *a, ts_real *s, int i0, int rows, int keys,
+                               ts_real *stats) {
     for (int r = 0; r < rows; r++) {
         ts_real *restrict row = s + (long)r * keys;
-        int span = mask_to_vector_span(row, i0 + r + 1, keys);
+        int span = mask_to_vector_span(row, visible_keys(a, i0 + r), keys);
         ts_real max = ts_row_max(row, span);
         ts_real inv = 1 / ts_exp_shifted_sum(row, span, max);
         stats[2 * r] = max;
@@ -133,21 +153,22 @@ static void divide_rows(ts_real *o, int ld, int rows, int dh, const ts_real *sta
 
 /* P from the scores and the forward's stats (its exponentials times
  * 1 / sum), in one pass per row over its vector span. */
-static void strip_probabilities(ts_real *s, int i0, int rows, int keys, const ts_real *stats) {
+static void strip_probabilities(const attn_layout *a, ts_real *s, int i0, int rows, int keys,
+                                const ts_real *stats) {
     for (int r = 0; r < rows; r++) {
         ts_real *restrict row = s + (long)r * keys;
-        int span = mask_to_vector_span(row, i0 + r + 1, keys);
+        int span = mask_to_vector_span(row, visible_keys(a, i0 + r), keys);
         ts_real max = stats[2 * r], inv = stats[2 * r + 1];
         for (int c = 0; c < span; c++)
             row[c] = ts_flush_subnormal(ts_exp_nonpositive(row[c] - max) * inv);
     }
 }
 
-static void check_operands(ts_ctx *ctx, const ts_tensor *q, const ts_tensor *k,
+static void check_operands(ts_ctx *ctx, const char *op, const ts_tensor *q, const ts_tensor *k,
                            const ts_tensor *v) {
     char sq[64], sk[64], sv[64];
     if (q->ndim < 2 || !ts_same_shape(q, k) || !ts_same_shape(q, v))
-        ts_fail(ctx, "causal_attention", "q %s, k %s and v %s must share one shape [..., T, dh]",
+        ts_fail(ctx, op, "q %s, k %s and v %s must share one shape [..., T, dh]",
                 ts_shape_str(q, sq, sizeof sq), ts_shape_str(k, sk, sizeof sk),
                 ts_shape_str(v, sv, sizeof sv));
 }
@@ -211,9 +232,9 @@ static void forward_heads(ts_ctx *ctx, const attn_layout *a, attn_operands in, t
         ts_real *oh = out + out_offset(a, h), *st = stats + h * 2L * a->t;
         transpose_head(a, qk.k, qk.ld, kt);
         for (int i0 = 0; i0 < a->t; i0 += ATTN_STRIP) {
-            int rows = a->t - i0 < ATTN_STRIP ? a->t - i0 : ATTN_STRIP, keys = i0 + rows;
+            int rows = strip_rows(a, i0), keys = strip_keys(a, i0, rows);
             strip_scores(&qk, kt, a->t, a->dh, i0, rows, keys, scale, p);
-            strip_exponentials(p, i0, rows, keys, st + 2L * i0);
+            strip_exponentials(a, p, i0, rows, keys, st + 2L * i0);
             ts_small_gemm(false, rows, a->dh, keys, 1, p, keys, vh, (int)a->ld_in, 0,
                           oh + (long)i0 * a->ld_out, (int)a->ld_out);
             divide_rows(oh + (long)i0 * a->ld_out, (int)a->ld_out, rows, a->dh, st + 2L * i0);
@@ -222,7 +243,7 @@ static void forward_heads(ts_ctx *ctx, const attn_layout *a, attn_operands in, t
 }
 
 /* The fused first-order backward over every head (recording off). The
- * strips run from the last, which sees every key, so dK and dV are written
+ * strips run from the last, which sees every key (unmasked: each does), so dK and dV are written
  * (beta 0) by the first GEMM that reaches them and accumulated after: no
  * zeroing pass. dq, dk, dv may be NULL (not wanted). With RoPE (the
  * forward's rotated q and k in in.rotated; rotate_back the table of
@@ -251,11 +272,11 @@ static void backward_heads(ts_ctx *ctx, const attn_layout *a, attn_operands in,
         transpose_head(a, qk.k, qk.ld, kt);
         if (dq || dk) transpose_head(a, vh, ld, vt);
         for (int i0 = last; i0 >= 0; i0 -= ATTN_STRIP) {
-            int rows = a->t - i0 < ATTN_STRIP ? a->t - i0 : ATTN_STRIP, keys = i0 + rows;
+            int rows = strip_rows(a, i0), keys = strip_keys(a, i0, rows);
             ts_real beta = i0 == last ? 0 : 1;
             const ts_real *g_strip = gh + (long)i0 * ldg;
             strip_scores(&qk, kt, a->t, a->dh, i0, rows, keys, scale, p);
-            strip_probabilities(p, i0, rows, keys, st + 2L * i0);
+            strip_probabilities(a, p, i0, rows, keys, st + 2L * i0);
             if (dv)
                 ts_small_gemm(true, keys, a->dh, rows, 1, p, keys, g_strip, ldg, beta,
                               dv + at + in.v_at, ld);
@@ -264,7 +285,8 @@ static void backward_heads(ts_ctx *ctx, const attn_layout *a, attn_operands in,
             for (int r = 0; r < rows; r++) { /* dS = P (dP - rowsum(P dP)) into dp */
                 const ts_real *pr = p + (long)r * keys;
                 ts_real *dr = dp + (long)r * keys;
-                int span = vector_span(i0 + r + 1, keys); /* P is 0 after the visible keys */
+                /* P is 0 after the visible keys */
+                int span = vector_span(visible_keys(a, i0 + r), keys);
                 ts_real dot = ts_row_dot(dr, pr, span);
                 for (int c = 0; c < span; c++) dr[c] = ts_flush_subnormal(pr[c] * (dr[c] - dot));
                 for (int c = span; c < keys; c++) dr[c] = 0;
@@ -286,7 +308,7 @@ static void backward_heads(ts_ctx *ctx, const attn_layout *a, attn_operands in,
  * P v 2 dh per score element, softmax 5; over the strips' score elements
  * only. */
 static double forward_flops(const attn_layout *a) {
-    double elements = (double)a->heads * strip_elements(a->t);
+    double elements = (double)a->heads * strip_elements(a);
     return (double)a->heads * a->t * a->dh + elements * (4.0 * a->dh + 5);
 }
 
@@ -296,7 +318,7 @@ static double forward_flops(const attn_layout *a) {
  * scaling, and dQ's. */
 static double backward_flops(const attn_layout *a, const bool needs[3]) {
     bool need_scores_grad = needs[0] || needs[1];
-    double elements = (double)a->heads * strip_elements(a->t);
+    double elements = (double)a->heads * strip_elements(a);
     double q_elements = (double)a->heads * a->t * a->dh;
     double per_element = 2.0 * a->dh + 3 + (needs[2] ? 2.0 * a->dh : 0) +
                          (need_scores_grad ? 2.0 * a->dh + 4 : 0) + (needs[0] ? 2.0 * a->dh : 0) +
@@ -304,11 +326,20 @@ static double backward_flops(const attn_layout *a, const bool needs[3]) {
     return elements * per_element + q_elements * (1 + (needs[0] ? 1 : 0));
 }
 
-/* The fused first-order backward of ts_causal_attention (recording off). */
+/* The profile's rows of the two ops on the separate layout. */
+static const char *forward_op(bool causal) {
+    return causal ? "causal_attention" : "full_attention";
+}
+static const char *backward_op(bool causal) {
+    return causal ? "causal_attention_backward" : "full_attention_backward";
+}
+
+/* The fused first-order backward of ts_causal_attention or ts_full_attention
+ * (recording off). */
 static void fused_backward(ts_ctx *ctx, ts_tensor *q, ts_tensor *k, ts_tensor *v,
-                           const ts_tensor *stats, ts_tensor *g, double scale, const bool *needs,
-                           ts_tensor **gin) {
-    attn_layout a = separate_layout(q);
+                           const ts_tensor *stats, ts_tensor *g, double scale, bool causal,
+                           const bool *needs, ts_tensor **gin) {
+    attn_layout a = separate_layout(q, causal);
     ts_tensor *dq = needs[0] ? ts_new_like(ctx, q) : NULL;
     ts_tensor *dk = needs[1] ? ts_new_like(ctx, k) : NULL;
     ts_tensor *dv = needs[2] ? ts_new_like(ctx, v) : NULL;
@@ -318,18 +349,19 @@ static void fused_backward(ts_ctx *ctx, ts_tensor *q, ts_tensor *k, ts_tensor *v
                        dv ? dv->data : NULL, (ts_real)scale, NULL);
     ts_count_flops(ctx, backward_flops(&a, needs));
     /* Recording is off: this books the work to the profile and records nothing. */
-    ts_record(ctx, "causal_attention_backward", NULL, dq ? dq : dk ? dk : dv, 0, NULL);
+    ts_record(ctx, backward_op(causal), NULL, dq ? dq : dk ? dk : dv, 0, NULL);
     gin[0] = dq;
     gin[1] = dk;
     gin[2] = dv;
 }
 
-/* The rules of ts_attention's ops under the causal mask, as recorded ops. */
+/* The rules of ts_attention's ops under the causal mask (or none), as
+ * recorded ops. */
 static void primitive_backward(ts_ctx *ctx, ts_tensor *q, ts_tensor *k, ts_tensor *v, ts_tensor *g,
-                               double scale, const bool *needs, ts_tensor **gin) {
+                               double scale, bool causal, const bool *needs, ts_tensor **gin) {
     ts_tensor *qs = ts_scale(ctx, q, scale);
     ts_tensor *p = ts_softmax(ctx, ts_matmul(ctx, qs, k, false, true),
-                              ts_causal_mask(ctx, q->shape[q->ndim - 2]));
+                              causal ? ts_causal_mask(ctx, q->shape[q->ndim - 2]) : NULL);
     if (needs[2]) gin[2] = ts_matmul(ctx, p, g, true, false);
     if (!needs[0] && !needs[1]) return;
     ts_tensor *ds = ts_softmax_backward(ctx, p, ts_matmul(ctx, g, v, false, true));
@@ -337,20 +369,21 @@ static void primitive_backward(ts_ctx *ctx, ts_tensor *q, ts_tensor *k, ts_tenso
     if (needs[1]) gin[1] = ts_matmul(ctx, ds, qs, true, false);
 }
 
-static void causal_attention_rule(ts_ctx *ctx, ts_node *node, ts_tensor *g, const bool *needs,
-                                  ts_tensor **gin) {
+static void attention_rule(ts_ctx *ctx, ts_node *node, ts_tensor *g, const bool *needs,
+                           ts_tensor **gin) {
     ts_tensor *q = node->in[0], *k = node->in[1], *v = node->in[2], *stats = node->in[3];
     double scale = node->fattr[0];
+    bool causal = node->iattr[0];
     if (ctx->grad_enabled)
-        primitive_backward(ctx, q, k, v, g, scale, needs, gin);
+        primitive_backward(ctx, q, k, v, g, scale, causal, needs, gin);
     else
-        fused_backward(ctx, q, k, v, stats, g, scale, needs, gin);
+        fused_backward(ctx, q, k, v, stats, g, scale, causal, needs, gin);
 }
 
-ts_tensor *ts_causal_attention(ts_ctx *ctx, ts_tensor *q, ts_tensor *k, ts_tensor *v,
-                               double scale) {
-    check_operands(ctx, q, k, v);
-    attn_layout a = separate_layout(q);
+static ts_tensor *fused_attention(ts_ctx *ctx, ts_tensor *q, ts_tensor *k, ts_tensor *v,
+                                  double scale, bool causal) {
+    check_operands(ctx, forward_op(causal), q, k, v);
+    attn_layout a = separate_layout(q, causal);
     ts_tensor *out = ts_new_like(ctx, q);
     /* Per row: its max and 1 / sum, for the backward (a constant input). */
     ts_tensor *stats = ts_new(ctx, TS_SHAPE((int)(a.heads * a.t), 2));
@@ -358,10 +391,22 @@ ts_tensor *ts_causal_attention(ts_ctx *ctx, ts_tensor *q, ts_tensor *k, ts_tenso
         forward_heads(ctx, &a, (attn_operands){q->data, k->data, v->data, 0, 0, NULL, NULL},
                       out->data, stats->data, (ts_real)scale);
     ts_count_flops(ctx, forward_flops(&a));
-    ts_node *node = ts_record(ctx, "causal_attention", causal_attention_rule, out, 4,
-                              (ts_tensor *[]){q, k, v, stats});
-    if (node) node->fattr[0] = scale;
+    ts_node *node =
+        ts_record(ctx, forward_op(causal), attention_rule, out, 4, (ts_tensor *[]){q, k, v, stats});
+    if (node) {
+        node->fattr[0] = scale;
+        node->iattr[0] = causal;
+    }
     return out;
+}
+
+ts_tensor *ts_causal_attention(ts_ctx *ctx, ts_tensor *q, ts_tensor *k, ts_tensor *v,
+                               double scale) {
+    return fused_attention(ctx, q, k, v, scale, true);
+}
+
+ts_tensor *ts_full_attention(ts_ctx *ctx, ts_tensor *q, ts_tensor *k, ts_tensor *v, double scale) {
+    return fused_attention(ctx, q, k, v, scale, false);
 }
 
 /* ------------------------------------------- attention on the packed layout
@@ -411,7 +456,7 @@ static void packed_rule(ts_ctx *ctx, ts_node *node, ts_tensor *g, const bool *ne
         ts_tensor *grads[3], *parts[3];
         for (int i = 0; i < 3; i++) parts[i] = packed_part(ctx, qkv, i, n_heads, positions, theta);
         primitive_backward(ctx, parts[0], parts[1], parts[2], split_heads(ctx, g, n_heads), scale,
-                           (const bool[]){true, true, true}, grads);
+                           true, (const bool[]){true, true, true}, grads);
         /* Back to [B, T, D]; q's and k's through RoPE's adjoint, the
          * rotation by the opposite angles. */
         int32_t *opposite = NULL;

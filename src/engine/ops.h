@@ -115,6 +115,9 @@ ts_tensor *ts_attention(ts_ctx *ctx, ts_tensor *q, ts_tensor *k, ts_tensor *v,
  * skipped. Its plain backward is fused too; a recorded backward
  * (create_graph) is the primitive composition, differentiable to any order. */
 ts_tensor *ts_causal_attention(ts_ctx *ctx, ts_tensor *q, ts_tensor *k, ts_tensor *v, double scale);
+/* The same without a mask (every row sees every key), fused the same way:
+ * ts_attention(q, k, v, NULL, scale) without its [T, T] scores in memory. */
+ts_tensor *ts_full_attention(ts_ctx *ctx, ts_tensor *q, ts_tensor *k, ts_tensor *v, double scale);
 /* The same for n_heads heads read in place from qkv [B, T, 3 D] (q, k, v
  * side by side in each row, as a fused Q|K|V projection writes them; head j
  * at columns j dh of each, dh = D / n_heads), output [B, T, D] (head j at

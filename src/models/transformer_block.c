@@ -24,6 +24,7 @@ ts_tensor *tpp_merge_heads(ts_ctx *ctx, ts_tensor *x) {
 ts_tensor *tpp_attend(ts_ctx *ctx, ts_tensor *q, ts_tensor *k, ts_tensor *v,
                       const tpp_attention_input *in, double scale) {
     if (in->causal) return ts_causal_attention(ctx, q, k, v, scale);
+    if (!in->mask) return ts_full_attention(ctx, q, k, v, scale);
     return ts_attention(ctx, q, k, v, in->mask, scale);
 }
 

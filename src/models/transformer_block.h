@@ -38,7 +38,8 @@ typedef ts_tensor *(*tpp_attention_fn)(ts_ctx *ctx, const tpp_block_params *p, t
 struct tpp_attention_input {
     /* Causal self-attention (row i sees keys 0..i): the engine's fused
      * ts_causal_attention, and mask is unused (NULL). Otherwise mask, an
-     * additive [T, T] or NULL, with the composition ts_attention. */
+     * additive [T, T] with the composition ts_attention, or NULL (every
+     * row sees every key) with the fused ts_full_attention. */
     bool causal;
     const ts_tensor *mask;
     const int32_t *positions; /* RoPE position of each of the T rows */

@@ -1,7 +1,8 @@
 /* Fused kernels against the compositions of primitives they replace
  * (docs/performance.md): RMSNorm (forward and its fused rule), silu's fused
  * rule, the softmax that skips masked entries, and the fused causal
- * attention against ts_attention under the causal mask, the fused context
+ * attention against ts_attention under the causal mask (and without a mask),
+ * the fused context
  * attention (EBT's prediction stream) against its composition. For each, the value, the
  * first-order gradient and a second-order term (the gradient of
  * <grad L, v>, taken with create_graph) must agree with the primitive
@@ -276,6 +277,11 @@ static ts_tensor *attention_fused(ts_ctx *ctx, ts_tensor *const *in, const ts_te
     return ts_causal_attention(ctx, in[0], in[1], in[2], ATT_SCALE);
 }
 
+static ts_tensor *full_attention_fused(ts_ctx *ctx, ts_tensor *const *in, const ts_tensor *mask) {
+    (void)mask;
+    return ts_full_attention(ctx, in[0], in[1], in[2], ATT_SCALE);
+}
+
 static ts_tensor *attention_primitives(ts_ctx *ctx, ts_tensor *const *in, const ts_tensor *mask) {
     return ts_attention(ctx, in[0], in[1], in[2], mask, ATT_SCALE);
 }
@@ -320,10 +326,11 @@ static void book_passes(fixture *fx, ts_ctx *ctx, unary_fn f, int n_in, const in
 }
 
 /* A fused op books the same FLOPs counting as executing (forward, plain and
- * recorded backward), and fewer in its forward than the composition it
- * replaces. */
+ * recorded backward), and in its forward fewer than the composition it
+ * replaces when it skips masked work (skips), the same otherwise. */
 static void expect_counts_as_executed(fixture *fx, unary_fn fused, unary_fn primitives,
-                                      const ts_tensor *mask, int n_in, const int *rows) {
+                                      const ts_tensor *mask, int n_in, const int *rows,
+                                      bool skips) {
     ts_ctx counting;
     assert_true(ts_ctx_init_counting(&counting, 0));
     double booked[2][3];
@@ -339,7 +346,10 @@ static void expect_counts_as_executed(fixture *fx, unary_fn fused, unary_fn prim
     for (int j = 0; j < n_in; j++) in[j] = leaf(fx, TS_SHAPE(2, 3, rows[j], 5), -1, 1);
     ts_reset_flops(ctx);
     primitives(ctx, in, mask);
-    assert_true(booked[0][0] < ts_flops_total(ctx));
+    if (skips)
+        assert_true(booked[0][0] < ts_flops_total(ctx));
+    else
+        assert_true(booked[0][0] == ts_flops_total(ctx));
 }
 
 /* Values, the plain (fused) first-order gradients, and with create_graph
@@ -361,7 +371,25 @@ static void test_causal_attention_counts_as_executed(void **state) {
     fixture *fx = *state;
     expect_counts_as_executed(fx, attention_fused, attention_primitives,
                               ts_causal_mask(&fx->ctx, ATT_T), 3,
-                              (const int[]){ATT_T, ATT_T, ATT_T});
+                              (const int[]){ATT_T, ATT_T, ATT_T}, true);
+}
+
+/* Without a mask: every strip over all ATT_T keys. */
+static void test_full_attention_matches_primitives(void **state) {
+    fixture *fx = *state;
+    ts_tensor *in[3];
+    for (int j = 0; j < 3; j++) in[j] = leaf(fx, TS_SHAPE(2, 3, ATT_T, 5), -2, 2);
+    expect_same_function(fx, full_attention_fused, attention_primitives, 3, in, NULL,
+                         "full attention");
+    expect_same_plain_gradients(fx, full_attention_fused, attention_primitives, 3, in, NULL,
+                                "full attention");
+}
+
+/* Its forward executes every score, as the composition does. */
+static void test_full_attention_counts_as_executed(void **state) {
+    fixture *fx = *state;
+    expect_counts_as_executed(fx, full_attention_fused, attention_primitives, NULL, 3,
+                              (const int[]){ATT_T, ATT_T, ATT_T}, false);
 }
 
 /* The packed layout: qkv [2, ATT_T, 3 D] with 3 heads of 5, output
@@ -604,7 +632,7 @@ static void test_context_attention_tokens_matches_heads(void **state) {
 static void test_context_attention_counts_as_executed(void **state) {
     fixture *fx = *state;
     expect_counts_as_executed(fx, context_fused, context_primitives, NULL, 5,
-                              (const int[]){ATT_T, ATT_T + 1, ATT_T + 1, ATT_T, ATT_T});
+                              (const int[]){ATT_T, ATT_T + 1, ATT_T + 1, ATT_T, ATT_T}, true);
 }
 
 static const ts_profile_entry *find(const ts_profile *p, enum ts_pass pass, const char *op) {
@@ -702,6 +730,8 @@ int main(void) {
         cmocka_unit_test(test_causal_softmax_matches_primitives),
         cmocka_unit_test(test_causal_attention_matches_primitives),
         cmocka_unit_test(test_causal_attention_counts_as_executed),
+        cmocka_unit_test(test_full_attention_matches_primitives),
+        cmocka_unit_test(test_full_attention_counts_as_executed),
         cmocka_unit_test(test_packed_attention_matches_primitives),
         cmocka_unit_test(test_packed_attention_counts_as_separate),
         cmocka_unit_test(test_packed_heads_match_their_composition),

@@ -49,8 +49,8 @@ typedef struct op_args {
  * and recorded passes run the same rule, rounding for a fused op whose
  * recorded pass falls back to primitives (ts_causal_attention). */
 static void check_gradients(fixture *fx, const char *name, gc_fn f, const void *args,
-                            double first_tolerance, double plain_tolerance, int n_in,
-                            ts_tensor *const *inputs) {
+                            double first_tolerance, double second_tolerance, double plain_tolerance,
+                            int n_in, ts_tensor *const *inputs) {
     static const enum gc_loss losses[] = {GC_LINEAR_LOSS, GC_QUADRATIC_LOSS};
     static const char *const loss_names[] = {"linear", "quadratic"};
     for (int l = 0; l < 2; l++) {
@@ -66,9 +66,9 @@ static void check_gradients(fixture *fx, const char *name, gc_fn f, const void *
         if (!(r.plain_vs_recorded <= plain_tolerance))
             fail_msg("%s, %s loss: the gradient differs without create_graph (%.3g) at %s", name,
                      loss_names[l], r.plain_vs_recorded, r.plain_worst);
-        if (!(r.second_error <= GC_TOL_SECOND))
+        if (!(r.second_error <= second_tolerance))
             fail_msg("%s, %s loss: second-order relative error %.3g > %.1g at %s", name,
-                     loss_names[l], r.second_error, GC_TOL_SECOND, r.second_worst);
+                     loss_names[l], r.second_error, second_tolerance, r.second_worst);
         /* With the quadratic loss the output gradient depends on x, so the
          * gradient of every op depends on x: the engine must record that. */
         if (losses[l] == GC_QUADRATIC_LOSS && r.second_is_constant)
@@ -78,7 +78,7 @@ static void check_gradients(fixture *fx, const char *name, gc_fn f, const void *
 
 static void expect_gradients_within(fixture *fx, const char *name, gc_fn f, const void *args,
                                     double plain_tolerance, int n_in, ts_tensor *const *inputs) {
-    check_gradients(fx, name, f, args, GC_TOL_FIRST, plain_tolerance, n_in, inputs);
+    check_gradients(fx, name, f, args, GC_TOL_FIRST, GC_TOL_SECOND, plain_tolerance, n_in, inputs);
 }
 
 static void expect_gradients(fixture *fx, const char *name, gc_fn f, const void *args, int n_in,
@@ -285,6 +285,10 @@ static ts_tensor *f_attention(ts_ctx *ctx, ts_tensor *const *in, const void *arg
 
 static ts_tensor *f_causal_attention(ts_ctx *ctx, ts_tensor *const *in, const void *args) {
     return ts_causal_attention(ctx, in[0], in[1], in[2], ((const op_args *)args)->s);
+}
+
+static ts_tensor *f_full_attention(ts_ctx *ctx, ts_tensor *const *in, const void *args) {
+    return ts_full_attention(ctx, in[0], in[1], in[2], ((const op_args *)args)->s);
 }
 
 static ts_tensor *f_context_attention(ts_ctx *ctx, ts_tensor *const *in, const void *args) {
@@ -740,7 +744,27 @@ static void test_attention(void **state) {
     ts_tensor *kl = gc_leaf(ctx, &fx->rng, TS_SHAPE(1, 2, 150, 2), -1, 1);
     ts_tensor *vl = gc_leaf(ctx, &fx->rng, TS_SHAPE(1, 2, 150, 2), -1, 1);
     check_gradients(fx, "causal_attention, 3 strips", f_causal_attention, ARGS(.s = 0.8),
-                    long_float_first, FUSED_PLAIN_TOL, INPUTS(ql, kl, vl));
+                    long_float_first, GC_TOL_SECOND, FUSED_PLAIN_TOL, INPUTS(ql, kl, vl));
+    /* The fused op without a mask: one strip, then three, each row over
+     * all 150 keys. Its probabilities near 1/150 make every entry small
+     * against the objective's rounding: on these inputs the composition
+     * ts_attention(q, k, v, NULL) itself reads first/second-order errors
+     * of 6.0e-3/8.6e-3 (float) and 1.3e-6/5.3e-7 (double) against finite
+     * differences, so this case allows 1e-2 (float) and 5e-6 (double,
+     * first order). Each key's dK and dV sum all 150 rows, in three strips'
+     * partial sums: without create_graph they differ from the recorded
+     * composition's by up to 2.9e-13 relative in double (1300 ulp), so
+     * 4 FUSED_PLAIN_TOL. A wrong rule is off at O(1); the small case above
+     * and test_engine_fused hold the fused op to the composition. */
+    expect_gradients_within(fx, "full_attention", f_full_attention, ARGS(.s = scale),
+                            FUSED_PLAIN_TOL, INPUTS(q, k, v));
+#ifdef TS_DOUBLE
+    const double unmasked_first = 5e-6, unmasked_second = GC_TOL_SECOND;
+#else
+    const double unmasked_first = 1e-2, unmasked_second = 1e-2;
+#endif
+    check_gradients(fx, "full_attention, 3 strips", f_full_attention, ARGS(.s = 0.8),
+                    unmasked_first, unmasked_second, 4 * FUSED_PLAIN_TOL, INPUTS(ql, kl, vl));
     /* The packed layout: qkv [B, T, 3 H dh], 2 heads of 3; then 150 rows
      * (three strips, the last partial), 2 heads of 2. */
     ts_tensor *qkv = gc_leaf(ctx, &fx->rng, TS_SHAPE(2, 4, 18), -1, 1);
@@ -783,7 +807,7 @@ static void test_attention(void **state) {
     ts_tensor *lks = gc_leaf(ctx, &fx->rng, TS_SHAPE(1, 1, 150, 2), -1, 1);
     ts_tensor *lvs = gc_leaf(ctx, &fx->rng, TS_SHAPE(1, 1, 150, 2), -1, 1);
     check_gradients(fx, "context_attention, 3 strips", f_context_attention, ARGS(.s = 0.8),
-                    long_float_first, 0, INPUTS(lq, lk, lv, lks, lvs));
+                    long_float_first, GC_TOL_SECOND, 0, INPUTS(lq, lk, lv, lks, lvs));
     /* Heads of one part of a packed projection: keys with RoPE (positions
      * out of order) of qkv [2, 4, 3 x 2 heads of 4], values of kv [2, 4, 2 x
      * 8], then the keys and the values beside the packed attention. */
@@ -900,6 +924,9 @@ static void test_third_order_layers(void **state) {
                            INPUTS(q, k, v));
     for (int wrt = 0; wrt < 3; wrt++)
         expect_third_order_within(fx, "causal_attention", f_causal_attention, ARGS(.s = 0.7), wrt,
+                                  FUSED_PLAIN_TOL, INPUTS(q, k, v));
+    for (int wrt = 0; wrt < 3; wrt++)
+        expect_third_order_within(fx, "full_attention", f_full_attention, ARGS(.s = 0.7), wrt,
                                   FUSED_PLAIN_TOL, INPUTS(q, k, v));
     ts_tensor *ck = gc_leaf(ctx, &fx->rng, TS_SHAPE(1, 2, 4, 2), -1, 1);
     ts_tensor *cv = gc_leaf(ctx, &fx->rng, TS_SHAPE(1, 2, 4, 2), -1, 1);
