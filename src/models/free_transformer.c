@@ -105,6 +105,19 @@ ts_tensor *free_first_half(ts_model *model, ts_ctx *ctx, const int32_t *inputs, 
     return x;
 }
 
+/* The encoder's attention. Every query is zeta, so its projection is one
+ * row, RMSNorm(zeta) Wq^T, broadcast to every position before RoPE: the
+ * function of projecting the T copies the block normalises (q_in, unused
+ * here), at 1/T of that GEMM and of its backward's two. */
+static ts_tensor *encoder_attention(ts_ctx *ctx, const tpp_block_params *p, ts_tensor *q_in,
+                                    ts_tensor *kv_in, const tpp_attention_input *in) {
+    ts_tensor *zeta = in->attention_user; /* [1, 1, D] */
+    ts_tensor *row = ts_act_rmsnorm(ctx, p->activations, zeta, p->attn_norm, in->norm_eps);
+    ts_tensor *q = ts_broadcast_to(ctx, tpp_linear(ctx, p, row, p->wq),
+                                   TS_SHAPE(q_in->shape[0], q_in->shape[1], q_in->shape[2]));
+    return tpp_attention_of_queries(ctx, p, q, kv_in, in);
+}
+
 ts_tensor *free_encoder_logits(ts_model *model, ts_ctx *ctx, ts_tensor *x) {
     const ts_model_config *c = &model->config;
     ((free_arch *)model->arch)->encoder_runs++;
@@ -112,11 +125,14 @@ ts_tensor *free_encoder_logits(ts_model *model, ts_ctx *ctx, ts_tensor *x) {
     /* Every query is the same learned zeta; RoPE on queries and keys is what
      * makes the T encoder outputs differ by position. No mask: Z_t may
      * depend on the whole sequence. */
-    ts_tensor *queries =
-        ts_broadcast_to(ctx, ts_model_param(model, "encoder.zeta"), TS_SHAPE(batch, seq, c->width));
+    ts_tensor *zeta =
+        ts_reshape(ctx, ts_model_param(model, "encoder.zeta"), TS_SHAPE(1, 1, c->width));
+    ts_tensor *queries = ts_broadcast_to(ctx, zeta, TS_SHAPE(batch, seq, c->width));
     tpp_attention_input in = attention_input(model, ctx, seq, false);
     in.layer = c->depth; /* the block after the decoder's, for hooks that look */
     in.kv_source = x;
+    in.attention = encoder_attention;
+    in.attention_user = zeta;
     tpp_block_params block = encoder_block(model);
     ts_tensor *y = tpp_block_forward(ctx, &block, queries, &in);
     y = ts_rmsnorm(ctx, y, ts_model_param(model, "encoder.out_norm"), c->norm_eps);

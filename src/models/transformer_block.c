@@ -95,12 +95,17 @@ ts_tensor *tpp_multihead_attention(ts_ctx *ctx, const tpp_block_params *p, ts_te
     if (d % in->n_heads)
         ts_fail(ctx, "attention", "width %d is not a multiple of %d heads", d, in->n_heads);
     if (in->causal) return causal_attention(ctx, p, q_in, kv_in, in);
-    ts_tensor *q = tpp_split_heads(ctx, tpp_linear(ctx, p, q_in, p->wq), in->n_heads, in->positions,
-                                   in->rope_theta);
-    ts_tensor *k = tpp_split_heads(ctx, tpp_linear(ctx, p, kv_in, p->wk), in->n_heads,
-                                   in->positions, in->rope_theta);
-    ts_tensor *v = tpp_split_heads(ctx, tpp_linear(ctx, p, kv_in, p->wv), in->n_heads, NULL, 0);
-    ts_tensor *a = tpp_attend(ctx, q, k, v, in, 1.0 / sqrt((double)(d / in->n_heads)));
+    return tpp_attention_of_queries(ctx, p, tpp_linear(ctx, p, q_in, p->wq), kv_in, in);
+}
+
+ts_tensor *tpp_attention_of_queries(ts_ctx *ctx, const tpp_block_params *p, ts_tensor *q,
+                                    ts_tensor *kv_in, const tpp_attention_input *in) {
+    int d = q->shape[2];
+    ts_tensor *kv = tpp_linear_side_by_side(ctx, p, kv_in, 2, (ts_tensor *[]){p->wk, p->wv});
+    ts_tensor *k = ts_packed_heads(ctx, kv, 0, 2, in->n_heads, in->positions, in->rope_theta);
+    ts_tensor *v = ts_packed_heads(ctx, kv, 1, 2, in->n_heads, NULL, 0);
+    ts_tensor *heads = tpp_split_heads(ctx, q, in->n_heads, in->positions, in->rope_theta);
+    ts_tensor *a = tpp_attend(ctx, heads, k, v, in, 1.0 / sqrt((double)(d / in->n_heads)));
     return tpp_merge_heads(ctx, a);
 }
 

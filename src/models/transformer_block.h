@@ -64,6 +64,12 @@ ts_tensor *tpp_block_forward(ts_ctx *ctx, const tpp_block_params *p, ts_tensor *
  * before the output projection. */
 ts_tensor *tpp_multihead_attention(ts_ctx *ctx, const tpp_block_params *p, ts_tensor *q_in,
                                    ts_tensor *kv_in, const tpp_attention_input *in);
+/* Its non-causal path from projected queries q [B, T, D] (q_in Wq^T, or a
+ * caller's own, e.g. one row broadcast): keys and values from one K|V
+ * product of kv_in, read as heads in place (ts_packed_heads, RoPE on the
+ * keys); the heads' mixture [B, T, D]. */
+ts_tensor *tpp_attention_of_queries(ts_ctx *ctx, const tpp_block_params *p, ts_tensor *q,
+                                    ts_tensor *kv_in, const tpp_attention_input *in);
 /* softmax(q k^T * scale + mask) v over heads [B, H, T, dh], under in->causal
  * or in->mask: every attention of the suite's blocks goes through here. */
 ts_tensor *tpp_attend(ts_ctx *ctx, ts_tensor *q, ts_tensor *k, ts_tensor *v,

@@ -23,6 +23,7 @@
 #include "engine/engine.h"
 #include "gradcheck.h"
 #include "models/free_transformer.h"
+#include "models/transformer_block.h"
 #include "engine_fixture.h"
 #include "splitmix.h"
 
@@ -561,6 +562,78 @@ static void zero_param(ts_model *model, const char *name) {
     memset(model->params + e->offset, 0, sizeof(ts_real) * (size_t)e->numel);
 }
 
+/* The encoder's logits as the spec writes them: its block run on T copies
+ * of zeta by the default attention (every query projected), then the
+ * readout norm and the readout. */
+static ts_tensor *encoder_logits_on_copies(ts_model *m, ts_ctx *ctx, ts_tensor *x) {
+    const ts_model_config *c = &m->config;
+    tpp_block_params block = {
+        .attn_norm = ts_model_param(m, "encoder.attn_norm"),
+        .wq = ts_model_param(m, "encoder.attention.wq"),
+        .wk = ts_model_param(m, "encoder.attention.wk"),
+        .wv = ts_model_param(m, "encoder.attention.wv"),
+        .wo = ts_model_param(m, "encoder.attention.wo"),
+        .mlp_norm = ts_model_param(m, "encoder.mlp_norm"),
+        .w1 = ts_model_param(m, "encoder.mlp.w1"),
+        .w3 = ts_model_param(m, "encoder.mlp.w3"),
+        .w2 = ts_model_param(m, "encoder.mlp.w2"),
+        .linear = &m->linear,
+    };
+    static int32_t positions[SEQ];
+    for (int t = 0; t < SEQ; t++) positions[t] = t;
+    tpp_attention_input in = {.positions = positions,
+                              .rope_theta = c->rope_theta,
+                              .n_heads = c->heads,
+                              .norm_eps = c->norm_eps,
+                              .layer = c->depth,
+                              .kv_source = x};
+    ts_tensor *copies =
+        ts_broadcast_to(ctx, ts_model_param(m, "encoder.zeta"), TS_SHAPE(BATCH, SEQ, c->width));
+    ts_tensor *y = ts_rmsnorm(ctx, tpp_block_forward(ctx, &block, copies, &in),
+                              ts_model_param(m, "encoder.out_norm"), c->norm_eps);
+    ts_tensor *logits = ts_linear(ctx, &m->linear, y, ts_model_param(m, "encoder.readout"));
+    return ts_reshape(ctx, logits, TS_SHAPE(BATCH * SEQ, BITS));
+}
+
+/* The encoder projects zeta once and broadcasts the row: the same logits
+ * and gradients (for the input, zeta and wq) as projecting T copies. */
+static void test_encoder_projects_zeta_once(void **state) {
+    (void)state;
+    ts_model_config config = tiny_config();
+    model_fixture *f = new_model_fixture(&config);
+    ts_ctx *ctx = &f->ctx;
+    ts_tensor *x = ts_new(ctx, TS_SHAPE(BATCH, SEQ, config.width));
+    ts_rng rng;
+    ts_rng_seed(&rng, 11);
+    for (long i = 0; i < x->numel; i++) x->data[i] = (ts_real)(2 * ts_rng_uniform(&rng) - 1);
+    ts_set_requires_grad(ctx, x, true);
+    ts_tensor *y[2] = {free_encoder_logits(f->model, ctx, x),
+                       encoder_logits_on_copies(f->model, ctx, x)};
+    ts_tensor *w = ts_new_like(ctx, y[0]);
+    for (long i = 0; i < w->numel; i++) w->data[i] = (ts_real)(2 * ts_rng_uniform(&rng) - 1);
+    ts_tensor *wrt[3] = {x, ts_model_param(f->model, "encoder.zeta"),
+                         ts_model_param(f->model, "encoder.attention.wq")};
+    ts_tensor *grads[2][3];
+    for (int k = 0; k < 2; k++) ts_grad(ctx, 1, &y[k], &w, 3, wrt, grads[k], false);
+#ifdef TS_DOUBLE
+    const double tol = 1e-12;
+#else
+    const double tol = 1e-5;
+#endif
+    for (int j = -1; j < 3; j++) {
+        const ts_tensor *a = j < 0 ? y[0] : grads[0][j], *b = j < 0 ? y[1] : grads[1][j];
+        double scale = 0;
+        for (long i = 0; i < b->numel; i++) scale = fmax(scale, fabs(b->data[i]));
+        assert_true(scale > 0);
+        for (long i = 0; i < a->numel; i++)
+            if (!(fabs(a->data[i] - b->data[i]) <= tol * scale))
+                fail_msg("%s %d, element %ld: %.9g against %.9g on copies",
+                         j < 0 ? "logits" : "gradient", j, i, (double)a->data[i],
+                         (double)b->data[i]);
+    }
+    free_model_fixture(f);
+}
+
 /* Z reaches the model only through the keys and values of block L/2+1:
  * with that block's key and value projections zeroed, no choice of Z
  * changes any logit; zeroing any other block's leaves Z's effect. And Z_t
@@ -863,6 +936,7 @@ int main(void) {
         cmocka_unit_test(test_model_gradient_after_norm_injection),
         cmocka_unit_test(test_injection_touches_only_keys_and_values_of_block_l2_plus_1),
         cmocka_unit_test(test_zero_latent_gives_the_transformerpp_backbone),
+        cmocka_unit_test(test_encoder_projects_zeta_once),
         cmocka_unit_test(test_generation_never_runs_the_encoder),
         cmocka_unit_test(test_evaluation_uses_the_prior_and_log_mean_exp),
         cmocka_unit_test(test_split_batch_gives_the_batch_result),

@@ -3,7 +3,9 @@
  * one after another in the model's flat buffer; the separate products where
  * they do not (parameters held elsewhere) or where a linear hook runs the
  * layers (tensor parallelism). Every path gives the same loss and the same
- * gradients, in the same places, and each engages where it should. */
+ * gradients, in the same places, and each engages where it should. Also the
+ * block's attention without a mask (the Free Transformer's encoder) against
+ * its composition of primitives. */
 #include <math.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -17,6 +19,8 @@
 
 #include "engine/profile.h"
 #include "models/model.h"
+#include "models/transformer_block.h"
+#include "models/transformerpp.h"
 
 #ifdef TS_DOUBLE
 #define TOL 1e-11
@@ -200,11 +204,76 @@ static void test_fallback_under_linear_hook(void **state) {
     free(fused_grads);
 }
 
+/* softmax(rope(q) rope(k)^T / sqrt(dh)) v over heads, every row seeing
+ * every key, from the primitives: linear, reshape, rope, permute,
+ * ts_attention with no mask. */
+static ts_tensor *heads_of(ts_ctx *ctx, ts_tensor *x, int n_heads, const int32_t *positions) {
+    int b = x->shape[0], t = x->shape[1], d = x->shape[2];
+    ts_tensor *h = ts_reshape(ctx, x, TS_SHAPE(b, t, n_heads, d / n_heads));
+    if (positions) h = ts_rope(ctx, h, positions, 10000);
+    return ts_permute(ctx, h, (const int[]){0, 2, 1, 3});
+}
+static ts_tensor *unmasked_attention_composed(ts_ctx *ctx, const tpp_block_params *p,
+                                              ts_tensor *q_in, ts_tensor *kv_in, int n_heads,
+                                              const int32_t *positions) {
+    int b = q_in->shape[0], t = q_in->shape[1], d = q_in->shape[2];
+    ts_tensor *q = heads_of(ctx, ts_matmul(ctx, q_in, p->wq, false, true), n_heads, positions);
+    ts_tensor *k = heads_of(ctx, ts_matmul(ctx, kv_in, p->wk, false, true), n_heads, positions);
+    ts_tensor *v = heads_of(ctx, ts_matmul(ctx, kv_in, p->wv, false, true), n_heads, NULL);
+    ts_tensor *a = ts_attention(ctx, q, k, v, NULL, 1 / sqrt((double)(d / n_heads)));
+    return ts_reshape(ctx, ts_permute(ctx, a, (const int[]){0, 2, 1, 3}), TS_SHAPE(b, t, d));
+}
+
+/* The block's attention without a mask (K|V one product read in place,
+ * the fused unmasked attention) is the composition: values and gradients
+ * for both inputs and the three weights; with the products fused and
+ * under a linear hook (their separate products). */
+static void expect_unmasked_attention_composed(fixture *f) {
+    ts_ctx *ctx = &f->ctx;
+    const ts_model_config *c = &f->model->config;
+    tpp_block_params p = tpp_block(f->model, 0);
+    static int32_t positions[SEQ];
+    for (int t = 0; t < SEQ; t++) positions[t] = 3 * t % SEQ; /* out of order */
+    tpp_attention_input in = {
+        .positions = positions, .rope_theta = 10000, .n_heads = c->heads, .norm_eps = 1e-5};
+    ts_mark mark = ts_get_mark(ctx);
+    ts_rng rng;
+    ts_rng_seed(&rng, 21);
+    ts_tensor *x[2], *w = ts_new(ctx, TS_SHAPE(BATCH, SEQ, c->width));
+    for (int i = 0; i < 2; i++) {
+        x[i] = ts_new(ctx, TS_SHAPE(BATCH, SEQ, c->width));
+        for (long j = 0; j < x[i]->numel; j++)
+            x[i]->data[j] = (ts_real)(2 * ts_rng_uniform(&rng) - 1);
+        ts_set_requires_grad(ctx, x[i], true);
+    }
+    for (long j = 0; j < w->numel; j++) w->data[j] = (ts_real)(2 * ts_rng_uniform(&rng) - 1);
+    ts_tensor *y[2] = {tpp_multihead_attention(ctx, &p, x[0], x[1], &in),
+                       unmasked_attention_composed(ctx, &p, x[0], x[1], c->heads, positions)};
+    expect_close(y[0]->data, y[1]->data, y[0]->numel, "unmasked attention");
+    ts_tensor *wrt[5] = {x[0], x[1], p.wq, p.wk, p.wv}, *g[2][5];
+    for (int k = 0; k < 2; k++) ts_grad(ctx, 1, &y[k], &w, 5, wrt, g[k], false);
+    for (int j = 0; j < 5; j++) {
+        char what[64];
+        snprintf(what, sizeof what, "unmasked attention: gradient %d", j);
+        expect_close(g[0][j]->data, g[1][j]->data, g[0][j]->numel, what);
+    }
+    ts_release(ctx, mark);
+}
+
+static void test_unmasked_attention_is_its_composition(void **state) {
+    fixture *f = *state;
+    expect_unmasked_attention_composed(f);
+    f->model->linear = (ts_linear_hook){.apply = local_linear};
+    expect_unmasked_attention_composed(f);
+    f->model->linear = (ts_linear_hook){0};
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_fallback_when_wk_not_adjacent),
         cmocka_unit_test(test_fallback_when_w3_not_adjacent),
         cmocka_unit_test(test_fallback_under_linear_hook),
+        cmocka_unit_test(test_unmasked_attention_is_its_composition),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
