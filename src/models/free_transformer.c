@@ -37,7 +37,7 @@ long free_encoder_runs(const ts_model *model) {
 
 /* ---------------------------------------------------------------- parameters */
 
-static tpp_block_params encoder_block(const ts_model *m) {
+tpp_block_params free_encoder_block(const ts_model *m) {
     return (tpp_block_params){
         .attn_norm = ts_model_param(m, "encoder.attn_norm"),
         .wq = ts_model_param(m, "encoder.attention.wq"),
@@ -133,7 +133,7 @@ ts_tensor *free_encoder_logits(ts_model *model, ts_ctx *ctx, ts_tensor *x) {
     in.kv_source = x;
     in.attention = encoder_attention;
     in.attention_user = zeta;
-    tpp_block_params block = encoder_block(model);
+    tpp_block_params block = free_encoder_block(model);
     ts_tensor *y = tpp_block_forward(ctx, &block, queries, &in);
     y = ts_rmsnorm(ctx, y, ts_model_param(model, "encoder.out_norm"), c->norm_eps);
     ts_tensor *logits = ts_linear(ctx, &model->linear, y, ts_model_param(model, "encoder.readout"));

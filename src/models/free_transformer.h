@@ -20,6 +20,7 @@
 #include <stdint.h>
 
 #include "models/model.h"
+#include "models/transformer_block.h"
 
 /* Fills the parameter table and ops; validates the [free] configuration. */
 bool free_model_setup(ts_model *model, char *err, size_t errlen);
@@ -71,6 +72,8 @@ ts_tensor *free_one_hot_states(ts_ctx *ctx, const int32_t *states, long n, int b
 ts_tensor *free_first_half(ts_model *model, ts_ctx *ctx, const int32_t *inputs, int batch, int seq);
 /* The encoder over X [B, T, D] -> logits [B * T, H]. Counted (free_encoder_runs). */
 ts_tensor *free_encoder_logits(ts_model *model, ts_ctx *ctx, ts_tensor *x);
+/* The encoder block's parameters (a decoder block's layout, encoder.*). */
+tpp_block_params free_encoder_block(const ts_model *model);
 /* R = Z W_post injected into block L/2+1, then the remaining blocks, the
  * final norm and the head: X [B, T, D], Z [B * T, 2^H] -> logits [B, T, V]. */
 ts_tensor *free_second_half(ts_model *model, ts_ctx *ctx, ts_tensor *x, ts_tensor *z);

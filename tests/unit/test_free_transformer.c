@@ -567,18 +567,7 @@ static void zero_param(ts_model *model, const char *name) {
  * readout norm and the readout. */
 static ts_tensor *encoder_logits_on_copies(ts_model *m, ts_ctx *ctx, ts_tensor *x) {
     const ts_model_config *c = &m->config;
-    tpp_block_params block = {
-        .attn_norm = ts_model_param(m, "encoder.attn_norm"),
-        .wq = ts_model_param(m, "encoder.attention.wq"),
-        .wk = ts_model_param(m, "encoder.attention.wk"),
-        .wv = ts_model_param(m, "encoder.attention.wv"),
-        .wo = ts_model_param(m, "encoder.attention.wo"),
-        .mlp_norm = ts_model_param(m, "encoder.mlp_norm"),
-        .w1 = ts_model_param(m, "encoder.mlp.w1"),
-        .w3 = ts_model_param(m, "encoder.mlp.w3"),
-        .w2 = ts_model_param(m, "encoder.mlp.w2"),
-        .linear = &m->linear,
-    };
+    tpp_block_params block = free_encoder_block(m);
     static int32_t positions[SEQ];
     for (int t = 0; t < SEQ; t++) positions[t] = t;
     tpp_attention_input in = {.positions = positions,
