@@ -243,9 +243,9 @@ static void forward_heads(ts_ctx *ctx, const attn_layout *a, attn_operands in, t
 }
 
 /* The fused first-order backward over every head (recording off). The
- * strips run from the last, which sees every key (unmasked: each does), so dK and dV are written
- * (beta 0) by the first GEMM that reaches them and accumulated after: no
- * zeroing pass. dq, dk, dv may be NULL (not wanted). With RoPE (the
+ * strips run from the last, which sees every key (unmasked: each does), so
+ * dK and dV are written (beta 0) by the first GEMM that reaches them and
+ * accumulated after: no zeroing pass. dq, dk, dv may be NULL (not wanted). With RoPE (the
  * forward's rotated q and k in in.rotated; rotate_back the table of
  * direction -1), dq and dk of a head are computed in scratch rows and
  * rotated back into place. */
