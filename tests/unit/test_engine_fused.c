@@ -1,10 +1,10 @@
 /* Fused kernels against the compositions of primitives they replace
  * (docs/performance.md): RMSNorm (forward and its fused rule), silu's fused
- * rule, the softmax that skips masked entries, and the fused causal
- * attention against ts_attention under the causal mask (and without a mask),
- * the fused context
- * attention (EBT's prediction stream) against its composition. For each, the value, the
- * first-order gradient and a second-order term (the gradient of
+ * rule, the softmax that skips masked entries, the fused attention against
+ * ts_attention under the causal mask and without a mask, and the fused
+ * context attention (EBT's prediction stream) against its composition. For
+ * each, the value, the first-order gradient and a second-order term (the
+ * gradient of
  * <grad L, v>, taken with create_graph) must agree with the primitive
  * composition to rounding. The gradient checks (test_engine_gradcheck)
  * compare the same ops with finite differences; this test catches a fused
@@ -303,6 +303,14 @@ static void expect_same_plain_gradients(fixture *fx, unary_fn fused, unary_fn pr
     }
 }
 
+/* An attention's values and gradients, recorded (expect_same_function) and
+ * plain (its fused backward), against the primitives'. */
+static void expect_same_attention(fixture *fx, unary_fn fused, unary_fn primitives, int n_in,
+                                  ts_tensor *const *in, const ts_tensor *mask, const char *name) {
+    expect_same_function(fx, fused, primitives, n_in, in, mask, name);
+    expect_same_plain_gradients(fx, fused, primitives, n_in, in, mask, name);
+}
+
 /* FLOPs booked by f's forward, plain backward and recorded backward
  * (booked[0..2]) for inputs of the given row counts [2, 3, rows[j], 5] and
  * an output of ATT_T rows, on ctx (executing or counting). */
@@ -353,17 +361,19 @@ static void expect_counts_as_executed(fixture *fx, unary_fn fused, unary_fn prim
 }
 
 /* Values, the plain (fused) first-order gradients, and with create_graph
- * (the primitive fallback) first- and second-order terms. */
-static void test_causal_attention_matches_primitives(void **state) {
-    fixture *fx = *state;
-    ts_ctx *ctx = &fx->ctx;
+ * (the primitive fallback) first- and second-order terms, of the fused
+ * attention over q, k, v [2, 3, ATT_T, 5] against ts_attention under mask. */
+static void expect_attention_matches(fixture *fx, unary_fn fused, const ts_tensor *mask,
+                                     const char *name) {
     ts_tensor *in[3];
     for (int j = 0; j < 3; j++) in[j] = leaf(fx, TS_SHAPE(2, 3, ATT_T, 5), -2, 2);
-    ts_tensor *mask = ts_causal_mask(ctx, ATT_T);
-    expect_same_function(fx, attention_fused, attention_primitives, 3, in, mask,
-                         "causal attention");
-    expect_same_plain_gradients(fx, attention_fused, attention_primitives, 3, in, mask,
-                                "causal attention");
+    expect_same_attention(fx, fused, attention_primitives, 3, in, mask, name);
+}
+
+static void test_causal_attention_matches_primitives(void **state) {
+    fixture *fx = *state;
+    expect_attention_matches(fx, attention_fused, ts_causal_mask(&fx->ctx, ATT_T),
+                             "causal attention");
 }
 
 /* It skips the masked strips. */
@@ -376,13 +386,7 @@ static void test_causal_attention_counts_as_executed(void **state) {
 
 /* Without a mask: every strip over all ATT_T keys. */
 static void test_full_attention_matches_primitives(void **state) {
-    fixture *fx = *state;
-    ts_tensor *in[3];
-    for (int j = 0; j < 3; j++) in[j] = leaf(fx, TS_SHAPE(2, 3, ATT_T, 5), -2, 2);
-    expect_same_function(fx, full_attention_fused, attention_primitives, 3, in, NULL,
-                         "full attention");
-    expect_same_plain_gradients(fx, full_attention_fused, attention_primitives, 3, in, NULL,
-                                "full attention");
+    expect_attention_matches(*state, full_attention_fused, NULL, "full attention");
 }
 
 /* Its forward executes every score, as the composition does. */
@@ -442,16 +446,12 @@ static void test_packed_attention_matches_primitives(void **state) {
     ts_ctx *ctx = &fx->ctx;
     ts_tensor *qkv = leaf(fx, TS_SHAPE(2, ATT_T, 3 * PACKED_D), -2, 2);
     ts_tensor *mask = ts_causal_mask(ctx, ATT_T);
-    expect_same_function(fx, packed_fused, packed_primitives, 1, &qkv, mask,
-                         "packed causal attention");
-    expect_same_plain_gradients(fx, packed_fused, packed_primitives, 1, &qkv, mask,
-                                "packed causal attention");
+    expect_same_attention(fx, packed_fused, packed_primitives, 1, &qkv, mask,
+                          "packed causal attention");
     for (int t = 0; t < ATT_T; t++) rope_positions[t] = t + 3;
     ts_tensor *qkv_rope = leaf(fx, TS_SHAPE(2, ATT_T, 3 * ROPE_D), -2, 2);
-    expect_same_function(fx, packed_rope_fused, packed_rope_primitives, 1, &qkv_rope, mask,
-                         "packed causal attention with RoPE");
-    expect_same_plain_gradients(fx, packed_rope_fused, packed_rope_primitives, 1, &qkv_rope, mask,
-                                "packed causal attention with RoPE");
+    expect_same_attention(fx, packed_rope_fused, packed_rope_primitives, 1, &qkv_rope, mask,
+                          "packed causal attention with RoPE");
 }
 
 /* ts_packed_heads (EBT's observed keys and values) against the slice,
@@ -603,10 +603,8 @@ static void test_context_attention_matches_primitives(void **state) {
         int offset = offsets[i];
         ts_tensor *in[5];
         context_inputs(fx, in, ATT_T + offset);
-        expect_same_function(fx, context_fused, context_primitives, 5, in, NULL,
-                             "context attention");
-        expect_same_plain_gradients(fx, context_fused, context_primitives, 5, in, NULL,
-                                    "context attention");
+        expect_same_attention(fx, context_fused, context_primitives, 5, in, NULL,
+                              "context attention");
     }
 }
 
@@ -621,10 +619,8 @@ static void test_context_attention_tokens_matches_heads(void **state) {
         context_inputs(fx, in, ATT_T + offset);
         ts_tensor *y[2] = {context_tokens(ctx, in, NULL), context_fused(ctx, in, NULL)};
         for (long i = 0; i < y[0]->numel; i++) assert_true(y[0]->data[i] == y[1]->data[i]);
-        expect_same_function(fx, context_tokens, context_fused, 5, in, NULL,
-                             "context attention, token-major");
-        expect_same_plain_gradients(fx, context_tokens, context_fused, 5, in, NULL,
-                                    "context attention, token-major");
+        expect_same_attention(fx, context_tokens, context_fused, 5, in, NULL,
+                              "context attention, token-major");
     }
 }
 
