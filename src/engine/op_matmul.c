@@ -67,17 +67,20 @@ static bool small_gemm_serves(bool ta, int n, int k, ts_real beta) {
 
 /* out [rows, n] = a [rows, k] op(b) on ts_small_gemm, which needs B as
  * [k, n] rows: a transposed b ([n, k], the weight of x W^T) is laid out so
- * first, in scratch released before returning. */
+ * first, in rows of the kernel's stride (ts_small_gemm_b_stride), in
+ * scratch released before returning. */
 static void small_gemm_rows(ts_ctx *ctx, int rows, int n, int k, const ts_real *a, const ts_real *b,
                             bool tb, ts_real *out) {
     ts_mark mark = ts_get_mark(ctx);
     const ts_real *b_rows = b;
+    int ldb = n;
     if (tb) {
-        ts_real *bt = ts_alloc(ctx, (size_t)k * n * sizeof *bt);
-        ts_transpose_rows(b, n, k, k, bt, n);
+        ldb = ts_small_gemm_b_stride(n);
+        ts_real *bt = ts_alloc(ctx, (size_t)k * ldb * sizeof *bt);
+        ts_transpose_rows(b, n, k, k, bt, ldb);
         b_rows = bt;
     }
-    ts_small_gemm(false, rows, n, k, 1, a, k, b_rows, n, 0, out, n);
+    ts_small_gemm(false, rows, n, k, 1, a, k, b_rows, ldb, 0, out, n);
     ts_release(ctx, mark);
 }
 

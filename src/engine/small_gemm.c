@@ -240,6 +240,11 @@ static inline __attribute__((always_inline)) void transpose_block(vec *x,
     }
 }
 
+int ts_small_gemm_b_stride(int n) {
+    enum { LINE_ELEMENTS = 64 / (int)sizeof(ts_real) };
+    return n % LINE_ELEMENTS == 0 ? n + LINE_ELEMENTS / 2 : n;
+}
+
 void ts_transpose_rows(const ts_real *restrict src, int rows, int cols, int ld_src,
                        ts_real *restrict dst, int ld_dst) {
     int whole_rows = rows / LANES * LANES, whole_cols = cols / LANES * LANES;

@@ -22,6 +22,15 @@
 void ts_small_gemm(bool trans_a, int m, int n, int k, ts_real alpha, const ts_real *a, int lda,
                    const ts_real *b, int ldb, ts_real beta, ts_real *c, int ldc);
 
+/* The row stride (in elements) to lay out a B of n columns in for
+ * ts_small_gemm: n, or n plus half a cache line when n elements are whole
+ * lines, so the rows start alternately on a line and half a line into one.
+ * With every row on a line (a row stride of 1 KiB), the kernel ran
+ * 2048 x 256 x 256 at 94 GFLOP/s and 2048 x 768 x 256 at 89-92; with the
+ * rows staggered, 100-101 and 96-99 (twenty-second round,
+ * docs/performance.md). */
+int ts_small_gemm_b_stride(int n);
+
 /* dst[j, i] = src[i, j] for src [rows, cols] (row stride ld_src) into dst
  * [cols, rows] (row stride ld_dst). */
 void ts_transpose_rows(const ts_real *restrict src, int rows, int cols, int ld_src,

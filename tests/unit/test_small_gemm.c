@@ -3,7 +3,9 @@
  * rows, one- and two-vector column panels, zero-padded edge panels), A and
  * A^T, strided operands, alpha and beta, a depth over one chunk, products
  * over several blocks of rows and columns, and beta 0 with C full of NaN
- * (never read). Then ts_transpose_rows element for element. */
+ * (never read). The stride ts_small_gemm_b_stride lays B out in, and that
+ * a product reads the same values from it (bit for bit). Then
+ * ts_transpose_rows element for element. */
 #include <math.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -146,6 +148,53 @@ static void small_gemm_empty_products(void **state) {
     assert_true(c[0] == 7);
 }
 
+/* Rows of whole cache lines get half a line more; other widths stay. */
+static void b_stride_staggers_rows_of_whole_lines(void **state) {
+    (void)state;
+    const int line = 64 / (int)sizeof(ts_real);
+    const int widths[] = {1, 7, line - 1, line, line + 1, 3 * line, 256, 257, 512, 768};
+    for (size_t i = 0; i < sizeof widths / sizeof *widths; i++) {
+        int n = widths[i], stride = ts_small_gemm_b_stride(n);
+        if (n % line == 0)
+            assert_int_equal(stride, n + line / 2);
+        else
+            assert_int_equal(stride, n);
+    }
+}
+
+/* The weight products' shapes with B in rows of n and of the staggered
+ * stride: the same sums in the same order, so C is the same bit for bit
+ * (op_matmul.c lays its transposed weights out so). */
+static void small_gemm_reads_the_same_at_the_staggered_stride(void **state) {
+    (void)state;
+    const int shapes[][3] = {{300, 256, 256}, {136, 768, 256}, {40, 512, 600}, {17, 32, 5}};
+    for (size_t s = 0; s < sizeof shapes / sizeof *shapes; s++) {
+        int m = shapes[s][0], n = shapes[s][1], k = shapes[s][2];
+        int stride = ts_small_gemm_b_stride(n);
+        assert_true(stride > n); /* every width here is whole lines */
+        test_rng rng = test_rng_seeded(100 + s);
+        ts_real *a = malloc((size_t)m * k * sizeof *a), *b = malloc((size_t)k * n * sizeof *b);
+        ts_real *staggered = malloc((size_t)k * stride * sizeof *staggered);
+        ts_real *c = malloc((size_t)m * n * sizeof *c),
+                *c_staggered = malloc((size_t)m * n * sizeof *c);
+        assert_true(a && b && staggered && c && c_staggered);
+        test_rng_fill_uniform(&rng, a, (long)m * k, -1, 1);
+        test_rng_fill_uniform(&rng, b, (long)k * n, -1, 1);
+        for (long i = 0; i < (long)k * stride; i++) staggered[i] = NAN; /* the gaps: never read */
+        for (int p = 0; p < k; p++)
+            memcpy(staggered + (long)p * stride, b + (long)p * n, (size_t)n * sizeof *b);
+        ts_small_gemm(false, m, n, k, 1, a, k, b, n, 0, c, n);
+        ts_small_gemm(false, m, n, k, 1, a, k, staggered, stride, 0, c_staggered, n);
+        if (memcmp(c, c_staggered, (size_t)m * n * sizeof *c))
+            fail_msg("%d x %d x %d: C differs between B strides %d and %d", m, n, k, n, stride);
+        free(a);
+        free(b);
+        free(staggered);
+        free(c);
+        free(c_staggered);
+    }
+}
+
 static void transpose_rows_moves_every_element(void **state) {
     (void)state;
     const int shapes[][2] = {{1, 1},    {15, 3}, {16, 64}, {17, 5},  {256, 64},
@@ -175,6 +224,8 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(small_gemm_matches_the_triple_loop),
         cmocka_unit_test(small_gemm_empty_products),
+        cmocka_unit_test(b_stride_staggers_rows_of_whole_lines),
+        cmocka_unit_test(small_gemm_reads_the_same_at_the_staggered_stride),
         cmocka_unit_test(transpose_rows_moves_every_element),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
