@@ -13,7 +13,15 @@
 # BENCH_VARIANT=unshared|selfrefine benchmarks another variant (default shared).
 # Targets:
 #   - order 1 executes exactly Transformer++'s FLOPs (it is the same computation);
-#   - FLOPs grow linearly with the order (each level adds the same work);
+#   - FLOPs grow linearly with the order: the levels from order 1 to 2 and
+#     from 2 to 3 add the same work within 0.1%. Not exactly: order 1 runs
+#     Transformer++'s attention and orders from 2 a path with one-time work
+#     of its own (nexus.c: causal_levels slices V out of level 1's Q|K|V
+#     once; selfrefine projects Q, K and V apart and sums their input
+#     gradients), 2 B T D FLOPs a layer in every variant (4.19 MFLOP at this
+#     size, 0.04% of a level); each level after the first inner one adds
+#     exactly the same (shared, orders 2 -> 3 -> 4: 11,237,064,704 FLOPs
+#     each, 3 Dec 2026). One GEMM more or less in a level is ~2%;
 #   - seconds per step grow no faster than executed FLOPs: t_m / t_T++ <=
 #     1.15 * f_m / f_T++ for every order (the extra levels run at no less than
 #     ~87% of the baseline's arithmetic rate).
@@ -66,11 +74,14 @@ print("inference (order-3 model, teacher-forced) FLOP/token at orders 1, 2, 3: "
 flop_ratio = [f / flops[0] for f in flops]
 time_ratio = [s / seconds[0] for s in seconds]
 order1_exact = flops[1] == flops[0]
-linear = abs((flops[3] - flops[2]) - (flops[2] - flops[1])) <= 1e-9 * flops[3]
+level_flops = [flops[2] - flops[1], flops[3] - flops[2]]
+linear = abs(level_flops[1] - level_flops[0]) <= 1e-3 * level_flops[0]
+print(f"FLOPs each level adds: order 1 -> 2 {level_flops[0]:.0f}, 2 -> 3 {level_flops[1]:.0f}")
 rate_ok = all(time_ratio[i] <= 1.15 * flop_ratio[i] for i in (1, 2, 3))
 ok = order1_exact and linear and rate_ok
 print(f"NEXUS_BENCH variant={variant} flops_x_tpp={flop_ratio[1]:.4f},{flop_ratio[2]:.4f},{flop_ratio[3]:.4f} "
       f"seconds_x_tpp={time_ratio[1]:.3f},{time_ratio[2]:.3f},{time_ratio[3]:.3f} "
+      f"level_gflops={level_flops[0] / 1e9:.4f},{level_flops[1] / 1e9:.4f} "
       f"targets=order1_flops_equal,flops_linear_in_order,time_ratio<=1.15*flop_ratio "
       f"{'PASSED' if ok else 'FAILED'}")
 PY
