@@ -67,6 +67,11 @@ for line in open(sys.argv[1]):
     pair, side, _tag, *fields = line.split()
     runs[(int(pair), side)] = dict(f.split("=", 1) for f in fields)
 pairs = sorted({p for p, _ in runs})
+cores = sorted({r.get("blas_core", "?") for r in runs.values()})
+print("OpenBLAS kernels:", ", ".join(cores))
+if any(r.get("blas_narrower") == "1" for r in runs.values()):
+    print("warning: OpenBLAS ran a kernel set narrower than this CPU's (OPENBLAS_CORETYPE in "
+          "the environment?): the steps timed are not this machine's")
 models = [k[:-2] for k in runs[(pairs[0], "old")] if k.endswith("_s")]
 print(f"{'pair':>4} {'model':<8} {'old s/step':>11} {'new s/step':>11} {'new/old':>8}")
 summary = []

@@ -47,10 +47,23 @@ checks = {
     "the medians on the figures' line": abs(float(figures["tpp_sgemm_median"]) * 100
                                             - float(one_round.group(2))) <= 0.051
                                         and figures["tpp_time_per_flop_median"] == "1.000",
+    "OpenBLAS's own choice of kernels is not flagged": figures["blas_narrower"] == "0",
 }
 print(checks)
 sys.exit(0 if all(checks.values()) else 1)
 PY
+
+# OpenBLAS held to SSE kernels (Nehalem: narrower than any AVX2 or AVX-512
+# CPU, and obeyed as a user's setting is): the %sgemm figures would be
+# against a rate the step's own kernel outruns, so the run says so and its
+# line flags it.
+OPENBLAS_CORETYPE=Nehalem BENCH_PROFILE=0 "$profile" >"$tmp/narrow.log" 2>"$tmp/narrow.err"
+check "with OpenBLAS's Nehalem kernels bench_profile runs" [ $? -eq 0 ]
+cat "$tmp/narrow.err"
+check "... and says they are narrower than the CPU's" contains "$tmp/narrow.err" "Nehalem kernels"
+check "... and that no target is met by the run" contains "$tmp/narrow.err" "no target is met"
+check "... and its line flags them" grep -qE '^PROFILE_MODELS .* blas_core=Nehalem blas_narrower=1 ' \
+    "$tmp/narrow.log"
 
 for bad in BENCH_STREAM_MB=0 BENCH_ROUNDS=two BENCH_STEPS=-1; do
     env "$bad" "$profile" >"$tmp/bad.log" 2>&1
