@@ -84,19 +84,20 @@ void ts_reals_unreserve(ts_real *buffer, long n) {
     if (buffer) munmap(buffer, bytes_of(n));
 }
 
+/* The pages wholly inside the range are offered back with MADV_FREE: the
+ * kernel takes them when it needs memory (under a cgroup limit too, before
+ * anything is swapped or killed), and until then the next write finds them
+ * mapped. MADV_DONTNEED took them at once and the next backward or gather
+ * faulted every page back in and had it zeroed again: on a VM computing at
+ * 200 GFLOP/s that cost one-rank zero3 a sixth of its step
+ * (docs/parallelism.md). Zeroed first, a page reads as zeros whether the
+ * kernel kept it or took it; should the advice fail, it simply stays. */
 void ts_reals_discard(ts_real *buffer, long first, long count) {
     if (count <= 0) return;
+    memset(buffer + first, 0, (size_t)count * sizeof *buffer);
     uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE);
     uintptr_t begin = (uintptr_t)(buffer + first), end = (uintptr_t)(buffer + first + count);
     uintptr_t inner_begin = (begin + page - 1) / page * page, inner_end = end / page * page;
-    if (inner_end <= inner_begin) {
-        memset((void *)begin, 0, end - begin);
-        return;
-    }
-    memset((void *)begin, 0, inner_begin - begin);
-    memset((void *)inner_end, 0, end - inner_end);
-    /* Private anonymous pages read back as zeros after MADV_DONTNEED; should
-     * the advice fail, zeroing them keeps the contract (without the saving). */
-    if (madvise((void *)inner_begin, inner_end - inner_begin, MADV_DONTNEED) != 0)
-        memset((void *)inner_begin, 0, inner_end - inner_begin);
+    if (inner_end > inner_begin)
+        (void)madvise((void *)inner_begin, inner_end - inner_begin, MADV_FREE);
 }

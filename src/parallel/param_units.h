@@ -7,7 +7,7 @@
  *
  * And the memory such a strategy keeps its full-length buffers in: reserved
  * address space whose pages are committed when first written and given back
- * by ts_discard_reals, so a leaf bound once over the buffer keeps its address
+ * by ts_reals_discard, so a leaf bound once over the buffer keeps its address
  * (tape nodes and views that captured it stay valid) while the unit behind
  * it is released and gathered again. */
 #ifndef TS_PARAM_UNITS_H
@@ -54,8 +54,9 @@ void ts_param_units_free(ts_param_units *u);
 ts_real *ts_reals_reserve(long n);
 void ts_reals_unreserve(ts_real *buffer, long n);
 /* Zeroes buffer[first, first + count) and gives the pages wholly inside it
- * back to the system (they read as zeros until written again); the partial
- * pages at its ends, which may hold neighbouring data, stay. */
+ * back to the system lazily (MADV_FREE, param_units.c): it reads as zeros
+ * until written again, and that write pays no page fault unless the kernel
+ * needed the memory meanwhile. */
 void ts_reals_discard(ts_real *buffer, long first, long count);
 
 #endif

@@ -703,7 +703,10 @@ bool ts_parallel_adopt_model(ts_parallel *p, ts_model *model, ts_ctx *ctx, char 
 void ts_parallel_begin_step(ts_parallel *p, ts_real *grads) {
     p->in_step = true;
     p->next_event = 0;
-    if (p->grad_shard) memset(p->grad_shard, 0, (size_t)p->owned_count * sizeof *p->grad_shard);
+    /* The shard is zero unless a step left it live (gather_params discards
+     * it after the optimiser; a step abandoned before that does not). */
+    if (p->grad_shard && p->grad_shard_live)
+        memset(p->grad_shard, 0, (size_t)p->owned_count * sizeof *p->grad_shard);
     p->grad_shard_live = p->grad_shard != NULL;
     /* An adopted gradient buffer is zero between micro-batches already (each
      * reduction gives its pages back); writing it would commit every page. */

@@ -11,13 +11,16 @@
  * evaluation and a checkpoint. The same runs on a table of uneven blocks
  * (1 to 9 elements, some smaller than the rank count, the first block in
  * two intervals as Nexus's) check that every rank owns a slice of every
- * unit and that the slices tile the buffer. */
+ * unit and that the slices tile the buffer. Those tables are smaller than a
+ * page; the discard that gives a unit's pages back is checked apart on a
+ * buffer of several pages. */
 #include <math.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <cmocka.h>
 #include <mpi.h>
@@ -356,6 +359,30 @@ static void test_checkpoint_exchange_round_trip(void **state) {
     ts_param_table_free(&table);
 }
 
+/* ts_reals_discard over a range of several pages with ends inside pages:
+ * the range reads as zeros, its neighbours keep their values, and the
+ * pages given back take new values and give them back again, cycle after
+ * cycle (as a unit's gradient every micro-batch). */
+static void test_discard_zeroes_whole_and_partial_pages(void **state) {
+    (void)state;
+    long page = sysconf(_SC_PAGESIZE) / (long)sizeof(ts_real);
+    long n = 6 * page, first = page / 2 + 3, count = 4 * page + 5;
+    ts_real *buffer = ts_reals_reserve(n);
+    assert_non_null(buffer);
+    for (long i = 0; i < n; i++) assert_true(buffer[i] == 0); /* reserved reads as zeros */
+    for (int cycle = 0; cycle < 3; cycle++) {
+        for (long i = 0; i < n; i++) buffer[i] = (ts_real)(cycle * n + i + 1);
+        ts_reals_discard(buffer, first, count);
+        for (long i = 0; i < n; i++) {
+            bool inside = i >= first && i < first + count;
+            assert_true(buffer[i] == (inside ? 0 : (ts_real)(cycle * n + i + 1)));
+        }
+    }
+    ts_reals_discard(buffer, 0, 0); /* nothing */
+    assert_true(buffer[0] == (ts_real)(2 * n + 1));
+    ts_reals_unreserve(buffer, n);
+}
+
 int main(int argc, char **argv) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_per_block_matches_ddp),
@@ -364,6 +391,7 @@ int main(int argc, char **argv) {
         cmocka_unit_test(test_uneven_units_match_ddp),
         cmocka_unit_test(test_every_rank_owns_a_slice_of_every_unit),
         cmocka_unit_test(test_checkpoint_exchange_round_trip),
+        cmocka_unit_test(test_discard_zeroes_whole_and_partial_pages),
     };
     return ts_mpi_cmocka_main(argc, argv, "test_parallel_units", tests,
                               sizeof tests / sizeof tests[0], &rank, &size, NULL, NULL);
