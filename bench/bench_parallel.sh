@@ -47,6 +47,10 @@ if [ "$depth" != 4 ]; then # the former benchmark size, for comparison
         bench_run "depth4-$s" 2 --set model.depth=4 --set parallel.strategy=$s
     done
 fi
+# What a page zero3 gives back costs when written again (bench/bench_pages.c):
+# where a hypervisor shadows the page tables it is paid per page, every step,
+# and ddp never pays it.
+build/float/bench/bench_pages | tail -1
 /usr/bin/python3 - "$tmp" "$ranks_list" "$pairs" "$depth" <<'PY'
 import sys, os, h5py, numpy as np
 tmp, ranks, pairs = sys.argv[1], [int(r) for r in sys.argv[2].split()], int(sys.argv[3])
