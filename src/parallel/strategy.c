@@ -170,6 +170,8 @@ void ts_parallel_free(ts_parallel *p) {
         p->model = NULL;
     }
     ts_param_units_free(&p->units);
+    ts_reals_unreserve(p->grad_stage, p->grad_stage_elems);
+    p->grad_stage = NULL;
     ts_reals_unreserve(p->grad_shard, p->owned_count > 0 ? p->owned_count : 1);
     p->grad_shard = NULL;
     free(p->pieces);
@@ -229,12 +231,13 @@ static void slice_counts(const ts_parallel *p, int i, int *counts, int *displs) 
     }
 }
 
-/* The sum over ranks of piece i of buf, in place: this rank's slice holds
- * the sum of every rank's values there afterwards (the rest is left
- * undefined). MPI_Reduce_scatter when int counts suffice (its in-place
- * result lands at the piece's start and is moved to the slice), else one
- * MPI_Reduce per rank and round of at most max_piece elements. */
-static int reduce_scatter_piece(ts_parallel *p, ts_real *buf, int i) {
+/* The sum over ranks of piece i, held at piece (its element q->first
+ * there), in place: this rank's slice holds the sum of every rank's values
+ * there afterwards (the rest is left undefined). MPI_Reduce_scatter when
+ * int counts suffice (its in-place result lands at the piece's start and is
+ * moved to the slice), else one MPI_Reduce per rank and round of at most
+ * max_piece elements. */
+static int reduce_scatter_piece(ts_parallel *p, ts_real *piece, int i) {
     const ts_shard_piece *q = &p->pieces[i];
     if (p->nranks == 1 || q->count <= 0) return MPI_SUCCESS; /* the one rank owns everything */
     long mine_first, mine;
@@ -243,11 +246,10 @@ static int reduce_scatter_piece(ts_parallel *p, ts_real *buf, int i) {
         int *counts = malloc(2 * (size_t)p->nranks * sizeof *counts);
         if (!counts) return MPI_ERR_NO_MEM;
         slice_counts(p, i, counts, counts + p->nranks);
-        int rc =
-            MPI_Reduce_scatter(MPI_IN_PLACE, buf + q->first, counts, TS_MPI_REAL, MPI_SUM, p->comm);
+        int rc = MPI_Reduce_scatter(MPI_IN_PLACE, piece, counts, TS_MPI_REAL, MPI_SUM, p->comm);
         free(counts);
         if (rc == MPI_SUCCESS && mine_first > q->first)
-            memmove(buf + mine_first, buf + q->first, (size_t)mine * sizeof *buf);
+            memmove(piece + (mine_first - q->first), piece, (size_t)mine * sizeof *piece);
         p->bytes_sent += (double)(q->count - mine) * sizeof(ts_real);
         return rc;
     }
@@ -256,9 +258,9 @@ static int reduce_scatter_piece(ts_parallel *p, ts_real *buf, int i) {
             long piece_first, n = round_of(p, i, r, k, &piece_first);
             if (n == 0) continue;
             bool root = r == p->rank;
-            int rc =
-                MPI_Reduce(root ? MPI_IN_PLACE : buf + piece_first, root ? buf + piece_first : NULL,
-                           (int)n, TS_MPI_REAL, MPI_SUM, r, p->comm);
+            ts_real *at = piece + (piece_first - q->first);
+            int rc = MPI_Reduce(root ? MPI_IN_PLACE : at, root ? at : NULL, (int)n, TS_MPI_REAL,
+                                MPI_SUM, r, p->comm);
             if (rc != MPI_SUCCESS) return rc;
             if (!root) p->bytes_sent += (double)n * sizeof(ts_real);
         }
@@ -267,7 +269,7 @@ static int reduce_scatter_piece(ts_parallel *p, ts_real *buf, int i) {
 
 static int reduce_scatter(ts_parallel *p, ts_real *grads) {
     for (int i = 0; i < p->n_pieces; i++) {
-        int rc = reduce_scatter_piece(p, grads, i);
+        int rc = reduce_scatter_piece(p, grads + p->pieces[i].first, i);
         if (rc != MPI_SUCCESS) return rc;
     }
     return MPI_SUCCESS;
@@ -482,8 +484,10 @@ static void note_memory(ts_parallel *p) {
     for (int k = 0; k < p->units.count; k++) {
         const ts_param_unit *u = &p->units.units[k];
         if (u->resident) held += (double)(u->elems - u->owned_elems);
-        if (u->grads_live) live += (double)u->elems;
+        /* A block's live gradient is in the stage, counted whole below. */
+        if (u->grads_live && !(p->grad_stage && k > 0)) live += (double)u->elems;
     }
+    if (p->grad_stage_live) live += (double)p->grad_stage_elems;
     if (p->strategy == TS_ZERO3) p->params_held = (double)p->owned_count + held;
     /* The reduced shard during a step, and the live units. */
     p->grads_held = (p->grad_shard_live ? (double)p->owned_count : 0) + live;
@@ -561,20 +565,30 @@ static void release_unit(ts_parallel *p, int k) {
 }
 
 /* zero2, zero3: unit k's local gradient summed over ranks into the owned
- * shard, and its part of the gradient buffer given back (zeros again). */
+ * shard, and zeros again where it was: a block's part of the stage (kept
+ * mapped for the next), or unit 0's part of the flat buffer (given back). */
 static void reduce_unit(ts_parallel *p, int k) {
     ts_param_unit *u = &p->units.units[k];
-    ts_real *grads = p->model->grads;
+    bool staged = p->grad_stage && k > 0;
     u->grads_live = true;
     note_memory(p);
+    long stage_at = 0; /* the interval's first element in the stage */
     for (int j = 0; j < u->n_intervals; j++) {
         int i = piece_at(p, u->intervals[j].first);
-        note_failure(p, reduce_scatter_piece(p, grads, i));
+        long count = u->intervals[j].count;
+        ts_real *piece =
+            staged ? p->grad_stage + stage_at : p->model->grads + u->intervals[j].first;
+        note_failure(p, reduce_scatter_piece(p, piece, i));
         long mine_first, mine;
         ts_parallel_slice(p, i, p->rank, &mine_first, &mine);
         ts_real *shard = p->grad_shard + p->pieces[i].owned_at;
-        for (long e = 0; e < mine; e++) shard[e] += grads[mine_first + e];
-        ts_reals_discard(grads, u->intervals[j].first, u->intervals[j].count);
+        const ts_real *reduced = piece + (mine_first - p->pieces[i].first);
+        for (long e = 0; e < mine; e++) shard[e] += reduced[e];
+        if (staged)
+            memset(piece, 0, (size_t)count * sizeof *piece);
+        else
+            ts_reals_discard(piece, 0, count);
+        stage_at += count;
     }
     u->grads_live = false;
     note_memory(p);
@@ -647,6 +661,7 @@ static void unit_hook(void *user, int unit, ts_unit_event event, bool into_leaf_
     case TS_UNIT_BACKWARD_BEGIN:
         p->units.units[unit].grads_live = true;
         p->units.units[0].grads_live = true; /* the head's gradient came first */
+        if (p->grad_stage) p->grad_stage_live = true;
         if (move_units) {
             use_prefetched(p, unit);
             prefetch(p, unit - 1);
@@ -659,6 +674,36 @@ static void unit_hook(void *user, int unit, ts_unit_event event, bool into_leaf_
         if (move_units && unit > 1) release_unit(p, unit);
         break;
     }
+}
+
+/* per_unit: the stage, and every block leaf's gradient pointed into it at
+ * its offset within its unit (the unit's intervals one after another, so
+ * tensors adjacent in the flat buffer stay adjacent and ts_adjacent_rows
+ * still adds into them as one). False if out of address space. */
+static bool stage_block_gradients(ts_parallel *p, ts_model *model) {
+    long largest = 0;
+    for (int k = 1; k < p->units.count; k++)
+        if (p->units.units[k].elems > largest) largest = p->units.units[k].elems;
+    p->grad_stage = ts_reals_reserve(largest);
+    if (!p->grad_stage) return false;
+    p->grad_stage_elems = largest;
+    p->grad_stage_live = false;
+    for (int i = 0; i < model->table.count; i++) {
+        int k = ts_model_param_unit(model, i);
+        ts_tensor *leaf = model->tensors[i];
+        if (k == 0 || !leaf || !leaf->grad) continue;
+        const ts_param_unit *u = &p->units.units[k];
+        long offset = model->table.entries[i].offset, at = 0;
+        for (int j = 0; j < u->n_intervals; j++) {
+            const ts_param_interval *v = &u->intervals[j];
+            if (offset >= v->first && offset < v->first + v->count) {
+                leaf->grad->data = p->grad_stage + at + (offset - v->first);
+                break;
+            }
+            at += v->count;
+        }
+    }
+    return true;
 }
 
 bool ts_parallel_adopt_model(ts_parallel *p, ts_model *model, ts_ctx *ctx, char *err,
@@ -693,6 +738,11 @@ bool ts_parallel_adopt_model(ts_parallel *p, ts_model *model, ts_ctx *ctx, char 
     p->model = model;
     p->all_present = zero3;
     p->per_unit = p->units.count > 1 && !(model->ops && model->ops->gradient_graph_in_loss);
+    if (p->per_unit && !stage_block_gradients(p, model)) {
+        snprintf(err, errlen, "cannot reserve address space for %s's gradient stage",
+                 ts_parallel_strategy_name(p->strategy));
+        return false;
+    }
     p->peak_params = p->peak_grads = 0;
     p->params_held = (double)p->total;
     note_memory(p);
@@ -870,6 +920,8 @@ int ts_parallel_gather_params(ts_parallel *p, ts_real *params) {
     if (p->grad_shard) { /* the optimiser has used it: no gradient outlives the step */
         ts_reals_discard(p->grad_shard, 0, p->owned_count);
         p->grad_shard_live = false;
+        if (p->grad_stage_live) ts_reals_discard(p->grad_stage, 0, p->grad_stage_elems);
+        p->grad_stage_live = false;
         if (p->model) note_memory(p);
     }
     if (p->strategy != TS_ZERO3) return allgather(p, params);

@@ -86,8 +86,17 @@ typedef struct ts_parallel {
                            * the owned order, summed over micro-batches (zero1 reduces in
                            * place); reserved memory, given back after the optimiser step */
     bool grad_shard_live; /* between ts_parallel_begin_step and the optimiser step */
-    long max_piece;       /* elements per rank per collective call */
-    double bytes_sent;    /* payload this rank sent in collectives, cumulative */
+    /* per_unit: where every block's leaves accumulate their gradient, at
+     * their offsets within their unit (one block's backward runs at a time;
+     * unit 0 stays in the flat buffer). It is reduced and zeroed at the end
+     * of each block's backward and given back after the optimiser step, so
+     * its pages are written again every micro-batch without being given
+     * back and faulted in each time. */
+    ts_real *grad_stage;
+    long grad_stage_elems; /* the largest block unit */
+    bool grad_stage_live;  /* written since it was last given back */
+    long max_piece;        /* elements per rank per collective call */
+    double bytes_sent;     /* payload this rank sent in collectives, cumulative */
     /* zero2 and zero3 once ts_parallel_adopt_model has run: */
     ts_model *model; /* whose flat buffers are reserved memory (param_units.h) */
     ts_param_units units;

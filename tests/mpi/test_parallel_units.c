@@ -268,6 +268,61 @@ static void test_uneven_units_match_ddp(void **state) {
     uneven = false;
 }
 
+/* Where the backward puts a block's gradient under zero2 and zero3: every
+ * block leaf's .grad in the one stage, at its offset within its unit (block
+ * 0's two intervals one after the other), the stage as long as the largest
+ * block; unit 0's leaves in the flat buffer. A model that differentiates
+ * its own gradient has no stage (its whole-model path keeps the buffer). */
+static void test_block_gradients_accumulate_in_the_stage(void **state) {
+    (void)state;
+    for (int second_order = 0; second_order < 2; second_order++)
+        for (ts_parallel_strategy s = TS_ZERO2; s <= TS_ZERO3; s++) {
+            ts_param_table table = make_uneven_table();
+            ts_model model = {.table = table, .ops = second_order ? &second_order_ops : &plain_ops};
+            char err[256];
+            ts_parallel p;
+            assert_true(ts_parallel_init(&p, MPI_COMM_WORLD, s, &model, err, sizeof err));
+            ts_ctx ctx;
+            assert_true(ts_ctx_init(&ctx, 0));
+            model.tensors = calloc((size_t)table.count, sizeof *model.tensors);
+            ts_real *params = calloc((size_t)table.total, sizeof *params),
+                    *grads = calloc((size_t)table.total, sizeof *grads);
+            assert_true(model.tensors && params && grads);
+            ts_model_set_buffers(&model, params, grads);
+            ts_model_bind(&model, &ctx);
+            assert_true(ts_parallel_adopt_model(&p, &model, &ctx, err, sizeof err));
+            if (second_order) {
+                assert_null(p.grad_stage);
+                for (int i = 0; i < table.count; i++)
+                    assert_ptr_equal(model.tensors[i]->grad->data,
+                                     model.grads + table.entries[i].offset);
+            } else {
+                assert_non_null(p.grad_stage);
+                assert_int_equal(p.grad_stage_elems, 9); /* layers.2.w */
+                const ts_real *stage = p.grad_stage;
+                assert_ptr_equal(ts_model_param(&model, "layers.0.w")->grad->data, stage);
+                assert_ptr_equal(ts_model_param(&model, "layers.0.extra")->grad->data,
+                                 stage + uneven_sizes[0]);
+                for (int l = 1; l < BLOCKS; l++) {
+                    char name[32];
+                    snprintf(name, sizeof name, "layers.%d.w", l);
+                    assert_ptr_equal(ts_model_param(&model, name)->grad->data, stage);
+                }
+                const char *const whole[] = {"emb", "head"};
+                for (int i = 0; i < 2; i++)
+                    assert_ptr_equal(
+                        ts_model_param(&model, whole[i])->grad->data,
+                        model.grads + table.entries[ts_param_table_find(&table, whole[i])].offset);
+            }
+            ts_parallel_free(&p);
+            ts_ctx_free(&ctx);
+            free(model.params);
+            free(model.grads);
+            free(model.tensors);
+            ts_param_table_free(&table);
+        }
+}
+
 /* The shard layout of the uneven table under zero2 and zero3: each rank's
  * owned ranges are its slice of every unit interval (ceil(count / N)
  * elements from r * ceil(count / N), clipped), and what the ranks say they
@@ -389,6 +444,7 @@ int main(int argc, char **argv) {
         cmocka_unit_test(test_gathers_overlap_and_are_waited_on),
         cmocka_unit_test(test_second_order_model_keeps_units_for_the_step),
         cmocka_unit_test(test_uneven_units_match_ddp),
+        cmocka_unit_test(test_block_gradients_accumulate_in_the_stage),
         cmocka_unit_test(test_every_rank_owns_a_slice_of_every_unit),
         cmocka_unit_test(test_checkpoint_exchange_round_trip),
         cmocka_unit_test(test_discard_zeroes_whole_and_partial_pages),
