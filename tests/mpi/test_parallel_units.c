@@ -119,6 +119,17 @@ typedef struct outcome {
     bool per_unit;
 } outcome;
 
+/* The strategy, the context and the model a test adopted, freed (the
+ * model's table with it). */
+static void free_adopted(ts_parallel *p, ts_ctx *ctx, ts_model *model) {
+    ts_parallel_free(p); /* gives adopted buffers back and detaches them */
+    ts_ctx_free(ctx);
+    free(model->params);
+    free(model->grads);
+    free(model->tensors);
+    ts_param_table_free(&model->table);
+}
+
 /* start_gathered: the first step starts with every unit present (adopted,
  * never released), so zero3 moves nothing in it but must still reduce
  * block by block. */
@@ -194,12 +205,7 @@ static void run(ts_parallel_strategy strategy, bool second_order, long pieces, b
     memcpy(out->params, model.params, (size_t)total * sizeof *out->params);
     out->total = total;
     ts_optimizer_free(&opt);
-    ts_parallel_free(&p);
-    ts_ctx_free(&ctx);
-    free(model.params);
-    free(model.grads);
-    free(model.tensors);
-    ts_param_table_free(&table);
+    free_adopted(&p, &ctx, &model);
 }
 
 static void assert_same_params(const outcome *got, const outcome *want) {
@@ -314,12 +320,7 @@ static void test_block_gradients_accumulate_in_the_stage(void **state) {
                         ts_model_param(&model, whole[i])->grad->data,
                         model.grads + table.entries[ts_param_table_find(&table, whole[i])].offset);
             }
-            ts_parallel_free(&p);
-            ts_ctx_free(&ctx);
-            free(model.params);
-            free(model.grads);
-            free(model.tensors);
-            ts_param_table_free(&table);
+            free_adopted(&p, &ctx, &model);
         }
 }
 
