@@ -85,13 +85,14 @@ void ts_reals_unreserve(ts_real *buffer, long n) {
 }
 
 /* The pages wholly inside the range are offered back with MADV_FREE: the
- * kernel takes them when it needs memory (under a cgroup limit too, before
- * anything is swapped or killed), and until then the next write finds them
- * mapped. MADV_DONTNEED took them at once and the next backward or gather
- * faulted every page back in and had it zeroed again: on a VM computing at
- * 200 GFLOP/s that cost one-rank zero3 a sixth of its step
- * (docs/parallelism.md). Zeroed first, a page reads as zeros whether the
- * kernel kept it or took it; should the advice fail, it simply stays. */
+ * kernel takes them when it needs memory (reclaimed like clean page cache,
+ * under a cgroup's limit too, without swap), and until then the next write
+ * finds them mapped, with no page fault (a VM that shadows the page tables
+ * still traps once per page). MADV_DONTNEED took them at once and the next
+ * backward or gather faulted every page back in and had it zeroed again: on
+ * a VM computing at 200 GFLOP/s that cost one-rank zero3 a sixth of its
+ * step (docs/parallelism.md). Zeroed first, a page reads as zeros whether
+ * the kernel kept it or took it; should the advice fail, it simply stays. */
 void ts_reals_discard(ts_real *buffer, long first, long count) {
     if (count <= 0) return;
     memset(buffer + first, 0, (size_t)count * sizeof *buffer);

@@ -55,8 +55,9 @@ ts_real *ts_reals_reserve(long n);
 void ts_reals_unreserve(ts_real *buffer, long n);
 /* Zeroes buffer[first, first + count) and gives the pages wholly inside it
  * back to the system lazily (MADV_FREE, param_units.c): it reads as zeros
- * until written again, and that write pays no page fault unless the kernel
- * needed the memory meanwhile. */
+ * until written again, and that write takes no page fault unless the
+ * kernel needed the memory meanwhile (under shadow paging it still traps
+ * once per page: bench/bench_pages.c). */
 void ts_reals_discard(ts_real *buffer, long first, long count);
 
 #endif

@@ -659,6 +659,12 @@ static void unit_hook(void *user, int unit, ts_unit_event event, bool into_leaf_
         if (move_units && unit < blocks) release_unit(p, unit);
         break;
     case TS_UNIT_BACKWARD_BEGIN:
+        if (!ts_parallel_stage_is_clear(p))
+            abort_unit_order(p, unit, event,
+                             "a block's gradient was written outside its backward (a block "
+                             "tensor used outside its unit markers, such as a weight tied to "
+                             "the head): the per-unit strategies accumulate every block's "
+                             "gradient in one stage, during that block's backward only");
         p->units.units[unit].grads_live = true;
         p->units.units[0].grads_live = true; /* the head's gradient came first */
         if (p->grad_stage) p->grad_stage_live = true;
@@ -674,6 +680,13 @@ static void unit_hook(void *user, int unit, ts_unit_event event, bool into_leaf_
         if (move_units && unit > 1) release_unit(p, unit);
         break;
     }
+}
+
+bool ts_parallel_stage_is_clear(const ts_parallel *p) {
+    bool written = false; /* no early exit: one vectorised pass */
+    for (long i = 0; p->grad_stage && i < p->grad_stage_elems; i++)
+        written |= p->grad_stage[i] != 0;
+    return !written;
 }
 
 /* per_unit: the stage, and every block leaf's gradient pointed into it at

@@ -21,9 +21,10 @@
  *         slices shorter or empty), and the gradient is reduced into an
  *         accumulated shard (the slices concatenated, the "owned order")
  *         unit by unit inside the backward pass: when the backward has
- *         finished a block its gradient is reduce-scattered and its part of
- *         the gradient buffer given back, so the gradient held at once is the
- *         shard plus one block (and unit 0, reduced after the micro-batch);
+ *         finished a block its gradient is reduce-scattered and zeroed in the
+ *         gradient stage every block accumulates in (ts_parallel.grad_stage),
+ *         so the gradient held at once is the shard plus one block (and unit
+ *         0, reduced after the micro-batch);
  *   zero3 (FSDP) sliced as zero2, parameters sharded too: each block's
  *         parameters are gathered just before its forward, released after
  *         it, gathered again when the backward reaches it and released once
@@ -156,7 +157,8 @@ void ts_parallel_take_owned(const ts_parallel *p, const ts_real *full, ts_real *
 
 /* zero2, zero3: moves model's flat gradient (zero3: and parameters) into
  * reserved memory this strategy owns (ts_model_set_buffers; the leaves keep
- * those addresses for the run), builds the units and registers the unit
+ * those addresses for the run) and, block by block (per_unit), points the
+ * blocks' leaf gradients into the gradient stage instead; registers the unit
  * hook on ctx; nothing for ddp and zero1. Call after ts_model_bind, before
  * restoring a checkpoint into model->params. zero3 then holds every unit
  * until the first ts_parallel_release_model. False with a message when
@@ -164,13 +166,22 @@ void ts_parallel_take_owned(const ts_parallel *p, const ts_real *full, ts_real *
 bool ts_parallel_adopt_model(ts_parallel *p, ts_model *model, ts_ctx *ctx, char *err,
                              size_t errlen);
 
-/* Zeroes the flat gradient (and zero2's accumulated shard). */
+/* Whether the gradient stage holds only zeros (or there is none): true
+ * whenever no block's backward is running. The unit hook checks it as each
+ * block's backward begins, so a block tensor whose gradient is written
+ * outside its block's markers (a weight tied to the head, say) stops the
+ * job instead of being added into another block's gradient. */
+bool ts_parallel_stage_is_clear(const ts_parallel *p);
+
+/* Zeroes the flat gradient, or for an adopted model the accumulated shard
+ * if a step left it live (the rest is zero already). */
 void ts_parallel_begin_step(ts_parallel *p, ts_real *grads);
 
 /* This rank's sequences [*first, *first + *count) of a micro-batch of total. */
 void ts_parallel_batch_range(const ts_parallel *p, long total, long *first, long *count);
 
-/* After one micro-batch's backward into grads (the full flat buffer). zero2
+/* After one micro-batch's backward into grads (the full flat buffer; per
+ * unit, the blocks' part went to the stage and is reduced already). zero2
  * and zero3 reduce what the backward pass has not reduced yet (unit 0; every
  * unit when not per_unit) into the owned shard; a rank that ran no sequence
  * issues here the collectives the unit hook issued on the others. The

@@ -183,8 +183,10 @@ static void run(ts_parallel_strategy strategy, bool second_order, long pieces, b
         assert_int_equal(ts_parallel_gather_params(&p, model.params), MPI_SUCCESS);
         ts_parallel_release_model(&p, &model);
     }
-    if (strategy == TS_ZERO2 || strategy == TS_ZERO3) /* no gradient outlives a step */
+    if (strategy == TS_ZERO2 || strategy == TS_ZERO3) { /* no gradient outlives a step */
         assert_true(p.grads_held == 0);
+        assert_true(ts_parallel_stage_is_clear(&p));
+    }
     if (strategy == TS_ZERO3) /* between steps: the parameter shard only */
         assert_true(p.params_held == (double)p.owned_count);
     out->peak_params = p.peak_params;
@@ -277,8 +279,10 @@ static void test_uneven_units_match_ddp(void **state) {
 /* Where the backward puts a block's gradient under zero2 and zero3: every
  * block leaf's .grad in the one stage, at its offset within its unit (block
  * 0's two intervals one after the other), the stage as long as the largest
- * block; unit 0's leaves in the flat buffer. A model that differentiates
- * its own gradient has no stage (its whole-model path keeps the buffer). */
+ * block; unit 0's leaves in the flat buffer; a write into the stage outside
+ * a block's backward is seen (the hook stops the job on it). A model that
+ * differentiates its own gradient has no stage (its whole-model path keeps
+ * the buffer). */
 static void test_block_gradients_accumulate_in_the_stage(void **state) {
     (void)state;
     for (int second_order = 0; second_order < 2; second_order++)
@@ -309,6 +313,11 @@ static void test_block_gradients_accumulate_in_the_stage(void **state) {
                 assert_ptr_equal(ts_model_param(&model, "layers.0.w")->grad->data, stage);
                 assert_ptr_equal(ts_model_param(&model, "layers.0.extra")->grad->data,
                                  stage + uneven_sizes[0]);
+                /* A write into a block's gradient outside a backward shows. */
+                assert_true(ts_parallel_stage_is_clear(&p));
+                ts_model_param(&model, "layers.3.w")->grad->data[2] = 0.5;
+                assert_false(ts_parallel_stage_is_clear(&p));
+                ts_model_param(&model, "layers.3.w")->grad->data[2] = 0;
                 for (int l = 1; l < BLOCKS; l++) {
                     char name[32];
                     snprintf(name, sizeof name, "layers.%d.w", l);
