@@ -117,13 +117,25 @@ close_case() {
     row "$1" "$2" "$resumed"
 }
 
+# names_stall NAME: rank 0's watchdog message in $tmp/NAME.log names a step
+# after checkpoint 10 (the stop came after it) and what it waited in; else
+# the log's error lines are shown. Where the stop lands is not chosen: on a
+# loaded machine it can land in checkpoint 20's write, and the message then
+# names that checkpoint, which is as right as naming a step or evaluation.
+names_stall() {
+    local step
+    step=$(sed -n 's/.*rank 0: error: watchdog: no progress for [0-9]* s in the \(training step\|evaluation\|checkpoint\) of step \([0-9]*\), waiting in .*(limit 4 s: train.watchdog_seconds).*/\2/p' \
+        "$tmp/$1.log" | head -1)
+    [ -n "$step" ] && [ "$step" -ge 10 ] && [ "$step" -le 30 ] ||
+        { grep -h 'error\|checkpoint step' "$tmp/$1.log" | cut -c1-240 | sed 's/^/    /'; false; }
+}
+
 # 1. A rank stopped between steps: the other waits in a collective, its
 # watchdog (4 s here) ends the job.
 signal_mid_run stopped STOP --set train.watchdog_seconds=4
 check "SIGSTOP of rank 1 mid-run: the watchdog ends the job with exit status 5" status_is stopped 5
 check "... within 30 s" ended_within stopped 30
-check "... naming the rank, the step and what it waited in" contains "$tmp/stopped.log" \
-    "rank 0: error: watchdog: no progress for [0-9]* s in the \(training step\|evaluation\) of step [0-9]*, waiting in .*(limit 4 s: train.watchdog_seconds)"
+check "... naming the rank, the step and what it waited in" names_stall stopped
 close_case stopped "rank 1 stopped (SIGSTOP) mid-run, train.watchdog_seconds=4"
 
 # 2. A rank's checkpoint write hangs (a stuck file system).
