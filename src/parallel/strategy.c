@@ -237,7 +237,7 @@ static void slice_counts(const ts_parallel *p, int i, int *counts, int *displs) 
  * int counts suffice (its in-place result lands at the piece's start and is
  * moved to the slice), else one MPI_Reduce per rank and round of at most
  * max_piece elements. */
-static int reduce_scatter_piece(ts_parallel *p, ts_real *piece, int i) {
+static int reduce_scatter_piece_calls(ts_parallel *p, ts_real *piece, int i) {
     const ts_shard_piece *q = &p->pieces[i];
     if (p->nranks == 1 || q->count <= 0) return MPI_SUCCESS; /* the one rank owns everything */
     long mine_first, mine;
@@ -267,6 +267,13 @@ static int reduce_scatter_piece(ts_parallel *p, ts_real *piece, int i) {
     return MPI_SUCCESS;
 }
 
+static int reduce_scatter_piece(ts_parallel *p, ts_real *piece, int i) {
+    double t0 = MPI_Wtime();
+    int rc = reduce_scatter_piece_calls(p, piece, i);
+    p->collective_seconds += MPI_Wtime() - t0;
+    return rc;
+}
+
 static int reduce_scatter(ts_parallel *p, ts_real *grads) {
     for (int i = 0; i < p->n_pieces; i++) {
         int rc = reduce_scatter_piece(p, grads + p->pieces[i].first, i);
@@ -281,7 +288,8 @@ static int reduce_scatter(ts_parallel *p, ts_real *grads) {
  * MPI_Allgatherv. Cut into rounds, one MPI_Bcast (MPI_Ibcast and its wait,
  * with request: every rank uses the same kind of call for the same gather)
  * from each owner per round. */
-static int allgather_piece(ts_parallel *p, ts_real *buf, int i, MPI_Request *request, int *counts) {
+static int allgather_piece_calls(ts_parallel *p, ts_real *buf, int i, MPI_Request *request,
+                                 int *counts) {
     const ts_shard_piece *q = &p->pieces[i];
     if (request) *request = MPI_REQUEST_NULL;
     if (p->nranks == 1 || q->count <= 0) return MPI_SUCCESS;
@@ -314,6 +322,14 @@ static int allgather_piece(ts_parallel *p, ts_real *buf, int i, MPI_Request *req
             if (rc != MPI_SUCCESS) return rc;
         }
     return MPI_SUCCESS;
+}
+
+/* Started (with request) or complete: booked in collective_seconds. */
+static int allgather_piece(ts_parallel *p, ts_real *buf, int i, MPI_Request *request, int *counts) {
+    double t0 = MPI_Wtime();
+    int rc = allgather_piece_calls(p, buf, i, request, counts);
+    p->collective_seconds += MPI_Wtime() - t0;
+    return rc;
 }
 
 static int allgather(ts_parallel *p, ts_real *params) {
@@ -516,7 +532,9 @@ static void start_gather(ts_parallel *p, int k) {
 static void wait_gather(ts_parallel *p, int k) {
     ts_param_unit *u = &p->units.units[k];
     if (!u->gathering) return;
+    double t0 = MPI_Wtime();
     note_failure(p, MPI_Waitall(u->n_intervals, u->requests, MPI_STATUSES_IGNORE));
+    p->collective_seconds += MPI_Wtime() - t0;
     u->gathering = false;
     u->present = true;
     if (p->gathering == k) p->gathering = -1;
@@ -824,9 +842,13 @@ int ts_parallel_micro_batch_done(ts_parallel *p, ts_real *grads) {
 int ts_parallel_reduce_gradients(ts_parallel *p, ts_real *grads) {
     p->in_step = false; /* the gradient is complete: what runs the model now evaluates */
     switch (p->strategy) {
-    case TS_DDP:
+    case TS_DDP: {
         p->bytes_sent += 2.0 * (double)p->total * sizeof(ts_real) * (p->nranks - 1) / p->nranks;
-        return ts_allreduce_sum(p->comm, grads, p->total);
+        double t0 = MPI_Wtime();
+        int rc = ts_allreduce_sum(p->comm, grads, p->total);
+        p->collective_seconds += MPI_Wtime() - t0;
+        return rc;
+    }
     case TS_ZERO1:
         return reduce_scatter(p, grads);
     default:
@@ -886,6 +908,14 @@ static void split_sum_squares(const ts_parallel *p, const ts_real *g, double sum
     }
 }
 
+/* x summed over the data-parallel ranks, booked in collective_seconds. */
+static int allreduce_doubles(ts_parallel *p, double *x, int n) {
+    double t0 = MPI_Wtime();
+    int rc = ts_allreduce_sum_double(p->comm, x, n);
+    p->collective_seconds += MPI_Wtime() - t0;
+    return rc;
+}
+
 int ts_parallel_clip(ts_parallel *p, ts_real *grads, double clip, double *norm) {
     ts_real *g = ts_parallel_owned_gradients(p, grads);
     double sum = 0;
@@ -900,14 +930,16 @@ int ts_parallel_clip(ts_parallel *p, ts_real *grads, double clip, double *norm) 
         double sums[2];
         split_sum_squares(p, g, sums);
         if (sharded(p)) {
-            int rc = ts_allreduce_sum_double(p->comm, sums, 2);
+            int rc = allreduce_doubles(p, sums, 2);
             if (rc != MPI_SUCCESS) return rc;
         }
         int n = 0;
         MPI_Comm_size(p->tensor_group, &n);
         double *each = malloc(2 * (size_t)n * sizeof *each);
         if (!each) return MPI_ERR_NO_MEM;
+        double t0 = MPI_Wtime();
         int rc = MPI_Allgather(sums, 2, MPI_DOUBLE, each, 2, MPI_DOUBLE, p->tensor_group);
+        p->collective_seconds += MPI_Wtime() - t0;
         double blocked_total = 0;
         for (int r = 0; r < n; r++) blocked_total += each[2 * r + 1];
         sum = each[0] + blocked_total;
@@ -916,7 +948,7 @@ int ts_parallel_clip(ts_parallel *p, ts_real *grads, double clip, double *norm) 
     } else {
         sum = sum_squares(g, 0, p->owned_count);
         if (sharded(p)) {
-            int rc = ts_allreduce_sum_double(p->comm, &sum, 1);
+            int rc = allreduce_doubles(p, &sum, 1);
             if (rc != MPI_SUCCESS) return rc;
         }
     }

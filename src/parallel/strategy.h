@@ -98,6 +98,11 @@ typedef struct ts_parallel {
     bool grad_stage_live;  /* written since it was last given back */
     long max_piece;        /* elements per rank per collective call */
     double bytes_sent;     /* payload this rank sent in collectives, cumulative */
+    /* Seconds this rank spent inside its collectives (the gradient
+     * reductions, ZeRO-3's gathers and their waits, the gradient norm's),
+     * waiting for slower ranks included, cumulative: what a step loses to
+     * communication and imbalance (the trainer logs it per step). */
+    double collective_seconds;
     /* zero2 and zero3 once ts_parallel_adopt_model has run: */
     ts_model *model; /* whose flat buffers are reserved memory (param_units.h) */
     ts_param_units units;

@@ -43,6 +43,10 @@ static const field_column train_columns[] = {
     STEP_COLUMN(flops, "FLOP", "floating-point operations executed in the step, all ranks"),
     STEP_COLUMN(tokens_per_s, "tokens/s", "training throughput of the step"),
     STEP_COLUMN(mfu, "1", "executed FLOP/s over the measured GEMM peak of all ranks"),
+    STEP_COLUMN(collective_seconds, "s",
+                "seconds of the step inside the data-parallel collectives (gradient reductions, "
+                "ZeRO-3 gathers and their waits, the gradient norm), waiting for slower ranks "
+                "included; mean over ranks"),
 };
 
 /* memory: one row per invocation, at its last step. */

@@ -27,7 +27,8 @@ typedef struct ts_step_record {
     double wall_time; /* seconds since the run (or resumption) started */
     double flops;     /* executed this step, all ranks */
     double tokens_per_s;
-    double mfu; /* executed FLOP/s over the measured GEMM peak of all ranks */
+    double mfu;                /* executed FLOP/s over the measured GEMM peak of all ranks */
+    double collective_seconds; /* inside the data-parallel collectives, mean over ranks */
 } ts_step_record;
 
 /* What one rank holds for training, the largest over ranks, and what it

@@ -60,6 +60,7 @@ enum {
     STEP_SHARED_FLOPS,   /* executed this step */
     STEP_SHARED_SIGNALS, /* ranks that got stop signal i */
     STEP_SHARED_TIME_DUE = STEP_SHARED_SIGNALS + TS_STOP_SIGNAL_COUNT, /* rank 0: checkpoint now */
+    STEP_SHARED_COLLECTIVE, /* seconds inside the data-parallel collectives */
     STEP_SHARED_COUNT
 };
 
@@ -472,6 +473,7 @@ static int run(trainer *tr, bool resume, const char *resume_from) {
         ts_watchdog_enter(&tr->watchdog, TS_WATCH_STEP, tr->step + 1,
                           "the forward and backward passes");
         double t0 = MPI_Wtime(), flops0 = ts_flops_total(&tr->ctx);
+        double collective0 = tr->parallel.collective_seconds;
         double loss = 0, grad_norm = 0, lr = 0, stats[TS_MAX_MODEL_STATS] = {0};
         ok = train_step(tr, &loss, stats, &grad_norm, &lr, err, sizeof err);
         if (!all_ok(tr, ok, err)) return 3;
@@ -479,8 +481,9 @@ static int run(trainer *tr, bool resume, const char *resume_from) {
          * many ranks received it (a signal may reach only some: srun and
          * mpirun forward it, a user may signal one rank), and rank 0's
          * wall-clock checkpoint decision, so every rank acts alike. */
-        double shared[STEP_SHARED_COUNT] = {[STEP_SHARED_FLOPS] =
-                                                ts_flops_total(&tr->ctx) - flops0};
+        double shared[STEP_SHARED_COUNT] = {[STEP_SHARED_FLOPS] = ts_flops_total(&tr->ctx) - flops0,
+                                            [STEP_SHARED_COLLECTIVE] =
+                                                tr->parallel.collective_seconds - collective0};
         int received = ts_stop_signal_received();
         for (int i = 0; i < TS_STOP_SIGNAL_COUNT; i++)
             shared[STEP_SHARED_SIGNALS + i] = received && received == ts_stop_signal_number(i);
@@ -512,7 +515,8 @@ static int run(trainer *tr, bool resume, const char *resume_from) {
                               .wall_time = now - t_start,
                               .flops = step_flops,
                               .tokens_per_s = step_tokens / step_time,
-                              .mfu = step_flops / step_time / (tr->peak_gflops * 1e9 * tr->nranks)};
+                              .mfu = step_flops / step_time / (tr->peak_gflops * 1e9 * tr->nranks),
+                              .collective_seconds = shared[STEP_SHARED_COLLECTIVE] / tr->nranks};
         ok = ts_run_state_log_step(&tr->state, &rec, stats, err, sizeof err);
         if (!all_ok(tr, ok, err)) return ts_run_state_failure_status(&tr->state);
         if (tr->rank == 0 && (tr->step % c->log_every == 0 || tr->step == c->steps)) {

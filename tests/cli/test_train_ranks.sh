@@ -20,6 +20,25 @@ for build in float double; do
     check "$build: 1 and 2 ranks agree within $tol" below "$diff" "$tol"
 done
 
+# train/collective_seconds: per step, the time inside the data-parallel
+# collectives (mean over ranks), within the step's own time; some on 2 ranks.
+collective_ok() { # collective_ok RUN_DIR NEED_SOME
+    py - "$1/metrics.h5" "$2" <<'PY'
+import sys, h5py, numpy as np
+with h5py.File(sys.argv[1], "r") as f:
+    t = f["train"]
+    c, wall = t["collective_seconds"][:], t["wall_time"][:]
+    assert t["collective_seconds"].attrs["units"] in (b"s", "s"), t["collective_seconds"].attrs["units"]
+step = np.diff(np.concatenate([[0.0], wall]))
+assert len(c) == len(wall) and np.all(np.isfinite(c)) and np.all(c >= 0), c
+assert np.all(c <= step + 0.1), (c, step)
+assert sys.argv[2] == "no" or c.sum() > 0, c
+PY
+}
+check "train/collective_seconds on 1 rank: finite, >= 0, within each step" collective_ok "$tmp/float-1" no
+check "train/collective_seconds on 2 ranks: within each step, some time booked" \
+    collective_ok "$tmp/float-2" yes
+
 tiny_train 3 "$bin" "$tmp/three" >"$tmp/three.log" 2>&1
 check "3 ranks over a batch of 8 train" [ $? -eq 0 ]
 diff=$(max_rel_diff "$tmp/float-1" "$tmp/three")

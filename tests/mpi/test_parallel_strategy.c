@@ -17,6 +17,7 @@
 #include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include <cmocka.h>
 #include <mpi.h>
@@ -237,11 +238,52 @@ static void test_memory_model(void **state) {
                 z1.parameters + z1.gradients + z1.optimizer + 1000);
 }
 
+/* A rank that reaches the step's collectives while another is still
+ * computing books the wait in collective_seconds (the trainer's per-step
+ * train/collective_seconds), under every strategy: the last rank arrives
+ * 0.2 s late, rank 0 books at least 0.15 s of it. The bookings are checked
+ * after every rank has run every strategy's collectives, so a failed check
+ * fails the test instead of leaving the other rank in a collective. */
+static void test_collectives_book_their_wait(void **state) {
+    (void)state;
+    const ts_parallel_strategy strategies[] = {TS_DDP, TS_ZERO1, TS_ZERO2, TS_ZERO3};
+    double booked[4];
+    int calls_failed = 0;
+    for (int s = 0; s < 4; s++) {
+        ts_parallel p;
+        char err[256];
+        ts_param_table table = make_table();
+        ts_model model = {.table = table};
+        assert_true(ts_parallel_init(&p, MPI_COMM_WORLD, strategies[s], &model, err, sizeof err));
+        double before = p.collective_seconds;
+        ts_real grads[TOTAL];
+        ts_parallel_begin_step(&p, grads);
+        fill_gradient(grads, rank);
+        if (size > 1 && rank == size - 1) nanosleep(&(struct timespec){0, 200000000L}, NULL);
+        double norm;
+        calls_failed += ts_parallel_micro_batch_done(&p, grads) != MPI_SUCCESS;
+        calls_failed += ts_parallel_reduce_gradients(&p, grads) != MPI_SUCCESS;
+        calls_failed += ts_parallel_clip(&p, grads, 0, &norm) != MPI_SUCCESS;
+        booked[s] = p.collective_seconds - before;
+        assert_true(before == 0);
+        ts_parallel_free(&p);
+        ts_param_table_free(&table);
+    }
+    assert_int_equal(calls_failed, 0);
+    for (int s = 0; s < 4; s++) {
+        assert_true(booked[s] >= 0 && booked[s] < 60);
+        if (size > 1 && rank == 0) assert_true(booked[s] >= 0.15);
+    }
+}
+
 int main(int argc, char **argv) {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_shards_tile_the_buffer), cmocka_unit_test(test_zero_matches_ddp),
-        cmocka_unit_test(test_owned_round_trip),       cmocka_unit_test(test_strategy_names),
+        cmocka_unit_test(test_shards_tile_the_buffer),
+        cmocka_unit_test(test_zero_matches_ddp),
+        cmocka_unit_test(test_owned_round_trip),
+        cmocka_unit_test(test_strategy_names),
         cmocka_unit_test(test_memory_model),
+        cmocka_unit_test(test_collectives_book_their_wait),
     };
     return ts_mpi_cmocka_main(argc, argv, "test_parallel_strategy", tests,
                               sizeof tests / sizeof tests[0], &rank, &size, NULL, NULL);
