@@ -231,6 +231,11 @@ static void slice_counts(const ts_parallel *p, int i, int *counts, int *displs) 
     }
 }
 
+/* The time since `since` (an MPI_Wtime) added to p's collective_seconds. */
+static void book_collective(ts_parallel *p, double since) {
+    p->collective_seconds += MPI_Wtime() - since;
+}
+
 /* The sum over ranks of piece i, held at piece (its element q->first
  * there), in place: this rank's slice holds the sum of every rank's values
  * there afterwards (the rest is left undefined). MPI_Reduce_scatter when
@@ -267,10 +272,11 @@ static int reduce_scatter_piece_calls(ts_parallel *p, ts_real *piece, int i) {
     return MPI_SUCCESS;
 }
 
+/* The same, booked in collective_seconds. */
 static int reduce_scatter_piece(ts_parallel *p, ts_real *piece, int i) {
     double t0 = MPI_Wtime();
     int rc = reduce_scatter_piece_calls(p, piece, i);
-    p->collective_seconds += MPI_Wtime() - t0;
+    book_collective(p, t0);
     return rc;
 }
 
@@ -328,7 +334,7 @@ static int allgather_piece_calls(ts_parallel *p, ts_real *buf, int i, MPI_Reques
 static int allgather_piece(ts_parallel *p, ts_real *buf, int i, MPI_Request *request, int *counts) {
     double t0 = MPI_Wtime();
     int rc = allgather_piece_calls(p, buf, i, request, counts);
-    p->collective_seconds += MPI_Wtime() - t0;
+    book_collective(p, t0);
     return rc;
 }
 
@@ -534,7 +540,7 @@ static void wait_gather(ts_parallel *p, int k) {
     if (!u->gathering) return;
     double t0 = MPI_Wtime();
     note_failure(p, MPI_Waitall(u->n_intervals, u->requests, MPI_STATUSES_IGNORE));
-    p->collective_seconds += MPI_Wtime() - t0;
+    book_collective(p, t0);
     u->gathering = false;
     u->present = true;
     if (p->gathering == k) p->gathering = -1;
@@ -846,7 +852,7 @@ int ts_parallel_reduce_gradients(ts_parallel *p, ts_real *grads) {
         p->bytes_sent += 2.0 * (double)p->total * sizeof(ts_real) * (p->nranks - 1) / p->nranks;
         double t0 = MPI_Wtime();
         int rc = ts_allreduce_sum(p->comm, grads, p->total);
-        p->collective_seconds += MPI_Wtime() - t0;
+        book_collective(p, t0);
         return rc;
     }
     case TS_ZERO1:
@@ -912,7 +918,7 @@ static void split_sum_squares(const ts_parallel *p, const ts_real *g, double sum
 static int allreduce_doubles(ts_parallel *p, double *x, int n) {
     double t0 = MPI_Wtime();
     int rc = ts_allreduce_sum_double(p->comm, x, n);
-    p->collective_seconds += MPI_Wtime() - t0;
+    book_collective(p, t0);
     return rc;
 }
 
@@ -939,7 +945,7 @@ int ts_parallel_clip(ts_parallel *p, ts_real *grads, double clip, double *norm) 
         if (!each) return MPI_ERR_NO_MEM;
         double t0 = MPI_Wtime();
         int rc = MPI_Allgather(sums, 2, MPI_DOUBLE, each, 2, MPI_DOUBLE, p->tensor_group);
-        p->collective_seconds += MPI_Wtime() - t0;
+        book_collective(p, t0);
         double blocked_total = 0;
         for (int r = 0; r < n; r++) blocked_total += each[2 * r + 1];
         sum = each[0] + blocked_total;
