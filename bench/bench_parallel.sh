@@ -27,6 +27,10 @@
 # Tokens/s on a loaded machine: ddp and zero3 on 2 ranks run again in
 # BENCH_PAIRS alternating pairs (default 3) and the fraction is the median
 # of all pairs' ratios (every pair also printed).
+# "coll %": the median share of a step spent inside the data-parallel
+# collectives (metrics.h5 train/collective_seconds: reductions, zero3's
+# gathers and their waits, waiting for the slower rank included), so a
+# strategy's lost tokens/s can be told apart from its extra memory traffic.
 source "$(dirname "$0")/lib.sh"
 steps=${BENCH_STEPS:-6}
 ranks_list=${BENCH_RANKS:-1 2 4}
@@ -61,7 +65,11 @@ comm_paper = {"ddp": 2, "zero1": 2, "zero2": 2, "zero3": 3}
 def load(name):
     with h5py.File(f"{tmp}/{name}/metrics.h5", "r") as f:
         m = {k: float(f["memory"][k][0]) for k in f["memory"] if k != "step"}
-        m["tps"] = float(np.median(f["train/tokens_per_s"][2:]))
+        t = f["train"]
+        m["tps"] = float(np.median(t["tokens_per_s"][2:]))
+        tokens = t["tokens"][:]
+        step_seconds = np.diff(np.concatenate([[0.0], tokens])) / t["tokens_per_s"][:]
+        m["coll"] = float(np.median((t["collective_seconds"][:] / step_seconds)[2:]))
     with open(f"{tmp}/{name}/report.yaml") as f:  # zero3 holds fewer than all of them
         m["params"] = next(float(line.split(":")[1]) for line in f
                            if line.strip().startswith("parameters:"))
@@ -75,7 +83,8 @@ def between(s, n, m):
     return 4 * -(-m["params"] // n) + m["optimizer_bytes"]
 print(f"depth {depth}")
 print(f"{'strategy':<8} {'ranks':>5} {'params':>9} {'state MB':>9} {'B/param':>8} {'paper':>6} "
-      f"{'between':>7} {'act MB':>7} {'tok/s':>8} {'sent MB/step':>12} {'x params':>8} {'paper':>6}")
+      f"{'between':>7} {'act MB':>7} {'tok/s':>8} {'coll %':>6} {'sent MB/step':>12} "
+      f"{'x params':>8} {'paper':>6}")
 rows = {}
 for n in ranks:
     for s in ("ddp", "zero1", "zero2", "zero3"):
@@ -91,7 +100,7 @@ for n in ranks:
         ratio = sent / (4 * params) * n / (n - 1) if n > 1 else 0
         print(f"{s:<8} {n:5d} {params:9.0f} {state / 1e6:9.2f} {state / params:8.2f} "
               f"{paper[s](n):6.2f} {between(s, n, m) / params:7.2f} "
-              f"{m['activations_bytes'] / 1e6:7.1f} {m['tps']:8.0f} "
+              f"{m['activations_bytes'] / 1e6:7.1f} {m['tps']:8.0f} {100 * m['coll']:6.1f} "
               f"{sent / 1e6:12.2f} {ratio:8.2f} {comm_paper[s] if n > 1 else 0:6d}")
 ratios = []
 for k in range(1, pairs + 1):
@@ -107,7 +116,9 @@ if ("ddp", 2) in rows and ("zero3", 2) in rows:
     tps = float(np.median(ratios))
     ok = frac <= 0.55 and tps >= 0.85
     line += (f" depth={depth} zero3_state_fraction_2={frac:.3f} zero3_tps_fraction_2={tps:.3f}"
-             f" zero3_between_steps_fraction_2={between_frac:.3f}")
+             f" zero3_between_steps_fraction_2={between_frac:.3f}"
+             f" ddp_collective_share_2={rows[('ddp', 2)]['coll']:.3f}"
+             f" zero3_collective_share_2={rows[('zero3', 2)]['coll']:.3f}")
 if os.path.exists(f"{tmp}/depth4-zero3/metrics.h5"):
     frac4 = state_of(load("depth4-zero3")) / state_of(load("depth4-ddp"))
     line += f" zero3_state_fraction_2_depth4={frac4:.3f}"
