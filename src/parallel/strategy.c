@@ -501,13 +501,19 @@ void ts_parallel_take_owned(const ts_parallel *p, const ts_real *full, ts_real *
 /* ------------------------------------------------------------------ units
  * What zero2 and zero3 hold, unit by unit (param_units.h). */
 
+/* Whether unit k's gradient accumulates in the stage: every block's does
+ * when there is one; unit 0's stays in the flat buffer. */
+static bool unit_in_stage(const ts_parallel *p, int k) {
+    return p->grad_stage && k > 0;
+}
+
 static void note_memory(ts_parallel *p) {
     double held = 0, live = 0;
     for (int k = 0; k < p->units.count; k++) {
         const ts_param_unit *u = &p->units.units[k];
         if (u->resident) held += (double)(u->elems - u->owned_elems);
         /* A block's live gradient is in the stage, counted whole below. */
-        if (u->grads_live && !(p->grad_stage && k > 0)) live += (double)u->elems;
+        if (u->grads_live && !unit_in_stage(p, k)) live += (double)u->elems;
     }
     if (p->grad_stage_live) live += (double)p->grad_stage_elems;
     if (p->strategy == TS_ZERO3) p->params_held = (double)p->owned_count + held;
@@ -593,7 +599,7 @@ static void release_unit(ts_parallel *p, int k) {
  * mapped for the next), or unit 0's part of the flat buffer (given back). */
 static void reduce_unit(ts_parallel *p, int k) {
     ts_param_unit *u = &p->units.units[k];
-    bool staged = p->grad_stage && k > 0;
+    bool staged = unit_in_stage(p, k);
     u->grads_live = true;
     note_memory(p);
     long stage_at = 0; /* the interval's first element in the stage */
@@ -728,7 +734,7 @@ static bool stage_block_gradients(ts_parallel *p, ts_model *model) {
     for (int i = 0; i < model->table.count; i++) {
         int k = ts_model_param_unit(model, i);
         ts_tensor *leaf = model->tensors[i];
-        if (k == 0 || !leaf || !leaf->grad) continue;
+        if (!unit_in_stage(p, k) || !leaf || !leaf->grad) continue;
         const ts_param_unit *u = &p->units.units[k];
         long offset = model->table.entries[i].offset, at = 0;
         for (int j = 0; j < u->n_intervals; j++) {
