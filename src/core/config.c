@@ -160,6 +160,42 @@ bool ts_config_resolve_presets(ts_run_config *c, char *err, size_t errlen) {
     return ts_config_schema_resolve(ts_run_config_schema(), c, c->explicit_keys, err, errlen);
 }
 
+/* A value out of its range trains without complaint and fails far from its
+ * cause (beta2 < 0: an infinite loss some steps later; min_lr_ratio > 1: a
+ * learning rate that climbs past its peak), so each is refused here, by name. */
+static bool refuse(const char *key, double value, const char *range, char *err, size_t errlen) {
+    snprintf(err, errlen, "%s must be %s; got %g", key, range, value);
+    return false;
+}
+
+static bool optimizer_in_range(const ts_optimizer_config *o, char *err, size_t errlen) {
+    if (!(o->min_lr_ratio >= 0 && o->min_lr_ratio <= 1))
+        return refuse("train.min_lr_ratio", o->min_lr_ratio, "in [0, 1] (a fraction of train.lr)",
+                      err, errlen);
+    if (!(o->weight_decay >= 0))
+        return refuse("train.weight_decay", o->weight_decay, "0 or more", err, errlen);
+    if (!(o->clip >= 0))
+        return refuse("train.clip", o->clip, "0 (off) or a positive gradient norm", err, errlen);
+    if (o->kind != TS_ADAMW) return true; /* SGD reads none of the moments' settings */
+    if (!(o->beta1 >= 0 && o->beta1 < 1))
+        return refuse("train.beta1", o->beta1, "in [0, 1)", err, errlen);
+    if (!(o->beta2 >= 0 && o->beta2 < 1))
+        return refuse("train.beta2", o->beta2, "in [0, 1)", err, errlen);
+    if (!(o->eps > 0 && isfinite(o->eps)))
+        return refuse("train.eps", o->eps, "positive", err, errlen);
+    return true;
+}
+
+/* The numbers of the model's arithmetic (its sizes are the architecture's
+ * to check, models/model.c). */
+static bool model_numbers_in_range(const ts_model_config *m, char *err, size_t errlen) {
+    if (!(m->norm_eps > 0 && isfinite(m->norm_eps)))
+        return refuse("model.norm_eps", m->norm_eps, "positive", err, errlen);
+    if (!(m->rope_theta > 0 && isfinite(m->rope_theta)))
+        return refuse("model.rope_theta", m->rope_theta, "positive", err, errlen);
+    return true;
+}
+
 bool ts_config_validate(ts_run_config *c, char *err, size_t errlen) {
     if (!ts_config_resolve_presets(c, err, errlen)) return false;
     if (!strcmp(c->optimizer, "adamw"))
@@ -191,6 +227,14 @@ bool ts_config_validate(ts_run_config *c, char *err, size_t errlen) {
         snprintf(err, errlen,
                  "train.gemm_peak_gflops must be a rate in GFLOP/s, or 0 to measure it; got %g",
                  c->gemm_peak_gflops);
+        return false;
+    }
+    if (!optimizer_in_range(&c->optim, err, errlen) ||
+        !model_numbers_in_range(&c->model, err, errlen))
+        return false;
+    if (c->stop_at < 0) {
+        snprintf(err, errlen, "train.stop_at must be a step, or 0 to run to train.steps; got %ld",
+                 c->stop_at);
         return false;
     }
     if (c->align < 1) {

@@ -99,6 +99,47 @@ static void test_overrides_and_bad_values(void **state) {
     assert_non_null(strstr(err, "fixed by training"));
 }
 
+/* Each assignment alone makes a valid configuration invalid, with a message
+ * that names its key. */
+static void test_values_out_of_range_are_named(void **state) {
+    (void)state;
+    static const char *const bad[] = {
+        "train.beta1=1",     "train.beta1=1.5",       "train.beta2=-1",
+        "train.eps=0",       "train.min_lr_ratio=5",  "train.min_lr_ratio=-0.1",
+        "train.clip=-1",     "train.weight_decay=-1", "train.stop_at=-1",
+        "model.norm_eps=-1", "model.norm_eps=0",      "model.rope_theta=0",
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+        char err[256] = "", key[64];
+        ts_run_config c;
+        ts_config_defaults(&c);
+        assert_true(ts_config_set(&c, "data.train=x.h5", err, sizeof err));
+        assert_true(ts_config_validate(&c, err, sizeof err));
+        assert_true(ts_config_set(&c, bad[i], err, sizeof err));
+        assert_false(ts_config_validate(&c, err, sizeof err));
+        snprintf(key, sizeof key, "%.*s", (int)(strchr(bad[i], '=') - bad[i]), bad[i]);
+        if (!strstr(err, key)) fail_msg("%s: the message '%s' does not name %s", bad[i], err, key);
+    }
+    /* The edges that are allowed, and SGD, which reads no moment settings. */
+    static const char *const good[] = {"train.beta1=0", "train.clip=0", "train.min_lr_ratio=1",
+                                       "train.weight_decay=0", "train.stop_at=0"};
+    for (size_t i = 0; i < sizeof good / sizeof *good; i++) {
+        char err[256] = "";
+        ts_run_config c;
+        ts_config_defaults(&c);
+        assert_true(ts_config_set(&c, "data.train=x.h5", err, sizeof err));
+        assert_true(ts_config_set(&c, good[i], err, sizeof err));
+        if (!ts_config_validate(&c, err, sizeof err)) fail_msg("%s refused: %s", good[i], err);
+    }
+    char err[256] = "";
+    ts_run_config c;
+    ts_config_defaults(&c);
+    assert_true(ts_config_set(&c, "data.train=x.h5", err, sizeof err));
+    assert_true(ts_config_set(&c, "train.optimizer=sgd", err, sizeof err));
+    assert_true(ts_config_set(&c, "train.beta2=2", err, sizeof err));
+    assert_true(ts_config_validate(&c, err, sizeof err));
+}
+
 /* ---------------------------------------------------------------- a schema of its own */
 
 typedef struct toy_part {
@@ -180,6 +221,7 @@ int main(void) {
         cmocka_unit_test(test_the_dump_reads_back_identically),
         cmocka_unit_test(test_help_lists_defaults_and_architectures),
         cmocka_unit_test(test_overrides_and_bad_values),
+        cmocka_unit_test(test_values_out_of_range_are_named),
         cmocka_unit_test(test_a_schema_of_its_own),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
