@@ -85,6 +85,51 @@ static const char *domain_of(const ts_token_file *tf, const char *path) {
     return slash ? slash + 1 : path;
 }
 
+/* Whether paths[i] names the training file or a file listed before it: the
+ * same file (by device and inode when both exist, so ./a.h5 and a.h5 agree)
+ * is evaluated once. */
+static bool same_file(const char *a, const char *b) {
+    struct stat sa, sb;
+    if (stat(a, &sa) || stat(b, &sb)) return !strcmp(a, b);
+    return sa.st_dev == sb.st_dev && sa.st_ino == sb.st_ino;
+}
+
+static bool listed_before(const char *const *paths, int i, const char *train) {
+    if (same_file(paths[i], train)) return true;
+    for (int j = 0; j < i; j++)
+        if (same_file(paths[i], paths[j])) return true;
+    return false;
+}
+
+/* Every run ends with an evaluation of each set's validation split, logged
+ * under the set's domain: a split shorter than a window, or two sets of one
+ * domain (their rows would collide in metrics.h5), would fail only there,
+ * after the training and before its final checkpoint. So both are refused
+ * here, before the first step. */
+static bool eval_sets_usable(const trainer *tr, int64_t window, char *err, size_t errlen) {
+    for (int i = 0; i < tr->n_evals; i++) {
+        const eval_set *e = &tr->evals[i];
+        int64_t have = ts_token_file_len(&e->tokens, TS_SPLIT_VALIDATION);
+        if (have < window) {
+            snprintf(err, errlen,
+                     "%s: validation split has %lld tokens, fewer than one window of %lld; every "
+                     "run ends with an evaluation of it (convert the file with a larger "
+                     "--val-fraction, or shorten model.context)",
+                     e->tokens.path, (long long)have, (long long)window);
+            return false;
+        }
+        for (int j = 0; j < i; j++)
+            if (!strcmp(e->name, tr->evals[j].name)) {
+                snprintf(err, errlen,
+                         "evaluation sets %s and %s are both of domain '%s', under which their "
+                         "results are logged: list each domain once",
+                         tr->evals[j].tokens.path, e->tokens.path, e->name);
+                return false;
+            }
+    }
+    return true;
+}
+
 static bool open_data(trainer *tr, char *err, size_t errlen) {
     ts_tf_err tf_err;
     ts_token_open_opts opts = {.expected_vocab = 0, .verify = true, .collective = false};
@@ -115,6 +160,15 @@ static bool open_data(trainer *tr, char *err, size_t errlen) {
                  (long long)need);
         return false;
     }
+    /* Windows start at multiples of data.align: an align near the split's
+     * length leaves a handful of windows, which the run would repeat
+     * silently (a record length typed with an extra digit). */
+    int64_t starts = (ts_token_file_len(&tr->train, TS_SPLIT_TRAIN) - need) / tr->config.align + 1;
+    if (starts < tr->config.batch && tr->rank == 0)
+        fprintf(stderr,
+                "thinkscale: warning: data.align=%ld leaves %lld distinct training windows in %s, "
+                "fewer than one batch of %ld: every step repeats them\n",
+                tr->config.align, (long long)starts, tr->config.train_data, tr->config.batch);
     /* The training domain's own validation split is always evaluated first. */
     eval_set *own = &tr->evals[tr->n_evals++];
     snprintf(own->name, sizeof own->name, "%s", domain_of(&tr->train, tr->config.train_data));
@@ -124,7 +178,7 @@ static bool open_data(trainer *tr, char *err, size_t errlen) {
     int n = ts_config_eval_paths(&tr->config, buf, sizeof buf, paths);
     opts.expected_vocab = tr->config.model.vocab_size;
     for (int i = 0; i < n; i++) {
-        if (!strcmp(paths[i], tr->config.train_data)) continue;
+        if (listed_before(paths, i, tr->config.train_data)) continue;
         eval_set *e = &tr->evals[tr->n_evals];
         if (ts_token_file_open(&e->tokens, paths[i], tr->comm, &opts, &tf_err) != TS_TF_OK) {
             snprintf(err, errlen, "evaluation data: %s", tf_err.msg);
@@ -137,7 +191,7 @@ static bool open_data(trainer *tr, char *err, size_t errlen) {
         snprintf(e->name, sizeof e->name, "%s", domain_of(&e->tokens, paths[i]));
         tr->n_evals++;
     }
-    return true;
+    return eval_sets_usable(tr, need, err, errlen);
 }
 
 static void close_all(trainer *tr) {

@@ -30,6 +30,12 @@ fails_with() { # fails_with LOG PATTERN COMMAND...: non-zero exit and PATTERN in
     "$@" >"$log" 2>&1 && { echo "  expected a failure; got:"; sed 's/^/    /' "$log"; return 1; }
     grep -q -- "$pattern" "$log" || { echo "  expected '$pattern' in:"; sed 's/^/    /' "$log"; return 1; }
 }
+succeeds_with() { # succeeds_with LOG PATTERN COMMAND...: exit 0 and PATTERN in LOG (else shows LOG)
+    local log=$1 pattern=$2
+    shift 2
+    "$@" >"$log" 2>&1 || { echo "  expected success; got:"; sed 's/^/    /' "$log"; return 1; }
+    grep -q -- "$pattern" "$log" || { echo "  expected '$pattern' in:"; sed 's/^/    /' "$log"; return 1; }
+}
 below() { py -c "import sys; sys.exit(0 if float('$1') < float('$2') else 1)"; }
 max_rel_diff() { # max_rel_diff DIR_A DIR_B [STEPS]: of the train/loss series (STEPS long, default 30)
     py - "$1/metrics.h5" "$2/metrics.h5" "${3:-30}" <<'PY'

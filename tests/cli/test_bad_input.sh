@@ -23,6 +23,29 @@ check "a file that is not HDF5 is reported" \
 head -c 40000 "$tmp/corpus.h5" >"$tmp/truncated.h5"
 check "a truncated token file is reported" \
     fails_with "$tmp/l7" "truncated.h5" tiny_train 2 "$bin" "$tmp/r" --set data.train="$tmp/truncated.h5"
+# Every run ends with an evaluation: what would fail there is refused before
+# the first step, so no training is lost to it.
+"$bin" data convert --input "$tmp/licenses.txt" --output "$tmp/noval.h5" --name noval \
+    --val-fraction 0 >/dev/null
+check "a training file without a validation split is refused at the start" \
+    fails_with "$tmp/l12" "noval.h5: validation split has 0 tokens, fewer than one window" \
+    tiny_train 1 "$bin" "$tmp/r" --set data.train="$tmp/noval.h5"
+check "... as is such an evaluation file" \
+    fails_with "$tmp/l13" "noval.h5: validation split has 0 tokens" \
+    tiny_train 1 "$bin" "$tmp/r" --set data.eval="$tmp/noval.h5"
+"$bin" data convert --input "$tmp/licenses.txt" --output "$tmp/same-domain.h5" \
+    --name licenses >/dev/null
+check "an evaluation set of the training data's domain is refused at the start, naming it" \
+    fails_with "$tmp/l14" "both of domain 'licenses'" \
+    tiny_train 1 "$bin" "$tmp/r" --set data.eval="$tmp/same-domain.h5"
+check "the training file named another way is evaluated once, not refused" \
+    succeeds_with "$tmp/l14b" "val_ppl(licenses)" \
+    tiny_train 1 "$bin" "$tmp/same-file" --set train.steps=2 --set "data.eval=$tmp/./corpus.h5"
+check "an optimiser setting out of range is named" \
+    fails_with "$tmp/l15" "train.beta2 must be in \[0, 1)" tiny_train 1 "$bin" "$tmp/r" --set train.beta2=-1
+check "data.align leaving fewer windows than a batch is warned of" \
+    succeeds_with "$tmp/l16" "data.align=100000000 leaves 1 distinct training windows" \
+    tiny_train 1 "$bin" "$tmp/align" --set data.align=100000000 --set train.steps=2
 check "no run directory was left behind by failed starts" [ ! -e "$tmp/r/metrics.h5" ]
 touch "$tmp/a-file"
 check "a run directory that cannot be created is named, with the reason" \
