@@ -150,8 +150,30 @@ bool ts_config_set(ts_run_config *config, const char *assignment, char *err, siz
                                    assignment, false, err, errlen);
 }
 
+/* The architecture whose [section] holds the assignment's key, or NULL for a
+ * section of every model (model, train, ...). */
+static const char *architecture_of(const char *assignment) {
+    const ts_config_schema *run_schema = ts_run_config_schema();
+    const char *dot = strchr(assignment, '.');
+    for (int i = 0; dot && i < run_schema->n_parts; i++) {
+        const char *name = run_schema->parts[i].section->name;
+        if (run_schema->parts[i].architecture && strlen(name) == (size_t)(dot - assignment) &&
+            !strncmp(assignment, name, strlen(name)))
+            return name;
+    }
+    return NULL;
+}
+
 bool ts_config_set_inference(ts_run_config *config, const char *assignment, char *err,
                              size_t errlen) {
+    /* Another architecture's key changes nothing this model computes, and
+     * its results would be stored as a setting of their own. */
+    const char *arch = architecture_of(assignment);
+    if (arch && strcmp(arch, config->model.arch)) {
+        snprintf(err, errlen, "'%s' is a setting of the %s architecture; this model is %s",
+                 assignment, arch, config->model.arch);
+        return false;
+    }
     return ts_config_schema_assign(ts_run_config_schema(), config, config->explicit_keys,
                                    assignment, true, err, errlen);
 }

@@ -34,15 +34,19 @@ ts_energies_file *ts_energies_open(MPI_Comm comm, const char *path, bool overwri
         *f = (ts_energies_file){.comm = comm, .rank = rank, .file = -1};
     }
     if (ok && rank == 0) {
-        ts_io_status st = ts_commit_begin(&f->commit, path, overwrite, false, err, errlen);
-        if (st == TS_IO_ERR_EXISTS)
-            snprintf(err, errlen, "'%s' exists: pass --force to replace it", path);
+        /* energies files written before they carried "format" */
+        static const char *const legacy[] = {"checkpoint", "step", NULL};
+        ts_io_status st = ts_h5_check_output(path, overwrite, TS_ENERGIES_FORMAT_NAME, legacy,
+                                             "--force", err, errlen);
+        if (st == TS_IO_OK) st = ts_commit_begin(&f->commit, path, overwrite, false, err, errlen);
         if (st != TS_IO_OK) {
             ok = false;
         } else {
             ts_h5_quiet quiet = ts_h5_quiet_begin();
             f->file = H5Fcreate(f->commit.tmp, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
-            ok = f->file >= 0 && ts_h5_write_string_attr(f->file, "checkpoint", checkpoint) >= 0 &&
+            ok = f->file >= 0 &&
+                 ts_h5_write_string_attr(f->file, "format", TS_ENERGIES_FORMAT_NAME) >= 0 &&
+                 ts_h5_write_string_attr(f->file, "checkpoint", checkpoint) >= 0 &&
                  ts_h5_write_int64_attr(f->file, "step", step) >= 0;
             ts_h5_quiet_end(quiet);
             if (!ok) snprintf(err, errlen, "cannot create the energies file '%s'", f->commit.tmp);

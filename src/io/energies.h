@@ -22,8 +22,12 @@
 
 typedef struct ts_energies_file ts_energies_file;
 
+/* The value of an energies file's root attribute "format". */
+#define TS_ENERGIES_FORMAT_NAME "thinkscale-energies"
+
 /* Collective. Rank 0 starts PATH.tmp (refusing an existing PATH unless
- * overwrite); NULL on every rank, with the message, if that fails. */
+ * overwrite, and any file but an earlier energies file: ts_h5_check_output);
+ * NULL on every rank, with the message, if that fails. */
 ts_energies_file *ts_energies_open(MPI_Comm comm, const char *path, bool overwrite,
                                    const char *checkpoint, long step, char *err, size_t errlen);
 /* Collective: sums the ranks' traces and writes them as one group. */

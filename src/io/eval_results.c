@@ -57,18 +57,27 @@ static long long estimated_bytes(const ts_eval_header *h, int n_rows) {
     return 64 * 1024 + 4 * (long long)strlen(h->config_text) + 8192LL * n_rows;
 }
 
+ts_io_status ts_eval_results_check_target(const char *path, bool overwrite, char *err,
+                                          size_t errlen) {
+    /* eval.h5 files written before they carried "format" */
+    static const char *const legacy[] = {"checkpoint",      "step",   "split", "windows",
+                                         "sequence_length", "config", NULL};
+    return ts_h5_check_output(path, overwrite, TS_EVAL_FORMAT_NAME, legacy, "--force", err, errlen);
+}
+
 ts_io_status ts_eval_results_write(const char *path, const ts_eval_header *h,
                                    const ts_eval_row *rows, int n_rows, bool overwrite, char *err,
                                    size_t errlen) {
+    ts_io_status st = ts_eval_results_check_target(path, overwrite, err, errlen);
+    if (st != TS_IO_OK) return st;
     ts_commit commit;
-    ts_io_status st = ts_commit_begin(&commit, path, overwrite, false, err, errlen);
-    if (st == TS_IO_ERR_EXISTS)
-        snprintf(err, errlen, "'%s' exists: pass --force to replace it", path);
+    st = ts_commit_begin(&commit, path, overwrite, false, err, errlen);
     if (st != TS_IO_OK) return st;
     hid_t file = ts_h5_create_reserved(commit.tmp, estimated_bytes(h, n_rows), &st, err, errlen);
     if (file < 0) return st;
     ts_h5_quiet quiet = ts_h5_quiet_begin();
-    bool ok = ts_h5_write_string_attr(file, "checkpoint", h->checkpoint) >= 0 &&
+    bool ok = ts_h5_write_string_attr(file, "format", TS_EVAL_FORMAT_NAME) >= 0 &&
+              ts_h5_write_string_attr(file, "checkpoint", h->checkpoint) >= 0 &&
               ts_h5_write_int64_attr(file, "step", h->step) >= 0 &&
               ts_h5_write_string_attr(file, "split", h->split) >= 0 &&
               ts_h5_write_int64_attr(file, "windows", h->windows) >= 0 &&

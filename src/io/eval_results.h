@@ -1,5 +1,5 @@
 /* The result file of `thinkscale eval`: one HDF5 file, written by rank 0,
- * with a group per evaluated token set (layout in docs/eval-format.md). */
+ * with a group per evaluated token set (layout in docs/training.md, Evaluation). */
 #ifndef TS_EVAL_RESULTS_H
 #define TS_EVAL_RESULTS_H
 
@@ -41,8 +41,19 @@ typedef struct ts_eval_header {
     const char *config_text;
 } ts_eval_header;
 
+/* The value of an eval result's root attribute "format". */
+#define TS_EVAL_FORMAT_NAME "thinkscale-eval"
+
+/* Whether `thinkscale eval` may write its result at path (ts_h5_check_output:
+ * the directory exists; an existing file only with overwrite, and only an
+ * earlier eval result): checked before the evaluation, and again by the
+ * writer. */
+ts_io_status ts_eval_results_check_target(const char *path, bool overwrite, char *err,
+                                          size_t errlen);
+
 /* Writes path atomically (a temporary file renamed into place). Refuses an
- * existing path unless overwrite (TS_IO_ERR_EXISTS). A full disk or an I/O
+ * existing path unless overwrite, and any file but an earlier eval result
+ * (TS_IO_ERR_EXISTS; ts_eval_results_check_target). A full disk or an I/O
  * error is TS_IO_ERR_NOSPACE or TS_IO_ERR_IO, naming the file and the free
  * space; the temporary file is removed and an existing path left as it was. */
 ts_io_status ts_eval_results_write(const char *path, const ts_eval_header *header,

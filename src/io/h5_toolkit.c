@@ -95,6 +95,45 @@ void ts_h5_quiet_end(ts_h5_quiet saved) {
 /* Fixed size so every rank can broadcast it without first agreeing on a length. */
 #define AGREE_MSG 1024
 
+ts_io_status ts_h5_check_output(const char *target, bool overwrite, const char *format_name,
+                                const char *const *legacy_attrs, const char *option, char *err,
+                                size_t errlen) {
+    struct stat info;
+    if (stat(target, &info) != 0) {
+        char dir[4096];
+        ts_io_dir_name(target, dir, sizeof dir);
+        if (stat(dir, &info) != 0 || !S_ISDIR(info.st_mode))
+            return ts_io_fail(err, errlen, TS_IO_ERR_MISSING,
+                              "cannot write '%s': its directory '%s' does not exist", target, dir);
+        return TS_IO_OK;
+    }
+    if (!overwrite)
+        return ts_io_fail(err, errlen, TS_IO_ERR_EXISTS, "'%s' exists: pass %s to replace it",
+                          target, option);
+    if (!S_ISREG(info.st_mode))
+        return ts_io_fail(err, errlen, TS_IO_ERR_EXISTS,
+                          "'%s' is not a file: %s does not replace it", target, option);
+    ts_h5_quiet quiet = ts_h5_quiet_begin();
+    hid_t file = H5Fopen(target, H5F_ACC_RDONLY, H5P_DEFAULT);
+    bool ours = false;
+    char *format = NULL;
+    if (file >= 0 && ts_h5_read_string_attr(file, "format", &format) >= 0) {
+        ours = !strcmp(format, format_name);
+    } else if (file >= 0 && H5Aexists(file, "format") == 0) { /* written before "format" */
+        ours = true;
+        for (const char *const *a = legacy_attrs; ours && *a; a++) ours = H5Aexists(file, *a) > 0;
+    }
+    free(format);
+    if (file >= 0) H5Fclose(file);
+    ts_h5_quiet_end(quiet);
+    if (ours) return TS_IO_OK;
+    return ts_io_fail(err, errlen, TS_IO_ERR_EXISTS,
+                      "'%s' exists and is not a %s file (%s): %s replaces only an earlier result "
+                      "of this command; choose another output, or remove the file yourself",
+                      target, format_name,
+                      file < 0 ? "not a readable HDF5 file" : "another kind of file", option);
+}
+
 void ts_io_dir_name(const char *path, char *out, size_t outlen) {
     const char *slash = strrchr(path, '/');
     if (!slash)

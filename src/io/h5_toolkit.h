@@ -90,6 +90,20 @@ hid_t ts_h5_create_group_path(hid_t loc, const char *path);
 bool ts_h5_write_array(hid_t loc, const char *name, hid_t type, int ndims, const hsize_t *dims,
                        const void *data, const char *units, const char *description);
 
+/* Whether a command may write its result file at target, checked before
+ * its work (so a refusal costs nothing): target's directory exists; an
+ * existing target needs overwrite (the command's `option`, e.g. "--force")
+ * and must be a result of this kind, an HDF5 file whose root attribute
+ * "format" is format_name, or one written before such files carried it (no
+ * "format") with every root attribute of legacy_attrs (NULL-terminated).
+ * Anything else (a checkpoint, metrics.h5, a token file, a file of another
+ * program) is never replaced: --force replaces only what the same command
+ * wrote. TS_IO_OK, or TS_IO_ERR_MISSING (no directory) / TS_IO_ERR_EXISTS
+ * with a message naming the file. */
+ts_io_status ts_h5_check_output(const char *target, bool overwrite, const char *format_name,
+                                const char *const *legacy_attrs, const char *option, char *err,
+                                size_t errlen);
+
 /* The directory part of path ("." when it has none, "/" for the root). */
 void ts_io_dir_name(const char *path, char *out, size_t outlen);
 

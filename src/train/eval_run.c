@@ -25,6 +25,59 @@ static void default_output(const char *checkpoint, char *output, size_t len) {
         snprintf(output, len, "eval.h5");
 }
 
+/* The token sets of --data, opened before any is evaluated. */
+typedef struct eval_sets {
+    int n;
+    ts_token_file files[TS_MAX_EVAL_SETS];
+    char paths[TS_MAX_EVAL_SETS][TS_CHECKPOINT_PATH_MAX];
+    char names[TS_MAX_EVAL_SETS][64]; /* domain, under which the results are stored */
+} eval_sets;
+
+static void close_sets(eval_sets *sets) {
+    for (int i = 0; i < sets->n; i++) ts_token_file_close(&sets->files[i]);
+    sets->n = 0;
+}
+
+/* Opens every file of the comma-separated list (collective), checking its
+ * vocabulary and tokenizer against the model's, and that no two share a
+ * domain: eval.h5 stores results under the domain, so a second set of one
+ * domain could not be written after the whole evaluation. */
+static bool open_sets(MPI_Comm comm, const char *data, const ts_run_config *config, eval_sets *sets,
+                      char *err, size_t errlen) {
+    char list[TS_MAX_EVAL_SETS * TS_CHECKPOINT_PATH_MAX];
+    snprintf(list, sizeof list, "%s", data);
+    for (char *save = NULL, *file = strtok_r(list, ",", &save); file;
+         file = strtok_r(NULL, ",", &save)) {
+        if (sets->n == TS_MAX_EVAL_SETS) {
+            snprintf(err, errlen, "--data lists more than %d token files", TS_MAX_EVAL_SETS);
+            return false;
+        }
+        ts_token_file *tokens = &sets->files[sets->n];
+        ts_tf_err tf_err;
+        ts_token_open_opts opts = {.expected_vocab = config->model.vocab_size, .verify = true};
+        if (ts_token_file_open(tokens, file, comm, &opts, &tf_err) != TS_TF_OK) {
+            snprintf(err, errlen, "%s", tf_err.msg);
+            return false;
+        }
+        sets->n++;
+        if (!ts_tokenizer_check_same(config->tokenizer, tokens->meta.tokenizer, file, err, errlen))
+            return false;
+        int i = sets->n - 1;
+        snprintf(sets->paths[i], sizeof sets->paths[i], "%s", file);
+        snprintf(sets->names[i], sizeof sets->names[i], "%s",
+                 tokens->meta.domain && tokens->meta.domain[0] ? tokens->meta.domain : file);
+        for (int j = 0; j < i; j++)
+            if (!strcmp(sets->names[i], sets->names[j])) {
+                snprintf(err, errlen,
+                         "--data lists %s and %s, both of domain '%s', under which eval.h5 stores "
+                         "results: list each domain once",
+                         sets->paths[j], file, sets->names[i]);
+                return false;
+            }
+    }
+    return true;
+}
+
 int ts_eval_run(MPI_Comm comm, const ts_eval_run_options *a) {
     int rank;
     MPI_Comm_rank(comm, &rank);
@@ -72,6 +125,39 @@ int ts_eval_run(MPI_Comm comm, const ts_eval_run_options *a) {
                 ts_model_destroy(model);
                 return 2;
             }
+        /* The architecture's own checks of its inference keys (ebt.infer_samples
+         * >= 1, ...), on a model that only counts: here, not mid-evaluation. */
+        ts_model *check = ts_model_create_counting(&setting_configs[s].model, err, sizeof err);
+        if (!check) {
+            if (rank == 0) fprintf(stderr, "thinkscale eval: error: setting '%s': %s\n", spec, err);
+            ts_ctx_free(&ctx);
+            ts_model_destroy(model);
+            return 2;
+        }
+        ts_model_destroy(check);
+    }
+    /* Everything that would refuse the results is checked before the
+     * evaluation spends its time: where they go, and the token sets. */
+    char output[TS_CHECKPOINT_PATH_MAX + 32];
+    if (a->output)
+        snprintf(output, sizeof output, "%s", a->output);
+    else
+        default_output(path, output, sizeof output);
+    eval_sets sets = {0};
+    bool ready =
+        rank != 0 || ts_eval_results_check_target(output, a->force, err, sizeof err) == TS_IO_OK;
+    MPI_Bcast(&ready, 1, MPI_C_BOOL, 0, comm);
+    if (!ready) {
+        if (rank == 0) fprintf(stderr, "thinkscale eval: error: %s\n", err);
+    } else {
+        ready = open_sets(comm, a->data, &config, &sets, err, sizeof err);
+        if (!ready && rank == 0) fprintf(stderr, "thinkscale eval: error: %s\n", err);
+    }
+    if (!ready) {
+        close_sets(&sets);
+        ts_ctx_free(&ctx);
+        ts_model_destroy(model);
+        return 1;
     }
     ts_energies_file *energies = NULL;
     if (a->energies &&
@@ -113,30 +199,13 @@ int ts_eval_run(MPI_Comm comm, const ts_eval_run_options *a) {
     ts_mllog mllog;
     ts_mllog_open_stdout(&mllog, comm, &config);
     ts_mllog_eval_start(&mllog, step);
-    char list[sizeof a->data];
-    snprintf(list, sizeof list, "%s", a->data);
-    for (char *save = NULL, *file = strtok_r(list, ",", &save); file && status == 0;
-         file = strtok_r(NULL, ",", &save)) {
-        ts_token_file tokens;
-        ts_tf_err tf_err;
-        ts_token_open_opts opts = {.expected_vocab = config.model.vocab_size, .verify = true};
-        if (ts_token_file_open(&tokens, file, comm, &opts, &tf_err) != TS_TF_OK) {
-            if (rank == 0) fprintf(stderr, "thinkscale eval: error: %s\n", tf_err.msg);
-            status = 1;
-            break;
-        }
-        if (!ts_tokenizer_check_same(config.tokenizer, tokens.meta.tokenizer, file, err,
-                                     sizeof err)) {
-            if (rank == 0) fprintf(stderr, "thinkscale eval: error: %s\n", err);
-            ts_token_file_close(&tokens);
-            status = 1;
-            break;
-        }
+    for (int i = 0; i < sets.n && status == 0; i++) {
+        ts_token_file *tokens = &sets.files[i];
+        const char *file = sets.paths[i];
         for (int s = 0; s < n_settings && n < MAX_ROWS; s++) {
             model->config = setting_configs[s].model; /* only inference keys differ */
             ts_eval_result *r = &results[n];
-            snprintf(names[n], sizeof names[n], "%s",
-                     tokens.meta.domain && tokens.meta.domain[0] ? tokens.meta.domain : file);
+            snprintf(names[n], sizeof names[n], "%s", sets.names[i]);
             const char *setting = a->n_settings ? a->settings[s] : "default";
             ts_energy_trace trace;
             bool ok = !energies || ebt_energies_begin(model, &trace, a->windows,
@@ -146,7 +215,7 @@ int ts_eval_run(MPI_Comm comm, const ts_eval_run_options *a) {
             ts_eval_window_sums sums = {wb, wb ? wb + nw : NULL, wb ? wb + 2 * nw : NULL,
                                         wb ? wb + 3 * nw : NULL};
             ok =
-                ok && ts_evaluate_windows(comm, model, &ctx, &tokens, split, config.model.context,
+                ok && ts_evaluate_windows(comm, model, &ctx, tokens, split, config.model.context,
                                           config.align, a->windows, a->batch, (uint64_t)config.seed,
                                           r, wb ? &sums : NULL, err, sizeof err);
             if (energies) {
@@ -194,14 +263,9 @@ int ts_eval_run(MPI_Comm comm, const ts_eval_run_options *a) {
             n++;
         }
         model->config = config.model;
-        ts_token_file_close(&tokens);
     }
+    close_sets(&sets);
     if (status == 0 && rank == 0) {
-        char output[TS_CHECKPOINT_PATH_MAX + 32];
-        if (a->output)
-            snprintf(output, sizeof output, "%s", a->output);
-        else
-            default_output(path, output, sizeof output);
         char *config_text = ts_config_to_ini(&config);
         ts_eval_header header = {
             path, step, a->split, a->windows, config.model.context, config_text ? config_text : ""};

@@ -103,6 +103,18 @@ print("mean energy along the steps", mean.round(4), "share of positions whose en
 sys.exit(0 if mean[1] < mean[0] and mean[-1] < mean[0] and fell > 0.9 else 1)
 PY
 check "on the briefly trained model the energy falls along the inner steps" [ $? -eq 0 ]
+check "an inference knob out of range is refused before evaluating, by the model's own check" \
+    fails_with "$tmp/bad-think.log" "ebt.infer_steps must not be negative" mpirun -np 1 "$bin" \
+    eval --run "$tmp/trained" --data "$tmp/corpus.h5" --windows 4 --think steps=-1,samples=1 \
+    --output "$tmp/bad-think.h5"
+check "... and samples=0 too" \
+    fails_with "$tmp/bad-think0.log" "ebt.infer_samples must be at least 1" mpirun -np 1 "$bin" \
+    eval --run "$tmp/trained" --data "$tmp/corpus.h5" --windows 4 --think steps=2,samples=0 \
+    --output "$tmp/bad-think.h5"
+check "--force does not replace a file that is not an energies file" \
+    fails_with "$tmp/bad-energies.log" "is not a thinkscale-energies file" mpirun -np 1 "$bin" \
+    eval --run "$tmp/trained" --data "$tmp/corpus.h5" --windows 4 --output "$tmp/eval-e.h5" \
+    --energies "$tmp/corpus.h5" --force
 
 tiny_train 1 "$bin" "$tmp/tpp" --set train.steps=2 >"$tmp/tpp.log" 2>&1
 mpirun -np 1 "$bin" eval --run "$tmp/tpp" --data "$tmp/corpus.h5" --windows 4 \

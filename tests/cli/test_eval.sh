@@ -39,6 +39,37 @@ check "eval agrees with the trainer and across rank counts; perplexity = exp(los
 check "an existing output is not replaced without --force" \
     fails_with "$tmp/l1" "exists: pass --force" mpirun -np 1 "$bin" eval --run "$tmp/run" \
     --data "$tmp/corpus.h5" --output "$tmp/eval.h5"
+# What would refuse the results is refused before the evaluation, and
+# --force replaces only an earlier eval result.
+newest=$(ls "$tmp/run"/checkpoint_*.h5 | sort | tail -1)
+before=$(sha256sum "$newest" "$tmp/corpus.h5")
+check "--force does not replace a checkpoint" \
+    fails_with "$tmp/l4" "is not a thinkscale-eval file" mpirun -np 1 "$bin" eval --run "$tmp/run" \
+    --data "$tmp/corpus.h5" --output "$newest" --force
+check "... nor the token file it reads" \
+    fails_with "$tmp/l5" "is not a thinkscale-eval file" mpirun -np 1 "$bin" eval --run "$tmp/run" \
+    --data "$tmp/corpus.h5" --output "$tmp/corpus.h5" --force
+check "... which are unchanged" [ "$before" = "$(sha256sum "$newest" "$tmp/corpus.h5")" ]
+check "--force replaces an earlier eval result" \
+    succeeds_with "$tmp/l6" "^results: $tmp/eval1.h5$" mpirun -np 1 "$bin" eval --run "$tmp/run" \
+    --data "$tmp/corpus.h5" --windows 2 --output "$tmp/eval1.h5" --force
+check "... which now says what it is" \
+    py -c "import h5py, sys; sys.exit(h5py.File('$tmp/eval1.h5', 'r').attrs['format'] != 'thinkscale-eval')"
+"$bin" data convert --input "$tmp/code.c" --output "$tmp/code2.h5" --name code --val-fraction 0.2 >/dev/null
+check "two sets of one domain are refused before evaluating, naming the domain" \
+    fails_with "$tmp/l7" "both of domain 'code'" mpirun -np 1 "$bin" eval --run "$tmp/run" \
+    --data "$tmp/code.h5,$tmp/code2.h5" --output "$tmp/eval_dup.h5"
+check "... with exit status 1, not that of a failed write" [ "$(mpirun -np 1 "$bin" eval --run "$tmp/run" \
+    --data "$tmp/code.h5,$tmp/code2.h5" --output "$tmp/eval_dup.h5" >/dev/null 2>&1; echo $?)" = 1 ]
+check "an output directory that does not exist is refused before evaluating" \
+    fails_with "$tmp/l8" "its directory '$tmp/nodir' does not exist" mpirun -np 1 "$bin" eval \
+    --run "$tmp/run" --data "$tmp/corpus.h5" --output "$tmp/nodir/e.h5"
+check "none of the refusals evaluated a set" \
+    [ -z "$(grep -l '^licenses \|^code ' "$tmp"/l[14578])" ]
+check "another architecture's inference knob is refused, naming it" \
+    fails_with "$tmp/l9" "is a setting of the ebt architecture; this model is transformerpp" \
+    mpirun -np 1 "$bin" eval --run "$tmp/run" --data "$tmp/corpus.h5" --think steps=2,samples=2 \
+    --output "$tmp/eval_think.h5"
 check "a run without checkpoints is reported" \
     fails_with "$tmp/l2" "no complete checkpoint" mpirun -np 1 "$bin" eval --run "$tmp" --data "$tmp/corpus.h5"
 check "a missing checkpoint file is reported" \

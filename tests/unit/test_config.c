@@ -93,6 +93,11 @@ static void test_overrides_and_bad_values(void **state) {
     assert_false(ts_config_set(&c, "nexus.variant=aaaaaaaaaaaaaaaaaaaa", err, sizeof err));
     assert_non_null(strstr(err, "longer than 15 characters"));
     assert_false(ts_config_set(&c, "no_dot=1", err, sizeof err));
+    /* An inference key of another architecture than the model's is refused. */
+    assert_false(ts_config_set_inference(&c, "ebt.infer_steps=4", err, sizeof err));
+    assert_non_null(strstr(err, "setting of the ebt architecture; this model is transformerpp"));
+    assert_false(ts_config_set_inference(&c, "nexus.infer_order=2", err, sizeof err));
+    assert_true(ts_config_set(&c, "model.arch=ebt", err, sizeof err));
     assert_true(ts_config_set_inference(&c, "ebt.infer_steps=4", err, sizeof err));
     assert_int_equal(c.model.ebt.infer_steps, 4);
     assert_false(ts_config_set_inference(&c, "ebt.steps=4", err, sizeof err));
