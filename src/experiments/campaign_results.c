@@ -120,19 +120,34 @@ void ts_campaign_read_result(const ts_campaign_manifest *m, const ts_campaign_po
     snprintf(path, sizeof path, "%s/%s", dir, TS_CAMPAIGN_FAILED_MARKER);
     bool failed = access(path, F_OK) == 0;
     snprintf(path, sizeof path, "%s/metrics.h5", dir);
-    if (access(path, R_OK) != 0 || !run_complete(p)) {
+    if (!run_complete(p)) {
         if (failed) r->status = TS_POINT_FAILED;
+        return;
+    }
+    if (access(path, R_OK) != 0) {
+        snprintf(r->problem, sizeof r->problem,
+                 "its training is complete, but %s is missing or unreadable", path);
+        r->status = TS_POINT_FAILED;
         return;
     }
     ts_h5_quiet quiet = ts_h5_quiet_begin();
     hid_t file = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
     bool done = file >= 0;
+    if (!done)
+        snprintf(r->problem, sizeof r->problem,
+                 "its training is complete, but %s cannot be read as HDF5 (damaged or truncated)",
+                 path);
     for (int d = 0; done && d < m->n_domains; d++) {
         char table[128];
         snprintf(table, sizeof table, "eval/%s", m->domains[d]);
         r->loss[d] = value_at_step(file, table, "loss", p->config.steps);
         r->ppl[d] = value_at_step(file, table, "perplexity", p->config.steps);
         done = !isnan(r->loss[d]);
+        if (!done)
+            snprintf(r->problem, sizeof r->problem,
+                     "its training is complete, but %s holds no evaluation of domain %s at step "
+                     "%ld",
+                     path, m->domains[d], p->config.steps);
     }
     if (done) {
         r->flops = total_flops(file);
@@ -155,7 +170,7 @@ void ts_campaign_read_result(const ts_campaign_manifest *m, const ts_campaign_po
                                                                                 : TS_POINT_PENDING;
     } else {
         for (int d = 0; d < TS_CAMPAIGN_MAX_DOMAINS; d++) r->loss[d] = r->ppl[d] = NAN;
-        if (failed) r->status = TS_POINT_FAILED;
+        r->status = TS_POINT_FAILED;
     }
     if (file >= 0) H5Fclose(file);
     ts_h5_quiet_end(quiet);

@@ -26,13 +26,18 @@ typedef struct ts_campaign_run_result {
     long ranks, nodes;
     char commit[64];
     double loss[TS_CAMPAIGN_MAX_DOMAINS], ppl[TS_CAMPAIGN_MAX_DOMAINS];
+    /* Why a run whose training is complete has no results (its metrics.h5
+     * unreadable, or without the final evaluation): such a point is failed,
+     * not pending, since running again would not change it. "" otherwise. */
+    char problem[384];
 } ts_campaign_run_result;
 
 /* The name of the marker a failed run leaves in its directory. */
 #define TS_CAMPAIGN_FAILED_MARKER "campaign_failed"
 
 /* Reads the run directory of point p. Never fails: what cannot be read
- * makes the point pending (or failed, if the marker is there). */
+ * makes the point pending (or failed, if the marker is there, or if the
+ * training is complete but its results cannot be read: r->problem). */
 void ts_campaign_read_result(const ts_campaign_manifest *m, const ts_campaign_point *p,
                              ts_campaign_run_result *r);
 

@@ -162,10 +162,20 @@ int ts_campaign_run(MPI_Comm comm, const ts_campaign *c, const ts_campaign_manif
                             "(status %d); continuing\n",
                             p->name, think);
                 }
-            } else if (rank == 0) {
-                printf("== campaign %s: point %d %s: complete, skipped\n", c->name, i, p->name);
             }
             if (!sync_results(comm, rank, c, m, o->dir, results, &n_done, &write_failed)) goto done;
+            if (results[i].problem[0]) {
+                /* Retraining would cost the point's node-hours again and
+                 * replace what is left of its run: the user decides. */
+                n_failed++;
+                if (rank == 0)
+                    fprintf(stderr,
+                            "thinkscale campaign: error: point %s: %s; move its run directory "
+                            "aside (mv %s %s.damaged) and run the campaign again to retrain it\n",
+                            p->name, results[i].problem, p->config.run_dir, p->config.run_dir);
+            } else if (think == 0 && rank == 0) {
+                printf("== campaign %s: point %d %s: complete, skipped\n", c->name, i, p->name);
+            }
             continue;
         }
         if (rank == 0) {
@@ -230,8 +240,9 @@ int ts_campaign_run(MPI_Comm comm, const ts_campaign *c, const ts_campaign_manif
                 /* Named, so a Slurm analysis job says what is missing. */
                 for (int i = 0; i < m->n_points; i++)
                     if (results[i].status != TS_POINT_DONE)
-                        printf("   not done: %s (%s)\n", m->points[i].name,
-                               ts_point_status_name(results[i].status));
+                        printf("   not done: %s (%s%s%s)\n", m->points[i].name,
+                               ts_point_status_name(results[i].status),
+                               results[i].problem[0] ? ": " : "", results[i].problem);
             }
         } else if (o->analyse) {
             /* The fits, then the allocation report (docs/allocation-report.md),

@@ -54,4 +54,29 @@ check "a selection matching nothing is refused" fails_with "$tmp/bad.log" \
 check "an index beyond the manifest is refused" fails_with "$tmp/bad.log" "points 0-2" \
     mpirun -np 2 "$bin" campaign run "$tmp/bad.ini" --dir "$dir" --points 0-5
 check "after all that, the directory is untouched" [ "$before" = "$(snapshot)" ]
+
+# A finished point whose metrics.h5 was damaged afterwards: the rerun names
+# the file and what to do, counts the point failed (not pending, which no
+# rerun would change), and leaves the run directory as it is.
+run=$(ls -d "$dir"/runs/*-width-16-* | head -1)
+name=${run##*/}
+: >"$run/metrics.h5"
+run_files() { (cd "$run" && sha256sum ./*); }
+run_before=$(run_files)
+check "a finished point's damaged metrics.h5 is named, with what to do" \
+    fails_with "$tmp/damaged.log" "$run/metrics.h5 cannot be read as HDF5.*mv $run $run.damaged" \
+    mpirun -np 2 "$bin" campaign run "$tmp/good.ini" --dir "$dir" --no-analysis
+check "... the point is not reported as skipped" [ -z "$(grep "$name: complete, skipped" "$tmp/damaged.log")" ]
+check "... results.h5 counts it failed, the others done" py - "$dir/results.h5" "$name" <<'PY'
+import sys, h5py
+t = h5py.File(sys.argv[1], "r")["points"]
+text = lambda v: v.decode() if isinstance(v, bytes) else v
+status = {text(n): text(s) for n, s in zip(t["name"][...], t["status"][...])}
+print(status)
+sys.exit(0 if status.pop(sys.argv[2]) == "failed" and set(status.values()) == {"done"} else 1)
+PY
+check "... and its run directory is as it was" [ "$run_before" = "$(run_files)" ]
+mv "$run" "$run.damaged"
+mpirun -np 2 "$bin" campaign run "$tmp/good.ini" --dir "$dir" --no-analysis >"$tmp/retrain.log" 2>&1
+check "after the suggested mv, the rerun retrains the point" [ $? -eq 0 ]
 finish
