@@ -61,7 +61,11 @@ ts_io_status ts_commit_begin(ts_commit *c, const char *path, bool overwrite, boo
         return ts_io_fail(err, errlen, TS_IO_ERR_EXISTS, "%s already exists%s; not overwriting it",
                           c->path, marked ? " and is complete" : "");
     c->replacing = exists;
-    if (unlink(c->tmp) != 0 && errno != ENOENT)
+    /* On a read-only file system unlink fails with EROFS even when there is
+     * nothing to remove: only a stale file that is there is an error (the
+     * write that follows says why the directory cannot take it). */
+    struct stat stale;
+    if (unlink(c->tmp) != 0 && errno != ENOENT && lstat(c->tmp, &stale) == 0)
         return ts_io_fail(err, errlen, TS_IO_ERR_IO, "cannot remove the stale %s: %s", c->tmp,
                           strerror(errno));
     return TS_IO_OK;

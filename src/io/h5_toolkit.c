@@ -7,6 +7,7 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
+#include <unistd.h>
 
 const char *ts_io_status_name(ts_io_status status) {
     switch (status) {
@@ -99,14 +100,16 @@ ts_io_status ts_h5_check_output(const char *target, bool overwrite, const char *
                                 const char *const *legacy_attrs, const char *option, char *err,
                                 size_t errlen) {
     struct stat info;
-    if (stat(target, &info) != 0) {
-        char dir[4096];
-        ts_io_dir_name(target, dir, sizeof dir);
-        if (stat(dir, &info) != 0 || !S_ISDIR(info.st_mode))
-            return ts_io_fail(err, errlen, TS_IO_ERR_MISSING,
-                              "cannot write '%s': its directory '%s' does not exist", target, dir);
-        return TS_IO_OK;
-    }
+    char dir[4096];
+    ts_io_dir_name(target, dir, sizeof dir);
+    /* written as a temporary file beside it, then renamed */
+    if (stat(dir, &info) != 0 || !S_ISDIR(info.st_mode))
+        return ts_io_fail(err, errlen, TS_IO_ERR_MISSING,
+                          "cannot write '%s': its directory '%s' does not exist", target, dir);
+    if (access(dir, W_OK) != 0)
+        return ts_io_fail(err, errlen, TS_IO_ERR_IO, "cannot write '%s' in '%s': %s", target, dir,
+                          strerror(errno));
+    if (stat(target, &info) != 0) return TS_IO_OK;
     if (!overwrite)
         return ts_io_fail(err, errlen, TS_IO_ERR_EXISTS, "'%s' exists: pass %s to replace it",
                           target, option);

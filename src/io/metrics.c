@@ -1,12 +1,14 @@
 #include "io/metrics.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <inttypes.h>
 #include <math.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -85,6 +87,27 @@ static bool path_exists(hid_t loc, const char *path) {
         if (H5Lexists(loc, prefix, H5P_DEFAULT) <= 0) return false;
     }
     return true;
+}
+
+/* Why an existing metrics.h5 that HDF5 would not open for writing cannot
+ * be, when the cause is not the file's content: HDF5 reports a lock held by
+ * another process (a trainer already running in the directory) and a
+ * read-only file system as a failed open, which read as a damaged file.
+ * NULL when neither (then the file itself is the problem). */
+static const char *why_not_writable(const char *path) {
+    int fd = open(path, O_RDWR);
+    if (fd < 0)
+        return errno == EROFS    ? "the file system is read-only"
+               : errno == EACCES ? "permission denied"
+                                 : NULL;
+    /* HDF5 takes flock() locks on the files it opens (its default) */
+    const char *why = NULL;
+    if (flock(fd, LOCK_EX | LOCK_NB) != 0 && errno == EWOULDBLOCK)
+        why = "another process has it open (a trainer already running in this run directory?)";
+    else
+        flock(fd, LOCK_UN);
+    close(fd);
+    return why;
 }
 
 static hid_t make_fapl(void) {
@@ -384,7 +407,12 @@ static ts_io_status open_impl(ts_metrics *m, const char *run_dir, const char *co
     ts_io_status st = TS_IO_OK;
     if (exists) {
         /* A failed open changes nothing; the format is checked before any write. */
-        if ((m->file = H5Fopen(m->path, H5F_ACC_RDWR, fapl)) < 0) {
+        const char *busy = NULL;
+        if ((m->file = H5Fopen(m->path, H5F_ACC_RDWR, fapl)) < 0 &&
+            (busy = why_not_writable(m->path))) {
+            st = ts_io_fail(err, errlen, TS_IO_ERR_IO, "%s cannot be opened for writing: %s",
+                            m->path, busy);
+        } else if (m->file < 0) {
             st = ts_h5_fail(err, errlen, TS_IO_ERR_NOT_HDF5,
                             "%s cannot be opened as HDF5: not an HDF5 file, or damaged", m->path);
         } else {

@@ -6,8 +6,10 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "data/tokenizer.h"
+#include "io/checkpoint.h"
 #include "io/token_file.h"
 #include "parallel/data_parallel.h"
 #include "parallel/strategy.h"
@@ -421,6 +423,29 @@ static bool report_run(trainer *tr, ts_run_summary *s, char *err, size_t errlen)
     return ts_write_run_report(s, err, errlen);
 }
 
+/* Collective. A resumed run that is already complete has nothing to write,
+ * so a run directory it cannot write in (read-only storage: an archive, a
+ * finished project space) is not an error: it says so and the caller exits
+ * 0, as it does for a complete run anywhere (below, after the state is
+ * loaded, which opens metrics.h5 for writing). */
+static bool complete_on_read_only_storage(trainer *tr) {
+    const ts_run_config *c = &tr->config;
+    int writable = tr->rank != 0 || access(c->run_dir, W_OK) == 0;
+    MPI_Bcast(&writable, 1, MPI_INT, 0, tr->comm);
+    if (writable) return false;
+    char path[TS_CHECKPOINT_PATH_MAX], err[512];
+    long step = -1;
+    if (ts_checkpoint_find_latest(tr->comm, c->run_dir, path, sizeof path, &step, err,
+                                  sizeof err) != TS_IO_OK ||
+        step < c->steps)
+        return false;
+    if (tr->rank == 0)
+        printf("thinkscale train: the run in %s is already complete (step %ld, train.steps %ld); "
+               "nothing to do (its directory is read-only), files left as they were\n",
+               c->run_dir, step, c->steps);
+    return true;
+}
+
 static int run(trainer *tr, bool resume, const char *resume_from) {
     char err[1024] = "";
     const ts_run_config *c = &tr->config;
@@ -467,6 +492,7 @@ static int run(trainer *tr, bool resume, const char *resume_from) {
     if (!all_ok(tr, ts_parallel_adopt_model(&tr->parallel, m, &tr->ctx, err, sizeof err), err))
         return 1;
 
+    if (resume && !resume_from && complete_on_read_only_storage(tr)) return 0;
     if (!all_ok(tr,
                 ts_run_state_open(&tr->state, tr->comm, c, m, &tr->optimizer, &tr->parallel,
                                   &tr->grid, resume, resume_from, &tr->step, &tr->tokens_seen, err,

@@ -66,6 +66,35 @@ check "a fresh start in a finished run's directory is refused" \
     fails_with "$tmp/l9" "already holds a run" tiny_train 2 "$bin" "$tmp/done"
 check "... and the finished run's files are unchanged" [ "$before" = "$(cd "$tmp/done" && sha256sum ./*)" ]
 
+# A second trainer resuming a run directory while one trains there: refused,
+# saying why (HDF5 reports the other's lock as a failed open).
+cp -r "$tmp/done" "$tmp/busy"
+tiny_train 1 "$bin" "$tmp/busy" --set train.steps=100000 --resume >"$tmp/busy1.log" 2>&1 &
+first=$!
+for _ in $(seq 1 100); do grep -q "resumed from" "$tmp/busy1.log" && break; sleep 0.1; done
+check "a second trainer in a busy run directory is told another process has metrics.h5 open" \
+    fails_with "$tmp/busy2.log" "metrics.h5 cannot be opened for writing: another process has it open" \
+    tiny_train 1 "$bin" "$tmp/busy" --set train.steps=100000 --resume
+kill $first
+wait $first
+
+# Read-only storage (a finished project space): the finished run's directory
+# bind-mounted read-only. Resuming the complete run has nothing to write and
+# exits 0; eval refuses before evaluating, naming the file system.
+mkdir "$tmp/ro"
+check "a read-only view of the finished run can be mounted (root, as the tests run)" \
+    bash -c "mount --bind '$tmp/done' '$tmp/ro' && mount -o remount,ro,bind '$tmp/ro'"
+trap 'umount "$tmp/ro" 2>/dev/null; rm -rf "$tmp"' EXIT
+check "--resume of a complete run on read-only storage exits 0, saying so" \
+    succeeds_with "$tmp/ro1.log" "already complete.*read-only" \
+    tiny_train 2 "$bin" "$tmp/ro" --set train.steps=10 --resume
+check "eval into a read-only directory is refused before evaluating, naming the cause" \
+    fails_with "$tmp/ro2.log" "cannot write '$tmp/ro/eval.h5' in '$tmp/ro': Read-only file system" \
+    mpirun -np 1 "$bin" eval --run "$tmp/ro" --data "$tmp/corpus.h5"
+check "... having scored nothing" [ -z "$(grep '^licenses ' "$tmp/ro2.log")" ]
+check "... and the run's files are unchanged" [ "$before" = "$(cd "$tmp/done" && sha256sum ./*)" ]
+umount "$tmp/ro"
+
 cp -r "$tmp/done" "$tmp/corrupt"
 ckpt=$tmp/corrupt/checkpoint_00000010.h5
 size=$(stat -c %s "$ckpt")
