@@ -613,13 +613,28 @@ bool ts_campaign_manifest_claim_dir(const ts_campaign *c, const ts_campaign_mani
             const char *a = nth_line(mine, i, &la), *b = nth_line(theirs, i, &lb);
             if (!a && !b) break;
             if (a && b && la == lb && !memcmp(a, b, la)) continue;
+            ok = false;
+            /* Written whole and ending in a newline: a file that does not is
+             * cut short; one without the header is not a manifest. */
+            size_t length = strlen(theirs);
+            bool cut = length > 0 && theirs[length - 1] != '\n';
+            if (i == 0 || cut) {
+                snprintf(err, errlen,
+                         "%s is damaged (%s): if %s holds this campaign, remove the file and run "
+                         "again (the runs are kept and resumed by name); otherwise use another "
+                         "--dir",
+                         path,
+                         i == 0 ? "not a manifest this program wrote, or empty"
+                                : "it ends in the middle of a line: cut short",
+                         dir);
+                break;
+            }
             int shown_a = a ? (int)la : 6, shown_b = b ? (int)lb : 6;
             snprintf(err, errlen,
                      "%s belongs to another campaign: point %d differs (%s has '%.*s', %s gives "
                      "'%.*s'); use another --dir, so that results are never mixed",
                      dir, i - 1, path, shown_b, b ? b : "(none)", c->path, shown_a,
                      a ? a : "(none)");
-            ok = false;
         }
     } else {
         ok = ts_make_dirs(dir, err, errlen) == TS_IO_OK &&

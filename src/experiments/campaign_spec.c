@@ -480,11 +480,28 @@ static int parse_slurm_key(parse_state *s, const char *name, const char *value) 
     return 1;
 }
 
+/* Keys the campaign sets for every point ([campaign] architectures, data
+ * and eval, --dir): in [base] or [arch.NAME] they would be replaced without a
+ * word, so they are refused there (a [variant.NAME] may give its own data). */
+static int refuse_campaign_owned(parse_state *s, const char *section, const char *name) {
+    static const char *const owned[][2] = {{"model.arch", "[campaign] architectures"},
+                                           {"data.train", "[campaign] data"},
+                                           {"data.eval", "[campaign] eval"},
+                                           {"run.dir", "--dir"}};
+    for (size_t i = 0; i < sizeof owned / sizeof *owned; i++)
+        if (!strcmp(name, owned[i][0]))
+            return fail(s, "[%s] %s: the campaign sets it for every point (%s); set it there",
+                        section, name, owned[i][1]);
+    return 1;
+}
+
 static int handle_entry(void *user, const char *section, const char *name, const char *value) {
     parse_state *s = user;
     if (s->failed) return 0;
     if (!strcmp(section, "campaign")) return parse_campaign_key(s, name, value);
-    if (!strcmp(section, "base")) return add_setting(s, &s->c->base, section, name, value);
+    if (!strcmp(section, "base"))
+        return refuse_campaign_owned(s, section, name) &&
+               add_setting(s, &s->c->base, section, name, value);
     if (!strcmp(section, "rules")) return parse_rules_key(s, name, value);
     if (!strcmp(section, "slurm")) return parse_slurm_key(s, name, value);
     if (!strcmp(section, "thinking")) return parse_thinking_key(s, name, value);
@@ -499,7 +516,8 @@ static int handle_entry(void *user, const char *section, const char *name, const
                 return fail(s, "[%s] too many architecture sections or name too long", section);
             s->n_arch_sections++;
         }
-        return add_setting(s, &s->arch_sections_settings[i], section, name, value);
+        return refuse_campaign_owned(s, section, name) &&
+               add_setting(s, &s->arch_sections_settings[i], section, name, value);
     }
     if (!strncmp(section, "axis.", 5)) {
         int a = axis_from_name(section + 5);
@@ -618,6 +636,20 @@ static bool check_campaign(ts_campaign *c, parse_state *s, char *err, size_t err
                             "%s: axis %s is empty: give its points in [axis.%s] values%s", f,
                             ts_axis_name(a), ts_axis_name(values_of),
                             a == TS_AXIS_FLOPS ? " (the flops axis reuses the params runs)" : ""),
+                   false;
+    }
+    /* Values of an axis the campaign does not run would be ignored: a typo
+     * in axes, or an axis dropped from it, should be seen. */
+    for (int a = 0; a < TS_AXIS_COUNT; a++) {
+        bool used = false;
+        for (int i = 0; i < c->n_axes; i++)
+            used |=
+                c->axes[i] == (ts_axis)a || (a == TS_AXIS_PARAMS && c->axes[i] == TS_AXIS_FLOPS);
+        if (c->n_values[a] > 0 && !used)
+            return snprintf(err, errlen,
+                            "%s: [axis.%s] gives values for an axis that [campaign] axes does not "
+                            "list",
+                            f, ts_axis_name((ts_axis)a)),
                    false;
     }
     if (!check_variants(c, err, errlen)) return false;

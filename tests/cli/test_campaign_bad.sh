@@ -39,6 +39,14 @@ bad_case "architecture listed twice" "'transformerpp' listed twice"
 good | sed 's/^values = 8, 16, 32$/values = 8, 15/' >"$tmp/bad.ini"
 bad_case "invalid model" "point transformerpp-width-15-s33 .*invalid model sizes.*width 15, heads 2"
 
+tiny_campaign "$tmp/bad.ini" bad "[axis.depth]" "values = 1, 2"
+bad_case "values of an axis not in axes" "\[axis.depth\] gives values for an axis that \[campaign\] axes does not list"
+
+good | sed 's/^\[base\]$/[base]\nrun.dir = elsewhere/' >"$tmp/bad.ini"
+bad_case "[base] run.dir" "\[base\] run.dir: the campaign sets it for every point (--dir)"
+tiny_campaign "$tmp/bad.ini" bad "[arch.transformerpp]" "data.train = $tmp/corpus.h5"
+bad_case "[arch.NAME] data.train" "\[arch.transformerpp\] data.train: the campaign sets it"
+
 good | sed "s|^data = .*|data = $tmp/nowhere.h5|" >"$tmp/bad.ini"
 bad_case "missing data" "nowhere.h5' does not exist"
 sed -i 's/^\[base\]$/[base]\nmodel.vocab_size = 256/' "$tmp/bad.ini"
@@ -54,6 +62,23 @@ check "a selection matching nothing is refused" fails_with "$tmp/bad.log" \
 check "an index beyond the manifest is refused" fails_with "$tmp/bad.log" "points 0-2" \
     mpirun -np 2 "$bin" campaign run "$tmp/bad.ini" --dir "$dir" --points 0-5
 check "after all that, the directory is untouched" [ "$before" = "$(snapshot)" ]
+
+# A damaged manifest.tsv is named as damaged, with what to do.
+cp "$dir/manifest.tsv" "$tmp/manifest.good"
+head -c 100 "$tmp/manifest.good" >"$dir/manifest.tsv"
+check "a manifest.tsv cut short is called damaged" fails_with "$tmp/manifest.log" \
+    "manifest.tsv is damaged (it ends in the middle of a line: cut short): if .* remove the file" \
+    mpirun -np 2 "$bin" campaign run "$tmp/good.ini" --dir "$dir" --no-analysis
+: >"$dir/manifest.tsv"
+check "... and an empty one" fails_with "$tmp/manifest.log" \
+    "manifest.tsv is damaged (not a manifest this program wrote, or empty)" \
+    mpirun -np 2 "$bin" campaign run "$tmp/good.ini" --dir "$dir" --no-analysis
+rm "$dir/manifest.tsv"
+mpirun -np 2 "$bin" campaign run "$tmp/good.ini" --dir "$dir" --no-analysis >"$tmp/manifest.log" 2>&1
+check "... removed as it says, the rerun skips the complete runs" \
+    [ "$(grep -c 'complete, skipped' "$tmp/manifest.log")" = 3 ]
+check "... and writes the same manifest" cmp -s "$dir/manifest.tsv" "$tmp/manifest.good"
+before=$(snapshot)
 
 # A finished point whose metrics.h5 was damaged afterwards: the rerun names
 # the file and what to do, counts the point failed (not pending, which no
