@@ -139,6 +139,12 @@ ts_io_status ts_checkpoint_find_before(MPI_Comm comm, const char *run_dir, long 
                                        char *path, size_t pathlen, long *step, char *err,
                                        size_t errlen);
 
+/* The step of the newest completion marker in run_dir whose checkpoint file
+ * is gone (deleted or moved by hand after it was written; the finders above
+ * pass over it), its file's name in missing; -1 when there is none. Serial,
+ * any rank: what a resume reports when it falls back past such a marker. */
+long ts_checkpoint_newest_orphan_marker(const char *run_dir, char *missing, size_t missing_len);
+
 /* Header of a complete checkpoint (checked like ts_checkpoint_read's first
  * stage: marker, size, format). Free with ts_checkpoint_info_free. */
 ts_io_status ts_checkpoint_read_info(MPI_Comm comm, const char *path, ts_checkpoint_info *info,

@@ -56,6 +56,24 @@ static int newest_first(const void *a, const void *b) {
 
 /* Complete checkpoints of run_dir (marker and data file both present),
  * newest first. Serial: called by rank 0. */
+long ts_checkpoint_newest_orphan_marker(const char *run_dir, char *missing, size_t missing_len) {
+    DIR *dir = opendir(run_dir);
+    long newest = -1;
+    for (struct dirent *entry; dir && (entry = readdir(dir));) {
+        char name[TS_CHECKPOINT_PATH_MAX], data_path[TS_CHECKPOINT_PATH_MAX], err[64];
+        long step = parse_marker_name(entry->d_name, name, sizeof name);
+        struct stat info;
+        if (step <= newest ||
+            join_path(data_path, sizeof data_path, run_dir, name, err, sizeof err) != TS_IO_OK ||
+            stat(data_path, &info) == 0)
+            continue;
+        newest = step;
+        snprintf(missing, missing_len, "%s", data_path);
+    }
+    if (dir) closedir(dir);
+    return newest;
+}
+
 static ts_io_status list_complete(const char *run_dir, found_list *list, char *err, size_t errlen) {
     memset(list, 0, sizeof *list);
     DIR *dir = opendir(run_dir);

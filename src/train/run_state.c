@@ -397,6 +397,15 @@ static bool resume_from_checkpoint(ts_run_state *s, const char *resume_from, lon
         return true;
     }
     if (st != TS_IO_OK) return false;
+    char missing[TS_CHECKPOINT_PATH_MAX];
+    long orphan = resume_from || s->rank != 0
+                      ? -1
+                      : ts_checkpoint_newest_orphan_marker(dir, missing, sizeof missing);
+    if (orphan > cs.step)
+        fprintf(stderr,
+                "thinkscale: warning: %s is marked complete but is gone (deleted or moved?); "
+                "resuming from the newest checkpoint that is there, step %ld\n",
+                missing, cs.step);
     *step = cs.step;
     *tokens = (double)cs.tokens_seen;
     s->optimizer->t = cs.step; /* AdamW bias correction continues where it stopped */

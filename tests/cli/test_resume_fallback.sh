@@ -52,6 +52,7 @@ check "the RESULT line of an invocation without evaluation says val_ppl n/a" \
 check "... and so does report.yaml" contains "$tmp/run/report.yaml" "perplexity: n/a"
 cp -r "$tmp/run" "$tmp/explicit"
 cp -r "$tmp/run" "$tmp/all-bad"
+cp -r "$tmp/run" "$tmp/gone"
 corrupt "$tmp/run/checkpoint_00000020.h5" optimizer/m
 check "the damaged checkpoint keeps its marker" [ -f "$tmp/run/checkpoint_00000020.h5.complete" ]
 
@@ -75,6 +76,15 @@ tiny_train 2 "$bin" "$tmp/explicit" "${every[@]}" \
 check "--resume-from an older checkpoint succeeds" [ $? -eq 0 ]
 check "... from step 10" contains "$tmp/explicit.log" "resumed from .*checkpoint_00000010.h5 (step 10"
 check "... bit-identical to the uninterrupted run" same_as_straight "$tmp/explicit"
+
+# A newest checkpoint deleted by hand, its marker left: the resume falls back
+# as for a damaged one, and says so.
+rm "$tmp/gone/checkpoint_00000020.h5"
+tiny_train 2 "$bin" "$tmp/gone" "${every[@]}" --resume >"$tmp/gone.log" 2>&1
+check "--resume past a newest checkpoint that is gone succeeds" [ $? -eq 0 ]
+check "... saying it is gone and where it resumes" contains "$tmp/gone.log" \
+    "checkpoint_00000020.h5 is marked complete but is gone.*resuming from .* step 10"
+check "... bit-identical to the uninterrupted run" same_as_straight "$tmp/gone"
 
 corrupt "$tmp/all-bad/checkpoint_00000020.h5" optimizer/v
 cp -r "$tmp/all-bad" "$tmp/bad-explicit"
