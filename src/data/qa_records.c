@@ -99,11 +99,7 @@ bool ts_qa_write(const ts_qa_generator *g, const ts_qa_write_options *options,
             o.path, g->name, o.n_train, o.n_validation);
         return false;
     }
-    struct stat sb;
-    if (!o.force && stat(o.path, &sb) == 0) {
-        snprintf(errmsg, errlen, "%s already exists; pass --force to replace it", o.path);
-        return false;
-    }
+    if (ts_token_file_check_output(o.path, o.force, errmsg, errlen) != TS_IO_OK) return false;
     size_t tmp_len = strlen(o.path) + 32;
     char *tmp = malloc(tmp_len);
     if (!tmp) {

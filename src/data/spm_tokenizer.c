@@ -120,7 +120,7 @@ bool ts_spm_train(const ts_text_convert_options *options, const char *model_path
     }
     struct stat sb;
     if (!t->force && stat(model_path, &sb) == 0) {
-        snprintf(err, errlen, "%s already exists; pass --force to replace it", model_path);
+        snprintf(err, errlen, "%s already exists: pass --force to replace it", model_path);
         return false;
     }
     char *dir = make_temp_dir();

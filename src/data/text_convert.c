@@ -121,11 +121,7 @@ bool ts_text_convert(const ts_text_convert_options *options, ts_text_convert_res
     const ts_text_convert_options a = *options;
     const ts_tokenizer *tok = a.tokenizer;
     *result = (ts_text_convert_result){{0, 0}, {0, 0}};
-    struct stat sb;
-    if (!a.force && stat(a.output, &sb) == 0) {
-        snprintf(errmsg, errlen, "%s already exists; pass --force to replace it", a.output);
-        return false;
-    }
+    if (ts_token_file_check_output(a.output, a.force, errmsg, errlen) != TS_IO_OK) return false;
 
     /* Written under a temporary name and renamed when complete: a failed or
      * interrupted conversion never destroys an existing file, and readers

@@ -111,8 +111,8 @@ ts_io_status ts_h5_check_output(const char *target, bool overwrite, const char *
                           strerror(errno));
     if (stat(target, &info) != 0) return TS_IO_OK;
     if (!overwrite)
-        return ts_io_fail(err, errlen, TS_IO_ERR_EXISTS, "'%s' exists: pass %s to replace it",
-                          target, option);
+        return ts_io_fail(err, errlen, TS_IO_ERR_EXISTS,
+                          "'%s' already exists: pass %s to replace it", target, option);
     if (!S_ISREG(info.st_mode))
         return ts_io_fail(err, errlen, TS_IO_ERR_EXISTS,
                           "'%s' is not a file: %s does not replace it", target, option);

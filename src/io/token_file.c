@@ -243,6 +243,7 @@ static ts_tf_status writer_create(ts_token_writer **out, const char *path,
     if (!st)
         st = write_int_attr(path, w->file, "vocab_size", H5T_STD_I64LE, &vocab, H5T_NATIVE_INT64,
                             err);
+    if (!st) st = write_str_attr(path, w->file, "format", TS_TF_FORMAT_NAME, err);
     if (!st) st = write_str_attr(path, w->file, "tokenizer", meta->tokenizer, err);
     if (!st) st = write_str_attr(path, w->file, "domain", meta->domain, err);
     if (!st) st = write_str_attr(path, w->file, "source", meta->source, err);
@@ -925,4 +926,9 @@ void ts_token_file_close(ts_token_file *tf) {
     ts_h5_quiet q = ts_h5_quiet_begin();
     close_impl(tf);
     quiet_end(q, TS_TF_OK);
+}
+
+ts_io_status ts_token_file_check_output(const char *path, bool force, char *err, size_t errlen) {
+    static const char *const legacy[] = {"vocab_size", NULL}; /* required of every token file */
+    return ts_h5_check_output(path, force, TS_TF_FORMAT_NAME, legacy, "--force", err, errlen);
 }

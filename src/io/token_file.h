@@ -72,6 +72,17 @@ typedef struct ts_token_meta {
 
 typedef struct ts_token_writer ts_token_writer;
 
+/* The root attribute "format" of the token files this program writes (files
+ * of other tools need not have it: docs/data-format.md). */
+#define TS_TF_FORMAT_NAME "thinkscale-tokens"
+
+/* Whether a command may write a token file at path (ts_h5_check_output): the
+ * directory exists and is writable; an existing file only with force, and
+ * only a token file (with vocab_size, or format "thinkscale-tokens"), never a
+ * checkpoint, metrics.h5 or eval result. --force replaces only what the
+ * command makes. */
+ts_io_status ts_token_file_check_output(const char *path, bool force, char *err, size_t errlen);
+
 /* Creates a new file at path; fails if it already exists (callers write to a
  * temporary name and rename, so a failure never destroys a finished file). */
 ts_tf_status ts_token_writer_create(ts_token_writer **out, const char *path,

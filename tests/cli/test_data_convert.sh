@@ -39,6 +39,22 @@ cp out.h5 before.h5
 check "convert onto an existing file without --force fails" [ $? -ne 0 ]
 check "... saying so" contains exists.log "already exists"
 check "... and leaves the file intact" cmp -s out.h5 before.h5
+"$bin" data convert --input a.txt --input b.txt --output out.h5 --name other --force >replace.log 2>&1
+check "--force replaces a token file" [ $? -eq 0 ]
+check "... which now says what it is" \
+    /usr/bin/python3 -c "import h5py, sys; sys.exit(h5py.File('out.h5', 'r').attrs['format'] != 'thinkscale-tokens')"
+/usr/bin/python3 -c "import h5py; h5py.File('not-tokens.h5', 'w').attrs['format'] = 'thinkscale-checkpoint'"
+cp not-tokens.h5 not-tokens.before
+"$bin" data convert --input a.txt --input b.txt --output not-tokens.h5 --name other --force \
+    >other.log 2>&1
+check "--force does not replace an HDF5 file of another kind" [ $? -ne 0 ]
+check "... saying what it is not" contains other.log "is not a thinkscale-tokens file"
+"$bin" data convert --input a.txt --input b.txt --output b.txt --name other --force >text.log 2>&1
+check "... nor a text file (the input, say)" [ $? -ne 0 ]
+check "... saying so" contains text.log "is not a thinkscale-tokens file"
+check "... which are left as they were" cmp -s not-tokens.h5 not-tokens.before
+check "... (the text too)" [ "$(wc -l <b.txt)" = 500 ]
+cp before.h5 out.h5
 
 "$bin" data convert --input missing.txt --output out.h5 --name demo --force >missing.log 2>&1
 check "an input that does not exist fails" [ $? -ne 0 ]

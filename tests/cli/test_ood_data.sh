@@ -59,7 +59,7 @@ check "zero training records are refused" usage_error "--train must be an intege
 check "a missing --output is refused" usage_error "--output is required" arith --seed 3
 check "no file is left by refused commands" [ ! -e x.h5 ]
 cp dyck.h5 dyck_before.h5
-check "an existing output is kept without --force" fails_with exists.log "already exists; pass --force" \
+check "an existing output is kept without --force" fails_with exists.log "already exists: pass --force" \
     "$bin" data dyck --output dyck.h5 --seed 9
 check "... unchanged" cmp -s dyck.h5 dyck_before.h5
 
