@@ -629,12 +629,19 @@ bool ts_campaign_manifest_claim_dir(const ts_campaign *c, const ts_campaign_mani
                          dir);
                 break;
             }
-            int shown_a = a ? (int)la : 6, shown_b = b ? (int)lb : 6;
+            if (!b) { /* every line of it agrees, and it stops */
+                snprintf(err, errlen,
+                         "%s stops after point %d of this campaign's %d: a campaign of fewer "
+                         "points, or the file cut short; use another --dir, or, if %s holds this "
+                         "campaign, remove the file and run again",
+                         path, i - 2, m->n_points, dir);
+                break;
+            }
+            int shown_a = a ? (int)la : 6, shown_b = (int)lb;
             snprintf(err, errlen,
                      "%s belongs to another campaign: point %d differs (%s has '%.*s', %s gives "
                      "'%.*s'); use another --dir, so that results are never mixed",
-                     dir, i - 1, path, shown_b, b ? b : "(none)", c->path, shown_a,
-                     a ? a : "(none)");
+                     dir, i - 1, path, shown_b, b, c->path, shown_a, a ? a : "(none)");
         }
     } else {
         ok = ts_make_dirs(dir, err, errlen) == TS_IO_OK &&

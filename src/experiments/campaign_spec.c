@@ -487,6 +487,7 @@ static int refuse_campaign_owned(parse_state *s, const char *section, const char
     static const char *const owned[][2] = {{"model.arch", "[campaign] architectures"},
                                            {"data.train", "[campaign] data"},
                                            {"data.eval", "[campaign] eval"},
+                                           {"train.seed", "[campaign] seeds"},
                                            {"run.dir", "--dir"}};
     for (size_t i = 0; i < sizeof owned / sizeof *owned; i++)
         if (!strcmp(name, owned[i][0]))

@@ -65,9 +65,10 @@ ts_io_status ts_commit_begin(ts_commit *c, const char *path, bool overwrite, boo
      * nothing to remove: only a stale file that is there is an error (the
      * write that follows says why the directory cannot take it). */
     struct stat stale;
-    if (unlink(c->tmp) != 0 && errno != ENOENT && lstat(c->tmp, &stale) == 0)
+    int unlink_error = unlink(c->tmp) == 0 ? 0 : errno;
+    if (unlink_error && unlink_error != ENOENT && lstat(c->tmp, &stale) == 0)
         return ts_io_fail(err, errlen, TS_IO_ERR_IO, "cannot remove the stale %s: %s", c->tmp,
-                          strerror(errno));
+                          strerror(unlink_error));
     return TS_IO_OK;
 }
 

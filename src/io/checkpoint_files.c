@@ -54,8 +54,6 @@ static int newest_first(const void *a, const void *b) {
     return sa < sb ? 1 : sa > sb ? -1 : 0;
 }
 
-/* Complete checkpoints of run_dir (marker and data file both present),
- * newest first. Serial: called by rank 0. */
 long ts_checkpoint_newest_orphan_marker(const char *run_dir, char *missing, size_t missing_len) {
     DIR *dir = opendir(run_dir);
     long newest = -1;
@@ -74,6 +72,8 @@ long ts_checkpoint_newest_orphan_marker(const char *run_dir, char *missing, size
     return newest;
 }
 
+/* Complete checkpoints of run_dir (marker and data file both present),
+ * newest first. Serial: called by rank 0. */
 static ts_io_status list_complete(const char *run_dir, found_list *list, char *err, size_t errlen) {
     memset(list, 0, sizeof *list);
     DIR *dir = opendir(run_dir);

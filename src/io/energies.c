@@ -34,10 +34,12 @@ ts_energies_file *ts_energies_open(MPI_Comm comm, const char *path, bool overwri
         *f = (ts_energies_file){.comm = comm, .rank = rank, .file = -1};
     }
     if (ok && rank == 0) {
-        /* energies files written before they carried "format" */
+        /* energies files written before they carried "format": an eval
+         * result of then has the same two attributes, and these as well */
         static const char *const legacy[] = {"checkpoint", "step", NULL};
+        static const char *const not_energies[] = {"split", "windows", "config", NULL};
         ts_io_status st = ts_h5_check_output(path, overwrite, TS_ENERGIES_FORMAT_NAME, legacy,
-                                             "--force", err, errlen);
+                                             not_energies, "--force", err, errlen);
         if (st == TS_IO_OK) st = ts_commit_begin(&f->commit, path, overwrite, false, err, errlen);
         if (st != TS_IO_OK) {
             ok = false;

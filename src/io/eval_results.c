@@ -62,7 +62,8 @@ ts_io_status ts_eval_results_check_target(const char *path, bool overwrite, char
     /* eval.h5 files written before they carried "format" */
     static const char *const legacy[] = {"checkpoint",      "step",   "split", "windows",
                                          "sequence_length", "config", NULL};
-    return ts_h5_check_output(path, overwrite, TS_EVAL_FORMAT_NAME, legacy, "--force", err, errlen);
+    return ts_h5_check_output(path, overwrite, TS_EVAL_FORMAT_NAME, legacy, NULL, "--force", err,
+                              errlen);
 }
 
 ts_io_status ts_eval_results_write(const char *path, const ts_eval_header *h,

@@ -97,8 +97,8 @@ void ts_h5_quiet_end(ts_h5_quiet saved) {
 #define AGREE_MSG 1024
 
 ts_io_status ts_h5_check_output(const char *target, bool overwrite, const char *format_name,
-                                const char *const *legacy_attrs, const char *option, char *err,
-                                size_t errlen) {
+                                const char *const *legacy_attrs, const char *const *legacy_absent,
+                                const char *option, char *err, size_t errlen) {
     struct stat info;
     char dir[4096];
     ts_io_dir_name(target, dir, sizeof dir);
@@ -125,6 +125,8 @@ ts_io_status ts_h5_check_output(const char *target, bool overwrite, const char *
     } else if (file >= 0 && H5Aexists(file, "format") == 0) { /* written before "format" */
         ours = true;
         for (const char *const *a = legacy_attrs; ours && *a; a++) ours = H5Aexists(file, *a) > 0;
+        for (const char *const *a = legacy_absent; ours && a && *a; a++)
+            ours = H5Aexists(file, *a) == 0;
     }
     free(format);
     if (file >= 0) H5Fclose(file);

@@ -95,14 +95,15 @@ bool ts_h5_write_array(hid_t loc, const char *name, hid_t type, int ndims, const
  * existing target needs overwrite (the command's `option`, e.g. "--force")
  * and must be a result of this kind, an HDF5 file whose root attribute
  * "format" is format_name, or one written before such files carried it (no
- * "format") with every root attribute of legacy_attrs (NULL-terminated).
+ * "format") with every root attribute of legacy_attrs and none of
+ * legacy_absent (both NULL-terminated; legacy_absent may be NULL).
  * Anything else (a checkpoint, metrics.h5, a token file, a file of another
  * program) is never replaced: --force replaces only what the same command
  * wrote. TS_IO_OK, or TS_IO_ERR_MISSING (no directory) / TS_IO_ERR_EXISTS
  * with a message naming the file. */
 ts_io_status ts_h5_check_output(const char *target, bool overwrite, const char *format_name,
-                                const char *const *legacy_attrs, const char *option, char *err,
-                                size_t errlen);
+                                const char *const *legacy_attrs, const char *const *legacy_absent,
+                                const char *option, char *err, size_t errlen);
 
 /* The directory part of path ("." when it has none, "/" for the root). */
 void ts_io_dir_name(const char *path, char *out, size_t outlen);

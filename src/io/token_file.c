@@ -930,5 +930,5 @@ void ts_token_file_close(ts_token_file *tf) {
 
 ts_io_status ts_token_file_check_output(const char *path, bool force, char *err, size_t errlen) {
     static const char *const legacy[] = {"vocab_size", NULL}; /* required of every token file */
-    return ts_h5_check_output(path, force, TS_TF_FORMAT_NAME, legacy, "--force", err, errlen);
+    return ts_h5_check_output(path, force, TS_TF_FORMAT_NAME, legacy, NULL, "--force", err, errlen);
 }

@@ -3,6 +3,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "io/checkpoint.h"
 #include "io/energies.h"
@@ -23,6 +24,15 @@ static void default_output(const char *checkpoint, char *output, size_t len) {
         snprintf(output, len, "%.*s/eval.h5", (int)(slash - checkpoint), checkpoint);
     else
         snprintf(output, len, "eval.h5");
+}
+
+/* Whether two paths name one file: the same inode when the file exists,
+ * else the same text. */
+static bool same_path(const char *a, const char *b) {
+    struct stat sa, sb;
+    if (stat(a, &sa) == 0 && stat(b, &sb) == 0)
+        return sa.st_dev == sb.st_dev && sa.st_ino == sb.st_ino;
+    return !strcmp(a, b);
 }
 
 /* The token sets of --data, opened before any is evaluated. */
@@ -146,6 +156,11 @@ int ts_eval_run(MPI_Comm comm, const ts_eval_run_options *a) {
     eval_sets sets = {0};
     bool ready =
         rank != 0 || ts_eval_results_check_target(output, a->force, err, sizeof err) == TS_IO_OK;
+    if (ready && rank == 0 && a->energies && same_path(a->energies, output)) {
+        snprintf(err, sizeof err, "--energies and the results both name %s: give each its own file",
+                 output);
+        ready = false;
+    }
     MPI_Bcast(&ready, 1, MPI_C_BOOL, 0, comm);
     if (!ready) {
         if (rank == 0) fprintf(stderr, "thinkscale eval: error: %s\n", err);
@@ -163,6 +178,7 @@ int ts_eval_run(MPI_Comm comm, const ts_eval_run_options *a) {
     if (a->energies &&
         !(energies = ts_energies_open(comm, a->energies, a->force, path, step, err, sizeof err))) {
         if (rank == 0) fprintf(stderr, "thinkscale eval: error: %s\n", err);
+        close_sets(&sets);
         ts_ctx_free(&ctx);
         ts_model_destroy(model);
         return 1;
@@ -186,6 +202,7 @@ int ts_eval_run(MPI_Comm comm, const ts_eval_run_options *a) {
                 fprintf(stderr, "thinkscale eval: error: out of memory for per-window sums\n");
             free(window_block);
             if (energies) ts_energies_close(energies, false, err, sizeof err);
+            close_sets(&sets);
             ts_ctx_free(&ctx);
             ts_model_destroy(model);
             return 1;

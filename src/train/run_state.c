@@ -389,7 +389,16 @@ static bool resume_from_checkpoint(ts_run_state *s, const char *resume_from, lon
                  "memory for a grid position's local copy)");
         return false;
     }
+    char missing[TS_CHECKPOINT_PATH_MAX];
+    long orphan = resume_from || s->rank != 0
+                      ? -1
+                      : ts_checkpoint_newest_orphan_marker(dir, missing, sizeof missing);
     if (st == TS_IO_NOT_FOUND) {
+        if (orphan >= 0)
+            fprintf(stderr,
+                    "thinkscale: warning: %s is marked complete but is gone (deleted or moved?), "
+                    "and no older checkpoint is there\n",
+                    missing);
         if (s->rank == 0)
             printf("thinkscale: no complete checkpoint in %s: starting from step 0\n", dir);
         *step = 0;
@@ -397,10 +406,6 @@ static bool resume_from_checkpoint(ts_run_state *s, const char *resume_from, lon
         return true;
     }
     if (st != TS_IO_OK) return false;
-    char missing[TS_CHECKPOINT_PATH_MAX];
-    long orphan = resume_from || s->rank != 0
-                      ? -1
-                      : ts_checkpoint_newest_orphan_marker(dir, missing, sizeof missing);
     if (orphan > cs.step)
         fprintf(stderr,
                 "thinkscale: warning: %s is marked complete but is gone (deleted or moved?); "

@@ -427,7 +427,9 @@ static bool report_run(trainer *tr, ts_run_summary *s, char *err, size_t errlen)
  * so a run directory it cannot write in (read-only storage: an archive, a
  * finished project space) is not an error: it says so and the caller exits
  * 0, as it does for a complete run anywhere (below, after the state is
- * loaded, which opens metrics.h5 for writing). */
+ * loaded, which opens metrics.h5 for writing). The final checkpoint is not
+ * verified here: on storage that cannot be written no older one could take
+ * its place anyway. */
 static bool complete_on_read_only_storage(trainer *tr) {
     const ts_run_config *c = &tr->config;
     int writable = tr->rank != 0 || access(c->run_dir, W_OK) == 0;
@@ -441,7 +443,8 @@ static bool complete_on_read_only_storage(trainer *tr) {
         return false;
     if (tr->rank == 0)
         printf("thinkscale train: the run in %s is already complete (step %ld, train.steps %ld); "
-               "nothing to do (its directory is read-only), files left as they were\n",
+               "nothing to do (its directory cannot be written: read-only, or no permission), "
+               "files left as they were\n",
                c->run_dir, step, c->steps);
     return true;
 }

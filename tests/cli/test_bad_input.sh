@@ -69,9 +69,13 @@ check "... and the finished run's files are unchanged" [ "$before" = "$(cd "$tmp
 # A second trainer resuming a run directory while one trains there: refused,
 # saying why (HDF5 reports the other's lock as a failed open).
 cp -r "$tmp/done" "$tmp/busy"
-tiny_train 1 "$bin" "$tmp/busy" --set train.steps=100000 --resume >"$tmp/busy1.log" 2>&1 &
+# mpirun itself in the background (not tiny_train, a function: $! would be
+# its subshell, and killing that would leave the trainer running).
+mpirun -np 1 "$bin" train "$tmp/tiny.ini" --set run.dir="$tmp/busy" --set train.steps=100000 \
+    --resume >"$tmp/busy1.log" 2>&1 &
 first=$!
-for _ in $(seq 1 100); do grep -q "resumed from" "$tmp/busy1.log" && break; sleep 0.1; done
+for _ in $(seq 1 600); do grep -q "resumed from" "$tmp/busy1.log" && break; sleep 0.1; done
+check "the first trainer is running in the directory" contains "$tmp/busy1.log" "resumed from"
 check "a second trainer in a busy run directory is told another process has metrics.h5 open" \
     fails_with "$tmp/busy2.log" "metrics.h5 cannot be opened for writing: another process has it open" \
     tiny_train 1 "$bin" "$tmp/busy" --set train.steps=100000 --resume

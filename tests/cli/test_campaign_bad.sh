@@ -44,6 +44,8 @@ bad_case "values of an axis not in axes" "\[axis.depth\] gives values for an axi
 
 good | sed 's/^\[base\]$/[base]\nrun.dir = elsewhere/' >"$tmp/bad.ini"
 bad_case "[base] run.dir" "\[base\] run.dir: the campaign sets it for every point (--dir)"
+good | sed 's/^\[base\]$/[base]\ntrain.seed = 7/' >"$tmp/bad.ini"
+bad_case "[base] train.seed" "\[base\] train.seed: the campaign sets it for every point (\[campaign\] seeds)"
 tiny_campaign "$tmp/bad.ini" bad "[arch.transformerpp]" "data.train = $tmp/corpus.h5"
 bad_case "[arch.NAME] data.train" "\[arch.transformerpp\] data.train: the campaign sets it"
 
@@ -68,6 +70,10 @@ cp "$dir/manifest.tsv" "$tmp/manifest.good"
 head -c 100 "$tmp/manifest.good" >"$dir/manifest.tsv"
 check "a manifest.tsv cut short is called damaged" fails_with "$tmp/manifest.log" \
     "manifest.tsv is damaged (it ends in the middle of a line: cut short): if .* remove the file" \
+    mpirun -np 2 "$bin" campaign run "$tmp/good.ini" --dir "$dir" --no-analysis
+head -n 2 "$tmp/manifest.good" >"$dir/manifest.tsv"
+check "... one cut at a line end says what it may be" fails_with "$tmp/manifest.log" \
+    "manifest.tsv stops after point 0 of this campaign's 3: a campaign of fewer points, or the file cut short" \
     mpirun -np 2 "$bin" campaign run "$tmp/good.ini" --dir "$dir" --no-analysis
 : >"$dir/manifest.tsv"
 check "... and an empty one" fails_with "$tmp/manifest.log" \

@@ -111,6 +111,17 @@ check "... and samples=0 too" \
     fails_with "$tmp/bad-think0.log" "ebt.infer_samples must be at least 1" mpirun -np 1 "$bin" \
     eval --run "$tmp/trained" --data "$tmp/corpus.h5" --windows 4 --think steps=2,samples=0 \
     --output "$tmp/bad-think.h5"
+mpirun -np 1 "$bin" eval --run "$tmp/trained" --data "$tmp/corpus.h5" --windows 2 \
+    --output "$tmp/legacy-eval.h5" >/dev/null 2>&1
+py -c "import h5py; del h5py.File('$tmp/legacy-eval.h5', 'r+').attrs['format']"  # as written before
+check "--energies --force does not replace an eval result written before files carried format" \
+    fails_with "$tmp/legacy.log" "is not a thinkscale-energies file" mpirun -np 1 "$bin" eval \
+    --run "$tmp/trained" --data "$tmp/corpus.h5" --windows 2 --output "$tmp/eval-l.h5" \
+    --energies "$tmp/legacy-eval.h5" --force
+check "--output and --energies naming one file are refused before evaluating" \
+    fails_with "$tmp/same.log" "both name $tmp/same.h5" mpirun -np 1 "$bin" eval \
+    --run "$tmp/trained" --data "$tmp/corpus.h5" --windows 2 --output "$tmp/same.h5" \
+    --energies "$tmp/same.h5"
 check "--force does not replace a file that is not an energies file" \
     fails_with "$tmp/bad-energies.log" "is not a thinkscale-energies file" mpirun -np 1 "$bin" \
     eval --run "$tmp/trained" --data "$tmp/corpus.h5" --windows 4 --output "$tmp/eval-e.h5" \

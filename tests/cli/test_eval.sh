@@ -53,6 +53,10 @@ check "... which are unchanged" [ "$before" = "$(sha256sum "$newest" "$tmp/corpu
 check "--force replaces an earlier eval result" \
     succeeds_with "$tmp/l6" "^results: $tmp/eval1.h5$" mpirun -np 1 "$bin" eval --run "$tmp/run" \
     --data "$tmp/corpus.h5" --windows 2 --output "$tmp/eval1.h5" --force
+py -c "import h5py; del h5py.File('$tmp/eval1.h5', 'r+').attrs['format']"  # as written before
+check "--force replaces an eval result written before files carried format" \
+    succeeds_with "$tmp/l6b" "^results: $tmp/eval1.h5$" mpirun -np 1 "$bin" eval --run "$tmp/run" \
+    --data "$tmp/corpus.h5" --windows 2 --output "$tmp/eval1.h5" --force
 check "... which now says what it is" \
     py -c "import h5py, sys; sys.exit(h5py.File('$tmp/eval1.h5', 'r').attrs['format'] != 'thinkscale-eval')"
 "$bin" data convert --input "$tmp/code.c" --output "$tmp/code2.h5" --name code --val-fraction 0.2 >/dev/null

@@ -86,6 +86,13 @@ check "... saying it is gone and where it resumes" contains "$tmp/gone.log" \
     "checkpoint_00000020.h5 is marked complete but is gone.*resuming from .* step 10"
 check "... bit-identical to the uninterrupted run" same_as_straight "$tmp/gone"
 
+# The only checkpoint gone: the resume starts from step 0, saying why.
+mkdir "$tmp/only-gone"
+cp "$tmp/gone/checkpoint_00000010.h5.complete" "$tmp/only-gone/"
+tiny_train 1 "$bin" "$tmp/only-gone" --set train.steps=2 --resume >"$tmp/only-gone.log" 2>&1
+check "a resume whose only marked checkpoint is gone says so" contains "$tmp/only-gone.log" \
+    "checkpoint_00000010.h5 is marked complete but is gone.*no older checkpoint is there"
+
 corrupt "$tmp/all-bad/checkpoint_00000020.h5" optimizer/v
 cp -r "$tmp/all-bad" "$tmp/bad-explicit"
 check "--resume-from a damaged checkpoint fails, naming it" fails_with "$tmp/bad-explicit.log" \
