@@ -50,12 +50,17 @@ def main(argv):
     args = parse_args(argv)
     try:
         report = allocation.gather(args.dir, args.plan, args.scaling, args.checkpoints)
+        text = allocation.markdown(report)
     except allocation.AllocationError as e:
         print(f"allocation_report: error: {e}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    except (OSError, KeyError, ValueError, IndexError, TypeError, RuntimeError) as e:
+        # what the readers' own checks do not foresee (a non-number where one
+        # is needed): bad input, named as such, not a traceback
+        print(f"allocation_report: error: the inputs are malformed ({type(e).__name__}: {e})",
+              file=sys.stderr)
+        return EXIT_BAD_INPUT
     from thinkscale_analysis import publish  # after the input is known to be good
-
-    text = allocation.markdown(report)
 
     def write_into(staging):
         publish.write_text(staging / allocation.MD_NAME, text)

@@ -17,6 +17,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import numpy as np  # noqa: E402
 from thinkscale_analysis import thinking  # noqa: E402
 
 EXIT_BAD_INPUT, EXIT_NOT_DONE, EXIT_WRITE_FAILED = 3, 4, 6
@@ -40,6 +41,13 @@ def main(argv):
         analysis = thinking.analyse(args.dir, args.resamples, args.seed)
     except thinking.ThinkingError as e:
         print(f"thinking: error: {e}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except (OSError, KeyError, ValueError, IndexError, TypeError, AttributeError, RuntimeError,
+            ZeroDivisionError, np.linalg.LinAlgError) as e:
+        # What the readers' own checks do not foresee in a damaged or
+        # hand-made file: still bad input, named as such, not a traceback.
+        print(f"thinking: error: the inputs in {args.dir} are malformed or damaged "
+              f"({type(e).__name__}: {e})", file=sys.stderr)
         return EXIT_BAD_INPUT
     if analysis.not_done and not args.partial:
         print(f"thinking: error: {len(analysis.not_done)} thinking point(s) not done (rerun the "

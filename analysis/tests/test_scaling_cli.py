@@ -215,6 +215,54 @@ class SmallCampaign(Workdir):
         self.assertFalse((self.dir / "fits.md").exists())
         self.assertEqual([p.name for p in self.dir.iterdir() if p.name.startswith(".analysis-")], [])
 
+    def test_a_failure_midway_puts_back_what_it_replaced(self):
+        """A destination that cannot take its file (fits.md a directory here)
+        fails the run; the figures and tables already renamed into place
+        before it must be put back, and stale figures it removed restored."""
+        synthetic.write(self.dir / "results.h5", self.rows())
+        self.plant_previous_outputs()
+        (self.dir / "figures" / "axis_stale.png").write_text(SENTINEL)
+        (self.dir / "compute_matched.csv").write_text(SENTINEL)
+        (self.dir / "fits.md").unlink()
+        (self.dir / "fits.md").mkdir()
+        result = run(self.dir)
+        self.assertEqual(result.returncode, 6, result.stderr)
+        self.assertIn("fits.md exists and is not a file", result.stderr)
+        for p in (self.dir / "fits.csv", self.dir / "figures" / "all_axes.png",
+                  self.dir / "figures" / "axis_stale.png", self.dir / "compute_matched.csv"):
+            self.assertEqual(p.read_text(), SENTINEL, p)
+        self.assertEqual(sorted(p.name for p in (self.dir / "figures").iterdir()),
+                         ["all_axes.png", "axis_stale.png"])
+
+    def test_a_rename_failing_midway_is_rolled_back(self):
+        """The same guarantee when the failure comes from the rename itself."""
+        import os
+        sys.path.insert(0, str(SCALING.parent))
+        from thinkscale_analysis import publish
+        self.plant_previous_outputs()
+        real_replace, calls = os.replace, []
+
+        def failing_replace(src, dst):  # the staged fits.md's rename fails, once
+            calls.append(dst)
+            if str(dst).endswith("fits.md") and ".replaced" not in str(src) and \
+                    "injected" not in calls:
+                calls.append("injected")
+                raise OSError("injected failure")
+            real_replace(src, dst)
+
+        def render(d):
+            (d / "all_axes.png").write_text("new figure")
+            return [d / "all_axes.png"]
+        publish.os.replace = failing_replace
+        try:
+            with self.assertRaises(OSError):
+                publish.publish(self.dir, {"fits.md": "new\n", "fits.csv": "new\n"}, render)
+        finally:
+            publish.os.replace = real_replace
+        self.assert_previous_outputs_untouched()
+        self.assertIn("injected", calls)
+        self.assertTrue(any(str(c).endswith("all_axes.png") for c in calls))  # had been replaced
+
 
 class BadInput(Workdir):
     def check(self, message, *args, directory=None):
@@ -225,6 +273,12 @@ class BadInput(Workdir):
         self.assertTrue(result.stderr.startswith("scaling: error: "))
         self.assertNotIn("Traceback", result.stderr)
         self.assert_previous_outputs_untouched()
+
+    def test_an_empty_version_attribute(self):
+        synthetic.write(self.dir / "results.h5", synthetic.make_rows(n_values=3))
+        with h5py.File(self.dir / "results.h5", "a") as f:
+            f.attrs["version"] = np.array([], dtype=np.int64)
+        self.check("is damaged or unreadable")
 
     def test_no_results_file(self):
         self.check("results.h5 does not exist")

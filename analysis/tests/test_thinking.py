@@ -183,6 +183,34 @@ class SlopeRecovery(unittest.TestCase):
         self.assertIn("results.h5 does not exist", done.stderr)
         self.assertFalse((self.dir / "thinking.csv").exists())
 
+    def test_malformed_thinking_files_are_bad_input_not_tracebacks(self):
+        """Files the readers' own checks do not foresee: a NaN window loss (the
+        fit's SVD fails), then no windows at all (nothing to resample)."""
+        path = self.dir / "runs" / "ebt-thinking-base-s33" / "thinking.h5"
+        with h5py.File(path, "r+") as f:
+            sets = f["sets"]
+            group = sets[next(iter(sets))]["default"]
+            loss = group["window_loss"][...]
+            loss[0] = np.nan
+            group["window_loss"][...] = loss
+        done = run_script(self.dir)
+        self.assertEqual(done.returncode, 3, done.stderr)
+        self.assertIn("thinking: error: ", done.stderr)
+        self.assertNotIn("Traceback", done.stderr)
+        write_campaign_dir = Path(tempfile.mkdtemp(dir=self.tmp.name))
+        write_campaign(write_campaign_dir, np.random.default_rng(7))
+        path = write_campaign_dir / "runs" / "ebt-thinking-base-s33" / "thinking.h5"
+        with h5py.File(path, "r+") as f:
+            for domain in f["sets"].values():
+                for setting in domain.values():
+                    for name in ("window_loss", "window_tokens"):
+                        del setting[name]
+                        setting[name] = np.zeros(0)
+        done = run_script(write_campaign_dir)
+        self.assertEqual(done.returncode, 3, done.stderr)
+        self.assertIn("no per-window sums", done.stderr)
+        self.assertFalse((write_campaign_dir / "thinking.csv").exists())
+
 
 class VocabularyComparison(unittest.TestCase):
     """The byte vs subword row: an EBT run in a subword vocabulary beside the

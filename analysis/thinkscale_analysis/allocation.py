@@ -295,7 +295,7 @@ def read_checkpoint_bench(bench_dir):
         raise AllocationError(f"--checkpoints {d} is not a directory")
     rows = _read_csv(d / CHECKPOINT_BENCH, CHECKPOINT_BENCH_COLUMNS, "--checkpoints")
     for i, r in enumerate(rows, start=2):
-        if r["file_bytes"] <= 0 or r["write_seconds"] <= 0 or r["read_seconds"] <= 0:
+        if not (r["file_bytes"] > 0 and r["write_seconds"] > 0 and r["read_seconds"] > 0):  # NaN too
             raise AllocationError(f"--checkpoints: {d / CHECKPOINT_BENCH} line {i}: sizes and "
                                   "times must be positive")
     machine_file = d / CHECKPOINT_BENCH_MACHINE

@@ -99,7 +99,9 @@ def load(path):
             return _read(f, path)
     except ResultsError:
         raise
-    except (OSError, KeyError, ValueError, TypeError) as e:
+    except (OSError, KeyError, ValueError, TypeError, IndexError, RuntimeError) as e:
+        # h5py raises RuntimeError for damaged structures (a bad symbol
+        # table or heap signature), IndexError for empty attributes
         raise ResultsError(f"{path} is damaged or unreadable: {e}") from None
 
 

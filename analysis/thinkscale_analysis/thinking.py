@@ -295,6 +295,14 @@ def analyse_run(run, train_domain, resamples, rng, answers=False):
                             f"'{train_domain}'")
     val = by_set[train_domain]["default"]
     n_windows = len(val.window_loss)
+    if n_windows == 0:
+        raise ThinkingError(f"{run.path}: the default evaluation of '{train_domain}' has no "
+                            "per-window sums (window_loss is empty): nothing to resample")
+    for s in run.settings:  # the resampling pairs windows across sets and settings
+        sums = (np.asarray(s.window_loss, float), np.asarray(s.window_tokens, float))
+        if any(len(x) != n_windows for x in sums) or not all(np.isfinite(x).all() for x in sums):
+            raise ThinkingError(f"{run.path}: set {s.set}, setting {s.label}: its per-window sums "
+                                f"are not {n_windows} finite numbers like the validation set's")
     # One window draw per replicate, shared by every set and setting: the sets
     # are different files, so sharing only ties the replicates together.
     weights = window_weights(rng, n_windows, resamples)
