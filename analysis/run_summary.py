@@ -5,6 +5,9 @@ its OOD-ness (perplexity on the domain / perplexity on the training domain's
 validation split, ../shared/specs/experiments.md section 2).
 
 usage: analysis/run_summary.py RUN_DIR
+
+Exit status: 0 printed; 1 RUN_DIR/metrics.h5 missing, or it or eval.h5 damaged
+or not laid out as written by thinkscale (the file and the error named); 2 usage.
 """
 import sys
 from pathlib import Path
@@ -18,6 +21,19 @@ def main(run_dir: Path) -> int:
     if not metrics_path.exists():
         print(f"run_summary: error: {metrics_path} does not exist", file=sys.stderr)
         return 1
+    try:
+        return summarise(run_dir, metrics_path, eval_path)
+    except BrokenPipeError:  # the reader went away (| head): not the files' fault
+        raise
+    except (OSError, KeyError, ValueError, IndexError, TypeError, RuntimeError,
+            StopIteration) as e:
+        # a damaged file, or one missing a table or attribute thinkscale writes
+        print(f"run_summary: error: {run_dir}: metrics.h5 or eval.h5 is damaged or incomplete "
+              f"({type(e).__name__}: {e})", file=sys.stderr)
+        return 1
+
+
+def summarise(run_dir, metrics_path, eval_path):
     with h5py.File(metrics_path, "r") as m:
         train = m["train"]
         steps = train["step"][...]

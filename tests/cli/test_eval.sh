@@ -86,6 +86,10 @@ mpirun -np 1 "$bin" eval --run "$tmp/run" --data "$tmp/corpus.h5,$tmp/code.h5" -
 check "eval's default output is RUN/eval.h5" contains "$tmp/eval_default.log" "^results: $tmp/run/eval.h5$"
 py analysis/run_summary.py "$tmp/run" >"$tmp/summary.log" 2>&1
 check "run_summary.py reads it: a row per domain" contains "$tmp/summary.log" "^code "
+mkdir "$tmp/damaged" && cp "$tmp/run/metrics.h5" "$tmp/damaged/" && : >"$tmp/damaged/eval.h5"
+check "run_summary.py names a damaged eval.h5 (exit 1), without a traceback" \
+    fails_with "$tmp/summary-bad.log" "damaged or incomplete" py analysis/run_summary.py "$tmp/damaged"
+check "... (no traceback)" [ -z "$(grep Traceback "$tmp/summary-bad.log")" ]
 check "... and no other eval file was written beside the checkpoints" \
     [ -z "$(ls "$tmp/run" | grep -v '^eval.h5$' | grep eval)" ]
 finish
