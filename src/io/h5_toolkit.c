@@ -139,6 +139,12 @@ ts_io_status ts_h5_check_output(const char *target, bool overwrite, const char *
                       file < 0 ? "not a readable HDF5 file" : "another kind of file", option);
 }
 
+bool ts_io_same_file(const char *a, const char *b) {
+    struct stat sa, sb;
+    if (stat(a, &sa) != 0 || stat(b, &sb) != 0) return !strcmp(a, b);
+    return sa.st_dev == sb.st_dev && sa.st_ino == sb.st_ino;
+}
+
 void ts_io_dir_name(const char *path, char *out, size_t outlen) {
     const char *slash = strrchr(path, '/');
     if (!slash)

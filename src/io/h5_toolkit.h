@@ -105,6 +105,10 @@ ts_io_status ts_h5_check_output(const char *target, bool overwrite, const char *
                                 const char *const *legacy_attrs, const char *const *legacy_absent,
                                 const char *option, char *err, size_t errlen);
 
+/* Whether two paths name one file: the same device and inode when both
+ * exist (so ./a.h5 and a.h5 agree), else the same text. */
+bool ts_io_same_file(const char *a, const char *b);
+
 /* The directory part of path ("." when it has none, "/" for the root). */
 void ts_io_dir_name(const char *path, char *out, size_t outlen);
 

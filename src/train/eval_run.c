@@ -3,7 +3,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 
 #include "io/checkpoint.h"
 #include "io/energies.h"
@@ -24,15 +23,6 @@ static void default_output(const char *checkpoint, char *output, size_t len) {
         snprintf(output, len, "%.*s/eval.h5", (int)(slash - checkpoint), checkpoint);
     else
         snprintf(output, len, "eval.h5");
-}
-
-/* Whether two paths name one file: the same inode when the file exists,
- * else the same text. */
-static bool same_path(const char *a, const char *b) {
-    struct stat sa, sb;
-    if (stat(a, &sa) == 0 && stat(b, &sb) == 0)
-        return sa.st_dev == sb.st_dev && sa.st_ino == sb.st_ino;
-    return !strcmp(a, b);
 }
 
 /* The token sets of --data, opened before any is evaluated. */
@@ -156,7 +146,7 @@ int ts_eval_run(MPI_Comm comm, const ts_eval_run_options *a) {
     eval_sets sets = {0};
     bool ready =
         rank != 0 || ts_eval_results_check_target(output, a->force, err, sizeof err) == TS_IO_OK;
-    if (ready && rank == 0 && a->energies && same_path(a->energies, output)) {
+    if (ready && rank == 0 && a->energies && ts_io_same_file(a->energies, output)) {
         snprintf(err, sizeof err, "--energies and the results both name %s: give each its own file",
                  output);
         ready = false;

@@ -87,19 +87,12 @@ static const char *domain_of(const ts_token_file *tf, const char *path) {
     return slash ? slash + 1 : path;
 }
 
-/* Whether paths[i] names the training file or a file listed before it: the
- * same file (by device and inode when both exist, so ./a.h5 and a.h5 agree)
- * is evaluated once. */
-static bool same_file(const char *a, const char *b) {
-    struct stat sa, sb;
-    if (stat(a, &sa) || stat(b, &sb)) return !strcmp(a, b);
-    return sa.st_dev == sb.st_dev && sa.st_ino == sb.st_ino;
-}
-
+/* Whether paths[i] names the training file or a file listed before it
+ * (ts_io_same_file): the same file is evaluated once. */
 static bool listed_before(const char *const *paths, int i, const char *train) {
-    if (same_file(paths[i], train)) return true;
+    if (ts_io_same_file(paths[i], train)) return true;
     for (int j = 0; j < i; j++)
-        if (same_file(paths[i], paths[j])) return true;
+        if (ts_io_same_file(paths[i], paths[j])) return true;
     return false;
 }
 
