@@ -206,6 +206,11 @@ static int cmd_convert(int argc, char **argv) {
     ts_text_convert_result r;
     char err[1024];
     ts_tokenizer *spm = NULL;
+    /* before training a vocabulary, which can take minutes */
+    if (a.spm_vocab && a.output && !ts_text_convert_output_usable(&options, err, sizeof err)) {
+        fprintf(stderr, "thinkscale data convert: %s\n", err);
+        return 1;
+    }
     if (a.spm_vocab) {
         ts_spm_train_options train = {.vocab_size = (int)a.spm_vocab,
                                       .seed = (uint32_t)a.spm_seed,

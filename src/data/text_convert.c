@@ -116,12 +116,17 @@ static char *describe_inputs(const ts_text_convert_options *a) {
     return s;
 }
 
+bool ts_text_convert_output_usable(const ts_text_convert_options *options, char *err,
+                                   size_t errlen) {
+    return ts_token_file_check_output(options->output, options->force, err, errlen) == TS_IO_OK;
+}
+
 bool ts_text_convert(const ts_text_convert_options *options, ts_text_convert_result *result,
                      char *errmsg, size_t errlen) {
     const ts_text_convert_options a = *options;
     const ts_tokenizer *tok = a.tokenizer;
     *result = (ts_text_convert_result){{0, 0}, {0, 0}};
-    if (ts_token_file_check_output(a.output, a.force, errmsg, errlen) != TS_IO_OK) return false;
+    if (!ts_text_convert_output_usable(options, errmsg, errlen)) return false;
 
     /* Written under a temporary name and renamed when complete: a failed or
      * interrupted conversion never destroys an existing file, and readers

@@ -27,6 +27,13 @@ typedef struct ts_text_convert_result {
     long chunks[TS_N_SPLITS];
 } ts_text_convert_result;
 
+/* Whether ts_text_convert may write options->output (its directory exists
+ * and is writable; an existing file is replaced only with force, and only
+ * if it is a token file): false with the message ts_text_convert would give.
+ * For callers that do costly work first, such as training a tokenizer. */
+bool ts_text_convert_output_usable(const ts_text_convert_options *options, char *err,
+                                   size_t errlen);
+
 /* False with a message naming the file and the problem; an existing output
  * is then untouched. */
 bool ts_text_convert(const ts_text_convert_options *options, ts_text_convert_result *result,

@@ -295,5 +295,8 @@ check "a file that is no model is reported" fails_with notmodel.log "not a usabl
 check "an existing model is not replaced without --force" fails_with model_exists.log "spm.model already exists" \
     "$bin" data convert --input code.c --output x.h5 --name x --spm-model spm.model --spm-vocab 400
 check "... and is unchanged" cmp -s spm.model spm_again.model
+check "an existing output is refused before a vocabulary is trained" fails_with late_output.log "spm_dyck.h5' already exists" \
+    "$bin" data convert --input licenses.txt --output spm_dyck.h5 --name x --spm-model late.model --spm-vocab 400
+check "... so no model is left behind" [ ! -e late.model ]
 check "no output (nor a temporary file) is left by failed conversions and generations" [ ! -e x.h5 ] && [ -z "$(ls x.h5.tmp.* 2>/dev/null)" ]
 finish
