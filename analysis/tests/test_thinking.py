@@ -183,6 +183,44 @@ class SlopeRecovery(unittest.TestCase):
         self.assertIn("results.h5 does not exist", done.stderr)
         self.assertFalse((self.dir / "thinking.csv").exists())
 
+    def test_a_damaged_results_file_is_called_damaged(self):
+        """A bad B-tree signature under the root group: h5py's get() reads
+        that as "no /points", which is not what is wrong."""
+        path = self.dir / "results.h5"
+        data = bytearray(path.read_bytes())
+        at = data.find(b"TREE")
+        self.assertGreaterEqual(at, 0, "no v1 B-tree in results.h5 to damage")
+        data[at:at + 4] = b"XXXX"
+        path.write_bytes(bytes(data))
+        done = run_script(self.dir)
+        self.assertEqual(done.returncode, 3, done.stderr)
+        self.assertIn("is damaged or unreadable", done.stderr)
+        self.assertNotIn("lacks", done.stderr)
+        self.assertFalse((self.dir / "thinking.csv").exists())
+
+    def test_a_damaged_or_empty_energies_file_is_named(self):
+        """thinking_energies.h5 beside EBT's thinking.h5 feeds the energy
+        table; a damaged one used to read as "no sets", silently no rows."""
+        path = self.dir / "runs" / "ebt-thinking-base-s33" / "thinking_energies.h5"
+        with h5py.File(path, "w") as f:
+            f.create_group("other")
+        done = run_script(self.dir)
+        self.assertEqual(done.returncode, 3, done.stderr)
+        self.assertIn("thinking_energies.h5: no /sets", done.stderr)
+        with h5py.File(path, "w") as f:
+            g = f.create_group("sets/val/default")
+            g["energy"] = np.zeros((4, 2, 8))
+            g["token_loss"] = np.zeros((4, 8))
+        data = bytearray(path.read_bytes())
+        at = data.find(b"TREE")
+        self.assertGreaterEqual(at, 0, "no v1 B-tree in the energies file to damage")
+        data[at:at + 4] = b"XXXX"
+        path.write_bytes(bytes(data))
+        done = run_script(self.dir)
+        self.assertEqual(done.returncode, 3, done.stderr)
+        self.assertIn("thinking_energies.h5 is damaged or unreadable", done.stderr)
+        self.assertFalse((self.dir / "thinking.csv").exists())
+
     def test_malformed_thinking_files_are_bad_input_not_tracebacks(self):
         """Files the readers' own checks do not foresee: a NaN window loss (the
         fit's SVD fails), then no windows at all (nothing to resample)."""

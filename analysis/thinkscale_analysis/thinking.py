@@ -137,17 +137,15 @@ def load_runs(directory):
         f = h5py.File(path, "r")
     except OSError as e:
         raise ThinkingError(f"{path}: not an HDF5 file ({e})")
-    with f:
-        if _text(f.attrs.get("format", "")) != "thinkscale-campaign-results":
-            raise ThinkingError(f"{path}: not a campaign results file")
-        p = f.get("points")
-        need = ("name", "arch", "axis", "status", "run", "thinking_file", "loss_by_domain")
-        missing = [k for k in need if p is None or k not in p]
-        if missing:
-            raise ThinkingError(f"{path}: /points lacks {', '.join(missing)} "
-                                "(a campaign without the thinking axis, or an older build)")
-        col = {k: [_text(v) for v in p[k][...]] for k in need[:-1]}
-        domains = [_text(d) for d in p["loss_by_domain"].attrs["domains"]]
+    try:
+        with f:
+            col, domains = _read_points(f, path)
+    except ThinkingError:
+        raise
+    except (OSError, KeyError, ValueError, TypeError, IndexError, RuntimeError) as e:
+        # h5py raises RuntimeError for a damaged structure (a bad B-tree or
+        # heap signature), where f.get() would just say "absent"
+        raise ThinkingError(f"{path} is damaged or unreadable: {e}") from None
     train_domain = domains[0]
     runs, not_done = [], []
     seen = set()
@@ -167,6 +165,24 @@ def load_runs(directory):
     if not runs and not not_done:
         raise ThinkingError(f"{path}: no point on the thinking axis")
     return runs, train_domain, not_done
+
+
+def _read_points(f, path):
+    """The thinking columns of results.h5's /points and the domains of its
+    loss_by_domain."""
+    if _text(f.attrs.get("format", "")) != "thinkscale-campaign-results":
+        raise ThinkingError(f"{path}: not a campaign results file")
+    if "points" not in f:  # raises on a damaged root group
+        raise ThinkingError(f"{path} has no group '/points'")
+    p = f["points"]
+    need = ("name", "arch", "axis", "status", "run", "thinking_file", "loss_by_domain")
+    missing = [k for k in need if k not in p]
+    if missing:
+        raise ThinkingError(f"{path}: /points lacks {', '.join(missing)} "
+                            "(a campaign without the thinking axis, or an older build)")
+    col = {k: [_text(v) for v in p[k][...]] for k in need[:-1]}
+    domains = [_text(d) for d in p["loss_by_domain"].attrs["domains"]]
+    return col, domains
 
 
 def _load_run(directory, arch, variant, name, path):
@@ -374,8 +390,18 @@ def energy_correlation(run, resamples, rng, setting="default"):
     out = []
     if run.energies is None:
         return out
-    with h5py.File(run.energies, "r") as f:
-        for set_name, group in f.get("sets", {}).items():
+    try:
+        f = h5py.File(run.energies, "r")
+    except OSError as e:
+        raise ThinkingError(f"{run.energies}: cannot read ({e})") from None
+    with f:
+        try:
+            has_sets = "sets" in f
+        except RuntimeError as e:  # a damaged root group, which f.get() calls absent
+            raise ThinkingError(f"{run.energies} is damaged or unreadable: {e}") from None
+        if not has_sets:
+            raise ThinkingError(f"{run.energies}: no /sets")
+        for set_name, group in f["sets"].items():
             if setting not in group:
                 continue
             g = group[setting]
