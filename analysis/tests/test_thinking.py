@@ -80,6 +80,17 @@ def write_campaign(directory, rng, noise=0.02, subword=False):
         d.attrs["domains"] = np.array([b"val", b"near", b"mid", b"far"])
 
 
+def damage_root_group(path):
+    """Overwrites the signature of the file's first v1 B-tree (the root
+    group's, as h5py writes by default), so its links cannot be read."""
+    data = bytearray(path.read_bytes())
+    at = data.find(b"TREE")
+    if at < 0:
+        raise AssertionError(f"{path} has no v1 B-tree to damage")
+    data[at:at + 4] = b"XXXX"
+    path.write_bytes(bytes(data))
+
+
 def run_script(directory, *options):
     """analysis/thinking.py on directory (few resamples: the outputs' form is tested)."""
     return subprocess.run([sys.executable, str(ANALYSIS / "thinking.py"), "--resamples", "50",
@@ -187,11 +198,7 @@ class SlopeRecovery(unittest.TestCase):
         """A bad B-tree signature under the root group: h5py's get() reads
         that as "no /points", which is not what is wrong."""
         path = self.dir / "results.h5"
-        data = bytearray(path.read_bytes())
-        at = data.find(b"TREE")
-        self.assertGreaterEqual(at, 0, "no v1 B-tree in results.h5 to damage")
-        data[at:at + 4] = b"XXXX"
-        path.write_bytes(bytes(data))
+        damage_root_group(path)
         done = run_script(self.dir)
         self.assertEqual(done.returncode, 3, done.stderr)
         self.assertIn("is damaged or unreadable", done.stderr)
@@ -211,11 +218,7 @@ class SlopeRecovery(unittest.TestCase):
             g = f.create_group("sets/val/default")
             g["energy"] = np.zeros((4, 2, 8))
             g["token_loss"] = np.zeros((4, 8))
-        data = bytearray(path.read_bytes())
-        at = data.find(b"TREE")
-        self.assertGreaterEqual(at, 0, "no v1 B-tree in the energies file to damage")
-        data[at:at + 4] = b"XXXX"
-        path.write_bytes(bytes(data))
+        damage_root_group(path)
         done = run_script(self.dir)
         self.assertEqual(done.returncode, 3, done.stderr)
         self.assertIn("thinking_energies.h5 is damaged or unreadable", done.stderr)
