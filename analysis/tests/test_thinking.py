@@ -52,16 +52,21 @@ def write_thinking_file(path, arch, knob_settings, line, rng, noise, config=BYTE
                 g["window_tokens"] = np.full(WINDOWS, float(SEQ))
 
 
-def write_campaign(directory, rng, noise=0.02, subword=False):
+def write_campaign(directory, rng, noise=0.02, subword=False, seeds=(33,)):
     """Two thinking points: ebt with gain 0.1 + 0.05 (ood - 1), transformerpp
     flat; with subword, a third: ebt trained in a subword vocabulary (the
-    subword variant) with gain 0.02 + 0.02 (ood - 1)."""
-    points = [("transformerpp-thinking-base-s33", "transformerpp", [], lambda o: 0.0, BYTE_CONFIG),
-              ("ebt-thinking-base-s33", "ebt", EBT_KNOB, lambda o: gain_line(o, 0.05, 0.05),
-               BYTE_CONFIG)]
-    if subword:
-        points.append(("ebt-thinking-subword-s33", "ebt", EBT_KNOB,
-                       lambda o: gain_line(o, 0.0, 0.02), SUBWORD_CONFIG))
+    subword variant) with gain 0.02 + 0.02 (ood - 1). With several seeds,
+    each seed's points, the slopes of seed 33 + k raised by 0.01 k."""
+    points = []
+    for seed in seeds:
+        up = 0.01 * (seed - 33)
+        points += [(f"transformerpp-thinking-base-s{seed}", "transformerpp", [], lambda o: 0.0,
+                    BYTE_CONFIG),
+                   (f"ebt-thinking-base-s{seed}", "ebt", EBT_KNOB,
+                    lambda o, up=up: gain_line(o, 0.05, 0.05 + up), BYTE_CONFIG)]
+        if subword:
+            points.append((f"ebt-thinking-subword-s{seed}", "ebt", EBT_KNOB,
+                           lambda o, up=up: gain_line(o, 0.0, 0.02 + up), SUBWORD_CONFIG))
     names = [p[0] for p in points]
     runs = directory / "runs"
     for name, arch, knob, line, config in points:
@@ -307,6 +312,53 @@ class VocabularyComparison(unittest.TestCase):
             fits = list(csv.DictReader(f))
         self.assertEqual(list(fits[0].keys())[:5], ["arch", "slope", "slope_lo", "slope_hi", "n_sets"])
         self.assertEqual(len(fits), 3)
+
+
+class SeveralSeeds(unittest.TestCase):
+    """A campaign with seeds = 33, 34: every run keeps its own rows, fits and
+    ablation row, labelled with its seed, and each subword run is compared
+    with the byte run of its own seed."""
+
+    def setUp(self):
+        self.tmp = tempfile.TemporaryDirectory()
+        self.dir = Path(self.tmp.name)
+        write_campaign(self.dir, np.random.default_rng(9), subword=True, seeds=(33, 34))
+
+    def tearDown(self):
+        self.tmp.cleanup()
+
+    def test_each_seed_is_its_own_series(self):
+        analysis = thinking.analyse(self.dir, resamples=300, seed=2)
+        fits = {f.arch: f for f in analysis.fits}
+        self.assertEqual(set(fits), {"transformerpp@s33", "transformerpp@s34", "ebt@s33",
+                                     "ebt@s34", "ebt/subword@s33", "ebt/subword@s34"})
+        self.assertAlmostEqual(fits["ebt@s33"].slope, 0.05, delta=0.005)
+        self.assertAlmostEqual(fits["ebt@s34"].slope, 0.06, delta=0.005)
+        self.assertAlmostEqual(fits["ebt/subword@s34"].slope, 0.03, delta=0.005)
+        self.assertEqual(sorted(a[0] for a in analysis.ablation), ["full@s33", "full@s34"])
+        pairs = {(r.run, r.slope) for r in analysis.vocab_rows}
+        self.assertEqual({run for run, _ in pairs},
+                         {"ebt@s33", "ebt/subword@s33", "ebt@s34", "ebt/subword@s34"})
+        self.assertEqual(len(analysis.vocab_rows), 4 * 4)  # each run once, 4 sets
+        md = thinking.summary_md(analysis)
+        self.assertIn("| full S2 recipe s34 |", md)
+        self.assertIn("| +7.19 | +18.70 |", md)  # the paper's row found despite the seed
+
+    def test_script_succeeds_with_a_row_per_seed(self):
+        done = run_script(self.dir)
+        self.assertEqual(done.returncode, 0, done.stderr)
+        with open(self.dir / "thinking_fits.csv") as f:
+            fits = list(csv.DictReader(f))
+        self.assertEqual(len(fits), 6)
+        self.assertEqual(len({r["arch"] for r in fits}), 6)
+        for name in ("thinking_ood", "thinking_flops", "thinking_ablation"):
+            self.assertTrue((self.dir / "figures" / f"{name}.png").is_file())
+
+    def test_one_seed_keeps_plain_labels(self):
+        (self.dir / "results.h5").unlink()
+        write_campaign(Path(self.tmp.name) / "one", np.random.default_rng(9), subword=True)
+        analysis = thinking.analyse(Path(self.tmp.name) / "one", resamples=50, seed=2)
+        self.assertEqual({f.arch for f in analysis.fits}, {"transformerpp", "ebt", "ebt/subword"})
 
 
 if __name__ == "__main__":

@@ -90,10 +90,34 @@ class Run:
     vocab: str  # "byte (256)" / "sentencepiece:HASH (2001)": tokenizer (vocabulary size)
     settings: list = field(default_factory=list)
     energies: Path = None
+    seed: str = ""  # the training seed, from the point's name
+    seed_in_label: bool = False  # the campaign trained some arch and variant with several seeds
 
     @property
     def label(self):
-        return self.arch if self.variant == "base" else f"{self.arch}/{self.variant}"
+        label = self.arch if self.variant == "base" else f"{self.arch}/{self.variant}"
+        return label + (f"{SEED_MARK}{self.seed}" if self.seed_in_label else "")
+
+
+# Runs of one architecture and variant trained with several seeds each get
+# their own rows, fits and series, their labels ending in "@sSEED" ("ebt@s34",
+# "ebt/no_replay@s34"): the spread between seeds is the retraining noise that
+# the window-bootstrap intervals leave out (docs/thinking.md).
+SEED_MARK = "@s"
+
+
+def split_seed(name):
+    """(name without its seed mark, " sSEED" or "") of a run label or an
+    ablation variant."""
+    base, mark, seed = name.partition(SEED_MARK)
+    return base, f" s{seed}" if mark else ""
+
+
+def ablation_names(variant):
+    """(the row's name, the paper's (longer, verify)) of an ablation variant."""
+    base, seed = split_seed(variant)
+    return (ABLATION_LABELS.get(base, base) + seed,
+            PAPER_TABLE2.get(base, (float("nan"), float("nan"))))
 
 
 def knob_label(arch, text, config_free_samples=1):
@@ -160,10 +184,22 @@ def load_runs(directory):
             continue
         seen.add(col["run"][i])
         # ARCH-thinking-VARIANT-sSEED
-        variant = name[len(arch) + len("-thinking-"):].rsplit("-s", 1)[0]
-        runs.append(_load_run(directory, arch, variant, name, directory / col["thinking_file"][i]))
+        variant, _, seed = name[len(arch) + len("-thinking-"):].rpartition("-s")
+        if not variant:  # not a campaign's name: the whole rest is the variant
+            variant, seed = seed, ""
+        run = _load_run(directory, arch, variant, name, directory / col["thinking_file"][i])
+        run.seed = seed
+        runs.append(run)
     if not runs and not not_done:
         raise ThinkingError(f"{path}: no point on the thinking axis")
+    # every label carries its seed once any run has a sibling of another seed,
+    # so that a run and its subword or ablation runs of one seed go together
+    seeds = {}
+    for run in runs:
+        seeds.setdefault((run.arch, run.variant), set()).add(run.seed)
+    several = any(len(s) > 1 for s in seeds.values())
+    for run in runs:
+        run.seed_in_label = several
     return runs, train_domain, not_done
 
 
@@ -469,7 +505,8 @@ def vocab_comparison(runs, fits):
     by_label = {f.arch: f for f in fits}
     rows = []
     for base in (r for r in runs if r.variant == "base"):
-        others = [r for r in runs if r.arch == base.arch and r.vocab != base.vocab]
+        others = [r for r in runs
+                  if r.arch == base.arch and r.vocab != base.vocab and r.seed == base.seed]
         if not others:
             continue
         for run in [base] + others:
@@ -493,12 +530,13 @@ def ablation_table(runs, rows):
     if not ebt:
         return [], ""
     sets = {row.set for row in rows if row.arch.startswith("ebt")}
+    base_labels = {r.label for r in ebt if r.variant == "base"}
     if "dyck" in sets:
         chosen = "dyck"
     else:
         oods = {}
         for row in rows:
-            if row.arch == "ebt" and row.setting == "default":
+            if row.arch in base_labels and row.setting == "default":
                 oods[row.set] = row.ood
         chosen = max(oods, key=oods.get) if oods else ""
     table = []
@@ -516,6 +554,8 @@ def ablation_table(runs, rows):
         if longer in found and verify in found:
             a, b = found[longer], found[verify]
             variant = "full" if run.variant == "base" else run.variant
+            if run.seed_in_label:
+                variant += SEED_MARK + run.seed
             table.append((variant, chosen, a.gain, a.gain_lo, a.gain_hi, b.gain, b.gain_lo,
                           b.gain_hi, longer, verify))
     return table, chosen
@@ -632,8 +672,8 @@ def ablation_md(analysis):
              "paper + verify |",
              "|---|---|---|---|---|"]
     for variant, _, g, lo, hi, v, vlo, vhi, longer, verify in analysis.ablation:
-        paper = PAPER_TABLE2.get(variant, (float("nan"), float("nan")))
-        lines.append(f"| {ABLATION_LABELS.get(variant, variant)} | {100 * g:+.2f} "
+        name, paper = ablation_names(variant)
+        lines.append(f"| {name} | {100 * g:+.2f} "
                      f"[{100 * lo:+.2f}, {100 * hi:+.2f}] ({longer}) | {100 * v:+.2f} "
                      f"[{100 * vlo:+.2f}, {100 * vhi:+.2f}] ({verify}) | {paper[0]:+.2f} | "
                      f"{paper[1]:+.2f} |")

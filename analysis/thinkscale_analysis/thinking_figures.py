@@ -9,7 +9,7 @@ import numpy as np  # noqa: E402
 
 from .figures import _colour, _save  # noqa: E402
 from .results import ARCH_LABELS  # noqa: E402
-from .thinking import ABLATION_LABELS, PAPER_EBT_POINTS, PAPER_TABLE2  # noqa: E402
+from .thinking import PAPER_EBT_POINTS, SEED_MARK, ablation_names, split_seed  # noqa: E402
 
 
 def _base_fits(analysis):
@@ -19,7 +19,11 @@ def _base_fits(analysis):
 def _other_vocab_fits(analysis):
     """Fits of runs trained in another vocabulary than their architecture's
     base run (the subword row), with the base architecture's name."""
-    runs = {r.run: r.arch for r in analysis.vocab_rows if "/" in r.run}
+    runs = {}
+    for r in analysis.vocab_rows:
+        if "/" in r.run:  # its seed's base run's series ("ebt@s34") gives the colour
+            _, mark, seed = r.run.partition(SEED_MARK)
+            runs[r.run] = r.arch + mark + seed
     return [(runs[f.arch], f) for f in analysis.fits if f.arch in runs]
 
 
@@ -47,7 +51,8 @@ def ood_figure(analysis, out_dir, ood_axis="linear"):
         # "sentencepiece:HASH (2001)" -> "subword (2001)": the hash is in thinking.md
         vocab = "subword " + f.vocab.split(" ", 1)[-1] if f.vocab.startswith("sentencepiece:") \
             else f.vocab
-        name = ARCH_LABELS.get(arch, arch) + (f", {vocab}" if other_vocab else "")
+        base, seed = split_seed(arch)
+        name = ARCH_LABELS.get(base, base) + seed + (f", {vocab}" if other_vocab else "")
         label = f"{name} ({f.setting}; slope {100 * f.slope:+.2f}%)" \
             if np.isfinite(f.slope) else name
         ax.errorbar(x, y, yerr=np.abs(err), fmt="o", color=colour, capsize=3, label=label,
@@ -96,7 +101,8 @@ def flops_figure(analysis, out_dir):
             ax.plot([r.flops_per_token for r in rows], [r.perplexity for r in rows], style,
                     color=colour, label=f"{set_name}" + (" (most OOD)" if set_name == most else ""))
         ax.set_xscale("log")
-        ax.set_title(ARCH_LABELS.get(arch, arch), fontsize=9)
+        base_arch, seed = split_seed(arch)
+        ax.set_title(ARCH_LABELS.get(base_arch, base_arch) + seed, fontsize=9)
         ax.set_xlabel("inference FLOPs per token")
         ax.legend(fontsize=7)
     axes[0][0].set_ylabel("perplexity")
@@ -108,8 +114,8 @@ def ablation_figure(analysis, out_dir):
     """The Table 2 ablation as a rendered table."""
     cells = []
     for variant, _, g, lo, hi, v, vlo, vhi, _, _ in analysis.ablation:
-        paper = PAPER_TABLE2.get(variant, (float("nan"), float("nan")))
-        cells.append([ABLATION_LABELS.get(variant, variant),
+        name, paper = ablation_names(variant)
+        cells.append([name,
                       f"{100 * g:+.2f} [{100 * lo:+.1f}, {100 * hi:+.1f}]",
                       f"{100 * v:+.2f} [{100 * vlo:+.1f}, {100 * vhi:+.1f}]",
                       f"{paper[0]:+.2f} / {paper[1]:+.2f}"])
