@@ -354,6 +354,16 @@ class SeveralSeeds(unittest.TestCase):
         for name in ("thinking_ood", "thinking_flops", "thinking_ablation"):
             self.assertTrue((self.dir / "figures" / f"{name}.png").is_file())
 
+    def test_seeds_of_a_run_share_a_colour_not_a_marker(self):
+        from thinkscale_analysis import thinking_figures
+        labels = ["transformerpp@s33", "transformerpp@s34", "ebt@s33", "ebt@s34", "nexus@s33",
+                  "nexus@s34"]
+        styles = {label: thinking_figures._style(label, labels) for label in labels}
+        self.assertEqual(styles["ebt@s33"][0], styles["ebt@s34"][0])
+        self.assertNotEqual(styles["ebt@s33"][1], styles["ebt@s34"][1])
+        self.assertEqual(len(set(styles.values())), len(labels))
+        self.assertEqual(len({colour for colour, _ in styles.values()}), 3)
+
     def test_one_seed_keeps_plain_labels(self):
         (self.dir / "results.h5").unlink()
         write_campaign(Path(self.tmp.name) / "one", np.random.default_rng(9), subword=True)

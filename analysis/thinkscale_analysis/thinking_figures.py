@@ -27,6 +27,22 @@ def _other_vocab_fits(analysis):
     return [(runs[f.arch], f) for f in analysis.fits if f.arch in runs]
 
 
+SEED_MARKERS = ("o", "s", "^", "D", "v", "P")
+
+
+def _style(label, labels):
+    """(colour, marker) of a run label among labels: the colour of its
+    architecture or variant, the marker of its seed (one seed: "o"), so that
+    seeds of one run share a colour and no two runs share both."""
+    bases = list(dict.fromkeys(split_seed(x)[0] for x in labels))
+    seeds = sorted({split_seed(x)[1] for x in labels})
+    base, seed = split_seed(label)
+    if base not in bases:
+        bases.append(base)
+    marker = SEED_MARKERS[seeds.index(seed) % len(SEED_MARKERS)] if seed in seeds else "o"
+    return _colour(base, bases), marker
+
+
 def ood_figure(analysis, out_dir, ood_axis="linear"):
     """x OOD-ness, y thinking gain (%) at each architecture's highest-compute
     knob level: points with window-bootstrap intervals and the fitted line;
@@ -42,7 +58,7 @@ def ood_figure(analysis, out_dir, ood_axis="linear"):
     for arch, f, other_vocab in series:
         if not f.points:
             continue
-        colour = _colour(arch, archs)
+        colour, marker = _style(arch, archs)
         x = np.array([p[1] for p in f.points])
         y = 100 * np.array([p[2] for p in f.points])
         lo = 100 * np.array([p[3] for p in f.points])
@@ -55,7 +71,7 @@ def ood_figure(analysis, out_dir, ood_axis="linear"):
         name = ARCH_LABELS.get(base, base) + seed + (f", {vocab}" if other_vocab else "")
         label = f"{name} ({f.setting}; slope {100 * f.slope:+.2f}%)" \
             if np.isfinite(f.slope) else name
-        ax.errorbar(x, y, yerr=np.abs(err), fmt="o", color=colour, capsize=3, label=label,
+        ax.errorbar(x, y, yerr=np.abs(err), fmt=marker, color=colour, capsize=3, label=label,
                     mfc="none" if other_vocab else colour)
         for p, xi, yi in zip(f.points, x, y):
             ax.annotate(p[0], (xi, yi), textcoords="offset points", xytext=(4, 3), fontsize=7,
@@ -92,7 +108,7 @@ def flops_figure(analysis, out_dir):
     fig, axes = plt.subplots(1, max(len(base), 1), figsize=(3.2 * max(len(base), 1), 3.4),
                              squeeze=False)
     for ax, arch in zip(axes[0], base):
-        colour = _colour(arch, base)
+        colour = _style(arch, base)[0]
         for set_name, style in ((analysis.train_domain, "o-"), (most, "s--")):
             rows = sorted((r for r in analysis.rows if r.arch == arch and r.set == set_name
                            and r.setting != "default"), key=lambda r: r.flops_per_token)
