@@ -23,7 +23,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from thinkscale_analysis import allocation  # noqa: E402
+from thinkscale_analysis import allocation, results  # noqa: E402
 
 EXIT_BAD_INPUT, EXIT_WRITE_FAILED = 3, 6
 
@@ -54,7 +54,7 @@ def main(argv):
     except allocation.AllocationError as e:
         print(f"allocation_report: error: {e}", file=sys.stderr)
         return EXIT_BAD_INPUT
-    except (OSError, KeyError, ValueError, IndexError, TypeError, RuntimeError) as e:
+    except results.DAMAGED_FILE_ERRORS as e:
         # what the readers' own checks do not foresee (a non-number where one
         # is needed): bad input, named as such, not a traceback
         print(f"allocation_report: error: the inputs are malformed ({type(e).__name__}: {e})",

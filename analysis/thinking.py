@@ -18,7 +18,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import numpy as np  # noqa: E402
-from thinkscale_analysis import thinking  # noqa: E402
+from thinkscale_analysis import results, thinking  # noqa: E402
 
 EXIT_BAD_INPUT, EXIT_NOT_DONE, EXIT_WRITE_FAILED = 3, 4, 6
 
@@ -42,8 +42,8 @@ def main(argv):
     except thinking.ThinkingError as e:
         print(f"thinking: error: {e}", file=sys.stderr)
         return EXIT_BAD_INPUT
-    except (OSError, KeyError, ValueError, IndexError, TypeError, AttributeError, RuntimeError,
-            ZeroDivisionError, np.linalg.LinAlgError) as e:
+    except (*results.DAMAGED_FILE_ERRORS, AttributeError, ZeroDivisionError,
+            np.linalg.LinAlgError) as e:
         # What the readers' own checks do not foresee in a damaged or
         # hand-made file: still bad input, named as such, not a traceback.
         print(f"thinking: error: the inputs in {args.dir} are malformed or damaged "

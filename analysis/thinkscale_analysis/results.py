@@ -81,6 +81,13 @@ def _read_numbers(dataset, name, kind):
     return raw.astype(np.float64 if kind == "f" else np.int64)
 
 
+# What h5py raises on a damaged or unexpected file: RuntimeError for a
+# damaged structure (a bad symbol table, B-tree or heap signature, where get()
+# would just say "absent"), IndexError for an empty attribute, KeyError for a
+# missing object. Readers turn these into their own "damaged" error.
+DAMAGED_FILE_ERRORS = (OSError, KeyError, ValueError, TypeError, IndexError, RuntimeError)
+
+
 def load(path):
     """Reads DIR/results.h5 into a Campaign, checking the contract."""
     path = Path(path)
@@ -99,9 +106,7 @@ def load(path):
             return _read(f, path)
     except ResultsError:
         raise
-    except (OSError, KeyError, ValueError, TypeError, IndexError, RuntimeError) as e:
-        # h5py raises RuntimeError for damaged structures (a bad symbol
-        # table or heap signature), IndexError for empty attributes
+    except DAMAGED_FILE_ERRORS as e:
         raise ResultsError(f"{path} is damaged or unreadable: {e}") from None
 
 

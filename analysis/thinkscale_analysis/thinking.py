@@ -31,6 +31,7 @@ import numpy as np
 from scipy import stats as scipy_stats
 
 from . import bootstrap
+from .results import DAMAGED_FILE_ERRORS
 
 # The EBT paper's Fig. 7 (OOD-ness, % gain): the spec
 # (../shared/specs/experiments.md section 2) gives only the first and last of
@@ -166,9 +167,7 @@ def load_runs(directory):
             col, domains = _read_points(f, path)
     except ThinkingError:
         raise
-    except (OSError, KeyError, ValueError, TypeError, IndexError, RuntimeError) as e:
-        # h5py raises RuntimeError for a damaged structure (a bad B-tree or
-        # heap signature), where f.get() would just say "absent"
+    except DAMAGED_FILE_ERRORS as e:
         raise ThinkingError(f"{path} is damaged or unreadable: {e}") from None
     train_domain = domains[0]
     runs, not_done = [], []
@@ -433,7 +432,7 @@ def energy_correlation(run, resamples, rng, setting="default"):
     with f:
         try:
             has_sets = "sets" in f
-        except RuntimeError as e:  # a damaged root group, which f.get() calls absent
+        except DAMAGED_FILE_ERRORS as e:  # a damaged root group, which f.get() calls absent
             raise ThinkingError(f"{run.energies} is damaged or unreadable: {e}") from None
         if not has_sets:
             raise ThinkingError(f"{run.energies}: no /sets")
