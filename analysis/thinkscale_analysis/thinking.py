@@ -193,10 +193,8 @@ def load_runs(directory):
         raise ThinkingError(f"{path}: no point on the thinking axis")
     # every label carries its seed once any run has a sibling of another seed,
     # so that a run and its subword or ablation runs of one seed go together
-    seeds = {}
-    for run in runs:
-        seeds.setdefault((run.arch, run.variant), set()).add(run.seed)
-    several = any(len(s) > 1 for s in seeds.values())
+    trained = {(r.arch, r.variant) for r in runs}
+    several = len({(r.arch, r.variant, r.seed) for r in runs}) > len(trained)
     for run in runs:
         run.seed_in_label = several
     return runs, train_domain, not_done
