@@ -265,6 +265,93 @@ static void mark_needed(ts_ctx *ctx, enum pass_kind kind, long last) {
     }
 }
 
+/* One rule's call in a pass: what the pass hands it and what it gives back. */
+typedef struct rule_call {
+    bool needs[TS_NODE_MAX_INPUTS];
+    ts_tensor *sums[TS_NODE_MAX_INPUTS];
+    bool into_leaf[TS_NODE_MAX_INPUTS];
+    ts_tensor *gin[TS_NODE_MAX_INPUTS];
+    bool offered; /* some sum offered (offer_sums): the node's backward_into runs */
+} rule_call;
+
+static void prepare_call(const ts_ctx *ctx, enum pass_kind kind, const ts_node *node,
+                         rule_call *call) {
+    memset(call, 0, sizeof *call);
+    for (int j = 0; j < node->n_in; j++) {
+        ts_tensor *in = node->in[j];
+        call->needs[j] =
+            is_target(ctx, kind, in) || (in->node && in->node->needed_epoch == ctx->epoch);
+    }
+    call->offered = offer_sums(ctx, kind, node, call->needs, call->sums, call->into_leaf);
+}
+
+static ts_rule_io rule_io(rule_call *call) {
+    return (ts_rule_io){call->needs, call->sums, call->gin};
+}
+
+/* Hands the gradients a rule gave (call->gin) to the node's inputs. */
+static void deliver(ts_ctx *ctx, enum pass_kind kind, const ts_node *node, rule_call *call,
+                    ts_arena_mark rule_start, bool create_graph) {
+    ts_tensor **gin = call->gin;
+    /* Sums the rule added into first: another gradient of the same
+     * tensor (an input twice) then adds to the new sum. */
+    bool summed[TS_NODE_MAX_INPUTS] = {false};
+    for (int j = 0; j < node->n_in; j++) {
+        summed[j] = call->sums[j] && gin[j] && gin[j]->data == call->sums[j]->data;
+        /* still only the sum holds it; a gradient added into leaf .grad
+         * buffers has arrived, and nothing is left to hand on */
+        if (summed[j] && !call->into_leaf[j]) node->in[j]->acc = gin[j];
+    }
+    for (int j = 0; j < node->n_in; j++) {
+        if (!call->needs[j] || !gin[j] || summed[j]) continue;
+        ts_tensor *in = node->in[j];
+        bool owned = ((!create_graph || node->backward_into) &&
+                      owned_gradient(ctx, rule_start, gin, node->n_in, j)) ||
+                     passes_on_owned_gradient(ctx, kind, node, gin, j);
+        if (kind == PASS_BACKWARD && is_target(ctx, kind, in)) {
+            add_into_leaf_grad(ctx, in, gin[j]);
+            if (owned) ts_recycler_give(ctx, gin[j]); /* added in: dead */
+        } else {
+            accumulate(ctx, in, gin[j], owned);
+        }
+    }
+}
+
+/* The producer whose rule node's backward_with_producer may run together
+ * with its own (autodiff.h), or NULL: in a plain pass of an executing
+ * context, the node that made input 0 just before node on the tape (every
+ * other consumer of input 0 came later and has run), needed by the pass,
+ * input 0 no target of it. */
+static ts_node *pair_producer(const ts_ctx *ctx, enum pass_kind kind, const ts_node *node) {
+    if (!node->backward_with_producer || ctx->grad_enabled || ctx->counting || node->n_in < 1)
+        return NULL;
+    const ts_tensor *in = node->in[0];
+    ts_node *producer = in->node;
+    if (!producer || producer->tape_index + 1 != node->tape_index ||
+        producer->needed_epoch != ctx->epoch || is_target(ctx, kind, in))
+        return NULL;
+    return producer;
+}
+
+/* Runs node's rule with its producer's as one (pair_producer): true if the
+ * pair's rule took them both. The producer's gradient is then spent, and
+ * the pass skips its node. */
+static bool run_pair(ts_ctx *ctx, enum pass_kind kind, ts_node *node, ts_node *producer,
+                     rule_call *own, ts_arena_mark rule_start) {
+    rule_call theirs;
+    prepare_call(ctx, kind, producer, &theirs);
+    ts_tensor *p = producer->out;
+    ts_tensor *p_gradient = p->acc_epoch == ctx->epoch ? p->acc : NULL;
+    if (!node->backward_with_producer(ctx, node, node->out->acc, p_gradient, rule_io(own),
+                                      rule_io(&theirs)))
+        return false;
+    deliver(ctx, kind, node, own, rule_start, false);
+    deliver(ctx, kind, producer, &theirs, rule_start, false);
+    if (p_gradient) recycle_output_gradient(ctx, kind, producer);
+    p->acc_epoch = 0; /* no gradient this pass: its node is not run */
+    return true;
+}
+
 static void run_pass(ts_ctx *ctx, enum pass_kind kind, const char *who, int n_out,
                      ts_tensor *const *outputs, ts_tensor *const *seeds, bool create_graph) {
     check_outputs(ctx, who, n_out, outputs, seeds);
@@ -291,44 +378,21 @@ static void run_pass(ts_ctx *ctx, enum pass_kind kind, const char *who, int n_ou
     for (long i = last; i >= 0; i--) {
         ts_node *node = ctx->tape[i];
         if (node->needed_epoch != ctx->epoch || node->out->acc_epoch != ctx->epoch) continue;
-        bool needs[TS_NODE_MAX_INPUTS] = {false};
-        ts_tensor *gin[TS_NODE_MAX_INPUTS] = {NULL};
-        for (int j = 0; j < node->n_in; j++) {
-            ts_tensor *in = node->in[j];
-            needs[j] =
-                is_target(ctx, kind, in) || (in->node && in->node->needed_epoch == ctx->epoch);
-        }
+        rule_call call;
+        prepare_call(ctx, kind, node, &call);
         ctx->pass = node->made_by_gradient_pass ? TS_PASS_SECOND_ORDER : rule_pass;
         ts_arena_mark rule_start = ts_arena_get_mark(&ctx->arena);
         ts_recycler_rule_start(ctx);
-        ts_tensor *sums[TS_NODE_MAX_INPUTS] = {NULL};
-        bool into_leaf[TS_NODE_MAX_INPUTS] = {false};
-        if (offer_sums(ctx, kind, node, needs, sums, into_leaf))
-            node->backward_into(ctx, node, node->out->acc, needs, sums, gin);
+        ts_node *producer = pair_producer(ctx, kind, node);
+        if (producer && run_pair(ctx, kind, node, producer, &call, rule_start)) {
+            recycle_output_gradient(ctx, kind, node);
+            continue;
+        }
+        if (call.offered)
+            node->backward_into(ctx, node, node->out->acc, call.needs, call.sums, call.gin);
         else
-            node->backward(ctx, node, node->out->acc, needs, gin);
-        /* Sums the rule added into first: another gradient of the same
-         * tensor (an input twice) then adds to the new sum. */
-        bool summed[TS_NODE_MAX_INPUTS] = {false};
-        for (int j = 0; j < node->n_in; j++) {
-            summed[j] = sums[j] && gin[j] && gin[j]->data == sums[j]->data;
-            /* still only the sum holds it; a gradient added into leaf .grad
-             * buffers has arrived, and nothing is left to hand on */
-            if (summed[j] && !into_leaf[j]) node->in[j]->acc = gin[j];
-        }
-        for (int j = 0; j < node->n_in; j++) {
-            if (!needs[j] || !gin[j] || summed[j]) continue;
-            ts_tensor *in = node->in[j];
-            bool owned = ((!create_graph || node->backward_into) &&
-                          owned_gradient(ctx, rule_start, gin, node->n_in, j)) ||
-                         passes_on_owned_gradient(ctx, kind, node, gin, j);
-            if (kind == PASS_BACKWARD && is_target(ctx, kind, in)) {
-                add_into_leaf_grad(ctx, in, gin[j]);
-                if (owned) ts_recycler_give(ctx, gin[j]); /* added in: dead */
-            } else {
-                accumulate(ctx, in, gin[j], owned);
-            }
-        }
+            node->backward(ctx, node, node->out->acc, call.needs, call.gin);
+        deliver(ctx, kind, node, &call, rule_start, create_graph);
         recycle_output_gradient(ctx, kind, node);
     }
     ts_recycler_end(ctx);

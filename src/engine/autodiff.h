@@ -32,10 +32,36 @@ typedef void (*ts_backward_fn)(ts_ctx *ctx, ts_node *node, ts_tensor *gout, cons
 typedef void (*ts_backward_into_fn)(ts_ctx *ctx, ts_node *node, ts_tensor *gout, const bool *needs,
                                     ts_tensor *const *sums, ts_tensor **gin);
 
+/* What a pass hands one node's rule (as ts_backward_into_fn's arguments):
+ * which inputs need a gradient, the sums it may add into (NULL entries:
+ * none), and where it puts the gradients. */
+typedef struct ts_rule_io {
+    const bool *needs;
+    ts_tensor *const *sums;
+    ts_tensor **gin;
+} ts_rule_io;
+
+/* The rules of a node and of its producer (the node that made its input 0)
+ * run as one, in a plain pass of an executing context: a pair of ops whose
+ * rules cost less as one loop than one after the other (the node's gradient
+ * of input 0 is then never written to memory and read back). A pass calls it
+ * instead of the node's own rule only when the producer is the node just
+ * before it on the tape, so every other consumer of input 0 has already
+ * added its gradient (producer_gout: that sum, NULL if none), and input 0 is
+ * no target of the pass. The rule sets the gradients of the producer's
+ * inputs (producer.gin) as the producer's rule would for the sum of
+ * producer_gout and this node's gradient of input 0, and those of its own
+ * inputs but input 0 (own.gin[0] stays NULL); the pass then skips the
+ * producer. It returns false, having done nothing, when the two rules must
+ * run one after the other. */
+typedef bool (*ts_pair_backward_fn)(ts_ctx *ctx, ts_node *node, ts_tensor *gout,
+                                    ts_tensor *producer_gout, ts_rule_io own, ts_rule_io producer);
+
 struct ts_node {
     const char *op;
     ts_backward_fn backward;
-    ts_backward_into_fn backward_into; /* optional; set by the op after ts_record */
+    ts_backward_into_fn backward_into;          /* optional; set by the op after ts_record */
+    ts_pair_backward_fn backward_with_producer; /* optional; likewise */
     int n_in;
     ts_tensor *in[TS_NODE_MAX_INPUTS];
     ts_tensor *out;

@@ -812,80 +812,134 @@ static void mix_pair(ts_ctx *ctx, ts_tensor *g, ts_tensor *a, ts_tensor *b, ts_t
 }
 
 /* softmax_backward(P, G)'s rows of the strip from row i0 of a head (P's
- * and G's at ph, gh) into out [rows, C + 1] (the layout's rows), by its
- * row kernel under the masked runs; the rows PREFETCH_ROWS ahead
- * prefetched. */
-static void softmax_backward_strip(context_shape s, const ts_real *ph, const ts_real *gh,
-                                   const int32_t *runs, int i0, ts_real *out) {
+ * rows at ph, the strip's rows of G at gs, C + 1 apart) into out [rows,
+ * C + 1] (the layout's rows), by its row kernel under the masked runs; the
+ * rows PREFETCH_ROWS ahead prefetched, of G too when g_ahead (G a tensor
+ * in memory, not a strip formed in scratch). */
+static void softmax_backward_strip(context_shape s, const ts_real *ph, const ts_real *gs,
+                                   bool g_ahead, const int32_t *runs, int i0, ts_real *out) {
     int width = s.keys + 1, offset = s.keys - s.rows;
     for (int r = 0; r < strip_rows(s.rows, i0); r++) {
         long row = i0 + r, ahead = row + PREFETCH_ROWS;
         if (ahead < s.rows) { /* its visible keys and its self column */
             prefetch_row(ph + ahead * width, (int)ahead + offset + 1);
-            prefetch_row(gh + ahead * width, (int)ahead + offset + 1);
             __builtin_prefetch(ph + (ahead + 1) * width - 1);
-            __builtin_prefetch(gh + (ahead + 1) * width - 1);
+            if (g_ahead) {
+                const ts_real *g_row = gs + (long)(r + PREFETCH_ROWS) * width;
+                prefetch_row(g_row, (int)ahead + offset + 1);
+                __builtin_prefetch(g_row + width - 1);
+            }
         }
-        ts_softmax_backward_row(ph + row * width, gh + row * width, out + r * width, width,
+        ts_softmax_backward_row(ph + row * width, gs + (long)r * width, out + r * width, width,
                                 runs ? runs[2 * row] : 0, runs ? runs[2 * row + 1] : 0);
     }
 }
 
+/* self_scale's rows of the strip from row i0 of head h: out_r = (or +=,
+ * add) alpha column[r column_ld] x_r, column the strip's self column. */
+static void self_scale_strip(context_shape s, long h, int i0, const ts_real *column, int column_ld,
+                             double alpha, const ts_tensor *x, ts_tensor *out, bool add) {
+    int ld = rows_stride(s);
+    for (int r = 0; r < strip_rows(s.rows, i0); r++) {
+        long at = rows_head(s, h) + (long)(i0 + r) * ld;
+        self_scale_row((ts_real)alpha * column[(long)r * column_ld], x->data + at, out->data + at,
+                       s.dh, add);
+    }
+}
+
+/* context_probabilities' rule (node: its node) in a plain pass, strip by
+ * strip: each strip of the scores' gradient G = softmax_backward(P, dP)
+ * formed in scratch by the softmax backward's own row kernel, and the
+ * product's rule run on it while it is in cache: da = mix(G, b, b_self)
+ * and db = mix_t(G, a), as context_mix_pair, and db_self = self_scale(G,
+ * a) where needed. G never reaches memory: the softmax backward's write of
+ * it, the pair's read and the self scale's are saved (nineteenth round,
+ * docs/performance.md). The same row kernel, GEMMs and products on the
+ * same values as the two rules' ops, so their results bit for bit. */
+typedef struct scores_grad_job {
+    mix_job da;
+    mix_t_job db;
+    const ts_tensor *a;
+    ts_tensor *db_self, *into_self; /* db_self NULL: not needed */
+    double alpha;
+    const int32_t *runs;
+    ts_real *scratch; /* the strip of G [CONTEXT_STRIP, C + 1] */
+} scores_grad_job;
+
+static scores_grad_job scores_grad_start(ts_ctx *ctx, const ts_node *node, const bool *needs,
+                                         ts_tensor *const *sums) {
+    ts_tensor *p = node->out, *a = node->in[0], *b = node->in[1];
+    ts_tensor *b_self = node->n_in > 2 ? node->in[2] : NULL;
+    double alpha = node->fattr[0];
+    bool tm = node->iattr[0];
+    scores_grad_job j = {.da = mix_start(ctx, p, b, b_self, alpha, tm, plain_sum(ctx, sums, 0)),
+                         .db = mix_t_start(ctx, p, a, alpha, tm, plain_sum(ctx, sums, 1)),
+                         .a = a,
+                         .alpha = alpha,
+                         .runs = node->index};
+    if (b_self && needs[2]) {
+        j.into_self = plain_sum(ctx, sums, 2);
+        j.db_self = j.into_self ? j.into_self : ts_new_like(ctx, a);
+    }
+    if (!ctx->counting)
+        j.scratch = ts_alloc(ctx, (size_t)CONTEXT_STRIP * (j.da.s.keys + 1) * sizeof *j.scratch);
+    return j;
+}
+
+/* Head h's strip from row i0: P's rows at ph, the strip's rows of P's
+ * gradient at gs (g_ahead: a tensor in memory, prefetched ahead). */
+static void scores_grad_strip(const scores_grad_job *j, long h, int i0, int seen, const ts_real *ph,
+                              const ts_real *gs, bool g_ahead) {
+    context_shape s = j->da.s;
+    int width = s.keys + 1;
+    softmax_backward_strip(s, ph, gs, g_ahead, j->runs, i0, j->scratch);
+    layout_strip strip = {j->scratch, j->scratch + s.keys, width, width};
+    mix_strip(&j->da, h, i0, strip);
+    mix_t_strip(&j->db, h, i0, seen, strip);
+    if (j->db_self)
+        self_scale_strip(s, h, i0, j->scratch + s.keys, width, j->alpha, j->a, j->db_self,
+                         j->into_self != NULL);
+}
+
+static double scores_grad_flops(const scores_grad_job *j, const ts_tensor *p) {
+    return TS_SOFTMAX_BACKWARD_FLOPS * (double)p->numel + mix_flops(&j->da) + mix_t_flops(&j->db) +
+           (j->db_self ? self_scale_flops(j->a, j->alpha, j->into_self) : 0);
+}
+
 /* context_probabilities' gradient in a plain pass (recording off: the
- * backward of every context attention, EBT's plain backward among them), in
- * one loop over the strips. Each strip of the scores' gradient G =
- * softmax_backward(P, dP) is formed in scratch by the softmax backward's own
- * row kernel, and the product's rule runs on it while it is in cache: da =
- * mix(G, b, b_self) and db = mix_t(G, a), as context_mix_pair, and db_self
- * = self_scale(G, a). G never reaches memory: the softmax backward's write
- * of it, the pair's read and the self scale's are saved (nineteenth round,
- * docs/performance.md). The same row kernel, GEMMs and products on the same
- * values as the two rules' ops, so their results bit for bit. Not when two
- * of a, b and b_self are one tensor (one sum would then take the adds in
- * another order). FLOPs are the ops'; the profile books them as one row. */
+ * backward of a context attention whose mix's rule ran on its own), in one
+ * loop over the strips of dP. Not when two of a, b and b_self are one
+ * tensor (one sum would then take the adds in another order). FLOPs are
+ * the ops'; the profile books them as one row. */
 static void softmax_mix_pair(ts_ctx *ctx, ts_node *node, ts_tensor *dp, const bool *needs,
                              ts_tensor *const *sums, ts_tensor **gin) {
     ts_tensor *p = node->out, *a = node->in[0], *b = node->in[1];
     ts_tensor *b_self = node->n_in > 2 ? node->in[2] : NULL;
-    double alpha = node->fattr[0];
-    bool tm = node->iattr[0], self = b_self && needs[2];
-    context_shape_of(ctx, "context_probabilities", a, b, NULL, dp, tm);
-    mix_job mj = mix_start(ctx, p, b, b_self, alpha, tm, plain_sum(ctx, sums, 0));
-    mix_t_job tj = mix_t_start(ctx, p, a, alpha, tm, plain_sum(ctx, sums, 1));
-    ts_tensor *into_self = self ? plain_sum(ctx, sums, 2) : NULL;
-    ts_tensor *da_self = !self ? NULL : into_self ? into_self : ts_new_like(ctx, a);
-    context_shape s = mj.s;
-    int width = s.keys + 1, offset = s.keys - s.rows, ld = rows_stride(s);
-    const int32_t *runs = node->index;
-    ts_real *scratch =
-        ctx->counting ? NULL : ts_alloc(ctx, (size_t)CONTEXT_STRIP * width * sizeof *scratch);
+    context_shape_of(ctx, "context_probabilities", a, b, NULL, dp, node->iattr[0]);
+    scores_grad_job j = scores_grad_start(ctx, node, needs, sums);
+    context_shape s = j.da.s;
+    int width = s.keys + 1, offset = s.keys - s.rows;
     for (long h = 0; h < (ctx->counting ? 0 : s.heads); h++) {
         const ts_real *ph = p->data + h * (long)s.rows * width;
         const ts_real *gh = dp->data + h * (long)s.rows * width;
         for (int i0 = 0, seen = 0; i0 < s.rows; i0 += CONTEXT_STRIP) {
-            int rows = strip_rows(s.rows, i0), strip_keys = i0 + rows + offset;
-            softmax_backward_strip(s, ph, gh, runs, i0, scratch);
-            layout_strip strip = {scratch, scratch + s.keys, width, width};
-            mix_strip(&mj, h, i0, strip);
-            mix_t_strip(&tj, h, i0, seen, strip);
-            for (int r = 0; self && r < rows; r++) {
-                long at = rows_head(s, h) + (long)(i0 + r) * ld;
-                self_scale_row((ts_real)alpha * scratch[(long)r * width + s.keys], a->data + at,
-                               da_self->data + at, s.dh, into_self != NULL);
-            }
-            seen = strip_keys;
+            scores_grad_strip(&j, h, i0, seen, ph, gh + (long)i0 * width, true);
+            seen = i0 + strip_rows(s.rows, i0) + offset;
         }
-        mix_t_head_end(&tj, h);
+        mix_t_head_end(&j.db, h);
     }
-    ts_count_flops(ctx, TS_SOFTMAX_BACKWARD_FLOPS * (double)p->numel + mix_flops(&mj) +
-                            mix_t_flops(&tj) + (self ? self_scale_flops(a, alpha, into_self) : 0));
+    ts_count_flops(ctx, scores_grad_flops(&j, p));
     /* Recording is off: this books the work to the profile and records
      * nothing; the gradients are named as inputs only so their bytes count. */
-    ts_tensor *moved[7] = {dp, p, b, a, tj.out, b_self, da_self};
-    ts_record(ctx, "context_softmax_mix_pair", NULL, mj.out, self ? 7 : b_self ? 6 : 5, moved);
-    gin[0] = mj.out;
-    gin[1] = tj.out;
-    if (self) gin[2] = da_self;
+    ts_tensor *moved[7] = {dp, p, b, a, j.db.out, b_self, j.db_self};
+    ts_record(ctx, "context_softmax_mix_pair", NULL, j.da.out,
+              j.db_self ? 7
+              : b_self  ? 6
+                        : 5,
+              moved);
+    gin[0] = j.da.out;
+    gin[1] = j.db.out;
+    if (j.db_self) gin[2] = j.db_self;
 }
 
 /* The scores' gradient dS = softmax_backward(P, G) and da = mix(dS, b,
@@ -910,7 +964,7 @@ static ts_tensor *softmax_backward_mix(ts_ctx *ctx, ts_node *node, ts_tensor *g,
         const ts_real *ph = p->data + at, *gh = g->data + at;
         for (int i0 = 0; i0 < s.rows; i0 += CONTEXT_STRIP) {
             ts_real *written = ds->data + at + (long)i0 * width;
-            softmax_backward_strip(s, ph, gh, runs, i0, written);
+            softmax_backward_strip(s, ph, gh + (long)i0 * width, true, runs, i0, written);
             mix_strip(&mj, h, i0, (layout_strip){written, written + s.keys, width, width});
         }
     }
@@ -949,6 +1003,108 @@ static void context_probabilities_rule(ts_ctx *ctx, ts_node *node, ts_tensor *g,
     context_probabilities_rule_into(ctx, node, g, needs, no_sums, gin);
 }
 
+/* Whether the tensors given (NULL entries skipped) are all different. */
+static bool all_different(int n, const ts_tensor *const *t) {
+    for (int i = 0; i < n; i++)
+        for (int j = 0; t[i] && j < i; j++)
+            if (t[i] == t[j]) return false;
+    return true;
+}
+
+/* The context attention's backward in a plain pass: the rule of its mix O =
+ * mix(P, v, v_self) and of its probabilities P (softmax_mix_pair) as one
+ * loop over the strips (a ts_pair_backward_fn, engine/autodiff.h). Each
+ * strip of P's gradient, dP = product(g, v, v_self) plus what P's other
+ * consumers gave (dp_sum: EBT's second-order pass), is formed in scratch
+ * and turned into the scores' gradient there, so dP is never written nor
+ * read back, and each strip of P is read once for both rules: dv =
+ * mix_t(P, g) and dv_self = self_scale(P, g), then dq, dk and dk_self as
+ * softmax_mix_pair. The same GEMMs, row kernels and sums on the same values
+ * as the two rules (dP's entries are dp_sum + the product, as the
+ * product's add into a sum), so their results bit for bit. FLOPs are the
+ * two rules'; the profile books them as one row. Declined (the two rules
+ * run one after the other) unless P is context_probabilities' and the two
+ * rules would run their plain loops: q and k need gradients and no two
+ * inputs are one tensor (one sum would then take the adds in another
+ * order). */
+static bool context_attention_pair_rule(ts_ctx *ctx, ts_node *node, ts_tensor *g, ts_tensor *dp_sum,
+                                        ts_rule_io own, ts_rule_io producer) {
+    ts_tensor *p = node->in[0], *v = node->in[1], *v_self = node->n_in > 2 ? node->in[2] : NULL;
+    const ts_node *pn = p->node;
+    if (pn->backward != context_probabilities_rule || pn->iattr[0] != node->iattr[0]) return false;
+    ts_tensor *a = pn->in[0], *b = pn->in[1], *b_self = pn->n_in > 2 ? pn->in[2] : NULL;
+    if (!producer.needs[0] || !producer.needs[1] ||
+        !all_different(5, (const ts_tensor *[]){a, b, b_self, v, v_self}))
+        return false;
+    double alpha_mix = node->fattr[0];
+    bool tm = node->iattr[0], dv = own.needs[1], dv_self = v_self && own.needs[2];
+    context_shape s = context_shape_of(ctx, "context_attention_backward", g, v, v_self, dp_sum, tm);
+    context_shape_of(ctx, "context_attention_backward", a, b, b_self, p, tm);
+    mix_t_job vj = {0};
+    if (dv) vj = mix_t_start(ctx, p, g, alpha_mix, tm, own.sums[1]);
+    ts_tensor *into_v_self = dv_self ? own.sums[2] : NULL;
+    ts_tensor *dv_self_out = !dv_self ? NULL : into_v_self ? into_v_self : ts_new_like(ctx, g);
+    scores_grad_job sj = scores_grad_start(ctx, pn, producer.needs, producer.sums);
+
+    int width = s.keys + 1, offset = s.keys - s.rows, ld = rows_stride(s);
+    int ld_vt = round_up(s.keys, CONTEXT_PANEL);
+    ts_real *vt = ts_alloc(ctx, (size_t)ld_vt * s.dh * sizeof *vt);
+    ts_real *g_self = v_self ? self_scores_of(ctx, s, g, v_self, alpha_mix) : NULL;
+    ts_real *dp = ts_alloc(ctx, (size_t)CONTEXT_STRIP * width * sizeof *dp);
+    ts_real *p_visible = ts_alloc(ctx, (size_t)CONTEXT_STRIP * s.keys * sizeof *p_visible);
+    for (long h = 0; h < s.heads; h++) {
+        const ts_real *ph = p->data + h * (long)s.rows * width, *gh = g->data + rows_head(s, h);
+        ts_transpose_rows(v->data + h * (long)s.keys * s.dh, s.keys, s.dh, s.dh, vt, ld_vt);
+        for (int i0 = 0, seen = 0; i0 < s.rows; i0 += CONTEXT_STRIP) {
+            int rows = strip_rows(s.rows, i0), strip_keys = i0 + rows + offset;
+            /* dP's strip: (dp_sum +) alpha g v^T, its self column (dp_sum +) g . v_self */
+            strip_scores(rows, strip_keys, i0 + offset, s.dh, (ts_real)alpha_mix,
+                         gh + (long)i0 * ld, ld, vt, ld_vt, dp, width);
+            for (int r = 0; r < rows; r++) {
+                ts_real *row = dp + (long)r * width;
+                ts_real self_score = g_self ? g_self[h * s.rows + i0 + r] : 0;
+                const ts_real *sum =
+                    dp_sum ? dp_sum->data + h * (long)s.rows * width + (long)(i0 + r) * width
+                           : NULL;
+                for (int c = 0; sum && c < i0 + r + offset + 1; c++) row[c] = sum[c] + row[c];
+                row[s.keys] = sum ? sum[s.keys] + self_score : self_score;
+            }
+            /* the mix's rule on P's strip: dv and dv_self */
+            visible_strip(ph, width, s.rows, i0, rows, strip_keys, offset, p_visible);
+            const ts_real *p_self = ph + (long)i0 * width + s.keys;
+            if (dv)
+                mix_t_strip(&vj, h, i0, seen, (layout_strip){p_visible, p_self, strip_keys, width});
+            if (dv_self)
+                self_scale_strip(s, h, i0, p_self, width, alpha_mix, g, dv_self_out,
+                                 into_v_self != NULL);
+            /* the probabilities' rule on dP's strip: dq, dk and dk_self */
+            scores_grad_strip(&sj, h, i0, seen, ph, dp, false);
+            seen = strip_keys;
+        }
+        if (dv) mix_t_head_end(&vj, h);
+        mix_t_head_end(&sj.db, h);
+    }
+    ts_count_flops(ctx, product_flops(s, g, v_self != NULL, alpha_mix) + into_flops(dp_sum) +
+                            (dv ? mix_t_flops(&vj) : 0) +
+                            (dv_self ? self_scale_flops(g, alpha_mix, into_v_self) : 0) +
+                            scores_grad_flops(&sj, p));
+    /* Recording is off: this books the work to the profile and records
+     * nothing; the tensors are named as inputs only so their bytes count. */
+    ts_tensor *given[] = {g, p,      dp_sum, v,           v_self,    a,
+                          b, b_self, vj.out, dv_self_out, sj.db.out, sj.db_self};
+    ts_tensor *moved[sizeof given / sizeof *given];
+    int n_moved = 0;
+    for (size_t i = 0; i < sizeof given / sizeof *given; i++)
+        if (given[i]) moved[n_moved++] = given[i];
+    ts_record(ctx, "context_attention_backward", NULL, sj.da.out, n_moved, moved);
+    if (dv) own.gin[1] = vj.out;
+    if (dv_self) own.gin[2] = dv_self_out;
+    producer.gin[0] = sj.da.out;
+    producer.gin[1] = sj.db.out;
+    if (sj.db_self) producer.gin[2] = sj.db_self;
+    return true;
+}
+
 /* softmax(context_product(a, b, b_self; alpha), mask), the attention's
  * probabilities, as one node with the same values bit for bit: each strip's
  * scores formed in scratch and turned into probabilities while they are in
@@ -984,7 +1140,10 @@ static ts_tensor *context_probabilities(ts_ctx *ctx, ts_tensor *a, ts_tensor *b,
         node->index = runs;
         node->index_len = runs ? 2L * s.rows : 0;
     }
-    if (v) *mixed = mix_record(ctx, &mj, token_major);
+    if (v) {
+        *mixed = mix_record(ctx, &mj, token_major);
+        if ((*mixed)->node) (*mixed)->node->backward_with_producer = context_attention_pair_rule;
+    }
     return p;
 }
 

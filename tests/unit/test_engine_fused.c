@@ -624,6 +624,45 @@ static void test_context_attention_tokens_matches_heads(void **state) {
     }
 }
 
+/* The plain backward runs the attention's mix and probabilities rules as
+ * one loop (context_attention_pair_rule); a recorded pass runs them one
+ * after the other. Their gradients agree bit for bit: alone (loss <y, z>),
+ * and when P has another consumer whose gradient the loop must add in
+ * first, as in EBT's second-order pass (loss <first, u> + <y, z>, first =
+ * d<y, w>/dv = mix_t(P, w), recorded). */
+static void expect_plain_pair_as_recorded(fixture *fx, unary_fn f, ts_tensor *const *in) {
+    ts_ctx *ctx = &fx->ctx;
+    ts_tensor *y = f(ctx, in, NULL);
+    ts_tensor *z = constant(fx, y), *w = constant(fx, y), *first;
+    ts_grad(ctx, 1, &y, &w, 1, &in[2], &first, true);
+    ts_tensor *u = constant(fx, first);
+    ts_tensor *alone = ts_sum_all(ctx, ts_mul(ctx, y, z));
+    ts_tensor *shared = ts_add(ctx, alone, ts_sum_all(ctx, ts_mul(ctx, first, u)));
+    ts_tensor *losses[2] = {alone, shared};
+    for (int l = 0; l < 2; l++) {
+        ts_tensor *plain[5], *recorded[5];
+        ts_grad(ctx, 1, &losses[l], NULL, 5, in, plain, false);
+        ts_grad(ctx, 1, &losses[l], NULL, 5, in, recorded, true);
+        for (int j = 0; j < 5; j++) {
+            assert_int_equal(plain[j]->numel, recorded[j]->numel);
+            for (long i = 0; i < plain[j]->numel; i++)
+                if (plain[j]->data[i] != recorded[j]->data[i] || isnan(plain[j]->data[i]))
+                    fail_msg("loss %d, input %d, element %ld: plain %.9g, recorded %.9g", l, j, i,
+                             (double)plain[j]->data[i], (double)recorded[j]->data[i]);
+        }
+    }
+}
+
+static void test_context_attention_plain_pair_is_recorded_bit_for_bit(void **state) {
+    fixture *fx = *state;
+    for (int offset = 1; offset <= 37; offset += 36) {
+        ts_tensor *in[5];
+        context_inputs(fx, in, ATT_T + offset);
+        expect_plain_pair_as_recorded(fx, context_fused, in);
+        expect_plain_pair_as_recorded(fx, context_tokens, in);
+    }
+}
+
 /* It skips the masked context keys. */
 static void test_context_attention_counts_as_executed(void **state) {
     fixture *fx = *state;
@@ -698,9 +737,12 @@ static void test_profile_books_ops_by_pass(void **state) {
     ts_profile_start(ctx, &context, TS_PROFILE_CPU);
     ts_backward(ctx, ts_sum_all(ctx, ts_context_attention(ctx, cq, ck, cv, cks, cvs, 0.5)), NULL);
     ts_profile_stop(ctx);
-    /* Its plain rule forms the scores' gradient strip by strip in cache:
-     * no softmax_backward of its own. */
-    assert_non_null(find(&context, TS_PASS_BACKWARD, "context_softmax_mix_pair"));
+    /* Its plain backward is one loop (the mix's and the probabilities'
+     * rules): P's gradient and the scores' are formed strip by strip in
+     * cache, with no op of their own. */
+    assert_non_null(find(&context, TS_PASS_BACKWARD, "context_attention_backward"));
+    assert_null(find(&context, TS_PASS_BACKWARD, "context_softmax_mix_pair"));
+    assert_null(find(&context, TS_PASS_BACKWARD, "context_product"));
     assert_null(find(&context, TS_PASS_BACKWARD, "softmax_backward"));
     const ts_profile_entry *probabilities =
         find(&context, TS_PASS_FORWARD, "context_probabilities");
@@ -734,6 +776,7 @@ int main(void) {
         cmocka_unit_test(test_context_attention_matches_primitives),
         cmocka_unit_test(test_context_attention_tokens_matches_heads),
         cmocka_unit_test(test_context_attention_counts_as_executed),
+        cmocka_unit_test(test_context_attention_plain_pair_is_recorded_bit_for_bit),
         cmocka_unit_test(test_profile_books_ops_by_pass),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
