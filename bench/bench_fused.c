@@ -19,7 +19,10 @@
  *     against the observed keys and values [8, 4, 257, 64]:
  *     ts_context_attention_composed (scores, self score, concat, softmax,
  *     slices, two mixes) against ts_context_attention, forward and
- *     backward, then the forward alone.
+ *     backward, then the forward alone; then its plain backward with the
+ *     pass's rule pair off against on (engine/autodiff.h), and EBT's use of
+ *     it (a recorded gradient, then the backward and second-order pass of a
+ *     loss of it and of the output), the pair off against on.
  * Each line: the fastest repetition of each side, the speedup, and the time saved
  * per step (the op's calls per step, L = 4 layers: per Transformer++ step,
  * for the context attention per EBT energy evaluation). Process
@@ -127,6 +130,46 @@ static ts_tensor *attention_primitives_forward(ts_ctx *ctx, ts_tensor *const *in
 static ts_tensor *attention_fused_forward(ts_ctx *ctx, ts_tensor *const *in,
                                           const ts_tensor *mask) {
     return without_recording(ctx, attention_fused, in, mask);
+}
+
+/* The context attention with the plain pass's rule pairs off (before)
+ * and on (after, as always in training): ctx->pair_rules is set by the
+ * side and read by run_side's backward. */
+static ts_tensor *context_unpaired(ts_ctx *ctx, ts_tensor *const *in, const ts_tensor *mask) {
+    ctx->pair_rules = false;
+    return context_fused(ctx, in, mask);
+}
+
+static ts_tensor *context_paired(ts_ctx *ctx, ts_tensor *const *in, const ts_tensor *mask) {
+    ctx->pair_rules = true;
+    return context_fused(ctx, in, mask);
+}
+
+/* EBT's use of it: the energy's gradient recorded (here with respect to q
+ * and k_self, the prediction stream's), then a loss of that gradient and
+ * of the output; run_side's plain backward of it is the backward and the
+ * second-order pass, where the pair runs with P's gradient from the
+ * second-order rules added in. */
+static ts_tensor *context_second_order(ts_ctx *ctx, ts_tensor *const *in, bool paired) {
+    ctx->pair_rules = paired;
+    ts_tensor *y = context_fused(ctx, in, NULL), *first[2];
+    ts_grad(ctx, 1, &y, &y, 2, (ts_tensor *[]){in[0], in[3]}, first, true);
+    ts_tensor *loss = ts_sum_all(ctx, ts_mul(ctx, y, y));
+    for (int j = 0; j < 2; j++)
+        loss = ts_add(ctx, loss, ts_sum_all(ctx, ts_mul(ctx, first[j], first[j])));
+    return loss;
+}
+
+static ts_tensor *context_second_order_unpaired(ts_ctx *ctx, ts_tensor *const *in,
+                                                const ts_tensor *mask) {
+    (void)mask;
+    return context_second_order(ctx, in, false);
+}
+
+static ts_tensor *context_second_order_paired(ts_ctx *ctx, ts_tensor *const *in,
+                                              const ts_tensor *mask) {
+    (void)mask;
+    return context_second_order(ctx, in, true);
 }
 
 /* Forward and backward of one side, seeded with g; seconds. A side that
@@ -273,6 +316,22 @@ int main(int argc, char **argv) {
          gh,
          NULL,
          NULL},
+        {"context attention paired bwd",
+         4,
+         context_unpaired,
+         context_paired,
+         {context_in[0], context_in[1], context_in[2], context_in[3], context_in[4]},
+         gh,
+         NULL,
+         NULL},
+        {"context attention paired 2nd order",
+         4,
+         context_second_order_unpaired,
+         context_second_order_paired,
+         {context_in[0], context_in[1], context_in[2], context_in[3], context_in[4]},
+         NULL,
+         NULL,
+         NULL},
     };
     printf("%s; fastest of %d alternating repetitions\n", cpu ? "process CPU time" : "wall time",
            REPS);
@@ -293,6 +352,7 @@ int main(int argc, char **argv) {
         printf("%-38s %11.2f %11.2f %7.2fx %16.1f\n", levers[l].name, 1e3 * mb, 1e3 * ma, mb / ma,
                1e3 * (mb - ma) * levers[l].calls);
     }
+    ctx.pair_rules = true;
     free(xw_grad);
     free(s_grad);
     free(up_grad);

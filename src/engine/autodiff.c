@@ -323,7 +323,8 @@ static void deliver(ts_ctx *ctx, enum pass_kind kind, const ts_node *node, rule_
  * other consumer of input 0 came later and has run), needed by the pass,
  * input 0 no target of it. */
 static ts_node *pair_producer(const ts_ctx *ctx, enum pass_kind kind, const ts_node *node) {
-    if (!node->backward_with_producer || ctx->grad_enabled || ctx->counting || node->n_in < 1)
+    if (!node->backward_with_producer || !ctx->pair_rules || ctx->grad_enabled || ctx->counting ||
+        node->n_in < 1)
         return NULL;
     const ts_tensor *in = node->in[0];
     ts_node *producer = in->node;

@@ -13,7 +13,7 @@ static void default_error_handler(void *user, const char *message) {
 }
 
 bool ts_ctx_init(ts_ctx *ctx, size_t arena_chunk_bytes) {
-    *ctx = (ts_ctx){.grad_enabled = true, .on_error = default_error_handler};
+    *ctx = (ts_ctx){.grad_enabled = true, .pair_rules = true, .on_error = default_error_handler};
     ts_arena_init(&ctx->arena, arena_chunk_bytes);
     ctx->tape_cap = 1024;
     ctx->tape = malloc((size_t)ctx->tape_cap * sizeof *ctx->tape);

@@ -70,6 +70,11 @@ typedef struct ts_ctx {
     ts_unit_hook unit_hook; /* NULL: ts_unit_boundary is the identity and records nothing */
     void *unit_hook_user;
     bool into_leaf_grads; /* inside ts_backward's pass (for the unit hook) */
+    /* A plain pass may run a node's rule and its producer's as one
+     * (engine/autodiff.h: ts_pair_backward_fn). On from ts_ctx_init; off
+     * only to measure or test what the pairs save: the results are the
+     * same bits either way. */
+    bool pair_rules;
 } ts_ctx;
 
 typedef struct ts_mark {

@@ -624,42 +624,56 @@ static void test_context_attention_tokens_matches_heads(void **state) {
     }
 }
 
-/* The plain backward runs the attention's mix and probabilities rules as
- * one loop (context_attention_pair_rule); a recorded pass runs them one
- * after the other. Their gradients agree bit for bit: alone (loss <y, z>),
- * and when P has another consumer whose gradient the loop must add in
- * first, as in EBT's second-order pass (loss <first, u> + <y, z>, first =
- * d<y, w>/dv = mix_t(P, w), recorded). */
-static void expect_plain_pair_as_recorded(fixture *fx, unary_fn f, ts_tensor *const *in) {
+/* A plain pass runs the attention's mix's and probabilities' rules as one
+ * loop (engine/autodiff.h: ts_pair_backward_fn); a recorded pass runs them
+ * one after the other, and so does a plain pass with ctx.pair_rules off.
+ * The gradients agree bit for bit: alone (loss <y, z>); with P shared, so
+ * that the loop adds another consumer's gradient of P first (first =
+ * d<y, w>/dv = mix_t(P, w), recorded; loss <first, u> + <y, z>); and as in
+ * EBT's second-order pass, through the recorded scores' gradient (first =
+ * d<y, w>/d(q, k_self); loss <first_q, u_q> + <first_k_self, u_k_self> +
+ * <y, z>). */
+static void expect_plain_pairs_as_recorded(fixture *fx, unary_fn f, ts_tensor *const *in) {
     ts_ctx *ctx = &fx->ctx;
     ts_tensor *y = f(ctx, in, NULL);
-    ts_tensor *z = constant(fx, y), *w = constant(fx, y), *first;
-    ts_grad(ctx, 1, &y, &w, 1, &in[2], &first, true);
-    ts_tensor *u = constant(fx, first);
+    ts_tensor *z = constant(fx, y), *w = constant(fx, y), *first_v, *first_qk[2];
+    ts_grad(ctx, 1, &y, &w, 1, &in[2], &first_v, true);
+    ts_grad(ctx, 1, &y, &w, 2, (ts_tensor *[]){in[0], in[3]}, first_qk, true);
     ts_tensor *alone = ts_sum_all(ctx, ts_mul(ctx, y, z));
-    ts_tensor *shared = ts_add(ctx, alone, ts_sum_all(ctx, ts_mul(ctx, first, u)));
-    ts_tensor *losses[2] = {alone, shared};
-    for (int l = 0; l < 2; l++) {
-        ts_tensor *plain[5], *recorded[5];
+    ts_tensor *shared =
+        ts_add(ctx, alone, ts_sum_all(ctx, ts_mul(ctx, first_v, constant(fx, first_v))));
+    ts_tensor *second = alone;
+    for (int j = 0; j < 2; j++)
+        second = ts_add(ctx, second,
+                        ts_sum_all(ctx, ts_mul(ctx, first_qk[j], constant(fx, first_qk[j]))));
+    ts_tensor *losses[3] = {alone, shared, second};
+    for (int l = 0; l < 3; l++) {
+        ts_tensor *plain[5], *unpaired[5], *recorded[5];
         ts_grad(ctx, 1, &losses[l], NULL, 5, in, plain, false);
+        ctx->pair_rules = false;
+        ts_grad(ctx, 1, &losses[l], NULL, 5, in, unpaired, false);
+        ctx->pair_rules = true;
         ts_grad(ctx, 1, &losses[l], NULL, 5, in, recorded, true);
         for (int j = 0; j < 5; j++) {
             assert_int_equal(plain[j]->numel, recorded[j]->numel);
             for (long i = 0; i < plain[j]->numel; i++)
-                if (plain[j]->data[i] != recorded[j]->data[i] || isnan(plain[j]->data[i]))
-                    fail_msg("loss %d, input %d, element %ld: plain %.9g, recorded %.9g", l, j, i,
-                             (double)plain[j]->data[i], (double)recorded[j]->data[i]);
+                if (plain[j]->data[i] != recorded[j]->data[i] ||
+                    plain[j]->data[i] != unpaired[j]->data[i] || isnan(plain[j]->data[i]))
+                    fail_msg("loss %d, input %d, element %ld: paired %.9g, unpaired %.9g, "
+                             "recorded %.9g",
+                             l, j, i, (double)plain[j]->data[i], (double)unpaired[j]->data[i],
+                             (double)recorded[j]->data[i]);
         }
     }
 }
 
-static void test_context_attention_plain_pair_is_recorded_bit_for_bit(void **state) {
+static void test_context_attention_plain_pairs_are_recorded_bit_for_bit(void **state) {
     fixture *fx = *state;
     for (int offset = 1; offset <= 37; offset += 36) {
         ts_tensor *in[5];
         context_inputs(fx, in, ATT_T + offset);
-        expect_plain_pair_as_recorded(fx, context_fused, in);
-        expect_plain_pair_as_recorded(fx, context_tokens, in);
+        expect_plain_pairs_as_recorded(fx, context_fused, in);
+        expect_plain_pairs_as_recorded(fx, context_tokens, in);
     }
 }
 
@@ -776,7 +790,7 @@ int main(void) {
         cmocka_unit_test(test_context_attention_matches_primitives),
         cmocka_unit_test(test_context_attention_tokens_matches_heads),
         cmocka_unit_test(test_context_attention_counts_as_executed),
-        cmocka_unit_test(test_context_attention_plain_pair_is_recorded_bit_for_bit),
+        cmocka_unit_test(test_context_attention_plain_pairs_are_recorded_bit_for_bit),
         cmocka_unit_test(test_profile_books_ops_by_pass),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
