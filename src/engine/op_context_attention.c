@@ -932,11 +932,8 @@ static void softmax_mix_pair(ts_ctx *ctx, ts_node *node, ts_tensor *dp, const bo
     /* Recording is off: this books the work to the profile and records
      * nothing; the gradients are named as inputs only so their bytes count. */
     ts_tensor *moved[7] = {dp, p, b, a, j.db.out, b_self, j.db_self};
-    ts_record(ctx, "context_softmax_mix_pair", NULL, j.da.out,
-              j.db_self ? 7
-              : b_self  ? 6
-                        : 5,
-              moved);
+    int n_moved = j.db_self ? 7 : b_self ? 6 : 5;
+    ts_record(ctx, "context_softmax_mix_pair", NULL, j.da.out, n_moved, moved);
     gin[0] = j.da.out;
     gin[1] = j.db.out;
     if (j.db_self) gin[2] = j.db_self;
