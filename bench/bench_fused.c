@@ -352,7 +352,6 @@ int main(int argc, char **argv) {
         printf("%-38s %11.2f %11.2f %7.2fx %16.1f\n", levers[l].name, 1e3 * mb, 1e3 * ma, mb / ma,
                1e3 * (mb - ma) * levers[l].calls);
     }
-    ctx.pair_rules = true;
     free(xw_grad);
     free(s_grad);
     free(up_grad);
