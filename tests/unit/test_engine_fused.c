@@ -633,7 +633,7 @@ static void test_context_attention_tokens_matches_heads(void **state) {
  * EBT's second-order pass, through the recorded scores' gradient (first =
  * d<y, w>/d(q, k_self); loss <first_q, u_q> + <first_k_self, u_k_self> +
  * <y, z>). */
-static void expect_plain_pairs_as_recorded(fixture *fx, unary_fn f, ts_tensor *const *in) {
+static void expect_plain_pair_as_recorded(fixture *fx, unary_fn f, ts_tensor *const *in) {
     ts_ctx *ctx = &fx->ctx;
     ts_tensor *y = f(ctx, in, NULL);
     ts_tensor *z = constant(fx, y), *w = constant(fx, y), *first_v, *first_qk[2];
@@ -667,13 +667,13 @@ static void expect_plain_pairs_as_recorded(fixture *fx, unary_fn f, ts_tensor *c
     }
 }
 
-static void test_context_attention_plain_pairs_are_recorded_bit_for_bit(void **state) {
+static void test_context_attention_plain_pair_is_recorded_bit_for_bit(void **state) {
     fixture *fx = *state;
     for (int offset = 1; offset <= 37; offset += 36) {
         ts_tensor *in[5];
         context_inputs(fx, in, ATT_T + offset);
-        expect_plain_pairs_as_recorded(fx, context_fused, in);
-        expect_plain_pairs_as_recorded(fx, context_tokens, in);
+        expect_plain_pair_as_recorded(fx, context_fused, in);
+        expect_plain_pair_as_recorded(fx, context_tokens, in);
     }
 }
 
@@ -790,7 +790,7 @@ int main(void) {
         cmocka_unit_test(test_context_attention_matches_primitives),
         cmocka_unit_test(test_context_attention_tokens_matches_heads),
         cmocka_unit_test(test_context_attention_counts_as_executed),
-        cmocka_unit_test(test_context_attention_plain_pairs_are_recorded_bit_for_bit),
+        cmocka_unit_test(test_context_attention_plain_pair_is_recorded_bit_for_bit),
         cmocka_unit_test(test_profile_books_ops_by_pass),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
