@@ -796,11 +796,12 @@ bool ts_parallel_adopt_model(ts_parallel *p, ts_model *model, ts_ctx *ctx, char 
 void ts_parallel_begin_step(ts_parallel *p, ts_real *grads) {
     p->in_step = true;
     p->next_event = 0;
-    /* The shard is zero unless a step left it live (gather_params discards
+    /* The shard is zero unless a step left it live (gather_params zeroes
      * it after the optimiser; a step abandoned before that does not). */
-    if (p->grad_shard && p->grad_shard_live)
+    if (p->grad_shard && p->grad_shard_live && !p->grad_shard_kept)
         memset(p->grad_shard, 0, (size_t)p->owned_count * sizeof *p->grad_shard);
     p->grad_shard_live = p->grad_shard != NULL;
+    p->grad_shard_kept = false;
     /* An adopted gradient buffer is zero between micro-batches already (each
      * reduction gives its pages back); writing it would commit every page. */
     if (p->model) {
@@ -972,14 +973,28 @@ int ts_parallel_clip(ts_parallel *p, ts_real *grads, double clip, double *norm) 
     return MPI_SUCCESS;
 }
 
+/* The gradient shard and stage given back (zero2, zero3), before work
+ * between steps: an evaluation's or checkpoint's gather. */
+static void give_back_gradients(ts_parallel *p) {
+    if (p->grad_shard_live) ts_reals_discard(p->grad_shard, 0, p->owned_count);
+    if (p->grad_stage_live) ts_reals_discard(p->grad_stage, 0, p->grad_stage_elems);
+    bool changed = p->grad_shard_live || p->grad_stage_live;
+    p->grad_shard_live = p->grad_shard_kept = p->grad_stage_live = false;
+    if (changed && p->model) note_memory(p);
+}
+
 int ts_parallel_gather_params(ts_parallel *p, ts_real *params) {
     if (!sharded(p)) return MPI_SUCCESS;
-    if (p->grad_shard) { /* the optimiser has used it: no gradient outlives the step */
-        ts_reals_discard(p->grad_shard, 0, p->owned_count);
-        p->grad_shard_live = false;
-        if (p->grad_stage_live) ts_reals_discard(p->grad_stage, 0, p->grad_stage_elems);
-        p->grad_stage_live = false;
-        if (p->model) note_memory(p);
+    /* The optimiser has used the shard: zeroed for the next step, its pages
+     * kept with the stage's (zeroed by each block's reduction) until work
+     * between steps needs the memory (give_back_gradients). Given back here,
+     * the next backward wrote every page again, and on a VM that shadows
+     * the page tables each such write costs an exit (~6 us a page: ~25 ms
+     * of zero3's step on 2 ranks at the benchmark size; twenty-ninth round,
+     * docs/performance.md). Both are part of the step's peak anyway. */
+    if (p->grad_shard && p->grad_shard_live) {
+        memset(p->grad_shard, 0, (size_t)p->owned_count * sizeof *p->grad_shard);
+        p->grad_shard_kept = true;
     }
     if (p->strategy != TS_ZERO3) return allgather(p, params);
     /* The owned ranges changed: every gathered copy is stale, though its
@@ -996,6 +1011,7 @@ bool ts_parallel_model_present(const ts_parallel *p, const ts_model *model) {
 
 int ts_parallel_gather_model(ts_parallel *p, ts_model *model, bool with_gradient) {
     (void)model;
+    if (!with_gradient) give_back_gradients(p);
     if (p->strategy != TS_ZERO3 || !p->model) return MPI_SUCCESS;
     if (with_gradient) {
         if (p->per_unit) {

@@ -85,13 +85,15 @@ typedef struct ts_parallel {
     long owned_count;     /* their elements: the length of the owned order */
     ts_real *grad_shard;  /* zero2, zero3: the reduced gradient of the owned ranges in
                            * the owned order, summed over micro-batches (zero1 reduces in
-                           * place); reserved memory, given back after the optimiser step */
-    bool grad_shard_live; /* between ts_parallel_begin_step and the optimiser step */
+                           * place); reserved memory, zeroed after the optimiser step and
+                           * given back before an evaluation or checkpoint */
+    bool grad_shard_live; /* mapped: from ts_parallel_begin_step until given back */
+    bool grad_shard_kept; /* live and zeroed since the optimiser step */
     /* per_unit: where every block's leaves accumulate their gradient, at
      * their offsets within their unit (one block's backward runs at a time;
      * unit 0 stays in the flat buffer). It is reduced and zeroed at the end
-     * of each block's backward and given back after the optimiser step, so
-     * its pages are written again every micro-batch without being given
+     * of each block's backward and given back with the shard, so its pages
+     * are written again every micro-batch and step without being given
      * back and faulted in each time. */
     ts_real *grad_stage;
     long grad_stage_elems; /* the largest block unit */
@@ -224,7 +226,8 @@ int ts_parallel_clip(ts_parallel *p, ts_real *grads, double clip, double *norm);
 /* After the optimiser updated params[owned range]: every rank's range to
  * every rank (zero1, zero2); nothing for ddp; zero3 notes that its gathered
  * copies are stale (the next gather refreshes them in place). zero2 and
- * zero3 give their gradient shard's pages back. */
+ * zero3 zero their gradient shard and keep its pages (and the stage's) for
+ * the next step, until ts_parallel_gather_model without gradient. */
 int ts_parallel_gather_params(ts_parallel *p, ts_real *params);
 
 /* Whether model->params holds the full, current parameters: always, except
@@ -234,7 +237,9 @@ bool ts_parallel_model_present(const ts_parallel *p, const ts_model *model);
  * gather started, the blocks then gathered and released by the unit hook
  * (every unit now when the model is not per_unit). Without (an evaluation
  * and/or a checkpoint, one gather for both): every unit not present gathered
- * now. Nothing under another strategy. MPI_SUCCESS or the MPI error. */
+ * now, after the gradient shard and stage are given back (zero2 too), so
+ * that work holds no gradient. Nothing else under another strategy.
+ * MPI_SUCCESS or the MPI error. */
 int ts_parallel_gather_model(ts_parallel *p, ts_model *model, bool with_gradient);
 /* zero3: gives back every gathered unit's pages outside the owned ranges
  * (the rank keeps its parameter shard and moment shard between steps);
