@@ -148,9 +148,10 @@ bool ts_parallel_init(ts_parallel *p, MPI_Comm comm, ts_parallel_strategy strate
     }
     if (!per_unit_strategy) return true;
     /* zero2 and zero3 accumulate the reduced micro-batch gradients of their
-     * ranges here. */
+     * ranges here; its pages are given back only before an evaluation or
+     * checkpoint. */
     size_t n = (size_t)(p->owned_count > 0 ? p->owned_count : 1);
-    p->grad_shard = ts_reals_reserve((long)n); /* its pages are given back between steps */
+    p->grad_shard = ts_reals_reserve((long)n);
     if (!p->grad_shard) {
         ts_parallel_free(p);
         snprintf(err, errlen, "out of memory for the gradient shard (%zu elements)", n);
