@@ -183,8 +183,8 @@ static void run(ts_parallel_strategy strategy, bool second_order, long pieces, b
         assert_int_equal(ts_parallel_gather_params(&p, model.params), MPI_SUCCESS);
         ts_parallel_release_model(&p, &model);
     }
-    bool per_unit_shard = strategy == TS_ZERO2 || strategy == TS_ZERO3;
-    if (per_unit_shard) { /* the shard and stage stay mapped for the next step, zeroed */
+    bool gradient_shard = strategy == TS_ZERO2 || strategy == TS_ZERO3;
+    if (gradient_shard) { /* the shard and stage stay mapped for the next step, zeroed */
         double stage = p.grad_stage_live ? (double)p.grad_stage_elems : 0;
         assert_true(p.grad_shard_live && p.grad_shard_kept);
         assert_true(p.grads_held == (double)p.owned_count + stage);
@@ -204,7 +204,7 @@ static void run(ts_parallel_strategy strategy, bool second_order, long pieces, b
      * rank's range serves both (the second call sends nothing). */
     double sent = p.bytes_sent;
     assert_int_equal(ts_parallel_gather_model(&p, &model, false), MPI_SUCCESS);
-    if (per_unit_shard) { /* that work holds no gradient */
+    if (gradient_shard) { /* that work holds no gradient */
         assert_true(p.grads_held == 0);
         assert_false(p.grad_shard_live || p.grad_stage_live);
     }
